@@ -1,0 +1,162 @@
+/* Raft glue: the uv I/O on the data dir, a TCP transport with TCP_NODELAY,
+ * bootstrap, leadership tracking and the propose queue with group commit.
+ *
+ * Invariants:
+ * - A proposal's callback fires exactly once, and with status 0 only after
+ *   its entry was committed and applied (the result is apply's).
+ * - Proposals that arrive in the same loop iteration share one raft entry
+ *   (one disk write); entries and bytes in flight are capped, and what does
+ *   not fit waits in the queue, itself capped (then QR_EUNAVAIL).
+ * - Nothing is proposed before the barrier of the current term has applied,
+ *   so a new leader serves only once it has applied everything committed.
+ * - Entries are stamped with the leader's time, never decreasing. */
+#ifndef QR_CLUSTER_H
+#define QR_CLUSTER_H
+
+#include <raft.h>
+#include <raft/uv.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "command.h"
+#include "config.h"
+#include "err.h"
+#include "fsm.h"
+#include "store.h"
+
+/* Fires once per proposal. status: 0 (res is apply's outcome, borrowed for
+ * the call), QR_ENOTLEADER (never reached raft), QR_EUNAVAIL (refused:
+ * overloaded or closing; never reached raft) or QR_EUNKNOWN (may or may not
+ * have committed: leadership was lost; retry with the same dedup key). */
+typedef void (*qr_cluster_propose_cb)(void *data,
+                                      int status,
+                                      const struct qr_apply_result *res);
+
+/* Fires when this node has become leader and applied everything committed
+ * in earlier terms (the barrier), once per term. */
+typedef void (*qr_cluster_leader_cb)(void *data);
+
+struct qr_cluster;
+typedef void (*qr_cluster_close_cb)(struct qr_cluster *c);
+
+struct qr_proposal;
+struct qr_batch;
+
+/* The TCP transport with TCP_NODELAY set on every connection: the stock one
+ * never sets it, and Nagle plus delayed ACKs hold small entries back. */
+struct qr_nodelay_transport {
+    struct raft_uv_transport outer; /* handed to raft_uv_init; its data
+                                       field belongs to raft's uv I/O */
+    struct raft_uv_transport inner; /* the stock TCP transport */
+    raft_uv_accept_cb accept_cb;
+    raft_uv_transport_close_cb close_cb;
+};
+
+struct qr_cluster {
+    uv_loop_t *loop;                /* borrowed */
+    const struct qr_config *config; /* borrowed */
+    struct qr_store *store;         /* borrowed */
+    struct qr_fsm fsm;
+    struct raft raft;
+    struct raft_io io;
+    struct qr_nodelay_transport transport;
+    uv_check_t check; /* per-iteration: leadership poll and flush */
+    char raft_dir[PATH_MAX];
+    char errmsg[QR_ERRMSG_BYTES];
+
+    /* Leadership. */
+    bool leader;  /* raft_state() said leader at the last poll */
+    bool serving; /* leader and the term's barrier applied */
+    bool barrier_pending;
+    struct raft_barrier barrier;
+    uint64_t last_proposed_ms;
+    qr_cluster_leader_cb on_leader;
+    void *on_leader_data;
+
+    /* Message ids. */
+    uint64_t last_id_ms;
+    uint32_t id_seq;
+
+    /* Group commit. */
+    struct qr_proposal *queue_head, *queue_tail;
+    size_t queued_bytes;
+    struct qr_batch *inflight_head, *inflight_tail;
+    size_t inflight_entries;
+    size_t inflight_bytes;
+
+    /* Counters for status and metrics. */
+    uint64_t n_entries_proposed;
+    uint64_t n_commands_proposed;
+
+    bool started;
+    bool closing;
+    unsigned pending_closes;
+    qr_cluster_close_cb close_cb;
+};
+
+/* Sets up raft on cfg's data dir (cfg->data_dir/raft) over loop, with the fsm
+ * on store (borrowed; must outlive the cluster). On failure c->errmsg says
+ * why and nothing needs closing. */
+int qr_cluster_init(struct qr_cluster *c,
+                    uv_loop_t *loop,
+                    const struct qr_config *cfg,
+                    struct qr_store *store);
+
+/* Bootstraps a new cluster from cfg (--dev: itself; else --peers) unless the
+ * data dir has one already, then starts raft. */
+int qr_cluster_start(struct qr_cluster *c);
+
+/* Fails queued proposals, closes raft and its I/O; cb fires once everything
+ * is closed. Safe to call twice (the second call does nothing). */
+void qr_cluster_close(struct qr_cluster *c, qr_cluster_close_cb cb);
+
+/* Takes ownership of cmd->data on success (0: cb will fire once). On error
+ * (QR_ENOTLEADER, QR_EUNAVAIL) the caller keeps cmd and cb never fires. */
+int qr_cluster_propose(struct qr_cluster *c,
+                       struct qr_packed *cmd,
+                       qr_cluster_propose_cb cb,
+                       void *data);
+
+/* True when this node is the leader and may propose. */
+bool qr_cluster_serving(const struct qr_cluster *c);
+
+/* The leader as this node knows it: id 0 when unknown. raft_addr is
+ * borrowed until the next loop iteration. */
+void qr_cluster_leader(struct qr_cluster *c,
+                       uint64_t *id,
+                       const char **raft_addr);
+
+/* Leader time for a new proposal's checks: what the next entry will be
+ * stamped with at the earliest. */
+uint64_t qr_cluster_now_ms(struct qr_cluster *c);
+
+/* A new unique, time-ordered message id. */
+void qr_cluster_new_message_id(struct qr_cluster *c, char out[QR_ID_BYTES]);
+
+#define QR_CLUSTER_MAX_NODES 32
+
+struct qr_cluster_node {
+    uint64_t id;
+    const char *role; /* voter, standby, spare (static strings) */
+    char raft_addr[QR_ADDR_MAX];
+};
+
+struct qr_cluster_status {
+    const char *state; /* leader, follower, candidate, unavailable */
+    uint64_t leader_id;
+    uint64_t term;
+    uint64_t commit_index;
+    uint64_t applied_index;
+    uint64_t last_index;
+    size_t n_nodes;
+    struct qr_cluster_node nodes[QR_CLUSTER_MAX_NODES];
+};
+
+/* Fills out with what this node knows of the cluster now. */
+void qr_cluster_get_status(struct qr_cluster *c, struct qr_cluster_status *out);
+
+/* True when this node has a leader and has applied all it knows committed. */
+bool qr_cluster_ready(struct qr_cluster *c, char *why, size_t why_len);
+
+#endif /* QR_CLUSTER_H */

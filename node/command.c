@@ -1,0 +1,444 @@
+#include "command.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "err.h"
+#include "sign.h"
+
+/* Tag of qraft.Entry field 3 (commands), wire type 2 (length-delimited). */
+#define ENTRY_COMMANDS_TAG 0x1Au
+/* Tags of qraft.Entry fields 1 (format) and 2 (proposed_at_ms), varints. */
+#define ENTRY_FORMAT_TAG 0x08u
+#define ENTRY_PROPOSED_AT_TAG 0x10u
+
+static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
+
+static int fail(int rv, char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail(int rv, char *err, size_t err_len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+    return rv;
+}
+
+/* http:// or https:// followed by a host, no whitespace or control bytes. */
+static bool is_http_url(const char *url)
+{
+    size_t skip;
+    if (strncasecmp(url, "http://", 7) == 0) {
+        skip = 7;
+    } else if (strncasecmp(url, "https://", 8) == 0) {
+        skip = 8;
+    } else {
+        return false;
+    }
+    const char *host = url + skip;
+    if (*host == '\0' || *host == '/' || *host == '?' || *host == '#') {
+        return false;
+    }
+    for (const unsigned char *p = (const unsigned char *)url; *p; p++) {
+        if (*p <= 0x20 || *p == 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* RFC 9110 token characters. */
+static bool is_header_name(const char *s)
+{
+    if (*s == '\0') {
+        return false;
+    }
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              (ch >= '0' && ch <= '9') || strchr("!#$%&'*+-.^_`|~", ch))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool is_header_value(const char *s)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Queue names: [A-Za-z0-9._-]+ */
+static bool is_name(const char *s)
+{
+    if (*s == '\0') {
+        return false;
+    }
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
+              ch == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int check_url(const char *field,
+                     const char *url,
+                     const struct qr_limits *l,
+                     char *err,
+                     size_t err_len)
+{
+    size_t len = strlen(url);
+    if (len > l->max_url_bytes) {
+        return fail(QR_ETOOLARGE, err, err_len,
+                    "%s is %zu bytes; the limit is %" PRIu32, field, len,
+                    l->max_url_bytes);
+    }
+    if (!is_http_url(url)) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "%s '%.64s' is not an http:// or https:// URL", field, url);
+    }
+    return 0;
+}
+
+int qr_command_check_publish(const Qraft__PublishRequest *req,
+                             const struct qr_limits *l,
+                             uint64_t now_ms,
+                             char *err,
+                             size_t err_len)
+{
+    int rv;
+    if (req->url[0] == '\0') {
+        return fail(QR_EBADREQ, err, err_len, "url is missing");
+    }
+    rv = check_url("url", req->url, l, err, err_len);
+    if (rv != 0) {
+        return rv;
+    }
+    if (req->method[0] != '\0') {
+        bool known = false;
+        for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+            known = known || strcmp(req->method, methods[i]) == 0;
+        }
+        if (!known) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "method '%.16s' is not one of GET, POST, PUT, PATCH, "
+                        "DELETE",
+                        req->method);
+        }
+    }
+    if (req->body.len > l->max_body_bytes) {
+        return fail(QR_ETOOLARGE, err, err_len,
+                    "body is %zu bytes; the limit is %" PRIu64, req->body.len,
+                    l->max_body_bytes);
+    }
+    if (req->n_headers > l->max_headers) {
+        return fail(QR_ETOOLARGE, err, err_len,
+                    "%zu headers; the limit is %" PRIu32, req->n_headers,
+                    l->max_headers);
+    }
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const Qraft__Header *h = req->headers[i];
+        size_t size = strlen(h->name) + strlen(h->value);
+        if (size > l->max_header_bytes) {
+            return fail(QR_ETOOLARGE, err, err_len,
+                        "header '%.64s' is %zu bytes; the limit is %" PRIu32,
+                        h->name, size, l->max_header_bytes);
+        }
+        if (!is_header_name(h->name)) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "header name '%.64s' is not a valid HTTP token",
+                        h->name);
+        }
+        if (!is_header_value(h->value)) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "header '%.64s' has control characters in its value",
+                        h->name);
+        }
+    }
+    if (req->retries_set && req->retries > l->max_retries) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "retries %" PRIu32 " is out of range 0..%" PRIu32,
+                    req->retries, l->max_retries);
+    }
+    if (req->delay_ms > l->max_delay_ms) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "delay %" PRIu64 " ms is over the limit of %" PRIu64 " ms",
+                    req->delay_ms, l->max_delay_ms);
+    }
+    if (req->not_before_ms > now_ms &&
+        req->not_before_ms - now_ms > l->max_delay_ms) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "not-before is more than %" PRIu64 " ms in the future",
+                    l->max_delay_ms);
+    }
+    if (req->timeout_ms > l->max_timeout_ms) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "timeout %" PRIu64 " ms is over the limit of %" PRIu64
+                    " ms",
+                    req->timeout_ms, l->max_timeout_ms);
+    }
+    if (strlen(req->retry_delay) > l->max_expr_bytes) {
+        return fail(QR_ETOOLARGE, err, err_len,
+                    "retry delay expression is over %" PRIu32 " bytes",
+                    l->max_expr_bytes);
+    }
+    const struct {
+        const char *field;
+        const char *value;
+    } names[] = {
+        {"dedup id", req->dedup_id},
+        {"idempotency key", req->idempotency_key},
+        {"queue", req->queue},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strlen(names[i].value) > l->max_name_bytes) {
+            return fail(QR_ETOOLARGE, err, err_len,
+                        "%s is over %" PRIu32 " bytes", names[i].field,
+                        l->max_name_bytes);
+        }
+    }
+    if (req->queue[0] != '\0' && !is_name(req->queue)) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "queue name '%.64s' must match [A-Za-z0-9._-]+",
+                    req->queue);
+    }
+    if (req->callback[0] != '\0') {
+        rv = check_url("callback", req->callback, l, err, err_len);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    if (req->failure_callback[0] != '\0') {
+        rv = check_url("failure callback", req->failure_callback, l, err,
+                       err_len);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+void qr_command_message_id(char out[QR_ID_BYTES],
+                           uint64_t ms,
+                           uint64_t node_id,
+                           uint32_t seq)
+{
+    snprintf(out, QR_ID_BYTES, "msg_%012" PRIx64 "%04" PRIx64 "%08" PRIx32,
+             (uint64_t)(ms & 0xffffffffffffu), (uint64_t)(node_id & 0xffffu),
+             seq);
+}
+
+/* The content hash covers what is delivered: destination, method, body and
+ * the forwarded headers (Content-Type included), in order. */
+static int content_key(const Qraft__PublishRequest *req, char **out)
+{
+    size_t n_parts = 3 + 2 * req->n_headers;
+    struct qr_sign_part *parts = calloc(n_parts, sizeof *parts);
+    if (parts == NULL) {
+        return -ENOMEM;
+    }
+    const char *method = req->method[0] != '\0' ? req->method : "POST";
+    parts[0] = (struct qr_sign_part){req->url, strlen(req->url)};
+    parts[1] = (struct qr_sign_part){method, strlen(method)};
+    parts[2] = (struct qr_sign_part){req->body.data, req->body.len};
+    for (size_t i = 0; i < req->n_headers; i++) {
+        const Qraft__Header *h = req->headers[i];
+        parts[3 + 2 * i] = (struct qr_sign_part){h->name, strlen(h->name)};
+        parts[4 + 2 * i] = (struct qr_sign_part){h->value, strlen(h->value)};
+    }
+    char hex[QR_SHA256_HEX_BYTES];
+    int rv = qr_sign_sha256_parts_hex(parts, n_parts, hex);
+    free(parts);
+    if (rv != 0) {
+        return rv;
+    }
+    if (asprintf(out, "%s%s", QR_DEDUP_CONTENT_PREFIX, hex) < 0) {
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int qr_command_pack_publish(const Qraft__PublishRequest *req,
+                            const char *message_id,
+                            const struct qr_limits *limits,
+                            struct qr_packed *out)
+{
+    char *keys[3] = {NULL, NULL, NULL};
+    size_t n_keys = 0;
+    int rv = 0;
+
+    if (req->dedup_id[0] != '\0') {
+        if (asprintf(&keys[n_keys], "%s%s", QR_DEDUP_ID_PREFIX, req->dedup_id) <
+            0) {
+            rv = -ENOMEM;
+            goto out;
+        }
+        n_keys++;
+    }
+    if (req->content_dedup) {
+        rv = content_key(req, &keys[n_keys]);
+        if (rv != 0) {
+            goto out;
+        }
+        n_keys++;
+    }
+    if (req->idempotency_key[0] != '\0') {
+        if (asprintf(&keys[n_keys], "%s%s", QR_DEDUP_REQUEST_PREFIX,
+                     req->idempotency_key) < 0) {
+            rv = -ENOMEM;
+            goto out;
+        }
+        n_keys++;
+    }
+
+    Qraft__Publish publish = QRAFT__PUBLISH__INIT;
+    publish.message_id = (char *)message_id;
+    publish.request = (Qraft__PublishRequest *)req;
+    publish.n_dedup_keys = n_keys;
+    publish.dedup_keys = keys;
+    publish.dedup_window_ms = limits->dedup_window_ms;
+    publish.default_retries = limits->default_retries;
+    publish.default_timeout_ms = limits->default_timeout_ms;
+
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_PUBLISH;
+    cmd.publish = &publish;
+    rv = qr_command_pack(&cmd, out);
+
+out:
+    for (size_t i = 0; i < n_keys; i++) {
+        free(keys[i]);
+    }
+    return rv;
+}
+
+int qr_command_pack(const Qraft__Command *cmd, struct qr_packed *out)
+{
+    size_t len = qraft__command__get_packed_size(cmd);
+    uint8_t *data = malloc(len > 0 ? len : 1);
+    if (data == NULL) {
+        return -ENOMEM;
+    }
+    qraft__command__pack(cmd, data);
+    out->data = data;
+    out->len = len;
+    return 0;
+}
+
+static size_t varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+static size_t payload_size(uint64_t proposed_at_ms,
+                           const struct qr_packed *cmds,
+                           size_t n)
+{
+    size_t size =
+        1 + varint_size(QR_COMMAND_FORMAT) + 1 + varint_size(proposed_at_ms);
+    for (size_t i = 0; i < n; i++) {
+        size += 1 + varint_size(cmds[i].len) + cmds[i].len;
+    }
+    return size;
+}
+
+size_t qr_command_entry_size(uint64_t proposed_at_ms,
+                             const struct qr_packed *cmds,
+                             size_t n)
+{
+    size_t size = QR_ENTRY_HEADER_BYTES + payload_size(proposed_at_ms, cmds, n);
+    return (size + 7) & ~(size_t)7;
+}
+
+static void put_u32_be(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static uint32_t get_u32_be(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+           ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+void qr_command_entry_write(uint64_t proposed_at_ms,
+                            const struct qr_packed *cmds,
+                            size_t n,
+                            uint8_t *out,
+                            size_t size)
+{
+    size_t payload = payload_size(proposed_at_ms, cmds, n);
+    memset(out, 0, size);
+    put_u32_be(out, QR_ENTRY_MAGIC);
+    put_u32_be(out + 4, (uint32_t)payload);
+    uint8_t *p = out + QR_ENTRY_HEADER_BYTES;
+    *p++ = ENTRY_FORMAT_TAG;
+    p = put_varint(p, QR_COMMAND_FORMAT);
+    *p++ = ENTRY_PROPOSED_AT_TAG;
+    p = put_varint(p, proposed_at_ms);
+    for (size_t i = 0; i < n; i++) {
+        *p++ = ENTRY_COMMANDS_TAG;
+        p = put_varint(p, cmds[i].len);
+        memcpy(p, cmds[i].data, cmds[i].len);
+        p += cmds[i].len;
+    }
+}
+
+int qr_command_decode_entry(const void *buf, size_t len, Qraft__Entry **out)
+{
+    const uint8_t *p = buf;
+    *out = NULL;
+    if (len < QR_ENTRY_HEADER_BYTES || get_u32_be(p) != QR_ENTRY_MAGIC) {
+        return QR_ECORRUPT;
+    }
+    uint32_t payload = get_u32_be(p + 4);
+    if (payload > len - QR_ENTRY_HEADER_BYTES) {
+        return QR_ECORRUPT;
+    }
+    Qraft__Entry *e =
+        qraft__entry__unpack(NULL, payload, p + QR_ENTRY_HEADER_BYTES);
+    if (e == NULL) {
+        return QR_ECORRUPT;
+    }
+    if (e->format > QR_COMMAND_FORMAT) {
+        qraft__entry__free_unpacked(e, NULL);
+        return QR_EPROTO;
+    }
+    *out = e;
+    return 0;
+}

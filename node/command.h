@@ -1,0 +1,91 @@
+/* Replicated commands: how they are checked, built and framed into raft
+ * entries.
+ *
+ * One raft entry carries one qraft.Entry (many commands: group commit):
+ *
+ *   offset  size  field
+ *   0       4     magic "QRE1"
+ *   4       4     payload length N, big-endian
+ *   8       N     payload: a packed qraft.Entry
+ *   8+N     0..7  zero padding, so the entry is a multiple of 8 bytes
+ *                 (the raft library refuses unaligned entries)
+ *
+ * The payload is assembled from commands that were packed one by one as they
+ * arrived (a repeated field is its elements' encodings, each behind a tag and
+ * a length), so a batch never holds the callers' object graphs. Every
+ * request is checked here before any work is done: a command that reaches
+ * raft is valid. */
+#ifndef QR_COMMAND_H
+#define QR_COMMAND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "qraft.pb-c.h"
+
+#define QR_COMMAND_FORMAT 1u
+#define QR_ENTRY_HEADER_BYTES 8u
+#define QR_ENTRY_MAGIC 0x51524531u /* "QRE1" */
+
+/* "msg_" + 12 hex (ms) + 4 hex (node) + 8 hex (sequence) + NUL */
+#define QR_ID_BYTES 29
+
+/* Namespaces of dedup keys. */
+#define QR_DEDUP_ID_PREFIX "id:"
+#define QR_DEDUP_CONTENT_PREFIX "content:"
+#define QR_DEDUP_REQUEST_PREFIX "req:"
+
+/* A command packed on its own; data is owned (free with free()). */
+struct qr_packed {
+    uint8_t *data;
+    size_t len;
+};
+
+/* Checks a publish request against the limits, before any work is done.
+ * now_ms is the leader's time (for not-before). Returns 0, QR_EBADREQ or
+ * QR_ETOOLARGE with a one-line reason in err (err_len bytes) that names the
+ * field and, for limits, the limit. */
+int qr_command_check_publish(const Qraft__PublishRequest *req,
+                             const struct qr_limits *limits,
+                             uint64_t now_ms,
+                             char *err,
+                             size_t err_len);
+
+/* Writes a message id that sorts by time: ms, then node, then sequence. */
+void qr_command_message_id(char out[QR_ID_BYTES],
+                           uint64_t ms,
+                           uint64_t node_id,
+                           uint32_t seq);
+
+/* Builds and packs the Publish command for a checked request (borrowed).
+ * Computes the dedup keys (caller's dedup id, content hash, idempotency key).
+ * On success out->data is new (free with free()). */
+int qr_command_pack_publish(const Qraft__PublishRequest *req,
+                            const char *message_id,
+                            const struct qr_limits *limits,
+                            struct qr_packed *out);
+
+/* Packs any command; out->data is new (free with free()). */
+int qr_command_pack(const Qraft__Command *cmd, struct qr_packed *out);
+
+/* Size of the framed entry holding these commands, padding included. */
+size_t qr_command_entry_size(uint64_t proposed_at_ms,
+                             const struct qr_packed *cmds,
+                             size_t n);
+
+/* Writes the framed entry into out, which has exactly the size
+ * qr_command_entry_size returned for the same arguments. */
+void qr_command_entry_write(uint64_t proposed_at_ms,
+                            const struct qr_packed *cmds,
+                            size_t n,
+                            uint8_t *out,
+                            size_t size);
+
+/* Decodes a framed entry. Returns new in *out (free with
+ * qraft__entry__free_unpacked(e, NULL)), or QR_ECORRUPT when the frame is
+ * malformed and QR_EPROTO when its format is newer than this node knows. */
+int qr_command_decode_entry(const void *buf, size_t len, Qraft__Entry **out);
+
+#endif /* QR_COMMAND_H */

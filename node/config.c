@@ -1,0 +1,454 @@
+/* Flags, environment and defaults of qraftd. Parsing is strict: an unknown
+ * flag, a malformed value or an out-of-range number is an error naming the
+ * flag, never a silent default. */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+#define KIB (1024ull)
+#define MIB (1024ull * KIB)
+#define SECOND_MS 1000ull
+#define MINUTE_MS (60ull * SECOND_MS)
+#define HOUR_MS (60ull * MINUTE_MS)
+#define DAY_MS (24ull * HOUR_MS)
+
+/* Hard ceilings for what flags may configure. */
+#define MAX_BODY_BYTES_CEILING (16ull * MIB)
+#define DEDUP_WINDOW_CEILING_MS (90ull * DAY_MS)
+
+void qr_config_defaults(struct qr_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->id = 1;
+    snprintf(c->data_dir, sizeof c->data_dir, "qraft-data");
+    snprintf(c->raft_addr, sizeof c->raft_addr, "127.0.0.1:7200");
+    snprintf(c->rpc_addr, sizeof c->rpc_addr, "127.0.0.1:7100");
+    snprintf(c->http_addr, sizeof c->http_addr, "127.0.0.1:8080");
+
+    struct qr_limits *l = &c->limits;
+    l->max_body_bytes = 1 * MIB;
+    l->max_url_bytes = 4 * KIB;
+    l->max_headers = 64;
+    l->max_header_bytes = 8 * KIB;
+    l->max_retries = 100;
+    l->max_delay_ms = 365 * DAY_MS;
+    l->max_timeout_ms = 6 * HOUR_MS;
+    l->max_expr_bytes = 256;
+    l->max_name_bytes = 256;
+    l->default_retries = 3;
+    l->default_timeout_ms = 30 * SECOND_MS;
+    l->dedup_window_ms = 10 * MINUTE_MS;
+
+    c->election_timeout_ms = 300;
+    c->heartbeat_timeout_ms = 30;
+    c->connect_retry_ms = 100;
+    c->snapshot_threshold = 8192;
+    c->snapshot_trailing = 8192;
+
+    c->max_entry_bytes = 4 * MIB;
+    c->max_inflight_entries = 64;
+    c->max_inflight_bytes = 64 * MIB;
+    c->max_queued_bytes = 64 * MIB;
+
+    c->max_connections = 4096;
+    c->store_map_bytes = 8ull * 1024 * MIB;
+    c->log_level = QR_LOG_INFO;
+}
+
+void qr_config_usage(FILE *out)
+{
+    fputs(
+        "usage: qraftd --dev [options]\n"
+        "       qraftd --id N --peers 1@HOST:PORT,2@HOST:PORT,... [options]\n"
+        "\n"
+        "  --dev                  one-node cluster for development; prints\n"
+        "                         the QSTASH_* and QRAFT_ENDPOINTS lines\n"
+        "  --id N                 this node's id (default 1)\n"
+        "  --peers LIST           the cluster's voters as ID@RAFT_ADDR,...\n"
+        "  --data DIR             data directory (default ./qraft-data)\n"
+        "  --raft HOST:PORT       raft address (default 127.0.0.1:7200)\n"
+        "  --rpc HOST:PORT        client RPC address (default 127.0.0.1:7100)\n"
+        "  --http HOST:PORT       HTTP address (default 127.0.0.1:8080)\n"
+        "  --token T              API token (env QRAFT_TOKEN); --dev\n"
+        "                         generates one and keeps it in DIR\n"
+        "  --max-body-bytes N     largest message body (default 1048576,\n"
+        "                         at most 16777216)\n"
+        "  --dedup-window DUR     dedup window (default 10m, at most 90d)\n"
+        "  --snapshot-threshold N entries between snapshots (default 8192)\n"
+        "  --election-timeout-ms N  (default 300)\n"
+        "  --heartbeat-timeout-ms N (default 30)\n"
+        "  --log-level L          debug, info, warn or error (default info)\n"
+        "  --version, --help\n"
+        "\n"
+        "Durations are <number><unit>... with units ms, s, m, h, d "
+        "(1d10h30m).\n",
+        out);
+}
+
+int qr_config_parse_duration_ms(const char *s, uint64_t *out)
+{
+    if (s == NULL || *s == '\0') {
+        return QR_EBADREQ;
+    }
+    double total = 0;
+    const char *p = s;
+    while (*p != '\0') {
+        if (!(*p >= '0' && *p <= '9') && *p != '.') {
+            return QR_EBADREQ;
+        }
+        char *end;
+        errno = 0;
+        double v = strtod(p, &end);
+        if (errno != 0 || end == p || v < 0 || !isfinite(v)) {
+            return QR_EBADREQ;
+        }
+        p = end;
+        double unit_ms;
+        if (strncmp(p, "ms", 2) == 0) {
+            unit_ms = 1;
+            p += 2;
+        } else if (*p == 's') {
+            unit_ms = SECOND_MS;
+            p++;
+        } else if (*p == 'm') {
+            unit_ms = MINUTE_MS;
+            p++;
+        } else if (*p == 'h') {
+            unit_ms = HOUR_MS;
+            p++;
+        } else if (*p == 'd') {
+            unit_ms = DAY_MS;
+            p++;
+        } else if (*p == '\0' && p == end && total == 0) {
+            unit_ms = SECOND_MS; /* a bare number is seconds */
+        } else {
+            return QR_EBADREQ;
+        }
+        total += v * unit_ms;
+        if (total > 1e15) { /* ~31,000 years: surely a mistake */
+            return QR_EBADREQ;
+        }
+    }
+    *out = (uint64_t)llround(total);
+    return 0;
+}
+
+static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (s == NULL || *s < '0' || *s > '9') {
+        return QR_EBADREQ;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max) {
+        return QR_EBADREQ;
+    }
+    *out = v;
+    return 0;
+}
+
+/* "HOST:PORT" with a non-empty host and a port in 1..65535. */
+static int check_hostport(const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon == s || strlen(s) >= QR_ADDR_MAX) {
+        return QR_EBADREQ;
+    }
+    uint64_t port;
+    return parse_u64(colon + 1, 1, 65535, &port);
+}
+
+/* "1@127.0.0.1:7201,2@127.0.0.1:7202" */
+static int parse_peers(struct qr_config *c, const char *list, char *errmsg)
+{
+    char *copy = strdup(list);
+    if (copy == NULL) {
+        return -ENOMEM;
+    }
+    int rv = 0;
+    char *save = NULL;
+    c->n_peers = 0;
+    for (char *item = strtok_r(copy, ",", &save); item != NULL;
+         item = strtok_r(NULL, ",", &save)) {
+        char *at = strchr(item, '@');
+        if (c->n_peers == QR_MAX_PEERS) {
+            snprintf(errmsg, QR_ERRMSG_BYTES, "--peers: more than %d peers",
+                     QR_MAX_PEERS);
+            rv = QR_EBADREQ;
+            break;
+        }
+        struct qr_peer *p = &c->peers[c->n_peers];
+        if (at == NULL) {
+            rv = QR_EBADREQ;
+        } else {
+            *at = '\0';
+            rv = parse_u64(item, 1, UINT64_MAX, &p->id);
+            if (rv == 0) {
+                rv = check_hostport(at + 1);
+            }
+        }
+        if (rv != 0) {
+            snprintf(errmsg, QR_ERRMSG_BYTES,
+                     "--peers: '%s' is not ID@HOST:PORT", item);
+            break;
+        }
+        snprintf(p->raft_addr, sizeof p->raft_addr, "%s", at + 1);
+        for (size_t i = 0; i < c->n_peers; i++) {
+            if (c->peers[i].id == p->id) {
+                snprintf(errmsg, QR_ERRMSG_BYTES, "--peers: id %llu twice",
+                         (unsigned long long)p->id);
+                rv = QR_EBADREQ;
+            }
+        }
+        if (rv != 0) {
+            break;
+        }
+        c->n_peers++;
+    }
+    free(copy);
+    return rv;
+}
+
+enum {
+    OPT_DEV = 256,
+    OPT_ID,
+    OPT_PEERS,
+    OPT_DATA,
+    OPT_RAFT,
+    OPT_RPC,
+    OPT_HTTP,
+    OPT_TOKEN,
+    OPT_MAX_BODY,
+    OPT_DEDUP_WINDOW,
+    OPT_SNAPSHOT_THRESHOLD,
+    OPT_ELECTION,
+    OPT_HEARTBEAT,
+    OPT_LOG_LEVEL,
+    OPT_VERSION,
+    OPT_HELP,
+};
+
+static const struct option long_options[] = {
+    {"dev", no_argument, NULL, OPT_DEV},
+    {"id", required_argument, NULL, OPT_ID},
+    {"peers", required_argument, NULL, OPT_PEERS},
+    {"data", required_argument, NULL, OPT_DATA},
+    {"raft", required_argument, NULL, OPT_RAFT},
+    {"rpc", required_argument, NULL, OPT_RPC},
+    {"http", required_argument, NULL, OPT_HTTP},
+    {"token", required_argument, NULL, OPT_TOKEN},
+    {"max-body-bytes", required_argument, NULL, OPT_MAX_BODY},
+    {"dedup-window", required_argument, NULL, OPT_DEDUP_WINDOW},
+    {"snapshot-threshold", required_argument, NULL, OPT_SNAPSHOT_THRESHOLD},
+    {"election-timeout-ms", required_argument, NULL, OPT_ELECTION},
+    {"heartbeat-timeout-ms", required_argument, NULL, OPT_HEARTBEAT},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+static int copy_addr(char *dst, const char *flag, const char *v, char *errmsg)
+{
+    if (check_hostport(v) != 0) {
+        snprintf(errmsg, QR_ERRMSG_BYTES, "%s: '%s' is not HOST:PORT", flag, v);
+        return QR_EBADREQ;
+    }
+    snprintf(dst, QR_ADDR_MAX, "%s", v);
+    return 0;
+}
+
+static int apply_option(struct qr_config *c,
+                        int opt,
+                        const char *v,
+                        FILE *out,
+                        enum qr_config_action *action,
+                        char *errmsg)
+{
+    uint64_t n;
+    switch (opt) {
+        case OPT_DEV:
+            c->dev = true;
+            return 0;
+        case OPT_ID:
+            if (parse_u64(v, 1, UINT64_MAX, &c->id) != 0) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "--id: '%s' is not a positive integer", v);
+                return QR_EBADREQ;
+            }
+            return 0;
+        case OPT_PEERS:
+            return parse_peers(c, v, errmsg);
+        case OPT_DATA:
+            if (strlen(v) == 0 || strlen(v) >= sizeof c->data_dir - 32) {
+                snprintf(errmsg, QR_ERRMSG_BYTES, "--data: bad directory");
+                return QR_EBADREQ;
+            }
+            snprintf(c->data_dir, sizeof c->data_dir, "%s", v);
+            return 0;
+        case OPT_RAFT:
+            return copy_addr(c->raft_addr, "--raft", v, errmsg);
+        case OPT_RPC:
+            return copy_addr(c->rpc_addr, "--rpc", v, errmsg);
+        case OPT_HTTP:
+            return copy_addr(c->http_addr, "--http", v, errmsg);
+        case OPT_TOKEN:
+            if (strlen(v) == 0 || strlen(v) >= sizeof c->token) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "--token: must be 1 to %zu bytes",
+                         sizeof c->token - 1);
+                return QR_EBADREQ;
+            }
+            snprintf(c->token, sizeof c->token, "%s", v);
+            return 0;
+        case OPT_MAX_BODY:
+            if (parse_u64(v, 1, MAX_BODY_BYTES_CEILING, &n) != 0) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "--max-body-bytes: '%s' is not in 1..%llu", v,
+                         MAX_BODY_BYTES_CEILING);
+                return QR_EBADREQ;
+            }
+            c->limits.max_body_bytes = n;
+            return 0;
+        case OPT_DEDUP_WINDOW:
+            if (qr_config_parse_duration_ms(v, &n) != 0 || n == 0 ||
+                n > DEDUP_WINDOW_CEILING_MS) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "--dedup-window: '%s' is not a duration in 1ms..90d",
+                         v);
+                return QR_EBADREQ;
+            }
+            c->limits.dedup_window_ms = n;
+            return 0;
+        case OPT_SNAPSHOT_THRESHOLD:
+            if (parse_u64(v, 16, 1u << 30, &n) != 0) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "--snapshot-threshold: '%s' is not in 16..2^30", v);
+                return QR_EBADREQ;
+            }
+            c->snapshot_threshold = (unsigned)n;
+            c->snapshot_trailing = (unsigned)n;
+            return 0;
+        case OPT_ELECTION:
+        case OPT_HEARTBEAT:
+            if (parse_u64(v, 1, 60000, &n) != 0) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "%s: '%s' is not in 1..60000 ms",
+                         opt == OPT_ELECTION ? "--election-timeout-ms"
+                                             : "--heartbeat-timeout-ms",
+                         v);
+                return QR_EBADREQ;
+            }
+            if (opt == OPT_ELECTION) {
+                c->election_timeout_ms = (unsigned)n;
+            } else {
+                c->heartbeat_timeout_ms = (unsigned)n;
+            }
+            return 0;
+        case OPT_LOG_LEVEL:
+            if (qr_log_parse_level(v, &c->log_level) != 0) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "--log-level: '%s' is not debug, info, warn or "
+                         "error",
+                         v);
+                return QR_EBADREQ;
+            }
+            return 0;
+        case OPT_VERSION:
+            fprintf(out, "qraftd %s\n", QRAFT_VERSION);
+            *action = QR_CONFIG_EXIT_OK;
+            return 0;
+        case OPT_HELP:
+            qr_config_usage(out);
+            *action = QR_CONFIG_EXIT_OK;
+            return 0;
+        default:
+            snprintf(errmsg, QR_ERRMSG_BYTES,
+                     "unknown or incomplete option (see --help)");
+            return QR_EBADREQ;
+    }
+}
+
+int qr_config_parse(struct qr_config *c,
+                    int argc,
+                    char **argv,
+                    FILE *out,
+                    enum qr_config_action *action,
+                    char *errmsg)
+{
+    *action = QR_CONFIG_RUN;
+    errmsg[0] = '\0';
+
+    const char *env_token = getenv("QRAFT_TOKEN");
+    if (env_token != NULL && *env_token != '\0') {
+        int rv = apply_option(c, OPT_TOKEN, env_token, out, action, errmsg);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+
+    optind = 1;
+    opterr = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        if (opt == '?' || opt == ':') {
+            snprintf(errmsg, QR_ERRMSG_BYTES,
+                     "unknown option or missing value: '%s' (see --help)",
+                     argv[optind - 1]);
+            return QR_EBADREQ;
+        }
+        int rv = apply_option(c, opt, optarg, out, action, errmsg);
+        if (rv != 0) {
+            return rv;
+        }
+        if (*action != QR_CONFIG_RUN) {
+            return 0;
+        }
+    }
+    if (optind < argc) {
+        snprintf(errmsg, QR_ERRMSG_BYTES, "unexpected argument '%s'",
+                 argv[optind]);
+        return QR_EBADREQ;
+    }
+
+    if (c->dev && c->n_peers > 0) {
+        snprintf(errmsg, QR_ERRMSG_BYTES,
+                 "--dev and --peers exclude each "
+                 "other");
+        return QR_EBADREQ;
+    }
+    if (c->n_peers > 0) {
+        bool self = false;
+        for (size_t i = 0; i < c->n_peers; i++) {
+            self = self || c->peers[i].id == c->id;
+        }
+        if (!self) {
+            snprintf(errmsg, QR_ERRMSG_BYTES,
+                     "--peers does not list this node's --id %llu",
+                     (unsigned long long)c->id);
+            return QR_EBADREQ;
+        }
+    }
+    if (!c->dev && c->token[0] == '\0') {
+        snprintf(errmsg, QR_ERRMSG_BYTES,
+                 "--token (or QRAFT_TOKEN) is required outside --dev");
+        return QR_EBADREQ;
+    }
+    if (c->heartbeat_timeout_ms >= c->election_timeout_ms) {
+        snprintf(errmsg, QR_ERRMSG_BYTES,
+                 "--heartbeat-timeout-ms must be below --election-timeout-ms");
+        return QR_EBADREQ;
+    }
+    /* Frames may carry bodies up to the configurable ceiling, so that a body
+     * over the configured limit still reaches the request check and gets an
+     * error that names the limit, rather than a closed connection. */
+    c->max_frame_bytes = MAX_BODY_BYTES_CEILING + 1 * MIB;
+    return 0;
+}

@@ -1,0 +1,100 @@
+/* Node configuration: command-line flags and QRAFT_* environment variables
+ * folded into one struct that is filled once at start-up and never changed
+ * afterwards. Every limit a request is checked against lives here. */
+#ifndef QR_CONFIG_H
+#define QR_CONFIG_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "logger.h"
+
+#define QR_ADDR_MAX 64
+#define QR_TOKEN_MAX 128
+#define QR_MAX_PEERS 16
+
+/* Request limits, checked before any work is done. */
+struct qr_limits {
+    uint64_t max_body_bytes;     /* --max-body-bytes, default 1 MiB */
+    uint32_t max_url_bytes;      /* 4 KiB */
+    uint32_t max_headers;        /* 64 */
+    uint32_t max_header_bytes;   /* name + value of one header: 8 KiB */
+    uint32_t max_retries;        /* 100 */
+    uint64_t max_delay_ms;       /* 365 days */
+    uint64_t max_timeout_ms;     /* 6 hours */
+    uint32_t max_expr_bytes;     /* retry-delay expression: 256 */
+    uint32_t max_name_bytes;     /* queue, dedup id, idempotency key: 256 */
+    uint32_t default_retries;    /* 3 */
+    uint64_t default_timeout_ms; /* 30 s */
+    uint64_t dedup_window_ms;    /* --dedup-window, default 10 min, max 90 d */
+};
+
+struct qr_peer {
+    uint64_t id;
+    char raft_addr[QR_ADDR_MAX];
+};
+
+struct qr_config {
+    bool dev;
+    uint64_t id;
+    char data_dir[PATH_MAX];
+    char raft_addr[QR_ADDR_MAX];
+    char rpc_addr[QR_ADDR_MAX];
+    char http_addr[QR_ADDR_MAX];
+    char token[QR_TOKEN_MAX]; /* empty: generated and persisted (--dev) */
+    struct qr_peer peers[QR_MAX_PEERS];
+    size_t n_peers;
+
+    struct qr_limits limits;
+
+    /* Raft. */
+    unsigned election_timeout_ms;  /* 300 */
+    unsigned heartbeat_timeout_ms; /* 30 */
+    unsigned connect_retry_ms;     /* 100 */
+    unsigned snapshot_threshold;   /* entries between snapshots: 8192 */
+    unsigned snapshot_trailing;    /* entries kept after one: 8192 */
+
+    /* Group commit: caps on what is proposed but not yet applied. */
+    size_t max_entry_bytes;      /* one raft entry: 4 MiB */
+    size_t max_inflight_entries; /* 64 */
+    size_t max_inflight_bytes;   /* 64 MiB */
+    size_t max_queued_bytes;     /* waiting to be proposed: 64 MiB */
+
+    /* RPC. */
+    uint64_t max_frame_bytes; /* derived from max_body_bytes */
+    uint32_t max_connections; /* 4096 */
+
+    uint64_t store_map_bytes;
+    enum qr_log_level log_level;
+};
+
+/* Outcome of parsing: run the node, or exit at once (help or version
+ * printed) with the given status. */
+enum qr_config_action {
+    QR_CONFIG_RUN = 0,
+    QR_CONFIG_EXIT_OK = 1,
+};
+
+void qr_config_defaults(struct qr_config *c);
+
+/* Fills c from argv and the environment (flags win). On error returns
+ * QR_EBADREQ with errmsg (QR_ERRMSG_BYTES) saying which flag and why.
+ * --help and --version print to `out` and set *action to EXIT_OK. */
+int qr_config_parse(struct qr_config *c,
+                    int argc,
+                    char **argv,
+                    FILE *out,
+                    enum qr_config_action *action,
+                    char *errmsg);
+
+/* Parses a duration: one or more <number><unit> with unit ms, s, m, h or d
+ * ("1d10h30m", "1.5s", "500ms"). A bare number is seconds. Returns 0 or
+ * QR_EBADREQ; rejects overflow, negative values and trailing garbage. */
+int qr_config_parse_duration_ms(const char *s, uint64_t *out);
+
+void qr_config_usage(FILE *out);
+
+#endif /* QR_CONFIG_H */

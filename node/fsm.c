@@ -1,0 +1,533 @@
+#include "fsm.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "lib/clock.h"
+#include "logger.h"
+
+/* Expired dedup records pruned per applied entry: bounded work per entry. */
+#define DEDUP_PRUNE_PER_ENTRY 64
+
+/* Everything an entry's commands share while it is applied. */
+struct apply_ctx {
+    struct qr_fsm *fsm;
+    struct qr_store_txn *txn;
+    uint64_t index;
+    uint64_t now_ms; /* the leader's stamp: the only clock apply knows */
+    uint32_t position;
+};
+
+uint32_t qr_fsm_shard_of(const char *message_id)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)message_id; *p; p++) {
+        h ^= *p;
+        h *= 16777619u;
+    }
+    return h % QR_FSM_N_SHARDS;
+}
+
+static void set_result(struct qr_apply_result *res,
+                       int status,
+                       const char *fmt,
+                       ...) __attribute__((format(printf, 3, 4)));
+
+static void set_result(struct qr_apply_result *res,
+                       int status,
+                       const char *fmt,
+                       ...)
+{
+    va_list ap;
+    res->status = status;
+    va_start(ap, fmt);
+    vsnprintf(res->error, sizeof res->error, fmt, ap);
+    va_end(ap);
+}
+
+static int append_event(struct apply_ctx *ctx,
+                        const Qraft__Message *m,
+                        const char *detail)
+{
+    Qraft__Event e = QRAFT__EVENT__INIT;
+    e.message_id = m->id;
+    e.time_ms = ctx->now_ms;
+    e.state = m->state;
+    e.attempt = m->attempts;
+    e.detail = (char *)detail;
+    return qr_store_event_append(ctx->txn, ctx->index, ctx->position, &e);
+}
+
+static int apply_publish(struct apply_ctx *ctx,
+                         const Qraft__Publish *p,
+                         struct qr_apply_result *res)
+{
+    const Qraft__PublishRequest *req = p->request;
+    int rv;
+
+    if (req == NULL || p->message_id[0] == '\0') {
+        set_result(res, QR_EBADREQ, "publish without a request");
+        return 0;
+    }
+    /* A dedup key seen within its window answers with the message it
+     * created and stores nothing. */
+    for (size_t i = 0; i < p->n_dedup_keys; i++) {
+        char *existing = NULL;
+        rv = qr_store_dedup_get(ctx->txn, p->dedup_keys[i], ctx->now_ms,
+                                &existing);
+        if (rv == 0) {
+            snprintf(res->message_id, sizeof res->message_id, "%s", existing);
+            res->deduplicated = true;
+            free(existing);
+            return 0;
+        }
+        if (rv != QR_ENOTFOUND) {
+            return rv;
+        }
+    }
+
+    Qraft__Message *old = NULL;
+    rv = qr_store_msg_get(ctx->txn, p->message_id, &old);
+    if (rv == 0) {
+        qraft__message__free_unpacked(old, NULL);
+        set_result(res, QR_ECONFLICT, "message id %s exists already",
+                   p->message_id);
+        return 0;
+    }
+    if (rv != QR_ENOTFOUND) {
+        return rv;
+    }
+
+    Qraft__Message m = QRAFT__MESSAGE__INIT;
+    m.id = p->message_id;
+    m.url = req->url;
+    m.method = req->method[0] != '\0' ? req->method : "POST";
+    m.n_headers = req->n_headers;
+    m.headers = req->headers;
+    m.body = req->body;
+    m.state = QRAFT__MESSAGE_STATE__PENDING;
+    m.max_retries = req->retries_set ? req->retries : p->default_retries;
+    m.retry_delay = req->retry_delay;
+    m.timeout_ms =
+        req->timeout_ms != 0 ? req->timeout_ms : p->default_timeout_ms;
+    m.callback = req->callback;
+    m.failure_callback = req->failure_callback;
+    m.queue = req->queue;
+    m.dedup_id = req->dedup_id;
+    m.not_before_ms = req->not_before_ms != 0 ? req->not_before_ms
+                                              : ctx->now_ms + req->delay_ms;
+    m.next_attempt_ms = m.not_before_ms;
+    m.created_ms = ctx->now_ms;
+    m.updated_ms = ctx->now_ms;
+    m.shard = qr_fsm_shard_of(m.id);
+
+    rv = qr_store_msg_put(ctx->txn, &m);
+    if (rv != 0) {
+        return rv;
+    }
+    for (size_t i = 0; i < p->n_dedup_keys; i++) {
+        rv = qr_store_dedup_put(ctx->txn, p->dedup_keys[i], m.id,
+                                ctx->now_ms + p->dedup_window_ms);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    rv = append_event(ctx, &m, "published");
+    if (rv != 0) {
+        return rv;
+    }
+    snprintf(res->message_id, sizeof res->message_id, "%s", m.id);
+    return 0;
+}
+
+/* Loads the message a command names; a missing one is the command's result,
+ * not an apply failure. Returns 1 when *out was loaded. */
+static int load_target(struct apply_ctx *ctx,
+                       const char *id,
+                       Qraft__Message **out,
+                       struct qr_apply_result *res)
+{
+    snprintf(res->message_id, sizeof res->message_id, "%s", id);
+    int rv = qr_store_msg_get(ctx->txn, id, out);
+    if (rv == QR_ENOTFOUND) {
+        set_result(res, QR_ENOTFOUND, "message %s not found", id);
+        return 0;
+    }
+    return rv == 0 ? 1 : rv;
+}
+
+static bool is_final(Qraft__MessageState s)
+{
+    return s == QRAFT__MESSAGE_STATE__DELIVERED ||
+           s == QRAFT__MESSAGE_STATE__DEAD_LETTERED ||
+           s == QRAFT__MESSAGE_STATE__CANCELLED;
+}
+
+static const char *state_word(Qraft__MessageState s)
+{
+    switch (s) {
+        case QRAFT__MESSAGE_STATE__PENDING:
+            return "pending";
+        case QRAFT__MESSAGE_STATE__DELIVERING:
+            return "delivering";
+        case QRAFT__MESSAGE_STATE__RETRYING:
+            return "retrying";
+        case QRAFT__MESSAGE_STATE__DELIVERED:
+            return "delivered";
+        case QRAFT__MESSAGE_STATE__DEAD_LETTERED:
+            return "dead_lettered";
+        case QRAFT__MESSAGE_STATE__CANCELLED:
+            return "cancelled";
+        default:
+            return "unknown";
+    }
+}
+
+static int apply_cancel(struct apply_ctx *ctx,
+                        const Qraft__Cancel *c,
+                        struct qr_apply_result *res)
+{
+    Qraft__Message *m = NULL;
+    int rv = load_target(ctx, c->message_id, &m, res);
+    if (rv <= 0) {
+        return rv;
+    }
+    if (is_final(m->state)) {
+        set_result(res, QR_ECONFLICT, "message %s is already %s", m->id,
+                   state_word(m->state));
+        rv = 0;
+        goto out;
+    }
+    m->state = QRAFT__MESSAGE_STATE__CANCELLED;
+    m->updated_ms = ctx->now_ms;
+    rv = qr_store_msg_put(ctx->txn, m);
+    if (rv == 0) {
+        rv = append_event(ctx, m, "cancelled");
+    }
+out:
+    qraft__message__free_unpacked(m, NULL);
+    return rv;
+}
+
+static int apply_dlq_replay(struct apply_ctx *ctx,
+                            const Qraft__DlqReplay *r,
+                            struct qr_apply_result *res)
+{
+    Qraft__Message *m = NULL;
+    int rv = load_target(ctx, r->message_id, &m, res);
+    if (rv <= 0) {
+        return rv;
+    }
+    if (m->state != QRAFT__MESSAGE_STATE__DEAD_LETTERED) {
+        set_result(res, QR_ECONFLICT, "message %s is not in the DLQ (it is %s)",
+                   m->id, state_word(m->state));
+        rv = 0;
+        goto out;
+    }
+    /* The same id again, with a fresh budget, due now. */
+    m->state = QRAFT__MESSAGE_STATE__PENDING;
+    m->attempts = 0;
+    m->next_attempt_ms = ctx->now_ms;
+    m->dead_lettered_ms = 0;
+    m->dlq_hint = "";
+    m->updated_ms = ctx->now_ms;
+    rv = qr_store_msg_put(ctx->txn, m);
+    if (rv == 0) {
+        rv = append_event(ctx, m, "replayed from the DLQ");
+    }
+out:
+    qraft__message__free_unpacked(m, NULL);
+    return rv;
+}
+
+static int apply_dlq_delete(struct apply_ctx *ctx,
+                            const Qraft__DlqDelete *d,
+                            struct qr_apply_result *res)
+{
+    Qraft__Message *m = NULL;
+    int rv = load_target(ctx, d->message_id, &m, res);
+    if (rv <= 0) {
+        return rv;
+    }
+    if (m->state != QRAFT__MESSAGE_STATE__DEAD_LETTERED) {
+        set_result(res, QR_ECONFLICT, "message %s is not in the DLQ (it is %s)",
+                   m->id, state_word(m->state));
+        rv = 0;
+        goto out;
+    }
+    rv = qr_store_msg_delete(ctx->txn, m->id);
+    if (rv == 0) {
+        rv = append_event(ctx, m, "deleted from the DLQ");
+    }
+out:
+    qraft__message__free_unpacked(m, NULL);
+    return rv;
+}
+
+static int apply_set_signing_keys(struct apply_ctx *ctx,
+                                  const Qraft__SetSigningKeys *s,
+                                  struct qr_apply_result *res)
+{
+    void *old = NULL;
+    size_t old_len = 0;
+    int rv = qr_store_meta_get(ctx->txn, QR_META_SIGNING_KEYS, &old, &old_len);
+    if (rv == 0) {
+        free(old);
+        if (!s->rotate) {
+            return 0; /* the first keys win; a second proposal is a no-op */
+        }
+    } else if (rv != QR_ENOTFOUND) {
+        return rv;
+    }
+    if (s->keys == NULL || s->keys->current[0] == '\0' ||
+        s->keys->next[0] == '\0') {
+        set_result(res, QR_EBADREQ, "signing keys are missing");
+        return 0;
+    }
+    size_t len = qraft__signing_keys__get_packed_size(s->keys);
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    if (buf == NULL) {
+        return -ENOMEM;
+    }
+    qraft__signing_keys__pack(s->keys, buf);
+    rv = qr_store_meta_put(ctx->txn, QR_META_SIGNING_KEYS, buf, len);
+    free(buf);
+    return rv;
+}
+
+static int apply_command(struct apply_ctx *ctx,
+                         const Qraft__Command *cmd,
+                         struct qr_apply_result *res)
+{
+    switch (cmd->body_case) {
+        case QRAFT__COMMAND__BODY_PUBLISH:
+            return apply_publish(ctx, cmd->publish, res);
+        case QRAFT__COMMAND__BODY_CANCEL:
+            return apply_cancel(ctx, cmd->cancel, res);
+        case QRAFT__COMMAND__BODY_DLQ_REPLAY:
+            return apply_dlq_replay(ctx, cmd->dlq_replay, res);
+        case QRAFT__COMMAND__BODY_DLQ_DELETE:
+            return apply_dlq_delete(ctx, cmd->dlq_delete, res);
+        case QRAFT__COMMAND__BODY_SET_SIGNING_KEYS:
+            return apply_set_signing_keys(ctx, cmd->set_signing_keys, res);
+        default:
+            /* A kind this node does not know: feature levels should make
+             * this impossible; skipping it would diverge from the nodes that
+             * do know it. */
+            return QR_EPROTO;
+    }
+}
+
+static void fatal(struct qr_fsm *f, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void fatal(struct qr_fsm *f, const char *fmt, ...)
+{
+    char why[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    f->failed = true;
+    QR_ERROR("fsm", "%s", why);
+    if (f->on_fatal != NULL) {
+        f->on_fatal(f->on_fatal_data, why);
+        return;
+    }
+    QR_ERROR("fsm", "stopping: this replica must not diverge from the others");
+    exit(EXIT_FAILURE);
+}
+
+static int fsm_apply(struct raft_fsm *rf,
+                     const struct raft_buffer *buf,
+                     void **result)
+{
+    struct qr_fsm *f = rf->data;
+    uint64_t index = raft_last_applied(f->raft) + 1;
+    Qraft__Entry *entry = NULL;
+    struct qr_apply_result *results = NULL;
+    struct apply_ctx ctx = {.fsm = f, .index = index};
+    int rv;
+
+    *result = NULL;
+    if (f->failed) {
+        return RAFT_IOERR;
+    }
+    if (index <= f->applied_index) {
+        return 0; /* applied before a restart: the store has it already */
+    }
+
+    rv = qr_command_decode_entry(buf->base, buf->len, &entry);
+    if (rv != 0) {
+        fatal(f, "entry %" PRIu64 " cannot be decoded: %s", index,
+              qr_strerror(rv));
+        return RAFT_IOERR;
+    }
+    results =
+        calloc(entry->n_commands > 0 ? entry->n_commands : 1, sizeof *results);
+    if (results == NULL) {
+        fatal(f, "entry %" PRIu64 ": out of memory", index);
+        rv = -ENOMEM;
+        goto out;
+    }
+    ctx.now_ms = entry->proposed_at_ms;
+
+    rv = qr_store_txn_begin(f->store, true, &ctx.txn);
+    if (rv != 0) {
+        fatal(f, "entry %" PRIu64 ": %s", index, qr_store_errmsg(f->store));
+        goto out;
+    }
+    for (size_t i = 0; i < entry->n_commands; i++) {
+        ctx.position = (uint32_t)i;
+        rv = apply_command(&ctx, entry->commands[i], &results[i]);
+        if (rv != 0) {
+            qr_store_txn_abort(ctx.txn);
+            fatal(f, "entry %" PRIu64 " command %zu: %s (%s)", index, i,
+                  qr_strerror(rv), qr_store_errmsg(f->store));
+            goto out;
+        }
+    }
+    size_t n_pruned = 0;
+    rv = qr_store_dedup_prune(ctx.txn, ctx.now_ms, DEDUP_PRUNE_PER_ENTRY,
+                              &n_pruned);
+    if (rv == 0) {
+        rv = qr_store_meta_put_u64(ctx.txn, QR_META_APPLIED_INDEX, index);
+    }
+    if (rv == 0 && ctx.now_ms > f->last_time_ms) {
+        rv = qr_store_meta_put_u64(ctx.txn, QR_META_LAST_TIME, ctx.now_ms);
+    }
+    if (rv != 0) {
+        qr_store_txn_abort(ctx.txn);
+        fatal(f, "entry %" PRIu64 ": %s", index, qr_store_errmsg(f->store));
+        goto out;
+    }
+    rv = qr_store_txn_commit(ctx.txn);
+    if (rv != 0) {
+        fatal(f, "entry %" PRIu64 ": commit: %s", index,
+              qr_store_errmsg(f->store));
+        goto out;
+    }
+    f->applied_index = index;
+    if (ctx.now_ms > f->last_time_ms) {
+        f->last_time_ms = ctx.now_ms;
+    }
+    if (f->on_applied != NULL) {
+        f->on_applied(f->on_applied_data, index, results, entry->n_commands);
+    }
+
+out:
+    free(results);
+    qraft__entry__free_unpacked(entry, NULL);
+    return rv == 0 ? 0 : RAFT_IOERR;
+}
+
+/* Snapshots serialize the whole store from one read transaction; the buffer
+ * is ours (fsm version 2: raft hands it back through snapshot_finalize). */
+static int fsm_snapshot(struct raft_fsm *rf,
+                        struct raft_buffer *bufs[],
+                        unsigned *n_bufs)
+{
+    struct qr_fsm *f = rf->data;
+    void *data = NULL;
+    size_t len = 0;
+    uint64_t start_ms = qr_clock_mono_ms();
+
+    int rv = qr_store_snapshot(f->store, &data, &len);
+    if (rv != 0) {
+        QR_ERROR("fsm", "snapshot: %s: %s", qr_strerror(rv),
+                 qr_store_errmsg(f->store));
+        return RAFT_IOERR;
+    }
+    *bufs = raft_malloc(sizeof **bufs);
+    if (*bufs == NULL) {
+        free(data);
+        return RAFT_NOMEM;
+    }
+    (*bufs)[0].base = data;
+    (*bufs)[0].len = len;
+    *n_bufs = 1;
+    QR_INFO("fsm", "snapshot at index %" PRIu64 ": %zu bytes in %" PRIu64 " ms",
+            f->applied_index, len, qr_clock_mono_ms() - start_ms);
+    return 0;
+}
+
+static int fsm_snapshot_finalize(struct raft_fsm *rf,
+                                 struct raft_buffer *bufs[],
+                                 unsigned *n_bufs)
+{
+    (void)rf;
+    if (*bufs != NULL) {
+        for (unsigned i = 0; i < *n_bufs; i++) {
+            free((*bufs)[i].base);
+        }
+        raft_free(*bufs);
+    }
+    *bufs = NULL;
+    *n_bufs = 0;
+    return 0;
+}
+
+static int load_indexes(struct qr_fsm *f)
+{
+    struct qr_store_txn *txn = NULL;
+    int rv = qr_store_txn_begin(f->store, false, &txn);
+    if (rv != 0) {
+        return rv;
+    }
+    f->applied_index = 0;
+    f->last_time_ms = 0;
+    rv = qr_store_meta_get_u64(txn, QR_META_APPLIED_INDEX, &f->applied_index);
+    if (rv == 0 || rv == QR_ENOTFOUND) {
+        rv = qr_store_meta_get_u64(txn, QR_META_LAST_TIME, &f->last_time_ms);
+    }
+    qr_store_txn_abort(txn);
+    return rv == QR_ENOTFOUND ? 0 : rv;
+}
+
+/* On success the buffer is ours to free (the raft library's contract). */
+static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
+{
+    struct qr_fsm *f = rf->data;
+    uint64_t start_ms = qr_clock_mono_ms();
+    int rv = qr_store_restore(f->store, buf->base, buf->len);
+    if (rv != 0) {
+        QR_ERROR("fsm", "restore: %s: %s", qr_strerror(rv),
+                 qr_store_errmsg(f->store));
+        return RAFT_CORRUPT;
+    }
+    rv = load_indexes(f);
+    if (rv != 0) {
+        QR_ERROR("fsm", "restore: reading indexes: %s", qr_strerror(rv));
+        return RAFT_CORRUPT;
+    }
+    QR_INFO("fsm",
+            "restored a snapshot of %zu bytes at index %" PRIu64 " in %" PRIu64
+            " ms",
+            buf->len, f->applied_index, qr_clock_mono_ms() - start_ms);
+    raft_free(buf->base);
+    return 0;
+}
+
+int qr_fsm_init(struct qr_fsm *f, struct qr_store *store)
+{
+    memset(f, 0, sizeof *f);
+    f->store = store;
+    f->raft_fsm.version = 2;
+    f->raft_fsm.data = f;
+    f->raft_fsm.apply = fsm_apply;
+    f->raft_fsm.snapshot = fsm_snapshot;
+    f->raft_fsm.snapshot_finalize = fsm_snapshot_finalize;
+    f->raft_fsm.restore = fsm_restore;
+    return load_indexes(f);
+}
+
+void qr_fsm_close(struct qr_fsm *f)
+{
+    f->store = NULL;
+    f->raft = NULL;
+}

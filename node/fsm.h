@@ -1,0 +1,67 @@
+/* The replicated state machine: applies committed entries to the store.
+ *
+ * Apply is deterministic: it reads only the entry and the store, never a
+ * clock, randomness or node-local configuration (the leader stamps the time
+ * and the defaults into the entry). Each entry is applied in one LMDB write
+ * transaction that also records the entry's raft index, and an entry at or
+ * below the recorded index is skipped, so replay after a crash never applies
+ * twice. Apply never skips an entry it cannot apply: a store failure or an
+ * undecodable entry calls the fatal hook (the node exits) rather than let
+ * this replica diverge from the others. */
+#ifndef QR_FSM_H
+#define QR_FSM_H
+
+#include <raft.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "command.h"
+#include "store.h"
+
+/* Number of shards of the retry schedule. Fixed: a message's shard is part of
+ * its stored record. */
+#define QR_FSM_N_SHARDS 256u
+
+/* Outcome of one command of an applied entry. */
+struct qr_apply_result {
+    int status; /* 0, QR_ENOTFOUND, QR_ECONFLICT, ... */
+    char message_id[QR_ID_BYTES];
+    bool deduplicated;
+    char error[128]; /* human-readable when status != 0 */
+};
+
+/* Called once per applied entry, synchronously inside apply, with the
+ * outcome of each of its n commands (borrowed for the call). */
+typedef void (*qr_fsm_applied_cb)(void *data,
+                                  uint64_t index,
+                                  const struct qr_apply_result *results,
+                                  size_t n);
+
+/* Called when apply cannot go on (store failed, entry undecodable). The
+ * default logs and exits the process. */
+typedef void (*qr_fsm_fatal_cb)(void *data, const char *why);
+
+struct qr_fsm {
+    struct raft_fsm raft_fsm; /* handed to raft_init; data points here */
+    struct raft *raft;        /* borrowed; set before raft_start */
+    struct qr_store *store;   /* borrowed */
+    uint64_t applied_index;   /* mirrors meta applied_index */
+    uint64_t last_time_ms;    /* proposed_at_ms of the last applied entry */
+    bool failed;
+    qr_fsm_applied_cb on_applied;
+    void *on_applied_data;
+    qr_fsm_fatal_cb on_fatal;
+    void *on_fatal_data;
+};
+
+/* Loads the applied index and last leader time from the store. */
+int qr_fsm_init(struct qr_fsm *f, struct qr_store *store);
+void qr_fsm_close(struct qr_fsm *f);
+
+/* The shard of a message id: FNV-1a of the id, modulo QR_FSM_N_SHARDS. */
+uint32_t qr_fsm_shard_of(const char *message_id);
+
+#define QR_META_LAST_TIME "last_time_ms"
+
+#endif /* QR_FSM_H */

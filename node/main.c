@@ -1,0 +1,36 @@
+/* qraftd: parses the command line and runs the node until a signal stops
+ * it. Everything else lives in server.c. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "config.h"
+#include "err.h"
+#include "logger.h"
+#include "server.h"
+
+int main(int argc, char **argv)
+{
+    static struct qr_config config;
+    static struct qr_server server;
+    enum qr_config_action action;
+    char errmsg[QR_ERRMSG_BYTES];
+
+    qr_config_defaults(&config);
+    if (qr_config_parse(&config, argc, argv, stdout, &action, errmsg) != 0) {
+        fprintf(stderr, "qraftd: %s\n", errmsg);
+        return 2;
+    }
+    if (action == QR_CONFIG_EXIT_OK) {
+        return 0;
+    }
+    qr_log_set_level(config.log_level);
+
+    if (qr_server_init(&server, &config, stdout) != 0) {
+        fprintf(stderr, "qraftd: %s\n", server.errmsg);
+        return 1;
+    }
+    int code = qr_server_run(&server);
+    qr_server_close(&server);
+    QR_INFO("server", "stopped");
+    return code;
+}

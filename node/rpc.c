@@ -1,0 +1,1072 @@
+#include "rpc.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "command.h"
+#include "frame.h"
+#include "logger.h"
+
+/* Read buffer growth step, and the most requests one connection may have
+ * waiting for an answer before we stop reading from it (backpressure). */
+#define READ_CHUNK_BYTES (64u * 1024u)
+#define MAX_PENDING_PER_CONN 4096u
+#define LIST_DEFAULT_LIMIT 100u
+#define LIST_MAX_LIMIT 1000u
+#define EVENTS_PER_GET 100u
+#define MAX_BULK_IDS 1000u
+
+struct qr_rpc_conn {
+    uv_tcp_t tcp;
+    struct qr_rpc *rpc;
+    struct qr_rpc_conn *prev, *next;
+    uint8_t *buf;
+    size_t len, cap;
+    unsigned refs;    /* the handle itself + one per call in progress */
+    unsigned pending; /* calls waiting for an answer */
+    bool reading;
+    bool closing;
+};
+
+/* A request whose answer comes later (it went through raft). */
+struct call {
+    struct qr_rpc_conn *conn;
+    uint64_t id;
+    Qraft__Request__BodyCase kind;
+    /* Bulk calls (DLQ replay/delete): one proposal per id. */
+    size_t n_items;
+    size_t n_done;
+    Qraft__ItemResult *items;
+    Qraft__ItemResult **item_ptrs;
+    char **item_ids;
+};
+
+typedef void (*handler_fn)(struct qr_rpc_conn *conn, const Qraft__Request *req);
+
+struct route {
+    Qraft__Request__BodyCase kind;
+    const char *name;
+    handler_fn handler;
+    bool needs_leader; /* writes: only the serving leader proposes */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Connections and responses. */
+
+static void conn_unref(struct qr_rpc_conn *conn)
+{
+    if (--conn->refs > 0) {
+        return;
+    }
+    free(conn->buf);
+    free(conn);
+}
+
+static void on_conn_close(uv_handle_t *h)
+{
+    struct qr_rpc_conn *conn = h->data;
+    struct qr_rpc *rpc = conn->rpc;
+    if (conn->prev != NULL) {
+        conn->prev->next = conn->next;
+    } else {
+        rpc->conns = conn->next;
+    }
+    if (conn->next != NULL) {
+        conn->next->prev = conn->prev;
+    }
+    rpc->n_conns--;
+    bool last = rpc->closing && rpc->n_conns == 0;
+    conn_unref(conn);
+    if (last && --rpc->pending_closes == 0 && rpc->close_cb != NULL) {
+        rpc->close_cb(rpc);
+    }
+}
+
+static void conn_close(struct qr_rpc_conn *conn)
+{
+    if (conn->closing) {
+        return;
+    }
+    conn->closing = true;
+    uv_close((uv_handle_t *)&conn->tcp, on_conn_close);
+}
+
+struct write_req {
+    uv_write_t req;
+    struct qr_rpc_conn *conn;
+    bool close_after;
+    uint8_t data[];
+};
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct write_req *w = (struct write_req *)req;
+    struct qr_rpc_conn *conn = w->conn;
+    if (status != 0 && status != UV_ECANCELED) {
+        QR_DEBUG("rpc", "write: %s", uv_strerror(status));
+        conn_close(conn);
+    } else if (w->close_after) {
+        conn_close(conn);
+    }
+    free(w);
+    conn_unref(conn);
+}
+
+static void send_response(struct qr_rpc_conn *conn,
+                          const Qraft__Response *resp,
+                          bool close_after)
+{
+    if (conn->closing) {
+        return;
+    }
+    size_t len = qraft__response__get_packed_size(resp);
+    struct write_req *w = malloc(sizeof *w + QR_FRAME_HEADER_BYTES + len);
+    if (w == NULL) {
+        QR_ERROR("rpc", "out of memory answering request %" PRIu64, resp->id);
+        conn_close(conn);
+        return;
+    }
+    qr_frame_put_header(w->data, (uint32_t)len);
+    qraft__response__pack(resp, w->data + QR_FRAME_HEADER_BYTES);
+    w->conn = conn;
+    w->close_after = close_after;
+    uv_buf_t buf =
+        uv_buf_init((char *)w->data, (unsigned)(QR_FRAME_HEADER_BYTES + len));
+    conn->refs++;
+    int rv = uv_write(&w->req, (uv_stream_t *)&conn->tcp, &buf, 1, on_write);
+    if (rv != 0) {
+        QR_DEBUG("rpc", "write: %s", uv_strerror(rv));
+        free(w);
+        conn_unref(conn);
+        conn_close(conn);
+    }
+}
+
+static void send_error(struct qr_rpc_conn *conn,
+                       uint64_t id,
+                       Qraft__Status status,
+                       const char *fmt,
+                       ...) __attribute__((format(printf, 4, 5)));
+
+static void send_error(struct qr_rpc_conn *conn,
+                       uint64_t id,
+                       Qraft__Status status,
+                       const char *fmt,
+                       ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    Qraft__Response resp = QRAFT__RESPONSE__INIT;
+    resp.id = id;
+    resp.status = status;
+    resp.error = msg;
+    send_response(conn, &resp, false);
+}
+
+/* Maps a node error onto the status a client acts on. */
+static Qraft__Status status_of(int rv)
+{
+    switch (rv) {
+        case 0:
+            return QRAFT__STATUS__OK;
+        case QR_EBADREQ:
+            return QRAFT__STATUS__BAD_REQUEST;
+        case QR_ETOOLARGE:
+            return QRAFT__STATUS__TOO_LARGE;
+        case QR_ENOTFOUND:
+            return QRAFT__STATUS__NOT_FOUND;
+        case QR_ENOTLEADER:
+            return QRAFT__STATUS__NOT_LEADER;
+        case QR_EUNAVAIL:
+            return QRAFT__STATUS__UNAVAILABLE;
+        case QR_ECONFLICT:
+            return QRAFT__STATUS__CONFLICT;
+        case QR_EUNKNOWN:
+            return QRAFT__STATUS__UNKNOWN_OUTCOME;
+        case QR_EAUTH:
+            return QRAFT__STATUS__UNAUTHORIZED;
+        default:
+            return QRAFT__STATUS__INTERNAL;
+    }
+}
+
+static void send_not_leader(struct qr_rpc_conn *conn, uint64_t id)
+{
+    struct qr_rpc *rpc = conn->rpc;
+    uint64_t leader_id = 0;
+    qr_cluster_leader(rpc->cluster, &leader_id, NULL);
+    Qraft__Response resp = QRAFT__RESPONSE__INIT;
+    resp.id = id;
+    if (leader_id == 0) {
+        resp.status = QRAFT__STATUS__UNAVAILABLE;
+        resp.error = "no leader at the moment; retry shortly";
+    } else if (leader_id == rpc->config->id) {
+        resp.status = QRAFT__STATUS__UNAVAILABLE;
+        resp.error = "the leader is catching up; retry shortly";
+    } else {
+        /* Advertised RPC addresses of other nodes come with cluster
+         * membership records; until then the client tries its other
+         * endpoints. */
+        resp.status = QRAFT__STATUS__NOT_LEADER;
+        resp.error = "not the leader";
+        resp.leader_id = leader_id;
+    }
+    send_response(conn, &resp, false);
+}
+
+static struct call *call_new(struct qr_rpc_conn *conn,
+                             const Qraft__Request *req)
+{
+    struct call *call = calloc(1, sizeof *call);
+    if (call == NULL) {
+        return NULL;
+    }
+    call->conn = conn;
+    call->id = req->id;
+    call->kind = req->body_case;
+    conn->refs++;
+    conn->pending++;
+    return call;
+}
+
+static void resume_reading(struct qr_rpc_conn *conn);
+
+static void call_free(struct call *call)
+{
+    struct qr_rpc_conn *conn = call->conn;
+    for (size_t i = 0; i < call->n_items; i++) {
+        if (call->item_ids != NULL) {
+            free(call->item_ids[i]);
+        }
+        if (call->items != NULL) {
+            free(call->items[i].error);
+        }
+    }
+    free(call->items);
+    free(call->item_ptrs);
+    free(call->item_ids);
+    free(call);
+    conn->pending--;
+    resume_reading(conn);
+    conn_unref(conn);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Handlers. */
+
+static void on_publish_done(void *data,
+                            int status,
+                            const struct qr_apply_result *res)
+{
+    struct call *call = data;
+    if (status == 0 && res->status != 0) {
+        status = res->status;
+    }
+    if (status != 0) {
+        send_error(call->conn, call->id, status_of(status), "publish: %s",
+                   res != NULL && res->status != 0 ? res->error
+                   : status == QR_EUNKNOWN
+                       ? "outcome unknown (leadership changed); retry with "
+                         "the same idempotency key"
+                       : qr_strerror(status));
+    } else {
+        Qraft__PublishResponse pr = QRAFT__PUBLISH_RESPONSE__INIT;
+        pr.message_id = (char *)res->message_id;
+        pr.deduplicated = res->deduplicated;
+        Qraft__Response resp = QRAFT__RESPONSE__INIT;
+        resp.id = call->id;
+        resp.body_case = QRAFT__RESPONSE__BODY_PUBLISH;
+        resp.publish = &pr;
+        send_response(call->conn, &resp, false);
+    }
+    call_free(call);
+}
+
+/* Proposes one packed command for a call; answers the call on failure. */
+static void propose(struct qr_rpc_conn *conn,
+                    struct call *call,
+                    struct qr_packed *cmd,
+                    qr_cluster_propose_cb cb)
+{
+    int rv = qr_cluster_propose(conn->rpc->cluster, cmd, cb, call);
+    if (rv == 0) {
+        return;
+    }
+    free(cmd->data);
+    if (rv == QR_ENOTLEADER) {
+        send_not_leader(conn, call->id);
+    } else {
+        send_error(conn, call->id, status_of(rv), "%s",
+                   rv == QR_EUNAVAIL ? "overloaded or shutting down; retry "
+                                       "shortly"
+                                     : qr_strerror(rv));
+    }
+    call_free(call);
+}
+
+static void handle_publish(struct qr_rpc_conn *conn, const Qraft__Request *req)
+{
+    struct qr_rpc *rpc = conn->rpc;
+    const Qraft__PublishRequest *p = req->publish;
+    char err[256];
+    int rv = qr_command_check_publish(p, &rpc->config->limits,
+                                      qr_cluster_now_ms(rpc->cluster), err,
+                                      sizeof err);
+    if (rv != 0) {
+        send_error(conn, req->id, status_of(rv), "publish: %s", err);
+        return;
+    }
+    char id[QR_ID_BYTES];
+    qr_cluster_new_message_id(rpc->cluster, id);
+    struct qr_packed cmd;
+    rv = qr_command_pack_publish(p, id, &rpc->config->limits, &cmd);
+    if (rv != 0) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "publish: %s",
+                   qr_strerror(rv));
+        return;
+    }
+    struct call *call = call_new(conn, req);
+    if (call == NULL) {
+        free(cmd.data);
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
+        return;
+    }
+    propose(conn, call, &cmd, on_publish_done);
+}
+
+static void on_single_done(void *data,
+                           int status,
+                           const struct qr_apply_result *res)
+{
+    struct call *call = data;
+    if (status == 0 && res->status != 0) {
+        send_error(call->conn, call->id, status_of(res->status), "%s",
+                   res->error);
+    } else if (status != 0) {
+        send_error(call->conn, call->id, status_of(status), "%s",
+                   qr_strerror(status));
+    } else {
+        Qraft__CancelResponse cr = QRAFT__CANCEL_RESPONSE__INIT;
+        Qraft__Response resp = QRAFT__RESPONSE__INIT;
+        resp.id = call->id;
+        resp.body_case = QRAFT__RESPONSE__BODY_CANCEL;
+        resp.cancel = &cr;
+        send_response(call->conn, &resp, false);
+    }
+    call_free(call);
+}
+
+static void handle_cancel(struct qr_rpc_conn *conn, const Qraft__Request *req)
+{
+    const char *id = req->cancel->message_id;
+    if (id[0] == '\0' || strlen(id) >= QR_ID_BYTES + 64) {
+        send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                   "cancel: message id is missing or too long");
+        return;
+    }
+    Qraft__Cancel c = QRAFT__CANCEL__INIT;
+    c.message_id = (char *)id;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_CANCEL;
+    cmd.cancel = &c;
+    struct qr_packed packed;
+    struct call *call = call_new(conn, req);
+    if (call == NULL || qr_command_pack(&cmd, &packed) != 0) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
+        if (call != NULL) {
+            call_free(call);
+        }
+        return;
+    }
+    propose(conn, call, &packed, on_single_done);
+}
+
+static void on_bulk_item_done(void *data,
+                              int status,
+                              const struct qr_apply_result *res);
+
+static void finish_bulk(struct call *call)
+{
+    Qraft__BulkResponse br = QRAFT__BULK_RESPONSE__INIT;
+    br.n_results = call->n_items;
+    br.results = call->item_ptrs;
+    Qraft__Response resp = QRAFT__RESPONSE__INIT;
+    resp.id = call->id;
+    resp.body_case = QRAFT__RESPONSE__BODY_BULK;
+    resp.bulk = &br;
+    send_response(call->conn, &resp, false);
+    call_free(call);
+}
+
+/* Per-item context: the call and which item. */
+struct bulk_item {
+    struct call *call;
+    size_t i;
+};
+
+static void set_item(struct call *call, size_t i, int status, const char *error)
+{
+    call->items[i].status = status_of(status);
+    free(call->items[i].error);
+    /* NULL packs as "" (protobuf-c treats it as the zero value). */
+    call->items[i].error = status != 0 ? strdup(error) : NULL;
+    call->n_done++;
+}
+
+static void on_bulk_item_done(void *data,
+                              int status,
+                              const struct qr_apply_result *res)
+{
+    struct bulk_item *item = data;
+    struct call *call = item->call;
+    size_t i = item->i;
+    free(item);
+    if (status == 0 && res->status != 0) {
+        set_item(call, i, res->status, res->error);
+    } else {
+        set_item(call, i, status, qr_strerror(status));
+    }
+    if (call->n_done == call->n_items) {
+        finish_bulk(call);
+    }
+}
+
+static void handle_bulk(struct qr_rpc_conn *conn,
+                        const Qraft__Request *req,
+                        size_t n_ids,
+                        char **ids,
+                        bool replay)
+{
+    const char *what = replay ? "dlq replay" : "dlq delete";
+    if (n_ids == 0 || n_ids > MAX_BULK_IDS) {
+        send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                   "%s: give 1 to %u message ids", what, MAX_BULK_IDS);
+        return;
+    }
+    struct call *call = call_new(conn, req);
+    if (call == NULL) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
+        return;
+    }
+    call->items = calloc(n_ids, sizeof *call->items);
+    call->item_ptrs = calloc(n_ids, sizeof *call->item_ptrs);
+    call->item_ids = calloc(n_ids, sizeof *call->item_ids);
+    if (call->items == NULL || call->item_ptrs == NULL ||
+        call->item_ids == NULL) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
+        call_free(call);
+        return;
+    }
+    call->n_items = n_ids;
+    for (size_t i = 0; i < n_ids; i++) {
+        qraft__item_result__init(&call->items[i]);
+        call->item_ptrs[i] = &call->items[i];
+        call->item_ids[i] = strdup(ids[i]); /* NULL packs as "" */
+        call->items[i].message_id = call->item_ids[i];
+    }
+    /* Every item is answered: proposed ones by their callback (never
+     * before this function returns: proposals complete from the loop), the
+     * others right here. */
+    for (size_t i = 0; i < n_ids; i++) {
+        Qraft__DlqReplay r = QRAFT__DLQ_REPLAY__INIT;
+        Qraft__DlqDelete d = QRAFT__DLQ_DELETE__INIT;
+        Qraft__Command cmd = QRAFT__COMMAND__INIT;
+        if (replay) {
+            r.message_id = ids[i];
+            cmd.body_case = QRAFT__COMMAND__BODY_DLQ_REPLAY;
+            cmd.dlq_replay = &r;
+        } else {
+            d.message_id = ids[i];
+            cmd.body_case = QRAFT__COMMAND__BODY_DLQ_DELETE;
+            cmd.dlq_delete = &d;
+        }
+        struct qr_packed packed = {NULL, 0};
+        struct bulk_item *item = malloc(sizeof *item);
+        int rv = item == NULL ? -ENOMEM : qr_command_pack(&cmd, &packed);
+        if (rv == 0) {
+            item->call = call;
+            item->i = i;
+            rv = qr_cluster_propose(conn->rpc->cluster, &packed,
+                                    on_bulk_item_done, item);
+        }
+        if (rv != 0) {
+            free(item);
+            free(packed.data);
+            set_item(call, i, rv, qr_strerror(rv));
+        }
+    }
+    if (call->n_done == call->n_items) {
+        finish_bulk(call);
+    }
+}
+
+static void handle_dlq_replay(struct qr_rpc_conn *conn,
+                              const Qraft__Request *req)
+{
+    handle_bulk(conn, req, req->dlq_replay->n_message_ids,
+                req->dlq_replay->message_ids, true);
+}
+
+static void handle_dlq_delete(struct qr_rpc_conn *conn,
+                              const Qraft__Request *req)
+{
+    handle_bulk(conn, req, req->dlq_delete->n_message_ids,
+                req->dlq_delete->message_ids, false);
+}
+
+/* Reads: a list of deep copies taken from one read transaction. */
+struct msg_list {
+    Qraft__Message **items;
+    size_t n, cap;
+    int rv;
+};
+
+static Qraft__Message *copy_message(const Qraft__Message *m)
+{
+    size_t len = qraft__message__get_packed_size(m);
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    if (buf == NULL) {
+        return NULL;
+    }
+    qraft__message__pack(m, buf);
+    Qraft__Message *copy = qraft__message__unpack(NULL, len, buf);
+    free(buf);
+    return copy;
+}
+
+static int collect_message(void *arg, const Qraft__Message *m)
+{
+    struct msg_list *l = arg;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        Qraft__Message **items = realloc(l->items, cap * sizeof *items);
+        if (items == NULL) {
+            l->rv = -ENOMEM;
+            return 1;
+        }
+        l->items = items;
+        l->cap = cap;
+    }
+    Qraft__Message *copy = copy_message(m);
+    if (copy == NULL) {
+        l->rv = -ENOMEM;
+        return 1;
+    }
+    l->items[l->n++] = copy;
+    return 0;
+}
+
+static void msg_list_free(struct msg_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        qraft__message__free_unpacked(l->items[i], NULL);
+    }
+    free(l->items);
+}
+
+static uint32_t clamp_limit(uint32_t limit)
+{
+    if (limit == 0) {
+        return LIST_DEFAULT_LIMIT;
+    }
+    return limit > LIST_MAX_LIMIT ? LIST_MAX_LIMIT : limit;
+}
+
+static void handle_list(struct qr_rpc_conn *conn, const Qraft__Request *req)
+{
+    struct qr_rpc *rpc = conn->rpc;
+    const Qraft__ListRequest *lr = req->list;
+    bool dlq = req->body_case == QRAFT__REQUEST__BODY_DLQ_LIST;
+    const char *cursor = dlq ? req->dlq_list->cursor : lr->cursor;
+    uint32_t limit = clamp_limit(dlq ? req->dlq_list->limit : lr->limit);
+    if ((unsigned)(dlq ? 0 : lr->state) > QRAFT__MESSAGE_STATE__CANCELLED) {
+        send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                   "list: unknown state %d", (int)lr->state);
+        return;
+    }
+
+    struct msg_list l = {0};
+    struct qr_store_txn *txn = NULL;
+    int rv = qr_store_txn_begin(rpc->store, false, &txn);
+    if (rv == 0) {
+        if (dlq) {
+            rv = qr_store_dlq_list(txn, cursor, limit, collect_message, &l);
+        } else {
+            rv = qr_store_msg_list(txn, lr->state, cursor, limit,
+                                   collect_message, &l);
+        }
+        qr_store_txn_abort(txn);
+    }
+    if (rv == 0 && l.rv != 0) {
+        rv = l.rv;
+    }
+    if (rv != 0) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "list: %s",
+                   qr_strerror(rv));
+        msg_list_free(&l);
+        return;
+    }
+
+    char *next = l.n == limit ? l.items[l.n - 1]->id : "";
+    Qraft__Response resp = QRAFT__RESPONSE__INIT;
+    Qraft__ListResponse list = QRAFT__LIST_RESPONSE__INIT;
+    Qraft__DlqListResponse dlq_list = QRAFT__DLQ_LIST_RESPONSE__INIT;
+    resp.id = req->id;
+    if (dlq) {
+        dlq_list.n_messages = l.n;
+        dlq_list.messages = l.items;
+        dlq_list.cursor = next;
+        resp.body_case = QRAFT__RESPONSE__BODY_DLQ_LIST;
+        resp.dlq_list = &dlq_list;
+    } else {
+        list.n_messages = l.n;
+        list.messages = l.items;
+        list.cursor = next;
+        resp.body_case = QRAFT__RESPONSE__BODY_LIST;
+        resp.list = &list;
+    }
+    send_response(conn, &resp, false);
+    msg_list_free(&l);
+}
+
+struct event_list {
+    Qraft__Event **items;
+    size_t n;
+    int rv;
+};
+
+static int collect_event(void *arg, const Qraft__Event *e)
+{
+    struct event_list *l = arg;
+    if (l->n == EVENTS_PER_GET) {
+        return 1;
+    }
+    size_t len = qraft__event__get_packed_size(e);
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    if (buf == NULL) {
+        l->rv = -ENOMEM;
+        return 1;
+    }
+    qraft__event__pack(e, buf);
+    l->items[l->n] = qraft__event__unpack(NULL, len, buf);
+    free(buf);
+    if (l->items[l->n] == NULL) {
+        l->rv = -ENOMEM;
+        return 1;
+    }
+    l->n++;
+    return 0;
+}
+
+static void handle_get(struct qr_rpc_conn *conn, const Qraft__Request *req)
+{
+    struct qr_rpc *rpc = conn->rpc;
+    const char *id = req->get->message_id;
+    if (id[0] == '\0') {
+        send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                   "get: message id is missing");
+        return;
+    }
+    Qraft__Message *m = NULL;
+    Qraft__Event *events[EVENTS_PER_GET];
+    struct event_list el = {.items = events};
+    struct qr_store_txn *txn = NULL;
+    int rv = qr_store_txn_begin(rpc->store, false, &txn);
+    if (rv == 0) {
+        rv = qr_store_msg_get(txn, id, &m);
+        if (rv == 0) {
+            rv = qr_store_event_list(txn, id, EVENTS_PER_GET, collect_event,
+                                     &el);
+            if (rv == 0) {
+                rv = el.rv;
+            }
+        }
+        qr_store_txn_abort(txn);
+    }
+    if (rv == QR_ENOTFOUND) {
+        send_error(conn, req->id, QRAFT__STATUS__NOT_FOUND,
+                   "message %.64s not found", id);
+    } else if (rv != 0) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "get: %s",
+                   qr_strerror(rv));
+    } else {
+        Qraft__GetResponse gr = QRAFT__GET_RESPONSE__INIT;
+        gr.message = m;
+        gr.n_events = el.n;
+        gr.events = events;
+        Qraft__Response resp = QRAFT__RESPONSE__INIT;
+        resp.id = req->id;
+        resp.body_case = QRAFT__RESPONSE__BODY_GET;
+        resp.get = &gr;
+        send_response(conn, &resp, false);
+    }
+    for (size_t i = 0; i < el.n; i++) {
+        qraft__event__free_unpacked(events[i], NULL);
+    }
+    if (m != NULL) {
+        qraft__message__free_unpacked(m, NULL);
+    }
+}
+
+static void handle_status(struct qr_rpc_conn *conn, const Qraft__Request *req)
+{
+    struct qr_rpc *rpc = conn->rpc;
+    struct qr_cluster_status cs;
+    qr_cluster_get_status(rpc->cluster, &cs);
+
+    uint64_t counts[7] = {0};
+    struct qr_store_txn *txn = NULL;
+    int rv = qr_store_txn_begin(rpc->store, false, &txn);
+    if (rv == 0) {
+        rv = qr_store_count_states(txn, counts);
+        qr_store_txn_abort(txn);
+    }
+    if (rv != 0) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "status: %s",
+                   qr_strerror(rv));
+        return;
+    }
+
+    Qraft__NodeStatus nodes[QR_CLUSTER_MAX_NODES];
+    Qraft__NodeStatus *node_ptrs[QR_CLUSTER_MAX_NODES];
+    for (size_t i = 0; i < cs.n_nodes; i++) {
+        qraft__node_status__init(&nodes[i]);
+        nodes[i].id = cs.nodes[i].id;
+        nodes[i].role = (char *)cs.nodes[i].role;
+        nodes[i].raft = cs.nodes[i].raft_addr;
+        if (cs.nodes[i].id == rpc->config->id) {
+            nodes[i].alive = true;
+            nodes[i].applied = cs.applied_index;
+            nodes[i].shards = QR_FSM_N_SHARDS;
+            nodes[i].rpc = (char *)rpc->config->rpc_addr;
+            nodes[i].http = (char *)rpc->config->http_addr;
+        }
+        node_ptrs[i] = &nodes[i];
+    }
+    Qraft__StatusResponse sr = QRAFT__STATUS_RESPONSE__INIT;
+    sr.node_id = rpc->config->id;
+    sr.state = (char *)cs.state;
+    sr.leader_id = cs.leader_id;
+    sr.leader_rpc =
+        cs.leader_id == rpc->config->id ? (char *)rpc->config->rpc_addr : "";
+    sr.term = cs.term;
+    sr.commit_index = cs.commit_index;
+    sr.applied_index = cs.applied_index;
+    sr.last_index = cs.last_index;
+    sr.n_nodes = cs.n_nodes;
+    sr.nodes = node_ptrs;
+    sr.n_state_counts = 7;
+    sr.state_counts = counts;
+    sr.version = QRAFT_VERSION;
+    Qraft__Response resp = QRAFT__RESPONSE__INIT;
+    resp.id = req->id;
+    resp.body_case = QRAFT__RESPONSE__BODY_CLUSTER_STATUS;
+    resp.cluster_status = &sr;
+    send_response(conn, &resp, false);
+}
+
+static const struct route routes[] = {
+    {QRAFT__REQUEST__BODY_PUBLISH, "publish", handle_publish, true},
+    {QRAFT__REQUEST__BODY_GET, "get", handle_get, false},
+    {QRAFT__REQUEST__BODY_CANCEL, "cancel", handle_cancel, true},
+    {QRAFT__REQUEST__BODY_LIST, "list", handle_list, false},
+    {QRAFT__REQUEST__BODY_DLQ_LIST, "dlq list", handle_list, false},
+    {QRAFT__REQUEST__BODY_DLQ_REPLAY, "dlq replay", handle_dlq_replay, true},
+    {QRAFT__REQUEST__BODY_DLQ_DELETE, "dlq delete", handle_dlq_delete, true},
+    {QRAFT__REQUEST__BODY_STATUS, "status", handle_status, false},
+};
+
+/* Compares without an early exit, so timing does not reveal the token. */
+static bool token_matches(const char *want, const char *got)
+{
+    size_t want_len = strlen(want);
+    size_t got_len = strlen(got);
+    unsigned char diff = want_len != got_len;
+    for (size_t i = 0; i < want_len; i++) {
+        diff |= (unsigned char)(want[i] ^ (i < got_len ? got[i] : 0));
+    }
+    return diff == 0;
+}
+
+static void handle_frame(struct qr_rpc_conn *conn,
+                         const uint8_t *payload,
+                         size_t len)
+{
+    struct qr_rpc *rpc = conn->rpc;
+    rpc->n_requests++;
+    Qraft__Request *req = qraft__request__unpack(NULL, len, payload);
+    if (req == NULL) {
+        send_error(conn, 0, QRAFT__STATUS__BAD_REQUEST,
+                   "malformed request (%zu bytes do not decode)", len);
+        return;
+    }
+    if (!token_matches(rpc->token, req->token)) {
+        send_error(conn, req->id, QRAFT__STATUS__UNAUTHORIZED,
+                   "unauthorized: wrong or missing token");
+        goto out;
+    }
+    const struct route *route = NULL;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (routes[i].kind == req->body_case) {
+            route = &routes[i];
+        }
+    }
+    if (route == NULL) {
+        send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                   "unknown request kind %d", (int)req->body_case);
+        goto out;
+    }
+    if (route->needs_leader && !qr_cluster_serving(rpc->cluster)) {
+        send_not_leader(conn, req->id);
+        goto out;
+    }
+    route->handler(conn, req);
+out:
+    qraft__request__free_unpacked(req, NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reading. */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct qr_rpc_conn *conn = h->data;
+    (void)suggested;
+    if (conn->cap - conn->len < READ_CHUNK_BYTES) {
+        size_t cap = conn->cap + READ_CHUNK_BYTES;
+        /* Grow to hold the whole frame being read, once its length is
+         * known (it was checked against the limit in on_read). */
+        if (conn->len >= QR_FRAME_HEADER_BYTES) {
+            const uint8_t *p = conn->buf;
+            size_t want = QR_FRAME_HEADER_BYTES +
+                          (((size_t)p[0] << 24) | ((size_t)p[1] << 16) |
+                           ((size_t)p[2] << 8) | (size_t)p[3]);
+            if (want > cap) {
+                cap = want;
+            }
+        }
+        uint8_t *grown = realloc(conn->buf, cap);
+        if (grown == NULL) {
+            buf->base = NULL;
+            buf->len = 0;
+            return;
+        }
+        conn->buf = grown;
+        conn->cap = cap;
+    }
+    buf->base = (char *)conn->buf + conn->len;
+    buf->len = conn->cap - conn->len;
+}
+
+static void pause_reading(struct qr_rpc_conn *conn)
+{
+    if (conn->reading) {
+        uv_read_stop((uv_stream_t *)&conn->tcp);
+        conn->reading = false;
+    }
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void resume_reading(struct qr_rpc_conn *conn)
+{
+    if (!conn->reading && !conn->closing &&
+        conn->pending < MAX_PENDING_PER_CONN) {
+        if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) == 0) {
+            conn->reading = true;
+        }
+    }
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct qr_rpc_conn *conn = s->data;
+    (void)buf;
+    if (nread == 0) {
+        return;
+    }
+    if (nread < 0) {
+        if (nread != UV_EOF && nread != UV_ECONNRESET) {
+            QR_DEBUG("rpc", "read: %s", uv_strerror((int)nread));
+        }
+        if (nread == UV_ENOBUFS) {
+            QR_ERROR("rpc", "out of memory reading a request");
+        }
+        conn_close(conn);
+        return;
+    }
+    conn->len += (size_t)nread;
+
+    size_t offset = 0;
+    conn->refs++; /* handlers may close the connection */
+    while (!conn->closing) {
+        const uint8_t *payload;
+        size_t payload_len, consumed;
+        enum qr_frame_status st =
+            qr_frame_parse(conn->buf + offset, conn->len - offset,
+                           conn->rpc->config->max_frame_bytes, &payload,
+                           &payload_len, &consumed);
+        if (st == QR_FRAME_NEED_MORE) {
+            break;
+        }
+        if (st == QR_FRAME_TOO_LARGE) {
+            QR_WARN("rpc",
+                    "closing a connection that sent a frame over "
+                    "%" PRIu64 " bytes",
+                    conn->rpc->config->max_frame_bytes);
+            Qraft__Response resp = QRAFT__RESPONSE__INIT;
+            char msg[128];
+            snprintf(msg, sizeof msg,
+                     "frame exceeds the limit of %" PRIu64 " bytes",
+                     conn->rpc->config->max_frame_bytes);
+            resp.status = QRAFT__STATUS__TOO_LARGE;
+            resp.error = msg;
+            pause_reading(conn);
+            send_response(conn, &resp, true);
+            break;
+        }
+        handle_frame(conn, payload, payload_len);
+        offset += consumed;
+    }
+    if (offset > 0 && !conn->closing) {
+        memmove(conn->buf, conn->buf + offset, conn->len - offset);
+        conn->len -= offset;
+    }
+    /* Give back memory a large frame needed once it has been handled. */
+    if (conn->len == 0 && conn->cap > 4 * READ_CHUNK_BYTES) {
+        free(conn->buf);
+        conn->buf = NULL;
+        conn->cap = 0;
+    }
+    if (conn->pending >= MAX_PENDING_PER_CONN) {
+        pause_reading(conn);
+    }
+    conn_unref(conn);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct qr_rpc *rpc = server->data;
+    if (status != 0) {
+        QR_WARN("rpc", "accept: %s", uv_strerror(status));
+        return;
+    }
+    struct qr_rpc_conn *conn = calloc(1, sizeof *conn);
+    if (conn == NULL) {
+        QR_ERROR("rpc", "out of memory accepting a connection");
+        return;
+    }
+    conn->rpc = rpc;
+    conn->refs = 1;
+    uv_tcp_init(rpc->loop, &conn->tcp);
+    conn->tcp.data = conn;
+    conn->next = rpc->conns;
+    if (rpc->conns != NULL) {
+        rpc->conns->prev = conn;
+    }
+    rpc->conns = conn;
+    rpc->n_conns++;
+    if (uv_accept(server, (uv_stream_t *)&conn->tcp) != 0) {
+        conn_close(conn);
+        return;
+    }
+    if (rpc->n_conns > rpc->config->max_connections) {
+        QR_WARN("rpc", "refusing a connection: %zu open, the limit is %u",
+                rpc->n_conns - 1, rpc->config->max_connections);
+        conn_close(conn);
+        return;
+    }
+    uv_tcp_nodelay(&conn->tcp, 1);
+    resume_reading(conn);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Life cycle. */
+
+int qr_rpc_parse_addr(const char *hostport, struct sockaddr_in *out)
+{
+    char host[QR_ADDR_MAX];
+    const char *colon = strrchr(hostport, ':');
+    if (colon == NULL || (size_t)(colon - hostport) >= sizeof host) {
+        return QR_EBADREQ;
+    }
+    memcpy(host, hostport, (size_t)(colon - hostport));
+    host[colon - hostport] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || port <= 0 || port > 65535) {
+        return QR_EBADREQ;
+    }
+    if (strcmp(host, "localhost") == 0) {
+        snprintf(host, sizeof host, "127.0.0.1");
+    }
+    if (uv_ip4_addr(host, (int)port, out) != 0) {
+        return QR_EBADREQ;
+    }
+    return 0;
+}
+
+int qr_rpc_init(struct qr_rpc *rpc,
+                uv_loop_t *loop,
+                const struct qr_config *cfg,
+                const char *token,
+                struct qr_cluster *cluster,
+                struct qr_store *store)
+{
+    memset(rpc, 0, sizeof *rpc);
+    rpc->loop = loop;
+    rpc->config = cfg;
+    rpc->token = token;
+    rpc->cluster = cluster;
+    rpc->store = store;
+
+    struct sockaddr_in addr;
+    if (qr_rpc_parse_addr(cfg->rpc_addr, &addr) != 0) {
+        snprintf(rpc->errmsg, sizeof rpc->errmsg,
+                 "rpc: '%s' is not an IPv4 HOST:PORT", cfg->rpc_addr);
+        return QR_EBADREQ;
+    }
+    uv_tcp_init(loop, &rpc->listener);
+    rpc->listener.data = rpc;
+    int rv = uv_tcp_bind(&rpc->listener, (const struct sockaddr *)&addr, 0);
+    if (rv == 0) {
+        rv = uv_listen((uv_stream_t *)&rpc->listener, 511, on_connection);
+    }
+    if (rv != 0) {
+        snprintf(rpc->errmsg, sizeof rpc->errmsg, "rpc: listen on %s: %s",
+                 cfg->rpc_addr, uv_strerror(rv));
+        uv_close((uv_handle_t *)&rpc->listener, NULL);
+        return rv;
+    }
+    return 0;
+}
+
+static void on_listener_close(uv_handle_t *h)
+{
+    struct qr_rpc *rpc = h->data;
+    if (--rpc->pending_closes == 0 && rpc->close_cb != NULL) {
+        rpc->close_cb(rpc);
+    }
+}
+
+void qr_rpc_close(struct qr_rpc *rpc, qr_rpc_close_cb cb)
+{
+    if (rpc->closing) {
+        return;
+    }
+    rpc->closing = true;
+    rpc->close_cb = cb;
+    rpc->pending_closes = 1 + (rpc->n_conns > 0 ? 1 : 0);
+    uv_close((uv_handle_t *)&rpc->listener, on_listener_close);
+    for (struct qr_rpc_conn *c = rpc->conns; c != NULL; c = c->next) {
+        conn_close(c);
+    }
+}

@@ -1,0 +1,65 @@
+/* The RPC server: framed protobuf Requests over TCP, answered with Responses
+ * carrying the same id, pipelined (answers may come out of order).
+ *
+ * Invariants:
+ * - Every well-framed request gets exactly one response, unless its
+ *   connection closed first.
+ * - Input is checked before work is done: a frame over the limit closes the
+ *   connection after one error response; a frame that does not decode gets a
+ *   BAD_REQUEST (id 0) and the connection stays usable; a wrong token gets
+ *   UNAUTHORIZED before anything else is looked at.
+ * - Writes are acknowledged only after commit and apply (see cluster.h);
+ *   reads are served from this node's store. */
+#ifndef QR_RPC_H
+#define QR_RPC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "cluster.h"
+#include "config.h"
+#include "err.h"
+#include "store.h"
+
+struct qr_rpc;
+typedef void (*qr_rpc_close_cb)(struct qr_rpc *rpc);
+
+struct qr_rpc_conn;
+
+struct qr_rpc {
+    uv_loop_t *loop;                /* borrowed */
+    const struct qr_config *config; /* borrowed */
+    const char *token;              /* borrowed: the effective API token */
+    struct qr_cluster *cluster;     /* borrowed */
+    struct qr_store *store;         /* borrowed */
+    uv_tcp_t listener;
+    struct qr_rpc_conn *conns; /* live connections, a doubly linked list */
+    size_t n_conns;
+    bool closing;
+    unsigned pending_closes;
+    qr_rpc_close_cb close_cb;
+    char errmsg[QR_ERRMSG_BYTES];
+    uint64_t n_requests;
+};
+
+/* Binds and listens on cfg->rpc_addr. All pointers are borrowed and must
+ * outlive the server. On failure rpc->errmsg says why and nothing needs
+ * closing. */
+int qr_rpc_init(struct qr_rpc *rpc,
+                uv_loop_t *loop,
+                const struct qr_config *cfg,
+                const char *token,
+                struct qr_cluster *cluster,
+                struct qr_store *store);
+
+/* Stops listening and closes every connection (answers still owed are
+ * dropped with them); cb fires once all handles are closed. Safe to call
+ * twice. */
+void qr_rpc_close(struct qr_rpc *rpc, qr_rpc_close_cb cb);
+
+/* Parses "a.b.c.d:port" into a sockaddr for uv. */
+int qr_rpc_parse_addr(const char *hostport, struct sockaddr_in *out);
+
+#endif /* QR_RPC_H */

@@ -1,0 +1,418 @@
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "logger.h"
+#include "sign.h"
+
+#define TICK_MS 100
+#define TOKEN_FILE "token"
+
+static int make_dir(const char *path, char *errmsg)
+{
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+        int err = errno;
+        snprintf(errmsg, QR_ERRMSG_BYTES, "mkdir %s: %s", path, strerror(err));
+        return -err;
+    }
+    return 0;
+}
+
+/* One node per data dir: two would corrupt each other's raft log. */
+static int lock_data_dir(struct qr_server *s)
+{
+    char path[PATH_MAX + 8];
+    snprintf(path, sizeof path, "%s/LOCK", s->config->data_dir);
+    s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (s->lock_fd < 0) {
+        int err = errno;
+        snprintf(s->errmsg, sizeof s->errmsg, "open %s: %s", path,
+                 strerror(err));
+        return -err;
+    }
+    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        snprintf(s->errmsg, sizeof s->errmsg,
+                 "data dir %s is in use by another qraftd (%s)",
+                 s->config->data_dir, strerror(err));
+        close(s->lock_fd);
+        s->lock_fd = -1;
+        return -err;
+    }
+    return 0;
+}
+
+/* --dev without --token: the token generated at first start is kept in the
+ * data dir, so an app's env file keeps working across restarts. */
+static int load_or_create_token(struct qr_server *s)
+{
+    if (s->config->token[0] != '\0') {
+        snprintf(s->token, sizeof s->token, "%s", s->config->token);
+        return 0;
+    }
+    char path[PATH_MAX + 8];
+    snprintf(path, sizeof path, "%s/%s", s->config->data_dir, TOKEN_FILE);
+    FILE *f = fopen(path, "r");
+    if (f != NULL) {
+        bool ok = fgets(s->token, sizeof s->token, f) != NULL;
+        fclose(f);
+        s->token[strcspn(s->token, "\r\n")] = '\0';
+        if (ok && s->token[0] != '\0') {
+            return 0;
+        }
+        snprintf(s->errmsg, sizeof s->errmsg, "%s is empty or unreadable",
+                 path);
+        return QR_ECORRUPT;
+    }
+    uint8_t raw[24];
+    int rv = qr_sign_random_bytes(raw, sizeof raw);
+    if (rv != 0) {
+        snprintf(s->errmsg, sizeof s->errmsg, "no randomness for a token");
+        return rv;
+    }
+    char *p = s->token;
+    p += sprintf(p, "qr_");
+    for (size_t i = 0; i < sizeof raw; i++) {
+        p += sprintf(p, "%02x", raw[i]);
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int err = errno;
+        snprintf(s->errmsg, sizeof s->errmsg, "create %s: %s", path,
+                 strerror(err));
+        return -err;
+    }
+    size_t len = strlen(s->token);
+    bool ok = write(fd, s->token, len) == (ssize_t)len &&
+              write(fd, "\n", 1) == 1 && fsync(fd) == 0;
+    close(fd);
+    if (!ok) {
+        snprintf(s->errmsg, sizeof s->errmsg, "write %s failed", path);
+        return QR_ESTORE;
+    }
+    return 0;
+}
+
+/* Reads the replicated signing keys; QR_ENOTFOUND until they are applied. */
+static int read_keys(struct qr_server *s, Qraft__SigningKeys **out)
+{
+    struct qr_store_txn *txn = NULL;
+    void *buf = NULL;
+    size_t len = 0;
+    int rv = qr_store_txn_begin(s->store, false, &txn);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = qr_store_meta_get(txn, QR_META_SIGNING_KEYS, &buf, &len);
+    qr_store_txn_abort(txn);
+    if (rv != 0) {
+        return rv;
+    }
+    *out = qraft__signing_keys__unpack(NULL, len, buf);
+    free(buf);
+    return *out != NULL ? 0 : QR_ECORRUPT;
+}
+
+static void on_keys_applied(void *data,
+                            int status,
+                            const struct qr_apply_result *res)
+{
+    struct qr_server *s = data;
+    if (status != 0 || res->status != 0) {
+        QR_WARN("server", "installing signing keys: %s",
+                status != 0 ? qr_strerror(status) : res->error);
+        s->keys_proposed = false; /* the next tick tries again */
+    }
+}
+
+/* The first leader of a new cluster generates the signing keys; they are
+ * replicated like everything else, so every node signs with the same. */
+static void ensure_signing_keys(struct qr_server *s)
+{
+    Qraft__SigningKeys *keys = NULL;
+    if (s->keys_proposed || !qr_cluster_serving(&s->cluster)) {
+        return;
+    }
+    int rv = read_keys(s, &keys);
+    if (rv == 0) {
+        qraft__signing_keys__free_unpacked(keys, NULL);
+        return;
+    }
+    if (rv != QR_ENOTFOUND) {
+        QR_ERROR("server", "reading signing keys: %s", qr_strerror(rv));
+        return;
+    }
+    char current[QR_SIGN_KEY_BYTES];
+    char next[QR_SIGN_KEY_BYTES];
+    if (qr_sign_generate_key(current) != 0 || qr_sign_generate_key(next) != 0) {
+        QR_ERROR("server", "no randomness for signing keys");
+        return;
+    }
+    Qraft__SigningKeys k = QRAFT__SIGNING_KEYS__INIT;
+    k.current = current;
+    k.next = next;
+    Qraft__SetSigningKeys set = QRAFT__SET_SIGNING_KEYS__INIT;
+    set.keys = &k;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_SET_SIGNING_KEYS;
+    cmd.set_signing_keys = &set;
+    struct qr_packed packed;
+    rv = qr_command_pack(&cmd, &packed);
+    if (rv == 0) {
+        rv = qr_cluster_propose(&s->cluster, &packed, on_keys_applied, s);
+        if (rv != 0) {
+            free(packed.data);
+        }
+    }
+    if (rv == 0) {
+        s->keys_proposed = true;
+    } else {
+        QR_WARN("server", "proposing signing keys: %s", qr_strerror(rv));
+    }
+}
+
+static void on_leader(void *data)
+{
+    struct qr_server *s = data;
+    s->keys_proposed = false;
+    ensure_signing_keys(s);
+}
+
+/* Prints the lines a developer pastes into an app's env file, once the node
+ * serves and the signing keys are applied. */
+static void announce(struct qr_server *s)
+{
+    char why[128];
+    Qraft__SigningKeys *keys = NULL;
+    if (s->announced || !qr_cluster_ready(&s->cluster, why, sizeof why) ||
+        read_keys(s, &keys) != 0) {
+        return;
+    }
+    s->announced = true;
+    QR_INFO("server", "serving: rpc %s, http %s", s->config->rpc_addr,
+            s->config->http_addr);
+    if (s->config->dev && s->announce_out != NULL) {
+        fprintf(s->announce_out,
+                "QSTASH_URL=http://%s\n"
+                "QSTASH_TOKEN=%s\n"
+                "QSTASH_CURRENT_SIGNING_KEY=%s\n"
+                "QSTASH_NEXT_SIGNING_KEY=%s\n"
+                "QRAFT_ENDPOINTS=%s\n",
+                s->config->http_addr, s->token, keys->current, keys->next,
+                s->config->rpc_addr);
+        fflush(s->announce_out);
+    }
+    qraft__signing_keys__free_unpacked(keys, NULL);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct qr_server *s = t->data;
+    if (s->stopping) {
+        return;
+    }
+    ensure_signing_keys(s);
+    announce(s);
+}
+
+static bool http_serving(void *data)
+{
+    struct qr_server *s = data;
+    char why[128];
+    return !s->stopping && qr_cluster_ready(&s->cluster, why, sizeof why);
+}
+
+static bool http_ready(void *data, char *why, size_t why_len)
+{
+    struct qr_server *s = data;
+    if (s->stopping) {
+        snprintf(why, why_len, "shutting down");
+        return false;
+    }
+    if (!qr_cluster_ready(&s->cluster, why, why_len)) {
+        return false;
+    }
+    if (!s->announced) {
+        snprintf(why, why_len, "waiting for signing keys");
+        return false;
+    }
+    return true;
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct qr_server *s = h->data;
+    QR_INFO("server", "%s: stopping", strsignal(signum));
+    qr_server_stop(s, 0);
+}
+
+/* Stop ladder: HTTP, then RPC, then raft; handles of the server last. */
+static void on_handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void on_cluster_closed(struct qr_cluster *c)
+{
+    struct qr_server *s =
+        (struct qr_server *)((char *)c - offsetof(struct qr_server, cluster));
+    uv_close((uv_handle_t *)&s->tick, on_handle_closed);
+    uv_close((uv_handle_t *)&s->sigterm, on_handle_closed);
+    uv_close((uv_handle_t *)&s->sigint, on_handle_closed);
+}
+
+static void on_rpc_closed(struct qr_rpc *rpc)
+{
+    struct qr_server *s =
+        (struct qr_server *)((char *)rpc - offsetof(struct qr_server, rpc));
+    qr_cluster_close(&s->cluster, on_cluster_closed);
+}
+
+static void on_http_closed(struct qr_http *h)
+{
+    struct qr_server *s =
+        (struct qr_server *)((char *)h - offsetof(struct qr_server, http));
+    qr_rpc_close(&s->rpc, on_rpc_closed);
+}
+
+void qr_server_stop(struct qr_server *s, int exit_code)
+{
+    if (s->stopping) {
+        return;
+    }
+    s->stopping = true;
+    s->exit_code = exit_code;
+    uv_timer_stop(&s->tick);
+    qr_http_close(&s->http, on_http_closed);
+}
+
+int qr_server_init(struct qr_server *s,
+                   const struct qr_config *cfg,
+                   FILE *announce_out)
+{
+    char path[PATH_MAX + 8];
+    int rv;
+
+    memset(s, 0, sizeof *s);
+    s->config = cfg;
+    s->announce_out = announce_out;
+    s->lock_fd = -1;
+
+    rv = make_dir(cfg->data_dir, s->errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = lock_data_dir(s);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = load_or_create_token(s);
+    if (rv != 0) {
+        goto err_after_lock;
+    }
+    snprintf(path, sizeof path, "%s/state", cfg->data_dir);
+    rv = make_dir(path, s->errmsg);
+    if (rv != 0) {
+        goto err_after_lock;
+    }
+    rv = qr_store_open(path, cfg->store_map_bytes, &s->store, s->errmsg);
+    if (rv != 0) {
+        goto err_after_lock;
+    }
+    rv = uv_loop_init(&s->loop);
+    if (rv != 0) {
+        snprintf(s->errmsg, sizeof s->errmsg, "uv loop: %s", uv_strerror(rv));
+        goto err_after_store;
+    }
+    rv = qr_cluster_init(&s->cluster, &s->loop, cfg, s->store);
+    if (rv != 0) {
+        snprintf(s->errmsg, sizeof s->errmsg, "%s", s->cluster.errmsg);
+        goto err_after_loop;
+    }
+    s->cluster.on_leader = on_leader;
+    s->cluster.on_leader_data = s;
+    rv = qr_cluster_start(&s->cluster);
+    if (rv != 0) {
+        snprintf(s->errmsg, sizeof s->errmsg, "%s", s->cluster.errmsg);
+        goto err_after_cluster;
+    }
+    rv = qr_rpc_init(&s->rpc, &s->loop, cfg, s->token, &s->cluster, s->store);
+    if (rv != 0) {
+        snprintf(s->errmsg, sizeof s->errmsg, "%s", s->rpc.errmsg);
+        goto err_after_cluster;
+    }
+    struct qr_http_hooks hooks = {
+        .data = s,
+        .serving = http_serving,
+        .ready = http_ready,
+    };
+    struct qr_http_limits limits = {
+        .max_conns = cfg->max_connections,
+        .max_body_bytes = cfg->limits.max_body_bytes,
+    };
+    rv = qr_http_init(&s->http, &s->loop, cfg->http_addr, &limits, &hooks,
+                      s->errmsg);
+    if (rv != 0) {
+        goto err_after_rpc;
+    }
+
+    uv_timer_init(&s->loop, &s->tick);
+    s->tick.data = s;
+    uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
+    uv_signal_init(&s->loop, &s->sigterm);
+    s->sigterm.data = s;
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_signal_init(&s->loop, &s->sigint);
+    s->sigint.data = s;
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    return 0;
+
+    /* The unwind ladder: each step closes what the steps above opened, and
+     * runs the loop so that closing handles can finish. */
+err_after_rpc:
+    qr_rpc_close(&s->rpc, NULL);
+err_after_cluster:
+    qr_cluster_close(&s->cluster, NULL);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+err_after_loop:
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&s->loop);
+err_after_store:
+    qr_store_close(s->store);
+    s->store = NULL;
+err_after_lock:
+    close(s->lock_fd);
+    s->lock_fd = -1;
+    return rv;
+}
+
+int qr_server_run(struct qr_server *s)
+{
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    int rv = uv_loop_close(&s->loop);
+    if (rv != 0) {
+        QR_WARN("server", "loop closed with handles open: %s", uv_strerror(rv));
+    }
+    return s->exit_code;
+}
+
+void qr_server_close(struct qr_server *s)
+{
+    if (s->store != NULL) {
+        qr_store_sync(s->store);
+        qr_store_close(s->store);
+        s->store = NULL;
+    }
+    if (s->lock_fd >= 0) {
+        close(s->lock_fd);
+        s->lock_fd = -1;
+    }
+}

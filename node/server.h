@@ -1,0 +1,54 @@
+/* The node: owns the libuv loop and every module on it, started in one order
+ * and stopped in the reverse one (one unwind ladder). Everything that touches
+ * raft or LMDB writes runs on this loop's thread. */
+#ifndef QR_SERVER_H
+#define QR_SERVER_H
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <uv.h>
+
+#include "cluster.h"
+#include "config.h"
+#include "http_api.h"
+#include "rpc.h"
+#include "store.h"
+
+struct qr_server {
+    const struct qr_config *config; /* borrowed */
+    uv_loop_t loop;
+    struct qr_store *store;
+    struct qr_cluster cluster;
+    struct qr_rpc rpc;
+    struct qr_http http;
+    uv_signal_t sigterm;
+    uv_signal_t sigint;
+    uv_timer_t tick; /* announces readiness, keeps signing keys present */
+    int lock_fd;     /* flock on DATA/LOCK: one node per data dir */
+    char token[QR_TOKEN_MAX];
+    char errmsg[QR_ERRMSG_BYTES];
+    FILE *announce_out; /* where --dev prints the QSTASH_* lines */
+    bool announced;
+    bool keys_proposed;
+    bool stopping;
+    int exit_code;
+};
+
+/* Opens the data dir, the store, raft, the RPC and HTTP servers. On failure
+ * s->errmsg says why and everything opened so far is closed again.
+ * announce_out (borrowed) receives the --dev lines. */
+int qr_server_init(struct qr_server *s,
+                   const struct qr_config *cfg,
+                   FILE *announce_out);
+
+/* Runs the loop until a signal or qr_server_stop has closed every module.
+ * Returns the process exit code. */
+int qr_server_run(struct qr_server *s);
+
+/* Starts a clean stop: HTTP, RPC, then raft; the loop ends when all closed. */
+void qr_server_stop(struct qr_server *s, int exit_code);
+
+/* Frees what outlives the loop (the store, the lock). After qr_server_run. */
+void qr_server_close(struct qr_server *s);
+
+#endif /* QR_SERVER_H */

@@ -1,0 +1,1739 @@
+/* The node's applied state in LMDB, and the only file that includes <lmdb.h>.
+ * It keeps the invariants listed in store.h (the `due` and `dlq` indexes, the
+ * per-state counters and `dedupx` in step with their records), maps every
+ * MDB_* code to a QR_E* code at this boundary, and hands out only decoded
+ * copies, never pointers into the map.
+ *
+ * Errors. MDB_NOTFOUND becomes QR_ENOTFOUND; MDB_CORRUPTED, MDB_PAGE_NOTFOUND
+ * and MDB_INVALID become QR_ECORRUPT; MDB_READERS_FULL becomes QR_EUNAVAIL;
+ * system errors pass through as -errno; every other MDB_* code becomes
+ * QR_ESTORE. A stored value that does not decode, or an index entry whose
+ * record is missing, is QR_ECORRUPT. Any LMDB error or corrupt value met
+ * inside a write transaction (and any failure to begin or commit one) marks
+ * the store FAILED for good: from then on every call returns QR_ESTORE.
+ * Invalid arguments (QR_EBADREQ) and QR_ENOTFOUND never fail the store.
+ * errmsg is written by whichever thread met the error.
+ *
+ * qr_store_open with map_bytes 0 uses QR_STORE_DEFAULT_MAP_BYTES; a data
+ * format newer than STORE_FORMAT is refused with QR_ECORRUPT. Restore keeps
+ * the old pages until it commits, so the map must hold about twice the state.
+ *
+ * Iterators visit at most `limit` items: a limit of 0 visits nothing. A
+ * callback must not write through the transaction it is iterating. The
+ * dlq_list cursor is a message id; if that message is gone or no longer
+ * dead-lettered, listing starts again from the oldest entry, so a page may
+ * repeat entries but never skips one.
+ *
+ * Snapshot format (all integers big-endian):
+ *
+ *   size   field
+ *   8      magic "QRSNAP01"
+ *   4      snapshot format version (SNAP_VERSION, 1)
+ *   4      number of databases that follow (each name at most once)
+ *   then per database:
+ *   4      name length n
+ *   n      name, no terminator: one of meta msgs due dedup dedupx dlq events
+ *   8      number of pairs
+ *   then per pair:
+ *   4      key length k (1 .. the environment's max key size)
+ *   4      value length v
+ *   k      key
+ *   v      value
+ *
+ * Within a database keys are strictly increasing in LMDB's order (memcmp,
+ * then shorter first), which lets restore append. Nothing follows the last
+ * database. A database absent from a snapshot is restored empty. */
+#include "store.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <lmdb.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+/* Value of meta QR_META_FORMAT written by this code; newer is refused. */
+#define STORE_FORMAT 1
+#define SNAP_MAGIC "QRSNAP01"
+#define SNAP_MAGIC_BYTES 8
+#define SNAP_VERSION 1
+#define SNAP_HEADER_BYTES (SNAP_MAGIC_BYTES + 4 + 4)
+#define SNAP_PAIR_HEADER_BYTES 8
+
+#define MAX_DBS 16
+#define MAX_READERS 256
+#define KEY_BUF_BYTES 512
+#define N_STATES 7
+#define DUE_PREFIX_BYTES 10 /* u16 shard | u64 next_attempt_ms */
+#define DLQ_PREFIX_BYTES 8  /* u64 dead_lettered_ms */
+#define DEDUPX_PREFIX_BYTES 8
+#define EVENT_KEY_BYTES 20 /* u64 time_ms | u64 index | u32 position */
+
+enum db { DB_META, DB_MSGS, DB_DUE, DB_DEDUP, DB_DEDUPX, DB_DLQ, DB_EVENTS };
+#define N_DBS 7
+
+static const char *const db_names[N_DBS] = {
+    "meta", "msgs", "due", "dedup", "dedupx", "dlq", "events",
+};
+
+struct qr_store {
+    MDB_env *env;
+    MDB_dbi dbis[N_DBS];
+    size_t max_key_bytes;
+    atomic_bool failed;
+    atomic_bool writing; /* a write transaction is open */
+    char errmsg[QR_ERRMSG_BYTES];
+};
+
+struct qr_store_txn {
+    struct qr_store *s;
+    MDB_txn *txn;
+    bool write;
+};
+
+/* Where a snapshot's pairs for one database start, found by validation. */
+struct snap_db {
+    const uint8_t *pairs;
+    uint64_t n_pairs;
+    bool present;
+};
+
+static void put_be16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    for (int i = 3; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
+           (uint32_t)p[3];
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+}
+
+__attribute__((format(printf, 2, 3))) static void set_errmsg(struct qr_store *s,
+                                                             const char *fmt,
+                                                             ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->errmsg, sizeof s->errmsg, fmt, ap);
+    va_end(ap);
+}
+
+static int map_mdb(int rc)
+{
+    switch (rc) {
+        case MDB_NOTFOUND:
+            return QR_ENOTFOUND;
+        case MDB_CORRUPTED:
+        case MDB_PAGE_NOTFOUND:
+        case MDB_INVALID:
+            return QR_ECORRUPT;
+        case MDB_READERS_FULL:
+            return QR_EUNAVAIL;
+        default:
+            break;
+    }
+    if (rc > 0) {
+        return -rc;
+    }
+    return QR_ESTORE;
+}
+
+/* Records an LMDB error; on the write path the store fails for good. */
+static int fail_mdb(struct qr_store *s, bool write, const char *what, int rc)
+{
+    set_errmsg(s, "store: %s: %s", what, mdb_strerror(rc));
+    if (write) {
+        atomic_store(&s->failed, true);
+    }
+    return map_mdb(rc);
+}
+
+/* Records a stored value that does not decode or an index out of step. */
+static int fail_corrupt(struct qr_store_txn *t,
+                        const char *what,
+                        const char *why)
+{
+    set_errmsg(t->s, "store: %s: %s", what, why);
+    if (t->write) {
+        atomic_store(&t->s->failed, true);
+    }
+    return QR_ECORRUPT;
+}
+
+static int bad_request(struct qr_store *s, const char *what, const char *why)
+{
+    set_errmsg(s, "store: %s: %s", what, why);
+    return QR_EBADREQ;
+}
+
+static int check_txn(struct qr_store_txn *t, bool need_write, const char *what)
+{
+    assert(t != NULL);
+    if (atomic_load(&t->s->failed)) {
+        return QR_ESTORE;
+    }
+    if (need_write && !t->write) {
+        return bad_request(t->s, what, "read-only transaction");
+    }
+    return 0;
+}
+
+/* Message ids are used inside `due` keys, so they must leave room for the
+ * prefix. */
+static int check_id(struct qr_store *s, const char *id, const char *what)
+{
+    if (id == NULL || id[0] == '\0') {
+        return bad_request(s, what, "empty message id");
+    }
+    if (strlen(id) + DUE_PREFIX_BYTES > s->max_key_bytes) {
+        return bad_request(s, what, "message id too long");
+    }
+    return 0;
+}
+
+static int check_name(struct qr_store *s,
+                      const char *name,
+                      size_t prefix_bytes,
+                      const char *what)
+{
+    if (name == NULL || name[0] == '\0') {
+        return bad_request(s, what, "empty key");
+    }
+    if (strlen(name) + prefix_bytes > s->max_key_bytes) {
+        return bad_request(s, what, "key too long");
+    }
+    return 0;
+}
+
+static bool in_due(Qraft__MessageState state)
+{
+    return state == QRAFT__MESSAGE_STATE__PENDING ||
+           state == QRAFT__MESSAGE_STATE__DELIVERING ||
+           state == QRAFT__MESSAGE_STATE__RETRYING;
+}
+
+static bool in_dlq(Qraft__MessageState state)
+{
+    return state == QRAFT__MESSAGE_STATE__DEAD_LETTERED;
+}
+
+static size_t due_key(uint8_t *buf, const Qraft__Message *m)
+{
+    size_t n = strlen(m->id);
+    put_be16(buf, (uint16_t)m->shard);
+    put_be64(buf + 2, m->next_attempt_ms);
+    memcpy(buf + DUE_PREFIX_BYTES, m->id, n);
+    return DUE_PREFIX_BYTES + n;
+}
+
+static size_t dlq_key(uint8_t *buf, const Qraft__Message *m)
+{
+    size_t n = strlen(m->id);
+    put_be64(buf, m->dead_lettered_ms);
+    memcpy(buf + DLQ_PREFIX_BYTES, m->id, n);
+    return DLQ_PREFIX_BYTES + n;
+}
+
+static size_t dedupx_key(uint8_t *buf, uint64_t expires_ms, const char *key)
+{
+    size_t n = strlen(key);
+    put_be64(buf, expires_ms);
+    memcpy(buf + DEDUPX_PREFIX_BYTES, key, n);
+    return DEDUPX_PREFIX_BYTES + n;
+}
+
+/* Low-level accessors. `val` of get_raw points into the map: decode or copy
+ * it before the next write. */
+static int get_raw(struct qr_store_txn *t,
+                   enum db db,
+                   const void *key,
+                   size_t key_len,
+                   MDB_val *val,
+                   const char *what)
+{
+    MDB_val k = {key_len, (void *)key};
+    int rc = mdb_get(t->txn, t->s->dbis[db], &k, val);
+    if (rc == MDB_NOTFOUND) {
+        return QR_ENOTFOUND;
+    }
+    if (rc != 0) {
+        return fail_mdb(t->s, t->write, what, rc);
+    }
+    return 0;
+}
+
+static int put_raw(struct qr_store_txn *t,
+                   enum db db,
+                   const void *key,
+                   size_t key_len,
+                   const void *value,
+                   size_t value_len,
+                   const char *what)
+{
+    MDB_val k = {key_len, (void *)key};
+    MDB_val v = {value_len, (void *)value};
+    int rc = mdb_put(t->txn, t->s->dbis[db], &k, &v, 0);
+    if (rc != 0) {
+        return fail_mdb(t->s, t->write, what, rc);
+    }
+    return 0;
+}
+
+/* Reserves value_len bytes for `key` and returns where to write them. */
+static int put_reserve(struct qr_store_txn *t,
+                       enum db db,
+                       const void *key,
+                       size_t key_len,
+                       size_t value_len,
+                       uint8_t **value,
+                       const char *what)
+{
+    MDB_val k = {key_len, (void *)key};
+    MDB_val v = {value_len, NULL};
+    int rc = mdb_put(t->txn, t->s->dbis[db], &k, &v, MDB_RESERVE);
+    if (rc != 0) {
+        return fail_mdb(t->s, t->write, what, rc);
+    }
+    *value = v.mv_data;
+    return 0;
+}
+
+/* Deletes `key`; an absent key is not an error (the end state is right). */
+static int del_raw(struct qr_store_txn *t,
+                   enum db db,
+                   const void *key,
+                   size_t key_len,
+                   const char *what)
+{
+    MDB_val k = {key_len, (void *)key};
+    int rc = mdb_del(t->txn, t->s->dbis[db], &k, NULL);
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        return fail_mdb(t->s, t->write, what, rc);
+    }
+    return 0;
+}
+
+static int cursor_open(struct qr_store_txn *t,
+                       enum db db,
+                       MDB_cursor **c,
+                       const char *what)
+{
+    int rc = mdb_cursor_open(t->txn, t->s->dbis[db], c);
+    if (rc != 0) {
+        return fail_mdb(t->s, t->write, what, rc);
+    }
+    return 0;
+}
+
+static int decode_message(struct qr_store_txn *t,
+                          const MDB_val *v,
+                          Qraft__Message **out,
+                          const char *what)
+{
+    Qraft__Message *m = qraft__message__unpack(NULL, v->mv_size, v->mv_data);
+    if (m == NULL) {
+        return fail_corrupt(t, what, "message does not decode");
+    }
+    if ((unsigned)m->state >= N_STATES || m->shard > UINT16_MAX ||
+        check_id(t->s, m->id, what) != 0) {
+        qraft__message__free_unpacked(m, NULL);
+        return fail_corrupt(t, what, "message has invalid fields");
+    }
+    *out = m;
+    return 0;
+}
+
+static int load_message(struct qr_store_txn *t,
+                        const void *id,
+                        size_t id_len,
+                        Qraft__Message **out,
+                        const char *what)
+{
+    MDB_val v;
+    int rv = get_raw(t, DB_MSGS, id, id_len, &v, what);
+    if (rv != 0) {
+        return rv;
+    }
+    return decode_message(t, &v, out, what);
+}
+
+static int load_dedup(struct qr_store_txn *t,
+                      const char *key,
+                      Qraft__DedupRecord **out,
+                      const char *what)
+{
+    MDB_val v;
+    int rv = get_raw(t, DB_DEDUP, key, strlen(key), &v, what);
+    if (rv != 0) {
+        return rv;
+    }
+    *out = qraft__dedup_record__unpack(NULL, v.mv_size, v.mv_data);
+    if (*out == NULL) {
+        return fail_corrupt(t, what, "dedup record does not decode");
+    }
+    return 0;
+}
+
+static int get_u64(struct qr_store_txn *t,
+                   const char *name,
+                   uint64_t *value,
+                   const char *what)
+{
+    MDB_val v;
+    int rv = get_raw(t, DB_META, name, strlen(name), &v, what);
+    if (rv != 0) {
+        return rv;
+    }
+    if (v.mv_size != 8) {
+        return fail_corrupt(t, what, "meta value is not 8 bytes");
+    }
+    *value = get_be64(v.mv_data);
+    return 0;
+}
+
+static int put_u64(struct qr_store_txn *t,
+                   const char *name,
+                   uint64_t value,
+                   const char *what)
+{
+    uint8_t buf[8];
+    put_be64(buf, value);
+    return put_raw(t, DB_META, name, strlen(name), buf, sizeof buf, what);
+}
+
+static void counter_name(char *buf, size_t size, Qraft__MessageState state)
+{
+    snprintf(buf, size, "count.%u", (unsigned)state);
+}
+
+static int count_add(struct qr_store_txn *t,
+                     Qraft__MessageState state,
+                     int delta,
+                     const char *what)
+{
+    char name[16];
+    uint64_t n = 0;
+    counter_name(name, sizeof name, state);
+    int rv = get_u64(t, name, &n, what);
+    if (rv != 0 && rv != QR_ENOTFOUND) {
+        return rv;
+    }
+    if (delta < 0 && n == 0) {
+        return fail_corrupt(t, what, "state counter below zero");
+    }
+    return put_u64(t, name, delta < 0 ? n - 1 : n + 1, what);
+}
+
+/* Replaces one index key by another in db; NULL means none. Does nothing
+ * when both are the same key. */
+static int move_index_key(struct qr_store_txn *t,
+                          enum db db,
+                          const uint8_t *old_key,
+                          size_t old_len,
+                          const uint8_t *new_key,
+                          size_t new_len,
+                          const char *what)
+{
+    if (old_key != NULL && new_key != NULL && old_len == new_len &&
+        memcmp(old_key, new_key, old_len) == 0) {
+        return 0;
+    }
+    if (old_key != NULL) {
+        int rv = del_raw(t, db, old_key, old_len, what);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    if (new_key != NULL) {
+        return put_raw(t, db, new_key, new_len, NULL, 0, what);
+    }
+    return 0;
+}
+
+/* Moves the index entries and counters of one message from its old record
+ * to its new one; either may be NULL (insert, delete). */
+static int reindex(struct qr_store_txn *t,
+                   const Qraft__Message *old,
+                   const Qraft__Message *m,
+                   const char *what)
+{
+    uint8_t old_buf[KEY_BUF_BYTES];
+    uint8_t new_buf[KEY_BUF_BYTES];
+    const uint8_t *old_key = NULL;
+    const uint8_t *new_key = NULL;
+    size_t old_len = 0;
+    size_t new_len = 0;
+    int rv;
+
+    if (old != NULL && in_due(old->state)) {
+        old_len = due_key(old_buf, old);
+        old_key = old_buf;
+    }
+    if (m != NULL && in_due(m->state)) {
+        new_len = due_key(new_buf, m);
+        new_key = new_buf;
+    }
+    rv = move_index_key(t, DB_DUE, old_key, old_len, new_key, new_len, what);
+    if (rv != 0) {
+        return rv;
+    }
+
+    old_key = NULL;
+    new_key = NULL;
+    if (old != NULL && in_dlq(old->state)) {
+        old_len = dlq_key(old_buf, old);
+        old_key = old_buf;
+    }
+    if (m != NULL && in_dlq(m->state)) {
+        new_len = dlq_key(new_buf, m);
+        new_key = new_buf;
+    }
+    rv = move_index_key(t, DB_DLQ, old_key, old_len, new_key, new_len, what);
+    if (rv != 0) {
+        return rv;
+    }
+
+    if (old != NULL && m != NULL && old->state == m->state) {
+        return 0;
+    }
+    if (old != NULL) {
+        rv = count_add(t, old->state, -1, what);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    if (m != NULL) {
+        rv = count_add(t, m->state, 1, what);
+    }
+    return rv;
+}
+
+int qr_store_open(const char *dir,
+                  uint64_t map_bytes,
+                  struct qr_store **out,
+                  char *errmsg)
+{
+    struct qr_store *s;
+    MDB_txn *txn;
+    uint64_t format;
+    int rc;
+    int rv;
+
+    *out = NULL;
+    if (map_bytes == 0) {
+        map_bytes = QR_STORE_DEFAULT_MAP_BYTES;
+    }
+    s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        if (errmsg != NULL) {
+            snprintf(errmsg, QR_ERRMSG_BYTES, "store: open: out of memory");
+        }
+        return -ENOMEM;
+    }
+    atomic_init(&s->failed, false);
+    atomic_init(&s->writing, false);
+
+    rc = mdb_env_create(&s->env);
+    if (rc != 0) {
+        rv = fail_mdb(s, false, "create env", rc);
+        goto err_after_alloc;
+    }
+    rc = mdb_env_set_maxdbs(s->env, MAX_DBS);
+    if (rc == 0) {
+        rc = mdb_env_set_maxreaders(s->env, MAX_READERS);
+    }
+    if (rc == 0 && map_bytes > SIZE_MAX) {
+        rc = EINVAL;
+    }
+    if (rc == 0) {
+        rc = mdb_env_set_mapsize(s->env, (size_t)map_bytes);
+    }
+    if (rc != 0) {
+        rv = fail_mdb(s, false, "configure env", rc);
+        goto err_after_env;
+    }
+    rc = mdb_env_open(s->env, dir, MDB_NOSYNC | MDB_NOTLS, 0600);
+    if (rc != 0) {
+        char what[QR_ERRMSG_BYTES / 2];
+        snprintf(what, sizeof what, "open %s", dir);
+        rv = fail_mdb(s, false, what, rc);
+        goto err_after_env;
+    }
+    s->max_key_bytes = (size_t)mdb_env_get_maxkeysize(s->env);
+    if (s->max_key_bytes > KEY_BUF_BYTES) {
+        s->max_key_bytes = KEY_BUF_BYTES;
+    }
+
+    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc != 0) {
+        rv = fail_mdb(s, false, "begin open", rc);
+        goto err_after_env;
+    }
+    for (int i = 0; i < N_DBS; i++) {
+        rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &s->dbis[i]);
+        if (rc != 0) {
+            rv = fail_mdb(s, false, "open dbs", rc);
+            goto err_after_txn;
+        }
+    }
+    struct qr_store_txn t = {s, txn, true};
+    rv = get_u64(&t, QR_META_FORMAT, &format, "open: read format");
+    if (rv == QR_ENOTFOUND) {
+        format = STORE_FORMAT;
+        rv = put_u64(&t, QR_META_FORMAT, format, "open: write format");
+    }
+    if (rv != 0) {
+        goto err_after_txn;
+    }
+    if (format > STORE_FORMAT) {
+        set_errmsg(s,
+                   "store: open: data format %llu is newer than this "
+                   "version supports (%d)",
+                   (unsigned long long)format, STORE_FORMAT);
+        rv = QR_ECORRUPT;
+        goto err_after_txn;
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc != 0) {
+        rv = fail_mdb(s, false, "commit open", rc);
+        goto err_after_env;
+    }
+    *out = s;
+    return 0;
+
+err_after_txn:
+    mdb_txn_abort(txn);
+err_after_env:
+    mdb_env_close(s->env);
+err_after_alloc:
+    if (errmsg != NULL) {
+        snprintf(errmsg, QR_ERRMSG_BYTES, "%s", s->errmsg);
+    }
+    free(s);
+    return rv;
+}
+
+void qr_store_close(struct qr_store *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    assert(!atomic_load(&s->writing));
+    mdb_env_sync(s->env, 1);
+    mdb_env_close(s->env);
+    free(s);
+}
+
+int qr_store_sync(struct qr_store *s)
+{
+    if (atomic_load(&s->failed)) {
+        return QR_ESTORE;
+    }
+    int rc = mdb_env_sync(s->env, 1);
+    if (rc != 0) {
+        return fail_mdb(s, false, "sync", rc);
+    }
+    return 0;
+}
+
+const char *qr_store_errmsg(const struct qr_store *s)
+{
+    return s->errmsg;
+}
+
+bool qr_store_failed(const struct qr_store *s)
+{
+    return atomic_load(&s->failed);
+}
+
+int qr_store_txn_begin(struct qr_store *s,
+                       bool write,
+                       struct qr_store_txn **out)
+{
+    struct qr_store_txn *t;
+    int rc;
+    int rv;
+
+    *out = NULL;
+    if (atomic_load(&s->failed)) {
+        return QR_ESTORE;
+    }
+    if (write && atomic_exchange(&s->writing, true)) {
+        set_errmsg(s, "store: begin: a write transaction is already open");
+        return QR_ECONFLICT;
+    }
+    t = malloc(sizeof *t);
+    if (t == NULL) {
+        rv = -ENOMEM;
+        goto err_after_flag;
+    }
+    t->s = s;
+    t->write = write;
+    rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
+    if (rc != 0) {
+        rv = fail_mdb(s, write, "begin", rc);
+        goto err_after_alloc;
+    }
+    *out = t;
+    return 0;
+
+err_after_alloc:
+    free(t);
+err_after_flag:
+    if (write) {
+        atomic_store(&s->writing, false);
+    }
+    return rv;
+}
+
+int qr_store_txn_commit(struct qr_store_txn *t)
+{
+    struct qr_store *s = t->s;
+    int rv = 0;
+
+    if (atomic_load(&s->failed)) {
+        mdb_txn_abort(t->txn);
+        rv = QR_ESTORE;
+    } else {
+        int rc = mdb_txn_commit(t->txn);
+        if (rc != 0) {
+            rv = fail_mdb(s, t->write, "commit", rc);
+        }
+    }
+    if (t->write) {
+        atomic_store(&s->writing, false);
+    }
+    free(t);
+    return rv;
+}
+
+void qr_store_txn_abort(struct qr_store_txn *t)
+{
+    if (t == NULL) {
+        return;
+    }
+    mdb_txn_abort(t->txn);
+    if (t->write) {
+        atomic_store(&t->s->writing, false);
+    }
+    free(t);
+}
+
+int qr_store_meta_get_u64(struct qr_store_txn *t,
+                          const char *name,
+                          uint64_t *value)
+{
+    int rv = check_txn(t, false, "get meta");
+    if (rv == 0) {
+        rv = check_name(t->s, name, 0, "get meta");
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    return get_u64(t, name, value, "get meta");
+}
+
+int qr_store_meta_put_u64(struct qr_store_txn *t,
+                          const char *name,
+                          uint64_t value)
+{
+    int rv = check_txn(t, true, "put meta");
+    if (rv == 0) {
+        rv = check_name(t->s, name, 0, "put meta");
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    return put_u64(t, name, value, "put meta");
+}
+
+int qr_store_meta_get(struct qr_store_txn *t,
+                      const char *name,
+                      void **value,
+                      size_t *len)
+{
+    MDB_val v;
+    int rv;
+
+    *value = NULL;
+    *len = 0;
+    rv = check_txn(t, false, "get meta");
+    if (rv == 0) {
+        rv = check_name(t->s, name, 0, "get meta");
+    }
+    if (rv == 0) {
+        rv = get_raw(t, DB_META, name, strlen(name), &v, "get meta");
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    /* malloc(0) may return NULL; always hand out a pointer to free. */
+    *value = malloc(v.mv_size > 0 ? v.mv_size : 1);
+    if (*value == NULL) {
+        return -ENOMEM;
+    }
+    memcpy(*value, v.mv_data, v.mv_size);
+    *len = v.mv_size;
+    return 0;
+}
+
+int qr_store_meta_put(struct qr_store_txn *t,
+                      const char *name,
+                      const void *value,
+                      size_t len)
+{
+    int rv = check_txn(t, true, "put meta");
+    if (rv == 0) {
+        rv = check_name(t->s, name, 0, "put meta");
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    return put_raw(t, DB_META, name, strlen(name), value, len, "put meta");
+}
+
+int qr_store_msg_get(struct qr_store_txn *t,
+                     const char *id,
+                     Qraft__Message **out)
+{
+    int rv;
+
+    *out = NULL;
+    rv = check_txn(t, false, "get msgs");
+    if (rv == 0) {
+        rv = check_id(t->s, id, "get msgs");
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    return load_message(t, id, strlen(id), out, "get msgs");
+}
+
+int qr_store_msg_put(struct qr_store_txn *t, const Qraft__Message *m)
+{
+    const char *what = "put msgs";
+    Qraft__Message *old = NULL;
+    uint8_t *value;
+    size_t len;
+    int rv;
+
+    rv = check_txn(t, true, what);
+    if (rv != 0) {
+        return rv;
+    }
+    assert(m != NULL && m->base.descriptor == &qraft__message__descriptor);
+    rv = check_id(t->s, m->id, what);
+    if (rv != 0) {
+        return rv;
+    }
+    if ((unsigned)m->state >= N_STATES) {
+        return bad_request(t->s, what, "unknown message state");
+    }
+    if (m->shard > UINT16_MAX) {
+        return bad_request(t->s, what, "shard out of range");
+    }
+
+    rv = load_message(t, m->id, strlen(m->id), &old, what);
+    if (rv != 0 && rv != QR_ENOTFOUND) {
+        return rv;
+    }
+    rv = reindex(t, old, m, what);
+    if (rv != 0) {
+        goto out;
+    }
+    len = qraft__message__get_packed_size(m);
+    rv = put_reserve(t, DB_MSGS, m->id, strlen(m->id), len, &value, what);
+    if (rv != 0) {
+        goto out;
+    }
+    qraft__message__pack(m, value);
+
+out:
+    if (old != NULL) {
+        qraft__message__free_unpacked(old, NULL);
+    }
+    return rv;
+}
+
+int qr_store_msg_delete(struct qr_store_txn *t, const char *id)
+{
+    const char *what = "delete msgs";
+    Qraft__Message *old = NULL;
+    int rv;
+
+    rv = check_txn(t, true, what);
+    if (rv == 0) {
+        rv = check_id(t->s, id, what);
+    }
+    if (rv == 0) {
+        rv = load_message(t, id, strlen(id), &old, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    rv = reindex(t, old, NULL, what);
+    if (rv == 0) {
+        rv = del_raw(t, DB_MSGS, id, strlen(id), what);
+    }
+    qraft__message__free_unpacked(old, NULL);
+    return rv;
+}
+
+/* Positions c on the first key >= key (or the first key if key_len is 0);
+ * with `exclusive`, skips a key equal to `key`. Returns an LMDB code. */
+static int cursor_seek(MDB_cursor *c,
+                       const void *key,
+                       size_t key_len,
+                       bool exclusive,
+                       MDB_val *k,
+                       MDB_val *v)
+{
+    int rc;
+
+    if (key_len == 0) {
+        return mdb_cursor_get(c, k, v, MDB_FIRST);
+    }
+    k->mv_size = key_len;
+    k->mv_data = (void *)key;
+    rc = mdb_cursor_get(c, k, v, MDB_SET_RANGE);
+    if (rc == 0 && exclusive && k->mv_size == key_len &&
+        memcmp(k->mv_data, key, key_len) == 0) {
+        rc = mdb_cursor_get(c, k, v, MDB_NEXT);
+    }
+    return rc;
+}
+
+int qr_store_msg_list(struct qr_store_txn *t,
+                      Qraft__MessageState state,
+                      const char *after_id,
+                      size_t limit,
+                      qr_store_msg_cb cb,
+                      void *arg)
+{
+    const char *what = "list msgs";
+    size_t after_len = after_id != NULL ? strlen(after_id) : 0;
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    size_t n = 0;
+    int rc;
+    int rv;
+
+    rv = check_txn(t, false, what);
+    if (rv != 0) {
+        return rv;
+    }
+    if ((unsigned)state >= N_STATES) {
+        return bad_request(t->s, what, "unknown message state");
+    }
+    if (after_len > t->s->max_key_bytes) {
+        return bad_request(t->s, what, "cursor too long");
+    }
+    if (limit == 0) {
+        return 0;
+    }
+    rv = cursor_open(t, DB_MSGS, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    rc = cursor_seek(c, after_id, after_len, true, &k, &v);
+    while (rc == 0) {
+        Qraft__Message *m;
+        rv = decode_message(t, &v, &m, what);
+        if (rv != 0) {
+            goto out;
+        }
+        if (state == QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED ||
+            m->state == state) {
+            rv = cb(arg, m);
+            n++;
+        }
+        qraft__message__free_unpacked(m, NULL);
+        if (rv != 0 || n >= limit) {
+            goto out;
+        }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    if (rc != MDB_NOTFOUND) {
+        rv = fail_mdb(t->s, t->write, what, rc);
+    }
+out:
+    mdb_cursor_close(c);
+    return rv;
+}
+
+/* Loads the message an index key names (its id follows id_offset bytes of
+ * prefix) and hands it to cb. A missing message means the index is out of
+ * step with msgs. */
+static int visit_indexed(struct qr_store_txn *t,
+                         const MDB_val *k,
+                         size_t id_offset,
+                         qr_store_msg_cb cb,
+                         void *arg,
+                         const char *what)
+{
+    Qraft__Message *m;
+    int rv;
+
+    if (k->mv_size <= id_offset) {
+        return fail_corrupt(t, what, "index key too short");
+    }
+    rv = load_message(t, (const uint8_t *)k->mv_data + id_offset,
+                      k->mv_size - id_offset, &m, what);
+    if (rv == QR_ENOTFOUND) {
+        return fail_corrupt(t, what, "index names a missing message");
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    rv = cb(arg, m);
+    qraft__message__free_unpacked(m, NULL);
+    return rv;
+}
+
+int qr_store_due_scan(struct qr_store_txn *t,
+                      uint32_t shard,
+                      uint64_t until_ms,
+                      size_t limit,
+                      qr_store_msg_cb cb,
+                      void *arg)
+{
+    const char *what = "scan due";
+    uint8_t start[DUE_PREFIX_BYTES];
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    size_t n = 0;
+    int rc;
+    int rv;
+
+    rv = check_txn(t, false, what);
+    if (rv != 0) {
+        return rv;
+    }
+    if (shard > UINT16_MAX) {
+        return bad_request(t->s, what, "shard out of range");
+    }
+    if (limit == 0) {
+        return 0;
+    }
+    put_be16(start, (uint16_t)shard);
+    put_be64(start + 2, 0);
+    rv = cursor_open(t, DB_DUE, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    rc = cursor_seek(c, start, sizeof start, false, &k, &v);
+    while (rc == 0) {
+        const uint8_t *key = k.mv_data;
+        if (k.mv_size < DUE_PREFIX_BYTES || memcmp(key, start, 2) != 0 ||
+            get_be64(key + 2) > until_ms) {
+            goto out;
+        }
+        rv = visit_indexed(t, &k, DUE_PREFIX_BYTES, cb, arg, what);
+        if (rv != 0 || ++n >= limit) {
+            goto out;
+        }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    if (rc != MDB_NOTFOUND) {
+        rv = fail_mdb(t->s, t->write, what, rc);
+    }
+out:
+    mdb_cursor_close(c);
+    return rv;
+}
+
+int qr_store_dlq_list(struct qr_store_txn *t,
+                      const char *after_id,
+                      size_t limit,
+                      qr_store_msg_cb cb,
+                      void *arg)
+{
+    const char *what = "list dlq";
+    uint8_t start[KEY_BUF_BYTES];
+    size_t start_len = 0;
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    size_t n = 0;
+    int rc;
+    int rv;
+
+    rv = check_txn(t, false, what);
+    if (rv != 0) {
+        return rv;
+    }
+    if (after_id != NULL && after_id[0] != '\0') {
+        Qraft__Message *m;
+        rv = check_id(t->s, after_id, what);
+        if (rv != 0) {
+            return rv;
+        }
+        rv = load_message(t, after_id, strlen(after_id), &m, what);
+        if (rv != 0 && rv != QR_ENOTFOUND) {
+            return rv;
+        }
+        /* A cursor message that left the DLQ restarts from the oldest. */
+        if (rv == 0) {
+            if (in_dlq(m->state)) {
+                start_len = dlq_key(start, m);
+            }
+            qraft__message__free_unpacked(m, NULL);
+        }
+        rv = 0;
+    }
+    if (limit == 0) {
+        return 0;
+    }
+    rv = cursor_open(t, DB_DLQ, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    rc = cursor_seek(c, start, start_len, true, &k, &v);
+    while (rc == 0) {
+        rv = visit_indexed(t, &k, DLQ_PREFIX_BYTES, cb, arg, what);
+        if (rv != 0 || ++n >= limit) {
+            goto out;
+        }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    if (rc != MDB_NOTFOUND) {
+        rv = fail_mdb(t->s, t->write, what, rc);
+    }
+out:
+    mdb_cursor_close(c);
+    return rv;
+}
+
+int qr_store_count_states(struct qr_store_txn *t, uint64_t counts[7])
+{
+    int rv = check_txn(t, false, "count states");
+    if (rv != 0) {
+        return rv;
+    }
+    for (unsigned i = 0; i < N_STATES; i++) {
+        char name[16];
+        counter_name(name, sizeof name, (Qraft__MessageState)i);
+        counts[i] = 0;
+        rv = get_u64(t, name, &counts[i], "count states");
+        if (rv != 0 && rv != QR_ENOTFOUND) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+int qr_store_dedup_get(struct qr_store_txn *t,
+                       const char *key,
+                       uint64_t now_ms,
+                       char **message_id)
+{
+    const char *what = "get dedup";
+    Qraft__DedupRecord *r;
+    int rv;
+
+    *message_id = NULL;
+    rv = check_txn(t, false, what);
+    if (rv == 0) {
+        rv = check_name(t->s, key, DEDUPX_PREFIX_BYTES, what);
+    }
+    if (rv == 0) {
+        rv = load_dedup(t, key, &r, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (r->expires_ms <= now_ms) {
+        rv = QR_ENOTFOUND;
+    } else {
+        *message_id = strdup(r->message_id);
+        rv = *message_id != NULL ? 0 : -ENOMEM;
+    }
+    qraft__dedup_record__free_unpacked(r, NULL);
+    return rv;
+}
+
+int qr_store_dedup_put(struct qr_store_txn *t,
+                       const char *key,
+                       const char *message_id,
+                       uint64_t expires_ms)
+{
+    const char *what = "put dedup";
+    Qraft__DedupRecord r = QRAFT__DEDUP_RECORD__INIT;
+    Qraft__DedupRecord *old = NULL;
+    uint8_t xkey[KEY_BUF_BYTES];
+    uint8_t *value;
+    size_t len;
+    int rv;
+
+    rv = check_txn(t, true, what);
+    if (rv == 0) {
+        rv = check_name(t->s, key, DEDUPX_PREFIX_BYTES, what);
+    }
+    if (rv == 0) {
+        rv = check_id(t->s, message_id, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    rv = load_dedup(t, key, &old, what);
+    if (rv != 0 && rv != QR_ENOTFOUND) {
+        return rv;
+    }
+    if (old != NULL) {
+        uint64_t old_expires_ms = old->expires_ms;
+        qraft__dedup_record__free_unpacked(old, NULL);
+        if (old_expires_ms != expires_ms) {
+            len = dedupx_key(xkey, old_expires_ms, key);
+            rv = del_raw(t, DB_DEDUPX, xkey, len, what);
+            if (rv != 0) {
+                return rv;
+            }
+        }
+    }
+    r.message_id = (char *)message_id;
+    r.expires_ms = expires_ms;
+    len = qraft__dedup_record__get_packed_size(&r);
+    rv = put_reserve(t, DB_DEDUP, key, strlen(key), len, &value, what);
+    if (rv != 0) {
+        return rv;
+    }
+    qraft__dedup_record__pack(&r, value);
+    len = dedupx_key(xkey, expires_ms, key);
+    return put_raw(t, DB_DEDUPX, xkey, len, NULL, 0, what);
+}
+
+int qr_store_dedup_prune(struct qr_store_txn *t,
+                         uint64_t now_ms,
+                         size_t max,
+                         size_t *n_pruned)
+{
+    const char *what = "prune dedup";
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    int rc;
+    int rv;
+
+    *n_pruned = 0;
+    rv = check_txn(t, true, what);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = cursor_open(t, DB_DEDUPX, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    /* Each round takes the smallest expiry, which the last round deleted. */
+    for (size_t i = 0; i < max; i++) {
+        char name[KEY_BUF_BYTES];
+        Qraft__DedupRecord *r;
+        uint64_t expires_ms;
+        size_t name_len;
+
+        rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+        if (rc == MDB_NOTFOUND) {
+            break;
+        }
+        if (rc != 0) {
+            rv = fail_mdb(t->s, t->write, what, rc);
+            goto out;
+        }
+        if (k.mv_size <= DEDUPX_PREFIX_BYTES) {
+            rv = fail_corrupt(t, what, "dedupx key too short");
+            goto out;
+        }
+        expires_ms = get_be64(k.mv_data);
+        if (expires_ms > now_ms) {
+            break;
+        }
+        name_len = k.mv_size - DEDUPX_PREFIX_BYTES;
+        memcpy(name, (const uint8_t *)k.mv_data + DEDUPX_PREFIX_BYTES,
+               name_len);
+        name[name_len] = '\0';
+        rc = mdb_cursor_del(c, 0);
+        if (rc != 0) {
+            rv = fail_mdb(t->s, t->write, what, rc);
+            goto out;
+        }
+        /* Delete the record only if this index entry is its own. */
+        rv = load_dedup(t, name, &r, what);
+        if (rv == QR_ENOTFOUND) {
+            rv = 0;
+            continue;
+        }
+        if (rv != 0) {
+            goto out;
+        }
+        if (r->expires_ms == expires_ms) {
+            rv = del_raw(t, DB_DEDUP, name, name_len, what);
+            (*n_pruned)++;
+        }
+        qraft__dedup_record__free_unpacked(r, NULL);
+        if (rv != 0) {
+            goto out;
+        }
+    }
+out:
+    mdb_cursor_close(c);
+    return rv;
+}
+
+int qr_store_event_append(struct qr_store_txn *t,
+                          uint64_t index,
+                          uint32_t position,
+                          const Qraft__Event *e)
+{
+    const char *what = "append events";
+    uint8_t key[EVENT_KEY_BYTES];
+    uint8_t *value;
+    size_t len;
+    int rv;
+
+    rv = check_txn(t, true, what);
+    if (rv != 0) {
+        return rv;
+    }
+    assert(e != NULL && e->base.descriptor == &qraft__event__descriptor);
+    put_be64(key, e->time_ms);
+    put_be64(key + 8, index);
+    put_be32(key + 16, position);
+    len = qraft__event__get_packed_size(e);
+    rv = put_reserve(t, DB_EVENTS, key, sizeof key, len, &value, what);
+    if (rv != 0) {
+        return rv;
+    }
+    qraft__event__pack(e, value);
+    return 0;
+}
+
+int qr_store_event_list(struct qr_store_txn *t,
+                        const char *message_id,
+                        size_t limit,
+                        qr_store_event_cb cb,
+                        void *arg)
+{
+    const char *what = "list events";
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    size_t n = 0;
+    int rc;
+    int rv;
+
+    rv = check_txn(t, false, what);
+    if (rv == 0) {
+        rv = check_id(t->s, message_id, what);
+    }
+    if (rv != 0 || limit == 0) {
+        return rv;
+    }
+    rv = cursor_open(t, DB_EVENTS, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (rc == 0) {
+        Qraft__Event *e = qraft__event__unpack(NULL, v.mv_size, v.mv_data);
+        if (e == NULL) {
+            rv = fail_corrupt(t, what, "event does not decode");
+            goto out;
+        }
+        if (strcmp(e->message_id, message_id) == 0) {
+            rv = cb(arg, e);
+            n++;
+        }
+        qraft__event__free_unpacked(e, NULL);
+        if (rv != 0 || n >= limit) {
+            goto out;
+        }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    if (rc != MDB_NOTFOUND) {
+        rv = fail_mdb(t->s, t->write, what, rc);
+    }
+out:
+    mdb_cursor_close(c);
+    return rv;
+}
+
+/* Walks every pair of db: with `out` NULL only adds up sizes and counts,
+ * else writes the database's section at *out and advances it. */
+static int snapshot_db(struct qr_store *s,
+                       MDB_txn *txn,
+                       enum db db,
+                       uint64_t *n_pairs,
+                       size_t *bytes,
+                       uint8_t **out)
+{
+    size_t name_len = strlen(db_names[db]);
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    uint64_t n = 0;
+    size_t total = 4 + name_len + 8;
+    uint8_t *p = out != NULL ? *out : NULL;
+    int rc;
+
+    if (p != NULL) {
+        put_be32(p, (uint32_t)name_len);
+        memcpy(p + 4, db_names[db], name_len);
+        put_be64(p + 4 + name_len, *n_pairs);
+        p += total;
+    }
+    rc = mdb_cursor_open(txn, s->dbis[db], &c);
+    if (rc != 0) {
+        return fail_mdb(s, false, "snapshot", rc);
+    }
+    rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (rc == 0) {
+        size_t pair = SNAP_PAIR_HEADER_BYTES + k.mv_size + v.mv_size;
+        if (v.mv_size > UINT32_MAX || total > SIZE_MAX - pair) {
+            mdb_cursor_close(c);
+            set_errmsg(s, "store: snapshot: %s value too large", db_names[db]);
+            return QR_ETOOLARGE;
+        }
+        if (p != NULL) {
+            put_be32(p, (uint32_t)k.mv_size);
+            put_be32(p + 4, (uint32_t)v.mv_size);
+            memcpy(p + SNAP_PAIR_HEADER_BYTES, k.mv_data, k.mv_size);
+            memcpy(p + SNAP_PAIR_HEADER_BYTES + k.mv_size, v.mv_data,
+                   v.mv_size);
+            p += pair;
+        }
+        total += pair;
+        n++;
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    if (rc != MDB_NOTFOUND) {
+        return fail_mdb(s, false, "snapshot", rc);
+    }
+    if (p != NULL) {
+        assert(n == *n_pairs);
+        *out = p;
+    }
+    *n_pairs = n;
+    *bytes = total;
+    return 0;
+}
+
+int qr_store_snapshot(struct qr_store *s, void **buf, size_t *len)
+{
+    uint64_t n_pairs[N_DBS];
+    size_t total = SNAP_HEADER_BYTES;
+    uint8_t *out;
+    uint8_t *p;
+    MDB_txn *txn;
+    int rc;
+    int rv;
+
+    *buf = NULL;
+    *len = 0;
+    if (atomic_load(&s->failed)) {
+        return QR_ESTORE;
+    }
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        return fail_mdb(s, false, "snapshot", rc);
+    }
+    for (int i = 0; i < N_DBS; i++) {
+        size_t bytes;
+        rv = snapshot_db(s, txn, (enum db)i, &n_pairs[i], &bytes, NULL);
+        if (rv != 0) {
+            goto err_after_txn;
+        }
+        if (total > SIZE_MAX - bytes) {
+            set_errmsg(s, "store: snapshot: too large");
+            rv = QR_ETOOLARGE;
+            goto err_after_txn;
+        }
+        total += bytes;
+    }
+    out = malloc(total);
+    if (out == NULL) {
+        set_errmsg(s, "store: snapshot: out of memory (%zu bytes)", total);
+        rv = -ENOMEM;
+        goto err_after_txn;
+    }
+    memcpy(out, SNAP_MAGIC, SNAP_MAGIC_BYTES);
+    put_be32(out + SNAP_MAGIC_BYTES, SNAP_VERSION);
+    put_be32(out + SNAP_MAGIC_BYTES + 4, N_DBS);
+    p = out + SNAP_HEADER_BYTES;
+    for (int i = 0; i < N_DBS; i++) {
+        size_t bytes;
+        rv = snapshot_db(s, txn, (enum db)i, &n_pairs[i], &bytes, &p);
+        if (rv != 0) {
+            goto err_after_alloc;
+        }
+    }
+    assert((size_t)(p - out) == total);
+    mdb_txn_abort(txn);
+    *buf = out;
+    *len = total;
+    return 0;
+
+err_after_alloc:
+    free(out);
+err_after_txn:
+    mdb_txn_abort(txn);
+    return rv;
+}
+
+/* LMDB's default key order: bytes, then the shorter key first. */
+static int key_cmp(const uint8_t *a,
+                   size_t a_len,
+                   const uint8_t *b,
+                   size_t b_len)
+{
+    int c = memcmp(a, b, a_len < b_len ? a_len : b_len);
+    if (c != 0) {
+        return c;
+    }
+    return a_len < b_len ? -1 : a_len > b_len ? 1 : 0;
+}
+
+static int snap_corrupt(struct qr_store *s, const char *why)
+{
+    set_errmsg(s, "store: restore: %s", why);
+    return QR_ECORRUPT;
+}
+
+/* Checks the pairs of one database section starting at *off, advancing it
+ * past them. In meta, also checks the stored format version. */
+static int parse_pairs(struct qr_store *s,
+                       const uint8_t *buf,
+                       size_t len,
+                       size_t *off,
+                       uint64_t n_pairs,
+                       bool meta,
+                       bool *has_format)
+{
+    const uint8_t *prev = NULL;
+    size_t prev_len = 0;
+    size_t pos = *off;
+
+    for (uint64_t i = 0; i < n_pairs; i++) {
+        size_t key_len;
+        size_t value_len;
+        const uint8_t *key;
+        if (len - pos < SNAP_PAIR_HEADER_BYTES) {
+            return snap_corrupt(s, "truncated pair header");
+        }
+        key_len = get_be32(buf + pos);
+        value_len = get_be32(buf + pos + 4);
+        pos += SNAP_PAIR_HEADER_BYTES;
+        if (key_len == 0 || key_len > s->max_key_bytes) {
+            return snap_corrupt(s, "bad key length");
+        }
+        if (len - pos < key_len || len - pos - key_len < value_len) {
+            return snap_corrupt(s, "truncated pair");
+        }
+        key = buf + pos;
+        if (prev != NULL && key_cmp(prev, prev_len, key, key_len) >= 0) {
+            return snap_corrupt(s, "keys out of order");
+        }
+        if (meta && key_len == strlen(QR_META_FORMAT) &&
+            memcmp(key, QR_META_FORMAT, key_len) == 0) {
+            if (value_len != 8) {
+                return snap_corrupt(s, "bad format value");
+            }
+            if (get_be64(key + key_len) > STORE_FORMAT) {
+                return snap_corrupt(s, "data format newer than supported");
+            }
+            *has_format = true;
+        }
+        prev = key;
+        prev_len = key_len;
+        pos += key_len + value_len;
+    }
+    *off = pos;
+    return 0;
+}
+
+/* Validates a whole snapshot and finds each database's pairs. */
+static int parse_snapshot(struct qr_store *s,
+                          const uint8_t *buf,
+                          size_t len,
+                          struct snap_db dbs[N_DBS],
+                          bool *has_format)
+{
+    size_t off = SNAP_HEADER_BYTES;
+    uint32_t n_dbs;
+
+    memset(dbs, 0, N_DBS * sizeof dbs[0]);
+    *has_format = false;
+    if (buf == NULL || len < SNAP_HEADER_BYTES) {
+        return snap_corrupt(s, "truncated header");
+    }
+    if (memcmp(buf, SNAP_MAGIC, SNAP_MAGIC_BYTES) != 0) {
+        return snap_corrupt(s, "bad magic");
+    }
+    if (get_be32(buf + SNAP_MAGIC_BYTES) != SNAP_VERSION) {
+        return snap_corrupt(s, "unsupported snapshot version");
+    }
+    n_dbs = get_be32(buf + SNAP_MAGIC_BYTES + 4);
+    if (n_dbs > N_DBS) {
+        return snap_corrupt(s, "too many databases");
+    }
+    for (uint32_t i = 0; i < n_dbs; i++) {
+        size_t name_len;
+        int db = -1;
+        if (len - off < 4) {
+            return snap_corrupt(s, "truncated database name");
+        }
+        name_len = get_be32(buf + off);
+        off += 4;
+        if (len - off < name_len) {
+            return snap_corrupt(s, "truncated database name");
+        }
+        for (int j = 0; j < N_DBS; j++) {
+            if (strlen(db_names[j]) == name_len &&
+                memcmp(db_names[j], buf + off, name_len) == 0) {
+                db = j;
+            }
+        }
+        if (db < 0) {
+            return snap_corrupt(s, "unknown database");
+        }
+        if (dbs[db].present) {
+            return snap_corrupt(s, "database listed twice");
+        }
+        off += name_len;
+        if (len - off < 8) {
+            return snap_corrupt(s, "truncated pair count");
+        }
+        dbs[db].present = true;
+        dbs[db].n_pairs = get_be64(buf + off);
+        off += 8;
+        dbs[db].pairs = buf + off;
+        int rv = parse_pairs(s, buf, len, &off, dbs[db].n_pairs, db == DB_META,
+                             has_format);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    if (off != len) {
+        return snap_corrupt(s, "trailing bytes");
+    }
+    return 0;
+}
+
+/* Appends one validated database section to its emptied database. */
+static int restore_db(struct qr_store *s,
+                      MDB_txn *txn,
+                      enum db db,
+                      const struct snap_db *sd)
+{
+    const uint8_t *p = sd->pairs;
+    MDB_cursor *c;
+    int rc;
+
+    rc = mdb_cursor_open(txn, s->dbis[db], &c);
+    if (rc != 0) {
+        return fail_mdb(s, true, "restore", rc);
+    }
+    for (uint64_t i = 0; i < sd->n_pairs; i++) {
+        MDB_val k = {get_be32(p), (void *)(p + SNAP_PAIR_HEADER_BYTES)};
+        MDB_val v = {get_be32(p + 4),
+                     (void *)(p + SNAP_PAIR_HEADER_BYTES + k.mv_size)};
+        rc = mdb_cursor_put(c, &k, &v, MDB_APPEND);
+        if (rc != 0) {
+            mdb_cursor_close(c);
+            return fail_mdb(s, true, "restore", rc);
+        }
+        p += SNAP_PAIR_HEADER_BYTES + k.mv_size + v.mv_size;
+    }
+    mdb_cursor_close(c);
+    return 0;
+}
+
+int qr_store_restore(struct qr_store *s, const void *buf, size_t len)
+{
+    struct snap_db dbs[N_DBS];
+    bool has_format;
+    MDB_txn *txn;
+    int rc;
+    int rv;
+
+    if (atomic_load(&s->failed)) {
+        return QR_ESTORE;
+    }
+    rv = parse_snapshot(s, buf, len, dbs, &has_format);
+    if (rv != 0) {
+        return rv;
+    }
+    if (atomic_exchange(&s->writing, true)) {
+        set_errmsg(s, "store: restore: a write transaction is open");
+        return QR_ECONFLICT;
+    }
+    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc != 0) {
+        rv = fail_mdb(s, true, "restore", rc);
+        goto err_after_flag;
+    }
+    for (int i = 0; i < N_DBS; i++) {
+        rc = mdb_drop(txn, s->dbis[i], 0);
+        if (rc != 0) {
+            rv = fail_mdb(s, true, "restore: empty", rc);
+            goto err_after_txn;
+        }
+    }
+    for (int i = 0; i < N_DBS; i++) {
+        if (dbs[i].present) {
+            rv = restore_db(s, txn, (enum db)i, &dbs[i]);
+            if (rv != 0) {
+                goto err_after_txn;
+            }
+        }
+    }
+    if (!has_format) {
+        struct qr_store_txn t = {s, txn, true};
+        rv = put_u64(&t, QR_META_FORMAT, STORE_FORMAT, "restore");
+        if (rv != 0) {
+            goto err_after_txn;
+        }
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc != 0) {
+        rv = fail_mdb(s, true, "restore: commit", rc);
+        goto err_after_flag;
+    }
+    atomic_store(&s->writing, false);
+    return 0;
+
+err_after_txn:
+    mdb_txn_abort(txn);
+err_after_flag:
+    atomic_store(&s->writing, false);
+    return rv;
+}

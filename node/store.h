@@ -1,0 +1,175 @@
+/* The node's applied state in LMDB: the only module that includes <lmdb.h>.
+ *
+ * Invariants kept here, so no caller has to:
+ * - `due` holds exactly one key for each message in state PENDING,
+ *   DELIVERING or RETRYING, at (shard, next_attempt_ms, id); none otherwise.
+ * - `dlq` holds exactly one key for each DEAD_LETTERED message, at
+ *   (dead_lettered_ms, id); none otherwise.
+ * - meta "count.<state>" counters equal the number of messages per state.
+ * - After any LMDB error in a write transaction the store is FAILED for good:
+ *   every later call returns QR_ESTORE and errmsg says what broke. Apply must
+ *   not continue on a failed store (the node exits rather than diverge).
+ * Pointers into LMDB memory never leave store.c: every value handed out is a
+ * copy the caller frees.
+ *
+ * Named databases and their keys (integers big-endian, so keys sort by
+ * number):
+ *   meta    name (string)                               -> bytes
+ *   msgs    message id (string)                         -> qraft.Message
+ *   due     u16 shard | u64 next_attempt_ms | id        -> empty
+ *   dedup   dedup key (string)                          -> qraft.DedupRecord
+ *   dedupx  u64 expires_ms | dedup key                  -> empty (expiry index)
+ *   dlq     u64 dead_lettered_ms | id                   -> empty
+ *   events  u64 time_ms | u64 raft index | u32 position -> qraft.Event
+ */
+#ifndef QR_STORE_H
+#define QR_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qraft.pb-c.h"
+
+struct qr_store;
+struct qr_store_txn;
+
+/* Meta names used by several modules. */
+#define QR_META_APPLIED_INDEX "applied_index"
+#define QR_META_FORMAT "format"
+#define QR_META_SIGNING_KEYS "keys"
+
+/* Default map size: the largest the environment may grow to. The file is
+ * sparse; this is an upper bound, not an allocation. */
+#define QR_STORE_DEFAULT_MAP_BYTES (8ull * 1024 * 1024 * 1024)
+
+/* Opens (creating if needed) the environment in directory `dir`, which must
+ * exist. Returns new in *out; free with qr_store_close. On failure *out is
+ * NULL and errmsg (QR_ERRMSG_BYTES, may be NULL) says why. */
+int qr_store_open(const char *dir,
+                  uint64_t map_bytes,
+                  struct qr_store **out,
+                  char *errmsg);
+
+/* Flushes and closes. Safe on NULL. Every transaction must be finished. */
+void qr_store_close(struct qr_store *s);
+
+/* Forces the environment to disk (the store runs with MDB_NOSYNC: raft's log
+ * and snapshots are the durable record; see docs/architecture.md). */
+int qr_store_sync(struct qr_store *s);
+
+/* Last error context, e.g. "store: put msgs: MDB_MAP_FULL". Borrowed. */
+const char *qr_store_errmsg(const struct qr_store *s);
+bool qr_store_failed(const struct qr_store *s);
+
+/* Transactions. One write transaction at a time (apply is single-threaded);
+ * read transactions may be open alongside it. Returns new in *out: finish with
+ * qr_store_txn_commit (write) or qr_store_txn_abort (either kind). */
+int qr_store_txn_begin(struct qr_store *s,
+                       bool write,
+                       struct qr_store_txn **out);
+int qr_store_txn_commit(struct qr_store_txn *t);
+void qr_store_txn_abort(struct qr_store_txn *t);
+
+/* meta */
+int qr_store_meta_get_u64(struct qr_store_txn *t,
+                          const char *name,
+                          uint64_t *value); /* QR_ENOTFOUND if absent */
+int qr_store_meta_put_u64(struct qr_store_txn *t,
+                          const char *name,
+                          uint64_t value);
+/* Returns new in *value (free with free()); QR_ENOTFOUND if absent. */
+int qr_store_meta_get(struct qr_store_txn *t,
+                      const char *name,
+                      void **value,
+                      size_t *len);
+int qr_store_meta_put(struct qr_store_txn *t,
+                      const char *name,
+                      const void *value,
+                      size_t len);
+
+/* msgs. get returns new in *out (free with qraft__message__free_unpacked(m,
+ * NULL)) or QR_ENOTFOUND. put inserts or replaces and keeps `due`, `dlq` and
+ * the counters in step with the old and new record. */
+int qr_store_msg_get(struct qr_store_txn *t,
+                     const char *id,
+                     Qraft__Message **out);
+int qr_store_msg_put(struct qr_store_txn *t, const Qraft__Message *m);
+int qr_store_msg_delete(struct qr_store_txn *t, const char *id);
+
+/* Called for each message visited; m is borrowed for the call only. Return
+ * nonzero to stop early (that value is returned by the iterator). */
+typedef int (*qr_store_msg_cb)(void *arg, const Qraft__Message *m);
+
+/* Visits messages in id order (= creation order) starting strictly after
+ * `after_id` (NULL or "" = from the start), only those in `state` unless it
+ * is QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED, at most `limit` of them. */
+int qr_store_msg_list(struct qr_store_txn *t,
+                      Qraft__MessageState state,
+                      const char *after_id,
+                      size_t limit,
+                      qr_store_msg_cb cb,
+                      void *arg);
+
+/* Visits messages of `shard` whose next_attempt_ms <= until_ms, in due
+ * order, at most `limit`. */
+int qr_store_due_scan(struct qr_store_txn *t,
+                      uint32_t shard,
+                      uint64_t until_ms,
+                      size_t limit,
+                      qr_store_msg_cb cb,
+                      void *arg);
+
+/* Visits DEAD_LETTERED messages oldest first, after the cursor message id
+ * (NULL or "" = from the start), at most `limit`. */
+int qr_store_dlq_list(struct qr_store_txn *t,
+                      const char *after_id,
+                      size_t limit,
+                      qr_store_msg_cb cb,
+                      void *arg);
+
+/* Number of messages in each state, counts[state] for state 0..6. */
+int qr_store_count_states(struct qr_store_txn *t, uint64_t counts[7]);
+
+/* dedup. get returns the message id (new; free()) for a key whose record has
+ * not expired at now_ms, else QR_ENOTFOUND. put inserts or replaces and keeps
+ * `dedupx` in step. prune deletes up to max records expired at now_ms and
+ * sets *n_pruned. */
+int qr_store_dedup_get(struct qr_store_txn *t,
+                       const char *key,
+                       uint64_t now_ms,
+                       char **message_id);
+int qr_store_dedup_put(struct qr_store_txn *t,
+                       const char *key,
+                       const char *message_id,
+                       uint64_t expires_ms);
+int qr_store_dedup_prune(struct qr_store_txn *t,
+                         uint64_t now_ms,
+                         size_t max,
+                         size_t *n_pruned);
+
+/* events. Appends one; (index, position) make the key unique. list visits the
+ * events of one message, oldest first (a scan; fine for bounded retention). */
+int qr_store_event_append(struct qr_store_txn *t,
+                          uint64_t index,
+                          uint32_t position,
+                          const Qraft__Event *e);
+typedef int (*qr_store_event_cb)(void *arg, const Qraft__Event *e);
+int qr_store_event_list(struct qr_store_txn *t,
+                        const char *message_id,
+                        size_t limit,
+                        qr_store_event_cb cb,
+                        void *arg);
+
+/* Snapshot: serializes every named database from one read transaction into
+ * one buffer (format in store.c's header comment: magic, version, then per
+ * database its name and length-prefixed key/value pairs). Returns new in *buf
+ * (free with free()). */
+int qr_store_snapshot(struct qr_store *s, void **buf, size_t *len);
+
+/* Replaces the whole state with a snapshot's, in one write transaction:
+ * either all of it lands or none. Rejects a malformed buffer with
+ * QR_ECORRUPT before touching anything. */
+int qr_store_restore(struct qr_store *s, const void *buf, size_t len);
+
+#endif /* QR_STORE_H */

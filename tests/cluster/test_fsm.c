@@ -1,0 +1,429 @@
+/* The FSM on raft_fixture: three in-memory raft servers, each applying to its
+ * own LMDB store. Deterministic (the fixture drives time), no sockets.
+ *
+ * What a user relies on and these tests check: a committed publish is on
+ * every replica; a partitioned leader's replacement keeps every committed
+ * message and accepts new ones; an entry replayed after a restart is not
+ * applied a second time; a snapshot restores a lagging replica to the same
+ * state as the others. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <raft.h>
+#include <raft/fixture.h>
+
+#include "command.h"
+#include "config.h"
+#include "err.h"
+#include "fsm.h"
+#include "store.h"
+
+#define N_SERVERS 3
+#define STEP_MS 10000 /* fixture time, not wall time */
+
+struct server {
+    char dir[64];
+    struct qr_store *store;
+    struct qr_fsm fsm;
+    /* Outcomes seen by on_applied, by raft index. */
+    uint64_t applied_indexes[64];
+    size_t n_applied;
+};
+
+struct fixture {
+    struct raft_fixture raft;
+    struct server servers[N_SERVERS];
+    unsigned n;
+    struct qr_limits limits;
+    uint64_t next_seq;
+};
+
+static void quiet_emit(struct raft_tracer *t, int type, const void *info)
+{
+    (void)t;
+    (void)type;
+    (void)info;
+}
+
+static struct raft_tracer quiet_tracer = {.version = 2, .emit = quiet_emit};
+
+static void on_applied(void *data,
+                       uint64_t index,
+                       const struct qr_apply_result *results,
+                       size_t n)
+{
+    struct server *s = data;
+    (void)results;
+    (void)n;
+    if (s->n_applied < 64) {
+        s->applied_indexes[s->n_applied++] = index;
+    }
+}
+
+static void server_open(struct server *s, const char *dir)
+{
+    if (dir == NULL) {
+        snprintf(s->dir, sizeof s->dir, "/tmp/qraft-test-fsm-XXXXXX");
+        assert_non_null(mkdtemp(s->dir));
+    } else {
+        snprintf(s->dir, sizeof s->dir, "%s", dir);
+    }
+    assert_int_equal(qr_store_open(s->dir, 64ull << 20, &s->store, NULL), 0);
+    assert_int_equal(qr_fsm_init(&s->fsm, s->store), 0);
+    s->fsm.on_applied = on_applied;
+    s->fsm.on_applied_data = s;
+    s->n_applied = 0;
+}
+
+static void server_close(struct server *s, bool remove_dir)
+{
+    qr_fsm_close(&s->fsm);
+    qr_store_close(s->store);
+    s->store = NULL;
+    if (remove_dir) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", s->dir);
+        assert_int_equal(system(cmd), 0);
+    }
+}
+
+/* Starts a fixture of n servers over the given stores (already open). */
+static void start_cluster(struct fixture *f, unsigned n)
+{
+    struct raft_configuration conf;
+    f->n = n;
+    memset(&f->raft, 0, sizeof f->raft);
+    assert_int_equal(raft_fixture_init(&f->raft), 0);
+    for (unsigned i = 0; i < n; i++) {
+        assert_int_equal(
+            raft_fixture_grow(&f->raft, &f->servers[i].fsm.raft_fsm), 0);
+        struct raft *r = raft_fixture_get(&f->raft, i);
+        r->tracer = &quiet_tracer;
+        f->servers[i].fsm.raft = r;
+    }
+    assert_int_equal(raft_fixture_configuration(&f->raft, n, &conf), 0);
+    assert_int_equal(raft_fixture_bootstrap(&f->raft, &conf), 0);
+    raft_configuration_close(&conf);
+    assert_int_equal(raft_fixture_start(&f->raft), 0);
+    if (n > 1) {
+        raft_fixture_elect(&f->raft, 0);
+    } else {
+        assert_true(raft_fixture_step_until_has_leader(&f->raft, STEP_MS));
+    }
+    assert_int_equal(raft_state(raft_fixture_get(&f->raft, 0)), RAFT_LEADER);
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    struct qr_config cfg;
+    qr_config_defaults(&cfg);
+    f->limits = cfg.limits;
+    for (unsigned i = 0; i < N_SERVERS; i++) {
+        server_open(&f->servers[i], NULL);
+    }
+    start_cluster(f, N_SERVERS);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    raft_fixture_close(&f->raft);
+    for (unsigned i = 0; i < f->n; i++) {
+        server_close(&f->servers[i], true);
+    }
+    free(f);
+    return 0;
+}
+
+static void on_apply_done(struct raft_apply *req, int status, void *result)
+{
+    (void)result;
+    *(int *)req->data = status;
+    free(req);
+}
+
+/* Proposes one entry of the given packed commands on server `leader` and
+ * steps until every live server in `until` (n = all) has applied it. */
+static uint64_t propose(struct fixture *f,
+                        unsigned leader,
+                        struct qr_packed *cmds,
+                        size_t n,
+                        uint64_t now_ms,
+                        unsigned until)
+{
+    static int status;
+    size_t size = qr_command_entry_size(now_ms, cmds, n);
+    struct raft_buffer buf = {.base = raft_malloc(size), .len = size};
+    assert_non_null(buf.base);
+    qr_command_entry_write(now_ms, cmds, n, buf.base, size);
+    for (size_t i = 0; i < n; i++) {
+        free(cmds[i].data);
+    }
+    struct raft_apply *req = calloc(1, sizeof *req);
+    status = -1;
+    req->data = &status;
+    struct raft *r = raft_fixture_get(&f->raft, leader);
+    assert_int_equal(raft_apply(r, req, &buf, 1, on_apply_done), 0);
+    uint64_t index = req->index;
+    assert_true(raft_fixture_step_until_applied(&f->raft, until,
+                                                (raft_index)index, STEP_MS));
+    assert_int_equal(status, 0);
+    return index;
+}
+
+static struct qr_packed publish_seq(struct fixture *f,
+                                    uint64_t seq,
+                                    const char *dedup_id,
+                                    char id_out[QR_ID_BYTES])
+{
+    Qraft__PublishRequest req = QRAFT__PUBLISH_REQUEST__INIT;
+    req.url = "http://127.0.0.1:9/hook";
+    req.body.data = (uint8_t *)"hello";
+    req.body.len = 5;
+    req.delay_ms = 3600 * 1000;
+    req.dedup_id = (char *)(dedup_id != NULL ? dedup_id : "");
+    char id[QR_ID_BYTES];
+    qr_command_message_id(id, 1000000 + seq, 1, (uint32_t)seq);
+    struct qr_packed packed;
+    assert_int_equal(qr_command_pack_publish(&req, id, &f->limits, &packed), 0);
+    if (id_out != NULL) {
+        memcpy(id_out, id, QR_ID_BYTES);
+    }
+    return packed;
+}
+
+/* A publish with a new message id. */
+static struct qr_packed publish_cmd(struct fixture *f,
+                                    const char *dedup_id,
+                                    char id_out[QR_ID_BYTES])
+{
+    return publish_seq(f, f->next_seq++, dedup_id, id_out);
+}
+
+static struct qr_packed cancel_cmd(const char *id)
+{
+    Qraft__Cancel c = QRAFT__CANCEL__INIT;
+    c.message_id = (char *)id;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_CANCEL;
+    cmd.cancel = &c;
+    struct qr_packed packed;
+    assert_int_equal(qr_command_pack(&cmd, &packed), 0);
+    return packed;
+}
+
+/* Reads a message from one replica; returns its state or -1 if absent. */
+static int state_on(struct server *s, const char *id)
+{
+    struct qr_store_txn *txn;
+    Qraft__Message *m = NULL;
+    assert_int_equal(qr_store_txn_begin(s->store, false, &txn), 0);
+    int rv = qr_store_msg_get(txn, id, &m);
+    qr_store_txn_abort(txn);
+    if (rv == QR_ENOTFOUND) {
+        return -1;
+    }
+    assert_int_equal(rv, 0);
+    int state = m->state;
+    qraft__message__free_unpacked(m, NULL);
+    return state;
+}
+
+static uint64_t count_on(struct server *s, Qraft__MessageState state)
+{
+    struct qr_store_txn *txn;
+    uint64_t counts[7];
+    assert_int_equal(qr_store_txn_begin(s->store, false, &txn), 0);
+    assert_int_equal(qr_store_count_states(txn, counts), 0);
+    qr_store_txn_abort(txn);
+    return counts[state];
+}
+
+/* A committed publish is stored, pending, on every replica, with the
+ * leader's stamp and defaults; a duplicate dedup id stores nothing more. */
+static void test_publish_replicates(void **state)
+{
+    struct fixture *f = *state;
+    char id[QR_ID_BYTES];
+    struct qr_packed cmds[2];
+    cmds[0] = publish_cmd(f, "order-42", id);
+    cmds[1] = publish_cmd(f, "order-42", NULL);
+    propose(f, 0, cmds, 2, 5000, N_SERVERS);
+
+    for (unsigned i = 0; i < N_SERVERS; i++) {
+        struct server *s = &f->servers[i];
+        assert_int_equal(state_on(s, id), QRAFT__MESSAGE_STATE__PENDING);
+        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__PENDING), 1);
+
+        struct qr_store_txn *txn;
+        Qraft__Message *m;
+        assert_int_equal(qr_store_txn_begin(s->store, false, &txn), 0);
+        assert_int_equal(qr_store_msg_get(txn, id, &m), 0);
+        qr_store_txn_abort(txn);
+        assert_int_equal(m->created_ms, 5000);
+        assert_int_equal(m->not_before_ms, 5000 + 3600 * 1000);
+        assert_int_equal(m->max_retries, f->limits.default_retries);
+        assert_string_equal(m->method, "POST");
+        assert_int_equal(m->shard, qr_fsm_shard_of(id));
+        qraft__message__free_unpacked(m, NULL);
+    }
+}
+
+/* The leader is cut off: the other two elect a new leader that has every
+ * committed message and commits new ones; the old leader catches up once
+ * it is back. */
+static void test_leader_partitioned(void **state)
+{
+    struct fixture *f = *state;
+    char first[QR_ID_BYTES];
+    char second[QR_ID_BYTES];
+    struct qr_packed cmd = publish_cmd(f, NULL, first);
+    propose(f, 0, &cmd, 1, 1000, N_SERVERS);
+
+    raft_fixture_disconnect(&f->raft, 0, 1);
+    raft_fixture_disconnect(&f->raft, 0, 2);
+    assert_true(raft_fixture_step_until_has_no_leader(&f->raft, STEP_MS) ||
+                f->raft.leader_id != 1);
+    assert_true(raft_fixture_step_until_has_leader(&f->raft, STEP_MS));
+    unsigned leader = raft_fixture_leader_index(&f->raft);
+    assert_int_not_equal(leader, 0);
+
+    cmd = publish_cmd(f, NULL, second);
+    propose(f, leader, &cmd, 1, 2000, leader);
+    assert_int_equal(state_on(&f->servers[leader], first),
+                     QRAFT__MESSAGE_STATE__PENDING);
+    assert_int_equal(state_on(&f->servers[0], second), -1);
+
+    raft_fixture_reconnect(&f->raft, 0, 1);
+    raft_fixture_reconnect(&f->raft, 0, 2);
+    cmd = cancel_cmd(first);
+    propose(f, leader, &cmd, 1, 3000, N_SERVERS);
+    for (unsigned i = 0; i < N_SERVERS; i++) {
+        assert_int_equal(state_on(&f->servers[i], first),
+                         QRAFT__MESSAGE_STATE__CANCELLED);
+        assert_int_equal(state_on(&f->servers[i], second),
+                         QRAFT__MESSAGE_STATE__PENDING);
+    }
+}
+
+/* A restarted node replays its log through apply: entries at or below the
+ * stored applied index must not apply again. Here a fresh one-node cluster
+ * runs over server 0's store and commits the same commands at the same
+ * indexes: apply must skip them, so the cancelled message stays cancelled
+ * and no outcome is reported for those indexes. */
+static void test_no_double_apply_after_restart(void **state)
+{
+    struct fixture *f = *state;
+    char id[QR_ID_BYTES];
+    uint64_t seq = f->next_seq;
+    struct qr_packed cmd = publish_cmd(f, NULL, id);
+    uint64_t publish_index = propose(f, 0, &cmd, 1, 1000, N_SERVERS);
+    cmd = cancel_cmd(id);
+    uint64_t applied = propose(f, 0, &cmd, 1, 2000, N_SERVERS);
+    assert_int_equal(f->servers[0].fsm.applied_index, applied);
+    assert_int_equal(state_on(&f->servers[0], id),
+                     QRAFT__MESSAGE_STATE__CANCELLED);
+
+    /* "Restart": a new raft over server 0's store alone. */
+    raft_fixture_close(&f->raft);
+    char dir[64];
+    snprintf(dir, sizeof dir, "%s", f->servers[0].dir);
+    server_close(&f->servers[0], false);
+    for (unsigned i = 1; i < N_SERVERS; i++) {
+        server_close(&f->servers[i], true);
+    }
+    server_open(&f->servers[0], dir);
+    assert_int_equal(f->servers[0].fsm.applied_index, applied);
+    start_cluster(f, 1);
+
+    /* The same publish, committed again up to the index it had: skipped. */
+    uint64_t index = 0;
+    while (index < publish_index) {
+        cmd = publish_seq(f, seq, NULL, NULL);
+        index = propose(f, 0, &cmd, 1, 1000, 0);
+    }
+    for (size_t i = 0; i < f->servers[0].n_applied; i++) {
+        assert_true(f->servers[0].applied_indexes[i] > applied);
+    }
+    assert_int_equal(state_on(&f->servers[0], id),
+                     QRAFT__MESSAGE_STATE__CANCELLED);
+    assert_int_equal(count_on(&f->servers[0], QRAFT__MESSAGE_STATE__CANCELLED),
+                     1);
+    assert_int_equal(count_on(&f->servers[0], QRAFT__MESSAGE_STATE__PENDING),
+                     0);
+
+    /* Past the stored index, entries apply again. */
+    while (index <= applied) {
+        cmd = cancel_cmd("msg_none");
+        index = propose(f, 0, &cmd, 1, 3000, 0);
+    }
+    char fresh[QR_ID_BYTES];
+    cmd = publish_cmd(f, NULL, fresh);
+    index = propose(f, 0, &cmd, 1, 4000, 0);
+    assert_true(index > applied);
+    assert_int_equal(f->servers[0].fsm.applied_index, index);
+    assert_int_equal(state_on(&f->servers[0], fresh),
+                     QRAFT__MESSAGE_STATE__PENDING);
+}
+
+/* A replica that was cut off while the leader took a snapshot and compacted
+ * its log is brought back by installing that snapshot: it ends with the
+ * same messages as the others. */
+static void test_snapshot_catch_up(void **state)
+{
+    struct fixture *f = *state;
+    char ids[40][QR_ID_BYTES];
+    for (unsigned i = 0; i < N_SERVERS; i++) {
+        struct raft *r = raft_fixture_get(&f->raft, i);
+        raft_set_snapshot_threshold(r, 8);
+        raft_set_snapshot_trailing(r, 2);
+    }
+    raft_fixture_disconnect(&f->raft, 0, 2);
+    raft_fixture_disconnect(&f->raft, 1, 2);
+    for (unsigned i = 0; i < 40; i++) {
+        struct qr_packed cmd = publish_cmd(f, NULL, ids[i]);
+        propose(f, 0, &cmd, 1, 1000 + i, 0);
+    }
+    assert_int_equal(state_on(&f->servers[2], ids[0]), -1);
+
+    raft_fixture_reconnect(&f->raft, 0, 2);
+    raft_fixture_reconnect(&f->raft, 1, 2);
+    struct qr_packed cmd = cancel_cmd(ids[0]);
+    propose(f, 0, &cmd, 1, 5000, N_SERVERS);
+
+    for (unsigned i = 0; i < 40; i++) {
+        int want = i == 0 ? QRAFT__MESSAGE_STATE__CANCELLED
+                          : QRAFT__MESSAGE_STATE__PENDING;
+        assert_int_equal(state_on(&f->servers[2], ids[i]), want);
+    }
+    assert_int_equal(count_on(&f->servers[2], QRAFT__MESSAGE_STATE__PENDING),
+                     39);
+    assert_int_equal(f->servers[2].fsm.applied_index,
+                     f->servers[0].fsm.applied_index);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_publish_replicates, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_leader_partitioned, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_no_double_apply_after_restart,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_catch_up, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

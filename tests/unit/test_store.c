@@ -1,0 +1,1148 @@
+/* Unit tests of node/store.c: each test opens a store in its own temporary
+ * directory and checks what a caller would: records, the indexes and
+ * counters kept in step, iterators, snapshots and error states. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "store.h"
+
+#define MAP_BYTES (64ull * 1024 * 1024)
+
+struct fixture {
+    char dir[64];
+    struct qr_store *s;
+};
+
+static int on_remove(const char *path,
+                     const struct stat *st,
+                     int flag,
+                     struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void make_dir(char *dir, size_t size)
+{
+    snprintf(dir, size, "/tmp/qraft-test-store-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+}
+
+static void remove_dir(const char *dir)
+{
+    assert_int_equal(nftw(dir, on_remove, 8, FTW_DEPTH | FTW_PHYS), 0);
+}
+
+static struct qr_store *open_store(const char *dir)
+{
+    char errmsg[QR_ERRMSG_BYTES];
+    struct qr_store *s = NULL;
+    int rv = qr_store_open(dir, MAP_BYTES, &s, errmsg);
+    if (rv != 0) {
+        fail_msg("qr_store_open: %s", errmsg);
+    }
+    return s;
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    make_dir(f->dir, sizeof f->dir);
+    f->s = open_store(f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    qr_store_close(f->s);
+    remove_dir(f->dir);
+    free(f);
+    return 0;
+}
+
+static struct qr_store_txn *begin(struct qr_store *s, bool write)
+{
+    struct qr_store_txn *t = NULL;
+    assert_int_equal(qr_store_txn_begin(s, write, &t), 0);
+    return t;
+}
+
+/* Builds a message with every field set; free with free_msg. */
+static Qraft__Message *make_msg(const char *id,
+                                Qraft__MessageState state,
+                                uint32_t shard,
+                                uint64_t next_attempt_ms)
+{
+    Qraft__Message *m = calloc(1, sizeof *m);
+    Qraft__Header **headers = calloc(2, sizeof *headers);
+    Qraft__LastError *le = calloc(1, sizeof *le);
+    assert_true(m != NULL && headers != NULL && le != NULL);
+    qraft__message__init(m);
+    qraft__last_error__init(le);
+    for (int i = 0; i < 2; i++) {
+        headers[i] = calloc(1, sizeof *headers[i]);
+        assert_non_null(headers[i]);
+        qraft__header__init(headers[i]);
+        headers[i]->name = i == 0 ? "Content-Type" : "X-Trace";
+        headers[i]->value = i == 0 ? "application/json" : "abc";
+    }
+    m->id = (char *)id;
+    m->url = "http://127.0.0.1:9/hook";
+    m->method = "POST";
+    m->n_headers = 2;
+    m->headers = headers;
+    m->body.data = (uint8_t *)"{\"k\":1}\0binary";
+    m->body.len = 14;
+    m->state = state;
+    m->max_retries = 3;
+    m->retry_delay = "1000 * (1 + retried)";
+    m->timeout_ms = 30000;
+    m->callback = "http://127.0.0.1:9/cb";
+    m->failure_callback = "http://127.0.0.1:9/fail";
+    m->queue = "q1";
+    m->dedup_id = "d1";
+    m->attempts = 2;
+    m->not_before_ms = 1000;
+    m->next_attempt_ms = next_attempt_ms;
+    m->created_ms = 900;
+    m->updated_ms = 950;
+    le->category = "server_error";
+    le->status = 503;
+    le->message = "unavailable";
+    m->last_error = le;
+    m->shard = shard;
+    m->dead_lettered_ms = 0;
+    m->dlq_hint = "";
+    return m;
+}
+
+static void free_msg(Qraft__Message *m)
+{
+    for (size_t i = 0; i < m->n_headers; i++) {
+        free(m->headers[i]);
+    }
+    free(m->headers);
+    free(m->last_error);
+    free(m);
+}
+
+static void put_msg(struct qr_store *s,
+                    const char *id,
+                    Qraft__MessageState state,
+                    uint32_t shard,
+                    uint64_t next_attempt_ms,
+                    uint64_t dead_lettered_ms)
+{
+    Qraft__Message *m = make_msg(id, state, shard, next_attempt_ms);
+    struct qr_store_txn *t = begin(s, true);
+    m->dead_lettered_ms = dead_lettered_ms;
+    assert_int_equal(qr_store_msg_put(t, m), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    free_msg(m);
+}
+
+static void delete_msg(struct qr_store *s, const char *id)
+{
+    struct qr_store_txn *t = begin(s, true);
+    assert_int_equal(qr_store_msg_delete(t, id), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+}
+
+/* Collects the ids an iterator visits; stops with `stop_rv` after
+ * `stop_after` visits when that is nonzero. */
+struct collect {
+    char ids[64][32];
+    size_t n;
+    size_t stop_after;
+    int stop_rv;
+};
+
+static int on_msg(void *arg, const Qraft__Message *m)
+{
+    struct collect *c = arg;
+    assert_true(c->n < 64);
+    snprintf(c->ids[c->n], sizeof c->ids[c->n], "%s", m->id);
+    c->n++;
+    if (c->stop_after != 0 && c->n == c->stop_after) {
+        return c->stop_rv;
+    }
+    return 0;
+}
+
+static void assert_ids(const struct collect *c, const char *const *ids)
+{
+    size_t n = 0;
+    while (ids[n] != NULL) {
+        n++;
+    }
+    assert_int_equal(c->n, n);
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(c->ids[i], ids[i]);
+    }
+}
+
+static void list_msgs(struct qr_store *s,
+                      Qraft__MessageState state,
+                      const char *after,
+                      size_t limit,
+                      struct collect *c)
+{
+    struct qr_store_txn *t = begin(s, false);
+    memset(c, 0, sizeof *c);
+    assert_int_equal(qr_store_msg_list(t, state, after, limit, on_msg, c), 0);
+    qr_store_txn_abort(t);
+}
+
+static void scan_due(struct qr_store *s,
+                     uint32_t shard,
+                     uint64_t until_ms,
+                     struct collect *c)
+{
+    struct qr_store_txn *t = begin(s, false);
+    memset(c, 0, sizeof *c);
+    assert_int_equal(qr_store_due_scan(t, shard, until_ms, 100, on_msg, c), 0);
+    qr_store_txn_abort(t);
+}
+
+static void list_dlq(struct qr_store *s,
+                     const char *after,
+                     size_t limit,
+                     struct collect *c)
+{
+    struct qr_store_txn *t = begin(s, false);
+    memset(c, 0, sizeof *c);
+    assert_int_equal(qr_store_dlq_list(t, after, limit, on_msg, c), 0);
+    qr_store_txn_abort(t);
+}
+
+static void get_counts(struct qr_store *s, uint64_t counts[7])
+{
+    struct qr_store_txn *t = begin(s, false);
+    assert_int_equal(qr_store_count_states(t, counts), 0);
+    qr_store_txn_abort(t);
+}
+
+static void snapshot(struct qr_store *s, void **buf, size_t *len)
+{
+    assert_int_equal(qr_store_snapshot(s, buf, len), 0);
+    assert_non_null(*buf);
+}
+
+static void test_open_reopen(void **state)
+{
+    struct fixture *f = *state;
+    struct qr_store_txn *t;
+    Qraft__Message *got;
+    uint64_t v;
+
+    t = begin(f->s, true);
+    assert_int_equal(qr_store_meta_put_u64(t, QR_META_APPLIED_INDEX, 42), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    put_msg(f->s, "msg_a", QRAFT__MESSAGE_STATE__PENDING, 1, 5000, 0);
+    assert_int_equal(qr_store_sync(f->s), 0);
+    qr_store_close(f->s);
+
+    f->s = open_store(f->dir);
+    t = begin(f->s, false);
+    assert_int_equal(qr_store_meta_get_u64(t, QR_META_APPLIED_INDEX, &v), 0);
+    assert_int_equal(v, 42);
+    assert_int_equal(qr_store_meta_get_u64(t, QR_META_FORMAT, &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(qr_store_msg_get(t, "msg_a", &got), 0);
+    assert_string_equal(got->url, "http://127.0.0.1:9/hook");
+    qraft__message__free_unpacked(got, NULL);
+    qr_store_txn_abort(t);
+
+    struct collect c;
+    scan_due(f->s, 1, 5000, &c);
+    assert_ids(&c, (const char *[]){"msg_a", NULL});
+    qr_store_close(NULL);
+}
+
+static void test_open_missing_dir(void **state)
+{
+    (void)state;
+    char errmsg[QR_ERRMSG_BYTES] = "";
+    struct qr_store *s = (struct qr_store *)&errmsg; /* must be reset */
+    int rv = qr_store_open("/nonexistent/qraft-store", MAP_BYTES, &s, errmsg);
+    assert_true(rv < 0);
+    assert_null(s);
+    assert_non_null(strstr(errmsg, "/nonexistent/qraft-store"));
+}
+
+static void test_newer_format_refused(void **state)
+{
+    struct fixture *f = *state;
+    char errmsg[QR_ERRMSG_BYTES] = "";
+    struct qr_store *s = NULL;
+    struct qr_store_txn *t = begin(f->s, true);
+    assert_int_equal(qr_store_meta_put_u64(t, QR_META_FORMAT, 2), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    qr_store_close(f->s);
+    f->s = NULL;
+
+    assert_int_not_equal(qr_store_open(f->dir, MAP_BYTES, &s, errmsg), 0);
+    assert_null(s);
+    assert_non_null(strstr(errmsg, "newer"));
+}
+
+static void test_meta(void **state)
+{
+    struct fixture *f = *state;
+    struct qr_store_txn *t;
+    uint64_t v = 7;
+    void *value;
+    size_t len;
+
+    t = begin(f->s, false);
+    assert_int_equal(qr_store_meta_get_u64(t, "nothing", &v), QR_ENOTFOUND);
+    assert_int_equal(qr_store_meta_get(t, "nothing", &value, &len),
+                     QR_ENOTFOUND);
+    /* A read transaction cannot write. */
+    assert_int_equal(qr_store_meta_put_u64(t, "x", 1), QR_EBADREQ);
+    qr_store_txn_abort(t);
+
+    t = begin(f->s, true);
+    assert_int_equal(qr_store_meta_put_u64(t, "big", UINT64_MAX - 1), 0);
+    assert_int_equal(qr_store_meta_put(t, "blob", "\x00\x01\x02", 3), 0);
+    assert_int_equal(qr_store_meta_put(t, "empty", "", 0), 0);
+    assert_int_equal(qr_store_meta_put(t, "", "x", 1), QR_EBADREQ);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+
+    t = begin(f->s, false);
+    assert_int_equal(qr_store_meta_get_u64(t, "big", &v), 0);
+    assert_true(v == UINT64_MAX - 1);
+    assert_int_equal(qr_store_meta_get(t, "big", &value, &len), 0);
+    assert_int_equal(len, 8);
+    assert_memory_equal(value, "\xff\xff\xff\xff\xff\xff\xff\xfe", 8);
+    free(value);
+    assert_int_equal(qr_store_meta_get(t, "blob", &value, &len), 0);
+    assert_int_equal(len, 3);
+    assert_memory_equal(value, "\x00\x01\x02", 3);
+    free(value);
+    assert_int_equal(qr_store_meta_get(t, "empty", &value, &len), 0);
+    assert_int_equal(len, 0);
+    free(value);
+    /* A value that is not 8 bytes is not a u64; a read does not fail the
+     * store. */
+    assert_int_equal(qr_store_meta_get_u64(t, "blob", &v), QR_ECORRUPT);
+    qr_store_txn_abort(t);
+    assert_false(qr_store_failed(f->s));
+}
+
+static void test_msg_roundtrip(void **state)
+{
+    struct fixture *f = *state;
+    Qraft__Message *m = make_msg("msg_0001", QRAFT__MESSAGE_STATE__RETRYING, 77,
+                                 123456789012ull);
+    Qraft__Message *got;
+    struct qr_store_txn *t;
+
+    m->dead_lettered_ms = 5;
+    m->dlq_hint = "check the endpoint";
+    t = begin(f->s, true);
+    assert_int_equal(qr_store_msg_put(t, m), 0);
+    /* Visible inside its own write transaction. */
+    assert_int_equal(qr_store_msg_get(t, "msg_0001", &got), 0);
+    qraft__message__free_unpacked(got, NULL);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+
+    t = begin(f->s, false);
+    assert_int_equal(qr_store_msg_get(t, "msg_0001", &got), 0);
+    assert_string_equal(got->id, m->id);
+    assert_string_equal(got->url, m->url);
+    assert_string_equal(got->method, m->method);
+    assert_int_equal(got->n_headers, 2);
+    assert_string_equal(got->headers[0]->name, "Content-Type");
+    assert_string_equal(got->headers[0]->value, "application/json");
+    assert_string_equal(got->headers[1]->name, "X-Trace");
+    assert_string_equal(got->headers[1]->value, "abc");
+    assert_int_equal(got->body.len, m->body.len);
+    assert_memory_equal(got->body.data, m->body.data, m->body.len);
+    assert_int_equal(got->state, QRAFT__MESSAGE_STATE__RETRYING);
+    assert_int_equal(got->max_retries, 3);
+    assert_string_equal(got->retry_delay, m->retry_delay);
+    assert_int_equal(got->timeout_ms, 30000);
+    assert_string_equal(got->callback, m->callback);
+    assert_string_equal(got->failure_callback, m->failure_callback);
+    assert_string_equal(got->queue, "q1");
+    assert_string_equal(got->dedup_id, "d1");
+    assert_int_equal(got->attempts, 2);
+    assert_int_equal(got->not_before_ms, 1000);
+    assert_int_equal(got->next_attempt_ms, 123456789012ull);
+    assert_int_equal(got->created_ms, 900);
+    assert_int_equal(got->updated_ms, 950);
+    assert_non_null(got->last_error);
+    assert_string_equal(got->last_error->category, "server_error");
+    assert_int_equal(got->last_error->status, 503);
+    assert_string_equal(got->last_error->message, "unavailable");
+    assert_int_equal(got->shard, 77);
+    assert_int_equal(got->dead_lettered_ms, 5);
+    assert_string_equal(got->dlq_hint, "check the endpoint");
+    qraft__message__free_unpacked(got, NULL);
+    assert_int_equal(qr_store_msg_get(t, "msg_none", &got), QR_ENOTFOUND);
+    assert_null(got);
+    qr_store_txn_abort(t);
+
+    t = begin(f->s, true);
+    assert_int_equal(qr_store_msg_delete(t, "msg_0001"), 0);
+    assert_int_equal(qr_store_msg_delete(t, "msg_0001"), QR_ENOTFOUND);
+    assert_int_equal(qr_store_msg_get(t, "msg_0001", &got), QR_ENOTFOUND);
+    /* Invalid input is refused without failing the store. */
+    m->id = "";
+    assert_int_equal(qr_store_msg_put(t, m), QR_EBADREQ);
+    m->id = "msg_x";
+    m->shard = 70000;
+    assert_int_equal(qr_store_msg_put(t, m), QR_EBADREQ);
+    m->shard = 1;
+    m->state = (Qraft__MessageState)9;
+    assert_int_equal(qr_store_msg_put(t, m), QR_EBADREQ);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    assert_false(qr_store_failed(f->s));
+
+    struct collect c;
+    scan_due(f->s, 77, UINT64_MAX, &c);
+    assert_int_equal(c.n, 0);
+    free_msg(m);
+}
+
+static void test_due_index(void **state)
+{
+    struct fixture *f = *state;
+    struct collect c;
+    Qraft__Message *m;
+    struct qr_store_txn *t;
+
+    put_msg(f->s, "msg_a", QRAFT__MESSAGE_STATE__PENDING, 3, 100, 0);
+    put_msg(f->s, "msg_b", QRAFT__MESSAGE_STATE__PENDING, 3, 50, 0);
+    put_msg(f->s, "msg_c", QRAFT__MESSAGE_STATE__DELIVERING, 3, 200, 0);
+    put_msg(f->s, "msg_d", QRAFT__MESSAGE_STATE__PENDING, 4, 10, 0);
+    put_msg(f->s, "msg_e", QRAFT__MESSAGE_STATE__PENDING, 2, 10, 0);
+    put_msg(f->s, "msg_f", QRAFT__MESSAGE_STATE__PENDING, 3, UINT64_MAX, 0);
+
+    /* Only shard 3, only up to until_ms inclusive, in due order. */
+    scan_due(f->s, 3, 100, &c);
+    assert_ids(&c, (const char *[]){"msg_b", "msg_a", NULL});
+    scan_due(f->s, 3, 99, &c);
+    assert_ids(&c, (const char *[]){"msg_b", NULL});
+    scan_due(f->s, 3, UINT64_MAX, &c);
+    assert_ids(&c, (const char *[]){"msg_b", "msg_a", "msg_c", "msg_f", NULL});
+    scan_due(f->s, 4, 1000, &c);
+    assert_ids(&c, (const char *[]){"msg_d", NULL});
+    scan_due(f->s, 5, UINT64_MAX, &c);
+    assert_int_equal(c.n, 0);
+
+    /* PENDING -> DELIVERED removes the due key. */
+    put_msg(f->s, "msg_b", QRAFT__MESSAGE_STATE__DELIVERED, 3, 50, 0);
+    scan_due(f->s, 3, 100, &c);
+    assert_ids(&c, (const char *[]){"msg_a", NULL});
+
+    /* RETRYING with a new next_attempt_ms moves it. */
+    put_msg(f->s, "msg_a", QRAFT__MESSAGE_STATE__RETRYING, 3, 300, 0);
+    scan_due(f->s, 3, 250, &c);
+    assert_ids(&c, (const char *[]){"msg_c", NULL});
+    scan_due(f->s, 3, 300, &c);
+    assert_ids(&c, (const char *[]){"msg_c", "msg_a", NULL});
+
+    /* A message moved to another shard leaves the old one. */
+    put_msg(f->s, "msg_c", QRAFT__MESSAGE_STATE__DELIVERING, 4, 200, 0);
+    scan_due(f->s, 4, 1000, &c);
+    assert_ids(&c, (const char *[]){"msg_d", "msg_c", NULL});
+    scan_due(f->s, 3, 1000, &c);
+    assert_ids(&c, (const char *[]){"msg_a", NULL});
+
+    /* Deleting removes it; limit and early stop are honoured. */
+    delete_msg(f->s, "msg_d");
+    t = begin(f->s, false);
+    memset(&c, 0, sizeof c);
+    assert_int_equal(qr_store_due_scan(t, 4, 1000, 100, on_msg, &c), 0);
+    assert_ids(&c, (const char *[]){"msg_c", NULL});
+    memset(&c, 0, sizeof c);
+    assert_int_equal(qr_store_due_scan(t, 3, UINT64_MAX, 1, on_msg, &c), 0);
+    assert_ids(&c, (const char *[]){"msg_a", NULL});
+    memset(&c, 0, sizeof c);
+    c.stop_after = 1;
+    c.stop_rv = 17;
+    assert_int_equal(qr_store_due_scan(t, 3, UINT64_MAX, 100, on_msg, &c), 17);
+    assert_int_equal(c.n, 1);
+    assert_int_equal(qr_store_due_scan(t, 70000, 1, 1, on_msg, &c), QR_EBADREQ);
+    assert_int_equal(qr_store_msg_get(t, "msg_b", &m), 0);
+    assert_int_equal(m->state, QRAFT__MESSAGE_STATE__DELIVERED);
+    qraft__message__free_unpacked(m, NULL);
+    qr_store_txn_abort(t);
+}
+
+static void test_dlq(void **state)
+{
+    struct fixture *f = *state;
+    struct collect c;
+
+    put_msg(f->s, "msg_1", QRAFT__MESSAGE_STATE__DEAD_LETTERED, 1, 0, 300);
+    put_msg(f->s, "msg_2", QRAFT__MESSAGE_STATE__DEAD_LETTERED, 1, 0, 100);
+    put_msg(f->s, "msg_3", QRAFT__MESSAGE_STATE__DEAD_LETTERED, 1, 0, 200);
+    put_msg(f->s, "msg_4", QRAFT__MESSAGE_STATE__DEAD_LETTERED, 1, 0, 100);
+    put_msg(f->s, "msg_5", QRAFT__MESSAGE_STATE__RETRYING, 1, 0, 0);
+
+    /* Oldest first; equal times in id order. */
+    list_dlq(f->s, NULL, 100, &c);
+    assert_ids(&c, (const char *[]){"msg_2", "msg_4", "msg_3", "msg_1", NULL});
+    list_dlq(f->s, "", 2, &c);
+    assert_ids(&c, (const char *[]){"msg_2", "msg_4", NULL});
+    list_dlq(f->s, "msg_4", 2, &c);
+    assert_ids(&c, (const char *[]){"msg_3", "msg_1", NULL});
+    list_dlq(f->s, "msg_1", 2, &c);
+    assert_int_equal(c.n, 0);
+
+    /* Leaving the DLQ removes the key; a cursor message that left restarts
+     * from the oldest. */
+    put_msg(f->s, "msg_3", QRAFT__MESSAGE_STATE__PENDING, 1, 10, 0);
+    delete_msg(f->s, "msg_4");
+    list_dlq(f->s, "msg_4", 100, &c);
+    assert_ids(&c, (const char *[]){"msg_2", "msg_1", NULL});
+    list_dlq(f->s, "msg_3", 100, &c);
+    assert_ids(&c, (const char *[]){"msg_2", "msg_1", NULL});
+
+    /* Entering it again at another time moves it. */
+    put_msg(f->s, "msg_2", QRAFT__MESSAGE_STATE__DEAD_LETTERED, 1, 0, 400);
+    list_dlq(f->s, NULL, 100, &c);
+    assert_ids(&c, (const char *[]){"msg_1", "msg_2", NULL});
+}
+
+static void test_counters(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t counts[7];
+
+    get_counts(f->s, counts);
+    for (int i = 0; i < 7; i++) {
+        assert_int_equal(counts[i], 0);
+    }
+    put_msg(f->s, "msg_1", QRAFT__MESSAGE_STATE__PENDING, 1, 1, 0);
+    put_msg(f->s, "msg_2", QRAFT__MESSAGE_STATE__PENDING, 1, 1, 0);
+    put_msg(f->s, "msg_3", QRAFT__MESSAGE_STATE__PENDING, 1, 1, 0);
+    put_msg(f->s, "msg_2", QRAFT__MESSAGE_STATE__DELIVERING, 1, 1, 0);
+    put_msg(f->s, "msg_2", QRAFT__MESSAGE_STATE__DELIVERED, 1, 1, 0);
+    put_msg(f->s, "msg_3", QRAFT__MESSAGE_STATE__DEAD_LETTERED, 1, 1, 9);
+    put_msg(f->s, "msg_3", QRAFT__MESSAGE_STATE__DEAD_LETTERED, 1, 1, 9);
+    put_msg(f->s, "msg_4", QRAFT__MESSAGE_STATE__CANCELLED, 1, 1, 0);
+    delete_msg(f->s, "msg_4");
+    put_msg(f->s, "msg_5", QRAFT__MESSAGE_STATE__RETRYING, 1, 1, 0);
+
+    get_counts(f->s, counts);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED], 0);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__PENDING], 1);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__DELIVERING], 0);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__RETRYING], 1);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__DELIVERED], 1);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__DEAD_LETTERED], 1);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__CANCELLED], 0);
+
+    /* Stored as 8-byte big-endian meta values. */
+    struct qr_store_txn *t = begin(f->s, false);
+    uint64_t v;
+    assert_int_equal(qr_store_meta_get_u64(t, "count.5", &v), 0);
+    assert_int_equal(v, 1);
+    qr_store_txn_abort(t);
+}
+
+static void test_msg_list(void **state)
+{
+    struct fixture *f = *state;
+    struct collect c;
+    char id[32];
+
+    for (int i = 0; i < 10; i++) {
+        snprintf(id, sizeof id, "msg_%02d", i);
+        put_msg(f->s, id,
+                i % 2 == 0 ? QRAFT__MESSAGE_STATE__PENDING
+                           : QRAFT__MESSAGE_STATE__DELIVERED,
+                1, 100, 0);
+    }
+    list_msgs(f->s, QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED, NULL, 100, &c);
+    assert_int_equal(c.n, 10);
+    assert_string_equal(c.ids[0], "msg_00");
+    assert_string_equal(c.ids[9], "msg_09");
+
+    list_msgs(f->s, QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED, "", 3, &c);
+    assert_ids(&c, (const char *[]){"msg_00", "msg_01", "msg_02", NULL});
+    list_msgs(f->s, QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED, "msg_02", 3, &c);
+    assert_ids(&c, (const char *[]){"msg_03", "msg_04", "msg_05", NULL});
+    /* A cursor that is not a stored id still positions by order. */
+    list_msgs(f->s, QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED, "msg_025", 2, &c);
+    assert_ids(&c, (const char *[]){"msg_03", "msg_04", NULL});
+
+    list_msgs(f->s, QRAFT__MESSAGE_STATE__DELIVERED, NULL, 100, &c);
+    assert_ids(&c, (const char *[]){"msg_01", "msg_03", "msg_05", "msg_07",
+                                    "msg_09", NULL});
+    list_msgs(f->s, QRAFT__MESSAGE_STATE__PENDING, "msg_04", 2, &c);
+    assert_ids(&c, (const char *[]){"msg_06", "msg_08", NULL});
+    list_msgs(f->s, QRAFT__MESSAGE_STATE__PENDING, "msg_08", 2, &c);
+    assert_int_equal(c.n, 0);
+    list_msgs(f->s, QRAFT__MESSAGE_STATE__CANCELLED, NULL, 100, &c);
+    assert_int_equal(c.n, 0);
+    list_msgs(f->s, QRAFT__MESSAGE_STATE__PENDING, NULL, 0, &c);
+    assert_int_equal(c.n, 0);
+
+    struct qr_store_txn *t = begin(f->s, false);
+    memset(&c, 0, sizeof c);
+    c.stop_after = 2;
+    c.stop_rv = -5;
+    assert_int_equal(qr_store_msg_list(t, QRAFT__MESSAGE_STATE__PENDING, NULL,
+                                       100, on_msg, &c),
+                     -5);
+    assert_ids(&c, (const char *[]){"msg_00", "msg_02", NULL});
+    qr_store_txn_abort(t);
+}
+
+static void test_dedup(void **state)
+{
+    struct fixture *f = *state;
+    struct qr_store_txn *t;
+    char *id;
+    size_t n;
+
+    t = begin(f->s, true);
+    assert_int_equal(qr_store_dedup_put(t, "id:a", "msg_1", 1000), 0);
+    assert_int_equal(qr_store_dedup_put(t, "id:b", "msg_2", 2000), 0);
+    assert_int_equal(qr_store_dedup_put(t, "id:c", "msg_3", 3000), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+
+    t = begin(f->s, false);
+    assert_int_equal(qr_store_dedup_get(t, "id:a", 999, &id), 0);
+    assert_string_equal(id, "msg_1");
+    free(id);
+    /* Expired at expires_ms. */
+    assert_int_equal(qr_store_dedup_get(t, "id:a", 1000, &id), QR_ENOTFOUND);
+    assert_null(id);
+    assert_int_equal(qr_store_dedup_get(t, "id:z", 0, &id), QR_ENOTFOUND);
+    qr_store_txn_abort(t);
+
+    /* Overwrite "id:a" with a later expiry: its old index entry must go, so
+     * pruning at 1000 does not remove the new record. */
+    t = begin(f->s, true);
+    assert_int_equal(qr_store_dedup_put(t, "id:a", "msg_9", 5000), 0);
+    assert_int_equal(qr_store_dedup_prune(t, 1000, 100, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(qr_store_dedup_get(t, "id:a", 4999, &id), 0);
+    assert_string_equal(id, "msg_9");
+    free(id);
+
+    /* Prune takes the smallest expiries first, at most max. */
+    assert_int_equal(qr_store_dedup_prune(t, 10000, 1, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(qr_store_dedup_get(t, "id:b", 0, &id), QR_ENOTFOUND);
+    assert_int_equal(qr_store_dedup_get(t, "id:c", 0, &id), 0);
+    free(id);
+    assert_int_equal(qr_store_dedup_prune(t, 3000, 100, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(qr_store_dedup_get(t, "id:c", 0, &id), QR_ENOTFOUND);
+    assert_int_equal(qr_store_dedup_get(t, "id:a", 0, &id), 0);
+    free(id);
+    assert_int_equal(qr_store_dedup_prune(t, 4999, 100, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(qr_store_dedup_prune(t, 5000, 100, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(qr_store_dedup_get(t, "id:a", 0, &id), QR_ENOTFOUND);
+    assert_int_equal(qr_store_dedup_prune(t, UINT64_MAX, 100, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+
+    /* Nothing is left in either database. */
+    void *buf_a;
+    void *buf_b;
+    size_t len_a;
+    size_t len_b;
+    snapshot(f->s, &buf_a, &len_a);
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    struct qr_store *empty = open_store(dir);
+    snapshot(empty, &buf_b, &len_b);
+    assert_int_equal(len_a, len_b);
+    assert_memory_equal(buf_a, buf_b, len_a);
+    free(buf_a);
+    free(buf_b);
+    qr_store_close(empty);
+    remove_dir(dir);
+}
+
+struct events {
+    char details[16][32];
+    uint64_t times[16];
+    size_t n;
+};
+
+static int on_event(void *arg, const Qraft__Event *e)
+{
+    struct events *ev = arg;
+    assert_true(ev->n < 16);
+    snprintf(ev->details[ev->n], sizeof ev->details[ev->n], "%s", e->detail);
+    ev->times[ev->n] = e->time_ms;
+    ev->n++;
+    return 0;
+}
+
+static void append_event(struct qr_store_txn *t,
+                         const char *id,
+                         uint64_t time_ms,
+                         uint64_t index,
+                         uint32_t position,
+                         const char *detail)
+{
+    Qraft__Event e = QRAFT__EVENT__INIT;
+    e.message_id = (char *)id;
+    e.time_ms = time_ms;
+    e.state = QRAFT__MESSAGE_STATE__PENDING;
+    e.attempt = 1;
+    e.detail = (char *)detail;
+    assert_int_equal(qr_store_event_append(t, index, position, &e), 0);
+}
+
+static void test_events(void **state)
+{
+    struct fixture *f = *state;
+    struct qr_store_txn *t = begin(f->s, true);
+    struct events ev;
+
+    append_event(t, "msg_a", 200, 5, 0, "a3");
+    append_event(t, "msg_a", 100, 3, 1, "a2");
+    append_event(t, "msg_b", 100, 3, 2, "b1");
+    append_event(t, "msg_a", 100, 3, 0, "a1");
+    append_event(t, "msg_a", 300, 9, 0, "a4");
+    assert_int_equal(qr_store_txn_commit(t), 0);
+
+    t = begin(f->s, false);
+    memset(&ev, 0, sizeof ev);
+    assert_int_equal(qr_store_event_list(t, "msg_a", 100, on_event, &ev), 0);
+    assert_int_equal(ev.n, 4);
+    assert_string_equal(ev.details[0], "a1");
+    assert_string_equal(ev.details[1], "a2");
+    assert_string_equal(ev.details[2], "a3");
+    assert_string_equal(ev.details[3], "a4");
+    assert_int_equal(ev.times[3], 300);
+    memset(&ev, 0, sizeof ev);
+    assert_int_equal(qr_store_event_list(t, "msg_a", 2, on_event, &ev), 0);
+    assert_int_equal(ev.n, 2);
+    assert_string_equal(ev.details[1], "a2");
+    memset(&ev, 0, sizeof ev);
+    assert_int_equal(qr_store_event_list(t, "msg_b", 100, on_event, &ev), 0);
+    assert_int_equal(ev.n, 1);
+    assert_string_equal(ev.details[0], "b1");
+    memset(&ev, 0, sizeof ev);
+    assert_int_equal(qr_store_event_list(t, "msg_c", 100, on_event, &ev), 0);
+    assert_int_equal(ev.n, 0);
+    qr_store_txn_abort(t);
+}
+
+/* Fills a store with some of everything. */
+static void populate(struct qr_store *s)
+{
+    struct qr_store_txn *t;
+    put_msg(s, "msg_1", QRAFT__MESSAGE_STATE__PENDING, 1, 100, 0);
+    put_msg(s, "msg_2", QRAFT__MESSAGE_STATE__RETRYING, 2, 200, 0);
+    put_msg(s, "msg_3", QRAFT__MESSAGE_STATE__DEAD_LETTERED, 1, 0, 50);
+    put_msg(s, "msg_4", QRAFT__MESSAGE_STATE__DELIVERED, 1, 0, 0);
+    t = begin(s, true);
+    assert_int_equal(qr_store_dedup_put(t, "id:x", "msg_1", 9000), 0);
+    assert_int_equal(qr_store_meta_put(t, QR_META_SIGNING_KEYS, "k", 1), 0);
+    assert_int_equal(qr_store_meta_put_u64(t, QR_META_APPLIED_INDEX, 12), 0);
+    append_event(t, "msg_1", 100, 12, 0, "published");
+    assert_int_equal(qr_store_txn_commit(t), 0);
+}
+
+static void test_snapshot_restore(void **state)
+{
+    struct fixture *f = *state;
+    char dir[64];
+    struct qr_store *dst;
+    void *buf;
+    void *buf2;
+    size_t len;
+    size_t len2;
+    struct collect c;
+    uint64_t counts[7];
+    char *id;
+
+    populate(f->s);
+    snapshot(f->s, &buf, &len);
+    assert_memory_equal(buf, "QRSNAP01", 8);
+
+    make_dir(dir, sizeof dir);
+    dst = open_store(dir);
+    /* The target's old contents disappear. */
+    put_msg(dst, "msg_old", QRAFT__MESSAGE_STATE__PENDING, 1, 1, 0);
+    assert_int_equal(qr_store_restore(dst, buf, len), 0);
+
+    /* Same contents, database by database. */
+    snapshot(dst, &buf2, &len2);
+    assert_int_equal(len, len2);
+    assert_memory_equal(buf, buf2, len);
+    free(buf2);
+
+    list_msgs(dst, QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED, NULL, 100, &c);
+    assert_ids(&c, (const char *[]){"msg_1", "msg_2", "msg_3", "msg_4", NULL});
+    scan_due(dst, 1, 1000, &c);
+    assert_ids(&c, (const char *[]){"msg_1", NULL});
+    scan_due(dst, 2, 1000, &c);
+    assert_ids(&c, (const char *[]){"msg_2", NULL});
+    list_dlq(dst, NULL, 100, &c);
+    assert_ids(&c, (const char *[]){"msg_3", NULL});
+    get_counts(dst, counts);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__PENDING], 1);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__RETRYING], 1);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__DEAD_LETTERED], 1);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__DELIVERED], 1);
+    struct qr_store_txn *t = begin(dst, false);
+    assert_int_equal(qr_store_dedup_get(t, "id:x", 0, &id), 0);
+    assert_string_equal(id, "msg_1");
+    free(id);
+    struct events ev = {0};
+    assert_int_equal(qr_store_event_list(t, "msg_1", 10, on_event, &ev), 0);
+    assert_int_equal(ev.n, 1);
+    qr_store_txn_abort(t);
+
+    /* Survives a reopen. */
+    qr_store_close(dst);
+    dst = open_store(dir);
+    snapshot(dst, &buf2, &len2);
+    assert_int_equal(len, len2);
+    assert_memory_equal(buf, buf2, len);
+    free(buf2);
+
+    free(buf);
+    qr_store_close(dst);
+    remove_dir(dir);
+}
+
+/* Appends big-endian integers and bytes to a test buffer. */
+struct wbuf {
+    uint8_t data[4096];
+    size_t len;
+};
+
+static void w_bytes(struct wbuf *b, const void *p, size_t n)
+{
+    assert_true(b->len + n <= sizeof b->data);
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static void w_be(struct wbuf *b, uint64_t v, int n_bytes)
+{
+    for (int i = n_bytes - 1; i >= 0; i--) {
+        uint8_t byte = (uint8_t)(v >> (8 * i));
+        w_bytes(b, &byte, 1);
+    }
+}
+
+static void w_db(struct wbuf *b, const char *name, uint64_t n_pairs)
+{
+    w_be(b, strlen(name), 4);
+    w_bytes(b, name, strlen(name));
+    w_be(b, n_pairs, 8);
+}
+
+static void w_pair(struct wbuf *b,
+                   const void *k,
+                   size_t klen,
+                   const void *v,
+                   size_t vlen)
+{
+    w_be(b, klen, 4);
+    w_be(b, vlen, 4);
+    w_bytes(b, k, klen);
+    w_bytes(b, v, vlen);
+}
+
+static void w_header(struct wbuf *b, uint32_t n_dbs)
+{
+    b->len = 0;
+    w_bytes(b, "QRSNAP01", 8);
+    w_be(b, 1, 4);
+    w_be(b, n_dbs, 4);
+}
+
+static void assert_restore_refused(struct qr_store *s,
+                                   const void *buf,
+                                   size_t len,
+                                   const void *before,
+                                   size_t before_len)
+{
+    void *after;
+    size_t after_len;
+    assert_int_equal(qr_store_restore(s, buf, len), QR_ECORRUPT);
+    assert_false(qr_store_failed(s));
+    snapshot(s, &after, &after_len);
+    assert_int_equal(after_len, before_len);
+    assert_memory_equal(after, before, before_len);
+    free(after);
+}
+
+static void test_restore_rejects_malformed(void **state)
+{
+    struct fixture *f = *state;
+    void *before;
+    size_t before_len;
+    void *good;
+    size_t good_len;
+    struct wbuf b;
+    uint8_t *bad;
+
+    populate(f->s);
+    snapshot(f->s, &before, &before_len);
+    good = before;
+    good_len = before_len;
+
+    /* Every truncation of a good snapshot. */
+    for (size_t n = 0; n < good_len; n++) {
+        bad = malloc(n > 0 ? n : 1);
+        assert_non_null(bad);
+        memcpy(bad, good, n);
+        assert_int_equal(qr_store_restore(f->s, bad, n), QR_ECORRUPT);
+        free(bad);
+    }
+    assert_restore_refused(f->s, NULL, 0, before, before_len);
+
+    /* Trailing garbage. */
+    bad = malloc(good_len + 1);
+    assert_non_null(bad);
+    memcpy(bad, good, good_len);
+    bad[good_len] = 0;
+    assert_restore_refused(f->s, bad, good_len + 1, before, before_len);
+    /* Bad magic, version. */
+    memcpy(bad, good, good_len);
+    bad[0] = 'X';
+    assert_restore_refused(f->s, bad, good_len, before, before_len);
+    memcpy(bad, good, good_len);
+    bad[11] = 2;
+    assert_restore_refused(f->s, bad, good_len, before, before_len);
+    free(bad);
+
+    /* Pure garbage. */
+    uint8_t garbage[300];
+    for (size_t i = 0; i < sizeof garbage; i++) {
+        garbage[i] = (uint8_t)(i * 131 + 7);
+    }
+    assert_restore_refused(f->s, garbage, sizeof garbage, before, before_len);
+
+    /* Unknown database, database twice, keys out of order, empty key, a
+     * newer data format, a huge pair count. */
+    w_header(&b, 1);
+    w_db(&b, "nope", 0);
+    assert_restore_refused(f->s, b.data, b.len, before, before_len);
+    w_header(&b, 2);
+    w_db(&b, "msgs", 0);
+    w_db(&b, "msgs", 0);
+    assert_restore_refused(f->s, b.data, b.len, before, before_len);
+    w_header(&b, 1);
+    w_db(&b, "meta", 2);
+    w_pair(&b, "b", 1, "", 0);
+    w_pair(&b, "a", 1, "", 0);
+    assert_restore_refused(f->s, b.data, b.len, before, before_len);
+    w_header(&b, 1);
+    w_db(&b, "meta", 2);
+    w_pair(&b, "ab", 2, "", 0);
+    w_pair(&b, "a", 1, "", 0);
+    assert_restore_refused(f->s, b.data, b.len, before, before_len);
+    w_header(&b, 1);
+    w_db(&b, "meta", 1);
+    w_pair(&b, "", 0, "x", 1);
+    assert_restore_refused(f->s, b.data, b.len, before, before_len);
+    w_header(&b, 1);
+    w_db(&b, "meta", 1);
+    w_pair(&b, "format", 6, "\0\0\0\0\0\0\0\2", 8);
+    assert_restore_refused(f->s, b.data, b.len, before, before_len);
+    w_header(&b, 1);
+    w_db(&b, "msgs", UINT64_MAX);
+    w_pair(&b, "a", 1, "", 0);
+    assert_restore_refused(f->s, b.data, b.len, before, before_len);
+    w_header(&b, 8);
+    assert_restore_refused(f->s, b.data, b.len, before, before_len);
+
+    /* A well-formed minimal snapshot is accepted: no databases at all means
+     * an empty store (with its format recorded). */
+    w_header(&b, 0);
+    assert_int_equal(qr_store_restore(f->s, b.data, b.len), 0);
+    struct collect c;
+    list_msgs(f->s, QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED, NULL, 100, &c);
+    assert_int_equal(c.n, 0);
+    struct qr_store_txn *t = begin(f->s, false);
+    uint64_t v;
+    assert_int_equal(qr_store_meta_get_u64(t, QR_META_FORMAT, &v), 0);
+    assert_int_equal(v, 1);
+    qr_store_txn_abort(t);
+
+    free(before);
+}
+
+static void test_corrupt_value(void **state)
+{
+    struct fixture *f = *state;
+    struct wbuf b;
+    Qraft__Message *m;
+    struct collect c;
+    char *id;
+
+    /* Structurally valid snapshot carrying values that do not decode. */
+    w_header(&b, 4);
+    w_db(&b, "msgs", 1);
+    w_pair(&b, "msg_bad", 7, "\xff\xff\xff\xff", 4);
+    w_db(&b, "due", 1);
+    uint8_t due[10 + 7] = {0, 1, 0, 0, 0, 0, 0, 0, 0, 5};
+    memcpy(due + 10, "msg_bad", 7);
+    w_pair(&b, due, sizeof due, "", 0);
+    w_db(&b, "dedup", 1);
+    w_pair(&b, "k", 1, "\x0a\x7f", 2);
+    w_db(&b, "events", 1);
+    uint8_t ek[20] = {0};
+    w_pair(&b, ek, sizeof ek, "\x0a\x10x", 3);
+    assert_int_equal(qr_store_restore(f->s, b.data, b.len), 0);
+
+    struct qr_store_txn *t = begin(f->s, false);
+    assert_int_equal(qr_store_msg_get(t, "msg_bad", &m), QR_ECORRUPT);
+    assert_null(m);
+    assert_non_null(strstr(qr_store_errmsg(f->s), "get msgs"));
+    memset(&c, 0, sizeof c);
+    assert_int_equal(
+        qr_store_msg_list(t, QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED, NULL, 10,
+                          on_msg, &c),
+        QR_ECORRUPT);
+    assert_int_equal(qr_store_due_scan(t, 1, 10, 10, on_msg, &c), QR_ECORRUPT);
+    assert_int_equal(qr_store_dedup_get(t, "k", 0, &id), QR_ECORRUPT);
+    struct events ev = {0};
+    assert_int_equal(qr_store_event_list(t, "msg_bad", 10, on_event, &ev),
+                     QR_ECORRUPT);
+    assert_int_equal(c.n, 0);
+    qr_store_txn_abort(t);
+    /* Reads do not fail the store ... */
+    assert_false(qr_store_failed(f->s));
+
+    /* ... but meeting a corrupt record while writing does. */
+    t = begin(f->s, true);
+    m = make_msg("msg_bad", QRAFT__MESSAGE_STATE__PENDING, 1, 1);
+    assert_int_equal(qr_store_msg_put(t, m), QR_ECORRUPT);
+    free_msg(m);
+    qr_store_txn_abort(t);
+    assert_true(qr_store_failed(f->s));
+    assert_int_equal(qr_store_txn_begin(f->s, false, &t), QR_ESTORE);
+    assert_null(t);
+}
+
+static void test_abort_leaves_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct qr_store_txn *t = begin(f->s, true);
+    struct qr_store_txn *r;
+    Qraft__Message *m = make_msg("msg_a", QRAFT__MESSAGE_STATE__PENDING, 1, 1);
+    Qraft__Message *got;
+    uint64_t counts[7];
+    struct collect c;
+    char *id;
+
+    assert_int_equal(qr_store_msg_put(t, m), 0);
+    assert_int_equal(qr_store_dedup_put(t, "id:a", "msg_a", 100), 0);
+    assert_int_equal(qr_store_meta_put_u64(t, "x", 1), 0);
+    /* A read transaction alongside sees none of it. */
+    r = begin(f->s, false);
+    assert_int_equal(qr_store_msg_get(r, "msg_a", &got), QR_ENOTFOUND);
+    qr_store_txn_abort(r);
+    /* Only one write transaction at a time. */
+    assert_int_equal(qr_store_txn_begin(f->s, true, &r), QR_ECONFLICT);
+    qr_store_txn_abort(t);
+    free_msg(m);
+
+    t = begin(f->s, false);
+    assert_int_equal(qr_store_msg_get(t, "msg_a", &got), QR_ENOTFOUND);
+    assert_int_equal(qr_store_dedup_get(t, "id:a", 0, &id), QR_ENOTFOUND);
+    qr_store_txn_abort(t);
+    get_counts(f->s, counts);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__PENDING], 0);
+    scan_due(f->s, 1, UINT64_MAX, &c);
+    assert_int_equal(c.n, 0);
+    /* And a new write transaction can begin. */
+    qr_store_txn_abort(begin(f->s, true));
+}
+
+static void test_map_full_fails_store(void **state)
+{
+    (void)state;
+    char dir[64];
+    char errmsg[QR_ERRMSG_BYTES];
+    struct qr_store *s = NULL;
+    struct qr_store_txn *t;
+    static uint8_t body[64 * 1024];
+    int rv = 0;
+
+    make_dir(dir, sizeof dir);
+    assert_int_equal(qr_store_open(dir, 1024 * 1024, &s, errmsg), 0);
+    t = begin(s, true);
+    for (int i = 0; i < 100 && rv == 0; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "msg_%03d", i);
+        Qraft__Message *m = make_msg(id, QRAFT__MESSAGE_STATE__PENDING, 1, 1);
+        m->body.data = body;
+        m->body.len = sizeof body;
+        rv = qr_store_msg_put(t, m);
+        free_msg(m);
+    }
+    assert_int_equal(rv, QR_ESTORE);
+    assert_true(qr_store_failed(s));
+    assert_non_null(strstr(qr_store_errmsg(s), "MDB_MAP_FULL"));
+    assert_int_equal(qr_store_txn_commit(t), QR_ESTORE);
+    assert_int_equal(qr_store_txn_begin(s, true, &t), QR_ESTORE);
+    assert_int_equal(qr_store_txn_begin(s, false, &t), QR_ESTORE);
+    void *buf;
+    size_t len;
+    assert_int_equal(qr_store_snapshot(s, &buf, &len), QR_ESTORE);
+    assert_int_equal(qr_store_sync(s), QR_ESTORE);
+    qr_store_close(s);
+
+    /* Nothing of the failed transaction reached the disk. */
+    s = open_store(dir);
+    struct collect c;
+    list_msgs(s, QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED, NULL, 100, &c);
+    assert_int_equal(c.n, 0);
+    qr_store_close(s);
+    remove_dir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_open_reopen, setup, teardown),
+        cmocka_unit_test(test_open_missing_dir),
+        cmocka_unit_test_setup_teardown(test_newer_format_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_meta, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_msg_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_due_index, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dlq, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_counters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_msg_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dedup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_rejects_malformed, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_value, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_abort_leaves_nothing, setup,
+                                        teardown),
+        cmocka_unit_test(test_map_full_fails_store),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
