@@ -69,7 +69,7 @@ void qr_config_usage(FILE *out)
         "\n"
         "  --dev                  one-node cluster for development; prints\n"
         "                         the QSTASH_* and QRAFT_ENDPOINTS lines\n"
-        "  --id N                 this node's id (default 1)\n"
+        "  --id N                 this node's id, 1..65535 (default 1)\n"
         "  --peers LIST           the cluster's voters as ID@RAFT_ADDR,...\n"
         "  --data DIR             data directory (default ./qraft-data)\n"
         "  --raft HOST:PORT       raft address (default 127.0.0.1:7200)\n"
@@ -91,48 +91,78 @@ void qr_config_usage(FILE *out)
         out);
 }
 
+/* Reads "<digits>[.<digits>]" and nothing else: no sign, exponent or hex
+ * (strtod would take those). */
+static int read_number(const char **p, double *out)
+{
+    const char *q = *p;
+    double v = 0;
+    bool any = false;
+    while (*q >= '0' && *q <= '9') {
+        v = v * 10 + (*q++ - '0');
+        any = true;
+    }
+    if (*q == '.') {
+        double scale = 0.1;
+        q++;
+        while (*q >= '0' && *q <= '9') {
+            v += (*q++ - '0') * scale;
+            scale /= 10;
+            any = true;
+        }
+    }
+    if (!any || v > 1e15) {
+        return QR_EBADREQ;
+    }
+    *p = q;
+    *out = v;
+    return 0;
+}
+
 int qr_config_parse_duration_ms(const char *s, uint64_t *out)
 {
     if (s == NULL || *s == '\0') {
         return QR_EBADREQ;
     }
-    double total = 0;
     const char *p = s;
-    while (*p != '\0') {
-        if (!(*p >= '0' && *p <= '9') && *p != '.') {
-            return QR_EBADREQ;
-        }
-        char *end;
-        errno = 0;
-        double v = strtod(p, &end);
-        if (errno != 0 || end == p || v < 0 || !isfinite(v)) {
-            return QR_EBADREQ;
-        }
-        p = end;
-        double unit_ms;
-        if (strncmp(p, "ms", 2) == 0) {
-            unit_ms = 1;
-            p += 2;
-        } else if (*p == 's') {
-            unit_ms = SECOND_MS;
-            p++;
-        } else if (*p == 'm') {
-            unit_ms = MINUTE_MS;
-            p++;
-        } else if (*p == 'h') {
-            unit_ms = HOUR_MS;
-            p++;
-        } else if (*p == 'd') {
-            unit_ms = DAY_MS;
-            p++;
-        } else if (*p == '\0' && p == end && total == 0) {
-            unit_ms = SECOND_MS; /* a bare number is seconds */
-        } else {
-            return QR_EBADREQ;
-        }
-        total += v * unit_ms;
-        if (total > 1e15) { /* ~31,000 years: surely a mistake */
-            return QR_EBADREQ;
+    double total = 0;
+    double v;
+    if (read_number(&p, &v) != 0) {
+        return QR_EBADREQ;
+    }
+    if (*p == '\0') {
+        total = v * SECOND_MS; /* a bare number, alone, is seconds */
+    } else {
+        for (;;) {
+            double unit_ms;
+            if (strncmp(p, "ms", 2) == 0) {
+                unit_ms = 1;
+                p += 2;
+            } else if (*p == 's') {
+                unit_ms = SECOND_MS;
+                p++;
+            } else if (*p == 'm') {
+                unit_ms = MINUTE_MS;
+                p++;
+            } else if (*p == 'h') {
+                unit_ms = HOUR_MS;
+                p++;
+            } else if (*p == 'd') {
+                unit_ms = DAY_MS;
+                p++;
+            } else {
+                return QR_EBADREQ;
+            }
+            total += v * unit_ms;
+            if (total > 1e15) { /* ~31,000 years: surely a mistake */
+                return QR_EBADREQ;
+            }
+            if (*p == '\0') {
+                break;
+            }
+            if (read_number(&p, &v) != 0) {
+                return QR_EBADREQ;
+            }
         }
     }
     *out = (uint64_t)llround(total);
@@ -185,18 +215,21 @@ static int parse_peers(struct qr_config *c, const char *list, char *errmsg)
             break;
         }
         struct qr_peer *p = &c->peers[c->n_peers];
+        char quoted[QR_ADDR_MAX + 24];
+        snprintf(quoted, sizeof quoted, "%s", item);
         if (at == NULL) {
             rv = QR_EBADREQ;
         } else {
             *at = '\0';
-            rv = parse_u64(item, 1, UINT64_MAX, &p->id);
+            rv = parse_u64(item, 1, QR_MAX_NODE_ID, &p->id);
             if (rv == 0) {
                 rv = check_hostport(at + 1);
             }
         }
         if (rv != 0) {
             snprintf(errmsg, QR_ERRMSG_BYTES,
-                     "--peers: '%s' is not ID@HOST:PORT", item);
+                     "--peers: '%s' is not ID@HOST:PORT (ID 1..%u)", quoted,
+                     QR_MAX_NODE_ID);
             break;
         }
         snprintf(p->raft_addr, sizeof p->raft_addr, "%s", at + 1);
@@ -278,9 +311,10 @@ static int apply_option(struct qr_config *c,
             c->dev = true;
             return 0;
         case OPT_ID:
-            if (parse_u64(v, 1, UINT64_MAX, &c->id) != 0) {
+            if (parse_u64(v, 1, QR_MAX_NODE_ID, &c->id) != 0) {
                 snprintf(errmsg, QR_ERRMSG_BYTES,
-                         "--id: '%s' is not a positive integer", v);
+                         "--id: '%s' is not an integer in 1..%u", v,
+                         QR_MAX_NODE_ID);
                 return QR_EBADREQ;
             }
             return 0;
@@ -394,14 +428,19 @@ int qr_config_parse(struct qr_config *c,
         }
     }
 
-    optind = 1;
+    optind = 0; /* 0, not 1: also resets glibc's place inside "-xy" */
     opterr = 0;
     int opt;
     while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
         if (opt == '?' || opt == ':') {
-            snprintf(errmsg, QR_ERRMSG_BYTES,
-                     "unknown option or missing value: '%s' (see --help)",
-                     argv[optind - 1]);
+            if (optopt != 0 && optopt < 256) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "unknown option '-%c' (see --help)", optopt);
+            } else {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "unknown option or missing value: '%s' (see --help)",
+                         argv[optind - 1]);
+            }
             return QR_EBADREQ;
         }
         int rv = apply_option(c, opt, optarg, out, action, errmsg);

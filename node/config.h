@@ -15,6 +15,8 @@
 #define QR_ADDR_MAX 64
 #define QR_TOKEN_MAX 128
 #define QR_MAX_PEERS 16
+/* Node ids are 1..65535: message ids carry the node id in 16 bits. */
+#define QR_MAX_NODE_ID 65535u
 
 /* Request limits, checked before any work is done. */
 struct qr_limits {
@@ -64,7 +66,7 @@ struct qr_config {
     size_t max_queued_bytes;     /* waiting to be proposed: 64 MiB */
 
     /* RPC. */
-    uint64_t max_frame_bytes; /* derived from max_body_bytes */
+    uint64_t max_frame_bytes; /* the body ceiling + 1 MiB */
     uint32_t max_connections; /* 4096 */
 
     uint64_t store_map_bytes;
@@ -91,8 +93,10 @@ int qr_config_parse(struct qr_config *c,
                     char *errmsg);
 
 /* Parses a duration: one or more <number><unit> with unit ms, s, m, h or d
- * ("1d10h30m", "1.5s", "500ms"). A bare number is seconds. Returns 0 or
- * QR_EBADREQ; rejects overflow, negative values and trailing garbage. */
+ * ("1d10h30m", "1.5s", "500ms"); a number is digits with an optional
+ * decimal part. A bare number on its own is seconds. Returns 0 or
+ * QR_EBADREQ; rejects signs, exponents, hex, overflow and trailing
+ * garbage. */
 int qr_config_parse_duration_ms(const char *s, uint64_t *out);
 
 void qr_config_usage(FILE *out);

@@ -1,0 +1,521 @@
+/* Unit tests of node/config.c: durations, and flags plus QRAFT_TOKEN folded
+ * into a struct qr_config. Every bad input must fail with QR_EBADREQ and a
+ * message that names the flag; good input must land in the right field. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "err.h"
+
+#define SECOND_MS 1000ull
+#define MINUTE_MS (60ull * SECOND_MS)
+#define HOUR_MS (60ull * MINUTE_MS)
+#define DAY_MS (24ull * HOUR_MS)
+
+#define MAX_ARGS 32
+
+/* One parse: the config, what it decided, its message and its output. */
+struct run {
+    struct qr_config c;
+    enum qr_config_action action;
+    char errmsg[QR_ERRMSG_BYTES];
+    char *out; /* what was printed to `out` (--help, --version) */
+    size_t out_len;
+    int rv;
+};
+
+/* Parses "qraftd" followed by the NULL-terminated arguments into a new run
+ * (free with free_run). */
+static struct run *parse(const char *arg, ...)
+{
+    struct run *r = calloc(1, sizeof *r);
+    assert_non_null(r);
+    char *argv[MAX_ARGS + 2];
+    int argc = 0;
+    argv[argc++] = "qraftd";
+    va_list ap;
+    va_start(ap, arg);
+    for (const char *a = arg; a != NULL; a = va_arg(ap, const char *)) {
+        assert_true(argc <= MAX_ARGS);
+        argv[argc++] = (char *)a;
+    }
+    va_end(ap);
+    argv[argc] = NULL;
+
+    FILE *out = open_memstream(&r->out, &r->out_len);
+    assert_non_null(out);
+    qr_config_defaults(&r->c);
+    r->action = (enum qr_config_action) - 1;
+    r->rv = qr_config_parse(&r->c, argc, argv, out, &r->action, r->errmsg);
+    assert_int_equal(fclose(out), 0);
+    return r;
+}
+
+static void free_run(struct run *r)
+{
+    free(r->out);
+    free(r);
+}
+
+static void assert_parsed(const struct run *r)
+{
+    if (r->rv != 0) {
+        fail_msg("parse failed (%d): %s", r->rv, r->errmsg);
+    }
+    assert_int_equal(r->action, QR_CONFIG_RUN);
+}
+
+/* Asserts the parse failed with a message mentioning `needle`. */
+static void assert_refused(const struct run *r, const char *needle)
+{
+    if (r->rv != QR_EBADREQ) {
+        fail_msg("expected QR_EBADREQ, got %d (errmsg '%s')", r->rv, r->errmsg);
+    }
+    if (strstr(r->errmsg, needle) == NULL) {
+        fail_msg("errmsg '%s' does not mention '%s'", r->errmsg, needle);
+    }
+}
+
+/* Parses and asserts a refusal naming `needle`, in one step. */
+#define REFUSED(needle, ...)                 \
+    do {                                     \
+        struct run *r_ = parse(__VA_ARGS__); \
+        assert_refused(r_, (needle));        \
+        free_run(r_);                        \
+    } while (0)
+
+static int clear_env(void **state)
+{
+    (void)state;
+    assert_int_equal(unsetenv("QRAFT_TOKEN"), 0);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * qr_config_parse_duration_ms */
+
+static void test_duration_good(void **state)
+{
+    (void)state;
+    const struct {
+        const char *s;
+        uint64_t ms;
+    } cases[] = {
+        {"30s", 30 * SECOND_MS},
+        {"5m", 5 * MINUTE_MS},
+        {"1h", HOUR_MS},
+        {"1d", DAY_MS},
+        {"90d", 90 * DAY_MS},
+        {"1d10h30m", DAY_MS + 10 * HOUR_MS + 30 * MINUTE_MS},
+        {"1m30s", 90 * SECOND_MS},
+        {"1h500ms", HOUR_MS + 500},
+        {"1.5s", 1500},
+        {"0.5m", 30 * SECOND_MS},
+        {"500ms", 500},
+        {"0ms", 0},
+        {"3", 3 * SECOND_MS},
+        {"1.5", 1500},
+        {"007s", 7 * SECOND_MS},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint64_t ms = 12345;
+        int rv = qr_config_parse_duration_ms(cases[i].s, &ms);
+        if (rv != 0) {
+            fail_msg("'%s' refused (%d)", cases[i].s, rv);
+        }
+        if (ms != cases[i].ms) {
+            fail_msg("'%s' gave %llu ms, want %llu", cases[i].s,
+                     (unsigned long long)ms, (unsigned long long)cases[i].ms);
+        }
+    }
+}
+
+static void test_duration_bad(void **state)
+{
+    (void)state;
+    const char *cases[] = {
+        "",    "abc", "-1s",    "5x",   "1h-",          "s", "ms",     "1hh",
+        " 1s", "1s ", "+1s",    "1 s",  "99999999999d", ".", "1.2.3s", "1sm",
+        "nan", "inf", "1e999s", "1h30",
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint64_t ms = 12345;
+        int rv = qr_config_parse_duration_ms(cases[i], &ms);
+        if (rv != QR_EBADREQ) {
+            fail_msg("'%s' gave %d (%llu ms), want QR_EBADREQ", cases[i], rv,
+                     (unsigned long long)ms);
+        }
+    }
+    uint64_t ms;
+    assert_int_equal(qr_config_parse_duration_ms(NULL, &ms), QR_EBADREQ);
+}
+
+/* Numbers are digits with an optional decimal part: no exponents or hex
+ * (which strtod would take), and a unit-less number only on its own. */
+static void test_duration_rejects_exotic_numbers(void **state)
+{
+    (void)state;
+    const char *cases[] = {"1e3s", "0x10s", "1E2m", "0h30"};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint64_t ms = 0;
+        int rv = qr_config_parse_duration_ms(cases[i], &ms);
+        if (rv != QR_EBADREQ) {
+            fail_msg("'%s' gave %d (%llu ms), want QR_EBADREQ", cases[i], rv,
+                     (unsigned long long)ms);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * qr_config_parse */
+
+static void test_dev_alone(void **state)
+{
+    (void)state;
+    struct qr_config defaults;
+    qr_config_defaults(&defaults);
+    struct run *r = parse("--dev", NULL);
+    assert_parsed(r);
+    assert_true(r->c.dev);
+    assert_string_equal(r->c.token, ""); /* generated later by the node */
+    assert_string_equal(r->c.rpc_addr, defaults.rpc_addr);
+    assert_string_equal(r->c.http_addr, defaults.http_addr);
+    assert_string_equal(r->c.raft_addr, defaults.raft_addr);
+    assert_string_equal(r->c.data_dir, defaults.data_dir);
+    assert_int_equal(r->c.n_peers, 0);
+    assert_int_equal(r->c.limits.max_body_bytes, 1048576);
+    assert_int_equal(r->c.limits.dedup_window_ms, 10 * MINUTE_MS);
+    /* A frame can carry any body the flags allow, so a body over the limit
+     * gets an error naming the limit rather than a closed connection. */
+    assert_true(r->c.max_frame_bytes > 16ull * 1024 * 1024);
+    free_run(r);
+}
+
+static void test_dev_with_addresses(void **state)
+{
+    (void)state;
+    struct run *r =
+        parse("--dev", "--data", "/tmp/qd", "--rpc", "127.0.0.1:7300", "--http",
+              "localhost:8081", "--raft", "[::1]:7400", "--token", "tok", NULL);
+    assert_parsed(r);
+    assert_string_equal(r->c.data_dir, "/tmp/qd");
+    assert_string_equal(r->c.rpc_addr, "127.0.0.1:7300");
+    assert_string_equal(r->c.http_addr, "localhost:8081");
+    assert_string_equal(r->c.raft_addr, "[::1]:7400");
+    assert_string_equal(r->c.token, "tok");
+    free_run(r);
+
+    r = parse("--dev", "--rpc=127.0.0.1:7301", NULL);
+    assert_parsed(r);
+    assert_string_equal(r->c.rpc_addr, "127.0.0.1:7301");
+    free_run(r);
+}
+
+static void test_token_required_outside_dev(void **state)
+{
+    (void)state;
+    REFUSED("--token", NULL);
+    REFUSED("--token", "--id", "1", NULL);
+    REFUSED("--token", "--dev", "--token", "", NULL);
+
+    struct run *r = parse("--token", "s3cret", NULL);
+    assert_parsed(r);
+    assert_false(r->c.dev);
+    assert_string_equal(r->c.token, "s3cret");
+    free_run(r);
+}
+
+static void test_token_from_env(void **state)
+{
+    (void)state;
+    assert_int_equal(setenv("QRAFT_TOKEN", "from-env", 1), 0);
+    struct run *r = parse(NULL);
+    assert_parsed(r);
+    assert_string_equal(r->c.token, "from-env");
+    free_run(r);
+
+    /* The flag wins over the environment. */
+    r = parse("--token", "from-flag", NULL);
+    assert_parsed(r);
+    assert_string_equal(r->c.token, "from-flag");
+    free_run(r);
+
+    /* An empty variable is no token. */
+    assert_int_equal(setenv("QRAFT_TOKEN", "", 1), 0);
+    REFUSED("--token", NULL);
+    assert_int_equal(unsetenv("QRAFT_TOKEN"), 0);
+}
+
+static void test_peers(void **state)
+{
+    (void)state;
+    struct run *r =
+        parse("--token", "t", "--id", "2", "--peers",
+              "1@127.0.0.1:7201,2@127.0.0.1:7202,3@host-c:7203", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.id, 2);
+    assert_int_equal(r->c.n_peers, 3);
+    assert_int_equal(r->c.peers[0].id, 1);
+    assert_string_equal(r->c.peers[0].raft_addr, "127.0.0.1:7201");
+    assert_int_equal(r->c.peers[1].id, 2);
+    assert_string_equal(r->c.peers[1].raft_addr, "127.0.0.1:7202");
+    assert_int_equal(r->c.peers[2].id, 3);
+    assert_string_equal(r->c.peers[2].raft_addr, "host-c:7203");
+    free_run(r);
+
+    /* --id given after --peers counts as well. */
+    r = parse("--token", "t", "--peers", "1@127.0.0.1:7201,2@127.0.0.1:7202",
+              "--id", "1", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.n_peers, 2);
+    free_run(r);
+}
+
+static void test_peers_refusals(void **state)
+{
+    (void)state;
+    /* The list must hold this node. */
+    REFUSED("--id", "--token", "t", "--id", "3", "--peers",
+            "1@127.0.0.1:7201,2@127.0.0.1:7202", NULL);
+    REFUSED("--peers", "--token", "t", "--peers",
+            "2@127.0.0.1:7202,3@127.0.0.1:7203", NULL);
+    /* Ids are unique. */
+    REFUSED("--peers", "--token", "t", "--peers",
+            "1@127.0.0.1:7201,1@127.0.0.1:7202", NULL);
+    /* Malformed entries. */
+    const char *bad[] = {
+        "x@y",    "1@y",        "127.0.0.1:7201", "0@127.0.0.1:7201",
+        "1@:80",  "1@h:0",      "1@h:65536",      "1@h:",
+        "-1@h:1", "1@h:80,x@y", "1@h:80x",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct run *r = parse("--token", "t", "--peers", bad[i], NULL);
+        if (r->rv != QR_EBADREQ || strstr(r->errmsg, "--peers") == NULL) {
+            fail_msg("--peers '%s': rv %d, errmsg '%s'", bad[i], r->rv,
+                     r->errmsg);
+        }
+        free_run(r);
+    }
+    /* --dev is a one-node cluster. */
+    REFUSED("--peers", "--dev", "--peers", "1@127.0.0.1:7201", NULL);
+}
+
+/* The message quotes the whole malformed entry. */
+static void test_peers_error_quotes_whole_entry(void **state)
+{
+    (void)state;
+    REFUSED("1@nohost", "--token", "t", "--peers", "1@nohost", NULL);
+    REFUSED("x@y", "--token", "t", "--peers", "x@y", NULL);
+}
+
+static void test_addresses_refusals(void **state)
+{
+    (void)state;
+    REFUSED("--rpc", "--dev", "--rpc", "nohost", NULL);
+    REFUSED("nohost", "--dev", "--rpc", "nohost", NULL);
+    REFUSED("--rpc", "--dev", "--rpc", ":7100", NULL);
+    REFUSED("--rpc", "--dev", "--rpc", "host:0", NULL);
+    REFUSED("--rpc", "--dev", "--rpc", "host:99999", NULL);
+    REFUSED("--rpc", "--dev", "--rpc", "host:port", NULL);
+    REFUSED("--http", "--dev", "--http", "nohost", NULL);
+    REFUSED("--raft", "--dev", "--raft", "nohost", NULL);
+    REFUSED("--data", "--dev", "--data", "", NULL);
+    REFUSED("--id", "--dev", "--id", "0", NULL);
+    REFUSED("--id", "--dev", "--id", "two", NULL);
+    /* Message ids carry the node id in 16 bits. */
+    REFUSED("1..65535", "--dev", "--id", "65536", NULL);
+    REFUSED("--peers", "--token", "t", "--id", "1", "--peers",
+            "1@127.0.0.1:7201,65536@127.0.0.1:7202", NULL);
+}
+
+static void test_max_body_bytes(void **state)
+{
+    (void)state;
+    REFUSED("--max-body-bytes", "--dev", "--max-body-bytes", "0", NULL);
+    REFUSED("--max-body-bytes", "--dev", "--max-body-bytes", "20000000", NULL);
+    REFUSED("--max-body-bytes", "--dev", "--max-body-bytes", "-1", NULL);
+    REFUSED("--max-body-bytes", "--dev", "--max-body-bytes", "1k", NULL);
+
+    struct run *r = parse("--dev", "--max-body-bytes", "2048", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.limits.max_body_bytes, 2048);
+    free_run(r);
+
+    r = parse("--dev", "--max-body-bytes", "16777216", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.limits.max_body_bytes, 16777216);
+    free_run(r);
+}
+
+static void test_dedup_window(void **state)
+{
+    (void)state;
+    struct run *r = parse("--dev", "--dedup-window", "90d", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.limits.dedup_window_ms, 90 * DAY_MS);
+    free_run(r);
+
+    r = parse("--dev", "--dedup-window", "30s", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.limits.dedup_window_ms, 30 * SECOND_MS);
+    free_run(r);
+
+    REFUSED("--dedup-window", "--dev", "--dedup-window", "91d", NULL);
+    REFUSED("--dedup-window", "--dev", "--dedup-window", "90d1ms", NULL);
+    REFUSED("--dedup-window", "--dev", "--dedup-window", "0s", NULL);
+    REFUSED("--dedup-window", "--dev", "--dedup-window", "soon", NULL);
+}
+
+static void test_raft_timeouts(void **state)
+{
+    (void)state;
+    REFUSED("--heartbeat-timeout-ms", "--dev", "--heartbeat-timeout-ms", "300",
+            NULL);
+    REFUSED("--heartbeat-timeout-ms", "--dev", "--election-timeout-ms", "100",
+            "--heartbeat-timeout-ms", "200", NULL);
+    REFUSED("--election-timeout-ms", "--dev", "--election-timeout-ms", "0",
+            NULL);
+
+    struct run *r = parse("--dev", "--election-timeout-ms", "1000",
+                          "--heartbeat-timeout-ms", "100", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.election_timeout_ms, 1000);
+    assert_int_equal(r->c.heartbeat_timeout_ms, 100);
+    free_run(r);
+
+    r = parse("--dev", "--snapshot-threshold", "1024", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.snapshot_threshold, 1024);
+    free_run(r);
+    REFUSED("--snapshot-threshold", "--dev", "--snapshot-threshold", "1", NULL);
+}
+
+static void test_unknown_and_stray_arguments(void **state)
+{
+    (void)state;
+    REFUSED("--bogus", "--dev", "--bogus", NULL);
+    REFUSED("--bogus", "--bogus", "--dev", NULL);
+    REFUSED("stray", "--dev", "stray", NULL);
+    /* A flag missing its value is named too. */
+    REFUSED("--rpc", "--dev", "--rpc", NULL);
+    /* Value given to a flag that takes none. */
+    REFUSED("--dev", "--dev=yes", NULL);
+}
+
+static void test_log_level(void **state)
+{
+    (void)state;
+    REFUSED("--log-level", "--dev", "--log-level", "bogus", NULL);
+    struct run *r = parse("--dev", "--log-level", "debug", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.log_level, QR_LOG_DEBUG);
+    free_run(r);
+    r = parse("--dev", "--log-level", "error", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.log_level, QR_LOG_ERROR);
+    free_run(r);
+}
+
+static void test_help_and_version(void **state)
+{
+    (void)state;
+    struct run *r = parse("--help", NULL);
+    assert_int_equal(r->rv, 0);
+    assert_int_equal(r->action, QR_CONFIG_EXIT_OK);
+    assert_non_null(strstr(r->out, "usage"));
+    assert_non_null(strstr(r->out, "--dev"));
+    free_run(r);
+
+    r = parse("--version", NULL);
+    assert_int_equal(r->rv, 0);
+    assert_int_equal(r->action, QR_CONFIG_EXIT_OK);
+    assert_non_null(strstr(r->out, "qraftd"));
+    assert_non_null(strstr(r->out, QRAFT_VERSION));
+    free_run(r);
+
+    /* --help wins even where the rest would be refused (no --token). */
+    r = parse("--id", "3", "--help", NULL);
+    assert_int_equal(r->rv, 0);
+    assert_int_equal(r->action, QR_CONFIG_EXIT_OK);
+    free_run(r);
+}
+
+static void test_repeated_parses_are_independent(void **state)
+{
+    (void)state;
+    /* getopt keeps state between calls; each parse must start afresh. */
+    REFUSED("--bogus", "--dev", "--bogus", NULL);
+    struct run *r = parse("--dev", "--rpc", "127.0.0.1:7301", NULL);
+    assert_parsed(r);
+    assert_string_equal(r->c.rpc_addr, "127.0.0.1:7301");
+    free_run(r);
+
+    r = parse("--help", "--dev", NULL);
+    assert_int_equal(r->action, QR_CONFIG_EXIT_OK);
+    free_run(r);
+    r = parse("--dev", NULL);
+    assert_parsed(r);
+    free_run(r);
+}
+
+/* A parse that failed inside a cluster of short options ("-xy") leaves no
+ * getopt state behind for the next parse, and the message names the
+ * offending option. */
+static void test_short_option_cluster(void **state)
+{
+    (void)state;
+    struct run *r = parse("--dev", "-xy", NULL);
+    assert_int_equal(r->rv, QR_EBADREQ);
+    free_run(r);
+    r = parse("--dev", NULL);
+    assert_parsed(r);
+    free_run(r);
+    REFUSED("-x", "--dev", "-xy", NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_duration_good),
+        cmocka_unit_test(test_duration_bad),
+        cmocka_unit_test(test_duration_rejects_exotic_numbers),
+        cmocka_unit_test_setup_teardown(test_dev_alone, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_dev_with_addresses, clear_env,
+                                        clear_env),
+        cmocka_unit_test_setup_teardown(test_token_required_outside_dev,
+                                        clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_token_from_env, clear_env,
+                                        clear_env),
+        cmocka_unit_test_setup_teardown(test_peers, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_peers_refusals, clear_env,
+                                        clear_env),
+        cmocka_unit_test_setup_teardown(test_peers_error_quotes_whole_entry,
+                                        clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_addresses_refusals, clear_env,
+                                        clear_env),
+        cmocka_unit_test_setup_teardown(test_max_body_bytes, clear_env,
+                                        clear_env),
+        cmocka_unit_test_setup_teardown(test_dedup_window, clear_env,
+                                        clear_env),
+        cmocka_unit_test_setup_teardown(test_raft_timeouts, clear_env,
+                                        clear_env),
+        cmocka_unit_test_setup_teardown(test_unknown_and_stray_arguments,
+                                        clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_log_level, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_help_and_version, clear_env,
+                                        clear_env),
+        cmocka_unit_test_setup_teardown(test_repeated_parses_are_independent,
+                                        clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_short_option_cluster, clear_env,
+                                        clear_env),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
