@@ -197,6 +197,10 @@ static int apply_cancel(struct apply_ctx *ctx,
     if (rv <= 0) {
         return rv;
     }
+    if (m->state == QRAFT__MESSAGE_STATE__CANCELLED) {
+        rv = 0; /* cancelling twice is the same as once */
+        goto out;
+    }
     if (is_final(m->state)) {
         set_result(res, QR_ECONFLICT, "message %s is already %s", m->id,
                    state_word(m->state));

@@ -1,5 +1,6 @@
 /* qraftd: parses the command line and runs the node until a signal stops
  * it. Everything else lives in server.c. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -24,6 +25,9 @@ int main(int argc, char **argv)
         return 0;
     }
     qr_log_set_level(config.log_level);
+    /* A peer that resets a connection while we write to it must cost that
+     * connection, not the node: neither libuv nor h2o ignores SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
 
     if (qr_server_init(&server, &config, stdout) != 0) {
         fprintf(stderr, "qraftd: %s\n", server.errmsg);

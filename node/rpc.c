@@ -18,6 +18,9 @@
 #define MAX_PENDING_PER_CONN 4096u
 #define LIST_DEFAULT_LIMIT 100u
 #define LIST_MAX_LIMIT 1000u
+/* A page stops early once its messages reach this many bytes (bodies are up
+ * to 16 MiB each): the cursor then continues where it stopped. */
+#define LIST_MAX_PAGE_BYTES (8u * 1024u * 1024u)
 #define EVENTS_PER_GET 100u
 #define MAX_BULK_IDS 1000u
 
@@ -271,7 +274,7 @@ static void on_publish_done(void *data,
         status = res->status;
     }
     if (status != 0) {
-        send_error(call->conn, call->id, status_of(status), "publish: %s",
+        send_error(call->conn, call->id, status_of(status), "%s",
                    res != NULL && res->status != 0 ? res->error
                    : status == QR_EUNKNOWN
                        ? "outcome unknown (leadership changed); retry with "
@@ -321,7 +324,7 @@ static void handle_publish(struct qr_rpc_conn *conn, const Qraft__Request *req)
                                       qr_cluster_now_ms(rpc->cluster), err,
                                       sizeof err);
     if (rv != 0) {
-        send_error(conn, req->id, status_of(rv), "publish: %s", err);
+        send_error(conn, req->id, status_of(rv), "%s", err);
         return;
     }
     char id[QR_ID_BYTES];
@@ -329,8 +332,8 @@ static void handle_publish(struct qr_rpc_conn *conn, const Qraft__Request *req)
     struct qr_packed cmd;
     rv = qr_command_pack_publish(p, id, &rpc->config->limits, &cmd);
     if (rv != 0) {
-        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "publish: %s",
-                   qr_strerror(rv));
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
+                   "packing the command: %s", qr_strerror(rv));
         return;
     }
     struct call *call = call_new(conn, req);
@@ -369,7 +372,7 @@ static void handle_cancel(struct qr_rpc_conn *conn, const Qraft__Request *req)
     const char *id = req->cancel->message_id;
     if (id[0] == '\0' || strlen(id) >= QR_ID_BYTES + 64) {
         send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
-                   "cancel: message id is missing or too long");
+                   "message id is missing or too long");
         return;
     }
     Qraft__Cancel c = QRAFT__CANCEL__INIT;
@@ -448,7 +451,7 @@ static void handle_bulk(struct qr_rpc_conn *conn,
     const char *what = replay ? "dlq replay" : "dlq delete";
     if (n_ids == 0 || n_ids > MAX_BULK_IDS) {
         send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
-                   "%s: give 1 to %u message ids", what, MAX_BULK_IDS);
+                   "%s takes 1 to %u message ids", what, MAX_BULK_IDS);
         return;
     }
     struct call *call = call_new(conn, req);
@@ -471,6 +474,9 @@ static void handle_bulk(struct qr_rpc_conn *conn,
         call->item_ptrs[i] = &call->items[i];
         call->item_ids[i] = strdup(ids[i]); /* NULL packs as "" */
         call->items[i].message_id = call->item_ids[i];
+        /* init points strings at protobuf-c's static "": ours are heap or
+         * NULL, so call_free can free them. */
+        call->items[i].error = NULL;
     }
     /* Every item is answered: proposed ones by their callback (never
      * before this function returns: proposals complete from the loop), the
@@ -526,6 +532,8 @@ static void handle_dlq_delete(struct qr_rpc_conn *conn,
 struct msg_list {
     Qraft__Message **items;
     size_t n, cap;
+    size_t bytes;
+    bool full; /* stopped at LIST_MAX_PAGE_BYTES */
     int rv;
 };
 
@@ -561,6 +569,11 @@ static int collect_message(void *arg, const Qraft__Message *m)
         return 1;
     }
     l->items[l->n++] = copy;
+    l->bytes += qraft__message__get_packed_size(copy);
+    if (l->bytes >= LIST_MAX_PAGE_BYTES) {
+        l->full = true;
+        return 1;
+    }
     return 0;
 }
 
@@ -589,7 +602,7 @@ static void handle_list(struct qr_rpc_conn *conn, const Qraft__Request *req)
     uint32_t limit = clamp_limit(dlq ? req->dlq_list->limit : lr->limit);
     if ((unsigned)(dlq ? 0 : lr->state) > QRAFT__MESSAGE_STATE__CANCELLED) {
         send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
-                   "list: unknown state %d", (int)lr->state);
+                   "unknown state %d", (int)lr->state);
         return;
     }
 
@@ -605,17 +618,21 @@ static void handle_list(struct qr_rpc_conn *conn, const Qraft__Request *req)
         }
         qr_store_txn_abort(txn);
     }
+    if (rv == 1 && (l.full || l.rv != 0)) {
+        rv = l.rv; /* the callback stopped the walk */
+    }
     if (rv == 0 && l.rv != 0) {
         rv = l.rv;
     }
     if (rv != 0) {
-        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "list: %s",
-                   qr_strerror(rv));
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
+                   "reading the store: %s", qr_strerror(rv));
         msg_list_free(&l);
         return;
     }
 
-    char *next = l.n == limit ? l.items[l.n - 1]->id : "";
+    char *next =
+        l.n > 0 && (l.n == limit || l.full) ? l.items[l.n - 1]->id : "";
     Qraft__Response resp = QRAFT__RESPONSE__INIT;
     Qraft__ListResponse list = QRAFT__LIST_RESPONSE__INIT;
     Qraft__DlqListResponse dlq_list = QRAFT__DLQ_LIST_RESPONSE__INIT;
@@ -672,7 +689,7 @@ static void handle_get(struct qr_rpc_conn *conn, const Qraft__Request *req)
     const char *id = req->get->message_id;
     if (id[0] == '\0') {
         send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
-                   "get: message id is missing");
+                   "message id is missing");
         return;
     }
     Qraft__Message *m = NULL;
@@ -695,8 +712,8 @@ static void handle_get(struct qr_rpc_conn *conn, const Qraft__Request *req)
         send_error(conn, req->id, QRAFT__STATUS__NOT_FOUND,
                    "message %.64s not found", id);
     } else if (rv != 0) {
-        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "get: %s",
-                   qr_strerror(rv));
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
+                   "reading the store: %s", qr_strerror(rv));
     } else {
         Qraft__GetResponse gr = QRAFT__GET_RESPONSE__INIT;
         gr.message = m;
@@ -730,8 +747,8 @@ static void handle_status(struct qr_rpc_conn *conn, const Qraft__Request *req)
         qr_store_txn_abort(txn);
     }
     if (rv != 0) {
-        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "status: %s",
-                   qr_strerror(rv));
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
+                   "reading the store: %s", qr_strerror(rv));
         return;
     }
 

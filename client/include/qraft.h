@@ -1,0 +1,393 @@
+/* libqraft: the C client library of qraft, a Raft-replicated HTTP delivery
+ * queue. Blocking calls over the node's framed protobuf RPC; the library
+ * finds and follows the leader, reconnects with backoff and retries within
+ * each call's deadline, and never turns one publish into two messages.
+ *
+ * This is the library's only public header. It exposes plain C structs; the
+ * wire format (protobuf) stays inside the library.
+ *
+ * Threads: a client handle is NOT thread-safe; use one handle per thread.
+ * Different handles share nothing and may be used concurrently.
+ *
+ * Errors: every function that can fail returns 0 on success or one of the
+ * negative QRAFT_E* codes below (never -errno). qraft_strerror names a code;
+ * qraft_client_errmsg gives the text of the handle's last failure, which for
+ * a refusal by the server is the server's own message, e.g.
+ * "body is 2097152 bytes; the limit is 1048576".
+ *
+ * Ownership: every pointer argument is borrowed for the duration of the call
+ * only. Results that the library allocates say "returns new" and name the
+ * function that frees them; strings inside them are never NULL (an absent
+ * value is ""). */
+#ifndef QRAFT_H
+#define QRAFT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* X(name, value, text) */
+#define QRAFT_ERRORS(X)                                \
+    X(QRAFT_EINVAL, -1000, "invalid request")          \
+    X(QRAFT_ENOMEM, -1001, "out of memory")            \
+    X(QRAFT_ENOTFOUND, -1002, "not found")             \
+    X(QRAFT_EUNAUTHORIZED, -1003, "unauthorized")      \
+    X(QRAFT_ETOOLARGE, -1004, "too large")             \
+    X(QRAFT_ECONFLICT, -1005, "conflict")              \
+    X(QRAFT_EINTERNAL, -1006, "internal server error") \
+    X(QRAFT_EUNAVAILABLE, -1007, "unavailable")        \
+    X(QRAFT_ENOTLEADER, -1008, "not the leader")       \
+    X(QRAFT_ECONNECT, -1009, "connection failed")      \
+    X(QRAFT_ETIMEDOUT, -1010, "timed out")             \
+    X(QRAFT_EUNKNOWN, -1011, "outcome unknown")        \
+    X(QRAFT_EPROTO, -1012, "protocol error")
+
+/* QRAFT_EINVAL       the library or the server (BAD_REQUEST) refused the
+ *                    arguments; the errmsg says which.
+ * QRAFT_ENOTFOUND    no such message (NOT_FOUND).
+ * QRAFT_EUNAUTHORIZED missing or wrong token (UNAUTHORIZED).
+ * QRAFT_ETOOLARGE    a size limit was exceeded (TOO_LARGE, or a request
+ *                    larger than a frame may be).
+ * QRAFT_ECONFLICT    the operation does not apply in the message's state.
+ * QRAFT_EINTERNAL    the server failed (INTERNAL).
+ * QRAFT_EUNAVAILABLE the cluster kept answering UNAVAILABLE (no leader,
+ *                    shutting down, overloaded) until the call's deadline.
+ * QRAFT_ENOTLEADER   only from the pipelined calls, which do not follow the
+ *                    leader; the blocking calls follow it.
+ * QRAFT_ECONNECT     no endpoint could be reached, or the connection broke,
+ *                    until the deadline.
+ * QRAFT_ETIMEDOUT    no answer before the call's deadline.
+ * QRAFT_EUNKNOWN     a write that is unsafe to repeat (dlq replay) was sent
+ *                    but its answer was lost: it may or may not have
+ *                    happened.
+ * QRAFT_EPROTO       the peer does not speak the qraft protocol (garbage,
+ *                    oversized or mismatched frames). Not retried. */
+enum qraft_error {
+#define QRAFT_ERROR_ENUM(name, value, text) name = value,
+    QRAFT_ERRORS(QRAFT_ERROR_ENUM)
+#undef QRAFT_ERROR_ENUM
+};
+
+/* Returns a static description of a QRAFT_E* code ("success" for 0). */
+const char *qraft_strerror(int rc);
+
+/* Buffer sizes, terminating NUL included. */
+#define QRAFT_ID_MAX 64      /* a message id ("msg_" + 24 hex digits) */
+#define QRAFT_KEY_MAX 65     /* an idempotency key */
+#define QRAFT_ERRMSG_MAX 512 /* qraft_client_errmsg and item errors */
+
+/* Default endpoint when qraft_client_new gets NULL. */
+#define QRAFT_DEFAULT_ENDPOINTS "127.0.0.1:7100"
+
+/* Client tuning. A zero field takes the default shown; negative values are
+ * refused. Zero-initialise the struct and set what you need. */
+struct qraft_options {
+    /* Per TCP connect attempt. Default 2000. */
+    int connect_timeout_ms;
+    /* Overall deadline of one call, every retry, redirect and backoff
+     * included. Default 10000. */
+    int call_timeout_ms;
+    /* Longest wait for one answer before the attempt counts as failed and
+     * the call moves on to the next endpoint. Default 0: no separate limit,
+     * an attempt may use what is left of the call's deadline. */
+    int attempt_timeout_ms;
+    /* Most requests sent (or connections tried) in one call. Default 0: no
+     * limit but the deadline. */
+    int max_attempts;
+    /* Backoff between attempts: exponential from initial, capped at max,
+     * with jitter (each wait is drawn from [d/2, d]). Redirects to a named
+     * leader do not wait. Defaults 50 and 1000. */
+    int backoff_initial_ms;
+    int backoff_max_ms;
+};
+
+struct qraft_client;
+
+/* Creates a client for `endpoints`, a comma-separated list of host:port
+ * ("[v6addr]:port" for IPv6 literals; NULL = QRAFT_DEFAULT_ENDPOINTS), and
+ * sends `token` (NULL = none) with every request. `opts` may be NULL for
+ * the defaults. Does not connect: the first call does. On success *out is
+ * new; free with qraft_client_free. Returns QRAFT_EINVAL for a malformed
+ * endpoint list or option, QRAFT_ENOMEM. */
+int qraft_client_new(const char *endpoints,
+                     const char *token,
+                     const struct qraft_options *opts,
+                     struct qraft_client **out);
+
+/* Closes the connection and frees c. NULL is fine. */
+void qraft_client_free(struct qraft_client *c);
+
+/* Text of the last failure on c ("" when none yet). Borrowed: valid until
+ * the next call on c. */
+const char *qraft_client_errmsg(const struct qraft_client *c);
+
+/* ----------------------------------------------------------------------
+ * Messages */
+
+enum qraft_state {
+    QRAFT_STATE_UNSPECIFIED = 0, /* as a filter: every state */
+    QRAFT_STATE_PENDING = 1,     /* waiting for its time */
+    QRAFT_STATE_DELIVERING = 2,  /* due, being delivered */
+    QRAFT_STATE_RETRYING = 3,    /* an attempt failed; waits for the next */
+    QRAFT_STATE_DELIVERED = 4,
+    QRAFT_STATE_DEAD_LETTERED = 5, /* in the dead-letter queue */
+    QRAFT_STATE_CANCELLED = 6
+};
+#define QRAFT_N_STATES 7
+
+/* "pending", "delivering", "retrying", "delivered", "dead_lettered",
+ * "cancelled"; "unspecified" for 0 and "unknown" for anything else. */
+const char *qraft_state_name(enum qraft_state state);
+
+/* Parses a name of qraft_state_name (not "unknown"). Returns 0 or
+ * QRAFT_EINVAL. */
+int qraft_state_parse(const char *name, enum qraft_state *out);
+
+struct qraft_header {
+    const char *name;
+    const char *value;
+};
+
+/* A publish. Zero-initialise and set at least `url`; every other zero field
+ * means "the server's default". */
+struct qraft_publish {
+    const char *url;                    /* http(s) destination; required */
+    const char *method;                 /* NULL = POST */
+    const struct qraft_header *headers; /* forwarded on delivery, in order */
+    size_t n_headers;
+    const void *body;
+    size_t body_len;
+    uint64_t delay_ms;       /* deliver this long after the leader accepts */
+    uint64_t not_before_ms;  /* absolute unix ms; overrides delay_ms */
+    bool has_retries;        /* false: the server's default retry count */
+    uint32_t retries;        /* attempts = 1 + retries */
+    const char *retry_delay; /* retry-delay expression, e.g. "1000 * pow(2,
+                                retried)"; NULL = default backoff */
+    uint64_t timeout_ms;     /* per delivery attempt; 0 = server default */
+    const char *dedup_id;    /* the server drops a second publish with the
+                                same id within its dedup window */
+    bool content_dedup;      /* same, keyed by a hash of the content */
+    const char *callback;
+    const char *failure_callback;
+    const char *queue;
+    /* Makes retries of this publish safe: the server answers a repeated key
+     * with the first message's id. NULL: when dedup_id is NULL too, the
+     * library draws a random 128-bit key once per qraft_publish call and
+     * sends it with every retry of that call. Set it yourself to extend the
+     * guarantee across calls or processes (at most QRAFT_KEY_MAX - 1
+     * bytes). */
+    const char *idempotency_key;
+};
+
+/* Publishes p. On success writes the message id to id (NUL-terminated) and,
+ * if `deduplicated` is not NULL, whether the server returned an existing
+ * message (dedup_id, content_dedup or a caller's idempotency_key matched)
+ * instead of creating one. A match on the key the library drew itself can
+ * only be this call's own earlier, ambiguous attempt, so it is reported as
+ * not deduplicated (with content_dedup as well, a retried call cannot tell
+ * the two apart and reports what the server says).
+ *
+ * Retries: every failure is retried until the deadline, ambiguous ones
+ * included (connection lost after sending, no answer, UNKNOWN_OUTCOME),
+ * because the idempotency key (or the dedup id) makes the server answer a
+ * repeat with the first message. */
+int qraft_publish(struct qraft_client *c,
+                  const struct qraft_publish *p,
+                  char id[QRAFT_ID_MAX],
+                  bool *deduplicated);
+
+struct qraft_last_error {
+    char *category; /* connect, timeout, throttled, server_error, ... */
+    int32_t status; /* HTTP status, 0 when no response */
+    char *message;
+};
+
+/* One state transition of a message. */
+struct qraft_event {
+    uint64_t time_ms;
+    enum qraft_state state;
+    uint32_t attempt;
+    char *detail;
+};
+
+/* A stored message. Times are unix milliseconds, 0 when unset. */
+struct qraft_message {
+    char *id;
+    char *url;
+    char *method;
+    struct qraft_header *headers; /* names and values owned by the message */
+    size_t n_headers;
+    uint8_t *body;
+    size_t body_len;
+    enum qraft_state state;
+    uint32_t max_retries;
+    char *retry_delay;
+    uint64_t timeout_ms;
+    char *callback;
+    char *failure_callback;
+    char *queue;
+    char *dedup_id;
+    uint32_t attempts; /* attempts whose result is known */
+    uint64_t not_before_ms;
+    uint64_t next_attempt_ms;
+    uint64_t created_ms;
+    uint64_t updated_ms;
+    struct qraft_last_error last_error; /* category "" when none */
+    uint64_t dead_lettered_ms;
+    char *dlq_hint; /* what an operator should do, for dead letters */
+    struct qraft_event *events; /* history, oldest first; qraft_get only */
+    size_t n_events;
+};
+
+/* Fetches message `id` with its history. On success *out is new; free with
+ * qraft_message_free. QRAFT_ENOTFOUND when the id is unknown. */
+int qraft_get(struct qraft_client *c,
+              const char *id,
+              struct qraft_message **out);
+
+/* Frees a message from qraft_get. NULL is fine. */
+void qraft_message_free(struct qraft_message *m);
+
+/* Cancels message `id` before delivery. Retried like a read: cancelling the
+ * same id twice leaves the same end state, so a repeat after an ambiguous
+ * failure is harmless. The node answers CONFLICT for a message that is
+ * already cancelled; when that follows an attempt whose answer was lost, the
+ * library fetches the message and reports success if it is cancelled.
+ * QRAFT_ECONFLICT: delivered, dead-lettered or cancelled before. */
+int qraft_cancel(struct qraft_client *c, const char *id);
+
+/* One page of messages. */
+struct qraft_message_list {
+    struct qraft_message *messages; /* events are not filled in */
+    size_t n_messages;
+    char *cursor; /* pass to the next call; "" on the last page */
+};
+
+/* Lists messages in `state` (QRAFT_STATE_UNSPECIFIED = all), from `cursor`
+ * (NULL or "" = the start), at most `limit` (0 = server default; the server
+ * caps it). On success *out is new; free with qraft_message_list_free. */
+int qraft_list(struct qraft_client *c,
+               enum qraft_state state,
+               const char *cursor,
+               uint32_t limit,
+               struct qraft_message_list **out);
+
+/* Lists the dead-letter queue, oldest first. As qraft_list. */
+int qraft_dlq_list(struct qraft_client *c,
+                   const char *cursor,
+                   uint32_t limit,
+                   struct qraft_message_list **out);
+
+void qraft_message_list_free(struct qraft_message_list *l);
+
+/* Outcome of one id in a bulk call. */
+struct qraft_item_result {
+    int rc; /* 0 or QRAFT_E* */
+    char error[QRAFT_ERRMSG_MAX];
+};
+
+/* Requeues dead letters ids[0..n_ids) with a fresh attempt budget. The
+ * caller passes results[n_ids]; results[i] tells how ids[i] fared. Returns
+ * 0 once the server answered (look at each result), or a call error.
+ *
+ * A replay is not repeated after an ambiguous failure (answer lost, no
+ * answer, UNKNOWN_OUTCOME): a second replay could requeue a message that
+ * the first replay already sent back through delivery into the DLQ. The
+ * call then returns QRAFT_EUNKNOWN; `qraft_dlq_list` tells what happened. */
+int qraft_dlq_replay(struct qraft_client *c,
+                     const char *const *ids,
+                     size_t n_ids,
+                     struct qraft_item_result *results);
+
+/* Deletes dead letters ids[0..n_ids); results as for qraft_dlq_replay.
+ * Retried like a read: deleting twice leaves the same end state; but after
+ * such a retry an item's QRAFT_ENOTFOUND may mean that the first, lost
+ * attempt deleted it. */
+int qraft_dlq_delete(struct qraft_client *c,
+                     const char *const *ids,
+                     size_t n_ids,
+                     struct qraft_item_result *results);
+
+/* ----------------------------------------------------------------------
+ * Cluster status, as seen by the node the client is connected to. */
+
+struct qraft_node_status {
+    uint64_t id;
+    char *role; /* voter, standby, spare */
+    bool alive;
+    uint64_t applied;
+    uint32_t shards;
+    char *raft; /* addresses */
+    char *rpc;
+    char *http;
+};
+
+struct qraft_status {
+    uint64_t node_id;
+    char *state;        /* leader, follower, candidate, unavailable */
+    uint64_t leader_id; /* 0 when unknown */
+    char *leader_rpc;
+    uint64_t term;
+    uint64_t commit_index;
+    uint64_t applied_index;
+    uint64_t last_index;
+    uint64_t state_counts[QRAFT_N_STATES]; /* indexed by enum qraft_state */
+    char *version;
+    struct qraft_node_status *nodes;
+    size_t n_nodes;
+};
+
+/* On success *out is new; free with qraft_status_free. */
+int qraft_status(struct qraft_client *c, struct qraft_status **out);
+
+void qraft_status_free(struct qraft_status *s);
+
+/* ----------------------------------------------------------------------
+ * Pipelined publishes, for throughput (qraft-bench uses them).
+ *
+ * qraft_publish_send writes a publish on the handle's connection without
+ * waiting for its answer; qraft_publish_recv returns answers as they come,
+ * in any order. Every successful send is matched by exactly one reply.
+ * These calls do not retry, redirect or back off: they talk to the node the
+ * handle is connected to (make one blocking call first, e.g. qraft_publish,
+ * so that it is the leader) and report each failure in its reply; a reply
+ * carries the idempotency key so the caller can retry with qraft_publish
+ * and the same key. If the connection breaks, every outstanding publish is
+ * replied with QRAFT_EUNKNOWN (or QRAFT_EPROTO) and the next send
+ * reconnects. While publishes are outstanding, the blocking calls refuse to
+ * run (QRAFT_EINVAL). */
+
+struct qraft_publish_reply {
+    uint64_t ticket; /* from qraft_publish_send */
+    int rc;          /* 0 or QRAFT_E*; the text is in qraft_client_errmsg */
+    char id[QRAFT_ID_MAX];
+    bool deduplicated;
+    char idempotency_key[QRAFT_KEY_MAX];
+};
+
+/* Sends p; *ticket identifies its reply. Waits at most call_timeout_ms for
+ * the connection and the socket buffer. On failure nothing is outstanding
+ * for p. */
+int qraft_publish_send(struct qraft_client *c,
+                       const struct qraft_publish *p,
+                       uint64_t *ticket);
+
+/* Waits up to timeout_ms (negative: forever) for the next reply. Returns 0
+ * with *out filled, QRAFT_ETIMEDOUT when none came in time (call again
+ * later), QRAFT_EINVAL when nothing is outstanding. */
+int qraft_publish_recv(struct qraft_client *c,
+                       int timeout_ms,
+                       struct qraft_publish_reply *out);
+
+/* Number of publishes sent and not yet replied. */
+size_t qraft_publish_outstanding(const struct qraft_client *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QRAFT_H */

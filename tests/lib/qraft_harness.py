@@ -1,0 +1,615 @@
+"""Helpers for integration tests: real qraftd processes on loopback.
+
+Python 3 standard library only. Binaries come from $QRAFT_BIN (default
+<repo>/build/bin). Every node gets its own temporary directory (data dir and
+one stdout/stderr log per start) and its own ports. Nothing is left running:
+nodes are killed by their cleanup (register it with unittest's addCleanup, or
+use start_dev_node), by an atexit hook, and by the kernel if this process
+dies (PR_SET_PDEATHSIG), so a killed test run leaves no qraftd behind.
+
+Waiting is always on a condition with a deadline (wait_until); nothing
+sleeps and hopes.
+
+    node = start_dev_node(self)            # started; stopped at cleanup
+    rc, out, err = node.cli("publish", "http://127.0.0.1:9/x", "--delay", "1h")
+    node.kill9(); node.start()             # same data, same ports
+"""
+
+import atexit
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Deadlines, in seconds.
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+CLI_TIMEOUT = 60.0
+
+ENV_KEYS = (
+    "QSTASH_URL",
+    "QSTASH_TOKEN",
+    "QSTASH_CURRENT_SIGNING_KEY",
+    "QSTASH_NEXT_SIGNING_KEY",
+    "QRAFT_ENDPOINTS",
+)
+
+
+class HarnessError(AssertionError):
+    """A node or tool did not behave; unittest reports it as a failure."""
+
+
+# ---------------------------------------------------------------------------
+# Binaries, ports, waiting.
+
+
+def bin_dir():
+    return Path(os.environ.get("QRAFT_BIN", REPO / "build" / "bin"))
+
+
+def binary(name):
+    """Path of build/bin/<name>; fails clearly when it was not built."""
+    path = bin_dir() / name
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise HarnessError(
+            f"{path} is missing or not executable: build qraft first, or set "
+            f"QRAFT_BIN to the directory holding {name}"
+        )
+    return path
+
+
+_handed_out_ports = set()
+
+
+def free_port(host="127.0.0.1"):
+    """A loopback TCP port nobody listens on now and that this process has
+    not handed out before."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out_ports:
+            _handed_out_ports.add(port)
+            return port
+    raise HarnessError("no free port found")
+
+
+def wait_until(pred, timeout, what, interval=0.05):
+    """Calls pred until it returns something truthy, and returns that. At the
+    deadline, raises HarnessError naming `what` (a string, or a function
+    returning one, called then) and pred's last exception, if it raised one.
+    A HarnessError raised by pred is not retried: it propagates at once."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            value = pred()
+            if value:
+                return value
+            last_exc = None
+        except HarnessError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (reported at the deadline)
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_exc!r})" if last_exc else ""
+            what = what() if callable(what) else what
+            raise HarnessError(
+                f"timed out after {timeout:g}s waiting for {what}{detail}"
+            )
+        time.sleep(interval)
+
+
+def http_status(url, timeout=2.0):
+    """Status code of GET url, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def message_ids(text):
+    """Message ids in the --json output of `qraft ls` / `qraft dlq ls`:
+    accepts an array of messages, an object with a "messages" array, or one
+    JSON object per line."""
+    text = text.strip()
+    if not text:
+        return []
+    try:
+        docs = [json.loads(text)]
+    except json.JSONDecodeError:
+        docs = [json.loads(line) for line in text.splitlines() if line.strip()]
+    ids = []
+    for doc in docs:
+        items = doc
+        if isinstance(doc, dict):
+            items = doc.get("messages", [doc] if "id" in doc else [])
+        for item in items:
+            ids.append(item.get("id") or item.get("message_id"))
+    return ids
+
+
+def list_all_ids(node, *args):
+    """Every message id that `qraft ARGS --json` lists (ARGS is `ls ...` or
+    `dlq ls`), following the cursor from page to page."""
+    ids = []
+    cursor = ""
+    while True:
+        extra = ["--cursor", cursor] if cursor else []
+        _, out, _ = node.cli(*args, "--limit", "1000", "--json", *extra)
+        doc = json.loads(out)
+        ids.extend(m["id"] for m in doc["messages"])
+        cursor = doc.get("cursor", "")
+        if not cursor:
+            return ids
+
+
+# ---------------------------------------------------------------------------
+# Process bookkeeping: no node outlives the test run.
+
+_live_nodes = set()
+_PR_SET_PDEATHSIG = 1
+try:
+    _libc = ctypes.CDLL(None, use_errno=True)
+except OSError:  # not Linux/glibc: rely on cleanups and atexit only
+    _libc = None
+
+
+def _die_with_parent():
+    # Runs in the child between fork and exec: the kernel sends SIGKILL when
+    # the thread that started it exits (start nodes from the main thread).
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+@atexit.register
+def _kill_all_nodes():
+    for node in list(_live_nodes):
+        node.cleanup()
+
+
+# ---------------------------------------------------------------------------
+# Nodes.
+
+
+class Node:
+    """One qraftd process with fixed ports and a data dir that survive
+    restarts. Subclasses say which command line to run (command()); a
+    cluster is a list of Nodes with distinct ids."""
+
+    def __init__(self, node_id=1, token=None, extra_args=(), name=None):
+        self.id = node_id
+        self.name = name or f"node{node_id}"
+        self.token = token or f"test-token-{os.getpid()}-{node_id}"
+        self.extra_args = list(extra_args)
+        self.rpc_port = free_port()
+        self.http_port = free_port()
+        self.raft_port = free_port()
+        keep = os.environ.get("QRAFT_KEEP_TMP") == "1"
+        self.dir = Path(tempfile.mkdtemp(prefix=f"qraft-{self.name}-"))
+        self._keep_dir = keep
+        self.data_dir = self.dir / "data"
+        self.proc = None
+        self.starts = 0
+        self.stdout_path = None
+        self.stderr_path = None
+        self.env = {}
+        _live_nodes.add(self)
+
+    # Addresses.
+    @property
+    def rpc_addr(self):
+        return f"127.0.0.1:{self.rpc_port}"
+
+    @property
+    def http_addr(self):
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def raft_addr(self):
+        return f"127.0.0.1:{self.raft_port}"
+
+    @property
+    def endpoints(self):
+        """What clients are given: the printed QRAFT_ENDPOINTS once seen."""
+        return self.env.get("QRAFT_ENDPOINTS", self.rpc_addr)
+
+    def command(self):
+        raise NotImplementedError
+
+    # Lifecycle.
+    def start(self, wait=True, timeout=START_TIMEOUT):
+        """Starts the process (same data dir and ports as before); with wait,
+        returns once it serves (see wait_serving)."""
+        if self.running():
+            raise HarnessError(f"{self.name} is already running")
+        self.starts += 1
+        self.stdout_path = self.dir / f"stdout.{self.starts}.log"
+        self.stderr_path = self.dir / f"stderr.{self.starts}.log"
+        self.env = {}
+        with open(self.stdout_path, "wb") as out, open(
+            self.stderr_path, "wb"
+        ) as err:
+            self.proc = subprocess.Popen(
+                [str(a) for a in self.command()],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=self.dir,
+                env=_clean_env(),
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        if wait:
+            self.wait_serving(timeout)
+        return self
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_serving(self, timeout=START_TIMEOUT):
+        """Waits until GET /healthz answers 200 and stdout has the
+        QRAFT_ENDPOINTS line; fails at once if the process exits."""
+
+        def serving():
+            self._check_alive("while starting")
+            if "QRAFT_ENDPOINTS" not in self.read_env():
+                return False
+            return self.healthz() == 200
+
+        wait_until(
+            serving, timeout, lambda: f"{self.name} to serve{self._log_hint()}"
+        )
+
+    def read_env(self):
+        """Parses the KEY=VALUE lines printed on stdout by this start."""
+        env = {}
+        if self.stdout_path and self.stdout_path.exists():
+            for line in self.stdout_path.read_text(errors="replace").splitlines():
+                key, sep, value = line.partition("=")
+                if sep and key in ENV_KEYS:
+                    env[key] = value
+        self.env = env
+        return env
+
+    def stdout_lines(self):
+        return self.stdout_path.read_text(errors="replace").splitlines()
+
+    def healthz(self):
+        return http_status(f"http://{self.http_addr}/healthz")
+
+    def kill9(self):
+        """SIGKILL and reap."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(STOP_TIMEOUT)
+
+    def terminate(self, timeout=STOP_TIMEOUT, check=True):
+        """SIGTERM, wait for the exit and return its code; with check, fail
+        unless it is 0."""
+        if not self.running():
+            raise HarnessError(f"{self.name} is not running{self._log_hint()}")
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise HarnessError(
+                f"{self.name} did not exit within {timeout:g}s of SIGTERM"
+                f"{self._log_hint()}"
+            ) from None
+        if check and rc != 0:
+            raise HarnessError(
+                f"{self.name} exited {rc} after SIGTERM{self._log_hint()}"
+            )
+        return rc
+
+    def restart(self, kill=False, wait=True):
+        """Stops (SIGTERM, or SIGKILL with kill) and starts again on the same
+        data dir and ports."""
+        if kill:
+            self.kill9()
+        else:
+            self.terminate()
+        return self.start(wait=wait)
+
+    def cleanup(self):
+        """Kills the process; removes the directory unless QRAFT_KEEP_TMP=1.
+        Safe to call more than once."""
+        self.kill9()
+        if not self._keep_dir and self.dir.exists():
+            shutil.rmtree(self.dir, ignore_errors=True)
+        _live_nodes.discard(self)
+
+    # Clients.
+    def cli(self, *args, check=True, token=None, endpoints=None, stdin=None,
+            timeout=CLI_TIMEOUT):
+        """Runs `qraft --endpoints E --token T args...`; returns (rc, stdout,
+        stderr) as text. With check, fails unless rc is 0."""
+        argv = [
+            binary("qraft"),
+            "--endpoints",
+            endpoints or self.endpoints,
+            "--token",
+            self.token if token is None else token,
+            *args,
+        ]
+        return run(argv, check=check, stdin=stdin, timeout=timeout)
+
+    def tool(self, name, *args, check=True, timeout=CLI_TIMEOUT):
+        """Runs build/bin/<name> args... (qraft-bench, a test program)."""
+        return run([binary(name), *args], check=check, timeout=timeout)
+
+    # Diagnostics.
+    def stderr_tail(self, n=40):
+        if not self.stderr_path or not self.stderr_path.exists():
+            return ""
+        lines = self.stderr_path.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+
+    def _log_hint(self):
+        tail = self.stderr_tail()
+        where = f"\n  logs in {self.dir}" if self._keep_dir else ""
+        return f"{where}\n--- {self.name} stderr (tail) ---\n{tail}" if tail else where
+
+    def _check_alive(self, doing):
+        if self.proc is not None and self.proc.poll() is not None:
+            raise HarnessError(
+                f"{self.name} exited with {self.proc.returncode} {doing}"
+                f"{self._log_hint()}"
+            )
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name} rpc={self.rpc_addr}>"
+
+
+class DevNode(Node):
+    """`qraftd --dev`: a one-node cluster."""
+
+    def command(self):
+        return [
+            binary("qraftd"),
+            "--dev",
+            "--data",
+            self.data_dir,
+            "--rpc",
+            self.rpc_addr,
+            "--http",
+            self.http_addr,
+            "--raft",
+            self.raft_addr,
+            "--token",
+            self.token,
+            *self.extra_args,
+        ]
+
+
+def start_dev_node(testcase=None, **kwargs):
+    """Starts a DevNode; with a unittest.TestCase, registers its cleanup."""
+    node = DevNode(**kwargs)
+    if testcase is not None:
+        testcase.addCleanup(node.cleanup)
+    try:
+        node.start()
+    except BaseException:
+        if testcase is None:
+            node.cleanup()
+        raise
+    return node
+
+
+def _clean_env():
+    # The developer's QRAFT_* settings must not leak into tests.
+    return {k: v for k, v in os.environ.items() if not k.startswith("QRAFT_")}
+
+
+def run(argv, check=True, stdin=None, timeout=CLI_TIMEOUT):
+    """Runs a program to completion; returns (rc, stdout, stderr)."""
+    argv = [str(a) for a in argv]
+    try:
+        proc = subprocess.run(
+            argv,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=_clean_env(),
+        )
+    except subprocess.TimeoutExpired:
+        raise HarnessError(
+            f"{' '.join(argv[:6])} ... did not finish within {timeout:g}s"
+        ) from None
+    if check and proc.returncode != 0:
+        raise HarnessError(
+            f"{' '.join(argv[:8])}{' ...' if len(argv) > 8 else ''} exited "
+            f"{proc.returncode}\nstdout: {proc.stdout.strip()}\n"
+            f"stderr: {proc.stderr.strip()}"
+        )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+# ---------------------------------------------------------------------------
+# Raw RPC: hand-encoded protobuf, enough to send chosen Requests (including
+# ones a client library would refuse to build) and read a Response's id,
+# status and error. Field numbers follow proto/qraft.proto.
+
+STATUS = {
+    0: "OK",
+    1: "BAD_REQUEST",
+    2: "UNAUTHORIZED",
+    3: "NOT_FOUND",
+    4: "NOT_LEADER",
+    5: "UNAVAILABLE",
+    6: "TOO_LARGE",
+    7: "INTERNAL",
+    8: "CONFLICT",
+    9: "UNKNOWN_OUTCOME",
+}
+
+
+def pb_varint(n):
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def pb_uint(field, n):
+    return pb_varint(field << 3) + pb_varint(n)
+
+
+def pb_bytes(field, data):
+    if isinstance(data, str):
+        data = data.encode()
+    return pb_varint(field << 3 | 2) + pb_varint(len(data)) + data
+
+
+def pb_fields(data):
+    """Yields (field, value) of a protobuf message: ints for varints, bytes
+    for length-delimited fields; other wire types are skipped."""
+    i = 0
+
+    def varint():
+        nonlocal i
+        shift = value = 0
+        while True:
+            byte = data[i]
+            i += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    while i < len(data):
+        key = varint()
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            yield field, varint()
+        elif wire == 2:
+            n = varint()
+            yield field, data[i : i + n]
+            i += n
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            raise ValueError(f"wire type {wire}")
+
+
+def publish_request(url, body=b"", headers=(), retries=None, method=None):
+    """Encoded PublishRequest."""
+    msg = pb_bytes(1, url)
+    if method:
+        msg += pb_bytes(2, method)
+    for name, value in headers:
+        msg += pb_bytes(3, pb_bytes(1, name) + pb_bytes(2, value))
+    if body:
+        msg += pb_bytes(4, body)
+    if retries is not None:
+        msg += pb_uint(7, retries) + pb_uint(16, 1)  # retries, retries_set
+    return msg
+
+
+def request(req_id, token, body_field=None, body=b""):
+    """Encoded Request; body_field is the oneof's field number (10 publish,
+    17 status, ...), None for none."""
+    msg = pb_uint(1, req_id) + pb_bytes(2, token)
+    if body_field is not None:
+        msg += pb_bytes(body_field, body)
+    return msg
+
+
+def frame(payload):
+    return struct.pack(">I", len(payload)) + payload
+
+
+class RawRpc:
+    """One TCP connection to a node's RPC port."""
+
+    def __init__(self, addr, timeout=10.0):
+        host, _, port = addr.rpartition(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def recv_exact(self, n):
+        """n bytes, or None if the server closed first."""
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                return None
+            buf += chunk
+        return bytes(buf)
+
+    def read_response(self):
+        """The next Response as a dict {id, status, status_name, error}, or
+        None if the server closed the connection."""
+        header = self.recv_exact(4)
+        if header is None:
+            return None
+        payload = self.recv_exact(struct.unpack(">I", header)[0])
+        if payload is None:
+            return None
+        resp = {"id": 0, "status": 0, "error": ""}
+        for field, value in pb_fields(payload):
+            if field == 1:
+                resp["id"] = value
+            elif field == 2:
+                resp["status"] = value
+            elif field == 3:
+                resp["error"] = value.decode(errors="replace")
+        resp["status_name"] = STATUS.get(resp["status"], str(resp["status"]))
+        return resp
+
+    def call(self, payload):
+        self.send(frame(payload))
+        return self.read_response()
+
+    def closed_by_peer(self, timeout):
+        """True if the server closes the connection within timeout (any
+        frames it sends first are read and dropped)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                if not self.sock.recv(65536):
+                    return True
+            except socket.timeout:
+                return False
+            except ConnectionError:
+                return True
+        return False
