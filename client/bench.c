@@ -41,6 +41,9 @@ static const char usage[] =
     ")\n"
     "  --delay DUR            delivery delay (default 1h): long enough that\n"
     "                         nothing is delivered during the run\n"
+    "  --ids-out FILE         write each acknowledged message id to FILE,\n"
+    "                         one per line (for loss checks; the first\n"
+    "                         publish of each connection included)\n"
     "\n"
     "Each connection first makes one blocking publish to find the leader;\n"
     "it is not counted.\n";
@@ -54,6 +57,7 @@ struct config {
     const char *token;
     const char *url;
     uint64_t delay_ms;
+    const char *ids_out; /* --ids-out: file of acknowledged ids */
 };
 
 /* One connection's share of the run. */
@@ -69,7 +73,21 @@ struct worker {
     uint64_t n_ok;
     uint64_t n_failed;
     char first_error[QRAFT_ERRMSG_MAX];
+    FILE *ids_out; /* shared by every worker; NULL: not asked for */
 };
+
+static pthread_mutex_t ids_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* One acknowledged id per line, for tests that check none was lost. */
+static void write_id(struct worker *w, const char *id)
+{
+    if (w->ids_out == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&ids_lock);
+    fprintf(w->ids_out, "%s\n", id);
+    pthread_mutex_unlock(&ids_lock);
+}
 
 static double now_ms(void)
 {
@@ -162,6 +180,8 @@ static void *run_worker(void *arg)
     int rc = qraft_publish(w->c, w->pub, id, NULL);
     if (rc != 0) {
         record_failure(w, qraft_client_errmsg(w->c));
+    } else {
+        write_id(w, id); /* not timed, but acknowledged all the same */
     }
     pthread_barrier_wait(w->start);
     if (rc != 0) {
@@ -191,6 +211,7 @@ static void *run_worker(void *arg)
         }
         if (reply.rc == 0) {
             w->latency_ms[w->n_ok++] = t1 - w->sent_ms[slot];
+            write_id(w, reply.id);
         } else {
             record_failure(w, qraft_client_errmsg(w->c));
         }
@@ -228,6 +249,7 @@ static int parse_args(int argc, char **argv, struct config *cfg)
         OPT_URL,
         OPT_DELAY,
         OPT_CONNECTIONS,
+        OPT_IDS_OUT,
         OPT_HELP
     };
     static const struct option opts[] = {
@@ -236,6 +258,7 @@ static int parse_args(int argc, char **argv, struct config *cfg)
         {"url", required_argument, NULL, OPT_URL},
         {"delay", required_argument, NULL, OPT_DELAY},
         {"connections", required_argument, NULL, OPT_CONNECTIONS},
+        {"ids-out", required_argument, NULL, OPT_IDS_OUT},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -270,6 +293,9 @@ static int parse_args(int argc, char **argv, struct config *cfg)
                 break;
             case OPT_DELAY:
                 bad = parse_duration_ms(optarg, &cfg->delay_ms);
+                break;
+            case OPT_IDS_OUT:
+                cfg->ids_out = optarg;
                 break;
             case 'h':
             case OPT_HELP:
@@ -347,10 +373,21 @@ int main(int argc, char **argv)
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, cfg.connections + 1);
 
+    FILE *ids_out = NULL;
+    if (cfg.ids_out != NULL) {
+        ids_out = fopen(cfg.ids_out, "w");
+        if (ids_out == NULL) {
+            fprintf(stderr, "qraft-bench: --ids-out %s: %s\n", cfg.ids_out,
+                    strerror(errno));
+            return 2;
+        }
+    }
+
     ex = 0;
     for (uint32_t i = 0; i < cfg.connections; i++) {
         struct worker *w = &workers[i];
         w->pub = &pub;
+        w->ids_out = ids_out;
         w->start = &start;
         w->quota = cfg.n / cfg.connections + (i < cfg.n % cfg.connections);
         w->slots = cfg.in_flight / cfg.connections +
@@ -438,6 +475,11 @@ int main(int argc, char **argv)
         free(workers[i].sent_ticket);
         free(workers[i].sent_ms);
         free(workers[i].latency_ms);
+    }
+    if (ids_out != NULL && fclose(ids_out) != 0) {
+        fprintf(stderr, "qraft-bench: --ids-out %s: %s\n", cfg.ids_out,
+                strerror(errno));
+        ex = 1;
     }
     pthread_barrier_destroy(&start);
     free(all);
