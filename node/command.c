@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "err.h"
+#include "retry.h"
 #include "sign.h"
 
 /* Tag of qraft.Entry field 3 (commands), wire type 2 (length-delimited). */
@@ -198,6 +199,15 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
         return fail(QR_ETOOLARGE, err, err_len,
                     "retry delay expression is over %" PRIu32 " bytes",
                     l->max_expr_bytes);
+    }
+    if (req->retry_delay[0] != '\0') {
+        char why[QR_ERRMSG_BYTES];
+        if (qr_retry_expr_check(req->retry_delay, l->max_expr_bytes, why) !=
+            0) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "retry delay expression '%.64s': %s", req->retry_delay,
+                        why);
+        }
     }
     const struct {
         const char *field;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "callback.h"
 #include "err.h"
 #include "lib/clock.h"
 #include "logger.h"
@@ -21,7 +22,15 @@ struct apply_ctx {
     uint64_t index;
     uint64_t now_ms; /* the leader's stamp: the only clock apply knows */
     uint32_t position;
+    uint64_t earliest_due_ms; /* UINT64_MAX: nothing became due */
 };
+
+static void note_due(struct apply_ctx *ctx, uint64_t due_ms)
+{
+    if (due_ms < ctx->earliest_due_ms) {
+        ctx->earliest_due_ms = due_ms;
+    }
+}
 
 uint32_t qr_fsm_shard_of(const char *message_id)
 {
@@ -130,6 +139,7 @@ static int apply_publish(struct apply_ctx *ctx,
     if (rv != 0) {
         return rv;
     }
+    note_due(ctx, m.next_attempt_ms);
     for (size_t i = 0; i < p->n_dedup_keys; i++) {
         rv = qr_store_dedup_put(ctx->txn, p->dedup_keys[i], m.id,
                                 ctx->now_ms + p->dedup_window_ms);
@@ -233,16 +243,20 @@ static int apply_dlq_replay(struct apply_ctx *ctx,
         rv = 0;
         goto out;
     }
-    /* The same id again, with a fresh budget, due now. */
-    m->state = QRAFT__MESSAGE_STATE__PENDING;
-    m->attempts = 0;
-    m->next_attempt_ms = ctx->now_ms;
-    m->dead_lettered_ms = 0;
-    m->dlq_hint = "";
-    m->updated_ms = ctx->now_ms;
-    rv = qr_store_msg_put(ctx->txn, m);
+    /* The same id again, with a fresh budget, due now. Changes go into a
+     * shallow copy: the unpacked record's own pointers stay as unpack made
+     * them, for free_unpacked. */
+    Qraft__Message upd = *m;
+    upd.state = QRAFT__MESSAGE_STATE__PENDING;
+    upd.attempts = 0;
+    upd.next_attempt_ms = ctx->now_ms;
+    upd.dead_lettered_ms = 0;
+    upd.dlq_hint = "";
+    upd.updated_ms = ctx->now_ms;
+    rv = qr_store_msg_put(ctx->txn, &upd);
     if (rv == 0) {
-        rv = append_event(ctx, m, "replayed from the DLQ");
+        note_due(ctx, upd.next_attempt_ms);
+        rv = append_event(ctx, &upd, "replayed from the DLQ");
     }
 out:
     qraft__message__free_unpacked(m, NULL);
@@ -271,6 +285,180 @@ static int apply_dlq_delete(struct apply_ctx *ctx,
 out:
     qraft__message__free_unpacked(m, NULL);
     return rv;
+}
+
+/* Creates the callback message of `kind` for src (after its attempt) with a
+ * deterministic id: the first free one from qr_callback_seq. */
+static int create_callback(struct apply_ctx *ctx,
+                           const Qraft__DeliveryResults *batch,
+                           const Qraft__Message *src,
+                           const Qraft__DeliveryResult *r,
+                           Qraft__CallbackKind kind)
+{
+    struct qr_callback cb;
+    char id[QR_ID_BYTES];
+    int rv =
+        qr_callback_build(&cb, src, r, kind, ctx->now_ms,
+                          batch->default_retries, batch->default_timeout_ms);
+    if (rv != 0) {
+        return rv;
+    }
+    uint32_t seq = qr_callback_seq(src->id, kind, r->attempt);
+    for (;;) {
+        Qraft__Message *taken = NULL;
+        qr_command_message_id(id, ctx->now_ms, QR_CALLBACK_NODE_ID, seq++);
+        rv = qr_store_msg_get(ctx->txn, id, &taken);
+        if (rv == 0) {
+            qraft__message__free_unpacked(taken, NULL);
+            continue;
+        }
+        break;
+    }
+    if (rv == QR_ENOTFOUND) {
+        cb.m.id = id;
+        cb.m.shard = qr_fsm_shard_of(id);
+        rv = qr_store_msg_put(ctx->txn, &cb.m);
+        note_due(ctx, cb.m.next_attempt_ms);
+    }
+    if (rv == 0) {
+        rv = append_event(ctx, &cb.m,
+                          kind == QRAFT__CALLBACK_KIND__FAILURE_CALLBACK
+                              ? "failure callback created"
+                              : "callback created");
+    }
+    qr_callback_free(&cb);
+    return rv;
+}
+
+static void describe_failure(char *buf,
+                             size_t len,
+                             const Qraft__DeliveryResult *r,
+                             const char *what)
+{
+    const Qraft__LastError *e = r->error;
+    if (e != NULL && e->status != 0) {
+        snprintf(buf, len, "%s: %s (HTTP %d)", what, e->category, e->status);
+    } else if (e != NULL) {
+        snprintf(buf, len, "%s: %s: %s", what, e->category, e->message);
+    } else {
+        snprintf(buf, len, "%s", what);
+    }
+}
+
+/* One attempt's committed result. The fence: only a message still waiting
+ * for that very attempt (pending or retrying, with `attempts` equal to the
+ * attempt number) takes it; any other result is stale (a duplicate after a
+ * re-send, or the message was cancelled) and changes nothing. */
+static int apply_delivery_result(struct apply_ctx *ctx,
+                                 const Qraft__DeliveryResults *batch,
+                                 const Qraft__DeliveryResult *r)
+{
+    Qraft__Message *m = NULL;
+    int rv = qr_store_msg_get(ctx->txn, r->message_id, &m);
+    if (rv == QR_ENOTFOUND) {
+        return 0;
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    bool waiting = m->state == QRAFT__MESSAGE_STATE__PENDING ||
+                   m->state == QRAFT__MESSAGE_STATE__RETRYING;
+    if (!waiting || m->attempts != r->attempt ||
+        r->outcome == QRAFT__ATTEMPT_OUTCOME__OUTCOME_UNSPECIFIED) {
+        goto out;
+    }
+
+    /* Changes go into a shallow copy that may borrow from the command; the
+     * unpacked record keeps its own pointers for free_unpacked. */
+    Qraft__Message upd = *m;
+    Qraft__LastError budget = QRAFT__LAST_ERROR__INIT;
+    char detail[192];
+    Qraft__AttemptOutcome outcome = r->outcome;
+    upd.attempts++;
+    upd.updated_ms = ctx->now_ms;
+    /* Apply checks the budget itself: whatever a worker decided, a message
+     * never gets more than 1 + max_retries attempts. */
+    if (outcome == QRAFT__ATTEMPT_OUTCOME__OUTCOME_RETRY &&
+        upd.attempts > upd.max_retries) {
+        outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_DEAD;
+        budget.category = "budget_exhausted";
+        budget.status = r->error != NULL ? r->error->status : 0;
+        budget.message = r->error != NULL ? r->error->message : "";
+    }
+    switch (outcome) {
+        case QRAFT__ATTEMPT_OUTCOME__OUTCOME_DELIVERED:
+            upd.state = QRAFT__MESSAGE_STATE__DELIVERED;
+            upd.delivered_ms = ctx->now_ms;
+            upd.last_response = NULL;
+            snprintf(detail, sizeof detail, "delivered (HTTP %d)",
+                     r->response != NULL ? r->response->status : 0);
+            break;
+        case QRAFT__ATTEMPT_OUTCOME__OUTCOME_RETRY:
+            upd.state = QRAFT__MESSAGE_STATE__RETRYING;
+            upd.next_attempt_ms = ctx->now_ms + r->retry_delay_ms;
+            upd.last_error = r->error;
+            upd.last_response = r->response;
+            describe_failure(detail, sizeof detail, r, "attempt failed");
+            break;
+        default:
+            upd.state = QRAFT__MESSAGE_STATE__DEAD_LETTERED;
+            upd.dead_lettered_ms = ctx->now_ms;
+            upd.last_response = r->response;
+            if (budget.category[0] != '\0') {
+                upd.last_error = &budget;
+                upd.dlq_hint =
+                    "the retry budget is spent: check the "
+                    "destination, then replay from the DLQ";
+                snprintf(detail, sizeof detail,
+                         "dead-lettered: budget_exhausted after %u attempts",
+                         upd.attempts);
+            } else {
+                upd.last_error = r->error;
+                upd.dlq_hint = r->hint;
+                describe_failure(detail, sizeof detail, r, "dead-lettered");
+            }
+            break;
+    }
+    rv = 0;
+    if (upd.callback[0] != '\0') {
+        rv = create_callback(ctx, batch, &upd, r,
+                             QRAFT__CALLBACK_KIND__CALLBACK);
+    }
+    if (rv == 0 && upd.failure_callback[0] != '\0' &&
+        upd.state == QRAFT__MESSAGE_STATE__DEAD_LETTERED) {
+        rv = create_callback(ctx, batch, &upd, r,
+                             QRAFT__CALLBACK_KIND__FAILURE_CALLBACK);
+    }
+    if (upd.state == QRAFT__MESSAGE_STATE__DELIVERED) {
+        /* A delivered message keeps its record (state, history) but not its
+         * body: the replicated state stays lean. */
+        upd.body.data = NULL;
+        upd.body.len = 0;
+    }
+    if (rv == 0) {
+        rv = qr_store_msg_put(ctx->txn, &upd);
+    }
+    if (rv == 0 && upd.state == QRAFT__MESSAGE_STATE__RETRYING) {
+        note_due(ctx, upd.next_attempt_ms);
+    }
+    if (rv == 0) {
+        rv = append_event(ctx, &upd, detail);
+    }
+out:
+    qraft__message__free_unpacked(m, NULL);
+    return rv;
+}
+
+static int apply_delivery_results(struct apply_ctx *ctx,
+                                  const Qraft__DeliveryResults *batch)
+{
+    for (size_t i = 0; i < batch->n_results; i++) {
+        int rv = apply_delivery_result(ctx, batch, batch->results[i]);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
 }
 
 static int apply_set_signing_keys(struct apply_ctx *ctx,
@@ -319,6 +507,9 @@ static int apply_command(struct apply_ctx *ctx,
             return apply_dlq_delete(ctx, cmd->dlq_delete, res);
         case QRAFT__COMMAND__BODY_SET_SIGNING_KEYS:
             return apply_set_signing_keys(ctx, cmd->set_signing_keys, res);
+        case QRAFT__COMMAND__BODY_DELIVERY_RESULTS:
+            (void)res;
+            return apply_delivery_results(ctx, cmd->delivery_results);
         default:
             /* A kind this node does not know: feature levels should make
              * this impossible; skipping it would diverge from the nodes that
@@ -355,7 +546,8 @@ static int fsm_apply(struct raft_fsm *rf,
     uint64_t index = raft_last_applied(f->raft) + 1;
     Qraft__Entry *entry = NULL;
     struct qr_apply_result *results = NULL;
-    struct apply_ctx ctx = {.fsm = f, .index = index};
+    struct apply_ctx ctx = {
+        .fsm = f, .index = index, .earliest_due_ms = UINT64_MAX};
     int rv;
 
     *result = NULL;
@@ -422,6 +614,9 @@ static int fsm_apply(struct raft_fsm *rf,
     }
     if (f->on_applied != NULL) {
         f->on_applied(f->on_applied_data, index, results, entry->n_commands);
+    }
+    if (f->on_due != NULL && ctx.earliest_due_ms != UINT64_MAX) {
+        f->on_due(f->on_due_data, ctx.earliest_due_ms);
     }
 
 out:

@@ -38,6 +38,11 @@ typedef void (*qr_fsm_applied_cb)(void *data,
                                   const struct qr_apply_result *results,
                                   size_t n);
 
+/* Called once per applied entry that made a message due (a publish, a
+ * retry, a replay, a callback), with the earliest next_attempt_ms among
+ * them: the worker uses it to wake up in time. */
+typedef void (*qr_fsm_due_cb)(void *data, uint64_t earliest_due_ms);
+
 /* Called when apply cannot go on (store failed, entry undecodable). The
  * default logs and exits the process. */
 typedef void (*qr_fsm_fatal_cb)(void *data, const char *why);
@@ -53,6 +58,8 @@ struct qr_fsm {
     void *on_applied_data;
     qr_fsm_fatal_cb on_fatal;
     void *on_fatal_data;
+    qr_fsm_due_cb on_due;
+    void *on_due_data;
 };
 
 /* Loads the applied index and last leader time from the store. */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "config.h"
+#include "delivery.h"
 #include "err.h"
 #include "logger.h"
 #include "server.h"
@@ -28,6 +29,10 @@ int main(int argc, char **argv)
     /* A peer that resets a connection while we write to it must cost that
      * connection, not the node: neither libuv nor h2o ignores SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
+    if (qr_delivery_global_init() != 0) {
+        fprintf(stderr, "qraftd: libcurl failed to initialize\n");
+        return 1;
+    }
 
     if (qr_server_init(&server, &config, stdout) != 0) {
         fprintf(stderr, "qraftd: %s\n", server.errmsg);
@@ -35,6 +40,7 @@ int main(int argc, char **argv)
     }
     int code = qr_server_run(&server);
     qr_server_close(&server);
+    qr_delivery_global_cleanup();
     QR_INFO("server", "stopped");
     return code;
 }

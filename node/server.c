@@ -184,6 +184,7 @@ static void on_leader(void *data)
     struct qr_server *s = data;
     s->keys_proposed = false;
     ensure_signing_keys(s);
+    qr_worker_kick(&s->worker);
 }
 
 /* Prints the lines a developer pastes into an app's env file, once the node
@@ -269,11 +270,18 @@ static void on_cluster_closed(struct qr_cluster *c)
     uv_close((uv_handle_t *)&s->sigint, on_handle_closed);
 }
 
+static void on_worker_closed(struct qr_worker *w)
+{
+    struct qr_server *s =
+        (struct qr_server *)((char *)w - offsetof(struct qr_server, worker));
+    qr_cluster_close(&s->cluster, on_cluster_closed);
+}
+
 static void on_rpc_closed(struct qr_rpc *rpc)
 {
     struct qr_server *s =
         (struct qr_server *)((char *)rpc - offsetof(struct qr_server, rpc));
-    qr_cluster_close(&s->cluster, on_cluster_closed);
+    qr_worker_close(&s->worker, on_worker_closed);
 }
 
 static void on_http_closed(struct qr_http *h)
@@ -344,10 +352,15 @@ int qr_server_init(struct qr_server *s,
         snprintf(s->errmsg, sizeof s->errmsg, "%s", s->cluster.errmsg);
         goto err_after_cluster;
     }
+    rv = qr_worker_init(&s->worker, &s->loop, cfg, &s->cluster, s->store);
+    if (rv != 0) {
+        snprintf(s->errmsg, sizeof s->errmsg, "%s", s->worker.errmsg);
+        goto err_after_cluster;
+    }
     rv = qr_rpc_init(&s->rpc, &s->loop, cfg, s->token, &s->cluster, s->store);
     if (rv != 0) {
         snprintf(s->errmsg, sizeof s->errmsg, "%s", s->rpc.errmsg);
-        goto err_after_cluster;
+        goto err_after_worker;
     }
     struct qr_http_hooks hooks = {
         .data = s,
@@ -379,6 +392,8 @@ int qr_server_init(struct qr_server *s,
      * runs the loop so that closing handles can finish. */
 err_after_rpc:
     qr_rpc_close(&s->rpc, NULL);
+err_after_worker:
+    qr_worker_close(&s->worker, NULL);
 err_after_cluster:
     qr_cluster_close(&s->cluster, NULL);
     uv_run(&s->loop, UV_RUN_DEFAULT);

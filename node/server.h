@@ -13,12 +13,14 @@
 #include "http_api.h"
 #include "rpc.h"
 #include "store.h"
+#include "worker.h"
 
 struct qr_server {
     const struct qr_config *config; /* borrowed */
     uv_loop_t loop;
     struct qr_store *store;
     struct qr_cluster cluster;
+    struct qr_worker worker;
     struct qr_rpc rpc;
     struct qr_http http;
     uv_signal_t sigterm;
@@ -45,7 +47,8 @@ int qr_server_init(struct qr_server *s,
  * Returns the process exit code. */
 int qr_server_run(struct qr_server *s);
 
-/* Starts a clean stop: HTTP, RPC, then raft; the loop ends when all closed. */
+/* Starts a clean stop: HTTP, RPC, the worker, then raft; the loop ends when
+ * all are closed. */
 void qr_server_stop(struct qr_server *s, int exit_code);
 
 /* Frees what outlives the loop (the store, the lock). After qr_server_run. */

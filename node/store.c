@@ -1072,6 +1072,52 @@ out:
     return rv;
 }
 
+int qr_store_due_next(struct qr_store_txn *t,
+                      uint32_t shard,
+                      uint64_t after_ms,
+                      uint64_t *next_ms)
+{
+    const char *what = "next due";
+    uint8_t start[DUE_PREFIX_BYTES];
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    int rc;
+    int rv;
+
+    rv = check_txn(t, false, what);
+    if (rv != 0) {
+        return rv;
+    }
+    if (shard > UINT16_MAX) {
+        return bad_request(t->s, what, "shard out of range");
+    }
+    if (after_ms == UINT64_MAX) {
+        return QR_ENOTFOUND;
+    }
+    put_be16(start, (uint16_t)shard);
+    put_be64(start + 2, after_ms + 1);
+    rv = cursor_open(t, DB_DUE, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    rc = cursor_seek(c, start, sizeof start, false, &k, &v);
+    if (rc == 0) {
+        const uint8_t *key = k.mv_data;
+        if (k.mv_size < DUE_PREFIX_BYTES || memcmp(key, start, 2) != 0) {
+            rv = QR_ENOTFOUND;
+        } else {
+            *next_ms = get_be64(key + 2);
+        }
+    } else if (rc == MDB_NOTFOUND) {
+        rv = QR_ENOTFOUND;
+    } else {
+        rv = fail_mdb(t->s, t->write, what, rc);
+    }
+    mdb_cursor_close(c);
+    return rv;
+}
+
 int qr_store_dlq_list(struct qr_store_txn *t,
                       const char *after_id,
                       size_t limit,

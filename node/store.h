@@ -120,6 +120,13 @@ int qr_store_due_scan(struct qr_store_txn *t,
                       qr_store_msg_cb cb,
                       void *arg);
 
+/* The earliest next_attempt_ms in `shard` that is > after_ms, in *next_ms;
+ * QR_ENOTFOUND when there is none. */
+int qr_store_due_next(struct qr_store_txn *t,
+                      uint32_t shard,
+                      uint64_t after_ms,
+                      uint64_t *next_ms);
+
 /* Visits DEAD_LETTERED messages oldest first, after the cursor message id
  * (NULL or "" = from the start), at most `limit`. */
 int qr_store_dlq_list(struct qr_store_txn *t,

@@ -350,6 +350,19 @@ static void test_check_retry_delay_length(void **state)
     free(expr);
 }
 
+/* An expression that does not parse is refused at publish, with where. */
+static void test_check_retry_delay_syntax(void **state)
+{
+    (void)state;
+    Qraft__PublishRequest req = minimal_request();
+    req.retry_delay = "1000 * pow(2, retried)";
+    assert_accepted(&req);
+    req.retry_delay = "1000 * foo(retried)";
+    assert_refused(&req, QR_EBADREQ, "retry delay", "foo", NULL);
+    req.retry_delay = "(1000";
+    assert_refused(&req, QR_EBADREQ, "retry delay", "')'", NULL);
+}
+
 static void test_check_names(void **state)
 {
     (void)state;
@@ -1060,6 +1073,7 @@ int main(void)
         cmocka_unit_test(test_check_delay_and_not_before),
         cmocka_unit_test(test_check_timeout),
         cmocka_unit_test(test_check_retry_delay_length),
+        cmocka_unit_test(test_check_retry_delay_syntax),
         cmocka_unit_test(test_check_names),
         cmocka_unit_test(test_check_callbacks),
         cmocka_unit_test(test_check_error_fits_small_buffer),

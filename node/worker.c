@@ -1,0 +1,616 @@
+#include "worker.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "command.h"
+#include "err.h"
+#include "fsm.h"
+#include "lib/clock.h"
+#include "logger.h"
+#include "retry.h"
+#include "sign.h"
+
+/* Rescan at least this often, whatever the store says: a safety net, not
+ * the mechanism (the fsm's due hook wakes us for new work). */
+#define MAX_SLEEP_MS 1000u
+#define INFLIGHT_BUCKETS 4096u
+#define MAX_INFLIGHT 1024u
+#define EXTRA_HEADERS 4 /* Message-Id, Retried, User-Agent, Signature */
+
+/* One attempt on its way; keyed by message id. */
+struct qr_worker_inflight {
+    struct qr_worker_inflight *next; /* bucket chain */
+    struct qr_worker *worker;
+    char id[QR_ID_BYTES + 64];
+    uint32_t attempt; /* the message's attempts when sent: the fence */
+    uint32_t max_retries;
+    uint64_t created_ms;
+    char *retry_delay; /* the expression, or NULL */
+    uint64_t ticket;
+    bool sending;   /* the delivery callback has not fired yet */
+    bool proposing; /* the result is on its way through raft */
+};
+
+/* ------------------------------------------------------------------------ */
+/* The in-flight table. */
+
+static size_t bucket_of(const struct qr_worker *w, const char *id)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++) {
+        h = (h ^ *p) * 16777619u;
+    }
+    return h % w->n_buckets;
+}
+
+static struct qr_worker_inflight *inflight_find(struct qr_worker *w,
+                                                const char *id)
+{
+    struct qr_worker_inflight *f = w->buckets[bucket_of(w, id)];
+    while (f != NULL && strcmp(f->id, id) != 0) {
+        f = f->next;
+    }
+    return f;
+}
+
+static void inflight_remove(struct qr_worker *w, struct qr_worker_inflight *f)
+{
+    struct qr_worker_inflight **pp = &w->buckets[bucket_of(w, f->id)];
+    while (*pp != NULL && *pp != f) {
+        pp = &(*pp)->next;
+    }
+    if (*pp == f) {
+        *pp = f->next;
+        w->n_inflight--;
+    }
+    free(f->retry_delay);
+    free(f);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Time. */
+
+/* The earlier of this node's clock and the leader's last stamp plus the
+ * monotonic time since we saw it: a clock that jumps ahead does not make
+ * anything due early. */
+static uint64_t effective_now_ms(struct qr_worker *w)
+{
+    uint64_t wall = qr_clock_wall_ms();
+    uint64_t mono = qr_clock_mono_ms();
+    uint64_t stamp = w->cluster->fsm.last_time_ms;
+    if (stamp != w->leader_time_ms) {
+        w->leader_time_ms = stamp;
+        w->leader_time_seen_mono_ms = mono;
+    }
+    if (w->leader_time_ms == 0) {
+        return wall;
+    }
+    uint64_t bound = w->leader_time_ms + (mono - w->leader_time_seen_mono_ms);
+    return wall < bound ? wall : bound;
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* Makes sure a scan happens by wall time at_ms. */
+static void wake_at(struct qr_worker *w, uint64_t at_ms)
+{
+    if (w->closing || at_ms >= w->wake_at_ms) {
+        return;
+    }
+    uint64_t now = qr_clock_wall_ms();
+    uint64_t delay = at_ms > now ? at_ms - now : 0;
+    if (delay > MAX_SLEEP_MS) {
+        delay = MAX_SLEEP_MS;
+    }
+    w->wake_at_ms = now + delay;
+    uv_timer_start(&w->timer, on_timer, delay, 0);
+}
+
+static void on_due(void *data, uint64_t earliest_due_ms)
+{
+    wake_at(data, earliest_due_ms);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Results. */
+
+struct result_ctx {
+    struct qr_worker *worker;
+    char id[QR_ID_BYTES + 64];
+};
+
+static void on_result_applied(void *data,
+                              int status,
+                              const struct qr_apply_result *res)
+{
+    struct result_ctx *ctx = data;
+    struct qr_worker *w = ctx->worker;
+    (void)res;
+    if (w->closing) {
+        free(ctx); /* the table is gone; nothing is waiting for this */
+        return;
+    }
+    struct qr_worker_inflight *f = inflight_find(w, ctx->id);
+    if (status != 0) {
+        /* Not committed (or not known to be): the message is still due
+         * unless the result did commit; the next scan tells which. */
+        w->stats.results_dropped++;
+        QR_DEBUG("worker", "result for %s: %s", ctx->id, qr_strerror(status));
+    }
+    if (f != NULL) {
+        inflight_remove(w, f);
+    }
+    free(ctx);
+    /* The message moved (or will be re-sent): look again soon. */
+    wake_at(w, qr_clock_wall_ms());
+}
+
+static void fill_response(Qraft__AttemptResponse *out,
+                          Qraft__Header *headers,
+                          Qraft__Header **header_ptrs,
+                          const struct qr_delivery_response *resp)
+{
+    qraft__attempt_response__init(out);
+    out->status = (int32_t)resp->status;
+    for (size_t i = 0; i < resp->n_headers; i++) {
+        qraft__header__init(&headers[i]);
+        headers[i].name = (char *)resp->headers[i].name;
+        headers[i].value = (char *)resp->headers[i].value;
+        header_ptrs[i] = &headers[i];
+    }
+    out->n_headers = resp->n_headers;
+    out->headers = header_ptrs;
+    out->body.data = (uint8_t *)resp->body;
+    out->body.len = resp->body_len;
+    out->body_truncated = resp->body_truncated;
+}
+
+static enum qr_retry_transport transport_of(enum qr_delivery_transport t)
+{
+    switch (t) {
+        case QR_DELIVERY_OK:
+            return QR_RETRY_TRANSPORT_OK;
+        case QR_DELIVERY_CONNECT:
+            return QR_RETRY_TRANSPORT_CONNECT;
+        case QR_DELIVERY_DNS:
+            return QR_RETRY_TRANSPORT_DNS;
+        case QR_DELIVERY_TLS:
+            return QR_RETRY_TRANSPORT_TLS;
+        case QR_DELIVERY_TIMEOUT:
+            return QR_RETRY_TRANSPORT_TIMEOUT;
+        case QR_DELIVERY_TOO_MANY_REDIRECTS:
+            return QR_RETRY_TRANSPORT_REDIRECTS;
+        default:
+            return QR_RETRY_TRANSPORT_PROTOCOL;
+    }
+}
+
+/* A random jitter in [-0.1, 0.1]: chosen here, by the proposer, so apply
+ * stays deterministic. */
+static double draw_jitter(void)
+{
+    uint32_t r = 0;
+    if (qr_sign_random_bytes(&r, sizeof r) != 0) {
+        return 0;
+    }
+    return ((double)r / (double)UINT32_MAX) * 0.2 - 0.1;
+}
+
+/* Classifies the attempt, chooses the delay, and proposes the result. */
+static void propose_result(struct qr_worker *w,
+                           struct qr_worker_inflight *f,
+                           const struct qr_delivery_response *resp)
+{
+    uint64_t now = effective_now_ms(w);
+    struct qr_retry_response hdr = {0};
+    for (size_t i = 0; i < resp->n_headers; i++) {
+        char line[1024];
+        int n = snprintf(line, sizeof line, "%s: %s", resp->headers[i].name,
+                         resp->headers[i].value);
+        if (n > 0) {
+            qr_retry_note_header(
+                &hdr, line,
+                (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, now);
+        }
+    }
+    struct qr_retry_verdict v;
+    qr_retry_classify(transport_of(resp->transport), (int)resp->status,
+                      hdr.non_retryable, false, &v);
+    struct qr_retry_budget budget = {
+        .attempts = f->attempt + 1,
+        .max_retries = f->max_retries,
+        .created_ms = f->created_ms,
+        .now_ms = now,
+    };
+    bool retry = qr_retry_check_budget(&v, &budget);
+
+    Qraft__DeliveryResult r = QRAFT__DELIVERY_RESULT__INIT;
+    Qraft__LastError err = QRAFT__LAST_ERROR__INIT;
+    Qraft__AttemptResponse ar;
+    Qraft__Header *headers = calloc(resp->n_headers + 1, sizeof *headers);
+    Qraft__Header **header_ptrs =
+        calloc(resp->n_headers + 1, sizeof *header_ptrs);
+    char hint[QR_RETRY_HINT_BYTES];
+    char message[QR_DELIVERY_ERROR_BYTES + 64];
+    if (headers == NULL || header_ptrs == NULL) {
+        free(headers);
+        free(header_ptrs);
+        w->stats.results_dropped++;
+        inflight_remove(w, f);
+        return;
+    }
+    fill_response(&ar, headers, header_ptrs, resp);
+    r.message_id = f->id;
+    r.attempt = f->attempt;
+    r.node_id = w->config->id;
+    r.response = &ar;
+    if (v.cls == QR_RETRY_DELIVERED) {
+        r.outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_DELIVERED;
+        w->stats.delivered++;
+    } else {
+        if (resp->transport == QR_DELIVERY_OK) {
+            snprintf(message, sizeof message, "HTTP %ld", resp->status);
+        } else {
+            snprintf(message, sizeof message, "%s: %s",
+                     qr_retry_transport_name(v.transport), resp->error);
+        }
+        err.category = (char *)qr_retry_category_name(v.category);
+        err.status = (int32_t)resp->status;
+        err.message = message;
+        r.error = &err;
+        if (retry) {
+            struct qr_retry_backoff b = {
+                .header_delay_set = hdr.delay_set,
+                .header_delay_ms = hdr.delay_ms,
+                .expr = f->retry_delay,
+                .retried = f->attempt,
+                .jitter = draw_jitter(),
+            };
+            r.outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_RETRY;
+            r.retry_delay_ms = qr_retry_next_delay_ms(&b, NULL);
+            w->stats.retried++;
+        } else {
+            r.outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_DEAD;
+            qr_retry_hint(&v, hint, sizeof hint);
+            r.hint = hint;
+            w->stats.dead_lettered++;
+            QR_INFO("worker", "%s dead-lettered after %u attempt(s): %s (%s)",
+                    f->id, f->attempt + 1, err.category, message);
+        }
+    }
+
+    Qraft__DeliveryResult *rp = &r;
+    Qraft__DeliveryResults batch = QRAFT__DELIVERY_RESULTS__INIT;
+    batch.n_results = 1;
+    batch.results = &rp;
+    batch.default_retries = w->config->limits.default_retries;
+    batch.default_timeout_ms = w->config->limits.default_timeout_ms;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_DELIVERY_RESULTS;
+    cmd.delivery_results = &batch;
+
+    struct qr_packed packed = {NULL, 0};
+    struct result_ctx *ctx = malloc(sizeof *ctx);
+    int rv = ctx == NULL ? -ENOMEM : qr_command_pack(&cmd, &packed);
+    free(headers);
+    free(header_ptrs);
+    if (rv == 0) {
+        ctx->worker = w;
+        snprintf(ctx->id, sizeof ctx->id, "%s", f->id);
+        /* Results of one loop iteration share one raft entry (group
+         * commit in cluster.c). */
+        rv = qr_cluster_propose(w->cluster, &packed, on_result_applied, ctx);
+    }
+    if (rv != 0) {
+        free(packed.data);
+        free(ctx);
+        w->stats.results_dropped++;
+        QR_WARN("worker",
+                "result for %s not proposed: %s; it will be sent "
+                "again",
+                f->id, qr_strerror(rv));
+        inflight_remove(w, f);
+        return;
+    }
+    f->proposing = true;
+}
+
+static void on_delivered(void *data, const struct qr_delivery_response *resp)
+{
+    struct qr_worker_inflight *f = data;
+    struct qr_worker *w = f->worker;
+    f->sending = false;
+    if (resp->transport == QR_DELIVERY_CANCELLED || !w->active || w->closing) {
+        /* Nothing was learned: the message stays due for whoever leads. */
+        inflight_remove(w, f);
+        return;
+    }
+    QR_DEBUG("worker", "%s attempt %u: %s, HTTP %ld in %" PRIu64 " ms", f->id,
+             f->attempt,
+             resp->transport == QR_DELIVERY_OK ? "answered" : resp->error,
+             resp->status, resp->elapsed_ms);
+    propose_result(w, f, resp);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Dispatch. */
+
+struct scan_ctx {
+    struct qr_worker *worker;
+    const Qraft__SigningKeys *keys;
+    uint64_t now_ms;
+    uint64_t now_s;
+};
+
+static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
+{
+    struct qr_worker *w = sc->worker;
+    struct qr_delivery_header *headers =
+        calloc(m->n_headers + EXTRA_HEADERS, sizeof *headers);
+    struct qr_worker_inflight *f = calloc(1, sizeof *f);
+    char *jwt = NULL;
+    char retried[16];
+    int rv = -ENOMEM;
+    if (headers == NULL || f == NULL) {
+        goto out;
+    }
+    rv = qr_sign_jwt(sc->keys->current, m->url, m->body.data, m->body.len,
+                     sc->now_s, &jwt);
+    if (rv != 0) {
+        goto out;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_headers; i++) {
+        headers[n++] = (struct qr_delivery_header){m->headers[i]->name,
+                                                   m->headers[i]->value};
+    }
+    snprintf(retried, sizeof retried, "%" PRIu32, m->attempts);
+    headers[n++] = (struct qr_delivery_header){"Upstash-Message-Id", m->id};
+    headers[n++] = (struct qr_delivery_header){"Upstash-Retried", retried};
+    headers[n++] = (struct qr_delivery_header){"User-Agent", "Upstash-QStash"};
+    headers[n++] = (struct qr_delivery_header){"Upstash-Signature", jwt};
+
+    f->worker = w;
+    snprintf(f->id, sizeof f->id, "%s", m->id);
+    f->attempt = m->attempts;
+    f->max_retries = m->max_retries;
+    f->created_ms = m->created_ms;
+    if (m->retry_delay[0] != '\0') {
+        f->retry_delay = strdup(m->retry_delay);
+        if (f->retry_delay == NULL) {
+            rv = -ENOMEM;
+            goto out;
+        }
+    }
+    struct qr_delivery_request req = {
+        .url = m->url,
+        .method = m->method,
+        .headers = headers,
+        .n_headers = n,
+        .body = m->body.data,
+        .body_len = m->body.len,
+        .timeout_ms = m->timeout_ms,
+    };
+    rv = qr_delivery_send(&w->delivery, &req, on_delivered, f, &f->ticket);
+    if (rv != 0) {
+        QR_WARN("worker", "%s not sent: %s (%s)", m->id, qr_strerror(rv),
+                w->delivery.errmsg);
+        goto out;
+    }
+    f->sending = true;
+    size_t b = bucket_of(w, f->id);
+    f->next = w->buckets[b];
+    w->buckets[b] = f;
+    w->n_inflight++;
+    w->stats.dispatched++;
+    f = NULL;
+out:
+    if (f != NULL) {
+        free(f->retry_delay);
+        free(f);
+    }
+    free(jwt);
+    free(headers);
+    return rv;
+}
+
+static int on_due_message(void *arg, const Qraft__Message *m)
+{
+    struct scan_ctx *sc = arg;
+    struct qr_worker *w = sc->worker;
+    if (w->n_inflight >= MAX_INFLIGHT) {
+        return 1; /* full: the rest waits for the next scan */
+    }
+    if (m->next_attempt_ms > sc->now_ms || inflight_find(w, m->id) != NULL) {
+        return 0;
+    }
+    int rv = dispatch(sc, m);
+    if (rv != 0 && rv != QR_EBADREQ) {
+        return 1; /* out of memory or closing: stop this scan */
+    }
+    return 0;
+}
+
+static int read_keys(struct qr_store_txn *txn, Qraft__SigningKeys **out)
+{
+    void *buf = NULL;
+    size_t len = 0;
+    int rv = qr_store_meta_get(txn, QR_META_SIGNING_KEYS, &buf, &len);
+    if (rv != 0) {
+        return rv;
+    }
+    *out = qraft__signing_keys__unpack(NULL, len, buf);
+    free(buf);
+    return *out != NULL ? 0 : QR_ECORRUPT;
+}
+
+static void cancel_all(struct qr_worker *w)
+{
+    for (size_t b = 0; b < w->n_buckets; b++) {
+        struct qr_worker_inflight *f = w->buckets[b];
+        while (f != NULL) {
+            struct qr_worker_inflight *next = f->next;
+            if (f->sending) {
+                /* Fires on_delivered (CANCELLED) now, which removes f. */
+                qr_delivery_cancel(&w->delivery, f->ticket);
+            }
+            f = next;
+        }
+    }
+}
+
+/* One pass over every owned shard: send what is due, and find when the next
+ * message becomes due. */
+static void scan(struct qr_worker *w)
+{
+    bool active = qr_cluster_serving(w->cluster);
+    if (active != w->active) {
+        w->active = active;
+        QR_INFO("worker", "%s dispatching", active ? "started" : "stopped");
+        if (!active) {
+            cancel_all(w);
+        }
+    }
+    if (!active) {
+        wake_at(w, qr_clock_wall_ms() + MAX_SLEEP_MS);
+        return;
+    }
+
+    struct qr_store_txn *txn = NULL;
+    Qraft__SigningKeys *keys = NULL;
+    uint64_t next_due = UINT64_MAX;
+    struct scan_ctx sc = {.worker = w, .now_ms = effective_now_ms(w)};
+    sc.now_s = sc.now_ms / 1000;
+    int rv = qr_store_txn_begin(w->store, false, &txn);
+    if (rv == 0) {
+        rv = read_keys(txn, &keys);
+    }
+    if (rv != 0) {
+        /* No keys yet (a brand-new cluster): nothing can be signed. */
+        if (txn != NULL) {
+            qr_store_txn_abort(txn);
+        }
+        wake_at(w, qr_clock_wall_ms() + 100);
+        return;
+    }
+    sc.keys = keys;
+    for (uint32_t shard = 0; shard < QR_FSM_N_SHARDS; shard++) {
+        if (w->n_inflight < MAX_INFLIGHT) {
+            qr_store_due_scan(txn, shard, sc.now_ms, SIZE_MAX, on_due_message,
+                              &sc);
+        }
+        uint64_t next;
+        if (qr_store_due_next(txn, shard, sc.now_ms, &next) == 0 &&
+            next < next_due) {
+            next_due = next;
+        }
+    }
+    qr_store_txn_abort(txn);
+    qraft__signing_keys__free_unpacked(keys, NULL);
+
+    uint64_t wall = qr_clock_wall_ms();
+    /* Due times are in the leader's frame; our clock may run behind it. */
+    uint64_t skew = wall > sc.now_ms ? wall - sc.now_ms : 0;
+    wake_at(w, next_due == UINT64_MAX ? wall + MAX_SLEEP_MS : next_due + skew);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct qr_worker *w = t->data;
+    w->wake_at_ms = UINT64_MAX;
+    if (!w->closing) {
+        scan(w);
+    }
+}
+
+void qr_worker_kick(struct qr_worker *w)
+{
+    wake_at(w, qr_clock_wall_ms());
+}
+
+/* ------------------------------------------------------------------------ */
+/* Life cycle. */
+
+int qr_worker_init(struct qr_worker *w,
+                   uv_loop_t *loop,
+                   const struct qr_config *cfg,
+                   struct qr_cluster *cluster,
+                   struct qr_store *store)
+{
+    memset(w, 0, sizeof *w);
+    w->loop = loop;
+    w->config = cfg;
+    w->cluster = cluster;
+    w->store = store;
+    w->wake_at_ms = UINT64_MAX;
+    w->n_buckets = INFLIGHT_BUCKETS;
+    w->buckets = calloc(w->n_buckets, sizeof *w->buckets);
+    if (w->buckets == NULL) {
+        snprintf(w->errmsg, sizeof w->errmsg, "worker: out of memory");
+        return -ENOMEM;
+    }
+    int rv = qr_delivery_init(&w->delivery, loop, NULL, w->errmsg);
+    if (rv != 0) {
+        free(w->buckets);
+        return rv;
+    }
+    uv_timer_init(loop, &w->timer);
+    w->timer.data = w;
+    cluster->fsm.on_due = on_due;
+    cluster->fsm.on_due_data = w;
+    qr_worker_kick(w);
+    return 0;
+}
+
+static void close_step_done(struct qr_worker *w)
+{
+    if (--w->pending_closes > 0) {
+        return;
+    }
+    /* Results still in raft keep their entries: their callbacks come from
+     * the cluster closing, after us. Free what remains now. */
+    for (size_t b = 0; b < w->n_buckets; b++) {
+        while (w->buckets[b] != NULL) {
+            struct qr_worker_inflight *f = w->buckets[b];
+            w->buckets[b] = f->next;
+            free(f->retry_delay);
+            free(f);
+        }
+    }
+    w->n_inflight = 0;
+    free(w->buckets);
+    w->buckets = NULL;
+    if (w->close_cb != NULL) {
+        w->close_cb(w);
+    }
+}
+
+static void on_timer_close(uv_handle_t *h)
+{
+    close_step_done(h->data);
+}
+
+static void on_delivery_close(struct qr_delivery *d)
+{
+    struct qr_worker *w =
+        (struct qr_worker *)((char *)d - offsetof(struct qr_worker, delivery));
+    close_step_done(w);
+}
+
+void qr_worker_close(struct qr_worker *w, void (*cb)(struct qr_worker *w))
+{
+    if (w->closing) {
+        return;
+    }
+    w->closing = true;
+    w->close_cb = cb;
+    w->pending_closes = 2;
+    w->cluster->fsm.on_due = NULL;
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, on_timer_close);
+    qr_delivery_close(&w->delivery, on_delivery_close);
+}

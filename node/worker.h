@@ -1,0 +1,83 @@
+/* The delivery worker: finds due messages in the shards this node owns,
+ * sends each through the delivery engine, and proposes the outcome.
+ *
+ * Invariants:
+ * - A message is in flight from the moment it is due until the result of
+ *   that attempt is committed; nothing in the store marks it. The in-flight
+ *   table (memory only) keeps this node from sending it twice meanwhile.
+ *   After a crash the table is gone and the message is still due, so it is
+ *   sent again: at least once, with duplicates only around faults.
+ * - Every result carries the attempt number it answers (the fence): apply
+ *   takes the first committed result for an attempt and ignores the rest.
+ * - Nothing is sent before its time: "now" is the earlier of this node's
+ *   clock and the leader's last stamp plus the monotonic time since.
+ * - Until shard assignment exists (cluster work), the serving leader owns
+ *   every shard; a node that stops leading stops dispatching and cancels
+ *   what it has in flight (the next leader re-sends it). */
+#ifndef QR_WORKER_H
+#define QR_WORKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "cluster.h"
+#include "config.h"
+#include "delivery.h"
+#include "store.h"
+
+struct qr_worker_inflight;
+
+struct qr_worker_stats {
+    uint64_t dispatched;
+    uint64_t delivered;
+    uint64_t retried;
+    uint64_t dead_lettered;
+    uint64_t results_dropped; /* could not be proposed; the message is
+                                 re-sent by whoever leads next */
+};
+
+struct qr_worker {
+    uv_loop_t *loop;                /* borrowed */
+    const struct qr_config *config; /* borrowed */
+    struct qr_cluster *cluster;     /* borrowed */
+    struct qr_store *store;         /* borrowed */
+    struct qr_delivery delivery;
+    uv_timer_t timer;
+    uint64_t wake_at_ms; /* wall ms the timer is set for; UINT64_MAX: none */
+    bool active;         /* dispatching (serving leader) */
+    bool closing;
+    unsigned pending_closes;
+    void (*close_cb)(struct qr_worker *w);
+
+    /* In flight, by message id (chained hash table). */
+    struct qr_worker_inflight **buckets;
+    size_t n_buckets;
+    size_t n_inflight;
+
+    /* The leader's last stamp and when (monotonic) we saw it change. */
+    uint64_t leader_time_ms;
+    uint64_t leader_time_seen_mono_ms;
+
+    struct qr_worker_stats stats;
+    char errmsg[QR_ERRMSG_BYTES];
+};
+
+/* All pointers are borrowed and must outlive the worker. Registers the
+ * fsm's due hook. On failure w->errmsg says why and nothing needs closing. */
+int qr_worker_init(struct qr_worker *w,
+                   uv_loop_t *loop,
+                   const struct qr_config *cfg,
+                   struct qr_cluster *cluster,
+                   struct qr_store *store);
+
+/* Re-checks leadership and scans soon: call when this node starts serving
+ * as leader or stops. */
+void qr_worker_kick(struct qr_worker *w);
+
+/* Cancels what is in flight (those messages stay due), stops, and closes
+ * the delivery engine; cb fires once everything is closed. */
+void qr_worker_close(struct qr_worker *w, void (*cb)(struct qr_worker *w));
+
+#endif /* QR_WORKER_H */

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the pinned @upstash/qstash SDK (npm ci, from package-lock.json)
+# and runs every tests/sdk/*.test.mjs with `node --test`.
+#
+#   QRAFT_BIN=build/bin tests/sdk/run.sh
+#
+# QRAFT_BIN names the build's bin directory (qraft-sign-tool, qraftd). Exits
+# non-zero when the install or a test fails.
+set -euo pipefail
+
+: "${QRAFT_BIN:?QRAFT_BIN must name the build bin directory (e.g. build/bin)}"
+QRAFT_BIN="$(cd "$QRAFT_BIN" && pwd)"
+export QRAFT_BIN
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+# Would switch the SDK's Receiver to its dev-server or region keys.
+unset QSTASH_DEV QSTASH_REGION
+
+npm ci --no-audit --no-fund --prefer-offline --loglevel=error
+exec node --test ./*.test.mjs
