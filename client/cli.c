@@ -75,6 +75,14 @@ static const char usage_publish[] =
     "  --retries N              retries after the first attempt\n"
     "  --retry-delay EXPR       retry delay expression in ms, e.g.\n"
     "                           '1000 * pow(2, retried)'\n"
+    "  --strict                 retry every failure but a 489 with\n"
+    "                           Upstash-NonRetryable-Error (QStash's rule;\n"
+    "                           by default other 4xx are not retried)\n"
+    "  --min-backoff DUR        never retry sooner than DUR\n"
+    "  --max-backoff DUR        never wait longer than DUR between attempts\n"
+    "  --max-doublings N        default backoff grows exponentially N times,\n"
+    "                           then linearly\n"
+    "  --max-retry-duration DUR stop retrying DUR after publishing\n"
     "  --delay DUR              deliver after DUR (30s, 5m, 1h, 1d10h30m)\n"
     "  --not-before UNIX_S      deliver at or after this unix time\n"
     "  --dedup-id ID            drop repeats with the same id\n"
@@ -143,6 +151,11 @@ enum {
     OPT_CALLBACK,
     OPT_FAILURE_CALLBACK,
     OPT_QUEUE,
+    OPT_STRICT,
+    OPT_MIN_BACKOFF,
+    OPT_MAX_BACKOFF,
+    OPT_MAX_DOUBLINGS,
+    OPT_MAX_RETRY_DURATION,
     OPT_STATE,
     OPT_LIMIT,
     OPT_CURSOR,
@@ -655,6 +668,11 @@ static int cmd_publish(int argc, char **argv, struct globals *g)
         {"callback", required_argument, NULL, OPT_CALLBACK},
         {"failure-callback", required_argument, NULL, OPT_FAILURE_CALLBACK},
         {"queue", required_argument, NULL, OPT_QUEUE},
+        {"strict", no_argument, NULL, OPT_STRICT},
+        {"min-backoff", required_argument, NULL, OPT_MIN_BACKOFF},
+        {"max-backoff", required_argument, NULL, OPT_MAX_BACKOFF},
+        {"max-doublings", required_argument, NULL, OPT_MAX_DOUBLINGS},
+        {"max-retry-duration", required_argument, NULL, OPT_MAX_RETRY_DURATION},
         {NULL, 0, NULL, 0},
     };
     struct publish_args a;
@@ -734,6 +752,33 @@ static int cmd_publish(int argc, char **argv, struct globals *g)
                 break;
             case OPT_QUEUE:
                 a.p.queue = optarg;
+                break;
+            case OPT_STRICT:
+                a.p.retry_options.strict = true;
+                break;
+            case OPT_MIN_BACKOFF:
+            case OPT_MAX_BACKOFF:
+            case OPT_MAX_RETRY_DURATION:
+                if (parse_duration_ms(optarg, &v) != 0) {
+                    ex = usage_error("publish",
+                                     "%s '%s': expected a duration like 30s, "
+                                     "5m or 1h",
+                                     argv[optind - 1], optarg);
+                } else if (opt == OPT_MIN_BACKOFF) {
+                    a.p.retry_options.min_backoff_ms = v;
+                } else if (opt == OPT_MAX_BACKOFF) {
+                    a.p.retry_options.max_backoff_ms = v;
+                } else {
+                    a.p.retry_options.max_retry_duration_ms = v;
+                }
+                break;
+            case OPT_MAX_DOUBLINGS:
+                if (parse_u64(optarg, UINT32_MAX, &v) != 0) {
+                    ex = usage_error("publish",
+                                     "--max-doublings '%s': expected a count",
+                                     optarg);
+                }
+                a.p.retry_options.max_doublings = (uint32_t)v;
                 break;
             default:
                 ex =

@@ -957,6 +957,7 @@ void qraft_client_free(struct qraft_client *c)
 /* A PublishRequest that borrows from p, plus what it owns. */
 struct publish_req {
     Qraft__PublishRequest pr;
+    Qraft__RetryOptions retry_options;
     Qraft__Header *headers;
     Qraft__Header **header_ptrs;
     char key[QRAFT_KEY_MAX];
@@ -1045,6 +1046,17 @@ static int publish_req_init(struct qraft_client *c,
     pr->failure_callback = or_empty(p->failure_callback);
     pr->queue = or_empty(p->queue);
     pr->idempotency_key = r->key;
+    const struct qraft_retry_options *o = &p->retry_options;
+    if (o->strict || o->min_backoff_ms != 0 || o->max_backoff_ms != 0 ||
+        o->max_doublings != 0 || o->max_retry_duration_ms != 0) {
+        qraft__retry_options__init(&r->retry_options);
+        r->retry_options.strict = o->strict;
+        r->retry_options.min_backoff_ms = o->min_backoff_ms;
+        r->retry_options.max_backoff_ms = o->max_backoff_ms;
+        r->retry_options.max_doublings = o->max_doublings;
+        r->retry_options.max_retry_duration_ms = o->max_retry_duration_ms;
+        pr->retry_options = &r->retry_options;
+    }
     return 0;
 }
 

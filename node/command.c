@@ -18,6 +18,9 @@
 #define ENTRY_FORMAT_TAG 0x08u
 #define ENTRY_PROPOSED_AT_TAG 0x10u
 
+/* Past this the default backoff has long hit its one-day cap. */
+#define MAX_DOUBLINGS 16u
+
 static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
 
 static int fail(int rv, char *err, size_t err_len, const char *fmt, ...)
@@ -207,6 +210,37 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
             return fail(QR_EBADREQ, err, err_len,
                         "retry delay expression '%.64s': %s", req->retry_delay,
                         why);
+        }
+    }
+    const Qraft__RetryOptions *o = req->retry_options;
+    if (o != NULL) {
+        const struct {
+            const char *field;
+            uint64_t value;
+        } spans[] = {
+            {"min backoff", o->min_backoff_ms},
+            {"max backoff", o->max_backoff_ms},
+            {"max retry duration", o->max_retry_duration_ms},
+        };
+        for (size_t i = 0; i < sizeof spans / sizeof spans[0]; i++) {
+            if (spans[i].value > l->max_delay_ms) {
+                return fail(QR_EBADREQ, err, err_len,
+                            "%s %" PRIu64 " ms is over the limit of %" PRIu64
+                            " ms",
+                            spans[i].field, spans[i].value, l->max_delay_ms);
+            }
+        }
+        if (o->max_backoff_ms != 0 && o->min_backoff_ms > o->max_backoff_ms) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "min backoff %" PRIu64
+                        " ms is above max backoff "
+                        "%" PRIu64 " ms",
+                        o->min_backoff_ms, o->max_backoff_ms);
+        }
+        if (o->max_doublings > MAX_DOUBLINGS) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "max doublings %" PRIu32 " is out of range 0..%u",
+                        o->max_doublings, MAX_DOUBLINGS);
         }
     }
     const struct {

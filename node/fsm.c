@@ -128,6 +128,7 @@ static int apply_publish(struct apply_ctx *ctx,
     m.failure_callback = req->failure_callback;
     m.queue = req->queue;
     m.dedup_id = req->dedup_id;
+    m.retry_options = req->retry_options;
     m.not_before_ms = req->not_before_ms != 0 ? req->not_before_ms
                                               : ctx->now_ms + req->delay_ms;
     m.next_attempt_ms = m.not_before_ms;

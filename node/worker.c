@@ -30,6 +30,13 @@ struct qr_worker_inflight {
     uint32_t max_retries;
     uint64_t created_ms;
     char *retry_delay; /* the expression, or NULL */
+    struct {           /* the message's retry options; zero: unset */
+        bool strict;
+        uint64_t min_backoff_ms;
+        uint64_t max_backoff_ms;
+        uint32_t max_doublings;
+        uint64_t max_retry_duration_ms;
+    } options;
     uint64_t ticket;
     bool sending;   /* the delivery callback has not fired yet */
     bool proposing; /* the result is on its way through raft */
@@ -219,11 +226,12 @@ static void propose_result(struct qr_worker *w,
     }
     struct qr_retry_verdict v;
     qr_retry_classify(transport_of(resp->transport), (int)resp->status,
-                      hdr.non_retryable, false, &v);
+                      hdr.non_retryable, f->options.strict, &v);
     struct qr_retry_budget budget = {
         .attempts = f->attempt + 1,
         .max_retries = f->max_retries,
         .created_ms = f->created_ms,
+        .max_retry_duration_ms = f->options.max_retry_duration_ms,
         .now_ms = now,
     };
     bool retry = qr_retry_check_budget(&v, &budget);
@@ -269,6 +277,9 @@ static void propose_result(struct qr_worker *w,
                 .expr = f->retry_delay,
                 .retried = f->attempt,
                 .jitter = draw_jitter(),
+                .min_backoff_ms = f->options.min_backoff_ms,
+                .max_backoff_ms = f->options.max_backoff_ms,
+                .max_doublings = f->options.max_doublings,
             };
             r.outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_RETRY;
             r.retry_delay_ms = qr_retry_next_delay_ms(&b, NULL);
@@ -379,6 +390,14 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
     f->attempt = m->attempts;
     f->max_retries = m->max_retries;
     f->created_ms = m->created_ms;
+    if (m->retry_options != NULL) {
+        const Qraft__RetryOptions *o = m->retry_options;
+        f->options.strict = o->strict;
+        f->options.min_backoff_ms = o->min_backoff_ms;
+        f->options.max_backoff_ms = o->max_backoff_ms;
+        f->options.max_doublings = o->max_doublings;
+        f->options.max_retry_duration_ms = o->max_retry_duration_ms;
+    }
     if (m->retry_delay[0] != '\0') {
         f->retry_delay = strdup(m->retry_delay);
         if (f->retry_delay == NULL) {

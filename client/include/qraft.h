@@ -152,6 +152,21 @@ struct qraft_header {
     const char *value;
 };
 
+/* How a message retries beyond `retries` and `retry_delay`; zero fields are
+ * unset. */
+struct qraft_retry_options {
+    /* QStash-strict: retry every failure except a 489 with
+     * Upstash-NonRetryable-Error: true (by default other 4xx are final). */
+    bool strict;
+    uint64_t min_backoff_ms; /* no retry sooner than this */
+    uint64_t max_backoff_ms; /* nor later than this */
+    /* The default backoff grows exponentially this many times, then
+     * linearly (at most 16). */
+    uint32_t max_doublings;
+    /* Retrying stops this long after the message was created. */
+    uint64_t max_retry_duration_ms;
+};
+
 /* A publish. Zero-initialise and set at least `url`; every other zero field
  * means "the server's default". */
 struct qraft_publish {
@@ -181,6 +196,7 @@ struct qraft_publish {
      * guarantee across calls or processes (at most QRAFT_KEY_MAX - 1
      * bytes). */
     const char *idempotency_key;
+    struct qraft_retry_options retry_options;
 };
 
 /* Publishes p. On success writes the message id to id (NUL-terminated) and,

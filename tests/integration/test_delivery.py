@@ -124,6 +124,64 @@ class DeliveryTest(unittest.TestCase):
         _, out, _ = self.node.cli("dlq", "ls", "--json")
         self.assertNotIn(message_id, qh.message_ids(out))
 
+    def test_callbacks_after_each_attempt_and_on_failure(self):
+        self.sink.script("/dest", Reply(500, body=b"try later"), Reply(404))
+        message_id = self.publish(
+            "/dest", "--body", "source-body", "--retries", "3",
+            "--retry-delay", FAST_RETRY,
+            "--callback", self.sink.url("/cb"),
+            "--failure-callback", self.sink.url("/fcb"))
+        self.wait_state(message_id, "dead_lettered")
+
+        # One callback per attempt (500, then 404), in order.
+        cbs = self.sink.wait_for(2, path="/cb", timeout=30)
+        bodies = [json.loads(r.body) for r in cbs]
+        self.assertEqual([b["status"] for b in bodies], [500, 404])
+        self.assertEqual([b["retried"] for b in bodies], [0, 1])
+        first = bodies[0]
+        self.assertEqual(first["sourceMessageId"], message_id)
+        self.assertEqual(first["url"], self.sink.url("/dest"))
+        self.assertEqual(first["method"], "POST")
+        self.assertEqual(first["maxRetries"], 3)
+        self.assertEqual(base64.b64decode(first["body"]), b"try later")
+        self.assertEqual(base64.b64decode(first["sourceBody"]), b"source-body")
+        self.assertNotIn("dlqId", first)
+        for r in cbs:
+            self.assertEqual(r.header("Content-Type"), "application/json")
+            self.assertIsNotNone(r.header("Upstash-Signature"))
+            self.assertNotEqual(r.header("Upstash-Message-Id"), message_id)
+
+        # The failure callback fires once, with the DLQ id.
+        fcb = self.sink.wait_for(1, path="/fcb", timeout=30)
+        body = json.loads(fcb[0].body)
+        self.assertEqual(body["dlqId"], message_id)
+        self.assertEqual(body["status"], 404)
+        self.assertEqual(len(self.sink.requests(path="/fcb")), 1)
+
+    def test_strict_mode_retries_client_errors(self):
+        self.sink.script("/strict", Reply(404), Reply(404), Reply(200))
+        message_id = self.publish("/strict", "--strict", "--retries", "3",
+                                  "--retry-delay", FAST_RETRY)
+        msg = self.wait_state(message_id, "delivered")
+        self.assertEqual(msg["attempts"], 3)
+
+    def test_max_retry_duration_ends_retries(self):
+        self.sink.script("/slowfail", Reply(500))
+        message_id = self.publish("/slowfail", "--retries", "100",
+                                  "--retry-delay", "500",
+                                  "--max-retry-duration", "2s")
+        msg = self.wait_state(message_id, "dead_lettered")
+        self.assertEqual(msg["last_error"]["category"], "budget_exhausted")
+        attempts = len(self.sink.requests(path="/slowfail"))
+        self.assertGreaterEqual(attempts, 2)
+        self.assertLess(attempts, 10)
+
+    def test_min_backoff_overrides_a_shorter_delay(self):
+        self.sink.script("/backoff", Reply(500), Reply(200))
+        self.publish("/backoff", "--retry-delay", "10", "--min-backoff", "2s")
+        first, second = self.sink.wait_for(2, path="/backoff", timeout=30)
+        self.assertGreaterEqual(second.time - first.time, 2.0)
+
     def test_client_error_is_permanent(self):
         self.sink.script("/missing", Reply(404))
         message_id = self.publish("/missing", "--retries", "3",

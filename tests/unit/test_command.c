@@ -363,6 +363,31 @@ static void test_check_retry_delay_syntax(void **state)
     assert_refused(&req, QR_EBADREQ, "retry delay", "')'", NULL);
 }
 
+/* Retry options: each span within the delay limit, min <= max, bounded
+ * doublings. */
+static void test_check_retry_options(void **state)
+{
+    (void)state;
+    struct qr_limits l = default_limits();
+    Qraft__PublishRequest req = minimal_request();
+    Qraft__RetryOptions o = QRAFT__RETRY_OPTIONS__INIT;
+    req.retry_options = &o;
+    o.strict = true;
+    o.min_backoff_ms = 1000;
+    o.max_backoff_ms = 60000;
+    o.max_doublings = 5;
+    o.max_retry_duration_ms = l.max_delay_ms;
+    assert_accepted(&req);
+    o.min_backoff_ms = 120000;
+    assert_refused(&req, QR_EBADREQ, "min backoff", "max backoff", NULL);
+    o.min_backoff_ms = 1000;
+    o.max_retry_duration_ms = l.max_delay_ms + 1;
+    assert_refused(&req, QR_EBADREQ, "max retry duration", NULL);
+    o.max_retry_duration_ms = 0;
+    o.max_doublings = 17;
+    assert_refused(&req, QR_EBADREQ, "max doublings", "16", NULL);
+}
+
 static void test_check_names(void **state)
 {
     (void)state;
@@ -1074,6 +1099,7 @@ int main(void)
         cmocka_unit_test(test_check_timeout),
         cmocka_unit_test(test_check_retry_delay_length),
         cmocka_unit_test(test_check_retry_delay_syntax),
+        cmocka_unit_test(test_check_retry_options),
         cmocka_unit_test(test_check_names),
         cmocka_unit_test(test_check_callbacks),
         cmocka_unit_test(test_check_error_fits_small_buffer),
