@@ -39,12 +39,13 @@ static const char usage_main[] =
     "  cancel ID               cancel a message before delivery\n"
     "  ls                      list messages\n"
     "  dlq ls                  list the dead-letter queue\n"
-    "  dlq replay ID...        requeue dead letters\n"
+    "  dlq replay ID...        requeue dead letters (or --all, a filter)\n"
     "  dlq rm ID...            delete dead letters\n"
     "  status                  show the state of the node and cluster\n"
+    "  keys [--rotate]         show (or rotate) the signing keys\n"
     "\n"
-    "Run `qraft COMMAND --help` for a command's options. get, ls, dlq ls\n"
-    "and status take --json to print one JSON document.\n"
+    "Run `qraft COMMAND --help` for a command's options. get, ls, dlq ls,\n"
+    "status and keys take --json to print one JSON document.\n"
     "\n"
     "global options (also accepted after the command):\n"
     "  --endpoints H:P,...  nodes to talk to (env QRAFT_ENDPOINTS;\n"
@@ -115,10 +116,23 @@ static const char usage_ls[] =
 static const char usage_dlq[] =
     "usage: qraft dlq ls [--limit N] [--cursor C] [--json]\n"
     "       qraft dlq replay ID...\n"
+    "       qraft dlq replay --all | [--url PREFIX] [--category C]\n"
+    "                        [--since UNIX_S] [--until UNIX_S]\n"
     "       qraft dlq rm ID...\n"
     "\n"
     "Lists the dead-letter queue (oldest first), requeues dead letters\n"
-    "with a fresh attempt budget, or deletes them.\n";
+    "with a fresh attempt budget (the same ids), or deletes them.\n"
+    "With a filter, replay takes every dead letter that matches all given\n"
+    "fields (destination prefix, error category such as server_error or\n"
+    "client_error, dead-lettered in [since, until)) and prints each id\n"
+    "it replayed.\n";
+
+static const char usage_keys[] =
+    "usage: qraft keys [--rotate] [--json]\n"
+    "\n"
+    "Prints the signing keys receivers verify Upstash-Signature with. With\n"
+    "--rotate, the next key becomes current and a new next key is made:\n"
+    "update receivers with both before rotating again.\n";
 
 static const char usage_status[] =
     "usage: qraft status [--json]\n"
@@ -156,6 +170,12 @@ enum {
     OPT_MAX_BACKOFF,
     OPT_MAX_DOUBLINGS,
     OPT_MAX_RETRY_DURATION,
+    OPT_ALL,
+    OPT_URL_PREFIX,
+    OPT_CATEGORY,
+    OPT_SINCE,
+    OPT_UNTIL,
+    OPT_ROTATE,
     OPT_STATE,
     OPT_LIMIT,
     OPT_CURSOR,
@@ -1039,16 +1059,131 @@ static int dlq_ls(int argc, char **argv, struct globals *g)
     return ex;
 }
 
+/* dlq replay with a filter: batches until nothing more matches; each id
+ * replayed on stdout, each failure on stderr. */
+static int dlq_replay_matching(struct globals *g,
+                               const struct qraft_dlq_filter *f)
+{
+    const char *cmd = "dlq replay";
+    struct qraft_client *c = NULL;
+    int ex = open_client(cmd, g, &c);
+    if (ex != EXIT_OK) {
+        return ex;
+    }
+    for (;;) {
+        struct qraft_bulk *b = NULL;
+        int rc = qraft_dlq_replay_matching(c, f, &b);
+        if (rc != 0) {
+            ex = report(cmd, c, rc);
+            break;
+        }
+        bool failed = false;
+        for (size_t i = 0; i < b->n; i++) {
+            if (b->results[i].rc == 0) {
+                printf("%s\n", b->ids[i]);
+            } else {
+                fprintf(stderr, "qraft: %s: %s: %s\n", cmd, b->ids[i],
+                        b->results[i].error);
+                failed = true;
+                if (ex == EXIT_OK) {
+                    ex = exit_for(b->results[i].rc);
+                }
+            }
+        }
+        /* A failed item stays in the DLQ and would match again: stop. */
+        bool more = b->n > 0 && !failed;
+        qraft_bulk_free(b);
+        if (!more) {
+            break;
+        }
+    }
+    qraft_client_free(c);
+    return ex;
+}
+
+/* Options of dlq replay / rm; a filter only for replay. Returns -1 to go
+ * on, else the exit code. */
+static int dlq_bulk_options(const char *cmd,
+                            bool replay,
+                            int argc,
+                            char **argv,
+                            struct globals *g,
+                            struct qraft_dlq_filter *f,
+                            bool *filtered)
+{
+    static const struct option opts[] = {
+        GLOBAL_LONG_OPTIONS,
+        {"json", no_argument, NULL, OPT_JSON},
+        {"all", no_argument, NULL, OPT_ALL},
+        {"url", required_argument, NULL, OPT_URL_PREFIX},
+        {"category", required_argument, NULL, OPT_CATEGORY},
+        {"since", required_argument, NULL, OPT_SINCE},
+        {"until", required_argument, NULL, OPT_UNTIL},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+    uint64_t v;
+    *filtered = false;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt == OPT_HELP) {
+            fputs(usage_dlq, stdout);
+            return EXIT_OK;
+        }
+        if (global_option(opt, g)) {
+            continue;
+        }
+        if (!replay || opt == OPT_JSON || opt == '?') {
+            return usage_error(cmd, "bad option '%s'", argv[optind - 1]);
+        }
+        *filtered = true;
+        switch (opt) {
+            case OPT_ALL:
+                f->all = true;
+                break;
+            case OPT_URL_PREFIX:
+                f->url_prefix = optarg;
+                break;
+            case OPT_CATEGORY:
+                f->category = optarg;
+                break;
+            case OPT_SINCE:
+            case OPT_UNTIL:
+                if (parse_u64(optarg, UINT64_MAX / 1000, &v) != 0) {
+                    return usage_error(cmd, "%s '%s': expected unix seconds",
+                                       argv[optind - 2], optarg);
+                }
+                if (opt == OPT_SINCE) {
+                    f->since_ms = v * 1000;
+                } else {
+                    f->until_ms = v * 1000;
+                }
+                break;
+            default:
+                return usage_error(cmd, "bad option '%s'", argv[optind - 1]);
+        }
+    }
+    return -1;
+}
+
 /* dlq replay / dlq rm: one line on stderr per failed id; the exit code is
  * that of the first failure. */
 static int dlq_bulk(int argc, char **argv, struct globals *g, bool replay)
 {
     const char *cmd = replay ? "dlq replay" : "dlq rm";
-    int ex = simple_options(cmd, usage_dlq, false, argc, argv, g);
+    struct qraft_dlq_filter filter;
+    bool filtered;
+    memset(&filter, 0, sizeof filter);
+    int ex = dlq_bulk_options(cmd, replay, argc, argv, g, &filter, &filtered);
     if (ex != -1) {
         return ex;
     }
     size_t n = (size_t)(argc - optind);
+    if (filtered) {
+        if (n > 0) {
+            return usage_error(cmd, "give message ids or a filter, not both");
+        }
+        return dlq_replay_matching(g, &filter);
+    }
     if (n == 0) {
         return usage_error(cmd, "expected one or more message ids");
     }
@@ -1190,6 +1325,52 @@ static void print_status(const struct qraft_status *s)
     }
 }
 
+static int cmd_keys(int argc, char **argv, struct globals *g)
+{
+    static const struct option opts[] = {
+        GLOBAL_LONG_OPTIONS,
+        {"json", no_argument, NULL, OPT_JSON},
+        {"rotate", no_argument, NULL, OPT_ROTATE},
+        {NULL, 0, NULL, 0},
+    };
+    bool rotate = false;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt == OPT_HELP) {
+            fputs(usage_keys, stdout);
+            return EXIT_OK;
+        }
+        if (opt == OPT_ROTATE) {
+            rotate = true;
+        } else if (!global_option(opt, g)) {
+            return usage_error("keys", "bad option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind != argc) {
+        return usage_error("keys", "unexpected argument '%s'", argv[optind]);
+    }
+    struct qraft_client *c = NULL;
+    int ex = open_client("keys", g, &c);
+    if (ex != EXIT_OK) {
+        return ex;
+    }
+    struct qraft_keys k;
+    int rc = qraft_keys(c, rotate, &k);
+    if (rc != 0) {
+        ex = report("keys", c, rc);
+    } else if (g->json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "current", json_string(k.current));
+        json_object_set_new(o, "next", json_string(k.next));
+        ex = print_json(o);
+    } else {
+        printf("QSTASH_CURRENT_SIGNING_KEY=%s\nQSTASH_NEXT_SIGNING_KEY=%s\n",
+               k.current, k.next);
+    }
+    qraft_client_free(c);
+    return ex;
+}
+
 static int cmd_status(int argc, char **argv, struct globals *g)
 {
     int ex = simple_options("status", usage_status, true, argc, argv, g);
@@ -1257,6 +1438,7 @@ int main(int argc, char **argv)
     } commands[] = {
         {"publish", cmd_publish}, {"get", cmd_get}, {"cancel", cmd_cancel},
         {"ls", cmd_ls},           {"dlq", cmd_dlq}, {"status", cmd_status},
+        {"keys", cmd_keys},
     };
     const char *name = argv[optind];
     if (strcmp(name, "help") == 0) {

@@ -1531,6 +1531,91 @@ int qraft_dlq_delete(struct qraft_client *c,
     return bulk_call(c, false, ids, n_ids, results);
 }
 
+void qraft_bulk_free(struct qraft_bulk *b)
+{
+    if (b == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        free(b->ids[i]);
+    }
+    free(b->ids);
+    free(b->results);
+    free(b);
+}
+
+int qraft_dlq_replay_matching(struct qraft_client *c,
+                              const struct qraft_dlq_filter *f,
+                              struct qraft_bulk **out)
+{
+    if (f == NULL || out == NULL ||
+        !(f->all || (f->url_prefix != NULL && f->url_prefix[0] != '\0') ||
+          (f->category != NULL && f->category[0] != '\0') || f->since_ms != 0 ||
+          f->until_ms != 0)) {
+        return fail(c, QRAFT_EINVAL,
+                    "a filter needs `all` or at least one field set");
+    }
+    Qraft__DlqReplayRequest rep = QRAFT__DLQ_REPLAY_REQUEST__INIT;
+    rep.all = f->all;
+    rep.url_prefix = or_empty(f->url_prefix);
+    rep.category = or_empty(f->category);
+    rep.since_ms = f->since_ms;
+    rep.until_ms = f->until_ms;
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_DLQ_REPLAY;
+    req.dlq_replay = &rep;
+    Qraft__Response *resp = NULL;
+    int rc =
+        call_expect(c, &req, RETRY_UNSENT, QRAFT__RESPONSE__BODY_BULK, &resp);
+    if (rc != 0) {
+        return rc;
+    }
+    const Qraft__BulkResponse *bulk = resp->bulk;
+    struct qraft_bulk *b = calloc(1, sizeof *b);
+    bool oom = b == NULL;
+    if (!oom && bulk->n_results > 0) {
+        b->ids = calloc(bulk->n_results, sizeof *b->ids);
+        b->results = calloc(bulk->n_results, sizeof *b->results);
+        oom = b->ids == NULL || b->results == NULL;
+    }
+    for (size_t i = 0; !oom && i < bulk->n_results; i++) {
+        const Qraft__ItemResult *r = bulk->results[i];
+        b->ids[i] = dup_str(r->message_id, &oom);
+        b->results[i].rc = status_code(r->status);
+        snprintf(
+            b->results[i].error, sizeof b->results[i].error, "%s",
+            r->error[0] != '\0' ? r->error : qraft_strerror(b->results[i].rc));
+        b->n = i + 1;
+    }
+    qraft__response__free_unpacked(resp, NULL);
+    if (oom) {
+        qraft_bulk_free(b);
+        return fail(c, QRAFT_ENOMEM, "out of memory for a bulk result");
+    }
+    *out = b;
+    return 0;
+}
+
+int qraft_keys(struct qraft_client *c, bool rotate, struct qraft_keys *out)
+{
+    Qraft__KeysRequest kr = QRAFT__KEYS_REQUEST__INIT;
+    kr.rotate = rotate;
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_KEYS;
+    req.keys = &kr;
+    Qraft__Response *resp = NULL;
+    /* Two rotations instead of one would lock receivers out. */
+    int rc = call_expect(c, &req, rotate ? RETRY_UNSENT : RETRY_ANY,
+                         QRAFT__RESPONSE__BODY_KEYS, &resp);
+    if (rc != 0) {
+        return rc;
+    }
+    snprintf(out->current, sizeof out->current, "%s", resp->keys->current);
+    snprintf(out->next, sizeof out->next, "%s", resp->keys->next);
+    qraft__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
 void qraft_status_free(struct qraft_status *s)
 {
     if (s == NULL) {

@@ -57,6 +57,8 @@ void qr_config_defaults(struct qr_config *c)
     c->max_queued_bytes = 64 * MIB;
 
     c->max_connections = 4096;
+    c->dlq_retention_ms = 7 * DAY_MS;
+    c->events_retention_ms = 7 * DAY_MS;
     c->store_map_bytes = 8ull * 1024 * MIB;
     c->log_level = QR_LOG_INFO;
 }
@@ -81,6 +83,10 @@ void qr_config_usage(FILE *out)
         "                         at most 16777216)\n"
         "  --dedup-window DUR     dedup window (default 10m, at most 90d)\n"
         "  --snapshot-threshold N entries between snapshots (default 8192)\n"
+        "  --dlq-retention DUR    how long dead letters are kept (default 7d;\n"
+        "                         0 keeps them until deleted)\n"
+        "  --events-retention DUR how long message history is kept (default\n"
+        "                         7d; 0 keeps it)\n"
         "  --election-timeout-ms N  (default 300)\n"
         "  --heartbeat-timeout-ms N (default 30)\n"
         "  --log-level L          debug, info, warn or error (default info)\n"
@@ -261,6 +267,8 @@ enum {
     OPT_MAX_BODY,
     OPT_DEDUP_WINDOW,
     OPT_SNAPSHOT_THRESHOLD,
+    OPT_DLQ_RETENTION,
+    OPT_EVENTS_RETENTION,
     OPT_ELECTION,
     OPT_HEARTBEAT,
     OPT_LOG_LEVEL,
@@ -280,6 +288,8 @@ static const struct option long_options[] = {
     {"max-body-bytes", required_argument, NULL, OPT_MAX_BODY},
     {"dedup-window", required_argument, NULL, OPT_DEDUP_WINDOW},
     {"snapshot-threshold", required_argument, NULL, OPT_SNAPSHOT_THRESHOLD},
+    {"dlq-retention", required_argument, NULL, OPT_DLQ_RETENTION},
+    {"events-retention", required_argument, NULL, OPT_EVENTS_RETENTION},
     {"election-timeout-ms", required_argument, NULL, OPT_ELECTION},
     {"heartbeat-timeout-ms", required_argument, NULL, OPT_HEARTBEAT},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
@@ -369,6 +379,25 @@ static int apply_option(struct qr_config *c,
             }
             c->snapshot_threshold = (unsigned)n;
             c->snapshot_trailing = (unsigned)n;
+            return 0;
+        case OPT_DLQ_RETENTION:
+        case OPT_EVENTS_RETENTION:
+            n = 0; /* "0": keep forever */
+            if ((strcmp(v, "0") != 0 &&
+                 qr_config_parse_duration_ms(v, &n) != 0) ||
+                n > 10 * 365 * DAY_MS) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "%s: '%s' is not a duration up to 3650d (or 0)",
+                         opt == OPT_DLQ_RETENTION ? "--dlq-retention"
+                                                  : "--events-retention",
+                         v);
+                return QR_EBADREQ;
+            }
+            if (opt == OPT_DLQ_RETENTION) {
+                c->dlq_retention_ms = n;
+            } else {
+                c->events_retention_ms = n;
+            }
             return 0;
         case OPT_ELECTION:
         case OPT_HEARTBEAT:

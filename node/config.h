@@ -69,6 +69,10 @@ struct qr_config {
     uint64_t max_frame_bytes; /* the body ceiling + 1 MiB */
     uint32_t max_connections; /* 4096 */
 
+    /* Housekeeping, proposed by the leader every few seconds. */
+    uint64_t dlq_retention_ms;    /* --dlq-retention, default 7 d; 0 = keep */
+    uint64_t events_retention_ms; /* --events-retention, default 7 d */
+
     uint64_t store_map_bytes;
     enum qr_log_level log_level;
 };

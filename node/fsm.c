@@ -462,34 +462,112 @@ static int apply_delivery_results(struct apply_ctx *ctx,
     return 0;
 }
 
+/* Installs the first keys, or rotates: the stored next key becomes current
+ * and the command's next key becomes next. Taking "current" from the store,
+ * not the command, keeps two racing rotations from undoing each other. */
 static int apply_set_signing_keys(struct apply_ctx *ctx,
                                   const Qraft__SetSigningKeys *s,
                                   struct qr_apply_result *res)
 {
     void *old = NULL;
     size_t old_len = 0;
+    Qraft__SigningKeys *stored = NULL;
+    Qraft__SigningKeys keys = QRAFT__SIGNING_KEYS__INIT;
     int rv = qr_store_meta_get(ctx->txn, QR_META_SIGNING_KEYS, &old, &old_len);
     if (rv == 0) {
+        stored = qraft__signing_keys__unpack(NULL, old_len, old);
         free(old);
-        if (!s->rotate) {
-            return 0; /* the first keys win; a second proposal is a no-op */
+        if (stored == NULL) {
+            return QR_ECORRUPT;
         }
     } else if (rv != QR_ENOTFOUND) {
         return rv;
     }
-    if (s->keys == NULL || s->keys->current[0] == '\0' ||
-        s->keys->next[0] == '\0') {
+    if (s->keys == NULL || s->keys->next[0] == '\0' ||
+        (stored == NULL && s->keys->current[0] == '\0')) {
         set_result(res, QR_EBADREQ, "signing keys are missing");
-        return 0;
+        rv = 0;
+        goto out;
     }
-    size_t len = qraft__signing_keys__get_packed_size(s->keys);
+    if (stored != NULL && !s->rotate) {
+        rv = 0; /* the first keys win; a second proposal is a no-op */
+        goto out;
+    }
+    keys.current = stored != NULL ? stored->next : s->keys->current;
+    keys.next = s->keys->next;
+    size_t len = qraft__signing_keys__get_packed_size(&keys);
     uint8_t *buf = malloc(len > 0 ? len : 1);
     if (buf == NULL) {
-        return -ENOMEM;
+        rv = -ENOMEM;
+        goto out;
     }
-    qraft__signing_keys__pack(s->keys, buf);
+    qraft__signing_keys__pack(&keys, buf);
     rv = qr_store_meta_put(ctx->txn, QR_META_SIGNING_KEYS, buf, len);
     free(buf);
+out:
+    if (stored != NULL) {
+        qraft__signing_keys__free_unpacked(stored, NULL);
+    }
+    return rv;
+}
+
+struct expired {
+    uint64_t cutoff_ms;
+    size_t max;
+    char **ids;
+    size_t n;
+};
+
+static int collect_expired(void *arg, const Qraft__Message *m)
+{
+    struct expired *e = arg;
+    if (m->dead_lettered_ms >= e->cutoff_ms || e->n == e->max) {
+        return 1; /* oldest first: the rest are younger */
+    }
+    e->ids[e->n] = strdup(m->id);
+    if (e->ids[e->n] == NULL) {
+        return -ENOMEM;
+    }
+    e->n++;
+    return 0;
+}
+
+/* Dead letters past the DLQ retention, and events past theirs, go. */
+static int apply_prune(struct apply_ctx *ctx, const Qraft__Prune *p)
+{
+    int rv = 0;
+    size_t max = p->max_items;
+    if (p->dlq_retention_ms != 0 && ctx->now_ms > p->dlq_retention_ms &&
+        max > 0) {
+        struct expired e = {
+            .cutoff_ms = ctx->now_ms - p->dlq_retention_ms,
+            .max = max,
+            .ids = calloc(max, sizeof(char *)),
+        };
+        if (e.ids == NULL) {
+            return -ENOMEM;
+        }
+        rv = qr_store_dlq_list(ctx->txn, NULL, max, collect_expired, &e);
+        if (rv == 1) {
+            rv = 0;
+        }
+        for (size_t i = 0; i < e.n && rv == 0; i++) {
+            rv = qr_store_msg_delete(ctx->txn, e.ids[i]);
+        }
+        for (size_t i = 0; i < e.n; i++) {
+            free(e.ids[i]);
+        }
+        free(e.ids);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    if (p->events_retention_ms != 0 && ctx->now_ms > p->events_retention_ms &&
+        max > 0) {
+        size_t n = 0;
+        rv = qr_store_event_prune(
+            ctx->txn, ctx->now_ms - p->events_retention_ms, max, &n);
+    }
     return rv;
 }
 
@@ -509,8 +587,9 @@ static int apply_command(struct apply_ctx *ctx,
         case QRAFT__COMMAND__BODY_SET_SIGNING_KEYS:
             return apply_set_signing_keys(ctx, cmd->set_signing_keys, res);
         case QRAFT__COMMAND__BODY_DELIVERY_RESULTS:
-            (void)res;
             return apply_delivery_results(ctx, cmd->delivery_results);
+        case QRAFT__COMMAND__BODY_PRUNE:
+            return apply_prune(ctx, cmd->prune);
         default:
             /* A kind this node does not know: feature levels should make
              * this impossible; skipping it would diverge from the nodes that

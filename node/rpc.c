@@ -11,6 +11,7 @@
 #include "command.h"
 #include "frame.h"
 #include "logger.h"
+#include "sign.h"
 
 /* Read buffer growth step, and the most requests one connection may have
  * waiting for an answer before we stop reading from it (backpressure). */
@@ -514,11 +515,158 @@ static void handle_bulk(struct qr_rpc_conn *conn,
     }
 }
 
+/* A DLQ filter: what `dlq replay` without ids selects. */
+struct dlq_filter {
+    const Qraft__DlqReplayRequest *r;
+    char **ids;
+    size_t n;
+    int rv;
+};
+
+static int collect_matching(void *arg, const Qraft__Message *m)
+{
+    struct dlq_filter *f = arg;
+    const Qraft__DlqReplayRequest *r = f->r;
+    if (r->until_ms != 0 && m->dead_lettered_ms >= r->until_ms) {
+        return 1; /* oldest first: nothing later matches */
+    }
+    if (m->dead_lettered_ms < r->since_ms ||
+        strncmp(m->url, r->url_prefix, strlen(r->url_prefix)) != 0 ||
+        (r->category[0] != '\0' &&
+         (m->last_error == NULL ||
+          strcmp(m->last_error->category, r->category) != 0))) {
+        return 0;
+    }
+    f->ids[f->n] = strdup(m->id);
+    if (f->ids[f->n] == NULL) {
+        f->rv = -ENOMEM;
+        return 1;
+    }
+    return ++f->n == MAX_BULK_IDS;
+}
+
 static void handle_dlq_replay(struct qr_rpc_conn *conn,
                               const Qraft__Request *req)
 {
-    handle_bulk(conn, req, req->dlq_replay->n_message_ids,
-                req->dlq_replay->message_ids, true);
+    const Qraft__DlqReplayRequest *r = req->dlq_replay;
+    bool filtered = r->all || r->url_prefix[0] != '\0' ||
+                    r->category[0] != '\0' || r->since_ms != 0 ||
+                    r->until_ms != 0;
+    if (r->n_message_ids > 0 || !filtered) {
+        if (filtered) {
+            send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                       "give message ids or a filter, not both");
+            return;
+        }
+        handle_bulk(conn, req, r->n_message_ids, r->message_ids, true);
+        return;
+    }
+    struct dlq_filter f = {.r = r, .ids = calloc(MAX_BULK_IDS, sizeof(char *))};
+    struct qr_store_txn *txn = NULL;
+    int rv = f.ids == NULL ? -ENOMEM
+                           : qr_store_txn_begin(conn->rpc->store, false, &txn);
+    if (rv == 0) {
+        rv = qr_store_dlq_list(txn, NULL, SIZE_MAX, collect_matching, &f);
+        qr_store_txn_abort(txn);
+        rv = rv == 1 ? f.rv : rv;
+    }
+    if (rv != 0) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
+                   "reading the DLQ: %s", qr_strerror(rv));
+    } else if (f.n == 0) {
+        Qraft__BulkResponse br = QRAFT__BULK_RESPONSE__INIT;
+        Qraft__Response resp = QRAFT__RESPONSE__INIT;
+        resp.id = req->id;
+        resp.body_case = QRAFT__RESPONSE__BODY_BULK;
+        resp.bulk = &br;
+        send_response(conn, &resp, false);
+    } else {
+        handle_bulk(conn, req, f.n, f.ids, true);
+    }
+    for (size_t i = 0; i < f.n; i++) {
+        free(f.ids[i]);
+    }
+    free(f.ids);
+}
+
+static void send_keys(struct qr_rpc_conn *conn, uint64_t id)
+{
+    struct qr_store_txn *txn = NULL;
+    void *buf = NULL;
+    size_t len = 0;
+    int rv = qr_store_txn_begin(conn->rpc->store, false, &txn);
+    if (rv == 0) {
+        rv = qr_store_meta_get(txn, QR_META_SIGNING_KEYS, &buf, &len);
+        qr_store_txn_abort(txn);
+    }
+    Qraft__SigningKeys *keys =
+        rv == 0 ? qraft__signing_keys__unpack(NULL, len, buf) : NULL;
+    free(buf);
+    if (keys == NULL) {
+        send_error(conn, id, QRAFT__STATUS__UNAVAILABLE,
+                   "no signing keys yet: the cluster is starting");
+        return;
+    }
+    Qraft__Response resp = QRAFT__RESPONSE__INIT;
+    resp.id = id;
+    resp.body_case = QRAFT__RESPONSE__BODY_KEYS;
+    resp.keys = keys;
+    send_response(conn, &resp, false);
+    qraft__signing_keys__free_unpacked(keys, NULL);
+}
+
+static void on_rotated(void *data,
+                       int status,
+                       const struct qr_apply_result *res)
+{
+    struct call *call = data;
+    if (status == 0 && res->status != 0) {
+        status = res->status;
+    }
+    if (status != 0) {
+        send_error(
+            call->conn, call->id, status_of(status), "%s",
+            res != NULL && res->status != 0 ? res->error : qr_strerror(status));
+    } else {
+        send_keys(call->conn, call->id);
+    }
+    call_free(call);
+}
+
+static void handle_keys(struct qr_rpc_conn *conn, const Qraft__Request *req)
+{
+    if (!req->keys->rotate) {
+        send_keys(conn, req->id);
+        return;
+    }
+    if (!qr_cluster_serving(conn->rpc->cluster)) {
+        send_not_leader(conn, req->id);
+        return;
+    }
+    char next[QR_SIGN_KEY_BYTES];
+    if (qr_sign_generate_key(next) != 0) {
+        send_error(conn, req->id, QRAFT__STATUS__UNAVAILABLE,
+                   "no randomness for a new key");
+        return;
+    }
+    Qraft__SigningKeys keys = QRAFT__SIGNING_KEYS__INIT;
+    keys.next = next;
+    Qraft__SetSigningKeys set = QRAFT__SET_SIGNING_KEYS__INIT;
+    set.keys = &keys;
+    set.rotate = true;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_SET_SIGNING_KEYS;
+    cmd.set_signing_keys = &set;
+    struct qr_packed packed;
+    struct call *call = call_new(conn, req);
+    if (call == NULL || qr_command_pack(&cmd, &packed) != 0) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
+        if (call != NULL) {
+            call_free(call);
+        }
+        return;
+    }
+    propose(conn, call, &packed, on_rotated);
 }
 
 static void handle_dlq_delete(struct qr_rpc_conn *conn,
@@ -799,6 +947,8 @@ static const struct route routes[] = {
     {QRAFT__REQUEST__BODY_DLQ_REPLAY, "dlq replay", handle_dlq_replay, true},
     {QRAFT__REQUEST__BODY_DLQ_DELETE, "dlq delete", handle_dlq_delete, true},
     {QRAFT__REQUEST__BODY_STATUS, "status", handle_status, false},
+    /* Reading keys is local; rotating checks for the leader itself. */
+    {QRAFT__REQUEST__BODY_KEYS, "keys", handle_keys, false},
 };
 
 /* Compares without an early exit, so timing does not reveal the token. */

@@ -10,11 +10,15 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "lib/clock.h"
 #include "logger.h"
 #include "sign.h"
 
 #define TICK_MS 100
 #define TOKEN_FILE "token"
+/* The leader proposes housekeeping this often, this much at a time. */
+#define PRUNE_INTERVAL_MS 10000
+#define PRUNE_MAX_ITEMS 1000
 
 static int make_dir(const char *path, char *errmsg)
 {
@@ -214,6 +218,46 @@ static void announce(struct qr_server *s)
     qraft__signing_keys__free_unpacked(keys, NULL);
 }
 
+static void on_pruned(void *data, int status, const struct qr_apply_result *res)
+{
+    struct qr_server *s = data;
+    (void)res;
+    s->prune_pending = false;
+    if (status != 0) {
+        QR_DEBUG("server", "prune: %s", qr_strerror(status));
+    }
+}
+
+/* Dead letters and history past their retention are removed by a command,
+ * so every replica removes the same ones at the same point in the log. */
+static void propose_prune(struct qr_server *s)
+{
+    uint64_t now = qr_clock_mono_ms();
+    if (s->prune_pending || !qr_cluster_serving(&s->cluster) ||
+        now < s->next_prune_mono_ms ||
+        (s->config->dlq_retention_ms == 0 &&
+         s->config->events_retention_ms == 0)) {
+        return;
+    }
+    s->next_prune_mono_ms = now + PRUNE_INTERVAL_MS;
+    Qraft__Prune prune = QRAFT__PRUNE__INIT;
+    prune.dlq_retention_ms = s->config->dlq_retention_ms;
+    prune.events_retention_ms = s->config->events_retention_ms;
+    prune.max_items = PRUNE_MAX_ITEMS;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_PRUNE;
+    cmd.prune = &prune;
+    struct qr_packed packed;
+    if (qr_command_pack(&cmd, &packed) != 0) {
+        return;
+    }
+    if (qr_cluster_propose(&s->cluster, &packed, on_pruned, s) != 0) {
+        free(packed.data);
+        return;
+    }
+    s->prune_pending = true;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct qr_server *s = t->data;
@@ -222,6 +266,7 @@ static void on_tick(uv_timer_t *t)
     }
     ensure_signing_keys(s);
     announce(s);
+    propose_prune(s);
 }
 
 static bool http_serving(void *data)

@@ -32,6 +32,8 @@ struct qr_server {
     FILE *announce_out; /* where --dev prints the QSTASH_* lines */
     bool announced;
     bool keys_proposed;
+    bool prune_pending;
+    uint64_t next_prune_mono_ms;
     bool stopping;
     int exit_code;
 };

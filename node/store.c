@@ -1278,6 +1278,55 @@ int qr_store_dedup_put(struct qr_store_txn *t,
     return put_raw(t, DB_DEDUPX, xkey, len, NULL, 0, what);
 }
 
+int qr_store_event_prune(struct qr_store_txn *t,
+                         uint64_t before_ms,
+                         size_t max,
+                         size_t *n_pruned)
+{
+    const char *what = "prune events";
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    int rc;
+    int rv;
+
+    *n_pruned = 0;
+    rv = check_txn(t, true, what);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = cursor_open(t, DB_EVENTS, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    /* Keys start with the event's time: the oldest come first. */
+    while (*n_pruned < max) {
+        rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+        if (rc == MDB_NOTFOUND) {
+            break;
+        }
+        if (rc != 0) {
+            rv = fail_mdb(t->s, t->write, what, rc);
+            break;
+        }
+        if (k.mv_size < 8) {
+            rv = fail_corrupt(t, what, "event key too short");
+            break;
+        }
+        if (get_be64(k.mv_data) >= before_ms) {
+            break;
+        }
+        rc = mdb_cursor_del(c, 0);
+        if (rc != 0) {
+            rv = fail_mdb(t->s, t->write, what, rc);
+            break;
+        }
+        (*n_pruned)++;
+    }
+    mdb_cursor_close(c);
+    return rv;
+}
+
 int qr_store_dedup_prune(struct qr_store_txn *t,
                          uint64_t now_ms,
                          size_t max,

@@ -161,6 +161,12 @@ int qr_store_event_append(struct qr_store_txn *t,
                           uint64_t index,
                           uint32_t position,
                           const Qraft__Event *e);
+/* Deletes up to max events older than before_ms, oldest first; sets
+ * *n_pruned. */
+int qr_store_event_prune(struct qr_store_txn *t,
+                         uint64_t before_ms,
+                         size_t max,
+                         size_t *n_pruned);
 typedef int (*qr_store_event_cb)(void *arg, const Qraft__Event *e);
 int qr_store_event_list(struct qr_store_txn *t,
                         const char *message_id,

@@ -328,6 +328,51 @@ int qraft_dlq_delete(struct qraft_client *c,
                      size_t n_ids,
                      struct qraft_item_result *results);
 
+/* Which dead letters qraft_dlq_replay_matching replays: all of them, or
+ * those matching every field set (zero fields are unset). */
+struct qraft_dlq_filter {
+    bool all;               /* the whole DLQ when no other field is set */
+    const char *url_prefix; /* destination starts with this */
+    const char *category;   /* last error category, e.g. "server_error" */
+    uint64_t since_ms;      /* dead-lettered at or after (unix ms) */
+    uint64_t until_ms;      /* dead-lettered before (unix ms) */
+};
+
+/* What a bulk call did, id by id. */
+struct qraft_bulk {
+    size_t n;
+    char **ids;
+    struct qraft_item_result *results;
+};
+
+/* Replays the dead letters that match f, oldest first, at most 1000 per
+ * call (call again while it returns a full batch). On success *out is new
+ * (free with qraft_bulk_free) and lists each id replayed with its result;
+ * an empty list means nothing matched. Not repeated after an ambiguous
+ * failure, like qraft_dlq_replay. */
+int qraft_dlq_replay_matching(struct qraft_client *c,
+                              const struct qraft_dlq_filter *f,
+                              struct qraft_bulk **out);
+
+void qraft_bulk_free(struct qraft_bulk *b);
+
+/* ----------------------------------------------------------------------
+ * Signing keys: receivers verify Upstash-Signature with either. */
+
+#define QRAFT_SIGNING_KEY_MAX 64
+
+struct qraft_keys {
+    char current[QRAFT_SIGNING_KEY_MAX];
+    char next[QRAFT_SIGNING_KEY_MAX];
+};
+
+/* Reads the keys, or with rotate first makes next the current key and
+ * generates a new next one (receivers that know both keep verifying; rotate
+ * twice without updating them and they stop). A rotation is not repeated
+ * after an ambiguous failure: the call returns QRAFT_EUNKNOWN and a plain
+ * read tells whether it happened. */
+int qraft_keys(struct qraft_client *c, bool rotate, struct qraft_keys *out);
+
 /* ----------------------------------------------------------------------
  * Cluster status, as seen by the node the client is connected to. */
 
