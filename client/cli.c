@@ -1070,9 +1070,19 @@ static int dlq_replay_matching(struct globals *g,
     if (ex != EXIT_OK) {
         return ex;
     }
+    /* Only letters that were in the DLQ when we started: a replayed message
+     * that fails again re-enters it and must not be replayed twice. */
+    struct qraft_dlq_filter bounded = *f;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t start_ms =
+        (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 + 1;
+    if (bounded.until_ms == 0 || bounded.until_ms > start_ms) {
+        bounded.until_ms = start_ms;
+    }
     for (;;) {
         struct qraft_bulk *b = NULL;
-        int rc = qraft_dlq_replay_matching(c, f, &b);
+        int rc = qraft_dlq_replay_matching(c, &bounded, &b);
         if (rc != 0) {
             ex = report(cmd, c, rc);
             break;

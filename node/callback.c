@@ -152,7 +152,10 @@ int qr_callback_build(struct qr_callback *cb,
     m->body.data = (uint8_t *)cb->body_json;
     m->body.len = strlen(cb->body_json);
     m->state = QRAFT__MESSAGE_STATE__PENDING;
-    m->max_retries = default_retries;
+    /* As QStash does: a callback retries like its source. */
+    (void)default_retries;
+    m->max_retries = src->max_retries;
+    m->retry_options = src->retry_options;
     m->timeout_ms = default_timeout_ms;
     m->not_before_ms = now_ms;
     m->next_attempt_ms = now_ms;

@@ -30,7 +30,9 @@ struct qr_callback {
 
 /* Builds the callback of `kind` for source message src (as it is after the
  * attempt: attempts already counted) and the committed result r, at leader
- * time now_ms. retries/timeout: the defaults carried by the command.
+ * time now_ms. The callback retries like its source (max retries and retry
+ * options, borrowed from src); its timeout is the default carried by the
+ * command (default_retries is kept for callers that have no source).
  * Returns 0 or -ENOMEM. */
 int qr_callback_build(struct qr_callback *cb,
                       const Qraft__Message *src,

@@ -21,6 +21,16 @@
 /* Past this the default backoff has long hit its one-day cap. */
 #define MAX_DOUBLINGS 16u
 
+/* Headers qraft sets on every delivery: a published copy would let a sender
+ * forge them (a receiver dedups on Upstash-Message-Id and verifies
+ * Upstash-Signature). Framing headers belong to the HTTP client. */
+static const char *const reserved_headers[] = {
+    "Upstash-Message-Id", "Upstash-Retried",
+    "Upstash-Signature",  "User-Agent",
+    "Content-Length",     "Transfer-Encoding",
+    "Connection",         "Host",
+};
+
 static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
 
 static int fail(int rv, char *err, size_t err_len, const char *fmt, ...)
@@ -169,6 +179,15 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
             return fail(QR_EBADREQ, err, err_len,
                         "header name '%.64s' is not a valid HTTP token",
                         h->name);
+        }
+        for (size_t r = 0;
+             r < sizeof reserved_headers / sizeof reserved_headers[0]; r++) {
+            if (strcasecmp(h->name, reserved_headers[r]) == 0) {
+                return fail(QR_EBADREQ, err, err_len,
+                            "header '%s' is set by qraft on delivery and "
+                            "cannot be published",
+                            reserved_headers[r]);
+            }
         }
         if (!is_header_value(h->value)) {
             return fail(QR_EBADREQ, err, err_len,

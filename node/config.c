@@ -220,7 +220,7 @@ static int parse_peers(struct qr_config *c, const char *list, char *errmsg)
             rv = QR_EBADREQ;
             break;
         }
-        struct qr_peer *p = &c->peers[c->n_peers];
+        struct qr_config_peer *p = &c->peers[c->n_peers];
         char quoted[QR_ADDR_MAX + 24];
         snprintf(quoted, sizeof quoted, "%s", item);
         if (at == NULL) {

@@ -34,7 +34,7 @@ struct qr_limits {
     uint64_t dedup_window_ms;    /* --dedup-window, default 10 min, max 90 d */
 };
 
-struct qr_peer {
+struct qr_config_peer {
     uint64_t id;
     char raft_addr[QR_ADDR_MAX];
 };
@@ -47,7 +47,7 @@ struct qr_config {
     char rpc_addr[QR_ADDR_MAX];
     char http_addr[QR_ADDR_MAX];
     char token[QR_TOKEN_MAX]; /* empty: generated and persisted (--dev) */
-    struct qr_peer peers[QR_MAX_PEERS];
+    struct qr_config_peer peers[QR_MAX_PEERS];
     size_t n_peers;
 
     struct qr_limits limits;

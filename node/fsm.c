@@ -385,6 +385,7 @@ static int apply_delivery_result(struct apply_ctx *ctx,
         budget.category = "budget_exhausted";
         budget.status = r->error != NULL ? r->error->status : 0;
         budget.message = r->error != NULL ? r->error->message : "";
+        budget.cause = r->error != NULL ? r->error->category : "";
     }
     switch (outcome) {
         case QRAFT__ATTEMPT_OUTCOME__OUTCOME_DELIVERED:
@@ -571,6 +572,69 @@ static int apply_prune(struct apply_ctx *ctx, const Qraft__Prune *p)
     return rv;
 }
 
+static int put_packed_meta(struct apply_ctx *ctx,
+                           const char *name,
+                           const ProtobufCMessage *msg)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    if (buf == NULL) {
+        return -ENOMEM;
+    }
+    protobuf_c_message_pack(msg, buf);
+    int rv = qr_store_meta_put(ctx->txn, name, buf, len);
+    free(buf);
+    return rv;
+}
+
+static int apply_set_node_info(struct apply_ctx *ctx,
+                               const Qraft__SetNodeInfo *s,
+                               struct qr_apply_result *res)
+{
+    if (s->info == NULL || s->info->id == 0) {
+        set_result(res, QR_EBADREQ, "node info without a node id");
+        return 0;
+    }
+    char name[48];
+    snprintf(name, sizeof name, "%s%" PRIu64, QR_META_NODE_PREFIX, s->info->id);
+    return put_packed_meta(ctx, name, &s->info->base);
+}
+
+/* A new shard map replaces the stored one only if its epoch is newer: an
+ * assignment never goes back in time. */
+static int apply_assign_shards(struct apply_ctx *ctx,
+                               const Qraft__AssignShards *a,
+                               struct qr_apply_result *res)
+{
+    void *old = NULL;
+    size_t old_len = 0;
+    int rv = qr_store_meta_get(ctx->txn, QR_META_SHARDS, &old, &old_len);
+    if (rv == 0) {
+        Qraft__AssignShards *stored =
+            qraft__assign_shards__unpack(NULL, old_len, old);
+        free(old);
+        if (stored == NULL) {
+            return QR_ECORRUPT;
+        }
+        uint64_t epoch = stored->epoch;
+        qraft__assign_shards__free_unpacked(stored, NULL);
+        if (a->epoch <= epoch) {
+            set_result(res, QR_ECONFLICT,
+                       "shard epoch %" PRIu64 " is not after %" PRIu64,
+                       a->epoch, epoch);
+            return 0;
+        }
+    } else if (rv != QR_ENOTFOUND) {
+        return rv;
+    }
+    if (a->n_owners != QR_FSM_N_SHARDS) {
+        set_result(res, QR_EBADREQ, "%zu shard owners for %u shards",
+                   a->n_owners, QR_FSM_N_SHARDS);
+        return 0;
+    }
+    return put_packed_meta(ctx, QR_META_SHARDS, &a->base);
+}
+
 static int apply_command(struct apply_ctx *ctx,
                          const Qraft__Command *cmd,
                          struct qr_apply_result *res)
@@ -590,6 +654,10 @@ static int apply_command(struct apply_ctx *ctx,
             return apply_delivery_results(ctx, cmd->delivery_results);
         case QRAFT__COMMAND__BODY_PRUNE:
             return apply_prune(ctx, cmd->prune);
+        case QRAFT__COMMAND__BODY_SET_NODE_INFO:
+            return apply_set_node_info(ctx, cmd->set_node_info, res);
+        case QRAFT__COMMAND__BODY_ASSIGN_SHARDS:
+            return apply_assign_shards(ctx, cmd->assign_shards, res);
         default:
             /* A kind this node does not know: feature levels should make
              * this impossible; skipping it would diverge from the nodes that

@@ -70,5 +70,7 @@ void qr_fsm_close(struct qr_fsm *f);
 uint32_t qr_fsm_shard_of(const char *message_id);
 
 #define QR_META_LAST_TIME "last_time_ms"
+#define QR_META_SHARDS "shards"     /* qraft.AssignShards */
+#define QR_META_NODE_PREFIX "node." /* + decimal id: qraft.NodeInfo */
 
 #endif /* QR_FSM_H */

@@ -10,6 +10,7 @@
 
 #include "command.h"
 #include "frame.h"
+#include "lib/clock.h"
 #include "logger.h"
 #include "sign.h"
 
@@ -205,6 +206,7 @@ static Qraft__Status status_of(int rv)
 static void send_not_leader(struct qr_rpc_conn *conn, uint64_t id)
 {
     struct qr_rpc *rpc = conn->rpc;
+    char leader_rpc[QR_ADDR_MAX];
     uint64_t leader_id = 0;
     qr_cluster_leader(rpc->cluster, &leader_id, NULL);
     Qraft__Response resp = QRAFT__RESPONSE__INIT;
@@ -216,12 +218,13 @@ static void send_not_leader(struct qr_rpc_conn *conn, uint64_t id)
         resp.status = QRAFT__STATUS__UNAVAILABLE;
         resp.error = "the leader is catching up; retry shortly";
     } else {
-        /* Advertised RPC addresses of other nodes come with cluster
-         * membership records; until then the client tries its other
-         * endpoints. */
+        /* The leader's advertised address, when it has been applied here;
+         * else the client tries its other endpoints. */
         resp.status = QRAFT__STATUS__NOT_LEADER;
         resp.error = "not the leader";
         resp.leader_id = leader_id;
+        qr_shards_node_addrs(rpc->shards, leader_id, leader_rpc, NULL);
+        resp.leader_rpc = leader_rpc;
     }
     send_response(conn, &resp, false);
 }
@@ -534,7 +537,8 @@ static int collect_matching(void *arg, const Qraft__Message *m)
         strncmp(m->url, r->url_prefix, strlen(r->url_prefix)) != 0 ||
         (r->category[0] != '\0' &&
          (m->last_error == NULL ||
-          strcmp(m->last_error->category, r->category) != 0))) {
+          (strcmp(m->last_error->category, r->category) != 0 &&
+           strcmp(m->last_error->cause, r->category) != 0)))) {
         return 0;
     }
     f->ids[f->n] = strdup(m->id);
@@ -681,9 +685,25 @@ struct msg_list {
     Qraft__Message **items;
     size_t n, cap;
     size_t bytes;
-    bool full; /* stopped at LIST_MAX_PAGE_BYTES */
+    bool full; /* stopped at the page's limit or LIST_MAX_PAGE_BYTES */
     int rv;
+    /* Filter on the reported state (see reported_state), when set. */
+    Qraft__MessageState want;
+    uint64_t now_ms;
+    size_t limit;
 };
+
+/* "delivering" is not stored: a pending or retrying message whose time has
+ * come is in flight (or about to be), and is reported so. */
+static Qraft__MessageState reported_state(const Qraft__Message *m,
+                                          uint64_t now_ms)
+{
+    bool waiting = m->state == QRAFT__MESSAGE_STATE__PENDING ||
+                   m->state == QRAFT__MESSAGE_STATE__RETRYING;
+    return waiting && m->next_attempt_ms <= now_ms
+               ? QRAFT__MESSAGE_STATE__DELIVERING
+               : m->state;
+}
 
 static Qraft__Message *copy_message(const Qraft__Message *m)
 {
@@ -701,6 +721,11 @@ static Qraft__Message *copy_message(const Qraft__Message *m)
 static int collect_message(void *arg, const Qraft__Message *m)
 {
     struct msg_list *l = arg;
+    Qraft__MessageState state = reported_state(m, l->now_ms);
+    if (l->want != QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED &&
+        state != l->want) {
+        return 0;
+    }
     if (l->n == l->cap) {
         size_t cap = l->cap ? 2 * l->cap : 16;
         Qraft__Message **items = realloc(l->items, cap * sizeof *items);
@@ -716,9 +741,10 @@ static int collect_message(void *arg, const Qraft__Message *m)
         l->rv = -ENOMEM;
         return 1;
     }
+    copy->state = state;
     l->items[l->n++] = copy;
     l->bytes += qraft__message__get_packed_size(copy);
-    if (l->bytes >= LIST_MAX_PAGE_BYTES) {
+    if (l->bytes >= LIST_MAX_PAGE_BYTES || l->n == l->limit) {
         l->full = true;
         return 1;
     }
@@ -754,14 +780,26 @@ static void handle_list(struct qr_rpc_conn *conn, const Qraft__Request *req)
         return;
     }
 
-    struct msg_list l = {0};
+    struct msg_list l = {.now_ms = qr_cluster_now_ms(rpc->cluster),
+                         .limit = limit};
     struct qr_store_txn *txn = NULL;
     int rv = qr_store_txn_begin(rpc->store, false, &txn);
     if (rv == 0) {
         if (dlq) {
             rv = qr_store_dlq_list(txn, cursor, limit, collect_message, &l);
         } else {
-            rv = qr_store_msg_list(txn, lr->state, cursor, limit,
+            /* The store filters on the stored state; "delivering" and the
+             * waiting states it is computed from are filtered here. */
+            Qraft__MessageState stored = lr->state;
+            if (stored == QRAFT__MESSAGE_STATE__DELIVERING ||
+                stored == QRAFT__MESSAGE_STATE__PENDING ||
+                stored == QRAFT__MESSAGE_STATE__RETRYING) {
+                l.want = stored;
+                if (stored == QRAFT__MESSAGE_STATE__DELIVERING) {
+                    stored = QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED;
+                }
+            }
+            rv = qr_store_msg_list(txn, stored, cursor, SIZE_MAX,
                                    collect_message, &l);
         }
         qr_store_txn_abort(txn);
@@ -779,8 +817,7 @@ static void handle_list(struct qr_rpc_conn *conn, const Qraft__Request *req)
         return;
     }
 
-    char *next =
-        l.n > 0 && (l.n == limit || l.full) ? l.items[l.n - 1]->id : "";
+    char *next = l.n > 0 && l.full ? l.items[l.n - 1]->id : "";
     Qraft__Response resp = QRAFT__RESPONSE__INIT;
     Qraft__ListResponse list = QRAFT__LIST_RESPONSE__INIT;
     Qraft__DlqListResponse dlq_list = QRAFT__DLQ_LIST_RESPONSE__INIT;
@@ -812,7 +849,10 @@ static int collect_event(void *arg, const Qraft__Event *e)
 {
     struct event_list *l = arg;
     if (l->n == EVENTS_PER_GET) {
-        return 1;
+        /* Keep the newest: drop the oldest kept. */
+        qraft__event__free_unpacked(l->items[0], NULL);
+        memmove(l->items, l->items + 1, (l->n - 1) * sizeof *l->items);
+        l->n--;
     }
     size_t len = qraft__event__get_packed_size(e);
     uint8_t *buf = malloc(len > 0 ? len : 1);
@@ -848,8 +888,7 @@ static void handle_get(struct qr_rpc_conn *conn, const Qraft__Request *req)
     if (rv == 0) {
         rv = qr_store_msg_get(txn, id, &m);
         if (rv == 0) {
-            rv = qr_store_event_list(txn, id, EVENTS_PER_GET, collect_event,
-                                     &el);
+            rv = qr_store_event_list(txn, id, SIZE_MAX, collect_event, &el);
             if (rv == 0) {
                 rv = el.rv;
             }
@@ -864,6 +903,7 @@ static void handle_get(struct qr_rpc_conn *conn, const Qraft__Request *req)
                    "reading the store: %s", qr_strerror(rv));
     } else {
         Qraft__GetResponse gr = QRAFT__GET_RESPONSE__INIT;
+        m->state = reported_state(m, qr_cluster_now_ms(rpc->cluster));
         gr.message = m;
         gr.n_events = el.n;
         gr.events = events;
@@ -902,17 +942,27 @@ static void handle_status(struct qr_rpc_conn *conn, const Qraft__Request *req)
 
     Qraft__NodeStatus nodes[QR_CLUSTER_MAX_NODES];
     Qraft__NodeStatus *node_ptrs[QR_CLUSTER_MAX_NODES];
+    char addrs[QR_CLUSTER_MAX_NODES][2][QR_ADDR_MAX];
+    uint64_t now = qr_clock_mono_ms();
     for (size_t i = 0; i < cs.n_nodes; i++) {
+        uint64_t nid = cs.nodes[i].id;
         qraft__node_status__init(&nodes[i]);
-        nodes[i].id = cs.nodes[i].id;
+        nodes[i].id = nid;
         nodes[i].role = (char *)cs.nodes[i].role;
         nodes[i].raft = cs.nodes[i].raft_addr;
-        if (cs.nodes[i].id == rpc->config->id) {
+        nodes[i].shards = qr_shards_count(rpc->shards, nid);
+        qr_shards_node_addrs(rpc->shards, nid, addrs[i][0], addrs[i][1]);
+        nodes[i].rpc = addrs[i][0];
+        nodes[i].http = addrs[i][1];
+        if (nid == rpc->config->id) {
             nodes[i].alive = true;
             nodes[i].applied = cs.applied_index;
-            nodes[i].shards = QR_FSM_N_SHARDS;
-            nodes[i].rpc = (char *)rpc->config->rpc_addr;
-            nodes[i].http = (char *)rpc->config->http_addr;
+        } else {
+            /* Known on the leader, from heartbeats. */
+            const struct qr_shards_node *n = qr_shards_node(rpc->shards, nid);
+            nodes[i].alive = n != NULL && n->last_heartbeat_mono_ms != 0 &&
+                             now - n->last_heartbeat_mono_ms < 3000;
+            nodes[i].applied = n != NULL ? n->applied_index : 0;
         }
         node_ptrs[i] = &nodes[i];
     }
@@ -938,6 +988,62 @@ static void handle_status(struct qr_rpc_conn *conn, const Qraft__Request *req)
     send_response(conn, &resp, false);
 }
 
+static void handle_heartbeat(struct qr_rpc_conn *conn,
+                             const Qraft__Request *req)
+{
+    Qraft__HeartbeatResponse hb = QRAFT__HEARTBEAT_RESPONSE__INIT;
+    qr_shards_on_heartbeat(conn->rpc->shards, req->heartbeat, &hb);
+    Qraft__Response resp = QRAFT__RESPONSE__INIT;
+    resp.id = req->id;
+    resp.body_case = QRAFT__RESPONSE__BODY_HEARTBEAT;
+    resp.heartbeat = &hb;
+    send_response(conn, &resp, false);
+}
+
+static void on_results_applied(void *data, int status, uint64_t applied)
+{
+    struct call *call = data;
+    if (status != 0) {
+        send_error(call->conn, call->id, status_of(status), "%s",
+                   qr_strerror(status));
+    } else {
+        Qraft__ResultsResponse rr = QRAFT__RESULTS_RESPONSE__INIT;
+        rr.applied_index = applied;
+        Qraft__Response resp = QRAFT__RESPONSE__INIT;
+        resp.id = call->id;
+        resp.body_case = QRAFT__RESPONSE__BODY_RESULTS;
+        resp.results = &rr;
+        send_response(call->conn, &resp, false);
+    }
+    call_free(call);
+}
+
+/* A follower's worker hands over outcomes: the leader proposes them and
+ * answers once they are applied. */
+static void handle_results(struct qr_rpc_conn *conn, const Qraft__Request *req)
+{
+    const Qraft__ResultsRequest *r = req->results;
+    if (r->n_results == 0) {
+        send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST, "no results");
+        return;
+    }
+    struct call *call = call_new(conn, req);
+    if (call == NULL) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
+        return;
+    }
+    int rv = qr_shards_propose_results(conn->rpc->shards, r->results,
+                                       r->n_results, on_results_applied, call);
+    if (rv != 0) {
+        if (rv == QR_ENOTLEADER) {
+            send_not_leader(conn, req->id);
+        } else {
+            send_error(conn, req->id, status_of(rv), "%s", qr_strerror(rv));
+        }
+        call_free(call);
+    }
+}
+
 static const struct route routes[] = {
     {QRAFT__REQUEST__BODY_PUBLISH, "publish", handle_publish, true},
     {QRAFT__REQUEST__BODY_GET, "get", handle_get, false},
@@ -949,6 +1055,9 @@ static const struct route routes[] = {
     {QRAFT__REQUEST__BODY_STATUS, "status", handle_status, false},
     /* Reading keys is local; rotating checks for the leader itself. */
     {QRAFT__REQUEST__BODY_KEYS, "keys", handle_keys, false},
+    /* Peer traffic, from the other nodes. */
+    {QRAFT__REQUEST__BODY_HEARTBEAT, "heartbeat", handle_heartbeat, true},
+    {QRAFT__REQUEST__BODY_RESULTS, "results", handle_results, true},
 };
 
 /* Compares without an early exit, so timing does not reveal the token. */
@@ -1186,9 +1295,11 @@ int qr_rpc_init(struct qr_rpc *rpc,
                 const struct qr_config *cfg,
                 const char *token,
                 struct qr_cluster *cluster,
-                struct qr_store *store)
+                struct qr_store *store,
+                struct qr_shards *shards)
 {
     memset(rpc, 0, sizeof *rpc);
+    rpc->shards = shards;
     rpc->loop = loop;
     rpc->config = cfg;
     rpc->token = token;

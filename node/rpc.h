@@ -21,6 +21,7 @@
 #include "cluster.h"
 #include "config.h"
 #include "err.h"
+#include "shards.h"
 #include "store.h"
 
 struct qr_rpc;
@@ -34,6 +35,7 @@ struct qr_rpc {
     const char *token;              /* borrowed: the effective API token */
     struct qr_cluster *cluster;     /* borrowed */
     struct qr_store *store;         /* borrowed */
+    struct qr_shards *shards;       /* borrowed */
     uv_tcp_t listener;
     struct qr_rpc_conn *conns; /* live connections, a doubly linked list */
     size_t n_conns;
@@ -52,7 +54,8 @@ int qr_rpc_init(struct qr_rpc *rpc,
                 const struct qr_config *cfg,
                 const char *token,
                 struct qr_cluster *cluster,
-                struct qr_store *store);
+                struct qr_store *store,
+                struct qr_shards *shards);
 
 /* Stops listening and closes every connection (answers still owed are
  * dropped with them); cb fires once all handles are closed. Safe to call

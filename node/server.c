@@ -315,11 +315,18 @@ static void on_cluster_closed(struct qr_cluster *c)
     uv_close((uv_handle_t *)&s->sigint, on_handle_closed);
 }
 
+static void on_shards_closed(struct qr_shards *sh)
+{
+    struct qr_server *s =
+        (struct qr_server *)((char *)sh - offsetof(struct qr_server, shards));
+    qr_cluster_close(&s->cluster, on_cluster_closed);
+}
+
 static void on_worker_closed(struct qr_worker *w)
 {
     struct qr_server *s =
         (struct qr_server *)((char *)w - offsetof(struct qr_server, worker));
-    qr_cluster_close(&s->cluster, on_cluster_closed);
+    qr_shards_close(&s->shards, on_shards_closed);
 }
 
 static void on_rpc_closed(struct qr_rpc *rpc)
@@ -397,12 +404,20 @@ int qr_server_init(struct qr_server *s,
         snprintf(s->errmsg, sizeof s->errmsg, "%s", s->cluster.errmsg);
         goto err_after_cluster;
     }
-    rv = qr_worker_init(&s->worker, &s->loop, cfg, &s->cluster, s->store);
+    rv = qr_shards_init(&s->shards, &s->loop, cfg, &s->cluster, s->store,
+                        s->token);
     if (rv != 0) {
-        snprintf(s->errmsg, sizeof s->errmsg, "%s", s->worker.errmsg);
+        snprintf(s->errmsg, sizeof s->errmsg, "%s", s->shards.errmsg);
         goto err_after_cluster;
     }
-    rv = qr_rpc_init(&s->rpc, &s->loop, cfg, s->token, &s->cluster, s->store);
+    rv = qr_worker_init(&s->worker, &s->loop, cfg, &s->cluster, s->store,
+                        &s->shards);
+    if (rv != 0) {
+        snprintf(s->errmsg, sizeof s->errmsg, "%s", s->worker.errmsg);
+        goto err_after_shards;
+    }
+    rv = qr_rpc_init(&s->rpc, &s->loop, cfg, s->token, &s->cluster, s->store,
+                     &s->shards);
     if (rv != 0) {
         snprintf(s->errmsg, sizeof s->errmsg, "%s", s->rpc.errmsg);
         goto err_after_worker;
@@ -439,6 +454,8 @@ err_after_rpc:
     qr_rpc_close(&s->rpc, NULL);
 err_after_worker:
     qr_worker_close(&s->worker, NULL);
+err_after_shards:
+    qr_shards_close(&s->shards, NULL);
 err_after_cluster:
     qr_cluster_close(&s->cluster, NULL);
     uv_run(&s->loop, UV_RUN_DEFAULT);

@@ -20,6 +20,7 @@ struct qr_server {
     uv_loop_t loop;
     struct qr_store *store;
     struct qr_cluster cluster;
+    struct qr_shards shards;
     struct qr_worker worker;
     struct qr_rpc rpc;
     struct qr_http http;

@@ -20,6 +20,7 @@
 #define INFLIGHT_BUCKETS 4096u
 #define MAX_INFLIGHT 1024u
 #define EXTRA_HEADERS 4 /* Message-Id, Retried, User-Agent, Signature */
+#define SETTLE_MS 5000
 
 /* One attempt on its way; keyed by message id. */
 struct qr_worker_inflight {
@@ -30,7 +31,8 @@ struct qr_worker_inflight {
     uint32_t max_retries;
     uint64_t created_ms;
     char *retry_delay; /* the expression, or NULL */
-    struct {           /* the message's retry options; zero: unset */
+    uint32_t shard;
+    struct { /* the message's retry options; zero: unset */
         bool strict;
         uint64_t min_backoff_ms;
         uint64_t max_backoff_ms;
@@ -40,6 +42,14 @@ struct qr_worker_inflight {
     uint64_t ticket;
     bool sending;   /* the delivery callback has not fired yet */
     bool proposing; /* the result is on its way through raft */
+    /* The result was answered (committed, or its outcome is unknown): the
+     * entry stays until this replica shows the attempt counted, so a scan
+     * on a follower that has not applied it yet does not send it again;
+     * after SETTLE_MS it goes anyway (an unknown outcome that did not
+     * commit is then sent again). */
+    bool answered;
+    uint64_t answered_mono_ms;
+    uint64_t wait_index; /* remove once this replica applied this far */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -130,13 +140,10 @@ struct result_ctx {
     char id[QR_ID_BYTES + 64];
 };
 
-static void on_result_applied(void *data,
-                              int status,
-                              const struct qr_apply_result *res)
+static void on_result_applied(void *data, int status, uint64_t applied_index)
 {
     struct result_ctx *ctx = data;
     struct qr_worker *w = ctx->worker;
-    (void)res;
     if (w->closing) {
         free(ctx); /* the table is gone; nothing is waiting for this */
         return;
@@ -144,12 +151,18 @@ static void on_result_applied(void *data,
     struct qr_worker_inflight *f = inflight_find(w, ctx->id);
     if (status != 0) {
         /* Not committed (or not known to be): the message is still due
-         * unless the result did commit; the next scan tells which. */
+         * unless the result did commit; the scans after SETTLE_MS tell. */
         w->stats.results_dropped++;
         QR_DEBUG("worker", "result for %s: %s", ctx->id, qr_strerror(status));
     }
-    if (f != NULL) {
-        inflight_remove(w, f);
+    if (f != NULL && status == 0 &&
+        applied_index <= w->cluster->fsm.applied_index) {
+        inflight_remove(w, f); /* this replica has it: the store tells */
+    } else if (f != NULL) {
+        f->proposing = false;
+        f->answered = true;
+        f->answered_mono_ms = qr_clock_mono_ms();
+        f->wait_index = status == 0 ? applied_index : UINT64_MAX;
     }
     free(ctx);
     /* The message moved (or will be re-sent): look again soon. */
@@ -267,6 +280,7 @@ static void propose_result(struct qr_worker *w,
                      qr_retry_transport_name(v.transport), resp->error);
         }
         err.category = (char *)qr_retry_category_name(v.category);
+        err.cause = (char *)qr_retry_category_name(v.cause);
         err.status = (int32_t)resp->status;
         err.message = message;
         r.error = &err;
@@ -294,36 +308,21 @@ static void propose_result(struct qr_worker *w,
         }
     }
 
-    Qraft__DeliveryResult *rp = &r;
-    Qraft__DeliveryResults batch = QRAFT__DELIVERY_RESULTS__INIT;
-    batch.n_results = 1;
-    batch.results = &rp;
-    batch.default_retries = w->config->limits.default_retries;
-    batch.default_timeout_ms = w->config->limits.default_timeout_ms;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_DELIVERY_RESULTS;
-    cmd.delivery_results = &batch;
-
-    struct qr_packed packed = {NULL, 0};
     struct result_ctx *ctx = malloc(sizeof *ctx);
-    int rv = ctx == NULL ? -ENOMEM : qr_command_pack(&cmd, &packed);
-    free(headers);
-    free(header_ptrs);
-    if (rv == 0) {
+    int rv = -ENOMEM;
+    if (ctx != NULL) {
         ctx->worker = w;
         snprintf(ctx->id, sizeof ctx->id, "%s", f->id);
-        /* Results of one loop iteration share one raft entry (group
-         * commit in cluster.c). */
-        rv = qr_cluster_propose(w->cluster, &packed, on_result_applied, ctx);
+        rv = qr_shards_submit_result(w->shards, &r, on_result_applied, ctx);
     }
+    free(headers);
+    free(header_ptrs);
     if (rv != 0) {
-        free(packed.data);
         free(ctx);
         w->stats.results_dropped++;
         QR_WARN("worker",
-                "result for %s not proposed: %s; it will be sent "
-                "again",
-                f->id, qr_strerror(rv));
+                "result for %s not submitted: %s; it will be sent again", f->id,
+                qr_strerror(rv));
         inflight_remove(w, f);
         return;
     }
@@ -390,6 +389,7 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
     f->attempt = m->attempts;
     f->max_retries = m->max_retries;
     f->created_ms = m->created_ms;
+    f->shard = m->shard;
     if (m->retry_options != NULL) {
         const Qraft__RetryOptions *o = m->retry_options;
         f->options.strict = o->strict;
@@ -444,8 +444,17 @@ static int on_due_message(void *arg, const Qraft__Message *m)
     if (w->n_inflight >= MAX_INFLIGHT) {
         return 1; /* full: the rest waits for the next scan */
     }
-    if (m->next_attempt_ms > sc->now_ms || inflight_find(w, m->id) != NULL) {
+    if (m->next_attempt_ms > sc->now_ms) {
         return 0;
+    }
+    struct qr_worker_inflight *f = inflight_find(w, m->id);
+    if (f != NULL) {
+        /* Once this replica counts the attempt, the message's next attempt
+         * (if any) is a new one: the entry has done its job. */
+        if (!f->answered || m->attempts == f->attempt) {
+            return 0;
+        }
+        inflight_remove(w, f);
     }
     int rv = dispatch(sc, m);
     if (rv != 0 && rv != QR_EBADREQ) {
@@ -467,13 +476,15 @@ static int read_keys(struct qr_store_txn *txn, Qraft__SigningKeys **out)
     return *out != NULL ? 0 : QR_ECORRUPT;
 }
 
-static void cancel_all(struct qr_worker *w)
+/* Cancels deliveries of shards this node no longer owns (all of them when
+ * it owns none): their new owner sends them. */
+static void cancel_unowned(struct qr_worker *w)
 {
     for (size_t b = 0; b < w->n_buckets; b++) {
         struct qr_worker_inflight *f = w->buckets[b];
         while (f != NULL) {
             struct qr_worker_inflight *next = f->next;
-            if (f->sending) {
+            if (f->sending && !qr_shards_owns(w->shards, f->shard)) {
                 /* Fires on_delivered (CANCELLED) now, which removes f. */
                 qr_delivery_cancel(&w->delivery, f->ticket);
             }
@@ -482,20 +493,46 @@ static void cancel_all(struct qr_worker *w)
     }
 }
 
+/* Drops answered entries once this replica has applied their result, or
+ * SETTLE_MS after an unknown outcome (if it did not commit, the message is
+ * then sent again). Returns whether some still wait. */
+static bool sweep_settled(struct qr_worker *w)
+{
+    uint64_t now = qr_clock_mono_ms();
+    uint64_t applied = w->cluster->fsm.applied_index;
+    bool waiting = false;
+    for (size_t b = 0; b < w->n_buckets; b++) {
+        struct qr_worker_inflight *f = w->buckets[b];
+        while (f != NULL) {
+            struct qr_worker_inflight *next = f->next;
+            if (f->answered && (f->wait_index <= applied ||
+                                now - f->answered_mono_ms >= SETTLE_MS)) {
+                inflight_remove(w, f);
+            } else if (f->answered) {
+                waiting = true;
+            }
+            f = next;
+        }
+    }
+    return waiting;
+}
+
 /* One pass over every owned shard: send what is due, and find when the next
  * message becomes due. */
 static void scan(struct qr_worker *w)
 {
-    bool active = qr_cluster_serving(w->cluster);
+    bool active = qr_shards_active(w->shards);
     if (active != w->active) {
         w->active = active;
         QR_INFO("worker", "%s dispatching", active ? "started" : "stopped");
-        if (!active) {
-            cancel_all(w);
-        }
+    }
+    cancel_unowned(w);
+    bool settling = sweep_settled(w);
+    if (settling) {
+        wake_at(w, qr_clock_wall_ms() + 10); /* replication is quick */
     }
     if (!active) {
-        wake_at(w, qr_clock_wall_ms() + MAX_SLEEP_MS);
+        wake_at(w, qr_clock_wall_ms() + MAX_SLEEP_MS / 4);
         return;
     }
 
@@ -518,6 +555,9 @@ static void scan(struct qr_worker *w)
     }
     sc.keys = keys;
     for (uint32_t shard = 0; shard < QR_FSM_N_SHARDS; shard++) {
+        if (!qr_shards_owns(w->shards, shard)) {
+            continue;
+        }
         if (w->n_inflight < MAX_INFLIGHT) {
             qr_store_due_scan(txn, shard, sc.now_ms, SIZE_MAX, on_due_message,
                               &sc);
@@ -558,13 +598,15 @@ int qr_worker_init(struct qr_worker *w,
                    uv_loop_t *loop,
                    const struct qr_config *cfg,
                    struct qr_cluster *cluster,
-                   struct qr_store *store)
+                   struct qr_store *store,
+                   struct qr_shards *shards)
 {
     memset(w, 0, sizeof *w);
     w->loop = loop;
     w->config = cfg;
     w->cluster = cluster;
     w->store = store;
+    w->shards = shards;
     w->wake_at_ms = UINT64_MAX;
     w->n_buckets = INFLIGHT_BUCKETS;
     w->buckets = calloc(w->n_buckets, sizeof *w->buckets);

@@ -11,9 +11,10 @@
  *   takes the first committed result for an attempt and ignores the rest.
  * - Nothing is sent before its time: "now" is the earlier of this node's
  *   clock and the leader's last stamp plus the monotonic time since.
- * - Until shard assignment exists (cluster work), the serving leader owns
- *   every shard; a node that stops leading stops dispatching and cancels
- *   what it has in flight (the next leader re-sends it). */
+ * - Only shards this node owns with a valid lease are dispatched (see
+ *   shards.h); when it loses a shard it cancels that shard's deliveries in
+ *   flight (the new owner re-sends them). Outcomes go to raft through the
+ *   leader (qr_shards_submit_result). */
 #ifndef QR_WORKER_H
 #define QR_WORKER_H
 
@@ -25,6 +26,7 @@
 #include "cluster.h"
 #include "config.h"
 #include "delivery.h"
+#include "shards.h"
 #include "store.h"
 
 struct qr_worker_inflight;
@@ -43,6 +45,7 @@ struct qr_worker {
     const struct qr_config *config; /* borrowed */
     struct qr_cluster *cluster;     /* borrowed */
     struct qr_store *store;         /* borrowed */
+    struct qr_shards *shards;       /* borrowed */
     struct qr_delivery delivery;
     uv_timer_t timer;
     uint64_t wake_at_ms; /* wall ms the timer is set for; UINT64_MAX: none */
@@ -70,10 +73,10 @@ int qr_worker_init(struct qr_worker *w,
                    uv_loop_t *loop,
                    const struct qr_config *cfg,
                    struct qr_cluster *cluster,
-                   struct qr_store *store);
+                   struct qr_store *store,
+                   struct qr_shards *shards);
 
-/* Re-checks leadership and scans soon: call when this node starts serving
- * as leader or stops. */
+/* Scans soon: call when ownership may have changed (leadership, leases). */
 void qr_worker_kick(struct qr_worker *w);
 
 /* Cancels what is in flight (those messages stay due), stops, and closes

@@ -269,11 +269,10 @@ int qraft_get(struct qraft_client *c,
 void qraft_message_free(struct qraft_message *m);
 
 /* Cancels message `id` before delivery. Retried like a read: cancelling the
- * same id twice leaves the same end state, so a repeat after an ambiguous
- * failure is harmless. The node answers CONFLICT for a message that is
- * already cancelled; when that follows an attempt whose answer was lost, the
- * library fetches the message and reports success if it is cancelled.
- * QRAFT_ECONFLICT: delivered, dead-lettered or cancelled before. */
+ * same id twice leaves the same end state, and the node answers success for
+ * a message that is already cancelled, so a repeat after an ambiguous
+ * failure is harmless. QRAFT_ECONFLICT: already delivered or
+ * dead-lettered. */
 int qraft_cancel(struct qraft_client *c, const char *id);
 
 /* One page of messages. */

@@ -388,6 +388,26 @@ static void test_check_retry_options(void **state)
     assert_refused(&req, QR_EBADREQ, "max doublings", "16", NULL);
 }
 
+/* Delivery headers qraft sets cannot be published: a forged
+ * Upstash-Message-Id would break receivers' dedup. */
+static void test_check_reserved_headers(void **state)
+{
+    (void)state;
+    const char *names[] = {"Upstash-Message-Id", "upstash-signature",
+                           "UPSTASH-RETRIED",    "User-Agent",
+                           "Content-Length",     "Host"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        Qraft__Header h = QRAFT__HEADER__INIT;
+        Qraft__Header *hp = &h;
+        h.name = (char *)names[i];
+        h.value = "x";
+        Qraft__PublishRequest req = minimal_request();
+        req.n_headers = 1;
+        req.headers = &hp;
+        assert_refused(&req, QR_EBADREQ, "set by qraft", NULL);
+    }
+}
+
 static void test_check_names(void **state)
 {
     (void)state;
@@ -1100,6 +1120,7 @@ int main(void)
         cmocka_unit_test(test_check_retry_delay_length),
         cmocka_unit_test(test_check_retry_delay_syntax),
         cmocka_unit_test(test_check_retry_options),
+        cmocka_unit_test(test_check_reserved_headers),
         cmocka_unit_test(test_check_names),
         cmocka_unit_test(test_check_callbacks),
         cmocka_unit_test(test_check_error_fits_small_buffer),

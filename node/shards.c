@@ -1,0 +1,599 @@
+#include "shards.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "lib/clock.h"
+#include "logger.h"
+
+#define TICK_MS 100
+#define HEARTBEAT_MS 500
+#define LEASE_MS 3000
+/* A follower stops this long before its lease could end at the leader:
+ * covers the request's time in flight and clock rate differences. */
+#define LEASE_MARGIN_MS 500
+#define PEER_TIMEOUT_MS 2000
+
+/* ------------------------------------------------------------------------ */
+/* The replicated view: shard map and node infos. */
+
+static void refresh_map(struct qr_shards *s)
+{
+    struct qr_store_txn *txn = NULL;
+    void *buf = NULL;
+    size_t len = 0;
+    if (qr_store_txn_begin(s->store, false, &txn) != 0) {
+        return;
+    }
+    int rv = qr_store_meta_get(txn, QR_META_SHARDS, &buf, &len);
+    qr_store_txn_abort(txn);
+    if (rv != 0) {
+        return;
+    }
+    Qraft__AssignShards *a = qraft__assign_shards__unpack(NULL, len, buf);
+    free(buf);
+    if (a == NULL || a->n_owners != QR_FSM_N_SHARDS) {
+        if (a != NULL) {
+            qraft__assign_shards__free_unpacked(a, NULL);
+        }
+        QR_ERROR("shards", "the stored shard map is unreadable");
+        return;
+    }
+    if (!s->have_map || a->epoch != s->epoch) {
+        memcpy(s->owners, a->owners, sizeof s->owners);
+        s->epoch = a->epoch;
+        s->have_map = true;
+        QR_INFO("shards", "shard map epoch %" PRIu64 ": this node owns %u",
+                s->epoch, qr_shards_count(s, s->config->id));
+    }
+    qraft__assign_shards__free_unpacked(a, NULL);
+}
+
+static Qraft__NodeInfo *read_node_info(struct qr_shards *s, uint64_t id)
+{
+    char name[48];
+    struct qr_store_txn *txn = NULL;
+    void *buf = NULL;
+    size_t len = 0;
+    snprintf(name, sizeof name, "%s%" PRIu64, QR_META_NODE_PREFIX, id);
+    if (qr_store_txn_begin(s->store, false, &txn) != 0) {
+        return NULL;
+    }
+    int rv = qr_store_meta_get(txn, name, &buf, &len);
+    qr_store_txn_abort(txn);
+    if (rv != 0) {
+        return NULL;
+    }
+    Qraft__NodeInfo *info = qraft__node_info__unpack(NULL, len, buf);
+    free(buf);
+    return info;
+}
+
+void qr_shards_node_addrs(struct qr_shards *s,
+                          uint64_t id,
+                          char *rpc,
+                          char *http)
+{
+    Qraft__NodeInfo *info = read_node_info(s, id);
+    if (rpc != NULL) {
+        snprintf(rpc, QR_ADDR_MAX, "%s", info != NULL ? info->rpc : "");
+    }
+    if (http != NULL) {
+        snprintf(http, QR_ADDR_MAX, "%s", info != NULL ? info->http : "");
+    }
+    if (info != NULL) {
+        qraft__node_info__free_unpacked(info, NULL);
+    }
+}
+
+uint32_t qr_shards_count(struct qr_shards *s, uint64_t id)
+{
+    if (!s->have_map) {
+        return qr_cluster_serving(s->cluster) && id == s->config->id
+                   ? QR_FSM_N_SHARDS
+                   : 0;
+    }
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < QR_FSM_N_SHARDS; i++) {
+        n += s->owners[i] == id;
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Ownership. */
+
+bool qr_shards_active(struct qr_shards *s)
+{
+    if (s->closing) {
+        return false;
+    }
+    if (qr_cluster_serving(s->cluster)) {
+        return true;
+    }
+    return s->have_map && qr_clock_mono_ms() < s->lease_until_mono_ms;
+}
+
+bool qr_shards_owns(struct qr_shards *s, uint32_t shard)
+{
+    if (!qr_shards_active(s) || shard >= QR_FSM_N_SHARDS) {
+        return false;
+    }
+    if (!s->have_map) {
+        return qr_cluster_serving(s->cluster);
+    }
+    return s->owners[shard] == s->config->id;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Leader side: liveness and assignment. */
+
+static struct qr_shards_node *find_node(struct qr_shards *s, uint64_t id)
+{
+    for (size_t i = 0; i < s->n_nodes; i++) {
+        if (s->nodes[i].id == id) {
+            return &s->nodes[i];
+        }
+    }
+    return NULL;
+}
+
+const struct qr_shards_node *qr_shards_node(struct qr_shards *s, uint64_t id)
+{
+    return qr_cluster_serving(s->cluster) ? find_node(s, id) : NULL;
+}
+
+static void on_info_applied(void *data,
+                            int status,
+                            const struct qr_apply_result *res)
+{
+    struct qr_shards *s = data;
+    (void)res;
+    s->info_pending = false;
+    if (status != 0) {
+        QR_DEBUG("shards", "node info: %s", qr_strerror(status));
+    }
+}
+
+static bool propose_command(struct qr_shards *s,
+                            const Qraft__Command *cmd,
+                            qr_cluster_propose_cb cb)
+{
+    struct qr_packed packed;
+    if (qr_command_pack(cmd, &packed) != 0) {
+        return false;
+    }
+    if (qr_cluster_propose(s->cluster, &packed, cb, s) != 0) {
+        free(packed.data);
+        return false;
+    }
+    return true;
+}
+
+/* Makes the replicated node info match what node id advertises. At most one
+ * such proposal in flight. */
+static void sync_node_info(struct qr_shards *s,
+                           uint64_t id,
+                           const char *rpc,
+                           const char *http)
+{
+    if (s->info_pending) {
+        return;
+    }
+    Qraft__NodeInfo *stored = read_node_info(s, id);
+    bool same = stored != NULL && strcmp(stored->rpc, rpc) == 0 &&
+                strcmp(stored->http, http) == 0 &&
+                strcmp(stored->version, QRAFT_VERSION) == 0;
+    if (stored != NULL) {
+        qraft__node_info__free_unpacked(stored, NULL);
+    }
+    if (same) {
+        return;
+    }
+    Qraft__NodeInfo info = QRAFT__NODE_INFO__INIT;
+    info.id = id;
+    info.rpc = (char *)rpc;
+    info.http = (char *)http;
+    info.version = QRAFT_VERSION;
+    Qraft__SetNodeInfo set = QRAFT__SET_NODE_INFO__INIT;
+    set.info = &info;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_SET_NODE_INFO;
+    cmd.set_node_info = &set;
+    s->info_pending = propose_command(s, &cmd, on_info_applied);
+}
+
+void qr_shards_on_heartbeat(struct qr_shards *s,
+                            const Qraft__HeartbeatRequest *req,
+                            Qraft__HeartbeatResponse *resp)
+{
+    resp->lease_ms = LEASE_MS;
+    resp->epoch = s->epoch;
+    if (req->info == NULL || req->info->id == 0) {
+        return;
+    }
+    struct qr_shards_node *n = find_node(s, req->info->id);
+    if (n == NULL) {
+        if (s->n_nodes == QR_CLUSTER_MAX_NODES) {
+            return;
+        }
+        n = &s->nodes[s->n_nodes++];
+        memset(n, 0, sizeof *n);
+        n->id = req->info->id;
+    }
+    n->last_heartbeat_mono_ms = qr_clock_mono_ms();
+    n->applied_index = req->applied_index;
+    snprintf(n->rpc, sizeof n->rpc, "%s", req->info->rpc);
+    snprintf(n->http, sizeof n->http, "%s", req->info->http);
+    sync_node_info(s, n->id, n->rpc, n->http);
+}
+
+static bool is_live(struct qr_shards *s, uint64_t id, uint64_t now)
+{
+    if (id == s->config->id) {
+        return true;
+    }
+    const struct qr_shards_node *n = find_node(s, id);
+    return n != NULL && n->last_heartbeat_mono_ms != 0 &&
+           now - n->last_heartbeat_mono_ms < LEASE_MS;
+}
+
+/* Sticky and balanced: each live node's quota is 256/n (the first few in
+ * id order get one more); live owners keep shards up to their quota; the
+ * rest go to whoever is under quota, in id order. */
+static void balance(struct qr_shards *s,
+                    const uint64_t *live,
+                    size_t n_live,
+                    uint64_t out[QR_FSM_N_SHARDS])
+{
+    uint32_t quota[QR_CLUSTER_MAX_NODES];
+    uint32_t have[QR_CLUSTER_MAX_NODES] = {0};
+    for (size_t i = 0; i < n_live; i++) {
+        quota[i] = QR_FSM_N_SHARDS / (uint32_t)n_live +
+                   (i < QR_FSM_N_SHARDS % n_live ? 1 : 0);
+    }
+    for (uint32_t sh = 0; sh < QR_FSM_N_SHARDS; sh++) {
+        out[sh] = 0;
+        if (!s->have_map) {
+            continue;
+        }
+        for (size_t i = 0; i < n_live; i++) {
+            if (s->owners[sh] == live[i] && have[i] < quota[i]) {
+                out[sh] = live[i];
+                have[i]++;
+                break;
+            }
+        }
+    }
+    size_t next = 0;
+    for (uint32_t sh = 0; sh < QR_FSM_N_SHARDS; sh++) {
+        if (out[sh] != 0) {
+            continue;
+        }
+        while (have[next] >= quota[next]) {
+            next++;
+        }
+        out[sh] = live[next];
+        have[next]++;
+    }
+}
+
+static void on_assigned(void *data,
+                        int status,
+                        const struct qr_apply_result *res)
+{
+    struct qr_shards *s = data;
+    s->assign_pending = false;
+    if (status != 0 || (res != NULL && res->status != 0)) {
+        QR_WARN("shards", "assignment: %s",
+                status != 0 ? qr_strerror(status) : res->error);
+        return;
+    }
+    refresh_map(s);
+}
+
+static void maybe_assign(struct qr_shards *s, uint64_t now)
+{
+    if (s->assign_pending ||
+        now - s->serving_since_mono_ms < LEASE_MS + LEASE_MARGIN_MS) {
+        return;
+    }
+    /* Candidates: the raft configuration's voters and standbys. */
+    struct qr_cluster_status cs;
+    qr_cluster_get_status(s->cluster, &cs);
+    uint64_t live[QR_CLUSTER_MAX_NODES];
+    size_t n_live = 0;
+    for (size_t i = 0; i < cs.n_nodes; i++) {
+        if (strcmp(cs.nodes[i].role, "spare") != 0 &&
+            is_live(s, cs.nodes[i].id, now)) {
+            live[n_live++] = cs.nodes[i].id;
+        }
+    }
+    for (size_t i = 1; i < n_live; i++) { /* ids ascending */
+        for (size_t j = i; j > 0 && live[j - 1] > live[j]; j--) {
+            uint64_t t = live[j];
+            live[j] = live[j - 1];
+            live[j - 1] = t;
+        }
+    }
+    if (n_live == 0) {
+        return;
+    }
+    uint64_t owners[QR_FSM_N_SHARDS];
+    balance(s, live, n_live, owners);
+    if (s->have_map && memcmp(owners, s->owners, sizeof owners) == 0) {
+        return;
+    }
+    Qraft__AssignShards a = QRAFT__ASSIGN_SHARDS__INIT;
+    a.epoch = s->epoch + 1;
+    a.n_owners = QR_FSM_N_SHARDS;
+    a.owners = owners;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_ASSIGN_SHARDS;
+    cmd.assign_shards = &a;
+    s->assign_pending = propose_command(s, &cmd, on_assigned);
+    if (s->assign_pending) {
+        QR_INFO("shards", "assigning epoch %" PRIu64 " over %zu live node(s)",
+                a.epoch, n_live);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Follower side: the heartbeat. */
+
+struct heartbeat_call {
+    struct qr_shards *shards;
+    uint64_t sent_mono_ms;
+};
+
+static void on_heartbeat_answer(void *data,
+                                int status,
+                                const Qraft__Response *resp)
+{
+    struct heartbeat_call *hc = data;
+    struct qr_shards *s = hc->shards;
+    s->heartbeat_pending = false;
+    if (status == 0 && resp->status == QRAFT__STATUS__OK &&
+        resp->body_case == QRAFT__RESPONSE__BODY_HEARTBEAT &&
+        resp->heartbeat->lease_ms > LEASE_MARGIN_MS && !s->closing) {
+        bool had = qr_clock_mono_ms() < s->lease_until_mono_ms;
+        s->lease_until_mono_ms =
+            hc->sent_mono_ms + resp->heartbeat->lease_ms - LEASE_MARGIN_MS;
+        if (!had) {
+            QR_INFO("shards", "lease granted by the leader");
+        }
+    } else if (status == 0) {
+        QR_DEBUG("shards", "heartbeat refused: %s", resp->error);
+    }
+    free(hc);
+}
+
+static void send_heartbeat(struct qr_shards *s, uint64_t now)
+{
+    uint64_t leader_id = 0;
+    qr_cluster_leader(s->cluster, &leader_id, NULL);
+    if (leader_id == 0 || leader_id == s->config->id) {
+        return;
+    }
+    char rpc[QR_ADDR_MAX];
+    qr_shards_node_addrs(s, leader_id, rpc, NULL);
+    if (rpc[0] == '\0') {
+        return; /* the leader has not advertised itself yet */
+    }
+    qr_peer_set_target(&s->peer, rpc);
+    if (s->heartbeat_pending || now < s->next_heartbeat_mono_ms) {
+        return;
+    }
+    struct heartbeat_call *hc = malloc(sizeof *hc);
+    if (hc == NULL) {
+        return;
+    }
+    hc->shards = s;
+    hc->sent_mono_ms = now;
+    Qraft__NodeInfo info = QRAFT__NODE_INFO__INIT;
+    info.id = s->config->id;
+    info.rpc = (char *)s->config->rpc_addr;
+    info.http = (char *)s->config->http_addr;
+    info.version = QRAFT_VERSION;
+    Qraft__HeartbeatRequest hb = QRAFT__HEARTBEAT_REQUEST__INIT;
+    hb.info = &info;
+    hb.applied_index = s->cluster->fsm.applied_index;
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_HEARTBEAT;
+    req.heartbeat = &hb;
+    if (qr_peer_call(&s->peer, &req, PEER_TIMEOUT_MS, on_heartbeat_answer,
+                     hc) != 0) {
+        free(hc);
+        return;
+    }
+    s->heartbeat_pending = true;
+    s->next_heartbeat_mono_ms = now + HEARTBEAT_MS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Results. */
+
+struct result_call {
+    struct qr_shards *shards;
+    qr_shards_result_cb cb;
+    void *data;
+};
+
+static void on_result_proposed(void *data,
+                               int status,
+                               const struct qr_apply_result *res)
+{
+    struct result_call *rc = data;
+    struct qr_shards *s = rc->shards;
+    (void)res;
+    /* Here the result is applied already: this replica is the leader's. */
+    rc->cb(rc->data, status, s->cluster->fsm.applied_index);
+    free(rc);
+}
+
+int qr_shards_propose_results(struct qr_shards *s,
+                              Qraft__DeliveryResult **results,
+                              size_t n,
+                              qr_shards_result_cb cb,
+                              void *data)
+{
+    Qraft__DeliveryResults batch = QRAFT__DELIVERY_RESULTS__INIT;
+    batch.n_results = n;
+    batch.results = results;
+    batch.default_retries = s->config->limits.default_retries;
+    batch.default_timeout_ms = s->config->limits.default_timeout_ms;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_DELIVERY_RESULTS;
+    cmd.delivery_results = &batch;
+    struct qr_packed packed;
+    struct result_call *rc = malloc(sizeof *rc);
+    int rv = rc == NULL ? -ENOMEM : qr_command_pack(&cmd, &packed);
+    if (rv != 0) {
+        free(rc);
+        return rv;
+    }
+    rc->shards = s;
+    rc->cb = cb;
+    rc->data = data;
+    /* Results of one loop iteration share one raft entry (group commit). */
+    rv = qr_cluster_propose(s->cluster, &packed, on_result_proposed, rc);
+    if (rv != 0) {
+        free(packed.data);
+        free(rc);
+    }
+    return rv;
+}
+
+static void on_result_sent(void *data, int status, const Qraft__Response *resp)
+{
+    struct result_call *rc = data;
+    int rv = status;
+    uint64_t applied = 0;
+    if (rv == 0 && resp->status != QRAFT__STATUS__OK) {
+        rv = resp->status == QRAFT__STATUS__NOT_LEADER ? QR_ENOTLEADER
+                                                       : QR_EUNKNOWN;
+    }
+    if (rv == 0 && resp->body_case == QRAFT__RESPONSE__BODY_RESULTS) {
+        applied = resp->results->applied_index;
+    }
+    rc->cb(rc->data, rv, applied);
+    free(rc);
+}
+
+int qr_shards_submit_result(struct qr_shards *s,
+                            const Qraft__DeliveryResult *r,
+                            qr_shards_result_cb cb,
+                            void *data)
+{
+    Qraft__DeliveryResult *one = (Qraft__DeliveryResult *)r;
+    if (qr_cluster_serving(s->cluster)) {
+        return qr_shards_propose_results(s, &one, 1, cb, data);
+    }
+    struct result_call *rc = malloc(sizeof *rc);
+    if (rc == NULL) {
+        return -ENOMEM;
+    }
+    rc->shards = s;
+    rc->cb = cb;
+    rc->data = data;
+    Qraft__ResultsRequest rr = QRAFT__RESULTS_REQUEST__INIT;
+    rr.n_results = 1;
+    rr.results = &one;
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_RESULTS;
+    req.results = &rr;
+    int rv =
+        qr_peer_call(&s->peer, &req, PEER_TIMEOUT_MS * 5, on_result_sent, rc);
+    if (rv != 0) {
+        free(rc);
+    }
+    return rv;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The tick. */
+
+static void on_tick(uv_timer_t *t)
+{
+    struct qr_shards *s = t->data;
+    uint64_t now = qr_clock_mono_ms();
+    if (s->closing) {
+        return;
+    }
+    refresh_map(s);
+    bool serving = qr_cluster_serving(s->cluster);
+    if (serving != s->was_serving) {
+        s->was_serving = serving;
+        s->n_nodes = 0; /* liveness is learned anew each term */
+        s->serving_since_mono_ms = now;
+        s->assign_pending = false;
+        s->info_pending = false;
+    }
+    if (serving) {
+        qr_peer_set_target(&s->peer, NULL);
+        sync_node_info(s, s->config->id, s->config->rpc_addr,
+                       s->config->http_addr);
+        maybe_assign(s, now);
+    } else {
+        send_heartbeat(s, now);
+    }
+}
+
+int qr_shards_init(struct qr_shards *s,
+                   uv_loop_t *loop,
+                   const struct qr_config *cfg,
+                   struct qr_cluster *cluster,
+                   struct qr_store *store,
+                   const char *token)
+{
+    memset(s, 0, sizeof *s);
+    s->loop = loop;
+    s->config = cfg;
+    s->cluster = cluster;
+    s->store = store;
+    int rv = qr_peer_init(&s->peer, loop, token, NULL, s->errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    refresh_map(s);
+    uv_timer_init(loop, &s->timer);
+    s->timer.data = s;
+    uv_timer_start(&s->timer, on_tick, TICK_MS, TICK_MS);
+    return 0;
+}
+
+static void close_step(struct qr_shards *s)
+{
+    if (--s->pending_closes == 0 && s->close_cb != NULL) {
+        s->close_cb(s);
+    }
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    close_step(h->data);
+}
+
+static void on_peer_closed(struct qr_peer *p)
+{
+    struct qr_shards *s =
+        (struct qr_shards *)((char *)p - offsetof(struct qr_shards, peer));
+    close_step(s);
+}
+
+void qr_shards_close(struct qr_shards *s, void (*cb)(struct qr_shards *s))
+{
+    if (s->closing) {
+        return;
+    }
+    s->closing = true;
+    s->close_cb = cb;
+    s->pending_closes = 2;
+    uv_timer_stop(&s->timer);
+    uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+    qr_peer_close(&s->peer, on_peer_closed);
+}

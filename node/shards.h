@@ -1,0 +1,135 @@
+/* Shards and leases: which node delivers which part of the retry schedule.
+ *
+ * The schedule has QR_FSM_N_SHARDS shards. The leader assigns them to live
+ * nodes with an AssignShards command (a growing epoch); a node is live while
+ * it renews its lease with a heartbeat to the leader every HEARTBEAT_MS.
+ *
+ * Invariants:
+ * - A follower dispatches a shard only while the applied map says it owns it
+ *   AND its lease is valid. Its lease runs from when it SENT the heartbeat
+ *   the leader answered, minus a margin, so it always ends before the leader
+ *   can consider it dead (last heartbeat RECEIVED + lease): a node that
+ *   cannot renew stops before its shards can move.
+ * - A new leader moves no shard for a lease period after it starts serving:
+ *   leases granted by the previous leader may still run.
+ * - Assignment is sticky and balanced: a live owner keeps its shards up to
+ *   its quota; only the rest move.
+ * - Shards whose owner died are re-sent by their new owner: their messages
+ *   are still due in the store (at-least-once; see worker.h).
+ * - Until the first assignment is applied, the serving leader owns every
+ *   shard. */
+#ifndef QR_SHARDS_H
+#define QR_SHARDS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "cluster.h"
+#include "config.h"
+#include "fsm.h"
+#include "peer.h"
+#include "store.h"
+
+/* What the leader knows of one node from its heartbeats. */
+struct qr_shards_node {
+    uint64_t id;
+    uint64_t last_heartbeat_mono_ms; /* 0: none heard this term */
+    uint64_t applied_index;
+    char rpc[QR_ADDR_MAX];
+    char http[QR_ADDR_MAX];
+};
+
+/* status 0: committed and applied on the leader, and on this replica once
+ * its applied index reaches applied_index. */
+typedef void (*qr_shards_result_cb)(void *data,
+                                    int status,
+                                    uint64_t applied_index);
+
+struct qr_shards {
+    uv_loop_t *loop;                /* borrowed */
+    const struct qr_config *config; /* borrowed */
+    struct qr_cluster *cluster;     /* borrowed */
+    struct qr_store *store;         /* borrowed */
+    struct qr_peer peer;            /* to the leader */
+    uv_timer_t timer;
+
+    /* The applied shard map, refreshed every tick. */
+    bool have_map;
+    uint64_t epoch;
+    uint64_t owners[QR_FSM_N_SHARDS];
+
+    /* This node's lease (followers). */
+    uint64_t lease_until_mono_ms;
+    bool heartbeat_pending;
+    uint64_t next_heartbeat_mono_ms;
+
+    /* Leader side. */
+    bool was_serving;
+    uint64_t serving_since_mono_ms;
+    struct qr_shards_node nodes[QR_CLUSTER_MAX_NODES];
+    size_t n_nodes;
+    bool assign_pending;
+    bool info_pending;
+
+    bool closing;
+    unsigned pending_closes;
+    void (*close_cb)(struct qr_shards *s);
+    char errmsg[QR_ERRMSG_BYTES];
+};
+
+/* All pointers borrowed; they must outlive s. On failure s->errmsg says
+ * why and nothing needs closing. */
+int qr_shards_init(struct qr_shards *s,
+                   uv_loop_t *loop,
+                   const struct qr_config *cfg,
+                   struct qr_cluster *cluster,
+                   struct qr_store *store,
+                   const char *token);
+
+void qr_shards_close(struct qr_shards *s, void (*cb)(struct qr_shards *s));
+
+/* True when this node may dispatch `shard` now. */
+bool qr_shards_owns(struct qr_shards *s, uint32_t shard);
+
+/* True when this node may dispatch anything (serving leader, or a follower
+ * with a valid lease and a map). */
+bool qr_shards_active(struct qr_shards *s);
+
+/* Hands one attempt's outcome to raft: proposed here on the leader, sent to
+ * the leader otherwise. cb fires exactly once when 0 is returned: status 0
+ * once the result is committed and applied, else it may or may not have
+ * been (the message is then re-sent if it is still due). */
+int qr_shards_submit_result(struct qr_shards *s,
+                            const Qraft__DeliveryResult *r,
+                            qr_shards_result_cb cb,
+                            void *data);
+
+/* Leader side of a heartbeat: records the node and fills the answer. */
+void qr_shards_on_heartbeat(struct qr_shards *s,
+                            const Qraft__HeartbeatRequest *req,
+                            Qraft__HeartbeatResponse *resp);
+
+/* Proposes results a follower sent (leader side); cb as for submit. */
+int qr_shards_propose_results(struct qr_shards *s,
+                              Qraft__DeliveryResult **results,
+                              size_t n,
+                              qr_shards_result_cb cb,
+                              void *data);
+
+/* The RPC and HTTP addresses node `id` advertised (replicated), or "" when
+ * unknown. out buffers hold QR_ADDR_MAX bytes; either may be NULL. */
+void qr_shards_node_addrs(struct qr_shards *s,
+                          uint64_t id,
+                          char *rpc,
+                          char *http);
+
+/* The leader's view of node id (NULL when not the leader or unknown). */
+const struct qr_shards_node *qr_shards_node(struct qr_shards *s, uint64_t id);
+
+/* Number of shards node id owns in the applied map (or every shard for the
+ * serving leader before the first assignment). */
+uint32_t qr_shards_count(struct qr_shards *s, uint64_t id);
+
+#endif /* QR_SHARDS_H */
