@@ -43,6 +43,9 @@ static const char usage_main[] =
     "  dlq rm ID...            delete dead letters\n"
     "  status                  show the state of the node and cluster\n"
     "  keys [--rotate]         show (or rotate) the signing keys\n"
+    "  cluster add ID ADDR     add node ID (raft at ADDR) as a voter\n"
+    "  cluster remove ID       remove node ID (it shuts down)\n"
+    "  cluster transfer [ID]   hand leadership to ID (or the best voter)\n"
     "\n"
     "Run `qraft COMMAND --help` for a command's options. get, ls, dlq ls,\n"
     "status and keys take --json to print one JSON document.\n"
@@ -126,6 +129,17 @@ static const char usage_dlq[] =
     "fields (destination prefix, error category such as server_error or\n"
     "client_error, dead-lettered in [since, until)) and prints each id\n"
     "it replayed.\n";
+
+static const char usage_cluster[] =
+    "usage: qraft cluster add ID RAFT_ADDR\n"
+    "       qraft cluster remove ID\n"
+    "       qraft cluster transfer [ID]\n"
+    "\n"
+    "Membership changes, one at a time. add: start the new node first with\n"
+    "`qraftd --id ID --join --raft RAFT_ADDR ...`; it joins as a standby,\n"
+    "catches up and becomes a voter (the command returns then). remove: the\n"
+    "node leaves the configuration and shuts itself down. transfer: hands\n"
+    "leadership to ID, or to the most up-to-date voter.\n";
 
 static const char usage_keys[] =
     "usage: qraft keys [--rotate] [--json]\n"
@@ -1335,6 +1349,53 @@ static void print_status(const struct qraft_status *s)
     }
 }
 
+static int cmd_cluster(int argc, char **argv, struct globals *g)
+{
+    if (argc < 2) {
+        return usage_error("cluster", "expected add, remove or transfer");
+    }
+    const char *sub = argv[1];
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+        fputs(usage_cluster, stdout);
+        return EXIT_OK;
+    }
+    char cmd[32];
+    snprintf(cmd, sizeof cmd, "cluster %s", sub);
+    int ex = simple_options(cmd, usage_cluster, false, argc - 1, argv + 1, g);
+    if (ex != -1) {
+        return ex;
+    }
+    int n_args = argc - 1 - optind;
+    char **args = argv + 1 + optind;
+    uint64_t id = 0;
+    bool add = strcmp(sub, "add") == 0;
+    bool remove = strcmp(sub, "remove") == 0;
+    bool transfer = strcmp(sub, "transfer") == 0;
+    if (!add && !remove && !transfer) {
+        return usage_error("cluster", "unknown subcommand '%s'", sub);
+    }
+    int want = add ? 2 : 1;
+    if ((transfer && n_args > 1) || (!transfer && n_args != want)) {
+        return usage_error(cmd, "wrong arguments (see qraft cluster --help)");
+    }
+    if (n_args > 0 && parse_u64(args[0], 65535, &id) != 0) {
+        return usage_error(cmd, "'%s' is not a node id", args[0]);
+    }
+    struct qraft_client *c = NULL;
+    ex = open_client(cmd, g, &c);
+    if (ex != EXIT_OK) {
+        return ex;
+    }
+    int rc = add      ? qraft_cluster_add(c, id, args[1])
+             : remove ? qraft_cluster_remove(c, id)
+                      : qraft_cluster_transfer(c, id);
+    if (rc != 0) {
+        ex = report(cmd, c, rc);
+    }
+    qraft_client_free(c);
+    return ex;
+}
+
 static int cmd_keys(int argc, char **argv, struct globals *g)
 {
     static const struct option opts[] = {
@@ -1397,6 +1458,21 @@ static int cmd_status(int argc, char **argv, struct globals *g)
     }
     struct qraft_status *s = NULL;
     int rc = qraft_status(c, &s);
+    /* A follower knows little of the others (liveness and applied indexes
+     * come from heartbeats): ask the leader when it is named. */
+    if (rc == 0 && strcmp(s->state, "leader") != 0 &&
+        s->leader_rpc != NULL && s->leader_rpc[0] != '\0') {
+        struct qraft_client *lc = NULL;
+        struct qraft_status *ls = NULL;
+        const char *token =
+            g->token != NULL ? g->token : getenv("QRAFT_TOKEN");
+        if (qraft_client_new(s->leader_rpc, token, NULL, &lc) == 0 &&
+            qraft_status(lc, &ls) == 0) {
+            qraft_status_free(s);
+            s = ls;
+        }
+        qraft_client_free(lc);
+    }
     if (rc != 0) {
         ex = report("status", c, rc);
     } else if (g->json) {
@@ -1446,9 +1522,10 @@ int main(int argc, char **argv)
         const char *name;
         int (*run)(int argc, char **argv, struct globals *g);
     } commands[] = {
-        {"publish", cmd_publish}, {"get", cmd_get}, {"cancel", cmd_cancel},
-        {"ls", cmd_ls},           {"dlq", cmd_dlq}, {"status", cmd_status},
-        {"keys", cmd_keys},
+        {"publish", cmd_publish}, {"get", cmd_get},
+        {"cancel", cmd_cancel},   {"ls", cmd_ls},
+        {"dlq", cmd_dlq},         {"status", cmd_status},
+        {"keys", cmd_keys},       {"cluster", cmd_cluster},
     };
     const char *name = argv[optind];
     if (strcmp(name, "help") == 0) {

@@ -1616,6 +1616,58 @@ int qraft_keys(struct qraft_client *c, bool rotate, struct qraft_keys *out)
     return 0;
 }
 
+/* A membership change: answered with no body once done. Never repeated
+ * after an ambiguous failure (a second add or remove is not the first). */
+static int membership_call(struct qraft_client *c, Qraft__Request *req)
+{
+    Qraft__Response *resp = NULL;
+    int rc = call_expect(c, req, RETRY_UNSENT, QRAFT__RESPONSE__BODY__NOT_SET,
+                         &resp);
+    if (rc == 0) {
+        qraft__response__free_unpacked(resp, NULL);
+    }
+    return rc;
+}
+
+int qraft_cluster_add(struct qraft_client *c,
+                      uint64_t id,
+                      const char *raft_addr)
+{
+    if (id == 0 || raft_addr == NULL || raft_addr[0] == '\0') {
+        return fail(c, QRAFT_EINVAL, "add needs a node id and a raft address");
+    }
+    Qraft__MemberAddRequest a = QRAFT__MEMBER_ADD_REQUEST__INIT;
+    a.id = id;
+    a.raft_addr = (char *)raft_addr;
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_MEMBER_ADD;
+    req.member_add = &a;
+    return membership_call(c, &req);
+}
+
+int qraft_cluster_remove(struct qraft_client *c, uint64_t id)
+{
+    if (id == 0) {
+        return fail(c, QRAFT_EINVAL, "remove needs a node id");
+    }
+    Qraft__MemberRemoveRequest r = QRAFT__MEMBER_REMOVE_REQUEST__INIT;
+    r.id = id;
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_MEMBER_REMOVE;
+    req.member_remove = &r;
+    return membership_call(c, &req);
+}
+
+int qraft_cluster_transfer(struct qraft_client *c, uint64_t id)
+{
+    Qraft__TransferRequest t = QRAFT__TRANSFER_REQUEST__INIT;
+    t.id = id;
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_TRANSFER;
+    req.transfer = &t;
+    return membership_call(c, &req);
+}
+
 void qraft_status_free(struct qraft_status *s)
 {
     if (s == NULL) {

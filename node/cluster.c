@@ -16,6 +16,18 @@
  * it is not backpressure (the queue caps below are). */
 #define RAFT_MAX_INFLIGHT_ENTRIES 256
 
+struct qr_membership {
+    struct qr_cluster *cluster;
+    union {
+        struct raft_change change;
+        struct raft_transfer transfer;
+    } req;
+    uint64_t id;
+    int step; /* add: 0 = adding, 1 = standby, 2 = voter */
+    qr_cluster_change_cb cb;
+    void *data;
+};
+
 struct qr_proposal {
     struct qr_packed cmd;
     qr_cluster_propose_cb cb;
@@ -410,8 +422,52 @@ static void on_barrier(struct raft_barrier *req, int status)
     }
 }
 
+/* A node taken out of the configuration stops: it would otherwise linger,
+ * unable to vote or be elected. A node that has not been added yet (it
+ * started with --join) is not "removed". */
+static void poll_membership(struct qr_cluster *c)
+{
+    bool member = false;
+    const struct raft_configuration *conf = &c->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++) {
+        member = member || conf->servers[i].id == c->config->id;
+    }
+    if (member) {
+        c->was_member = true;
+    } else if (c->was_member && conf->n > 0) {
+        qr_cluster_note_removed(c);
+    }
+}
+
+void qr_cluster_note_removed(struct qr_cluster *c)
+{
+    if (c->removed) {
+        return;
+    }
+    c->removed = true;
+    QR_WARN("cluster", "this node was removed from the cluster");
+    if (c->on_removed != NULL) {
+        c->on_removed(c->on_removed_data);
+    }
+}
+
+bool qr_cluster_removed(struct qr_cluster *c, uint64_t id)
+{
+    const struct raft_configuration *conf = &c->raft.configuration;
+    if (!c->serving || c->raft.configuration_uncommitted_index != 0) {
+        return false;
+    }
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (conf->servers[i].id == id) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static void poll_leadership(struct qr_cluster *c)
 {
+    poll_membership(c);
     bool leader = raft_state(&c->raft) == RAFT_LEADER;
     if (leader && !c->leader) {
         c->leader = true;
@@ -549,7 +605,9 @@ int qr_cluster_start(struct qr_cluster *c)
     int rv;
 
     raft_configuration_init(&conf);
-    if (cfg->n_peers == 0) {
+    if (cfg->join) {
+        rv = 0; /* no bootstrap: wait to be added by the leader */
+    } else if (cfg->n_peers == 0) {
         rv = raft_configuration_add(&conf, cfg->id, cfg->raft_addr, RAFT_VOTER);
     } else {
         rv = 0;
@@ -558,7 +616,7 @@ int qr_cluster_start(struct qr_cluster *c)
                                         cfg->peers[i].raft_addr, RAFT_VOTER);
         }
     }
-    if (rv == 0) {
+    if (rv == 0 && !cfg->join) {
         rv = raft_bootstrap(&c->raft, &conf);
         if (rv == 0) {
             QR_INFO("cluster", "bootstrapped a new cluster of %u voter(s)",
@@ -757,4 +815,171 @@ void qr_cluster_get_status(struct qr_cluster *c, struct qr_cluster_status *out)
         snprintf(n->raft_addr, sizeof n->raft_addr, "%s",
                  conf->servers[i].address);
     }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Membership. */
+
+static void finish_change(struct qr_membership *m, int status, const char *why)
+{
+    struct qr_cluster *c = m->cluster;
+    c->change = NULL;
+    m->cb(m->data, status, why);
+    free(m);
+}
+
+static int change_status(int rv)
+{
+    switch (rv) {
+        case RAFT_NOTLEADER:
+        case RAFT_LEADERSHIPLOST:
+            return QR_ENOTLEADER;
+        case RAFT_CANTCHANGE:
+            return QR_ECONFLICT;
+        case RAFT_DUPLICATEID:
+        case RAFT_DUPLICATEADDRESS:
+        case RAFT_BADID:
+        case RAFT_NOTFOUND:
+        case RAFT_BADROLE:
+            return QR_EBADREQ;
+        default:
+            return QR_EUNKNOWN;
+    }
+}
+
+static void on_change(struct raft_change *req, int status);
+
+static int add_step(struct qr_membership *m)
+{
+    struct qr_cluster *c = m->cluster;
+    m->req.change.data = m;
+    /* A spare first, then a standby (it replicates and catches up), then
+     * a voter: raft promotes only once the node has caught up. */
+    return raft_assign(&c->raft, &m->req.change, m->id,
+                       m->step == 1 ? RAFT_STANDBY : RAFT_VOTER, on_change);
+}
+
+static void on_change(struct raft_change *req, int status)
+{
+    struct qr_membership *m = req->data;
+    if (status != 0) {
+        finish_change(m, change_status(status), raft_strerror(status));
+        return;
+    }
+    if (m->step == 0 || m->step == 1) {
+        m->step++;
+        int rv = add_step(m);
+        if (rv != 0) {
+            finish_change(m, change_status(rv), raft_strerror(rv));
+        }
+        return;
+    }
+    finish_change(m, 0, "");
+}
+
+static struct qr_membership *new_change(struct qr_cluster *c,
+                                        uint64_t id,
+                                        qr_cluster_change_cb cb,
+                                        void *data,
+                                        int *rv)
+{
+    if (c->closing || !c->serving) {
+        *rv = QR_ENOTLEADER;
+        return NULL;
+    }
+    if (c->change != NULL) {
+        *rv = QR_ECONFLICT;
+        return NULL;
+    }
+    struct qr_membership *m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        *rv = -ENOMEM;
+        return NULL;
+    }
+    m->cluster = c;
+    m->id = id;
+    m->cb = cb;
+    m->data = data;
+    *rv = 0;
+    return m;
+}
+
+int qr_cluster_add(struct qr_cluster *c,
+                   uint64_t id,
+                   const char *raft_addr,
+                   qr_cluster_change_cb cb,
+                   void *data)
+{
+    int rv;
+    struct qr_membership *m = new_change(c, id, cb, data, &rv);
+    if (m == NULL) {
+        return rv;
+    }
+    m->req.change.data = m;
+    rv = raft_add(&c->raft, &m->req.change, id, raft_addr, on_change);
+    if (rv != 0) {
+        free(m);
+        return change_status(rv);
+    }
+    c->change = m;
+    QR_INFO("cluster", "adding node %" PRIu64 " at %s", id, raft_addr);
+    return 0;
+}
+
+int qr_cluster_remove(struct qr_cluster *c,
+                      uint64_t id,
+                      qr_cluster_change_cb cb,
+                      void *data)
+{
+    int rv;
+    struct qr_membership *m = new_change(c, id, cb, data, &rv);
+    if (m == NULL) {
+        return rv;
+    }
+    m->step = 2; /* done after this one change */
+    m->req.change.data = m;
+    rv = raft_remove(&c->raft, &m->req.change, id, on_change);
+    if (rv != 0) {
+        free(m);
+        return change_status(rv);
+    }
+    c->change = m;
+    QR_INFO("cluster", "removing node %" PRIu64, id);
+    return 0;
+}
+
+static void on_transfer(struct raft_transfer *req)
+{
+    struct qr_membership *m = req->data;
+    uint64_t leader = 0;
+    qr_cluster_leader(m->cluster, &leader, NULL);
+    if (leader != m->cluster->config->id && leader != 0 &&
+        (m->id == 0 || leader == m->id)) {
+        finish_change(m, 0, "");
+    } else {
+        finish_change(m, QR_EUNKNOWN,
+                      "leadership did not move within the election timeout");
+    }
+}
+
+int qr_cluster_transfer(struct qr_cluster *c,
+                        uint64_t id,
+                        qr_cluster_change_cb cb,
+                        void *data)
+{
+    int rv;
+    struct qr_membership *m = new_change(c, id, cb, data, &rv);
+    if (m == NULL) {
+        return rv;
+    }
+    m->req.transfer.data = m;
+    rv = raft_transfer(&c->raft, &m->req.transfer, id, on_transfer);
+    if (rv != 0) {
+        free(m);
+        return change_status(rv);
+    }
+    c->change = m;
+    QR_INFO("cluster", "transferring leadership to %s",
+            id == 0 ? "the best voter" : "a chosen node");
+    return 0;
 }

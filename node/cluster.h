@@ -37,6 +37,15 @@ typedef void (*qr_cluster_propose_cb)(void *data,
  * in earlier terms (the barrier), once per term. */
 typedef void (*qr_cluster_leader_cb)(void *data);
 
+/* Fires once when this node finds itself removed from the configuration
+ * (it was a member before): the node should shut down. */
+typedef void (*qr_cluster_removed_cb)(void *data);
+
+/* Outcome of a membership change or transfer: 0, or QR_E* with a reason. */
+typedef void (*qr_cluster_change_cb)(void *data, int status, const char *why);
+
+struct qr_membership; /* one change in progress (cluster.c) */
+
 struct qr_cluster;
 typedef void (*qr_cluster_close_cb)(struct qr_cluster *c);
 
@@ -73,6 +82,13 @@ struct qr_cluster {
     uint64_t last_proposed_ms;
     qr_cluster_leader_cb on_leader;
     void *on_leader_data;
+    qr_cluster_removed_cb on_removed;
+    void *on_removed_data;
+    bool was_member; /* seen itself in the configuration */
+    bool removed;
+
+    /* Membership: one change at a time. */
+    struct qr_membership *change;
 
     /* Message ids. */
     uint64_t last_id_ms;
@@ -117,6 +133,32 @@ int qr_cluster_propose(struct qr_cluster *c,
                        struct qr_packed *cmd,
                        qr_cluster_propose_cb cb,
                        void *data);
+
+/* Membership changes, on the serving leader; one at a time (QR_ECONFLICT
+ * while another runs). add: joins id at raft_addr as a standby, waits for
+ * it to catch up, then promotes it to voter. remove: takes id out (the
+ * node shuts itself down when it notices). transfer: hands leadership to
+ * id (0: the most up-to-date voter). cb fires once when 0 is returned. */
+int qr_cluster_add(struct qr_cluster *c,
+                   uint64_t id,
+                   const char *raft_addr,
+                   qr_cluster_change_cb cb,
+                   void *data);
+int qr_cluster_remove(struct qr_cluster *c,
+                      uint64_t id,
+                      qr_cluster_change_cb cb,
+                      void *data);
+int qr_cluster_transfer(struct qr_cluster *c,
+                        uint64_t id,
+                        qr_cluster_change_cb cb,
+                        void *data);
+
+/* On the leader: true when node id is absent from the configuration and no
+ * configuration change is pending (its removal is committed). */
+bool qr_cluster_removed(struct qr_cluster *c, uint64_t id);
+
+/* Reports that the leader says this node was removed (see on_removed). */
+void qr_cluster_note_removed(struct qr_cluster *c);
 
 /* True when this node is the leader and may propose. */
 bool qr_cluster_serving(const struct qr_cluster *c);

@@ -73,6 +73,8 @@ void qr_config_usage(FILE *out)
         "                         the QSTASH_* and QRAFT_ENDPOINTS lines\n"
         "  --id N                 this node's id, 1..65535 (default 1)\n"
         "  --peers LIST           the cluster's voters as ID@RAFT_ADDR,...\n"
+        "  --join                 start with an empty data dir and wait to be\n"
+        "                         added (qraft cluster add ID RAFT_ADDR)\n"
         "  --data DIR             data directory (default ./qraft-data)\n"
         "  --raft HOST:PORT       raft address (default 127.0.0.1:7200)\n"
         "  --rpc HOST:PORT        client RPC address (default 127.0.0.1:7100)\n"
@@ -257,6 +259,7 @@ static int parse_peers(struct qr_config *c, const char *list, char *errmsg)
 
 enum {
     OPT_DEV = 256,
+    OPT_JOIN,
     OPT_ID,
     OPT_PEERS,
     OPT_DATA,
@@ -278,6 +281,7 @@ enum {
 
 static const struct option long_options[] = {
     {"dev", no_argument, NULL, OPT_DEV},
+    {"join", no_argument, NULL, OPT_JOIN},
     {"id", required_argument, NULL, OPT_ID},
     {"peers", required_argument, NULL, OPT_PEERS},
     {"data", required_argument, NULL, OPT_DATA},
@@ -319,6 +323,9 @@ static int apply_option(struct qr_config *c,
     switch (opt) {
         case OPT_DEV:
             c->dev = true;
+            return 0;
+        case OPT_JOIN:
+            c->join = true;
             return 0;
         case OPT_ID:
             if (parse_u64(v, 1, QR_MAX_NODE_ID, &c->id) != 0) {
@@ -486,6 +493,12 @@ int qr_config_parse(struct qr_config *c,
         return QR_EBADREQ;
     }
 
+    if (c->join && (c->dev || c->n_peers > 0)) {
+        snprintf(errmsg, QR_ERRMSG_BYTES,
+                 "--join starts a node outside any cluster: no --dev or "
+                 "--peers");
+        return QR_EBADREQ;
+    }
     if (c->dev && c->n_peers > 0) {
         snprintf(errmsg, QR_ERRMSG_BYTES,
                  "--dev and --peers exclude each "

@@ -41,6 +41,7 @@ struct qr_config_peer {
 
 struct qr_config {
     bool dev;
+    bool join; /* --join: start empty and wait to be added */
     uint64_t id;
     char data_dir[PATH_MAX];
     char raft_addr[QR_ADDR_MAX];

@@ -1044,6 +1044,71 @@ static void handle_results(struct qr_rpc_conn *conn, const Qraft__Request *req)
     }
 }
 
+static void on_membership_done(void *data, int status, const char *why)
+{
+    struct call *call = data;
+    if (status != 0) {
+        send_error(call->conn, call->id, status_of(status), "%s", why);
+    } else {
+        Qraft__Response resp = QRAFT__RESPONSE__INIT;
+        resp.id = call->id;
+        send_response(call->conn, &resp, false);
+    }
+    call_free(call);
+}
+
+static void handle_membership(struct qr_rpc_conn *conn,
+                              const Qraft__Request *req)
+{
+    struct qr_cluster *c = conn->rpc->cluster;
+    if (req->body_case == QRAFT__REQUEST__BODY_MEMBER_ADD) {
+        struct sockaddr_in addr;
+        const Qraft__MemberAddRequest *a = req->member_add;
+        if (a->id == 0 || a->id > QR_MAX_NODE_ID ||
+            qr_rpc_parse_addr(a->raft_addr, &addr) != 0) {
+            send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                       "add needs an id in 1..%u and an IPv4 HOST:PORT raft "
+                       "address",
+                       QR_MAX_NODE_ID);
+            return;
+        }
+    }
+    struct call *call = call_new(conn, req);
+    if (call == NULL) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
+        return;
+    }
+    int rv;
+    switch (req->body_case) {
+        case QRAFT__REQUEST__BODY_MEMBER_ADD:
+            rv = qr_cluster_add(c, req->member_add->id,
+                                req->member_add->raft_addr, on_membership_done,
+                                call);
+            break;
+        case QRAFT__REQUEST__BODY_MEMBER_REMOVE:
+            rv = qr_cluster_remove(c, req->member_remove->id,
+                                   on_membership_done, call);
+            break;
+        default:
+            rv = qr_cluster_transfer(c, req->transfer->id, on_membership_done,
+                                     call);
+            break;
+    }
+    if (rv != 0) {
+        if (rv == QR_ENOTLEADER) {
+            send_not_leader(conn, req->id);
+        } else {
+            send_error(conn, req->id, status_of(rv), "%s",
+                       rv == QR_ECONFLICT
+                           ? "another membership change is in progress"
+                       : rv == QR_EBADREQ
+                           ? "no such node, or the id or address is taken"
+                           : qr_strerror(rv));
+        }
+        call_free(call);
+    }
+}
+
 static const struct route routes[] = {
     {QRAFT__REQUEST__BODY_PUBLISH, "publish", handle_publish, true},
     {QRAFT__REQUEST__BODY_GET, "get", handle_get, false},
@@ -1055,6 +1120,9 @@ static const struct route routes[] = {
     {QRAFT__REQUEST__BODY_STATUS, "status", handle_status, false},
     /* Reading keys is local; rotating checks for the leader itself. */
     {QRAFT__REQUEST__BODY_KEYS, "keys", handle_keys, false},
+    {QRAFT__REQUEST__BODY_MEMBER_ADD, "add", handle_membership, true},
+    {QRAFT__REQUEST__BODY_MEMBER_REMOVE, "remove", handle_membership, true},
+    {QRAFT__REQUEST__BODY_TRANSFER, "transfer", handle_membership, true},
     /* Peer traffic, from the other nodes. */
     {QRAFT__REQUEST__BODY_HEARTBEAT, "heartbeat", handle_heartbeat, true},
     {QRAFT__REQUEST__BODY_RESULTS, "results", handle_results, true},

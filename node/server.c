@@ -293,6 +293,13 @@ static bool http_ready(void *data, char *why, size_t why_len)
     return true;
 }
 
+static void on_removed(void *data)
+{
+    struct qr_server *s = data;
+    QR_INFO("server", "removed from the cluster: stopping");
+    qr_server_stop(s, 0);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct qr_server *s = h->data;
@@ -399,6 +406,8 @@ int qr_server_init(struct qr_server *s,
     }
     s->cluster.on_leader = on_leader;
     s->cluster.on_leader_data = s;
+    s->cluster.on_removed = on_removed;
+    s->cluster.on_removed_data = s;
     rv = qr_cluster_start(&s->cluster);
     if (rv != 0) {
         snprintf(s->errmsg, sizeof s->errmsg, "%s", s->cluster.errmsg);

@@ -216,6 +216,11 @@ void qr_shards_on_heartbeat(struct qr_shards *s,
     if (req->info == NULL || req->info->id == 0) {
         return;
     }
+    if (qr_cluster_removed(s->cluster, req->info->id)) {
+        resp->lease_ms = 0;
+        resp->removed = true;
+        return;
+    }
     struct qr_shards_node *n = find_node(s, req->info->id);
     if (n == NULL) {
         if (s->n_nodes == QR_CLUSTER_MAX_NODES) {
@@ -366,6 +371,11 @@ static void on_heartbeat_answer(void *data,
         if (!had) {
             QR_INFO("shards", "lease granted by the leader");
         }
+    } else if (status == 0 &&
+               resp->body_case == QRAFT__RESPONSE__BODY_HEARTBEAT &&
+               resp->heartbeat->removed && !s->closing) {
+        s->lease_until_mono_ms = 0;
+        qr_cluster_note_removed(s->cluster);
     } else if (status == 0) {
         QR_DEBUG("shards", "heartbeat refused: %s", resp->error);
     }

@@ -356,6 +356,25 @@ int qraft_dlq_replay_matching(struct qraft_client *c,
 void qraft_bulk_free(struct qraft_bulk *b);
 
 /* ----------------------------------------------------------------------
+ * Membership, done by the leader, one change at a time (QRAFT_ECONFLICT
+ * while another runs). None is repeated after an ambiguous failure: the
+ * call returns QRAFT_EUNKNOWN and qraft_status tells what happened. */
+
+/* Adds node id, listening for raft on raft_addr (IPv4 HOST:PORT; start it
+ * with `qraftd --join`): it joins as a standby, catches up, and is promoted
+ * to voter; returns once it is a voter. */
+int qraft_cluster_add(struct qraft_client *c,
+                      uint64_t id,
+                      const char *raft_addr);
+
+/* Removes node id from the configuration; the node shuts itself down. */
+int qraft_cluster_remove(struct qraft_client *c, uint64_t id);
+
+/* Hands leadership to node id (0: the most up-to-date voter); returns once
+ * it moved, or QRAFT_EUNKNOWN when it did not within an election timeout. */
+int qraft_cluster_transfer(struct qraft_client *c, uint64_t id);
+
+/* ----------------------------------------------------------------------
  * Signing keys: receivers verify Upstash-Signature with either. */
 
 #define QRAFT_SIGNING_KEY_MAX 64
