@@ -13,6 +13,11 @@ sleeps and hopes.
     node = start_dev_node(self)            # started; stopped at cleanup
     rc, out, err = node.cli("publish", "http://127.0.0.1:9/x", "--delay", "1h")
     node.kill9(); node.start()             # same data, same ports
+
+    cluster = start_cluster(self)          # 3 nodes; a leader elected
+    leader = cluster.leader()              # the Node every live node names
+    cluster.cli("publish", url)            # qraft with every endpoint
+    leader.kill9(); cluster.leader(); cluster.restart(leader)
 """
 
 import atexit
@@ -413,6 +418,286 @@ def start_dev_node(testcase=None, **kwargs):
             node.cleanup()
         raise
     return node
+
+
+# ---------------------------------------------------------------------------
+# Clusters: N qraftd processes started with the same --peers.
+
+
+class ClusterNode(Node):
+    """One member of a Cluster: `qraftd --id N --peers ...`. It prints
+    nothing on stdout (only --dev does); it serves once /healthz answers
+    200, which needs a known leader, so start every member before waiting
+    on any (Cluster.start does)."""
+
+    def __init__(self, node_id, cluster, token, extra_args=()):
+        super().__init__(node_id=node_id, token=token, extra_args=extra_args)
+        self.cluster = cluster
+        self.stopped_on_purpose = False
+
+    def start(self, wait=True, timeout=START_TIMEOUT):
+        self.stopped_on_purpose = False
+        return super().start(wait=wait, timeout=timeout)
+
+    def kill9(self):
+        self.stopped_on_purpose = True
+        super().kill9()
+
+    def terminate(self, timeout=STOP_TIMEOUT, check=True):
+        self.stopped_on_purpose = True
+        return super().terminate(timeout=timeout, check=check)
+
+    def check_not_crashed(self):
+        """Fails, with the log tail, if the process exited although the
+        harness did not stop it."""
+        if not self.stopped_on_purpose:
+            self._check_alive("on its own")
+
+    def command(self):
+        return [
+            binary("qraftd"),
+            "--id",
+            self.id,
+            "--peers",
+            self.cluster.peers,
+            "--data",
+            self.data_dir,
+            "--raft",
+            self.raft_addr,
+            "--rpc",
+            self.rpc_addr,
+            "--http",
+            self.http_addr,
+            "--token",
+            self.token,
+            *self.extra_args,
+        ]
+
+    def wait_serving(self, timeout=START_TIMEOUT):
+        """Waits until GET /healthz answers 200; fails at once if the
+        process exits."""
+
+        def serving():
+            self._check_alive("while starting")
+            return self.healthz() == 200
+
+        wait_until(
+            serving, timeout, lambda: f"{self.name} to serve{self._log_hint()}"
+        )
+
+    def readyz(self):
+        return http_status(f"http://{self.http_addr}/readyz")
+
+    def status(self, timeout=10.0):
+        """This node's own `qraft status --json` (asked of it alone), as a
+        dict; raises if it does not answer."""
+        _, out, _ = self.cli("status", "--json", timeout=timeout)
+        return json.loads(out)
+
+    def try_status(self):
+        """status(), or None when the node is down or does not answer."""
+        if not self.running():
+            return None
+        try:
+            return self.status()
+        except (HarnessError, ValueError):
+            return None
+
+
+class Cluster:
+    """N ClusterNodes (ids 1..N) on loopback sharing one token. Nodes that
+    are stopped (kill9, terminate) keep their data dir and ports, so any of
+    them can be started again.
+
+        cluster = start_cluster(self)        # 3 nodes, a leader elected
+        leader = cluster.leader()
+        cluster.cli("publish", url)          # every endpoint, any order
+        cluster.kill9(leader); cluster.leader(); cluster.restart(leader)
+    """
+
+    _count = 0
+
+    def __init__(self, n=3, token=None, extra_args=()):
+        if not 1 <= n <= 9:
+            raise HarnessError(f"a cluster of {n} nodes: 1..9 please")
+        Cluster._count += 1
+        self.token = token or f"test-token-{os.getpid()}-c{Cluster._count}"
+        self.nodes = [
+            ClusterNode(i, self, self.token, extra_args)
+            for i in range(1, n + 1)
+        ]
+
+    # Addresses.
+    @property
+    def peers(self):
+        """The --peers value every node gets: ID@RAFT_ADDR,..."""
+        return ",".join(f"{n.id}@{n.raft_addr}" for n in self.nodes)
+
+    @property
+    def endpoints(self):
+        """Every node's RPC address, comma-separated, in id order."""
+        return ",".join(n.rpc_addr for n in self.nodes)
+
+    def node(self, node_id):
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise HarnessError(f"no node {node_id} in this cluster")
+
+    def live_nodes(self):
+        return [n for n in self.nodes if n.running()]
+
+    def check_not_crashed(self):
+        """Fails at once if a node exited that the harness did not stop."""
+        for n in self.nodes:
+            n.check_not_crashed()
+
+    # Lifecycle.
+    def start(self, nodes=None, timeout=START_TIMEOUT):
+        """Starts nodes (default: every node not running) all at once, then
+        waits until each serves. Elections need a majority up, so nothing
+        waits between the starts."""
+        nodes = [n for n in (nodes or self.nodes) if not n.running()]
+        for n in nodes:
+            n.start(wait=False)
+        deadline = time.monotonic() + timeout
+        for n in nodes:
+            n.wait_serving(max(0.1, deadline - time.monotonic()))
+        return self
+
+    def kill9(self, node):
+        node.kill9()
+        return node
+
+    def kill9_all(self):
+        for n in self.nodes:
+            n.kill9()
+
+    def kill_leader(self, timeout=START_TIMEOUT):
+        """kill -9 of the current leader; returns that Node."""
+        return self.kill9(self.leader(timeout))
+
+    def restart(self, node, kill=False, timeout=START_TIMEOUT):
+        """Stops node if it runs (SIGTERM, or SIGKILL with kill), starts it
+        again on its data dir and ports, and waits until it serves."""
+        if node.running():
+            if kill:
+                node.kill9()
+            else:
+                node.terminate()
+        node.start(wait=False)
+        node.wait_serving(timeout)
+        return node
+
+    def cleanup(self):
+        """Kills every node and removes their directories (see
+        Node.cleanup). Safe to call more than once."""
+        for n in self.nodes:
+            n.cleanup()
+
+    # Clients.
+    def cli(self, *args, endpoints=None, **kwargs):
+        """`qraft` with every node's endpoint (see Node.cli)."""
+        return self.nodes[0].cli(
+            *args, endpoints=endpoints or self.endpoints, **kwargs
+        )
+
+    def statuses(self):
+        """{node id: status dict or None} of every live node, each asked
+        directly."""
+        return {n.id: n.try_status() for n in self.live_nodes()}
+
+    # Waiting.
+    def leader(self, timeout=START_TIMEOUT):
+        """Waits until every live node names the same leader, which is live
+        and says it leads; returns that Node."""
+        last = {}
+
+        def agreed():
+            self.check_not_crashed()
+            last.clear()
+            last.update(self.statuses())
+            if not last or any(s is None for s in last.values()):
+                return None
+            ids = {s["leader_id"] for s in last.values()}
+            if len(ids) != 1:
+                return None
+            leader_id = ids.pop()
+            if leader_id not in last or last[leader_id]["state"] != "leader":
+                return None
+            return self.node(leader_id)
+
+        def what():
+            seen = {
+                i: (s and (s["state"], s["leader_id"], s["term"]))
+                for i, s in last.items()
+            }
+            return (
+                "the live nodes to agree on a leader; last seen "
+                f"{{id: (state, leader_id, term)}} = {seen}{self._log_hint()}"
+            )
+
+        return wait_until(agreed, timeout, what, interval=0.1)
+
+    def followers(self, timeout=START_TIMEOUT):
+        """The live nodes other than the leader (once one is agreed)."""
+        leader = self.leader(timeout)
+        return [n for n in self.live_nodes() if n is not leader]
+
+    def wait_ready(self, timeout=START_TIMEOUT):
+        """Waits until every live node answers GET /readyz with 200: it
+        knows a leader and has applied what it knows committed."""
+
+        def ready():
+            self.check_not_crashed()
+            return all(n.readyz() == 200 for n in self.live_nodes())
+
+        wait_until(
+            ready, timeout, lambda: f"every live node ready{self._log_hint()}"
+        )
+
+    def wait_caught_up(self, node, timeout=START_TIMEOUT):
+        """Waits until node has applied everything the leader had committed
+        when this was called; returns node's last status."""
+        target = self.leader(timeout).status()["commit_index"]
+        seen = {}
+
+        def caught_up():
+            self.check_not_crashed()
+            s = node.status()
+            seen["applied"] = s["applied_index"]
+            return s if s["applied_index"] >= target else None
+
+        return wait_until(
+            caught_up,
+            timeout,
+            lambda: f"{node.name} to apply index {target} (at "
+            f"{seen.get('applied')}){node._log_hint()}",
+        )
+
+    # Diagnostics.
+    def _log_hint(self):
+        return "".join(n._log_hint() for n in self.nodes)
+
+    def __repr__(self):
+        return f"<Cluster {self.nodes}>"
+
+
+def start_cluster(testcase=None, n=3, extra_args=(), **kwargs):
+    """Starts a Cluster of n nodes and waits until it has a leader and
+    every node is ready; with a unittest.TestCase, registers its cleanup."""
+    cluster = Cluster(n=n, extra_args=extra_args, **kwargs)
+    if testcase is not None:
+        testcase.addCleanup(cluster.cleanup)
+    try:
+        cluster.start()
+        cluster.leader()
+        cluster.wait_ready()
+    except BaseException:
+        if testcase is None:
+            cluster.cleanup()
+        raise
+    return cluster
 
 
 def _clean_env():
