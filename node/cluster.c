@@ -18,6 +18,8 @@
 
 struct qr_membership {
     struct qr_cluster *cluster;
+    uv_timer_t wait; /* transfer: polls for the new leader */
+    uint64_t deadline_mono_ms;
     union {
         struct raft_change change;
         struct raft_transfer transfer;
@@ -948,9 +950,9 @@ int qr_cluster_remove(struct qr_cluster *c,
     return 0;
 }
 
-static void on_transfer(struct raft_transfer *req)
+static void on_transfer_wait_closed(uv_handle_t *h)
 {
-    struct qr_membership *m = req->data;
+    struct qr_membership *m = h->data;
     uint64_t leader = 0;
     qr_cluster_leader(m->cluster, &leader, NULL);
     if (leader != m->cluster->config->id && leader != 0 &&
@@ -960,6 +962,31 @@ static void on_transfer(struct raft_transfer *req)
         finish_change(m, QR_EUNKNOWN,
                       "leadership did not move within the election timeout");
     }
+}
+
+/* The old leader steps down before it hears from the new one: wait until
+ * it names a leader (or a deadline), then tell. */
+static void on_transfer_poll(uv_timer_t *t)
+{
+    struct qr_membership *m = t->data;
+    uint64_t leader = 0;
+    qr_cluster_leader(m->cluster, &leader, NULL);
+    if ((leader != 0 && leader != m->cluster->config->id) ||
+        m->cluster->closing || qr_clock_mono_ms() >= m->deadline_mono_ms) {
+        uv_timer_stop(t);
+        uv_close((uv_handle_t *)t, on_transfer_wait_closed);
+    }
+}
+
+static void on_transfer(struct raft_transfer *req)
+{
+    struct qr_membership *m = req->data;
+    struct qr_cluster *c = m->cluster;
+    m->deadline_mono_ms =
+        qr_clock_mono_ms() + 2u * c->config->election_timeout_ms;
+    uv_timer_init(c->loop, &m->wait);
+    m->wait.data = m;
+    uv_timer_start(&m->wait, on_transfer_poll, 0, 20);
 }
 
 int qr_cluster_transfer(struct qr_cluster *c,

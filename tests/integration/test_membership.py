@@ -1,0 +1,84 @@
+"""Membership under load: a fourth node joins, leadership moves to it, an
+original node is removed, all while publishes run; no acknowledged publish
+is lost and the shards end up spread over the remaining nodes."""
+
+import json
+import subprocess
+import unittest
+
+import qraft_harness as qh
+
+
+class JoiningNode(qh.ClusterNode):
+    """A node started with --join: empty, outside the cluster until the
+    leader adds it."""
+
+    def command(self):
+        argv = super().command()
+        i = argv.index("--peers")
+        return argv[:i] + ["--join"] + argv[i + 2:]
+
+
+def shard_counts(cluster):
+    _, out, _ = cluster.cli("status", "--json")
+    return {n["id"]: n["shards"] for n in json.loads(out)["nodes"]}
+
+
+class MembershipTest(unittest.TestCase):
+    def test_add_transfer_remove_under_load(self):
+        cluster = qh.start_cluster(self, n=3)
+        ids_file = cluster.nodes[0].dir / "acked-ids.txt"
+        bench = subprocess.Popen(
+            [str(a) for a in [
+                qh.binary("qraft-bench"), "publish", "-n", 20000, "-c", 16,
+                "-s", 128, "--endpoints", cluster.endpoints,
+                "--token", cluster.token, "--delay", "1h",
+                "--ids-out", ids_file]],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: bench.poll() is None and bench.kill())
+
+        # A fourth node joins: standby, caught up, then voter.
+        joiner = JoiningNode(4, cluster, cluster.token)
+        self.addCleanup(joiner.cleanup)
+        joiner.start(wait=False)
+        cluster.cli("cluster", "add", "4", joiner.raft_addr)
+        cluster.nodes.append(joiner)
+        joiner.wait_serving()
+
+        # Leadership moves to it.
+        cluster.cli("cluster", "transfer", "4")
+        self.assertEqual(cluster.leader().id, 4)
+
+        # An original node leaves, and shuts itself down.
+        victim = cluster.node(2)
+        cluster.cli("cluster", "remove", "2")
+        self.assertEqual(victim.proc.wait(30), 0, "a removed node exits 0")
+        victim.stopped_on_purpose = True
+        cluster.nodes.remove(victim)
+
+        _, err = bench.communicate(timeout=300)
+        acked = ids_file.read_text().split()
+        self.assertGreater(len(acked), 1000, err)
+
+        # Every acknowledged publish, exactly once, on every member.
+        for node in cluster.live_nodes():
+            cluster.wait_caught_up(node)
+            stored = qh.list_all_ids(node, "ls", "--state", "pending")
+            self.assertEqual(len(stored), len(set(stored)),
+                             f"node {node.id} lists a message twice")
+            missing = set(acked) - set(stored)
+            self.assertEqual(missing, set(),
+                             f"node {node.id}: {len(missing)} acknowledged "
+                             f"publishes missing")
+
+        # The remaining three nodes share the shards.
+        def spread():
+            counts = shard_counts(cluster)
+            return (2 not in counts and sorted(counts) == [1, 3, 4]
+                    and sum(counts.values()) == 256
+                    and min(counts.values()) >= 80)
+        qh.wait_until(spread, 30, "the shards spread over nodes 1, 3, 4")
+
+
+if __name__ == "__main__":
+    unittest.main()
