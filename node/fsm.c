@@ -250,6 +250,7 @@ static int apply_dlq_replay(struct apply_ctx *ctx,
     Qraft__Message upd = *m;
     upd.state = QRAFT__MESSAGE_STATE__PENDING;
     upd.attempts = 0;
+    upd.generation = m->generation + 1;
     upd.next_attempt_ms = ctx->now_ms;
     upd.dead_lettered_ms = 0;
     upd.dlq_hint = "";
@@ -348,7 +349,8 @@ static void describe_failure(char *buf,
 
 /* One attempt's committed result. The fence: only a message still waiting
  * for that very attempt (pending or retrying, with `attempts` equal to the
- * attempt number) takes it; any other result is stale (a duplicate after a
+ * attempt number, in the same generation: replays start a new one) takes
+ * it; any other result is stale (a duplicate after a
  * re-send, or the message was cancelled) and changes nothing. */
 static int apply_delivery_result(struct apply_ctx *ctx,
                                  const Qraft__DeliveryResults *batch,
@@ -365,6 +367,7 @@ static int apply_delivery_result(struct apply_ctx *ctx,
     bool waiting = m->state == QRAFT__MESSAGE_STATE__PENDING ||
                    m->state == QRAFT__MESSAGE_STATE__RETRYING;
     if (!waiting || m->attempts != r->attempt ||
+        m->generation != r->generation ||
         r->outcome == QRAFT__ATTEMPT_OUTCOME__OUTCOME_UNSPECIFIED) {
         goto out;
     }

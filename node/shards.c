@@ -247,13 +247,10 @@ static bool is_live(struct qr_shards *s, uint64_t id, uint64_t now)
            now - n->last_heartbeat_mono_ms < LEASE_MS;
 }
 
-/* Sticky and balanced: each live node's quota is 256/n (the first few in
- * id order get one more); live owners keep shards up to their quota; the
- * rest go to whoever is under quota, in id order. */
-static void balance(struct qr_shards *s,
-                    const uint64_t *live,
-                    size_t n_live,
-                    uint64_t out[QR_FSM_N_SHARDS])
+void qr_shards_balance(const uint64_t *current,
+                       const uint64_t *live,
+                       size_t n_live,
+                       uint64_t out[QR_FSM_N_SHARDS])
 {
     uint32_t quota[QR_CLUSTER_MAX_NODES];
     uint32_t have[QR_CLUSTER_MAX_NODES] = {0};
@@ -263,11 +260,11 @@ static void balance(struct qr_shards *s,
     }
     for (uint32_t sh = 0; sh < QR_FSM_N_SHARDS; sh++) {
         out[sh] = 0;
-        if (!s->have_map) {
+        if (current == NULL) {
             continue;
         }
         for (size_t i = 0; i < n_live; i++) {
-            if (s->owners[sh] == live[i] && have[i] < quota[i]) {
+            if (current[sh] == live[i] && have[i] < quota[i]) {
                 out[sh] = live[i];
                 have[i]++;
                 break;
@@ -329,7 +326,7 @@ static void maybe_assign(struct qr_shards *s, uint64_t now)
         return;
     }
     uint64_t owners[QR_FSM_N_SHARDS];
-    balance(s, live, n_live, owners);
+    qr_shards_balance(s->have_map ? s->owners : NULL, live, n_live, owners);
     if (s->have_map && memcmp(owners, s->owners, sizeof owners) == 0) {
         return;
     }

@@ -128,6 +128,17 @@ void qr_shards_node_addrs(struct qr_shards *s,
 /* The leader's view of node id (NULL when not the leader or unknown). */
 const struct qr_shards_node *qr_shards_node(struct qr_shards *s, uint64_t id);
 
+/* The assignment the leader proposes (pure): live[0..n_live) are node ids
+ * in ascending order (1 <= n_live <= QR_CLUSTER_MAX_NODES); current is the
+ * applied map or NULL. Each live node's quota is 256 / n_live, the first
+ * 256 % n_live of them get one more; a live owner keeps its shards up to
+ * its quota, and the rest go, in shard order, to the nodes under quota in
+ * id order. */
+void qr_shards_balance(const uint64_t *current,
+                       const uint64_t *live,
+                       size_t n_live,
+                       uint64_t out[QR_FSM_N_SHARDS]);
+
 /* Number of shards node id owns in the applied map (or every shard for the
  * serving leader before the first assignment). */
 uint32_t qr_shards_count(struct qr_shards *s, uint64_t id);

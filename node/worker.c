@@ -27,7 +27,8 @@ struct qr_worker_inflight {
     struct qr_worker_inflight *next; /* bucket chain */
     struct qr_worker *worker;
     char id[QR_ID_BYTES + 64];
-    uint32_t attempt; /* the message's attempts when sent: the fence */
+    uint32_t attempt;    /* the message's attempts when sent: the fence */
+    uint32_t generation; /* and its generation (replays) */
     uint32_t max_retries;
     uint64_t created_ms;
     char *retry_delay; /* the expression, or NULL */
@@ -267,6 +268,7 @@ static void propose_result(struct qr_worker *w,
     fill_response(&ar, headers, header_ptrs, resp);
     r.message_id = f->id;
     r.attempt = f->attempt;
+    r.generation = f->generation;
     r.node_id = w->config->id;
     r.response = &ar;
     if (v.cls == QR_RETRY_DELIVERED) {
@@ -387,6 +389,7 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
     f->worker = w;
     snprintf(f->id, sizeof f->id, "%s", m->id);
     f->attempt = m->attempts;
+    f->generation = m->generation;
     f->max_retries = m->max_retries;
     f->created_ms = m->created_ms;
     f->shard = m->shard;
@@ -451,7 +454,8 @@ static int on_due_message(void *arg, const Qraft__Message *m)
     if (f != NULL) {
         /* Once this replica counts the attempt, the message's next attempt
          * (if any) is a new one: the entry has done its job. */
-        if (!f->answered || m->attempts == f->attempt) {
+        if (!f->answered ||
+            (m->attempts == f->attempt && m->generation == f->generation)) {
             return 0;
         }
         inflight_remove(w, f);

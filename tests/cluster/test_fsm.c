@@ -291,8 +291,11 @@ static void test_leader_partitioned(void **state)
     struct qr_packed cmd = publish_cmd(f, NULL, first);
     propose(f, 0, &cmd, 1, 1000, N_SERVERS);
 
-    raft_fixture_disconnect(&f->raft, 0, 1);
-    raft_fixture_disconnect(&f->raft, 0, 2);
+    /* Saturate both directions: raft_fixture_disconnect cuts only one. */
+    for (unsigned i = 1; i < N_SERVERS; i++) {
+        raft_fixture_saturate(&f->raft, 0, i);
+        raft_fixture_saturate(&f->raft, i, 0);
+    }
     assert_true(raft_fixture_step_until_has_no_leader(&f->raft, STEP_MS) ||
                 f->raft.leader_id != 1);
     assert_true(raft_fixture_step_until_has_leader(&f->raft, STEP_MS));
@@ -305,8 +308,10 @@ static void test_leader_partitioned(void **state)
                      QRAFT__MESSAGE_STATE__PENDING);
     assert_int_equal(state_on(&f->servers[0], second), -1);
 
-    raft_fixture_reconnect(&f->raft, 0, 1);
-    raft_fixture_reconnect(&f->raft, 0, 2);
+    for (unsigned i = 1; i < N_SERVERS; i++) {
+        raft_fixture_desaturate(&f->raft, 0, i);
+        raft_fixture_desaturate(&f->raft, i, 0);
+    }
     cmd = cancel_cmd(first);
     propose(f, leader, &cmd, 1, 3000, N_SERVERS);
     for (unsigned i = 0; i < N_SERVERS; i++) {
@@ -389,16 +394,20 @@ static void test_snapshot_catch_up(void **state)
         raft_set_snapshot_threshold(r, 8);
         raft_set_snapshot_trailing(r, 2);
     }
-    raft_fixture_disconnect(&f->raft, 0, 2);
-    raft_fixture_disconnect(&f->raft, 1, 2);
+    for (unsigned i = 0; i < 2; i++) {
+        raft_fixture_disconnect(&f->raft, i, 2);
+        raft_fixture_disconnect(&f->raft, 2, i);
+    }
     for (unsigned i = 0; i < 40; i++) {
         struct qr_packed cmd = publish_cmd(f, NULL, ids[i]);
         propose(f, 0, &cmd, 1, 1000 + i, 0);
     }
     assert_int_equal(state_on(&f->servers[2], ids[0]), -1);
 
-    raft_fixture_reconnect(&f->raft, 0, 2);
-    raft_fixture_reconnect(&f->raft, 1, 2);
+    for (unsigned i = 0; i < 2; i++) {
+        raft_fixture_reconnect(&f->raft, i, 2);
+        raft_fixture_reconnect(&f->raft, 2, i);
+    }
     struct qr_packed cmd = cancel_cmd(ids[0]);
     propose(f, 0, &cmd, 1, 5000, N_SERVERS);
 
