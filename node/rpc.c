@@ -58,6 +58,9 @@ struct route {
     const char *name;
     handler_fn handler;
     bool needs_leader; /* writes: only the serving leader proposes */
+    /* A follower forwards it to the leader (client writes); peer traffic
+     * is for the leader itself and is never forwarded. */
+    bool forward;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -593,6 +596,8 @@ static void handle_dlq_replay(struct qr_rpc_conn *conn,
     free(f.ids);
 }
 
+static bool forward(struct qr_rpc_conn *conn, Qraft__Request *req);
+
 static void send_keys(struct qr_rpc_conn *conn, uint64_t id)
 {
     struct qr_store_txn *txn = NULL;
@@ -644,7 +649,9 @@ static void handle_keys(struct qr_rpc_conn *conn, const Qraft__Request *req)
         return;
     }
     if (!qr_cluster_serving(conn->rpc->cluster)) {
-        send_not_leader(conn, req->id);
+        if (!forward(conn, (Qraft__Request *)req)) {
+            send_not_leader(conn, req->id);
+        }
         return;
     }
     char next[QR_SIGN_KEY_BYTES];
@@ -1110,22 +1117,27 @@ static void handle_membership(struct qr_rpc_conn *conn,
 }
 
 static const struct route routes[] = {
-    {QRAFT__REQUEST__BODY_PUBLISH, "publish", handle_publish, true},
-    {QRAFT__REQUEST__BODY_GET, "get", handle_get, false},
-    {QRAFT__REQUEST__BODY_CANCEL, "cancel", handle_cancel, true},
-    {QRAFT__REQUEST__BODY_LIST, "list", handle_list, false},
-    {QRAFT__REQUEST__BODY_DLQ_LIST, "dlq list", handle_list, false},
-    {QRAFT__REQUEST__BODY_DLQ_REPLAY, "dlq replay", handle_dlq_replay, true},
-    {QRAFT__REQUEST__BODY_DLQ_DELETE, "dlq delete", handle_dlq_delete, true},
-    {QRAFT__REQUEST__BODY_STATUS, "status", handle_status, false},
+    /* kind, name, handler, needs_leader, forward */
+    {QRAFT__REQUEST__BODY_PUBLISH, "publish", handle_publish, true, true},
+    {QRAFT__REQUEST__BODY_GET, "get", handle_get, false, false},
+    {QRAFT__REQUEST__BODY_CANCEL, "cancel", handle_cancel, true, true},
+    {QRAFT__REQUEST__BODY_LIST, "list", handle_list, false, false},
+    {QRAFT__REQUEST__BODY_DLQ_LIST, "dlq list", handle_list, false, false},
+    {QRAFT__REQUEST__BODY_DLQ_REPLAY, "dlq replay", handle_dlq_replay, true,
+     true},
+    {QRAFT__REQUEST__BODY_DLQ_DELETE, "dlq delete", handle_dlq_delete, true,
+     true},
+    {QRAFT__REQUEST__BODY_STATUS, "status", handle_status, false, false},
     /* Reading keys is local; rotating checks for the leader itself. */
-    {QRAFT__REQUEST__BODY_KEYS, "keys", handle_keys, false},
-    {QRAFT__REQUEST__BODY_MEMBER_ADD, "add", handle_membership, true},
-    {QRAFT__REQUEST__BODY_MEMBER_REMOVE, "remove", handle_membership, true},
-    {QRAFT__REQUEST__BODY_TRANSFER, "transfer", handle_membership, true},
-    /* Peer traffic, from the other nodes. */
-    {QRAFT__REQUEST__BODY_HEARTBEAT, "heartbeat", handle_heartbeat, true},
-    {QRAFT__REQUEST__BODY_RESULTS, "results", handle_results, true},
+    {QRAFT__REQUEST__BODY_KEYS, "keys", handle_keys, false, false},
+    {QRAFT__REQUEST__BODY_MEMBER_ADD, "add", handle_membership, true, true},
+    {QRAFT__REQUEST__BODY_MEMBER_REMOVE, "remove", handle_membership, true,
+     true},
+    {QRAFT__REQUEST__BODY_TRANSFER, "transfer", handle_membership, true, true},
+    /* Peer traffic, for the leader itself. */
+    {QRAFT__REQUEST__BODY_HEARTBEAT, "heartbeat", handle_heartbeat, true,
+     false},
+    {QRAFT__REQUEST__BODY_RESULTS, "results", handle_results, true, false},
 };
 
 /* Compares without an early exit, so timing does not reveal the token. */
@@ -1138,6 +1150,54 @@ static bool token_matches(const char *want, const char *got)
         diff |= (unsigned char)(want[i] ^ (i < got_len ? got[i] : 0));
     }
     return diff == 0;
+}
+
+/* Write forwarding: a follower passes a client's write to the leader over
+ * its peer connection and relays the answer under the client's request id.
+ * When the peer call fails the request may or may not have reached the
+ * leader, so the client hears UNKNOWN_OUTCOME (libqraft retries a publish
+ * with its idempotency key). */
+static void on_forwarded(void *data, int status, const Qraft__Response *resp)
+{
+    struct call *call = data;
+    if (status == 0) {
+        Qraft__Response relay = *resp;
+        relay.id = call->id;
+        send_response(call->conn, &relay, false);
+    } else if (status == QR_ECANCELED) {
+        send_error(call->conn, call->id, QRAFT__STATUS__UNAVAILABLE,
+                   "shutting down");
+    } else {
+        send_error(call->conn, call->id, QRAFT__STATUS__UNKNOWN_OUTCOME,
+                   "forwarding to the leader failed (%s); the request may "
+                   "or may not have been applied",
+                   qr_strerror(status));
+    }
+    call_free(call);
+}
+
+/* Forwarding waits at most this long for the leader's answer. */
+#define FORWARD_TIMEOUT_MS 30000
+
+static bool forward(struct qr_rpc_conn *conn, Qraft__Request *req)
+{
+    struct qr_rpc *rpc = conn->rpc;
+    uint64_t leader_id = 0;
+    qr_cluster_leader(rpc->cluster, &leader_id, NULL);
+    if (leader_id == 0 || leader_id == rpc->config->id ||
+        qr_peer_target(&rpc->shards->peer)[0] == '\0') {
+        return false;
+    }
+    struct call *call = call_new(conn, req);
+    if (call == NULL) {
+        return false;
+    }
+    if (qr_peer_call(&rpc->shards->peer, req, FORWARD_TIMEOUT_MS, on_forwarded,
+                     call) != 0) {
+        call_free(call);
+        return false;
+    }
+    return true;
 }
 
 static void handle_frame(struct qr_rpc_conn *conn,
@@ -1169,7 +1229,9 @@ static void handle_frame(struct qr_rpc_conn *conn,
         goto out;
     }
     if (route->needs_leader && !qr_cluster_serving(rpc->cluster)) {
-        send_not_leader(conn, req->id);
+        if (!route->forward || !forward(conn, req)) {
+            send_not_leader(conn, req->id);
+        }
         goto out;
     }
     route->handler(conn, req);

@@ -25,6 +25,34 @@ def shard_counts(cluster):
 
 
 class MembershipTest(unittest.TestCase):
+    def test_a_follower_forwards_writes(self):
+        """A client that knows only a follower can still write: the
+        follower forwards to the leader and relays the answer."""
+        cluster = qh.start_cluster(self, n=3)
+        follower = cluster.followers()[0]
+        # On the wire: the follower itself answers OK (not NOT_LEADER), under
+        # the client's own request id.
+        with qh.RawRpc(follower.rpc_addr) as rpc:
+            body = qh.publish_request("http://127.0.0.1:9/raw")
+            resp = rpc.call(qh.request(77, cluster.token, 10, body))
+        self.assertEqual((resp["id"], resp["status_name"]), (77, "OK"),
+                         resp["error"])
+        _, out, _ = follower.cli("publish", "http://127.0.0.1:9/x",
+                                 "--delay", "1h",
+                                 endpoints=follower.rpc_addr)
+        message_id = out.strip()
+        self.assertRegex(message_id, r"^msg_[0-9a-f]{24}$")
+        leader = cluster.leader()
+        _, out, _ = leader.cli("get", message_id, endpoints=leader.rpc_addr)
+        self.assertIn("pending", out)
+        follower.cli("cancel", message_id, endpoints=follower.rpc_addr)
+        _, out, _ = leader.cli("get", message_id, "--json",
+                               endpoints=leader.rpc_addr)
+        self.assertEqual(json.loads(out)["state"], "cancelled")
+        _, out, _ = follower.cli("keys", "--rotate", "--json",
+                                 endpoints=follower.rpc_addr)
+        self.assertTrue(json.loads(out)["current"].startswith("sig_"))
+
     def test_add_transfer_remove_under_load(self):
         cluster = qh.start_cluster(self, n=3)
         ids_file = cluster.nodes[0].dir / "acked-ids.txt"
