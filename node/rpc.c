@@ -1133,7 +1133,9 @@ static const struct route routes[] = {
     {QRAFT__REQUEST__BODY_MEMBER_ADD, "add", handle_membership, true, true},
     {QRAFT__REQUEST__BODY_MEMBER_REMOVE, "remove", handle_membership, true,
      true},
-    {QRAFT__REQUEST__BODY_TRANSFER, "transfer", handle_membership, true, true},
+    /* Not forwarded: the leader changes, so a relay's peer connection would
+     * move away before the answer; the client goes to the leader. */
+    {QRAFT__REQUEST__BODY_TRANSFER, "transfer", handle_membership, true, false},
     /* Peer traffic, for the leader itself. */
     {QRAFT__REQUEST__BODY_HEARTBEAT, "heartbeat", handle_heartbeat, true,
      false},
@@ -1184,9 +1186,14 @@ static bool forward(struct qr_rpc_conn *conn, Qraft__Request *req)
     struct qr_rpc *rpc = conn->rpc;
     uint64_t leader_id = 0;
     qr_cluster_leader(rpc->cluster, &leader_id, NULL);
-    if (leader_id == 0 || leader_id == rpc->config->id ||
-        qr_peer_target(&rpc->shards->peer)[0] == '\0') {
+    char leader_rpc[QR_ADDR_MAX];
+    if (leader_id == 0 || leader_id == rpc->config->id) {
         return false;
+    }
+    qr_shards_node_addrs(rpc->shards, leader_id, leader_rpc, NULL);
+    if (leader_rpc[0] == '\0' ||
+        qr_peer_set_target(&rpc->shards->peer, leader_rpc) != 0) {
+        return false; /* not advertised yet: the client is redirected */
     }
     struct call *call = call_new(conn, req);
     if (call == NULL) {
