@@ -3,9 +3,11 @@
  * flag, never a silent default. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -203,6 +205,41 @@ static int check_hostport(const char *s)
     return parse_u64(colon + 1, 1, 65535, &port);
 }
 
+/* The raft library takes IPv4 dotted quads: a host name is resolved here,
+ * once, to its first IPv4 address. */
+static int resolve_ipv4(char *hostport,
+                        size_t size,
+                        char *errmsg,
+                        const char *flag)
+{
+    char host[QR_ADDR_MAX];
+    const char *colon = strrchr(hostport, ':');
+    size_t host_len = (size_t)(colon - hostport);
+    struct in_addr a;
+    memcpy(host, hostport, host_len);
+    host[host_len] = '\0';
+    if (inet_pton(AF_INET, host, &a) == 1) {
+        return 0;
+    }
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    int rv = getaddrinfo(host, NULL, &hints, &res);
+    if (rv != 0 || res == NULL) {
+        snprintf(errmsg, QR_ERRMSG_BYTES,
+                 "%s: cannot resolve '%s' to an IPv4 address: %s", flag, host,
+                 rv != 0 ? gai_strerror(rv) : "no address");
+        return QR_EBADREQ;
+    }
+    char ip[INET_ADDRSTRLEN];
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)res->ai_addr;
+    inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof ip);
+    freeaddrinfo(res);
+    char port[8];
+    snprintf(port, sizeof port, "%s", colon + 1);
+    snprintf(hostport, size, "%s:%s", ip, port);
+    return 0;
+}
+
 /* "1@127.0.0.1:7201,2@127.0.0.1:7202" */
 static int parse_peers(struct qr_config *c, const char *list, char *errmsg)
 {
@@ -241,6 +278,10 @@ static int parse_peers(struct qr_config *c, const char *list, char *errmsg)
             break;
         }
         snprintf(p->raft_addr, sizeof p->raft_addr, "%s", at + 1);
+        rv = resolve_ipv4(p->raft_addr, sizeof p->raft_addr, errmsg, "--peers");
+        if (rv != 0) {
+            break;
+        }
         for (size_t i = 0; i < c->n_peers; i++) {
             if (c->peers[i].id == p->id) {
                 snprintf(errmsg, QR_ERRMSG_BYTES, "--peers: id %llu twice",
@@ -344,8 +385,12 @@ static int apply_option(struct qr_config *c,
             }
             snprintf(c->data_dir, sizeof c->data_dir, "%s", v);
             return 0;
-        case OPT_RAFT:
-            return copy_addr(c->raft_addr, "--raft", v, errmsg);
+        case OPT_RAFT: {
+            int rv = copy_addr(c->raft_addr, "--raft", v, errmsg);
+            return rv != 0 ? rv
+                           : resolve_ipv4(c->raft_addr, sizeof c->raft_addr,
+                                          errmsg, "--raft");
+        }
         case OPT_RPC:
             return copy_addr(c->rpc_addr, "--rpc", v, errmsg);
         case OPT_HTTP:

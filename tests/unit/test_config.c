@@ -202,14 +202,14 @@ static void test_dev_alone(void **state)
 static void test_dev_with_addresses(void **state)
 {
     (void)state;
-    struct run *r =
-        parse("--dev", "--data", "/tmp/qd", "--rpc", "127.0.0.1:7300", "--http",
-              "localhost:8081", "--raft", "[::1]:7400", "--token", "tok", NULL);
+    struct run *r = parse("--dev", "--data", "/tmp/qd", "--rpc",
+                          "127.0.0.1:7300", "--http", "localhost:8081",
+                          "--raft", "127.0.0.3:7400", "--token", "tok", NULL);
     assert_parsed(r);
     assert_string_equal(r->c.data_dir, "/tmp/qd");
     assert_string_equal(r->c.rpc_addr, "127.0.0.1:7300");
     assert_string_equal(r->c.http_addr, "localhost:8081");
-    assert_string_equal(r->c.raft_addr, "[::1]:7400");
+    assert_string_equal(r->c.raft_addr, "127.0.0.3:7400");
     assert_string_equal(r->c.token, "tok");
     free_run(r);
 
@@ -259,7 +259,7 @@ static void test_peers(void **state)
     (void)state;
     struct run *r =
         parse("--token", "t", "--id", "2", "--peers",
-              "1@127.0.0.1:7201,2@127.0.0.1:7202,3@host-c:7203", NULL);
+              "1@127.0.0.1:7201,2@127.0.0.1:7202,3@localhost:7203", NULL);
     assert_parsed(r);
     assert_int_equal(r->c.id, 2);
     assert_int_equal(r->c.n_peers, 3);
@@ -268,7 +268,8 @@ static void test_peers(void **state)
     assert_int_equal(r->c.peers[1].id, 2);
     assert_string_equal(r->c.peers[1].raft_addr, "127.0.0.1:7202");
     assert_int_equal(r->c.peers[2].id, 3);
-    assert_string_equal(r->c.peers[2].raft_addr, "host-c:7203");
+    /* Host names are resolved: raft takes IPv4 dotted quads only. */
+    assert_string_equal(r->c.peers[2].raft_addr, "127.0.0.1:7203");
     free_run(r);
 
     /* --id given after --peers counts as well. */
@@ -481,9 +482,30 @@ static void test_short_option_cluster(void **state)
     REFUSED("-x", "--dev", "-xy", NULL);
 }
 
+/* Raft wants IPv4 dotted quads: host names are resolved at start. */
+static void test_raft_host_names_resolved(void **state)
+{
+    (void)state;
+    struct run *r = parse("--dev", "--raft", "localhost:7300", NULL);
+    assert_parsed(r);
+    assert_string_equal(r->c.raft_addr, "127.0.0.1:7300");
+    free_run(r);
+    r = parse("--token", "t", "--peers", "1@localhost:7201,2@127.0.0.2:7202",
+              NULL);
+    assert_parsed(r);
+    assert_string_equal(r->c.peers[0].raft_addr, "127.0.0.1:7201");
+    assert_string_equal(r->c.peers[1].raft_addr, "127.0.0.2:7202");
+    free_run(r);
+    REFUSED("cannot resolve", "--dev", "--raft", "no-such-host.invalid:7300",
+            NULL);
+    REFUSED("IPv4", "--dev", "--raft", "[::1]:7300", NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_raft_host_names_resolved,
+                                        clear_env, clear_env),
         cmocka_unit_test(test_duration_good),
         cmocka_unit_test(test_duration_bad),
         cmocka_unit_test(test_duration_rejects_exotic_numbers),
