@@ -1269,6 +1269,9 @@ static json_t *status_json(const struct qraft_status *s)
     json_t *o = json_object();
     json_object_set_new(o, "node_id", json_integer((json_int_t)s->node_id));
     json_object_set_new(o, "state", jstr(s->state));
+    /* "leader" is the documented key; "leader_id" stays for scripts that
+     * used it first. */
+    json_object_set_new(o, "leader", json_integer((json_int_t)s->leader_id));
     json_object_set_new(o, "leader_id", json_integer((json_int_t)s->leader_id));
     json_object_set_new(o, "leader_rpc", jstr(s->leader_rpc));
     json_object_set_new(o, "term", json_integer((json_int_t)s->term));
@@ -1460,12 +1463,11 @@ static int cmd_status(int argc, char **argv, struct globals *g)
     int rc = qraft_status(c, &s);
     /* A follower knows little of the others (liveness and applied indexes
      * come from heartbeats): ask the leader when it is named. */
-    if (rc == 0 && strcmp(s->state, "leader") != 0 &&
-        s->leader_rpc != NULL && s->leader_rpc[0] != '\0') {
+    if (rc == 0 && strcmp(s->state, "leader") != 0 && s->leader_rpc != NULL &&
+        s->leader_rpc[0] != '\0') {
         struct qraft_client *lc = NULL;
         struct qraft_status *ls = NULL;
-        const char *token =
-            g->token != NULL ? g->token : getenv("QRAFT_TOKEN");
+        const char *token = g->token != NULL ? g->token : getenv("QRAFT_TOKEN");
         if (qraft_client_new(s->leader_rpc, token, NULL, &lc) == 0 &&
             qraft_status(lc, &ls) == 0) {
             qraft_status_free(s);

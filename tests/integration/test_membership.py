@@ -4,9 +4,11 @@ is lost and the shards end up spread over the remaining nodes."""
 
 import json
 import subprocess
+import time
 import unittest
 
 import qraft_harness as qh
+from http_sink import HttpSink, Reply
 
 
 class JoiningNode(qh.ClusterNode):
@@ -61,6 +63,35 @@ class MembershipTest(unittest.TestCase):
         _, out, _ = follower.cli("keys", "--rotate", "--json",
                                  endpoints=follower.rpc_addr)
         self.assertTrue(json.loads(out)["current"].startswith("sig_"))
+
+    def test_shards_move_off_a_killed_node(self):
+        """A follower dies: once its lease lapses at the leader, its shards
+        go to the others, and messages in them are delivered."""
+        cluster = qh.start_cluster(self, n=3)
+        qh.wait_until(
+            lambda: sorted(shard_counts(cluster).values()) == [85, 85, 86],
+            30, "the first shard map over three nodes")
+        victim = cluster.followers()[0]
+        cluster.kill9(victim)
+        killed_at = time.monotonic()
+
+        def moved():
+            counts = shard_counts(cluster)
+            return counts.get(victim.id) == 0 and sum(counts.values()) == 256
+        qh.wait_until(moved, 30, "the dead node's shards to move")
+        # The lease is 3 s: well before 10 s the shards have moved.
+        self.assertLess(time.monotonic() - killed_at, 10)
+
+        with HttpSink() as sink:
+            sink.script("/after", Reply(200))
+            ids = set()
+            for i in range(60):  # spread over many shards
+                _, out, _ = cluster.cli("publish", sink.url("/after"),
+                                        "--body", str(i))
+                ids.add(out.strip())
+            reqs = sink.wait_for(len(ids), path="/after", timeout=60)
+            self.assertEqual({r.header("Upstash-Message-Id") for r in reqs},
+                             ids)
 
     def test_add_transfer_remove_under_load(self):
         cluster = qh.start_cluster(self, n=3)
