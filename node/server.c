@@ -350,6 +350,25 @@ static void on_http_closed(struct qr_http *h)
     qr_rpc_close(&s->rpc, on_rpc_closed);
 }
 
+static void close_modules(struct qr_server *s)
+{
+    qr_http_close(&s->http, on_http_closed);
+}
+
+static void on_handed_off(void *data, int status, const char *why)
+{
+    struct qr_server *s = data;
+    if (status == 0) {
+        QR_INFO("server", "leadership handed off");
+    } else {
+        QR_WARN("server", "leadership hand-off: %s; stopping anyway", why);
+    }
+    close_modules(s);
+}
+
+/* A leader that stops first hands leadership to the most up-to-date voter,
+ * so the cluster does not wait out an election timeout (rolling restarts).
+ * Its shards move once its lease lapses at the new leader. */
 void qr_server_stop(struct qr_server *s, int exit_code)
 {
     if (s->stopping) {
@@ -358,7 +377,18 @@ void qr_server_stop(struct qr_server *s, int exit_code)
     s->stopping = true;
     s->exit_code = exit_code;
     uv_timer_stop(&s->tick);
-    qr_http_close(&s->http, on_http_closed);
+    struct qr_cluster_status cs;
+    qr_cluster_get_status(&s->cluster, &cs);
+    size_t voters = 0;
+    for (size_t i = 0; i < cs.n_nodes; i++) {
+        voters += strcmp(cs.nodes[i].role, "voter") == 0;
+    }
+    if (qr_cluster_serving(&s->cluster) && voters > 1 &&
+        qr_cluster_transfer(&s->cluster, 0, on_handed_off, s) == 0) {
+        QR_INFO("server", "handing leadership off before stopping");
+        return;
+    }
+    close_modules(s);
 }
 
 int qr_server_init(struct qr_server *s,

@@ -64,6 +64,21 @@ class MembershipTest(unittest.TestCase):
                                  endpoints=follower.rpc_addr)
         self.assertTrue(json.loads(out)["current"].startswith("sig_"))
 
+    def test_sigterm_on_the_leader_hands_leadership_off(self):
+        """A leader stopped with SIGTERM hands leadership over first, so
+        writes resume without an election timeout (rolling restarts)."""
+        cluster = qh.start_cluster(self, n=3)
+        old = cluster.leader()
+        self.assertEqual(old.terminate(), 0)
+        self.assertIn("leadership handed off", old.stderr_tail(40))
+        new = cluster.leader()
+        self.assertNotEqual(new.id, old.id)
+        _, out, _ = cluster.cli("publish", "http://127.0.0.1:9/x",
+                                "--delay", "1h")
+        self.assertRegex(out.strip(), r"^msg_")
+        cluster.restart(old)
+        cluster.wait_caught_up(old)
+
     def test_shards_move_off_a_killed_node(self):
         """A follower dies: once its lease lapses at the leader, its shards
         go to the others, and messages in them are delivered."""
