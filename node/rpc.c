@@ -36,6 +36,10 @@ struct qr_rpc_conn {
     unsigned pending; /* calls waiting for an answer */
     bool reading;
     bool closing;
+    /* Local connections (qr_rpc_submit) have no socket: their one answer
+     * goes to this callback. */
+    qr_rpc_reply_cb reply_cb;
+    void *reply_data;
 };
 
 /* A request whose answer comes later (it went through raft). */
@@ -95,13 +99,21 @@ static void on_conn_close(uv_handle_t *h)
     }
 }
 
+/* A local connection (qr_rpc_submit) never had a socket. */
+static bool is_local(const struct qr_rpc_conn *conn)
+{
+    return conn->tcp.loop == NULL;
+}
+
 static void conn_close(struct qr_rpc_conn *conn)
 {
     if (conn->closing) {
         return;
     }
     conn->closing = true;
-    uv_close((uv_handle_t *)&conn->tcp, on_conn_close);
+    if (!is_local(conn)) {
+        uv_close((uv_handle_t *)&conn->tcp, on_conn_close);
+    }
 }
 
 struct write_req {
@@ -130,6 +142,15 @@ static void send_response(struct qr_rpc_conn *conn,
                           bool close_after)
 {
     if (conn->closing) {
+        return;
+    }
+    if (is_local(conn)) {
+        qr_rpc_reply_cb cb = conn->reply_cb;
+        conn->reply_cb = NULL;
+        conn->closing = true; /* one request, one answer */
+        if (cb != NULL) {
+            cb(conn->reply_data, resp);
+        }
         return;
     }
     size_t len = qraft__response__get_packed_size(resp);
@@ -1207,6 +1228,31 @@ static bool forward(struct qr_rpc_conn *conn, Qraft__Request *req)
     return true;
 }
 
+/* Routes one decoded request (borrowed) to its handler, which answers on
+ * conn now or later. */
+static void dispatch(struct qr_rpc_conn *conn, Qraft__Request *req)
+{
+    struct qr_rpc *rpc = conn->rpc;
+    const struct route *route = NULL;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (routes[i].kind == req->body_case) {
+            route = &routes[i];
+        }
+    }
+    if (route == NULL) {
+        send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                   "unknown request kind %d", (int)req->body_case);
+        return;
+    }
+    if (route->needs_leader && !qr_cluster_serving(rpc->cluster)) {
+        if (!route->forward || !forward(conn, req)) {
+            send_not_leader(conn, req->id);
+        }
+        return;
+    }
+    route->handler(conn, req);
+}
+
 static void handle_frame(struct qr_rpc_conn *conn,
                          const uint8_t *payload,
                          size_t len)
@@ -1222,28 +1268,32 @@ static void handle_frame(struct qr_rpc_conn *conn,
     if (!token_matches(rpc->token, req->token)) {
         send_error(conn, req->id, QRAFT__STATUS__UNAUTHORIZED,
                    "unauthorized: wrong or missing token");
-        goto out;
+    } else {
+        dispatch(conn, req);
     }
-    const struct route *route = NULL;
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (routes[i].kind == req->body_case) {
-            route = &routes[i];
-        }
-    }
-    if (route == NULL) {
-        send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
-                   "unknown request kind %d", (int)req->body_case);
-        goto out;
-    }
-    if (route->needs_leader && !qr_cluster_serving(rpc->cluster)) {
-        if (!route->forward || !forward(conn, req)) {
-            send_not_leader(conn, req->id);
-        }
-        goto out;
-    }
-    route->handler(conn, req);
-out:
     qraft__request__free_unpacked(req, NULL);
+}
+
+int qr_rpc_submit(struct qr_rpc *rpc,
+                  Qraft__Request *req,
+                  qr_rpc_reply_cb cb,
+                  void *data)
+{
+    if (rpc->closing) {
+        return QR_ECANCELED;
+    }
+    struct qr_rpc_conn *conn = calloc(1, sizeof *conn);
+    if (conn == NULL) {
+        return -ENOMEM;
+    }
+    conn->rpc = rpc;
+    conn->refs = 1;
+    conn->reply_cb = cb;
+    conn->reply_data = data;
+    rpc->n_requests++;
+    dispatch(conn, req);
+    conn_unref(conn); /* calls in progress hold their own references */
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1291,6 +1341,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 static void resume_reading(struct qr_rpc_conn *conn)
 {
+    if (is_local(conn)) {
+        return;
+    }
     if (!conn->reading && !conn->closing &&
         conn->pending < MAX_PENDING_PER_CONN) {
         if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) == 0) {

@@ -62,6 +62,22 @@ int qr_rpc_init(struct qr_rpc *rpc,
  * twice. */
 void qr_rpc_close(struct qr_rpc *rpc, qr_rpc_close_cb cb);
 
+/* One answer to a request submitted in-process; resp is borrowed for the
+ * call. */
+typedef void (*qr_rpc_reply_cb)(void *data, const Qraft__Response *resp);
+
+/* Runs req (borrowed; its id is echoed, its token is not checked: the
+ * caller authenticated it) through the same routes, checks, forwarding and
+ * answers as a request read from a socket. On 0, cb fires exactly once,
+ * possibly before this returns (a request refused at once), else later;
+ * a caller whose own client went away must still expect it. On error
+ * (QR_ECANCELED while closing, -ENOMEM) cb never fires. Used by the HTTP
+ * API. */
+int qr_rpc_submit(struct qr_rpc *rpc,
+                  Qraft__Request *req,
+                  qr_rpc_reply_cb cb,
+                  void *data);
+
 /* Parses "a.b.c.d:port" into a sockaddr for uv. */
 int qr_rpc_parse_addr(const char *hostport, struct sockaddr_in *out);
 
