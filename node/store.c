@@ -1024,12 +1024,13 @@ static int visit_indexed(struct qr_store_txn *t,
     return rv;
 }
 
-int qr_store_due_scan(struct qr_store_txn *t,
-                      uint32_t shard,
-                      uint64_t until_ms,
-                      size_t limit,
-                      qr_store_msg_cb cb,
-                      void *arg)
+int qr_store_due_scan_skipping(struct qr_store_txn *t,
+                               uint32_t shard,
+                               uint64_t until_ms,
+                               size_t limit,
+                               qr_store_due_skip_cb skip,
+                               qr_store_msg_cb cb,
+                               void *arg)
 {
     const char *what = "scan due";
     uint8_t start[DUE_PREFIX_BYTES];
@@ -1063,6 +1064,18 @@ int qr_store_due_scan(struct qr_store_txn *t,
             get_be64(key + 2) > until_ms) {
             goto out;
         }
+        if (skip != NULL && k.mv_size > DUE_PREFIX_BYTES &&
+            k.mv_size - DUE_PREFIX_BYTES < KEY_BUF_BYTES) {
+            /* Decide from the id alone, before loading the message. */
+            char id[KEY_BUF_BYTES];
+            size_t id_len = k.mv_size - DUE_PREFIX_BYTES;
+            memcpy(id, key + DUE_PREFIX_BYTES, id_len);
+            id[id_len] = '\0';
+            if (skip(arg, id)) {
+                rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+                continue;
+            }
+        }
         rv = visit_indexed(t, &k, DUE_PREFIX_BYTES, cb, arg, what);
         if (rv != 0 || ++n >= limit) {
             goto out;
@@ -1075,6 +1088,16 @@ int qr_store_due_scan(struct qr_store_txn *t,
 out:
     mdb_cursor_close(c);
     return rv;
+}
+
+int qr_store_due_scan(struct qr_store_txn *t,
+                      uint32_t shard,
+                      uint64_t until_ms,
+                      size_t limit,
+                      qr_store_msg_cb cb,
+                      void *arg)
+{
+    return qr_store_due_scan_skipping(t, shard, until_ms, limit, NULL, cb, arg);
 }
 
 int qr_store_due_next(struct qr_store_txn *t,

@@ -120,6 +120,18 @@ int qr_store_due_scan(struct qr_store_txn *t,
                       qr_store_msg_cb cb,
                       void *arg);
 
+/* Like qr_store_due_scan, but skip(arg, id) is asked first, from the index
+ * alone: a message it says to skip is not loaded (nor counted against
+ * limit). id is borrowed for the call. */
+typedef bool (*qr_store_due_skip_cb)(void *arg, const char *id);
+int qr_store_due_scan_skipping(struct qr_store_txn *t,
+                               uint32_t shard,
+                               uint64_t until_ms,
+                               size_t limit,
+                               qr_store_due_skip_cb skip,
+                               qr_store_msg_cb cb,
+                               void *arg);
+
 /* The earliest next_attempt_ms in `shard` that is > after_ms, in *next_ms;
  * QR_ENOTFOUND when there is none. */
 int qr_store_due_next(struct qr_store_txn *t,

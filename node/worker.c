@@ -440,6 +440,14 @@ out:
     return rv;
 }
 
+/* In flight and not answered yet: nothing to decide, no need to load it. */
+static bool skip_in_flight(void *arg, const char *id)
+{
+    struct scan_ctx *sc = arg;
+    const struct qr_worker_inflight *f = inflight_find(sc->worker, id);
+    return f != NULL && !f->answered;
+}
+
 static int on_due_message(void *arg, const Qraft__Message *m)
 {
     struct scan_ctx *sc = arg;
@@ -563,8 +571,8 @@ static void scan(struct qr_worker *w)
             continue;
         }
         if (w->n_inflight < MAX_INFLIGHT) {
-            qr_store_due_scan(txn, shard, sc.now_ms, SIZE_MAX, on_due_message,
-                              &sc);
+            qr_store_due_scan_skipping(txn, shard, sc.now_ms, SIZE_MAX,
+                                       skip_in_flight, on_due_message, &sc);
         }
         uint64_t next;
         if (qr_store_due_next(txn, shard, sc.now_ms, &next) == 0 &&

@@ -422,6 +422,39 @@ static void test_msg_roundtrip(void **state)
     free_msg(m);
 }
 
+static bool skip_b(void *arg, const char *id)
+{
+    (void)arg;
+    return strcmp(id, "msg_b") == 0;
+}
+
+/* The skipping scan asks about each id before loading it: a skipped one is
+ * neither visited nor counted against the limit; due_next finds the next
+ * due time after a point. */
+static void test_due_scan_skipping(void **state)
+{
+    struct fixture *f = *state;
+    struct collect c;
+    put_msg(f->s, "msg_a", QRAFT__MESSAGE_STATE__PENDING, 3, 100, 0);
+    put_msg(f->s, "msg_b", QRAFT__MESSAGE_STATE__PENDING, 3, 50, 0);
+    put_msg(f->s, "msg_c", QRAFT__MESSAGE_STATE__RETRYING, 3, 70, 0);
+    struct qr_store_txn *t = begin(f->s, false);
+    memset(&c, 0, sizeof c);
+    assert_int_equal(
+        qr_store_due_scan_skipping(t, 3, 100, 100, skip_b, on_msg, &c), 0);
+    assert_ids(&c, (const char *[]){"msg_c", "msg_a", NULL});
+    memset(&c, 0, sizeof c);
+    assert_int_equal(
+        qr_store_due_scan_skipping(t, 3, 100, 1, skip_b, on_msg, &c), 0);
+    assert_ids(&c, (const char *[]){"msg_c", NULL});
+    uint64_t next = 0;
+    assert_int_equal(qr_store_due_next(t, 3, 50, &next), 0);
+    assert_int_equal(next, 70);
+    assert_int_equal(qr_store_due_next(t, 3, 100, &next), QR_ENOTFOUND);
+    assert_int_equal(qr_store_due_next(t, 9, 0, &next), QR_ENOTFOUND);
+    qr_store_txn_abort(t);
+}
+
 static void test_due_index(void **state)
 {
     struct fixture *f = *state;
@@ -1130,6 +1163,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_meta, setup, teardown),
         cmocka_unit_test_setup_teardown(test_msg_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_due_scan_skipping, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_due_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dlq, setup, teardown),
         cmocka_unit_test_setup_teardown(test_counters, setup, teardown),
