@@ -149,9 +149,13 @@ static const char usage_keys[] =
     "update receivers with both before rotating again.\n";
 
 static const char usage_status[] =
-    "usage: qraft status [--json]\n"
+    "usage: qraft status [--local] [--json]\n"
     "\n"
-    "Shows the state of the node reached and of the cluster it knows.\n";
+    "Shows the cluster: the leader, and per node its role, liveness,\n"
+    "applied index, shards and addresses. A follower knows little of the\n"
+    "others (liveness and progress come from heartbeats to the leader), so\n"
+    "the leader is asked when known. --local: only the node reached, as it\n"
+    "sees itself and the cluster.\n";
 
 /* Options shared by every command. */
 struct globals {
@@ -190,6 +194,7 @@ enum {
     OPT_SINCE,
     OPT_UNTIL,
     OPT_ROTATE,
+    OPT_LOCAL,
     OPT_STATE,
     OPT_LIMIT,
     OPT_CURSOR,
@@ -259,9 +264,10 @@ static bool global_option(int opt, struct globals *g)
     }
 }
 
-static int open_client(const char *cmd,
-                       const struct globals *g,
-                       struct qraft_client **out)
+static int open_client_with(const char *cmd,
+                            const struct globals *g,
+                            const struct qraft_options *opts,
+                            struct qraft_client **out)
 {
     const char *endpoints = g->endpoints;
     if (endpoints == NULL) {
@@ -271,7 +277,7 @@ static int open_client(const char *cmd,
         endpoints = QRAFT_DEFAULT_ENDPOINTS;
     }
     const char *token = g->token != NULL ? g->token : getenv("QRAFT_TOKEN");
-    int rc = qraft_client_new(endpoints, token, NULL, out);
+    int rc = qraft_client_new(endpoints, token, opts, out);
     if (rc == QRAFT_EINVAL) {
         return usage_error(cmd, "bad endpoints '%s': expected host:port,...",
                            endpoints);
@@ -281,6 +287,13 @@ static int open_client(const char *cmd,
         return EXIT_ERROR;
     }
     return EXIT_OK;
+}
+
+static int open_client(const char *cmd,
+                       const struct globals *g,
+                       struct qraft_client **out)
+{
+    return open_client_with(cmd, g, NULL, out);
 }
 
 /* ----------------------------------------------------------------------
@@ -1384,8 +1397,10 @@ static int cmd_cluster(int argc, char **argv, struct globals *g)
     if (n_args > 0 && parse_u64(args[0], 65535, &id) != 0) {
         return usage_error(cmd, "'%s' is not a node id", args[0]);
     }
+    /* Adding a node waits for it to catch up: a large state takes long. */
+    struct qraft_options opts = {.call_timeout_ms = 10 * 60 * 1000};
     struct qraft_client *c = NULL;
-    ex = open_client(cmd, g, &c);
+    ex = open_client_with(cmd, g, &opts, &c);
     if (ex != EXIT_OK) {
         return ex;
     }
@@ -1447,9 +1462,25 @@ static int cmd_keys(int argc, char **argv, struct globals *g)
 
 static int cmd_status(int argc, char **argv, struct globals *g)
 {
-    int ex = simple_options("status", usage_status, true, argc, argv, g);
-    if (ex != -1) {
-        return ex;
+    static const struct option opts[] = {
+        GLOBAL_LONG_OPTIONS,
+        {"json", no_argument, NULL, OPT_JSON},
+        {"local", no_argument, NULL, OPT_LOCAL},
+        {NULL, 0, NULL, 0},
+    };
+    bool local = false;
+    int ex;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt == OPT_HELP) {
+            fputs(usage_status, stdout);
+            return EXIT_OK;
+        }
+        if (opt == OPT_LOCAL) {
+            local = true;
+        } else if (!global_option(opt, g)) {
+            return usage_error("status", "bad option '%s'", argv[optind - 1]);
+        }
     }
     if (optind != argc) {
         return usage_error("status", "unexpected argument '%s'", argv[optind]);
@@ -1463,8 +1494,8 @@ static int cmd_status(int argc, char **argv, struct globals *g)
     int rc = qraft_status(c, &s);
     /* A follower knows little of the others (liveness and applied indexes
      * come from heartbeats): ask the leader when it is named. */
-    if (rc == 0 && strcmp(s->state, "leader") != 0 && s->leader_rpc != NULL &&
-        s->leader_rpc[0] != '\0') {
+    if (rc == 0 && !local && strcmp(s->state, "leader") != 0 &&
+        s->leader_rpc != NULL && s->leader_rpc[0] != '\0') {
         struct qraft_client *lc = NULL;
         struct qraft_status *ls = NULL;
         const char *token = g->token != NULL ? g->token : getenv("QRAFT_TOKEN");

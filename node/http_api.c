@@ -35,6 +35,7 @@
 
 #include "err.h"
 #include "logger.h"
+#include "rest.h"
 
 #define LISTEN_BACKLOG 511
 #define HOST_MAX 256
@@ -74,6 +75,7 @@ struct http_server {
     uint64_t cap_logged_ms; /* loop time we last said the cap was reached */
     unsigned n_conns;
     struct http_conn *conns;
+    struct qr_rest rest;
     qr_http_close_cb close_cb;
     h2o_globalconf_t globalconf;
     h2o_context_t ctx;
@@ -220,6 +222,9 @@ static int on_request(h2o_handler_t *self, h2o_req_t *req)
     bool path_known = false;
     char allow[64];
 
+    if (qr_rest_handle(&s->rest, req)) {
+        return 0;
+    }
     for (size_t i = 0; i < N_ROUTES; i++) {
         const struct route *route = &routes[i];
         if (!h2o_memis(path->base, path->len, route->path,
@@ -410,6 +415,7 @@ static void on_grace_timeout(uv_timer_t *timer)
 
     QR_WARN("http", "closing: shutting down %u connections still busy",
             s->n_conns);
+    qr_rest_abort(&s->rest);
     shutdown_conns(s, SHUT_RDWR);
 }
 
@@ -576,6 +582,7 @@ int qr_http_init(struct qr_http *h,
     s->owner = h;
     s->loop = loop;
     s->hooks = *hooks;
+    qr_rest_init(&s->rest, hooks->rpc, hooks->token);
     set_limits(&s->limits, limits);
 
     rv = uv_tcp_init(loop, &s->listener);

@@ -1,5 +1,5 @@
 /* The node's HTTP server: h2o (HTTP/1.1) on the node's libuv loop, serving a
- * small route table (today /healthz and /readyz; the QStash REST API later).
+ * small route table (/healthz, /readyz) and the QStash REST API (rest.h).
  * It never holds more than max_conns connections, and it is closed only once
  * every connection and every uv handle it (or h2o) opened is closed. */
 #ifndef QR_HTTP_API_H
@@ -11,6 +11,8 @@
 
 #include <uv.h>
 
+struct qr_rpc;
+
 #define QR_HTTP_DEFAULT_MAX_CONNS 4096u
 #define QR_HTTP_DEFAULT_REQ_TIMEOUT_MS 10000u
 #define QR_HTTP_DEFAULT_MAX_BODY_BYTES (1024u * 1024u)
@@ -20,6 +22,10 @@
  * not block. `data` is borrowed and must outlive the server. */
 struct qr_http_hooks {
     void *data;
+    /* The REST API (/v2/...) runs its requests here and checks this token;
+     * both borrowed, must outlive the server. rpc NULL: /v2 answers 503. */
+    struct qr_rpc *rpc;
+    const char *token;
     /* True once the node serves (GET /healthz answers 200). */
     bool (*serving)(void *data);
     /* True when the node knows a leader and has applied everything it knows

@@ -998,8 +998,11 @@ static void handle_status(struct qr_rpc_conn *conn, const Qraft__Request *req)
     sr.node_id = rpc->config->id;
     sr.state = (char *)cs.state;
     sr.leader_id = cs.leader_id;
-    sr.leader_rpc =
-        cs.leader_id == rpc->config->id ? (char *)rpc->config->rpc_addr : "";
+    char leader_rpc[QR_ADDR_MAX] = "";
+    if (cs.leader_id != 0) {
+        qr_shards_node_addrs(rpc->shards, cs.leader_id, leader_rpc, NULL);
+    }
+    sr.leader_rpc = leader_rpc;
     sr.term = cs.term;
     sr.commit_index = cs.commit_index;
     sr.applied_index = cs.applied_index;
@@ -1151,7 +1154,9 @@ static const struct route routes[] = {
     {QRAFT__REQUEST__BODY_STATUS, "status", handle_status, false, false},
     /* Reading keys is local; rotating checks for the leader itself. */
     {QRAFT__REQUEST__BODY_KEYS, "keys", handle_keys, false, false},
-    {QRAFT__REQUEST__BODY_MEMBER_ADD, "add", handle_membership, true, true},
+    /* An add waits for the new node to catch up, longer than a relay may
+     * wait: the client goes to the leader itself. */
+    {QRAFT__REQUEST__BODY_MEMBER_ADD, "add", handle_membership, true, false},
     {QRAFT__REQUEST__BODY_MEMBER_REMOVE, "remove", handle_membership, true,
      true},
     /* Not forwarded: the leader changes, so a relay's peer connection would

@@ -318,6 +318,7 @@ static void on_cluster_closed(struct qr_cluster *c)
     struct qr_server *s =
         (struct qr_server *)((char *)c - offsetof(struct qr_server, cluster));
     uv_close((uv_handle_t *)&s->tick, on_handle_closed);
+    uv_close((uv_handle_t *)&s->stop_deadline, on_handle_closed);
     uv_close((uv_handle_t *)&s->sigterm, on_handle_closed);
     uv_close((uv_handle_t *)&s->sigint, on_handle_closed);
 }
@@ -350,9 +351,38 @@ static void on_http_closed(struct qr_http *h)
     qr_rpc_close(&s->rpc, on_rpc_closed);
 }
 
+/* How long a stop may spend handing leadership off and releasing shards
+ * before it closes anyway (e.g. the whole cluster stopping at once: a leader
+ * that loses its quorum never hears back about its transfer). */
+#define STOP_HANDOFF_MS 3000
+
 static void close_modules(struct qr_server *s)
 {
+    if (s->modules_closing) {
+        return;
+    }
+    s->modules_closing = true;
+    uv_timer_stop(&s->stop_deadline);
     qr_http_close(&s->http, on_http_closed);
+}
+
+static void on_stop_deadline(uv_timer_t *t)
+{
+    struct qr_server *s = t->data;
+    QR_WARN("server", "hand-off did not finish within %d ms; stopping",
+            STOP_HANDOFF_MS);
+    close_modules(s);
+}
+
+static void on_left(void *data)
+{
+    close_modules(data);
+}
+
+/* Gives this node's shards up, so the leader moves them at once. */
+static void leave(struct qr_server *s)
+{
+    qr_shards_leave(&s->shards, on_left, s);
 }
 
 static void on_handed_off(void *data, int status, const char *why)
@@ -363,12 +393,13 @@ static void on_handed_off(void *data, int status, const char *why)
     } else {
         QR_WARN("server", "leadership hand-off: %s; stopping anyway", why);
     }
-    close_modules(s);
+    leave(s);
 }
 
-/* A leader that stops first hands leadership to the most up-to-date voter,
- * so the cluster does not wait out an election timeout (rolling restarts).
- * Its shards move once its lease lapses at the new leader. */
+/* A clean stop, for rolling restarts: a leader first hands leadership to
+ * the most up-to-date voter (no election timeout to wait out); then the
+ * node gives its shards up and tells the leader, which moves them at once
+ * (no lease to wait out); then the modules close. */
 void qr_server_stop(struct qr_server *s, int exit_code)
 {
     if (s->stopping) {
@@ -377,6 +408,7 @@ void qr_server_stop(struct qr_server *s, int exit_code)
     s->stopping = true;
     s->exit_code = exit_code;
     uv_timer_stop(&s->tick);
+    uv_timer_start(&s->stop_deadline, on_stop_deadline, STOP_HANDOFF_MS, 0);
     struct qr_cluster_status cs;
     qr_cluster_get_status(&s->cluster, &cs);
     size_t voters = 0;
@@ -388,7 +420,7 @@ void qr_server_stop(struct qr_server *s, int exit_code)
         QR_INFO("server", "handing leadership off before stopping");
         return;
     }
-    close_modules(s);
+    leave(s);
 }
 
 int qr_server_init(struct qr_server *s,
@@ -465,6 +497,8 @@ int qr_server_init(struct qr_server *s,
         .data = s,
         .serving = http_serving,
         .ready = http_ready,
+        .rpc = &s->rpc,
+        .token = s->token,
     };
     struct qr_http_limits limits = {
         .max_conns = cfg->max_connections,
@@ -478,6 +512,8 @@ int qr_server_init(struct qr_server *s,
 
     uv_timer_init(&s->loop, &s->tick);
     s->tick.data = s;
+    uv_timer_init(&s->loop, &s->stop_deadline);
+    s->stop_deadline.data = s;
     uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
     uv_signal_init(&s->loop, &s->sigterm);
     s->sigterm.data = s;

@@ -27,7 +27,9 @@ struct qr_server {
     uv_signal_t sigterm;
     uv_signal_t sigint;
     uv_timer_t tick; /* announces readiness, keeps signing keys present */
-    int lock_fd;     /* flock on DATA/LOCK: one node per data dir */
+    uv_timer_t stop_deadline; /* bounds the hand-off and release on stop */
+    bool modules_closing;
+    int lock_fd; /* flock on DATA/LOCK: one node per data dir */
     char token[QR_TOKEN_MAX];
     char errmsg[QR_ERRMSG_BYTES];
     FILE *announce_out; /* where --dev prints the QSTASH_* lines */

@@ -109,7 +109,7 @@ uint32_t qr_shards_count(struct qr_shards *s, uint64_t id)
 
 bool qr_shards_active(struct qr_shards *s)
 {
-    if (s->closing) {
+    if (s->closing || s->leaving) {
         return false;
     }
     if (qr_cluster_serving(s->cluster)) {
@@ -230,8 +230,14 @@ void qr_shards_on_heartbeat(struct qr_shards *s,
         memset(n, 0, sizeof *n);
         n->id = req->info->id;
     }
-    n->last_heartbeat_mono_ms = qr_clock_mono_ms();
+    n->last_heartbeat_mono_ms = req->leaving ? 0 : qr_clock_mono_ms();
     n->applied_index = req->applied_index;
+    if (req->leaving) {
+        /* It stopped dispatching: its shards may move now. */
+        resp->lease_ms = 0;
+        QR_INFO("shards", "node %" PRIu64 " is leaving: moving its shards",
+                n->id);
+    }
     snprintf(n->rpc, sizeof n->rpc, "%s", req->info->rpc);
     snprintf(n->http, sizeof n->http, "%s", req->info->http);
     sync_node_info(s, n->id, n->rpc, n->http);
@@ -361,7 +367,8 @@ static void on_heartbeat_answer(void *data,
     s->heartbeat_pending = false;
     if (status == 0 && resp->status == QRAFT__STATUS__OK &&
         resp->body_case == QRAFT__RESPONSE__BODY_HEARTBEAT &&
-        resp->heartbeat->lease_ms > LEASE_MARGIN_MS && !s->closing) {
+        resp->heartbeat->lease_ms > LEASE_MARGIN_MS && !s->closing &&
+        !s->leaving) {
         bool had = qr_clock_mono_ms() < s->lease_until_mono_ms;
         s->lease_until_mono_ms =
             hc->sent_mono_ms + resp->heartbeat->lease_ms - LEASE_MARGIN_MS;
@@ -545,7 +552,7 @@ static void on_tick(uv_timer_t *t)
         sync_node_info(s, s->config->id, s->config->rpc_addr,
                        s->config->http_addr);
         maybe_assign(s, now);
-    } else {
+    } else if (!s->leaving) {
         send_heartbeat(s, now);
     }
 }
@@ -603,4 +610,56 @@ void qr_shards_close(struct qr_shards *s, void (*cb)(struct qr_shards *s))
     uv_timer_stop(&s->timer);
     uv_close((uv_handle_t *)&s->timer, on_timer_closed);
     qr_peer_close(&s->peer, on_peer_closed);
+}
+
+static void finish_leave(struct qr_shards *s)
+{
+    void (*cb)(void *data) = s->leave_cb;
+    s->leave_cb = NULL;
+    if (cb != NULL) {
+        cb(s->leave_data);
+    }
+}
+
+static void on_leave_answer(void *data, int status, const Qraft__Response *resp)
+{
+    struct qr_shards *s = data;
+    (void)resp;
+    if (status != 0) {
+        QR_DEBUG("shards", "leave: %s", qr_strerror(status));
+    }
+    finish_leave(s);
+}
+
+void qr_shards_leave(struct qr_shards *s, void (*cb)(void *data), void *data)
+{
+    s->leaving = true;
+    s->lease_until_mono_ms = 0;
+    s->leave_cb = cb;
+    s->leave_data = data;
+    uint64_t leader_id = 0;
+    char rpc[QR_ADDR_MAX] = "";
+    qr_cluster_leader(s->cluster, &leader_id, NULL);
+    if (leader_id != 0 && leader_id != s->config->id) {
+        qr_shards_node_addrs(s, leader_id, rpc, NULL);
+    }
+    if (rpc[0] == '\0' || qr_peer_set_target(&s->peer, rpc) != 0) {
+        finish_leave(s);
+        return;
+    }
+    Qraft__NodeInfo info = QRAFT__NODE_INFO__INIT;
+    info.id = s->config->id;
+    info.rpc = (char *)s->config->rpc_addr;
+    info.http = (char *)s->config->http_addr;
+    info.version = QRAFT_VERSION;
+    Qraft__HeartbeatRequest hb = QRAFT__HEARTBEAT_REQUEST__INIT;
+    hb.info = &info;
+    hb.applied_index = s->cluster->fsm.applied_index;
+    hb.leaving = true;
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_HEARTBEAT;
+    req.heartbeat = &hb;
+    if (qr_peer_call(&s->peer, &req, 1000, on_leave_answer, s) != 0) {
+        finish_leave(s);
+    }
 }

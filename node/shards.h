@@ -73,6 +73,10 @@ struct qr_shards {
     bool assign_pending;
     bool info_pending;
 
+    bool leaving; /* gave its shards up for a clean stop */
+    void (*leave_cb)(void *data);
+    void *leave_data;
+
     bool closing;
     unsigned pending_closes;
     void (*close_cb)(struct qr_shards *s);
@@ -89,6 +93,12 @@ int qr_shards_init(struct qr_shards *s,
                    const char *token);
 
 void qr_shards_close(struct qr_shards *s, void (*cb)(struct qr_shards *s));
+
+/* For a clean stop: gives up every shard now (this node stops dispatching)
+ * and tells the leader, so it reassigns them without waiting for the lease
+ * to lapse. cb fires once: when the leader answered, or at once when there
+ * is nobody to tell (this node leads, no leader known). */
+void qr_shards_leave(struct qr_shards *s, void (*cb)(void *data), void *data);
 
 /* True when this node may dispatch `shard` now. */
 bool qr_shards_owns(struct qr_shards *s, uint32_t shard);

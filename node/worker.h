@@ -7,8 +7,9 @@
  *   table (memory only) keeps this node from sending it twice meanwhile.
  *   After a crash the table is gone and the message is still due, so it is
  *   sent again: at least once, with duplicates only around faults.
- * - Every result carries the attempt number it answers (the fence): apply
- *   takes the first committed result for an attempt and ignores the rest.
+ * - Every result carries the attempt number and the generation (replays)
+ *   it answers (the fence): apply takes the first committed result for an
+ *   attempt and ignores the rest.
  * - Nothing is sent before its time: "now" is the earlier of this node's
  *   clock and the leader's last stamp plus the monotonic time since.
  * - Only shards this node owns with a valid lease are dispatched (see

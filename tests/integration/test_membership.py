@@ -79,6 +79,38 @@ class MembershipTest(unittest.TestCase):
         cluster.restart(old)
         cluster.wait_caught_up(old)
 
+    def test_sigterm_releases_shards_at_once(self):
+        """A follower stopped cleanly gives its shards up: the leader moves
+        them without waiting for its 3 s lease to lapse."""
+        cluster = qh.start_cluster(self, n=3)
+        qh.wait_until(
+            lambda: sorted(shard_counts(cluster).values()) == [85, 85, 86],
+            30, "the first shard map over three nodes")
+        follower = cluster.followers()[0]
+        stopped_at = time.monotonic()
+        self.assertEqual(follower.terminate(), 0)
+
+        def moved():
+            counts = shard_counts(cluster)
+            return counts.get(follower.id) == 0 and sum(counts.values()) == 256
+        qh.wait_until(moved, 30, "the stopped node's shards to move")
+        self.assertLess(time.monotonic() - stopped_at, 2.5,
+                        "released, not left to expire")
+
+    def test_whole_cluster_sigterm_stops_promptly(self):
+        """Every node asked to stop at once: the leader loses its quorum in
+        the middle of handing off; it still stops, within its deadline."""
+        cluster = qh.start_cluster(self, n=3)
+        cluster.leader()
+        for node in cluster.nodes:
+            node.stopped_on_purpose = True
+            node.proc.send_signal(15)
+        for node in cluster.nodes:
+            self.assertEqual(node.proc.wait(15), 0,
+                             f"node {node.id}:\n{node.stderr_tail(10)}")
+        cluster.start()
+        cluster.leader()
+
     def test_shards_move_off_a_killed_node(self):
         """A follower dies: once its lease lapses at the leader, its shards
         go to the others, and messages in them are delivered."""

@@ -491,7 +491,7 @@ class ClusterNode(Node):
     def status(self, timeout=10.0):
         """This node's own `qraft status --json` (asked of it alone), as a
         dict; raises if it does not answer."""
-        _, out, _ = self.cli("status", "--json", timeout=timeout)
+        _, out, _ = self.cli("status", "--local", "--json", timeout=timeout)
         return json.loads(out)
 
     def try_status(self):

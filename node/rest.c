@@ -1,0 +1,1546 @@
+/* QStash-dialect REST routes on top of qr_rpc_submit.
+ *
+ * Answers that come later (after raft commit) go through a struct rest_call:
+ * one reference is held by the h2o request pool (dropped, with req set to
+ * NULL, when h2o disposes the request: answered, or its connection closed)
+ * and one by each RPC submission still owed an answer. A call is answered at
+ * most once, only while req is not NULL, and freed when the last reference
+ * goes. The RPC callback may run inside qr_rpc_submit; the submitting code
+ * holds its own reference across the call, so that is safe too. */
+#include "rest.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <h2o.h>
+#include <jansson.h>
+
+#include "logger.h"
+#include "qraft.pb-c.h"
+#include "rpc.h"
+
+#define ERR_BYTES 256
+#define MAX_DURATION_MS (3650ull * 24 * 3600 * 1000)
+#define MAX_BATCH 1000
+#define DLQ_PAGE_MAX 100
+#define MAX_IDS 1000
+
+/* ---------------------------------------------------------------------------
+ * Calls awaiting the RPC. */
+
+struct rest_call;
+typedef void (*reply_fn)(struct rest_call *c,
+                         size_t index,
+                         const Qraft__Response *resp);
+
+/* One RPC submission of a call (a batch has many). */
+struct call_item {
+    struct rest_call *call;
+    size_t index;
+};
+
+struct rest_call {
+    struct qr_rest *rest;
+    h2o_req_t *req; /* NULL once h2o disposed the request */
+    struct rest_call *prev;
+    struct rest_call *next;
+    unsigned refs;
+    bool answered;
+    reply_fn on_reply;
+    /* Route state. */
+    char *url;        /* publish: the destination echoed back */
+    bool single;      /* DLQ retry of one id: answer {"messageId"} */
+    json_t *out;      /* batch: the answer array being filled */
+    size_t n_pending; /* batch: submissions not answered yet */
+    char **urls;      /* batch: each element's destination */
+    struct call_item *items;
+    size_t n_items;
+};
+
+/* The pool's share of a call: its dispose callback drops the reference. */
+struct call_link {
+    struct rest_call *call;
+};
+
+static void call_unref(struct rest_call *c)
+{
+    if (--c->refs > 0) {
+        return;
+    }
+    if (c->out != NULL) {
+        json_decref(c->out);
+    }
+    if (c->urls != NULL) {
+        for (size_t i = 0; i < c->n_items; i++) {
+            free(c->urls[i]);
+        }
+        free(c->urls);
+    }
+    free(c->items);
+    free(c->url);
+    free(c);
+}
+
+static void unlink_call(struct rest_call *c)
+{
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else if (c->rest->calls == c) {
+        c->rest->calls = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    c->prev = NULL;
+    c->next = NULL;
+}
+
+static void on_link_disposed(void *p)
+{
+    struct rest_call *c = ((struct call_link *)p)->call;
+
+    unlink_call(c);
+    c->req = NULL;
+    call_unref(c);
+}
+
+/* Returns a new call bound to req with one reference (the pool's), or NULL
+ * when out of memory. */
+static struct rest_call *call_new(struct qr_rest *r,
+                                  h2o_req_t *req,
+                                  reply_fn on_reply)
+{
+    struct rest_call *c = calloc(1, sizeof(*c));
+    struct call_link *link;
+
+    if (c == NULL) {
+        return NULL;
+    }
+    link = h2o_mem_alloc_shared(&req->pool, sizeof(*link), on_link_disposed);
+    link->call = c;
+    c->rest = r;
+    c->req = req;
+    c->refs = 1;
+    c->on_reply = on_reply;
+    c->next = r->calls;
+    if (r->calls != NULL) {
+        r->calls->prev = c;
+    }
+    r->calls = c;
+    return c;
+}
+
+/* ---------------------------------------------------------------------------
+ * Responses. */
+
+static void send_body(h2o_req_t *req, int status, const char *body)
+{
+    size_t len = strlen(body);
+
+    req->res.status = status;
+    req->res.reason = status < 300 ? "OK" : "Error";
+    req->res.content_length = len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("application/json"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-store"));
+    h2o_send_inline(req, body, len);
+}
+
+/* Answers json (takes ownership). */
+static void send_json(h2o_req_t *req, int status, json_t *json)
+{
+    char *body = json != NULL ? json_dumps(json, JSON_COMPACT) : NULL;
+
+    json_decref(json);
+    if (body == NULL) {
+        send_body(req, 500, "{\"error\":\"out of memory\"}");
+        return;
+    }
+    send_body(req, status, body);
+    free(body);
+}
+
+static void send_error(h2o_req_t *req, int status, const char *message)
+{
+    send_json(req, status, json_pack("{s:s}", "error", message));
+}
+
+static int http_status(Qraft__Status st)
+{
+    switch (st) {
+        case QRAFT__STATUS__OK:
+            return 200;
+        case QRAFT__STATUS__BAD_REQUEST:
+            return 400;
+        case QRAFT__STATUS__UNAUTHORIZED:
+            return 401;
+        case QRAFT__STATUS__NOT_FOUND:
+            return 404;
+        case QRAFT__STATUS__TOO_LARGE:
+            return 413;
+        case QRAFT__STATUS__CONFLICT:
+            return 409;
+        case QRAFT__STATUS__UNKNOWN_OUTCOME:
+            return 504;
+        case QRAFT__STATUS__NOT_LEADER:
+        case QRAFT__STATUS__UNAVAILABLE:
+            return 503;
+        default:
+            return 500;
+    }
+}
+
+static void send_status_error(h2o_req_t *req, const Qraft__Response *resp)
+{
+    const char *why = resp->error != NULL && resp->error[0] != '\0'
+                          ? resp->error
+                          : "request failed";
+    send_error(req, http_status(resp->status), why);
+}
+
+static void on_call_reply(void *data, const Qraft__Response *resp)
+{
+    struct call_item *item = data;
+    struct rest_call *c = item->call;
+
+    if (c->req != NULL && !c->answered) {
+        c->on_reply(c, item->index, resp);
+    }
+    call_unref(c);
+}
+
+/* Submits rpc_req for item (its call gains a reference while it is owed an
+ * answer). On failure answers 503 unless the call is a batch. */
+static int submit(struct rest_call *c,
+                  struct call_item *item,
+                  Qraft__Request *rpc_req)
+{
+    int rv;
+
+    c->refs++;
+    rv = qr_rpc_submit(c->rest->rpc, rpc_req, on_call_reply, item);
+    if (rv != 0) {
+        c->refs--;
+    }
+    return rv;
+}
+
+/* Runs one request for a fresh call on req; answers 503 if it cannot. */
+static void run_single(struct qr_rest *r,
+                       h2o_req_t *req,
+                       Qraft__Request *rpc_req,
+                       reply_fn on_reply,
+                       const char *url,
+                       bool single)
+{
+    struct rest_call *c = call_new(r, req, on_reply);
+
+    if (c == NULL) {
+        send_error(req, 503, "out of memory");
+        return;
+    }
+    c->items = calloc(1, sizeof(*c->items));
+    c->url = url != NULL ? strdup(url) : NULL;
+    if (c->items == NULL || (url != NULL && c->url == NULL)) {
+        send_error(req, 503, "out of memory");
+        return;
+    }
+    c->items[0].call = c;
+    c->n_items = 1;
+    c->single = single;
+    c->refs++; /* ours, across the submission */
+    if (submit(c, &c->items[0], rpc_req) != 0 && c->req != NULL &&
+        !c->answered) {
+        c->answered = true;
+        send_error(req, 503, "the node is shutting down");
+    }
+    call_unref(c);
+}
+
+/* ---------------------------------------------------------------------------
+ * Small parsers. */
+
+static bool prefix_ci(const char *s, size_t len, const char *prefix)
+{
+    size_t plen = strlen(prefix);
+    return len >= plen && strncasecmp(s, prefix, plen) == 0;
+}
+
+static bool equal_ci(const char *s, size_t len, const char *word)
+{
+    return len == strlen(word) && strncasecmp(s, word, len) == 0;
+}
+
+static bool valid_name(const char *s, size_t len)
+{
+    if (len == 0 || len > 256) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (!isalnum((unsigned char)s[i]) && s[i] != '.' && s[i] != '_' &&
+            s[i] != '-') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Parses an unsigned decimal (digits only) no larger than max. */
+static int parse_uint(const char *s, size_t len, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (len == 0 || len > 20) {
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return -EINVAL;
+        }
+        if (v > (max - (uint64_t)(s[i] - '0')) / 10) {
+            return -ERANGE;
+        }
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* A QStash duration: `<number><unit>` repeated, units s m h d, decimals
+ * allowed ("1d10h30m", "1.5s"). */
+static int parse_duration(const char *s, size_t len, uint64_t *out_ms)
+{
+    double total_ms = 0;
+    size_t i = 0;
+
+    if (len == 0) {
+        return -EINVAL;
+    }
+    while (i < len) {
+        double v = 0;
+        double scale = 0;
+        size_t digits = 0;
+        double unit_ms;
+
+        for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, digits++) {
+            v = v * 10 + (s[i] - '0');
+        }
+        if (i < len && s[i] == '.') {
+            i++;
+            scale = 0.1;
+            for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, digits++) {
+                v += (s[i] - '0') * scale;
+                scale /= 10;
+            }
+        }
+        if (digits == 0 || i >= len) {
+            return -EINVAL;
+        }
+        switch (s[i++]) {
+            case 's':
+                unit_ms = 1e3;
+                break;
+            case 'm':
+                unit_ms = 60e3;
+                break;
+            case 'h':
+                unit_ms = 3600e3;
+                break;
+            case 'd':
+                unit_ms = 86400e3;
+                break;
+            default:
+                return -EINVAL;
+        }
+        total_ms += v * unit_ms;
+        if (total_ms > (double)MAX_DURATION_MS) {
+            return -ERANGE;
+        }
+    }
+    *out_ms = (uint64_t)llround(total_ms);
+    return 0;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    c = (char)tolower((unsigned char)c);
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    return -1;
+}
+
+/* Percent-decodes a query value ('+' is a space) into pool memory. */
+static char *query_decode(h2o_mem_pool_t *pool, const char *s, size_t len)
+{
+    char *out = h2o_mem_alloc_pool(pool, len + 1);
+    size_t n = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '%' && i + 2 < len && hexval(s[i + 1]) >= 0 &&
+            hexval(s[i + 2]) >= 0) {
+            out[n++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+            i += 2;
+        } else if (s[i] == '+') {
+            out[n++] = ' ';
+        } else {
+            out[n++] = s[i];
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
+/* One name=value of a query string (raw, not decoded). */
+struct query_param {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+
+/* Fills the next parameter from *pos; false at the end. */
+static bool next_param(const char *q,
+                       size_t len,
+                       size_t *pos,
+                       struct query_param *p)
+{
+    while (*pos < len) {
+        const char *start = q + *pos;
+        const char *amp = memchr(start, '&', len - *pos);
+        size_t plen = amp != NULL ? (size_t)(amp - start) : len - *pos;
+        const char *eq = memchr(start, '=', plen);
+
+        *pos += plen + (amp != NULL ? 1 : 0);
+        if (plen == 0) {
+            continue;
+        }
+        p->name = start;
+        p->name_len = eq != NULL ? (size_t)(eq - start) : plen;
+        p->value = eq != NULL ? eq + 1 : start + plen;
+        p->value_len = eq != NULL ? plen - p->name_len - 1 : 0;
+        return true;
+    }
+    return false;
+}
+
+/* The first value of parameter name, decoded, or NULL. */
+static char *query_get(h2o_mem_pool_t *pool,
+                       h2o_iovec_t query,
+                       const char *name)
+{
+    struct query_param p;
+    size_t pos = 0;
+
+    while (next_param(query.base, query.len, &pos, &p)) {
+        if (equal_ci(p.name, p.name_len, name)) {
+            return query_decode(pool, p.value, p.value_len);
+        }
+    }
+    return NULL;
+}
+
+/* Every value of parameter name (repeated or comma-separated), decoded,
+ * into ids (pool memory); returns how many, or -1 over max. */
+static int query_list(h2o_mem_pool_t *pool,
+                      h2o_iovec_t query,
+                      const char *name,
+                      char **ids,
+                      size_t max)
+{
+    struct query_param p;
+    size_t pos = 0;
+    size_t n = 0;
+
+    while (next_param(query.base, query.len, &pos, &p)) {
+        char *v;
+        char *save = NULL;
+        if (!equal_ci(p.name, p.name_len, name)) {
+            continue;
+        }
+        v = query_decode(pool, p.value, p.value_len);
+        for (char *tok = strtok_r(v, ",", &save); tok != NULL;
+             tok = strtok_r(NULL, ",", &save)) {
+            if (n == max) {
+                return -1;
+            }
+            ids[n++] = tok;
+        }
+    }
+    return (int)n;
+}
+
+/* Writes name in Go's canonical form into pool memory. */
+static char *canonical(h2o_mem_pool_t *pool, const char *name, size_t len)
+{
+    char *out = h2o_mem_alloc_pool(pool, len + 1);
+    bool upper = true;
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        out[i] = (char)(upper ? toupper(ch) : tolower(ch));
+        upper = ch == '-';
+    }
+    out[len] = '\0';
+    return out;
+}
+
+static char *pool_str(h2o_mem_pool_t *pool, const char *s, size_t len)
+{
+    return h2o_strdup(pool, s, len).base;
+}
+
+static void base64_encode(const uint8_t *in, size_t len, char *out)
+{
+    static const char tbl[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t o = 0;
+
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < len) {
+            v |= (uint32_t)in[i + 1] << 8;
+        }
+        if (i + 2 < len) {
+            v |= in[i + 2];
+        }
+        out[o++] = tbl[(v >> 18) & 63];
+        out[o++] = tbl[(v >> 12) & 63];
+        out[o++] = i + 1 < len ? tbl[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < len ? tbl[v & 63] : '=';
+    }
+    out[o] = '\0';
+}
+
+/* ---------------------------------------------------------------------------
+ * Publish requests. */
+
+struct pub {
+    Qraft__PublishRequest pr;
+    Qraft__Header **headers; /* pool memory */
+    size_t cap;
+};
+
+static void pub_init(struct pub *p, h2o_mem_pool_t *pool, size_t max_headers)
+{
+    qraft__publish_request__init(&p->pr);
+    p->cap = max_headers;
+    p->headers = h2o_mem_alloc_pool(
+        pool, sizeof(*p->headers) * (max_headers > 0 ? max_headers : 1));
+    p->pr.headers = p->headers;
+    p->pr.n_headers = 0;
+}
+
+static void pub_add_header(struct pub *p,
+                           h2o_mem_pool_t *pool,
+                           char *name,
+                           const char *value,
+                           size_t value_len)
+{
+    Qraft__Header *h;
+
+    if (p->pr.n_headers == p->cap) {
+        return; /* cannot happen: cap counts every input header */
+    }
+    h = h2o_mem_alloc_pool(pool, sizeof(*h));
+    qraft__header__init(h);
+    h->name = name;
+    h->value = pool_str(pool, value, value_len);
+    p->headers[p->pr.n_headers++] = h;
+}
+
+/* Applies one request header to p; on bad input writes why into err and
+ * returns -EINVAL. */
+static int apply_header(struct pub *p,
+                        h2o_mem_pool_t *pool,
+                        const char *name,
+                        size_t nlen,
+                        const char *val,
+                        size_t vlen,
+                        char *err)
+{
+    static const char fwd[] = "upstash-forward-";
+    uint64_t v;
+
+    if (equal_ci(name, nlen, "content-type")) {
+        pub_add_header(p, pool, pool_str(pool, "Content-Type", 12), val, vlen);
+    } else if (prefix_ci(name, nlen, fwd) && nlen > sizeof(fwd) - 1) {
+        pub_add_header(
+            p, pool,
+            canonical(pool, name + sizeof(fwd) - 1, nlen - (sizeof(fwd) - 1)),
+            val, vlen);
+    } else if (equal_ci(name, nlen, "upstash-method")) {
+        p->pr.method = pool_str(pool, val, vlen);
+        for (char *m = p->pr.method; *m != '\0'; m++) {
+            *m = (char)toupper((unsigned char)*m);
+        }
+    } else if (equal_ci(name, nlen, "upstash-retries")) {
+        if (parse_uint(val, vlen, UINT32_MAX, &v) != 0) {
+            snprintf(err, ERR_BYTES,
+                     "invalid Upstash-Retries '%.*s': want an integer >= 0",
+                     (int)(vlen > 64 ? 64 : vlen), val);
+            return -EINVAL;
+        }
+        p->pr.retries = (uint32_t)v;
+        p->pr.retries_set = true;
+    } else if (equal_ci(name, nlen, "upstash-retry-delay")) {
+        p->pr.retry_delay = pool_str(pool, val, vlen);
+    } else if (equal_ci(name, nlen, "upstash-delay") ||
+               equal_ci(name, nlen, "upstash-timeout")) {
+        bool delay = equal_ci(name, nlen, "upstash-delay");
+        if (parse_duration(val, vlen, &v) != 0) {
+            snprintf(err, ERR_BYTES,
+                     "invalid %s '%.*s': want a duration like 10s, 5m, 1h, "
+                     "1d10h30m",
+                     delay ? "Upstash-Delay" : "Upstash-Timeout",
+                     (int)(vlen > 64 ? 64 : vlen), val);
+            return -EINVAL;
+        }
+        if (delay) {
+            p->pr.delay_ms = v;
+        } else {
+            p->pr.timeout_ms = v;
+        }
+    } else if (equal_ci(name, nlen, "upstash-not-before")) {
+        if (parse_uint(val, vlen, UINT64_MAX / 1000, &v) != 0) {
+            snprintf(err, ERR_BYTES,
+                     "invalid Upstash-Not-Before '%.*s': want unix seconds",
+                     (int)(vlen > 64 ? 64 : vlen), val);
+            return -EINVAL;
+        }
+        p->pr.not_before_ms = v * 1000;
+    } else if (equal_ci(name, nlen, "upstash-deduplication-id")) {
+        p->pr.dedup_id = pool_str(pool, val, vlen);
+    } else if (equal_ci(name, nlen, "upstash-content-based-deduplication")) {
+        if (equal_ci(val, vlen, "true")) {
+            p->pr.content_dedup = true;
+        } else if (!equal_ci(val, vlen, "false")) {
+            snprintf(err, ERR_BYTES,
+                     "invalid Upstash-Content-Based-Deduplication: want true "
+                     "or false");
+            return -EINVAL;
+        }
+    } else if (equal_ci(name, nlen, "upstash-callback")) {
+        p->pr.callback = pool_str(pool, val, vlen);
+    } else if (equal_ci(name, nlen, "upstash-failure-callback")) {
+        p->pr.failure_callback = pool_str(pool, val, vlen);
+    }
+    /* Anything else (Authorization, Upstash-Telemetry-*, ...) is neither
+     * forwarded nor interpreted. */
+    return 0;
+}
+
+/* Checks a destination: a URL is taken as is; anything else would be a URL
+ * group, which qraft does not have yet. Returns an HTTP status (0: fine). */
+static int check_destination(const char *dest, size_t len, char *err)
+{
+    if (prefix_ci(dest, len, "http://") || prefix_ci(dest, len, "https://")) {
+        return 0;
+    }
+    if (len == 0) {
+        snprintf(err, ERR_BYTES, "destination missing");
+        return 400;
+    }
+    if (valid_name(dest, len)) {
+        snprintf(err, ERR_BYTES,
+                 "url group '%.*s' not found (url groups are not supported "
+                 "yet)",
+                 (int)(len > 128 ? 128 : len), dest);
+        return 404;
+    }
+    snprintf(err, ERR_BYTES,
+             "invalid destination url: endpoint has invalid scheme, add "
+             "http:// or https://");
+    return 400;
+}
+
+/* {"messageId", "url", "deduplicated"?} for a publish answer. */
+static json_t *publish_answer(const Qraft__Response *resp, const char *url)
+{
+    json_t *o;
+
+    if (resp->status != QRAFT__STATUS__OK ||
+        resp->body_case != QRAFT__RESPONSE__BODY_PUBLISH) {
+        return json_pack("{s:s}", "error",
+                         resp->error != NULL && resp->error[0] != '\0'
+                             ? resp->error
+                             : "publish failed");
+    }
+    o = json_pack("{s:s,s:s}", "messageId", resp->publish->message_id, "url",
+                  url);
+    if (o != NULL && resp->publish->deduplicated) {
+        json_object_set_new(o, "deduplicated", json_true());
+    }
+    return o;
+}
+
+static void on_publish_reply(struct rest_call *c,
+                             size_t index,
+                             const Qraft__Response *resp)
+{
+    (void)index;
+    c->answered = true;
+    if (resp->status != QRAFT__STATUS__OK) {
+        send_status_error(c->req, resp);
+        return;
+    }
+    send_json(c->req,
+              resp->body_case == QRAFT__RESPONSE__BODY_PUBLISH &&
+                      resp->publish->deduplicated
+                  ? 202
+                  : 200,
+              publish_answer(resp, c->url));
+}
+
+/* Appends the request's query to dest, without qstash_token and upstash-*
+ * parameters (config, not part of the destination). */
+static char *destination_with_query(h2o_mem_pool_t *pool,
+                                    const char *dest,
+                                    size_t dlen,
+                                    h2o_iovec_t query)
+{
+    char *out = h2o_mem_alloc_pool(pool, dlen + query.len + 2);
+    size_t n = dlen;
+    size_t pos = 0;
+    bool first = true;
+    struct query_param p;
+
+    memcpy(out, dest, dlen);
+    while (next_param(query.base, query.len, &pos, &p)) {
+        size_t plen;
+        if (equal_ci(p.name, p.name_len, "qstash_token") ||
+            prefix_ci(p.name, p.name_len, "upstash-")) {
+            continue;
+        }
+        plen = (size_t)(p.value + p.value_len - p.name);
+        out[n++] = first ? '?' : '&';
+        memcpy(out + n, p.name, plen);
+        n += plen;
+        first = false;
+    }
+    out[n] = '\0';
+    return out;
+}
+
+static void handle_publish(struct qr_rest *r,
+                           h2o_req_t *req,
+                           const char *queue,
+                           size_t queue_len,
+                           const char *dest,
+                           size_t dest_len,
+                           h2o_iovec_t query)
+{
+    char err[ERR_BYTES];
+    struct pub p;
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    int status;
+
+    status = check_destination(dest, dest_len, err);
+    if (status != 0) {
+        send_error(req, status, err);
+        return;
+    }
+    pub_init(&p, &req->pool, req->headers.size);
+    p.pr.url = destination_with_query(&req->pool, dest, dest_len, query);
+    if (queue != NULL) {
+        p.pr.queue = pool_str(&req->pool, queue, queue_len);
+    }
+    for (size_t i = 0; i < req->headers.size; i++) {
+        const h2o_header_t *h = &req->headers.entries[i];
+        if (apply_header(&p, &req->pool, h->name->base, h->name->len,
+                         h->value.base, h->value.len, err) != 0) {
+            send_error(req, 400, err);
+            return;
+        }
+    }
+    p.pr.body.data = (uint8_t *)req->entity.base;
+    p.pr.body.len = req->entity.base != NULL ? req->entity.len : 0;
+    rpc_req.body_case = QRAFT__REQUEST__BODY_PUBLISH;
+    rpc_req.publish = &p.pr;
+    run_single(r, req, &rpc_req, on_publish_reply, p.pr.url, false);
+}
+
+/* ---------------------------------------------------------------------------
+ * Batch. */
+
+static void on_batch_reply(struct rest_call *c,
+                           size_t index,
+                           const Qraft__Response *resp)
+{
+    json_array_set_new(c->out, index, publish_answer(resp, c->urls[index]));
+    if (--c->n_pending > 0) {
+        return;
+    }
+    c->answered = true;
+    send_json(c->req, 200, json_incref(c->out));
+}
+
+/* Builds the publish of one batch element into p; on bad input writes why
+ * into err and returns -EINVAL. */
+static int batch_element(h2o_mem_pool_t *pool,
+                         json_t *el,
+                         struct pub *p,
+                         char *err)
+{
+    json_t *dest = NULL;
+    json_t *headers = NULL;
+    json_t *body = NULL;
+    json_t *queue = NULL;
+    const char *key;
+    json_t *value;
+    size_t n_headers = 0;
+    int status;
+
+    if (!json_is_object(el)) {
+        snprintf(err, ERR_BYTES, "batch element is not an object");
+        return -EINVAL;
+    }
+    json_object_foreach(el, key, value)
+    {
+        if (strcmp(key, "destination") == 0 && json_is_string(value)) {
+            dest = value;
+        } else if (strcmp(key, "headers") == 0 && json_is_object(value)) {
+            headers = value;
+        } else if (strcmp(key, "body") == 0 && json_is_string(value)) {
+            body = value;
+        } else if (strcmp(key, "queue") == 0 && json_is_string(value)) {
+            queue = value;
+        } else {
+            snprintf(err, ERR_BYTES,
+                     "batch element: unknown field or wrong type: '%.64s'",
+                     key);
+            return -EINVAL;
+        }
+    }
+    if (dest == NULL) {
+        snprintf(err, ERR_BYTES, "batch element: destination missing");
+        return -EINVAL;
+    }
+    status = check_destination(json_string_value(dest),
+                               json_string_length(dest), err);
+    if (status != 0) {
+        return -EINVAL;
+    }
+    if (queue != NULL &&
+        !valid_name(json_string_value(queue), json_string_length(queue))) {
+        snprintf(err, ERR_BYTES,
+                 "batch element: queue name must match [A-Za-z0-9._-]+");
+        return -EINVAL;
+    }
+    json_object_foreach(headers, key, value)
+    {
+        n_headers += json_is_array(value) ? json_array_size(value) : 1;
+    }
+    pub_init(p, pool, n_headers);
+    p->pr.url =
+        pool_str(pool, json_string_value(dest), json_string_length(dest));
+    if (queue != NULL) {
+        p->pr.queue =
+            pool_str(pool, json_string_value(queue), json_string_length(queue));
+    }
+    json_object_foreach(headers, key, value)
+    {
+        size_t n = json_is_array(value) ? json_array_size(value) : 1;
+        for (size_t i = 0; i < n; i++) {
+            json_t *v = json_is_array(value) ? json_array_get(value, i) : value;
+            if (!json_is_string(v)) {
+                snprintf(err, ERR_BYTES,
+                         "batch element: header '%.64s' is not a string", key);
+                return -EINVAL;
+            }
+            if (apply_header(p, pool, key, strlen(key), json_string_value(v),
+                             json_string_length(v), err) != 0) {
+                return -EINVAL;
+            }
+        }
+    }
+    if (body != NULL) {
+        p->pr.body.data = (uint8_t *)pool_str(pool, json_string_value(body),
+                                              json_string_length(body));
+        p->pr.body.len = json_string_length(body);
+    }
+    return 0;
+}
+
+static void handle_batch(struct qr_rest *r, h2o_req_t *req)
+{
+    json_error_t jerr;
+    json_t *in;
+    struct rest_call *c;
+    size_t n;
+    char err[ERR_BYTES];
+
+    in = json_loadb(req->entity.base != NULL ? req->entity.base : "",
+                    req->entity.base != NULL ? req->entity.len : 0, 0, &jerr);
+    if (in == NULL) {
+        snprintf(err, sizeof(err), "invalid JSON: %s (line %d, column %d)",
+                 jerr.text, jerr.line, jerr.column);
+        send_error(req, 400, err);
+        return;
+    }
+    if (!json_is_array(in) || json_array_size(in) == 0 ||
+        json_array_size(in) > MAX_BATCH) {
+        json_decref(in);
+        send_error(req, 400,
+                   "batch body must be a JSON array of 1 to 1000 "
+                   "messages");
+        return;
+    }
+    n = json_array_size(in);
+    c = call_new(r, req, on_batch_reply);
+    if (c == NULL) {
+        json_decref(in);
+        send_error(req, 503, "out of memory");
+        return;
+    }
+    c->items = calloc(n, sizeof(*c->items));
+    c->urls = calloc(n, sizeof(*c->urls));
+    c->out = json_array();
+    if (c->items == NULL || c->urls == NULL || c->out == NULL) {
+        json_decref(in);
+        send_error(req, 503, "out of memory");
+        return;
+    }
+    c->n_items = n;
+    c->n_pending = n + 1; /* + ours, dropped once every element is sent */
+    c->refs++;
+    for (size_t i = 0; i < n; i++) {
+        json_array_append_new(c->out, json_null());
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct pub p;
+        Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+        json_t *el = json_array_get(in, i);
+
+        c->items[i].call = c;
+        c->items[i].index = i;
+        json_t *d = json_object_get(el, "destination");
+        c->urls[i] = strdup(json_is_string(d) ? json_string_value(d) : "");
+        if (batch_element(&req->pool, el, &p, err) != 0) {
+            json_array_set_new(c->out, i, json_pack("{s:s}", "error", err));
+            c->n_pending--;
+            continue;
+        }
+        rpc_req.body_case = QRAFT__REQUEST__BODY_PUBLISH;
+        rpc_req.publish = &p.pr;
+        if (submit(c, &c->items[i], &rpc_req) != 0) {
+            json_array_set_new(
+                c->out, i,
+                json_pack("{s:s}", "error", "the node is shutting down"));
+            c->n_pending--;
+        }
+    }
+    json_decref(in);
+    if (--c->n_pending == 0 && c->req != NULL && !c->answered) {
+        c->answered = true;
+        send_json(req, 200, json_incref(c->out));
+    }
+    call_unref(c);
+}
+
+/* ---------------------------------------------------------------------------
+ * Messages and DLQ. */
+
+/* {"Name": ["v", ...]} from headers, names in canonical form. */
+static json_t *header_map(Qraft__Header **headers,
+                          size_t n,
+                          h2o_mem_pool_t *pool)
+{
+    json_t *map = json_object();
+
+    for (size_t i = 0; i < n && map != NULL; i++) {
+        const char *name =
+            canonical(pool, headers[i]->name, strlen(headers[i]->name));
+        json_t *values = json_object_get(map, name);
+        if (values == NULL) {
+            values = json_array();
+            json_object_set_new(map, name, values);
+        }
+        json_array_append_new(values, json_string(headers[i]->value));
+    }
+    return map;
+}
+
+/* Sets key (UTF-8 text) or key_b64 (base64) to the bytes. */
+static void set_body(json_t *o,
+                     const char *key,
+                     const char *key_b64,
+                     ProtobufCBinaryData body)
+{
+    json_t *s = json_stringn((const char *)body.data, body.len);
+    char *b64;
+
+    if (s != NULL) {
+        json_object_set_new(o, key, s);
+        return;
+    }
+    b64 = malloc(4 * ((body.len + 2) / 3) + 1);
+    if (b64 == NULL) {
+        return;
+    }
+    base64_encode(body.data, body.len, b64);
+    json_object_set_new(o, key_b64, json_string(b64));
+    free(b64);
+}
+
+static void set_opt_string(json_t *o, const char *key, const char *value)
+{
+    if (value != NULL && value[0] != '\0') {
+        json_object_set_new(o, key, json_string(value));
+    }
+}
+
+/* The message as the SDK reads it (spec section 4); with dlq, the DLQ
+ * fields too. */
+static json_t *message_json(const Qraft__Message *m,
+                            bool dlq,
+                            h2o_mem_pool_t *pool)
+{
+    json_t *o = json_object();
+
+    if (o == NULL) {
+        return NULL;
+    }
+    json_object_set_new(o, "messageId", json_string(m->id));
+    json_object_set_new(o, "url", json_string(m->url));
+    json_object_set_new(o, "method",
+                        json_string(m->method[0] != '\0' ? m->method : "POST"));
+    json_object_set_new(o, "header",
+                        header_map(m->headers, m->n_headers, pool));
+    if (m->body.len > 0) {
+        set_body(o, "body", "bodyBase64", m->body);
+    }
+    json_object_set_new(o, "maxRetries", json_integer(m->max_retries));
+    set_opt_string(o, "retryDelayExpression", m->retry_delay);
+    json_object_set_new(o, "createdAt",
+                        json_integer((json_int_t)m->created_ms));
+    json_object_set_new(
+        o, "notBefore",
+        json_integer((json_int_t)(m->not_before_ms > m->created_ms
+                                      ? m->not_before_ms
+                                      : m->created_ms)));
+    set_opt_string(o, "callback", m->callback);
+    set_opt_string(o, "failureCallback", m->failure_callback);
+    set_opt_string(o, "queueName", m->queue);
+    if (!dlq) {
+        return o;
+    }
+    json_object_set_new(o, "dlqId", json_string(m->id));
+    if (m->last_response != NULL) {
+        const Qraft__AttemptResponse *lr = m->last_response;
+        json_object_set_new(o, "responseStatus", json_integer(lr->status));
+        json_object_set_new(o, "responseHeader",
+                            header_map(lr->headers, lr->n_headers, pool));
+        if (lr->body.len > 0) {
+            set_body(o, "responseBody", "responseBodyBase64", lr->body);
+        }
+    } else if (m->last_error != NULL && m->last_error->status != 0) {
+        json_object_set_new(o, "responseStatus",
+                            json_integer(m->last_error->status));
+    }
+    return o;
+}
+
+/* The states a message is visible in under /v2/messages: waiting or in
+ * flight. Delivered, cancelled and dead-lettered ones answer 404. */
+static bool message_live(const Qraft__Message *m)
+{
+    return m->state == QRAFT__MESSAGE_STATE__PENDING ||
+           m->state == QRAFT__MESSAGE_STATE__RETRYING ||
+           m->state == QRAFT__MESSAGE_STATE__DELIVERING;
+}
+
+static void on_get_reply(struct rest_call *c,
+                         size_t index,
+                         const Qraft__Response *resp)
+{
+    const Qraft__Message *m;
+
+    (void)index;
+    c->answered = true;
+    if (resp->status != QRAFT__STATUS__OK) {
+        send_status_error(c->req, resp);
+        return;
+    }
+    m = resp->get != NULL ? resp->get->message : NULL;
+    if (m == NULL) {
+        send_error(c->req, 404, "message not found");
+        return;
+    }
+    if (c->single) { /* GET /v2/dlq/{id} */
+        if (m->state != QRAFT__MESSAGE_STATE__DEAD_LETTERED) {
+            send_error(c->req, 404, "dlq message not found");
+            return;
+        }
+        send_json(c->req, 200, message_json(m, true, &c->req->pool));
+        return;
+    }
+    if (!message_live(m)) {
+        send_error(c->req, 404, "message not found");
+        return;
+    }
+    send_json(c->req, 200, message_json(m, false, &c->req->pool));
+}
+
+static void on_cancel_reply(struct rest_call *c,
+                            size_t index,
+                            const Qraft__Response *resp)
+{
+    (void)index;
+    c->answered = true;
+    if (resp->status == QRAFT__STATUS__CONFLICT) {
+        send_error(c->req, 404,
+                   "message not found (already delivered or "
+                   "dead-lettered)");
+        return;
+    }
+    if (resp->status != QRAFT__STATUS__OK) {
+        send_status_error(c->req, resp);
+        return;
+    }
+    send_json(c->req, 200, json_pack("{s:i}", "cancelled", 1));
+}
+
+static void handle_message(struct qr_rest *r,
+                           h2o_req_t *req,
+                           const char *id,
+                           size_t id_len,
+                           bool dlq)
+{
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__GetRequest get = QRAFT__GET_REQUEST__INIT;
+    Qraft__CancelRequest cancel = QRAFT__CANCEL_REQUEST__INIT;
+    char *mid = pool_str(&req->pool, id, id_len);
+
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE"))) {
+        cancel.message_id = mid;
+        rpc_req.body_case = QRAFT__REQUEST__BODY_CANCEL;
+        rpc_req.cancel = &cancel;
+        run_single(r, req, &rpc_req, on_cancel_reply, NULL, false);
+        return;
+    }
+    get.message_id = mid;
+    rpc_req.body_case = QRAFT__REQUEST__BODY_GET;
+    rpc_req.get = &get;
+    run_single(r, req, &rpc_req, on_get_reply, NULL, dlq);
+}
+
+static void on_dlq_list_reply(struct rest_call *c,
+                              size_t index,
+                              const Qraft__Response *resp)
+{
+    json_t *out;
+    json_t *msgs;
+
+    (void)index;
+    c->answered = true;
+    if (resp->status != QRAFT__STATUS__OK || resp->dlq_list == NULL) {
+        send_status_error(c->req, resp);
+        return;
+    }
+    out = json_object();
+    msgs = json_array();
+    for (size_t i = 0; i < resp->dlq_list->n_messages; i++) {
+        json_array_append_new(msgs, message_json(resp->dlq_list->messages[i],
+                                                 true, &c->req->pool));
+    }
+    json_object_set_new(out, "messages", msgs);
+    set_opt_string(out, "cursor", resp->dlq_list->cursor);
+    send_json(c->req, 200, out);
+}
+
+static void handle_dlq_list(struct qr_rest *r,
+                            h2o_req_t *req,
+                            h2o_iovec_t query)
+{
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__DlqListRequest list = QRAFT__DLQ_LIST_REQUEST__INIT;
+    const char *count = query_get(&req->pool, query, "count");
+    const char *cursor = query_get(&req->pool, query, "cursor");
+    uint64_t n = DLQ_PAGE_MAX;
+
+    if (count != NULL &&
+        (parse_uint(count, strlen(count), DLQ_PAGE_MAX, &n) != 0 || n == 0)) {
+        send_error(req, 400, "count must be an integer from 1 to 100");
+        return;
+    }
+    list.limit = (uint32_t)n;
+    list.cursor = cursor != NULL ? (char *)cursor : (char *)"";
+    rpc_req.body_case = QRAFT__REQUEST__BODY_DLQ_LIST;
+    rpc_req.dlq_list = &list;
+    run_single(r, req, &rpc_req, on_dlq_list_reply, NULL, false);
+}
+
+/* Answers of DLQ delete and retry: {"deleted": n} / {"responses": [...]},
+ * or, for one id (c->single), 404 when it is not in the DLQ. */
+static void on_dlq_bulk_reply(struct rest_call *c,
+                              size_t index,
+                              const Qraft__Response *resp,
+                              bool retry)
+{
+    json_t *responses = json_array();
+    size_t n_ok = 0;
+
+    (void)index;
+    c->answered = true;
+    if (resp->status != QRAFT__STATUS__OK || resp->bulk == NULL) {
+        json_decref(responses);
+        send_status_error(c->req, resp);
+        return;
+    }
+    for (size_t i = 0; i < resp->bulk->n_results; i++) {
+        const Qraft__ItemResult *it = resp->bulk->results[i];
+        if (it->status == QRAFT__STATUS__OK) {
+            n_ok++;
+            json_array_append_new(
+                responses, json_pack("{s:s}", "messageId", it->message_id));
+        } else if (c->single) {
+            json_decref(responses);
+            send_error(c->req,
+                       it->status == QRAFT__STATUS__CONFLICT
+                           ? 404
+                           : http_status(it->status),
+                       it->status == QRAFT__STATUS__CONFLICT ||
+                               it->status == QRAFT__STATUS__NOT_FOUND
+                           ? "dlq message not found"
+                           : it->error);
+            return;
+        }
+    }
+    if (!retry) {
+        json_decref(responses);
+        send_json(c->req, 200, json_pack("{s:i}", "deleted", (int)n_ok));
+        return;
+    }
+    if (c->single && json_array_size(responses) == 1) {
+        json_t *one = json_incref(json_array_get(responses, 0));
+        json_decref(responses);
+        send_json(c->req, 201, one);
+        return;
+    }
+    send_json(c->req, 201, json_pack("{s:o}", "responses", responses));
+}
+
+static void on_dlq_delete_reply(struct rest_call *c,
+                                size_t index,
+                                const Qraft__Response *resp)
+{
+    on_dlq_bulk_reply(c, index, resp, false);
+}
+
+static void on_dlq_retry_reply(struct rest_call *c,
+                               size_t index,
+                               const Qraft__Response *resp)
+{
+    on_dlq_bulk_reply(c, index, resp, true);
+}
+
+/* DELETE /v2/dlq/{id}, DELETE /v2/dlq?dlqIds=, POST /v2/dlq/retry/{id},
+ * POST /v2/dlq/retry?dlqIds= (no ids: retry every dead letter). */
+static void handle_dlq_bulk(struct qr_rest *r,
+                            h2o_req_t *req,
+                            const char *id,
+                            size_t id_len,
+                            h2o_iovec_t query,
+                            bool retry)
+{
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__DlqDeleteRequest del = QRAFT__DLQ_DELETE_REQUEST__INIT;
+    Qraft__DlqReplayRequest replay = QRAFT__DLQ_REPLAY_REQUEST__INIT;
+    char **ids = h2o_mem_alloc_pool(&req->pool, sizeof(*ids) * MAX_IDS);
+    int n;
+
+    if (id != NULL) {
+        ids[0] = pool_str(&req->pool, id, id_len);
+        n = 1;
+    } else {
+        n = query_list(&req->pool, query, "dlqIds", ids, MAX_IDS);
+        if (n < 0) {
+            send_error(req, 400, "at most 1000 dlqIds per request");
+            return;
+        }
+    }
+    if (!retry) {
+        if (n == 0) {
+            send_error(req, 400,
+                       "dlqIds missing (deleting by filter is not supported "
+                       "yet)");
+            return;
+        }
+        del.message_ids = ids;
+        del.n_message_ids = (size_t)n;
+        rpc_req.body_case = QRAFT__REQUEST__BODY_DLQ_DELETE;
+        rpc_req.dlq_delete = &del;
+        run_single(r, req, &rpc_req, on_dlq_delete_reply, NULL, id != NULL);
+        return;
+    }
+    replay.message_ids = ids;
+    replay.n_message_ids = (size_t)n;
+    replay.all = n == 0;
+    rpc_req.body_case = QRAFT__REQUEST__BODY_DLQ_REPLAY;
+    rpc_req.dlq_replay = &replay;
+    run_single(r, req, &rpc_req, on_dlq_retry_reply, NULL, id != NULL);
+}
+
+/* ---------------------------------------------------------------------------
+ * Keys. */
+
+static void on_keys_reply(struct rest_call *c,
+                          size_t index,
+                          const Qraft__Response *resp)
+{
+    (void)index;
+    c->answered = true;
+    if (resp->status != QRAFT__STATUS__OK || resp->keys == NULL) {
+        send_status_error(c->req, resp);
+        return;
+    }
+    send_json(c->req, 200,
+              json_pack("{s:s,s:s}", "current", resp->keys->current, "next",
+                        resp->keys->next));
+}
+
+static void handle_keys(struct qr_rest *r, h2o_req_t *req, bool rotate)
+{
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__KeysRequest keys = QRAFT__KEYS_REQUEST__INIT;
+
+    keys.rotate = rotate;
+    rpc_req.body_case = QRAFT__REQUEST__BODY_KEYS;
+    rpc_req.keys = &keys;
+    run_single(r, req, &rpc_req, on_keys_reply, NULL, false);
+}
+
+/* ---------------------------------------------------------------------------
+ * Routing. */
+
+/* Constant-time comparison of a presented token with the API token. */
+static bool token_ok(const char *token, const char *given, size_t len)
+{
+    size_t tlen = strlen(token);
+    unsigned char diff = (unsigned char)(tlen != len);
+
+    for (size_t i = 0; i < len; i++) {
+        diff |= (unsigned char)(given[i] ^ token[i < tlen ? i : 0]);
+    }
+    return diff == 0 && tlen > 0;
+}
+
+static bool authorized(struct qr_rest *r, h2o_req_t *req, h2o_iovec_t query)
+{
+    ssize_t at = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    const char *t;
+
+    if (at >= 0) {
+        const h2o_iovec_t *v = &req->headers.entries[at].value;
+        if (prefix_ci(v->base, v->len, "bearer ") &&
+            token_ok(r->token, v->base + 7, v->len - 7)) {
+            return true;
+        }
+    }
+    t = query_get(&req->pool, query, "qstash_token");
+    return t != NULL && token_ok(r->token, t, strlen(t));
+}
+
+static bool method_is(h2o_req_t *req, const char *m)
+{
+    return h2o_memis(req->method.base, req->method.len, m, strlen(m));
+}
+
+static void method_not_allowed(h2o_req_t *req, const char *allow)
+{
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allow,
+                   strlen(allow));
+    send_error(req, 405, "method not allowed");
+}
+
+/* Matches path against "/v2/<word>" exactly or "/v2/<word>/..." (then *rest
+ * points after the slash). */
+static bool path_is(const char *path,
+                    size_t len,
+                    const char *word,
+                    const char **rest,
+                    size_t *rest_len)
+{
+    size_t wlen = strlen(word);
+
+    if (len < wlen || memcmp(path, word, wlen) != 0) {
+        return false;
+    }
+    if (len == wlen) {
+        *rest = NULL;
+        *rest_len = 0;
+        return true;
+    }
+    if (path[wlen] != '/') {
+        return false;
+    }
+    *rest = path + wlen + 1;
+    *rest_len = len - wlen - 1;
+    return true;
+}
+
+/* Routes with an id: it must be one non-empty segment. */
+static bool one_segment(const char *s, size_t len)
+{
+    return s != NULL && len > 0 && memchr(s, '/', len) == NULL;
+}
+
+static void route(struct qr_rest *r,
+                  h2o_req_t *req,
+                  const char *path,
+                  size_t len,
+                  h2o_iovec_t query)
+{
+    const char *rest;
+    size_t rest_len;
+
+    if (path_is(path, len, "/v2/publish", &rest, &rest_len) && rest != NULL) {
+        if (!method_is(req, "POST")) {
+            method_not_allowed(req, "POST");
+            return;
+        }
+        handle_publish(r, req, NULL, 0, rest, rest_len, query);
+        return;
+    }
+    if (path_is(path, len, "/v2/enqueue", &rest, &rest_len) && rest != NULL) {
+        const char *slash = memchr(rest, '/', rest_len);
+        size_t qlen = slash != NULL ? (size_t)(slash - rest) : rest_len;
+        if (!method_is(req, "POST")) {
+            method_not_allowed(req, "POST");
+            return;
+        }
+        if (!valid_name(rest, qlen)) {
+            send_error(req, 400, "queue name must match [A-Za-z0-9._-]+");
+            return;
+        }
+        handle_publish(r, req, rest, qlen, slash != NULL ? slash + 1 : "",
+                       slash != NULL ? rest_len - qlen - 1 : 0, query);
+        return;
+    }
+    if (path_is(path, len, "/v2/batch", &rest, &rest_len) && rest == NULL) {
+        if (!method_is(req, "POST")) {
+            method_not_allowed(req, "POST");
+            return;
+        }
+        handle_batch(r, req);
+        return;
+    }
+    if (path_is(path, len, "/v2/messages", &rest, &rest_len) &&
+        one_segment(rest, rest_len)) {
+        if (!method_is(req, "GET") && !method_is(req, "DELETE")) {
+            method_not_allowed(req, "GET, DELETE");
+            return;
+        }
+        handle_message(r, req, rest, rest_len, false);
+        return;
+    }
+    if ((path_is(path, len, "/v2/keys", &rest, &rest_len) && rest == NULL)) {
+        if (!method_is(req, "GET")) {
+            method_not_allowed(req, "GET");
+            return;
+        }
+        handle_keys(r, req, false);
+        return;
+    }
+    if ((path_is(path, len, "/v2/keys/rotate", &rest, &rest_len) ||
+         path_is(path, len, "/v2/rotate", &rest, &rest_len)) &&
+        rest == NULL) {
+        if (!method_is(req, "POST")) {
+            method_not_allowed(req, "POST");
+            return;
+        }
+        handle_keys(r, req, true);
+        return;
+    }
+    if (path_is(path, len, "/v2/dlq/retry", &rest, &rest_len) &&
+        (rest == NULL || one_segment(rest, rest_len))) {
+        if (!method_is(req, "POST")) {
+            method_not_allowed(req, "POST");
+            return;
+        }
+        handle_dlq_bulk(r, req, rest, rest_len, query, true);
+        return;
+    }
+    if (path_is(path, len, "/v2/dlq", &rest, &rest_len) && rest == NULL) {
+        if (method_is(req, "GET")) {
+            handle_dlq_list(r, req, query);
+        } else if (method_is(req, "DELETE")) {
+            handle_dlq_bulk(r, req, NULL, 0, query, false);
+        } else {
+            method_not_allowed(req, "GET, DELETE");
+        }
+        return;
+    }
+    if (path_is(path, len, "/v2/dlq", &rest, &rest_len) &&
+        one_segment(rest, rest_len)) {
+        if (method_is(req, "GET")) {
+            handle_message(r, req, rest, rest_len, true);
+        } else if (method_is(req, "DELETE")) {
+            handle_dlq_bulk(r, req, rest, rest_len, query, false);
+        } else {
+            method_not_allowed(req, "GET, DELETE");
+        }
+        return;
+    }
+    send_error(req, 404, "not found");
+}
+
+bool qr_rest_handle(struct qr_rest *r, h2o_req_t *req)
+{
+    const char *path = req->path.base;
+    size_t len = req->path.len;
+    const char *q = memchr(path, '?', len);
+    h2o_iovec_t query = h2o_iovec_init(NULL, 0);
+
+    if (q != NULL) {
+        query = h2o_iovec_init(q + 1, len - (size_t)(q - path) - 1);
+        len = (size_t)(q - path);
+    }
+    if (!(len == 3 && memcmp(path, "/v2", 3) == 0) &&
+        !(len > 3 && memcmp(path, "/v2/", 4) == 0)) {
+        return false;
+    }
+    if (r->rpc == NULL) {
+        send_error(req, 503, "the REST API is not available on this server");
+        return true;
+    }
+    if (!authorized(r, req, query)) {
+        send_error(req, 401,
+                   "unauthorized: send Authorization: Bearer <token> (or "
+                   "?qstash_token=)");
+        return true;
+    }
+    route(r, req, path, len, query);
+    return true;
+}
+
+void qr_rest_init(struct qr_rest *r, struct qr_rpc *rpc, const char *token)
+{
+    r->rpc = rpc;
+    r->token = token;
+    r->calls = NULL;
+}
+
+void qr_rest_abort(struct qr_rest *r)
+{
+    struct rest_call *next;
+
+    for (struct rest_call *c = r->calls; c != NULL; c = next) {
+        next = c->next; /* answering may unlink c */
+        if (c->req != NULL && !c->answered) {
+            c->answered = true;
+            c->req->http1_is_persistent = 0;
+            send_error(c->req, 503, "the node is shutting down");
+        }
+    }
+}

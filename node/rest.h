@@ -1,0 +1,37 @@
+/* The QStash-dialect REST routes (/v2/...), served by the HTTP server in
+ * http_api.c. Every route checks the API token first, turns the HTTP request
+ * into a Qraft__Request and runs it with qr_rpc_submit (so it gets the RPC's
+ * checks, leader routing and follower forwarding), and answers JSON built
+ * with jansson; errors are always {"error": "..."}. A request whose client
+ * went away before the answer came is dropped safely: each waiting request
+ * holds a small refcounted context that the h2o request pool and the RPC
+ * callback share. */
+#ifndef QR_REST_H
+#define QR_REST_H
+
+#include <stdbool.h>
+
+struct st_h2o_req_t;
+struct qr_rpc;
+struct rest_call;
+
+/* Allocated by the caller (inside the HTTP server); its fields are private.
+ */
+struct qr_rest {
+    struct qr_rpc *rpc;      /* borrowed; NULL: every /v2 route answers 503 */
+    const char *token;       /* borrowed: the API token */
+    struct rest_call *calls; /* requests waiting for an RPC answer */
+};
+
+/* rpc and token are borrowed and must outlive every request served. */
+void qr_rest_init(struct qr_rest *r, struct qr_rpc *rpc, const char *token);
+
+/* Answers req (borrowed) now or later, if its raw path is under /v2/ (or is
+ * /v2), and returns true; returns false, answering nothing, otherwise. */
+bool qr_rest_handle(struct qr_rest *r, struct st_h2o_req_t *req);
+
+/* Answers 503 to every request still waiting for the RPC (the server is
+ * closing); their RPC answers are dropped when they come. */
+void qr_rest_abort(struct qr_rest *r);
+
+#endif /* QR_REST_H */

@@ -1,0 +1,177 @@
+"""The QStash REST API (/v2/...) of a real qraftd --dev, from raw HTTP: the
+raw request target as destination, auth, error answers and their statuses.
+The official SDK's view is in tests/sdk/api.test.mjs."""
+
+import http.client
+import json
+import unittest
+import urllib.error
+import urllib.request
+
+import qraft_harness as qh
+from http_sink import HttpSink
+
+MAX_BODY = 4096
+
+
+class RestTest(unittest.TestCase):
+    def setUp(self):
+        self.sink = HttpSink()
+        self.sink.start()
+        self.addCleanup(self.sink.stop)
+        self.node = qh.start_dev_node(
+            self, extra_args=["--max-body-bytes", str(MAX_BODY)]
+        )
+        self.base = f"http://{self.node.http_addr}"
+
+    def call(self, method, target, body=None, headers=None, auth=True):
+        """Sends target (kept byte for byte) and returns (status, headers,
+        parsed JSON body)."""
+        conn = http.client.HTTPConnection(self.node.http_addr, timeout=10)
+        self.addCleanup(conn.close)
+        hdrs = dict(headers or {})
+        if auth:
+            hdrs["Authorization"] = f"Bearer {self.node.token}"
+        conn.request(method, target, body=body, headers=hdrs)
+        resp = conn.getresponse()
+        data = resp.read()
+        try:
+            parsed = json.loads(data) if data else None
+        except ValueError:
+            parsed = data
+        return resp.status, resp.headers, parsed
+
+    def test_raw_target_keeps_double_slash_and_query(self):
+        # Not a leading "//": Python's http.server (the sink) collapses that.
+        dest = self.sink.url("/a//hook%2Fb") + "?x=1&y=a%20b"
+        status, _, body = self.call(
+            "POST",
+            f"/v2/publish/{dest}&qstash_token=ignored&upstash-retries=2",
+            body=b"payload",
+            headers={"Content-Type": "text/plain", "Upstash-Forward-X-Trace": "t1"},
+        )
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["url"], dest)
+        got = self.sink.wait_for(1, timeout=20)[0]
+        self.assertEqual(got.path, "/a//hook%2Fb?x=1&y=a%20b")
+        self.assertEqual(got.body, b"payload")
+        self.assertEqual(got.header("X-Trace"), "t1")
+        self.assertEqual(got.header("Content-Type"), "text/plain")
+        self.assertIsNone(got.header("Authorization"))
+
+    def test_token_in_query_is_accepted(self):
+        status, _, body = self.call(
+            "GET", f"/v2/keys?qstash_token={self.node.token}", auth=False
+        )
+        self.assertEqual(status, 200, body)
+        self.assertTrue(body["current"].startswith("sig_"))
+
+    def test_missing_or_wrong_auth_is_401(self):
+        for headers in ({}, {"Authorization": "Bearer nope"},
+                        {"Authorization": self.node.token}):
+            status, _, body = self.call("GET", "/v2/keys", headers=headers,
+                                        auth=False)
+            self.assertEqual(status, 401)
+            self.assertIn("error", body)
+
+    def test_chunked_body_is_taken_whole(self):
+        conn = http.client.HTTPConnection(self.node.http_addr, timeout=10)
+        self.addCleanup(conn.close)
+        conn.request(
+            "POST", "/v2/publish/" + self.sink.url("/chunked"),
+            body=iter([b"part1-", b"part2"]),
+            headers={"Authorization": f"Bearer {self.node.token}"},
+            encode_chunked=True,
+        )
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 200, resp.read())
+        resp.read()
+        (got,) = self.sink.wait_for(1, path="/chunked", timeout=20)
+        self.assertEqual(got.body, b"part1-part2")
+
+    def test_malformed_batch_is_400(self):
+        for body in (b"[{", b"{}", b"[]", b'"x"'):
+            status, _, answer = self.call("POST", "/v2/batch", body=body)
+            self.assertEqual(status, 400, body)
+            self.assertIn("error", answer)
+
+    def test_batch_answers_each_element_in_order(self):
+        batch = [
+            {"destination": self.sink.url("/b1"), "body": "one",
+             "headers": {"upstash-forward-x-n": "1"}},
+            {"destination": "not a url"},
+            {"destination": self.sink.url("/b2"), "headers": {"upstash-delay": "7x"}},
+        ]
+        status, _, answer = self.call("POST", "/v2/batch",
+                                      body=json.dumps(batch).encode())
+        self.assertEqual(status, 200, answer)
+        self.assertEqual(len(answer), 3)
+        self.assertTrue(answer[0]["messageId"].startswith("msg_"))
+        self.assertIn("error", answer[1])
+        self.assertIn("Upstash-Delay", answer[2]["error"])
+        (got,) = self.sink.wait_for(1, path="/b1", timeout=20)
+        self.assertEqual(got.header("X-N"), "1")
+
+    def test_oversized_body_is_413(self):
+        status, _, _ = self.call("POST", "/v2/publish/" + self.sink.url("/big"),
+                                 body=b"x" * (MAX_BODY + 1))
+        self.assertEqual(status, 413)
+        self.assertEqual(self.sink.requests(), [])
+
+    def test_unknown_message_is_404(self):
+        for method in ("GET", "DELETE"):
+            status, _, body = self.call(method, "/v2/messages/msg_nosuch")
+            self.assertEqual(status, 404)
+            self.assertIn("error", body)
+        status, _, _ = self.call("DELETE", "/v2/dlq/msg_nosuch")
+        self.assertEqual(status, 404)
+
+    def test_bad_headers_are_400(self):
+        for name, value in (("Upstash-Delay", "10"), ("Upstash-Delay", "1x"),
+                            ("Upstash-Timeout", "s"), ("Upstash-Retries", "-1"),
+                            ("Upstash-Not-Before", "soon"),
+                            ("Upstash-Method", "FETCH")):
+            status, _, body = self.call(
+                "POST", "/v2/publish/" + self.sink.url("/bad"),
+                body=b"x", headers={name: value})
+            self.assertEqual(status, 400, (name, value, body))
+            self.assertIn("error", body)
+        self.assertEqual(self.sink.requests(), [])
+
+    def test_destinations_and_routes(self):
+        status, _, body = self.call("POST", "/v2/publish/my-group")
+        self.assertEqual(status, 404, body)
+        status, _, body = self.call("POST", "/v2/publish/ftp:x")
+        self.assertEqual(status, 400, body)
+        status, _, body = self.call("POST", "/v2/enqueue/bad!name/" +
+                                    self.sink.url("/q"))
+        self.assertEqual(status, 400, body)
+        status, headers, body = self.call("GET", "/v2/publish/" +
+                                          self.sink.url("/x"))
+        self.assertEqual(status, 405, body)
+        self.assertEqual(headers["Allow"], "POST")
+        status, _, body = self.call("GET", "/v2/nothing-here")
+        self.assertEqual(status, 404, body)
+
+    def test_enqueue_sets_the_queue(self):
+        status, _, body = self.call(
+            "POST", "/v2/enqueue/jobs.v1/" + self.sink.url("/q"), body=b"x",
+            headers={"Upstash-Delay": "1h"})
+        self.assertEqual(status, 200, body)
+        status, _, msg = self.call("GET", f"/v2/messages/{body['messageId']}")
+        self.assertEqual(status, 200, msg)
+        self.assertEqual(msg["queueName"], "jobs.v1")
+        self.assertEqual(msg["notBefore"] - msg["createdAt"], 3600 * 1000)
+
+    def test_key_rotation(self):
+        _, _, before = self.call("GET", "/v2/keys")
+        status, _, rotated = self.call("POST", "/v2/keys/rotate")
+        self.assertEqual(status, 200, rotated)
+        self.assertEqual(rotated["current"], before["next"])
+        status, _, again = self.call("POST", "/v2/rotate")
+        self.assertEqual(status, 200, again)
+        self.assertEqual(again["current"], rotated["next"])
+
+
+if __name__ == "__main__":
+    unittest.main()
