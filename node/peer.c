@@ -14,6 +14,7 @@
 
 #include "err.h"
 #include "frame.h"
+#include "lib/addr.h"
 #include "logger.h"
 
 #define READ_CHUNK_BYTES (64u * 1024u)
@@ -550,30 +551,6 @@ static void start_connect(struct qr_peer *p)
                    0);
 }
 
-/* "a.b.c.d:port" or "localhost:port". */
-static int parse_addr(const char *hostport, struct sockaddr_in *out)
-{
-    char host[QR_PEER_ADDR_MAX];
-    const char *colon = strrchr(hostport, ':');
-    if (strlen(hostport) >= QR_PEER_ADDR_MAX || colon == NULL) {
-        return QR_EBADREQ;
-    }
-    memcpy(host, hostport, (size_t)(colon - hostport));
-    host[colon - hostport] = '\0';
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (colon[1] == '\0' || *end != '\0' || port <= 0 || port > 65535) {
-        return QR_EBADREQ;
-    }
-    if (strcmp(host, "localhost") == 0) {
-        snprintf(host, sizeof host, "127.0.0.1");
-    }
-    if (uv_ip4_addr(host, (int)port, out) != 0) {
-        return QR_EBADREQ;
-    }
-    return 0;
-}
-
 /* ------------------------------------------------------------------------ */
 /* The API. */
 
@@ -644,7 +621,7 @@ int qr_peer_set_target(struct qr_peer *p, const char *hostport)
     struct sockaddr_in addr;
     memset(&addr, 0, sizeof addr);
     if (hostport[0] != '\0') {
-        int rv = parse_addr(hostport, &addr);
+        int rv = qr_addr_parse_ipv4(hostport, &addr);
         if (rv != 0) {
             return rv;
         }

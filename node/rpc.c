@@ -10,6 +10,7 @@
 
 #include "command.h"
 #include "frame.h"
+#include "lib/addr.h"
 #include "lib/clock.h"
 #include "logger.h"
 #include "sign.h"
@@ -343,6 +344,25 @@ static void propose(struct qr_rpc_conn *conn,
     call_free(call);
 }
 
+/* Packs cmd (borrowed) and proposes it for req; answers req itself when
+ * that fails, else cb answers once the command is applied. */
+static void propose_command(struct qr_rpc_conn *conn,
+                            const Qraft__Request *req,
+                            const Qraft__Command *cmd,
+                            qr_cluster_propose_cb cb)
+{
+    struct qr_packed packed;
+    struct call *call = call_new(conn, req);
+    if (call == NULL || qr_command_pack(cmd, &packed) != 0) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
+        if (call != NULL) {
+            call_free(call);
+        }
+        return;
+    }
+    propose(conn, call, &packed, cb);
+}
+
 static void handle_publish(struct qr_rpc_conn *conn, const Qraft__Request *req)
 {
     struct qr_rpc *rpc = conn->rpc;
@@ -408,16 +428,7 @@ static void handle_cancel(struct qr_rpc_conn *conn, const Qraft__Request *req)
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_CANCEL;
     cmd.cancel = &c;
-    struct qr_packed packed;
-    struct call *call = call_new(conn, req);
-    if (call == NULL || qr_command_pack(&cmd, &packed) != 0) {
-        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
-        if (call != NULL) {
-            call_free(call);
-        }
-        return;
-    }
-    propose(conn, call, &packed, on_single_done);
+    propose_command(conn, req, &cmd, on_single_done);
 }
 
 static void on_bulk_item_done(void *data,
@@ -689,16 +700,7 @@ static void handle_keys(struct qr_rpc_conn *conn, const Qraft__Request *req)
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_SET_SIGNING_KEYS;
     cmd.set_signing_keys = &set;
-    struct qr_packed packed;
-    struct call *call = call_new(conn, req);
-    if (call == NULL || qr_command_pack(&cmd, &packed) != 0) {
-        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
-        if (call != NULL) {
-            call_free(call);
-        }
-        return;
-    }
-    propose(conn, call, &packed, on_rotated);
+    propose_command(conn, req, &cmd, on_rotated);
 }
 
 static void handle_dlq_delete(struct qr_rpc_conn *conn,
@@ -1096,7 +1098,7 @@ static void handle_membership(struct qr_rpc_conn *conn,
         struct sockaddr_in addr;
         const Qraft__MemberAddRequest *a = req->member_add;
         if (a->id == 0 || a->id > QR_MAX_NODE_ID ||
-            qr_rpc_parse_addr(a->raft_addr, &addr) != 0) {
+            qr_addr_parse_ipv4(a->raft_addr, &addr) != 0) {
             send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
                        "add needs an id in 1..%u and an IPv4 HOST:PORT raft "
                        "address",
@@ -1462,29 +1464,6 @@ static void on_connection(uv_stream_t *server, int status)
 /* ------------------------------------------------------------------------ */
 /* Life cycle. */
 
-int qr_rpc_parse_addr(const char *hostport, struct sockaddr_in *out)
-{
-    char host[QR_ADDR_MAX];
-    const char *colon = strrchr(hostport, ':');
-    if (colon == NULL || (size_t)(colon - hostport) >= sizeof host) {
-        return QR_EBADREQ;
-    }
-    memcpy(host, hostport, (size_t)(colon - hostport));
-    host[colon - hostport] = '\0';
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || port <= 0 || port > 65535) {
-        return QR_EBADREQ;
-    }
-    if (strcmp(host, "localhost") == 0) {
-        snprintf(host, sizeof host, "127.0.0.1");
-    }
-    if (uv_ip4_addr(host, (int)port, out) != 0) {
-        return QR_EBADREQ;
-    }
-    return 0;
-}
-
 int qr_rpc_init(struct qr_rpc *rpc,
                 uv_loop_t *loop,
                 const struct qr_config *cfg,
@@ -1502,7 +1481,7 @@ int qr_rpc_init(struct qr_rpc *rpc,
     rpc->store = store;
 
     struct sockaddr_in addr;
-    if (qr_rpc_parse_addr(cfg->rpc_addr, &addr) != 0) {
+    if (qr_addr_parse_ipv4(cfg->rpc_addr, &addr) != 0) {
         snprintf(rpc->errmsg, sizeof rpc->errmsg,
                  "rpc: '%s' is not an IPv4 HOST:PORT", cfg->rpc_addr);
         return QR_EBADREQ;

@@ -78,7 +78,4 @@ int qr_rpc_submit(struct qr_rpc *rpc,
                   qr_rpc_reply_cb cb,
                   void *data);
 
-/* Parses "a.b.c.d:port" into a sockaddr for uv. */
-int qr_rpc_parse_addr(const char *hostport, struct sockaddr_in *out);
-
 #endif /* QR_RPC_H */
