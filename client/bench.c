@@ -452,8 +452,14 @@ static int parse_content_length(const char *v, size_t len, uint64_t *out)
  * or -1 when the request is malformed or not supported. */
 static int parse_head(struct sink_conn *c, const char *p, size_t len)
 {
+    if (p == NULL || len < 4) {
+        return -1;
+    }
     const char *end = p + len - 2; /* the final empty line's CRLF */
     const char *eol = memmem(p, len, "\r\n", 2);
+    if (eol == NULL) {
+        return -1;
+    }
     const char *sp1 = memchr(p, ' ', (size_t)(eol - p));
     const char *sp2 =
         sp1 == NULL ? NULL : memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1));

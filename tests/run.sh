@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the test dependencies, builds qraft and runs every test with ctest.
 #
-#   tests/run.sh                 all labels (unit, cluster, integration, sdk)
+#   tests/run.sh                 all labels (unit, cluster, integration, sdk,
+#                                chaos: a 30 s smoke run when root)
 #   tests/run.sh --label unit    one label
 #   tests/run.sh --asan          build in build-asan/ with ASan+UBSan instead
 #
