@@ -449,6 +449,26 @@ static char *query_get(h2o_mem_pool_t *pool,
     return NULL;
 }
 
+/* True when the query has a parameter other than qstash_token and the
+ * names listed (NULL-terminated). */
+static bool query_has_other(h2o_iovec_t query, const char *const *allowed)
+{
+    struct query_param p;
+    size_t pos = 0;
+
+    while (next_param(query.base, query.len, &pos, &p)) {
+        bool known =
+            p.name_len == 0 || equal_ci(p.name, p.name_len, "qstash_token");
+        for (size_t i = 0; !known && allowed[i] != NULL; i++) {
+            known = equal_ci(p.name, p.name_len, allowed[i]);
+        }
+        if (!known) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Every value of parameter name (repeated or comma-separated), decoded,
  * into ids (pool memory); returns how many, or -1 over max. */
 static int query_list(h2o_mem_pool_t *pool,
@@ -1167,7 +1187,13 @@ static void handle_dlq_list(struct qr_rest *r,
     const char *count = query_get(&req->pool, query, "count");
     const char *cursor = query_get(&req->pool, query, "cursor");
     uint64_t n = DLQ_PAGE_MAX;
+    static const char *const paging[] = {"count", "cursor", NULL};
 
+    if (query_has_other(query, paging)) {
+        /* An unfiltered page for a filtered question would mislead. */
+        send_error(req, 400, "DLQ filters are not supported yet");
+        return;
+    }
     if (count != NULL &&
         (parse_uint(count, strlen(count), DLQ_PAGE_MAX, &n) != 0 || n == 0)) {
         send_error(req, 400, "count must be an integer from 1 to 100");
@@ -1281,6 +1307,16 @@ static void handle_dlq_bulk(struct qr_rest *r,
         rpc_req.body_case = QRAFT__REQUEST__BODY_DLQ_DELETE;
         rpc_req.dlq_delete = &del;
         run_single(r, req, &rpc_req, on_dlq_delete_reply, NULL, id != NULL);
+        return;
+    }
+    /* Without ids the whole DLQ is replayed: refuse filters we do not
+     * apply yet rather than replay more than was asked (the SDK's
+     * dlq.retry({filter}) sends only filters). */
+    static const char *const ids_only[] = {"dlqIds", NULL};
+    if (n == 0 && query_has_other(query, ids_only)) {
+        send_error(req, 400,
+                   "DLQ filters are not supported yet: give dlqIds, or no "
+                   "parameter to retry every dead letter");
         return;
     }
     replay.message_ids = ids;

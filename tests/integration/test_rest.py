@@ -41,6 +41,18 @@ class RestTest(unittest.TestCase):
             parsed = data
         return resp.status, resp.headers, parsed
 
+    def test_dlq_filters_are_refused_not_ignored(self):
+        """Filters not applied yet answer 400: an unfiltered list or a
+        retry of the whole DLQ would do more than was asked."""
+        status, _, body = self.call("POST",
+                                    "/v2/dlq/retry?url=http://x/&count=3")
+        self.assertEqual(status, 400)
+        self.assertIn("filters are not supported", body["error"])
+        status, _, body = self.call("GET", "/v2/dlq?responseStatus=500")
+        self.assertEqual(status, 400)
+        status, _, body = self.call("GET", "/v2/dlq?count=5")
+        self.assertEqual(status, 200)
+
     def test_raw_target_keeps_double_slash_and_query(self):
         # Not a leading "//": Python's http.server (the sink) collapses that.
         dest = self.sink.url("/a//hook%2Fb") + "?x=1&y=a%20b"
