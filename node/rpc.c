@@ -19,6 +19,15 @@
  * waiting for an answer before we stop reading from it (backpressure). */
 #define READ_CHUNK_BYTES (64u * 1024u)
 #define MAX_PENDING_PER_CONN 4096u
+/* Test builds only (qraftd-test-ack-before-commit, for the chaos suite's
+ * proof that its checker catches a broken queue): a publish is answered as
+ * soon as it is queued, before raft commits it. Never in qraftd. */
+#ifdef QRAFT_TEST_ACK_BEFORE_COMMIT
+#define ACK_BEFORE_COMMIT true
+#else
+#define ACK_BEFORE_COMMIT false
+#endif
+
 #define LIST_DEFAULT_LIMIT 100u
 #define LIST_MAX_LIMIT 1000u
 /* A page stops early once its messages reach this many bytes (bodies are up
@@ -48,6 +57,7 @@ struct call {
     struct qr_rpc_conn *conn;
     uint64_t id;
     Qraft__Request__BodyCase kind;
+    bool answered; /* test builds: answered before commit */
     /* Bulk calls (DLQ replay/delete): one proposal per id. */
     size_t n_items;
     size_t n_done;
@@ -299,6 +309,10 @@ static void on_publish_done(void *data,
                             const struct qr_apply_result *res)
 {
     struct call *call = data;
+    if (call->answered) {
+        call_free(call);
+        return;
+    }
     if (status == 0 && res->status != 0) {
         status = res->status;
     }
@@ -323,14 +337,14 @@ static void on_publish_done(void *data,
 }
 
 /* Proposes one packed command for a call; answers the call on failure. */
-static void propose(struct qr_rpc_conn *conn,
+static bool propose(struct qr_rpc_conn *conn,
                     struct call *call,
                     struct qr_packed *cmd,
                     qr_cluster_propose_cb cb)
 {
     int rv = qr_cluster_propose(conn->rpc->cluster, cmd, cb, call);
     if (rv == 0) {
-        return;
+        return true;
     }
     free(cmd->data);
     if (rv == QR_ENOTLEADER) {
@@ -342,6 +356,7 @@ static void propose(struct qr_rpc_conn *conn,
                                      : qr_strerror(rv));
     }
     call_free(call);
+    return false;
 }
 
 /* Packs cmd (borrowed) and proposes it for req; answers req itself when
@@ -390,7 +405,16 @@ static void handle_publish(struct qr_rpc_conn *conn, const Qraft__Request *req)
         send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
         return;
     }
-    propose(conn, call, &cmd, on_publish_done);
+    if (propose(conn, call, &cmd, on_publish_done) && ACK_BEFORE_COMMIT) {
+        Qraft__PublishResponse pr = QRAFT__PUBLISH_RESPONSE__INIT;
+        pr.message_id = id;
+        Qraft__Response resp = QRAFT__RESPONSE__INIT;
+        resp.id = req->id;
+        resp.body_case = QRAFT__RESPONSE__BODY_PUBLISH;
+        resp.publish = &pr;
+        send_response(conn, &resp, false);
+        call->answered = true;
+    }
 }
 
 static void on_single_done(void *data,
