@@ -93,6 +93,7 @@ void qr_config_usage(FILE *out)
         "                         7d; 0 keeps it)\n"
         "  --election-timeout-ms N  (default 300)\n"
         "  --heartbeat-timeout-ms N (default 30)\n"
+        "  --connect-retry-ms N   raft reconnect delay (default 100)\n"
         "  --log-level L          debug, info, warn or error (default info)\n"
         "  --version, --help\n"
         "\n"
@@ -315,6 +316,7 @@ enum {
     OPT_EVENTS_RETENTION,
     OPT_ELECTION,
     OPT_HEARTBEAT,
+    OPT_CONNECT_RETRY,
     OPT_LOG_LEVEL,
     OPT_VERSION,
     OPT_HELP,
@@ -337,6 +339,7 @@ static const struct option long_options[] = {
     {"events-retention", required_argument, NULL, OPT_EVENTS_RETENTION},
     {"election-timeout-ms", required_argument, NULL, OPT_ELECTION},
     {"heartbeat-timeout-ms", required_argument, NULL, OPT_HEARTBEAT},
+    {"connect-retry-ms", required_argument, NULL, OPT_CONNECT_RETRY},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"version", no_argument, NULL, OPT_VERSION},
     {"help", no_argument, NULL, OPT_HELP},
@@ -450,6 +453,14 @@ static int apply_option(struct qr_config *c,
             } else {
                 c->events_retention_ms = n;
             }
+            return 0;
+        case OPT_CONNECT_RETRY:
+            if (parse_u64(v, 1, 60000, &n) != 0) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "--connect-retry-ms: '%s' is not in 1..60000", v);
+                return QR_EBADREQ;
+            }
+            c->connect_retry_ms = (unsigned)n;
             return 0;
         case OPT_ELECTION:
         case OPT_HEARTBEAT:

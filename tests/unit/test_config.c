@@ -482,6 +482,21 @@ static void test_short_option_cluster(void **state)
     REFUSED("-x", "--dev", "-xy", NULL);
 }
 
+/* Every raft timing is a flag. */
+static void test_raft_timings(void **state)
+{
+    (void)state;
+    struct run *r =
+        parse("--dev", "--election-timeout-ms", "500", "--heartbeat-timeout-ms",
+              "50", "--connect-retry-ms", "250", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.election_timeout_ms, 500);
+    assert_int_equal(r->c.heartbeat_timeout_ms, 50);
+    assert_int_equal(r->c.connect_retry_ms, 250);
+    free_run(r);
+    REFUSED("--connect-retry-ms", "--dev", "--connect-retry-ms", "0", NULL);
+}
+
 /* Raft wants IPv4 dotted quads: host names are resolved at start. */
 static void test_raft_host_names_resolved(void **state)
 {
@@ -504,6 +519,8 @@ static void test_raft_host_names_resolved(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_raft_timings, clear_env,
+                                        clear_env),
         cmocka_unit_test_setup_teardown(test_raft_host_names_resolved,
                                         clear_env, clear_env),
         cmocka_unit_test(test_duration_good),
