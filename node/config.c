@@ -61,6 +61,7 @@ void qr_config_defaults(struct qr_config *c)
     c->max_connections = 4096;
     c->dlq_retention_ms = 7 * DAY_MS;
     c->events_retention_ms = 7 * DAY_MS;
+    c->done_retention_ms = DAY_MS;
     c->store_map_bytes = 8ull * 1024 * MIB;
     c->log_level = QR_LOG_INFO;
 }
@@ -91,6 +92,8 @@ void qr_config_usage(FILE *out)
         "                         0 keeps them until deleted)\n"
         "  --events-retention DUR how long message history is kept (default\n"
         "                         7d; 0 keeps it)\n"
+        "  --done-retention DUR   how long delivered and cancelled messages\n"
+        "                         stay readable (default 1d; 0 keeps them)\n"
         "  --election-timeout-ms N  (default 300)\n"
         "  --heartbeat-timeout-ms N (default 30)\n"
         "  --connect-retry-ms N   raft reconnect delay (default 100)\n"
@@ -314,6 +317,7 @@ enum {
     OPT_SNAPSHOT_THRESHOLD,
     OPT_DLQ_RETENTION,
     OPT_EVENTS_RETENTION,
+    OPT_DONE_RETENTION,
     OPT_ELECTION,
     OPT_HEARTBEAT,
     OPT_CONNECT_RETRY,
@@ -337,6 +341,7 @@ static const struct option long_options[] = {
     {"snapshot-threshold", required_argument, NULL, OPT_SNAPSHOT_THRESHOLD},
     {"dlq-retention", required_argument, NULL, OPT_DLQ_RETENTION},
     {"events-retention", required_argument, NULL, OPT_EVENTS_RETENTION},
+    {"done-retention", required_argument, NULL, OPT_DONE_RETENTION},
     {"election-timeout-ms", required_argument, NULL, OPT_ELECTION},
     {"heartbeat-timeout-ms", required_argument, NULL, OPT_HEARTBEAT},
     {"connect-retry-ms", required_argument, NULL, OPT_CONNECT_RETRY},
@@ -437,21 +442,25 @@ static int apply_option(struct qr_config *c,
             return 0;
         case OPT_DLQ_RETENTION:
         case OPT_EVENTS_RETENTION:
+        case OPT_DONE_RETENTION:
             n = 0; /* "0": keep forever */
             if ((strcmp(v, "0") != 0 &&
                  qr_config_parse_duration_ms(v, &n) != 0) ||
                 n > 10 * 365 * DAY_MS) {
                 snprintf(errmsg, QR_ERRMSG_BYTES,
                          "%s: '%s' is not a duration up to 3650d (or 0)",
-                         opt == OPT_DLQ_RETENTION ? "--dlq-retention"
-                                                  : "--events-retention",
+                         opt == OPT_DLQ_RETENTION      ? "--dlq-retention"
+                         : opt == OPT_EVENTS_RETENTION ? "--events-retention"
+                                                       : "--done-retention",
                          v);
                 return QR_EBADREQ;
             }
             if (opt == OPT_DLQ_RETENTION) {
                 c->dlq_retention_ms = n;
-            } else {
+            } else if (opt == OPT_EVENTS_RETENTION) {
                 c->events_retention_ms = n;
+            } else {
+                c->done_retention_ms = n;
             }
             return 0;
         case OPT_CONNECT_RETRY:

@@ -73,6 +73,8 @@ struct qr_config {
     /* Housekeeping, proposed by the leader every few seconds. */
     uint64_t dlq_retention_ms;    /* --dlq-retention, default 7 d; 0 = keep */
     uint64_t events_retention_ms; /* --events-retention, default 7 d */
+    uint64_t done_retention_ms;   /* --done-retention: delivered and
+                                     cancelled messages, default 1 d */
 
     uint64_t store_map_bytes;
     enum qr_log_level log_level;

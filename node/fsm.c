@@ -536,8 +536,64 @@ static int collect_expired(void *arg, const Qraft__Message *m)
     return 0;
 }
 
+struct done_walk {
+    uint64_t cutoff_ms;
+    char **ids; /* finished and old enough: to delete */
+    size_t n;
+    size_t visited;
+    char last[QR_ID_BYTES + 64];
+};
+
+static int collect_done(void *arg, const Qraft__Message *m)
+{
+    struct done_walk *w = arg;
+    w->visited++;
+    snprintf(w->last, sizeof w->last, "%s", m->id);
+    bool done = m->state == QRAFT__MESSAGE_STATE__DELIVERED ||
+                m->state == QRAFT__MESSAGE_STATE__CANCELLED;
+    if (done && m->updated_ms < w->cutoff_ms) {
+        w->ids[w->n] = strdup(m->id);
+        if (w->ids[w->n] == NULL) {
+            return -ENOMEM;
+        }
+        w->n++;
+    }
+    return 0;
+}
+
+/* Delivered and cancelled messages past their retention go, a bounded walk
+ * at a time; res->message_id tells the leader where the walk stopped. */
+static int prune_done(struct apply_ctx *ctx,
+                      const Qraft__Prune *p,
+                      struct qr_apply_result *res)
+{
+    struct done_walk w = {
+        .cutoff_ms = ctx->now_ms - p->done_retention_ms,
+        .ids = calloc(p->max_items, sizeof(char *)),
+    };
+    if (w.ids == NULL) {
+        return -ENOMEM;
+    }
+    int rv =
+        qr_store_msg_list(ctx->txn, QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED,
+                          p->scan_after_id, p->max_items, collect_done, &w);
+    for (size_t i = 0; i < w.n && rv == 0; i++) {
+        rv = qr_store_msg_delete(ctx->txn, w.ids[i]);
+    }
+    for (size_t i = 0; i < w.n; i++) {
+        free(w.ids[i]);
+    }
+    free(w.ids);
+    /* A short walk reached the end: start over next time. */
+    snprintf(res->message_id, sizeof res->message_id, "%s",
+             w.visited == p->max_items ? w.last : "");
+    return rv;
+}
+
 /* Dead letters past the DLQ retention, and events past theirs, go. */
-static int apply_prune(struct apply_ctx *ctx, const Qraft__Prune *p)
+static int apply_prune(struct apply_ctx *ctx,
+                       const Qraft__Prune *p,
+                       struct qr_apply_result *res)
 {
     int rv = 0;
     size_t max = p->max_items;
@@ -562,6 +618,13 @@ static int apply_prune(struct apply_ctx *ctx, const Qraft__Prune *p)
             free(e.ids[i]);
         }
         free(e.ids);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    if (p->done_retention_ms != 0 && ctx->now_ms > p->done_retention_ms &&
+        max > 0) {
+        rv = prune_done(ctx, p, res);
         if (rv != 0) {
             return rv;
         }
@@ -656,7 +719,7 @@ static int apply_command(struct apply_ctx *ctx,
         case QRAFT__COMMAND__BODY_DELIVERY_RESULTS:
             return apply_delivery_results(ctx, cmd->delivery_results);
         case QRAFT__COMMAND__BODY_PRUNE:
-            return apply_prune(ctx, cmd->prune);
+            return apply_prune(ctx, cmd->prune, res);
         case QRAFT__COMMAND__BODY_SET_NODE_INFO:
             return apply_set_node_info(ctx, cmd->set_node_info, res);
         case QRAFT__COMMAND__BODY_ASSIGN_SHARDS:

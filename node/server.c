@@ -221,11 +221,12 @@ static void announce(struct qr_server *s)
 static void on_pruned(void *data, int status, const struct qr_apply_result *res)
 {
     struct qr_server *s = data;
-    (void)res;
     s->prune_pending = false;
     if (status != 0) {
         QR_DEBUG("server", "prune: %s", qr_strerror(status));
+        return;
     }
+    snprintf(s->prune_cursor, sizeof s->prune_cursor, "%s", res->message_id);
 }
 
 /* Dead letters and history past their retention are removed by a command,
@@ -236,7 +237,8 @@ static void propose_prune(struct qr_server *s)
     if (s->prune_pending || !qr_cluster_serving(&s->cluster) ||
         now < s->next_prune_mono_ms ||
         (s->config->dlq_retention_ms == 0 &&
-         s->config->events_retention_ms == 0)) {
+         s->config->events_retention_ms == 0 &&
+         s->config->done_retention_ms == 0)) {
         return;
     }
     s->next_prune_mono_ms = now + PRUNE_INTERVAL_MS;
@@ -244,6 +246,8 @@ static void propose_prune(struct qr_server *s)
     prune.dlq_retention_ms = s->config->dlq_retention_ms;
     prune.events_retention_ms = s->config->events_retention_ms;
     prune.max_items = PRUNE_MAX_ITEMS;
+    prune.done_retention_ms = s->config->done_retention_ms;
+    prune.scan_after_id = s->prune_cursor;
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_PRUNE;
     cmd.prune = &prune;

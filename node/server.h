@@ -36,6 +36,7 @@ struct qr_server {
     bool announced;
     bool keys_proposed;
     bool prune_pending;
+    char prune_cursor[64]; /* where the walk over finished messages is */
     uint64_t next_prune_mono_ms;
     bool stopping;
     int exit_code;

@@ -390,12 +390,20 @@ static void send_heartbeat(struct qr_shards *s, uint64_t now)
 {
     uint64_t leader_id = 0;
     qr_cluster_leader(s->cluster, &leader_id, NULL);
-    if (leader_id == 0 || leader_id == s->config->id) {
+    if (leader_id == s->config->id) {
         return;
     }
-    char rpc[QR_ADDR_MAX];
-    qr_shards_node_addrs(s, leader_id, rpc, NULL);
-    if (rpc[0] == '\0') {
+    char rpc[QR_ADDR_MAX] = "";
+    if (leader_id != 0) {
+        qr_shards_node_addrs(s, leader_id, rpc, NULL);
+    }
+    if (rpc[0] != '\0') {
+        snprintf(s->last_leader_rpc, sizeof s->last_leader_rpc, "%s", rpc);
+    } else if (s->last_leader_rpc[0] != '\0') {
+        /* No leader known (an election, or this node was removed and hears
+         * from nobody): keep asking the last one, which can say which. */
+        snprintf(rpc, sizeof rpc, "%s", s->last_leader_rpc);
+    } else {
         return; /* the leader has not advertised itself yet */
     }
     qr_peer_set_target(&s->peer, rpc);

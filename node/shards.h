@@ -64,6 +64,7 @@ struct qr_shards {
     uint64_t lease_until_mono_ms;
     bool heartbeat_pending;
     uint64_t next_heartbeat_mono_ms;
+    char last_leader_rpc[QR_ADDR_MAX]; /* heartbeats go here meanwhile */
 
     /* Leader side. */
     bool was_serving;

@@ -106,5 +106,31 @@ class OperationsTest(unittest.TestCase):
         self.assertEqual(rc, 3, "an expired dead letter is gone")
 
 
+class FinishedMessagesTest(unittest.TestCase):
+    def test_finished_messages_expire_after_the_retention(self):
+        """Delivered and cancelled messages leave the state after
+        --done-retention; a pending one stays."""
+        sink = HttpSink()
+        sink.start()
+        self.addCleanup(sink.stop)
+        node = qh.start_dev_node(self, extra_args=["--done-retention", "1s"])
+        _, out, _ = node.cli("publish", sink.url("/done"))
+        delivered = out.strip()
+        _, out, _ = node.cli("publish", sink.url("/later"), "--delay", "1h")
+        cancelled = out.strip()
+        node.cli("cancel", cancelled)
+        _, out, _ = node.cli("publish", sink.url("/later"), "--delay", "1h")
+        pending = out.strip()
+        sink.wait_for(1, path="/done", timeout=30)
+
+        def gone(message_id):
+            rc, _, _ = node.cli("get", message_id, check=False)
+            return rc == 3
+        # The leader prunes every few seconds.
+        qh.wait_until(lambda: gone(delivered) and gone(cancelled), 40,
+                      "the finished messages to expire")
+        self.assertFalse(gone(pending))
+
+
 if __name__ == "__main__":
     unittest.main()
