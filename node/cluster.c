@@ -726,6 +726,23 @@ int qr_cluster_propose(struct qr_cluster *c,
     return 0;
 }
 
+int qr_cluster_propose_command(struct qr_cluster *c,
+                               const Qraft__Command *cmd,
+                               qr_cluster_propose_cb cb,
+                               void *data)
+{
+    struct qr_packed packed;
+    int rv = qr_command_pack(cmd, &packed);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = qr_cluster_propose(c, &packed, cb, data);
+    if (rv != 0) {
+        free(packed.data);
+    }
+    return rv;
+}
+
 bool qr_cluster_serving(const struct qr_cluster *c)
 {
     return c->serving;

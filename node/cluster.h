@@ -160,6 +160,13 @@ bool qr_cluster_removed(struct qr_cluster *c, uint64_t id);
 /* Reports that the leader says this node was removed (see on_removed). */
 void qr_cluster_note_removed(struct qr_cluster *c);
 
+/* Packs cmd (borrowed) and proposes it: qr_cluster_propose for a command
+ * not packed yet. On error nothing is left to free and cb never fires. */
+int qr_cluster_propose_command(struct qr_cluster *c,
+                               const Qraft__Command *cmd,
+                               qr_cluster_propose_cb cb,
+                               void *data);
+
 /* True when this node is the leader and may propose. */
 bool qr_cluster_serving(const struct qr_cluster *c);
 

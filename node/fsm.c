@@ -473,18 +473,12 @@ static int apply_set_signing_keys(struct apply_ctx *ctx,
                                   const Qraft__SetSigningKeys *s,
                                   struct qr_apply_result *res)
 {
-    void *old = NULL;
-    size_t old_len = 0;
     Qraft__SigningKeys *stored = NULL;
     Qraft__SigningKeys keys = QRAFT__SIGNING_KEYS__INIT;
-    int rv = qr_store_meta_get(ctx->txn, QR_META_SIGNING_KEYS, &old, &old_len);
-    if (rv == 0) {
-        stored = qraft__signing_keys__unpack(NULL, old_len, old);
-        free(old);
-        if (stored == NULL) {
-            return QR_ECORRUPT;
-        }
-    } else if (rv != QR_ENOTFOUND) {
+    int rv = qr_store_meta_get_msg(ctx->txn, QR_META_SIGNING_KEYS,
+                                   &qraft__signing_keys__descriptor,
+                                   (ProtobufCMessage **)&stored);
+    if (rv != 0 && rv != QR_ENOTFOUND) {
         return rv;
     }
     if (s->keys == NULL || s->keys->next[0] == '\0' ||
@@ -499,15 +493,7 @@ static int apply_set_signing_keys(struct apply_ctx *ctx,
     }
     keys.current = stored != NULL ? stored->next : s->keys->current;
     keys.next = s->keys->next;
-    size_t len = qraft__signing_keys__get_packed_size(&keys);
-    uint8_t *buf = malloc(len > 0 ? len : 1);
-    if (buf == NULL) {
-        rv = -ENOMEM;
-        goto out;
-    }
-    qraft__signing_keys__pack(&keys, buf);
-    rv = qr_store_meta_put(ctx->txn, QR_META_SIGNING_KEYS, buf, len);
-    free(buf);
+    rv = qr_store_meta_put_msg(ctx->txn, QR_META_SIGNING_KEYS, &keys.base);
 out:
     if (stored != NULL) {
         qraft__signing_keys__free_unpacked(stored, NULL);
@@ -638,21 +624,6 @@ static int apply_prune(struct apply_ctx *ctx,
     return rv;
 }
 
-static int put_packed_meta(struct apply_ctx *ctx,
-                           const char *name,
-                           const ProtobufCMessage *msg)
-{
-    size_t len = protobuf_c_message_get_packed_size(msg);
-    uint8_t *buf = malloc(len > 0 ? len : 1);
-    if (buf == NULL) {
-        return -ENOMEM;
-    }
-    protobuf_c_message_pack(msg, buf);
-    int rv = qr_store_meta_put(ctx->txn, name, buf, len);
-    free(buf);
-    return rv;
-}
-
 static int apply_set_node_info(struct apply_ctx *ctx,
                                const Qraft__SetNodeInfo *s,
                                struct qr_apply_result *res)
@@ -663,7 +634,7 @@ static int apply_set_node_info(struct apply_ctx *ctx,
     }
     char name[48];
     snprintf(name, sizeof name, "%s%" PRIu64, QR_META_NODE_PREFIX, s->info->id);
-    return put_packed_meta(ctx, name, &s->info->base);
+    return qr_store_meta_put_msg(ctx->txn, name, &s->info->base);
 }
 
 /* A new shard map replaces the stored one only if its epoch is newer: an
@@ -672,16 +643,11 @@ static int apply_assign_shards(struct apply_ctx *ctx,
                                const Qraft__AssignShards *a,
                                struct qr_apply_result *res)
 {
-    void *old = NULL;
-    size_t old_len = 0;
-    int rv = qr_store_meta_get(ctx->txn, QR_META_SHARDS, &old, &old_len);
+    Qraft__AssignShards *stored = NULL;
+    int rv = qr_store_meta_get_msg(ctx->txn, QR_META_SHARDS,
+                                   &qraft__assign_shards__descriptor,
+                                   (ProtobufCMessage **)&stored);
     if (rv == 0) {
-        Qraft__AssignShards *stored =
-            qraft__assign_shards__unpack(NULL, old_len, old);
-        free(old);
-        if (stored == NULL) {
-            return QR_ECORRUPT;
-        }
         uint64_t epoch = stored->epoch;
         qraft__assign_shards__free_unpacked(stored, NULL);
         if (a->epoch <= epoch) {
@@ -698,7 +664,7 @@ static int apply_assign_shards(struct apply_ctx *ctx,
                    a->n_owners, QR_FSM_N_SHARDS);
         return 0;
     }
-    return put_packed_meta(ctx, QR_META_SHARDS, &a->base);
+    return qr_store_meta_put_msg(ctx->txn, QR_META_SHARDS, &a->base);
 }
 
 static int apply_command(struct apply_ctx *ctx,

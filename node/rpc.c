@@ -657,17 +657,15 @@ static bool forward(struct qr_rpc_conn *conn, Qraft__Request *req);
 static void send_keys(struct qr_rpc_conn *conn, uint64_t id)
 {
     struct qr_store_txn *txn = NULL;
-    void *buf = NULL;
-    size_t len = 0;
+    Qraft__SigningKeys *keys = NULL;
     int rv = qr_store_txn_begin(conn->rpc->store, false, &txn);
     if (rv == 0) {
-        rv = qr_store_meta_get(txn, QR_META_SIGNING_KEYS, &buf, &len);
+        rv = qr_store_meta_get_msg(txn, QR_META_SIGNING_KEYS,
+                                   &qraft__signing_keys__descriptor,
+                                   (ProtobufCMessage **)&keys);
         qr_store_txn_abort(txn);
     }
-    Qraft__SigningKeys *keys =
-        rv == 0 ? qraft__signing_keys__unpack(NULL, len, buf) : NULL;
-    free(buf);
-    if (keys == NULL) {
+    if (rv != 0) {
         send_error(conn, id, QRAFT__STATUS__UNAVAILABLE,
                    "no signing keys yet: the cluster is starting");
         return;

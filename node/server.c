@@ -109,20 +109,15 @@ static int load_or_create_token(struct qr_server *s)
 static int read_keys(struct qr_server *s, Qraft__SigningKeys **out)
 {
     struct qr_store_txn *txn = NULL;
-    void *buf = NULL;
-    size_t len = 0;
     int rv = qr_store_txn_begin(s->store, false, &txn);
     if (rv != 0) {
         return rv;
     }
-    rv = qr_store_meta_get(txn, QR_META_SIGNING_KEYS, &buf, &len);
+    rv = qr_store_meta_get_msg(txn, QR_META_SIGNING_KEYS,
+                               &qraft__signing_keys__descriptor,
+                               (ProtobufCMessage **)out);
     qr_store_txn_abort(txn);
-    if (rv != 0) {
-        return rv;
-    }
-    *out = qraft__signing_keys__unpack(NULL, len, buf);
-    free(buf);
-    return *out != NULL ? 0 : QR_ECORRUPT;
+    return rv;
 }
 
 static void on_keys_applied(void *data,
@@ -168,14 +163,7 @@ static void ensure_signing_keys(struct qr_server *s)
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_SET_SIGNING_KEYS;
     cmd.set_signing_keys = &set;
-    struct qr_packed packed;
-    rv = qr_command_pack(&cmd, &packed);
-    if (rv == 0) {
-        rv = qr_cluster_propose(&s->cluster, &packed, on_keys_applied, s);
-        if (rv != 0) {
-            free(packed.data);
-        }
-    }
+    rv = qr_cluster_propose_command(&s->cluster, &cmd, on_keys_applied, s);
     if (rv == 0) {
         s->keys_proposed = true;
     } else {
@@ -251,15 +239,8 @@ static void propose_prune(struct qr_server *s)
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_PRUNE;
     cmd.prune = &prune;
-    struct qr_packed packed;
-    if (qr_command_pack(&cmd, &packed) != 0) {
-        return;
-    }
-    if (qr_cluster_propose(&s->cluster, &packed, on_pruned, s) != 0) {
-        free(packed.data);
-        return;
-    }
-    s->prune_pending = true;
+    s->prune_pending =
+        qr_cluster_propose_command(&s->cluster, &cmd, on_pruned, s) == 0;
 }
 
 static void on_tick(uv_timer_t *t)

@@ -24,19 +24,18 @@
 static void refresh_map(struct qr_shards *s)
 {
     struct qr_store_txn *txn = NULL;
-    void *buf = NULL;
-    size_t len = 0;
+    Qraft__AssignShards *a = NULL;
     if (qr_store_txn_begin(s->store, false, &txn) != 0) {
         return;
     }
-    int rv = qr_store_meta_get(txn, QR_META_SHARDS, &buf, &len);
+    int rv = qr_store_meta_get_msg(txn, QR_META_SHARDS,
+                                   &qraft__assign_shards__descriptor,
+                                   (ProtobufCMessage **)&a);
     qr_store_txn_abort(txn);
-    if (rv != 0) {
-        return;
+    if (rv == QR_ENOTFOUND) {
+        return; /* no map yet */
     }
-    Qraft__AssignShards *a = qraft__assign_shards__unpack(NULL, len, buf);
-    free(buf);
-    if (a == NULL || a->n_owners != QR_FSM_N_SHARDS) {
+    if (rv != 0 || a->n_owners != QR_FSM_N_SHARDS) {
         if (a != NULL) {
             qraft__assign_shards__free_unpacked(a, NULL);
         }
@@ -57,20 +56,15 @@ static Qraft__NodeInfo *read_node_info(struct qr_shards *s, uint64_t id)
 {
     char name[48];
     struct qr_store_txn *txn = NULL;
-    void *buf = NULL;
-    size_t len = 0;
+    Qraft__NodeInfo *info = NULL;
     snprintf(name, sizeof name, "%s%" PRIu64, QR_META_NODE_PREFIX, id);
     if (qr_store_txn_begin(s->store, false, &txn) != 0) {
         return NULL;
     }
-    int rv = qr_store_meta_get(txn, name, &buf, &len);
+    int rv = qr_store_meta_get_msg(txn, name, &qraft__node_info__descriptor,
+                                   (ProtobufCMessage **)&info);
     qr_store_txn_abort(txn);
-    if (rv != 0) {
-        return NULL;
-    }
-    Qraft__NodeInfo *info = qraft__node_info__unpack(NULL, len, buf);
-    free(buf);
-    return info;
+    return rv == 0 ? info : NULL;
 }
 
 void qr_shards_node_addrs(struct qr_shards *s,
@@ -159,21 +153,6 @@ static void on_info_applied(void *data,
     }
 }
 
-static bool propose_command(struct qr_shards *s,
-                            const Qraft__Command *cmd,
-                            qr_cluster_propose_cb cb)
-{
-    struct qr_packed packed;
-    if (qr_command_pack(cmd, &packed) != 0) {
-        return false;
-    }
-    if (qr_cluster_propose(s->cluster, &packed, cb, s) != 0) {
-        free(packed.data);
-        return false;
-    }
-    return true;
-}
-
 /* Makes the replicated node info match what node id advertises. At most one
  * such proposal in flight. */
 static void sync_node_info(struct qr_shards *s,
@@ -204,7 +183,8 @@ static void sync_node_info(struct qr_shards *s,
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_SET_NODE_INFO;
     cmd.set_node_info = &set;
-    s->info_pending = propose_command(s, &cmd, on_info_applied);
+    s->info_pending =
+        qr_cluster_propose_command(s->cluster, &cmd, on_info_applied, s) == 0;
 }
 
 void qr_shards_on_heartbeat(struct qr_shards *s,
@@ -343,7 +323,8 @@ static void maybe_assign(struct qr_shards *s, uint64_t now)
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_ASSIGN_SHARDS;
     cmd.assign_shards = &a;
-    s->assign_pending = propose_command(s, &cmd, on_assigned);
+    s->assign_pending =
+        qr_cluster_propose_command(s->cluster, &cmd, on_assigned, s) == 0;
     if (s->assign_pending) {
         QR_INFO("shards", "assigning epoch %" PRIu64 " over %zu live node(s)",
                 a.epoch, n_live);
@@ -471,20 +452,17 @@ int qr_shards_propose_results(struct qr_shards *s,
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_DELIVERY_RESULTS;
     cmd.delivery_results = &batch;
-    struct qr_packed packed;
     struct result_call *rc = malloc(sizeof *rc);
-    int rv = rc == NULL ? -ENOMEM : qr_command_pack(&cmd, &packed);
-    if (rv != 0) {
-        free(rc);
-        return rv;
+    if (rc == NULL) {
+        return -ENOMEM;
     }
     rc->shards = s;
     rc->cb = cb;
     rc->data = data;
     /* Results of one loop iteration share one raft entry (group commit). */
-    rv = qr_cluster_propose(s->cluster, &packed, on_result_proposed, rc);
+    int rv =
+        qr_cluster_propose_command(s->cluster, &cmd, on_result_proposed, rc);
     if (rv != 0) {
-        free(packed.data);
         free(rc);
     }
     return rv;

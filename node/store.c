@@ -825,6 +825,37 @@ int qr_store_meta_put(struct qr_store_txn *t,
     return put_raw(t, DB_META, name, strlen(name), value, len, "put meta");
 }
 
+int qr_store_meta_get_msg(struct qr_store_txn *t,
+                          const char *name,
+                          const ProtobufCMessageDescriptor *desc,
+                          ProtobufCMessage **out)
+{
+    void *buf = NULL;
+    size_t len = 0;
+    int rv = qr_store_meta_get(t, name, &buf, &len);
+    if (rv != 0) {
+        return rv;
+    }
+    *out = protobuf_c_message_unpack(desc, NULL, len, buf);
+    free(buf);
+    return *out != NULL ? 0 : QR_ECORRUPT;
+}
+
+int qr_store_meta_put_msg(struct qr_store_txn *t,
+                          const char *name,
+                          const ProtobufCMessage *msg)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    if (buf == NULL) {
+        return -ENOMEM;
+    }
+    protobuf_c_message_pack(msg, buf);
+    int rv = qr_store_meta_put(t, name, buf, len);
+    free(buf);
+    return rv;
+}
+
 int qr_store_msg_get(struct qr_store_txn *t,
                      const char *id,
                      Qraft__Message **out)

@@ -88,6 +88,18 @@ int qr_store_meta_put(struct qr_store_txn *t,
                       const void *value,
                       size_t len);
 
+/* meta values that are packed protobufs (keys, the shard map, node infos).
+ * get returns new in *out (free with protobuf_c_message_free_unpacked(*out,
+ * NULL)), QR_ENOTFOUND if absent, QR_ECORRUPT if it does not decode as
+ * desc. */
+int qr_store_meta_get_msg(struct qr_store_txn *t,
+                          const char *name,
+                          const ProtobufCMessageDescriptor *desc,
+                          ProtobufCMessage **out);
+int qr_store_meta_put_msg(struct qr_store_txn *t,
+                          const char *name,
+                          const ProtobufCMessage *msg);
+
 /* msgs. get returns new in *out (free with qraft__message__free_unpacked(m,
  * NULL)) or QR_ENOTFOUND. put inserts or replaces and keeps `due`, `dlq` and
  * the counters in step with the old and new record. */

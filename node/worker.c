@@ -477,15 +477,9 @@ static int on_due_message(void *arg, const Qraft__Message *m)
 
 static int read_keys(struct qr_store_txn *txn, Qraft__SigningKeys **out)
 {
-    void *buf = NULL;
-    size_t len = 0;
-    int rv = qr_store_meta_get(txn, QR_META_SIGNING_KEYS, &buf, &len);
-    if (rv != 0) {
-        return rv;
-    }
-    *out = qraft__signing_keys__unpack(NULL, len, buf);
-    free(buf);
-    return *out != NULL ? 0 : QR_ECORRUPT;
+    return qr_store_meta_get_msg(txn, QR_META_SIGNING_KEYS,
+                                 &qraft__signing_keys__descriptor,
+                                 (ProtobufCMessage **)out);
 }
 
 /* Cancels deliveries of shards this node no longer owns (all of them when
