@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "err.h"
 #include "lib/clock.h"
@@ -511,17 +510,6 @@ static void on_check(uv_check_t *check)
 /* ------------------------------------------------------------------------ */
 /* Life cycle. */
 
-static int make_dir(const char *path, char *errmsg)
-{
-    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
-        int err = errno;
-        snprintf(errmsg, QR_ERRMSG_BYTES, "cluster: mkdir %s: %s", path,
-                 strerror(err));
-        return -err;
-    }
-    return 0;
-}
-
 int qr_cluster_init(struct qr_cluster *c,
                     uv_loop_t *loop,
                     const struct qr_config *cfg,
@@ -537,10 +525,6 @@ int qr_cluster_init(struct qr_cluster *c,
     if (rv < 0 || (size_t)rv >= sizeof c->raft_dir) {
         snprintf(c->errmsg, sizeof c->errmsg, "cluster: data dir too long");
         return QR_EBADREQ;
-    }
-    rv = make_dir(c->raft_dir, c->errmsg);
-    if (rv != 0) {
-        return rv;
     }
     rv = qr_fsm_init(&c->fsm, store);
     if (rv != 0) {

@@ -111,7 +111,8 @@ struct qr_cluster {
     qr_cluster_close_cb close_cb;
 };
 
-/* Sets up raft on cfg's data dir (cfg->data_dir/raft) over loop, with the fsm
+/* Sets up raft on cfg's data dir (cfg->data_dir/raft, which must exist:
+ * server.c lays the data dir out) over loop, with the fsm
  * on store (borrowed; must outlive the cluster). On failure c->errmsg says
  * why and nothing needs closing. */
 int qr_cluster_init(struct qr_cluster *c,

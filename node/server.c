@@ -432,6 +432,13 @@ int qr_server_init(struct qr_server *s,
     if (rv != 0) {
         goto err_after_lock;
     }
+    /* The data dir's layout: LOCK, token, raft/ (the raft log and
+     * snapshots), state/ (LMDB). */
+    snprintf(path, sizeof path, "%s/raft", cfg->data_dir);
+    rv = make_dir(path, s->errmsg);
+    if (rv != 0) {
+        goto err_after_lock;
+    }
     snprintf(path, sizeof path, "%s/state", cfg->data_dir);
     rv = make_dir(path, s->errmsg);
     if (rv != 0) {
