@@ -194,7 +194,7 @@ static void on_deadline(uv_timer_t *t)
     struct qr_peer *p = t->data;
     uint64_t now = uv_now(p->loop);
     /* Never written: certainly not handled. */
-    uint64_t a = expire(p, &p->queued, now, QR_EUNAVAIL);
+    uint64_t a = expire(p, &p->queued, now, QR_ENOTSENT);
     uint64_t b = expire(p, &p->sent, now, QR_ETIMEOUT);
     arm_deadline(p, a < b ? a : b);
 }
@@ -256,13 +256,13 @@ static void schedule_reconnect(struct qr_peer *p)
 }
 
 /* The connection is gone: calls written on it end with status; when it was
- * only being attempted, the calls waiting for it end with QR_EUNAVAIL. */
+ * only being attempted, the calls waiting for it end with QR_ENOTSENT. */
 static void conn_lost(struct qr_peer *p, int status, bool attempt_failed)
 {
     conn_detach(p);
     finish_all(p, &p->sent, status);
     if (attempt_failed) {
-        finish_all(p, &p->queued, QR_EUNAVAIL);
+        finish_all(p, &p->queued, QR_ENOTSENT);
     }
     schedule_reconnect(p);
 }
@@ -294,7 +294,7 @@ static void flush(struct qr_peer *p)
     struct peer_write *w = malloc(sizeof *w + n * sizeof w->bufs[0]);
     if (w == NULL) {
         QR_ERROR("peer", "out of memory writing %zu request(s)", n);
-        finish_all(p, &p->queued, QR_EUNAVAIL);
+        finish_all(p, &p->queued, QR_ENOTSENT);
         return;
     }
     w->p = p;
@@ -531,7 +531,7 @@ static void start_connect(struct qr_peer *p)
     struct qr_peer_conn *conn = calloc(1, sizeof *conn);
     if (conn == NULL) {
         QR_ERROR("peer", "out of memory connecting to %s", p->target);
-        finish_all(p, &p->queued, QR_EUNAVAIL);
+        finish_all(p, &p->queued, QR_ENOTSENT);
         schedule_reconnect(p);
         return;
     }
@@ -630,7 +630,7 @@ int qr_peer_set_target(struct qr_peer *p, const char *hostport)
              hostport[0] ? hostport : "none");
     conn_detach(p);
     finish_all(p, &p->sent, QR_EUNAVAIL);
-    finish_all(p, &p->queued, QR_EUNAVAIL);
+    finish_all(p, &p->queued, QR_ENOTSENT);
     snprintf(p->target, sizeof p->target, "%s", hostport);
     p->addr = addr;
     p->backoff_ms = p->limits.backoff_min_ms;

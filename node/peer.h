@@ -58,11 +58,13 @@ struct qr_peer_limits {
  *   NOT_LEADER or UNAVAILABLE). A Response with id 0 and a non-OK status
  *   (the server could not decode a request) answers the oldest call written
  *   and not yet answered.
- * - QR_EUNAVAIL: no answer and none will come: the call was never written
- *   (no connection in time, the connect attempt failed) or its connection
- *   was lost or closed by qr_peer_set_target before the answer. In the
- *   second case the server MAY have handled it: retry only what is safe to
- *   repeat (results are fenced by attempt, writes carry idempotency keys).
+ * - QR_ENOTSENT: the call was never written (no connection in time, the
+ *   connect attempt failed, the target changed first): the server certainly
+ *   did not handle it, so any call may be retried.
+ * - QR_EUNAVAIL: written, but its connection was lost or closed by
+ *   qr_peer_set_target before the answer: the server MAY have handled it;
+ *   retry only what is safe to repeat (results are fenced by attempt,
+ *   writes carry idempotency keys).
  * - QR_ETIMEOUT: written, and no answer within timeout_ms; the server may
  *   still handle it (a late answer is dropped).
  * - QR_EPROTO: the server sent something that is not a valid answer (a frame

@@ -1208,7 +1208,7 @@ static bool token_matches(const char *want, const char *got)
  * its peer connection and relays the answer under the client's request id.
  * When the peer call fails the request may or may not have reached the
  * leader, so the client hears UNKNOWN_OUTCOME (libqraft retries a publish
- * with its idempotency key). */
+ * with its idempotency key); when it was never sent, UNAVAILABLE. */
 static void on_forwarded(void *data, int status, const Qraft__Response *resp)
 {
     struct call *call = data;
@@ -1219,6 +1219,12 @@ static void on_forwarded(void *data, int status, const Qraft__Response *resp)
     } else if (status == QR_ECANCELED) {
         send_error(call->conn, call->id, QRAFT__STATUS__UNAVAILABLE,
                    "shutting down");
+    } else if (status == QR_ENOTSENT) {
+        /* Never reached the leader (it may have just died): nothing was
+         * applied, so the client may simply retry. */
+        send_error(call->conn, call->id, QRAFT__STATUS__UNAVAILABLE,
+                   "the leader could not be reached; nothing was applied; "
+                   "retry shortly");
     } else {
         send_error(call->conn, call->id, QRAFT__STATUS__UNKNOWN_OUTCOME,
                    "forwarding to the leader failed (%s); the request may "
