@@ -1295,6 +1295,7 @@ static json_t *status_json(const struct qraft_status *s)
     json_object_set_new(o, "last_index",
                         json_integer((json_int_t)s->last_index));
     json_object_set_new(o, "version", jstr(s->version));
+    json_object_set_new(o, "feature_level", json_integer(s->feature_level));
     json_t *counts = json_object();
     for (int i = 1; i < QRAFT_N_STATES; i++) {
         json_object_set_new(counts, qraft_state_name((enum qraft_state)i),
@@ -1314,6 +1315,9 @@ static json_t *status_json(const struct qraft_status *s)
         json_object_set_new(no, "raft", jstr(n->raft));
         json_object_set_new(no, "rpc", jstr(n->rpc));
         json_object_set_new(no, "http", jstr(n->http));
+        json_object_set_new(no, "version", jstr(n->version));
+        json_object_set_new(no, "feature_level",
+                            json_integer(n->feature_level));
         json_array_append_new(nodes, no);
     }
     json_object_set_new(o, "nodes", nodes);
@@ -1342,6 +1346,8 @@ static void print_status(const struct qraft_status *s)
     if (s->version[0] != '\0') {
         print_field("version:", s->version);
     }
+    snprintf(buf, sizeof buf, "%" PRIu32, s->feature_level);
+    print_field("feature level:", buf);
     size_t off = 0;
     buf[0] = '\0';
     for (int i = 1; i < QRAFT_N_STATES && off < sizeof buf; i++) {
@@ -1353,15 +1359,21 @@ static void print_status(const struct qraft_status *s)
     print_field("messages:", buf);
     if (s->n_nodes > 0) {
         printf("nodes:\n");
-        printf("  %-4s %-8s %-6s %-10s %-6s %-22s %-22s %s\n", "ID", "ROLE",
-               "ALIVE", "APPLIED", "SHARDS", "RAFT", "RPC", "HTTP");
+        printf("  %-4s %-8s %-6s %-10s %-6s %-22s %-22s %-22s %s\n", "ID",
+               "ROLE", "ALIVE", "APPLIED", "SHARDS", "RAFT", "RPC", "HTTP",
+               "VERSION/LEVEL");
     }
     for (size_t i = 0; i < s->n_nodes; i++) {
         const struct qraft_node_status *n = &s->nodes[i];
+        char version[64] = "?";
+        if (n->version[0] != '\0') {
+            snprintf(version, sizeof version, "%s/%" PRIu32, n->version,
+                     n->feature_level);
+        }
         printf("  %-4" PRIu64 " %-8s %-6s %-10" PRIu64 " %-6" PRIu32
-               " %-22s %-22s %s\n",
+               " %-22s %-22s %-22s %s\n",
                n->id, n->role, n->alive ? "yes" : "no", n->applied, n->shards,
-               n->raft, n->rpc, n->http);
+               n->raft, n->rpc, n->http, version);
     }
 }
 

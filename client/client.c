@@ -1681,6 +1681,7 @@ void qraft_status_free(struct qraft_status *s)
         free(s->nodes[i].raft);
         free(s->nodes[i].rpc);
         free(s->nodes[i].http);
+        free(s->nodes[i].version);
     }
     free(s->nodes);
     free(s);
@@ -1702,6 +1703,7 @@ static int status_from_pb(const Qraft__StatusResponse *ps,
         s->state_counts[i] = ps->state_counts[i];
     }
     s->version = dup_str(ps->version, &oom);
+    s->feature_level = ps->feature_level;
     if (ps->n_nodes > 0) {
         s->nodes = calloc(ps->n_nodes, sizeof *s->nodes);
         if (s->nodes == NULL) {
@@ -1720,6 +1722,8 @@ static int status_from_pb(const Qraft__StatusResponse *ps,
         n->raft = dup_str(pn->raft, &oom);
         n->rpc = dup_str(pn->rpc, &oom);
         n->http = dup_str(pn->http, &oom);
+        n->version = dup_str(pn->version, &oom);
+        n->feature_level = pn->feature_level;
     }
     return oom ? QRAFT_ENOMEM : 0;
 }

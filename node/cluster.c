@@ -532,6 +532,13 @@ int qr_cluster_init(struct qr_cluster *c,
                  qr_strerror(rv), qr_store_errmsg(store));
         return rv;
     }
+    if (c->fsm.feature_level > QR_FEATURE_LEVEL) {
+        snprintf(c->errmsg, sizeof c->errmsg,
+                 "cluster: the data dir is at feature level %u and this "
+                 "qraftd knows only up to %u: run a newer version",
+                 c->fsm.feature_level, QR_FEATURE_LEVEL);
+        return QR_ECONFLICT;
+    }
     c->fsm.on_applied = on_applied;
     c->fsm.on_applied_data = c;
 
@@ -710,11 +717,33 @@ int qr_cluster_propose(struct qr_cluster *c,
     return 0;
 }
 
+int qr_cluster_check_level(const struct qr_cluster *c,
+                           const Qraft__Command *cmd,
+                           char *err,
+                           size_t err_len)
+{
+    uint32_t need = qr_command_level(cmd);
+    if (need <= c->fsm.feature_level) {
+        return 0;
+    }
+    snprintf(err, err_len,
+             "this needs cluster feature level %u and the cluster is at %u: "
+             "it rises once every node runs a version that has it (see "
+             "`qraft status`)",
+             need, c->fsm.feature_level);
+    return QR_EUNAVAIL;
+}
+
 int qr_cluster_propose_command(struct qr_cluster *c,
                                const Qraft__Command *cmd,
                                qr_cluster_propose_cb cb,
                                void *data)
 {
+    char why[256];
+    if (qr_cluster_check_level(c, cmd, why, sizeof why) != 0) {
+        QR_WARN("cluster", "not proposed: %s", why);
+        return QR_EUNAVAIL;
+    }
     struct qr_packed packed;
     int rv = qr_command_pack(cmd, &packed);
     if (rv != 0) {

@@ -161,8 +161,16 @@ bool qr_cluster_removed(struct qr_cluster *c, uint64_t id);
 /* Reports that the leader says this node was removed (see on_removed). */
 void qr_cluster_note_removed(struct qr_cluster *c);
 
+/* QR_EUNAVAIL, with why in err, when the cluster's feature level is below
+ * the one cmd needs (some member runs an older version); else 0. */
+int qr_cluster_check_level(const struct qr_cluster *c,
+                           const Qraft__Command *cmd,
+                           char *err,
+                           size_t err_len);
+
 /* Packs cmd (borrowed) and proposes it: qr_cluster_propose for a command
- * not packed yet. On error nothing is left to free and cb never fires. */
+ * not packed yet. On error (QR_EUNAVAIL too when the feature level is below
+ * the command's) nothing is left to free and cb never fires. */
 int qr_cluster_propose_command(struct qr_cluster *c,
                                const Qraft__Command *cmd,
                                qr_cluster_propose_cb cb,

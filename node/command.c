@@ -392,6 +392,25 @@ out:
     return rv;
 }
 
+uint32_t qr_command_level(const Qraft__Command *cmd)
+{
+    switch (cmd->body_case) {
+        case QRAFT__COMMAND__BODY_PUBLISH:
+        case QRAFT__COMMAND__BODY_CANCEL:
+        case QRAFT__COMMAND__BODY_DLQ_REPLAY:
+        case QRAFT__COMMAND__BODY_DLQ_DELETE:
+        case QRAFT__COMMAND__BODY_SET_SIGNING_KEYS:
+        case QRAFT__COMMAND__BODY_DELIVERY_RESULTS:
+        case QRAFT__COMMAND__BODY_PRUNE:
+        case QRAFT__COMMAND__BODY_SET_NODE_INFO:
+        case QRAFT__COMMAND__BODY_ASSIGN_SHARDS:
+        case QRAFT__COMMAND__BODY_SET_FEATURE_LEVEL:
+            return 1;
+        default:
+            return 2;
+    }
+}
+
 int qr_command_pack(const Qraft__Command *cmd, struct qr_packed *out)
 {
     size_t len = qraft__command__get_packed_size(cmd);

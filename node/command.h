@@ -29,6 +29,18 @@
 #define QR_ENTRY_HEADER_BYTES 8u
 #define QR_ENTRY_MAGIC 0x51524531u /* "QRE1" */
 
+/* Feature levels: what a cluster may propose. A node advertises the level
+ * of its binary (or less, when pinned with --max-feature-level); the leader
+ * raises the cluster's level to the lowest level its members advertise, and
+ * proposes a command kind only once the cluster is at its level, so a node
+ * never receives a command it does not know during a rolling upgrade.
+ *   1  publish, cancel, DLQ replay/delete, keys, delivery results, prune,
+ *      node info, shard assignment, the feature level itself
+ *   2  url groups, queues, schedules
+ * A new command kind raises QR_FEATURE_LEVEL and is listed in
+ * qr_command_level. */
+#define QR_FEATURE_LEVEL 2u
+
 /* "msg_" + 12 hex (ms) + 4 hex (node) + 8 hex (sequence) + NUL */
 #define QR_ID_BYTES 29
 
@@ -66,6 +78,9 @@ int qr_command_pack_publish(const Qraft__PublishRequest *req,
                             const char *message_id,
                             const struct qr_limits *limits,
                             struct qr_packed *out);
+
+/* The feature level the cluster must be at before cmd may be proposed. */
+uint32_t qr_command_level(const Qraft__Command *cmd);
 
 /* Packs any command; out->data is new (free with free()). */
 int qr_command_pack(const Qraft__Command *cmd, struct qr_packed *out);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "command.h"
 #include "err.h"
 
 #define KIB (1024ull)
@@ -50,6 +51,7 @@ void qr_config_defaults(struct qr_config *c)
     c->election_timeout_ms = 300;
     c->heartbeat_timeout_ms = 30;
     c->connect_retry_ms = 100;
+    c->max_feature_level = QR_FEATURE_LEVEL;
     c->snapshot_threshold = 8192;
     c->snapshot_trailing = 8192;
 
@@ -97,6 +99,9 @@ void qr_config_usage(FILE *out)
         "  --election-timeout-ms N  (default 300)\n"
         "  --heartbeat-timeout-ms N (default 30)\n"
         "  --connect-retry-ms N   raft reconnect delay (default 100)\n"
+        "  --max-feature-level N  advertise at most this feature level, so\n"
+        "                         a rolling upgrade can still be rolled back\n"
+        "                         (default: this binary's)\n"
         "  --log-level L          debug, info, warn or error (default info)\n"
         "  --version, --help\n"
         "\n"
@@ -321,6 +326,7 @@ enum {
     OPT_ELECTION,
     OPT_HEARTBEAT,
     OPT_CONNECT_RETRY,
+    OPT_MAX_FEATURE_LEVEL,
     OPT_LOG_LEVEL,
     OPT_VERSION,
     OPT_HELP,
@@ -345,6 +351,7 @@ static const struct option long_options[] = {
     {"election-timeout-ms", required_argument, NULL, OPT_ELECTION},
     {"heartbeat-timeout-ms", required_argument, NULL, OPT_HEARTBEAT},
     {"connect-retry-ms", required_argument, NULL, OPT_CONNECT_RETRY},
+    {"max-feature-level", required_argument, NULL, OPT_MAX_FEATURE_LEVEL},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"version", no_argument, NULL, OPT_VERSION},
     {"help", no_argument, NULL, OPT_HELP},
@@ -470,6 +477,15 @@ static int apply_option(struct qr_config *c,
                 return QR_EBADREQ;
             }
             c->connect_retry_ms = (unsigned)n;
+            return 0;
+        case OPT_MAX_FEATURE_LEVEL:
+            if (parse_u64(v, 1, QR_FEATURE_LEVEL, &n) != 0) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "--max-feature-level: '%s' is not in 1..%u", v,
+                         QR_FEATURE_LEVEL);
+                return QR_EBADREQ;
+            }
+            c->max_feature_level = (unsigned)n;
             return 0;
         case OPT_ELECTION:
         case OPT_HEARTBEAT:

@@ -57,6 +57,7 @@ struct qr_config {
     unsigned election_timeout_ms;  /* 300 */
     unsigned heartbeat_timeout_ms; /* 30 */
     unsigned connect_retry_ms;     /* 100 */
+    unsigned max_feature_level;    /* advertised; QR_FEATURE_LEVEL */
     unsigned snapshot_threshold;   /* entries between snapshots: 8192 */
     unsigned snapshot_trailing;    /* entries kept after one: 8192 */
 

@@ -637,6 +637,29 @@ static int apply_set_node_info(struct apply_ctx *ctx,
     return qr_store_meta_put_msg(ctx->txn, name, &s->info->base);
 }
 
+/* The feature level only goes up: a late or repeated proposal of a lower
+ * level changes nothing. */
+static int apply_set_feature_level(struct apply_ctx *ctx,
+                                   const Qraft__SetFeatureLevel *l,
+                                   struct qr_apply_result *res)
+{
+    uint64_t level = QR_FSM_BASE_FEATURE_LEVEL;
+    int rv = qr_store_meta_get_u64(ctx->txn, QR_META_FEATURE_LEVEL, &level);
+    if (rv != 0 && rv != QR_ENOTFOUND) {
+        return rv;
+    }
+    if (l->level <= level) {
+        set_result(res, QR_ECONFLICT, "feature level %u is not above %" PRIu64,
+                   l->level, level);
+        return 0;
+    }
+    rv = qr_store_meta_put_u64(ctx->txn, QR_META_FEATURE_LEVEL, l->level);
+    if (rv == 0) {
+        ctx->fsm->feature_level = l->level;
+    }
+    return rv;
+}
+
 /* A new shard map replaces the stored one only if its epoch is newer: an
  * assignment never goes back in time. */
 static int apply_assign_shards(struct apply_ctx *ctx,
@@ -690,6 +713,8 @@ static int apply_command(struct apply_ctx *ctx,
             return apply_set_node_info(ctx, cmd->set_node_info, res);
         case QRAFT__COMMAND__BODY_ASSIGN_SHARDS:
             return apply_assign_shards(ctx, cmd->assign_shards, res);
+        case QRAFT__COMMAND__BODY_SET_FEATURE_LEVEL:
+            return apply_set_feature_level(ctx, cmd->set_feature_level, res);
         default:
             /* A kind this node does not know: feature levels should make
              * this impossible; skipping it would diverge from the nodes that
@@ -860,11 +885,16 @@ static int load_indexes(struct qr_fsm *f)
     }
     f->applied_index = 0;
     f->last_time_ms = 0;
+    uint64_t level = QR_FSM_BASE_FEATURE_LEVEL;
     rv = qr_store_meta_get_u64(txn, QR_META_APPLIED_INDEX, &f->applied_index);
     if (rv == 0 || rv == QR_ENOTFOUND) {
         rv = qr_store_meta_get_u64(txn, QR_META_LAST_TIME, &f->last_time_ms);
     }
+    if (rv == 0 || rv == QR_ENOTFOUND) {
+        rv = qr_store_meta_get_u64(txn, QR_META_FEATURE_LEVEL, &level);
+    }
     qr_store_txn_abort(txn);
+    f->feature_level = (uint32_t)level;
     return rv == QR_ENOTFOUND ? 0 : rv;
 }
 

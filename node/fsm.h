@@ -53,6 +53,7 @@ struct qr_fsm {
     struct qr_store *store;   /* borrowed */
     uint64_t applied_index;   /* mirrors meta applied_index */
     uint64_t last_time_ms;    /* proposed_at_ms of the last applied entry */
+    uint32_t feature_level;   /* mirrors meta feature_level (see command.h) */
     bool failed;
     qr_fsm_applied_cb on_applied;
     void *on_applied_data;
@@ -62,7 +63,8 @@ struct qr_fsm {
     void *on_due_data;
 };
 
-/* Loads the applied index and last leader time from the store. */
+/* Loads the applied index, last leader time and feature level from the
+ * store. */
 int qr_fsm_init(struct qr_fsm *f, struct qr_store *store);
 void qr_fsm_close(struct qr_fsm *f);
 
@@ -70,7 +72,9 @@ void qr_fsm_close(struct qr_fsm *f);
 uint32_t qr_fsm_shard_of(const char *message_id);
 
 #define QR_META_LAST_TIME "last_time_ms"
-#define QR_META_SHARDS "shards"     /* qraft.AssignShards */
-#define QR_META_NODE_PREFIX "node." /* + decimal id: qraft.NodeInfo */
+#define QR_META_SHARDS "shards"               /* qraft.AssignShards */
+#define QR_META_NODE_PREFIX "node."           /* + decimal id: qraft.NodeInfo */
+#define QR_META_FEATURE_LEVEL "feature_level" /* u64; absent = base level */
+#define QR_FSM_BASE_FEATURE_LEVEL 1u
 
 #endif /* QR_FSM_H */

@@ -366,6 +366,11 @@ static void propose_command(struct qr_rpc_conn *conn,
                             const Qraft__Command *cmd,
                             qr_cluster_propose_cb cb)
 {
+    char why[256];
+    if (qr_cluster_check_level(conn->rpc->cluster, cmd, why, sizeof why) != 0) {
+        send_error(conn, req->id, QRAFT__STATUS__UNAVAILABLE, "%s", why);
+        return;
+    }
     struct qr_packed packed;
     struct call *call = call_new(conn, req);
     if (call == NULL || qr_command_pack(cmd, &packed) != 0) {
@@ -994,7 +999,7 @@ static void handle_status(struct qr_rpc_conn *conn, const Qraft__Request *req)
 
     Qraft__NodeStatus nodes[QR_CLUSTER_MAX_NODES];
     Qraft__NodeStatus *node_ptrs[QR_CLUSTER_MAX_NODES];
-    char addrs[QR_CLUSTER_MAX_NODES][2][QR_ADDR_MAX];
+    Qraft__NodeInfo *infos[QR_CLUSTER_MAX_NODES];
     uint64_t now = qr_clock_mono_ms();
     for (size_t i = 0; i < cs.n_nodes; i++) {
         uint64_t nid = cs.nodes[i].id;
@@ -1003,9 +1008,15 @@ static void handle_status(struct qr_rpc_conn *conn, const Qraft__Request *req)
         nodes[i].role = (char *)cs.nodes[i].role;
         nodes[i].raft = cs.nodes[i].raft_addr;
         nodes[i].shards = qr_shards_count(rpc->shards, nid);
-        qr_shards_node_addrs(rpc->shards, nid, addrs[i][0], addrs[i][1]);
-        nodes[i].rpc = addrs[i][0];
-        nodes[i].http = addrs[i][1];
+        infos[i] = qr_shards_node_info(rpc->shards, nid);
+        if (infos[i] != NULL) {
+            nodes[i].rpc = infos[i]->rpc;
+            nodes[i].http = infos[i]->http;
+            nodes[i].version = infos[i]->version;
+            nodes[i].feature_level = infos[i]->feature_level != 0
+                                         ? infos[i]->feature_level
+                                         : QR_FSM_BASE_FEATURE_LEVEL;
+        }
         if (nid == rpc->config->id) {
             nodes[i].alive = true;
             nodes[i].applied = cs.applied_index;
@@ -1036,11 +1047,17 @@ static void handle_status(struct qr_rpc_conn *conn, const Qraft__Request *req)
     sr.n_state_counts = 7;
     sr.state_counts = counts;
     sr.version = QRAFT_VERSION;
+    sr.feature_level = rpc->cluster->fsm.feature_level;
     Qraft__Response resp = QRAFT__RESPONSE__INIT;
     resp.id = req->id;
     resp.body_case = QRAFT__RESPONSE__BODY_CLUSTER_STATUS;
     resp.cluster_status = &sr;
     send_response(conn, &resp, false);
+    for (size_t i = 0; i < cs.n_nodes; i++) {
+        if (infos[i] != NULL) {
+            qraft__node_info__free_unpacked(infos[i], NULL);
+        }
+    }
 }
 
 static void handle_heartbeat(struct qr_rpc_conn *conn,

@@ -52,7 +52,7 @@ static void refresh_map(struct qr_shards *s)
     qraft__assign_shards__free_unpacked(a, NULL);
 }
 
-static Qraft__NodeInfo *read_node_info(struct qr_shards *s, uint64_t id)
+Qraft__NodeInfo *qr_shards_node_info(struct qr_shards *s, uint64_t id)
 {
     char name[48];
     struct qr_store_txn *txn = NULL;
@@ -72,7 +72,7 @@ void qr_shards_node_addrs(struct qr_shards *s,
                           char *rpc,
                           char *http)
 {
-    Qraft__NodeInfo *info = read_node_info(s, id);
+    Qraft__NodeInfo *info = qr_shards_node_info(s, id);
     if (rpc != NULL) {
         snprintf(rpc, QR_ADDR_MAX, "%s", info != NULL ? info->rpc : "");
     }
@@ -153,33 +153,37 @@ static void on_info_applied(void *data,
     }
 }
 
-/* Makes the replicated node info match what node id advertises. At most one
- * such proposal in flight. */
-static void sync_node_info(struct qr_shards *s,
-                           uint64_t id,
-                           const char *rpc,
-                           const char *http)
+/* What this node advertises about itself; borrows from s->config. */
+static void own_info(struct qr_shards *s, Qraft__NodeInfo *info)
+{
+    qraft__node_info__init(info);
+    info->id = s->config->id;
+    info->rpc = (char *)s->config->rpc_addr;
+    info->http = (char *)s->config->http_addr;
+    info->version = QRAFT_VERSION;
+    info->feature_level = s->config->max_feature_level;
+}
+
+/* Makes the replicated node info match what a node advertises (borrowed).
+ * At most one such proposal in flight. */
+static void sync_node_info(struct qr_shards *s, const Qraft__NodeInfo *info)
 {
     if (s->info_pending) {
         return;
     }
-    Qraft__NodeInfo *stored = read_node_info(s, id);
-    bool same = stored != NULL && strcmp(stored->rpc, rpc) == 0 &&
-                strcmp(stored->http, http) == 0 &&
-                strcmp(stored->version, QRAFT_VERSION) == 0;
+    Qraft__NodeInfo *stored = qr_shards_node_info(s, info->id);
+    bool same = stored != NULL && strcmp(stored->rpc, info->rpc) == 0 &&
+                strcmp(stored->http, info->http) == 0 &&
+                strcmp(stored->version, info->version) == 0 &&
+                stored->feature_level == info->feature_level;
     if (stored != NULL) {
         qraft__node_info__free_unpacked(stored, NULL);
     }
     if (same) {
         return;
     }
-    Qraft__NodeInfo info = QRAFT__NODE_INFO__INIT;
-    info.id = id;
-    info.rpc = (char *)rpc;
-    info.http = (char *)http;
-    info.version = QRAFT_VERSION;
     Qraft__SetNodeInfo set = QRAFT__SET_NODE_INFO__INIT;
-    set.info = &info;
+    set.info = (Qraft__NodeInfo *)info;
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_SET_NODE_INFO;
     cmd.set_node_info = &set;
@@ -220,7 +224,7 @@ void qr_shards_on_heartbeat(struct qr_shards *s,
     }
     snprintf(n->rpc, sizeof n->rpc, "%s", req->info->rpc);
     snprintf(n->http, sizeof n->http, "%s", req->info->http);
-    sync_node_info(s, n->id, n->rpc, n->http);
+    sync_node_info(s, req->info);
 }
 
 static bool is_live(struct qr_shards *s, uint64_t id, uint64_t now)
@@ -397,11 +401,8 @@ static void send_heartbeat(struct qr_shards *s, uint64_t now)
     }
     hc->shards = s;
     hc->sent_mono_ms = now;
-    Qraft__NodeInfo info = QRAFT__NODE_INFO__INIT;
-    info.id = s->config->id;
-    info.rpc = (char *)s->config->rpc_addr;
-    info.http = (char *)s->config->http_addr;
-    info.version = QRAFT_VERSION;
+    Qraft__NodeInfo info;
+    own_info(s, &info);
     Qraft__HeartbeatRequest hb = QRAFT__HEARTBEAT_REQUEST__INIT;
     hb.info = &info;
     hb.applied_index = s->cluster->fsm.applied_index;
@@ -517,6 +518,68 @@ int qr_shards_submit_result(struct qr_shards *s,
 /* ------------------------------------------------------------------------ */
 /* The tick. */
 
+static void on_level_applied(void *data,
+                             int status,
+                             const struct qr_apply_result *res)
+{
+    struct qr_shards *s = data;
+    s->level_pending = false;
+    if (status == 0 && res->status == 0) {
+        QR_INFO("shards", "the cluster is now at feature level %u",
+                s->cluster->fsm.feature_level);
+    } else {
+        QR_DEBUG("shards", "raising the feature level: %s",
+                 qr_strerror(status != 0 ? status : res->status));
+    }
+}
+
+/* The lowest feature level the members of the configuration advertise (a
+ * member that has not advertised one counts as the base level). */
+static uint32_t members_level(struct qr_shards *s)
+{
+    struct qr_cluster_status st;
+    qr_cluster_get_status(s->cluster, &st);
+    uint32_t level = s->config->max_feature_level;
+    for (size_t i = 0; i < st.n_nodes; i++) {
+        uint32_t l = QR_FSM_BASE_FEATURE_LEVEL;
+        if (st.nodes[i].id == s->config->id) {
+            l = s->config->max_feature_level;
+        } else {
+            Qraft__NodeInfo *info = qr_shards_node_info(s, st.nodes[i].id);
+            if (info != NULL && info->feature_level > l) {
+                l = info->feature_level;
+            }
+            if (info != NULL) {
+                qraft__node_info__free_unpacked(info, NULL);
+            }
+        }
+        if (l < level) {
+            level = l;
+        }
+    }
+    return level;
+}
+
+/* Leader: raises the cluster's feature level once every member runs at a
+ * higher one (see command.h). */
+static void maybe_raise_level(struct qr_shards *s)
+{
+    if (s->level_pending) {
+        return;
+    }
+    uint32_t level = members_level(s);
+    if (level <= s->cluster->fsm.feature_level) {
+        return;
+    }
+    Qraft__SetFeatureLevel set = QRAFT__SET_FEATURE_LEVEL__INIT;
+    set.level = level;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_SET_FEATURE_LEVEL;
+    cmd.set_feature_level = &set;
+    s->level_pending =
+        qr_cluster_propose_command(s->cluster, &cmd, on_level_applied, s) == 0;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct qr_shards *s = t->data;
@@ -532,11 +595,14 @@ static void on_tick(uv_timer_t *t)
         s->serving_since_mono_ms = now;
         s->assign_pending = false;
         s->info_pending = false;
+        s->level_pending = false;
     }
     if (serving) {
         qr_peer_set_target(&s->peer, NULL);
-        sync_node_info(s, s->config->id, s->config->rpc_addr,
-                       s->config->http_addr);
+        Qraft__NodeInfo info;
+        own_info(s, &info);
+        sync_node_info(s, &info);
+        maybe_raise_level(s);
         maybe_assign(s, now);
     } else if (!s->leaving) {
         send_heartbeat(s, now);
@@ -633,11 +699,8 @@ void qr_shards_leave(struct qr_shards *s, void (*cb)(void *data), void *data)
         finish_leave(s);
         return;
     }
-    Qraft__NodeInfo info = QRAFT__NODE_INFO__INIT;
-    info.id = s->config->id;
-    info.rpc = (char *)s->config->rpc_addr;
-    info.http = (char *)s->config->http_addr;
-    info.version = QRAFT_VERSION;
+    Qraft__NodeInfo info;
+    own_info(s, &info);
     Qraft__HeartbeatRequest hb = QRAFT__HEARTBEAT_REQUEST__INIT;
     hb.info = &info;
     hb.applied_index = s->cluster->fsm.applied_index;

@@ -73,6 +73,7 @@ struct qr_shards {
     size_t n_nodes;
     bool assign_pending;
     bool info_pending;
+    bool level_pending; /* a SetFeatureLevel is being proposed */
 
     bool leaving; /* gave its shards up for a clean stop */
     void (*leave_cb)(void *data);
@@ -128,6 +129,10 @@ int qr_shards_propose_results(struct qr_shards *s,
                               size_t n,
                               qr_shards_result_cb cb,
                               void *data);
+
+/* What node `id` advertised (replicated): returns new (free with
+ * qraft__node_info__free_unpacked(info, NULL)), or NULL when unknown. */
+Qraft__NodeInfo *qr_shards_node_info(struct qr_shards *s, uint64_t id);
 
 /* The RPC and HTTP addresses node `id` advertised (replicated), or "" when
  * unknown. out buffers hold QR_ADDR_MAX bytes; either may be NULL. */

@@ -403,6 +403,8 @@ struct qraft_node_status {
     char *raft; /* addresses */
     char *rpc;
     char *http;
+    char *version;          /* as the node advertised it; "" unknown */
+    uint32_t feature_level; /* advertised; 0 unknown */
 };
 
 struct qraft_status {
@@ -416,6 +418,7 @@ struct qraft_status {
     uint64_t last_index;
     uint64_t state_counts[QRAFT_N_STATES]; /* indexed by enum qraft_state */
     char *version;
+    uint32_t feature_level; /* the cluster's (see docs/operations.md) */
     struct qraft_node_status *nodes;
     size_t n_nodes;
 };

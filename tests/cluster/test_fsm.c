@@ -250,6 +250,42 @@ static uint64_t count_on(struct server *s, Qraft__MessageState state)
     return counts[state];
 }
 
+static struct qr_packed feature_level_cmd(uint32_t level)
+{
+    Qraft__SetFeatureLevel l = QRAFT__SET_FEATURE_LEVEL__INIT;
+    l.level = level;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_SET_FEATURE_LEVEL;
+    cmd.set_feature_level = &l;
+    struct qr_packed packed;
+    assert_int_equal(qr_command_pack(&cmd, &packed), 0);
+    return packed;
+}
+
+/* The cluster's feature level starts at the base level, rises on every
+ * replica with SetFeatureLevel, never goes back down, and survives a
+ * restart. */
+static void test_feature_level_only_rises(void **state)
+{
+    struct fixture *f = *state;
+    for (unsigned i = 0; i < f->n; i++) {
+        assert_int_equal(f->servers[i].fsm.feature_level,
+                         QR_FSM_BASE_FEATURE_LEVEL);
+    }
+    struct qr_packed cmd = feature_level_cmd(2);
+    propose(f, 0, &cmd, 1, 1000, f->n);
+    cmd = feature_level_cmd(1);
+    propose(f, 0, &cmd, 1, 2000, f->n);
+    for (unsigned i = 0; i < f->n; i++) {
+        assert_int_equal(f->servers[i].fsm.feature_level, 2);
+    }
+    char dir[64];
+    snprintf(dir, sizeof dir, "%s", f->servers[1].dir);
+    server_close(&f->servers[1], false);
+    server_open(&f->servers[1], dir);
+    assert_int_equal(f->servers[1].fsm.feature_level, 2);
+}
+
 /* A committed publish is stored, pending, on every replica, with the
  * leader's stamp and defaults; a duplicate dedup id stores nothing more. */
 static void test_publish_replicates(void **state)
@@ -432,6 +468,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_double_apply_after_restart,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_catch_up, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_feature_level_only_rises, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -74,6 +74,10 @@ def binary(name):
     return path
 
 
+# The feature level of this build's qraftd (QR_FEATURE_LEVEL in
+# node/command.h).
+FEATURE_LEVEL = 2
+
 _handed_out_ports = set()
 
 

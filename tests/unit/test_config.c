@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "command.h"
 #include "config.h"
 #include "err.h"
 
@@ -497,6 +498,23 @@ static void test_raft_timings(void **state)
     REFUSED("--connect-retry-ms", "--dev", "--connect-retry-ms", "0", NULL);
 }
 
+/* The advertised feature level defaults to the binary's and may only be
+ * pinned lower. */
+static void test_max_feature_level(void **state)
+{
+    (void)state;
+    struct run *r = parse("--dev", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.max_feature_level, QR_FEATURE_LEVEL);
+    free_run(r);
+    r = parse("--dev", "--max-feature-level", "1", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.max_feature_level, 1);
+    free_run(r);
+    REFUSED("--max-feature-level", "--dev", "--max-feature-level", "0", NULL);
+    REFUSED("--max-feature-level", "--dev", "--max-feature-level", "99", NULL);
+}
+
 /* Raft wants IPv4 dotted quads: host names are resolved at start. */
 static void test_raft_host_names_resolved(void **state)
 {
@@ -520,6 +538,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_raft_timings, clear_env,
+                                        clear_env),
+        cmocka_unit_test_setup_teardown(test_max_feature_level, clear_env,
                                         clear_env),
         cmocka_unit_test_setup_teardown(test_raft_host_names_resolved,
                                         clear_env, clear_env),
