@@ -180,10 +180,13 @@ start_cluster() {
 
     build
 
-    if [ ! -s "$LOCAL/token" ]; then
-        (umask 077 && od -An -tx1 -N24 /dev/urandom | tr -d ' \n' \
-            >"$LOCAL/token")
-    fi
+    local secret
+    for secret in token peer-token; do
+        if [ ! -s "$LOCAL/$secret" ]; then
+            (umask 077 && od -An -tx1 -N24 /dev/urandom | tr -d ' \n' \
+                >"$LOCAL/$secret")
+        fi
+    done
     TOKEN=$(cat "$LOCAL/token")
     echo "$n" >"$LOCAL/nodes"
 
@@ -197,7 +200,8 @@ start_cluster() {
     : >"$PIDS"
     for i in $(seq 1 "$n"); do
         # Its own session: a Ctrl-C in this terminal does not reach it.
-        setsid "$BUILD_DIR/bin/qraftd" --id "$i" --peers "$peers" \
+        QRAFT_PEER_TOKEN=$(cat "$LOCAL/peer-token") \
+            setsid "$BUILD_DIR/bin/qraftd" --id "$i" --peers "$peers" \
             --data "$LOCAL/node$i" \
             --raft "127.0.0.1:$((7200 + i))" \
             --rpc "127.0.0.1:$((7100 + i))" \

@@ -84,6 +84,8 @@ void qr_config_usage(FILE *out)
         "  --raft HOST:PORT       raft address (default 127.0.0.1:7200)\n"
         "  --rpc HOST:PORT        client RPC address (default 127.0.0.1:7100)\n"
         "  --http HOST:PORT       HTTP address (default 127.0.0.1:8080)\n"
+        "  --peer-token T         secret for node-to-node requests (env\n"
+        "                         QRAFT_PEER_TOKEN; default: the API token)\n"
         "  --token T              API token (env QRAFT_TOKEN); --dev\n"
         "                         generates one and keeps it in DIR\n"
         "  --max-body-bytes N     largest message body (default 1048576,\n"
@@ -317,6 +319,7 @@ enum {
     OPT_RPC,
     OPT_HTTP,
     OPT_TOKEN,
+    OPT_PEER_TOKEN,
     OPT_MAX_BODY,
     OPT_DEDUP_WINDOW,
     OPT_SNAPSHOT_THRESHOLD,
@@ -342,6 +345,7 @@ static const struct option long_options[] = {
     {"rpc", required_argument, NULL, OPT_RPC},
     {"http", required_argument, NULL, OPT_HTTP},
     {"token", required_argument, NULL, OPT_TOKEN},
+    {"peer-token", required_argument, NULL, OPT_PEER_TOKEN},
     {"max-body-bytes", required_argument, NULL, OPT_MAX_BODY},
     {"dedup-window", required_argument, NULL, OPT_DEDUP_WINDOW},
     {"snapshot-threshold", required_argument, NULL, OPT_SNAPSHOT_THRESHOLD},
@@ -411,14 +415,17 @@ static int apply_option(struct qr_config *c,
         case OPT_HTTP:
             return copy_addr(c->http_addr, "--http", v, errmsg);
         case OPT_TOKEN:
-            if (strlen(v) == 0 || strlen(v) >= sizeof c->token) {
-                snprintf(errmsg, QR_ERRMSG_BYTES,
-                         "--token: must be 1 to %zu bytes",
-                         sizeof c->token - 1);
+        case OPT_PEER_TOKEN: {
+            char *dst = opt == OPT_TOKEN ? c->token : c->peer_token;
+            if (strlen(v) == 0 || strlen(v) >= QR_TOKEN_MAX) {
+                snprintf(errmsg, QR_ERRMSG_BYTES, "%s: must be 1 to %d bytes",
+                         opt == OPT_TOKEN ? "--token" : "--peer-token",
+                         QR_TOKEN_MAX - 1);
                 return QR_EBADREQ;
             }
-            snprintf(c->token, sizeof c->token, "%s", v);
+            snprintf(dst, QR_TOKEN_MAX, "%s", v);
             return 0;
+        }
         case OPT_MAX_BODY:
             if (parse_u64(v, 1, MAX_BODY_BYTES_CEILING, &n) != 0) {
                 snprintf(errmsg, QR_ERRMSG_BYTES,
@@ -537,11 +544,19 @@ int qr_config_parse(struct qr_config *c,
     *action = QR_CONFIG_RUN;
     errmsg[0] = '\0';
 
-    const char *env_token = getenv("QRAFT_TOKEN");
-    if (env_token != NULL && *env_token != '\0') {
-        int rv = apply_option(c, OPT_TOKEN, env_token, out, action, errmsg);
-        if (rv != 0) {
-            return rv;
+    static const struct {
+        const char *name;
+        int opt;
+    } env_options[] = {{"QRAFT_TOKEN", OPT_TOKEN},
+                       {"QRAFT_PEER_TOKEN", OPT_PEER_TOKEN}};
+    for (size_t i = 0; i < sizeof env_options / sizeof env_options[0]; i++) {
+        const char *v = getenv(env_options[i].name);
+        if (v != NULL && *v != '\0') {
+            int rv =
+                apply_option(c, env_options[i].opt, v, out, action, errmsg);
+            if (rv != 0) {
+                return rv;
+            }
         }
     }
 

@@ -48,6 +48,9 @@ struct qr_config {
     char rpc_addr[QR_ADDR_MAX];
     char http_addr[QR_ADDR_MAX];
     char token[QR_TOKEN_MAX]; /* empty: generated and persisted (--dev) */
+    /* Authenticates node-to-node requests (heartbeats, results); empty:
+     * the API token does. */
+    char peer_token[QR_TOKEN_MAX];
     struct qr_config_peer peers[QR_MAX_PEERS];
     size_t n_peers;
 

@@ -1209,6 +1209,13 @@ static const struct route routes[] = {
     {QRAFT__REQUEST__BODY_RESULTS, "results", handle_results, true, false},
 };
 
+/* Node-to-node requests: they need the peer token. */
+static bool is_peer_request(Qraft__Request__BodyCase kind)
+{
+    return kind == QRAFT__REQUEST__BODY_HEARTBEAT ||
+           kind == QRAFT__REQUEST__BODY_RESULTS;
+}
+
 /* Compares without an early exit, so timing does not reveal the token. */
 static bool token_matches(const char *want, const char *got)
 {
@@ -1281,8 +1288,10 @@ static bool forward(struct qr_rpc_conn *conn, Qraft__Request *req)
 }
 
 /* Routes one decoded request (borrowed) to its handler, which answers on
- * conn now or later. */
-static void dispatch(struct qr_rpc_conn *conn, Qraft__Request *req)
+ * conn now or later. as_peer: it carried the peer token. */
+static void dispatch(struct qr_rpc_conn *conn,
+                     Qraft__Request *req,
+                     bool as_peer)
 {
     struct qr_rpc *rpc = conn->rpc;
     const struct route *route = NULL;
@@ -1294,6 +1303,13 @@ static void dispatch(struct qr_rpc_conn *conn, Qraft__Request *req)
     if (route == NULL) {
         send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
                    "unknown request kind %d", (int)req->body_case);
+        return;
+    }
+    if (is_peer_request(req->body_case) && !as_peer) {
+        send_error(conn, req->id, QRAFT__STATUS__UNAUTHORIZED,
+                   "unauthorized: %s is a node-to-node request and needs the "
+                   "peer token",
+                   route->name);
         return;
     }
     if (route->needs_leader && !qr_cluster_serving(rpc->cluster)) {
@@ -1317,11 +1333,12 @@ static void handle_frame(struct qr_rpc_conn *conn,
                    "malformed request (%zu bytes do not decode)", len);
         return;
     }
-    if (!token_matches(rpc->token, req->token)) {
+    bool as_peer = token_matches(rpc->peer_token, req->token);
+    if (!as_peer && !token_matches(rpc->token, req->token)) {
         send_error(conn, req->id, QRAFT__STATUS__UNAUTHORIZED,
                    "unauthorized: wrong or missing token");
     } else {
-        dispatch(conn, req);
+        dispatch(conn, req, as_peer);
     }
     qraft__request__free_unpacked(req, NULL);
 }
@@ -1343,7 +1360,7 @@ int qr_rpc_submit(struct qr_rpc *rpc,
     conn->reply_cb = cb;
     conn->reply_data = data;
     rpc->n_requests++;
-    dispatch(conn, req);
+    dispatch(conn, req, false);
     conn_unref(conn); /* calls in progress hold their own references */
     return 0;
 }
@@ -1522,6 +1539,7 @@ int qr_rpc_init(struct qr_rpc *rpc,
     rpc->loop = loop;
     rpc->config = cfg;
     rpc->token = token;
+    rpc->peer_token = cfg->peer_token[0] != '\0' ? cfg->peer_token : token;
     rpc->cluster = cluster;
     rpc->store = store;
 

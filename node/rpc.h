@@ -33,9 +33,11 @@ struct qr_rpc {
     uv_loop_t *loop;                /* borrowed */
     const struct qr_config *config; /* borrowed */
     const char *token;              /* borrowed: the effective API token */
-    struct qr_cluster *cluster;     /* borrowed */
-    struct qr_store *store;         /* borrowed */
-    struct qr_shards *shards;       /* borrowed */
+    /* borrowed: cfg->peer_token, or token when that is empty */
+    const char *peer_token;
+    struct qr_cluster *cluster; /* borrowed */
+    struct qr_store *store;     /* borrowed */
+    struct qr_shards *shards;   /* borrowed */
     uv_tcp_t listener;
     struct qr_rpc_conn *conns; /* live connections, a doubly linked list */
     size_t n_conns;
@@ -46,7 +48,9 @@ struct qr_rpc {
     uint64_t n_requests;
 };
 
-/* Binds and listens on cfg->rpc_addr. All pointers are borrowed and must
+/* Binds and listens on cfg->rpc_addr. Client requests need the API token
+ * (or the peer token: followers forward clients' writes); peer requests
+ * (heartbeats, results) need the peer token. All pointers are borrowed and must
  * outlive the server. On failure rpc->errmsg says why and nothing needs
  * closing. */
 int qr_rpc_init(struct qr_rpc *rpc,

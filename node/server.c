@@ -467,8 +467,16 @@ int qr_server_init(struct qr_server *s,
         snprintf(s->errmsg, sizeof s->errmsg, "%s", s->cluster.errmsg);
         goto err_after_cluster;
     }
+    const char *peer_token =
+        cfg->peer_token[0] != '\0' ? cfg->peer_token : s->token;
+    if (!cfg->dev && cfg->peer_token[0] == '\0') {
+        QR_WARN("server",
+                "node-to-node requests use the API token, so any "
+                "API client could pose as a node: give every node "
+                "the same --peer-token (QRAFT_PEER_TOKEN)");
+    }
     rv = qr_shards_init(&s->shards, &s->loop, cfg, &s->cluster, s->store,
-                        s->token);
+                        peer_token);
     if (rv != 0) {
         snprintf(s->errmsg, sizeof s->errmsg, "%s", s->shards.errmsg);
         goto err_after_cluster;

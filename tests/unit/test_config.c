@@ -97,6 +97,7 @@ static int clear_env(void **state)
 {
     (void)state;
     assert_int_equal(unsetenv("QRAFT_TOKEN"), 0);
+    assert_int_equal(unsetenv("QRAFT_PEER_TOKEN"), 0);
     return 0;
 }
 
@@ -253,6 +254,28 @@ static void test_token_from_env(void **state)
     assert_int_equal(setenv("QRAFT_TOKEN", "", 1), 0);
     REFUSED("--token", NULL);
     assert_int_equal(unsetenv("QRAFT_TOKEN"), 0);
+}
+
+/* The peer token comes from --peer-token or QRAFT_PEER_TOKEN; unset, it is
+ * empty (the API token then authenticates nodes too). */
+static void test_peer_token(void **state)
+{
+    (void)state;
+    struct run *r = parse("--dev", NULL);
+    assert_parsed(r);
+    assert_string_equal(r->c.peer_token, "");
+    free_run(r);
+    assert_int_equal(setenv("QRAFT_PEER_TOKEN", "peer-env", 1), 0);
+    r = parse("--dev", NULL);
+    assert_parsed(r);
+    assert_string_equal(r->c.peer_token, "peer-env");
+    free_run(r);
+    r = parse("--dev", "--peer-token", "peer-flag", NULL);
+    assert_parsed(r);
+    assert_string_equal(r->c.peer_token, "peer-flag");
+    assert_string_equal(r->c.token, "");
+    free_run(r);
+    REFUSED("--peer-token", "--dev", "--peer-token", "", NULL);
 }
 
 static void test_peers(void **state)
@@ -553,6 +576,7 @@ int main(void)
                                         clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_token_from_env, clear_env,
                                         clear_env),
+        cmocka_unit_test_setup_teardown(test_peer_token, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_peers, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_peers_refusals, clear_env,
                                         clear_env),
