@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -830,33 +831,54 @@ out:
     return rv == 0 ? 0 : RAFT_IOERR;
 }
 
-/* Snapshots serialize the whole store from one read transaction; the buffer
- * is ours (fsm version 2: raft hands it back through snapshot_finalize). */
+/* A snapshot is the store's, seen by one read transaction: the buffers
+ * handed to raft point into it (qr_store_snapshot_open copies only headers,
+ * keys and short values), raft writes them from its thread pool, and
+ * snapshot_finalize (fsm version 2) closes it. So the loop is blocked for a
+ * walk of the keys, not for a copy of every message body. */
 static int fsm_snapshot(struct raft_fsm *rf,
                         struct raft_buffer *bufs[],
                         unsigned *n_bufs)
 {
     struct qr_fsm *f = rf->data;
-    void *data = NULL;
-    size_t len = 0;
     uint64_t start_ms = qr_clock_mono_ms();
 
-    int rv = qr_store_snapshot(f->store, &data, &len);
+    if (f->snapshot != NULL) {
+        QR_ERROR("fsm", "snapshot: one is still being written");
+        return RAFT_BUSY;
+    }
+    int rv = qr_store_snapshot_open(f->store, &f->snapshot);
     if (rv != 0) {
         QR_ERROR("fsm", "snapshot: %s: %s", qr_strerror(rv),
                  qr_store_errmsg(f->store));
         return RAFT_IOERR;
     }
-    *bufs = raft_malloc(sizeof **bufs);
+    size_t n;
+    size_t total;
+    const struct qr_store_snap_buf *sb =
+        qr_store_snapshot_bufs(f->snapshot, &n, &total);
+    if (n > UINT_MAX) {
+        QR_ERROR("fsm", "snapshot: %zu buffers", n);
+        qr_store_snapshot_close(f->snapshot);
+        f->snapshot = NULL;
+        return RAFT_TOOBIG;
+    }
+    *bufs = raft_malloc(n * sizeof **bufs);
     if (*bufs == NULL) {
-        free(data);
+        qr_store_snapshot_close(f->snapshot);
+        f->snapshot = NULL;
         return RAFT_NOMEM;
     }
-    (*bufs)[0].base = data;
-    (*bufs)[0].len = len;
-    *n_bufs = 1;
-    QR_INFO("fsm", "snapshot at index %" PRIu64 ": %zu bytes in %" PRIu64 " ms",
-            f->applied_index, len, qr_clock_mono_ms() - start_ms);
+    for (size_t i = 0; i < n; i++) {
+        /* raft only reads them. */
+        (*bufs)[i].base = (void *)sb[i].base;
+        (*bufs)[i].len = sb[i].len;
+    }
+    *n_bufs = (unsigned)n;
+    QR_INFO("fsm",
+            "snapshot at index %" PRIu64 ": %zu bytes in %zu buffers, %" PRIu64
+            " ms",
+            f->applied_index, total, n, qr_clock_mono_ms() - start_ms);
     return 0;
 }
 
@@ -864,15 +886,12 @@ static int fsm_snapshot_finalize(struct raft_fsm *rf,
                                  struct raft_buffer *bufs[],
                                  unsigned *n_bufs)
 {
-    (void)rf;
-    if (*bufs != NULL) {
-        for (unsigned i = 0; i < *n_bufs; i++) {
-            free((*bufs)[i].base);
-        }
-        raft_free(*bufs);
-    }
+    struct qr_fsm *f = rf->data;
+    raft_free(*bufs);
     *bufs = NULL;
     *n_bufs = 0;
+    qr_store_snapshot_close(f->snapshot);
+    f->snapshot = NULL;
     return 0;
 }
 
@@ -937,6 +956,8 @@ int qr_fsm_init(struct qr_fsm *f, struct qr_store *store)
 
 void qr_fsm_close(struct qr_fsm *f)
 {
+    qr_store_snapshot_close(f->snapshot);
+    f->snapshot = NULL;
     f->store = NULL;
     f->raft = NULL;
 }

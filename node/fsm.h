@@ -54,6 +54,9 @@ struct qr_fsm {
     uint64_t applied_index;   /* mirrors meta applied_index */
     uint64_t last_time_ms;    /* proposed_at_ms of the last applied entry */
     uint32_t feature_level;   /* mirrors meta feature_level (see command.h) */
+    /* The snapshot raft is writing out (its buffers point into it), closed
+     * by snapshot_finalize; NULL otherwise. */
+    struct qr_store_snap *snapshot;
     bool failed;
     qr_fsm_applied_cb on_applied;
     void *on_applied_data;

@@ -2,7 +2,8 @@
  * It keeps the invariants listed in store.h (the `due` and `dlq` indexes, the
  * per-state counters and `dedupx` in step with their records), maps every
  * MDB_* code to a QR_E* code at this boundary, and hands out only decoded
- * copies, never pointers into the map.
+ * copies, never pointers into the map (but for the buffers of an open
+ * snapshot, which its read transaction keeps valid).
  *
  * Errors. MDB_NOTFOUND becomes QR_ENOTFOUND; MDB_CORRUPTED, MDB_PAGE_NOTFOUND
  * and MDB_INVALID become QR_ECORRUPT; MDB_READERS_FULL becomes QR_EUNAVAIL;
@@ -1540,127 +1541,268 @@ out:
     return rv;
 }
 
-/* Walks every pair of db: with `out` NULL only adds up sizes and counts,
- * else writes the database's section at *out and advances it. */
-static int snapshot_db(struct qr_store *s,
-                       MDB_txn *txn,
-                       enum db db,
-                       uint64_t *n_pairs,
-                       size_t *bytes,
-                       uint8_t **out)
+/* Values at least this long are not copied into a snapshot: its buffer
+ * points at them in the map (the snapshot's read transaction keeps them in
+ * place). Shorter ones are copied with their keys. */
+#define SNAP_REF_MIN_BYTES 256
+
+/* One piece of a snapshot while it is built: a run of the arena (by offset:
+ * the arena moves as it grows) or a value in the map. */
+struct snap_piece {
+    const uint8_t *ref; /* NULL: arena run at off */
+    size_t off;
+    size_t len;
+};
+
+struct qr_store_snap {
+    MDB_txn *txn;
+    uint8_t *arena; /* headers, keys and short values */
+    size_t arena_len, arena_cap;
+    struct snap_piece *pieces;
+    size_t n_pieces, pieces_cap;
+    size_t run_start; /* arena offset where the open run began */
+    size_t total;
+    struct qr_store_snap_buf *bufs;
+};
+
+/* Reserves n bytes at the arena's end; returns their offset or SIZE_MAX. */
+static size_t snap_reserve(struct qr_store_snap *sn, size_t n)
+{
+    if (sn->arena_cap - sn->arena_len < n) {
+        size_t cap = sn->arena_cap < 4096 ? 4096 : sn->arena_cap;
+        while (cap - sn->arena_len < n) {
+            if (cap > SIZE_MAX / 2) {
+                return SIZE_MAX;
+            }
+            cap *= 2;
+        }
+        uint8_t *a = realloc(sn->arena, cap);
+        if (a == NULL) {
+            return SIZE_MAX;
+        }
+        sn->arena = a;
+        sn->arena_cap = cap;
+    }
+    size_t off = sn->arena_len;
+    sn->arena_len += n;
+    sn->total += n;
+    return off;
+}
+
+static int snap_add_piece(struct qr_store_snap *sn, struct snap_piece p)
+{
+    if (sn->n_pieces == sn->pieces_cap) {
+        size_t cap = sn->pieces_cap == 0 ? 64 : sn->pieces_cap * 2;
+        struct snap_piece *ps = realloc(sn->pieces, cap * sizeof *ps);
+        if (ps == NULL) {
+            return -ENOMEM;
+        }
+        sn->pieces = ps;
+        sn->pieces_cap = cap;
+    }
+    sn->pieces[sn->n_pieces++] = p;
+    return 0;
+}
+
+/* Ends the arena run that is open, if it holds anything. */
+static int snap_close_run(struct qr_store_snap *sn)
+{
+    if (sn->arena_len == sn->run_start) {
+        return 0;
+    }
+    struct snap_piece p = {.off = sn->run_start,
+                           .len = sn->arena_len - sn->run_start};
+    sn->run_start = sn->arena_len;
+    return snap_add_piece(sn, p);
+}
+
+/* Adds db's section: its header, then every pair in key order. */
+static int snap_add_db(struct qr_store *s, struct qr_store_snap *sn, enum db db)
 {
     size_t name_len = strlen(db_names[db]);
+    size_t head = snap_reserve(sn, 4 + name_len + 8);
+    if (head == SIZE_MAX) {
+        return -ENOMEM;
+    }
+    put_be32(sn->arena + head, (uint32_t)name_len);
+    memcpy(sn->arena + head + 4, db_names[db], name_len);
+
     MDB_cursor *c;
     MDB_val k;
     MDB_val v;
     uint64_t n = 0;
-    size_t total = 4 + name_len + 8;
-    uint8_t *p = out != NULL ? *out : NULL;
-    int rc;
-
-    if (p != NULL) {
-        put_be32(p, (uint32_t)name_len);
-        memcpy(p + 4, db_names[db], name_len);
-        put_be64(p + 4 + name_len, *n_pairs);
-        p += total;
-    }
-    rc = mdb_cursor_open(txn, s->dbis[db], &c);
+    int rv = 0;
+    int rc = mdb_cursor_open(sn->txn, s->dbis[db], &c);
     if (rc != 0) {
         return fail_mdb(s, false, "snapshot", rc);
     }
-    rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
-    while (rc == 0) {
-        size_t pair = SNAP_PAIR_HEADER_BYTES + k.mv_size + v.mv_size;
-        if (v.mv_size > UINT32_MAX || total > SIZE_MAX - pair) {
-            mdb_cursor_close(c);
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (v.mv_size > UINT32_MAX) {
             set_errmsg(s, "store: snapshot: %s value too large", db_names[db]);
-            return QR_ETOOLARGE;
+            rv = QR_ETOOLARGE;
+            break;
         }
-        if (p != NULL) {
-            put_be32(p, (uint32_t)k.mv_size);
-            put_be32(p + 4, (uint32_t)v.mv_size);
-            memcpy(p + SNAP_PAIR_HEADER_BYTES, k.mv_data, k.mv_size);
-            memcpy(p + SNAP_PAIR_HEADER_BYTES + k.mv_size, v.mv_data,
-                   v.mv_size);
-            p += pair;
+        bool ref = v.mv_size >= SNAP_REF_MIN_BYTES;
+        size_t inline_len = SNAP_PAIR_HEADER_BYTES + k.mv_size;
+        size_t off = snap_reserve(sn, inline_len + (ref ? 0 : v.mv_size));
+        if (off == SIZE_MAX) {
+            rv = -ENOMEM;
+            break;
         }
-        total += pair;
+        uint8_t *p = sn->arena + off;
+        put_be32(p, (uint32_t)k.mv_size);
+        put_be32(p + 4, (uint32_t)v.mv_size);
+        memcpy(p + SNAP_PAIR_HEADER_BYTES, k.mv_data, k.mv_size);
+        if (!ref) {
+            memcpy(p + inline_len, v.mv_data, v.mv_size);
+        } else {
+            struct snap_piece piece = {.ref = v.mv_data, .len = v.mv_size};
+            rv = snap_close_run(sn);
+            if (rv == 0) {
+                rv = snap_add_piece(sn, piece);
+            }
+            if (rv != 0) {
+                break;
+            }
+            sn->total += v.mv_size;
+        }
         n++;
-        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
     mdb_cursor_close(c);
+    if (rv != 0) {
+        return rv;
+    }
     if (rc != MDB_NOTFOUND) {
         return fail_mdb(s, false, "snapshot", rc);
     }
-    if (p != NULL) {
-        assert(n == *n_pairs);
-        *out = p;
-    }
-    *n_pairs = n;
-    *bytes = total;
+    put_be64(sn->arena + head + 4 + name_len, n);
     return 0;
+}
+
+int qr_store_snapshot_open(struct qr_store *s, struct qr_store_snap **out)
+{
+    *out = NULL;
+    if (atomic_load(&s->failed)) {
+        return QR_ESTORE;
+    }
+    struct qr_store_snap *sn = calloc(1, sizeof *sn);
+    if (sn == NULL) {
+        return -ENOMEM;
+    }
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &sn->txn);
+    if (rc != 0) {
+        free(sn);
+        return fail_mdb(s, false, "snapshot", rc);
+    }
+    /* Sized once from the databases' statistics (leaf pages hold every key
+     * and every value short enough to be copied), so the walk never moves
+     * the arena. */
+    size_t arena_bytes = SNAP_HEADER_BYTES;
+    size_t n_entries = 0;
+    for (int i = 0; i < N_DBS; i++) {
+        MDB_stat st;
+        if (mdb_stat(sn->txn, s->dbis[i], &st) == 0) {
+            arena_bytes += 12 + strlen(db_names[i]) +
+                           st.ms_entries * SNAP_PAIR_HEADER_BYTES +
+                           (size_t)st.ms_psize * st.ms_leaf_pages;
+            n_entries += st.ms_entries;
+        }
+    }
+    sn->arena = malloc(arena_bytes);
+    sn->arena_cap = sn->arena != NULL ? arena_bytes : 0;
+    sn->pieces = malloc((2 * n_entries + 2) * sizeof *sn->pieces);
+    sn->pieces_cap = sn->pieces != NULL ? 2 * n_entries + 2 : 0;
+
+    int rv = -ENOMEM;
+    size_t head = snap_reserve(sn, SNAP_HEADER_BYTES);
+    if (head != SIZE_MAX) {
+        memcpy(sn->arena, SNAP_MAGIC, SNAP_MAGIC_BYTES);
+        put_be32(sn->arena + SNAP_MAGIC_BYTES, SNAP_VERSION);
+        put_be32(sn->arena + SNAP_MAGIC_BYTES + 4, N_DBS);
+        rv = 0;
+    }
+    for (int i = 0; rv == 0 && i < N_DBS; i++) {
+        rv = snap_add_db(s, sn, (enum db)i);
+    }
+    if (rv == 0) {
+        rv = snap_close_run(sn);
+    }
+    if (rv == 0) {
+        sn->bufs =
+            malloc((sn->n_pieces > 0 ? sn->n_pieces : 1) * sizeof *sn->bufs);
+        rv = sn->bufs == NULL ? -ENOMEM : 0;
+    }
+    if (rv != 0) {
+        if (rv == -ENOMEM) {
+            set_errmsg(s, "store: snapshot: out of memory");
+        }
+        qr_store_snapshot_close(sn);
+        return rv;
+    }
+    /* The arena stops moving: its runs become pointers. */
+    for (size_t i = 0; i < sn->n_pieces; i++) {
+        const struct snap_piece *p = &sn->pieces[i];
+        sn->bufs[i].base = p->ref != NULL ? p->ref : sn->arena + p->off;
+        sn->bufs[i].len = p->len;
+    }
+    free(sn->pieces);
+    sn->pieces = NULL;
+    *out = sn;
+    return 0;
+}
+
+const struct qr_store_snap_buf *qr_store_snapshot_bufs(
+    const struct qr_store_snap *sn,
+    size_t *n_bufs,
+    size_t *total_bytes)
+{
+    *n_bufs = sn->n_pieces;
+    *total_bytes = sn->total;
+    return sn->bufs;
+}
+
+void qr_store_snapshot_close(struct qr_store_snap *sn)
+{
+    if (sn == NULL) {
+        return;
+    }
+    mdb_txn_abort(sn->txn);
+    free(sn->bufs);
+    free(sn->pieces);
+    free(sn->arena);
+    free(sn);
 }
 
 int qr_store_snapshot(struct qr_store *s, void **buf, size_t *len)
 {
-    uint64_t n_pairs[N_DBS];
-    size_t total = SNAP_HEADER_BYTES;
-    uint8_t *out;
-    uint8_t *p;
-    MDB_txn *txn;
-    int rc;
-    int rv;
-
+    struct qr_store_snap *sn;
     *buf = NULL;
     *len = 0;
-    if (atomic_load(&s->failed)) {
-        return QR_ESTORE;
+    int rv = qr_store_snapshot_open(s, &sn);
+    if (rv != 0) {
+        return rv;
     }
-    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
-    if (rc != 0) {
-        return fail_mdb(s, false, "snapshot", rc);
-    }
-    for (int i = 0; i < N_DBS; i++) {
-        size_t bytes;
-        rv = snapshot_db(s, txn, (enum db)i, &n_pairs[i], &bytes, NULL);
-        if (rv != 0) {
-            goto err_after_txn;
-        }
-        if (total > SIZE_MAX - bytes) {
-            set_errmsg(s, "store: snapshot: too large");
-            rv = QR_ETOOLARGE;
-            goto err_after_txn;
-        }
-        total += bytes;
-    }
-    out = malloc(total);
+    size_t n;
+    size_t total;
+    const struct qr_store_snap_buf *bufs =
+        qr_store_snapshot_bufs(sn, &n, &total);
+    uint8_t *out = malloc(total > 0 ? total : 1);
     if (out == NULL) {
         set_errmsg(s, "store: snapshot: out of memory (%zu bytes)", total);
-        rv = -ENOMEM;
-        goto err_after_txn;
+        qr_store_snapshot_close(sn);
+        return -ENOMEM;
     }
-    memcpy(out, SNAP_MAGIC, SNAP_MAGIC_BYTES);
-    put_be32(out + SNAP_MAGIC_BYTES, SNAP_VERSION);
-    put_be32(out + SNAP_MAGIC_BYTES + 4, N_DBS);
-    p = out + SNAP_HEADER_BYTES;
-    for (int i = 0; i < N_DBS; i++) {
-        size_t bytes;
-        rv = snapshot_db(s, txn, (enum db)i, &n_pairs[i], &bytes, &p);
-        if (rv != 0) {
-            goto err_after_alloc;
-        }
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(out + off, bufs[i].base, bufs[i].len);
+        off += bufs[i].len;
     }
-    assert((size_t)(p - out) == total);
-    mdb_txn_abort(txn);
+    assert(off == total);
+    qr_store_snapshot_close(sn);
     *buf = out;
     *len = total;
     return 0;
-
-err_after_alloc:
-    free(out);
-err_after_txn:
-    mdb_txn_abort(txn);
-    return rv;
 }
 
 /* LMDB's default key order: bytes, then the shorter key first. */

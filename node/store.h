@@ -9,8 +9,9 @@
  * - After any LMDB error in a write transaction the store is FAILED for good:
  *   every later call returns QR_ESTORE and errmsg says what broke. Apply must
  *   not continue on a failed store (the node exits rather than diverge).
- * Pointers into LMDB memory never leave store.c: every value handed out is a
- * copy the caller frees.
+ * Pointers into LMDB memory never leave store.c (every value handed out is a
+ * copy the caller frees), with one exception: the buffers of an open
+ * snapshot (qr_store_snapshot_open).
  *
  * Named databases and their keys (integers big-endian, so keys sort by
  * number):
@@ -198,10 +199,35 @@ int qr_store_event_list(struct qr_store_txn *t,
                         qr_store_event_cb cb,
                         void *arg);
 
-/* Snapshot: serializes every named database from one read transaction into
- * one buffer (format in store.c's header comment: magic, version, then per
- * database its name and length-prefixed key/value pairs). Returns new in *buf
- * (free with free()). */
+/* Snapshots: every named database as seen by one read transaction (format
+ * in store.c's header comment: magic, version, then per database its name
+ * and length-prefixed key/value pairs).
+ *
+ * qr_store_snapshot_open does not copy the state: it walks it once, copying
+ * headers, keys and short values, and hands out buffers whose concatenation
+ * is the snapshot; the long values (message bodies) are pointers into the
+ * map, kept in place by the snapshot's read transaction. This is the one
+ * place where pointers into LMDB memory leave store.c, on purpose: raft
+ * writes the buffers to disk from its thread pool while the loop goes on
+ * applying. The buffers are read-only and valid until
+ * qr_store_snapshot_close; any thread may read them; open and close run on
+ * the store's thread. Returns new in *out. */
+struct qr_store_snap;
+struct qr_store_snap_buf {
+    const void *base;
+    size_t len;
+};
+int qr_store_snapshot_open(struct qr_store *s, struct qr_store_snap **out);
+/* Borrowed from the snapshot: n_bufs buffers of total_bytes in all. */
+const struct qr_store_snap_buf *qr_store_snapshot_bufs(
+    const struct qr_store_snap *sn,
+    size_t *n_bufs,
+    size_t *total_bytes);
+/* Ends the read transaction and frees the buffers. Safe on NULL. */
+void qr_store_snapshot_close(struct qr_store_snap *sn);
+
+/* The same snapshot copied into one buffer: returns new in *buf (free with
+ * free()). */
 int qr_store_snapshot(struct qr_store *s, void **buf, size_t *len);
 
 /* Replaces the whole state with a snapshot's, in one write transaction:
