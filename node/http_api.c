@@ -177,9 +177,31 @@ static void handle_readyz(struct http_server *s, h2o_req_t *req)
     send_text(s, req, 503, "Service Unavailable", line);
 }
 
+/* Prometheus text exposition; no auth, like /healthz. */
+static void handle_metrics(struct http_server *s, h2o_req_t *req)
+{
+    struct qr_metrics_gauges g;
+    char *body;
+
+    memset(&g, 0, sizeof(g));
+    if (s->hooks.gauges != NULL) {
+        s->hooks.gauges(s->hooks.data, &g);
+    }
+    body = qr_metrics_render(s->hooks.metrics, &g);
+    if (body == NULL) {
+        send_text(s, req, 500, "Internal Server Error", "out of memory\n");
+        return;
+    }
+    start_response(s, req, 200, "OK",
+                   "text/plain; version=0.0.4; charset=utf-8", strlen(body));
+    h2o_send_inline(req, body, strlen(body));
+    free(body);
+}
+
 static const struct route routes[] = {
     {"GET", "/healthz", handle_healthz},
     {"GET", "/readyz", handle_readyz},
+    {"GET", "/metrics", handle_metrics},
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -222,6 +244,7 @@ static int on_request(h2o_handler_t *self, h2o_req_t *req)
     bool path_known = false;
     char allow[64];
 
+    QR_METRICS_INC(s->hooks.metrics, http_requests);
     if (qr_rest_handle(&s->rest, req)) {
         return 0;
     }

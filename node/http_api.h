@@ -1,5 +1,6 @@
 /* The node's HTTP server: h2o (HTTP/1.1) on the node's libuv loop, serving a
- * small route table (/healthz, /readyz) and the QStash REST API (rest.h).
+ * small route table (/healthz, /readyz, /metrics) and the QStash REST API
+ * (rest.h).
  * It never holds more than max_conns connections, and it is closed only once
  * every connection and every uv handle it (or h2o) opened is closed. */
 #ifndef QR_HTTP_API_H
@@ -10,6 +11,8 @@
 #include <stdint.h>
 
 #include <uv.h>
+
+#include "metrics.h"
 
 struct qr_rpc;
 
@@ -32,6 +35,11 @@ struct qr_http_hooks {
      * committed (GET /readyz answers 200). When false, it writes a one-line
      * reason (NUL-terminated, at most why_len bytes) into why. */
     bool (*ready)(void *data, char *why, size_t why_len);
+    /* GET /metrics: the node's counters (borrowed, may be NULL; the server
+     * counts http_requests into it) and a hook that fills the gauges (may
+     * be NULL: zeros). */
+    struct qr_metrics *metrics;
+    void (*gauges)(void *data, struct qr_metrics_gauges *g);
 };
 
 /* Limits; a zero field takes its QR_HTTP_DEFAULT_* value. */

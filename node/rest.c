@@ -20,6 +20,7 @@
 #include <h2o.h>
 #include <jansson.h>
 
+#include "filter.h"
 #include "logger.h"
 #include "qraft.pb-c.h"
 #include "rpc.h"
@@ -54,7 +55,8 @@ struct rest_call {
     reply_fn on_reply;
     /* Route state. */
     char *url;        /* publish: the destination echoed back */
-    bool single;      /* DLQ retry of one id: answer {"messageId"} */
+    bool single;      /* DLQ retry of one id: answer {"messageId"};
+                         events: answer {"logs"} (GET /v2/logs) */
     json_t *out;      /* batch: the answer array being filled */
     size_t n_pending; /* batch: submissions not answered yet */
     char **urls;      /* batch: each element's destination */
@@ -449,28 +451,9 @@ static char *query_get(h2o_mem_pool_t *pool,
     return NULL;
 }
 
-/* True when the query has a parameter other than qstash_token and the
- * names listed (NULL-terminated). */
-static bool query_has_other(h2o_iovec_t query, const char *const *allowed)
-{
-    struct query_param p;
-    size_t pos = 0;
-
-    while (next_param(query.base, query.len, &pos, &p)) {
-        bool known =
-            p.name_len == 0 || equal_ci(p.name, p.name_len, "qstash_token");
-        for (size_t i = 0; !known && allowed[i] != NULL; i++) {
-            known = equal_ci(p.name, p.name_len, allowed[i]);
-        }
-        if (!known) {
-            return true;
-        }
-    }
-    return false;
-}
-
 /* Every value of parameter name (repeated or comma-separated), decoded,
- * into ids (pool memory); returns how many, or -1 over max. */
+ * into ids (pool memory; ids NULL: only counts); returns how many, or -1
+ * over max. */
 static int query_list(h2o_mem_pool_t *pool,
                       h2o_iovec_t query,
                       const char *name,
@@ -493,7 +476,10 @@ static int query_list(h2o_mem_pool_t *pool,
             if (n == max) {
                 return -1;
             }
-            ids[n++] = tok;
+            if (ids != NULL) {
+                ids[n] = tok;
+            }
+            n++;
         }
     }
     return (int)n;
@@ -1154,6 +1140,194 @@ static void handle_message(struct qr_rest *r,
     run_single(r, req, &rpc_req, on_get_reply, NULL, dlq);
 }
 
+/* ---------------------------------------------------------------------------
+ * Filters (spec 4, 5, 6 and 14 item 11): one parser for the DLQ, bulk
+ * cancel and the logs. Multi-value parameters may repeat and may hold
+ * comma-separated values. */
+
+#define BULK_CANCEL_MAX 500
+#define EVENTS_PAGE_MAX 1000
+#define EVENTS_PAGE_DEFAULT 100
+
+/* The filter parameters every filtering route takes. */
+#define FILTER_PARAMS                                                     \
+    "messageId", "messageIds", "url", "host", "path", "topicName",        \
+        "queueName", "scheduleId", "label", "flowControlKey", "callerIp", \
+        "responseStatus", "fromDate", "toDate"
+
+/* True when the query has parameter name at all (even with no value). */
+static bool query_has(h2o_iovec_t query, const char *name)
+{
+    struct query_param p;
+    size_t pos = 0;
+
+    while (next_param(query.base, query.len, &pos, &p)) {
+        if (equal_ci(p.name, p.name_len, name)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Appends every value of parameter name to *list (pool memory). */
+static int take_list(h2o_mem_pool_t *pool,
+                     h2o_iovec_t query,
+                     const char *name,
+                     char ***list,
+                     size_t *n,
+                     char *err)
+{
+    int count = query_list(pool, query, name, NULL, MAX_IDS);
+    char **grown;
+
+    if (count < 0) {
+        snprintf(err, ERR_BYTES, "at most %d values for %s", MAX_IDS, name);
+        return -EINVAL;
+    }
+    if (count == 0) {
+        if (query_has(query, name)) {
+            snprintf(err, ERR_BYTES, "%s has no value", name);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    grown = h2o_mem_alloc_pool(pool, sizeof(*grown) * (*n + (size_t)count));
+    if (*n > 0) {
+        memcpy(grown, *list, sizeof(*grown) * *n);
+    }
+    query_list(pool, query, name, grown + *n, (size_t)count);
+    *list = grown;
+    *n += (size_t)count;
+    return 0;
+}
+
+static int take_ms(h2o_mem_pool_t *pool,
+                   h2o_iovec_t query,
+                   const char *name,
+                   uint64_t *out,
+                   char *err)
+{
+    const char *v = query_get(pool, query, name);
+
+    if (v == NULL) {
+        return 0;
+    }
+    if (parse_uint(v, strlen(v), UINT64_MAX, out) != 0) {
+        snprintf(err, ERR_BYTES, "invalid %s '%.64s': want unix milliseconds",
+                 name, v);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Parses the filter parameters of query into f (pool memory), refusing
+ * parameters other than the filters and `extra` (NULL-terminated), bad
+ * values, and filters this build cannot evaluate. On bad input writes why
+ * into err and returns -EINVAL. */
+static int parse_filter(h2o_mem_pool_t *pool,
+                        h2o_iovec_t query,
+                        const char *const *extra,
+                        Qraft__MessageFilter *f,
+                        char *err)
+{
+    static const char *const filters[] = {FILTER_PARAMS, NULL};
+    struct query_param p;
+    size_t pos = 0;
+    char **statuses = NULL;
+    size_t n_statuses = 0;
+    const char *unsupported;
+
+    qraft__message_filter__init(f);
+    while (next_param(query.base, query.len, &pos, &p)) {
+        bool known = equal_ci(p.name, p.name_len, "qstash_token");
+        for (size_t i = 0; !known && filters[i] != NULL; i++) {
+            known = equal_ci(p.name, p.name_len, filters[i]);
+        }
+        for (size_t i = 0; !known && extra[i] != NULL; i++) {
+            known = equal_ci(p.name, p.name_len, extra[i]);
+        }
+        if (!known) {
+            snprintf(err, ERR_BYTES, "unknown parameter '%.*s'",
+                     (int)(p.name_len > 64 ? 64 : p.name_len), p.name);
+            return -EINVAL;
+        }
+    }
+    if (take_list(pool, query, "messageId", &f->message_ids, &f->n_message_ids,
+                  err) != 0 ||
+        take_list(pool, query, "messageIds", &f->message_ids, &f->n_message_ids,
+                  err) != 0 ||
+        take_list(pool, query, "url", &f->urls, &f->n_urls, err) != 0 ||
+        take_list(pool, query, "host", &f->hosts, &f->n_hosts, err) != 0 ||
+        take_list(pool, query, "path", &f->paths, &f->n_paths, err) != 0 ||
+        take_list(pool, query, "topicName", &f->topic_names, &f->n_topic_names,
+                  err) != 0 ||
+        take_list(pool, query, "queueName", &f->queue_names, &f->n_queue_names,
+                  err) != 0 ||
+        take_list(pool, query, "scheduleId", &f->schedule_ids,
+                  &f->n_schedule_ids, err) != 0 ||
+        take_list(pool, query, "label", &f->labels, &f->n_labels, err) != 0 ||
+        take_list(pool, query, "flowControlKey", &f->flow_control_keys,
+                  &f->n_flow_control_keys, err) != 0 ||
+        take_list(pool, query, "callerIp", &f->caller_ips, &f->n_caller_ips,
+                  err) != 0 ||
+        take_list(pool, query, "responseStatus", &statuses, &n_statuses, err) !=
+            0 ||
+        take_ms(pool, query, "fromDate", &f->from_ms, err) != 0 ||
+        take_ms(pool, query, "toDate", &f->to_ms, err) != 0) {
+        return -EINVAL;
+    }
+    if (n_statuses > 0) {
+        f->response_statuses =
+            h2o_mem_alloc_pool(pool, sizeof(int32_t) * n_statuses);
+        f->n_response_statuses = n_statuses;
+        for (size_t i = 0; i < n_statuses; i++) {
+            uint64_t v;
+            if (parse_uint(statuses[i], strlen(statuses[i]), 999, &v) != 0 ||
+                v < 100) {
+                snprintf(err, ERR_BYTES,
+                         "invalid responseStatus '%.64s': want an HTTP status",
+                         statuses[i]);
+                return -EINVAL;
+            }
+            f->response_statuses[i] = (int32_t)v;
+        }
+    }
+    if (f->from_ms != 0 && f->to_ms != 0 && f->from_ms > f->to_ms) {
+        snprintf(err, ERR_BYTES, "fromDate is after toDate");
+        return -EINVAL;
+    }
+    unsupported = qr_filter_unsupported(f);
+    if (unsupported != NULL) {
+        snprintf(err, ERR_BYTES, "filter %s is not supported yet", unsupported);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* `count` in 1..max (absent: dflt). */
+static int take_count(h2o_mem_pool_t *pool,
+                      h2o_iovec_t query,
+                      uint64_t max,
+                      uint64_t dflt,
+                      uint32_t *out,
+                      char *err)
+{
+    const char *count = query_get(pool, query, "count");
+    uint64_t n = dflt;
+
+    if (count != NULL &&
+        (parse_uint(count, strlen(count), max, &n) != 0 || n == 0)) {
+        snprintf(err, ERR_BYTES, "count must be an integer from 1 to %" PRIu64,
+                 max);
+        return -EINVAL;
+    }
+    *out = (uint32_t)n;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * DLQ. */
+
 static void on_dlq_list_reply(struct rest_call *c,
                               size_t index,
                               const Qraft__Response *resp)
@@ -1178,53 +1352,64 @@ static void on_dlq_list_reply(struct rest_call *c,
     send_json(c->req, 200, out);
 }
 
+/* GET /v2/dlq: count (1..100), cursor, dlqIds, filters. */
 static void handle_dlq_list(struct qr_rest *r,
                             h2o_req_t *req,
                             h2o_iovec_t query)
 {
+    static const char *const extra[] = {"count", "cursor", "dlqIds", NULL};
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__DlqListRequest list = QRAFT__DLQ_LIST_REQUEST__INIT;
-    const char *count = query_get(&req->pool, query, "count");
+    Qraft__MessageFilter *f = h2o_mem_alloc_pool(&req->pool, sizeof(*f));
     const char *cursor = query_get(&req->pool, query, "cursor");
-    uint64_t n = DLQ_PAGE_MAX;
-    static const char *const paging[] = {"count", "cursor", NULL};
+    char err[ERR_BYTES];
 
-    if (query_has_other(query, paging)) {
-        /* An unfiltered page for a filtered question would mislead. */
-        send_error(req, 400, "DLQ filters are not supported yet");
+    if (parse_filter(&req->pool, query, extra, f, err) != 0 ||
+        take_count(&req->pool, query, DLQ_PAGE_MAX, DLQ_PAGE_MAX, &list.limit,
+                   err) != 0 ||
+        take_list(&req->pool, query, "dlqIds", &list.message_ids,
+                  &list.n_message_ids, err) != 0) {
+        send_error(req, 400, err);
         return;
     }
-    if (count != NULL &&
-        (parse_uint(count, strlen(count), DLQ_PAGE_MAX, &n) != 0 || n == 0)) {
-        send_error(req, 400, "count must be an integer from 1 to 100");
-        return;
-    }
-    list.limit = (uint32_t)n;
+    list.filter = f;
     list.cursor = cursor != NULL ? (char *)cursor : (char *)"";
     rpc_req.body_case = QRAFT__REQUEST__BODY_DLQ_LIST;
     rpc_req.dlq_list = &list;
     run_single(r, req, &rpc_req, on_dlq_list_reply, NULL, false);
 }
 
-/* Answers of DLQ delete and retry: {"deleted": n} / {"responses": [...]},
- * or, for one id (c->single), 404 when it is not in the DLQ. */
+/* Answers of DLQ delete and retry: {"deleted": n, "cursor"?} /
+ * {"responses": [...], "cursor"?}, or, for one id (c->single), 404 when it
+ * is not in the DLQ. */
 static void on_dlq_bulk_reply(struct rest_call *c,
                               size_t index,
                               const Qraft__Response *resp,
                               bool retry)
 {
     json_t *responses = json_array();
+    Qraft__ItemResult **results = NULL;
+    size_t n_results = 0;
+    const char *cursor = NULL;
     size_t n_ok = 0;
+    json_t *out;
 
     (void)index;
     c->answered = true;
-    if (resp->status != QRAFT__STATUS__OK || resp->bulk == NULL) {
+    if (resp->status == QRAFT__STATUS__OK && resp->bulk != NULL) {
+        results = resp->bulk->results;
+        n_results = resp->bulk->n_results;
+    } else if (resp->status == QRAFT__STATUS__OK && resp->bulk_page != NULL) {
+        results = resp->bulk_page->results;
+        n_results = resp->bulk_page->n_results;
+        cursor = resp->bulk_page->cursor;
+    } else {
         json_decref(responses);
         send_status_error(c->req, resp);
         return;
     }
-    for (size_t i = 0; i < resp->bulk->n_results; i++) {
-        const Qraft__ItemResult *it = resp->bulk->results[i];
+    for (size_t i = 0; i < n_results; i++) {
+        const Qraft__ItemResult *it = results[i];
         if (it->status == QRAFT__STATUS__OK) {
             n_ok++;
             json_array_append_new(
@@ -1242,18 +1427,20 @@ static void on_dlq_bulk_reply(struct rest_call *c,
             return;
         }
     }
-    if (!retry) {
-        json_decref(responses);
-        send_json(c->req, 200, json_pack("{s:i}", "deleted", (int)n_ok));
-        return;
-    }
-    if (c->single && json_array_size(responses) == 1) {
+    if (retry && c->single && json_array_size(responses) == 1) {
         json_t *one = json_incref(json_array_get(responses, 0));
         json_decref(responses);
         send_json(c->req, 201, one);
         return;
     }
-    send_json(c->req, 201, json_pack("{s:o}", "responses", responses));
+    if (retry) {
+        out = json_pack("{s:o}", "responses", responses);
+    } else {
+        json_decref(responses);
+        out = json_pack("{s:I}", "deleted", (json_int_t)n_ok);
+    }
+    set_opt_string(out, "cursor", cursor);
+    send_json(c->req, retry ? 201 : 200, out);
 }
 
 static void on_dlq_delete_reply(struct rest_call *c,
@@ -1270,8 +1457,10 @@ static void on_dlq_retry_reply(struct rest_call *c,
     on_dlq_bulk_reply(c, index, resp, true);
 }
 
-/* DELETE /v2/dlq/{id}, DELETE /v2/dlq?dlqIds=, POST /v2/dlq/retry/{id},
- * POST /v2/dlq/retry?dlqIds= (no ids: retry every dead letter). */
+/* DELETE /v2/dlq/{id}, POST /v2/dlq/retry/{id}, and the bulk forms
+ * DELETE /v2/dlq and POST /v2/dlq/retry with dlqIds, or filters, or
+ * nothing (= every dead letter), a page of count (1..100, default 100)
+ * after cursor. */
 static void handle_dlq_bulk(struct qr_rest *r,
                             h2o_req_t *req,
                             const char *id,
@@ -1279,52 +1468,341 @@ static void handle_dlq_bulk(struct qr_rest *r,
                             h2o_iovec_t query,
                             bool retry)
 {
+    static const char *const extra[] = {"count", "cursor", "dlqIds", NULL};
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__DlqDeleteRequest del = QRAFT__DLQ_DELETE_REQUEST__INIT;
     Qraft__DlqReplayRequest replay = QRAFT__DLQ_REPLAY_REQUEST__INIT;
-    char **ids = h2o_mem_alloc_pool(&req->pool, sizeof(*ids) * MAX_IDS);
-    int n;
+    Qraft__MessageFilter *f = h2o_mem_alloc_pool(&req->pool, sizeof(*f));
+    const char *cursor = query_get(&req->pool, query, "cursor");
+    char **ids = NULL;
+    size_t n = 0;
+    uint32_t count = DLQ_PAGE_MAX;
+    char err[ERR_BYTES];
 
     if (id != NULL) {
+        ids = h2o_mem_alloc_pool(&req->pool, sizeof(*ids));
         ids[0] = pool_str(&req->pool, id, id_len);
         n = 1;
-    } else {
-        n = query_list(&req->pool, query, "dlqIds", ids, MAX_IDS);
-        if (n < 0) {
-            send_error(req, 400, "at most 1000 dlqIds per request");
-            return;
-        }
+        qraft__message_filter__init(f);
+    } else if (parse_filter(&req->pool, query, extra, f, err) != 0 ||
+               take_count(&req->pool, query, DLQ_PAGE_MAX, DLQ_PAGE_MAX, &count,
+                          err) != 0 ||
+               take_list(&req->pool, query, "dlqIds", &ids, &n, err) != 0) {
+        send_error(req, 400, err);
+        return;
+    }
+    if (n > 0 && !qr_filter_is_empty(f)) {
+        send_error(req, 400, "give dlqIds or filters, not both");
+        return;
+    }
+    if (cursor == NULL || n > 0) {
+        cursor = "";
     }
     if (!retry) {
-        if (n == 0) {
-            send_error(req, 400,
-                       "dlqIds missing (deleting by filter is not supported "
-                       "yet)");
-            return;
-        }
         del.message_ids = ids;
-        del.n_message_ids = (size_t)n;
+        del.n_message_ids = n;
+        del.filter = n == 0 ? f : NULL;
+        del.all = n == 0 && qr_filter_is_empty(f);
+        del.cursor = (char *)cursor;
+        del.limit = count;
         rpc_req.body_case = QRAFT__REQUEST__BODY_DLQ_DELETE;
         rpc_req.dlq_delete = &del;
         run_single(r, req, &rpc_req, on_dlq_delete_reply, NULL, id != NULL);
         return;
     }
-    /* Without ids the whole DLQ is replayed: refuse filters we do not
-     * apply yet rather than replay more than was asked (the SDK's
-     * dlq.retry({filter}) sends only filters). */
-    static const char *const ids_only[] = {"dlqIds", NULL};
-    if (n == 0 && query_has_other(query, ids_only)) {
-        send_error(req, 400,
-                   "DLQ filters are not supported yet: give dlqIds, or no "
-                   "parameter to retry every dead letter");
-        return;
-    }
     replay.message_ids = ids;
-    replay.n_message_ids = (size_t)n;
-    replay.all = n == 0;
+    replay.n_message_ids = n;
+    replay.filter = n == 0 ? f : NULL;
+    replay.all = n == 0 && qr_filter_is_empty(f);
+    replay.cursor = (char *)cursor;
+    replay.limit = n == 0 ? count : 0;
     rpc_req.body_case = QRAFT__REQUEST__BODY_DLQ_REPLAY;
     rpc_req.dlq_replay = &replay;
     run_single(r, req, &rpc_req, on_dlq_retry_reply, NULL, id != NULL);
+}
+
+/* ---------------------------------------------------------------------------
+ * Bulk cancel: DELETE /v2/messages. */
+
+static void on_cancel_many_reply(struct rest_call *c,
+                                 size_t index,
+                                 const Qraft__Response *resp)
+{
+    size_t n_ok = 0;
+
+    (void)index;
+    c->answered = true;
+    if (resp->status != QRAFT__STATUS__OK || resp->bulk == NULL) {
+        send_status_error(c->req, resp);
+        return;
+    }
+    for (size_t i = 0; i < resp->bulk->n_results; i++) {
+        n_ok += resp->bulk->results[i]->status == QRAFT__STATUS__OK;
+    }
+    send_json(c->req, 200, json_pack("{s:I}", "cancelled", (json_int_t)n_ok));
+}
+
+/* The Go SDK's form: {"messageIds": ["...", ...]} as the body. Appends the
+ * ids to *ids (pool memory); no body is fine. */
+static int body_message_ids(h2o_req_t *req, char ***ids, size_t *n, char *err)
+{
+    json_error_t jerr;
+    json_t *in;
+    json_t *list;
+    const char *key;
+    json_t *value;
+    char **grown;
+    size_t count;
+
+    if (req->entity.base == NULL || req->entity.len == 0) {
+        return 0;
+    }
+    in = json_loadb(req->entity.base, req->entity.len, 0, &jerr);
+    if (in == NULL) {
+        snprintf(err, ERR_BYTES, "invalid JSON: %s", jerr.text);
+        return -EINVAL;
+    }
+    json_object_foreach(in, key, value)
+    {
+        if (strcmp(key, "messageIds") != 0) {
+            snprintf(err, ERR_BYTES, "unknown field '%.64s' in the body", key);
+            json_decref(in);
+            return -EINVAL;
+        }
+    }
+    list = json_object_get(in, "messageIds");
+    if (!json_is_object(in) || !json_is_array(list) ||
+        json_array_size(list) > MAX_IDS) {
+        snprintf(err, ERR_BYTES,
+                 "body must be {\"messageIds\": [...]} with at most %d ids",
+                 MAX_IDS);
+        json_decref(in);
+        return -EINVAL;
+    }
+    count = json_array_size(list);
+    grown = h2o_mem_alloc_pool(&req->pool, sizeof(*grown) * (*n + count + 1));
+    if (*n > 0) {
+        memcpy(grown, *ids, sizeof(*grown) * *n);
+    }
+    for (size_t i = 0; i < count; i++) {
+        json_t *v = json_array_get(list, i);
+        if (!json_is_string(v) || json_string_length(v) == 0) {
+            snprintf(err, ERR_BYTES, "messageIds must be non-empty strings");
+            json_decref(in);
+            return -EINVAL;
+        }
+        grown[*n + i] =
+            pool_str(&req->pool, json_string_value(v), json_string_length(v));
+    }
+    *ids = grown;
+    *n += count;
+    json_decref(in);
+    return 0;
+}
+
+/* messageIds (query or JSON body), or filters, or nothing (= every
+ * cancellable message), at most count (1..500, default 500) per call. */
+static void handle_cancel_many(struct qr_rest *r,
+                               h2o_req_t *req,
+                               h2o_iovec_t query)
+{
+    static const char *const extra[] = {"count", NULL};
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__CancelManyRequest cm = QRAFT__CANCEL_MANY_REQUEST__INIT;
+    Qraft__MessageFilter *f = h2o_mem_alloc_pool(&req->pool, sizeof(*f));
+    char err[ERR_BYTES];
+
+    if (parse_filter(&req->pool, query, extra, f, err) != 0 ||
+        take_count(&req->pool, query, BULK_CANCEL_MAX, BULK_CANCEL_MAX,
+                   &cm.limit, err) != 0) {
+        send_error(req, 400, err);
+        return;
+    }
+    /* messageIds are the ids to cancel, not a filter on them. */
+    cm.message_ids = f->message_ids;
+    cm.n_message_ids = f->n_message_ids;
+    f->message_ids = NULL;
+    f->n_message_ids = 0;
+    if (body_message_ids(req, &cm.message_ids, &cm.n_message_ids, err) != 0) {
+        send_error(req, 400, err);
+        return;
+    }
+    if (cm.n_message_ids > 0 && !qr_filter_is_empty(f)) {
+        send_error(req, 400, "give messageIds or filters, not both");
+        return;
+    }
+    if (cm.n_message_ids > cm.limit) {
+        snprintf(err, sizeof(err), "%zu messageIds for count %u",
+                 cm.n_message_ids, cm.limit);
+        send_error(req, 400, err);
+        return;
+    }
+    cm.filter = f;
+    rpc_req.body_case = QRAFT__REQUEST__BODY_CANCEL_MANY;
+    rpc_req.cancel_many = &cm;
+    run_single(r, req, &rpc_req, on_cancel_many_reply, NULL, false);
+}
+
+/* ---------------------------------------------------------------------------
+ * Logs: GET /v2/events ({"events"}) and GET /v2/logs ({"logs"}). */
+
+/* The HTTP status an event's detail names ("... (HTTP 503)"; fsm.c writes
+ * it), or 0. */
+static int detail_status(const char *detail)
+{
+    const char *p = strstr(detail, "HTTP ");
+    return p != NULL ? atoi(p + 5) : 0;
+}
+
+static void set_b64(json_t *o, const char *key, ProtobufCBinaryData data)
+{
+    char *b64 = malloc(4 * ((data.len + 2) / 3) + 1);
+
+    if (b64 == NULL) {
+        return;
+    }
+    base64_encode(data.data, data.len, b64);
+    json_object_set_new(o, key, json_string(b64));
+    free(b64);
+}
+
+/* One log entry (spec 6): the event, and what its message still has. */
+static json_t *log_json(const Qraft__EventEntry *en, h2o_mem_pool_t *pool)
+{
+    const Qraft__Event *e = en->event;
+    const Qraft__Message *m = en->message;
+    json_t *o = json_object();
+    int status = detail_status(e->detail);
+    bool failure = en->state == QRAFT__LOG_STATE__LOG_ERROR ||
+                   en->state == QRAFT__LOG_STATE__LOG_RETRY ||
+                   en->state == QRAFT__LOG_STATE__LOG_FAILED;
+    /* The message's last attempt is this event's attempt. */
+    bool latest = m != NULL && m->attempts == e->attempt;
+
+    json_object_set_new(o, "time", json_integer((json_int_t)e->time_ms));
+    json_object_set_new(o, "messageId", json_string(e->message_id));
+    json_object_set_new(o, "state",
+                        json_string(qr_filter_log_state_name(en->state)));
+    if (failure) {
+        json_object_set_new(o, "error", json_string(e->detail));
+    }
+    if (status != 0 &&
+        (failure || en->state == QRAFT__LOG_STATE__LOG_DELIVERED)) {
+        json_object_set_new(o, "responseStatus", json_integer(status));
+    }
+    if (m == NULL) {
+        return o;
+    }
+    if (en->state == QRAFT__LOG_STATE__LOG_RETRY && latest &&
+        m->state == QRAFT__MESSAGE_STATE__RETRYING) {
+        json_object_set_new(o, "nextDeliveryTime",
+                            json_integer((json_int_t)m->next_attempt_ms));
+    }
+    if (failure && latest && m->last_response != NULL) {
+        const Qraft__AttemptResponse *lr = m->last_response;
+        json_object_set_new(o, "responseHeaders",
+                            header_map(lr->headers, lr->n_headers, pool));
+        if (lr->body.len > 0) {
+            set_b64(o, "responseBody", lr->body);
+        }
+    }
+    json_object_set_new(o, "url", json_string(m->url));
+    json_object_set_new(o, "method",
+                        json_string(m->method[0] != '\0' ? m->method : "POST"));
+    json_object_set_new(o, "header",
+                        header_map(m->headers, m->n_headers, pool));
+    if (m->body.len > 0) {
+        set_b64(o, "body", m->body);
+    }
+    json_object_set_new(o, "maxRetries", json_integer(m->max_retries));
+    json_object_set_new(o, "timeout", json_integer((json_int_t)m->timeout_ms));
+    set_opt_string(o, "retryDelayExpression", m->retry_delay);
+    set_opt_string(o, "callback", m->callback);
+    set_opt_string(o, "failureCallback", m->failure_callback);
+    set_opt_string(o, "queueName", m->queue);
+    return o;
+}
+
+static void on_events_reply(struct rest_call *c,
+                            size_t index,
+                            const Qraft__Response *resp)
+{
+    json_t *out;
+    json_t *list;
+
+    (void)index;
+    c->answered = true;
+    if (resp->status != QRAFT__STATUS__OK || resp->events == NULL) {
+        send_status_error(c->req, resp);
+        return;
+    }
+    out = json_object();
+    list = json_array();
+    for (size_t i = 0; i < resp->events->n_entries; i++) {
+        json_array_append_new(
+            list, log_json(resp->events->entries[i], &c->req->pool));
+    }
+    json_object_set_new(out, c->single ? "logs" : "events", list);
+    set_opt_string(out, "cursor", resp->events->cursor);
+    send_json(c->req, 200, out);
+}
+
+static void handle_events(struct qr_rest *r,
+                          h2o_req_t *req,
+                          h2o_iovec_t query,
+                          bool logs)
+{
+    static const char *const extra[] = {"count", "cursor", "state", "order",
+                                        NULL};
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__EventsRequest ev = QRAFT__EVENTS_REQUEST__INIT;
+    Qraft__MessageFilter *f = h2o_mem_alloc_pool(&req->pool, sizeof(*f));
+    const char *cursor = query_get(&req->pool, query, "cursor");
+    const char *order = query_get(&req->pool, query, "order");
+    char **names = NULL;
+    size_t n_names = 0;
+    char err[ERR_BYTES];
+
+    if (parse_filter(&req->pool, query, extra, f, err) != 0 ||
+        take_count(&req->pool, query, EVENTS_PAGE_MAX, EVENTS_PAGE_DEFAULT,
+                   &ev.limit, err) != 0 ||
+        take_list(&req->pool, query, "state", &names, &n_names, err) != 0) {
+        send_error(req, 400, err);
+        return;
+    }
+    ev.states = h2o_mem_alloc_pool(
+        &req->pool,
+        sizeof(*ev.states) * (n_names * QR_FILTER_MAX_LOG_STATES + 1));
+    for (size_t i = 0; i < n_names; i++) {
+        int k = qr_filter_parse_log_state(names[i], strlen(names[i]),
+                                          ev.states + ev.n_states);
+        if (k < 0) {
+            snprintf(err, sizeof(err),
+                     "unknown state '%.64s': want CREATED, ACTIVE, DELIVERED, "
+                     "ERROR, RETRY, FAILED, CANCEL_REQUESTED, CANCELLED, "
+                     "CANCELED or IN_PROGRESS",
+                     names[i]);
+            send_error(req, 400, err);
+            return;
+        }
+        ev.n_states += (size_t)k;
+    }
+    if (order != NULL) {
+        if (strcasecmp(order, "earliestFirst") == 0 ||
+            strcasecmp(order, "asc") == 0) {
+            ev.oldest_first = true;
+        } else if (strcasecmp(order, "latestFirst") != 0 &&
+                   strcasecmp(order, "desc") != 0) {
+            send_error(req, 400,
+                       "order must be latestFirst (default) or earliestFirst");
+            return;
+        }
+    }
+    ev.filter = f;
+    ev.cursor = cursor != NULL ? (char *)cursor : (char *)"";
+    rpc_req.body_case = QRAFT__REQUEST__BODY_EVENTS;
+    rpc_req.events = &ev;
+    run_single(r, req, &rpc_req, on_events_reply, NULL, logs);
 }
 
 /* ---------------------------------------------------------------------------
@@ -1469,6 +1947,24 @@ static void route(struct qr_rest *r,
             return;
         }
         handle_batch(r, req);
+        return;
+    }
+    if (path_is(path, len, "/v2/messages", &rest, &rest_len) && rest == NULL) {
+        if (!method_is(req, "DELETE")) {
+            method_not_allowed(req, "DELETE");
+            return;
+        }
+        handle_cancel_many(r, req, query);
+        return;
+    }
+    if ((path_is(path, len, "/v2/events", &rest, &rest_len) ||
+         path_is(path, len, "/v2/logs", &rest, &rest_len)) &&
+        rest == NULL) {
+        if (!method_is(req, "GET")) {
+            method_not_allowed(req, "GET");
+            return;
+        }
+        handle_events(r, req, query, path[4] == 'l');
         return;
     }
     if (path_is(path, len, "/v2/messages", &rest, &rest_len) &&

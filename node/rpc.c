@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "command.h"
+#include "filter.h"
 #include "frame.h"
 #include "lib/addr.h"
 #include "lib/clock.h"
@@ -64,6 +65,8 @@ struct call {
     Qraft__ItemResult *items;
     Qraft__ItemResult **item_ptrs;
     char **item_ids;
+    bool paged;   /* answer a BulkPageResponse with cursor */
+    char *cursor; /* owned; NULL: none */
 };
 
 typedef void (*handler_fn)(struct qr_rpc_conn *conn, const Qraft__Request *req);
@@ -292,6 +295,7 @@ static void call_free(struct call *call)
             free(call->items[i].error);
         }
     }
+    free(call->cursor);
     free(call->items);
     free(call->item_ptrs);
     free(call->item_ids);
@@ -327,6 +331,9 @@ static void on_publish_done(void *data,
         Qraft__PublishResponse pr = QRAFT__PUBLISH_RESPONSE__INIT;
         pr.message_id = (char *)res->message_id;
         pr.deduplicated = res->deduplicated;
+        if (!res->deduplicated) {
+            QR_METRICS_INC(call->conn->rpc->metrics, publishes);
+        }
         Qraft__Response resp = QRAFT__RESPONSE__INIT;
         resp.id = call->id;
         resp.body_case = QRAFT__RESPONSE__BODY_PUBLISH;
@@ -466,13 +473,22 @@ static void on_bulk_item_done(void *data,
 
 static void finish_bulk(struct call *call)
 {
-    Qraft__BulkResponse br = QRAFT__BULK_RESPONSE__INIT;
-    br.n_results = call->n_items;
-    br.results = call->item_ptrs;
     Qraft__Response resp = QRAFT__RESPONSE__INIT;
+    Qraft__BulkResponse br = QRAFT__BULK_RESPONSE__INIT;
+    Qraft__BulkPageResponse bp = QRAFT__BULK_PAGE_RESPONSE__INIT;
     resp.id = call->id;
-    resp.body_case = QRAFT__RESPONSE__BODY_BULK;
-    resp.bulk = &br;
+    if (call->paged) {
+        bp.n_results = call->n_items;
+        bp.results = call->item_ptrs;
+        bp.cursor = call->cursor != NULL ? call->cursor : "";
+        resp.body_case = QRAFT__RESPONSE__BODY_BULK_PAGE;
+        resp.bulk_page = &bp;
+    } else {
+        br.n_results = call->n_items;
+        br.results = call->item_ptrs;
+        resp.body_case = QRAFT__RESPONSE__BODY_BULK;
+        resp.bulk = &br;
+    }
     send_response(call->conn, &resp, false);
     call_free(call);
 }
@@ -510,16 +526,29 @@ static void on_bulk_item_done(void *data,
     }
 }
 
+/* What a bulk request does to each message: one command per id. */
+enum bulk_kind { BULK_REPLAY, BULK_DELETE, BULK_CANCEL };
+
+/* How a bulk request is answered: `paged` gives a BulkPageResponse with
+ * `cursor` (borrowed; "": nothing more), else a BulkResponse. cursor is
+ * NULL when the client gave the ids (then there must be some), set when
+ * a filter selected them (then none is an empty answer). */
+struct bulk_page {
+    bool paged;
+    const char *cursor;
+};
+
 static void handle_bulk(struct qr_rpc_conn *conn,
                         const Qraft__Request *req,
                         size_t n_ids,
                         char **ids,
-                        bool replay)
+                        enum bulk_kind kind,
+                        const struct bulk_page *page)
 {
-    const char *what = replay ? "dlq replay" : "dlq delete";
-    if (n_ids == 0 || n_ids > MAX_BULK_IDS) {
+    static const char *const names[] = {"dlq replay", "dlq delete", "cancel"};
+    if (n_ids > MAX_BULK_IDS || (n_ids == 0 && page->cursor == NULL)) {
         send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
-                   "%s takes 1 to %u message ids", what, MAX_BULK_IDS);
+                   "%s takes 1 to %u message ids", names[kind], MAX_BULK_IDS);
         return;
     }
     struct call *call = call_new(conn, req);
@@ -527,11 +556,14 @@ static void handle_bulk(struct qr_rpc_conn *conn,
         send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
         return;
     }
-    call->items = calloc(n_ids, sizeof *call->items);
-    call->item_ptrs = calloc(n_ids, sizeof *call->item_ptrs);
-    call->item_ids = calloc(n_ids, sizeof *call->item_ids);
+    call->paged = page->paged;
+    call->cursor = page->cursor != NULL ? strdup(page->cursor) : NULL;
+    call->items = calloc(n_ids + 1, sizeof *call->items);
+    call->item_ptrs = calloc(n_ids + 1, sizeof *call->item_ptrs);
+    call->item_ids = calloc(n_ids + 1, sizeof *call->item_ids);
     if (call->items == NULL || call->item_ptrs == NULL ||
-        call->item_ids == NULL) {
+        call->item_ids == NULL ||
+        (page->cursor != NULL && call->cursor == NULL)) {
         send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
         call_free(call);
         return;
@@ -552,15 +584,24 @@ static void handle_bulk(struct qr_rpc_conn *conn,
     for (size_t i = 0; i < n_ids; i++) {
         Qraft__DlqReplay r = QRAFT__DLQ_REPLAY__INIT;
         Qraft__DlqDelete d = QRAFT__DLQ_DELETE__INIT;
+        Qraft__Cancel c = QRAFT__CANCEL__INIT;
         Qraft__Command cmd = QRAFT__COMMAND__INIT;
-        if (replay) {
-            r.message_id = ids[i];
-            cmd.body_case = QRAFT__COMMAND__BODY_DLQ_REPLAY;
-            cmd.dlq_replay = &r;
-        } else {
-            d.message_id = ids[i];
-            cmd.body_case = QRAFT__COMMAND__BODY_DLQ_DELETE;
-            cmd.dlq_delete = &d;
+        switch (kind) {
+            case BULK_REPLAY:
+                r.message_id = ids[i];
+                cmd.body_case = QRAFT__COMMAND__BODY_DLQ_REPLAY;
+                cmd.dlq_replay = &r;
+                break;
+            case BULK_DELETE:
+                d.message_id = ids[i];
+                cmd.body_case = QRAFT__COMMAND__BODY_DLQ_DELETE;
+                cmd.dlq_delete = &d;
+                break;
+            case BULK_CANCEL:
+                c.message_id = ids[i];
+                cmd.body_case = QRAFT__COMMAND__BODY_CANCEL;
+                cmd.cancel = &c;
+                break;
         }
         struct qr_packed packed = {NULL, 0};
         struct bulk_item *item = malloc(sizeof *item);
@@ -582,79 +623,251 @@ static void handle_bulk(struct qr_rpc_conn *conn,
     }
 }
 
-/* A DLQ filter: what `dlq replay` without ids selects. */
-struct dlq_filter {
-    const Qraft__DlqReplayRequest *r;
+/* The messages a bulk request selects by filter: at most max ids, in walk
+ * order, and where the walk got to. */
+struct selection {
+    const Qraft__MessageFilter *filter;
+    bool cancellable; /* only messages a Cancel still changes */
     char **ids;
-    size_t n;
+    size_t n, max;
+    bool more; /* a further match exists past the last id taken */
+    uint64_t last_ms;
+    char last_id[QR_ID_BYTES + 64];
     int rv;
 };
 
+static void selection_free(struct selection *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->ids[i]);
+    }
+    free(s->ids);
+}
+
 static int collect_matching(void *arg, const Qraft__Message *m)
 {
-    struct dlq_filter *f = arg;
-    const Qraft__DlqReplayRequest *r = f->r;
-    if (r->until_ms != 0 && m->dead_lettered_ms >= r->until_ms) {
-        return 1; /* oldest first: nothing later matches */
+    struct selection *s = arg;
+    const Qraft__MessageFilter *f = s->filter;
+    if (!s->cancellable && f->to_ms != 0 && m->dead_lettered_ms > f->to_ms) {
+        return 1; /* the DLQ is walked oldest first: nothing later matches */
     }
-    if (m->dead_lettered_ms < r->since_ms ||
-        strncmp(m->url, r->url_prefix, strlen(r->url_prefix)) != 0 ||
-        (r->category[0] != '\0' &&
-         (m->last_error == NULL ||
-          (strcmp(m->last_error->category, r->category) != 0 &&
-           strcmp(m->last_error->cause, r->category) != 0)))) {
+    if (s->cancellable && m->state != QRAFT__MESSAGE_STATE__PENDING &&
+        m->state != QRAFT__MESSAGE_STATE__RETRYING) {
         return 0;
     }
-    f->ids[f->n] = strdup(m->id);
-    if (f->ids[f->n] == NULL) {
-        f->rv = -ENOMEM;
+    if (!qr_filter_match(f, m)) {
+        return 0;
+    }
+    if (s->n == s->max) {
+        s->more = true;
         return 1;
     }
-    return ++f->n == MAX_BULK_IDS;
+    s->ids[s->n] = strdup(m->id);
+    if (s->ids[s->n] == NULL) {
+        s->rv = -ENOMEM;
+        return 1;
+    }
+    s->n++;
+    s->last_ms = m->dead_lettered_ms;
+    snprintf(s->last_id, sizeof s->last_id, "%s", m->id);
+    return 0;
+}
+
+/* A paged DLQ bulk cursor: "<dead-lettered ms>:<message id>", a position
+ * that stays valid after the message left the DLQ. */
+static int parse_dlq_position(const char *cursor, uint64_t *ms, const char **id)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(cursor, &end, 10);
+    if (errno != 0 || end == cursor || *end != ':' || end[1] == '\0') {
+        return QR_EBADREQ;
+    }
+    *ms = v;
+    *id = end + 1;
+    return 0;
+}
+
+/* The older DLQ replay fields, folded into one filter (a shallow copy of
+ * the request's own filter, when it has one). */
+static void fold_replay_filter(const Qraft__DlqReplayRequest *r,
+                               Qraft__MessageFilter *f)
+{
+    if (r->filter != NULL) {
+        *f = *r->filter;
+    } else {
+        qraft__message_filter__init(f);
+    }
+    if (r->url_prefix[0] != '\0') {
+        f->url_prefix = r->url_prefix;
+    }
+    if (r->category[0] != '\0') {
+        f->error_category = r->category;
+    }
+    if (r->since_ms > f->from_ms) {
+        f->from_ms = r->since_ms;
+    }
+    if (r->until_ms != 0 && (f->to_ms == 0 || r->until_ms - 1 < f->to_ms)) {
+        f->to_ms = r->until_ms - 1; /* until is exclusive, to inclusive */
+    }
+}
+
+static bool refuse_unsupported(struct qr_rpc_conn *conn,
+                               const Qraft__Request *req,
+                               const Qraft__MessageFilter *f)
+{
+    const char *name = qr_filter_unsupported(f);
+    if (name != NULL) {
+        send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                   "filter %s is not supported yet", name);
+    }
+    return name != NULL;
+}
+
+static uint32_t bulk_limit(uint32_t limit)
+{
+    return limit == 0 || limit > MAX_BULK_IDS ? MAX_BULK_IDS : limit;
+}
+
+/* Dead letters matching f after cursor (a position, or "": the oldest),
+ * up to limit, then one command each, answered with a BulkPageResponse. */
+static void dlq_bulk_by_filter(struct qr_rpc_conn *conn,
+                               const Qraft__Request *req,
+                               const Qraft__MessageFilter *f,
+                               const char *cursor,
+                               uint32_t limit,
+                               enum bulk_kind kind,
+                               bool paged)
+{
+    uint64_t after_ms = 0;
+    const char *after_id = NULL;
+    if (cursor[0] != '\0' &&
+        parse_dlq_position(cursor, &after_ms, &after_id) != 0) {
+        send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                   "invalid cursor '%.64s'", cursor);
+        return;
+    }
+    struct selection s = {.filter = f, .max = bulk_limit(limit)};
+    s.ids = calloc(s.max, sizeof(char *));
+    struct qr_store_txn *txn = NULL;
+    int rv = s.ids == NULL ? -ENOMEM
+                           : qr_store_txn_begin(conn->rpc->store, false, &txn);
+    if (rv == 0) {
+        rv = qr_store_dlq_list_at(txn, after_ms, after_id, SIZE_MAX,
+                                  collect_matching, &s);
+        qr_store_txn_abort(txn);
+        rv = rv == 1 ? s.rv : rv;
+    }
+    if (rv == QR_EBADREQ) {
+        send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                   "invalid cursor '%.64s'", cursor);
+    } else if (rv != 0) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
+                   "reading the DLQ: %s", qr_strerror(rv));
+    } else {
+        char next[QR_ID_BYTES + 96] = "";
+        if (s.more) {
+            snprintf(next, sizeof next, "%" PRIu64 ":%s", s.last_ms, s.last_id);
+        }
+        struct bulk_page page = {.paged = paged, .cursor = next};
+        handle_bulk(conn, req, s.n, s.ids, kind, &page);
+    }
+    selection_free(&s);
 }
 
 static void handle_dlq_replay(struct qr_rpc_conn *conn,
                               const Qraft__Request *req)
 {
     const Qraft__DlqReplayRequest *r = req->dlq_replay;
-    bool filtered = r->all || r->url_prefix[0] != '\0' ||
-                    r->category[0] != '\0' || r->since_ms != 0 ||
-                    r->until_ms != 0;
+    Qraft__MessageFilter f;
+    fold_replay_filter(r, &f);
+    bool filtered = r->all || !qr_filter_is_empty(&f);
+    struct bulk_page page = {.paged = r->filter != NULL || r->limit != 0 ||
+                                      r->cursor[0] != '\0'};
+    if (refuse_unsupported(conn, req, &f)) {
+        return;
+    }
     if (r->n_message_ids > 0 || !filtered) {
         if (filtered) {
             send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
                        "give message ids or a filter, not both");
             return;
         }
-        handle_bulk(conn, req, r->n_message_ids, r->message_ids, true);
+        page.paged = false; /* ids alone: as before */
+        handle_bulk(conn, req, r->n_message_ids, r->message_ids, BULK_REPLAY,
+                    &page);
         return;
     }
-    struct dlq_filter f = {.r = r, .ids = calloc(MAX_BULK_IDS, sizeof(char *))};
+    dlq_bulk_by_filter(conn, req, &f, r->cursor, r->limit, BULK_REPLAY,
+                       page.paged);
+}
+
+static void handle_dlq_delete(struct qr_rpc_conn *conn,
+                              const Qraft__Request *req)
+{
+    const Qraft__DlqDeleteRequest *d = req->dlq_delete;
+    bool filtered = d->all || !qr_filter_is_empty(d->filter);
+    struct bulk_page page = {.paged = false};
+    if (refuse_unsupported(conn, req, d->filter)) {
+        return;
+    }
+    if (d->n_message_ids > 0 || !filtered) {
+        if (filtered) {
+            send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                       "give message ids or a filter, not both");
+            return;
+        }
+        handle_bulk(conn, req, d->n_message_ids, d->message_ids, BULK_DELETE,
+                    &page);
+        return;
+    }
+    Qraft__MessageFilter none = QRAFT__MESSAGE_FILTER__INIT;
+    dlq_bulk_by_filter(conn, req, d->filter != NULL ? d->filter : &none,
+                       d->cursor, d->limit, BULK_DELETE, true);
+}
+
+/* Cancels the listed messages, or the cancellable ones the filter selects
+ * (in id order, at most limit). */
+static void handle_cancel_many(struct qr_rpc_conn *conn,
+                               const Qraft__Request *req)
+{
+    const Qraft__CancelManyRequest *r = req->cancel_many;
+    struct bulk_page page = {.paged = false};
+    if (refuse_unsupported(conn, req, r->filter)) {
+        return;
+    }
+    if (r->n_message_ids > 0) {
+        if (!qr_filter_is_empty(r->filter)) {
+            send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                       "give message ids or a filter, not both");
+            return;
+        }
+        handle_bulk(conn, req, r->n_message_ids, r->message_ids, BULK_CANCEL,
+                    &page);
+        return;
+    }
+    Qraft__MessageFilter none = QRAFT__MESSAGE_FILTER__INIT;
+    struct selection s = {.filter = r->filter != NULL ? r->filter : &none,
+                          .cancellable = true,
+                          .max = bulk_limit(r->limit)};
+    s.ids = calloc(s.max, sizeof(char *));
     struct qr_store_txn *txn = NULL;
-    int rv = f.ids == NULL ? -ENOMEM
+    int rv = s.ids == NULL ? -ENOMEM
                            : qr_store_txn_begin(conn->rpc->store, false, &txn);
     if (rv == 0) {
-        rv = qr_store_dlq_list(txn, NULL, SIZE_MAX, collect_matching, &f);
+        rv = qr_store_msg_list(txn, QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED,
+                               NULL, SIZE_MAX, collect_matching, &s);
         qr_store_txn_abort(txn);
-        rv = rv == 1 ? f.rv : rv;
+        rv = rv == 1 ? s.rv : rv;
     }
     if (rv != 0) {
         send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
-                   "reading the DLQ: %s", qr_strerror(rv));
-    } else if (f.n == 0) {
-        Qraft__BulkResponse br = QRAFT__BULK_RESPONSE__INIT;
-        Qraft__Response resp = QRAFT__RESPONSE__INIT;
-        resp.id = req->id;
-        resp.body_case = QRAFT__RESPONSE__BODY_BULK;
-        resp.bulk = &br;
-        send_response(conn, &resp, false);
+                   "reading the store: %s", qr_strerror(rv));
     } else {
-        handle_bulk(conn, req, f.n, f.ids, true);
+        page.cursor = ""; /* selected: none is an empty answer */
+        handle_bulk(conn, req, s.n, s.ids, BULK_CANCEL, &page);
     }
-    for (size_t i = 0; i < f.n; i++) {
-        free(f.ids[i]);
-    }
-    free(f.ids);
+    selection_free(&s);
 }
 
 static bool forward(struct qr_rpc_conn *conn, Qraft__Request *req);
@@ -730,13 +943,6 @@ static void handle_keys(struct qr_rpc_conn *conn, const Qraft__Request *req)
     propose_command(conn, req, &cmd, on_rotated);
 }
 
-static void handle_dlq_delete(struct qr_rpc_conn *conn,
-                              const Qraft__Request *req)
-{
-    handle_bulk(conn, req, req->dlq_delete->n_message_ids,
-                req->dlq_delete->message_ids, false);
-}
-
 /* Reads: a list of deep copies taken from one read transaction. */
 struct msg_list {
     Qraft__Message **items;
@@ -748,7 +954,22 @@ struct msg_list {
     Qraft__MessageState want;
     uint64_t now_ms;
     size_t limit;
+    /* DLQ list: only the messages that match (NULL: all), and, when
+     * n_ids > 0, only these ids. */
+    const Qraft__MessageFilter *filter;
+    char **ids;
+    size_t n_ids;
 };
+
+static bool id_listed(char **ids, size_t n, const char *id)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(ids[i], id) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
 
 /* "delivering" is not stored: a pending or retrying message whose time has
  * come is in flight (or about to be), and is reported so. */
@@ -781,6 +1002,10 @@ static int collect_message(void *arg, const Qraft__Message *m)
     Qraft__MessageState state = reported_state(m, l->now_ms);
     if (l->want != QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED &&
         state != l->want) {
+        return 0;
+    }
+    if ((l->n_ids > 0 && !id_listed(l->ids, l->n_ids, m->id)) ||
+        (l->filter != NULL && !qr_filter_match(l->filter, m))) {
         return 0;
     }
     if (l->n == l->cap) {
@@ -839,6 +1064,14 @@ static void handle_list(struct qr_rpc_conn *conn, const Qraft__Request *req)
 
     struct msg_list l = {.now_ms = qr_cluster_now_ms(rpc->cluster),
                          .limit = limit};
+    if (dlq) {
+        if (refuse_unsupported(conn, req, req->dlq_list->filter)) {
+            return;
+        }
+        l.filter = req->dlq_list->filter;
+        l.ids = req->dlq_list->message_ids;
+        l.n_ids = req->dlq_list->n_message_ids;
+    }
     struct qr_store_txn *txn = NULL;
     int rv = qr_store_txn_begin(rpc->store, false, &txn);
     if (rv == 0) {
@@ -976,6 +1209,298 @@ static void handle_get(struct qr_rpc_conn *conn, const Qraft__Request *req)
     if (m != NULL) {
         qraft__message__free_unpacked(m, NULL);
     }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Events (the logs API): a cursor-paged scan of the events db, each event
+ * seen as the QStash states it stands for (filter.h), with its message. */
+
+#define EVENTS_DEFAULT_LIMIT 100u
+#define EVENTS_MAX_LIMIT 1000u
+/* Cursor: decimal digits, the event key then which of its entries came
+ * last: <time ms><index, 20 digits><position, 10><entry, 1>. A bare
+ * number of at most 20 digits is a time: newest first, the events at or
+ * before it; oldest first, at or after it. */
+#define CURSOR_TAIL_DIGITS 31u
+
+struct events_page {
+    struct qr_store_txn *txn;
+    const Qraft__EventsRequest *r;
+    bool desc;
+    uint32_t state_mask; /* bit per LogState; 0: all */
+    size_t limit;
+    /* Resume: the entries of the event at skip_pos up to skip_entry (in
+     * scan order) were on the previous page. */
+    bool have_skip;
+    struct qr_store_event_pos skip_pos;
+    uint32_t skip_entry;
+    /* Built page. */
+    Qraft__EventEntry *entries;
+    Qraft__EventEntry **entry_ptrs;
+    Qraft__Event **events; /* owned copies, one per event used */
+    size_t n_events;
+    Qraft__Message **messages; /* owned, one per distinct message loaded */
+    size_t n_messages;
+    size_t n, bytes;
+    bool more;
+    struct qr_store_event_pos last_pos;
+    uint32_t last_entry;
+    int rv;
+};
+
+static Qraft__Event *copy_event(const Qraft__Event *e)
+{
+    size_t len = qraft__event__get_packed_size(e);
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    if (buf == NULL) {
+        return NULL;
+    }
+    qraft__event__pack(e, buf);
+    Qraft__Event *copy = qraft__event__unpack(NULL, len, buf);
+    free(buf);
+    return copy;
+}
+
+/* The message of e: the last one loaded when it is the same, else from the
+ * store (NULL when it was pruned). Returns 0 or an error. */
+static int event_message(struct events_page *p,
+                         const Qraft__Event *e,
+                         Qraft__Message **out)
+{
+    *out = NULL;
+    if (p->n_messages > 0 &&
+        strcmp(p->messages[p->n_messages - 1]->id, e->message_id) == 0) {
+        *out = p->messages[p->n_messages - 1];
+        return 0;
+    }
+    Qraft__Message *m = NULL;
+    int rv = qr_store_msg_get(p->txn, e->message_id, &m);
+    if (rv == QR_ENOTFOUND) {
+        return 0;
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    p->messages[p->n_messages++] = m;
+    p->bytes += qraft__message__get_packed_size(m);
+    *out = m;
+    return 0;
+}
+
+/* True when f sets nothing but message ids and time bounds. */
+static bool ids_and_time_only(const Qraft__MessageFilter *f)
+{
+    if (f == NULL) {
+        return true;
+    }
+    Qraft__MessageFilter rest = *f;
+    rest.n_message_ids = 0;
+    rest.from_ms = 0;
+    rest.to_ms = 0;
+    return qr_filter_is_empty(&rest);
+}
+
+static int collect_entries(void *arg,
+                           const struct qr_store_event_pos *pos,
+                           const Qraft__Event *e)
+{
+    struct events_page *p = arg;
+    const Qraft__MessageFilter *f = p->r->filter;
+    Qraft__LogState states[QR_FILTER_MAX_LOG_STATES];
+    size_t n_states = qr_filter_log_states(e, states);
+    bool resumed = p->have_skip && pos->time_ms == p->skip_pos.time_ms &&
+                   pos->index == p->skip_pos.index &&
+                   pos->position == p->skip_pos.position;
+
+    if (f != NULL && ((p->desc && f->from_ms != 0 && e->time_ms < f->from_ms) ||
+                      (!p->desc && f->to_ms != 0 && e->time_ms > f->to_ms))) {
+        return 1; /* past the time bound: nothing further matches */
+    }
+    if (n_states == 0 || !qr_filter_match_time(f, e->time_ms) ||
+        (f != NULL && f->n_message_ids > 0 &&
+         !id_listed(f->message_ids, f->n_message_ids, e->message_id))) {
+        return 0;
+    }
+    Qraft__Message *m = NULL;
+    bool loaded = false;
+    for (size_t k = 0; k < n_states; k++) {
+        /* Scan order: oldest first within the event, or reversed. */
+        uint32_t entry = (uint32_t)k;
+        size_t i = p->desc ? n_states - 1 - k : k;
+        if (resumed && entry <= p->skip_entry) {
+            continue;
+        }
+        if (p->state_mask != 0 && !(p->state_mask & (1u << states[i]))) {
+            continue;
+        }
+        if (!loaded) {
+            /* Before the first entry of this event is taken: its message
+             * (for the answer and the other filter fields). */
+            size_t n_loaded = p->n_messages;
+            int rv = event_message(p, e, &m);
+            if (rv != 0) {
+                p->rv = rv;
+                return 1;
+            }
+            loaded = true;
+            /* A pruned message matches no condition on its fields. */
+            if (m != NULL ? !qr_filter_match_fields(f, m)
+                          : !ids_and_time_only(f)) {
+                if (p->n_messages > n_loaded) {
+                    p->n_messages--;
+                    p->bytes -= qraft__message__get_packed_size(m);
+                    qraft__message__free_unpacked(m, NULL);
+                }
+                return 0;
+            }
+            Qraft__Event *copy = copy_event(e);
+            if (copy == NULL) {
+                p->rv = -ENOMEM;
+                return 1;
+            }
+            p->events[p->n_events++] = copy;
+        }
+        if (p->n == p->limit || p->bytes >= LIST_MAX_PAGE_BYTES) {
+            p->more = true;
+            return 1;
+        }
+        Qraft__EventEntry *out = &p->entries[p->n];
+        qraft__event_entry__init(out);
+        out->event = p->events[p->n_events - 1];
+        out->state = states[i];
+        out->message = m;
+        p->entry_ptrs[p->n++] = out;
+        p->last_pos = *pos;
+        p->last_entry = entry;
+    }
+    return 0;
+}
+
+static int parse_events_cursor(const char *c,
+                               bool desc,
+                               struct events_page *p,
+                               struct qr_store_event_pos *from)
+{
+    size_t len = strlen(c);
+    if (len == 0 || strspn(c, "0123456789") != len) {
+        return QR_EBADREQ;
+    }
+    if (len <= 20) {
+        unsigned long long t = strtoull(c, NULL, 10);
+        from->time_ms = t;
+        from->index = desc ? UINT64_MAX : 0;
+        from->position = desc ? UINT32_MAX : 0;
+        return errno == ERANGE ? QR_EBADREQ : 0;
+    }
+    if (len <= CURSOR_TAIL_DIGITS || len > CURSOR_TAIL_DIGITS + 20) {
+        return QR_EBADREQ;
+    }
+    char head[21];
+    char index[21];
+    char position[11];
+    size_t hl = len - CURSOR_TAIL_DIGITS;
+    memcpy(head, c, hl);
+    head[hl] = '\0';
+    memcpy(index, c + hl, 20);
+    index[20] = '\0';
+    memcpy(position, c + hl + 20, 10);
+    position[10] = '\0';
+    errno = 0;
+    from->time_ms = strtoull(head, NULL, 10);
+    from->index = strtoull(index, NULL, 10);
+    unsigned long long pos = strtoull(position, NULL, 10);
+    if (errno != 0 || pos > UINT32_MAX) {
+        return QR_EBADREQ;
+    }
+    from->position = (uint32_t)pos;
+    p->have_skip = true;
+    p->skip_pos = *from;
+    p->skip_entry = (uint32_t)(c[len - 1] - '0');
+    return 0;
+}
+
+static void events_page_free(struct events_page *p)
+{
+    for (size_t i = 0; i < p->n_events; i++) {
+        qraft__event__free_unpacked(p->events[i], NULL);
+    }
+    for (size_t i = 0; i < p->n_messages; i++) {
+        qraft__message__free_unpacked(p->messages[i], NULL);
+    }
+    free(p->events);
+    free(p->messages);
+    free(p->entries);
+    free(p->entry_ptrs);
+}
+
+static void handle_events(struct qr_rpc_conn *conn, const Qraft__Request *req)
+{
+    const Qraft__EventsRequest *r = req->events;
+    struct events_page p = {.r = r, .desc = !r->oldest_first};
+    struct qr_store_event_pos from;
+    bool have_from = false;
+
+    if (refuse_unsupported(conn, req, r->filter)) {
+        return;
+    }
+    for (size_t i = 0; i < r->n_states; i++) {
+        if (r->states[i] <= QRAFT__LOG_STATE__LOG_STATE_UNSPECIFIED ||
+            r->states[i] > QRAFT__LOG_STATE__LOG_CANCELLED) {
+            send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                       "unknown log state %d", (int)r->states[i]);
+            return;
+        }
+        p.state_mask |= 1u << r->states[i];
+    }
+    if (r->cursor[0] != '\0') {
+        errno = 0;
+        if (parse_events_cursor(r->cursor, p.desc, &p, &from) != 0) {
+            send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                       "invalid cursor '%.64s'", r->cursor);
+            return;
+        }
+        have_from = true;
+    }
+    p.limit = r->limit == 0                 ? EVENTS_DEFAULT_LIMIT
+              : r->limit > EVENTS_MAX_LIMIT ? EVENTS_MAX_LIMIT
+                                            : r->limit;
+    /* At most one event and one message per entry. */
+    p.entries = calloc(p.limit, sizeof *p.entries);
+    p.entry_ptrs = calloc(p.limit, sizeof *p.entry_ptrs);
+    p.events = calloc(p.limit + 1, sizeof *p.events);
+    p.messages = calloc(p.limit + 1, sizeof *p.messages);
+    int rv = p.entries == NULL || p.entry_ptrs == NULL || p.events == NULL ||
+                     p.messages == NULL
+                 ? -ENOMEM
+                 : qr_store_txn_begin(conn->rpc->store, false, &p.txn);
+    if (rv == 0) {
+        rv = qr_store_event_scan(p.txn, have_from ? &from : NULL, true, p.desc,
+                                 collect_entries, &p);
+        rv = rv == 1 ? p.rv : rv;
+        qr_store_txn_abort(p.txn);
+    }
+    if (rv != 0) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
+                   "reading the events: %s", qr_strerror(rv));
+        events_page_free(&p);
+        return;
+    }
+    char next[64] = "";
+    if (p.more && p.n > 0) {
+        snprintf(next, sizeof next, "%" PRIu64 "%020" PRIu64 "%010" PRIu32 "%u",
+                 p.last_pos.time_ms, p.last_pos.index, p.last_pos.position,
+                 p.last_entry);
+    }
+    Qraft__EventsResponse er = QRAFT__EVENTS_RESPONSE__INIT;
+    er.n_entries = p.n;
+    er.entries = p.entry_ptrs;
+    er.cursor = next;
+    Qraft__Response resp = QRAFT__RESPONSE__INIT;
+    resp.id = req->id;
+    resp.body_case = QRAFT__RESPONSE__BODY_EVENTS;
+    resp.events = &er;
+    send_response(conn, &resp, false);
+    events_page_free(&p);
 }
 
 static void handle_status(struct qr_rpc_conn *conn, const Qraft__Request *req)
@@ -1192,6 +1717,9 @@ static const struct route routes[] = {
      true},
     {QRAFT__REQUEST__BODY_DLQ_DELETE, "dlq delete", handle_dlq_delete, true,
      true},
+    {QRAFT__REQUEST__BODY_CANCEL_MANY, "cancel many", handle_cancel_many, true,
+     true},
+    {QRAFT__REQUEST__BODY_EVENTS, "events", handle_events, false, false},
     {QRAFT__REQUEST__BODY_STATUS, "status", handle_status, false, false},
     /* Reading keys is local; rotating checks for the leader itself. */
     {QRAFT__REQUEST__BODY_KEYS, "keys", handle_keys, false, false},

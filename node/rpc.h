@@ -21,6 +21,7 @@
 #include "cluster.h"
 #include "config.h"
 #include "err.h"
+#include "metrics.h"
 #include "shards.h"
 #include "store.h"
 
@@ -46,6 +47,7 @@ struct qr_rpc {
     qr_rpc_close_cb close_cb;
     char errmsg[QR_ERRMSG_BYTES];
     uint64_t n_requests;
+    struct qr_metrics *metrics; /* borrowed, may be NULL; set after init */
 };
 
 /* Binds and listens on cfg->rpc_addr. Client requests need the API token

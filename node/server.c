@@ -278,6 +278,25 @@ static bool http_ready(void *data, char *why, size_t why_len)
     return true;
 }
 
+/* /metrics reads raft's and the store's figures when it is asked. */
+static void http_gauges(void *data, struct qr_metrics_gauges *g)
+{
+    struct qr_server *s = data;
+    struct qr_cluster_status cs;
+    struct qr_store_txn *txn = NULL;
+
+    qr_cluster_get_status(&s->cluster, &cs);
+    g->term = cs.term;
+    g->commit_index = cs.commit_index;
+    g->applied_index = cs.applied_index;
+    g->leader = strcmp(cs.state, "leader") == 0;
+    g->shards_owned = qr_shards_count(&s->shards, s->config->id);
+    if (qr_store_txn_begin(s->store, false, &txn) == 0) {
+        g->have_counts = qr_store_count_states(txn, g->state_counts) == 0;
+        qr_store_txn_abort(txn);
+    }
+}
+
 static void on_removed(void *data)
 {
     struct qr_server *s = data;
@@ -493,12 +512,17 @@ int qr_server_init(struct qr_server *s,
         snprintf(s->errmsg, sizeof s->errmsg, "%s", s->rpc.errmsg);
         goto err_after_worker;
     }
+    memset(&s->metrics, 0, sizeof s->metrics);
+    s->worker.metrics = &s->metrics;
+    s->rpc.metrics = &s->metrics;
     struct qr_http_hooks hooks = {
         .data = s,
         .serving = http_serving,
         .ready = http_ready,
         .rpc = &s->rpc,
         .token = s->token,
+        .metrics = &s->metrics,
+        .gauges = http_gauges,
     };
     struct qr_http_limits limits = {
         .max_conns = cfg->max_connections,

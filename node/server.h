@@ -24,6 +24,7 @@ struct qr_server {
     struct qr_worker worker;
     struct qr_rpc rpc;
     struct qr_http http;
+    struct qr_metrics metrics; /* this process's counters (/metrics) */
     uv_signal_t sigterm;
     uv_signal_t sigint;
     uv_timer_t tick; /* announces readiness, keeps signing keys present */

@@ -1178,6 +1178,13 @@ int qr_store_due_next(struct qr_store_txn *t,
     return rv;
 }
 
+static int dlq_walk(struct qr_store_txn *t,
+                    const uint8_t *start,
+                    size_t start_len,
+                    size_t limit,
+                    qr_store_msg_cb cb,
+                    void *arg);
+
 int qr_store_dlq_list(struct qr_store_txn *t,
                       const char *after_id,
                       size_t limit,
@@ -1187,11 +1194,6 @@ int qr_store_dlq_list(struct qr_store_txn *t,
     const char *what = "list dlq";
     uint8_t start[KEY_BUF_BYTES];
     size_t start_len = 0;
-    MDB_cursor *c;
-    MDB_val k;
-    MDB_val v;
-    size_t n = 0;
-    int rc;
     int rv;
 
     rv = check_txn(t, false, what);
@@ -1217,6 +1219,52 @@ int qr_store_dlq_list(struct qr_store_txn *t,
         }
         rv = 0;
     }
+    return dlq_walk(t, start, start_len, limit, cb, arg);
+}
+
+int qr_store_dlq_list_at(struct qr_store_txn *t,
+                         uint64_t after_ms,
+                         const char *after_id,
+                         size_t limit,
+                         qr_store_msg_cb cb,
+                         void *arg)
+{
+    uint8_t start[KEY_BUF_BYTES];
+    size_t n = after_id != NULL ? strlen(after_id) : 0;
+    int rv = check_txn(t, false, "list dlq");
+
+    if (rv != 0) {
+        return rv;
+    }
+    if (n == 0) {
+        return dlq_walk(t, NULL, 0, limit, cb, arg);
+    }
+    rv = check_id(t->s, after_id, "list dlq");
+    if (rv != 0) {
+        return rv;
+    }
+    put_be64(start, after_ms);
+    memcpy(start + DLQ_PREFIX_BYTES, after_id, n);
+    return dlq_walk(t, start, DLQ_PREFIX_BYTES + n, limit, cb, arg);
+}
+
+/* Visits the dead letters after the dlq key start (none: from the
+ * oldest), at most limit. */
+static int dlq_walk(struct qr_store_txn *t,
+                    const uint8_t *start,
+                    size_t start_len,
+                    size_t limit,
+                    qr_store_msg_cb cb,
+                    void *arg)
+{
+    const char *what = "list dlq";
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    size_t n = 0;
+    int rc;
+    int rv;
+
     if (limit == 0) {
         return 0;
     }
@@ -1532,6 +1580,104 @@ int qr_store_event_list(struct qr_store_txn *t,
             goto out;
         }
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    if (rc != MDB_NOTFOUND) {
+        rv = fail_mdb(t->s, t->write, what, rc);
+    }
+out:
+    mdb_cursor_close(c);
+    return rv;
+}
+
+static void event_key(uint8_t key[EVENT_KEY_BYTES],
+                      const struct qr_store_event_pos *pos)
+{
+    put_be64(key, pos->time_ms);
+    put_be64(key + 8, pos->index);
+    put_be32(key + 16, pos->position);
+}
+
+/* Positions c for a scan from `from` (see qr_store_event_scan). */
+static int event_seek(MDB_cursor *c,
+                      const struct qr_store_event_pos *from,
+                      bool inclusive,
+                      bool descending,
+                      MDB_val *k,
+                      MDB_val *v)
+{
+    uint8_t key[EVENT_KEY_BYTES];
+    int rc;
+
+    if (from == NULL) {
+        return mdb_cursor_get(c, k, v, descending ? MDB_LAST : MDB_FIRST);
+    }
+    event_key(key, from);
+    if (!descending) {
+        return cursor_seek(c, key, sizeof key, !inclusive, k, v);
+    }
+    k->mv_size = sizeof key;
+    k->mv_data = key;
+    rc = mdb_cursor_get(c, k, v, MDB_SET_RANGE);
+    if (rc == MDB_NOTFOUND) {
+        return mdb_cursor_get(c, k, v, MDB_LAST);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    /* At the first key >= from: step back unless it is from itself and
+     * that is wanted. */
+    if (!(inclusive && k->mv_size == sizeof key &&
+          memcmp(k->mv_data, key, sizeof key) == 0)) {
+        rc = mdb_cursor_get(c, k, v, MDB_PREV);
+    }
+    return rc;
+}
+
+int qr_store_event_scan(struct qr_store_txn *t,
+                        const struct qr_store_event_pos *from,
+                        bool inclusive,
+                        bool descending,
+                        qr_store_event_pos_cb cb,
+                        void *arg)
+{
+    const char *what = "scan events";
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    int rc;
+    int rv;
+
+    rv = check_txn(t, false, what);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = cursor_open(t, DB_EVENTS, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    rc = event_seek(c, from, inclusive, descending, &k, &v);
+    while (rc == 0) {
+        struct qr_store_event_pos pos;
+        Qraft__Event *e;
+
+        if (k.mv_size != EVENT_KEY_BYTES) {
+            rv = fail_corrupt(t, what, "event key of the wrong size");
+            goto out;
+        }
+        pos.time_ms = get_be64(k.mv_data);
+        pos.index = get_be64((const uint8_t *)k.mv_data + 8);
+        pos.position = get_be32((const uint8_t *)k.mv_data + 16);
+        e = qraft__event__unpack(NULL, v.mv_size, v.mv_data);
+        if (e == NULL) {
+            rv = fail_corrupt(t, what, "event does not decode");
+            goto out;
+        }
+        rv = cb(arg, &pos, e);
+        qraft__event__free_unpacked(e, NULL);
+        if (rv != 0) {
+            goto out;
+        }
+        rc = mdb_cursor_get(c, &k, &v, descending ? MDB_PREV : MDB_NEXT);
     }
     if (rc != MDB_NOTFOUND) {
         rv = fail_mdb(t->s, t->write, what, rc);

@@ -160,6 +160,17 @@ int qr_store_dlq_list(struct qr_store_txn *t,
                       qr_store_msg_cb cb,
                       void *arg);
 
+/* Like qr_store_dlq_list, from a position instead of a message: the dead
+ * letters strictly after (after_ms, after_id) in DLQ order (after_id NULL
+ * or "": from the oldest). The position stays valid when that message has
+ * left the DLQ (the cursor of paged DLQ deletes and replays). */
+int qr_store_dlq_list_at(struct qr_store_txn *t,
+                         uint64_t after_ms,
+                         const char *after_id,
+                         size_t limit,
+                         qr_store_msg_cb cb,
+                         void *arg);
+
 /* Number of messages in each state, counts[state] for state 0..6. */
 int qr_store_count_states(struct qr_store_txn *t, uint64_t counts[7]);
 
@@ -197,6 +208,32 @@ int qr_store_event_list(struct qr_store_txn *t,
                         const char *message_id,
                         size_t limit,
                         qr_store_event_cb cb,
+                        void *arg);
+
+/* A place in `events`: the parts of its key. */
+struct qr_store_event_pos {
+    uint64_t time_ms;
+    uint64_t index;
+    uint32_t position;
+};
+
+/* e and pos are borrowed for the call only; return nonzero to stop (that
+ * value is returned by the scan). */
+typedef int (*qr_store_event_pos_cb)(void *arg,
+                                     const struct qr_store_event_pos *pos,
+                                     const Qraft__Event *e);
+
+/* Visits events in key order (time, raft index, position): oldest first,
+ * or newest first with `descending`. Starts at `from` (NULL: at the oldest
+ * or newest end), including the event at `from` itself only when
+ * `inclusive`; `from` need not name an existing event. Stops when cb
+ * returns nonzero or the db ends. The cursor-paged read behind the logs
+ * API. */
+int qr_store_event_scan(struct qr_store_txn *t,
+                        const struct qr_store_event_pos *from,
+                        bool inclusive,
+                        bool descending,
+                        qr_store_event_pos_cb cb,
                         void *arg);
 
 /* Snapshots: every named database as seen by one read transaction (format

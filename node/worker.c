@@ -274,6 +274,7 @@ static void propose_result(struct qr_worker *w,
     if (v.cls == QR_RETRY_DELIVERED) {
         r.outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_DELIVERED;
         w->stats.delivered++;
+        QR_METRICS_INC(w->metrics, deliveries_delivered);
     } else {
         if (resp->transport == QR_DELIVERY_OK) {
             snprintf(message, sizeof message, "HTTP %ld", resp->status);
@@ -300,11 +301,13 @@ static void propose_result(struct qr_worker *w,
             r.outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_RETRY;
             r.retry_delay_ms = qr_retry_next_delay_ms(&b, NULL);
             w->stats.retried++;
+            QR_METRICS_INC(w->metrics, deliveries_retry);
         } else {
             r.outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_DEAD;
             qr_retry_hint(&v, hint, sizeof hint);
             r.hint = hint;
             w->stats.dead_lettered++;
+            QR_METRICS_INC(w->metrics, deliveries_dead);
             QR_INFO("worker", "%s dead-lettered after %u attempt(s): %s (%s)",
                     f->id, f->attempt + 1, err.category, message);
         }
@@ -429,6 +432,9 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
     w->buckets[b] = f;
     w->n_inflight++;
     w->stats.dispatched++;
+    if (f->attempt > 0) {
+        QR_METRICS_INC(w->metrics, retries);
+    }
     f = NULL;
 out:
     if (f != NULL) {

@@ -27,6 +27,7 @@
 #include "cluster.h"
 #include "config.h"
 #include "delivery.h"
+#include "metrics.h"
 #include "shards.h"
 #include "store.h"
 
@@ -65,6 +66,7 @@ struct qr_worker {
     uint64_t leader_time_seen_mono_ms;
 
     struct qr_worker_stats stats;
+    struct qr_metrics *metrics; /* borrowed, may be NULL; set after init */
     char errmsg[QR_ERRMSG_BYTES];
 };
 
