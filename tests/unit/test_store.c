@@ -782,6 +782,142 @@ static void test_events(void **state)
     qr_store_txn_abort(t);
 }
 
+/* A page of a positional event scan: details in visit order and the last
+ * position, stopping after `limit` events. */
+struct scan_page {
+    char details[16][32];
+    size_t n;
+    size_t limit;
+    struct qr_store_event_pos last;
+};
+
+static int on_scan(void *arg,
+                   const struct qr_store_event_pos *pos,
+                   const Qraft__Event *e)
+{
+    struct scan_page *p = arg;
+    if (p->n == p->limit) {
+        return 1;
+    }
+    snprintf(p->details[p->n], sizeof p->details[p->n], "%s", e->detail);
+    assert_int_equal(pos->time_ms, e->time_ms);
+    p->last = *pos;
+    p->n++;
+    return 0;
+}
+
+static void scan_events(struct qr_store *s,
+                        const struct qr_store_event_pos *from,
+                        bool inclusive,
+                        bool descending,
+                        size_t limit,
+                        struct scan_page *p)
+{
+    struct qr_store_txn *t = begin(s, false);
+    memset(p, 0, sizeof *p);
+    p->limit = limit;
+    int rv = qr_store_event_scan(t, from, inclusive, descending, on_scan, p);
+    assert_true(rv == 0 || rv == 1);
+    qr_store_txn_abort(t);
+}
+
+static void assert_details(const struct scan_page *p, const char *const *want)
+{
+    size_t n = 0;
+    while (want[n] != NULL) {
+        assert_string_equal(p->details[n], want[n]);
+        n++;
+    }
+    assert_int_equal(p->n, n);
+}
+
+/* Paging through the events db with a cursor, both ways, ends exactly: no
+ * event twice, none left out. */
+static void test_event_scan_paging(void **state)
+{
+    struct fixture *f = *state;
+    struct qr_store_txn *t = begin(f->s, true);
+    struct scan_page p;
+
+    append_event(t, "msg_a", 200, 5, 0, "e4");
+    append_event(t, "msg_a", 100, 3, 1, "e2");
+    append_event(t, "msg_b", 100, 3, 2, "e3");
+    append_event(t, "msg_a", 100, 3, 0, "e1");
+    append_event(t, "msg_a", 300, 9, 0, "e5");
+    assert_int_equal(qr_store_txn_commit(t), 0);
+
+    /* Oldest first, two at a time, each page after the last position. */
+    scan_events(f->s, NULL, false, false, 2, &p);
+    assert_details(&p, (const char *const[]){"e1", "e2", NULL});
+    struct qr_store_event_pos at = p.last;
+    scan_events(f->s, &at, false, false, 2, &p);
+    assert_details(&p, (const char *const[]){"e3", "e4", NULL});
+    at = p.last;
+    scan_events(f->s, &at, false, false, 2, &p);
+    assert_details(&p, (const char *const[]){"e5", NULL});
+    at = p.last;
+    scan_events(f->s, &at, false, false, 2, &p);
+    assert_int_equal(p.n, 0);
+
+    /* Newest first. */
+    scan_events(f->s, NULL, false, true, 2, &p);
+    assert_details(&p, (const char *const[]){"e5", "e4", NULL});
+    at = p.last;
+    scan_events(f->s, &at, false, true, 2, &p);
+    assert_details(&p, (const char *const[]){"e3", "e2", NULL});
+    at = p.last;
+    scan_events(f->s, &at, false, true, 2, &p);
+    assert_details(&p, (const char *const[]){"e1", NULL});
+    at = p.last;
+    scan_events(f->s, &at, false, true, 2, &p);
+    assert_int_equal(p.n, 0);
+
+    /* Inclusive starts at the event itself. */
+    scan_events(f->s, &at, true, false, 1, &p);
+    assert_details(&p, (const char *const[]){"e1", NULL});
+
+    /* A position between events, and past either end. */
+    struct qr_store_event_pos mid = {.time_ms = 150};
+    scan_events(f->s, &mid, true, true, 10, &p);
+    assert_details(&p, (const char *const[]){"e3", "e2", "e1", NULL});
+    scan_events(f->s, &mid, true, false, 10, &p);
+    assert_details(&p, (const char *const[]){"e4", "e5", NULL});
+    struct qr_store_event_pos late = {.time_ms = 1000};
+    scan_events(f->s, &late, false, true, 1, &p);
+    assert_details(&p, (const char *const[]){"e5", NULL});
+    scan_events(f->s, &late, false, false, 1, &p);
+    assert_int_equal(p.n, 0);
+    struct qr_store_event_pos early = {.time_ms = 1};
+    scan_events(f->s, &early, false, true, 1, &p);
+    assert_int_equal(p.n, 0);
+    /* The time alone as a bound, newest first: at or before 100. */
+    struct qr_store_event_pos upto = {
+        .time_ms = 100, .index = UINT64_MAX, .position = UINT32_MAX};
+    scan_events(f->s, &upto, true, true, 10, &p);
+    assert_details(&p, (const char *const[]){"e3", "e2", "e1", NULL});
+}
+
+/* The positional DLQ walk keeps its place after the cursor's message left
+ * the DLQ. */
+static void test_dlq_list_at(void **state)
+{
+    struct fixture *f = *state;
+    struct collect c;
+    put_msg(f->s, "msg_1", QRAFT__MESSAGE_STATE__DEAD_LETTERED, 1, 0, 10);
+    put_msg(f->s, "msg_2", QRAFT__MESSAGE_STATE__DEAD_LETTERED, 1, 0, 20);
+    put_msg(f->s, "msg_3", QRAFT__MESSAGE_STATE__DEAD_LETTERED, 1, 0, 30);
+    delete_msg(f->s, "msg_2");
+
+    struct qr_store_txn *t = begin(f->s, false);
+    memset(&c, 0, sizeof c);
+    assert_int_equal(qr_store_dlq_list_at(t, 20, "msg_2", 10, on_msg, &c), 0);
+    assert_ids(&c, (const char *const[]){"msg_3", NULL});
+    memset(&c, 0, sizeof c);
+    assert_int_equal(qr_store_dlq_list_at(t, 0, NULL, 10, on_msg, &c), 0);
+    assert_ids(&c, (const char *const[]){"msg_1", "msg_3", NULL});
+    qr_store_txn_abort(t);
+}
+
 /* Fills a store with some of everything. */
 static void populate(struct qr_store *s)
 {
@@ -1248,6 +1384,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_abort_leaves_nothing, setup,
                                         teardown),
         cmocka_unit_test(test_map_full_fails_store),
+        cmocka_unit_test_setup_teardown(test_event_scan_paging, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_dlq_list_at, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
