@@ -41,15 +41,18 @@ class RestTest(unittest.TestCase):
             parsed = data
         return resp.status, resp.headers, parsed
 
-    def test_dlq_filters_are_refused_not_ignored(self):
-        """Filters not applied yet answer 400: an unfiltered list or a
-        retry of the whole DLQ would do more than was asked."""
+    def test_dlq_filters_are_applied_or_refused(self):
+        """A filter is applied, or refused with 400 when qraft cannot
+        evaluate it yet: never ignored (an unfiltered retry of the whole
+        DLQ would do more than was asked). tests/integration/test_observe.py
+        covers the filters in depth."""
         status, _, body = self.call("POST",
-                                    "/v2/dlq/retry?url=http://x/&count=3")
+                                    "/v2/dlq/retry?label=x&count=3")
         self.assertEqual(status, 400)
-        self.assertIn("filters are not supported", body["error"])
+        self.assertIn("not supported yet", body["error"])
         status, _, body = self.call("GET", "/v2/dlq?responseStatus=500")
-        self.assertEqual(status, 400)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["messages"], [])
         status, _, body = self.call("GET", "/v2/dlq?count=5")
         self.assertEqual(status, 200)
 

@@ -1,0 +1,229 @@
+"""Observability of a real qraftd --dev: /metrics parses as Prometheus text
+and moves with what the node does; the logs, DLQ and bulk-cancel filters
+answer 400 to bad values and never ignore a filter they cannot apply. The
+SDK's view of the same routes is in tests/sdk/observe.test.mjs."""
+
+import http.client
+import json
+import re
+import unittest
+
+import qraft_harness as qh
+from http_sink import HttpSink, Reply
+
+WAIT = 20
+
+# One sample line of the text format: name{labels} value.
+SAMPLE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"]*"'
+    r'(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*)?\})? (-?[0-9.eE+]+|NaN|[+-]Inf)$'
+)
+
+
+def parse_prometheus(text):
+    """{(name, labels-tuple): value}, checking every line: comments are HELP
+    or TYPE, every sample's family was TYPEd before it."""
+    samples = {}
+    typed = {}
+    for line in text.splitlines():
+        if not line:
+            continue
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            if parts[1] not in ("HELP", "TYPE") or len(parts) < 4:
+                raise AssertionError(f"bad comment line: {line!r}")
+            if parts[1] == "TYPE":
+                if parts[3] not in ("counter", "gauge"):
+                    raise AssertionError(f"bad type: {line!r}")
+                typed[parts[2]] = parts[3]
+            continue
+        m = SAMPLE.match(line)
+        if m is None:
+            raise AssertionError(f"not a sample line: {line!r}")
+        name = m.group(1)
+        if name not in typed:
+            raise AssertionError(f"{name} has no TYPE line before it")
+        labels = tuple(re.findall(r'([a-zA-Z_]+)="([^"]*)"', m.group(3) or ""))
+        samples[(name, labels)] = float(m.group(5))
+    return samples
+
+
+class ObserveTest(unittest.TestCase):
+    def setUp(self):
+        self.sink = HttpSink()
+        self.sink.start()
+        self.addCleanup(self.sink.stop)
+        self.node = qh.start_dev_node(self)
+
+    def call(self, method, target, body=None, auth=True):
+        conn = http.client.HTTPConnection(self.node.http_addr, timeout=10)
+        self.addCleanup(conn.close)
+        headers = {}
+        if auth:
+            headers["Authorization"] = f"Bearer {self.node.token}"
+        conn.request(method, target, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        ctype = resp.headers.get("Content-Type", "")
+        if ctype.startswith("application/json"):
+            return resp.status, ctype, json.loads(data)
+        return resp.status, ctype, data.decode()
+
+    def metrics(self):
+        status, ctype, text = self.call("GET", "/metrics", auth=False)
+        self.assertEqual(status, 200)
+        self.assertTrue(ctype.startswith("text/plain; version=0.0.4"), ctype)
+        return parse_prometheus(text)
+
+    def publish(self, path, **headers):
+        status, _, body = self.call_headers(
+            "POST", f"/v2/publish/{self.sink.url(path)}", headers
+        )
+        self.assertIn(status, (200, 201), body)
+        return body["messageId"]
+
+    def call_headers(self, method, target, headers):
+        conn = http.client.HTTPConnection(self.node.http_addr, timeout=10)
+        self.addCleanup(conn.close)
+        hdrs = {"Authorization": f"Bearer {self.node.token}"}
+        hdrs.update(headers)
+        conn.request(method, target, body=b"x", headers=hdrs)
+        resp = conn.getresponse()
+        return resp.status, None, json.loads(resp.read())
+
+    def test_metrics_parse_and_move(self):
+        before = self.metrics()
+        for name in (
+            "qraft_publishes_total",
+            "qraft_retries_total",
+            "qraft_http_requests_total",
+            "qraft_dlq_messages",
+            "qraft_raft_term",
+            "qraft_raft_commit_index",
+            "qraft_raft_applied_index",
+            "qraft_leader",
+            "qraft_shards_owned",
+        ):
+            self.assertIn((name, ()), before, name)
+        for outcome in ("delivered", "retry", "dead"):
+            self.assertIn(
+                ("qraft_deliveries_total", (("outcome", outcome),)), before
+            )
+        self.assertEqual(before[("qraft_leader", ())], 1)
+        self.assertEqual(before[("qraft_shards_owned", ())], 256)
+        self.assertEqual(before[("qraft_dlq_messages", ())], 0)
+
+        self.sink.script("/ok", Reply(status=200))
+        self.sink.script("/gone", Reply(status=404))
+        self.publish("/ok")
+        self.sink.wait_for(1, path="/ok", timeout=WAIT)
+        qh.wait_until(
+            lambda: self.metrics()[
+                ("qraft_deliveries_total", (("outcome", "delivered"),))
+            ]
+            == 1,
+            WAIT,
+            "the delivery to be counted",
+        )
+        after = self.metrics()
+        self.assertEqual(after[("qraft_publishes_total", ())],
+                         before[("qraft_publishes_total", ())] + 1)
+        self.assertGreater(after[("qraft_http_requests_total", ())],
+                           before[("qraft_http_requests_total", ())])
+        self.assertGreater(after[("qraft_raft_applied_index", ())],
+                           before[("qraft_raft_applied_index", ())])
+
+        # A 404 dead-letters at once (a permanent failure).
+        self.publish("/gone")
+        got = qh.wait_until(
+            lambda: (lambda m: m if m[("qraft_dlq_messages", ())] == 1 else
+                     None)(self.metrics()),
+            WAIT,
+            "qraft_dlq_messages to reach 1",
+        )
+        self.assertEqual(
+            got[("qraft_messages", (("state", "dead_lettered"),))], 1)
+        self.assertEqual(
+            got[("qraft_deliveries_total", (("outcome", "dead"),))], 1)
+
+    def test_bad_filter_values_are_400(self):
+        cases = [
+            ("GET", "/v2/events?fromDate=yesterday", "fromDate"),
+            ("GET", "/v2/logs?toDate=-5", "toDate"),
+            ("GET", "/v2/events?count=0", "count"),
+            ("GET", "/v2/events?count=1001", "count"),
+            ("GET", "/v2/events?state=WAITING", "unknown state"),
+            ("GET", "/v2/events?order=sideways", "order"),
+            ("GET", "/v2/events?cursor=abc", "cursor"),
+            ("GET", "/v2/dlq?count=101", "count"),
+            ("GET", "/v2/dlq?responseStatus=abc", "responseStatus"),
+            ("GET", "/v2/dlq?fromDate=5&toDate=4", "fromDate"),
+            ("DELETE", "/v2/messages?count=0", "count"),
+            ("DELETE", "/v2/messages?count=501", "count"),
+            ("DELETE", "/v2/dlq?nosuch=1", "unknown parameter"),
+            ("POST", "/v2/dlq/retry?url=", "url"),
+            ("DELETE", "/v2/messages?messageIds=a&url=http://x/", "not both"),
+        ]
+        for method, target, word in cases:
+            with self.subTest(target=target):
+                status, _, body = self.call(method, target)
+                self.assertEqual(status, 400, body)
+                self.assertIn(word, body["error"])
+
+    def test_unsupported_filters_are_refused_not_ignored(self):
+        """Until messages carry these fields, filtering on them would match
+        everything or nothing: refused on every route."""
+        self.sink.script("/later", Reply(status=200))
+        self.publish("/later", **{"Upstash-Delay": "1h"})
+        for name in ("label", "topicName", "callerIp", "flowControlKey",
+                     "scheduleId"):
+            for method, route in (("GET", "/v2/dlq"), ("DELETE", "/v2/dlq"),
+                                  ("POST", "/v2/dlq/retry"),
+                                  ("DELETE", "/v2/messages"),
+                                  ("GET", "/v2/events")):
+                with self.subTest(name=name, route=route):
+                    status, _, body = self.call(method, f"{route}?{name}=x")
+                    self.assertEqual(status, 400, body)
+                    self.assertEqual(
+                        body["error"], f"filter {name} is not supported yet")
+        # Nothing was cancelled by the refused bulk cancels.
+        status, _, body = self.call("DELETE", "/v2/messages?count=10")
+        self.assertEqual((status, body), (200, {"cancelled": 1}))
+
+    def test_filters_select(self):
+        self.sink.script("/a", Reply(status=500))
+        self.sink.script("/b", Reply(status=404))
+        a = self.publish("/a", **{"Upstash-Retries": "0"})
+        b = self.publish("/b")
+        qh.wait_until(
+            lambda: len(self.call("GET", "/v2/dlq")[2]["messages"]) == 2,
+            WAIT, "two dead letters")
+        status, _, body = self.call("GET", "/v2/dlq?responseStatus=404,418")
+        self.assertEqual([m["dlqId"] for m in body["messages"]], [b])
+        status, _, body = self.call(
+            "GET", f"/v2/dlq?path=/a&host=127.0.0.1&messageId={a}")
+        self.assertEqual([m["dlqId"] for m in body["messages"]], [a])
+        status, _, body = self.call("GET", "/v2/dlq?path=/a&path=/b&count=1")
+        self.assertEqual(len(body["messages"]), 1)
+        self.assertIn("cursor", body)
+        status, _, body = self.call(
+            "GET", f"/v2/dlq?path=/a&path=/b&cursor={body['cursor']}")
+        self.assertEqual(len(body["messages"]), 1)
+        self.assertNotIn("cursor", body)
+        # Logs of one message, oldest first: its states in order.
+        status, _, body = self.call(
+            "GET", f"/v2/logs?messageId={b}&order=earliestFirst")
+        self.assertEqual(status, 200, body)
+        self.assertEqual([e["state"] for e in body["logs"]],
+                         ["CREATED", "ACTIVE", "FAILED"])
+        self.assertEqual(body["logs"][2]["responseStatus"], 404)
+        status, _, body = self.call("GET", "/v2/events?state=FAILED")
+        self.assertEqual(sorted(e["messageId"] for e in body["events"]),
+                         sorted([a, b]))
+        # Delete by filter answers how many, with no cursor at the end.
+        status, _, body = self.call("DELETE", "/v2/dlq?responseStatus=500")
+        self.assertEqual((status, body), (200, {"deleted": 1}))
+
+
+if __name__ == "__main__":
+    unittest.main()
