@@ -1396,10 +1396,13 @@ static void on_dlq_bulk_reply(struct rest_call *c,
 
     (void)index;
     c->answered = true;
-    if (resp->status == QRAFT__STATUS__OK && resp->bulk != NULL) {
+    /* body is a oneof (a union): check which member it holds. */
+    if (resp->status == QRAFT__STATUS__OK &&
+        resp->body_case == QRAFT__RESPONSE__BODY_BULK) {
         results = resp->bulk->results;
         n_results = resp->bulk->n_results;
-    } else if (resp->status == QRAFT__STATUS__OK && resp->bulk_page != NULL) {
+    } else if (resp->status == QRAFT__STATUS__OK &&
+               resp->body_case == QRAFT__RESPONSE__BODY_BULK_PAGE) {
         results = resp->bulk_page->results;
         n_results = resp->bulk_page->n_results;
         cursor = resp->bulk_page->cursor;
@@ -1532,7 +1535,8 @@ static void on_cancel_many_reply(struct rest_call *c,
 
     (void)index;
     c->answered = true;
-    if (resp->status != QRAFT__STATUS__OK || resp->bulk == NULL) {
+    if (resp->status != QRAFT__STATUS__OK ||
+        resp->body_case != QRAFT__RESPONSE__BODY_BULK) {
         send_status_error(c->req, resp);
         return;
     }
@@ -1732,7 +1736,8 @@ static void on_events_reply(struct rest_call *c,
 
     (void)index;
     c->answered = true;
-    if (resp->status != QRAFT__STATUS__OK || resp->events == NULL) {
+    if (resp->status != QRAFT__STATUS__OK ||
+        resp->body_case != QRAFT__RESPONSE__BODY_EVENTS) {
         send_status_error(c->req, resp);
         return;
     }

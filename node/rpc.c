@@ -673,17 +673,29 @@ static int collect_matching(void *arg, const Qraft__Message *m)
     return 0;
 }
 
-/* A paged DLQ bulk cursor: "<dead-lettered ms>:<message id>", a position
- * that stays valid after the message left the DLQ. */
-static int parse_dlq_position(const char *cursor, uint64_t *ms, const char **id)
+/* A paged DLQ bulk cursor: "<dead-lettered ms>:<bound ms>:<message id>",
+ * a position that stays valid after the message left the DLQ, and the
+ * first page's time: later pages leave out what was dead-lettered after
+ * it, so a loop that replays until the cursor ends does end, even when
+ * the replayed messages fail again at once. */
+static int parse_dlq_position(const char *cursor,
+                              uint64_t *ms,
+                              uint64_t *bound_ms,
+                              const char **id)
 {
     char *end = NULL;
     errno = 0;
     unsigned long long v = strtoull(cursor, &end, 10);
-    if (errno != 0 || end == cursor || *end != ':' || end[1] == '\0') {
+    if (errno != 0 || end == cursor || *end != ':') {
+        return QR_EBADREQ;
+    }
+    const char *b = end + 1;
+    unsigned long long bound = strtoull(b, &end, 10);
+    if (errno != 0 || end == b || *end != ':' || end[1] == '\0') {
         return QR_EBADREQ;
     }
     *ms = v;
+    *bound_ms = bound;
     *id = end + 1;
     return 0;
 }
@@ -740,14 +752,19 @@ static void dlq_bulk_by_filter(struct qr_rpc_conn *conn,
                                bool paged)
 {
     uint64_t after_ms = 0;
+    uint64_t bound_ms = qr_cluster_now_ms(conn->rpc->cluster);
     const char *after_id = NULL;
     if (cursor[0] != '\0' &&
-        parse_dlq_position(cursor, &after_ms, &after_id) != 0) {
+        parse_dlq_position(cursor, &after_ms, &bound_ms, &after_id) != 0) {
         send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
                    "invalid cursor '%.64s'", cursor);
         return;
     }
-    struct selection s = {.filter = f, .max = bulk_limit(limit)};
+    Qraft__MessageFilter bounded = *f;
+    if (bounded.to_ms == 0 || bound_ms < bounded.to_ms) {
+        bounded.to_ms = bound_ms;
+    }
+    struct selection s = {.filter = &bounded, .max = bulk_limit(limit)};
     s.ids = calloc(s.max, sizeof(char *));
     struct qr_store_txn *txn = NULL;
     int rv = s.ids == NULL ? -ENOMEM
@@ -767,7 +784,8 @@ static void dlq_bulk_by_filter(struct qr_rpc_conn *conn,
     } else {
         char next[QR_ID_BYTES + 96] = "";
         if (s.more) {
-            snprintf(next, sizeof next, "%" PRIu64 ":%s", s.last_ms, s.last_id);
+            snprintf(next, sizeof next, "%" PRIu64 ":%" PRIu64 ":%s", s.last_ms,
+                     bound_ms, s.last_id);
         }
         struct bulk_page page = {.paged = paged, .cursor = next};
         handle_bulk(conn, req, s.n, s.ids, kind, &page);

@@ -224,6 +224,41 @@ class ObserveTest(unittest.TestCase):
         status, _, body = self.call("DELETE", "/v2/dlq?responseStatus=500")
         self.assertEqual((status, body), (200, {"deleted": 1}))
 
+    def test_paged_dlq_delete_and_retry(self):
+        """count pages a bulk DLQ operation; the cursor leads on and is
+        omitted on the last page, also when the retried messages fail and
+        come back at once (the pages end at the first page's time)."""
+        self.sink.script("/dead", Reply(status=404))
+        for _ in range(3):
+            self.publish("/dead")
+        qh.wait_until(
+            lambda: len(self.call("GET", "/v2/dlq")[2]["messages"]) == 3,
+            WAIT, "three dead letters")
+        replayed = 0
+        cursor = None
+        for _ in range(10):
+            target = "/v2/dlq/retry?count=2" + (
+                f"&cursor={cursor}" if cursor else "")
+            status, _, body = self.call("POST", target)
+            self.assertEqual(status, 201, body)
+            replayed += len(body["responses"])
+            cursor = body.get("cursor")
+            if cursor is None:
+                break
+        self.assertEqual(replayed, 3)
+        qh.wait_until(
+            lambda: len(self.call("GET", "/v2/dlq")[2]["messages"]) == 3,
+            WAIT, "the three back in the DLQ")
+        status, _, body = self.call("DELETE", "/v2/dlq?count=2")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["deleted"], 2)
+        self.assertIn("cursor", body)
+        status, _, body = self.call(
+            "DELETE", f"/v2/dlq?count=2&cursor={body['cursor']}")
+        self.assertEqual((status, body), (200, {"deleted": 1}))
+        status, _, body = self.call("DELETE", "/v2/dlq?cursor=garbage")
+        self.assertEqual(status, 400, body)
+
 
 if __name__ == "__main__":
     unittest.main()
