@@ -260,5 +260,65 @@ class ObserveTest(unittest.TestCase):
         self.assertEqual(status, 400, body)
 
 
+class ObserveClusterTest(unittest.TestCase):
+    """Through a follower: bulk cancel is forwarded to the leader, the logs
+    and /metrics are the follower's own."""
+
+    def setUp(self):
+        self.cluster = qh.start_cluster(self, n=3)
+
+    def call(self, node, method, target, body=None):
+        conn = http.client.HTTPConnection(node.http_addr, timeout=10)
+        self.addCleanup(conn.close)
+        conn.request(method, target, body=body, headers={
+            "Authorization": f"Bearer {self.cluster.token}",
+            "Upstash-Delay": "1h"})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.headers.get("Content-Type", "").startswith("application/json"):
+            return resp.status, json.loads(data)
+        return resp.status, data.decode()
+
+    def test_follower_forwards_bulk_cancel_and_reads_its_logs(self):
+        leader = self.cluster.leader()
+        follower = self.cluster.followers()[0]
+        ids = []
+        for i in range(3):
+            status, body = self.call(
+                follower, "POST", f"/v2/publish/http://127.0.0.1:9/w{i}", b"x")
+            self.assertEqual(status, 200, body)
+            ids.append(body["messageId"])
+        status, body = self.call(
+            follower, "DELETE", "/v2/messages?path=/w0,/w1&count=5")
+        self.assertEqual((status, body), (200, {"cancelled": 2}))
+        status, body = self.call(follower, "DELETE", "/v2/messages")
+        self.assertEqual((status, body), (200, {"cancelled": 1}))
+
+        def logs_on_follower():
+            status, body = self.call(
+                follower, "GET", "/v2/events?state=CANCELLED&count=10")
+            return status == 200 and len(body["events"]) == 3 and body
+        body = qh.wait_until(logs_on_follower, WAIT,
+                             "the follower to apply the cancels")
+        self.assertEqual(sorted(e["messageId"] for e in body["events"]),
+                         sorted(ids))
+        self.assertNotIn("cursor", body)
+
+        metrics = {}
+        for node in (leader, follower):
+            status, text = self.call(node, "GET", "/metrics")
+            self.assertEqual(status, 200)
+            metrics[node.id] = parse_prometheus(text)
+        self.assertEqual(metrics[leader.id][("qraft_leader", ())], 1)
+        self.assertEqual(metrics[follower.id][("qraft_leader", ())], 0)
+        # Publishes count where they were proposed: on the leader.
+        self.assertEqual(metrics[leader.id][("qraft_publishes_total", ())], 3)
+        self.assertEqual(
+            metrics[follower.id][("qraft_publishes_total", ())], 0)
+        self.assertEqual(
+            metrics[follower.id][
+                ("qraft_messages", (("state", "cancelled"),))], 3)
+
+
 if __name__ == "__main__":
     unittest.main()
