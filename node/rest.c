@@ -977,25 +977,31 @@ static json_t *header_map(Qraft__Header **headers,
 }
 
 /* Sets key (UTF-8 text) or key_b64 (base64) to the bytes. */
+/* Sets key to the bytes in base64. */
+static void set_b64(json_t *o, const char *key, ProtobufCBinaryData data)
+{
+    char *b64 = malloc(4 * ((data.len + 2) / 3) + 1);
+
+    if (b64 == NULL) {
+        return;
+    }
+    base64_encode(data.data, data.len, b64);
+    json_object_set_new(o, key, json_string(b64));
+    free(b64);
+}
+
 static void set_body(json_t *o,
                      const char *key,
                      const char *key_b64,
                      ProtobufCBinaryData body)
 {
     json_t *s = json_stringn((const char *)body.data, body.len);
-    char *b64;
 
     if (s != NULL) {
         json_object_set_new(o, key, s);
         return;
     }
-    b64 = malloc(4 * ((body.len + 2) / 3) + 1);
-    if (b64 == NULL) {
-        return;
-    }
-    base64_encode(body.data, body.len, b64);
-    json_object_set_new(o, key_b64, json_string(b64));
-    free(b64);
+    set_b64(o, key_b64, body);
 }
 
 static void set_opt_string(json_t *o, const char *key, const char *value)
@@ -1656,18 +1662,6 @@ static int detail_status(const char *detail)
 {
     const char *p = strstr(detail, "HTTP ");
     return p != NULL ? atoi(p + 5) : 0;
-}
-
-static void set_b64(json_t *o, const char *key, ProtobufCBinaryData data)
-{
-    char *b64 = malloc(4 * ((data.len + 2) / 3) + 1);
-
-    if (b64 == NULL) {
-        return;
-    }
-    base64_encode(data.data, data.len, b64);
-    json_object_set_new(o, key, json_string(b64));
-    free(b64);
 }
 
 /* One log entry (spec 6): the event, and what its message still has. */

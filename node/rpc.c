@@ -1001,17 +1001,25 @@ static Qraft__MessageState reported_state(const Qraft__Message *m,
                : m->state;
 }
 
-static Qraft__Message *copy_message(const Qraft__Message *m)
+/* A deep copy of any protobuf message (pack, then unpack): returns new
+ * (free with protobuf_c_message_free_unpacked) or NULL. */
+static ProtobufCMessage *copy_pb(const ProtobufCMessage *m)
 {
-    size_t len = qraft__message__get_packed_size(m);
+    size_t len = protobuf_c_message_get_packed_size(m);
     uint8_t *buf = malloc(len > 0 ? len : 1);
     if (buf == NULL) {
         return NULL;
     }
-    qraft__message__pack(m, buf);
-    Qraft__Message *copy = qraft__message__unpack(NULL, len, buf);
+    protobuf_c_message_pack(m, buf);
+    ProtobufCMessage *copy =
+        protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
     free(buf);
     return copy;
+}
+
+static Qraft__Message *copy_message(const Qraft__Message *m)
+{
+    return (Qraft__Message *)copy_pb(&m->base);
 }
 
 static int collect_message(void *arg, const Qraft__Message *m)
@@ -1268,15 +1276,7 @@ struct events_page {
 
 static Qraft__Event *copy_event(const Qraft__Event *e)
 {
-    size_t len = qraft__event__get_packed_size(e);
-    uint8_t *buf = malloc(len > 0 ? len : 1);
-    if (buf == NULL) {
-        return NULL;
-    }
-    qraft__event__pack(e, buf);
-    Qraft__Event *copy = qraft__event__unpack(NULL, len, buf);
-    free(buf);
-    return copy;
+    return (Qraft__Event *)copy_pb(&e->base);
 }
 
 /* The message of e: the last one loaded when it is the same, else from the
