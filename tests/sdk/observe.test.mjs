@@ -6,157 +6,24 @@
 //
 // QRAFT_BIN names the build's bin directory (it holds qraftd).
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { once } from "node:events";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import http from "node:http";
-import net from "node:net";
-import os from "node:os";
-import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
-// QSTASH_DEV would make the SDK ignore baseUrl, token and keys.
-for (const name of Object.keys(process.env)) {
-  if (name === "QSTASH_DEV" || name === "QSTASH_REGION" ||
-      name.endsWith("QSTASH_CURRENT_SIGNING_KEY") ||
-      name.endsWith("QSTASH_NEXT_SIGNING_KEY") || name === "QSTASH_URL" ||
-      name === "QSTASH_TOKEN") {
-    delete process.env[name];
-  }
-}
-const { Client, QstashError, Receiver } = await import("@upstash/qstash");
+import { DevNode, Sink, waitFor } from "./harness.mjs";
 
-const bin = process.env.QRAFT_BIN;
-assert.ok(bin, "QRAFT_BIN must name the build's bin directory");
-const qraftd = path.resolve(bin, "qraftd");
-assert.ok(existsSync(qraftd), `${qraftd} not found: build qraft first`);
-
-const START_TIMEOUT = 30_000;
-const STOP_TIMEOUT = 10_000;
-const WAIT_TIMEOUT = 20_000;
-
-const childEnv = Object.fromEntries(Object.entries(process.env).filter(
-  ([k]) => !k.startsWith("QRAFT_") && !k.includes("QSTASH_")));
-
-async function freePort() {
-  const srv = net.createServer();
-  srv.listen(0, "127.0.0.1");
-  await once(srv, "listening");
-  const { port } = srv.address();
-  srv.close();
-  await once(srv, "close");
-  return port;
-}
-
-/* Polls check() (async allowed) until it returns something truthy. */
-async function waitFor(check, what, timeoutMs = WAIT_TIMEOUT) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) {
-      return value;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-class DevNode {
-  dir = mkdtempSync(path.join(os.tmpdir(), "qraft-sdk-observe-"));
-  env = {};
-  proc = null;
-  exited = false;
-  #stdout = "";
-  #stderr = "";
-
-  async start() {
-    const [rpc, httpPort, raft] =
-      [await freePort(), await freePort(), await freePort()];
-    this.proc = spawn(qraftd, [
-      "--dev", "--data", path.join(this.dir, "data"),
-      "--rpc", `127.0.0.1:${rpc}`, "--http", `127.0.0.1:${httpPort}`,
-      "--raft", `127.0.0.1:${raft}`,
-    ], { cwd: this.dir, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
-    this.proc.stdout.setEncoding("utf8");
-    this.proc.stderr.setEncoding("utf8");
-    this.proc.stdout.on("data", (c) => { this.#stdout += c; });
-    this.proc.stderr.on("data", (c) => {
-      this.#stderr = (this.#stderr + c).slice(-8192);
-    });
-    this.proc.on("exit", () => { this.exited = true; });
-    await waitFor(() => {
-      if (this.exited) {
-        throw new Error(`qraftd exited while starting${this.logHint()}`);
-      }
-      return /^QRAFT_ENDPOINTS=.+$/m.test(this.#stdout);
-    }, "qraftd to print its settings", START_TIMEOUT);
-    for (const line of this.#stdout.split("\n")) {
-      const m = /^([A-Z_]+)=(.*)$/.exec(line);
-      if (m) {
-        this.env[m[1]] = m[2];
-      }
-    }
-  }
-
-  async stop() {
-    if (!this.proc || this.exited) {
-      return;
-    }
-    const gone = once(this.proc, "exit");
-    this.proc.kill("SIGTERM");
-    const timer = setTimeout(() => this.proc.kill("SIGKILL"), STOP_TIMEOUT);
-    await gone;
-    clearTimeout(timer);
-  }
-
-  logHint() {
-    return this.#stderr ? `\n--- qraftd stderr (tail) ---\n${this.#stderr}` : "";
-  }
-}
-
-/* An app that records each request and answers 404 on /missing, else 200. */
-class App {
-  requests = [];
-  #server = http.createServer((req, res) => {
-    const chunks = [];
-    req.on("data", (c) => chunks.push(c));
-    req.on("end", () => {
-      const status = req.url.startsWith("/missing") ? 404 : 200;
-      res.writeHead(status, { "Content-Type": "text/plain" });
-      res.end(status === 200 ? "ok" : "no such page");
-      this.requests.push({
-        method: req.method, url: req.url, headers: req.headers,
-        body: Buffer.concat(chunks).toString("utf8"),
-      });
-    });
-  });
-
-  async start() {
-    this.#server.listen(0, "127.0.0.1");
-    await once(this.#server, "listening");
-    this.base = `http://127.0.0.1:${this.#server.address().port}`;
-  }
-
-  stop() {
-    this.#server.closeAllConnections?.();
-    this.#server.close();
-  }
-
-  find(url) {
-    return this.requests.find((r) => r.url === url);
-  }
-}
+const { Client, QstashError } = await import("@upstash/qstash");
 
 describe("logs, DLQ filters and bulk operations with the official SDK", () => {
   const node = new DevNode();
-  const app = new App();
+  // An app that answers 404 under /missing/, else 200.
+  const app = new Sink();
+  app.script("/missing/a", () => 404);
+  app.script("/missing/b", () => 404);
   let client;
 
   before(async () => {
     await node.start();
     await app.start();
+    app.base = app.url("");
     client = new Client({
       baseUrl: node.env.QSTASH_URL, token: node.env.QSTASH_TOKEN,
       retry: false,
@@ -164,15 +31,15 @@ describe("logs, DLQ filters and bulk operations with the official SDK", () => {
   });
 
   after(async () => {
-    app.stop();
+    await app.close();
     await node.stop();
-    rmSync(node.dir, { recursive: true, force: true });
+    node.removeDir();
   });
 
   test("logs() and events() show a delivered message's states", async () => {
     const res = await client.publish({ url: `${app.base}/logged`,
       body: "hello" });
-    await waitFor(() => app.find("/logged"), "the delivery");
+    await app.received("/logged");
     const filter = { messageId: res.messageId };
     const logs = await waitFor(async () => {
       const page = await client.logs({ filter });
@@ -235,8 +102,7 @@ describe("logs, DLQ filters and bulk operations with the official SDK", () => {
     assert.deepEqual(retried.responses.map((r) => r.messageId),
       [a.messageId]);
     assert.equal(retried.cursor, undefined);
-    await waitFor(() => app.requests.filter((r) => r.url === "/missing/a")
-      .length >= 2, "the retried delivery");
+    await app.received("/missing/a", 2);
     await waitFor(async () => {
       const page = await client.dlq.listMessages({ dlqIds: [a.messageId] });
       return page.messages.length === 1;
