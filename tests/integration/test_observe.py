@@ -217,6 +217,24 @@ class ObserveTest(unittest.TestCase):
         self.assertEqual([e["state"] for e in body["logs"]],
                          ["CREATED", "ACTIVE", "FAILED"])
         self.assertEqual(body["logs"][2]["responseStatus"], 404)
+        # The same one entry per page, oldest first: the cursor resumes
+        # inside an event (ACTIVE and FAILED come from one).
+        states, cursor = [], None
+        for _ in range(10):
+            target = f"/v2/logs?messageId={b}&order=earliestFirst&count=1"
+            if cursor:
+                target += f"&cursor={cursor}"
+            status, _, page = self.call("GET", target)
+            self.assertEqual(status, 200, page)
+            states += [e["state"] for e in page["logs"]]
+            cursor = page.get("cursor")
+            if cursor is None:
+                break
+        self.assertEqual(states, ["CREATED", "ACTIVE", "FAILED"])
+        # A bare time as the cursor: entries at or before it.
+        status, _, page = self.call(
+            "GET", f"/v2/logs?messageId={b}&cursor=1")
+        self.assertEqual((status, page), (200, {"logs": []}))
         status, _, body = self.call("GET", "/v2/events?state=FAILED")
         self.assertEqual(sorted(e["messageId"] for e in body["events"]),
                          sorted([a, b]))
