@@ -99,8 +99,9 @@ static const char usage_publish[] =
 static const char usage_get[] =
     "usage: qraft get ID [--json]\n"
     "\n"
-    "Shows a message: state (pending, delivering, retrying, delivered,\n"
-    "dead_lettered, cancelled), attempts, next attempt time (UTC), last\n"
+    "Shows a message: state (queued, pending, delivering, retrying,\n"
+    "delivered, dead_lettered, cancelled), attempts, next attempt time (UTC), "
+    "last\n"
     "error and history. Exits 3 when the id is unknown.\n";
 
 static const char usage_cancel[] =
@@ -112,7 +113,7 @@ static const char usage_ls[] =
     "usage: qraft ls [--state S] [--limit N] [--cursor C] [--json]\n"
     "\n"
     "Lists one page of messages, optionally only those in state S\n"
-    "(pending, delivering, retrying, delivered, dead_lettered,\n"
+    "(queued, pending, delivering, retrying, delivered, dead_lettered,\n"
     "cancelled). When there are more, stderr names the --cursor for the\n"
     "next page (JSON: the \"cursor\" field).\n";
 
@@ -1014,9 +1015,10 @@ static int list_options(const char *cmd,
                 if (!with_state || qraft_state_parse(optarg, state) != 0 ||
                     *state == QRAFT_STATE_UNSPECIFIED) {
                     return usage_error(cmd,
-                                       "--state '%s': expected pending, "
-                                       "delivering, retrying, delivered, "
-                                       "dead_lettered or cancelled",
+                                       "--state '%s': expected queued, "
+                                       "pending, delivering, retrying, "
+                                       "delivered, dead_lettered or "
+                                       "cancelled",
                                        optarg);
                 }
                 break;

@@ -98,7 +98,7 @@ const char *qraft_strerror(int rc)
 
 static const char *const state_names[QRAFT_N_STATES] = {
     "unspecified", "pending",       "delivering", "retrying",
-    "delivered",   "dead_lettered", "cancelled",
+    "delivered",   "dead_lettered", "cancelled",  "queued",
 };
 
 const char *qraft_state_name(enum qraft_state state)

@@ -96,7 +96,7 @@ static bool is_header_value(const char *s)
 }
 
 /* Queue names: [A-Za-z0-9._-]+ */
-static bool is_name(const char *s)
+bool qr_command_is_name(const char *s)
 {
     if (*s == '\0') {
         return false;
@@ -277,7 +277,7 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
                         l->max_name_bytes);
         }
     }
-    if (req->queue[0] != '\0' && !is_name(req->queue)) {
+    if (req->queue[0] != '\0' && !qr_command_is_name(req->queue)) {
         return fail(QR_EBADREQ, err, err_len,
                     "queue name '%.64s' must match [A-Za-z0-9._-]+",
                     req->queue);
@@ -522,5 +522,28 @@ int qr_command_decode_entry(const void *buf, size_t len, Qraft__Entry **out)
         return QR_EPROTO;
     }
     *out = e;
+    return 0;
+}
+
+int qr_command_check_queue(const char *name,
+                           uint32_t parallelism,
+                           const struct qr_limits *limits,
+                           char *err,
+                           size_t err_len)
+{
+    if (strlen(name) > limits->max_name_bytes) {
+        return fail(QR_ETOOLARGE, err, err_len,
+                    "queue name is over %" PRIu32 " bytes",
+                    limits->max_name_bytes);
+    }
+    if (!qr_command_is_name(name)) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "queue name '%.64s' must match [A-Za-z0-9._-]+", name);
+    }
+    if (parallelism > limits->max_queue_parallelism) {
+        return fail(QR_ECONFLICT, err, err_len,
+                    "parallelism %" PRIu32 " is above the limit %" PRIu32,
+                    parallelism, limits->max_queue_parallelism);
+    }
     return 0;
 }

@@ -65,6 +65,18 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
                              char *err,
                              size_t err_len);
 
+/* True when s is a valid queue name: [A-Za-z0-9._-]+ (borrowed). */
+bool qr_command_is_name(const char *s);
+
+/* Checks a queue upsert: the name (QR_EBADREQ, or QR_ETOOLARGE over the
+ * name limit) and parallelism (0 means 1; above the limit: QR_ECONFLICT,
+ * which the REST API answers 412 as QStash does), with the reason in err. */
+int qr_command_check_queue(const char *name,
+                           uint32_t parallelism,
+                           const struct qr_limits *limits,
+                           char *err,
+                           size_t err_len);
+
 /* Writes a message id that sorts by time: ms, then node, then sequence. */
 void qr_command_message_id(char out[QR_ID_BYTES],
                            uint64_t ms,

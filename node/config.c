@@ -47,6 +47,8 @@ void qr_config_defaults(struct qr_config *c)
     l->default_retries = 3;
     l->default_timeout_ms = 30 * SECOND_MS;
     l->dedup_window_ms = 10 * MINUTE_MS;
+    l->max_queues = 100;
+    l->max_queue_parallelism = 100;
 
     c->election_timeout_ms = 300;
     c->heartbeat_timeout_ms = 30;
@@ -91,6 +93,9 @@ void qr_config_usage(FILE *out)
         "  --max-body-bytes N     largest message body (default 1048576,\n"
         "                         at most 16777216)\n"
         "  --dedup-window DUR     dedup window (default 10m, at most 90d)\n"
+        "  --max-queues N         most queues (default 100, at most 100000)\n"
+        "  --max-queue-parallelism N  highest queue parallelism (default\n"
+        "                         100, at most 10000)\n"
         "  --snapshot-threshold N entries between snapshots (default 8192)\n"
         "  --dlq-retention DUR    how long dead letters are kept (default 7d;\n"
         "                         0 keeps them until deleted)\n"
@@ -322,6 +327,8 @@ enum {
     OPT_PEER_TOKEN,
     OPT_MAX_BODY,
     OPT_DEDUP_WINDOW,
+    OPT_MAX_QUEUES,
+    OPT_MAX_QUEUE_PARALLELISM,
     OPT_SNAPSHOT_THRESHOLD,
     OPT_DLQ_RETENTION,
     OPT_EVENTS_RETENTION,
@@ -348,6 +355,9 @@ static const struct option long_options[] = {
     {"peer-token", required_argument, NULL, OPT_PEER_TOKEN},
     {"max-body-bytes", required_argument, NULL, OPT_MAX_BODY},
     {"dedup-window", required_argument, NULL, OPT_DEDUP_WINDOW},
+    {"max-queues", required_argument, NULL, OPT_MAX_QUEUES},
+    {"max-queue-parallelism", required_argument, NULL,
+     OPT_MAX_QUEUE_PARALLELISM},
     {"snapshot-threshold", required_argument, NULL, OPT_SNAPSHOT_THRESHOLD},
     {"dlq-retention", required_argument, NULL, OPT_DLQ_RETENTION},
     {"events-retention", required_argument, NULL, OPT_EVENTS_RETENTION},
@@ -444,6 +454,22 @@ static int apply_option(struct qr_config *c,
                 return QR_EBADREQ;
             }
             c->limits.dedup_window_ms = n;
+            return 0;
+        case OPT_MAX_QUEUES:
+            if (parse_u64(v, 1, 100000, &n) != 0) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "--max-queues: '%s' is not in 1..100000", v);
+                return QR_EBADREQ;
+            }
+            c->limits.max_queues = (uint32_t)n;
+            return 0;
+        case OPT_MAX_QUEUE_PARALLELISM:
+            if (parse_u64(v, 1, 10000, &n) != 0) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "--max-queue-parallelism: '%s' is not in 1..10000", v);
+                return QR_EBADREQ;
+            }
+            c->limits.max_queue_parallelism = (uint32_t)n;
             return 0;
         case OPT_SNAPSHOT_THRESHOLD:
             if (parse_u64(v, 16, 1u << 30, &n) != 0) {

@@ -32,6 +32,8 @@ struct qr_limits {
     uint32_t default_retries;    /* 3 */
     uint64_t default_timeout_ms; /* 30 s */
     uint64_t dedup_window_ms;    /* --dedup-window, default 10 min, max 90 d */
+    uint32_t max_queues;         /* --max-queues, default 100 */
+    uint32_t max_queue_parallelism; /* --max-queue-parallelism, default 100 */
 };
 
 struct qr_config_peer {

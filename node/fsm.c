@@ -23,6 +23,10 @@ struct apply_ctx {
     uint64_t index;
     uint64_t now_ms; /* the leader's stamp: the only clock apply knows */
     uint32_t position;
+    /* Events appended by this entry so far: their key's last part, so a
+     * command that records several (a batch of results, a callback and its
+     * source, a queue activating its next message) keeps them all. */
+    uint32_t n_events;
     uint64_t earliest_due_ms; /* UINT64_MAX: nothing became due */
 };
 
@@ -70,7 +74,223 @@ static int append_event(struct apply_ctx *ctx,
     e.state = m->state;
     e.attempt = m->attempts;
     e.detail = (char *)detail;
-    return qr_store_event_append(ctx->txn, ctx->index, ctx->position, &e);
+    return qr_store_event_append(ctx->txn, ctx->index, ctx->n_events++, &e);
+}
+
+/* ------------------------------------------------------------------------
+ * Queues.
+ *
+ * Invariants, for every stored Queue q (kept by apply alone):
+ * - q.waiting is the number of QUEUED messages whose `queue` is q.name;
+ *   each has a distinct queue_seq < q.next_seq, so `qfifo` orders them by
+ *   arrival (FIFO).
+ * - q.active is the number of messages whose (slot_queue, slot_queue_id)
+ *   is (q.name, q.id): messages of q activated and not yet final, and the
+ *   callbacks of such messages, until they are final themselves. A message
+ *   gives its slot back (clearing slot_queue) when it becomes final.
+ * - After every command: q.paused, or q.waiting == 0, or q.active >=
+ *   q.parallelism. (queue_fill restores it wherever a slot frees up, the
+ *   queue grows or resumes, or parallelism rises.) */
+
+static int count_queue(void *arg, const Qraft__Queue *q)
+{
+    (void)q;
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+/* Loads queue `name`; 1 when *out was loaded, 0 when there is none. */
+static int queue_load(struct apply_ctx *ctx,
+                      const char *name,
+                      Qraft__Queue **out)
+{
+    int rv = qr_store_queue_get(ctx->txn, name, out);
+    if (rv == QR_ENOTFOUND) {
+        return 0;
+    }
+    return rv == 0 ? 1 : rv;
+}
+
+/* Activates q's oldest waiting messages while a slot is free and q is not
+ * paused: each becomes PENDING, due at max(not_before, now), holding a slot
+ * of q. Changes q's counters; the caller stores q. */
+static int queue_fill(struct apply_ctx *ctx, Qraft__Queue *q)
+{
+    while (!q->paused && q->active < q->parallelism && q->waiting > 0) {
+        char *id = NULL;
+        Qraft__Message *m = NULL;
+        int rv = qr_store_queue_head(ctx->txn, q->name, &id);
+        if (rv == QR_ENOTFOUND) {
+            return QR_ECORRUPT; /* waiting > 0 with an empty FIFO */
+        }
+        if (rv == 0) {
+            rv = qr_store_msg_get(ctx->txn, id, &m);
+            rv = rv == QR_ENOTFOUND ? QR_ECORRUPT : rv;
+        }
+        free(id);
+        if (rv != 0) {
+            return rv;
+        }
+        Qraft__Message upd = *m;
+        upd.state = QRAFT__MESSAGE_STATE__PENDING;
+        upd.queue_seq = 0;
+        upd.slot_queue = q->name;
+        upd.slot_queue_id = q->id;
+        upd.next_attempt_ms =
+            m->not_before_ms > ctx->now_ms ? m->not_before_ms : ctx->now_ms;
+        upd.updated_ms = ctx->now_ms;
+        rv = qr_store_msg_put(ctx->txn, &upd);
+        if (rv == 0) {
+            note_due(ctx, upd.next_attempt_ms);
+            rv = append_event(ctx, &upd, "activated: its turn in the queue");
+        }
+        qraft__message__free_unpacked(m, NULL);
+        if (rv != 0) {
+            return rv;
+        }
+        q->active++;
+        q->waiting--;
+    }
+    return 0;
+}
+
+/* Returns new in *out: the queue `name`, created (parallelism 1, running)
+ * when it does not exist. A new queue's id comes from a meta counter. */
+static int queue_load_or_create(struct apply_ctx *ctx,
+                                const char *name,
+                                Qraft__Queue **out)
+{
+    int rv = queue_load(ctx, name, out);
+    if (rv != 0) {
+        return rv < 0 ? rv : 0;
+    }
+    uint64_t last_id = 0;
+    rv = qr_store_meta_get_u64(ctx->txn, QR_META_QUEUE_LAST_ID, &last_id);
+    if (rv != 0 && rv != QR_ENOTFOUND) {
+        return rv;
+    }
+    rv = qr_store_meta_put_u64(ctx->txn, QR_META_QUEUE_LAST_ID, last_id + 1);
+    if (rv != 0) {
+        return rv;
+    }
+    /* Built packed-and-unpacked so the caller frees every queue alike. */
+    Qraft__Queue q = QRAFT__QUEUE__INIT;
+    q.name = (char *)name;
+    q.parallelism = 1;
+    q.created_ms = ctx->now_ms;
+    q.updated_ms = ctx->now_ms;
+    q.id = last_id + 1;
+    uint8_t buf[512];
+    size_t len = qraft__queue__get_packed_size(&q);
+    if (len > sizeof buf) {
+        return QR_EBADREQ; /* names are checked far below this */
+    }
+    qraft__queue__pack(&q, buf);
+    *out = qraft__queue__unpack(NULL, len, buf);
+    return *out == NULL ? -ENOMEM : 0;
+}
+
+/* Puts m (a message that is new, or was not QUEUED) at the tail of its
+ * queue, creating the queue if needed, then lets the queue fill: m may be
+ * activated at once. Stores m. */
+static int queue_enqueue(struct apply_ctx *ctx,
+                         Qraft__Message *m,
+                         const char *detail)
+{
+    Qraft__Queue *q = NULL;
+    int rv = queue_load_or_create(ctx, m->queue, &q);
+    if (rv != 0) {
+        return rv;
+    }
+    m->state = QRAFT__MESSAGE_STATE__QUEUED;
+    m->queue_seq = q->next_seq++;
+    m->slot_queue = "";
+    m->slot_queue_id = 0;
+    q->waiting++;
+    q->updated_ms = ctx->now_ms;
+    rv = qr_store_msg_put(ctx->txn, m);
+    if (rv == 0) {
+        rv = append_event(ctx, m, detail);
+    }
+    if (rv == 0) {
+        rv = queue_fill(ctx, q);
+    }
+    if (rv == 0) {
+        rv = qr_store_queue_put(ctx->txn, q);
+    }
+    qraft__queue__free_unpacked(q, NULL);
+    return rv;
+}
+
+/* A message that holds a slot of its source's queue (m is a callback being
+ * created for src): counts it on the queue. */
+static int queue_take_slot(struct apply_ctx *ctx,
+                           const Qraft__Message *src,
+                           Qraft__Message *m)
+{
+    Qraft__Queue *q = NULL;
+    if (src->slot_queue[0] == '\0') {
+        return 0;
+    }
+    int rv = queue_load(ctx, src->slot_queue, &q);
+    if (rv <= 0) {
+        return rv; /* deleted meanwhile: nothing to hold */
+    }
+    if (q->id == src->slot_queue_id) {
+        m->slot_queue = src->slot_queue;
+        m->slot_queue_id = src->slot_queue_id;
+        q->active++;
+        rv = qr_store_queue_put(ctx->txn, q);
+    }
+    qraft__queue__free_unpacked(q, NULL);
+    return rv;
+}
+
+/* m (a shallow copy, about to be stored) has become final: it gives back
+ * the slot it holds, if any, and its queue fills. */
+static int queue_release(struct apply_ctx *ctx, Qraft__Message *m)
+{
+    Qraft__Queue *q = NULL;
+    if (m->slot_queue[0] == '\0') {
+        return 0;
+    }
+    int rv = queue_load(ctx, m->slot_queue, &q);
+    if (rv == 1 && q->id == m->slot_queue_id) {
+        if (q->active > 0) {
+            q->active--;
+        }
+        q->updated_ms = ctx->now_ms;
+        rv = queue_fill(ctx, q);
+        if (rv == 0) {
+            rv = qr_store_queue_put(ctx->txn, q);
+        }
+    }
+    if (q != NULL) {
+        qraft__queue__free_unpacked(q, NULL);
+    }
+    m->slot_queue = "";
+    m->slot_queue_id = 0;
+    return rv < 0 ? rv : 0;
+}
+
+/* m (a shallow copy, about to be stored) leaves its queue's FIFO without
+ * being activated (cancelled). */
+static int queue_unlink(struct apply_ctx *ctx, const Qraft__Message *m)
+{
+    Qraft__Queue *q = NULL;
+    int rv = queue_load(ctx, m->queue, &q);
+    if (rv <= 0) {
+        return rv == 0 ? QR_ECORRUPT : rv; /* QUEUED in a missing queue */
+    }
+    if (q->waiting == 0) {
+        rv = QR_ECORRUPT;
+    } else {
+        q->waiting--;
+        q->updated_ms = ctx->now_ms;
+        rv = qr_store_queue_put(ctx->txn, q);
+    }
+    qraft__queue__free_unpacked(q, NULL);
+    return rv;
 }
 
 static int apply_publish(struct apply_ctx *ctx,
@@ -137,11 +357,6 @@ static int apply_publish(struct apply_ctx *ctx,
     m.updated_ms = ctx->now_ms;
     m.shard = qr_fsm_shard_of(m.id);
 
-    rv = qr_store_msg_put(ctx->txn, &m);
-    if (rv != 0) {
-        return rv;
-    }
-    note_due(ctx, m.next_attempt_ms);
     for (size_t i = 0; i < p->n_dedup_keys; i++) {
         rv = qr_store_dedup_put(ctx->txn, p->dedup_keys[i], m.id,
                                 ctx->now_ms + p->dedup_window_ms);
@@ -149,7 +364,17 @@ static int apply_publish(struct apply_ctx *ctx,
             return rv;
         }
     }
-    rv = append_event(ctx, &m, "published");
+    if (m.queue[0] != '\0') {
+        /* Waits at the tail of its queue (created on first use) until its
+         * turn; may be activated right away. */
+        rv = queue_enqueue(ctx, &m, "published into its queue");
+    } else {
+        rv = qr_store_msg_put(ctx->txn, &m);
+        if (rv == 0) {
+            note_due(ctx, m.next_attempt_ms);
+            rv = append_event(ctx, &m, "published");
+        }
+    }
     if (rv != 0) {
         return rv;
     }
@@ -195,9 +420,37 @@ static const char *state_word(Qraft__MessageState s)
             return "dead_lettered";
         case QRAFT__MESSAGE_STATE__CANCELLED:
             return "cancelled";
+        case QRAFT__MESSAGE_STATE__QUEUED:
+            return "queued";
         default:
             return "unknown";
     }
+}
+
+/* Cancels m (unpacked, not final): out of its queue's FIFO if it waits
+ * there, its slot given back if it holds one. */
+static int cancel_message(struct apply_ctx *ctx,
+                          const Qraft__Message *m,
+                          const char *detail)
+{
+    Qraft__Message upd = *m;
+    int rv = 0;
+    if (m->state == QRAFT__MESSAGE_STATE__QUEUED) {
+        rv = queue_unlink(ctx, m);
+        upd.queue_seq = 0;
+    }
+    upd.state = QRAFT__MESSAGE_STATE__CANCELLED;
+    upd.updated_ms = ctx->now_ms;
+    if (rv == 0) {
+        rv = queue_release(ctx, &upd);
+    }
+    if (rv == 0) {
+        rv = qr_store_msg_put(ctx->txn, &upd);
+    }
+    if (rv == 0) {
+        rv = append_event(ctx, &upd, detail);
+    }
+    return rv;
 }
 
 static int apply_cancel(struct apply_ctx *ctx,
@@ -219,12 +472,7 @@ static int apply_cancel(struct apply_ctx *ctx,
         rv = 0;
         goto out;
     }
-    m->state = QRAFT__MESSAGE_STATE__CANCELLED;
-    m->updated_ms = ctx->now_ms;
-    rv = qr_store_msg_put(ctx->txn, m);
-    if (rv == 0) {
-        rv = append_event(ctx, m, "cancelled");
-    }
+    rv = cancel_message(ctx, m, "cancelled");
 out:
     qraft__message__free_unpacked(m, NULL);
     return rv;
@@ -256,6 +504,13 @@ static int apply_dlq_replay(struct apply_ctx *ctx,
     upd.dead_lettered_ms = 0;
     upd.dlq_hint = "";
     upd.updated_ms = ctx->now_ms;
+    if (upd.queue[0] != '\0' &&
+        upd.callback_kind == QRAFT__CALLBACK_KIND__NOT_A_CALLBACK) {
+        /* A queue message goes back to the tail of its queue (created again
+         * if it was deleted), so replays keep the queue's order rule. */
+        rv = queue_enqueue(ctx, &upd, "replayed from the DLQ into its queue");
+        goto out;
+    }
     rv = qr_store_msg_put(ctx->txn, &upd);
     if (rv == 0) {
         note_due(ctx, upd.next_attempt_ms);
@@ -320,6 +575,11 @@ static int create_callback(struct apply_ctx *ctx,
     if (rv == QR_ENOTFOUND) {
         cb.m.id = id;
         cb.m.shard = qr_fsm_shard_of(id);
+        /* The callback of a queue message holds a slot of its queue too:
+         * the queue's next message waits for the callbacks. */
+        rv = queue_take_slot(ctx, src, &cb.m);
+    }
+    if (rv == 0) {
         rv = qr_store_msg_put(ctx->txn, &cb.m);
         note_due(ctx, cb.m.next_attempt_ms);
     }
@@ -440,6 +700,9 @@ static int apply_delivery_result(struct apply_ctx *ctx,
          * body: the replicated state stays lean. */
         upd.body.data = NULL;
         upd.body.len = 0;
+    }
+    if (rv == 0 && is_final(upd.state)) {
+        rv = queue_release(ctx, &upd); /* after its callbacks took theirs */
     }
     if (rv == 0) {
         rv = qr_store_msg_put(ctx->txn, &upd);
@@ -691,6 +954,126 @@ static int apply_assign_shards(struct apply_ctx *ctx,
     return qr_store_meta_put_msg(ctx->txn, QR_META_SHARDS, &a->base);
 }
 
+/* Creates a queue, or sets its parallelism and paused flag; a larger
+ * parallelism or a resume activates waiting messages at once. */
+static int apply_queue_upsert(struct apply_ctx *ctx,
+                              const Qraft__QueueUpsert *u,
+                              struct qr_apply_result *res)
+{
+    Qraft__Queue *q = NULL;
+    uint32_t parallelism = u->parallelism != 0 ? u->parallelism : 1;
+    if (!qr_command_is_name(u->name)) {
+        set_result(res, QR_EBADREQ, "queue name must match [A-Za-z0-9._-]+");
+        return 0;
+    }
+    if (u->max_parallelism != 0 && parallelism > u->max_parallelism) {
+        set_result(res, QR_ECONFLICT, "parallelism %u is above the limit %u",
+                   parallelism, u->max_parallelism);
+        return 0;
+    }
+    int rv = queue_load(ctx, u->name, &q);
+    if (rv < 0) {
+        return rv;
+    }
+    if (rv == 0 && u->max_queues != 0) {
+        size_t n = 0;
+        rv =
+            qr_store_queue_list(ctx->txn, NULL, u->max_queues, count_queue, &n);
+        if (rv != 0) {
+            return rv;
+        }
+        if (n >= u->max_queues) {
+            set_result(res, QR_ECONFLICT, "too many queues (the limit is %u)",
+                       u->max_queues);
+            return 0;
+        }
+    }
+    if (q == NULL) {
+        rv = queue_load_or_create(ctx, u->name, &q);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    q->parallelism = parallelism;
+    q->paused = u->paused;
+    q->updated_ms = ctx->now_ms;
+    rv = queue_fill(ctx, q);
+    if (rv == 0) {
+        rv = qr_store_queue_put(ctx->txn, q);
+    }
+    qraft__queue__free_unpacked(q, NULL);
+    return rv;
+}
+
+static int apply_queue_pause(struct apply_ctx *ctx,
+                             const Qraft__QueuePause *p,
+                             struct qr_apply_result *res)
+{
+    Qraft__Queue *q = NULL;
+    int rv = queue_load(ctx, p->name, &q);
+    if (rv <= 0) {
+        if (rv == 0) {
+            set_result(res, QR_ENOTFOUND, "queue %.64s not found", p->name);
+        }
+        return rv;
+    }
+    if (q->paused != p->paused) {
+        q->paused = p->paused;
+        q->updated_ms = ctx->now_ms;
+    }
+    rv = queue_fill(ctx, q);
+    if (rv == 0) {
+        rv = qr_store_queue_put(ctx->txn, q);
+    }
+    qraft__queue__free_unpacked(q, NULL);
+    return rv;
+}
+
+/* Deletes a queue. Its waiting messages are cancelled (they would never
+ * get a turn); active ones and their callbacks finish normally and no
+ * longer count anywhere (their slot names a queue id that is gone). */
+static int apply_queue_delete(struct apply_ctx *ctx,
+                              const Qraft__QueueDelete *d,
+                              struct qr_apply_result *res)
+{
+    Qraft__Queue *q = NULL;
+    int rv = queue_load(ctx, d->name, &q);
+    if (rv <= 0) {
+        if (rv == 0) {
+            set_result(res, QR_ENOTFOUND, "queue %.64s not found", d->name);
+        }
+        return rv;
+    }
+    for (;;) {
+        char *id = NULL;
+        Qraft__Message *m = NULL;
+        rv = qr_store_queue_head(ctx->txn, q->name, &id);
+        if (rv == QR_ENOTFOUND) {
+            rv = 0;
+            break;
+        }
+        if (rv == 0) {
+            rv = qr_store_msg_get(ctx->txn, id, &m);
+            rv = rv == QR_ENOTFOUND ? QR_ECORRUPT : rv;
+        }
+        free(id);
+        if (rv == 0) {
+            rv = cancel_message(ctx, m, "cancelled: its queue was deleted");
+        }
+        if (m != NULL) {
+            qraft__message__free_unpacked(m, NULL);
+        }
+        if (rv != 0) {
+            break;
+        }
+    }
+    if (rv == 0) {
+        rv = qr_store_queue_delete(ctx->txn, q->name);
+    }
+    qraft__queue__free_unpacked(q, NULL);
+    return rv;
+}
+
 static int apply_command(struct apply_ctx *ctx,
                          const Qraft__Command *cmd,
                          struct qr_apply_result *res)
@@ -716,6 +1099,12 @@ static int apply_command(struct apply_ctx *ctx,
             return apply_assign_shards(ctx, cmd->assign_shards, res);
         case QRAFT__COMMAND__BODY_SET_FEATURE_LEVEL:
             return apply_set_feature_level(ctx, cmd->set_feature_level, res);
+        case QRAFT__COMMAND__BODY_QUEUE_UPSERT:
+            return apply_queue_upsert(ctx, cmd->queue_upsert, res);
+        case QRAFT__COMMAND__BODY_QUEUE_PAUSE:
+            return apply_queue_pause(ctx, cmd->queue_pause, res);
+        case QRAFT__COMMAND__BODY_QUEUE_DELETE:
+            return apply_queue_delete(ctx, cmd->queue_delete, res);
         default:
             /* A kind this node does not know: feature levels should make
              * this impossible; skipping it would diverge from the nodes that

@@ -79,5 +79,6 @@ uint32_t qr_fsm_shard_of(const char *message_id);
 #define QR_META_NODE_PREFIX "node."           /* + decimal id: qraft.NodeInfo */
 #define QR_META_FEATURE_LEVEL "feature_level" /* u64; absent = base level */
 #define QR_FSM_BASE_FEATURE_LEVEL 1u
+#define QR_META_QUEUE_LAST_ID "queue.last_id" /* the last Queue.id given */
 
 #endif /* QR_FSM_H */

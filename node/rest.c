@@ -695,6 +695,11 @@ static void on_publish_reply(struct rest_call *c,
 {
     (void)index;
     c->answered = true;
+    if (resp->status == QRAFT__STATUS__CONFLICT &&
+        strncmp(resp->error, "too many queues", 15) == 0) {
+        send_error(c->req, 412, resp->error); /* QStash: quota exceeded */
+        return;
+    }
     if (resp->status != QRAFT__STATUS__OK) {
         send_status_error(c->req, resp);
         return;
@@ -1062,11 +1067,13 @@ static json_t *message_json(const Qraft__Message *m,
     return o;
 }
 
-/* The states a message is visible in under /v2/messages: waiting or in
- * flight. Delivered, cancelled and dead-lettered ones answer 404. */
+/* The states a message is visible in under /v2/messages: waiting (in its
+ * queue too) or in flight. Delivered, cancelled and dead-lettered ones answer
+ * 404. */
 static bool message_live(const Qraft__Message *m)
 {
     return m->state == QRAFT__MESSAGE_STATE__PENDING ||
+           m->state == QRAFT__MESSAGE_STATE__QUEUED ||
            m->state == QRAFT__MESSAGE_STATE__RETRYING ||
            m->state == QRAFT__MESSAGE_STATE__DELIVERING;
 }
@@ -1908,6 +1915,199 @@ static bool one_segment(const char *s, size_t len)
     return s != NULL && len > 0 && memchr(s, '/', len) == NULL;
 }
 
+/* ---------------------------------------------------------------------------
+ * Queues (spec section 7). */
+
+static json_t *queue_json(const Qraft__Queue *q)
+{
+    return json_pack("{s:s,s:I,s:b,s:I,s:I,s:I}", "name", q->name,
+                     "parallelism", (json_int_t)q->parallelism, "paused",
+                     q->paused, "lag", (json_int_t)q->waiting, "createdAt",
+                     (json_int_t)q->created_ms, "updatedAt",
+                     (json_int_t)q->updated_ms);
+}
+
+/* Queue writes answer 200 with {} (the SDK ignores the body); a limit
+ * (CONFLICT from the node) is QStash's 412. */
+static void on_queue_write_reply(struct rest_call *c,
+                                 size_t index,
+                                 const Qraft__Response *resp)
+{
+    (void)index;
+    c->answered = true;
+    if (resp->status == QRAFT__STATUS__CONFLICT) {
+        send_error(c->req, 412, resp->error);
+        return;
+    }
+    if (resp->status != QRAFT__STATUS__OK) {
+        send_status_error(c->req, resp);
+        return;
+    }
+    send_json(c->req, 200, json_object());
+}
+
+static void on_queue_read_reply(struct rest_call *c,
+                                size_t index,
+                                const Qraft__Response *resp)
+{
+    (void)index;
+    c->answered = true;
+    if (resp->status != QRAFT__STATUS__OK) {
+        send_status_error(c->req, resp);
+        return;
+    }
+    if (resp->body_case == QRAFT__RESPONSE__BODY_QUEUE) {
+        send_json(c->req, 200, queue_json(resp->queue));
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; resp->body_case == QRAFT__RESPONSE__BODY_QUEUES &&
+                       i < resp->queues->n_queues && arr != NULL;
+         i++) {
+        json_array_append_new(arr, queue_json(resp->queues->queues[i]));
+    }
+    send_json(c->req, 200, arr);
+}
+
+/* POST /v2/queues {"queueName": "q", "parallelism": 1, "paused": false}:
+ * every field checked, none unknown. */
+static void handle_queue_upsert(struct qr_rest *r, h2o_req_t *req)
+{
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__QueueUpsertRequest up = QRAFT__QUEUE_UPSERT_REQUEST__INIT;
+    json_error_t jerr;
+    char err[ERR_BYTES];
+    const char *key;
+    json_t *value;
+    json_t *in =
+        json_loadb(req->entity.base != NULL ? req->entity.base : "",
+                   req->entity.base != NULL ? req->entity.len : 0, 0, &jerr);
+
+    if (in == NULL) {
+        snprintf(err, sizeof(err), "invalid JSON: %s (line %d, column %d)",
+                 jerr.text, jerr.line, jerr.column);
+        send_error(req, 400, err);
+        return;
+    }
+    if (!json_is_object(in)) {
+        json_decref(in);
+        send_error(req, 400, "body must be a JSON object");
+        return;
+    }
+    err[0] = '\0';
+    json_object_foreach(in, key, value)
+    {
+        if (strcmp(key, "queueName") == 0) {
+            if (!json_is_string(value) ||
+                !valid_name(json_string_value(value),
+                            json_string_length(value))) {
+                snprintf(err, sizeof(err),
+                         "queueName must be a string matching "
+                         "[A-Za-z0-9._-]+");
+                break;
+            }
+            up.name = pool_str(&req->pool, json_string_value(value),
+                               json_string_length(value));
+        } else if (strcmp(key, "parallelism") == 0) {
+            if (!json_is_integer(value) || json_integer_value(value) < 1 ||
+                json_integer_value(value) > UINT32_MAX) {
+                snprintf(err, sizeof(err),
+                         "parallelism must be a positive integer");
+                break;
+            }
+            up.parallelism = (uint32_t)json_integer_value(value);
+        } else if (strcmp(key, "paused") == 0) {
+            if (!json_is_boolean(value)) {
+                snprintf(err, sizeof(err), "paused must be true or false");
+                break;
+            }
+            up.paused = json_is_true(value);
+        } else {
+            snprintf(err, sizeof(err),
+                     "unknown field '%.64s' (queueName, parallelism, paused)",
+                     key);
+            break;
+        }
+    }
+    json_decref(in);
+    if (err[0] == '\0' && up.name[0] == '\0') {
+        snprintf(err, sizeof(err), "queueName is missing");
+    }
+    if (err[0] != '\0') {
+        send_error(req, 400, err);
+        return;
+    }
+    rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_UPSERT;
+    rpc_req.queue_upsert = &up;
+    run_single(r, req, &rpc_req, on_queue_write_reply, NULL, false);
+}
+
+/* /v2/queues[/{name}[/pause|/resume]]; rest is what follows "/v2/queues/"
+ * (NULL for the collection). */
+static void handle_queues(struct qr_rest *r,
+                          h2o_req_t *req,
+                          const char *rest,
+                          size_t rest_len)
+{
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__QueueGetRequest get = QRAFT__QUEUE_GET_REQUEST__INIT;
+    Qraft__QueueListRequest list = QRAFT__QUEUE_LIST_REQUEST__INIT;
+    Qraft__QueueDeleteRequest del = QRAFT__QUEUE_DELETE_REQUEST__INIT;
+    Qraft__QueuePauseRequest pause = QRAFT__QUEUE_PAUSE_REQUEST__INIT;
+    const char *slash = rest != NULL ? memchr(rest, '/', rest_len) : NULL;
+    size_t name_len = slash != NULL ? (size_t)(slash - rest) : rest_len;
+    const char *action = slash != NULL ? slash + 1 : NULL;
+    size_t action_len = slash != NULL ? rest_len - name_len - 1 : 0;
+    char *name;
+
+    if (rest == NULL) {
+        if (method_is(req, "POST")) {
+            handle_queue_upsert(r, req);
+        } else if (method_is(req, "GET")) {
+            rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_LIST;
+            rpc_req.queue_list = &list;
+            run_single(r, req, &rpc_req, on_queue_read_reply, NULL, false);
+        } else {
+            method_not_allowed(req, "GET, POST");
+        }
+        return;
+    }
+    if (action != NULL &&
+        !(h2o_memis(action, action_len, H2O_STRLIT("pause")) ||
+          h2o_memis(action, action_len, H2O_STRLIT("resume")))) {
+        send_error(req, 404, "not found");
+        return;
+    }
+    if (!valid_name(rest, name_len)) {
+        send_error(req, 400, "queue name must match [A-Za-z0-9._-]+");
+        return;
+    }
+    name = pool_str(&req->pool, rest, name_len);
+    if (action != NULL) {
+        if (!method_is(req, "POST")) {
+            method_not_allowed(req, "POST");
+            return;
+        }
+        pause.name = name;
+        pause.paused = action[0] == 'p';
+        rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_PAUSE;
+        rpc_req.queue_pause = &pause;
+        run_single(r, req, &rpc_req, on_queue_write_reply, NULL, false);
+    } else if (method_is(req, "GET")) {
+        get.name = name;
+        rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_GET;
+        rpc_req.queue_get = &get;
+        run_single(r, req, &rpc_req, on_queue_read_reply, NULL, false);
+    } else if (method_is(req, "DELETE")) {
+        del.name = name;
+        rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_DELETE;
+        rpc_req.queue_delete = &del;
+        run_single(r, req, &rpc_req, on_queue_write_reply, NULL, false);
+    } else {
+        method_not_allowed(req, "GET, DELETE");
+    }
+}
+
 static void route(struct qr_rest *r,
                   h2o_req_t *req,
                   const char *path,
@@ -1973,6 +2173,11 @@ static void route(struct qr_rest *r,
             return;
         }
         handle_message(r, req, rest, rest_len, false);
+        return;
+    }
+    if (path_is(path, len, "/v2/queues", &rest, &rest_len) &&
+        (rest == NULL || rest_len > 0)) {
+        handle_queues(r, req, rest, rest_len);
         return;
     }
     if ((path_is(path, len, "/v2/keys", &rest, &rest_len) && rest == NULL)) {

@@ -390,6 +390,51 @@ static void propose_command(struct qr_rpc_conn *conn,
     propose(conn, call, &packed, cb);
 }
 
+static int count_queue(void *arg, const Qraft__Queue *q)
+{
+    (void)q;
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+/* Whether publishing into `queue` may go ahead: it exists, or one more
+ * queue stays within the limit. Apply creates a missing queue
+ * unconditionally, so two publishes racing into two new queues at the
+ * limit can both pass (documented). Answers req itself when it may not. */
+static bool queue_room(struct qr_rpc_conn *conn,
+                       const Qraft__Request *req,
+                       const char *queue)
+{
+    struct qr_rpc *rpc = conn->rpc;
+    uint32_t max = rpc->config->limits.max_queues;
+    struct qr_store_txn *txn = NULL;
+    Qraft__Queue *q = NULL;
+    size_t n = 0;
+    int rv = qr_store_txn_begin(rpc->store, false, &txn);
+    if (rv == 0) {
+        rv = qr_store_queue_get(txn, queue, &q);
+        if (rv == QR_ENOTFOUND) {
+            rv = qr_store_queue_list(txn, NULL, max, count_queue, &n);
+        }
+        qr_store_txn_abort(txn);
+    }
+    if (q != NULL) {
+        qraft__queue__free_unpacked(q, NULL);
+        return true;
+    }
+    if (rv != 0) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
+                   "reading the store: %s", qr_strerror(rv));
+        return false;
+    }
+    if (n >= max) {
+        send_error(conn, req->id, QRAFT__STATUS__CONFLICT,
+                   "too many queues (the limit is %" PRIu32 ")", max);
+        return false;
+    }
+    return true;
+}
+
 static void handle_publish(struct qr_rpc_conn *conn, const Qraft__Request *req)
 {
     struct qr_rpc *rpc = conn->rpc;
@@ -400,6 +445,9 @@ static void handle_publish(struct qr_rpc_conn *conn, const Qraft__Request *req)
                                       sizeof err);
     if (rv != 0) {
         send_error(conn, req->id, status_of(rv), "%s", err);
+        return;
+    }
+    if (p->queue[0] != '\0' && !queue_room(conn, req, p->queue)) {
         return;
     }
     char id[QR_ID_BYTES];
@@ -961,6 +1009,178 @@ static void handle_keys(struct qr_rpc_conn *conn, const Qraft__Request *req)
     propose_command(conn, req, &cmd, on_rotated);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Queues. */
+
+/* Answers a queue write once applied: OK with no body, or the error. */
+static void on_queue_done(void *data,
+                          int status,
+                          const struct qr_apply_result *res)
+{
+    struct call *call = data;
+    if (status == 0 && res->status != 0) {
+        send_error(call->conn, call->id, status_of(res->status), "%s",
+                   res->error);
+    } else if (status != 0) {
+        send_error(call->conn, call->id, status_of(status), "%s",
+                   qr_strerror(status));
+    } else {
+        Qraft__Response resp = QRAFT__RESPONSE__INIT;
+        resp.id = call->id;
+        send_response(call->conn, &resp, false);
+    }
+    call_free(call);
+}
+
+/* Checks a queue name (and parallelism); answers req when it is bad. */
+static bool queue_args_ok(struct qr_rpc_conn *conn,
+                          const Qraft__Request *req,
+                          const char *name,
+                          uint32_t parallelism)
+{
+    char err[256];
+    int rv = qr_command_check_queue(
+        name, parallelism, &conn->rpc->config->limits, err, sizeof err);
+    if (rv != 0) {
+        send_error(conn, req->id, status_of(rv), "%s", err);
+        return false;
+    }
+    return true;
+}
+
+static void handle_queue_upsert(struct qr_rpc_conn *conn,
+                                const Qraft__Request *req)
+{
+    const Qraft__QueueUpsertRequest *r = req->queue_upsert;
+    const struct qr_limits *l = &conn->rpc->config->limits;
+    if (!queue_args_ok(conn, req, r->name, r->parallelism)) {
+        return;
+    }
+    Qraft__QueueUpsert u = QRAFT__QUEUE_UPSERT__INIT;
+    u.name = r->name;
+    u.parallelism = r->parallelism != 0 ? r->parallelism : 1;
+    u.paused = r->paused;
+    u.max_queues = l->max_queues;
+    u.max_parallelism = l->max_queue_parallelism;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_QUEUE_UPSERT;
+    cmd.queue_upsert = &u;
+    propose_command(conn, req, &cmd, on_queue_done);
+}
+
+static void handle_queue_pause(struct qr_rpc_conn *conn,
+                               const Qraft__Request *req)
+{
+    const Qraft__QueuePauseRequest *r = req->queue_pause;
+    if (!queue_args_ok(conn, req, r->name, 0)) {
+        return;
+    }
+    Qraft__QueuePause p = QRAFT__QUEUE_PAUSE__INIT;
+    p.name = r->name;
+    p.paused = r->paused;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_QUEUE_PAUSE;
+    cmd.queue_pause = &p;
+    propose_command(conn, req, &cmd, on_queue_done);
+}
+
+static void handle_queue_delete(struct qr_rpc_conn *conn,
+                                const Qraft__Request *req)
+{
+    const Qraft__QueueDeleteRequest *r = req->queue_delete;
+    if (!queue_args_ok(conn, req, r->name, 0)) {
+        return;
+    }
+    Qraft__QueueDelete d = QRAFT__QUEUE_DELETE__INIT;
+    d.name = r->name;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_QUEUE_DELETE;
+    cmd.queue_delete = &d;
+    propose_command(conn, req, &cmd, on_queue_done);
+}
+
+/* Queue reads: deep copies from one read transaction. */
+struct queue_list {
+    Qraft__Queue **items;
+    size_t n;
+    int rv;
+};
+
+static int collect_queue(void *arg, const Qraft__Queue *q)
+{
+    struct queue_list *l = arg;
+    size_t len = qraft__queue__get_packed_size(q);
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    Qraft__Queue **items = realloc(l->items, (l->n + 1) * sizeof *items);
+    if (items != NULL) {
+        l->items = items;
+    }
+    if (buf == NULL || items == NULL) {
+        free(buf);
+        l->rv = -ENOMEM;
+        return 1;
+    }
+    qraft__queue__pack(q, buf);
+    l->items[l->n] = qraft__queue__unpack(NULL, len, buf);
+    free(buf);
+    if (l->items[l->n] == NULL) {
+        l->rv = -ENOMEM;
+        return 1;
+    }
+    l->n++;
+    return 0;
+}
+
+static void handle_queue_read(struct qr_rpc_conn *conn,
+                              const Qraft__Request *req)
+{
+    struct qr_rpc *rpc = conn->rpc;
+    bool one = req->body_case == QRAFT__REQUEST__BODY_QUEUE_GET;
+    const char *name = one ? req->queue_get->name : NULL;
+    struct queue_list l = {0};
+    struct qr_store_txn *txn = NULL;
+    Qraft__Queue *q = NULL;
+    if (one && !queue_args_ok(conn, req, name, 0)) {
+        return;
+    }
+    int rv = qr_store_txn_begin(rpc->store, false, &txn);
+    if (rv == 0) {
+        rv = one ? qr_store_queue_get(txn, name, &q)
+                 : qr_store_queue_list(txn, NULL, SIZE_MAX, collect_queue, &l);
+        qr_store_txn_abort(txn);
+    }
+    if (rv == 1 || (rv == 0 && l.rv != 0)) {
+        rv = l.rv;
+    }
+    Qraft__Response resp = QRAFT__RESPONSE__INIT;
+    Qraft__QueueListResponse list = QRAFT__QUEUE_LIST_RESPONSE__INIT;
+    resp.id = req->id;
+    if (rv == QR_ENOTFOUND) {
+        send_error(conn, req->id, QRAFT__STATUS__NOT_FOUND,
+                   "queue %.64s not found", name);
+    } else if (rv != 0) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
+                   "reading the store: %s", qr_strerror(rv));
+    } else if (one) {
+        resp.body_case = QRAFT__RESPONSE__BODY_QUEUE;
+        resp.queue = q;
+        send_response(conn, &resp, false);
+    } else {
+        list.n_queues = l.n;
+        list.queues = l.items;
+        resp.body_case = QRAFT__RESPONSE__BODY_QUEUES;
+        resp.queues = &list;
+        send_response(conn, &resp, false);
+    }
+    if (q != NULL) {
+        qraft__queue__free_unpacked(q, NULL);
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        qraft__queue__free_unpacked(l.items[i], NULL);
+    }
+    free(l.items);
+}
+
 /* Reads: a list of deep copies taken from one read transaction. */
 struct msg_list {
     Qraft__Message **items;
@@ -1082,7 +1302,7 @@ static void handle_list(struct qr_rpc_conn *conn, const Qraft__Request *req)
     bool dlq = req->body_case == QRAFT__REQUEST__BODY_DLQ_LIST;
     const char *cursor = dlq ? req->dlq_list->cursor : lr->cursor;
     uint32_t limit = clamp_limit(dlq ? req->dlq_list->limit : lr->limit);
-    if ((unsigned)(dlq ? 0 : lr->state) > QRAFT__MESSAGE_STATE__CANCELLED) {
+    if ((unsigned)(dlq ? 0 : lr->state) >= QR_STORE_N_STATES) {
         send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
                    "unknown state %d", (int)lr->state);
         return;
@@ -1527,7 +1747,7 @@ static void handle_status(struct qr_rpc_conn *conn, const Qraft__Request *req)
     struct qr_cluster_status cs;
     qr_cluster_get_status(rpc->cluster, &cs);
 
-    uint64_t counts[7] = {0};
+    uint64_t counts[QR_STORE_N_STATES] = {0};
     struct qr_store_txn *txn = NULL;
     int rv = qr_store_txn_begin(rpc->store, false, &txn);
     if (rv == 0) {
@@ -1587,7 +1807,7 @@ static void handle_status(struct qr_rpc_conn *conn, const Qraft__Request *req)
     sr.last_index = cs.last_index;
     sr.n_nodes = cs.n_nodes;
     sr.nodes = node_ptrs;
-    sr.n_state_counts = 7;
+    sr.n_state_counts = QR_STORE_N_STATES;
     sr.state_counts = counts;
     sr.version = QRAFT_VERSION;
     sr.feature_level = rpc->cluster->fsm.feature_level;
@@ -1739,6 +1959,16 @@ static const struct route routes[] = {
      true},
     {QRAFT__REQUEST__BODY_EVENTS, "events", handle_events, false, false},
     {QRAFT__REQUEST__BODY_STATUS, "status", handle_status, false, false},
+    {QRAFT__REQUEST__BODY_QUEUE_UPSERT, "queue upsert", handle_queue_upsert,
+     true, true},
+    {QRAFT__REQUEST__BODY_QUEUE_PAUSE, "queue pause", handle_queue_pause, true,
+     true},
+    {QRAFT__REQUEST__BODY_QUEUE_DELETE, "queue delete", handle_queue_delete,
+     true, true},
+    {QRAFT__REQUEST__BODY_QUEUE_GET, "queue get", handle_queue_read, false,
+     false},
+    {QRAFT__REQUEST__BODY_QUEUE_LIST, "queue list", handle_queue_read, false,
+     false},
     /* Reading keys is local; rotating checks for the leader itself. */
     {QRAFT__REQUEST__BODY_KEYS, "keys", handle_keys, false, false},
     /* An add waits for the new node to catch up, longer than a relay may

@@ -34,6 +34,7 @@
  *   then per database:
  *   4      name length n
  *   n      name, no terminator: one of meta msgs due dedup dedupx dlq events
+ *          queues qfifo
  *   8      number of pairs
  *   then per pair:
  *   4      key length k (1 .. the environment's max key size)
@@ -69,17 +70,31 @@
 #define MAX_DBS 16
 #define MAX_READERS 256
 #define KEY_BUF_BYTES 512
-#define N_STATES 7
+#define N_STATES QR_STORE_N_STATES
 #define DUE_PREFIX_BYTES 10 /* u16 shard | u64 next_attempt_ms */
 #define DLQ_PREFIX_BYTES 8  /* u64 dead_lettered_ms */
 #define DEDUPX_PREFIX_BYTES 8
 #define EVENT_KEY_BYTES 20 /* u64 time_ms | u64 index | u32 position */
+#define QFIFO_SEQ_BYTES 8  /* after the queue name and its 0 byte */
+/* Room a queue name leaves for the ids of its messages in qfifo keys. */
+#define QR_STORE_MAX_ID_BYTES 128
 
-enum db { DB_META, DB_MSGS, DB_DUE, DB_DEDUP, DB_DEDUPX, DB_DLQ, DB_EVENTS };
-#define N_DBS 7
+enum db {
+    DB_META,
+    DB_MSGS,
+    DB_DUE,
+    DB_DEDUP,
+    DB_DEDUPX,
+    DB_DLQ,
+    DB_EVENTS,
+    DB_QUEUES,
+    DB_QFIFO
+};
+#define N_DBS 9
 
 static const char *const db_names[N_DBS] = {
-    "meta", "msgs", "due", "dedup", "dedupx", "dlq", "events",
+    "meta", "msgs",   "due",    "dedup", "dedupx",
+    "dlq",  "events", "queues", "qfifo",
 };
 
 struct qr_store {
@@ -244,6 +259,30 @@ static bool in_due(Qraft__MessageState state)
 static bool in_dlq(Qraft__MessageState state)
 {
     return state == QRAFT__MESSAGE_STATE__DEAD_LETTERED;
+}
+
+static bool in_qfifo(Qraft__MessageState state)
+{
+    return state == QRAFT__MESSAGE_STATE__QUEUED;
+}
+
+/* queue name | 0 | u64 seq [| id]: the 0 byte ends the name (names never
+ * hold one), so one queue's keys are contiguous and ordered by seq. */
+static size_t qfifo_prefix(uint8_t *buf, const char *queue)
+{
+    size_t n = strlen(queue);
+    memcpy(buf, queue, n);
+    buf[n] = 0;
+    return n + 1;
+}
+
+static size_t qfifo_key(uint8_t *buf, const Qraft__Message *m)
+{
+    size_t off = qfifo_prefix(buf, m->queue);
+    size_t n = strlen(m->id);
+    put_be64(buf + off, m->queue_seq);
+    memcpy(buf + off + QFIFO_SEQ_BYTES, m->id, n);
+    return off + QFIFO_SEQ_BYTES + n;
 }
 
 static size_t due_key(uint8_t *buf, const Qraft__Message *m)
@@ -518,6 +557,21 @@ static int reindex(struct qr_store_txn *t,
         new_key = new_buf;
     }
     rv = move_index_key(t, DB_DLQ, old_key, old_len, new_key, new_len, what);
+    if (rv != 0) {
+        return rv;
+    }
+
+    old_key = NULL;
+    new_key = NULL;
+    if (old != NULL && in_qfifo(old->state)) {
+        old_len = qfifo_key(old_buf, old);
+        old_key = old_buf;
+    }
+    if (m != NULL && in_qfifo(m->state)) {
+        new_len = qfifo_key(new_buf, m);
+        new_key = new_buf;
+    }
+    rv = move_index_key(t, DB_QFIFO, old_key, old_len, new_key, new_len, what);
     if (rv != 0) {
         return rv;
     }
@@ -896,6 +950,13 @@ int qr_store_msg_put(struct qr_store_txn *t, const Qraft__Message *m)
     }
     if (m->shard > UINT16_MAX) {
         return bad_request(t->s, what, "shard out of range");
+    }
+    if (in_qfifo(m->state)) {
+        rv = check_name(t->s, m->queue, 1 + QFIFO_SEQ_BYTES + strlen(m->id),
+                        what);
+        if (rv != 0) {
+            return rv;
+        }
     }
 
     rv = load_message(t, m->id, strlen(m->id), &old, what);
@@ -1288,7 +1349,8 @@ out:
     return rv;
 }
 
-int qr_store_count_states(struct qr_store_txn *t, uint64_t counts[7])
+int qr_store_count_states(struct qr_store_txn *t,
+                          uint64_t counts[QR_STORE_N_STATES])
 {
     int rv = check_txn(t, false, "count states");
     if (rv != 0) {
@@ -1304,6 +1366,166 @@ int qr_store_count_states(struct qr_store_txn *t, uint64_t counts[7])
         }
     }
     return 0;
+}
+
+static int load_queue(struct qr_store_txn *t,
+                      const void *name,
+                      size_t name_len,
+                      Qraft__Queue **out,
+                      const char *what)
+{
+    MDB_val v;
+    int rv = get_raw(t, DB_QUEUES, name, name_len, &v, what);
+    if (rv != 0) {
+        return rv;
+    }
+    *out = qraft__queue__unpack(NULL, v.mv_size, v.mv_data);
+    if (*out == NULL) {
+        return fail_corrupt(t, what, "queue does not decode");
+    }
+    return 0;
+}
+
+int qr_store_queue_get(struct qr_store_txn *t,
+                       const char *name,
+                       Qraft__Queue **out)
+{
+    const char *what = "get queues";
+    *out = NULL;
+    int rv = check_txn(t, false, what);
+    if (rv == 0) {
+        rv = check_name(t->s, name, 0, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    return load_queue(t, name, strlen(name), out, what);
+}
+
+int qr_store_queue_put(struct qr_store_txn *t, const Qraft__Queue *q)
+{
+    const char *what = "put queues";
+    uint8_t *value;
+    int rv = check_txn(t, true, what);
+    if (rv != 0) {
+        return rv;
+    }
+    assert(q != NULL && q->base.descriptor == &qraft__queue__descriptor);
+    /* The name is also a qfifo key prefix, with a message id after it. */
+    rv = check_name(t->s, q->name, 1 + QFIFO_SEQ_BYTES + QR_STORE_MAX_ID_BYTES,
+                    what);
+    if (rv != 0) {
+        return rv;
+    }
+    size_t len = qraft__queue__get_packed_size(q);
+    rv = put_reserve(t, DB_QUEUES, q->name, strlen(q->name), len, &value, what);
+    if (rv == 0) {
+        qraft__queue__pack(q, value);
+    }
+    return rv;
+}
+
+int qr_store_queue_delete(struct qr_store_txn *t, const char *name)
+{
+    const char *what = "delete queues";
+    int rv = check_txn(t, true, what);
+    if (rv == 0) {
+        rv = check_name(t->s, name, 0, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    return del_raw(t, DB_QUEUES, name, strlen(name), what);
+}
+
+int qr_store_queue_list(struct qr_store_txn *t,
+                        const char *after_name,
+                        size_t limit,
+                        qr_store_queue_cb cb,
+                        void *arg)
+{
+    const char *what = "list queues";
+    size_t after_len = after_name != NULL ? strlen(after_name) : 0;
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    size_t n = 0;
+    int rv = check_txn(t, false, what);
+    if (rv != 0) {
+        return rv;
+    }
+    if (after_len > t->s->max_key_bytes) {
+        return bad_request(t->s, what, "cursor too long");
+    }
+    if (limit == 0) {
+        return 0;
+    }
+    rv = cursor_open(t, DB_QUEUES, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    int rc = cursor_seek(c, after_name, after_len, true, &k, &v);
+    while (rc == 0) {
+        Qraft__Queue *q = qraft__queue__unpack(NULL, v.mv_size, v.mv_data);
+        if (q == NULL) {
+            rv = fail_corrupt(t, what, "queue does not decode");
+            goto out;
+        }
+        rv = cb(arg, q);
+        qraft__queue__free_unpacked(q, NULL);
+        if (rv != 0 || ++n >= limit) {
+            goto out;
+        }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    if (rc != MDB_NOTFOUND) {
+        rv = fail_mdb(t->s, t->write, what, rc);
+    }
+out:
+    mdb_cursor_close(c);
+    return rv;
+}
+
+int qr_store_queue_head(struct qr_store_txn *t, const char *name, char **id)
+{
+    const char *what = "queue head";
+    uint8_t prefix[KEY_BUF_BYTES];
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    *id = NULL;
+    int rv = check_txn(t, false, what);
+    if (rv == 0) {
+        rv = check_name(t->s, name, 1, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    size_t plen = qfifo_prefix(prefix, name);
+    rv = cursor_open(t, DB_QFIFO, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    int rc = cursor_seek(c, prefix, plen, false, &k, &v);
+    if (rc == MDB_NOTFOUND ||
+        (rc == 0 && (k.mv_size < plen || memcmp(k.mv_data, prefix, plen)))) {
+        rv = QR_ENOTFOUND;
+    } else if (rc != 0) {
+        rv = fail_mdb(t->s, t->write, what, rc);
+    } else if (k.mv_size <= plen + QFIFO_SEQ_BYTES) {
+        rv = fail_corrupt(t, what, "qfifo key too short");
+    } else {
+        size_t n = k.mv_size - plen - QFIFO_SEQ_BYTES;
+        *id = malloc(n + 1);
+        if (*id == NULL) {
+            rv = -ENOMEM;
+        } else {
+            memcpy(*id, (const uint8_t *)k.mv_data + plen + QFIFO_SEQ_BYTES, n);
+            (*id)[n] = '\0';
+        }
+    }
+    mdb_cursor_close(c);
+    return rv;
 }
 
 int qr_store_dedup_get(struct qr_store_txn *t,

@@ -5,7 +5,11 @@
  *   DELIVERING or RETRYING, at (shard, next_attempt_ms, id); none otherwise.
  * - `dlq` holds exactly one key for each DEAD_LETTERED message, at
  *   (dead_lettered_ms, id); none otherwise.
- * - meta "count.<state>" counters equal the number of messages per state.
+ * - `qfifo` holds exactly one key for each QUEUED message, at (queue,
+ *   queue_seq, id); none otherwise. (What a Queue record's counters say
+ *   about its messages is apply's invariant: see node/fsm.c.)
+ * - meta "count.<state>" counters equal the number of messages per state
+ *   (QR_STORE_N_STATES of them, QUEUED included).
  * - After any LMDB error in a write transaction the store is FAILED for good:
  *   every later call returns QR_ESTORE and errmsg says what broke. Apply must
  *   not continue on a failed store (the node exits rather than diverge).
@@ -22,6 +26,8 @@
  *   dedupx  u64 expires_ms | dedup key                  -> empty (expiry index)
  *   dlq     u64 dead_lettered_ms | id                   -> empty
  *   events  u64 time_ms | u64 raft index | u32 position -> qraft.Event
+ *   queues  queue name (string)                         -> qraft.Queue
+ *   qfifo   queue name | 0x00 | u64 queue_seq | id      -> empty
  */
 #ifndef QR_STORE_H
 #define QR_STORE_H
@@ -34,6 +40,10 @@
 
 struct qr_store;
 struct qr_store_txn;
+
+/* Message states, UNSPECIFIED (0) .. QUEUED (7): the size of a counts
+ * array. */
+#define QR_STORE_N_STATES 8
 
 /* Meta names used by several modules. */
 #define QR_META_APPLIED_INDEX "applied_index"
@@ -171,8 +181,33 @@ int qr_store_dlq_list_at(struct qr_store_txn *t,
                          qr_store_msg_cb cb,
                          void *arg);
 
-/* Number of messages in each state, counts[state] for state 0..6. */
-int qr_store_count_states(struct qr_store_txn *t, uint64_t counts[7]);
+/* Number of messages in each state, counts[state] for state 0..7. */
+int qr_store_count_states(struct qr_store_txn *t,
+                          uint64_t counts[QR_STORE_N_STATES]);
+
+/* queues. get returns new in *out (free with qraft__queue__free_unpacked(q,
+ * NULL)) or QR_ENOTFOUND. put inserts or replaces; delete of an absent name
+ * is not an error. Neither touches the queue's messages: `qfifo` follows
+ * the messages themselves (qr_store_msg_put). */
+int qr_store_queue_get(struct qr_store_txn *t,
+                       const char *name,
+                       Qraft__Queue **out);
+int qr_store_queue_put(struct qr_store_txn *t, const Qraft__Queue *q);
+int qr_store_queue_delete(struct qr_store_txn *t, const char *name);
+
+/* Visits queues in name order after after_name (NULL or "" = from the
+ * start), at most limit; q is borrowed for the call. Nonzero from cb stops
+ * the walk and is returned. */
+typedef int (*qr_store_queue_cb)(void *arg, const Qraft__Queue *q);
+int qr_store_queue_list(struct qr_store_txn *t,
+                        const char *after_name,
+                        size_t limit,
+                        qr_store_queue_cb cb,
+                        void *arg);
+
+/* The id of the oldest QUEUED message of queue `name` (new in *id; free
+ * with free()), or QR_ENOTFOUND when none waits. */
+int qr_store_queue_head(struct qr_store_txn *t, const char *name, char **id);
 
 /* dedup. get returns the message id (new; free()) for a key whose record has
  * not expired at now_ms, else QR_ENOTFOUND. put inserts or replaces and keeps

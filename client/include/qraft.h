@@ -135,12 +135,14 @@ enum qraft_state {
     QRAFT_STATE_RETRYING = 3,    /* an attempt failed; waits for the next */
     QRAFT_STATE_DELIVERED = 4,
     QRAFT_STATE_DEAD_LETTERED = 5, /* in the dead-letter queue */
-    QRAFT_STATE_CANCELLED = 6
+    QRAFT_STATE_CANCELLED = 6,
+    QRAFT_STATE_QUEUED = 7 /* in its queue, waiting for its turn */
 };
-#define QRAFT_N_STATES 7
+#define QRAFT_N_STATES 8
 
 /* "pending", "delivering", "retrying", "delivered", "dead_lettered",
- * "cancelled"; "unspecified" for 0 and "unknown" for anything else. */
+ * "cancelled", "queued"; "unspecified" for 0 and "unknown" for anything
+ * else. */
 const char *qraft_state_name(enum qraft_state state);
 
 /* Parses a name of qraft_state_name (not "unknown"). Returns 0 or

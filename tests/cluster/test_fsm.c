@@ -243,7 +243,7 @@ static int state_on(struct server *s, const char *id)
 static uint64_t count_on(struct server *s, Qraft__MessageState state)
 {
     struct qr_store_txn *txn;
-    uint64_t counts[7];
+    uint64_t counts[QR_STORE_N_STATES];
     assert_int_equal(qr_store_txn_begin(s->store, false, &txn), 0);
     assert_int_equal(qr_store_count_states(txn, counts), 0);
     qr_store_txn_abort(txn);

@@ -231,7 +231,7 @@ static void list_dlq(struct qr_store *s,
     qr_store_txn_abort(t);
 }
 
-static void get_counts(struct qr_store *s, uint64_t counts[7])
+static void get_counts(struct qr_store *s, uint64_t counts[QR_STORE_N_STATES])
 {
     struct qr_store_txn *t = begin(s, false);
     assert_int_equal(qr_store_count_states(t, counts), 0);
@@ -560,10 +560,10 @@ static void test_dlq(void **state)
 static void test_counters(void **state)
 {
     struct fixture *f = *state;
-    uint64_t counts[7];
+    uint64_t counts[QR_STORE_N_STATES];
 
     get_counts(f->s, counts);
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < QR_STORE_N_STATES; i++) {
         assert_int_equal(counts[i], 0);
     }
     put_msg(f->s, "msg_1", QRAFT__MESSAGE_STATE__PENDING, 1, 1, 0);
@@ -1012,7 +1012,7 @@ static void test_snapshot_restore(void **state)
     size_t len;
     size_t len2;
     struct collect c;
-    uint64_t counts[7];
+    uint64_t counts[QR_STORE_N_STATES];
     char *id;
 
     populate(f->s);
@@ -1287,7 +1287,7 @@ static void test_abort_leaves_nothing(void **state)
     struct qr_store_txn *r;
     Qraft__Message *m = make_msg("msg_a", QRAFT__MESSAGE_STATE__PENDING, 1, 1);
     Qraft__Message *got;
-    uint64_t counts[7];
+    uint64_t counts[QR_STORE_N_STATES];
     struct collect c;
     char *id;
 
