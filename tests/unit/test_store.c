@@ -1358,6 +1358,105 @@ static void test_map_full_fails_store(void **state)
     remove_dir(dir);
 }
 
+/* Puts a QUEUED message of queue "q1" at FIFO position seq. */
+static void put_queued(struct qr_store *s, const char *id, uint64_t seq)
+{
+    Qraft__Message *m = make_msg(id, QRAFT__MESSAGE_STATE__QUEUED, 1, 0);
+    struct qr_store_txn *t = begin(s, true);
+    m->queue_seq = seq;
+    assert_int_equal(qr_store_msg_put(t, m), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    free_msg(m);
+}
+
+static char *head_of(struct qr_store *s, const char *queue)
+{
+    char *id = NULL;
+    struct qr_store_txn *t = begin(s, false);
+    int rv = qr_store_queue_head(t, queue, &id);
+    qr_store_txn_abort(t);
+    assert_true(rv == 0 || rv == QR_ENOTFOUND);
+    return id;
+}
+
+static int count_queues(void *arg, const Qraft__Queue *q)
+{
+    (void)q;
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+/* qfifo follows QUEUED messages: the head is the lowest queue_seq, a
+ * message leaving QUEUED leaves the FIFO, queued messages are in no other
+ * index, and queues and the FIFO survive a snapshot. */
+static void test_queues_and_fifo(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t counts[QR_STORE_N_STATES];
+    char *id;
+
+    put_queued(f->s, "msg_b", 7);
+    put_queued(f->s, "msg_a", 9);
+    put_queued(f->s, "msg_c", 8);
+    id = head_of(f->s, "q1");
+    assert_string_equal(id, "msg_b");
+    free(id);
+    assert_null(head_of(f->s, "q")); /* a prefix of q1: another queue */
+    assert_null(head_of(f->s, "q10"));
+    get_counts(f->s, counts);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__QUEUED], 3);
+    struct collect c;
+    scan_due(f->s, 1, UINT64_MAX, &c);
+    assert_ids(&c, (const char *[]){NULL});
+
+    put_msg(f->s, "msg_b", QRAFT__MESSAGE_STATE__PENDING, 1, 5, 0);
+    id = head_of(f->s, "q1");
+    assert_string_equal(id, "msg_c");
+    free(id);
+    get_counts(f->s, counts);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__QUEUED], 2);
+
+    Qraft__Queue q = QRAFT__QUEUE__INIT;
+    q.name = "q1";
+    q.parallelism = 1;
+    q.active = 1;
+    q.waiting = 2;
+    q.next_seq = 10;
+    struct qr_store_txn *t = begin(f->s, true);
+    assert_int_equal(qr_store_queue_put(t, &q), 0);
+    q.name = "q2";
+    assert_int_equal(qr_store_queue_put(t, &q), 0);
+    assert_int_equal(qr_store_queue_delete(t, "q2"), 0);
+    assert_int_equal(qr_store_queue_delete(t, "q2"), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+
+    void *buf;
+    size_t len;
+    char dir[64];
+    snapshot(f->s, &buf, &len);
+    make_dir(dir, sizeof dir);
+    struct qr_store *dst = open_store(dir);
+    assert_int_equal(qr_store_restore(dst, buf, len), 0);
+    free(buf);
+    id = head_of(dst, "q1");
+    assert_string_equal(id, "msg_c");
+    free(id);
+    Qraft__Queue *got = NULL;
+    size_t n = 0;
+    t = begin(dst, false);
+    assert_int_equal(qr_store_queue_get(t, "q1", &got), 0);
+    assert_int_equal(qr_store_queue_get(t, "q2", &(Qraft__Queue *){NULL}),
+                     QR_ENOTFOUND);
+    assert_int_equal(qr_store_queue_list(t, NULL, 100, count_queues, &n), 0);
+    qr_store_txn_abort(t);
+    assert_int_equal(n, 1);
+    assert_int_equal(got->next_seq, 10);
+    assert_int_equal(got->waiting, 2);
+    qraft__queue__free_unpacked(got, NULL);
+    qr_store_close(dst);
+    remove_dir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1387,6 +1486,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_event_scan_paging, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_dlq_list_at, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queues_and_fifo, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
