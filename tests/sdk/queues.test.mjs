@@ -1,0 +1,269 @@
+// Queues of a real `qraftd --dev`, driven by the official @upstash/qstash
+// SDK: upsert, get, list, pause, resume and delete; and enqueueJSON into a
+// parallelism-1 queue whose first message fails once: the app must see the
+// messages strictly in order, one at a time, the second only after the
+// first succeeded on its retry.
+//
+// QRAFT_BIN names the build's bin directory (it holds qraftd).
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+
+// QSTASH_DEV would make the SDK ignore baseUrl and token.
+for (const name of Object.keys(process.env)) {
+  if (name === "QSTASH_DEV" || name === "QSTASH_URL" ||
+      name === "QSTASH_TOKEN") {
+    delete process.env[name];
+  }
+}
+const { Client, QstashError } = await import("@upstash/qstash");
+
+const bin = process.env.QRAFT_BIN;
+assert.ok(bin, "QRAFT_BIN must name the build's bin directory");
+const qraftd = path.resolve(bin, "qraftd");
+assert.ok(existsSync(qraftd), `${qraftd} not found: build qraft first`);
+
+const START_TIMEOUT = 30_000;
+const STOP_TIMEOUT = 10_000;
+const WAIT_TIMEOUT = 20_000;
+
+const childEnv = Object.fromEntries(Object.entries(process.env).filter(
+  ([k]) => !k.startsWith("QRAFT_") && !k.includes("QSTASH_")));
+
+async function freePort() {
+  const srv = net.createServer();
+  srv.listen(0, "127.0.0.1");
+  await once(srv, "listening");
+  const { port } = srv.address();
+  srv.close();
+  await once(srv, "close");
+  return port;
+}
+
+/* Polls check() (async allowed) until it returns something truthy. */
+async function waitFor(check, what, timeoutMs = WAIT_TIMEOUT) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) {
+      return value;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+class DevNode {
+  dir = mkdtempSync(path.join(os.tmpdir(), "qraft-sdk-queues-"));
+  env = {};
+  proc = null;
+  exited = false;
+  #stdout = "";
+  #stderr = "";
+
+  async start() {
+    const [rpc, httpPort, raft] =
+      [await freePort(), await freePort(), await freePort()];
+    this.proc = spawn(qraftd, [
+      "--dev", "--data", path.join(this.dir, "data"),
+      "--rpc", `127.0.0.1:${rpc}`, "--http", `127.0.0.1:${httpPort}`,
+      "--raft", `127.0.0.1:${raft}`, "--max-queues", "5",
+    ], { cwd: this.dir, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
+    this.proc.stdout.setEncoding("utf8");
+    this.proc.stderr.setEncoding("utf8");
+    this.proc.stdout.on("data", (c) => { this.#stdout += c; });
+    this.proc.stderr.on("data", (c) => {
+      this.#stderr = (this.#stderr + c).slice(-8192);
+    });
+    this.proc.on("exit", () => { this.exited = true; });
+    await waitFor(() => {
+      if (this.exited) {
+        throw new Error(`qraftd exited while starting\n${this.#stderr}`);
+      }
+      return /^QRAFT_ENDPOINTS=.+$/m.test(this.#stdout);
+    }, "qraftd to print its settings", START_TIMEOUT);
+    for (const line of this.#stdout.split("\n")) {
+      const m = /^([A-Z_]+)=(.*)$/.exec(line);
+      if (m) {
+        this.env[m[1]] = m[2];
+      }
+    }
+  }
+
+  async stop() {
+    if (!this.proc || this.exited) {
+      return;
+    }
+    const gone = once(this.proc, "exit");
+    this.proc.kill("SIGTERM");
+    const timer = setTimeout(() => this.proc.kill("SIGKILL"), STOP_TIMEOUT);
+    await gone;
+    clearTimeout(timer);
+  }
+}
+
+/*
+ * An app that takes 150 ms per request and records when each began and
+ * ended. The first request for a
+ * path listed in failOnce gets a 500, later ones 200.
+ */
+class App {
+  events = []; // { path, status, start, end }
+  failOnce = new Set();
+  #server = http.createServer((req, res) => {
+    const start = Date.now();
+    req.resume();
+    req.on("end", () => {
+      setTimeout(() => {
+        const status = this.failOnce.delete(req.url) ? 500 : 200;
+        this.events.push({ path: req.url, status, start, end: Date.now() });
+        res.writeHead(status, { "Content-Type": "text/plain" });
+        res.end(status === 200 ? "ok" : "try again");
+      }, 150);
+    });
+  });
+
+  async start() {
+    this.#server.listen(0, "127.0.0.1");
+    await once(this.#server, "listening");
+    this.base = `http://127.0.0.1:${this.#server.address().port}`;
+  }
+
+  stop() {
+    this.#server.closeAllConnections?.();
+    this.#server.close();
+  }
+
+  delivered(prefix) {
+    return this.events.filter((e) => e.path.startsWith(prefix) &&
+                              e.status === 200);
+  }
+}
+
+describe("queues with the official SDK", () => {
+  const node = new DevNode();
+  const app = new App();
+  let client;
+
+  before(async () => {
+    await node.start();
+    await app.start();
+    client = new Client({
+      baseUrl: node.env.QSTASH_URL, token: node.env.QSTASH_TOKEN,
+      retry: false,
+    });
+  });
+
+  after(async () => {
+    app.stop();
+    await node.stop();
+    rmSync(node.dir, { recursive: true, force: true });
+  });
+
+  test("upsert, get, list, pause, resume and delete", async () => {
+    const q = client.queue({ queueName: "sdk-admin" });
+    await q.upsert({ parallelism: 3 });
+    let got = await q.get();
+    assert.equal(got.name, "sdk-admin");
+    assert.equal(got.parallelism, 3);
+    assert.equal(got.paused, false);
+    assert.equal(got.lag, 0);
+    assert.ok(got.createdAt > 0 && got.updatedAt >= got.createdAt);
+
+    await q.pause();
+    await q.pause(); // idempotent
+    assert.equal((await q.get()).paused, true);
+    // Paused: it accepts messages and delivers none (lag stays 1).
+    const res = await q.enqueueJSON({
+      url: `${app.base}/paused`, body: { n: 1 },
+    });
+    assert.match(res.messageId, /^msg_/);
+    got = await q.get();
+    assert.equal(got.lag, 1);
+    const m = await client.messages.get(res.messageId);
+    assert.equal(m.queueName, "sdk-admin");
+    assert.equal(app.delivered("/paused").length, 0);
+
+    await q.resume();
+    await q.resume();
+    await waitFor(() => app.delivered("/paused").length === 1,
+      "the paused message after resume");
+    await waitFor(async () => (await q.get()).lag === 0, "lag 0");
+
+    await q.upsert({ parallelism: 1, paused: false });
+    assert.equal((await q.get()).parallelism, 1);
+
+    const list = await client.queue().list();
+    assert.ok(Array.isArray(list));
+    assert.deepEqual(list.map((x) => x.name), ["sdk-admin"]);
+
+    await q.delete();
+    await assert.rejects(q.get(), (err) => {
+      assert.ok(err instanceof QstashError);
+      assert.equal(err.status, 404);
+      return true;
+    });
+  });
+
+  test("enqueue auto-creates; limits answer 412", async () => {
+    const auto = client.queue({ queueName: "sdk-auto" });
+    await auto.enqueueJSON({ url: `${app.base}/auto`, body: { n: 0 } });
+    const got = await auto.get();
+    assert.equal(got.parallelism, 1);
+    await assert.rejects(auto.upsert({ parallelism: 101 }), (err) => {
+      assert.equal(err.status, 412);
+      return true;
+    });
+    // --max-queues 5: sdk-auto plus four more fit, a sixth does not.
+    for (let i = 0; i < 4; i++) {
+      await client.queue({ queueName: `sdk-fill-${i}` }).upsert({});
+    }
+    await assert.rejects(
+      client.queue({ queueName: "sdk-one-too-many" }).upsert({}),
+      (err) => { assert.equal(err.status, 412); return true; });
+    await assert.rejects(
+      client.queue({ queueName: "sdk-one-too-many" }).enqueueJSON({
+        url: `${app.base}/never`, body: {},
+      }),
+      (err) => { assert.equal(err.status, 412); return true; });
+    for (let i = 0; i < 4; i++) {
+      await client.queue({ queueName: `sdk-fill-${i}` }).delete();
+    }
+    await auto.delete();
+  });
+
+  test("parallelism 1: strict order, the next only after a retried first",
+    async () => {
+      const q = client.queue({ queueName: "sdk-fifo" });
+      await q.upsert({ parallelism: 1 });
+      const n = 5;
+      app.failOnce.add("/fifo/0");
+      for (let i = 0; i < n; i++) {
+        await q.enqueueJSON({
+          url: `${app.base}/fifo/${i}`, body: { i }, retries: 3,
+          retryDelay: "300",
+        });
+      }
+      await waitFor(() => app.delivered("/fifo/").length === n,
+        `${n} deliveries`);
+      const seen = app.events.filter((e) => e.path.startsWith("/fifo/"));
+      assert.deepEqual(seen.map((e) => `${e.path} ${e.status}`), [
+        "/fifo/0 500", "/fifo/0 200", "/fifo/1 200", "/fifo/2 200",
+        "/fifo/3 200", "/fifo/4 200",
+      ]);
+      // One at a time: each began after the previous one was answered.
+      for (let i = 1; i < seen.length; i++) {
+        assert.ok(seen[i].start >= seen[i - 1].end,
+          `${seen[i].path} began before ${seen[i - 1].path} was answered`);
+      }
+      assert.equal((await q.get()).lag, 0);
+    });
+});
