@@ -1,0 +1,159 @@
+"""Queues (/v2/queues, /v2/enqueue) of a real qraftd --dev over raw HTTP:
+bad input answers 400/404/405/412 with a JSON error and changes nothing;
+deleting a queue cancels what waits in it; and a parallelism-1 queue keeps
+its order across a kill -9 and restart of the node. The official SDK's view
+is in tests/sdk/queues.test.mjs."""
+
+import http.client
+import json
+import unittest
+
+import qraft_harness as qh
+from http_sink import HttpSink, Reply
+
+
+class QueuesTest(unittest.TestCase):
+    def setUp(self):
+        self.sink = HttpSink()
+        self.sink.start()
+        self.addCleanup(self.sink.stop)
+        self.node = qh.start_dev_node(self, extra_args=["--max-queues", "3"])
+
+    def call(self, method, target, body=None, headers=None):
+        """Returns (status, parsed JSON body)."""
+        conn = http.client.HTTPConnection(self.node.http_addr, timeout=10)
+        self.addCleanup(conn.close)
+        hdrs = dict(headers or {})
+        hdrs["Authorization"] = f"Bearer {self.node.token}"
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+            hdrs["Content-Type"] = "application/json"
+        conn.request(method, target, body=body, headers=hdrs)
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, json.loads(data) if data else None
+
+    def enqueue(self, queue, path, body=b"x"):
+        status, got = self.call(
+            "POST", f"/v2/enqueue/{queue}/{self.sink.url(path)}", body=body
+        )
+        self.assertEqual(status, 200, got)
+        return got["messageId"]
+
+    def queues(self):
+        status, got = self.call("GET", "/v2/queues")
+        self.assertEqual(status, 200, got)
+        return {q["name"]: q for q in got}
+
+    def expect_error(self, status, method, target, body=None):
+        got_status, got = self.call(method, target, body=body)
+        self.assertEqual(got_status, status, (method, target, body, got))
+        self.assertIsInstance(got, dict)
+        self.assertIsInstance(got.get("error"), str)
+        return got["error"]
+
+    def test_bad_input(self):
+        bad_bodies = [
+            b"{not json",
+            b"[]",
+            b'"q"',
+            {"queueName": "q", "parallelism": 1, "paused": False, "x": 1},
+            {"queueName": "q", "parallelism": "2"},
+            {"queueName": "q", "parallelism": 1.5},
+            {"queueName": "q", "parallelism": 0},
+            {"queueName": "q", "parallelism": -1},
+            {"queueName": "q", "paused": "yes"},
+            {"queueName": "bad name!"},
+            {"queueName": ""},
+            {"queueName": 7},
+            {"parallelism": 1},
+        ]
+        for body in bad_bodies:
+            with self.subTest(body=body):
+                self.expect_error(400, "POST", "/v2/queues", body)
+        self.assertIn(
+            "parallelism",
+            self.expect_error(
+                412, "POST", "/v2/queues", {"queueName": "q", "parallelism": 101}
+            ),
+        )
+        self.expect_error(404, "GET", "/v2/queues/nope")
+        self.expect_error(404, "DELETE", "/v2/queues/nope")
+        self.expect_error(404, "POST", "/v2/queues/nope/pause")
+        self.expect_error(404, "POST", "/v2/queues/nope/resume")
+        self.expect_error(404, "POST", "/v2/queues/nope/other")
+        self.expect_error(400, "GET", "/v2/queues/bad%20name")
+        self.expect_error(400, "POST", "/v2/enqueue/bad%20name/http://x/")
+        self.expect_error(405, "PUT", "/v2/queues")
+        self.expect_error(405, "GET", "/v2/queues/q/pause")
+        self.expect_error(405, "PATCH", "/v2/queues/q")
+        # Nothing was created by any of it.
+        self.assertEqual(self.queues(), {})
+
+        # --max-queues 3: a fourth is refused, by upsert and by enqueue.
+        for name in ("a", "b"):
+            status, _ = self.call("POST", "/v2/queues", {"queueName": name})
+            self.assertEqual(status, 200)
+        self.enqueue("c", "/c")
+        self.expect_error(412, "POST", "/v2/queues", {"queueName": "d"})
+        self.expect_error(
+            412, "POST", f"/v2/enqueue/d/{self.sink.url('/d')}", b"x"
+        )
+        self.assertEqual(sorted(self.queues()), ["a", "b", "c"])
+        self.assertEqual(self.node.healthz(), 200)
+
+    def test_queue_json_and_delete_cancels_waiting(self):
+        status, _ = self.call(
+            "POST", "/v2/queues", {"queueName": "w", "parallelism": 2, "paused": True}
+        )
+        self.assertEqual(status, 200)
+        ids = [self.enqueue("w", f"/w/{i}") for i in range(3)]
+        status, q = self.call("GET", "/v2/queues/w")
+        self.assertEqual(status, 200)
+        self.assertEqual(
+            {k: q[k] for k in ("name", "parallelism", "paused", "lag")},
+            {"name": "w", "parallelism": 2, "paused": True, "lag": 3},
+        )
+        self.assertGreaterEqual(q["updatedAt"], q["createdAt"])
+        status, m = self.call("GET", f"/v2/messages/{ids[0]}")
+        self.assertEqual(status, 200, m)
+        self.assertEqual(m["queueName"], "w")
+
+        status, _ = self.call("DELETE", "/v2/queues/w")
+        self.assertEqual(status, 200)
+        self.expect_error(404, "GET", "/v2/queues/w")
+        for mid in ids:
+            # Cancelled: no longer a live message.
+            self.expect_error(404, "GET", f"/v2/messages/{mid}")
+        self.assertEqual(self.sink.requests(), [])
+
+    def test_order_survives_kill9(self):
+        status, _ = self.call(
+            "POST", "/v2/queues", {"queueName": "o", "parallelism": 1}
+        )
+        self.assertEqual(status, 200)
+        # The first message is in flight (slow) when the node is killed.
+        self.sink.script("/o/0", Reply(delay_s=3), Reply())
+        for i in range(5):
+            self.enqueue("o", f"/o/{i}")
+        self.sink.wait_for(1, path="/o/0", timeout=20)
+        self.node.kill9()
+        self.node.start()
+        for i in range(5, 8):
+            self.enqueue("o", f"/o/{i}")
+        for i in range(8):
+            self.sink.wait_for(1, path=f"/o/{i}", timeout=30)
+        qh.wait_until(
+            lambda: self.call("GET", "/v2/queues/o")[1]["lag"] == 0,
+            20,
+            "the queue to drain",
+        )
+        order = [int(r.path.rsplit("/", 1)[1]) for r in self.sink.requests()]
+        self.assertEqual(order, sorted(order), f"out of order: {order}")
+        self.assertEqual(sorted(set(order)), list(range(8)))
+        # /o/0 was sent again after the restart; the others once each.
+        self.assertGreaterEqual(order.count(0), 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
