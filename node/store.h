@@ -25,7 +25,8 @@
  *   dedup   dedup key (string)                          -> qraft.DedupRecord
  *   dedupx  u64 expires_ms | dedup key                  -> empty (expiry index)
  *   dlq     u64 dead_lettered_ms | id                   -> empty
- *   events  u64 time_ms | u64 raft index | u32 position -> qraft.Event
+ *   events  u64 time_ms | u64 raft index | u32 n        -> qraft.Event
+ *           (n: the event's number among those of its entry)
  *   queues  queue name (string)                         -> qraft.Queue
  *   qfifo   queue name | 0x00 | u64 queue_seq | id      -> empty
  */
