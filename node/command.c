@@ -396,6 +396,12 @@ uint32_t qr_command_level(const Qraft__Command *cmd)
 {
     switch (cmd->body_case) {
         case QRAFT__COMMAND__BODY_PUBLISH:
+            /* Into a queue: apply below level 2 ignores the queue. */
+            if (cmd->publish != NULL && cmd->publish->request != NULL &&
+                cmd->publish->request->queue[0] != '\0') {
+                return QR_FEATURE_LEVEL_QUEUES;
+            }
+            return 1;
         case QRAFT__COMMAND__BODY_CANCEL:
         case QRAFT__COMMAND__BODY_DLQ_REPLAY:
         case QRAFT__COMMAND__BODY_DLQ_DELETE:

@@ -40,6 +40,10 @@
  * A new command kind raises QR_FEATURE_LEVEL and is listed in
  * qr_command_level. */
 #define QR_FEATURE_LEVEL 2u
+/* Queues: the Queue* commands, and queue semantics in apply (a publish or a
+ * DLQ replay into a queue); below it apply keeps the queue name only, as
+ * nodes without queues do, so a mixed cluster does not diverge. */
+#define QR_FEATURE_LEVEL_QUEUES 2u
 
 /* "msg_" + 12 hex (ms) + 4 hex (node) + 8 hex (sequence) + NUL */
 #define QR_ID_BYTES 29

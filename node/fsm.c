@@ -99,6 +99,13 @@ static int count_queue(void *arg, const Qraft__Queue *q)
     return 0;
 }
 
+/* Queue semantics apply once the cluster's feature level has them (a
+ * replicated value, so every replica agrees). */
+static bool queues_on(const struct apply_ctx *ctx)
+{
+    return ctx->fsm->feature_level >= QR_FEATURE_LEVEL_QUEUES;
+}
+
 /* Loads queue `name`; 1 when *out was loaded, 0 when there is none. */
 static int queue_load(struct apply_ctx *ctx,
                       const char *name,
@@ -364,7 +371,7 @@ static int apply_publish(struct apply_ctx *ctx,
             return rv;
         }
     }
-    if (m.queue[0] != '\0') {
+    if (m.queue[0] != '\0' && queues_on(ctx)) {
         /* Waits at the tail of its queue (created on first use) until its
          * turn; may be activated right away. */
         rv = queue_enqueue(ctx, &m, "published into its queue");
@@ -504,7 +511,7 @@ static int apply_dlq_replay(struct apply_ctx *ctx,
     upd.dead_lettered_ms = 0;
     upd.dlq_hint = "";
     upd.updated_ms = ctx->now_ms;
-    if (upd.queue[0] != '\0' &&
+    if (upd.queue[0] != '\0' && queues_on(ctx) &&
         upd.callback_kind == QRAFT__CALLBACK_KIND__NOT_A_CALLBACK) {
         /* A queue message goes back to the tail of its queue (created again
          * if it was deleted), so replays keep the queue's order rule. */

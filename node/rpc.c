@@ -447,8 +447,21 @@ static void handle_publish(struct qr_rpc_conn *conn, const Qraft__Request *req)
         send_error(conn, req->id, status_of(rv), "%s", err);
         return;
     }
-    if (p->queue[0] != '\0' && !queue_room(conn, req, p->queue)) {
-        return;
+    if (p->queue[0] != '\0') {
+        /* Queues need the cluster at their feature level (command.h). */
+        Qraft__Publish level_probe = QRAFT__PUBLISH__INIT;
+        Qraft__Command level_cmd = QRAFT__COMMAND__INIT;
+        level_probe.request = (Qraft__PublishRequest *)p;
+        level_cmd.body_case = QRAFT__COMMAND__BODY_PUBLISH;
+        level_cmd.publish = &level_probe;
+        rv = qr_cluster_check_level(rpc->cluster, &level_cmd, err, sizeof err);
+        if (rv != 0) {
+            send_error(conn, req->id, status_of(rv), "%s", err);
+            return;
+        }
+        if (!queue_room(conn, req, p->queue)) {
+            return;
+        }
     }
     char id[QR_ID_BYTES];
     qr_cluster_new_message_id(rpc->cluster, id);

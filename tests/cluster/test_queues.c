@@ -8,7 +8,8 @@
  * resumed one continues with the oldest; a cancelled waiting message leaves
  * the FIFO; the callbacks of a queue message hold a slot, so the next
  * message waits for them; a DLQ replay re-enters at the tail; deleting a
- * queue cancels what waits in it; the queue limits hold. */
+ * queue cancels what waits in it; the queue limits hold; below the queues'
+ * feature level nothing of this happens (a mixed-version cluster). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -77,7 +78,11 @@ static void on_applied(void *data,
     memcpy(s->last, results, s->n_last * sizeof *results);
 }
 
-static int setup(void **state)
+static int propose(struct fixture *f, struct qr_packed cmd);
+static struct qr_packed level_cmd(uint32_t level);
+
+/* Three servers, a leader, and no feature level raised yet. */
+static int setup_level1(void **state)
 {
     struct fixture *f = calloc(1, sizeof *f);
     struct raft_configuration conf;
@@ -108,6 +113,14 @@ static int setup(void **state)
     assert_int_equal(raft_fixture_start(&f->raft), 0);
     raft_fixture_elect(&f->raft, 0);
     *state = f;
+    return 0;
+}
+
+/* As setup_level1, then the cluster at the queues' feature level. */
+static int setup(void **state)
+{
+    setup_level1(state);
+    assert_int_equal(propose(*state, level_cmd(QR_FEATURE_LEVEL_QUEUES)), 0);
     return 0;
 }
 
@@ -204,6 +217,16 @@ static struct qr_packed upsert_cmd(const char *name,
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_QUEUE_UPSERT;
     cmd.queue_upsert = &u;
+    return pack(&cmd);
+}
+
+static struct qr_packed level_cmd(uint32_t level)
+{
+    Qraft__SetFeatureLevel l = QRAFT__SET_FEATURE_LEVEL__INIT;
+    l.level = level;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_SET_FEATURE_LEVEL;
+    cmd.set_feature_level = &l;
     return pack(&cmd);
 }
 
@@ -590,6 +613,29 @@ static void test_limits(void **state)
                      QR_EBADREQ);
 }
 
+/* Below the queues' feature level (a cluster still mixing in nodes without
+ * queues) a publish into a queue is a plain message that keeps the name, as
+ * those nodes apply it; raising the level turns the semantics on. */
+static void test_below_feature_level(void **state)
+{
+    struct fixture *f = *state;
+    char a[QR_ID_BYTES];
+    char b[QR_ID_BYTES];
+    char c[QR_ID_BYTES];
+    propose(f, publish_cmd(f, "old", NULL, a));
+    propose(f, publish_cmd(f, "old", NULL, b));
+    assert_int_equal(state_of(f, a), PENDING);
+    assert_int_equal(state_of(f, b), PENDING);
+    uint32_t active;
+    uint64_t waiting;
+    assert_false(queue_of(f, "old", &active, &waiting));
+
+    assert_int_equal(propose(f, level_cmd(QR_FEATURE_LEVEL_QUEUES)), 0);
+    propose(f, publish_cmd(f, "old", NULL, c));
+    assert_int_equal(state_of(f, c), PENDING); /* a new queue, free slot */
+    expect_queue(f, "old", 1, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -604,6 +650,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_below_feature_level, setup_level1,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,6 +18,15 @@ class QueuesTest(unittest.TestCase):
         self.sink.start()
         self.addCleanup(self.sink.stop)
         self.node = qh.start_dev_node(self, extra_args=["--max-queues", "3"])
+        # Queues work once the leader raised the cluster's feature level,
+        # right after it starts serving: until then writes answer 503.
+        probe = {"queueName": "probe"}
+        qh.wait_until(
+            lambda: self.call("POST", "/v2/queues", probe)[0] != 503,
+            20,
+            "the queues' feature level",
+        )
+        self.assertEqual(self.call("DELETE", "/v2/queues/probe")[0], 200)
 
     def call(self, method, target, body=None, headers=None):
         """Returns (status, parsed JSON body)."""

@@ -249,11 +249,17 @@ class Process {
 export class DevNode extends Process {
   env = {};
 
+  /* extraArgs: more qraftd flags (e.g. limits). */
+  constructor(extraArgs = []) {
+    super();
+    this.extraArgs = extraArgs;
+  }
+
   async start() {
     await this.ports();
     this.spawn(["--dev", "--data", path.join(this.dir, "data"),
       "--rpc", this.rpcAddr, "--http", this.httpAddr,
-      "--raft", this.raftAddr]);
+      "--raft", this.raftAddr, ...this.extraArgs]);
     await this.waiters.until(() => {
       if (this.exited) {
         throw new Error(`qraftd exited while starting ` +

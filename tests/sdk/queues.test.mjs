@@ -6,114 +6,18 @@
 //
 // QRAFT_BIN names the build's bin directory (it holds qraftd).
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
-import net from "node:net";
-import os from "node:os";
-import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
-// QSTASH_DEV would make the SDK ignore baseUrl and token.
-for (const name of Object.keys(process.env)) {
-  if (name === "QSTASH_DEV" || name === "QSTASH_URL" ||
-      name === "QSTASH_TOKEN") {
-    delete process.env[name];
-  }
-}
+import { DevNode, waitFor } from "./harness.mjs";
+
 const { Client, QstashError } = await import("@upstash/qstash");
-
-const bin = process.env.QRAFT_BIN;
-assert.ok(bin, "QRAFT_BIN must name the build's bin directory");
-const qraftd = path.resolve(bin, "qraftd");
-assert.ok(existsSync(qraftd), `${qraftd} not found: build qraft first`);
-
-const START_TIMEOUT = 30_000;
-const STOP_TIMEOUT = 10_000;
-const WAIT_TIMEOUT = 20_000;
-
-const childEnv = Object.fromEntries(Object.entries(process.env).filter(
-  ([k]) => !k.startsWith("QRAFT_") && !k.includes("QSTASH_")));
-
-async function freePort() {
-  const srv = net.createServer();
-  srv.listen(0, "127.0.0.1");
-  await once(srv, "listening");
-  const { port } = srv.address();
-  srv.close();
-  await once(srv, "close");
-  return port;
-}
-
-/* Polls check() (async allowed) until it returns something truthy. */
-async function waitFor(check, what, timeoutMs = WAIT_TIMEOUT) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) {
-      return value;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-class DevNode {
-  dir = mkdtempSync(path.join(os.tmpdir(), "qraft-sdk-queues-"));
-  env = {};
-  proc = null;
-  exited = false;
-  #stdout = "";
-  #stderr = "";
-
-  async start() {
-    const [rpc, httpPort, raft] =
-      [await freePort(), await freePort(), await freePort()];
-    this.proc = spawn(qraftd, [
-      "--dev", "--data", path.join(this.dir, "data"),
-      "--rpc", `127.0.0.1:${rpc}`, "--http", `127.0.0.1:${httpPort}`,
-      "--raft", `127.0.0.1:${raft}`, "--max-queues", "5",
-    ], { cwd: this.dir, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
-    this.proc.stdout.setEncoding("utf8");
-    this.proc.stderr.setEncoding("utf8");
-    this.proc.stdout.on("data", (c) => { this.#stdout += c; });
-    this.proc.stderr.on("data", (c) => {
-      this.#stderr = (this.#stderr + c).slice(-8192);
-    });
-    this.proc.on("exit", () => { this.exited = true; });
-    await waitFor(() => {
-      if (this.exited) {
-        throw new Error(`qraftd exited while starting\n${this.#stderr}`);
-      }
-      return /^QRAFT_ENDPOINTS=.+$/m.test(this.#stdout);
-    }, "qraftd to print its settings", START_TIMEOUT);
-    for (const line of this.#stdout.split("\n")) {
-      const m = /^([A-Z_]+)=(.*)$/.exec(line);
-      if (m) {
-        this.env[m[1]] = m[2];
-      }
-    }
-  }
-
-  async stop() {
-    if (!this.proc || this.exited) {
-      return;
-    }
-    const gone = once(this.proc, "exit");
-    this.proc.kill("SIGTERM");
-    const timer = setTimeout(() => this.proc.kill("SIGKILL"), STOP_TIMEOUT);
-    await gone;
-    clearTimeout(timer);
-  }
-}
 
 /*
  * An app that takes 150 ms per request and records when each began and
- * ended. The first request for a
- * path listed in failOnce gets a 500, later ones 200.
+ * ended (the harness's Sink answers at once and keeps no times). The first
+ * request for a path listed in failOnce gets a 500, later ones 200.
  */
 class App {
   events = []; // { path, status, start, end }
@@ -149,7 +53,7 @@ class App {
 }
 
 describe("queues with the official SDK", () => {
-  const node = new DevNode();
+  const node = new DevNode(["--max-queues", "5"]);
   const app = new App();
   let client;
 
@@ -160,12 +64,26 @@ describe("queues with the official SDK", () => {
       baseUrl: node.env.QSTASH_URL, token: node.env.QSTASH_TOKEN,
       retry: false,
     });
+    // Queues are usable once the leader raised the cluster's feature level
+    // (right after it starts serving): until then an upsert answers 503.
+    await waitFor(async () => {
+      try {
+        await client.queue({ queueName: "sdk-ready" }).upsert({});
+        return true;
+      } catch (err) {
+        if (err.status === 503) {
+          return false;
+        }
+        throw err;
+      }
+    }, "the queues' feature level");
+    await client.queue({ queueName: "sdk-ready" }).delete();
   });
 
   after(async () => {
     app.stop();
     await node.stop();
-    rmSync(node.dir, { recursive: true, force: true });
+    node.removeDir();
   });
 
   test("upsert, get, list, pause, resume and delete", async () => {
