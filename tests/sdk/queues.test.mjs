@@ -2,7 +2,8 @@
 // SDK: upsert, get, list, pause, resume and delete; and enqueueJSON into a
 // parallelism-1 queue whose first message fails once: the app must see the
 // messages strictly in order, one at a time, the second only after the
-// first succeeded on its retry.
+// first succeeded on its retry. Then the same through a follower of a
+// 3-node cluster: queue writes are forwarded, reads served locally.
 //
 // QRAFT_BIN names the build's bin directory (it holds qraftd).
 import assert from "node:assert/strict";
@@ -10,7 +11,7 @@ import { once } from "node:events";
 import http from "node:http";
 import { after, before, describe, test } from "node:test";
 
-import { DevNode, waitFor } from "./harness.mjs";
+import { Cluster, DevNode, Sink, waitFor } from "./harness.mjs";
 
 const { Client, QstashError } = await import("@upstash/qstash");
 
@@ -52,6 +53,26 @@ class App {
   }
 }
 
+/*
+ * Queues are usable once the leader raised the cluster's feature level
+ * (right after it starts serving): until then an upsert answers 503.
+ */
+async function queuesReady(client) {
+  const probe = client.queue({ queueName: "sdk-ready" });
+  await waitFor(async () => {
+    try {
+      await probe.upsert({});
+      return true;
+    } catch (err) {
+      if (err.status === 503) {
+        return false;
+      }
+      throw err;
+    }
+  }, "the queues' feature level");
+  await probe.delete();
+}
+
 describe("queues with the official SDK", () => {
   const node = new DevNode(["--max-queues", "5"]);
   const app = new App();
@@ -64,20 +85,7 @@ describe("queues with the official SDK", () => {
       baseUrl: node.env.QSTASH_URL, token: node.env.QSTASH_TOKEN,
       retry: false,
     });
-    // Queues are usable once the leader raised the cluster's feature level
-    // (right after it starts serving): until then an upsert answers 503.
-    await waitFor(async () => {
-      try {
-        await client.queue({ queueName: "sdk-ready" }).upsert({});
-        return true;
-      } catch (err) {
-        if (err.status === 503) {
-          return false;
-        }
-        throw err;
-      }
-    }, "the queues' feature level");
-    await client.queue({ queueName: "sdk-ready" }).delete();
+    await queuesReady(client);
   });
 
   after(async () => {
@@ -184,4 +192,53 @@ describe("queues with the official SDK", () => {
       }
       assert.equal((await q.get()).lag, 0);
     });
+});
+
+describe("queues through a follower of a 3-node cluster", () => {
+  const cluster = new Cluster(3);
+  const app = new Sink();
+  let client;
+
+  before(async () => {
+    await app.start();
+    await cluster.start();
+    const leader = await cluster.leader();
+    const follower = cluster.nodes.find((n) => n !== leader);
+    client = new Client({ baseUrl: follower.url, token: cluster.token,
+      retry: false });
+    await queuesReady(client);
+  });
+
+  after(async () => {
+    await app.close();
+    await cluster.stop();
+    cluster.removeDirs();
+  });
+
+  test("writes are forwarded, reads served, order kept", async () => {
+    const q = client.queue({ queueName: "sdk-follower" });
+    await q.upsert({ parallelism: 1, paused: true });
+    for (let i = 0; i < 4; i++) {
+      await q.enqueueJSON({ url: app.url(`/f/${i}`), body: { i } });
+    }
+    // Reads are the follower's own: it applies the writes shortly after.
+    await waitFor(async () => (await q.get()).lag === 4, "lag 4");
+    assert.equal(app.requests.length, 0);
+    await q.resume();
+    await waitFor(() => app.requests.length === 4, "4 deliveries");
+    assert.deepEqual(app.requests.map((r) => r.path),
+      ["/f/0", "/f/1", "/f/2", "/f/3"]);
+    await q.pause();
+    await waitFor(async () => (await q.get()).paused, "paused");
+    await q.delete();
+    await waitFor(async () => {
+      try {
+        await q.get();
+        return false;
+      } catch (err) {
+        assert.equal(err.status, 404);
+        return true;
+      }
+    }, "the queue gone on the follower");
+  });
 });

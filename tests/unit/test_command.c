@@ -1102,6 +1102,47 @@ static void test_publish_content_key_is_unambiguous(void **state)
     free(kd);
 }
 
+/* Queue upserts: the name rule, the name length, and parallelism above the
+ * limit as CONFLICT (the REST API's 412). A publish into a queue needs the
+ * queues' feature level; a plain one does not. */
+static void test_check_queue_and_level(void **state)
+{
+    (void)state;
+    struct qr_limits l = default_limits();
+    char err[QR_ERRMSG_BYTES];
+    char long_name[300];
+    memset(long_name, 'a', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+
+    assert_int_equal(
+        qr_command_check_queue("jobs.v1_a-b", 0, &l, err, sizeof err), 0);
+    assert_int_equal(qr_command_check_queue("jobs", 100, &l, err, sizeof err),
+                     0);
+    assert_int_equal(qr_command_check_queue("jobs", 101, &l, err, sizeof err),
+                     QR_ECONFLICT);
+    assert_non_null(strstr(err, "limit 100"));
+    assert_int_equal(qr_command_check_queue("a b", 1, &l, err, sizeof err),
+                     QR_EBADREQ);
+    assert_int_equal(qr_command_check_queue("", 1, &l, err, sizeof err),
+                     QR_EBADREQ);
+    assert_int_equal(qr_command_check_queue(long_name, 1, &l, err, sizeof err),
+                     QR_ETOOLARGE);
+
+    Qraft__PublishRequest req = minimal_request();
+    Qraft__Publish pub = QRAFT__PUBLISH__INIT;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    pub.request = &req;
+    cmd.body_case = QRAFT__COMMAND__BODY_PUBLISH;
+    cmd.publish = &pub;
+    assert_int_equal(qr_command_level(&cmd), 1);
+    req.queue = "jobs";
+    assert_int_equal(qr_command_level(&cmd), QR_FEATURE_LEVEL_QUEUES);
+    Qraft__QueuePause pause = QRAFT__QUEUE_PAUSE__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_QUEUE_PAUSE;
+    cmd.queue_pause = &pause;
+    assert_int_equal(qr_command_level(&cmd), QR_FEATURE_LEVEL_QUEUES);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1122,6 +1163,7 @@ int main(void)
         cmocka_unit_test(test_check_retry_options),
         cmocka_unit_test(test_check_reserved_headers),
         cmocka_unit_test(test_check_names),
+        cmocka_unit_test(test_check_queue_and_level),
         cmocka_unit_test(test_check_callbacks),
         cmocka_unit_test(test_check_error_fits_small_buffer),
         cmocka_unit_test(test_message_id_format),
