@@ -127,6 +127,13 @@ class QueuesTest(unittest.TestCase):
         status, m = self.call("GET", f"/v2/messages/{ids[0]}")
         self.assertEqual(status, 200, m)
         self.assertEqual(m["queueName"], "w")
+        # The CLI knows the state: ls --state queued, status counts it.
+        self.assertEqual(
+            sorted(qh.list_all_ids(self.node, "ls", "--state", "queued")),
+            sorted(ids),
+        )
+        _, out, _ = self.node.cli("status", "--json")
+        self.assertEqual(json.loads(out)["messages"]["queued"], 3)
 
         status, _ = self.call("DELETE", "/v2/queues/w")
         self.assertEqual(status, 200)
