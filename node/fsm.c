@@ -92,13 +92,6 @@ static int append_event(struct apply_ctx *ctx,
  *   q.parallelism. (queue_fill restores it wherever a slot frees up, the
  *   queue grows or resumes, or parallelism rises.) */
 
-static int count_queue(void *arg, const Qraft__Queue *q)
-{
-    (void)q;
-    (*(size_t *)arg)++;
-    return 0;
-}
-
 /* Queue semantics apply once the cluster's feature level has them (a
  * replicated value, so every replica agrees). */
 static bool queues_on(const struct apply_ctx *ctx)
@@ -984,8 +977,7 @@ static int apply_queue_upsert(struct apply_ctx *ctx,
     }
     if (rv == 0 && u->max_queues != 0) {
         size_t n = 0;
-        rv =
-            qr_store_queue_list(ctx->txn, NULL, u->max_queues, count_queue, &n);
+        rv = qr_store_queue_count(ctx->txn, &n);
         if (rv != 0) {
             return rv;
         }

@@ -390,13 +390,6 @@ static void propose_command(struct qr_rpc_conn *conn,
     propose(conn, call, &packed, cb);
 }
 
-static int count_queue(void *arg, const Qraft__Queue *q)
-{
-    (void)q;
-    (*(size_t *)arg)++;
-    return 0;
-}
-
 /* Whether publishing into `queue` may go ahead: it exists, or one more
  * queue stays within the limit. Apply creates a missing queue
  * unconditionally, so two publishes racing into two new queues at the
@@ -414,7 +407,7 @@ static bool queue_room(struct qr_rpc_conn *conn,
     if (rv == 0) {
         rv = qr_store_queue_get(txn, queue, &q);
         if (rv == QR_ENOTFOUND) {
-            rv = qr_store_queue_list(txn, NULL, max, count_queue, &n);
+            rv = qr_store_queue_count(txn, &n);
         }
         qr_store_txn_abort(txn);
     }

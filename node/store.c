@@ -1486,6 +1486,21 @@ out:
     return rv;
 }
 
+int qr_store_queue_count(struct qr_store_txn *t, size_t *n)
+{
+    MDB_stat st;
+    int rv = check_txn(t, false, "count queues");
+    if (rv != 0) {
+        return rv;
+    }
+    int rc = mdb_stat(t->txn, t->s->dbis[DB_QUEUES], &st);
+    if (rc != 0) {
+        return fail_mdb(t->s, t->write, "count queues", rc);
+    }
+    *n = st.ms_entries;
+    return 0;
+}
+
 int qr_store_queue_head(struct qr_store_txn *t, const char *name, char **id)
 {
     const char *what = "queue head";

@@ -206,6 +206,9 @@ int qr_store_queue_list(struct qr_store_txn *t,
                         qr_store_queue_cb cb,
                         void *arg);
 
+/* The number of queues, in *n. */
+int qr_store_queue_count(struct qr_store_txn *t, size_t *n);
+
 /* The id of the oldest QUEUED message of queue `name` (new in *id; free
  * with free()), or QR_ENOTFOUND when none waits. */
 int qr_store_queue_head(struct qr_store_txn *t, const char *name, char **id);

@@ -1448,8 +1448,10 @@ static void test_queues_and_fifo(void **state)
     assert_int_equal(qr_store_queue_get(t, "q2", &(Qraft__Queue *){NULL}),
                      QR_ENOTFOUND);
     assert_int_equal(qr_store_queue_list(t, NULL, 100, count_queues, &n), 0);
-    qr_store_txn_abort(t);
     assert_int_equal(n, 1);
+    assert_int_equal(qr_store_queue_count(t, &n), 0);
+    assert_int_equal(n, 1);
+    qr_store_txn_abort(t);
     assert_int_equal(got->next_seq, 10);
     assert_int_equal(got->waiting, 2);
     qraft__queue__free_unpacked(got, NULL);
