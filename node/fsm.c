@@ -236,6 +236,7 @@ static int queue_take_slot(struct apply_ctx *ctx,
     if (rv <= 0) {
         return rv; /* deleted meanwhile: nothing to hold */
     }
+    rv = 0; /* created again under the same name: not src's queue */
     if (q->id == src->slot_queue_id) {
         m->slot_queue = src->slot_queue;
         m->slot_queue_id = src->slot_queue_id;

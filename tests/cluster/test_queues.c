@@ -597,6 +597,20 @@ static void test_delete(void **state)
     expect_queue(f, "d", 1, 0);
     deliver(f, ids[0], 0); /* the old queue's slot: not this queue's */
     expect_queue(f, "d", 1, 0);
+
+    /* The same with a callback: created for a message of the deleted
+     * queue, it takes no slot of the new one. */
+    char with_cb[QR_ID_BYTES];
+    char next[QR_ID_BYTES];
+    propose(f, upsert_cmd("e", 5, false, 100));
+    propose(f, publish_cmd(f, "e", "http://127.0.0.1:9/callback", with_cb));
+    assert_int_equal(propose(f, delete_queue_cmd("e")), 0);
+    propose(f, upsert_cmd("e", 1, false, 100));
+    propose(f, publish_cmd(f, "e", NULL, next));
+    deliver(f, with_cb, 0);
+    assert_int_equal(state_of(f, with_cb), DELIVERED);
+    expect_queue(f, "e", 1, 0);
+    assert_int_equal(state_of(f, next), PENDING);
 }
 
 /* The limits travel in the command: a queue beyond max_queues, or a
