@@ -69,6 +69,10 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
                              char *err,
                              size_t err_len);
 
+/* The longest queue name apply accepts, whatever the leader's limits say
+ * (they are at most this). */
+#define QR_COMMAND_MAX_QUEUE_NAME_BYTES 256u
+
 /* True when s is a valid queue name: [A-Za-z0-9._-]+ (borrowed). */
 bool qr_command_is_name(const char *s);
 

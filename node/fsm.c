@@ -99,14 +99,22 @@ static bool queues_on(const struct apply_ctx *ctx)
     return ctx->fsm->feature_level >= QR_FEATURE_LEVEL_QUEUES;
 }
 
+/* What the leader checks (command.c), checked again: a name becomes part
+ * of LMDB keys, and bad content must never stop apply. */
+static bool queue_name_ok(const char *name)
+{
+    return qr_command_is_name(name) &&
+           strlen(name) <= QR_COMMAND_MAX_QUEUE_NAME_BYTES;
+}
+
 /* Loads queue `name`; 1 when *out was loaded, 0 when there is none. */
 static int queue_load(struct apply_ctx *ctx,
                       const char *name,
                       Qraft__Queue **out)
 {
     int rv = qr_store_queue_get(ctx->txn, name, out);
-    if (rv == QR_ENOTFOUND) {
-        return 0;
+    if (rv == QR_ENOTFOUND || rv == QR_EBADREQ) {
+        return 0; /* a name no queue can have (empty, too long) */
     }
     return rv == 0 ? 1 : rv;
 }
@@ -303,6 +311,10 @@ static int apply_publish(struct apply_ctx *ctx,
 
     if (req == NULL || p->message_id[0] == '\0') {
         set_result(res, QR_EBADREQ, "publish without a request");
+        return 0;
+    }
+    if (req->queue[0] != '\0' && queues_on(ctx) && !queue_name_ok(req->queue)) {
+        set_result(res, QR_EBADREQ, "queue name is invalid");
         return 0;
     }
     /* A dedup key seen within its window answers with the message it
@@ -963,7 +975,7 @@ static int apply_queue_upsert(struct apply_ctx *ctx,
 {
     Qraft__Queue *q = NULL;
     uint32_t parallelism = u->parallelism != 0 ? u->parallelism : 1;
-    if (!qr_command_is_name(u->name)) {
+    if (!queue_name_ok(u->name)) {
         set_result(res, QR_EBADREQ, "queue name must match [A-Za-z0-9._-]+");
         return 0;
     }

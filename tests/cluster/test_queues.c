@@ -625,6 +625,19 @@ static void test_limits(void **state)
     assert_int_equal(propose(f, upsert_cmd("a", 101, false, 2)), QR_ECONFLICT);
     assert_int_equal(propose(f, upsert_cmd("bad name", 1, false, 0)),
                      QR_EBADREQ);
+
+    /* Content the leader would have refused is a result, never a stop. */
+    char long_name[400];
+    char id[QR_ID_BYTES];
+    memset(long_name, 'x', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    assert_int_equal(propose(f, publish_cmd(f, long_name, NULL, id)),
+                     QR_EBADREQ);
+    assert_int_equal(state_of(f, id), -1);
+    assert_int_equal(propose(f, upsert_cmd(long_name, 1, false, 0)),
+                     QR_EBADREQ);
+    assert_int_equal(propose(f, pause_cmd("", true)), QR_ENOTFOUND);
+    assert_int_equal(propose(f, delete_queue_cmd(long_name)), QR_ENOTFOUND);
 }
 
 /* Below the queues' feature level (a cluster still mixing in nodes without
