@@ -1,8 +1,9 @@
-"""Queues (/v2/queues, /v2/enqueue) of a real qraftd --dev over raw HTTP:
-bad input answers 400/404/405/412 with a JSON error and changes nothing;
-deleting a queue cancels what waits in it; and a parallelism-1 queue keeps
-its order across a kill -9 and restart of the node. The official SDK's view
-is in tests/sdk/queues.test.mjs."""
+"""Queues (/v2/queues, /v2/enqueue) over raw HTTP. On a qraftd --dev: bad
+input answers 400/404/405/412 with a JSON error and changes nothing;
+deleting a queue cancels what waits in it; a parallelism-1 queue keeps its
+order across a kill -9 and restart of the node. On 3 nodes, through a
+follower: the order survives a kill -9 of the leader. The official SDK's
+view is in tests/sdk/queues.test.mjs."""
 
 import http.client
 import json
@@ -12,21 +13,8 @@ import qraft_harness as qh
 from http_sink import HttpSink, Reply
 
 
-class QueuesTest(unittest.TestCase):
-    def setUp(self):
-        self.sink = HttpSink()
-        self.sink.start()
-        self.addCleanup(self.sink.stop)
-        self.node = qh.start_dev_node(self, extra_args=["--max-queues", "3"])
-        # Queues work once the leader raised the cluster's feature level,
-        # right after it starts serving: until then writes answer 503.
-        probe = {"queueName": "probe"}
-        qh.wait_until(
-            lambda: self.call("POST", "/v2/queues", probe)[0] != 503,
-            20,
-            "the queues' feature level",
-        )
-        self.assertEqual(self.call("DELETE", "/v2/queues/probe")[0], 200)
+class QueuesBase(unittest.TestCase):
+    """HTTP calls to self.node, and waiting for the queues' feature level."""
 
     def call(self, method, target, body=None, headers=None):
         """Returns (status, parsed JSON body)."""
@@ -41,6 +29,35 @@ class QueuesTest(unittest.TestCase):
         resp = conn.getresponse()
         data = resp.read()
         return resp.status, json.loads(data) if data else None
+
+    def wait_queues_ready(self):
+        """Queues work once the leader raised the cluster's feature level,
+        right after it starts serving: until then writes answer 503."""
+        probe = {"queueName": "probe"}
+        qh.wait_until(
+            lambda: self.call("POST", "/v2/queues", probe)[0] != 503,
+            20,
+            "the queues' feature level",
+        )
+        self.assertEqual(self.call("DELETE", "/v2/queues/probe")[0], 200)
+
+    def sent_order(self, prefix):
+        """The message numbers of the sink's requests under prefix, in
+        arrival order."""
+        return [
+            int(r.path.rsplit("/", 1)[1])
+            for r in self.sink.requests()
+            if r.path.startswith(prefix)
+        ]
+
+
+class QueuesTest(QueuesBase):
+    def setUp(self):
+        self.sink = HttpSink()
+        self.sink.start()
+        self.addCleanup(self.sink.stop)
+        self.node = qh.start_dev_node(self, extra_args=["--max-queues", "3"])
+        self.wait_queues_ready()
 
     def enqueue(self, queue, path, body=b"x"):
         status, got = self.call(
@@ -164,11 +181,56 @@ class QueuesTest(unittest.TestCase):
             20,
             "the queue to drain",
         )
-        order = [int(r.path.rsplit("/", 1)[1]) for r in self.sink.requests()]
+        order = self.sent_order("/o/")
         self.assertEqual(order, sorted(order), f"out of order: {order}")
         self.assertEqual(sorted(set(order)), list(range(8)))
         # /o/0 was sent again after the restart; the others once each.
         self.assertGreaterEqual(order.count(0), 2)
+
+
+class ClusterQueuesTest(QueuesBase):
+    def setUp(self):
+        self.sink = HttpSink()
+        self.sink.start()
+        self.addCleanup(self.sink.stop)
+        self.cluster = qh.start_cluster(self)
+        self.cluster.wait_ready()
+        self.node = self.cluster.followers()[0]
+        self.wait_queues_ready()
+
+    def test_order_survives_leader_kill9(self):
+        """Through a follower (writes forwarded): the first message is in
+        flight when the leader is killed; the new leader's cluster keeps the
+        queue's order, for the messages from before and after."""
+        status, _ = self.call(
+            "POST", "/v2/queues", {"queueName": "c", "parallelism": 1}
+        )
+        self.assertEqual(status, 200)
+        self.sink.script("/c/0", Reply(delay_s=3), Reply())
+        for i in range(4):
+            status, got = self.call(
+                "POST", f"/v2/enqueue/c/{self.sink.url(f'/c/{i}')}", body=b"x"
+            )
+            self.assertEqual(status, 200, got)
+        self.sink.wait_for(1, path="/c/0", timeout=20)
+        killed = self.cluster.kill_leader()
+        self.cluster.leader()
+        if self.node is killed:
+            self.node = self.cluster.followers()[0]
+
+        def enqueue(i):
+            status, _ = self.call(
+                "POST", f"/v2/enqueue/c/{self.sink.url(f'/c/{i}')}", body=b"x"
+            )
+            return status == 200
+
+        for i in range(4, 7):
+            qh.wait_until(lambda: enqueue(i), 20, f"enqueue {i} after failover")
+        for i in range(7):
+            self.sink.wait_for(1, path=f"/c/{i}", timeout=30)
+        order = self.sent_order("/c/")
+        self.assertEqual(order, sorted(order), f"out of order: {order}")
+        self.assertEqual(sorted(set(order)), list(range(7)))
 
 
 if __name__ == "__main__":
