@@ -882,20 +882,33 @@ static int batch_element(h2o_mem_pool_t *pool,
     return 0;
 }
 
-static void handle_batch(struct qr_rest *r, h2o_req_t *req)
+/* The request body as JSON (new; json_decref it), or NULL after answering
+ * 400 with the parser's error. */
+static json_t *load_body(h2o_req_t *req)
 {
     json_error_t jerr;
+    char err[ERR_BYTES];
+    json_t *in =
+        json_loadb(req->entity.base != NULL ? req->entity.base : "",
+                   req->entity.base != NULL ? req->entity.len : 0, 0, &jerr);
+
+    if (in == NULL) {
+        snprintf(err, sizeof(err), "invalid JSON: %s (line %d, column %d)",
+                 jerr.text, jerr.line, jerr.column);
+        send_error(req, 400, err);
+    }
+    return in;
+}
+
+static void handle_batch(struct qr_rest *r, h2o_req_t *req)
+{
     json_t *in;
     struct rest_call *c;
     size_t n;
     char err[ERR_BYTES];
 
-    in = json_loadb(req->entity.base != NULL ? req->entity.base : "",
-                    req->entity.base != NULL ? req->entity.len : 0, 0, &jerr);
+    in = load_body(req);
     if (in == NULL) {
-        snprintf(err, sizeof(err), "invalid JSON: %s (line %d, column %d)",
-                 jerr.text, jerr.line, jerr.column);
-        send_error(req, 400, err);
         return;
     }
     if (!json_is_array(in) || json_array_size(in) == 0 ||
@@ -1975,18 +1988,12 @@ static void handle_queue_upsert(struct qr_rest *r, h2o_req_t *req)
 {
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__QueueUpsertRequest up = QRAFT__QUEUE_UPSERT_REQUEST__INIT;
-    json_error_t jerr;
     char err[ERR_BYTES];
     const char *key;
     json_t *value;
-    json_t *in =
-        json_loadb(req->entity.base != NULL ? req->entity.base : "",
-                   req->entity.base != NULL ? req->entity.len : 0, 0, &jerr);
+    json_t *in = load_body(req);
 
     if (in == NULL) {
-        snprintf(err, sizeof(err), "invalid JSON: %s (line %d, column %d)",
-                 jerr.text, jerr.line, jerr.column);
-        send_error(req, 400, err);
         return;
     }
     if (!json_is_object(in)) {
