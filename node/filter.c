@@ -215,7 +215,14 @@ size_t qr_filter_log_states(const Qraft__Event *e,
 {
     switch (e->state) {
         case QRAFT__MESSAGE_STATE__PENDING:
+            if (starts_with(e->detail, "activated")) {
+                return 0; /* its turn in its queue: CREATED came before */
+            }
             /* published, replayed from the DLQ, (failure) callback created */
+            out[0] = QRAFT__LOG_STATE__LOG_CREATED;
+            return 1;
+        case QRAFT__MESSAGE_STATE__QUEUED:
+            /* published or replayed into a queue: accepted, waiting */
             out[0] = QRAFT__LOG_STATE__LOG_CREATED;
             return 1;
         case QRAFT__MESSAGE_STATE__RETRYING:

@@ -68,7 +68,7 @@ static void one(struct text *t,
 /* Indexed by MessageState (proto/qraft.proto). */
 static const char *const state_names[QR_METRICS_N_STATES] = {
     "unspecified", "pending",       "delivering", "retrying",
-    "delivered",   "dead_lettered", "cancelled",
+    "delivered",   "dead_lettered", "cancelled",  "queued",
 };
 
 char *qr_metrics_render(const struct qr_metrics *m,

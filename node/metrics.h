@@ -23,7 +23,7 @@ struct qr_metrics {
     uint64_t http_requests; /* http_api.c: requests served */
 };
 
-#define QR_METRICS_N_STATES 7
+#define QR_METRICS_N_STATES 8 /* QR_STORE_N_STATES: UNSPECIFIED..QUEUED */
 
 /* What /metrics reads from the node's state at render time. */
 struct qr_metrics_gauges {

@@ -706,7 +706,8 @@ static int collect_matching(void *arg, const Qraft__Message *m)
         return 1; /* the DLQ is walked oldest first: nothing later matches */
     }
     if (s->cancellable && m->state != QRAFT__MESSAGE_STATE__PENDING &&
-        m->state != QRAFT__MESSAGE_STATE__RETRYING) {
+        m->state != QRAFT__MESSAGE_STATE__RETRYING &&
+        m->state != QRAFT__MESSAGE_STATE__QUEUED) {
         return 0;
     }
     if (!qr_filter_match(f, m)) {

@@ -292,6 +292,8 @@ static void http_gauges(void *data, struct qr_metrics_gauges *g)
     g->leader = strcmp(cs.state, "leader") == 0;
     g->shards_owned = qr_shards_count(&s->shards, s->config->id);
     if (qr_store_txn_begin(s->store, false, &txn) == 0) {
+        _Static_assert(QR_METRICS_N_STATES == QR_STORE_N_STATES,
+                       "metrics count every stored state");
         g->have_counts = qr_store_count_states(txn, g->state_counts) == 0;
         qr_store_txn_abort(txn);
     }

@@ -236,6 +236,15 @@ static void test_log_states(void **state)
                   (const char *const[]){NULL});
     assert_states(QRAFT__MESSAGE_STATE__CANCELLED, "cancelled",
                   (const char *const[]){"CANCEL_REQUESTED", "CANCELLED", NULL});
+    /* Queues: accepted into the queue is CREATED; its turn adds nothing. */
+    assert_states(QRAFT__MESSAGE_STATE__QUEUED, "published into its queue",
+                  (const char *const[]){"CREATED", NULL});
+    assert_states(QRAFT__MESSAGE_STATE__PENDING,
+                  "activated: its turn in the queue",
+                  (const char *const[]){NULL});
+    assert_states(QRAFT__MESSAGE_STATE__CANCELLED,
+                  "cancelled: its queue was deleted",
+                  (const char *const[]){"CANCEL_REQUESTED", "CANCELLED", NULL});
 }
 
 static void test_parse_log_state(void **state)
