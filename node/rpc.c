@@ -1016,6 +1016,67 @@ static void handle_keys(struct qr_rpc_conn *conn, const Qraft__Request *req)
     propose_command(conn, req, &cmd, on_rotated);
 }
 
+/* Reads: a list of deep copies taken from one read transaction. */
+struct msg_list {
+    Qraft__Message **items;
+    size_t n, cap;
+    size_t bytes;
+    bool full; /* stopped at the page's limit or LIST_MAX_PAGE_BYTES */
+    int rv;
+    /* Filter on the reported state (see reported_state), when set. */
+    Qraft__MessageState want;
+    uint64_t now_ms;
+    size_t limit;
+    /* DLQ list: only the messages that match (NULL: all), and, when
+     * n_ids > 0, only these ids. */
+    const Qraft__MessageFilter *filter;
+    char **ids;
+    size_t n_ids;
+};
+
+static bool id_listed(char **ids, size_t n, const char *id)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(ids[i], id) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* "delivering" is not stored: a pending or retrying message whose time has
+ * come is in flight (or about to be), and is reported so. */
+static Qraft__MessageState reported_state(const Qraft__Message *m,
+                                          uint64_t now_ms)
+{
+    bool waiting = m->state == QRAFT__MESSAGE_STATE__PENDING ||
+                   m->state == QRAFT__MESSAGE_STATE__RETRYING;
+    return waiting && m->next_attempt_ms <= now_ms
+               ? QRAFT__MESSAGE_STATE__DELIVERING
+               : m->state;
+}
+
+/* A deep copy of any protobuf message (pack, then unpack): returns new
+ * (free with protobuf_c_message_free_unpacked) or NULL. */
+static ProtobufCMessage *copy_pb(const ProtobufCMessage *m)
+{
+    size_t len = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    if (buf == NULL) {
+        return NULL;
+    }
+    protobuf_c_message_pack(m, buf);
+    ProtobufCMessage *copy =
+        protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
+    free(buf);
+    return copy;
+}
+
+static Qraft__Message *copy_message(const Qraft__Message *m)
+{
+    return (Qraft__Message *)copy_pb(&m->base);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Queues. */
 
@@ -1116,20 +1177,13 @@ struct queue_list {
 static int collect_queue(void *arg, const Qraft__Queue *q)
 {
     struct queue_list *l = arg;
-    size_t len = qraft__queue__get_packed_size(q);
-    uint8_t *buf = malloc(len > 0 ? len : 1);
     Qraft__Queue **items = realloc(l->items, (l->n + 1) * sizeof *items);
-    if (items != NULL) {
-        l->items = items;
-    }
-    if (buf == NULL || items == NULL) {
-        free(buf);
+    if (items == NULL) {
         l->rv = -ENOMEM;
         return 1;
     }
-    qraft__queue__pack(q, buf);
-    l->items[l->n] = qraft__queue__unpack(NULL, len, buf);
-    free(buf);
+    l->items = items;
+    l->items[l->n] = (Qraft__Queue *)copy_pb(&q->base);
     if (l->items[l->n] == NULL) {
         l->rv = -ENOMEM;
         return 1;
@@ -1186,67 +1240,6 @@ static void handle_queue_read(struct qr_rpc_conn *conn,
         qraft__queue__free_unpacked(l.items[i], NULL);
     }
     free(l.items);
-}
-
-/* Reads: a list of deep copies taken from one read transaction. */
-struct msg_list {
-    Qraft__Message **items;
-    size_t n, cap;
-    size_t bytes;
-    bool full; /* stopped at the page's limit or LIST_MAX_PAGE_BYTES */
-    int rv;
-    /* Filter on the reported state (see reported_state), when set. */
-    Qraft__MessageState want;
-    uint64_t now_ms;
-    size_t limit;
-    /* DLQ list: only the messages that match (NULL: all), and, when
-     * n_ids > 0, only these ids. */
-    const Qraft__MessageFilter *filter;
-    char **ids;
-    size_t n_ids;
-};
-
-static bool id_listed(char **ids, size_t n, const char *id)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(ids[i], id) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
-/* "delivering" is not stored: a pending or retrying message whose time has
- * come is in flight (or about to be), and is reported so. */
-static Qraft__MessageState reported_state(const Qraft__Message *m,
-                                          uint64_t now_ms)
-{
-    bool waiting = m->state == QRAFT__MESSAGE_STATE__PENDING ||
-                   m->state == QRAFT__MESSAGE_STATE__RETRYING;
-    return waiting && m->next_attempt_ms <= now_ms
-               ? QRAFT__MESSAGE_STATE__DELIVERING
-               : m->state;
-}
-
-/* A deep copy of any protobuf message (pack, then unpack): returns new
- * (free with protobuf_c_message_free_unpacked) or NULL. */
-static ProtobufCMessage *copy_pb(const ProtobufCMessage *m)
-{
-    size_t len = protobuf_c_message_get_packed_size(m);
-    uint8_t *buf = malloc(len > 0 ? len : 1);
-    if (buf == NULL) {
-        return NULL;
-    }
-    protobuf_c_message_pack(m, buf);
-    ProtobufCMessage *copy =
-        protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
-    free(buf);
-    return copy;
-}
-
-static Qraft__Message *copy_message(const Qraft__Message *m)
-{
-    return (Qraft__Message *)copy_pb(&m->base);
 }
 
 static int collect_message(void *arg, const Qraft__Message *m)
