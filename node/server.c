@@ -180,13 +180,14 @@ static void on_leader(void *data)
 }
 
 /* Prints the lines a developer pastes into an app's env file, once the node
- * serves and the signing keys are applied. */
+ * serves, the signing keys are applied and (on the leader) the feature level
+ * has risen to what every member runs. */
 static void announce(struct qr_server *s)
 {
     char why[128];
     Qraft__SigningKeys *keys = NULL;
     if (s->announced || !qr_cluster_ready(&s->cluster, why, sizeof why) ||
-        read_keys(s, &keys) != 0) {
+        !qr_shards_level_settled(&s->shards) || read_keys(s, &keys) != 0) {
         return;
     }
     s->announced = true;
@@ -273,6 +274,10 @@ static bool http_ready(void *data, char *why, size_t why_len)
     }
     if (!s->announced) {
         snprintf(why, why_len, "waiting for signing keys");
+        return false;
+    }
+    if (!qr_shards_level_settled(&s->shards)) {
+        snprintf(why, why_len, "raising the feature level");
         return false;
     }
     return true;

@@ -580,6 +580,12 @@ static void maybe_raise_level(struct qr_shards *s)
         qr_cluster_propose_command(s->cluster, &cmd, on_level_applied, s) == 0;
 }
 
+bool qr_shards_level_settled(struct qr_shards *s)
+{
+    return !qr_cluster_serving(s->cluster) ||
+           members_level(s) <= s->cluster->fsm.feature_level;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct qr_shards *s = t->data;

@@ -130,6 +130,12 @@ int qr_shards_propose_results(struct qr_shards *s,
                               qr_shards_result_cb cb,
                               void *data);
 
+/* False while this node is the serving leader and the cluster's feature
+ * level is below what every member advertises (it is about to rise; until
+ * then commands of the new level are refused). A fresh --dev node is ready
+ * only once its level has risen. True on followers. */
+bool qr_shards_level_settled(struct qr_shards *s);
+
 /* What node `id` advertised (replicated): returns new (free with
  * qraft__node_info__free_unpacked(info, NULL)), or NULL when unknown. */
 Qraft__NodeInfo *qr_shards_node_info(struct qr_shards *s, uint64_t id);
