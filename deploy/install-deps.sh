@@ -16,6 +16,7 @@ BUILD_PKGS=(
     libuv1-dev liblmdb-dev libcurl4-openssl-dev
     libprotobuf-c-dev protobuf-c-compiler libssl-dev
     libh2o-dev libjansson-dev libcmocka-dev
+    tzdata
 )
 TEST_PKGS=(
     lmdb-utils curl python3 iproute2 iptables faketime
