@@ -118,6 +118,10 @@ static char *build_body(const Qraft__Message *src,
                                json_integer((json_int_t)src->not_before_ms));
     bad |= json_object_set_new(o, "createdAt",
                                json_integer((json_int_t)src->created_ms));
+    if (src->schedule_id[0] != '\0') {
+        bad |=
+            json_object_set_new(o, "scheduleId", json_string(src->schedule_id));
+    }
     char *text = bad ? NULL : json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     return text;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cron.h"
 #include "err.h"
 #include "retry.h"
 #include "sign.h"
@@ -25,10 +26,9 @@
  * forge them (a receiver dedups on Upstash-Message-Id and verifies
  * Upstash-Signature). Framing headers belong to the HTTP client. */
 static const char *const reserved_headers[] = {
-    "Upstash-Message-Id", "Upstash-Retried",
-    "Upstash-Signature",  "User-Agent",
-    "Content-Length",     "Transfer-Encoding",
-    "Connection",         "Host",
+    "Upstash-Message-Id",  "Upstash-Retried", "Upstash-Signature",
+    "Upstash-Schedule-Id", "User-Agent",      "Content-Length",
+    "Transfer-Encoding",   "Connection",      "Host",
 };
 
 static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
@@ -140,6 +140,11 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
     int rv;
     if (req->url[0] == '\0') {
         return fail(QR_EBADREQ, err, err_len, "url is missing");
+    }
+    if (req->schedule_id[0] != '\0') {
+        return fail(QR_EBADREQ, err, err_len,
+                    "schedule id is set by qraft on a schedule's messages "
+                    "and cannot be published");
     }
     rv = check_url("url", req->url, l, err, err_len);
     if (rv != 0) {
@@ -338,12 +343,10 @@ static int content_key(const Qraft__PublishRequest *req, char **out)
     return 0;
 }
 
-int qr_command_pack_publish(const Qraft__PublishRequest *req,
-                            const char *message_id,
-                            const struct qr_limits *limits,
-                            struct qr_packed *out)
+int qr_command_dedup_keys(const Qraft__PublishRequest *req,
+                          char *keys[QR_DEDUP_MAX_KEYS],
+                          size_t *n)
 {
-    char *keys[3] = {NULL, NULL, NULL};
     size_t n_keys = 0;
     int rv = 0;
 
@@ -370,6 +373,34 @@ int qr_command_pack_publish(const Qraft__PublishRequest *req,
         }
         n_keys++;
     }
+out:
+    if (rv != 0) {
+        qr_command_dedup_keys_free(keys, n_keys);
+        n_keys = 0;
+    }
+    *n = n_keys;
+    return rv;
+}
+
+void qr_command_dedup_keys_free(char *keys[QR_DEDUP_MAX_KEYS], size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(keys[i]);
+        keys[i] = NULL;
+    }
+}
+
+int qr_command_pack_publish(const Qraft__PublishRequest *req,
+                            const char *message_id,
+                            const struct qr_limits *limits,
+                            struct qr_packed *out)
+{
+    char *keys[QR_DEDUP_MAX_KEYS] = {NULL, NULL, NULL};
+    size_t n_keys = 0;
+    int rv = qr_command_dedup_keys(req, keys, &n_keys);
+    if (rv != 0) {
+        return rv;
+    }
 
     Qraft__Publish publish = QRAFT__PUBLISH__INIT;
     publish.message_id = (char *)message_id;
@@ -384,11 +415,7 @@ int qr_command_pack_publish(const Qraft__PublishRequest *req,
     cmd.body_case = QRAFT__COMMAND__BODY_PUBLISH;
     cmd.publish = &publish;
     rv = qr_command_pack(&cmd, out);
-
-out:
-    for (size_t i = 0; i < n_keys; i++) {
-        free(keys[i]);
-    }
+    qr_command_dedup_keys_free(keys, n_keys);
     return rv;
 }
 
@@ -415,6 +442,53 @@ uint32_t qr_command_level(const Qraft__Command *cmd)
         default:
             return 2;
     }
+}
+
+int qr_command_check_schedule(const Qraft__ScheduleUpsertRequest *req,
+                              const struct qr_limits *l,
+                              uint64_t now_ms,
+                              struct qr_cron *cron,
+                              uint64_t *first_slot_ms,
+                              char *err,
+                              size_t err_len)
+{
+    const char *id = req->schedule_id;
+    if (strlen(id) > l->max_name_bytes) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "schedule id is over %" PRIu32 " bytes", l->max_name_bytes);
+    }
+    if (id[0] != '\0' && !is_name(id)) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "schedule id '%.64s' must match [A-Za-z0-9._-]+", id);
+    }
+    if (strlen(req->cron) > QR_COMMAND_MAX_CRON_BYTES) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "cron expression is over %d bytes",
+                    QR_COMMAND_MAX_CRON_BYTES);
+    }
+    char why[QR_ERRMSG_BYTES];
+    if (qr_cron_parse(req->cron, cron, why, sizeof why) != 0) {
+        return fail(QR_EBADREQ, err, err_len, "invalid cron '%.100s': %s",
+                    req->cron, why);
+    }
+    if (qr_cron_next(cron, now_ms, first_slot_ms) != 0) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "invalid cron '%.100s': it never fires (its days never "
+                    "occur)",
+                    req->cron);
+    }
+    if (req->request == NULL) {
+        return fail(QR_EBADREQ, err, err_len, "schedule without a request");
+    }
+    if (req->request->not_before_ms != 0) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "not-before does not apply to a schedule's messages "
+                    "(use a delay)");
+    }
+    if (strlen(req->caller_ip) > l->max_name_bytes) {
+        return fail(QR_EBADREQ, err, err_len, "caller ip is too long");
+    }
+    return qr_command_check_publish(req->request, l, now_ms, err, err_len);
 }
 
 int qr_command_pack(const Qraft__Command *cmd, struct qr_packed *out)

@@ -52,6 +52,12 @@
 #define QR_DEDUP_ID_PREFIX "id:"
 #define QR_DEDUP_CONTENT_PREFIX "content:"
 #define QR_DEDUP_REQUEST_PREFIX "req:"
+#define QR_DEDUP_MAX_KEYS 3
+
+/* Cron expressions of schedules, in bytes. */
+#define QR_COMMAND_MAX_CRON_BYTES 256
+
+struct qr_cron;
 
 /* A command packed on its own; data is owned (free with free()). */
 struct qr_packed {
@@ -101,6 +107,28 @@ int qr_command_pack_publish(const Qraft__PublishRequest *req,
 
 /* The feature level the cluster must be at before cmd may be proposed. */
 uint32_t qr_command_level(const Qraft__Command *cmd);
+
+/* The dedup keys of a publish request (caller's dedup id, content hash,
+ * idempotency key), each new in keys[i] (free with
+ * qr_command_dedup_keys_free); *n says how many. Returns 0 or -ENOMEM. */
+int qr_command_dedup_keys(const Qraft__PublishRequest *req,
+                          char *keys[QR_DEDUP_MAX_KEYS],
+                          size_t *n);
+void qr_command_dedup_keys_free(char *keys[QR_DEDUP_MAX_KEYS], size_t n);
+
+/* Checks a schedule create/replace request before any work is done: the id
+ * (empty, or [A-Za-z0-9._-]+), the cron (parsed into *cron, which must fire
+ * at least once: its first slot after now_ms goes to *first_slot_ms) and
+ * the message template as qr_command_check_publish does (not-before is
+ * refused: each tick's time comes from the cron). Returns 0, QR_EBADREQ or
+ * QR_ETOOLARGE with a reason in err. */
+int qr_command_check_schedule(const Qraft__ScheduleUpsertRequest *req,
+                              const struct qr_limits *limits,
+                              uint64_t now_ms,
+                              struct qr_cron *cron,
+                              uint64_t *first_slot_ms,
+                              char *err,
+                              size_t err_len);
 
 /* Packs any command; out->data is new (free with free()). */
 int qr_command_pack(const Qraft__Command *cmd, struct qr_packed *out);

@@ -26,7 +26,9 @@
 /* Outcome of one command of an applied entry. */
 struct qr_apply_result {
     int status; /* 0, QR_ENOTFOUND, QR_ECONFLICT, ... */
-    char message_id[QR_ID_BYTES];
+    /* A message id, or a schedule's (caller-chosen ones are up to 256
+     * bytes). */
+    char message_id[QR_ID_BYTES + 260];
     bool deduplicated;
     char error[128]; /* human-readable when status != 0 */
 };

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1061,6 +1062,7 @@ static json_t *message_json(const Qraft__Message *m,
     set_opt_string(o, "callback", m->callback);
     set_opt_string(o, "failureCallback", m->failure_callback);
     set_opt_string(o, "queueName", m->queue);
+    set_opt_string(o, "scheduleId", m->schedule_id);
     if (!dlq) {
         return o;
     }
@@ -1825,6 +1827,350 @@ static void handle_events(struct qr_rest *r,
 }
 
 /* ---------------------------------------------------------------------------
+ * Schedules (spec section 8). */
+
+/* The caller's address, for callerIp; "" when unknown. */
+static char *caller_ip(h2o_req_t *req)
+{
+    struct sockaddr_storage ss;
+    char *buf = h2o_mem_alloc_pool(&req->pool, NI_MAXHOST);
+    socklen_t len =
+        req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    buf[0] = '\0';
+    if (len == 0 || h2o_socket_getnumerichost((struct sockaddr *)&ss, len,
+                                              buf) == SIZE_MAX) {
+        buf[0] = '\0';
+    }
+    return buf;
+}
+
+/* QStash's words for the state of a tick's message. */
+static const char *schedule_state_word(Qraft__MessageState s)
+{
+    switch (s) {
+        case QRAFT__MESSAGE_STATE__QUEUED:
+        case QRAFT__MESSAGE_STATE__PENDING:
+        case QRAFT__MESSAGE_STATE__DELIVERING:
+        case QRAFT__MESSAGE_STATE__RETRYING:
+            return "IN_PROGRESS";
+        case QRAFT__MESSAGE_STATE__DELIVERED:
+            return "SUCCESS";
+        case QRAFT__MESSAGE_STATE__DEAD_LETTERED:
+        case QRAFT__MESSAGE_STATE__CANCELLED:
+            return "FAIL";
+        default:
+            return NULL; /* pruned: no longer known */
+    }
+}
+
+/* The schedule as the SDK reads it; absent optionals are omitted. */
+static json_t *schedule_json(const Qraft__Schedule *sc,
+                             uint32_t default_retries,
+                             h2o_mem_pool_t *pool)
+{
+    static const Qraft__PublishRequest none = QRAFT__PUBLISH_REQUEST__INIT;
+    const Qraft__PublishRequest *t = sc->request != NULL ? sc->request : &none;
+    json_t *o = json_object();
+
+    if (o == NULL) {
+        return NULL;
+    }
+    json_object_set_new(o, "scheduleId", json_string(sc->id));
+    json_object_set_new(o, "cron", json_string(sc->cron));
+    json_object_set_new(o, "createdAt",
+                        json_integer((json_int_t)sc->created_ms));
+    json_object_set_new(o, "destination", json_string(t->url));
+    json_object_set_new(o, "method",
+                        json_string(t->method[0] != '\0' ? t->method : "POST"));
+    json_object_set_new(o, "header",
+                        header_map(t->headers, t->n_headers, pool));
+    if (t->body.len > 0) {
+        set_body(o, "body", "bodyBase64", t->body);
+    }
+    json_object_set_new(
+        o, "retries",
+        json_integer(t->retries_set ? t->retries : default_retries));
+    if (t->delay_ms > 0) {
+        json_object_set_new(o, "delay",
+                            json_integer((json_int_t)(t->delay_ms / 1000)));
+    }
+    set_opt_string(o, "callback", t->callback);
+    set_opt_string(o, "failureCallback", t->failure_callback);
+    set_opt_string(o, "queueName", t->queue);
+    set_opt_string(o, "retryDelayExpression", t->retry_delay);
+    /* openapi spells callerIp, the SDK's type callerIP: both. */
+    set_opt_string(o, "callerIp", sc->caller_ip);
+    set_opt_string(o, "callerIP", sc->caller_ip);
+    json_object_set_new(o, "isPaused", json_boolean(sc->paused));
+    if (sc->last_slot_ms != 0) {
+        json_object_set_new(o, "lastScheduleTime",
+                            json_integer((json_int_t)sc->last_slot_ms));
+    }
+    if (sc->next_slot_ms != 0 && sc->next_slot_ms != UINT64_MAX) {
+        json_object_set_new(o, "nextScheduleTime",
+                            json_integer((json_int_t)sc->next_slot_ms));
+    }
+    json_t *states = json_object();
+    for (size_t i = 0; i < sc->n_last_fired && states != NULL; i++) {
+        const char *word = schedule_state_word(sc->last_fired[i]->state);
+        if (word != NULL) {
+            json_object_set_new(states, sc->last_fired[i]->message_id,
+                                json_string(word));
+        }
+    }
+    if (states != NULL && json_object_size(states) > 0) {
+        json_object_set_new(o, "lastScheduleStates", states);
+    } else {
+        json_decref(states);
+    }
+    return o;
+}
+
+static void on_schedule_created(struct rest_call *c,
+                                size_t index,
+                                const Qraft__Response *resp)
+{
+    (void)index;
+    c->answered = true;
+    if (resp->status != QRAFT__STATUS__OK || resp->schedule_upsert == NULL) {
+        send_status_error(c->req, resp);
+        return;
+    }
+    send_json(
+        c->req, 200,
+        json_pack("{s:s}", "scheduleId", resp->schedule_upsert->schedule_id));
+}
+
+static void on_schedules_reply(struct rest_call *c,
+                               size_t index,
+                               const Qraft__Response *resp)
+{
+    uint32_t retries = c->rest->rpc->config->limits.default_retries;
+
+    (void)index;
+    c->answered = true;
+    if (resp->status != QRAFT__STATUS__OK || resp->schedules == NULL) {
+        send_status_error(c->req, resp);
+        return;
+    }
+    if (c->single) { /* GET /v2/schedules/{id} */
+        if (resp->schedules->n_schedules != 1) {
+            send_error(c->req, 404, "schedule not found");
+            return;
+        }
+        send_json(c->req, 200,
+                  schedule_json(resp->schedules->schedules[0], retries,
+                                &c->req->pool));
+        return;
+    }
+    json_t *out = json_array();
+    for (size_t i = 0; i < resp->schedules->n_schedules && out != NULL; i++) {
+        json_array_append_new(out, schedule_json(resp->schedules->schedules[i],
+                                                 retries, &c->req->pool));
+    }
+    send_json(c->req, 200, out);
+}
+
+/* Delete, pause, resume: 200 with an empty object (the SDK reads no body). */
+static void on_schedule_changed(struct rest_call *c,
+                                size_t index,
+                                const Qraft__Response *resp)
+{
+    (void)index;
+    c->answered = true;
+    if (resp->status != QRAFT__STATUS__OK) {
+        send_status_error(c->req, resp);
+        return;
+    }
+    send_json(c->req, 200, json_object());
+}
+
+/* POST /v2/schedules/{destination}: Upstash-Cron (required),
+ * Upstash-Schedule-Id, Upstash-Queue-Name and the publish headers. */
+static void handle_schedule_create(struct qr_rest *r,
+                                   h2o_req_t *req,
+                                   const char *dest,
+                                   size_t dest_len,
+                                   h2o_iovec_t query)
+{
+    char err[ERR_BYTES];
+    struct pub p;
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__ScheduleUpsertRequest up = QRAFT__SCHEDULE_UPSERT_REQUEST__INIT;
+    int status = check_destination(dest, dest_len, err);
+
+    if (status == 404) {
+        send_error(req, 400, "schedules to url groups are not supported yet");
+        return;
+    }
+    if (status != 0) {
+        send_error(req, status, err);
+        return;
+    }
+    pub_init(&p, &req->pool, req->headers.size);
+    p.pr.url = destination_with_query(&req->pool, dest, dest_len, query);
+    up.cron = NULL;
+    for (size_t i = 0; i < req->headers.size; i++) {
+        const h2o_header_t *h = &req->headers.entries[i];
+        const char *name = h->name->base;
+        size_t nlen = h->name->len;
+        char *value = pool_str(&req->pool, h->value.base, h->value.len);
+        if (equal_ci(name, nlen, "upstash-cron")) {
+            up.cron = value;
+        } else if (equal_ci(name, nlen, "upstash-schedule-id")) {
+            if (!valid_name(value, h->value.len)) {
+                send_error(req, 400,
+                           "invalid Upstash-Schedule-Id: it must match "
+                           "[A-Za-z0-9._-]+ (at most 256 characters)");
+                return;
+            }
+            up.schedule_id = value;
+        } else if (equal_ci(name, nlen, "upstash-queue-name")) {
+            if (!valid_name(value, h->value.len)) {
+                send_error(req, 400,
+                           "invalid Upstash-Queue-Name: it must match "
+                           "[A-Za-z0-9._-]+");
+                return;
+            }
+            p.pr.queue = value;
+        } else if (equal_ci(name, nlen, "upstash-not-before")) {
+            send_error(req, 400,
+                       "Upstash-Not-Before does not apply to schedules (use "
+                       "Upstash-Delay)");
+            return;
+        } else if (apply_header(&p, &req->pool, name, nlen, h->value.base,
+                                h->value.len, err) != 0) {
+            send_error(req, 400, err);
+            return;
+        }
+    }
+    if (up.cron == NULL) {
+        send_error(req, 400,
+                   "Upstash-Cron header is missing (a cron expression such "
+                   "as \"*/5 * * * *\")");
+        return;
+    }
+    p.pr.body.data = (uint8_t *)req->entity.base;
+    p.pr.body.len = req->entity.base != NULL ? req->entity.len : 0;
+    up.request = &p.pr;
+    up.caller_ip = caller_ip(req);
+    rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_UPSERT;
+    rpc_req.schedule_upsert = &up;
+    run_single(r, req, &rpc_req, on_schedule_created, NULL, false);
+}
+
+static void handle_schedule_get(struct qr_rest *r,
+                                h2o_req_t *req,
+                                const char *id,
+                                size_t id_len)
+{
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__ScheduleGetRequest get = QRAFT__SCHEDULE_GET_REQUEST__INIT;
+    Qraft__ScheduleListRequest list = QRAFT__SCHEDULE_LIST_REQUEST__INIT;
+
+    if (id == NULL) {
+        rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_LIST;
+        rpc_req.schedule_list = &list;
+    } else {
+        get.schedule_id = pool_str(&req->pool, id, id_len);
+        rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_GET;
+        rpc_req.schedule_get = &get;
+    }
+    run_single(r, req, &rpc_req, on_schedules_reply, NULL, id != NULL);
+}
+
+static void handle_schedule_delete(struct qr_rest *r,
+                                   h2o_req_t *req,
+                                   const char *id,
+                                   size_t id_len)
+{
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__ScheduleDeleteRequest del = QRAFT__SCHEDULE_DELETE_REQUEST__INIT;
+
+    del.schedule_id = pool_str(&req->pool, id, id_len);
+    rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_DELETE;
+    rpc_req.schedule_delete = &del;
+    run_single(r, req, &rpc_req, on_schedule_changed, NULL, false);
+}
+
+static void handle_schedule_pause(struct qr_rest *r,
+                                  h2o_req_t *req,
+                                  const char *id,
+                                  size_t id_len,
+                                  bool paused)
+{
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__SchedulePauseRequest pause = QRAFT__SCHEDULE_PAUSE_REQUEST__INIT;
+
+    pause.schedule_id = pool_str(&req->pool, id, id_len);
+    pause.paused = paused;
+    rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_PAUSE;
+    rpc_req.schedule_pause = &pause;
+    run_single(r, req, &rpc_req, on_schedule_changed, NULL, false);
+}
+
+static bool method_is(h2o_req_t *req, const char *m);
+static void method_not_allowed(h2o_req_t *req, const char *allow);
+static bool one_segment(const char *s, size_t len);
+
+/* Everything under /v2/schedules; rest is what follows "/v2/schedules/"
+ * (NULL for the collection itself). */
+static void route_schedules(struct qr_rest *r,
+                            h2o_req_t *req,
+                            const char *rest,
+                            size_t rest_len,
+                            h2o_iovec_t query)
+{
+    if (rest == NULL || rest_len == 0) {
+        if (method_is(req, "GET")) {
+            handle_schedule_get(r, req, NULL, 0);
+        } else if (method_is(req, "POST")) {
+            send_error(req, 400, "destination missing");
+        } else {
+            method_not_allowed(req, "GET");
+        }
+        return;
+    }
+    if (prefix_ci(rest, rest_len, "http://") ||
+        prefix_ci(rest, rest_len, "https://")) {
+        if (!method_is(req, "POST")) {
+            method_not_allowed(req, "POST");
+            return;
+        }
+        handle_schedule_create(r, req, rest, rest_len, query);
+        return;
+    }
+    if (one_segment(rest, rest_len)) {
+        if (method_is(req, "GET")) {
+            handle_schedule_get(r, req, rest, rest_len);
+        } else if (method_is(req, "DELETE")) {
+            handle_schedule_delete(r, req, rest, rest_len);
+        } else if (method_is(req, "POST")) {
+            handle_schedule_create(r, req, rest, rest_len, query);
+        } else {
+            method_not_allowed(req, "GET, DELETE, POST");
+        }
+        return;
+    }
+    const char *slash = memchr(rest, '/', rest_len);
+    size_t id_len = (size_t)(slash - rest);
+    const char *action = slash + 1;
+    size_t action_len = rest_len - id_len - 1;
+    bool pause = action_len == 5 && memcmp(action, "pause", 5) == 0;
+    bool resume = action_len == 6 && memcmp(action, "resume", 6) == 0;
+    if (id_len == 0 || (!pause && !resume)) {
+        send_error(req, 404, "not found");
+        return;
+    }
+    /* The SDK sends PATCH, the openapi says POST: both. */
+    if (!method_is(req, "PATCH") && !method_is(req, "POST")) {
+        method_not_allowed(req, "PATCH, POST");
+        return;
+    }
+    handle_schedule_pause(r, req, rest, id_len, pause);
+}
+
+/* ---------------------------------------------------------------------------
  * Keys. */
 
 static void on_keys_reply(struct rest_call *c,
@@ -2203,6 +2549,10 @@ static void route(struct qr_rest *r,
             return;
         }
         handle_keys(r, req, true);
+        return;
+    }
+    if (path_is(path, len, "/v2/schedules", &rest, &rest_len)) {
+        route_schedules(r, req, rest, rest_len, query);
         return;
     }
     if (path_is(path, len, "/v2/dlq/retry", &rest, &rest_len) &&

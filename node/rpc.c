@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "command.h"
+#include "cron.h"
 #include "filter.h"
 #include "frame.h"
 #include "lib/addr.h"
@@ -1944,6 +1945,300 @@ static void handle_membership(struct qr_rpc_conn *conn,
     }
 }
 
+/* ------------------------------------------------------------------------ */
+/* Schedules: writes go through raft like any command; the leader evaluates
+ * the cron, apply only stores what it is given. */
+
+/* Dedup keys of a schedule's creation live beside those of publishes; this
+ * prefix keeps the two apart (a dedup id reused for a publish and for a
+ * schedule names two different things). */
+#define SCHEDULE_DEDUP_PREFIX "schedule:"
+
+/* Answers a schedule write that carries no body (delete, pause, resume). */
+static void on_schedule_done(void *data,
+                             int status,
+                             const struct qr_apply_result *res)
+{
+    struct call *call = data;
+    if (status == 0 && res->status != 0) {
+        send_error(call->conn, call->id, status_of(res->status), "%s",
+                   res->error);
+    } else if (status != 0) {
+        send_error(call->conn, call->id, status_of(status), "%s",
+                   qr_strerror(status));
+    } else {
+        Qraft__Response resp = QRAFT__RESPONSE__INIT;
+        resp.id = call->id;
+        send_response(call->conn, &resp, false);
+    }
+    call_free(call);
+}
+
+static void on_schedule_upserted(void *data,
+                                 int status,
+                                 const struct qr_apply_result *res)
+{
+    struct call *call = data;
+    if (status == 0 && res->status != 0) {
+        status = res->status;
+    }
+    if (status != 0) {
+        send_error(
+            call->conn, call->id, status_of(status), "%s",
+            res != NULL && res->status != 0 ? res->error : qr_strerror(status));
+    } else {
+        Qraft__ScheduleUpsertResponse ur =
+            QRAFT__SCHEDULE_UPSERT_RESPONSE__INIT;
+        ur.schedule_id = (char *)res->message_id;
+        ur.deduplicated = res->deduplicated;
+        Qraft__Response resp = QRAFT__RESPONSE__INIT;
+        resp.id = call->id;
+        resp.body_case = QRAFT__RESPONSE__BODY_SCHEDULE_UPSERT;
+        resp.schedule_upsert = &ur;
+        send_response(call->conn, &resp, false);
+    }
+    call_free(call);
+}
+
+static void handle_schedule_upsert(struct qr_rpc_conn *conn,
+                                   const Qraft__Request *req)
+{
+    struct qr_rpc *rpc = conn->rpc;
+    const Qraft__ScheduleUpsertRequest *r = req->schedule_upsert;
+    struct qr_cron cron;
+    uint64_t first_slot_ms = 0;
+    char err[256];
+    int rv = qr_command_check_schedule(r, &rpc->config->limits,
+                                       qr_cluster_now_ms(rpc->cluster), &cron,
+                                       &first_slot_ms, err, sizeof err);
+    if (rv != 0) {
+        send_error(conn, req->id, status_of(rv), "%s", err);
+        return;
+    }
+    char id[QR_ID_BYTES];
+    if (r->schedule_id[0] == '\0') {
+        qr_cluster_new_message_id(rpc->cluster, id);
+        memcpy(id, "scd_", 4); /* same shape as message ids */
+    }
+    char trimmed[QR_COMMAND_MAX_CRON_BYTES + 1];
+    qr_cron_trim(r->cron, trimmed, sizeof trimmed);
+
+    /* The dedup fields dedup the creation, not each tick. */
+    char *keys[QR_DEDUP_MAX_KEYS] = {NULL, NULL, NULL};
+    char *prefixed[QR_DEDUP_MAX_KEYS] = {NULL, NULL, NULL};
+    size_t n_keys = 0;
+    rv = qr_command_dedup_keys(r->request, keys, &n_keys);
+    for (size_t i = 0; i < n_keys && rv == 0; i++) {
+        if (asprintf(&prefixed[i], "%s%s", SCHEDULE_DEDUP_PREFIX, keys[i]) <
+            0) {
+            prefixed[i] = NULL;
+            rv = -ENOMEM;
+        }
+    }
+    if (rv == 0) {
+        Qraft__PublishRequest tmpl = *r->request;
+        tmpl.dedup_id = "";
+        tmpl.content_dedup = false;
+        tmpl.idempotency_key = "";
+        Qraft__Schedule sc = QRAFT__SCHEDULE__INIT;
+        sc.id = r->schedule_id[0] != '\0' ? r->schedule_id : id;
+        sc.cron = trimmed;
+        sc.request = &tmpl;
+        sc.next_slot_ms = first_slot_ms;
+        sc.caller_ip = r->caller_ip;
+        Qraft__ScheduleUpsert u = QRAFT__SCHEDULE_UPSERT__INIT;
+        u.schedule = &sc;
+        u.n_dedup_keys = n_keys;
+        u.dedup_keys = prefixed;
+        u.dedup_window_ms = rpc->config->limits.dedup_window_ms;
+        Qraft__Command cmd = QRAFT__COMMAND__INIT;
+        cmd.body_case = QRAFT__COMMAND__BODY_SCHEDULE_UPSERT;
+        cmd.schedule_upsert = &u;
+        propose_command(conn, req, &cmd, on_schedule_upserted);
+    } else {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
+    }
+    qr_command_dedup_keys_free(keys, n_keys);
+    qr_command_dedup_keys_free(prefixed, n_keys);
+}
+
+static bool schedule_id_ok(struct qr_rpc_conn *conn,
+                           const Qraft__Request *req,
+                           const char *id)
+{
+    if (id[0] == '\0' ||
+        strlen(id) > conn->rpc->config->limits.max_name_bytes) {
+        send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                   "schedule id is missing or too long");
+        return false;
+    }
+    return true;
+}
+
+static void handle_schedule_delete(struct qr_rpc_conn *conn,
+                                   const Qraft__Request *req)
+{
+    if (!schedule_id_ok(conn, req, req->schedule_delete->schedule_id)) {
+        return;
+    }
+    Qraft__ScheduleDelete d = QRAFT__SCHEDULE_DELETE__INIT;
+    d.schedule_id = req->schedule_delete->schedule_id;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_SCHEDULE_DELETE;
+    cmd.schedule_delete = &d;
+    propose_command(conn, req, &cmd, on_schedule_done);
+}
+
+/* Pause, or resume from the first slot after the leader's time (computed
+ * here, from the stored cron: apply evaluates none). */
+static void handle_schedule_pause(struct qr_rpc_conn *conn,
+                                  const Qraft__Request *req)
+{
+    struct qr_rpc *rpc = conn->rpc;
+    const Qraft__SchedulePauseRequest *r = req->schedule_pause;
+    if (!schedule_id_ok(conn, req, r->schedule_id)) {
+        return;
+    }
+    Qraft__SchedulePause p = QRAFT__SCHEDULE_PAUSE__INIT;
+    p.schedule_id = r->schedule_id;
+    p.paused = r->paused;
+    if (!r->paused) {
+        Qraft__Schedule *sc = NULL;
+        struct qr_store_txn *txn = NULL;
+        int rv = qr_store_txn_begin(rpc->store, false, &txn);
+        if (rv == 0) {
+            rv = qr_store_schedule_get(txn, r->schedule_id, &sc);
+            qr_store_txn_abort(txn);
+        }
+        if (rv == QR_ENOTFOUND) {
+            send_error(conn, req->id, QRAFT__STATUS__NOT_FOUND,
+                       "schedule %.64s not found", r->schedule_id);
+            return;
+        }
+        struct qr_cron cron;
+        char err[QR_ERRMSG_BYTES];
+        if (rv == 0) {
+            rv = qr_cron_parse(sc->cron, &cron, err, sizeof err);
+        }
+        if (rv == 0) {
+            rv = qr_cron_next(&cron, qr_cluster_now_ms(rpc->cluster),
+                              &p.next_slot_ms);
+        }
+        if (sc != NULL) {
+            qraft__schedule__free_unpacked(sc, NULL);
+        }
+        if (rv != 0) {
+            send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
+                       "computing the next slot: %s", qr_strerror(rv));
+            return;
+        }
+    }
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_SCHEDULE_PAUSE;
+    cmd.schedule_pause = &p;
+    propose_command(conn, req, &cmd, on_schedule_done);
+}
+
+/* Reads: deep copies, with the state of each last fired message filled in
+ * from this node's store. */
+struct schedule_list {
+    Qraft__Schedule **items;
+    size_t n, cap;
+    struct qr_store_txn *txn;
+    uint64_t now_ms;
+    int rv;
+};
+
+static int collect_schedule(void *arg, const Qraft__Schedule *sc)
+{
+    struct schedule_list *l = arg;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        Qraft__Schedule **items = realloc(l->items, cap * sizeof *items);
+        if (items == NULL) {
+            l->rv = -ENOMEM;
+            return 1;
+        }
+        l->items = items;
+        l->cap = cap;
+    }
+    size_t len = qraft__schedule__get_packed_size(sc);
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    Qraft__Schedule *copy = NULL;
+    if (buf != NULL) {
+        qraft__schedule__pack(sc, buf);
+        copy = qraft__schedule__unpack(NULL, len, buf);
+        free(buf);
+    }
+    if (copy == NULL) {
+        l->rv = -ENOMEM;
+        return 1;
+    }
+    for (size_t i = 0; i < copy->n_last_fired; i++) {
+        Qraft__Message *m = NULL;
+        int rv = qr_store_msg_get(l->txn, copy->last_fired[i]->message_id, &m);
+        if (rv == 0) {
+            copy->last_fired[i]->state = reported_state(m, l->now_ms);
+            qraft__message__free_unpacked(m, NULL);
+        } else if (rv != QR_ENOTFOUND) {
+            l->rv = rv;
+            qraft__schedule__free_unpacked(copy, NULL);
+            return 1;
+        }
+    }
+    l->items[l->n++] = copy;
+    return 0;
+}
+
+static void handle_schedule_read(struct qr_rpc_conn *conn,
+                                 const Qraft__Request *req)
+{
+    struct qr_rpc *rpc = conn->rpc;
+    bool one = req->body_case == QRAFT__REQUEST__BODY_SCHEDULE_GET;
+    const char *id = one ? req->schedule_get->schedule_id : NULL;
+    if (one && !schedule_id_ok(conn, req, id)) {
+        return;
+    }
+    struct schedule_list l = {.now_ms = qr_cluster_now_ms(rpc->cluster)};
+    int rv = qr_store_txn_begin(rpc->store, false, &l.txn);
+    if (rv == 0) {
+        if (one) {
+            Qraft__Schedule *sc = NULL;
+            rv = qr_store_schedule_get(l.txn, id, &sc);
+            if (rv == 0) {
+                collect_schedule(&l, sc);
+                qraft__schedule__free_unpacked(sc, NULL);
+            }
+        } else {
+            rv = qr_store_schedule_list(l.txn, collect_schedule, &l);
+        }
+        qr_store_txn_abort(l.txn);
+    }
+    if (rv == 0 || rv == 1) {
+        rv = l.rv;
+    }
+    if (rv == QR_ENOTFOUND) {
+        send_error(conn, req->id, QRAFT__STATUS__NOT_FOUND,
+                   "schedule %.64s not found", id);
+    } else if (rv != 0) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
+                   "reading the store: %s", qr_strerror(rv));
+    } else {
+        Qraft__ScheduleListResponse sl = QRAFT__SCHEDULE_LIST_RESPONSE__INIT;
+        sl.n_schedules = l.n;
+        sl.schedules = l.items;
+        Qraft__Response resp = QRAFT__RESPONSE__INIT;
+        resp.id = req->id;
+        resp.body_case = QRAFT__RESPONSE__BODY_SCHEDULES;
+        resp.schedules = &sl;
+        send_response(conn, &resp, false);
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        qraft__schedule__free_unpacked(l.items[i], NULL);
+    }
+    free(l.items);
+}
+
 static const struct route routes[] = {
     /* kind, name, handler, needs_leader, forward */
     {QRAFT__REQUEST__BODY_PUBLISH, "publish", handle_publish, true, true},
@@ -1979,6 +2274,16 @@ static const struct route routes[] = {
     /* Not forwarded: the leader changes, so a relay's peer connection would
      * move away before the answer; the client goes to the leader. */
     {QRAFT__REQUEST__BODY_TRANSFER, "transfer", handle_membership, true, false},
+    {QRAFT__REQUEST__BODY_SCHEDULE_UPSERT, "schedule upsert",
+     handle_schedule_upsert, true, true},
+    {QRAFT__REQUEST__BODY_SCHEDULE_GET, "schedule get", handle_schedule_read,
+     false, false},
+    {QRAFT__REQUEST__BODY_SCHEDULE_LIST, "schedule list", handle_schedule_read,
+     false, false},
+    {QRAFT__REQUEST__BODY_SCHEDULE_DELETE, "schedule delete",
+     handle_schedule_delete, true, true},
+    {QRAFT__REQUEST__BODY_SCHEDULE_PAUSE, "schedule pause",
+     handle_schedule_pause, true, true},
     /* Peer traffic, for the leader itself. */
     {QRAFT__REQUEST__BODY_HEARTBEAT, "heartbeat", handle_heartbeat, true,
      false},

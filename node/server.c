@@ -177,6 +177,7 @@ static void on_leader(void *data)
     s->keys_proposed = false;
     ensure_signing_keys(s);
     qr_worker_kick(&s->worker);
+    qr_scheduler_kick(&s->scheduler);
 }
 
 /* Prints the lines a developer pastes into an app's env file, once the node
@@ -329,6 +330,7 @@ static void on_cluster_closed(struct qr_cluster *c)
     struct qr_server *s =
         (struct qr_server *)((char *)c - offsetof(struct qr_server, cluster));
     uv_close((uv_handle_t *)&s->tick, on_handle_closed);
+    qr_scheduler_close(&s->scheduler);
     uv_close((uv_handle_t *)&s->stop_deadline, on_handle_closed);
     uv_close((uv_handle_t *)&s->sigterm, on_handle_closed);
     uv_close((uv_handle_t *)&s->sigint, on_handle_closed);
@@ -540,6 +542,11 @@ int qr_server_init(struct qr_server *s,
     if (rv != 0) {
         goto err_after_rpc;
     }
+    rv = qr_scheduler_init(&s->scheduler, &s->loop, cfg, &s->cluster, s->store);
+    if (rv != 0) {
+        snprintf(s->errmsg, sizeof s->errmsg, "scheduler: %s", uv_strerror(rv));
+        goto err_after_http;
+    }
 
     uv_timer_init(&s->loop, &s->tick);
     s->tick.data = s;
@@ -556,6 +563,8 @@ int qr_server_init(struct qr_server *s,
 
     /* The unwind ladder: each step closes what the steps above opened, and
      * runs the loop so that closing handles can finish. */
+err_after_http:
+    qr_http_close(&s->http, NULL);
 err_after_rpc:
     qr_rpc_close(&s->rpc, NULL);
 err_after_worker:

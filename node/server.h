@@ -12,6 +12,7 @@
 #include "config.h"
 #include "http_api.h"
 #include "rpc.h"
+#include "scheduler.h"
 #include "store.h"
 #include "worker.h"
 
@@ -24,7 +25,8 @@ struct qr_server {
     struct qr_worker worker;
     struct qr_rpc rpc;
     struct qr_http http;
-    struct qr_metrics metrics; /* this process's counters (/metrics) */
+    struct qr_metrics metrics;     /* this process's counters (/metrics) */
+    struct qr_scheduler scheduler; /* fires schedules on the leader */
     uv_signal_t sigterm;
     uv_signal_t sigint;
     uv_timer_t tick; /* announces readiness, keeps signing keys present */

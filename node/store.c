@@ -34,7 +34,7 @@
  *   then per database:
  *   4      name length n
  *   n      name, no terminator: one of meta msgs due dedup dedupx dlq events
- *          queues qfifo
+ *          queues qfifo schedules
  *   8      number of pairs
  *   then per pair:
  *   4      key length k (1 .. the environment's max key size)
@@ -88,13 +88,14 @@ enum db {
     DB_DLQ,
     DB_EVENTS,
     DB_QUEUES,
-    DB_QFIFO
+    DB_QFIFO,
+    DB_SCHEDULES,
 };
-#define N_DBS 9
+#define N_DBS 10
 
 static const char *const db_names[N_DBS] = {
     "meta", "msgs",   "due",    "dedup", "dedupx",
-    "dlq",  "events", "queues", "qfifo",
+    "dlq",  "events", "queues", "qfifo", "schedules",
 };
 
 struct qr_store {
@@ -2414,5 +2415,116 @@ err_after_txn:
     mdb_txn_abort(txn);
 err_after_flag:
     atomic_store(&s->writing, false);
+    return rv;
+}
+
+/* ---------------------------------------------------------------------------
+ * schedules */
+
+static int decode_schedule(struct qr_store_txn *t,
+                           const MDB_val *v,
+                           Qraft__Schedule **out,
+                           const char *what)
+{
+    Qraft__Schedule *sc = qraft__schedule__unpack(NULL, v->mv_size, v->mv_data);
+    if (sc == NULL) {
+        return fail_corrupt(t, what, "schedule does not decode");
+    }
+    *out = sc;
+    return 0;
+}
+
+int qr_store_schedule_get(struct qr_store_txn *t,
+                          const char *id,
+                          Qraft__Schedule **out)
+{
+    const char *what = "get schedules";
+    MDB_val v;
+    *out = NULL;
+    int rv = check_txn(t, false, what);
+    if (rv == 0) {
+        rv = check_name(t->s, id, 0, what);
+    }
+    if (rv == 0) {
+        rv = get_raw(t, DB_SCHEDULES, id, strlen(id), &v, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    return decode_schedule(t, &v, out, what);
+}
+
+int qr_store_schedule_put(struct qr_store_txn *t, const Qraft__Schedule *sc)
+{
+    const char *what = "put schedules";
+    uint8_t *value;
+    int rv = check_txn(t, true, what);
+    if (rv == 0) {
+        rv = check_name(t->s, sc->id, 0, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    size_t len = qraft__schedule__get_packed_size(sc);
+    rv =
+        put_reserve(t, DB_SCHEDULES, sc->id, strlen(sc->id), len, &value, what);
+    if (rv == 0) {
+        qraft__schedule__pack(sc, value);
+    }
+    return rv;
+}
+
+int qr_store_schedule_delete(struct qr_store_txn *t, const char *id)
+{
+    const char *what = "delete schedules";
+    MDB_val v;
+    int rv = check_txn(t, true, what);
+    if (rv == 0) {
+        rv = check_name(t->s, id, 0, what);
+    }
+    if (rv == 0) {
+        rv = get_raw(t, DB_SCHEDULES, id, strlen(id), &v, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    return del_raw(t, DB_SCHEDULES, id, strlen(id), what);
+}
+
+int qr_store_schedule_list(struct qr_store_txn *t,
+                           qr_store_schedule_cb cb,
+                           void *arg)
+{
+    const char *what = "list schedules";
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    int rv = check_txn(t, false, what);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = cursor_open(t, DB_SCHEDULES, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (rc == 0) {
+        Qraft__Schedule *sc;
+        rv = decode_schedule(t, &v, &sc, what);
+        if (rv != 0) {
+            goto out;
+        }
+        rv = cb(arg, sc);
+        qraft__schedule__free_unpacked(sc, NULL);
+        if (rv != 0) {
+            goto out;
+        }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    if (rc != MDB_NOTFOUND) {
+        rv = fail_mdb(t->s, t->write, what, rc);
+    }
+out:
+    mdb_cursor_close(c);
     return rv;
 }

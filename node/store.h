@@ -29,6 +29,7 @@
  *           (n: the event's number among those of its entry)
  *   queues  queue name (string)                         -> qraft.Queue
  *   qfifo   queue name | 0x00 | u64 queue_seq | id      -> empty
+ *   schedules schedule id (string)                    -> qraft.Schedule
  */
 #ifndef QR_STORE_H
 #define QR_STORE_H
@@ -274,6 +275,21 @@ int qr_store_event_scan(struct qr_store_txn *t,
                         bool descending,
                         qr_store_event_pos_cb cb,
                         void *arg);
+
+/* schedules. get returns new in *out (free with
+ * qraft__schedule__free_unpacked(sc, NULL)) or QR_ENOTFOUND; put inserts or
+ * replaces; delete answers QR_ENOTFOUND for an unknown id. list visits every
+ * schedule in id order; sc is borrowed for the call; a nonzero return of cb
+ * stops the walk and is returned. */
+int qr_store_schedule_get(struct qr_store_txn *t,
+                          const char *id,
+                          Qraft__Schedule **out);
+int qr_store_schedule_put(struct qr_store_txn *t, const Qraft__Schedule *sc);
+int qr_store_schedule_delete(struct qr_store_txn *t, const char *id);
+typedef int (*qr_store_schedule_cb)(void *arg, const Qraft__Schedule *sc);
+int qr_store_schedule_list(struct qr_store_txn *t,
+                           qr_store_schedule_cb cb,
+                           void *arg);
 
 /* Snapshots: every named database as seen by one read transaction (format
  * in store.c's header comment: magic, version, then per database its name

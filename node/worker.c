@@ -19,7 +19,8 @@
 #define MAX_SLEEP_MS 1000u
 #define INFLIGHT_BUCKETS 4096u
 #define MAX_INFLIGHT 1024u
-#define EXTRA_HEADERS 4 /* Message-Id, Retried, User-Agent, Signature */
+/* Message-Id, Retried, User-Agent, Signature, Schedule-Id */
+#define EXTRA_HEADERS 5
 #define SETTLE_MS 5000
 
 /* One attempt on its way; keyed by message id. */
@@ -388,6 +389,10 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
     headers[n++] = (struct qr_delivery_header){"Upstash-Retried", retried};
     headers[n++] = (struct qr_delivery_header){"User-Agent", "Upstash-QStash"};
     headers[n++] = (struct qr_delivery_header){"Upstash-Signature", jwt};
+    if (m->schedule_id[0] != '\0') {
+        headers[n++] =
+            (struct qr_delivery_header){"Upstash-Schedule-Id", m->schedule_id};
+    }
 
     f->worker = w;
     snprintf(f->id, sizeof f->id, "%s", m->id);

@@ -5,7 +5,8 @@
  * every replica; a partitioned leader's replacement keeps every committed
  * message and accepts new ones; an entry replayed after a restart is not
  * applied a second time; a snapshot restores a lagging replica to the same
- * state as the others. */
+ * state as the others; a schedule's slot fires once however often and by
+ * whichever leader it is proposed. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -458,6 +459,202 @@ static void test_snapshot_catch_up(void **state)
                      f->servers[0].fsm.applied_index);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Schedules */
+
+#define SLOT(n) ((uint64_t)(n)*60000)
+
+static struct qr_packed schedule_upsert_cmd(const char *id, uint64_t next_ms)
+{
+    Qraft__PublishRequest tmpl = QRAFT__PUBLISH_REQUEST__INIT;
+    tmpl.url = "http://127.0.0.1:9/tick";
+    Qraft__Schedule sc = QRAFT__SCHEDULE__INIT;
+    sc.id = (char *)id;
+    sc.cron = "* * * * *";
+    sc.request = &tmpl;
+    sc.next_slot_ms = next_ms;
+    Qraft__ScheduleUpsert u = QRAFT__SCHEDULE_UPSERT__INIT;
+    u.schedule = &sc;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_SCHEDULE_UPSERT;
+    cmd.schedule_upsert = &u;
+    struct qr_packed packed;
+    assert_int_equal(qr_command_pack(&cmd, &packed), 0);
+    return packed;
+}
+
+static struct qr_packed schedule_fire_cmd(const char *id, uint64_t slot_ms)
+{
+    Qraft__ScheduleFire fire = QRAFT__SCHEDULE_FIRE__INIT;
+    fire.schedule_id = (char *)id;
+    fire.slot_ms = slot_ms;
+    fire.next_slot_ms = slot_ms + 60000;
+    fire.default_retries = 3;
+    fire.default_timeout_ms = 30000;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_SCHEDULE_FIRE;
+    cmd.schedule_fire = &fire;
+    struct qr_packed packed;
+    assert_int_equal(qr_command_pack(&cmd, &packed), 0);
+    return packed;
+}
+
+static struct qr_packed schedule_pause_cmd(const char *id,
+                                           bool paused,
+                                           uint64_t next_ms)
+{
+    Qraft__SchedulePause p = QRAFT__SCHEDULE_PAUSE__INIT;
+    p.schedule_id = (char *)id;
+    p.paused = paused;
+    p.next_slot_ms = next_ms;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_SCHEDULE_PAUSE;
+    cmd.schedule_pause = &p;
+    struct qr_packed packed;
+    assert_int_equal(qr_command_pack(&cmd, &packed), 0);
+    return packed;
+}
+
+struct ticks {
+    const char *schedule_id;
+    size_t n;
+    char ids[8][QR_ID_BYTES];
+};
+
+static int collect_tick(void *arg, const Qraft__Message *m)
+{
+    struct ticks *t = arg;
+    if (strcmp(m->schedule_id, t->schedule_id) == 0) {
+        assert_true(t->n < 8);
+        snprintf(t->ids[t->n++], QR_ID_BYTES, "%s", m->id);
+    }
+    return 0;
+}
+
+/* The messages schedule `id` created on one replica, in id order. */
+static void ticks_on(struct server *s, const char *id, struct ticks *t)
+{
+    struct qr_store_txn *txn;
+    memset(t, 0, sizeof *t);
+    t->schedule_id = id;
+    assert_int_equal(qr_store_txn_begin(s->store, false, &txn), 0);
+    assert_int_equal(
+        qr_store_msg_list(txn, QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED, NULL,
+                          SIZE_MAX, collect_tick, t),
+        0);
+    qr_store_txn_abort(txn);
+}
+
+static void expect_ticks(struct fixture *f, const char *id, size_t n)
+{
+    struct ticks first;
+    ticks_on(&f->servers[0], id, &first);
+    assert_int_equal(first.n, n);
+    for (unsigned i = 1; i < N_SERVERS; i++) {
+        struct ticks t;
+        ticks_on(&f->servers[i], id, &t);
+        assert_int_equal(t.n, n);
+        for (size_t k = 0; k < n; k++) {
+            assert_string_equal(t.ids[k], first.ids[k]); /* same ids */
+        }
+    }
+}
+
+static void expect_slots(struct server *s,
+                         const char *id,
+                         uint64_t last_ms,
+                         uint64_t next_ms)
+{
+    struct qr_store_txn *txn;
+    Qraft__Schedule *sc = NULL;
+    assert_int_equal(qr_store_txn_begin(s->store, false, &txn), 0);
+    assert_int_equal(qr_store_schedule_get(txn, id, &sc), 0);
+    qr_store_txn_abort(txn);
+    assert_true(sc->last_slot_ms == last_ms);
+    assert_true(sc->next_slot_ms == next_ms);
+    qraft__schedule__free_unpacked(sc, NULL);
+}
+
+/* A slot fires once, however often it is proposed: twice in one entry,
+ * again in a later entry, and again by the next leader after the first was
+ * cut off. A paused schedule fires nothing; a resumed one fires from its
+ * new next slot only; a replaced one keeps its fence; a deleted one fires
+ * nothing. Every replica creates the same message ids. */
+static void test_schedule_fires_once_per_slot(void **state)
+{
+    struct fixture *f = *state;
+    struct qr_packed cmds[3];
+
+    cmds[0] = schedule_upsert_cmd("nightly", SLOT(1));
+    propose(f, 0, cmds, 1, 1000, N_SERVERS);
+    /* Not due yet at the entry's time: refused. */
+    cmds[0] = schedule_fire_cmd("nightly", SLOT(1));
+    propose(f, 0, cmds, 1, SLOT(1) - 1, N_SERVERS);
+    expect_ticks(f, "nightly", 0);
+
+    cmds[0] = schedule_fire_cmd("nightly", SLOT(1));
+    cmds[1] = schedule_fire_cmd("nightly", SLOT(1));
+    propose(f, 0, cmds, 2, SLOT(1) + 500, N_SERVERS);
+    cmds[0] = schedule_fire_cmd("nightly", SLOT(1));
+    propose(f, 0, cmds, 1, SLOT(1) + 900, N_SERVERS);
+    expect_ticks(f, "nightly", 1);
+    expect_slots(&f->servers[1], "nightly", SLOT(1), SLOT(2));
+
+    /* The leader is cut off after proposing slot 2; the next leader
+     * proposes slot 2 as well (it cannot know whether the first will
+     * commit). */
+    for (unsigned i = 1; i < N_SERVERS; i++) {
+        raft_fixture_saturate(&f->raft, 0, i);
+        raft_fixture_saturate(&f->raft, i, 0);
+    }
+    assert_true(raft_fixture_step_until_has_no_leader(&f->raft, STEP_MS) ||
+                f->raft.leader_id != 1);
+    assert_true(raft_fixture_step_until_has_leader(&f->raft, STEP_MS));
+    unsigned leader = raft_fixture_leader_index(&f->raft);
+    assert_int_not_equal(leader, 0);
+    cmds[0] = schedule_fire_cmd("nightly", SLOT(2));
+    cmds[1] = schedule_fire_cmd("nightly", SLOT(1)); /* stale */
+    propose(f, leader, cmds, 2, SLOT(2) + 100, leader);
+    for (unsigned i = 1; i < N_SERVERS; i++) {
+        raft_fixture_desaturate(&f->raft, 0, i);
+        raft_fixture_desaturate(&f->raft, i, 0);
+    }
+    cmds[0] = schedule_fire_cmd("nightly", SLOT(2));
+    propose(f, leader, cmds, 1, SLOT(2) + 200, N_SERVERS);
+    expect_ticks(f, "nightly", 2);
+    expect_slots(&f->servers[0], "nightly", SLOT(2), SLOT(3));
+
+    /* Paused: slot 3 does not fire. Resumed with next slot 5: slot 4 (a
+     * stale proposal) does not fire, slot 5 does. */
+    cmds[0] = schedule_pause_cmd("nightly", true, 0);
+    cmds[1] = schedule_fire_cmd("nightly", SLOT(3));
+    propose(f, leader, cmds, 2, SLOT(3) + 100, N_SERVERS);
+    expect_ticks(f, "nightly", 2);
+    cmds[0] = schedule_pause_cmd("nightly", false, SLOT(5));
+    cmds[1] = schedule_fire_cmd("nightly", SLOT(4));
+    cmds[2] = schedule_fire_cmd("nightly", SLOT(5));
+    propose(f, leader, cmds, 3, SLOT(5) + 100, N_SERVERS);
+    expect_ticks(f, "nightly", 3);
+
+    /* Replaced wholesale: the fence stays, slot 5 does not fire again. */
+    cmds[0] = schedule_upsert_cmd("nightly", SLOT(5));
+    cmds[1] = schedule_fire_cmd("nightly", SLOT(5));
+    propose(f, leader, cmds, 2, SLOT(5) + 200, N_SERVERS);
+    expect_ticks(f, "nightly", 3);
+    expect_slots(&f->servers[2], "nightly", SLOT(5), SLOT(5));
+
+    /* Deleted: nothing fires. */
+    Qraft__ScheduleDelete d = QRAFT__SCHEDULE_DELETE__INIT;
+    d.schedule_id = "nightly";
+    Qraft__Command del = QRAFT__COMMAND__INIT;
+    del.body_case = QRAFT__COMMAND__BODY_SCHEDULE_DELETE;
+    del.schedule_delete = &d;
+    assert_int_equal(qr_command_pack(&del, &cmds[0]), 0);
+    cmds[1] = schedule_fire_cmd("nightly", SLOT(6));
+    propose(f, leader, cmds, 2, SLOT(6) + 100, N_SERVERS);
+    expect_ticks(f, "nightly", 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -471,6 +668,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_feature_level_only_rises, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_schedule_fires_once_per_slot,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
