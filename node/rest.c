@@ -2159,7 +2159,11 @@ static void route_schedules(struct qr_rest *r,
     bool pause = action_len == 5 && memcmp(action, "pause", 5) == 0;
     bool resume = action_len == 6 && memcmp(action, "resume", 6) == 0;
     if (id_len == 0 || (!pause && !resume)) {
-        send_error(req, 404, "not found");
+        if (method_is(req, "POST")) { /* a destination that is no URL */
+            handle_schedule_create(r, req, rest, rest_len, query);
+        } else {
+            send_error(req, 404, "not found");
+        }
         return;
     }
     /* The SDK sends PATCH, the openapi says POST: both. */
