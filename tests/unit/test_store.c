@@ -918,6 +918,51 @@ static void test_dlq_list_at(void **state)
     qr_store_txn_abort(t);
 }
 
+static void put_schedule(struct qr_store_txn *t, const char *id, uint64_t next)
+{
+    Qraft__PublishRequest req = QRAFT__PUBLISH_REQUEST__INIT;
+    req.url = "http://127.0.0.1:9/tick";
+    Qraft__Schedule sc = QRAFT__SCHEDULE__INIT;
+    sc.id = (char *)id;
+    sc.cron = "* * * * *";
+    sc.request = &req;
+    sc.next_slot_ms = next;
+    assert_int_equal(qr_store_schedule_put(t, &sc), 0);
+}
+
+static int collect_schedule_id(void *arg, const Qraft__Schedule *sc)
+{
+    struct collect *c = arg;
+    assert_true(c->n < sizeof c->ids / sizeof c->ids[0]);
+    snprintf(c->ids[c->n++], sizeof c->ids[0], "%s", sc->id);
+    return 0;
+}
+
+/* Schedules: put replaces, get and delete answer NOT_FOUND for an unknown
+ * id, list walks in id order. */
+static void test_schedules(void **state)
+{
+    struct fixture *f = *state;
+    struct qr_store_txn *t = begin(f->s, true);
+    Qraft__Schedule *sc = NULL;
+    struct collect c = {0};
+
+    put_schedule(t, "b", 1);
+    put_schedule(t, "a", 2);
+    put_schedule(t, "b", 3);
+    assert_int_equal(qr_store_schedule_get(t, "b", &sc), 0);
+    assert_int_equal(sc->next_slot_ms, 3);
+    assert_string_equal(sc->request->url, "http://127.0.0.1:9/tick");
+    qraft__schedule__free_unpacked(sc, NULL);
+    assert_int_equal(qr_store_schedule_list(t, collect_schedule_id, &c), 0);
+    assert_ids(&c, (const char *[]){"a", "b", NULL});
+    assert_int_equal(qr_store_schedule_delete(t, "a"), 0);
+    assert_int_equal(qr_store_schedule_delete(t, "a"), QR_ENOTFOUND);
+    assert_int_equal(qr_store_schedule_get(t, "a", &sc), QR_ENOTFOUND);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    assert_false(qr_store_failed(f->s));
+}
+
 /* Fills a store with some of everything. */
 static void populate(struct qr_store *s)
 {
@@ -931,6 +976,7 @@ static void populate(struct qr_store *s)
     assert_int_equal(qr_store_meta_put(t, QR_META_SIGNING_KEYS, "k", 1), 0);
     assert_int_equal(qr_store_meta_put_u64(t, QR_META_APPLIED_INDEX, 12), 0);
     append_event(t, "msg_1", 100, 12, 0, "published");
+    put_schedule(t, "nightly", 60000);
     assert_int_equal(qr_store_txn_commit(t), 0);
 }
 
@@ -1051,6 +1097,10 @@ static void test_snapshot_restore(void **state)
     struct events ev = {0};
     assert_int_equal(qr_store_event_list(t, "msg_1", 10, on_event, &ev), 0);
     assert_int_equal(ev.n, 1);
+    Qraft__Schedule *sc = NULL;
+    assert_int_equal(qr_store_schedule_get(t, "nightly", &sc), 0);
+    assert_int_equal(sc->next_slot_ms, 60000);
+    qraft__schedule__free_unpacked(sc, NULL);
     qr_store_txn_abort(t);
 
     /* Survives a reopen. */
@@ -1476,6 +1526,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_msg_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schedules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_buffers_stay_valid, setup,
                                         teardown),
