@@ -7,7 +7,7 @@
 /* Fields the messages do not carry yet. Each has one marked line below (in
  * qr_filter_unsupported, and in match_fields) to change once the message
  * field exists: Message.topic_name (29), labels (31), caller_ip (32),
- * flow_control_key (33), schedule_id (45). */
+ * flow_control_key (33). */
 
 const char *qr_filter_unsupported(const Qraft__MessageFilter *f)
 {
@@ -29,10 +29,6 @@ const char *qr_filter_unsupported(const Qraft__MessageFilter *f)
     /* WIRE flow_control_key (Message 33): delete this line. */
     if (f->n_flow_control_keys > 0) {
         return "flowControlKey";
-    }
-    /* WIRE schedule_id (Message 45): delete this line. */
-    if (f->n_schedule_ids > 0) {
-        return "scheduleId";
     }
     return NULL;
 }
@@ -180,8 +176,7 @@ bool qr_filter_match_fields(const Qraft__MessageFilter *f,
               m->caller_ip) */
            /* WIRE flow_control_key: && any_equal(f->flow_control_keys,
               f->n_flow_control_keys, m->flow_control_key) */
-           /* WIRE schedule_id: && any_equal(f->schedule_ids,
-              f->n_schedule_ids, m->schedule_id) */
+           any_equal(f->schedule_ids, f->n_schedule_ids, m->schedule_id) &&
            any_status(f, m) &&
            strncmp(m->url, f->url_prefix, strlen(f->url_prefix)) == 0 &&
            category_matches(f, m);

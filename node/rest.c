@@ -1740,6 +1740,7 @@ static json_t *log_json(const Qraft__EventEntry *en, h2o_mem_pool_t *pool)
     set_opt_string(o, "callback", m->callback);
     set_opt_string(o, "failureCallback", m->failure_callback);
     set_opt_string(o, "queueName", m->queue);
+    set_opt_string(o, "scheduleId", m->schedule_id);
     return o;
 }
 

@@ -175,8 +175,7 @@ class ObserveTest(unittest.TestCase):
         everything or nothing: refused on every route."""
         self.sink.script("/later", Reply(status=200))
         self.publish("/later", **{"Upstash-Delay": "1h"})
-        for name in ("label", "topicName", "callerIp", "flowControlKey",
-                     "scheduleId"):
+        for name in ("label", "topicName", "callerIp", "flowControlKey"):
             for method, route in (("GET", "/v2/dlq"), ("DELETE", "/v2/dlq"),
                                   ("POST", "/v2/dlq/retry"),
                                   ("DELETE", "/v2/messages"),

@@ -247,6 +247,17 @@ class ScheduleClusterTest(unittest.TestCase):
         self.sink.wait_for(2, path="/tick", timeout=30)
         self.assertIn(tick2, self.ticks())
 
+        # The logs filter on the schedule: its ticks only, each carrying it.
+        status, body = call(self.cluster.live_nodes()[0].http_addr,
+                            self.cluster.token, "GET",
+                            f"/v2/events?scheduleId={sid}&count=1000")
+        self.assertEqual(status, 200, body)
+        logged = {e["messageId"] for e in body["events"]}
+        self.assertTrue({tick2, first.header("Upstash-Message-Id")} <= logged,
+                        logged)
+        self.assertTrue(all(e.get("scheduleId") == sid
+                            for e in body["events"]), body["events"][:3])
+
         # No replica holds a second message for either slot, and every
         # delivery so far belongs to one message per slot.
         for tick in [first.header("Upstash-Message-Id"), tick2]:

@@ -159,6 +159,26 @@ static void test_time_bounds(void **state)
 
 /* A filter on data the messages do not carry yet is refused, and never
  * treated as "matches". */
+/* scheduleId: the ticks of the schedules named, nothing else. */
+static void test_schedule_id(void **state)
+{
+    (void)state;
+    char *ids[] = {"nightly", "hourly"};
+    Qraft__MessageFilter f = QRAFT__MESSAGE_FILTER__INIT;
+    f.schedule_ids = ids;
+    f.n_schedule_ids = 2;
+    Qraft__Message tick = message("msg_1", "http://a.example/x");
+    Qraft__Message other = message("msg_2", "http://a.example/x");
+    Qraft__Message plain = message("msg_3", "http://a.example/x");
+    tick.schedule_id = "hourly";
+    other.schedule_id = "weekly";
+    assert_null(qr_filter_unsupported(&f));
+    assert_false(qr_filter_is_empty(&f));
+    assert_true(qr_filter_match(&f, &tick));
+    assert_false(qr_filter_match(&f, &other));
+    assert_false(qr_filter_match(&f, &plain));
+}
+
 static void test_unsupported_never_matches(void **state)
 {
     (void)state;
@@ -177,8 +197,6 @@ static void test_unsupported_never_matches(void **state)
          offsetof(Qraft__MessageFilter, caller_ips)},
         {"flowControlKey", offsetof(Qraft__MessageFilter, n_flow_control_keys),
          offsetof(Qraft__MessageFilter, flow_control_keys)},
-        {"scheduleId", offsetof(Qraft__MessageFilter, n_schedule_ids),
-         offsetof(Qraft__MessageFilter, schedule_ids)},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         Qraft__MessageFilter f = QRAFT__MESSAGE_FILTER__INIT;
@@ -273,6 +291,7 @@ int main(void)
         cmocka_unit_test(test_host_and_path),
         cmocka_unit_test(test_ids_status_prefix_category),
         cmocka_unit_test(test_time_bounds),
+        cmocka_unit_test(test_schedule_id),
         cmocka_unit_test(test_unsupported_never_matches),
         cmocka_unit_test(test_log_states),
         cmocka_unit_test(test_parse_log_state),
