@@ -15,6 +15,7 @@
 
 #include "command.h"
 #include "config.h"
+#include "cron.h"
 #include "err.h"
 
 #define NOW_MS 1700000000000ull
@@ -395,7 +396,8 @@ static void test_check_reserved_headers(void **state)
     (void)state;
     const char *names[] = {"Upstash-Message-Id", "upstash-signature",
                            "UPSTASH-RETRIED",    "User-Agent",
-                           "Content-Length",     "Host"};
+                           "Content-Length",     "Host",
+                           "upstash-schedule-id"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         Qraft__Header h = QRAFT__HEADER__INIT;
         Qraft__Header *hp = &h;
@@ -406,6 +408,69 @@ static void test_check_reserved_headers(void **state)
         req.headers = &hp;
         assert_refused(&req, QR_EBADREQ, "set by qraft", NULL);
     }
+}
+
+/* Only apply sets a message's schedule id (a schedule's tick). */
+static void test_check_schedule_id_is_not_publishable(void **state)
+{
+    (void)state;
+    Qraft__PublishRequest req = minimal_request();
+    req.schedule_id = "nightly";
+    assert_refused(&req, QR_EBADREQ, "schedule id", "cannot be published",
+                   NULL);
+}
+
+static int check_schedule(const char *id,
+                          const char *cron,
+                          Qraft__PublishRequest *req,
+                          uint64_t *first_ms,
+                          char *err)
+{
+    struct qr_limits l = default_limits();
+    struct qr_cron c;
+    Qraft__ScheduleUpsertRequest r = QRAFT__SCHEDULE_UPSERT_REQUEST__INIT;
+    r.schedule_id = (char *)id;
+    r.cron = (char *)cron;
+    r.request = req;
+    return qr_command_check_schedule(&r, &l, NOW_MS, &c, first_ms, err,
+                                     QR_ERRMSG_BYTES);
+}
+
+/* A schedule: its id, its cron (which must fire) and its template. */
+static void test_check_schedule(void **state)
+{
+    (void)state;
+    char err[QR_ERRMSG_BYTES];
+    uint64_t first = 0;
+    Qraft__PublishRequest req = minimal_request();
+    assert_int_equal(check_schedule("", "*/5 * * * *", &req, &first, err), 0);
+    assert_true(first > NOW_MS && first % 300000 == 0);
+    assert_int_equal(check_schedule("a.b_c-1", "0 4 * * *", &req, &first, err),
+                     0);
+
+    assert_int_equal(check_schedule("a b", "* * * * *", &req, &first, err),
+                     QR_EBADREQ);
+    assert_non_null(strstr(err, "[A-Za-z0-9._-]+"));
+    char *long_id = repeat_char('x', 257);
+    assert_int_equal(check_schedule(long_id, "* * * * *", &req, &first, err),
+                     QR_EBADREQ);
+    free(long_id);
+    assert_int_equal(check_schedule("", "* * *", &req, &first, err),
+                     QR_EBADREQ);
+    assert_non_null(strstr(err, "invalid cron '* * *'"));
+    assert_int_equal(check_schedule("", "0 0 31 2 *", &req, &first, err),
+                     QR_EBADREQ);
+    assert_non_null(strstr(err, "never fires"));
+
+    req.not_before_ms = NOW_MS + 1000;
+    assert_int_equal(check_schedule("", "* * * * *", &req, &first, err),
+                     QR_EBADREQ);
+    assert_non_null(strstr(err, "not-before"));
+    req = minimal_request();
+    req.url = "ftp://x";
+    assert_int_equal(check_schedule("", "* * * * *", &req, &first, err),
+                     QR_EBADREQ);
+    assert_non_null(strstr(err, "url"));
 }
 
 static void test_check_names(void **state)
@@ -1147,6 +1212,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_check_minimal_request_passes),
+        cmocka_unit_test(test_check_schedule_id_is_not_publishable),
+        cmocka_unit_test(test_check_schedule),
         cmocka_unit_test(test_check_full_request_passes),
         cmocka_unit_test(test_check_every_method),
         cmocka_unit_test(test_check_url_refusals),
