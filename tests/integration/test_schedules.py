@@ -16,6 +16,7 @@ import unittest
 
 import qraft_harness as qh
 from http_sink import HttpSink
+from test_cluster import quiet_disconnects
 
 TICK_TIMEOUT = 75.0  # the next minute, plus delivery
 MINUTE_MS = 60000
@@ -192,7 +193,7 @@ class ScheduleClusterTest(unittest.TestCase):
     on every replica."""
 
     def setUp(self):
-        self.sink = HttpSink()
+        self.sink = quiet_disconnects(HttpSink())
         self.sink.start()
         self.addCleanup(self.sink.stop)
         self.cluster = qh.start_cluster(self)
@@ -211,6 +212,11 @@ class ScheduleClusterTest(unittest.TestCase):
         return out
 
     def test_leader_kill_at_a_slot_fires_it_once(self):
+        # Schedule commands need the feature level every node advertises.
+        qh.wait_until(
+            lambda: all(n.status()["feature_level"] == qh.FEATURE_LEVEL
+                        for n in self.cluster.nodes),
+            30, f"every node to apply feature level {qh.FEATURE_LEVEL}")
         leader = self.cluster.leader()
         follower = next(n for n in self.cluster.nodes if n is not leader)
         status, body = call(follower.http_addr, self.cluster.token, "POST",

@@ -6,139 +6,42 @@
 // SDK's Receiver accepts. A "* * * * *" schedule fires at the next minute,
 // so the delivery test waits up to 75 s.
 //
-// QRAFT_BIN names the build's bin directory (it holds qraftd).
+// QRAFT_BIN names the build's bin directory (see harness.mjs).
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { once } from "node:events";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import http from "node:http";
-import net from "node:net";
-import os from "node:os";
-import path from "node:path";
 import { after, before, test } from "node:test";
 
-for (const name of Object.keys(process.env)) {
-  if (name === "QSTASH_DEV" || name === "QSTASH_REGION" ||
-      name.endsWith("QSTASH_CURRENT_SIGNING_KEY") ||
-      name.endsWith("QSTASH_NEXT_SIGNING_KEY")) {
-    delete process.env[name];
-  }
-}
+import { DevNode, Sink, waitFor } from "./harness.mjs";
+
 const { Client, QstashError, Receiver } = await import("@upstash/qstash");
 
-const bin = process.env.QRAFT_BIN;
-assert.ok(bin, "QRAFT_BIN must name the build's bin directory");
-const qraftd = path.resolve(bin, "qraftd");
-assert.ok(existsSync(qraftd), `${qraftd} not found: build qraft first`);
-
-const START_TIMEOUT = 30_000;
-const STOP_TIMEOUT = 10_000;
 const TICK_TIMEOUT = 75_000; // the next minute, plus delivery
 
-const childEnv = Object.fromEntries(Object.entries(process.env).filter(
-  ([k]) => !k.startsWith("QRAFT_") && !k.includes("QSTASH_")));
-
-async function freePort() {
-  const srv = net.createServer();
-  srv.listen(0, "127.0.0.1");
-  await once(srv, "listening");
-  const { port } = srv.address();
-  srv.close();
-  await once(srv, "close");
-  return port;
-}
-
-/* Polls check() every 50 ms until it returns something truthy. */
-async function waitFor(check, timeoutMs, what) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) {
-      return value;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what()}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-const dir = mkdtempSync(path.join(os.tmpdir(), "qraft-sdk-sched-"));
-let proc = null;
-let exited = null;
-let stdout = "";
-let stderr = "";
-const env = {};
-const requests = [];
-const sink = http.createServer((req, res) => {
-  const chunks = [];
-  req.on("data", (c) => chunks.push(c));
-  req.on("end", () => {
-    requests.push({ url: req.url, path: req.url.split("?")[0],
-      headers: req.headers, body: Buffer.concat(chunks).toString("utf8") });
-    res.writeHead(200, { "Content-Type": "text/plain" });
-    res.end("ok");
-  });
-});
+const node = new DevNode();
+const sink = new Sink();
+const sinkUrl = (p) => sink.url(p);
 let client;
 let receiver;
 
-const logHint = () => (stderr ? `\n--- qraftd stderr ---\n${stderr}` : "");
-const sinkUrl = (p) => `http://127.0.0.1:${sink.address().port}${p}`;
-
-process.on("exit", () => {
-  if (proc && !exited) {
-    proc.kill("SIGKILL");
-  }
-});
-
 before(async () => {
-  sink.listen(0, "127.0.0.1");
-  await once(sink, "listening");
-  const [rpc, httpPort, raft] =
-    [await freePort(), await freePort(), await freePort()];
-  proc = spawn(qraftd, ["--dev", "--data", path.join(dir, "data"),
-    "--rpc", `127.0.0.1:${rpc}`, "--http", `127.0.0.1:${httpPort}`,
-    "--raft", `127.0.0.1:${raft}`],
-  { cwd: dir, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
-  proc.stdout.setEncoding("utf8");
-  proc.stderr.setEncoding("utf8");
-  proc.stdout.on("data", (c) => { stdout += c; });
-  proc.stderr.on("data", (c) => { stderr = (stderr + c).slice(-8192); });
-  proc.on("exit", (code, signal) => { exited = { code, signal }; });
-  await waitFor(() => {
-    if (exited) {
-      throw new Error(`qraftd exited while starting${logHint()}`);
-    }
-    return /^QRAFT_ENDPOINTS=.+$/m.test(stdout);
-  }, START_TIMEOUT, () => `qraftd to print its env lines${logHint()}`);
-  for (const line of stdout.split("\n")) {
-    const m = /^([A-Z_]+)=(.*)$/.exec(line);
-    if (m) {
-      env[m[1]] = m[2];
-    }
-  }
-  client = new Client({ baseUrl: env.QSTASH_URL, token: env.QSTASH_TOKEN,
-    retry: false });
+  await sink.start();
+  await node.start();
+  client = new Client({ baseUrl: node.env.QSTASH_URL,
+    token: node.env.QSTASH_TOKEN, retry: false });
   receiver = new Receiver({
-    currentSigningKey: env.QSTASH_CURRENT_SIGNING_KEY,
-    nextSigningKey: env.QSTASH_NEXT_SIGNING_KEY,
+    currentSigningKey: node.env.QSTASH_CURRENT_SIGNING_KEY,
+    nextSigningKey: node.env.QSTASH_NEXT_SIGNING_KEY,
   });
 });
 
 after(async () => {
   try {
-    if (proc && !exited) {
-      const gone = once(proc, "exit");
-      proc.kill("SIGTERM");
-      const timer = setTimeout(() => proc.kill("SIGKILL"), STOP_TIMEOUT);
-      await gone;
-      clearTimeout(timer);
-    }
+    await node.stop();
   } finally {
-    sink.closeAllConnections();
-    sink.close();
-    rmSync(dir, { recursive: true, force: true });
+    try {
+      await sink.close();
+    } finally {
+      node.removeDir();
+    }
   }
 });
 
@@ -234,9 +137,7 @@ test("a tick is delivered with Upstash-Schedule-Id and a valid signature",
       cron: "* * * * *",
       body: "tick",
     });
-    const req = await waitFor(
-      () => requests.find((r) => r.path === "/tick"), TICK_TIMEOUT,
-      () => `a tick on /tick (got ${requests.length} requests)${logHint()}`);
+    const [req] = await sink.received("/tick", 1, TICK_TIMEOUT);
     assert.equal(req.headers["upstash-schedule-id"], scheduleId);
     assert.equal(req.body, "tick");
     assert.equal(req.url, "/tick?src=cron");
@@ -249,7 +150,7 @@ test("a tick is delivered with Upstash-Schedule-Id and a valid signature",
     const s = await waitFor(async () => {
       const got = await client.schedules.get(scheduleId);
       return got.lastScheduleStates?.[messageId] === "SUCCESS" ? got : null;
-    }, 10_000, () => `the tick's state to be SUCCESS`);
+    }, "the tick's state to be SUCCESS");
     assert.equal(s.lastScheduleTime % 60_000, 0);
     assert.equal(s.nextScheduleTime, s.lastScheduleTime + 60_000);
     await client.schedules.delete(scheduleId);
