@@ -2162,14 +2162,7 @@ static int collect_schedule(void *arg, const Qraft__Schedule *sc)
         l->items = items;
         l->cap = cap;
     }
-    size_t len = qraft__schedule__get_packed_size(sc);
-    uint8_t *buf = malloc(len > 0 ? len : 1);
-    Qraft__Schedule *copy = NULL;
-    if (buf != NULL) {
-        qraft__schedule__pack(sc, buf);
-        copy = qraft__schedule__unpack(NULL, len, buf);
-        free(buf);
-    }
+    Qraft__Schedule *copy = (Qraft__Schedule *)copy_pb(&sc->base);
     if (copy == NULL) {
         l->rv = -ENOMEM;
         return 1;
