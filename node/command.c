@@ -457,7 +457,7 @@ int qr_command_check_schedule(const Qraft__ScheduleUpsertRequest *req,
         return fail(QR_EBADREQ, err, err_len,
                     "schedule id is over %" PRIu32 " bytes", l->max_name_bytes);
     }
-    if (id[0] != '\0' && !is_name(id)) {
+    if (id[0] != '\0' && !qr_command_is_name(id)) {
         return fail(QR_EBADREQ, err, err_len,
                     "schedule id '%.64s' must match [A-Za-z0-9._-]+", id);
     }
