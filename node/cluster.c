@@ -425,9 +425,20 @@ static void on_barrier(struct raft_barrier *req, int status)
 
 /* A node taken out of the configuration stops: it would otherwise linger,
  * unable to vote or be elected. A node that has not been added yet (it
- * started with --join) is not "removed". */
+ * started with --join) is not "removed".
+ *
+ * A node started with --join does not judge from its own configuration at
+ * all: the log it copies (or replays after a restart) may hold an earlier
+ * incarnation of the same id being added and then removed (a node rebuilt
+ * under its old id, docs/operations.md 8), and replaying that removal would
+ * stop the new one. It learns of a removal from the leader instead (the
+ * heartbeat answer's `removed`, qr_shards), which judges by the current
+ * configuration. */
 static void poll_membership(struct qr_cluster *c)
 {
+    if (c->config->join) {
+        return;
+    }
     bool member = false;
     const struct raft_configuration *conf = &c->raft.configuration;
     for (unsigned i = 0; i < conf->n; i++) {
