@@ -20,6 +20,7 @@ BUILD_PKGS=(
 )
 TEST_PKGS=(
     lmdb-utils curl python3 iproute2 iptables faketime
+    python3-matplotlib
 )
 RAFT_MIN_VERSION="0.22.1"
 

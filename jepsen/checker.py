@@ -22,7 +22,12 @@ Semantics (Jepsen's total-queue, adapted to a delivery queue):
   dedup_violations  dedup ids that yielded two or more message ids
   early             messages whose first attempt came before the publish's
                     invoke time plus its delay (skipped with clock faults)
-  valid  <=>  lost == unexpected == dedup_violations == early == 0
+  fail_delivered    bodies of publishes answered with a definite failure
+                    ("did nothing", docs/api.md 1.5 and 5.1) that were
+                    delivered or dead-lettered all the same (a dedup repeat
+                    of a delivered body is not counted: its body is new)
+  valid  <=>  lost == unexpected == dedup_violations == early
+              == fail_delivered == 0
 """
 
 # A message id is stamped by the leader at or after the client's invoke, in
@@ -108,10 +113,18 @@ def check(ops, deliveries, dlq_ids, check_early=True):
                     {"message_id": mid, "due": due, "first_attempt": d["time"]}
                 )
 
+    # A definite failure must have done nothing: its body never arrives.
+    # (Bodies are unique per op, so the body names the op.)
+    fail_delivered = sorted(
+        op["body"] for op in ops
+        if op["type"] == "fail"
+        and (op["body"] in delivered_bodies or op["body"] in dlq_bodies)
+    )
+
     dead_lettered = len(acked_ids & dlq_ids)
     result = {
         "valid": not lost and not unexpected and not dedup_violations
-        and not early,
+        and not early and not fail_delivered,
         "attempted": len(ops),
         "acked": len(ok_ops),
         "acked_messages": len(acked_ids),
@@ -126,9 +139,11 @@ def check(ops, deliveries, dlq_ids, check_early=True):
         "dead_lettered": dead_lettered,
         "dedup_violations": len(dedup_violations),
         "early": len(early) if check_early else None,
+        "fail_delivered": len(fail_delivered),
         "lost_ids": lost[:EXAMPLES],
         "unexpected_examples": unexpected[:EXAMPLES],
         "dedup_violation_examples": dedup_violations[:EXAMPLES],
         "early_examples": early[:EXAMPLES],
+        "fail_delivered_examples": fail_delivered[:EXAMPLES],
     }
     return result

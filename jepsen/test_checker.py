@@ -125,6 +125,20 @@ class CheckerTest(unittest.TestCase):
         self.assertTrue(res["valid"])
         self.assertIsNone(res["early"])
 
+    def test_a_failed_publish_that_arrives_anyway_is_invalid(self):
+        # "fail" means "did nothing" (docs/api.md 1.5): a 503 whose
+        # message is delivered all the same breaks that promise.
+        ops = [op("p0-1", mid="m1"), op("p0-2", kind="fail")]
+        res = checker.check(ops, [delivery("m1", "p0-1"),
+                                  delivery("m2", "p0-2")], [])
+        self.assertFalse(res["valid"])
+        self.assertEqual(res["fail_delivered"], 1)
+        self.assertEqual(res["fail_delivered_examples"], ["p0-2"])
+        dead = checker.check(ops, [delivery("m1", "p0-1"),
+                                   delivery("m2", "p0-2", status=489)],
+                             ["m2"])
+        self.assertEqual(dead["fail_delivered"], 1)
+
 
 if __name__ == "__main__":
     unittest.main()
