@@ -122,6 +122,17 @@ static char *build_body(const Qraft__Message *src,
         bad |=
             json_object_set_new(o, "scheduleId", json_string(src->schedule_id));
     }
+    if (src->topic_name[0] != '\0') {
+        bad |=
+            json_object_set_new(o, "topicName", json_string(src->topic_name));
+    }
+    if (src->endpoint_name[0] != '\0') {
+        bad |= json_object_set_new(o, "endpointName",
+                                   json_string(src->endpoint_name));
+    }
+    if (src->caller_ip[0] != '\0') {
+        bad |= json_object_set_new(o, "callerIP", json_string(src->caller_ip));
+    }
     char *text = bad ? NULL : json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     return text;

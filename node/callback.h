@@ -7,7 +7,8 @@
  * The body is the JSON of qstash-api.md section 2.5: status, header, body
  * (base64), retried, maxRetries, dlqId (failure callbacks), sourceMessageId,
  * url, method, sourceHeader, sourceBody (base64), notBefore, createdAt,
- * scheduleId (a schedule's messages). */
+ * scheduleId (a schedule's messages), and when set topicName, endpointName
+ * (URL groups) and callerIP. */
 #ifndef QR_CALLBACK_H
 #define QR_CALLBACK_H
 

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,9 +27,10 @@
  * forge them (a receiver dedups on Upstash-Message-Id and verifies
  * Upstash-Signature). Framing headers belong to the HTTP client. */
 static const char *const reserved_headers[] = {
-    "Upstash-Message-Id",  "Upstash-Retried", "Upstash-Signature",
-    "Upstash-Schedule-Id", "User-Agent",      "Content-Length",
-    "Transfer-Encoding",   "Connection",      "Host",
+    "Upstash-Message-Id",  "Upstash-Retried",   "Upstash-Signature",
+    "Upstash-Schedule-Id", "User-Agent",        "Content-Length",
+    "Transfer-Encoding",   "Connection",        "Host",
+    "Upstash-Topic-Name",  "Upstash-Caller-Ip",
 };
 
 static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
@@ -95,7 +97,7 @@ static bool is_header_value(const char *s)
     return true;
 }
 
-/* Queue names: [A-Za-z0-9._-]+ */
+/* Queue, URL group and endpoint names: [A-Za-z0-9._-]+ */
 bool qr_command_is_name(const char *s)
 {
     if (*s == '\0') {
@@ -131,6 +133,66 @@ static int check_url(const char *field,
     return 0;
 }
 
+/* Labels, caller address and flow control: stored and echoed. */
+static int check_metadata(const Qraft__PublishRequest *req,
+                          const struct qr_limits *l,
+                          char *err,
+                          size_t err_len)
+{
+    if (req->n_labels > l->max_labels) {
+        return fail(QR_ETOOLARGE, err, err_len,
+                    "%zu labels; the limit is %" PRIu32, req->n_labels,
+                    l->max_labels);
+    }
+    for (size_t i = 0; i < req->n_labels; i++) {
+        const char *label = req->labels[i];
+        if (label[0] == '\0' || strlen(label) > l->max_name_bytes ||
+            !is_header_value(label)) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "label %zu is empty, over %" PRIu32
+                        " bytes or has control characters",
+                        i + 1, l->max_name_bytes);
+        }
+    }
+    const struct {
+        const char *field;
+        const char *value;
+    } texts[] = {
+        {"caller ip", req->caller_ip},
+        {"flow control key", req->flow_control_key},
+        {"endpoint name", req->endpoint_name},
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        if (strlen(texts[i].value) > l->max_name_bytes ||
+            !is_header_value(texts[i].value)) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "%s is over %" PRIu32
+                        " bytes or has control characters",
+                        texts[i].field, l->max_name_bytes);
+        }
+    }
+    bool limits = req->flow_parallelism != 0 || req->flow_rate != 0;
+    if (req->flow_control_key[0] == '\0') {
+        if (limits || req->flow_period_s != 0) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "flow control limits without a flow control key");
+        }
+        return 0;
+    }
+    if (!limits) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "flow control key '%.64s' needs a parallelism or a rate",
+                    req->flow_control_key);
+    }
+    if (req->flow_period_s > QR_COMMAND_MAX_FLOW_PERIOD_S) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "flow control period %" PRIu64
+                    " s is over the limit of %llu s",
+                    req->flow_period_s, QR_COMMAND_MAX_FLOW_PERIOD_S);
+    }
+    return 0;
+}
+
 int qr_command_check_publish(const Qraft__PublishRequest *req,
                              const struct qr_limits *l,
                              uint64_t now_ms,
@@ -138,7 +200,7 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
                              size_t err_len)
 {
     int rv;
-    if (req->url[0] == '\0') {
+    if (req->url[0] == '\0' && req->topic_name[0] == '\0') {
         return fail(QR_EBADREQ, err, err_len, "url is missing");
     }
     if (req->schedule_id[0] != '\0') {
@@ -146,7 +208,21 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
                     "schedule id is set by qraft on a schedule's messages "
                     "and cannot be published");
     }
-    rv = check_url("url", req->url, l, err, err_len);
+    if (req->url[0] != '\0') {
+        rv = check_url("url", req->url, l, err, err_len);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    if (req->topic_name[0] != '\0' &&
+        (strlen(req->topic_name) > l->max_name_bytes ||
+         !qr_command_is_name(req->topic_name))) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "url group name '%.64s' must match [A-Za-z0-9._-]+ (at "
+                    "most %" PRIu32 " bytes)",
+                    req->topic_name, l->max_name_bytes);
+    }
+    rv = check_metadata(req, l, err, err_len);
     if (rv != 0) {
         return rv;
     }
@@ -303,6 +379,231 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
     return 0;
 }
 
+int qr_command_check_group_change(const Qraft__GroupChangeRequest *req,
+                                  const struct qr_limits *l,
+                                  char *err,
+                                  size_t err_len)
+{
+    if (strlen(req->name) > l->max_name_bytes ||
+        !qr_command_is_name(req->name)) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "url group name '%.64s' must match [A-Za-z0-9._-]+ (at "
+                    "most %" PRIu32 " bytes)",
+                    req->name, l->max_name_bytes);
+    }
+    bool add = req->kind == QRAFT__GROUP_CHANGE_KIND__GROUP_ADD_ENDPOINTS;
+    switch (req->kind) {
+        case QRAFT__GROUP_CHANGE_KIND__GROUP_DELETE:
+            return 0;
+        case QRAFT__GROUP_CHANGE_KIND__GROUP_ADD_ENDPOINTS:
+        case QRAFT__GROUP_CHANGE_KIND__GROUP_REMOVE_ENDPOINTS:
+            break;
+        default:
+            return fail(QR_EBADREQ, err, err_len, "unknown url group change %d",
+                        (int)req->kind);
+    }
+    if (req->n_endpoints == 0) {
+        return fail(QR_EBADREQ, err, err_len, "endpoints are missing");
+    }
+    if (req->n_endpoints > l->max_group_endpoints) {
+        return fail(QR_ETOOLARGE, err, err_len,
+                    "%zu endpoints; a url group has at most %" PRIu32,
+                    req->n_endpoints, l->max_group_endpoints);
+    }
+    for (size_t i = 0; i < req->n_endpoints; i++) {
+        const Qraft__UrlGroupEndpoint *e = req->endpoints[i];
+        if (e->name[0] != '\0' && (strlen(e->name) > l->max_name_bytes ||
+                                   !qr_command_is_name(e->name))) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "endpoint name '%.64s' must match [A-Za-z0-9._-]+ "
+                        "(at most %" PRIu32 " bytes)",
+                        e->name, l->max_name_bytes);
+        }
+        if (add || e->url[0] != '\0') {
+            char field[32];
+            snprintf(field, sizeof field, "endpoint %zu url", i + 1);
+            if (e->url[0] == '\0') {
+                return fail(QR_EBADREQ, err, err_len, "%s is missing", field);
+            }
+            int rv = check_url(field, e->url, l, err, err_len);
+            if (rv != 0) {
+                return rv;
+            }
+        } else if (e->name[0] == '\0') {
+            return fail(QR_EBADREQ, err, err_len,
+                        "endpoint %zu to remove has neither a name nor a url",
+                        i + 1);
+        }
+    }
+    return 0;
+}
+
+/* Parses an unsigned decimal (digits only) no larger than max. */
+int qr_command_parse_uint(const char *s,
+                          size_t len,
+                          uint64_t max,
+                          uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (len == 0 || len > 20) {
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return -EINVAL;
+        }
+        if (v > (max - (uint64_t)(s[i] - '0')) / 10) {
+            return -ERANGE;
+        }
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* A QStash duration: `<number><unit>` repeated, units s m h d, decimals
+ * allowed ("1d10h30m", "1.5s"). */
+int qr_command_parse_duration(const char *s, size_t len, uint64_t *out_ms)
+{
+    double total_ms = 0;
+    size_t i = 0;
+
+    if (len == 0) {
+        return -EINVAL;
+    }
+    while (i < len) {
+        double v = 0;
+        double scale = 0;
+        size_t digits = 0;
+        double unit_ms;
+
+        for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, digits++) {
+            v = v * 10 + (s[i] - '0');
+        }
+        if (i < len && s[i] == '.') {
+            i++;
+            scale = 0.1;
+            for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, digits++) {
+                v += (s[i] - '0') * scale;
+                scale /= 10;
+            }
+        }
+        if (digits == 0 || i >= len) {
+            return -EINVAL;
+        }
+        switch (s[i++]) {
+            case 's':
+                unit_ms = 1e3;
+                break;
+            case 'm':
+                unit_ms = 60e3;
+                break;
+            case 'h':
+                unit_ms = 3600e3;
+                break;
+            case 'd':
+                unit_ms = 86400e3;
+                break;
+            default:
+                return -EINVAL;
+        }
+        total_ms += v * unit_ms;
+        if (total_ms > (double)QR_COMMAND_MAX_DURATION_MS) {
+            return -ERANGE;
+        }
+    }
+    *out_ms = (uint64_t)llround(total_ms);
+    return 0;
+}
+
+int qr_command_parse_flow_control(const char *s,
+                                  size_t len,
+                                  uint32_t *parallelism,
+                                  uint32_t *rate,
+                                  uint64_t *period_s,
+                                  char *err,
+                                  size_t err_len)
+{
+    static const char *const keys[] = {"parallelism", "rate", "period"};
+    bool seen[3] = {false, false, false};
+    uint64_t values[3] = {0, 0, 1};
+    size_t i = 0;
+
+    while (i <= len) {
+        const char *start = s + i;
+        const char *comma = memchr(start, ',', len - i);
+        size_t n = comma != NULL ? (size_t)(comma - start) : len - i;
+        i += n + 1;
+        while (n > 0 && (*start == ' ' || *start == '\t')) {
+            start++;
+            n--;
+        }
+        while (n > 0 && (start[n - 1] == ' ' || start[n - 1] == '\t')) {
+            n--;
+        }
+        const char *eq = memchr(start, '=', n);
+        if (eq == NULL) {
+            return fail(-EINVAL, err, err_len,
+                        "flow control value: '%.*s' is not name=value",
+                        (int)(n > 64 ? 64 : n), start);
+        }
+        size_t klen = (size_t)(eq - start);
+        const char *v = eq + 1;
+        size_t vlen = n - klen - 1;
+        size_t k = 0;
+        while (k < 3 && !(strlen(keys[k]) == klen &&
+                          strncasecmp(start, keys[k], klen) == 0)) {
+            k++;
+        }
+        if (k == 3 || seen[k]) {
+            return fail(-EINVAL, err, err_len,
+                        "flow control value: %s '%.*s' (want parallelism, "
+                        "rate and period, each at most once)",
+                        k == 3 ? "unknown name" : "repeated",
+                        (int)(klen > 64 ? 64 : klen), start);
+        }
+        seen[k] = true;
+        int rv;
+        if (k == 2) {
+            uint64_t ms = 0;
+            rv = qr_command_parse_uint(v, vlen, QR_COMMAND_MAX_FLOW_PERIOD_S,
+                                       &values[2]);
+            if (rv != 0) {
+                rv = qr_command_parse_duration(v, vlen, &ms);
+                values[2] = ms / 1000;
+                if (rv == 0 && ms % 1000 != 0) {
+                    rv = -EINVAL;
+                }
+            }
+            if (rv == 0 &&
+                (values[2] == 0 || values[2] > QR_COMMAND_MAX_FLOW_PERIOD_S)) {
+                rv = -ERANGE;
+            }
+        } else {
+            rv = qr_command_parse_uint(v, vlen, UINT32_MAX, &values[k]);
+            if (rv == 0 && values[k] == 0) {
+                rv = -ERANGE;
+            }
+        }
+        if (rv != 0) {
+            return fail(-EINVAL, err, err_len,
+                        "flow control %s '%.*s': want %s", keys[k],
+                        (int)(vlen > 64 ? 64 : vlen), v,
+                        k == 2 ? "whole seconds from 1s to 7d (e.g. 10s, 1m)"
+                               : "an integer >= 1");
+        }
+    }
+    if (!seen[0] && !seen[1]) {
+        return fail(-EINVAL, err, err_len,
+                    "flow control value needs parallelism or rate");
+    }
+    *parallelism = (uint32_t)values[0];
+    *rate = (uint32_t)values[1];
+    *period_s = values[2];
+    return 0;
+}
+
 void qr_command_message_id(char out[QR_ID_BYTES],
                            uint64_t ms,
                            uint64_t node_id,
@@ -343,6 +644,29 @@ static int content_key(const Qraft__PublishRequest *req, char **out)
     return 0;
 }
 
+/* Replaces *key (heap) by its URL-group member form: one endpoint's
+ * dedup record never answers for another endpoint of the group. */
+static int endpoint_key(const Qraft__PublishRequest *req, char **key)
+{
+    struct qr_sign_part parts[3] = {
+        {*key, strlen(*key)},
+        {req->topic_name, strlen(req->topic_name)},
+        {req->url, strlen(req->url)},
+    };
+    char hex[QR_SHA256_HEX_BYTES];
+    char *out = NULL;
+    int rv = qr_sign_sha256_parts_hex(parts, 3, hex);
+    if (rv != 0) {
+        return rv;
+    }
+    if (asprintf(&out, "%s%s", QR_DEDUP_ENDPOINT_PREFIX, hex) < 0) {
+        return -ENOMEM;
+    }
+    free(*key);
+    *key = out;
+    return 0;
+}
+
 int qr_command_dedup_keys(const Qraft__PublishRequest *req,
                           char *keys[QR_DEDUP_MAX_KEYS],
                           size_t *n)
@@ -372,6 +696,12 @@ int qr_command_dedup_keys(const Qraft__PublishRequest *req,
             goto out;
         }
         n_keys++;
+    }
+    /* One endpoint's copy of a URL-group publish dedups on its own. */
+    if (req->topic_name[0] != '\0' && req->url[0] != '\0') {
+        for (size_t i = 0; i < n_keys && rv == 0; i++) {
+            rv = endpoint_key(req, &keys[i]);
+        }
     }
 out:
     if (rv != 0) {

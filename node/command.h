@@ -53,6 +53,8 @@
 #define QR_DEDUP_CONTENT_PREFIX "content:"
 #define QR_DEDUP_REQUEST_PREFIX "req:"
 #define QR_DEDUP_MAX_KEYS 3
+/* A URL-group member's key: "ep:" + sha256 hex of (key, group, url). */
+#define QR_DEDUP_ENDPOINT_PREFIX "ep:"
 
 /* Cron expressions of schedules, in bytes. */
 #define QR_COMMAND_MAX_CRON_BYTES 256
@@ -79,7 +81,8 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
  * (they are at most this). */
 #define QR_COMMAND_MAX_QUEUE_NAME_BYTES 256u
 
-/* True when s is a valid queue name: [A-Za-z0-9._-]+ (borrowed). */
+/* True when s is a queue, URL group or endpoint name: [A-Za-z0-9._-]+
+ * (borrowed). */
 bool qr_command_is_name(const char *s);
 
 /* Checks a queue upsert: the name (QR_EBADREQ, or QR_ETOOLARGE over the
@@ -91,6 +94,43 @@ int qr_command_check_queue(const char *name,
                            char *err,
                            size_t err_len);
 
+/* Checks a URL-group change before it is proposed: a valid group name,
+ * and for add/remove 1..limits->max_group_endpoints endpoints, each with a
+ * valid optional name; added endpoints need an http(s) URL, removed ones a
+ * name or a URL. Returns 0 or QR_EBADREQ / QR_ETOOLARGE with the reason in
+ * err. Apply runs the same checks on the command. */
+int qr_command_check_group_change(const Qraft__GroupChangeRequest *req,
+                                  const struct qr_limits *limits,
+                                  char *err,
+                                  size_t err_len);
+
+/* Parsing shared by the REST API (pure; unit-tested).
+ *
+ * qr_command_parse_uint: decimal digits only, at most max; -EINVAL or
+ * -ERANGE.
+ * qr_command_parse_duration: QStash's `<number><unit>` repeated, units s m
+ * h d, decimals allowed ("1d10h30m", "1.5s"), at most
+ * QR_COMMAND_MAX_DURATION_MS; -EINVAL or -ERANGE.
+ * qr_command_parse_flow_control: an Upstash-Flow-Control-Value,
+ * "parallelism=N, rate=N, period=<duration or seconds>" in any order, comma
+ * separated, spaces optional, each at most once, at least one of
+ * parallelism and rate (both >= 1); period defaults to 1 s and is 1 s .. 7
+ * days. Returns 0 or -EINVAL with the reason in err. */
+#define QR_COMMAND_MAX_DURATION_MS (3650ull * 24 * 3600 * 1000)
+#define QR_COMMAND_MAX_FLOW_PERIOD_S (7ull * 24 * 3600)
+int qr_command_parse_uint(const char *s,
+                          size_t len,
+                          uint64_t max,
+                          uint64_t *out);
+int qr_command_parse_duration(const char *s, size_t len, uint64_t *out_ms);
+int qr_command_parse_flow_control(const char *s,
+                                  size_t len,
+                                  uint32_t *parallelism,
+                                  uint32_t *rate,
+                                  uint64_t *period_s,
+                                  char *err,
+                                  size_t err_len);
+
 /* Writes a message id that sorts by time: ms, then node, then sequence. */
 void qr_command_message_id(char out[QR_ID_BYTES],
                            uint64_t ms,
@@ -98,7 +138,10 @@ void qr_command_message_id(char out[QR_ID_BYTES],
                            uint32_t seq);
 
 /* Builds and packs the Publish command for a checked request (borrowed).
- * Computes the dedup keys (caller's dedup id, content hash, idempotency key).
+ * Computes the dedup keys (caller's dedup id, content hash, idempotency key);
+ * for one endpoint's copy of a URL-group publish (topic_name and url both
+ * set) each key is namespaced by the group and the endpoint URL, so every
+ * endpoint dedups on its own.
  * On success out->data is new (free with free()). */
 int qr_command_pack_publish(const Qraft__PublishRequest *req,
                             const char *message_id,

@@ -49,6 +49,8 @@ void qr_config_defaults(struct qr_config *c)
     l->dedup_window_ms = 10 * MINUTE_MS;
     l->max_queues = 100;
     l->max_queue_parallelism = 100;
+    l->max_group_endpoints = 100;
+    l->max_labels = 16;
 
     c->election_timeout_ms = 300;
     c->heartbeat_timeout_ms = 30;

@@ -34,6 +34,8 @@ struct qr_limits {
     uint64_t dedup_window_ms;    /* --dedup-window, default 10 min, max 90 d */
     uint32_t max_queues;         /* --max-queues, default 100 */
     uint32_t max_queue_parallelism; /* --max-queue-parallelism, default 100 */
+    uint32_t max_group_endpoints;   /* endpoints of one URL group: 100 */
+    uint32_t max_labels;            /* Upstash-Label values of a message: 16 */
 };
 
 struct qr_config_peer {

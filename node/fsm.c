@@ -364,6 +364,15 @@ static int apply_publish(struct apply_ctx *ctx,
     m.dedup_id = req->dedup_id;
     m.retry_options = req->retry_options;
     m.schedule_id = req->schedule_id;
+    m.topic_name = req->topic_name;
+    m.endpoint_name = req->endpoint_name;
+    m.n_labels = req->n_labels;
+    m.labels = req->labels;
+    m.caller_ip = req->caller_ip;
+    m.flow_control_key = req->flow_control_key;
+    m.flow_parallelism = req->flow_parallelism;
+    m.flow_rate = req->flow_rate;
+    m.flow_period_s = req->flow_period_s;
     m.not_before_ms = req->not_before_ms != 0 ? req->not_before_ms
                                               : ctx->now_ms + req->delay_ms;
     m.next_attempt_ms = m.not_before_ms;
@@ -1262,6 +1271,180 @@ out:
     return rv;
 }
 
+/* URL groups. The command is checked again here with the same pure checks
+ * the leader ran (command.c): a bad one is refused, never half applied. */
+static bool group_name_ok(const char *name)
+{
+    return strlen(name) <= QR_FSM_MAX_GROUP_NAME_BYTES &&
+           qr_command_is_name(name);
+}
+
+static Qraft__UrlGroupEndpoint *find_endpoint(Qraft__UrlGroupEndpoint **eps,
+                                              size_t n,
+                                              const char *name,
+                                              const char *url,
+                                              size_t *at)
+{
+    for (size_t i = 0; i < n; i++) {
+        bool hit = name != NULL ? strcmp(eps[i]->name, name) == 0
+                                : strcmp(eps[i]->url, url) == 0;
+        if (hit) {
+            *at = i;
+            return eps[i];
+        }
+    }
+    return NULL;
+}
+
+static int apply_group_add(struct apply_ctx *ctx,
+                           const Qraft__GroupAddEndpoints *a,
+                           struct qr_apply_result *res)
+{
+    Qraft__UrlGroup *stored = NULL;
+    Qraft__UrlGroupEndpoint **eps = NULL;
+    size_t n = 0;
+
+    if (!group_name_ok(a->group) || a->n_endpoints == 0) {
+        set_result(res, QR_EBADREQ, "invalid url group change");
+        return 0;
+    }
+    int rv = qr_store_group_get(ctx->txn, a->group, &stored);
+    if (rv != 0 && rv != QR_ENOTFOUND) {
+        return rv;
+    }
+    size_t n_old = stored != NULL ? stored->n_endpoints : 0;
+    eps = calloc(n_old + a->n_endpoints, sizeof *eps);
+    if (eps == NULL) {
+        rv = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n_old; i++) {
+        eps[n++] = stored->endpoints[i];
+    }
+    rv = 0;
+    for (size_t i = 0; i < a->n_endpoints; i++) {
+        Qraft__UrlGroupEndpoint *e = a->endpoints[i];
+        size_t at = 0;
+        if (e->url[0] == '\0' ||
+            (e->name[0] != '\0' && !group_name_ok(e->name))) {
+            set_result(res, QR_EBADREQ, "invalid endpoint %zu", i + 1);
+            goto out;
+        }
+        /* The same URL replaces; a name held by another URL is refused. */
+        Qraft__UrlGroupEndpoint *named =
+            e->name[0] != '\0' ? find_endpoint(eps, n, e->name, NULL, &at)
+                               : NULL;
+        if (named != NULL && strcmp(named->url, e->url) != 0) {
+            set_result(res, QR_EBADREQ,
+                       "endpoint name '%.64s' is taken in url group '%.64s' "
+                       "by another url",
+                       e->name, a->group);
+            goto out;
+        }
+        if (find_endpoint(eps, n, NULL, e->url, &at) != NULL) {
+            eps[at] = e;
+        } else {
+            eps[n++] = e;
+        }
+    }
+    if (n > a->max_endpoints) {
+        set_result(res, QR_EBADREQ,
+                   "url group '%.64s' would have %zu endpoints; the limit is "
+                   "%" PRIu32,
+                   a->group, n, a->max_endpoints);
+        goto out;
+    }
+    Qraft__UrlGroup g = QRAFT__URL_GROUP__INIT;
+    g.name = a->group;
+    g.created_ms = stored != NULL ? stored->created_ms : ctx->now_ms;
+    g.updated_ms = ctx->now_ms;
+    g.n_endpoints = n;
+    g.endpoints = eps;
+    rv = qr_store_group_put(ctx->txn, &g);
+out:
+    free(eps);
+    if (stored != NULL) {
+        qraft__url_group__free_unpacked(stored, NULL);
+    }
+    return rv;
+}
+
+static int apply_group_remove(struct apply_ctx *ctx,
+                              const Qraft__GroupRemoveEndpoints *r,
+                              struct qr_apply_result *res)
+{
+    Qraft__UrlGroup *stored = NULL;
+    Qraft__UrlGroupEndpoint **eps = NULL;
+
+    if (!group_name_ok(r->group) || r->n_endpoints == 0) {
+        set_result(res, QR_EBADREQ, "invalid url group change");
+        return 0;
+    }
+    int rv = qr_store_group_get(ctx->txn, r->group, &stored);
+    if (rv == QR_ENOTFOUND) {
+        set_result(res, QR_ENOTFOUND, "url group '%.64s' not found", r->group);
+        return 0;
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    size_t n = stored->n_endpoints;
+    eps = calloc(n > 0 ? n : 1, sizeof *eps);
+    if (eps == NULL) {
+        rv = -ENOMEM;
+        goto out;
+    }
+    memcpy(eps, stored->endpoints, n * sizeof *eps);
+    for (size_t i = 0; i < r->n_endpoints; i++) {
+        const Qraft__UrlGroupEndpoint *e = r->endpoints[i];
+        bool by_name = e->name[0] != '\0';
+        size_t at = 0;
+        if (!by_name && e->url[0] == '\0') {
+            set_result(res, QR_EBADREQ, "invalid endpoint %zu", i + 1);
+            goto out;
+        }
+        if (find_endpoint(eps, n, by_name ? e->name : NULL, e->url, &at) ==
+            NULL) {
+            set_result(res, QR_ENOTFOUND,
+                       "url group '%.64s' has no endpoint %s '%.64s'", r->group,
+                       by_name ? "named" : "with url",
+                       by_name ? e->name : e->url);
+            goto out;
+        }
+        memmove(eps + at, eps + at + 1, (n - at - 1) * sizeof *eps);
+        n--;
+    }
+    if (n == 0) {
+        rv = qr_store_group_delete(ctx->txn, r->group);
+        goto out;
+    }
+    Qraft__UrlGroup g = *stored;
+    g.updated_ms = ctx->now_ms;
+    g.n_endpoints = n;
+    g.endpoints = eps;
+    rv = qr_store_group_put(ctx->txn, &g);
+out:
+    free(eps);
+    qraft__url_group__free_unpacked(stored, NULL);
+    return rv;
+}
+
+static int apply_group_delete(struct apply_ctx *ctx,
+                              const Qraft__GroupDelete *d,
+                              struct qr_apply_result *res)
+{
+    if (!group_name_ok(d->group)) {
+        set_result(res, QR_EBADREQ, "invalid url group name");
+        return 0;
+    }
+    int rv = qr_store_group_delete(ctx->txn, d->group);
+    if (rv == QR_ENOTFOUND) {
+        set_result(res, QR_ENOTFOUND, "url group '%.64s' not found", d->group);
+        return 0;
+    }
+    return rv;
+}
+
 static int apply_command(struct apply_ctx *ctx,
                          const Qraft__Command *cmd,
                          struct qr_apply_result *res)
@@ -1301,6 +1484,12 @@ static int apply_command(struct apply_ctx *ctx,
             return apply_schedule_pause(ctx, cmd->schedule_pause, res);
         case QRAFT__COMMAND__BODY_SCHEDULE_FIRE:
             return apply_schedule_fire(ctx, cmd->schedule_fire, res);
+        case QRAFT__COMMAND__BODY_GROUP_ADD_ENDPOINTS:
+            return apply_group_add(ctx, cmd->group_add_endpoints, res);
+        case QRAFT__COMMAND__BODY_GROUP_REMOVE_ENDPOINTS:
+            return apply_group_remove(ctx, cmd->group_remove_endpoints, res);
+        case QRAFT__COMMAND__BODY_GROUP_DELETE:
+            return apply_group_delete(ctx, cmd->group_delete, res);
         default:
             /* A kind this node does not know: feature levels should make
              * this impossible; skipping it would diverge from the nodes that

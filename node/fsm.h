@@ -76,6 +76,10 @@ void qr_fsm_close(struct qr_fsm *f);
 /* The shard of a message id: FNV-1a of the id, modulo QR_FSM_N_SHARDS. */
 uint32_t qr_fsm_shard_of(const char *message_id);
 
+/* Longest URL group or endpoint name apply accepts: a fixed bound (the
+ * configured limit is checked by the leader; apply reads no config). */
+#define QR_FSM_MAX_GROUP_NAME_BYTES 256u
+
 #define QR_META_LAST_TIME "last_time_ms"
 #define QR_META_SHARDS "shards"               /* qraft.AssignShards */
 #define QR_META_NODE_PREFIX "node."           /* + decimal id: qraft.NodeInfo */

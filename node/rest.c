@@ -21,13 +21,13 @@
 #include <h2o.h>
 #include <jansson.h>
 
+#include "command.h"
 #include "filter.h"
 #include "logger.h"
 #include "qraft.pb-c.h"
 #include "rpc.h"
 
 #define ERR_BYTES 256
-#define MAX_DURATION_MS (3650ull * 24 * 3600 * 1000)
 #define MAX_BATCH 1000
 #define DLQ_PAGE_MAX 100
 #define MAX_IDS 1000
@@ -294,80 +294,15 @@ static bool valid_name(const char *s, size_t len)
     return true;
 }
 
-/* Parses an unsigned decimal (digits only) no larger than max. */
+/* Decimal and duration parsing live in command.c (unit-tested there). */
 static int parse_uint(const char *s, size_t len, uint64_t max, uint64_t *out)
 {
-    uint64_t v = 0;
-
-    if (len == 0 || len > 20) {
-        return -EINVAL;
-    }
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            return -EINVAL;
-        }
-        if (v > (max - (uint64_t)(s[i] - '0')) / 10) {
-            return -ERANGE;
-        }
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    *out = v;
-    return 0;
+    return qr_command_parse_uint(s, len, max, out);
 }
 
-/* A QStash duration: `<number><unit>` repeated, units s m h d, decimals
- * allowed ("1d10h30m", "1.5s"). */
 static int parse_duration(const char *s, size_t len, uint64_t *out_ms)
 {
-    double total_ms = 0;
-    size_t i = 0;
-
-    if (len == 0) {
-        return -EINVAL;
-    }
-    while (i < len) {
-        double v = 0;
-        double scale = 0;
-        size_t digits = 0;
-        double unit_ms;
-
-        for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, digits++) {
-            v = v * 10 + (s[i] - '0');
-        }
-        if (i < len && s[i] == '.') {
-            i++;
-            scale = 0.1;
-            for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, digits++) {
-                v += (s[i] - '0') * scale;
-                scale /= 10;
-            }
-        }
-        if (digits == 0 || i >= len) {
-            return -EINVAL;
-        }
-        switch (s[i++]) {
-            case 's':
-                unit_ms = 1e3;
-                break;
-            case 'm':
-                unit_ms = 60e3;
-                break;
-            case 'h':
-                unit_ms = 3600e3;
-                break;
-            case 'd':
-                unit_ms = 86400e3;
-                break;
-            default:
-                return -EINVAL;
-        }
-        total_ms += v * unit_ms;
-        if (total_ms > (double)MAX_DURATION_MS) {
-            return -ERANGE;
-        }
-    }
-    *out_ms = (uint64_t)llround(total_ms);
-    return 0;
+    return qr_command_parse_duration(s, len, out_ms);
 }
 
 static int hexval(char c)
@@ -535,6 +470,7 @@ struct pub {
     Qraft__PublishRequest pr;
     Qraft__Header **headers; /* pool memory */
     size_t cap;
+    size_t labels_cap; /* pr.labels: pool memory, grown by copying */
 };
 
 static void pub_init(struct pub *p, h2o_mem_pool_t *pool, size_t max_headers)
@@ -545,6 +481,44 @@ static void pub_init(struct pub *p, h2o_mem_pool_t *pool, size_t max_headers)
         pool, sizeof(*p->headers) * (max_headers > 0 ? max_headers : 1));
     p->pr.headers = p->headers;
     p->pr.n_headers = 0;
+    p->labels_cap = 0;
+}
+
+/* Appends the labels of one Upstash-Label value ("a,b,c"; blanks around
+ * each are dropped, empty ones skipped). */
+static void pub_add_labels(struct pub *p,
+                           h2o_mem_pool_t *pool,
+                           const char *val,
+                           size_t vlen)
+{
+    size_t i = 0;
+
+    while (i < vlen) {
+        const char *start = val + i;
+        const char *comma = memchr(start, ',', vlen - i);
+        size_t n = comma != NULL ? (size_t)(comma - start) : vlen - i;
+        i += n + 1;
+        while (n > 0 && isspace((unsigned char)*start)) {
+            start++;
+            n--;
+        }
+        while (n > 0 && isspace((unsigned char)start[n - 1])) {
+            n--;
+        }
+        if (n == 0) {
+            continue;
+        }
+        if (p->pr.n_labels == p->labels_cap) {
+            size_t cap = p->labels_cap ? 2 * p->labels_cap : 8;
+            char **grown = h2o_mem_alloc_pool(pool, sizeof(*grown) * cap);
+            if (p->pr.n_labels > 0) {
+                memcpy(grown, p->pr.labels, sizeof(*grown) * p->pr.n_labels);
+            }
+            p->pr.labels = grown;
+            p->labels_cap = cap;
+        }
+        p->pr.labels[p->pr.n_labels++] = pool_str(pool, start, n);
+    }
 }
 
 static void pub_add_header(struct pub *p,
@@ -640,16 +614,34 @@ static int apply_header(struct pub *p,
         p->pr.callback = pool_str(pool, val, vlen);
     } else if (equal_ci(name, nlen, "upstash-failure-callback")) {
         p->pr.failure_callback = pool_str(pool, val, vlen);
+    } else if (equal_ci(name, nlen, "upstash-label")) {
+        pub_add_labels(p, pool, val, vlen);
+    } else if (equal_ci(name, nlen, "upstash-flow-control-key")) {
+        p->pr.flow_control_key = pool_str(pool, val, vlen);
+    } else if (equal_ci(name, nlen, "upstash-flow-control-value")) {
+        char why[ERR_BYTES - 64];
+        if (qr_command_parse_flow_control(
+                val, vlen, &p->pr.flow_parallelism, &p->pr.flow_rate,
+                &p->pr.flow_period_s, why, sizeof(why)) != 0) {
+            snprintf(err, ERR_BYTES, "invalid Upstash-Flow-Control-Value: %s",
+                     why);
+            return -EINVAL;
+        }
     }
     /* Anything else (Authorization, Upstash-Telemetry-*, ...) is neither
      * forwarded nor interpreted. */
     return 0;
 }
 
-/* Checks a destination: a URL is taken as is; anything else would be a URL
- * group, which qraft does not have yet. Returns an HTTP status (0: fine). */
-static int check_destination(const char *dest, size_t len, char *err)
+/* Checks a destination: a URL is taken as is; a name is a URL group (the
+ * leader looks it up: 404 when unknown); *group says which. Returns an HTTP
+ * status (0: fine). */
+static int check_destination(const char *dest,
+                             size_t len,
+                             bool *group,
+                             char *err)
 {
+    *group = false;
     if (prefix_ci(dest, len, "http://") || prefix_ci(dest, len, "https://")) {
         return 0;
     }
@@ -658,16 +650,28 @@ static int check_destination(const char *dest, size_t len, char *err)
         return 400;
     }
     if (valid_name(dest, len)) {
-        snprintf(err, ERR_BYTES,
-                 "url group '%.*s' not found (url groups are not supported "
-                 "yet)",
-                 (int)(len > 128 ? 128 : len), dest);
-        return 404;
+        *group = true;
+        return 0;
     }
     snprintf(err, ERR_BYTES,
              "invalid destination url: endpoint has invalid scheme, add "
              "http:// or https://");
     return 400;
+}
+
+/* The REST caller's address as text ("" when h2o cannot tell). */
+static char *caller_ip(h2o_req_t *req)
+{
+    struct sockaddr_storage ss;
+    char buf[NI_MAXHOST];
+    socklen_t len = req->conn->callbacks->get_peername != NULL
+                        ? req->conn->callbacks->get_peername(
+                              req->conn, (struct sockaddr *)&ss)
+                        : 0;
+    size_t n = len > 0
+                   ? h2o_socket_getnumerichost((struct sockaddr *)&ss, len, buf)
+                   : SIZE_MAX;
+    return n != SIZE_MAX ? pool_str(&req->pool, buf, n) : (char *)"";
 }
 
 /* {"messageId", "url", "deduplicated"?} for a publish answer. */
@@ -682,12 +686,46 @@ static json_t *publish_answer(const Qraft__Response *resp, const char *url)
                              ? resp->error
                              : "publish failed");
     }
+    if (resp->publish->topic_name[0] != '\0') {
+        /* A URL group: one element per endpoint (a bare array, as the SDK
+         * reads it). */
+        json_t *all = json_array();
+        for (size_t i = 0; all != NULL && i < resp->publish->n_messages; i++) {
+            const Qraft__PublishedMessage *pm = resp->publish->messages[i];
+            o = json_pack("{s:s,s:s}", "messageId", pm->message_id, "url",
+                          pm->url);
+            if (o != NULL && pm->deduplicated) {
+                json_object_set_new(o, "deduplicated", json_true());
+            }
+            json_array_append_new(all, o);
+        }
+        return all;
+    }
     o = json_pack("{s:s,s:s}", "messageId", resp->publish->message_id, "url",
                   url);
     if (o != NULL && resp->publish->deduplicated) {
         json_object_set_new(o, "deduplicated", json_true());
     }
     return o;
+}
+
+/* A publish is a duplicate when every message it names is one. */
+static bool publish_deduplicated(const Qraft__Response *resp)
+{
+    const Qraft__PublishResponse *pr = resp->publish;
+
+    if (resp->body_case != QRAFT__RESPONSE__BODY_PUBLISH) {
+        return false;
+    }
+    if (pr->topic_name[0] == '\0') {
+        return pr->deduplicated;
+    }
+    for (size_t i = 0; i < pr->n_messages; i++) {
+        if (!pr->messages[i]->deduplicated) {
+            return false;
+        }
+    }
+    return pr->n_messages > 0;
 }
 
 static void on_publish_reply(struct rest_call *c,
@@ -705,11 +743,7 @@ static void on_publish_reply(struct rest_call *c,
         send_status_error(c->req, resp);
         return;
     }
-    send_json(c->req,
-              resp->body_case == QRAFT__RESPONSE__BODY_PUBLISH &&
-                      resp->publish->deduplicated
-                  ? 202
-                  : 200,
+    send_json(c->req, publish_deduplicated(resp) ? 202 : 200,
               publish_answer(resp, c->url));
 }
 
@@ -756,15 +790,43 @@ static void handle_publish(struct qr_rest *r,
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     int status;
 
-    status = check_destination(dest, dest_len, err);
+    struct query_param qp;
+    size_t pos = 0;
+    size_t n_params = 0;
+    bool group;
+
+    status = check_destination(dest, dest_len, &group, err);
     if (status != 0) {
         send_error(req, status, err);
         return;
     }
-    pub_init(&p, &req->pool, req->headers.size);
-    p.pr.url = destination_with_query(&req->pool, dest, dest_len, query);
+    while (next_param(query.base, query.len, &pos, &qp)) {
+        n_params++;
+    }
+    pub_init(&p, &req->pool, req->headers.size + n_params);
+    if (group) {
+        /* The query of a group publish is config only. */
+        p.pr.topic_name = pool_str(&req->pool, dest, dest_len);
+    } else {
+        p.pr.url = destination_with_query(&req->pool, dest, dest_len, query);
+    }
     if (queue != NULL) {
         p.pr.queue = pool_str(&req->pool, queue, queue_len);
+    }
+    p.pr.caller_ip = caller_ip(req);
+    /* Config as lower-case upstash-* query parameters (webhooks), then the
+     * headers, which win. */
+    pos = 0;
+    while (next_param(query.base, query.len, &pos, &qp)) {
+        if (!prefix_ci(qp.name, qp.name_len, "upstash-")) {
+            continue;
+        }
+        char *v = query_decode(&req->pool, qp.value, qp.value_len);
+        if (apply_header(&p, &req->pool, qp.name, qp.name_len, v, strlen(v),
+                         err) != 0) {
+            send_error(req, 400, err);
+            return;
+        }
     }
     for (size_t i = 0; i < req->headers.size; i++) {
         const h2o_header_t *h = &req->headers.entries[i];
@@ -778,7 +840,8 @@ static void handle_publish(struct qr_rest *r,
     p.pr.body.len = req->entity.base != NULL ? req->entity.len : 0;
     rpc_req.body_case = QRAFT__REQUEST__BODY_PUBLISH;
     rpc_req.publish = &p.pr;
-    run_single(r, req, &rpc_req, on_publish_reply, p.pr.url, false);
+    run_single(r, req, &rpc_req, on_publish_reply,
+               group ? p.pr.topic_name : p.pr.url, false);
 }
 
 /* ---------------------------------------------------------------------------
@@ -801,8 +864,10 @@ static void on_batch_reply(struct rest_call *c,
 static int batch_element(h2o_mem_pool_t *pool,
                          json_t *el,
                          struct pub *p,
+                         char *caller,
                          char *err)
 {
+    bool group;
     json_t *dest = NULL;
     json_t *headers = NULL;
     json_t *body = NULL;
@@ -838,7 +903,7 @@ static int batch_element(h2o_mem_pool_t *pool,
         return -EINVAL;
     }
     status = check_destination(json_string_value(dest),
-                               json_string_length(dest), err);
+                               json_string_length(dest), &group, err);
     if (status != 0) {
         return -EINVAL;
     }
@@ -853,8 +918,14 @@ static int batch_element(h2o_mem_pool_t *pool,
         n_headers += json_is_array(value) ? json_array_size(value) : 1;
     }
     pub_init(p, pool, n_headers);
-    p->pr.url =
-        pool_str(pool, json_string_value(dest), json_string_length(dest));
+    if (group) {
+        p->pr.topic_name =
+            pool_str(pool, json_string_value(dest), json_string_length(dest));
+    } else {
+        p->pr.url =
+            pool_str(pool, json_string_value(dest), json_string_length(dest));
+    }
+    p->pr.caller_ip = caller;
     if (queue != NULL) {
         p->pr.queue =
             pool_str(pool, json_string_value(queue), json_string_length(queue));
@@ -907,6 +978,7 @@ static void handle_batch(struct qr_rest *r, h2o_req_t *req)
     struct rest_call *c;
     size_t n;
     char err[ERR_BYTES];
+    char *caller = caller_ip(req);
 
     in = load_body(req);
     if (in == NULL) {
@@ -950,7 +1022,7 @@ static void handle_batch(struct qr_rest *r, h2o_req_t *req)
         c->items[i].index = i;
         json_t *d = json_object_get(el, "destination");
         c->urls[i] = strdup(json_is_string(d) ? json_string_value(d) : "");
-        if (batch_element(&req->pool, el, &p, err) != 0) {
+        if (batch_element(&req->pool, el, &p, caller, err) != 0) {
             json_array_set_new(c->out, i, json_pack("{s:s}", "error", err));
             c->n_pending--;
             continue;
@@ -1063,6 +1135,26 @@ static json_t *message_json(const Qraft__Message *m,
     set_opt_string(o, "failureCallback", m->failure_callback);
     set_opt_string(o, "queueName", m->queue);
     set_opt_string(o, "scheduleId", m->schedule_id);
+    set_opt_string(o, "topicName", m->topic_name);
+    set_opt_string(o, "endpointName", m->endpoint_name);
+    set_opt_string(o, "callerIP", m->caller_ip);
+    if (m->n_labels > 0) {
+        json_t *labels = json_array();
+        for (size_t i = 0; i < m->n_labels; i++) {
+            json_array_append_new(labels, json_string(m->labels[i]));
+        }
+        json_object_set_new(o, "label", json_string(m->labels[0]));
+        json_object_set_new(o, "labels", labels);
+    }
+    if (m->flow_control_key[0] != '\0') {
+        json_object_set_new(o, "flowControlKey",
+                            json_string(m->flow_control_key));
+        json_object_set_new(o, "parallelism",
+                            json_integer(m->flow_parallelism));
+        json_object_set_new(o, "rate", json_integer(m->flow_rate));
+        json_object_set_new(o, "period",
+                            json_integer((json_int_t)m->flow_period_s));
+    }
     if (!dlq) {
         return o;
     }
@@ -1830,21 +1922,6 @@ static void handle_events(struct qr_rest *r,
 /* ---------------------------------------------------------------------------
  * Schedules (spec section 8). */
 
-/* The caller's address, for callerIp; "" when unknown. */
-static char *caller_ip(h2o_req_t *req)
-{
-    struct sockaddr_storage ss;
-    char *buf = h2o_mem_alloc_pool(&req->pool, NI_MAXHOST);
-    socklen_t len =
-        req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-    buf[0] = '\0';
-    if (len == 0 || h2o_socket_getnumerichost((struct sockaddr *)&ss, len,
-                                              buf) == SIZE_MAX) {
-        buf[0] = '\0';
-    }
-    return buf;
-}
-
 /* QStash's words for the state of a tick's message. */
 static const char *schedule_state_word(Qraft__MessageState s)
 {
@@ -1998,9 +2075,10 @@ static void handle_schedule_create(struct qr_rest *r,
     struct pub p;
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__ScheduleUpsertRequest up = QRAFT__SCHEDULE_UPSERT_REQUEST__INIT;
-    int status = check_destination(dest, dest_len, err);
+    bool group;
+    int status = check_destination(dest, dest_len, &group, err);
 
-    if (status == 404) {
+    if (status == 0 && group) {
         send_error(req, 400, "schedules to url groups are not supported yet");
         return;
     }
@@ -2202,6 +2280,184 @@ static void handle_keys(struct qr_rest *r, h2o_req_t *req, bool rotate)
     rpc_req.body_case = QRAFT__REQUEST__BODY_KEYS;
     rpc_req.keys = &keys;
     run_single(r, req, &rpc_req, on_keys_reply, NULL, false);
+}
+
+/* ---------------------------------------------------------------------------
+ * URL groups (QStash's "topics"). */
+
+static bool method_is(h2o_req_t *req, const char *m);
+
+/* UrlGroup as the SDK reads it: endpoints carry only name (if set) and
+ * url, which the SDK's tests compare with deep equality. */
+static json_t *group_json(const Qraft__UrlGroup *g)
+{
+    json_t *eps = json_array();
+    json_t *o;
+
+    for (size_t i = 0; eps != NULL && i < g->n_endpoints; i++) {
+        json_t *e = json_object();
+        set_opt_string(e, "name", g->endpoints[i]->name);
+        json_object_set_new(e, "url", json_string(g->endpoints[i]->url));
+        json_array_append_new(eps, e);
+    }
+    o = json_pack("{s:s,s:I,s:I,s:o}", "name", g->name, "createdAt",
+                  (json_int_t)g->created_ms, "updatedAt",
+                  (json_int_t)g->updated_ms, "endpoints", eps);
+    return o;
+}
+
+static void on_group_reply(struct rest_call *c,
+                           size_t index,
+                           const Qraft__Response *resp)
+{
+    json_t *all;
+
+    (void)index;
+    c->answered = true;
+    if (resp->status != QRAFT__STATUS__OK) {
+        send_status_error(c->req, resp);
+        return;
+    }
+    switch (resp->body_case) {
+        case QRAFT__RESPONSE__BODY_GROUP:
+            send_json(c->req, 200, group_json(resp->group));
+            return;
+        case QRAFT__RESPONSE__BODY_GROUP_LIST:
+            all = json_array();
+            for (size_t i = 0; all != NULL && i < resp->group_list->n_groups;
+                 i++) {
+                json_array_append_new(all,
+                                      group_json(resp->group_list->groups[i]));
+            }
+            send_json(c->req, 200, all);
+            return;
+        default:
+            /* A change: QStash answers 200 with an empty body. */
+            c->req->res.status = 200;
+            c->req->res.reason = "OK";
+            c->req->res.content_length = 0;
+            h2o_send_inline(c->req, "", 0);
+            return;
+    }
+}
+
+/* Fills change->endpoints (pool memory) from {"endpoints": [{"name"?,
+ * "url"?}, ...]}; on bad input writes why into err and returns -EINVAL. */
+static int parse_endpoints(h2o_req_t *req,
+                           Qraft__GroupChangeRequest *change,
+                           char *err)
+{
+    json_error_t jerr;
+    json_t *in;
+    json_t *list;
+    const char *key;
+    json_t *value;
+    size_t n;
+    int rv = -EINVAL;
+
+    in = json_loadb(req->entity.base != NULL ? req->entity.base : "",
+                    req->entity.base != NULL ? req->entity.len : 0, 0, &jerr);
+    if (in == NULL) {
+        snprintf(err, ERR_BYTES, "invalid JSON: %s (line %d, column %d)",
+                 jerr.text, jerr.line, jerr.column);
+        return -EINVAL;
+    }
+    list = json_object_get(in, "endpoints");
+    if (!json_is_object(in) || json_object_size(in) != 1 ||
+        !json_is_array(list) || json_array_size(list) == 0) {
+        snprintf(err, ERR_BYTES,
+                 "body must be {\"endpoints\": [{\"name\"?, \"url\"}, "
+                 "...]} with at least one endpoint");
+        goto out;
+    }
+    n = json_array_size(list);
+    change->endpoints =
+        h2o_mem_alloc_pool(&req->pool, sizeof(*change->endpoints) * n);
+    change->n_endpoints = n;
+    for (size_t i = 0; i < n; i++) {
+        json_t *el = json_array_get(list, i);
+        Qraft__UrlGroupEndpoint *e = h2o_mem_alloc_pool(&req->pool, sizeof(*e));
+        qraft__url_group_endpoint__init(e);
+        change->endpoints[i] = e;
+        if (!json_is_object(el)) {
+            snprintf(err, ERR_BYTES, "endpoint %zu is not an object", i + 1);
+            goto out;
+        }
+        json_object_foreach(el, key, value)
+        {
+            bool name = strcmp(key, "name") == 0;
+            if ((!name && strcmp(key, "url") != 0) || !json_is_string(value)) {
+                snprintf(err, ERR_BYTES,
+                         "endpoint %zu: unknown field or not a string: "
+                         "'%.64s'",
+                         i + 1, key);
+                goto out;
+            }
+            char *text = pool_str(&req->pool, json_string_value(value),
+                                  json_string_length(value));
+            if (strlen(text) != json_string_length(value)) {
+                snprintf(err, ERR_BYTES, "endpoint %zu: NUL in '%s'", i + 1,
+                         key);
+                goto out;
+            }
+            if (name) {
+                e->name = text;
+            } else {
+                e->url = text;
+            }
+        }
+    }
+    rv = 0;
+out:
+    json_decref(in);
+    return rv;
+}
+
+/* GET/DELETE /v2/topics/{name}, POST/DELETE /v2/topics/{name}/endpoints
+ * (endpoints true), GET /v2/topics (name NULL). */
+static void handle_topics(struct qr_rest *r,
+                          h2o_req_t *req,
+                          const char *name,
+                          size_t name_len,
+                          bool endpoints)
+{
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__GroupChangeRequest change = QRAFT__GROUP_CHANGE_REQUEST__INIT;
+    Qraft__GroupGetRequest get = QRAFT__GROUP_GET_REQUEST__INIT;
+    Qraft__GroupListRequest list = QRAFT__GROUP_LIST_REQUEST__INIT;
+    char err[ERR_BYTES];
+
+    if (name == NULL) {
+        rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_LIST;
+        rpc_req.group_list = &list;
+        run_single(r, req, &rpc_req, on_group_reply, NULL, false);
+        return;
+    }
+    if (!valid_name(name, name_len)) {
+        send_error(req, 400, "url group name must match [A-Za-z0-9._-]+");
+        return;
+    }
+    change.name = pool_str(&req->pool, name, name_len);
+    if (endpoints) {
+        change.kind = method_is(req, "POST")
+                          ? QRAFT__GROUP_CHANGE_KIND__GROUP_ADD_ENDPOINTS
+                          : QRAFT__GROUP_CHANGE_KIND__GROUP_REMOVE_ENDPOINTS;
+        if (parse_endpoints(req, &change, err) != 0) {
+            send_error(req, 400, err);
+            return;
+        }
+    } else if (method_is(req, "GET")) {
+        get.name = change.name;
+        rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_GET;
+        rpc_req.group_get = &get;
+        run_single(r, req, &rpc_req, on_group_reply, NULL, false);
+        return;
+    } else {
+        change.kind = QRAFT__GROUP_CHANGE_KIND__GROUP_DELETE;
+    }
+    rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_CHANGE;
+    rpc_req.group_change = &change;
+    run_single(r, req, &rpc_req, on_group_reply, NULL, false);
 }
 
 /* ---------------------------------------------------------------------------
@@ -2589,6 +2845,36 @@ static void route(struct qr_rest *r,
             method_not_allowed(req, "GET, DELETE");
         }
         return;
+    }
+    if (path_is(path, len, "/v2/topics", &rest, &rest_len)) {
+        static const char suffix[] = "/endpoints";
+        size_t slen = sizeof(suffix) - 1;
+        if (rest == NULL) {
+            if (!method_is(req, "GET")) {
+                method_not_allowed(req, "GET");
+                return;
+            }
+            handle_topics(r, req, NULL, 0, false);
+            return;
+        }
+        if (rest_len > slen &&
+            memcmp(rest + rest_len - slen, suffix, slen) == 0 &&
+            one_segment(rest, rest_len - slen)) {
+            if (!method_is(req, "POST") && !method_is(req, "DELETE")) {
+                method_not_allowed(req, "POST, DELETE");
+                return;
+            }
+            handle_topics(r, req, rest, rest_len - slen, true);
+            return;
+        }
+        if (one_segment(rest, rest_len)) {
+            if (!method_is(req, "GET") && !method_is(req, "DELETE")) {
+                method_not_allowed(req, "GET, DELETE");
+                return;
+            }
+            handle_topics(r, req, rest, rest_len, false);
+            return;
+        }
     }
     send_error(req, 404, "not found");
 }

@@ -68,6 +68,13 @@ struct call {
     char **item_ids;
     bool paged;   /* answer a BulkPageResponse with cursor */
     char *cursor; /* owned; NULL: none */
+    /* URL-group publishes: one proposal per endpoint (n_items of them);
+     * strings are heap (NULL packs as ""). The first failure answers. */
+    Qraft__PublishedMessage *published;
+    Qraft__PublishedMessage **published_ptrs;
+    char *topic_name;
+    int fan_status;
+    char *fan_error;
 };
 
 typedef void (*handler_fn)(struct qr_rpc_conn *conn, const Qraft__Request *req);
@@ -297,9 +304,18 @@ static void call_free(struct call *call)
         }
     }
     free(call->cursor);
+    for (size_t i = 0; call->published != NULL && i < call->n_items; i++) {
+        free(call->published[i].message_id);
+        free(call->published[i].url);
+        free(call->published[i].endpoint_name);
+    }
     free(call->items);
     free(call->item_ptrs);
     free(call->item_ids);
+    free(call->published);
+    free(call->published_ptrs);
+    free(call->topic_name);
+    free(call->fan_error);
     free(call);
     conn->pending--;
     resume_reading(conn);
@@ -429,11 +445,43 @@ static bool queue_room(struct qr_rpc_conn *conn,
     return true;
 }
 
+/* A publish into a queue needs the cluster at the queues' feature level
+ * (command.h) and room for the queue. True when p has no queue or may go
+ * ahead; else answers req itself. */
+static bool queue_ok(struct qr_rpc_conn *conn,
+                     const Qraft__Request *req,
+                     const Qraft__PublishRequest *p)
+{
+    char err[256];
+    if (p->queue[0] == '\0') {
+        return true;
+    }
+    Qraft__Publish level_probe = QRAFT__PUBLISH__INIT;
+    Qraft__Command level_cmd = QRAFT__COMMAND__INIT;
+    level_probe.request = (Qraft__PublishRequest *)p;
+    level_cmd.body_case = QRAFT__COMMAND__BODY_PUBLISH;
+    level_cmd.publish = &level_probe;
+    int rv =
+        qr_cluster_check_level(conn->rpc->cluster, &level_cmd, err, sizeof err);
+    if (rv != 0) {
+        send_error(conn, req->id, status_of(rv), "%s", err);
+        return false;
+    }
+    return queue_room(conn, req, p->queue);
+}
+
+static void handle_group_publish(struct qr_rpc_conn *conn,
+                                 const Qraft__Request *req);
+
 static void handle_publish(struct qr_rpc_conn *conn, const Qraft__Request *req)
 {
     struct qr_rpc *rpc = conn->rpc;
     const Qraft__PublishRequest *p = req->publish;
     char err[256];
+    if (p->topic_name[0] != '\0' || p->endpoint_name[0] != '\0') {
+        handle_group_publish(conn, req);
+        return;
+    }
     int rv = qr_command_check_publish(p, &rpc->config->limits,
                                       qr_cluster_now_ms(rpc->cluster), err,
                                       sizeof err);
@@ -441,21 +489,8 @@ static void handle_publish(struct qr_rpc_conn *conn, const Qraft__Request *req)
         send_error(conn, req->id, status_of(rv), "%s", err);
         return;
     }
-    if (p->queue[0] != '\0') {
-        /* Queues need the cluster at their feature level (command.h). */
-        Qraft__Publish level_probe = QRAFT__PUBLISH__INIT;
-        Qraft__Command level_cmd = QRAFT__COMMAND__INIT;
-        level_probe.request = (Qraft__PublishRequest *)p;
-        level_cmd.body_case = QRAFT__COMMAND__BODY_PUBLISH;
-        level_cmd.publish = &level_probe;
-        rv = qr_cluster_check_level(rpc->cluster, &level_cmd, err, sizeof err);
-        if (rv != 0) {
-            send_error(conn, req->id, status_of(rv), "%s", err);
-            return;
-        }
-        if (!queue_room(conn, req, p->queue)) {
-            return;
-        }
+    if (!queue_ok(conn, req, p)) {
+        return;
     }
     char id[QR_ID_BYTES];
     qr_cluster_new_message_id(rpc->cluster, id);
@@ -482,6 +517,339 @@ static void handle_publish(struct qr_rpc_conn *conn, const Qraft__Request *req)
         send_response(conn, &resp, false);
         call->answered = true;
     }
+}
+
+/* Per-item context of a call with many proposals: the call and which
+ * item. */
+struct bulk_item {
+    struct call *call;
+    size_t i;
+};
+
+/* ------------------------------------------------------------------------ */
+/* URL groups. */
+
+static void finish_fanout(struct call *call)
+{
+    if (call->fan_status != 0) {
+        send_error(call->conn, call->id, status_of(call->fan_status), "%s",
+                   call->fan_error != NULL ? call->fan_error : "out of memory");
+    } else {
+        Qraft__PublishResponse pr = QRAFT__PUBLISH_RESPONSE__INIT;
+        pr.n_messages = call->n_items;
+        pr.messages = call->published_ptrs;
+        pr.topic_name = call->topic_name;
+        Qraft__Response resp = QRAFT__RESPONSE__INIT;
+        resp.id = call->id;
+        resp.body_case = QRAFT__RESPONSE__BODY_PUBLISH;
+        resp.publish = &pr;
+        send_response(call->conn, &resp, false);
+    }
+    call_free(call);
+}
+
+/* Keeps the first failure: it is what the client hears. */
+static void fanout_fail(struct call *call, int status, const char *why)
+{
+    if (call->fan_status == 0) {
+        call->fan_status = status;
+        call->fan_error = strdup(why);
+    }
+}
+
+static void on_fanout_item_done(void *data,
+                                int status,
+                                const struct qr_apply_result *res)
+{
+    struct bulk_item *item = data;
+    struct call *call = item->call;
+    Qraft__PublishedMessage *pm = &call->published[item->i];
+    free(item);
+    if (status == 0 && res->status != 0) {
+        fanout_fail(call, res->status, res->error);
+    } else if (status != 0) {
+        fanout_fail(call, status,
+                    status == QR_EUNKNOWN
+                        ? "outcome unknown (leadership changed); retry with "
+                          "a deduplication id"
+                        : qr_strerror(status));
+    } else {
+        pm->message_id = strdup(res->message_id);
+        pm->deduplicated = res->deduplicated;
+    }
+    if (++call->n_done == call->n_items) {
+        finish_fanout(call);
+    }
+}
+
+static int load_group(struct qr_rpc *rpc,
+                      const char *name,
+                      Qraft__UrlGroup **out)
+{
+    struct qr_store_txn *txn = NULL;
+    int rv = qr_store_txn_begin(rpc->store, false, &txn);
+    if (rv == 0) {
+        rv = qr_store_group_get(txn, name, out);
+        qr_store_txn_abort(txn);
+    }
+    return rv;
+}
+
+/* A publish to a URL group: one message per endpoint of the group as this
+ * leader has applied it, each with its own id, url and endpoint name, all
+ * answered together once every one is applied. */
+static void handle_group_publish(struct qr_rpc_conn *conn,
+                                 const Qraft__Request *req)
+{
+    struct qr_rpc *rpc = conn->rpc;
+    const Qraft__PublishRequest *p = req->publish;
+    uint64_t now_ms = qr_cluster_now_ms(rpc->cluster);
+    Qraft__UrlGroup *g = NULL;
+    char err[256];
+
+    if (p->url[0] != '\0' || p->endpoint_name[0] != '\0') {
+        send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                   "give a url or a url group name, not both (the endpoint "
+                   "name is set by the server)");
+        return;
+    }
+    int rv = qr_command_check_publish(p, &rpc->config->limits, now_ms, err,
+                                      sizeof err);
+    if (rv == 0) {
+        rv = load_group(rpc, p->topic_name, &g);
+        if (rv == QR_ENOTFOUND) {
+            snprintf(err, sizeof err, "url group '%.64s' not found",
+                     p->topic_name);
+        } else if (rv != 0) {
+            snprintf(err, sizeof err, "reading the store: %s", qr_strerror(rv));
+        }
+    }
+    /* Every copy is checked before anything is proposed. */
+    for (size_t i = 0; rv == 0 && i < g->n_endpoints; i++) {
+        Qraft__PublishRequest one = *p;
+        one.url = g->endpoints[i]->url;
+        one.endpoint_name = g->endpoints[i]->name;
+        rv = qr_command_check_publish(&one, &rpc->config->limits, now_ms, err,
+                                      sizeof err);
+    }
+    if (rv == 0 && !queue_ok(conn, req, p)) {
+        qraft__url_group__free_unpacked(g, NULL);
+        return;
+    }
+    struct call *call = NULL;
+    if (rv == 0) {
+        call = call_new(conn, req);
+        rv = -ENOMEM;
+        snprintf(err, sizeof err, "out of memory");
+    }
+    if (call != NULL) {
+        size_t n = g->n_endpoints;
+        call->published = calloc(n, sizeof *call->published);
+        call->published_ptrs = calloc(n, sizeof *call->published_ptrs);
+        call->topic_name = strdup(p->topic_name);
+        if (call->published != NULL && call->published_ptrs != NULL &&
+            call->topic_name != NULL) {
+            call->n_items = n;
+            rv = 0;
+        }
+    }
+    if (rv != 0) {
+        send_error(conn, req->id, status_of(rv), "%s", err);
+        if (call != NULL) {
+            call_free(call);
+        }
+        if (g != NULL) {
+            qraft__url_group__free_unpacked(g, NULL);
+        }
+        return;
+    }
+    for (size_t i = 0; i < call->n_items; i++) {
+        Qraft__PublishedMessage *pm = &call->published[i];
+        qraft__published_message__init(pm);
+        call->published_ptrs[i] = pm;
+        /* init points strings at protobuf-c's static "": ours are heap or
+         * NULL, so call_free can free them. */
+        pm->message_id = NULL;
+        pm->url = strdup(g->endpoints[i]->url);
+        pm->endpoint_name = strdup(g->endpoints[i]->name);
+    }
+    /* Proposals complete from the loop, never before this returns; the
+     * ones that fail here are counted at once. */
+    for (size_t i = 0; i < call->n_items; i++) {
+        Qraft__PublishRequest one = *p;
+        one.url = g->endpoints[i]->url;
+        one.endpoint_name = g->endpoints[i]->name;
+        char id[QR_ID_BYTES];
+        qr_cluster_new_message_id(rpc->cluster, id);
+        struct qr_packed packed = {NULL, 0};
+        struct bulk_item *item = malloc(sizeof *item);
+        rv = item == NULL ? -ENOMEM
+                          : qr_command_pack_publish(
+                                &one, id, &rpc->config->limits, &packed);
+        if (rv == 0) {
+            item->call = call;
+            item->i = i;
+            rv = qr_cluster_propose(rpc->cluster, &packed, on_fanout_item_done,
+                                    item);
+        }
+        if (rv != 0) {
+            free(item);
+            free(packed.data);
+            fanout_fail(call, rv,
+                        rv == QR_ENOTLEADER ? "not the leader any more"
+                        : rv == QR_EUNAVAIL ? "overloaded or shutting down; "
+                                              "retry shortly"
+                                            : qr_strerror(rv));
+            call->n_done++;
+        }
+    }
+    qraft__url_group__free_unpacked(g, NULL);
+    if (call->n_done == call->n_items) {
+        finish_fanout(call);
+    }
+}
+
+static void on_group_changed(void *data,
+                             int status,
+                             const struct qr_apply_result *res)
+{
+    struct call *call = data;
+    if (status == 0 && res->status != 0) {
+        send_error(call->conn, call->id, status_of(res->status), "%s",
+                   res->error);
+    } else if (status != 0) {
+        send_error(call->conn, call->id, status_of(status), "%s",
+                   qr_strerror(status));
+    } else {
+        Qraft__Response resp = QRAFT__RESPONSE__INIT;
+        resp.id = call->id;
+        send_response(call->conn, &resp, false);
+    }
+    call_free(call);
+}
+
+static void handle_group_change(struct qr_rpc_conn *conn,
+                                const Qraft__Request *req)
+{
+    const Qraft__GroupChangeRequest *gc = req->group_change;
+    const struct qr_limits *l = &conn->rpc->config->limits;
+    char err[256];
+    int rv = qr_command_check_group_change(gc, l, err, sizeof err);
+    if (rv != 0) {
+        send_error(conn, req->id, status_of(rv), "%s", err);
+        return;
+    }
+    Qraft__GroupAddEndpoints add = QRAFT__GROUP_ADD_ENDPOINTS__INIT;
+    Qraft__GroupRemoveEndpoints remove = QRAFT__GROUP_REMOVE_ENDPOINTS__INIT;
+    Qraft__GroupDelete del = QRAFT__GROUP_DELETE__INIT;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    switch (gc->kind) {
+        case QRAFT__GROUP_CHANGE_KIND__GROUP_ADD_ENDPOINTS:
+            add.group = gc->name;
+            add.n_endpoints = gc->n_endpoints;
+            add.endpoints = gc->endpoints;
+            add.max_endpoints = l->max_group_endpoints;
+            cmd.body_case = QRAFT__COMMAND__BODY_GROUP_ADD_ENDPOINTS;
+            cmd.group_add_endpoints = &add;
+            break;
+        case QRAFT__GROUP_CHANGE_KIND__GROUP_REMOVE_ENDPOINTS:
+            remove.group = gc->name;
+            remove.n_endpoints = gc->n_endpoints;
+            remove.endpoints = gc->endpoints;
+            cmd.body_case = QRAFT__COMMAND__BODY_GROUP_REMOVE_ENDPOINTS;
+            cmd.group_remove_endpoints = &remove;
+            break;
+        default:
+            del.group = gc->name;
+            cmd.body_case = QRAFT__COMMAND__BODY_GROUP_DELETE;
+            cmd.group_delete = &del;
+            break;
+    }
+    propose_command(conn, req, &cmd, on_group_changed);
+}
+
+static void handle_group_get(struct qr_rpc_conn *conn,
+                             const Qraft__Request *req)
+{
+    Qraft__UrlGroup *g = NULL;
+    int rv = load_group(conn->rpc, req->group_get->name, &g);
+    if (rv == QR_ENOTFOUND || rv == QR_EBADREQ) {
+        send_error(conn, req->id, QRAFT__STATUS__NOT_FOUND,
+                   "url group '%.64s' not found", req->group_get->name);
+        return;
+    }
+    if (rv != 0) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
+                   "reading the store: %s", qr_strerror(rv));
+        return;
+    }
+    Qraft__Response resp = QRAFT__RESPONSE__INIT;
+    resp.id = req->id;
+    resp.body_case = QRAFT__RESPONSE__BODY_GROUP;
+    resp.group = g;
+    send_response(conn, &resp, false);
+    qraft__url_group__free_unpacked(g, NULL);
+}
+
+struct group_list {
+    Qraft__UrlGroup **items;
+    size_t n, cap;
+};
+
+static int collect_group(void *arg, const Qraft__UrlGroup *g)
+{
+    struct group_list *l = arg;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        Qraft__UrlGroup **items = realloc(l->items, cap * sizeof *items);
+        if (items == NULL) {
+            return -ENOMEM;
+        }
+        l->items = items;
+        l->cap = cap;
+    }
+    size_t len = qraft__url_group__get_packed_size(g);
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    if (buf == NULL) {
+        return -ENOMEM;
+    }
+    qraft__url_group__pack(g, buf);
+    l->items[l->n] = qraft__url_group__unpack(NULL, len, buf);
+    free(buf);
+    if (l->items[l->n] == NULL) {
+        return -ENOMEM;
+    }
+    l->n++;
+    return 0;
+}
+
+static void handle_group_list(struct qr_rpc_conn *conn,
+                              const Qraft__Request *req)
+{
+    struct group_list l = {NULL, 0, 0};
+    struct qr_store_txn *txn = NULL;
+    int rv = qr_store_txn_begin(conn->rpc->store, false, &txn);
+    if (rv == 0) {
+        rv = qr_store_group_list(txn, collect_group, &l);
+        qr_store_txn_abort(txn);
+    }
+    if (rv != 0) {
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
+                   "reading the store: %s", qr_strerror(rv));
+    } else {
+        Qraft__GroupListResponse gl = QRAFT__GROUP_LIST_RESPONSE__INIT;
+        gl.n_groups = l.n;
+        gl.groups = l.items;
+        Qraft__Response resp = QRAFT__RESPONSE__INIT;
+        resp.id = req->id;
+        resp.body_case = QRAFT__RESPONSE__BODY_GROUP_LIST;
+        resp.group_list = &gl;
+        send_response(conn, &resp, false);
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        qraft__url_group__free_unpacked(l.items[i], NULL);
+    }
+    free(l.items);
 }
 
 static void on_single_done(void *data,
@@ -547,12 +915,6 @@ static void finish_bulk(struct call *call)
     send_response(call->conn, &resp, false);
     call_free(call);
 }
-
-/* Per-item context: the call and which item. */
-struct bulk_item {
-    struct call *call;
-    size_t i;
-};
 
 static void set_item(struct call *call, size_t i, int status, const char *error)
 {
@@ -2277,6 +2639,12 @@ static const struct route routes[] = {
      handle_schedule_delete, true, true},
     {QRAFT__REQUEST__BODY_SCHEDULE_PAUSE, "schedule pause",
      handle_schedule_pause, true, true},
+    {QRAFT__REQUEST__BODY_GROUP_CHANGE, "group change", handle_group_change,
+     true, true},
+    {QRAFT__REQUEST__BODY_GROUP_GET, "group get", handle_group_get, false,
+     false},
+    {QRAFT__REQUEST__BODY_GROUP_LIST, "group list", handle_group_list, false,
+     false},
     /* Peer traffic, for the leader itself. */
     {QRAFT__REQUEST__BODY_HEARTBEAT, "heartbeat", handle_heartbeat, true,
      false},

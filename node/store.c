@@ -34,7 +34,7 @@
  *   then per database:
  *   4      name length n
  *   n      name, no terminator: one of meta msgs due dedup dedupx dlq events
- *          queues qfifo schedules
+ *          queues qfifo schedules groups
  *   8      number of pairs
  *   then per pair:
  *   4      key length k (1 .. the environment's max key size)
@@ -90,12 +90,13 @@ enum db {
     DB_QUEUES,
     DB_QFIFO,
     DB_SCHEDULES,
+    DB_GROUPS,
 };
-#define N_DBS 10
+#define N_DBS 11
 
 static const char *const db_names[N_DBS] = {
-    "meta", "msgs",   "due",    "dedup", "dedupx",
-    "dlq",  "events", "queues", "qfifo", "schedules",
+    "meta",   "msgs",   "due",   "dedup",     "dedupx", "dlq",
+    "events", "queues", "qfifo", "schedules", "groups",
 };
 
 struct qr_store {
@@ -1916,6 +1917,124 @@ int qr_store_event_scan(struct qr_store_txn *t,
             goto out;
         }
         rc = mdb_cursor_get(c, &k, &v, descending ? MDB_PREV : MDB_NEXT);
+    }
+    if (rc != MDB_NOTFOUND) {
+        rv = fail_mdb(t->s, t->write, what, rc);
+    }
+out:
+    mdb_cursor_close(c);
+    return rv;
+}
+
+/* ---------------------------------------------------------------------------
+ * URL groups. */
+
+static int decode_group(struct qr_store_txn *t,
+                        const MDB_val *v,
+                        Qraft__UrlGroup **out,
+                        const char *what)
+{
+    *out = qraft__url_group__unpack(NULL, v->mv_size, v->mv_data);
+    if (*out == NULL) {
+        return fail_corrupt(t, what, "url group does not decode");
+    }
+    return 0;
+}
+
+int qr_store_group_get(struct qr_store_txn *t,
+                       const char *name,
+                       Qraft__UrlGroup **out)
+{
+    const char *what = "get groups";
+    MDB_val v;
+    int rv;
+
+    *out = NULL;
+    rv = check_txn(t, false, what);
+    if (rv == 0) {
+        rv = check_name(t->s, name, 0, what);
+    }
+    if (rv == 0) {
+        rv = get_raw(t, DB_GROUPS, name, strlen(name), &v, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    return decode_group(t, &v, out, what);
+}
+
+int qr_store_group_put(struct qr_store_txn *t, const Qraft__UrlGroup *g)
+{
+    const char *what = "put groups";
+    uint8_t *value;
+    size_t len;
+    int rv;
+
+    rv = check_txn(t, true, what);
+    if (rv != 0) {
+        return rv;
+    }
+    assert(g != NULL && g->base.descriptor == &qraft__url_group__descriptor);
+    rv = check_name(t->s, g->name, 0, what);
+    if (rv != 0) {
+        return rv;
+    }
+    len = qraft__url_group__get_packed_size(g);
+    rv = put_reserve(t, DB_GROUPS, g->name, strlen(g->name), len, &value, what);
+    if (rv == 0) {
+        qraft__url_group__pack(g, value);
+    }
+    return rv;
+}
+
+int qr_store_group_delete(struct qr_store_txn *t, const char *name)
+{
+    const char *what = "delete groups";
+    MDB_val v;
+    int rv;
+
+    rv = check_txn(t, true, what);
+    if (rv == 0) {
+        rv = check_name(t->s, name, 0, what);
+    }
+    if (rv == 0) {
+        rv = get_raw(t, DB_GROUPS, name, strlen(name), &v, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    return del_raw(t, DB_GROUPS, name, strlen(name), what);
+}
+
+int qr_store_group_list(struct qr_store_txn *t, qr_store_group_cb cb, void *arg)
+{
+    const char *what = "list groups";
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    int rc;
+    int rv;
+
+    rv = check_txn(t, false, what);
+    if (rv == 0) {
+        rv = cursor_open(t, DB_GROUPS, &c, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (rc == 0) {
+        Qraft__UrlGroup *g;
+        rv = decode_group(t, &v, &g, what);
+        if (rv != 0) {
+            goto out;
+        }
+        rv = cb(arg, g);
+        qraft__url_group__free_unpacked(g, NULL);
+        if (rv != 0) {
+            goto out;
+        }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
     if (rc != MDB_NOTFOUND) {
         rv = fail_mdb(t->s, t->write, what, rc);

@@ -30,6 +30,7 @@
  *   queues  queue name (string)                         -> qraft.Queue
  *   qfifo   queue name | 0x00 | u64 queue_seq | id      -> empty
  *   schedules schedule id (string)                    -> qraft.Schedule
+ *   groups  URL group name (string)                     -> qraft.UrlGroup
  */
 #ifndef QR_STORE_H
 #define QR_STORE_H
@@ -290,6 +291,21 @@ typedef int (*qr_store_schedule_cb)(void *arg, const Qraft__Schedule *sc);
 int qr_store_schedule_list(struct qr_store_txn *t,
                            qr_store_schedule_cb cb,
                            void *arg);
+
+/* groups (URL groups, by name). get returns new in *out (free with
+ * qraft__url_group__free_unpacked(g, NULL)) or QR_ENOTFOUND. put inserts or
+ * replaces; delete answers QR_ENOTFOUND when there is no such group. list
+ * visits every group in name order (g is borrowed for the call; a nonzero
+ * return stops the walk and is returned). */
+int qr_store_group_get(struct qr_store_txn *t,
+                       const char *name,
+                       Qraft__UrlGroup **out);
+int qr_store_group_put(struct qr_store_txn *t, const Qraft__UrlGroup *g);
+int qr_store_group_delete(struct qr_store_txn *t, const char *name);
+typedef int (*qr_store_group_cb)(void *arg, const Qraft__UrlGroup *g);
+int qr_store_group_list(struct qr_store_txn *t,
+                        qr_store_group_cb cb,
+                        void *arg);
 
 /* Snapshots: every named database as seen by one read transaction (format
  * in store.c's header comment: magic, version, then per database its name

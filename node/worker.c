@@ -19,8 +19,9 @@
 #define MAX_SLEEP_MS 1000u
 #define INFLIGHT_BUCKETS 4096u
 #define MAX_INFLIGHT 1024u
-/* Message-Id, Retried, User-Agent, Signature, Schedule-Id */
-#define EXTRA_HEADERS 5
+/* Message-Id, Retried, User-Agent, Signature, Schedule-Id, Topic-Name,
+ * Caller-Ip */
+#define EXTRA_HEADERS 7
 #define SETTLE_MS 5000
 
 /* One attempt on its way; keyed by message id. */
@@ -392,6 +393,15 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
     if (m->schedule_id[0] != '\0') {
         headers[n++] =
             (struct qr_delivery_header){"Upstash-Schedule-Id", m->schedule_id};
+    }
+    /* Reserved names (command.c): a published header cannot forge them. */
+    if (m->topic_name[0] != '\0') {
+        headers[n++] =
+            (struct qr_delivery_header){"Upstash-Topic-Name", m->topic_name};
+    }
+    if (m->caller_ip[0] != '\0') {
+        headers[n++] =
+            (struct qr_delivery_header){"Upstash-Caller-Ip", m->caller_ip};
     }
 
     f->worker = w;
