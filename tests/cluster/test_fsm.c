@@ -655,6 +655,177 @@ static void test_schedule_fires_once_per_slot(void **state)
     expect_ticks(f, "nightly", 3);
 }
 
+/* A URL-group command, packed. */
+static struct qr_packed group_cmd(int kind,
+                                  const char *group,
+                                  Qraft__UrlGroupEndpoint **eps,
+                                  size_t n)
+{
+    Qraft__GroupAddEndpoints add = QRAFT__GROUP_ADD_ENDPOINTS__INIT;
+    Qraft__GroupRemoveEndpoints rm = QRAFT__GROUP_REMOVE_ENDPOINTS__INIT;
+    Qraft__GroupDelete del = QRAFT__GROUP_DELETE__INIT;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = (Qraft__Command__BodyCase)kind;
+    switch (cmd.body_case) {
+        case QRAFT__COMMAND__BODY_GROUP_ADD_ENDPOINTS:
+            add.group = (char *)group;
+            add.endpoints = eps;
+            add.n_endpoints = n;
+            add.max_endpoints = 3;
+            cmd.group_add_endpoints = &add;
+            break;
+        case QRAFT__COMMAND__BODY_GROUP_REMOVE_ENDPOINTS:
+            rm.group = (char *)group;
+            rm.endpoints = eps;
+            rm.n_endpoints = n;
+            cmd.group_remove_endpoints = &rm;
+            break;
+        default:
+            del.group = (char *)group;
+            cmd.group_delete = &del;
+            break;
+    }
+    struct qr_packed packed;
+    assert_int_equal(qr_command_pack(&cmd, &packed), 0);
+    return packed;
+}
+
+/* The endpoints of group on one replica as "name=url;..." ("-" when the
+ * group does not exist). */
+static void group_on(struct server *s, const char *group, char *out, size_t n)
+{
+    struct qr_store_txn *txn;
+    Qraft__UrlGroup *g = NULL;
+    assert_int_equal(qr_store_txn_begin(s->store, false, &txn), 0);
+    int rv = qr_store_group_get(txn, group, &g);
+    qr_store_txn_abort(txn);
+    if (rv == QR_ENOTFOUND) {
+        snprintf(out, n, "-");
+        return;
+    }
+    assert_int_equal(rv, 0);
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < g->n_endpoints; i++) {
+        used += (size_t)snprintf(out + used, n - used, "%s=%s;",
+                                 g->endpoints[i]->name, g->endpoints[i]->url);
+    }
+    qraft__url_group__free_unpacked(g, NULL);
+}
+
+static void assert_group_everywhere(struct fixture *f,
+                                    const char *group,
+                                    const char *want)
+{
+    char got[512];
+    for (unsigned i = 0; i < N_SERVERS; i++) {
+        group_on(&f->servers[i], group, got, sizeof got);
+        assert_string_equal(got, want);
+    }
+}
+
+/* URL groups apply the same on every replica: the same URL again replaces
+ * (never duplicates), a name taken by another URL or a group over its
+ * limit refuses the whole command, removing the last endpoint deletes the
+ * group; a group publish member keeps its group and metadata. */
+static void test_url_groups_replicate(void **state)
+{
+    struct fixture *f = *state;
+    Qraft__UrlGroupEndpoint a = QRAFT__URL_GROUP_ENDPOINT__INIT;
+    Qraft__UrlGroupEndpoint b = QRAFT__URL_GROUP_ENDPOINT__INIT;
+    Qraft__UrlGroupEndpoint c = QRAFT__URL_GROUP_ENDPOINT__INIT;
+    Qraft__UrlGroupEndpoint d = QRAFT__URL_GROUP_ENDPOINT__INIT;
+    a.name = "a";
+    a.url = "http://h/a";
+    b.url = "http://h/b";
+    c.name = "a"; /* a's name for another URL */
+    c.url = "http://h/c";
+    d.url = "http://h/d";
+    Qraft__UrlGroupEndpoint *eps[4] = {&a, &b, &c, &d};
+    const int add = QRAFT__COMMAND__BODY_GROUP_ADD_ENDPOINTS;
+    const int rm = QRAFT__COMMAND__BODY_GROUP_REMOVE_ENDPOINTS;
+
+    struct qr_packed cmd = group_cmd(add, "g", eps, 2);
+    propose(f, 0, &cmd, 1, 1000, N_SERVERS);
+    assert_group_everywhere(f, "g", "a=http://h/a;=http://h/b;");
+
+    /* b's URL again, now named: replaced in place. */
+    Qraft__UrlGroupEndpoint b2 = QRAFT__URL_GROUP_ENDPOINT__INIT;
+    b2.name = "bee";
+    b2.url = "http://h/b";
+    Qraft__UrlGroupEndpoint *again[1] = {&b2};
+    struct qr_packed cmds[3];
+    cmds[0] = group_cmd(add, "g", again, 1);
+    cmds[1] = group_cmd(add, "g", &eps[2], 1); /* name taken: refused */
+    cmds[2] = group_cmd(add, "g", &eps[2], 2); /* refused too: nothing of it */
+    propose(f, 0, cmds, 3, 2000, N_SERVERS);
+    assert_group_everywhere(f, "g", "a=http://h/a;bee=http://h/b;");
+
+    /* Over the command's limit (3): refused whole. */
+    Qraft__UrlGroupEndpoint e = QRAFT__URL_GROUP_ENDPOINT__INIT;
+    e.url = "http://h/e";
+    Qraft__UrlGroupEndpoint *two[2] = {&d, &e};
+    cmd = group_cmd(add, "g", two, 2);
+    propose(f, 0, &cmd, 1, 3000, N_SERVERS);
+    assert_group_everywhere(f, "g", "a=http://h/a;bee=http://h/b;");
+
+    /* Remove by name and by URL; an unknown one refuses the command. */
+    Qraft__UrlGroupEndpoint by_name = QRAFT__URL_GROUP_ENDPOINT__INIT;
+    by_name.name = "a";
+    Qraft__UrlGroupEndpoint unknown = QRAFT__URL_GROUP_ENDPOINT__INIT;
+    unknown.url = "http://h/zzz";
+    Qraft__UrlGroupEndpoint *rm_bad[2] = {&by_name, &unknown};
+    cmds[0] = group_cmd(rm, "g", rm_bad, 2);
+    cmds[1] = group_cmd(rm, "g", rm_bad, 1);
+    propose(f, 0, cmds, 2, 4000, N_SERVERS);
+    assert_group_everywhere(f, "g", "bee=http://h/b;");
+    Qraft__UrlGroupEndpoint by_url = QRAFT__URL_GROUP_ENDPOINT__INIT;
+    by_url.url = "http://h/b";
+    Qraft__UrlGroupEndpoint *last[1] = {&by_url};
+    cmd = group_cmd(rm, "g", last, 1);
+    propose(f, 0, &cmd, 1, 5000, N_SERVERS);
+    assert_group_everywhere(f, "g", "-");
+
+    cmds[0] = group_cmd(add, "h", eps, 1);
+    cmds[1] = group_cmd(QRAFT__COMMAND__BODY_GROUP_DELETE, "h", NULL, 0);
+    propose(f, 0, cmds, 2, 6000, N_SERVERS);
+    assert_group_everywhere(f, "h", "-");
+
+    /* A group member's metadata is stored on every replica. */
+    Qraft__PublishRequest req = QRAFT__PUBLISH_REQUEST__INIT;
+    char *labels[2] = {"x", "y"};
+    req.url = "http://h/a";
+    req.topic_name = "g";
+    req.endpoint_name = "a";
+    req.labels = labels;
+    req.n_labels = 2;
+    req.caller_ip = "10.0.0.7";
+    req.flow_control_key = "k";
+    req.flow_rate = 5;
+    req.flow_period_s = 60;
+    char id[QR_ID_BYTES];
+    qr_command_message_id(id, 7000, 1, 1);
+    assert_int_equal(qr_command_pack_publish(&req, id, &f->limits, &cmd), 0);
+    propose(f, 0, &cmd, 1, 7000, N_SERVERS);
+    for (unsigned i = 0; i < N_SERVERS; i++) {
+        struct qr_store_txn *txn;
+        Qraft__Message *m;
+        assert_int_equal(qr_store_txn_begin(f->servers[i].store, false, &txn),
+                         0);
+        assert_int_equal(qr_store_msg_get(txn, id, &m), 0);
+        qr_store_txn_abort(txn);
+        assert_string_equal(m->topic_name, "g");
+        assert_string_equal(m->endpoint_name, "a");
+        assert_int_equal(m->n_labels, 2);
+        assert_string_equal(m->labels[1], "y");
+        assert_string_equal(m->caller_ip, "10.0.0.7");
+        assert_string_equal(m->flow_control_key, "k");
+        assert_int_equal(m->flow_rate, 5);
+        assert_int_equal(m->flow_period_s, 60);
+        qraft__message__free_unpacked(m, NULL);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -670,6 +841,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_schedule_fires_once_per_slot,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_url_groups_replicate, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* Unit tests of node/command.c: the checks a publish request goes through,
  * message ids, the Publish command (dedup keys, defaults) and the framing of
- * raft entries, each checked the way the RPC layer and the FSM use them. */
+ * raft entries, each checked the way the RPC layer and the FSM use them; the
+ * URL-group checks and the REST API's flow-control and duration parsers. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1208,6 +1210,266 @@ static void test_check_queue_and_level(void **state)
     assert_int_equal(qr_command_level(&cmd), QR_FEATURE_LEVEL_QUEUES);
 }
 
+/* ---------------------------------------------------------------------------
+ * URL groups, labels and flow control. */
+
+static void test_check_topic_instead_of_url(void **state)
+{
+    (void)state;
+    Qraft__PublishRequest req = QRAFT__PUBLISH_REQUEST__INIT;
+    req.topic_name = "orders.v2_eu-1";
+    assert_accepted(&req);
+    req.topic_name = "bad name";
+    assert_refused(&req, QR_EBADREQ, "url group name", NULL);
+    req.topic_name = "";
+    assert_refused(&req, QR_EBADREQ, "url is missing", NULL);
+}
+
+static void test_check_labels_and_metadata(void **state)
+{
+    (void)state;
+    Qraft__PublishRequest req = minimal_request();
+    char *labels[17];
+    for (size_t i = 0; i < 17; i++) {
+        labels[i] = "l";
+    }
+    req.labels = labels;
+    req.n_labels = 16;
+    assert_accepted(&req);
+    req.n_labels = 17;
+    assert_refused(&req, QR_ETOOLARGE, "17 labels", NULL);
+    req.n_labels = 2;
+    labels[1] = "";
+    assert_refused(&req, QR_EBADREQ, "label 2", NULL);
+    labels[1] = "a\nb";
+    assert_refused(&req, QR_EBADREQ, "label 2", NULL);
+    req.n_labels = 0;
+    req.caller_ip = "127.0.0.1";
+    assert_accepted(&req);
+    req.caller_ip = "1.2.3.4\r\nX: y";
+    assert_refused(&req, QR_EBADREQ, "caller ip", NULL);
+}
+
+static void test_check_flow_control_fields(void **state)
+{
+    (void)state;
+    Qraft__PublishRequest req = minimal_request();
+    req.flow_rate = 5;
+    assert_refused(&req, QR_EBADREQ, "without a flow control key", NULL);
+    req.flow_control_key = "tenant-1";
+    req.flow_period_s = 60;
+    assert_accepted(&req);
+    req.flow_period_s = 8 * 24 * 3600;
+    assert_refused(&req, QR_EBADREQ, "period", NULL);
+    req.flow_period_s = 0;
+    req.flow_rate = 0;
+    assert_refused(&req, QR_EBADREQ, "needs a parallelism or a rate", NULL);
+}
+
+static int parse_fc(const char *s,
+                    uint32_t *par,
+                    uint32_t *rate,
+                    uint64_t *period,
+                    char *err)
+{
+    *par = 99;
+    *rate = 99;
+    *period = 99;
+    return qr_command_parse_flow_control(s, strlen(s), par, rate, period, err,
+                                         QR_ERRMSG_BYTES);
+}
+
+static void test_parse_flow_control(void **state)
+{
+    (void)state;
+    char err[QR_ERRMSG_BYTES];
+    uint32_t par, rate;
+    uint64_t period;
+
+    assert_int_equal(parse_fc("parallelism=2, rate=10, period=1m", &par, &rate,
+                              &period, err),
+                     0);
+    assert_int_equal(par, 2);
+    assert_int_equal(rate, 10);
+    assert_int_equal(period, 60);
+    /* The SDK's shapes: spaces optional, any order, period default 1 s,
+     * bare seconds, durations with several units. */
+    assert_int_equal(parse_fc("rate=3", &par, &rate, &period, err), 0);
+    assert_int_equal(par, 0);
+    assert_int_equal(rate, 3);
+    assert_int_equal(period, 1);
+    assert_int_equal(
+        parse_fc("period=30,parallelism=1", &par, &rate, &period, err), 0);
+    assert_int_equal(period, 30);
+    assert_int_equal(par, 1);
+    assert_int_equal(
+        parse_fc("rate=1, period=1h30m", &par, &rate, &period, err), 0);
+    assert_int_equal(period, 5400);
+    assert_int_equal(parse_fc("rate=1, period=7d", &par, &rate, &period, err),
+                     0);
+
+    static const char *const bad[] = {
+        "",
+        "period=10s", /* neither parallelism nor rate */
+        "rate=0",     /* zero */
+        "rate=-1",
+        "rate=abc",
+        "rate=99999999999",    /* over 32 bits */
+        "rate=1, rate=2",      /* repeated */
+        "rate=1, burst=2",     /* unknown */
+        "rate",                /* no value */
+        "rate=1,",             /* empty item */
+        "rate=1, period=8d",   /* over a week */
+        "rate=1, period=1.5s", /* not whole seconds */
+        "rate=1, period=0s",
+        "rate=1, period=10x",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        if (parse_fc(bad[i], &par, &rate, &period, err) != -EINVAL) {
+            fail_msg("'%s' was accepted", bad[i]);
+        }
+        assert_true(strlen(err) > 0);
+        /* Refused values leave the outputs alone. */
+        assert_int_equal(rate, 99);
+    }
+}
+
+static void test_parse_duration(void **state)
+{
+    (void)state;
+    uint64_t ms = 0;
+    assert_int_equal(qr_command_parse_duration("1d10h30m", 8, &ms), 0);
+    assert_int_equal(ms, (24 + 10) * 3600000ull + 30 * 60000ull);
+    assert_int_equal(qr_command_parse_duration("1.5s", 4, &ms), 0);
+    assert_int_equal(ms, 1500);
+    assert_int_equal(qr_command_parse_duration("10", 2, &ms), -EINVAL);
+    assert_int_equal(qr_command_parse_duration("s", 1, &ms), -EINVAL);
+    assert_int_equal(qr_command_parse_duration("", 0, &ms), -EINVAL);
+    assert_int_equal(qr_command_parse_duration("99999d", 6, &ms), -ERANGE);
+    uint64_t v = 0;
+    assert_int_equal(qr_command_parse_uint("42", 2, 100, &v), 0);
+    assert_int_equal(v, 42);
+    assert_int_equal(qr_command_parse_uint("101", 3, 100, &v), -ERANGE);
+    assert_int_equal(qr_command_parse_uint("4x", 2, 100, &v), -EINVAL);
+}
+
+static int check_change(Qraft__GroupChangeKind kind,
+                        const char *name,
+                        Qraft__UrlGroupEndpoint **eps,
+                        size_t n,
+                        char *err)
+{
+    struct qr_limits l = default_limits();
+    Qraft__GroupChangeRequest gc = QRAFT__GROUP_CHANGE_REQUEST__INIT;
+    gc.kind = kind;
+    gc.name = (char *)name;
+    gc.endpoints = eps;
+    gc.n_endpoints = n;
+    err[0] = '\0';
+    return qr_command_check_group_change(&gc, &l, err, QR_ERRMSG_BYTES);
+}
+
+static void test_check_group_change(void **state)
+{
+    (void)state;
+    char err[QR_ERRMSG_BYTES];
+    Qraft__UrlGroupEndpoint a = QRAFT__URL_GROUP_ENDPOINT__INIT;
+    Qraft__UrlGroupEndpoint b = QRAFT__URL_GROUP_ENDPOINT__INIT;
+    Qraft__UrlGroupEndpoint *eps[101];
+    a.name = "first";
+    a.url = "https://example.com/a";
+    b.url = "http://127.0.0.1:8000/b";
+    eps[0] = &a;
+    eps[1] = &b;
+    const Qraft__GroupChangeKind add =
+        QRAFT__GROUP_CHANGE_KIND__GROUP_ADD_ENDPOINTS;
+    const Qraft__GroupChangeKind rm =
+        QRAFT__GROUP_CHANGE_KIND__GROUP_REMOVE_ENDPOINTS;
+
+    assert_int_equal(check_change(add, "g", eps, 2, err), 0);
+    assert_int_equal(check_change(rm, "g", eps, 2, err), 0);
+    assert_int_equal(
+        check_change(QRAFT__GROUP_CHANGE_KIND__GROUP_DELETE, "g", NULL, 0, err),
+        0);
+
+    /* Names. */
+    assert_int_equal(check_change(add, "a b", eps, 2, err), QR_EBADREQ);
+    assert_non_null(strstr(err, "url group name"));
+    assert_int_equal(check_change(add, "", eps, 2, err), QR_EBADREQ);
+    assert_int_equal(check_change(add, "g/x", eps, 2, err), QR_EBADREQ);
+    a.name = "bad/name";
+    assert_int_equal(check_change(add, "g", eps, 2, err), QR_EBADREQ);
+    assert_non_null(strstr(err, "endpoint name"));
+    a.name = "first";
+
+    /* URLs: needed to add, a name or a URL to remove. */
+    b.url = "ftp://example.com/b";
+    assert_int_equal(check_change(add, "g", eps, 2, err), QR_EBADREQ);
+    assert_non_null(strstr(err, "endpoint 2 url"));
+    b.url = "";
+    assert_int_equal(check_change(add, "g", eps, 2, err), QR_EBADREQ);
+    assert_non_null(strstr(err, "missing"));
+    assert_int_equal(check_change(rm, "g", eps, 2, err), QR_EBADREQ);
+    assert_non_null(strstr(err, "neither a name nor a url"));
+    b.name = "second";
+    assert_int_equal(check_change(rm, "g", eps, 2, err), 0);
+
+    /* Counts. */
+    assert_int_equal(check_change(add, "g", eps, 0, err), QR_EBADREQ);
+    for (size_t i = 0; i < 101; i++) {
+        eps[i] = &a;
+    }
+    assert_int_equal(check_change(add, "g", eps, 100, err), 0);
+    assert_int_equal(check_change(add, "g", eps, 101, err), QR_ETOOLARGE);
+    assert_non_null(strstr(err, "at most 100"));
+    assert_int_equal(check_change((Qraft__GroupChangeKind)9, "g", eps, 1, err),
+                     QR_EBADREQ);
+}
+
+static void test_publish_group_member_keys_are_per_endpoint(void **state)
+{
+    (void)state;
+    struct qr_limits l = default_limits();
+    Qraft__PublishRequest req = minimal_request();
+    req.dedup_id = "order-42";
+    req.idempotency_key = "client-7f";
+    req.topic_name = "orders";
+    req.endpoint_name = "eu";
+    Qraft__Command *one = publish_command(&req, "msg_1", &l);
+    req.url = "https://example.com/other";
+    Qraft__Command *two = publish_command(&req, "msg_2", &l);
+    req.topic_name = "other-group";
+    Qraft__Command *three = publish_command(&req, "msg_3", &l);
+
+    assert_int_equal(one->publish->n_dedup_keys, 2);
+    for (size_t i = 0; i < 2; i++) {
+        const char *k = one->publish->dedup_keys[i];
+        assert_int_equal(strlen(k), strlen("ep:") + 64);
+        assert_memory_equal(k, "ep:", 3);
+        assert_false(has_key(two->publish, k));
+        assert_false(has_key(three->publish, k));
+        assert_false(has_key(three->publish, two->publish->dedup_keys[i]));
+    }
+    /* The member's fields travel in the command. */
+    assert_string_equal(one->publish->request->topic_name, "orders");
+    assert_string_equal(one->publish->request->endpoint_name, "eu");
+    qraft__command__free_unpacked(one, NULL);
+    qraft__command__free_unpacked(two, NULL);
+    qraft__command__free_unpacked(three, NULL);
+
+    /* The same endpoint of the same group: the same keys (a retry dedups). */
+    req = minimal_request();
+    req.dedup_id = "order-42";
+    req.topic_name = "orders";
+    one = publish_command(&req, "msg_1", &l);
+    two = publish_command(&req, "msg_2", &l);
+    assert_string_equal(one->publish->dedup_keys[0],
+                        two->publish->dedup_keys[0]);
+    qraft__command__free_unpacked(one, NULL);
+    qraft__command__free_unpacked(two, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1248,6 +1510,13 @@ int main(void)
         cmocka_unit_test(test_publish_content_key_format),
         cmocka_unit_test(test_publish_content_key_identity),
         cmocka_unit_test(test_publish_content_key_is_unambiguous),
+        cmocka_unit_test(test_check_topic_instead_of_url),
+        cmocka_unit_test(test_check_labels_and_metadata),
+        cmocka_unit_test(test_check_flow_control_fields),
+        cmocka_unit_test(test_parse_flow_control),
+        cmocka_unit_test(test_parse_duration),
+        cmocka_unit_test(test_check_group_change),
+        cmocka_unit_test(test_publish_group_member_keys_are_per_endpoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
