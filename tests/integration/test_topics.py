@@ -1,0 +1,254 @@
+"""URL groups (QStash "topics") and message metadata on a real qraftd --dev,
+from raw HTTP: bad input answers 400/404/405 with {"error"} and changes
+nothing; a group publish fans out; DLQ entries and callbacks of a group
+member carry topicName/endpointName; Upstash-Flow-Control-Value is parsed;
+upstash-* query parameters are config. The SDK's view is in
+tests/sdk/urlgroups.test.mjs."""
+
+import base64
+import http.client
+import json
+import unittest
+
+import qraft_harness as qh
+from http_sink import HttpSink, Reply
+
+
+class TopicsTest(unittest.TestCase):
+    def setUp(self):
+        self.sink = HttpSink()
+        self.sink.start()
+        self.addCleanup(self.sink.stop)
+        self.node = qh.start_dev_node(self)
+
+    def call(self, method, target, body=None, headers=None):
+        """Sends target as is; returns (status, headers, parsed JSON or raw
+        bytes)."""
+        conn = http.client.HTTPConnection(self.node.http_addr, timeout=10)
+        self.addCleanup(conn.close)
+        hdrs = {"Authorization": f"Bearer {self.node.token}"}
+        hdrs.update(headers or {})
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        conn.request(method, target, body=body, headers=hdrs)
+        resp = conn.getresponse()
+        data = resp.read()
+        try:
+            parsed = json.loads(data) if data else None
+        except ValueError:
+            parsed = data
+        return resp.status, resp.headers, parsed
+
+    def add(self, group, *endpoints):
+        status, _, body = self.call("POST", f"/v2/topics/{group}/endpoints",
+                                    body={"endpoints": list(endpoints)})
+        self.assertEqual(status, 200, body)
+
+    def group(self, group):
+        status, _, body = self.call("GET", f"/v2/topics/{group}")
+        return body if status == 200 else status
+
+    def assert_error(self, status, body, want_status, *words):
+        self.assertEqual(status, want_status, body)
+        self.assertIsInstance(body, dict, body)
+        for word in words:
+            self.assertIn(word, body["error"])
+
+    def test_bad_group_names(self):
+        ep = {"endpoints": [{"url": self.sink.url("/x")}]}
+        for name in ("bad!name", "a%20b", "caf%C3%A9", "x" * 300):
+            status, _, body = self.call("POST", f"/v2/topics/{name}/endpoints",
+                                        body=ep)
+            self.assert_error(status, body, 400, "[A-Za-z0-9._-]+")
+            status, _, body = self.call("GET", f"/v2/topics/{name}")
+            self.assert_error(status, body, 400)
+        status, _, body = self.call("POST", "/v2/topics//endpoints", body=ep)
+        self.assertIn(status, (400, 404), body)
+        # Endpoint names follow the same rule.
+        status, _, body = self.call(
+            "POST", "/v2/topics/g/endpoints",
+            body={"endpoints": [{"name": "no spaces", "url": self.sink.url("/")}]})
+        self.assert_error(status, body, 400, "endpoint name")
+        status, _, body = self.call("GET", "/v2/topics")
+        self.assertEqual((status, body), (200, []))
+
+    def test_bad_endpoint_urls(self):
+        for url in ("ftp://example.com/x", "example.com/x", "http://", "",
+                    "http://a b/"):
+            status, _, body = self.call(
+                "POST", "/v2/topics/g/endpoints",
+                body={"endpoints": [{"url": self.sink.url("/ok")},
+                                    {"url": url}]})
+            self.assert_error(status, body, 400, "endpoint 2 url")
+        # Nothing of a refused request was written.
+        self.assertEqual(self.group("g"), 404)
+
+    def test_malformed_json(self):
+        for body in (b"", b"{", b"[]", b'{"endpoints": []}',
+                     b'{"endpoints": {}}', b'{"endpoints": ["http://x"]}',
+                     b'{"endpoints": [{"url": 5}]}',
+                     b'{"endpoints": [{"url": "http://x/", "weight": 1}]}',
+                     b'{"endpoints": [{"url": "http://x/"}], "extra": 1}'):
+            for method in ("POST", "DELETE"):
+                status, _, answer = self.call(
+                    method, "/v2/topics/g/endpoints", body=body)
+                self.assert_error(status, answer, 400)
+        self.assertEqual(self.group("g"), 404)
+
+    def test_methods_and_unknown_groups(self):
+        status, headers, body = self.call("PUT", "/v2/topics/g")
+        self.assert_error(status, body, 405)
+        self.assertEqual(headers["Allow"], "GET, DELETE")
+        status, headers, body = self.call("GET", "/v2/topics/g/endpoints")
+        self.assert_error(status, body, 405)
+        status, _, body = self.call("POST", "/v2/topics")
+        self.assert_error(status, body, 405)
+        for method, target in (("GET", "/v2/topics/nope"),
+                               ("DELETE", "/v2/topics/nope")):
+            status, _, body = self.call(method, target)
+            self.assert_error(status, body, 404, "not found")
+
+    def test_removing_unknown_endpoints(self):
+        self.add("g", {"name": "a", "url": self.sink.url("/a")},
+                 {"url": self.sink.url("/b")})
+        before = self.group("g")
+        for ep in ({"name": "zzz"}, {"url": self.sink.url("/zzz")}):
+            # With a known one in the same request: nothing is removed.
+            status, _, body = self.call(
+                "DELETE", "/v2/topics/g/endpoints",
+                body={"endpoints": [{"name": "a"}, ep]})
+            self.assert_error(status, body, 404, "no endpoint")
+        status, _, body = self.call("DELETE", "/v2/topics/g/endpoints",
+                                    body={"endpoints": [{}]})
+        self.assert_error(status, body, 400, "neither a name nor a url")
+        status, _, body = self.call(
+            "DELETE", "/v2/topics/nope/endpoints",
+            body={"endpoints": [{"name": "a"}]})
+        self.assert_error(status, body, 404, "not found")
+        self.assertEqual(self.group("g"), before)
+
+    def test_endpoint_names_unique_and_limit(self):
+        self.add("g", {"name": "a", "url": self.sink.url("/a")})
+        status, _, body = self.call(
+            "POST", "/v2/topics/g/endpoints",
+            body={"endpoints": [{"name": "a", "url": self.sink.url("/other")}]})
+        self.assert_error(status, body, 400, "taken")
+        many = [{"url": self.sink.url(f"/e{i}")} for i in range(101)]
+        status, _, body = self.call("POST", "/v2/topics/big/endpoints",
+                                    body={"endpoints": many})
+        self.assert_error(status, body, 413, "at most 100")
+        self.add("g", *many[:99])
+        status, _, body = self.call("POST", "/v2/topics/g/endpoints",
+                                    body={"endpoints": many[99:100]})
+        self.assert_error(status, body, 400, "limit is 100")
+        self.assertEqual(len(self.group("g")["endpoints"]), 100)
+
+    def test_unknown_group_publish_is_404(self):
+        for target in ("/v2/publish/nope", "/v2/enqueue/q1/nope"):
+            status, _, body = self.call("POST", target, body=b"x")
+            self.assert_error(status, body, 404, "url group 'nope' not found")
+        status, _, body = self.call("POST", "/v2/batch",
+                                    body=[{"destination": "nope"}])
+        self.assertEqual(status, 200, body)
+        self.assertIn("not found", body[0]["error"])
+        self.assertEqual(self.sink.requests(), [])
+
+    def test_flow_control_value_malformed(self):
+        for value in ("", "parallelism=0", "rate=x", "rate=1, rate=2",
+                      "burst=3", "period=10s", "rate=1, period=8d",
+                      "rate=1;period=1s"):
+            status, _, body = self.call(
+                "POST", "/v2/publish/" + self.sink.url("/fc"), body=b"x",
+                headers={"Upstash-Flow-Control-Key": "k",
+                         "Upstash-Flow-Control-Value": value})
+            self.assert_error(status, body, 400, "Flow-Control-Value")
+        status, _, body = self.call(
+            "POST", "/v2/publish/" + self.sink.url("/fc"), body=b"x",
+            headers={"Upstash-Flow-Control-Value": "rate=1"})
+        self.assert_error(status, body, 400, "flow control key")
+        status, _, body = self.call(
+            "POST", "/v2/publish/" + self.sink.url("/fc"), body=b"x",
+            headers={"Upstash-Flow-Control-Key": "k"})
+        self.assert_error(status, body, 400, "parallelism or a rate")
+        self.assertEqual(self.sink.requests(), [])
+
+    def test_topic_headers_cannot_be_forged(self):
+        for name in ("Upstash-Forward-Upstash-Topic-Name",
+                     "Upstash-Forward-Upstash-Caller-Ip"):
+            status, _, body = self.call(
+                "POST", "/v2/publish/" + self.sink.url("/f"), body=b"x",
+                headers={name: "evil"})
+            self.assert_error(status, body, 400, "set by qraft")
+
+    def test_query_config_and_group_fanout(self):
+        self.add("fan", {"name": "one", "url": self.sink.url("/one")},
+                 {"url": self.sink.url("/two?keep=1")})
+        status, _, body = self.call(
+            "POST", "/v2/publish/fan?upstash-delay=1h&upstash-retries=2",
+            body=b"payload", headers={"Upstash-Label": "x , y,,"})
+        self.assertEqual(status, 200, body)
+        self.assertEqual([m["url"] for m in body],
+                         [self.sink.url("/one"), self.sink.url("/two?keep=1")])
+        for item, name in zip(body, ("one", None)):
+            status, _, msg = self.call("GET", f"/v2/messages/{item['messageId']}")
+            self.assertEqual(status, 200, msg)
+            self.assertEqual(msg["topicName"], "fan")
+            self.assertEqual(msg.get("endpointName"), name)
+            self.assertEqual(msg["maxRetries"], 2)
+            self.assertEqual(msg["notBefore"] - msg["createdAt"], 3600 * 1000)
+            self.assertEqual(msg["labels"], ["x", "y"])
+            self.assertEqual(msg["callerIP"], "127.0.0.1")
+        # The same dedup id twice: each endpoint answers its own message.
+        hdrs = {"Upstash-Deduplication-Id": "d1", "Upstash-Delay": "1h"}
+        _, _, first = self.call("POST", "/v2/publish/fan", b"x", hdrs)
+        status, _, second = self.call("POST", "/v2/publish/fan", b"x", hdrs)
+        self.assertEqual(status, 202, second)
+        self.assertEqual([m["messageId"] for m in second],
+                         [m["messageId"] for m in first])
+        self.assertTrue(all(m["deduplicated"] for m in second))
+        # A URL publish's upstash-* query is config, not destination.
+        status, _, body = self.call(
+            "POST", "/v2/publish/" + self.sink.url("/q") +
+            "?a=1&upstash-delay=10s&upstash-forward-x-k=v", b"x")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["url"], self.sink.url("/q") + "?a=1")
+        _, _, msg = self.call("GET", f"/v2/messages/{body['messageId']}")
+        self.assertEqual(msg["notBefore"] - msg["createdAt"], 10 * 1000)
+        self.assertEqual(msg["header"]["X-K"], ["v"])
+        status, _, body = self.call(
+            "POST", "/v2/publish/" + self.sink.url("/q") + "?upstash-delay=7x",
+            b"x")
+        self.assert_error(status, body, 400, "Upstash-Delay")
+
+    def test_dlq_and_callback_carry_the_group(self):
+        self.sink.script("/dead", Reply(404))
+        self.add("dl", {"name": "only", "url": self.sink.url("/dead")})
+        status, _, body = self.call(
+            "POST", "/v2/publish/dl", body=b"x",
+            headers={"Upstash-Retries": "0",
+                     "Upstash-Callback": self.sink.url("/cb"),
+                     "Upstash-Label": "lab"})
+        self.assertEqual(status, 200, body)
+        (cb,) = self.sink.wait_for(1, path="/cb", timeout=20)
+        payload = json.loads(cb.body)
+        self.assertEqual(payload["topicName"], "dl")
+        self.assertEqual(payload["endpointName"], "only")
+        self.assertEqual(payload["callerIP"], "127.0.0.1")
+        self.assertEqual(payload["sourceMessageId"], body[0]["messageId"])
+        self.assertEqual(base64.b64decode(payload["sourceBody"]), b"x")
+
+        def dead_letter():
+            _, _, page = self.call("GET", "/v2/dlq")
+            return next((m for m in page["messages"]
+                         if m["messageId"] == body[0]["messageId"]), None)
+
+        entry = qh.wait_until(dead_letter, 20, "the DLQ entry")
+        self.assertEqual(entry["topicName"], "dl")
+        self.assertEqual(entry["endpointName"], "only")
+        self.assertEqual(entry["labels"], ["lab"])
+        (got,) = self.sink.wait_for(1, path="/dead", timeout=20)
+        self.assertEqual(got.header("Upstash-Topic-Name"), "dl")
+
+
+if __name__ == "__main__":
+    unittest.main()

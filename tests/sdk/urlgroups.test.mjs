@@ -1,0 +1,331 @@
+// URL groups (QStash "topics") of a real `qraftd --dev`, driven by the
+// official @upstash/qstash SDK the way an app calls them: urlGroups
+// addEndpoints / get / list / removeEndpoints / delete, publishJSON to a group
+// (one delivery per endpoint, each with Upstash-Topic-Name, answered with an
+// array), and the message metadata messages.get shows: topicName,
+// endpointName, labels, callerIP, flow control.
+//
+// QRAFT_BIN names the build's bin directory (it holds qraftd).
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+
+// QSTASH_DEV would make the SDK ignore baseUrl, token and keys.
+for (const name of Object.keys(process.env)) {
+  if (name === "QSTASH_DEV" || name === "QSTASH_REGION" ||
+      name.endsWith("QSTASH_CURRENT_SIGNING_KEY") ||
+      name.endsWith("QSTASH_NEXT_SIGNING_KEY") || name === "QSTASH_URL" ||
+      name === "QSTASH_TOKEN") {
+    delete process.env[name];
+  }
+}
+const { Client, QstashError, Receiver } = await import("@upstash/qstash");
+
+const bin = process.env.QRAFT_BIN;
+assert.ok(bin, "QRAFT_BIN must name the build's bin directory");
+const qraftd = path.resolve(bin, "qraftd");
+assert.ok(existsSync(qraftd), `${qraftd} not found: build qraft first`);
+
+const START_TIMEOUT = 30_000;
+const STOP_TIMEOUT = 10_000;
+const WAIT_TIMEOUT = 20_000;
+
+const childEnv = Object.fromEntries(Object.entries(process.env).filter(
+  ([k]) => !k.startsWith("QRAFT_") && !k.includes("QSTASH_")));
+
+async function freePort() {
+  const srv = net.createServer();
+  srv.listen(0, "127.0.0.1");
+  await once(srv, "listening");
+  const { port } = srv.address();
+  srv.close();
+  await once(srv, "close");
+  return port;
+}
+
+/* Polls check() (async allowed) until it returns something truthy. */
+async function waitFor(check, what, timeoutMs = WAIT_TIMEOUT) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) {
+      return value;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+class DevNode {
+  dir = mkdtempSync(path.join(os.tmpdir(), "qraft-sdk-groups-"));
+  env = {};
+  proc = null;
+  exited = false;
+  #stdout = "";
+  #stderr = "";
+
+  async start() {
+    const [rpc, httpPort, raft] =
+      [await freePort(), await freePort(), await freePort()];
+    this.proc = spawn(qraftd, [
+      "--dev", "--data", path.join(this.dir, "data"),
+      "--rpc", `127.0.0.1:${rpc}`, "--http", `127.0.0.1:${httpPort}`,
+      "--raft", `127.0.0.1:${raft}`,
+    ], { cwd: this.dir, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
+    this.proc.stdout.setEncoding("utf8");
+    this.proc.stderr.setEncoding("utf8");
+    this.proc.stdout.on("data", (c) => { this.#stdout += c; });
+    this.proc.stderr.on("data", (c) => {
+      this.#stderr = (this.#stderr + c).slice(-8192);
+    });
+    this.proc.on("exit", () => { this.exited = true; });
+    await waitFor(() => {
+      if (this.exited) {
+        throw new Error(`qraftd exited while starting${this.logHint()}`);
+      }
+      return /^QRAFT_ENDPOINTS=.+$/m.test(this.#stdout);
+    }, "qraftd to print its settings", START_TIMEOUT);
+    for (const line of this.#stdout.split("\n")) {
+      const m = /^([A-Z_]+)=(.*)$/.exec(line);
+      if (m) {
+        this.env[m[1]] = m[2];
+      }
+    }
+  }
+
+  async stop() {
+    if (!this.proc || this.exited) {
+      return;
+    }
+    const gone = once(this.proc, "exit");
+    this.proc.kill("SIGTERM");
+    const timer = setTimeout(() => this.proc.kill("SIGKILL"), STOP_TIMEOUT);
+    await gone;
+    clearTimeout(timer);
+  }
+
+  killNow() {
+    if (this.proc && !this.exited) {
+      this.proc.kill("SIGKILL");
+    }
+  }
+
+  logHint() {
+    return this.#stderr ? `\n--- qraftd stderr (tail) ---\n${this.#stderr}` : "";
+  }
+}
+
+/* An app that records each request and answers 200. */
+class App {
+  requests = [];
+  #server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => {
+      res.writeHead(200, { "Content-Type": "text/plain" });
+      res.end("ok");
+      this.requests.push({
+        method: req.method, url: req.url, headers: req.headers,
+        body: Buffer.concat(chunks).toString("utf8"),
+      });
+    });
+  });
+
+  async start() {
+    this.#server.listen(0, "127.0.0.1");
+    await once(this.#server, "listening");
+    this.base = `http://127.0.0.1:${this.#server.address().port}`;
+  }
+
+  stop() {
+    this.#server.closeAllConnections?.();
+    this.#server.close();
+  }
+
+  on(url) {
+    return this.requests.filter((r) => r.url === url);
+  }
+}
+
+describe("URL groups with the official SDK", () => {
+  const node = new DevNode();
+  const app = new App();
+  let client;
+  process.on("exit", () => node.killNow());
+
+  before(async () => {
+    await node.start();
+    await app.start();
+    client = new Client({
+      baseUrl: node.env.QSTASH_URL, token: node.env.QSTASH_TOKEN,
+      retry: false,
+    });
+  });
+
+  after(async () => {
+    app.stop();
+    await node.stop();
+    rmSync(node.dir, { recursive: true, force: true });
+  });
+
+  test("addEndpoints, get, list, removeEndpoints, delete", async () => {
+    const endpoints = [
+      { name: "first", url: `${app.base}/g1/a` },
+      { url: `${app.base}/g1/b` },
+    ];
+    await client.urlGroups.addEndpoints({ name: "crud", endpoints });
+    const got = await client.urlGroups.get("crud");
+    assert.equal(got.name, "crud");
+    assert.deepEqual(got.endpoints, endpoints);
+    assert.equal(typeof got.createdAt, "number");
+    assert.ok(got.updatedAt >= got.createdAt);
+
+    // The same URL again replaces it (now named), never duplicates.
+    await client.urlGroups.addEndpoints({
+      name: "crud",
+      endpoints: [{ name: "second", url: `${app.base}/g1/b` },
+        { url: `${app.base}/g1/c` }],
+    });
+    assert.deepEqual((await client.urlGroups.get("crud")).endpoints, [
+      { name: "first", url: `${app.base}/g1/a` },
+      { name: "second", url: `${app.base}/g1/b` },
+      { url: `${app.base}/g1/c` },
+    ]);
+
+    await client.urlGroups.addEndpoints({
+      name: "other", endpoints: [{ url: `${app.base}/other` }],
+    });
+    const all = await client.urlGroups.list();
+    assert.ok(Array.isArray(all));
+    assert.deepEqual(all.map((g) => g.name).filter(
+      (n) => n === "crud" || n === "other").sort(), ["crud", "other"]);
+
+    await client.urlGroups.removeEndpoints({
+      name: "crud",
+      endpoints: [{ name: "first" }, { url: `${app.base}/g1/c` }],
+    });
+    assert.deepEqual((await client.urlGroups.get("crud")).endpoints,
+      [{ name: "second", url: `${app.base}/g1/b` }]);
+
+    // Removing the last endpoint deletes the group.
+    await client.urlGroups.removeEndpoints({
+      name: "crud", endpoints: [{ name: "second" }],
+    });
+    await assert.rejects(client.urlGroups.get("crud"),
+      (err) => err instanceof QstashError && err.status === 404);
+
+    await client.urlGroups.delete("other");
+    await assert.rejects(client.urlGroups.get("other"),
+      (err) => err instanceof QstashError && err.status === 404);
+    await assert.rejects(client.urlGroups.delete("other"),
+      (err) => err instanceof QstashError && err.status === 404);
+  });
+
+  test("publishJSON to a group delivers to every endpoint", async () => {
+    await client.urlGroups.addEndpoints({
+      name: "fanout",
+      endpoints: [{ name: "one", url: `${app.base}/fan/one` },
+        { url: `${app.base}/fan/two?x=1` }],
+    });
+    const res = await client.publishJSON({
+      urlGroup: "fanout", body: { order: 7 }, label: ["gold", "eu"],
+    });
+    assert.ok(Array.isArray(res), `want an array, got ${JSON.stringify(res)}`);
+    assert.equal(res.length, 2);
+    assert.deepEqual(res.map((r) => r.url),
+      [`${app.base}/fan/one`, `${app.base}/fan/two?x=1`]);
+    assert.notEqual(res[0].messageId, res[1].messageId);
+
+    const receiver = new Receiver({
+      currentSigningKey: node.env.QSTASH_CURRENT_SIGNING_KEY,
+      nextSigningKey: node.env.QSTASH_NEXT_SIGNING_KEY,
+    });
+    for (const [i, url] of ["/fan/one", "/fan/two?x=1"].entries()) {
+      const [got] = await waitFor(() => {
+        const seen = app.on(url);
+        return seen.length > 0 ? seen : null;
+      }, `the delivery to ${url}`);
+      assert.equal(got.headers["upstash-topic-name"], "fanout");
+      assert.equal(got.headers["upstash-message-id"], res[i].messageId);
+      assert.deepEqual(JSON.parse(got.body), { order: 7 });
+      assert.equal(await receiver.verify({
+        signature: got.headers["upstash-signature"], body: got.body,
+        url: `${app.base}${url}`,
+      }), true);
+    }
+  });
+
+  test("messages.get shows topicName, endpointName, labels, callerIP",
+    async () => {
+      await client.urlGroups.addEndpoints({
+        name: "meta", endpoints: [{ name: "ep", url: `${app.base}/meta` }],
+      });
+      const [res] = await client.publish({
+        urlGroup: "meta", body: "later", delay: 600, label: "solo",
+        flowControl: { key: "tenant-1", parallelism: 2, rate: 10,
+          period: "1m" },
+      });
+      const m = await client.messages.get(res.messageId);
+      assert.equal(m.topicName, "meta");
+      assert.equal(m.urlGroup, "meta");
+      assert.equal(m.endpointName, "ep");
+      assert.equal(m.url, `${app.base}/meta`);
+      assert.equal(m.label, "solo");
+      assert.deepEqual(m.labels, ["solo"]);
+      assert.equal(m.callerIP, "127.0.0.1");
+      assert.equal(m.flowControlKey, "tenant-1");
+      assert.equal(m.parallelism, 2);
+      assert.equal(m.rate, 10);
+      assert.equal(m.ratePerSecond, 10);
+      assert.equal(m.period, 60);
+    });
+
+  test("a label round trip on a URL publish", async () => {
+    const res = await client.publish({
+      url: `${app.base}/labelled`, body: "x", delay: 600,
+      label: ["a", "b", "c"],
+    });
+    const m = await client.messages.get(res.messageId);
+    assert.equal(m.label, "a");
+    assert.deepEqual(m.labels, ["a", "b", "c"]);
+    assert.equal(m.topicName, undefined);
+    assert.equal(m.endpointName, undefined);
+  });
+
+  test("publishing to an unknown group is a 404", async () => {
+    await assert.rejects(
+      client.publishJSON({ urlGroup: "no-such-group", body: {} }),
+      (err) => err instanceof QstashError && err.status === 404 &&
+        /not found/.test(JSON.parse(err.message).error));
+  });
+
+  test("batchJSON with a group destination answers an array element",
+    async () => {
+      await client.urlGroups.addEndpoints({
+        name: "batchgroup",
+        endpoints: [{ url: `${app.base}/bg/1` }, { url: `${app.base}/bg/2` }],
+      });
+      const res = await client.batchJSON([
+        { urlGroup: "batchgroup", body: { n: 1 } },
+        { url: `${app.base}/bg/plain`, body: { n: 2 } },
+      ]);
+      assert.equal(res.length, 2);
+      assert.ok(Array.isArray(res[0]));
+      assert.deepEqual(res[0].map((r) => r.url),
+        [`${app.base}/bg/1`, `${app.base}/bg/2`]);
+      assert.equal(res[1].url, `${app.base}/bg/plain`);
+      const [got] = await waitFor(() => {
+        const seen = app.on("/bg/2");
+        return seen.length > 0 ? seen : null;
+      }, "the batch group delivery");
+      assert.equal(got.headers["upstash-topic-name"], "batchgroup");
+    });
+});
