@@ -608,9 +608,10 @@ static void handle_group_publish(struct qr_rpc_conn *conn,
     char err[256];
 
     if (p->url[0] != '\0' || p->endpoint_name[0] != '\0') {
-        send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
-                   "give a url or a url group name, not both (the endpoint "
-                   "name is set by the server)");
+        send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST, "%s",
+                   p->endpoint_name[0] != '\0'
+                       ? "endpoint name is set by the server, not the client"
+                       : "give a url or a url group name, not both");
         return;
     }
     int rv = qr_command_check_publish(p, &rpc->config->limits, now_ms, err,
