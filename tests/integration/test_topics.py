@@ -2,8 +2,9 @@
 from raw HTTP: bad input answers 400/404/405 with {"error"} and changes
 nothing; a group publish fans out; DLQ entries and callbacks of a group
 member carry topicName/endpointName; Upstash-Flow-Control-Value is parsed;
-upstash-* query parameters are config. The SDK's view is in
-tests/sdk/urlgroups.test.mjs."""
+upstash-* query parameters are config. On a 3-node cluster, group changes
+and group publishes sent to a follower are forwarded and replicated. The
+SDK's view is in tests/sdk/urlgroups.test.mjs."""
 
 import base64
 import http.client
@@ -14,6 +15,27 @@ import qraft_harness as qh
 from http_sink import HttpSink, Reply
 
 
+def http_call(addr, token, method, target, body=None, headers=None):
+    """Sends target as is to addr; returns (status, headers, parsed JSON or
+    raw bytes)."""
+    conn = http.client.HTTPConnection(addr, timeout=30)
+    try:
+        hdrs = {"Authorization": f"Bearer {token}"}
+        hdrs.update(headers or {})
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        conn.request(method, target, body=body, headers=hdrs)
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    try:
+        parsed = json.loads(data) if data else None
+    except ValueError:
+        parsed = data
+    return resp.status, resp.headers, parsed
+
+
 class TopicsTest(unittest.TestCase):
     def setUp(self):
         self.sink = HttpSink()
@@ -22,22 +44,8 @@ class TopicsTest(unittest.TestCase):
         self.node = qh.start_dev_node(self)
 
     def call(self, method, target, body=None, headers=None):
-        """Sends target as is; returns (status, headers, parsed JSON or raw
-        bytes)."""
-        conn = http.client.HTTPConnection(self.node.http_addr, timeout=10)
-        self.addCleanup(conn.close)
-        hdrs = {"Authorization": f"Bearer {self.node.token}"}
-        hdrs.update(headers or {})
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body).encode()
-        conn.request(method, target, body=body, headers=hdrs)
-        resp = conn.getresponse()
-        data = resp.read()
-        try:
-            parsed = json.loads(data) if data else None
-        except ValueError:
-            parsed = data
-        return resp.status, resp.headers, parsed
+        return http_call(self.node.http_addr, self.node.token, method, target,
+                         body, headers)
 
     def add(self, group, *endpoints):
         status, _, body = self.call("POST", f"/v2/topics/{group}/endpoints",
@@ -248,6 +256,53 @@ class TopicsTest(unittest.TestCase):
         self.assertEqual(entry["labels"], ["lab"])
         (got,) = self.sink.wait_for(1, path="/dead", timeout=20)
         self.assertEqual(got.header("Upstash-Topic-Name"), "dl")
+
+
+class TopicsClusterTest(unittest.TestCase):
+    """Group changes and group publishes through a follower's REST API."""
+
+    def setUp(self):
+        self.sink = HttpSink()
+        self.sink.start()
+        self.addCleanup(self.sink.stop)
+        self.cluster = qh.start_cluster(self)
+
+    def test_follower_forwards_group_writes(self):
+        leader = self.cluster.leader()
+        followers = [n for n in self.cluster.nodes if n.id != leader.id]
+        token = self.cluster.token
+        via = followers[0].http_addr
+        status, _, body = http_call(
+            via, token, "POST", "/v2/topics/cg/endpoints",
+            body={"endpoints": [{"name": "a", "url": self.sink.url("/a")},
+                                {"url": self.sink.url("/b")}]})
+        self.assertEqual(status, 200, body)
+        want = [{"name": "a", "url": self.sink.url("/a")},
+                {"url": self.sink.url("/b")}]
+
+        # Every replica applies the same group (reads are local).
+        for node in self.cluster.nodes:
+            def has_group(addr=node.http_addr):
+                st, _, g = http_call(addr, token, "GET", "/v2/topics/cg")
+                return st == 200 and g["endpoints"] == want
+            qh.wait_until(has_group, 20, f"the group on {node.name}")
+
+        status, _, body = http_call(via, token, "POST", "/v2/publish/cg",
+                                    body=b"fan")
+        self.assertEqual(status, 200, body)
+        self.assertEqual([m["url"] for m in body],
+                         [self.sink.url("/a"), self.sink.url("/b")])
+        for path in ("/a", "/b"):
+            (got,) = self.sink.wait_for(1, path=path, timeout=30)
+            self.assertEqual(got.header("Upstash-Topic-Name"), "cg")
+            self.assertEqual(got.body, b"fan")
+
+        status, _, body = http_call(followers[1].http_addr, token, "DELETE",
+                                    "/v2/topics/cg")
+        self.assertEqual(status, 200, body)
+        status, _, body = http_call(followers[1].http_addr, token, "POST",
+                                    "/v2/publish/cg", body=b"x")
+        self.assertEqual(status, 404, body)
 
 
 if __name__ == "__main__":
