@@ -1509,6 +1509,79 @@ static void test_queues_and_fifo(void **state)
     remove_dir(dir);
 }
 
+static void put_group(struct qr_store *s, const char *name, const char *url)
+{
+    Qraft__UrlGroupEndpoint ep = QRAFT__URL_GROUP_ENDPOINT__INIT;
+    Qraft__UrlGroupEndpoint *eps[1] = {&ep};
+    Qraft__UrlGroup g = QRAFT__URL_GROUP__INIT;
+    ep.url = (char *)url;
+    g.name = (char *)name;
+    g.created_ms = 10;
+    g.updated_ms = 20;
+    g.endpoints = eps;
+    g.n_endpoints = 1;
+    struct qr_store_txn *t = begin(s, true);
+    assert_int_equal(qr_store_group_put(t, &g), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+}
+
+struct group_names {
+    char names[8][32];
+    size_t n;
+};
+
+static int on_group(void *arg, const Qraft__UrlGroup *g)
+{
+    struct group_names *gn = arg;
+    assert_true(gn->n < 8);
+    snprintf(gn->names[gn->n++], sizeof gn->names[0], "%s", g->name);
+    return 0;
+}
+
+/* URL groups: put replaces, list is by name, delete of a missing group is
+ * NOT_FOUND, and a snapshot carries them. */
+static void test_groups(void **state)
+{
+    struct fixture *f = *state;
+    struct qr_store_txn *t;
+    Qraft__UrlGroup *g = NULL;
+    struct group_names gn = {0};
+
+    put_group(f->s, "beta", "http://h/b");
+    put_group(f->s, "alpha", "http://h/a");
+    put_group(f->s, "beta", "http://h/b2");
+    t = begin(f->s, false);
+    assert_int_equal(qr_store_group_get(t, "beta", &g), 0);
+    assert_string_equal(g->endpoints[0]->url, "http://h/b2");
+    assert_int_equal(g->created_ms, 10);
+    qraft__url_group__free_unpacked(g, NULL);
+    assert_int_equal(qr_store_group_get(t, "gamma", &g), QR_ENOTFOUND);
+    assert_null(g);
+    assert_int_equal(qr_store_group_list(t, on_group, &gn), 0);
+    assert_int_equal(gn.n, 2);
+    assert_string_equal(gn.names[0], "alpha");
+    assert_string_equal(gn.names[1], "beta");
+    assert_int_equal(qr_store_group_delete(t, "alpha"), QR_EBADREQ);
+    qr_store_txn_abort(t);
+
+    void *buf;
+    size_t len;
+    snapshot(f->s, &buf, &len);
+    t = begin(f->s, true);
+    assert_int_equal(qr_store_group_delete(t, "alpha"), 0);
+    assert_int_equal(qr_store_group_delete(t, "alpha"), QR_ENOTFOUND);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    assert_false(qr_store_failed(f->s));
+
+    assert_int_equal(qr_store_restore(f->s, buf, len), 0);
+    free(buf);
+    t = begin(f->s, false);
+    assert_int_equal(qr_store_group_get(t, "alpha", &g), 0);
+    assert_string_equal(g->endpoints[0]->url, "http://h/a");
+    qraft__url_group__free_unpacked(g, NULL);
+    qr_store_txn_abort(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1540,6 +1613,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_dlq_list_at, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queues_and_fifo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_groups, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
