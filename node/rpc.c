@@ -625,6 +625,19 @@ static void handle_group_publish(struct qr_rpc_conn *conn,
             snprintf(err, sizeof err, "reading the store: %s", qr_strerror(rv));
         }
     }
+    /* One copy per endpoint goes into the propose queue: refuse what could
+     * not fit in half of it, rather than fail halfway through. */
+    size_t total =
+        rv == 0 ? g->n_endpoints * qraft__publish_request__get_packed_size(p)
+                : 0;
+    if (rv == 0 && total > rpc->config->max_queued_bytes / 2) {
+        rv = QR_ETOOLARGE;
+        snprintf(err, sizeof err,
+                 "a publish to url group '%.64s' (%zu endpoints) is %zu "
+                 "bytes; the limit is %zu",
+                 p->topic_name, g->n_endpoints, total,
+                 rpc->config->max_queued_bytes / 2);
+    }
     /* Every copy is checked before anything is proposed. */
     for (size_t i = 0; rv == 0 && i < g->n_endpoints; i++) {
         Qraft__PublishRequest one = *p;

@@ -150,6 +150,12 @@ class TopicsTest(unittest.TestCase):
                                     body={"endpoints": many[99:100]})
         self.assert_error(status, body, 400, "limit is 100")
         self.assertEqual(len(self.group("g")["endpoints"]), 100)
+        # 100 copies of 400 KiB are over half the propose queue (32 MiB):
+        # refused before anything is proposed.
+        status, _, body = self.call("POST", "/v2/publish/g",
+                                    body=b"x" * (400 * 1024))
+        self.assert_error(status, body, 413, "100 endpoints")
+        self.assertEqual(self.sink.requests(), [])
 
     def test_unknown_group_publish_is_404(self):
         for target in ("/v2/publish/nope", "/v2/enqueue/q1/nope"):
