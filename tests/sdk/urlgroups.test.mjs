@@ -7,163 +7,21 @@
 //
 // QRAFT_BIN names the build's bin directory (it holds qraftd).
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { once } from "node:events";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import http from "node:http";
-import net from "node:net";
-import os from "node:os";
-import path from "node:path";
 import { after, before, describe, test } from "node:test";
 
-// QSTASH_DEV would make the SDK ignore baseUrl, token and keys.
-for (const name of Object.keys(process.env)) {
-  if (name === "QSTASH_DEV" || name === "QSTASH_REGION" ||
-      name.endsWith("QSTASH_CURRENT_SIGNING_KEY") ||
-      name.endsWith("QSTASH_NEXT_SIGNING_KEY") || name === "QSTASH_URL" ||
-      name === "QSTASH_TOKEN") {
-    delete process.env[name];
-  }
-}
+import { DevNode, Sink } from "./harness.mjs";
+
 const { Client, QstashError, Receiver } = await import("@upstash/qstash");
-
-const bin = process.env.QRAFT_BIN;
-assert.ok(bin, "QRAFT_BIN must name the build's bin directory");
-const qraftd = path.resolve(bin, "qraftd");
-assert.ok(existsSync(qraftd), `${qraftd} not found: build qraft first`);
-
-const START_TIMEOUT = 30_000;
-const STOP_TIMEOUT = 10_000;
-const WAIT_TIMEOUT = 20_000;
-
-const childEnv = Object.fromEntries(Object.entries(process.env).filter(
-  ([k]) => !k.startsWith("QRAFT_") && !k.includes("QSTASH_")));
-
-async function freePort() {
-  const srv = net.createServer();
-  srv.listen(0, "127.0.0.1");
-  await once(srv, "listening");
-  const { port } = srv.address();
-  srv.close();
-  await once(srv, "close");
-  return port;
-}
-
-/* Polls check() (async allowed) until it returns something truthy. */
-async function waitFor(check, what, timeoutMs = WAIT_TIMEOUT) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) {
-      return value;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-class DevNode {
-  dir = mkdtempSync(path.join(os.tmpdir(), "qraft-sdk-groups-"));
-  env = {};
-  proc = null;
-  exited = false;
-  #stdout = "";
-  #stderr = "";
-
-  async start() {
-    const [rpc, httpPort, raft] =
-      [await freePort(), await freePort(), await freePort()];
-    this.proc = spawn(qraftd, [
-      "--dev", "--data", path.join(this.dir, "data"),
-      "--rpc", `127.0.0.1:${rpc}`, "--http", `127.0.0.1:${httpPort}`,
-      "--raft", `127.0.0.1:${raft}`,
-    ], { cwd: this.dir, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
-    this.proc.stdout.setEncoding("utf8");
-    this.proc.stderr.setEncoding("utf8");
-    this.proc.stdout.on("data", (c) => { this.#stdout += c; });
-    this.proc.stderr.on("data", (c) => {
-      this.#stderr = (this.#stderr + c).slice(-8192);
-    });
-    this.proc.on("exit", () => { this.exited = true; });
-    await waitFor(() => {
-      if (this.exited) {
-        throw new Error(`qraftd exited while starting${this.logHint()}`);
-      }
-      return /^QRAFT_ENDPOINTS=.+$/m.test(this.#stdout);
-    }, "qraftd to print its settings", START_TIMEOUT);
-    for (const line of this.#stdout.split("\n")) {
-      const m = /^([A-Z_]+)=(.*)$/.exec(line);
-      if (m) {
-        this.env[m[1]] = m[2];
-      }
-    }
-  }
-
-  async stop() {
-    if (!this.proc || this.exited) {
-      return;
-    }
-    const gone = once(this.proc, "exit");
-    this.proc.kill("SIGTERM");
-    const timer = setTimeout(() => this.proc.kill("SIGKILL"), STOP_TIMEOUT);
-    await gone;
-    clearTimeout(timer);
-  }
-
-  killNow() {
-    if (this.proc && !this.exited) {
-      this.proc.kill("SIGKILL");
-    }
-  }
-
-  logHint() {
-    return this.#stderr ? `\n--- qraftd stderr (tail) ---\n${this.#stderr}` : "";
-  }
-}
-
-/* An app that records each request and answers 200. */
-class App {
-  requests = [];
-  #server = http.createServer((req, res) => {
-    const chunks = [];
-    req.on("data", (c) => chunks.push(c));
-    req.on("end", () => {
-      res.writeHead(200, { "Content-Type": "text/plain" });
-      res.end("ok");
-      this.requests.push({
-        method: req.method, url: req.url, headers: req.headers,
-        body: Buffer.concat(chunks).toString("utf8"),
-      });
-    });
-  });
-
-  async start() {
-    this.#server.listen(0, "127.0.0.1");
-    await once(this.#server, "listening");
-    this.base = `http://127.0.0.1:${this.#server.address().port}`;
-  }
-
-  stop() {
-    this.#server.closeAllConnections?.();
-    this.#server.close();
-  }
-
-  on(url) {
-    return this.requests.filter((r) => r.url === url);
-  }
-}
 
 describe("URL groups with the official SDK", () => {
   const node = new DevNode();
-  const app = new App();
+  const app = new Sink();
   let client;
-  process.on("exit", () => node.killNow());
 
   before(async () => {
     await node.start();
     await app.start();
+    app.base = app.url("");
     client = new Client({
       baseUrl: node.env.QSTASH_URL, token: node.env.QSTASH_TOKEN,
       retry: false,
@@ -171,9 +29,9 @@ describe("URL groups with the official SDK", () => {
   });
 
   after(async () => {
-    app.stop();
+    await app.close();
     await node.stop();
-    rmSync(node.dir, { recursive: true, force: true });
+    node.removeDir();
   });
 
   test("addEndpoints, get, list, removeEndpoints, delete", async () => {
@@ -249,10 +107,8 @@ describe("URL groups with the official SDK", () => {
       nextSigningKey: node.env.QSTASH_NEXT_SIGNING_KEY,
     });
     for (const [i, url] of ["/fan/one", "/fan/two?x=1"].entries()) {
-      const [got] = await waitFor(() => {
-        const seen = app.on(url);
-        return seen.length > 0 ? seen : null;
-      }, `the delivery to ${url}`);
+      const [got] = await app.received(url.split("?")[0]);
+      assert.equal(got.url, url);
       assert.equal(got.headers["upstash-topic-name"], "fanout");
       assert.equal(got.headers["upstash-message-id"], res[i].messageId);
       assert.deepEqual(JSON.parse(got.body), { order: 7 });
@@ -322,10 +178,7 @@ describe("URL groups with the official SDK", () => {
       assert.deepEqual(res[0].map((r) => r.url),
         [`${app.base}/bg/1`, `${app.base}/bg/2`]);
       assert.equal(res[1].url, `${app.base}/bg/plain`);
-      const [got] = await waitFor(() => {
-        const seen = app.on("/bg/2");
-        return seen.length > 0 ? seen : null;
-      }, "the batch group delivery");
+      const [got] = await app.received("/bg/2");
       assert.equal(got.headers["upstash-topic-name"], "batchgroup");
     });
 });
