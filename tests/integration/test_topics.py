@@ -275,6 +275,10 @@ class TopicsClusterTest(unittest.TestCase):
 
     def test_follower_forwards_group_writes(self):
         leader = self.cluster.leader()
+        # Group commands are feature level 2: it rises once every node has
+        # advertised its level to the leader.
+        qh.wait_until(lambda: leader.status()["feature_level"] >= 2, 30,
+                      "the cluster to reach feature level 2")
         followers = [n for n in self.cluster.nodes if n.id != leader.id]
         token = self.cluster.token
         via = followers[0].http_addr
