@@ -36,12 +36,22 @@ def http_call(addr, token, method, target, body=None, headers=None):
     return resp.status, resp.headers, parsed
 
 
+def wait_for_level_2(node):
+    """Group commands are feature level 2, which the leader reaches at its
+    first tick after it has seen every node's level: wait for it."""
+    def at_level_2():
+        _, out, _ = node.cli("status", "--local", "--json")
+        return json.loads(out)["feature_level"] >= 2
+    qh.wait_until(at_level_2, 30, f"{node.name} to reach feature level 2")
+
+
 class TopicsTest(unittest.TestCase):
     def setUp(self):
         self.sink = HttpSink()
         self.sink.start()
         self.addCleanup(self.sink.stop)
         self.node = qh.start_dev_node(self)
+        wait_for_level_2(self.node)
 
     def call(self, method, target, body=None, headers=None):
         return http_call(self.node.http_addr, self.node.token, method, target,
@@ -275,10 +285,7 @@ class TopicsClusterTest(unittest.TestCase):
 
     def test_follower_forwards_group_writes(self):
         leader = self.cluster.leader()
-        # Group commands are feature level 2: it rises once every node has
-        # advertised its level to the leader.
-        qh.wait_until(lambda: leader.status()["feature_level"] >= 2, 30,
-                      "the cluster to reach feature level 2")
+        wait_for_level_2(leader)
         followers = [n for n in self.cluster.nodes if n.id != leader.id]
         token = self.cluster.token
         via = followers[0].http_addr

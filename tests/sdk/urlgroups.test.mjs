@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
-import { DevNode, Sink } from "./harness.mjs";
+import { DevNode, Sink, waitFor } from "./harness.mjs";
 
 const { Client, QstashError, Receiver } = await import("@upstash/qstash");
 
@@ -22,6 +22,11 @@ describe("URL groups with the official SDK", () => {
     await node.start();
     await app.start();
     app.base = app.url("");
+    // Group commands are feature level 2, which the node reaches at its
+    // first tick after it serves.
+    await waitFor(async () => JSON.parse(
+      await node.cli("status", "--local", "--json")).feature_level >= 2,
+    "feature level 2");
     client = new Client({
       baseUrl: node.env.QSTASH_URL, token: node.env.QSTASH_TOKEN,
       retry: false,
