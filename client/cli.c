@@ -43,12 +43,14 @@ static const char usage_main[] =
     "  dlq rm ID...            delete dead letters\n"
     "  status                  show the state of the node and cluster\n"
     "  keys [--rotate]         show (or rotate) the signing keys\n"
+    "  group ...               URL groups: add, rm, delete, get, ls\n"
     "  cluster add ID ADDR     add node ID (raft at ADDR) as a voter\n"
     "  cluster remove ID       remove node ID (it shuts down)\n"
     "  cluster transfer [ID]   hand leadership to ID (or the best voter)\n"
     "\n"
     "Run `qraft COMMAND --help` for a command's options. get, ls, dlq ls,\n"
-    "status and keys take --json to print one JSON document.\n"
+    "status, keys, group get and group ls take --json to print one JSON\n"
+    "document.\n"
     "\n"
     "global options (also accepted after the command):\n"
     "  --endpoints H:P,...  nodes to talk to (env QRAFT_ENDPOINTS;\n"
@@ -148,6 +150,19 @@ static const char usage_keys[] =
     "Prints the signing keys receivers verify Upstash-Signature with. With\n"
     "--rotate, the next key becomes current and a new next key is made:\n"
     "update receivers with both before rotating again.\n";
+
+static const char usage_group[] =
+    "usage: qraft group add GROUP [NAME=]URL...\n"
+    "       qraft group rm GROUP NAME|URL...\n"
+    "       qraft group delete GROUP\n"
+    "       qraft group get GROUP [--json]\n"
+    "       qraft group ls [--json]\n"
+    "\n"
+    "URL groups (QStash \"topics\"): a REST publish to the group's name\n"
+    "creates one message per endpoint. add creates the group if needed; an\n"
+    "endpoint whose URL is there already is replaced (NAME= names it). rm\n"
+    "takes endpoints by URL (http:// or https://) or by name; removing the\n"
+    "last one deletes the group.\n";
 
 static const char usage_status[] =
     "usage: qraft status [--local] [--json]\n"
@@ -1279,6 +1294,142 @@ static int cmd_dlq(int argc, char **argv, struct globals *g)
     return usage_error("dlq", "unknown subcommand '%s'", sub);
 }
 
+/* "[NAME=]URL" (add) or "NAME|URL" (rm) into e; an argument that starts
+ * with a scheme is a URL as a whole (URLs may hold '='). */
+static void parse_endpoint(char *arg, bool add, struct qraft_endpoint *e)
+{
+    bool url =
+        strncmp(arg, "http://", 7) == 0 || strncmp(arg, "https://", 8) == 0;
+    char *eq = add && !url ? strchr(arg, '=') : NULL;
+    e->name = NULL;
+    e->url = NULL;
+    if (url) {
+        e->url = arg;
+    } else if (eq != NULL) {
+        *eq = '\0';
+        e->name = arg;
+        e->url = eq + 1;
+    } else if (add) {
+        e->url = arg; /* the server says what is wrong with it */
+    } else {
+        e->name = arg;
+    }
+}
+
+static json_t *group_json(const struct qraft_group *g)
+{
+    json_t *o = json_object();
+    json_t *eps = json_array();
+    for (size_t i = 0; i < g->n_endpoints; i++) {
+        json_t *e = json_object();
+        if (g->endpoints[i].name[0] != '\0') {
+            json_object_set_new(e, "name", jstr(g->endpoints[i].name));
+        }
+        json_object_set_new(e, "url", jstr(g->endpoints[i].url));
+        json_array_append_new(eps, e);
+    }
+    json_object_set_new(o, "name", jstr(g->name));
+    json_object_set_new(o, "created_ms",
+                        json_integer((json_int_t)g->created_ms));
+    json_object_set_new(o, "updated_ms",
+                        json_integer((json_int_t)g->updated_ms));
+    json_object_set_new(o, "endpoints", eps);
+    return o;
+}
+
+static void print_group(const struct qraft_group *g)
+{
+    printf("%s (%zu endpoint%s)\n", g->name, g->n_endpoints,
+           g->n_endpoints == 1 ? "" : "s");
+    for (size_t i = 0; i < g->n_endpoints; i++) {
+        printf("  %-20s %s\n",
+               g->endpoints[i].name[0] != '\0' ? g->endpoints[i].name : "-",
+               g->endpoints[i].url);
+    }
+}
+
+static int cmd_group(int argc, char **argv, struct globals *g)
+{
+    if (argc < 2) {
+        return usage_error("group", "expected add, rm, delete, get or ls");
+    }
+    const char *sub = argv[1];
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+        fputs(usage_group, stdout);
+        return EXIT_OK;
+    }
+    bool add = strcmp(sub, "add") == 0;
+    bool rm = strcmp(sub, "rm") == 0;
+    bool del = strcmp(sub, "delete") == 0;
+    bool get = strcmp(sub, "get") == 0;
+    bool ls = strcmp(sub, "ls") == 0;
+    if (!add && !rm && !del && !get && !ls) {
+        return usage_error("group", "unknown subcommand '%s'", sub);
+    }
+    argc--;
+    argv++;
+    int ex = simple_options("group", usage_group, get || ls, argc, argv, g);
+    if (ex != -1) {
+        return ex;
+    }
+    int n_args = argc - optind;
+    if ((ls && n_args != 0) || ((del || get) && n_args != 1) ||
+        ((add || rm) && n_args < 2)) {
+        return usage_error("group", ls ? "ls takes no argument"
+                                    : del || get
+                                        ? "expected one group name"
+                                        : "expected a group and endpoints");
+    }
+    struct qraft_client *c = NULL;
+    ex = open_client("group", g, &c);
+    if (ex != EXIT_OK) {
+        return ex;
+    }
+    int rc = 0;
+    struct qraft_group *groups = NULL;
+    size_t n_groups = 0;
+    if (add || rm) {
+        size_t n = (size_t)n_args - 1;
+        struct qraft_endpoint *eps = calloc(n, sizeof *eps);
+        if (eps == NULL) {
+            qraft_client_free(c);
+            fprintf(stderr, "qraft: group: out of memory\n");
+            return EXIT_ERROR;
+        }
+        for (size_t i = 0; i < n; i++) {
+            parse_endpoint(argv[optind + 1 + (int)i], add, &eps[i]);
+        }
+        rc = add ? qraft_group_add(c, argv[optind], eps, n)
+                 : qraft_group_remove(c, argv[optind], eps, n);
+        free(eps);
+    } else if (del) {
+        rc = qraft_group_delete(c, argv[optind]);
+    } else if (get) {
+        rc = qraft_group_get(c, argv[optind], &groups);
+        n_groups = rc == 0 ? 1 : 0;
+    } else {
+        rc = qraft_group_list(c, &groups, &n_groups);
+    }
+    if (rc != 0) {
+        ex = report("group", c, rc);
+    } else if (get && g->json) {
+        ex = print_json(group_json(&groups[0]));
+    } else if (ls && g->json) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < n_groups; i++) {
+            json_array_append_new(a, group_json(&groups[i]));
+        }
+        ex = print_json(a);
+    } else {
+        for (size_t i = 0; i < n_groups; i++) {
+            print_group(&groups[i]);
+        }
+    }
+    qraft_groups_free(groups, n_groups);
+    qraft_client_free(c);
+    return ex;
+}
+
 static json_t *status_json(const struct qraft_status *s)
 {
     json_t *o = json_object();
@@ -1573,6 +1724,7 @@ int main(int argc, char **argv)
         {"cancel", cmd_cancel},   {"ls", cmd_ls},
         {"dlq", cmd_dlq},         {"status", cmd_status},
         {"keys", cmd_keys},       {"cluster", cmd_cluster},
+        {"group", cmd_group},
     };
     const char *name = argv[optind];
     if (strcmp(name, "help") == 0) {

@@ -1616,6 +1616,182 @@ int qraft_keys(struct qraft_client *c, bool rotate, struct qraft_keys *out)
     return 0;
 }
 
+/* ----------------------------------------------------------------------
+ * URL groups */
+
+static int group_change(struct qraft_client *c,
+                        Qraft__GroupChangeKind kind,
+                        const char *group,
+                        const struct qraft_endpoint *endpoints,
+                        size_t n)
+{
+    if (group == NULL || group[0] == '\0') {
+        return fail(c, QRAFT_EINVAL, "a url group name is required");
+    }
+    if (kind != QRAFT__GROUP_CHANGE_KIND__GROUP_DELETE &&
+        (endpoints == NULL || n == 0)) {
+        return fail(c, QRAFT_EINVAL, "at least one endpoint is required");
+    }
+    Qraft__UrlGroupEndpoint *eps = calloc(n > 0 ? n : 1, sizeof *eps);
+    Qraft__UrlGroupEndpoint **ptrs = calloc(n > 0 ? n : 1, sizeof *ptrs);
+    if (eps == NULL || ptrs == NULL) {
+        free(eps);
+        free(ptrs);
+        return fail(c, QRAFT_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        qraft__url_group_endpoint__init(&eps[i]);
+        eps[i].name =
+            (char *)(endpoints[i].name != NULL ? endpoints[i].name : "");
+        eps[i].url = (char *)(endpoints[i].url != NULL ? endpoints[i].url : "");
+        ptrs[i] = &eps[i];
+    }
+    Qraft__GroupChangeRequest gc = QRAFT__GROUP_CHANGE_REQUEST__INIT;
+    gc.kind = kind;
+    gc.name = (char *)group;
+    gc.n_endpoints = n;
+    gc.endpoints = ptrs;
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_GROUP_CHANGE;
+    req.group_change = &gc;
+    Qraft__Response *resp = NULL;
+    /* Adding the same endpoints again changes nothing; removing or deleting
+     * twice answers NOT_FOUND the second time. */
+    int rc = call_expect(c, &req,
+                         kind == QRAFT__GROUP_CHANGE_KIND__GROUP_ADD_ENDPOINTS
+                             ? RETRY_ANY
+                             : RETRY_UNSENT,
+                         QRAFT__RESPONSE__BODY__NOT_SET, &resp);
+    if (rc == 0) {
+        qraft__response__free_unpacked(resp, NULL);
+    }
+    free(eps);
+    free(ptrs);
+    return rc;
+}
+
+int qraft_group_add(struct qraft_client *c,
+                    const char *group,
+                    const struct qraft_endpoint *endpoints,
+                    size_t n)
+{
+    return group_change(c, QRAFT__GROUP_CHANGE_KIND__GROUP_ADD_ENDPOINTS, group,
+                        endpoints, n);
+}
+
+int qraft_group_remove(struct qraft_client *c,
+                       const char *group,
+                       const struct qraft_endpoint *endpoints,
+                       size_t n)
+{
+    return group_change(c, QRAFT__GROUP_CHANGE_KIND__GROUP_REMOVE_ENDPOINTS,
+                        group, endpoints, n);
+}
+
+int qraft_group_delete(struct qraft_client *c, const char *group)
+{
+    return group_change(c, QRAFT__GROUP_CHANGE_KIND__GROUP_DELETE, group, NULL,
+                        0);
+}
+
+void qraft_groups_free(struct qraft_group *groups, size_t n)
+{
+    if (groups == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < groups[i].n_endpoints; j++) {
+            free(groups[i].endpoints[j].name);
+            free(groups[i].endpoints[j].url);
+        }
+        free(groups[i].endpoints);
+        free(groups[i].name);
+    }
+    free(groups);
+}
+
+/* Fills g (zeroed) from pg; false when out of memory (g is then freed by
+ * qraft_groups_free with what it holds). */
+static bool group_from_pb(const Qraft__UrlGroup *pg, struct qraft_group *g)
+{
+    bool oom = false;
+    g->name = dup_str(pg->name, &oom);
+    g->created_ms = pg->created_ms;
+    g->updated_ms = pg->updated_ms;
+    g->endpoints =
+        calloc(pg->n_endpoints > 0 ? pg->n_endpoints : 1, sizeof *g->endpoints);
+    if (g->endpoints == NULL) {
+        return false;
+    }
+    for (size_t i = 0; i < pg->n_endpoints; i++) {
+        g->endpoints[i].name = dup_str(pg->endpoints[i]->name, &oom);
+        g->endpoints[i].url = dup_str(pg->endpoints[i]->url, &oom);
+        g->n_endpoints++;
+    }
+    return !oom;
+}
+
+static int groups_from_pb(struct qraft_client *c,
+                          Qraft__UrlGroup *const *pgs,
+                          size_t n,
+                          struct qraft_group **out)
+{
+    struct qraft_group *gs = calloc(n > 0 ? n : 1, sizeof *gs);
+    bool ok = gs != NULL;
+    for (size_t i = 0; ok && i < n; i++) {
+        ok = group_from_pb(pgs[i], &gs[i]);
+    }
+    if (!ok) {
+        qraft_groups_free(gs, n);
+        return fail(c, QRAFT_ENOMEM, "out of memory for url groups");
+    }
+    *out = gs;
+    return 0;
+}
+
+int qraft_group_get(struct qraft_client *c,
+                    const char *group,
+                    struct qraft_group **out)
+{
+    if (group == NULL || group[0] == '\0') {
+        return fail(c, QRAFT_EINVAL, "a url group name is required");
+    }
+    Qraft__GroupGetRequest get = QRAFT__GROUP_GET_REQUEST__INIT;
+    get.name = (char *)group;
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_GROUP_GET;
+    req.group_get = &get;
+    Qraft__Response *resp = NULL;
+    int rc =
+        call_expect(c, &req, RETRY_ANY, QRAFT__RESPONSE__BODY_GROUP, &resp);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = groups_from_pb(c, &resp->group, 1, out);
+    qraft__response__free_unpacked(resp, NULL);
+    return rc;
+}
+
+int qraft_group_list(struct qraft_client *c,
+                     struct qraft_group **out,
+                     size_t *n)
+{
+    Qraft__GroupListRequest list = QRAFT__GROUP_LIST_REQUEST__INIT;
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_GROUP_LIST;
+    req.group_list = &list;
+    Qraft__Response *resp = NULL;
+    int rc = call_expect(c, &req, RETRY_ANY, QRAFT__RESPONSE__BODY_GROUP_LIST,
+                         &resp);
+    if (rc != 0) {
+        return rc;
+    }
+    *n = resp->group_list->n_groups;
+    rc = groups_from_pb(c, resp->group_list->groups, *n, out);
+    qraft__response__free_unpacked(resp, NULL);
+    return rc;
+}
+
 /* A membership change: answered with no body once done. Never repeated
  * after an ambiguous failure (a second add or remove is not the first). */
 static int membership_call(struct qraft_client *c, Qraft__Request *req)

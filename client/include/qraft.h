@@ -394,6 +394,64 @@ struct qraft_keys {
 int qraft_keys(struct qraft_client *c, bool rotate, struct qraft_keys *out);
 
 /* ----------------------------------------------------------------------
+ * URL groups (QStash "topics"): named lists of endpoints. Publishing to a
+ * group goes through the REST API (POST /v2/publish/{group}). */
+
+/* An endpoint in a request: url, and an optional name (NULL or "": none)
+ * unique in its group. */
+struct qraft_endpoint {
+    const char *name;
+    const char *url;
+};
+
+/* Adds endpoints to group, creating it when missing; an endpoint whose URL
+ * is in the group already replaces it. QRAFT_EINVAL: a name or URL is
+ * invalid, a name belongs to another URL, or the group would have more than
+ * the server's limit (100). Repeated after an ambiguous failure (adding the
+ * same endpoints twice leaves the same group). */
+int qraft_group_add(struct qraft_client *c,
+                    const char *group,
+                    const struct qraft_endpoint *endpoints,
+                    size_t n);
+
+/* Removes endpoints, each matched by name when it has one, else by URL;
+ * removing the last one deletes the group. QRAFT_ENOTFOUND: no such group,
+ * or an endpoint matches nothing (then nothing is removed). Not repeated
+ * after an ambiguous failure. */
+int qraft_group_remove(struct qraft_client *c,
+                       const char *group,
+                       const struct qraft_endpoint *endpoints,
+                       size_t n);
+
+/* Deletes group. QRAFT_ENOTFOUND when there is none. Not repeated after an
+ * ambiguous failure. */
+int qraft_group_delete(struct qraft_client *c, const char *group);
+
+struct qraft_group_endpoint {
+    char *name; /* "" when it has none */
+    char *url;
+};
+
+struct qraft_group {
+    char *name;
+    uint64_t created_ms;
+    uint64_t updated_ms;
+    struct qraft_group_endpoint *endpoints; /* in the order added */
+    size_t n_endpoints;
+};
+
+/* Reads one group (*out new; free with qraft_groups_free(*out, 1)), or
+ * every group by name (*out an array of *n; free with qraft_groups_free).
+ * QRAFT_ENOTFOUND: no such group. Served by the node asked. */
+int qraft_group_get(struct qraft_client *c,
+                    const char *group,
+                    struct qraft_group **out);
+int qraft_group_list(struct qraft_client *c,
+                     struct qraft_group **out,
+                     size_t *n);
+void qraft_groups_free(struct qraft_group *groups, size_t n);
+
+/* ----------------------------------------------------------------------
  * Cluster status, as seen by the node the client is connected to. */
 
 struct qraft_node_status {

@@ -244,6 +244,33 @@ class TopicsTest(unittest.TestCase):
             b"x")
         self.assert_error(status, body, 400, "Upstash-Delay")
 
+    def test_cli_manages_groups(self):
+        """qraft group (libqraft over the RPC) sees and makes the same groups
+        as the REST API."""
+        q = "http://h/b?x=1&y=2"
+        self.node.cli("group", "add", "cli", "one=http://h/a", q)
+        self.assertEqual(self.group("cli")["endpoints"],
+                         [{"name": "one", "url": "http://h/a"}, {"url": q}])
+        _, out, _ = self.node.cli("group", "ls", "--json")
+        self.assertEqual([g["name"] for g in json.loads(out)], ["cli"])
+        _, out, _ = self.node.cli("group", "get", "cli")
+        self.assertIn("one", out)
+        self.assertIn(q, out)
+        rc, _, err = self.node.cli("group", "add", "cli", "one=http://h/c",
+                                   check=False)
+        self.assertEqual(rc, 1, err)
+        self.assertIn("taken", err)
+        rc, _, err = self.node.cli("group", "rm", "cli", "nope", check=False)
+        self.assertEqual(rc, 3, err)
+        self.node.cli("group", "rm", "cli", "one", q)
+        rc, _, _ = self.node.cli("group", "get", "cli", check=False)
+        self.assertEqual(rc, 3)
+        self.assertEqual(self.group("cli"), 404)
+        rc, _, _ = self.node.cli("group", "delete", "cli", check=False)
+        self.assertEqual(rc, 3)
+        rc, _, _ = self.node.cli("group", "add", "cli", check=False)
+        self.assertEqual(rc, 2)
+
     def test_dlq_and_callback_carry_the_group(self):
         self.sink.script("/dead", Reply(404))
         self.add("dl", {"name": "only", "url": self.sink.url("/dead")})
