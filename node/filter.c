@@ -4,32 +4,13 @@
 #include <strings.h>
 
 /* ------------------------------------------------------------------------ */
-/* Fields the messages do not carry yet. Each has one marked line below (in
- * qr_filter_unsupported, and in match_fields) to change once the message
- * field exists: Message.topic_name (29), labels (31), caller_ip (32),
- * flow_control_key (33). */
+/* Fields the messages do not carry yet: none left, every MessageFilter field
+ * is evaluated. A new filter field whose message field does not exist yet
+ * is refused here (its QStash name returned) until it does. */
 
 const char *qr_filter_unsupported(const Qraft__MessageFilter *f)
 {
-    if (f == NULL) {
-        return NULL;
-    }
-    /* WIRE topic_name (Message 29): delete this line. */
-    if (f->n_topic_names > 0) {
-        return "topicName";
-    }
-    /* WIRE labels (Message 31): delete this line. */
-    if (f->n_labels > 0) {
-        return "label";
-    }
-    /* WIRE caller_ip (Message 32): delete this line. */
-    if (f->n_caller_ips > 0) {
-        return "callerIp";
-    }
-    /* WIRE flow_control_key (Message 33): delete this line. */
-    if (f->n_flow_control_keys > 0) {
-        return "flowControlKey";
-    }
+    (void)f;
     return NULL;
 }
 
@@ -143,6 +124,20 @@ static bool any_status(const Qraft__MessageFilter *f, const Qraft__Message *m)
     return false;
 }
 
+/* True when f names no label, or m carries one of them. */
+static bool any_label(const Qraft__MessageFilter *f, const Qraft__Message *m)
+{
+    if (f->n_labels == 0) {
+        return true;
+    }
+    for (size_t i = 0; i < m->n_labels; i++) {
+        if (any_equal(f->labels, f->n_labels, m->labels[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static bool category_matches(const Qraft__MessageFilter *f,
                              const Qraft__Message *m)
 {
@@ -169,13 +164,11 @@ bool qr_filter_match_fields(const Qraft__MessageFilter *f,
            any_equal(f->urls, f->n_urls, m->url) && any_host(f, &u) &&
            any_path(f, &u) &&
            any_equal(f->queue_names, f->n_queue_names, m->queue) &&
-           /* WIRE topic_name: && any_equal(f->topic_names,
-              f->n_topic_names, m->topic_name) */
-           /* WIRE labels: && any of f->labels in m->labels */
-           /* WIRE caller_ip: && any_equal(f->caller_ips, f->n_caller_ips,
-              m->caller_ip) */
-           /* WIRE flow_control_key: && any_equal(f->flow_control_keys,
-              f->n_flow_control_keys, m->flow_control_key) */
+           any_equal(f->topic_names, f->n_topic_names, m->topic_name) &&
+           any_label(f, m) &&
+           any_equal(f->caller_ips, f->n_caller_ips, m->caller_ip) &&
+           any_equal(f->flow_control_keys, f->n_flow_control_keys,
+                     m->flow_control_key) &&
            any_equal(f->schedule_ids, f->n_schedule_ids, m->schedule_id) &&
            any_status(f, m) &&
            strncmp(m->url, f->url_prefix, strlen(f->url_prefix)) == 0 &&

@@ -1102,6 +1102,20 @@ static void set_opt_string(json_t *o, const char *key, const char *value)
     }
 }
 
+/* "label" (the first) and "labels" (all), when m has labels. */
+static void set_labels(json_t *o, const Qraft__Message *m)
+{
+    if (m->n_labels == 0) {
+        return;
+    }
+    json_t *labels = json_array();
+    for (size_t i = 0; i < m->n_labels; i++) {
+        json_array_append_new(labels, json_string(m->labels[i]));
+    }
+    json_object_set_new(o, "label", json_string(m->labels[0]));
+    json_object_set_new(o, "labels", labels);
+}
+
 /* The message as the SDK reads it (spec section 4); with dlq, the DLQ
  * fields too. */
 static json_t *message_json(const Qraft__Message *m,
@@ -1138,14 +1152,7 @@ static json_t *message_json(const Qraft__Message *m,
     set_opt_string(o, "topicName", m->topic_name);
     set_opt_string(o, "endpointName", m->endpoint_name);
     set_opt_string(o, "callerIP", m->caller_ip);
-    if (m->n_labels > 0) {
-        json_t *labels = json_array();
-        for (size_t i = 0; i < m->n_labels; i++) {
-            json_array_append_new(labels, json_string(m->labels[i]));
-        }
-        json_object_set_new(o, "label", json_string(m->labels[0]));
-        json_object_set_new(o, "labels", labels);
-    }
+    set_labels(o, m);
     if (m->flow_control_key[0] != '\0') {
         json_object_set_new(o, "flowControlKey",
                             json_string(m->flow_control_key));
@@ -1833,6 +1840,9 @@ static json_t *log_json(const Qraft__EventEntry *en, h2o_mem_pool_t *pool)
     set_opt_string(o, "failureCallback", m->failure_callback);
     set_opt_string(o, "queueName", m->queue);
     set_opt_string(o, "scheduleId", m->schedule_id);
+    set_opt_string(o, "topicName", m->topic_name);
+    set_opt_string(o, "endpointName", m->endpoint_name);
+    set_labels(o, m);
     return o;
 }
 

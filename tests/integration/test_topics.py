@@ -1,7 +1,8 @@
 """URL groups (QStash "topics") and message metadata on a real qraftd --dev,
 from raw HTTP: bad input answers 400/404/405 with {"error"} and changes
 nothing; a group publish fans out; DLQ entries and callbacks of a group
-member carry topicName/endpointName; Upstash-Flow-Control-Value is parsed;
+member carry topicName/endpointName, and the DLQ and logs filter on them;
+Upstash-Flow-Control-Value is parsed;
 upstash-* query parameters are config. On a 3-node cluster, group changes
 and group publishes sent to a follower are forwarded and replicated. The
 SDK's view is in tests/sdk/urlgroups.test.mjs."""
@@ -297,6 +298,23 @@ class TopicsTest(unittest.TestCase):
         self.assertEqual(entry["topicName"], "dl")
         self.assertEqual(entry["endpointName"], "only")
         self.assertEqual(entry["labels"], ["lab"])
+        # The filters on the new fields select it, and only it.
+        mid = body[0]["messageId"]
+        for query, want in (("topicName=dl", [mid]), ("topicName=x,dl", [mid]),
+                            ("topicName=other", []), ("label=lab", [mid]),
+                            ("label=zz&topicName=dl", []),
+                            ("callerIp=127.0.0.1", [mid]),
+                            ("flowControlKey=k", [])):
+            status, _, page = self.call("GET", f"/v2/dlq?{query}")
+            self.assertEqual(status, 200, page)
+            self.assertEqual([m["messageId"] for m in page["messages"]],
+                             want, query)
+        status, _, logs = self.call("GET", "/v2/events?topicName=dl")
+        self.assertEqual(status, 200, logs)
+        self.assertTrue(logs["events"])
+        self.assertTrue(all(e["messageId"] == mid and e["topicName"] == "dl"
+                            and e["endpointName"] == "only"
+                            for e in logs["events"]), logs)
         (got,) = self.sink.wait_for(1, path="/dead", timeout=20)
         self.assertEqual(got.header("Upstash-Topic-Name"), "dl")
 

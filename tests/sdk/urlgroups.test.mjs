@@ -2,8 +2,9 @@
 // official @upstash/qstash SDK the way an app calls them: urlGroups
 // addEndpoints / get / list / removeEndpoints / delete, publishJSON to a group
 // (one delivery per endpoint, each with Upstash-Topic-Name, answered with an
-// array), and the message metadata messages.get shows: topicName,
-// endpointName, labels, callerIP, flow control.
+// array), the message metadata messages.get shows (topicName, endpointName,
+// labels, callerIP, flow control), and the logs and bulk-cancel filters on
+// them.
 //
 // QRAFT_BIN names the build's bin directory (it holds qraftd).
 import assert from "node:assert/strict";
@@ -159,6 +160,39 @@ describe("URL groups with the official SDK", () => {
     assert.deepEqual(m.labels, ["a", "b", "c"]);
     assert.equal(m.topicName, undefined);
     assert.equal(m.endpointName, undefined);
+  });
+
+  test("filters on urlGroup, label and flow-control key", async () => {
+    await client.urlGroups.addEndpoints({
+      name: "filtered",
+      endpoints: [{ url: `${app.base}/flt/1` }, { url: `${app.base}/flt/2` }],
+    });
+    const group = await client.publish({
+      urlGroup: "filtered", body: "g", delay: 600, label: "f-group",
+    });
+    const plain = await client.publish({
+      url: `${app.base}/flt/plain`, body: "p", delay: 600, label: "f-plain",
+      flowControl: { key: "f-key", rate: 1 },
+    });
+
+    const logs = await client.logs({ filter: { urlGroup: "filtered" } });
+    assert.deepEqual(new Set(logs.logs.map((l) => l.messageId)),
+      new Set(group.map((m) => m.messageId)));
+    assert.ok(logs.logs.every((l) => l.topicName === "filtered" &&
+      l.urlGroup === "filtered" && l.label === "f-group"));
+    const byLabel = await client.logs({ filter: { label: "f-plain" } });
+    assert.deepEqual(byLabel.logs.map((l) => l.messageId), [plain.messageId]);
+    const byKey = await client.logs({ filter: { flowControlKey: "f-key" } });
+    assert.deepEqual(byKey.logs.map((l) => l.messageId), [plain.messageId]);
+
+    const cancelled = await client.messages.cancel(
+      { filter: { urlGroup: "filtered" } });
+    assert.equal(cancelled.cancelled, 2);
+    assert.equal((await client.messages.get(plain.messageId)).label,
+      "f-plain");
+    await client.messages.cancel({ filter: { label: "f-plain" } });
+    await assert.rejects(client.messages.get(plain.messageId),
+      (err) => err instanceof QstashError && err.status === 404);
   });
 
   test("publishing to an unknown group is a 404", async () => {

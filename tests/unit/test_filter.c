@@ -157,8 +157,6 @@ static void test_time_bounds(void **state)
     assert_true(qr_filter_match_time(NULL, 5));
 }
 
-/* A filter on data the messages do not carry yet is refused, and never
- * treated as "matches". */
 /* scheduleId: the ticks of the schedules named, nothing else. */
 static void test_schedule_id(void **state)
 {
@@ -179,34 +177,64 @@ static void test_schedule_id(void **state)
     assert_false(qr_filter_match(&f, &plain));
 }
 
-static void test_unsupported_never_matches(void **state)
+/* Every field of a MessageFilter is evaluated now: none is refused. */
+static void test_every_field_supported(void **state)
 {
     (void)state;
     char *one[] = {"x"};
+    Qraft__MessageFilter f = QRAFT__MESSAGE_FILTER__INIT;
+    f.topic_names = f.labels = f.caller_ips = f.flow_control_keys =
+        f.schedule_ids = one;
+    f.n_topic_names = f.n_labels = f.n_caller_ips = f.n_flow_control_keys =
+        f.n_schedule_ids = 1;
+    assert_false(qr_filter_is_empty(&f));
+    assert_null(qr_filter_unsupported(&f));
+}
+
+/* The metadata a publish carries (URL group, labels, caller, flow-control
+ * key): OR within a field (a message matches a label filter when it has
+ * any of the labels), AND across fields. */
+static void test_metadata_filters(void **state)
+{
+    (void)state;
+    char *labels[] = {"gold", "eu"};
     Qraft__Message m = message("msg_1", "http://a.example/x");
-    struct {
-        const char *name;
-        size_t off_n;
-        size_t off_v;
-    } cases[] = {
-        {"topicName", offsetof(Qraft__MessageFilter, n_topic_names),
-         offsetof(Qraft__MessageFilter, topic_names)},
-        {"label", offsetof(Qraft__MessageFilter, n_labels),
-         offsetof(Qraft__MessageFilter, labels)},
-        {"callerIp", offsetof(Qraft__MessageFilter, n_caller_ips),
-         offsetof(Qraft__MessageFilter, caller_ips)},
-        {"flowControlKey", offsetof(Qraft__MessageFilter, n_flow_control_keys),
-         offsetof(Qraft__MessageFilter, flow_control_keys)},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        Qraft__MessageFilter f = QRAFT__MESSAGE_FILTER__INIT;
-        *(size_t *)((char *)&f + cases[i].off_n) = 1;
-        *(char ***)((char *)&f + cases[i].off_v) = one;
-        assert_false(qr_filter_is_empty(&f));
-        assert_non_null(qr_filter_unsupported(&f));
-        assert_string_equal(qr_filter_unsupported(&f), cases[i].name);
-        assert_false(qr_filter_match(&f, &m));
-    }
+    m.topic_name = "orders";
+    m.labels = labels;
+    m.n_labels = 2;
+    m.caller_ip = "10.0.0.7";
+    m.flow_control_key = "tenant-1";
+    Qraft__Message bare = message("msg_2", "http://a.example/x");
+
+    char *topics[] = {"other", "orders"};
+    char *want_labels[] = {"silver", "eu"};
+    char *ips[] = {"10.0.0.7"};
+    char *keys[] = {"tenant-1"};
+    char *nope[] = {"nope"};
+    Qraft__MessageFilter f = QRAFT__MESSAGE_FILTER__INIT;
+    f.topic_names = topics;
+    f.n_topic_names = 2;
+    assert_null(qr_filter_unsupported(&f));
+    assert_true(qr_filter_match(&f, &m));
+    assert_false(qr_filter_match(&f, &bare));
+    f.labels = want_labels;
+    f.n_labels = 2;
+    f.caller_ips = ips;
+    f.n_caller_ips = 1;
+    f.flow_control_keys = keys;
+    f.n_flow_control_keys = 1;
+    assert_null(qr_filter_unsupported(&f));
+    assert_true(qr_filter_match(&f, &m));
+    assert_false(qr_filter_match(&f, &bare));
+    f.labels = nope;
+    f.n_labels = 1;
+    assert_false(qr_filter_match(&f, &m)); /* AND across fields */
+    f.n_labels = 0;
+    f.flow_control_keys = nope;
+    assert_false(qr_filter_match(&f, &m));
+    f.n_flow_control_keys = 0;
+    f.caller_ips = nope;
+    assert_false(qr_filter_match(&f, &m));
 }
 
 static size_t states_of(Qraft__MessageState st,
@@ -292,7 +320,8 @@ int main(void)
         cmocka_unit_test(test_ids_status_prefix_category),
         cmocka_unit_test(test_time_bounds),
         cmocka_unit_test(test_schedule_id),
-        cmocka_unit_test(test_unsupported_never_matches),
+        cmocka_unit_test(test_every_field_supported),
+        cmocka_unit_test(test_metadata_filters),
         cmocka_unit_test(test_log_states),
         cmocka_unit_test(test_parse_log_state),
     };
