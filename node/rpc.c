@@ -810,6 +810,8 @@ struct group_list {
     size_t n, cap;
 };
 
+static ProtobufCMessage *copy_pb(const ProtobufCMessage *m);
+
 static int collect_group(void *arg, const Qraft__UrlGroup *g)
 {
     struct group_list *l = arg;
@@ -822,14 +824,7 @@ static int collect_group(void *arg, const Qraft__UrlGroup *g)
         l->items = items;
         l->cap = cap;
     }
-    size_t len = qraft__url_group__get_packed_size(g);
-    uint8_t *buf = malloc(len > 0 ? len : 1);
-    if (buf == NULL) {
-        return -ENOMEM;
-    }
-    qraft__url_group__pack(g, buf);
-    l->items[l->n] = qraft__url_group__unpack(NULL, len, buf);
-    free(buf);
+    l->items[l->n] = (Qraft__UrlGroup *)copy_pb(&g->base);
     if (l->items[l->n] == NULL) {
         return -ENOMEM;
     }
