@@ -47,7 +47,7 @@ class RestTest(unittest.TestCase):
         DLQ would do more than was asked). tests/integration/test_observe.py
         covers the filters in depth."""
         status, _, body = self.call("POST",
-                                    "/v2/dlq/retry?label=x&count=3")
+                                    "/v2/dlq/retry?scheduleId=x&count=3")
         self.assertEqual(status, 400)
         self.assertIn("not supported yet", body["error"])
         status, _, body = self.call("GET", "/v2/dlq?responseStatus=500")
