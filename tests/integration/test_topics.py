@@ -245,6 +245,20 @@ class TopicsTest(unittest.TestCase):
             b"x")
         self.assert_error(status, body, 400, "Upstash-Delay")
 
+    def test_enqueue_to_a_group(self):
+        """/v2/enqueue/{queue}/{group}: every endpoint's message joins the
+        queue and is delivered in turn."""
+        self.add("qg", {"name": "one", "url": self.sink.url("/q1")},
+                 {"url": self.sink.url("/q2")})
+        status, _, body = self.call("POST", "/v2/enqueue/gq/qg", b"x")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(len(body), 2)
+        for path in ("/q1", "/q2"):
+            (got,) = self.sink.wait_for(1, path=path, timeout=20)
+            self.assertEqual(got.header("Upstash-Topic-Name"), "qg")
+        status, _, queue = self.call("GET", "/v2/queues/gq")
+        self.assertEqual(status, 200, queue)
+
     def test_cli_manages_groups(self):
         """qraft group (libqraft over the RPC) sees and makes the same groups
         as the REST API."""
