@@ -42,14 +42,18 @@ class RestTest(unittest.TestCase):
         return resp.status, resp.headers, parsed
 
     def test_dlq_filters_are_applied_or_refused(self):
-        """A filter is applied, or refused with 400 when qraft cannot
-        evaluate it yet: never ignored (an unfiltered retry of the whole
-        DLQ would do more than was asked). tests/integration/test_observe.py
-        covers the filters in depth."""
+        """A filter is applied, or refused with 400 when qraft does not know
+        it: never ignored (an unfiltered retry of the whole DLQ would do
+        more than was asked). tests/integration/test_observe.py covers the
+        filters in depth."""
         status, _, body = self.call("POST",
-                                    "/v2/dlq/retry?scheduleId=x&count=3")
+                                    "/v2/dlq/retry?nosuch=x&count=3")
         self.assertEqual(status, 400)
-        self.assertIn("not supported yet", body["error"])
+        self.assertIn("unknown parameter", body["error"])
+        status, _, body = self.call("POST",
+                                    "/v2/dlq/retry?label=x&count=3")
+        self.assertEqual(status, 201, body)
+        self.assertEqual(body["responses"], [])
         status, _, body = self.call("GET", "/v2/dlq?responseStatus=500")
         self.assertEqual(status, 200, body)
         self.assertEqual(body["messages"], [])
