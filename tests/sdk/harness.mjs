@@ -306,7 +306,8 @@ export class ClusterNode extends Process {
       "--token", this.cluster.token]);
   }
 
-  /* Resolves once GET /healthz answers 200 (a leader is known). */
+  /* Resolves once GET /readyz answers 200: a leader is known, this node
+   * has applied what is committed, and it has the signing keys. */
   async serving() {
     await waitFor(async () => {
       if (this.exited) {
@@ -314,7 +315,7 @@ export class ClusterNode extends Process {
           `(${JSON.stringify(this.exited)})${this.logHint()}`);
       }
       try {
-        return (await fetch(`${this.url}/healthz`)).status === 200;
+        return (await fetch(`${this.url}/readyz`)).status === 200;
       } catch {
         return false;
       }
