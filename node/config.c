@@ -65,6 +65,7 @@ void qr_config_defaults(struct qr_config *c)
     c->max_queued_bytes = 64 * MIB;
 
     c->max_connections = 4096;
+    c->http_request_timeout_ms = 10000;
     c->dlq_retention_ms = 7 * DAY_MS;
     c->events_retention_ms = 7 * DAY_MS;
     c->done_retention_ms = DAY_MS;
@@ -108,6 +109,10 @@ void qr_config_usage(FILE *out)
         "  --election-timeout-ms N  (default 300)\n"
         "  --heartbeat-timeout-ms N (default 30)\n"
         "  --connect-retry-ms N   raft reconnect delay (default 100)\n"
+        "  --max-connections N    client connections per listener, RPC and\n"
+        "                         HTTP each (default 4096)\n"
+        "  --http-request-timeout-ms N  an HTTP request's headers and body\n"
+        "                         must arrive within this (default 10000)\n"
         "  --max-feature-level N  advertise at most this feature level, so\n"
         "                         a rolling upgrade can still be rolled back\n"
         "                         (default: this binary's)\n"
@@ -339,6 +344,8 @@ enum {
     OPT_HEARTBEAT,
     OPT_CONNECT_RETRY,
     OPT_MAX_FEATURE_LEVEL,
+    OPT_MAX_CONNECTIONS,
+    OPT_HTTP_REQUEST_TIMEOUT,
     OPT_LOG_LEVEL,
     OPT_VERSION,
     OPT_HELP,
@@ -368,6 +375,9 @@ static const struct option long_options[] = {
     {"heartbeat-timeout-ms", required_argument, NULL, OPT_HEARTBEAT},
     {"connect-retry-ms", required_argument, NULL, OPT_CONNECT_RETRY},
     {"max-feature-level", required_argument, NULL, OPT_MAX_FEATURE_LEVEL},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"http-request-timeout-ms", required_argument, NULL,
+     OPT_HTTP_REQUEST_TIMEOUT},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"version", no_argument, NULL, OPT_VERSION},
     {"help", no_argument, NULL, OPT_HELP},
@@ -512,6 +522,24 @@ static int apply_option(struct qr_config *c,
                 return QR_EBADREQ;
             }
             c->connect_retry_ms = (unsigned)n;
+            return 0;
+        case OPT_MAX_CONNECTIONS:
+            if (parse_u64(v, 1, 1000000, &n) != 0) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "--max-connections: '%s' is not in 1..1000000", v);
+                return QR_EBADREQ;
+            }
+            c->max_connections = (uint32_t)n;
+            return 0;
+        case OPT_HTTP_REQUEST_TIMEOUT:
+            if (parse_u64(v, 100, 3600000, &n) != 0) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "--http-request-timeout-ms: '%s' is not in "
+                         "100..3600000",
+                         v);
+                return QR_EBADREQ;
+            }
+            c->http_request_timeout_ms = (uint32_t)n;
             return 0;
         case OPT_MAX_FEATURE_LEVEL:
             if (parse_u64(v, 1, QR_FEATURE_LEVEL, &n) != 0) {

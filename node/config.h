@@ -76,7 +76,10 @@ struct qr_config {
 
     /* RPC. */
     uint64_t max_frame_bytes; /* the body ceiling + 1 MiB */
-    uint32_t max_connections; /* 4096 */
+    uint32_t max_connections; /* 4096, each for RPC and HTTP */
+    /* An HTTP request's headers and body must arrive within this (h2o's
+     * req_timeout; slow clients are closed). */
+    uint32_t http_request_timeout_ms; /* 10000 */
 
     /* Housekeeping, proposed by the leader every few seconds. */
     uint64_t dlq_retention_ms;    /* --dlq-retention, default 7 d; 0 = keep */

@@ -536,6 +536,7 @@ int qr_server_init(struct qr_server *s,
     struct qr_http_limits limits = {
         .max_conns = cfg->max_connections,
         .max_body_bytes = cfg->limits.max_body_bytes,
+        .req_timeout_ms = cfg->http_request_timeout_ms,
     };
     rv = qr_http_init(&s->http, &s->loop, cfg->http_addr, &limits, &hooks,
                       s->errmsg);

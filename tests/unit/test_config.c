@@ -521,6 +521,26 @@ static void test_raft_timings(void **state)
     REFUSED("--connect-retry-ms", "--dev", "--connect-retry-ms", "0", NULL);
 }
 
+/* Connection caps and the HTTP request timeout are flags. */
+static void test_connection_limits(void **state)
+{
+    (void)state;
+    struct run *r = parse("--dev", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.max_connections, 4096);
+    assert_int_equal(r->c.http_request_timeout_ms, 10000);
+    free_run(r);
+    r = parse("--dev", "--max-connections", "32", "--http-request-timeout-ms",
+              "1500", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.max_connections, 32);
+    assert_int_equal(r->c.http_request_timeout_ms, 1500);
+    free_run(r);
+    REFUSED("--max-connections", "--dev", "--max-connections", "0", NULL);
+    REFUSED("--http-request-timeout-ms", "--dev", "--http-request-timeout-ms",
+            "50", NULL);
+}
+
 /* The advertised feature level defaults to the binary's and may only be
  * pinned lower. */
 static void test_max_feature_level(void **state)
@@ -563,6 +583,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_raft_timings, clear_env,
                                         clear_env),
         cmocka_unit_test_setup_teardown(test_max_feature_level, clear_env,
+                                        clear_env),
+        cmocka_unit_test_setup_teardown(test_connection_limits, clear_env,
                                         clear_env),
         cmocka_unit_test_setup_teardown(test_raft_host_names_resolved,
                                         clear_env, clear_env),
