@@ -1232,40 +1232,73 @@ static int apply_schedule_fire(struct apply_ctx *ctx,
                    sc->id, f->slot_ms);
         goto out;
     }
-    char id[QR_ID_BYTES];
-    uint32_t seq = schedule_seq(sc->id);
-    for (;;) {
-        Qraft__Message *taken = NULL;
-        qr_command_message_id(id, f->slot_ms, QR_CALLBACK_NODE_ID, seq++);
-        rv = qr_store_msg_get(ctx->txn, id, &taken);
-        if (rv != 0) {
-            break;
+    /* A schedule to a url group fans out, at each tick, to the endpoints
+     * the group has at this point of the log (replicated state, so every
+     * replica creates the same messages); a group deleted since then
+     * yields none. */
+    Qraft__UrlGroup *g = NULL;
+    size_t n = 1;
+    if (sc->request->topic_name[0] != '\0') {
+        rv = qr_store_group_get(ctx->txn, sc->request->topic_name, &g);
+        if (rv != 0 && rv != QR_ENOTFOUND) {
+            goto out;
         }
-        qraft__message__free_unpacked(taken, NULL);
+        n = rv == 0 ? g->n_endpoints : 0;
     }
-    if (rv != QR_ENOTFOUND) {
-        goto out;
+    Qraft__ScheduleFired *fired = calloc(n + 1, sizeof *fired);
+    Qraft__ScheduleFired **fired_ptrs = calloc(n + 1, sizeof *fired_ptrs);
+    char(*ids)[QR_ID_BYTES] = calloc(n + 1, sizeof *ids);
+    if (fired == NULL || fired_ptrs == NULL || ids == NULL) {
+        rv = -ENOMEM;
+        goto out_fired;
     }
-    Qraft__PublishRequest req = *sc->request;
-    req.schedule_id = sc->id;
-    Qraft__Publish p = QRAFT__PUBLISH__INIT;
-    p.message_id = id;
-    p.request = &req;
-    p.default_retries = f->default_retries;
-    p.default_timeout_ms = f->default_timeout_ms;
-    rv = apply_publish(ctx, &p, res);
-    if (rv != 0) {
-        goto out;
+    uint32_t seq = schedule_seq(sc->id);
+    for (size_t i = 0; i < n; i++) {
+        for (;;) {
+            Qraft__Message *taken = NULL;
+            qr_command_message_id(ids[i], f->slot_ms, QR_CALLBACK_NODE_ID,
+                                  seq++);
+            rv = qr_store_msg_get(ctx->txn, ids[i], &taken);
+            if (rv != 0) {
+                break;
+            }
+            qraft__message__free_unpacked(taken, NULL);
+        }
+        if (rv != QR_ENOTFOUND) {
+            goto out_fired;
+        }
+        Qraft__PublishRequest req = *sc->request;
+        req.schedule_id = sc->id;
+        if (g != NULL) {
+            req.url = g->endpoints[i]->url;
+            req.endpoint_name = g->endpoints[i]->name;
+        }
+        Qraft__Publish p = QRAFT__PUBLISH__INIT;
+        p.message_id = ids[i];
+        p.request = &req;
+        p.default_retries = f->default_retries;
+        p.default_timeout_ms = f->default_timeout_ms;
+        rv = apply_publish(ctx, &p, res);
+        if (rv != 0) {
+            goto out_fired;
+        }
+        qraft__schedule_fired__init(&fired[i]);
+        fired[i].message_id = ids[i];
+        fired_ptrs[i] = &fired[i];
     }
-    Qraft__ScheduleFired fired = QRAFT__SCHEDULE_FIRED__INIT;
-    Qraft__ScheduleFired *fired_ptrs[1] = {&fired};
-    fired.message_id = id;
     Qraft__Schedule upd = *sc;
     upd.last_slot_ms = f->slot_ms;
     upd.next_slot_ms = f->next_slot_ms;
-    upd.n_last_fired = 1;
+    upd.n_last_fired = n;
     upd.last_fired = fired_ptrs;
     rv = qr_store_schedule_put(ctx->txn, &upd);
+out_fired:
+    free(ids);
+    free(fired_ptrs);
+    free(fired);
+    if (g != NULL) {
+        qraft__url_group__free_unpacked(g, NULL);
+    }
 out:
     qraft__schedule__free_unpacked(sc, NULL);
     return rv;

@@ -1967,7 +1967,9 @@ static json_t *schedule_json(const Qraft__Schedule *sc,
     json_object_set_new(o, "cron", json_string(sc->cron));
     json_object_set_new(o, "createdAt",
                         json_integer((json_int_t)sc->created_ms));
-    json_object_set_new(o, "destination", json_string(t->url));
+    json_object_set_new(
+        o, "destination",
+        json_string(t->topic_name[0] != '\0' ? t->topic_name : t->url));
     json_object_set_new(o, "method",
                         json_string(t->method[0] != '\0' ? t->method : "POST"));
     json_object_set_new(o, "header",
@@ -2088,16 +2090,16 @@ static void handle_schedule_create(struct qr_rest *r,
     bool group;
     int status = check_destination(dest, dest_len, &group, err);
 
-    if (status == 0 && group) {
-        send_error(req, 400, "schedules to url groups are not supported yet");
-        return;
-    }
     if (status != 0) {
         send_error(req, status, err);
         return;
     }
     pub_init(&p, &req->pool, req->headers.size);
-    p.pr.url = destination_with_query(&req->pool, dest, dest_len, query);
+    if (group) {
+        p.pr.topic_name = pool_str(&req->pool, dest, dest_len);
+    } else {
+        p.pr.url = destination_with_query(&req->pool, dest, dest_len, query);
+    }
     up.cron = NULL;
     for (size_t i = 0; i < req->headers.size; i++) {
         const h2o_header_t *h = &req->headers.entries[i];

@@ -2382,6 +2382,20 @@ static void handle_schedule_upsert(struct qr_rpc_conn *conn,
     int rv = qr_command_check_schedule(r, &rpc->config->limits,
                                        qr_cluster_now_ms(rpc->cluster), &cron,
                                        &first_slot_ms, err, sizeof err);
+    if (rv == 0 && r->request->topic_name[0] != '\0') {
+        /* Like a publish: a url group must exist when it is named. Each
+         * tick fans out to the endpoints it has then. */
+        Qraft__UrlGroup *g = NULL;
+        rv = load_group(rpc, r->request->topic_name, &g);
+        if (rv == 0) {
+            qraft__url_group__free_unpacked(g, NULL);
+        } else if (rv == QR_ENOTFOUND) {
+            snprintf(err, sizeof err, "url group '%.64s' not found",
+                     r->request->topic_name);
+        } else {
+            snprintf(err, sizeof err, "reading the store: %s", qr_strerror(rv));
+        }
+    }
     if (rv != 0) {
         send_error(conn, req->id, status_of(rv), "%s", err);
         return;

@@ -464,10 +464,17 @@ static void test_snapshot_catch_up(void **state)
 
 #define SLOT(n) ((uint64_t)(n)*60000)
 
-static struct qr_packed schedule_upsert_cmd(const char *id, uint64_t next_ms)
+/* A schedule to a url group (topic) or, when topic is NULL, to one URL. */
+static struct qr_packed schedule_upsert_to(const char *id,
+                                           uint64_t next_ms,
+                                           const char *topic)
 {
     Qraft__PublishRequest tmpl = QRAFT__PUBLISH_REQUEST__INIT;
-    tmpl.url = "http://127.0.0.1:9/tick";
+    if (topic != NULL) {
+        tmpl.topic_name = (char *)topic;
+    } else {
+        tmpl.url = "http://127.0.0.1:9/tick";
+    }
     Qraft__Schedule sc = QRAFT__SCHEDULE__INIT;
     sc.id = (char *)id;
     sc.cron = "* * * * *";
@@ -481,6 +488,11 @@ static struct qr_packed schedule_upsert_cmd(const char *id, uint64_t next_ms)
     struct qr_packed packed;
     assert_int_equal(qr_command_pack(&cmd, &packed), 0);
     return packed;
+}
+
+static struct qr_packed schedule_upsert_cmd(const char *id, uint64_t next_ms)
+{
+    return schedule_upsert_to(id, next_ms, NULL);
 }
 
 static struct qr_packed schedule_fire_cmd(const char *id, uint64_t slot_ms)
@@ -724,6 +736,52 @@ static void assert_group_everywhere(struct fixture *f,
     }
 }
 
+/* A schedule to a url group creates, at each tick, one message per endpoint
+ * the group has at that point of the log, the same ids on every replica;
+ * once the group is deleted its ticks create nothing. */
+static void test_schedule_to_group_fans_out(void **state)
+{
+    struct fixture *f = *state;
+    Qraft__UrlGroupEndpoint a = QRAFT__URL_GROUP_ENDPOINT__INIT;
+    Qraft__UrlGroupEndpoint b = QRAFT__URL_GROUP_ENDPOINT__INIT;
+    a.name = "a";
+    a.url = "http://127.0.0.1:9/a";
+    b.url = "http://127.0.0.1:9/b";
+    Qraft__UrlGroupEndpoint *eps[] = {&a, &b};
+    struct qr_packed cmds[1];
+
+    cmds[0] =
+        group_cmd(QRAFT__COMMAND__BODY_GROUP_ADD_ENDPOINTS, "fan", eps, 2);
+    propose(f, 0, cmds, 1, 1000, N_SERVERS);
+    cmds[0] = schedule_upsert_to("to-fan", SLOT(1), "fan");
+    propose(f, 0, cmds, 1, 1000, N_SERVERS);
+    cmds[0] = schedule_fire_cmd("to-fan", SLOT(1));
+    propose(f, 0, cmds, 1, SLOT(1) + 10, N_SERVERS);
+    expect_ticks(f, "to-fan", 2);
+
+    struct ticks t;
+    ticks_on(&f->servers[2], "to-fan", &t);
+    for (size_t k = 0; k < t.n; k++) {
+        struct qr_store_txn *txn;
+        Qraft__Message *m = NULL;
+        assert_int_equal(qr_store_txn_begin(f->servers[2].store, false, &txn),
+                         0);
+        assert_int_equal(qr_store_msg_get(txn, t.ids[k], &m), 0);
+        qr_store_txn_abort(txn);
+        assert_string_equal(m->topic_name, "fan");
+        assert_string_equal(m->url, k == 0 ? a.url : b.url);
+        assert_string_equal(m->endpoint_name, k == 0 ? "a" : "");
+        qraft__message__free_unpacked(m, NULL);
+    }
+
+    cmds[0] = group_cmd(QRAFT__COMMAND__BODY_GROUP_DELETE, "fan", NULL, 0);
+    propose(f, 0, cmds, 1, SLOT(1) + 20, N_SERVERS);
+    cmds[0] = schedule_fire_cmd("to-fan", SLOT(2));
+    propose(f, 0, cmds, 1, SLOT(2) + 10, N_SERVERS);
+    expect_ticks(f, "to-fan", 2);
+    expect_slots(&f->servers[1], "to-fan", SLOT(2), SLOT(3));
+}
+
 /* URL groups apply the same on every replica: the same URL again replaces
  * (never duplicates), a name taken by another URL or a group over its
  * limit refuses the whole command, removing the last endpoint deletes the
@@ -841,6 +899,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_schedule_fires_once_per_slot,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_schedule_to_group_fans_out, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_url_groups_replicate, setup,
                                         teardown),
     };

@@ -108,8 +108,8 @@ class ScheduleRestTest(unittest.TestCase):
         self.assertEqual(status, 400)
         self.assertIn("does not apply to schedules", body["error"])
         status, body = self.create("* * * * *", dest="my-group")
-        self.assertEqual(status, 400)
-        self.assertIn("url groups are not supported yet", body["error"])
+        self.assertEqual(status, 404)
+        self.assertIn("url group 'my-group' not found", body["error"])
         status, body = self.create("* * * * *", dest="ftp://x/y")
         self.assertEqual(status, 400)
         # Nothing was created by any of these.

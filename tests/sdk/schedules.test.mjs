@@ -137,6 +137,16 @@ test("a tick is delivered with Upstash-Schedule-Id and a valid signature",
       cron: "* * * * *",
       body: "tick",
     });
+    // The same minute, to a url group: each tick fans out to its endpoints.
+    await client.urlGroups.addEndpoints({ name: "tick-group", endpoints: [
+      { name: "one", url: sinkUrl("/group-one") },
+      { url: sinkUrl("/group-two") },
+    ] });
+    const group = await client.schedules.create({
+      destination: "tick-group", cron: "* * * * *", body: "fan",
+    });
+    assert.equal((await client.schedules.get(group.scheduleId)).destination,
+      "tick-group");
     const [req] = await sink.received("/tick", 1, TICK_TIMEOUT);
     assert.equal(req.headers["upstash-schedule-id"], scheduleId);
     assert.equal(req.body, "tick");
@@ -154,4 +164,18 @@ test("a tick is delivered with Upstash-Schedule-Id and a valid signature",
     assert.equal(s.lastScheduleTime % 60_000, 0);
     assert.equal(s.nextScheduleTime, s.lastScheduleTime + 60_000);
     await client.schedules.delete(scheduleId);
+
+    for (const path of ["/group-one", "/group-two"]) {
+      const [got] = await sink.received(path, 1, TICK_TIMEOUT);
+      assert.equal(got.body, "fan");
+      assert.equal(got.headers["upstash-schedule-id"], group.scheduleId);
+      assert.equal(got.headers["upstash-topic-name"], "tick-group");
+    }
+    await client.schedules.delete(group.scheduleId);
   });
+
+test("a schedule to an unknown url group is refused", async () => {
+  await assert.rejects(client.schedules.create({
+    destination: "no-such-group", cron: "* * * * *",
+  }), (err) => err instanceof QstashError && err.status === 404);
+});
