@@ -52,8 +52,11 @@ void qr_config_defaults(struct qr_config *c)
     l->max_group_endpoints = 100;
     l->max_labels = 16;
 
-    c->election_timeout_ms = 300;
-    c->heartbeat_timeout_ms = 30;
+    /* Long enough that a loop stalled by a snapshot (~0.3 s for 200k
+     * pending messages, docs/benchmarks.md) does not start an election;
+     * a leader kill is then noticed within 1-2 s. */
+    c->election_timeout_ms = 1000;
+    c->heartbeat_timeout_ms = 100;
     c->connect_retry_ms = 100;
     c->max_feature_level = QR_FEATURE_LEVEL;
     c->snapshot_threshold = 8192;
@@ -106,8 +109,8 @@ void qr_config_usage(FILE *out)
         "                         7d; 0 keeps it)\n"
         "  --done-retention DUR   how long delivered and cancelled messages\n"
         "                         stay readable (default 1d; 0 keeps them)\n"
-        "  --election-timeout-ms N  (default 300)\n"
-        "  --heartbeat-timeout-ms N (default 30)\n"
+        "  --election-timeout-ms N  (default 1000)\n"
+        "  --heartbeat-timeout-ms N (default 100)\n"
         "  --connect-retry-ms N   raft reconnect delay (default 100)\n"
         "  --max-connections N    client connections per listener, RPC and\n"
         "                         HTTP each (default 4096)\n"

@@ -61,8 +61,8 @@ struct qr_config {
     struct qr_limits limits;
 
     /* Raft. */
-    unsigned election_timeout_ms;  /* 300 */
-    unsigned heartbeat_timeout_ms; /* 30 */
+    unsigned election_timeout_ms;  /* 1000 */
+    unsigned heartbeat_timeout_ms; /* 100 */
     unsigned connect_retry_ms;     /* 100 */
     unsigned max_feature_level;    /* advertised; QR_FEATURE_LEVEL */
     unsigned snapshot_threshold;   /* entries between snapshots: 8192 */
