@@ -395,6 +395,40 @@ static int cursor_open(struct qr_store_txn *t,
     return 0;
 }
 
+/* Decodes the stored value v as a desc message into *out (new; free with
+ * protobuf_c_message_free_unpacked). A value that does not decode is
+ * QR_ECORRUPT, `why` the message saying so (fail_corrupt). */
+static int decode_packed(struct qr_store_txn *t,
+                         const ProtobufCMessageDescriptor *desc,
+                         const MDB_val *v,
+                         ProtobufCMessage **out,
+                         const char *what,
+                         const char *why)
+{
+    *out = protobuf_c_message_unpack(desc, NULL, v->mv_size, v->mv_data);
+    if (*out == NULL) {
+        return fail_corrupt(t, what, why);
+    }
+    return 0;
+}
+
+/* Stores msg packed as the value of `key` (insert or replace). */
+static int put_packed(struct qr_store_txn *t,
+                      enum db db,
+                      const void *key,
+                      size_t key_len,
+                      const ProtobufCMessage *msg,
+                      const char *what)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *value = NULL;
+    int rv = put_reserve(t, db, key, key_len, len, &value, what);
+    if (rv == 0) {
+        protobuf_c_message_pack(msg, value);
+    }
+    return rv;
+}
+
 static int decode_message(struct qr_store_txn *t,
                           const MDB_val *v,
                           Qraft__Message **out,
@@ -432,16 +466,15 @@ static int load_dedup(struct qr_store_txn *t,
                       Qraft__DedupRecord **out,
                       const char *what)
 {
+    ProtobufCMessage *r = NULL;
     MDB_val v;
     int rv = get_raw(t, DB_DEDUP, key, strlen(key), &v, what);
-    if (rv != 0) {
-        return rv;
+    if (rv == 0) {
+        rv = decode_packed(t, &qraft__dedup_record__descriptor, &v, &r, what,
+                           "dedup record does not decode");
     }
-    *out = qraft__dedup_record__unpack(NULL, v.mv_size, v.mv_data);
-    if (*out == NULL) {
-        return fail_corrupt(t, what, "dedup record does not decode");
-    }
-    return 0;
+    *out = (Qraft__DedupRecord *)r;
+    return rv;
 }
 
 static int get_u64(struct qr_store_txn *t,
@@ -934,8 +967,6 @@ int qr_store_msg_put(struct qr_store_txn *t, const Qraft__Message *m)
 {
     const char *what = "put msgs";
     Qraft__Message *old = NULL;
-    uint8_t *value;
-    size_t len;
     int rv;
 
     rv = check_txn(t, true, what);
@@ -966,17 +997,9 @@ int qr_store_msg_put(struct qr_store_txn *t, const Qraft__Message *m)
         return rv;
     }
     rv = reindex(t, old, m, what);
-    if (rv != 0) {
-        goto out;
+    if (rv == 0) {
+        rv = put_packed(t, DB_MSGS, m->id, strlen(m->id), &m->base, what);
     }
-    len = qraft__message__get_packed_size(m);
-    rv = put_reserve(t, DB_MSGS, m->id, strlen(m->id), len, &value, what);
-    if (rv != 0) {
-        goto out;
-    }
-    qraft__message__pack(m, value);
-
-out:
     if (old != NULL) {
         qraft__message__free_unpacked(old, NULL);
     }
@@ -1031,6 +1054,94 @@ static int cursor_seek(MDB_cursor *c,
     return rc;
 }
 
+/* What one step of walk_db did with its pair. */
+enum walk_step {
+    STEP_VISITED, /* counts toward the walk's limit (the default) */
+    STEP_SKIPPED, /* passed over: does not count */
+    STEP_END,     /* the walk is done: stop and return 0 */
+};
+
+/* Looks at one pair of a walk (k and v point into the map, valid for the
+ * call). A nonzero return stops the walk and is returned; otherwise *step
+ * (STEP_VISITED on entry) says how the walk goes on. */
+typedef int (*walk_fn)(struct qr_store_txn *t,
+                       const MDB_val *k,
+                       const MDB_val *v,
+                       void *arg,
+                       enum walk_step *step);
+
+/* Walks db in key order from `start` (cursor_seek: key_len 0 is the first
+ * key; `exclusive` skips start itself), handing each pair to visit until it
+ * stops the walk, `limit` pairs were visited (limit > 0), or the keys run
+ * out. An LMDB error on the way is mapped and recorded (fail_mdb). */
+static int walk_db(struct qr_store_txn *t,
+                   enum db db,
+                   const void *start,
+                   size_t start_len,
+                   bool exclusive,
+                   size_t limit,
+                   walk_fn visit,
+                   void *arg,
+                   const char *what)
+{
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    size_t n = 0;
+    int rv = cursor_open(t, db, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    int rc = cursor_seek(c, start, start_len, exclusive, &k, &v);
+    while (rc == 0) {
+        enum walk_step step = STEP_VISITED;
+        rv = visit(t, &k, &v, arg, &step);
+        if (rv != 0 || step == STEP_END ||
+            (step == STEP_VISITED && ++n >= limit)) {
+            goto out;
+        }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    if (rc != MDB_NOTFOUND) {
+        rv = fail_mdb(t->s, t->write, what, rc);
+    }
+out:
+    mdb_cursor_close(c);
+    return rv;
+}
+
+/* A walk of msgs handing the messages in `state` (STATE_UNSPECIFIED: all)
+ * to cb. */
+struct msg_walk {
+    Qraft__MessageState state;
+    qr_store_msg_cb cb;
+    void *arg;
+    const char *what;
+};
+
+static int walk_msgs(struct qr_store_txn *t,
+                     const MDB_val *k,
+                     const MDB_val *v,
+                     void *arg,
+                     enum walk_step *step)
+{
+    const struct msg_walk *w = arg;
+    Qraft__Message *m;
+    (void)k;
+    int rv = decode_message(t, v, &m, w->what);
+    if (rv != 0) {
+        return rv;
+    }
+    if (w->state == QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED ||
+        m->state == w->state) {
+        rv = w->cb(w->arg, m);
+    } else {
+        *step = STEP_SKIPPED;
+    }
+    qraft__message__free_unpacked(m, NULL);
+    return rv;
+}
+
 int qr_store_msg_list(struct qr_store_txn *t,
                       Qraft__MessageState state,
                       const char *after_id,
@@ -1040,11 +1151,7 @@ int qr_store_msg_list(struct qr_store_txn *t,
 {
     const char *what = "list msgs";
     size_t after_len = after_id != NULL ? strlen(after_id) : 0;
-    MDB_cursor *c;
-    MDB_val k;
-    MDB_val v;
-    size_t n = 0;
-    int rc;
+    struct msg_walk w = {.state = state, .cb = cb, .arg = arg, .what = what};
     int rv;
 
     rv = check_txn(t, false, what);
@@ -1060,63 +1167,80 @@ int qr_store_msg_list(struct qr_store_txn *t,
     if (limit == 0) {
         return 0;
     }
-    rv = cursor_open(t, DB_MSGS, &c, what);
-    if (rv != 0) {
-        return rv;
-    }
-    rc = cursor_seek(c, after_id, after_len, true, &k, &v);
-    while (rc == 0) {
-        Qraft__Message *m;
-        rv = decode_message(t, &v, &m, what);
-        if (rv != 0) {
-            goto out;
-        }
-        if (state == QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED ||
-            m->state == state) {
-            rv = cb(arg, m);
-            n++;
-        }
-        qraft__message__free_unpacked(m, NULL);
-        if (rv != 0 || n >= limit) {
-            goto out;
-        }
-        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-    }
-    if (rc != MDB_NOTFOUND) {
-        rv = fail_mdb(t->s, t->write, what, rc);
-    }
-out:
-    mdb_cursor_close(c);
-    return rv;
+    return walk_db(t, DB_MSGS, after_id, after_len, true, limit, walk_msgs, &w,
+                   what);
 }
 
-/* Loads the message an index key names (its id follows id_offset bytes of
- * prefix) and hands it to cb. A missing message means the index is out of
- * step with msgs. */
-static int visit_indexed(struct qr_store_txn *t,
-                         const MDB_val *k,
-                         size_t id_offset,
-                         qr_store_msg_cb cb,
-                         void *arg,
-                         const char *what)
+/* A walk of an index (due, dlq) handing the messages it names to cb. The
+ * due walk stops after until_ms and at the end of its shard's keys
+ * (`shard`, the first 2 bytes of a due key), and passes over the ids skip
+ * answers true for. */
+struct index_walk {
+    size_t id_offset; /* the id follows this many bytes of key prefix */
+    qr_store_msg_cb cb;
+    void *arg;
+    const char *what;
+    const uint8_t *shard;
+    uint64_t until_ms;
+    qr_store_due_skip_cb skip;
+};
+
+/* Loads the message an index key names and hands it to cb. A missing
+ * message means the index is out of step with msgs. */
+static int walk_index(struct qr_store_txn *t,
+                      const MDB_val *k,
+                      const MDB_val *v,
+                      void *arg,
+                      enum walk_step *step)
 {
+    const struct index_walk *w = arg;
     Qraft__Message *m;
     int rv;
 
-    if (k->mv_size <= id_offset) {
-        return fail_corrupt(t, what, "index key too short");
+    (void)v;
+    (void)step;
+    if (k->mv_size <= w->id_offset) {
+        return fail_corrupt(t, w->what, "index key too short");
     }
-    rv = load_message(t, (const uint8_t *)k->mv_data + id_offset,
-                      k->mv_size - id_offset, &m, what);
+    rv = load_message(t, (const uint8_t *)k->mv_data + w->id_offset,
+                      k->mv_size - w->id_offset, &m, w->what);
     if (rv == QR_ENOTFOUND) {
-        return fail_corrupt(t, what, "index names a missing message");
+        return fail_corrupt(t, w->what, "index names a missing message");
     }
     if (rv != 0) {
         return rv;
     }
-    rv = cb(arg, m);
+    rv = w->cb(w->arg, m);
     qraft__message__free_unpacked(m, NULL);
     return rv;
+}
+
+static int walk_due(struct qr_store_txn *t,
+                    const MDB_val *k,
+                    const MDB_val *v,
+                    void *arg,
+                    enum walk_step *step)
+{
+    const struct index_walk *w = arg;
+    const uint8_t *key = k->mv_data;
+    if (k->mv_size < DUE_PREFIX_BYTES || memcmp(key, w->shard, 2) != 0 ||
+        get_be64(key + 2) > w->until_ms) {
+        *step = STEP_END;
+        return 0;
+    }
+    if (w->skip != NULL && k->mv_size > DUE_PREFIX_BYTES &&
+        k->mv_size - DUE_PREFIX_BYTES < KEY_BUF_BYTES) {
+        /* Decide from the id alone, before loading the message. */
+        char id[KEY_BUF_BYTES];
+        size_t id_len = k->mv_size - DUE_PREFIX_BYTES;
+        memcpy(id, key + DUE_PREFIX_BYTES, id_len);
+        id[id_len] = '\0';
+        if (w->skip(w->arg, id)) {
+            *step = STEP_SKIPPED;
+            return 0;
+        }
+    }
+    return walk_index(t, k, v, arg, step);
 }
 
 int qr_store_due_scan_skipping(struct qr_store_txn *t,
@@ -1129,11 +1253,15 @@ int qr_store_due_scan_skipping(struct qr_store_txn *t,
 {
     const char *what = "scan due";
     uint8_t start[DUE_PREFIX_BYTES];
-    MDB_cursor *c;
-    MDB_val k;
-    MDB_val v;
-    size_t n = 0;
-    int rc;
+    struct index_walk w = {
+        .id_offset = DUE_PREFIX_BYTES,
+        .cb = cb,
+        .arg = arg,
+        .what = what,
+        .shard = start,
+        .until_ms = until_ms,
+        .skip = skip,
+    };
     int rv;
 
     rv = check_txn(t, false, what);
@@ -1148,41 +1276,8 @@ int qr_store_due_scan_skipping(struct qr_store_txn *t,
     }
     put_be16(start, (uint16_t)shard);
     put_be64(start + 2, 0);
-    rv = cursor_open(t, DB_DUE, &c, what);
-    if (rv != 0) {
-        return rv;
-    }
-    rc = cursor_seek(c, start, sizeof start, false, &k, &v);
-    while (rc == 0) {
-        const uint8_t *key = k.mv_data;
-        if (k.mv_size < DUE_PREFIX_BYTES || memcmp(key, start, 2) != 0 ||
-            get_be64(key + 2) > until_ms) {
-            goto out;
-        }
-        if (skip != NULL && k.mv_size > DUE_PREFIX_BYTES &&
-            k.mv_size - DUE_PREFIX_BYTES < KEY_BUF_BYTES) {
-            /* Decide from the id alone, before loading the message. */
-            char id[KEY_BUF_BYTES];
-            size_t id_len = k.mv_size - DUE_PREFIX_BYTES;
-            memcpy(id, key + DUE_PREFIX_BYTES, id_len);
-            id[id_len] = '\0';
-            if (skip(arg, id)) {
-                rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-                continue;
-            }
-        }
-        rv = visit_indexed(t, &k, DUE_PREFIX_BYTES, cb, arg, what);
-        if (rv != 0 || ++n >= limit) {
-            goto out;
-        }
-        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-    }
-    if (rc != MDB_NOTFOUND) {
-        rv = fail_mdb(t->s, t->write, what, rc);
-    }
-out:
-    mdb_cursor_close(c);
-    return rv;
+    return walk_db(t, DB_DUE, start, sizeof start, false, limit, walk_due, &w,
+                   what);
 }
 
 int qr_store_due_scan(struct qr_store_txn *t,
@@ -1321,34 +1416,14 @@ static int dlq_walk(struct qr_store_txn *t,
                     void *arg)
 {
     const char *what = "list dlq";
-    MDB_cursor *c;
-    MDB_val k;
-    MDB_val v;
-    size_t n = 0;
-    int rc;
-    int rv;
+    struct index_walk w = {
+        .id_offset = DLQ_PREFIX_BYTES, .cb = cb, .arg = arg, .what = what};
 
     if (limit == 0) {
         return 0;
     }
-    rv = cursor_open(t, DB_DLQ, &c, what);
-    if (rv != 0) {
-        return rv;
-    }
-    rc = cursor_seek(c, start, start_len, true, &k, &v);
-    while (rc == 0) {
-        rv = visit_indexed(t, &k, DLQ_PREFIX_BYTES, cb, arg, what);
-        if (rv != 0 || ++n >= limit) {
-            goto out;
-        }
-        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-    }
-    if (rc != MDB_NOTFOUND) {
-        rv = fail_mdb(t->s, t->write, what, rc);
-    }
-out:
-    mdb_cursor_close(c);
-    return rv;
+    return walk_db(t, DB_DLQ, start, start_len, true, limit, walk_index, &w,
+                   what);
 }
 
 int qr_store_count_states(struct qr_store_txn *t,
@@ -1370,74 +1445,187 @@ int qr_store_count_states(struct qr_store_txn *t,
     return 0;
 }
 
-static int load_queue(struct qr_store_txn *t,
-                      const void *name,
-                      size_t name_len,
-                      Qraft__Queue **out,
+/* ---------------------------------------------------------------------------
+ * Records: databases of protobuf messages keyed by a name (queues,
+ * schedules, URL groups). The typed functions below are thin wrappers that
+ * add their type and their key rules. */
+
+/* One record database: where it lives, the message type it holds, and what
+ * a value that does not decode is called in errmsg. */
+struct record_db {
+    enum db db;
+    const ProtobufCMessageDescriptor *desc;
+    const char *corrupt;
+};
+
+static const struct record_db queue_records = {
+    DB_QUEUES, &qraft__queue__descriptor, "queue does not decode"};
+static const struct record_db schedule_records = {
+    DB_SCHEDULES, &qraft__schedule__descriptor, "schedule does not decode"};
+static const struct record_db group_records = {
+    DB_GROUPS, &qraft__url_group__descriptor, "url group does not decode"};
+
+/* Gets the record `key` (a non-empty name) into *out, new, or NULL with
+ * QR_ENOTFOUND. */
+static int record_get(struct qr_store_txn *t,
+                      const struct record_db *r,
+                      const char *key,
+                      ProtobufCMessage **out,
                       const char *what)
 {
     MDB_val v;
-    int rv = get_raw(t, DB_QUEUES, name, name_len, &v, what);
+    *out = NULL;
+    int rv = check_txn(t, false, what);
+    if (rv == 0) {
+        rv = check_name(t->s, key, 0, what);
+    }
+    if (rv == 0) {
+        rv = get_raw(t, r->db, key, strlen(key), &v, what);
+    }
     if (rv != 0) {
         return rv;
     }
-    *out = qraft__queue__unpack(NULL, v.mv_size, v.mv_data);
-    if (*out == NULL) {
-        return fail_corrupt(t, what, "queue does not decode");
+    return decode_packed(t, r->desc, &v, out, what, r->corrupt);
+}
+
+/* Inserts or replaces msg (of r's type) under `key`, a non-empty name that
+ * leaves key_room bytes of the maximum key size free. */
+static int record_put(struct qr_store_txn *t,
+                      const struct record_db *r,
+                      const char *key,
+                      size_t key_room,
+                      const ProtobufCMessage *msg,
+                      const char *what)
+{
+    int rv = check_txn(t, true, what);
+    if (rv != 0) {
+        return rv;
     }
-    return 0;
+    assert(msg != NULL && msg->descriptor == r->desc);
+    rv = check_name(t->s, key, key_room, what);
+    if (rv != 0) {
+        return rv;
+    }
+    return put_packed(t, r->db, key, strlen(key), msg, what);
+}
+
+/* Deletes the record `key`; QR_ENOTFOUND when there is none. */
+static int record_delete(struct qr_store_txn *t,
+                         const struct record_db *r,
+                         const char *key,
+                         const char *what)
+{
+    MDB_val v;
+    int rv = check_txn(t, true, what);
+    if (rv == 0) {
+        rv = check_name(t->s, key, 0, what);
+    }
+    if (rv == 0) {
+        rv = get_raw(t, r->db, key, strlen(key), &v, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    return del_raw(t, r->db, key, strlen(key), what);
+}
+
+/* The typed callback of a record walk; call() casts the decoded record to
+ * the callback's type. */
+struct record_walk {
+    const struct record_db *r;
+    int (*call)(const struct record_walk *w, const ProtobufCMessage *msg);
+    union {
+        qr_store_queue_cb queue;
+        qr_store_schedule_cb schedule;
+        qr_store_group_cb group;
+    } cb;
+    void *arg;
+    const char *what;
+};
+
+static int call_queue_cb(const struct record_walk *w,
+                         const ProtobufCMessage *msg)
+{
+    return w->cb.queue(w->arg, (const Qraft__Queue *)msg);
+}
+
+static int call_schedule_cb(const struct record_walk *w,
+                            const ProtobufCMessage *msg)
+{
+    return w->cb.schedule(w->arg, (const Qraft__Schedule *)msg);
+}
+
+static int call_group_cb(const struct record_walk *w,
+                         const ProtobufCMessage *msg)
+{
+    return w->cb.group(w->arg, (const Qraft__UrlGroup *)msg);
+}
+
+static int walk_records(struct qr_store_txn *t,
+                        const MDB_val *k,
+                        const MDB_val *v,
+                        void *arg,
+                        enum walk_step *step)
+{
+    const struct record_walk *w = arg;
+    ProtobufCMessage *msg;
+    (void)k;
+    (void)step;
+    int rv = decode_packed(t, w->r->desc, v, &msg, w->what, w->r->corrupt);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = w->call(w, msg);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    return rv;
+}
+
+/* Visits w's records in key order after `after` (NULL or "": from the
+ * first), at most limit (0: none); a nonzero return of the callback stops
+ * the walk and is returned. */
+static int record_list(struct qr_store_txn *t,
+                       const struct record_walk *w,
+                       const char *after,
+                       size_t limit)
+{
+    size_t after_len = after != NULL ? strlen(after) : 0;
+    int rv = check_txn(t, false, w->what);
+    if (rv != 0) {
+        return rv;
+    }
+    if (after_len > t->s->max_key_bytes) {
+        return bad_request(t->s, w->what, "cursor too long");
+    }
+    if (limit == 0) {
+        return 0;
+    }
+    return walk_db(t, w->r->db, after, after_len, true, limit, walk_records,
+                   (void *)w, w->what);
 }
 
 int qr_store_queue_get(struct qr_store_txn *t,
                        const char *name,
                        Qraft__Queue **out)
 {
-    const char *what = "get queues";
-    *out = NULL;
-    int rv = check_txn(t, false, what);
-    if (rv == 0) {
-        rv = check_name(t->s, name, 0, what);
-    }
-    if (rv != 0) {
-        return rv;
-    }
-    return load_queue(t, name, strlen(name), out, what);
+    ProtobufCMessage *q;
+    int rv = record_get(t, &queue_records, name, &q, "get queues");
+    *out = (Qraft__Queue *)q;
+    return rv;
 }
 
 int qr_store_queue_put(struct qr_store_txn *t, const Qraft__Queue *q)
 {
-    const char *what = "put queues";
-    uint8_t *value;
-    int rv = check_txn(t, true, what);
-    if (rv != 0) {
-        return rv;
-    }
-    assert(q != NULL && q->base.descriptor == &qraft__queue__descriptor);
     /* The name is also a qfifo key prefix, with a message id after it. */
-    rv = check_name(t->s, q->name, 1 + QFIFO_SEQ_BYTES + QR_STORE_MAX_ID_BYTES,
-                    what);
-    if (rv != 0) {
-        return rv;
-    }
-    size_t len = qraft__queue__get_packed_size(q);
-    rv = put_reserve(t, DB_QUEUES, q->name, strlen(q->name), len, &value, what);
-    if (rv == 0) {
-        qraft__queue__pack(q, value);
-    }
-    return rv;
+    return record_put(t, &queue_records, q->name,
+                      1 + QFIFO_SEQ_BYTES + QR_STORE_MAX_ID_BYTES, &q->base,
+                      "put queues");
 }
 
 int qr_store_queue_delete(struct qr_store_txn *t, const char *name)
 {
-    const char *what = "delete queues";
-    int rv = check_txn(t, true, what);
-    if (rv == 0) {
-        rv = check_name(t->s, name, 0, what);
-    }
-    if (rv != 0) {
-        return rv;
-    }
-    return del_raw(t, DB_QUEUES, name, strlen(name), what);
+    /* Unlike schedules and groups, an absent queue is not an error. */
+    int rv = record_delete(t, &queue_records, name, "delete queues");
+    return rv == QR_ENOTFOUND ? 0 : rv;
 }
 
 int qr_store_queue_list(struct qr_store_txn *t,
@@ -1446,46 +1634,12 @@ int qr_store_queue_list(struct qr_store_txn *t,
                         qr_store_queue_cb cb,
                         void *arg)
 {
-    const char *what = "list queues";
-    size_t after_len = after_name != NULL ? strlen(after_name) : 0;
-    MDB_cursor *c;
-    MDB_val k;
-    MDB_val v;
-    size_t n = 0;
-    int rv = check_txn(t, false, what);
-    if (rv != 0) {
-        return rv;
-    }
-    if (after_len > t->s->max_key_bytes) {
-        return bad_request(t->s, what, "cursor too long");
-    }
-    if (limit == 0) {
-        return 0;
-    }
-    rv = cursor_open(t, DB_QUEUES, &c, what);
-    if (rv != 0) {
-        return rv;
-    }
-    int rc = cursor_seek(c, after_name, after_len, true, &k, &v);
-    while (rc == 0) {
-        Qraft__Queue *q = qraft__queue__unpack(NULL, v.mv_size, v.mv_data);
-        if (q == NULL) {
-            rv = fail_corrupt(t, what, "queue does not decode");
-            goto out;
-        }
-        rv = cb(arg, q);
-        qraft__queue__free_unpacked(q, NULL);
-        if (rv != 0 || ++n >= limit) {
-            goto out;
-        }
-        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-    }
-    if (rc != MDB_NOTFOUND) {
-        rv = fail_mdb(t->s, t->write, what, rc);
-    }
-out:
-    mdb_cursor_close(c);
-    return rv;
+    struct record_walk w = {.r = &queue_records,
+                            .call = call_queue_cb,
+                            .cb.queue = cb,
+                            .arg = arg,
+                            .what = "list queues"};
+    return record_list(t, &w, after_name, limit);
 }
 
 int qr_store_queue_count(struct qr_store_txn *t, size_t *n)
@@ -1584,7 +1738,6 @@ int qr_store_dedup_put(struct qr_store_txn *t,
     Qraft__DedupRecord r = QRAFT__DEDUP_RECORD__INIT;
     Qraft__DedupRecord *old = NULL;
     uint8_t xkey[KEY_BUF_BYTES];
-    uint8_t *value;
     size_t len;
     int rv;
 
@@ -1615,12 +1768,10 @@ int qr_store_dedup_put(struct qr_store_txn *t,
     }
     r.message_id = (char *)message_id;
     r.expires_ms = expires_ms;
-    len = qraft__dedup_record__get_packed_size(&r);
-    rv = put_reserve(t, DB_DEDUP, key, strlen(key), len, &value, what);
+    rv = put_packed(t, DB_DEDUP, key, strlen(key), &r.base, what);
     if (rv != 0) {
         return rv;
     }
-    qraft__dedup_record__pack(&r, value);
     len = dedupx_key(xkey, expires_ms, key);
     return put_raw(t, DB_DEDUPX, xkey, len, NULL, 0, what);
 }
@@ -1757,8 +1908,6 @@ int qr_store_event_append(struct qr_store_txn *t,
 {
     const char *what = "append events";
     uint8_t key[EVENT_KEY_BYTES];
-    uint8_t *value;
-    size_t len;
     int rv;
 
     rv = check_txn(t, true, what);
@@ -1769,13 +1918,49 @@ int qr_store_event_append(struct qr_store_txn *t,
     put_be64(key, e->time_ms);
     put_be64(key + 8, index);
     put_be32(key + 16, position);
-    len = qraft__event__get_packed_size(e);
-    rv = put_reserve(t, DB_EVENTS, key, sizeof key, len, &value, what);
+    return put_packed(t, DB_EVENTS, key, sizeof key, &e->base, what);
+}
+
+static int decode_event(struct qr_store_txn *t,
+                        const MDB_val *v,
+                        Qraft__Event **out,
+                        const char *what)
+{
+    ProtobufCMessage *e;
+    int rv = decode_packed(t, &qraft__event__descriptor, v, &e, what,
+                           "event does not decode");
+    *out = (Qraft__Event *)e;
+    return rv;
+}
+
+/* A walk of events handing those about message_id to cb. */
+struct event_walk {
+    const char *message_id;
+    qr_store_event_cb cb;
+    void *arg;
+    const char *what;
+};
+
+static int walk_events(struct qr_store_txn *t,
+                       const MDB_val *k,
+                       const MDB_val *v,
+                       void *arg,
+                       enum walk_step *step)
+{
+    const struct event_walk *w = arg;
+    Qraft__Event *e;
+    (void)k;
+    int rv = decode_event(t, v, &e, w->what);
     if (rv != 0) {
         return rv;
     }
-    qraft__event__pack(e, value);
-    return 0;
+    if (strcmp(e->message_id, w->message_id) == 0) {
+        rv = w->cb(w->arg, e);
+    } else {
+        *step = STEP_SKIPPED;
+    }
+    qraft__event__free_unpacked(e, NULL);
+    return rv;
 }
 
 int qr_store_event_list(struct qr_store_txn *t,
@@ -1785,11 +1970,7 @@ int qr_store_event_list(struct qr_store_txn *t,
                         void *arg)
 {
     const char *what = "list events";
-    MDB_cursor *c;
-    MDB_val k;
-    MDB_val v;
-    size_t n = 0;
-    int rc;
+    struct event_walk w = {message_id, cb, arg, what};
     int rv;
 
     rv = check_txn(t, false, what);
@@ -1799,33 +1980,7 @@ int qr_store_event_list(struct qr_store_txn *t,
     if (rv != 0 || limit == 0) {
         return rv;
     }
-    rv = cursor_open(t, DB_EVENTS, &c, what);
-    if (rv != 0) {
-        return rv;
-    }
-    rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
-    while (rc == 0) {
-        Qraft__Event *e = qraft__event__unpack(NULL, v.mv_size, v.mv_data);
-        if (e == NULL) {
-            rv = fail_corrupt(t, what, "event does not decode");
-            goto out;
-        }
-        if (strcmp(e->message_id, message_id) == 0) {
-            rv = cb(arg, e);
-            n++;
-        }
-        qraft__event__free_unpacked(e, NULL);
-        if (rv != 0 || n >= limit) {
-            goto out;
-        }
-        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-    }
-    if (rc != MDB_NOTFOUND) {
-        rv = fail_mdb(t->s, t->write, what, rc);
-    }
-out:
-    mdb_cursor_close(c);
-    return rv;
+    return walk_db(t, DB_EVENTS, NULL, 0, false, limit, walk_events, &w, what);
 }
 
 static void event_key(uint8_t key[EVENT_KEY_BYTES],
@@ -1906,9 +2061,8 @@ int qr_store_event_scan(struct qr_store_txn *t,
         pos.time_ms = get_be64(k.mv_data);
         pos.index = get_be64((const uint8_t *)k.mv_data + 8);
         pos.position = get_be32((const uint8_t *)k.mv_data + 16);
-        e = qraft__event__unpack(NULL, v.mv_size, v.mv_data);
-        if (e == NULL) {
-            rv = fail_corrupt(t, what, "event does not decode");
+        rv = decode_event(t, &v, &e, what);
+        if (rv != 0) {
             goto out;
         }
         rv = cb(arg, &pos, e);
@@ -1929,119 +2083,34 @@ out:
 /* ---------------------------------------------------------------------------
  * URL groups. */
 
-static int decode_group(struct qr_store_txn *t,
-                        const MDB_val *v,
-                        Qraft__UrlGroup **out,
-                        const char *what)
-{
-    *out = qraft__url_group__unpack(NULL, v->mv_size, v->mv_data);
-    if (*out == NULL) {
-        return fail_corrupt(t, what, "url group does not decode");
-    }
-    return 0;
-}
-
 int qr_store_group_get(struct qr_store_txn *t,
                        const char *name,
                        Qraft__UrlGroup **out)
 {
-    const char *what = "get groups";
-    MDB_val v;
-    int rv;
-
-    *out = NULL;
-    rv = check_txn(t, false, what);
-    if (rv == 0) {
-        rv = check_name(t->s, name, 0, what);
-    }
-    if (rv == 0) {
-        rv = get_raw(t, DB_GROUPS, name, strlen(name), &v, what);
-    }
-    if (rv != 0) {
-        return rv;
-    }
-    return decode_group(t, &v, out, what);
+    ProtobufCMessage *g;
+    int rv = record_get(t, &group_records, name, &g, "get groups");
+    *out = (Qraft__UrlGroup *)g;
+    return rv;
 }
 
 int qr_store_group_put(struct qr_store_txn *t, const Qraft__UrlGroup *g)
 {
-    const char *what = "put groups";
-    uint8_t *value;
-    size_t len;
-    int rv;
-
-    rv = check_txn(t, true, what);
-    if (rv != 0) {
-        return rv;
-    }
-    assert(g != NULL && g->base.descriptor == &qraft__url_group__descriptor);
-    rv = check_name(t->s, g->name, 0, what);
-    if (rv != 0) {
-        return rv;
-    }
-    len = qraft__url_group__get_packed_size(g);
-    rv = put_reserve(t, DB_GROUPS, g->name, strlen(g->name), len, &value, what);
-    if (rv == 0) {
-        qraft__url_group__pack(g, value);
-    }
-    return rv;
+    return record_put(t, &group_records, g->name, 0, &g->base, "put groups");
 }
 
 int qr_store_group_delete(struct qr_store_txn *t, const char *name)
 {
-    const char *what = "delete groups";
-    MDB_val v;
-    int rv;
-
-    rv = check_txn(t, true, what);
-    if (rv == 0) {
-        rv = check_name(t->s, name, 0, what);
-    }
-    if (rv == 0) {
-        rv = get_raw(t, DB_GROUPS, name, strlen(name), &v, what);
-    }
-    if (rv != 0) {
-        return rv;
-    }
-    return del_raw(t, DB_GROUPS, name, strlen(name), what);
+    return record_delete(t, &group_records, name, "delete groups");
 }
 
 int qr_store_group_list(struct qr_store_txn *t, qr_store_group_cb cb, void *arg)
 {
-    const char *what = "list groups";
-    MDB_cursor *c;
-    MDB_val k;
-    MDB_val v;
-    int rc;
-    int rv;
-
-    rv = check_txn(t, false, what);
-    if (rv == 0) {
-        rv = cursor_open(t, DB_GROUPS, &c, what);
-    }
-    if (rv != 0) {
-        return rv;
-    }
-    rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
-    while (rc == 0) {
-        Qraft__UrlGroup *g;
-        rv = decode_group(t, &v, &g, what);
-        if (rv != 0) {
-            goto out;
-        }
-        rv = cb(arg, g);
-        qraft__url_group__free_unpacked(g, NULL);
-        if (rv != 0) {
-            goto out;
-        }
-        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-    }
-    if (rc != MDB_NOTFOUND) {
-        rv = fail_mdb(t->s, t->write, what, rc);
-    }
-out:
-    mdb_cursor_close(c);
-    return rv;
+    struct record_walk w = {.r = &group_records,
+                            .call = call_group_cb,
+                            .cb.group = cb,
+                            .arg = arg,
+                            .what = "list groups"};
+    return record_list(t, &w, NULL, SIZE_MAX);
 }
 
 /* Values at least this long are not copied into a snapshot: its buffer
@@ -2540,110 +2609,35 @@ err_after_flag:
 /* ---------------------------------------------------------------------------
  * schedules */
 
-static int decode_schedule(struct qr_store_txn *t,
-                           const MDB_val *v,
-                           Qraft__Schedule **out,
-                           const char *what)
-{
-    Qraft__Schedule *sc = qraft__schedule__unpack(NULL, v->mv_size, v->mv_data);
-    if (sc == NULL) {
-        return fail_corrupt(t, what, "schedule does not decode");
-    }
-    *out = sc;
-    return 0;
-}
-
 int qr_store_schedule_get(struct qr_store_txn *t,
                           const char *id,
                           Qraft__Schedule **out)
 {
-    const char *what = "get schedules";
-    MDB_val v;
-    *out = NULL;
-    int rv = check_txn(t, false, what);
-    if (rv == 0) {
-        rv = check_name(t->s, id, 0, what);
-    }
-    if (rv == 0) {
-        rv = get_raw(t, DB_SCHEDULES, id, strlen(id), &v, what);
-    }
-    if (rv != 0) {
-        return rv;
-    }
-    return decode_schedule(t, &v, out, what);
+    ProtobufCMessage *sc;
+    int rv = record_get(t, &schedule_records, id, &sc, "get schedules");
+    *out = (Qraft__Schedule *)sc;
+    return rv;
 }
 
 int qr_store_schedule_put(struct qr_store_txn *t, const Qraft__Schedule *sc)
 {
-    const char *what = "put schedules";
-    uint8_t *value;
-    int rv = check_txn(t, true, what);
-    if (rv == 0) {
-        rv = check_name(t->s, sc->id, 0, what);
-    }
-    if (rv != 0) {
-        return rv;
-    }
-    size_t len = qraft__schedule__get_packed_size(sc);
-    rv =
-        put_reserve(t, DB_SCHEDULES, sc->id, strlen(sc->id), len, &value, what);
-    if (rv == 0) {
-        qraft__schedule__pack(sc, value);
-    }
-    return rv;
+    return record_put(t, &schedule_records, sc->id, 0, &sc->base,
+                      "put schedules");
 }
 
 int qr_store_schedule_delete(struct qr_store_txn *t, const char *id)
 {
-    const char *what = "delete schedules";
-    MDB_val v;
-    int rv = check_txn(t, true, what);
-    if (rv == 0) {
-        rv = check_name(t->s, id, 0, what);
-    }
-    if (rv == 0) {
-        rv = get_raw(t, DB_SCHEDULES, id, strlen(id), &v, what);
-    }
-    if (rv != 0) {
-        return rv;
-    }
-    return del_raw(t, DB_SCHEDULES, id, strlen(id), what);
+    return record_delete(t, &schedule_records, id, "delete schedules");
 }
 
 int qr_store_schedule_list(struct qr_store_txn *t,
                            qr_store_schedule_cb cb,
                            void *arg)
 {
-    const char *what = "list schedules";
-    MDB_cursor *c;
-    MDB_val k;
-    MDB_val v;
-    int rv = check_txn(t, false, what);
-    if (rv != 0) {
-        return rv;
-    }
-    rv = cursor_open(t, DB_SCHEDULES, &c, what);
-    if (rv != 0) {
-        return rv;
-    }
-    int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
-    while (rc == 0) {
-        Qraft__Schedule *sc;
-        rv = decode_schedule(t, &v, &sc, what);
-        if (rv != 0) {
-            goto out;
-        }
-        rv = cb(arg, sc);
-        qraft__schedule__free_unpacked(sc, NULL);
-        if (rv != 0) {
-            goto out;
-        }
-        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-    }
-    if (rc != MDB_NOTFOUND) {
-        rv = fail_mdb(t->s, t->write, what, rc);
-    }
-out:
-    mdb_cursor_close(c);
-    return rv;
+    struct record_walk w = {.r = &schedule_records,
+                            .call = call_schedule_cb,
+                            .cb.schedule = cb,
+                            .arg = arg,
+                            .what = "list schedules"};
+    return record_list(t, &w, NULL, SIZE_MAX);
 }
