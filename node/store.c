@@ -395,21 +395,90 @@ static int cursor_open(struct qr_store_txn *t,
     return 0;
 }
 
-/* Decodes the stored value v as a desc message into *out (new; free with
- * protobuf_c_message_free_unpacked). A value that does not decode is
- * QR_ECORRUPT, `why` the message saying so (fail_corrupt). */
-static int decode_packed(struct qr_store_txn *t,
-                         const ProtobufCMessageDescriptor *desc,
+/* ---------------------------------------------------------------------------
+ * Records: the databases whose values are protobuf messages. Every read of
+ * one decodes through decode_record, every write packs through put_packed. */
+
+/* One database of protobuf records: where it lives, the message type it
+ * holds, and what errmsg calls a value that does not decode. `valid`, when
+ * set, checks a decoded record's fields; a record it refuses is `invalid`. */
+struct record_db {
+    enum db db;
+    const ProtobufCMessageDescriptor *desc;
+    const char *corrupt;
+    bool (*valid)(struct qr_store *s,
+                  const ProtobufCMessage *msg,
+                  const char *what);
+    const char *invalid;
+};
+
+/* A message must have a known state, a shard that fits in a due key and an
+ * id check_id accepts. */
+static bool message_valid(struct qr_store *s,
+                          const ProtobufCMessage *msg,
+                          const char *what)
+{
+    const Qraft__Message *m = (const Qraft__Message *)msg;
+    return (unsigned)m->state < N_STATES && m->shard <= UINT16_MAX &&
+           check_id(s, m->id, what) == 0;
+}
+
+static const struct record_db msg_records = {
+    DB_MSGS, &qraft__message__descriptor, "message does not decode",
+    message_valid, "message has invalid fields"};
+static const struct record_db dedup_records = {
+    DB_DEDUP, &qraft__dedup_record__descriptor, "dedup record does not decode",
+    NULL, NULL};
+static const struct record_db event_records = {
+    DB_EVENTS, &qraft__event__descriptor, "event does not decode", NULL, NULL};
+static const struct record_db queue_records = {
+    DB_QUEUES, &qraft__queue__descriptor, "queue does not decode", NULL, NULL};
+static const struct record_db schedule_records = {
+    DB_SCHEDULES, &qraft__schedule__descriptor, "schedule does not decode",
+    NULL, NULL};
+static const struct record_db group_records = {
+    DB_GROUPS, &qraft__url_group__descriptor, "url group does not decode", NULL,
+    NULL};
+
+/* Decodes v, a value of r, into *out (new; free with
+ * protobuf_c_message_free_unpacked). A value that does not decode, or
+ * whose fields r->valid refuses, is QR_ECORRUPT (fail_corrupt); *out is
+ * then left alone. */
+static int decode_record(struct qr_store_txn *t,
+                         const struct record_db *r,
                          const MDB_val *v,
                          ProtobufCMessage **out,
-                         const char *what,
-                         const char *why)
+                         const char *what)
 {
-    *out = protobuf_c_message_unpack(desc, NULL, v->mv_size, v->mv_data);
-    if (*out == NULL) {
-        return fail_corrupt(t, what, why);
+    ProtobufCMessage *msg =
+        protobuf_c_message_unpack(r->desc, NULL, v->mv_size, v->mv_data);
+    if (msg == NULL) {
+        return fail_corrupt(t, what, r->corrupt);
     }
+    if (r->valid != NULL && !r->valid(t->s, msg, what)) {
+        protobuf_c_message_free_unpacked(msg, NULL);
+        return fail_corrupt(t, what, r->invalid);
+    }
+    *out = msg;
     return 0;
+}
+
+/* Gets the record of r stored under `key` into *out (new), or NULL with
+ * QR_ENOTFOUND (or another error). */
+static int load_record(struct qr_store_txn *t,
+                       const struct record_db *r,
+                       const void *key,
+                       size_t key_len,
+                       ProtobufCMessage **out,
+                       const char *what)
+{
+    MDB_val v;
+    *out = NULL;
+    int rv = get_raw(t, r->db, key, key_len, &v, what);
+    if (rv != 0) {
+        return rv;
+    }
+    return decode_record(t, r, &v, out, what);
 }
 
 /* Stores msg packed as the value of `key` (insert or replace). */
@@ -429,36 +498,16 @@ static int put_packed(struct qr_store_txn *t,
     return rv;
 }
 
-static int decode_message(struct qr_store_txn *t,
-                          const MDB_val *v,
-                          Qraft__Message **out,
-                          const char *what)
-{
-    Qraft__Message *m = qraft__message__unpack(NULL, v->mv_size, v->mv_data);
-    if (m == NULL) {
-        return fail_corrupt(t, what, "message does not decode");
-    }
-    if ((unsigned)m->state >= N_STATES || m->shard > UINT16_MAX ||
-        check_id(t->s, m->id, what) != 0) {
-        qraft__message__free_unpacked(m, NULL);
-        return fail_corrupt(t, what, "message has invalid fields");
-    }
-    *out = m;
-    return 0;
-}
-
 static int load_message(struct qr_store_txn *t,
                         const void *id,
                         size_t id_len,
                         Qraft__Message **out,
                         const char *what)
 {
-    MDB_val v;
-    int rv = get_raw(t, DB_MSGS, id, id_len, &v, what);
-    if (rv != 0) {
-        return rv;
-    }
-    return decode_message(t, &v, out, what);
+    ProtobufCMessage *m;
+    int rv = load_record(t, &msg_records, id, id_len, &m, what);
+    *out = (Qraft__Message *)m;
+    return rv;
 }
 
 static int load_dedup(struct qr_store_txn *t,
@@ -466,13 +515,8 @@ static int load_dedup(struct qr_store_txn *t,
                       Qraft__DedupRecord **out,
                       const char *what)
 {
-    ProtobufCMessage *r = NULL;
-    MDB_val v;
-    int rv = get_raw(t, DB_DEDUP, key, strlen(key), &v, what);
-    if (rv == 0) {
-        rv = decode_packed(t, &qraft__dedup_record__descriptor, &v, &r, what,
-                           "dedup record does not decode");
-    }
+    ProtobufCMessage *r;
+    int rv = load_record(t, &dedup_records, key, strlen(key), &r, what);
     *out = (Qraft__DedupRecord *)r;
     return rv;
 }
@@ -1110,36 +1154,172 @@ out:
     return rv;
 }
 
-/* A walk of msgs handing the messages in `state` (STATE_UNSPECIFIED: all)
- * to cb. */
-struct msg_walk {
-    Qraft__MessageState state;
-    qr_store_msg_cb cb;
-    void *arg;
-    const char *what;
-};
-
-static int walk_msgs(struct qr_store_txn *t,
-                     const MDB_val *k,
-                     const MDB_val *v,
-                     void *arg,
-                     enum walk_step *step)
+/* Gets the record `key` (a non-empty name) into *out, new, or NULL with
+ * QR_ENOTFOUND. */
+static int record_get(struct qr_store_txn *t,
+                      const struct record_db *r,
+                      const char *key,
+                      ProtobufCMessage **out,
+                      const char *what)
 {
-    const struct msg_walk *w = arg;
-    Qraft__Message *m;
-    (void)k;
-    int rv = decode_message(t, v, &m, w->what);
+    *out = NULL;
+    int rv = check_txn(t, false, what);
+    if (rv == 0) {
+        rv = check_name(t->s, key, 0, what);
+    }
     if (rv != 0) {
         return rv;
     }
-    if (w->state == QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED ||
-        m->state == w->state) {
-        rv = w->cb(w->arg, m);
+    return load_record(t, r, key, strlen(key), out, what);
+}
+
+/* Inserts or replaces msg (of r's type) under `key`, a non-empty name that
+ * leaves key_room bytes of the maximum key size free. */
+static int record_put(struct qr_store_txn *t,
+                      const struct record_db *r,
+                      const char *key,
+                      size_t key_room,
+                      const ProtobufCMessage *msg,
+                      const char *what)
+{
+    int rv = check_txn(t, true, what);
+    if (rv != 0) {
+        return rv;
+    }
+    assert(msg != NULL && msg->descriptor == r->desc);
+    rv = check_name(t->s, key, key_room, what);
+    if (rv != 0) {
+        return rv;
+    }
+    return put_packed(t, r->db, key, strlen(key), msg, what);
+}
+
+/* Deletes the record `key`; QR_ENOTFOUND when there is none. */
+static int record_delete(struct qr_store_txn *t,
+                         const struct record_db *r,
+                         const char *key,
+                         const char *what)
+{
+    MDB_val v;
+    int rv = check_txn(t, true, what);
+    if (rv == 0) {
+        rv = check_name(t->s, key, 0, what);
+    }
+    if (rv == 0) {
+        rv = get_raw(t, r->db, key, strlen(key), &v, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    return del_raw(t, r->db, key, strlen(key), what);
+}
+
+/* A walk of r's records handing each that `keep` accepts (NULL: all) to the
+ * typed callback in cb, through call(), which casts the record to the
+ * callback's type. Records keep refuses do not count toward the limit. */
+struct record_walk {
+    const struct record_db *r;
+    bool (*keep)(const struct record_walk *w, const ProtobufCMessage *msg);
+    int (*call)(const struct record_walk *w, const ProtobufCMessage *msg);
+    union {
+        qr_store_msg_cb msg;
+        qr_store_event_cb event;
+        qr_store_queue_cb queue;
+        qr_store_schedule_cb schedule;
+        qr_store_group_cb group;
+    } cb;
+    void *arg;
+    const char *what;
+    Qraft__MessageState state; /* keep_in_state */
+    const char *message_id;    /* keep_about */
+};
+
+static bool keep_in_state(const struct record_walk *w,
+                          const ProtobufCMessage *msg)
+{
+    const Qraft__Message *m = (const Qraft__Message *)msg;
+    return w->state == QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED ||
+           m->state == w->state;
+}
+
+static bool keep_about(const struct record_walk *w, const ProtobufCMessage *msg)
+{
+    const Qraft__Event *e = (const Qraft__Event *)msg;
+    return strcmp(e->message_id, w->message_id) == 0;
+}
+
+static int call_msg_cb(const struct record_walk *w, const ProtobufCMessage *msg)
+{
+    return w->cb.msg(w->arg, (const Qraft__Message *)msg);
+}
+
+static int call_event_cb(const struct record_walk *w,
+                         const ProtobufCMessage *msg)
+{
+    return w->cb.event(w->arg, (const Qraft__Event *)msg);
+}
+
+static int call_queue_cb(const struct record_walk *w,
+                         const ProtobufCMessage *msg)
+{
+    return w->cb.queue(w->arg, (const Qraft__Queue *)msg);
+}
+
+static int call_schedule_cb(const struct record_walk *w,
+                            const ProtobufCMessage *msg)
+{
+    return w->cb.schedule(w->arg, (const Qraft__Schedule *)msg);
+}
+
+static int call_group_cb(const struct record_walk *w,
+                         const ProtobufCMessage *msg)
+{
+    return w->cb.group(w->arg, (const Qraft__UrlGroup *)msg);
+}
+
+static int walk_records(struct qr_store_txn *t,
+                        const MDB_val *k,
+                        const MDB_val *v,
+                        void *arg,
+                        enum walk_step *step)
+{
+    const struct record_walk *w = arg;
+    ProtobufCMessage *msg;
+    (void)k;
+    int rv = decode_record(t, w->r, v, &msg, w->what);
+    if (rv != 0) {
+        return rv;
+    }
+    if (w->keep == NULL || w->keep(w, msg)) {
+        rv = w->call(w, msg);
     } else {
         *step = STEP_SKIPPED;
     }
-    qraft__message__free_unpacked(m, NULL);
+    protobuf_c_message_free_unpacked(msg, NULL);
     return rv;
+}
+
+/* Visits w's records in key order after `after` (NULL or "": from the
+ * first), at most limit (0: none); a nonzero return of the callback stops
+ * the walk and is returned. */
+static int record_list(struct qr_store_txn *t,
+                       const struct record_walk *w,
+                       const char *after,
+                       size_t limit)
+{
+    size_t after_len = after != NULL ? strlen(after) : 0;
+    int rv = check_txn(t, false, w->what);
+    if (rv != 0) {
+        return rv;
+    }
+    if (after_len > t->s->max_key_bytes) {
+        return bad_request(t->s, w->what, "cursor too long");
+    }
+    if (limit == 0) {
+        return 0;
+    }
+    return walk_db(t, w->r->db, after, after_len, true, limit, walk_records,
+                   (void *)w, w->what);
 }
 
 int qr_store_msg_list(struct qr_store_txn *t,
@@ -1150,25 +1330,21 @@ int qr_store_msg_list(struct qr_store_txn *t,
                       void *arg)
 {
     const char *what = "list msgs";
-    size_t after_len = after_id != NULL ? strlen(after_id) : 0;
-    struct msg_walk w = {.state = state, .cb = cb, .arg = arg, .what = what};
-    int rv;
-
-    rv = check_txn(t, false, what);
+    struct record_walk w = {.r = &msg_records,
+                            .keep = keep_in_state,
+                            .call = call_msg_cb,
+                            .cb.msg = cb,
+                            .arg = arg,
+                            .what = what,
+                            .state = state};
+    int rv = check_txn(t, false, what);
     if (rv != 0) {
         return rv;
     }
     if ((unsigned)state >= N_STATES) {
         return bad_request(t->s, what, "unknown message state");
     }
-    if (after_len > t->s->max_key_bytes) {
-        return bad_request(t->s, what, "cursor too long");
-    }
-    if (limit == 0) {
-        return 0;
-    }
-    return walk_db(t, DB_MSGS, after_id, after_len, true, limit, walk_msgs, &w,
-                   what);
+    return record_list(t, &w, after_id, limit);
 }
 
 /* A walk of an index (due, dlq) handing the messages it names to cb. The
@@ -1443,164 +1619,6 @@ int qr_store_count_states(struct qr_store_txn *t,
         }
     }
     return 0;
-}
-
-/* ---------------------------------------------------------------------------
- * Records: databases of protobuf messages keyed by a name (queues,
- * schedules, URL groups). The typed functions below are thin wrappers that
- * add their type and their key rules. */
-
-/* One record database: where it lives, the message type it holds, and what
- * a value that does not decode is called in errmsg. */
-struct record_db {
-    enum db db;
-    const ProtobufCMessageDescriptor *desc;
-    const char *corrupt;
-};
-
-static const struct record_db queue_records = {
-    DB_QUEUES, &qraft__queue__descriptor, "queue does not decode"};
-static const struct record_db schedule_records = {
-    DB_SCHEDULES, &qraft__schedule__descriptor, "schedule does not decode"};
-static const struct record_db group_records = {
-    DB_GROUPS, &qraft__url_group__descriptor, "url group does not decode"};
-
-/* Gets the record `key` (a non-empty name) into *out, new, or NULL with
- * QR_ENOTFOUND. */
-static int record_get(struct qr_store_txn *t,
-                      const struct record_db *r,
-                      const char *key,
-                      ProtobufCMessage **out,
-                      const char *what)
-{
-    MDB_val v;
-    *out = NULL;
-    int rv = check_txn(t, false, what);
-    if (rv == 0) {
-        rv = check_name(t->s, key, 0, what);
-    }
-    if (rv == 0) {
-        rv = get_raw(t, r->db, key, strlen(key), &v, what);
-    }
-    if (rv != 0) {
-        return rv;
-    }
-    return decode_packed(t, r->desc, &v, out, what, r->corrupt);
-}
-
-/* Inserts or replaces msg (of r's type) under `key`, a non-empty name that
- * leaves key_room bytes of the maximum key size free. */
-static int record_put(struct qr_store_txn *t,
-                      const struct record_db *r,
-                      const char *key,
-                      size_t key_room,
-                      const ProtobufCMessage *msg,
-                      const char *what)
-{
-    int rv = check_txn(t, true, what);
-    if (rv != 0) {
-        return rv;
-    }
-    assert(msg != NULL && msg->descriptor == r->desc);
-    rv = check_name(t->s, key, key_room, what);
-    if (rv != 0) {
-        return rv;
-    }
-    return put_packed(t, r->db, key, strlen(key), msg, what);
-}
-
-/* Deletes the record `key`; QR_ENOTFOUND when there is none. */
-static int record_delete(struct qr_store_txn *t,
-                         const struct record_db *r,
-                         const char *key,
-                         const char *what)
-{
-    MDB_val v;
-    int rv = check_txn(t, true, what);
-    if (rv == 0) {
-        rv = check_name(t->s, key, 0, what);
-    }
-    if (rv == 0) {
-        rv = get_raw(t, r->db, key, strlen(key), &v, what);
-    }
-    if (rv != 0) {
-        return rv;
-    }
-    return del_raw(t, r->db, key, strlen(key), what);
-}
-
-/* The typed callback of a record walk; call() casts the decoded record to
- * the callback's type. */
-struct record_walk {
-    const struct record_db *r;
-    int (*call)(const struct record_walk *w, const ProtobufCMessage *msg);
-    union {
-        qr_store_queue_cb queue;
-        qr_store_schedule_cb schedule;
-        qr_store_group_cb group;
-    } cb;
-    void *arg;
-    const char *what;
-};
-
-static int call_queue_cb(const struct record_walk *w,
-                         const ProtobufCMessage *msg)
-{
-    return w->cb.queue(w->arg, (const Qraft__Queue *)msg);
-}
-
-static int call_schedule_cb(const struct record_walk *w,
-                            const ProtobufCMessage *msg)
-{
-    return w->cb.schedule(w->arg, (const Qraft__Schedule *)msg);
-}
-
-static int call_group_cb(const struct record_walk *w,
-                         const ProtobufCMessage *msg)
-{
-    return w->cb.group(w->arg, (const Qraft__UrlGroup *)msg);
-}
-
-static int walk_records(struct qr_store_txn *t,
-                        const MDB_val *k,
-                        const MDB_val *v,
-                        void *arg,
-                        enum walk_step *step)
-{
-    const struct record_walk *w = arg;
-    ProtobufCMessage *msg;
-    (void)k;
-    (void)step;
-    int rv = decode_packed(t, w->r->desc, v, &msg, w->what, w->r->corrupt);
-    if (rv != 0) {
-        return rv;
-    }
-    rv = w->call(w, msg);
-    protobuf_c_message_free_unpacked(msg, NULL);
-    return rv;
-}
-
-/* Visits w's records in key order after `after` (NULL or "": from the
- * first), at most limit (0: none); a nonzero return of the callback stops
- * the walk and is returned. */
-static int record_list(struct qr_store_txn *t,
-                       const struct record_walk *w,
-                       const char *after,
-                       size_t limit)
-{
-    size_t after_len = after != NULL ? strlen(after) : 0;
-    int rv = check_txn(t, false, w->what);
-    if (rv != 0) {
-        return rv;
-    }
-    if (after_len > t->s->max_key_bytes) {
-        return bad_request(t->s, w->what, "cursor too long");
-    }
-    if (limit == 0) {
-        return 0;
-    }
-    return walk_db(t, w->r->db, after, after_len, true, limit, walk_records,
-                   (void *)w, w->what);
 }
 
 int qr_store_queue_get(struct qr_store_txn *t,
@@ -1921,48 +1939,6 @@ int qr_store_event_append(struct qr_store_txn *t,
     return put_packed(t, DB_EVENTS, key, sizeof key, &e->base, what);
 }
 
-static int decode_event(struct qr_store_txn *t,
-                        const MDB_val *v,
-                        Qraft__Event **out,
-                        const char *what)
-{
-    ProtobufCMessage *e;
-    int rv = decode_packed(t, &qraft__event__descriptor, v, &e, what,
-                           "event does not decode");
-    *out = (Qraft__Event *)e;
-    return rv;
-}
-
-/* A walk of events handing those about message_id to cb. */
-struct event_walk {
-    const char *message_id;
-    qr_store_event_cb cb;
-    void *arg;
-    const char *what;
-};
-
-static int walk_events(struct qr_store_txn *t,
-                       const MDB_val *k,
-                       const MDB_val *v,
-                       void *arg,
-                       enum walk_step *step)
-{
-    const struct event_walk *w = arg;
-    Qraft__Event *e;
-    (void)k;
-    int rv = decode_event(t, v, &e, w->what);
-    if (rv != 0) {
-        return rv;
-    }
-    if (strcmp(e->message_id, w->message_id) == 0) {
-        rv = w->cb(w->arg, e);
-    } else {
-        *step = STEP_SKIPPED;
-    }
-    qraft__event__free_unpacked(e, NULL);
-    return rv;
-}
-
 int qr_store_event_list(struct qr_store_txn *t,
                         const char *message_id,
                         size_t limit,
@@ -1970,17 +1946,21 @@ int qr_store_event_list(struct qr_store_txn *t,
                         void *arg)
 {
     const char *what = "list events";
-    struct event_walk w = {message_id, cb, arg, what};
-    int rv;
-
-    rv = check_txn(t, false, what);
+    struct record_walk w = {.r = &event_records,
+                            .keep = keep_about,
+                            .call = call_event_cb,
+                            .cb.event = cb,
+                            .arg = arg,
+                            .what = what,
+                            .message_id = message_id};
+    int rv = check_txn(t, false, what);
     if (rv == 0) {
         rv = check_id(t->s, message_id, what);
     }
-    if (rv != 0 || limit == 0) {
+    if (rv != 0) {
         return rv;
     }
-    return walk_db(t, DB_EVENTS, NULL, 0, false, limit, walk_events, &w, what);
+    return record_list(t, &w, NULL, limit);
 }
 
 static void event_key(uint8_t key[EVENT_KEY_BYTES],
@@ -2052,7 +2032,7 @@ int qr_store_event_scan(struct qr_store_txn *t,
     rc = event_seek(c, from, inclusive, descending, &k, &v);
     while (rc == 0) {
         struct qr_store_event_pos pos;
-        Qraft__Event *e;
+        ProtobufCMessage *e;
 
         if (k.mv_size != EVENT_KEY_BYTES) {
             rv = fail_corrupt(t, what, "event key of the wrong size");
@@ -2061,12 +2041,12 @@ int qr_store_event_scan(struct qr_store_txn *t,
         pos.time_ms = get_be64(k.mv_data);
         pos.index = get_be64((const uint8_t *)k.mv_data + 8);
         pos.position = get_be32((const uint8_t *)k.mv_data + 16);
-        rv = decode_event(t, &v, &e, what);
+        rv = decode_record(t, &event_records, &v, &e, what);
         if (rv != 0) {
             goto out;
         }
-        rv = cb(arg, &pos, e);
-        qraft__event__free_unpacked(e, NULL);
+        rv = cb(arg, &pos, (const Qraft__Event *)e);
+        protobuf_c_message_free_unpacked(e, NULL);
         if (rv != 0) {
             goto out;
         }
