@@ -746,18 +746,28 @@ static void append_event(struct qr_store_txn *t,
     assert_int_equal(qr_store_event_append(t, index, position, &e), 0);
 }
 
+/* Appends five events out of key order and commits. In key order they are
+ * (time, index, position) (100,3,0) msg_a, (100,3,1) msg_a, (100,3,2) msg_b,
+ * (200,5,0) msg_a, (300,9,0) msg_a, with detail[0..4]. */
+static void append_five_events(struct qr_store *s, const char *const detail[5])
+{
+    struct qr_store_txn *t = begin(s, true);
+    append_event(t, "msg_a", 200, 5, 0, detail[3]);
+    append_event(t, "msg_a", 100, 3, 1, detail[1]);
+    append_event(t, "msg_b", 100, 3, 2, detail[2]);
+    append_event(t, "msg_a", 100, 3, 0, detail[0]);
+    append_event(t, "msg_a", 300, 9, 0, detail[4]);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+}
+
 static void test_events(void **state)
 {
     struct fixture *f = *state;
-    struct qr_store_txn *t = begin(f->s, true);
+    struct qr_store_txn *t;
     struct events ev;
 
-    append_event(t, "msg_a", 200, 5, 0, "a3");
-    append_event(t, "msg_a", 100, 3, 1, "a2");
-    append_event(t, "msg_b", 100, 3, 2, "b1");
-    append_event(t, "msg_a", 100, 3, 0, "a1");
-    append_event(t, "msg_a", 300, 9, 0, "a4");
-    assert_int_equal(qr_store_txn_commit(t), 0);
+    append_five_events(f->s,
+                       (const char *const[]){"a1", "a2", "b1", "a3", "a4"});
 
     t = begin(f->s, false);
     memset(&ev, 0, sizeof ev);
@@ -836,15 +846,10 @@ static void assert_details(const struct scan_page *p, const char *const *want)
 static void test_event_scan_paging(void **state)
 {
     struct fixture *f = *state;
-    struct qr_store_txn *t = begin(f->s, true);
     struct scan_page p;
 
-    append_event(t, "msg_a", 200, 5, 0, "e4");
-    append_event(t, "msg_a", 100, 3, 1, "e2");
-    append_event(t, "msg_b", 100, 3, 2, "e3");
-    append_event(t, "msg_a", 100, 3, 0, "e1");
-    append_event(t, "msg_a", 300, 9, 0, "e5");
-    assert_int_equal(qr_store_txn_commit(t), 0);
+    append_five_events(f->s,
+                       (const char *const[]){"e1", "e2", "e3", "e4", "e5"});
 
     /* Oldest first, two at a time, each page after the last position. */
     scan_events(f->s, NULL, false, false, 2, &p);
@@ -1582,6 +1587,65 @@ static void test_groups(void **state)
     qr_store_txn_abort(t);
 }
 
+static int on_schedule(void *arg, const Qraft__Schedule *sc)
+{
+    (void)sc;
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+/* Queues, schedules and URL groups keep store.c's error rules: a value that
+ * does not decode is QR_ECORRUPT for get and list, named in errmsg; reads
+ * leave the store working, meeting one inside a write transaction fails it.
+ * A delete of a missing queue is fine, of a missing schedule NOT_FOUND. */
+static void test_corrupt_records(void **state)
+{
+    struct fixture *f = *state;
+    struct wbuf b;
+    Qraft__Queue *q = NULL;
+    Qraft__Schedule *sc = NULL;
+    Qraft__UrlGroup *g = NULL;
+    struct group_names gn = {0};
+    size_t n = 0;
+
+    w_header(&b, 3);
+    w_db(&b, "queues", 1);
+    w_pair(&b, "q", 1, "\xff\xff\xff\xff", 4);
+    w_db(&b, "schedules", 1);
+    w_pair(&b, "s", 1, "\xff\xff\xff\xff", 4);
+    w_db(&b, "groups", 1);
+    w_pair(&b, "g", 1, "\xff\xff\xff\xff", 4);
+    assert_int_equal(qr_store_restore(f->s, b.data, b.len), 0);
+
+    struct qr_store_txn *t = begin(f->s, false);
+    assert_int_equal(qr_store_queue_get(t, "q", &q), QR_ECORRUPT);
+    assert_null(q);
+    assert_non_null(strstr(qr_store_errmsg(f->s), "get queues"));
+    assert_non_null(strstr(qr_store_errmsg(f->s), "queue does not decode"));
+    assert_int_equal(qr_store_queue_list(t, NULL, 10, count_queues, &n),
+                     QR_ECORRUPT);
+    assert_int_equal(qr_store_schedule_get(t, "s", &sc), QR_ECORRUPT);
+    assert_null(sc);
+    assert_non_null(strstr(qr_store_errmsg(f->s), "schedule does not decode"));
+    assert_int_equal(qr_store_schedule_list(t, on_schedule, &n), QR_ECORRUPT);
+    assert_int_equal(qr_store_group_get(t, "g", &g), QR_ECORRUPT);
+    assert_null(g);
+    assert_int_equal(qr_store_group_list(t, on_group, &gn), QR_ECORRUPT);
+    assert_non_null(strstr(qr_store_errmsg(f->s), "list groups"));
+    assert_int_equal(n, 0);
+    assert_int_equal(gn.n, 0);
+    qr_store_txn_abort(t);
+    assert_false(qr_store_failed(f->s));
+
+    t = begin(f->s, true);
+    assert_int_equal(qr_store_queue_delete(t, "nothing"), 0);
+    assert_int_equal(qr_store_schedule_delete(t, "nothing"), QR_ENOTFOUND);
+    assert_false(qr_store_failed(f->s));
+    assert_int_equal(qr_store_schedule_list(t, on_schedule, &n), QR_ECORRUPT);
+    qr_store_txn_abort(t);
+    assert_true(qr_store_failed(f->s));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1614,6 +1678,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dlq_list_at, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queues_and_fifo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_groups, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_records, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
