@@ -1587,13 +1587,6 @@ static void test_groups(void **state)
     qr_store_txn_abort(t);
 }
 
-static int on_schedule(void *arg, const Qraft__Schedule *sc)
-{
-    (void)sc;
-    (*(size_t *)arg)++;
-    return 0;
-}
-
 /* Queues, schedules and URL groups keep store.c's error rules: a value that
  * does not decode is QR_ECORRUPT for get and list, named in errmsg; reads
  * leave the store working, meeting one inside a write transaction fails it.
@@ -1606,6 +1599,7 @@ static void test_corrupt_records(void **state)
     Qraft__Schedule *sc = NULL;
     Qraft__UrlGroup *g = NULL;
     struct group_names gn = {0};
+    struct collect c = {0};
     size_t n = 0;
 
     w_header(&b, 3);
@@ -1627,12 +1621,14 @@ static void test_corrupt_records(void **state)
     assert_int_equal(qr_store_schedule_get(t, "s", &sc), QR_ECORRUPT);
     assert_null(sc);
     assert_non_null(strstr(qr_store_errmsg(f->s), "schedule does not decode"));
-    assert_int_equal(qr_store_schedule_list(t, on_schedule, &n), QR_ECORRUPT);
+    assert_int_equal(qr_store_schedule_list(t, collect_schedule_id, &c),
+                     QR_ECORRUPT);
     assert_int_equal(qr_store_group_get(t, "g", &g), QR_ECORRUPT);
     assert_null(g);
     assert_int_equal(qr_store_group_list(t, on_group, &gn), QR_ECORRUPT);
     assert_non_null(strstr(qr_store_errmsg(f->s), "list groups"));
     assert_int_equal(n, 0);
+    assert_int_equal(c.n, 0);
     assert_int_equal(gn.n, 0);
     qr_store_txn_abort(t);
     assert_false(qr_store_failed(f->s));
@@ -1641,7 +1637,8 @@ static void test_corrupt_records(void **state)
     assert_int_equal(qr_store_queue_delete(t, "nothing"), 0);
     assert_int_equal(qr_store_schedule_delete(t, "nothing"), QR_ENOTFOUND);
     assert_false(qr_store_failed(f->s));
-    assert_int_equal(qr_store_schedule_list(t, on_schedule, &n), QR_ECORRUPT);
+    assert_int_equal(qr_store_schedule_list(t, collect_schedule_id, &c),
+                     QR_ECORRUPT);
     qr_store_txn_abort(t);
     assert_true(qr_store_failed(f->s));
 }
