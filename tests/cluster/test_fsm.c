@@ -17,171 +17,9 @@
 #include <unistd.h>
 
 #include <cmocka.h>
-#include <raft.h>
-#include <raft/fixture.h>
 
-#include "command.h"
-#include "config.h"
 #include "err.h"
-#include "fsm.h"
-#include "store.h"
-
-#define N_SERVERS 3
-#define STEP_MS 10000 /* fixture time, not wall time */
-
-struct server {
-    char dir[64];
-    struct qr_store *store;
-    struct qr_fsm fsm;
-    /* Outcomes seen by on_applied, by raft index. */
-    uint64_t applied_indexes[64];
-    size_t n_applied;
-};
-
-struct fixture {
-    struct raft_fixture raft;
-    struct server servers[N_SERVERS];
-    unsigned n;
-    struct qr_limits limits;
-    uint64_t next_seq;
-};
-
-static void quiet_emit(struct raft_tracer *t, int type, const void *info)
-{
-    (void)t;
-    (void)type;
-    (void)info;
-}
-
-static struct raft_tracer quiet_tracer = {.version = 2, .emit = quiet_emit};
-
-static void on_applied(void *data,
-                       uint64_t index,
-                       const struct qr_apply_result *results,
-                       size_t n)
-{
-    struct server *s = data;
-    (void)results;
-    (void)n;
-    if (s->n_applied < 64) {
-        s->applied_indexes[s->n_applied++] = index;
-    }
-}
-
-static void server_open(struct server *s, const char *dir)
-{
-    if (dir == NULL) {
-        snprintf(s->dir, sizeof s->dir, "/tmp/qraft-test-fsm-XXXXXX");
-        assert_non_null(mkdtemp(s->dir));
-    } else {
-        snprintf(s->dir, sizeof s->dir, "%s", dir);
-    }
-    assert_int_equal(qr_store_open(s->dir, 64ull << 20, &s->store, NULL), 0);
-    assert_int_equal(qr_fsm_init(&s->fsm, s->store), 0);
-    s->fsm.on_applied = on_applied;
-    s->fsm.on_applied_data = s;
-    s->n_applied = 0;
-}
-
-static void server_close(struct server *s, bool remove_dir)
-{
-    qr_fsm_close(&s->fsm);
-    qr_store_close(s->store);
-    s->store = NULL;
-    if (remove_dir) {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "rm -rf %s", s->dir);
-        assert_int_equal(system(cmd), 0);
-    }
-}
-
-/* Starts a fixture of n servers over the given stores (already open). */
-static void start_cluster(struct fixture *f, unsigned n)
-{
-    struct raft_configuration conf;
-    f->n = n;
-    memset(&f->raft, 0, sizeof f->raft);
-    assert_int_equal(raft_fixture_init(&f->raft), 0);
-    for (unsigned i = 0; i < n; i++) {
-        assert_int_equal(
-            raft_fixture_grow(&f->raft, &f->servers[i].fsm.raft_fsm), 0);
-        struct raft *r = raft_fixture_get(&f->raft, i);
-        r->tracer = &quiet_tracer;
-        f->servers[i].fsm.raft = r;
-    }
-    assert_int_equal(raft_fixture_configuration(&f->raft, n, &conf), 0);
-    assert_int_equal(raft_fixture_bootstrap(&f->raft, &conf), 0);
-    raft_configuration_close(&conf);
-    assert_int_equal(raft_fixture_start(&f->raft), 0);
-    if (n > 1) {
-        raft_fixture_elect(&f->raft, 0);
-    } else {
-        assert_true(raft_fixture_step_until_has_leader(&f->raft, STEP_MS));
-    }
-    assert_int_equal(raft_state(raft_fixture_get(&f->raft, 0)), RAFT_LEADER);
-}
-
-static int setup(void **state)
-{
-    struct fixture *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    struct qr_config cfg;
-    qr_config_defaults(&cfg);
-    f->limits = cfg.limits;
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        server_open(&f->servers[i], NULL);
-    }
-    start_cluster(f, N_SERVERS);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fixture *f = *state;
-    raft_fixture_close(&f->raft);
-    for (unsigned i = 0; i < f->n; i++) {
-        server_close(&f->servers[i], true);
-    }
-    free(f);
-    return 0;
-}
-
-static void on_apply_done(struct raft_apply *req, int status, void *result)
-{
-    (void)result;
-    *(int *)req->data = status;
-    free(req);
-}
-
-/* Proposes one entry of the given packed commands on server `leader` and
- * steps until every live server in `until` (n = all) has applied it. */
-static uint64_t propose(struct fixture *f,
-                        unsigned leader,
-                        struct qr_packed *cmds,
-                        size_t n,
-                        uint64_t now_ms,
-                        unsigned until)
-{
-    static int status;
-    size_t size = qr_command_entry_size(now_ms, cmds, n);
-    struct raft_buffer buf = {.base = raft_malloc(size), .len = size};
-    assert_non_null(buf.base);
-    qr_command_entry_write(now_ms, cmds, n, buf.base, size);
-    for (size_t i = 0; i < n; i++) {
-        free(cmds[i].data);
-    }
-    struct raft_apply *req = calloc(1, sizeof *req);
-    status = -1;
-    req->data = &status;
-    struct raft *r = raft_fixture_get(&f->raft, leader);
-    assert_int_equal(raft_apply(r, req, &buf, 1, on_apply_done), 0);
-    uint64_t index = req->index;
-    assert_true(raft_fixture_step_until_applied(&f->raft, until,
-                                                (raft_index)index, STEP_MS));
-    assert_int_equal(status, 0);
-    return index;
-}
+#include "fixture.h"
 
 static struct qr_packed publish_seq(struct fixture *f,
                                     uint64_t seq,
@@ -212,57 +50,6 @@ static struct qr_packed publish_cmd(struct fixture *f,
     return publish_seq(f, f->next_seq++, dedup_id, id_out);
 }
 
-static struct qr_packed cancel_cmd(const char *id)
-{
-    Qraft__Cancel c = QRAFT__CANCEL__INIT;
-    c.message_id = (char *)id;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_CANCEL;
-    cmd.cancel = &c;
-    struct qr_packed packed;
-    assert_int_equal(qr_command_pack(&cmd, &packed), 0);
-    return packed;
-}
-
-/* Reads a message from one replica; returns its state or -1 if absent. */
-static int state_on(struct server *s, const char *id)
-{
-    struct qr_store_txn *txn;
-    Qraft__Message *m = NULL;
-    assert_int_equal(qr_store_txn_begin(s->store, false, &txn), 0);
-    int rv = qr_store_msg_get(txn, id, &m);
-    qr_store_txn_abort(txn);
-    if (rv == QR_ENOTFOUND) {
-        return -1;
-    }
-    assert_int_equal(rv, 0);
-    int state = m->state;
-    qraft__message__free_unpacked(m, NULL);
-    return state;
-}
-
-static uint64_t count_on(struct server *s, Qraft__MessageState state)
-{
-    struct qr_store_txn *txn;
-    uint64_t counts[QR_STORE_N_STATES];
-    assert_int_equal(qr_store_txn_begin(s->store, false, &txn), 0);
-    assert_int_equal(qr_store_count_states(txn, counts), 0);
-    qr_store_txn_abort(txn);
-    return counts[state];
-}
-
-static struct qr_packed feature_level_cmd(uint32_t level)
-{
-    Qraft__SetFeatureLevel l = QRAFT__SET_FEATURE_LEVEL__INIT;
-    l.level = level;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_SET_FEATURE_LEVEL;
-    cmd.set_feature_level = &l;
-    struct qr_packed packed;
-    assert_int_equal(qr_command_pack(&cmd, &packed), 0);
-    return packed;
-}
-
 /* The cluster's feature level starts at the base level, rises on every
  * replica with SetFeatureLevel, never goes back down, and survives a
  * restart. */
@@ -273,18 +60,32 @@ static void test_feature_level_only_rises(void **state)
         assert_int_equal(f->servers[i].fsm.feature_level,
                          QR_FSM_BASE_FEATURE_LEVEL);
     }
-    struct qr_packed cmd = feature_level_cmd(2);
-    propose(f, 0, &cmd, 1, 1000, f->n);
-    cmd = feature_level_cmd(1);
-    propose(f, 0, &cmd, 1, 2000, f->n);
+    struct qr_packed cmd = fixture_feature_level_cmd(2);
+    fixture_propose(f, 0, &cmd, 1, 1000, f->n);
+    cmd = fixture_feature_level_cmd(1);
+    fixture_propose(f, 0, &cmd, 1, 2000, f->n);
     for (unsigned i = 0; i < f->n; i++) {
         assert_int_equal(f->servers[i].fsm.feature_level, 2);
     }
     char dir[64];
     snprintf(dir, sizeof dir, "%s", f->servers[1].dir);
-    server_close(&f->servers[1], false);
-    server_open(&f->servers[1], dir);
+    fixture_server_close(&f->servers[1], false);
+    fixture_server_open(&f->servers[1], dir);
     assert_int_equal(f->servers[1].fsm.feature_level, 2);
+}
+
+/* Cuts the leader, server 0, off and steps until the others elect one of
+ * themselves. Returns the new leader's index. */
+static unsigned cut_off_leader(struct fixture *f)
+{
+    fixture_partition(f, 0, true);
+    assert_true(
+        raft_fixture_step_until_has_no_leader(&f->raft, FIXTURE_STEP_MS) ||
+        f->raft.leader_id != 1);
+    assert_true(raft_fixture_step_until_has_leader(&f->raft, FIXTURE_STEP_MS));
+    unsigned leader = raft_fixture_leader_index(&f->raft);
+    assert_int_not_equal(leader, 0);
+    return leader;
 }
 
 /* A committed publish is stored, pending, on every replica, with the
@@ -296,18 +97,16 @@ static void test_publish_replicates(void **state)
     struct qr_packed cmds[2];
     cmds[0] = publish_cmd(f, "order-42", id);
     cmds[1] = publish_cmd(f, "order-42", NULL);
-    propose(f, 0, cmds, 2, 5000, N_SERVERS);
+    fixture_propose(f, 0, cmds, 2, 5000, FIXTURE_N_SERVERS);
 
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct server *s = &f->servers[i];
-        assert_int_equal(state_on(s, id), QRAFT__MESSAGE_STATE__PENDING);
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__PENDING), 1);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
+        assert_int_equal(fixture_state_on(s, id),
+                         QRAFT__MESSAGE_STATE__PENDING);
+        assert_int_equal(fixture_count_on(s, QRAFT__MESSAGE_STATE__PENDING), 1);
 
-        struct qr_store_txn *txn;
-        Qraft__Message *m;
-        assert_int_equal(qr_store_txn_begin(s->store, false, &txn), 0);
-        assert_int_equal(qr_store_msg_get(txn, id, &m), 0);
-        qr_store_txn_abort(txn);
+        Qraft__Message *m = fixture_msg_on(s, id);
+        assert_non_null(m);
         assert_int_equal(m->created_ms, 5000);
         assert_int_equal(m->not_before_ms, 5000 + 3600 * 1000);
         assert_int_equal(m->max_retries, f->limits.default_retries);
@@ -326,35 +125,23 @@ static void test_leader_partitioned(void **state)
     char first[QR_ID_BYTES];
     char second[QR_ID_BYTES];
     struct qr_packed cmd = publish_cmd(f, NULL, first);
-    propose(f, 0, &cmd, 1, 1000, N_SERVERS);
+    fixture_propose(f, 0, &cmd, 1, 1000, FIXTURE_N_SERVERS);
 
-    /* Saturate both directions: raft_fixture_disconnect cuts only one. */
-    for (unsigned i = 1; i < N_SERVERS; i++) {
-        raft_fixture_saturate(&f->raft, 0, i);
-        raft_fixture_saturate(&f->raft, i, 0);
-    }
-    assert_true(raft_fixture_step_until_has_no_leader(&f->raft, STEP_MS) ||
-                f->raft.leader_id != 1);
-    assert_true(raft_fixture_step_until_has_leader(&f->raft, STEP_MS));
-    unsigned leader = raft_fixture_leader_index(&f->raft);
-    assert_int_not_equal(leader, 0);
+    unsigned leader = cut_off_leader(f);
 
     cmd = publish_cmd(f, NULL, second);
-    propose(f, leader, &cmd, 1, 2000, leader);
-    assert_int_equal(state_on(&f->servers[leader], first),
+    fixture_propose(f, leader, &cmd, 1, 2000, leader);
+    assert_int_equal(fixture_state_on(&f->servers[leader], first),
                      QRAFT__MESSAGE_STATE__PENDING);
-    assert_int_equal(state_on(&f->servers[0], second), -1);
+    assert_int_equal(fixture_state_on(&f->servers[0], second), -1);
 
-    for (unsigned i = 1; i < N_SERVERS; i++) {
-        raft_fixture_desaturate(&f->raft, 0, i);
-        raft_fixture_desaturate(&f->raft, i, 0);
-    }
-    cmd = cancel_cmd(first);
-    propose(f, leader, &cmd, 1, 3000, N_SERVERS);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        assert_int_equal(state_on(&f->servers[i], first),
+    fixture_partition(f, 0, false);
+    cmd = fixture_cancel_cmd(first);
+    fixture_propose(f, leader, &cmd, 1, 3000, FIXTURE_N_SERVERS);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        assert_int_equal(fixture_state_on(&f->servers[i], first),
                          QRAFT__MESSAGE_STATE__CANCELLED);
-        assert_int_equal(state_on(&f->servers[i], second),
+        assert_int_equal(fixture_state_on(&f->servers[i], second),
                          QRAFT__MESSAGE_STATE__PENDING);
     }
 }
@@ -370,52 +157,53 @@ static void test_no_double_apply_after_restart(void **state)
     char id[QR_ID_BYTES];
     uint64_t seq = f->next_seq;
     struct qr_packed cmd = publish_cmd(f, NULL, id);
-    uint64_t publish_index = propose(f, 0, &cmd, 1, 1000, N_SERVERS);
-    cmd = cancel_cmd(id);
-    uint64_t applied = propose(f, 0, &cmd, 1, 2000, N_SERVERS);
+    uint64_t publish_index =
+        fixture_propose(f, 0, &cmd, 1, 1000, FIXTURE_N_SERVERS);
+    cmd = fixture_cancel_cmd(id);
+    uint64_t applied = fixture_propose(f, 0, &cmd, 1, 2000, FIXTURE_N_SERVERS);
     assert_int_equal(f->servers[0].fsm.applied_index, applied);
-    assert_int_equal(state_on(&f->servers[0], id),
+    assert_int_equal(fixture_state_on(&f->servers[0], id),
                      QRAFT__MESSAGE_STATE__CANCELLED);
 
     /* "Restart": a new raft over server 0's store alone. */
     raft_fixture_close(&f->raft);
     char dir[64];
     snprintf(dir, sizeof dir, "%s", f->servers[0].dir);
-    server_close(&f->servers[0], false);
-    for (unsigned i = 1; i < N_SERVERS; i++) {
-        server_close(&f->servers[i], true);
+    fixture_server_close(&f->servers[0], false);
+    for (unsigned i = 1; i < FIXTURE_N_SERVERS; i++) {
+        fixture_server_close(&f->servers[i], true);
     }
-    server_open(&f->servers[0], dir);
+    fixture_server_open(&f->servers[0], dir);
     assert_int_equal(f->servers[0].fsm.applied_index, applied);
-    start_cluster(f, 1);
+    fixture_start(f, 1);
 
     /* The same publish, committed again up to the index it had: skipped. */
     uint64_t index = 0;
     while (index < publish_index) {
         cmd = publish_seq(f, seq, NULL, NULL);
-        index = propose(f, 0, &cmd, 1, 1000, 0);
+        index = fixture_propose(f, 0, &cmd, 1, 1000, 0);
     }
     for (size_t i = 0; i < f->servers[0].n_applied; i++) {
         assert_true(f->servers[0].applied_indexes[i] > applied);
     }
-    assert_int_equal(state_on(&f->servers[0], id),
+    assert_int_equal(fixture_state_on(&f->servers[0], id),
                      QRAFT__MESSAGE_STATE__CANCELLED);
-    assert_int_equal(count_on(&f->servers[0], QRAFT__MESSAGE_STATE__CANCELLED),
-                     1);
-    assert_int_equal(count_on(&f->servers[0], QRAFT__MESSAGE_STATE__PENDING),
-                     0);
+    assert_int_equal(
+        fixture_count_on(&f->servers[0], QRAFT__MESSAGE_STATE__CANCELLED), 1);
+    assert_int_equal(
+        fixture_count_on(&f->servers[0], QRAFT__MESSAGE_STATE__PENDING), 0);
 
     /* Past the stored index, entries apply again. */
     while (index <= applied) {
-        cmd = cancel_cmd("msg_none");
-        index = propose(f, 0, &cmd, 1, 3000, 0);
+        cmd = fixture_cancel_cmd("msg_none");
+        index = fixture_propose(f, 0, &cmd, 1, 3000, 0);
     }
     char fresh[QR_ID_BYTES];
     cmd = publish_cmd(f, NULL, fresh);
-    index = propose(f, 0, &cmd, 1, 4000, 0);
+    index = fixture_propose(f, 0, &cmd, 1, 4000, 0);
     assert_true(index > applied);
     assert_int_equal(f->servers[0].fsm.applied_index, index);
-    assert_int_equal(state_on(&f->servers[0], fresh),
+    assert_int_equal(fixture_state_on(&f->servers[0], fresh),
                      QRAFT__MESSAGE_STATE__PENDING);
 }
 
@@ -426,7 +214,7 @@ static void test_snapshot_catch_up(void **state)
 {
     struct fixture *f = *state;
     char ids[40][QR_ID_BYTES];
-    for (unsigned i = 0; i < N_SERVERS; i++) {
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
         struct raft *r = raft_fixture_get(&f->raft, i);
         raft_set_snapshot_threshold(r, 8);
         raft_set_snapshot_trailing(r, 2);
@@ -437,24 +225,24 @@ static void test_snapshot_catch_up(void **state)
     }
     for (unsigned i = 0; i < 40; i++) {
         struct qr_packed cmd = publish_cmd(f, NULL, ids[i]);
-        propose(f, 0, &cmd, 1, 1000 + i, 0);
+        fixture_propose(f, 0, &cmd, 1, 1000 + i, 0);
     }
-    assert_int_equal(state_on(&f->servers[2], ids[0]), -1);
+    assert_int_equal(fixture_state_on(&f->servers[2], ids[0]), -1);
 
     for (unsigned i = 0; i < 2; i++) {
         raft_fixture_reconnect(&f->raft, i, 2);
         raft_fixture_reconnect(&f->raft, 2, i);
     }
-    struct qr_packed cmd = cancel_cmd(ids[0]);
-    propose(f, 0, &cmd, 1, 5000, N_SERVERS);
+    struct qr_packed cmd = fixture_cancel_cmd(ids[0]);
+    fixture_propose(f, 0, &cmd, 1, 5000, FIXTURE_N_SERVERS);
 
     for (unsigned i = 0; i < 40; i++) {
         int want = i == 0 ? QRAFT__MESSAGE_STATE__CANCELLED
                           : QRAFT__MESSAGE_STATE__PENDING;
-        assert_int_equal(state_on(&f->servers[2], ids[i]), want);
+        assert_int_equal(fixture_state_on(&f->servers[2], ids[i]), want);
     }
-    assert_int_equal(count_on(&f->servers[2], QRAFT__MESSAGE_STATE__PENDING),
-                     39);
+    assert_int_equal(
+        fixture_count_on(&f->servers[2], QRAFT__MESSAGE_STATE__PENDING), 39);
     assert_int_equal(f->servers[2].fsm.applied_index,
                      f->servers[0].fsm.applied_index);
 }
@@ -544,7 +332,7 @@ static int collect_tick(void *arg, const Qraft__Message *m)
 }
 
 /* The messages schedule `id` created on one replica, in id order. */
-static void ticks_on(struct server *s, const char *id, struct ticks *t)
+static void ticks_on(struct fixture_server *s, const char *id, struct ticks *t)
 {
     struct qr_store_txn *txn;
     memset(t, 0, sizeof *t);
@@ -562,7 +350,7 @@ static void expect_ticks(struct fixture *f, const char *id, size_t n)
     struct ticks first;
     ticks_on(&f->servers[0], id, &first);
     assert_int_equal(first.n, n);
-    for (unsigned i = 1; i < N_SERVERS; i++) {
+    for (unsigned i = 1; i < FIXTURE_N_SERVERS; i++) {
         struct ticks t;
         ticks_on(&f->servers[i], id, &t);
         assert_int_equal(t.n, n);
@@ -572,7 +360,7 @@ static void expect_ticks(struct fixture *f, const char *id, size_t n)
     }
 }
 
-static void expect_slots(struct server *s,
+static void expect_slots(struct fixture_server *s,
                          const char *id,
                          uint64_t last_ms,
                          uint64_t next_ms)
@@ -598,41 +386,30 @@ static void test_schedule_fires_once_per_slot(void **state)
     struct qr_packed cmds[3];
 
     cmds[0] = schedule_upsert_cmd("nightly", SLOT(1));
-    propose(f, 0, cmds, 1, 1000, N_SERVERS);
+    fixture_propose(f, 0, cmds, 1, 1000, FIXTURE_N_SERVERS);
     /* Not due yet at the entry's time: refused. */
     cmds[0] = schedule_fire_cmd("nightly", SLOT(1));
-    propose(f, 0, cmds, 1, SLOT(1) - 1, N_SERVERS);
+    fixture_propose(f, 0, cmds, 1, SLOT(1) - 1, FIXTURE_N_SERVERS);
     expect_ticks(f, "nightly", 0);
 
     cmds[0] = schedule_fire_cmd("nightly", SLOT(1));
     cmds[1] = schedule_fire_cmd("nightly", SLOT(1));
-    propose(f, 0, cmds, 2, SLOT(1) + 500, N_SERVERS);
+    fixture_propose(f, 0, cmds, 2, SLOT(1) + 500, FIXTURE_N_SERVERS);
     cmds[0] = schedule_fire_cmd("nightly", SLOT(1));
-    propose(f, 0, cmds, 1, SLOT(1) + 900, N_SERVERS);
+    fixture_propose(f, 0, cmds, 1, SLOT(1) + 900, FIXTURE_N_SERVERS);
     expect_ticks(f, "nightly", 1);
     expect_slots(&f->servers[1], "nightly", SLOT(1), SLOT(2));
 
     /* The leader is cut off after proposing slot 2; the next leader
      * proposes slot 2 as well (it cannot know whether the first will
      * commit). */
-    for (unsigned i = 1; i < N_SERVERS; i++) {
-        raft_fixture_saturate(&f->raft, 0, i);
-        raft_fixture_saturate(&f->raft, i, 0);
-    }
-    assert_true(raft_fixture_step_until_has_no_leader(&f->raft, STEP_MS) ||
-                f->raft.leader_id != 1);
-    assert_true(raft_fixture_step_until_has_leader(&f->raft, STEP_MS));
-    unsigned leader = raft_fixture_leader_index(&f->raft);
-    assert_int_not_equal(leader, 0);
+    unsigned leader = cut_off_leader(f);
     cmds[0] = schedule_fire_cmd("nightly", SLOT(2));
     cmds[1] = schedule_fire_cmd("nightly", SLOT(1)); /* stale */
-    propose(f, leader, cmds, 2, SLOT(2) + 100, leader);
-    for (unsigned i = 1; i < N_SERVERS; i++) {
-        raft_fixture_desaturate(&f->raft, 0, i);
-        raft_fixture_desaturate(&f->raft, i, 0);
-    }
+    fixture_propose(f, leader, cmds, 2, SLOT(2) + 100, leader);
+    fixture_partition(f, 0, false);
     cmds[0] = schedule_fire_cmd("nightly", SLOT(2));
-    propose(f, leader, cmds, 1, SLOT(2) + 200, N_SERVERS);
+    fixture_propose(f, leader, cmds, 1, SLOT(2) + 200, FIXTURE_N_SERVERS);
     expect_ticks(f, "nightly", 2);
     expect_slots(&f->servers[0], "nightly", SLOT(2), SLOT(3));
 
@@ -640,18 +417,18 @@ static void test_schedule_fires_once_per_slot(void **state)
      * stale proposal) does not fire, slot 5 does. */
     cmds[0] = schedule_pause_cmd("nightly", true, 0);
     cmds[1] = schedule_fire_cmd("nightly", SLOT(3));
-    propose(f, leader, cmds, 2, SLOT(3) + 100, N_SERVERS);
+    fixture_propose(f, leader, cmds, 2, SLOT(3) + 100, FIXTURE_N_SERVERS);
     expect_ticks(f, "nightly", 2);
     cmds[0] = schedule_pause_cmd("nightly", false, SLOT(5));
     cmds[1] = schedule_fire_cmd("nightly", SLOT(4));
     cmds[2] = schedule_fire_cmd("nightly", SLOT(5));
-    propose(f, leader, cmds, 3, SLOT(5) + 100, N_SERVERS);
+    fixture_propose(f, leader, cmds, 3, SLOT(5) + 100, FIXTURE_N_SERVERS);
     expect_ticks(f, "nightly", 3);
 
     /* Replaced wholesale: the fence stays, slot 5 does not fire again. */
     cmds[0] = schedule_upsert_cmd("nightly", SLOT(5));
     cmds[1] = schedule_fire_cmd("nightly", SLOT(5));
-    propose(f, leader, cmds, 2, SLOT(5) + 200, N_SERVERS);
+    fixture_propose(f, leader, cmds, 2, SLOT(5) + 200, FIXTURE_N_SERVERS);
     expect_ticks(f, "nightly", 3);
     expect_slots(&f->servers[2], "nightly", SLOT(5), SLOT(5));
 
@@ -663,7 +440,7 @@ static void test_schedule_fires_once_per_slot(void **state)
     del.schedule_delete = &d;
     assert_int_equal(qr_command_pack(&del, &cmds[0]), 0);
     cmds[1] = schedule_fire_cmd("nightly", SLOT(6));
-    propose(f, leader, cmds, 2, SLOT(6) + 100, N_SERVERS);
+    fixture_propose(f, leader, cmds, 2, SLOT(6) + 100, FIXTURE_N_SERVERS);
     expect_ticks(f, "nightly", 3);
 }
 
@@ -704,7 +481,10 @@ static struct qr_packed group_cmd(int kind,
 
 /* The endpoints of group on one replica as "name=url;..." ("-" when the
  * group does not exist). */
-static void group_on(struct server *s, const char *group, char *out, size_t n)
+static void group_on(struct fixture_server *s,
+                     const char *group,
+                     char *out,
+                     size_t n)
 {
     struct qr_store_txn *txn;
     Qraft__UrlGroup *g = NULL;
@@ -730,7 +510,7 @@ static void assert_group_everywhere(struct fixture *f,
                                     const char *want)
 {
     char got[512];
-    for (unsigned i = 0; i < N_SERVERS; i++) {
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
         group_on(&f->servers[i], group, got, sizeof got);
         assert_string_equal(got, want);
     }
@@ -752,22 +532,18 @@ static void test_schedule_to_group_fans_out(void **state)
 
     cmds[0] =
         group_cmd(QRAFT__COMMAND__BODY_GROUP_ADD_ENDPOINTS, "fan", eps, 2);
-    propose(f, 0, cmds, 1, 1000, N_SERVERS);
+    fixture_propose(f, 0, cmds, 1, 1000, FIXTURE_N_SERVERS);
     cmds[0] = schedule_upsert_to("to-fan", SLOT(1), "fan");
-    propose(f, 0, cmds, 1, 1000, N_SERVERS);
+    fixture_propose(f, 0, cmds, 1, 1000, FIXTURE_N_SERVERS);
     cmds[0] = schedule_fire_cmd("to-fan", SLOT(1));
-    propose(f, 0, cmds, 1, SLOT(1) + 10, N_SERVERS);
+    fixture_propose(f, 0, cmds, 1, SLOT(1) + 10, FIXTURE_N_SERVERS);
     expect_ticks(f, "to-fan", 2);
 
     struct ticks t;
     ticks_on(&f->servers[2], "to-fan", &t);
     for (size_t k = 0; k < t.n; k++) {
-        struct qr_store_txn *txn;
-        Qraft__Message *m = NULL;
-        assert_int_equal(qr_store_txn_begin(f->servers[2].store, false, &txn),
-                         0);
-        assert_int_equal(qr_store_msg_get(txn, t.ids[k], &m), 0);
-        qr_store_txn_abort(txn);
+        Qraft__Message *m = fixture_msg_on(&f->servers[2], t.ids[k]);
+        assert_non_null(m);
         assert_string_equal(m->topic_name, "fan");
         assert_string_equal(m->url, k == 0 ? a.url : b.url);
         assert_string_equal(m->endpoint_name, k == 0 ? "a" : "");
@@ -775,9 +551,9 @@ static void test_schedule_to_group_fans_out(void **state)
     }
 
     cmds[0] = group_cmd(QRAFT__COMMAND__BODY_GROUP_DELETE, "fan", NULL, 0);
-    propose(f, 0, cmds, 1, SLOT(1) + 20, N_SERVERS);
+    fixture_propose(f, 0, cmds, 1, SLOT(1) + 20, FIXTURE_N_SERVERS);
     cmds[0] = schedule_fire_cmd("to-fan", SLOT(2));
-    propose(f, 0, cmds, 1, SLOT(2) + 10, N_SERVERS);
+    fixture_propose(f, 0, cmds, 1, SLOT(2) + 10, FIXTURE_N_SERVERS);
     expect_ticks(f, "to-fan", 2);
     expect_slots(&f->servers[1], "to-fan", SLOT(2), SLOT(3));
 }
@@ -804,7 +580,7 @@ static void test_url_groups_replicate(void **state)
     const int rm = QRAFT__COMMAND__BODY_GROUP_REMOVE_ENDPOINTS;
 
     struct qr_packed cmd = group_cmd(add, "g", eps, 2);
-    propose(f, 0, &cmd, 1, 1000, N_SERVERS);
+    fixture_propose(f, 0, &cmd, 1, 1000, FIXTURE_N_SERVERS);
     assert_group_everywhere(f, "g", "a=http://h/a;=http://h/b;");
 
     /* b's URL again, now named: replaced in place. */
@@ -816,7 +592,7 @@ static void test_url_groups_replicate(void **state)
     cmds[0] = group_cmd(add, "g", again, 1);
     cmds[1] = group_cmd(add, "g", &eps[2], 1); /* name taken: refused */
     cmds[2] = group_cmd(add, "g", &eps[2], 2); /* refused too: nothing of it */
-    propose(f, 0, cmds, 3, 2000, N_SERVERS);
+    fixture_propose(f, 0, cmds, 3, 2000, FIXTURE_N_SERVERS);
     assert_group_everywhere(f, "g", "a=http://h/a;bee=http://h/b;");
 
     /* Over the command's limit (3): refused whole. */
@@ -824,7 +600,7 @@ static void test_url_groups_replicate(void **state)
     e.url = "http://h/e";
     Qraft__UrlGroupEndpoint *two[2] = {&d, &e};
     cmd = group_cmd(add, "g", two, 2);
-    propose(f, 0, &cmd, 1, 3000, N_SERVERS);
+    fixture_propose(f, 0, &cmd, 1, 3000, FIXTURE_N_SERVERS);
     assert_group_everywhere(f, "g", "a=http://h/a;bee=http://h/b;");
 
     /* Remove by name and by URL; an unknown one refuses the command. */
@@ -835,18 +611,18 @@ static void test_url_groups_replicate(void **state)
     Qraft__UrlGroupEndpoint *rm_bad[2] = {&by_name, &unknown};
     cmds[0] = group_cmd(rm, "g", rm_bad, 2);
     cmds[1] = group_cmd(rm, "g", rm_bad, 1);
-    propose(f, 0, cmds, 2, 4000, N_SERVERS);
+    fixture_propose(f, 0, cmds, 2, 4000, FIXTURE_N_SERVERS);
     assert_group_everywhere(f, "g", "bee=http://h/b;");
     Qraft__UrlGroupEndpoint by_url = QRAFT__URL_GROUP_ENDPOINT__INIT;
     by_url.url = "http://h/b";
     Qraft__UrlGroupEndpoint *last[1] = {&by_url};
     cmd = group_cmd(rm, "g", last, 1);
-    propose(f, 0, &cmd, 1, 5000, N_SERVERS);
+    fixture_propose(f, 0, &cmd, 1, 5000, FIXTURE_N_SERVERS);
     assert_group_everywhere(f, "g", "-");
 
     cmds[0] = group_cmd(add, "h", eps, 1);
     cmds[1] = group_cmd(QRAFT__COMMAND__BODY_GROUP_DELETE, "h", NULL, 0);
-    propose(f, 0, cmds, 2, 6000, N_SERVERS);
+    fixture_propose(f, 0, cmds, 2, 6000, FIXTURE_N_SERVERS);
     assert_group_everywhere(f, "h", "-");
 
     /* A group member's metadata is stored on every replica. */
@@ -864,14 +640,10 @@ static void test_url_groups_replicate(void **state)
     char id[QR_ID_BYTES];
     qr_command_message_id(id, 7000, 1, 1);
     assert_int_equal(qr_command_pack_publish(&req, id, &f->limits, &cmd), 0);
-    propose(f, 0, &cmd, 1, 7000, N_SERVERS);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct qr_store_txn *txn;
-        Qraft__Message *m;
-        assert_int_equal(qr_store_txn_begin(f->servers[i].store, false, &txn),
-                         0);
-        assert_int_equal(qr_store_msg_get(txn, id, &m), 0);
-        qr_store_txn_abort(txn);
+    fixture_propose(f, 0, &cmd, 1, 7000, FIXTURE_N_SERVERS);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        Qraft__Message *m = fixture_msg_on(&f->servers[i], id);
+        assert_non_null(m);
         assert_string_equal(m->topic_name, "g");
         assert_string_equal(m->endpoint_name, "a");
         assert_int_equal(m->n_labels, 2);
@@ -887,22 +659,22 @@ static void test_url_groups_replicate(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_publish_replicates, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_leader_partitioned, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_publish_replicates, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_leader_partitioned, fixture_setup,
+                                        fixture_teardown),
         cmocka_unit_test_setup_teardown(test_no_double_apply_after_restart,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_snapshot_catch_up, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_feature_level_only_rises, setup,
-                                        teardown),
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_catch_up, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_feature_level_only_rises,
+                                        fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schedule_fires_once_per_slot,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_schedule_to_group_fans_out, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_url_groups_replicate, setup,
-                                        teardown),
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_schedule_to_group_fans_out,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_url_groups_replicate,
+                                        fixture_setup, fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,18 +21,10 @@
 #include <unistd.h>
 
 #include <cmocka.h>
-#include <raft.h>
-#include <raft/fixture.h>
 
-#include "command.h"
-#include "config.h"
 #include "err.h"
-#include "fsm.h"
-#include "store.h"
+#include "fixture.h"
 
-#define N_SERVERS 3
-#define STEP_MS 10000 /* fixture time, not wall time */
-#define MAX_RESULTS 8
 #define URL "http://127.0.0.1:9/hook"
 
 #define QUEUED QRAFT__MESSAGE_STATE__QUEUED
@@ -42,77 +34,26 @@
 #define CANCELLED QRAFT__MESSAGE_STATE__CANCELLED
 #define DEAD QRAFT__MESSAGE_STATE__DEAD_LETTERED
 
-struct server {
-    char dir[64];
-    struct qr_store *store;
-    struct qr_fsm fsm;
-    struct qr_apply_result last[MAX_RESULTS];
-    size_t n_last;
-};
-
-struct fixture {
-    struct raft_fixture raft;
-    struct server servers[N_SERVERS];
-    struct qr_limits limits;
-    uint32_t next_seq;
-    uint64_t now_ms;
-};
-
-static void quiet_emit(struct raft_tracer *t, int type, const void *info)
+/* Proposes one command (freed here) on the leader, 1 s after the previous
+ * one, and steps until every server applied it. Returns the outcome, which
+ * every replica must agree on. */
+static int propose(struct fixture *f, struct qr_packed cmd)
 {
-    (void)t;
-    (void)type;
-    (void)info;
+    f->now_ms += 1000;
+    fixture_propose(f, 0, &cmd, 1, f->now_ms, f->n);
+    for (unsigned i = 1; i < f->n; i++) {
+        assert_int_equal(f->servers[i].last[0].status,
+                         f->servers[0].last[0].status);
+    }
+    return f->servers[0].last[0].status;
 }
-
-static struct raft_tracer quiet_tracer = {.version = 2, .emit = quiet_emit};
-
-static void on_applied(void *data,
-                       uint64_t index,
-                       const struct qr_apply_result *results,
-                       size_t n)
-{
-    struct server *s = data;
-    (void)index;
-    s->n_last = n < MAX_RESULTS ? n : MAX_RESULTS;
-    memcpy(s->last, results, s->n_last * sizeof *results);
-}
-
-static int propose(struct fixture *f, struct qr_packed cmd);
-static struct qr_packed level_cmd(uint32_t level);
 
 /* Three servers, a leader, and no feature level raised yet. */
 static int setup_level1(void **state)
 {
-    struct fixture *f = calloc(1, sizeof *f);
-    struct raft_configuration conf;
-    struct qr_config cfg;
-    assert_non_null(f);
-    qr_config_defaults(&cfg);
-    f->limits = cfg.limits;
-    f->next_seq = 1;
+    fixture_setup(state);
+    struct fixture *f = *state;
     f->now_ms = 1000000;
-    assert_int_equal(raft_fixture_init(&f->raft), 0);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct server *s = &f->servers[i];
-        snprintf(s->dir, sizeof s->dir, "/tmp/qraft-test-queues-XXXXXX");
-        assert_non_null(mkdtemp(s->dir));
-        assert_int_equal(qr_store_open(s->dir, 64ull << 20, &s->store, NULL),
-                         0);
-        assert_int_equal(qr_fsm_init(&s->fsm, s->store), 0);
-        s->fsm.on_applied = on_applied;
-        s->fsm.on_applied_data = s;
-        assert_int_equal(raft_fixture_grow(&f->raft, &s->fsm.raft_fsm), 0);
-        struct raft *r = raft_fixture_get(&f->raft, i);
-        r->tracer = &quiet_tracer;
-        s->fsm.raft = r;
-    }
-    assert_int_equal(raft_fixture_configuration(&f->raft, N_SERVERS, &conf), 0);
-    assert_int_equal(raft_fixture_bootstrap(&f->raft, &conf), 0);
-    raft_configuration_close(&conf);
-    assert_int_equal(raft_fixture_start(&f->raft), 0);
-    raft_fixture_elect(&f->raft, 0);
-    *state = f;
     return 0;
 }
 
@@ -120,67 +61,9 @@ static int setup_level1(void **state)
 static int setup(void **state)
 {
     setup_level1(state);
-    assert_int_equal(propose(*state, level_cmd(QR_FEATURE_LEVEL_QUEUES)), 0);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fixture *f = *state;
-    raft_fixture_close(&f->raft);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        char cmd[128];
-        qr_fsm_close(&f->servers[i].fsm);
-        qr_store_close(f->servers[i].store);
-        snprintf(cmd, sizeof cmd, "rm -rf %s", f->servers[i].dir);
-        assert_int_equal(system(cmd), 0);
-    }
-    free(f);
-    return 0;
-}
-
-static void on_apply_done(struct raft_apply *req, int status, void *result)
-{
-    (void)result;
-    *(int *)req->data = status;
-    free(req);
-}
-
-/* Proposes one command (freed here) on the leader, 1 s after the previous
- * one, and steps until every server applied it. Returns the outcome, which
- * every replica must agree on. */
-static int propose(struct fixture *f, struct qr_packed cmd)
-{
-    static int status;
-    f->now_ms += 1000;
-    size_t size = qr_command_entry_size(f->now_ms, &cmd, 1);
-    struct raft_buffer buf = {.base = raft_malloc(size), .len = size};
-    assert_non_null(buf.base);
-    qr_command_entry_write(f->now_ms, &cmd, 1, buf.base, size);
-    free(cmd.data);
-    struct raft_apply *req = calloc(1, sizeof *req);
-    assert_non_null(req);
-    status = -1;
-    req->data = &status;
     assert_int_equal(
-        raft_apply(raft_fixture_get(&f->raft, 0), req, &buf, 1, on_apply_done),
-        0);
-    uint64_t index = req->index;
-    assert_true(raft_fixture_step_until_applied(&f->raft, N_SERVERS,
-                                                (raft_index)index, STEP_MS));
-    assert_int_equal(status, 0);
-    for (unsigned i = 1; i < N_SERVERS; i++) {
-        assert_int_equal(f->servers[i].last[0].status,
-                         f->servers[0].last[0].status);
-    }
-    return f->servers[0].last[0].status;
-}
-
-static struct qr_packed pack(Qraft__Command *cmd)
-{
-    struct qr_packed packed;
-    assert_int_equal(qr_command_pack(cmd, &packed), 0);
-    return packed;
+        propose(*state, fixture_feature_level_cmd(QR_FEATURE_LEVEL_QUEUES)), 0);
+    return 0;
 }
 
 /* A publish into `queue` under a new id written to id_out; with a callback
@@ -217,17 +100,7 @@ static struct qr_packed upsert_cmd(const char *name,
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_QUEUE_UPSERT;
     cmd.queue_upsert = &u;
-    return pack(&cmd);
-}
-
-static struct qr_packed level_cmd(uint32_t level)
-{
-    Qraft__SetFeatureLevel l = QRAFT__SET_FEATURE_LEVEL__INIT;
-    l.level = level;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_SET_FEATURE_LEVEL;
-    cmd.set_feature_level = &l;
-    return pack(&cmd);
+    return fixture_pack(&cmd);
 }
 
 static struct qr_packed pause_cmd(const char *name, bool paused)
@@ -238,7 +111,7 @@ static struct qr_packed pause_cmd(const char *name, bool paused)
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_QUEUE_PAUSE;
     cmd.queue_pause = &p;
-    return pack(&cmd);
+    return fixture_pack(&cmd);
 }
 
 static struct qr_packed delete_queue_cmd(const char *name)
@@ -248,27 +121,7 @@ static struct qr_packed delete_queue_cmd(const char *name)
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_QUEUE_DELETE;
     cmd.queue_delete = &d;
-    return pack(&cmd);
-}
-
-static struct qr_packed cancel_cmd(const char *id)
-{
-    Qraft__Cancel c = QRAFT__CANCEL__INIT;
-    c.message_id = (char *)id;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_CANCEL;
-    cmd.cancel = &c;
-    return pack(&cmd);
-}
-
-static struct qr_packed replay_cmd(const char *id)
-{
-    Qraft__DlqReplay r = QRAFT__DLQ_REPLAY__INIT;
-    r.message_id = (char *)id;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_DLQ_REPLAY;
-    cmd.dlq_replay = &r;
-    return pack(&cmd);
+    return fixture_pack(&cmd);
 }
 
 /* What a worker reports for attempt `attempt` (generation gen) of id. */
@@ -304,36 +157,13 @@ static struct qr_packed result_cmd(struct fixture *f,
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_DELIVERY_RESULTS;
     cmd.delivery_results = &batch;
-    return pack(&cmd);
+    return fixture_pack(&cmd);
 }
 
 static void deliver(struct fixture *f, const char *id, uint32_t attempt)
 {
     propose(f, result_cmd(f, id, attempt, 0,
                           QRAFT__ATTEMPT_OUTCOME__OUTCOME_DELIVERED));
-}
-
-/* The state of id on every replica (all must agree); -1 when absent. */
-static int state_of(struct fixture *f, const char *id)
-{
-    int want = -2;
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct qr_store_txn *txn;
-        Qraft__Message *m = NULL;
-        assert_int_equal(qr_store_txn_begin(f->servers[i].store, false, &txn),
-                         0);
-        int rv = qr_store_msg_get(txn, id, &m);
-        qr_store_txn_abort(txn);
-        int state = rv == QR_ENOTFOUND ? -1 : (int)m->state;
-        if (m != NULL) {
-            qraft__message__free_unpacked(m, NULL);
-        }
-        if (want != -2) {
-            assert_int_equal(state, want);
-        }
-        want = state;
-    }
-    return want;
 }
 
 /* Queue counters on every replica (all must agree); false when absent. */
@@ -343,7 +173,7 @@ static bool queue_of(struct fixture *f,
                      uint64_t *waiting)
 {
     bool found = false;
-    for (unsigned i = 0; i < N_SERVERS; i++) {
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
         struct qr_store_txn *txn;
         Qraft__Queue *q = NULL;
         assert_int_equal(qr_store_txn_begin(f->servers[i].store, false, &txn),
@@ -389,25 +219,25 @@ static void test_fifo_one_at_a_time(void **state)
     for (int i = 0; i < 4; i++) {
         assert_int_equal(propose(f, publish_cmd(f, "orders", NULL, ids[i])), 0);
     }
-    assert_int_equal(state_of(f, ids[0]), PENDING);
+    assert_int_equal(fixture_state_of(f, ids[0]), PENDING);
     for (int i = 1; i < 4; i++) {
-        assert_int_equal(state_of(f, ids[i]), QUEUED);
+        assert_int_equal(fixture_state_of(f, ids[i]), QUEUED);
     }
     expect_queue(f, "orders", 1, 3);
 
     propose(f,
             result_cmd(f, ids[0], 0, 0, QRAFT__ATTEMPT_OUTCOME__OUTCOME_RETRY));
-    assert_int_equal(state_of(f, ids[0]), RETRYING);
-    assert_int_equal(state_of(f, ids[1]), QUEUED);
+    assert_int_equal(fixture_state_of(f, ids[0]), RETRYING);
+    assert_int_equal(fixture_state_of(f, ids[1]), QUEUED);
     deliver(f, ids[0], 1);
-    assert_int_equal(state_of(f, ids[0]), DELIVERED);
-    assert_int_equal(state_of(f, ids[1]), PENDING);
-    assert_int_equal(state_of(f, ids[2]), QUEUED);
+    assert_int_equal(fixture_state_of(f, ids[0]), DELIVERED);
+    assert_int_equal(fixture_state_of(f, ids[1]), PENDING);
+    assert_int_equal(fixture_state_of(f, ids[2]), QUEUED);
     for (int i = 1; i < 4; i++) {
         deliver(f, ids[i], 0);
-        assert_int_equal(state_of(f, ids[i]), DELIVERED);
+        assert_int_equal(fixture_state_of(f, ids[i]), DELIVERED);
         if (i < 3) {
-            assert_int_equal(state_of(f, ids[i + 1]), PENDING);
+            assert_int_equal(fixture_state_of(f, ids[i + 1]), PENDING);
         }
     }
     expect_queue(f, "orders", 0, 0);
@@ -424,31 +254,32 @@ static void test_parallelism(void **state)
     for (int i = 0; i < 6; i++) {
         propose(f, publish_cmd(f, "wide", NULL, ids[i]));
     }
-    assert_int_equal(state_of(f, ids[0]), PENDING);
-    assert_int_equal(state_of(f, ids[1]), PENDING);
-    assert_int_equal(state_of(f, ids[2]), QUEUED);
+    assert_int_equal(fixture_state_of(f, ids[0]), PENDING);
+    assert_int_equal(fixture_state_of(f, ids[1]), PENDING);
+    assert_int_equal(fixture_state_of(f, ids[2]), QUEUED);
     expect_queue(f, "wide", 2, 4);
     deliver(f, ids[1], 0);
-    assert_int_equal(state_of(f, ids[2]), PENDING); /* the oldest waiting */
-    assert_int_equal(state_of(f, ids[3]), QUEUED);
+    assert_int_equal(fixture_state_of(f, ids[2]),
+                     PENDING); /* the oldest waiting */
+    assert_int_equal(fixture_state_of(f, ids[3]), QUEUED);
 
     propose(f, upsert_cmd("wide", 4, false, 100));
-    assert_int_equal(state_of(f, ids[3]), PENDING);
-    assert_int_equal(state_of(f, ids[4]), PENDING);
-    assert_int_equal(state_of(f, ids[5]), QUEUED);
+    assert_int_equal(fixture_state_of(f, ids[3]), PENDING);
+    assert_int_equal(fixture_state_of(f, ids[4]), PENDING);
+    assert_int_equal(fixture_state_of(f, ids[5]), QUEUED);
     expect_queue(f, "wide", 4, 1);
 
     propose(f, upsert_cmd("wide", 1, false, 100));
     deliver(f, ids[0], 0);
     deliver(f, ids[2], 0);
     deliver(f, ids[3], 0);
-    assert_int_equal(state_of(f, ids[5]), QUEUED); /* 1 still active */
+    assert_int_equal(fixture_state_of(f, ids[5]), QUEUED); /* 1 still active */
     deliver(f, ids[4], 0);
-    assert_int_equal(state_of(f, ids[5]), PENDING);
+    assert_int_equal(fixture_state_of(f, ids[5]), PENDING);
 
     char solo[QR_ID_BYTES];
     propose(f, publish_cmd(f, "auto-made", NULL, solo));
-    assert_int_equal(state_of(f, solo), PENDING);
+    assert_int_equal(fixture_state_of(f, solo), PENDING);
     expect_queue(f, "auto-made", 1, 0);
 }
 
@@ -463,18 +294,18 @@ static void test_pause_resume(void **state)
         propose(f, publish_cmd(f, "p", NULL, ids[i]));
     }
     expect_queue(f, "p", 0, 3);
-    assert_int_equal(state_of(f, ids[0]), QUEUED);
+    assert_int_equal(fixture_state_of(f, ids[0]), QUEUED);
     assert_int_equal(propose(f, pause_cmd("p", false)), 0);
-    assert_int_equal(state_of(f, ids[0]), PENDING);
+    assert_int_equal(fixture_state_of(f, ids[0]), PENDING);
     assert_int_equal(propose(f, pause_cmd("p", true)), 0);
     assert_int_equal(propose(f, pause_cmd("p", true)), 0);
     deliver(f, ids[0], 0);
-    assert_int_equal(state_of(f, ids[0]), DELIVERED);
-    assert_int_equal(state_of(f, ids[1]), QUEUED);
+    assert_int_equal(fixture_state_of(f, ids[0]), DELIVERED);
+    assert_int_equal(fixture_state_of(f, ids[1]), QUEUED);
     expect_queue(f, "p", 0, 2);
     assert_int_equal(propose(f, pause_cmd("p", false)), 0);
-    assert_int_equal(state_of(f, ids[1]), PENDING);
-    assert_int_equal(state_of(f, ids[2]), QUEUED);
+    assert_int_equal(fixture_state_of(f, ids[1]), PENDING);
+    assert_int_equal(fixture_state_of(f, ids[2]), QUEUED);
     assert_int_equal(propose(f, pause_cmd("nope", true)), QR_ENOTFOUND);
 }
 
@@ -487,13 +318,14 @@ static void test_cancel(void **state)
     for (int i = 0; i < 4; i++) {
         propose(f, publish_cmd(f, "c", NULL, ids[i]));
     }
-    assert_int_equal(propose(f, cancel_cmd(ids[1])), 0);
-    assert_int_equal(state_of(f, ids[1]), CANCELLED);
+    assert_int_equal(propose(f, fixture_cancel_cmd(ids[1])), 0);
+    assert_int_equal(fixture_state_of(f, ids[1]), CANCELLED);
     expect_queue(f, "c", 1, 2);
     deliver(f, ids[0], 0);
-    assert_int_equal(state_of(f, ids[2]), PENDING); /* skips the cancelled */
-    assert_int_equal(propose(f, cancel_cmd(ids[2])), 0);
-    assert_int_equal(state_of(f, ids[3]), PENDING);
+    assert_int_equal(fixture_state_of(f, ids[2]),
+                     PENDING); /* skips the cancelled */
+    assert_int_equal(propose(f, fixture_cancel_cmd(ids[2])), 0);
+    assert_int_equal(fixture_state_of(f, ids[3]), PENDING);
     expect_queue(f, "c", 1, 0);
 }
 
@@ -524,8 +356,8 @@ static void test_callbacks_hold_slot(void **state)
     propose(f, publish_cmd(f, "cb", "http://127.0.0.1:9/callback", first));
     propose(f, publish_cmd(f, "cb", NULL, second));
     deliver(f, first, 0);
-    assert_int_equal(state_of(f, first), DELIVERED);
-    assert_int_equal(state_of(f, second), QUEUED);
+    assert_int_equal(fixture_state_of(f, first), DELIVERED);
+    assert_int_equal(fixture_state_of(f, second), QUEUED);
     expect_queue(f, "cb", 1, 1); /* the callback's slot */
 
     /* Find the callback apply created. */
@@ -541,9 +373,9 @@ static void test_callbacks_hold_slot(void **state)
     /* A failed attempt keeps the slot; the delivered one frees it. */
     propose(f,
             result_cmd(f, cb_id, 0, 0, QRAFT__ATTEMPT_OUTCOME__OUTCOME_RETRY));
-    assert_int_equal(state_of(f, second), QUEUED);
+    assert_int_equal(fixture_state_of(f, second), QUEUED);
     deliver(f, cb_id, 1);
-    assert_int_equal(state_of(f, second), PENDING);
+    assert_int_equal(fixture_state_of(f, second), PENDING);
     expect_queue(f, "cb", 1, 0);
 }
 
@@ -557,19 +389,20 @@ static void test_replay_reenters_tail(void **state)
     }
     propose(f,
             result_cmd(f, ids[0], 0, 0, QRAFT__ATTEMPT_OUTCOME__OUTCOME_DEAD));
-    assert_int_equal(state_of(f, ids[0]), DEAD);
-    assert_int_equal(state_of(f, ids[1]), PENDING);
-    assert_int_equal(propose(f, replay_cmd(ids[0])), 0);
-    assert_int_equal(state_of(f, ids[0]), QUEUED);
+    assert_int_equal(fixture_state_of(f, ids[0]), DEAD);
+    assert_int_equal(fixture_state_of(f, ids[1]), PENDING);
+    assert_int_equal(propose(f, fixture_replay_cmd(ids[0])), 0);
+    assert_int_equal(fixture_state_of(f, ids[0]), QUEUED);
     expect_queue(f, "r", 1, 2);
     deliver(f, ids[1], 0);
-    assert_int_equal(state_of(f, ids[2]), PENDING); /* before the replay */
-    assert_int_equal(state_of(f, ids[0]), QUEUED);
+    assert_int_equal(fixture_state_of(f, ids[2]),
+                     PENDING); /* before the replay */
+    assert_int_equal(fixture_state_of(f, ids[0]), QUEUED);
     deliver(f, ids[2], 0);
-    assert_int_equal(state_of(f, ids[0]), PENDING);
+    assert_int_equal(fixture_state_of(f, ids[0]), PENDING);
     propose(f, result_cmd(f, ids[0], 0, 1,
                           QRAFT__ATTEMPT_OUTCOME__OUTCOME_DELIVERED));
-    assert_int_equal(state_of(f, ids[0]), DELIVERED);
+    assert_int_equal(fixture_state_of(f, ids[0]), DELIVERED);
     expect_queue(f, "r", 0, 0);
 }
 
@@ -586,14 +419,14 @@ static void test_delete(void **state)
     uint32_t a;
     uint64_t w;
     assert_false(queue_of(f, "d", &a, &w));
-    assert_int_equal(state_of(f, ids[0]), PENDING);
-    assert_int_equal(state_of(f, ids[1]), CANCELLED);
-    assert_int_equal(state_of(f, ids[2]), CANCELLED);
+    assert_int_equal(fixture_state_of(f, ids[0]), PENDING);
+    assert_int_equal(fixture_state_of(f, ids[1]), CANCELLED);
+    assert_int_equal(fixture_state_of(f, ids[2]), CANCELLED);
     assert_int_equal(propose(f, delete_queue_cmd("d")), QR_ENOTFOUND);
 
     char fresh[QR_ID_BYTES];
     propose(f, publish_cmd(f, "d", NULL, fresh));
-    assert_int_equal(state_of(f, fresh), PENDING);
+    assert_int_equal(fixture_state_of(f, fresh), PENDING);
     expect_queue(f, "d", 1, 0);
     deliver(f, ids[0], 0); /* the old queue's slot: not this queue's */
     expect_queue(f, "d", 1, 0);
@@ -608,9 +441,9 @@ static void test_delete(void **state)
     propose(f, upsert_cmd("e", 1, false, 100));
     propose(f, publish_cmd(f, "e", NULL, next));
     deliver(f, with_cb, 0);
-    assert_int_equal(state_of(f, with_cb), DELIVERED);
+    assert_int_equal(fixture_state_of(f, with_cb), DELIVERED);
     expect_queue(f, "e", 1, 0);
-    assert_int_equal(state_of(f, next), PENDING);
+    assert_int_equal(fixture_state_of(f, next), PENDING);
 }
 
 /* The limits travel in the command: a queue beyond max_queues, or a
@@ -633,7 +466,7 @@ static void test_limits(void **state)
     long_name[sizeof long_name - 1] = '\0';
     assert_int_equal(propose(f, publish_cmd(f, long_name, NULL, id)),
                      QR_EBADREQ);
-    assert_int_equal(state_of(f, id), -1);
+    assert_int_equal(fixture_state_of(f, id), -1);
     assert_int_equal(propose(f, upsert_cmd(long_name, 1, false, 0)),
                      QR_EBADREQ);
     assert_int_equal(propose(f, pause_cmd("", true)), QR_ENOTFOUND);
@@ -651,15 +484,17 @@ static void test_below_feature_level(void **state)
     char c[QR_ID_BYTES];
     propose(f, publish_cmd(f, "old", NULL, a));
     propose(f, publish_cmd(f, "old", NULL, b));
-    assert_int_equal(state_of(f, a), PENDING);
-    assert_int_equal(state_of(f, b), PENDING);
+    assert_int_equal(fixture_state_of(f, a), PENDING);
+    assert_int_equal(fixture_state_of(f, b), PENDING);
     uint32_t active;
     uint64_t waiting;
     assert_false(queue_of(f, "old", &active, &waiting));
 
-    assert_int_equal(propose(f, level_cmd(QR_FEATURE_LEVEL_QUEUES)), 0);
+    assert_int_equal(
+        propose(f, fixture_feature_level_cmd(QR_FEATURE_LEVEL_QUEUES)), 0);
     propose(f, publish_cmd(f, "old", NULL, c));
-    assert_int_equal(state_of(f, c), PENDING); /* a new queue, free slot */
+    assert_int_equal(fixture_state_of(f, c),
+                     PENDING); /* a new queue, free slot */
     expect_queue(f, "old", 1, 0);
 }
 
@@ -667,18 +502,20 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_fifo_one_at_a_time, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_parallelism, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pause_resume, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_parallelism, setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_pause_resume, setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_cancel, setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_callbacks_hold_slot, setup,
-                                        teardown),
+                                        fixture_teardown),
         cmocka_unit_test_setup_teardown(test_replay_reenters_tail, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_delete, setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_limits, setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_below_feature_level, setup_level1,
-                                        teardown),
+                                        fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,47 +22,16 @@
 
 #include <cmocka.h>
 #include <jansson.h>
-#include <raft.h>
-#include <raft/fixture.h>
 
-#include "command.h"
-#include "config.h"
 #include "err.h"
-#include "fsm.h"
-#include "store.h"
+#include "fixture.h"
 
-#define N_SERVERS 3
-#define STEP_MS 10000   /* fixture time, not wall time */
-#define MAX_RESULTS 4   /* command outcomes kept per applied entry */
+#define MAX_RESULTS 4   /* results per DeliveryResults command built here */
 #define MAX_CALLBACKS 8 /* callback messages collected per source */
 
 #define URL "http://127.0.0.1:9/hook"
 #define CALLBACK_URL "http://127.0.0.1:9/callback"
 #define FAILURE_URL "http://127.0.0.1:9/failure"
-
-struct server {
-    char dir[64];
-    struct qr_store *store;
-    struct qr_fsm fsm;
-    /* Outcomes of the commands of the last applied entry. */
-    struct qr_apply_result last[MAX_RESULTS];
-    size_t n_last;
-};
-
-struct fixture {
-    struct raft_fixture raft;
-    struct server servers[N_SERVERS];
-    unsigned leader;
-    struct qr_limits limits;
-    uint32_t next_seq;
-};
-
-/* One raft_apply in flight; the callback records how it ended. */
-struct apply_call {
-    struct raft_apply req;
-    int status;
-    bool done;
-};
 
 /* What a worker would report for one attempt. Unset error fields get
  * defaults that fit the outcome. */
@@ -77,141 +46,23 @@ struct result_spec {
     const char *hint;
 };
 
-static void quiet_emit(struct raft_tracer *t, int type, const void *info)
-{
-    (void)t;
-    (void)type;
-    (void)info;
-}
-
-static struct raft_tracer quiet_tracer = {.version = 2, .emit = quiet_emit};
-
-static void on_applied(void *data,
-                       uint64_t index,
-                       const struct qr_apply_result *results,
-                       size_t n)
-{
-    struct server *s = data;
-    (void)index;
-    s->n_last = n < MAX_RESULTS ? n : MAX_RESULTS;
-    memcpy(s->last, results, s->n_last * sizeof *results);
-}
-
-static void server_open(struct server *s)
-{
-    snprintf(s->dir, sizeof s->dir, "/tmp/qraft-test-results-XXXXXX");
-    assert_non_null(mkdtemp(s->dir));
-    assert_int_equal(qr_store_open(s->dir, 64ull << 20, &s->store, NULL), 0);
-    assert_int_equal(qr_fsm_init(&s->fsm, s->store), 0);
-    s->fsm.on_applied = on_applied;
-    s->fsm.on_applied_data = s;
-}
-
-static void server_close(struct server *s)
-{
-    char cmd[128];
-    qr_fsm_close(&s->fsm);
-    qr_store_close(s->store);
-    s->store = NULL;
-    snprintf(cmd, sizeof cmd, "rm -rf %s", s->dir);
-    assert_int_equal(system(cmd), 0);
-}
-
-static int setup(void **state)
-{
-    struct fixture *f = calloc(1, sizeof *f);
-    struct raft_configuration conf;
-    struct qr_config cfg;
-    assert_non_null(f);
-    qr_config_defaults(&cfg);
-    f->limits = cfg.limits;
-    f->next_seq = 1;
-    assert_int_equal(raft_fixture_init(&f->raft), 0);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        server_open(&f->servers[i]);
-        assert_int_equal(
-            raft_fixture_grow(&f->raft, &f->servers[i].fsm.raft_fsm), 0);
-        struct raft *r = raft_fixture_get(&f->raft, i);
-        r->tracer = &quiet_tracer;
-        f->servers[i].fsm.raft = r;
-    }
-    assert_int_equal(raft_fixture_configuration(&f->raft, N_SERVERS, &conf), 0);
-    assert_int_equal(raft_fixture_bootstrap(&f->raft, &conf), 0);
-    raft_configuration_close(&conf);
-    assert_int_equal(raft_fixture_start(&f->raft), 0);
-    raft_fixture_elect(&f->raft, 0);
-    assert_int_equal(raft_state(raft_fixture_get(&f->raft, 0)), RAFT_LEADER);
-    f->leader = 0;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fixture *f = *state;
-    raft_fixture_close(&f->raft);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        server_close(&f->servers[i]);
-    }
-    free(f);
-    return 0;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Proposing. */
 
-static void on_apply_done(struct raft_apply *req, int status, void *result)
-{
-    struct apply_call *c = req->data;
-    (void)result;
-    c->status = status;
-    c->done = true;
-}
-
-/* Hands one entry of the given commands (freed here) to server `at`, stamped
- * now_ms. Returns new (free with free() once done). */
-static struct apply_call *submit(struct fixture *f,
-                                 unsigned at,
-                                 struct qr_packed *cmds,
-                                 size_t n,
-                                 uint64_t now_ms)
-{
-    size_t size = qr_command_entry_size(now_ms, cmds, n);
-    struct raft_buffer buf = {.base = raft_malloc(size), .len = size};
-    assert_non_null(buf.base);
-    qr_command_entry_write(now_ms, cmds, n, buf.base, size);
-    for (size_t i = 0; i < n; i++) {
-        free(cmds[i].data);
-    }
-    struct apply_call *c = calloc(1, sizeof *c);
-    assert_non_null(c);
-    c->req.data = c;
-    struct raft *r = raft_fixture_get(&f->raft, at);
-    assert_int_equal(raft_apply(r, &c->req, &buf, 1, on_apply_done), 0);
-    return c;
-}
-
-/* Proposes one entry on the leader and steps until server `until` (N_SERVERS
- * = every server) has applied it. Returns its index. */
+/* Proposes one entry on the leader and steps until server `until`
+ * (FIXTURE_N_SERVERS = every server) has applied it. Returns its index. */
 static uint64_t propose_until(struct fixture *f,
                               struct qr_packed *cmds,
                               size_t n,
                               uint64_t now_ms,
                               unsigned until)
 {
-    struct apply_call *c = submit(f, f->leader, cmds, n, now_ms);
-    uint64_t index = c->req.index;
-    assert_true(raft_fixture_step_until_applied(&f->raft, until,
-                                                (raft_index)index, STEP_MS));
-    assert_true(c->done);
-    assert_int_equal(c->status, 0);
-    free(c);
-    return index;
+    return fixture_propose(f, f->leader, cmds, n, now_ms, until);
 }
 
 static uint64_t propose(struct fixture *f, struct qr_packed cmd, uint64_t now)
 {
-    return propose_until(f, &cmd, 1, now, N_SERVERS);
+    return propose_until(f, &cmd, 1, now, FIXTURE_N_SERVERS);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -247,13 +98,6 @@ static struct qr_packed publish_simple(struct fixture *f,
     req.retries = retries;
     req.retries_set = true;
     return publish_cmd(f, &req, id_out);
-}
-
-static struct qr_packed pack_command(Qraft__Command *cmd)
-{
-    struct qr_packed packed;
-    assert_int_equal(qr_command_pack(cmd, &packed), 0);
-    return packed;
 }
 
 /* A DeliveryResults command of n results. */
@@ -305,7 +149,7 @@ static struct qr_packed results_cmd(struct fixture *f,
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_DELIVERY_RESULTS;
     cmd.delivery_results = &batch;
-    return pack_command(&cmd);
+    return fixture_pack(&cmd);
 }
 
 static struct qr_packed result_cmd(struct fixture *f,
@@ -319,26 +163,6 @@ static struct qr_packed result_cmd(struct fixture *f,
     return results_cmd(f, &s, 1);
 }
 
-static struct qr_packed cancel_cmd(const char *id)
-{
-    Qraft__Cancel c = QRAFT__CANCEL__INIT;
-    c.message_id = (char *)id;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_CANCEL;
-    cmd.cancel = &c;
-    return pack_command(&cmd);
-}
-
-static struct qr_packed replay_cmd(const char *id)
-{
-    Qraft__DlqReplay r = QRAFT__DLQ_REPLAY__INIT;
-    r.message_id = (char *)id;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_DLQ_REPLAY;
-    cmd.dlq_replay = &r;
-    return pack_command(&cmd);
-}
-
 static struct qr_packed delete_cmd(const char *id)
 {
     Qraft__DlqDelete d = QRAFT__DLQ_DELETE__INIT;
@@ -346,7 +170,7 @@ static struct qr_packed delete_cmd(const char *id)
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_DLQ_DELETE;
     cmd.dlq_delete = &d;
-    return pack_command(&cmd);
+    return fixture_pack(&cmd);
 }
 
 /* owners[shard] = owner for every shard, n_owners of them. */
@@ -366,7 +190,7 @@ static struct qr_packed assign_cmd(uint64_t epoch,
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_ASSIGN_SHARDS;
     cmd.assign_shards = &a;
-    return pack_command(&cmd);
+    return fixture_pack(&cmd);
 }
 
 static struct qr_packed prune_cmd(uint64_t dlq_retention_ms, uint32_t max)
@@ -377,7 +201,7 @@ static struct qr_packed prune_cmd(uint64_t dlq_retention_ms, uint32_t max)
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_PRUNE;
     cmd.prune = &p;
-    return pack_command(&cmd);
+    return fixture_pack(&cmd);
 }
 
 static struct qr_packed node_info_cmd(uint64_t id, const char *rpc)
@@ -391,7 +215,7 @@ static struct qr_packed node_info_cmd(uint64_t id, const char *rpc)
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_SET_NODE_INFO;
     cmd.set_node_info = &s;
-    return pack_command(&cmd);
+    return fixture_pack(&cmd);
 }
 
 static struct qr_packed keys_cmd(const char *current,
@@ -407,36 +231,13 @@ static struct qr_packed keys_cmd(const char *current,
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_SET_SIGNING_KEYS;
     cmd.set_signing_keys = &s;
-    return pack_command(&cmd);
+    return fixture_pack(&cmd);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Reading a replica. */
 
 /* Returns new (free with qraft__message__free_unpacked) or NULL if absent. */
-static Qraft__Message *msg_on(struct server *s, const char *id)
-{
-    struct qr_store_txn *txn;
-    Qraft__Message *m = NULL;
-    assert_int_equal(qr_store_txn_begin(s->store, false, &txn), 0);
-    int rv = qr_store_msg_get(txn, id, &m);
-    qr_store_txn_abort(txn);
-    if (rv == QR_ENOTFOUND) {
-        return NULL;
-    }
-    assert_int_equal(rv, 0);
-    return m;
-}
-
-static uint64_t count_on(struct server *s, Qraft__MessageState state)
-{
-    struct qr_store_txn *txn;
-    uint64_t counts[QR_STORE_N_STATES];
-    assert_int_equal(qr_store_txn_begin(s->store, false, &txn), 0);
-    assert_int_equal(qr_store_count_states(txn, counts), 0);
-    qr_store_txn_abort(txn);
-    return counts[state];
-}
 
 static int count_event(void *arg, const Qraft__Event *e)
 {
@@ -445,7 +246,7 @@ static int count_event(void *arg, const Qraft__Event *e)
     return 0;
 }
 
-static size_t events_on(struct server *s, const char *id)
+static size_t events_on(struct fixture_server *s, const char *id)
 {
     struct qr_store_txn *txn;
     size_t n = 0;
@@ -473,7 +274,7 @@ static int collect_id(void *arg, const Qraft__Message *m)
 }
 
 /* The DLQ, oldest first. */
-static void dlq_on(struct server *s, struct id_list *out)
+static void dlq_on(struct fixture_server *s, struct id_list *out)
 {
     struct qr_store_txn *txn;
     memset(out, 0, sizeof *out);
@@ -483,7 +284,7 @@ static void dlq_on(struct server *s, struct id_list *out)
 }
 
 /* The callback messages apply created for source, in id order. */
-static void callbacks_on(struct server *s,
+static void callbacks_on(struct fixture_server *s,
                          const char *source,
                          struct id_list *out)
 {
@@ -511,7 +312,9 @@ static int count_due(void *arg, const Qraft__Message *m)
 }
 
 /* 1 when message id is due by until_ms in its shard (the worker's view). */
-static size_t due_on(struct server *s, const char *id, uint64_t until_ms)
+static size_t due_on(struct fixture_server *s,
+                     const char *id,
+                     uint64_t until_ms)
 {
     struct qr_store_txn *txn;
     struct due_count d = {.id = id};
@@ -524,7 +327,7 @@ static size_t due_on(struct server *s, const char *id, uint64_t until_ms)
 }
 
 /* Returns new (free with free()) or NULL when absent. */
-static void *meta_on(struct server *s, const char *name, size_t *len)
+static void *meta_on(struct fixture_server *s, const char *name, size_t *len)
 {
     struct qr_store_txn *txn;
     void *value = NULL;
@@ -540,7 +343,7 @@ static void *meta_on(struct server *s, const char *name, size_t *len)
 
 /* The stored shard map's epoch, 0 when none; checks every owner is `owner`
  * unless owner is 0. */
-static uint64_t epoch_on(struct server *s, uint64_t owner)
+static uint64_t epoch_on(struct fixture_server *s, uint64_t owner)
 {
     size_t len = 0;
     void *buf = meta_on(s, QR_META_SHARDS, &len);
@@ -563,7 +366,7 @@ static uint64_t epoch_on(struct server *s, uint64_t owner)
  * all of them. */
 static int status_of(struct fixture *f, size_t i)
 {
-    for (unsigned k = 0; k < N_SERVERS; k++) {
+    for (unsigned k = 0; k < FIXTURE_N_SERVERS; k++) {
         assert_true(f->servers[k].n_last > i);
         assert_int_equal(f->servers[k].last[i].status,
                          f->servers[0].last[i].status);
@@ -572,12 +375,12 @@ static int status_of(struct fixture *f, size_t i)
 }
 
 /* What every test checks of a message on one replica. */
-static void expect_msg(struct server *s,
+static void expect_msg(struct fixture_server *s,
                        const char *id,
                        Qraft__MessageState state,
                        uint32_t attempts)
 {
-    Qraft__Message *m = msg_on(s, id);
+    Qraft__Message *m = fixture_msg_on(s, id);
     assert_non_null(m);
     assert_int_equal(m->state, state);
     assert_int_equal(m->attempts, attempts);
@@ -598,9 +401,9 @@ static void test_result_fencing(void **state)
     propose(f,
             result_cmd(f, id, 0, QRAFT__ATTEMPT_OUTCOME__OUTCOME_RETRY, 1000),
             2000);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct server *s = &f->servers[i];
-        Qraft__Message *m = msg_on(s, id);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
+        Qraft__Message *m = fixture_msg_on(s, id);
         assert_non_null(m);
         assert_int_equal(m->state, QRAFT__MESSAGE_STATE__RETRYING);
         assert_int_equal(m->attempts, 1);
@@ -622,9 +425,9 @@ static void test_result_fencing(void **state)
     propose(f,
             result_cmd(f, id, 0, QRAFT__ATTEMPT_OUTCOME__OUTCOME_DELIVERED, 0),
             2500);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct server *s = &f->servers[i];
-        Qraft__Message *m = msg_on(s, id);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
+        Qraft__Message *m = fixture_msg_on(s, id);
         assert_non_null(m);
         assert_int_equal(m->state, QRAFT__MESSAGE_STATE__RETRYING);
         assert_int_equal(m->attempts, 1);
@@ -638,9 +441,9 @@ static void test_result_fencing(void **state)
     propose(f,
             result_cmd(f, id, 1, QRAFT__ATTEMPT_OUTCOME__OUTCOME_DELIVERED, 0),
             3100);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct server *s = &f->servers[i];
-        Qraft__Message *m = msg_on(s, id);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
+        Qraft__Message *m = fixture_msg_on(s, id);
         assert_non_null(m);
         assert_int_equal(m->state, QRAFT__MESSAGE_STATE__DELIVERED);
         assert_int_equal(m->attempts, 2);
@@ -649,8 +452,10 @@ static void test_result_fencing(void **state)
         assert_string_equal(m->url, URL); /* the record stays */
         qraft__message__free_unpacked(m, NULL);
         assert_int_equal(due_on(s, id, UINT64_MAX), 0);
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__DELIVERED), 1);
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__RETRYING), 0);
+        assert_int_equal(fixture_count_on(s, QRAFT__MESSAGE_STATE__DELIVERED),
+                         1);
+        assert_int_equal(fixture_count_on(s, QRAFT__MESSAGE_STATE__RETRYING),
+                         0);
     }
 
     /* After the final state nothing is taken: not the next attempt, not a
@@ -667,16 +472,17 @@ static void test_result_fencing(void **state)
          .outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_RETRY},
     };
     propose(f, results_cmd(f, late, 3), 4000);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct server *s = &f->servers[i];
-        Qraft__Message *m = msg_on(s, id);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
+        Qraft__Message *m = fixture_msg_on(s, id);
         assert_non_null(m);
         assert_int_equal(m->state, QRAFT__MESSAGE_STATE__DELIVERED);
         assert_int_equal(m->attempts, 2);
         assert_int_equal(m->updated_ms, 3100);
         qraft__message__free_unpacked(m, NULL);
         assert_int_equal(events_on(s, id), 3);
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__DEAD_LETTERED), 0);
+        assert_int_equal(
+            fixture_count_on(s, QRAFT__MESSAGE_STATE__DEAD_LETTERED), 0);
     }
 }
 
@@ -691,8 +497,8 @@ static void test_stale_results(void **state)
     struct qr_packed pubs[2];
     pubs[0] = publish_simple(f, 3, cancelled);
     pubs[1] = publish_simple(f, 3, waiting);
-    propose_until(f, pubs, 2, 1000, N_SERVERS);
-    propose(f, cancel_cmd(cancelled), 2000);
+    propose_until(f, pubs, 2, 1000, FIXTURE_N_SERVERS);
+    propose(f, fixture_cancel_cmd(cancelled), 2000);
     qr_command_message_id(unknown, 999, 7, 7);
 
     struct result_spec stale[4] = {
@@ -715,9 +521,9 @@ static void test_stale_results(void **state)
          .outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_UNSPECIFIED},
     };
     propose(f, results_cmd(f, stale, 4), 3000);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct server *s = &f->servers[i];
-        Qraft__Message *m = msg_on(s, cancelled);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
+        Qraft__Message *m = fixture_msg_on(s, cancelled);
         assert_non_null(m);
         assert_int_equal(m->state, QRAFT__MESSAGE_STATE__CANCELLED);
         assert_int_equal(m->attempts, 0);
@@ -725,10 +531,10 @@ static void test_stale_results(void **state)
         qraft__message__free_unpacked(m, NULL);
         assert_int_equal(events_on(s, cancelled), 2);
 
-        assert_null(msg_on(s, unknown));
+        assert_null(fixture_msg_on(s, unknown));
         assert_int_equal(events_on(s, unknown), 0);
 
-        m = msg_on(s, waiting);
+        m = fixture_msg_on(s, waiting);
         assert_non_null(m);
         assert_int_equal(m->state, QRAFT__MESSAGE_STATE__PENDING);
         assert_int_equal(m->attempts, 0);
@@ -737,10 +543,13 @@ static void test_stale_results(void **state)
         qraft__message__free_unpacked(m, NULL);
         assert_int_equal(events_on(s, waiting), 1);
 
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__PENDING), 1);
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__CANCELLED), 1);
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__DELIVERED), 0);
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__RETRYING), 0);
+        assert_int_equal(fixture_count_on(s, QRAFT__MESSAGE_STATE__PENDING), 1);
+        assert_int_equal(fixture_count_on(s, QRAFT__MESSAGE_STATE__CANCELLED),
+                         1);
+        assert_int_equal(fixture_count_on(s, QRAFT__MESSAGE_STATE__DELIVERED),
+                         0);
+        assert_int_equal(fixture_count_on(s, QRAFT__MESSAGE_STATE__RETRYING),
+                         0);
     }
 
     /* Stale and current results in one batch: the current one applies. */
@@ -754,7 +563,7 @@ static void test_stale_results(void **state)
          .outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_DELIVERED},
     };
     propose(f, results_cmd(f, mixed, 2), 4000);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
         expect_msg(&f->servers[i], cancelled, QRAFT__MESSAGE_STATE__CANCELLED,
                    0);
         expect_msg(&f->servers[i], waiting, QRAFT__MESSAGE_STATE__DELIVERED, 1);
@@ -771,12 +580,12 @@ static void test_budget_enforced_by_apply(void **state)
     struct qr_packed pubs[2];
     pubs[0] = publish_simple(f, 1, one);
     pubs[1] = publish_simple(f, 0, none);
-    propose_until(f, pubs, 2, 1000, N_SERVERS);
+    propose_until(f, pubs, 2, 1000, FIXTURE_N_SERVERS);
 
     propose(f,
             result_cmd(f, one, 0, QRAFT__ATTEMPT_OUTCOME__OUTCOME_RETRY, 1000),
             2000);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
         expect_msg(&f->servers[i], one, QRAFT__MESSAGE_STATE__RETRYING, 1);
     }
 
@@ -795,9 +604,9 @@ static void test_budget_enforced_by_apply(void **state)
          .delay_ms = 1000},
     };
     propose(f, results_cmd(f, over, 2), 3000);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct server *s = &f->servers[i];
-        Qraft__Message *m = msg_on(s, one);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
+        Qraft__Message *m = fixture_msg_on(s, one);
         assert_non_null(m);
         assert_int_equal(m->state, QRAFT__MESSAGE_STATE__DEAD_LETTERED);
         assert_int_equal(m->attempts, 2);
@@ -809,7 +618,7 @@ static void test_budget_enforced_by_apply(void **state)
         assert_string_not_equal(m->dlq_hint, "");
         qraft__message__free_unpacked(m, NULL);
 
-        m = msg_on(s, none);
+        m = fixture_msg_on(s, none);
         assert_non_null(m);
         assert_int_equal(m->state, QRAFT__MESSAGE_STATE__DEAD_LETTERED);
         assert_int_equal(m->attempts, 1);
@@ -822,8 +631,10 @@ static void test_budget_enforced_by_apply(void **state)
         struct id_list dlq;
         dlq_on(s, &dlq);
         assert_int_equal(dlq.n, 2);
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__DEAD_LETTERED), 2);
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__RETRYING), 0);
+        assert_int_equal(
+            fixture_count_on(s, QRAFT__MESSAGE_STATE__DEAD_LETTERED), 2);
+        assert_int_equal(fixture_count_on(s, QRAFT__MESSAGE_STATE__RETRYING),
+                         0);
     }
 }
 
@@ -840,9 +651,9 @@ static void test_dead_replay_delete(void **state)
                                .outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_DEAD,
                                .hint = "fix the destination URL"};
     propose(f, results_cmd(f, &dead, 1), 2000);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct server *s = &f->servers[i];
-        Qraft__Message *m = msg_on(s, id);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
+        Qraft__Message *m = fixture_msg_on(s, id);
         assert_non_null(m);
         assert_int_equal(m->state, QRAFT__MESSAGE_STATE__DEAD_LETTERED);
         assert_int_equal(m->attempts, 1);
@@ -857,11 +668,11 @@ static void test_dead_replay_delete(void **state)
         assert_string_equal(dlq.ids[0], id);
     }
 
-    propose(f, replay_cmd(id), 3000);
+    propose(f, fixture_replay_cmd(id), 3000);
     assert_int_equal(status_of(f, 0), 0);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct server *s = &f->servers[i];
-        Qraft__Message *m = msg_on(s, id);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
+        Qraft__Message *m = fixture_msg_on(s, id);
         assert_non_null(m);
         assert_int_equal(m->state, QRAFT__MESSAGE_STATE__PENDING);
         assert_int_equal(m->attempts, 0);
@@ -874,17 +685,18 @@ static void test_dead_replay_delete(void **state)
         dlq_on(s, &dlq);
         assert_int_equal(dlq.n, 0);
         assert_int_equal(due_on(s, id, 3000), 1);
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__PENDING), 1);
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__DEAD_LETTERED), 0);
+        assert_int_equal(fixture_count_on(s, QRAFT__MESSAGE_STATE__PENDING), 1);
+        assert_int_equal(
+            fixture_count_on(s, QRAFT__MESSAGE_STATE__DEAD_LETTERED), 0);
     }
 
     /* Not a dead letter any more: delete is refused, and a second replay
      * too. */
-    struct qr_packed two[2] = {delete_cmd(id), replay_cmd(id)};
-    propose_until(f, two, 2, 4000, N_SERVERS);
+    struct qr_packed two[2] = {delete_cmd(id), fixture_replay_cmd(id)};
+    propose_until(f, two, 2, 4000, FIXTURE_N_SERVERS);
     assert_int_equal(status_of(f, 0), QR_ECONFLICT);
     assert_int_equal(status_of(f, 1), QR_ECONFLICT);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
         expect_msg(&f->servers[i], id, QRAFT__MESSAGE_STATE__PENDING, 0);
     }
 
@@ -893,33 +705,34 @@ static void test_dead_replay_delete(void **state)
     propose(f, results_cmd(f, &dead, 1), 5000);
     propose(f, delete_cmd(id), 6000);
     assert_int_equal(status_of(f, 0), 0);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct server *s = &f->servers[i];
-        assert_null(msg_on(s, id));
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
+        assert_null(fixture_msg_on(s, id));
         struct id_list dlq;
         dlq_on(s, &dlq);
         assert_int_equal(dlq.n, 0);
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__DEAD_LETTERED), 0);
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__PENDING), 0);
+        assert_int_equal(
+            fixture_count_on(s, QRAFT__MESSAGE_STATE__DEAD_LETTERED), 0);
+        assert_int_equal(fixture_count_on(s, QRAFT__MESSAGE_STATE__PENDING), 0);
     }
 
     /* Gone: delete and replay answer NOT_FOUND. */
-    struct qr_packed gone[2] = {delete_cmd(id), replay_cmd(id)};
-    propose_until(f, gone, 2, 7000, N_SERVERS);
+    struct qr_packed gone[2] = {delete_cmd(id), fixture_replay_cmd(id)};
+    propose_until(f, gone, 2, 7000, FIXTURE_N_SERVERS);
     assert_int_equal(status_of(f, 0), QR_ENOTFOUND);
     assert_int_equal(status_of(f, 1), QR_ENOTFOUND);
 }
 
 /* Checks callback message `id` on replica s: what it reports and where it
  * goes. */
-static void expect_callback(struct server *s,
+static void expect_callback(struct fixture_server *s,
                             const char *id,
                             const char *source,
                             Qraft__CallbackKind kind,
                             int retried,
                             uint64_t created_ms)
 {
-    Qraft__Message *m = msg_on(s, id);
+    Qraft__Message *m = fixture_msg_on(s, id);
     assert_non_null(m);
     assert_int_equal(m->state, QRAFT__MESSAGE_STATE__PENDING);
     assert_int_equal(m->callback_kind, kind);
@@ -954,13 +767,13 @@ static void expect_callback(struct server *s,
 
 /* Finds which of the listed callbacks has the given kind and retried value
  * on replica s; -1 when none. */
-static int find_callback(struct server *s,
+static int find_callback(struct fixture_server *s,
                          const struct id_list *l,
                          Qraft__CallbackKind kind,
                          int retried)
 {
     for (size_t i = 0; i < l->n; i++) {
-        Qraft__Message *m = msg_on(s, l->ids[i]);
+        Qraft__Message *m = fixture_msg_on(s, l->ids[i]);
         assert_non_null(m);
         json_t *body =
             json_loadb((const char *)m->body.data, m->body.len, 0, NULL);
@@ -996,8 +809,8 @@ static void test_callbacks(void **state)
     struct id_list first;
     callbacks_on(&f->servers[0], id, &first);
     assert_int_equal(first.n, 1);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct server *s = &f->servers[i];
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
         struct id_list l;
         callbacks_on(s, id, &l);
         assert_int_equal(l.n, 1);
@@ -1005,7 +818,7 @@ static void test_callbacks(void **state)
         expect_callback(s, l.ids[0], id, QRAFT__CALLBACK_KIND__CALLBACK, 0,
                         2000);
         expect_msg(s, id, QRAFT__MESSAGE_STATE__RETRYING, 1);
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__PENDING), 1);
+        assert_int_equal(fixture_count_on(s, QRAFT__MESSAGE_STATE__PENDING), 1);
     }
 
     struct result_spec dead = {.id = id,
@@ -1016,8 +829,8 @@ static void test_callbacks(void **state)
     struct id_list all;
     callbacks_on(&f->servers[0], id, &all);
     assert_int_equal(all.n, 3);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct server *s = &f->servers[i];
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
         struct id_list l;
         callbacks_on(s, id, &l);
         assert_int_equal(l.n, 3);
@@ -1036,7 +849,7 @@ static void test_callbacks(void **state)
         expect_callback(s, l.ids[fc], id,
                         QRAFT__CALLBACK_KIND__FAILURE_CALLBACK, 1, 3000);
         expect_msg(s, id, QRAFT__MESSAGE_STATE__DEAD_LETTERED, 2);
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__PENDING), 3);
+        assert_int_equal(fixture_count_on(s, QRAFT__MESSAGE_STATE__PENDING), 3);
         /* Callbacks are delivered like any message: they are due. */
         assert_int_equal(due_on(s, l.ids[fc], 3000), 1);
     }
@@ -1050,60 +863,39 @@ static void test_epoch_fencing(void **state)
 
     propose(f, assign_cmd(1, 1, QR_FSM_N_SHARDS - 1), 1000);
     assert_int_equal(status_of(f, 0), QR_EBADREQ);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
         assert_int_equal(epoch_on(&f->servers[i], 0), 0);
     }
 
     propose(f, assign_cmd(1, 1, QR_FSM_N_SHARDS), 2000);
     assert_int_equal(status_of(f, 0), 0);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
         assert_int_equal(epoch_on(&f->servers[i], 1), 1);
     }
 
     propose(f, assign_cmd(3, 3, QR_FSM_N_SHARDS), 3000);
     assert_int_equal(status_of(f, 0), 0);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
         assert_int_equal(epoch_on(&f->servers[i], 3), 3);
     }
 
     /* Older and equal epochs: a deposed leader's late assignment. */
     struct qr_packed old[2] = {assign_cmd(2, 2, QR_FSM_N_SHARDS),
                                assign_cmd(3, 2, QR_FSM_N_SHARDS)};
-    propose_until(f, old, 2, 4000, N_SERVERS);
+    propose_until(f, old, 2, 4000, FIXTURE_N_SERVERS);
     assert_int_equal(status_of(f, 0), QR_ECONFLICT);
     assert_int_equal(status_of(f, 1), QR_ECONFLICT);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
         assert_int_equal(epoch_on(&f->servers[i], 3), 3);
     }
 
     /* A newer epoch with too many owners: refused, the map stays. */
     propose(f, assign_cmd(4, 2, QR_FSM_N_SHARDS + 1), 5000);
     assert_int_equal(status_of(f, 0), QR_EBADREQ);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
         assert_int_equal(epoch_on(&f->servers[i], 3), 3);
     }
 }
-
-/* Cuts server i off from every other server, both ways, or heals that.
- * Saturated links drop messages silently, as a real partition does, and the
- * fixture leaves them out when it looks for a stable leader (its disconnect
- * is one-way and makes sends fail at once). */
-static void partition(struct fixture *f, unsigned i, bool cut)
-{
-    for (unsigned j = 0; j < N_SERVERS; j++) {
-        if (j == i) {
-            continue;
-        }
-        if (cut) {
-            raft_fixture_saturate(&f->raft, i, j);
-            raft_fixture_saturate(&f->raft, j, i);
-        } else {
-            raft_fixture_desaturate(&f->raft, i, j);
-            raft_fixture_desaturate(&f->raft, j, i);
-        }
-    }
-}
-
 /* The leader is cut off after a publish and, before it notices, takes the
  * old owner's result for attempt 0; it never commits. The new leader commits
  * another result for attempt 0. Once back, the old leader's replica has the
@@ -1115,14 +907,15 @@ static void test_leader_change_mid_flight(void **state)
     char id[QR_ID_BYTES];
     propose(f, publish_simple(f, 3, id), 1000);
 
-    partition(f, 0, true);
+    fixture_partition(f, 0, true);
     assert_int_equal(raft_state(raft_fixture_get(&f->raft, 0)), RAFT_LEADER);
     struct qr_packed lost =
         result_cmd(f, id, 0, QRAFT__ATTEMPT_OUTCOME__OUTCOME_DELIVERED, 0);
-    struct apply_call *orphan = submit(f, 0, &lost, 1, 1500);
+    struct fixture_apply *orphan = fixture_submit(f, 0, &lost, 1, 1500);
 
-    assert_true(raft_fixture_step_until_has_no_leader(&f->raft, STEP_MS));
-    assert_true(raft_fixture_step_until_has_leader(&f->raft, STEP_MS));
+    assert_true(
+        raft_fixture_step_until_has_no_leader(&f->raft, FIXTURE_STEP_MS));
+    assert_true(raft_fixture_step_until_has_leader(&f->raft, FIXTURE_STEP_MS));
     f->leader = raft_fixture_leader_index(&f->raft);
     assert_int_not_equal(f->leader, 0);
     unsigned other = f->leader == 1 ? 2 : 1;
@@ -1130,14 +923,14 @@ static void test_leader_change_mid_flight(void **state)
     struct qr_packed won =
         result_cmd(f, id, 0, QRAFT__ATTEMPT_OUTCOME__OUTCOME_RETRY, 500);
     uint64_t index = propose_until(f, &won, 1, 2000, f->leader);
-    assert_true(raft_fixture_step_until_applied(&f->raft, other,
-                                                (raft_index)index, STEP_MS));
+    assert_true(raft_fixture_step_until_applied(
+        &f->raft, other, (raft_index)index, FIXTURE_STEP_MS));
     expect_msg(&f->servers[f->leader], id, QRAFT__MESSAGE_STATE__RETRYING, 1);
     expect_msg(&f->servers[other], id, QRAFT__MESSAGE_STATE__RETRYING, 1);
     /* The cut-off replica has applied neither. */
     expect_msg(&f->servers[0], id, QRAFT__MESSAGE_STATE__PENDING, 0);
 
-    partition(f, 0, false);
+    fixture_partition(f, 0, false);
     /* The old owner re-sends its lost result to the new leader. */
     propose(f,
             result_cmd(f, id, 0, QRAFT__ATTEMPT_OUTCOME__OUTCOME_DELIVERED, 0),
@@ -1145,9 +938,9 @@ static void test_leader_change_mid_flight(void **state)
     assert_true(orphan->done);
     assert_int_equal(orphan->status, RAFT_LEADERSHIPLOST);
     free(orphan);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct server *s = &f->servers[i];
-        Qraft__Message *m = msg_on(s, id);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
+        Qraft__Message *m = fixture_msg_on(s, id);
         assert_non_null(m);
         assert_int_equal(m->state, QRAFT__MESSAGE_STATE__RETRYING);
         assert_int_equal(m->attempts, 1);
@@ -1155,7 +948,8 @@ static void test_leader_change_mid_flight(void **state)
         assert_int_equal(m->updated_ms, 2000);
         qraft__message__free_unpacked(m, NULL);
         assert_int_equal(events_on(s, id), 2); /* published, failed once */
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__DELIVERED), 0);
+        assert_int_equal(fixture_count_on(s, QRAFT__MESSAGE_STATE__DELIVERED),
+                         0);
         assert_int_equal(f->servers[i].fsm.applied_index,
                          f->servers[f->leader].fsm.applied_index);
     }
@@ -1178,7 +972,7 @@ static void test_prune(void **state)
     for (unsigned i = 0; i < 4; i++) {
         pubs[i] = publish_simple(f, 3, ids[i]);
     }
-    propose_until(f, pubs, 4, 1000, N_SERVERS);
+    propose_until(f, pubs, 4, 1000, FIXTURE_N_SERVERS);
     /* Dead at 10 s, 20 s, 30 s; ids[3] stays pending. Dead-letter them out
      * of id order, so "oldest" means oldest in the DLQ. */
     kill_at(f, ids[2], 10000);
@@ -1188,9 +982,9 @@ static void test_prune(void **state)
     /* Retention 20 s at 50 s: the cutoff is 30 s. Two are older, but at
      * most one per command. */
     propose(f, prune_cmd(20000, 1), 50000);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct server *s = &f->servers[i];
-        assert_null(msg_on(s, ids[2]));
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
+        assert_null(fixture_msg_on(s, ids[2]));
         struct id_list dlq;
         dlq_on(s, &dlq);
         assert_int_equal(dlq.n, 2);
@@ -1200,30 +994,32 @@ static void test_prune(void **state)
 
     /* The next one; the letter exactly at the cutoff is not older: kept. */
     propose(f, prune_cmd(20000, 10), 50000);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct server *s = &f->servers[i];
-        assert_null(msg_on(s, ids[0]));
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
+        assert_null(fixture_msg_on(s, ids[0]));
         struct id_list dlq;
         dlq_on(s, &dlq);
         assert_int_equal(dlq.n, 1);
         assert_string_equal(dlq.ids[0], ids[1]);
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__DEAD_LETTERED), 1);
+        assert_int_equal(
+            fixture_count_on(s, QRAFT__MESSAGE_STATE__DEAD_LETTERED), 1);
         expect_msg(s, ids[3], QRAFT__MESSAGE_STATE__PENDING, 0);
     }
 
     /* Retention 0 keeps dead letters forever; max_items 0 prunes nothing. */
     struct qr_packed keep[2] = {prune_cmd(0, 10), prune_cmd(1, 0)};
-    propose_until(f, keep, 2, 90000, N_SERVERS);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
+    propose_until(f, keep, 2, 90000, FIXTURE_N_SERVERS);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
         expect_msg(&f->servers[i], ids[1], QRAFT__MESSAGE_STATE__DEAD_LETTERED,
                    1);
     }
 
     propose(f, prune_cmd(20000, 10), 90000);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct server *s = &f->servers[i];
-        assert_null(msg_on(s, ids[1]));
-        assert_int_equal(count_on(s, QRAFT__MESSAGE_STATE__DEAD_LETTERED), 0);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
+        assert_null(fixture_msg_on(s, ids[1]));
+        assert_int_equal(
+            fixture_count_on(s, QRAFT__MESSAGE_STATE__DEAD_LETTERED), 0);
         expect_msg(s, ids[3], QRAFT__MESSAGE_STATE__PENDING, 0);
     }
 }
@@ -1235,11 +1031,11 @@ static void test_node_info_and_keys(void **state)
     struct fixture *f = *state;
     struct qr_packed infos[2] = {node_info_cmd(2, "127.0.0.1:7102"),
                                  node_info_cmd(0, "127.0.0.1:7100")};
-    propose_until(f, infos, 2, 1000, N_SERVERS);
+    propose_until(f, infos, 2, 1000, FIXTURE_N_SERVERS);
     assert_int_equal(status_of(f, 0), 0);
     assert_int_equal(status_of(f, 1), QR_EBADREQ);
     propose(f, node_info_cmd(2, "127.0.0.1:7202"), 2000);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
         size_t len = 0;
         void *buf = meta_on(&f->servers[i], QR_META_NODE_PREFIX "2", &len);
         assert_non_null(buf);
@@ -1255,8 +1051,8 @@ static void test_node_info_and_keys(void **state)
     struct qr_packed keys[3] = {keys_cmd("sig_a", "sig_b", false),
                                 keys_cmd("sig_x", "sig_y", false),
                                 keys_cmd("", "sig_c", true)};
-    propose_until(f, keys, 3, 3000, N_SERVERS);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
+    propose_until(f, keys, 3, 3000, FIXTURE_N_SERVERS);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
         size_t len = 0;
         void *buf = meta_on(&f->servers[i], QR_META_SIGNING_KEYS, &len);
         assert_non_null(buf);
@@ -1291,20 +1087,20 @@ static void test_result_from_before_replay(void **state)
                                .outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_DEAD,
                                .hint = "fix the destination URL"};
     propose(f, results_cmd(f, &dead, 1), 2000);
-    propose(f, replay_cmd(id), 3000);
+    propose(f, fixture_replay_cmd(id), 3000);
     assert_int_equal(status_of(f, 0), 0);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
         expect_msg(&f->servers[i], id, QRAFT__MESSAGE_STATE__PENDING, 0);
     }
 
     /* Owner A's result for the same, pre-replay attempt 0 commits late. */
     propose(f, results_cmd(f, &dead, 1), 3500);
-    for (unsigned i = 0; i < N_SERVERS; i++) {
-        struct server *s = &f->servers[i];
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
         struct id_list l;
         callbacks_on(s, id, &l);
         assert_int_equal(l.n, 1); /* one failure callback, not two */
-        Qraft__Message *m = msg_on(s, id);
+        Qraft__Message *m = fixture_msg_on(s, id);
         assert_non_null(m);
         assert_int_equal(m->state, QRAFT__MESSAGE_STATE__PENDING);
         assert_int_equal(m->attempts, 0);
@@ -1316,21 +1112,26 @@ static void test_result_from_before_replay(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_result_fencing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stale_results, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_budget_enforced_by_apply, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_dead_replay_delete, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_callbacks, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_epoch_fencing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_leader_change_mid_flight, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_node_info_and_keys, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_result_from_before_replay, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_result_fencing, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_stale_results, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_budget_enforced_by_apply,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_replay_delete, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_callbacks, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_epoch_fencing, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_leader_change_mid_flight,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_prune, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_node_info_and_keys, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_result_from_before_replay,
+                                        fixture_setup, fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
