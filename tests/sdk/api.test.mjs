@@ -6,38 +6,22 @@
 //
 // QRAFT_BIN names the build's bin directory (it holds qraftd).
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
-import { DevNode, Sink, waitFor } from "./harness.mjs";
+import { Sink, waitFor, withDevNode } from "./harness.mjs";
 
 const { Client, QstashError, Receiver } = await import("@upstash/qstash");
 
 describe("QStash REST API with the official SDK", () => {
-  const node = new DevNode();
   // An app that answers 404 on /missing, else 200.
   const app = new Sink();
   app.script("/missing", () => ({ status: 404, body: "no such page" }));
-  let client;
-
-  before(async () => {
-    await node.start();
-    await app.start();
-    app.base = app.url("");
-    client = new Client({
-      baseUrl: node.env.QSTASH_URL, token: node.env.QSTASH_TOKEN,
-      retry: false,
-    });
-  });
-
-  after(async () => {
-    await app.close();
-    await node.stop();
-    node.removeDir();
-  });
+  const dev = withDevNode({ app });
+  const { node } = dev;
 
   test("publishJSON is delivered and verifies with Receiver", async () => {
     const url = `${app.base}/hook?order=7`;
-    const res = await client.publishJSON({
+    const res = await dev.client.publishJSON({
       url, body: { hello: "world" }, headers: { "X-App": "one" },
     });
     assert.match(res.messageId, /^msg_/);
@@ -57,12 +41,12 @@ describe("QStash REST API with the official SDK", () => {
   });
 
   test("delay, retries and messages.get show the options", async () => {
-    const res = await client.publish({
+    const res = await dev.client.publish({
       url: `${app.base}/later`, body: "later", delay: 600, retries: 2,
       retryDelay: "1000 * (1 + retried)", headers: { "X-Kind": "k" },
       callback: `${app.base}/cb`,
     });
-    const m = await client.messages.get(res.messageId);
+    const m = await dev.client.messages.get(res.messageId);
     assert.equal(m.messageId, res.messageId);
     assert.equal(m.url, `${app.base}/later`);
     assert.equal(m.method, "POST");
@@ -79,10 +63,10 @@ describe("QStash REST API with the official SDK", () => {
 
   test("notBefore in seconds becomes ms", async () => {
     const at = Math.floor(Date.now() / 1000) + 3600;
-    const res = await client.publish({
+    const res = await dev.client.publish({
       url: `${app.base}/nb`, body: "x", notBefore: at,
     });
-    const m = await client.messages.get(res.messageId);
+    const m = await dev.client.messages.get(res.messageId);
     assert.equal(m.notBefore, at * 1000);
   });
 
@@ -92,8 +76,8 @@ describe("QStash REST API with the official SDK", () => {
         url: `${app.base}/dedup`, body: "once", deduplicationId: "dd-1",
         delay: 600,
       };
-      const first = await client.publish(opts);
-      const second = await client.publish(opts);
+      const first = await dev.client.publish(opts);
+      const second = await dev.client.publish(opts);
       assert.equal(second.messageId, first.messageId);
       assert.equal(second.deduplicated, true);
       assert.equal(first.deduplicated, undefined);
@@ -101,22 +85,22 @@ describe("QStash REST API with the official SDK", () => {
 
   test("messages.cancel and delete cancel; the message is then gone",
     async () => {
-      const a = await client.publish({ url: `${app.base}/c1`, body: "a",
+      const a = await dev.client.publish({ url: `${app.base}/c1`, body: "a",
         delay: 600 });
-      const b = await client.publish({ url: `${app.base}/c2`, body: "b",
+      const b = await dev.client.publish({ url: `${app.base}/c2`, body: "b",
         delay: 600 });
-      await client.messages.cancel(a.messageId);
-      await client.messages.delete(b.messageId);
+      await dev.client.messages.cancel(a.messageId);
+      await dev.client.messages.delete(b.messageId);
       for (const id of [a.messageId, b.messageId]) {
-        await assert.rejects(client.messages.get(id),
+        await assert.rejects(dev.client.messages.get(id),
           (err) => err instanceof QstashError && err.status === 404);
       }
-      await assert.rejects(client.messages.get("msg_unknown"),
+      await assert.rejects(dev.client.messages.get("msg_unknown"),
         (err) => err instanceof QstashError && err.status === 404);
     });
 
   test("batchJSON answers in request order", async () => {
-    const res = await client.batchJSON([
+    const res = await dev.client.batchJSON([
       { url: `${app.base}/b1`, body: { n: 1 } },
       { url: `${app.base}/b2`, body: { n: 2 }, delay: 600 },
     ]);
@@ -125,15 +109,15 @@ describe("QStash REST API with the official SDK", () => {
     assert.equal(res[1].url, `${app.base}/b2`);
     const [got] = await app.received("/b1");
     assert.deepEqual(JSON.parse(got.body), { n: 1 });
-    assert.equal((await client.messages.get(res[1].messageId)).body,
+    assert.equal((await dev.client.messages.get(res[1].messageId)).body,
       JSON.stringify({ n: 2 }));
   });
 
   test("a 404 dead-letters; dlq list, retry and delete", async () => {
-    const res = await client.publish({ url: `${app.base}/missing`,
+    const res = await dev.client.publish({ url: `${app.base}/missing`,
       body: "lost", retries: 0 });
     const entry = await waitFor(async () => {
-      const page = await client.dlq.listMessages();
+      const page = await dev.client.dlq.listMessages();
       return page.messages.find((m) => m.messageId === res.messageId);
     }, "the message in the DLQ");
     assert.equal(entry.dlqId, res.messageId);
@@ -143,20 +127,20 @@ describe("QStash REST API with the official SDK", () => {
     assert.deepEqual(entry.responseHeader["Content-Type"], ["text/plain"]);
     assert.equal(entry.body, "lost");
 
-    const retried = await client.dlq.retry({ dlqIds: [entry.dlqId] });
+    const retried = await dev.client.dlq.retry({ dlqIds: [entry.dlqId] });
     assert.equal(retried.responses.length, 1);
     await waitFor(() => app.requests.filter((r) => r.url === "/missing")
       .length >= 2, "the retried delivery");
     await waitFor(async () => {
-      const page = await client.dlq.listMessages();
+      const page = await dev.client.dlq.listMessages();
       return page.messages.some((m) => m.dlqId === entry.dlqId);
     }, "the message back in the DLQ");
 
-    await client.dlq.delete(entry.dlqId);
-    const page = await client.dlq.listMessages();
+    await dev.client.dlq.delete(entry.dlqId);
+    const page = await dev.client.dlq.listMessages();
     assert.ok(!page.messages.some((m) => m.dlqId === entry.dlqId));
     assert.equal(page.cursor, undefined);
-    await assert.rejects(client.dlq.delete(entry.dlqId),
+    await assert.rejects(dev.client.dlq.delete(entry.dlqId),
       (err) => err instanceof QstashError && err.status === 404);
   });
 

@@ -5,38 +5,14 @@
 //
 // QRAFT_BIN names the build's bin directory (it holds qraftd and qraft).
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
-import { DevNode, Sink } from "./harness.mjs";
+import { withDevNode } from "./harness.mjs";
 
-const { Receiver, SignatureError } = await import("@upstash/qstash");
+const { SignatureError } = await import("@upstash/qstash");
 
-const node = new DevNode();
-const sink = new Sink();
-
-let receiver;
-
-before(async () => {
-  await sink.start();
-  await node.start();
-  receiver = new Receiver({
-    currentSigningKey: node.env.QSTASH_CURRENT_SIGNING_KEY,
-    nextSigningKey: node.env.QSTASH_NEXT_SIGNING_KEY,
-    devMode: false,
-  });
-});
-
-after(async () => {
-  try {
-    await node.stop();
-  } finally {
-    try {
-      await sink.close();
-    } finally {
-      node.removeDir();
-    }
-  }
-});
+const dev = withDevNode();
+const { node, app: sink } = dev;
 
 /* Publishes body to the sink at pathAndQuery; resolves to the message id. */
 async function publish(pathAndQuery, body, ...extra) {
@@ -49,7 +25,7 @@ async function publish(pathAndQuery, body, ...extra) {
 
 /* What an app does with a delivery: verify it as it was received. */
 function verify(req, overrides = {}) {
-  return receiver.verify({
+  return dev.receiver.verify({
     signature: req.headers["upstash-signature"],
     body: req.body,
     url: sink.url(req.url),

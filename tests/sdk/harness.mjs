@@ -10,6 +10,8 @@
 //   import { DevNode, Sink } from "./harness.mjs";
 //   const { Client, Receiver } = await import("@upstash/qstash");
 //
+// (withDevNode, below, imports it the same way, after the clean-up.)
+//
 // QRAFT_BIN names the build's bin directory (qraftd and qraft).
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
@@ -19,6 +21,7 @@ import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { after, before } from "node:test";
 
 for (const name of Object.keys(process.env)) {
   if (name === "QSTASH_DEV" || name === "QSTASH_REGION" ||
@@ -28,6 +31,8 @@ for (const name of Object.keys(process.env)) {
     delete process.env[name];
   }
 }
+
+const { Client, Receiver } = await import("@upstash/qstash");
 
 const bin = process.env.QRAFT_BIN;
 assert.ok(bin, "QRAFT_BIN must name the build's bin directory");
@@ -433,6 +438,7 @@ export class Sink {
     this.#server.listen(0, "127.0.0.1");
     await once(this.#server, "listening");
     this.port = this.#server.address().port;
+    this.base = this.url("");
   }
 
   /* The URL an app at path (with its query) is called at. */
@@ -466,4 +472,49 @@ export class Sink {
     this.#server.close();
     await once(this.#server, "close");
   }
+}
+
+/*
+ * The setup an SDK test file against one `qraftd --dev` shares. Registers
+ * node:test before/after hooks where it is called (at file level, or in a
+ * describe for that suite) and returns dev = { node, app, client, receiver }:
+ * node and app at once, client and receiver once the before hook ran.
+ *
+ * before: starts the node (nodeArgs: more qraftd flags), then the app (any
+ * object with start() and close(); a new Sink by default), sets dev.client
+ * (an SDK Client for the node's QSTASH_URL and token, SDK retries off) and
+ * dev.receiver (a Receiver with the node's signing keys, dev mode off), then
+ * awaits ready(dev) when given (e.g. a wait for a feature level).
+ * after: stops the node, closes the app, removes the node's directory; each
+ * step runs even if the one before it failed.
+ */
+export function withDevNode({ app = new Sink(), nodeArgs = [], ready } = {}) {
+  const dev = { node: new DevNode(nodeArgs), app, client: null,
+    receiver: null };
+  before(async () => {
+    await dev.node.start();
+    await app.start();
+    dev.client = new Client({ baseUrl: dev.node.env.QSTASH_URL,
+      token: dev.node.env.QSTASH_TOKEN, retry: false });
+    dev.receiver = new Receiver({
+      currentSigningKey: dev.node.env.QSTASH_CURRENT_SIGNING_KEY,
+      nextSigningKey: dev.node.env.QSTASH_NEXT_SIGNING_KEY,
+      devMode: false,
+    });
+    if (ready) {
+      await ready(dev);
+    }
+  });
+  after(async () => {
+    try {
+      await dev.node.stop();
+    } finally {
+      try {
+        await app.close();
+      } finally {
+        dev.node.removeDir();
+      }
+    }
+  });
+  return dev;
 }

@@ -6,43 +6,27 @@
 //
 // QRAFT_BIN names the build's bin directory (it holds qraftd).
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
-import { DevNode, Sink, waitFor } from "./harness.mjs";
+import { Sink, waitFor, withDevNode } from "./harness.mjs";
 
-const { Client, QstashError } = await import("@upstash/qstash");
+const { QstashError } = await import("@upstash/qstash");
 
 describe("logs, DLQ filters and bulk operations with the official SDK", () => {
-  const node = new DevNode();
   // An app that answers 404 under /missing/, else 200.
   const app = new Sink();
   app.script("/missing/a", () => 404);
   app.script("/missing/b", () => 404);
-  let client;
-
-  before(async () => {
-    await node.start();
-    await app.start();
-    app.base = app.url("");
-    client = new Client({
-      baseUrl: node.env.QSTASH_URL, token: node.env.QSTASH_TOKEN,
-      retry: false,
-    });
-  });
-
-  after(async () => {
-    await app.close();
-    await node.stop();
-    node.removeDir();
-  });
+  const dev = withDevNode({ app });
+  const { node } = dev;
 
   test("logs() and events() show a delivered message's states", async () => {
-    const res = await client.publish({ url: `${app.base}/logged`,
+    const res = await dev.client.publish({ url: `${app.base}/logged`,
       body: "hello" });
     await app.received("/logged");
     const filter = { messageId: res.messageId };
     const logs = await waitFor(async () => {
-      const page = await client.logs({ filter });
+      const page = await dev.client.logs({ filter });
       return page.logs.some((l) => l.state === "DELIVERED") && page;
     }, "the DELIVERED log entry");
     // Newest first, so reversed: the states in the order they happened.
@@ -63,7 +47,7 @@ describe("logs, DLQ filters and bulk operations with the official SDK", () => {
     const seen = [];
     let cursor;
     for (let i = 0; i < 10; i++) {
-      const page = await client.events({ filter, count: 1, cursor });
+      const page = await dev.client.events({ filter, count: 1, cursor });
       seen.push(...page.events.map((e) => e.state));
       cursor = page.cursor;
       if (cursor === undefined) {
@@ -73,72 +57,72 @@ describe("logs, DLQ filters and bulk operations with the official SDK", () => {
     assert.equal(cursor, undefined);
     assert.deepEqual(seen.reverse(), ["CREATED", "ACTIVE", "DELIVERED"]);
 
-    const delivered = await client.logs({
+    const delivered = await dev.client.logs({
       filter: { messageId: res.messageId, state: "DELIVERED" } });
     assert.deepEqual(delivered.logs.map((l) => l.state), ["DELIVERED"]);
   });
 
   test("dlq: list and retry by filter, delete by ids and all", async () => {
-    const a = await client.publish({ url: `${app.base}/missing/a`,
+    const a = await dev.client.publish({ url: `${app.base}/missing/a`,
       body: "a", retries: 0 });
-    const b = await client.publish({ url: `${app.base}/missing/b`,
+    const b = await dev.client.publish({ url: `${app.base}/missing/b`,
       body: "b", retries: 0 });
     await waitFor(async () => {
-      const page = await client.dlq.listMessages();
+      const page = await dev.client.dlq.listMessages();
       const ids = page.messages.map((m) => m.dlqId);
       return ids.includes(a.messageId) && ids.includes(b.messageId);
     }, "both messages in the DLQ");
 
-    const onlyA = await client.dlq.listMessages({
+    const onlyA = await dev.client.dlq.listMessages({
       filter: { url: `${app.base}/missing/a` } });
     assert.deepEqual(onlyA.messages.map((m) => m.dlqId), [a.messageId]);
     assert.equal(onlyA.cursor, undefined);
-    const byStatus = await client.dlq.listMessages({
+    const byStatus = await dev.client.dlq.listMessages({
       filter: { responseStatus: 404 } });
     assert.equal(byStatus.messages.length, 2);
 
-    const retried = await client.dlq.retry({
+    const retried = await dev.client.dlq.retry({
       filter: { url: `${app.base}/missing/a` } });
     assert.deepEqual(retried.responses.map((r) => r.messageId),
       [a.messageId]);
     assert.equal(retried.cursor, undefined);
     await app.received("/missing/a", 2);
     await waitFor(async () => {
-      const page = await client.dlq.listMessages({ dlqIds: [a.messageId] });
+      const page = await dev.client.dlq.listMessages({ dlqIds: [a.messageId] });
       return page.messages.length === 1;
     }, "the retried message back in the DLQ");
 
-    const one = await client.dlq.delete({ dlqIds: [a.messageId] });
+    const one = await dev.client.dlq.delete({ dlqIds: [a.messageId] });
     assert.equal(one.deleted, 1);
-    const rest = await client.dlq.delete({ all: true });
+    const rest = await dev.client.dlq.delete({ all: true });
     assert.equal(rest.deleted, 1);
     assert.equal(rest.cursor, undefined);
-    assert.equal((await client.dlq.listMessages()).messages.length, 0);
+    assert.equal((await dev.client.dlq.listMessages()).messages.length, 0);
   });
 
   test("messages.cancel takes ids and {all: true}", async () => {
     const ids = [];
     for (let i = 0; i < 5; i++) {
-      const res = await client.publish({ url: `${app.base}/later/${i}`,
+      const res = await dev.client.publish({ url: `${app.base}/later/${i}`,
         body: `m${i}`, delay: 600 });
       ids.push(res.messageId);
     }
-    const two = await client.messages.cancel([ids[0], ids[1]]);
+    const two = await dev.client.messages.cancel([ids[0], ids[1]]);
     assert.deepEqual(two, { cancelled: 2 });
-    await assert.rejects(client.messages.get(ids[0]),
+    await assert.rejects(dev.client.messages.get(ids[0]),
       (err) => err instanceof QstashError && err.status === 404);
-    assert.equal((await client.messages.get(ids[2])).messageId, ids[2]);
+    assert.equal((await dev.client.messages.get(ids[2])).messageId, ids[2]);
 
-    const all = await client.messages.cancel({ all: true });
+    const all = await dev.client.messages.cancel({ all: true });
     assert.deepEqual(all, { cancelled: 3 });
     for (const id of ids) {
-      await assert.rejects(client.messages.get(id),
+      await assert.rejects(dev.client.messages.get(id),
         (err) => err instanceof QstashError && err.status === 404);
     }
-    const none = await client.messages.cancel({ all: true });
+    const none = await dev.client.messages.cancel({ all: true });
     assert.deepEqual(none, { cancelled: 0 });
 
-    const cancelled = await client.logs({
+    const cancelled = await dev.client.logs({
       filter: { messageId: ids[4], state: "CANCELED" } });
     assert.deepEqual(cancelled.logs.map((l) => l.state), ["CANCELLED"]);
   });
@@ -146,11 +130,11 @@ describe("logs, DLQ filters and bulk operations with the official SDK", () => {
   test("a filter qraft does not know is an error, not ignored",
     async () => {
       await assert.rejects(
-        client.dlq.listMessages({ filter: { nosuch: "x" } }),
+        dev.client.dlq.listMessages({ filter: { nosuch: "x" } }),
         (err) => err instanceof QstashError && err.status === 400 &&
           /unknown parameter 'nosuch'/.test(err.message));
       await assert.rejects(
-        client.messages.cancel({ filter: { nosuch: "x" } }),
+        dev.client.messages.cancel({ filter: { nosuch: "x" } }),
         (err) => err instanceof QstashError && err.status === 400 &&
           /unknown parameter 'nosuch'/.test(err.message));
     });

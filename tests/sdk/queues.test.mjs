@@ -11,7 +11,7 @@ import { once } from "node:events";
 import http from "node:http";
 import { after, before, describe, test } from "node:test";
 
-import { Cluster, DevNode, Sink, waitFor } from "./harness.mjs";
+import { Cluster, Sink, waitFor, withDevNode } from "./harness.mjs";
 
 const { Client, QstashError } = await import("@upstash/qstash");
 
@@ -42,7 +42,7 @@ class App {
     this.base = `http://127.0.0.1:${this.#server.address().port}`;
   }
 
-  stop() {
+  close() {
     this.#server.closeAllConnections?.();
     this.#server.close();
   }
@@ -74,28 +74,12 @@ async function queuesReady(client) {
 }
 
 describe("queues with the official SDK", () => {
-  const node = new DevNode(["--max-queues", "5"]);
-  const app = new App();
-  let client;
-
-  before(async () => {
-    await node.start();
-    await app.start();
-    client = new Client({
-      baseUrl: node.env.QSTASH_URL, token: node.env.QSTASH_TOKEN,
-      retry: false,
-    });
-    await queuesReady(client);
-  });
-
-  after(async () => {
-    app.stop();
-    await node.stop();
-    node.removeDir();
-  });
+  const dev = withDevNode({ app: new App(), nodeArgs: ["--max-queues", "5"],
+    ready: ({ client }) => queuesReady(client) });
+  const { app } = dev;
 
   test("upsert, get, list, pause, resume and delete", async () => {
-    const q = client.queue({ queueName: "sdk-admin" });
+    const q = dev.client.queue({ queueName: "sdk-admin" });
     await q.upsert({ parallelism: 3 });
     let got = await q.get();
     assert.equal(got.name, "sdk-admin");
@@ -114,7 +98,7 @@ describe("queues with the official SDK", () => {
     assert.match(res.messageId, /^msg_/);
     got = await q.get();
     assert.equal(got.lag, 1);
-    const m = await client.messages.get(res.messageId);
+    const m = await dev.client.messages.get(res.messageId);
     assert.equal(m.queueName, "sdk-admin");
     assert.equal(app.delivered("/paused").length, 0);
 
@@ -127,7 +111,7 @@ describe("queues with the official SDK", () => {
     await q.upsert({ parallelism: 1, paused: false });
     assert.equal((await q.get()).parallelism, 1);
 
-    const list = await client.queue().list();
+    const list = await dev.client.queue().list();
     assert.ok(Array.isArray(list));
     assert.deepEqual(list.map((x) => x.name), ["sdk-admin"]);
 
@@ -140,7 +124,7 @@ describe("queues with the official SDK", () => {
   });
 
   test("enqueue auto-creates; limits answer 412", async () => {
-    const auto = client.queue({ queueName: "sdk-auto" });
+    const auto = dev.client.queue({ queueName: "sdk-auto" });
     await auto.enqueueJSON({ url: `${app.base}/auto`, body: { n: 0 } });
     const got = await auto.get();
     assert.equal(got.parallelism, 1);
@@ -150,25 +134,25 @@ describe("queues with the official SDK", () => {
     });
     // --max-queues 5: sdk-auto plus four more fit, a sixth does not.
     for (let i = 0; i < 4; i++) {
-      await client.queue({ queueName: `sdk-fill-${i}` }).upsert({});
+      await dev.client.queue({ queueName: `sdk-fill-${i}` }).upsert({});
     }
     await assert.rejects(
-      client.queue({ queueName: "sdk-one-too-many" }).upsert({}),
+      dev.client.queue({ queueName: "sdk-one-too-many" }).upsert({}),
       (err) => { assert.equal(err.status, 412); return true; });
     await assert.rejects(
-      client.queue({ queueName: "sdk-one-too-many" }).enqueueJSON({
+      dev.client.queue({ queueName: "sdk-one-too-many" }).enqueueJSON({
         url: `${app.base}/never`, body: {},
       }),
       (err) => { assert.equal(err.status, 412); return true; });
     for (let i = 0; i < 4; i++) {
-      await client.queue({ queueName: `sdk-fill-${i}` }).delete();
+      await dev.client.queue({ queueName: `sdk-fill-${i}` }).delete();
     }
     await auto.delete();
   });
 
   test("parallelism 1: strict order, the next only after a retried first",
     async () => {
-      const q = client.queue({ queueName: "sdk-fifo" });
+      const q = dev.client.queue({ queueName: "sdk-fifo" });
       await q.upsert({ parallelism: 1 });
       const n = 5;
       app.failOnce.add("/fifo/0");

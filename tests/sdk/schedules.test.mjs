@@ -8,47 +8,22 @@
 //
 // QRAFT_BIN names the build's bin directory (see harness.mjs).
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { DevNode, Sink, waitFor } from "./harness.mjs";
+import { waitFor, withDevNode } from "./harness.mjs";
 
-const { Client, QstashError, Receiver } = await import("@upstash/qstash");
+const { QstashError } = await import("@upstash/qstash");
 
 const TICK_TIMEOUT = 75_000; // the next minute, plus delivery
 
-const node = new DevNode();
-const sink = new Sink();
+const dev = withDevNode();
+const { node, app: sink } = dev;
 const sinkUrl = (p) => sink.url(p);
-let client;
-let receiver;
-
-before(async () => {
-  await sink.start();
-  await node.start();
-  client = new Client({ baseUrl: node.env.QSTASH_URL,
-    token: node.env.QSTASH_TOKEN, retry: false });
-  receiver = new Receiver({
-    currentSigningKey: node.env.QSTASH_CURRENT_SIGNING_KEY,
-    nextSigningKey: node.env.QSTASH_NEXT_SIGNING_KEY,
-  });
-});
-
-after(async () => {
-  try {
-    await node.stop();
-  } finally {
-    try {
-      await sink.close();
-    } finally {
-      node.removeDir();
-    }
-  }
-});
 
 test("create, get and list: the fields the SDK reads, cron trimmed",
   async () => {
     const before = Date.now();
-    const { scheduleId } = await client.schedules.create({
+    const { scheduleId } = await dev.client.schedules.create({
       destination: sinkUrl("/report"),
       cron: "*/10 * * * * ",
       scheduleId: "sdk-report",
@@ -61,7 +36,7 @@ test("create, get and list: the fields the SDK reads, cron trimmed",
     });
     assert.equal(scheduleId, "sdk-report");
 
-    const s = await client.schedules.get("sdk-report");
+    const s = await dev.client.schedules.get("sdk-report");
     assert.equal(s.scheduleId, "sdk-report");
     assert.equal(s.cron, "*/10 * * * *");
     assert.equal(s.destination, sinkUrl("/report"));
@@ -83,12 +58,12 @@ test("create, get and list: the fields the SDK reads, cron trimmed",
     assert.equal(s.lastScheduleTime, undefined);
 
     // The same id again replaces the schedule wholesale.
-    await client.schedules.create({
+    await dev.client.schedules.create({
       destination: sinkUrl("/report2"),
       cron: "0 4 * * *",
       scheduleId: "sdk-report",
     });
-    const r = await client.schedules.get("sdk-report");
+    const r = await dev.client.schedules.get("sdk-report");
     assert.equal(r.destination, sinkUrl("/report2"));
     assert.equal(r.cron, "0 4 * * *");
     assert.equal(r.body, undefined);
@@ -97,34 +72,34 @@ test("create, get and list: the fields the SDK reads, cron trimmed",
     assert.equal(r.retries, 3, "the default again");
     assert.equal(r.createdAt, s.createdAt, "created once");
 
-    const list = await client.schedules.list();
+    const list = await dev.client.schedules.list();
     assert.ok(Array.isArray(list));
     assert.deepEqual(list.filter((x) => x.scheduleId === "sdk-report"), [r]);
   });
 
 test("pause and resume (PATCH), then delete", async () => {
-  const { scheduleId } = await client.schedules.create({
+  const { scheduleId } = await dev.client.schedules.create({
     destination: sinkUrl("/paused"), cron: "0 0 1 1 *",
   });
   assert.match(scheduleId, /^scd_/);
-  await client.schedules.pause({ schedule: scheduleId });
-  assert.equal((await client.schedules.get(scheduleId)).isPaused, true);
-  await client.schedules.resume({ schedule: scheduleId });
-  const resumed = await client.schedules.get(scheduleId);
+  await dev.client.schedules.pause({ schedule: scheduleId });
+  assert.equal((await dev.client.schedules.get(scheduleId)).isPaused, true);
+  await dev.client.schedules.resume({ schedule: scheduleId });
+  const resumed = await dev.client.schedules.get(scheduleId);
   assert.equal(resumed.isPaused, false);
   assert.ok(resumed.nextScheduleTime > Date.now());
 
-  await client.schedules.delete(scheduleId);
-  await assert.rejects(client.schedules.get(scheduleId),
+  await dev.client.schedules.delete(scheduleId);
+  await assert.rejects(dev.client.schedules.get(scheduleId),
     (err) => err instanceof QstashError && err.status === 404);
-  const list = await client.schedules.list();
+  const list = await dev.client.schedules.list();
   assert.ok(!list.some((x) => x.scheduleId === scheduleId));
-  await assert.rejects(client.schedules.pause({ schedule: scheduleId }),
+  await assert.rejects(dev.client.schedules.pause({ schedule: scheduleId }),
     (err) => err instanceof QstashError && err.status === 404);
 });
 
 test("a bad cron is refused with a reason", async () => {
-  await assert.rejects(client.schedules.create({
+  await assert.rejects(dev.client.schedules.create({
     destination: sinkUrl("/never"), cron: "61 * * * *",
   }), (err) => err instanceof QstashError && err.status === 400 &&
     /minute field: 61 is out of range 0-59/.test(err.message));
@@ -132,38 +107,38 @@ test("a bad cron is refused with a reason", async () => {
 
 test("a tick is delivered with Upstash-Schedule-Id and a valid signature",
   { timeout: TICK_TIMEOUT + 15_000 }, async () => {
-    const { scheduleId } = await client.schedules.create({
+    const { scheduleId } = await dev.client.schedules.create({
       destination: sinkUrl("/tick?src=cron"),
       cron: "* * * * *",
       body: "tick",
     });
     // The same minute, to a url group: each tick fans out to its endpoints.
-    await client.urlGroups.addEndpoints({ name: "tick-group", endpoints: [
+    await dev.client.urlGroups.addEndpoints({ name: "tick-group", endpoints: [
       { name: "one", url: sinkUrl("/group-one") },
       { url: sinkUrl("/group-two") },
     ] });
-    const group = await client.schedules.create({
+    const group = await dev.client.schedules.create({
       destination: "tick-group", cron: "* * * * *", body: "fan",
     });
-    assert.equal((await client.schedules.get(group.scheduleId)).destination,
+    assert.equal((await dev.client.schedules.get(group.scheduleId)).destination,
       "tick-group");
     const [req] = await sink.received("/tick", 1, TICK_TIMEOUT);
     assert.equal(req.headers["upstash-schedule-id"], scheduleId);
     assert.equal(req.body, "tick");
     assert.equal(req.url, "/tick?src=cron");
-    assert.ok(await receiver.verify({
+    assert.ok(await dev.receiver.verify({
       signature: req.headers["upstash-signature"],
       body: req.body,
       url: sinkUrl(req.url),
     }));
     const messageId = req.headers["upstash-message-id"];
     const s = await waitFor(async () => {
-      const got = await client.schedules.get(scheduleId);
+      const got = await dev.client.schedules.get(scheduleId);
       return got.lastScheduleStates?.[messageId] === "SUCCESS" ? got : null;
     }, "the tick's state to be SUCCESS");
     assert.equal(s.lastScheduleTime % 60_000, 0);
     assert.equal(s.nextScheduleTime, s.lastScheduleTime + 60_000);
-    await client.schedules.delete(scheduleId);
+    await dev.client.schedules.delete(scheduleId);
 
     for (const path of ["/group-one", "/group-two"]) {
       const [got] = await sink.received(path, 1, TICK_TIMEOUT);
@@ -171,11 +146,11 @@ test("a tick is delivered with Upstash-Schedule-Id and a valid signature",
       assert.equal(got.headers["upstash-schedule-id"], group.scheduleId);
       assert.equal(got.headers["upstash-topic-name"], "tick-group");
     }
-    await client.schedules.delete(group.scheduleId);
+    await dev.client.schedules.delete(group.scheduleId);
   });
 
 test("a schedule to an unknown url group is refused", async () => {
-  await assert.rejects(client.schedules.create({
+  await assert.rejects(dev.client.schedules.create({
     destination: "no-such-group", cron: "* * * * *",
   }), (err) => err instanceof QstashError && err.status === 404);
 });

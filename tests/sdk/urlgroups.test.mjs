@@ -8,98 +8,82 @@
 //
 // QRAFT_BIN names the build's bin directory (it holds qraftd).
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
-import { DevNode, Sink, waitFor } from "./harness.mjs";
+import { waitFor, withDevNode } from "./harness.mjs";
 
-const { Client, QstashError, Receiver } = await import("@upstash/qstash");
+const { QstashError, Receiver } = await import("@upstash/qstash");
 
 describe("URL groups with the official SDK", () => {
-  const node = new DevNode();
-  const app = new Sink();
-  let client;
-
-  before(async () => {
-    await node.start();
-    await app.start();
-    app.base = app.url("");
-    // Group commands are feature level 2, which the node reaches at its
-    // first tick after it serves.
-    await waitFor(async () => JSON.parse(
+  // Group commands are feature level 2, which the node reaches at its
+  // first tick after it serves.
+  const dev = withDevNode({
+    ready: ({ node }) => waitFor(async () => JSON.parse(
       await node.cli("status", "--local", "--json")).feature_level >= 2,
-    "feature level 2");
-    client = new Client({
-      baseUrl: node.env.QSTASH_URL, token: node.env.QSTASH_TOKEN,
-      retry: false,
-    });
+    "feature level 2"),
   });
-
-  after(async () => {
-    await app.close();
-    await node.stop();
-    node.removeDir();
-  });
+  const { node, app } = dev;
 
   test("addEndpoints, get, list, removeEndpoints, delete", async () => {
     const endpoints = [
       { name: "first", url: `${app.base}/g1/a` },
       { url: `${app.base}/g1/b` },
     ];
-    await client.urlGroups.addEndpoints({ name: "crud", endpoints });
-    const got = await client.urlGroups.get("crud");
+    await dev.client.urlGroups.addEndpoints({ name: "crud", endpoints });
+    const got = await dev.client.urlGroups.get("crud");
     assert.equal(got.name, "crud");
     assert.deepEqual(got.endpoints, endpoints);
     assert.equal(typeof got.createdAt, "number");
     assert.ok(got.updatedAt >= got.createdAt);
 
     // The same URL again replaces it (now named), never duplicates.
-    await client.urlGroups.addEndpoints({
+    await dev.client.urlGroups.addEndpoints({
       name: "crud",
       endpoints: [{ name: "second", url: `${app.base}/g1/b` },
         { url: `${app.base}/g1/c` }],
     });
-    assert.deepEqual((await client.urlGroups.get("crud")).endpoints, [
+    assert.deepEqual((await dev.client.urlGroups.get("crud")).endpoints, [
       { name: "first", url: `${app.base}/g1/a` },
       { name: "second", url: `${app.base}/g1/b` },
       { url: `${app.base}/g1/c` },
     ]);
 
-    await client.urlGroups.addEndpoints({
+    await dev.client.urlGroups.addEndpoints({
       name: "other", endpoints: [{ url: `${app.base}/other` }],
     });
-    const all = await client.urlGroups.list();
+    const all = await dev.client.urlGroups.list();
     assert.ok(Array.isArray(all));
     assert.deepEqual(all.map((g) => g.name).filter(
       (n) => n === "crud" || n === "other").sort(), ["crud", "other"]);
 
-    await client.urlGroups.removeEndpoints({
+    await dev.client.urlGroups.removeEndpoints({
       name: "crud",
       endpoints: [{ name: "first" }, { url: `${app.base}/g1/c` }],
     });
-    assert.deepEqual((await client.urlGroups.get("crud")).endpoints,
+    assert.deepEqual((await dev.client.urlGroups.get("crud")).endpoints,
       [{ name: "second", url: `${app.base}/g1/b` }]);
 
     // Removing the last endpoint deletes the group.
-    await client.urlGroups.removeEndpoints({
+    await dev.client.urlGroups.removeEndpoints({
       name: "crud", endpoints: [{ name: "second" }],
     });
-    await assert.rejects(client.urlGroups.get("crud"),
+    await assert.rejects(dev.client.urlGroups.get("crud"),
       (err) => err instanceof QstashError && err.status === 404);
 
-    await client.urlGroups.delete("other");
-    await assert.rejects(client.urlGroups.get("other"),
+    await dev.client.urlGroups.delete("other");
+    await assert.rejects(dev.client.urlGroups.get("other"),
       (err) => err instanceof QstashError && err.status === 404);
-    await assert.rejects(client.urlGroups.delete("other"),
+    await assert.rejects(dev.client.urlGroups.delete("other"),
       (err) => err instanceof QstashError && err.status === 404);
   });
 
   test("publishJSON to a group delivers to every endpoint", async () => {
-    await client.urlGroups.addEndpoints({
+    await dev.client.urlGroups.addEndpoints({
       name: "fanout",
       endpoints: [{ name: "one", url: `${app.base}/fan/one` },
         { url: `${app.base}/fan/two?x=1` }],
     });
-    const res = await client.publishJSON({
+    const res = await dev.client.publishJSON({
       urlGroup: "fanout", body: { order: 7 }, label: ["gold", "eu"],
     });
     assert.ok(Array.isArray(res), `want an array, got ${JSON.stringify(res)}`);
@@ -127,15 +111,15 @@ describe("URL groups with the official SDK", () => {
 
   test("messages.get shows topicName, endpointName, labels, callerIP",
     async () => {
-      await client.urlGroups.addEndpoints({
+      await dev.client.urlGroups.addEndpoints({
         name: "meta", endpoints: [{ name: "ep", url: `${app.base}/meta` }],
       });
-      const [res] = await client.publish({
+      const [res] = await dev.client.publish({
         urlGroup: "meta", body: "later", delay: 600, label: "solo",
         flowControl: { key: "tenant-1", parallelism: 2, rate: 10,
           period: "1m" },
       });
-      const m = await client.messages.get(res.messageId);
+      const m = await dev.client.messages.get(res.messageId);
       assert.equal(m.topicName, "meta");
       assert.equal(m.urlGroup, "meta");
       assert.equal(m.endpointName, "ep");
@@ -151,11 +135,11 @@ describe("URL groups with the official SDK", () => {
     });
 
   test("a label round trip on a URL publish", async () => {
-    const res = await client.publish({
+    const res = await dev.client.publish({
       url: `${app.base}/labelled`, body: "x", delay: 600,
       label: ["a", "b", "c"],
     });
-    const m = await client.messages.get(res.messageId);
+    const m = await dev.client.messages.get(res.messageId);
     assert.equal(m.label, "a");
     assert.deepEqual(m.labels, ["a", "b", "c"]);
     assert.equal(m.topicName, undefined);
@@ -163,52 +147,54 @@ describe("URL groups with the official SDK", () => {
   });
 
   test("filters on urlGroup, label and flow-control key", async () => {
-    await client.urlGroups.addEndpoints({
+    await dev.client.urlGroups.addEndpoints({
       name: "filtered",
       endpoints: [{ url: `${app.base}/flt/1` }, { url: `${app.base}/flt/2` }],
     });
-    const group = await client.publish({
+    const group = await dev.client.publish({
       urlGroup: "filtered", body: "g", delay: 600, label: "f-group",
     });
-    const plain = await client.publish({
+    const plain = await dev.client.publish({
       url: `${app.base}/flt/plain`, body: "p", delay: 600, label: "f-plain",
       flowControl: { key: "f-key", rate: 1 },
     });
 
-    const logs = await client.logs({ filter: { urlGroup: "filtered" } });
+    const logs = await dev.client.logs({ filter: { urlGroup: "filtered" } });
     assert.deepEqual(new Set(logs.logs.map((l) => l.messageId)),
       new Set(group.map((m) => m.messageId)));
     assert.ok(logs.logs.every((l) => l.topicName === "filtered" &&
       l.urlGroup === "filtered" && l.label === "f-group"));
-    const byLabel = await client.logs({ filter: { label: "f-plain" } });
+    const byLabel = await dev.client.logs({ filter: { label: "f-plain" } });
     assert.deepEqual(byLabel.logs.map((l) => l.messageId), [plain.messageId]);
-    const byKey = await client.logs({ filter: { flowControlKey: "f-key" } });
+    const byKey = await dev.client.logs({
+      filter: { flowControlKey: "f-key" },
+    });
     assert.deepEqual(byKey.logs.map((l) => l.messageId), [plain.messageId]);
 
-    const cancelled = await client.messages.cancel(
+    const cancelled = await dev.client.messages.cancel(
       { filter: { urlGroup: "filtered" } });
     assert.equal(cancelled.cancelled, 2);
-    assert.equal((await client.messages.get(plain.messageId)).label,
+    assert.equal((await dev.client.messages.get(plain.messageId)).label,
       "f-plain");
-    await client.messages.cancel({ filter: { label: "f-plain" } });
-    await assert.rejects(client.messages.get(plain.messageId),
+    await dev.client.messages.cancel({ filter: { label: "f-plain" } });
+    await assert.rejects(dev.client.messages.get(plain.messageId),
       (err) => err instanceof QstashError && err.status === 404);
   });
 
   test("publishing to an unknown group is a 404", async () => {
     await assert.rejects(
-      client.publishJSON({ urlGroup: "no-such-group", body: {} }),
+      dev.client.publishJSON({ urlGroup: "no-such-group", body: {} }),
       (err) => err instanceof QstashError && err.status === 404 &&
         /not found/.test(JSON.parse(err.message).error));
   });
 
   test("batchJSON with a group destination answers an array element",
     async () => {
-      await client.urlGroups.addEndpoints({
+      await dev.client.urlGroups.addEndpoints({
         name: "batchgroup",
         endpoints: [{ url: `${app.base}/bg/1` }, { url: `${app.base}/bg/2` }],
       });
-      const res = await client.batchJSON([
+      const res = await dev.client.batchJSON([
         { urlGroup: "batchgroup", body: { n: 1 } },
         { url: `${app.base}/bg/plain`, body: { n: 2 } },
       ]);
