@@ -14,7 +14,7 @@ import time
 import unittest
 
 import qraft_harness as qh
-from http_sink import HttpSink, Reply
+from http_sink import Reply, start_sink
 
 FAST_RETRY = "200"  # ms between attempts
 
@@ -25,9 +25,7 @@ def b64url_decode(part):
 
 class DeliveryTest(unittest.TestCase):
     def setUp(self):
-        self.sink = HttpSink()
-        self.sink.start()
-        self.addCleanup(self.sink.stop)
+        self.sink = start_sink(self)
         self.node = qh.start_dev_node(self)
 
     def publish(self, path, *args):

@@ -3,13 +3,12 @@ and moves with what the node does; the logs, DLQ and bulk-cancel filters
 answer 400 to bad values and never ignore a filter they cannot apply. The
 SDK's view of the same routes is in tests/sdk/observe.test.mjs."""
 
-import http.client
 import json
 import re
 import unittest
 
 import qraft_harness as qh
-from http_sink import HttpSink, Reply
+from http_sink import Reply, start_sink
 
 WAIT = 20
 
@@ -50,24 +49,17 @@ def parse_prometheus(text):
 
 class ObserveTest(unittest.TestCase):
     def setUp(self):
-        self.sink = HttpSink()
-        self.sink.start()
-        self.addCleanup(self.sink.stop)
+        self.sink = start_sink(self)
         self.node = qh.start_dev_node(self)
 
     def call(self, method, target, body=None, auth=True):
-        conn = http.client.HTTPConnection(self.node.http_addr, timeout=10)
-        self.addCleanup(conn.close)
-        headers = {}
-        if auth:
-            headers["Authorization"] = f"Bearer {self.node.token}"
-        conn.request(method, target, body=body, headers=headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        ctype = resp.headers.get("Content-Type", "")
+        status, hdrs, data = qh.http_call(
+            self.node.http_addr, method, target, body,
+            token=self.node.token if auth else None, parse=None)
+        ctype = hdrs.get("Content-Type", "")
         if ctype.startswith("application/json"):
-            return resp.status, ctype, json.loads(data)
-        return resp.status, ctype, data.decode()
+            return status, ctype, json.loads(data)
+        return status, ctype, data.decode()
 
     def metrics(self):
         status, ctype, text = self.call("GET", "/metrics", auth=False)
@@ -83,13 +75,10 @@ class ObserveTest(unittest.TestCase):
         return body["messageId"]
 
     def call_headers(self, method, target, headers):
-        conn = http.client.HTTPConnection(self.node.http_addr, timeout=10)
-        self.addCleanup(conn.close)
-        hdrs = {"Authorization": f"Bearer {self.node.token}"}
-        hdrs.update(headers)
-        conn.request(method, target, body=b"x", headers=hdrs)
-        resp = conn.getresponse()
-        return resp.status, None, json.loads(resp.read())
+        status, _, body = qh.http_call(self.node.http_addr, method, target,
+                                       b"x", headers, token=self.node.token,
+                                       parse="json")
+        return status, None, body
 
     def test_metrics_parse_and_move(self):
         before = self.metrics()
@@ -285,16 +274,12 @@ class ObserveClusterTest(unittest.TestCase):
         self.cluster = qh.start_cluster(self, n=3)
 
     def call(self, node, method, target, body=None):
-        conn = http.client.HTTPConnection(node.http_addr, timeout=10)
-        self.addCleanup(conn.close)
-        conn.request(method, target, body=body, headers={
-            "Authorization": f"Bearer {self.cluster.token}",
-            "Upstash-Delay": "1h"})
-        resp = conn.getresponse()
-        data = resp.read()
-        if resp.headers.get("Content-Type", "").startswith("application/json"):
-            return resp.status, json.loads(data)
-        return resp.status, data.decode()
+        status, hdrs, data = qh.http_call(
+            node.http_addr, method, target, body, {"Upstash-Delay": "1h"},
+            token=self.cluster.token, parse=None)
+        if hdrs.get("Content-Type", "").startswith("application/json"):
+            return status, json.loads(data)
+        return status, data.decode()
 
     def test_follower_forwards_bulk_cancel_and_reads_its_logs(self):
         leader = self.cluster.leader()

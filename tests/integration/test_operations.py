@@ -8,7 +8,7 @@ import json
 import unittest
 
 import qraft_harness as qh
-from http_sink import HttpSink, Reply
+from http_sink import HttpSink, Reply, start_sink
 
 
 def verifies(token, key):
@@ -21,9 +21,7 @@ def verifies(token, key):
 
 class OperationsTest(unittest.TestCase):
     def start(self, *extra_args):
-        self.sink = HttpSink()
-        self.sink.start()
-        self.addCleanup(self.sink.stop)
+        self.sink = start_sink(self)
         self.node = qh.start_dev_node(self, extra_args=extra_args)
 
     def publish(self, path, *args):

@@ -5,12 +5,11 @@ order across a kill -9 and restart of the node. On 3 nodes, through a
 follower: the order survives a kill -9 of the leader. The official SDK's
 view is in tests/sdk/queues.test.mjs."""
 
-import http.client
 import json
 import unittest
 
 import qraft_harness as qh
-from http_sink import HttpSink, Reply
+from http_sink import Reply, start_sink
 
 
 class QueuesBase(unittest.TestCase):
@@ -18,17 +17,13 @@ class QueuesBase(unittest.TestCase):
 
     def call(self, method, target, body=None, headers=None):
         """Returns (status, parsed JSON body)."""
-        conn = http.client.HTTPConnection(self.node.http_addr, timeout=10)
-        self.addCleanup(conn.close)
         hdrs = dict(headers or {})
-        hdrs["Authorization"] = f"Bearer {self.node.token}"
         if isinstance(body, (dict, list)):
-            body = json.dumps(body)
             hdrs["Content-Type"] = "application/json"
-        conn.request(method, target, body=body, headers=hdrs)
-        resp = conn.getresponse()
-        data = resp.read()
-        return resp.status, json.loads(data) if data else None
+        status, _, parsed = qh.http_call(self.node.http_addr, method, target,
+                                         body, hdrs, token=self.node.token,
+                                         parse="json")
+        return status, parsed
 
     def wait_queues_ready(self):
         """Queues work once the leader raised the cluster's feature level,
@@ -53,9 +48,7 @@ class QueuesBase(unittest.TestCase):
 
 class QueuesTest(QueuesBase):
     def setUp(self):
-        self.sink = HttpSink()
-        self.sink.start()
-        self.addCleanup(self.sink.stop)
+        self.sink = start_sink(self)
         self.node = qh.start_dev_node(self, extra_args=["--max-queues", "3"])
         self.wait_queues_ready()
 
@@ -190,9 +183,7 @@ class QueuesTest(QueuesBase):
 
 class ClusterQueuesTest(QueuesBase):
     def setUp(self):
-        self.sink = HttpSink()
-        self.sink.start()
-        self.addCleanup(self.sink.stop)
+        self.sink = start_sink(self)
         self.cluster = qh.start_cluster(self)
         self.cluster.wait_ready()
         self.node = self.cluster.followers()[0]

@@ -9,16 +9,14 @@ import urllib.error
 import urllib.request
 
 import qraft_harness as qh
-from http_sink import HttpSink
+from http_sink import start_sink
 
 MAX_BODY = 4096
 
 
 class RestTest(unittest.TestCase):
     def setUp(self):
-        self.sink = HttpSink()
-        self.sink.start()
-        self.addCleanup(self.sink.stop)
+        self.sink = start_sink(self)
         self.node = qh.start_dev_node(
             self, extra_args=["--max-body-bytes", str(MAX_BODY)]
         )
@@ -27,19 +25,8 @@ class RestTest(unittest.TestCase):
     def call(self, method, target, body=None, headers=None, auth=True):
         """Sends target (kept byte for byte) and returns (status, headers,
         parsed JSON body)."""
-        conn = http.client.HTTPConnection(self.node.http_addr, timeout=10)
-        self.addCleanup(conn.close)
-        hdrs = dict(headers or {})
-        if auth:
-            hdrs["Authorization"] = f"Bearer {self.node.token}"
-        conn.request(method, target, body=body, headers=hdrs)
-        resp = conn.getresponse()
-        data = resp.read()
-        try:
-            parsed = json.loads(data) if data else None
-        except ValueError:
-            parsed = data
-        return resp.status, resp.headers, parsed
+        return qh.http_call(self.node.http_addr, method, target, body, headers,
+                            token=self.node.token if auth else None)
 
     def test_dlq_filters_are_applied_or_refused(self):
         """A filter is applied, or refused with 400 when qraft does not know

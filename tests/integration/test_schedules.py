@@ -15,7 +15,7 @@ import time
 import unittest
 
 import qraft_harness as qh
-from http_sink import HttpSink
+from http_sink import HttpSink, start_sink
 from test_cluster import quiet_disconnects
 
 TICK_TIMEOUT = 75.0  # the next minute, plus delivery
@@ -24,15 +24,9 @@ MINUTE_MS = 60000
 
 def call(addr, token, method, target, body=None, headers=None):
     """(status, parsed JSON body) of one request, target kept as is."""
-    conn = http.client.HTTPConnection(addr, timeout=10)
-    try:
-        hdrs = {"Authorization": f"Bearer {token}", **(headers or {})}
-        conn.request(method, target, body=body, headers=hdrs)
-        resp = conn.getresponse()
-        data = resp.read()
-        return resp.status, json.loads(data) if data else None
-    finally:
-        conn.close()
+    status, _, parsed = qh.http_call(addr, method, target, body, headers,
+                                     token=token, parse="json")
+    return status, parsed
 
 
 def slot_of(message_id):
@@ -48,9 +42,7 @@ def next_seq_id(message_id):
 
 class ScheduleRestTest(unittest.TestCase):
     def setUp(self):
-        self.sink = HttpSink()
-        self.sink.start()
-        self.addCleanup(self.sink.stop)
+        self.sink = start_sink(self)
         self.node = qh.start_dev_node(self)
 
     def call(self, method, target, body=None, headers=None):

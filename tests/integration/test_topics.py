@@ -8,33 +8,18 @@ and group publishes sent to a follower are forwarded and replicated. The
 SDK's view is in tests/sdk/urlgroups.test.mjs."""
 
 import base64
-import http.client
 import json
 import unittest
 
 import qraft_harness as qh
-from http_sink import HttpSink, Reply
+from http_sink import Reply, start_sink
 
 
 def http_call(addr, token, method, target, body=None, headers=None):
-    """Sends target as is to addr; returns (status, headers, parsed JSON or
-    raw bytes)."""
-    conn = http.client.HTTPConnection(addr, timeout=30)
-    try:
-        hdrs = {"Authorization": f"Bearer {token}"}
-        hdrs.update(headers or {})
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body).encode()
-        conn.request(method, target, body=body, headers=hdrs)
-        resp = conn.getresponse()
-        data = resp.read()
-    finally:
-        conn.close()
-    try:
-        parsed = json.loads(data) if data else None
-    except ValueError:
-        parsed = data
-    return resp.status, resp.headers, parsed
+    """qh.http_call as token's caller (30 s timeout): (status, headers,
+    parsed JSON or raw bytes)."""
+    return qh.http_call(addr, method, target, body, headers, token=token,
+                        timeout=30)
 
 
 def wait_for_level_2(node):
@@ -48,9 +33,7 @@ def wait_for_level_2(node):
 
 class TopicsTest(unittest.TestCase):
     def setUp(self):
-        self.sink = HttpSink()
-        self.sink.start()
-        self.addCleanup(self.sink.stop)
+        self.sink = start_sink(self)
         self.node = qh.start_dev_node(self)
         wait_for_level_2(self.node)
 
@@ -337,9 +320,7 @@ class TopicsClusterTest(unittest.TestCase):
     """Group changes and group publishes through a follower's REST API."""
 
     def setUp(self):
-        self.sink = HttpSink()
-        self.sink.start()
-        self.addCleanup(self.sink.stop)
+        self.sink = start_sink(self)
         self.cluster = qh.start_cluster(self)
 
     def test_follower_forwards_group_writes(self):

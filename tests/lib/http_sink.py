@@ -170,6 +170,15 @@ class HttpSink:
         return reply
 
 
+def start_sink(testcase=None, **kwargs):
+    """Starts an HttpSink (kwargs as for HttpSink); with a unittest.TestCase,
+    registers its stop as a cleanup."""
+    sink = HttpSink(**kwargs).start()
+    if testcase is not None:
+        testcase.addCleanup(sink.stop)
+    return sink
+
+
 def _bare(path):
     return path.split("?", 1)[0]
 

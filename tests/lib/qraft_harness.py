@@ -14,6 +14,9 @@ sleeps and hopes.
     rc, out, err = node.cli("publish", "http://127.0.0.1:9/x", "--delay", "1h")
     node.kill9(); node.start()             # same data, same ports
 
+    status, _, body = http_call(node.http_addr, "GET", "/v2/queues",
+                                token=node.token)    # raw REST, JSON parsed
+
     cluster = start_cluster(self)          # 3 nodes; a leader elected
     leader = cluster.leader()              # the Node every live node names
     cluster.cli("publish", url)            # qraft with every endpoint
@@ -22,6 +25,7 @@ sleeps and hopes.
 
 import atexit
 import ctypes
+import http.client
 import json
 import os
 import shutil
@@ -129,6 +133,43 @@ def http_status(url, timeout=2.0):
         return exc.code
     except (urllib.error.URLError, OSError):
         return None
+
+
+def http_call(addr, method, target, body=None, headers=None, token=None,
+              timeout=10, parse="auto"):
+    """One raw HTTP/1.1 request, for tests of the REST API itself.
+
+    addr is "host:port"; target goes out byte for byte (no quoting), so a
+    test can send any path and query. token, unless None, is sent as
+    "Authorization: Bearer <token>"; headers (a dict) come after it and win.
+    body: bytes or str as is, a dict or list as JSON (no Content-Type is
+    added: pass one in headers). The connection is closed before returning.
+
+    Returns (status, headers, body). parse says what body is: "auto" the
+    response parsed as JSON, or its raw bytes when it is not JSON; "json"
+    parsed, and a body that is not JSON raises ValueError; None the raw
+    bytes. An empty body is None when parsed."""
+    hdrs = {} if token is None else {"Authorization": f"Bearer {token}"}
+    hdrs.update(headers or {})
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+    conn = http.client.HTTPConnection(addr, timeout=timeout)
+    try:
+        conn.request(method, target, body=body, headers=hdrs)
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
+    if parse is None:
+        return resp.status, resp.headers, data
+    if not data:
+        return resp.status, resp.headers, None
+    try:
+        return resp.status, resp.headers, json.loads(data)
+    except ValueError:
+        if parse == "json":
+            raise
+        return resp.status, resp.headers, data
 
 
 def message_ids(text):
