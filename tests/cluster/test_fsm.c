@@ -273,9 +273,7 @@ static struct qr_packed schedule_upsert_to(const char *id,
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_SCHEDULE_UPSERT;
     cmd.schedule_upsert = &u;
-    struct qr_packed packed;
-    assert_int_equal(qr_command_pack(&cmd, &packed), 0);
-    return packed;
+    return fixture_pack(&cmd);
 }
 
 static struct qr_packed schedule_upsert_cmd(const char *id, uint64_t next_ms)
@@ -294,9 +292,7 @@ static struct qr_packed schedule_fire_cmd(const char *id, uint64_t slot_ms)
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_SCHEDULE_FIRE;
     cmd.schedule_fire = &fire;
-    struct qr_packed packed;
-    assert_int_equal(qr_command_pack(&cmd, &packed), 0);
-    return packed;
+    return fixture_pack(&cmd);
 }
 
 static struct qr_packed schedule_pause_cmd(const char *id,
@@ -310,9 +306,7 @@ static struct qr_packed schedule_pause_cmd(const char *id,
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_SCHEDULE_PAUSE;
     cmd.schedule_pause = &p;
-    struct qr_packed packed;
-    assert_int_equal(qr_command_pack(&cmd, &packed), 0);
-    return packed;
+    return fixture_pack(&cmd);
 }
 
 struct ticks {
@@ -438,7 +432,7 @@ static void test_schedule_fires_once_per_slot(void **state)
     Qraft__Command del = QRAFT__COMMAND__INIT;
     del.body_case = QRAFT__COMMAND__BODY_SCHEDULE_DELETE;
     del.schedule_delete = &d;
-    assert_int_equal(qr_command_pack(&del, &cmds[0]), 0);
+    cmds[0] = fixture_pack(&del);
     cmds[1] = schedule_fire_cmd("nightly", SLOT(6));
     fixture_propose(f, leader, cmds, 2, SLOT(6) + 100, FIXTURE_N_SERVERS);
     expect_ticks(f, "nightly", 3);
@@ -474,9 +468,7 @@ static struct qr_packed group_cmd(int kind,
             cmd.group_delete = &del;
             break;
     }
-    struct qr_packed packed;
-    assert_int_equal(qr_command_pack(&cmd, &packed), 0);
-    return packed;
+    return fixture_pack(&cmd);
 }
 
 /* The endpoints of group on one replica as "name=url;..." ("-" when the
