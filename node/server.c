@@ -281,6 +281,18 @@ static bool http_ready(void *data, char *why, size_t why_len)
         snprintf(why, why_len, "raising the feature level");
         return false;
     }
+    /* A follower forwards writes to the leader's advertised RPC address;
+     * until it has applied that, a write sent here would answer 503. */
+    uint64_t leader_id = 0;
+    qr_cluster_leader(&s->cluster, &leader_id, NULL);
+    if (leader_id != s->config->id) {
+        char rpc[QR_ADDR_MAX];
+        qr_shards_node_addrs(&s->shards, leader_id, rpc, NULL);
+        if (rpc[0] == '\0') {
+            snprintf(why, why_len, "the leader's address is not known yet");
+            return false;
+        }
+    }
     return true;
 }
 
