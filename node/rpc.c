@@ -407,6 +407,128 @@ static void propose_command(struct qr_rpc_conn *conn,
     propose(conn, call, &packed, cb);
 }
 
+/* The error half of every "answer once applied" callback: when the proposal
+ * failed (status, see qr_cluster_propose_cb; res is NULL then) or apply
+ * refused the command (res->status), answers the call with apply's own
+ * message, else the status's text, and returns false. Returns true, having
+ * answered nothing, when the command applied cleanly: the caller answers
+ * success. Never frees the call. */
+static bool applied_ok(struct call *call,
+                       int status,
+                       const struct qr_apply_result *res)
+{
+    if (status == 0 && res->status == 0) {
+        return true;
+    }
+    if (status == 0) {
+        send_error(call->conn, call->id, status_of(res->status), "%s",
+                   res->error);
+    } else {
+        send_error(call->conn, call->id, status_of(status), "%s",
+                   qr_strerror(status));
+    }
+    return false;
+}
+
+/* Answers request id with OK and no body. */
+static void send_ok(struct qr_rpc_conn *conn, uint64_t id)
+{
+    Qraft__Response resp = QRAFT__RESPONSE__INIT;
+    resp.id = id;
+    send_response(conn, &resp, false);
+}
+
+static void on_applied_ok(void *data,
+                          int status,
+                          const struct qr_apply_result *res)
+{
+    struct call *call = data;
+    if (applied_ok(call, status, res)) {
+        send_ok(call->conn, call->id);
+    }
+    call_free(call);
+}
+
+/* The write path of commands whose answer has no body (queue, schedule and
+ * url group changes): proposes cmd (borrowed) for req and answers OK once
+ * it is applied, or the error (applied_ok). Answers req itself when the
+ * proposal cannot be made. */
+static void propose_answer_ok(struct qr_rpc_conn *conn,
+                              const Qraft__Request *req,
+                              const Qraft__Command *cmd)
+{
+    propose_command(conn, req, cmd, on_applied_ok);
+}
+
+/* Answers request id with a store read failure. */
+static void send_store_error(struct qr_rpc_conn *conn, uint64_t id, int rv)
+{
+    send_error(conn, id, QRAFT__STATUS__INTERNAL, "reading the store: %s",
+               qr_strerror(rv));
+}
+
+/* A deep copy of any protobuf message (pack, then unpack): returns new
+ * (free with protobuf_c_message_free_unpacked) or NULL. */
+static ProtobufCMessage *copy_pb(const ProtobufCMessage *m)
+{
+    size_t len = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    if (buf == NULL) {
+        return NULL;
+    }
+    protobuf_c_message_pack(m, buf);
+    ProtobufCMessage *copy =
+        protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
+    free(buf);
+    return copy;
+}
+
+/* Record reads (queues, schedules, url groups): deep copies taken in one
+ * read transaction, so the answer outlives it. items[i] is a record of the
+ * walked type (cast the array to it for the response). */
+struct pb_list {
+    ProtobufCMessage **items; /* owned, each owned */
+    size_t n, cap;
+    int rv; /* why the walk stopped early: -ENOMEM; 0 otherwise */
+};
+
+/* Appends a deep copy of m. Returns 0, or 1 (a store walk's "stop") with
+ * l->rv set: callers of the walk then answer l->rv. */
+static int pb_list_add(struct pb_list *l, const ProtobufCMessage *m)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        ProtobufCMessage **items = realloc(l->items, cap * sizeof *items);
+        if (items == NULL) {
+            l->rv = -ENOMEM;
+            return 1;
+        }
+        l->items = items;
+        l->cap = cap;
+    }
+    l->items[l->n] = copy_pb(m);
+    if (l->items[l->n] == NULL) {
+        l->rv = -ENOMEM;
+        return 1;
+    }
+    l->n++;
+    return 0;
+}
+
+/* The walk's outcome: rv from the store walk (1: a callback stopped it). */
+static int pb_list_status(const struct pb_list *l, int rv)
+{
+    return rv == 0 || rv == 1 ? l->rv : rv;
+}
+
+static void pb_list_free(struct pb_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        protobuf_c_message_free_unpacked(l->items[i], NULL);
+    }
+    free(l->items);
+}
+
 /* Whether publishing into `queue` may go ahead: it exists, or one more
  * queue stays within the limit. Apply creates a missing queue
  * unconditionally, so two publishes racing into two new queues at the
@@ -433,8 +555,7 @@ static bool queue_room(struct qr_rpc_conn *conn,
         return true;
     }
     if (rv != 0) {
-        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
-                   "reading the store: %s", qr_strerror(rv));
+        send_store_error(conn, req->id, rv);
         return false;
     }
     if (n >= max) {
@@ -723,25 +844,6 @@ static void handle_group_publish(struct qr_rpc_conn *conn,
     }
 }
 
-static void on_group_changed(void *data,
-                             int status,
-                             const struct qr_apply_result *res)
-{
-    struct call *call = data;
-    if (status == 0 && res->status != 0) {
-        send_error(call->conn, call->id, status_of(res->status), "%s",
-                   res->error);
-    } else if (status != 0) {
-        send_error(call->conn, call->id, status_of(status), "%s",
-                   qr_strerror(status));
-    } else {
-        Qraft__Response resp = QRAFT__RESPONSE__INIT;
-        resp.id = call->id;
-        send_response(call->conn, &resp, false);
-    }
-    call_free(call);
-}
-
 static void handle_group_change(struct qr_rpc_conn *conn,
                                 const Qraft__Request *req)
 {
@@ -779,7 +881,7 @@ static void handle_group_change(struct qr_rpc_conn *conn,
             cmd.group_delete = &del;
             break;
     }
-    propose_command(conn, req, &cmd, on_group_changed);
+    propose_answer_ok(conn, req, &cmd);
 }
 
 static void handle_group_get(struct qr_rpc_conn *conn,
@@ -793,8 +895,7 @@ static void handle_group_get(struct qr_rpc_conn *conn,
         return;
     }
     if (rv != 0) {
-        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
-                   "reading the store: %s", qr_strerror(rv));
+        send_store_error(conn, req->id, rv);
         return;
     }
     Qraft__Response resp = QRAFT__RESPONSE__INIT;
@@ -805,60 +906,35 @@ static void handle_group_get(struct qr_rpc_conn *conn,
     qraft__url_group__free_unpacked(g, NULL);
 }
 
-struct group_list {
-    Qraft__UrlGroup **items;
-    size_t n, cap;
-};
-
-static ProtobufCMessage *copy_pb(const ProtobufCMessage *m);
-
 static int collect_group(void *arg, const Qraft__UrlGroup *g)
 {
-    struct group_list *l = arg;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 16;
-        Qraft__UrlGroup **items = realloc(l->items, cap * sizeof *items);
-        if (items == NULL) {
-            return -ENOMEM;
-        }
-        l->items = items;
-        l->cap = cap;
-    }
-    l->items[l->n] = (Qraft__UrlGroup *)copy_pb(&g->base);
-    if (l->items[l->n] == NULL) {
-        return -ENOMEM;
-    }
-    l->n++;
-    return 0;
+    return pb_list_add(arg, &g->base);
 }
 
 static void handle_group_list(struct qr_rpc_conn *conn,
                               const Qraft__Request *req)
 {
-    struct group_list l = {NULL, 0, 0};
+    struct pb_list l = {0};
     struct qr_store_txn *txn = NULL;
     int rv = qr_store_txn_begin(conn->rpc->store, false, &txn);
     if (rv == 0) {
         rv = qr_store_group_list(txn, collect_group, &l);
         qr_store_txn_abort(txn);
     }
+    rv = pb_list_status(&l, rv);
     if (rv != 0) {
-        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
-                   "reading the store: %s", qr_strerror(rv));
+        send_store_error(conn, req->id, rv);
     } else {
         Qraft__GroupListResponse gl = QRAFT__GROUP_LIST_RESPONSE__INIT;
         gl.n_groups = l.n;
-        gl.groups = l.items;
+        gl.groups = (Qraft__UrlGroup **)l.items;
         Qraft__Response resp = QRAFT__RESPONSE__INIT;
         resp.id = req->id;
         resp.body_case = QRAFT__RESPONSE__BODY_GROUP_LIST;
         resp.group_list = &gl;
         send_response(conn, &resp, false);
     }
-    for (size_t i = 0; i < l.n; i++) {
-        qraft__url_group__free_unpacked(l.items[i], NULL);
-    }
-    free(l.items);
+    pb_list_free(&l);
 }
 
 static void on_single_done(void *data,
@@ -866,13 +942,7 @@ static void on_single_done(void *data,
                            const struct qr_apply_result *res)
 {
     struct call *call = data;
-    if (status == 0 && res->status != 0) {
-        send_error(call->conn, call->id, status_of(res->status), "%s",
-                   res->error);
-    } else if (status != 0) {
-        send_error(call->conn, call->id, status_of(status), "%s",
-                   qr_strerror(status));
-    } else {
+    if (applied_ok(call, status, res)) {
         Qraft__CancelResponse cr = QRAFT__CANCEL_RESPONSE__INIT;
         Qraft__Response resp = QRAFT__RESPONSE__INIT;
         resp.id = call->id;
@@ -1306,8 +1376,7 @@ static void handle_cancel_many(struct qr_rpc_conn *conn,
         rv = rv == 1 ? s.rv : rv;
     }
     if (rv != 0) {
-        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
-                   "reading the store: %s", qr_strerror(rv));
+        send_store_error(conn, req->id, rv);
     } else {
         page.cursor = ""; /* selected: none is an empty answer */
         handle_bulk(conn, req, s.n, s.ids, BULK_CANCEL, &page);
@@ -1346,14 +1415,7 @@ static void on_rotated(void *data,
                        const struct qr_apply_result *res)
 {
     struct call *call = data;
-    if (status == 0 && res->status != 0) {
-        status = res->status;
-    }
-    if (status != 0) {
-        send_error(
-            call->conn, call->id, status_of(status), "%s",
-            res != NULL && res->status != 0 ? res->error : qr_strerror(status));
-    } else {
+    if (applied_ok(call, status, res)) {
         send_keys(call->conn, call->id);
     }
     call_free(call);
@@ -1428,22 +1490,6 @@ static Qraft__MessageState reported_state(const Qraft__Message *m,
                : m->state;
 }
 
-/* A deep copy of any protobuf message (pack, then unpack): returns new
- * (free with protobuf_c_message_free_unpacked) or NULL. */
-static ProtobufCMessage *copy_pb(const ProtobufCMessage *m)
-{
-    size_t len = protobuf_c_message_get_packed_size(m);
-    uint8_t *buf = malloc(len > 0 ? len : 1);
-    if (buf == NULL) {
-        return NULL;
-    }
-    protobuf_c_message_pack(m, buf);
-    ProtobufCMessage *copy =
-        protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
-    free(buf);
-    return copy;
-}
-
 static Qraft__Message *copy_message(const Qraft__Message *m)
 {
     return (Qraft__Message *)copy_pb(&m->base);
@@ -1451,26 +1497,6 @@ static Qraft__Message *copy_message(const Qraft__Message *m)
 
 /* ------------------------------------------------------------------------ */
 /* Queues. */
-
-/* Answers a queue write once applied: OK with no body, or the error. */
-static void on_queue_done(void *data,
-                          int status,
-                          const struct qr_apply_result *res)
-{
-    struct call *call = data;
-    if (status == 0 && res->status != 0) {
-        send_error(call->conn, call->id, status_of(res->status), "%s",
-                   res->error);
-    } else if (status != 0) {
-        send_error(call->conn, call->id, status_of(status), "%s",
-                   qr_strerror(status));
-    } else {
-        Qraft__Response resp = QRAFT__RESPONSE__INIT;
-        resp.id = call->id;
-        send_response(call->conn, &resp, false);
-    }
-    call_free(call);
-}
 
 /* Checks a queue name (and parallelism); answers req when it is bad. */
 static bool queue_args_ok(struct qr_rpc_conn *conn,
@@ -1505,7 +1531,7 @@ static void handle_queue_upsert(struct qr_rpc_conn *conn,
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_QUEUE_UPSERT;
     cmd.queue_upsert = &u;
-    propose_command(conn, req, &cmd, on_queue_done);
+    propose_answer_ok(conn, req, &cmd);
 }
 
 static void handle_queue_pause(struct qr_rpc_conn *conn,
@@ -1521,7 +1547,7 @@ static void handle_queue_pause(struct qr_rpc_conn *conn,
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_QUEUE_PAUSE;
     cmd.queue_pause = &p;
-    propose_command(conn, req, &cmd, on_queue_done);
+    propose_answer_ok(conn, req, &cmd);
 }
 
 static void handle_queue_delete(struct qr_rpc_conn *conn,
@@ -1536,32 +1562,12 @@ static void handle_queue_delete(struct qr_rpc_conn *conn,
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_QUEUE_DELETE;
     cmd.queue_delete = &d;
-    propose_command(conn, req, &cmd, on_queue_done);
+    propose_answer_ok(conn, req, &cmd);
 }
-
-/* Queue reads: deep copies from one read transaction. */
-struct queue_list {
-    Qraft__Queue **items;
-    size_t n;
-    int rv;
-};
 
 static int collect_queue(void *arg, const Qraft__Queue *q)
 {
-    struct queue_list *l = arg;
-    Qraft__Queue **items = realloc(l->items, (l->n + 1) * sizeof *items);
-    if (items == NULL) {
-        l->rv = -ENOMEM;
-        return 1;
-    }
-    l->items = items;
-    l->items[l->n] = (Qraft__Queue *)copy_pb(&q->base);
-    if (l->items[l->n] == NULL) {
-        l->rv = -ENOMEM;
-        return 1;
-    }
-    l->n++;
-    return 0;
+    return pb_list_add(arg, &q->base);
 }
 
 static void handle_queue_read(struct qr_rpc_conn *conn,
@@ -1570,7 +1576,7 @@ static void handle_queue_read(struct qr_rpc_conn *conn,
     struct qr_rpc *rpc = conn->rpc;
     bool one = req->body_case == QRAFT__REQUEST__BODY_QUEUE_GET;
     const char *name = one ? req->queue_get->name : NULL;
-    struct queue_list l = {0};
+    struct pb_list l = {0};
     struct qr_store_txn *txn = NULL;
     Qraft__Queue *q = NULL;
     if (one && !queue_args_ok(conn, req, name, 0)) {
@@ -1582,9 +1588,7 @@ static void handle_queue_read(struct qr_rpc_conn *conn,
                  : qr_store_queue_list(txn, NULL, SIZE_MAX, collect_queue, &l);
         qr_store_txn_abort(txn);
     }
-    if (rv == 1 || (rv == 0 && l.rv != 0)) {
-        rv = l.rv;
-    }
+    rv = pb_list_status(&l, rv);
     Qraft__Response resp = QRAFT__RESPONSE__INIT;
     Qraft__QueueListResponse list = QRAFT__QUEUE_LIST_RESPONSE__INIT;
     resp.id = req->id;
@@ -1592,15 +1596,14 @@ static void handle_queue_read(struct qr_rpc_conn *conn,
         send_error(conn, req->id, QRAFT__STATUS__NOT_FOUND,
                    "queue %.64s not found", name);
     } else if (rv != 0) {
-        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
-                   "reading the store: %s", qr_strerror(rv));
+        send_store_error(conn, req->id, rv);
     } else if (one) {
         resp.body_case = QRAFT__RESPONSE__BODY_QUEUE;
         resp.queue = q;
         send_response(conn, &resp, false);
     } else {
         list.n_queues = l.n;
-        list.queues = l.items;
+        list.queues = (Qraft__Queue **)l.items;
         resp.body_case = QRAFT__RESPONSE__BODY_QUEUES;
         resp.queues = &list;
         send_response(conn, &resp, false);
@@ -1608,10 +1611,7 @@ static void handle_queue_read(struct qr_rpc_conn *conn,
     if (q != NULL) {
         qraft__queue__free_unpacked(q, NULL);
     }
-    for (size_t i = 0; i < l.n; i++) {
-        qraft__queue__free_unpacked(l.items[i], NULL);
-    }
-    free(l.items);
+    pb_list_free(&l);
 }
 
 static int collect_message(void *arg, const Qraft__Message *m)
@@ -1719,8 +1719,7 @@ static void handle_list(struct qr_rpc_conn *conn, const Qraft__Request *req)
         rv = l.rv;
     }
     if (rv != 0) {
-        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
-                   "reading the store: %s", qr_strerror(rv));
+        send_store_error(conn, req->id, rv);
         msg_list_free(&l);
         return;
     }
@@ -1807,8 +1806,7 @@ static void handle_get(struct qr_rpc_conn *conn, const Qraft__Request *req)
         send_error(conn, req->id, QRAFT__STATUS__NOT_FOUND,
                    "message %.64s not found", id);
     } else if (rv != 0) {
-        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
-                   "reading the store: %s", qr_strerror(rv));
+        send_store_error(conn, req->id, rv);
     } else {
         Qraft__GetResponse gr = QRAFT__GET_RESPONSE__INIT;
         m->state = reported_state(m, qr_cluster_now_ms(rpc->cluster));
@@ -2127,8 +2125,7 @@ static void handle_status(struct qr_rpc_conn *conn, const Qraft__Request *req)
         qr_store_txn_abort(txn);
     }
     if (rv != 0) {
-        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
-                   "reading the store: %s", qr_strerror(rv));
+        send_store_error(conn, req->id, rv);
         return;
     }
 
@@ -2257,9 +2254,7 @@ static void on_membership_done(void *data, int status, const char *why)
     if (status != 0) {
         send_error(call->conn, call->id, status_of(status), "%s", why);
     } else {
-        Qraft__Response resp = QRAFT__RESPONSE__INIT;
-        resp.id = call->id;
-        send_response(call->conn, &resp, false);
+        send_ok(call->conn, call->id);
     }
     call_free(call);
 }
@@ -2325,39 +2320,12 @@ static void handle_membership(struct qr_rpc_conn *conn,
  * schedule names two different things). */
 #define SCHEDULE_DEDUP_PREFIX "schedule:"
 
-/* Answers a schedule write that carries no body (delete, pause, resume). */
-static void on_schedule_done(void *data,
-                             int status,
-                             const struct qr_apply_result *res)
-{
-    struct call *call = data;
-    if (status == 0 && res->status != 0) {
-        send_error(call->conn, call->id, status_of(res->status), "%s",
-                   res->error);
-    } else if (status != 0) {
-        send_error(call->conn, call->id, status_of(status), "%s",
-                   qr_strerror(status));
-    } else {
-        Qraft__Response resp = QRAFT__RESPONSE__INIT;
-        resp.id = call->id;
-        send_response(call->conn, &resp, false);
-    }
-    call_free(call);
-}
-
 static void on_schedule_upserted(void *data,
                                  int status,
                                  const struct qr_apply_result *res)
 {
     struct call *call = data;
-    if (status == 0 && res->status != 0) {
-        status = res->status;
-    }
-    if (status != 0) {
-        send_error(
-            call->conn, call->id, status_of(status), "%s",
-            res != NULL && res->status != 0 ? res->error : qr_strerror(status));
-    } else {
+    if (applied_ok(call, status, res)) {
         Qraft__ScheduleUpsertResponse ur =
             QRAFT__SCHEDULE_UPSERT_RESPONSE__INIT;
         ur.schedule_id = (char *)res->message_id;
@@ -2471,7 +2439,7 @@ static void handle_schedule_delete(struct qr_rpc_conn *conn,
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_SCHEDULE_DELETE;
     cmd.schedule_delete = &d;
-    propose_command(conn, req, &cmd, on_schedule_done);
+    propose_answer_ok(conn, req, &cmd);
 }
 
 /* Pause, or resume from the first slot after the leader's time (computed
@@ -2521,37 +2489,24 @@ static void handle_schedule_pause(struct qr_rpc_conn *conn,
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_SCHEDULE_PAUSE;
     cmd.schedule_pause = &p;
-    propose_command(conn, req, &cmd, on_schedule_done);
+    propose_answer_ok(conn, req, &cmd);
 }
 
 /* Reads: deep copies, with the state of each last fired message filled in
  * from this node's store. */
 struct schedule_list {
-    Qraft__Schedule **items;
-    size_t n, cap;
+    struct pb_list list; /* of Qraft__Schedule */
     struct qr_store_txn *txn;
     uint64_t now_ms;
-    int rv;
 };
 
 static int collect_schedule(void *arg, const Qraft__Schedule *sc)
 {
     struct schedule_list *l = arg;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 16;
-        Qraft__Schedule **items = realloc(l->items, cap * sizeof *items);
-        if (items == NULL) {
-            l->rv = -ENOMEM;
-            return 1;
-        }
-        l->items = items;
-        l->cap = cap;
-    }
-    Qraft__Schedule *copy = (Qraft__Schedule *)copy_pb(&sc->base);
-    if (copy == NULL) {
-        l->rv = -ENOMEM;
+    if (pb_list_add(&l->list, &sc->base) != 0) {
         return 1;
     }
+    Qraft__Schedule *copy = (Qraft__Schedule *)l->list.items[l->list.n - 1];
     for (size_t i = 0; i < copy->n_last_fired; i++) {
         Qraft__Message *m = NULL;
         int rv = qr_store_msg_get(l->txn, copy->last_fired[i]->message_id, &m);
@@ -2559,12 +2514,10 @@ static int collect_schedule(void *arg, const Qraft__Schedule *sc)
             copy->last_fired[i]->state = reported_state(m, l->now_ms);
             qraft__message__free_unpacked(m, NULL);
         } else if (rv != QR_ENOTFOUND) {
-            l->rv = rv;
-            qraft__schedule__free_unpacked(copy, NULL);
+            l->list.rv = rv;
             return 1;
         }
     }
-    l->items[l->n++] = copy;
     return 0;
 }
 
@@ -2592,29 +2545,23 @@ static void handle_schedule_read(struct qr_rpc_conn *conn,
         }
         qr_store_txn_abort(l.txn);
     }
-    if (rv == 0 || rv == 1) {
-        rv = l.rv;
-    }
+    rv = pb_list_status(&l.list, rv);
     if (rv == QR_ENOTFOUND) {
         send_error(conn, req->id, QRAFT__STATUS__NOT_FOUND,
                    "schedule %.64s not found", id);
     } else if (rv != 0) {
-        send_error(conn, req->id, QRAFT__STATUS__INTERNAL,
-                   "reading the store: %s", qr_strerror(rv));
+        send_store_error(conn, req->id, rv);
     } else {
         Qraft__ScheduleListResponse sl = QRAFT__SCHEDULE_LIST_RESPONSE__INIT;
-        sl.n_schedules = l.n;
-        sl.schedules = l.items;
+        sl.n_schedules = l.list.n;
+        sl.schedules = (Qraft__Schedule **)l.list.items;
         Qraft__Response resp = QRAFT__RESPONSE__INIT;
         resp.id = req->id;
         resp.body_case = QRAFT__RESPONSE__BODY_SCHEDULES;
         resp.schedules = &sl;
         send_response(conn, &resp, false);
     }
-    for (size_t i = 0; i < l.n; i++) {
-        qraft__schedule__free_unpacked(l.items[i], NULL);
-    }
-    free(l.items);
+    pb_list_free(&l.list);
 }
 
 static const struct route routes[] = {
