@@ -119,6 +119,21 @@ static int queue_load(struct apply_ctx *ctx,
     return rv == 0 ? 1 : rv;
 }
 
+/* Loads the queue a command names; a missing one is the command's result
+ * (not found), not an apply failure. Returns 1 when *out was loaded, 0 when
+ * res was set, or a store error (like load_target for messages). */
+static int queue_load_target(struct apply_ctx *ctx,
+                             const char *name,
+                             Qraft__Queue **out,
+                             struct qr_apply_result *res)
+{
+    int rv = queue_load(ctx, name, out);
+    if (rv == 0) {
+        set_result(res, QR_ENOTFOUND, "queue %.64s not found", name);
+    }
+    return rv;
+}
+
 /* Activates q's oldest waiting messages while a slot is free and q is not
  * paused: each becomes PENDING, due at max(not_before, now), holding a slot
  * of q. Changes q's counters; the caller stores q. */
@@ -302,6 +317,31 @@ static int queue_unlink(struct apply_ctx *ctx, const Qraft__Message *m)
     return rv;
 }
 
+/* Looks the dedup keys of a creating command (publish, schedule upsert) up
+ * at the command's time. Returns 1 when one is live: res then answers the
+ * id it created (res->message_id) as deduplicated, and the command must
+ * change nothing. 0 when none is; a store error otherwise. */
+static int dedup_seen(struct apply_ctx *ctx,
+                      char **keys,
+                      size_t n_keys,
+                      struct qr_apply_result *res)
+{
+    for (size_t i = 0; i < n_keys; i++) {
+        char *existing = NULL;
+        int rv = qr_store_dedup_get(ctx->txn, keys[i], ctx->now_ms, &existing);
+        if (rv == 0) {
+            snprintf(res->message_id, sizeof res->message_id, "%s", existing);
+            res->deduplicated = true;
+            free(existing);
+            return 1;
+        }
+        if (rv != QR_ENOTFOUND) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
 static int apply_publish(struct apply_ctx *ctx,
                          const Qraft__Publish *p,
                          struct qr_apply_result *res)
@@ -319,19 +359,9 @@ static int apply_publish(struct apply_ctx *ctx,
     }
     /* A dedup key seen within its window answers with the message it
      * created and stores nothing. */
-    for (size_t i = 0; i < p->n_dedup_keys; i++) {
-        char *existing = NULL;
-        rv = qr_store_dedup_get(ctx->txn, p->dedup_keys[i], ctx->now_ms,
-                                &existing);
-        if (rv == 0) {
-            snprintf(res->message_id, sizeof res->message_id, "%s", existing);
-            res->deduplicated = true;
-            free(existing);
-            return 0;
-        }
-        if (rv != QR_ENOTFOUND) {
-            return rv;
-        }
+    rv = dedup_seen(ctx, p->dedup_keys, p->n_dedup_keys, res);
+    if (rv != 0) {
+        return rv < 0 ? rv : 0;
     }
 
     Qraft__Message *old = NULL;
@@ -1032,11 +1062,8 @@ static int apply_queue_pause(struct apply_ctx *ctx,
                              struct qr_apply_result *res)
 {
     Qraft__Queue *q = NULL;
-    int rv = queue_load(ctx, p->name, &q);
+    int rv = queue_load_target(ctx, p->name, &q, res);
     if (rv <= 0) {
-        if (rv == 0) {
-            set_result(res, QR_ENOTFOUND, "queue %.64s not found", p->name);
-        }
         return rv;
     }
     if (q->paused != p->paused) {
@@ -1059,11 +1086,8 @@ static int apply_queue_delete(struct apply_ctx *ctx,
                               struct qr_apply_result *res)
 {
     Qraft__Queue *q = NULL;
-    int rv = queue_load(ctx, d->name, &q);
+    int rv = queue_load_target(ctx, d->name, &q, res);
     if (rv <= 0) {
-        if (rv == 0) {
-            set_result(res, QR_ENOTFOUND, "queue %.64s not found", d->name);
-        }
         return rv;
     }
     for (;;) {
@@ -1113,19 +1137,9 @@ static int apply_schedule_upsert(struct apply_ctx *ctx,
     }
     /* A create seen within its dedup window answers the schedule it made
      * and changes nothing. */
-    for (size_t i = 0; i < u->n_dedup_keys; i++) {
-        char *existing = NULL;
-        rv = qr_store_dedup_get(ctx->txn, u->dedup_keys[i], ctx->now_ms,
-                                &existing);
-        if (rv == 0) {
-            snprintf(res->message_id, sizeof res->message_id, "%s", existing);
-            res->deduplicated = true;
-            free(existing);
-            return 0;
-        }
-        if (rv != QR_ENOTFOUND) {
-            return rv;
-        }
+    rv = dedup_seen(ctx, u->dedup_keys, u->n_dedup_keys, res);
+    if (rv != 0) {
+        return rv < 0 ? rv : 0;
     }
     Qraft__Schedule *old = NULL;
     rv = qr_store_schedule_get(ctx->txn, sc->id, &old);
@@ -1152,17 +1166,26 @@ static int apply_schedule_upsert(struct apply_ctx *ctx,
     return rv;
 }
 
+/* Whether rv, from a store call on schedule `id`, says there is no such
+ * schedule (QR_ENOTFOUND, or QR_EBADREQ: an id no schedule can have); sets
+ * that as the command's result then (not an apply failure). */
+static bool schedule_missing(int rv,
+                             const char *id,
+                             struct qr_apply_result *res)
+{
+    if (rv != QR_ENOTFOUND && rv != QR_EBADREQ) {
+        return false;
+    }
+    set_result(res, QR_ENOTFOUND, "schedule %.64s not found", id);
+    return true;
+}
+
 static int apply_schedule_delete(struct apply_ctx *ctx,
                                  const Qraft__ScheduleDelete *d,
                                  struct qr_apply_result *res)
 {
     int rv = qr_store_schedule_delete(ctx->txn, d->schedule_id);
-    if (rv == QR_ENOTFOUND || rv == QR_EBADREQ) {
-        set_result(res, QR_ENOTFOUND, "schedule %.64s not found",
-                   d->schedule_id);
-        return 0;
-    }
-    return rv;
+    return schedule_missing(rv, d->schedule_id, res) ? 0 : rv;
 }
 
 static int apply_schedule_pause(struct apply_ctx *ctx,
@@ -1171,9 +1194,7 @@ static int apply_schedule_pause(struct apply_ctx *ctx,
 {
     Qraft__Schedule *sc = NULL;
     int rv = qr_store_schedule_get(ctx->txn, p->schedule_id, &sc);
-    if (rv == QR_ENOTFOUND || rv == QR_EBADREQ) {
-        set_result(res, QR_ENOTFOUND, "schedule %.64s not found",
-                   p->schedule_id);
+    if (schedule_missing(rv, p->schedule_id, res)) {
         return 0;
     }
     if (rv != 0) {
@@ -1312,6 +1333,17 @@ static bool group_name_ok(const char *name)
            qr_command_is_name(name);
 }
 
+/* Whether rv, from a store call on url group `name`, says there is no such
+ * group; sets that as the command's result then (not an apply failure). */
+static bool group_missing(int rv, const char *name, struct qr_apply_result *res)
+{
+    if (rv != QR_ENOTFOUND) {
+        return false;
+    }
+    set_result(res, QR_ENOTFOUND, "url group '%.64s' not found", name);
+    return true;
+}
+
 static Qraft__UrlGroupEndpoint *find_endpoint(Qraft__UrlGroupEndpoint **eps,
                                               size_t n,
                                               const char *name,
@@ -1414,8 +1446,7 @@ static int apply_group_remove(struct apply_ctx *ctx,
         return 0;
     }
     int rv = qr_store_group_get(ctx->txn, r->group, &stored);
-    if (rv == QR_ENOTFOUND) {
-        set_result(res, QR_ENOTFOUND, "url group '%.64s' not found", r->group);
+    if (group_missing(rv, r->group, res)) {
         return 0;
     }
     if (rv != 0) {
@@ -1471,11 +1502,7 @@ static int apply_group_delete(struct apply_ctx *ctx,
         return 0;
     }
     int rv = qr_store_group_delete(ctx->txn, d->group);
-    if (rv == QR_ENOTFOUND) {
-        set_result(res, QR_ENOTFOUND, "url group '%.64s' not found", d->group);
-        return 0;
-    }
-    return rv;
+    return group_missing(rv, d->group, res) ? 0 : rv;
 }
 
 static int apply_command(struct apply_ctx *ctx,
