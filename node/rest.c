@@ -39,6 +39,9 @@ struct rest_call;
 typedef void (*reply_fn)(struct rest_call *c,
                          size_t index,
                          const Qraft__Response *resp);
+/* Builds the JSON a 200 answers from an OK response (see run_json): a new
+ * reference, or NULL (out of memory: answered 500). */
+typedef json_t *(*json_fn)(struct rest_call *c, const Qraft__Response *resp);
 
 /* One RPC submission of a call (a batch has many). */
 struct call_item {
@@ -63,6 +66,9 @@ struct rest_call {
     char **urls;      /* batch: each element's destination */
     struct call_item *items;
     size_t n_items;
+    /* run_json: the body an OK answer must hold, and its JSON. */
+    Qraft__Response__BodyCase want;
+    json_fn build;
 };
 
 /* The pool's share of a call: its dispose callback drops the reference. */
@@ -234,13 +240,44 @@ static int submit(struct rest_call *c,
     return rv;
 }
 
-/* Runs one request for a fresh call on req; answers 503 if it cannot. */
-static void run_single(struct qr_rest *r,
-                       h2o_req_t *req,
-                       Qraft__Request *rpc_req,
-                       reply_fn on_reply,
-                       const char *url,
-                       bool single)
+/* The head of every one-RPC reply: marks c answered and, unless resp is OK
+ * and holds the body `want` (QRAFT__RESPONSE__BODY__NOT_SET: any or none),
+ * answers the node's error (send_status_error). Returns true when resp is
+ * OK and the caller answers it. body is a oneof (a union): its case is
+ * checked, never its pointer. */
+static bool reply_ok(struct rest_call *c,
+                     const Qraft__Response *resp,
+                     Qraft__Response__BodyCase want)
+{
+    c->answered = true;
+    if (resp->status != QRAFT__STATUS__OK ||
+        (want != QRAFT__RESPONSE__BODY__NOT_SET && resp->body_case != want)) {
+        send_status_error(c->req, resp);
+        return false;
+    }
+    return true;
+}
+
+static void on_json_reply(struct rest_call *c,
+                          size_t index,
+                          const Qraft__Response *resp)
+{
+    (void)index;
+    if (reply_ok(c, resp, c->want)) {
+        send_json(c->req, 200, c->build(c, resp));
+    }
+}
+
+/* Runs one request for a fresh call on req; answers 503 if it cannot.
+ * want and build are kept for on_json_reply (run_json). */
+static void start_single(struct qr_rest *r,
+                         h2o_req_t *req,
+                         Qraft__Request *rpc_req,
+                         reply_fn on_reply,
+                         Qraft__Response__BodyCase want,
+                         json_fn build,
+                         const char *url,
+                         bool single)
 {
     struct rest_call *c = call_new(r, req, on_reply);
 
@@ -257,6 +294,8 @@ static void run_single(struct qr_rest *r,
     c->items[0].call = c;
     c->n_items = 1;
     c->single = single;
+    c->want = want;
+    c->build = build;
     c->refs++; /* ours, across the submission */
     if (submit(c, &c->items[0], rpc_req) != 0 && c->req != NULL &&
         !c->answered) {
@@ -264,6 +303,33 @@ static void run_single(struct qr_rest *r,
         send_error(req, 503, "the node is shutting down");
     }
     call_unref(c);
+}
+
+/* Runs one request whose reply on_reply answers itself (reply_ok first). */
+static void run_single(struct qr_rest *r,
+                       h2o_req_t *req,
+                       Qraft__Request *rpc_req,
+                       reply_fn on_reply,
+                       const char *url,
+                       bool single)
+{
+    start_single(r, req, rpc_req, on_reply, QRAFT__RESPONSE__BODY__NOT_SET,
+                 NULL, url, single);
+}
+
+/* The path of a route that is one RPC answered with JSON: submits rpc_req
+ * (borrowed) for req; a reply that is not OK or lacks the body `want`
+ * (QRAFT__RESPONSE__BODY__NOT_SET: any) answers {"error"} with the node's
+ * status, an OK one 200 with what build makes of it. single is c->single
+ * for build. 503 when it cannot submit. */
+static void run_json(struct qr_rest *r,
+                     h2o_req_t *req,
+                     Qraft__Request *rpc_req,
+                     Qraft__Response__BodyCase want,
+                     json_fn build,
+                     bool single)
+{
+    start_single(r, req, rpc_req, on_json_reply, want, build, NULL, single);
 }
 
 /* ---------------------------------------------------------------------------
@@ -733,14 +799,13 @@ static void on_publish_reply(struct rest_call *c,
                              const Qraft__Response *resp)
 {
     (void)index;
-    c->answered = true;
     if (resp->status == QRAFT__STATUS__CONFLICT &&
         strncmp(resp->error, "too many queues", 15) == 0) {
+        c->answered = true;
         send_error(c->req, 412, resp->error); /* QStash: quota exceeded */
         return;
     }
-    if (resp->status != QRAFT__STATUS__OK) {
-        send_status_error(c->req, resp);
+    if (!reply_ok(c, resp, QRAFT__RESPONSE__BODY__NOT_SET)) {
         return;
     }
     send_json(c->req, publish_deduplicated(resp) ? 202 : 200,
@@ -1199,9 +1264,7 @@ static void on_get_reply(struct rest_call *c,
     const Qraft__Message *m;
 
     (void)index;
-    c->answered = true;
-    if (resp->status != QRAFT__STATUS__OK) {
-        send_status_error(c->req, resp);
+    if (!reply_ok(c, resp, QRAFT__RESPONSE__BODY__NOT_SET)) {
         return;
     }
     m = resp->get != NULL ? resp->get->message : NULL;
@@ -1229,15 +1292,14 @@ static void on_cancel_reply(struct rest_call *c,
                             const Qraft__Response *resp)
 {
     (void)index;
-    c->answered = true;
     if (resp->status == QRAFT__STATUS__CONFLICT) {
+        c->answered = true;
         send_error(c->req, 404,
                    "message not found (already delivered or "
                    "dead-lettered)");
         return;
     }
-    if (resp->status != QRAFT__STATUS__OK) {
-        send_status_error(c->req, resp);
+    if (!reply_ok(c, resp, QRAFT__RESPONSE__BODY__NOT_SET)) {
         return;
     }
     send_json(c->req, 200, json_pack("{s:i}", "cancelled", 1));
@@ -1463,9 +1525,7 @@ static void on_dlq_list_reply(struct rest_call *c,
     json_t *msgs;
 
     (void)index;
-    c->answered = true;
-    if (resp->status != QRAFT__STATUS__OK || resp->dlq_list == NULL) {
-        send_status_error(c->req, resp);
+    if (!reply_ok(c, resp, QRAFT__RESPONSE__BODY_DLQ_LIST)) {
         return;
     }
     out = json_object();
@@ -1661,10 +1721,7 @@ static void on_cancel_many_reply(struct rest_call *c,
     size_t n_ok = 0;
 
     (void)index;
-    c->answered = true;
-    if (resp->status != QRAFT__STATUS__OK ||
-        resp->body_case != QRAFT__RESPONSE__BODY_BULK) {
-        send_status_error(c->req, resp);
+    if (!reply_ok(c, resp, QRAFT__RESPONSE__BODY_BULK)) {
         return;
     }
     for (size_t i = 0; i < resp->bulk->n_results; i++) {
@@ -1854,10 +1911,7 @@ static void on_events_reply(struct rest_call *c,
     json_t *list;
 
     (void)index;
-    c->answered = true;
-    if (resp->status != QRAFT__STATUS__OK ||
-        resp->body_case != QRAFT__RESPONSE__BODY_EVENTS) {
-        send_status_error(c->req, resp);
+    if (!reply_ok(c, resp, QRAFT__RESPONSE__BODY_EVENTS)) {
         return;
     }
     out = json_object();
@@ -2016,19 +2070,11 @@ static json_t *schedule_json(const Qraft__Schedule *sc,
     return o;
 }
 
-static void on_schedule_created(struct rest_call *c,
-                                size_t index,
-                                const Qraft__Response *resp)
+static json_t *schedule_created_json(struct rest_call *c,
+                                     const Qraft__Response *resp)
 {
-    (void)index;
-    c->answered = true;
-    if (resp->status != QRAFT__STATUS__OK || resp->schedule_upsert == NULL) {
-        send_status_error(c->req, resp);
-        return;
-    }
-    send_json(
-        c->req, 200,
-        json_pack("{s:s}", "scheduleId", resp->schedule_upsert->schedule_id));
+    (void)c;
+    return json_pack("{s:s}", "scheduleId", resp->schedule_upsert->schedule_id);
 }
 
 static void on_schedules_reply(struct rest_call *c,
@@ -2038,9 +2084,7 @@ static void on_schedules_reply(struct rest_call *c,
     uint32_t retries = c->rest->rpc->config->limits.default_retries;
 
     (void)index;
-    c->answered = true;
-    if (resp->status != QRAFT__STATUS__OK || resp->schedules == NULL) {
-        send_status_error(c->req, resp);
+    if (!reply_ok(c, resp, QRAFT__RESPONSE__BODY_SCHEDULES)) {
         return;
     }
     if (c->single) { /* GET /v2/schedules/{id} */
@@ -2061,18 +2105,13 @@ static void on_schedules_reply(struct rest_call *c,
     send_json(c->req, 200, out);
 }
 
-/* Delete, pause, resume: 200 with an empty object (the SDK reads no body). */
-static void on_schedule_changed(struct rest_call *c,
-                                size_t index,
-                                const Qraft__Response *resp)
+/* Schedule delete, pause, resume and queue writes: 200 with an empty
+ * object (the SDK reads no body). */
+static json_t *empty_json(struct rest_call *c, const Qraft__Response *resp)
 {
-    (void)index;
-    c->answered = true;
-    if (resp->status != QRAFT__STATUS__OK) {
-        send_status_error(c->req, resp);
-        return;
-    }
-    send_json(c->req, 200, json_object());
+    (void)c;
+    (void)resp;
+    return json_object();
 }
 
 /* POST /v2/schedules/{destination}: Upstash-Cron (required),
@@ -2147,7 +2186,8 @@ static void handle_schedule_create(struct qr_rest *r,
     up.caller_ip = caller_ip(req);
     rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_UPSERT;
     rpc_req.schedule_upsert = &up;
-    run_single(r, req, &rpc_req, on_schedule_created, NULL, false);
+    run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY_SCHEDULE_UPSERT,
+             schedule_created_json, false);
 }
 
 static void handle_schedule_get(struct qr_rest *r,
@@ -2181,7 +2221,8 @@ static void handle_schedule_delete(struct qr_rest *r,
     del.schedule_id = pool_str(&req->pool, id, id_len);
     rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_DELETE;
     rpc_req.schedule_delete = &del;
-    run_single(r, req, &rpc_req, on_schedule_changed, NULL, false);
+    run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY__NOT_SET, empty_json,
+             false);
 }
 
 static void handle_schedule_pause(struct qr_rest *r,
@@ -2197,7 +2238,8 @@ static void handle_schedule_pause(struct qr_rest *r,
     pause.paused = paused;
     rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_PAUSE;
     rpc_req.schedule_pause = &pause;
-    run_single(r, req, &rpc_req, on_schedule_changed, NULL, false);
+    run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY__NOT_SET, empty_json,
+             false);
 }
 
 static bool method_is(h2o_req_t *req, const char *m);
@@ -2268,19 +2310,11 @@ static void route_schedules(struct qr_rest *r,
 /* ---------------------------------------------------------------------------
  * Keys. */
 
-static void on_keys_reply(struct rest_call *c,
-                          size_t index,
-                          const Qraft__Response *resp)
+static json_t *keys_json(struct rest_call *c, const Qraft__Response *resp)
 {
-    (void)index;
-    c->answered = true;
-    if (resp->status != QRAFT__STATUS__OK || resp->keys == NULL) {
-        send_status_error(c->req, resp);
-        return;
-    }
-    send_json(c->req, 200,
-              json_pack("{s:s,s:s}", "current", resp->keys->current, "next",
-                        resp->keys->next));
+    (void)c;
+    return json_pack("{s:s,s:s}", "current", resp->keys->current, "next",
+                     resp->keys->next);
 }
 
 static void handle_keys(struct qr_rest *r, h2o_req_t *req, bool rotate)
@@ -2291,7 +2325,7 @@ static void handle_keys(struct qr_rest *r, h2o_req_t *req, bool rotate)
     keys.rotate = rotate;
     rpc_req.body_case = QRAFT__REQUEST__BODY_KEYS;
     rpc_req.keys = &keys;
-    run_single(r, req, &rpc_req, on_keys_reply, NULL, false);
+    run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY_KEYS, keys_json, false);
 }
 
 /* ---------------------------------------------------------------------------
@@ -2325,9 +2359,7 @@ static void on_group_reply(struct rest_call *c,
     json_t *all;
 
     (void)index;
-    c->answered = true;
-    if (resp->status != QRAFT__STATUS__OK) {
-        send_status_error(c->req, resp);
+    if (!reply_ok(c, resp, QRAFT__RESPONSE__BODY__NOT_SET)) {
         return;
     }
     switch (resp->body_case) {
@@ -2565,32 +2597,20 @@ static void on_queue_write_reply(struct rest_call *c,
                                  size_t index,
                                  const Qraft__Response *resp)
 {
-    (void)index;
-    c->answered = true;
     if (resp->status == QRAFT__STATUS__CONFLICT) {
+        c->answered = true;
         send_error(c->req, 412, resp->error);
         return;
     }
-    if (resp->status != QRAFT__STATUS__OK) {
-        send_status_error(c->req, resp);
-        return;
-    }
-    send_json(c->req, 200, json_object());
+    on_json_reply(c, index, resp);
 }
 
-static void on_queue_read_reply(struct rest_call *c,
-                                size_t index,
-                                const Qraft__Response *resp)
+/* One queue (GET /v2/queues/{name}), or all of them. */
+static json_t *queues_json(struct rest_call *c, const Qraft__Response *resp)
 {
-    (void)index;
-    c->answered = true;
-    if (resp->status != QRAFT__STATUS__OK) {
-        send_status_error(c->req, resp);
-        return;
-    }
+    (void)c;
     if (resp->body_case == QRAFT__RESPONSE__BODY_QUEUE) {
-        send_json(c->req, 200, queue_json(resp->queue));
-        return;
+        return queue_json(resp->queue);
     }
     json_t *arr = json_array();
     for (size_t i = 0; resp->body_case == QRAFT__RESPONSE__BODY_QUEUES &&
@@ -2598,7 +2618,7 @@ static void on_queue_read_reply(struct rest_call *c,
          i++) {
         json_array_append_new(arr, queue_json(resp->queues->queues[i]));
     }
-    send_json(c->req, 200, arr);
+    return arr;
 }
 
 /* POST /v2/queues {"queueName": "q", "parallelism": 1, "paused": false}:
@@ -2665,7 +2685,8 @@ static void handle_queue_upsert(struct qr_rest *r, h2o_req_t *req)
     }
     rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_UPSERT;
     rpc_req.queue_upsert = &up;
-    run_single(r, req, &rpc_req, on_queue_write_reply, NULL, false);
+    start_single(r, req, &rpc_req, on_queue_write_reply,
+                 QRAFT__RESPONSE__BODY__NOT_SET, empty_json, NULL, false);
 }
 
 /* /v2/queues[/{name}[/pause|/resume]]; rest is what follows "/v2/queues/"
@@ -2692,7 +2713,8 @@ static void handle_queues(struct qr_rest *r,
         } else if (method_is(req, "GET")) {
             rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_LIST;
             rpc_req.queue_list = &list;
-            run_single(r, req, &rpc_req, on_queue_read_reply, NULL, false);
+            run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY__NOT_SET,
+                     queues_json, false);
         } else {
             method_not_allowed(req, "GET, POST");
         }
@@ -2718,17 +2740,20 @@ static void handle_queues(struct qr_rest *r,
         pause.paused = action[0] == 'p';
         rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_PAUSE;
         rpc_req.queue_pause = &pause;
-        run_single(r, req, &rpc_req, on_queue_write_reply, NULL, false);
+        start_single(r, req, &rpc_req, on_queue_write_reply,
+                     QRAFT__RESPONSE__BODY__NOT_SET, empty_json, NULL, false);
     } else if (method_is(req, "GET")) {
         get.name = name;
         rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_GET;
         rpc_req.queue_get = &get;
-        run_single(r, req, &rpc_req, on_queue_read_reply, NULL, false);
+        run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY__NOT_SET, queues_json,
+                 false);
     } else if (method_is(req, "DELETE")) {
         del.name = name;
         rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_DELETE;
         rpc_req.queue_delete = &del;
-        run_single(r, req, &rpc_req, on_queue_write_reply, NULL, false);
+        start_single(r, req, &rpc_req, on_queue_write_reply,
+                     QRAFT__RESPONSE__BODY__NOT_SET, empty_json, NULL, false);
     } else {
         method_not_allowed(req, "GET, DELETE");
     }
