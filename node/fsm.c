@@ -134,23 +134,34 @@ static int queue_load_target(struct apply_ctx *ctx,
     return rv;
 }
 
+/* Loads the message at the head of queue `name`'s FIFO (new in *out).
+ * Returns 0, QR_ENOTFOUND when the FIFO is empty, QR_ECORRUPT when it names
+ * a message that is not stored, or a store error. */
+static int queue_head_load(struct apply_ctx *ctx,
+                           const char *name,
+                           Qraft__Message **out)
+{
+    char *id = NULL;
+    int rv = qr_store_queue_head(ctx->txn, name, &id);
+    if (rv == 0) {
+        rv = qr_store_msg_get(ctx->txn, id, out);
+        rv = rv == QR_ENOTFOUND ? QR_ECORRUPT : rv;
+    }
+    free(id);
+    return rv;
+}
+
 /* Activates q's oldest waiting messages while a slot is free and q is not
  * paused: each becomes PENDING, due at max(not_before, now), holding a slot
  * of q. Changes q's counters; the caller stores q. */
 static int queue_fill(struct apply_ctx *ctx, Qraft__Queue *q)
 {
     while (!q->paused && q->active < q->parallelism && q->waiting > 0) {
-        char *id = NULL;
         Qraft__Message *m = NULL;
-        int rv = qr_store_queue_head(ctx->txn, q->name, &id);
+        int rv = queue_head_load(ctx, q->name, &m);
         if (rv == QR_ENOTFOUND) {
             return QR_ECORRUPT; /* waiting > 0 with an empty FIFO */
         }
-        if (rv == 0) {
-            rv = qr_store_msg_get(ctx->txn, id, &m);
-            rv = rv == QR_ENOTFOUND ? QR_ECORRUPT : rv;
-        }
-        free(id);
         if (rv != 0) {
             return rv;
         }
@@ -175,6 +186,14 @@ static int queue_fill(struct apply_ctx *ctx, Qraft__Queue *q)
         q->waiting--;
     }
     return 0;
+}
+
+/* The end of every change that may free a slot of q or resume it: lets q
+ * fill (queue_fill), then stores it. The caller still frees q. */
+static int queue_fill_and_put(struct apply_ctx *ctx, Qraft__Queue *q)
+{
+    int rv = queue_fill(ctx, q);
+    return rv == 0 ? qr_store_queue_put(ctx->txn, q) : rv;
 }
 
 /* Returns new in *out: the queue `name`, created (parallelism 1, running)
@@ -236,10 +255,7 @@ static int queue_enqueue(struct apply_ctx *ctx,
         rv = append_event(ctx, m, detail);
     }
     if (rv == 0) {
-        rv = queue_fill(ctx, q);
-    }
-    if (rv == 0) {
-        rv = qr_store_queue_put(ctx->txn, q);
+        rv = queue_fill_and_put(ctx, q);
     }
     qraft__queue__free_unpacked(q, NULL);
     return rv;
@@ -284,10 +300,7 @@ static int queue_release(struct apply_ctx *ctx, Qraft__Message *m)
             q->active--;
         }
         q->updated_ms = ctx->now_ms;
-        rv = queue_fill(ctx, q);
-        if (rv == 0) {
-            rv = qr_store_queue_put(ctx->txn, q);
-        }
+        rv = queue_fill_and_put(ctx, q);
     }
     if (q != NULL) {
         qraft__queue__free_unpacked(q, NULL);
@@ -1049,10 +1062,7 @@ static int apply_queue_upsert(struct apply_ctx *ctx,
     q->parallelism = parallelism;
     q->paused = u->paused;
     q->updated_ms = ctx->now_ms;
-    rv = queue_fill(ctx, q);
-    if (rv == 0) {
-        rv = qr_store_queue_put(ctx->txn, q);
-    }
+    rv = queue_fill_and_put(ctx, q);
     qraft__queue__free_unpacked(q, NULL);
     return rv;
 }
@@ -1070,10 +1080,7 @@ static int apply_queue_pause(struct apply_ctx *ctx,
         q->paused = p->paused;
         q->updated_ms = ctx->now_ms;
     }
-    rv = queue_fill(ctx, q);
-    if (rv == 0) {
-        rv = qr_store_queue_put(ctx->txn, q);
-    }
+    rv = queue_fill_and_put(ctx, q);
     qraft__queue__free_unpacked(q, NULL);
     return rv;
 }
@@ -1091,18 +1098,12 @@ static int apply_queue_delete(struct apply_ctx *ctx,
         return rv;
     }
     for (;;) {
-        char *id = NULL;
         Qraft__Message *m = NULL;
-        rv = qr_store_queue_head(ctx->txn, q->name, &id);
+        rv = queue_head_load(ctx, q->name, &m);
         if (rv == QR_ENOTFOUND) {
             rv = 0;
             break;
         }
-        if (rv == 0) {
-            rv = qr_store_msg_get(ctx->txn, id, &m);
-            rv = rv == QR_ENOTFOUND ? QR_ECORRUPT : rv;
-        }
-        free(id);
         if (rv == 0) {
             rv = cancel_message(ctx, m, "cancelled: its queue was deleted");
         }
