@@ -1517,26 +1517,26 @@ static int take_count(h2o_mem_pool_t *pool,
 /* ---------------------------------------------------------------------------
  * DLQ. */
 
-static void on_dlq_list_reply(struct rest_call *c,
-                              size_t index,
-                              const Qraft__Response *resp)
+/* A page of a cursor-paged list: {key: items, "cursor"?: cursor} (no
+ * cursor when the list ends here). Takes items; returns new or NULL. */
+static json_t *page_json(const char *key, json_t *items, const char *cursor)
 {
-    json_t *out;
-    json_t *msgs;
+    json_t *out = json_object();
 
-    (void)index;
-    if (!reply_ok(c, resp, QRAFT__RESPONSE__BODY_DLQ_LIST)) {
-        return;
-    }
-    out = json_object();
-    msgs = json_array();
+    json_object_set_new(out, key, items);
+    set_opt_string(out, "cursor", cursor);
+    return out;
+}
+
+static json_t *dlq_page_json(struct rest_call *c, const Qraft__Response *resp)
+{
+    json_t *msgs = json_array();
+
     for (size_t i = 0; i < resp->dlq_list->n_messages; i++) {
         json_array_append_new(msgs, message_json(resp->dlq_list->messages[i],
                                                  true, &c->req->pool));
     }
-    json_object_set_new(out, "messages", msgs);
-    set_opt_string(out, "cursor", resp->dlq_list->cursor);
-    send_json(c->req, 200, out);
+    return page_json("messages", msgs, resp->dlq_list->cursor);
 }
 
 /* GET /v2/dlq: count (1..100), cursor, dlqIds, filters. */
@@ -1563,7 +1563,8 @@ static void handle_dlq_list(struct qr_rest *r,
     list.cursor = cursor != NULL ? (char *)cursor : (char *)"";
     rpc_req.body_case = QRAFT__REQUEST__BODY_DLQ_LIST;
     rpc_req.dlq_list = &list;
-    run_single(r, req, &rpc_req, on_dlq_list_reply, NULL, false);
+    run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY_DLQ_LIST, dlq_page_json,
+             false);
 }
 
 /* Answers of DLQ delete and retry: {"deleted": n, "cursor"?} /
@@ -1903,26 +1904,16 @@ static json_t *log_json(const Qraft__EventEntry *en, h2o_mem_pool_t *pool)
     return o;
 }
 
-static void on_events_reply(struct rest_call *c,
-                            size_t index,
-                            const Qraft__Response *resp)
+static json_t *events_page_json(struct rest_call *c,
+                                const Qraft__Response *resp)
 {
-    json_t *out;
-    json_t *list;
+    json_t *list = json_array();
 
-    (void)index;
-    if (!reply_ok(c, resp, QRAFT__RESPONSE__BODY_EVENTS)) {
-        return;
-    }
-    out = json_object();
-    list = json_array();
     for (size_t i = 0; i < resp->events->n_entries; i++) {
         json_array_append_new(
             list, log_json(resp->events->entries[i], &c->req->pool));
     }
-    json_object_set_new(out, c->single ? "logs" : "events", list);
-    set_opt_string(out, "cursor", resp->events->cursor);
-    send_json(c->req, 200, out);
+    return page_json(c->single ? "logs" : "events", list, resp->events->cursor);
 }
 
 static void handle_events(struct qr_rest *r,
@@ -1980,7 +1971,8 @@ static void handle_events(struct qr_rest *r,
     ev.cursor = cursor != NULL ? (char *)cursor : (char *)"";
     rpc_req.body_case = QRAFT__REQUEST__BODY_EVENTS;
     rpc_req.events = &ev;
-    run_single(r, req, &rpc_req, on_events_reply, NULL, logs);
+    run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY_EVENTS, events_page_json,
+             logs);
 }
 
 /* ---------------------------------------------------------------------------
@@ -2352,37 +2344,35 @@ static json_t *group_json(const Qraft__UrlGroup *g)
     return o;
 }
 
-static void on_group_reply(struct rest_call *c,
-                           size_t index,
-                           const Qraft__Response *resp)
+/* One url group (GET /v2/topics/{name}), or all of them. */
+static json_t *groups_json(struct rest_call *c, const Qraft__Response *resp)
 {
     json_t *all;
 
+    (void)c;
+    if (resp->body_case == QRAFT__RESPONSE__BODY_GROUP) {
+        return group_json(resp->group);
+    }
+    all = json_array();
+    for (size_t i = 0; all != NULL && i < resp->group_list->n_groups; i++) {
+        json_array_append_new(all, group_json(resp->group_list->groups[i]));
+    }
+    return all;
+}
+
+/* A change: QStash answers 200 with an empty body. */
+static void on_group_changed(struct rest_call *c,
+                             size_t index,
+                             const Qraft__Response *resp)
+{
     (void)index;
     if (!reply_ok(c, resp, QRAFT__RESPONSE__BODY__NOT_SET)) {
         return;
     }
-    switch (resp->body_case) {
-        case QRAFT__RESPONSE__BODY_GROUP:
-            send_json(c->req, 200, group_json(resp->group));
-            return;
-        case QRAFT__RESPONSE__BODY_GROUP_LIST:
-            all = json_array();
-            for (size_t i = 0; all != NULL && i < resp->group_list->n_groups;
-                 i++) {
-                json_array_append_new(all,
-                                      group_json(resp->group_list->groups[i]));
-            }
-            send_json(c->req, 200, all);
-            return;
-        default:
-            /* A change: QStash answers 200 with an empty body. */
-            c->req->res.status = 200;
-            c->req->res.reason = "OK";
-            c->req->res.content_length = 0;
-            h2o_send_inline(c->req, "", 0);
-            return;
-    }
+    c->req->res.status = 200;
+    c->req->res.reason = "OK";
+    c->req->res.content_length = 0;
+    h2o_send_inline(c->req, "", 0);
 }
 
 /* Fills change->endpoints (pool memory) from {"endpoints": [{"name"?,
@@ -2474,7 +2464,8 @@ static void handle_topics(struct qr_rest *r,
     if (name == NULL) {
         rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_LIST;
         rpc_req.group_list = &list;
-        run_single(r, req, &rpc_req, on_group_reply, NULL, false);
+        run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY_GROUP_LIST,
+                 groups_json, false);
         return;
     }
     if (!valid_name(name, name_len)) {
@@ -2494,14 +2485,15 @@ static void handle_topics(struct qr_rest *r,
         get.name = change.name;
         rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_GET;
         rpc_req.group_get = &get;
-        run_single(r, req, &rpc_req, on_group_reply, NULL, false);
+        run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY_GROUP, groups_json,
+                 false);
         return;
     } else {
         change.kind = QRAFT__GROUP_CHANGE_KIND__GROUP_DELETE;
     }
     rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_CHANGE;
     rpc_req.group_change = &change;
-    run_single(r, req, &rpc_req, on_group_reply, NULL, false);
+    run_single(r, req, &rpc_req, on_group_changed, NULL, false);
 }
 
 /* ---------------------------------------------------------------------------

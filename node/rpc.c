@@ -360,6 +360,21 @@ static void on_publish_done(void *data,
     call_free(call);
 }
 
+/* Answers request id whose proposal (or membership change) was refused
+ * before raft took it: rv QR_ENOTLEADER answers where the leader is
+ * (send_not_leader), any other rv its status with why. */
+static void send_refused(struct qr_rpc_conn *conn,
+                         uint64_t id,
+                         int rv,
+                         const char *why)
+{
+    if (rv == QR_ENOTLEADER) {
+        send_not_leader(conn, id);
+    } else {
+        send_error(conn, id, status_of(rv), "%s", why);
+    }
+}
+
 /* Proposes one packed command for a call; answers the call on failure. */
 static bool propose(struct qr_rpc_conn *conn,
                     struct call *call,
@@ -371,14 +386,10 @@ static bool propose(struct qr_rpc_conn *conn,
         return true;
     }
     free(cmd->data);
-    if (rv == QR_ENOTLEADER) {
-        send_not_leader(conn, call->id);
-    } else {
-        send_error(conn, call->id, status_of(rv), "%s",
-                   rv == QR_EUNAVAIL ? "overloaded or shutting down; retry "
-                                       "shortly"
-                                     : qr_strerror(rv));
-    }
+    send_refused(conn, call->id, rv,
+                 rv == QR_EUNAVAIL ? "overloaded or shutting down; retry "
+                                     "shortly"
+                                   : qr_strerror(rv));
     call_free(call);
     return false;
 }
@@ -2239,11 +2250,7 @@ static void handle_results(struct qr_rpc_conn *conn, const Qraft__Request *req)
     int rv = qr_shards_propose_results(conn->rpc->shards, r->results,
                                        r->n_results, on_results_applied, call);
     if (rv != 0) {
-        if (rv == QR_ENOTLEADER) {
-            send_not_leader(conn, req->id);
-        } else {
-            send_error(conn, req->id, status_of(rv), "%s", qr_strerror(rv));
-        }
+        send_refused(conn, req->id, rv, qr_strerror(rv));
         call_free(call);
     }
 }
@@ -2297,16 +2304,11 @@ static void handle_membership(struct qr_rpc_conn *conn,
             break;
     }
     if (rv != 0) {
-        if (rv == QR_ENOTLEADER) {
-            send_not_leader(conn, req->id);
-        } else {
-            send_error(conn, req->id, status_of(rv), "%s",
-                       rv == QR_ECONFLICT
-                           ? "another membership change is in progress"
-                       : rv == QR_EBADREQ
-                           ? "no such node, or the id or address is taken"
-                           : qr_strerror(rv));
-        }
+        send_refused(
+            conn, req->id, rv,
+            rv == QR_ECONFLICT ? "another membership change is in progress"
+            : rv == QR_EBADREQ ? "no such node, or the id or address is taken"
+                               : qr_strerror(rv));
         call_free(call);
     }
 }
