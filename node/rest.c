@@ -2236,6 +2236,7 @@ static void handle_schedule_pause(struct qr_rest *r,
 
 static bool method_is(h2o_req_t *req, const char *m);
 static void method_not_allowed(h2o_req_t *req, const char *allow);
+static bool method_only(h2o_req_t *req, const char *m);
 static bool one_segment(const char *s, size_t len);
 
 /* Everything under /v2/schedules; rest is what follows "/v2/schedules/"
@@ -2258,8 +2259,7 @@ static void route_schedules(struct qr_rest *r,
     }
     if (prefix_ci(rest, rest_len, "http://") ||
         prefix_ci(rest, rest_len, "https://")) {
-        if (!method_is(req, "POST")) {
-            method_not_allowed(req, "POST");
+        if (!method_only(req, "POST")) {
             return;
         }
         handle_schedule_create(r, req, rest, rest_len, query);
@@ -2539,6 +2539,17 @@ static void method_not_allowed(h2o_req_t *req, const char *allow)
     send_error(req, 405, "method not allowed");
 }
 
+/* Whether req uses method m, the only one its route takes; else answers
+ * 405 with Allow: m. */
+static bool method_only(h2o_req_t *req, const char *m)
+{
+    if (method_is(req, m)) {
+        return true;
+    }
+    method_not_allowed(req, m);
+    return false;
+}
+
 /* Matches path against "/v2/<word>" exactly or "/v2/<word>/..." (then *rest
  * points after the slash). */
 static bool path_is(const char *path,
@@ -2724,8 +2735,7 @@ static void handle_queues(struct qr_rest *r,
     }
     name = pool_str(&req->pool, rest, name_len);
     if (action != NULL) {
-        if (!method_is(req, "POST")) {
-            method_not_allowed(req, "POST");
+        if (!method_only(req, "POST")) {
             return;
         }
         pause.name = name;
@@ -2761,8 +2771,7 @@ static void route(struct qr_rest *r,
     size_t rest_len;
 
     if (path_is(path, len, "/v2/publish", &rest, &rest_len) && rest != NULL) {
-        if (!method_is(req, "POST")) {
-            method_not_allowed(req, "POST");
+        if (!method_only(req, "POST")) {
             return;
         }
         handle_publish(r, req, NULL, 0, rest, rest_len, query);
@@ -2771,8 +2780,7 @@ static void route(struct qr_rest *r,
     if (path_is(path, len, "/v2/enqueue", &rest, &rest_len) && rest != NULL) {
         const char *slash = memchr(rest, '/', rest_len);
         size_t qlen = slash != NULL ? (size_t)(slash - rest) : rest_len;
-        if (!method_is(req, "POST")) {
-            method_not_allowed(req, "POST");
+        if (!method_only(req, "POST")) {
             return;
         }
         if (!valid_name(rest, qlen)) {
@@ -2784,16 +2792,14 @@ static void route(struct qr_rest *r,
         return;
     }
     if (path_is(path, len, "/v2/batch", &rest, &rest_len) && rest == NULL) {
-        if (!method_is(req, "POST")) {
-            method_not_allowed(req, "POST");
+        if (!method_only(req, "POST")) {
             return;
         }
         handle_batch(r, req);
         return;
     }
     if (path_is(path, len, "/v2/messages", &rest, &rest_len) && rest == NULL) {
-        if (!method_is(req, "DELETE")) {
-            method_not_allowed(req, "DELETE");
+        if (!method_only(req, "DELETE")) {
             return;
         }
         handle_cancel_many(r, req, query);
@@ -2802,8 +2808,7 @@ static void route(struct qr_rest *r,
     if ((path_is(path, len, "/v2/events", &rest, &rest_len) ||
          path_is(path, len, "/v2/logs", &rest, &rest_len)) &&
         rest == NULL) {
-        if (!method_is(req, "GET")) {
-            method_not_allowed(req, "GET");
+        if (!method_only(req, "GET")) {
             return;
         }
         handle_events(r, req, query, path[4] == 'l');
@@ -2824,8 +2829,7 @@ static void route(struct qr_rest *r,
         return;
     }
     if ((path_is(path, len, "/v2/keys", &rest, &rest_len) && rest == NULL)) {
-        if (!method_is(req, "GET")) {
-            method_not_allowed(req, "GET");
+        if (!method_only(req, "GET")) {
             return;
         }
         handle_keys(r, req, false);
@@ -2834,8 +2838,7 @@ static void route(struct qr_rest *r,
     if ((path_is(path, len, "/v2/keys/rotate", &rest, &rest_len) ||
          path_is(path, len, "/v2/rotate", &rest, &rest_len)) &&
         rest == NULL) {
-        if (!method_is(req, "POST")) {
-            method_not_allowed(req, "POST");
+        if (!method_only(req, "POST")) {
             return;
         }
         handle_keys(r, req, true);
@@ -2847,8 +2850,7 @@ static void route(struct qr_rest *r,
     }
     if (path_is(path, len, "/v2/dlq/retry", &rest, &rest_len) &&
         (rest == NULL || one_segment(rest, rest_len))) {
-        if (!method_is(req, "POST")) {
-            method_not_allowed(req, "POST");
+        if (!method_only(req, "POST")) {
             return;
         }
         handle_dlq_bulk(r, req, rest, rest_len, query, true);
@@ -2879,8 +2881,7 @@ static void route(struct qr_rest *r,
         static const char suffix[] = "/endpoints";
         size_t slen = sizeof(suffix) - 1;
         if (rest == NULL) {
-            if (!method_is(req, "GET")) {
-                method_not_allowed(req, "GET");
+            if (!method_only(req, "GET")) {
                 return;
             }
             handle_topics(r, req, NULL, 0, false);
