@@ -842,6 +842,37 @@ static char *destination_with_query(h2o_mem_pool_t *pool,
     return out;
 }
 
+/* The start of a request that publishes req's body to dest (a URL, or a
+ * url group's name: *group), a publish or a schedule's: checks dest, inits
+ * p for req's headers plus extra more, and sets its destination (a URL
+ * gets the request's query, less config; a group publish's query is config
+ * only) and body. Returns false having answered req when dest is bad. */
+static bool pub_start(struct pub *p,
+                      h2o_req_t *req,
+                      const char *dest,
+                      size_t dest_len,
+                      h2o_iovec_t query,
+                      size_t extra,
+                      bool *group)
+{
+    char err[ERR_BYTES];
+    int status = check_destination(dest, dest_len, group, err);
+
+    if (status != 0) {
+        send_error(req, status, err);
+        return false;
+    }
+    pub_init(p, &req->pool, req->headers.size + extra);
+    if (*group) {
+        p->pr.topic_name = pool_str(&req->pool, dest, dest_len);
+    } else {
+        p->pr.url = destination_with_query(&req->pool, dest, dest_len, query);
+    }
+    p->pr.body.data = (uint8_t *)req->entity.base;
+    p->pr.body.len = req->entity.base != NULL ? req->entity.len : 0;
+    return true;
+}
+
 static void handle_publish(struct qr_rest *r,
                            h2o_req_t *req,
                            const char *queue,
@@ -853,27 +884,16 @@ static void handle_publish(struct qr_rest *r,
     char err[ERR_BYTES];
     struct pub p;
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
-    int status;
-
     struct query_param qp;
     size_t pos = 0;
     size_t n_params = 0;
     bool group;
 
-    status = check_destination(dest, dest_len, &group, err);
-    if (status != 0) {
-        send_error(req, status, err);
-        return;
-    }
     while (next_param(query.base, query.len, &pos, &qp)) {
         n_params++;
     }
-    pub_init(&p, &req->pool, req->headers.size + n_params);
-    if (group) {
-        /* The query of a group publish is config only. */
-        p.pr.topic_name = pool_str(&req->pool, dest, dest_len);
-    } else {
-        p.pr.url = destination_with_query(&req->pool, dest, dest_len, query);
+    if (!pub_start(&p, req, dest, dest_len, query, n_params, &group)) {
+        return;
     }
     if (queue != NULL) {
         p.pr.queue = pool_str(&req->pool, queue, queue_len);
@@ -901,8 +921,6 @@ static void handle_publish(struct qr_rest *r,
             return;
         }
     }
-    p.pr.body.data = (uint8_t *)req->entity.base;
-    p.pr.body.len = req->entity.base != NULL ? req->entity.len : 0;
     rpc_req.body_case = QRAFT__REQUEST__BODY_PUBLISH;
     rpc_req.publish = &p.pr;
     run_single(r, req, &rpc_req, on_publish_reply,
@@ -2119,17 +2137,9 @@ static void handle_schedule_create(struct qr_rest *r,
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__ScheduleUpsertRequest up = QRAFT__SCHEDULE_UPSERT_REQUEST__INIT;
     bool group;
-    int status = check_destination(dest, dest_len, &group, err);
 
-    if (status != 0) {
-        send_error(req, status, err);
+    if (!pub_start(&p, req, dest, dest_len, query, 0, &group)) {
         return;
-    }
-    pub_init(&p, &req->pool, req->headers.size);
-    if (group) {
-        p.pr.topic_name = pool_str(&req->pool, dest, dest_len);
-    } else {
-        p.pr.url = destination_with_query(&req->pool, dest, dest_len, query);
     }
     up.cron = NULL;
     for (size_t i = 0; i < req->headers.size; i++) {
@@ -2172,8 +2182,6 @@ static void handle_schedule_create(struct qr_rest *r,
                    "as \"*/5 * * * *\")");
         return;
     }
-    p.pr.body.data = (uint8_t *)req->entity.base;
-    p.pr.body.len = req->entity.base != NULL ? req->entity.len : 0;
     up.request = &p.pr;
     up.caller_ip = caller_ip(req);
     rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_UPSERT;
