@@ -1301,50 +1301,56 @@ static void dlq_bulk_by_filter(struct qr_rpc_conn *conn,
     selection_free(&s);
 }
 
+/* DLQ replay and delete name dead letters by ids or by a filter (all:
+ * every one), never both. Refuses a filter that is not supported or comes
+ * with ids, and runs the bulk over the ids (unpaged, as before filters
+ * existed) when there is no filter. Returns true when the caller selects
+ * by f (NULL: none) instead; false when req is answered or under way. */
+static bool dlq_bulk_ids(struct qr_rpc_conn *conn,
+                         const Qraft__Request *req,
+                         const Qraft__MessageFilter *f,
+                         bool all,
+                         size_t n_ids,
+                         char **ids,
+                         enum bulk_kind kind)
+{
+    bool filtered = all || !qr_filter_is_empty(f);
+    if (refuse_unsupported(conn, req, f)) {
+        return false;
+    }
+    if (n_ids == 0 && filtered) {
+        return true;
+    }
+    if (filtered) {
+        send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                   "give message ids or a filter, not both");
+        return false;
+    }
+    struct bulk_page page = {.paged = false};
+    handle_bulk(conn, req, n_ids, ids, kind, &page);
+    return false;
+}
+
 static void handle_dlq_replay(struct qr_rpc_conn *conn,
                               const Qraft__Request *req)
 {
     const Qraft__DlqReplayRequest *r = req->dlq_replay;
     Qraft__MessageFilter f;
     fold_replay_filter(r, &f);
-    bool filtered = r->all || !qr_filter_is_empty(&f);
-    struct bulk_page page = {.paged = r->filter != NULL || r->limit != 0 ||
-                                      r->cursor[0] != '\0'};
-    if (refuse_unsupported(conn, req, &f)) {
+    if (!dlq_bulk_ids(conn, req, &f, r->all, r->n_message_ids, r->message_ids,
+                      BULK_REPLAY)) {
         return;
     }
-    if (r->n_message_ids > 0 || !filtered) {
-        if (filtered) {
-            send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
-                       "give message ids or a filter, not both");
-            return;
-        }
-        page.paged = false; /* ids alone: as before */
-        handle_bulk(conn, req, r->n_message_ids, r->message_ids, BULK_REPLAY,
-                    &page);
-        return;
-    }
-    dlq_bulk_by_filter(conn, req, &f, r->cursor, r->limit, BULK_REPLAY,
-                       page.paged);
+    bool paged = r->filter != NULL || r->limit != 0 || r->cursor[0] != '\0';
+    dlq_bulk_by_filter(conn, req, &f, r->cursor, r->limit, BULK_REPLAY, paged);
 }
 
 static void handle_dlq_delete(struct qr_rpc_conn *conn,
                               const Qraft__Request *req)
 {
     const Qraft__DlqDeleteRequest *d = req->dlq_delete;
-    bool filtered = d->all || !qr_filter_is_empty(d->filter);
-    struct bulk_page page = {.paged = false};
-    if (refuse_unsupported(conn, req, d->filter)) {
-        return;
-    }
-    if (d->n_message_ids > 0 || !filtered) {
-        if (filtered) {
-            send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
-                       "give message ids or a filter, not both");
-            return;
-        }
-        handle_bulk(conn, req, d->n_message_ids, d->message_ids, BULK_DELETE,
-                    &page);
+    if (!dlq_bulk_ids(conn, req, d->filter, d->all, d->n_message_ids,
+                      d->message_ids, BULK_DELETE)) {
         return;
     }
     Qraft__MessageFilter none = QRAFT__MESSAGE_FILTER__INIT;
