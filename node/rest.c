@@ -1201,6 +1201,32 @@ static void set_labels(json_t *o, const Qraft__Message *m)
 
 /* The message as the SDK reads it (spec section 4); with dlq, the DLQ
  * fields too. */
+/* The request a message makes, as messages and log entries show it: url,
+ * method (POST when unset) and header. */
+static void set_message_request(json_t *o,
+                                const Qraft__Message *m,
+                                h2o_mem_pool_t *pool)
+{
+    json_object_set_new(o, "url", json_string(m->url));
+    json_object_set_new(o, "method",
+                        json_string(m->method[0] != '\0' ? m->method : "POST"));
+    json_object_set_new(o, "header",
+                        header_map(m->headers, m->n_headers, pool));
+}
+
+/* What ties a message to others, as messages and log entries show it:
+ * callbacks, queue, schedule, url group and endpoint (each omitted when
+ * empty). */
+static void set_message_links(json_t *o, const Qraft__Message *m)
+{
+    set_opt_string(o, "callback", m->callback);
+    set_opt_string(o, "failureCallback", m->failure_callback);
+    set_opt_string(o, "queueName", m->queue);
+    set_opt_string(o, "scheduleId", m->schedule_id);
+    set_opt_string(o, "topicName", m->topic_name);
+    set_opt_string(o, "endpointName", m->endpoint_name);
+}
+
 static json_t *message_json(const Qraft__Message *m,
                             bool dlq,
                             h2o_mem_pool_t *pool)
@@ -1211,11 +1237,7 @@ static json_t *message_json(const Qraft__Message *m,
         return NULL;
     }
     json_object_set_new(o, "messageId", json_string(m->id));
-    json_object_set_new(o, "url", json_string(m->url));
-    json_object_set_new(o, "method",
-                        json_string(m->method[0] != '\0' ? m->method : "POST"));
-    json_object_set_new(o, "header",
-                        header_map(m->headers, m->n_headers, pool));
+    set_message_request(o, m, pool);
     if (m->body.len > 0) {
         set_body(o, "body", "bodyBase64", m->body);
     }
@@ -1228,12 +1250,7 @@ static json_t *message_json(const Qraft__Message *m,
         json_integer((json_int_t)(m->not_before_ms > m->created_ms
                                       ? m->not_before_ms
                                       : m->created_ms)));
-    set_opt_string(o, "callback", m->callback);
-    set_opt_string(o, "failureCallback", m->failure_callback);
-    set_opt_string(o, "queueName", m->queue);
-    set_opt_string(o, "scheduleId", m->schedule_id);
-    set_opt_string(o, "topicName", m->topic_name);
-    set_opt_string(o, "endpointName", m->endpoint_name);
+    set_message_links(o, m);
     set_opt_string(o, "callerIP", m->caller_ip);
     set_labels(o, m);
     if (m->flow_control_key[0] != '\0') {
@@ -1901,23 +1918,14 @@ static json_t *log_json(const Qraft__EventEntry *en, h2o_mem_pool_t *pool)
             set_b64(o, "responseBody", lr->body);
         }
     }
-    json_object_set_new(o, "url", json_string(m->url));
-    json_object_set_new(o, "method",
-                        json_string(m->method[0] != '\0' ? m->method : "POST"));
-    json_object_set_new(o, "header",
-                        header_map(m->headers, m->n_headers, pool));
+    set_message_request(o, m, pool);
     if (m->body.len > 0) {
         set_b64(o, "body", m->body);
     }
     json_object_set_new(o, "maxRetries", json_integer(m->max_retries));
     json_object_set_new(o, "timeout", json_integer((json_int_t)m->timeout_ms));
     set_opt_string(o, "retryDelayExpression", m->retry_delay);
-    set_opt_string(o, "callback", m->callback);
-    set_opt_string(o, "failureCallback", m->failure_callback);
-    set_opt_string(o, "queueName", m->queue);
-    set_opt_string(o, "scheduleId", m->schedule_id);
-    set_opt_string(o, "topicName", m->topic_name);
-    set_opt_string(o, "endpointName", m->endpoint_name);
+    set_message_links(o, m);
     set_labels(o, m);
     return o;
 }
