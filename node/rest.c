@@ -205,8 +205,15 @@ static int http_status(Qraft__Status st)
     }
 }
 
+/* Answers a reply that is not what the route expected: the node's error,
+ * or, for an OK reply without the expected body, a 500 (never an error
+ * sent with 200). */
 static void send_status_error(h2o_req_t *req, const Qraft__Response *resp)
 {
+    if (resp->status == QRAFT__STATUS__OK) {
+        send_error(req, 500, "the node answered without the expected body");
+        return;
+    }
     const char *why = resp->error != NULL && resp->error[0] != '\0'
                           ? resp->error
                           : "request failed";
@@ -1299,10 +1306,10 @@ static void on_get_reply(struct rest_call *c,
     const Qraft__Message *m;
 
     (void)index;
-    if (!reply_ok(c, resp, QRAFT__RESPONSE__BODY__NOT_SET)) {
+    if (!reply_ok(c, resp, QRAFT__RESPONSE__BODY_GET)) {
         return;
     }
-    m = resp->get != NULL ? resp->get->message : NULL;
+    m = resp->get->message;
     if (m == NULL) {
         send_error(c->req, 404, "message not found");
         return;
