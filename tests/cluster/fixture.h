@@ -37,9 +37,8 @@
 #include "store.h"
 
 #define FIXTURE_N_SERVERS 3
-#define FIXTURE_STEP_MS                                                       \
-    10000                      /* fixture time a step may take, not wall time \
-                                */
+/* Fixture time (not wall time) a step until applied may take. */
+#define FIXTURE_STEP_MS 10000
 #define FIXTURE_MAX_RESULTS 8  /* command outcomes kept per applied entry */
 #define FIXTURE_MAX_APPLIED 64 /* applied indexes kept per server */
 
