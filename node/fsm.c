@@ -1,5 +1,6 @@
 #include "fsm.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include "callback.h"
+#include "check.h"
 #include "err.h"
 #include "lib/clock.h"
 #include "logger.h"
@@ -788,7 +790,14 @@ static int apply_delivery_results(struct apply_ctx *ctx,
                                   const Qraft__DeliveryResults *batch)
 {
     for (size_t i = 0; i < batch->n_results; i++) {
-        int rv = apply_delivery_result(ctx, batch, batch->results[i]);
+        const Qraft__DeliveryResult *r = batch->results[i];
+        if (!qr_check_message_id(r->message_id)) {
+            /* No message has such an id, so it changes nothing, as a
+             * result for a message gone; skipping it keeps the batch's
+             * other results. */
+            continue;
+        }
+        int rv = apply_delivery_result(ctx, batch, r);
         if (rv != 0) {
             return rv;
         }
@@ -1579,6 +1588,70 @@ static void fatal(struct qr_fsm *f, const char *fmt, ...)
     exit(EXIT_FAILURE);
 }
 
+/* Whether a command that failed with rv failed for what it says, given this
+ * store, rather than for what this node is going through. Store calls
+ * answer QR_EBADREQ for a key they cannot hold (empty, too long) and never
+ * fail the store for it; the other codes here are the results apply itself
+ * gives. Every replica holds the same store at this entry, so every replica
+ * decides alike. Anything else (an I/O error, a failed store, a corrupt
+ * record, no memory) is this node's trouble. */
+static bool fails_command(const struct qr_fsm *f, int rv)
+{
+    if (qr_store_failed(f->store)) {
+        return false;
+    }
+    return rv == QR_EBADREQ || rv == QR_ENOTFOUND || rv == QR_ECONFLICT ||
+           rv == QR_ETOOLARGE;
+}
+
+/* One pass over the commands of an entry in a fresh write transaction,
+ * skipping those marked in `refused`. Returns 0 with the transaction open
+ * in ctx->txn, or the failing command's code with the transaction aborted
+ * and *failed_at set to its position. */
+static int apply_pass(struct apply_ctx *ctx,
+                      const Qraft__Entry *entry,
+                      const bool *refused,
+                      struct qr_apply_result *results,
+                      size_t *failed_at)
+{
+    struct qr_fsm *f = ctx->fsm;
+    int rv = qr_store_txn_begin(f->store, true, &ctx->txn);
+    if (rv != 0) {
+        *failed_at = SIZE_MAX;
+        return rv;
+    }
+    for (size_t i = 0; i < entry->n_commands; i++) {
+        if (refused[i]) {
+            continue; /* its result says why; it changes nothing */
+        }
+        memset(&results[i], 0, sizeof results[i]);
+        ctx->position = (uint32_t)i;
+        rv = apply_command(ctx, entry->commands[i], &results[i]);
+        if (rv != 0) {
+            qr_store_txn_abort(ctx->txn);
+            ctx->txn = NULL;
+            *failed_at = i;
+            return rv;
+        }
+    }
+    return 0;
+}
+
+/* Applies one committed entry.
+ *
+ * Apply is total over the entry's content: a command that fails for what it
+ * holds (fails_command) is refused, the same way on every replica. The
+ * transaction is abandoned and the entry applied again from its start
+ * without that command, so a refused command leaves nothing behind, however
+ * far it got; its result (status and the store's words) goes to the
+ * proposer, who answers the client with a 4xx. Each pass refuses one more
+ * command or finishes, so an entry of n commands takes at most n + 1
+ * passes, and only entries holding a refused command take more than one.
+ *
+ * Only what is not a property of the entry stops this replica (the fatal
+ * hook): an I/O or LMDB error, a failed store, a corrupt record, no memory,
+ * an entry that does not decode or a command kind this version does not
+ * know. Skipping any of those would let this replica diverge. */
 static int fsm_apply(struct raft_fsm *rf,
                      const struct raft_buffer *buf,
                      void **result)
@@ -1587,8 +1660,10 @@ static int fsm_apply(struct raft_fsm *rf,
     uint64_t index = raft_last_applied(f->raft) + 1;
     Qraft__Entry *entry = NULL;
     struct qr_apply_result *results = NULL;
-    struct apply_ctx ctx = {
-        .fsm = f, .index = index, .earliest_due_ms = UINT64_MAX};
+    bool *refused = NULL;
+    struct apply_ctx ctx = {.fsm = f, .index = index};
+    uint32_t level_before = f->feature_level;
+    size_t failed_at = SIZE_MAX;
     int rv;
 
     *result = NULL;
@@ -1605,29 +1680,47 @@ static int fsm_apply(struct raft_fsm *rf,
               qr_strerror(rv));
         return RAFT_IOERR;
     }
-    results =
-        calloc(entry->n_commands > 0 ? entry->n_commands : 1, sizeof *results);
-    if (results == NULL) {
+    size_t n_slots = entry->n_commands > 0 ? entry->n_commands : 1;
+    results = calloc(n_slots, sizeof *results);
+    refused = calloc(n_slots, sizeof *refused);
+    if (results == NULL || refused == NULL) {
         fatal(f, "entry %" PRIu64 ": out of memory", index);
         rv = -ENOMEM;
         goto out;
     }
     ctx.now_ms = entry->proposed_at_ms;
 
-    rv = qr_store_txn_begin(f->store, true, &ctx.txn);
-    if (rv != 0) {
-        fatal(f, "entry %" PRIu64 ": %s", index, qr_store_errmsg(f->store));
-        goto out;
-    }
-    for (size_t i = 0; i < entry->n_commands; i++) {
-        ctx.position = (uint32_t)i;
-        rv = apply_command(&ctx, entry->commands[i], &results[i]);
-        if (rv != 0) {
-            qr_store_txn_abort(ctx.txn);
-            fatal(f, "entry %" PRIu64 " command %zu: %s (%s)", index, i,
-                  qr_strerror(rv), qr_store_errmsg(f->store));
-            goto out;
+    for (;;) {
+        ctx.n_events = 0;
+        ctx.earliest_due_ms = UINT64_MAX;
+        f->feature_level = level_before;
+        rv = apply_pass(&ctx, entry, refused, results, &failed_at);
+        if (rv == 0 || failed_at == SIZE_MAX || !fails_command(f, rv)) {
+            break;
         }
+        assert(failed_at < entry->n_commands && !refused[failed_at]);
+        refused[failed_at] = true;
+        /* The store names what it refused; a code apply met otherwise
+         * (a record not found where it had to be) speaks for itself. */
+        const char *why =
+            rv == QR_EBADREQ ? qr_store_errmsg(f->store) : qr_strerror(rv);
+        memset(&results[failed_at], 0, sizeof results[failed_at]);
+        set_result(&results[failed_at], rv, "%s", why);
+        QR_WARN("fsm",
+                "entry %" PRIu64
+                " command %zu refused: %s (%s); every "
+                "replica refuses it alike",
+                index, failed_at, qr_strerror(rv), why);
+    }
+    if (rv != 0) {
+        f->feature_level = level_before;
+        if (failed_at == SIZE_MAX) {
+            fatal(f, "entry %" PRIu64 ": %s", index, qr_store_errmsg(f->store));
+        } else {
+            fatal(f, "entry %" PRIu64 " command %zu: %s (%s)", index, failed_at,
+                  qr_strerror(rv), qr_store_errmsg(f->store));
+        }
+        goto out;
     }
     size_t n_pruned = 0;
     rv = qr_store_dedup_prune(ctx.txn, ctx.now_ms, DEDUP_PRUNE_PER_ENTRY,
@@ -1640,11 +1733,13 @@ static int fsm_apply(struct raft_fsm *rf,
     }
     if (rv != 0) {
         qr_store_txn_abort(ctx.txn);
+        f->feature_level = level_before;
         fatal(f, "entry %" PRIu64 ": %s", index, qr_store_errmsg(f->store));
         goto out;
     }
     rv = qr_store_txn_commit(ctx.txn);
     if (rv != 0) {
+        f->feature_level = level_before;
         fatal(f, "entry %" PRIu64 ": commit: %s", index,
               qr_store_errmsg(f->store));
         goto out;
@@ -1661,6 +1756,7 @@ static int fsm_apply(struct raft_fsm *rf,
     }
 
 out:
+    free(refused);
     free(results);
     qraft__entry__free_unpacked(entry, NULL);
     return rv == 0 ? 0 : RAFT_IOERR;

@@ -5,9 +5,15 @@
  * and the defaults into the entry). Each entry is applied in one LMDB write
  * transaction that also records the entry's raft index, and an entry at or
  * below the recorded index is skipped, so replay after a crash never applies
- * twice. Apply never skips an entry it cannot apply: a store failure or an
- * undecodable entry calls the fatal hook (the node exits) rather than let
- * this replica diverge from the others. */
+ * twice.
+ *
+ * Apply is total over the entry's content: a command that fails for what it
+ * holds (a key no store can hold, a record that is not there) is refused
+ * alike on every replica, leaves nothing behind and the entry goes on (see
+ * fsm_apply). Only what is not a property of the entry (an I/O error, a
+ * failed store, a corrupt record, an undecodable entry, an unknown command
+ * kind) calls the fatal hook (the node exits) rather than let this replica
+ * diverge from the others. */
 #ifndef QR_FSM_H
 #define QR_FSM_H
 

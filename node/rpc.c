@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "command.h"
 #include "cron.h"
 #include "filter.h"
@@ -967,9 +968,9 @@ static void on_single_done(void *data,
 static void handle_cancel(struct qr_rpc_conn *conn, const Qraft__Request *req)
 {
     const char *id = req->cancel->message_id;
-    if (id[0] == '\0' || strlen(id) >= QR_ID_BYTES + 64) {
+    if (!qr_check_message_id(id)) {
         send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
-                   "message id is missing or too long");
+                   "invalid message id: %s", QR_CHECK_MESSAGE_ID_RULE);
         return;
     }
     Qraft__Cancel c = QRAFT__CANCEL__INIT;
@@ -1057,6 +1058,14 @@ static void handle_bulk(struct qr_rpc_conn *conn,
         send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
                    "%s takes 1 to %u message ids", names[kind], MAX_BULK_IDS);
         return;
+    }
+    for (size_t i = 0; i < n_ids; i++) {
+        if (!qr_check_message_id(ids[i])) {
+            send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
+                       "%s: message id %zu of %zu is invalid: %s", names[kind],
+                       i + 1, n_ids, QR_CHECK_MESSAGE_ID_RULE);
+            return;
+        }
     }
     struct call *call = call_new(conn, req);
     if (call == NULL) {
@@ -2246,6 +2255,13 @@ static void handle_results(struct qr_rpc_conn *conn, const Qraft__Request *req)
     const Qraft__ResultsRequest *r = req->results;
     if (r->n_results == 0) {
         send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST, "no results");
+        return;
+    }
+    char why[160];
+    if (qr_check_delivery_results(r->results, r->n_results, why, sizeof why) !=
+        0) {
+        send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST, "results: %s",
+                   why);
         return;
     }
     struct call *call = call_new(conn, req);

@@ -648,6 +648,86 @@ static void test_url_groups_replicate(void **state)
     }
 }
 
+static void fail_on_fatal(void *data, const char *why)
+{
+    (void)data;
+    fail_msg("apply stopped a replica: %s", why);
+}
+
+/* A DeliveryResults command of one result for message `id`. */
+static struct qr_packed result_cmd(const char *id)
+{
+    Qraft__DeliveryResult r = QRAFT__DELIVERY_RESULT__INIT;
+    Qraft__DeliveryResult *rs[] = {&r};
+    r.message_id = (char *)id;
+    r.attempt = 0;
+    r.outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_DELIVERED;
+    Qraft__DeliveryResults batch = QRAFT__DELIVERY_RESULTS__INIT;
+    batch.n_results = 1;
+    batch.results = rs;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_DELIVERY_RESULTS;
+    cmd.delivery_results = &batch;
+    return fixture_pack(&cmd);
+}
+
+/* Apply is total: commands whose content no store can hold (a 600-byte or
+ * empty message id, as one REST request or one peer frame could carry
+ * past a face that forgot a check) are refused alike on every replica with
+ * a bad-request result, change nothing, and stop nothing: the entry's
+ * other commands apply, and so do the entries after it. */
+static void test_poison_commands_are_refused(void **state)
+{
+    struct fixture *f = *state;
+    for (unsigned i = 0; i < f->n; i++) {
+        f->servers[i].fsm.on_fatal = fail_on_fatal;
+    }
+    char long_id[601];
+    memset(long_id, 'm', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    char before[QR_ID_BYTES];
+    char after[QR_ID_BYTES];
+    char next[QR_ID_BYTES];
+    struct qr_packed cmds[7];
+    cmds[0] = publish_cmd(f, NULL, before);
+    cmds[1] = fixture_cancel_cmd(long_id);
+    cmds[2] = fixture_replay_cmd(long_id);
+    cmds[3] = fixture_cancel_cmd("");
+    cmds[4] = result_cmd("");
+    cmds[5] = result_cmd(long_id);
+    cmds[6] = publish_cmd(f, NULL, after);
+    fixture_propose(f, 0, cmds, 7, 1000, f->n);
+
+    for (unsigned i = 0; i < f->n; i++) {
+        struct fixture_server *s = &f->servers[i];
+        assert_int_equal(s->n_last, 7);
+        assert_int_equal(s->last[0].status, 0);
+        assert_int_equal(s->last[1].status, QR_EBADREQ);
+        assert_non_null(strstr(s->last[1].error, "message id too long"));
+        assert_int_equal(s->last[2].status, QR_EBADREQ);
+        assert_int_equal(s->last[3].status, QR_EBADREQ);
+        assert_non_null(strstr(s->last[3].error, "empty message id"));
+        /* A result naming no message changes nothing, like one for a
+         * message that is gone. */
+        assert_int_equal(s->last[4].status, 0);
+        assert_int_equal(s->last[5].status, 0);
+        assert_int_equal(s->last[6].status, 0);
+        assert_int_equal(fixture_count_on(s, QRAFT__MESSAGE_STATE__PENDING), 2);
+    }
+    assert_int_equal(fixture_state_of(f, before),
+                     QRAFT__MESSAGE_STATE__PENDING);
+    assert_int_equal(fixture_state_of(f, after), QRAFT__MESSAGE_STATE__PENDING);
+
+    /* The log goes on past the poisoned entry. */
+    struct qr_packed cmd = publish_cmd(f, NULL, next);
+    fixture_propose(f, 0, &cmd, 1, 2000, f->n);
+    cmd = fixture_cancel_cmd(before);
+    fixture_propose(f, 0, &cmd, 1, 3000, f->n);
+    assert_int_equal(fixture_state_of(f, next), QRAFT__MESSAGE_STATE__PENDING);
+    assert_int_equal(fixture_state_of(f, before),
+                     QRAFT__MESSAGE_STATE__CANCELLED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -666,6 +746,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schedule_to_group_fans_out,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_url_groups_replicate,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_poison_commands_are_refused,
                                         fixture_setup, fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
