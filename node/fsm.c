@@ -15,6 +15,9 @@
 #include "lib/clock.h"
 #include "logger.h"
 
+/* Most items one Prune removes per kind (the leader asks for 1,000). */
+#define QR_FSM_MAX_PRUNE_ITEMS 10000u
+
 /* Expired dedup records pruned per applied entry: bounded work per entry. */
 #define DEDUP_PRUNE_PER_ENTRY 64
 
@@ -890,18 +893,19 @@ static int collect_done(void *arg, const Qraft__Message *m)
  * at a time; res->message_id tells the leader where the walk stopped. */
 static int prune_done(struct apply_ctx *ctx,
                       const Qraft__Prune *p,
+                      size_t max,
                       struct qr_apply_result *res)
 {
     struct done_walk w = {
         .cutoff_ms = ctx->now_ms - p->done_retention_ms,
-        .ids = calloc(p->max_items, sizeof(char *)),
+        .ids = calloc(max, sizeof(char *)),
     };
     if (w.ids == NULL) {
         return -ENOMEM;
     }
     int rv =
         qr_store_msg_list(ctx->txn, QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED,
-                          p->scan_after_id, p->max_items, collect_done, &w);
+                          p->scan_after_id, max, collect_done, &w);
     for (size_t i = 0; i < w.n && rv == 0; i++) {
         rv = qr_store_msg_delete(ctx->txn, w.ids[i]);
     }
@@ -911,7 +915,7 @@ static int prune_done(struct apply_ctx *ctx,
     free(w.ids);
     /* A short walk reached the end: start over next time. */
     snprintf(res->message_id, sizeof res->message_id, "%s",
-             w.visited == p->max_items ? w.last : "");
+             w.visited == max ? w.last : "");
     return rv;
 }
 
@@ -921,7 +925,10 @@ static int apply_prune(struct apply_ctx *ctx,
                        struct qr_apply_result *res)
 {
     int rv = 0;
-    size_t max = p->max_items;
+    /* The walk's size is the command's, bounded here: what apply allocates
+     * must not be the command's to choose. */
+    size_t max = p->max_items < QR_FSM_MAX_PRUNE_ITEMS ? p->max_items
+                                                       : QR_FSM_MAX_PRUNE_ITEMS;
     if (p->dlq_retention_ms != 0 && ctx->now_ms > p->dlq_retention_ms &&
         max > 0) {
         struct expired e = {
@@ -949,7 +956,7 @@ static int apply_prune(struct apply_ctx *ctx,
     }
     if (p->done_retention_ms != 0 && ctx->now_ms > p->done_retention_ms &&
         max > 0) {
-        rv = prune_done(ctx, p, res);
+        rv = prune_done(ctx, p, max, res);
         if (rv != 0) {
             return rv;
         }
