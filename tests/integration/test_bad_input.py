@@ -400,14 +400,19 @@ class BadInputTest(unittest.TestCase):
 
     def test_fuzzed_rest_requests_never_answer_5xx(self):
         """Random bytes in the path, the query and the headers of REST
-        requests (seeded: the seed is in every failure): no 5xx, no silent
+        requests (seeded: the seed is in every failure; QRAFT_FUZZ_SEED and
+        QRAFT_FUZZ_REQUESTS replay or lengthen a run): no 5xx, no silent
         close, and the node stays up."""
         seed = int(os.environ.get("QRAFT_FUZZ_SEED", "0")) or int.from_bytes(
             os.urandom(4), "big")
         rnd = random.Random(seed)
         pieces = (BAD_UTF8 + (b"%FF", b"%C3", b"%00", b"%", b"\xc3\xa9",
                   b"\xf0\x9f\x98\x80", b"/", b"?", b"&", b"=", b",", b"..",
-                  b"msg_1", b"a" * 300) + tuple(bytes([b]) for b in range(0x21, 0x7f)))
+                  b"msg_1") + tuple(bytes([b]) for b in range(0x21, 0x7f)))
+        # Long values go in headers and bodies only: an id over the store's
+        # key limit is the poison entry of issue 10 finding 1, which the
+        # tests of that fix send on purpose.
+        long_piece = b"a" * 300
         templates = (
             (b"POST", b"/v2/publish/http://127.0.0.1:9/{}"),
             (b"POST", b"/v2/enqueue/{}/http://127.0.0.1:9/x"),
@@ -433,17 +438,18 @@ class BadInputTest(unittest.TestCase):
                  b"Upstash-Flow-Control-Key", b"Upstash-Deduplication-Id",
                  b"Upstash-Cron", b"Upstash-Method", b"Content-Type", b"X-Other")
 
-        def junk():
-            return b"".join(rnd.choice(pieces) for _ in range(rnd.randrange(1, 6)))
+        def junk(long_ok=False):
+            choices = pieces + (long_piece,) if long_ok else pieces
+            return b"".join(rnd.choice(choices) for _ in range(rnd.randrange(1, 6)))
 
-        n_requests = 2000
+        n_requests = int(os.environ.get("QRAFT_FUZZ_REQUESTS", "2000"))
         for i in range(n_requests):
             method, template = rnd.choice(templates)
             headers = [(b"Upstash-Delay", b"1h")]
             for _ in range(rnd.randrange(0, 3)):
-                headers.append((rnd.choice(names), junk()))
+                headers.append((rnd.choice(names), junk(long_ok=True)))
             headers.append((b"Upstash-Cron", b"0 0 1 1 *"))
-            body = junk() if rnd.random() < 0.3 else b""
+            body = junk(long_ok=True) if rnd.random() < 0.3 else b""
             target = template.replace(b"{}", junk())
             status, answer = self.rest(method, target, headers, body)
             what = (f"seed {seed}, request {i}: {method.decode()} {target!r} "
