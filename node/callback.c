@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/json_text.h"
+#include "lib/utf8.h"
 #include "sign.h"
 
 void qr_callback_canonical_name(const char *name, char *out, size_t out_len)
@@ -44,7 +46,9 @@ uint32_t qr_callback_seq(const char *source_id,
 }
 
 /* {"Canonical-Name": ["value", ...]}, values grouped by canonical name in
- * the order the names first appear. */
+ * the order the names first appear. Names and values that are not UTF-8
+ * (a destination may answer any bytes) show U+FFFD: a callback is built in
+ * apply, where failing on data would stop every replica. */
 static json_t *header_map(Qraft__Header *const *headers, size_t n)
 {
     json_t *map = json_object();
@@ -52,8 +56,10 @@ static json_t *header_map(Qraft__Header *const *headers, size_t n)
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
-        char name[256];
-        qr_callback_canonical_name(headers[i]->name, name, sizeof name);
+        char raw[256];
+        char name[QR_UTF8_LOSSY_BYTES(sizeof raw)];
+        qr_callback_canonical_name(headers[i]->name, raw, sizeof raw);
+        qr_utf8_lossy(raw, strlen(raw), name);
         json_t *values = json_object_get(map, name);
         if (values == NULL) {
             values = json_array();
@@ -62,7 +68,7 @@ static json_t *header_map(Qraft__Header *const *headers, size_t n)
                 return NULL;
             }
         }
-        if (json_array_append_new(values, json_string(headers[i]->value))) {
+        if (json_array_append_new(values, qr_json_text(headers[i]->value))) {
             json_decref(map);
             return NULL;
         }
@@ -105,11 +111,11 @@ static char *build_body(const Qraft__Message *src,
     bad |= json_object_set_new(o, "retried", json_integer(r->attempt));
     bad |= json_object_set_new(o, "maxRetries", json_integer(src->max_retries));
     if (kind == QRAFT__CALLBACK_KIND__FAILURE_CALLBACK) {
-        bad |= json_object_set_new(o, "dlqId", json_string(src->id));
+        bad |= json_object_set_new(o, "dlqId", qr_json_text(src->id));
     }
-    bad |= json_object_set_new(o, "sourceMessageId", json_string(src->id));
-    bad |= json_object_set_new(o, "url", json_string(src->url));
-    bad |= json_object_set_new(o, "method", json_string(src->method));
+    bad |= json_object_set_new(o, "sourceMessageId", qr_json_text(src->id));
+    bad |= json_object_set_new(o, "url", qr_json_text(src->url));
+    bad |= json_object_set_new(o, "method", qr_json_text(src->method));
     bad |= json_object_set_new(o, "sourceHeader",
                                header_map(src->headers, src->n_headers));
     bad |= json_object_set_new(o, "sourceBody",
@@ -119,19 +125,19 @@ static char *build_body(const Qraft__Message *src,
     bad |= json_object_set_new(o, "createdAt",
                                json_integer((json_int_t)src->created_ms));
     if (src->schedule_id[0] != '\0') {
-        bad |=
-            json_object_set_new(o, "scheduleId", json_string(src->schedule_id));
+        bad |= json_object_set_new(o, "scheduleId",
+                                   qr_json_text(src->schedule_id));
     }
     if (src->topic_name[0] != '\0') {
         bad |=
-            json_object_set_new(o, "topicName", json_string(src->topic_name));
+            json_object_set_new(o, "topicName", qr_json_text(src->topic_name));
     }
     if (src->endpoint_name[0] != '\0') {
         bad |= json_object_set_new(o, "endpointName",
-                                   json_string(src->endpoint_name));
+                                   qr_json_text(src->endpoint_name));
     }
     if (src->caller_ip[0] != '\0') {
-        bad |= json_object_set_new(o, "callerIP", json_string(src->caller_ip));
+        bad |= json_object_set_new(o, "callerIP", qr_json_text(src->caller_ip));
     }
     char *text = bad ? NULL : json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);

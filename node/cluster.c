@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "lib/addr.h"
 #include "lib/clock.h"
 #include "logger.h"
 #include "sign.h"
@@ -70,6 +71,7 @@ static int nodelay_init(struct raft_uv_transport *t,
 {
     struct qr_nodelay_transport *n = t->impl;
     int rv = n->inner.init(&n->inner, id, address);
+    n->address = address;
     if (rv != 0) {
         snprintf(t->errmsg, sizeof t->errmsg, "%s", n->inner.errmsg);
     }
@@ -92,7 +94,17 @@ static int nodelay_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
     n->accept_cb = cb;
     int rv = n->inner.listen(&n->inner, on_nodelay_accept);
     if (rv != 0) {
-        snprintf(t->errmsg, sizeof t->errmsg, "%s", n->inner.errmsg);
+        /* The stock transport says neither where nor why: look. */
+        int why = qr_addr_probe_listen(n->address);
+        n->listen_failed = true;
+        if (why != 0) {
+            snprintf(t->errmsg, sizeof t->errmsg, "raft listen on %s: %s",
+                     n->address, uv_strerror(why));
+        } else {
+            snprintf(t->errmsg, sizeof t->errmsg, "raft listen on %s: %s%s%s",
+                     n->address, raft_strerror(rv),
+                     n->inner.errmsg[0] != '\0' ? ": " : "", n->inner.errmsg);
+        }
     }
     return rv;
 }
@@ -638,8 +650,13 @@ int qr_cluster_start(struct qr_cluster *c)
 
     rv = raft_start(&c->raft);
     if (rv != 0) {
-        snprintf(c->errmsg, sizeof c->errmsg, "cluster: start: %s",
-                 raft_errmsg(&c->raft));
+        const char *why = raft_errmsg(&c->raft);
+        if (c->transport.listen_failed) {
+            why = c->transport.outer.errmsg;
+        } else if (why == NULL || why[0] == '\0') {
+            why = raft_strerror(rv);
+        }
+        snprintf(c->errmsg, sizeof c->errmsg, "cluster: start: %s", why);
         return QR_ERAFT;
     }
     c->started = true;

@@ -60,6 +60,10 @@ struct qr_nodelay_transport {
     struct raft_uv_transport inner; /* the stock TCP transport */
     raft_uv_accept_cb accept_cb;
     raft_uv_transport_close_cb close_cb;
+    const char *address; /* this node's raft address (borrowed from raft) */
+    /* Set when listening failed; outer.errmsg then names the address and
+     * the cause (libraft returns only RAFT_IOERR, with no message). */
+    bool listen_failed;
 };
 
 struct qr_cluster {

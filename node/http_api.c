@@ -633,7 +633,7 @@ int qr_http_init(struct qr_http *h,
     return 0;
 
 err_after_tcp_init:
-    snprintf(errmsg, QR_ERRMSG_BYTES, "http: listen %s: %s", listen_hostport,
+    snprintf(errmsg, QR_ERRMSG_BYTES, "http: listen on %s: %s", listen_hostport,
              uv_strerror(rv));
     uv_close((uv_handle_t *)&s->listener, on_failed_listener_closed);
     return rv;

@@ -23,6 +23,8 @@
 
 #include "command.h"
 #include "filter.h"
+#include "lib/json_text.h"
+#include "lib/utf8.h"
 #include "logger.h"
 #include "qraft.pb-c.h"
 #include "rpc.h"
@@ -69,6 +71,10 @@ struct rest_call {
     /* run_json: the body an OK answer must hold, and its JSON. */
     Qraft__Response__BodyCase want;
     json_fn build;
+    /* A write: what it did once the node answered OK (write_outcome), said
+     * in the 500 that answers when its reply cannot be built; NULL for a
+     * read. */
+    const char *done;
 };
 
 /* The pool's share of a call: its dispose callback drops the reference. */
@@ -161,23 +167,77 @@ static void send_body(h2o_req_t *req, int status, const char *body)
     h2o_send_inline(req, body, len);
 }
 
-/* Answers json (takes ownership). */
+/* The body of a 500 whose JSON could not be built (out of memory). After a
+ * write (done: what it did; id: the message it made, or NULL) it says so:
+ * a client must not take it for "nothing happened" and send the write
+ * again. done and id are shown only as plain ASCII, so the body is always
+ * valid JSON. */
+static void send_unbuilt(h2o_req_t *req,
+                         const char *done,
+                         const char *id,
+                         const char *why)
+{
+    char body[512];
+    bool id_ok = id != NULL && id[0] != '\0' && strlen(id) <= 128;
+
+    for (const char *p = id; id_ok && *p != '\0'; p++) {
+        id_ok = isalnum((unsigned char)*p) || strchr("._-", *p) != NULL;
+    }
+    if (done == NULL) {
+        snprintf(body, sizeof(body), "{\"error\":\"%s\"}", why);
+    } else {
+        snprintf(body, sizeof(body),
+                 "{\"error\":\"%s%s%s, but %s: do not send it again; read "
+                 "the state back\"}",
+                 done, id_ok ? " as " : "", id_ok ? id : "", why);
+    }
+    send_body(req, 500, body);
+}
+
+/* Answers json (takes ownership); a reply that cannot be built (json NULL,
+ * or json_dumps out of memory) is a 500 that says so. */
 static void send_json(h2o_req_t *req, int status, json_t *json)
 {
     char *body = json != NULL ? json_dumps(json, JSON_COMPACT) : NULL;
 
     json_decref(json);
     if (body == NULL) {
-        send_body(req, 500, "{\"error\":\"out of memory\"}");
+        send_unbuilt(req, NULL, NULL,
+                     "out of memory: the reply could not be built");
         return;
     }
     send_body(req, status, body);
     free(body);
 }
 
+/* send_json for a call: after a write (c->done) the 500 that answers a
+ * reply that cannot be built says what the write did (id: the message it
+ * made, or NULL). */
+static void send_reply(struct rest_call *c,
+                       int status,
+                       json_t *json,
+                       const char *id)
+{
+    char *body = json != NULL ? json_dumps(json, JSON_COMPACT) : NULL;
+
+    json_decref(json);
+    if (body == NULL) {
+        send_unbuilt(c->req, c->done, id,
+                     "the reply could not be built (out of memory)");
+        return;
+    }
+    send_body(c->req, status, body);
+    free(body);
+}
+
+/* Answers {"error": message}; message may hold any bytes (a request's or
+ * a record's, echoed back). */
 static void send_error(h2o_req_t *req, int status, const char *message)
 {
-    send_json(req, status, json_pack("{s:s}", "error", message));
+    json_t *text = qr_json_text(message);
+
+    send_json(req, status,
+              text != NULL ? json_pack("{s:o}", "error", text) : NULL);
 }
 
 static int http_status(Qraft__Status st)
@@ -205,19 +265,55 @@ static int http_status(Qraft__Status st)
     }
 }
 
+/* What a request changes once the node answers OK, said in a 500 that
+ * answers it after all (see send_reply); NULL for a read. */
+static const char *write_outcome(const Qraft__Request *rpc_req)
+{
+    switch (rpc_req->body_case) {
+        case QRAFT__REQUEST__BODY_PUBLISH:
+            return "the message was published";
+        case QRAFT__REQUEST__BODY_CANCEL:
+            return "the message was cancelled";
+        case QRAFT__REQUEST__BODY_CANCEL_MANY:
+            return "the messages were cancelled";
+        case QRAFT__REQUEST__BODY_DLQ_DELETE:
+            return "the dead letters were deleted";
+        case QRAFT__REQUEST__BODY_DLQ_REPLAY:
+            return "the dead letters were sent again";
+        case QRAFT__REQUEST__BODY_SCHEDULE_UPSERT:
+            return "the schedule was saved";
+        case QRAFT__REQUEST__BODY_SCHEDULE_DELETE:
+            return "the schedule was deleted";
+        case QRAFT__REQUEST__BODY_SCHEDULE_PAUSE:
+            return "the schedule was paused or resumed";
+        case QRAFT__REQUEST__BODY_QUEUE_UPSERT:
+        case QRAFT__REQUEST__BODY_QUEUE_DELETE:
+        case QRAFT__REQUEST__BODY_QUEUE_PAUSE:
+            return "the queue was changed";
+        case QRAFT__REQUEST__BODY_GROUP_CHANGE:
+            return "the url group was changed";
+        case QRAFT__REQUEST__BODY_KEYS:
+            return rpc_req->keys->rotate ? "the signing keys were rotated"
+                                         : NULL;
+        default:
+            return NULL;
+    }
+}
+
 /* Answers a reply that is not what the route expected: the node's error,
  * or, for an OK reply without the expected body, a 500 (never an error
- * sent with 200). */
-static void send_status_error(h2o_req_t *req, const Qraft__Response *resp)
+ * sent with 200) that, after a write, says it happened. */
+static void send_status_error(struct rest_call *c, const Qraft__Response *resp)
 {
     if (resp->status == QRAFT__STATUS__OK) {
-        send_error(req, 500, "the node answered without the expected body");
+        send_unbuilt(c->req, c->done, NULL,
+                     "the node answered without the expected body");
         return;
     }
     const char *why = resp->error != NULL && resp->error[0] != '\0'
                           ? resp->error
                           : "request failed";
-    send_error(req, http_status(resp->status), why);
+    send_error(c->req, http_status(resp->status), why);
 }
 
 static void on_call_reply(void *data, const Qraft__Response *resp)
@@ -259,7 +355,7 @@ static bool reply_ok(struct rest_call *c,
     c->answered = true;
     if (resp->status != QRAFT__STATUS__OK ||
         (want != QRAFT__RESPONSE__BODY__NOT_SET && resp->body_case != want)) {
-        send_status_error(c->req, resp);
+        send_status_error(c, resp);
         return false;
     }
     return true;
@@ -271,7 +367,7 @@ static void on_json_reply(struct rest_call *c,
 {
     (void)index;
     if (reply_ok(c, resp, c->want)) {
-        send_json(c->req, 200, c->build(c, resp));
+        send_reply(c, 200, c->build(c, resp), NULL);
     }
 }
 
@@ -303,6 +399,7 @@ static void start_single(struct qr_rest *r,
     c->single = single;
     c->want = want;
     c->build = build;
+    c->done = write_outcome(rpc_req);
     c->refs++; /* ours, across the submission */
     if (submit(c, &c->items[0], rpc_req) != 0 && c->req != NULL &&
         !c->answered) {
@@ -612,6 +709,31 @@ static void pub_add_header(struct pub *p,
     p->headers[p->pr.n_headers++] = h;
 }
 
+/* Refuses a header the node reads or stores (Content-Type and Upstash-*:
+ * forwarded headers, callbacks, labels, keys, ids... that replies show as
+ * JSON later) unless its name and value are UTF-8; any other header is
+ * ignored, whatever its bytes. On bad input writes why into err and returns
+ * -EINVAL. */
+static int check_header_utf8(const char *name,
+                             size_t nlen,
+                             const char *val,
+                             size_t vlen,
+                             char *err)
+{
+    if (!equal_ci(name, nlen, "content-type") &&
+        !prefix_ci(name, nlen, "upstash-")) {
+        return 0;
+    }
+    if (!qr_utf8_valid(name, nlen) || !qr_utf8_valid(val, vlen)) {
+        snprintf(err, ERR_BYTES,
+                 "header %.*s is not valid UTF-8 (send binary data in the "
+                 "body, or percent- or base64-encoded)",
+                 (int)(nlen > 64 ? 64 : nlen), name);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* Applies one request header to p; on bad input writes why into err and
  * returns -EINVAL. */
 static int apply_header(struct pub *p,
@@ -625,6 +747,9 @@ static int apply_header(struct pub *p,
     static const char fwd[] = "upstash-forward-";
     uint64_t v;
 
+    if (check_header_utf8(name, nlen, val, vlen, err) != 0) {
+        return -EINVAL;
+    }
     if (equal_ci(name, nlen, "content-type")) {
         pub_add_header(p, pool, pool_str(pool, "Content-Type", 12), val, vlen);
     } else if (prefix_ci(name, nlen, fwd) && nlen > sizeof(fwd) - 1) {
@@ -754,10 +879,11 @@ static json_t *publish_answer(const Qraft__Response *resp, const char *url)
 
     if (resp->status != QRAFT__STATUS__OK ||
         resp->body_case != QRAFT__RESPONSE__BODY_PUBLISH) {
-        return json_pack("{s:s}", "error",
-                         resp->error != NULL && resp->error[0] != '\0'
+        return json_pack(
+            "{s:o}", "error",
+            qr_json_text(resp->error != NULL && resp->error[0] != '\0'
                              ? resp->error
-                             : "publish failed");
+                             : "publish failed"));
     }
     if (resp->publish->topic_name[0] != '\0') {
         /* A URL group: one element per endpoint (a bare array, as the SDK
@@ -765,8 +891,9 @@ static json_t *publish_answer(const Qraft__Response *resp, const char *url)
         json_t *all = json_array();
         for (size_t i = 0; all != NULL && i < resp->publish->n_messages; i++) {
             const Qraft__PublishedMessage *pm = resp->publish->messages[i];
-            o = json_pack("{s:s,s:s}", "messageId", pm->message_id, "url",
-                          pm->url);
+            o = json_pack("{s:o,s:o}", "messageId",
+                          qr_json_text(pm->message_id), "url",
+                          qr_json_text(pm->url));
             if (o != NULL && pm->deduplicated) {
                 json_object_set_new(o, "deduplicated", json_true());
             }
@@ -774,8 +901,9 @@ static json_t *publish_answer(const Qraft__Response *resp, const char *url)
         }
         return all;
     }
-    o = json_pack("{s:s,s:s}", "messageId", resp->publish->message_id, "url",
-                  url);
+    o = json_pack("{s:o,s:o}", "messageId",
+                  qr_json_text(resp->publish->message_id), "url",
+                  qr_json_text(url));
     if (o != NULL && resp->publish->deduplicated) {
         json_object_set_new(o, "deduplicated", json_true());
     }
@@ -815,8 +943,11 @@ static void on_publish_reply(struct rest_call *c,
     if (!reply_ok(c, resp, QRAFT__RESPONSE__BODY__NOT_SET)) {
         return;
     }
-    send_json(c->req, publish_deduplicated(resp) ? 202 : 200,
-              publish_answer(resp, c->url));
+    send_reply(c, publish_deduplicated(resp) ? 202 : 200,
+               publish_answer(resp, c->url),
+               resp->body_case == QRAFT__RESPONSE__BODY_PUBLISH
+                   ? resp->publish->message_id
+                   : NULL);
 }
 
 /* Appends the request's query to dest, without qstash_token and upstash-*
@@ -946,7 +1077,7 @@ static void on_batch_reply(struct rest_call *c,
         return;
     }
     c->answered = true;
-    send_json(c->req, 200, json_incref(c->out));
+    send_reply(c, 200, json_incref(c->out), NULL);
 }
 
 /* Builds the publish of one batch element into p; on bad input writes why
@@ -1113,7 +1244,8 @@ static void handle_batch(struct qr_rest *r, h2o_req_t *req)
         json_t *d = json_object_get(el, "destination");
         c->urls[i] = strdup(json_is_string(d) ? json_string_value(d) : "");
         if (batch_element(&req->pool, el, &p, caller, err) != 0) {
-            json_array_set_new(c->out, i, json_pack("{s:s}", "error", err));
+            json_array_set_new(c->out, i,
+                               json_pack("{s:o}", "error", qr_json_text(err)));
             c->n_pending--;
             continue;
         }
@@ -1124,18 +1256,34 @@ static void handle_batch(struct qr_rest *r, h2o_req_t *req)
                 c->out, i,
                 json_pack("{s:s}", "error", "the node is shutting down"));
             c->n_pending--;
+        } else {
+            c->done = "the batch's messages without an error were published";
         }
     }
     json_decref(in);
     if (--c->n_pending == 0 && c->req != NULL && !c->answered) {
         c->answered = true;
-        send_json(req, 200, json_incref(c->out));
+        send_reply(c, 200, json_incref(c->out), NULL);
     }
     call_unref(c);
 }
 
 /* ---------------------------------------------------------------------------
  * Messages and DLQ. */
+
+/* s, or, when it is not UTF-8, its lossy copy in pool memory. */
+static const char *pool_lossy(h2o_mem_pool_t *pool, const char *s)
+{
+    size_t n = strlen(s);
+    char *clean;
+
+    if (qr_utf8_valid(s, n)) {
+        return s;
+    }
+    clean = h2o_mem_alloc_pool(pool, QR_UTF8_LOSSY_BYTES(n));
+    qr_utf8_lossy(s, n, clean);
+    return clean;
+}
 
 /* {"Name": ["v", ...]} from headers, names in canonical form. */
 static json_t *header_map(Qraft__Header **headers,
@@ -1145,14 +1293,14 @@ static json_t *header_map(Qraft__Header **headers,
     json_t *map = json_object();
 
     for (size_t i = 0; i < n && map != NULL; i++) {
-        const char *name =
-            canonical(pool, headers[i]->name, strlen(headers[i]->name));
+        const char *name = pool_lossy(
+            pool, canonical(pool, headers[i]->name, strlen(headers[i]->name)));
         json_t *values = json_object_get(map, name);
         if (values == NULL) {
             values = json_array();
             json_object_set_new(map, name, values);
         }
-        json_array_append_new(values, json_string(headers[i]->value));
+        json_array_append_new(values, qr_json_text(headers[i]->value));
     }
     return map;
 }
@@ -1167,7 +1315,7 @@ static void set_b64(json_t *o, const char *key, ProtobufCBinaryData data)
         return;
     }
     base64_encode(data.data, data.len, b64);
-    json_object_set_new(o, key, json_string(b64));
+    json_object_set_new(o, key, qr_json_text(b64));
     free(b64);
 }
 
@@ -1188,7 +1336,7 @@ static void set_body(json_t *o,
 static void set_opt_string(json_t *o, const char *key, const char *value)
 {
     if (value != NULL && value[0] != '\0') {
-        json_object_set_new(o, key, json_string(value));
+        json_object_set_new(o, key, qr_json_text(value));
     }
 }
 
@@ -1200,9 +1348,9 @@ static void set_labels(json_t *o, const Qraft__Message *m)
     }
     json_t *labels = json_array();
     for (size_t i = 0; i < m->n_labels; i++) {
-        json_array_append_new(labels, json_string(m->labels[i]));
+        json_array_append_new(labels, qr_json_text(m->labels[i]));
     }
-    json_object_set_new(o, "label", json_string(m->labels[0]));
+    json_object_set_new(o, "label", qr_json_text(m->labels[0]));
     json_object_set_new(o, "labels", labels);
 }
 
@@ -1214,9 +1362,9 @@ static void set_message_request(json_t *o,
                                 const Qraft__Message *m,
                                 h2o_mem_pool_t *pool)
 {
-    json_object_set_new(o, "url", json_string(m->url));
-    json_object_set_new(o, "method",
-                        json_string(m->method[0] != '\0' ? m->method : "POST"));
+    json_object_set_new(o, "url", qr_json_text(m->url));
+    json_object_set_new(
+        o, "method", qr_json_text(m->method[0] != '\0' ? m->method : "POST"));
     json_object_set_new(o, "header",
                         header_map(m->headers, m->n_headers, pool));
 }
@@ -1243,7 +1391,7 @@ static json_t *message_json(const Qraft__Message *m,
     if (o == NULL) {
         return NULL;
     }
-    json_object_set_new(o, "messageId", json_string(m->id));
+    json_object_set_new(o, "messageId", qr_json_text(m->id));
     set_message_request(o, m, pool);
     if (m->body.len > 0) {
         set_body(o, "body", "bodyBase64", m->body);
@@ -1262,7 +1410,7 @@ static json_t *message_json(const Qraft__Message *m,
     set_labels(o, m);
     if (m->flow_control_key[0] != '\0') {
         json_object_set_new(o, "flowControlKey",
-                            json_string(m->flow_control_key));
+                            qr_json_text(m->flow_control_key));
         json_object_set_new(o, "parallelism",
                             json_integer(m->flow_parallelism));
         json_object_set_new(o, "rate", json_integer(m->flow_rate));
@@ -1272,7 +1420,7 @@ static json_t *message_json(const Qraft__Message *m,
     if (!dlq) {
         return o;
     }
-    json_object_set_new(o, "dlqId", json_string(m->id));
+    json_object_set_new(o, "dlqId", qr_json_text(m->id));
     if (m->last_response != NULL) {
         const Qraft__AttemptResponse *lr = m->last_response;
         json_object_set_new(o, "responseStatus", json_integer(lr->status));
@@ -1319,14 +1467,14 @@ static void on_get_reply(struct rest_call *c,
             send_error(c->req, 404, "dlq message not found");
             return;
         }
-        send_json(c->req, 200, message_json(m, true, &c->req->pool));
+        send_reply(c, 200, message_json(m, true, &c->req->pool), NULL);
         return;
     }
     if (!message_live(m)) {
         send_error(c->req, 404, "message not found");
         return;
     }
-    send_json(c->req, 200, message_json(m, false, &c->req->pool));
+    send_reply(c, 200, message_json(m, false, &c->req->pool), NULL);
 }
 
 static void on_cancel_reply(struct rest_call *c,
@@ -1344,7 +1492,7 @@ static void on_cancel_reply(struct rest_call *c,
     if (!reply_ok(c, resp, QRAFT__RESPONSE__BODY__NOT_SET)) {
         return;
     }
-    send_json(c->req, 200, json_pack("{s:i}", "cancelled", 1));
+    send_reply(c, 200, json_pack("{s:i}", "cancelled", 1), NULL);
 }
 
 static void handle_message(struct qr_rest *r,
@@ -1638,7 +1786,7 @@ static void on_dlq_bulk_reply(struct rest_call *c,
         cursor = resp->bulk_page->cursor;
     } else {
         json_decref(responses);
-        send_status_error(c->req, resp);
+        send_status_error(c, resp);
         return;
     }
     for (size_t i = 0; i < n_results; i++) {
@@ -1646,7 +1794,8 @@ static void on_dlq_bulk_reply(struct rest_call *c,
         if (it->status == QRAFT__STATUS__OK) {
             n_ok++;
             json_array_append_new(
-                responses, json_pack("{s:s}", "messageId", it->message_id));
+                responses,
+                json_pack("{s:o}", "messageId", qr_json_text(it->message_id)));
         } else if (c->single) {
             json_decref(responses);
             send_error(c->req,
@@ -1663,7 +1812,7 @@ static void on_dlq_bulk_reply(struct rest_call *c,
     if (retry && c->single && json_array_size(responses) == 1) {
         json_t *one = json_incref(json_array_get(responses, 0));
         json_decref(responses);
-        send_json(c->req, 201, one);
+        send_reply(c, 201, one, NULL);
         return;
     }
     if (retry) {
@@ -1673,7 +1822,7 @@ static void on_dlq_bulk_reply(struct rest_call *c,
         out = json_pack("{s:I}", "deleted", (json_int_t)n_ok);
     }
     set_opt_string(out, "cursor", cursor);
-    send_json(c->req, retry ? 201 : 200, out);
+    send_reply(c, retry ? 201 : 200, out, NULL);
 }
 
 static void on_dlq_delete_reply(struct rest_call *c,
@@ -1770,7 +1919,7 @@ static void on_cancel_many_reply(struct rest_call *c,
     for (size_t i = 0; i < resp->bulk->n_results; i++) {
         n_ok += resp->bulk->results[i]->status == QRAFT__STATUS__OK;
     }
-    send_json(c->req, 200, json_pack("{s:I}", "cancelled", (json_int_t)n_ok));
+    send_reply(c, 200, json_pack("{s:I}", "cancelled", (json_int_t)n_ok), NULL);
 }
 
 /* The Go SDK's form: {"messageIds": ["...", ...]} as the body. Appends the
@@ -1899,11 +2048,11 @@ static json_t *log_json(const Qraft__EventEntry *en, h2o_mem_pool_t *pool)
     bool latest = m != NULL && m->attempts == e->attempt;
 
     json_object_set_new(o, "time", json_integer((json_int_t)e->time_ms));
-    json_object_set_new(o, "messageId", json_string(e->message_id));
+    json_object_set_new(o, "messageId", qr_json_text(e->message_id));
     json_object_set_new(o, "state",
-                        json_string(qr_filter_log_state_name(en->state)));
+                        qr_json_text(qr_filter_log_state_name(en->state)));
     if (failure) {
-        json_object_set_new(o, "error", json_string(e->detail));
+        json_object_set_new(o, "error", qr_json_text(e->detail));
     }
     if (status != 0 &&
         (failure || en->state == QRAFT__LOG_STATE__LOG_DELIVERED)) {
@@ -2042,15 +2191,15 @@ static json_t *schedule_json(const Qraft__Schedule *sc,
     if (o == NULL) {
         return NULL;
     }
-    json_object_set_new(o, "scheduleId", json_string(sc->id));
-    json_object_set_new(o, "cron", json_string(sc->cron));
+    json_object_set_new(o, "scheduleId", qr_json_text(sc->id));
+    json_object_set_new(o, "cron", qr_json_text(sc->cron));
     json_object_set_new(o, "createdAt",
                         json_integer((json_int_t)sc->created_ms));
     json_object_set_new(
         o, "destination",
-        json_string(t->topic_name[0] != '\0' ? t->topic_name : t->url));
-    json_object_set_new(o, "method",
-                        json_string(t->method[0] != '\0' ? t->method : "POST"));
+        qr_json_text(t->topic_name[0] != '\0' ? t->topic_name : t->url));
+    json_object_set_new(
+        o, "method", qr_json_text(t->method[0] != '\0' ? t->method : "POST"));
     json_object_set_new(o, "header",
                         header_map(t->headers, t->n_headers, pool));
     if (t->body.len > 0) {
@@ -2083,8 +2232,8 @@ static json_t *schedule_json(const Qraft__Schedule *sc,
     for (size_t i = 0; i < sc->n_last_fired && states != NULL; i++) {
         const char *word = schedule_state_word(sc->last_fired[i]->state);
         if (word != NULL) {
-            json_object_set_new(states, sc->last_fired[i]->message_id,
-                                json_string(word));
+            qr_json_set_text_key(states, sc->last_fired[i]->message_id,
+                                 qr_json_text(word));
         }
     }
     if (states != NULL && json_object_size(states) > 0) {
@@ -2099,7 +2248,8 @@ static json_t *schedule_created_json(struct rest_call *c,
                                      const Qraft__Response *resp)
 {
     (void)c;
-    return json_pack("{s:s}", "scheduleId", resp->schedule_upsert->schedule_id);
+    return json_pack("{s:o}", "scheduleId",
+                     qr_json_text(resp->schedule_upsert->schedule_id));
 }
 
 static void on_schedules_reply(struct rest_call *c,
@@ -2117,9 +2267,10 @@ static void on_schedules_reply(struct rest_call *c,
             send_error(c->req, 404, "schedule not found");
             return;
         }
-        send_json(c->req, 200,
-                  schedule_json(resp->schedules->schedules[0], retries,
-                                &c->req->pool));
+        send_reply(c, 200,
+                   schedule_json(resp->schedules->schedules[0], retries,
+                                 &c->req->pool),
+                   NULL);
         return;
     }
     json_t *out = json_array();
@@ -2127,7 +2278,7 @@ static void on_schedules_reply(struct rest_call *c,
         json_array_append_new(out, schedule_json(resp->schedules->schedules[i],
                                                  retries, &c->req->pool));
     }
-    send_json(c->req, 200, out);
+    send_reply(c, 200, out, NULL);
 }
 
 /* Schedule delete, pause, resume and queue writes: 200 with an empty
@@ -2162,6 +2313,11 @@ static void handle_schedule_create(struct qr_rest *r,
         const char *name = h->name->base;
         size_t nlen = h->name->len;
         char *value = pool_str(&req->pool, h->value.base, h->value.len);
+        if (check_header_utf8(name, nlen, h->value.base, h->value.len, err) !=
+            0) {
+            send_error(req, 400, err);
+            return;
+        }
         if (equal_ci(name, nlen, "upstash-cron")) {
             up.cron = value;
         } else if (equal_ci(name, nlen, "upstash-schedule-id")) {
@@ -2328,8 +2484,8 @@ static void route_schedules(struct qr_rest *r,
 static json_t *keys_json(struct rest_call *c, const Qraft__Response *resp)
 {
     (void)c;
-    return json_pack("{s:s,s:s}", "current", resp->keys->current, "next",
-                     resp->keys->next);
+    return json_pack("{s:o,s:o}", "current", qr_json_text(resp->keys->current),
+                     "next", qr_json_text(resp->keys->next));
 }
 
 static void handle_keys(struct qr_rest *r, h2o_req_t *req, bool rotate)
@@ -2358,11 +2514,11 @@ static json_t *group_json(const Qraft__UrlGroup *g)
     for (size_t i = 0; eps != NULL && i < g->n_endpoints; i++) {
         json_t *e = json_object();
         set_opt_string(e, "name", g->endpoints[i]->name);
-        json_object_set_new(e, "url", json_string(g->endpoints[i]->url));
+        json_object_set_new(e, "url", qr_json_text(g->endpoints[i]->url));
         json_array_append_new(eps, e);
     }
-    o = json_pack("{s:s,s:I,s:I,s:o}", "name", g->name, "createdAt",
-                  (json_int_t)g->created_ms, "updatedAt",
+    o = json_pack("{s:o,s:I,s:I,s:o}", "name", qr_json_text(g->name),
+                  "createdAt", (json_int_t)g->created_ms, "updatedAt",
                   (json_int_t)g->updated_ms, "endpoints", eps);
     return o;
 }
@@ -2610,7 +2766,7 @@ static bool one_segment(const char *s, size_t len)
 
 static json_t *queue_json(const Qraft__Queue *q)
 {
-    return json_pack("{s:s,s:I,s:b,s:I,s:I,s:I}", "name", q->name,
+    return json_pack("{s:o,s:I,s:b,s:I,s:I,s:I}", "name", qr_json_text(q->name),
                      "parallelism", (json_int_t)q->parallelism, "paused",
                      q->paused, "lag", (json_int_t)q->waiting, "createdAt",
                      (json_int_t)q->created_ms, "updatedAt",
@@ -2784,6 +2940,39 @@ static void handle_queues(struct qr_rest *r,
     }
 }
 
+/* Refuses a query parameter whose name or value, percent-decoded, is not
+ * UTF-8: the node reads it (a filter, an id, a cursor, Upstash-* config).
+ * With config_only (a publish or a schedule, whose other parameters go on
+ * to the destination as they came, percent-encoded) only the parameters
+ * the node reads itself are checked. On bad input writes why into err and
+ * returns -EINVAL. */
+static int check_query_utf8(h2o_mem_pool_t *pool,
+                            h2o_iovec_t query,
+                            bool config_only,
+                            char *err)
+{
+    struct query_param p;
+    size_t pos = 0;
+
+    while (next_param(query.base, query.len, &pos, &p)) {
+        if (config_only && !prefix_ci(p.name, p.name_len, "upstash-") &&
+            !equal_ci(p.name, p.name_len, "qstash_token")) {
+            continue;
+        }
+        char *name = query_decode(pool, p.name, p.name_len);
+        char *value = query_decode(pool, p.value, p.value_len);
+        if (!qr_utf8_valid(name, strlen(name)) ||
+            !qr_utf8_valid(value, strlen(value))) {
+            snprintf(err, ERR_BYTES,
+                     "query parameter '%.*s' is not valid UTF-8 once "
+                     "percent-decoded",
+                     (int)(p.name_len > 64 ? 64 : p.name_len), p.name);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
 static void route(struct qr_rest *r,
                   h2o_req_t *req,
                   const char *path,
@@ -2792,6 +2981,18 @@ static void route(struct qr_rest *r,
 {
     const char *rest;
     size_t rest_len;
+    char err[ERR_BYTES];
+    bool forwards_query =
+        ((path_is(path, len, "/v2/publish", &rest, &rest_len) ||
+          path_is(path, len, "/v2/enqueue", &rest, &rest_len)) &&
+         rest != NULL) ||
+        (path_is(path, len, "/v2/schedules", &rest, &rest_len) &&
+         method_is(req, "POST"));
+
+    if (check_query_utf8(&req->pool, query, forwards_query, err) != 0) {
+        send_error(req, 400, err);
+        return;
+    }
 
     if (path_is(path, len, "/v2/publish", &rest, &rest_len) && rest != NULL) {
         if (!method_only(req, "POST")) {
@@ -2955,6 +3156,14 @@ bool qr_rest_handle(struct qr_rest *r, h2o_req_t *req)
         send_error(req, 401,
                    "unauthorized: send Authorization: Bearer <token> (or "
                    "?qstash_token=)");
+        return true;
+    }
+    /* Ids, names and destinations come from the path: refused before
+     * anything is proposed, never stored to fail when shown. */
+    if (!qr_utf8_valid(req->path.base, req->path.len)) {
+        send_error(req, 400,
+                   "the request path is not valid UTF-8 (percent-encode "
+                   "other bytes)");
         return true;
     }
     route(r, req, path, len, query);

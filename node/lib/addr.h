@@ -10,4 +10,12 @@
  * Returns 0 or QR_EBADREQ. */
 int qr_addr_parse_ipv4(const char *hostport, struct sockaddr_in *out);
 
+/* Says why a listener on hostport ("HOST:PORT", "[V6]:PORT"; HOST as
+ * getaddrinfo reads it) cannot start, for a library that reports only that
+ * it failed: binds and listens a throw-away socket there, as a listener
+ * would (SO_REUSEADDR), and closes it. Returns 0 when that works now, or
+ * -errno (-EADDRINUSE: the port is taken), or -EINVAL when hostport does not
+ * resolve. */
+int qr_addr_probe_listen(const char *hostport);
+
 #endif /* QR_ADDR_H */

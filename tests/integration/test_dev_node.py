@@ -2,6 +2,8 @@
 publishes that survive kill -9 and SIGTERM, and token checks."""
 
 import re
+import socket
+import subprocess
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 
@@ -123,6 +125,39 @@ class DevNodeTest(unittest.TestCase):
         self.node.start()
         self.assert_pending(ids)
         self.assert_same_ids(self.listed_pending(), ids, "after SIGTERM")
+
+
+class TakenPortTest(unittest.TestCase):
+    """A port another process holds stops qraftd at start, and its last
+    words name the listener, the address and the cause."""
+
+    def assert_refuses_taken(self, which):
+        node = qh.DevNode()
+        self.addCleanup(node.cleanup)
+        port = getattr(node, f"{which}_port")
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(holder.close)
+        holder.bind(("127.0.0.1", port))
+        holder.listen(1)
+        node.start(wait=False)
+        try:
+            rc = node.proc.wait(qh.START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.fail(f"qraftd kept running with its {which} port taken")
+        self.assertNotEqual(rc, 0)
+        last = node.stderr_tail(1)
+        self.assertIn(which, last)
+        self.assertIn(f"127.0.0.1:{port}", last)
+        self.assertIn("address already in use", last.lower())
+
+    def test_taken_raft_port(self):
+        self.assert_refuses_taken("raft")
+
+    def test_taken_rpc_port(self):
+        self.assert_refuses_taken("rpc")
+
+    def test_taken_http_port(self):
+        self.assert_refuses_taken("http")
 
 
 if __name__ == "__main__":
