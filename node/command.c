@@ -11,6 +11,7 @@
 
 #include "cron.h"
 #include "err.h"
+#include "lib/utf8.h"
 #include "retry.h"
 #include "sign.h"
 
@@ -86,15 +87,18 @@ static bool is_header_name(const char *s)
     return true;
 }
 
+/* Text that is stored and shown (as JSON, too): UTF-8 without control
+ * characters but tab. */
 static bool is_header_value(const char *s)
 {
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
+    size_t n = 0;
+    for (; s[n]; n++) {
+        unsigned char ch = (unsigned char)s[n];
         if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
             return false;
         }
     }
-    return true;
+    return qr_utf8_valid(s, n);
 }
 
 /* Queue, URL group and endpoint names: [A-Za-z0-9._-]+ */
@@ -126,6 +130,9 @@ static int check_url(const char *field,
                     "%s is %zu bytes; the limit is %" PRIu32, field, len,
                     l->max_url_bytes);
     }
+    if (!qr_utf8_valid(url, len)) {
+        return fail(QR_EBADREQ, err, err_len, "%s is not valid UTF-8", field);
+    }
     if (!is_http_url(url)) {
         return fail(QR_EBADREQ, err, err_len,
                     "%s '%.64s' is not an http:// or https:// URL", field, url);
@@ -150,7 +157,7 @@ static int check_metadata(const Qraft__PublishRequest *req,
             !is_header_value(label)) {
             return fail(QR_EBADREQ, err, err_len,
                         "label %zu is empty, over %" PRIu32
-                        " bytes or has control characters",
+                        " bytes, has control characters or is not UTF-8",
                         i + 1, l->max_name_bytes);
         }
     }
@@ -167,7 +174,7 @@ static int check_metadata(const Qraft__PublishRequest *req,
             !is_header_value(texts[i].value)) {
             return fail(QR_EBADREQ, err, err_len,
                         "%s is over %" PRIu32
-                        " bytes or has control characters",
+                        " bytes, has control characters or is not UTF-8",
                         texts[i].field, l->max_name_bytes);
         }
     }
@@ -271,9 +278,11 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
             }
         }
         if (!is_header_value(h->value)) {
-            return fail(QR_EBADREQ, err, err_len,
-                        "header '%.64s' has control characters in its value",
-                        h->name);
+            return fail(
+                QR_EBADREQ, err, err_len,
+                "header '%.64s' has control characters in its value or is not "
+                "UTF-8",
+                h->name);
         }
     }
     if (req->retries_set && req->retries > l->max_retries) {
@@ -352,10 +361,15 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
         {"queue", req->queue},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        if (strlen(names[i].value) > l->max_name_bytes) {
+        size_t len = strlen(names[i].value);
+        if (len > l->max_name_bytes) {
             return fail(QR_ETOOLARGE, err, err_len,
                         "%s is over %" PRIu32 " bytes", names[i].field,
                         l->max_name_bytes);
+        }
+        if (!qr_utf8_valid(names[i].value, len)) {
+            return fail(QR_EBADREQ, err, err_len, "%s is not valid UTF-8",
+                        names[i].field);
         }
     }
     if (req->queue[0] != '\0' && !qr_command_is_name(req->queue)) {
