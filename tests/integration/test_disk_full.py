@@ -1,0 +1,162 @@
+"""A full disk is an error, not a signal (issue 10, findings 3 and 7): a
+`qraftd --dev` whose data dir is a 64 MiB tmpfs is filled by publishes
+until it refuses them. Refusals are HTTP 507 with a sentence that says what
+is full and by how much (not a dropped connection); the node keeps
+serving; every publish that got 200 is readable; cancels and DLQ deletes
+still work; once space is freed, publishing works again.
+
+Needs root (it mounts a tmpfs); skipped otherwise."""
+
+import os
+import re
+import subprocess
+import unittest
+
+import qraft_harness as qh
+
+WAIT = 20
+TMPFS_SIZE = "64m"
+BALLAST_BYTES = 8 * 1024 * 1024
+BODY = b"x" * (64 * 1024)
+# A 64 MiB disk holds far fewer 64 KiB messages than this.
+MAX_PUBLISHES = 1000
+DEAD_URL = "http://127.0.0.1:9/dead"  # nothing listens: refused at once
+
+
+def mount_tmpfs(path):
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs",
+         str(path)],
+        capture_output=True, text=True, check=False)
+
+
+@unittest.skipUnless(hasattr(os, "geteuid") and os.geteuid() == 0,
+                     "mounting a tmpfs needs root")
+class DiskFullTest(unittest.TestCase):
+    def setUp(self):
+        self.node = qh.DevNode()
+        self.addCleanup(self.node.cleanup)  # runs last: removes the dir
+        mounted = mount_tmpfs(self.node.data_dir)
+        if mounted.returncode != 0:
+            self.skipTest(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+        self.addCleanup(self.unmount)  # runs first: stops the node, unmounts
+        # Room an operator can give back later: a file on the same disk.
+        self.ballast = self.node.data_dir / "ballast"
+        with open(self.ballast, "wb") as f:
+            f.write(b"\0" * BALLAST_BYTES)
+        self.node.start()
+
+    def unmount(self):
+        self.node.kill9()
+        subprocess.run(["umount", str(self.node.data_dir)], check=False)
+
+    def call(self, method, target, body=None, headers=None):
+        return qh.http_call(self.node.http_addr, method, target, body=body,
+                            headers=headers, token=self.node.token)
+
+    def publish(self, url="http://127.0.0.1:9/later", **headers):
+        hdrs = {"Upstash-Delay": "1h"}
+        hdrs.update(headers)
+        return self.call("POST", f"/v2/publish/{url}", body=BODY,
+                         headers=hdrs)
+
+    def metric(self, name):
+        status, _, text = qh.http_call(self.node.http_addr, "GET",
+                                       "/metrics", parse=None)
+        self.assertEqual(status, 200)
+        m = re.search(rf"^{name} (\d+)$", text.decode(), re.M)
+        self.assertIsNotNone(m, f"{name} in /metrics")
+        return int(m.group(1))
+
+    def test_full_disk_refuses_writes_and_keeps_serving(self):
+        # Two dead letters, for the DLQ delete once the disk is full.
+        dead = []
+        for _ in range(2):
+            status, _, body = self.call(
+                "POST", f"/v2/publish/{DEAD_URL}", body=b"dead",
+                headers={"Upstash-Retries": "0"})
+            self.assertEqual(status, 200, body)
+            dead.append(body["messageId"])
+        qh.wait_until(
+            lambda: len(self.call("GET", "/v2/dlq")[2]["messages"]) == 2,
+            WAIT, "two dead letters")
+        self.assertGreater(self.metric("qraft_disk_free_bytes"), 0)
+        self.assertGreater(self.metric("qraft_store_limit_bytes"),
+                           self.metric("qraft_store_used_bytes"))
+
+        # Fill until refused.
+        accepted, refusal = [], None
+        for _ in range(MAX_PUBLISHES):
+            status, _, body = self.publish()
+            if status == 200:
+                accepted.append(body["messageId"])
+                continue
+            refusal = (status, body)
+            break
+        self.assertIsNotNone(refusal, "no publish was refused")
+        status, body = refusal
+        self.assertEqual(status, 507, body)
+        self.assertGreater(len(accepted), 10)
+        why = body["error"]
+        self.assertIn("insufficient storage", why)
+        self.assertIn(str(self.node.data_dir), why)
+        self.assertRegex(why, r"short by \d+\.\d MiB")
+        self.assertIn("Reads, cancels and deletes still work", why)
+
+        # Refused again, every time, on a connection that stays usable; the
+        # other writes that add data too; the node lives.
+        for _ in range(3):
+            status, _, body = self.publish()
+            self.assertEqual(status, 507, body)
+        for method, target, payload, hdrs in (
+                ("POST", "/v2/queues", {"queueName": "q", "parallelism": 1},
+                 {"Content-Type": "application/json"}),
+                ("POST", "/v2/batch",
+                 [{"destination": "http://127.0.0.1:9/b", "body": "b"}],
+                 {"Content-Type": "application/json"}),
+                ("POST", "/v2/enqueue/q/http://127.0.0.1:9/e", b"e", {}),
+                ("POST", "/v2/schedules/http://127.0.0.1:9/s", b"{}",
+                 {"Upstash-Cron": "* * * * *"})):
+            with self.subTest(target=target):
+                status, _, body = self.call(method, target, body=payload,
+                                            headers=hdrs)
+                self.assertEqual(status, 507, body)
+                self.assertIn("insufficient storage", body["error"])
+        self.assertTrue(self.node.running(), self.node.stderr_tail())
+        self.assertEqual(self.node.healthz(), 200)
+        self.assertGreaterEqual(self.metric("qraft_writes_refused_total"), 8)
+        self.assertIn("WARN  admit: refusing writes", self.node.stderr_tail(400))
+
+        # Every acknowledged publish is readable.
+        for mid in accepted:
+            status, _, body = self.call("GET", f"/v2/messages/{mid}")
+            self.assertEqual(status, 200, (mid, body))
+            self.assertEqual(body["messageId"], mid)
+
+        # Cancels and DLQ deletes still work.
+        status, _, body = self.call("DELETE", f"/v2/messages/{accepted[0]}")
+        self.assertIn(status, (200, 202), body)
+        status, _, body = self.call(
+            "GET", f"/v2/logs?messageId={accepted[0]}&order=earliestFirst")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["logs"][-1]["state"], "CANCELLED", body)
+        status, _, body = self.call("DELETE", f"/v2/dlq/{dead[0]}")
+        self.assertEqual(status, 200, body)
+        status, _, body = self.call("GET", "/v2/dlq")
+        self.assertEqual([m["dlqId"] for m in body["messages"]], [dead[1]])
+
+        # Space given back: publishing works again.
+        self.ballast.unlink()
+        status, _, body = qh.wait_until(
+            lambda: (lambda r: r if r[0] == 200 else None)(self.publish()),
+            WAIT, "a publish to be accepted again")
+        mid = body["messageId"]
+        status, _, body = self.call("GET", f"/v2/messages/{mid}")
+        self.assertEqual(status, 200, body)
+        self.assertTrue(self.node.running(), self.node.stderr_tail())
+        self.assertNotIn("ERROR", self.node.stderr_tail(400))
+
+
+if __name__ == "__main__":
+    unittest.main()
