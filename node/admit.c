@@ -293,7 +293,7 @@ void qr_admit_tick(struct qr_admit *a, uint64_t now_ms)
     }
 }
 
-int qr_admit_check(struct qr_admit *a,
+int qr_admit_probe(struct qr_admit *a,
                    uint64_t now_ms,
                    uint64_t pending_bytes,
                    char *why,
@@ -309,15 +309,32 @@ int qr_admit_check(struct qr_admit *a,
     if (v == ROOM) {
         return 0;
     }
-    a->space.n_refused++;
     explain(a, v, pending_bytes, why, why_size);
+    return QR_ENOSPACE;
+}
+
+void qr_admit_refused(struct qr_admit *a, uint64_t now_ms, const char *why)
+{
+    a->space.n_refused++;
     if (now_ms - a->refuse_log_ms >= REFUSE_LOG_EVERY_MS ||
         a->refuse_log_ms == 0) {
         a->refuse_log_ms = now_ms;
         QR_WARN("admit", "refusing writes (%llu so far): %s",
                 (unsigned long long)a->space.n_refused, why);
     }
-    return QR_ENOSPACE;
+}
+
+int qr_admit_check(struct qr_admit *a,
+                   uint64_t now_ms,
+                   uint64_t pending_bytes,
+                   char *why,
+                   size_t why_size)
+{
+    int rv = qr_admit_probe(a, now_ms, pending_bytes, why, why_size);
+    if (rv != 0) {
+        qr_admit_refused(a, now_ms, why);
+    }
+    return rv;
 }
 
 void qr_admit_get_space(const struct qr_admit *a, struct qr_admit_space *out)

@@ -101,6 +101,18 @@ int qr_admit_check(struct qr_admit *a,
                    char *why,
                    size_t why_size);
 
+/* The same test without its side effects (no count, no log): whether this
+ * node is short of space now, for what it tells the leader. */
+int qr_admit_probe(struct qr_admit *a,
+                   uint64_t now_ms,
+                   uint64_t pending_bytes,
+                   char *why,
+                   size_t why_size);
+
+/* Counts (and logs, rate-limited) a write refused for a reason found
+ * elsewhere: another replica short of space, why. */
+void qr_admit_refused(struct qr_admit *a, uint64_t now_ms, const char *why);
+
 /* The latest reading. */
 void qr_admit_get_space(const struct qr_admit *a, struct qr_admit_space *out);
 

@@ -2728,8 +2728,13 @@ int qr_rpc_check_space(struct qr_rpc *rpc, char *why, size_t why_size)
     }
     uint64_t pending =
         rpc->cluster->queued_bytes + rpc->cluster->inflight_bytes;
-    return qr_admit_check(rpc->admit, uv_now(rpc->loop), pending, why,
-                          why_size);
+    int rv =
+        qr_admit_check(rpc->admit, uv_now(rpc->loop), pending, why, why_size);
+    if (rv == 0 && qr_shards_space_short(rpc->shards, why, why_size)) {
+        qr_admit_refused(rpc->admit, uv_now(rpc->loop), why);
+        rv = QR_ENOSPACE;
+    }
+    return rv;
 }
 
 /* Answers INSUFFICIENT_STORAGE and returns false when space is low. */

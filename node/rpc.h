@@ -93,7 +93,7 @@ int qr_rpc_submit(struct qr_rpc *rpc,
  * full. Every such request is checked in dispatch; a caller that splits one
  * client request into many (the REST batch) asks first, to refuse it
  * whole. */
-#define QR_RPC_SPACE_WHY_BYTES 512
+#define QR_RPC_SPACE_WHY_BYTES 640
 int qr_rpc_check_space(struct qr_rpc *rpc, char *why, size_t why_size);
 
 #endif /* QR_RPC_H */

@@ -554,6 +554,7 @@ int qr_server_init(struct qr_server *s,
     s->worker.metrics = &s->metrics;
     s->rpc.metrics = &s->metrics;
     s->rpc.admit = &s->admit;
+    s->shards.admit = &s->admit;
     struct qr_http_hooks hooks = {
         .data = s,
         .serving = http_serving,

@@ -182,11 +182,10 @@ class DiskFullTest(unittest.TestCase):
             self.assertEqual(status, 200, body)
             accepted.append(body["messageId"])
         fill = self.node.data_dir / "fill"
-        with open(fill, "wb") as f:
+        with open(fill, "wb", buffering=0) as f:  # unbuffered: no late flush
             try:
                 while True:
-                    f.write(b"\0" * (1024 * 1024))
-                    f.flush()
+                    f.write(b"\0" * (64 * 1024))
             except OSError:
                 pass  # the disk is full
         # Publishes are refused, not dropped.
@@ -230,6 +229,76 @@ class DiskFullTest(unittest.TestCase):
                 self.assertEqual(status, 200, (mid, body))
         status, _, body = self.publish()
         self.assertEqual(status, 200, body)
+
+
+@unittest.skipUnless(hasattr(os, "geteuid") and os.geteuid() == 0,
+                     "mounting a tmpfs needs root")
+class ReplicaDiskFullTest(unittest.TestCase):
+    """Every replica applies every write: a follower short of space makes
+    the leader refuse writes too (the follower says so in its heartbeats),
+    and the refusal names that node."""
+
+    def setUp(self):
+        self.cluster = qh.Cluster(3)
+        self.addCleanup(self.cluster.cleanup)
+        for node in self.cluster.nodes:
+            mounted = mount_tmpfs(node.data_dir)
+            if mounted.returncode != 0:
+                self.skipTest(f"cannot mount a tmpfs: {mounted.stderr}")
+            self.addCleanup(self.unmount, node)
+        self.cluster.start()
+
+    def unmount(self, node):
+        node.kill9()
+        subprocess.run(["umount", str(node.data_dir)], check=False)
+
+    def publish(self, node):
+        return qh.http_call(node.http_addr, "POST",
+                            "/v2/publish/http://127.0.0.1:9/later", body=BODY,
+                            headers={"Upstash-Delay": "1h"},
+                            token=self.cluster.token)
+
+    def test_follower_short_of_space_refuses_writes_cluster_wide(self):
+        leader = self.cluster.leader()
+        followers = [n for n in self.cluster.nodes if n is not leader]
+        short, other = followers
+        status, _, body = self.publish(leader)
+        self.assertEqual(status, 200, body)
+        mid = body["messageId"]
+
+        # Leave the follower 8 MiB: below its 16 MiB reserve.
+        st = os.statvfs(short.data_dir)
+        ballast = short.data_dir / "ballast"
+        with open(ballast, "wb") as f:
+            f.write(b"\0" * (st.f_bavail * st.f_frsize - 8 * 1024 * 1024))
+
+        def refused(node):
+            status, _, body = self.publish(node)
+            self.assertIn(status, (200, 507), body)
+            return body if status == 507 else None
+
+        body = qh.wait_until(lambda: refused(leader), WAIT,
+                             "the leader to refuse a publish")
+        self.assertIn(f"node {short.id} (a replica) insufficient storage",
+                      body["error"])
+        # Through the other follower (forwarded to the leader) too.
+        body = qh.wait_until(lambda: refused(other), WAIT,
+                             "a forwarded publish to be refused")
+        self.assertIn(f"node {short.id}", body["error"])
+        # Reads still work everywhere; nobody died.
+        for node in self.cluster.nodes:
+            status, _, body = qh.http_call(
+                node.http_addr, "GET", f"/v2/messages/{mid}",
+                token=self.cluster.token)
+            self.assertEqual(status, 200, body)
+        self.cluster.check_not_crashed()
+        self.assertIn(f"node {short.id} is short of space",
+                      leader.stderr_tail(400))
+
+        ballast.unlink()
+        qh.wait_until(lambda: self.publish(leader)[0] == 200, WAIT,
+                      "publishes to be accepted again")
+        self.cluster.check_not_crashed()
 
 
 if __name__ == "__main__":
