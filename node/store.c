@@ -18,7 +18,8 @@
  *
  * qr_store_open with map_bytes 0 uses QR_STORE_DEFAULT_MAP_BYTES; a data
  * format newer than STORE_FORMAT is refused with QR_ECORRUPT. Restore keeps
- * the old pages until it commits, so the map must hold about twice the state.
+ * the old pages until it commits, so it first grows the map to hold both
+ * states (when no transaction is open; qr_store_grow).
  *
  * Iterators visit at most `limit` items: a limit of 0 visits nothing. A
  * callback must not write through the transaction it is iterating. The
@@ -2674,6 +2675,17 @@ int qr_store_restore(struct qr_store *s, const void *buf, size_t len)
     rv = parse_snapshot(s, buf, len, dbs, &has_format);
     if (rv != 0) {
         return rv;
+    }
+    /* The old pages stay until the commit: make room for both states
+     * first, when nothing is open (else try as is: a full map is then
+     * QR_ENOSPACE, and the store stays sound). */
+    struct qr_store_space sp = {0};
+    if (qr_store_space(s, false, &sp) == 0) {
+        uint64_t need =
+            sp.file_bytes + 2 * (uint64_t)len + QR_STORE_GROW_MIN_BYTES;
+        if (need > sp.map_bytes) {
+            (void)qr_store_grow(s, need);
+        }
     }
     if (atomic_exchange(&s->writing, true)) {
         set_errmsg(s, "store: restore: a write transaction is open");

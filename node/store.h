@@ -376,7 +376,9 @@ void qr_store_snapshot_close(struct qr_store_snap *sn);
 int qr_store_snapshot(struct qr_store *s, void **buf, size_t *len);
 
 /* Replaces the whole state with a snapshot's, in one write transaction:
- * either all of it lands or none. Rejects a malformed buffer with
+ * either all of it lands or none. Grows the map first, when no transaction
+ * is open, to hold the old state and the new one (QR_ENOSPACE if it still
+ * does not fit: the store stays sound). Rejects a malformed buffer with
  * QR_ECORRUPT before touching anything. */
 int qr_store_restore(struct qr_store *s, const void *buf, size_t len);
 

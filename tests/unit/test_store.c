@@ -1469,6 +1469,37 @@ static void test_space_counts_free_pages(void **state)
                 before.file_bytes - before.reusable_bytes);
 }
 
+/* Restore makes room for the old and the new state before it starts: a
+ * snapshot larger than the map still lands. */
+static void test_restore_grows_the_map(void **state)
+{
+    struct fixture *f = *state;
+    char dir[64];
+    char errmsg[QR_ERRMSG_BYTES];
+    struct qr_store *small = NULL;
+    struct qr_store_space sp = {0};
+    void *buf;
+    size_t len;
+
+    struct qr_store_txn *t = begin(f->s, true);
+    assert_int_equal(put_big_msgs(t, 100), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    assert_int_equal(qr_store_snapshot(f->s, &buf, &len), 0);
+    assert_true(len > 100 * 64 * 1024);
+
+    make_dir(dir, sizeof dir);
+    assert_int_equal(qr_store_open(dir, 1024 * 1024, &small, errmsg), 0);
+    assert_int_equal(qr_store_restore(small, buf, len), 0);
+    assert_int_equal(qr_store_space(small, false, &sp), 0);
+    assert_true(sp.map_bytes >= 2 * (uint64_t)len);
+    uint64_t counts[QR_STORE_N_STATES];
+    get_counts(small, counts);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__PENDING], 100);
+    free(buf);
+    qr_store_close(small);
+    remove_dir(dir);
+}
+
 /* Committing a transaction spoilt by a full map fails the store (the
  * caller should have aborted it). */
 static void test_map_full_commit_fails_store(void **state)
@@ -1761,6 +1792,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test(test_map_full_then_grow),
         cmocka_unit_test(test_map_full_commit_fails_store),
+        cmocka_unit_test_setup_teardown(test_restore_grows_the_map, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_space_counts_free_pages, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_event_scan_paging, setup,
