@@ -701,6 +701,8 @@ static int status_code(Qraft__Status status)
             return QRAFT_ECONFLICT;
         case QRAFT__STATUS__UNKNOWN_OUTCOME:
             return QRAFT_EUNKNOWN;
+        case QRAFT__STATUS__INSUFFICIENT_STORAGE:
+            return QRAFT_ENOSPACE;
         default:
             return QRAFT_EPROTO;
     }

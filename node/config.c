@@ -72,7 +72,7 @@ void qr_config_defaults(struct qr_config *c)
     c->dlq_retention_ms = 7 * DAY_MS;
     c->events_retention_ms = 7 * DAY_MS;
     c->done_retention_ms = DAY_MS;
-    c->store_map_bytes = 8ull * 1024 * MIB;
+    c->store_map_bytes = 0; /* sized from the disk: node/admit.c */
     c->log_level = QR_LOG_INFO;
 }
 
@@ -109,6 +109,13 @@ void qr_config_usage(FILE *out)
         "                         7d; 0 keeps it)\n"
         "  --done-retention DUR   how long delivered and cancelled messages\n"
         "                         stay readable (default 1d; 0 keeps them)\n"
+        "  --min-free-bytes N     refuse writes that add data (HTTP 507)\n"
+        "                         while the data dir's disk has less than\n"
+        "                         N bytes free beyond the state's needs\n"
+        "                         (default 5% of the disk, 16 MiB..256 MiB;\n"
+        "                         suffixes k, m, g, t: KiB, MiB, GiB, TiB)\n"
+        "  --store-max-bytes N    also refuse them once the store holds N\n"
+        "                         bytes (default: no limit but the disk's)\n"
         "  --election-timeout-ms N  (default 1000)\n"
         "  --heartbeat-timeout-ms N (default 100)\n"
         "  --connect-retry-ms N   raft reconnect delay (default 100)\n"
@@ -214,6 +221,51 @@ static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
     if (errno != 0 || *end != '\0' || v < min || v > max) {
+        return QR_EBADREQ;
+    }
+    *out = v;
+    return 0;
+}
+
+/* A byte count: digits, then optionally one of k, m, g, t (binary
+ * multiples, either case); in min..max. */
+static int parse_bytes(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (s == NULL || *s < '0' || *s > '9') {
+        return QR_EBADREQ;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned shift = 0;
+    switch (*end) {
+        case '\0':
+            break;
+        case 'k':
+        case 'K':
+            shift = 10;
+            break;
+        case 'm':
+        case 'M':
+            shift = 20;
+            break;
+        case 'g':
+        case 'G':
+            shift = 30;
+            break;
+        case 't':
+        case 'T':
+            shift = 40;
+            break;
+        default:
+            return QR_EBADREQ;
+    }
+    if (errno != 0 || (shift != 0 && end[1] != '\0') ||
+        v > (UINT64_MAX >> shift)) {
+        return QR_EBADREQ;
+    }
+    v <<= shift;
+    if (v < min || v > max) {
         return QR_EBADREQ;
     }
     *out = v;
@@ -343,6 +395,8 @@ enum {
     OPT_DLQ_RETENTION,
     OPT_EVENTS_RETENTION,
     OPT_DONE_RETENTION,
+    OPT_MIN_FREE,
+    OPT_STORE_MAX,
     OPT_ELECTION,
     OPT_HEARTBEAT,
     OPT_CONNECT_RETRY,
@@ -374,6 +428,8 @@ static const struct option long_options[] = {
     {"dlq-retention", required_argument, NULL, OPT_DLQ_RETENTION},
     {"events-retention", required_argument, NULL, OPT_EVENTS_RETENTION},
     {"done-retention", required_argument, NULL, OPT_DONE_RETENTION},
+    {"min-free-bytes", required_argument, NULL, OPT_MIN_FREE},
+    {"store-max-bytes", required_argument, NULL, OPT_STORE_MAX},
     {"election-timeout-ms", required_argument, NULL, OPT_ELECTION},
     {"heartbeat-timeout-ms", required_argument, NULL, OPT_HEARTBEAT},
     {"connect-retry-ms", required_argument, NULL, OPT_CONNECT_RETRY},
@@ -516,6 +572,22 @@ static int apply_option(struct qr_config *c,
                 c->events_retention_ms = n;
             } else {
                 c->done_retention_ms = n;
+            }
+            return 0;
+        case OPT_MIN_FREE:
+        case OPT_STORE_MAX:
+            if (parse_bytes(v, 1 * MIB, 1ull << 50, &n) != 0) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "%s: '%s' is not a byte count from 1m to 1024t",
+                         opt == OPT_MIN_FREE ? "--min-free-bytes"
+                                             : "--store-max-bytes",
+                         v);
+                return QR_EBADREQ;
+            }
+            if (opt == OPT_MIN_FREE) {
+                c->min_free_bytes = n;
+            } else {
+                c->store_max_bytes = n;
             }
             return 0;
         case OPT_CONNECT_RETRY:

@@ -87,7 +87,13 @@ struct qr_config {
     uint64_t done_retention_ms;   /* --done-retention: delivered and
                                      cancelled messages, default 1 d */
 
-    uint64_t store_map_bytes;
+    /* Space (node/admit.h). */
+    uint64_t store_map_bytes; /* the LMDB map; 0: sized from the disk */
+    uint64_t store_max_bytes; /* --store-max-bytes: live store bytes at
+                                 which writes are refused; 0: no limit but
+                                 the disk's */
+    uint64_t min_free_bytes;  /* --min-free-bytes: the disk reserve; 0: 5%
+                                 of the disk, in 16 MiB..256 MiB */
     enum qr_log_level log_level;
 };
 

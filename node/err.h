@@ -20,7 +20,8 @@
     X(QR_ECONFLICT, -1011, "conflict")        \
     X(QR_EUNKNOWN, -1012, "outcome unknown")  \
     X(QR_ERAFT, -1013, "raft error")          \
-    X(QR_ENOTSENT, -1014, "not sent")
+    X(QR_ENOTSENT, -1014, "not sent")         \
+    X(QR_ENOSPACE, -1015, "insufficient storage")
 
 enum {
 #define QR_ERR_ENUM(name, value, text) name = value,

@@ -112,6 +112,38 @@ char *qr_metrics_render(const struct qr_metrics *m,
                 state_names[i], g->state_counts[i]);
         }
     }
+    if (g->have_space) {
+        one(&t, "qraft_store_used_bytes", "gauge",
+            "Bytes of live state in this node's store (its file's high-water "
+            "mark minus reusable free pages).",
+            g->store_used_bytes);
+        one(&t, "qraft_store_limit_bytes", "gauge",
+            "Estimated qraft_store_used_bytes at which writes that add data "
+            "are refused (HTTP 507): from the disk's free space, the reserve, "
+            "--store-max-bytes and the map; a WARN is logged at 80%.",
+            g->store_limit_bytes);
+        one(&t, "qraft_store_file_bytes", "gauge",
+            "Size of the store's data file (it never shrinks; freed pages are "
+            "reused).",
+            g->store_file_bytes);
+        one(&t, "qraft_store_map_bytes", "gauge",
+            "Size of the store's LMDB map (address space; grown at run "
+            "time).",
+            g->store_map_bytes);
+        one(&t, "qraft_disk_size_bytes", "gauge",
+            "Size of the filesystem holding the data dir.", g->disk_size_bytes);
+        one(&t, "qraft_disk_free_bytes", "gauge",
+            "Free bytes on the filesystem holding the data dir.",
+            g->disk_free_bytes);
+        one(&t, "qraft_disk_reserve_bytes", "gauge",
+            "Free bytes the node keeps on that filesystem "
+            "(--min-free-bytes): writes that add data are refused below it.",
+            g->disk_reserve_bytes);
+        one(&t, "qraft_writes_refused_total", "counter",
+            "Writes this node refused for want of space (HTTP 507, "
+            "INSUFFICIENT_STORAGE), since the process started.",
+            g->writes_refused);
+    }
     one(&t, "qraft_raft_term", "gauge", "Current raft term.", g->term);
     one(&t, "qraft_raft_commit_index", "gauge",
         "Highest raft index known committed.", g->commit_index);

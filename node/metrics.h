@@ -34,6 +34,15 @@ struct qr_metrics_gauges {
     uint32_t shards_owned;
     bool have_counts; /* false: the store could not be read */
     uint64_t state_counts[QR_METRICS_N_STATES]; /* by MessageState */
+    bool have_space; /* false: no space reading (node/admit.h) */
+    uint64_t disk_size_bytes;
+    uint64_t disk_free_bytes;
+    uint64_t disk_reserve_bytes;
+    uint64_t store_used_bytes;
+    uint64_t store_limit_bytes;
+    uint64_t store_file_bytes;
+    uint64_t store_map_bytes;
+    uint64_t writes_refused;
 };
 
 /* Increments *counter unless m is NULL (modules run without metrics in

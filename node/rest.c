@@ -260,6 +260,8 @@ static int http_status(Qraft__Status st)
         case QRAFT__STATUS__NOT_LEADER:
         case QRAFT__STATUS__UNAVAILABLE:
             return 503;
+        case QRAFT__STATUS__INSUFFICIENT_STORAGE:
+            return 507;
         default:
             return 500;
     }
@@ -1200,7 +1202,12 @@ static void handle_batch(struct qr_rest *r, h2o_req_t *req)
     size_t n;
     char err[ERR_BYTES];
     char *caller = caller_ip(req);
+    char why[QR_RPC_SPACE_WHY_BYTES];
 
+    if (qr_rpc_check_space(r->rpc, why, sizeof why) != 0) {
+        send_error(req, 507, why); /* the whole batch, not item by item */
+        return;
+    }
     in = load_body(req);
     if (in == NULL) {
         return;

@@ -245,6 +245,8 @@ static Qraft__Status status_of(int rv)
             return QRAFT__STATUS__UNKNOWN_OUTCOME;
         case QR_EAUTH:
             return QRAFT__STATUS__UNAUTHORIZED;
+        case QR_ENOSPACE:
+            return QRAFT__STATUS__INSUFFICIENT_STORAGE;
         default:
             return QRAFT__STATUS__INTERNAL;
     }
@@ -2723,6 +2725,46 @@ static bool forward(struct qr_rpc_conn *conn, Qraft__Request *req)
     return true;
 }
 
+/* Requests that add data: refused while space is low (node/admit.h), on
+ * the node that takes them and again on the leader. Reads, cancels, deletes,
+ * replays, pauses and membership changes always pass: they are how an
+ * operator frees space. */
+static bool adds_data(Qraft__Request__BodyCase kind)
+{
+    return kind == QRAFT__REQUEST__BODY_PUBLISH ||
+           kind == QRAFT__REQUEST__BODY_QUEUE_UPSERT ||
+           kind == QRAFT__REQUEST__BODY_SCHEDULE_UPSERT ||
+           kind == QRAFT__REQUEST__BODY_GROUP_CHANGE;
+}
+
+int qr_rpc_check_space(struct qr_rpc *rpc, char *why, size_t why_size)
+{
+    if (rpc->admit == NULL) {
+        return 0;
+    }
+    uint64_t pending =
+        rpc->cluster->queued_bytes + rpc->cluster->inflight_bytes;
+    int rv =
+        qr_admit_check(rpc->admit, uv_now(rpc->loop), pending, why, why_size);
+    if (rv == 0 && qr_shards_space_short(rpc->shards, why, why_size)) {
+        qr_admit_refused(rpc->admit, uv_now(rpc->loop), why);
+        rv = QR_ENOSPACE;
+    }
+    return rv;
+}
+
+/* Answers INSUFFICIENT_STORAGE and returns false when space is low. */
+static bool admit(struct qr_rpc_conn *conn, const Qraft__Request *req)
+{
+    char why[QR_RPC_SPACE_WHY_BYTES];
+    if (!adds_data(req->body_case) ||
+        qr_rpc_check_space(conn->rpc, why, sizeof why) == 0) {
+        return true;
+    }
+    send_error(conn, req->id, QRAFT__STATUS__INSUFFICIENT_STORAGE, "%s", why);
+    return false;
+}
+
 /* Routes one decoded request (borrowed) to its handler, which answers on
  * conn now or later. as_peer: it carried the peer token. */
 static void dispatch(struct qr_rpc_conn *conn,
@@ -2746,6 +2788,9 @@ static void dispatch(struct qr_rpc_conn *conn,
                    "unauthorized: %s is a node-to-node request and needs the "
                    "peer token",
                    route->name);
+        return;
+    }
+    if (!admit(conn, req)) {
         return;
     }
     if (route->needs_leader && !qr_cluster_serving(rpc->cluster)) {

@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "admit.h"
 #include "cluster.h"
 #include "config.h"
 #include "err.h"
@@ -48,6 +49,9 @@ struct qr_rpc {
     char errmsg[QR_ERRMSG_BYTES];
     uint64_t n_requests;
     struct qr_metrics *metrics; /* borrowed, may be NULL; set after init */
+    /* borrowed, may be NULL (nothing is refused); set after init: writes
+     * that add data are refused while space is low (node/admit.h) */
+    struct qr_admit *admit;
 };
 
 /* Binds and listens on cfg->rpc_addr. Client requests need the API token
@@ -83,5 +87,13 @@ int qr_rpc_submit(struct qr_rpc *rpc,
                   Qraft__Request *req,
                   qr_rpc_reply_cb cb,
                   void *data);
+
+/* Whether a write that adds data may be taken now (node/admit.h): 0, or
+ * QR_ENOSPACE with why (QR_RPC_SPACE_WHY_BYTES is enough) saying what is
+ * full. Every such request is checked in dispatch; a caller that splits one
+ * client request into many (the REST batch) asks first, to refuse it
+ * whole. */
+#define QR_RPC_SPACE_WHY_BYTES 640
+int qr_rpc_check_space(struct qr_rpc *rpc, char *why, size_t why_size);
 
 #endif /* QR_RPC_H */

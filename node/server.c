@@ -251,6 +251,7 @@ static void on_tick(uv_timer_t *t)
     if (s->stopping) {
         return;
     }
+    qr_admit_tick(&s->admit, uv_now(&s->loop));
     ensure_signing_keys(s);
     announce(s);
     propose_prune(s);
@@ -309,6 +310,17 @@ static void http_gauges(void *data, struct qr_metrics_gauges *g)
     g->applied_index = cs.applied_index;
     g->leader = strcmp(cs.state, "leader") == 0;
     g->shards_owned = qr_shards_count(&s->shards, s->config->id);
+    struct qr_admit_space sp;
+    qr_admit_get_space(&s->admit, &sp);
+    g->have_space = true;
+    g->disk_size_bytes = sp.disk_size_bytes;
+    g->disk_free_bytes = sp.disk_free_bytes;
+    g->disk_reserve_bytes = sp.reserve_bytes;
+    g->store_used_bytes = sp.store_used_bytes;
+    g->store_limit_bytes = sp.store_limit_bytes;
+    g->store_file_bytes = sp.store_file_bytes;
+    g->store_map_bytes = sp.store_map_bytes;
+    g->writes_refused = sp.n_refused;
     if (qr_store_txn_begin(s->store, false, &txn) == 0) {
         _Static_assert(QR_METRICS_N_STATES == QR_STORE_N_STATES,
                        "metrics count every stored state");
@@ -484,9 +496,14 @@ int qr_server_init(struct qr_server *s,
     if (rv != 0) {
         goto err_after_lock;
     }
-    rv = qr_store_open(path, cfg->store_map_bytes, &s->store, s->errmsg);
+    rv = qr_store_open(path, qr_admit_map_bytes(cfg, path), &s->store,
+                       s->errmsg);
     if (rv != 0) {
         goto err_after_lock;
+    }
+    rv = qr_admit_init(&s->admit, cfg, s->store, s->errmsg);
+    if (rv != 0) {
+        goto err_after_store;
     }
     rv = uv_loop_init(&s->loop);
     if (rv != 0) {
@@ -536,6 +553,8 @@ int qr_server_init(struct qr_server *s,
     memset(&s->metrics, 0, sizeof s->metrics);
     s->worker.metrics = &s->metrics;
     s->rpc.metrics = &s->metrics;
+    s->rpc.admit = &s->admit;
+    s->shards.admit = &s->admit;
     struct qr_http_hooks hooks = {
         .data = s,
         .serving = http_serving,

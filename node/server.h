@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <uv.h>
 
+#include "admit.h"
 #include "cluster.h"
 #include "config.h"
 #include "http_api.h"
@@ -20,6 +21,7 @@ struct qr_server {
     const struct qr_config *config; /* borrowed */
     uv_loop_t loop;
     struct qr_store *store;
+    struct qr_admit admit; /* space: refuses writes when the disk is low */
     struct qr_cluster cluster;
     struct qr_shards shards;
     struct qr_worker worker;

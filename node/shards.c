@@ -224,6 +224,14 @@ void qr_shards_on_heartbeat(struct qr_shards *s,
     }
     snprintf(n->rpc, sizeof n->rpc, "%s", req->info->rpc);
     snprintf(n->http, sizeof n->http, "%s", req->info->http);
+    if (req->space_short[0] != '\0' && n->space_short[0] == '\0') {
+        QR_WARN("shards",
+                "node %" PRIu64 " is short of space: writes are refused",
+                n->id);
+    } else if (req->space_short[0] == '\0' && n->space_short[0] != '\0') {
+        QR_INFO("shards", "node %" PRIu64 " has room again", n->id);
+    }
+    snprintf(n->space_short, sizeof n->space_short, "%s", req->space_short);
     sync_node_info(s, req->info);
 }
 
@@ -235,6 +243,24 @@ static bool is_live(struct qr_shards *s, uint64_t id, uint64_t now)
     const struct qr_shards_node *n = find_node(s, id);
     return n != NULL && n->last_heartbeat_mono_ms != 0 &&
            now - n->last_heartbeat_mono_ms < LEASE_MS;
+}
+
+bool qr_shards_space_short(struct qr_shards *s, char *why, size_t why_size)
+{
+    if (!qr_cluster_serving(s->cluster)) {
+        return false;
+    }
+    uint64_t now = qr_clock_mono_ms();
+    for (size_t i = 0; i < s->n_nodes; i++) {
+        const struct qr_shards_node *n = &s->nodes[i];
+        if (n->space_short[0] != '\0' && n->id != s->config->id &&
+            is_live(s, n->id, now)) {
+            snprintf(why, why_size, "node %" PRIu64 " (a replica) %s", n->id,
+                     n->space_short);
+            return true;
+        }
+    }
+    return false;
 }
 
 void qr_shards_balance(const uint64_t *current,
@@ -406,6 +432,11 @@ static void send_heartbeat(struct qr_shards *s, uint64_t now)
     Qraft__HeartbeatRequest hb = QRAFT__HEARTBEAT_REQUEST__INIT;
     hb.info = &info;
     hb.applied_index = s->cluster->fsm.applied_index;
+    char space_why[QR_SHARDS_SPACE_WHY_BYTES];
+    if (s->admit != NULL && qr_admit_probe(s->admit, uv_now(s->loop), 0,
+                                           space_why, sizeof space_why) != 0) {
+        hb.space_short = space_why;
+    }
     Qraft__Request req = QRAFT__REQUEST__INIT;
     req.body_case = QRAFT__REQUEST__BODY_HEARTBEAT;
     req.heartbeat = &hb;

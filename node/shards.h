@@ -26,11 +26,14 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "admit.h"
 #include "cluster.h"
 #include "config.h"
 #include "fsm.h"
 #include "peer.h"
 #include "store.h"
+
+#define QR_SHARDS_SPACE_WHY_BYTES 512
 
 /* What the leader knows of one node from its heartbeats. */
 struct qr_shards_node {
@@ -39,6 +42,8 @@ struct qr_shards_node {
     uint64_t applied_index;
     char rpc[QR_ADDR_MAX];
     char http[QR_ADDR_MAX];
+    /* Non-empty: its last heartbeat said it is short of space, and why. */
+    char space_short[QR_SHARDS_SPACE_WHY_BYTES];
 };
 
 /* status 0: committed and applied on the leader, and on this replica once
@@ -52,7 +57,10 @@ struct qr_shards {
     const struct qr_config *config; /* borrowed */
     struct qr_cluster *cluster;     /* borrowed */
     struct qr_store *store;         /* borrowed */
-    struct qr_peer peer;            /* to the leader */
+    /* borrowed, may be NULL; set after init: heartbeats tell the leader
+     * when this node is short of space (node/admit.h) */
+    struct qr_admit *admit;
+    struct qr_peer peer; /* to the leader */
     uv_timer_t timer;
 
     /* The applied shard map, refreshed every tick. */
@@ -146,6 +154,11 @@ void qr_shards_node_addrs(struct qr_shards *s,
                           uint64_t id,
                           char *rpc,
                           char *http);
+
+/* On the serving leader: true when a live node's last heartbeat said it is
+ * short of space; why (QR_SHARDS_SPACE_WHY_BYTES + 32 is enough) names the
+ * first such node and quotes it. False elsewhere. */
+bool qr_shards_space_short(struct qr_shards *s, char *why, size_t why_size);
 
 /* The leader's view of node id (NULL when not the leader or unknown). */
 const struct qr_shards_node *qr_shards_node(struct qr_shards *s, uint64_t id);

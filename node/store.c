@@ -7,17 +7,19 @@
  *
  * Errors. MDB_NOTFOUND becomes QR_ENOTFOUND; MDB_CORRUPTED, MDB_PAGE_NOTFOUND
  * and MDB_INVALID become QR_ECORRUPT; MDB_READERS_FULL becomes QR_EUNAVAIL;
- * system errors pass through as -errno; every other MDB_* code becomes
- * QR_ESTORE. A stored value that does not decode, or an index entry whose
- * record is missing, is QR_ECORRUPT. Any LMDB error or corrupt value met
- * inside a write transaction (and any failure to begin or commit one) marks
- * the store FAILED for good: from then on every call returns QR_ESTORE.
+ * MDB_MAP_FULL becomes QR_ENOSPACE (and spoils only its transaction); system
+ * errors pass through as -errno; every other MDB_* code becomes QR_ESTORE. A
+ * stored value that does not decode, or an index entry whose record is missing,
+ * is QR_ECORRUPT. Any LMDB error or corrupt value met inside a write
+ * transaction (and any failure to begin or commit one) marks the store FAILED
+ * for good, a full map excepted: from then on every call returns QR_ESTORE.
  * Invalid arguments (QR_EBADREQ) and QR_ENOTFOUND never fail the store.
  * errmsg is written by whichever thread met the error.
  *
  * qr_store_open with map_bytes 0 uses QR_STORE_DEFAULT_MAP_BYTES; a data
  * format newer than STORE_FORMAT is refused with QR_ECORRUPT. Restore keeps
- * the old pages until it commits, so the map must hold about twice the state.
+ * the old pages until it commits, so it first grows the map to hold both
+ * states (when no transaction is open; qr_store_grow).
  *
  * Iterators visit at most `limit` items: a limit of 0 visits nothing. A
  * callback must not write through the transaction it is iterating. The
@@ -105,6 +107,9 @@ struct qr_store {
     size_t max_key_bytes;
     atomic_bool failed;
     atomic_bool writing; /* a write transaction is open */
+    /* Transactions open, snapshots' read transactions included: the map may
+     * be resized (qr_store_grow) only while this is 0. */
+    atomic_uint n_txns;
     char errmsg[QR_ERRMSG_BYTES];
 };
 
@@ -184,10 +189,16 @@ static int map_mdb(int rc)
     return QR_ESTORE;
 }
 
-/* Records an LMDB error; on the write path the store fails for good. */
+/* Records an LMDB error; on the write path the store fails for good, but
+ * for MDB_MAP_FULL: that transaction is spoilt (LMDB refuses any further use
+ * of it, and a later failure would fail the store), but the store is sound
+ * and the caller may abort, qr_store_grow and try again (QR_ENOSPACE). */
 static int fail_mdb(struct qr_store *s, bool write, const char *what, int rc)
 {
     set_errmsg(s, "store: %s: %s", what, mdb_strerror(rc));
+    if (rc == MDB_MAP_FULL) {
+        return QR_ENOSPACE;
+    }
     if (write) {
         atomic_store(&s->failed, true);
     }
@@ -694,6 +705,7 @@ int qr_store_open(const char *dir,
     }
     atomic_init(&s->failed, false);
     atomic_init(&s->writing, false);
+    atomic_init(&s->n_txns, 0);
 
     rc = mdb_env_create(&s->env);
     if (rc != 0) {
@@ -714,12 +726,20 @@ int qr_store_open(const char *dir,
         rv = fail_mdb(s, false, "configure env", rc);
         goto err_after_env;
     }
-    /* MDB_WRITEMAP: commits write into the map instead of copying every
-     * dirty page through pwrite (measured: 3-node publish throughput at
-     * 1,024 in flight 11.6k -> 16.0k/s). The price, per LMDB: no protection
-     * from a stray write into the map, and the file is sized to the map
-     * (sparse). MDB_NOSYNC: see store.h. */
-    rc = mdb_env_open(s->env, dir, MDB_NOSYNC | MDB_NOTLS | MDB_WRITEMAP, 0600);
+    /* No MDB_WRITEMAP, on purpose. With it, commits store into a shared
+     * writable map of a sparse file as large as the map, and a page first
+     * touched when the filesystem is full kills the process with SIGBUS (no
+     * error, no log line). Without it, LMDB writes dirty pages with pwrite,
+     * the file grows only as pages are used, a full disk is ENOSPC from
+     * commit (an error the node reports), the map is only address space (so
+     * it may be sized well beyond the state, see qr_store_open's callers),
+     * and nested transactions stay possible. Cost measured in
+     * docs/benchmarks.md ("Store without MDB_WRITEMAP"). fallocating a
+     * WRITEMAP file to its full map would also avoid SIGBUS, but only on
+     * filesystems that honour preallocation for mmap writes (not on
+     * copy-on-write ones), and it spends the whole map's disk up front.
+     * MDB_NOSYNC: see store.h. */
+    rc = mdb_env_open(s->env, dir, MDB_NOSYNC | MDB_NOTLS, 0600);
     if (rc != 0) {
         char what[QR_ERRMSG_BYTES / 2];
         snprintf(what, sizeof what, "open %s", dir);
@@ -813,6 +833,115 @@ bool qr_store_failed(const struct qr_store *s)
     return atomic_load(&s->failed);
 }
 
+/* Pages in LMDB's free list: what the file holds but the state no longer
+ * uses (the way mdb_stat -f counts them: each record of the free database
+ * is a page list whose first word is its length). */
+static int count_free_pages(struct qr_store *s, uint64_t *n_pages)
+{
+    MDB_txn *txn;
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    uint64_t n = 0;
+
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        return fail_mdb(s, false, "space: begin", rc);
+    }
+    rc = mdb_cursor_open(txn, 0 /* FREE_DBI */, &c);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return fail_mdb(s, false, "space: free list", rc);
+    }
+    while ((rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) == 0) {
+        if (v.mv_size >= sizeof(size_t)) {
+            size_t len;
+            memcpy(&len, v.mv_data, sizeof len);
+            n += len;
+        }
+    }
+    mdb_cursor_close(c);
+    mdb_txn_abort(txn);
+    if (rc != MDB_NOTFOUND) {
+        return fail_mdb(s, false, "space: free list", rc);
+    }
+    *n_pages = n;
+    return 0;
+}
+
+int qr_store_space(struct qr_store *s,
+                   bool count_free,
+                   struct qr_store_space *out)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+
+    if (atomic_load(&s->failed)) {
+        return QR_ESTORE;
+    }
+    int rc = mdb_env_info(s->env, &info);
+    if (rc == 0) {
+        rc = mdb_env_stat(s->env, &st);
+    }
+    if (rc != 0) {
+        return fail_mdb(s, false, "space", rc);
+    }
+    out->page_bytes = st.ms_psize;
+    out->map_bytes = info.me_mapsize;
+    out->file_bytes = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+    if (count_free) {
+        uint64_t n_free = 0;
+        int rv = count_free_pages(s, &n_free);
+        if (rv != 0) {
+            return rv;
+        }
+        out->reusable_bytes = n_free * st.ms_psize;
+        if (out->reusable_bytes > out->file_bytes) {
+            out->reusable_bytes = out->file_bytes;
+        }
+    }
+    return 0;
+}
+
+int qr_store_grow(struct qr_store *s, uint64_t map_bytes)
+{
+    MDB_envinfo info;
+
+    if (atomic_load(&s->failed)) {
+        return QR_ESTORE;
+    }
+    if (atomic_load(&s->n_txns) != 0) {
+        return QR_EUNAVAIL;
+    }
+    int rc = mdb_env_info(s->env, &info);
+    if (rc != 0) {
+        return fail_mdb(s, false, "grow", rc);
+    }
+    uint64_t now_bytes = info.me_mapsize;
+    if (map_bytes == 0) {
+        map_bytes = now_bytes + (now_bytes / 2 > QR_STORE_GROW_MIN_BYTES
+                                     ? now_bytes / 2
+                                     : QR_STORE_GROW_MIN_BYTES);
+    }
+    if (map_bytes <= now_bytes) {
+        return 0;
+    }
+    if (map_bytes > SIZE_MAX) {
+        set_errmsg(s, "store: grow: %llu bytes do not fit the address space",
+                   (unsigned long long)map_bytes);
+        return -EINVAL;
+    }
+    /* Unmaps and maps again: legal only with no transaction open in this
+     * process (checked above; everything runs on the store's thread). A
+     * failure here leaves the environment without its map: the store
+     * fails. */
+    rc = mdb_env_set_mapsize(s->env, (size_t)map_bytes);
+    if (rc != 0) {
+        return fail_mdb(s, true, "grow", rc);
+    }
+    return 0;
+}
+
 int qr_store_txn_begin(struct qr_store *s,
                        bool write,
                        struct qr_store_txn **out)
@@ -841,6 +970,7 @@ int qr_store_txn_begin(struct qr_store *s,
         rv = fail_mdb(s, write, "begin", rc);
         goto err_after_alloc;
     }
+    atomic_fetch_add(&s->n_txns, 1);
     *out = t;
     return 0;
 
@@ -870,6 +1000,7 @@ int qr_store_txn_commit(struct qr_store_txn *t)
     if (t->write) {
         atomic_store(&s->writing, false);
     }
+    atomic_fetch_sub(&s->n_txns, 1);
     free(t);
     return rv;
 }
@@ -883,6 +1014,7 @@ void qr_store_txn_abort(struct qr_store_txn *t)
     if (t->write) {
         atomic_store(&t->s->writing, false);
     }
+    atomic_fetch_sub(&t->s->n_txns, 1);
     free(t);
 }
 
@@ -2107,6 +2239,7 @@ struct snap_piece {
 };
 
 struct qr_store_snap {
+    struct qr_store *s;
     MDB_txn *txn;
     uint8_t *arena; /* headers, keys and short values */
     size_t arena_len, arena_cap;
@@ -2247,6 +2380,8 @@ int qr_store_snapshot_open(struct qr_store *s, struct qr_store_snap **out)
         free(sn);
         return fail_mdb(s, false, "snapshot", rc);
     }
+    sn->s = s;
+    atomic_fetch_add(&s->n_txns, 1);
     /* Sized once from the databases' statistics (leaf pages hold every key
      * and every value short enough to be copied), so the walk never moves
      * the arena. */
@@ -2320,6 +2455,7 @@ void qr_store_snapshot_close(struct qr_store_snap *sn)
         return;
     }
     mdb_txn_abort(sn->txn);
+    atomic_fetch_sub(&sn->s->n_txns, 1);
     free(sn->bufs);
     free(sn->pieces);
     free(sn->arena);
@@ -2539,6 +2675,17 @@ int qr_store_restore(struct qr_store *s, const void *buf, size_t len)
     rv = parse_snapshot(s, buf, len, dbs, &has_format);
     if (rv != 0) {
         return rv;
+    }
+    /* The old pages stay until the commit: make room for both states
+     * first, when nothing is open (else try as is: a full map is then
+     * QR_ENOSPACE, and the store stays sound). */
+    struct qr_store_space sp = {0};
+    if (qr_store_space(s, false, &sp) == 0) {
+        uint64_t need =
+            sp.file_bytes + 2 * (uint64_t)len + QR_STORE_GROW_MIN_BYTES;
+        if (need > sp.map_bytes) {
+            (void)qr_store_grow(s, need);
+        }
     }
     if (atomic_exchange(&s->writing, true)) {
         set_errmsg(s, "store: restore: a write transaction is open");

@@ -13,6 +13,11 @@
  * - After any LMDB error in a write transaction the store is FAILED for good:
  *   every later call returns QR_ESTORE and errmsg says what broke. Apply must
  *   not continue on a failed store (the node exits rather than diverge).
+ *   One exception: a full map (QR_ENOSPACE) spoils only its transaction,
+ *   which the caller must abort; it may then qr_store_grow and try again.
+ * - A full disk is an error, never a signal: the environment is written with
+ *   pwrite (no MDB_WRITEMAP), so it shows as -ENOSPC from commit (which fails
+ *   the store like any I/O error); node/admit.c refuses writes long before.
  * Pointers into LMDB memory never leave store.c (every value handed out is a
  * copy the caller frees), with one exception: the buffers of an open
  * snapshot (qr_store_snapshot_open).
@@ -53,9 +58,14 @@ struct qr_store_txn;
 #define QR_META_FORMAT "format"
 #define QR_META_SIGNING_KEYS "keys"
 
-/* Default map size: the largest the environment may grow to. The file is
- * sparse; this is an upper bound, not an allocation. */
+/* Default map size, when the caller names none: address space only (the
+ * store writes with pwrite, never through the map, so the file grows only
+ * as pages are used and the map is no allocation). qraftd sizes the map
+ * from the disk instead (node/admit.h). */
 #define QR_STORE_DEFAULT_MAP_BYTES (8ull * 1024 * 1024 * 1024)
+
+/* The least qr_store_grow adds when asked for one step. */
+#define QR_STORE_GROW_MIN_BYTES (64ull * 1024 * 1024)
 
 /* Opens (creating if needed) the environment in directory `dir`, which must
  * exist. Returns new in *out; free with qr_store_close. On failure *out is
@@ -71,6 +81,33 @@ void qr_store_close(struct qr_store *s);
 /* Forces the environment to disk (the store runs with MDB_NOSYNC: raft's log
  * and snapshots are the durable record; see docs/architecture.md). */
 int qr_store_sync(struct qr_store *s);
+
+/* How much room the environment takes and has (bytes). */
+struct qr_store_space {
+    uint64_t page_bytes;
+    uint64_t map_bytes;      /* the map's size: the most the file may reach */
+    uint64_t file_bytes;     /* pages up to the last one used: the file's
+                                high-water mark (it never shrinks) */
+    uint64_t reusable_bytes; /* pages in the free list, inside file_bytes:
+                                reused before the file grows */
+};
+
+/* Fills *out from the environment's info (cheap: no transaction), and
+ * reusable_bytes too when count_free (a read transaction over LMDB's free
+ * list, a few ms for a large store: call it on a timer, not per request;
+ * without count_free *out's reusable_bytes is left as it was). */
+int qr_store_space(struct qr_store *s,
+                   bool count_free,
+                   struct qr_store_space *out);
+
+/* Resizes the map to map_bytes (0: one step, half again its size and at
+ * least QR_STORE_GROW_MIN_BYTES); never shrinks it. Legal only while no
+ * transaction and no snapshot is open (LMDB unmaps and maps again, which
+ * would leave their pointers dangling): returns QR_EUNAVAIL, changing
+ * nothing, when one is. The safe points are on the loop between callbacks:
+ * node/admit.c's tick grows the map ahead of need, and apply, after a
+ * QR_ENOSPACE, aborts its transaction, grows and retries the entry. */
+int qr_store_grow(struct qr_store *s, uint64_t map_bytes);
 
 /* Last error context, e.g. "store: put msgs: MDB_MAP_FULL". Borrowed. */
 const char *qr_store_errmsg(const struct qr_store *s);
@@ -339,7 +376,9 @@ void qr_store_snapshot_close(struct qr_store_snap *sn);
 int qr_store_snapshot(struct qr_store *s, void **buf, size_t *len);
 
 /* Replaces the whole state with a snapshot's, in one write transaction:
- * either all of it lands or none. Rejects a malformed buffer with
+ * either all of it lands or none. Grows the map first, when no transaction
+ * is open, to hold the old state and the new one (QR_ENOSPACE if it still
+ * does not fit: the store stays sound). Rejects a malformed buffer with
  * QR_ECORRUPT before touching anything. */
 int qr_store_restore(struct qr_store *s, const void *buf, size_t len);
 

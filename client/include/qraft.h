@@ -44,7 +44,8 @@ extern "C" {
     X(QRAFT_ECONNECT, -1009, "connection failed")      \
     X(QRAFT_ETIMEDOUT, -1010, "timed out")             \
     X(QRAFT_EUNKNOWN, -1011, "outcome unknown")        \
-    X(QRAFT_EPROTO, -1012, "protocol error")
+    X(QRAFT_EPROTO, -1012, "protocol error")           \
+    X(QRAFT_ENOSPACE, -1013, "insufficient storage")
 
 /* QRAFT_EINVAL       the library or the server (BAD_REQUEST) refused the
  *                    arguments; the errmsg says which.
@@ -65,7 +66,12 @@ extern "C" {
  *                    but its answer was lost: it may or may not have
  *                    happened.
  * QRAFT_EPROTO       the peer does not speak the qraft protocol (garbage,
- *                    oversized or mismatched frames). Not retried. */
+ *                    oversized or mismatched frames). Not retried.
+ * QRAFT_ENOSPACE     the node's disk or store is below its free-space
+ *                    reserve (INSUFFICIENT_STORAGE): the write was refused
+ *                    before anything happened; the errmsg says what is full
+ *                    and by how much. Not retried: space must be freed
+ *                    first (reads, cancels and deletes still work). */
 enum qraft_error {
 #define QRAFT_ERROR_ENUM(name, value, text) name = value,
     QRAFT_ERRORS(QRAFT_ERROR_ENUM)

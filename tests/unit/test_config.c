@@ -258,6 +258,35 @@ static void test_token_from_env(void **state)
 
 /* The peer token comes from --peer-token or QRAFT_PEER_TOKEN; unset, it is
  * empty (the API token then authenticates nodes too). */
+static void test_space_flags(void **state)
+{
+    (void)state;
+    struct run *r = parse("--dev", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.min_free_bytes, 0); /* from the disk */
+    assert_int_equal(r->c.store_max_bytes, 0);
+    assert_int_equal(r->c.store_map_bytes, 0);
+    free_run(r);
+    r = parse("--dev", "--min-free-bytes", "16m", "--store-max-bytes", "2G",
+              NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.min_free_bytes, 16ull << 20);
+    assert_int_equal(r->c.store_max_bytes, 2ull << 30);
+    free_run(r);
+    r = parse("--dev", "--min-free-bytes", "1048576", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.min_free_bytes, 1048576);
+    free_run(r);
+    REFUSED("--min-free-bytes", "--dev", "--min-free-bytes", "1k", NULL);
+    REFUSED("--min-free-bytes", "--dev", "--min-free-bytes", "5%", NULL);
+    REFUSED("--store-max-bytes", "--dev", "--store-max-bytes", "2gb", NULL);
+    REFUSED("--store-max-bytes", "--dev", "--store-max-bytes", "-1", NULL);
+    REFUSED("--store-max-bytes", "--dev", "--store-max-bytes",
+            "99999999999999999999", NULL);
+    REFUSED("--store-max-bytes", "--dev", "--store-max-bytes", "9999999t",
+            NULL);
+}
+
 static void test_peer_token(void **state)
 {
     (void)state;
@@ -600,6 +629,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_token_from_env, clear_env,
                                         clear_env),
         cmocka_unit_test_setup_teardown(test_peer_token, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_space_flags, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_peers, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_peers_refusals, clear_env,
                                         clear_env),

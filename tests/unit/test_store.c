@@ -1370,20 +1370,13 @@ static void test_abort_leaves_nothing(void **state)
     qr_store_txn_abort(begin(f->s, true));
 }
 
-static void test_map_full_fails_store(void **state)
+/* Puts n messages of 64 KiB in one transaction t, stopping at the first
+ * error; returns it. */
+static int put_big_msgs(struct qr_store_txn *t, int n)
 {
-    (void)state;
-    char dir[64];
-    char errmsg[QR_ERRMSG_BYTES];
-    struct qr_store *s = NULL;
-    struct qr_store_txn *t;
     static uint8_t body[64 * 1024];
     int rv = 0;
-
-    make_dir(dir, sizeof dir);
-    assert_int_equal(qr_store_open(dir, 1024 * 1024, &s, errmsg), 0);
-    t = begin(s, true);
-    for (int i = 0; i < 100 && rv == 0; i++) {
+    for (int i = 0; i < n && rv == 0; i++) {
         char id[32];
         snprintf(id, sizeof id, "msg_%03d", i);
         Qraft__Message *m = make_msg(id, QRAFT__MESSAGE_STATE__PENDING, 1, 1);
@@ -1392,16 +1385,144 @@ static void test_map_full_fails_store(void **state)
         rv = qr_store_msg_put(t, m);
         free_msg(m);
     }
-    assert_int_equal(rv, QR_ESTORE);
-    assert_true(qr_store_failed(s));
+    return rv;
+}
+
+/* A full map spoils its transaction only: abort, grow, and the same writes
+ * go in (what apply does with an entry that met MDB_MAP_FULL). */
+static void test_map_full_then_grow(void **state)
+{
+    (void)state;
+    char dir[64];
+    char errmsg[QR_ERRMSG_BYTES];
+    struct qr_store *s = NULL;
+    struct qr_store_txn *t;
+    struct qr_store_txn *r;
+    struct qr_store_space sp = {0};
+
+    make_dir(dir, sizeof dir);
+    assert_int_equal(qr_store_open(dir, 1024 * 1024, &s, errmsg), 0);
+    t = begin(s, true);
+    assert_int_equal(put_big_msgs(t, 100), QR_ENOSPACE);
+    assert_false(qr_store_failed(s));
     assert_non_null(strstr(qr_store_errmsg(s), "MDB_MAP_FULL"));
+    qr_store_txn_abort(t);
+
+    /* Not while a transaction is open: nothing changes. */
+    r = begin(s, false);
+    assert_int_equal(qr_store_grow(s, 16 * 1024 * 1024), QR_EUNAVAIL);
+    qr_store_txn_abort(r);
+    assert_int_equal(qr_store_space(s, true, &sp), 0);
+    assert_int_equal(sp.map_bytes, 1024 * 1024);
+
+    assert_int_equal(qr_store_grow(s, 16 * 1024 * 1024), 0);
+    assert_int_equal(qr_store_space(s, true, &sp), 0);
+    assert_int_equal(sp.map_bytes, 16 * 1024 * 1024);
+    t = begin(s, true);
+    assert_int_equal(put_big_msgs(t, 100), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    assert_int_equal(qr_store_space(s, true, &sp), 0);
+    assert_true(sp.file_bytes > 100 * 64 * 1024);
+    assert_true(sp.file_bytes <= sp.map_bytes);
+    assert_true(sp.reusable_bytes < sp.file_bytes);
+    /* One step: half again, at least QR_STORE_GROW_MIN_BYTES. */
+    assert_int_equal(qr_store_grow(s, 0), 0);
+    assert_int_equal(qr_store_space(s, false, &sp), 0);
+    assert_int_equal(sp.map_bytes, 16 * 1024 * 1024 + QR_STORE_GROW_MIN_BYTES);
+    qr_store_close(s);
+
+    s = open_store(dir);
+    uint64_t counts[QR_STORE_N_STATES];
+    get_counts(s, counts);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__PENDING], 100);
+    qr_store_close(s);
+    remove_dir(dir);
+}
+
+/* Free pages are counted as reusable: deleting shrinks the used bytes, not
+ * the file. */
+static void test_space_counts_free_pages(void **state)
+{
+    struct fixture *f = *state;
+    struct qr_store_space before = {0};
+    struct qr_store_space after = {0};
+    struct qr_store_txn *t = begin(f->s, true);
+    assert_int_equal(put_big_msgs(t, 20), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    assert_int_equal(qr_store_space(f->s, true, &before), 0);
+    t = begin(f->s, true);
+    for (int i = 0; i < 20; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "msg_%03d", i);
+        assert_int_equal(qr_store_msg_delete(t, id), 0);
+    }
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    /* A second write lets LMDB record the pages the delete freed. */
+    t = begin(f->s, true);
+    assert_int_equal(qr_store_meta_put_u64(t, "x", 1), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    assert_int_equal(qr_store_space(f->s, true, &after), 0);
+    /* The file barely moves (the free list's own pages); what is used
+     * drops by the bodies. */
+    assert_true(after.file_bytes <= before.file_bytes + 64 * 1024);
+    assert_true(after.file_bytes - after.reusable_bytes + 20 * 64 * 1024 <=
+                before.file_bytes - before.reusable_bytes);
+}
+
+/* Restore makes room for the old and the new state before it starts: a
+ * snapshot larger than the map still lands. */
+static void test_restore_grows_the_map(void **state)
+{
+    struct fixture *f = *state;
+    char dir[64];
+    char errmsg[QR_ERRMSG_BYTES];
+    struct qr_store *small = NULL;
+    struct qr_store_space sp = {0};
+    void *buf;
+    size_t len;
+
+    struct qr_store_txn *t = begin(f->s, true);
+    assert_int_equal(put_big_msgs(t, 100), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    assert_int_equal(qr_store_snapshot(f->s, &buf, &len), 0);
+    assert_true(len > 100 * 64 * 1024);
+
+    make_dir(dir, sizeof dir);
+    assert_int_equal(qr_store_open(dir, 1024 * 1024, &small, errmsg), 0);
+    assert_int_equal(qr_store_restore(small, buf, len), 0);
+    assert_int_equal(qr_store_space(small, false, &sp), 0);
+    assert_true(sp.map_bytes >= 2 * (uint64_t)len);
+    uint64_t counts[QR_STORE_N_STATES];
+    get_counts(small, counts);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__PENDING], 100);
+    free(buf);
+    qr_store_close(small);
+    remove_dir(dir);
+}
+
+/* Committing a transaction spoilt by a full map fails the store (the
+ * caller should have aborted it). */
+static void test_map_full_commit_fails_store(void **state)
+{
+    (void)state;
+    char dir[64];
+    char errmsg[QR_ERRMSG_BYTES];
+    struct qr_store *s = NULL;
+    struct qr_store_txn *t;
+
+    make_dir(dir, sizeof dir);
+    assert_int_equal(qr_store_open(dir, 1024 * 1024, &s, errmsg), 0);
+    t = begin(s, true);
+    assert_int_equal(put_big_msgs(t, 100), QR_ENOSPACE);
     assert_int_equal(qr_store_txn_commit(t), QR_ESTORE);
+    assert_true(qr_store_failed(s));
     assert_int_equal(qr_store_txn_begin(s, true, &t), QR_ESTORE);
     assert_int_equal(qr_store_txn_begin(s, false, &t), QR_ESTORE);
     void *buf;
     size_t len;
     assert_int_equal(qr_store_snapshot(s, &buf, &len), QR_ESTORE);
     assert_int_equal(qr_store_sync(s), QR_ESTORE);
+    assert_int_equal(qr_store_grow(s, 0), QR_ESTORE);
     qr_store_close(s);
 
     /* Nothing of the failed transaction reached the disk. */
@@ -1669,7 +1790,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_value, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_leaves_nothing, setup,
                                         teardown),
-        cmocka_unit_test(test_map_full_fails_store),
+        cmocka_unit_test(test_map_full_then_grow),
+        cmocka_unit_test(test_map_full_commit_fails_store),
+        cmocka_unit_test_setup_teardown(test_restore_grows_the_map, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_space_counts_free_pages, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_event_scan_paging, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_dlq_list_at, setup, teardown),
