@@ -1644,6 +1644,68 @@ static int apply_pass(struct apply_ctx *ctx,
     return 0;
 }
 
+/* One attempt at an entry with the store as it is: its commands (refusing,
+ * pass after pass, those that fail for what they hold), its bookkeeping,
+ * and the commit. Returns 0 once committed. On failure the transaction is
+ * gone, the feature level is back at level_before and *failed_at names the
+ * command that failed (SIZE_MAX: not a command's doing). */
+static int apply_entry(struct apply_ctx *ctx,
+                       const Qraft__Entry *entry,
+                       uint32_t level_before,
+                       bool *refused,
+                       struct qr_apply_result *results,
+                       size_t *failed_at)
+{
+    struct qr_fsm *f = ctx->fsm;
+    int rv;
+    for (;;) {
+        ctx->n_events = 0;
+        ctx->earliest_due_ms = UINT64_MAX;
+        f->feature_level = level_before;
+        rv = apply_pass(ctx, entry, refused, results, failed_at);
+        if (rv == 0) {
+            break;
+        }
+        if (*failed_at == SIZE_MAX || !fails_command(f, rv)) {
+            f->feature_level = level_before;
+            return rv;
+        }
+        assert(*failed_at < entry->n_commands && !refused[*failed_at]);
+        refused[*failed_at] = true;
+        /* The store names what it refused; a code apply met otherwise
+         * (a record not found where it had to be) speaks for itself. */
+        const char *why =
+            rv == QR_EBADREQ ? qr_store_errmsg(f->store) : qr_strerror(rv);
+        memset(&results[*failed_at], 0, sizeof results[*failed_at]);
+        set_result(&results[*failed_at], rv, "%s", why);
+        QR_WARN("fsm",
+                "entry %" PRIu64
+                " command %zu refused: %s (%s); every "
+                "replica refuses it alike",
+                ctx->index, *failed_at, qr_strerror(rv), why);
+    }
+    *failed_at = SIZE_MAX;
+    size_t n_pruned = 0;
+    rv = qr_store_dedup_prune(ctx->txn, ctx->now_ms, DEDUP_PRUNE_PER_ENTRY,
+                              &n_pruned);
+    if (rv == 0) {
+        rv = qr_store_meta_put_u64(ctx->txn, QR_META_APPLIED_INDEX, ctx->index);
+    }
+    if (rv == 0 && ctx->now_ms > f->last_time_ms) {
+        rv = qr_store_meta_put_u64(ctx->txn, QR_META_LAST_TIME, ctx->now_ms);
+    }
+    if (rv != 0) {
+        qr_store_txn_abort(ctx->txn);
+    } else {
+        rv = qr_store_txn_commit(ctx->txn);
+    }
+    ctx->txn = NULL;
+    if (rv != 0) {
+        f->feature_level = level_before;
+    }
+    return rv;
+}
+
 /* Applies one committed entry.
  *
  * Apply is total over the entry's content: a command that fails for what it
@@ -1655,10 +1717,14 @@ static int apply_pass(struct apply_ctx *ctx,
  * command or finishes, so an entry of n commands takes at most n + 1
  * passes, and only entries holding a refused command take more than one.
  *
+ * A full map (QR_ENOSPACE) is this node's, not the entry's: another replica
+ * may have had room. The map grows and the entry is applied again, once.
+ *
  * Only what is not a property of the entry stops this replica (the fatal
  * hook): an I/O or LMDB error, a failed store, a corrupt record, no memory,
- * an entry that does not decode or a command kind this version does not
- * know. Skipping any of those would let this replica diverge. */
+ * a map that cannot grow, an entry that does not decode or a command kind
+ * this version does not know. Skipping any of those would let this replica
+ * diverge. */
 static int fsm_apply(struct raft_fsm *rf,
                      const struct raft_buffer *buf,
                      void **result)
@@ -1669,7 +1735,6 @@ static int fsm_apply(struct raft_fsm *rf,
     struct qr_apply_result *results = NULL;
     bool *refused = NULL;
     struct apply_ctx ctx = {.fsm = f, .index = index};
-    uint32_t level_before = f->feature_level;
     size_t failed_at = SIZE_MAX;
     int rv;
 
@@ -1697,58 +1762,26 @@ static int fsm_apply(struct raft_fsm *rf,
     }
     ctx.now_ms = entry->proposed_at_ms;
 
-    for (;;) {
-        ctx.n_events = 0;
-        ctx.earliest_due_ms = UINT64_MAX;
-        f->feature_level = level_before;
-        rv = apply_pass(&ctx, entry, refused, results, &failed_at);
-        if (rv == 0 || failed_at == SIZE_MAX || !fails_command(f, rv)) {
-            break;
+    uint32_t level_before = f->feature_level;
+    rv = apply_entry(&ctx, entry, level_before, refused, results, &failed_at);
+    if (rv == QR_ENOSPACE) {
+        int grown = qr_store_grow(f->store, 0);
+        QR_WARN("fsm", "entry %" PRIu64 ": the store's map is full: %s", index,
+                grown == 0 ? "grown; applying the entry again"
+                           : "it cannot grow now");
+        if (grown == 0) {
+            rv = apply_entry(&ctx, entry, level_before, refused, results,
+                             &failed_at);
         }
-        assert(failed_at < entry->n_commands && !refused[failed_at]);
-        refused[failed_at] = true;
-        /* The store names what it refused; a code apply met otherwise
-         * (a record not found where it had to be) speaks for itself. */
-        const char *why =
-            rv == QR_EBADREQ ? qr_store_errmsg(f->store) : qr_strerror(rv);
-        memset(&results[failed_at], 0, sizeof results[failed_at]);
-        set_result(&results[failed_at], rv, "%s", why);
-        QR_WARN("fsm",
-                "entry %" PRIu64
-                " command %zu refused: %s (%s); every "
-                "replica refuses it alike",
-                index, failed_at, qr_strerror(rv), why);
     }
     if (rv != 0) {
-        f->feature_level = level_before;
         if (failed_at == SIZE_MAX) {
-            fatal(f, "entry %" PRIu64 ": %s", index, qr_store_errmsg(f->store));
+            fatal(f, "entry %" PRIu64 ": %s (%s)", index, qr_strerror(rv),
+                  qr_store_errmsg(f->store));
         } else {
             fatal(f, "entry %" PRIu64 " command %zu: %s (%s)", index, failed_at,
                   qr_strerror(rv), qr_store_errmsg(f->store));
         }
-        goto out;
-    }
-    size_t n_pruned = 0;
-    rv = qr_store_dedup_prune(ctx.txn, ctx.now_ms, DEDUP_PRUNE_PER_ENTRY,
-                              &n_pruned);
-    if (rv == 0) {
-        rv = qr_store_meta_put_u64(ctx.txn, QR_META_APPLIED_INDEX, index);
-    }
-    if (rv == 0 && ctx.now_ms > f->last_time_ms) {
-        rv = qr_store_meta_put_u64(ctx.txn, QR_META_LAST_TIME, ctx.now_ms);
-    }
-    if (rv != 0) {
-        qr_store_txn_abort(ctx.txn);
-        f->feature_level = level_before;
-        fatal(f, "entry %" PRIu64 ": %s", index, qr_store_errmsg(f->store));
-        goto out;
-    }
-    rv = qr_store_txn_commit(ctx.txn);
-    if (rv != 0) {
-        f->feature_level = level_before;
-        fatal(f, "entry %" PRIu64 ": commit: %s", index,
-              qr_store_errmsg(f->store));
         goto out;
     }
     f->applied_index = index;

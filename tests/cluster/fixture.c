@@ -33,6 +33,8 @@ static void on_applied(void *data,
     }
 }
 
+uint64_t fixture_map_bytes = 64ull << 20;
+
 void fixture_server_open(struct fixture_server *s, const char *dir)
 {
     if (dir == NULL) {
@@ -41,7 +43,8 @@ void fixture_server_open(struct fixture_server *s, const char *dir)
     } else {
         snprintf(s->dir, sizeof s->dir, "%s", dir);
     }
-    assert_int_equal(qr_store_open(s->dir, 64ull << 20, &s->store, NULL), 0);
+    assert_int_equal(qr_store_open(s->dir, fixture_map_bytes, &s->store, NULL),
+                     0);
     assert_int_equal(qr_fsm_init(&s->fsm, s->store), 0);
     s->fsm.on_applied = on_applied;
     s->fsm.on_applied_data = s;

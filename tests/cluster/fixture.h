@@ -83,6 +83,10 @@ int fixture_setup(void **state);
  * their directories, frees the fixture. */
 int fixture_teardown(void **state);
 
+/* The map size fixture_server_open gives a store (64 MiB unless a test
+ * sets it). */
+extern uint64_t fixture_map_bytes;
+
 /* Opens s over dir, or over a fresh /tmp directory when dir is NULL, with
  * its fsm and on_applied hook (the records start empty). */
 void fixture_server_open(struct fixture_server *s, const char *dir);

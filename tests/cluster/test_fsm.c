@@ -728,6 +728,45 @@ static void test_poison_commands_are_refused(void **state)
                      QRAFT__MESSAGE_STATE__CANCELLED);
 }
 
+/* A replica whose map fills up in the middle of an entry grows the map and
+ * applies the entry again: a full map is this node's, not the entry's (the
+ * others had room), so it neither refuses the command nor stops. */
+static void test_full_map_grows_and_applies(void **state)
+{
+    struct fixture *f = *state;
+    char dir[64];
+    snprintf(dir, sizeof dir, "%s", f->servers[1].dir);
+    fixture_server_close(&f->servers[1], false);
+    fixture_map_bytes = 1u << 20;
+    fixture_server_open(&f->servers[1], dir);
+    fixture_map_bytes = 64ull << 20;
+    f->servers[1].fsm.raft = raft_fixture_get(&f->raft, 1);
+    for (unsigned i = 0; i < f->n; i++) {
+        f->servers[i].fsm.on_fatal = fail_on_fatal;
+    }
+
+    static uint8_t body[256 * 1024];
+    memset(body, 'b', sizeof body);
+    char ids[8][QR_ID_BYTES];
+    for (size_t i = 0; i < 8; i++) {
+        Qraft__PublishRequest req = QRAFT__PUBLISH_REQUEST__INIT;
+        req.url = "http://127.0.0.1:9/big";
+        req.body.data = body;
+        req.body.len = sizeof body;
+        req.delay_ms = 3600 * 1000;
+        qr_command_message_id(ids[i], 2000000 + i, 1, (uint32_t)i);
+        struct qr_packed cmd;
+        assert_int_equal(
+            qr_command_pack_publish(&req, ids[i], &f->limits, &cmd), 0);
+        fixture_propose(f, 0, &cmd, 1, 1000 + i, f->n);
+    }
+    for (size_t i = 0; i < 8; i++) {
+        assert_int_equal(fixture_state_of(f, ids[i]),
+                         QRAFT__MESSAGE_STATE__PENDING);
+    }
+    assert_false(qr_store_failed(f->servers[1].store));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -748,6 +787,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_url_groups_replicate,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_poison_commands_are_refused,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_full_map_grows_and_applies,
                                         fixture_setup, fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
