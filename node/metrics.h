@@ -34,6 +34,7 @@ struct qr_metrics_gauges {
     uint32_t shards_owned;
     bool have_counts; /* false: the store could not be read */
     uint64_t state_counts[QR_METRICS_N_STATES]; /* by MessageState */
+    uint64_t store_corrupt_records;             /* qr_store_corrupt_count */
 };
 
 /* Increments *counter unless m is NULL (modules run without metrics in

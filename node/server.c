@@ -270,6 +270,13 @@ static bool http_ready(void *data, char *why, size_t why_len)
         snprintf(why, why_len, "shutting down");
         return false;
     }
+    /* A replica that met a corrupt record stays unready until it is
+     * rebuilt from its peers (store.h: what stops). */
+    const char *corrupt = qr_store_corrupt_first(s->store);
+    if (corrupt != NULL) {
+        snprintf(why, why_len, "%s", corrupt);
+        return false;
+    }
     if (!qr_cluster_ready(&s->cluster, why, why_len)) {
         return false;
     }
@@ -309,6 +316,7 @@ static void http_gauges(void *data, struct qr_metrics_gauges *g)
     g->applied_index = cs.applied_index;
     g->leader = strcmp(cs.state, "leader") == 0;
     g->shards_owned = qr_shards_count(&s->shards, s->config->id);
+    g->store_corrupt_records = qr_store_corrupt_count(s->store);
     if (qr_store_txn_begin(s->store, false, &txn) == 0) {
         _Static_assert(QR_METRICS_N_STATES == QR_STORE_N_STATES,
                        "metrics count every stored state");
