@@ -114,7 +114,7 @@ char *qr_metrics_render(const struct qr_metrics *m,
     }
     one(&t, "qraft_store_corrupt_records_total", "counter",
         "Reads that met a stored record failing its checksum, since the "
-        "process started; above 0 the node is not ready: rebuild it from "
+        "process started; above 0 the node is stopping: rebuild it from "
         "its peers (docs/operations.md).",
         g->store_corrupt_records);
     one(&t, "qraft_raft_term", "gauge", "Current raft term.", g->term);

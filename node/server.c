@@ -251,6 +251,15 @@ static void on_tick(uv_timer_t *t)
     if (s->stopping) {
         return;
     }
+    /* A read met a corrupt record (and answered the error naming it): this
+     * replica's copy is not to be trusted. Stop, so that the leader moves
+     * its shards to replicas whose copy is sound (store.h, what stops). */
+    const char *corrupt = qr_store_corrupt_first(s->store);
+    if (corrupt != NULL) {
+        QR_ERROR("server", "stopping: %s", corrupt);
+        qr_server_stop(s, 1);
+        return;
+    }
     ensure_signing_keys(s);
     announce(s);
     propose_prune(s);
@@ -266,15 +275,15 @@ static bool http_serving(void *data)
 static bool http_ready(void *data, char *why, size_t why_len)
 {
     struct qr_server *s = data;
-    if (s->stopping) {
-        snprintf(why, why_len, "shutting down");
-        return false;
-    }
-    /* A replica that met a corrupt record stays unready until it is
-     * rebuilt from its peers (store.h: what stops). */
+    /* A replica that met a corrupt record says which while it stops
+     * (on_tick). */
     const char *corrupt = qr_store_corrupt_first(s->store);
     if (corrupt != NULL) {
         snprintf(why, why_len, "%s", corrupt);
+        return false;
+    }
+    if (s->stopping) {
+        snprintf(why, why_len, "shutting down");
         return false;
     }
     if (!qr_cluster_ready(&s->cluster, why, why_len)) {

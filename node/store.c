@@ -1267,7 +1267,11 @@ int qr_store_meta_get_msg(struct qr_store_txn *t,
     }
     *out = protobuf_c_message_unpack(desc, NULL, len, buf);
     free(buf);
-    return *out != NULL ? 0 : QR_ECORRUPT;
+    if (*out == NULL) {
+        MDB_val k = {strlen(name), (void *)name};
+        return corrupt_record(t, DB_META, &k, "get meta", "does not decode");
+    }
+    return 0;
 }
 
 int qr_store_meta_put_msg(struct qr_store_txn *t,

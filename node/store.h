@@ -21,14 +21,15 @@
  *   - in a write transaction (apply) the store FAILS, as for any store
  *     error: the node stops rather than diverge from the replicas whose
  *     copy is sound;
- *   - in a read transaction nothing fails: the read answers the error (a
- *     REST GET or list: HTTP 500 with that message), the store counts it
- *     (qr_store_corrupt_count: /readyz then fails and
- *     qraft_store_corrupt_records_total rises), and the rest of the store
- *     goes on serving. A due scan stops at the corrupt message, so its
- *     shard delivers nothing past it on this node; the record is never
- *     served or delivered as if sound. The fix is docs/operations.md's
- *     rebuild-from-peers procedure.
+ *   - in a read transaction the store does not fail: the read answers the
+ *     error (a REST GET or list: HTTP 500 with that message; a due scan
+ *     stops at the record, so it is never delivered), and the store counts
+ *     it (qr_store_corrupt_count, qr_store_corrupt_first). The server then
+ *     stops the node (exit status 1; /readyz answers 503 with the message
+ *     meanwhile, qraft_store_corrupt_records_total counts it), so the
+ *     leader moves its shards to replicas whose copy is sound.
+ *   The record is never served or delivered as if sound. The fix is
+ *   docs/operations.md's rebuild-from-peers procedure.
  * Pointers into LMDB memory never leave store.c (every value handed out is a
  * copy the caller frees), with one exception: the buffers of an open
  * snapshot (qr_store_snapshot_open).
