@@ -174,6 +174,29 @@ class CorruptRecordTest(unittest.TestCase):
         self.assert_never_sent(sink, bad_id, changed_path)
 
 
+    def test_corrupt_snapshot_is_refused_naming_the_key(self):
+        # A raft snapshot holds the stored values as they are, checksums
+        # included: restore checks them before it touches the store.
+        node = qh.start_dev_node(self,
+                                 extra_args=["--snapshot-threshold", "16"])
+        ids = []
+        for i in range(40):
+            url = f"http://127.0.0.1:9{PROBE}{i:04d}"
+            _, out, _ = node.cli("publish", url, "--delay", "1d")
+            ids.append(out.strip())
+        node.terminate()
+        snapshots = [p for p in (node.data_dir / "raft").glob("snapshot-*")
+                     if p.suffix != ".meta"]
+        needle = f"{PROBE}{CORRUPT:04d}".encode()
+        self.assertGreaterEqual(
+            sum(flip_in_file(p, needle, 1) for p in snapshots), 1)
+        node.start(wait=False)
+        qh.wait_until(lambda: not node.running(), 30, "the node to stop")
+        self.assertNotEqual(node.proc.returncode, 0)
+        self.assertIn(
+            "store: restore: corrupt record in msgs at key "
+            f'"{ids[CORRUPT]}": checksum mismatch', node.stderr_tail(50))
+
 class CorruptReplicaTest(unittest.TestCase):
     def test_the_others_deliver_and_the_replica_is_rebuilt(self):
         # No prune walk in apply: the read below is the first to meet it.
