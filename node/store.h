@@ -36,7 +36,7 @@
  *
  * Named databases and their keys (integers big-endian, so keys sort by
  * number); every value below is preceded by its 4-byte CRC ("empty": the
- * CRC alone):
+ * CRC alone), but for meta "format", 8 bytes that every version reads:
  *   meta    name (string)                               -> bytes
  *   msgs    message id (string)                         -> qraft.Message
  *   due     u16 shard | u64 next_attempt_ms | id        -> empty
