@@ -278,7 +278,10 @@ class Format1DataDirTest(unittest.TestCase):
         node = qh.DevNode(token="format1-token")
         self.addCleanup(node.cleanup)
         with tarfile.open(FORMAT1_TARBALL) as tar:
-            tar.extractall(node.dir)
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4
+                tar.extractall(node.dir, filter="data")
+            else:
+                tar.extractall(node.dir)
         self.assertTrue(node.data_dir.is_dir())
         node.start()
         log = node.stderr_tail(200)
