@@ -1773,6 +1773,39 @@ static void test_corrupt_key_escaped(void **state)
                            "in groups at key \"grp\\x01\\x22flIp-me-group"));
 }
 
+/* A long key is shown cut short, and errmsg still says what to do. */
+static void test_corrupt_long_key_cut(void **state)
+{
+    struct fixture *f = *state;
+    struct qr_store_txn *t = begin(f->s, true);
+    char name[300];
+    Qraft__UrlGroup g = QRAFT__URL_GROUP__INIT;
+    Qraft__UrlGroup *got = NULL;
+    char path[96];
+
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    memcpy(name + 200, "flip-me-long", 12);
+    g.name = name;
+    assert_int_equal(qr_store_group_put(t, &g), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    qr_store_close(f->s);
+    f->s = NULL;
+    snprintf(path, sizeof path, "%s/data.mdb", f->dir);
+    assert_true(flip_in_file(path, "flip-me-long", 0) >= 1);
+
+    f->s = open_store(f->dir);
+    t = begin(f->s, false);
+    name[200] ^= 0x20; /* the key as it is now */
+    assert_int_equal(qr_store_group_get(t, name, &got), QR_ECORRUPT);
+    assert_null(got);
+    qr_store_txn_abort(t);
+    const char *e = qr_store_errmsg(f->s);
+    assert_non_null(strstr(e, "in groups at key \"nnnnnnnn"));
+    assert_non_null(strstr(e, "nnn...\" (get groups: checksum mismatch)"));
+    assert_non_null(strstr(e, "rebuild-from-peers"));
+}
+
 /* Writes v big-endian into 8 bytes at p. */
 static void be64(uint8_t *p, uint64_t v)
 {
@@ -2040,6 +2073,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_flipped_byte_is_corrupt, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_key_escaped, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_long_key_cut, setup,
                                         teardown),
         cmocka_unit_test(test_open_format1_adds_checksums),
         cmocka_unit_test_setup_teardown(test_restore_format1_snapshot, setup,
