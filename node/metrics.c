@@ -144,6 +144,11 @@ char *qr_metrics_render(const struct qr_metrics *m,
             "INSUFFICIENT_STORAGE), since the process started.",
             g->writes_refused);
     }
+    one(&t, "qraft_store_corrupt_records_total", "counter",
+        "Reads that met a stored record failing its checksum, since the "
+        "process started; above 0 the node is stopping: rebuild it from "
+        "its peers (docs/operations.md).",
+        g->store_corrupt_records);
     one(&t, "qraft_raft_term", "gauge", "Current raft term.", g->term);
     one(&t, "qraft_raft_commit_index", "gauge",
         "Highest raft index known committed.", g->commit_index);

@@ -43,6 +43,7 @@ struct qr_metrics_gauges {
     uint64_t store_file_bytes;
     uint64_t store_map_bytes;
     uint64_t writes_refused;
+    uint64_t store_corrupt_records; /* qr_store_corrupt_count */
 };
 
 /* Increments *counter unless m is NULL (modules run without metrics in

@@ -474,9 +474,15 @@ static void propose_answer_ok(struct qr_rpc_conn *conn,
     propose_command(conn, req, cmd, on_applied_ok);
 }
 
-/* Answers request id with a store read failure. */
+/* Answers request id with a store read failure. A corrupt record is
+ * named (the store's errmsg says which and what to do), never served. */
 static void send_store_error(struct qr_rpc_conn *conn, uint64_t id, int rv)
 {
+    if (rv == QR_ECORRUPT) {
+        send_error(conn, id, QRAFT__STATUS__INTERNAL, "%s",
+                   qr_store_errmsg(conn->rpc->store));
+        return;
+    }
     send_error(conn, id, QRAFT__STATUS__INTERNAL, "reading the store: %s",
                qr_strerror(rv));
 }

@@ -251,6 +251,15 @@ static void on_tick(uv_timer_t *t)
     if (s->stopping) {
         return;
     }
+    /* A read met a corrupt record (and answered the error naming it): this
+     * replica's copy is not to be trusted. Stop, so that the leader moves
+     * its shards to replicas whose copy is sound (store.h, what stops). */
+    const char *corrupt = qr_store_corrupt_first(s->store);
+    if (corrupt != NULL) {
+        QR_ERROR("server", "stopping: %s", corrupt);
+        qr_server_stop(s, 1);
+        return;
+    }
     qr_admit_tick(&s->admit, uv_now(&s->loop));
     ensure_signing_keys(s);
     announce(s);
@@ -267,6 +276,13 @@ static bool http_serving(void *data)
 static bool http_ready(void *data, char *why, size_t why_len)
 {
     struct qr_server *s = data;
+    /* A replica that met a corrupt record says which while it stops
+     * (on_tick). */
+    const char *corrupt = qr_store_corrupt_first(s->store);
+    if (corrupt != NULL) {
+        snprintf(why, why_len, "%s", corrupt);
+        return false;
+    }
     if (s->stopping) {
         snprintf(why, why_len, "shutting down");
         return false;
@@ -310,6 +326,7 @@ static void http_gauges(void *data, struct qr_metrics_gauges *g)
     g->applied_index = cs.applied_index;
     g->leader = strcmp(cs.state, "leader") == 0;
     g->shards_owned = qr_shards_count(&s->shards, s->config->id);
+    g->store_corrupt_records = qr_store_corrupt_count(s->store);
     struct qr_admit_space sp;
     qr_admit_get_space(&s->admit, &sp);
     g->have_space = true;

@@ -16,10 +16,26 @@
  * Invalid arguments (QR_EBADREQ) and QR_ENOTFOUND never fail the store.
  * errmsg is written by whichever thread met the error.
  *
- * qr_store_open with map_bytes 0 uses QR_STORE_DEFAULT_MAP_BYTES; a data
- * format newer than STORE_FORMAT is refused with QR_ECORRUPT. Restore keeps
- * the old pages until it commits, so it first grows the map to hold both
- * states (when no transaction is open; qr_store_grow).
+ * Checksums. Every stored value but one starts with 4 bytes, the CRC-32C
+ * (big-endian) of its key followed by the rest of the value; an index entry
+ * (due, dedupx, dlq, qfifo), whose payload is empty, is just the CRC of its
+ * key. Writes seal a value (put_reserve + seal_value: put_raw, put_packed);
+ * every read checks it (open_value: get_raw, walk_db and the cursors of
+ * their own), so a byte changed anywhere in a pair, key or value, is found
+ * the first time the pair is read. A pair that fails, or that does not
+ * decode, is corrupt_record: QR_ECORRUPT with errmsg naming the database
+ * and the key (escaped), a count and a log line; in a write transaction the
+ * store fails as for any other corrupt value. The exception is meta
+ * "format", 8 bytes with no CRC, which every version reads alike.
+ *
+ * Formats (meta "format"): 1, values without checksums (qraft up to
+ * e528cea); 2, values with checksums (STORE_FORMAT). Opening a format 1
+ * store rewrites every value with its CRC in the transaction that opens it
+ * (migrate_to_checksums), which, like a restore, needs the map to hold about
+ * twice the state. A newer format is refused with QR_ECORRUPT, and so is
+ * format 0. qr_store_open with map_bytes 0 uses QR_STORE_DEFAULT_MAP_BYTES.
+ * Restore keeps the old pages until it commits, so it first grows the map
+ * to hold both states (when no transaction is open; qr_store_grow).
  *
  * Iterators visit at most `limit` items: a limit of 0 visits nothing. A
  * callback must not write through the transaction it is iterating. The
@@ -46,7 +62,12 @@
  *
  * Within a database keys are strictly increasing in LMDB's order (memcmp,
  * then shorter first), which lets restore append. Nothing follows the last
- * database. A database absent from a snapshot is restored empty. */
+ * database. A database absent from a snapshot is restored empty.
+ *
+ * Values are copied as stored, checksums included: a snapshot's format is
+ * its meta "format". Restore checks every value of a format 2 snapshot
+ * before it touches anything, and gives each value of a format 1 snapshot
+ * (or one without a format) its checksum as it lands. */
 #include "store.h"
 
 #include <assert.h>
@@ -60,9 +81,21 @@
 #include <string.h>
 
 #include "err.h"
+#include "lib/clock.h"
+#include "lib/crc32c.h"
+#include "logger.h"
 
-/* Value of meta QR_META_FORMAT written by this code; newer is refused. */
-#define STORE_FORMAT 1
+/* Value of meta QR_META_FORMAT written by this code; newer is refused.
+ * Format 1 values carry no checksum; format 2 values do (see "Checksums"
+ * above), and a format 1 store is rewritten as format 2 when it is opened
+ * (migrate_to_checksums) or restored from a format 1 snapshot. */
+#define STORE_FORMAT 2
+#define STORE_FORMAT_UNSUMMED 1
+/* Every value but meta "format" starts with the CRC-32C, big-endian, of
+ * its key followed by the rest of the value (the payload). */
+#define CRC_BYTES 4
+/* How much of a corrupt record's key errmsg shows, escaped. */
+#define KEY_SHOWN_BYTES 80
 #define SNAP_MAGIC "QRSNAP01"
 #define SNAP_MAGIC_BYTES 8
 #define SNAP_VERSION 1
@@ -111,6 +144,12 @@ struct qr_store {
      * be resized (qr_store_grow) only while this is 0. */
     atomic_uint n_txns;
     char errmsg[QR_ERRMSG_BYTES];
+    /* Corrupt records met since open (corrupt_record), and the first one's
+     * message, readable once corrupt_noted is set. */
+    atomic_uint_fast64_t n_corrupt;
+    atomic_bool corrupt_claimed;
+    atomic_bool corrupt_noted;
+    char corrupt_first[QR_ERRMSG_BYTES];
 };
 
 struct qr_store_txn {
@@ -215,6 +254,132 @@ static int fail_corrupt(struct qr_store_txn *t,
         atomic_store(&t->s->failed, true);
     }
     return QR_ECORRUPT;
+}
+
+/* Writes key (len bytes, any) into out (size bytes, terminated) as
+ * printable text: printable ASCII as it is, but for '"' and '\\', every
+ * other byte as \\xNN; a key too long to show ends with "...". */
+static void escape_key(char *out, size_t size, const uint8_t *key, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    assert(size >= 8);
+    for (size_t i = 0; i < len; i++) {
+        uint8_t b = key[i];
+        bool plain = b >= 0x20 && b < 0x7f && b != '"' && b != '\\';
+        if (o + (plain ? 1 : 4) + 4 > size) {
+            memcpy(out + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (plain) {
+            out[o++] = (char)b;
+        } else {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[b >> 4];
+            out[o++] = hex[b & 0xf];
+        }
+    }
+    out[o] = '\0';
+}
+
+/* Records a pair of db that fails its checksum or does not decode, met
+ * while doing `what`: errmsg names the database and the key, the store
+ * counts it (qr_store_corrupt_count) and keeps the first one's message,
+ * the log says so (on the 1st, 2nd, 4th, 8th... so a scan that meets it
+ * again and again does not flood the log), and in a write transaction the
+ * store fails for good. */
+static int corrupt_record(struct qr_store_txn *t,
+                          enum db db,
+                          const MDB_val *k,
+                          const char *what,
+                          const char *why)
+{
+    struct qr_store *s = t->s;
+    char key[KEY_SHOWN_BYTES];
+    char msg[QR_ERRMSG_BYTES];
+
+    escape_key(key, sizeof key, k->mv_data, k->mv_size);
+    snprintf(msg, sizeof msg,
+             "corrupt record in %s at key \"%s\" (%s: %s): run the "
+             "rebuild-from-peers procedure",
+             db_names[db], key, what, why);
+    set_errmsg(s, "store: %s", msg);
+    uint64_t n = atomic_fetch_add(&s->n_corrupt, 1) + 1;
+    if (!atomic_exchange(&s->corrupt_claimed, true)) {
+        snprintf(s->corrupt_first, sizeof s->corrupt_first, "store: %s", msg);
+        atomic_store(&s->corrupt_noted, true);
+    }
+    if ((n & (n - 1)) == 0) {
+        QR_ERROR("store", "%s (%llu corrupt reads so far)", msg,
+                 (unsigned long long)n);
+    }
+    if (t->write) {
+        atomic_store(&s->failed, true);
+    }
+    return QR_ECORRUPT;
+}
+
+/* meta "format" is the one value kept without a checksum: 8 bytes that
+ * every version reads the same way, so an older binary can say that the
+ * data is newer than it supports. */
+static bool unsummed(enum db db, const void *key, size_t key_len)
+{
+    return db == DB_META && key_len == sizeof QR_META_FORMAT - 1 &&
+           memcmp(key, QR_META_FORMAT, key_len) == 0;
+}
+
+static uint32_t pair_crc(const void *key,
+                         size_t key_len,
+                         const void *payload,
+                         size_t payload_len)
+{
+    return qr_crc32c(qr_crc32c(0, key, key_len), payload, payload_len);
+}
+
+/* Writes the checksum of key and of the payload_len bytes at payload into
+ * the CRC_BYTES before payload. */
+static void seal_value(const void *key,
+                       size_t key_len,
+                       uint8_t *payload,
+                       size_t payload_len)
+{
+    put_be32(payload - CRC_BYTES, pair_crc(key, key_len, payload, payload_len));
+}
+
+/* Whether a stored value (checksum and payload) matches its key. */
+static bool value_sound(const void *key,
+                        size_t key_len,
+                        const uint8_t *value,
+                        size_t value_len)
+{
+    return value_len >= CRC_BYTES &&
+           get_be32(value) ==
+               pair_crc(key, key_len, value + CRC_BYTES, value_len - CRC_BYTES);
+}
+
+/* Checks a pair read from db against its checksum and narrows *v to its
+ * payload; a mismatch is corrupt_record. Every read of a value goes
+ * through here (get_raw, walk_db and the few cursors of their own). */
+static int open_value(struct qr_store_txn *t,
+                      enum db db,
+                      const MDB_val *k,
+                      MDB_val *v,
+                      const char *what)
+{
+    if (unsummed(db, k->mv_data, k->mv_size)) {
+        return 0;
+    }
+    if (!value_sound(k->mv_data, k->mv_size, v->mv_data, v->mv_size)) {
+        return corrupt_record(
+            t, db, k, what,
+            v->mv_size < CRC_BYTES ? "value too short" : "checksum mismatch");
+    }
+    v->mv_data = (uint8_t *)v->mv_data + CRC_BYTES;
+    v->mv_size -= CRC_BYTES;
+    return 0;
 }
 
 static int bad_request(struct qr_store *s, const char *what, const char *why)
@@ -340,9 +505,32 @@ static int get_raw(struct qr_store_txn *t,
     if (rc != 0) {
         return fail_mdb(t->s, t->write, what, rc);
     }
+    return open_value(t, db, &k, val, what);
+}
+
+/* Reserves room for a payload of payload_len bytes under `key`, after its
+ * checksum, and returns where to write the payload. The caller writes it,
+ * then seals it (seal_value) before the next write. */
+static int put_reserve(struct qr_store_txn *t,
+                       enum db db,
+                       const void *key,
+                       size_t key_len,
+                       size_t payload_len,
+                       uint8_t **payload,
+                       const char *what)
+{
+    MDB_val k = {key_len, (void *)key};
+    MDB_val v = {CRC_BYTES + payload_len, NULL};
+    int rc = mdb_put(t->txn, t->s->dbis[db], &k, &v, MDB_RESERVE);
+    if (rc != 0) {
+        return fail_mdb(t->s, t->write, what, rc);
+    }
+    *payload = (uint8_t *)v.mv_data + CRC_BYTES;
     return 0;
 }
 
+/* Stores value_len bytes (value may be NULL when 0) under `key`, with
+ * their checksum. */
 static int put_raw(struct qr_store_txn *t,
                    enum db db,
                    const void *key,
@@ -351,31 +539,23 @@ static int put_raw(struct qr_store_txn *t,
                    size_t value_len,
                    const char *what)
 {
-    MDB_val k = {key_len, (void *)key};
-    MDB_val v = {value_len, (void *)value};
-    int rc = mdb_put(t->txn, t->s->dbis[db], &k, &v, 0);
-    if (rc != 0) {
-        return fail_mdb(t->s, t->write, what, rc);
-    }
-    return 0;
-}
+    uint8_t *payload;
+    int rv;
 
-/* Reserves value_len bytes for `key` and returns where to write them. */
-static int put_reserve(struct qr_store_txn *t,
-                       enum db db,
-                       const void *key,
-                       size_t key_len,
-                       size_t value_len,
-                       uint8_t **value,
-                       const char *what)
-{
-    MDB_val k = {key_len, (void *)key};
-    MDB_val v = {value_len, NULL};
-    int rc = mdb_put(t->txn, t->s->dbis[db], &k, &v, MDB_RESERVE);
-    if (rc != 0) {
-        return fail_mdb(t->s, t->write, what, rc);
+    if (unsummed(db, key, key_len)) {
+        MDB_val k = {key_len, (void *)key};
+        MDB_val v = {value_len, (void *)value};
+        int rc = mdb_put(t->txn, t->s->dbis[db], &k, &v, 0);
+        return rc != 0 ? fail_mdb(t->s, t->write, what, rc) : 0;
     }
-    *value = v.mv_data;
+    rv = put_reserve(t, db, key, key_len, value_len, &payload, what);
+    if (rv != 0) {
+        return rv;
+    }
+    if (value_len > 0) {
+        memcpy(payload, value, value_len);
+    }
+    seal_value(key, key_len, payload, value_len);
     return 0;
 }
 
@@ -451,12 +631,14 @@ static const struct record_db group_records = {
     DB_GROUPS, &qraft__url_group__descriptor, "url group does not decode", NULL,
     NULL};
 
-/* Decodes v, a value of r, into *out (new; free with
+/* Decodes v, the payload of a value of r stored under k (its checksum
+ * already checked: open_value), into *out (new; free with
  * protobuf_c_message_free_unpacked). A value that does not decode, or
- * whose fields r->valid refuses, is QR_ECORRUPT (fail_corrupt); *out is
+ * whose fields r->valid refuses, is QR_ECORRUPT (corrupt_record); *out is
  * then left alone. */
 static int decode_record(struct qr_store_txn *t,
                          const struct record_db *r,
+                         const MDB_val *k,
                          const MDB_val *v,
                          ProtobufCMessage **out,
                          const char *what)
@@ -464,11 +646,11 @@ static int decode_record(struct qr_store_txn *t,
     ProtobufCMessage *msg =
         protobuf_c_message_unpack(r->desc, NULL, v->mv_size, v->mv_data);
     if (msg == NULL) {
-        return fail_corrupt(t, what, r->corrupt);
+        return corrupt_record(t, r->db, k, what, r->corrupt);
     }
     if (r->valid != NULL && !r->valid(t->s, msg, what)) {
         protobuf_c_message_free_unpacked(msg, NULL);
-        return fail_corrupt(t, what, r->invalid);
+        return corrupt_record(t, r->db, k, what, r->invalid);
     }
     *out = msg;
     return 0;
@@ -483,13 +665,14 @@ static int load_record(struct qr_store_txn *t,
                        ProtobufCMessage **out,
                        const char *what)
 {
+    MDB_val k = {key_len, (void *)key};
     MDB_val v;
     *out = NULL;
     int rv = get_raw(t, r->db, key, key_len, &v, what);
     if (rv != 0) {
         return rv;
     }
-    return decode_record(t, r, &v, out, what);
+    return decode_record(t, r, &k, &v, out, what);
 }
 
 /* Stores msg packed as the value of `key` (insert or replace). */
@@ -501,10 +684,11 @@ static int put_packed(struct qr_store_txn *t,
                       const char *what)
 {
     size_t len = protobuf_c_message_get_packed_size(msg);
-    uint8_t *value = NULL;
-    int rv = put_reserve(t, db, key, key_len, len, &value, what);
+    uint8_t *payload = NULL;
+    int rv = put_reserve(t, db, key, key_len, len, &payload, what);
     if (rv == 0) {
-        protobuf_c_message_pack(msg, value);
+        protobuf_c_message_pack(msg, payload);
+        seal_value(key, key_len, payload, len);
     }
     return rv;
 }
@@ -543,7 +727,8 @@ static int get_u64(struct qr_store_txn *t,
         return rv;
     }
     if (v.mv_size != 8) {
-        return fail_corrupt(t, what, "meta value is not 8 bytes");
+        MDB_val k = {strlen(name), (void *)name};
+        return corrupt_record(t, DB_META, &k, what, "not 8 bytes");
     }
     *value = get_be64(v.mv_data);
     return 0;
@@ -681,6 +866,116 @@ static int reindex(struct qr_store_txn *t,
     return rv;
 }
 
+/* Rewrites every value of a format 1 store (no checksums) with its
+ * checksum, in txn, the transaction that opens the store: either the whole
+ * store becomes format 2 or, on any error, none of it does. Like a
+ * restore, it keeps the old pages until it commits, so the map must hold
+ * about twice the state. Sets *n_values to the number rewritten. */
+static int migrate_to_checksums(struct qr_store *s,
+                                MDB_txn *txn,
+                                uint64_t *n_values)
+{
+    uint8_t key[KEY_BUF_BYTES];
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    int rv = 0;
+
+    *n_values = 0;
+    for (int db = 0; db < N_DBS && rv == 0; db++) {
+        MDB_cursor *c;
+        MDB_val k;
+        MDB_val v;
+        int rc = mdb_cursor_open(txn, s->dbis[db], &c);
+        if (rc != 0) {
+            rv = fail_mdb(s, false, "open: add checksums", rc);
+            break;
+        }
+        for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            if (unsummed((enum db)db, k.mv_data, k.mv_size)) {
+                continue;
+            }
+            if (k.mv_size > sizeof key) {
+                set_errmsg(s, "store: open: add checksums: %s key too long",
+                           db_names[db]);
+                rv = QR_ECORRUPT;
+                break;
+            }
+            if (cap < CRC_BYTES + v.mv_size) {
+                uint8_t *b = realloc(buf, CRC_BYTES + v.mv_size);
+                if (b == NULL) {
+                    set_errmsg(s, "store: open: add checksums: out of memory");
+                    rv = -ENOMEM;
+                    break;
+                }
+                buf = b;
+                cap = CRC_BYTES + v.mv_size;
+            }
+            /* Both point into the page the put rewrites: copy them. */
+            memcpy(key, k.mv_data, k.mv_size);
+            memcpy(buf + CRC_BYTES, v.mv_data, v.mv_size);
+            seal_value(key, k.mv_size, buf + CRC_BYTES, v.mv_size);
+            MDB_val nk = {k.mv_size, key};
+            MDB_val nv = {CRC_BYTES + v.mv_size, buf};
+            rc = mdb_cursor_put(c, &nk, &nv, MDB_CURRENT);
+            if (rc != 0) {
+                break;
+            }
+            (*n_values)++;
+        }
+        mdb_cursor_close(c);
+        if (rv == 0 && rc != MDB_NOTFOUND) {
+            rv = fail_mdb(s, false, "open: add checksums", rc);
+        }
+    }
+    free(buf);
+    return rv;
+}
+
+/* Brings the store in the open transaction txn to STORE_FORMAT: a new
+ * store is stamped with it, a format 1 store gets its checksums. */
+static int settle_format(struct qr_store *s, MDB_txn *txn)
+{
+    struct qr_store_txn t = {s, txn, true};
+    uint64_t format;
+    int rv = get_u64(&t, QR_META_FORMAT, &format, "open: read format");
+    if (rv == QR_ENOTFOUND) {
+        return put_u64(&t, QR_META_FORMAT, STORE_FORMAT, "open: write format");
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (format > STORE_FORMAT) {
+        set_errmsg(s,
+                   "store: open: data format %llu is newer than this "
+                   "version supports (%d)",
+                   (unsigned long long)format, STORE_FORMAT);
+        return QR_ECORRUPT;
+    }
+    if (format < STORE_FORMAT_UNSUMMED) {
+        set_errmsg(s, "store: open: data format %llu is not one qraft wrote",
+                   (unsigned long long)format);
+        return QR_ECORRUPT;
+    }
+    if (format == STORE_FORMAT) {
+        return 0;
+    }
+    uint64_t n = 0;
+    uint64_t start_ms = qr_clock_mono_ms();
+    QR_INFO("store", "format %llu: adding a checksum to every value",
+            (unsigned long long)format);
+    rv = migrate_to_checksums(s, txn, &n);
+    if (rv == 0) {
+        rv = put_u64(&t, QR_META_FORMAT, STORE_FORMAT, "open: write format");
+    }
+    if (rv == 0) {
+        QR_INFO("store", "format %d: %llu values checksummed in %llu ms",
+                STORE_FORMAT, (unsigned long long)n,
+                (unsigned long long)(qr_clock_mono_ms() - start_ms));
+    }
+    return rv;
+}
+
 int qr_store_open(const char *dir,
                   uint64_t map_bytes,
                   struct qr_store **out,
@@ -688,7 +983,6 @@ int qr_store_open(const char *dir,
 {
     struct qr_store *s;
     MDB_txn *txn;
-    uint64_t format;
     int rc;
     int rv;
 
@@ -706,6 +1000,9 @@ int qr_store_open(const char *dir,
     atomic_init(&s->failed, false);
     atomic_init(&s->writing, false);
     atomic_init(&s->n_txns, 0);
+    atomic_init(&s->n_corrupt, 0);
+    atomic_init(&s->corrupt_claimed, false);
+    atomic_init(&s->corrupt_noted, false);
 
     rc = mdb_env_create(&s->env);
     if (rc != 0) {
@@ -763,21 +1060,8 @@ int qr_store_open(const char *dir,
             goto err_after_txn;
         }
     }
-    struct qr_store_txn t = {s, txn, true};
-    rv = get_u64(&t, QR_META_FORMAT, &format, "open: read format");
-    if (rv == QR_ENOTFOUND) {
-        format = STORE_FORMAT;
-        rv = put_u64(&t, QR_META_FORMAT, format, "open: write format");
-    }
+    rv = settle_format(s, txn);
     if (rv != 0) {
-        goto err_after_txn;
-    }
-    if (format > STORE_FORMAT) {
-        set_errmsg(s,
-                   "store: open: data format %llu is newer than this "
-                   "version supports (%d)",
-                   (unsigned long long)format, STORE_FORMAT);
-        rv = QR_ECORRUPT;
         goto err_after_txn;
     }
     rc = mdb_txn_commit(txn);
@@ -942,6 +1226,16 @@ int qr_store_grow(struct qr_store *s, uint64_t map_bytes)
     return 0;
 }
 
+uint64_t qr_store_corrupt_count(const struct qr_store *s)
+{
+    return atomic_load(&s->n_corrupt);
+}
+
+const char *qr_store_corrupt_first(const struct qr_store *s)
+{
+    return atomic_load(&s->corrupt_noted) ? s->corrupt_first : NULL;
+}
+
 int qr_store_txn_begin(struct qr_store *s,
                        bool write,
                        struct qr_store_txn **out)
@@ -1104,7 +1398,11 @@ int qr_store_meta_get_msg(struct qr_store_txn *t,
     }
     *out = protobuf_c_message_unpack(desc, NULL, len, buf);
     free(buf);
-    return *out != NULL ? 0 : QR_ECORRUPT;
+    if (*out == NULL) {
+        MDB_val k = {strlen(name), (void *)name};
+        return corrupt_record(t, DB_META, &k, "get meta", "does not decode");
+    }
+    return 0;
 }
 
 int qr_store_meta_put_msg(struct qr_store_txn *t,
@@ -1271,6 +1569,10 @@ static int walk_db(struct qr_store_txn *t,
     int rc = cursor_seek(c, start, start_len, exclusive, &k, &v);
     while (rc == 0) {
         enum walk_step step = STEP_VISITED;
+        rv = open_value(t, db, &k, &v, what);
+        if (rv != 0) {
+            goto out;
+        }
         rv = visit(t, &k, &v, arg, &step);
         if (rv != 0 || step == STEP_END ||
             (step == STEP_VISITED && ++n >= limit)) {
@@ -1417,8 +1719,7 @@ static int walk_records(struct qr_store_txn *t,
 {
     const struct record_walk *w = arg;
     ProtobufCMessage *msg;
-    (void)k;
-    int rv = decode_record(t, w->r, v, &msg, w->what);
+    int rv = decode_record(t, w->r, k, v, &msg, w->what);
     if (rv != 0) {
         return rv;
     }
@@ -1629,6 +1930,9 @@ int qr_store_due_next(struct qr_store_txn *t,
     }
     rc = cursor_seek(c, start, sizeof start, false, &k, &v);
     if (rc == 0) {
+        rv = open_value(t, DB_DUE, &k, &v, what);
+    }
+    if (rc == 0 && rv == 0) {
         const uint8_t *key = k.mv_data;
         if (k.mv_size < DUE_PREFIX_BYTES || memcmp(key, start, 2) != 0) {
             rv = QR_ENOTFOUND;
@@ -1637,7 +1941,7 @@ int qr_store_due_next(struct qr_store_txn *t,
         }
     } else if (rc == MDB_NOTFOUND) {
         rv = QR_ENOTFOUND;
-    } else {
+    } else if (rc != 0) {
         rv = fail_mdb(t->s, t->write, what, rc);
     }
     mdb_cursor_close(c);
@@ -1807,6 +2111,27 @@ int qr_store_queue_count(struct qr_store_txn *t, size_t *n)
     return 0;
 }
 
+/* The message id at the end of qfifo key k (after a prefix of plen
+ * bytes), new in *id. */
+static int qfifo_id(struct qr_store_txn *t,
+                    const MDB_val *k,
+                    size_t plen,
+                    char **id,
+                    const char *what)
+{
+    if (k->mv_size <= plen + QFIFO_SEQ_BYTES) {
+        return fail_corrupt(t, what, "qfifo key too short");
+    }
+    size_t n = k->mv_size - plen - QFIFO_SEQ_BYTES;
+    *id = malloc(n + 1);
+    if (*id == NULL) {
+        return -ENOMEM;
+    }
+    memcpy(*id, (const uint8_t *)k->mv_data + plen + QFIFO_SEQ_BYTES, n);
+    (*id)[n] = '\0';
+    return 0;
+}
+
 int qr_store_queue_head(struct qr_store_txn *t, const char *name, char **id)
 {
     const char *what = "queue head";
@@ -1833,16 +2158,10 @@ int qr_store_queue_head(struct qr_store_txn *t, const char *name, char **id)
         rv = QR_ENOTFOUND;
     } else if (rc != 0) {
         rv = fail_mdb(t->s, t->write, what, rc);
-    } else if (k.mv_size <= plen + QFIFO_SEQ_BYTES) {
-        rv = fail_corrupt(t, what, "qfifo key too short");
     } else {
-        size_t n = k.mv_size - plen - QFIFO_SEQ_BYTES;
-        *id = malloc(n + 1);
-        if (*id == NULL) {
-            rv = -ENOMEM;
-        } else {
-            memcpy(*id, (const uint8_t *)k.mv_data + plen + QFIFO_SEQ_BYTES, n);
-            (*id)[n] = '\0';
+        rv = open_value(t, DB_QFIFO, &k, &v, what);
+        if (rv == 0) {
+            rv = qfifo_id(t, &k, plen, id, what);
         }
     }
     mdb_cursor_close(c);
@@ -1957,6 +2276,10 @@ int qr_store_event_prune(struct qr_store_txn *t,
             rv = fail_mdb(t->s, t->write, what, rc);
             break;
         }
+        rv = open_value(t, DB_EVENTS, &k, &v, what);
+        if (rv != 0) {
+            break;
+        }
         if (k.mv_size < 8) {
             rv = fail_corrupt(t, what, "event key too short");
             break;
@@ -2009,6 +2332,10 @@ int qr_store_dedup_prune(struct qr_store_txn *t,
         }
         if (rc != 0) {
             rv = fail_mdb(t->s, t->write, what, rc);
+            goto out;
+        }
+        rv = open_value(t, DB_DEDUPX, &k, &v, what);
+        if (rv != 0) {
             goto out;
         }
         if (k.mv_size <= DEDUPX_PREFIX_BYTES) {
@@ -2173,7 +2500,11 @@ int qr_store_event_scan(struct qr_store_txn *t,
         pos.time_ms = get_be64(k.mv_data);
         pos.index = get_be64((const uint8_t *)k.mv_data + 8);
         pos.position = get_be32((const uint8_t *)k.mv_data + 16);
-        rv = decode_record(t, &event_records, &v, &e, what);
+        rv = open_value(t, DB_EVENTS, &k, &v, what);
+        if (rv != 0) {
+            goto out;
+        }
+        rv = decode_record(t, &event_records, &k, &v, &e, what);
         if (rv != 0) {
             goto out;
         }
@@ -2513,14 +2844,14 @@ static int snap_corrupt(struct qr_store *s, const char *why)
 }
 
 /* Checks the pairs of one database section starting at *off, advancing it
- * past them. In meta, also checks the stored format version. */
+ * past them. In meta, also reads the stored format version into *format. */
 static int parse_pairs(struct qr_store *s,
                        const uint8_t *buf,
                        size_t len,
                        size_t *off,
                        uint64_t n_pairs,
                        bool meta,
-                       bool *has_format)
+                       uint64_t *format)
 {
     const uint8_t *prev = NULL;
     size_t prev_len = 0;
@@ -2551,10 +2882,13 @@ static int parse_pairs(struct qr_store *s,
             if (value_len != 8) {
                 return snap_corrupt(s, "bad format value");
             }
-            if (get_be64(key + key_len) > STORE_FORMAT) {
+            *format = get_be64(key + key_len);
+            if (*format > STORE_FORMAT) {
                 return snap_corrupt(s, "data format newer than supported");
             }
-            *has_format = true;
+            if (*format < STORE_FORMAT_UNSUMMED) {
+                return snap_corrupt(s, "bad format value");
+            }
         }
         prev = key;
         prev_len = key_len;
@@ -2564,18 +2898,19 @@ static int parse_pairs(struct qr_store *s,
     return 0;
 }
 
-/* Validates a whole snapshot and finds each database's pairs. */
+/* Validates a whole snapshot and finds each database's pairs and its
+ * format (0 when meta holds none). */
 static int parse_snapshot(struct qr_store *s,
                           const uint8_t *buf,
                           size_t len,
                           struct snap_db dbs[N_DBS],
-                          bool *has_format)
+                          uint64_t *format)
 {
     size_t off = SNAP_HEADER_BYTES;
     uint32_t n_dbs;
 
     memset(dbs, 0, N_DBS * sizeof dbs[0]);
-    *has_format = false;
+    *format = 0;
     if (buf == NULL || len < SNAP_HEADER_BYTES) {
         return snap_corrupt(s, "truncated header");
     }
@@ -2621,7 +2956,7 @@ static int parse_snapshot(struct qr_store *s,
         off += 8;
         dbs[db].pairs = buf + off;
         int rv = parse_pairs(s, buf, len, &off, dbs[db].n_pairs, db == DB_META,
-                             has_format);
+                             format);
         if (rv != 0) {
             return rv;
         }
@@ -2632,11 +2967,40 @@ static int parse_snapshot(struct qr_store *s,
     return 0;
 }
 
-/* Appends one validated database section to its emptied database. */
+/* Checks every value of a validated format 2 snapshot against its
+ * checksum, before restore touches anything: a snapshot that carries a
+ * corrupt record is refused, naming it. */
+static int verify_snapshot(struct qr_store *s, const struct snap_db dbs[N_DBS])
+{
+    for (int db = 0; db < N_DBS; db++) {
+        const uint8_t *p = dbs[db].pairs;
+        for (uint64_t i = 0; dbs[db].present && i < dbs[db].n_pairs; i++) {
+            size_t key_len = get_be32(p);
+            size_t value_len = get_be32(p + 4);
+            const uint8_t *key = p + SNAP_PAIR_HEADER_BYTES;
+            if (!unsummed((enum db)db, key, key_len) &&
+                !value_sound(key, key_len, key + key_len, value_len)) {
+                char shown[KEY_SHOWN_BYTES];
+                escape_key(shown, sizeof shown, key, key_len);
+                set_errmsg(s,
+                           "store: restore: corrupt record in %s at key "
+                           "\"%s\": checksum mismatch",
+                           db_names[db], shown);
+                return QR_ECORRUPT;
+            }
+            p += SNAP_PAIR_HEADER_BYTES + key_len + value_len;
+        }
+    }
+    return 0;
+}
+
+/* Appends one validated database section to its emptied database; with
+ * add_crc (a format 1 snapshot) each value gains its checksum. */
 static int restore_db(struct qr_store *s,
                       MDB_txn *txn,
                       enum db db,
-                      const struct snap_db *sd)
+                      const struct snap_db *sd,
+                      bool add_crc)
 {
     const uint8_t *p = sd->pairs;
     MDB_cursor *c;
@@ -2650,12 +3014,27 @@ static int restore_db(struct qr_store *s,
         MDB_val k = {get_be32(p), (void *)(p + SNAP_PAIR_HEADER_BYTES)};
         MDB_val v = {get_be32(p + 4),
                      (void *)(p + SNAP_PAIR_HEADER_BYTES + k.mv_size)};
-        rc = mdb_cursor_put(c, &k, &v, MDB_APPEND);
+        const void *payload = v.mv_data;
+        size_t payload_len = v.mv_size;
+        bool seal = add_crc && !unsummed(db, k.mv_data, k.mv_size);
+        if (seal) {
+            v.mv_size = CRC_BYTES + payload_len;
+            v.mv_data = NULL;
+        }
+        rc = mdb_cursor_put(c, &k, &v,
+                            seal ? MDB_APPEND | MDB_RESERVE : MDB_APPEND);
         if (rc != 0) {
             mdb_cursor_close(c);
             return fail_mdb(s, true, "restore", rc);
         }
-        p += SNAP_PAIR_HEADER_BYTES + k.mv_size + v.mv_size;
+        if (seal) {
+            uint8_t *dst = (uint8_t *)v.mv_data + CRC_BYTES;
+            if (payload_len > 0) {
+                memcpy(dst, payload, payload_len);
+            }
+            seal_value(k.mv_data, k.mv_size, dst, payload_len);
+        }
+        p += SNAP_PAIR_HEADER_BYTES + k.mv_size + payload_len;
     }
     mdb_cursor_close(c);
     return 0;
@@ -2664,7 +3043,7 @@ static int restore_db(struct qr_store *s,
 int qr_store_restore(struct qr_store *s, const void *buf, size_t len)
 {
     struct snap_db dbs[N_DBS];
-    bool has_format;
+    uint64_t format;
     MDB_txn *txn;
     int rc;
     int rv;
@@ -2672,7 +3051,10 @@ int qr_store_restore(struct qr_store *s, const void *buf, size_t len)
     if (atomic_load(&s->failed)) {
         return QR_ESTORE;
     }
-    rv = parse_snapshot(s, buf, len, dbs, &has_format);
+    rv = parse_snapshot(s, buf, len, dbs, &format);
+    if (rv == 0 && format == STORE_FORMAT) {
+        rv = verify_snapshot(s, dbs);
+    }
     if (rv != 0) {
         return rv;
     }
@@ -2687,6 +3069,8 @@ int qr_store_restore(struct qr_store *s, const void *buf, size_t len)
             (void)qr_store_grow(s, need);
         }
     }
+    /* A snapshot without a format is as old as format 1. */
+    bool add_crc = format != STORE_FORMAT;
     if (atomic_exchange(&s->writing, true)) {
         set_errmsg(s, "store: restore: a write transaction is open");
         return QR_ECONFLICT;
@@ -2705,13 +3089,13 @@ int qr_store_restore(struct qr_store *s, const void *buf, size_t len)
     }
     for (int i = 0; i < N_DBS; i++) {
         if (dbs[i].present) {
-            rv = restore_db(s, txn, (enum db)i, &dbs[i]);
+            rv = restore_db(s, txn, (enum db)i, &dbs[i], add_crc);
             if (rv != 0) {
                 goto err_after_txn;
             }
         }
     }
-    if (!has_format) {
+    if (add_crc) {
         struct qr_store_txn t = {s, txn, true};
         rv = put_u64(&t, QR_META_FORMAT, STORE_FORMAT, "restore");
         if (rv != 0) {

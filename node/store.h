@@ -18,12 +18,30 @@
  * - A full disk is an error, never a signal: the environment is written with
  *   pwrite (no MDB_WRITEMAP), so it shows as -ENOSPC from commit (which fails
  *   the store like any I/O error); node/admit.c refuses writes long before.
+ * - Every stored value carries a CRC-32C of its key and value, checked on
+ *   every read (store.c, "Checksums"). A read that finds a corrupt record
+ *   returns QR_ECORRUPT and errmsg names the database and the key:
+ *   "store: corrupt record in msgs at key "m_1" (get msgs: checksum
+ *   mismatch): run the rebuild-from-peers procedure". What stops:
+ *   - in a write transaction (apply) the store FAILS, as for any store
+ *     error: the node stops rather than diverge from the replicas whose
+ *     copy is sound;
+ *   - in a read transaction the store does not fail: the read answers the
+ *     error (a REST GET or list: HTTP 500 with that message; a due scan
+ *     stops at the record, so it is never delivered), and the store counts
+ *     it (qr_store_corrupt_count, qr_store_corrupt_first). The server then
+ *     stops the node (exit status 1; /readyz answers 503 with the message
+ *     meanwhile, qraft_store_corrupt_records_total counts it), so the
+ *     leader moves its shards to replicas whose copy is sound.
+ *   The record is never served or delivered as if sound. The fix is
+ *   docs/operations.md's rebuild-from-peers procedure.
  * Pointers into LMDB memory never leave store.c (every value handed out is a
  * copy the caller frees), with one exception: the buffers of an open
  * snapshot (qr_store_snapshot_open).
  *
  * Named databases and their keys (integers big-endian, so keys sort by
- * number):
+ * number); every value below is preceded by its 4-byte CRC ("empty": the
+ * CRC alone), but for meta "format", 8 bytes that every version reads:
  *   meta    name (string)                               -> bytes
  *   msgs    message id (string)                         -> qraft.Message
  *   due     u16 shard | u64 next_attempt_ms | id        -> empty
@@ -112,6 +130,12 @@ int qr_store_grow(struct qr_store *s, uint64_t map_bytes);
 /* Last error context, e.g. "store: put msgs: MDB_MAP_FULL". Borrowed. */
 const char *qr_store_errmsg(const struct qr_store *s);
 bool qr_store_failed(const struct qr_store *s);
+
+/* Corrupt records met by reads since open (each read that met one counts,
+ * so a record read twice counts twice), and the errmsg of the first one,
+ * borrowed, or NULL when there was none. Any thread. */
+uint64_t qr_store_corrupt_count(const struct qr_store *s);
+const char *qr_store_corrupt_first(const struct qr_store *s);
 
 /* Transactions. One write transaction at a time (apply is single-threaded);
  * read transactions may be open alongside it. Returns new in *out: finish with

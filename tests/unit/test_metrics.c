@@ -27,7 +27,8 @@ static void test_render(void **state)
                                   .leader = true,
                                   .shards_owned = 256,
                                   .have_counts = true,
-                                  .state_counts = {0, 1, 0, 2, 3, 4, 5}};
+                                  .state_counts = {0, 1, 0, 2, 3, 4, 5},
+                                  .store_corrupt_records = 10};
     QR_METRICS_INC(&m, publishes);
     QR_METRICS_INC((struct qr_metrics *)NULL, publishes);
     char *text = qr_metrics_render(&m, &g);
@@ -49,6 +50,8 @@ static void test_render(void **state)
         "\nqraft_raft_applied_index 9\n",
         "\nqraft_leader 1\n",
         "\nqraft_shards_owned 256\n",
+        "# TYPE qraft_store_corrupt_records_total counter\n",
+        "\nqraft_store_corrupt_records_total 10\n",
         "# HELP qraft_leader ",
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {

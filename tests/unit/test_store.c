@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <ftw.h>
+#include <lmdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,7 +264,7 @@ static void test_open_reopen(void **state)
     assert_int_equal(qr_store_meta_get_u64(t, QR_META_APPLIED_INDEX, &v), 0);
     assert_int_equal(v, 42);
     assert_int_equal(qr_store_meta_get_u64(t, QR_META_FORMAT, &v), 0);
-    assert_int_equal(v, 1);
+    assert_int_equal(v, 2);
     assert_int_equal(qr_store_msg_get(t, "msg_a", &got), 0);
     assert_string_equal(got->url, "http://127.0.0.1:9/hook");
     qraft__message__free_unpacked(got, NULL);
@@ -292,7 +293,7 @@ static void test_newer_format_refused(void **state)
     char errmsg[QR_ERRMSG_BYTES] = "";
     struct qr_store *s = NULL;
     struct qr_store_txn *t = begin(f->s, true);
-    assert_int_equal(qr_store_meta_put_u64(t, QR_META_FORMAT, 2), 0);
+    assert_int_equal(qr_store_meta_put_u64(t, QR_META_FORMAT, 3), 0);
     assert_int_equal(qr_store_txn_commit(t), 0);
     qr_store_close(f->s);
     f->s = NULL;
@@ -1257,7 +1258,11 @@ static void test_restore_rejects_malformed(void **state)
     assert_restore_refused(f->s, b.data, b.len, before, before_len);
     w_header(&b, 1);
     w_db(&b, "meta", 1);
-    w_pair(&b, "format", 6, "\0\0\0\0\0\0\0\2", 8);
+    w_pair(&b, "format", 6, "\0\0\0\0\0\0\0\3", 8);
+    assert_restore_refused(f->s, b.data, b.len, before, before_len);
+    w_header(&b, 1);
+    w_db(&b, "meta", 1);
+    w_pair(&b, "format", 6, "\0\0\0\0\0\0\0\0", 8);
     assert_restore_refused(f->s, b.data, b.len, before, before_len);
     w_header(&b, 1);
     w_db(&b, "msgs", UINT64_MAX);
@@ -1276,7 +1281,7 @@ static void test_restore_rejects_malformed(void **state)
     struct qr_store_txn *t = begin(f->s, false);
     uint64_t v;
     assert_int_equal(qr_store_meta_get_u64(t, QR_META_FORMAT, &v), 0);
-    assert_int_equal(v, 1);
+    assert_int_equal(v, 2);
     qr_store_txn_abort(t);
 
     free(before);
@@ -1764,6 +1769,395 @@ static void test_corrupt_records(void **state)
     assert_true(qr_store_failed(f->s));
 }
 
+/* ---------------------------------------------------------------------------
+ * Checksums: bytes changed under the store, stores and snapshots written
+ * before checksums (format 1). */
+
+#define FLIP_URL "http://127.0.0.1:9/flip-me-0123456789abcdef"
+
+/* Changes one byte (xor 0x20) at offset `at` of every occurrence of needle
+ * in the file at path, as a stray write or a bad sector would; returns how
+ * many occurrences it changed. */
+static int flip_in_file(const char *path, const char *needle, size_t at)
+{
+    size_t n = strlen(needle);
+    FILE *fp = fopen(path, "r+b");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+    long size = ftell(fp);
+    assert_true(size > 0);
+    uint8_t *buf = malloc((size_t)size);
+    assert_non_null(buf);
+    rewind(fp);
+    assert_int_equal(fread(buf, 1, (size_t)size, fp), (size_t)size);
+    int hits = 0;
+    for (size_t off = 0; off + n <= (size_t)size; off++) {
+        if (memcmp(buf + off, needle, n) == 0) {
+            assert_int_equal(fseek(fp, (long)(off + at), SEEK_SET), 0);
+            assert_int_equal(fputc(buf[off + at] ^ 0x20, fp),
+                             buf[off + at] ^ 0x20);
+            hits++;
+        }
+    }
+    assert_int_equal(fclose(fp), 0);
+    free(buf);
+    return hits;
+}
+
+static void test_flipped_byte_is_corrupt(void **state)
+{
+    struct fixture *f = *state;
+    Qraft__Message *m =
+        make_msg("msg_flip", QRAFT__MESSAGE_STATE__PENDING, 3, 5000);
+    Qraft__Message *got = NULL;
+    struct qr_store_txn *t;
+    struct collect c;
+    char path[96];
+
+    m->url = FLIP_URL;
+    t = begin(f->s, true);
+    assert_int_equal(qr_store_msg_put(t, m), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    put_msg(f->s, "msg_ok", QRAFT__MESSAGE_STATE__PENDING, 3, 6000, 0);
+    qr_store_close(f->s);
+    f->s = NULL;
+    snprintf(path, sizeof path, "%s/data.mdb", f->dir);
+    assert_true(flip_in_file(path, FLIP_URL, strlen(FLIP_URL) - 4) >= 1);
+
+    f->s = open_store(f->dir);
+    assert_int_equal(qr_store_corrupt_count(f->s), 0);
+    assert_null(qr_store_corrupt_first(f->s));
+    t = begin(f->s, false);
+    /* The changed URL is never handed out: the read names the key. */
+    assert_int_equal(qr_store_msg_get(t, "msg_flip", &got), QR_ECORRUPT);
+    assert_null(got);
+    const char *e = qr_store_errmsg(f->s);
+    assert_non_null(strstr(e, "corrupt record in msgs at key \"msg_flip\""));
+    assert_non_null(strstr(e, "checksum mismatch"));
+    assert_non_null(strstr(e, "rebuild-from-peers"));
+    /* Sound records around it still read. */
+    assert_int_equal(qr_store_msg_get(t, "msg_ok", &got), 0);
+    assert_string_equal(got->url, "http://127.0.0.1:9/hook");
+    qraft__message__free_unpacked(got, NULL);
+    /* Walks stop at it; none hands it out. */
+    memset(&c, 0, sizeof c);
+    assert_int_equal(
+        qr_store_msg_list(t, QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED, NULL, 10,
+                          on_msg, &c),
+        QR_ECORRUPT);
+    assert_int_equal(qr_store_due_scan(t, 3, 10000, 10, on_msg, &c),
+                     QR_ECORRUPT);
+    assert_int_equal(c.n, 0);
+    qr_store_txn_abort(t);
+
+    /* A read fails nothing, but the store counts what it met. */
+    assert_false(qr_store_failed(f->s));
+    assert_int_equal(qr_store_corrupt_count(f->s), 3);
+    assert_non_null(qr_store_corrupt_first(f->s));
+    assert_non_null(strstr(qr_store_corrupt_first(f->s), "\"msg_flip\""));
+
+    /* A write that meets it fails the store: apply stops, never builds on
+     * a record this replica alone has wrong. */
+    t = begin(f->s, true);
+    m->state = QRAFT__MESSAGE_STATE__DELIVERED;
+    assert_int_equal(qr_store_msg_put(t, m), QR_ECORRUPT);
+    assert_true(qr_store_failed(f->s));
+    qr_store_txn_abort(t);
+    free_msg(m);
+}
+
+/* A key that is not printable is shown escaped. */
+static void test_corrupt_key_escaped(void **state)
+{
+    struct fixture *f = *state;
+    struct qr_store_txn *t = begin(f->s, true);
+    const char name[] = "grp\x01\"flip-me-group-0123456789";
+    Qraft__UrlGroup g = QRAFT__URL_GROUP__INIT;
+    struct group_names gn = {.n = 0};
+    char path[96];
+
+    g.name = (char *)name;
+    assert_int_equal(qr_store_group_put(t, &g), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    qr_store_close(f->s);
+    f->s = NULL;
+    snprintf(path, sizeof path, "%s/data.mdb", f->dir);
+    /* The name is both the key and, in the value, the group's name. */
+    assert_true(flip_in_file(path, "flip-me-group", 2) >= 1);
+
+    f->s = open_store(f->dir);
+    t = begin(f->s, false);
+    assert_int_equal(qr_store_group_list(t, on_group, &gn), QR_ECORRUPT);
+    qr_store_txn_abort(t);
+    assert_int_equal(gn.n, 0);
+    assert_non_null(strstr(qr_store_errmsg(f->s),
+                           "in groups at key \"grp\\x01\\x22flIp-me-group"));
+}
+
+/* A long key is shown cut short, and errmsg still says what to do. */
+static void test_corrupt_long_key_cut(void **state)
+{
+    struct fixture *f = *state;
+    struct qr_store_txn *t = begin(f->s, true);
+    char name[300];
+    Qraft__UrlGroup g = QRAFT__URL_GROUP__INIT;
+    Qraft__UrlGroup *got = NULL;
+    char path[96];
+
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    memcpy(name + 200, "flip-me-long", 12);
+    g.name = name;
+    assert_int_equal(qr_store_group_put(t, &g), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    qr_store_close(f->s);
+    f->s = NULL;
+    snprintf(path, sizeof path, "%s/data.mdb", f->dir);
+    assert_true(flip_in_file(path, "flip-me-long", 0) >= 1);
+
+    f->s = open_store(f->dir);
+    t = begin(f->s, false);
+    name[200] ^= 0x20; /* the key as it is now */
+    assert_int_equal(qr_store_group_get(t, name, &got), QR_ECORRUPT);
+    assert_null(got);
+    qr_store_txn_abort(t);
+    const char *e = qr_store_errmsg(f->s);
+    assert_non_null(strstr(e, "in groups at key \"nnnnnnnn"));
+    assert_non_null(strstr(e, "nnn...\" (get groups: checksum mismatch)"));
+    assert_non_null(strstr(e, "rebuild-from-peers"));
+}
+
+/* Writes v big-endian into 8 bytes at p. */
+static void be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+#define N_OLD_DELIVERED 3000
+
+/* A store as qraft wrote it before checksums (format 1), made with LMDB
+ * directly: one PENDING message, its due key and its counter, and enough
+ * DELIVERED ones ("msg_x0000"...) to span many pages. */
+static void write_format1_store(const char *dir, Qraft__Message *m)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta, msgs, due;
+    uint8_t one[8];
+    uint8_t key[10 + 64];
+    size_t id_len = strlen(m->id);
+
+    be64(one, 1);
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+    assert_int_equal(mdb_env_set_mapsize(env, MAP_BYTES), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", MDB_CREATE, &meta), 0);
+    assert_int_equal(mdb_dbi_open(txn, "msgs", MDB_CREATE, &msgs), 0);
+    assert_int_equal(mdb_dbi_open(txn, "due", MDB_CREATE, &due), 0);
+
+    MDB_val k = {6, "format"};
+    MDB_val v = {8, one};
+    assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
+    k = (MDB_val){7, "count.1"};
+    assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
+    uint8_t n_delivered[8];
+    be64(n_delivered, N_OLD_DELIVERED);
+    k = (MDB_val){7, "count.4"};
+    v = (MDB_val){8, n_delivered};
+    assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
+
+    /* Packed sizes vary with the id's digits: values of several sizes. */
+    char *id = m->id;
+    Qraft__MessageState state = m->state;
+    m->state = QRAFT__MESSAGE_STATE__DELIVERED;
+    for (int i = 0; i < N_OLD_DELIVERED; i++) {
+        char xid[16];
+        uint8_t xbuf[512];
+        snprintf(xid, sizeof xid, "msg_x%04d", i);
+        m->id = xid;
+        m->attempts = (uint32_t)i * 1000;
+        size_t xlen = protobuf_c_message_get_packed_size(&m->base);
+        assert_true(xlen <= sizeof xbuf);
+        protobuf_c_message_pack(&m->base, xbuf);
+        k = (MDB_val){strlen(xid), xid};
+        v = (MDB_val){xlen, xbuf};
+        assert_int_equal(mdb_put(txn, msgs, &k, &v, 0), 0);
+    }
+    m->id = id;
+    m->state = state;
+    m->attempts = 2;
+
+    size_t len = protobuf_c_message_get_packed_size(&m->base);
+    uint8_t *packed = malloc(len);
+    assert_non_null(packed);
+    protobuf_c_message_pack(&m->base, packed);
+    k = (MDB_val){id_len, m->id};
+    v = (MDB_val){len, packed};
+    assert_int_equal(mdb_put(txn, msgs, &k, &v, 0), 0);
+    free(packed);
+
+    assert_true(id_len <= 64);
+    key[0] = (uint8_t)(m->shard >> 8);
+    key[1] = (uint8_t)m->shard;
+    be64(key + 2, m->next_attempt_ms);
+    memcpy(key + 10, m->id, id_len);
+    k = (MDB_val){10 + id_len, key};
+    v = (MDB_val){0, NULL};
+    assert_int_equal(mdb_put(txn, due, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+static int count_msg(void *arg, const Qraft__Message *m)
+{
+    struct collect *c = arg;
+    char want[16];
+    snprintf(want, sizeof want, "msg_x%04zu", c->n);
+    assert_string_equal(m->id, want);
+    assert_int_equal(m->attempts, c->n * 1000);
+    c->n++;
+    return 0;
+}
+
+/* msg_old reads, and so do n_delivered "msg_x" messages. */
+static void assert_old_message_readable(struct qr_store *s, size_t n_delivered)
+{
+    struct qr_store_txn *t = begin(s, false);
+    Qraft__Message *got;
+    uint64_t counts[QR_STORE_N_STATES];
+    uint64_t v;
+
+    assert_int_equal(qr_store_meta_get_u64(t, QR_META_FORMAT, &v), 0);
+    assert_int_equal(v, 2);
+    assert_int_equal(qr_store_msg_get(t, "msg_old", &got), 0);
+    assert_string_equal(got->url, "http://127.0.0.1:9/hook");
+    qraft__message__free_unpacked(got, NULL);
+    assert_int_equal(qr_store_count_states(t, counts), 0);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__PENDING], 1);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__DELIVERED], n_delivered);
+    struct collect all;
+    memset(&all, 0, sizeof all);
+    assert_int_equal(qr_store_msg_list(t, QRAFT__MESSAGE_STATE__DELIVERED, NULL,
+                                       SIZE_MAX, count_msg, &all),
+                     0);
+    assert_int_equal(all.n, n_delivered);
+    qr_store_txn_abort(t);
+
+    struct collect c;
+    scan_due(s, 2, 7000, &c);
+    assert_ids(&c, (const char *[]){"msg_old", NULL});
+    assert_int_equal(qr_store_corrupt_count(s), 0);
+}
+
+static void test_open_format1_adds_checksums(void **state)
+{
+    char dir[64];
+    struct qr_store *s;
+    Qraft__Message *m =
+        make_msg("msg_old", QRAFT__MESSAGE_STATE__PENDING, 2, 7000);
+    (void)state;
+
+    make_dir(dir, sizeof dir);
+    write_format1_store(dir, m);
+    s = open_store(dir);
+    assert_old_message_readable(s, N_OLD_DELIVERED);
+    /* And it is an ordinary store from then on: writes, reopen. */
+    struct qr_store_txn *t = begin(s, true);
+    m->state = QRAFT__MESSAGE_STATE__DELIVERED;
+    assert_int_equal(qr_store_msg_put(t, m), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    qr_store_close(s);
+    s = open_store(dir);
+    t = begin(s, false);
+    Qraft__Message *got;
+    assert_int_equal(qr_store_msg_get(t, "msg_old", &got), 0);
+    assert_int_equal(got->state, QRAFT__MESSAGE_STATE__DELIVERED);
+    qraft__message__free_unpacked(got, NULL);
+    qr_store_txn_abort(t);
+    qr_store_close(s);
+    free_msg(m);
+    remove_dir(dir);
+}
+
+/* A snapshot of a format 1 store (sent by a node that does not have
+ * checksums yet) restores, and its values gain their checksums. */
+static void test_restore_format1_snapshot(void **state)
+{
+    struct fixture *f = *state;
+    Qraft__Message *m =
+        make_msg("msg_old", QRAFT__MESSAGE_STATE__PENDING, 2, 7000);
+    struct wbuf b;
+    uint8_t one[8];
+    uint8_t key[10 + 7];
+
+    be64(one, 1);
+    w_header(&b, 3);
+    w_db(&b, "meta", 2);
+    w_pair(&b, "count.1", 7, one, 8);
+    w_pair(&b, "format", 6, one, 8);
+    w_db(&b, "msgs", 1);
+    size_t len = protobuf_c_message_get_packed_size(&m->base);
+    uint8_t *packed = malloc(len);
+    assert_non_null(packed);
+    protobuf_c_message_pack(&m->base, packed);
+    w_pair(&b, "msg_old", 7, packed, len);
+    free(packed);
+    w_db(&b, "due", 1);
+    key[0] = 0;
+    key[1] = 2;
+    be64(key + 2, 7000);
+    memcpy(key + 10, "msg_old", 7);
+    w_pair(&b, key, sizeof key, "", 0);
+    assert_int_equal(qr_store_restore(f->s, b.data, b.len), 0);
+    assert_old_message_readable(f->s, 0);
+
+    /* Its snapshot is format 2 now, and restores as one. */
+    void *snap;
+    size_t snap_len;
+    snapshot(f->s, &snap, &snap_len);
+    assert_int_equal(qr_store_restore(f->s, snap, snap_len), 0);
+    assert_old_message_readable(f->s, 0);
+    free(snap);
+    free_msg(m);
+}
+
+/* Restore checks every value of a format 2 snapshot before it touches
+ * anything: a snapshot carrying a changed byte is refused, naming it. */
+static void test_restore_checks_checksums(void **state)
+{
+    struct fixture *f = *state;
+    Qraft__Message *m =
+        make_msg("msg_flip", QRAFT__MESSAGE_STATE__PENDING, 3, 5000);
+    struct qr_store_txn *t;
+    void *before;
+    size_t before_len;
+
+    m->url = FLIP_URL;
+    t = begin(f->s, true);
+    assert_int_equal(qr_store_msg_put(t, m), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    free_msg(m);
+    snapshot(f->s, &before, &before_len);
+
+    uint8_t *bad = malloc(before_len);
+    assert_non_null(bad);
+    memcpy(bad, before, before_len);
+    uint8_t *at = memmem(bad, before_len, FLIP_URL, strlen(FLIP_URL));
+    assert_non_null(at);
+    at[10] ^= 0x01;
+    assert_restore_refused(f->s, bad, before_len, before, before_len);
+    assert_non_null(strstr(qr_store_errmsg(f->s),
+                           "corrupt record in msgs at key \"msg_flip\""));
+    free(bad);
+    assert_int_equal(qr_store_restore(f->s, before, before_len), 0);
+    free(before);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1802,6 +2196,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queues_and_fifo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_groups, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_records, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flipped_byte_is_corrupt, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_key_escaped, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_long_key_cut, setup,
+                                        teardown),
+        cmocka_unit_test(test_open_format1_adds_checksums),
+        cmocka_unit_test_setup_teardown(test_restore_format1_snapshot, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_restore_checks_checksums, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
