@@ -21,9 +21,11 @@
 /* Results this node handed to raft (its own, or a follower's on the
  * leader) that waited this long with none committing mean the node cannot
  * commit: it holds no lease (see shards.h). Commits take milliseconds; a
- * leader that lost its majority steps down within about two election
- * timeouts, this says so sooner. */
-#define RESULT_STALL_MS 1000
+ * leader that lost its majority steps down only after one to two election
+ * timeouts, and this is how it stops starting deliveries sooner. A false
+ * alarm (a slow disk, a busy loop) only pauses new deliveries until
+ * results commit again. */
+#define RESULT_STALL_MS 300
 
 /* ------------------------------------------------------------------------ */
 /* The replicated view: shard map and node infos. */

@@ -29,6 +29,10 @@
  * outcome is unknown. */
 #define MAX_REPORTS 5
 #define HELD_RETRY_MS 100
+/* Without a lease this long, transfers the gate holds are cancelled (their
+ * messages are read afresh once the lease is back); a shorter gap (a
+ * leader change) lets them start where they were. */
+#define HOLD_QUEUED_MS 1000
 
 /* One attempt on its way; keyed by message id. */
 struct qr_worker_inflight {
@@ -582,12 +586,13 @@ static int read_keys(struct qr_store_txn *txn, Qraft__SigningKeys **out)
 }
 
 /* Cancels deliveries of shards the map no longer gives this node (all of
- * them when it is leaving): their new owner sends them. Without a lease,
- * cancels those not started yet (the engine's gate holds them): the
- * messages stay due, and are read afresh once the lease is back. */
+ * them when it is leaving): their new owner sends them. Without a lease for
+ * HOLD_QUEUED_MS, cancels those not started yet (the engine's gate holds
+ * them): the messages stay due, and are read afresh once it is back. */
 static void cancel_unowned(struct qr_worker *w, bool active)
 {
-    if (!active) {
+    if (!active &&
+        qr_clock_mono_ms() - w->inactive_since_mono_ms >= HOLD_QUEUED_MS) {
         qr_delivery_cancel_queued(&w->delivery);
     }
     for (size_t b = 0; b < w->n_buckets; b++) {
@@ -634,6 +639,7 @@ static void scan(struct qr_worker *w)
     bool active = qr_shards_active(w->shards);
     if (active != w->active) {
         w->active = active;
+        w->inactive_since_mono_ms = qr_clock_mono_ms();
         QR_INFO("worker", "%s dispatching", active ? "started" : "stopped");
     }
     cancel_unowned(w, active);

@@ -16,10 +16,11 @@
  *   node owns are scanned, and only while it holds a lease; the delivery
  *   engine's gate asks the lease again right before each transfer starts,
  *   so one queued behind the per-destination cap does not start once the
- *   lease is gone. Without a lease, transfers not started are cancelled
- *   (the messages stay due); running ones finish and their outcome is
- *   reported. When the map gives a shard to another node (or this node is
- *   leaving) its transfers are cancelled (the new owner re-sends them).
+ *   lease is gone. Without a lease for HOLD_QUEUED_MS, transfers not
+ *   started are cancelled (the messages stay due); running ones finish and
+ *   their outcome is reported. When the map gives a shard to another node (or
+ * this node is leaving) its transfers are cancelled (the new owner re-sends
+ * them).
  * - Outcomes go to raft through the leader (qr_shards_submit_result). A
  *   result whose report failed is held in its entry and reported again
  *   once the node holds a lease: a message whose result for attempt k is
@@ -65,7 +66,8 @@ struct qr_worker {
     struct qr_delivery delivery;
     uv_timer_t timer;
     uint64_t wake_at_ms; /* wall ms the timer is set for; UINT64_MAX: none */
-    bool active;         /* dispatching (serving leader) */
+    bool active;         /* dispatching (holds a lease) */
+    uint64_t inactive_since_mono_ms; /* when active last changed */
     bool closing;
     unsigned pending_closes;
     void (*close_cb)(struct qr_worker *w);
