@@ -916,11 +916,17 @@ static void xfer_finish(struct qr_delivery *d,
     xfer_free(x);
 }
 
-/* Starts queued transfers while slots are free, one per host in turn. */
+static bool gate_open(struct qr_delivery *d)
+{
+    return d->gate == NULL || d->gate(d->gate_data);
+}
+
+/* Starts queued transfers while slots are free and the gate is open, one
+ * per host in turn. */
 static void dispatch(struct qr_delivery *d)
 {
     while (!d->closing && d->n_inflight < d->limits.max_inflight &&
-           d->runnable_head != NULL) {
+           d->runnable_head != NULL && gate_open(d)) {
         struct qr_delivery_host *h = d->runnable_head;
         struct qr_delivery_xfer *x = h->queue_head;
         queue_remove(h, x);
@@ -1300,7 +1306,8 @@ int qr_delivery_send(struct qr_delivery *d,
         goto err_after_host;
     }
     bool now = d->n_inflight < d->limits.max_inflight &&
-               h->n_running < d->limits.max_per_host && h->n_queued == 0;
+               h->n_running < d->limits.max_per_host && h->n_queued == 0 &&
+               gate_open(d);
     if (now) {
         rv = xfer_start(d, x);
         if (rv != 0) {
@@ -1353,6 +1360,42 @@ int qr_delivery_cancel(struct qr_delivery *d, uint64_t ticket)
     }
     xfer_cancel(d, x, "cancelled");
     return 0;
+}
+
+void qr_delivery_set_gate(struct qr_delivery *d,
+                          bool (*gate)(void *data),
+                          void *data)
+{
+    d->gate = gate;
+    d->gate_data = data;
+}
+
+void qr_delivery_resume(struct qr_delivery *d)
+{
+    if (d->initialized && !d->closing) {
+        dispatch(d);
+    }
+}
+
+size_t qr_delivery_cancel_queued(struct qr_delivery *d)
+{
+    size_t n = 0;
+    /* Each cancel may free its host; start again from the list's head. */
+    while (!d->closing && d->n_queued > 0) {
+        struct qr_delivery_xfer *x = NULL;
+        for (size_t b = 0; b < d->n_host_buckets && x == NULL; b++) {
+            for (struct qr_delivery_host *h = d->host_buckets[b];
+                 h != NULL && x == NULL; h = h->hash_next) {
+                x = h->queue_head;
+            }
+        }
+        if (x == NULL) {
+            break;
+        }
+        xfer_cancel(d, x, "not started: the gate closed");
+        n++;
+    }
+    return n;
 }
 
 size_t qr_delivery_inflight(const struct qr_delivery *d)

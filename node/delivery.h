@@ -12,6 +12,10 @@
  *   to one host (scheme + host + port). The others wait in one FIFO queue per
  *   host; hosts take turns (round-robin) when a slot frees, so a slow host
  *   cannot starve the others.
+ * - A transfer starts (goes to curl, and so may reach its destination) only
+ *   while the gate, when one is set, says yes: it is asked right before each
+ *   start. A closed gate holds requests in their queues; running transfers
+ *   go on. qr_delivery_resume starts what the gate held once it opened.
  * - Memory per transfer is bounded whatever the destination does: the body
  *   is captured up to max_response_body_bytes, then read and discarded up to
  *   max_drain_bytes more (so the connection can be reused), then the
@@ -159,6 +163,8 @@ struct qr_delivery {
     size_t free_slot; /* head of the free list, n_slots when empty */
     struct qr_delivery_sock *socks; /* polled sockets, a list */
     size_t n_inflight, n_queued;
+    bool (*gate)(void *data); /* may a transfer start now? NULL: yes */
+    void *gate_data;
     unsigned n_handles; /* uv handles open or closing */
     bool initialized;
     bool closing;
@@ -198,6 +204,22 @@ int qr_delivery_send(struct qr_delivery *d,
  * returns, with CANCELLED. Returns QR_ENOTFOUND when the ticket's callback
  * already fired (or never existed). */
 int qr_delivery_cancel(struct qr_delivery *d, uint64_t ticket);
+
+/* Sets the gate asked before every start (see the invariants); NULL
+ * removes it. It must not call qr_delivery_* functions. */
+void qr_delivery_set_gate(struct qr_delivery *d,
+                          bool (*gate)(void *data),
+                          void *data);
+
+/* Starts what waits in the queues and may start now: call when the gate
+ * may have opened. Callbacks may fire inside (a transfer that cannot
+ * start is reported as it would be from a send). */
+void qr_delivery_resume(struct qr_delivery *d);
+
+/* Cancels every request that has not started (queued): each callback fires
+ * with CANCELLED before this returns. Those never reached their
+ * destination. Running transfers go on. Returns how many were cancelled. */
+size_t qr_delivery_cancel_queued(struct qr_delivery *d);
 
 size_t qr_delivery_inflight(const struct qr_delivery *d);
 size_t qr_delivery_queued(const struct qr_delivery *d);

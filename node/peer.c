@@ -265,6 +265,9 @@ static void conn_lost(struct qr_peer *p, int status, bool attempt_failed)
         finish_all(p, &p->queued, QR_ENOTSENT);
     }
     schedule_reconnect(p);
+    if (p->on_down != NULL) {
+        p->on_down(p->on_down_data);
+    }
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -713,6 +716,12 @@ int qr_peer_call(struct qr_peer *p,
         kick(p);
     }
     return 0;
+}
+
+void qr_peer_set_on_down(struct qr_peer *p, void (*cb)(void *data), void *data)
+{
+    p->on_down = cb;
+    p->on_down_data = data;
 }
 
 bool qr_peer_connected(const struct qr_peer *p)

@@ -107,6 +107,8 @@ struct qr_peer {
     uint64_t last_id;
     uint64_t backoff_ms;
     bool unreachable; /* a connect failed since the last success (logged) */
+    void (*on_down)(void *data);
+    void *on_down_data;
     bool closing;
     unsigned pending_closes;
     qr_peer_close_cb close_cb;
@@ -142,6 +144,12 @@ int qr_peer_call(struct qr_peer *p,
                  uint64_t timeout_ms,
                  qr_peer_cb cb,
                  void *data);
+
+/* cb (NULL: none) is told, from the loop, each time the connection to the
+ * target is lost or a connect attempt fails, before the calls that ended
+ * with it are reported (it learns first that the target is out of reach).
+ * It must not call qr_peer_* functions. */
+void qr_peer_set_on_down(struct qr_peer *p, void (*cb)(void *data), void *data);
 
 /* True while a connection to the target is established. */
 bool qr_peer_connected(const struct qr_peer *p);

@@ -1,5 +1,6 @@
 #include "shards.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -17,6 +18,14 @@
  * covers the request's time in flight and clock rate differences. */
 #define LEASE_MARGIN_MS 500
 #define PEER_TIMEOUT_MS 2000
+/* Results this node handed to raft (its own, or a follower's on the
+ * leader) that waited this long with none committing mean the node cannot
+ * commit: it holds no lease (see shards.h). Commits take milliseconds; a
+ * leader that lost its majority steps down only after one to two election
+ * timeouts, and this is how it stops starting deliveries sooner. A false
+ * alarm (a slow disk, a busy loop) only pauses new deliveries until
+ * results commit again. */
+#define RESULT_STALL_MS 300
 
 /* ------------------------------------------------------------------------ */
 /* The replicated view: shard map and node infos. */
@@ -101,26 +110,87 @@ uint32_t qr_shards_count(struct qr_shards *s, uint64_t id)
 /* ------------------------------------------------------------------------ */
 /* Ownership. */
 
+static bool results_stalled(const struct qr_shards *s, uint64_t now)
+{
+    return s->results_pending > 0 &&
+           now - s->results_progress_mono_ms >= RESULT_STALL_MS;
+}
+
 bool qr_shards_active(struct qr_shards *s)
 {
     if (s->closing || s->leaving) {
         return false;
     }
+    uint64_t now = qr_clock_mono_ms();
+    if (results_stalled(s, now)) {
+        return false;
+    }
     if (qr_cluster_serving(s->cluster)) {
         return true;
     }
-    return s->have_map && qr_clock_mono_ms() < s->lease_until_mono_ms;
+    /* A lease from a leader whose map this replica has not applied yet
+     * would dispatch by an old map: wait for it. */
+    return s->have_map && now < s->lease_until_mono_ms &&
+           s->epoch >= s->leader_epoch;
 }
 
-bool qr_shards_owns(struct qr_shards *s, uint32_t shard)
+bool qr_shards_assigned(struct qr_shards *s, uint32_t shard)
 {
-    if (!qr_shards_active(s) || shard >= QR_FSM_N_SHARDS) {
+    if (s->closing || s->leaving || shard >= QR_FSM_N_SHARDS) {
         return false;
     }
     if (!s->have_map) {
         return qr_cluster_serving(s->cluster);
     }
     return s->owners[shard] == s->config->id;
+}
+
+bool qr_shards_owns(struct qr_shards *s, uint32_t shard)
+{
+    return qr_shards_active(s) && qr_shards_assigned(s, shard);
+}
+
+/* A report to the leader failed, or the leader refused a heartbeat: the
+ * lease ends now, and only a heartbeat sent from now on renews it. */
+static void lease_void(struct qr_shards *s, const char *why)
+{
+    uint64_t now = qr_clock_mono_ms();
+    if (now < s->lease_until_mono_ms) {
+        QR_INFO("shards",
+                "lease given up (%s): no delivery starts until the "
+                "leader renews it",
+                why);
+    }
+    s->lease_until_mono_ms = 0;
+    s->lease_void_mono_ms = now;
+    s->next_heartbeat_mono_ms = now; /* ask again at the next tick */
+}
+
+/* The connection to the leader dropped (or could not be made): until a
+ * heartbeat goes through again, results could not be reported. */
+static void on_leader_down(void *data)
+{
+    struct qr_shards *s = data;
+    if (!s->closing && !s->leaving) {
+        lease_void(s, "the connection to the leader dropped");
+    }
+}
+
+/* Results handed to raft: progress is a commit (or the first of a run). */
+static void results_begin(struct qr_shards *s)
+{
+    if (s->results_pending++ == 0) {
+        s->results_progress_mono_ms = qr_clock_mono_ms();
+    }
+}
+
+static void results_end(struct qr_shards *s, bool committed)
+{
+    assert(s->results_pending > 0);
+    s->results_pending--;
+    if (committed) {
+        s->results_progress_mono_ms = qr_clock_mono_ms();
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -197,6 +267,13 @@ void qr_shards_on_heartbeat(struct qr_shards *s,
 {
     resp->lease_ms = LEASE_MS;
     resp->epoch = s->epoch;
+    /* A lease is this node's word that it leads and commits: one that no
+     * longer leads (the heartbeat went to the last known leader), or whose
+     * results do not commit, grants none. */
+    if (!qr_cluster_serving(s->cluster) ||
+        results_stalled(s, qr_clock_mono_ms())) {
+        resp->lease_ms = 0;
+    }
     if (req->info == NULL || req->info->id == 0) {
         return;
     }
@@ -376,23 +453,38 @@ static void on_heartbeat_answer(void *data,
     struct heartbeat_call *hc = data;
     struct qr_shards *s = hc->shards;
     s->heartbeat_pending = false;
+    if (s->closing || s->leaving) {
+        free(hc);
+        return;
+    }
     if (status == 0 && resp->status == QRAFT__STATUS__OK &&
         resp->body_case == QRAFT__RESPONSE__BODY_HEARTBEAT &&
-        resp->heartbeat->lease_ms > LEASE_MARGIN_MS && !s->closing &&
-        !s->leaving) {
-        bool had = qr_clock_mono_ms() < s->lease_until_mono_ms;
-        s->lease_until_mono_ms =
-            hc->sent_mono_ms + resp->heartbeat->lease_ms - LEASE_MARGIN_MS;
-        if (!had) {
-            QR_INFO("shards", "lease granted by the leader");
+        resp->heartbeat->lease_ms > LEASE_MARGIN_MS) {
+        if (hc->sent_mono_ms < s->lease_void_mono_ms) {
+            /* Sent before a failure: it does not prove the leader still
+             * hears us. The next one may. */
+            s->next_heartbeat_mono_ms = qr_clock_mono_ms();
+        } else {
+            bool had = qr_clock_mono_ms() < s->lease_until_mono_ms;
+            s->lease_until_mono_ms =
+                hc->sent_mono_ms + resp->heartbeat->lease_ms - LEASE_MARGIN_MS;
+            s->leader_epoch = resp->heartbeat->epoch;
+            if (!had) {
+                QR_INFO("shards", "lease granted by the leader");
+            }
         }
     } else if (status == 0 &&
                resp->body_case == QRAFT__RESPONSE__BODY_HEARTBEAT &&
-               resp->heartbeat->removed && !s->closing) {
+               resp->heartbeat->removed) {
         s->lease_until_mono_ms = 0;
         qr_cluster_note_removed(s->cluster);
     } else if (status == 0) {
-        QR_DEBUG("shards", "heartbeat refused: %s", resp->error);
+        QR_DEBUG("shards", "heartbeat refused: %s",
+                 resp->status == QRAFT__STATUS__OK ? "no lease" : resp->error);
+        lease_void(s, "the heartbeat was refused");
+    } else {
+        QR_DEBUG("shards", "heartbeat: %s", qr_strerror(status));
+        lease_void(s, "the heartbeat got no answer");
     }
     free(hc);
 }
@@ -465,6 +557,7 @@ static void on_result_proposed(void *data,
     struct result_call *rc = data;
     struct qr_shards *s = rc->shards;
     (void)res;
+    results_end(s, status == 0);
     /* Here the result is applied already: this replica is the leader's. */
     rc->cb(rc->data, status, s->cluster->fsm.applied_index);
     free(rc);
@@ -496,8 +589,10 @@ int qr_shards_propose_results(struct qr_shards *s,
         qr_cluster_propose_command(s->cluster, &cmd, on_result_proposed, rc);
     if (rv != 0) {
         free(rc);
+        return rv;
     }
-    return rv;
+    results_begin(s);
+    return 0;
 }
 
 static void on_result_sent(void *data, int status, const Qraft__Response *resp)
@@ -511,6 +606,12 @@ static void on_result_sent(void *data, int status, const Qraft__Response *resp)
     }
     if (rv == 0 && resp->body_case == QRAFT__RESPONSE__BODY_RESULTS) {
         applied = resp->results->applied_index;
+    }
+    results_end(rc->shards, rv == 0);
+    if (rv != 0 && !rc->shards->closing) {
+        /* The leader did not take it (gone, deposed, or unable to commit):
+         * starting more deliveries would only make more such results. */
+        lease_void(rc->shards, "a result could not be reported");
     }
     rc->cb(rc->data, rv, applied);
     free(rc);
@@ -542,8 +643,11 @@ int qr_shards_submit_result(struct qr_shards *s,
         qr_peer_call(&s->peer, &req, PEER_TIMEOUT_MS * 5, on_result_sent, rc);
     if (rv != 0) {
         free(rc);
+        lease_void(s, "a result could not be sent");
+        return rv;
     }
-    return rv;
+    results_begin(s);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -628,6 +732,9 @@ static void on_tick(uv_timer_t *t)
     bool serving = qr_cluster_serving(s->cluster);
     if (serving != s->was_serving) {
         s->was_serving = serving;
+        /* A follower's lease from before this change proves nothing now:
+         * after leading, only a new heartbeat gives one. */
+        s->lease_until_mono_ms = 0;
         s->n_nodes = 0; /* liveness is learned anew each term */
         s->serving_since_mono_ms = now;
         s->assign_pending = false;
@@ -662,6 +769,7 @@ int qr_shards_init(struct qr_shards *s,
     if (rv != 0) {
         return rv;
     }
+    qr_peer_set_on_down(&s->peer, on_leader_down, s);
     refresh_map(s);
     uv_timer_init(loop, &s->timer);
     s->timer.data = s;

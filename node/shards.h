@@ -4,12 +4,31 @@
  * nodes with an AssignShards command (a growing epoch); a node is live while
  * it renews its lease with a heartbeat to the leader every HEARTBEAT_MS.
  *
+ * The lease rule (the same for leader and followers): a node STARTS a
+ * delivery only while it holds a lease, that is while it can commit the
+ * result. Deliveries already started finish and their results are reported
+ * (held and sent again once a lease is back, see worker.h); none is started
+ * meanwhile, so the duplicates a fault causes are bounded by what was in
+ * flight when it struck.
+ * - A follower holds a lease from when it SENT a heartbeat that the serving
+ *   leader answered, for the lease the leader granted minus a margin, so it
+ *   always ends before the leader can consider it dead (last heartbeat
+ *   RECEIVED + lease): a node that cannot renew stops before its shards can
+ *   move. Any evidence that the leader cannot take its results ends the
+ *   lease at once, before its time: a heartbeat unanswered or refused, a
+ *   result that could not be reported. Only a heartbeat sent after that
+ *   renews it. A lease also waits until this replica applied the map epoch
+ *   the leader answered with.
+ * - The leader's lease is raft's: it is leader only while a majority
+ *   answered it within an election timeout (libraft steps down otherwise).
+ * - Either way, results handed to raft must commit: when some have waited
+ *   RESULT_STALL_MS with none committing, the node holds no lease (and a
+ *   leader in that state grants none). A node that is not the serving
+ *   leader grants none either.
+ *
  * Invariants:
- * - A follower dispatches a shard only while the applied map says it owns it
- *   AND its lease is valid. Its lease runs from when it SENT the heartbeat
- *   the leader answered, minus a margin, so it always ends before the leader
- *   can consider it dead (last heartbeat RECEIVED + lease): a node that
- *   cannot renew stops before its shards can move.
+ * - A node dispatches a shard only while the applied map says it owns it
+ *   AND it holds a lease (qr_shards_owns).
  * - A new leader moves no shard for a lease period after it starts serving:
  *   leases granted by the previous leader may still run.
  * - Assignment is sticky and balanced: a live owner keeps its shards up to
@@ -70,6 +89,9 @@ struct qr_shards {
 
     /* This node's lease (followers). */
     uint64_t lease_until_mono_ms;
+    uint64_t lease_void_mono_ms; /* ended early then: only a heartbeat
+                                    sent later renews it */
+    uint64_t leader_epoch;       /* the map epoch of the last renewal */
     bool heartbeat_pending;
     uint64_t next_heartbeat_mono_ms;
     char last_leader_rpc[QR_ADDR_MAX]; /* heartbeats go here meanwhile */
@@ -82,6 +104,12 @@ struct qr_shards {
     bool assign_pending;
     bool info_pending;
     bool level_pending; /* a SetFeatureLevel is being proposed */
+
+    /* Results handed to raft through this node (both roles): how many
+     * are waiting, and when one last committed (or the first was
+     * handed over after none waited). */
+    size_t results_pending;
+    uint64_t results_progress_mono_ms;
 
     bool leaving; /* gave its shards up for a clean stop */
     void (*leave_cb)(void *data);
@@ -110,17 +138,25 @@ void qr_shards_close(struct qr_shards *s, void (*cb)(struct qr_shards *s));
  * is nobody to tell (this node leads, no leader known). */
 void qr_shards_leave(struct qr_shards *s, void (*cb)(void *data), void *data);
 
-/* True when this node may dispatch `shard` now. */
+/* True when this node may start a delivery of `shard` now: it is assigned
+ * the shard and holds a lease. */
 bool qr_shards_owns(struct qr_shards *s, uint32_t shard);
 
-/* True when this node may dispatch anything (serving leader, or a follower
- * with a valid lease and a map). */
+/* True when the applied map gives `shard` to this node (or, before the
+ * first map, this node is the serving leader), lease or not; false once it
+ * is leaving or closing. Deliveries of a shard no longer assigned are
+ * cancelled (its new owner sends them). */
+bool qr_shards_assigned(struct qr_shards *s, uint32_t shard);
+
+/* True when this node holds a lease (the rule above): it may start
+ * deliveries. Cheap: the delivery engine asks before every start. */
 bool qr_shards_active(struct qr_shards *s);
 
 /* Hands one attempt's outcome to raft: proposed here on the leader, sent to
  * the leader otherwise. cb fires exactly once when 0 is returned: status 0
  * once the result is committed and applied, else it may or may not have
- * been (the message is then re-sent if it is still due). */
+ * been (the caller may submit it again: results are fenced by attempt). On
+ * a follower, a failure (returned or reported) ends the lease (see above). */
 int qr_shards_submit_result(struct qr_shards *s,
                             const Qraft__DeliveryResult *r,
                             qr_shards_result_cb cb,

@@ -23,6 +23,16 @@
  * Caller-Ip */
 #define EXTRA_HEADERS 7
 #define SETTLE_MS 5000
+/* A result whose report failed is held and sent again (the node holds no
+ * lease meanwhile: nothing new starts); after this many failures it is
+ * given up and the message is sent again once it settled, as when the
+ * outcome is unknown. */
+#define MAX_REPORTS 5
+#define HELD_RETRY_MS 100
+/* Without a lease this long, transfers the gate holds are cancelled (their
+ * messages are read afresh once the lease is back); a shorter gap (a
+ * leader change) lets them start where they were. */
+#define HOLD_QUEUED_MS 1000
 
 /* One attempt on its way; keyed by message id. */
 struct qr_worker_inflight {
@@ -45,6 +55,12 @@ struct qr_worker_inflight {
     uint64_t ticket;
     bool sending;   /* the delivery callback has not fired yet */
     bool proposing; /* the result is on its way through raft */
+    /* The packed result, kept until it is reported (NULL once it is, or
+     * when it could not be packed). */
+    uint8_t *result;
+    size_t result_len;
+    bool held; /* its report failed: sent again once a lease is back */
+    unsigned report_failures;
     /* The result was answered (committed, or its outcome is unknown): the
      * entry stays until this replica shows the attempt counted, so a scan
      * on a follower that has not applied it yet does not send it again;
@@ -88,6 +104,7 @@ static void inflight_remove(struct qr_worker *w, struct qr_worker_inflight *f)
         w->n_inflight--;
     }
     free(f->retry_delay);
+    free(f->result);
     free(f);
 }
 
@@ -143,6 +160,77 @@ struct result_ctx {
     char id[QR_ID_BYTES + 64];
 };
 
+/* A report of f's result failed (it may or may not have committed): hold it
+ * for another report, or give it up after MAX_REPORTS. Either way the
+ * message is not sent again while the entry stays. */
+static void report_failed(struct qr_worker *w, struct qr_worker_inflight *f)
+{
+    f->proposing = false;
+    if (f->result != NULL && ++f->report_failures < MAX_REPORTS) {
+        f->held = true;
+        w->stats.results_held++;
+        wake_at(w, qr_clock_wall_ms() + HELD_RETRY_MS);
+        return;
+    }
+    /* Not committed (or not known to be): the message is still due unless
+     * the result did commit; the scans after SETTLE_MS tell. */
+    w->stats.results_dropped++;
+    f->answered = true;
+    f->answered_mono_ms = qr_clock_mono_ms();
+    f->wait_index = UINT64_MAX;
+    free(f->result);
+    f->result = NULL;
+}
+
+static void on_result_applied(void *data, int status, uint64_t applied_index);
+
+/* Hands r (f's result) to raft through the leader. */
+static void report(struct qr_worker *w,
+                   struct qr_worker_inflight *f,
+                   const Qraft__DeliveryResult *r)
+{
+    struct result_ctx *ctx = malloc(sizeof *ctx);
+    int rv = -ENOMEM;
+    if (ctx != NULL) {
+        ctx->worker = w;
+        snprintf(ctx->id, sizeof ctx->id, "%s", f->id);
+        rv = qr_shards_submit_result(w->shards, r, on_result_applied, ctx);
+    }
+    if (rv != 0) {
+        free(ctx);
+        QR_DEBUG("worker", "result for %s not submitted: %s", f->id,
+                 qr_strerror(rv));
+        report_failed(w, f);
+        return;
+    }
+    f->held = false;
+    f->proposing = true;
+}
+
+/* Reports the held results again, while this node holds a lease. */
+static void report_held(struct qr_worker *w)
+{
+    for (size_t b = 0; b < w->n_buckets; b++) {
+        struct qr_worker_inflight *f = w->buckets[b];
+        while (f != NULL && qr_shards_active(w->shards)) {
+            struct qr_worker_inflight *next = f->next;
+            if (f->held) {
+                Qraft__DeliveryResult *r = qraft__delivery_result__unpack(
+                    NULL, f->result_len, f->result);
+                if (r == NULL) {
+                    f->held = false;
+                    report_failed(w, f); /* gives it up: no result left */
+                } else {
+                    w->stats.results_resent++;
+                    report(w, f, r);
+                    qraft__delivery_result__free_unpacked(r, NULL);
+                }
+            }
+            f = next;
+        }
+    }
+}
+
 static void on_result_applied(void *data, int status, uint64_t applied_index)
 {
     struct result_ctx *ctx = data;
@@ -153,19 +241,19 @@ static void on_result_applied(void *data, int status, uint64_t applied_index)
     }
     struct qr_worker_inflight *f = inflight_find(w, ctx->id);
     if (status != 0) {
-        /* Not committed (or not known to be): the message is still due
-         * unless the result did commit; the scans after SETTLE_MS tell. */
-        w->stats.results_dropped++;
         QR_DEBUG("worker", "result for %s: %s", ctx->id, qr_strerror(status));
     }
-    if (f != NULL && status == 0 &&
-        applied_index <= w->cluster->fsm.applied_index) {
+    if (f != NULL && status != 0) {
+        report_failed(w, f);
+    } else if (f != NULL && applied_index <= w->cluster->fsm.applied_index) {
         inflight_remove(w, f); /* this replica has it: the store tells */
     } else if (f != NULL) {
         f->proposing = false;
         f->answered = true;
         f->answered_mono_ms = qr_clock_mono_ms();
-        f->wait_index = status == 0 ? applied_index : UINT64_MAX;
+        f->wait_index = applied_index;
+        free(f->result);
+        f->result = NULL;
     }
     free(ctx);
     /* The message moved (or will be re-sent): look again soon. */
@@ -315,25 +403,16 @@ static void propose_result(struct qr_worker *w,
         }
     }
 
-    struct result_ctx *ctx = malloc(sizeof *ctx);
-    int rv = -ENOMEM;
-    if (ctx != NULL) {
-        ctx->worker = w;
-        snprintf(ctx->id, sizeof ctx->id, "%s", f->id);
-        rv = qr_shards_submit_result(w->shards, &r, on_result_applied, ctx);
+    /* Kept until reported: a failed report is made again, never the
+     * delivery (see worker.h). Without it, a failed report is given up. */
+    size_t len = qraft__delivery_result__get_packed_size(&r);
+    f->result = malloc(len > 0 ? len : 1);
+    if (f->result != NULL) {
+        f->result_len = qraft__delivery_result__pack(&r, f->result);
     }
+    report(w, f, &r);
     free(headers);
     free(header_ptrs);
-    if (rv != 0) {
-        free(ctx);
-        w->stats.results_dropped++;
-        QR_WARN("worker",
-                "result for %s not submitted: %s; it will be sent again", f->id,
-                qr_strerror(rv));
-        inflight_remove(w, f);
-        return;
-    }
-    f->proposing = true;
 }
 
 static void on_delivered(void *data, const struct qr_delivery_response *resp)
@@ -341,11 +420,14 @@ static void on_delivered(void *data, const struct qr_delivery_response *resp)
     struct qr_worker_inflight *f = data;
     struct qr_worker *w = f->worker;
     f->sending = false;
-    if (resp->transport == QR_DELIVERY_CANCELLED || !w->active || w->closing) {
+    if (resp->transport == QR_DELIVERY_CANCELLED || w->closing) {
         /* Nothing was learned: the message stays due for whoever leads. */
         inflight_remove(w, f);
         return;
     }
+    /* Reported even when this node lost its lease meanwhile: the outcome
+     * is known, and reporting it (now or once the lease is back) spares
+     * the destination a duplicate. */
     QR_DEBUG("worker", "%s attempt %u: %s, HTTP %ld in %" PRIu64 " ms", f->id,
              f->attempt,
              resp->transport == QR_DELIVERY_OK ? "answered" : resp->error,
@@ -503,15 +585,21 @@ static int read_keys(struct qr_store_txn *txn, Qraft__SigningKeys **out)
                                  (ProtobufCMessage **)out);
 }
 
-/* Cancels deliveries of shards this node no longer owns (all of them when
- * it owns none): their new owner sends them. */
-static void cancel_unowned(struct qr_worker *w)
+/* Cancels deliveries of shards the map no longer gives this node (all of
+ * them when it is leaving): their new owner sends them. Without a lease for
+ * HOLD_QUEUED_MS, cancels those not started yet (the engine's gate holds
+ * them): the messages stay due, and are read afresh once it is back. */
+static void cancel_unowned(struct qr_worker *w, bool active)
 {
+    if (!active &&
+        qr_clock_mono_ms() - w->inactive_since_mono_ms >= HOLD_QUEUED_MS) {
+        qr_delivery_cancel_queued(&w->delivery);
+    }
     for (size_t b = 0; b < w->n_buckets; b++) {
         struct qr_worker_inflight *f = w->buckets[b];
         while (f != NULL) {
             struct qr_worker_inflight *next = f->next;
-            if (f->sending && !qr_shards_owns(w->shards, f->shard)) {
+            if (f->sending && !qr_shards_assigned(w->shards, f->shard)) {
                 /* Fires on_delivered (CANCELLED) now, which removes f. */
                 qr_delivery_cancel(&w->delivery, f->ticket);
             }
@@ -551,9 +639,10 @@ static void scan(struct qr_worker *w)
     bool active = qr_shards_active(w->shards);
     if (active != w->active) {
         w->active = active;
+        w->inactive_since_mono_ms = qr_clock_mono_ms();
         QR_INFO("worker", "%s dispatching", active ? "started" : "stopped");
     }
-    cancel_unowned(w);
+    cancel_unowned(w, active);
     bool settling = sweep_settled(w);
     if (settling) {
         wake_at(w, qr_clock_wall_ms() + 10); /* replication is quick */
@@ -562,6 +651,8 @@ static void scan(struct qr_worker *w)
         wake_at(w, qr_clock_wall_ms() + MAX_SLEEP_MS / 4);
         return;
     }
+    report_held(w);
+    qr_delivery_resume(&w->delivery); /* what the gate held, if any */
 
     struct qr_store_txn *txn = NULL;
     Qraft__SigningKeys *keys = NULL;
@@ -602,6 +693,13 @@ static void scan(struct qr_worker *w)
     /* Due times are in the leader's frame; our clock may run behind it. */
     uint64_t skew = wall > sc.now_ms ? wall - sc.now_ms : 0;
     wake_at(w, next_due == UINT64_MAX ? wall + MAX_SLEEP_MS : next_due + skew);
+}
+
+/* The delivery engine's gate: nothing starts without a lease. */
+static bool may_start(void *data)
+{
+    struct qr_worker *w = data;
+    return !w->closing && qr_shards_active(w->shards);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -646,6 +744,7 @@ int qr_worker_init(struct qr_worker *w,
         free(w->buckets);
         return rv;
     }
+    qr_delivery_set_gate(&w->delivery, may_start, w);
     uv_timer_init(loop, &w->timer);
     w->timer.data = w;
     cluster->fsm.on_due = on_due;
@@ -666,6 +765,7 @@ static void close_step_done(struct qr_worker *w)
             struct qr_worker_inflight *f = w->buckets[b];
             w->buckets[b] = f->next;
             free(f->retry_delay);
+            free(f->result);
             free(f);
         }
     }

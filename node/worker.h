@@ -12,10 +12,23 @@
  *   attempt and ignores the rest.
  * - Nothing is sent before its time: "now" is the earlier of this node's
  *   clock and the leader's last stamp plus the monotonic time since.
- * - Only shards this node owns with a valid lease are dispatched (see
- *   shards.h); when it loses a shard it cancels that shard's deliveries in
- *   flight (the new owner re-sends them). Outcomes go to raft through the
- *   leader (qr_shards_submit_result). */
+ * - No lease, no new delivery (the lease rule, shards.h): only shards this
+ *   node owns are scanned, and only while it holds a lease; the delivery
+ *   engine's gate asks the lease again right before each transfer starts,
+ *   so one queued behind the per-destination cap does not start once the
+ *   lease is gone. Without a lease for HOLD_QUEUED_MS, transfers not
+ *   started are cancelled (the messages stay due); running ones finish and
+ *   their outcome is reported. When the map gives a shard to another node (or
+ * this node is leaving) its transfers are cancelled (the new owner re-sends
+ * them).
+ * - Outcomes go to raft through the leader (qr_shards_submit_result). A
+ *   result whose report failed is held in its entry and reported again
+ *   once the node holds a lease: a message whose result for attempt k is
+ *   unreported is never sent again as attempt k by this node. After
+ *   MAX_REPORTS failed reports the result is given up and the message is
+ *   sent again once SETTLE_MS passed (its outcome is then unknown).
+ *   Started-but-unreported messages are bounded by MAX_INFLIGHT (held
+ *   results count). */
 #ifndef QR_WORKER_H
 #define QR_WORKER_H
 
@@ -38,8 +51,10 @@ struct qr_worker_stats {
     uint64_t delivered;
     uint64_t retried;
     uint64_t dead_lettered;
-    uint64_t results_dropped; /* could not be proposed; the message is
-                                 re-sent by whoever leads next */
+    uint64_t results_dropped; /* given up (MAX_REPORTS failures); the
+                                 message is sent again */
+    uint64_t results_held;    /* a report failed: held for another */
+    uint64_t results_resent;  /* held results reported again */
 };
 
 struct qr_worker {
@@ -51,7 +66,8 @@ struct qr_worker {
     struct qr_delivery delivery;
     uv_timer_t timer;
     uint64_t wake_at_ms; /* wall ms the timer is set for; UINT64_MAX: none */
-    bool active;         /* dispatching (serving leader) */
+    bool active;         /* dispatching (holds a lease) */
+    uint64_t inactive_since_mono_ms; /* when active last changed */
     bool closing;
     unsigned pending_closes;
     void (*close_cb)(struct qr_worker *w);

@@ -72,6 +72,12 @@ class Request:
         }
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops the SYNs of a node opening its
+    # 32 delivery connections at once; each retry then waits 1 s, 3 s, 7 s.
+    request_queue_size = 256
+
+
 class HttpSink:
     """Threaded HTTP/1.1 server on host:port (port 0: any free port)."""
 
@@ -82,7 +88,7 @@ class HttpSink:
         self._requests = []
         self._stopping = threading.Event()
         self._on_request = on_request
-        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+        self._server = _Server((host, port), _make_handler(self))
         self._server.daemon_threads = True
         self._thread = None
 

@@ -1038,6 +1038,62 @@ static void test_other_host_not_starved(void **state)
     server_stop(&b);
 }
 
+static bool gate_of(void *data)
+{
+    return *(const bool *)data;
+}
+
+/* A closed gate holds what waits (a node without a lease starts nothing)
+ * while running transfers finish; resume starts what it held; cancelling
+ * what waits leaves running ones alone. */
+static void test_gate_holds_queued_and_resume_starts_them(void **state)
+{
+    (void)state;
+    struct qr_delivery_limits l;
+    qr_delivery_limits_default(&l);
+    l.max_per_host = 2;
+    struct env *e = env_new(&l);
+    bool open = true;
+    qr_delivery_set_gate(&e->d, gate_of, &open);
+    server_block(&e->srv);
+    for (int i = 0; i < 6; i++) {
+        send_req(e, i, "GET", "/slow", NULL, 0);
+    }
+    assert_int_equal(qr_delivery_inflight(&e->d), 2);
+    assert_int_equal(qr_delivery_queued(&e->d), 4);
+    wait_server(e, &e->srv.active_slow, 2);
+
+    open = false;
+    send_req(e, 6, "GET", "/ok", NULL, 0); /* a sent one waits too */
+    assert_int_equal(qr_delivery_queued(&e->d), 5);
+    server_permit(&e->srv, 2);
+    wait_done(e, 2);
+    assert_int_equal(e->res[0].status, 200);
+    assert_int_equal(e->res[1].status, 200);
+    assert_int_equal(qr_delivery_inflight(&e->d), 0);
+    assert_int_equal(qr_delivery_queued(&e->d), 5);
+    assert_int_equal(server_get(&e->srv, &e->srv.n_requests), 2);
+
+    open = true;
+    qr_delivery_resume(&e->d);
+    assert_int_equal(qr_delivery_inflight(&e->d), 2);
+    assert_int_equal(qr_delivery_queued(&e->d), 3);
+    wait_server(e, &e->srv.active_slow, 2);
+    open = false;
+    assert_int_equal(qr_delivery_cancel_queued(&e->d), 3);
+    assert_int_equal(qr_delivery_queued(&e->d), 0);
+    for (int i = 4; i < 7; i++) {
+        assert_int_equal(e->res[i].calls, 1);
+        assert_int_equal(e->res[i].transport, QR_DELIVERY_CANCELLED);
+    }
+    server_permit(&e->srv, UINT32_MAX);
+    wait_done(e, 7);
+    assert_int_equal(e->res[2].status, 200);
+    assert_int_equal(e->res[3].status, 200);
+    assert_int_equal(server_get(&e->srv, &e->srv.n_requests), 4);
+    env_free(e);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Cancel and close. */
 
@@ -1145,6 +1201,7 @@ int main(void)
         cmocka_unit_test(test_bad_limits_refused),
         cmocka_unit_test(test_per_host_cap),
         cmocka_unit_test(test_other_host_not_starved),
+        cmocka_unit_test(test_gate_holds_queued_and_resume_starts_them),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_close_cancels_everything_once),
         cmocka_unit_test(test_many_requests),

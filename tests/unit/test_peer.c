@@ -608,6 +608,58 @@ static void test_server_closes_mid_call(void **state)
     assert_true(qr_peer_connected(&f->peer));
 }
 
+struct down_count {
+    unsigned n;
+    unsigned fired_before; /* calls already reported at the first one */
+    struct fx *f;
+};
+
+static void on_down(void *data)
+{
+    struct down_count *d = data;
+    if (d->n++ == 0) {
+        d->fired_before = d->f->res[0].fired;
+    }
+}
+
+/* The hook hears of a lost connection before the calls that ended with it
+ * are reported, also when the connection was idle, and of a failed
+ * connect. */
+static void test_on_down(void **state)
+{
+    struct fx *f = *state;
+    struct down_count down = {.f = f};
+    peer_start(f, NULL);
+    qr_peer_set_on_down(&f->peer, on_down, &down);
+    assert_int_equal(qr_peer_set_target(&f->peer, f->a.addr), 0);
+    WAIT_UNTIL(f, qr_peer_connected(&f->peer));
+    assert_int_equal(down.n, 0);
+
+    f->a.hold = true;
+    assert_int_equal(call(f, 0, "lost", 5000), 0);
+    WAIT_UNTIL(f, f->a.n_reqs == 1);
+    srv_drop(&f->a);
+    WAIT_UNTIL(f, f->res[0].fired == 1);
+    assert_int_equal(f->res[0].status, QR_EUNAVAIL);
+    assert_true(down.n >= 1);
+    assert_int_equal(down.fired_before, 0);
+
+    /* Idle: no call waits, the hook still hears of it. */
+    WAIT_UNTIL(f, qr_peer_connected(&f->peer));
+    unsigned before = down.n;
+    srv_drop(&f->a);
+    WAIT_UNTIL(f, down.n > before);
+
+    /* A target where nobody listens: each failed connect. */
+    int port = free_port(f);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    before = down.n;
+    assert_int_equal(qr_peer_set_target(&f->peer, addr), 0);
+    WAIT_UNTIL(f, down.n > before);
+    assert_false(qr_peer_connected(&f->peer));
+}
+
 static void test_switch_target(void **state)
 {
     struct fx *f = *state;
@@ -954,6 +1006,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_server_closes_mid_call, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_on_down, setup, teardown),
         cmocka_unit_test_setup_teardown(test_switch_target, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_ids, setup, teardown),
