@@ -459,6 +459,21 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
     }
     rv = qr_sign_jwt(sc->keys->current, m->url, m->body.data, m->body.len,
                      sc->now_s, &jwt);
+    if (rv == QR_EBADREQ) {
+        /* Only a URL that is not UTF-8 does this: both faces refuse one
+         * now, but older nodes and RPC clients stored some. It stays due
+         * (nothing can be signed for it), so say which and what to do. */
+        uint64_t now = qr_clock_mono_ms();
+        if (w->unsignable_warn_mono_ms == 0 ||
+            now - w->unsignable_warn_mono_ms >= 60000) {
+            w->unsignable_warn_mono_ms = now;
+            QR_WARN("worker",
+                    "%s cannot be sent: its stored URL is not valid UTF-8, "
+                    "so no signature can be made for it; cancel it "
+                    "(DELETE /v2/messages/%s) and publish it again",
+                    m->id, m->id);
+        }
+    }
     if (rv != 0) {
         goto out;
     }

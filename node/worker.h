@@ -81,6 +81,10 @@ struct qr_worker {
     uint64_t leader_time_ms;
     uint64_t leader_time_seen_mono_ms;
 
+    /* Monotonic ms of the last WARN about a message that cannot be signed
+     * (logged at most once a minute: every scan meets it again). */
+    uint64_t unsignable_warn_mono_ms;
+
     struct qr_worker_stats stats;
     struct qr_metrics *metrics; /* borrowed, may be NULL; set after init */
     char errmsg[QR_ERRMSG_BYTES];
