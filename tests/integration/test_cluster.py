@@ -17,7 +17,7 @@ import sys
 import unittest
 
 import qraft_harness as qh
-from http_sink import HttpSink, Reply
+from http_sink import HttpSink, Reply, quiet_disconnects
 
 ID_LINE_BYTES = len("msg_") + 24 + 1  # an id and its newline
 BENCH_TIMEOUT = 300.0
@@ -27,20 +27,6 @@ def report(text):
     """A figure worth seeing in the test log (ctest --output-on-failure
     shows it with -V)."""
     print(f"\n  test_cluster: {text}", file=sys.stderr, flush=True)
-
-
-def quiet_disconnects(sink):
-    """A killed node drops the connections its deliveries were using; the
-    sink's answers to them then fail to send. That is expected here: keep
-    those tracebacks out of the test log (other errors still print)."""
-    server = sink._server
-    default = server.handle_error
-
-    def handle_error(request, client_address):
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            default(request, client_address)
-    server.handle_error = handle_error
-    return sink
 
 
 class ClusterTest(unittest.TestCase):

@@ -18,7 +18,7 @@ import time
 import unittest
 
 import qraft_harness as qh
-from http_sink import HttpSink, Reply
+from http_sink import HttpSink, Reply, quiet_disconnects
 
 N_MESSAGES = 2000
 # node/delivery.h QR_DELIVERY_DEFAULT_MAX_PER_HOST: transfers one node runs
@@ -31,19 +31,6 @@ SINK_DELAY_S = 0.25
 
 def report(text):
     print(f"\n  test_lease: {text}", file=sys.stderr, flush=True)
-
-
-def quiet_disconnects(sink):
-    """Killed nodes drop their connections; the sink's answers to them then
-    fail to send: keep those tracebacks out of the log."""
-    server = sink._server
-    default = server.handle_error
-
-    def handle_error(request, client_address):
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            default(request, client_address)
-    server.handle_error = handle_error
-    return sink
 
 
 class LeaseTest(unittest.TestCase):

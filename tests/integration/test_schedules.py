@@ -15,8 +15,7 @@ import time
 import unittest
 
 import qraft_harness as qh
-from http_sink import HttpSink, start_sink
-from test_cluster import quiet_disconnects
+from http_sink import HttpSink, quiet_disconnects, start_sink
 
 TICK_TIMEOUT = 75.0  # the next minute, plus delivery
 MINUTE_MS = 60000
