@@ -37,13 +37,20 @@
  *   1  publish, cancel, DLQ replay/delete, keys, delivery results, prune,
  *      node info, shard assignment, the feature level itself
  *   2  url groups, queues, schedules
+ *   3  no new command: snapshots as page images (a replica below it cannot
+ *      restore one)
  * A new command kind raises QR_FEATURE_LEVEL and is listed in
  * qr_command_level. */
-#define QR_FEATURE_LEVEL 2u
+#define QR_FEATURE_LEVEL 3u
 /* Queues: the Queue* commands, and queue semantics in apply (a publish or a
  * DLQ replay into a queue); below it apply keeps the queue name only, as
  * nodes without queues do, so a mixed cluster does not diverge. */
 #define QR_FEATURE_LEVEL_QUEUES 2u
+/* Image snapshots (qr_store_snapshot_open_image): a leader takes its
+ * snapshots as page images only once the cluster is at this level, so an
+ * image is never sent to a node that only restores the pairs format; below
+ * it, snapshots keep the pairs format, which every version restores. */
+#define QR_FEATURE_LEVEL_IMAGE_SNAPSHOTS 3u
 
 /* "msg_" + 12 hex (ms) + 4 hex (node) + 8 hex (sequence) + NUL */
 #define QR_ID_BYTES 29

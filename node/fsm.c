@@ -1802,27 +1802,33 @@ out:
     return rv == 0 ? 0 : RAFT_IOERR;
 }
 
-/* A snapshot is the store's, seen by one read transaction: the buffers
- * handed to raft point into it (qr_store_snapshot_open copies only headers,
- * keys and short values), raft writes them from its thread pool, and
- * snapshot_finalize (fsm version 2) closes it. So the loop is blocked for a
- * walk of the keys, not for a copy of every message body. */
+/* A snapshot is the store's, seen by one read transaction; raft writes its
+ * buffers from its thread pool and snapshot_finalize (fsm version 2)
+ * closes it. Once the cluster is at QR_FEATURE_LEVEL_IMAGE_SNAPSHOTS the
+ * snapshot is a page image of the environment (qr_store_snapshot_open_image:
+ * a header and two meta pages copied, the rest pointing into the map), so
+ * the loop blocks for a constant time whatever the state holds. Below it, a
+ * replica may not know images: the pairs format (qr_store_snapshot_open,
+ * a walk of every key, long values pointing into the map). The level is
+ * replicated, so every node of a cluster at that level restores images. */
 static int fsm_snapshot(struct raft_fsm *rf,
                         struct raft_buffer *bufs[],
                         unsigned *n_bufs)
 {
     struct qr_fsm *f = rf->data;
     uint64_t start_ms = qr_clock_mono_ms();
+    bool image = f->feature_level >= QR_FEATURE_LEVEL_IMAGE_SNAPSHOTS;
 
     if (f->snapshot != NULL) {
         QR_ERROR("fsm", "snapshot: one is still being written");
         return RAFT_BUSY;
     }
-    int rv = qr_store_snapshot_open(f->store, &f->snapshot);
+    int rv = image ? qr_store_snapshot_open_image(f->store, &f->snapshot)
+                   : qr_store_snapshot_open(f->store, &f->snapshot);
     if (rv != 0) {
         QR_ERROR("fsm", "snapshot: %s: %s", qr_strerror(rv),
                  qr_store_errmsg(f->store));
-        return RAFT_IOERR;
+        return rv == QR_ECONFLICT ? RAFT_BUSY : RAFT_IOERR;
     }
     size_t n;
     size_t total;
@@ -1847,9 +1853,11 @@ static int fsm_snapshot(struct raft_fsm *rf,
     }
     *n_bufs = (unsigned)n;
     QR_INFO("fsm",
-            "snapshot at index %" PRIu64 ": %zu bytes in %zu buffers, %" PRIu64
-            " ms",
-            f->applied_index, total, n, qr_clock_mono_ms() - start_ms);
+            "snapshot at index %" PRIu64
+            " (%s): %zu bytes in %zu buffers, "
+            "%" PRIu64 " ms",
+            f->applied_index, image ? "image" : "pairs", total, n,
+            qr_clock_mono_ms() - start_ms);
     return 0;
 }
 
@@ -1897,7 +1905,7 @@ static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
     if (rv != 0) {
         QR_ERROR("fsm", "restore: %s: %s", qr_strerror(rv),
                  qr_store_errmsg(f->store));
-        return RAFT_CORRUPT;
+        return rv == QR_ECONFLICT ? RAFT_BUSY : RAFT_CORRUPT;
     }
     rv = load_indexes(f);
     if (rv != 0) {
@@ -1905,8 +1913,9 @@ static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
         return RAFT_CORRUPT;
     }
     QR_INFO("fsm",
-            "restored a snapshot of %zu bytes at index %" PRIu64 " in %" PRIu64
-            " ms",
+            "restored a snapshot (%s) of %zu bytes at index %" PRIu64
+            " in %" PRIu64 " ms",
+            qr_store_snapshot_is_image(buf->base, buf->len) ? "image" : "pairs",
             buf->len, f->applied_index, qr_clock_mono_ms() - start_ms);
     raft_free(buf->base);
     return 0;

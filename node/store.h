@@ -387,6 +387,17 @@ struct qr_store_snap_buf {
     size_t len;
 };
 int qr_store_snapshot_open(struct qr_store *s, struct qr_store_snap **out);
+/* The same, as a page image of the environment (format in store.c's header
+ * comment, "Image snapshot format"): O(1) work, whatever the state's size.
+ * Copies a small header and the two meta pages; the other buffer points at
+ * the pages of the map, which the read transaction pins (free pages in the
+ * image may change while raft reads them: harmless, see store.c). Larger
+ * than the pairs format by the free pages the file holds. Only for
+ * replicas that can restore it (a node of QR_FEATURE_LEVEL_IMAGE_SNAPSHOTS
+ * or later). QR_ECONFLICT while a write transaction is open. Returns new in
+ * *out; close with qr_store_snapshot_close. */
+int qr_store_snapshot_open_image(struct qr_store *s,
+                                 struct qr_store_snap **out);
 /* Borrowed from the snapshot: n_bufs buffers of total_bytes in all. */
 const struct qr_store_snap_buf *qr_store_snapshot_bufs(
     const struct qr_store_snap *sn,
@@ -399,11 +410,21 @@ void qr_store_snapshot_close(struct qr_store_snap *sn);
  * free()). */
 int qr_store_snapshot(struct qr_store *s, void **buf, size_t *len);
 
-/* Replaces the whole state with a snapshot's, in one write transaction:
- * either all of it lands or none. Grows the map first, when no transaction
- * is open, to hold the old state and the new one (QR_ENOSPACE if it still
- * does not fit: the store stays sound). Rejects a malformed buffer with
- * QR_ECORRUPT before touching anything. */
+/* Replaces the whole state with a snapshot's; either all of it lands or
+ * none. Recognises both formats by their magic.
+ * Pairs format: in one write transaction; grows the map first, when no
+ * transaction is open, to hold the old state and the new one (QR_ENOSPACE if
+ * it still does not fit: the store stays sound).
+ * Image format: writes the image to <dir>/restore/data.mdb, checks it whole
+ * (every value against its checksum), then, with no transaction or snapshot
+ * open (else QR_ECONFLICT, changing nothing), closes the environment,
+ * renames the image over data.mdb and opens it again: s stays the same
+ * object. A failure to open it again fails the store.
+ * Rejects a malformed buffer, or one carrying a corrupt record (errmsg names
+ * the database and the key), with QR_ECORRUPT before touching anything. */
 int qr_store_restore(struct qr_store *s, const void *buf, size_t len);
+
+/* Whether buf (len bytes) starts as an image snapshot does. */
+bool qr_store_snapshot_is_image(const void *buf, size_t len);
 
 #endif /* QR_STORE_H */

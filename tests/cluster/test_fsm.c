@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -210,10 +211,26 @@ static void test_no_double_apply_after_restart(void **state)
 /* A replica that was cut off while the leader took a snapshot and compacted
  * its log is brought back by installing that snapshot: it ends with the
  * same messages as the others. */
-static void test_snapshot_catch_up(void **state)
+static ino_t data_file_inode(const struct fixture_server *sv)
 {
-    struct fixture *f = *state;
+    char path[128];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/data.mdb", sv->dir);
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_ino;
+}
+
+/* A follower cut off while the others compact their logs catches up from
+ * a snapshot: in the pairs format below QR_FEATURE_LEVEL_IMAGE_SNAPSHOTS
+ * (restored into its environment), as a page image at or above it (its
+ * data.mdb replaced by the image's file). */
+static void snapshot_catch_up(struct fixture *f, uint32_t level)
+{
     char ids[40][QR_ID_BYTES];
+    if (level > QR_FSM_BASE_FEATURE_LEVEL) {
+        struct qr_packed cmd = fixture_feature_level_cmd(level);
+        fixture_propose(f, 0, &cmd, 1, 500, FIXTURE_N_SERVERS);
+    }
     for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
         struct raft *r = raft_fixture_get(&f->raft, i);
         raft_set_snapshot_threshold(r, 8);
@@ -228,6 +245,7 @@ static void test_snapshot_catch_up(void **state)
         fixture_propose(f, 0, &cmd, 1, 1000 + i, 0);
     }
     assert_int_equal(fixture_state_on(&f->servers[2], ids[0]), -1);
+    ino_t before = data_file_inode(&f->servers[2]);
 
     for (unsigned i = 0; i < 2; i++) {
         raft_fixture_reconnect(&f->raft, i, 2);
@@ -245,6 +263,25 @@ static void test_snapshot_catch_up(void **state)
         fixture_count_on(&f->servers[2], QRAFT__MESSAGE_STATE__PENDING), 39);
     assert_int_equal(f->servers[2].fsm.applied_index,
                      f->servers[0].fsm.applied_index);
+    assert_int_equal(f->servers[2].fsm.feature_level, level);
+    bool image = level >= QR_FEATURE_LEVEL_IMAGE_SNAPSHOTS;
+    assert_int_equal(data_file_inode(&f->servers[2]) != before, image);
+
+    /* The follower's store goes on applying after the swap. */
+    cmd = fixture_cancel_cmd(ids[1]);
+    fixture_propose(f, 0, &cmd, 1, 6000, FIXTURE_N_SERVERS);
+    assert_int_equal(fixture_state_on(&f->servers[2], ids[1]),
+                     QRAFT__MESSAGE_STATE__CANCELLED);
+}
+
+static void test_snapshot_catch_up(void **state)
+{
+    snapshot_catch_up(*state, QR_FSM_BASE_FEATURE_LEVEL);
+}
+
+static void test_snapshot_catch_up_image(void **state)
+{
+    snapshot_catch_up(*state, QR_FEATURE_LEVEL_IMAGE_SNAPSHOTS);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -778,6 +815,8 @@ int main(void)
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_catch_up, fixture_setup,
                                         fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_catch_up_image,
+                                        fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_feature_level_only_rises,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schedule_fires_once_per_slot,

@@ -1122,6 +1122,259 @@ static void test_snapshot_restore(void **state)
     remove_dir(dir);
 }
 
+/* ---------------------------------------------------------------------------
+ * Image snapshots */
+
+/* Concatenates an open snapshot's buffers; returns new (free()). */
+static uint8_t *snap_concat(struct qr_store_snap *sn, size_t *len)
+{
+    size_t n;
+    size_t total;
+    const struct qr_store_snap_buf *bufs =
+        qr_store_snapshot_bufs(sn, &n, &total);
+    uint8_t *out = malloc(total);
+    assert_non_null(out);
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(out + off, bufs[i].base, bufs[i].len);
+        off += bufs[i].len;
+    }
+    assert_int_equal(off, total);
+    *len = total;
+    return out;
+}
+
+static uint8_t *image(struct qr_store *s, size_t *len)
+{
+    struct qr_store_snap *sn;
+    assert_int_equal(qr_store_snapshot_open_image(s, &sn), 0);
+    uint8_t *out = snap_concat(sn, len);
+    qr_store_snapshot_close(sn);
+    assert_memory_equal(out, "QRIMAGE1", 8);
+    return out;
+}
+
+/* A message in every state, and one of each other record. */
+static void populate_all_states(struct qr_store *s)
+{
+    populate(s);
+    put_msg(s, "msg_5", QRAFT__MESSAGE_STATE__DELIVERING, 3, 300, 0);
+    put_msg(s, "msg_6", QRAFT__MESSAGE_STATE__CANCELLED, 1, 0, 0);
+    put_msg(s, "msg_7", QRAFT__MESSAGE_STATE__QUEUED, 1, 0, 0);
+    put_big_msg(s, "msg_big", 'b', 20000);
+}
+
+/* The store's whole contents, as the pairs format lays them out. */
+static void assert_same_contents(struct qr_store *s,
+                                 const void *want,
+                                 size_t want_len)
+{
+    void *got;
+    size_t got_len;
+    snapshot(s, &got, &got_len);
+    assert_int_equal(got_len, want_len);
+    assert_memory_equal(got, want, want_len);
+    free(got);
+}
+
+static void assert_no_restore_dir(const char *dir)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/restore", dir);
+    assert_int_equal(access(path, F_OK), -1);
+}
+
+static void test_image_restore(void **state)
+{
+    struct fixture *f = *state;
+    char dir[64];
+    void *want;
+    size_t want_len;
+    size_t len;
+
+    populate_all_states(f->s);
+    snapshot(f->s, &want, &want_len);
+    uint8_t *img = image(f->s, &len);
+
+    make_dir(dir, sizeof dir);
+    struct qr_store *dst = open_store(dir);
+    put_msg(dst, "msg_old", QRAFT__MESSAGE_STATE__PENDING, 1, 1, 0);
+    assert_true(qr_store_snapshot_is_image(img, len));
+    assert_int_equal(qr_store_restore(dst, img, len), 0);
+    assert_same_contents(dst, want, want_len);
+    assert_no_restore_dir(dir);
+
+    /* The same object goes on: indexes, counters, writes, a reopen. */
+    struct collect c;
+    uint64_t counts[QR_STORE_N_STATES];
+    scan_due(dst, 1, 1000, &c);
+    assert_ids(&c, (const char *[]){"msg_1", "msg_big", NULL});
+    list_dlq(dst, NULL, 100, &c);
+    assert_ids(&c, (const char *[]){"msg_3", NULL});
+    get_counts(dst, counts);
+    for (int st = 1; st < QR_STORE_N_STATES; st++) {
+        assert_int_equal(counts[st], st == 1 ? 2 : 1); /* msg_big pending */
+    }
+    put_msg(dst, "msg_after", QRAFT__MESSAGE_STATE__PENDING, 1, 1, 0);
+    delete_msg(dst, "msg_after");
+    assert_same_contents(dst, want, want_len);
+    qr_store_close(dst);
+    dst = open_store(dir);
+    assert_same_contents(dst, want, want_len);
+
+    /* A pairs snapshot still restores over a store restored from an
+     * image, and an image over one restored from pairs. */
+    assert_int_equal(qr_store_restore(dst, want, want_len), 0);
+    assert_same_contents(dst, want, want_len);
+    assert_int_equal(qr_store_restore(dst, img, len), 0);
+    assert_same_contents(dst, want, want_len);
+
+    qr_store_close(dst);
+    remove_dir(dir);
+    free(img);
+    free(want);
+}
+
+/* The image's buffers are read after the loop has gone on writing (raft
+ * copies them from its thread pool): the writes reuse pages that were free
+ * when the snapshot was taken, yet the image restores the state of that
+ * moment. */
+static void test_image_read_after_writes(void **state)
+{
+    struct fixture *f = *state;
+    char id[32];
+    char dir[64];
+
+    for (int i = 0; i < 300; i++) {
+        snprintf(id, sizeof id, "msg_%04d", i);
+        put_big_msg(f->s, id, (char)('a' + i % 26), 3000 + (size_t)i);
+    }
+    for (int i = 0; i < 300; i += 2) { /* free pages for later writes */
+        snprintf(id, sizeof id, "msg_%04d", i);
+        delete_msg(f->s, id);
+    }
+    put_msg(f->s, "msg_x", QRAFT__MESSAGE_STATE__PENDING, 1, 1, 0);
+    put_msg(f->s, "msg_y", QRAFT__MESSAGE_STATE__PENDING, 1, 1, 0);
+    void *want;
+    size_t want_len;
+    snapshot(f->s, &want, &want_len);
+
+    struct qr_store_snap *sn;
+    assert_int_equal(qr_store_snapshot_open_image(f->s, &sn), 0);
+    size_t at_open_len;
+    uint8_t *at_open = snap_concat(sn, &at_open_len);
+    /* The map may not move while the buffers are out. */
+    assert_int_equal(qr_store_grow(f->s, MAP_BYTES * 2), QR_EUNAVAIL);
+    for (int i = 0; i < 300; i++) {
+        snprintf(id, sizeof id, "msg_%04d", i);
+        if (i % 2 == 1) {
+            put_big_msg(f->s, id, 'Z', 5000);
+        }
+        snprintf(id, sizeof id, "msg_new_%04d", i);
+        put_big_msg(f->s, id, 'N', 4000);
+    }
+    size_t len;
+    uint8_t *img = snap_concat(sn, &len);
+    qr_store_snapshot_close(sn);
+    assert_int_equal(len, at_open_len);
+    /* Free pages of the image were written meanwhile (else this test
+     * would not show anything). */
+    assert_memory_not_equal(img, at_open, len);
+
+    make_dir(dir, sizeof dir);
+    struct qr_store *dst = open_store(dir);
+    assert_int_equal(qr_store_restore(dst, img, len), 0);
+    assert_same_contents(dst, want, want_len);
+    qr_store_close(dst);
+    remove_dir(dir);
+    free(at_open);
+    free(img);
+    free(want);
+}
+
+/* A byte changed in a value's page: refused, naming the key, before the
+ * live store changes. */
+static void test_image_corrupt_refused(void **state)
+{
+    struct fixture *f = *state;
+    char dir[64];
+    size_t len;
+
+    populate_all_states(f->s);
+    put_big_msg(f->s, "msg_q", 'Q', 8000);
+    uint8_t *img = image(f->s, &len);
+
+    make_dir(dir, sizeof dir);
+    struct qr_store *dst = open_store(dir);
+    put_msg(dst, "msg_old", QRAFT__MESSAGE_STATE__PENDING, 1, 1, 0);
+    void *before;
+    size_t before_len;
+    snapshot(dst, &before, &before_len);
+
+    char run[64];
+    memset(run, 'Q', sizeof run);
+    uint8_t *at = memmem(img, len, run, sizeof run);
+    assert_non_null(at);
+    at[10] ^= 0x01;
+    assert_int_equal(qr_store_restore(dst, img, len), QR_ECORRUPT);
+    assert_non_null(strstr(qr_store_errmsg(dst), "in msgs at key \"msg_q\""));
+    assert_non_null(strstr(qr_store_errmsg(dst), "checksum mismatch"));
+    assert_false(qr_store_failed(dst));
+    assert_same_contents(dst, before, before_len);
+    assert_no_restore_dir(dir);
+    at[10] ^= 0x01;
+
+    /* Truncated, or a header that lies. */
+    for (size_t n = 0; n < 64; n++) {
+        assert_int_equal(qr_store_restore(dst, img, n), QR_ECORRUPT);
+    }
+    assert_int_equal(qr_store_restore(dst, img, len - 4096), QR_ECORRUPT);
+    img[9] ^= 0x10; /* the image version */
+    assert_int_equal(qr_store_restore(dst, img, len), QR_ECORRUPT);
+    img[9] ^= 0x10;
+    img[31] ^= 0x01; /* the transaction id */
+    assert_int_equal(qr_store_restore(dst, img, len), QR_ECORRUPT);
+    img[31] ^= 0x01;
+    assert_same_contents(dst, before, before_len);
+
+    /* Nothing open may be swapped away: refused, changing nothing. */
+    struct qr_store_txn *t = begin(dst, false);
+    assert_int_equal(qr_store_restore(dst, img, len), QR_ECONFLICT);
+    qr_store_txn_abort(t);
+    assert_same_contents(dst, before, before_len);
+    assert_no_restore_dir(dir);
+
+    /* The sound image still lands. */
+    assert_int_equal(qr_store_restore(dst, img, len), 0);
+    t = begin(dst, false);
+    Qraft__Message *m = NULL;
+    assert_int_equal(qr_store_msg_get(t, "msg_q", &m), 0);
+    assert_int_equal(m->body.len, 8000);
+    qraft__message__free_unpacked(m, NULL);
+    assert_int_equal(qr_store_msg_get(t, "msg_old", &m), QR_ENOTFOUND);
+    qr_store_txn_abort(t);
+
+    qr_store_close(dst);
+    remove_dir(dir);
+    free(before);
+    free(img);
+}
+
+/* An image is refused while a write transaction is open (its meta pages
+ * would not be the read transaction's). */
+static void test_image_refused_while_writing(void **state)
+{
+    struct fixture *f = *state;
+    struct qr_store_snap *sn = NULL;
+    struct qr_store_txn *t = begin(f->s, true);
+    assert_int_equal(qr_store_snapshot_open_image(f->s, &sn), QR_ECONFLICT);
+    assert_null(sn);
+    qr_store_txn_abort(t);
+    assert_int_equal(qr_store_snapshot_open_image(f->s, &sn), 0);
+    qr_store_snapshot_close(sn);
+    assert_int_equal(qr_store_grow(f->s, MAP_BYTES * 2), 0);
+}
+
 /* Appends big-endian integers and bytes to a test buffer. */
 struct wbuf {
     uint8_t data[4096];
@@ -2178,6 +2431,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schedules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_restore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_buffers_stay_valid, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_image_restore, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_image_read_after_writes, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_image_corrupt_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_image_refused_while_writing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_restore_rejects_malformed, setup,
                                         teardown),

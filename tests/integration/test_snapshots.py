@@ -1,0 +1,84 @@
+"""Raft snapshots on a real 3-node cluster: a follower so far behind that
+the leader no longer has the entries it misses is sent a snapshot. At
+feature level 3 (image snapshots) the snapshot is a page image of the
+store, restored by swapping the store's file; below it (a member that
+advertises less) the leader keeps the pairs format that every version
+restores, so no image reaches a node that could not restore it."""
+
+import unittest
+
+import qraft_harness as qh
+
+BENCH_TIMEOUT = 300.0
+IMAGE_LEVEL = 3  # QR_FEATURE_LEVEL_IMAGE_SNAPSHOTS in node/command.h
+
+
+def cluster_level(node):
+    return node.status()["feature_level"]
+
+
+class SnapshotFormatTest(unittest.TestCase):
+    def catch_up_by_snapshot(self, cluster, level):
+        qh.wait_until(
+            lambda: all(cluster_level(n) == level for n in cluster.nodes),
+            30, f"every node to apply feature level {level}")
+        leader = cluster.leader()
+        follower = cluster.followers()[0]
+        follower.kill9()
+        ids_file = follower.dir / "acked.txt"
+        # One publish in flight: one raft entry each, far more than the
+        # snapshot threshold and trailing entries (64 each).
+        qh.run([qh.binary("qraft-bench"), "publish", "-n", 600, "-c", 1,
+                "-s", 256, "--endpoints", cluster.endpoints,
+                "--token", cluster.token, "--delay", "1h",
+                "--ids-out", ids_file], timeout=BENCH_TIMEOUT)
+        acked = ids_file.read_text().split()
+        self.assertEqual(len(acked), 600 + 1)
+
+        cluster.restart(follower)
+        status = cluster.wait_caught_up(follower)
+        self.assertGreaterEqual(status["applied_index"], 600)
+        stored = qh.list_all_ids(follower, "ls", "--state", "pending")
+        self.assertEqual(sorted(stored), sorted(acked))
+        # The swap leaves nothing behind.
+        self.assertFalse((follower.data_dir / "state" / "restore").exists())
+        return (leader.stderr_path.read_text(errors="replace"),
+                follower.stderr_path.read_text(errors="replace"), follower)
+
+    def test_lagging_follower_catches_up_by_image(self):
+        cluster = qh.start_cluster(
+            self, extra_args=("--snapshot-threshold", "64"))
+        self.assertGreaterEqual(qh.FEATURE_LEVEL, IMAGE_LEVEL)
+        leader_log, follower_log, follower = self.catch_up_by_snapshot(
+            cluster, qh.FEATURE_LEVEL)
+        self.assertIn("(image)", leader_log)
+        self.assertNotIn("(pairs)", leader_log)
+        self.assertIn("fsm: restored a snapshot (image)", follower_log)
+
+        # The restored store goes on: a write lands on it, and it survives
+        # a restart (which restores the node's own last snapshot again).
+        _, out, _ = cluster.cli("publish", "http://127.0.0.1:9/after",
+                                "--delay", "1h")
+        new_id = out.strip()
+        qh.wait_until(
+            lambda: new_id in qh.list_all_ids(follower, "ls", "--state",
+                                              "pending"),
+            30, "the follower to apply a publish after the restore")
+        cluster.restart(follower)
+        cluster.wait_caught_up(follower)
+        self.assertIn(new_id,
+                      qh.list_all_ids(follower, "ls", "--state", "pending"))
+
+    def test_below_the_image_level_snapshots_keep_the_pairs_format(self):
+        # Every node advertises level 2, as nodes of an older version would.
+        cluster = qh.start_cluster(
+            self, extra_args=("--snapshot-threshold", "64",
+                              "--max-feature-level", "2"))
+        leader_log, follower_log, _ = self.catch_up_by_snapshot(cluster, 2)
+        self.assertIn("(pairs)", leader_log)
+        self.assertNotIn("(image)", leader_log)
+        self.assertIn("fsm: restored a snapshot (pairs)", follower_log)
+
+
+if __name__ == "__main__":
+    unittest.main()
