@@ -37,13 +37,19 @@
  *   1  publish, cancel, DLQ replay/delete, keys, delivery results, prune,
  *      node info, shard assignment, the feature level itself
  *   2  url groups, queues, schedules
+ *   3  no new kind: Prune removes finished messages oldest first from the
+ *      store's `done` index (store format 3)
  * A new command kind raises QR_FEATURE_LEVEL and is listed in
  * qr_command_level. */
-#define QR_FEATURE_LEVEL 2u
+#define QR_FEATURE_LEVEL 3u
 /* Queues: the Queue* commands, and queue semantics in apply (a publish or a
  * DLQ replay into a queue); below it apply keeps the queue name only, as
  * nodes without queues do, so a mixed cluster does not diverge. */
 #define QR_FEATURE_LEVEL_QUEUES 2u
+/* Prune by the `done` index (oldest finished first); below it apply walks
+ * msgs in id order from the command's scan_after_id, as nodes before it do,
+ * so a mixed cluster deletes the same messages everywhere. */
+#define QR_FEATURE_LEVEL_DONE_INDEX 3u
 
 /* "msg_" + 12 hex (ms) + 4 hex (node) + 8 hex (sequence) + NUL */
 #define QR_ID_BYTES 29
