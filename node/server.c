@@ -23,10 +23,14 @@
  * time). */
 #define PRUNE_INTERVAL_MS 10000
 #define PRUNE_SOON_MS 200
+/* A retention shorter than twice the interval prunes every half retention
+ * instead, but not more often than this. */
+#define PRUNE_MIN_INTERVAL_MS 1000
 #define PRUNE_MAX_ITEMS 10000
-/* Under space pressure (docs/architecture.md, "Space") finished messages
- * and events are kept at most this long, whatever the flags say. */
-#define PRESSURE_RETENTION_MS (5u * 60 * 1000)
+/* Space pressure starts when the store reaches QR_ADMIT_WARN_PERCENT of
+ * its limit and ends below this share (hysteresis: no flapping at the
+ * edge). */
+#define PRESSURE_END_PERCENT (QR_ADMIT_WARN_PERCENT - 10)
 
 static int make_dir(const char *path, char *errmsg)
 {
@@ -234,9 +238,9 @@ static void on_pruned(void *data, int status, const struct qr_apply_result *res)
 }
 
 /* Whether retention must give way now (the rule in docs/architecture.md,
- * "Space"): this node's store at QR_ADMIT_WARN_PERCENT of its limit or
- * refusing writes, or another node's heartbeat saying it is short of space.
- * why says which. */
+ * "Space"): this node's store at QR_ADMIT_WARN_PERCENT of its limit (once
+ * on, until below PRESSURE_END_PERCENT) or refusing writes, or another
+ * node's heartbeat saying it is short of space. why says which. */
 static bool space_pressure(struct qr_server *s,
                            uint64_t now,
                            char *why,
@@ -244,15 +248,15 @@ static bool space_pressure(struct qr_server *s,
 {
     struct qr_admit_space sp;
     qr_admit_get_space(&s->admit, &sp);
+    unsigned percent =
+        s->retention_pressure ? PRESSURE_END_PERCENT : QR_ADMIT_WARN_PERCENT;
     if (sp.store_limit_bytes > 0 &&
-        sp.store_used_bytes * 100 >=
-            sp.store_limit_bytes * QR_ADMIT_WARN_PERCENT) {
+        sp.store_used_bytes * 100 >= sp.store_limit_bytes * percent) {
         snprintf(why, why_size,
                  "the store holds %" PRIu64
-                 " bytes, %d%% or more of its "
+                 " bytes, %u%% or more of its "
                  "limit (%" PRIu64 ")",
-                 sp.store_used_bytes, QR_ADMIT_WARN_PERCENT,
-                 sp.store_limit_bytes);
+                 sp.store_used_bytes, percent, sp.store_limit_bytes);
         return true;
     }
     if (qr_admit_probe(&s->admit, now, 0, why, why_size) != 0) {
@@ -261,13 +265,12 @@ static bool space_pressure(struct qr_server *s,
     return qr_shards_space_short(&s->shards, why, why_size);
 }
 
-/* Under pressure a retention becomes PRESSURE_RETENTION_MS at most, and
+/* Under pressure a retention becomes --pressure-retention at most, and
  * "keep forever" (0) becomes it too. */
-static uint64_t pressed(uint64_t retention_ms)
+static uint64_t pressed(const struct qr_server *s, uint64_t retention_ms)
 {
-    return retention_ms == 0 || retention_ms > PRESSURE_RETENTION_MS
-               ? PRESSURE_RETENTION_MS
-               : retention_ms;
+    uint64_t most = s->config->pressure_retention_ms;
+    return retention_ms == 0 || retention_ms > most ? most : retention_ms;
 }
 
 /* Notes (and logs) when space pressure starts and ends, on the leader. */
@@ -277,15 +280,37 @@ static bool retention_pressure(struct qr_server *s, uint64_t now)
     bool on = space_pressure(s, now, why, sizeof why);
     if (on && !s->retention_pressure) {
         QR_WARN("server",
-                "space pressure: %s; finished messages and events are kept "
-                "%u s at most until it passes (dead letters keep theirs)",
-                why, PRESSURE_RETENTION_MS / 1000);
+                "space pressure: %s; delivered and cancelled messages and "
+                "events are kept %" PRIu64
+                " ms at most "
+                "(--pressure-retention) until it passes; dead letters keep "
+                "theirs",
+                why, s->config->pressure_retention_ms);
         s->next_prune_mono_ms = now; /* prune at once */
     } else if (!on && s->retention_pressure) {
-        QR_INFO("server", "space pressure over: retention as configured");
+        QR_INFO("server",
+                "space pressure over (store below %u%% of its limit, no "
+                "node short of space): retention as configured",
+                PRESSURE_END_PERCENT);
     }
     s->retention_pressure = on;
     return on;
+}
+
+/* Every PRUNE_INTERVAL_MS, or every half of the shortest retention when
+ * that is sooner (at most once per PRUNE_MIN_INTERVAL_MS): what is kept
+ * past its retention is then at most half of it, or 10 s of load. */
+static uint64_t prune_interval_ms(const Qraft__Prune *p)
+{
+    uint64_t interval = PRUNE_INTERVAL_MS;
+    uint64_t retentions[3] = {p->dlq_retention_ms, p->events_retention_ms,
+                              p->done_retention_ms};
+    for (int i = 0; i < 3; i++) {
+        if (retentions[i] != 0 && retentions[i] / 2 < interval) {
+            interval = retentions[i] / 2;
+        }
+    }
+    return interval < PRUNE_MIN_INTERVAL_MS ? PRUNE_MIN_INTERVAL_MS : interval;
 }
 
 /* Dead letters and history past their retention are removed by a command,
@@ -306,16 +331,16 @@ static void propose_prune(struct qr_server *s)
          s->config->done_retention_ms == 0)) {
         return;
     }
-    s->next_prune_mono_ms = now + PRUNE_INTERVAL_MS;
     Qraft__Prune prune = QRAFT__PRUNE__INIT;
     prune.dlq_retention_ms = s->config->dlq_retention_ms;
     prune.events_retention_ms = s->config->events_retention_ms;
     prune.done_retention_ms = s->config->done_retention_ms;
     if (pressure) {
-        prune.events_retention_ms = pressed(prune.events_retention_ms);
-        prune.done_retention_ms = pressed(prune.done_retention_ms);
+        prune.events_retention_ms = pressed(s, prune.events_retention_ms);
+        prune.done_retention_ms = pressed(s, prune.done_retention_ms);
     }
     prune.max_items = PRUNE_MAX_ITEMS;
+    s->next_prune_mono_ms = now + prune_interval_ms(&prune);
     /* The cursor of the walk that nodes below the done index's level do;
      * ignored at or above it. */
     prune.scan_after_id =
