@@ -9,10 +9,11 @@ qraft_store_used_bytes from /metrics:
 - with a short --done-retention and --events-retention, the size levels
   off: the last third's peak is not above the first third's by more than a
   margin, and no publish is refused;
-- with the default day of retention but a tight --store-max-bytes, the
+- with the default day of retention but a tight --store-max-bytes (and
+  --pressure-retention 2s, so that a test of seconds shows it), the
   deliveries go on past the point where a day's retention would have
-  filled the store: space pressure cuts retention (a WARN, the
-  qraft_retention_pressure gauge), publishes are not refused."""
+  filled the store: space pressure cuts retention (a WARN when it starts,
+  an INFO when it ends), publishes are not refused."""
 
 import http.client
 import re
@@ -156,7 +157,7 @@ class RetentionTest(unittest.TestCase):
         self.assertEqual(metric(self.node, "qraft_retention_pressure"), 0)
 
     def test_pressure_cuts_retention_before_the_store_fills(self):
-        limit = 16 * 2**20
+        limit = 12 * 2**20
         self.start("--store-max-bytes", str(limit),
                    "--pressure-retention", "2s")
         samples = self.sample(45)
@@ -181,7 +182,7 @@ class RetentionTest(unittest.TestCase):
               f"kept; the store would have been full after "
               f"{would_fill:.0f} deliveries; {delivered} delivered in "
               f"{samples[-1][0]:.0f} s; first drop at {samples[k][0]:.0f} s")
-        self.assertGreater(delivered, 1.5 * would_fill, trace)
+        self.assertGreater(delivered, 1.3 * would_fill, trace)
         self.assertEqual(self.load.refused, [])
         self.assertLess(max(s[1] for s in samples), limit, trace)
         self.assertIn(metric(self.node, "qraft_retention_pressure"), (0, 1))
