@@ -1,9 +1,9 @@
 /* The node's applied state in LMDB, and the only file that includes <lmdb.h>.
- * It keeps the invariants listed in store.h (the `due` and `dlq` indexes, the
- * per-state counters and `dedupx` in step with their records), maps every
- * MDB_* code to a QR_E* code at this boundary, and hands out only decoded
- * copies, never pointers into the map (but for the buffers of an open
- * snapshot, which its read transaction keeps valid).
+ * It keeps the invariants listed in store.h (the `due`, `dlq`, `qfifo` and
+ * `done` indexes, the per-state counters and `dedupx` in step with their
+ * records), maps every MDB_* code to a QR_E* code at this boundary, and
+ * hands out only decoded copies, never pointers into the map (but for the
+ * buffers of an open snapshot, which its read transaction keeps valid).
  *
  * Errors. MDB_NOTFOUND becomes QR_ENOTFOUND; MDB_CORRUPTED, MDB_PAGE_NOTFOUND
  * and MDB_INVALID become QR_ECORRUPT; MDB_READERS_FULL becomes QR_EUNAVAIL;
@@ -18,21 +18,23 @@
  *
  * Checksums. Every stored value but one starts with 4 bytes, the CRC-32C
  * (big-endian) of its key followed by the rest of the value; an index entry
- * (due, dedupx, dlq, qfifo), whose payload is empty, is just the CRC of its
- * key. Writes seal a value (put_reserve + seal_value: put_raw, put_packed);
- * every read checks it (open_value: get_raw, walk_db and the cursors of
- * their own), so a byte changed anywhere in a pair, key or value, is found
- * the first time the pair is read. A pair that fails, or that does not
- * decode, is corrupt_record: QR_ECORRUPT with errmsg naming the database
- * and the key (escaped), a count and a log line; in a write transaction the
- * store fails as for any other corrupt value. The exception is meta
- * "format", 8 bytes with no CRC, which every version reads alike.
+ * (due, dedupx, dlq, qfifo, done), whose payload is empty, is just the CRC
+ * of its key. Writes seal a value (put_reserve + seal_value: put_raw,
+ * put_packed); every read checks it (open_value: get_raw, walk_db and the
+ * cursors of their own), so a byte changed anywhere in a pair, key or
+ * value, is found the first time the pair is read. A pair that fails, or that
+ * does not decode, is corrupt_record: QR_ECORRUPT with errmsg naming the
+ * database and the key (escaped), a count and a log line; in a write
+ * transaction the store fails as for any other corrupt value. The exception is
+ * meta "format", 8 bytes with no CRC, which every version reads alike.
  *
  * Formats (meta "format"): 1, values without checksums (qraft up to
- * e528cea); 2, values with checksums (STORE_FORMAT). Opening a format 1
- * store rewrites every value with its CRC in the transaction that opens it
- * (migrate_to_checksums), which, like a restore, needs the map to hold about
- * twice the state. A newer format is refused with QR_ECORRUPT, and so is
+ * e528cea); 2, values with checksums; 3, with the `done` index
+ * (STORE_FORMAT). Opening a format 1 store rewrites every value with its
+ * CRC in the transaction that opens it (migrate_to_checksums), which, like
+ * a restore, needs the map to hold about twice the state; opening a format
+ * 1 or 2 store builds the `done` index in that transaction too
+ * (build_done_index). A newer format is refused with QR_ECORRUPT, and so is
  * format 0. qr_store_open with map_bytes 0 uses QR_STORE_DEFAULT_MAP_BYTES.
  * Restore keeps the old pages until it commits, so it first grows the map
  * to hold both states (when no transaction is open; qr_store_grow).
@@ -62,12 +64,14 @@
  *
  * Within a database keys are strictly increasing in LMDB's order (memcmp,
  * then shorter first), which lets restore append. Nothing follows the last
- * database. A database absent from a snapshot is restored empty.
+ * database. A database absent from a snapshot is restored empty. The
+ * `done` index is never in a snapshot (N_SNAP_DBS): restore builds it from
+ * msgs, whatever the snapshot's format.
  *
  * Values are copied as stored, checksums included: a snapshot's format is
- * its meta "format". Restore checks every value of a format 2 snapshot
- * before it touches anything, and gives each value of a format 1 snapshot
- * (or one without a format) its checksum as it lands. */
+ * its meta "format". Restore checks every value of a format 2 or 3
+ * snapshot before it touches anything, and gives each value of a format 1
+ * snapshot (or one without a format) its checksum as it lands. */
 #include "store.h"
 
 #include <assert.h>
@@ -1007,8 +1011,9 @@ static int build_done_index(struct qr_store_txn *t, uint64_t *n_keys)
             !value_sound(k.mv_data, k.mv_size, v.mv_data, v.mv_size)) {
             continue;
         }
-        Qraft__Message *m = qraft__message__unpack(
-            NULL, v.mv_size - CRC_BYTES, (const uint8_t *)v.mv_data + CRC_BYTES);
+        Qraft__Message *m =
+            qraft__message__unpack(NULL, v.mv_size - CRC_BYTES,
+                                   (const uint8_t *)v.mv_data + CRC_BYTES);
         if (m == NULL) {
             continue;
         }
@@ -2188,8 +2193,8 @@ static int done_first(struct qr_store_txn *t,
     } else {
         rv = open_value(t, DB_DONE, &k, &v, what);
     }
-    if (rv == 0 && (k.mv_size <= DONE_PREFIX_BYTES ||
-                    k.mv_size > KEY_BUF_BYTES)) {
+    if (rv == 0 &&
+        (k.mv_size <= DONE_PREFIX_BYTES || k.mv_size > KEY_BUF_BYTES)) {
         rv = corrupt_record(t, DB_DONE, &k, what, "bad index key");
     }
     if (rv == 0) {

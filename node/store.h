@@ -393,7 +393,8 @@ int qr_store_group_list(struct qr_store_txn *t,
                         qr_store_group_cb cb,
                         void *arg);
 
-/* Snapshots: every named database as seen by one read transaction (format
+/* Snapshots: every named database but `done` (which restore builds from
+ * msgs) as seen by one read transaction (format
  * in store.c's header comment: magic, version, then per database its name
  * and length-prefixed key/value pairs).
  *
