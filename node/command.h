@@ -37,8 +37,9 @@
  *   1  publish, cancel, DLQ replay/delete, keys, delivery results, prune,
  *      node info, shard assignment, the feature level itself
  *   2  url groups, queues, schedules
- *   3  no new command: snapshots as page images (a replica below it cannot
- *      restore one)
+ *   3  no new command kind: snapshots as page images (a replica below it
+ *      cannot restore one), and Prune removes finished messages oldest
+ *      first from the store's `done` index (store format 3)
  * A new command kind raises QR_FEATURE_LEVEL and is listed in
  * qr_command_level. */
 #define QR_FEATURE_LEVEL 3u
@@ -51,6 +52,10 @@
  * image is never sent to a node that only restores the pairs format; below
  * it, snapshots keep the pairs format, which every version restores. */
 #define QR_FEATURE_LEVEL_IMAGE_SNAPSHOTS 3u
+/* Prune by the `done` index (oldest finished first); below it apply walks
+ * msgs in id order from the command's scan_after_id, as nodes before it do,
+ * so a mixed cluster deletes the same messages everywhere. */
+#define QR_FEATURE_LEVEL_DONE_INDEX 3u
 
 /* "msg_" + 12 hex (ms) + 4 hex (node) + 8 hex (sequence) + NUL */
 #define QR_ID_BYTES 29

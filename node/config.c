@@ -72,6 +72,7 @@ void qr_config_defaults(struct qr_config *c)
     c->dlq_retention_ms = 7 * DAY_MS;
     c->events_retention_ms = 7 * DAY_MS;
     c->done_retention_ms = DAY_MS;
+    c->pressure_retention_ms = 5 * MINUTE_MS;
     c->store_map_bytes = 0; /* sized from the disk: node/admit.c */
     c->log_level = QR_LOG_INFO;
 }
@@ -109,6 +110,9 @@ void qr_config_usage(FILE *out)
         "                         7d; 0 keeps it)\n"
         "  --done-retention DUR   how long delivered and cancelled messages\n"
         "                         stay readable (default 1d; 0 keeps them)\n"
+        "  --pressure-retention DUR  while a store is at 80% of its limit or\n"
+        "                         a node is short of space, keep those and\n"
+        "                         history at most this long (default 5m)\n"
         "  --min-free-bytes N     refuse writes that add data (HTTP 507)\n"
         "                         while the data dir's disk has less than\n"
         "                         N bytes free beyond the state's needs\n"
@@ -395,6 +399,7 @@ enum {
     OPT_DLQ_RETENTION,
     OPT_EVENTS_RETENTION,
     OPT_DONE_RETENTION,
+    OPT_PRESSURE_RETENTION,
     OPT_MIN_FREE,
     OPT_STORE_MAX,
     OPT_ELECTION,
@@ -428,6 +433,7 @@ static const struct option long_options[] = {
     {"dlq-retention", required_argument, NULL, OPT_DLQ_RETENTION},
     {"events-retention", required_argument, NULL, OPT_EVENTS_RETENTION},
     {"done-retention", required_argument, NULL, OPT_DONE_RETENTION},
+    {"pressure-retention", required_argument, NULL, OPT_PRESSURE_RETENTION},
     {"min-free-bytes", required_argument, NULL, OPT_MIN_FREE},
     {"store-max-bytes", required_argument, NULL, OPT_STORE_MAX},
     {"election-timeout-ms", required_argument, NULL, OPT_ELECTION},
@@ -573,6 +579,17 @@ static int apply_option(struct qr_config *c,
             } else {
                 c->done_retention_ms = n;
             }
+            return 0;
+        case OPT_PRESSURE_RETENTION:
+            if (qr_config_parse_duration_ms(v, &n) != 0 || n == 0 ||
+                n > 10 * 365 * DAY_MS) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "--pressure-retention: '%s' is not a duration from "
+                         "1ms to 3650d",
+                         v);
+                return QR_EBADREQ;
+            }
+            c->pressure_retention_ms = n;
             return 0;
         case OPT_MIN_FREE:
         case OPT_STORE_MAX:

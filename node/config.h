@@ -86,6 +86,10 @@ struct qr_config {
     uint64_t events_retention_ms; /* --events-retention, default 7 d */
     uint64_t done_retention_ms;   /* --done-retention: delivered and
                                      cancelled messages, default 1 d */
+    /* --pressure-retention: under space pressure the leader keeps
+     * delivered and cancelled messages and events at most this long
+     * (docs/architecture.md, "Space"), default 5 min */
+    uint64_t pressure_retention_ms;
 
     /* Space (node/admit.h). */
     uint64_t store_map_bytes; /* the LMDB map; 0: sized from the disk */

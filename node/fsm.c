@@ -15,7 +15,8 @@
 #include "lib/clock.h"
 #include "logger.h"
 
-/* Most items one Prune removes per kind (the leader asks for 1,000). */
+/* Most items one Prune removes per kind (the leader asks for up to this
+ * many; docs/benchmarks.md has the apply time of a full batch). */
 #define QR_FSM_MAX_PRUNE_ITEMS 10000u
 
 /* Expired dedup records pruned per applied entry: bounded work per entry. */
@@ -889,12 +890,14 @@ static int collect_done(void *arg, const Qraft__Message *m)
     return 0;
 }
 
-/* Delivered and cancelled messages past their retention go, a bounded walk
- * at a time; res->message_id tells the leader where the walk stopped. */
-static int prune_done(struct apply_ctx *ctx,
-                      const Qraft__Prune *p,
-                      size_t max,
-                      struct qr_apply_result *res)
+/* Below QR_FEATURE_LEVEL_DONE_INDEX, what nodes before it do: a walk of
+ * max messages in id order after scan_after_id; res->message_id tells the
+ * leader where the walk stopped. */
+static int prune_done_walk(struct apply_ctx *ctx,
+                           const Qraft__Prune *p,
+                           size_t max,
+                           size_t *n_pruned,
+                           struct qr_apply_result *res)
 {
     struct done_walk w = {
         .cutoff_ms = ctx->now_ms - p->done_retention_ms,
@@ -916,10 +919,31 @@ static int prune_done(struct apply_ctx *ctx,
     /* A short walk reached the end: start over next time. */
     snprintf(res->message_id, sizeof res->message_id, "%s",
              w.visited == max ? w.last : "");
+    *n_pruned = w.n;
     return rv;
 }
 
-/* Dead letters past the DLQ retention, and events past theirs, go. */
+/* Delivered and cancelled messages finished longer ago than the done
+ * retention go, oldest first, from the store's `done` index: the work is
+ * what is deleted, however many messages are pending, and the same on
+ * every replica. (The command's scan_after_id is ignored.) Below
+ * QR_FEATURE_LEVEL_DONE_INDEX, the walk older nodes do instead. */
+static int prune_done(struct apply_ctx *ctx,
+                      const Qraft__Prune *p,
+                      size_t max,
+                      size_t *n_pruned,
+                      struct qr_apply_result *res)
+{
+    if (ctx->fsm->feature_level < QR_FEATURE_LEVEL_DONE_INDEX) {
+        return prune_done_walk(ctx, p, max, n_pruned, res);
+    }
+    return qr_store_done_prune(ctx->txn, ctx->now_ms - p->done_retention_ms,
+                               max, n_pruned);
+}
+
+/* Dead letters past the DLQ retention, finished messages past theirs and
+ * events past theirs go, at most max of each kind. res->more tells the
+ * leader a kind removed a full batch: more may be waiting. */
 static int apply_prune(struct apply_ctx *ctx,
                        const Qraft__Prune *p,
                        struct qr_apply_result *res)
@@ -953,19 +977,23 @@ static int apply_prune(struct apply_ctx *ctx,
         if (rv != 0) {
             return rv;
         }
+        res->more = res->more || e.n == max;
     }
     if (p->done_retention_ms != 0 && ctx->now_ms > p->done_retention_ms &&
         max > 0) {
-        rv = prune_done(ctx, p, max, res);
+        size_t n = 0;
+        rv = prune_done(ctx, p, max, &n, res);
         if (rv != 0) {
             return rv;
         }
+        res->more = res->more || n == max;
     }
     if (p->events_retention_ms != 0 && ctx->now_ms > p->events_retention_ms &&
         max > 0) {
         size_t n = 0;
         rv = qr_store_event_prune(
             ctx->txn, ctx->now_ms - p->events_retention_ms, max, &n);
+        res->more = res->more || (rv == 0 && n == max);
     }
     return rv;
 }

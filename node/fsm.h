@@ -36,6 +36,9 @@ struct qr_apply_result {
      * bytes). */
     char message_id[QR_ID_BYTES + 260];
     bool deduplicated;
+    /* Prune: some kind removed a full batch (max_items), so more of it may
+     * be waiting (node/server.c proposes the next one soon). */
+    bool more;
     char error[128]; /* human-readable when status != 0 */
 };
 

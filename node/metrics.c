@@ -149,6 +149,11 @@ char *qr_metrics_render(const struct qr_metrics *m,
         "process started; above 0 the node is stopping: rebuild it from "
         "its peers (docs/operations.md).",
         g->store_corrupt_records);
+    one(&t, "qraft_retention_pressure", "gauge",
+        "1 while this node, the leader, shortens the retention of finished "
+        "messages and events for want of space (a store at 80% of its "
+        "limit, or a node short of space); 0 otherwise.",
+        g->retention_pressure ? 1 : 0);
     one(&t, "qraft_raft_term", "gauge", "Current raft term.", g->term);
     one(&t, "qraft_raft_commit_index", "gauge",
         "Highest raft index known committed.", g->commit_index);

@@ -44,6 +44,7 @@ struct qr_metrics_gauges {
     uint64_t store_map_bytes;
     uint64_t writes_refused;
     uint64_t store_corrupt_records; /* qr_store_corrupt_count */
+    bool retention_pressure; /* the leader shortens retention (server.c) */
 };
 
 /* Increments *counter unless m is NULL (modules run without metrics in

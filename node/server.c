@@ -16,9 +16,23 @@
 
 #define TICK_MS 100
 #define TOKEN_FILE "token"
-/* The leader proposes housekeeping this often, this much at a time. */
+/* The leader proposes housekeeping this often, this much of each kind at a
+ * time; when the last Prune removed a full batch of some kind (more is
+ * waiting), the next one follows PRUNE_SOON_MS later: on the next tick. A
+ * batch of 2,500 finished messages applies in ~15-25 ms (10,000, apply's
+ * clamp, took 55-95 ms among 1M messages: too long a stall for the loop;
+ * docs/benchmarks.md), so back to back batches prune ~20k messages/s,
+ * ahead of ~10k deliveries/s. */
 #define PRUNE_INTERVAL_MS 10000
-#define PRUNE_MAX_ITEMS 1000
+#define PRUNE_SOON_MS TICK_MS
+#define PRUNE_MAX_ITEMS 2500
+/* A retention shorter than twice the interval prunes every half retention
+ * instead, but not more often than this. */
+#define PRUNE_MIN_INTERVAL_MS 1000
+/* Space pressure starts when the store reaches QR_ADMIT_WARN_PERCENT of
+ * its limit and ends below this share (hysteresis: no flapping at the
+ * edge). */
+#define PRESSURE_END_PERCENT (QR_ADMIT_WARN_PERCENT - 10)
 
 static int make_dir(const char *path, char *errmsg)
 {
@@ -217,27 +231,124 @@ static void on_pruned(void *data, int status, const struct qr_apply_result *res)
         return;
     }
     snprintf(s->prune_cursor, sizeof s->prune_cursor, "%s", res->message_id);
+    if (res->more) {
+        uint64_t soon = qr_clock_mono_ms() + PRUNE_SOON_MS;
+        if (soon < s->next_prune_mono_ms) {
+            s->next_prune_mono_ms = soon;
+        }
+    }
+}
+
+/* Whether retention must give way now (the rule in docs/architecture.md,
+ * "Space"): this node's store at QR_ADMIT_WARN_PERCENT of its limit (once
+ * on, until below PRESSURE_END_PERCENT) or refusing writes, or another
+ * node's heartbeat saying it is short of space. why says which. */
+static bool space_pressure(struct qr_server *s,
+                           uint64_t now,
+                           char *why,
+                           size_t why_size)
+{
+    struct qr_admit_space sp;
+    qr_admit_get_space(&s->admit, &sp);
+    unsigned percent =
+        s->retention_pressure ? PRESSURE_END_PERCENT : QR_ADMIT_WARN_PERCENT;
+    if (sp.store_limit_bytes > 0 &&
+        sp.store_used_bytes * 100 >= sp.store_limit_bytes * percent) {
+        snprintf(why, why_size,
+                 "the store holds %" PRIu64
+                 " bytes, %u%% or more of its "
+                 "limit (%" PRIu64 ")",
+                 sp.store_used_bytes, percent, sp.store_limit_bytes);
+        return true;
+    }
+    if (qr_admit_probe(&s->admit, now, 0, why, why_size) != 0) {
+        return true;
+    }
+    return qr_shards_space_short(&s->shards, why, why_size);
+}
+
+/* Under pressure a retention becomes --pressure-retention at most, and
+ * "keep forever" (0) becomes it too. */
+static uint64_t pressed(const struct qr_server *s, uint64_t retention_ms)
+{
+    uint64_t most = s->config->pressure_retention_ms;
+    return retention_ms == 0 || retention_ms > most ? most : retention_ms;
+}
+
+/* Notes (and logs) when space pressure starts and ends, on the leader. */
+static bool retention_pressure(struct qr_server *s, uint64_t now)
+{
+    char why[QR_SHARDS_SPACE_WHY_BYTES + 160];
+    bool on = space_pressure(s, now, why, sizeof why);
+    if (on && !s->retention_pressure) {
+        QR_WARN("server",
+                "space pressure: %s; delivered and cancelled messages and "
+                "events are kept %" PRIu64
+                " ms at most "
+                "(--pressure-retention) until it passes; dead letters keep "
+                "theirs",
+                why, s->config->pressure_retention_ms);
+        s->next_prune_mono_ms = now; /* prune at once */
+    } else if (!on && s->retention_pressure) {
+        QR_INFO("server",
+                "space pressure over (store below %u%% of its limit, no "
+                "node short of space): retention as configured",
+                PRESSURE_END_PERCENT);
+    }
+    s->retention_pressure = on;
+    return on;
+}
+
+/* Every PRUNE_INTERVAL_MS, or every half of the shortest retention when
+ * that is sooner (at most once per PRUNE_MIN_INTERVAL_MS): what is kept
+ * past its retention is then at most half of it, or 10 s of load. */
+static uint64_t prune_interval_ms(const Qraft__Prune *p)
+{
+    uint64_t interval = PRUNE_INTERVAL_MS;
+    uint64_t retentions[3] = {p->dlq_retention_ms, p->events_retention_ms,
+                              p->done_retention_ms};
+    for (int i = 0; i < 3; i++) {
+        if (retentions[i] != 0 && retentions[i] / 2 < interval) {
+            interval = retentions[i] / 2;
+        }
+    }
+    return interval < PRUNE_MIN_INTERVAL_MS ? PRUNE_MIN_INTERVAL_MS : interval;
 }
 
 /* Dead letters and history past their retention are removed by a command,
- * so every replica removes the same ones at the same point in the log. */
+ * so every replica removes the same ones at the same point in the log. The
+ * retentions travel in the command, so the leader may shorten them under
+ * space pressure and apply stays deterministic. */
 static void propose_prune(struct qr_server *s)
 {
     uint64_t now = qr_clock_mono_ms();
-    if (s->prune_pending || !qr_cluster_serving(&s->cluster) ||
-        now < s->next_prune_mono_ms ||
-        (s->config->dlq_retention_ms == 0 &&
+    if (!qr_cluster_serving(&s->cluster)) {
+        s->retention_pressure = false;
+        return;
+    }
+    bool pressure = retention_pressure(s, now);
+    if (s->prune_pending || now < s->next_prune_mono_ms ||
+        (!pressure && s->config->dlq_retention_ms == 0 &&
          s->config->events_retention_ms == 0 &&
          s->config->done_retention_ms == 0)) {
         return;
     }
-    s->next_prune_mono_ms = now + PRUNE_INTERVAL_MS;
     Qraft__Prune prune = QRAFT__PRUNE__INIT;
     prune.dlq_retention_ms = s->config->dlq_retention_ms;
     prune.events_retention_ms = s->config->events_retention_ms;
-    prune.max_items = PRUNE_MAX_ITEMS;
     prune.done_retention_ms = s->config->done_retention_ms;
-    prune.scan_after_id = s->prune_cursor;
+    if (pressure) {
+        prune.events_retention_ms = pressed(s, prune.events_retention_ms);
+        prune.done_retention_ms = pressed(s, prune.done_retention_ms);
+    }
+    prune.max_items = PRUNE_MAX_ITEMS;
+    s->next_prune_mono_ms = now + prune_interval_ms(&prune);
+    /* The cursor of the walk that nodes below the done index's level do;
+     * ignored at or above it. */
+    prune.scan_after_id =
+        s->cluster.fsm.feature_level < QR_FEATURE_LEVEL_DONE_INDEX
+            ? s->prune_cursor
+            : "";
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     cmd.body_case = QRAFT__COMMAND__BODY_PRUNE;
     cmd.prune = &prune;
@@ -327,6 +438,7 @@ static void http_gauges(void *data, struct qr_metrics_gauges *g)
     g->leader = strcmp(cs.state, "leader") == 0;
     g->shards_owned = qr_shards_count(&s->shards, s->config->id);
     g->store_corrupt_records = qr_store_corrupt_count(s->store);
+    g->retention_pressure = s->retention_pressure;
     struct qr_admit_space sp;
     qr_admit_get_space(&s->admit, &sp);
     g->have_space = true;

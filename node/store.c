@@ -1,9 +1,9 @@
 /* The node's applied state in LMDB, and the only file that includes <lmdb.h>.
- * It keeps the invariants listed in store.h (the `due` and `dlq` indexes, the
- * per-state counters and `dedupx` in step with their records), maps every
- * MDB_* code to a QR_E* code at this boundary, and hands out only decoded
- * copies, never pointers into the map (but for the buffers of an open
- * snapshot, which its read transaction keeps valid).
+ * It keeps the invariants listed in store.h (the `due`, `dlq`, `qfifo` and
+ * `done` indexes, the per-state counters and `dedupx` in step with their
+ * records), maps every MDB_* code to a QR_E* code at this boundary, and
+ * hands out only decoded copies, never pointers into the map (but for the
+ * buffers of an open snapshot, which its read transaction keeps valid).
  *
  * Errors. MDB_NOTFOUND becomes QR_ENOTFOUND; MDB_CORRUPTED, MDB_PAGE_NOTFOUND
  * and MDB_INVALID become QR_ECORRUPT; MDB_READERS_FULL becomes QR_EUNAVAIL;
@@ -18,21 +18,23 @@
  *
  * Checksums. Every stored value but one starts with 4 bytes, the CRC-32C
  * (big-endian) of its key followed by the rest of the value; an index entry
- * (due, dedupx, dlq, qfifo), whose payload is empty, is just the CRC of its
- * key. Writes seal a value (put_reserve + seal_value: put_raw, put_packed);
- * every read checks it (open_value: get_raw, walk_db and the cursors of
- * their own), so a byte changed anywhere in a pair, key or value, is found
- * the first time the pair is read. A pair that fails, or that does not
- * decode, is corrupt_record: QR_ECORRUPT with errmsg naming the database
- * and the key (escaped), a count and a log line; in a write transaction the
- * store fails as for any other corrupt value. The exception is meta
- * "format", 8 bytes with no CRC, which every version reads alike.
+ * (due, dedupx, dlq, qfifo, done), whose payload is empty, is just the CRC
+ * of its key. Writes seal a value (put_reserve + seal_value: put_raw,
+ * put_packed); every read checks it (open_value: get_raw, walk_db and the
+ * cursors of their own), so a byte changed anywhere in a pair, key or
+ * value, is found the first time the pair is read. A pair that fails, or that
+ * does not decode, is corrupt_record: QR_ECORRUPT with errmsg naming the
+ * database and the key (escaped), a count and a log line; in a write
+ * transaction the store fails as for any other corrupt value. The exception is
+ * meta "format", 8 bytes with no CRC, which every version reads alike.
  *
  * Formats (meta "format"): 1, values without checksums (qraft up to
- * e528cea); 2, values with checksums (STORE_FORMAT). Opening a format 1
- * store rewrites every value with its CRC in the transaction that opens it
- * (migrate_to_checksums), which, like a restore, needs the map to hold about
- * twice the state. A newer format is refused with QR_ECORRUPT, and so is
+ * e528cea); 2, values with checksums; 3, with the `done` index
+ * (STORE_FORMAT). Opening a format 1 store rewrites every value with its
+ * CRC in the transaction that opens it (migrate_to_checksums), which, like
+ * a restore, needs the map to hold about twice the state; opening a format
+ * 1 or 2 store builds the `done` index in that transaction too
+ * (build_done_index). A newer format is refused with QR_ECORRUPT, and so is
  * format 0. qr_store_open with map_bytes 0 uses QR_STORE_DEFAULT_MAP_BYTES.
  * Restore keeps the old pages until it commits, so it first grows the map
  * to hold both states (when no transaction is open; qr_store_grow).
@@ -62,12 +64,14 @@
  *
  * Within a database keys are strictly increasing in LMDB's order (memcmp,
  * then shorter first), which lets restore append. Nothing follows the last
- * database. A database absent from a snapshot is restored empty.
+ * database. A database absent from a snapshot is restored empty. The
+ * `done` index is never in a snapshot (N_SNAP_DBS): restore builds it from
+ * msgs, whatever the snapshot's format.
  *
  * Values are copied as stored, checksums included: a snapshot's format is
- * its meta "format". Restore checks every value of a format 2 snapshot
- * before it touches anything, and gives each value of a format 1 snapshot
- * (or one without a format) its checksum as it lands.
+ * its meta "format". Restore checks every value of a format 2 or 3
+ * snapshot before it touches anything, and gives each value of a format 1
+ * snapshot (or one without a format) its checksum as it lands.
  *
  * Image snapshot format (qr_store_snapshot_open_image; produced once the
  * cluster is at QR_FEATURE_LEVEL_IMAGE_SNAPSHOTS, restored by any version
@@ -112,8 +116,10 @@
  * Format 1 values carry no checksum; format 2 values do (see "Checksums"
  * above), and a format 1 store is rewritten as format 2 when it is opened
  * (migrate_to_checksums) or restored from a format 1 snapshot. */
-#define STORE_FORMAT 2
+#define STORE_FORMAT 3
 #define STORE_FORMAT_UNSUMMED 1
+/* The last format without the `done` index (built on open or restore). */
+#define STORE_FORMAT_UNDONE 2
 /* Every value but meta "format" starts with the CRC-32C, big-endian, of
  * its key followed by the rest of the value (the payload). */
 #define CRC_BYTES 4
@@ -139,6 +145,7 @@
 #define N_STATES QR_STORE_N_STATES
 #define DUE_PREFIX_BYTES 10 /* u16 shard | u64 next_attempt_ms */
 #define DLQ_PREFIX_BYTES 8  /* u64 dead_lettered_ms */
+#define DONE_PREFIX_BYTES 8 /* u64 done_ms (updated_ms) */
 #define DEDUPX_PREFIX_BYTES 8
 #define EVENT_KEY_BYTES 20 /* u64 time_ms | u64 index | u32 position */
 #define QFIFO_SEQ_BYTES 8  /* after the queue name and its 0 byte */
@@ -157,12 +164,19 @@ enum db {
     DB_QFIFO,
     DB_SCHEDULES,
     DB_GROUPS,
+    DB_DONE, /* last: not in snapshots (see N_SNAP_DBS) */
 };
-#define N_DBS 11
+#define N_DBS 12
+/* Snapshots carry the first N_SNAP_DBS databases: `done` is an index of
+ * msgs that restore rebuilds, so a snapshot of format 3 lists the same
+ * databases as one of format 2 (and a format 2 binary, meeting it, reads
+ * its meta "format" and refuses it as newer, instead of "too many
+ * databases"). */
+#define N_SNAP_DBS 11
 
 static const char *const db_names[N_DBS] = {
     "meta",   "msgs",   "due",   "dedup",     "dedupx", "dlq",
-    "events", "queues", "qfifo", "schedules", "groups",
+    "events", "queues", "qfifo", "schedules", "groups", "done",
 };
 
 struct qr_store {
@@ -471,6 +485,12 @@ static bool in_dlq(Qraft__MessageState state)
     return state == QRAFT__MESSAGE_STATE__DEAD_LETTERED;
 }
 
+static bool in_done(Qraft__MessageState state)
+{
+    return state == QRAFT__MESSAGE_STATE__DELIVERED ||
+           state == QRAFT__MESSAGE_STATE__CANCELLED;
+}
+
 static bool in_qfifo(Qraft__MessageState state)
 {
     return state == QRAFT__MESSAGE_STATE__QUEUED;
@@ -510,6 +530,17 @@ static size_t dlq_key(uint8_t *buf, const Qraft__Message *m)
     put_be64(buf, m->dead_lettered_ms);
     memcpy(buf + DLQ_PREFIX_BYTES, m->id, n);
     return DLQ_PREFIX_BYTES + n;
+}
+
+/* done_ms is the record's updated_ms: the time it became DELIVERED or
+ * CANCELLED, as no later write of a finished message changes it (and a
+ * write that did would move its key with it). */
+static size_t done_key(uint8_t *buf, const Qraft__Message *m)
+{
+    size_t n = strlen(m->id);
+    put_be64(buf, m->updated_ms);
+    memcpy(buf + DONE_PREFIX_BYTES, m->id, n);
+    return DONE_PREFIX_BYTES + n;
 }
 
 static size_t dedupx_key(uint8_t *buf, uint64_t expires_ms, const char *key)
@@ -870,6 +901,21 @@ static int reindex(struct qr_store_txn *t,
 
     old_key = NULL;
     new_key = NULL;
+    if (old != NULL && in_done(old->state)) {
+        old_len = done_key(old_buf, old);
+        old_key = old_buf;
+    }
+    if (m != NULL && in_done(m->state)) {
+        new_len = done_key(new_buf, m);
+        new_key = new_buf;
+    }
+    rv = move_index_key(t, DB_DONE, old_key, old_len, new_key, new_len, what);
+    if (rv != 0) {
+        return rv;
+    }
+
+    old_key = NULL;
+    new_key = NULL;
     if (old != NULL && in_qfifo(old->state)) {
         old_len = qfifo_key(old_buf, old);
         old_key = old_buf;
@@ -964,8 +1010,67 @@ static int migrate_to_checksums(struct qr_store *s,
     return rv;
 }
 
+/* Builds the `done` index from msgs, in t (a write transaction whose
+ * values all carry their checksums): empties it, then adds the key of
+ * every DELIVERED or CANCELLED message. One decode per message: the step
+ * from format 2 on open, and the end of every restore (snapshots do not
+ * carry the index). A record that fails its checksum or does not decode is
+ * passed over, not indexed: the build does not fail the store for it, and
+ * the first read of it reports it, naming the key, as for any other
+ * (store.h, what stops). Sets *n_keys to the number added. */
+static int build_done_index(struct qr_store_txn *t, uint64_t *n_keys)
+{
+    const char *what = "build done index";
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    int rv;
+    int rc;
+
+    *n_keys = 0;
+    rc = mdb_drop(t->txn, t->s->dbis[DB_DONE], 0);
+    if (rc != 0) {
+        return fail_mdb(t->s, true, what, rc);
+    }
+    rc = mdb_cursor_open(t->txn, t->s->dbis[DB_MSGS], &c);
+    if (rc != 0) {
+        return fail_mdb(t->s, true, what, rc);
+    }
+    rv = 0;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (v.mv_size < CRC_BYTES ||
+            !value_sound(k.mv_data, k.mv_size, v.mv_data, v.mv_size)) {
+            continue;
+        }
+        Qraft__Message *m =
+            qraft__message__unpack(NULL, v.mv_size - CRC_BYTES,
+                                   (const uint8_t *)v.mv_data + CRC_BYTES);
+        if (m == NULL) {
+            continue;
+        }
+        if (in_done(m->state) && m->id != NULL &&
+            strlen(m->id) + DUE_PREFIX_BYTES <= t->s->max_key_bytes) {
+            uint8_t key[KEY_BUF_BYTES];
+            size_t len = done_key(key, m);
+            rv = put_raw(t, DB_DONE, key, len, NULL, 0, what);
+            (*n_keys)++;
+        }
+        qraft__message__free_unpacked(m, NULL);
+        if (rv != 0) {
+            break;
+        }
+    }
+    mdb_cursor_close(c);
+    if (rv == 0 && rc != MDB_NOTFOUND) {
+        rv = fail_mdb(t->s, true, what, rc);
+    }
+    return rv;
+}
+
 /* Brings the store in the open transaction txn to STORE_FORMAT: a new
- * store is stamped with it, a format 1 store gets its checksums. */
+ * store is stamped with it, a format 1 store gets its checksums, and a
+ * format 1 or 2 store its `done` index. */
 static int settle_format(struct qr_store *s, MDB_txn *txn)
 {
     struct qr_store_txn t = {s, txn, true};
@@ -994,14 +1099,26 @@ static int settle_format(struct qr_store *s, MDB_txn *txn)
     }
     uint64_t n = 0;
     uint64_t start_ms = qr_clock_mono_ms();
-    QR_INFO("store", "format %llu: adding a checksum to every value",
-            (unsigned long long)format);
-    rv = migrate_to_checksums(s, txn, &n);
+    if (format == STORE_FORMAT_UNSUMMED) {
+        QR_INFO("store", "format %llu: adding a checksum to every value",
+                (unsigned long long)format);
+        rv = migrate_to_checksums(s, txn, &n);
+        if (rv != 0) {
+            return rv;
+        }
+        QR_INFO("store", "format %d: %llu values checksummed in %llu ms",
+                STORE_FORMAT_UNDONE, (unsigned long long)n,
+                (unsigned long long)(qr_clock_mono_ms() - start_ms));
+        start_ms = qr_clock_mono_ms();
+    }
+    QR_INFO("store", "format %d: building the index of finished messages",
+            STORE_FORMAT_UNDONE);
+    rv = build_done_index(&t, &n);
     if (rv == 0) {
         rv = put_u64(&t, QR_META_FORMAT, STORE_FORMAT, "open: write format");
     }
     if (rv == 0) {
-        QR_INFO("store", "format %d: %llu values checksummed in %llu ms",
+        QR_INFO("store", "format %d: %llu finished messages indexed in %llu ms",
                 STORE_FORMAT, (unsigned long long)n,
                 (unsigned long long)(qr_clock_mono_ms() - start_ms));
     }
@@ -2097,6 +2214,105 @@ static int dlq_walk(struct qr_store_txn *t,
                    what);
 }
 
+int qr_store_done_list(struct qr_store_txn *t,
+                       size_t limit,
+                       qr_store_msg_cb cb,
+                       void *arg)
+{
+    const char *what = "list done";
+    struct index_walk w = {
+        .id_offset = DONE_PREFIX_BYTES, .cb = cb, .arg = arg, .what = what};
+    int rv = check_txn(t, false, what);
+
+    if (rv != 0 || limit == 0) {
+        return rv;
+    }
+    return walk_db(t, DB_DONE, NULL, 0, false, limit, walk_index, &w, what);
+}
+
+/* The oldest `done` key, copied into key (KEY_BUF_BYTES) and *key_len;
+ * QR_ENOTFOUND when the index is empty. */
+static int done_first(struct qr_store_txn *t,
+                      uint8_t *key,
+                      size_t *key_len,
+                      const char *what)
+{
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    int rv = cursor_open(t, DB_DONE, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    if (rc == MDB_NOTFOUND) {
+        rv = QR_ENOTFOUND;
+    } else if (rc != 0) {
+        rv = fail_mdb(t->s, t->write, what, rc);
+    } else {
+        rv = open_value(t, DB_DONE, &k, &v, what);
+    }
+    if (rv == 0 &&
+        (k.mv_size <= DONE_PREFIX_BYTES || k.mv_size > KEY_BUF_BYTES)) {
+        rv = corrupt_record(t, DB_DONE, &k, what, "bad index key");
+    }
+    if (rv == 0) {
+        memcpy(key, k.mv_data, k.mv_size);
+        *key_len = k.mv_size;
+    }
+    mdb_cursor_close(c);
+    return rv;
+}
+
+int qr_store_done_prune(struct qr_store_txn *t,
+                        uint64_t before_ms,
+                        size_t max,
+                        size_t *n_pruned)
+{
+    const char *what = "prune done";
+    uint8_t key[KEY_BUF_BYTES];
+    uint8_t want[KEY_BUF_BYTES];
+    size_t key_len;
+    int rv;
+
+    *n_pruned = 0;
+    rv = check_txn(t, true, what);
+    while (rv == 0 && *n_pruned < max) {
+        Qraft__Message *m;
+        rv = done_first(t, key, &key_len, what);
+        if (rv == QR_ENOTFOUND) {
+            return 0;
+        }
+        if (rv != 0 || get_be64(key) >= before_ms) {
+            break;
+        }
+        rv = load_message(t, key + DONE_PREFIX_BYTES,
+                          key_len - DONE_PREFIX_BYTES, &m, what);
+        if (rv == QR_ENOTFOUND) {
+            return fail_corrupt(t, what, "index names a missing message");
+        }
+        if (rv != 0) {
+            break;
+        }
+        /* The record must name this very key, or the walk would not move
+         * on. */
+        if (!in_done(m->state) || done_key(want, m) != key_len ||
+            memcmp(want, key, key_len) != 0) {
+            qraft__message__free_unpacked(m, NULL);
+            return fail_corrupt(t, what, "done index out of step with msgs");
+        }
+        rv = reindex(t, m, NULL, what);
+        if (rv == 0) {
+            rv = del_raw(t, DB_MSGS, m->id, strlen(m->id), what);
+        }
+        qraft__message__free_unpacked(m, NULL);
+        if (rv == 0) {
+            (*n_pruned)++;
+        }
+    }
+    return rv;
+}
+
 int qr_store_count_states(struct qr_store_txn *t,
                           uint64_t counts[QR_STORE_N_STATES])
 {
@@ -2779,7 +2995,7 @@ int qr_store_snapshot_open(struct qr_store *s, struct qr_store_snap **out)
      * the arena. */
     size_t arena_bytes = SNAP_HEADER_BYTES;
     size_t n_entries = 0;
-    for (int i = 0; i < N_DBS; i++) {
+    for (int i = 0; i < N_SNAP_DBS; i++) {
         MDB_stat st;
         if (mdb_stat(sn->txn, s->dbis[i], &st) == 0) {
             arena_bytes += 12 + strlen(db_names[i]) +
@@ -2798,10 +3014,10 @@ int qr_store_snapshot_open(struct qr_store *s, struct qr_store_snap **out)
     if (head != SIZE_MAX) {
         memcpy(sn->arena, SNAP_MAGIC, SNAP_MAGIC_BYTES);
         put_be32(sn->arena + SNAP_MAGIC_BYTES, SNAP_VERSION);
-        put_be32(sn->arena + SNAP_MAGIC_BYTES + 4, N_DBS);
+        put_be32(sn->arena + SNAP_MAGIC_BYTES + 4, N_SNAP_DBS);
         rv = 0;
     }
-    for (int i = 0; rv == 0 && i < N_DBS; i++) {
+    for (int i = 0; rv == 0 && i < N_SNAP_DBS; i++) {
         rv = snap_add_db(s, sn, (enum db)i);
     }
     if (rv == 0) {
@@ -2985,7 +3201,7 @@ static int parse_snapshot(struct qr_store *s,
         return snap_corrupt(s, "unsupported snapshot version");
     }
     n_dbs = get_be32(buf + SNAP_MAGIC_BYTES + 4);
-    if (n_dbs > N_DBS) {
+    if (n_dbs > N_SNAP_DBS) {
         return snap_corrupt(s, "too many databases");
     }
     for (uint32_t i = 0; i < n_dbs; i++) {
@@ -2999,7 +3215,7 @@ static int parse_snapshot(struct qr_store *s,
         if (len - off < name_len) {
             return snap_corrupt(s, "truncated database name");
         }
-        for (int j = 0; j < N_DBS; j++) {
+        for (int j = 0; j < N_SNAP_DBS; j++) {
             if (strlen(db_names[j]) == name_len &&
                 memcmp(db_names[j], buf + off, name_len) == 0) {
                 db = j;
@@ -3121,7 +3337,7 @@ int qr_store_restore(struct qr_store *s, const void *buf, size_t len)
         return restore_image(s, buf, len);
     }
     rv = parse_snapshot(s, buf, len, dbs, &format);
-    if (rv == 0 && format == STORE_FORMAT) {
+    if (rv == 0 && format >= STORE_FORMAT_UNDONE) {
         rv = verify_snapshot(s, dbs);
     }
     if (rv != 0) {
@@ -3139,7 +3355,7 @@ int qr_store_restore(struct qr_store *s, const void *buf, size_t len)
         }
     }
     /* A snapshot without a format is as old as format 1. */
-    bool add_crc = format != STORE_FORMAT;
+    bool add_crc = format < STORE_FORMAT_UNDONE;
     if (atomic_exchange(&s->writing, true)) {
         set_errmsg(s, "store: restore: a write transaction is open");
         return QR_ECONFLICT;
@@ -3164,12 +3380,15 @@ int qr_store_restore(struct qr_store *s, const void *buf, size_t len)
             }
         }
     }
-    if (add_crc) {
-        struct qr_store_txn t = {s, txn, true};
+    /* Snapshots do not carry the `done` index: build it from msgs. */
+    struct qr_store_txn t = {s, txn, true};
+    uint64_t n_done;
+    rv = build_done_index(&t, &n_done);
+    if (rv == 0 && format != STORE_FORMAT) {
         rv = put_u64(&t, QR_META_FORMAT, STORE_FORMAT, "restore");
-        if (rv != 0) {
-            goto err_after_txn;
-        }
+    }
+    if (rv != 0) {
+        goto err_after_txn;
     }
     rc = mdb_txn_commit(txn);
     if (rc != 0) {

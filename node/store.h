@@ -5,6 +5,11 @@
  *   DELIVERING or RETRYING, at (shard, next_attempt_ms, id); none otherwise.
  * - `dlq` holds exactly one key for each DEAD_LETTERED message, at
  *   (dead_lettered_ms, id); none otherwise.
+ * - `done` holds exactly one key for each DELIVERED or CANCELLED message,
+ *   at (done_ms, id), done_ms being the record's updated_ms (the time it
+ *   was finished: a finished message's record is not written again); none
+ *   otherwise. Retention prunes it oldest first (qr_store_done_prune).
+ *   Snapshots do not carry it: restore builds it from msgs.
  * - `qfifo` holds exactly one key for each QUEUED message, at (queue,
  *   queue_seq, id); none otherwise. (What a Queue record's counters say
  *   about its messages is apply's invariant: see node/fsm.c.)
@@ -54,6 +59,9 @@
  *   qfifo   queue name | 0x00 | u64 queue_seq | id      -> empty
  *   schedules schedule id (string)                    -> qraft.Schedule
  *   groups  URL group name (string)                     -> qraft.UrlGroup
+ *   done    u64 done_ms | id                            -> empty
+ *           (format 3; built from msgs on open of a format 1 or 2 store
+ *           and on every restore)
  */
 #ifndef QR_STORE_H
 #define QR_STORE_H
@@ -176,8 +184,9 @@ int qr_store_meta_put_msg(struct qr_store_txn *t,
                           const ProtobufCMessage *msg);
 
 /* msgs. get returns new in *out (free with qraft__message__free_unpacked(m,
- * NULL)) or QR_ENOTFOUND. put inserts or replaces and keeps `due`, `dlq` and
- * the counters in step with the old and new record. */
+ * NULL)) or QR_ENOTFOUND. put inserts or replaces and keeps the indexes
+ * (`due`, `dlq`, `qfifo`, `done`) and the counters in step with the old and
+ * new record. */
 int qr_store_msg_get(struct qr_store_txn *t,
                      const char *id,
                      Qraft__Message **out);
@@ -244,6 +253,22 @@ int qr_store_dlq_list_at(struct qr_store_txn *t,
                          size_t limit,
                          qr_store_msg_cb cb,
                          void *arg);
+
+/* Visits DELIVERED and CANCELLED messages oldest first (by done_ms, the
+ * `done` index), at most `limit`. */
+int qr_store_done_list(struct qr_store_txn *t,
+                       size_t limit,
+                       qr_store_msg_cb cb,
+                       void *arg);
+
+/* Deletes the finished (DELIVERED or CANCELLED) messages whose done_ms is
+ * before before_ms, oldest first, at most max of them, and sets *n_pruned:
+ * O(what it deletes), from the `done` index, however many messages are
+ * pending. The same store gives the same result on every replica. */
+int qr_store_done_prune(struct qr_store_txn *t,
+                        uint64_t before_ms,
+                        size_t max,
+                        size_t *n_pruned);
 
 /* Number of messages in each state, counts[state] for state 0..7. */
 int qr_store_count_states(struct qr_store_txn *t,
@@ -368,7 +393,8 @@ int qr_store_group_list(struct qr_store_txn *t,
                         qr_store_group_cb cb,
                         void *arg);
 
-/* Snapshots: every named database as seen by one read transaction (format
+/* Snapshots: every named database but `done` (which restore builds from
+ * msgs) as seen by one read transaction (format
  * in store.c's header comment: magic, version, then per database its name
  * and length-prefixed key/value pairs).
  *

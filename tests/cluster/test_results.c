@@ -1024,6 +1024,89 @@ static void test_prune(void **state)
     }
 }
 
+static struct qr_packed prune_done_cmd(uint64_t done_retention_ms, uint32_t max)
+{
+    Qraft__Prune p = QRAFT__PRUNE__INIT;
+    p.done_retention_ms = done_retention_ms;
+    p.max_items = max;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_PRUNE;
+    cmd.prune = &p;
+    return fixture_pack(&cmd);
+}
+
+static void deliver_at(struct fixture *f, const char *id, uint64_t now_ms)
+{
+    propose(f,
+            result_cmd(f, id, 0, QRAFT__ATTEMPT_OUTCOME__OUTCOME_DELIVERED, 0),
+            now_ms);
+}
+
+/* At the done index's feature level, Prune removes the finished (delivered
+ * or cancelled) messages that finished longest ago, before the cutoff, at
+ * most max_items, whatever their ids: the same ones on every replica, and
+ * says when a full batch went (more may wait). Pending ones stay. Below
+ * that level it walks in id order, as older nodes do. */
+static void test_prune_done(void **state)
+{
+    struct fixture *f = *state;
+    char ids[6][QR_ID_BYTES];
+    struct qr_packed pubs[6];
+    for (unsigned i = 0; i < 6; i++) {
+        pubs[i] = publish_simple(f, 3, ids[i]);
+    }
+    propose_until(f, pubs, 6, 1000, FIXTURE_N_SERVERS);
+    /* Finished out of id order; ids[4] stays pending. */
+    deliver_at(f, ids[3], 10000);
+    propose(f, fixture_cancel_cmd(ids[1]), 20000);
+    deliver_at(f, ids[0], 30000);
+    deliver_at(f, ids[2], 40000);
+    deliver_at(f, ids[5], 5000);
+
+    /* Below level 3: a walk of max_items in id order from scan_after_id
+     * (ids[0], ids[1]: both finished before the cutoff). */
+    propose(f, prune_done_cmd(15000, 2), 50000);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
+        assert_null(fixture_msg_on(s, ids[0]));
+        assert_null(fixture_msg_on(s, ids[1]));
+        assert_string_equal(s->last[0].message_id, ids[1]);
+        expect_msg(s, ids[5], QRAFT__MESSAGE_STATE__DELIVERED, 1);
+    }
+
+    propose(f, fixture_feature_level_cmd(QR_FEATURE_LEVEL_DONE_INDEX), 50000);
+    /* Retention 15 s at 50 s: cutoff 35 s. Oldest first, one at a time:
+     * ids[5] (5 s), not ids[3] (10 s). */
+    propose(f, prune_done_cmd(15000, 1), 50000);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
+        assert_null(fixture_msg_on(s, ids[5]));
+        expect_msg(s, ids[3], QRAFT__MESSAGE_STATE__DELIVERED, 1);
+        assert_true(s->last[0].more);
+        assert_string_equal(s->last[0].message_id, "");
+    }
+    propose(f, prune_done_cmd(15000, 10), 50000);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
+        assert_null(fixture_msg_on(s, ids[3]));
+        assert_false(s->last[0].more);
+        /* ids[2] finished after the cutoff; ids[4] is not finished. */
+        expect_msg(s, ids[2], QRAFT__MESSAGE_STATE__DELIVERED, 1);
+        expect_msg(s, ids[4], QRAFT__MESSAGE_STATE__PENDING, 0);
+        assert_int_equal(fixture_count_on(s, QRAFT__MESSAGE_STATE__DELIVERED),
+                         1);
+        assert_int_equal(fixture_count_on(s, QRAFT__MESSAGE_STATE__CANCELLED),
+                         0);
+    }
+    /* Later, ids[2] is old enough too; the pending one never is. */
+    propose(f, prune_done_cmd(15000, 10), 60000);
+    for (unsigned i = 0; i < FIXTURE_N_SERVERS; i++) {
+        struct fixture_server *s = &f->servers[i];
+        assert_null(fixture_msg_on(s, ids[2]));
+        expect_msg(s, ids[4], QRAFT__MESSAGE_STATE__PENDING, 0);
+    }
+}
+
 /* Node info is replicated under its node id; signing keys are installed once
  * and then only rotated (next becomes current). */
 static void test_node_info_and_keys(void **state)
@@ -1126,6 +1209,8 @@ int main(void)
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_leader_change_mid_flight,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_prune_done, fixture_setup,
+                                        fixture_teardown),
         cmocka_unit_test_setup_teardown(test_prune, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_node_info_and_keys, fixture_setup,

@@ -118,8 +118,8 @@ class CorruptRecordTest(unittest.TestCase):
              or r.path == changed_path], [])
 
     def test_read_names_the_record_then_the_node_stops(self):
-        # --done-retention 0: no prune walks the messages in apply, so a
-        # read is the first to meet the corrupt record.
+        # --done-retention 0: no prune deletes (and so reads) a message in
+        # apply, so a read is the first to meet the corrupt record.
         sink = start_sink(self)
         node = qh.start_dev_node(self, extra_args=["--done-retention", "0"])
         ids, bad_id, changed_path = self.publish_and_corrupt(node, sink)

@@ -28,7 +28,8 @@ static void test_render(void **state)
                                   .shards_owned = 256,
                                   .have_counts = true,
                                   .state_counts = {0, 1, 0, 2, 3, 4, 5},
-                                  .store_corrupt_records = 10};
+                                  .store_corrupt_records = 10,
+                                  .retention_pressure = true};
     QR_METRICS_INC(&m, publishes);
     QR_METRICS_INC((struct qr_metrics *)NULL, publishes);
     char *text = qr_metrics_render(&m, &g);
@@ -52,6 +53,8 @@ static void test_render(void **state)
         "\nqraft_shards_owned 256\n",
         "# TYPE qraft_store_corrupt_records_total counter\n",
         "\nqraft_store_corrupt_records_total 10\n",
+        "# TYPE qraft_retention_pressure gauge\n",
+        "\nqraft_retention_pressure 1\n",
         "# HELP qraft_leader ",
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "err.h"
@@ -232,6 +233,40 @@ static void list_dlq(struct qr_store *s,
     qr_store_txn_abort(t);
 }
 
+static void list_done(struct qr_store *s, size_t limit, struct collect *c)
+{
+    struct qr_store_txn *t = begin(s, false);
+    memset(c, 0, sizeof *c);
+    assert_int_equal(qr_store_done_list(t, limit, on_msg, c), 0);
+    qr_store_txn_abort(t);
+}
+
+/* Writes message id in state, finished (updated) at updated_ms. */
+static void put_msg_at(struct qr_store *s,
+                       const char *id,
+                       Qraft__MessageState state,
+                       uint64_t updated_ms)
+{
+    Qraft__Message *m = make_msg(id, state, 1, 5000);
+    struct qr_store_txn *t = begin(s, true);
+    m->updated_ms = updated_ms;
+    if (state == QRAFT__MESSAGE_STATE__DEAD_LETTERED) {
+        m->dead_lettered_ms = updated_ms;
+    }
+    assert_int_equal(qr_store_msg_put(t, m), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    free_msg(m);
+}
+
+static size_t prune_done(struct qr_store *s, uint64_t before_ms, size_t max)
+{
+    struct qr_store_txn *t = begin(s, true);
+    size_t n = SIZE_MAX;
+    assert_int_equal(qr_store_done_prune(t, before_ms, max, &n), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    return n;
+}
+
 static void get_counts(struct qr_store *s, uint64_t counts[QR_STORE_N_STATES])
 {
     struct qr_store_txn *t = begin(s, false);
@@ -264,7 +299,7 @@ static void test_open_reopen(void **state)
     assert_int_equal(qr_store_meta_get_u64(t, QR_META_APPLIED_INDEX, &v), 0);
     assert_int_equal(v, 42);
     assert_int_equal(qr_store_meta_get_u64(t, QR_META_FORMAT, &v), 0);
-    assert_int_equal(v, 2);
+    assert_int_equal(v, 3);
     assert_int_equal(qr_store_msg_get(t, "msg_a", &got), 0);
     assert_string_equal(got->url, "http://127.0.0.1:9/hook");
     qraft__message__free_unpacked(got, NULL);
@@ -293,7 +328,7 @@ static void test_newer_format_refused(void **state)
     char errmsg[QR_ERRMSG_BYTES] = "";
     struct qr_store *s = NULL;
     struct qr_store_txn *t = begin(f->s, true);
-    assert_int_equal(qr_store_meta_put_u64(t, QR_META_FORMAT, 3), 0);
+    assert_int_equal(qr_store_meta_put_u64(t, QR_META_FORMAT, 4), 0);
     assert_int_equal(qr_store_txn_commit(t), 0);
     qr_store_close(f->s);
     f->s = NULL;
@@ -1511,7 +1546,7 @@ static void test_restore_rejects_malformed(void **state)
     assert_restore_refused(f->s, b.data, b.len, before, before_len);
     w_header(&b, 1);
     w_db(&b, "meta", 1);
-    w_pair(&b, "format", 6, "\0\0\0\0\0\0\0\3", 8);
+    w_pair(&b, "format", 6, "\0\0\0\0\0\0\0\4", 8);
     assert_restore_refused(f->s, b.data, b.len, before, before_len);
     w_header(&b, 1);
     w_db(&b, "meta", 1);
@@ -1534,7 +1569,7 @@ static void test_restore_rejects_malformed(void **state)
     struct qr_store_txn *t = begin(f->s, false);
     uint64_t v;
     assert_int_equal(qr_store_meta_get_u64(t, QR_META_FORMAT, &v), 0);
-    assert_int_equal(v, 2);
+    assert_int_equal(v, 3);
     qr_store_txn_abort(t);
 
     free(before);
@@ -2286,7 +2321,7 @@ static void assert_old_message_readable(struct qr_store *s, size_t n_delivered)
     uint64_t v;
 
     assert_int_equal(qr_store_meta_get_u64(t, QR_META_FORMAT, &v), 0);
-    assert_int_equal(v, 2);
+    assert_int_equal(v, 3);
     assert_int_equal(qr_store_msg_get(t, "msg_old", &got), 0);
     assert_string_equal(got->url, "http://127.0.0.1:9/hook");
     qraft__message__free_unpacked(got, NULL);
@@ -2298,6 +2333,10 @@ static void assert_old_message_readable(struct qr_store *s, size_t n_delivered)
     assert_int_equal(qr_store_msg_list(t, QRAFT__MESSAGE_STATE__DELIVERED, NULL,
                                        SIZE_MAX, count_msg, &all),
                      0);
+    assert_int_equal(all.n, n_delivered);
+    /* Format 3: the finished ones are in the `done` index. */
+    memset(&all, 0, sizeof all);
+    assert_int_equal(qr_store_done_list(t, SIZE_MAX, count_msg, &all), 0);
     assert_int_equal(all.n, n_delivered);
     qr_store_txn_abort(t);
 
@@ -2411,6 +2450,244 @@ static void test_restore_checks_checksums(void **state)
     free(before);
 }
 
+/* `done` holds one key per DELIVERED or CANCELLED message, at its
+ * updated_ms, and follows the record through every write. */
+static void test_done_index(void **state)
+{
+    struct fixture *f = *state;
+    struct collect c;
+
+    put_msg_at(f->s, "msg_a", QRAFT__MESSAGE_STATE__PENDING, 100);
+    put_msg_at(f->s, "msg_b", QRAFT__MESSAGE_STATE__PENDING, 100);
+    put_msg_at(f->s, "msg_c", QRAFT__MESSAGE_STATE__PENDING, 100);
+    list_done(f->s, 100, &c);
+    assert_int_equal(c.n, 0);
+
+    /* Delivered, cancelled: indexed at the time they were finished, oldest
+     * first (not in id order). */
+    put_msg_at(f->s, "msg_c", QRAFT__MESSAGE_STATE__DELIVERING, 200);
+    put_msg_at(f->s, "msg_c", QRAFT__MESSAGE_STATE__DELIVERED, 300);
+    put_msg_at(f->s, "msg_a", QRAFT__MESSAGE_STATE__CANCELLED, 400);
+    put_msg_at(f->s, "msg_b", QRAFT__MESSAGE_STATE__DEAD_LETTERED, 250);
+    list_done(f->s, 100, &c);
+    assert_ids(&c, (const char *[]){"msg_c", "msg_a", NULL});
+    list_done(f->s, 1, &c);
+    assert_ids(&c, (const char *[]){"msg_c", NULL});
+
+    /* A finished record written again moves its one key; a replay out of
+     * the DLQ and its delivery adds one. */
+    put_msg_at(f->s, "msg_c", QRAFT__MESSAGE_STATE__DELIVERED, 500);
+    put_msg_at(f->s, "msg_b", QRAFT__MESSAGE_STATE__PENDING, 600);
+    list_done(f->s, 100, &c);
+    assert_ids(&c, (const char *[]){"msg_a", "msg_c", NULL});
+    put_msg_at(f->s, "msg_b", QRAFT__MESSAGE_STATE__DELIVERED, 700);
+    list_done(f->s, 100, &c);
+    assert_ids(&c, (const char *[]){"msg_a", "msg_c", "msg_b", NULL});
+
+    /* Deleted: gone from the index. */
+    delete_msg(f->s, "msg_c");
+    list_done(f->s, 100, &c);
+    assert_ids(&c, (const char *[]){"msg_a", "msg_b", NULL});
+
+    /* And it survives a snapshot round trip (rebuilt by restore), from a
+     * format 2 snapshot too (an older leader's: the same databases). */
+    void *snap;
+    size_t snap_len;
+    snapshot(f->s, &snap, &snap_len);
+    put_msg_at(f->s, "msg_z", QRAFT__MESSAGE_STATE__CANCELLED, 1);
+    assert_int_equal(qr_store_restore(f->s, snap, snap_len), 0);
+    list_done(f->s, 100, &c);
+    assert_ids(&c, (const char *[]){"msg_a", "msg_b", NULL});
+    /* meta "format" is stored as is (8 bytes, no checksum): patch it. */
+    static const uint8_t three[14] = {'f', 'o', 'r', 'm', 'a', 't', 0,
+                                      0,   0,   0,   0,   0,   0,   3};
+    uint8_t *at = memmem(snap, snap_len, three, sizeof three);
+    assert_non_null(at);
+    at[13] = 2;
+    put_msg_at(f->s, "msg_z", QRAFT__MESSAGE_STATE__CANCELLED, 1);
+    assert_int_equal(qr_store_restore(f->s, snap, snap_len), 0);
+    free(snap);
+    list_done(f->s, 100, &c);
+    assert_ids(&c, (const char *[]){"msg_a", "msg_b", NULL});
+    struct qr_store_txn *t = begin(f->s, false);
+    uint64_t format;
+    assert_int_equal(qr_store_meta_get_u64(t, QR_META_FORMAT, &format), 0);
+    assert_int_equal(format, 3);
+    qr_store_txn_abort(t);
+}
+
+/* Pruning takes the oldest finished messages before the cutoff, at most
+ * max, and nothing else: pending and dead-lettered ones stay. */
+static void test_done_prune(void **state)
+{
+    struct fixture *f = *state;
+    struct collect c;
+    uint64_t counts[QR_STORE_N_STATES];
+
+    put_msg_at(f->s, "msg_1", QRAFT__MESSAGE_STATE__DELIVERED, 40);
+    put_msg_at(f->s, "msg_2", QRAFT__MESSAGE_STATE__CANCELLED, 10);
+    put_msg_at(f->s, "msg_3", QRAFT__MESSAGE_STATE__DELIVERED, 30);
+    put_msg_at(f->s, "msg_4", QRAFT__MESSAGE_STATE__PENDING, 1);
+    put_msg_at(f->s, "msg_5", QRAFT__MESSAGE_STATE__DEAD_LETTERED, 1);
+    put_msg_at(f->s, "msg_6", QRAFT__MESSAGE_STATE__DELIVERED, 50);
+
+    assert_int_equal(prune_done(f->s, 100, 0), 0);
+    assert_int_equal(prune_done(f->s, 10, 100), 0); /* strictly before */
+    assert_int_equal(prune_done(f->s, 45, 2), 2);   /* max */
+    list_done(f->s, 100, &c);
+    assert_ids(&c, (const char *[]){"msg_1", "msg_6", NULL});
+    assert_int_equal(prune_done(f->s, 45, 100), 1); /* cutoff */
+    list_done(f->s, 100, &c);
+    assert_ids(&c, (const char *[]){"msg_6", NULL});
+    list_msgs(f->s, QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED, NULL, 100, &c);
+    assert_ids(&c, (const char *[]){"msg_4", "msg_5", "msg_6", NULL});
+    get_counts(f->s, counts);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__DELIVERED], 1);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__CANCELLED], 0);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__PENDING], 1);
+    list_dlq(f->s, NULL, 100, &c);
+    assert_ids(&c, (const char *[]){"msg_5", NULL});
+    assert_int_equal(prune_done(f->s, UINT64_MAX, 100), 1);
+    assert_int_equal(prune_done(f->s, UINT64_MAX, 100), 0);
+}
+
+/* A format 2 store (no `done` index) gets one when opened: every finished
+ * message, whatever else is stored. With QR_TEST_DONE_N set, a store of
+ * that many messages (a third pending) is migrated and timed. */
+static void test_open_format2_builds_done_index(void **state)
+{
+    struct fixture *f = *state;
+    const char *big = getenv("QR_TEST_DONE_N");
+    size_t n = big != NULL ? strtoul(big, NULL, 10) : 300;
+    struct collect c;
+    Qraft__Message *m = make_msg("", QRAFT__MESSAGE_STATE__DELIVERED, 1, 0);
+    char id[32];
+    struct qr_store_txn *t = NULL;
+
+    qr_store_close(f->s);
+    char errmsg[QR_ERRMSG_BYTES];
+    assert_int_equal(qr_store_open(f->dir, 64ull << 30, &f->s, errmsg), 0);
+    for (size_t i = 0; i < n; i++) {
+        if (t == NULL) {
+            t = begin(f->s, true);
+        }
+        snprintf(id, sizeof id, "msg_%012zu", i);
+        m->id = id;
+        m->state = i % 3 == 0   ? QRAFT__MESSAGE_STATE__PENDING
+                   : i % 3 == 1 ? QRAFT__MESSAGE_STATE__DELIVERED
+                                : QRAFT__MESSAGE_STATE__CANCELLED;
+        m->updated_ms = 1000000 - i; /* newest id finished first */
+        assert_int_equal(qr_store_msg_put(t, m), 0);
+        if (i % 10000 == 9999 || i + 1 == n) {
+            assert_int_equal(qr_store_txn_commit(t), 0);
+            t = NULL;
+        }
+    }
+    m->id = "";
+    free_msg(m);
+    qr_store_close(f->s);
+    f->s = NULL;
+
+    /* Make it what a format 2 binary wrote: no `done`, format 2. */
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    uint8_t two[8] = {0, 0, 0, 0, 0, 0, 0, 2};
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+    assert_int_equal(mdb_env_set_mapsize(env, 64ull << 30), 0);
+    assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "done", 0, &dbi), 0);
+    assert_int_equal(mdb_drop(txn, dbi, 1), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+    MDB_val k = {6, "format"};
+    MDB_val v = {8, two};
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(qr_store_open(f->dir, 64ull << 30, &f->s, errmsg), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (big != NULL) {
+        print_message("format 2 -> 3 of %zu messages: %.0f ms\n", n,
+                      (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
+                          (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+    }
+    t = begin(f->s, false);
+    uint64_t format;
+    assert_int_equal(qr_store_meta_get_u64(t, QR_META_FORMAT, &format), 0);
+    assert_int_equal(format, 3);
+    qr_store_txn_abort(t);
+    list_done(f->s, 2, &c);
+    assert_int_equal(c.n, 2);
+    /* All finished ones, no pending one, newest id first. */
+    size_t n_finished = n - (n + 2) / 3;
+    assert_int_equal(prune_done(f->s, UINT64_MAX, SIZE_MAX), n_finished);
+    uint64_t counts[QR_STORE_N_STATES];
+    get_counts(f->s, counts);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__PENDING], (n + 2) / 3);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__DELIVERED], 0);
+    assert_int_equal(counts[QRAFT__MESSAGE_STATE__CANCELLED], 0);
+}
+
+/* A full Prune batch (10,000 finished messages among as many pending ones
+ * of 1 KiB) is applied in well under the loop's budget: timed with
+ * QR_TEST_DONE_N. */
+static void test_done_prune_batch_time(void **state)
+{
+    struct fixture *f = *state;
+    const char *big = getenv("QR_TEST_DONE_N");
+    size_t n = big != NULL ? strtoul(big, NULL, 10) : 3000;
+    const char *batch_env = getenv("QR_TEST_PRUNE_BATCH");
+    size_t batch = batch_env != NULL ? strtoul(batch_env, NULL, 10) : 10000;
+    if (batch > n / 3) {
+        batch = n / 3;
+    }
+    Qraft__Message *m = make_msg("", QRAFT__MESSAGE_STATE__DELIVERED, 1, 0);
+    struct qr_store_txn *t = NULL;
+    char id[32];
+    char errmsg[QR_ERRMSG_BYTES];
+
+    qr_store_close(f->s);
+    assert_int_equal(qr_store_open(f->dir, 64ull << 30, &f->s, errmsg), 0);
+    static uint8_t body[1024];
+    for (size_t i = 0; i < n; i++) {
+        if (t == NULL) {
+            t = begin(f->s, true);
+        }
+        snprintf(id, sizeof id, "msg_%012zu", i);
+        m->id = id;
+        m->state = i % 2 == 0 ? QRAFT__MESSAGE_STATE__PENDING
+                              : QRAFT__MESSAGE_STATE__DELIVERED;
+        /* Pending ones with a 1 KiB body, delivered ones without (as
+         * delivery leaves them). */
+        m->body.data = body;
+        m->body.len = i % 2 == 0 ? sizeof body : 0;
+        m->updated_ms = 1000 + i;
+        assert_int_equal(qr_store_msg_put(t, m), 0);
+        if (i % 10000 == 9999 || i + 1 == n) {
+            assert_int_equal(qr_store_txn_commit(t), 0);
+            t = NULL;
+        }
+    }
+    m->id = "";
+    free_msg(m);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    size_t got = prune_done(f->s, UINT64_MAX, batch);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(got, batch);
+    if (big != NULL) {
+        print_message("prune of %zu finished among %zu messages: %.1f ms\n",
+                      batch, n,
+                      (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
+                          (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2461,6 +2738,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_key_escaped, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_long_key_cut, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_done_index, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_done_prune, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_format2_builds_done_index,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_done_prune_batch_time, setup,
                                         teardown),
         cmocka_unit_test(test_open_format1_adds_checksums),
         cmocka_unit_test_setup_teardown(test_restore_format1_snapshot, setup,
