@@ -30,6 +30,13 @@ int fuzz_known(int line, const char *what);
 /* Whether QRAFT_FUZZ_TOLERATE_KNOWN=1. */
 int fuzz_tolerate_known(void);
 
+struct ProtobufCMessage;
+
+/* True when every string field of m, nested messages and set oneof members
+ * included, is valid UTF-8 (no overlong forms, no surrogates, at most
+ * U+10FFFF). m is borrowed; NULL is fine. */
+int fuzz_all_utf8(const struct ProtobufCMessage *m);
+
 /* Silences the node's logging below ERROR (once per process). */
 void fuzz_quiet_logs(void);
 
