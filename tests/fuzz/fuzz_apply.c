@@ -15,8 +15,9 @@
  * struct raft whose last_applied the target keeps. The raw input is also fed
  * to qr_command_decode_entry on its own.
  *
- * The store (in /dev/shm when it exists) persists from one input to the next
- * so that state-dependent paths are reached (a cancel of a message an
+ * The store (under $QRAFT_FUZZ_STORE_BASE, else /dev/shm when it exists,
+ * else /tmp; a crash leaves its directory behind) persists from one input to
+ * the next so that state-dependent paths are reached (a cancel of a message an
  * earlier input published), and starts afresh every RESET_EVERY inputs.
  * Environment:
  *   QRAFT_FUZZ_APPLY_FRESH=1     a fresh store for every input (to replay a
@@ -158,7 +159,10 @@ static void close_store(void)
 static void open_store(void)
 {
     char errmsg[QR_ERRMSG_BYTES];
-    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    const char *base = getenv("QRAFT_FUZZ_STORE_BASE");
+    if (base == NULL || base[0] == '\0') {
+        base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    }
     snprintf(dir, sizeof dir, "%s/qraft-fuzz-apply-XXXXXX", base);
     FUZZ_CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     if (qr_store_open(dir, MAP_BYTES, &store, errmsg) != 0) {

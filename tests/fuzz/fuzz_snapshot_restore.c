@@ -5,8 +5,9 @@
  * The input is the snapshot buffer. Invariants checked: a malformed buffer
  * is refused (RAFT_CORRUPT) and the store still works; after a successful
  * restore, the store's own snapshot restores again and gives the same
- * bytes (restore then snapshot is a fixed point). The store lives in
- * /dev/shm when it exists and is reused across inputs. */
+ * bytes (restore then snapshot is a fixed point). The store lives under
+ * $QRAFT_FUZZ_STORE_BASE, else /dev/shm when it exists, else /tmp, and is
+ * reused across inputs. */
 #include <dirent.h>
 #include <raft.h>
 #include <stdio.h>
@@ -50,7 +51,10 @@ static void cleanup(void)
 static void setup(void)
 {
     char errmsg[QR_ERRMSG_BYTES];
-    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    const char *base = getenv("QRAFT_FUZZ_STORE_BASE");
+    if (base == NULL || base[0] == '\0') {
+        base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    }
     snprintf(dir, sizeof dir, "%s/qraft-fuzz-restore-XXXXXX", base);
     FUZZ_CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     if (qr_store_open(dir, MAP_BYTES, &store, errmsg) != 0) {

@@ -88,6 +88,14 @@ if [ "$regen" -eq 1 ]; then
     exit 0
 fi
 
+# The stores of fuzz_apply and fuzz_snapshot_restore; a crashed target
+# leaves its directory behind, so one base per run, removed at the end.
+shm=/dev/shm
+[ -w "$shm" ] || shm="${TMPDIR:-/tmp}"
+QRAFT_FUZZ_STORE_BASE=$(mktemp -d "$shm/qraft-fuzz-run.XXXXXX")
+export QRAFT_FUZZ_STORE_BASE
+trap 'rm -rf "$QRAFT_FUZZ_STORE_BASE"' EXIT
+
 if [ "$replay" -eq 1 ]; then
     still=0
     for f in tests/fuzz/crashes-found/fuzz_*; do
