@@ -21,6 +21,8 @@ BUILD_PKGS=(
 TEST_PKGS=(
     lmdb-utils curl python3 iproute2 iptables faketime
     python3-matplotlib
+    # libFuzzer targets (tests/fuzz/run.sh): clang and its fuzzer runtime
+    clang libclang-rt-14-dev
 )
 RAFT_MIN_VERSION="0.22.1"
 
