@@ -15,6 +15,7 @@
 #include "frame.h"
 #include "lib/addr.h"
 #include "lib/clock.h"
+#include "lib/pb.h"
 #include "logger.h"
 #include "sign.h"
 
@@ -2820,6 +2821,8 @@ static void handle_frame(struct qr_rpc_conn *conn,
                    "malformed request (%zu bytes do not decode)", len);
         return;
     }
+    /* Nothing this version does not know goes further (lib/pb.h). */
+    qr_pb_drop_unknown(&req->base);
     bool as_peer = token_matches(rpc->peer_token, req->token);
     if (!as_peer && !token_matches(rpc->token, req->token)) {
         send_error(conn, req->id, QRAFT__STATUS__UNAUTHORIZED,

@@ -85,43 +85,6 @@ static int utf8_valid(const unsigned char *s)
     return 1;
 }
 
-int fuzz_has_field0(const ProtobufCMessage *m)
-{
-    if (m == NULL) {
-        return 0;
-    }
-    for (unsigned i = 0; i < m->n_unknown_fields; i++) {
-        if (m->unknown_fields[i].tag == 0) {
-            return 1;
-        }
-    }
-    const ProtobufCMessageDescriptor *d = m->descriptor;
-    for (unsigned i = 0; i < d->n_fields; i++) {
-        const ProtobufCFieldDescriptor *fd = &d->fields[i];
-        const char *base = (const char *)m + fd->offset;
-        if (fd->type != PROTOBUF_C_TYPE_MESSAGE) {
-            continue;
-        }
-        if ((fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0 &&
-            *(const uint32_t *)((const char *)m + fd->quantifier_offset) !=
-                fd->id) {
-            continue;
-        }
-        size_t n = 1;
-        const void *const *items = (const void *const *)base;
-        if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
-            n = *(const size_t *)((const char *)m + fd->quantifier_offset);
-            items = *(const void *const *const *)base;
-        }
-        for (size_t j = 0; j < n; j++) {
-            if (fuzz_has_field0((const ProtobufCMessage *)items[j])) {
-                return 1;
-            }
-        }
-    }
-    return 0;
-}
-
 int fuzz_all_utf8(const ProtobufCMessage *m)
 {
     if (m == NULL) {

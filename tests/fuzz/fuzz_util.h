@@ -37,11 +37,6 @@ struct ProtobufCMessage;
  * U+10FFFF). m is borrowed; NULL is fine. */
 int fuzz_all_utf8(const struct ProtobufCMessage *m);
 
-/* True when m or a message inside it kept an unknown field numbered 0
- * (protobuf-c decodes a field-0 tag written as two bytes, 85 00, into one):
- * the cause of F1 in docs/fuzzing.md. */
-int fuzz_has_field0(const struct ProtobufCMessage *m);
-
 /* Silences the node's logging below ERROR (once per process). */
 void fuzz_quiet_logs(void);
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import qraft_harness as qh
 
+PUBLISH = 10  # Request.publish
 RESULTS = 31  # Request.results
 PEER_TOKEN = "peer-secret-for-poison-tests"
 LONG_ID = "m" * 600
@@ -89,6 +90,32 @@ class PoisonRequestTest(unittest.TestCase):
                                             token=cluster.token)[0] == 200,
                 20, f"{node.name} to serve {msg_id}")
         cluster.check_not_crashed()
+
+
+class UnknownFieldTest(unittest.TestCase):
+    """protobuf-c 1.4 reads field 0 written as a two-byte tag (85 00) as an
+    unknown field, packs it back as 05 and refuses its own output: a
+    publish carrying it made an entry no replica could decode, and every
+    node stopped at it, again on every restart (docs/fuzzing.md, F1)."""
+
+    def test_a_field_0_tag_in_a_publish_stops_nothing(self):
+        node = qh.start_dev_node(self)
+        field0 = b"\x85\x00\x01\x02\x03\x04"  # field 0, fixed32
+        publish = (qh.publish_request(b"http://127.0.0.1:9/f0") + field0
+                   + qh.pb_uint(5, 3600 * 1000))  # delay_ms: an hour
+        with qh.RawRpc(node.rpc_addr) as rpc:
+            resp = rpc.call(qh.request(1, node.token, PUBLISH, publish))
+        self.assertEqual(resp["status_name"], "OK", resp)
+        # Whatever came back, the node applied the entry and goes on,
+        # now and after a restart that replays its log.
+        for restart in (False, True):
+            if restart:
+                node.restart(kill=True)
+            status, _, body = qh.http_call(
+                node.http_addr, "POST", "/v2/publish/http://127.0.0.1:9/next",
+                body=b"x", headers={"Upstash-Delay": "1d"}, token=node.token)
+            self.assertEqual(status, 200, body)
+        self.assertNotIn("cannot be decoded", node.stderr_tail(200))
 
 
 class PoisonedDataDirTest(unittest.TestCase):
