@@ -51,6 +51,18 @@ typedef void (*qr_cluster_close_cb)(struct qr_cluster *c);
 
 struct qr_proposal;
 struct qr_batch;
+struct qr_applied_wait;
+
+/* Fires once per qr_cluster_wait_applied: status 0 (this node has applied
+ * the index), QR_ETIMEOUT (not within the timeout) or QR_ECANCELED
+ * (closing). */
+typedef void (*qr_cluster_wait_cb)(void *data, int status);
+
+/* Fires once per qr_cluster_read_barrier: status 0 with index, the raft
+ * index every entry committed before the barrier was asked for is at or
+ * below (this leader has applied it), or QR_ENOTLEADER / QR_EUNAVAIL (no
+ * longer leader, or closing: nothing is known) with index 0. */
+typedef void (*qr_cluster_read_cb)(void *data, int status, uint64_t index);
 
 /* The TCP transport with TCP_NODELAY set on every connection: the stock one
  * never sets it, and Nagle plus delayed ACKs hold small entries back. */
@@ -104,6 +116,16 @@ struct qr_cluster {
     struct qr_batch *inflight_head, *inflight_tail;
     size_t inflight_entries;
     size_t inflight_bytes;
+
+    /* Waits for the applied index (qr_cluster_wait_applied), by index. */
+    struct qr_applied_wait *waits;
+    uv_timer_t wait_timer; /* armed for the earliest wait deadline */
+
+    /* Read barriers (qr_cluster_read_barrier): one at a time. */
+    struct raft_barrier read_barrier;
+    bool read_barrier_pending;
+    qr_cluster_read_cb read_cb;
+    void *read_data;
 
     /* Counters for status and metrics. */
     uint64_t n_entries_proposed;
@@ -179,6 +201,30 @@ int qr_cluster_propose_command(struct qr_cluster *c,
                                const Qraft__Command *cmd,
                                qr_cluster_propose_cb cb,
                                void *data);
+
+/* The highest raft index this node has applied (commands and raft's own
+ * entries alike). */
+uint64_t qr_cluster_applied(struct qr_cluster *c);
+
+/* Calls cb once this node has applied index, or after timeout_ms. cb fires
+ * from the loop (the check after apply, never inside apply nor inside this
+ * call), even when index is applied already. Returns 0 (cb will fire),
+ * QR_ECANCELED (closing) or -ENOMEM; cb never fires then. */
+int qr_cluster_wait_applied(struct qr_cluster *c,
+                            uint64_t index,
+                            uint64_t timeout_ms,
+                            qr_cluster_wait_cb cb,
+                            void *data);
+
+/* On the serving leader: proves it still leads, now, by committing a raft
+ * barrier in its term (a majority accepted it, so no other leader
+ * committed anything meanwhile), then tells cb the index a linearizable
+ * read must wait for. One at a time: QR_ECONFLICT while one is in flight
+ * (callers batch their reads on it); QR_ENOTLEADER when not serving.
+ * Returns 0 and cb fires once, later. */
+int qr_cluster_read_barrier(struct qr_cluster *c,
+                            qr_cluster_read_cb cb,
+                            void *data);
 
 /* True when this node is the leader and may propose. */
 bool qr_cluster_serving(const struct qr_cluster *c);

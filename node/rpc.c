@@ -167,6 +167,11 @@ static void send_response(struct qr_rpc_conn *conn,
     if (conn->closing) {
         return;
     }
+    /* Every answer says how far this node had applied (see qraft.proto):
+     * a write answered here was applied at or below it. */
+    Qraft__Response stamped = *resp;
+    stamped.applied_index = qr_cluster_applied(conn->rpc->cluster);
+    resp = &stamped;
     if (is_local(conn)) {
         qr_rpc_reply_cb cb = conn->reply_cb;
         conn->reply_cb = NULL;
@@ -2677,10 +2682,86 @@ static bool token_matches(const char *want, const char *got)
  * When the peer call fails the request may or may not have reached the
  * leader, so the client hears UNKNOWN_OUTCOME (libqraft retries a publish
  * with its idempotency key); when it was never sent, UNAVAILABLE. */
+/* Forwarding waits at most this long for the leader's answer, and then
+ * for this node to apply what the leader applied. */
+#define FORWARD_TIMEOUT_MS 30000
+
+/* A leader's answer held until this node has applied as far as the leader
+ * had when it answered (read-your-writes on the node written through). */
+struct held_answer {
+    struct call *call;
+    uint8_t *packed; /* the answer, packed */
+    size_t len;
+};
+
+static void on_caught_up(void *data, int status)
+{
+    struct held_answer *h = data;
+    struct call *call = h->call;
+    Qraft__Response *resp = qraft__response__unpack(NULL, h->len, h->packed);
+    if (status == QR_ETIMEOUT) {
+        /* The write is applied on the leader; this node lags. The answer
+         * is still the truth about the write (a linearizable read here
+         * waits for it anyway). */
+        QR_WARN("rpc",
+                "request %" PRIu64
+                ": this node did not apply the leader's index in time; "
+                "answering anyway",
+                call->id);
+    }
+    if (status == QR_ECANCELED) {
+        send_error(call->conn, call->id, QRAFT__STATUS__UNAVAILABLE,
+                   "shutting down; the request was applied by the leader");
+    } else if (resp == NULL) {
+        send_error(call->conn, call->id, QRAFT__STATUS__INTERNAL,
+                   "out of memory; the request was applied by the leader");
+    } else {
+        resp->id = call->id;
+        send_response(call->conn, resp, false);
+    }
+    if (resp != NULL) {
+        qraft__response__free_unpacked(resp, NULL);
+    }
+    free(h->packed);
+    free(h);
+    call_free(call);
+}
+
+/* Holds the leader's answer (borrowed) for call until this node applied
+ * resp->applied_index; false (nothing held) when that cannot be done. */
+static bool hold_answer(struct call *call, const Qraft__Response *resp)
+{
+    struct qr_rpc *rpc = call->conn->rpc;
+    struct held_answer *h = calloc(1, sizeof *h);
+    if (h == NULL) {
+        return false;
+    }
+    h->call = call;
+    h->len = qraft__response__get_packed_size(resp);
+    h->packed = malloc(h->len > 0 ? h->len : 1);
+    if (h->packed == NULL) {
+        free(h);
+        return false;
+    }
+    qraft__response__pack(resp, h->packed);
+    if (qr_cluster_wait_applied(rpc->cluster, resp->applied_index,
+                                FORWARD_TIMEOUT_MS, on_caught_up, h) != 0) {
+        free(h->packed);
+        free(h);
+        return false;
+    }
+    return true;
+}
+
 static void on_forwarded(void *data, int status, const Qraft__Response *resp)
 {
     struct call *call = data;
     if (status == 0) {
+        if (resp->applied_index >
+                qr_cluster_applied(call->conn->rpc->cluster) &&
+            hold_answer(call, resp)) {
+            return; /* on_caught_up answers */
+        }
         Qraft__Response relay = *resp;
         relay.id = call->id;
         send_response(call->conn, &relay, false);
@@ -2701,9 +2782,6 @@ static void on_forwarded(void *data, int status, const Qraft__Response *resp)
     }
     call_free(call);
 }
-
-/* Forwarding waits at most this long for the leader's answer. */
-#define FORWARD_TIMEOUT_MS 30000
 
 static bool forward(struct qr_rpc_conn *conn, Qraft__Request *req)
 {
