@@ -1,12 +1,14 @@
 """Any node answers like one: on a 3-node cluster, a client that writes
 through a follower reads its write back through the same follower at once
-(the follower answers a forwarded write only after it applied it), with no
-retry loop around the read. Every read below is asked exactly once."""
+(the follower answers a forwarded write only after it applied it), and a
+write acknowledged by any node is seen by a read through any other node
+(reads are linearizable by default: the node asked confirms with the
+leader first). No retry loop around any read: each is asked once."""
 
 import unittest
 
 import qraft_harness as qh
-from http_sink import start_sink
+from http_sink import Reply, start_sink
 
 ITERATIONS = 50
 
@@ -107,6 +109,141 @@ class ReadYourWritesTest(unittest.TestCase):
             self.assertEqual(status, 200, got)
             self.assertTrue(got["paused"], f"iteration {i}: {got}")
             self.assertEqual(got["lag"], 1, f"iteration {i}: {got}")
+
+
+class AnyNodeTest(unittest.TestCase):
+    """Write through node A, read through B and C at once, A rotating."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.sink = start_sink(None)
+        cls.cluster = qh.start_cluster(None)
+        cls.cluster.leader()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.cleanup()
+        cls.sink.stop()
+
+    def call(self, node, method, target, body=None, headers=None):
+        return http_call(node.http_addr, self.cluster.token, method, target,
+                         body, headers)
+
+    def rotations(self, n):
+        """n triples (writer, reader, reader) with the writer rotating over
+        every node."""
+        nodes = self.cluster.nodes
+        for i in range(n):
+            a = nodes[i % 3]
+            yield i, a, [b for b in nodes if b is not a]
+
+    def test_messages(self):
+        for i, a, others in self.rotations(30):
+            status, _, body = self.call(
+                a, "POST", f"/v2/publish/{self.sink.url(f'/m/{i}')}",
+                body=b"x", headers={"Upstash-Delay": "1h"})
+            self.assertEqual(status, 200, body)
+            mid = body["messageId"]
+            for b in others:
+                status, _, got = self.call(b, "GET", f"/v2/messages/{mid}")
+                self.assertEqual(status, 200, f"{i} via {b.name}: {got}")
+            status, _, body = self.call(a, "DELETE", f"/v2/messages/{mid}")
+            self.assertEqual(status, 200, body)
+            for b in others:
+                status, _, got = self.call(b, "GET", f"/v2/messages/{mid}")
+                self.assertEqual(status, 404, f"{i} via {b.name}: {got}")
+
+    def test_queues(self):
+        for i, a, others in self.rotations(30):
+            status, _, body = self.call(a, "POST", "/v2/queues",
+                                        {"queueName": f"x{i}",
+                                         "parallelism": 3})
+            self.assertEqual(status, 200, body)
+            for b in others:
+                status, _, got = self.call(b, "GET", f"/v2/queues/x{i}")
+                self.assertEqual(status, 200, f"{i} via {b.name}: {got}")
+            status, _, body = self.call(a, "DELETE", f"/v2/queues/x{i}")
+            self.assertEqual(status, 200, body)
+            for b in others:
+                status, _, got = self.call(b, "GET", "/v2/queues")
+                self.assertNotIn(f"x{i}", [q["name"] for q in got],
+                                 f"{i} via {b.name}")
+
+    def test_schedules(self):
+        for i, a, others in self.rotations(15):
+            status, _, body = self.call(
+                a, "POST", f"/v2/schedules/{self.sink.url(f'/s/{i}')}",
+                body=b"{}", headers={"Upstash-Cron": "0 0 1 1 *"})
+            self.assertEqual(status, 200, body)
+            sid = body["scheduleId"]
+            for b in others:
+                status, _, got = self.call(b, "GET", f"/v2/schedules/{sid}")
+                self.assertEqual(status, 200, f"{i} via {b.name}: {got}")
+            status, _, body = self.call(a, "DELETE", f"/v2/schedules/{sid}")
+            self.assertEqual(status, 200, body)
+            for b in others:
+                status, _, got = self.call(b, "GET", f"/v2/schedules/{sid}")
+                self.assertEqual(status, 404, f"{i} via {b.name}: {got}")
+
+    def test_url_groups(self):
+        wait_for_level_2(self.cluster.leader())
+        for i, a, others in self.rotations(15):
+            status, _, body = self.call(
+                a, "POST", f"/v2/topics/t{i}/endpoints",
+                {"endpoints": [{"url": self.sink.url(f"/t/{i}")}]})
+            self.assertEqual(status, 200, body)
+            for b in others:
+                status, _, got = self.call(b, "GET", f"/v2/topics/t{i}")
+                self.assertEqual(status, 200, f"{i} via {b.name}: {got}")
+                status, _, got = self.call(b, "GET", "/v2/topics")
+                self.assertIn(f"t{i}", [g["name"] for g in got])
+
+    def test_keys_after_rotate(self):
+        for i, a, others in self.rotations(6):
+            status, _, body = self.call(a, "POST", "/v2/keys/rotate")
+            self.assertEqual(status, 200, body)
+            for b in others:
+                status, _, got = self.call(b, "GET", "/v2/keys")
+                self.assertEqual(status, 200, got)
+                self.assertEqual(got, body, f"{i} via {b.name}")
+
+    def dead_letter(self, a, i):
+        """Publishes through a to a destination that refuses for good (then,
+        sent again, takes it) and waits (through a) until it is
+        dead-lettered; returns its DLQ id."""
+        self.sink.script(f"/dead/{i}",
+                         Reply(489, {"Upstash-NonRetryable-Error": "true"}),
+                         Reply(200))
+        status, _, body = self.call(
+            a, "POST", f"/v2/publish/{self.sink.url(f'/dead/{i}')}",
+            body=b"x", headers={"Upstash-Retries": "0"})
+        self.assertEqual(status, 200, body)
+        mid = body["messageId"]
+
+        def in_dlq():
+            _, _, got = self.call(a, "GET", "/v2/dlq")
+            return mid in [m["messageId"] for m in got["messages"]]
+        qh.wait_until(in_dlq, 30, f"{mid} in the DLQ")
+        return mid
+
+    def dlq_ids(self, b):
+        status, _, got = self.call(b, "GET", "/v2/dlq")
+        self.assertEqual(status, 200, got)
+        return [m["dlqId"] for m in got["messages"]]
+
+    def test_dlq(self):
+        for i, a, others in self.rotations(6):
+            mid = self.dead_letter(a, i)
+            for b in others:
+                self.assertIn(mid, self.dlq_ids(b), f"{i} via {b.name}")
+            if i % 2 == 0:
+                status, _, body = self.call(a, "POST",
+                                            f"/v2/dlq/retry/{mid}")
+            else:
+                status, _, body = self.call(a, "DELETE", f"/v2/dlq/{mid}")
+            self.assertIn(status, (200, 201), body)
+            for b in others:
+                self.assertNotIn(mid, self.dlq_ids(b), f"{i} via {b.name}")
 
 
 if __name__ == "__main__":
