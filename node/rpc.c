@@ -76,6 +76,13 @@ struct call {
     char *topic_name;
     int fan_status;
     char *fan_error;
+    /* A write forwarded to relay_leader, in rpc->relays until answered;
+     * held: the leader's answer, waiting for this node to apply it. */
+    struct call *relay_prev, *relay_next;
+    uint64_t relay_leader;
+    bool relay_linked;
+    bool relay_done; /* answered already (the leader went away) */
+    struct held_answer *held;
 };
 
 typedef void (*handler_fn)(struct qr_rpc_conn *conn, const Qraft__Request *req);
@@ -267,7 +274,10 @@ static void send_not_leader(struct qr_rpc_conn *conn, uint64_t id)
     resp.id = id;
     if (leader_id == 0) {
         resp.status = QRAFT__STATUS__UNAVAILABLE;
-        resp.error = "no leader at the moment; retry shortly";
+        resp.error =
+            "no leader at the moment (an election, or this node is "
+            "cut off from the others); not sent, nothing was "
+            "applied: safe to retry shortly";
     } else if (leader_id == rpc->config->id) {
         resp.status = QRAFT__STATUS__UNAVAILABLE;
         resp.error = "the leader is catching up; retry shortly";
@@ -2892,16 +2902,19 @@ static void handle_read_index(struct qr_rpc_conn *conn,
  * election, a partition: raft forgets the leader within an election
  * timeout) will not be answered in time: its reads are answered
  * UNAVAILABLE now and a new round goes to the new leader, if any. */
+static void relays_sweep(struct qr_rpc *rpc, uint64_t leader_id);
+
 static void on_leader_watch(uv_check_t *h)
 {
     struct qr_rpc *rpc = h->data;
-    struct read_round *round = rpc->round;
-    if (round == NULL || round->leader_id == 0) {
-        return;
-    }
     uint64_t leader_id = 0;
     qr_cluster_leader(rpc->cluster, &leader_id, NULL);
-    if (leader_id == round->leader_id) {
+    if (rpc->relays != NULL) {
+        relays_sweep(rpc, leader_id);
+    }
+    struct read_round *round = rpc->round;
+    if (round == NULL || round->leader_id == 0 ||
+        leader_id == round->leader_id) {
         return;
     }
     round->abandoned = true; /* on_round_answer frees it */
@@ -3020,10 +3033,60 @@ struct held_answer {
     size_t len;
 };
 
+static void relay_link(struct qr_rpc *rpc, struct call *call, uint64_t leader)
+{
+    call->relay_leader = leader;
+    call->relay_prev = NULL;
+    call->relay_next = rpc->relays;
+    if (rpc->relays != NULL) {
+        rpc->relays->relay_prev = call;
+    }
+    rpc->relays = call;
+    call->relay_linked = true;
+}
+
+static void relay_unlink(struct qr_rpc *rpc, struct call *call)
+{
+    if (!call->relay_linked) {
+        return;
+    }
+    if (call->relay_prev != NULL) {
+        call->relay_prev->relay_next = call->relay_next;
+    } else {
+        rpc->relays = call->relay_next;
+    }
+    if (call->relay_next != NULL) {
+        call->relay_next->relay_prev = call->relay_prev;
+    }
+    call->relay_linked = false;
+}
+
+/* Relays a held answer now. */
+static void send_held(struct held_answer *h)
+{
+    struct call *call = h->call;
+    Qraft__Response *resp = qraft__response__unpack(NULL, h->len, h->packed);
+    if (resp == NULL) {
+        send_error(call->conn, call->id, QRAFT__STATUS__INTERNAL,
+                   "out of memory; the request was applied by the leader");
+        return;
+    }
+    resp->id = call->id;
+    send_response(call->conn, resp, false);
+    qraft__response__free_unpacked(resp, NULL);
+}
+
 static void on_caught_up(void *data, int status)
 {
     struct held_answer *h = data;
     struct call *call = h->call;
+    if (call->relay_done) { /* relayed already: this node lost the leader */
+        free(h->packed);
+        free(h);
+        call_free(call);
+        return;
+    }
+    relay_unlink(call->conn->rpc, call);
     Qraft__Response *resp = qraft__response__unpack(NULL, h->len, h->packed);
     if (status == QR_ETIMEOUT) {
         /* The write is applied on the leader; this node lags. The answer
@@ -3076,22 +3139,32 @@ static bool hold_answer(struct call *call, const Qraft__Response *resp)
         free(h);
         return false;
     }
+    call->held = h; /* still a relay: on_leader_watch may send it sooner */
     return true;
 }
 
 static void on_forwarded(void *data, int status, const Qraft__Response *resp)
 {
     struct call *call = data;
+    if (call->relay_done) { /* answered already: this node lost the leader */
+        call_free(call);
+        return;
+    }
     if (status == 0) {
         if (resp->applied_index >
                 qr_cluster_applied(call->conn->rpc->cluster) &&
             hold_answer(call, resp)) {
             return; /* on_caught_up answers */
         }
+        relay_unlink(call->conn->rpc, call);
         Qraft__Response relay = *resp;
         relay.id = call->id;
         send_response(call->conn, &relay, false);
-    } else if (status == QR_ECANCELED) {
+        call_free(call);
+        return;
+    }
+    relay_unlink(call->conn->rpc, call);
+    if (status == QR_ECANCELED) {
         send_error(call->conn, call->id, QRAFT__STATUS__UNAVAILABLE,
                    "shutting down");
     } else if (status == QR_ENOTSENT) {
@@ -3132,7 +3205,36 @@ static bool forward(struct qr_rpc_conn *conn, Qraft__Request *req)
         call_free(call);
         return false;
     }
+    relay_link(rpc, call, leader_id);
     return true;
+}
+
+/* Answers every forwarded write whose leader is no longer this node's
+ * leader (an election, or a partition: raft forgets an unreachable leader
+ * within an election timeout), rather than let its client wait for a peer
+ * call that may hang until the partition heals: a held answer is relayed
+ * (the write is applied), one still owed by the old leader is
+ * UNKNOWN_OUTCOME. Their peer callbacks only free them later. */
+static void relays_sweep(struct qr_rpc *rpc, uint64_t leader_id)
+{
+    struct call *next;
+    for (struct call *call = rpc->relays; call != NULL; call = next) {
+        next = call->relay_next;
+        if (call->relay_leader == leader_id) {
+            continue;
+        }
+        relay_unlink(rpc, call);
+        call->relay_done = true;
+        if (call->held != NULL) {
+            send_held(call->held);
+        } else {
+            send_error(call->conn, call->id, QRAFT__STATUS__UNKNOWN_OUTCOME,
+                       "this node lost the leader after forwarding the "
+                       "request to it; the request may or may not have been "
+                       "applied (retry a publish with the same idempotency "
+                       "key)");
+        }
+    }
 }
 
 /* Requests that add data: refused while space is low (node/admit.h), on

@@ -38,6 +38,7 @@ typedef void (*qr_rpc_close_cb)(struct qr_rpc *rpc);
 struct qr_rpc_conn;
 struct held_read;
 struct read_round;
+struct call;
 
 struct qr_rpc {
     uv_loop_t *loop;                /* borrowed */
@@ -66,6 +67,7 @@ struct qr_rpc {
     size_t n_reads;
     struct read_round *round;
     uint64_t n_rounds; /* read-index rounds started (status, benchmarks) */
+    struct call *relays; /* forwarded writes not answered yet */
     /* Each loop iteration: fails what waits on a leader that is gone. */
     uv_check_t leader_watch;
 };
