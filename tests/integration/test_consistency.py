@@ -5,6 +5,7 @@ write acknowledged by any node is seen by a read through any other node
 (reads are linearizable by default: the node asked confirms with the
 leader first). No retry loop around any read: each is asked once."""
 
+import json
 import unittest
 
 import qraft_harness as qh
@@ -206,6 +207,40 @@ class AnyNodeTest(unittest.TestCase):
                 status, _, got = self.call(b, "GET", "/v2/keys")
                 self.assertEqual(status, 200, got)
                 self.assertEqual(got, body, f"{i} via {b.name}")
+
+    def test_cli_reads(self):
+        """qraft get/ls/status read linearizably by default; --stale and
+        QRAFT_STALE=1 are accepted."""
+        for i, a, others in self.rotations(6):
+            _, out, _ = a.cli("publish", self.sink.url(f"/cli/{i}"),
+                              "--delay", "1h", endpoints=a.rpc_addr)
+            mid = out.strip()
+            for b in others:
+                _, out, _ = b.cli("get", mid, "--json", endpoints=b.rpc_addr)
+                self.assertEqual(json.loads(out)["id"], mid)
+                _, out, _ = b.cli("ls", "--json", endpoints=b.rpc_addr)
+                self.assertIn(mid, out)
+            a.cli("cancel", mid, endpoints=a.rpc_addr)
+            for b in others:
+                _, out, _ = b.cli("get", mid, "--json", endpoints=b.rpc_addr)
+                self.assertEqual(json.loads(out)["state"], "cancelled",
+                                 f"{i} via {b.name}")
+        node = self.cluster.nodes[0]
+        _, out, _ = node.cli("--stale", "status", "--json",
+                             endpoints=node.rpc_addr)
+        self.assertIn("state", json.loads(out))
+        _, out, _ = node.cli("ls", "--stale", endpoints=node.rpc_addr)
+
+    def test_stale_parameter(self):
+        node = self.cluster.nodes[1]
+        status, _, got = self.call(node, "GET", "/v2/queues?consistency=stale")
+        self.assertEqual(status, 200, got)
+        status, _, got = self.call(node, "GET",
+                                   "/v2/queues?consistency=linearizable")
+        self.assertEqual(status, 200, got)
+        status, _, got = self.call(node, "GET", "/v2/queues?consistency=weak")
+        self.assertEqual(status, 400, got)
+        self.assertIn("consistency must be", got["error"])
 
     def dead_letter(self, a, i):
         """Publishes through a to a destination that refuses for good (then,
