@@ -2778,6 +2778,20 @@ static void on_round_answer(void *data, int status, const Qraft__Response *resp)
         round_finish(round, 0, resp->read_index->index, NULL);
         return;
     }
+    if (status == 0 && resp->status == QRAFT__STATUS__BAD_REQUEST) {
+        /* A leader from before read indexes (a rolling upgrade): reads
+         * are served as that version served them, from this node's store,
+         * until the leader runs this version too. */
+        if (!round->rpc->warned_old_leader) {
+            round->rpc->warned_old_leader = true;
+            QR_WARN("rpc",
+                    "the leader does not know read-index requests (an "
+                    "older version): reads here are served from this "
+                    "node's store, possibly stale, until it is upgraded");
+        }
+        round_finish(round, 0, 0, NULL);
+        return;
+    }
     char why[300];
     snprintf(why, sizeof why,
              "the leader did not confirm this read (%s); nothing is known; "
@@ -2909,9 +2923,12 @@ static void on_leader_watch(uv_check_t *h)
     struct qr_rpc *rpc = h->data;
     uint64_t leader_id = 0;
     qr_cluster_leader(rpc->cluster, &leader_id, NULL);
-    if (rpc->relays != NULL) {
+    /* Relays are looked at when the leader changes (or some were left). */
+    if (rpc->relays != NULL &&
+        (leader_id != rpc->watch_leader || rpc->relays_left)) {
         relays_sweep(rpc, leader_id);
     }
+    rpc->watch_leader = leader_id;
     struct read_round *round = rpc->round;
     if (round == NULL || round->leader_id == 0 ||
         leader_id == round->leader_id) {
@@ -3214,13 +3231,25 @@ static bool forward(struct qr_rpc_conn *conn, Qraft__Request *req)
  * within an election timeout), rather than let its client wait for a peer
  * call that may hang until the partition heals: a held answer is relayed
  * (the write is applied), one still owed by the old leader is
- * UNKNOWN_OUTCOME. Their peer callbacks only free them later. */
+ * UNKNOWN_OUTCOME. Their peer callbacks only free them later.
+ *
+ * While the peer connection is down (the old leader died: its socket was
+ * reset), the calls are left to the peer: those never written end soon
+ * with QR_ENOTSENT (a connect fails or times out), which tells the client
+ * that nothing was applied. A connection still up to a leader that no
+ * longer answers is the partition case. */
 static void relays_sweep(struct qr_rpc *rpc, uint64_t leader_id)
 {
+    bool connected = qr_peer_connected(&rpc->shards->peer);
     struct call *next;
+    rpc->relays_left = false;
     for (struct call *call = rpc->relays; call != NULL; call = next) {
         next = call->relay_next;
         if (call->relay_leader == leader_id) {
+            continue;
+        }
+        if (call->held == NULL && !connected) {
+            rpc->relays_left = true; /* looked at again next iteration */
             continue;
         }
         relay_unlink(rpc, call);

@@ -66,8 +66,11 @@ struct qr_rpc {
     struct held_read *reads_head, *reads_tail;
     size_t n_reads;
     struct read_round *round;
-    uint64_t n_rounds; /* read-index rounds started (status, benchmarks) */
-    struct call *relays; /* forwarded writes not answered yet */
+    uint64_t n_rounds;      /* read-index rounds started (status, benchmarks) */
+    struct call *relays;    /* forwarded writes not answered yet */
+    uint64_t watch_leader;  /* the leader at the last loop iteration */
+    bool relays_left;       /* the last sweep left some to the peer */
+    bool warned_old_leader; /* logged that the leader has no read index */
     /* Each loop iteration: fails what waits on a leader that is gone. */
     uv_check_t leader_watch;
 };
