@@ -531,9 +531,14 @@ static void on_read_barrier(struct raft_barrier *req, int status)
         cb(data, c->closing ? QR_EUNAVAIL : QR_ENOTLEADER, 0);
         return;
     }
-    /* Applied here (raft fires the barrier once it applied it): the index
-     * is at or above every entry committed when the reads arrived. */
-    cb(data, 0, (uint64_t)req->index);
+    /* The barrier committed in this term: this node led all along since
+     * the read index was taken. The read index is the commit index when
+     * the barrier was asked for (the ReadIndex of the Raft thesis), not the
+     * barrier's own: a follower learns that the barrier committed only
+     * with the next append, while the barrier's own append already told
+     * it that everything up to the read index committed. */
+    (void)req;
+    cb(data, 0, c->read_index);
 }
 
 int qr_cluster_read_barrier(struct qr_cluster *c,
@@ -550,6 +555,7 @@ int qr_cluster_read_barrier(struct qr_cluster *c,
         return QR_ECONFLICT;
     }
     c->read_barrier.data = c;
+    c->read_index = raft_commit_index(&c->raft);
     int rv = raft_barrier(&c->raft, &c->read_barrier, on_read_barrier);
     if (rv != 0) {
         QR_DEBUG("cluster", "read barrier: %s", raft_strerror(rv));
@@ -559,6 +565,38 @@ int qr_cluster_read_barrier(struct qr_cluster *c,
     c->read_cb = cb;
     c->read_data = data;
     return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Telling followers the commit index. */
+
+static void on_commit_push(struct raft_barrier *req, int status)
+{
+    struct qr_cluster *c = req->data;
+    (void)status; /* nobody waits for it: a failure only means no push */
+    c->push_pending = false;
+}
+
+void qr_cluster_push_commit(struct qr_cluster *c)
+{
+    c->push_wanted = true;
+}
+
+/* In the loop check: raft tells followers the commit index only with the
+ * next append (an entry, or the heartbeat every heartbeat timeout). An
+ * answer that makes a follower wait for its own apply of a committed entry
+ * (a forwarded write, delivery results) asks for an append now: a barrier,
+ * one at a time, shared by every answer meanwhile. */
+static void push_commit(struct qr_cluster *c)
+{
+    if (!c->push_wanted || c->push_pending || !c->serving) {
+        return;
+    }
+    c->push_wanted = false;
+    c->push_barrier.data = c;
+    if (raft_barrier(&c->raft, &c->push_barrier, on_commit_push) == 0) {
+        c->push_pending = true;
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -680,6 +718,7 @@ static void on_check(uv_check_t *check)
     }
     poll_leadership(c);
     flush(c);
+    push_commit(c);
     /* Waits are woken here, right after the I/O that applied entries, not
      * inside apply (its store transaction is still open there). */
     if (c->waits != NULL && c->waits->index <= qr_cluster_applied(c)) {

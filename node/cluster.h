@@ -126,6 +126,12 @@ struct qr_cluster {
     bool read_barrier_pending;
     qr_cluster_read_cb read_cb;
     void *read_data;
+    uint64_t read_index; /* the commit index when it was asked for */
+
+    /* Commit pushes (qr_cluster_push_commit): one barrier at a time. */
+    struct raft_barrier push_barrier;
+    bool push_wanted;
+    bool push_pending;
 
     /* Counters for status and metrics. */
     uint64_t n_entries_proposed;
@@ -216,15 +222,22 @@ int qr_cluster_wait_applied(struct qr_cluster *c,
                             qr_cluster_wait_cb cb,
                             void *data);
 
-/* On the serving leader: proves it still leads, now, by committing a raft
- * barrier in its term (a majority accepted it, so no other leader
- * committed anything meanwhile), then tells cb the index a linearizable
- * read must wait for. One at a time: QR_ECONFLICT while one is in flight
+/* On the serving leader: takes the commit index as the read index, then
+ * proves it still leads by committing a raft barrier in its term (a
+ * majority accepted it, so no other leader committed anything meanwhile),
+ * then tells cb the read index: what a linearizable read must wait for
+ * (applied here by then). One at a time: QR_ECONFLICT while one is in flight
  * (callers batch their reads on it); QR_ENOTLEADER when not serving.
  * Returns 0 and cb fires once, later. */
 int qr_cluster_read_barrier(struct qr_cluster *c,
                             qr_cluster_read_cb cb,
                             void *data);
+
+/* On the leader: makes raft send an append soon (a barrier, at the next
+ * loop check; one at a time, shared), so that followers learn the commit
+ * index now rather than at the next heartbeat. For answers that a
+ * follower holds until it has applied what they report. */
+void qr_cluster_push_commit(struct qr_cluster *c);
 
 /* True when this node is the leader and may propose. */
 bool qr_cluster_serving(const struct qr_cluster *c);

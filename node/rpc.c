@@ -49,6 +49,7 @@ struct qr_rpc_conn {
     unsigned pending; /* calls waiting for an answer */
     bool reading;
     bool closing;
+    bool peer; /* has sent a request with the peer token: another node */
     /* Local connections (qr_rpc_submit) have no socket: their one answer
      * goes to this callback. */
     qr_rpc_reply_cb reply_cb;
@@ -179,6 +180,12 @@ static void send_response(struct qr_rpc_conn *conn,
     Qraft__Response stamped = *resp;
     stamped.applied_index = qr_cluster_applied(conn->rpc->cluster);
     resp = &stamped;
+    /* A node (a relay, a worker's results) waits to apply that much
+     * itself: tell it the commit index now, not at the next heartbeat. */
+    if (conn->peer && resp->body_case != QRAFT__RESPONSE__BODY_HEARTBEAT &&
+        resp->body_case != QRAFT__RESPONSE__BODY_READ_INDEX) {
+        qr_cluster_push_commit(conn->rpc->cluster);
+    }
     if (is_local(conn)) {
         qr_rpc_reply_cb cb = conn->reply_cb;
         conn->reply_cb = NULL;
@@ -3355,6 +3362,7 @@ static void handle_frame(struct qr_rpc_conn *conn,
         return;
     }
     bool as_peer = token_matches(rpc->peer_token, req->token);
+    conn->peer = conn->peer || as_peer;
     if (!as_peer && !token_matches(rpc->token, req->token)) {
         send_error(conn, req->id, QRAFT__STATUS__UNAUTHORIZED,
                    "unauthorized: wrong or missing token");
