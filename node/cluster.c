@@ -269,12 +269,16 @@ static void on_apply(struct raft_apply *req, int status, void *result)
         b->proposals = NULL;
     } else {
         size_t i = 0;
+        c->answering_index = (uint64_t)b->req.index;
         for (struct qr_proposal *p = b->proposals; p != NULL; p = p->next) {
             p->cb(p->data, 0, &b->results[i++]);
         }
+        c->answering_index = 0;
     }
     free_batch(b);
 }
+
+static void on_wait_timer(uv_timer_t *t);
 
 /* Inside apply: keep the outcomes for the batch that proposed this index,
  * if it was ours. */
@@ -284,6 +288,11 @@ static void on_applied(void *data,
                        size_t n)
 {
     struct qr_cluster *c = data;
+    if (c->waits != NULL) {
+        /* Woken right after this apply returns (not inside it: its store
+         * transaction is open), even if no check follows this iteration. */
+        uv_timer_start(&c->wait_timer, on_wait_timer, 0, 0);
+    }
     for (struct qr_batch *b = c->inflight_head; b != NULL; b = b->next) {
         if (b->req.index != index) {
             continue;
@@ -429,6 +438,11 @@ uint64_t qr_cluster_applied(struct qr_cluster *c)
                                                : c->fsm.applied_index;
 }
 
+uint64_t qr_cluster_answer_index(struct qr_cluster *c)
+{
+    return c->answering_index != 0 ? c->answering_index : qr_cluster_applied(c);
+}
+
 static void on_wait_timer(uv_timer_t *t);
 
 static void arm_wait_timer(struct qr_cluster *c)
@@ -570,32 +584,43 @@ int qr_cluster_read_barrier(struct qr_cluster *c,
 /* ------------------------------------------------------------------------ */
 /* Telling followers the commit index. */
 
+/* raft tells followers the commit index only with the next append (an
+ * entry, or the heartbeat every heartbeat timeout). An answer that makes a
+ * follower wait for its own apply of a committed entry (a forwarded write,
+ * delivery results) asks for an append now: a barrier, one at a time,
+ * shared by every answer meanwhile, started from a zero timer (never from
+ * inside raft's callbacks; and a timer makes the loop turn again even when
+ * raft fires its callbacks after this iteration's check). */
+static void on_push_timer(uv_timer_t *t);
+
 static void on_commit_push(struct raft_barrier *req, int status)
 {
     struct qr_cluster *c = req->data;
     (void)status; /* nobody waits for it: a failure only means no push */
     c->push_pending = false;
+    if (c->push_wanted && !c->closing) {
+        uv_timer_start(&c->push_timer, on_push_timer, 0, 0);
+    }
 }
 
-void qr_cluster_push_commit(struct qr_cluster *c)
+static void on_push_timer(uv_timer_t *t)
 {
-    c->push_wanted = true;
-}
-
-/* In the loop check: raft tells followers the commit index only with the
- * next append (an entry, or the heartbeat every heartbeat timeout). An
- * answer that makes a follower wait for its own apply of a committed entry
- * (a forwarded write, delivery results) asks for an append now: a barrier,
- * one at a time, shared by every answer meanwhile. */
-static void push_commit(struct qr_cluster *c)
-{
-    if (!c->push_wanted || c->push_pending || !c->serving) {
+    struct qr_cluster *c = t->data;
+    if (!c->push_wanted || c->push_pending || !c->serving || c->closing) {
         return;
     }
     c->push_wanted = false;
     c->push_barrier.data = c;
     if (raft_barrier(&c->raft, &c->push_barrier, on_commit_push) == 0) {
         c->push_pending = true;
+    }
+}
+
+void qr_cluster_push_commit(struct qr_cluster *c)
+{
+    c->push_wanted = true;
+    if (!c->push_pending && !c->closing) {
+        uv_timer_start(&c->push_timer, on_push_timer, 0, 0);
     }
 }
 
@@ -718,7 +743,6 @@ static void on_check(uv_check_t *check)
     }
     poll_leadership(c);
     flush(c);
-    push_commit(c);
     /* Waits are woken here, right after the I/O that applied entries, not
      * inside apply (its store transaction is still open there). */
     if (c->waits != NULL && c->waits->index <= qr_cluster_applied(c)) {
@@ -801,6 +825,8 @@ int qr_cluster_init(struct qr_cluster *c,
     c->check.data = c;
     uv_timer_init(loop, &c->wait_timer);
     c->wait_timer.data = c;
+    uv_timer_init(loop, &c->push_timer);
+    c->push_timer.data = c;
     return 0;
 
 err_after_io:
@@ -906,10 +932,11 @@ void qr_cluster_close(struct qr_cluster *c, qr_cluster_close_cb cb)
     c->serving = false;
     fail_queue(c, QR_EUNAVAIL);
     fire_waits(c, true, QR_ECANCELED);
-    c->pending_closes = 3;
+    c->pending_closes = 4;
     uv_check_stop(&c->check);
     uv_close((uv_handle_t *)&c->check, on_check_close);
     uv_close((uv_handle_t *)&c->wait_timer, on_wait_timer_close);
+    uv_close((uv_handle_t *)&c->push_timer, on_wait_timer_close);
     /* raft fails the entries in flight (their callbacks answer "outcome
      * unknown") and closes its I/O; only then may the io be freed. */
     c->raft.data = c;

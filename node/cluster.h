@@ -117,6 +117,9 @@ struct qr_cluster {
     size_t inflight_entries;
     size_t inflight_bytes;
 
+    /* The entry whose proposals' callbacks are running, else 0. */
+    uint64_t answering_index;
+
     /* Waits for the applied index (qr_cluster_wait_applied), by index. */
     struct qr_applied_wait *waits;
     uv_timer_t wait_timer; /* armed for the earliest wait deadline */
@@ -130,6 +133,7 @@ struct qr_cluster {
 
     /* Commit pushes (qr_cluster_push_commit): one barrier at a time. */
     struct raft_barrier push_barrier;
+    uv_timer_t push_timer;
     bool push_wanted;
     bool push_pending;
 
@@ -211,6 +215,13 @@ int qr_cluster_propose_command(struct qr_cluster *c,
 /* The highest raft index this node has applied (commands and raft's own
  * entries alike). */
 uint64_t qr_cluster_applied(struct qr_cluster *c);
+
+/* What an answer sent now must tell a node that will wait to apply as
+ * much: inside a proposal's callback the index of its entry (raft fires
+ * them late, when later entries, a commit push's barrier among them, may
+ * have applied: a follower would wait for that one's commit too, which it
+ * learns only at the next heartbeat); elsewhere qr_cluster_applied. */
+uint64_t qr_cluster_answer_index(struct qr_cluster *c);
 
 /* Calls cb once this node has applied index, or after timeout_ms. cb fires
  * from the loop (the check after apply, never inside apply nor inside this

@@ -178,7 +178,7 @@ static void send_response(struct qr_rpc_conn *conn,
     /* Every answer says how far this node had applied (see qraft.proto):
      * a write answered here was applied at or below it. */
     Qraft__Response stamped = *resp;
-    stamped.applied_index = qr_cluster_applied(conn->rpc->cluster);
+    stamped.applied_index = qr_cluster_answer_index(conn->rpc->cluster);
     resp = &stamped;
     /* A node (a relay, a worker's results) waits to apply that much
      * itself: tell it the commit index now, not at the next heartbeat. */
