@@ -1,9 +1,11 @@
-"""A follower cut off from the leader by a real partition fails fast: within
+"""A node cut off by a real partition fails fast. A follower: within
 about the election timeout its writes and linearizable reads answer 503
 (504 for a write already forwarded when the leader went out of reach:
 outcome unknown), instead of hanging until the partition heals; stale
 reads (?consistency=stale) still answer from its store; once healed, a
-linearizable read through it sees what was written meanwhile.
+linearizable read through it sees what was written meanwhile. A leader:
+its linearizable reads answer 503 once it steps down (it cannot commit the
+read's barrier without a majority), its stale reads answer.
 
 The partition is real packet loss: each node runs in its own cgroup (v2),
 and iptables drops everything the isolated node sends (but its HTTP
@@ -208,6 +210,28 @@ class PartitionTest(unittest.TestCase):
             return status != 503
         qh.wait_until(answered, 30, lambda: f"an answer: {seen}")
         self.assertEqual(seen["last"][0], 200, seen)
+
+    def test_isolated_leader_refuses_linearizable_reads(self):
+        leader = self.cluster.leader()
+        status, got, _ = self.call(leader, "POST",
+                                   "/v2/publish/http://127.0.0.1:9/before",
+                                   b"x", {"Upstash-Delay": "1h"})
+        self.assertEqual(status, 200, got)
+        before = got["messageId"]
+
+        self.isolate(leader)
+
+        # Its read barrier cannot commit; it steps down once it has heard
+        # from no majority for an election timeout, and the read answers.
+        status, got, took = self.call(leader, "GET",
+                                      f"/v2/messages/{before}")
+        self.assertEqual(status, 503, got)
+        self.assertLess(took, FAIL_FAST_S, got)
+        report(f"a read on the isolated leader: {status} after {took:.2f} s "
+               f"({got['error']})")
+        status, got, _ = self.call(
+            leader, "GET", f"/v2/messages/{before}?consistency=stale")
+        self.assertEqual(status, 200, got)
 
 
 if __name__ == "__main__":
