@@ -20,8 +20,8 @@ def http_call(addr, token, method, target, body=None, headers=None):
 
 
 def wait_for_level_2(node):
-    """Group commands need feature level 2 (the leader raises it at a tick
-    once it has seen every node's level)."""
+    """Queue, schedule and group commands need feature level 2 (the leader
+    raises it at a tick once it has seen every node's level)."""
     def at_level_2():
         return node.status()["feature_level"] >= 2
     qh.wait_until(at_level_2, 30, f"{node.name} to reach feature level 2")
@@ -37,6 +37,7 @@ class ReadYourWritesTest(unittest.TestCase):
         cls.leader = cls.cluster.leader()
         cls.follower = [n for n in cls.cluster.nodes
                         if n.id != cls.leader.id][0]
+        wait_for_level_2(cls.leader)
 
     @classmethod
     def tearDownClass(cls):
@@ -81,7 +82,6 @@ class ReadYourWritesTest(unittest.TestCase):
             self.assertEqual(got["scheduleId"], sid)
 
     def test_group_add_then_publish(self):
-        wait_for_level_2(self.leader)
         for i in range(20):
             name = f"g{i}"
             status, _, body = self.call(
@@ -119,7 +119,7 @@ class AnyNodeTest(unittest.TestCase):
     def setUpClass(cls):
         cls.sink = start_sink(None)
         cls.cluster = qh.start_cluster(None)
-        cls.cluster.leader()
+        wait_for_level_2(cls.cluster.leader())
 
     @classmethod
     def tearDownClass(cls):
@@ -187,7 +187,6 @@ class AnyNodeTest(unittest.TestCase):
                 self.assertEqual(status, 404, f"{i} via {b.name}: {got}")
 
     def test_url_groups(self):
-        wait_for_level_2(self.cluster.leader())
         for i, a, others in self.rotations(15):
             status, _, body = self.call(
                 a, "POST", f"/v2/topics/t{i}/endpoints",
