@@ -56,6 +56,11 @@ static const char usage_main[] =
     "  --endpoints H:P,...  nodes to talk to (env QRAFT_ENDPOINTS;\n"
     "                       default 127.0.0.1:7100)\n"
     "  --token T            API token (env QRAFT_TOKEN)\n"
+    "  --stale              reads answer from the node asked as it is, "
+    "without\n"
+    "                       confirming with the leader (env QRAFT_STALE=1):\n"
+    "                       faster, answers while the leader is unreachable,\n"
+    "                       may miss recent writes. Default: linearizable\n"
     "  --help, --version\n"
     "\n"
     "exit codes:\n"
@@ -178,6 +183,7 @@ struct globals {
     const char *endpoints;
     const char *token;
     bool json;
+    bool stale; /* --stale or QRAFT_STALE=1: stale reads */
 };
 
 enum {
@@ -214,6 +220,7 @@ enum {
     OPT_STATE,
     OPT_LIMIT,
     OPT_CURSOR,
+    OPT_STALE,
 };
 
 __attribute__((format(printf, 2, 3))) static int usage_error(const char *cmd,
@@ -275,6 +282,9 @@ static bool global_option(int opt, struct globals *g)
         case OPT_JSON:
             g->json = true;
             return true;
+        case OPT_STALE:
+            g->stale = true;
+            return true;
         default:
             return false;
     }
@@ -294,6 +304,10 @@ static int open_client_with(const char *cmd,
     }
     const char *token = g->token != NULL ? g->token : getenv("QRAFT_TOKEN");
     int rc = qraft_client_new(endpoints, token, opts, out);
+    const char *stale = getenv("QRAFT_STALE");
+    if (rc == 0 && (g->stale || (stale != NULL && strcmp(stale, "1") == 0))) {
+        qraft_client_set_stale_reads(*out, true);
+    }
     if (rc == QRAFT_EINVAL) {
         return usage_error(cmd, "bad endpoints '%s': expected host:port,...",
                            endpoints);
@@ -645,6 +659,7 @@ static void print_message(const struct qraft_message *m)
 #define GLOBAL_LONG_OPTIONS                                \
     {"endpoints", required_argument, NULL, OPT_ENDPOINTS}, \
         {"token", required_argument, NULL, OPT_TOKEN},     \
+        {"stale", no_argument, NULL, OPT_STALE},           \
     {                                                      \
         "help", no_argument, NULL, OPT_HELP                \
     }
@@ -1655,6 +1670,10 @@ static int cmd_status(int argc, char **argv, struct globals *g)
     if (ex != EXIT_OK) {
         return ex;
     }
+    if (local) {
+        /* The node's own view, as it is: also while it has no leader. */
+        qraft_client_set_stale_reads(c, true);
+    }
     struct qraft_status *s = NULL;
     int rc = qraft_status(c, &s);
     /* A follower knows little of the others (liveness and applied indexes
@@ -1691,7 +1710,7 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
     };
-    struct globals g = {NULL, NULL, false};
+    struct globals g = {NULL, NULL, false, false};
     int opt;
     opterr = 0; /* our own messages, with the command's name */
     /* "+": stop at the command; its own parser takes the rest. */

@@ -61,6 +61,7 @@ struct qraft_client {
     size_t ep_index;
     struct endpoint redirect; /* host == NULL: none */
     char *token;
+    bool stale_reads;          /* Request.stale on every call */
     struct qraft_options opts; /* defaults filled in */
     int fd;                    /* -1: not connected */
     char peer[PEER_MAX];       /* "host:port" of the target */
@@ -760,6 +761,7 @@ static int call(struct qraft_client *c,
                     c->n_pend);
     }
     req->token = c->token;
+    req->stale = c->stale_reads; /* the server reads it on reads only */
     int rc = check_size(c, req);
     if (rc != 0) {
         return rc;
@@ -934,6 +936,11 @@ int qraft_client_new(const char *endpoints,
 err_after_alloc:
     qraft_client_free(c);
     return rc;
+}
+
+void qraft_client_set_stale_reads(struct qraft_client *c, bool stale)
+{
+    c->stale_reads = stale;
 }
 
 void qraft_client_free(struct qraft_client *c)

@@ -269,12 +269,16 @@ static void on_apply(struct raft_apply *req, int status, void *result)
         b->proposals = NULL;
     } else {
         size_t i = 0;
+        c->answering_index = (uint64_t)b->req.index;
         for (struct qr_proposal *p = b->proposals; p != NULL; p = p->next) {
             p->cb(p->data, 0, &b->results[i++]);
         }
+        c->answering_index = 0;
     }
     free_batch(b);
 }
+
+static void on_wait_timer(uv_timer_t *t);
 
 /* Inside apply: keep the outcomes for the batch that proposed this index,
  * if it was ours. */
@@ -284,6 +288,11 @@ static void on_applied(void *data,
                        size_t n)
 {
     struct qr_cluster *c = data;
+    if (c->waits != NULL) {
+        /* Woken right after this apply returns (not inside it: its store
+         * transaction is open), even if no check follows this iteration. */
+        uv_timer_start(&c->wait_timer, on_wait_timer, 0, 0);
+    }
     for (struct qr_batch *b = c->inflight_head; b != NULL; b = b->next) {
         if (b->req.index != index) {
             continue;
@@ -410,6 +419,212 @@ static void flush(struct qr_cluster *c)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Waiting for the applied index. */
+
+struct qr_applied_wait {
+    uint64_t index;
+    uint64_t deadline_ms; /* uv_now */
+    qr_cluster_wait_cb cb;
+    void *data;
+    struct qr_applied_wait *next; /* sorted by index */
+};
+
+uint64_t qr_cluster_applied(struct qr_cluster *c)
+{
+    /* The fsm's index counts commands only; raft's counts barriers and
+     * configuration entries too. Either may be ahead for a moment. */
+    uint64_t raft_applied = raft_last_applied(&c->raft);
+    return raft_applied > c->fsm.applied_index ? raft_applied
+                                               : c->fsm.applied_index;
+}
+
+uint64_t qr_cluster_answer_index(struct qr_cluster *c)
+{
+    return c->answering_index != 0 ? c->answering_index : qr_cluster_applied(c);
+}
+
+static void on_wait_timer(uv_timer_t *t);
+
+static void arm_wait_timer(struct qr_cluster *c)
+{
+    uint64_t earliest = UINT64_MAX;
+    for (struct qr_applied_wait *w = c->waits; w != NULL; w = w->next) {
+        if (w->deadline_ms < earliest) {
+            earliest = w->deadline_ms;
+        }
+    }
+    if (earliest == UINT64_MAX) {
+        uv_timer_stop(&c->wait_timer);
+        return;
+    }
+    uint64_t now = uv_now(c->loop);
+    uv_timer_start(&c->wait_timer, on_wait_timer,
+                   earliest > now ? earliest - now : 0, 0);
+}
+
+/* Fires (and frees) every wait that is done: reached, or past its deadline
+ * (status then), or all of them with status when all is set. Waits added by
+ * the callbacks are left for the next round. */
+static void fire_waits(struct qr_cluster *c, bool all, int status)
+{
+    uint64_t applied = qr_cluster_applied(c);
+    uint64_t now = uv_now(c->loop);
+    struct qr_applied_wait *done = NULL, **done_tail = &done;
+    struct qr_applied_wait **pp = &c->waits;
+    while (*pp != NULL) {
+        struct qr_applied_wait *w = *pp;
+        if (all || w->index <= applied || w->deadline_ms <= now) {
+            *pp = w->next;
+            w->next = NULL;
+            *done_tail = w;
+            done_tail = &w->next;
+        } else {
+            pp = &w->next;
+        }
+    }
+    while (done != NULL) {
+        struct qr_applied_wait *w = done;
+        done = w->next;
+        w->cb(w->data, all ? status : w->index <= applied ? 0 : QR_ETIMEOUT);
+        free(w);
+    }
+    if (!c->closing) {
+        arm_wait_timer(c);
+    }
+}
+
+static void on_wait_timer(uv_timer_t *t)
+{
+    fire_waits(t->data, false, 0);
+}
+
+int qr_cluster_wait_applied(struct qr_cluster *c,
+                            uint64_t index,
+                            uint64_t timeout_ms,
+                            qr_cluster_wait_cb cb,
+                            void *data)
+{
+    if (c->closing) {
+        return QR_ECANCELED;
+    }
+    struct qr_applied_wait *w = malloc(sizeof *w);
+    if (w == NULL) {
+        return -ENOMEM;
+    }
+    w->index = index;
+    w->deadline_ms = uv_now(c->loop) + timeout_ms;
+    w->cb = cb;
+    w->data = data;
+    struct qr_applied_wait **pp = &c->waits;
+    while (*pp != NULL && (*pp)->index <= index) {
+        pp = &(*pp)->next;
+    }
+    w->next = *pp;
+    *pp = w;
+    arm_wait_timer(c);
+    /* Already reached: the next check fires it; make sure one comes. */
+    if (index <= qr_cluster_applied(c)) {
+        uv_timer_start(&c->wait_timer, on_wait_timer, 0, 0);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Read barriers. */
+
+static void on_read_barrier(struct raft_barrier *req, int status)
+{
+    struct qr_cluster *c = req->data;
+    qr_cluster_read_cb cb = c->read_cb;
+    void *data = c->read_data;
+    c->read_barrier_pending = false;
+    c->read_cb = NULL;
+    c->read_data = NULL;
+    if (status != 0 || c->closing) {
+        QR_DEBUG("cluster", "read barrier: %s", raft_strerror(status));
+        cb(data, c->closing ? QR_EUNAVAIL : QR_ENOTLEADER, 0);
+        return;
+    }
+    /* The barrier committed in this term: this node led all along since
+     * the read index was taken. The read index is the commit index when
+     * the barrier was asked for (the ReadIndex of the Raft thesis), not the
+     * barrier's own: a follower learns that the barrier committed only
+     * with the next append, while the barrier's own append already told
+     * it that everything up to the read index committed. */
+    (void)req;
+    cb(data, 0, c->read_index);
+}
+
+int qr_cluster_read_barrier(struct qr_cluster *c,
+                            qr_cluster_read_cb cb,
+                            void *data)
+{
+    if (c->closing) {
+        return QR_EUNAVAIL;
+    }
+    if (!c->serving) {
+        return QR_ENOTLEADER;
+    }
+    if (c->read_barrier_pending) {
+        return QR_ECONFLICT;
+    }
+    c->read_barrier.data = c;
+    c->read_index = raft_commit_index(&c->raft);
+    int rv = raft_barrier(&c->raft, &c->read_barrier, on_read_barrier);
+    if (rv != 0) {
+        QR_DEBUG("cluster", "read barrier: %s", raft_strerror(rv));
+        return rv == RAFT_NOTLEADER ? QR_ENOTLEADER : QR_EUNAVAIL;
+    }
+    c->read_barrier_pending = true;
+    c->read_cb = cb;
+    c->read_data = data;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Telling followers the commit index. */
+
+/* raft tells followers the commit index only with the next append (an
+ * entry, or the heartbeat every heartbeat timeout). An answer that makes a
+ * follower wait for its own apply of a committed entry (a forwarded write,
+ * delivery results) asks for an append now: a barrier, one at a time,
+ * shared by every answer meanwhile, started from a zero timer (never from
+ * inside raft's callbacks; and a timer makes the loop turn again even when
+ * raft fires its callbacks after this iteration's check). */
+static void on_push_timer(uv_timer_t *t);
+
+static void on_commit_push(struct raft_barrier *req, int status)
+{
+    struct qr_cluster *c = req->data;
+    (void)status; /* nobody waits for it: a failure only means no push */
+    c->push_pending = false;
+    if (c->push_wanted && !c->closing) {
+        uv_timer_start(&c->push_timer, on_push_timer, 0, 0);
+    }
+}
+
+static void on_push_timer(uv_timer_t *t)
+{
+    struct qr_cluster *c = t->data;
+    if (!c->push_wanted || c->push_pending || !c->serving || c->closing) {
+        return;
+    }
+    c->push_wanted = false;
+    c->push_barrier.data = c;
+    if (raft_barrier(&c->raft, &c->push_barrier, on_commit_push) == 0) {
+        c->push_pending = true;
+    }
+}
+
+void qr_cluster_push_commit(struct qr_cluster *c)
+{
+    c->push_wanted = true;
+    if (!c->push_pending && !c->closing) {
+        uv_timer_start(&c->push_timer, on_push_timer, 0, 0);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
 /* Leadership. */
 
 static void on_barrier(struct raft_barrier *req, int status)
@@ -528,6 +743,11 @@ static void on_check(uv_check_t *check)
     }
     poll_leadership(c);
     flush(c);
+    /* Waits are woken here, right after the I/O that applied entries, not
+     * inside apply (its store transaction is still open there). */
+    if (c->waits != NULL && c->waits->index <= qr_cluster_applied(c)) {
+        fire_waits(c, false, 0);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -603,6 +823,10 @@ int qr_cluster_init(struct qr_cluster *c,
 
     uv_check_init(loop, &c->check);
     c->check.data = c;
+    uv_timer_init(loop, &c->wait_timer);
+    c->wait_timer.data = c;
+    uv_timer_init(loop, &c->push_timer);
+    c->push_timer.data = c;
     return 0;
 
 err_after_io:
@@ -685,6 +909,11 @@ static void on_check_close(uv_handle_t *h)
     close_step_done(h->data);
 }
 
+static void on_wait_timer_close(uv_handle_t *h)
+{
+    close_step_done(h->data);
+}
+
 static void on_raft_close(struct raft *r)
 {
     struct qr_cluster *c = r->data;
@@ -702,9 +931,12 @@ void qr_cluster_close(struct qr_cluster *c, qr_cluster_close_cb cb)
     c->close_cb = cb;
     c->serving = false;
     fail_queue(c, QR_EUNAVAIL);
-    c->pending_closes = 2;
+    fire_waits(c, true, QR_ECANCELED);
+    c->pending_closes = 4;
     uv_check_stop(&c->check);
     uv_close((uv_handle_t *)&c->check, on_check_close);
+    uv_close((uv_handle_t *)&c->wait_timer, on_wait_timer_close);
+    uv_close((uv_handle_t *)&c->push_timer, on_wait_timer_close);
     /* raft fails the entries in flight (their callbacks answer "outcome
      * unknown") and closes its I/O; only then may the io be freed. */
     c->raft.data = c;

@@ -51,6 +51,18 @@ typedef void (*qr_cluster_close_cb)(struct qr_cluster *c);
 
 struct qr_proposal;
 struct qr_batch;
+struct qr_applied_wait;
+
+/* Fires once per qr_cluster_wait_applied: status 0 (this node has applied
+ * the index), QR_ETIMEOUT (not within the timeout) or QR_ECANCELED
+ * (closing). */
+typedef void (*qr_cluster_wait_cb)(void *data, int status);
+
+/* Fires once per qr_cluster_read_barrier: status 0 with index, the raft
+ * index every entry committed before the barrier was asked for is at or
+ * below (this leader has applied it), or QR_ENOTLEADER / QR_EUNAVAIL (no
+ * longer leader, or closing: nothing is known) with index 0. */
+typedef void (*qr_cluster_read_cb)(void *data, int status, uint64_t index);
 
 /* The TCP transport with TCP_NODELAY set on every connection: the stock one
  * never sets it, and Nagle plus delayed ACKs hold small entries back. */
@@ -104,6 +116,26 @@ struct qr_cluster {
     struct qr_batch *inflight_head, *inflight_tail;
     size_t inflight_entries;
     size_t inflight_bytes;
+
+    /* The entry whose proposals' callbacks are running, else 0. */
+    uint64_t answering_index;
+
+    /* Waits for the applied index (qr_cluster_wait_applied), by index. */
+    struct qr_applied_wait *waits;
+    uv_timer_t wait_timer; /* armed for the earliest wait deadline */
+
+    /* Read barriers (qr_cluster_read_barrier): one at a time. */
+    struct raft_barrier read_barrier;
+    bool read_barrier_pending;
+    qr_cluster_read_cb read_cb;
+    void *read_data;
+    uint64_t read_index; /* the commit index when it was asked for */
+
+    /* Commit pushes (qr_cluster_push_commit): one barrier at a time. */
+    struct raft_barrier push_barrier;
+    uv_timer_t push_timer;
+    bool push_wanted;
+    bool push_pending;
 
     /* Counters for status and metrics. */
     uint64_t n_entries_proposed;
@@ -179,6 +211,44 @@ int qr_cluster_propose_command(struct qr_cluster *c,
                                const Qraft__Command *cmd,
                                qr_cluster_propose_cb cb,
                                void *data);
+
+/* The highest raft index this node has applied (commands and raft's own
+ * entries alike). */
+uint64_t qr_cluster_applied(struct qr_cluster *c);
+
+/* What an answer sent now must tell a node that will wait to apply as
+ * much: inside a proposal's callback the index of its entry (raft fires
+ * them late, when later entries, a commit push's barrier among them, may
+ * have applied: a follower would wait for that one's commit too, which it
+ * learns only at the next heartbeat); elsewhere qr_cluster_applied. */
+uint64_t qr_cluster_answer_index(struct qr_cluster *c);
+
+/* Calls cb once this node has applied index, or after timeout_ms. cb fires
+ * from the loop (the check after apply, never inside apply nor inside this
+ * call), even when index is applied already. Returns 0 (cb will fire),
+ * QR_ECANCELED (closing) or -ENOMEM; cb never fires then. */
+int qr_cluster_wait_applied(struct qr_cluster *c,
+                            uint64_t index,
+                            uint64_t timeout_ms,
+                            qr_cluster_wait_cb cb,
+                            void *data);
+
+/* On the serving leader: takes the commit index as the read index, then
+ * proves it still leads by committing a raft barrier in its term (a
+ * majority accepted it, so no other leader committed anything meanwhile),
+ * then tells cb the read index: what a linearizable read must wait for
+ * (applied here by then). One at a time: QR_ECONFLICT while one is in flight
+ * (callers batch their reads on it); QR_ENOTLEADER when not serving.
+ * Returns 0 and cb fires once, later. */
+int qr_cluster_read_barrier(struct qr_cluster *c,
+                            qr_cluster_read_cb cb,
+                            void *data);
+
+/* On the leader: makes raft send an append soon (a barrier, at the next
+ * loop check; one at a time, shared), so that followers learn the commit
+ * index now rather than at the next heartbeat. For answers that a
+ * follower holds until it has applied what they report. */
+void qr_cluster_push_commit(struct qr_cluster *c);
 
 /* True when this node is the leader and may propose. */
 bool qr_cluster_serving(const struct qr_cluster *c);

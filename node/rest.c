@@ -329,6 +329,24 @@ static void on_call_reply(void *data, const Qraft__Response *resp)
     call_unref(c);
 }
 
+static char *query_get(h2o_mem_pool_t *pool,
+                       h2o_iovec_t query,
+                       const char *name);
+
+/* ?consistency=stale (our extension; QStash has none): a read is answered
+ * from this node's store as it is, without confirming with the leader. */
+static bool wants_stale(h2o_req_t *req)
+{
+    const char *q = memchr(req->path.base, '?', req->path.len);
+    if (q == NULL) {
+        return false;
+    }
+    h2o_iovec_t query =
+        h2o_iovec_init(q + 1, req->path.len - (size_t)(q - req->path.base) - 1);
+    const char *v = query_get(&req->pool, query, "consistency");
+    return v != NULL && strcmp(v, "stale") == 0;
+}
+
 /* Submits rpc_req for item (its call gains a reference while it is owed an
  * answer). On failure answers 503 unless the call is a batch. */
 static int submit(struct rest_call *c,
@@ -337,6 +355,9 @@ static int submit(struct rest_call *c,
 {
     int rv;
 
+    if (c->req != NULL && wants_stale(c->req)) {
+        rpc_req->stale = true;
+    }
     c->refs++;
     rv = qr_rpc_submit(c->rest->rpc, rpc_req, on_call_reply, item);
     if (rv != 0) {
@@ -2998,6 +3019,14 @@ static void route(struct qr_rest *r,
 
     if (check_query_utf8(&req->pool, query, forwards_query, err) != 0) {
         send_error(req, 400, err);
+        return;
+    }
+    const char *consistency =
+        forwards_query ? NULL : query_get(&req->pool, query, "consistency");
+    if (consistency != NULL && strcmp(consistency, "stale") != 0 &&
+        strcmp(consistency, "linearizable") != 0) {
+        send_error(req, 400,
+                   "consistency must be linearizable (the default) or stale");
         return;
     }
 

@@ -50,6 +50,7 @@ struct qr_rpc_conn {
     unsigned pending; /* calls waiting for an answer */
     bool reading;
     bool closing;
+    bool peer; /* has sent a request with the peer token: another node */
     /* Local connections (qr_rpc_submit) have no socket: their one answer
      * goes to this callback. */
     qr_rpc_reply_cb reply_cb;
@@ -77,6 +78,13 @@ struct call {
     char *topic_name;
     int fan_status;
     char *fan_error;
+    /* A write forwarded to relay_leader, in rpc->relays until answered;
+     * held: the leader's answer, waiting for this node to apply it. */
+    struct call *relay_prev, *relay_next;
+    uint64_t relay_leader;
+    bool relay_linked;
+    bool relay_done; /* answered already (the leader went away) */
+    struct held_answer *held;
 };
 
 typedef void (*handler_fn)(struct qr_rpc_conn *conn, const Qraft__Request *req);
@@ -167,6 +175,17 @@ static void send_response(struct qr_rpc_conn *conn,
 {
     if (conn->closing) {
         return;
+    }
+    /* Every answer says how far this node had applied (see qraft.proto):
+     * a write answered here was applied at or below it. */
+    Qraft__Response stamped = *resp;
+    stamped.applied_index = qr_cluster_answer_index(conn->rpc->cluster);
+    resp = &stamped;
+    /* A node (a relay, a worker's results) waits to apply that much
+     * itself: tell it the commit index now, not at the next heartbeat. */
+    if (conn->peer && resp->body_case != QRAFT__RESPONSE__BODY_HEARTBEAT &&
+        resp->body_case != QRAFT__RESPONSE__BODY_READ_INDEX) {
+        qr_cluster_push_commit(conn->rpc->cluster);
     }
     if (is_local(conn)) {
         qr_rpc_reply_cb cb = conn->reply_cb;
@@ -263,7 +282,10 @@ static void send_not_leader(struct qr_rpc_conn *conn, uint64_t id)
     resp.id = id;
     if (leader_id == 0) {
         resp.status = QRAFT__STATUS__UNAVAILABLE;
-        resp.error = "no leader at the moment; retry shortly";
+        resp.error =
+            "no leader at the moment (an election, or this node is "
+            "cut off from the others); not sent, nothing was "
+            "applied: safe to retry shortly";
     } else if (leader_id == rpc->config->id) {
         resp.status = QRAFT__STATUS__UNAVAILABLE;
         resp.error = "the leader is catching up; retry shortly";
@@ -2597,6 +2619,339 @@ static void handle_schedule_read(struct qr_rpc_conn *conn,
     pb_list_free(&l.list);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Linearizable reads.
+ *
+ * A read is held until the leader has proven, after the read arrived, that
+ * it still leads, and this node has applied the index the leader gave then.
+ * Held reads wait for the next round; one round is in flight at a time, so
+ * however many reads arrive, each costs one raft barrier (on the leader)
+ * or one peer request plus the leader's barrier (on a follower) shared by
+ * all that arrived meanwhile. */
+
+/* A follower's read-index request waits at most this long for the leader;
+ * a read then at most this long for this node to apply that far. */
+#define READ_INDEX_TIMEOUT_MS 5000
+#define READ_APPLY_TIMEOUT_MS 5000
+
+struct held_read {
+    struct call *call; /* holds the connection */
+    struct held_read *next;
+    /* Owned copy of the read; NULL for a follower's read-index request
+     * (answered with the index). */
+    Qraft__Request *req;
+    uint64_t index;
+};
+
+struct read_round {
+    struct qr_rpc *rpc;
+    struct held_read *reads;
+    uint64_t leader_id; /* the leader asked; 0: this node's own barrier */
+    bool abandoned;     /* its leader went away; its reads were answered */
+};
+
+static const struct route *find_route(Qraft__Request__BodyCase kind);
+
+/* Reads that wait for a linearizable read index unless they say stale. */
+static bool is_linear_read(const Qraft__Request *req)
+{
+    switch (req->body_case) {
+        case QRAFT__REQUEST__BODY_GET:
+        case QRAFT__REQUEST__BODY_LIST:
+        case QRAFT__REQUEST__BODY_DLQ_LIST:
+        case QRAFT__REQUEST__BODY_EVENTS:
+        case QRAFT__REQUEST__BODY_STATUS:
+        case QRAFT__REQUEST__BODY_QUEUE_GET:
+        case QRAFT__REQUEST__BODY_QUEUE_LIST:
+        case QRAFT__REQUEST__BODY_SCHEDULE_GET:
+        case QRAFT__REQUEST__BODY_SCHEDULE_LIST:
+        case QRAFT__REQUEST__BODY_GROUP_GET:
+        case QRAFT__REQUEST__BODY_GROUP_LIST:
+            return !req->stale;
+        case QRAFT__REQUEST__BODY_KEYS:
+            return !req->stale && !req->keys->rotate;
+        default:
+            return false;
+    }
+}
+
+static void read_free(struct held_read *r)
+{
+    if (r->req != NULL) {
+        protobuf_c_message_free_unpacked(&r->req->base, NULL);
+    }
+    call_free(r->call);
+    free(r);
+}
+
+/* Answers a read that cannot be served linearizably: UNAVAILABLE (nothing
+ * is known; retrying is always safe). */
+static void read_fail(struct held_read *r, const char *why)
+{
+    send_error(r->call->conn, r->call->id, QRAFT__STATUS__UNAVAILABLE, "%s",
+               why);
+    read_free(r);
+}
+
+static void read_serve(struct held_read *r)
+{
+    struct qr_rpc_conn *conn = r->call->conn;
+    if (r->req == NULL) {
+        Qraft__ReadIndexResponse ri = QRAFT__READ_INDEX_RESPONSE__INIT;
+        ri.index = r->index;
+        Qraft__Response resp = QRAFT__RESPONSE__INIT;
+        resp.id = r->call->id;
+        resp.body_case = QRAFT__RESPONSE__BODY_READ_INDEX;
+        resp.read_index = &ri;
+        send_response(conn, &resp, false);
+    } else if (!conn->closing) {
+        find_route(r->req->body_case)->handler(conn, r->req);
+    }
+    read_free(r);
+}
+
+static void on_read_caught_up(void *data, int status)
+{
+    struct held_read *r = data;
+    if (status == 0) {
+        read_serve(r);
+    } else {
+        read_fail(r, status == QR_ETIMEOUT
+                         ? "this node is too far behind the leader to answer "
+                           "now; retry, or ask for a stale read"
+                         : "shutting down");
+    }
+}
+
+/* Each read of the list goes on: with status 0, once this node applied
+ * index; else answered UNAVAILABLE with why. */
+static void reads_proceed(struct qr_rpc *rpc,
+                          struct held_read *list,
+                          int status,
+                          uint64_t index,
+                          const char *why)
+{
+    while (list != NULL) {
+        struct held_read *r = list;
+        list = r->next;
+        r->next = NULL;
+        if (status != 0) {
+            read_fail(r, why);
+            continue;
+        }
+        r->index = index;
+        if (r->req == NULL || index <= qr_cluster_applied(rpc->cluster)) {
+            read_serve(r);
+        } else if (qr_cluster_wait_applied(rpc->cluster, index,
+                                           READ_APPLY_TIMEOUT_MS,
+                                           on_read_caught_up, r) != 0) {
+            read_fail(r, "shutting down");
+        }
+    }
+}
+
+static void reads_kick(struct qr_rpc *rpc);
+
+static void round_finish(struct read_round *round,
+                         int status,
+                         uint64_t index,
+                         const char *why)
+{
+    struct qr_rpc *rpc = round->rpc;
+    struct held_read *reads = round->reads;
+    if (rpc->round == round) {
+        rpc->round = NULL;
+    }
+    free(round);
+    reads_proceed(rpc, reads, status, index, why);
+    reads_kick(rpc);
+}
+
+static void on_round_barrier(void *data, int status, uint64_t index)
+{
+    round_finish(data, status, index,
+                 "leadership was lost before this read could be confirmed; "
+                 "retry shortly");
+}
+
+static void on_round_answer(void *data, int status, const Qraft__Response *resp)
+{
+    struct read_round *round = data;
+    if (round->abandoned) {
+        free(round);
+        return;
+    }
+    if (status == 0 && resp->status == QRAFT__STATUS__OK &&
+        resp->body_case == QRAFT__RESPONSE__BODY_READ_INDEX) {
+        round_finish(round, 0, resp->read_index->index, NULL);
+        return;
+    }
+    if (status == 0 && resp->status == QRAFT__STATUS__BAD_REQUEST) {
+        /* A leader from before read indexes (a rolling upgrade): reads
+         * are served as that version served them, from this node's store,
+         * until the leader runs this version too. */
+        if (!round->rpc->warned_old_leader) {
+            round->rpc->warned_old_leader = true;
+            QR_WARN("rpc",
+                    "the leader does not know read-index requests (an "
+                    "older version): reads here are served from this "
+                    "node's store, possibly stale, until it is upgraded");
+        }
+        round_finish(round, 0, 0, NULL);
+        return;
+    }
+    char why[300];
+    snprintf(why, sizeof why,
+             "the leader did not confirm this read (%s); nothing is known; "
+             "retry shortly",
+             status != 0 ? qr_strerror(status)
+             : resp->error != NULL && resp->error[0] != '\0' ? resp->error
+                                                             : "no read index");
+    round_finish(round, QR_EUNAVAIL, 0, why);
+}
+
+/* A follower's round: asks the leader for a read index. 0, or why not. */
+static int ask_leader(struct qr_rpc *rpc,
+                      struct read_round *round,
+                      const char **why)
+{
+    uint64_t leader_id = 0;
+    qr_cluster_leader(rpc->cluster, &leader_id, NULL);
+    if (leader_id == 0) {
+        *why = "no leader at the moment; retry shortly";
+        return QR_EUNAVAIL;
+    }
+    if (leader_id == rpc->config->id) {
+        *why = "the leader is catching up; retry shortly";
+        return QR_EUNAVAIL;
+    }
+    char leader_rpc[QR_ADDR_MAX];
+    qr_shards_node_addrs(rpc->shards, leader_id, leader_rpc, NULL);
+    if (leader_rpc[0] == '\0' ||
+        qr_peer_set_target(&rpc->shards->peer, leader_rpc) != 0) {
+        *why = "the leader's address is not known here yet; retry shortly";
+        return QR_EUNAVAIL;
+    }
+    Qraft__ReadIndexRequest ri = QRAFT__READ_INDEX_REQUEST__INIT;
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_READ_INDEX;
+    req.read_index = &ri;
+    round->leader_id = leader_id;
+    if (qr_peer_call(&rpc->shards->peer, &req, READ_INDEX_TIMEOUT_MS,
+                     on_round_answer, round) != 0) {
+        *why =
+            "the leader could not be asked (peer queue full); retry "
+            "shortly";
+        return QR_EUNAVAIL;
+    }
+    return 0;
+}
+
+/* Starts a round for the reads waiting, unless one is in flight. */
+static void reads_kick(struct qr_rpc *rpc)
+{
+    if (rpc->round != NULL || rpc->reads_head == NULL) {
+        return;
+    }
+    struct held_read *reads = rpc->reads_head;
+    rpc->reads_head = rpc->reads_tail = NULL;
+    rpc->n_reads = 0;
+    struct read_round *round = calloc(1, sizeof *round);
+    if (rpc->closing || round == NULL) {
+        free(round);
+        reads_proceed(rpc, reads, QR_EUNAVAIL, 0,
+                      rpc->closing ? "shutting down" : "out of memory");
+        return;
+    }
+    round->rpc = rpc;
+    round->reads = reads;
+    rpc->round = round;
+    rpc->n_rounds++;
+    const char *why = NULL;
+    int rv;
+    if (qr_cluster_serving(rpc->cluster)) {
+        rv = qr_cluster_read_barrier(rpc->cluster, on_round_barrier, round);
+        why = "this node is no longer the leader; retry shortly";
+    } else {
+        rv = ask_leader(rpc, round, &why);
+    }
+    if (rv != 0) {
+        round_finish(round, rv, 0, why);
+    }
+}
+
+/* Holds req (borrowed; copied) until it may be served linearizably, or,
+ * index_only, answers the read index (a follower's read-index request). */
+static void hold_read(struct qr_rpc_conn *conn,
+                      const Qraft__Request *req,
+                      bool index_only)
+{
+    struct qr_rpc *rpc = conn->rpc;
+    struct held_read *r = calloc(1, sizeof *r);
+    struct call *call = r != NULL ? call_new(conn, req) : NULL;
+    if (call == NULL) {
+        free(r);
+        send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
+        return;
+    }
+    r->call = call;
+    if (!index_only) {
+        r->req = (Qraft__Request *)copy_pb(&req->base);
+        if (r->req == NULL) {
+            send_error(conn, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
+            read_free(r);
+            return;
+        }
+    }
+    if (rpc->reads_tail != NULL) {
+        rpc->reads_tail->next = r;
+    } else {
+        rpc->reads_head = r;
+    }
+    rpc->reads_tail = r;
+    rpc->n_reads++;
+    reads_kick(rpc);
+}
+
+/* Peer: a follower's linearizable reads need this leader's read index. */
+static void handle_read_index(struct qr_rpc_conn *conn,
+                              const Qraft__Request *req)
+{
+    hold_read(conn, req, true);
+}
+
+/* Each loop iteration: a follower's round whose leader is gone (an
+ * election, a partition: raft forgets the leader within an election
+ * timeout) will not be answered in time: its reads are answered
+ * UNAVAILABLE now and a new round goes to the new leader, if any. */
+static void relays_sweep(struct qr_rpc *rpc, uint64_t leader_id);
+
+static void on_leader_watch(uv_check_t *h)
+{
+    struct qr_rpc *rpc = h->data;
+    uint64_t leader_id = 0;
+    qr_cluster_leader(rpc->cluster, &leader_id, NULL);
+    /* Relays are looked at when the leader changes (or some were left). */
+    if (rpc->relays != NULL &&
+        (leader_id != rpc->watch_leader || rpc->relays_left)) {
+        relays_sweep(rpc, leader_id);
+    }
+    rpc->watch_leader = leader_id;
+    struct read_round *round = rpc->round;
+    if (round == NULL || round->leader_id == 0 ||
+        leader_id == round->leader_id) {
+        return;
+    }
+    round->abandoned = true; /* on_round_answer frees it */
+    struct held_read *reads = round->reads;
+    round->reads = NULL;
+    rpc->round = NULL;
+    reads_proceed(rpc, reads, QR_EUNAVAIL, 0,
+                  "this node lost the leader before the read could be "
+                  "confirmed; nothing is known; retry shortly");
+    reads_kick(rpc);
+}
+
 static const struct route routes[] = {
     /* kind, name, handler, needs_leader, forward */
     {QRAFT__REQUEST__BODY_PUBLISH, "publish", handle_publish, true, true},
@@ -2652,13 +3007,26 @@ static const struct route routes[] = {
     {QRAFT__REQUEST__BODY_HEARTBEAT, "heartbeat", handle_heartbeat, true,
      false},
     {QRAFT__REQUEST__BODY_RESULTS, "results", handle_results, true, false},
+    {QRAFT__REQUEST__BODY_READ_INDEX, "read index", handle_read_index, true,
+     false},
 };
+
+static const struct route *find_route(Qraft__Request__BodyCase kind)
+{
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (routes[i].kind == kind) {
+            return &routes[i];
+        }
+    }
+    return NULL;
+}
 
 /* Node-to-node requests: they need the peer token. */
 static bool is_peer_request(Qraft__Request__BodyCase kind)
 {
     return kind == QRAFT__REQUEST__BODY_HEARTBEAT ||
-           kind == QRAFT__REQUEST__BODY_RESULTS;
+           kind == QRAFT__REQUEST__BODY_RESULTS ||
+           kind == QRAFT__REQUEST__BODY_READ_INDEX;
 }
 
 /* Compares without an early exit, so timing does not reveal the token. */
@@ -2678,14 +3046,150 @@ static bool token_matches(const char *want, const char *got)
  * When the peer call fails the request may or may not have reached the
  * leader, so the client hears UNKNOWN_OUTCOME (libqraft retries a publish
  * with its idempotency key); when it was never sent, UNAVAILABLE. */
+/* Forwarding waits at most this long for the leader's answer, and then
+ * for this node to apply what the leader applied. */
+#define FORWARD_TIMEOUT_MS 30000
+
+/* A leader's answer held until this node has applied as far as the leader
+ * had when it answered (read-your-writes on the node written through). */
+struct held_answer {
+    struct call *call;
+    uint8_t *packed; /* the answer, packed */
+    size_t len;
+};
+
+static void relay_link(struct qr_rpc *rpc, struct call *call, uint64_t leader)
+{
+    call->relay_leader = leader;
+    call->relay_prev = NULL;
+    call->relay_next = rpc->relays;
+    if (rpc->relays != NULL) {
+        rpc->relays->relay_prev = call;
+    }
+    rpc->relays = call;
+    call->relay_linked = true;
+}
+
+static void relay_unlink(struct qr_rpc *rpc, struct call *call)
+{
+    if (!call->relay_linked) {
+        return;
+    }
+    if (call->relay_prev != NULL) {
+        call->relay_prev->relay_next = call->relay_next;
+    } else {
+        rpc->relays = call->relay_next;
+    }
+    if (call->relay_next != NULL) {
+        call->relay_next->relay_prev = call->relay_prev;
+    }
+    call->relay_linked = false;
+}
+
+/* Relays a held answer now. */
+static void send_held(struct held_answer *h)
+{
+    struct call *call = h->call;
+    Qraft__Response *resp = qraft__response__unpack(NULL, h->len, h->packed);
+    if (resp == NULL) {
+        send_error(call->conn, call->id, QRAFT__STATUS__INTERNAL,
+                   "out of memory; the request was applied by the leader");
+        return;
+    }
+    resp->id = call->id;
+    send_response(call->conn, resp, false);
+    qraft__response__free_unpacked(resp, NULL);
+}
+
+static void on_caught_up(void *data, int status)
+{
+    struct held_answer *h = data;
+    struct call *call = h->call;
+    if (call->relay_done) { /* relayed already: this node lost the leader */
+        free(h->packed);
+        free(h);
+        call_free(call);
+        return;
+    }
+    relay_unlink(call->conn->rpc, call);
+    Qraft__Response *resp = qraft__response__unpack(NULL, h->len, h->packed);
+    if (status == QR_ETIMEOUT) {
+        /* The write is applied on the leader; this node lags. The answer
+         * is still the truth about the write (a linearizable read here
+         * waits for it anyway). */
+        QR_WARN("rpc",
+                "request %" PRIu64
+                ": this node did not apply the leader's index in time; "
+                "answering anyway",
+                call->id);
+    }
+    if (status == QR_ECANCELED) {
+        send_error(call->conn, call->id, QRAFT__STATUS__UNAVAILABLE,
+                   "shutting down; the request was applied by the leader");
+    } else if (resp == NULL) {
+        send_error(call->conn, call->id, QRAFT__STATUS__INTERNAL,
+                   "out of memory; the request was applied by the leader");
+    } else {
+        resp->id = call->id;
+        send_response(call->conn, resp, false);
+    }
+    if (resp != NULL) {
+        qraft__response__free_unpacked(resp, NULL);
+    }
+    free(h->packed);
+    free(h);
+    call_free(call);
+}
+
+/* Holds the leader's answer (borrowed) for call until this node applied
+ * resp->applied_index; false (nothing held) when that cannot be done. */
+static bool hold_answer(struct call *call, const Qraft__Response *resp)
+{
+    struct qr_rpc *rpc = call->conn->rpc;
+    struct held_answer *h = calloc(1, sizeof *h);
+    if (h == NULL) {
+        return false;
+    }
+    h->call = call;
+    h->len = qraft__response__get_packed_size(resp);
+    h->packed = malloc(h->len > 0 ? h->len : 1);
+    if (h->packed == NULL) {
+        free(h);
+        return false;
+    }
+    qraft__response__pack(resp, h->packed);
+    if (qr_cluster_wait_applied(rpc->cluster, resp->applied_index,
+                                FORWARD_TIMEOUT_MS, on_caught_up, h) != 0) {
+        free(h->packed);
+        free(h);
+        return false;
+    }
+    call->held = h; /* still a relay: on_leader_watch may send it sooner */
+    return true;
+}
+
 static void on_forwarded(void *data, int status, const Qraft__Response *resp)
 {
     struct call *call = data;
+    if (call->relay_done) { /* answered already: this node lost the leader */
+        call_free(call);
+        return;
+    }
     if (status == 0) {
+        if (resp->applied_index >
+                qr_cluster_applied(call->conn->rpc->cluster) &&
+            hold_answer(call, resp)) {
+            return; /* on_caught_up answers */
+        }
+        relay_unlink(call->conn->rpc, call);
         Qraft__Response relay = *resp;
         relay.id = call->id;
         send_response(call->conn, &relay, false);
-    } else if (status == QR_ECANCELED) {
+        call_free(call);
+        return;
+    }
+    relay_unlink(call->conn->rpc, call);
+    if (status == QR_ECANCELED) {
         send_error(call->conn, call->id, QRAFT__STATUS__UNAVAILABLE,
                    "shutting down");
     } else if (status == QR_ENOTSENT) {
@@ -2702,9 +3206,6 @@ static void on_forwarded(void *data, int status, const Qraft__Response *resp)
     }
     call_free(call);
 }
-
-/* Forwarding waits at most this long for the leader's answer. */
-#define FORWARD_TIMEOUT_MS 30000
 
 static bool forward(struct qr_rpc_conn *conn, Qraft__Request *req)
 {
@@ -2729,7 +3230,48 @@ static bool forward(struct qr_rpc_conn *conn, Qraft__Request *req)
         call_free(call);
         return false;
     }
+    relay_link(rpc, call, leader_id);
     return true;
+}
+
+/* Answers every forwarded write whose leader is no longer this node's
+ * leader (an election, or a partition: raft forgets an unreachable leader
+ * within an election timeout), rather than let its client wait for a peer
+ * call that may hang until the partition heals: a held answer is relayed
+ * (the write is applied), one still owed by the old leader is
+ * UNKNOWN_OUTCOME. Their peer callbacks only free them later.
+ *
+ * While the peer connection is down (the old leader died: its socket was
+ * reset), the calls are left to the peer: those never written end soon
+ * with QR_ENOTSENT (a connect fails or times out), which tells the client
+ * that nothing was applied. A connection still up to a leader that no
+ * longer answers is the partition case. */
+static void relays_sweep(struct qr_rpc *rpc, uint64_t leader_id)
+{
+    bool connected = qr_peer_connected(&rpc->shards->peer);
+    struct call *next;
+    rpc->relays_left = false;
+    for (struct call *call = rpc->relays; call != NULL; call = next) {
+        next = call->relay_next;
+        if (call->relay_leader == leader_id) {
+            continue;
+        }
+        if (call->held == NULL && !connected) {
+            rpc->relays_left = true; /* looked at again next iteration */
+            continue;
+        }
+        relay_unlink(rpc, call);
+        call->relay_done = true;
+        if (call->held != NULL) {
+            send_held(call->held);
+        } else {
+            send_error(call->conn, call->id, QRAFT__STATUS__UNKNOWN_OUTCOME,
+                       "this node lost the leader after forwarding the "
+                       "request to it; the request may or may not have been "
+                       "applied (retry a publish with the same idempotency "
+                       "key)");
+        }
+    }
 }
 
 /* Requests that add data: refused while space is low (node/admit.h), on
@@ -2779,12 +3321,7 @@ static void dispatch(struct qr_rpc_conn *conn,
                      bool as_peer)
 {
     struct qr_rpc *rpc = conn->rpc;
-    const struct route *route = NULL;
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (routes[i].kind == req->body_case) {
-            route = &routes[i];
-        }
-    }
+    const struct route *route = find_route(req->body_case);
     if (route == NULL) {
         send_error(conn, req->id, QRAFT__STATUS__BAD_REQUEST,
                    "unknown request kind %d", (int)req->body_case);
@@ -2806,6 +3343,10 @@ static void dispatch(struct qr_rpc_conn *conn,
         }
         return;
     }
+    if (is_linear_read(req)) {
+        hold_read(conn, req, false);
+        return;
+    }
     route->handler(conn, req);
 }
 
@@ -2824,6 +3365,7 @@ static void handle_frame(struct qr_rpc_conn *conn,
     /* Nothing this version does not know goes further (lib/pb.h). */
     qr_pb_drop_unknown(&req->base);
     bool as_peer = token_matches(rpc->peer_token, req->token);
+    conn->peer = conn->peer || as_peer;
     if (!as_peer && !token_matches(rpc->token, req->token)) {
         send_error(conn, req->id, QRAFT__STATUS__UNAUTHORIZED,
                    "unauthorized: wrong or missing token");
@@ -3051,6 +3593,9 @@ int qr_rpc_init(struct qr_rpc *rpc,
         uv_close((uv_handle_t *)&rpc->listener, NULL);
         return rv;
     }
+    uv_check_init(loop, &rpc->leader_watch);
+    rpc->leader_watch.data = rpc;
+    uv_check_start(&rpc->leader_watch, on_leader_watch);
     return 0;
 }
 
@@ -3069,8 +3614,10 @@ void qr_rpc_close(struct qr_rpc *rpc, qr_rpc_close_cb cb)
     }
     rpc->closing = true;
     rpc->close_cb = cb;
-    rpc->pending_closes = 1 + (rpc->n_conns > 0 ? 1 : 0);
+    rpc->pending_closes = 2 + (rpc->n_conns > 0 ? 1 : 0);
     uv_close((uv_handle_t *)&rpc->listener, on_listener_close);
+    uv_check_stop(&rpc->leader_watch);
+    uv_close((uv_handle_t *)&rpc->leader_watch, on_listener_close);
     for (struct qr_rpc_conn *c = rpc->conns; c != NULL; c = c->next) {
         conn_close(c);
     }

@@ -8,8 +8,14 @@
  *   connection after one error response; a frame that does not decode gets a
  *   BAD_REQUEST (id 0) and the connection stays usable; a wrong token gets
  *   UNAUTHORIZED before anything else is looked at.
- * - Writes are acknowledged only after commit and apply (see cluster.h);
- *   reads are served from this node's store. */
+ * - Writes are acknowledged only after commit and apply (see cluster.h), on
+ *   the leader and, for a write a follower forwarded, on that follower too.
+ * - Reads are linearizable unless the request says `stale`: before a read
+ *   is served from this node's store, the leader proves it still leads (a
+ *   raft barrier of its term; a follower asks it with a read-index peer
+ *   request) and this node applies up to the barrier's index. Reads that
+ *   arrive while a round is in flight share the next one. A node without a
+ *   reachable leader answers them UNAVAILABLE, never stale data. */
 #ifndef QR_RPC_H
 #define QR_RPC_H
 
@@ -30,6 +36,9 @@ struct qr_rpc;
 typedef void (*qr_rpc_close_cb)(struct qr_rpc *rpc);
 
 struct qr_rpc_conn;
+struct held_read;
+struct read_round;
+struct call;
 
 struct qr_rpc {
     uv_loop_t *loop;                /* borrowed */
@@ -52,6 +61,18 @@ struct qr_rpc {
     /* borrowed, may be NULL (nothing is refused); set after init: writes
      * that add data are refused while space is low (node/admit.h) */
     struct qr_admit *admit;
+    /* Linearizable reads: those waiting for the next read-index round, and
+     * the round in flight (one at a time). */
+    struct held_read *reads_head, *reads_tail;
+    size_t n_reads;
+    struct read_round *round;
+    uint64_t n_rounds;      /* read-index rounds started (status, benchmarks) */
+    struct call *relays;    /* forwarded writes not answered yet */
+    uint64_t watch_leader;  /* the leader at the last loop iteration */
+    bool relays_left;       /* the last sweep left some to the peer */
+    bool warned_old_leader; /* logged that the leader has no read index */
+    /* Each loop iteration: fails what waits on a leader that is gone. */
+    uv_check_t leader_watch;
 };
 
 /* Binds and listens on cfg->rpc_addr. Client requests need the API token

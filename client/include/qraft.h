@@ -127,6 +127,15 @@ int qraft_client_new(const char *endpoints,
 /* Closes the connection and frees c. NULL is fine. */
 void qraft_client_free(struct qraft_client *c);
 
+/* Reads on c (get, list, dlq list, events, status, keys, queue, schedule
+ * and group reads) are linearizable by default: the node asked first
+ * confirms with the leader that it has applied every write acknowledged
+ * before the read, and a node cut off from the leader answers UNAVAILABLE
+ * (retried on another endpoint). With stale true the node answers from its
+ * own store as it is: faster, served while the leader is unreachable, and
+ * may miss recent writes. Writes are unaffected. */
+void qraft_client_set_stale_reads(struct qraft_client *c, bool stale);
+
 /* Text of the last failure on c ("" when none yet). Borrowed: valid until
  * the next call on c. */
 const char *qraft_client_errmsg(const struct qraft_client *c);

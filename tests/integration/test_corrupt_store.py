@@ -270,7 +270,9 @@ class CorruptReplicaTest(unittest.TestCase):
         got = json.loads(out)
         self.assertEqual(got["url"], sink.url(f"{PROBE}{CORRUPT:04d}"))
         self.assertEqual(got["state"], "delivered")
-        self.assertEqual(readyz(again)[0], 200)
+        # Ready once it has also announced itself (its next tick, 100 ms).
+        qh.wait_until(lambda: readyz(again)[0] == 200, 10,
+                      lambda: f"{again.name} ready: {readyz(again)}")
 
 
 class Format1DataDirTest(unittest.TestCase):

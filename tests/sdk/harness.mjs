@@ -308,7 +308,7 @@ export class ClusterNode extends Process {
     this.spawn(["--id", String(this.id), "--peers", this.cluster.peers,
       "--data", path.join(this.dir, "data"), "--raft", this.raftAddr,
       "--rpc", this.rpcAddr, "--http", this.httpAddr,
-      "--token", this.cluster.token]);
+      "--token", this.cluster.token, ...this.cluster.extraArgs]);
   }
 
   /* Resolves once GET /readyz answers 200: a leader is known, this node
@@ -336,7 +336,9 @@ export class ClusterNode extends Process {
 
 /* n ClusterNodes (ids 1..n) on loopback sharing one token. */
 export class Cluster {
-  constructor(n = 3) {
+  /* extraArgs: more qraftd flags, for every node. */
+  constructor(n = 3, extraArgs = []) {
+    this.extraArgs = extraArgs;
     this.token = `sdk-cluster-token-${process.pid}`;
     this.nodes = Array.from({ length: n }, (_, i) => new ClusterNode(i + 1,
       this));
@@ -399,6 +401,71 @@ export class Cluster {
     }
   }
 }
+
+/*
+ * A follower of a 3-node cluster dressed as a DevNode: env holds what a
+ * `--dev` node prints (QSTASH_URL is the follower's HTTP API, the signing
+ * keys come from its GET /v2/keys, QRAFT_ENDPOINTS is its RPC address
+ * alone) and cli() talks to that follower only. withDevNode uses it when
+ * QRAFT_SDK_VIA=follower, so every suite written for one node runs through
+ * a node that forwards its writes, with no retries around reads-after-
+ * writes (reads are linearizable on every node).
+ */
+export class FollowerNode {
+  env = {};
+
+  constructor(extraArgs = []) {
+    this.cluster = new Cluster(3, extraArgs);
+  }
+
+  async start() {
+    await this.cluster.start();
+    const leader = await this.cluster.leader();
+    this.node = this.cluster.nodes.find((n) => n !== leader);
+    // A --dev node is at its full feature level once it serves; a cluster
+    // once the leader has seen every member's level (its next tick).
+    await waitFor(async () => {
+      const s = await leader.status();
+      const levels = (s.nodes ?? []).map((n) => n.feature_level);
+      return levels.length === this.cluster.nodes.length &&
+        levels.every((l) => l > 0) && s.feature_level >= Math.min(...levels);
+    }, "the cluster's feature level to rise", START_TIMEOUT);
+    const res = await fetch(`${this.node.url}/v2/keys`, {
+      headers: { Authorization: `Bearer ${this.cluster.token}` },
+    });
+    assert.equal(res.status, 200, "GET /v2/keys on the follower");
+    const keys = await res.json();
+    this.env = {
+      QSTASH_URL: this.node.url,
+      QSTASH_TOKEN: this.cluster.token,
+      QSTASH_CURRENT_SIGNING_KEY: keys.current,
+      QSTASH_NEXT_SIGNING_KEY: keys.next,
+      QRAFT_ENDPOINTS: this.node.rpcAddr,
+    };
+  }
+
+  cli(...args) {
+    return runCli(this.node.rpcAddr, this.cluster.token, args,
+      () => this.logHint());
+  }
+
+  async stop() {
+    await this.cluster.stop();
+  }
+
+  removeDir() {
+    this.cluster.removeDirs();
+  }
+
+  logHint() {
+    return this.cluster.nodes.map((n) => n.logHint()).join("");
+  }
+}
+
+/* Where withDevNode's suites run: "follower" (QRAFT_SDK_VIA=follower) or
+ * "dev" (the default). */
+export const sdkVia = process.env.QRAFT_SDK_VIA === "follower"
+  ? "follower" : "dev";
 
 /*
  * An app on 127.0.0.1 that records every request (method, url, path,
@@ -475,7 +542,8 @@ export class Sink {
 }
 
 /*
- * The setup an SDK test file against one `qraftd --dev` shares. Registers
+ * The setup an SDK test file against one `qraftd --dev` (or, with
+ * QRAFT_SDK_VIA=follower, a follower of a 3-node cluster) shares. Registers
  * node:test before/after hooks where it is called (at file level, or in a
  * describe for that suite) and returns dev = { node, app, client, receiver }:
  * node and app at once, client and receiver once the before hook ran.
@@ -489,8 +557,9 @@ export class Sink {
  * step runs even if the one before it failed.
  */
 export function withDevNode({ app = new Sink(), nodeArgs = [], ready } = {}) {
-  const dev = { node: new DevNode(nodeArgs), app, client: null,
-    receiver: null };
+  const node = sdkVia === "follower" ? new FollowerNode(nodeArgs)
+    : new DevNode(nodeArgs);
+  const dev = { node, app, client: null, receiver: null };
   before(async () => {
     await dev.node.start();
     await app.start();
