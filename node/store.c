@@ -858,6 +858,18 @@ static int move_index_key(struct qr_store_txn *t,
 
 /* Moves the index entries and counters of one message from its old record
  * to its new one; either may be NULL (insert, delete). */
+/* The message indexes: which states each holds a key for, and the key. */
+static const struct message_index {
+    enum db db;
+    bool (*holds)(Qraft__MessageState state);
+    size_t (*key)(uint8_t *buf, const Qraft__Message *m);
+} message_indexes[] = {
+    {DB_DUE, in_due, due_key},
+    {DB_DLQ, in_dlq, dlq_key},
+    {DB_DONE, in_done, done_key},
+    {DB_QFIFO, in_qfifo, qfifo_key},
+};
+
 static int reindex(struct qr_store_txn *t,
                    const Qraft__Message *old,
                    const Qraft__Message *m,
@@ -865,68 +877,28 @@ static int reindex(struct qr_store_txn *t,
 {
     uint8_t old_buf[KEY_BUF_BYTES];
     uint8_t new_buf[KEY_BUF_BYTES];
-    const uint8_t *old_key = NULL;
-    const uint8_t *new_key = NULL;
-    size_t old_len = 0;
-    size_t new_len = 0;
     int rv;
 
-    if (old != NULL && in_due(old->state)) {
-        old_len = due_key(old_buf, old);
-        old_key = old_buf;
-    }
-    if (m != NULL && in_due(m->state)) {
-        new_len = due_key(new_buf, m);
-        new_key = new_buf;
-    }
-    rv = move_index_key(t, DB_DUE, old_key, old_len, new_key, new_len, what);
-    if (rv != 0) {
-        return rv;
-    }
-
-    old_key = NULL;
-    new_key = NULL;
-    if (old != NULL && in_dlq(old->state)) {
-        old_len = dlq_key(old_buf, old);
-        old_key = old_buf;
-    }
-    if (m != NULL && in_dlq(m->state)) {
-        new_len = dlq_key(new_buf, m);
-        new_key = new_buf;
-    }
-    rv = move_index_key(t, DB_DLQ, old_key, old_len, new_key, new_len, what);
-    if (rv != 0) {
-        return rv;
-    }
-
-    old_key = NULL;
-    new_key = NULL;
-    if (old != NULL && in_done(old->state)) {
-        old_len = done_key(old_buf, old);
-        old_key = old_buf;
-    }
-    if (m != NULL && in_done(m->state)) {
-        new_len = done_key(new_buf, m);
-        new_key = new_buf;
-    }
-    rv = move_index_key(t, DB_DONE, old_key, old_len, new_key, new_len, what);
-    if (rv != 0) {
-        return rv;
-    }
-
-    old_key = NULL;
-    new_key = NULL;
-    if (old != NULL && in_qfifo(old->state)) {
-        old_len = qfifo_key(old_buf, old);
-        old_key = old_buf;
-    }
-    if (m != NULL && in_qfifo(m->state)) {
-        new_len = qfifo_key(new_buf, m);
-        new_key = new_buf;
-    }
-    rv = move_index_key(t, DB_QFIFO, old_key, old_len, new_key, new_len, what);
-    if (rv != 0) {
-        return rv;
+    for (size_t i = 0; i < sizeof message_indexes / sizeof message_indexes[0];
+         i++) {
+        const struct message_index *ix = &message_indexes[i];
+        const uint8_t *old_key = NULL;
+        const uint8_t *new_key = NULL;
+        size_t old_len = 0;
+        size_t new_len = 0;
+        if (old != NULL && ix->holds(old->state)) {
+            old_len = ix->key(old_buf, old);
+            old_key = old_buf;
+        }
+        if (m != NULL && ix->holds(m->state)) {
+            new_len = ix->key(new_buf, m);
+            new_key = new_buf;
+        }
+        rv =
+            move_index_key(t, ix->db, old_key, old_len, new_key, new_len, what);
+        if (rv != 0) {
+            return rv;
+        }
     }
 
     if (old != NULL && m != NULL && old->state == m->state) {
