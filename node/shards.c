@@ -481,12 +481,47 @@ static void on_heartbeat_answer(void *data,
     } else if (status == 0) {
         QR_DEBUG("shards", "heartbeat refused: %s",
                  resp->status == QRAFT__STATUS__OK ? "no lease" : resp->error);
+        if (resp->status == QRAFT__STATUS__NOT_LEADER) {
+            /* Asked a node that does not lead: go where it points, or to
+             * the next member (fallback_target). */
+            snprintf(s->last_leader_rpc, sizeof s->last_leader_rpc, "%s",
+                     resp->leader_rpc != NULL ? resp->leader_rpc : "");
+        }
         lease_void(s, "the heartbeat was refused");
     } else {
         QR_DEBUG("shards", "heartbeat: %s", qr_strerror(status));
+        s->last_leader_rpc[0] = '\0'; /* the next goes elsewhere */
         lease_void(s, "the heartbeat got no answer");
     }
     free(hc);
+}
+
+/* Where the heartbeat goes when the leader's own address is not known
+ * here: the last node that led or named the leader, else each other member
+ * whose address is known, in turn. A node removed moments after the new
+ * leader took over may never have applied that leader's address, and hears
+ * from nobody: a member it asks names the leader (NOT_LEADER, leader_rpc),
+ * and the leader tells it it was removed. False: no address known yet. */
+static bool fallback_target(struct qr_shards *s, char *rpc)
+{
+    if (s->last_leader_rpc[0] != '\0') {
+        snprintf(rpc, QR_ADDR_MAX, "%s", s->last_leader_rpc);
+        return true;
+    }
+    struct qr_cluster_status cs;
+    qr_cluster_get_status(s->cluster, &cs);
+    for (size_t k = 0; k < cs.n_nodes; k++) {
+        uint64_t id = cs.nodes[(s->probe_next + k) % cs.n_nodes].id;
+        if (id == s->config->id) {
+            continue;
+        }
+        qr_shards_node_addrs(s, id, rpc, NULL);
+        if (rpc[0] != '\0') {
+            s->probe_next = (uint32_t)((s->probe_next + k + 1) % cs.n_nodes);
+            return true;
+        }
+    }
+    return false;
 }
 
 static void send_heartbeat(struct qr_shards *s, uint64_t now)
@@ -502,12 +537,8 @@ static void send_heartbeat(struct qr_shards *s, uint64_t now)
     }
     if (rpc[0] != '\0') {
         snprintf(s->last_leader_rpc, sizeof s->last_leader_rpc, "%s", rpc);
-    } else if (s->last_leader_rpc[0] != '\0') {
-        /* No leader known (an election, or this node was removed and hears
-         * from nobody): keep asking the last one, which can say which. */
-        snprintf(rpc, sizeof rpc, "%s", s->last_leader_rpc);
-    } else {
-        return; /* the leader has not advertised itself yet */
+    } else if (!fallback_target(s, rpc)) {
+        return; /* no other node has advertised itself yet */
     }
     qr_peer_set_target(&s->peer, rpc);
     if (s->heartbeat_pending || now < s->next_heartbeat_mono_ms) {

@@ -95,6 +95,7 @@ struct qr_shards {
     bool heartbeat_pending;
     uint64_t next_heartbeat_mono_ms;
     char last_leader_rpc[QR_ADDR_MAX]; /* heartbeats go here meanwhile */
+    uint32_t probe_next; /* else to the members in turn, from here */
 
     /* Leader side. */
     bool was_serving;
