@@ -678,6 +678,61 @@ static void poll_membership(struct qr_cluster *c)
     }
 }
 
+/* libraft 0.22.1 records a configuration entry that a follower receives
+ * as uncommitted at the index of the first entry of its batch, not at its
+ * own (replicationAppend passes `index`, not `index + i`). When the entry
+ * commits, raft finds the two indexes differ and never marks it committed:
+ * the node refuses every membership change with RAFT_CANTCHANGE once it
+ * leads, and its snapshots carry the configuration from before (raft-notes
+ * rule 16).
+ *
+ * The repair: when an uncommitted index appears, note the log's last index,
+ * which the entry is at or before; once everything up to there is applied
+ * the entry is committed, whatever its true index, so record the current
+ * configuration as committed. A new term starts the watch again (a new
+ * leader may have truncated the log). Never while this node's own change
+ * is in flight: raft tracks those itself, and steps a leader that removed
+ * itself down when the change commits. */
+static void repair_config_index(struct qr_cluster *c)
+{
+    struct raft *r = &c->raft;
+    raft_index u = r->configuration_uncommitted_index;
+    if (u == 0) {
+        c->conf_seen_index = 0;
+        return;
+    }
+    if (u != c->conf_seen_index || raft_current_term(r) != c->conf_seen_term) {
+        c->conf_seen_index = u;
+        c->conf_seen_term = raft_current_term(r);
+        c->conf_seen_last = raft_last_index(r);
+        return;
+    }
+    if (c->change != NULL || raft_last_applied(r) < c->conf_seen_last ||
+        (raft_state(r) == RAFT_LEADER && r->leader_state.promotee_id != 0)) {
+        return;
+    }
+    struct raft_configuration committed;
+    raft_configuration_init(&committed);
+    for (unsigned i = 0; i < r->configuration.n; i++) {
+        const struct raft_server *sv = &r->configuration.servers[i];
+        if (raft_configuration_add(&committed, sv->id, sv->address, sv->role) !=
+            0) {
+            raft_configuration_close(&committed);
+            return; /* out of memory: the next check tries again */
+        }
+    }
+    raft_configuration_close(&r->configuration_committed);
+    r->configuration_committed = committed;
+    r->configuration_committed_index = u;
+    r->configuration_uncommitted_index = 0;
+    c->conf_seen_index = 0;
+    QR_INFO("cluster",
+            "configuration of %u node(s) committed (recorded by hand: "
+            "libraft 0.22.1 misses it when the entry is not first in its "
+            "batch)",
+            r->configuration.n);
+}
+
 void qr_cluster_note_removed(struct qr_cluster *c)
 {
     if (c->removed) {
@@ -706,6 +761,7 @@ bool qr_cluster_removed(struct qr_cluster *c, uint64_t id)
 
 static void poll_leadership(struct qr_cluster *c)
 {
+    repair_config_index(c);
     poll_membership(c);
     bool leader = raft_state(&c->raft) == RAFT_LEADER;
     if (leader && !c->leader) {
@@ -1120,6 +1176,20 @@ static void finish_change(struct qr_membership *m, int status, const char *why)
     free(m);
 }
 
+/* Why raft refuses a membership change now, in the log. */
+static void log_cantchange(struct qr_cluster *c, const char *what)
+{
+    QR_INFO("cluster",
+            "%s refused: a configuration change is pending (uncommitted "
+            "configuration at index %llu, committed at %llu; commit index "
+            "%llu, applied %llu, promoting node %llu)",
+            what, (unsigned long long)c->raft.configuration_uncommitted_index,
+            (unsigned long long)c->raft.configuration_committed_index,
+            (unsigned long long)c->raft.commit_index,
+            (unsigned long long)c->raft.last_applied,
+            (unsigned long long)c->raft.leader_state.promotee_id);
+}
+
 static int change_status(int rv)
 {
     switch (rv) {
@@ -1231,6 +1301,9 @@ int qr_cluster_remove(struct qr_cluster *c,
     m->step = 2; /* done after this one change */
     m->req.change.data = m;
     rv = raft_remove(&c->raft, &m->req.change, id, on_change);
+    if (rv == RAFT_CANTCHANGE) {
+        log_cantchange(c, "removing a node");
+    }
     if (rv != 0) {
         free(m);
         return change_status(rv);

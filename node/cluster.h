@@ -105,6 +105,12 @@ struct qr_cluster {
 
     /* Membership: one change at a time. */
     struct qr_membership *change;
+    /* An uncommitted configuration seen in raft (repair_config_index):
+     * its index as raft records it, the term then, and the log's last
+     * index then, which its entry is at or before. */
+    uint64_t conf_seen_index;
+    uint64_t conf_seen_term;
+    uint64_t conf_seen_last;
 
     /* Message ids. */
     uint64_t last_id_ms;

@@ -223,12 +223,28 @@ class MembershipTest(unittest.TestCase):
         # Right after a leader change raft may still refuse a configuration
         # change for a moment (one at a time); an operator retries, and so
         # does the test, until node 2 has left the configuration.
+        last = {}
+
         def removed():
             rc, _, err = cluster.cli("cluster", "remove", "2", check=False)
             self.assertIn(rc, (0, 1, 4), err)
-            return 2 not in shard_counts(cluster)
-        qh.wait_until(removed, 60, "node 2 to leave the configuration")
-        self.assertEqual(victim.proc.wait(30), 0, "a removed node exits 0")
+            last["remove"] = (rc, err.strip())
+            last["status"] = shard_counts(cluster)
+            return 2 not in last["status"]
+
+        def why():
+            logs = "\n".join(f"--- node {n.id} ---\n{n.stderr_tail(15)}"
+                             for n in cluster.nodes)
+            return (f"node 2 to leave the configuration (last: {last})\n"
+                    f"{logs}")
+        qh.wait_until(removed, 60, why)
+        # It learns so from the leader even if it never applied the
+        # leader's address (it was removed right after the transfer).
+        try:
+            victim.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.fail(f"node 2 lingers:\n{victim.stderr_tail(15)}")
+        self.assertEqual(victim.proc.returncode, 0, "a removed node exits 0")
         victim.stopped_on_purpose = True
         cluster.nodes.remove(victim)
 
