@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "command.h"
-#include "err.h"
+#include "lib/err.h"
+#include "repl/command.h"
 
 #define KIB (1024ull)
 #define MIB (1024ull * KIB)

@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "logger.h"
+#include "lib/logger.h"
 
 #define QR_ADDR_MAX 64
 #define QR_TOKEN_MAX 128

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 
 #include "config.h"
-#include "delivery.h"
-#include "err.h"
-#include "logger.h"
+#include "deliver/delivery.h"
+#include "lib/err.h"
+#include "lib/logger.h"
 #include "server.h"
 
 int main(int argc, char **argv)

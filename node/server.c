@@ -9,10 +9,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "err.h"
+#include "deliver/sign.h"
 #include "lib/clock.h"
-#include "logger.h"
-#include "sign.h"
+#include "lib/err.h"
+#include "lib/logger.h"
 
 #define TICK_MS 100
 #define TOKEN_FILE "token"

@@ -8,14 +8,14 @@
 #include <stdio.h>
 #include <uv.h>
 
-#include "admit.h"
-#include "cluster.h"
+#include "api/http_api.h"
+#include "api/rpc.h"
 #include "config.h"
-#include "http_api.h"
-#include "rpc.h"
-#include "scheduler.h"
-#include "store.h"
-#include "worker.h"
+#include "deliver/worker.h"
+#include "repl/cluster.h"
+#include "sched/scheduler.h"
+#include "store/admit.h"
+#include "store/store.h"
 
 struct qr_server {
     const struct qr_config *config; /* borrowed */

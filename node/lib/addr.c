@@ -1,4 +1,4 @@
-#include "addr.h"
+#include "lib/addr.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -9,7 +9,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "err.h"
+#include "lib/err.h"
 
 int qr_addr_parse_ipv4(const char *hostport, struct sockaddr_in *out)
 {

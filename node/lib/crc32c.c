@@ -1,7 +1,7 @@
 /* CRC-32C in software, eight bytes a step ("slicing by 8"): table[0] is the
  * classic byte-at-a-time table; table[k][b] is the CRC of byte b followed by
  * k zero bytes, so eight lookups fold in eight bytes at once. */
-#include "crc32c.h"
+#include "lib/crc32c.h"
 
 #include <pthread.h>
 

@@ -1,9 +1,9 @@
-#include "json_text.h"
+#include "lib/json_text.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "utf8.h"
+#include "lib/utf8.h"
 
 json_t *qr_json_textn(const char *s, size_t n)
 {

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "err.h"
+#include "lib/err.h"
 
 static void quiet_emit(struct raft_tracer *t, int type, const void *info)
 {

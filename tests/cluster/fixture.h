@@ -31,10 +31,10 @@
 #include <raft.h>
 #include <raft/fixture.h>
 
-#include "command.h"
 #include "config.h"
-#include "fsm.h"
-#include "store.h"
+#include "repl/command.h"
+#include "repl/fsm.h"
+#include "store/store.h"
 
 #define FIXTURE_N_SERVERS 3
 /* Fixture time (not wall time) a step until applied may take. */

@@ -19,8 +19,8 @@
 
 #include <cmocka.h>
 
-#include "err.h"
 #include "fixture.h"
+#include "lib/err.h"
 
 static struct qr_packed publish_seq(struct fixture *f,
                                     uint64_t seq,

@@ -22,8 +22,8 @@
 
 #include <cmocka.h>
 
-#include "err.h"
 #include "fixture.h"
+#include "lib/err.h"
 
 #define URL "http://127.0.0.1:9/hook"
 

@@ -23,8 +23,8 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "err.h"
 #include "fixture.h"
+#include "lib/err.h"
 
 #define MAX_RESULTS 4   /* results per DeliveryResults command built here */
 #define MAX_CALLBACKS 8 /* callback messages collected per source */

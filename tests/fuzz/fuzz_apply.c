@@ -38,12 +38,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "command.h"
-#include "err.h"
-#include "fsm.h"
 #include "fuzz_util.h"
+#include "lib/err.h"
 #include "lib/pb.h"
-#include "store.h"
+#include "repl/command.h"
+#include "repl/fsm.h"
+#include "store/store.h"
 
 #define NOW_MS 1767225600000ull /* 2026-01-01T00:00:00Z */
 #define MAX_ENTRIES 16

@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cron.h"
-#include "err.h"
 #include "fuzz_util.h"
+#include "lib/err.h"
+#include "sched/cron.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

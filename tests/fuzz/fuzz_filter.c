@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "filter.h"
 #include "fuzz_util.h"
+#include "ops/filter.h"
 #include "qraft.pb-c.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -19,7 +19,7 @@
  * build packs into a Request (protobuf-c would crash on a NULL string); an
  * accepted publish holds only UTF-8 text (a known finding, F2 in
  * docs/fuzzing.md). */
-#include "rest.c"
+#include "api/rest.c"
 
 #include "config.h"
 #include "fuzz_util.h"

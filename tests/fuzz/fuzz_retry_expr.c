@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deliver/retry.h"
 #include "fuzz_util.h"
-#include "retry.h"
 
 #define NOW_MS 1767225600000ull
 

@@ -15,11 +15,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "err.h"
-#include "fsm.h"
 #include "fuzz_util.h"
-#include "logger.h"
-#include "store.h"
+#include "lib/err.h"
+#include "lib/logger.h"
+#include "repl/fsm.h"
+#include "store/store.h"
 
 #define MAP_BYTES (256ull << 20)
 

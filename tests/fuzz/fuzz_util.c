@@ -7,7 +7,7 @@
 
 #include <protobuf-c/protobuf-c.h>
 
-#include "logger.h"
+#include "lib/logger.h"
 
 char *fuzz_strndup(const uint8_t *data, size_t size)
 {

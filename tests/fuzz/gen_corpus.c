@@ -16,13 +16,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "command.h"
 #include "config.h"
-#include "err.h"
 #include "frame.h"
-#include "fsm.h"
+#include "lib/err.h"
 #include "qraft.pb-c.h"
-#include "store.h"
+#include "repl/command.h"
+#include "repl/fsm.h"
+#include "store/store.h"
 
 #define NOW_MS 1767225600000ull
 

@@ -16,8 +16,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "err.h"
-#include "sign.h"
+#include "deliver/sign.h"
+#include "lib/err.h"
 
 /* Reads all of stdin into a new buffer (free with free()). */
 static int read_stdin(uint8_t **out, size_t *out_len)

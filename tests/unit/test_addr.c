@@ -13,8 +13,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "err.h"
 #include "lib/addr.h"
+#include "lib/err.h"
 
 /* A socket listening on 127.0.0.1 at a port the kernel picked. */
 static int listen_any(int *port)

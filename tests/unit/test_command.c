@@ -15,10 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "command.h"
 #include "config.h"
-#include "cron.h"
-#include "err.h"
+#include "lib/err.h"
+#include "repl/command.h"
+#include "sched/cron.h"
 
 #define NOW_MS 1700000000000ull
 

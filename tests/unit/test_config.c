@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "command.h"
 #include "config.h"
-#include "err.h"
+#include "lib/err.h"
+#include "repl/command.h"
 
 #define SECOND_MS 1000ull
 #define MINUTE_MS (60ull * SECOND_MS)

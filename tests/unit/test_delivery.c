@@ -36,8 +36,8 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "delivery.h"
-#include "err.h"
+#include "deliver/delivery.h"
+#include "lib/err.h"
 
 #define MAX_CONNS 64
 #define REQ_MAX_BYTES (256u * 1024u)

@@ -10,7 +10,7 @@
 
 #include <string.h>
 
-#include "filter.h"
+#include "ops/filter.h"
 
 static Qraft__Message message(const char *id, const char *url)
 {

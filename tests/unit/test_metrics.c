@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "metrics.h"
+#include "lib/metrics.h"
 
 static void test_render(void **state)
 {

@@ -23,10 +23,10 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "err.h"
 #include "frame.h"
 #include "lib/clock.h"
-#include "peer.h"
+#include "lib/err.h"
+#include "lib/peer.h"
 
 #define TOKEN "peer-test-token"
 #define WAIT_MS 10000

@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "err.h"
-#include "retry.h"
+#include "deliver/retry.h"
+#include "lib/err.h"
 
 #define SECOND_MS 1000ull
 #define MINUTE_MS (60ull * SECOND_MS)

@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "shards.h"
+#include "deliver/shards.h"
 
 static void counts(const uint64_t map[QR_FSM_N_SHARDS],
                    uint64_t id,

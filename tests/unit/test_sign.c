@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "err.h"
-#include "sign.h"
+#include "deliver/sign.h"
+#include "lib/err.h"
 
 #define KEY "sig_4Rq8mZt2WkXnP7cVb3HjLd9sFgYe"
 #define OTHER_KEY "sig_9xWm3Kd7PqLr2TnVb8HcZf5GjYs"

@@ -16,8 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "err.h"
-#include "store.h"
+#include "lib/err.h"
+#include "store/store.h"
 
 #define MAP_BYTES (64ull * 1024 * 1024)
 

@@ -1,0 +1,194 @@
+#include "deliver/callback.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "deliver/sign.h"
+#include "lib/json_text.h"
+#include "lib/utf8.h"
+
+void qr_callback_canonical_name(const char *name, char *out, size_t out_len)
+{
+    size_t i = 0;
+    bool upper = true;
+    if (out_len == 0) {
+        return;
+    }
+    for (; name[i] != '\0' && i + 1 < out_len; i++) {
+        char ch = name[i];
+        if (upper && ch >= 'a' && ch <= 'z') {
+            ch = (char)(ch - 'a' + 'A');
+        } else if (!upper && ch >= 'A' && ch <= 'Z') {
+            ch = (char)(ch - 'A' + 'a');
+        }
+        out[i] = ch;
+        upper = ch == '-';
+    }
+    out[i] = '\0';
+}
+
+uint32_t qr_callback_seq(const char *source_id,
+                         Qraft__CallbackKind kind,
+                         uint32_t attempt)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)source_id; *p; p++) {
+        h = (h ^ *p) * 16777619u;
+    }
+    h = (h ^ (uint32_t)kind) * 16777619u;
+    for (int i = 0; i < 4; i++) {
+        h = (h ^ ((attempt >> (8 * i)) & 0xffu)) * 16777619u;
+    }
+    return h;
+}
+
+/* {"Canonical-Name": ["value", ...]}, values grouped by canonical name in
+ * the order the names first appear. Names and values that are not UTF-8
+ * (a destination may answer any bytes) show U+FFFD: a callback is built in
+ * apply, where failing on data would stop every replica. */
+static json_t *header_map(Qraft__Header *const *headers, size_t n)
+{
+    json_t *map = json_object();
+    if (map == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char raw[256];
+        char name[QR_UTF8_LOSSY_BYTES(sizeof raw)];
+        qr_callback_canonical_name(headers[i]->name, raw, sizeof raw);
+        qr_utf8_lossy(raw, strlen(raw), name);
+        json_t *values = json_object_get(map, name);
+        if (values == NULL) {
+            values = json_array();
+            if (values == NULL || json_object_set_new(map, name, values)) {
+                json_decref(map);
+                return NULL;
+            }
+        }
+        if (json_array_append_new(values, qr_json_text(headers[i]->value))) {
+            json_decref(map);
+            return NULL;
+        }
+    }
+    return map;
+}
+
+static json_t *base64_string(const uint8_t *data, size_t len)
+{
+    char *b64 = NULL;
+    if (qr_sign_base64(data, len, &b64) != 0) {
+        return NULL;
+    }
+    json_t *s = json_string(b64);
+    free(b64);
+    return s;
+}
+
+static char *build_body(const Qraft__Message *src,
+                        const Qraft__DeliveryResult *r,
+                        Qraft__CallbackKind kind)
+{
+    const Qraft__AttemptResponse *resp = r->response;
+    static Qraft__AttemptResponse none = QRAFT__ATTEMPT_RESPONSE__INIT;
+    if (resp == NULL) {
+        resp = &none;
+    }
+    json_t *o = json_object();
+    if (o == NULL) {
+        return NULL;
+    }
+    /* Insertion order is the output order (JSON_PRESERVE_ORDER): the same on
+     * every replica. */
+    int bad = 0;
+    bad |= json_object_set_new(o, "status", json_integer(resp->status));
+    bad |= json_object_set_new(o, "header",
+                               header_map(resp->headers, resp->n_headers));
+    bad |= json_object_set_new(o, "body",
+                               base64_string(resp->body.data, resp->body.len));
+    bad |= json_object_set_new(o, "retried", json_integer(r->attempt));
+    bad |= json_object_set_new(o, "maxRetries", json_integer(src->max_retries));
+    if (kind == QRAFT__CALLBACK_KIND__FAILURE_CALLBACK) {
+        bad |= json_object_set_new(o, "dlqId", qr_json_text(src->id));
+    }
+    bad |= json_object_set_new(o, "sourceMessageId", qr_json_text(src->id));
+    bad |= json_object_set_new(o, "url", qr_json_text(src->url));
+    bad |= json_object_set_new(o, "method", qr_json_text(src->method));
+    bad |= json_object_set_new(o, "sourceHeader",
+                               header_map(src->headers, src->n_headers));
+    bad |= json_object_set_new(o, "sourceBody",
+                               base64_string(src->body.data, src->body.len));
+    bad |= json_object_set_new(o, "notBefore",
+                               json_integer((json_int_t)src->not_before_ms));
+    bad |= json_object_set_new(o, "createdAt",
+                               json_integer((json_int_t)src->created_ms));
+    if (src->schedule_id[0] != '\0') {
+        bad |= json_object_set_new(o, "scheduleId",
+                                   qr_json_text(src->schedule_id));
+    }
+    if (src->topic_name[0] != '\0') {
+        bad |=
+            json_object_set_new(o, "topicName", qr_json_text(src->topic_name));
+    }
+    if (src->endpoint_name[0] != '\0') {
+        bad |= json_object_set_new(o, "endpointName",
+                                   qr_json_text(src->endpoint_name));
+    }
+    if (src->caller_ip[0] != '\0') {
+        bad |= json_object_set_new(o, "callerIP", qr_json_text(src->caller_ip));
+    }
+    char *text = bad ? NULL : json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    return text;
+}
+
+int qr_callback_build(struct qr_callback *cb,
+                      const Qraft__Message *src,
+                      const Qraft__DeliveryResult *r,
+                      Qraft__CallbackKind kind,
+                      uint64_t now_ms,
+                      uint32_t default_retries,
+                      uint64_t default_timeout_ms)
+{
+    memset(cb, 0, sizeof *cb);
+    cb->body_json = build_body(src, r, kind);
+    if (cb->body_json == NULL) {
+        return -ENOMEM;
+    }
+    qraft__header__init(&cb->content_type);
+    cb->content_type.name = "Content-Type";
+    cb->content_type.value = "application/json";
+    cb->headers[0] = &cb->content_type;
+
+    Qraft__Message *m = &cb->m;
+    qraft__message__init(m);
+    m->url = kind == QRAFT__CALLBACK_KIND__FAILURE_CALLBACK
+                 ? src->failure_callback
+                 : src->callback;
+    m->method = "POST";
+    m->n_headers = 1;
+    m->headers = cb->headers;
+    m->body.data = (uint8_t *)cb->body_json;
+    m->body.len = strlen(cb->body_json);
+    m->state = QRAFT__MESSAGE_STATE__PENDING;
+    /* As QStash does: a callback retries like its source. */
+    (void)default_retries;
+    m->max_retries = src->max_retries;
+    m->retry_options = src->retry_options;
+    m->timeout_ms = default_timeout_ms;
+    m->not_before_ms = now_ms;
+    m->next_attempt_ms = now_ms;
+    m->created_ms = now_ms;
+    m->updated_ms = now_ms;
+    m->source_message_id = src->id;
+    m->callback_kind = kind;
+    return 0;
+}
+
+void qr_callback_free(struct qr_callback *cb)
+{
+    free(cb->body_json);
+    cb->body_json = NULL;
+}

@@ -1,0 +1,1441 @@
+/* The delivery engine: libcurl multi on the node's uv loop. See delivery.h
+ * for the contract and the CURLcode table.
+ *
+ * Shape of the state:
+ * - Every accepted request is a `struct xfer`, named by a ticket: (slot
+ *   generation << 32 | slot index), so cancel finds it in O(1) and a stale
+ *   ticket never names a later request.
+ * - An xfer is either RUNNING (in curl, on d->running) or QUEUED (on its
+ *   host's FIFO). Hosts live in a hash table while they have either kind;
+ *   a host with queued xfers and a free per-host slot is on the runnable
+ *   list, which dispatch() serves round-robin whenever a global slot frees.
+ * - Sockets: curl tells us (on_curl_socket) which sockets to watch; each gets
+ *   a uv_poll handle, closed as soon as curl stops caring about it. curl's
+ *   single timeout is one uv_timer. User callbacks never run inside a curl
+ *   callback: completions are collected after curl_multi_socket_action. */
+#include "deliver/delivery.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "lib/clock.h"
+#include "lib/logger.h"
+
+#define HOST_BUCKETS_MIN 64u
+#define TICKET_INDEX_MASK 0xffffffffull
+#define TCP_KEEPIDLE_S 60L
+#define TCP_KEEPINTVL_S 30L
+
+enum xfer_state { XFER_QUEUED, XFER_RUNNING };
+
+struct qr_delivery_xfer {
+    struct qr_delivery *d;
+    struct qr_delivery_host *host;
+    struct qr_delivery_xfer *prev, *next; /* d->running or host queue */
+    enum xfer_state state;
+    size_t slot;
+    qr_delivery_cb cb;
+    void *data;
+    /* the request, copied */
+    char *url;
+    char method[8];
+    struct curl_slist *headers;
+    uint8_t *body;
+    size_t body_len;
+    bool send_body;
+    uint64_t timeout_ms;
+    /* the transfer */
+    CURL *easy;
+    uint64_t queued_at_ms;
+    uint64_t started_at_ms;
+    char errbuf[CURL_ERROR_SIZE];
+    /* the response */
+    uint8_t *resp_body;
+    size_t resp_body_len, resp_body_cap;
+    uint64_t resp_body_total;
+    bool drained;  /* we stopped reading after the drain limit */
+    char *hdr_buf; /* "name\0value\0" pairs */
+    size_t hdr_len, hdr_cap;
+    size_t n_hdrs;
+    bool hdr_truncated;
+};
+
+struct qr_delivery_host {
+    struct qr_delivery_host *hash_next;
+    struct qr_delivery_host *run_prev, *run_next;
+    bool runnable;
+    uint64_t hash;
+    struct qr_delivery_xfer *queue_head, *queue_tail;
+    unsigned n_running;
+    size_t n_queued;
+    char key[]; /* "scheme://host:port", lower case */
+};
+
+struct qr_delivery_sock {
+    uv_poll_t poll;
+    struct qr_delivery *d;
+    curl_socket_t fd;
+    struct qr_delivery_sock *prev, *next;
+};
+
+struct qr_delivery_slot {
+    struct qr_delivery_xfer *xfer; /* NULL when free */
+    uint32_t gen;
+    size_t next_free;
+};
+
+static void dispatch(struct qr_delivery *d);
+
+/* ------------------------------------------------------------------------ */
+/* Helpers. */
+
+static void set_errmsg(struct qr_delivery *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void set_errmsg(struct qr_delivery *d, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->errmsg, sizeof d->errmsg, fmt, ap);
+    va_end(ap);
+}
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (; *s != '\0'; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+const char *qr_delivery_transport_name(enum qr_delivery_transport t)
+{
+    switch (t) {
+        case QR_DELIVERY_OK:
+            return "ok";
+        case QR_DELIVERY_CONNECT:
+            return "connect";
+        case QR_DELIVERY_DNS:
+            return "dns";
+        case QR_DELIVERY_TLS:
+            return "tls";
+        case QR_DELIVERY_TIMEOUT:
+            return "timeout";
+        case QR_DELIVERY_PROTOCOL:
+            return "protocol";
+        case QR_DELIVERY_TOO_MANY_REDIRECTS:
+            return "too_many_redirects";
+        case QR_DELIVERY_CANCELLED:
+            return "cancelled";
+        case QR_DELIVERY_OTHER:
+            return "other";
+    }
+    return "other";
+}
+
+/* The table in delivery.h. `sent` (some of the request went out) tells a
+ * timeout while connecting (the destination is unreachable) from a slow
+ * answer. */
+static enum qr_delivery_transport map_code(CURLcode code, bool sent)
+{
+    switch (code) {
+        case CURLE_OK:
+            return QR_DELIVERY_OK;
+        case CURLE_COULDNT_CONNECT:
+            return QR_DELIVERY_CONNECT;
+        case CURLE_COULDNT_RESOLVE_HOST:
+        case CURLE_COULDNT_RESOLVE_PROXY:
+            return QR_DELIVERY_DNS;
+        case CURLE_OPERATION_TIMEDOUT:
+            return sent ? QR_DELIVERY_TIMEOUT : QR_DELIVERY_CONNECT;
+        case CURLE_SSL_CONNECT_ERROR:
+        case CURLE_SSL_ENGINE_NOTFOUND:
+        case CURLE_SSL_ENGINE_SETFAILED:
+        case CURLE_SSL_CERTPROBLEM:
+        case CURLE_SSL_CIPHER:
+        case CURLE_PEER_FAILED_VERIFICATION:
+        case CURLE_SSL_ENGINE_INITFAILED:
+        case CURLE_SSL_CACERT_BADFILE:
+        case CURLE_SSL_SHUTDOWN_FAILED:
+        case CURLE_SSL_CRL_BADFILE:
+        case CURLE_SSL_ISSUER_ERROR:
+        case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+        case CURLE_SSL_INVALIDCERTSTATUS:
+        case CURLE_SSL_CLIENTCERT:
+        case CURLE_USE_SSL_FAILED:
+            return QR_DELIVERY_TLS;
+        case CURLE_WEIRD_SERVER_REPLY:
+        case CURLE_GOT_NOTHING:
+        case CURLE_RECV_ERROR:
+        case CURLE_SEND_ERROR:
+        case CURLE_PARTIAL_FILE:
+        case CURLE_HTTP2:
+        case CURLE_HTTP2_STREAM:
+        case CURLE_HTTP3:
+        case CURLE_BAD_CONTENT_ENCODING:
+        case CURLE_UNSUPPORTED_PROTOCOL:
+        case CURLE_RANGE_ERROR:
+            return QR_DELIVERY_PROTOCOL;
+        case CURLE_TOO_MANY_REDIRECTS:
+            return QR_DELIVERY_TOO_MANY_REDIRECTS;
+        default:
+            return QR_DELIVERY_OTHER;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tickets. */
+
+static int slot_alloc(struct qr_delivery *d,
+                      struct qr_delivery_xfer *x,
+                      uint64_t *ticket)
+{
+    if (d->free_slot == d->n_slots) {
+        size_t n = d->n_slots == 0 ? 64 : d->n_slots * 2;
+        if (n > TICKET_INDEX_MASK) {
+            return -ENOMEM;
+        }
+        struct qr_delivery_slot *slots = realloc(d->slots, n * sizeof *slots);
+        if (slots == NULL) {
+            return -ENOMEM;
+        }
+        for (size_t i = d->n_slots; i < n; i++) {
+            slots[i].xfer = NULL;
+            slots[i].gen = 1;
+            slots[i].next_free = i + 1 < n ? i + 1 : n;
+        }
+        /* The free list was empty: it is now exactly the new slots, and
+         * "empty" is spelled n from here on. */
+        d->free_slot = d->n_slots;
+        d->slots = slots;
+        d->n_slots = n;
+    }
+    size_t i = d->free_slot;
+    struct qr_delivery_slot *s = &d->slots[i];
+    d->free_slot = s->next_free;
+    s->xfer = x;
+    x->slot = i;
+    *ticket = ((uint64_t)s->gen << 32) | (uint64_t)i;
+    return 0;
+}
+
+static void slot_release(struct qr_delivery *d, size_t i)
+{
+    struct qr_delivery_slot *s = &d->slots[i];
+    assert(s->xfer != NULL);
+    s->xfer = NULL;
+    s->gen = s->gen == UINT32_MAX ? 1 : s->gen + 1;
+    s->next_free = d->free_slot;
+    d->free_slot = i;
+}
+
+static struct qr_delivery_xfer *slot_find(struct qr_delivery *d,
+                                          uint64_t ticket)
+{
+    size_t i = (size_t)(ticket & TICKET_INDEX_MASK);
+    uint32_t gen = (uint32_t)(ticket >> 32);
+    if (i >= d->n_slots || d->slots[i].gen != gen) {
+        return NULL;
+    }
+    return d->slots[i].xfer;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Hosts: the hash table and the runnable list. */
+
+static struct qr_delivery_host *host_find(struct qr_delivery *d,
+                                          const char *key,
+                                          uint64_t hash)
+{
+    struct qr_delivery_host *h =
+        d->host_buckets[hash & (d->n_host_buckets - 1)];
+    for (; h != NULL; h = h->hash_next) {
+        if (h->hash == hash && strcmp(h->key, key) == 0) {
+            return h;
+        }
+    }
+    return NULL;
+}
+
+static int hosts_grow(struct qr_delivery *d)
+{
+    size_t n = d->n_host_buckets * 2;
+    struct qr_delivery_host **b = calloc(n, sizeof *b);
+    if (b == NULL) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < d->n_host_buckets; i++) {
+        struct qr_delivery_host *h = d->host_buckets[i];
+        while (h != NULL) {
+            struct qr_delivery_host *next = h->hash_next;
+            h->hash_next = b[h->hash & (n - 1)];
+            b[h->hash & (n - 1)] = h;
+            h = next;
+        }
+    }
+    free(d->host_buckets);
+    d->host_buckets = b;
+    d->n_host_buckets = n;
+    return 0;
+}
+
+/* Returns the host for key, creating it; NULL when out of memory. */
+static struct qr_delivery_host *host_get(struct qr_delivery *d, const char *key)
+{
+    uint64_t hash = fnv1a(key);
+    struct qr_delivery_host *h = host_find(d, key, hash);
+    if (h != NULL) {
+        return h;
+    }
+    if (d->n_hosts >= d->n_host_buckets && hosts_grow(d) != 0) {
+        return NULL;
+    }
+    size_t len = strlen(key);
+    h = calloc(1, sizeof *h + len + 1);
+    if (h == NULL) {
+        return NULL;
+    }
+    memcpy(h->key, key, len + 1);
+    h->hash = hash;
+    size_t b = hash & (d->n_host_buckets - 1);
+    h->hash_next = d->host_buckets[b];
+    d->host_buckets[b] = h;
+    d->n_hosts++;
+    return h;
+}
+
+static void host_free(struct qr_delivery *d, struct qr_delivery_host *h)
+{
+    struct qr_delivery_host **p =
+        &d->host_buckets[h->hash & (d->n_host_buckets - 1)];
+    while (*p != h) {
+        p = &(*p)->hash_next;
+    }
+    *p = h->hash_next;
+    d->n_hosts--;
+    free(h);
+}
+
+static void runnable_remove(struct qr_delivery *d, struct qr_delivery_host *h)
+{
+    if (h->run_prev != NULL) {
+        h->run_prev->run_next = h->run_next;
+    } else {
+        d->runnable_head = h->run_next;
+    }
+    if (h->run_next != NULL) {
+        h->run_next->run_prev = h->run_prev;
+    } else {
+        d->runnable_tail = h->run_prev;
+    }
+    h->run_prev = h->run_next = NULL;
+    h->runnable = false;
+}
+
+static void runnable_append(struct qr_delivery *d, struct qr_delivery_host *h)
+{
+    h->run_prev = d->runnable_tail;
+    h->run_next = NULL;
+    if (d->runnable_tail != NULL) {
+        d->runnable_tail->run_next = h;
+    } else {
+        d->runnable_head = h;
+    }
+    d->runnable_tail = h;
+    h->runnable = true;
+}
+
+/* Puts h where its counts say it belongs: on the runnable list or off it,
+ * freed once it has nothing running or queued. */
+static void host_update(struct qr_delivery *d, struct qr_delivery_host *h)
+{
+    bool runnable = h->n_queued > 0 && h->n_running < d->limits.max_per_host;
+    if (runnable && !h->runnable) {
+        runnable_append(d, h);
+    } else if (!runnable && h->runnable) {
+        runnable_remove(d, h);
+    }
+    if (h->n_running == 0 && h->n_queued == 0) {
+        host_free(d, h);
+    }
+}
+
+static void queue_push(struct qr_delivery_host *h, struct qr_delivery_xfer *x)
+{
+    x->state = XFER_QUEUED;
+    x->prev = h->queue_tail;
+    x->next = NULL;
+    if (h->queue_tail != NULL) {
+        h->queue_tail->next = x;
+    } else {
+        h->queue_head = x;
+    }
+    h->queue_tail = x;
+    h->n_queued++;
+}
+
+static void queue_remove(struct qr_delivery_host *h, struct qr_delivery_xfer *x)
+{
+    if (x->prev != NULL) {
+        x->prev->next = x->next;
+    } else {
+        h->queue_head = x->next;
+    }
+    if (x->next != NULL) {
+        x->next->prev = x->prev;
+    } else {
+        h->queue_tail = x->prev;
+    }
+    x->prev = x->next = NULL;
+    h->n_queued--;
+}
+
+static void running_push(struct qr_delivery *d, struct qr_delivery_xfer *x)
+{
+    x->state = XFER_RUNNING;
+    x->prev = NULL;
+    x->next = d->running;
+    if (d->running != NULL) {
+        d->running->prev = x;
+    }
+    d->running = x;
+}
+
+static void running_remove(struct qr_delivery *d, struct qr_delivery_xfer *x)
+{
+    if (x->prev != NULL) {
+        x->prev->next = x->next;
+    } else {
+        d->running = x->next;
+    }
+    if (x->next != NULL) {
+        x->next->prev = x->prev;
+    }
+    x->prev = x->next = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Validating and copying a request. */
+
+static const char *const METHODS[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
+
+static const char *canonical_method(const char *m)
+{
+    if (m == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof METHODS / sizeof METHODS[0]; i++) {
+        if (strcasecmp(m, METHODS[i]) == 0) {
+            return METHODS[i];
+        }
+    }
+    return NULL;
+}
+
+/* RFC 9110 token characters. */
+static bool is_tchar(unsigned char c)
+{
+    return isalnum(c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static bool valid_header(const struct qr_delivery_header *h)
+{
+    if (h->name == NULL || h->value == NULL || h->name[0] == '\0') {
+        return false;
+    }
+    for (const char *p = h->name; *p != '\0'; p++) {
+        if (!is_tchar((unsigned char)*p)) {
+            return false;
+        }
+    }
+    for (const char *p = h->value; *p != '\0'; p++) {
+        if (*p == '\r' || *p == '\n') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Headers the engine owns (framing, connection reuse). */
+static bool engine_header(const char *name)
+{
+    return strcasecmp(name, "Content-Length") == 0 ||
+           strcasecmp(name, "Transfer-Encoding") == 0 ||
+           strcasecmp(name, "Connection") == 0;
+}
+
+static bool has_header(const struct qr_delivery_request *req, const char *name)
+{
+    for (size_t i = 0; i < req->n_headers; i++) {
+        if (strcasecmp(req->headers[i].name, name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int slist_add(struct curl_slist **list, const char *line)
+{
+    struct curl_slist *l = curl_slist_append(*list, line);
+    if (l == NULL) {
+        return -ENOMEM;
+    }
+    *list = l;
+    return 0;
+}
+
+/* "Name: value", or "Name;" for an empty value (curl's spelling; "Name:"
+ * would remove the header instead). */
+static int slist_add_header(struct curl_slist **list,
+                            const struct qr_delivery_header *h)
+{
+    size_t n = strlen(h->name) + strlen(h->value) + 3;
+    char *line = malloc(n);
+    if (line == NULL) {
+        return -ENOMEM;
+    }
+    if (h->value[0] == '\0') {
+        snprintf(line, n, "%s;", h->name);
+    } else {
+        snprintf(line, n, "%s: %s", h->name, h->value);
+    }
+    int rv = slist_add(list, line);
+    free(line);
+    return rv;
+}
+
+static int build_headers(const struct qr_delivery_request *req,
+                         struct curl_slist **out)
+{
+    struct curl_slist *list = NULL;
+    int rv = 0;
+    /* What curl would add unasked: an empty "Name:" removes it. */
+    if (!has_header(req, "Expect")) {
+        rv = slist_add(&list, "Expect:");
+    }
+    if (rv == 0 && !has_header(req, "Accept")) {
+        rv = slist_add(&list, "Accept:");
+    }
+    if (rv == 0 && !has_header(req, "Content-Type")) {
+        rv = slist_add(&list, "Content-Type:");
+    }
+    for (size_t i = 0; rv == 0 && i < req->n_headers; i++) {
+        if (!engine_header(req->headers[i].name)) {
+            rv = slist_add_header(&list, &req->headers[i]);
+        }
+    }
+    if (rv != 0) {
+        curl_slist_free_all(list);
+        return rv;
+    }
+    *out = list;
+    return 0;
+}
+
+static void lower(char *s)
+{
+    for (; *s != '\0'; s++) {
+        *s = (char)tolower((unsigned char)*s);
+    }
+}
+
+/* Checks that url is an absolute http(s) URL with a host and writes its
+ * host key "scheme://host:port" (new; free with free) to *key. */
+static int parse_host_key(struct qr_delivery *d, const char *url, char **key)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL;
+    int rv = -ENOMEM;
+    if (u == NULL) {
+        goto err;
+    }
+    CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, CURLU_PATH_AS_IS);
+    if (uc == CURLUE_OUT_OF_MEMORY) {
+        goto err_after_url;
+    }
+    rv = QR_EBADREQ;
+    if (uc != CURLUE_OK) {
+        set_errmsg(d, "delivery: bad URL: %s", curl_url_strerror(uc));
+        goto err_after_url;
+    }
+    if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) !=
+            CURLUE_OK) {
+        set_errmsg(d, "delivery: bad URL: no scheme, host or port");
+        goto err_after_parts;
+    }
+    lower(scheme);
+    if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) {
+        set_errmsg(d, "delivery: bad URL: scheme %s is not http or https",
+                   scheme);
+        goto err_after_parts;
+    }
+    lower(host);
+    size_t n = strlen(scheme) + strlen(host) + strlen(port) + 5;
+    *key = malloc(n);
+    if (*key == NULL) {
+        rv = -ENOMEM;
+        goto err_after_parts;
+    }
+    snprintf(*key, n, "%s://%s:%s", scheme, host, port);
+    rv = 0;
+err_after_parts:
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+err_after_url:
+    curl_url_cleanup(u);
+err:
+    return rv;
+}
+
+static void xfer_free(struct qr_delivery_xfer *x)
+{
+    if (x->easy != NULL) {
+        curl_easy_cleanup(x->easy);
+    }
+    curl_slist_free_all(x->headers);
+    free(x->url);
+    free(x->body);
+    free(x->resp_body);
+    free(x->hdr_buf);
+    free(x);
+}
+
+/* Returns a new xfer holding a copy of req; NULL when out of memory. */
+static struct qr_delivery_xfer *xfer_new(const struct qr_delivery_request *req,
+                                         const char *method)
+{
+    struct qr_delivery_xfer *x = calloc(1, sizeof *x);
+    if (x == NULL) {
+        return NULL;
+    }
+    snprintf(x->method, sizeof x->method, "%s", method);
+    x->url = strdup(req->url);
+    if (x->url == NULL || build_headers(req, &x->headers) != 0) {
+        goto err;
+    }
+    if (req->body_len > 0) {
+        x->body = malloc(req->body_len);
+        if (x->body == NULL) {
+            goto err;
+        }
+        memcpy(x->body, req->body, req->body_len);
+    }
+    x->body_len = req->body_len;
+    /* GET and DELETE carry a body only when there is one; the others always
+     * say how long theirs is, even when it is 0. */
+    x->send_body = req->body_len > 0 || (strcmp(method, "GET") != 0 &&
+                                         strcmp(method, "DELETE") != 0);
+    x->timeout_ms = req->timeout_ms;
+    return x;
+err:
+    xfer_free(x);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Response capture (curl callbacks: no user code, no curl calls). */
+
+static size_t on_curl_body(char *ptr, size_t size, size_t nmemb, void *userp)
+{
+    struct qr_delivery_xfer *x = userp;
+    const struct qr_delivery_limits *lim = &x->d->limits;
+    size_t n = size * nmemb;
+    x->resp_body_total += n;
+    size_t room = lim->max_response_body_bytes - x->resp_body_len;
+    size_t take = n < room ? n : room;
+    if (take > 0) {
+        if (x->resp_body_len + take > x->resp_body_cap) {
+            size_t cap = x->resp_body_cap == 0 ? 1024 : x->resp_body_cap;
+            while (cap < x->resp_body_len + take) {
+                cap *= 2;
+            }
+            if (cap > lim->max_response_body_bytes) {
+                cap = lim->max_response_body_bytes;
+            }
+            uint8_t *b = realloc(x->resp_body, cap);
+            if (b == NULL) {
+                return 0; /* WRITE_ERROR -> OTHER */
+            }
+            x->resp_body = b;
+            x->resp_body_cap = cap;
+        }
+        memcpy(x->resp_body + x->resp_body_len, ptr, take);
+        x->resp_body_len += take;
+    }
+    uint64_t limit =
+        (uint64_t)lim->max_response_body_bytes + (uint64_t)lim->max_drain_bytes;
+    if (limit < (uint64_t)lim->max_drain_bytes) {
+        limit = UINT64_MAX; /* overflowed: no limit but the timeout */
+    }
+    if (x->resp_body_total > limit) {
+        x->drained = true;
+        return 0; /* stop reading: curl ends the transfer, WRITE_ERROR */
+    }
+    return n;
+}
+
+static void hdr_reset(struct qr_delivery_xfer *x)
+{
+    x->hdr_len = 0;
+    x->n_hdrs = 0;
+    x->hdr_truncated = false;
+}
+
+static void hdr_add(struct qr_delivery_xfer *x,
+                    const char *name,
+                    size_t name_len,
+                    const char *value,
+                    size_t value_len)
+{
+    size_t max = x->d->limits.max_response_header_bytes;
+    size_t need = name_len + value_len + 2;
+    if (x->hdr_len + need > max) {
+        x->hdr_truncated = true;
+        return;
+    }
+    if (x->hdr_len + need > x->hdr_cap) {
+        size_t cap = x->hdr_cap == 0 ? 512 : x->hdr_cap;
+        while (cap < x->hdr_len + need) {
+            cap *= 2;
+        }
+        if (cap > max) {
+            cap = max;
+        }
+        char *b = realloc(x->hdr_buf, cap);
+        if (b == NULL) {
+            x->hdr_truncated = true;
+            return;
+        }
+        x->hdr_buf = b;
+        x->hdr_cap = cap;
+    }
+    char *p = x->hdr_buf + x->hdr_len;
+    memcpy(p, name, name_len);
+    p[name_len] = '\0';
+    memcpy(p + name_len + 1, value, value_len);
+    p[name_len + 1 + value_len] = '\0';
+    x->hdr_len += need;
+    x->n_hdrs++;
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* One header line at a time, CRLF included. A status line starts a new
+ * response (after a 1xx, or a followed redirect): only the last is kept. */
+static size_t on_curl_header(char *line, size_t size, size_t nmemb, void *userp)
+{
+    struct qr_delivery_xfer *x = userp;
+    size_t n = size * nmemb;
+    if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+        hdr_reset(x);
+        return n;
+    }
+    if (n == 0 || line[0] == ' ' || line[0] == '\t') {
+        return n; /* obsolete line folding: ignored */
+    }
+    const char *colon = memchr(line, ':', n);
+    if (colon == NULL || colon == line) {
+        return n; /* the blank line that ends the section, or junk */
+    }
+    const char *v = colon + 1;
+    const char *end = line + n;
+    while (v < end && is_space(*v)) {
+        v++;
+    }
+    while (end > v && is_space(end[-1])) {
+        end--;
+    }
+    hdr_add(x, line, (size_t)(colon - line), v, (size_t)(end - v));
+    return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Starting and finishing transfers. */
+
+#define SETOPT(e, opt, val)                           \
+    do {                                              \
+        CURLcode rc_ = curl_easy_setopt(e, opt, val); \
+        if (rc_ != CURLE_OK) {                        \
+            return rc_;                               \
+        }                                             \
+    } while (0)
+
+static CURLcode configure(struct qr_delivery *d,
+                          struct qr_delivery_xfer *x,
+                          CURL *e)
+{
+    const struct qr_delivery_limits *lim = &d->limits;
+    uint64_t timeout_ms =
+        x->timeout_ms != 0 ? x->timeout_ms : lim->default_timeout_ms;
+    SETOPT(e, CURLOPT_PRIVATE, x);
+    SETOPT(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    SETOPT(e, CURLOPT_NOSIGNAL, 1L);
+    SETOPT(e, CURLOPT_URL, x->url);
+    SETOPT(e, CURLOPT_PATH_AS_IS, 1L);
+    /* Straight to the destination: http_proxy and friends are not read. */
+    SETOPT(e, CURLOPT_PROXY, "");
+#if LIBCURL_VERSION_NUM >= 0x075500
+    SETOPT(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    SETOPT(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+    SETOPT(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    SETOPT(e, CURLOPT_REDIR_PROTOCOLS,
+           (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+#if LIBCURL_VERSION_NUM >= 0x075700
+    /* Cancelling during a threaded DNS lookup must not wait for it. */
+    SETOPT(e, CURLOPT_QUICK_EXIT, 1L);
+#endif
+    SETOPT(e, CURLOPT_CUSTOMREQUEST, x->method);
+    if (x->send_body) {
+        SETOPT(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
+        SETOPT(e, CURLOPT_POSTFIELDS, x->body != NULL ? (char *)x->body : "");
+    }
+    SETOPT(e, CURLOPT_HTTPHEADER, x->headers);
+    SETOPT(e, CURLOPT_FOLLOWLOCATION, lim->max_redirects > 0 ? 1L : 0L);
+    SETOPT(e, CURLOPT_MAXREDIRS, (long)lim->max_redirects);
+    SETOPT(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, (long)lim->connect_timeout_ms);
+    SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    SETOPT(e, CURLOPT_TCP_KEEPIDLE, TCP_KEEPIDLE_S);
+    SETOPT(e, CURLOPT_TCP_KEEPINTVL, TCP_KEEPINTVL_S);
+    /* The body is kept as the destination sent it. */
+    SETOPT(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+    SETOPT(e, CURLOPT_WRITEFUNCTION, on_curl_body);
+    SETOPT(e, CURLOPT_WRITEDATA, x);
+    SETOPT(e, CURLOPT_HEADERFUNCTION, on_curl_header);
+    SETOPT(e, CURLOPT_HEADERDATA, x);
+    return CURLE_OK;
+}
+
+#undef SETOPT
+
+/* Hands x to curl. On failure x is untouched (still unlinked). */
+static int xfer_start(struct qr_delivery *d, struct qr_delivery_xfer *x)
+{
+    CURL *e = curl_easy_init();
+    if (e == NULL) {
+        set_errmsg(d, "delivery: curl_easy_init failed");
+        return -ENOMEM;
+    }
+    CURLcode rc = configure(d, x, e);
+    if (rc != CURLE_OK) {
+        set_errmsg(d, "delivery: setopt: %s", curl_easy_strerror(rc));
+        curl_easy_cleanup(e);
+        return rc == CURLE_OUT_OF_MEMORY ? -ENOMEM : QR_EUNAVAIL;
+    }
+    CURLMcode mc = curl_multi_add_handle(d->multi, e);
+    if (mc != CURLM_OK) {
+        set_errmsg(d, "delivery: add handle: %s", curl_multi_strerror(mc));
+        curl_easy_cleanup(e);
+        return mc == CURLM_OUT_OF_MEMORY ? -ENOMEM : QR_EUNAVAIL;
+    }
+    x->easy = e;
+    x->started_at_ms = qr_clock_mono_ms();
+    running_push(d, x);
+    x->host->n_running++;
+    d->n_inflight++;
+    return 0;
+}
+
+/* Unlinks x from wherever it is, fires its callback once and frees it. For
+ * a running x, curl must be done with its easy handle (removed). */
+static void xfer_finish(struct qr_delivery *d,
+                        struct qr_delivery_xfer *x,
+                        enum qr_delivery_transport transport,
+                        const char *error)
+{
+    struct qr_delivery_host *h = x->host;
+    bool was_running = x->state == XFER_RUNNING;
+    if (was_running) {
+        running_remove(d, x);
+        h->n_running--;
+        d->n_inflight--;
+    } else {
+        queue_remove(h, x);
+        d->n_queued--;
+    }
+    x->host = NULL;
+    host_update(d, h);
+    slot_release(d, x->slot);
+
+    uint64_t now = qr_clock_mono_ms();
+    struct qr_delivery_response resp = {.transport = transport};
+    snprintf(resp.error, sizeof resp.error, "%s", error);
+    if (was_running) {
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &resp.status);
+        resp.queued_ms = x->started_at_ms - x->queued_at_ms;
+        resp.elapsed_ms = now - x->started_at_ms;
+    } else {
+        resp.queued_ms = now - x->queued_at_ms;
+    }
+    resp.body = x->resp_body;
+    resp.body_len = x->resp_body_len;
+    resp.body_truncated = x->resp_body_total > x->resp_body_len;
+    resp.headers_truncated = x->hdr_truncated;
+    struct qr_delivery_header *hdrs = NULL;
+    if (x->n_hdrs > 0) {
+        hdrs = calloc(x->n_hdrs, sizeof *hdrs);
+        if (hdrs == NULL) {
+            resp.headers_truncated = true;
+        } else {
+            const char *p = x->hdr_buf;
+            for (size_t i = 0; i < x->n_hdrs; i++) {
+                hdrs[i].name = p;
+                p += strlen(p) + 1;
+                hdrs[i].value = p;
+                p += strlen(p) + 1;
+            }
+            resp.headers = hdrs;
+            resp.n_headers = x->n_hdrs;
+        }
+    }
+
+    /* Fill the freed slot before the callback, so what the callback sends
+     * queues behind requests that were already waiting. */
+    if (was_running && !d->closing) {
+        dispatch(d);
+    }
+    x->cb(x->data, &resp);
+    free(hdrs);
+    xfer_free(x);
+}
+
+static bool gate_open(struct qr_delivery *d)
+{
+    return d->gate == NULL || d->gate(d->gate_data);
+}
+
+/* Starts queued transfers while slots are free and the gate is open, one
+ * per host in turn. */
+static void dispatch(struct qr_delivery *d)
+{
+    while (!d->closing && d->n_inflight < d->limits.max_inflight &&
+           d->runnable_head != NULL && gate_open(d)) {
+        struct qr_delivery_host *h = d->runnable_head;
+        struct qr_delivery_xfer *x = h->queue_head;
+        queue_remove(h, x);
+        d->n_queued--;
+        runnable_remove(d, h); /* to the back of the line, if still due */
+        int rv = xfer_start(d, x);
+        if (rv != 0) {
+            /* Put it back to report it through the one path. */
+            queue_push(h, x);
+            d->n_queued++;
+            QR_WARN("delivery", "%s", d->errmsg);
+            xfer_finish(d, x, QR_DELIVERY_OTHER, d->errmsg);
+            continue;
+        }
+        host_update(d, h);
+    }
+}
+
+/* A transfer curl finished with code. */
+static void xfer_done(struct qr_delivery *d,
+                      struct qr_delivery_xfer *x,
+                      CURLcode code)
+{
+    curl_multi_remove_handle(d->multi, x->easy);
+    long request_bytes = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &request_bytes);
+    enum qr_delivery_transport t = map_code(code, request_bytes > 0);
+    const char *error = "";
+    if (code == CURLE_WRITE_ERROR && x->drained) {
+        t = QR_DELIVERY_OK;
+    } else if (code != CURLE_OK) {
+        error = x->errbuf[0] != '\0' ? x->errbuf : curl_easy_strerror(code);
+    }
+    xfer_finish(d, x, t, error);
+}
+
+/* Collects what curl finished. Stops if a callback closed the engine. */
+static void check_done(struct qr_delivery *d)
+{
+    CURLMsg *msg;
+    int left;
+    while (!d->closing &&
+           (msg = curl_multi_info_read(d->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE) {
+            continue;
+        }
+        CURL *e = msg->easy_handle;
+        CURLcode code = msg->data.result;
+        char *priv = NULL;
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
+        struct qr_delivery_xfer *x = (struct qr_delivery_xfer *)priv;
+        assert(x != NULL && x->easy == e);
+        xfer_done(d, x, code);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The loop side: sockets and the timer. */
+
+static void on_handle_close(uv_handle_t *handle)
+{
+    struct qr_delivery *d = handle->data;
+    if (handle->type == UV_POLL) {
+        free(handle);
+    }
+    assert(d->n_handles > 0);
+    d->n_handles--;
+    if (d->closing && d->n_handles == 0) {
+        d->initialized = false;
+        if (d->close_cb != NULL) {
+            d->close_cb(d);
+        }
+    }
+}
+
+static void sock_close(struct qr_delivery_sock *s)
+{
+    struct qr_delivery *d = s->d;
+    if (s->prev != NULL) {
+        s->prev->next = s->next;
+    } else {
+        d->socks = s->next;
+    }
+    if (s->next != NULL) {
+        s->next->prev = s->prev;
+    }
+    s->prev = s->next = NULL;
+    uv_close((uv_handle_t *)&s->poll, on_handle_close);
+}
+
+static void on_poll(uv_poll_t *poll, int status, int events)
+{
+    struct qr_delivery_sock *s = (struct qr_delivery_sock *)poll;
+    struct qr_delivery *d = s->d;
+    int flags = 0;
+    if (status < 0) {
+        flags = CURL_CSELECT_ERR;
+    } else {
+        flags |= (events & UV_READABLE) ? CURL_CSELECT_IN : 0;
+        flags |= (events & UV_WRITABLE) ? CURL_CSELECT_OUT : 0;
+    }
+    int running = 0;
+    CURLMcode mc = curl_multi_socket_action(d->multi, s->fd, flags, &running);
+    if (mc != CURLM_OK) {
+        QR_WARN("delivery", "socket action: %s", curl_multi_strerror(mc));
+    }
+    check_done(d);
+}
+
+static int on_curl_socket(CURL *easy,
+                          curl_socket_t fd,
+                          int what,
+                          void *userp,
+                          void *socketp)
+{
+    (void)easy;
+    struct qr_delivery *d = userp;
+    struct qr_delivery_sock *s = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (s != NULL) {
+            sock_close(s); /* curl forgets the socket's pointer itself */
+        }
+        return 0;
+    }
+    if (s == NULL) {
+        s = calloc(1, sizeof *s);
+        if (s == NULL) {
+            return -1;
+        }
+        if (uv_poll_init_socket(d->loop, &s->poll, fd) != 0) {
+            free(s);
+            return -1;
+        }
+        s->poll.data = d;
+        s->d = d;
+        s->fd = fd;
+        s->next = d->socks;
+        if (d->socks != NULL) {
+            d->socks->prev = s;
+        }
+        d->socks = s;
+        d->n_handles++;
+        curl_multi_assign(d->multi, fd, s);
+    }
+    int events = 0;
+    events |= (what & CURL_POLL_IN) ? UV_READABLE : 0;
+    events |= (what & CURL_POLL_OUT) ? UV_WRITABLE : 0;
+    int rv = events != 0 ? uv_poll_start(&s->poll, events, on_poll)
+                         : uv_poll_stop(&s->poll);
+    return rv == 0 ? 0 : -1;
+}
+
+static void on_timer(uv_timer_t *timer)
+{
+    struct qr_delivery *d = timer->data;
+    int running = 0;
+    CURLMcode mc =
+        curl_multi_socket_action(d->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    if (mc != CURLM_OK) {
+        QR_WARN("delivery", "timeout action: %s", curl_multi_strerror(mc));
+    }
+    check_done(d);
+}
+
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    struct qr_delivery *d = userp;
+    if (timeout_ms < 0) {
+        uv_timer_stop(&d->timer);
+        return 0;
+    }
+    return uv_timer_start(&d->timer, on_timer, (uint64_t)timeout_ms, 0) == 0
+               ? 0
+               : -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public interface. */
+
+int qr_delivery_global_init(void)
+{
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : QR_EUNAVAIL;
+}
+
+void qr_delivery_global_cleanup(void)
+{
+    curl_global_cleanup();
+}
+
+void qr_delivery_limits_default(struct qr_delivery_limits *out)
+{
+    *out = (struct qr_delivery_limits){
+        .max_inflight = QR_DELIVERY_DEFAULT_MAX_INFLIGHT,
+        .max_per_host = QR_DELIVERY_DEFAULT_MAX_PER_HOST,
+        .max_response_body_bytes = QR_DELIVERY_DEFAULT_MAX_BODY_BYTES,
+        .max_drain_bytes = QR_DELIVERY_DEFAULT_MAX_DRAIN_BYTES,
+        .max_response_header_bytes = QR_DELIVERY_DEFAULT_MAX_HEADER_BYTES,
+        .max_redirects = 0,
+        .connect_timeout_ms = QR_DELIVERY_DEFAULT_CONNECT_TIMEOUT_MS,
+        .default_timeout_ms = QR_DELIVERY_DEFAULT_TIMEOUT_MS,
+    };
+}
+
+static int check_limits(const struct qr_delivery_limits *l, char *errmsg)
+{
+    const char *bad = NULL;
+    if (l->max_inflight == 0 || l->max_inflight > 1000000) {
+        bad = "max_inflight must be 1..1000000";
+    } else if (l->max_per_host == 0) {
+        bad = "max_per_host must be >= 1";
+    } else if (l->connect_timeout_ms == 0 ||
+               l->connect_timeout_ms > (uint64_t)INT32_MAX) {
+        bad = "connect_timeout_ms must be 1..2^31-1";
+    } else if (l->default_timeout_ms == 0 ||
+               l->default_timeout_ms > (uint64_t)INT32_MAX) {
+        bad = "default_timeout_ms must be 1..2^31-1";
+    } else if (l->max_redirects > 100) {
+        bad = "max_redirects must be 0..100";
+    }
+    if (bad == NULL) {
+        return 0;
+    }
+    if (errmsg != NULL) {
+        snprintf(errmsg, QR_ERRMSG_BYTES, "delivery: %s", bad);
+    }
+    return QR_EBADREQ;
+}
+
+int qr_delivery_init(struct qr_delivery *d,
+                     uv_loop_t *loop,
+                     const struct qr_delivery_limits *limits,
+                     char *errmsg)
+{
+    memset(d, 0, sizeof *d);
+    d->loop = loop;
+    if (limits != NULL) {
+        d->limits = *limits;
+    } else {
+        qr_delivery_limits_default(&d->limits);
+    }
+    int rv = check_limits(&d->limits, errmsg);
+    if (rv != 0) {
+        goto err;
+    }
+    const curl_version_info_data *info = curl_version_info(CURLVERSION_NOW);
+    if (!(info->features & CURL_VERSION_ASYNCHDNS)) {
+        QR_WARN("delivery",
+                "libcurl %s resolves names synchronously: a slow DNS "
+                "server will stall the node's loop",
+                info->version);
+    }
+    rv = -ENOMEM;
+    d->host_buckets = calloc(HOST_BUCKETS_MIN, sizeof *d->host_buckets);
+    if (d->host_buckets == NULL) {
+        goto err;
+    }
+    d->n_host_buckets = HOST_BUCKETS_MIN;
+    d->multi = curl_multi_init();
+    if (d->multi == NULL) {
+        goto err_after_buckets;
+    }
+    long max_conns = (long)d->limits.max_inflight;
+    long max_host = (long)d->limits.max_per_host;
+    CURLMcode mc = CURLM_OK;
+    CURLM *m = d->multi;
+    mc = curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+    if (mc == CURLM_OK) {
+        mc = curl_multi_setopt(m, CURLMOPT_SOCKETDATA, d);
+    }
+    if (mc == CURLM_OK) {
+        mc = curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    }
+    if (mc == CURLM_OK) {
+        mc = curl_multi_setopt(m, CURLMOPT_TIMERDATA, d);
+    }
+    if (mc == CURLM_OK) {
+        mc = curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, max_host);
+    }
+    if (mc == CURLM_OK) {
+        mc = curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, max_conns);
+    }
+    if (mc == CURLM_OK) {
+        /* Keep as many idle connections as may run at once. */
+        mc = curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, max_conns);
+    }
+    if (mc != CURLM_OK) {
+        if (errmsg != NULL) {
+            snprintf(errmsg, QR_ERRMSG_BYTES, "delivery: multi setopt: %s",
+                     curl_multi_strerror(mc));
+        }
+        rv = QR_EUNAVAIL;
+        goto err_after_multi;
+    }
+    rv = uv_timer_init(loop, &d->timer);
+    if (rv != 0) {
+        if (errmsg != NULL) {
+            snprintf(errmsg, QR_ERRMSG_BYTES, "delivery: timer: %s",
+                     uv_strerror(rv));
+        }
+        goto err_after_multi;
+    }
+    d->timer.data = d;
+    d->n_handles = 1;
+    d->initialized = true;
+    return 0;
+
+err_after_multi:
+    curl_multi_cleanup(d->multi);
+    d->multi = NULL;
+err_after_buckets:
+    free(d->host_buckets);
+    d->host_buckets = NULL;
+err:
+    if (rv == -ENOMEM && errmsg != NULL) {
+        snprintf(errmsg, QR_ERRMSG_BYTES, "delivery: out of memory");
+    }
+    return rv;
+}
+
+int qr_delivery_send(struct qr_delivery *d,
+                     const struct qr_delivery_request *req,
+                     qr_delivery_cb cb,
+                     void *data,
+                     uint64_t *ticket_out)
+{
+    assert(req != NULL && cb != NULL);
+    d->errmsg[0] = '\0';
+    if (!d->initialized || d->closing) {
+        set_errmsg(d, "delivery: closing");
+        return QR_ECANCELED;
+    }
+    const char *method = canonical_method(req->method);
+    if (method == NULL) {
+        set_errmsg(d, "delivery: unsupported method %s",
+                   req->method != NULL ? req->method : "(none)");
+        return QR_EBADREQ;
+    }
+    if (req->url == NULL) {
+        set_errmsg(d, "delivery: no URL");
+        return QR_EBADREQ;
+    }
+    if (req->body_len > 0 && req->body == NULL) {
+        set_errmsg(d, "delivery: body_len without body");
+        return QR_EBADREQ;
+    }
+    for (size_t i = 0; i < req->n_headers; i++) {
+        if (!valid_header(&req->headers[i])) {
+            set_errmsg(
+                d, "delivery: bad header %zu (%s)", i,
+                req->headers[i].name != NULL ? req->headers[i].name : "(none)");
+            return QR_EBADREQ;
+        }
+    }
+    char *key = NULL;
+    int rv = parse_host_key(d, req->url, &key);
+    if (rv != 0) {
+        goto err;
+    }
+    rv = -ENOMEM;
+    struct qr_delivery_xfer *x = xfer_new(req, method);
+    if (x == NULL) {
+        goto err_after_key;
+    }
+    x->d = d;
+    x->cb = cb;
+    x->data = data;
+    x->queued_at_ms = qr_clock_mono_ms();
+    struct qr_delivery_host *h = host_get(d, key);
+    if (h == NULL) {
+        goto err_after_xfer;
+    }
+    x->host = h;
+    uint64_t ticket = 0;
+    rv = slot_alloc(d, x, &ticket);
+    if (rv != 0) {
+        goto err_after_host;
+    }
+    bool now = d->n_inflight < d->limits.max_inflight &&
+               h->n_running < d->limits.max_per_host && h->n_queued == 0 &&
+               gate_open(d);
+    if (now) {
+        rv = xfer_start(d, x);
+        if (rv != 0) {
+            goto err_after_slot;
+        }
+    } else {
+        queue_push(h, x);
+        d->n_queued++;
+        host_update(d, h);
+    }
+    free(key);
+    if (ticket_out != NULL) {
+        *ticket_out = ticket;
+    }
+    return 0;
+
+err_after_slot:
+    slot_release(d, x->slot);
+err_after_host:
+    if (h->n_running == 0 && h->n_queued == 0) {
+        host_free(d, h);
+    }
+err_after_xfer:
+    xfer_free(x);
+err_after_key:
+    free(key);
+err:
+    if (rv == -ENOMEM && d->errmsg[0] == '\0') {
+        set_errmsg(d, "delivery: out of memory");
+    }
+    return rv;
+}
+
+/* Takes x away from curl (if it runs) and reports it CANCELLED. */
+static void xfer_cancel(struct qr_delivery *d,
+                        struct qr_delivery_xfer *x,
+                        const char *why)
+{
+    if (x->state == XFER_RUNNING) {
+        curl_multi_remove_handle(d->multi, x->easy);
+    }
+    xfer_finish(d, x, QR_DELIVERY_CANCELLED, why);
+}
+
+int qr_delivery_cancel(struct qr_delivery *d, uint64_t ticket)
+{
+    struct qr_delivery_xfer *x = slot_find(d, ticket);
+    if (x == NULL) {
+        return QR_ENOTFOUND;
+    }
+    xfer_cancel(d, x, "cancelled");
+    return 0;
+}
+
+void qr_delivery_set_gate(struct qr_delivery *d,
+                          bool (*gate)(void *data),
+                          void *data)
+{
+    d->gate = gate;
+    d->gate_data = data;
+}
+
+void qr_delivery_resume(struct qr_delivery *d)
+{
+    if (d->initialized && !d->closing) {
+        dispatch(d);
+    }
+}
+
+size_t qr_delivery_cancel_queued(struct qr_delivery *d)
+{
+    size_t n = 0;
+    /* Each cancel may free its host; start again from the list's head. */
+    while (!d->closing && d->n_queued > 0) {
+        struct qr_delivery_xfer *x = NULL;
+        for (size_t b = 0; b < d->n_host_buckets && x == NULL; b++) {
+            for (struct qr_delivery_host *h = d->host_buckets[b];
+                 h != NULL && x == NULL; h = h->hash_next) {
+                x = h->queue_head;
+            }
+        }
+        if (x == NULL) {
+            break;
+        }
+        xfer_cancel(d, x, "not started: the gate closed");
+        n++;
+    }
+    return n;
+}
+
+size_t qr_delivery_inflight(const struct qr_delivery *d)
+{
+    return d->n_inflight;
+}
+
+size_t qr_delivery_queued(const struct qr_delivery *d)
+{
+    return d->n_queued;
+}
+
+void qr_delivery_close(struct qr_delivery *d, qr_delivery_close_cb cb)
+{
+    if (!d->initialized || d->closing) {
+        return;
+    }
+    d->closing = true;
+    d->close_cb = cb;
+    /* One pass is enough: sends are refused from now on, so no slot is
+     * taken behind us (callbacks may only cancel ones ahead). */
+    for (size_t i = 0; i < d->n_slots; i++) {
+        struct qr_delivery_xfer *x = d->slots[i].xfer;
+        if (x != NULL) {
+            xfer_cancel(d, x, "delivery engine closing");
+        }
+    }
+    assert(d->n_inflight == 0 && d->n_queued == 0 && d->n_hosts == 0);
+    /* Drops the idle connections; curl may still report their sockets. */
+    curl_multi_cleanup(d->multi);
+    d->multi = NULL;
+    while (d->socks != NULL) {
+        sock_close(d->socks);
+    }
+    free(d->slots);
+    d->slots = NULL;
+    d->n_slots = 0;
+    d->free_slot = 0;
+    free(d->host_buckets);
+    d->host_buckets = NULL;
+    d->n_host_buckets = 0;
+    uv_close((uv_handle_t *)&d->timer, on_handle_close);
+}

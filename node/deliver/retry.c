@@ -1,0 +1,1511 @@
+/* Retry policy: attempt classification, budget, response delay headers, the
+ * retry-delay expression compiler and evaluator, and backoff precedence. Every
+ * function is pure (no clock, randomness or I/O) and every delay it returns is
+ * within 0..QR_RETRY_DAY_MS. */
+#include "deliver/retry.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NS_PER_MS 1000000ull
+#define NS_PER_S 1000000000ull
+#define DAY_NS (QR_RETRY_DAY_MS * NS_PER_MS)
+#define DAY_S 86400.0
+
+/* A stored expression passed the publish-time length check already; this
+ * only bounds the scan when the backoff compiles it again. */
+#define STORED_EXPR_MAX_BYTES 65536
+
+/* ------------------------------------------------------------------------ */
+/* Small text helpers                                                        */
+/* ------------------------------------------------------------------------ */
+
+static bool is_ows(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static bool is_alpha(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static char to_lower(char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+}
+
+/* Trims surrounding whitespace from [*s, *s + *len). */
+static void trim(const char **s, size_t *len)
+{
+    while (*len > 0 && is_ows((*s)[0])) {
+        (*s)++;
+        (*len)--;
+    }
+    while (*len > 0 && is_ows((*s)[*len - 1])) {
+        (*len)--;
+    }
+}
+
+/* Case-insensitive comparison of s (len bytes) with the C string word. */
+static bool equals_nocase(const char *s, size_t len, const char *word)
+{
+    if (strlen(word) != len) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (to_lower(s[i]) != to_lower(word[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 1. Classification                                                         */
+/* ------------------------------------------------------------------------ */
+
+static const char *const category_names[] = {
+    [QR_RETRY_CAT_NONE] = "",
+    [QR_RETRY_CAT_CONNECT] = "connect",
+    [QR_RETRY_CAT_TIMEOUT] = "timeout",
+    [QR_RETRY_CAT_THROTTLED] = "throttled",
+    [QR_RETRY_CAT_SERVER_ERROR] = "server_error",
+    [QR_RETRY_CAT_CLIENT_ERROR] = "client_error",
+    [QR_RETRY_CAT_NON_RETRYABLE] = "non_retryable",
+    [QR_RETRY_CAT_BUDGET_EXHAUSTED] = "budget_exhausted",
+};
+
+#define N_CATEGORIES (sizeof category_names / sizeof category_names[0])
+
+const char *qr_retry_category_name(enum qr_retry_category category)
+{
+    if ((size_t)category >= N_CATEGORIES) {
+        return "";
+    }
+    return category_names[category];
+}
+
+int qr_retry_category_parse(const char *name, enum qr_retry_category *out)
+{
+    if (name == NULL || name[0] == '\0') {
+        return QR_EBADREQ;
+    }
+    for (size_t i = 1; i < N_CATEGORIES; i++) {
+        if (strcmp(name, category_names[i]) == 0) {
+            *out = (enum qr_retry_category)i;
+            return 0;
+        }
+    }
+    return QR_EBADREQ;
+}
+
+const char *qr_retry_transport_name(enum qr_retry_transport transport)
+{
+    switch (transport) {
+        case QR_RETRY_TRANSPORT_OK:
+            return "response received";
+        case QR_RETRY_TRANSPORT_CONNECT:
+            return "connection failed";
+        case QR_RETRY_TRANSPORT_DNS:
+            return "host name did not resolve";
+        case QR_RETRY_TRANSPORT_TLS:
+            return "TLS handshake failed";
+        case QR_RETRY_TRANSPORT_TIMEOUT:
+            return "timed out";
+        case QR_RETRY_TRANSPORT_PROTOCOL:
+            return "malformed response";
+        case QR_RETRY_TRANSPORT_REDIRECTS:
+            return "too many redirects";
+        case QR_RETRY_TRANSPORT_TOO_LARGE:
+            return "response too large";
+    }
+    return "unknown transport outcome";
+}
+
+bool qr_retry_header_is_true(const char *value, size_t len)
+{
+    if (value == NULL) {
+        return false;
+    }
+    trim(&value, &len);
+    return equals_nocase(value, len, "true");
+}
+
+static bool valid_status(int status)
+{
+    return status >= 100 && status <= 599;
+}
+
+static void set_verdict(struct qr_retry_verdict *out,
+                        enum qr_retry_class cls,
+                        enum qr_retry_category category)
+{
+    out->cls = cls;
+    out->category = category;
+    out->cause = category;
+}
+
+static void classify_status(int status,
+                            bool non_retryable,
+                            bool strict,
+                            struct qr_retry_verdict *out)
+{
+    if (status >= 200 && status <= 299) {
+        set_verdict(out, QR_RETRY_DELIVERED, QR_RETRY_CAT_NONE);
+        return;
+    }
+    if (status == 489 && non_retryable) {
+        set_verdict(out, QR_RETRY_PERMANENT, QR_RETRY_CAT_NON_RETRYABLE);
+        return;
+    }
+    if (status == 408) {
+        set_verdict(out, QR_RETRY_TRANSIENT, QR_RETRY_CAT_TIMEOUT);
+        return;
+    }
+    if (status == 429) {
+        set_verdict(out, QR_RETRY_TRANSIENT, QR_RETRY_CAT_THROTTLED);
+        return;
+    }
+    if (status >= 500) {
+        set_verdict(out, QR_RETRY_TRANSIENT, QR_RETRY_CAT_SERVER_ERROR);
+        return;
+    }
+    /* 1xx as a final answer, 3xx, and the remaining 4xx. */
+    set_verdict(out, strict ? QR_RETRY_TRANSIENT : QR_RETRY_PERMANENT,
+                QR_RETRY_CAT_CLIENT_ERROR);
+}
+
+void qr_retry_classify(enum qr_retry_transport transport,
+                       int status,
+                       bool non_retryable,
+                       bool strict,
+                       struct qr_retry_verdict *out)
+{
+    memset(out, 0, sizeof *out);
+    out->transport = transport;
+    out->status = status;
+
+    switch (transport) {
+        case QR_RETRY_TRANSPORT_OK:
+        case QR_RETRY_TRANSPORT_TOO_LARGE:
+            if (valid_status(status)) {
+                classify_status(status, non_retryable, strict, out);
+            } else {
+                set_verdict(out, QR_RETRY_TRANSIENT, QR_RETRY_CAT_SERVER_ERROR);
+            }
+            return;
+        case QR_RETRY_TRANSPORT_CONNECT:
+        case QR_RETRY_TRANSPORT_DNS:
+        case QR_RETRY_TRANSPORT_TLS:
+            set_verdict(out, QR_RETRY_TRANSIENT, QR_RETRY_CAT_CONNECT);
+            return;
+        case QR_RETRY_TRANSPORT_TIMEOUT:
+            set_verdict(out, QR_RETRY_TRANSIENT, QR_RETRY_CAT_TIMEOUT);
+            return;
+        case QR_RETRY_TRANSPORT_PROTOCOL:
+            set_verdict(out, QR_RETRY_TRANSIENT, QR_RETRY_CAT_SERVER_ERROR);
+            return;
+        case QR_RETRY_TRANSPORT_REDIRECTS:
+            set_verdict(out, strict ? QR_RETRY_TRANSIENT : QR_RETRY_PERMANENT,
+                        QR_RETRY_CAT_CLIENT_ERROR);
+            return;
+    }
+    /* Not one of ours: treat like a malformed answer. */
+    set_verdict(out, QR_RETRY_TRANSIENT, QR_RETRY_CAT_SERVER_ERROR);
+}
+
+/* Why the attempt failed and what to do, for the attempt's own category. */
+static void cause_hint(const struct qr_retry_verdict *v, char *buf, size_t size)
+{
+    int status = v->status;
+    bool has_status = (v->transport == QR_RETRY_TRANSPORT_OK ||
+                       v->transport == QR_RETRY_TRANSPORT_TOO_LARGE) &&
+                      valid_status(status);
+
+    switch (v->cause) {
+        case QR_RETRY_CAT_CONNECT:
+            if (v->transport == QR_RETRY_TRANSPORT_DNS) {
+                snprintf(buf, size,
+                         "the destination host name did not resolve: "
+                         "check the URL's host, then replay");
+            } else if (v->transport == QR_RETRY_TRANSPORT_TLS) {
+                snprintf(buf, size,
+                         "the TLS handshake with the destination failed: "
+                         "check its certificate and the URL's scheme, then "
+                         "replay");
+            } else {
+                snprintf(buf, size,
+                         "could not connect to the destination: check that "
+                         "it is up and reachable, then replay");
+            }
+            return;
+        case QR_RETRY_CAT_TIMEOUT:
+            if (has_status) {
+                snprintf(buf, size,
+                         "the destination timed out reading the request "
+                         "(HTTP %d): check its health, then replay",
+                         status);
+            } else {
+                snprintf(buf, size,
+                         "the destination did not answer within the "
+                         "timeout: make it faster or raise the message "
+                         "timeout, then replay");
+            }
+            return;
+        case QR_RETRY_CAT_THROTTLED:
+            snprintf(buf, size,
+                     "the destination throttled the request (HTTP %d): "
+                     "raise its rate limit or publish more slowly, then "
+                     "replay",
+                     status);
+            return;
+        case QR_RETRY_CAT_SERVER_ERROR:
+            if (has_status) {
+                snprintf(buf, size,
+                         "the destination failed (HTTP %d): fix the server, "
+                         "then replay",
+                         status);
+            } else if (v->transport == QR_RETRY_TRANSPORT_TOO_LARGE) {
+                snprintf(buf, size,
+                         "the destination's response was too large: fix the "
+                         "server, then replay");
+            } else {
+                snprintf(buf, size,
+                         "the destination sent a malformed HTTP response: "
+                         "fix the server, then replay");
+            }
+            return;
+        case QR_RETRY_CAT_CLIENT_ERROR:
+            if (v->transport == QR_RETRY_TRANSPORT_REDIRECTS) {
+                snprintf(buf, size,
+                         "the destination redirected too many times: "
+                         "publish to the final URL");
+            } else if (status >= 300 && status <= 399) {
+                snprintf(buf, size,
+                         "the destination redirected (HTTP %d) and "
+                         "redirects are not followed: publish to the final "
+                         "URL",
+                         status);
+            } else if (status >= 100 && status <= 199) {
+                snprintf(buf, size,
+                         "the destination sent an unexpected HTTP %d: fix "
+                         "the server, then replay",
+                         status);
+            } else {
+                snprintf(buf, size,
+                         "the destination rejected the request (HTTP %d): "
+                         "fix the URL or payload, then replay",
+                         status);
+            }
+            return;
+        case QR_RETRY_CAT_NON_RETRYABLE:
+            snprintf(buf, size,
+                     "the destination refused the message for good (HTTP %d "
+                     "with Upstash-NonRetryable-Error): replay once it "
+                     "accepts it",
+                     status);
+            return;
+        case QR_RETRY_CAT_NONE:
+        case QR_RETRY_CAT_BUDGET_EXHAUSTED:
+            break;
+    }
+    snprintf(buf, size,
+             "the delivery failed: check the destination, then "
+             "replay");
+}
+
+void qr_retry_hint(const struct qr_retry_verdict *v, char *buf, size_t size)
+{
+    if (size == 0) {
+        return;
+    }
+    buf[0] = '\0';
+    if (v->cls == QR_RETRY_DELIVERED) {
+        return;
+    }
+    if (v->category != QR_RETRY_CAT_BUDGET_EXHAUSTED) {
+        cause_hint(v, buf, size);
+        return;
+    }
+    char cause[QR_RETRY_HINT_BYTES];
+    cause_hint(v, cause, sizeof cause);
+    snprintf(
+        buf, size, "gave up after %u attempt%s (%s); last failure: %s",
+        (unsigned)v->attempts, v->attempts == 1 ? "" : "s",
+        v->deadline_passed ? "max retry duration reached" : "retries used up",
+        cause);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 2. Budget                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static bool out_of_time(const struct qr_retry_budget *b)
+{
+    if (b->max_retry_duration_ms == 0 || b->now_ms < b->created_ms) {
+        return false;
+    }
+    return b->now_ms - b->created_ms >= b->max_retry_duration_ms;
+}
+
+bool qr_retry_budget_allows(const struct qr_retry_budget *b)
+{
+    if (b->attempts > b->max_retries) {
+        return false;
+    }
+    return !out_of_time(b);
+}
+
+bool qr_retry_check_budget(struct qr_retry_verdict *v,
+                           const struct qr_retry_budget *b)
+{
+    v->attempts = b->attempts;
+    if (v->cls != QR_RETRY_TRANSIENT) {
+        return false;
+    }
+    if (qr_retry_budget_allows(b)) {
+        return true;
+    }
+    v->deadline_passed = b->attempts <= b->max_retries;
+    v->cls = QR_RETRY_PERMANENT;
+    v->category = QR_RETRY_CAT_BUDGET_EXHAUSTED;
+    return false;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 3. Delay headers                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* A byte cursor over a header value. */
+struct cursor {
+    const char *s;
+    size_t len;
+    size_t i;
+};
+
+static bool at_end(const struct cursor *c)
+{
+    return c->i >= c->len;
+}
+
+static char peek(const struct cursor *c)
+{
+    return at_end(c) ? '\0' : c->s[c->i];
+}
+
+static bool eat(struct cursor *c, char ch)
+{
+    if (peek(c) != ch) {
+        return false;
+    }
+    c->i++;
+    return true;
+}
+
+/* One or more spaces. */
+static bool eat_spaces(struct cursor *c)
+{
+    if (peek(c) != ' ') {
+        return false;
+    }
+    while (peek(c) == ' ') {
+        c->i++;
+    }
+    return true;
+}
+
+/* Between min_digits and max_digits decimal digits. */
+static bool eat_number(struct cursor *c,
+                       unsigned min_digits,
+                       unsigned max_digits,
+                       unsigned *out)
+{
+    unsigned n = 0;
+    unsigned v = 0;
+    while (n < max_digits && is_digit(peek(c))) {
+        v = v * 10 + (unsigned)(c->s[c->i] - '0');
+        c->i++;
+        n++;
+    }
+    if (n < min_digits || is_digit(peek(c))) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* A run of letters, matched against names; returns the index or -1. */
+static int eat_name(struct cursor *c, const char *const *names, size_t n)
+{
+    size_t start = c->i;
+    while (is_alpha(peek(c))) {
+        c->i++;
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (equals_nocase(c->s + start, c->i - start, names[k])) {
+            return (int)k;
+        }
+    }
+    return -1;
+}
+
+static const char *const day_names[] = {
+    "Mon",      "Tue",    "Wed",      "Thu",     "Fri",
+    "Sat",      "Sun",    "Monday",   "Tuesday", "Wednesday",
+    "Thursday", "Friday", "Saturday", "Sunday",
+};
+#define N_SHORT_DAY_NAMES 7
+
+static const char *const month_names[] = {
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+};
+
+static bool is_leap(unsigned y)
+{
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static unsigned days_in_month(unsigned y, unsigned m)
+{
+    static const unsigned days[] = {31, 28, 31, 30, 31, 30,
+                                    31, 31, 30, 31, 30, 31};
+    return (m == 2 && is_leap(y)) ? 29 : days[m - 1];
+}
+
+/* Days from 1970-01-01 to y-m-d; y >= 1970. */
+static uint64_t days_since_epoch(unsigned y, unsigned m, unsigned d)
+{
+    static const unsigned before_month[] = {0,   31,  59,  90,  120, 151,
+                                            181, 212, 243, 273, 304, 334};
+    uint64_t leaps_y = (y - 1) / 4 - (y - 1) / 100 + (y - 1) / 400;
+    uint64_t leaps_1970 = 1969 / 4 - 1969 / 100 + 1969 / 400;
+    uint64_t days = 365ull * (y - 1970) + (leaps_y - leaps_1970);
+    days += before_month[m - 1] + ((m > 2 && is_leap(y)) ? 1 : 0);
+    return days + d - 1;
+}
+
+/* "hh:mm:ss" */
+static bool eat_time(struct cursor *c, unsigned *h, unsigned *mi, unsigned *s)
+{
+    return eat_number(c, 2, 2, h) && *h <= 23 && eat(c, ':') &&
+           eat_number(c, 2, 2, mi) && *mi <= 59 && eat(c, ':') &&
+           eat_number(c, 2, 2, s) && *s <= 60;
+}
+
+static bool eat_gmt(struct cursor *c)
+{
+    static const char *const gmt[] = {"GMT"};
+    return eat_name(c, gmt, 1) == 0;
+}
+
+/* Parses the three HTTP date forms into unix ms (0 for dates before 1970).
+ * Returns false for anything else. */
+static bool parse_http_date(const char *s, size_t len, uint64_t *out_ms)
+{
+    struct cursor c = {s, len, 0};
+    unsigned day = 0;
+    unsigned year = 0;
+    unsigned h = 0;
+    unsigned mi = 0;
+    unsigned sec = 0;
+    int month;
+
+    int wday = eat_name(&c, day_names, sizeof day_names / sizeof day_names[0]);
+    if (wday < 0) {
+        return false;
+    }
+    if (eat(&c, ',')) {
+        /* IMF-fixdate or RFC 850. */
+        if (!eat_spaces(&c) || !eat_number(&c, 1, 2, &day)) {
+            return false;
+        }
+        if (eat(&c, '-')) {
+            month = eat_name(&c, month_names, 12);
+            if (month < 0 || !eat(&c, '-') || !eat_number(&c, 2, 2, &year)) {
+                return false;
+            }
+            year += year < 70 ? 2000 : 1900;
+        } else {
+            if (!eat_spaces(&c)) {
+                return false;
+            }
+            month = eat_name(&c, month_names, 12);
+            if (month < 0 || !eat_spaces(&c) || !eat_number(&c, 4, 4, &year)) {
+                return false;
+            }
+        }
+        if (!eat_spaces(&c) || !eat_time(&c, &h, &mi, &sec) ||
+            !eat_spaces(&c) || !eat_gmt(&c)) {
+            return false;
+        }
+    } else {
+        /* asctime: "Sun Nov  6 08:49:37 1994" */
+        if (wday >= N_SHORT_DAY_NAMES || !eat_spaces(&c)) {
+            return false;
+        }
+        month = eat_name(&c, month_names, 12);
+        if (month < 0 || !eat_spaces(&c) || !eat_number(&c, 1, 2, &day) ||
+            !eat_spaces(&c) || !eat_time(&c, &h, &mi, &sec) ||
+            !eat_spaces(&c) || !eat_number(&c, 4, 4, &year)) {
+            return false;
+        }
+    }
+    if (!at_end(&c)) {
+        return false;
+    }
+    unsigned m = (unsigned)month + 1;
+    if (day < 1 || day > days_in_month(year, m)) {
+        return false;
+    }
+    if (year < 1970) {
+        *out_ms = 0;
+        return true;
+    }
+    uint64_t secs = days_since_epoch(year, m, day) * 86400ull + h * 3600ull +
+                    mi * 60ull + sec;
+    *out_ms = secs * 1000ull;
+    return true;
+}
+
+/* Nanoseconds per unit of a Go duration, or 0 when unknown. */
+static uint64_t unit_ns(const char *u, size_t n)
+{
+    static const struct {
+        const char *name;
+        uint64_t ns;
+    } units[] = {
+        {"ns", 1},
+        {"us", 1000},
+        {"\xc2\xb5s", 1000}, /* U+00B5 micro sign */
+        {"\xce\xbcs", 1000}, /* U+03BC Greek mu */
+        {"ms", NS_PER_MS},
+        {"s", NS_PER_S},
+        {"m", 60 * NS_PER_S},
+        {"h", 3600 * NS_PER_S},
+    };
+    for (size_t k = 0; k < sizeof units / sizeof units[0]; k++) {
+        if (strlen(units[k].name) == n && memcmp(units[k].name, u, n) == 0) {
+            return units[k].ns;
+        }
+    }
+    return 0;
+}
+
+/* Adds one "<number><unit>" to *total_ns. default_unit_ns != 0 means the
+ * number must be the whole rest (plain seconds). Sets *over when the sum
+ * passes one day. Returns false on a syntax error. */
+static bool eat_component(struct cursor *c,
+                          uint64_t default_unit_ns,
+                          uint64_t *total_ns,
+                          bool *over)
+{
+    uint64_t whole = 0;
+    uint64_t frac = 0;
+    uint64_t scale = 1;
+    unsigned n_digits = 0;
+    bool whole_over = false;
+
+    while (is_digit(peek(c))) {
+        if (whole > DAY_NS) {
+            whole_over = true;
+        } else {
+            whole = whole * 10 + (uint64_t)(c->s[c->i] - '0');
+        }
+        c->i++;
+        n_digits++;
+    }
+    if (eat(c, '.')) {
+        while (is_digit(peek(c))) {
+            if (scale < 1000000000000000000ull) {
+                frac = frac * 10 + (uint64_t)(c->s[c->i] - '0');
+                scale *= 10;
+            }
+            c->i++;
+            n_digits++;
+        }
+    }
+    if (n_digits == 0) {
+        return false;
+    }
+
+    uint64_t unit = default_unit_ns;
+    if (unit == 0) {
+        size_t start = c->i;
+        while (!at_end(c) && !is_digit(peek(c)) && peek(c) != '.') {
+            c->i++;
+        }
+        unit = unit_ns(c->s + start, c->i - start);
+        if (unit == 0) {
+            return false;
+        }
+    }
+
+    if (whole_over || whole > DAY_NS / unit) {
+        *over = true;
+        return true;
+    }
+    uint64_t ns = whole * unit;
+    ns += (uint64_t)((double)frac * (double)unit / (double)scale + 0.5);
+    if (ns > DAY_NS - *total_ns) {
+        *over = true;
+        return true;
+    }
+    *total_ns += ns;
+    return true;
+}
+
+/* Plain seconds ("10", "1.5") or a Go duration. */
+static int parse_duration(const char *s, size_t len, uint64_t *out_ns)
+{
+    struct cursor c = {s, len, 0};
+    uint64_t total = 0;
+    bool over = false;
+
+    /* Plain seconds first: the whole value is one unitless number. */
+    if (eat_component(&c, NS_PER_S, &total, &over) && at_end(&c)) {
+        *out_ns = total;
+        return over ? QR_ETOOLARGE : 0;
+    }
+
+    c.i = 0;
+    total = 0;
+    over = false;
+    bool negative = false;
+    if (eat(&c, '-')) {
+        negative = true;
+    } else {
+        eat(&c, '+');
+    }
+    if (c.len - c.i == 1 && peek(&c) == '0') {
+        *out_ns = 0;
+        return 0;
+    }
+    if (at_end(&c)) {
+        return QR_EBADREQ;
+    }
+    while (!at_end(&c)) {
+        if (!eat_component(&c, 0, &total, &over)) {
+            return QR_EBADREQ;
+        }
+    }
+    if (negative) {
+        *out_ns = 0;
+        return 0;
+    }
+    *out_ns = total;
+    return over ? QR_ETOOLARGE : 0;
+}
+
+int qr_retry_parse_delay(const char *value,
+                         size_t len,
+                         uint64_t now_ms,
+                         uint64_t *delay_ms)
+{
+    if (value == NULL) {
+        return QR_EBADREQ;
+    }
+    trim(&value, &len);
+    if (len == 0) {
+        return QR_EBADREQ;
+    }
+
+    if (is_alpha(value[0])) {
+        uint64_t at_ms;
+        if (!parse_http_date(value, len, &at_ms)) {
+            return QR_EBADREQ;
+        }
+        uint64_t d = at_ms > now_ms ? at_ms - now_ms : 0;
+        if (d > QR_RETRY_DAY_MS) {
+            return QR_ETOOLARGE;
+        }
+        *delay_ms = d;
+        return 0;
+    }
+
+    uint64_t ns;
+    int rv = parse_duration(value, len, &ns);
+    if (rv != 0) {
+        return rv;
+    }
+    uint64_t ms = (ns + NS_PER_MS - 1) / NS_PER_MS;
+    if (ms > QR_RETRY_DAY_MS) {
+        return QR_ETOOLARGE;
+    }
+    *delay_ms = ms;
+    return 0;
+}
+
+static bool is_delay_header(const char *name, size_t len)
+{
+    return equals_nocase(name, len, "Retry-After") ||
+           equals_nocase(name, len, "X-RateLimit-Reset") ||
+           equals_nocase(name, len, "X-RateLimit-Reset-Requests") ||
+           equals_nocase(name, len, "X-RateLimit-Reset-Tokens");
+}
+
+void qr_retry_note_header(struct qr_retry_response *r,
+                          const char *line,
+                          size_t len,
+                          uint64_t now_ms)
+{
+    if (line == NULL) {
+        return;
+    }
+    if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+        memset(r, 0, sizeof *r);
+        return;
+    }
+    const char *colon = memchr(line, ':', len);
+    if (colon == NULL) {
+        return;
+    }
+    const char *name = line;
+    size_t name_len = (size_t)(colon - line);
+    const char *value = colon + 1;
+    size_t value_len = len - name_len - 1;
+    trim(&name, &name_len);
+
+    if (equals_nocase(name, name_len, "Upstash-NonRetryable-Error")) {
+        if (qr_retry_header_is_true(value, value_len)) {
+            r->non_retryable = true;
+        }
+        return;
+    }
+    if (!is_delay_header(name, name_len)) {
+        return;
+    }
+    uint64_t d;
+    if (qr_retry_parse_delay(value, value_len, now_ms, &d) != 0) {
+        return;
+    }
+    if (!r->delay_set || d > r->delay_ms) {
+        r->delay_set = true;
+        r->delay_ms = d;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* 4. The expression language                                                */
+/* ------------------------------------------------------------------------ */
+
+enum op {
+    OP_CONST,
+    OP_RETRIED,
+    OP_NEG,
+    OP_ADD,
+    OP_SUB,
+    OP_MUL,
+    OP_DIV,
+    OP_POW,
+    OP_EXP,
+    OP_SQRT,
+    OP_ABS,
+    OP_FLOOR,
+    OP_CEIL,
+    OP_ROUND,
+    OP_MIN,
+    OP_MAX,
+};
+
+static const struct {
+    const char *name;
+    enum op op;
+    unsigned n_args;
+} functions[] = {
+    {"pow", OP_POW, 2},     {"exp", OP_EXP, 1},     {"sqrt", OP_SQRT, 1},
+    {"abs", OP_ABS, 1},     {"floor", OP_FLOOR, 1}, {"ceil", OP_CEIL, 1},
+    {"round", OP_ROUND, 1}, {"min", OP_MIN, 2},     {"max", OP_MAX, 2},
+};
+
+#define N_FUNCTIONS (sizeof functions / sizeof functions[0])
+
+enum tok_kind {
+    TOK_END,
+    TOK_NUMBER,
+    TOK_NAME,
+    TOK_LPAREN,
+    TOK_RPAREN,
+    TOK_COMMA,
+    TOK_PLUS,
+    TOK_MINUS,
+    TOK_STAR,
+    TOK_SLASH,
+    TOK_BAD, /* a byte that starts no token */
+};
+
+struct token {
+    enum tok_kind kind;
+    size_t pos; /* 0-based byte offset */
+    size_t len;
+    double value; /* TOK_NUMBER */
+};
+
+struct parser {
+    const char *src;
+    size_t len;
+    size_t pos; /* scan position, after tok */
+    struct token tok;
+    unsigned depth;
+    struct qr_retry_expr *e;
+    char *errmsg;
+};
+
+/* Shown positions are 1-based. */
+static int fail(struct parser *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int fail(struct parser *p, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->errmsg, QR_ERRMSG_BYTES, fmt, ap);
+    va_end(ap);
+    return QR_EBADREQ;
+}
+
+/* 10^k for 0 <= k <= 400 by repeated multiplication: exact up to 10^22,
+ * infinite past the double range; no libm involved. */
+static double power_of_ten(unsigned k)
+{
+    double r = 1.0;
+    for (unsigned i = 0; i < k && r < HUGE_VAL; i++) {
+        r *= 10.0;
+    }
+    return r;
+}
+
+/* Scans a number at p->pos: digits ["." digits] | "." digits, then an
+ * optional exponent. Keeps 19 significant digits. */
+static void scan_number(struct parser *p, struct token *t)
+{
+    const char *s = p->src;
+    size_t i = p->pos;
+    uint64_t mant = 0;
+    unsigned n_sig = 0;
+    long exp10 = 0;
+
+    while (i < p->len && is_digit(s[i])) {
+        if (n_sig < 19) {
+            mant = mant * 10 + (uint64_t)(s[i] - '0');
+            if (mant != 0) {
+                n_sig++;
+            }
+        } else {
+            exp10++;
+        }
+        i++;
+    }
+    if (i < p->len && s[i] == '.') {
+        i++;
+        while (i < p->len && is_digit(s[i])) {
+            if (n_sig < 19) {
+                mant = mant * 10 + (uint64_t)(s[i] - '0');
+                if (mant != 0) {
+                    n_sig++;
+                }
+                exp10--;
+            }
+            i++;
+        }
+    }
+    /* Exponent only when digits follow: "2e" is "2" then a name. */
+    if (i < p->len && (s[i] == 'e' || s[i] == 'E')) {
+        size_t j = i + 1;
+        bool neg = false;
+        if (j < p->len && (s[j] == '+' || s[j] == '-')) {
+            neg = s[j] == '-';
+            j++;
+        }
+        if (j < p->len && is_digit(s[j])) {
+            long e = 0;
+            while (j < p->len && is_digit(s[j])) {
+                if (e < 100000) {
+                    e = e * 10 + (s[j] - '0');
+                }
+                j++;
+            }
+            exp10 += neg ? -e : e;
+            i = j;
+        }
+    }
+
+    double v = (double)mant;
+    if (mant == 0) {
+        v = 0.0;
+    } else if (exp10 >= 0) {
+        v *= power_of_ten(exp10 > 400 ? 400 : (unsigned)exp10);
+    } else {
+        v /= power_of_ten(-exp10 > 400 ? 400 : (unsigned)-exp10);
+    }
+    t->kind = TOK_NUMBER;
+    t->len = i - p->pos;
+    t->value = v;
+}
+
+static bool is_name_char(char c)
+{
+    return is_alpha(c) || is_digit(c) || c == '_';
+}
+
+/* Reads the next token into p->tok. */
+static void next(struct parser *p)
+{
+    while (p->pos < p->len && is_ows(p->src[p->pos])) {
+        p->pos++;
+    }
+    struct token *t = &p->tok;
+    t->pos = p->pos;
+    t->len = 1;
+    t->value = 0;
+    if (p->pos >= p->len) {
+        t->kind = TOK_END;
+        t->len = 0;
+        return;
+    }
+    char c = p->src[p->pos];
+    if (is_digit(c) ||
+        (c == '.' && p->pos + 1 < p->len && is_digit(p->src[p->pos + 1]))) {
+        scan_number(p, t);
+    } else if (is_alpha(c) || c == '_') {
+        size_t i = p->pos;
+        while (i < p->len && is_name_char(p->src[i])) {
+            i++;
+        }
+        t->kind = TOK_NAME;
+        t->len = i - p->pos;
+    } else {
+        switch (c) {
+            case '(':
+                t->kind = TOK_LPAREN;
+                break;
+            case ')':
+                t->kind = TOK_RPAREN;
+                break;
+            case ',':
+                t->kind = TOK_COMMA;
+                break;
+            case '+':
+                t->kind = TOK_PLUS;
+                break;
+            case '-':
+                t->kind = TOK_MINUS;
+                break;
+            case '*':
+                t->kind = TOK_STAR;
+                break;
+            case '/':
+                t->kind = TOK_SLASH;
+                break;
+            default:
+                t->kind = TOK_BAD;
+                break;
+        }
+    }
+    p->pos += t->len;
+}
+
+static bool tok_is_name(const struct parser *p, const char *name)
+{
+    return p->tok.kind == TOK_NAME && p->tok.len == strlen(name) &&
+           memcmp(p->src + p->tok.pos, name, p->tok.len) == 0;
+}
+
+/* Error for a token that cannot appear where it is. */
+static int unexpected(struct parser *p)
+{
+    const struct token *t = &p->tok;
+    size_t at = t->pos + 1;
+    if (t->kind == TOK_END) {
+        return fail(p, "unexpected end of expression");
+    }
+    if (t->kind == TOK_BAD) {
+        unsigned char c = (unsigned char)p->src[t->pos];
+        if (c >= 0x20 && c < 0x7f) {
+            return fail(p, "unexpected character '%c' at %zu", c, at);
+        }
+        return fail(p, "unexpected byte 0x%02x at %zu", c, at);
+    }
+    int shown = t->len > 24 ? 24 : (int)t->len;
+    return fail(p, "unexpected '%.*s'%s at %zu", shown, p->src + t->pos,
+                t->len > 24 ? "..." : "", at);
+}
+
+/* Error for a missing token; at the end the position is len + 1. */
+static int expected(struct parser *p, const char *what)
+{
+    if (p->tok.kind == TOK_END) {
+        return fail(p, "expected %s at %zu (end of expression)", what,
+                    p->len + 1);
+    }
+    return fail(p, "expected %s at %zu", what, p->tok.pos + 1);
+}
+
+static int emit(struct parser *p, enum op op, double value, size_t pos)
+{
+    struct qr_retry_expr *e = p->e;
+    if (e->n_insns >= QR_RETRY_EXPR_MAX_NODES) {
+        return fail(p,
+                    "expression too complex (more than %d operations) "
+                    "at %zu",
+                    QR_RETRY_EXPR_MAX_NODES, pos + 1);
+    }
+    e->insns[e->n_insns].op = (uint8_t)op;
+    e->insns[e->n_insns].value = value;
+    e->n_insns++;
+    return 0;
+}
+
+static int enter(struct parser *p)
+{
+    if (p->depth >= QR_RETRY_EXPR_MAX_DEPTH) {
+        return fail(p, "expression nested too deeply (max %d levels) at %zu",
+                    QR_RETRY_EXPR_MAX_DEPTH, p->tok.pos + 1);
+    }
+    p->depth++;
+    return 0;
+}
+
+static int parse_expr(struct parser *p);
+
+/* name "(" args ")": p->tok is the '(' after the name. */
+static int parse_call(struct parser *p, size_t name_pos, size_t name_len)
+{
+    const char *name = p->src + name_pos;
+    size_t f;
+    for (f = 0; f < N_FUNCTIONS; f++) {
+        if (strlen(functions[f].name) == name_len &&
+            memcmp(functions[f].name, name, name_len) == 0) {
+            break;
+        }
+    }
+    int shown = name_len > 24 ? 24 : (int)name_len;
+    if (f == N_FUNCTIONS) {
+        return fail(p,
+                    "unknown function '%.*s'%s at %zu (known: pow exp "
+                    "sqrt abs floor ceil round min max)",
+                    shown, name, name_len > 24 ? "..." : "", name_pos + 1);
+    }
+    int rv = enter(p);
+    if (rv != 0) {
+        return rv;
+    }
+    next(p); /* '(' */
+    unsigned n_args = 0;
+    if (p->tok.kind != TOK_RPAREN) {
+        for (;;) {
+            rv = parse_expr(p);
+            if (rv != 0) {
+                return rv;
+            }
+            n_args++;
+            if (p->tok.kind != TOK_COMMA) {
+                break;
+            }
+            next(p);
+        }
+    }
+    if (p->tok.kind != TOK_RPAREN) {
+        return expected(p, n_args > 0 ? "',' or ')'" : "')'");
+    }
+    if (n_args != functions[f].n_args) {
+        return fail(p, "'%s' takes %u argument%s, got %u at %zu",
+                    functions[f].name, functions[f].n_args,
+                    functions[f].n_args == 1 ? "" : "s", n_args, name_pos + 1);
+    }
+    next(p);
+    p->depth--;
+    return emit(p, functions[f].op, 0, name_pos);
+}
+
+static int parse_primary(struct parser *p)
+{
+    struct token t = p->tok;
+    int rv;
+
+    switch (t.kind) {
+        case TOK_NUMBER:
+            next(p);
+            return emit(p, OP_CONST, t.value, t.pos);
+        case TOK_NAME:
+            if (tok_is_name(p, "retried")) {
+                next(p);
+                if (p->tok.kind == TOK_LPAREN) {
+                    return fail(p,
+                                "'retried' is a variable, not a function, "
+                                "at %zu",
+                                t.pos + 1);
+                }
+                return emit(p, OP_RETRIED, 0, t.pos);
+            }
+            next(p);
+            if (p->tok.kind == TOK_LPAREN) {
+                return parse_call(p, t.pos, t.len);
+            }
+            for (size_t f = 0; f < N_FUNCTIONS; f++) {
+                if (strlen(functions[f].name) == t.len &&
+                    memcmp(functions[f].name, p->src + t.pos, t.len) == 0) {
+                    return fail(p, "expected '(' after '%s' at %zu",
+                                functions[f].name, t.pos + t.len + 1);
+                }
+            }
+            return fail(p,
+                        "unknown variable '%.*s'%s at %zu (only "
+                        "'retried' is defined)",
+                        t.len > 24 ? 24 : (int)t.len, p->src + t.pos,
+                        t.len > 24 ? "..." : "", t.pos + 1);
+        case TOK_LPAREN:
+            rv = enter(p);
+            if (rv != 0) {
+                return rv;
+            }
+            next(p);
+            rv = parse_expr(p);
+            if (rv != 0) {
+                return rv;
+            }
+            if (p->tok.kind != TOK_RPAREN) {
+                return expected(p, "')'");
+            }
+            next(p);
+            p->depth--;
+            return 0;
+        default:
+            return unexpected(p);
+    }
+}
+
+static int parse_unary(struct parser *p)
+{
+    if (p->tok.kind != TOK_MINUS && p->tok.kind != TOK_PLUS) {
+        return parse_primary(p);
+    }
+    struct token t = p->tok;
+    int rv = enter(p);
+    if (rv != 0) {
+        return rv;
+    }
+    next(p);
+    rv = parse_unary(p);
+    if (rv != 0) {
+        return rv;
+    }
+    p->depth--;
+    return t.kind == TOK_MINUS ? emit(p, OP_NEG, 0, t.pos) : 0;
+}
+
+static int parse_term(struct parser *p)
+{
+    int rv = parse_unary(p);
+    while (rv == 0 && (p->tok.kind == TOK_STAR || p->tok.kind == TOK_SLASH)) {
+        struct token t = p->tok;
+        next(p);
+        rv = parse_unary(p);
+        if (rv == 0) {
+            rv = emit(p, t.kind == TOK_STAR ? OP_MUL : OP_DIV, 0, t.pos);
+        }
+    }
+    return rv;
+}
+
+static int parse_expr(struct parser *p)
+{
+    int rv = parse_term(p);
+    while (rv == 0 && (p->tok.kind == TOK_PLUS || p->tok.kind == TOK_MINUS)) {
+        struct token t = p->tok;
+        next(p);
+        rv = parse_term(p);
+        if (rv == 0) {
+            rv = emit(p, t.kind == TOK_PLUS ? OP_ADD : OP_SUB, 0, t.pos);
+        }
+    }
+    return rv;
+}
+
+int qr_retry_expr_compile(struct qr_retry_expr *e,
+                          const char *src,
+                          size_t max_src_bytes,
+                          char errmsg[QR_ERRMSG_BYTES])
+{
+    if (max_src_bytes == 0) {
+        max_src_bytes = QR_RETRY_EXPR_DEFAULT_MAX_BYTES;
+    }
+    e->n_insns = 0;
+    struct parser p = {.src = src, .e = e, .errmsg = errmsg};
+    if (src == NULL) {
+        return fail(&p, "empty expression");
+    }
+    p.len = strnlen(src, max_src_bytes + 1);
+    if (p.len > max_src_bytes) {
+        return fail(&p, "expression too long (max %zu bytes)", max_src_bytes);
+    }
+    next(&p);
+    if (p.tok.kind == TOK_END) {
+        return fail(&p, "empty expression");
+    }
+    int rv = parse_expr(&p);
+    if (rv == 0 && p.tok.kind != TOK_END) {
+        rv = unexpected(&p);
+    }
+    if (rv != 0) {
+        e->n_insns = 0;
+        return rv;
+    }
+    assert(p.depth == 0);
+    return 0;
+}
+
+int qr_retry_expr_parse(const char *src,
+                        size_t max_src_bytes,
+                        struct qr_retry_expr **out,
+                        char errmsg[QR_ERRMSG_BYTES])
+{
+    struct qr_retry_expr *e = malloc(sizeof *e);
+    if (e == NULL) {
+        snprintf(errmsg, QR_ERRMSG_BYTES, "out of memory");
+        return -ENOMEM;
+    }
+    int rv = qr_retry_expr_compile(e, src, max_src_bytes, errmsg);
+    if (rv != 0) {
+        free(e);
+        return rv;
+    }
+    *out = e;
+    return 0;
+}
+
+void qr_retry_expr_free(struct qr_retry_expr *e)
+{
+    free(e);
+}
+
+int qr_retry_expr_check(const char *src,
+                        size_t max_src_bytes,
+                        char errmsg[QR_ERRMSG_BYTES])
+{
+    struct qr_retry_expr e;
+    return qr_retry_expr_compile(&e, src, max_src_bytes, errmsg);
+}
+
+/* x / y with the IEEE results spelled out, so no sanitizer sees a division
+ * by zero. */
+static double divide(double x, double y)
+{
+    if (y != 0.0) {
+        return x / y;
+    }
+    if (isnan(x) || x == 0.0) {
+        return NAN;
+    }
+    return (x > 0) == !signbit(y) ? HUGE_VAL : -HUGE_VAL;
+}
+
+static bool is_binary(enum op op)
+{
+    switch (op) {
+        case OP_ADD:
+        case OP_SUB:
+        case OP_MUL:
+        case OP_DIV:
+        case OP_POW:
+        case OP_MIN:
+        case OP_MAX:
+            return true;
+        default:
+            return false;
+    }
+}
+
+static double apply_unary(enum op op, double x)
+{
+    switch (op) {
+        case OP_NEG:
+            return -x;
+        case OP_EXP:
+            return exp(x);
+        case OP_SQRT:
+            return sqrt(x);
+        case OP_ABS:
+            return fabs(x);
+        case OP_FLOOR:
+            return floor(x);
+        case OP_CEIL:
+            return ceil(x);
+        case OP_ROUND:
+            return round(x);
+        default:
+            assert(false);
+            return NAN;
+    }
+}
+
+static double apply_binary(enum op op, double x, double y)
+{
+    switch (op) {
+        case OP_ADD:
+            return x + y;
+        case OP_SUB:
+            return x - y;
+        case OP_MUL:
+            return x * y;
+        case OP_DIV:
+            return divide(x, y);
+        case OP_POW:
+            return pow(x, y);
+        case OP_MIN:
+            return fmin(x, y);
+        case OP_MAX:
+            return fmax(x, y);
+        default:
+            assert(false);
+            return NAN;
+    }
+}
+
+/* The program is postfix and well formed by construction: every operation
+ * finds its operands on the stack and one value is left at the end. */
+double qr_retry_expr_eval(const struct qr_retry_expr *e, double retried)
+{
+    double stack[QR_RETRY_EXPR_MAX_NODES];
+    size_t sp = 0;
+
+    if (e->n_insns == 0) {
+        return NAN;
+    }
+    for (uint32_t i = 0; i < e->n_insns; i++) {
+        enum op op = (enum op)e->insns[i].op;
+        if (op == OP_CONST) {
+            stack[sp++] = e->insns[i].value;
+        } else if (op == OP_RETRIED) {
+            stack[sp++] = retried;
+        } else if (is_binary(op)) {
+            assert(sp >= 2);
+            stack[sp - 2] = apply_binary(op, stack[sp - 2], stack[sp - 1]);
+            sp--;
+        } else {
+            assert(sp >= 1);
+            stack[sp - 1] = apply_unary(op, stack[sp - 1]);
+        }
+    }
+    assert(sp == 1);
+    return stack[0];
+}
+
+uint64_t qr_retry_ms_from_double(double ms)
+{
+    if (isnan(ms)) {
+        return QR_RETRY_DAY_MS;
+    }
+    if (ms <= 0.0) {
+        return 0;
+    }
+    if (ms >= (double)QR_RETRY_DAY_MS) {
+        return QR_RETRY_DAY_MS;
+    }
+    return (uint64_t)(ms + 0.5);
+}
+
+uint64_t qr_retry_expr_delay_ms(const struct qr_retry_expr *e, uint32_t retried)
+{
+    return qr_retry_ms_from_double(qr_retry_expr_eval(e, (double)retried));
+}
+
+/* ------------------------------------------------------------------------ */
+/* 5. Backoff                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* e^(2.5 k) seconds for k = 0..5; beyond that the cap applies anyway. */
+static double growth_s(uint64_t k)
+{
+    static const double table[] = {
+        1.0,
+        12.182493960703473,
+        148.4131591025766,
+        1808.0424144560632,
+        22026.465794806718,
+        268337.2865208745,
+    };
+    const uint64_t last = sizeof table / sizeof table[0] - 1;
+    return table[k < last ? k : last];
+}
+
+uint64_t qr_retry_default_delay_ms(uint64_t n,
+                                   double jitter,
+                                   uint32_t max_doublings)
+{
+    if (n == 0) {
+        n = 1;
+    }
+    uint64_t d = max_doublings;
+    double s;
+    if (d > 0 && n > d + 1) {
+        double top = growth_s(d + 1);
+        s = top + (double)(n - d - 1) * (top - growth_s(d));
+    } else {
+        s = growth_s(n);
+    }
+    if (s > DAY_S) {
+        s = DAY_S;
+    }
+    if (isnan(jitter)) {
+        jitter = 0.0;
+    } else if (jitter < -0.1) {
+        jitter = -0.1;
+    } else if (jitter > 0.1) {
+        jitter = 0.1;
+    }
+    return qr_retry_ms_from_double(s * 1000.0 * (1.0 + jitter));
+}
+
+uint64_t qr_retry_next_delay_ms(const struct qr_retry_backoff *b,
+                                enum qr_retry_rule *rule)
+{
+    enum qr_retry_rule used = QR_RETRY_RULE_DEFAULT;
+    uint64_t ms = 0;
+    bool have = false;
+
+    if (b->header_delay_set && b->header_delay_ms <= QR_RETRY_DAY_MS) {
+        ms = b->header_delay_ms;
+        used = QR_RETRY_RULE_HEADER;
+        have = true;
+    }
+    if (!have && b->expr != NULL && b->expr[0] != '\0') {
+        struct qr_retry_expr e;
+        char errmsg[QR_ERRMSG_BYTES];
+        if (qr_retry_expr_compile(&e, b->expr, STORED_EXPR_MAX_BYTES, errmsg) ==
+            0) {
+            ms = qr_retry_expr_delay_ms(&e, b->retried);
+            used = QR_RETRY_RULE_EXPRESSION;
+            have = true;
+        }
+    }
+    if (!have) {
+        ms = qr_retry_default_delay_ms((uint64_t)b->retried + 1, b->jitter,
+                                       b->max_doublings);
+    }
+
+    if (b->min_backoff_ms != 0 && ms < b->min_backoff_ms) {
+        ms = b->min_backoff_ms;
+    }
+    if (b->max_backoff_ms != 0 && ms > b->max_backoff_ms) {
+        ms = b->max_backoff_ms;
+    }
+    if (ms > QR_RETRY_DAY_MS) {
+        ms = QR_RETRY_DAY_MS;
+    }
+    if (rule != NULL) {
+        *rule = used;
+    }
+    return ms;
+}

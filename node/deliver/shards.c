@@ -1,0 +1,890 @@
+#include "deliver/shards.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/clock.h"
+#include "lib/err.h"
+#include "lib/logger.h"
+
+#define TICK_MS 100
+#define HEARTBEAT_MS 500
+#define LEASE_MS 3000
+/* A follower stops this long before its lease could end at the leader:
+ * covers the request's time in flight and clock rate differences. */
+#define LEASE_MARGIN_MS 500
+#define PEER_TIMEOUT_MS 2000
+/* Results this node handed to raft (its own, or a follower's on the
+ * leader) that waited this long with none committing mean the node cannot
+ * commit: it holds no lease (see shards.h). Commits take milliseconds; a
+ * leader that lost its majority steps down only after one to two election
+ * timeouts, and this is how it stops starting deliveries sooner. A false
+ * alarm (a slow disk, a busy loop) only pauses new deliveries until
+ * results commit again. */
+#define RESULT_STALL_MS 300
+
+/* ------------------------------------------------------------------------ */
+/* The replicated view: shard map and node infos. */
+
+static void refresh_map(struct qr_shards *s)
+{
+    struct qr_store_txn *txn = NULL;
+    Qraft__AssignShards *a = NULL;
+    if (qr_store_txn_begin(s->store, false, &txn) != 0) {
+        return;
+    }
+    int rv = qr_store_meta_get_msg(txn, QR_META_SHARDS,
+                                   &qraft__assign_shards__descriptor,
+                                   (ProtobufCMessage **)&a);
+    qr_store_txn_abort(txn);
+    if (rv == QR_ENOTFOUND) {
+        return; /* no map yet */
+    }
+    if (rv != 0 || a->n_owners != QR_FSM_N_SHARDS) {
+        if (a != NULL) {
+            qraft__assign_shards__free_unpacked(a, NULL);
+        }
+        QR_ERROR("shards", "the stored shard map is unreadable");
+        return;
+    }
+    if (!s->have_map || a->epoch != s->epoch) {
+        memcpy(s->owners, a->owners, sizeof s->owners);
+        s->epoch = a->epoch;
+        s->have_map = true;
+        QR_INFO("shards", "shard map epoch %" PRIu64 ": this node owns %u",
+                s->epoch, qr_shards_count(s, s->config->id));
+    }
+    qraft__assign_shards__free_unpacked(a, NULL);
+}
+
+Qraft__NodeInfo *qr_shards_node_info(struct qr_shards *s, uint64_t id)
+{
+    char name[48];
+    struct qr_store_txn *txn = NULL;
+    Qraft__NodeInfo *info = NULL;
+    snprintf(name, sizeof name, "%s%" PRIu64, QR_META_NODE_PREFIX, id);
+    if (qr_store_txn_begin(s->store, false, &txn) != 0) {
+        return NULL;
+    }
+    int rv = qr_store_meta_get_msg(txn, name, &qraft__node_info__descriptor,
+                                   (ProtobufCMessage **)&info);
+    qr_store_txn_abort(txn);
+    return rv == 0 ? info : NULL;
+}
+
+void qr_shards_node_addrs(struct qr_shards *s,
+                          uint64_t id,
+                          char *rpc,
+                          char *http)
+{
+    Qraft__NodeInfo *info = qr_shards_node_info(s, id);
+    if (rpc != NULL) {
+        snprintf(rpc, QR_ADDR_MAX, "%s", info != NULL ? info->rpc : "");
+    }
+    if (http != NULL) {
+        snprintf(http, QR_ADDR_MAX, "%s", info != NULL ? info->http : "");
+    }
+    if (info != NULL) {
+        qraft__node_info__free_unpacked(info, NULL);
+    }
+}
+
+uint32_t qr_shards_count(struct qr_shards *s, uint64_t id)
+{
+    if (!s->have_map) {
+        return qr_cluster_serving(s->cluster) && id == s->config->id
+                   ? QR_FSM_N_SHARDS
+                   : 0;
+    }
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < QR_FSM_N_SHARDS; i++) {
+        n += s->owners[i] == id;
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Ownership. */
+
+static bool results_stalled(const struct qr_shards *s, uint64_t now)
+{
+    return s->results_pending > 0 &&
+           now - s->results_progress_mono_ms >= RESULT_STALL_MS;
+}
+
+bool qr_shards_active(struct qr_shards *s)
+{
+    if (s->closing || s->leaving) {
+        return false;
+    }
+    uint64_t now = qr_clock_mono_ms();
+    if (results_stalled(s, now)) {
+        return false;
+    }
+    if (qr_cluster_serving(s->cluster)) {
+        return true;
+    }
+    /* A lease from a leader whose map this replica has not applied yet
+     * would dispatch by an old map: wait for it. */
+    return s->have_map && now < s->lease_until_mono_ms &&
+           s->epoch >= s->leader_epoch;
+}
+
+bool qr_shards_assigned(struct qr_shards *s, uint32_t shard)
+{
+    if (s->closing || s->leaving || shard >= QR_FSM_N_SHARDS) {
+        return false;
+    }
+    if (!s->have_map) {
+        return qr_cluster_serving(s->cluster);
+    }
+    return s->owners[shard] == s->config->id;
+}
+
+bool qr_shards_owns(struct qr_shards *s, uint32_t shard)
+{
+    return qr_shards_active(s) && qr_shards_assigned(s, shard);
+}
+
+/* A report to the leader failed, or the leader refused a heartbeat: the
+ * lease ends now, and only a heartbeat sent from now on renews it. */
+static void lease_void(struct qr_shards *s, const char *why)
+{
+    uint64_t now = qr_clock_mono_ms();
+    if (now < s->lease_until_mono_ms) {
+        QR_INFO("shards",
+                "lease given up (%s): no delivery starts until the "
+                "leader renews it",
+                why);
+    }
+    s->lease_until_mono_ms = 0;
+    s->lease_void_mono_ms = now;
+    s->next_heartbeat_mono_ms = now; /* ask again at the next tick */
+}
+
+/* The connection to the leader dropped (or could not be made): until a
+ * heartbeat goes through again, results could not be reported. */
+static void on_leader_down(void *data)
+{
+    struct qr_shards *s = data;
+    if (!s->closing && !s->leaving) {
+        lease_void(s, "the connection to the leader dropped");
+    }
+}
+
+/* Results handed to raft: progress is a commit (or the first of a run). */
+static void results_begin(struct qr_shards *s)
+{
+    if (s->results_pending++ == 0) {
+        s->results_progress_mono_ms = qr_clock_mono_ms();
+    }
+}
+
+static void results_end(struct qr_shards *s, bool committed)
+{
+    assert(s->results_pending > 0);
+    s->results_pending--;
+    if (committed) {
+        s->results_progress_mono_ms = qr_clock_mono_ms();
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Leader side: liveness and assignment. */
+
+static struct qr_shards_node *find_node(struct qr_shards *s, uint64_t id)
+{
+    for (size_t i = 0; i < s->n_nodes; i++) {
+        if (s->nodes[i].id == id) {
+            return &s->nodes[i];
+        }
+    }
+    return NULL;
+}
+
+const struct qr_shards_node *qr_shards_node(struct qr_shards *s, uint64_t id)
+{
+    return qr_cluster_serving(s->cluster) ? find_node(s, id) : NULL;
+}
+
+static void on_info_applied(void *data,
+                            int status,
+                            const struct qr_apply_result *res)
+{
+    struct qr_shards *s = data;
+    (void)res;
+    s->info_pending = false;
+    if (status != 0) {
+        QR_DEBUG("shards", "node info: %s", qr_strerror(status));
+    }
+}
+
+/* What this node advertises about itself; borrows from s->config. */
+static void own_info(struct qr_shards *s, Qraft__NodeInfo *info)
+{
+    qraft__node_info__init(info);
+    info->id = s->config->id;
+    info->rpc = (char *)s->config->rpc_addr;
+    info->http = (char *)s->config->http_addr;
+    info->version = QRAFT_VERSION;
+    info->feature_level = s->config->max_feature_level;
+}
+
+/* Makes the replicated node info match what a node advertises (borrowed).
+ * At most one such proposal in flight. */
+static void sync_node_info(struct qr_shards *s, const Qraft__NodeInfo *info)
+{
+    if (s->info_pending) {
+        return;
+    }
+    Qraft__NodeInfo *stored = qr_shards_node_info(s, info->id);
+    bool same = stored != NULL && strcmp(stored->rpc, info->rpc) == 0 &&
+                strcmp(stored->http, info->http) == 0 &&
+                strcmp(stored->version, info->version) == 0 &&
+                stored->feature_level == info->feature_level;
+    if (stored != NULL) {
+        qraft__node_info__free_unpacked(stored, NULL);
+    }
+    if (same) {
+        return;
+    }
+    Qraft__SetNodeInfo set = QRAFT__SET_NODE_INFO__INIT;
+    set.info = (Qraft__NodeInfo *)info;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_SET_NODE_INFO;
+    cmd.set_node_info = &set;
+    s->info_pending =
+        qr_cluster_propose_command(s->cluster, &cmd, on_info_applied, s) == 0;
+}
+
+void qr_shards_on_heartbeat(struct qr_shards *s,
+                            const Qraft__HeartbeatRequest *req,
+                            Qraft__HeartbeatResponse *resp)
+{
+    resp->lease_ms = LEASE_MS;
+    resp->epoch = s->epoch;
+    /* A lease is this node's word that it leads and commits: one that no
+     * longer leads (the heartbeat went to the last known leader), or whose
+     * results do not commit, grants none. */
+    if (!qr_cluster_serving(s->cluster) ||
+        results_stalled(s, qr_clock_mono_ms())) {
+        resp->lease_ms = 0;
+    }
+    if (req->info == NULL || req->info->id == 0) {
+        return;
+    }
+    if (qr_cluster_removed(s->cluster, req->info->id)) {
+        resp->lease_ms = 0;
+        resp->removed = true;
+        return;
+    }
+    struct qr_shards_node *n = find_node(s, req->info->id);
+    if (n == NULL) {
+        if (s->n_nodes == QR_CLUSTER_MAX_NODES) {
+            return;
+        }
+        n = &s->nodes[s->n_nodes++];
+        memset(n, 0, sizeof *n);
+        n->id = req->info->id;
+    }
+    n->last_heartbeat_mono_ms = req->leaving ? 0 : qr_clock_mono_ms();
+    n->applied_index = req->applied_index;
+    if (req->leaving) {
+        /* It stopped dispatching: its shards may move now. */
+        resp->lease_ms = 0;
+        QR_INFO("shards", "node %" PRIu64 " is leaving: moving its shards",
+                n->id);
+    }
+    snprintf(n->rpc, sizeof n->rpc, "%s", req->info->rpc);
+    snprintf(n->http, sizeof n->http, "%s", req->info->http);
+    if (req->space_short[0] != '\0' && n->space_short[0] == '\0') {
+        QR_WARN("shards",
+                "node %" PRIu64 " is short of space: writes are refused",
+                n->id);
+    } else if (req->space_short[0] == '\0' && n->space_short[0] != '\0') {
+        QR_INFO("shards", "node %" PRIu64 " has room again", n->id);
+    }
+    snprintf(n->space_short, sizeof n->space_short, "%s", req->space_short);
+    sync_node_info(s, req->info);
+}
+
+static bool is_live(struct qr_shards *s, uint64_t id, uint64_t now)
+{
+    if (id == s->config->id) {
+        return true;
+    }
+    const struct qr_shards_node *n = find_node(s, id);
+    return n != NULL && n->last_heartbeat_mono_ms != 0 &&
+           now - n->last_heartbeat_mono_ms < LEASE_MS;
+}
+
+bool qr_shards_space_short(struct qr_shards *s, char *why, size_t why_size)
+{
+    if (!qr_cluster_serving(s->cluster)) {
+        return false;
+    }
+    uint64_t now = qr_clock_mono_ms();
+    for (size_t i = 0; i < s->n_nodes; i++) {
+        const struct qr_shards_node *n = &s->nodes[i];
+        if (n->space_short[0] != '\0' && n->id != s->config->id &&
+            is_live(s, n->id, now)) {
+            snprintf(why, why_size, "node %" PRIu64 " (a replica) %s", n->id,
+                     n->space_short);
+            return true;
+        }
+    }
+    return false;
+}
+
+void qr_shards_balance(const uint64_t *current,
+                       const uint64_t *live,
+                       size_t n_live,
+                       uint64_t out[QR_FSM_N_SHARDS])
+{
+    uint32_t quota[QR_CLUSTER_MAX_NODES];
+    uint32_t have[QR_CLUSTER_MAX_NODES] = {0};
+    for (size_t i = 0; i < n_live; i++) {
+        quota[i] = QR_FSM_N_SHARDS / (uint32_t)n_live +
+                   (i < QR_FSM_N_SHARDS % n_live ? 1 : 0);
+    }
+    for (uint32_t sh = 0; sh < QR_FSM_N_SHARDS; sh++) {
+        out[sh] = 0;
+        if (current == NULL) {
+            continue;
+        }
+        for (size_t i = 0; i < n_live; i++) {
+            if (current[sh] == live[i] && have[i] < quota[i]) {
+                out[sh] = live[i];
+                have[i]++;
+                break;
+            }
+        }
+    }
+    size_t next = 0;
+    for (uint32_t sh = 0; sh < QR_FSM_N_SHARDS; sh++) {
+        if (out[sh] != 0) {
+            continue;
+        }
+        while (have[next] >= quota[next]) {
+            next++;
+        }
+        out[sh] = live[next];
+        have[next]++;
+    }
+}
+
+static void on_assigned(void *data,
+                        int status,
+                        const struct qr_apply_result *res)
+{
+    struct qr_shards *s = data;
+    s->assign_pending = false;
+    if (status != 0 || (res != NULL && res->status != 0)) {
+        QR_WARN("shards", "assignment: %s",
+                status != 0 ? qr_strerror(status) : res->error);
+        return;
+    }
+    refresh_map(s);
+}
+
+static void maybe_assign(struct qr_shards *s, uint64_t now)
+{
+    if (s->assign_pending ||
+        now - s->serving_since_mono_ms < LEASE_MS + LEASE_MARGIN_MS) {
+        return;
+    }
+    /* Candidates: the raft configuration's voters and standbys. */
+    struct qr_cluster_status cs;
+    qr_cluster_get_status(s->cluster, &cs);
+    uint64_t live[QR_CLUSTER_MAX_NODES];
+    size_t n_live = 0;
+    for (size_t i = 0; i < cs.n_nodes; i++) {
+        if (strcmp(cs.nodes[i].role, "spare") != 0 &&
+            is_live(s, cs.nodes[i].id, now)) {
+            live[n_live++] = cs.nodes[i].id;
+        }
+    }
+    for (size_t i = 1; i < n_live; i++) { /* ids ascending */
+        for (size_t j = i; j > 0 && live[j - 1] > live[j]; j--) {
+            uint64_t t = live[j];
+            live[j] = live[j - 1];
+            live[j - 1] = t;
+        }
+    }
+    if (n_live == 0) {
+        return;
+    }
+    uint64_t owners[QR_FSM_N_SHARDS];
+    qr_shards_balance(s->have_map ? s->owners : NULL, live, n_live, owners);
+    if (s->have_map && memcmp(owners, s->owners, sizeof owners) == 0) {
+        return;
+    }
+    Qraft__AssignShards a = QRAFT__ASSIGN_SHARDS__INIT;
+    a.epoch = s->epoch + 1;
+    a.n_owners = QR_FSM_N_SHARDS;
+    a.owners = owners;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_ASSIGN_SHARDS;
+    cmd.assign_shards = &a;
+    s->assign_pending =
+        qr_cluster_propose_command(s->cluster, &cmd, on_assigned, s) == 0;
+    if (s->assign_pending) {
+        QR_INFO("shards", "assigning epoch %" PRIu64 " over %zu live node(s)",
+                a.epoch, n_live);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Follower side: the heartbeat. */
+
+struct heartbeat_call {
+    struct qr_shards *shards;
+    uint64_t sent_mono_ms;
+};
+
+static void on_heartbeat_answer(void *data,
+                                int status,
+                                const Qraft__Response *resp)
+{
+    struct heartbeat_call *hc = data;
+    struct qr_shards *s = hc->shards;
+    s->heartbeat_pending = false;
+    if (s->closing || s->leaving) {
+        free(hc);
+        return;
+    }
+    if (status == 0 && resp->status == QRAFT__STATUS__OK &&
+        resp->body_case == QRAFT__RESPONSE__BODY_HEARTBEAT &&
+        resp->heartbeat->lease_ms > LEASE_MARGIN_MS) {
+        if (hc->sent_mono_ms < s->lease_void_mono_ms) {
+            /* Sent before a failure: it does not prove the leader still
+             * hears us. The next one may. */
+            s->next_heartbeat_mono_ms = qr_clock_mono_ms();
+        } else {
+            bool had = qr_clock_mono_ms() < s->lease_until_mono_ms;
+            s->lease_until_mono_ms =
+                hc->sent_mono_ms + resp->heartbeat->lease_ms - LEASE_MARGIN_MS;
+            s->leader_epoch = resp->heartbeat->epoch;
+            if (!had) {
+                QR_INFO("shards", "lease granted by the leader");
+            }
+        }
+    } else if (status == 0 &&
+               resp->body_case == QRAFT__RESPONSE__BODY_HEARTBEAT &&
+               resp->heartbeat->removed) {
+        s->lease_until_mono_ms = 0;
+        qr_cluster_note_removed(s->cluster);
+    } else if (status == 0) {
+        QR_DEBUG("shards", "heartbeat refused: %s",
+                 resp->status == QRAFT__STATUS__OK ? "no lease" : resp->error);
+        if (resp->status == QRAFT__STATUS__NOT_LEADER) {
+            /* Asked a node that does not lead: go where it points, or to
+             * the next member (fallback_target). */
+            snprintf(s->last_leader_rpc, sizeof s->last_leader_rpc, "%s",
+                     resp->leader_rpc != NULL ? resp->leader_rpc : "");
+        }
+        lease_void(s, "the heartbeat was refused");
+    } else {
+        QR_DEBUG("shards", "heartbeat: %s", qr_strerror(status));
+        s->last_leader_rpc[0] = '\0'; /* the next goes elsewhere */
+        lease_void(s, "the heartbeat got no answer");
+    }
+    free(hc);
+}
+
+/* Where the heartbeat goes when the leader's own address is not known
+ * here: the last node that led or named the leader, else each other member
+ * whose address is known, in turn. A node removed moments after the new
+ * leader took over may never have applied that leader's address, and hears
+ * from nobody: a member it asks names the leader (NOT_LEADER, leader_rpc),
+ * and the leader tells it it was removed. False: no address known yet. */
+static bool fallback_target(struct qr_shards *s, char *rpc)
+{
+    if (s->last_leader_rpc[0] != '\0') {
+        snprintf(rpc, QR_ADDR_MAX, "%s", s->last_leader_rpc);
+        return true;
+    }
+    struct qr_cluster_status cs;
+    qr_cluster_get_status(s->cluster, &cs);
+    for (size_t k = 0; k < cs.n_nodes; k++) {
+        uint64_t id = cs.nodes[(s->probe_next + k) % cs.n_nodes].id;
+        if (id == s->config->id) {
+            continue;
+        }
+        qr_shards_node_addrs(s, id, rpc, NULL);
+        if (rpc[0] != '\0') {
+            s->probe_next = (uint32_t)((s->probe_next + k + 1) % cs.n_nodes);
+            return true;
+        }
+    }
+    return false;
+}
+
+static void send_heartbeat(struct qr_shards *s, uint64_t now)
+{
+    uint64_t leader_id = 0;
+    qr_cluster_leader(s->cluster, &leader_id, NULL);
+    if (leader_id == s->config->id) {
+        return;
+    }
+    char rpc[QR_ADDR_MAX] = "";
+    if (leader_id != 0) {
+        qr_shards_node_addrs(s, leader_id, rpc, NULL);
+    }
+    if (rpc[0] != '\0') {
+        snprintf(s->last_leader_rpc, sizeof s->last_leader_rpc, "%s", rpc);
+    } else if (!fallback_target(s, rpc)) {
+        return; /* no other node has advertised itself yet */
+    }
+    qr_peer_set_target(&s->peer, rpc);
+    if (s->heartbeat_pending || now < s->next_heartbeat_mono_ms) {
+        return;
+    }
+    struct heartbeat_call *hc = malloc(sizeof *hc);
+    if (hc == NULL) {
+        return;
+    }
+    hc->shards = s;
+    hc->sent_mono_ms = now;
+    Qraft__NodeInfo info;
+    own_info(s, &info);
+    Qraft__HeartbeatRequest hb = QRAFT__HEARTBEAT_REQUEST__INIT;
+    hb.info = &info;
+    hb.applied_index = s->cluster->fsm.applied_index;
+    char space_why[QR_SHARDS_SPACE_WHY_BYTES];
+    if (s->admit != NULL && qr_admit_probe(s->admit, uv_now(s->loop), 0,
+                                           space_why, sizeof space_why) != 0) {
+        hb.space_short = space_why;
+    }
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_HEARTBEAT;
+    req.heartbeat = &hb;
+    if (qr_peer_call(&s->peer, &req, PEER_TIMEOUT_MS, on_heartbeat_answer,
+                     hc) != 0) {
+        free(hc);
+        return;
+    }
+    s->heartbeat_pending = true;
+    s->next_heartbeat_mono_ms = now + HEARTBEAT_MS;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Results. */
+
+struct result_call {
+    struct qr_shards *shards;
+    qr_shards_result_cb cb;
+    void *data;
+};
+
+static void on_result_proposed(void *data,
+                               int status,
+                               const struct qr_apply_result *res)
+{
+    struct result_call *rc = data;
+    struct qr_shards *s = rc->shards;
+    (void)res;
+    results_end(s, status == 0);
+    /* Here the result is applied already: this replica is the leader's. */
+    rc->cb(rc->data, status, s->cluster->fsm.applied_index);
+    free(rc);
+}
+
+int qr_shards_propose_results(struct qr_shards *s,
+                              Qraft__DeliveryResult **results,
+                              size_t n,
+                              qr_shards_result_cb cb,
+                              void *data)
+{
+    Qraft__DeliveryResults batch = QRAFT__DELIVERY_RESULTS__INIT;
+    batch.n_results = n;
+    batch.results = results;
+    batch.default_retries = s->config->limits.default_retries;
+    batch.default_timeout_ms = s->config->limits.default_timeout_ms;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_DELIVERY_RESULTS;
+    cmd.delivery_results = &batch;
+    struct result_call *rc = malloc(sizeof *rc);
+    if (rc == NULL) {
+        return -ENOMEM;
+    }
+    rc->shards = s;
+    rc->cb = cb;
+    rc->data = data;
+    /* Results of one loop iteration share one raft entry (group commit). */
+    int rv =
+        qr_cluster_propose_command(s->cluster, &cmd, on_result_proposed, rc);
+    if (rv != 0) {
+        free(rc);
+        return rv;
+    }
+    results_begin(s);
+    return 0;
+}
+
+static void on_result_sent(void *data, int status, const Qraft__Response *resp)
+{
+    struct result_call *rc = data;
+    int rv = status;
+    uint64_t applied = 0;
+    if (rv == 0 && resp->status != QRAFT__STATUS__OK) {
+        rv = resp->status == QRAFT__STATUS__NOT_LEADER ? QR_ENOTLEADER
+                                                       : QR_EUNKNOWN;
+    }
+    if (rv == 0 && resp->body_case == QRAFT__RESPONSE__BODY_RESULTS) {
+        applied = resp->results->applied_index;
+    }
+    results_end(rc->shards, rv == 0);
+    if (rv != 0 && !rc->shards->closing) {
+        /* The leader did not take it (gone, deposed, or unable to commit):
+         * starting more deliveries would only make more such results. */
+        lease_void(rc->shards, "a result could not be reported");
+    }
+    rc->cb(rc->data, rv, applied);
+    free(rc);
+}
+
+int qr_shards_submit_result(struct qr_shards *s,
+                            const Qraft__DeliveryResult *r,
+                            qr_shards_result_cb cb,
+                            void *data)
+{
+    Qraft__DeliveryResult *one = (Qraft__DeliveryResult *)r;
+    if (qr_cluster_serving(s->cluster)) {
+        return qr_shards_propose_results(s, &one, 1, cb, data);
+    }
+    struct result_call *rc = malloc(sizeof *rc);
+    if (rc == NULL) {
+        return -ENOMEM;
+    }
+    rc->shards = s;
+    rc->cb = cb;
+    rc->data = data;
+    Qraft__ResultsRequest rr = QRAFT__RESULTS_REQUEST__INIT;
+    rr.n_results = 1;
+    rr.results = &one;
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_RESULTS;
+    req.results = &rr;
+    int rv =
+        qr_peer_call(&s->peer, &req, PEER_TIMEOUT_MS * 5, on_result_sent, rc);
+    if (rv != 0) {
+        free(rc);
+        lease_void(s, "a result could not be sent");
+        return rv;
+    }
+    results_begin(s);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The tick. */
+
+static void on_level_applied(void *data,
+                             int status,
+                             const struct qr_apply_result *res)
+{
+    struct qr_shards *s = data;
+    s->level_pending = false;
+    if (status == 0 && res->status == 0) {
+        QR_INFO("shards", "the cluster is now at feature level %u",
+                s->cluster->fsm.feature_level);
+    } else {
+        QR_DEBUG("shards", "raising the feature level: %s",
+                 qr_strerror(status != 0 ? status : res->status));
+    }
+}
+
+/* The lowest feature level the members of the configuration advertise (a
+ * member that has not advertised one counts as the base level). */
+static uint32_t members_level(struct qr_shards *s)
+{
+    struct qr_cluster_status st;
+    qr_cluster_get_status(s->cluster, &st);
+    uint32_t level = s->config->max_feature_level;
+    for (size_t i = 0; i < st.n_nodes; i++) {
+        uint32_t l = QR_FSM_BASE_FEATURE_LEVEL;
+        if (st.nodes[i].id == s->config->id) {
+            l = s->config->max_feature_level;
+        } else {
+            Qraft__NodeInfo *info = qr_shards_node_info(s, st.nodes[i].id);
+            if (info != NULL && info->feature_level > l) {
+                l = info->feature_level;
+            }
+            if (info != NULL) {
+                qraft__node_info__free_unpacked(info, NULL);
+            }
+        }
+        if (l < level) {
+            level = l;
+        }
+    }
+    return level;
+}
+
+/* Leader: raises the cluster's feature level once every member runs at a
+ * higher one (see command.h). */
+static void maybe_raise_level(struct qr_shards *s)
+{
+    if (s->level_pending) {
+        return;
+    }
+    uint32_t level = members_level(s);
+    if (level <= s->cluster->fsm.feature_level) {
+        return;
+    }
+    Qraft__SetFeatureLevel set = QRAFT__SET_FEATURE_LEVEL__INIT;
+    set.level = level;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    cmd.body_case = QRAFT__COMMAND__BODY_SET_FEATURE_LEVEL;
+    cmd.set_feature_level = &set;
+    s->level_pending =
+        qr_cluster_propose_command(s->cluster, &cmd, on_level_applied, s) == 0;
+}
+
+bool qr_shards_level_settled(struct qr_shards *s)
+{
+    return !qr_cluster_serving(s->cluster) ||
+           members_level(s) <= s->cluster->fsm.feature_level;
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct qr_shards *s = t->data;
+    uint64_t now = qr_clock_mono_ms();
+    if (s->closing) {
+        return;
+    }
+    refresh_map(s);
+    bool serving = qr_cluster_serving(s->cluster);
+    if (serving != s->was_serving) {
+        s->was_serving = serving;
+        /* A follower's lease from before this change proves nothing now:
+         * after leading, only a new heartbeat gives one. */
+        s->lease_until_mono_ms = 0;
+        s->n_nodes = 0; /* liveness is learned anew each term */
+        s->serving_since_mono_ms = now;
+        s->assign_pending = false;
+        s->info_pending = false;
+        s->level_pending = false;
+    }
+    if (serving) {
+        qr_peer_set_target(&s->peer, NULL);
+        Qraft__NodeInfo info;
+        own_info(s, &info);
+        sync_node_info(s, &info);
+        maybe_raise_level(s);
+        maybe_assign(s, now);
+    } else if (!s->leaving) {
+        send_heartbeat(s, now);
+    }
+}
+
+int qr_shards_init(struct qr_shards *s,
+                   uv_loop_t *loop,
+                   const struct qr_config *cfg,
+                   struct qr_cluster *cluster,
+                   struct qr_store *store,
+                   const char *token)
+{
+    memset(s, 0, sizeof *s);
+    s->loop = loop;
+    s->config = cfg;
+    s->cluster = cluster;
+    s->store = store;
+    int rv = qr_peer_init(&s->peer, loop, token, NULL, s->errmsg);
+    if (rv != 0) {
+        return rv;
+    }
+    qr_peer_set_on_down(&s->peer, on_leader_down, s);
+    refresh_map(s);
+    uv_timer_init(loop, &s->timer);
+    s->timer.data = s;
+    uv_timer_start(&s->timer, on_tick, TICK_MS, TICK_MS);
+    return 0;
+}
+
+static void close_step(struct qr_shards *s)
+{
+    if (--s->pending_closes == 0 && s->close_cb != NULL) {
+        s->close_cb(s);
+    }
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    close_step(h->data);
+}
+
+static void on_peer_closed(struct qr_peer *p)
+{
+    struct qr_shards *s =
+        (struct qr_shards *)((char *)p - offsetof(struct qr_shards, peer));
+    close_step(s);
+}
+
+void qr_shards_close(struct qr_shards *s, void (*cb)(struct qr_shards *s))
+{
+    if (s->closing) {
+        return;
+    }
+    s->closing = true;
+    s->close_cb = cb;
+    s->pending_closes = 2;
+    uv_timer_stop(&s->timer);
+    uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+    qr_peer_close(&s->peer, on_peer_closed);
+}
+
+static void finish_leave(struct qr_shards *s)
+{
+    void (*cb)(void *data) = s->leave_cb;
+    s->leave_cb = NULL;
+    if (cb != NULL) {
+        cb(s->leave_data);
+    }
+}
+
+static void on_leave_answer(void *data, int status, const Qraft__Response *resp)
+{
+    struct qr_shards *s = data;
+    (void)resp;
+    if (status != 0) {
+        QR_DEBUG("shards", "leave: %s", qr_strerror(status));
+    }
+    finish_leave(s);
+}
+
+void qr_shards_leave(struct qr_shards *s, void (*cb)(void *data), void *data)
+{
+    s->leaving = true;
+    s->lease_until_mono_ms = 0;
+    s->leave_cb = cb;
+    s->leave_data = data;
+    uint64_t leader_id = 0;
+    char rpc[QR_ADDR_MAX] = "";
+    qr_cluster_leader(s->cluster, &leader_id, NULL);
+    if (leader_id != 0 && leader_id != s->config->id) {
+        qr_shards_node_addrs(s, leader_id, rpc, NULL);
+    }
+    if (rpc[0] == '\0' || qr_peer_set_target(&s->peer, rpc) != 0) {
+        finish_leave(s);
+        return;
+    }
+    Qraft__NodeInfo info;
+    own_info(s, &info);
+    Qraft__HeartbeatRequest hb = QRAFT__HEARTBEAT_REQUEST__INIT;
+    hb.info = &info;
+    hb.applied_index = s->cluster->fsm.applied_index;
+    hb.leaving = true;
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_HEARTBEAT;
+    req.heartbeat = &hb;
+    if (qr_peer_call(&s->peer, &req, 1000, on_leave_answer, s) != 0) {
+        finish_leave(s);
+    }
+}

@@ -1,0 +1,819 @@
+#include "deliver/worker.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "deliver/retry.h"
+#include "deliver/sign.h"
+#include "lib/clock.h"
+#include "lib/err.h"
+#include "lib/logger.h"
+#include "repl/command.h"
+#include "repl/fsm.h"
+
+/* Rescan at least this often, whatever the store says: a safety net, not
+ * the mechanism (the fsm's due hook wakes us for new work). */
+#define MAX_SLEEP_MS 1000u
+#define INFLIGHT_BUCKETS 4096u
+#define MAX_INFLIGHT 1024u
+/* Message-Id, Retried, User-Agent, Signature, Schedule-Id, Topic-Name,
+ * Caller-Ip */
+#define EXTRA_HEADERS 7
+#define SETTLE_MS 5000
+/* A result whose report failed is held and sent again (the node holds no
+ * lease meanwhile: nothing new starts); after this many failures it is
+ * given up and the message is sent again once it settled, as when the
+ * outcome is unknown. */
+#define MAX_REPORTS 5
+#define HELD_RETRY_MS 100
+/* Without a lease this long, transfers the gate holds are cancelled (their
+ * messages are read afresh once the lease is back); a shorter gap (a
+ * leader change) lets them start where they were. */
+#define HOLD_QUEUED_MS 1000
+
+/* One attempt on its way; keyed by message id. */
+struct qr_worker_inflight {
+    struct qr_worker_inflight *next; /* bucket chain */
+    struct qr_worker *worker;
+    char id[QR_ID_BYTES + 64];
+    uint32_t attempt;    /* the message's attempts when sent: the fence */
+    uint32_t generation; /* and its generation (replays) */
+    uint32_t max_retries;
+    uint64_t created_ms;
+    char *retry_delay; /* the expression, or NULL */
+    uint32_t shard;
+    struct { /* the message's retry options; zero: unset */
+        bool strict;
+        uint64_t min_backoff_ms;
+        uint64_t max_backoff_ms;
+        uint32_t max_doublings;
+        uint64_t max_retry_duration_ms;
+    } options;
+    uint64_t ticket;
+    bool sending;   /* the delivery callback has not fired yet */
+    bool proposing; /* the result is on its way through raft */
+    /* The packed result, kept until it is reported (NULL once it is, or
+     * when it could not be packed). */
+    uint8_t *result;
+    size_t result_len;
+    bool held; /* its report failed: sent again once a lease is back */
+    unsigned report_failures;
+    /* The result was answered (committed, or its outcome is unknown): the
+     * entry stays until this replica shows the attempt counted, so a scan
+     * on a follower that has not applied it yet does not send it again;
+     * after SETTLE_MS it goes anyway (an unknown outcome that did not
+     * commit is then sent again). */
+    bool answered;
+    uint64_t answered_mono_ms;
+    uint64_t wait_index; /* remove once this replica applied this far */
+};
+
+/* ------------------------------------------------------------------------ */
+/* The in-flight table. */
+
+static size_t bucket_of(const struct qr_worker *w, const char *id)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++) {
+        h = (h ^ *p) * 16777619u;
+    }
+    return h % w->n_buckets;
+}
+
+static struct qr_worker_inflight *inflight_find(struct qr_worker *w,
+                                                const char *id)
+{
+    struct qr_worker_inflight *f = w->buckets[bucket_of(w, id)];
+    while (f != NULL && strcmp(f->id, id) != 0) {
+        f = f->next;
+    }
+    return f;
+}
+
+static void inflight_remove(struct qr_worker *w, struct qr_worker_inflight *f)
+{
+    struct qr_worker_inflight **pp = &w->buckets[bucket_of(w, f->id)];
+    while (*pp != NULL && *pp != f) {
+        pp = &(*pp)->next;
+    }
+    if (*pp == f) {
+        *pp = f->next;
+        w->n_inflight--;
+    }
+    free(f->retry_delay);
+    free(f->result);
+    free(f);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Time. */
+
+/* The earlier of this node's clock and the leader's last stamp plus the
+ * monotonic time since we saw it: a clock that jumps ahead does not make
+ * anything due early. */
+static uint64_t effective_now_ms(struct qr_worker *w)
+{
+    uint64_t wall = qr_clock_wall_ms();
+    uint64_t mono = qr_clock_mono_ms();
+    uint64_t stamp = w->cluster->fsm.last_time_ms;
+    if (stamp != w->leader_time_ms) {
+        w->leader_time_ms = stamp;
+        w->leader_time_seen_mono_ms = mono;
+    }
+    if (w->leader_time_ms == 0) {
+        return wall;
+    }
+    uint64_t bound = w->leader_time_ms + (mono - w->leader_time_seen_mono_ms);
+    return wall < bound ? wall : bound;
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* Makes sure a scan happens by wall time at_ms. */
+static void wake_at(struct qr_worker *w, uint64_t at_ms)
+{
+    if (w->closing || at_ms >= w->wake_at_ms) {
+        return;
+    }
+    uint64_t now = qr_clock_wall_ms();
+    uint64_t delay = at_ms > now ? at_ms - now : 0;
+    if (delay > MAX_SLEEP_MS) {
+        delay = MAX_SLEEP_MS;
+    }
+    w->wake_at_ms = now + delay;
+    uv_timer_start(&w->timer, on_timer, delay, 0);
+}
+
+static void on_due(void *data, uint64_t earliest_due_ms)
+{
+    wake_at(data, earliest_due_ms);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Results. */
+
+struct result_ctx {
+    struct qr_worker *worker;
+    char id[QR_ID_BYTES + 64];
+};
+
+/* A report of f's result failed (it may or may not have committed): hold it
+ * for another report, or give it up after MAX_REPORTS. Either way the
+ * message is not sent again while the entry stays. */
+static void report_failed(struct qr_worker *w, struct qr_worker_inflight *f)
+{
+    f->proposing = false;
+    if (f->result != NULL && ++f->report_failures < MAX_REPORTS) {
+        f->held = true;
+        w->stats.results_held++;
+        wake_at(w, qr_clock_wall_ms() + HELD_RETRY_MS);
+        return;
+    }
+    /* Not committed (or not known to be): the message is still due unless
+     * the result did commit; the scans after SETTLE_MS tell. */
+    w->stats.results_dropped++;
+    f->answered = true;
+    f->answered_mono_ms = qr_clock_mono_ms();
+    f->wait_index = UINT64_MAX;
+    free(f->result);
+    f->result = NULL;
+}
+
+static void on_result_applied(void *data, int status, uint64_t applied_index);
+
+/* Hands r (f's result) to raft through the leader. */
+static void report(struct qr_worker *w,
+                   struct qr_worker_inflight *f,
+                   const Qraft__DeliveryResult *r)
+{
+    struct result_ctx *ctx = malloc(sizeof *ctx);
+    int rv = -ENOMEM;
+    if (ctx != NULL) {
+        ctx->worker = w;
+        snprintf(ctx->id, sizeof ctx->id, "%s", f->id);
+        rv = qr_shards_submit_result(w->shards, r, on_result_applied, ctx);
+    }
+    if (rv != 0) {
+        free(ctx);
+        QR_DEBUG("worker", "result for %s not submitted: %s", f->id,
+                 qr_strerror(rv));
+        report_failed(w, f);
+        return;
+    }
+    f->held = false;
+    f->proposing = true;
+}
+
+/* Reports the held results again, while this node holds a lease. */
+static void report_held(struct qr_worker *w)
+{
+    for (size_t b = 0; b < w->n_buckets; b++) {
+        struct qr_worker_inflight *f = w->buckets[b];
+        while (f != NULL && qr_shards_active(w->shards)) {
+            struct qr_worker_inflight *next = f->next;
+            if (f->held) {
+                Qraft__DeliveryResult *r = qraft__delivery_result__unpack(
+                    NULL, f->result_len, f->result);
+                if (r == NULL) {
+                    f->held = false;
+                    report_failed(w, f); /* gives it up: no result left */
+                } else {
+                    w->stats.results_resent++;
+                    report(w, f, r);
+                    qraft__delivery_result__free_unpacked(r, NULL);
+                }
+            }
+            f = next;
+        }
+    }
+}
+
+static void on_result_applied(void *data, int status, uint64_t applied_index)
+{
+    struct result_ctx *ctx = data;
+    struct qr_worker *w = ctx->worker;
+    if (w->closing) {
+        free(ctx); /* the table is gone; nothing is waiting for this */
+        return;
+    }
+    struct qr_worker_inflight *f = inflight_find(w, ctx->id);
+    if (status != 0) {
+        QR_DEBUG("worker", "result for %s: %s", ctx->id, qr_strerror(status));
+    }
+    if (f != NULL && status != 0) {
+        report_failed(w, f);
+    } else if (f != NULL && applied_index <= w->cluster->fsm.applied_index) {
+        inflight_remove(w, f); /* this replica has it: the store tells */
+    } else if (f != NULL) {
+        f->proposing = false;
+        f->answered = true;
+        f->answered_mono_ms = qr_clock_mono_ms();
+        f->wait_index = applied_index;
+        free(f->result);
+        f->result = NULL;
+    }
+    free(ctx);
+    /* The message moved (or will be re-sent): look again soon. */
+    wake_at(w, qr_clock_wall_ms());
+}
+
+static void fill_response(Qraft__AttemptResponse *out,
+                          Qraft__Header *headers,
+                          Qraft__Header **header_ptrs,
+                          const struct qr_delivery_response *resp)
+{
+    qraft__attempt_response__init(out);
+    out->status = (int32_t)resp->status;
+    for (size_t i = 0; i < resp->n_headers; i++) {
+        qraft__header__init(&headers[i]);
+        headers[i].name = (char *)resp->headers[i].name;
+        headers[i].value = (char *)resp->headers[i].value;
+        header_ptrs[i] = &headers[i];
+    }
+    out->n_headers = resp->n_headers;
+    out->headers = header_ptrs;
+    out->body.data = (uint8_t *)resp->body;
+    out->body.len = resp->body_len;
+    out->body_truncated = resp->body_truncated;
+}
+
+static enum qr_retry_transport transport_of(enum qr_delivery_transport t)
+{
+    switch (t) {
+        case QR_DELIVERY_OK:
+            return QR_RETRY_TRANSPORT_OK;
+        case QR_DELIVERY_CONNECT:
+            return QR_RETRY_TRANSPORT_CONNECT;
+        case QR_DELIVERY_DNS:
+            return QR_RETRY_TRANSPORT_DNS;
+        case QR_DELIVERY_TLS:
+            return QR_RETRY_TRANSPORT_TLS;
+        case QR_DELIVERY_TIMEOUT:
+            return QR_RETRY_TRANSPORT_TIMEOUT;
+        case QR_DELIVERY_TOO_MANY_REDIRECTS:
+            return QR_RETRY_TRANSPORT_REDIRECTS;
+        default:
+            return QR_RETRY_TRANSPORT_PROTOCOL;
+    }
+}
+
+/* A random jitter in [-0.1, 0.1]: chosen here, by the proposer, so apply
+ * stays deterministic. */
+static double draw_jitter(void)
+{
+    uint32_t r = 0;
+    if (qr_sign_random_bytes(&r, sizeof r) != 0) {
+        return 0;
+    }
+    return ((double)r / (double)UINT32_MAX) * 0.2 - 0.1;
+}
+
+/* Classifies the attempt, chooses the delay, and proposes the result. */
+static void propose_result(struct qr_worker *w,
+                           struct qr_worker_inflight *f,
+                           const struct qr_delivery_response *resp)
+{
+    uint64_t now = effective_now_ms(w);
+    struct qr_retry_response hdr = {0};
+    for (size_t i = 0; i < resp->n_headers; i++) {
+        char line[1024];
+        int n = snprintf(line, sizeof line, "%s: %s", resp->headers[i].name,
+                         resp->headers[i].value);
+        if (n > 0) {
+            qr_retry_note_header(
+                &hdr, line,
+                (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, now);
+        }
+    }
+    struct qr_retry_verdict v;
+    qr_retry_classify(transport_of(resp->transport), (int)resp->status,
+                      hdr.non_retryable, f->options.strict, &v);
+    struct qr_retry_budget budget = {
+        .attempts = f->attempt + 1,
+        .max_retries = f->max_retries,
+        .created_ms = f->created_ms,
+        .max_retry_duration_ms = f->options.max_retry_duration_ms,
+        .now_ms = now,
+    };
+    bool retry = qr_retry_check_budget(&v, &budget);
+
+    Qraft__DeliveryResult r = QRAFT__DELIVERY_RESULT__INIT;
+    Qraft__LastError err = QRAFT__LAST_ERROR__INIT;
+    Qraft__AttemptResponse ar;
+    Qraft__Header *headers = calloc(resp->n_headers + 1, sizeof *headers);
+    Qraft__Header **header_ptrs =
+        calloc(resp->n_headers + 1, sizeof *header_ptrs);
+    char hint[QR_RETRY_HINT_BYTES];
+    char message[QR_DELIVERY_ERROR_BYTES + 64];
+    if (headers == NULL || header_ptrs == NULL) {
+        free(headers);
+        free(header_ptrs);
+        w->stats.results_dropped++;
+        inflight_remove(w, f);
+        return;
+    }
+    fill_response(&ar, headers, header_ptrs, resp);
+    r.message_id = f->id;
+    r.attempt = f->attempt;
+    r.generation = f->generation;
+    r.node_id = w->config->id;
+    r.response = &ar;
+    if (v.cls == QR_RETRY_DELIVERED) {
+        r.outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_DELIVERED;
+        w->stats.delivered++;
+        QR_METRICS_INC(w->metrics, deliveries_delivered);
+    } else {
+        if (resp->transport == QR_DELIVERY_OK) {
+            snprintf(message, sizeof message, "HTTP %ld", resp->status);
+        } else {
+            snprintf(message, sizeof message, "%s: %s",
+                     qr_retry_transport_name(v.transport), resp->error);
+        }
+        err.category = (char *)qr_retry_category_name(v.category);
+        err.cause = (char *)qr_retry_category_name(v.cause);
+        err.status = (int32_t)resp->status;
+        err.message = message;
+        r.error = &err;
+        if (retry) {
+            struct qr_retry_backoff b = {
+                .header_delay_set = hdr.delay_set,
+                .header_delay_ms = hdr.delay_ms,
+                .expr = f->retry_delay,
+                .retried = f->attempt,
+                .jitter = draw_jitter(),
+                .min_backoff_ms = f->options.min_backoff_ms,
+                .max_backoff_ms = f->options.max_backoff_ms,
+                .max_doublings = f->options.max_doublings,
+            };
+            r.outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_RETRY;
+            r.retry_delay_ms = qr_retry_next_delay_ms(&b, NULL);
+            w->stats.retried++;
+            QR_METRICS_INC(w->metrics, deliveries_retry);
+        } else {
+            r.outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_DEAD;
+            qr_retry_hint(&v, hint, sizeof hint);
+            r.hint = hint;
+            w->stats.dead_lettered++;
+            QR_METRICS_INC(w->metrics, deliveries_dead);
+            QR_INFO("worker", "%s dead-lettered after %u attempt(s): %s (%s)",
+                    f->id, f->attempt + 1, err.category, message);
+        }
+    }
+
+    /* Kept until reported: a failed report is made again, never the
+     * delivery (see worker.h). Without it, a failed report is given up. */
+    size_t len = qraft__delivery_result__get_packed_size(&r);
+    f->result = malloc(len > 0 ? len : 1);
+    if (f->result != NULL) {
+        f->result_len = qraft__delivery_result__pack(&r, f->result);
+    }
+    report(w, f, &r);
+    free(headers);
+    free(header_ptrs);
+}
+
+static void on_delivered(void *data, const struct qr_delivery_response *resp)
+{
+    struct qr_worker_inflight *f = data;
+    struct qr_worker *w = f->worker;
+    f->sending = false;
+    if (resp->transport == QR_DELIVERY_CANCELLED || w->closing) {
+        /* Nothing was learned: the message stays due for whoever leads. */
+        inflight_remove(w, f);
+        return;
+    }
+    /* Reported even when this node lost its lease meanwhile: the outcome
+     * is known, and reporting it (now or once the lease is back) spares
+     * the destination a duplicate. */
+    QR_DEBUG("worker", "%s attempt %u: %s, HTTP %ld in %" PRIu64 " ms", f->id,
+             f->attempt,
+             resp->transport == QR_DELIVERY_OK ? "answered" : resp->error,
+             resp->status, resp->elapsed_ms);
+    propose_result(w, f, resp);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Dispatch. */
+
+struct scan_ctx {
+    struct qr_worker *worker;
+    const Qraft__SigningKeys *keys;
+    uint64_t now_ms;
+    uint64_t now_s;
+};
+
+static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
+{
+    struct qr_worker *w = sc->worker;
+    struct qr_delivery_header *headers =
+        calloc(m->n_headers + EXTRA_HEADERS, sizeof *headers);
+    struct qr_worker_inflight *f = calloc(1, sizeof *f);
+    char *jwt = NULL;
+    char retried[16];
+    int rv = -ENOMEM;
+    if (headers == NULL || f == NULL) {
+        goto out;
+    }
+    rv = qr_sign_jwt(sc->keys->current, m->url, m->body.data, m->body.len,
+                     sc->now_s, &jwt);
+    if (rv == QR_EBADREQ) {
+        /* Only a URL that is not UTF-8 does this: both faces refuse one
+         * now, but older nodes and RPC clients stored some. It stays due
+         * (nothing can be signed for it), so say which and what to do. */
+        uint64_t now = qr_clock_mono_ms();
+        if (w->unsignable_warn_mono_ms == 0 ||
+            now - w->unsignable_warn_mono_ms >= 60000) {
+            w->unsignable_warn_mono_ms = now;
+            QR_WARN("worker",
+                    "%s cannot be sent: its stored URL is not valid UTF-8, "
+                    "so no signature can be made for it; cancel it "
+                    "(DELETE /v2/messages/%s) and publish it again",
+                    m->id, m->id);
+        }
+    }
+    if (rv != 0) {
+        goto out;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_headers; i++) {
+        headers[n++] = (struct qr_delivery_header){m->headers[i]->name,
+                                                   m->headers[i]->value};
+    }
+    snprintf(retried, sizeof retried, "%" PRIu32, m->attempts);
+    headers[n++] = (struct qr_delivery_header){"Upstash-Message-Id", m->id};
+    headers[n++] = (struct qr_delivery_header){"Upstash-Retried", retried};
+    headers[n++] = (struct qr_delivery_header){"User-Agent", "Upstash-QStash"};
+    headers[n++] = (struct qr_delivery_header){"Upstash-Signature", jwt};
+    if (m->schedule_id[0] != '\0') {
+        headers[n++] =
+            (struct qr_delivery_header){"Upstash-Schedule-Id", m->schedule_id};
+    }
+    /* Reserved names (command.c): a published header cannot forge them. */
+    if (m->topic_name[0] != '\0') {
+        headers[n++] =
+            (struct qr_delivery_header){"Upstash-Topic-Name", m->topic_name};
+    }
+    if (m->caller_ip[0] != '\0') {
+        headers[n++] =
+            (struct qr_delivery_header){"Upstash-Caller-Ip", m->caller_ip};
+    }
+
+    f->worker = w;
+    snprintf(f->id, sizeof f->id, "%s", m->id);
+    f->attempt = m->attempts;
+    f->generation = m->generation;
+    f->max_retries = m->max_retries;
+    f->created_ms = m->created_ms;
+    f->shard = m->shard;
+    if (m->retry_options != NULL) {
+        const Qraft__RetryOptions *o = m->retry_options;
+        f->options.strict = o->strict;
+        f->options.min_backoff_ms = o->min_backoff_ms;
+        f->options.max_backoff_ms = o->max_backoff_ms;
+        f->options.max_doublings = o->max_doublings;
+        f->options.max_retry_duration_ms = o->max_retry_duration_ms;
+    }
+    if (m->retry_delay[0] != '\0') {
+        f->retry_delay = strdup(m->retry_delay);
+        if (f->retry_delay == NULL) {
+            rv = -ENOMEM;
+            goto out;
+        }
+    }
+    struct qr_delivery_request req = {
+        .url = m->url,
+        .method = m->method,
+        .headers = headers,
+        .n_headers = n,
+        .body = m->body.data,
+        .body_len = m->body.len,
+        .timeout_ms = m->timeout_ms,
+    };
+    rv = qr_delivery_send(&w->delivery, &req, on_delivered, f, &f->ticket);
+    if (rv != 0) {
+        QR_WARN("worker", "%s not sent: %s (%s)", m->id, qr_strerror(rv),
+                w->delivery.errmsg);
+        goto out;
+    }
+    f->sending = true;
+    size_t b = bucket_of(w, f->id);
+    f->next = w->buckets[b];
+    w->buckets[b] = f;
+    w->n_inflight++;
+    w->stats.dispatched++;
+    if (f->attempt > 0) {
+        QR_METRICS_INC(w->metrics, retries);
+    }
+    f = NULL;
+out:
+    if (f != NULL) {
+        free(f->retry_delay);
+        free(f);
+    }
+    free(jwt);
+    free(headers);
+    return rv;
+}
+
+/* In flight and not answered yet: nothing to decide, no need to load it. */
+static bool skip_in_flight(void *arg, const char *id)
+{
+    struct scan_ctx *sc = arg;
+    const struct qr_worker_inflight *f = inflight_find(sc->worker, id);
+    return f != NULL && !f->answered;
+}
+
+static int on_due_message(void *arg, const Qraft__Message *m)
+{
+    struct scan_ctx *sc = arg;
+    struct qr_worker *w = sc->worker;
+    if (w->n_inflight >= MAX_INFLIGHT) {
+        return 1; /* full: the rest waits for the next scan */
+    }
+    if (m->next_attempt_ms > sc->now_ms) {
+        return 0;
+    }
+    struct qr_worker_inflight *f = inflight_find(w, m->id);
+    if (f != NULL) {
+        /* Once this replica counts the attempt, the message's next attempt
+         * (if any) is a new one: the entry has done its job. */
+        if (!f->answered ||
+            (m->attempts == f->attempt && m->generation == f->generation)) {
+            return 0;
+        }
+        inflight_remove(w, f);
+    }
+    int rv = dispatch(sc, m);
+    if (rv != 0 && rv != QR_EBADREQ) {
+        return 1; /* out of memory or closing: stop this scan */
+    }
+    return 0;
+}
+
+static int read_keys(struct qr_store_txn *txn, Qraft__SigningKeys **out)
+{
+    return qr_store_meta_get_msg(txn, QR_META_SIGNING_KEYS,
+                                 &qraft__signing_keys__descriptor,
+                                 (ProtobufCMessage **)out);
+}
+
+/* Cancels deliveries of shards the map no longer gives this node (all of
+ * them when it is leaving): their new owner sends them. Without a lease for
+ * HOLD_QUEUED_MS, cancels those not started yet (the engine's gate holds
+ * them): the messages stay due, and are read afresh once it is back. */
+static void cancel_unowned(struct qr_worker *w, bool active)
+{
+    if (!active &&
+        qr_clock_mono_ms() - w->inactive_since_mono_ms >= HOLD_QUEUED_MS) {
+        qr_delivery_cancel_queued(&w->delivery);
+    }
+    for (size_t b = 0; b < w->n_buckets; b++) {
+        struct qr_worker_inflight *f = w->buckets[b];
+        while (f != NULL) {
+            struct qr_worker_inflight *next = f->next;
+            if (f->sending && !qr_shards_assigned(w->shards, f->shard)) {
+                /* Fires on_delivered (CANCELLED) now, which removes f. */
+                qr_delivery_cancel(&w->delivery, f->ticket);
+            }
+            f = next;
+        }
+    }
+}
+
+/* Drops answered entries once this replica has applied their result, or
+ * SETTLE_MS after an unknown outcome (if it did not commit, the message is
+ * then sent again). Returns whether some still wait. */
+static bool sweep_settled(struct qr_worker *w)
+{
+    uint64_t now = qr_clock_mono_ms();
+    uint64_t applied = w->cluster->fsm.applied_index;
+    bool waiting = false;
+    for (size_t b = 0; b < w->n_buckets; b++) {
+        struct qr_worker_inflight *f = w->buckets[b];
+        while (f != NULL) {
+            struct qr_worker_inflight *next = f->next;
+            if (f->answered && (f->wait_index <= applied ||
+                                now - f->answered_mono_ms >= SETTLE_MS)) {
+                inflight_remove(w, f);
+            } else if (f->answered) {
+                waiting = true;
+            }
+            f = next;
+        }
+    }
+    return waiting;
+}
+
+/* One pass over every owned shard: send what is due, and find when the next
+ * message becomes due. */
+static void scan(struct qr_worker *w)
+{
+    bool active = qr_shards_active(w->shards);
+    if (active != w->active) {
+        w->active = active;
+        w->inactive_since_mono_ms = qr_clock_mono_ms();
+        QR_INFO("worker", "%s dispatching", active ? "started" : "stopped");
+    }
+    cancel_unowned(w, active);
+    bool settling = sweep_settled(w);
+    if (settling) {
+        wake_at(w, qr_clock_wall_ms() + 10); /* replication is quick */
+    }
+    if (!active) {
+        wake_at(w, qr_clock_wall_ms() + MAX_SLEEP_MS / 4);
+        return;
+    }
+    report_held(w);
+    qr_delivery_resume(&w->delivery); /* what the gate held, if any */
+
+    struct qr_store_txn *txn = NULL;
+    Qraft__SigningKeys *keys = NULL;
+    uint64_t next_due = UINT64_MAX;
+    struct scan_ctx sc = {.worker = w, .now_ms = effective_now_ms(w)};
+    sc.now_s = sc.now_ms / 1000;
+    int rv = qr_store_txn_begin(w->store, false, &txn);
+    if (rv == 0) {
+        rv = read_keys(txn, &keys);
+    }
+    if (rv != 0) {
+        /* No keys yet (a brand-new cluster): nothing can be signed. */
+        if (txn != NULL) {
+            qr_store_txn_abort(txn);
+        }
+        wake_at(w, qr_clock_wall_ms() + 100);
+        return;
+    }
+    sc.keys = keys;
+    for (uint32_t shard = 0; shard < QR_FSM_N_SHARDS; shard++) {
+        if (!qr_shards_owns(w->shards, shard)) {
+            continue;
+        }
+        if (w->n_inflight < MAX_INFLIGHT) {
+            qr_store_due_scan_skipping(txn, shard, sc.now_ms, SIZE_MAX,
+                                       skip_in_flight, on_due_message, &sc);
+        }
+        uint64_t next;
+        if (qr_store_due_next(txn, shard, sc.now_ms, &next) == 0 &&
+            next < next_due) {
+            next_due = next;
+        }
+    }
+    qr_store_txn_abort(txn);
+    qraft__signing_keys__free_unpacked(keys, NULL);
+
+    uint64_t wall = qr_clock_wall_ms();
+    /* Due times are in the leader's frame; our clock may run behind it. */
+    uint64_t skew = wall > sc.now_ms ? wall - sc.now_ms : 0;
+    wake_at(w, next_due == UINT64_MAX ? wall + MAX_SLEEP_MS : next_due + skew);
+}
+
+/* The delivery engine's gate: nothing starts without a lease. */
+static bool may_start(void *data)
+{
+    struct qr_worker *w = data;
+    return !w->closing && qr_shards_active(w->shards);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct qr_worker *w = t->data;
+    w->wake_at_ms = UINT64_MAX;
+    if (!w->closing) {
+        scan(w);
+    }
+}
+
+void qr_worker_kick(struct qr_worker *w)
+{
+    wake_at(w, qr_clock_wall_ms());
+}
+
+/* ------------------------------------------------------------------------ */
+/* Life cycle. */
+
+int qr_worker_init(struct qr_worker *w,
+                   uv_loop_t *loop,
+                   const struct qr_config *cfg,
+                   struct qr_cluster *cluster,
+                   struct qr_store *store,
+                   struct qr_shards *shards)
+{
+    memset(w, 0, sizeof *w);
+    w->loop = loop;
+    w->config = cfg;
+    w->cluster = cluster;
+    w->store = store;
+    w->shards = shards;
+    w->wake_at_ms = UINT64_MAX;
+    w->n_buckets = INFLIGHT_BUCKETS;
+    w->buckets = calloc(w->n_buckets, sizeof *w->buckets);
+    if (w->buckets == NULL) {
+        snprintf(w->errmsg, sizeof w->errmsg, "worker: out of memory");
+        return -ENOMEM;
+    }
+    int rv = qr_delivery_init(&w->delivery, loop, NULL, w->errmsg);
+    if (rv != 0) {
+        free(w->buckets);
+        return rv;
+    }
+    qr_delivery_set_gate(&w->delivery, may_start, w);
+    uv_timer_init(loop, &w->timer);
+    w->timer.data = w;
+    cluster->fsm.on_due = on_due;
+    cluster->fsm.on_due_data = w;
+    qr_worker_kick(w);
+    return 0;
+}
+
+static void close_step_done(struct qr_worker *w)
+{
+    if (--w->pending_closes > 0) {
+        return;
+    }
+    /* Results still in raft keep their entries: their callbacks come from
+     * the cluster closing, after us. Free what remains now. */
+    for (size_t b = 0; b < w->n_buckets; b++) {
+        while (w->buckets[b] != NULL) {
+            struct qr_worker_inflight *f = w->buckets[b];
+            w->buckets[b] = f->next;
+            free(f->retry_delay);
+            free(f->result);
+            free(f);
+        }
+    }
+    w->n_inflight = 0;
+    free(w->buckets);
+    w->buckets = NULL;
+    if (w->close_cb != NULL) {
+        w->close_cb(w);
+    }
+}
+
+static void on_timer_close(uv_handle_t *h)
+{
+    close_step_done(h->data);
+}
+
+static void on_delivery_close(struct qr_delivery *d)
+{
+    struct qr_worker *w =
+        (struct qr_worker *)((char *)d - offsetof(struct qr_worker, delivery));
+    close_step_done(w);
+}
+
+void qr_worker_close(struct qr_worker *w, void (*cb)(struct qr_worker *w))
+{
+    if (w->closing) {
+        return;
+    }
+    w->closing = true;
+    w->close_cb = cb;
+    w->pending_closes = 2;
+    w->cluster->fsm.on_due = NULL;
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, on_timer_close);
+    qr_delivery_close(&w->delivery, on_delivery_close);
+}

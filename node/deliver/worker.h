@@ -1,0 +1,109 @@
+/* The delivery worker: finds due messages in the shards this node owns,
+ * sends each through the delivery engine, and proposes the outcome.
+ *
+ * Invariants:
+ * - A message is in flight from the moment it is due until the result of
+ *   that attempt is committed; nothing in the store marks it. The in-flight
+ *   table (memory only) keeps this node from sending it twice meanwhile.
+ *   After a crash the table is gone and the message is still due, so it is
+ *   sent again: at least once, with duplicates only around faults.
+ * - Every result carries the attempt number and the generation (replays)
+ *   it answers (the fence): apply takes the first committed result for an
+ *   attempt and ignores the rest.
+ * - Nothing is sent before its time: "now" is the earlier of this node's
+ *   clock and the leader's last stamp plus the monotonic time since.
+ * - No lease, no new delivery (the lease rule, shards.h): only shards this
+ *   node owns are scanned, and only while it holds a lease; the delivery
+ *   engine's gate asks the lease again right before each transfer starts,
+ *   so one queued behind the per-destination cap does not start once the
+ *   lease is gone. Without a lease for HOLD_QUEUED_MS, transfers not
+ *   started are cancelled (the messages stay due); running ones finish and
+ *   their outcome is reported. When the map gives a shard to another node (or
+ * this node is leaving) its transfers are cancelled (the new owner re-sends
+ * them).
+ * - Outcomes go to raft through the leader (qr_shards_submit_result). A
+ *   result whose report failed is held in its entry and reported again
+ *   once the node holds a lease: a message whose result for attempt k is
+ *   unreported is never sent again as attempt k by this node. After
+ *   MAX_REPORTS failed reports the result is given up and the message is
+ *   sent again once SETTLE_MS passed (its outcome is then unknown).
+ *   Started-but-unreported messages are bounded by MAX_INFLIGHT (held
+ *   results count). */
+#ifndef QR_WORKER_H
+#define QR_WORKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "deliver/delivery.h"
+#include "deliver/shards.h"
+#include "lib/metrics.h"
+#include "repl/cluster.h"
+#include "store/store.h"
+
+struct qr_worker_inflight;
+
+struct qr_worker_stats {
+    uint64_t dispatched;
+    uint64_t delivered;
+    uint64_t retried;
+    uint64_t dead_lettered;
+    uint64_t results_dropped; /* given up (MAX_REPORTS failures); the
+                                 message is sent again */
+    uint64_t results_held;    /* a report failed: held for another */
+    uint64_t results_resent;  /* held results reported again */
+};
+
+struct qr_worker {
+    uv_loop_t *loop;                /* borrowed */
+    const struct qr_config *config; /* borrowed */
+    struct qr_cluster *cluster;     /* borrowed */
+    struct qr_store *store;         /* borrowed */
+    struct qr_shards *shards;       /* borrowed */
+    struct qr_delivery delivery;
+    uv_timer_t timer;
+    uint64_t wake_at_ms; /* wall ms the timer is set for; UINT64_MAX: none */
+    bool active;         /* dispatching (holds a lease) */
+    uint64_t inactive_since_mono_ms; /* when active last changed */
+    bool closing;
+    unsigned pending_closes;
+    void (*close_cb)(struct qr_worker *w);
+
+    /* In flight, by message id (chained hash table). */
+    struct qr_worker_inflight **buckets;
+    size_t n_buckets;
+    size_t n_inflight;
+
+    /* The leader's last stamp and when (monotonic) we saw it change. */
+    uint64_t leader_time_ms;
+    uint64_t leader_time_seen_mono_ms;
+
+    /* Monotonic ms of the last WARN about a message that cannot be signed
+     * (logged at most once a minute: every scan meets it again). */
+    uint64_t unsignable_warn_mono_ms;
+
+    struct qr_worker_stats stats;
+    struct qr_metrics *metrics; /* borrowed, may be NULL; set after init */
+    char errmsg[QR_ERRMSG_BYTES];
+};
+
+/* All pointers are borrowed and must outlive the worker. Registers the
+ * fsm's due hook. On failure w->errmsg says why and nothing needs closing. */
+int qr_worker_init(struct qr_worker *w,
+                   uv_loop_t *loop,
+                   const struct qr_config *cfg,
+                   struct qr_cluster *cluster,
+                   struct qr_store *store,
+                   struct qr_shards *shards);
+
+/* Scans soon: call when ownership may have changed (leadership, leases). */
+void qr_worker_kick(struct qr_worker *w);
+
+/* Cancels what is in flight (those messages stay due), stops, and closes
+ * the delivery engine; cb fires once everything is closed. */
+void qr_worker_close(struct qr_worker *w, void (*cb)(struct qr_worker *w));
+
+#endif /* QR_WORKER_H */

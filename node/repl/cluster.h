@@ -1,0 +1,300 @@
+/* Raft glue: the uv I/O on the data dir, a TCP transport with TCP_NODELAY,
+ * bootstrap, leadership tracking and the propose queue with group commit.
+ *
+ * Invariants:
+ * - A proposal's callback fires exactly once, and with status 0 only after
+ *   its entry was committed and applied (the result is apply's).
+ * - Proposals that arrive in the same loop iteration share one raft entry
+ *   (one disk write); entries and bytes in flight are capped, and what does
+ *   not fit waits in the queue, itself capped (then QR_EUNAVAIL).
+ * - Nothing is proposed before the barrier of the current term has applied,
+ *   so a new leader serves only once it has applied everything committed.
+ * - Entries are stamped with the leader's time, never decreasing. */
+#ifndef QR_CLUSTER_H
+#define QR_CLUSTER_H
+
+#include <raft.h>
+#include <raft/uv.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "lib/err.h"
+#include "repl/command.h"
+#include "repl/fsm.h"
+#include "store/store.h"
+
+/* Fires once per proposal. status: 0 (res is apply's outcome, borrowed for
+ * the call), QR_ENOTLEADER (never reached raft), QR_EUNAVAIL (refused:
+ * overloaded or closing; never reached raft) or QR_EUNKNOWN (may or may not
+ * have committed: leadership was lost; retry with the same dedup key). */
+typedef void (*qr_cluster_propose_cb)(void *data,
+                                      int status,
+                                      const struct qr_apply_result *res);
+
+/* Fires when this node has become leader and applied everything committed
+ * in earlier terms (the barrier), once per term. */
+typedef void (*qr_cluster_leader_cb)(void *data);
+
+/* Fires once when this node finds itself removed from the configuration
+ * (it was a member before): the node should shut down. */
+typedef void (*qr_cluster_removed_cb)(void *data);
+
+/* Outcome of a membership change or transfer: 0, or QR_E* with a reason. */
+typedef void (*qr_cluster_change_cb)(void *data, int status, const char *why);
+
+struct qr_membership; /* one change in progress (cluster.c) */
+
+struct qr_cluster;
+typedef void (*qr_cluster_close_cb)(struct qr_cluster *c);
+
+struct qr_proposal;
+struct qr_batch;
+struct qr_applied_wait;
+
+/* Fires once per qr_cluster_wait_applied: status 0 (this node has applied
+ * the index), QR_ETIMEOUT (not within the timeout) or QR_ECANCELED
+ * (closing). */
+typedef void (*qr_cluster_wait_cb)(void *data, int status);
+
+/* Fires once per qr_cluster_read_barrier: status 0 with index, the raft
+ * index every entry committed before the barrier was asked for is at or
+ * below (this leader has applied it), or QR_ENOTLEADER / QR_EUNAVAIL (no
+ * longer leader, or closing: nothing is known) with index 0. */
+typedef void (*qr_cluster_read_cb)(void *data, int status, uint64_t index);
+
+/* The TCP transport with TCP_NODELAY set on every connection: the stock one
+ * never sets it, and Nagle plus delayed ACKs hold small entries back. */
+struct qr_nodelay_transport {
+    struct raft_uv_transport outer; /* handed to raft_uv_init; its data
+                                       field belongs to raft's uv I/O */
+    struct raft_uv_transport inner; /* the stock TCP transport */
+    raft_uv_accept_cb accept_cb;
+    raft_uv_transport_close_cb close_cb;
+    const char *address; /* this node's raft address (borrowed from raft) */
+    /* Set when listening failed; outer.errmsg then names the address and
+     * the cause (libraft returns only RAFT_IOERR, with no message). */
+    bool listen_failed;
+};
+
+struct qr_cluster {
+    uv_loop_t *loop;                /* borrowed */
+    const struct qr_config *config; /* borrowed */
+    struct qr_store *store;         /* borrowed */
+    struct qr_fsm fsm;
+    struct raft raft;
+    struct raft_io io;
+    struct qr_nodelay_transport transport;
+    uv_check_t check; /* per-iteration: leadership poll and flush */
+    char raft_dir[PATH_MAX];
+    char errmsg[QR_ERRMSG_BYTES];
+
+    /* Leadership. */
+    bool leader;  /* raft_state() said leader at the last poll */
+    bool serving; /* leader and the term's barrier applied */
+    bool barrier_pending;
+    struct raft_barrier barrier;
+    uint64_t last_proposed_ms;
+    qr_cluster_leader_cb on_leader;
+    void *on_leader_data;
+    qr_cluster_removed_cb on_removed;
+    void *on_removed_data;
+    bool was_member; /* seen itself in the configuration */
+    bool removed;
+
+    /* Membership: one change at a time. */
+    struct qr_membership *change;
+    /* An uncommitted configuration seen in raft (repair_config_index):
+     * its index as raft records it, the term then, and the log's last
+     * index then, which its entry is at or before. */
+    uint64_t conf_seen_index;
+    uint64_t conf_seen_term;
+    uint64_t conf_seen_last;
+
+    /* Message ids. */
+    uint64_t last_id_ms;
+    uint32_t id_seq;
+
+    /* Group commit. */
+    struct qr_proposal *queue_head, *queue_tail;
+    size_t queued_bytes;
+    struct qr_batch *inflight_head, *inflight_tail;
+    size_t inflight_entries;
+    size_t inflight_bytes;
+
+    /* The entry whose proposals' callbacks are running, else 0. */
+    uint64_t answering_index;
+
+    /* Waits for the applied index (qr_cluster_wait_applied), by index. */
+    struct qr_applied_wait *waits;
+    uv_timer_t wait_timer; /* armed for the earliest wait deadline */
+
+    /* Read barriers (qr_cluster_read_barrier): one at a time. */
+    struct raft_barrier read_barrier;
+    bool read_barrier_pending;
+    qr_cluster_read_cb read_cb;
+    void *read_data;
+    uint64_t read_index; /* the commit index when it was asked for */
+
+    /* Commit pushes (qr_cluster_push_commit): one barrier at a time. */
+    struct raft_barrier push_barrier;
+    uv_timer_t push_timer;
+    bool push_wanted;
+    bool push_pending;
+
+    /* Counters for status and metrics. */
+    uint64_t n_entries_proposed;
+    uint64_t n_commands_proposed;
+
+    bool started;
+    bool closing;
+    unsigned pending_closes;
+    qr_cluster_close_cb close_cb;
+};
+
+/* Sets up raft on cfg's data dir (cfg->data_dir/raft, which must exist:
+ * server.c lays the data dir out) over loop, with the fsm
+ * on store (borrowed; must outlive the cluster). On failure c->errmsg says
+ * why and nothing needs closing. */
+int qr_cluster_init(struct qr_cluster *c,
+                    uv_loop_t *loop,
+                    const struct qr_config *cfg,
+                    struct qr_store *store);
+
+/* Bootstraps a new cluster from cfg (--dev: itself; else --peers) unless the
+ * data dir has one already, then starts raft. */
+int qr_cluster_start(struct qr_cluster *c);
+
+/* Fails queued proposals, closes raft and its I/O; cb fires once everything
+ * is closed. Safe to call twice (the second call does nothing). */
+void qr_cluster_close(struct qr_cluster *c, qr_cluster_close_cb cb);
+
+/* Takes ownership of cmd->data on success (0: cb will fire once). On error
+ * (QR_ENOTLEADER, QR_EUNAVAIL) the caller keeps cmd and cb never fires. */
+int qr_cluster_propose(struct qr_cluster *c,
+                       struct qr_packed *cmd,
+                       qr_cluster_propose_cb cb,
+                       void *data);
+
+/* Membership changes, on the serving leader; one at a time (QR_ECONFLICT
+ * while another runs). add: joins id at raft_addr as a standby, waits for
+ * it to catch up, then promotes it to voter. remove: takes id out (the
+ * node shuts itself down when it notices). transfer: hands leadership to
+ * id (0: the most up-to-date voter). cb fires once when 0 is returned. */
+int qr_cluster_add(struct qr_cluster *c,
+                   uint64_t id,
+                   const char *raft_addr,
+                   qr_cluster_change_cb cb,
+                   void *data);
+int qr_cluster_remove(struct qr_cluster *c,
+                      uint64_t id,
+                      qr_cluster_change_cb cb,
+                      void *data);
+int qr_cluster_transfer(struct qr_cluster *c,
+                        uint64_t id,
+                        qr_cluster_change_cb cb,
+                        void *data);
+
+/* On the leader: true when node id is absent from the configuration and no
+ * configuration change is pending (its removal is committed). */
+bool qr_cluster_removed(struct qr_cluster *c, uint64_t id);
+
+/* Reports that the leader says this node was removed (see on_removed). */
+void qr_cluster_note_removed(struct qr_cluster *c);
+
+/* QR_EUNAVAIL, with why in err, when the cluster's feature level is below
+ * the one cmd needs (some member runs an older version); else 0. */
+int qr_cluster_check_level(const struct qr_cluster *c,
+                           const Qraft__Command *cmd,
+                           char *err,
+                           size_t err_len);
+
+/* Packs cmd (borrowed) and proposes it: qr_cluster_propose for a command
+ * not packed yet. On error (QR_EUNAVAIL too when the feature level is below
+ * the command's) nothing is left to free and cb never fires. */
+int qr_cluster_propose_command(struct qr_cluster *c,
+                               const Qraft__Command *cmd,
+                               qr_cluster_propose_cb cb,
+                               void *data);
+
+/* The highest raft index this node has applied (commands and raft's own
+ * entries alike). */
+uint64_t qr_cluster_applied(struct qr_cluster *c);
+
+/* What an answer sent now must tell a node that will wait to apply as
+ * much: inside a proposal's callback the index of its entry (raft fires
+ * them late, when later entries, a commit push's barrier among them, may
+ * have applied: a follower would wait for that one's commit too, which it
+ * learns only at the next heartbeat); elsewhere qr_cluster_applied. */
+uint64_t qr_cluster_answer_index(struct qr_cluster *c);
+
+/* Calls cb once this node has applied index, or after timeout_ms. cb fires
+ * from the loop (the check after apply, never inside apply nor inside this
+ * call), even when index is applied already. Returns 0 (cb will fire),
+ * QR_ECANCELED (closing) or -ENOMEM; cb never fires then. */
+int qr_cluster_wait_applied(struct qr_cluster *c,
+                            uint64_t index,
+                            uint64_t timeout_ms,
+                            qr_cluster_wait_cb cb,
+                            void *data);
+
+/* On the serving leader: takes the commit index as the read index, then
+ * proves it still leads by committing a raft barrier in its term (a
+ * majority accepted it, so no other leader committed anything meanwhile),
+ * then tells cb the read index: what a linearizable read must wait for
+ * (applied here by then). One at a time: QR_ECONFLICT while one is in flight
+ * (callers batch their reads on it); QR_ENOTLEADER when not serving.
+ * Returns 0 and cb fires once, later. */
+int qr_cluster_read_barrier(struct qr_cluster *c,
+                            qr_cluster_read_cb cb,
+                            void *data);
+
+/* On the leader: makes raft send an append soon (a barrier, at the next
+ * loop check; one at a time, shared), so that followers learn the commit
+ * index now rather than at the next heartbeat. For answers that a
+ * follower holds until it has applied what they report. */
+void qr_cluster_push_commit(struct qr_cluster *c);
+
+/* True when this node is the leader and may propose. */
+bool qr_cluster_serving(const struct qr_cluster *c);
+
+/* The leader as this node knows it: id 0 when unknown. raft_addr is
+ * borrowed until the next loop iteration. */
+void qr_cluster_leader(struct qr_cluster *c,
+                       uint64_t *id,
+                       const char **raft_addr);
+
+/* Leader time for a new proposal's checks: what the next entry will be
+ * stamped with at the earliest. */
+uint64_t qr_cluster_now_ms(struct qr_cluster *c);
+
+/* A new unique, time-ordered message id. */
+void qr_cluster_new_message_id(struct qr_cluster *c, char out[QR_ID_BYTES]);
+
+#define QR_CLUSTER_MAX_NODES 32
+
+struct qr_cluster_node {
+    uint64_t id;
+    const char *role; /* voter, standby, spare (static strings) */
+    char raft_addr[QR_ADDR_MAX];
+};
+
+struct qr_cluster_status {
+    const char *state; /* leader, follower, candidate, unavailable */
+    uint64_t leader_id;
+    uint64_t term;
+    uint64_t commit_index;
+    uint64_t applied_index;
+    uint64_t last_index;
+    size_t n_nodes;
+    struct qr_cluster_node nodes[QR_CLUSTER_MAX_NODES];
+};
+
+/* Fills out with what this node knows of the cluster now. */
+void qr_cluster_get_status(struct qr_cluster *c, struct qr_cluster_status *out);
+
+/* True when this node has a leader and has applied all it knows committed. */
+bool qr_cluster_ready(struct qr_cluster *c, char *why, size_t why_len);
+
+#endif /* QR_CLUSTER_H */
