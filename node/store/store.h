@@ -12,7 +12,7 @@
  *   Snapshots do not carry it: restore builds it from msgs.
  * - `qfifo` holds exactly one key for each QUEUED message, at (queue,
  *   queue_seq, id); none otherwise. (What a Queue record's counters say
- *   about its messages is apply's invariant: see node/fsm.c.)
+ *   about its messages is apply's invariant: see node/repl/fsm.c.)
  * - meta "count.<state>" counters equal the number of messages per state
  *   (QR_STORE_N_STATES of them, QUEUED included).
  * - After any LMDB error in a write transaction the store is FAILED for good:
@@ -22,7 +22,8 @@
  *   which the caller must abort; it may then qr_store_grow and try again.
  * - A full disk is an error, never a signal: the environment is written with
  *   pwrite (no MDB_WRITEMAP), so it shows as -ENOSPC from commit (which fails
- *   the store like any I/O error); node/admit.c refuses writes long before.
+ *   the store like any I/O error); node/store/admit.c refuses writes
+ *   long before.
  * - Every stored value carries a CRC-32C of its key and value, checked on
  *   every read (store.c, "Checksums"). A read that finds a corrupt record
  *   returns QR_ECORRUPT and errmsg names the database and the key:
@@ -40,9 +41,9 @@
  *     leader moves its shards to replicas whose copy is sound.
  *   The record is never served or delivered as if sound. The fix is
  *   docs/operations.md's rebuild-from-peers procedure.
- * Pointers into LMDB memory never leave store.c (every value handed out is a
- * copy the caller frees), with one exception: the buffers of an open
- * snapshot (qr_store_snapshot_open).
+ * Pointers into LMDB memory never leave node/store/ (every value handed out is
+ * a copy the caller frees), with one exception: the buffers of an open snapshot
+ * (qr_store_snapshot_open).
  *
  * Named databases and their keys (integers big-endian, so keys sort by
  * number); every value below is preceded by its 4-byte CRC ("empty": the
@@ -87,7 +88,7 @@ struct qr_store_txn;
 /* Default map size, when the caller names none: address space only (the
  * store writes with pwrite, never through the map, so the file grows only
  * as pages are used and the map is no allocation). qraftd sizes the map
- * from the disk instead (node/admit.h). */
+ * from the disk instead (node/store/admit.h). */
 #define QR_STORE_DEFAULT_MAP_BYTES (8ull * 1024 * 1024 * 1024)
 
 /* The least qr_store_grow adds when asked for one step. */
@@ -131,7 +132,7 @@ int qr_store_space(struct qr_store *s,
  * transaction and no snapshot is open (LMDB unmaps and maps again, which
  * would leave their pointers dangling): returns QR_EUNAVAIL, changing
  * nothing, when one is. The safe points are on the loop between callbacks:
- * node/admit.c's tick grows the map ahead of need, and apply, after a
+ * node/store/admit.c's tick grows the map ahead of need, and apply, after a
  * QR_ENOSPACE, aborts its transaction, grows and retries the entry. */
 int qr_store_grow(struct qr_store *s, uint64_t map_bytes);
 
@@ -395,14 +396,14 @@ int qr_store_group_list(struct qr_store_txn *t,
 
 /* Snapshots: every named database but `done` (which restore builds from
  * msgs) as seen by one read transaction (format
- * in store.c's header comment: magic, version, then per database its name
- * and length-prefixed key/value pairs).
+ * in store_snapshot.c's header comment: magic, version, then per database its
+ * name and length-prefixed key/value pairs).
  *
  * qr_store_snapshot_open does not copy the state: it walks it once, copying
  * headers, keys and short values, and hands out buffers whose concatenation
  * is the snapshot; the long values (message bodies) are pointers into the
  * map, kept in place by the snapshot's read transaction. This is the one
- * place where pointers into LMDB memory leave store.c, on purpose: raft
+ * place where pointers into LMDB memory leave node/store/, on purpose: raft
  * writes the buffers to disk from its thread pool while the loop goes on
  * applying. The buffers are read-only and valid until
  * qr_store_snapshot_close; any thread may read them; open and close run on
@@ -413,11 +414,11 @@ struct qr_store_snap_buf {
     size_t len;
 };
 int qr_store_snapshot_open(struct qr_store *s, struct qr_store_snap **out);
-/* The same, as a page image of the environment (format in store.c's header
- * comment, "Image snapshot format"): O(1) work, whatever the state's size.
- * Copies a small header and the two meta pages; the other buffer points at
- * the pages of the map, which the read transaction pins (free pages in the
- * image may change while raft reads them: harmless, see store.c). Larger
+/* The same, as a page image of the environment (format in store_image.c's
+ * header comment, "Image snapshot format"): O(1) work, whatever the state's
+ * size. Copies a small header and the two meta pages; the other buffer points
+ * at the pages of the map, which the read transaction pins (free pages in the
+ * image may change while raft reads them: harmless, see store_image.c). Larger
  * than the pairs format by the free pages the file holds. Only for
  * replicas that can restore it (a node of QR_FEATURE_LEVEL_IMAGE_SNAPSHOTS
  * or later). QR_ECONFLICT while a write transaction is open. Returns new in

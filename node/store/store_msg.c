@@ -1,0 +1,1169 @@
+/* Messages and what keeps them found: the `msgs` records, their indexes
+ * (`due`, `dlq`, `done`, `qfifo`: one table, message_indexes, says which
+ * states each holds a key for and how the key is made, and reindex moves a
+ * message's keys and per-state counters with every write of it), the
+ * index walks (due scan, DLQ and done lists, retention's prune, a queue's
+ * head), dedup records with their expiry index `dedupx`, and the events
+ * log. The invariants are store.h's.
+ *
+ * The dlq_list cursor is a message id; if that message is gone or no
+ * longer dead-lettered, listing starts again from the oldest entry, so a
+ * page may repeat entries but never skips one. */
+#include <assert.h>
+#include <errno.h>
+#include <lmdb.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/err.h"
+#include "store/store_int.h"
+
+static bool in_due(Qraft__MessageState state)
+{
+    return state == QRAFT__MESSAGE_STATE__PENDING ||
+           state == QRAFT__MESSAGE_STATE__DELIVERING ||
+           state == QRAFT__MESSAGE_STATE__RETRYING;
+}
+
+static bool in_dlq(Qraft__MessageState state)
+{
+    return state == QRAFT__MESSAGE_STATE__DEAD_LETTERED;
+}
+
+bool store_in_done(Qraft__MessageState state)
+{
+    return state == QRAFT__MESSAGE_STATE__DELIVERED ||
+           state == QRAFT__MESSAGE_STATE__CANCELLED;
+}
+
+static bool in_qfifo(Qraft__MessageState state)
+{
+    return state == QRAFT__MESSAGE_STATE__QUEUED;
+}
+
+/* queue name | 0 | u64 seq [| id]: the 0 byte ends the name (names never
+ * hold one), so one queue's keys are contiguous and ordered by seq. */
+static size_t qfifo_prefix(uint8_t *buf, const char *queue)
+{
+    size_t n = strlen(queue);
+    memcpy(buf, queue, n);
+    buf[n] = 0;
+    return n + 1;
+}
+
+static size_t qfifo_key(uint8_t *buf, const Qraft__Message *m)
+{
+    size_t off = qfifo_prefix(buf, m->queue);
+    size_t n = strlen(m->id);
+    put_be64(buf + off, m->queue_seq);
+    memcpy(buf + off + QFIFO_SEQ_BYTES, m->id, n);
+    return off + QFIFO_SEQ_BYTES + n;
+}
+
+static size_t due_key(uint8_t *buf, const Qraft__Message *m)
+{
+    size_t n = strlen(m->id);
+    put_be16(buf, (uint16_t)m->shard);
+    put_be64(buf + 2, m->next_attempt_ms);
+    memcpy(buf + DUE_PREFIX_BYTES, m->id, n);
+    return DUE_PREFIX_BYTES + n;
+}
+
+static size_t dlq_key(uint8_t *buf, const Qraft__Message *m)
+{
+    size_t n = strlen(m->id);
+    put_be64(buf, m->dead_lettered_ms);
+    memcpy(buf + DLQ_PREFIX_BYTES, m->id, n);
+    return DLQ_PREFIX_BYTES + n;
+}
+
+/* done_ms is the record's updated_ms: the time it became DELIVERED or
+ * CANCELLED, as no later write of a finished message changes it (and a
+ * write that did would move its key with it). */
+size_t store_done_key(uint8_t *buf, const Qraft__Message *m)
+{
+    size_t n = strlen(m->id);
+    put_be64(buf, m->updated_ms);
+    memcpy(buf + DONE_PREFIX_BYTES, m->id, n);
+    return DONE_PREFIX_BYTES + n;
+}
+
+static size_t dedupx_key(uint8_t *buf, uint64_t expires_ms, const char *key)
+{
+    size_t n = strlen(key);
+    put_be64(buf, expires_ms);
+    memcpy(buf + DEDUPX_PREFIX_BYTES, key, n);
+    return DEDUPX_PREFIX_BYTES + n;
+}
+/* A message must have a known state, a shard that fits in a due key and an
+ * id store_check_id accepts. */
+static bool message_valid(struct qr_store *s,
+                          const ProtobufCMessage *msg,
+                          const char *what)
+{
+    const Qraft__Message *m = (const Qraft__Message *)msg;
+    return (unsigned)m->state < N_STATES && m->shard <= UINT16_MAX &&
+           store_check_id(s, m->id, what) == 0;
+}
+
+static const struct record_db msg_records = {
+    DB_MSGS, &qraft__message__descriptor, "message does not decode",
+    message_valid, "message has invalid fields"};
+static const struct record_db dedup_records = {
+    DB_DEDUP, &qraft__dedup_record__descriptor, "dedup record does not decode",
+    NULL, NULL};
+static const struct record_db event_records = {
+    DB_EVENTS, &qraft__event__descriptor, "event does not decode", NULL, NULL};
+static int load_message(struct qr_store_txn *t,
+                        const void *id,
+                        size_t id_len,
+                        Qraft__Message **out,
+                        const char *what)
+{
+    ProtobufCMessage *m;
+    int rv = store_load_record(t, &msg_records, id, id_len, &m, what);
+    *out = (Qraft__Message *)m;
+    return rv;
+}
+
+static int load_dedup(struct qr_store_txn *t,
+                      const char *key,
+                      Qraft__DedupRecord **out,
+                      const char *what)
+{
+    ProtobufCMessage *r;
+    int rv = store_load_record(t, &dedup_records, key, strlen(key), &r, what);
+    *out = (Qraft__DedupRecord *)r;
+    return rv;
+}
+static void counter_name(char *buf, size_t size, Qraft__MessageState state)
+{
+    snprintf(buf, size, "count.%u", (unsigned)state);
+}
+
+static int count_add(struct qr_store_txn *t,
+                     Qraft__MessageState state,
+                     int delta,
+                     const char *what)
+{
+    char name[16];
+    uint64_t n = 0;
+    counter_name(name, sizeof name, state);
+    int rv = store_get_u64(t, name, &n, what);
+    if (rv != 0 && rv != QR_ENOTFOUND) {
+        return rv;
+    }
+    if (delta < 0 && n == 0) {
+        return store_fail_corrupt(t, what, "state counter below zero");
+    }
+    return store_put_u64(t, name, delta < 0 ? n - 1 : n + 1, what);
+}
+
+/* Replaces one index key by another in db; NULL means none. Does nothing
+ * when both are the same key. */
+static int move_index_key(struct qr_store_txn *t,
+                          enum db db,
+                          const uint8_t *old_key,
+                          size_t old_len,
+                          const uint8_t *new_key,
+                          size_t new_len,
+                          const char *what)
+{
+    if (old_key != NULL && new_key != NULL && old_len == new_len &&
+        memcmp(old_key, new_key, old_len) == 0) {
+        return 0;
+    }
+    if (old_key != NULL) {
+        int rv = store_del_raw(t, db, old_key, old_len, what);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    if (new_key != NULL) {
+        return store_put_raw(t, db, new_key, new_len, NULL, 0, what);
+    }
+    return 0;
+}
+
+/* Moves the index entries and counters of one message from its old record
+ * to its new one; either may be NULL (insert, delete). */
+/* The message indexes: which states each holds a key for, and the key. */
+static const struct message_index {
+    enum db db;
+    bool (*holds)(Qraft__MessageState state);
+    size_t (*key)(uint8_t *buf, const Qraft__Message *m);
+} message_indexes[] = {
+    {DB_DUE, in_due, due_key},
+    {DB_DLQ, in_dlq, dlq_key},
+    {DB_DONE, store_in_done, store_done_key},
+    {DB_QFIFO, in_qfifo, qfifo_key},
+};
+
+static int reindex(struct qr_store_txn *t,
+                   const Qraft__Message *old,
+                   const Qraft__Message *m,
+                   const char *what)
+{
+    uint8_t old_buf[KEY_BUF_BYTES];
+    uint8_t new_buf[KEY_BUF_BYTES];
+    int rv;
+
+    for (size_t i = 0; i < sizeof message_indexes / sizeof message_indexes[0];
+         i++) {
+        const struct message_index *ix = &message_indexes[i];
+        const uint8_t *old_key = NULL;
+        const uint8_t *new_key = NULL;
+        size_t old_len = 0;
+        size_t new_len = 0;
+        if (old != NULL && ix->holds(old->state)) {
+            old_len = ix->key(old_buf, old);
+            old_key = old_buf;
+        }
+        if (m != NULL && ix->holds(m->state)) {
+            new_len = ix->key(new_buf, m);
+            new_key = new_buf;
+        }
+        rv =
+            move_index_key(t, ix->db, old_key, old_len, new_key, new_len, what);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+
+    if (old != NULL && m != NULL && old->state == m->state) {
+        return 0;
+    }
+    if (old != NULL) {
+        rv = count_add(t, old->state, -1, what);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    if (m != NULL) {
+        rv = count_add(t, m->state, 1, what);
+    }
+    return rv;
+}
+int qr_store_msg_get(struct qr_store_txn *t,
+                     const char *id,
+                     Qraft__Message **out)
+{
+    int rv;
+
+    *out = NULL;
+    rv = store_check_txn(t, false, "get msgs");
+    if (rv == 0) {
+        rv = store_check_id(t->s, id, "get msgs");
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    return load_message(t, id, strlen(id), out, "get msgs");
+}
+
+int qr_store_msg_put(struct qr_store_txn *t, const Qraft__Message *m)
+{
+    const char *what = "put msgs";
+    Qraft__Message *old = NULL;
+    int rv;
+
+    rv = store_check_txn(t, true, what);
+    if (rv != 0) {
+        return rv;
+    }
+    assert(m != NULL && m->base.descriptor == &qraft__message__descriptor);
+    rv = store_check_id(t->s, m->id, what);
+    if (rv != 0) {
+        return rv;
+    }
+    if ((unsigned)m->state >= N_STATES) {
+        return store_bad_request(t->s, what, "unknown message state");
+    }
+    if (m->shard > UINT16_MAX) {
+        return store_bad_request(t->s, what, "shard out of range");
+    }
+    if (in_qfifo(m->state)) {
+        rv = store_check_name(t->s, m->queue,
+                              1 + QFIFO_SEQ_BYTES + strlen(m->id), what);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+
+    rv = load_message(t, m->id, strlen(m->id), &old, what);
+    if (rv != 0 && rv != QR_ENOTFOUND) {
+        return rv;
+    }
+    rv = reindex(t, old, m, what);
+    if (rv == 0) {
+        rv = store_put_packed(t, DB_MSGS, m->id, strlen(m->id), &m->base, what);
+    }
+    if (old != NULL) {
+        qraft__message__free_unpacked(old, NULL);
+    }
+    return rv;
+}
+
+int qr_store_msg_delete(struct qr_store_txn *t, const char *id)
+{
+    const char *what = "delete msgs";
+    Qraft__Message *old = NULL;
+    int rv;
+
+    rv = store_check_txn(t, true, what);
+    if (rv == 0) {
+        rv = store_check_id(t->s, id, what);
+    }
+    if (rv == 0) {
+        rv = load_message(t, id, strlen(id), &old, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    rv = reindex(t, old, NULL, what);
+    if (rv == 0) {
+        rv = store_del_raw(t, DB_MSGS, id, strlen(id), what);
+    }
+    qraft__message__free_unpacked(old, NULL);
+    return rv;
+}
+
+static bool keep_in_state(const struct record_walk *w,
+                          const ProtobufCMessage *msg)
+{
+    const Qraft__Message *m = (const Qraft__Message *)msg;
+    return w->state == QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED ||
+           m->state == w->state;
+}
+
+static bool keep_about(const struct record_walk *w, const ProtobufCMessage *msg)
+{
+    const Qraft__Event *e = (const Qraft__Event *)msg;
+    return strcmp(e->message_id, w->message_id) == 0;
+}
+
+static int call_msg_cb(const struct record_walk *w, const ProtobufCMessage *msg)
+{
+    return w->cb.msg(w->arg, (const Qraft__Message *)msg);
+}
+
+static int call_event_cb(const struct record_walk *w,
+                         const ProtobufCMessage *msg)
+{
+    return w->cb.event(w->arg, (const Qraft__Event *)msg);
+}
+
+int qr_store_msg_list(struct qr_store_txn *t,
+                      Qraft__MessageState state,
+                      const char *after_id,
+                      size_t limit,
+                      qr_store_msg_cb cb,
+                      void *arg)
+{
+    const char *what = "list msgs";
+    struct record_walk w = {.r = &msg_records,
+                            .keep = keep_in_state,
+                            .call = call_msg_cb,
+                            .cb.msg = cb,
+                            .arg = arg,
+                            .what = what,
+                            .state = state};
+    int rv = store_check_txn(t, false, what);
+    if (rv != 0) {
+        return rv;
+    }
+    if ((unsigned)state >= N_STATES) {
+        return store_bad_request(t->s, what, "unknown message state");
+    }
+    return store_record_list(t, &w, after_id, limit);
+}
+
+/* A walk of an index (due, dlq) handing the messages it names to cb. The
+ * due walk stops after until_ms and at the end of its shard's keys
+ * (`shard`, the first 2 bytes of a due key), and passes over the ids skip
+ * answers true for. */
+struct index_walk {
+    size_t id_offset; /* the id follows this many bytes of key prefix */
+    qr_store_msg_cb cb;
+    void *arg;
+    const char *what;
+    const uint8_t *shard;
+    uint64_t until_ms;
+    qr_store_due_skip_cb skip;
+};
+
+/* Loads the message an index key names and hands it to cb. A missing
+ * message means the index is out of step with msgs. */
+static int walk_index(struct qr_store_txn *t,
+                      const MDB_val *k,
+                      const MDB_val *v,
+                      void *arg,
+                      enum walk_step *step)
+{
+    const struct index_walk *w = arg;
+    Qraft__Message *m;
+    int rv;
+
+    (void)v;
+    (void)step;
+    if (k->mv_size <= w->id_offset) {
+        return store_fail_corrupt(t, w->what, "index key too short");
+    }
+    rv = load_message(t, (const uint8_t *)k->mv_data + w->id_offset,
+                      k->mv_size - w->id_offset, &m, w->what);
+    if (rv == QR_ENOTFOUND) {
+        return store_fail_corrupt(t, w->what, "index names a missing message");
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    rv = w->cb(w->arg, m);
+    qraft__message__free_unpacked(m, NULL);
+    return rv;
+}
+
+static int walk_due(struct qr_store_txn *t,
+                    const MDB_val *k,
+                    const MDB_val *v,
+                    void *arg,
+                    enum walk_step *step)
+{
+    const struct index_walk *w = arg;
+    const uint8_t *key = k->mv_data;
+    if (k->mv_size < DUE_PREFIX_BYTES || memcmp(key, w->shard, 2) != 0 ||
+        get_be64(key + 2) > w->until_ms) {
+        *step = STEP_END;
+        return 0;
+    }
+    if (w->skip != NULL && k->mv_size > DUE_PREFIX_BYTES &&
+        k->mv_size - DUE_PREFIX_BYTES < KEY_BUF_BYTES) {
+        /* Decide from the id alone, before loading the message. */
+        char id[KEY_BUF_BYTES];
+        size_t id_len = k->mv_size - DUE_PREFIX_BYTES;
+        memcpy(id, key + DUE_PREFIX_BYTES, id_len);
+        id[id_len] = '\0';
+        if (w->skip(w->arg, id)) {
+            *step = STEP_SKIPPED;
+            return 0;
+        }
+    }
+    return walk_index(t, k, v, arg, step);
+}
+
+int qr_store_due_scan_skipping(struct qr_store_txn *t,
+                               uint32_t shard,
+                               uint64_t until_ms,
+                               size_t limit,
+                               qr_store_due_skip_cb skip,
+                               qr_store_msg_cb cb,
+                               void *arg)
+{
+    const char *what = "scan due";
+    uint8_t start[DUE_PREFIX_BYTES];
+    struct index_walk w = {
+        .id_offset = DUE_PREFIX_BYTES,
+        .cb = cb,
+        .arg = arg,
+        .what = what,
+        .shard = start,
+        .until_ms = until_ms,
+        .skip = skip,
+    };
+    int rv;
+
+    rv = store_check_txn(t, false, what);
+    if (rv != 0) {
+        return rv;
+    }
+    if (shard > UINT16_MAX) {
+        return store_bad_request(t->s, what, "shard out of range");
+    }
+    if (limit == 0) {
+        return 0;
+    }
+    put_be16(start, (uint16_t)shard);
+    put_be64(start + 2, 0);
+    return store_walk_db(t, DB_DUE, start, sizeof start, false, limit, walk_due,
+                         &w, what);
+}
+
+int qr_store_due_scan(struct qr_store_txn *t,
+                      uint32_t shard,
+                      uint64_t until_ms,
+                      size_t limit,
+                      qr_store_msg_cb cb,
+                      void *arg)
+{
+    return qr_store_due_scan_skipping(t, shard, until_ms, limit, NULL, cb, arg);
+}
+
+int qr_store_due_next(struct qr_store_txn *t,
+                      uint32_t shard,
+                      uint64_t after_ms,
+                      uint64_t *next_ms)
+{
+    const char *what = "next due";
+    uint8_t start[DUE_PREFIX_BYTES];
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    int rc;
+    int rv;
+
+    rv = store_check_txn(t, false, what);
+    if (rv != 0) {
+        return rv;
+    }
+    if (shard > UINT16_MAX) {
+        return store_bad_request(t->s, what, "shard out of range");
+    }
+    if (after_ms == UINT64_MAX) {
+        return QR_ENOTFOUND;
+    }
+    put_be16(start, (uint16_t)shard);
+    put_be64(start + 2, after_ms + 1);
+    rv = store_cursor_open(t, DB_DUE, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    rc = store_cursor_seek(c, start, sizeof start, false, &k, &v);
+    if (rc == 0) {
+        rv = store_open_value(t, DB_DUE, &k, &v, what);
+    }
+    if (rc == 0 && rv == 0) {
+        const uint8_t *key = k.mv_data;
+        if (k.mv_size < DUE_PREFIX_BYTES || memcmp(key, start, 2) != 0) {
+            rv = QR_ENOTFOUND;
+        } else {
+            *next_ms = get_be64(key + 2);
+        }
+    } else if (rc == MDB_NOTFOUND) {
+        rv = QR_ENOTFOUND;
+    } else if (rc != 0) {
+        rv = store_fail_mdb(t->s, t->write, what, rc);
+    }
+    mdb_cursor_close(c);
+    return rv;
+}
+
+static int dlq_walk(struct qr_store_txn *t,
+                    const uint8_t *start,
+                    size_t start_len,
+                    size_t limit,
+                    qr_store_msg_cb cb,
+                    void *arg);
+
+int qr_store_dlq_list(struct qr_store_txn *t,
+                      const char *after_id,
+                      size_t limit,
+                      qr_store_msg_cb cb,
+                      void *arg)
+{
+    const char *what = "list dlq";
+    uint8_t start[KEY_BUF_BYTES];
+    size_t start_len = 0;
+    int rv;
+
+    rv = store_check_txn(t, false, what);
+    if (rv != 0) {
+        return rv;
+    }
+    if (after_id != NULL && after_id[0] != '\0') {
+        Qraft__Message *m;
+        rv = store_check_id(t->s, after_id, what);
+        if (rv != 0) {
+            return rv;
+        }
+        rv = load_message(t, after_id, strlen(after_id), &m, what);
+        if (rv != 0 && rv != QR_ENOTFOUND) {
+            return rv;
+        }
+        /* A cursor message that left the DLQ restarts from the oldest. */
+        if (rv == 0) {
+            if (in_dlq(m->state)) {
+                start_len = dlq_key(start, m);
+            }
+            qraft__message__free_unpacked(m, NULL);
+        }
+        rv = 0;
+    }
+    return dlq_walk(t, start, start_len, limit, cb, arg);
+}
+
+int qr_store_dlq_list_at(struct qr_store_txn *t,
+                         uint64_t after_ms,
+                         const char *after_id,
+                         size_t limit,
+                         qr_store_msg_cb cb,
+                         void *arg)
+{
+    uint8_t start[KEY_BUF_BYTES];
+    size_t n = after_id != NULL ? strlen(after_id) : 0;
+    int rv = store_check_txn(t, false, "list dlq");
+
+    if (rv != 0) {
+        return rv;
+    }
+    if (n == 0) {
+        return dlq_walk(t, NULL, 0, limit, cb, arg);
+    }
+    rv = store_check_id(t->s, after_id, "list dlq");
+    if (rv != 0) {
+        return rv;
+    }
+    put_be64(start, after_ms);
+    memcpy(start + DLQ_PREFIX_BYTES, after_id, n);
+    return dlq_walk(t, start, DLQ_PREFIX_BYTES + n, limit, cb, arg);
+}
+
+/* Visits the dead letters after the dlq key start (none: from the
+ * oldest), at most limit. */
+static int dlq_walk(struct qr_store_txn *t,
+                    const uint8_t *start,
+                    size_t start_len,
+                    size_t limit,
+                    qr_store_msg_cb cb,
+                    void *arg)
+{
+    const char *what = "list dlq";
+    struct index_walk w = {
+        .id_offset = DLQ_PREFIX_BYTES, .cb = cb, .arg = arg, .what = what};
+
+    if (limit == 0) {
+        return 0;
+    }
+    return store_walk_db(t, DB_DLQ, start, start_len, true, limit, walk_index,
+                         &w, what);
+}
+
+int qr_store_done_list(struct qr_store_txn *t,
+                       size_t limit,
+                       qr_store_msg_cb cb,
+                       void *arg)
+{
+    const char *what = "list done";
+    struct index_walk w = {
+        .id_offset = DONE_PREFIX_BYTES, .cb = cb, .arg = arg, .what = what};
+    int rv = store_check_txn(t, false, what);
+
+    if (rv != 0 || limit == 0) {
+        return rv;
+    }
+    return store_walk_db(t, DB_DONE, NULL, 0, false, limit, walk_index, &w,
+                         what);
+}
+
+/* The oldest `done` key, copied into key (KEY_BUF_BYTES) and *key_len;
+ * QR_ENOTFOUND when the index is empty. */
+static int done_first(struct qr_store_txn *t,
+                      uint8_t *key,
+                      size_t *key_len,
+                      const char *what)
+{
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    int rv = store_cursor_open(t, DB_DONE, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    if (rc == MDB_NOTFOUND) {
+        rv = QR_ENOTFOUND;
+    } else if (rc != 0) {
+        rv = store_fail_mdb(t->s, t->write, what, rc);
+    } else {
+        rv = store_open_value(t, DB_DONE, &k, &v, what);
+    }
+    if (rv == 0 &&
+        (k.mv_size <= DONE_PREFIX_BYTES || k.mv_size > KEY_BUF_BYTES)) {
+        rv = store_corrupt_record(t, DB_DONE, &k, what, "bad index key");
+    }
+    if (rv == 0) {
+        memcpy(key, k.mv_data, k.mv_size);
+        *key_len = k.mv_size;
+    }
+    mdb_cursor_close(c);
+    return rv;
+}
+
+int qr_store_done_prune(struct qr_store_txn *t,
+                        uint64_t before_ms,
+                        size_t max,
+                        size_t *n_pruned)
+{
+    const char *what = "prune done";
+    uint8_t key[KEY_BUF_BYTES];
+    uint8_t want[KEY_BUF_BYTES];
+    size_t key_len;
+    int rv;
+
+    *n_pruned = 0;
+    rv = store_check_txn(t, true, what);
+    while (rv == 0 && *n_pruned < max) {
+        Qraft__Message *m;
+        rv = done_first(t, key, &key_len, what);
+        if (rv == QR_ENOTFOUND) {
+            return 0;
+        }
+        if (rv != 0 || get_be64(key) >= before_ms) {
+            break;
+        }
+        rv = load_message(t, key + DONE_PREFIX_BYTES,
+                          key_len - DONE_PREFIX_BYTES, &m, what);
+        if (rv == QR_ENOTFOUND) {
+            return store_fail_corrupt(t, what, "index names a missing message");
+        }
+        if (rv != 0) {
+            break;
+        }
+        /* The record must name this very key, or the walk would not move
+         * on. */
+        if (!store_in_done(m->state) || store_done_key(want, m) != key_len ||
+            memcmp(want, key, key_len) != 0) {
+            qraft__message__free_unpacked(m, NULL);
+            return store_fail_corrupt(t, what,
+                                      "done index out of step with msgs");
+        }
+        rv = reindex(t, m, NULL, what);
+        if (rv == 0) {
+            rv = store_del_raw(t, DB_MSGS, m->id, strlen(m->id), what);
+        }
+        qraft__message__free_unpacked(m, NULL);
+        if (rv == 0) {
+            (*n_pruned)++;
+        }
+    }
+    return rv;
+}
+
+int qr_store_count_states(struct qr_store_txn *t,
+                          uint64_t counts[QR_STORE_N_STATES])
+{
+    int rv = store_check_txn(t, false, "count states");
+    if (rv != 0) {
+        return rv;
+    }
+    for (unsigned i = 0; i < N_STATES; i++) {
+        char name[16];
+        counter_name(name, sizeof name, (Qraft__MessageState)i);
+        counts[i] = 0;
+        rv = store_get_u64(t, name, &counts[i], "count states");
+        if (rv != 0 && rv != QR_ENOTFOUND) {
+            return rv;
+        }
+    }
+    return 0;
+}
+/* The message id at the end of qfifo key k (after a prefix of plen
+ * bytes), new in *id. */
+static int qfifo_id(struct qr_store_txn *t,
+                    const MDB_val *k,
+                    size_t plen,
+                    char **id,
+                    const char *what)
+{
+    if (k->mv_size <= plen + QFIFO_SEQ_BYTES) {
+        return store_fail_corrupt(t, what, "qfifo key too short");
+    }
+    size_t n = k->mv_size - plen - QFIFO_SEQ_BYTES;
+    *id = malloc(n + 1);
+    if (*id == NULL) {
+        return -ENOMEM;
+    }
+    memcpy(*id, (const uint8_t *)k->mv_data + plen + QFIFO_SEQ_BYTES, n);
+    (*id)[n] = '\0';
+    return 0;
+}
+
+int qr_store_queue_head(struct qr_store_txn *t, const char *name, char **id)
+{
+    const char *what = "queue head";
+    uint8_t prefix[KEY_BUF_BYTES];
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    *id = NULL;
+    int rv = store_check_txn(t, false, what);
+    if (rv == 0) {
+        rv = store_check_name(t->s, name, 1, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    size_t plen = qfifo_prefix(prefix, name);
+    rv = store_cursor_open(t, DB_QFIFO, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    int rc = store_cursor_seek(c, prefix, plen, false, &k, &v);
+    if (rc == MDB_NOTFOUND ||
+        (rc == 0 && (k.mv_size < plen || memcmp(k.mv_data, prefix, plen)))) {
+        rv = QR_ENOTFOUND;
+    } else if (rc != 0) {
+        rv = store_fail_mdb(t->s, t->write, what, rc);
+    } else {
+        rv = store_open_value(t, DB_QFIFO, &k, &v, what);
+        if (rv == 0) {
+            rv = qfifo_id(t, &k, plen, id, what);
+        }
+    }
+    mdb_cursor_close(c);
+    return rv;
+}
+int qr_store_dedup_get(struct qr_store_txn *t,
+                       const char *key,
+                       uint64_t now_ms,
+                       char **message_id)
+{
+    const char *what = "get dedup";
+    Qraft__DedupRecord *r;
+    int rv;
+
+    *message_id = NULL;
+    rv = store_check_txn(t, false, what);
+    if (rv == 0) {
+        rv = store_check_name(t->s, key, DEDUPX_PREFIX_BYTES, what);
+    }
+    if (rv == 0) {
+        rv = load_dedup(t, key, &r, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (r->expires_ms <= now_ms) {
+        rv = QR_ENOTFOUND;
+    } else {
+        *message_id = strdup(r->message_id);
+        rv = *message_id != NULL ? 0 : -ENOMEM;
+    }
+    qraft__dedup_record__free_unpacked(r, NULL);
+    return rv;
+}
+
+int qr_store_dedup_put(struct qr_store_txn *t,
+                       const char *key,
+                       const char *message_id,
+                       uint64_t expires_ms)
+{
+    const char *what = "put dedup";
+    Qraft__DedupRecord r = QRAFT__DEDUP_RECORD__INIT;
+    Qraft__DedupRecord *old = NULL;
+    uint8_t xkey[KEY_BUF_BYTES];
+    size_t len;
+    int rv;
+
+    rv = store_check_txn(t, true, what);
+    if (rv == 0) {
+        rv = store_check_name(t->s, key, DEDUPX_PREFIX_BYTES, what);
+    }
+    if (rv == 0) {
+        rv = store_check_id(t->s, message_id, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    rv = load_dedup(t, key, &old, what);
+    if (rv != 0 && rv != QR_ENOTFOUND) {
+        return rv;
+    }
+    if (old != NULL) {
+        uint64_t old_expires_ms = old->expires_ms;
+        qraft__dedup_record__free_unpacked(old, NULL);
+        if (old_expires_ms != expires_ms) {
+            len = dedupx_key(xkey, old_expires_ms, key);
+            rv = store_del_raw(t, DB_DEDUPX, xkey, len, what);
+            if (rv != 0) {
+                return rv;
+            }
+        }
+    }
+    r.message_id = (char *)message_id;
+    r.expires_ms = expires_ms;
+    rv = store_put_packed(t, DB_DEDUP, key, strlen(key), &r.base, what);
+    if (rv != 0) {
+        return rv;
+    }
+    len = dedupx_key(xkey, expires_ms, key);
+    return store_put_raw(t, DB_DEDUPX, xkey, len, NULL, 0, what);
+}
+
+int qr_store_event_prune(struct qr_store_txn *t,
+                         uint64_t before_ms,
+                         size_t max,
+                         size_t *n_pruned)
+{
+    const char *what = "prune events";
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    int rc;
+    int rv;
+
+    *n_pruned = 0;
+    rv = store_check_txn(t, true, what);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = store_cursor_open(t, DB_EVENTS, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    /* Keys start with the event's time: the oldest come first. */
+    while (*n_pruned < max) {
+        rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+        if (rc == MDB_NOTFOUND) {
+            break;
+        }
+        if (rc != 0) {
+            rv = store_fail_mdb(t->s, t->write, what, rc);
+            break;
+        }
+        rv = store_open_value(t, DB_EVENTS, &k, &v, what);
+        if (rv != 0) {
+            break;
+        }
+        if (k.mv_size < 8) {
+            rv = store_fail_corrupt(t, what, "event key too short");
+            break;
+        }
+        if (get_be64(k.mv_data) >= before_ms) {
+            break;
+        }
+        rc = mdb_cursor_del(c, 0);
+        if (rc != 0) {
+            rv = store_fail_mdb(t->s, t->write, what, rc);
+            break;
+        }
+        (*n_pruned)++;
+    }
+    mdb_cursor_close(c);
+    return rv;
+}
+
+int qr_store_dedup_prune(struct qr_store_txn *t,
+                         uint64_t now_ms,
+                         size_t max,
+                         size_t *n_pruned)
+{
+    const char *what = "prune dedup";
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    int rc;
+    int rv;
+
+    *n_pruned = 0;
+    rv = store_check_txn(t, true, what);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = store_cursor_open(t, DB_DEDUPX, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    /* Each round takes the smallest expiry, which the last round deleted. */
+    for (size_t i = 0; i < max; i++) {
+        char name[KEY_BUF_BYTES];
+        Qraft__DedupRecord *r;
+        uint64_t expires_ms;
+        size_t name_len;
+
+        rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+        if (rc == MDB_NOTFOUND) {
+            break;
+        }
+        if (rc != 0) {
+            rv = store_fail_mdb(t->s, t->write, what, rc);
+            goto out;
+        }
+        rv = store_open_value(t, DB_DEDUPX, &k, &v, what);
+        if (rv != 0) {
+            goto out;
+        }
+        if (k.mv_size <= DEDUPX_PREFIX_BYTES) {
+            rv = store_fail_corrupt(t, what, "dedupx key too short");
+            goto out;
+        }
+        expires_ms = get_be64(k.mv_data);
+        if (expires_ms > now_ms) {
+            break;
+        }
+        name_len = k.mv_size - DEDUPX_PREFIX_BYTES;
+        memcpy(name, (const uint8_t *)k.mv_data + DEDUPX_PREFIX_BYTES,
+               name_len);
+        name[name_len] = '\0';
+        rc = mdb_cursor_del(c, 0);
+        if (rc != 0) {
+            rv = store_fail_mdb(t->s, t->write, what, rc);
+            goto out;
+        }
+        /* Delete the record only if this index entry is its own. */
+        rv = load_dedup(t, name, &r, what);
+        if (rv == QR_ENOTFOUND) {
+            rv = 0;
+            continue;
+        }
+        if (rv != 0) {
+            goto out;
+        }
+        if (r->expires_ms == expires_ms) {
+            rv = store_del_raw(t, DB_DEDUP, name, name_len, what);
+            (*n_pruned)++;
+        }
+        qraft__dedup_record__free_unpacked(r, NULL);
+        if (rv != 0) {
+            goto out;
+        }
+    }
+out:
+    mdb_cursor_close(c);
+    return rv;
+}
+
+int qr_store_event_append(struct qr_store_txn *t,
+                          uint64_t index,
+                          uint32_t position,
+                          const Qraft__Event *e)
+{
+    const char *what = "append events";
+    uint8_t key[EVENT_KEY_BYTES];
+    int rv;
+
+    rv = store_check_txn(t, true, what);
+    if (rv != 0) {
+        return rv;
+    }
+    assert(e != NULL && e->base.descriptor == &qraft__event__descriptor);
+    put_be64(key, e->time_ms);
+    put_be64(key + 8, index);
+    put_be32(key + 16, position);
+    return store_put_packed(t, DB_EVENTS, key, sizeof key, &e->base, what);
+}
+
+int qr_store_event_list(struct qr_store_txn *t,
+                        const char *message_id,
+                        size_t limit,
+                        qr_store_event_cb cb,
+                        void *arg)
+{
+    const char *what = "list events";
+    struct record_walk w = {.r = &event_records,
+                            .keep = keep_about,
+                            .call = call_event_cb,
+                            .cb.event = cb,
+                            .arg = arg,
+                            .what = what,
+                            .message_id = message_id};
+    int rv = store_check_txn(t, false, what);
+    if (rv == 0) {
+        rv = store_check_id(t->s, message_id, what);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    return store_record_list(t, &w, NULL, limit);
+}
+
+static void event_key(uint8_t key[EVENT_KEY_BYTES],
+                      const struct qr_store_event_pos *pos)
+{
+    put_be64(key, pos->time_ms);
+    put_be64(key + 8, pos->index);
+    put_be32(key + 16, pos->position);
+}
+
+/* Positions c for a scan from `from` (see qr_store_event_scan). */
+static int event_seek(MDB_cursor *c,
+                      const struct qr_store_event_pos *from,
+                      bool inclusive,
+                      bool descending,
+                      MDB_val *k,
+                      MDB_val *v)
+{
+    uint8_t key[EVENT_KEY_BYTES];
+    int rc;
+
+    if (from == NULL) {
+        return mdb_cursor_get(c, k, v, descending ? MDB_LAST : MDB_FIRST);
+    }
+    event_key(key, from);
+    if (!descending) {
+        return store_cursor_seek(c, key, sizeof key, !inclusive, k, v);
+    }
+    k->mv_size = sizeof key;
+    k->mv_data = key;
+    rc = mdb_cursor_get(c, k, v, MDB_SET_RANGE);
+    if (rc == MDB_NOTFOUND) {
+        return mdb_cursor_get(c, k, v, MDB_LAST);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    /* At the first key >= from: step back unless it is from itself and
+     * that is wanted. */
+    if (!(inclusive && k->mv_size == sizeof key &&
+          memcmp(k->mv_data, key, sizeof key) == 0)) {
+        rc = mdb_cursor_get(c, k, v, MDB_PREV);
+    }
+    return rc;
+}
+
+int qr_store_event_scan(struct qr_store_txn *t,
+                        const struct qr_store_event_pos *from,
+                        bool inclusive,
+                        bool descending,
+                        qr_store_event_pos_cb cb,
+                        void *arg)
+{
+    const char *what = "scan events";
+    MDB_cursor *c;
+    MDB_val k;
+    MDB_val v;
+    int rc;
+    int rv;
+
+    rv = store_check_txn(t, false, what);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = store_cursor_open(t, DB_EVENTS, &c, what);
+    if (rv != 0) {
+        return rv;
+    }
+    rc = event_seek(c, from, inclusive, descending, &k, &v);
+    while (rc == 0) {
+        struct qr_store_event_pos pos;
+        ProtobufCMessage *e;
+
+        if (k.mv_size != EVENT_KEY_BYTES) {
+            rv = store_fail_corrupt(t, what, "event key of the wrong size");
+            goto out;
+        }
+        pos.time_ms = get_be64(k.mv_data);
+        pos.index = get_be64((const uint8_t *)k.mv_data + 8);
+        pos.position = get_be32((const uint8_t *)k.mv_data + 16);
+        rv = store_open_value(t, DB_EVENTS, &k, &v, what);
+        if (rv != 0) {
+            goto out;
+        }
+        rv = store_decode_record(t, &event_records, &k, &v, &e, what);
+        if (rv != 0) {
+            goto out;
+        }
+        rv = cb(arg, &pos, (const Qraft__Event *)e);
+        protobuf_c_message_free_unpacked(e, NULL);
+        if (rv != 0) {
+            goto out;
+        }
+        rc = mdb_cursor_get(c, &k, &v, descending ? MDB_PREV : MDB_NEXT);
+    }
+    if (rc != MDB_NOTFOUND) {
+        rv = store_fail_mdb(t->s, t->write, what, rc);
+    }
+out:
+    mdb_cursor_close(c);
+    return rv;
+}
