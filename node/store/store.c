@@ -265,17 +265,30 @@ int store_check_txn(struct qr_store_txn *t, bool need_write, const char *what)
     return 0;
 }
 
+/* A key made of `text` after prefix_bytes of prefix: text must be
+ * non-empty (else `empty`) and fit the maximum key size (else `too_long`). */
+static int check_key_text(struct qr_store *s,
+                          const char *text,
+                          size_t prefix_bytes,
+                          const char *empty,
+                          const char *too_long,
+                          const char *what)
+{
+    if (text == NULL || text[0] == '\0') {
+        return store_bad_request(s, what, empty);
+    }
+    if (strlen(text) + prefix_bytes > s->max_key_bytes) {
+        return store_bad_request(s, what, too_long);
+    }
+    return 0;
+}
+
 /* Message ids are used inside `due` keys, so they must leave room for the
  * prefix. */
 int store_check_id(struct qr_store *s, const char *id, const char *what)
 {
-    if (id == NULL || id[0] == '\0') {
-        return store_bad_request(s, what, "empty message id");
-    }
-    if (strlen(id) + DUE_PREFIX_BYTES > s->max_key_bytes) {
-        return store_bad_request(s, what, "message id too long");
-    }
-    return 0;
+    return check_key_text(s, id, DUE_PREFIX_BYTES, "empty message id",
+                          "message id too long", what);
 }
 
 int store_check_name(struct qr_store *s,
@@ -283,13 +296,21 @@ int store_check_name(struct qr_store *s,
                      size_t prefix_bytes,
                      const char *what)
 {
-    if (name == NULL || name[0] == '\0') {
-        return store_bad_request(s, what, "empty key");
+    return check_key_text(s, name, prefix_bytes, "empty key", "key too long",
+                          what);
+}
+
+int store_check_key(struct qr_store_txn *t,
+                    bool need_write,
+                    const char *name,
+                    size_t prefix_bytes,
+                    const char *what)
+{
+    int rv = store_check_txn(t, need_write, what);
+    if (rv != 0) {
+        return rv;
     }
-    if (strlen(name) + prefix_bytes > s->max_key_bytes) {
-        return store_bad_request(s, what, "key too long");
-    }
-    return 0;
+    return store_check_name(t->s, name, prefix_bytes, what);
 }
 
 /* Low-level accessors. `val` of store_get_raw points into the map: decode or
@@ -389,6 +410,24 @@ int store_cursor_open(struct qr_store_txn *t,
     }
     return 0;
 }
+
+int store_cursor_first(struct qr_store_txn *t,
+                       MDB_cursor *c,
+                       enum db db,
+                       MDB_val *k,
+                       MDB_val *v,
+                       const char *what)
+{
+    int rc = mdb_cursor_get(c, k, v, MDB_FIRST);
+    if (rc == MDB_NOTFOUND) {
+        return QR_ENOTFOUND;
+    }
+    if (rc != 0) {
+        return store_fail_mdb(t->s, t->write, what, rc);
+    }
+    return store_open_value(t, db, k, v, what);
+}
+
 int store_get_u64(struct qr_store_txn *t,
                   const char *name,
                   uint64_t *value,
@@ -416,6 +455,7 @@ int store_put_u64(struct qr_store_txn *t,
     put_be64(buf, value);
     return store_put_raw(t, DB_META, name, strlen(name), buf, sizeof buf, what);
 }
+
 /* Opens the environment in dir into s->env and s->dbis, bringing it to
  * STORE_FORMAT in the transaction that opens it (store_settle_format). Used by
  * qr_store_open and, on the same object, by an image restore's swap. On
@@ -785,10 +825,7 @@ int qr_store_meta_get_u64(struct qr_store_txn *t,
                           const char *name,
                           uint64_t *value)
 {
-    int rv = store_check_txn(t, false, "get meta");
-    if (rv == 0) {
-        rv = store_check_name(t->s, name, 0, "get meta");
-    }
+    int rv = store_check_key(t, false, name, 0, "get meta");
     if (rv != 0) {
         return rv;
     }
@@ -799,10 +836,7 @@ int qr_store_meta_put_u64(struct qr_store_txn *t,
                           const char *name,
                           uint64_t value)
 {
-    int rv = store_check_txn(t, true, "put meta");
-    if (rv == 0) {
-        rv = store_check_name(t->s, name, 0, "put meta");
-    }
+    int rv = store_check_key(t, true, name, 0, "put meta");
     if (rv != 0) {
         return rv;
     }
@@ -819,10 +853,7 @@ int qr_store_meta_get(struct qr_store_txn *t,
 
     *value = NULL;
     *len = 0;
-    rv = store_check_txn(t, false, "get meta");
-    if (rv == 0) {
-        rv = store_check_name(t->s, name, 0, "get meta");
-    }
+    rv = store_check_key(t, false, name, 0, "get meta");
     if (rv == 0) {
         rv = store_get_raw(t, DB_META, name, strlen(name), &v, "get meta");
     }
@@ -844,10 +875,7 @@ int qr_store_meta_put(struct qr_store_txn *t,
                       const void *value,
                       size_t len)
 {
-    int rv = store_check_txn(t, true, "put meta");
-    if (rv == 0) {
-        rv = store_check_name(t->s, name, 0, "put meta");
-    }
+    int rv = store_check_key(t, true, name, 0, "put meta");
     if (rv != 0) {
         return rv;
     }

@@ -119,18 +119,14 @@ int qr_store_snapshot_open_image(struct qr_store *s, struct qr_store_snap **out)
         store_set_errmsg(s, "store: snapshot: a write transaction is open");
         return QR_ECONFLICT;
     }
-    struct qr_store_snap *sn = calloc(1, sizeof *sn);
-    if (sn == NULL) {
-        store_set_errmsg(s, "store: snapshot: out of memory");
-        return -ENOMEM;
+    struct qr_store_snap *sn;
+    rv = store_snap_begin(s, &sn);
+    if (rv != 0) {
+        if (rv == -ENOMEM) {
+            store_set_errmsg(s, "store: snapshot: out of memory");
+        }
+        return rv;
     }
-    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &sn->txn);
-    if (rc != 0) {
-        free(sn);
-        return store_fail_mdb(s, false, "snapshot", rc);
-    }
-    sn->s = s;
-    atomic_fetch_add(&s->n_txns, 1);
     rc = mdb_env_stat(s->env, &st);
     if (rc == 0) {
         rc = mdb_env_info(s->env, &before);
@@ -308,15 +304,9 @@ static int verify_image_db(struct qr_store *s,
             why = "checksum mismatch";
         }
         if (why != NULL) {
-            char shown[KEY_SHOWN_BYTES];
-            store_escape_key(shown, sizeof shown, k.mv_data, k.mv_size);
-            store_set_errmsg(
-                s,
-                "store: restore: corrupt record in %s at key \"%s\": "
-                "%s",
-                store_db_names[db], shown, why);
+            int rv = store_restore_corrupt(s, db, k.mv_data, k.mv_size, why);
             mdb_cursor_close(c);
-            return QR_ECORRUPT;
+            return rv;
         }
         prev = k;
     }

@@ -165,6 +165,12 @@ int store_check_name(struct qr_store *s,
                      const char *name,
                      size_t prefix_bytes,
                      const char *what);
+/* store_check_txn, then store_check_name. */
+int store_check_key(struct qr_store_txn *t,
+                    bool need_write,
+                    const char *name,
+                    size_t prefix_bytes,
+                    const char *what);
 
 /* ---------------------------------------------------------------------------
  * Value framing and raw accessors (store.c). */
@@ -212,6 +218,14 @@ int store_cursor_open(struct qr_store_txn *t,
                       enum db db,
                       MDB_cursor **c,
                       const char *what);
+/* The first pair of db through c, its value opened (store_open_value);
+ * QR_ENOTFOUND when db is empty. */
+int store_cursor_first(struct qr_store_txn *t,
+                       MDB_cursor *c,
+                       enum db db,
+                       MDB_val *k,
+                       MDB_val *v,
+                       const char *what);
 /* meta values of 8 bytes. */
 int store_get_u64(struct qr_store_txn *t,
                   const char *name,
@@ -376,6 +390,16 @@ int store_key_cmp(const uint8_t *a,
                   size_t a_len,
                   const uint8_t *b,
                   size_t b_len);
+/* A new snapshot of s (free with qr_store_snapshot_close) holding its read
+ * transaction, counted in n_txns; -ENOMEM or a mapped LMDB error. */
+int store_snap_begin(struct qr_store *s, struct qr_store_snap **out);
+/* Records a corrupt pair met by a restore's checks: QR_ECORRUPT, errmsg
+ * naming the database and the key (escaped) and why. */
+int store_restore_corrupt(struct qr_store *s,
+                          enum db db,
+                          const uint8_t *key,
+                          size_t key_len,
+                          const char *why);
 int store_restore_image(struct qr_store *s, const uint8_t *buf, size_t len);
 
 #endif

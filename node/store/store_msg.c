@@ -97,6 +97,7 @@ static size_t dedupx_key(uint8_t *buf, uint64_t expires_ms, const char *key)
     memcpy(buf + DEDUPX_PREFIX_BYTES, key, n);
     return DEDUPX_PREFIX_BYTES + n;
 }
+
 /* A message must have a known state, a shard that fits in a due key and an
  * id store_check_id accepts. */
 static bool message_valid(struct qr_store *s,
@@ -138,6 +139,7 @@ static int load_dedup(struct qr_store_txn *t,
     *out = (Qraft__DedupRecord *)r;
     return rv;
 }
+
 static void counter_name(char *buf, size_t size, Qraft__MessageState state)
 {
     snprintf(buf, size, "count.%u", (unsigned)state);
@@ -246,6 +248,7 @@ static int reindex(struct qr_store_txn *t,
     }
     return rv;
 }
+
 int qr_store_msg_get(struct qr_store_txn *t,
                      const char *id,
                      Qraft__Message **out)
@@ -452,6 +455,26 @@ static int walk_due(struct qr_store_txn *t,
     return walk_index(t, k, v, arg, step);
 }
 
+/* Checks a read of shard's due keys and writes the key prefix (shard,
+ * from_ms) where it starts into start. */
+static int due_start(struct qr_store_txn *t,
+                     uint32_t shard,
+                     uint64_t from_ms,
+                     uint8_t start[DUE_PREFIX_BYTES],
+                     const char *what)
+{
+    int rv = store_check_txn(t, false, what);
+    if (rv != 0) {
+        return rv;
+    }
+    if (shard > UINT16_MAX) {
+        return store_bad_request(t->s, what, "shard out of range");
+    }
+    put_be16(start, (uint16_t)shard);
+    put_be64(start + 2, from_ms);
+    return 0;
+}
+
 int qr_store_due_scan_skipping(struct qr_store_txn *t,
                                uint32_t shard,
                                uint64_t until_ms,
@@ -471,20 +494,10 @@ int qr_store_due_scan_skipping(struct qr_store_txn *t,
         .until_ms = until_ms,
         .skip = skip,
     };
-    int rv;
-
-    rv = store_check_txn(t, false, what);
-    if (rv != 0) {
+    int rv = due_start(t, shard, 0, start, what);
+    if (rv != 0 || limit == 0) {
         return rv;
     }
-    if (shard > UINT16_MAX) {
-        return store_bad_request(t->s, what, "shard out of range");
-    }
-    if (limit == 0) {
-        return 0;
-    }
-    put_be16(start, (uint16_t)shard);
-    put_be64(start + 2, 0);
     return store_walk_db(t, DB_DUE, start, sizeof start, false, limit, walk_due,
                          &w, what);
 }
@@ -510,20 +523,15 @@ int qr_store_due_next(struct qr_store_txn *t,
     MDB_val k;
     MDB_val v;
     int rc;
-    int rv;
 
-    rv = store_check_txn(t, false, what);
+    /* after_ms + 1 wraps for UINT64_MAX, whose answer needs no key. */
+    int rv = due_start(t, shard, after_ms + 1, start, what);
     if (rv != 0) {
         return rv;
-    }
-    if (shard > UINT16_MAX) {
-        return store_bad_request(t->s, what, "shard out of range");
     }
     if (after_ms == UINT64_MAX) {
         return QR_ENOTFOUND;
     }
-    put_be16(start, (uint16_t)shard);
-    put_be64(start + 2, after_ms + 1);
     rv = store_cursor_open(t, DB_DUE, &c, what);
     if (rv != 0) {
         return rv;
@@ -548,12 +556,40 @@ int qr_store_due_next(struct qr_store_txn *t,
     return rv;
 }
 
+/* Visits the messages an index (dlq, done: ids after id_offset bytes of
+ * key) names after its key start (none: from the oldest), at most limit. */
+static int index_list(struct qr_store_txn *t,
+                      enum db db,
+                      size_t id_offset,
+                      const uint8_t *start,
+                      size_t start_len,
+                      size_t limit,
+                      qr_store_msg_cb cb,
+                      void *arg,
+                      const char *what)
+{
+    struct index_walk w = {
+        .id_offset = id_offset, .cb = cb, .arg = arg, .what = what};
+
+    if (limit == 0) {
+        return 0;
+    }
+    return store_walk_db(t, db, start, start_len, true, limit, walk_index, &w,
+                         what);
+}
+
+/* Visits the dead letters after the dlq key start (none: from the
+ * oldest), at most limit. */
 static int dlq_walk(struct qr_store_txn *t,
                     const uint8_t *start,
                     size_t start_len,
                     size_t limit,
                     qr_store_msg_cb cb,
-                    void *arg);
+                    void *arg)
+{
+    return index_list(t, DB_DLQ, DLQ_PREFIX_BYTES, start, start_len, limit, cb,
+                      arg, "list dlq");
+}
 
 int qr_store_dlq_list(struct qr_store_txn *t,
                       const char *after_id,
@@ -618,41 +654,18 @@ int qr_store_dlq_list_at(struct qr_store_txn *t,
     return dlq_walk(t, start, DLQ_PREFIX_BYTES + n, limit, cb, arg);
 }
 
-/* Visits the dead letters after the dlq key start (none: from the
- * oldest), at most limit. */
-static int dlq_walk(struct qr_store_txn *t,
-                    const uint8_t *start,
-                    size_t start_len,
-                    size_t limit,
-                    qr_store_msg_cb cb,
-                    void *arg)
-{
-    const char *what = "list dlq";
-    struct index_walk w = {
-        .id_offset = DLQ_PREFIX_BYTES, .cb = cb, .arg = arg, .what = what};
-
-    if (limit == 0) {
-        return 0;
-    }
-    return store_walk_db(t, DB_DLQ, start, start_len, true, limit, walk_index,
-                         &w, what);
-}
-
 int qr_store_done_list(struct qr_store_txn *t,
                        size_t limit,
                        qr_store_msg_cb cb,
                        void *arg)
 {
     const char *what = "list done";
-    struct index_walk w = {
-        .id_offset = DONE_PREFIX_BYTES, .cb = cb, .arg = arg, .what = what};
     int rv = store_check_txn(t, false, what);
-
-    if (rv != 0 || limit == 0) {
+    if (rv != 0) {
         return rv;
     }
-    return store_walk_db(t, DB_DONE, NULL, 0, false, limit, walk_index, &w,
-                         what);
+    return index_list(t, DB_DONE, DONE_PREFIX_BYTES, NULL, 0, limit, cb, arg,
+                      what);
 }
 
 /* The oldest `done` key, copied into key (KEY_BUF_BYTES) and *key_len;
@@ -669,14 +682,7 @@ static int done_first(struct qr_store_txn *t,
     if (rv != 0) {
         return rv;
     }
-    int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
-    if (rc == MDB_NOTFOUND) {
-        rv = QR_ENOTFOUND;
-    } else if (rc != 0) {
-        rv = store_fail_mdb(t->s, t->write, what, rc);
-    } else {
-        rv = store_open_value(t, DB_DONE, &k, &v, what);
-    }
+    rv = store_cursor_first(t, c, DB_DONE, &k, &v, what);
     if (rv == 0 &&
         (k.mv_size <= DONE_PREFIX_BYTES || k.mv_size > KEY_BUF_BYTES)) {
         rv = store_corrupt_record(t, DB_DONE, &k, what, "bad index key");
@@ -757,6 +763,7 @@ int qr_store_count_states(struct qr_store_txn *t,
     }
     return 0;
 }
+
 /* The message id at the end of qfifo key k (after a prefix of plen
  * bytes), new in *id. */
 static int qfifo_id(struct qr_store_txn *t,
@@ -786,10 +793,7 @@ int qr_store_queue_head(struct qr_store_txn *t, const char *name, char **id)
     MDB_val k;
     MDB_val v;
     *id = NULL;
-    int rv = store_check_txn(t, false, what);
-    if (rv == 0) {
-        rv = store_check_name(t->s, name, 1, what);
-    }
+    int rv = store_check_key(t, false, name, 1, what);
     if (rv != 0) {
         return rv;
     }
@@ -813,6 +817,7 @@ int qr_store_queue_head(struct qr_store_txn *t, const char *name, char **id)
     mdb_cursor_close(c);
     return rv;
 }
+
 int qr_store_dedup_get(struct qr_store_txn *t,
                        const char *key,
                        uint64_t now_ms,
@@ -823,10 +828,7 @@ int qr_store_dedup_get(struct qr_store_txn *t,
     int rv;
 
     *message_id = NULL;
-    rv = store_check_txn(t, false, what);
-    if (rv == 0) {
-        rv = store_check_name(t->s, key, DEDUPX_PREFIX_BYTES, what);
-    }
+    rv = store_check_key(t, false, key, DEDUPX_PREFIX_BYTES, what);
     if (rv == 0) {
         rv = load_dedup(t, key, &r, what);
     }
@@ -855,10 +857,7 @@ int qr_store_dedup_put(struct qr_store_txn *t,
     size_t len;
     int rv;
 
-    rv = store_check_txn(t, true, what);
-    if (rv == 0) {
-        rv = store_check_name(t->s, key, DEDUPX_PREFIX_BYTES, what);
-    }
+    rv = store_check_key(t, true, key, DEDUPX_PREFIX_BYTES, what);
     if (rv == 0) {
         rv = store_check_id(t->s, message_id, what);
     }
@@ -890,6 +889,64 @@ int qr_store_dedup_put(struct qr_store_txn *t,
     return store_put_raw(t, DB_DEDUPX, xkey, len, NULL, 0, what);
 }
 
+/* Checks t (store_check_txn) and opens a cursor on db. A prune opens one,
+ * then takes the first key again and again (prune_next) and deletes it
+ * (prune_first) while it is old enough. */
+static int open_checked(struct qr_store_txn *t,
+                        bool need_write,
+                        enum db db,
+                        MDB_cursor **c,
+                        const char *what)
+{
+    int rv = store_check_txn(t, need_write, what);
+    if (rv != 0) {
+        return rv;
+    }
+    return store_cursor_open(t, db, c, what);
+}
+
+/* The next key a prune of db deletes: db's first, whose key starts with a
+ * u64 time (*time_ms), and must be at least min_bytes long (else it is
+ * corrupt: `short_why`). QR_ENOTFOUND, the prune is over, when db is empty
+ * or its first time is not below bound_ms (with `inclusive`, above it).
+ * *k points into the map: copy what the caller needs before the delete. */
+static int prune_next(struct qr_store_txn *t,
+                      MDB_cursor *c,
+                      enum db db,
+                      size_t min_bytes,
+                      uint64_t bound_ms,
+                      bool inclusive,
+                      const char *short_why,
+                      MDB_val *k,
+                      uint64_t *time_ms,
+                      const char *what)
+{
+    MDB_val v;
+    int rv = store_cursor_first(t, c, db, k, &v, what);
+    if (rv != 0) {
+        return rv;
+    }
+    if (k->mv_size < min_bytes) {
+        return store_fail_corrupt(t, what, short_why);
+    }
+    *time_ms = get_be64(k->mv_data);
+    if (inclusive ? *time_ms > bound_ms : *time_ms >= bound_ms) {
+        return QR_ENOTFOUND;
+    }
+    return 0;
+}
+
+/* Deletes the pair a prune's cursor is at: its database's first. */
+static int prune_first(struct qr_store_txn *t, MDB_cursor *c, const char *what)
+{
+    assert(t->write);
+    int rc = mdb_cursor_del(c, 0);
+    if (rc != 0) {
+        return store_fail_mdb(t->s, t->write, what, rc);
+    }
+    return 0;
+}
+
 int qr_store_event_prune(struct qr_store_txn *t,
                          uint64_t before_ms,
                          size_t max,
@@ -898,49 +955,27 @@ int qr_store_event_prune(struct qr_store_txn *t,
     const char *what = "prune events";
     MDB_cursor *c;
     MDB_val k;
-    MDB_val v;
-    int rc;
-    int rv;
+    uint64_t time_ms;
 
     *n_pruned = 0;
-    rv = store_check_txn(t, true, what);
-    if (rv != 0) {
-        return rv;
-    }
-    rv = store_cursor_open(t, DB_EVENTS, &c, what);
+    int rv = open_checked(t, true, DB_EVENTS, &c, what);
     if (rv != 0) {
         return rv;
     }
     /* Keys start with the event's time: the oldest come first. */
     while (*n_pruned < max) {
-        rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
-        if (rc == MDB_NOTFOUND) {
-            break;
+        rv = prune_next(t, c, DB_EVENTS, 8, before_ms, false,
+                        "event key too short", &k, &time_ms, what);
+        if (rv == 0) {
+            rv = prune_first(t, c, what);
         }
-        if (rc != 0) {
-            rv = store_fail_mdb(t->s, t->write, what, rc);
-            break;
-        }
-        rv = store_open_value(t, DB_EVENTS, &k, &v, what);
         if (rv != 0) {
-            break;
-        }
-        if (k.mv_size < 8) {
-            rv = store_fail_corrupt(t, what, "event key too short");
-            break;
-        }
-        if (get_be64(k.mv_data) >= before_ms) {
-            break;
-        }
-        rc = mdb_cursor_del(c, 0);
-        if (rc != 0) {
-            rv = store_fail_mdb(t->s, t->write, what, rc);
             break;
         }
         (*n_pruned)++;
     }
     mdb_cursor_close(c);
-    return rv;
+    return rv == QR_ENOTFOUND ? 0 : rv;
 }
 
 int qr_store_dedup_prune(struct qr_store_txn *t,
@@ -951,54 +986,30 @@ int qr_store_dedup_prune(struct qr_store_txn *t,
     const char *what = "prune dedup";
     MDB_cursor *c;
     MDB_val k;
-    MDB_val v;
-    int rc;
-    int rv;
 
     *n_pruned = 0;
-    rv = store_check_txn(t, true, what);
-    if (rv != 0) {
-        return rv;
-    }
-    rv = store_cursor_open(t, DB_DEDUPX, &c, what);
+    int rv = open_checked(t, true, DB_DEDUPX, &c, what);
     if (rv != 0) {
         return rv;
     }
     /* Each round takes the smallest expiry, which the last round deleted. */
-    for (size_t i = 0; i < max; i++) {
+    for (size_t i = 0; i < max && rv == 0; i++) {
         char name[KEY_BUF_BYTES];
         Qraft__DedupRecord *r;
         uint64_t expires_ms;
-        size_t name_len;
 
-        rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
-        if (rc == MDB_NOTFOUND) {
-            break;
-        }
-        if (rc != 0) {
-            rv = store_fail_mdb(t->s, t->write, what, rc);
-            goto out;
-        }
-        rv = store_open_value(t, DB_DEDUPX, &k, &v, what);
+        rv = prune_next(t, c, DB_DEDUPX, DEDUPX_PREFIX_BYTES + 1, now_ms, true,
+                        "dedupx key too short", &k, &expires_ms, what);
         if (rv != 0) {
-            goto out;
-        }
-        if (k.mv_size <= DEDUPX_PREFIX_BYTES) {
-            rv = store_fail_corrupt(t, what, "dedupx key too short");
-            goto out;
-        }
-        expires_ms = get_be64(k.mv_data);
-        if (expires_ms > now_ms) {
             break;
         }
-        name_len = k.mv_size - DEDUPX_PREFIX_BYTES;
+        size_t name_len = k.mv_size - DEDUPX_PREFIX_BYTES;
         memcpy(name, (const uint8_t *)k.mv_data + DEDUPX_PREFIX_BYTES,
                name_len);
         name[name_len] = '\0';
-        rc = mdb_cursor_del(c, 0);
-        if (rc != 0) {
-            rv = store_fail_mdb(t->s, t->write, what, rc);
-            goto out;
+        rv = prune_first(t, c, what);
+        if (rv != 0) {
+            break;
         }
         /* Delete the record only if this index entry is its own. */
         rv = load_dedup(t, name, &r, what);
@@ -1006,21 +1017,25 @@ int qr_store_dedup_prune(struct qr_store_txn *t,
             rv = 0;
             continue;
         }
-        if (rv != 0) {
-            goto out;
-        }
-        if (r->expires_ms == expires_ms) {
+        if (rv == 0 && r->expires_ms == expires_ms) {
             rv = store_del_raw(t, DB_DEDUP, name, name_len, what);
             (*n_pruned)++;
         }
-        qraft__dedup_record__free_unpacked(r, NULL);
-        if (rv != 0) {
-            goto out;
+        if (r != NULL) {
+            qraft__dedup_record__free_unpacked(r, NULL);
         }
     }
-out:
     mdb_cursor_close(c);
-    return rv;
+    return rv == QR_ENOTFOUND ? 0 : rv;
+}
+
+/* u64 time_ms | u64 raft index | u32 position in the entry. */
+static void event_key(uint8_t key[EVENT_KEY_BYTES],
+                      const struct qr_store_event_pos *pos)
+{
+    put_be64(key, pos->time_ms);
+    put_be64(key + 8, pos->index);
+    put_be32(key + 16, pos->position);
 }
 
 int qr_store_event_append(struct qr_store_txn *t,
@@ -1037,9 +1052,8 @@ int qr_store_event_append(struct qr_store_txn *t,
         return rv;
     }
     assert(e != NULL && e->base.descriptor == &qraft__event__descriptor);
-    put_be64(key, e->time_ms);
-    put_be64(key + 8, index);
-    put_be32(key + 16, position);
+    struct qr_store_event_pos pos = {e->time_ms, index, position};
+    event_key(key, &pos);
     return store_put_packed(t, DB_EVENTS, key, sizeof key, &e->base, what);
 }
 
@@ -1065,14 +1079,6 @@ int qr_store_event_list(struct qr_store_txn *t,
         return rv;
     }
     return store_record_list(t, &w, NULL, limit);
-}
-
-static void event_key(uint8_t key[EVENT_KEY_BYTES],
-                      const struct qr_store_event_pos *pos)
-{
-    put_be64(key, pos->time_ms);
-    put_be64(key + 8, pos->index);
-    put_be32(key + 16, pos->position);
 }
 
 /* Positions c for a scan from `from` (see qr_store_event_scan). */
@@ -1123,13 +1129,8 @@ int qr_store_event_scan(struct qr_store_txn *t,
     MDB_val k;
     MDB_val v;
     int rc;
-    int rv;
 
-    rv = store_check_txn(t, false, what);
-    if (rv != 0) {
-        return rv;
-    }
-    rv = store_cursor_open(t, DB_EVENTS, &c, what);
+    int rv = open_checked(t, false, DB_EVENTS, &c, what);
     if (rv != 0) {
         return rv;
     }

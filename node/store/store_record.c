@@ -75,6 +75,7 @@ int store_put_packed(struct qr_store_txn *t,
     }
     return rv;
 }
+
 /* Positions c on the first key >= key (or the first key if key_len is 0);
  * with `exclusive`, skips a key equal to `key`. Returns an LMDB code. */
 int store_cursor_seek(MDB_cursor *c,
@@ -152,10 +153,7 @@ int store_record_get(struct qr_store_txn *t,
                      const char *what)
 {
     *out = NULL;
-    int rv = store_check_txn(t, false, what);
-    if (rv == 0) {
-        rv = store_check_name(t->s, key, 0, what);
-    }
+    int rv = store_check_key(t, false, key, 0, what);
     if (rv != 0) {
         return rv;
     }
@@ -190,10 +188,7 @@ int store_record_delete(struct qr_store_txn *t,
                         const char *what)
 {
     MDB_val v;
-    int rv = store_check_txn(t, true, what);
-    if (rv == 0) {
-        rv = store_check_name(t->s, key, 0, what);
-    }
+    int rv = store_check_key(t, true, key, 0, what);
     if (rv == 0) {
         rv = store_get_raw(t, r->db, key, strlen(key), &v, what);
     }

@@ -176,12 +176,9 @@ static int snap_add_db(struct qr_store *s, struct qr_store_snap *sn, enum db db)
     return 0;
 }
 
-int qr_store_snapshot_open(struct qr_store *s, struct qr_store_snap **out)
+int store_snap_begin(struct qr_store *s, struct qr_store_snap **out)
 {
     *out = NULL;
-    if (atomic_load(&s->failed)) {
-        return QR_ESTORE;
-    }
     struct qr_store_snap *sn = calloc(1, sizeof *sn);
     if (sn == NULL) {
         return -ENOMEM;
@@ -193,6 +190,22 @@ int qr_store_snapshot_open(struct qr_store *s, struct qr_store_snap **out)
     }
     sn->s = s;
     atomic_fetch_add(&s->n_txns, 1);
+    *out = sn;
+    return 0;
+}
+
+int qr_store_snapshot_open(struct qr_store *s, struct qr_store_snap **out)
+{
+    struct qr_store_snap *sn;
+
+    *out = NULL;
+    if (atomic_load(&s->failed)) {
+        return QR_ESTORE;
+    }
+    int rv = store_snap_begin(s, &sn);
+    if (rv != 0) {
+        return rv;
+    }
     /* Sized once from the databases' statistics (leaf pages hold every key
      * and every value short enough to be copied), so the walk never moves
      * the arena. */
@@ -212,7 +225,7 @@ int qr_store_snapshot_open(struct qr_store *s, struct qr_store_snap **out)
     sn->pieces = malloc((2 * n_entries + 2) * sizeof *sn->pieces);
     sn->pieces_cap = sn->pieces != NULL ? 2 * n_entries + 2 : 0;
 
-    int rv = -ENOMEM;
+    rv = -ENOMEM;
     size_t head = snap_reserve(sn, SNAP_HEADER_BYTES);
     if (head != SIZE_MAX) {
         memcpy(sn->arena, SNAP_MAGIC, SNAP_MAGIC_BYTES);
@@ -319,6 +332,20 @@ int store_key_cmp(const uint8_t *a,
         return c;
     }
     return a_len < b_len ? -1 : a_len > b_len ? 1 : 0;
+}
+
+int store_restore_corrupt(struct qr_store *s,
+                          enum db db,
+                          const uint8_t *key,
+                          size_t key_len,
+                          const char *why)
+{
+    char shown[KEY_SHOWN_BYTES];
+    store_escape_key(shown, sizeof shown, key, key_len);
+    store_set_errmsg(s,
+                     "store: restore: corrupt record in %s at key \"%s\": %s",
+                     store_db_names[db], shown, why);
+    return QR_ECORRUPT;
 }
 
 static int snap_corrupt(struct qr_store *s, const char *why)
@@ -464,13 +491,8 @@ static int verify_snapshot(struct qr_store *s, const struct snap_db dbs[N_DBS])
             const uint8_t *key = p + SNAP_PAIR_HEADER_BYTES;
             if (!store_unsummed((enum db)db, key, key_len) &&
                 !store_value_sound(key, key_len, key + key_len, value_len)) {
-                char shown[KEY_SHOWN_BYTES];
-                store_escape_key(shown, sizeof shown, key, key_len);
-                store_set_errmsg(s,
-                                 "store: restore: corrupt record in %s at key "
-                                 "\"%s\": checksum mismatch",
-                                 store_db_names[db], shown);
-                return QR_ECORRUPT;
+                return store_restore_corrupt(s, (enum db)db, key, key_len,
+                                             "checksum mismatch");
             }
             p += SNAP_PAIR_HEADER_BYTES + key_len + value_len;
         }
