@@ -346,6 +346,7 @@ int store_put_reserve(struct qr_store_txn *t,
 {
     MDB_val k = {key_len, (void *)key};
     MDB_val v = {CRC_BYTES + payload_len, NULL};
+    assert(t->write);
     int rc = mdb_put(t->txn, t->s->dbis[db], &k, &v, MDB_RESERVE);
     if (rc != 0) {
         return store_fail_mdb(t->s, t->write, what, rc);
@@ -367,6 +368,7 @@ int store_put_raw(struct qr_store_txn *t,
     uint8_t *payload;
     int rv;
 
+    assert(t->write);
     if (store_unsummed(db, key, key_len)) {
         MDB_val k = {key_len, (void *)key};
         MDB_val v = {value_len, (void *)value};
@@ -392,6 +394,7 @@ int store_del_raw(struct qr_store_txn *t,
                   const char *what)
 {
     MDB_val k = {key_len, (void *)key};
+    assert(t->write);
     int rc = mdb_del(t->txn, t->s->dbis[db], &k, NULL);
     if (rc != 0 && rc != MDB_NOTFOUND) {
         return store_fail_mdb(t->s, t->write, what, rc);
@@ -791,6 +794,9 @@ int qr_store_txn_commit(struct qr_store_txn *t)
     struct qr_store *s = t->s;
     int rv = 0;
 
+    /* Only the one write transaction holds the writing flag. */
+    assert(!t->write || atomic_load(&s->writing));
+    assert(atomic_load(&s->n_txns) > 0);
     if (atomic_load(&s->failed)) {
         mdb_txn_abort(t->txn);
         rv = QR_ESTORE;
@@ -813,6 +819,8 @@ void qr_store_txn_abort(struct qr_store_txn *t)
     if (t == NULL) {
         return;
     }
+    assert(!t->write || atomic_load(&t->s->writing));
+    assert(atomic_load(&t->s->n_txns) > 0);
     mdb_txn_abort(t->txn);
     if (t->write) {
         atomic_store(&t->s->writing, false);

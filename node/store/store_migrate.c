@@ -9,6 +9,7 @@
  * hold about twice the state; opening a format 1 or 2 store builds the
  * `done` index in that transaction too (store_build_done_index). A newer
  * format is refused with QR_ECORRUPT, and so is format 0. */
+#include <assert.h>
 #include <errno.h>
 #include <lmdb.h>
 #include <stdint.h>
@@ -105,6 +106,7 @@ int store_build_done_index(struct qr_store_txn *t, uint64_t *n_keys)
     int rv;
     int rc;
 
+    assert(t->write);
     *n_keys = 0;
     rc = mdb_drop(t->txn, t->s->dbis[DB_DONE], 0);
     if (rc != 0) {

@@ -152,6 +152,9 @@ static int count_add(struct qr_store_txn *t,
 {
     char name[16];
     uint64_t n = 0;
+    assert(t->write);
+    assert(delta == 1 || delta == -1);
+    assert((unsigned)state < N_STATES);
     counter_name(name, sizeof name, state);
     int rv = store_get_u64(t, name, &n, what);
     if (rv != 0 && rv != QR_ENOTFOUND) {
@@ -173,6 +176,9 @@ static int move_index_key(struct qr_store_txn *t,
                           size_t new_len,
                           const char *what)
 {
+    assert(t->write);
+    assert(old_key == NULL || old_len > 0);
+    assert(new_key == NULL || new_len > 0);
     if (old_key != NULL && new_key != NULL && old_len == new_len &&
         memcmp(old_key, new_key, old_len) == 0) {
         return 0;
@@ -189,9 +195,8 @@ static int move_index_key(struct qr_store_txn *t,
     return 0;
 }
 
-/* Moves the index entries and counters of one message from its old record
- * to its new one; either may be NULL (insert, delete). */
-/* The message indexes: which states each holds a key for, and the key. */
+/* The message indexes: which states each holds a key for, and the key. A
+ * state is held by at most one of them (QUEUED by qfifo only, never due). */
 static const struct message_index {
     enum db db;
     bool (*holds)(Qraft__MessageState state);
@@ -203,6 +208,9 @@ static const struct message_index {
     {DB_QFIFO, in_qfifo, qfifo_key},
 };
 
+/* Moves the index entries and counters of one message from its old record
+ * to its new one; either may be NULL (insert, delete). Both are records of
+ * the same message, in a write transaction. */
 static int reindex(struct qr_store_txn *t,
                    const Qraft__Message *old,
                    const Qraft__Message *m,
@@ -210,8 +218,13 @@ static int reindex(struct qr_store_txn *t,
 {
     uint8_t old_buf[KEY_BUF_BYTES];
     uint8_t new_buf[KEY_BUF_BYTES];
+    size_t n_old_keys = 0;
+    size_t n_new_keys = 0;
     int rv;
 
+    assert(t->write);
+    assert(old != NULL || m != NULL);
+    assert(old == NULL || m == NULL || strcmp(old->id, m->id) == 0);
     for (size_t i = 0; i < sizeof message_indexes / sizeof message_indexes[0];
          i++) {
         const struct message_index *ix = &message_indexes[i];
@@ -222,10 +235,14 @@ static int reindex(struct qr_store_txn *t,
         if (old != NULL && ix->holds(old->state)) {
             old_len = ix->key(old_buf, old);
             old_key = old_buf;
+            n_old_keys++;
         }
         if (m != NULL && ix->holds(m->state)) {
             new_len = ix->key(new_buf, m);
             new_key = new_buf;
+            n_new_keys++;
+            /* store_check_id (and check_name for a queue) made room. */
+            assert(new_len <= t->s->max_key_bytes);
         }
         rv =
             move_index_key(t, ix->db, old_key, old_len, new_key, new_len, what);
@@ -233,6 +250,8 @@ static int reindex(struct qr_store_txn *t,
             return rv;
         }
     }
+    /* A message is in one index at most, whatever its state. */
+    assert(n_old_keys <= 1 && n_new_keys <= 1);
 
     if (old != NULL && m != NULL && old->state == m->state) {
         return 0;

@@ -118,6 +118,7 @@ int store_walk_db(struct qr_store_txn *t,
     MDB_val k;
     MDB_val v;
     size_t n = 0;
+    assert(limit > 0); /* callers answer a limit of 0 themselves */
     int rv = store_cursor_open(t, db, &c, what);
     if (rv != 0) {
         return rv;
