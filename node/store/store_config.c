@@ -15,6 +15,7 @@ static const struct record_db schedule_records = {
 static const struct record_db group_records = {
     DB_GROUPS, &qraft__url_group__descriptor, "url group does not decode", NULL,
     NULL};
+
 static int call_queue_cb(const struct record_walk *w,
                          const ProtobufCMessage *msg)
 {

@@ -117,6 +117,7 @@ static const struct record_db dedup_records = {
     NULL, NULL};
 static const struct record_db event_records = {
     DB_EVENTS, &qraft__event__descriptor, "event does not decode", NULL, NULL};
+
 static int load_message(struct qr_store_txn *t,
                         const void *id,
                         size_t id_len,
