@@ -1016,7 +1016,7 @@ int qr_store_dedup_prune(struct qr_store_txn *t,
     for (size_t i = 0; i < max && rv == 0; i++) {
         char name[KEY_BUF_BYTES];
         Qraft__DedupRecord *r;
-        uint64_t expires_ms;
+        uint64_t expires_ms = 0;
 
         rv = prune_next(t, c, DB_DEDUPX, DEDUPX_PREFIX_BYTES + 1, now_ms, true,
                         "dedupx key too short", &k, &expires_ms, what);
