@@ -91,8 +91,8 @@ struct qr_store {
      * be resized (qr_store_grow) only while this is 0. */
     atomic_uint n_txns;
     char errmsg[QR_ERRMSG_BYTES];
-    /* Corrupt records met since open (corrupt_record), and the first one's
-     * message, readable once corrupt_noted is set. */
+    /* Corrupt records met since open (store_corrupt_record), and the first
+     * one's message, readable once corrupt_noted is set. */
     atomic_uint_fast64_t n_corrupt;
     atomic_bool corrupt_claimed;
     atomic_bool corrupt_noted;
