@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "deliver/retry.h"
+#include "lib/expr.h"
 #include "deliver/sign.h"
 #include "lib/err.h"
 #include "lib/utf8.h"
