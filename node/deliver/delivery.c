@@ -828,6 +828,9 @@ static CURLcode configure(struct qr_delivery *d,
 /* Hands x to curl. On failure x is untouched (still unlinked). */
 static int xfer_start(struct qr_delivery *d, struct qr_delivery_xfer *x)
 {
+    /* Callers start a transfer only into a free slot. */
+    assert(d->n_inflight < d->limits.max_inflight);
+    assert(x->host->n_running < d->limits.max_per_host);
     CURL *e = curl_easy_init();
     if (e == NULL) {
         set_errmsg(d, "delivery: curl_easy_init failed");
@@ -863,10 +866,12 @@ static void xfer_finish(struct qr_delivery *d,
     struct qr_delivery_host *h = x->host;
     bool was_running = x->state == XFER_RUNNING;
     if (was_running) {
+        assert(h->n_running > 0 && d->n_inflight > 0);
         running_remove(d, x);
         h->n_running--;
         d->n_inflight--;
     } else {
+        assert(h->n_queued > 0 && d->n_queued > 0);
         queue_remove(h, x);
         d->n_queued--;
     }

@@ -319,6 +319,7 @@ void qr_shards_balance(const uint64_t *current,
                        size_t n_live,
                        uint64_t out[QR_FSM_N_SHARDS])
 {
+    assert(n_live >= 1 && n_live <= QR_CLUSTER_MAX_NODES);
     uint32_t quota[QR_CLUSTER_MAX_NODES];
     uint32_t have[QR_CLUSTER_MAX_NODES] = {0};
     for (size_t i = 0; i < n_live; i++) {
@@ -346,6 +347,7 @@ void qr_shards_balance(const uint64_t *current,
         while (have[next] >= quota[next]) {
             next++;
         }
+        assert(next < n_live); /* the quotas add up to QR_FSM_N_SHARDS */
         out[sh] = live[next];
         have[next]++;
     }
