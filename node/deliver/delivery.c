@@ -25,6 +25,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "lib/ascii.h"
 #include "lib/clock.h"
 #include "lib/logger.h"
 
@@ -730,11 +731,6 @@ static void hdr_add(struct qr_delivery_xfer *x,
     x->n_hdrs++;
 }
 
-static bool is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
 /* One header line at a time, CRLF included. A status line starts a new
  * response (after a 1xx, or a followed redirect): only the last is kept. */
 static size_t on_curl_header(char *line, size_t size, size_t nmemb, void *userp)
@@ -753,14 +749,9 @@ static size_t on_curl_header(char *line, size_t size, size_t nmemb, void *userp)
         return n; /* the blank line that ends the section, or junk */
     }
     const char *v = colon + 1;
-    const char *end = line + n;
-    while (v < end && is_space(*v)) {
-        v++;
-    }
-    while (end > v && is_space(end[-1])) {
-        end--;
-    }
-    hdr_add(x, line, (size_t)(colon - line), v, (size_t)(end - v));
+    size_t v_len = (size_t)(line + n - v);
+    qr_ascii_trim(&v, &v_len);
+    hdr_add(x, line, (size_t)(colon - line), v, v_len);
     return n;
 }
 

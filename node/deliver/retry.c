@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lib/ascii.h"
+
 #define NS_PER_MS 1000000ull
 #define NS_PER_S 1000000000ull
 #define DAY_NS (QR_RETRY_DAY_MS * NS_PER_MS)
@@ -22,38 +24,6 @@
 /* Small text helpers                                                        */
 /* ------------------------------------------------------------------------ */
 
-static bool is_ows(char c)
-{
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
-static bool is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
-
-static bool is_alpha(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
-static char to_lower(char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-}
-
-/* Trims surrounding whitespace from [*s, *s + *len). */
-static void trim(const char **s, size_t *len)
-{
-    while (*len > 0 && is_ows((*s)[0])) {
-        (*s)++;
-        (*len)--;
-    }
-    while (*len > 0 && is_ows((*s)[*len - 1])) {
-        (*len)--;
-    }
-}
-
 /* Case-insensitive comparison of s (len bytes) with the C string word. */
 static bool equals_nocase(const char *s, size_t len, const char *word)
 {
@@ -61,7 +31,7 @@ static bool equals_nocase(const char *s, size_t len, const char *word)
         return false;
     }
     for (size_t i = 0; i < len; i++) {
-        if (to_lower(s[i]) != to_lower(word[i])) {
+        if (qr_ascii_to_lower(s[i]) != qr_ascii_to_lower(word[i])) {
             return false;
         }
     }
@@ -135,7 +105,7 @@ bool qr_retry_header_is_true(const char *value, size_t len)
     if (value == NULL) {
         return false;
     }
-    trim(&value, &len);
+    qr_ascii_trim(&value, &len);
     return equals_nocase(value, len, "true");
 }
 
@@ -430,12 +400,12 @@ static bool eat_number(struct cursor *c,
 {
     unsigned n = 0;
     unsigned v = 0;
-    while (n < max_digits && is_digit(peek(c))) {
+    while (n < max_digits && qr_ascii_is_digit(peek(c))) {
         v = v * 10 + (unsigned)(c->s[c->i] - '0');
         c->i++;
         n++;
     }
-    if (n < min_digits || is_digit(peek(c))) {
+    if (n < min_digits || qr_ascii_is_digit(peek(c))) {
         return false;
     }
     *out = v;
@@ -446,7 +416,7 @@ static bool eat_number(struct cursor *c,
 static int eat_name(struct cursor *c, const char *const *names, size_t n)
 {
     size_t start = c->i;
-    while (is_alpha(peek(c))) {
+    while (qr_ascii_is_alpha(peek(c))) {
         c->i++;
     }
     for (size_t k = 0; k < n; k++) {
@@ -614,7 +584,7 @@ static bool eat_component(struct cursor *c,
     unsigned n_digits = 0;
     bool whole_over = false;
 
-    while (is_digit(peek(c))) {
+    while (qr_ascii_is_digit(peek(c))) {
         if (whole > DAY_NS) {
             whole_over = true;
         } else {
@@ -624,7 +594,7 @@ static bool eat_component(struct cursor *c,
         n_digits++;
     }
     if (eat(c, '.')) {
-        while (is_digit(peek(c))) {
+        while (qr_ascii_is_digit(peek(c))) {
             if (scale < 1000000000000000000ull) {
                 frac = frac * 10 + (uint64_t)(c->s[c->i] - '0');
                 scale *= 10;
@@ -640,7 +610,7 @@ static bool eat_component(struct cursor *c,
     uint64_t unit = default_unit_ns;
     if (unit == 0) {
         size_t start = c->i;
-        while (!at_end(c) && !is_digit(peek(c)) && peek(c) != '.') {
+        while (!at_end(c) && !qr_ascii_is_digit(peek(c)) && peek(c) != '.') {
             c->i++;
         }
         unit = unit_ns(c->s + start, c->i - start);
@@ -713,12 +683,12 @@ int qr_retry_parse_delay(const char *value,
     if (value == NULL) {
         return QR_EBADREQ;
     }
-    trim(&value, &len);
+    qr_ascii_trim(&value, &len);
     if (len == 0) {
         return QR_EBADREQ;
     }
 
-    if (is_alpha(value[0])) {
+    if (qr_ascii_is_alpha(value[0])) {
         uint64_t at_ms;
         if (!parse_http_date(value, len, &at_ms)) {
             return QR_EBADREQ;
@@ -772,7 +742,7 @@ void qr_retry_note_header(struct qr_retry_response *r,
     size_t name_len = (size_t)(colon - line);
     const char *value = colon + 1;
     size_t value_len = len - name_len - 1;
-    trim(&name, &name_len);
+    qr_ascii_trim(&name, &name_len);
 
     if (equals_nocase(name, name_len, "Upstash-NonRetryable-Error")) {
         if (qr_retry_header_is_true(value, value_len)) {

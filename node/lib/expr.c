@@ -12,20 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool is_ows(char c)
-{
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
-static bool is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
-
-static bool is_alpha(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
+#include "lib/ascii.h"
 
 enum op {
     OP_CONST,
@@ -123,7 +110,7 @@ static void scan_number(struct parser *p, struct token *t)
     unsigned n_sig = 0;
     long exp10 = 0;
 
-    while (i < p->len && is_digit(s[i])) {
+    while (i < p->len && qr_ascii_is_digit(s[i])) {
         if (n_sig < 19) {
             mant = mant * 10 + (uint64_t)(s[i] - '0');
             if (mant != 0) {
@@ -136,7 +123,7 @@ static void scan_number(struct parser *p, struct token *t)
     }
     if (i < p->len && s[i] == '.') {
         i++;
-        while (i < p->len && is_digit(s[i])) {
+        while (i < p->len && qr_ascii_is_digit(s[i])) {
             if (n_sig < 19) {
                 mant = mant * 10 + (uint64_t)(s[i] - '0');
                 if (mant != 0) {
@@ -155,9 +142,9 @@ static void scan_number(struct parser *p, struct token *t)
             neg = s[j] == '-';
             j++;
         }
-        if (j < p->len && is_digit(s[j])) {
+        if (j < p->len && qr_ascii_is_digit(s[j])) {
             long e = 0;
-            while (j < p->len && is_digit(s[j])) {
+            while (j < p->len && qr_ascii_is_digit(s[j])) {
                 if (e < 100000) {
                     e = e * 10 + (s[j] - '0');
                 }
@@ -183,13 +170,13 @@ static void scan_number(struct parser *p, struct token *t)
 
 static bool is_name_char(char c)
 {
-    return is_alpha(c) || is_digit(c) || c == '_';
+    return qr_ascii_is_alpha(c) || qr_ascii_is_digit(c) || c == '_';
 }
 
 /* Reads the next token into p->tok. */
 static void next(struct parser *p)
 {
-    while (p->pos < p->len && is_ows(p->src[p->pos])) {
+    while (p->pos < p->len && qr_ascii_is_ows(p->src[p->pos])) {
         p->pos++;
     }
     struct token *t = &p->tok;
@@ -202,10 +189,10 @@ static void next(struct parser *p)
         return;
     }
     char c = p->src[p->pos];
-    if (is_digit(c) ||
-        (c == '.' && p->pos + 1 < p->len && is_digit(p->src[p->pos + 1]))) {
+    if (qr_ascii_is_digit(c) || (c == '.' && p->pos + 1 < p->len &&
+                                 qr_ascii_is_digit(p->src[p->pos + 1]))) {
         scan_number(p, t);
-    } else if (is_alpha(c) || c == '_') {
+    } else if (qr_ascii_is_alpha(c) || c == '_') {
         size_t i = p->pos;
         while (i < p->len && is_name_char(p->src[i])) {
             i++;
