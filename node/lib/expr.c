@@ -200,32 +200,14 @@ static void next(struct parser *p)
         t->kind = TOK_NAME;
         t->len = i - p->pos;
     } else {
-        switch (c) {
-            case '(':
-                t->kind = TOK_LPAREN;
-                break;
-            case ')':
-                t->kind = TOK_RPAREN;
-                break;
-            case ',':
-                t->kind = TOK_COMMA;
-                break;
-            case '+':
-                t->kind = TOK_PLUS;
-                break;
-            case '-':
-                t->kind = TOK_MINUS;
-                break;
-            case '*':
-                t->kind = TOK_STAR;
-                break;
-            case '/':
-                t->kind = TOK_SLASH;
-                break;
-            default:
-                t->kind = TOK_BAD;
-                break;
-        }
+        /* One-byte tokens: punct[i] is the token kinds[i]. */
+        static const char punct[] = "(),+-*/";
+        static const enum tok_kind kinds[] = {
+            TOK_LPAREN, TOK_RPAREN, TOK_COMMA, TOK_PLUS,
+            TOK_MINUS,  TOK_STAR,   TOK_SLASH,
+        };
+        const char *hit = c != '\0' ? strchr(punct, c) : NULL;
+        t->kind = hit != NULL ? kinds[hit - punct] : TOK_BAD;
     }
     p->pos += t->len;
 }
@@ -281,6 +263,8 @@ static int emit(struct parser *p, enum op op, double value, size_t pos)
     return 0;
 }
 
+/* Enters one nesting level at p->tok (a '(' or a unary sign) and reads
+ * past it; the caller leaves it (p->depth--) once the level is parsed. */
 static int enter(struct parser *p)
 {
     if (p->depth >= QR_RETRY_EXPR_MAX_DEPTH) {
@@ -288,22 +272,30 @@ static int enter(struct parser *p)
                     QR_RETRY_EXPR_MAX_DEPTH, p->tok.pos + 1);
     }
     p->depth++;
+    next(p);
     return 0;
 }
 
 static int parse_expr(struct parser *p);
 
+/* The index in functions[] of the name (len bytes), N_FUNCTIONS if none. */
+static size_t find_function(const char *name, size_t len)
+{
+    size_t f;
+    for (f = 0; f < N_FUNCTIONS; f++) {
+        if (strlen(functions[f].name) == len &&
+            memcmp(functions[f].name, name, len) == 0) {
+            break;
+        }
+    }
+    return f;
+}
+
 /* name "(" args ")": p->tok is the '(' after the name. */
 static int parse_call(struct parser *p, size_t name_pos, size_t name_len)
 {
     const char *name = p->src + name_pos;
-    size_t f;
-    for (f = 0; f < N_FUNCTIONS; f++) {
-        if (strlen(functions[f].name) == name_len &&
-            memcmp(functions[f].name, name, name_len) == 0) {
-            break;
-        }
-    }
+    size_t f = find_function(name, name_len);
     int shown = name_len > 24 ? 24 : (int)name_len;
     if (f == N_FUNCTIONS) {
         return fail(p,
@@ -311,11 +303,10 @@ static int parse_call(struct parser *p, size_t name_pos, size_t name_len)
                     "sqrt abs floor ceil round min max)",
                     shown, name, name_len > 24 ? "..." : "", name_pos + 1);
     }
-    int rv = enter(p);
+    int rv = enter(p); /* past '(' */
     if (rv != 0) {
         return rv;
     }
-    next(p); /* '(' */
     unsigned n_args = 0;
     if (p->tok.kind != TOK_RPAREN) {
         for (;;) {
@@ -367,12 +358,10 @@ static int parse_primary(struct parser *p)
             if (p->tok.kind == TOK_LPAREN) {
                 return parse_call(p, t.pos, t.len);
             }
-            for (size_t f = 0; f < N_FUNCTIONS; f++) {
-                if (strlen(functions[f].name) == t.len &&
-                    memcmp(functions[f].name, p->src + t.pos, t.len) == 0) {
-                    return fail(p, "expected '(' after '%s' at %zu",
-                                functions[f].name, t.pos + t.len + 1);
-                }
+            size_t f = find_function(p->src + t.pos, t.len);
+            if (f < N_FUNCTIONS) {
+                return fail(p, "expected '(' after '%s' at %zu",
+                            functions[f].name, t.pos + t.len + 1);
             }
             return fail(p,
                         "unknown variable '%.*s'%s at %zu (only "
@@ -384,7 +373,6 @@ static int parse_primary(struct parser *p)
             if (rv != 0) {
                 return rv;
             }
-            next(p);
             rv = parse_expr(p);
             if (rv != 0) {
                 return rv;
@@ -410,7 +398,6 @@ static int parse_unary(struct parser *p)
     if (rv != 0) {
         return rv;
     }
-    next(p);
     rv = parse_unary(p);
     if (rv != 0) {
         return rv;
@@ -419,32 +406,36 @@ static int parse_unary(struct parser *p)
     return t.kind == TOK_MINUS ? emit(p, OP_NEG, 0, t.pos) : 0;
 }
 
-static int parse_term(struct parser *p)
+/* One level of left-associative binary operators over operand: "a op b op
+ * c" is (a op b) op c. tok_a becomes op_a, tok_b op_b. */
+static int parse_left_assoc(struct parser *p,
+                            int (*operand)(struct parser *p),
+                            enum tok_kind tok_a,
+                            enum op op_a,
+                            enum tok_kind tok_b,
+                            enum op op_b)
 {
-    int rv = parse_unary(p);
-    while (rv == 0 && (p->tok.kind == TOK_STAR || p->tok.kind == TOK_SLASH)) {
+    int rv = operand(p);
+    while (rv == 0 && (p->tok.kind == tok_a || p->tok.kind == tok_b)) {
         struct token t = p->tok;
         next(p);
-        rv = parse_unary(p);
+        rv = operand(p);
         if (rv == 0) {
-            rv = emit(p, t.kind == TOK_STAR ? OP_MUL : OP_DIV, 0, t.pos);
+            rv = emit(p, t.kind == tok_a ? op_a : op_b, 0, t.pos);
         }
     }
     return rv;
 }
 
+static int parse_term(struct parser *p)
+{
+    return parse_left_assoc(p, parse_unary, TOK_STAR, OP_MUL, TOK_SLASH,
+                            OP_DIV);
+}
+
 static int parse_expr(struct parser *p)
 {
-    int rv = parse_term(p);
-    while (rv == 0 && (p->tok.kind == TOK_PLUS || p->tok.kind == TOK_MINUS)) {
-        struct token t = p->tok;
-        next(p);
-        rv = parse_term(p);
-        if (rv == 0) {
-            rv = emit(p, t.kind == TOK_PLUS ? OP_ADD : OP_SUB, 0, t.pos);
-        }
-    }
-    return rv;
+    return parse_left_assoc(p, parse_term, TOK_PLUS, OP_ADD, TOK_MINUS, OP_SUB);
 }
 
 int qr_retry_expr_compile(struct qr_retry_expr *e,
@@ -525,67 +516,40 @@ static double divide(double x, double y)
     return (x > 0) == !signbit(y) ? HUGE_VAL : -HUGE_VAL;
 }
 
-static bool is_binary(enum op op)
+static double negate(double x)
 {
-    switch (op) {
-        case OP_ADD:
-        case OP_SUB:
-        case OP_MUL:
-        case OP_DIV:
-        case OP_POW:
-        case OP_MIN:
-        case OP_MAX:
-            return true;
-        default:
-            return false;
-    }
+    return -x;
 }
 
-static double apply_unary(enum op op, double x)
+static double add(double x, double y)
 {
-    switch (op) {
-        case OP_NEG:
-            return -x;
-        case OP_EXP:
-            return exp(x);
-        case OP_SQRT:
-            return sqrt(x);
-        case OP_ABS:
-            return fabs(x);
-        case OP_FLOOR:
-            return floor(x);
-        case OP_CEIL:
-            return ceil(x);
-        case OP_ROUND:
-            return round(x);
-        default:
-            assert(false);
-            return NAN;
-    }
+    return x + y;
 }
 
-static double apply_binary(enum op op, double x, double y)
+static double subtract(double x, double y)
 {
-    switch (op) {
-        case OP_ADD:
-            return x + y;
-        case OP_SUB:
-            return x - y;
-        case OP_MUL:
-            return x * y;
-        case OP_DIV:
-            return divide(x, y);
-        case OP_POW:
-            return pow(x, y);
-        case OP_MIN:
-            return fmin(x, y);
-        case OP_MAX:
-            return fmax(x, y);
-        default:
-            assert(false);
-            return NAN;
-    }
+    return x - y;
 }
+
+static double multiply(double x, double y)
+{
+    return x * y;
+}
+
+/* What each operation that takes operands computes: exactly one of unary
+ * and binary is set (OP_CONST and OP_RETRIED push a value instead). */
+static const struct {
+    double (*unary)(double x);
+    double (*binary)(double x, double y);
+} apply[] = {
+    [OP_NEG] = {.unary = negate},    [OP_ADD] = {.binary = add},
+    [OP_SUB] = {.binary = subtract}, [OP_MUL] = {.binary = multiply},
+    [OP_DIV] = {.binary = divide},   [OP_POW] = {.binary = pow},
+    [OP_EXP] = {.unary = exp},       [OP_SQRT] = {.unary = sqrt},
+    [OP_ABS] = {.unary = fabs},      [OP_FLOOR] = {.unary = floor},
+    [OP_CEIL] = {.unary = ceil},     [OP_ROUND] = {.unary = round},
+    [OP_MIN] = {.binary = fmin},     [OP_MAX] = {.binary = fmax},
+};
 
 /* The program is postfix and well formed by construction: every operation
  * finds its operands on the stack and one value is left at the end. */
@@ -603,13 +567,13 @@ double qr_retry_expr_eval(const struct qr_retry_expr *e, double retried)
             stack[sp++] = e->insns[i].value;
         } else if (op == OP_RETRIED) {
             stack[sp++] = retried;
-        } else if (is_binary(op)) {
+        } else if (apply[op].binary != NULL) {
             assert(sp >= 2);
-            stack[sp - 2] = apply_binary(op, stack[sp - 2], stack[sp - 1]);
+            stack[sp - 2] = apply[op].binary(stack[sp - 2], stack[sp - 1]);
             sp--;
         } else {
-            assert(sp >= 1);
-            stack[sp - 1] = apply_unary(op, stack[sp - 1]);
+            assert(sp >= 1 && apply[op].unary != NULL);
+            stack[sp - 1] = apply[op].unary(stack[sp - 1]);
         }
     }
     assert(sp == 1);
