@@ -452,6 +452,7 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
 {
     struct qr_worker *w = sc->worker;
     assert(w->n_inflight < MAX_INFLIGHT); /* on_due_message checks */
+    assert(w->active); /* scan dispatches only while holding a lease */
     struct qr_delivery_header *headers =
         calloc(m->n_headers + EXTRA_HEADERS, sizeof *headers);
     struct qr_worker_inflight *f = calloc(1, sizeof *f);
