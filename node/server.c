@@ -589,6 +589,21 @@ void qr_server_stop(struct qr_server *s, int exit_code)
     leave(s);
 }
 
+/* Catches signum with on_signal; on failure h is closing. */
+static int open_signal(struct qr_server *s, uv_signal_t *h, int signum)
+{
+    int rv = uv_signal_init(&s->loop, h);
+    if (rv != 0) {
+        return rv;
+    }
+    h->data = s;
+    rv = uv_signal_start(h, on_signal, signum);
+    if (rv != 0) {
+        uv_close((uv_handle_t *)h, on_handle_closed);
+    }
+    return rv;
+}
+
 /* The server's own handles: the tick, the stop deadline, the signals. On
  * failure s->errmsg says which and why, and what was opened is closing (the
  * ladder runs the loop). */
@@ -607,30 +622,18 @@ static int open_handles(struct qr_server *s)
     }
     s->stop_deadline.data = s;
     what = "SIGTERM handler";
-    rv = uv_signal_init(&s->loop, &s->sigterm);
+    rv = open_signal(s, &s->sigterm, SIGTERM);
     if (rv != 0) {
         goto err_after_stop_deadline;
     }
-    s->sigterm.data = s;
-    rv = uv_signal_start(&s->sigterm, on_signal, SIGTERM);
-    if (rv != 0) {
-        goto err_after_sigterm;
-    }
     what = "SIGINT handler";
-    rv = uv_signal_init(&s->loop, &s->sigint);
+    rv = open_signal(s, &s->sigint, SIGINT);
     if (rv != 0) {
         goto err_after_sigterm;
-    }
-    s->sigint.data = s;
-    rv = uv_signal_start(&s->sigint, on_signal, SIGINT);
-    if (rv != 0) {
-        goto err_after_sigint;
     }
     uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
     return 0;
 
-err_after_sigint:
-    uv_close((uv_handle_t *)&s->sigint, on_handle_closed);
 err_after_sigterm:
     uv_close((uv_handle_t *)&s->sigterm, on_handle_closed);
 err_after_stop_deadline:
