@@ -472,12 +472,12 @@ static void on_signal(uv_signal_t *h, int signum)
     qr_server_stop(s, 0);
 }
 
-/* Stop ladder: HTTP, then RPC, then raft; handles of the server last. */
-
-/* The server a module's close callback is about: p points at its field. */
+/* The server a module's close callback is about: p (a variable) points at
+ * the module's field. */
 #define SERVER_OF(p, field) \
-    ((struct qr_server *)((char *)(p)-offsetof(struct qr_server, field)))
+    ((struct qr_server *)((char *)p - offsetof(struct qr_server, field)))
 
+/* Stop ladder: HTTP, then RPC, then raft; handles of the server last. */
 static void on_handle_closed(uv_handle_t *h)
 {
     (void)h;
