@@ -472,6 +472,11 @@ static void on_signal(uv_signal_t *h, int signum)
     qr_server_stop(s, 0);
 }
 
+/* The server a module's close callback is about: p (a variable) points at
+ * the module's field. */
+#define SERVER_OF(p, field) \
+    ((struct qr_server *)((char *)p - offsetof(struct qr_server, field)))
+
 /* Stop ladder: HTTP, then RPC, then raft; handles of the server last. */
 static void on_handle_closed(uv_handle_t *h)
 {
@@ -480,8 +485,7 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void on_cluster_closed(struct qr_cluster *c)
 {
-    struct qr_server *s =
-        (struct qr_server *)((char *)c - offsetof(struct qr_server, cluster));
+    struct qr_server *s = SERVER_OF(c, cluster);
     uv_close((uv_handle_t *)&s->tick, on_handle_closed);
     qr_scheduler_close(&s->scheduler);
     uv_close((uv_handle_t *)&s->stop_deadline, on_handle_closed);
@@ -491,29 +495,25 @@ static void on_cluster_closed(struct qr_cluster *c)
 
 static void on_shards_closed(struct qr_shards *sh)
 {
-    struct qr_server *s =
-        (struct qr_server *)((char *)sh - offsetof(struct qr_server, shards));
+    struct qr_server *s = SERVER_OF(sh, shards);
     qr_cluster_close(&s->cluster, on_cluster_closed);
 }
 
 static void on_worker_closed(struct qr_worker *w)
 {
-    struct qr_server *s =
-        (struct qr_server *)((char *)w - offsetof(struct qr_server, worker));
+    struct qr_server *s = SERVER_OF(w, worker);
     qr_shards_close(&s->shards, on_shards_closed);
 }
 
 static void on_rpc_closed(struct qr_rpc *rpc)
 {
-    struct qr_server *s =
-        (struct qr_server *)((char *)rpc - offsetof(struct qr_server, rpc));
+    struct qr_server *s = SERVER_OF(rpc, rpc);
     qr_worker_close(&s->worker, on_worker_closed);
 }
 
 static void on_http_closed(struct qr_http *h)
 {
-    struct qr_server *s =
-        (struct qr_server *)((char *)h - offsetof(struct qr_server, http));
+    struct qr_server *s = SERVER_OF(h, http);
     qr_rpc_close(&s->rpc, on_rpc_closed);
 }
 
@@ -587,6 +587,62 @@ void qr_server_stop(struct qr_server *s, int exit_code)
         return;
     }
     leave(s);
+}
+
+/* Catches signum with on_signal; on failure h is closing. */
+static int open_signal(struct qr_server *s, uv_signal_t *h, int signum)
+{
+    int rv = uv_signal_init(&s->loop, h);
+    if (rv != 0) {
+        return rv;
+    }
+    h->data = s;
+    rv = uv_signal_start(h, on_signal, signum);
+    if (rv != 0) {
+        uv_close((uv_handle_t *)h, on_handle_closed);
+    }
+    return rv;
+}
+
+/* The server's own handles: the tick, the stop deadline, the signals. On
+ * failure s->errmsg says which and why, and what was opened is closing (the
+ * ladder runs the loop). */
+static int open_handles(struct qr_server *s)
+{
+    const char *what = "tick timer";
+    int rv = uv_timer_init(&s->loop, &s->tick);
+    if (rv != 0) {
+        goto err;
+    }
+    s->tick.data = s;
+    what = "stop timer";
+    rv = uv_timer_init(&s->loop, &s->stop_deadline);
+    if (rv != 0) {
+        goto err_after_tick;
+    }
+    s->stop_deadline.data = s;
+    what = "SIGTERM handler";
+    rv = open_signal(s, &s->sigterm, SIGTERM);
+    if (rv != 0) {
+        goto err_after_stop_deadline;
+    }
+    what = "SIGINT handler";
+    rv = open_signal(s, &s->sigint, SIGINT);
+    if (rv != 0) {
+        goto err_after_sigterm;
+    }
+    uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
+    return 0;
+
+err_after_sigterm:
+    uv_close((uv_handle_t *)&s->sigterm, on_handle_closed);
+err_after_stop_deadline:
+    uv_close((uv_handle_t *)&s->stop_deadline, on_handle_closed);
+err_after_tick:
+    uv_close((uv_handle_t *)&s->tick, on_handle_closed);
+err:
+    snprintf(s->errmsg, sizeof s->errmsg, "%s: %s", what, uv_strerror(rv));
+    return rv;
 }
 
 int qr_server_init(struct qr_server *s,
@@ -708,22 +764,16 @@ int qr_server_init(struct qr_server *s,
         snprintf(s->errmsg, sizeof s->errmsg, "scheduler: %s", uv_strerror(rv));
         goto err_after_http;
     }
-
-    uv_timer_init(&s->loop, &s->tick);
-    s->tick.data = s;
-    uv_timer_init(&s->loop, &s->stop_deadline);
-    s->stop_deadline.data = s;
-    uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
-    uv_signal_init(&s->loop, &s->sigterm);
-    s->sigterm.data = s;
-    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
-    uv_signal_init(&s->loop, &s->sigint);
-    s->sigint.data = s;
-    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    rv = open_handles(s);
+    if (rv != 0) {
+        goto err_after_scheduler;
+    }
     return 0;
 
     /* The unwind ladder: each step closes what the steps above opened, and
      * runs the loop so that closing handles can finish. */
+err_after_scheduler:
+    qr_scheduler_close(&s->scheduler);
 err_after_http:
     qr_http_close(&s->http, NULL);
 err_after_rpc:

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "lib/ascii.h"
 #include "lib/clock.h"
 #include "lib/logger.h"
 
@@ -325,32 +326,63 @@ static void host_free(struct qr_delivery *d, struct qr_delivery_host *h)
     free(h);
 }
 
+/* The intrusive doubly linked lists here (each host's queue, the runnable
+ * hosts, the running transfers, curl's sockets) link their elements
+ * through two fields the caller names. A list with a tail pointer appends
+ * (first in, first out); one without pushes at the front. */
+#define DLIST_APPEND(head, tail, e, prev, next) \
+    do {                                        \
+        (e)->prev = (tail);                     \
+        (e)->next = NULL;                       \
+        if ((tail) != NULL) {                   \
+            (tail)->next = (e);                 \
+        } else {                                \
+            (head) = (e);                       \
+        }                                       \
+        (tail) = (e);                           \
+    } while (0)
+
+#define DLIST_PUSH(head, e, prev, next) \
+    do {                                \
+        (e)->prev = NULL;               \
+        (e)->next = (head);             \
+        if ((head) != NULL) {           \
+            (head)->prev = (e);         \
+        }                               \
+        (head) = (e);                   \
+    } while (0)
+
+#define DLIST_UNLINK(head, e, prev, next) \
+    do {                                  \
+        if ((e)->prev != NULL) {          \
+            (e)->prev->next = (e)->next;  \
+        } else {                          \
+            (head) = (e)->next;           \
+        }                                 \
+        if ((e)->next != NULL) {          \
+            (e)->next->prev = (e)->prev;  \
+        }                                 \
+        (e)->prev = (e)->next = NULL;     \
+    } while (0)
+
+#define DLIST_UNLINK_TAIL(head, tail, e, prev, next) \
+    do {                                             \
+        if ((e)->next == NULL) {                     \
+            (tail) = (e)->prev;                      \
+        }                                            \
+        DLIST_UNLINK(head, e, prev, next);           \
+    } while (0)
+
 static void runnable_remove(struct qr_delivery *d, struct qr_delivery_host *h)
 {
-    if (h->run_prev != NULL) {
-        h->run_prev->run_next = h->run_next;
-    } else {
-        d->runnable_head = h->run_next;
-    }
-    if (h->run_next != NULL) {
-        h->run_next->run_prev = h->run_prev;
-    } else {
-        d->runnable_tail = h->run_prev;
-    }
-    h->run_prev = h->run_next = NULL;
+    DLIST_UNLINK_TAIL(d->runnable_head, d->runnable_tail, h, run_prev,
+                      run_next);
     h->runnable = false;
 }
 
 static void runnable_append(struct qr_delivery *d, struct qr_delivery_host *h)
 {
-    h->run_prev = d->runnable_tail;
-    h->run_next = NULL;
-    if (d->runnable_tail != NULL) {
-        d->runnable_tail->run_next = h;
-    } else {
-        d->runnable_head = h;
-    }
-    d->runnable_tail = h;
+    DLIST_APPEND(d->runnable_head, d->runnable_tail, h, run_prev, run_next);
     h->runnable = true;
 }
 
@@ -372,55 +404,25 @@ static void host_update(struct qr_delivery *d, struct qr_delivery_host *h)
 static void queue_push(struct qr_delivery_host *h, struct qr_delivery_xfer *x)
 {
     x->state = XFER_QUEUED;
-    x->prev = h->queue_tail;
-    x->next = NULL;
-    if (h->queue_tail != NULL) {
-        h->queue_tail->next = x;
-    } else {
-        h->queue_head = x;
-    }
-    h->queue_tail = x;
+    DLIST_APPEND(h->queue_head, h->queue_tail, x, prev, next);
     h->n_queued++;
 }
 
 static void queue_remove(struct qr_delivery_host *h, struct qr_delivery_xfer *x)
 {
-    if (x->prev != NULL) {
-        x->prev->next = x->next;
-    } else {
-        h->queue_head = x->next;
-    }
-    if (x->next != NULL) {
-        x->next->prev = x->prev;
-    } else {
-        h->queue_tail = x->prev;
-    }
-    x->prev = x->next = NULL;
+    DLIST_UNLINK_TAIL(h->queue_head, h->queue_tail, x, prev, next);
     h->n_queued--;
 }
 
 static void running_push(struct qr_delivery *d, struct qr_delivery_xfer *x)
 {
     x->state = XFER_RUNNING;
-    x->prev = NULL;
-    x->next = d->running;
-    if (d->running != NULL) {
-        d->running->prev = x;
-    }
-    d->running = x;
+    DLIST_PUSH(d->running, x, prev, next);
 }
 
 static void running_remove(struct qr_delivery *d, struct qr_delivery_xfer *x)
 {
-    if (x->prev != NULL) {
-        x->prev->next = x->next;
-    } else {
-        d->running = x->next;
-    }
-    if (x->next != NULL) {
-        x->next->prev = x->prev;
-    }
-    x->prev = x->next = NULL;
+    DLIST_UNLINK(d->running, x, prev, next);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -730,11 +732,6 @@ static void hdr_add(struct qr_delivery_xfer *x,
     x->n_hdrs++;
 }
 
-static bool is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
 /* One header line at a time, CRLF included. A status line starts a new
  * response (after a 1xx, or a followed redirect): only the last is kept. */
 static size_t on_curl_header(char *line, size_t size, size_t nmemb, void *userp)
@@ -753,27 +750,27 @@ static size_t on_curl_header(char *line, size_t size, size_t nmemb, void *userp)
         return n; /* the blank line that ends the section, or junk */
     }
     const char *v = colon + 1;
-    const char *end = line + n;
-    while (v < end && is_space(*v)) {
-        v++;
-    }
-    while (end > v && is_space(end[-1])) {
-        end--;
-    }
-    hdr_add(x, line, (size_t)(colon - line), v, (size_t)(end - v));
+    size_t v_len = (size_t)(line + n - v);
+    qr_ascii_trim(&v, &v_len);
+    hdr_add(x, line, (size_t)(colon - line), v, v_len);
     return n;
 }
 
 /* ------------------------------------------------------------------------ */
 /* Starting and finishing transfers. */
 
-#define SETOPT(e, opt, val)                           \
-    do {                                              \
-        CURLcode rc_ = curl_easy_setopt(e, opt, val); \
-        if (rc_ != CURLE_OK) {                        \
-            return rc_;                               \
-        }                                             \
+/* Returns from the enclosing function (which returns CURLcode or
+ * CURLMcode) with the code of a curl call that failed: CURLE_OK and
+ * CURLM_OK are both 0. */
+#define CURL_TRY(call)         \
+    do {                       \
+        int rc_ = (int)(call); \
+        if (rc_ != 0) {        \
+            return rc_;        \
+        }                      \
     } while (0)
+#define SETOPT(e, opt, val) CURL_TRY(curl_easy_setopt(e, opt, val))
+#define MULTI_SETOPT(m, opt, val) CURL_TRY(curl_multi_setopt(m, opt, val))
 
 static CURLcode configure(struct qr_delivery *d,
                           struct qr_delivery_xfer *x,
@@ -823,11 +820,12 @@ static CURLcode configure(struct qr_delivery *d,
     return CURLE_OK;
 }
 
-#undef SETOPT
-
 /* Hands x to curl. On failure x is untouched (still unlinked). */
 static int xfer_start(struct qr_delivery *d, struct qr_delivery_xfer *x)
 {
+    /* Callers start a transfer only into a free slot. */
+    assert(d->n_inflight < d->limits.max_inflight);
+    assert(x->host->n_running < d->limits.max_per_host);
     CURL *e = curl_easy_init();
     if (e == NULL) {
         set_errmsg(d, "delivery: curl_easy_init failed");
@@ -863,10 +861,12 @@ static void xfer_finish(struct qr_delivery *d,
     struct qr_delivery_host *h = x->host;
     bool was_running = x->state == XFER_RUNNING;
     if (was_running) {
+        assert(h->n_running > 0 && d->n_inflight > 0);
         running_remove(d, x);
         h->n_running--;
         d->n_inflight--;
     } else {
+        assert(h->n_queued > 0 && d->n_queued > 0);
         queue_remove(h, x);
         d->n_queued--;
     }
@@ -1005,15 +1005,7 @@ static void on_handle_close(uv_handle_t *handle)
 static void sock_close(struct qr_delivery_sock *s)
 {
     struct qr_delivery *d = s->d;
-    if (s->prev != NULL) {
-        s->prev->next = s->next;
-    } else {
-        d->socks = s->next;
-    }
-    if (s->next != NULL) {
-        s->next->prev = s->prev;
-    }
-    s->prev = s->next = NULL;
+    DLIST_UNLINK(d->socks, s, prev, next);
     uv_close((uv_handle_t *)&s->poll, on_handle_close);
 }
 
@@ -1063,11 +1055,7 @@ static int on_curl_socket(CURL *easy,
         s->poll.data = d;
         s->d = d;
         s->fd = fd;
-        s->next = d->socks;
-        if (d->socks != NULL) {
-            d->socks->prev = s;
-        }
-        d->socks = s;
+        DLIST_PUSH(d->socks, s, prev, next);
         d->n_handles++;
         curl_multi_assign(d->multi, fd, s);
     }
@@ -1156,6 +1144,28 @@ static int check_limits(const struct qr_delivery_limits *l, char *errmsg)
     return QR_EBADREQ;
 }
 
+/* The multi handle's callbacks (sockets and timer on the loop) and its
+ * connection caps; stops at the first failure. */
+static CURLMcode configure_multi(struct qr_delivery *d)
+{
+    CURLM *m = d->multi;
+    long max_conns = (long)d->limits.max_inflight;
+    long max_host = (long)d->limits.max_per_host;
+    MULTI_SETOPT(m, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+    MULTI_SETOPT(m, CURLMOPT_SOCKETDATA, d);
+    MULTI_SETOPT(m, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    MULTI_SETOPT(m, CURLMOPT_TIMERDATA, d);
+    MULTI_SETOPT(m, CURLMOPT_MAX_HOST_CONNECTIONS, max_host);
+    MULTI_SETOPT(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, max_conns);
+    /* Keep as many idle connections as may run at once. */
+    MULTI_SETOPT(m, CURLMOPT_MAXCONNECTS, max_conns);
+    return CURLM_OK;
+}
+
+#undef MULTI_SETOPT
+#undef SETOPT
+#undef CURL_TRY
+
 int qr_delivery_init(struct qr_delivery *d,
                      uv_loop_t *loop,
                      const struct qr_delivery_limits *limits,
@@ -1189,30 +1199,7 @@ int qr_delivery_init(struct qr_delivery *d,
     if (d->multi == NULL) {
         goto err_after_buckets;
     }
-    long max_conns = (long)d->limits.max_inflight;
-    long max_host = (long)d->limits.max_per_host;
-    CURLMcode mc = CURLM_OK;
-    CURLM *m = d->multi;
-    mc = curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-    if (mc == CURLM_OK) {
-        mc = curl_multi_setopt(m, CURLMOPT_SOCKETDATA, d);
-    }
-    if (mc == CURLM_OK) {
-        mc = curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-    }
-    if (mc == CURLM_OK) {
-        mc = curl_multi_setopt(m, CURLMOPT_TIMERDATA, d);
-    }
-    if (mc == CURLM_OK) {
-        mc = curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, max_host);
-    }
-    if (mc == CURLM_OK) {
-        mc = curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, max_conns);
-    }
-    if (mc == CURLM_OK) {
-        /* Keep as many idle connections as may run at once. */
-        mc = curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, max_conns);
-    }
+    CURLMcode mc = configure_multi(d);
     if (mc != CURLM_OK) {
         if (errmsg != NULL) {
             snprintf(errmsg, QR_ERRMSG_BYTES, "delivery: multi setopt: %s",

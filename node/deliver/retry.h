@@ -1,9 +1,9 @@
 /* Retry policy as pure functions: classification of one delivery attempt,
  * the attempt budget, Retry-After style response headers, the
- * Upstash-Retry-Delay expression language and the backoff precedence. Nothing
- * here reads a clock, draws a random number, allocates (except
- * qr_retry_expr_parse) or does I/O: time and jitter come from the caller, so
- * the worker and apply compute the same answers from the same inputs. */
+ * Upstash-Retry-Delay expression's value as a delay (the language itself is
+ * lib/expr.h) and the backoff precedence. Nothing here reads a clock, draws a
+ * random number, allocates or does I/O: time and jitter come from the caller,
+ * so the worker and apply compute the same answers from the same inputs. */
 #ifndef QR_RETRY_H
 #define QR_RETRY_H
 
@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "lib/err.h"
+#include "lib/expr.h"
 
 /* Every delay computed here is capped at one day. */
 #define QR_RETRY_DAY_MS 86400000ull
@@ -182,70 +183,11 @@ void qr_retry_note_header(struct qr_retry_response *r,
                           uint64_t now_ms);
 
 /* ---------------------------------------------------------------------------
- * 4. The Upstash-Retry-Delay expression (milliseconds)
+ * 4. The Upstash-Retry-Delay expression as a delay
  *
- *   expr    = term { ("+" | "-") term }             left associative
- *   term    = unary { ("*" | "/") unary }           left associative
- *   unary   = ("-" | "+") unary | primary
- *   primary = number | "retried" | name "(" expr { "," expr } ")"
- *           | "(" expr ")"
- *   number  = digits ["." digits] | "." digits, optional exponent "e[+-]d"
- *   name    = pow(x,y) exp(x) sqrt(x) abs(x) floor(x) ceil(x) round(x)
- *             min(x,y) max(x,y)                     (lower case only)
- *
- * Whitespace (space, tab, CR, LF) separates tokens. The source is compiled
- * into a postfix program of at most QR_RETRY_EXPR_MAX_NODES operations, with
- * nesting (parentheses, calls, unary signs) at most QR_RETRY_EXPR_MAX_DEPTH
- * deep; evaluation is a straight loop with no recursion. Error messages give
- * a 1-based byte position: "unknown function 'foo' at 5", "expected ')' at
- * 12" (len + 1 at the end), "unexpected end of expression".
+ * The language, its compiler and evaluator are lib/expr.h; here the value
+ * becomes a delay within the day cap.
  * ------------------------------------------------------------------------- */
-
-#define QR_RETRY_EXPR_MAX_DEPTH 32
-#define QR_RETRY_EXPR_MAX_NODES 256
-/* Used when max_src_bytes is 0 (qraft's default publish limit). */
-#define QR_RETRY_EXPR_DEFAULT_MAX_BYTES 256
-
-struct qr_retry_expr_insn {
-    uint8_t op;
-    double value;
-};
-
-/* A compiled expression; fields are private to retry.c. About 4 KiB, so it
- * can live on the stack (qr_retry_expr_compile) or the heap
- * (qr_retry_expr_parse). */
-struct qr_retry_expr {
-    uint32_t n_insns;
-    struct qr_retry_expr_insn insns[QR_RETRY_EXPR_MAX_NODES];
-};
-
-/* Compiles src (NUL-terminated; borrowed) into caller storage *e. Returns 0,
- * or QR_EBADREQ with the reason in errmsg (empty, longer than max_src_bytes,
- * syntax, unknown name, wrong argument count, too deep, too many nodes); on
- * failure *e is left empty and evaluates to NaN. */
-int qr_retry_expr_compile(struct qr_retry_expr *e,
-                          const char *src,
-                          size_t max_src_bytes,
-                          char errmsg[QR_ERRMSG_BYTES]);
-
-/* Like qr_retry_expr_compile into a new object: returns 0 and *out (free
- * with qr_retry_expr_free), QR_EBADREQ with errmsg, or -ENOMEM. */
-int qr_retry_expr_parse(const char *src,
-                        size_t max_src_bytes,
-                        struct qr_retry_expr **out,
-                        char errmsg[QR_ERRMSG_BYTES]);
-
-/* Frees an object from qr_retry_expr_parse; NULL is fine. */
-void qr_retry_expr_free(struct qr_retry_expr *e);
-
-/* Publish-time validation: 0, or QR_EBADREQ with the reason in errmsg. */
-int qr_retry_expr_check(const char *src,
-                        size_t max_src_bytes,
-                        char errmsg[QR_ERRMSG_BYTES]);
-
-/* The raw IEEE value of the expression for `retried` (may be negative, NaN or
- * infinite: x/0 is +-inf, 0/0 NaN). */
-double qr_retry_expr_eval(const struct qr_retry_expr *e, double retried);
 
 /* The value as a delay: NaN and +inf become QR_RETRY_DAY_MS, anything below 0
  * (-inf included) 0, the rest rounded to the nearest ms and capped at

@@ -1,7 +1,6 @@
 #include "deliver/shards.h"
 
 #include <assert.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,14 +17,6 @@
  * covers the request's time in flight and clock rate differences. */
 #define LEASE_MARGIN_MS 500
 #define PEER_TIMEOUT_MS 2000
-/* Results this node handed to raft (its own, or a follower's on the
- * leader) that waited this long with none committing mean the node cannot
- * commit: it holds no lease (see shards.h). Commits take milliseconds; a
- * leader that lost its majority steps down only after one to two election
- * timeouts, and this is how it stops starting deliveries sooner. A false
- * alarm (a slow disk, a busy loop) only pauses new deliveries until
- * results commit again. */
-#define RESULT_STALL_MS 300
 
 /* ------------------------------------------------------------------------ */
 /* The replicated view: shard map and node infos. */
@@ -110,19 +101,13 @@ uint32_t qr_shards_count(struct qr_shards *s, uint64_t id)
 /* ------------------------------------------------------------------------ */
 /* Ownership. */
 
-static bool results_stalled(const struct qr_shards *s, uint64_t now)
-{
-    return s->results_pending > 0 &&
-           now - s->results_progress_mono_ms >= RESULT_STALL_MS;
-}
-
 bool qr_shards_active(struct qr_shards *s)
 {
     if (s->closing || s->leaving) {
         return false;
     }
     uint64_t now = qr_clock_mono_ms();
-    if (results_stalled(s, now)) {
+    if (qr_results_stalled(&s->results, now)) {
         return false;
     }
     if (qr_cluster_serving(s->cluster)) {
@@ -176,21 +161,10 @@ static void on_leader_down(void *data)
     }
 }
 
-/* Results handed to raft: progress is a commit (or the first of a run). */
-static void results_begin(struct qr_shards *s)
+/* A result could not be reported (results.c): see lease_void. */
+static void on_result_refused(void *data, const char *why)
 {
-    if (s->results_pending++ == 0) {
-        s->results_progress_mono_ms = qr_clock_mono_ms();
-    }
-}
-
-static void results_end(struct qr_shards *s, bool committed)
-{
-    assert(s->results_pending > 0);
-    s->results_pending--;
-    if (committed) {
-        s->results_progress_mono_ms = qr_clock_mono_ms();
-    }
+    lease_void(data, why);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -271,7 +245,7 @@ void qr_shards_on_heartbeat(struct qr_shards *s,
      * longer leads (the heartbeat went to the last known leader), or whose
      * results do not commit, grants none. */
     if (!qr_cluster_serving(s->cluster) ||
-        results_stalled(s, qr_clock_mono_ms())) {
+        qr_results_stalled(&s->results, qr_clock_mono_ms())) {
         resp->lease_ms = 0;
     }
     if (req->info == NULL || req->info->id == 0) {
@@ -345,6 +319,7 @@ void qr_shards_balance(const uint64_t *current,
                        size_t n_live,
                        uint64_t out[QR_FSM_N_SHARDS])
 {
+    assert(n_live >= 1 && n_live <= QR_CLUSTER_MAX_NODES);
     uint32_t quota[QR_CLUSTER_MAX_NODES];
     uint32_t have[QR_CLUSTER_MAX_NODES] = {0};
     for (size_t i = 0; i < n_live; i++) {
@@ -372,6 +347,7 @@ void qr_shards_balance(const uint64_t *current,
         while (have[next] >= quota[next]) {
             next++;
         }
+        assert(next < n_live); /* the quotas add up to QR_FSM_N_SHARDS */
         out[sh] = live[next];
         have[next]++;
     }
@@ -573,112 +549,23 @@ static void send_heartbeat(struct qr_shards *s, uint64_t now)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Results. */
-
-struct result_call {
-    struct qr_shards *shards;
-    qr_shards_result_cb cb;
-    void *data;
-};
-
-static void on_result_proposed(void *data,
-                               int status,
-                               const struct qr_apply_result *res)
-{
-    struct result_call *rc = data;
-    struct qr_shards *s = rc->shards;
-    (void)res;
-    results_end(s, status == 0);
-    /* Here the result is applied already: this replica is the leader's. */
-    rc->cb(rc->data, status, s->cluster->fsm.applied_index);
-    free(rc);
-}
+/* Results: the channel is results.c; these keep the callers' names. */
 
 int qr_shards_propose_results(struct qr_shards *s,
                               Qraft__DeliveryResult **results,
                               size_t n,
-                              qr_shards_result_cb cb,
+                              qr_results_cb cb,
                               void *data)
 {
-    Qraft__DeliveryResults batch = QRAFT__DELIVERY_RESULTS__INIT;
-    batch.n_results = n;
-    batch.results = results;
-    batch.default_retries = s->config->limits.default_retries;
-    batch.default_timeout_ms = s->config->limits.default_timeout_ms;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_DELIVERY_RESULTS;
-    cmd.delivery_results = &batch;
-    struct result_call *rc = malloc(sizeof *rc);
-    if (rc == NULL) {
-        return -ENOMEM;
-    }
-    rc->shards = s;
-    rc->cb = cb;
-    rc->data = data;
-    /* Results of one loop iteration share one raft entry (group commit). */
-    int rv =
-        qr_cluster_propose_command(s->cluster, &cmd, on_result_proposed, rc);
-    if (rv != 0) {
-        free(rc);
-        return rv;
-    }
-    results_begin(s);
-    return 0;
-}
-
-static void on_result_sent(void *data, int status, const Qraft__Response *resp)
-{
-    struct result_call *rc = data;
-    int rv = status;
-    uint64_t applied = 0;
-    if (rv == 0 && resp->status != QRAFT__STATUS__OK) {
-        rv = resp->status == QRAFT__STATUS__NOT_LEADER ? QR_ENOTLEADER
-                                                       : QR_EUNKNOWN;
-    }
-    if (rv == 0 && resp->body_case == QRAFT__RESPONSE__BODY_RESULTS) {
-        applied = resp->results->applied_index;
-    }
-    results_end(rc->shards, rv == 0);
-    if (rv != 0 && !rc->shards->closing) {
-        /* The leader did not take it (gone, deposed, or unable to commit):
-         * starting more deliveries would only make more such results. */
-        lease_void(rc->shards, "a result could not be reported");
-    }
-    rc->cb(rc->data, rv, applied);
-    free(rc);
+    return qr_results_propose(&s->results, results, n, cb, data);
 }
 
 int qr_shards_submit_result(struct qr_shards *s,
                             const Qraft__DeliveryResult *r,
-                            qr_shards_result_cb cb,
+                            qr_results_cb cb,
                             void *data)
 {
-    Qraft__DeliveryResult *one = (Qraft__DeliveryResult *)r;
-    if (qr_cluster_serving(s->cluster)) {
-        return qr_shards_propose_results(s, &one, 1, cb, data);
-    }
-    struct result_call *rc = malloc(sizeof *rc);
-    if (rc == NULL) {
-        return -ENOMEM;
-    }
-    rc->shards = s;
-    rc->cb = cb;
-    rc->data = data;
-    Qraft__ResultsRequest rr = QRAFT__RESULTS_REQUEST__INIT;
-    rr.n_results = 1;
-    rr.results = &one;
-    Qraft__Request req = QRAFT__REQUEST__INIT;
-    req.body_case = QRAFT__REQUEST__BODY_RESULTS;
-    req.results = &rr;
-    int rv =
-        qr_peer_call(&s->peer, &req, PEER_TIMEOUT_MS * 5, on_result_sent, rc);
-    if (rv != 0) {
-        free(rc);
-        lease_void(s, "a result could not be sent");
-        return rv;
-    }
-    results_begin(s);
-    return 0;
+    return qr_results_submit(&s->results, r, cb, data);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -801,6 +688,7 @@ int qr_shards_init(struct qr_shards *s,
         return rv;
     }
     qr_peer_set_on_down(&s->peer, on_leader_down, s);
+    qr_results_init(&s->results, cfg, cluster, &s->peer, on_result_refused, s);
     refresh_map(s);
     uv_timer_init(loop, &s->timer);
     s->timer.data = s;
@@ -833,6 +721,7 @@ void qr_shards_close(struct qr_shards *s, void (*cb)(struct qr_shards *s))
         return;
     }
     s->closing = true;
+    qr_results_close(&s->results);
     s->close_cb = cb;
     s->pending_closes = 2;
     uv_timer_stop(&s->timer);

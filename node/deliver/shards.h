@@ -46,6 +46,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "deliver/results.h"
 #include "lib/peer.h"
 #include "repl/cluster.h"
 #include "repl/fsm.h"
@@ -64,12 +65,6 @@ struct qr_shards_node {
     /* Non-empty: its last heartbeat said it is short of space, and why. */
     char space_short[QR_SHARDS_SPACE_WHY_BYTES];
 };
-
-/* status 0: committed and applied on the leader, and on this replica once
- * its applied index reaches applied_index. */
-typedef void (*qr_shards_result_cb)(void *data,
-                                    int status,
-                                    uint64_t applied_index);
 
 struct qr_shards {
     uv_loop_t *loop;                /* borrowed */
@@ -106,11 +101,8 @@ struct qr_shards {
     bool info_pending;
     bool level_pending; /* a SetFeatureLevel is being proposed */
 
-    /* Results handed to raft through this node (both roles): how many
-     * are waiting, and when one last committed (or the first was
-     * handed over after none waited). */
-    size_t results_pending;
-    uint64_t results_progress_mono_ms;
+    /* Results handed to raft through this node (both roles). */
+    struct qr_results results;
 
     bool leaving; /* gave its shards up for a clean stop */
     void (*leave_cb)(void *data);
@@ -153,14 +145,15 @@ bool qr_shards_assigned(struct qr_shards *s, uint32_t shard);
  * deliveries. Cheap: the delivery engine asks before every start. */
 bool qr_shards_active(struct qr_shards *s);
 
-/* Hands one attempt's outcome to raft: proposed here on the leader, sent to
- * the leader otherwise. cb fires exactly once when 0 is returned: status 0
- * once the result is committed and applied, else it may or may not have
- * been (the caller may submit it again: results are fenced by attempt). On
- * a follower, a failure (returned or reported) ends the lease (see above). */
+/* Hands one attempt's outcome to raft (qr_results_submit): proposed here on
+ * the leader, sent to the leader otherwise. cb fires exactly once when 0 is
+ * returned: status 0 once the result is committed and applied, else it may
+ * or may not have been (the caller may submit it again: results are fenced
+ * by attempt). On a follower, a failure (returned or reported) ends the
+ * lease (see above). */
 int qr_shards_submit_result(struct qr_shards *s,
                             const Qraft__DeliveryResult *r,
-                            qr_shards_result_cb cb,
+                            qr_results_cb cb,
                             void *data);
 
 /* Leader side of a heartbeat: records the node and fills the answer. */
@@ -172,7 +165,7 @@ void qr_shards_on_heartbeat(struct qr_shards *s,
 int qr_shards_propose_results(struct qr_shards *s,
                               Qraft__DeliveryResult **results,
                               size_t n,
-                              qr_shards_result_cb cb,
+                              qr_results_cb cb,
                               void *data);
 
 /* False while this node is the serving leader and the cluster's feature

@@ -1,5 +1,6 @@
 #include "deliver/worker.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -101,6 +102,7 @@ static void inflight_remove(struct qr_worker *w, struct qr_worker_inflight *f)
     }
     if (*pp == f) {
         *pp = f->next;
+        assert(w->n_inflight > 0);
         w->n_inflight--;
     }
     free(f->retry_delay);
@@ -419,6 +421,7 @@ static void on_delivered(void *data, const struct qr_delivery_response *resp)
 {
     struct qr_worker_inflight *f = data;
     struct qr_worker *w = f->worker;
+    assert(f->sending); /* the engine answers each send exactly once */
     f->sending = false;
     if (resp->transport == QR_DELIVERY_CANCELLED || w->closing) {
         /* Nothing was learned: the message stays due for whoever leads. */
@@ -448,6 +451,8 @@ struct scan_ctx {
 static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
 {
     struct qr_worker *w = sc->worker;
+    assert(w->n_inflight < MAX_INFLIGHT); /* on_due_message checks */
+    assert(w->active); /* scan dispatches only while holding a lease */
     struct qr_delivery_header *headers =
         calloc(m->n_headers + EXTRA_HEADERS, sizeof *headers);
     struct qr_worker_inflight *f = calloc(1, sizeof *f);

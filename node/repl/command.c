@@ -9,9 +9,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "deliver/retry.h"
 #include "deliver/sign.h"
 #include "lib/err.h"
+#include "lib/expr.h"
 #include "lib/utf8.h"
 #include "sched/cron.h"
 

@@ -1,6 +1,7 @@
 /* libFuzzer target: the Upstash-Retry-Delay expression compiler and
- * evaluator (node/retry.c), and the response-header delay parsers beside it
- * (Retry-After and friends, fed by whatever a destination answers).
+ * evaluator (node/lib/expr.c), and the response-header delay parsers of the
+ * retry policy (node/deliver/retry.c: Retry-After and friends, fed by
+ * whatever a destination answers).
  *
  * The input is the expression source (any bytes; a NUL ends it early, as a
  * C string does). Invariants checked: compile, parse and check agree; a
@@ -14,6 +15,7 @@
 
 #include "deliver/retry.h"
 #include "fuzz_util.h"
+#include "lib/expr.h"
 
 #define NOW_MS 1767225600000ull
 

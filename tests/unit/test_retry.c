@@ -18,6 +18,7 @@
 
 #include "deliver/retry.h"
 #include "lib/err.h"
+#include "lib/expr.h"
 
 #define SECOND_MS 1000ull
 #define MINUTE_MS (60ull * SECOND_MS)
