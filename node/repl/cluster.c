@@ -438,6 +438,27 @@ uint64_t qr_cluster_applied(struct qr_cluster *c)
                                                : c->fsm.applied_index;
 }
 
+uint64_t qr_cluster_fsm_applied(const struct qr_cluster *c)
+{
+    return c->fsm.applied_index;
+}
+
+uint32_t qr_cluster_feature_level(const struct qr_cluster *c)
+{
+    return c->fsm.feature_level;
+}
+
+uint64_t qr_cluster_last_time_ms(const struct qr_cluster *c)
+{
+    return c->fsm.last_time_ms;
+}
+
+void qr_cluster_set_due_hook(struct qr_cluster *c, qr_fsm_due_cb fn, void *data)
+{
+    c->fsm.on_due = fn;
+    c->fsm.on_due_data = data;
+}
+
 uint64_t qr_cluster_answer_index(struct qr_cluster *c)
 {
     return c->answering_index != 0 ? c->answering_index : qr_cluster_applied(c);

@@ -222,6 +222,24 @@ int qr_cluster_propose_command(struct qr_cluster *c,
  * entries alike). */
 uint64_t qr_cluster_applied(struct qr_cluster *c);
 
+/* The last entry the state machine applied (entries of commands only:
+ * raft's barriers and configurations do not count, see
+ * qr_cluster_applied). */
+uint64_t qr_cluster_fsm_applied(const struct qr_cluster *c);
+
+/* The cluster's feature level (see repl/command.h), as last applied. */
+uint32_t qr_cluster_feature_level(const struct qr_cluster *c);
+
+/* The leader's stamp (proposed_at_ms) on the last applied entry: the
+ * replicated clock, never behind. */
+uint64_t qr_cluster_last_time_ms(const struct qr_cluster *c);
+
+/* Registers the hook apply calls once per entry that made a message due
+ * (see qr_fsm_due_cb); fn NULL unregisters. data is borrowed. */
+void qr_cluster_set_due_hook(struct qr_cluster *c,
+                             qr_fsm_due_cb fn,
+                             void *data);
+
 /* What an answer sent now must tell a node that will wait to apply as
  * much: inside a proposal's callback the index of its entry (raft fires
  * them late, when later entries, a commit push's barrier among them, may
