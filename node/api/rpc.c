@@ -12,12 +12,12 @@
 #include "frame.h"
 #include "lib/addr.h"
 #include "lib/clock.h"
+#include "lib/cron.h"
 #include "lib/logger.h"
 #include "lib/pb.h"
 #include "ops/filter.h"
 #include "repl/check.h"
 #include "repl/command.h"
-#include "sched/cron.h"
 
 /* Read buffer growth step, and the most requests one connection may have
  * waiting for an answer before we stop reading from it (backpressure). */

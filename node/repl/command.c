@@ -11,9 +11,9 @@
 
 #include "deliver/retry.h"
 #include "deliver/sign.h"
+#include "lib/cron.h"
 #include "lib/err.h"
 #include "lib/utf8.h"
-#include "sched/cron.h"
 
 /* Tag of qraft.Entry field 3 (commands), wire type 2 (length-delimited). */
 #define ENTRY_COMMANDS_TAG 0x1Au
