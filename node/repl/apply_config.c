@@ -10,6 +10,7 @@
 
 #include "deliver/callback.h"
 #include "lib/err.h"
+#include "lib/hash.h"
 #include "repl/fsm_int.h"
 
 /* Most items one Prune removes per kind (the leader asks for up to this
@@ -371,12 +372,7 @@ int qr_apply_schedule_pause(struct qr_apply_ctx *ctx,
  * so ticks of different schedules in the same minute rarely probe. */
 static uint32_t schedule_seq(const char *schedule_id)
 {
-    uint32_t h = 2166136261u;
-    for (const unsigned char *p = (const unsigned char *)schedule_id; *p; p++) {
-        h ^= *p;
-        h *= 16777619u;
-    }
-    return h;
+    return qr_hash_fnv1a32(schedule_id);
 }
 
 /* One tick: the fence (not paused, slot_ms at or after the stored next slot

@@ -10,9 +10,9 @@
 #include <strings.h>
 
 #include "deliver/retry.h"
-#include "deliver/sign.h"
 #include "lib/cron.h"
 #include "lib/err.h"
+#include "lib/hash.h"
 #include "lib/utf8.h"
 
 /* Tag of qraft.Entry field 3 (commands), wire type 2 (length-delimited). */
@@ -633,21 +633,21 @@ void qr_command_message_id(char out[QR_ID_BYTES],
 static int content_key(const Qraft__PublishRequest *req, char **out)
 {
     size_t n_parts = 3 + 2 * req->n_headers;
-    struct qr_sign_part *parts = calloc(n_parts, sizeof *parts);
+    struct qr_hash_part *parts = calloc(n_parts, sizeof *parts);
     if (parts == NULL) {
         return -ENOMEM;
     }
     const char *method = req->method[0] != '\0' ? req->method : "POST";
-    parts[0] = (struct qr_sign_part){req->url, strlen(req->url)};
-    parts[1] = (struct qr_sign_part){method, strlen(method)};
-    parts[2] = (struct qr_sign_part){req->body.data, req->body.len};
+    parts[0] = (struct qr_hash_part){req->url, strlen(req->url)};
+    parts[1] = (struct qr_hash_part){method, strlen(method)};
+    parts[2] = (struct qr_hash_part){req->body.data, req->body.len};
     for (size_t i = 0; i < req->n_headers; i++) {
         const Qraft__Header *h = req->headers[i];
-        parts[3 + 2 * i] = (struct qr_sign_part){h->name, strlen(h->name)};
-        parts[4 + 2 * i] = (struct qr_sign_part){h->value, strlen(h->value)};
+        parts[3 + 2 * i] = (struct qr_hash_part){h->name, strlen(h->name)};
+        parts[4 + 2 * i] = (struct qr_hash_part){h->value, strlen(h->value)};
     }
     char hex[QR_SHA256_HEX_BYTES];
-    int rv = qr_sign_sha256_parts_hex(parts, n_parts, hex);
+    int rv = qr_hash_sha256_parts_hex(parts, n_parts, hex);
     free(parts);
     if (rv != 0) {
         return rv;
@@ -662,14 +662,14 @@ static int content_key(const Qraft__PublishRequest *req, char **out)
  * dedup record never answers for another endpoint of the group. */
 static int endpoint_key(const Qraft__PublishRequest *req, char **key)
 {
-    struct qr_sign_part parts[3] = {
+    struct qr_hash_part parts[3] = {
         {*key, strlen(*key)},
         {req->topic_name, strlen(req->topic_name)},
         {req->url, strlen(req->url)},
     };
     char hex[QR_SHA256_HEX_BYTES];
     char *out = NULL;
-    int rv = qr_sign_sha256_parts_hex(parts, 3, hex);
+    int rv = qr_hash_sha256_parts_hex(parts, 3, hex);
     if (rv != 0) {
         return rv;
     }

@@ -11,6 +11,7 @@
 
 #include "lib/clock.h"
 #include "lib/err.h"
+#include "lib/hash.h"
 #include "lib/logger.h"
 #include "repl/fsm_int.h"
 
@@ -19,12 +20,7 @@
 
 uint32_t qr_fsm_shard_of(const char *message_id)
 {
-    uint32_t h = 2166136261u;
-    for (const unsigned char *p = (const unsigned char *)message_id; *p; p++) {
-        h ^= *p;
-        h *= 16777619u;
-    }
-    return h % QR_FSM_N_SHARDS;
+    return qr_hash_fnv1a32(message_id) % QR_FSM_N_SHARDS;
 }
 
 void qr_apply_set_result(struct qr_apply_result *res,
