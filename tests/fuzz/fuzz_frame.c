@@ -24,6 +24,7 @@
 #include "lib/pb.h"
 #include "ops/filter.h"
 #include "qraft.pb-c.h"
+#include "repl/check.h"
 #include "repl/command.h"
 
 #define NOW_MS 1767225600000ull /* 2026-01-01T00:00:00Z */

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "lib/cron.h"
 #include "lib/err.h"
+#include "repl/check.h"
 #include "repl/command.h"
 
 #define NOW_MS 1700000000000ull
