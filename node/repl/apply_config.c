@@ -334,6 +334,20 @@ static bool schedule_missing(int rv,
     return true;
 }
 
+/* Loads the schedule a command names: 1 when *out was loaded (new), 0
+ * when res says there is none, or a store error. */
+static int schedule_load_target(struct qr_apply_ctx *ctx,
+                                const char *id,
+                                Qraft__Schedule **out,
+                                struct qr_apply_result *res)
+{
+    int rv = qr_store_schedule_get(ctx->txn, id, out);
+    if (schedule_missing(rv, id, res)) {
+        return 0;
+    }
+    return rv == 0 ? 1 : rv;
+}
+
 int qr_apply_schedule_delete(struct qr_apply_ctx *ctx,
                              const Qraft__ScheduleDelete *d,
                              struct qr_apply_result *res)
@@ -347,13 +361,11 @@ int qr_apply_schedule_pause(struct qr_apply_ctx *ctx,
                             struct qr_apply_result *res)
 {
     Qraft__Schedule *sc = NULL;
-    int rv = qr_store_schedule_get(ctx->txn, p->schedule_id, &sc);
-    if (schedule_missing(rv, p->schedule_id, res)) {
-        return 0;
-    }
-    if (rv != 0) {
+    int rv = schedule_load_target(ctx, p->schedule_id, &sc, res);
+    if (rv <= 0) {
         return rv;
     }
+    rv = 0;
     if (sc->paused != p->paused) {
         /* Resuming starts from the slot after the leader's time: the slots
          * of the pause are skipped, not caught up. */
@@ -385,15 +397,11 @@ int qr_apply_schedule_fire(struct qr_apply_ctx *ctx,
                            struct qr_apply_result *res)
 {
     Qraft__Schedule *sc = NULL;
-    int rv = qr_store_schedule_get(ctx->txn, f->schedule_id, &sc);
-    if (rv == QR_ENOTFOUND || rv == QR_EBADREQ) {
-        qr_apply_set_result(res, QR_ENOTFOUND, "schedule %.64s not found",
-                            f->schedule_id);
-        return 0;
-    }
-    if (rv != 0) {
+    int rv = schedule_load_target(ctx, f->schedule_id, &sc, res);
+    if (rv <= 0) {
         return rv;
     }
+    rv = 0;
     if (sc->paused || sc->request == NULL || f->slot_ms < sc->next_slot_ms ||
         f->slot_ms <= sc->last_slot_ms || f->slot_ms > ctx->now_ms ||
         f->next_slot_ms <= f->slot_ms) {
@@ -494,6 +502,19 @@ static bool group_missing(int rv, const char *name, struct qr_apply_result *res)
     return true;
 }
 
+/* Whether an add or remove names no group a store can hold, or no
+ * endpoint; sets that as the command's result then. */
+static bool group_change_refused(const char *group,
+                                 size_t n_endpoints,
+                                 struct qr_apply_result *res)
+{
+    if (group_name_ok(group) && n_endpoints > 0) {
+        return false;
+    }
+    qr_apply_set_result(res, QR_EBADREQ, "invalid url group change");
+    return true;
+}
+
 static Qraft__UrlGroupEndpoint *find_endpoint(Qraft__UrlGroupEndpoint **eps,
                                               size_t n,
                                               const char *name,
@@ -519,8 +540,7 @@ int qr_apply_group_add(struct qr_apply_ctx *ctx,
     Qraft__UrlGroupEndpoint **eps = NULL;
     size_t n = 0;
 
-    if (!group_name_ok(a->group) || a->n_endpoints == 0) {
-        qr_apply_set_result(res, QR_EBADREQ, "invalid url group change");
+    if (group_change_refused(a->group, a->n_endpoints, res)) {
         return 0;
     }
     int rv = qr_store_group_get(ctx->txn, a->group, &stored);
@@ -593,8 +613,7 @@ int qr_apply_group_remove(struct qr_apply_ctx *ctx,
     Qraft__UrlGroup *stored = NULL;
     Qraft__UrlGroupEndpoint **eps = NULL;
 
-    if (!group_name_ok(r->group) || r->n_endpoints == 0) {
-        qr_apply_set_result(res, QR_EBADREQ, "invalid url group change");
+    if (group_change_refused(r->group, r->n_endpoints, res)) {
         return 0;
     }
     int rv = qr_store_group_get(ctx->txn, r->group, &stored);

@@ -226,21 +226,37 @@ out:
     return rv;
 }
 
+/* Loads the dead letter a DLQ command names: 1 when *out was loaded (new,
+ * DEAD_LETTERED), 0 when res says why not (not found, not in the DLQ), or
+ * a store error. */
+static int load_dead_letter(struct qr_apply_ctx *ctx,
+                            const char *id,
+                            Qraft__Message **out,
+                            struct qr_apply_result *res)
+{
+    int rv = load_target(ctx, id, out, res);
+    if (rv <= 0) {
+        return rv;
+    }
+    if ((*out)->state != QRAFT__MESSAGE_STATE__DEAD_LETTERED) {
+        qr_apply_set_result(res, QR_ECONFLICT,
+                            "message %s is not in the DLQ (it is %s)",
+                            (*out)->id, state_word((*out)->state));
+        qraft__message__free_unpacked(*out, NULL);
+        *out = NULL;
+        return 0;
+    }
+    return 1;
+}
+
 int qr_apply_dlq_replay(struct qr_apply_ctx *ctx,
                         const Qraft__DlqReplay *r,
                         struct qr_apply_result *res)
 {
     Qraft__Message *m = NULL;
-    int rv = load_target(ctx, r->message_id, &m, res);
+    int rv = load_dead_letter(ctx, r->message_id, &m, res);
     if (rv <= 0) {
         return rv;
-    }
-    if (m->state != QRAFT__MESSAGE_STATE__DEAD_LETTERED) {
-        qr_apply_set_result(res, QR_ECONFLICT,
-                            "message %s is not in the DLQ (it is %s)", m->id,
-                            state_word(m->state));
-        rv = 0;
-        goto out;
     }
     /* The same id again, with a fresh budget, due now. Changes go into a
      * shallow copy: the unpacked record's own pointers stay as unpack made
@@ -276,22 +292,14 @@ int qr_apply_dlq_delete(struct qr_apply_ctx *ctx,
                         struct qr_apply_result *res)
 {
     Qraft__Message *m = NULL;
-    int rv = load_target(ctx, d->message_id, &m, res);
+    int rv = load_dead_letter(ctx, d->message_id, &m, res);
     if (rv <= 0) {
         return rv;
-    }
-    if (m->state != QRAFT__MESSAGE_STATE__DEAD_LETTERED) {
-        qr_apply_set_result(res, QR_ECONFLICT,
-                            "message %s is not in the DLQ (it is %s)", m->id,
-                            state_word(m->state));
-        rv = 0;
-        goto out;
     }
     rv = qr_store_msg_delete(ctx->txn, m->id);
     if (rv == 0) {
         rv = qr_apply_event(ctx, m, "deleted from the DLQ");
     }
-out:
     qraft__message__free_unpacked(m, NULL);
     return rv;
 }
