@@ -3,6 +3,7 @@
  * order, slots held by active messages and their callbacks, and activation
  * when a slot frees up. Owns the invariants written below; nothing else
  * writes a Queue record. */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +119,8 @@ static int queue_fill(struct qr_apply_ctx *ctx, Qraft__Queue *q)
         q->active++;
         q->waiting--;
     }
+    /* The invariant above, restored. */
+    assert(q->paused || q->waiting == 0 || q->active >= q->parallelism);
     return 0;
 }
 

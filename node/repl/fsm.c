@@ -20,6 +20,7 @@
 
 uint32_t qr_fsm_shard_of(const char *message_id)
 {
+    assert(message_id != NULL);
     return qr_hash_fnv1a32(message_id) % QR_FSM_N_SHARDS;
 }
 
@@ -39,6 +40,7 @@ int qr_apply_event(struct qr_apply_ctx *ctx,
                    const Qraft__Message *m,
                    const char *detail)
 {
+    assert(ctx->txn != NULL); /* only inside apply's write transaction */
     Qraft__Event e = QRAFT__EVENT__INIT;
     e.message_id = m->id;
     e.time_ms = ctx->now_ms;
@@ -52,6 +54,9 @@ static int apply_command(struct qr_apply_ctx *ctx,
                          const Qraft__Command *cmd,
                          struct qr_apply_result *res)
 {
+    /* Every command applies inside the entry's write transaction, which
+     * also records the entry's index (fsm.h). */
+    assert(ctx->txn != NULL && ctx->index > ctx->fsm->applied_index);
     switch (cmd->body_case) {
         case QRAFT__COMMAND__BODY_PUBLISH:
             return qr_apply_publish(ctx, cmd->publish, res);
@@ -148,6 +153,7 @@ static int apply_pass(struct qr_apply_ctx *ctx,
                       size_t *failed_at)
 {
     struct qr_fsm *f = ctx->fsm;
+    assert(ctx->txn == NULL); /* the last pass committed or aborted its own */
     int rv = qr_store_txn_begin(f->store, true, &ctx->txn);
     if (rv != 0) {
         *failed_at = SIZE_MAX;
@@ -264,6 +270,7 @@ static int fsm_apply(struct raft_fsm *rf,
     size_t failed_at = SIZE_MAX;
     int rv;
 
+    assert(f->raft != NULL && f->store != NULL); /* set before raft_start */
     *result = NULL;
     if (f->failed) {
         return RAFT_IOERR;
@@ -300,6 +307,7 @@ static int fsm_apply(struct raft_fsm *rf,
                              &failed_at);
         }
     }
+    assert(ctx.txn == NULL); /* apply_entry committed or aborted it */
     if (rv != 0) {
         if (failed_at == SIZE_MAX) {
             fatal(f, "entry %" PRIu64 ": %s (%s)", index, qr_strerror(rv),
