@@ -44,7 +44,7 @@ typedef void (*qr_cluster_removed_cb)(void *data);
 /* Outcome of a membership change or transfer: 0, or QR_E* with a reason. */
 typedef void (*qr_cluster_change_cb)(void *data, int status, const char *why);
 
-struct qr_membership; /* one change in progress (cluster.c) */
+struct qr_membership; /* one change in progress (membership.c) */
 
 struct qr_cluster;
 typedef void (*qr_cluster_close_cb)(struct qr_cluster *c);
