@@ -27,6 +27,7 @@
 #include "lib/utf8.h"
 #include "ops/filter.h"
 #include "qraft.pb-c.h"
+#include "repl/check.h"
 #include "repl/command.h"
 
 #define ERR_BYTES 256

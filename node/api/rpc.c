@@ -12,12 +12,12 @@
 #include "frame.h"
 #include "lib/addr.h"
 #include "lib/clock.h"
+#include "lib/cron.h"
 #include "lib/logger.h"
 #include "lib/pb.h"
 #include "ops/filter.h"
 #include "repl/check.h"
 #include "repl/command.h"
-#include "sched/cron.h"
 
 /* Read buffer growth step, and the most requests one connection may have
  * waiting for an answer before we stop reading from it (backpressure). */
@@ -2236,7 +2236,7 @@ static void handle_status(struct qr_rpc_conn *conn, const Qraft__Request *req)
     sr.n_state_counts = QR_STORE_N_STATES;
     sr.state_counts = counts;
     sr.version = QRAFT_VERSION;
-    sr.feature_level = rpc->cluster->fsm.feature_level;
+    sr.feature_level = qr_cluster_feature_level(rpc->cluster);
     Qraft__Response resp = QRAFT__RESPONSE__INIT;
     resp.id = req->id;
     resp.body_case = QRAFT__RESPONSE__BODY_CLUSTER_STATUS;

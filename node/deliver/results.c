@@ -93,7 +93,7 @@ static void on_result_proposed(void *data,
     (void)res;
     results_end(r, status == 0);
     /* Here the result is applied already: this replica is the leader's. */
-    rc->cb(rc->data, status, r->cluster->fsm.applied_index);
+    rc->cb(rc->data, status, qr_cluster_fsm_applied(r->cluster));
     free(rc);
 }
 

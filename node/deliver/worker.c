@@ -120,7 +120,7 @@ static uint64_t effective_now_ms(struct qr_worker *w)
 {
     uint64_t wall = qr_clock_wall_ms();
     uint64_t mono = qr_clock_mono_ms();
-    uint64_t stamp = w->cluster->fsm.last_time_ms;
+    uint64_t stamp = qr_cluster_last_time_ms(w->cluster);
     if (stamp != w->leader_time_ms) {
         w->leader_time_ms = stamp;
         w->leader_time_seen_mono_ms = mono;
@@ -247,7 +247,8 @@ static void on_result_applied(void *data, int status, uint64_t applied_index)
     }
     if (f != NULL && status != 0) {
         report_failed(w, f);
-    } else if (f != NULL && applied_index <= w->cluster->fsm.applied_index) {
+    } else if (f != NULL &&
+               applied_index <= qr_cluster_fsm_applied(w->cluster)) {
         inflight_remove(w, f); /* this replica has it: the store tells */
     } else if (f != NULL) {
         f->proposing = false;
@@ -634,7 +635,7 @@ static void cancel_unowned(struct qr_worker *w, bool active)
 static bool sweep_settled(struct qr_worker *w)
 {
     uint64_t now = qr_clock_mono_ms();
-    uint64_t applied = w->cluster->fsm.applied_index;
+    uint64_t applied = qr_cluster_fsm_applied(w->cluster);
     bool waiting = false;
     for (size_t b = 0; b < w->n_buckets; b++) {
         struct qr_worker_inflight *f = w->buckets[b];
@@ -767,8 +768,7 @@ int qr_worker_init(struct qr_worker *w,
     qr_delivery_set_gate(&w->delivery, may_start, w);
     uv_timer_init(loop, &w->timer);
     w->timer.data = w;
-    cluster->fsm.on_due = on_due;
-    cluster->fsm.on_due_data = w;
+    qr_cluster_set_due_hook(cluster, on_due, w);
     qr_worker_kick(w);
     return 0;
 }
@@ -817,7 +817,7 @@ void qr_worker_close(struct qr_worker *w, void (*cb)(struct qr_worker *w))
     w->closing = true;
     w->close_cb = cb;
     w->pending_closes = 2;
-    w->cluster->fsm.on_due = NULL;
+    qr_cluster_set_due_hook(w->cluster, NULL, NULL);
     uv_timer_stop(&w->timer);
     uv_close((uv_handle_t *)&w->timer, on_timer_close);
     qr_delivery_close(&w->delivery, on_delivery_close);

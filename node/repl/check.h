@@ -1,11 +1,15 @@
 /* Checks of request fields that every face runs before it proposes: the
  * REST API, the client RPC and the peer requests (delivery results) answer
- * a bad field with a 4xx and propose nothing.
+ * a bad field with a 4xx and propose nothing. Also the parsing of the
+ * REST API's header values (numbers, durations, flow control).
  *
  * These checks guard the faces, not apply: apply never trusts them (see
  * fsm.c, "Apply is total"), so a field one face forgot to check is refused
  * by apply on every replica alike instead of stopping them. Pure: no I/O,
- * no allocation. */
+ * no allocation (but qr_command_check_schedule, whose cron parser reads the
+ * zone's tz database file). The qr_command_check_* and qr_command_parse_*
+ * names are older than this file: the faces and tests call them by those
+ * names. */
 #ifndef QR_CHECK_H
 #define QR_CHECK_H
 
@@ -14,6 +18,81 @@
 
 #include "qraft.pb-c.h"
 #include "repl/command.h"
+
+/* Cron expressions of schedules, in bytes. */
+#define QR_COMMAND_MAX_CRON_BYTES 256
+
+struct qr_cron;
+
+/* Checks a publish request against the limits, before any work is done.
+ * now_ms is the leader's time (for not-before). Returns 0, QR_EBADREQ or
+ * QR_ETOOLARGE with a one-line reason in err (err_len bytes) that names the
+ * field and, for limits, the limit. */
+int qr_command_check_publish(const Qraft__PublishRequest *req,
+                             const struct qr_limits *limits,
+                             uint64_t now_ms,
+                             char *err,
+                             size_t err_len);
+
+/* Checks a queue upsert: the name (QR_EBADREQ, or QR_ETOOLARGE over the
+ * name limit) and parallelism (0 means 1; above the limit: QR_ECONFLICT,
+ * which the REST API answers 412 as QStash does), with the reason in err. */
+int qr_command_check_queue(const char *name,
+                           uint32_t parallelism,
+                           const struct qr_limits *limits,
+                           char *err,
+                           size_t err_len);
+
+/* Checks a URL-group change before it is proposed: a valid group name,
+ * and for add/remove 1..limits->max_group_endpoints endpoints, each with a
+ * valid optional name; added endpoints need an http(s) URL, removed ones a
+ * name or a URL. Returns 0 or QR_EBADREQ / QR_ETOOLARGE with the reason in
+ * err. Apply runs the same checks on the command. */
+int qr_command_check_group_change(const Qraft__GroupChangeRequest *req,
+                                  const struct qr_limits *limits,
+                                  char *err,
+                                  size_t err_len);
+
+/* Parsing shared by the REST API (pure; unit-tested).
+ *
+ * qr_command_parse_uint: decimal digits only, at most max; -EINVAL or
+ * -ERANGE.
+ * qr_command_parse_duration: QStash's `<number><unit>` repeated, units s m
+ * h d, decimals allowed ("1d10h30m", "1.5s"), at most
+ * QR_COMMAND_MAX_DURATION_MS; -EINVAL or -ERANGE.
+ * qr_command_parse_flow_control: an Upstash-Flow-Control-Value,
+ * "parallelism=N, rate=N, period=<duration or seconds>" in any order, comma
+ * separated, spaces optional, each at most once, at least one of
+ * parallelism and rate (both >= 1); period defaults to 1 s and is 1 s .. 7
+ * days. Returns 0 or -EINVAL with the reason in err. */
+#define QR_COMMAND_MAX_DURATION_MS (3650ull * 24 * 3600 * 1000)
+#define QR_COMMAND_MAX_FLOW_PERIOD_S (7ull * 24 * 3600)
+int qr_command_parse_uint(const char *s,
+                          size_t len,
+                          uint64_t max,
+                          uint64_t *out);
+int qr_command_parse_duration(const char *s, size_t len, uint64_t *out_ms);
+int qr_command_parse_flow_control(const char *s,
+                                  size_t len,
+                                  uint32_t *parallelism,
+                                  uint32_t *rate,
+                                  uint64_t *period_s,
+                                  char *err,
+                                  size_t err_len);
+
+/* Checks a schedule create/replace request before any work is done: the id
+ * (empty, or [A-Za-z0-9._-]+), the cron (parsed into *cron, which must fire
+ * at least once: its first slot after now_ms goes to *first_slot_ms) and
+ * the message template as qr_command_check_publish does (not-before is
+ * refused: each tick's time comes from the cron). Returns 0, QR_EBADREQ or
+ * QR_ETOOLARGE with a reason in err. */
+int qr_command_check_schedule(const Qraft__ScheduleUpsertRequest *req,
+                              const struct qr_limits *limits,
+                              uint64_t now_ms,
+                              struct qr_cron *cron,
+                              uint64_t *first_slot_ms,
+                              char *err,
+                              size_t err_len);
 
 /* Longest message id a request may name, in bytes (qraft's own ids are
  * QR_ID_BYTES - 1 long; the bound leaves room for longer ones). */

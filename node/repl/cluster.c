@@ -16,20 +16,6 @@
  * it is not backpressure (the queue caps below are). */
 #define RAFT_MAX_INFLIGHT_ENTRIES 256
 
-struct qr_membership {
-    struct qr_cluster *cluster;
-    uv_timer_t wait; /* transfer: polls for the new leader */
-    uint64_t deadline_mono_ms;
-    union {
-        struct raft_change change;
-        struct raft_transfer transfer;
-    } req;
-    uint64_t id;
-    int step; /* add: 0 = adding, 1 = standby, 2 = voter */
-    qr_cluster_change_cb cb;
-    void *data;
-};
-
 struct qr_proposal {
     struct qr_packed cmd;
     qr_cluster_propose_cb cb;
@@ -436,6 +422,27 @@ uint64_t qr_cluster_applied(struct qr_cluster *c)
     uint64_t raft_applied = raft_last_applied(&c->raft);
     return raft_applied > c->fsm.applied_index ? raft_applied
                                                : c->fsm.applied_index;
+}
+
+uint64_t qr_cluster_fsm_applied(const struct qr_cluster *c)
+{
+    return c->fsm.applied_index;
+}
+
+uint32_t qr_cluster_feature_level(const struct qr_cluster *c)
+{
+    return c->fsm.feature_level;
+}
+
+uint64_t qr_cluster_last_time_ms(const struct qr_cluster *c)
+{
+    return c->fsm.last_time_ms;
+}
+
+void qr_cluster_set_due_hook(struct qr_cluster *c, qr_fsm_due_cb fn, void *data)
+{
+    c->fsm.on_due = fn;
+    c->fsm.on_due_data = data;
 }
 
 uint64_t qr_cluster_answer_index(struct qr_cluster *c)
@@ -1163,213 +1170,4 @@ void qr_cluster_get_status(struct qr_cluster *c, struct qr_cluster_status *out)
         snprintf(n->raft_addr, sizeof n->raft_addr, "%s",
                  conf->servers[i].address);
     }
-}
-
-/* ------------------------------------------------------------------------ */
-/* Membership. */
-
-static void finish_change(struct qr_membership *m, int status, const char *why)
-{
-    struct qr_cluster *c = m->cluster;
-    c->change = NULL;
-    m->cb(m->data, status, why);
-    free(m);
-}
-
-/* Why raft refuses a membership change now, in the log. */
-static void log_cantchange(struct qr_cluster *c, const char *what)
-{
-    QR_INFO("cluster",
-            "%s refused: a configuration change is pending (uncommitted "
-            "configuration at index %llu, committed at %llu; commit index "
-            "%llu, applied %llu, promoting node %llu)",
-            what, (unsigned long long)c->raft.configuration_uncommitted_index,
-            (unsigned long long)c->raft.configuration_committed_index,
-            (unsigned long long)c->raft.commit_index,
-            (unsigned long long)c->raft.last_applied,
-            (unsigned long long)c->raft.leader_state.promotee_id);
-}
-
-static int change_status(int rv)
-{
-    switch (rv) {
-        case RAFT_NOTLEADER:
-        case RAFT_LEADERSHIPLOST:
-            return QR_ENOTLEADER;
-        case RAFT_CANTCHANGE:
-            return QR_ECONFLICT;
-        case RAFT_DUPLICATEID:
-        case RAFT_DUPLICATEADDRESS:
-        case RAFT_BADID:
-        case RAFT_NOTFOUND:
-        case RAFT_BADROLE:
-            return QR_EBADREQ;
-        default:
-            return QR_EUNKNOWN;
-    }
-}
-
-static void on_change(struct raft_change *req, int status);
-
-static int add_step(struct qr_membership *m)
-{
-    struct qr_cluster *c = m->cluster;
-    m->req.change.data = m;
-    /* A spare first, then a standby (it replicates and catches up), then
-     * a voter: raft promotes only once the node has caught up. */
-    return raft_assign(&c->raft, &m->req.change, m->id,
-                       m->step == 1 ? RAFT_STANDBY : RAFT_VOTER, on_change);
-}
-
-static void on_change(struct raft_change *req, int status)
-{
-    struct qr_membership *m = req->data;
-    if (status != 0) {
-        finish_change(m, change_status(status), raft_strerror(status));
-        return;
-    }
-    if (m->step == 0 || m->step == 1) {
-        m->step++;
-        int rv = add_step(m);
-        if (rv != 0) {
-            finish_change(m, change_status(rv), raft_strerror(rv));
-        }
-        return;
-    }
-    finish_change(m, 0, "");
-}
-
-static struct qr_membership *new_change(struct qr_cluster *c,
-                                        uint64_t id,
-                                        qr_cluster_change_cb cb,
-                                        void *data,
-                                        int *rv)
-{
-    if (c->closing || !c->serving) {
-        *rv = QR_ENOTLEADER;
-        return NULL;
-    }
-    if (c->change != NULL) {
-        *rv = QR_ECONFLICT;
-        return NULL;
-    }
-    struct qr_membership *m = calloc(1, sizeof *m);
-    if (m == NULL) {
-        *rv = -ENOMEM;
-        return NULL;
-    }
-    m->cluster = c;
-    m->id = id;
-    m->cb = cb;
-    m->data = data;
-    *rv = 0;
-    return m;
-}
-
-int qr_cluster_add(struct qr_cluster *c,
-                   uint64_t id,
-                   const char *raft_addr,
-                   qr_cluster_change_cb cb,
-                   void *data)
-{
-    int rv;
-    struct qr_membership *m = new_change(c, id, cb, data, &rv);
-    if (m == NULL) {
-        return rv;
-    }
-    m->req.change.data = m;
-    rv = raft_add(&c->raft, &m->req.change, id, raft_addr, on_change);
-    if (rv != 0) {
-        free(m);
-        return change_status(rv);
-    }
-    c->change = m;
-    QR_INFO("cluster", "adding node %" PRIu64 " at %s", id, raft_addr);
-    return 0;
-}
-
-int qr_cluster_remove(struct qr_cluster *c,
-                      uint64_t id,
-                      qr_cluster_change_cb cb,
-                      void *data)
-{
-    int rv;
-    struct qr_membership *m = new_change(c, id, cb, data, &rv);
-    if (m == NULL) {
-        return rv;
-    }
-    m->step = 2; /* done after this one change */
-    m->req.change.data = m;
-    rv = raft_remove(&c->raft, &m->req.change, id, on_change);
-    if (rv == RAFT_CANTCHANGE) {
-        log_cantchange(c, "removing a node");
-    }
-    if (rv != 0) {
-        free(m);
-        return change_status(rv);
-    }
-    c->change = m;
-    QR_INFO("cluster", "removing node %" PRIu64, id);
-    return 0;
-}
-
-static void on_transfer_wait_closed(uv_handle_t *h)
-{
-    struct qr_membership *m = h->data;
-    uint64_t leader = 0;
-    qr_cluster_leader(m->cluster, &leader, NULL);
-    if (leader != m->cluster->config->id && leader != 0 &&
-        (m->id == 0 || leader == m->id)) {
-        finish_change(m, 0, "");
-    } else {
-        finish_change(m, QR_EUNKNOWN,
-                      "leadership did not move within the election timeout");
-    }
-}
-
-/* The old leader steps down before it hears from the new one: wait until
- * it names a leader (or a deadline), then tell. */
-static void on_transfer_poll(uv_timer_t *t)
-{
-    struct qr_membership *m = t->data;
-    uint64_t leader = 0;
-    qr_cluster_leader(m->cluster, &leader, NULL);
-    if ((leader != 0 && leader != m->cluster->config->id) ||
-        m->cluster->closing || qr_clock_mono_ms() >= m->deadline_mono_ms) {
-        uv_timer_stop(t);
-        uv_close((uv_handle_t *)t, on_transfer_wait_closed);
-    }
-}
-
-static void on_transfer(struct raft_transfer *req)
-{
-    struct qr_membership *m = req->data;
-    struct qr_cluster *c = m->cluster;
-    m->deadline_mono_ms =
-        qr_clock_mono_ms() + 2u * c->config->election_timeout_ms;
-    uv_timer_init(c->loop, &m->wait);
-    m->wait.data = m;
-    uv_timer_start(&m->wait, on_transfer_poll, 0, 20);
-}
-
-int qr_cluster_transfer(struct qr_cluster *c,
-                        uint64_t id,
-                        qr_cluster_change_cb cb,
-                        void *data)
-{
-    int rv;
-    struct qr_membership *m = new_change(c, id, cb, data, &rv);
-    if (m == NULL) {
-        return rv;
-    }
-    m->req.transfer.data = m;
-    rv = raft_transfer(&c->raft, &m->req.transfer, id, on_transfer);
-    if (rv != 0) {
-        free(m);
-        return change_status(rv);
-    }
-    c->change = m;
-    QR_INFO("cluster", "transferring leadership to %s",
-            id == 0 ? "the best voter" : "a chosen node");
-    return 0;
 }

@@ -44,7 +44,7 @@ typedef void (*qr_cluster_removed_cb)(void *data);
 /* Outcome of a membership change or transfer: 0, or QR_E* with a reason. */
 typedef void (*qr_cluster_change_cb)(void *data, int status, const char *why);
 
-struct qr_membership; /* one change in progress (cluster.c) */
+struct qr_membership; /* one change in progress (membership.c) */
 
 struct qr_cluster;
 typedef void (*qr_cluster_close_cb)(struct qr_cluster *c);
@@ -221,6 +221,24 @@ int qr_cluster_propose_command(struct qr_cluster *c,
 /* The highest raft index this node has applied (commands and raft's own
  * entries alike). */
 uint64_t qr_cluster_applied(struct qr_cluster *c);
+
+/* The last entry the state machine applied (entries of commands only:
+ * raft's barriers and configurations do not count, see
+ * qr_cluster_applied). */
+uint64_t qr_cluster_fsm_applied(const struct qr_cluster *c);
+
+/* The cluster's feature level (see repl/command.h), as last applied. */
+uint32_t qr_cluster_feature_level(const struct qr_cluster *c);
+
+/* The leader's stamp (proposed_at_ms) on the last applied entry: the
+ * replicated clock, never behind. */
+uint64_t qr_cluster_last_time_ms(const struct qr_cluster *c);
+
+/* Registers the hook apply calls once per entry that made a message due
+ * (see qr_fsm_due_cb); fn NULL unregisters. data is borrowed. */
+void qr_cluster_set_due_hook(struct qr_cluster *c,
+                             qr_fsm_due_cb fn,
+                             void *data);
 
 /* What an answer sent now must tell a node that will wait to apply as
  * much: inside a proposal's callback the index of its entry (raft fires

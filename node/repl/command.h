@@ -1,5 +1,7 @@
-/* Replicated commands: how they are checked, built and framed into raft
- * entries.
+/* Replicated commands: how they are built and framed into raft entries,
+ * and the feature level each needs: what apply needs to read an entry.
+ * The checks a face runs on a request before it builds one are in
+ * repl/check.h.
  *
  * One raft entry carries one qraft.Entry (many commands: group commit):
  *
@@ -13,8 +15,8 @@
  * The payload is assembled from commands that were packed one by one as they
  * arrived (a repeated field is its elements' encodings, each behind a tag and
  * a length), so a batch never holds the callers' object graphs. Every
- * request is checked here before any work is done: a command that reaches
- * raft is valid. */
+ * request is checked (check.c) before any work is done; apply still never
+ * trusts those checks (fsm.h). */
 #ifndef QR_COMMAND_H
 #define QR_COMMAND_H
 
@@ -68,26 +70,11 @@
 /* A URL-group member's key: "ep:" + sha256 hex of (key, group, url). */
 #define QR_DEDUP_ENDPOINT_PREFIX "ep:"
 
-/* Cron expressions of schedules, in bytes. */
-#define QR_COMMAND_MAX_CRON_BYTES 256
-
-struct qr_cron;
-
 /* A command packed on its own; data is owned (free with free()). */
 struct qr_packed {
     uint8_t *data;
     size_t len;
 };
-
-/* Checks a publish request against the limits, before any work is done.
- * now_ms is the leader's time (for not-before). Returns 0, QR_EBADREQ or
- * QR_ETOOLARGE with a one-line reason in err (err_len bytes) that names the
- * field and, for limits, the limit. */
-int qr_command_check_publish(const Qraft__PublishRequest *req,
-                             const struct qr_limits *limits,
-                             uint64_t now_ms,
-                             char *err,
-                             size_t err_len);
 
 /* The longest queue name apply accepts, whatever the leader's limits say
  * (they are at most this). */
@@ -96,52 +83,6 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
 /* True when s is a queue, URL group or endpoint name: [A-Za-z0-9._-]+
  * (borrowed). */
 bool qr_command_is_name(const char *s);
-
-/* Checks a queue upsert: the name (QR_EBADREQ, or QR_ETOOLARGE over the
- * name limit) and parallelism (0 means 1; above the limit: QR_ECONFLICT,
- * which the REST API answers 412 as QStash does), with the reason in err. */
-int qr_command_check_queue(const char *name,
-                           uint32_t parallelism,
-                           const struct qr_limits *limits,
-                           char *err,
-                           size_t err_len);
-
-/* Checks a URL-group change before it is proposed: a valid group name,
- * and for add/remove 1..limits->max_group_endpoints endpoints, each with a
- * valid optional name; added endpoints need an http(s) URL, removed ones a
- * name or a URL. Returns 0 or QR_EBADREQ / QR_ETOOLARGE with the reason in
- * err. Apply runs the same checks on the command. */
-int qr_command_check_group_change(const Qraft__GroupChangeRequest *req,
-                                  const struct qr_limits *limits,
-                                  char *err,
-                                  size_t err_len);
-
-/* Parsing shared by the REST API (pure; unit-tested).
- *
- * qr_command_parse_uint: decimal digits only, at most max; -EINVAL or
- * -ERANGE.
- * qr_command_parse_duration: QStash's `<number><unit>` repeated, units s m
- * h d, decimals allowed ("1d10h30m", "1.5s"), at most
- * QR_COMMAND_MAX_DURATION_MS; -EINVAL or -ERANGE.
- * qr_command_parse_flow_control: an Upstash-Flow-Control-Value,
- * "parallelism=N, rate=N, period=<duration or seconds>" in any order, comma
- * separated, spaces optional, each at most once, at least one of
- * parallelism and rate (both >= 1); period defaults to 1 s and is 1 s .. 7
- * days. Returns 0 or -EINVAL with the reason in err. */
-#define QR_COMMAND_MAX_DURATION_MS (3650ull * 24 * 3600 * 1000)
-#define QR_COMMAND_MAX_FLOW_PERIOD_S (7ull * 24 * 3600)
-int qr_command_parse_uint(const char *s,
-                          size_t len,
-                          uint64_t max,
-                          uint64_t *out);
-int qr_command_parse_duration(const char *s, size_t len, uint64_t *out_ms);
-int qr_command_parse_flow_control(const char *s,
-                                  size_t len,
-                                  uint32_t *parallelism,
-                                  uint32_t *rate,
-                                  uint64_t *period_s,
-                                  char *err,
-                                  size_t err_len);
 
 /* Writes a message id that sorts by time: ms, then node, then sequence. */
 void qr_command_message_id(char out[QR_ID_BYTES],
@@ -170,20 +111,6 @@ int qr_command_dedup_keys(const Qraft__PublishRequest *req,
                           char *keys[QR_DEDUP_MAX_KEYS],
                           size_t *n);
 void qr_command_dedup_keys_free(char *keys[QR_DEDUP_MAX_KEYS], size_t n);
-
-/* Checks a schedule create/replace request before any work is done: the id
- * (empty, or [A-Za-z0-9._-]+), the cron (parsed into *cron, which must fire
- * at least once: its first slot after now_ms goes to *first_slot_ms) and
- * the message template as qr_command_check_publish does (not-before is
- * refused: each tick's time comes from the cron). Returns 0, QR_EBADREQ or
- * QR_ETOOLARGE with a reason in err. */
-int qr_command_check_schedule(const Qraft__ScheduleUpsertRequest *req,
-                              const struct qr_limits *limits,
-                              uint64_t now_ms,
-                              struct qr_cron *cron,
-                              uint64_t *first_slot_ms,
-                              char *err,
-                              size_t err_len);
 
 /* Packs any command; out->data is new (free with free()). */
 int qr_command_pack(const Qraft__Command *cmd, struct qr_packed *out);

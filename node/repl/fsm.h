@@ -13,7 +13,11 @@
  * fsm_apply). Only what is not a property of the entry (an I/O error, a
  * failed store, a corrupt record, an undecodable entry, an unknown command
  * kind) calls the fatal hook (the node exits) rather than let this replica
- * diverge from the others. */
+ * diverge from the others.
+ *
+ * fsm.c holds the apply loop, the dispatch by command kind and snapshots;
+ * each command's apply is in apply_msg.c, apply_queue.c or apply_config.c
+ * (what they share: fsm_int.h). */
 #ifndef QR_FSM_H
 #define QR_FSM_H
 

@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/cron.h"
 #include "lib/err.h"
 #include "lib/logger.h"
-#include "sched/cron.h"
 
 #define MAX_WAIT_MS 1000
 #define MIN_WAIT_MS 10

@@ -10,8 +10,8 @@
 #include <string.h>
 
 #include "fuzz_util.h"
+#include "lib/cron.h"
 #include "lib/err.h"
-#include "sched/cron.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -19,12 +19,13 @@
 #include "deliver/retry.h"
 #include "frame.h"
 #include "fuzz_util.h"
+#include "lib/cron.h"
 #include "lib/err.h"
 #include "lib/pb.h"
 #include "ops/filter.h"
 #include "qraft.pb-c.h"
+#include "repl/check.h"
 #include "repl/command.h"
-#include "sched/cron.h"
 
 #define NOW_MS 1767225600000ull /* 2026-01-01T00:00:00Z */
 /* Small enough that the fuzzer meets QR_FRAME_TOO_LARGE. */

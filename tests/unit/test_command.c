@@ -16,9 +16,10 @@
 #include <string.h>
 
 #include "config.h"
+#include "lib/cron.h"
 #include "lib/err.h"
+#include "repl/check.h"
 #include "repl/command.h"
-#include "sched/cron.h"
 
 #define NOW_MS 1700000000000ull
 

@@ -14,8 +14,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/cron.h"
 #include "lib/err.h"
-#include "sched/cron.h"
 
 /* "YYYY-MM-DD HH:MM[:SS]" in UTC -> unix ms. */
 static uint64_t ms(const char *utc)

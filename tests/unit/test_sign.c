@@ -14,6 +14,7 @@
 
 #include "deliver/sign.h"
 #include "lib/err.h"
+#include "lib/hash.h"
 
 #define KEY "sig_4Rq8mZt2WkXnP7cVb3HjLd9sFgYe"
 #define OTHER_KEY "sig_9xWm3Kd7PqLr2TnVb8HcZf5GjYs"
@@ -308,17 +309,17 @@ static void test_sha256_parts_hex(void **state)
 {
     (void)state;
     char hex[QR_SHA256_HEX_BYTES];
-    struct qr_sign_part ab_c[] = {{"ab", 2}, {"c", 1}};
-    struct qr_sign_part a_bc[] = {{"a", 1}, {"bc", 2}};
-    assert_int_equal(qr_sign_sha256_parts_hex(ab_c, 2, hex), 0);
+    struct qr_hash_part ab_c[] = {{"ab", 2}, {"c", 1}};
+    struct qr_hash_part a_bc[] = {{"a", 1}, {"bc", 2}};
+    assert_int_equal(qr_hash_sha256_parts_hex(ab_c, 2, hex), 0);
     assert_string_equal(
         hex,
         "601d5476e2ccfe2c87a2bba7a322659734a05749d5b5aa781f513e4912db0d5f");
-    assert_int_equal(qr_sign_sha256_parts_hex(a_bc, 2, hex), 0);
+    assert_int_equal(qr_hash_sha256_parts_hex(a_bc, 2, hex), 0);
     assert_string_equal(
         hex,
         "3fafa1cf2f19a7c1129beb20cf0983f73a489a221fc0dd2f16d1be292d089205");
-    assert_int_equal(qr_sign_sha256_parts_hex(NULL, 0, hex), 0);
+    assert_int_equal(qr_hash_sha256_parts_hex(NULL, 0, hex), 0);
     assert_string_equal(
         hex,
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");

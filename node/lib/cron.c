@@ -8,7 +8,7 @@
  * hours and minutes are plain arithmetic on absolute time, which follows
  * the wall clock across a change. Every step moves forward, so the walk
  * ends: at a slot, or at the eight-year horizon. */
-#include "sched/cron.h"
+#include "lib/cron.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -1,0 +1,161 @@
+/* What fsm.c and the apply_*.c files share while an entry is applied: the
+ * apply context, the helpers every command uses, and one function per
+ * command kind (fsm.c's apply_command dispatches to them).
+ *
+ * Internal to repl/: no other module includes it. Every qr_apply_* function
+ * runs inside apply, with ctx->txn the entry's open write transaction
+ * (borrowed). The rules of fsm.h hold for each: it reads only the command,
+ * ctx and the store; a command that fails for what it holds sets its
+ * result (qr_apply_set_result) and returns 0 having changed nothing, or
+ * returns a code fails_command (fsm.c) counts as the command's; any other
+ * non-zero return is this node's trouble and stops it. */
+#ifndef QR_FSM_INT_H
+#define QR_FSM_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qraft.pb-c.h"
+#include "repl/fsm.h"
+
+/* Everything an entry's commands share while it is applied. */
+struct qr_apply_ctx {
+    struct qr_fsm *fsm;
+    struct qr_store_txn *txn; /* open for writing while a command applies */
+    uint64_t index;
+    uint64_t now_ms; /* the leader's stamp: the only clock apply knows */
+    uint32_t position;
+    /* Events appended by this entry so far: their key's last part, so a
+     * command that records several (a batch of results, a callback and its
+     * source, a queue activating its next message) keeps them all. */
+    uint32_t n_events;
+    uint64_t earliest_due_ms; /* UINT64_MAX: nothing became due */
+};
+
+/* A message became due at due_ms: the entry's earliest goes to the due
+ * hook once the entry is committed. */
+static inline void qr_apply_note_due(struct qr_apply_ctx *ctx, uint64_t due_ms)
+{
+    if (due_ms < ctx->earliest_due_ms) {
+        ctx->earliest_due_ms = due_ms;
+    }
+}
+
+/* Sets the command's result: status and a printf-formatted reason. */
+void qr_apply_set_result(struct qr_apply_result *res,
+                         int status,
+                         const char *fmt,
+                         ...) __attribute__((format(printf, 3, 4)));
+
+/* Appends m's event (its state now, detail borrowed) at the entry's time. */
+int qr_apply_event(struct qr_apply_ctx *ctx,
+                   const Qraft__Message *m,
+                   const char *detail);
+
+/* apply_msg.c: messages (publish, cancel, DLQ, delivery results and the
+ * callbacks they create). */
+
+/* Looks the dedup keys of a creating command (publish, schedule upsert) up
+ * at the command's time. Returns 1 when one is live: res then answers the
+ * id it created (res->message_id) as deduplicated, and the command must
+ * change nothing. 0 when none is; a store error otherwise. */
+int qr_apply_dedup_seen(struct qr_apply_ctx *ctx,
+                        char **keys,
+                        size_t n_keys,
+                        struct qr_apply_result *res);
+/* Cancels m (unpacked, not final): out of its queue's FIFO if it waits
+ * there, its slot given back if it holds one. */
+int qr_apply_cancel_message(struct qr_apply_ctx *ctx,
+                            const Qraft__Message *m,
+                            const char *detail);
+int qr_apply_publish(struct qr_apply_ctx *ctx,
+                     const Qraft__Publish *p,
+                     struct qr_apply_result *res);
+int qr_apply_cancel(struct qr_apply_ctx *ctx,
+                    const Qraft__Cancel *c,
+                    struct qr_apply_result *res);
+int qr_apply_dlq_replay(struct qr_apply_ctx *ctx,
+                        const Qraft__DlqReplay *r,
+                        struct qr_apply_result *res);
+int qr_apply_dlq_delete(struct qr_apply_ctx *ctx,
+                        const Qraft__DlqDelete *d,
+                        struct qr_apply_result *res);
+int qr_apply_delivery_results(struct qr_apply_ctx *ctx,
+                              const Qraft__DeliveryResults *batch);
+
+/* apply_queue.c: queues (their invariants are written there). */
+
+/* Queue semantics apply once the cluster's feature level has them (a
+ * replicated value, so every replica agrees). */
+bool qr_apply_queues_on(const struct qr_apply_ctx *ctx);
+/* What the leader checks (command.c), checked again: a name becomes part
+ * of LMDB keys, and bad content must never stop apply. */
+bool qr_apply_queue_name_ok(const char *name);
+/* Puts m (a message that is new, or was not QUEUED) at the tail of its
+ * queue, creating the queue if needed, then lets the queue fill: m may be
+ * activated at once. Stores m. */
+int qr_apply_queue_enqueue(struct qr_apply_ctx *ctx,
+                           Qraft__Message *m,
+                           const char *detail);
+/* A message that holds a slot of its source's queue (m is a callback being
+ * created for src): counts it on the queue. */
+int qr_apply_queue_take_slot(struct qr_apply_ctx *ctx,
+                             const Qraft__Message *src,
+                             Qraft__Message *m);
+/* m (a shallow copy, about to be stored) has become final: it gives back
+ * the slot it holds, if any, and its queue fills. */
+int qr_apply_queue_release(struct qr_apply_ctx *ctx, Qraft__Message *m);
+/* m (a shallow copy, about to be stored) leaves its queue's FIFO without
+ * being activated (cancelled). */
+int qr_apply_queue_unlink(struct qr_apply_ctx *ctx, const Qraft__Message *m);
+int qr_apply_queue_upsert(struct qr_apply_ctx *ctx,
+                          const Qraft__QueueUpsert *u,
+                          struct qr_apply_result *res);
+int qr_apply_queue_pause(struct qr_apply_ctx *ctx,
+                         const Qraft__QueuePause *p,
+                         struct qr_apply_result *res);
+int qr_apply_queue_delete(struct qr_apply_ctx *ctx,
+                          const Qraft__QueueDelete *d,
+                          struct qr_apply_result *res);
+
+/* apply_config.c: the cluster's settings (signing keys, node info, feature
+ * level, shards), retention (prune), schedules and URL groups. */
+int qr_apply_set_signing_keys(struct qr_apply_ctx *ctx,
+                              const Qraft__SetSigningKeys *s,
+                              struct qr_apply_result *res);
+int qr_apply_prune(struct qr_apply_ctx *ctx,
+                   const Qraft__Prune *p,
+                   struct qr_apply_result *res);
+int qr_apply_set_node_info(struct qr_apply_ctx *ctx,
+                           const Qraft__SetNodeInfo *s,
+                           struct qr_apply_result *res);
+int qr_apply_set_feature_level(struct qr_apply_ctx *ctx,
+                               const Qraft__SetFeatureLevel *l,
+                               struct qr_apply_result *res);
+int qr_apply_assign_shards(struct qr_apply_ctx *ctx,
+                           const Qraft__AssignShards *a,
+                           struct qr_apply_result *res);
+int qr_apply_schedule_upsert(struct qr_apply_ctx *ctx,
+                             const Qraft__ScheduleUpsert *u,
+                             struct qr_apply_result *res);
+int qr_apply_schedule_delete(struct qr_apply_ctx *ctx,
+                             const Qraft__ScheduleDelete *d,
+                             struct qr_apply_result *res);
+int qr_apply_schedule_pause(struct qr_apply_ctx *ctx,
+                            const Qraft__SchedulePause *p,
+                            struct qr_apply_result *res);
+int qr_apply_schedule_fire(struct qr_apply_ctx *ctx,
+                           const Qraft__ScheduleFire *f,
+                           struct qr_apply_result *res);
+int qr_apply_group_add(struct qr_apply_ctx *ctx,
+                       const Qraft__GroupAddEndpoints *a,
+                       struct qr_apply_result *res);
+int qr_apply_group_remove(struct qr_apply_ctx *ctx,
+                          const Qraft__GroupRemoveEndpoints *r,
+                          struct qr_apply_result *res);
+int qr_apply_group_delete(struct qr_apply_ctx *ctx,
+                          const Qraft__GroupDelete *d,
+                          struct qr_apply_result *res);
+
+#endif /* QR_FSM_INT_H */
