@@ -530,7 +530,7 @@ static void send_heartbeat(struct qr_shards *s, uint64_t now)
     own_info(s, &info);
     Qraft__HeartbeatRequest hb = QRAFT__HEARTBEAT_REQUEST__INIT;
     hb.info = &info;
-    hb.applied_index = s->cluster->fsm.applied_index;
+    hb.applied_index = qr_cluster_fsm_applied(s->cluster);
     char space_why[QR_SHARDS_SPACE_WHY_BYTES];
     if (s->admit != NULL && qr_admit_probe(s->admit, uv_now(s->loop), 0,
                                            space_why, sizeof space_why) != 0) {
@@ -579,7 +579,7 @@ static void on_level_applied(void *data,
     s->level_pending = false;
     if (status == 0 && res->status == 0) {
         QR_INFO("shards", "the cluster is now at feature level %u",
-                s->cluster->fsm.feature_level);
+                qr_cluster_feature_level(s->cluster));
     } else {
         QR_DEBUG("shards", "raising the feature level: %s",
                  qr_strerror(status != 0 ? status : res->status));
@@ -621,7 +621,7 @@ static void maybe_raise_level(struct qr_shards *s)
         return;
     }
     uint32_t level = members_level(s);
-    if (level <= s->cluster->fsm.feature_level) {
+    if (level <= qr_cluster_feature_level(s->cluster)) {
         return;
     }
     Qraft__SetFeatureLevel set = QRAFT__SET_FEATURE_LEVEL__INIT;
@@ -636,7 +636,7 @@ static void maybe_raise_level(struct qr_shards *s)
 bool qr_shards_level_settled(struct qr_shards *s)
 {
     return !qr_cluster_serving(s->cluster) ||
-           members_level(s) <= s->cluster->fsm.feature_level;
+           members_level(s) <= qr_cluster_feature_level(s->cluster);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -768,7 +768,7 @@ void qr_shards_leave(struct qr_shards *s, void (*cb)(void *data), void *data)
     own_info(s, &info);
     Qraft__HeartbeatRequest hb = QRAFT__HEARTBEAT_REQUEST__INIT;
     hb.info = &info;
-    hb.applied_index = s->cluster->fsm.applied_index;
+    hb.applied_index = qr_cluster_fsm_applied(s->cluster);
     hb.leaving = true;
     Qraft__Request req = QRAFT__REQUEST__INIT;
     req.body_case = QRAFT__REQUEST__BODY_HEARTBEAT;
