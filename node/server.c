@@ -13,6 +13,7 @@
 #include "lib/clock.h"
 #include "lib/err.h"
 #include "lib/logger.h"
+#include "lib/random.h"
 
 #define TICK_MS 100
 #define TOKEN_FILE "token"
@@ -91,7 +92,7 @@ static int load_or_create_token(struct qr_server *s)
         return QR_ECORRUPT;
     }
     uint8_t raw[24];
-    int rv = qr_sign_random_bytes(raw, sizeof raw);
+    int rv = qr_random_bytes(raw, sizeof raw);
     if (rv != 0) {
         snprintf(s->errmsg, sizeof s->errmsg, "no randomness for a token");
         return rv;

@@ -10,29 +10,22 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/base64.h"
 #include "lib/err.h"
+#include "lib/random.h"
 
 static const char base58[] =
     "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-
-int qr_sign_random_bytes(void *buf, size_t len)
-{
-    if (RAND_bytes(buf, (int)len) != 1) {
-        return QR_EUNAVAIL;
-    }
-    return 0;
-}
 
 int qr_sign_generate_key(char out[QR_SIGN_KEY_BYTES])
 {
     enum { N_CHARS = QR_SIGN_KEY_BYTES - 5 };
     uint8_t raw[N_CHARS];
-    int rv = qr_sign_random_bytes(raw, sizeof raw);
+    int rv = qr_random_bytes(raw, sizeof raw);
     if (rv != 0) {
         return rv;
     }
@@ -46,151 +39,6 @@ int qr_sign_generate_key(char out[QR_SIGN_KEY_BYTES])
         out[4 + i] = base58[raw[i] % 58];
     }
     out[QR_SIGN_KEY_BYTES - 1] = '\0';
-    return 0;
-}
-
-/* ---- base64 (RFC 4648) ---------------------------------------------------
- */
-
-static const char b64_std[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-static const char b64_url[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/* Characters (without the NUL) that encoding len bytes produces. */
-static size_t encoded_len(size_t len, bool pad)
-{
-    size_t rest = len % 3;
-    size_t n = len / 3 * 4;
-    if (rest != 0) {
-        n += pad ? 4 : rest + 1;
-    }
-    return n;
-}
-
-/* Writes encoded_len(len, pad) characters and a NUL into dst. */
-static void encode_into(const uint8_t *data,
-                        size_t len,
-                        const char *alphabet,
-                        bool pad,
-                        char *dst)
-{
-    size_t i = 0;
-    char *p = dst;
-    for (; i + 3 <= len; i += 3) {
-        uint32_t v =
-            (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8 | data[i + 2];
-        *p++ = alphabet[v >> 18 & 63];
-        *p++ = alphabet[v >> 12 & 63];
-        *p++ = alphabet[v >> 6 & 63];
-        *p++ = alphabet[v & 63];
-    }
-    size_t rest = len - i;
-    if (rest == 1) {
-        uint32_t v = (uint32_t)data[i] << 16;
-        *p++ = alphabet[v >> 18 & 63];
-        *p++ = alphabet[v >> 12 & 63];
-        if (pad) {
-            *p++ = '=';
-            *p++ = '=';
-        }
-    } else if (rest == 2) {
-        uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8;
-        *p++ = alphabet[v >> 18 & 63];
-        *p++ = alphabet[v >> 12 & 63];
-        *p++ = alphabet[v >> 6 & 63];
-        if (pad) {
-            *p++ = '=';
-        }
-    }
-    *p = '\0';
-}
-
-static int encode_new(const uint8_t *data,
-                      size_t len,
-                      const char *alphabet,
-                      bool pad,
-                      char **out)
-{
-    *out = NULL;
-    if (len / 3 >= (SIZE_MAX - 8) / 4) {
-        return QR_ETOOLARGE;
-    }
-    char *s = malloc(encoded_len(len, pad) + 1);
-    if (s == NULL) {
-        return -ENOMEM;
-    }
-    encode_into(data, len, alphabet, pad, s);
-    *out = s;
-    return 0;
-}
-
-int qr_sign_base64(const uint8_t *data, size_t len, char **out)
-{
-    return encode_new(data, len, b64_std, true, out);
-}
-
-int qr_sign_base64url(const uint8_t *data, size_t len, bool pad, char **out)
-{
-    return encode_new(data, len, b64_url, pad, out);
-}
-
-/* Value of one base64url character, or -1. */
-static int b64url_value(char c)
-{
-    if (c >= 'A' && c <= 'Z') {
-        return c - 'A';
-    }
-    if (c >= 'a' && c <= 'z') {
-        return c - 'a' + 26;
-    }
-    if (c >= '0' && c <= '9') {
-        return c - '0' + 52;
-    }
-    if (c == '-') {
-        return 62;
-    }
-    if (c == '_') {
-        return 63;
-    }
-    return -1;
-}
-
-/* Decodes unpadded base64url s[0..n) (a JWS segment) into a new buffer
- * (free with free()). Returns 0, QR_EBADREQ on a character outside the
- * alphabet or an impossible length, or -ENOMEM. */
-static int b64url_decode(const char *s,
-                         size_t n,
-                         uint8_t **out,
-                         size_t *out_len)
-{
-    *out = NULL;
-    *out_len = 0;
-    if (n % 4 == 1) {
-        return QR_EBADREQ;
-    }
-    uint8_t *buf = malloc(n / 4 * 3 + 3);
-    if (buf == NULL) {
-        return -ENOMEM;
-    }
-    size_t len = 0;
-    uint32_t acc = 0;
-    int n_bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64url_value(s[i]);
-        if (v < 0) {
-            free(buf);
-            return QR_EBADREQ;
-        }
-        acc = (acc << 6 | (uint32_t)v) & 0xffffff;
-        n_bits += 6;
-        if (n_bits >= 8) {
-            n_bits -= 8;
-            buf[len++] = (uint8_t)(acc >> n_bits);
-        }
-    }
-    *out = buf;
-    *out_len = len;
     return 0;
 }
 
@@ -215,7 +63,7 @@ int qr_sign_body_hash(const uint8_t *body,
                    EVP_sha256(), NULL) != 1) {
         return -ENOMEM;
     }
-    encode_into(digest, digest_len, b64_url, true, out);
+    qr_base64_encode_into(digest, digest_len, true, true, out);
     return 0;
 }
 
@@ -223,7 +71,7 @@ int qr_sign_new_jti(char out[QR_SIGN_JTI_BYTES])
 {
     static const char hex[] = "0123456789abcdef";
     uint8_t raw[(QR_SIGN_JTI_BYTES - 5) / 2];
-    int rv = qr_sign_random_bytes(raw, sizeof raw);
+    int rv = qr_random_bytes(raw, sizeof raw);
     if (rv != 0) {
         return rv;
     }
@@ -254,7 +102,7 @@ static int mac_segment(const char *key,
         mac_len != SHA256_BYTES) {
         return -ENOMEM;
     }
-    encode_into(mac, mac_len, b64_url, false, out);
+    qr_base64_encode_into(mac, mac_len, true, false, out);
     return 0;
 }
 
@@ -311,13 +159,13 @@ int qr_sign_jwt_with_jti(const char *key,
     if (rv != 0) {
         return rv;
     }
-    rv = qr_sign_base64url((const uint8_t *)jwt_header, strlen(jwt_header),
-                           false, &header_seg);
+    rv = qr_base64url((const uint8_t *)jwt_header, strlen(jwt_header), false,
+                      &header_seg);
     if (rv != 0) {
         goto err_after_payload;
     }
-    rv = qr_sign_base64url((const uint8_t *)payload, strlen(payload), false,
-                           &payload_seg);
+    rv = qr_base64url((const uint8_t *)payload, strlen(payload), false,
+                      &payload_seg);
     if (rv != 0) {
         goto err_after_header_seg;
     }
@@ -373,7 +221,7 @@ static int decode_object(const char *seg, size_t n, json_t **out)
     uint8_t *raw = NULL;
     size_t raw_len = 0;
     *out = NULL;
-    int rv = b64url_decode(seg, n, &raw, &raw_len);
+    int rv = qr_base64url_decode(seg, n, &raw, &raw_len);
     if (rv != 0) {
         return rv;
     }

@@ -26,18 +26,6 @@
  * system has no randomness to give. */
 int qr_sign_generate_key(char out[QR_SIGN_KEY_BYTES]);
 
-/* Fills buf with cryptographically random bytes. */
-int qr_sign_random_bytes(void *buf, size_t len);
-
-/* Standard base64 (RFC 4648 §4), always '='-padded, of data[0..len) (data
- * may be NULL when len is 0). Returns 0 and new in *out (NUL-terminated; free
- * with free()), or -ENOMEM / QR_ETOOLARGE with *out NULL. */
-int qr_sign_base64(const uint8_t *data, size_t len, char **out);
-
-/* URL-safe base64 (RFC 4648 §5: '-' and '_'), '='-padded only when pad is
- * true. Ownership and errors as qr_sign_base64. */
-int qr_sign_base64url(const uint8_t *data, size_t len, bool pad, char **out);
-
 /* The `body` claim: base64url of SHA-256(body) with '=' padding, as Upstash
  * emits it. body may be NULL when len is 0. Returns 0 or -ENOMEM. */
 int qr_sign_body_hash(const uint8_t *body,

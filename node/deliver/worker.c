@@ -12,6 +12,7 @@
 #include "lib/clock.h"
 #include "lib/err.h"
 #include "lib/logger.h"
+#include "lib/random.h"
 #include "repl/command.h"
 #include "repl/fsm.h"
 
@@ -308,7 +309,7 @@ static enum qr_retry_transport transport_of(enum qr_delivery_transport t)
 static double draw_jitter(void)
 {
     uint32_t r = 0;
-    if (qr_sign_random_bytes(&r, sizeof r) != 0) {
+    if (qr_random_bytes(&r, sizeof r) != 0) {
         return 0;
     }
     return ((double)r / (double)UINT32_MAX) * 0.2 - 0.1;

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "deliver/callback.h"
+#include "repl/callback.h"
 #include "lib/err.h"
 #include "lib/hash.h"
 #include "repl/fsm_int.h"

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "deliver/callback.h"
+#include "repl/callback.h"
 #include "lib/err.h"
 #include "repl/check.h"
 #include "repl/fsm_int.h"

@@ -6,11 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "deliver/sign.h"
 #include "lib/addr.h"
 #include "lib/clock.h"
 #include "lib/err.h"
 #include "lib/logger.h"
+#include "lib/random.h"
 
 /* raft-notes: the default of 32 halves throughput at 64+ entries in flight;
  * it is not backpressure (the queue caps below are). */
@@ -880,9 +880,9 @@ int qr_cluster_init(struct qr_cluster *c,
     raft_set_snapshot_trailing(&c->raft, cfg->snapshot_trailing);
 
     uint32_t seed = 0;
-    qr_sign_random_bytes(&seed, sizeof seed);
+    qr_random_bytes(&seed, sizeof seed);
     raft_seed(&c->raft, seed);
-    qr_sign_random_bytes(&c->id_seq, sizeof c->id_seq);
+    qr_random_bytes(&c->id_seq, sizeof c->id_seq);
 
     uv_check_init(loop, &c->check);
     c->check.data = c;

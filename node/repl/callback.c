@@ -1,4 +1,4 @@
-#include "deliver/callback.h"
+#include "repl/callback.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "deliver/sign.h"
+#include "lib/base64.h"
 #include "lib/json_text.h"
 #include "lib/utf8.h"
 
@@ -79,7 +79,7 @@ static json_t *header_map(Qraft__Header *const *headers, size_t n)
 static json_t *base64_string(const uint8_t *data, size_t len)
 {
     char *b64 = NULL;
-    if (qr_sign_base64(data, len, &b64) != 0) {
+    if (qr_base64(data, len, &b64) != 0) {
         return NULL;
     }
     json_t *s = json_string(b64);
