@@ -1,0 +1,23 @@
+/* /v2/keys and /v2/keys/rotate (also /v2/rotate): the signing keys. */
+#include "api/rest_int.h"
+
+#include "lib/json_text.h"
+
+static json_t *keys_json(struct rest_call *c, const Qraft__Response *resp)
+{
+    (void)c;
+    return json_pack("{s:o,s:o}", "current", qr_json_text(resp->keys->current),
+                     "next", qr_json_text(resp->keys->next));
+}
+
+void qr_rest_handle_keys(struct qr_rest *r, h2o_req_t *req, bool rotate)
+{
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__KeysRequest keys = QRAFT__KEYS_REQUEST__INIT;
+
+    keys.rotate = rotate;
+    rpc_req.body_case = QRAFT__REQUEST__BODY_KEYS;
+    rpc_req.keys = &keys;
+    qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY_KEYS, keys_json,
+                     false);
+}
