@@ -12,6 +12,7 @@
  * holds its own reference across the call, so that is safe too. */
 #include "api/rest.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -432,68 +433,6 @@ json_t *qr_rest_empty_json(struct rest_call *c, const Qraft__Response *resp)
     return json_object();
 }
 
-static bool one_segment(const char *s, size_t len);
-
-/* Everything under /v2/schedules; rest is what follows "/v2/schedules/"
- * (NULL for the collection itself). */
-static void route_schedules(struct qr_rest *r,
-                            h2o_req_t *req,
-                            const char *rest,
-                            size_t rest_len,
-                            h2o_iovec_t query)
-{
-    if (rest == NULL || rest_len == 0) {
-        if (qr_rest_method_is(req, "GET")) {
-            qr_rest_handle_schedule_get(r, req, NULL, 0);
-        } else if (qr_rest_method_is(req, "POST")) {
-            qr_rest_send_error(req, 400, "destination missing");
-        } else {
-            qr_rest_method_not_allowed(req, "GET");
-        }
-        return;
-    }
-    if (qr_rest_prefix_ci(rest, rest_len, "http://") ||
-        qr_rest_prefix_ci(rest, rest_len, "https://")) {
-        if (!qr_rest_method_only(req, "POST")) {
-            return;
-        }
-        qr_rest_handle_schedule_create(r, req, rest, rest_len, query);
-        return;
-    }
-    if (one_segment(rest, rest_len)) {
-        if (qr_rest_method_is(req, "GET")) {
-            qr_rest_handle_schedule_get(r, req, rest, rest_len);
-        } else if (qr_rest_method_is(req, "DELETE")) {
-            qr_rest_handle_schedule_delete(r, req, rest, rest_len);
-        } else if (qr_rest_method_is(req, "POST")) {
-            qr_rest_handle_schedule_create(r, req, rest, rest_len, query);
-        } else {
-            qr_rest_method_not_allowed(req, "GET, DELETE, POST");
-        }
-        return;
-    }
-    const char *slash = memchr(rest, '/', rest_len);
-    size_t id_len = (size_t)(slash - rest);
-    const char *action = slash + 1;
-    size_t action_len = rest_len - id_len - 1;
-    bool pause = action_len == 5 && memcmp(action, "pause", 5) == 0;
-    bool resume = action_len == 6 && memcmp(action, "resume", 6) == 0;
-    if (id_len == 0 || (!pause && !resume)) {
-        if (qr_rest_method_is(req, "POST")) { /* a destination that is no URL */
-            qr_rest_handle_schedule_create(r, req, rest, rest_len, query);
-        } else {
-            qr_rest_send_error(req, 404, "not found");
-        }
-        return;
-    }
-    /* The SDK sends PATCH, the openapi says POST: both. */
-    if (!qr_rest_method_is(req, "PATCH") && !qr_rest_method_is(req, "POST")) {
-        qr_rest_method_not_allowed(req, "PATCH, POST");
-        return;
-    }
-    qr_rest_handle_schedule_pause(r, req, rest, id_len, pause);
-}
-
 /* Constant-time comparison of a presented token with the API token. */
 static bool token_ok(const char *token, const char *given, size_t len)
 {
@@ -522,59 +461,203 @@ static bool authorized(struct qr_rest *r, h2o_req_t *req, h2o_iovec_t query)
     return t != NULL && token_ok(r->token, t, strlen(t));
 }
 
-bool qr_rest_method_is(h2o_req_t *req, const char *m)
+/* ---------------------------------------------------------------------------
+ * The route table. */
+
+static bool method_is(h2o_req_t *req, const char *m)
 {
     return h2o_memis(req->method.base, req->method.len, m, strlen(m));
 }
 
-void qr_rest_method_not_allowed(h2o_req_t *req, const char *allow)
+static void method_not_allowed(h2o_req_t *req, const char *allow)
 {
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, allow,
                    strlen(allow));
     qr_rest_send_error(req, 405, "method not allowed");
 }
 
-/* Whether req uses method m, the only one its route takes; else answers
- * 405 with Allow: m. */
-bool qr_rest_method_only(h2o_req_t *req, const char *m)
+/* rest_route.flags: the query goes on to the destination as it came, so
+ * only the parameters the node reads are checked (and ?consistency is
+ * not one of them): whatever the method, or for a POST only. */
+#define ROUTE_QUERY_FORWARDED 1u
+#define ROUTE_QUERY_FORWARDED_ON_POST 2u
+
+/* One method a route takes: its handler, and the arg handed to it. */
+struct rest_method {
+    const char *name; /* exact, as h2o gives it; NULL ends the list */
+    rest_handler *fn;
+    int arg;
+};
+
+/* A route: a pattern over the raw path (without the query) and what each
+ * method gets. A pattern is literal bytes with at most one capture:
+ *   {id}     one non-empty segment (no '/');
+ *   {queue}  one segment that must be a name, [A-Za-z0-9._-]+, checked
+ *            before the method (400); empty matches only where more of the
+ *            pattern follows (and is then refused as a name);
+ *   {url}    the rest of the path, if it starts http:// or https:// (any
+ *            case);
+ *   {*}      the rest of the path, whatever it is (maybe nothing).
+ * {url} and {*} end a pattern. A method the route does not take answers
+ * 405 with Allow: allow, or 404 when allow is NULL. */
+struct rest_route {
+    const char *pattern;
+    const char *allow;
+    unsigned flags;
+    struct rest_method methods[3];
+};
+
+/* Tried in order; the first route whose pattern matches answers. Order
+ * matters only where patterns overlap: /v2/dlq/retry before /v2/dlq/{id},
+ * and the /v2/schedules rows, whose last ({*}) takes what the others
+ * leave. */
+static const struct rest_route routes[] = {
+    /* A destination keeps its slashes, "://" and escapes: the raw rest of
+     * the path. */
+    {"/v2/publish/{*}",
+     "POST",
+     ROUTE_QUERY_FORWARDED,
+     {{"POST", qr_rest_publish, 0}}},
+    {"/v2/enqueue/{*}",
+     "POST",
+     ROUTE_QUERY_FORWARDED,
+     {{"POST", qr_rest_enqueue, 0}}},
+    {"/v2/batch", "POST", 0, {{"POST", qr_rest_batch, 0}}},
+    {"/v2/messages", "DELETE", 0, {{"DELETE", qr_rest_cancel_many, 0}}},
+    {"/v2/events", "GET", 0, {{"GET", qr_rest_events, 0}}},
+    {"/v2/logs", "GET", 0, {{"GET", qr_rest_events, 1}}},
+    {"/v2/messages/{id}",
+     "GET, DELETE",
+     0,
+     {{"GET", qr_rest_message_get, 0}, {"DELETE", qr_rest_message_cancel, 0}}},
+    {"/v2/queues",
+     "GET, POST",
+     0,
+     {{"POST", qr_rest_queue_upsert, 0}, {"GET", qr_rest_queue_list, 0}}},
+    {"/v2/queues/{queue}/pause", "POST", 0, {{"POST", qr_rest_queue_pause, 1}}},
+    {"/v2/queues/{queue}/resume",
+     "POST",
+     0,
+     {{"POST", qr_rest_queue_pause, 0}}},
+    {"/v2/queues/{queue}",
+     "GET, DELETE",
+     0,
+     {{"GET", qr_rest_queue_get, 0}, {"DELETE", qr_rest_queue_delete, 0}}},
+    {"/v2/keys", "GET", 0, {{"GET", qr_rest_keys, 0}}},
+    {"/v2/keys/rotate", "POST", 0, {{"POST", qr_rest_keys, 1}}},
+    {"/v2/rotate", "POST", 0, {{"POST", qr_rest_keys, 1}}},
+    /* A POST without a destination is refused by create (400). */
+    {"/v2/schedules",
+     "GET",
+     ROUTE_QUERY_FORWARDED_ON_POST,
+     {{"GET", qr_rest_schedule_list, 0}, {"POST", qr_rest_schedule_create, 0}}},
+    {"/v2/schedules/",
+     "GET",
+     ROUTE_QUERY_FORWARDED_ON_POST,
+     {{"GET", qr_rest_schedule_list, 0}, {"POST", qr_rest_schedule_create, 0}}},
+    {"/v2/schedules/{url}",
+     "POST",
+     ROUTE_QUERY_FORWARDED_ON_POST,
+     {{"POST", qr_rest_schedule_create, 0}}},
+    {"/v2/schedules/{id}",
+     "GET, DELETE, POST",
+     ROUTE_QUERY_FORWARDED_ON_POST,
+     {{"GET", qr_rest_schedule_get, 0},
+      {"DELETE", qr_rest_schedule_delete, 0},
+      {"POST", qr_rest_schedule_create, 0}}},
+    /* The SDK sends PATCH, the openapi says POST: both. */
+    {"/v2/schedules/{id}/pause",
+     "PATCH, POST",
+     ROUTE_QUERY_FORWARDED_ON_POST,
+     {{"PATCH", qr_rest_schedule_pause, 1},
+      {"POST", qr_rest_schedule_pause, 1}}},
+    {"/v2/schedules/{id}/resume",
+     "PATCH, POST",
+     ROUTE_QUERY_FORWARDED_ON_POST,
+     {{"PATCH", qr_rest_schedule_pause, 0},
+      {"POST", qr_rest_schedule_pause, 0}}},
+    /* A destination that is no URL (create refuses it), else not found. */
+    {"/v2/schedules/{*}",
+     NULL,
+     ROUTE_QUERY_FORWARDED_ON_POST,
+     {{"POST", qr_rest_schedule_create, 0}}},
+    {"/v2/dlq/retry", "POST", 0, {{"POST", qr_rest_dlq_retry, 0}}},
+    {"/v2/dlq/retry/{id}", "POST", 0, {{"POST", qr_rest_dlq_retry, 0}}},
+    {"/v2/dlq",
+     "GET, DELETE",
+     0,
+     {{"GET", qr_rest_dlq_list, 0}, {"DELETE", qr_rest_dlq_delete, 0}}},
+    {"/v2/dlq/{id}",
+     "GET, DELETE",
+     0,
+     {{"GET", qr_rest_message_get, 1}, {"DELETE", qr_rest_dlq_delete, 0}}},
+    {"/v2/topics", "GET", 0, {{"GET", qr_rest_topic_list, 0}}},
+    {"/v2/topics/{id}/endpoints",
+     "POST, DELETE",
+     0,
+     {{"POST", qr_rest_topic_endpoints, 1},
+      {"DELETE", qr_rest_topic_endpoints, 0}}},
+    {"/v2/topics/{id}",
+     "GET, DELETE",
+     0,
+     {{"GET", qr_rest_topic_get, 0}, {"DELETE", qr_rest_topic_delete, 0}}},
+};
+
+/* Whether path (len bytes, without the query) matches pattern (see struct
+ * rest_route); *capture is what its capture covers ({NULL, 0}: none). */
+static bool match(const char *pattern,
+                  const char *path,
+                  size_t len,
+                  h2o_iovec_t *capture)
 {
-    if (qr_rest_method_is(req, m)) {
-        return true;
+    size_t i = 0;
+
+    *capture = h2o_iovec_init(NULL, 0);
+    for (const char *p = pattern; *p != '\0'; p++) {
+        if (*p != '{') {
+            if (i == len || path[i] != *p) {
+                return false;
+            }
+            i++;
+            continue;
+        }
+        const char *kind = p + 1;
+        h2o_iovec_t rest = h2o_iovec_init(path + i, len - i);
+        p = strchr(kind, '}');
+        if (kind[0] == '*' || kind[0] == 'u') { /* {*}, {url} */
+            assert(p[1] == '\0');
+            if (kind[0] == 'u' &&
+                !qr_rest_prefix_ci(rest.base, rest.len, "http://") &&
+                !qr_rest_prefix_ci(rest.base, rest.len, "https://")) {
+                return false;
+            }
+            *capture = rest;
+            return true;
+        }
+        /* {id}, {queue}: one segment. */
+        const char *slash = memchr(rest.base, '/', rest.len);
+        size_t n = slash != NULL ? (size_t)(slash - rest.base) : rest.len;
+        if (n == 0 && (kind[0] == 'i' || p[1] == '\0')) {
+            return false;
+        }
+        *capture = h2o_iovec_init(rest.base, n);
+        i += n;
     }
-    qr_rest_method_not_allowed(req, m);
-    return false;
+    return i == len;
 }
 
-/* Matches path against "/v2/<word>" exactly or "/v2/<word>/..." (then *rest
- * points after the slash). */
-static bool path_is(const char *path,
-                    size_t len,
-                    const char *word,
-                    const char **rest,
-                    size_t *rest_len)
+/* The first route whose pattern matches path, its capture in *capture;
+ * NULL when none does. */
+static const struct rest_route *find_route(const char *path,
+                                           size_t len,
+                                           h2o_iovec_t *capture)
 {
-    size_t wlen = strlen(word);
-
-    if (len < wlen || memcmp(path, word, wlen) != 0) {
-        return false;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (match(routes[i].pattern, path, len, capture)) {
+            return &routes[i];
+        }
     }
-    if (len == wlen) {
-        *rest = NULL;
-        *rest_len = 0;
-        return true;
-    }
-    if (path[wlen] != '/') {
-        return false;
-    }
-    *rest = path + wlen + 1;
-    *rest_len = len - wlen - 1;
-    return true;
-}
-
-/* Routes with an id: it must be one non-empty segment. */
-static bool one_segment(const char *s, size_t len)
-{
-    return s != NULL && len > 0 && memchr(s, '/', len) == NULL;
+    return NULL;
 }
 
 /* Refuses a query parameter whose name or value, percent-decoded, is not
@@ -616,15 +699,13 @@ static void route(struct qr_rest *r,
                   size_t len,
                   h2o_iovec_t query)
 {
-    const char *rest;
-    size_t rest_len;
+    struct rest_match m = {.query = query};
+    const struct rest_route *rt = find_route(path, len, &m.capture);
     char err[ERR_BYTES];
     bool forwards_query =
-        ((path_is(path, len, "/v2/publish", &rest, &rest_len) ||
-          path_is(path, len, "/v2/enqueue", &rest, &rest_len)) &&
-         rest != NULL) ||
-        (path_is(path, len, "/v2/schedules", &rest, &rest_len) &&
-         qr_rest_method_is(req, "POST"));
+        rt != NULL && ((rt->flags & ROUTE_QUERY_FORWARDED) != 0 ||
+                       ((rt->flags & ROUTE_QUERY_FORWARDED_ON_POST) != 0 &&
+                        method_is(req, "POST")));
 
     if (check_query_utf8(&req->pool, query, forwards_query, err) != 0) {
         qr_rest_send_error(req, 400, err);
@@ -640,149 +721,28 @@ static void route(struct qr_rest *r,
             "consistency must be linearizable (the default) or stale");
         return;
     }
-
-    if (path_is(path, len, "/v2/publish", &rest, &rest_len) && rest != NULL) {
-        if (!qr_rest_method_only(req, "POST")) {
-            return;
-        }
-        qr_rest_handle_publish(r, req, NULL, 0, rest, rest_len, query);
+    if (rt == NULL) {
+        qr_rest_send_error(req, 404, "not found");
         return;
     }
-    if (path_is(path, len, "/v2/enqueue", &rest, &rest_len) && rest != NULL) {
-        const char *slash = memchr(rest, '/', rest_len);
-        size_t qlen = slash != NULL ? (size_t)(slash - rest) : rest_len;
-        if (!qr_rest_method_only(req, "POST")) {
-            return;
-        }
-        if (!qr_rest_valid_name(rest, qlen)) {
-            qr_rest_send_error(req, 400,
-                               "queue name must match [A-Za-z0-9._-]+");
-            return;
-        }
-        qr_rest_handle_publish(r, req, rest, qlen,
-                               slash != NULL ? slash + 1 : "",
-                               slash != NULL ? rest_len - qlen - 1 : 0, query);
+    if (strstr(rt->pattern, "{queue}") != NULL &&
+        !qr_rest_valid_name(m.capture.base, m.capture.len)) {
+        qr_rest_send_error(req, 400, "queue name must match [A-Za-z0-9._-]+");
         return;
     }
-    if (path_is(path, len, "/v2/batch", &rest, &rest_len) && rest == NULL) {
-        if (!qr_rest_method_only(req, "POST")) {
-            return;
-        }
-        qr_rest_handle_batch(r, req);
-        return;
-    }
-    if (path_is(path, len, "/v2/messages", &rest, &rest_len) && rest == NULL) {
-        if (!qr_rest_method_only(req, "DELETE")) {
-            return;
-        }
-        qr_rest_handle_cancel_many(r, req, query);
-        return;
-    }
-    if ((path_is(path, len, "/v2/events", &rest, &rest_len) ||
-         path_is(path, len, "/v2/logs", &rest, &rest_len)) &&
-        rest == NULL) {
-        if (!qr_rest_method_only(req, "GET")) {
-            return;
-        }
-        qr_rest_handle_events(r, req, query, path[4] == 'l');
-        return;
-    }
-    if (path_is(path, len, "/v2/messages", &rest, &rest_len) &&
-        one_segment(rest, rest_len)) {
-        if (!qr_rest_method_is(req, "GET") &&
-            !qr_rest_method_is(req, "DELETE")) {
-            qr_rest_method_not_allowed(req, "GET, DELETE");
-            return;
-        }
-        qr_rest_handle_message(r, req, rest, rest_len, false);
-        return;
-    }
-    if (path_is(path, len, "/v2/queues", &rest, &rest_len) &&
-        (rest == NULL || rest_len > 0)) {
-        qr_rest_handle_queues(r, req, rest, rest_len);
-        return;
-    }
-    if ((path_is(path, len, "/v2/keys", &rest, &rest_len) && rest == NULL)) {
-        if (!qr_rest_method_only(req, "GET")) {
-            return;
-        }
-        qr_rest_handle_keys(r, req, false);
-        return;
-    }
-    if ((path_is(path, len, "/v2/keys/rotate", &rest, &rest_len) ||
-         path_is(path, len, "/v2/rotate", &rest, &rest_len)) &&
-        rest == NULL) {
-        if (!qr_rest_method_only(req, "POST")) {
-            return;
-        }
-        qr_rest_handle_keys(r, req, true);
-        return;
-    }
-    if (path_is(path, len, "/v2/schedules", &rest, &rest_len)) {
-        route_schedules(r, req, rest, rest_len, query);
-        return;
-    }
-    if (path_is(path, len, "/v2/dlq/retry", &rest, &rest_len) &&
-        (rest == NULL || one_segment(rest, rest_len))) {
-        if (!qr_rest_method_only(req, "POST")) {
-            return;
-        }
-        qr_rest_handle_dlq_bulk(r, req, rest, rest_len, query, true);
-        return;
-    }
-    if (path_is(path, len, "/v2/dlq", &rest, &rest_len) && rest == NULL) {
-        if (qr_rest_method_is(req, "GET")) {
-            qr_rest_handle_dlq_list(r, req, query);
-        } else if (qr_rest_method_is(req, "DELETE")) {
-            qr_rest_handle_dlq_bulk(r, req, NULL, 0, query, false);
-        } else {
-            qr_rest_method_not_allowed(req, "GET, DELETE");
-        }
-        return;
-    }
-    if (path_is(path, len, "/v2/dlq", &rest, &rest_len) &&
-        one_segment(rest, rest_len)) {
-        if (qr_rest_method_is(req, "GET")) {
-            qr_rest_handle_message(r, req, rest, rest_len, true);
-        } else if (qr_rest_method_is(req, "DELETE")) {
-            qr_rest_handle_dlq_bulk(r, req, rest, rest_len, query, false);
-        } else {
-            qr_rest_method_not_allowed(req, "GET, DELETE");
-        }
-        return;
-    }
-    if (path_is(path, len, "/v2/topics", &rest, &rest_len)) {
-        static const char suffix[] = "/endpoints";
-        size_t slen = sizeof(suffix) - 1;
-        if (rest == NULL) {
-            if (!qr_rest_method_only(req, "GET")) {
-                return;
-            }
-            qr_rest_handle_topics(r, req, NULL, 0, false);
-            return;
-        }
-        if (rest_len > slen &&
-            memcmp(rest + rest_len - slen, suffix, slen) == 0 &&
-            one_segment(rest, rest_len - slen)) {
-            if (!qr_rest_method_is(req, "POST") &&
-                !qr_rest_method_is(req, "DELETE")) {
-                qr_rest_method_not_allowed(req, "POST, DELETE");
-                return;
-            }
-            qr_rest_handle_topics(r, req, rest, rest_len - slen, true);
-            return;
-        }
-        if (one_segment(rest, rest_len)) {
-            if (!qr_rest_method_is(req, "GET") &&
-                !qr_rest_method_is(req, "DELETE")) {
-                qr_rest_method_not_allowed(req, "GET, DELETE");
-                return;
-            }
-            qr_rest_handle_topics(r, req, rest, rest_len, false);
+    for (const struct rest_method *rm = rt->methods;
+         rm < rt->methods + 3 && rm->name != NULL; rm++) {
+        if (method_is(req, rm->name)) {
+            m.arg = rm->arg;
+            rm->fn(r, req, &m);
             return;
         }
     }
-    qr_rest_send_error(req, 404, "not found");
+    if (rt->allow == NULL) {
+        qr_rest_send_error(req, 404, "not found");
+        return;
+    }
+    method_not_allowed(req, rt->allow);
 }
 
 bool qr_rest_handle(struct qr_rest *r, h2o_req_t *req)

@@ -28,11 +28,12 @@ static json_t *dlq_page_json(struct rest_call *c, const Qraft__Response *resp)
 }
 
 /* GET /v2/dlq: count (1..100), cursor, dlqIds, filters. */
-void qr_rest_handle_dlq_list(struct qr_rest *r,
-                             h2o_req_t *req,
-                             h2o_iovec_t query)
+void qr_rest_dlq_list(struct qr_rest *r,
+                      h2o_req_t *req,
+                      const struct rest_match *m)
 {
     static const char *const extra[] = {"count", "cursor", "dlqIds", NULL};
+    h2o_iovec_t query = m->query;
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__DlqListRequest list = QRAFT__DLQ_LIST_REQUEST__INIT;
     Qraft__MessageFilter *f = h2o_mem_alloc_pool(&req->pool, sizeof(*f));
@@ -141,12 +142,12 @@ static void on_dlq_retry_reply(struct rest_call *c,
  * DELETE /v2/dlq and POST /v2/dlq/retry with dlqIds, or filters, or
  * nothing (= every dead letter), a page of count (1..100, default 100)
  * after cursor. */
-void qr_rest_handle_dlq_bulk(struct qr_rest *r,
-                             h2o_req_t *req,
-                             const char *id,
-                             size_t id_len,
-                             h2o_iovec_t query,
-                             bool retry)
+static void dlq_bulk(struct qr_rest *r,
+                     h2o_req_t *req,
+                     const char *id,
+                     size_t id_len,
+                     h2o_iovec_t query,
+                     bool retry)
 {
     static const char *const extra[] = {"count", "cursor", "dlqIds", NULL};
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
@@ -201,4 +202,20 @@ void qr_rest_handle_dlq_bulk(struct qr_rest *r,
     rpc_req.body_case = QRAFT__REQUEST__BODY_DLQ_REPLAY;
     rpc_req.dlq_replay = &replay;
     qr_rest_run_single(r, req, &rpc_req, on_dlq_retry_reply, NULL, id != NULL);
+}
+
+/* DELETE /v2/dlq, DELETE /v2/dlq/{id}. */
+void qr_rest_dlq_delete(struct qr_rest *r,
+                        h2o_req_t *req,
+                        const struct rest_match *m)
+{
+    dlq_bulk(r, req, m->capture.base, m->capture.len, m->query, false);
+}
+
+/* POST /v2/dlq/retry, POST /v2/dlq/retry/{id}. */
+void qr_rest_dlq_retry(struct qr_rest *r,
+                       h2o_req_t *req,
+                       const struct rest_match *m)
+{
+    dlq_bulk(r, req, m->capture.base, m->capture.len, m->query, true);
 }

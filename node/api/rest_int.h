@@ -27,6 +27,23 @@
 #define MAX_IDS 1000
 
 /* ---------------------------------------------------------------------------
+ * Routes (rest.c): what the route table hands a handler. */
+
+/* The route's capture in req's raw path and the raw query (both borrowed
+ * from req), and the route's arg (which variant of the handler). */
+struct rest_match {
+    h2o_iovec_t capture; /* {id}, {queue}, {url} or {*}; {NULL, 0}: none */
+    h2o_iovec_t query;   /* after '?'; {NULL, 0}: none */
+    int arg;
+};
+
+/* A route's handler (the table in rest.c names each one's route): answers
+ * req now or later. */
+typedef void rest_handler(struct qr_rest *r,
+                          h2o_req_t *req,
+                          const struct rest_match *m);
+
+/* ---------------------------------------------------------------------------
  * Calls awaiting the RPC (rest.c). */
 
 struct rest_call;
@@ -113,9 +130,6 @@ void qr_rest_run_json(struct qr_rest *r,
                       bool single);
 json_t *qr_rest_load_body(h2o_req_t *req);
 json_t *qr_rest_empty_json(struct rest_call *c, const Qraft__Response *resp);
-bool qr_rest_method_is(h2o_req_t *req, const char *m);
-void qr_rest_method_not_allowed(h2o_req_t *req, const char *allow);
-bool qr_rest_method_only(h2o_req_t *req, const char *m);
 
 /* ---------------------------------------------------------------------------
  * Query strings, names and filters (rest_query.c). */
@@ -230,98 +244,52 @@ int qr_rest_pub_map(struct rest_pub *p,
                     h2o_iovec_t query,
                     const h2o_headers_t *headers,
                     char *err);
-void qr_rest_handle_publish(struct qr_rest *r,
-                            h2o_req_t *req,
-                            const char *queue,
-                            size_t queue_len,
-                            const char *dest,
-                            size_t dest_len,
-                            h2o_iovec_t query);
+rest_handler qr_rest_publish, qr_rest_enqueue, qr_rest_batch;
 int qr_rest_batch_element(h2o_mem_pool_t *pool,
                           json_t *el,
                           struct rest_pub *p,
                           char *caller,
                           char *err);
-void qr_rest_handle_batch(struct qr_rest *r, h2o_req_t *req);
 
 /* ---------------------------------------------------------------------------
  * Messages, bulk cancel and logs (rest_messages.c). */
 
+rest_handler qr_rest_message_get, qr_rest_message_cancel, qr_rest_cancel_many,
+    qr_rest_events;
 json_t *qr_rest_message_json(const Qraft__Message *m,
                              bool dlq,
                              h2o_mem_pool_t *pool);
-void qr_rest_handle_message(struct qr_rest *r,
-                            h2o_req_t *req,
-                            const char *id,
-                            size_t id_len,
-                            bool dlq);
 int qr_rest_body_message_ids(h2o_req_t *req, char ***ids, size_t *n, char *err);
-void qr_rest_handle_cancel_many(struct qr_rest *r,
-                                h2o_req_t *req,
-                                h2o_iovec_t query);
-void qr_rest_handle_events(struct qr_rest *r,
-                           h2o_req_t *req,
-                           h2o_iovec_t query,
-                           bool logs);
 
 /* ---------------------------------------------------------------------------
  * The dead letter queue (rest_dlq.c). */
 
-void qr_rest_handle_dlq_list(struct qr_rest *r,
-                             h2o_req_t *req,
-                             h2o_iovec_t query);
-void qr_rest_handle_dlq_bulk(struct qr_rest *r,
-                             h2o_req_t *req,
-                             const char *id,
-                             size_t id_len,
-                             h2o_iovec_t query,
-                             bool retry);
+rest_handler qr_rest_dlq_list, qr_rest_dlq_delete, qr_rest_dlq_retry;
 
 /* ---------------------------------------------------------------------------
  * Schedules (rest_schedules.c). */
 
-void qr_rest_handle_schedule_create(struct qr_rest *r,
-                                    h2o_req_t *req,
-                                    const char *dest,
-                                    size_t dest_len,
-                                    h2o_iovec_t query);
-void qr_rest_handle_schedule_get(struct qr_rest *r,
-                                 h2o_req_t *req,
-                                 const char *id,
-                                 size_t id_len);
-void qr_rest_handle_schedule_delete(struct qr_rest *r,
-                                    h2o_req_t *req,
-                                    const char *id,
-                                    size_t id_len);
-void qr_rest_handle_schedule_pause(struct qr_rest *r,
-                                   h2o_req_t *req,
-                                   const char *id,
-                                   size_t id_len,
-                                   bool paused);
+rest_handler qr_rest_schedule_list, qr_rest_schedule_get,
+    qr_rest_schedule_create, qr_rest_schedule_delete, qr_rest_schedule_pause;
 
 /* ---------------------------------------------------------------------------
  * Queues (rest_queues.c). */
 
-void qr_rest_handle_queues(struct qr_rest *r,
-                           h2o_req_t *req,
-                           const char *rest,
-                           size_t rest_len);
+rest_handler qr_rest_queue_list, qr_rest_queue_upsert, qr_rest_queue_get,
+    qr_rest_queue_delete, qr_rest_queue_pause;
 
 /* ---------------------------------------------------------------------------
  * URL groups, QStash's topics (rest_topics.c). */
 
+rest_handler qr_rest_topic_list, qr_rest_topic_get, qr_rest_topic_delete,
+    qr_rest_topic_endpoints;
 int qr_rest_parse_endpoints(h2o_req_t *req,
                             Qraft__GroupChangeRequest *change,
                             char *err);
-void qr_rest_handle_topics(struct qr_rest *r,
-                           h2o_req_t *req,
-                           const char *name,
-                           size_t name_len,
-                           bool endpoints);
 
 /* ---------------------------------------------------------------------------
  * Signing keys (rest_keys.c). */
 
-void qr_rest_handle_keys(struct qr_rest *r, h2o_req_t *req, bool rotate);
+rest_handler qr_rest_keys;
 
 #endif /* QR_REST_INT_H */

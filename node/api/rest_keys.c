@@ -10,8 +10,10 @@ static json_t *keys_json(struct rest_call *c, const Qraft__Response *resp)
                      "next", qr_json_text(resp->keys->next));
 }
 
-void qr_rest_handle_keys(struct qr_rest *r, h2o_req_t *req, bool rotate)
+/* GET /v2/keys; POST /v2/keys/rotate and /v2/rotate (m->arg). */
+void qr_rest_keys(struct qr_rest *r, h2o_req_t *req, const struct rest_match *m)
 {
+    bool rotate = m->arg != 0;
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__KeysRequest keys = QRAFT__KEYS_REQUEST__INIT;
 

@@ -175,28 +175,35 @@ static void on_cancel_reply(struct rest_call *c,
     qr_rest_send_reply(c, 200, json_pack("{s:i}", "cancelled", 1), NULL);
 }
 
-void qr_rest_handle_message(struct qr_rest *r,
-                            h2o_req_t *req,
-                            const char *id,
-                            size_t id_len,
-                            bool dlq)
+/* GET /v2/messages/{id}, and GET /v2/dlq/{id} (m->arg: only a dead
+ * letter, with the DLQ's fields). */
+void qr_rest_message_get(struct qr_rest *r,
+                         h2o_req_t *req,
+                         const struct rest_match *m)
 {
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__GetRequest get = QRAFT__GET_REQUEST__INIT;
-    Qraft__CancelRequest cancel = QRAFT__CANCEL_REQUEST__INIT;
-    char *mid = qr_rest_pool_str(&req->pool, id, id_len);
 
-    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE"))) {
-        cancel.message_id = mid;
-        rpc_req.body_case = QRAFT__REQUEST__BODY_CANCEL;
-        rpc_req.cancel = &cancel;
-        qr_rest_run_single(r, req, &rpc_req, on_cancel_reply, NULL, false);
-        return;
-    }
-    get.message_id = mid;
+    get.message_id =
+        qr_rest_pool_str(&req->pool, m->capture.base, m->capture.len);
     rpc_req.body_case = QRAFT__REQUEST__BODY_GET;
     rpc_req.get = &get;
-    qr_rest_run_single(r, req, &rpc_req, on_get_reply, NULL, dlq);
+    qr_rest_run_single(r, req, &rpc_req, on_get_reply, NULL, m->arg != 0);
+}
+
+/* DELETE /v2/messages/{id}. */
+void qr_rest_message_cancel(struct qr_rest *r,
+                            h2o_req_t *req,
+                            const struct rest_match *m)
+{
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__CancelRequest cancel = QRAFT__CANCEL_REQUEST__INIT;
+
+    cancel.message_id =
+        qr_rest_pool_str(&req->pool, m->capture.base, m->capture.len);
+    rpc_req.body_case = QRAFT__REQUEST__BODY_CANCEL;
+    rpc_req.cancel = &cancel;
+    qr_rest_run_single(r, req, &rpc_req, on_cancel_reply, NULL, false);
 }
 
 static void on_cancel_many_reply(struct rest_call *c,
@@ -276,11 +283,12 @@ int qr_rest_body_message_ids(h2o_req_t *req, char ***ids, size_t *n, char *err)
 
 /* messageIds (query or JSON body), or filters, or nothing (= every
  * cancellable message), at most count (1..500, default 500) per call. */
-void qr_rest_handle_cancel_many(struct qr_rest *r,
-                                h2o_req_t *req,
-                                h2o_iovec_t query)
+void qr_rest_cancel_many(struct qr_rest *r,
+                         h2o_req_t *req,
+                         const struct rest_match *m)
 {
     static const char *const extra[] = {"count", NULL};
+    h2o_iovec_t query = m->query;
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__CancelManyRequest cm = QRAFT__CANCEL_MANY_REQUEST__INIT;
     Qraft__MessageFilter *f = h2o_mem_alloc_pool(&req->pool, sizeof(*f));
@@ -392,13 +400,15 @@ static json_t *events_page_json(struct rest_call *c,
                              resp->events->cursor);
 }
 
-void qr_rest_handle_events(struct qr_rest *r,
-                           h2o_req_t *req,
-                           h2o_iovec_t query,
-                           bool logs)
+/* GET /v2/events ({"events"}), GET /v2/logs (m->arg: {"logs"}). */
+void qr_rest_events(struct qr_rest *r,
+                    h2o_req_t *req,
+                    const struct rest_match *m)
 {
     static const char *const extra[] = {"count", "cursor", "state", "order",
                                         NULL};
+    h2o_iovec_t query = m->query;
+    bool logs = m->arg != 0;
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__EventsRequest ev = QRAFT__EVENTS_REQUEST__INIT;
     Qraft__MessageFilter *f = h2o_mem_alloc_pool(&req->pool, sizeof(*f));

@@ -459,13 +459,13 @@ int qr_rest_pub_map(struct rest_pub *p,
     return 0;
 }
 
-void qr_rest_handle_publish(struct qr_rest *r,
-                            h2o_req_t *req,
-                            const char *queue,
-                            size_t queue_len,
-                            const char *dest,
-                            size_t dest_len,
-                            h2o_iovec_t query)
+static void handle_publish(struct qr_rest *r,
+                           h2o_req_t *req,
+                           const char *queue,
+                           size_t queue_len,
+                           const char *dest,
+                           size_t dest_len,
+                           h2o_iovec_t query)
 {
     char err[ERR_BYTES];
     struct rest_pub p;
@@ -488,6 +488,33 @@ void qr_rest_handle_publish(struct qr_rest *r,
     rpc_req.publish = &p.pr;
     qr_rest_run_single(r, req, &rpc_req, on_publish_reply,
                        group ? p.pr.topic_name : p.pr.url, false);
+}
+
+/* POST /v2/publish/{destination}: the destination is the raw rest of the
+ * path (slashes, "://" and escapes as they came). */
+void qr_rest_publish(struct qr_rest *r,
+                     h2o_req_t *req,
+                     const struct rest_match *m)
+{
+    handle_publish(r, req, NULL, 0, m->capture.base, m->capture.len, m->query);
+}
+
+/* POST /v2/enqueue/{queue}/{destination}. */
+void qr_rest_enqueue(struct qr_rest *r,
+                     h2o_req_t *req,
+                     const struct rest_match *m)
+{
+    const char *rest = m->capture.base;
+    size_t rest_len = m->capture.len;
+    const char *slash = memchr(rest, '/', rest_len);
+    size_t qlen = slash != NULL ? (size_t)(slash - rest) : rest_len;
+
+    if (!qr_rest_valid_name(rest, qlen)) {
+        qr_rest_send_error(req, 400, "queue name must match [A-Za-z0-9._-]+");
+        return;
+    }
+    handle_publish(r, req, rest, qlen, slash != NULL ? slash + 1 : "",
+                   slash != NULL ? rest_len - qlen - 1 : 0, m->query);
 }
 
 static void on_batch_reply(struct rest_call *c,
@@ -590,7 +617,11 @@ int qr_rest_batch_element(h2o_mem_pool_t *pool,
     return 0;
 }
 
-void qr_rest_handle_batch(struct qr_rest *r, h2o_req_t *req)
+/* POST /v2/batch: a JSON array of publishes, answered once each has its
+ * answer. */
+void qr_rest_batch(struct qr_rest *r,
+                   h2o_req_t *req,
+                   const struct rest_match *m)
 {
     json_t *in;
     struct rest_call *c;
@@ -599,6 +630,7 @@ void qr_rest_handle_batch(struct qr_rest *r, h2o_req_t *req)
     char *caller = qr_rest_caller_ip(req);
     char why[QR_RPC_SPACE_WHY_BYTES];
 
+    (void)m;
     if (qr_rpc_check_space(r->rpc, why, sizeof why) != 0) {
         qr_rest_send_error(req, 507,
                            why); /* the whole batch, not item by item */

@@ -35,6 +35,16 @@ static void on_queue_write_reply(struct rest_call *c,
     qr_rest_on_json_reply(c, index, resp);
 }
 
+/* Runs a queue write (rpc_req borrowed), answered 200 {} or its error. */
+static void run_queue_write(struct qr_rest *r,
+                            h2o_req_t *req,
+                            Qraft__Request *rpc_req)
+{
+    qr_rest_start_single(r, req, rpc_req, on_queue_write_reply,
+                         QRAFT__RESPONSE__BODY__NOT_SET, qr_rest_empty_json,
+                         NULL, false);
+}
+
 /* One queue (GET /v2/queues/{name}), or all of them. */
 static json_t *queues_json(struct rest_call *c, const Qraft__Response *resp)
 {
@@ -53,7 +63,9 @@ static json_t *queues_json(struct rest_call *c, const Qraft__Response *resp)
 
 /* POST /v2/queues {"queueName": "q", "parallelism": 1, "paused": false}:
  * every field checked, none unknown. */
-static void handle_queue_upsert(struct qr_rest *r, h2o_req_t *req)
+void qr_rest_queue_upsert(struct qr_rest *r,
+                          h2o_req_t *req,
+                          const struct rest_match *m)
 {
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__QueueUpsertRequest up = QRAFT__QUEUE_UPSERT_REQUEST__INIT;
@@ -62,6 +74,7 @@ static void handle_queue_upsert(struct qr_rest *r, h2o_req_t *req)
     json_t *value;
     json_t *in = qr_rest_load_body(req);
 
+    (void)m;
     if (in == NULL) {
         return;
     }
@@ -115,78 +128,64 @@ static void handle_queue_upsert(struct qr_rest *r, h2o_req_t *req)
     }
     rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_UPSERT;
     rpc_req.queue_upsert = &up;
-    qr_rest_start_single(r, req, &rpc_req, on_queue_write_reply,
-                         QRAFT__RESPONSE__BODY__NOT_SET, qr_rest_empty_json,
-                         NULL, false);
+    run_queue_write(r, req, &rpc_req);
 }
 
-/* /v2/queues[/{name}[/pause|/resume]]; rest is what follows "/v2/queues/"
- * (NULL for the collection). */
-void qr_rest_handle_queues(struct qr_rest *r,
-                           h2o_req_t *req,
-                           const char *rest,
-                           size_t rest_len)
+/* GET /v2/queues. */
+void qr_rest_queue_list(struct qr_rest *r,
+                        h2o_req_t *req,
+                        const struct rest_match *m)
+{
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__QueueListRequest list = QRAFT__QUEUE_LIST_REQUEST__INIT;
+
+    (void)m;
+    rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_LIST;
+    rpc_req.queue_list = &list;
+    qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY__NOT_SET,
+                     queues_json, false);
+}
+
+/* GET /v2/queues/{queue} (the route checked the name). */
+void qr_rest_queue_get(struct qr_rest *r,
+                       h2o_req_t *req,
+                       const struct rest_match *m)
 {
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__QueueGetRequest get = QRAFT__QUEUE_GET_REQUEST__INIT;
-    Qraft__QueueListRequest list = QRAFT__QUEUE_LIST_REQUEST__INIT;
-    Qraft__QueueDeleteRequest del = QRAFT__QUEUE_DELETE_REQUEST__INIT;
-    Qraft__QueuePauseRequest pause = QRAFT__QUEUE_PAUSE_REQUEST__INIT;
-    const char *slash = rest != NULL ? memchr(rest, '/', rest_len) : NULL;
-    size_t name_len = slash != NULL ? (size_t)(slash - rest) : rest_len;
-    const char *action = slash != NULL ? slash + 1 : NULL;
-    size_t action_len = slash != NULL ? rest_len - name_len - 1 : 0;
-    char *name;
 
-    if (rest == NULL) {
-        if (qr_rest_method_is(req, "POST")) {
-            handle_queue_upsert(r, req);
-        } else if (qr_rest_method_is(req, "GET")) {
-            rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_LIST;
-            rpc_req.queue_list = &list;
-            qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY__NOT_SET,
-                             queues_json, false);
-        } else {
-            qr_rest_method_not_allowed(req, "GET, POST");
-        }
-        return;
-    }
-    if (action != NULL &&
-        !(h2o_memis(action, action_len, H2O_STRLIT("pause")) ||
-          h2o_memis(action, action_len, H2O_STRLIT("resume")))) {
-        qr_rest_send_error(req, 404, "not found");
-        return;
-    }
-    if (!qr_rest_valid_name(rest, name_len)) {
-        qr_rest_send_error(req, 400, "queue name must match [A-Za-z0-9._-]+");
-        return;
-    }
-    name = qr_rest_pool_str(&req->pool, rest, name_len);
-    if (action != NULL) {
-        if (!qr_rest_method_only(req, "POST")) {
-            return;
-        }
-        pause.name = name;
-        pause.paused = action[0] == 'p';
-        rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_PAUSE;
-        rpc_req.queue_pause = &pause;
-        qr_rest_start_single(r, req, &rpc_req, on_queue_write_reply,
-                             QRAFT__RESPONSE__BODY__NOT_SET, qr_rest_empty_json,
-                             NULL, false);
-    } else if (qr_rest_method_is(req, "GET")) {
-        get.name = name;
-        rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_GET;
-        rpc_req.queue_get = &get;
-        qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY__NOT_SET,
-                         queues_json, false);
-    } else if (qr_rest_method_is(req, "DELETE")) {
-        del.name = name;
-        rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_DELETE;
-        rpc_req.queue_delete = &del;
-        qr_rest_start_single(r, req, &rpc_req, on_queue_write_reply,
-                             QRAFT__RESPONSE__BODY__NOT_SET, qr_rest_empty_json,
-                             NULL, false);
-    } else {
-        qr_rest_method_not_allowed(req, "GET, DELETE");
-    }
+    get.name = qr_rest_pool_str(&req->pool, m->capture.base, m->capture.len);
+    rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_GET;
+    rpc_req.queue_get = &get;
+    qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY__NOT_SET,
+                     queues_json, false);
+}
+
+/* DELETE /v2/queues/{queue}. */
+void qr_rest_queue_delete(struct qr_rest *r,
+                          h2o_req_t *req,
+                          const struct rest_match *m)
+{
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__QueueDeleteRequest del = QRAFT__QUEUE_DELETE_REQUEST__INIT;
+
+    del.name = qr_rest_pool_str(&req->pool, m->capture.base, m->capture.len);
+    rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_DELETE;
+    rpc_req.queue_delete = &del;
+    run_queue_write(r, req, &rpc_req);
+}
+
+/* POST /v2/queues/{queue}/pause and /resume (m->arg: paused). */
+void qr_rest_queue_pause(struct qr_rest *r,
+                         h2o_req_t *req,
+                         const struct rest_match *m)
+{
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__QueuePauseRequest pause = QRAFT__QUEUE_PAUSE_REQUEST__INIT;
+
+    pause.name = qr_rest_pool_str(&req->pool, m->capture.base, m->capture.len);
+    pause.paused = m->arg != 0;
+    rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_PAUSE;
+    rpc_req.queue_pause = &pause;
+    run_queue_write(r, req, &rpc_req);
 }

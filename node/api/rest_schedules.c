@@ -134,13 +134,15 @@ static void on_schedules_reply(struct rest_call *c,
 }
 
 /* POST /v2/schedules/{destination}: Upstash-Cron (required),
- * Upstash-Schedule-Id, Upstash-Queue-Name and the publish headers. */
-void qr_rest_handle_schedule_create(struct qr_rest *r,
-                                    h2o_req_t *req,
-                                    const char *dest,
-                                    size_t dest_len,
-                                    h2o_iovec_t query)
+ * Upstash-Schedule-Id, Upstash-Queue-Name and the publish headers. The
+ * destination is the raw rest of the path (none: 400). */
+void qr_rest_schedule_create(struct qr_rest *r,
+                             h2o_req_t *req,
+                             const struct rest_match *m)
 {
+    const char *dest = m->capture.base;
+    size_t dest_len = m->capture.len;
+    h2o_iovec_t query = m->query;
     char err[ERR_BYTES];
     struct rest_pub p;
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
@@ -207,10 +209,10 @@ void qr_rest_handle_schedule_create(struct qr_rest *r,
                      schedule_created_json, false);
 }
 
-void qr_rest_handle_schedule_get(struct qr_rest *r,
-                                 h2o_req_t *req,
-                                 const char *id,
-                                 size_t id_len)
+static void get_schedules(struct qr_rest *r,
+                          h2o_req_t *req,
+                          const char *id,
+                          size_t id_len)
 {
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__ScheduleGetRequest get = QRAFT__SCHEDULE_GET_REQUEST__INIT;
@@ -227,32 +229,51 @@ void qr_rest_handle_schedule_get(struct qr_rest *r,
     qr_rest_run_single(r, req, &rpc_req, on_schedules_reply, NULL, id != NULL);
 }
 
-void qr_rest_handle_schedule_delete(struct qr_rest *r,
-                                    h2o_req_t *req,
-                                    const char *id,
-                                    size_t id_len)
+/* GET /v2/schedules. */
+void qr_rest_schedule_list(struct qr_rest *r,
+                           h2o_req_t *req,
+                           const struct rest_match *m)
+{
+    (void)m;
+    get_schedules(r, req, NULL, 0);
+}
+
+/* GET /v2/schedules/{id}. */
+void qr_rest_schedule_get(struct qr_rest *r,
+                          h2o_req_t *req,
+                          const struct rest_match *m)
+{
+    get_schedules(r, req, m->capture.base, m->capture.len);
+}
+
+/* DELETE /v2/schedules/{id}. */
+void qr_rest_schedule_delete(struct qr_rest *r,
+                             h2o_req_t *req,
+                             const struct rest_match *m)
 {
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__ScheduleDeleteRequest del = QRAFT__SCHEDULE_DELETE_REQUEST__INIT;
 
-    del.schedule_id = qr_rest_pool_str(&req->pool, id, id_len);
+    del.schedule_id =
+        qr_rest_pool_str(&req->pool, m->capture.base, m->capture.len);
     rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_DELETE;
     rpc_req.schedule_delete = &del;
     qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY__NOT_SET,
                      qr_rest_empty_json, false);
 }
 
-void qr_rest_handle_schedule_pause(struct qr_rest *r,
-                                   h2o_req_t *req,
-                                   const char *id,
-                                   size_t id_len,
-                                   bool paused)
+/* PATCH or POST /v2/schedules/{id}/pause and /resume (m->arg: paused); the
+ * SDK sends PATCH, the openapi says POST. */
+void qr_rest_schedule_pause(struct qr_rest *r,
+                            h2o_req_t *req,
+                            const struct rest_match *m)
 {
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__SchedulePauseRequest pause = QRAFT__SCHEDULE_PAUSE_REQUEST__INIT;
 
-    pause.schedule_id = qr_rest_pool_str(&req->pool, id, id_len);
-    pause.paused = paused;
+    pause.schedule_id =
+        qr_rest_pool_str(&req->pool, m->capture.base, m->capture.len);
+    pause.paused = m->arg != 0;
     rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_PAUSE;
     rpc_req.schedule_pause = &pause;
     qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY__NOT_SET,

@@ -133,52 +133,96 @@ out:
     return rv;
 }
 
-/* GET/DELETE /v2/topics/{name}, POST/DELETE /v2/topics/{name}/endpoints
- * (endpoints true), GET /v2/topics (name NULL). */
-void qr_rest_handle_topics(struct qr_rest *r,
-                           h2o_req_t *req,
-                           const char *name,
-                           size_t name_len,
-                           bool endpoints)
+/* GET /v2/topics. */
+void qr_rest_topic_list(struct qr_rest *r,
+                        h2o_req_t *req,
+                        const struct rest_match *m)
 {
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
-    Qraft__GroupChangeRequest change = QRAFT__GROUP_CHANGE_REQUEST__INIT;
-    Qraft__GroupGetRequest get = QRAFT__GROUP_GET_REQUEST__INIT;
     Qraft__GroupListRequest list = QRAFT__GROUP_LIST_REQUEST__INIT;
-    char err[ERR_BYTES];
 
-    if (name == NULL) {
-        rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_LIST;
-        rpc_req.group_list = &list;
-        qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY_GROUP_LIST,
-                         groups_json, false);
-        return;
-    }
-    if (!qr_rest_valid_name(name, name_len)) {
+    (void)m;
+    rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_LIST;
+    rpc_req.group_list = &list;
+    qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY_GROUP_LIST,
+                     groups_json, false);
+}
+
+/* The url group the route names (pool memory), or NULL having answered
+ * 400 when it is no name. */
+static char *group_name(h2o_req_t *req, const struct rest_match *m)
+{
+    if (!qr_rest_valid_name(m->capture.base, m->capture.len)) {
         qr_rest_send_error(req, 400,
                            "url group name must match [A-Za-z0-9._-]+");
-        return;
+        return NULL;
     }
-    change.name = qr_rest_pool_str(&req->pool, name, name_len);
-    if (endpoints) {
-        change.kind = qr_rest_method_is(req, "POST")
-                          ? QRAFT__GROUP_CHANGE_KIND__GROUP_ADD_ENDPOINTS
-                          : QRAFT__GROUP_CHANGE_KIND__GROUP_REMOVE_ENDPOINTS;
-        if (qr_rest_parse_endpoints(req, &change, err) != 0) {
-            qr_rest_send_error(req, 400, err);
-            return;
-        }
-    } else if (qr_rest_method_is(req, "GET")) {
-        get.name = change.name;
-        rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_GET;
-        rpc_req.group_get = &get;
-        qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY_GROUP,
-                         groups_json, false);
-        return;
-    } else {
-        change.kind = QRAFT__GROUP_CHANGE_KIND__GROUP_DELETE;
-    }
+    return qr_rest_pool_str(&req->pool, m->capture.base, m->capture.len);
+}
+
+static void run_group_change(struct qr_rest *r,
+                             h2o_req_t *req,
+                             Qraft__GroupChangeRequest *change)
+{
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+
     rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_CHANGE;
-    rpc_req.group_change = &change;
+    rpc_req.group_change = change;
     qr_rest_run_single(r, req, &rpc_req, on_group_changed, NULL, false);
+}
+
+/* GET /v2/topics/{name}. */
+void qr_rest_topic_get(struct qr_rest *r,
+                       h2o_req_t *req,
+                       const struct rest_match *m)
+{
+    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__GroupGetRequest get = QRAFT__GROUP_GET_REQUEST__INIT;
+
+    get.name = group_name(req, m);
+    if (get.name == NULL) {
+        return;
+    }
+    rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_GET;
+    rpc_req.group_get = &get;
+    qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY_GROUP, groups_json,
+                     false);
+}
+
+/* DELETE /v2/topics/{name}. */
+void qr_rest_topic_delete(struct qr_rest *r,
+                          h2o_req_t *req,
+                          const struct rest_match *m)
+{
+    Qraft__GroupChangeRequest change = QRAFT__GROUP_CHANGE_REQUEST__INIT;
+
+    change.name = group_name(req, m);
+    if (change.name == NULL) {
+        return;
+    }
+    change.kind = QRAFT__GROUP_CHANGE_KIND__GROUP_DELETE;
+    run_group_change(r, req, &change);
+}
+
+/* POST (m->arg) and DELETE /v2/topics/{name}/endpoints: endpoints added
+ * or removed. */
+void qr_rest_topic_endpoints(struct qr_rest *r,
+                             h2o_req_t *req,
+                             const struct rest_match *m)
+{
+    Qraft__GroupChangeRequest change = QRAFT__GROUP_CHANGE_REQUEST__INIT;
+    char err[ERR_BYTES];
+
+    change.name = group_name(req, m);
+    if (change.name == NULL) {
+        return;
+    }
+    change.kind = m->arg != 0
+                      ? QRAFT__GROUP_CHANGE_KIND__GROUP_ADD_ENDPOINTS
+                      : QRAFT__GROUP_CHANGE_KIND__GROUP_REMOVE_ENDPOINTS;
+    if (qr_rest_parse_endpoints(req, &change, err) != 0) {
+        qr_rest_send_error(req, 400, err);
+        return;
+    }
+    run_group_change(r, req, &change);
 }
