@@ -339,34 +339,36 @@ void qr_rest_on_json_reply(struct rest_call *c,
     }
 }
 
-/* Runs one request for a fresh call on req; answers 503 if it cannot.
- * want and build are kept for qr_rest_on_json_reply (qr_rest_run_json). */
-void qr_rest_start_single(struct qr_rest *r,
-                          h2o_req_t *req,
-                          Qraft__Request *rpc_req,
-                          rest_reply_fn on_reply,
-                          Qraft__Response__BodyCase want,
-                          rest_json_fn build,
-                          const char *url,
-                          bool single)
+char *qr_rest_capture(h2o_req_t *req, const struct rest_match *m)
 {
-    struct rest_call *c = qr_rest_call_new(r, req, on_reply);
+    return qr_rest_pool_str(&req->pool, m->capture.base, m->capture.len);
+}
+
+/* Runs rpc_req (borrowed) for a fresh call on req, answered as a says (see
+ * struct rest_answer); 503 when it cannot be submitted. */
+void qr_rest_run(struct qr_rest *r,
+                 h2o_req_t *req,
+                 Qraft__Request *rpc_req,
+                 const struct rest_answer *a)
+{
+    struct rest_call *c = qr_rest_call_new(
+        r, req, a->on_reply != NULL ? a->on_reply : qr_rest_on_json_reply);
 
     if (c == NULL) {
         qr_rest_send_error(req, 503, "out of memory");
         return;
     }
     c->items = calloc(1, sizeof(*c->items));
-    c->url = url != NULL ? strdup(url) : NULL;
-    if (c->items == NULL || (url != NULL && c->url == NULL)) {
+    c->url = a->url != NULL ? strdup(a->url) : NULL;
+    if (c->items == NULL || (a->url != NULL && c->url == NULL)) {
         qr_rest_send_error(req, 503, "out of memory");
         return;
     }
     c->items[0].call = c;
     c->n_items = 1;
-    c->single = single;
-    c->want = want;
-    c->build = build;
+    c->single = a->single;
+    c->want = a->want;
+    c->build = a->build;
     c->done = write_outcome(rpc_req);
     c->refs++; /* ours, across the submission */
     if (qr_rest_submit(c, &c->items[0], rpc_req) != 0 && c->req != NULL &&
@@ -375,35 +377,6 @@ void qr_rest_start_single(struct qr_rest *r,
         qr_rest_send_error(req, 503, "the node is shutting down");
     }
     qr_rest_call_unref(c);
-}
-
-/* Runs one request whose reply on_reply answers itself (qr_rest_reply_ok
- * first). */
-void qr_rest_run_single(struct qr_rest *r,
-                        h2o_req_t *req,
-                        Qraft__Request *rpc_req,
-                        rest_reply_fn on_reply,
-                        const char *url,
-                        bool single)
-{
-    qr_rest_start_single(r, req, rpc_req, on_reply,
-                         QRAFT__RESPONSE__BODY__NOT_SET, NULL, url, single);
-}
-
-/* The path of a route that is one RPC answered with JSON: submits rpc_req
- * (borrowed) for req; a reply that is not OK or lacks the body `want`
- * (QRAFT__RESPONSE__BODY__NOT_SET: any) answers {"error"} with the node's
- * status, an OK one 200 with what build makes of it. single is c->single
- * for build. 503 when it cannot qr_rest_submit. */
-void qr_rest_run_json(struct qr_rest *r,
-                      h2o_req_t *req,
-                      Qraft__Request *rpc_req,
-                      Qraft__Response__BodyCase want,
-                      rest_json_fn build,
-                      bool single)
-{
-    qr_rest_start_single(r, req, rpc_req, qr_rest_on_json_reply, want, build,
-                         NULL, single);
 }
 
 /* The request body as JSON (new; json_decref it), or NULL after answering
@@ -482,11 +455,11 @@ static void method_not_allowed(h2o_req_t *req, const char *allow)
 #define ROUTE_QUERY_FORWARDED 1u
 #define ROUTE_QUERY_FORWARDED_ON_POST 2u
 
-/* One method a route takes: its handler, and the arg handed to it. */
+/* One method a route takes: its handler, and the op handed to it. */
 struct rest_method {
     const char *name; /* exact, as h2o gives it; NULL ends the list */
     rest_handler *fn;
-    int arg;
+    enum rest_op op;
 };
 
 /* A route: a pattern over the raw path (without the query) and what each
@@ -510,98 +483,75 @@ struct rest_route {
 /* Tried in order; the first route whose pattern matches answers. Order
  * matters only where patterns overlap: /v2/dlq/retry before /v2/dlq/{id},
  * and the /v2/schedules rows, whose last ({*}) takes what the others
- * leave. */
+ * leave. (Laid out by hand: clang-format would give each field a line.) */
+/* clang-format off */
 static const struct rest_route routes[] = {
     /* A destination keeps its slashes, "://" and escapes: the raw rest of
      * the path. */
-    {"/v2/publish/{*}",
-     "POST",
-     ROUTE_QUERY_FORWARDED,
-     {{"POST", qr_rest_publish, 0}}},
-    {"/v2/enqueue/{*}",
-     "POST",
-     ROUTE_QUERY_FORWARDED,
-     {{"POST", qr_rest_enqueue, 0}}},
-    {"/v2/batch", "POST", 0, {{"POST", qr_rest_batch, 0}}},
-    {"/v2/messages", "DELETE", 0, {{"DELETE", qr_rest_cancel_many, 0}}},
-    {"/v2/events", "GET", 0, {{"GET", qr_rest_events, 0}}},
-    {"/v2/logs", "GET", 0, {{"GET", qr_rest_events, 1}}},
-    {"/v2/messages/{id}",
-     "GET, DELETE",
-     0,
-     {{"GET", qr_rest_message_get, 0}, {"DELETE", qr_rest_message_cancel, 0}}},
-    {"/v2/queues",
-     "GET, POST",
-     0,
-     {{"POST", qr_rest_queue_upsert, 0}, {"GET", qr_rest_queue_list, 0}}},
-    {"/v2/queues/{queue}/pause", "POST", 0, {{"POST", qr_rest_queue_pause, 1}}},
-    {"/v2/queues/{queue}/resume",
-     "POST",
-     0,
-     {{"POST", qr_rest_queue_pause, 0}}},
-    {"/v2/queues/{queue}",
-     "GET, DELETE",
-     0,
-     {{"GET", qr_rest_queue_get, 0}, {"DELETE", qr_rest_queue_delete, 0}}},
-    {"/v2/keys", "GET", 0, {{"GET", qr_rest_keys, 0}}},
-    {"/v2/keys/rotate", "POST", 0, {{"POST", qr_rest_keys, 1}}},
-    {"/v2/rotate", "POST", 0, {{"POST", qr_rest_keys, 1}}},
+    {"/v2/publish/{*}", "POST", ROUTE_QUERY_FORWARDED,
+     {{"POST", qr_rest_publish, REST_GET}}},
+    {"/v2/enqueue/{*}", "POST", ROUTE_QUERY_FORWARDED,
+     {{"POST", qr_rest_enqueue, REST_GET}}},
+    {"/v2/batch", "POST", 0, {{"POST", qr_rest_batch, REST_GET}}},
+    {"/v2/messages", "DELETE", 0, {{"DELETE", qr_rest_cancel_many, REST_GET}}},
+    {"/v2/events", "GET", 0, {{"GET", qr_rest_events, REST_GET}}},
+    {"/v2/logs", "GET", 0, {{"GET", qr_rest_events, REST_LOGS}}},
+    {"/v2/messages/{id}", "GET, DELETE", 0,
+     {{"GET", qr_rest_message, REST_GET},
+      {"DELETE", qr_rest_message, REST_DELETE}}},
+    {"/v2/queues", "GET, POST", 0,
+     {{"POST", qr_rest_queue_upsert, REST_GET},
+      {"GET", qr_rest_queue, REST_GET}}},
+    {"/v2/queues/{queue}/pause", "POST", 0,
+     {{"POST", qr_rest_queue, REST_PAUSE}}},
+    {"/v2/queues/{queue}/resume", "POST", 0,
+     {{"POST", qr_rest_queue, REST_RESUME}}},
+    {"/v2/queues/{queue}", "GET, DELETE", 0,
+     {{"GET", qr_rest_queue, REST_GET},
+      {"DELETE", qr_rest_queue, REST_DELETE}}},
+    {"/v2/keys", "GET", 0, {{"GET", qr_rest_keys, REST_GET}}},
+    {"/v2/keys/rotate", "POST", 0, {{"POST", qr_rest_keys, REST_ROTATE}}},
+    {"/v2/rotate", "POST", 0, {{"POST", qr_rest_keys, REST_ROTATE}}},
     /* A POST without a destination is refused by create (400). */
-    {"/v2/schedules",
-     "GET",
-     ROUTE_QUERY_FORWARDED_ON_POST,
-     {{"GET", qr_rest_schedule_list, 0}, {"POST", qr_rest_schedule_create, 0}}},
-    {"/v2/schedules/",
-     "GET",
-     ROUTE_QUERY_FORWARDED_ON_POST,
-     {{"GET", qr_rest_schedule_list, 0}, {"POST", qr_rest_schedule_create, 0}}},
-    {"/v2/schedules/{url}",
-     "POST",
-     ROUTE_QUERY_FORWARDED_ON_POST,
-     {{"POST", qr_rest_schedule_create, 0}}},
-    {"/v2/schedules/{id}",
-     "GET, DELETE, POST",
-     ROUTE_QUERY_FORWARDED_ON_POST,
-     {{"GET", qr_rest_schedule_get, 0},
-      {"DELETE", qr_rest_schedule_delete, 0},
-      {"POST", qr_rest_schedule_create, 0}}},
+    {"/v2/schedules", "GET", ROUTE_QUERY_FORWARDED_ON_POST,
+     {{"GET", qr_rest_schedule, REST_GET},
+      {"POST", qr_rest_schedule_create, REST_GET}}},
+    {"/v2/schedules/", "GET", ROUTE_QUERY_FORWARDED_ON_POST,
+     {{"GET", qr_rest_schedule, REST_GET},
+      {"POST", qr_rest_schedule_create, REST_GET}}},
+    {"/v2/schedules/{url}", "POST", ROUTE_QUERY_FORWARDED_ON_POST,
+     {{"POST", qr_rest_schedule_create, REST_GET}}},
+    {"/v2/schedules/{id}", "GET, DELETE, POST", ROUTE_QUERY_FORWARDED_ON_POST,
+     {{"GET", qr_rest_schedule, REST_GET},
+      {"DELETE", qr_rest_schedule, REST_DELETE},
+      {"POST", qr_rest_schedule_create, REST_GET}}},
     /* The SDK sends PATCH, the openapi says POST: both. */
-    {"/v2/schedules/{id}/pause",
-     "PATCH, POST",
-     ROUTE_QUERY_FORWARDED_ON_POST,
-     {{"PATCH", qr_rest_schedule_pause, 1},
-      {"POST", qr_rest_schedule_pause, 1}}},
-    {"/v2/schedules/{id}/resume",
-     "PATCH, POST",
-     ROUTE_QUERY_FORWARDED_ON_POST,
-     {{"PATCH", qr_rest_schedule_pause, 0},
-      {"POST", qr_rest_schedule_pause, 0}}},
+    {"/v2/schedules/{id}/pause", "PATCH, POST", ROUTE_QUERY_FORWARDED_ON_POST,
+     {{"PATCH", qr_rest_schedule, REST_PAUSE},
+      {"POST", qr_rest_schedule, REST_PAUSE}}},
+    {"/v2/schedules/{id}/resume", "PATCH, POST", ROUTE_QUERY_FORWARDED_ON_POST,
+     {{"PATCH", qr_rest_schedule, REST_RESUME},
+      {"POST", qr_rest_schedule, REST_RESUME}}},
     /* A destination that is no URL (create refuses it), else not found. */
-    {"/v2/schedules/{*}",
-     NULL,
-     ROUTE_QUERY_FORWARDED_ON_POST,
-     {{"POST", qr_rest_schedule_create, 0}}},
-    {"/v2/dlq/retry", "POST", 0, {{"POST", qr_rest_dlq_retry, 0}}},
-    {"/v2/dlq/retry/{id}", "POST", 0, {{"POST", qr_rest_dlq_retry, 0}}},
-    {"/v2/dlq",
-     "GET, DELETE",
-     0,
-     {{"GET", qr_rest_dlq_list, 0}, {"DELETE", qr_rest_dlq_delete, 0}}},
-    {"/v2/dlq/{id}",
-     "GET, DELETE",
-     0,
-     {{"GET", qr_rest_message_get, 1}, {"DELETE", qr_rest_dlq_delete, 0}}},
-    {"/v2/topics", "GET", 0, {{"GET", qr_rest_topic_list, 0}}},
-    {"/v2/topics/{id}/endpoints",
-     "POST, DELETE",
-     0,
-     {{"POST", qr_rest_topic_endpoints, 1},
-      {"DELETE", qr_rest_topic_endpoints, 0}}},
-    {"/v2/topics/{id}",
-     "GET, DELETE",
-     0,
-     {{"GET", qr_rest_topic_get, 0}, {"DELETE", qr_rest_topic_delete, 0}}},
+    {"/v2/schedules/{*}", NULL, ROUTE_QUERY_FORWARDED_ON_POST,
+     {{"POST", qr_rest_schedule_create, REST_GET}}},
+    {"/v2/dlq/retry", "POST", 0, {{"POST", qr_rest_dlq_bulk, REST_RETRY}}},
+    {"/v2/dlq/retry/{id}", "POST", 0, {{"POST", qr_rest_dlq_bulk, REST_RETRY}}},
+    {"/v2/dlq", "GET, DELETE", 0,
+     {{"GET", qr_rest_dlq_list, REST_GET},
+      {"DELETE", qr_rest_dlq_bulk, REST_DELETE}}},
+    {"/v2/dlq/{id}", "GET, DELETE", 0,
+     {{"GET", qr_rest_message, REST_GET_DEAD},
+      {"DELETE", qr_rest_dlq_bulk, REST_DELETE}}},
+    {"/v2/topics", "GET", 0, {{"GET", qr_rest_topic, REST_GET}}},
+    {"/v2/topics/{id}/endpoints", "POST, DELETE", 0,
+     {{"POST", qr_rest_topic_endpoints, REST_ADD},
+      {"DELETE", qr_rest_topic_endpoints, REST_DELETE}}},
+    {"/v2/topics/{id}", "GET, DELETE", 0,
+     {{"GET", qr_rest_topic, REST_GET},
+      {"DELETE", qr_rest_topic, REST_DELETE}}},
 };
+/* clang-format on */
 
 /* Whether path (len bytes, without the query) matches pattern (see struct
  * rest_route); *capture is what its capture covers ({NULL, 0}: none). */
@@ -693,6 +643,9 @@ static int check_query_utf8(h2o_mem_pool_t *pool,
     return 0;
 }
 
+/* Answers req by the route its path matches: after the checks every route
+ * shares (the query's UTF-8, ?consistency), 404 when none does, 400 for a
+ * bad {queue}, else its method's handler or 405 (404: see allow). */
 static void route(struct qr_rest *r,
                   h2o_req_t *req,
                   const char *path,
@@ -730,11 +683,12 @@ static void route(struct qr_rest *r,
         qr_rest_send_error(req, 400, "queue name must match [A-Za-z0-9._-]+");
         return;
     }
-    for (const struct rest_method *rm = rt->methods;
-         rm < rt->methods + 3 && rm->name != NULL; rm++) {
-        if (method_is(req, rm->name)) {
-            m.arg = rm->arg;
-            rm->fn(r, req, &m);
+    for (size_t i = 0; i < sizeof(rt->methods) / sizeof(rt->methods[0]) &&
+                       rt->methods[i].name != NULL;
+         i++) {
+        if (method_is(req, rt->methods[i].name)) {
+            m.op = rt->methods[i].op;
+            rt->methods[i].fn(r, req, &m);
             return;
         }
     }

@@ -27,33 +27,50 @@ static json_t *dlq_page_json(struct rest_call *c, const Qraft__Response *resp)
     return qr_rest_page_json("messages", msgs, resp->dlq_list->cursor);
 }
 
+/* The query of a DLQ list or bulk route into f, *count (1..100, default
+ * 100) and *ids (dlqIds, appended; pool memory). Returns false having
+ * answered 400 when it is bad. */
+static bool dlq_query(h2o_req_t *req,
+                      h2o_iovec_t query,
+                      Qraft__MessageFilter *f,
+                      uint32_t *count,
+                      char ***ids,
+                      size_t *n)
+{
+    static const char *const extra[] = {"count", "cursor", "dlqIds", NULL};
+    char err[ERR_BYTES];
+
+    if (qr_rest_parse_filter(&req->pool, query, extra, f, err) != 0 ||
+        qr_rest_take_count(&req->pool, query, DLQ_PAGE_MAX, DLQ_PAGE_MAX, count,
+                           err) != 0 ||
+        qr_rest_take_list(&req->pool, query, "dlqIds", ids, n, err) != 0) {
+        qr_rest_send_error(req, 400, err);
+        return false;
+    }
+    return true;
+}
+
 /* GET /v2/dlq: count (1..100), cursor, dlqIds, filters. */
 void qr_rest_dlq_list(struct qr_rest *r,
                       h2o_req_t *req,
                       const struct rest_match *m)
 {
-    static const char *const extra[] = {"count", "cursor", "dlqIds", NULL};
-    h2o_iovec_t query = m->query;
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__DlqListRequest list = QRAFT__DLQ_LIST_REQUEST__INIT;
     Qraft__MessageFilter *f = h2o_mem_alloc_pool(&req->pool, sizeof(*f));
-    const char *cursor = qr_rest_query_get(&req->pool, query, "cursor");
-    char err[ERR_BYTES];
+    const char *cursor = qr_rest_query_get(&req->pool, m->query, "cursor");
 
-    if (qr_rest_parse_filter(&req->pool, query, extra, f, err) != 0 ||
-        qr_rest_take_count(&req->pool, query, DLQ_PAGE_MAX, DLQ_PAGE_MAX,
-                           &list.limit, err) != 0 ||
-        qr_rest_take_list(&req->pool, query, "dlqIds", &list.message_ids,
-                          &list.n_message_ids, err) != 0) {
-        qr_rest_send_error(req, 400, err);
+    if (!dlq_query(req, m->query, f, &list.limit, &list.message_ids,
+                   &list.n_message_ids)) {
         return;
     }
     list.filter = f;
     list.cursor = cursor != NULL ? (char *)cursor : (char *)"";
     rpc_req.body_case = QRAFT__REQUEST__BODY_DLQ_LIST;
     rpc_req.dlq_list = &list;
-    qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY_DLQ_LIST,
-                     dlq_page_json, false);
+    qr_rest_run(r, req, &rpc_req,
+                &(struct rest_answer){.want = QRAFT__RESPONSE__BODY_DLQ_LIST,
+                                      .build = dlq_page_json});
 }
 
 /* Answers of DLQ delete and retry: {"deleted": n, "cursor"?} /
@@ -142,35 +159,27 @@ static void on_dlq_retry_reply(struct rest_call *c,
  * DELETE /v2/dlq and POST /v2/dlq/retry with dlqIds, or filters, or
  * nothing (= every dead letter), a page of count (1..100, default 100)
  * after cursor. */
-static void dlq_bulk(struct qr_rest *r,
-                     h2o_req_t *req,
-                     const char *id,
-                     size_t id_len,
-                     h2o_iovec_t query,
-                     bool retry)
+void qr_rest_dlq_bulk(struct qr_rest *r,
+                      h2o_req_t *req,
+                      const struct rest_match *m)
 {
-    static const char *const extra[] = {"count", "cursor", "dlqIds", NULL};
+    const char *id = m->capture.base;
+    bool retry = m->op == REST_RETRY;
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__DlqDeleteRequest del = QRAFT__DLQ_DELETE_REQUEST__INIT;
     Qraft__DlqReplayRequest replay = QRAFT__DLQ_REPLAY_REQUEST__INIT;
     Qraft__MessageFilter *f = h2o_mem_alloc_pool(&req->pool, sizeof(*f));
-    const char *cursor = qr_rest_query_get(&req->pool, query, "cursor");
+    const char *cursor = qr_rest_query_get(&req->pool, m->query, "cursor");
     char **ids = NULL;
     size_t n = 0;
     uint32_t count = DLQ_PAGE_MAX;
-    char err[ERR_BYTES];
 
     if (id != NULL) {
         ids = h2o_mem_alloc_pool(&req->pool, sizeof(*ids));
-        ids[0] = qr_rest_pool_str(&req->pool, id, id_len);
+        ids[0] = qr_rest_capture(req, m);
         n = 1;
         qraft__message_filter__init(f);
-    } else if (qr_rest_parse_filter(&req->pool, query, extra, f, err) != 0 ||
-               qr_rest_take_count(&req->pool, query, DLQ_PAGE_MAX, DLQ_PAGE_MAX,
-                                  &count, err) != 0 ||
-               qr_rest_take_list(&req->pool, query, "dlqIds", &ids, &n, err) !=
-                   0) {
-        qr_rest_send_error(req, 400, err);
+    } else if (!dlq_query(req, m->query, f, &count, &ids, &n)) {
         return;
     }
     if (n > 0 && !qr_filter_is_empty(f)) {
@@ -189,8 +198,9 @@ static void dlq_bulk(struct qr_rest *r,
         del.limit = count;
         rpc_req.body_case = QRAFT__REQUEST__BODY_DLQ_DELETE;
         rpc_req.dlq_delete = &del;
-        qr_rest_run_single(r, req, &rpc_req, on_dlq_delete_reply, NULL,
-                           id != NULL);
+        qr_rest_run(r, req, &rpc_req,
+                    &(struct rest_answer){.on_reply = on_dlq_delete_reply,
+                                          .single = id != NULL});
         return;
     }
     replay.message_ids = ids;
@@ -201,21 +211,7 @@ static void dlq_bulk(struct qr_rest *r,
     replay.limit = n == 0 ? count : 0;
     rpc_req.body_case = QRAFT__REQUEST__BODY_DLQ_REPLAY;
     rpc_req.dlq_replay = &replay;
-    qr_rest_run_single(r, req, &rpc_req, on_dlq_retry_reply, NULL, id != NULL);
-}
-
-/* DELETE /v2/dlq, DELETE /v2/dlq/{id}. */
-void qr_rest_dlq_delete(struct qr_rest *r,
-                        h2o_req_t *req,
-                        const struct rest_match *m)
-{
-    dlq_bulk(r, req, m->capture.base, m->capture.len, m->query, false);
-}
-
-/* POST /v2/dlq/retry, POST /v2/dlq/retry/{id}. */
-void qr_rest_dlq_retry(struct qr_rest *r,
-                       h2o_req_t *req,
-                       const struct rest_match *m)
-{
-    dlq_bulk(r, req, m->capture.base, m->capture.len, m->query, true);
+    qr_rest_run(r, req, &rpc_req,
+                &(struct rest_answer){.on_reply = on_dlq_retry_reply,
+                                      .single = id != NULL});
 }

@@ -10,16 +10,16 @@ static json_t *keys_json(struct rest_call *c, const Qraft__Response *resp)
                      "next", qr_json_text(resp->keys->next));
 }
 
-/* GET /v2/keys; POST /v2/keys/rotate and /v2/rotate (m->arg). */
+/* GET /v2/keys; POST /v2/keys/rotate and /v2/rotate (REST_ROTATE). */
 void qr_rest_keys(struct qr_rest *r, h2o_req_t *req, const struct rest_match *m)
 {
-    bool rotate = m->arg != 0;
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__KeysRequest keys = QRAFT__KEYS_REQUEST__INIT;
 
-    keys.rotate = rotate;
+    keys.rotate = m->op == REST_ROTATE;
     rpc_req.body_case = QRAFT__REQUEST__BODY_KEYS;
     rpc_req.keys = &keys;
-    qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY_KEYS, keys_json,
-                     false);
+    qr_rest_run(r, req, &rpc_req,
+                &(struct rest_answer){.want = QRAFT__RESPONSE__BODY_KEYS,
+                                      .build = keys_json});
 }

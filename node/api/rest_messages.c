@@ -175,35 +175,31 @@ static void on_cancel_reply(struct rest_call *c,
     qr_rest_send_reply(c, 200, json_pack("{s:i}", "cancelled", 1), NULL);
 }
 
-/* GET /v2/messages/{id}, and GET /v2/dlq/{id} (m->arg: only a dead
- * letter, with the DLQ's fields). */
-void qr_rest_message_get(struct qr_rest *r,
-                         h2o_req_t *req,
-                         const struct rest_match *m)
+/* GET /v2/messages/{id}, GET /v2/dlq/{id} (REST_GET_DEAD: only a dead
+ * letter, with the DLQ's fields), DELETE /v2/messages/{id} (cancel). */
+void qr_rest_message(struct qr_rest *r,
+                     h2o_req_t *req,
+                     const struct rest_match *m)
 {
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__GetRequest get = QRAFT__GET_REQUEST__INIT;
+    Qraft__CancelRequest cancel = QRAFT__CANCEL_REQUEST__INIT;
+    char *id = qr_rest_capture(req, m);
 
-    get.message_id =
-        qr_rest_pool_str(&req->pool, m->capture.base, m->capture.len);
+    if (m->op == REST_DELETE) {
+        cancel.message_id = id;
+        rpc_req.body_case = QRAFT__REQUEST__BODY_CANCEL;
+        rpc_req.cancel = &cancel;
+        qr_rest_run(r, req, &rpc_req,
+                    &(struct rest_answer){.on_reply = on_cancel_reply});
+        return;
+    }
+    get.message_id = id;
     rpc_req.body_case = QRAFT__REQUEST__BODY_GET;
     rpc_req.get = &get;
-    qr_rest_run_single(r, req, &rpc_req, on_get_reply, NULL, m->arg != 0);
-}
-
-/* DELETE /v2/messages/{id}. */
-void qr_rest_message_cancel(struct qr_rest *r,
-                            h2o_req_t *req,
-                            const struct rest_match *m)
-{
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
-    Qraft__CancelRequest cancel = QRAFT__CANCEL_REQUEST__INIT;
-
-    cancel.message_id =
-        qr_rest_pool_str(&req->pool, m->capture.base, m->capture.len);
-    rpc_req.body_case = QRAFT__REQUEST__BODY_CANCEL;
-    rpc_req.cancel = &cancel;
-    qr_rest_run_single(r, req, &rpc_req, on_cancel_reply, NULL, false);
+    qr_rest_run(r, req, &rpc_req,
+                &(struct rest_answer){.on_reply = on_get_reply,
+                                      .single = m->op == REST_GET_DEAD});
 }
 
 static void on_cancel_many_reply(struct rest_call *c,
@@ -323,7 +319,8 @@ void qr_rest_cancel_many(struct qr_rest *r,
     cm.filter = f;
     rpc_req.body_case = QRAFT__REQUEST__BODY_CANCEL_MANY;
     rpc_req.cancel_many = &cm;
-    qr_rest_run_single(r, req, &rpc_req, on_cancel_many_reply, NULL, false);
+    qr_rest_run(r, req, &rpc_req,
+                &(struct rest_answer){.on_reply = on_cancel_many_reply});
 }
 
 /* The HTTP status an event's detail names ("... (HTTP 503)"; fsm.c writes
@@ -400,7 +397,7 @@ static json_t *events_page_json(struct rest_call *c,
                              resp->events->cursor);
 }
 
-/* GET /v2/events ({"events"}), GET /v2/logs (m->arg: {"logs"}). */
+/* GET /v2/events ({"events"}), GET /v2/logs (REST_LOGS: {"logs"}). */
 void qr_rest_events(struct qr_rest *r,
                     h2o_req_t *req,
                     const struct rest_match *m)
@@ -408,7 +405,7 @@ void qr_rest_events(struct qr_rest *r,
     static const char *const extra[] = {"count", "cursor", "state", "order",
                                         NULL};
     h2o_iovec_t query = m->query;
-    bool logs = m->arg != 0;
+    bool logs = m->op == REST_LOGS;
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__EventsRequest ev = QRAFT__EVENTS_REQUEST__INIT;
     Qraft__MessageFilter *f = h2o_mem_alloc_pool(&req->pool, sizeof(*f));
@@ -459,6 +456,8 @@ void qr_rest_events(struct qr_rest *r,
     ev.cursor = cursor != NULL ? (char *)cursor : (char *)"";
     rpc_req.body_case = QRAFT__REQUEST__BODY_EVENTS;
     rpc_req.events = &ev;
-    qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY_EVENTS,
-                     events_page_json, logs);
+    qr_rest_run(r, req, &rpc_req,
+                &(struct rest_answer){.want = QRAFT__RESPONSE__BODY_EVENTS,
+                                      .build = events_page_json,
+                                      .single = logs});
 }

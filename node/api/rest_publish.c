@@ -18,9 +18,9 @@
 #include "lib/utf8.h"
 #include "repl/command.h"
 
-void qr_rest_pub_init(struct rest_pub *p,
-                      h2o_mem_pool_t *pool,
-                      size_t max_headers)
+static void pub_init(struct rest_pub *p,
+                     h2o_mem_pool_t *pool,
+                     size_t max_headers)
 {
     qraft__publish_request__init(&p->pr);
     p->cap = max_headers;
@@ -115,13 +115,15 @@ int qr_rest_check_header_utf8(const char *name,
  * returns -EINVAL. */
 int qr_rest_apply_header(struct rest_pub *p,
                          h2o_mem_pool_t *pool,
-                         const char *name,
-                         size_t nlen,
-                         const char *val,
-                         size_t vlen,
+                         h2o_iovec_t header,
+                         h2o_iovec_t value,
                          char *err)
 {
     static const char fwd[] = "upstash-forward-";
+    const char *name = header.base;
+    size_t nlen = header.len;
+    const char *val = value.base;
+    size_t vlen = value.len;
     uint64_t v;
 
     if (qr_rest_check_header_utf8(name, nlen, val, vlen, err) != 0) {
@@ -213,10 +215,10 @@ int qr_rest_apply_header(struct rest_pub *p,
 /* Checks a destination: a URL is taken as is; a name is a URL group (the
  * leader looks it up: 404 when unknown); *group says which. Returns an HTTP
  * status (0: fine). */
-int qr_rest_check_destination(const char *dest,
-                              size_t len,
-                              bool *group,
-                              char *err)
+static int check_destination(const char *dest,
+                             size_t len,
+                             bool *group,
+                             char *err)
 {
     *group = false;
     if (qr_rest_prefix_ci(dest, len, "http://") ||
@@ -333,10 +335,10 @@ static void on_publish_reply(struct rest_call *c,
 
 /* Appends the request's query to dest, without qstash_token and upstash-*
  * parameters (config, not part of the destination). */
-char *qr_rest_destination_with_query(h2o_mem_pool_t *pool,
-                                     const char *dest,
-                                     size_t dlen,
-                                     h2o_iovec_t query)
+static char *destination_with_query(h2o_mem_pool_t *pool,
+                                    const char *dest,
+                                    size_t dlen,
+                                    h2o_iovec_t query)
 {
     char *out = h2o_mem_alloc_pool(pool, dlen + query.len + 2);
     size_t n = dlen;
@@ -361,56 +363,51 @@ char *qr_rest_destination_with_query(h2o_mem_pool_t *pool,
     return out;
 }
 
-/* The start of a publish of body to dest (a URL, or a url group's name:
- * *group), a request's or a schedule's: checks dest, inits p for
- * max_headers headers, and sets its destination (a URL gets query, less
- * config; a group publish's query is config only) and body (borrowed).
- * Returns 0, or an HTTP status having written why into err. */
+/* The start of a publish to dest (a URL, or a url group's name: then
+ * pr.topic_name is set), a request's or a schedule's: checks dest, inits p
+ * for max_headers headers, and sets its destination (a URL gets query,
+ * less config; a group publish's query is config only). Returns 0, or an
+ * HTTP status having written why into err. */
 int qr_rest_pub_begin(struct rest_pub *p,
                       h2o_mem_pool_t *pool,
-                      const char *dest,
-                      size_t dest_len,
+                      h2o_iovec_t dest,
                       h2o_iovec_t query,
-                      h2o_iovec_t body,
                       size_t max_headers,
-                      bool *group,
                       char *err)
 {
-    int status = qr_rest_check_destination(dest, dest_len, group, err);
+    bool group;
+    int status = check_destination(dest.base, dest.len, &group, err);
 
     if (status != 0) {
         return status;
     }
-    qr_rest_pub_init(p, pool, max_headers);
-    if (*group) {
-        p->pr.topic_name = qr_rest_pool_str(pool, dest, dest_len);
+    pub_init(p, pool, max_headers);
+    if (group) {
+        p->pr.topic_name = qr_rest_pool_str(pool, dest.base, dest.len);
     } else {
-        p->pr.url = qr_rest_destination_with_query(pool, dest, dest_len, query);
+        p->pr.url = destination_with_query(pool, dest.base, dest.len, query);
     }
-    p->pr.body.data = (uint8_t *)body.base;
-    p->pr.body.len = body.base != NULL ? body.len : 0;
     return 0;
 }
 
-/* qr_rest_pub_begin for req's body, with room for req's headers plus extra
+/* qr_rest_pub_begin of req's body, with room for req's headers plus extra
  * more. Returns false having answered req when dest is bad. */
 bool qr_rest_pub_start(struct rest_pub *p,
                        h2o_req_t *req,
-                       const char *dest,
-                       size_t dest_len,
+                       h2o_iovec_t dest,
                        h2o_iovec_t query,
-                       size_t extra,
-                       bool *group)
+                       size_t extra)
 {
     char err[ERR_BYTES];
-    int status =
-        qr_rest_pub_begin(p, &req->pool, dest, dest_len, query, req->entity,
-                          req->headers.size + extra, group, err);
+    int status = qr_rest_pub_begin(p, &req->pool, dest, query,
+                                   req->headers.size + extra, err);
 
     if (status != 0) {
         qr_rest_send_error(req, status, err);
         return false;
     }
+    p->pr.body.data = (uint8_t *)req->entity.base;
+    p->pr.body.len = req->entity.base != NULL ? req->entity.len : 0;
     return true;
 }
 
@@ -444,15 +441,14 @@ int qr_rest_pub_map(struct rest_pub *p,
             continue;
         }
         char *v = qr_rest_query_decode(pool, qp.value, qp.value_len);
-        if (qr_rest_apply_header(p, pool, qp.name, qp.name_len, v, strlen(v),
-                                 err) != 0) {
+        if (qr_rest_apply_header(p, pool, h2o_iovec_init(qp.name, qp.name_len),
+                                 h2o_iovec_init(v, strlen(v)), err) != 0) {
             return -EINVAL;
         }
     }
     for (size_t i = 0; i < headers->size; i++) {
         const h2o_header_t *h = &headers->entries[i];
-        if (qr_rest_apply_header(p, pool, h->name->base, h->name->len,
-                                 h->value.base, h->value.len, err) != 0) {
+        if (qr_rest_apply_header(p, pool, *h->name, h->value, err) != 0) {
             return -EINVAL;
         }
     }
@@ -461,23 +457,19 @@ int qr_rest_pub_map(struct rest_pub *p,
 
 static void handle_publish(struct qr_rest *r,
                            h2o_req_t *req,
-                           const char *queue,
-                           size_t queue_len,
-                           const char *dest,
-                           size_t dest_len,
+                           h2o_iovec_t queue,
+                           h2o_iovec_t dest,
                            h2o_iovec_t query)
 {
     char err[ERR_BYTES];
     struct rest_pub p;
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
-    bool group;
 
-    if (!qr_rest_pub_start(&p, req, dest, dest_len, query,
-                           qr_rest_query_count(query), &group)) {
+    if (!qr_rest_pub_start(&p, req, dest, query, qr_rest_query_count(query))) {
         return;
     }
-    if (queue != NULL) {
-        p.pr.queue = qr_rest_pool_str(&req->pool, queue, queue_len);
+    if (queue.base != NULL) {
+        p.pr.queue = qr_rest_pool_str(&req->pool, queue.base, queue.len);
     }
     p.pr.caller_ip = qr_rest_caller_ip(req);
     if (qr_rest_pub_map(&p, &req->pool, query, &req->headers, err) != 0) {
@@ -486,8 +478,11 @@ static void handle_publish(struct qr_rest *r,
     }
     rpc_req.body_case = QRAFT__REQUEST__BODY_PUBLISH;
     rpc_req.publish = &p.pr;
-    qr_rest_run_single(r, req, &rpc_req, on_publish_reply,
-                       group ? p.pr.topic_name : p.pr.url, false);
+    qr_rest_run(
+        r, req, &rpc_req,
+        &(struct rest_answer){
+            .on_reply = on_publish_reply,
+            .url = p.pr.topic_name[0] != '\0' ? p.pr.topic_name : p.pr.url});
 }
 
 /* POST /v2/publish/{destination}: the destination is the raw rest of the
@@ -496,7 +491,7 @@ void qr_rest_publish(struct qr_rest *r,
                      h2o_req_t *req,
                      const struct rest_match *m)
 {
-    handle_publish(r, req, NULL, 0, m->capture.base, m->capture.len, m->query);
+    handle_publish(r, req, h2o_iovec_init(NULL, 0), m->capture, m->query);
 }
 
 /* POST /v2/enqueue/{queue}/{destination}. */
@@ -513,8 +508,11 @@ void qr_rest_enqueue(struct qr_rest *r,
         qr_rest_send_error(req, 400, "queue name must match [A-Za-z0-9._-]+");
         return;
     }
-    handle_publish(r, req, rest, qlen, slash != NULL ? slash + 1 : "",
-                   slash != NULL ? rest_len - qlen - 1 : 0, m->query);
+    handle_publish(r, req, h2o_iovec_init(rest, qlen),
+                   slash != NULL
+                       ? h2o_iovec_init(slash + 1, rest_len - qlen - 1)
+                       : h2o_iovec_init("", 0),
+                   m->query);
 }
 
 static void on_batch_reply(struct rest_call *c,
@@ -537,7 +535,6 @@ int qr_rest_batch_element(h2o_mem_pool_t *pool,
                           char *caller,
                           char *err)
 {
-    bool group;
     json_t *dest = NULL;
     json_t *headers = NULL;
     json_t *body = NULL;
@@ -575,10 +572,10 @@ int qr_rest_batch_element(h2o_mem_pool_t *pool,
     {
         n_headers += json_is_array(value) ? json_array_size(value) : 1;
     }
-    if (qr_rest_pub_begin(p, pool, json_string_value(dest),
-                          json_string_length(dest), h2o_iovec_init(NULL, 0),
-                          h2o_iovec_init(NULL, 0), n_headers, &group,
-                          err) != 0) {
+    if (qr_rest_pub_begin(
+            p, pool,
+            h2o_iovec_init(json_string_value(dest), json_string_length(dest)),
+            h2o_iovec_init(NULL, 0), n_headers, err) != 0) {
         return -EINVAL;
     }
     if (queue != NULL && !qr_rest_valid_name(json_string_value(queue),
@@ -602,9 +599,10 @@ int qr_rest_batch_element(h2o_mem_pool_t *pool,
                          "batch element: header '%.64s' is not a string", key);
                 return -EINVAL;
             }
-            if (qr_rest_apply_header(p, pool, key, strlen(key),
-                                     json_string_value(v),
-                                     json_string_length(v), err) != 0) {
+            if (qr_rest_apply_header(
+                    p, pool, h2o_iovec_init(key, strlen(key)),
+                    h2o_iovec_init(json_string_value(v), json_string_length(v)),
+                    err) != 0) {
                 return -EINVAL;
             }
         }

@@ -40,9 +40,9 @@ static void run_queue_write(struct qr_rest *r,
                             h2o_req_t *req,
                             Qraft__Request *rpc_req)
 {
-    qr_rest_start_single(r, req, rpc_req, on_queue_write_reply,
-                         QRAFT__RESPONSE__BODY__NOT_SET, qr_rest_empty_json,
-                         NULL, false);
+    qr_rest_run(r, req, rpc_req,
+                &(struct rest_answer){.on_reply = on_queue_write_reply,
+                                      .build = qr_rest_empty_json});
 }
 
 /* One queue (GET /v2/queues/{name}), or all of them. */
@@ -131,61 +131,42 @@ void qr_rest_queue_upsert(struct qr_rest *r,
     run_queue_write(r, req, &rpc_req);
 }
 
-/* GET /v2/queues. */
-void qr_rest_queue_list(struct qr_rest *r,
-                        h2o_req_t *req,
-                        const struct rest_match *m)
+/* GET /v2/queues (all) and /v2/queues/{queue}; DELETE /v2/queues/{queue};
+ * POST /v2/queues/{queue}/pause and /resume. The route checked the name. */
+void qr_rest_queue(struct qr_rest *r,
+                   h2o_req_t *req,
+                   const struct rest_match *m)
 {
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__QueueListRequest list = QRAFT__QUEUE_LIST_REQUEST__INIT;
-
-    (void)m;
-    rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_LIST;
-    rpc_req.queue_list = &list;
-    qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY__NOT_SET,
-                     queues_json, false);
-}
-
-/* GET /v2/queues/{queue} (the route checked the name). */
-void qr_rest_queue_get(struct qr_rest *r,
-                       h2o_req_t *req,
-                       const struct rest_match *m)
-{
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__QueueGetRequest get = QRAFT__QUEUE_GET_REQUEST__INIT;
-
-    get.name = qr_rest_pool_str(&req->pool, m->capture.base, m->capture.len);
-    rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_GET;
-    rpc_req.queue_get = &get;
-    qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY__NOT_SET,
-                     queues_json, false);
-}
-
-/* DELETE /v2/queues/{queue}. */
-void qr_rest_queue_delete(struct qr_rest *r,
-                          h2o_req_t *req,
-                          const struct rest_match *m)
-{
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__QueueDeleteRequest del = QRAFT__QUEUE_DELETE_REQUEST__INIT;
-
-    del.name = qr_rest_pool_str(&req->pool, m->capture.base, m->capture.len);
-    rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_DELETE;
-    rpc_req.queue_delete = &del;
-    run_queue_write(r, req, &rpc_req);
-}
-
-/* POST /v2/queues/{queue}/pause and /resume (m->arg: paused). */
-void qr_rest_queue_pause(struct qr_rest *r,
-                         h2o_req_t *req,
-                         const struct rest_match *m)
-{
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__QueuePauseRequest pause = QRAFT__QUEUE_PAUSE_REQUEST__INIT;
+    bool one = m->capture.base != NULL;
+    char *name = one ? qr_rest_capture(req, m) : NULL;
 
-    pause.name = qr_rest_pool_str(&req->pool, m->capture.base, m->capture.len);
-    pause.paused = m->arg != 0;
-    rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_PAUSE;
-    rpc_req.queue_pause = &pause;
+    if (m->op == REST_GET) {
+        if (one) {
+            get.name = name;
+            rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_GET;
+            rpc_req.queue_get = &get;
+        } else {
+            rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_LIST;
+            rpc_req.queue_list = &list;
+        }
+        qr_rest_run(r, req, &rpc_req,
+                    &(struct rest_answer){.build = queues_json});
+        return;
+    }
+    if (m->op == REST_DELETE) {
+        del.name = name;
+        rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_DELETE;
+        rpc_req.queue_delete = &del;
+    } else {
+        pause.name = name;
+        pause.paused = m->op == REST_PAUSE;
+        rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_PAUSE;
+        rpc_req.queue_pause = &pause;
+    }
     run_queue_write(r, req, &rpc_req);
 }

@@ -140,16 +140,12 @@ void qr_rest_schedule_create(struct qr_rest *r,
                              h2o_req_t *req,
                              const struct rest_match *m)
 {
-    const char *dest = m->capture.base;
-    size_t dest_len = m->capture.len;
-    h2o_iovec_t query = m->query;
     char err[ERR_BYTES];
     struct rest_pub p;
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__ScheduleUpsertRequest up = QRAFT__SCHEDULE_UPSERT_REQUEST__INIT;
-    bool group;
 
-    if (!qr_rest_pub_start(&p, req, dest, dest_len, query, 0, &group)) {
+    if (!qr_rest_pub_start(&p, req, m->capture, m->query, 0)) {
         return;
     }
     up.cron = NULL;
@@ -187,8 +183,7 @@ void qr_rest_schedule_create(struct qr_rest *r,
                 "Upstash-Not-Before does not apply to schedules (use "
                 "Upstash-Delay)");
             return;
-        } else if (qr_rest_apply_header(&p, &req->pool, name, nlen,
-                                        h->value.base, h->value.len,
+        } else if (qr_rest_apply_header(&p, &req->pool, *h->name, h->value,
                                         err) != 0) {
             qr_rest_send_error(req, 400, err);
             return;
@@ -205,77 +200,50 @@ void qr_rest_schedule_create(struct qr_rest *r,
     up.caller_ip = qr_rest_caller_ip(req);
     rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_UPSERT;
     rpc_req.schedule_upsert = &up;
-    qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY_SCHEDULE_UPSERT,
-                     schedule_created_json, false);
+    qr_rest_run(
+        r, req, &rpc_req,
+        &(struct rest_answer){.want = QRAFT__RESPONSE__BODY_SCHEDULE_UPSERT,
+                              .build = schedule_created_json});
 }
 
-static void get_schedules(struct qr_rest *r,
-                          h2o_req_t *req,
-                          const char *id,
-                          size_t id_len)
+/* GET /v2/schedules (all) and /v2/schedules/{id}; DELETE /v2/schedules/{id};
+ * PATCH or POST /v2/schedules/{id}/pause and /resume. */
+void qr_rest_schedule(struct qr_rest *r,
+                      h2o_req_t *req,
+                      const struct rest_match *m)
 {
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
-    Qraft__ScheduleGetRequest get = QRAFT__SCHEDULE_GET_REQUEST__INIT;
     Qraft__ScheduleListRequest list = QRAFT__SCHEDULE_LIST_REQUEST__INIT;
-
-    if (id == NULL) {
-        rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_LIST;
-        rpc_req.schedule_list = &list;
-    } else {
-        get.schedule_id = qr_rest_pool_str(&req->pool, id, id_len);
-        rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_GET;
-        rpc_req.schedule_get = &get;
-    }
-    qr_rest_run_single(r, req, &rpc_req, on_schedules_reply, NULL, id != NULL);
-}
-
-/* GET /v2/schedules. */
-void qr_rest_schedule_list(struct qr_rest *r,
-                           h2o_req_t *req,
-                           const struct rest_match *m)
-{
-    (void)m;
-    get_schedules(r, req, NULL, 0);
-}
-
-/* GET /v2/schedules/{id}. */
-void qr_rest_schedule_get(struct qr_rest *r,
-                          h2o_req_t *req,
-                          const struct rest_match *m)
-{
-    get_schedules(r, req, m->capture.base, m->capture.len);
-}
-
-/* DELETE /v2/schedules/{id}. */
-void qr_rest_schedule_delete(struct qr_rest *r,
-                             h2o_req_t *req,
-                             const struct rest_match *m)
-{
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__ScheduleGetRequest get = QRAFT__SCHEDULE_GET_REQUEST__INIT;
     Qraft__ScheduleDeleteRequest del = QRAFT__SCHEDULE_DELETE_REQUEST__INIT;
-
-    del.schedule_id =
-        qr_rest_pool_str(&req->pool, m->capture.base, m->capture.len);
-    rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_DELETE;
-    rpc_req.schedule_delete = &del;
-    qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY__NOT_SET,
-                     qr_rest_empty_json, false);
-}
-
-/* PATCH or POST /v2/schedules/{id}/pause and /resume (m->arg: paused); the
- * SDK sends PATCH, the openapi says POST. */
-void qr_rest_schedule_pause(struct qr_rest *r,
-                            h2o_req_t *req,
-                            const struct rest_match *m)
-{
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__SchedulePauseRequest pause = QRAFT__SCHEDULE_PAUSE_REQUEST__INIT;
+    bool one = m->capture.base != NULL;
+    char *id = one ? qr_rest_capture(req, m) : NULL;
 
-    pause.schedule_id =
-        qr_rest_pool_str(&req->pool, m->capture.base, m->capture.len);
-    pause.paused = m->arg != 0;
-    rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_PAUSE;
-    rpc_req.schedule_pause = &pause;
-    qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY__NOT_SET,
-                     qr_rest_empty_json, false);
+    if (m->op == REST_GET) {
+        if (one) {
+            get.schedule_id = id;
+            rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_GET;
+            rpc_req.schedule_get = &get;
+        } else {
+            rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_LIST;
+            rpc_req.schedule_list = &list;
+        }
+        qr_rest_run(r, req, &rpc_req,
+                    &(struct rest_answer){.on_reply = on_schedules_reply,
+                                          .single = one});
+        return;
+    }
+    if (m->op == REST_DELETE) {
+        del.schedule_id = id;
+        rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_DELETE;
+        rpc_req.schedule_delete = &del;
+    } else {
+        pause.schedule_id = id;
+        pause.paused = m->op == REST_PAUSE;
+        rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_PAUSE;
+        rpc_req.schedule_pause = &pause;
+    }
+    qr_rest_run(r, req, &rpc_req,
+                &(struct rest_answer){.build = qr_rest_empty_json});
 }

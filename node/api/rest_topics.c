@@ -133,21 +133,6 @@ out:
     return rv;
 }
 
-/* GET /v2/topics. */
-void qr_rest_topic_list(struct qr_rest *r,
-                        h2o_req_t *req,
-                        const struct rest_match *m)
-{
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
-    Qraft__GroupListRequest list = QRAFT__GROUP_LIST_REQUEST__INIT;
-
-    (void)m;
-    rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_LIST;
-    rpc_req.group_list = &list;
-    qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY_GROUP_LIST,
-                     groups_json, false);
-}
-
 /* The url group the route names (pool memory), or NULL having answered
  * 400 when it is no name. */
 static char *group_name(h2o_req_t *req, const struct rest_match *m)
@@ -157,7 +142,7 @@ static char *group_name(h2o_req_t *req, const struct rest_match *m)
                            "url group name must match [A-Za-z0-9._-]+");
         return NULL;
     }
-    return qr_rest_pool_str(&req->pool, m->capture.base, m->capture.len);
+    return qr_rest_capture(req, m);
 }
 
 static void run_group_change(struct qr_rest *r,
@@ -168,43 +153,47 @@ static void run_group_change(struct qr_rest *r,
 
     rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_CHANGE;
     rpc_req.group_change = change;
-    qr_rest_run_single(r, req, &rpc_req, on_group_changed, NULL, false);
+    qr_rest_run(r, req, &rpc_req,
+                &(struct rest_answer){.on_reply = on_group_changed});
 }
 
-/* GET /v2/topics/{name}. */
-void qr_rest_topic_get(struct qr_rest *r,
-                       h2o_req_t *req,
-                       const struct rest_match *m)
+/* GET /v2/topics (all) and /v2/topics/{name}; DELETE /v2/topics/{name}. */
+void qr_rest_topic(struct qr_rest *r,
+                   h2o_req_t *req,
+                   const struct rest_match *m)
 {
     Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    Qraft__GroupListRequest list = QRAFT__GROUP_LIST_REQUEST__INIT;
     Qraft__GroupGetRequest get = QRAFT__GROUP_GET_REQUEST__INIT;
-
-    get.name = group_name(req, m);
-    if (get.name == NULL) {
-        return;
-    }
-    rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_GET;
-    rpc_req.group_get = &get;
-    qr_rest_run_json(r, req, &rpc_req, QRAFT__RESPONSE__BODY_GROUP, groups_json,
-                     false);
-}
-
-/* DELETE /v2/topics/{name}. */
-void qr_rest_topic_delete(struct qr_rest *r,
-                          h2o_req_t *req,
-                          const struct rest_match *m)
-{
     Qraft__GroupChangeRequest change = QRAFT__GROUP_CHANGE_REQUEST__INIT;
 
+    if (m->capture.base == NULL) {
+        rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_LIST;
+        rpc_req.group_list = &list;
+        qr_rest_run(
+            r, req, &rpc_req,
+            &(struct rest_answer){.want = QRAFT__RESPONSE__BODY_GROUP_LIST,
+                                  .build = groups_json});
+        return;
+    }
     change.name = group_name(req, m);
     if (change.name == NULL) {
         return;
     }
-    change.kind = QRAFT__GROUP_CHANGE_KIND__GROUP_DELETE;
-    run_group_change(r, req, &change);
+    if (m->op == REST_DELETE) {
+        change.kind = QRAFT__GROUP_CHANGE_KIND__GROUP_DELETE;
+        run_group_change(r, req, &change);
+        return;
+    }
+    get.name = change.name;
+    rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_GET;
+    rpc_req.group_get = &get;
+    qr_rest_run(r, req, &rpc_req,
+                &(struct rest_answer){.want = QRAFT__RESPONSE__BODY_GROUP,
+                                      .build = groups_json});
 }
 
-/* POST (m->arg) and DELETE /v2/topics/{name}/endpoints: endpoints added
+/* POST (REST_ADD) and DELETE /v2/topics/{name}/endpoints: endpoints added
  * or removed. */
 void qr_rest_topic_endpoints(struct qr_rest *r,
                              h2o_req_t *req,
@@ -217,7 +206,7 @@ void qr_rest_topic_endpoints(struct qr_rest *r,
     if (change.name == NULL) {
         return;
     }
-    change.kind = m->arg != 0
+    change.kind = m->op == REST_ADD
                       ? QRAFT__GROUP_CHANGE_KIND__GROUP_ADD_ENDPOINTS
                       : QRAFT__GROUP_CHANGE_KIND__GROUP_REMOVE_ENDPOINTS;
     if (qr_rest_parse_endpoints(req, &change, err) != 0) {

@@ -147,7 +147,6 @@ static void fuzz_publish(h2o_req_t *req)
     h2o_headers_t headers = {NULL, 0, 0};
     char err[ERR_BYTES];
     struct rest_pub p;
-    bool group;
     size_t off = nl != NULL ? line_len + 1 : len;
 
     /* The header lines as h2o would hand them over. */
@@ -170,13 +169,13 @@ static void fuzz_publish(h2o_req_t *req)
         h2o_add_header_by_str(&req->pool, &headers, line, nlen, 0, NULL, val,
                               vlen);
     }
-    if (qr_rest_pub_begin(
-            &p, &req->pool, s, dest_len, query, h2o_iovec_init(NULL, 0),
-            headers.size + qr_rest_query_count(query), &group, err) != 0 ||
+    if (qr_rest_pub_begin(&p, &req->pool, h2o_iovec_init(s, dest_len), query,
+                          headers.size + qr_rest_query_count(query),
+                          err) != 0 ||
         qr_rest_pub_map(&p, &req->pool, query, &headers, err) != 0) {
         return;
     }
-    submit_publish(&p.pr, group);
+    submit_publish(&p.pr, p.pr.topic_name[0] != '\0');
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
