@@ -133,6 +133,52 @@ static void on_schedules_reply(struct rest_call *c,
     qr_rest_send_reply(c, 200, out, NULL);
 }
 
+/* Maps one header of a schedule's request onto up and p: Upstash-Cron,
+ * Upstash-Schedule-Id, Upstash-Queue-Name, and the publish headers but
+ * Upstash-Not-Before. On bad input writes why into err and returns
+ * -EINVAL. */
+static int schedule_header(Qraft__ScheduleUpsertRequest *up,
+                           struct rest_pub *p,
+                           h2o_mem_pool_t *pool,
+                           const h2o_header_t *h,
+                           char *err)
+{
+    const char *name = h->name->base;
+    size_t nlen = h->name->len;
+    char *value = qr_rest_pool_str(pool, h->value.base, h->value.len);
+    const char *bad_name = NULL; /* why, when value must be a name */
+
+    if (qr_rest_check_header_utf8(name, nlen, h->value.base, h->value.len,
+                                  err) != 0) {
+        return -EINVAL;
+    }
+    if (qr_rest_equal_ci(name, nlen, "upstash-cron")) {
+        up->cron = value;
+    } else if (qr_rest_equal_ci(name, nlen, "upstash-schedule-id")) {
+        up->schedule_id = value;
+        bad_name =
+            "invalid Upstash-Schedule-Id: it must match "
+            "[A-Za-z0-9._-]+ (at most 256 characters)";
+    } else if (qr_rest_equal_ci(name, nlen, "upstash-queue-name")) {
+        p->pr.queue = value;
+        bad_name =
+            "invalid Upstash-Queue-Name: it must match "
+            "[A-Za-z0-9._-]+";
+    } else if (qr_rest_equal_ci(name, nlen, "upstash-not-before")) {
+        snprintf(err, ERR_BYTES,
+                 "Upstash-Not-Before does not apply to schedules (use "
+                 "Upstash-Delay)");
+        return -EINVAL;
+    } else {
+        return qr_rest_apply_header(p, pool, *h->name, h->value, err);
+    }
+    if (bad_name != NULL && !qr_rest_valid_name(value, h->value.len)) {
+        snprintf(err, ERR_BYTES, "%s", bad_name);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* POST /v2/schedules/{destination}: Upstash-Cron (required),
  * Upstash-Schedule-Id, Upstash-Queue-Name and the publish headers. The
  * destination is the raw rest of the path (none: 400). */
@@ -150,41 +196,8 @@ void qr_rest_schedule_create(struct qr_rest *r,
     }
     up.cron = NULL;
     for (size_t i = 0; i < req->headers.size; i++) {
-        const h2o_header_t *h = &req->headers.entries[i];
-        const char *name = h->name->base;
-        size_t nlen = h->name->len;
-        char *value = qr_rest_pool_str(&req->pool, h->value.base, h->value.len);
-        if (qr_rest_check_header_utf8(name, nlen, h->value.base, h->value.len,
-                                      err) != 0) {
-            qr_rest_send_error(req, 400, err);
-            return;
-        }
-        if (qr_rest_equal_ci(name, nlen, "upstash-cron")) {
-            up.cron = value;
-        } else if (qr_rest_equal_ci(name, nlen, "upstash-schedule-id")) {
-            if (!qr_rest_valid_name(value, h->value.len)) {
-                qr_rest_send_error(req, 400,
-                                   "invalid Upstash-Schedule-Id: it must match "
-                                   "[A-Za-z0-9._-]+ (at most 256 characters)");
-                return;
-            }
-            up.schedule_id = value;
-        } else if (qr_rest_equal_ci(name, nlen, "upstash-queue-name")) {
-            if (!qr_rest_valid_name(value, h->value.len)) {
-                qr_rest_send_error(req, 400,
-                                   "invalid Upstash-Queue-Name: it must match "
-                                   "[A-Za-z0-9._-]+");
-                return;
-            }
-            p.pr.queue = value;
-        } else if (qr_rest_equal_ci(name, nlen, "upstash-not-before")) {
-            qr_rest_send_error(
-                req, 400,
-                "Upstash-Not-Before does not apply to schedules (use "
-                "Upstash-Delay)");
-            return;
-        } else if (qr_rest_apply_header(&p, &req->pool, *h->name, h->value,
-                                        err) != 0) {
+        if (schedule_header(&up, &p, &req->pool, &req->headers.entries[i],
+                            err) != 0) {
             qr_rest_send_error(req, 400, err);
             return;
         }
