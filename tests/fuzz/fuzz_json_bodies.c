@@ -6,16 +6,16 @@
  * h2o's server runs.
  *
  * The first input byte picks the surface, the rest is its input:
- *   0  POST /v2/batch body: each element through batch_element, then
- *      qr_command_check_publish on what it built;
+ *   0  POST /v2/batch body: each element through qr_rest_batch_element,
+ *      then qr_command_check_publish on what it built;
  *   1  {"messageIds": [...]} bodies (cancel many, DLQ bulk);
  *   2  {"endpoints": [...]} bodies (URL groups), then
  *      qr_command_check_group_change;
- *   3  a query string through parse_filter (logs, DLQ, bulk filters);
+ *   3  a query string through qr_rest_parse_filter (logs, DLQ, bulk
+ *      filters);
  *   4  a publish: first line "destination?query", then "Name: value"
  *      lines, mapped by what handle_publish calls (qr_rest_pub_begin,
- *      qr_rest_pub_map), then
- *      qr_command_check_publish.
+ *      qr_rest_pub_map), then qr_command_check_publish.
  * Invariants: no memory error or undefined behaviour; what the parsers
  * build packs into a Request (protobuf-c would crash on a NULL string); an
  * accepted publish holds only UTF-8 text (a known finding, F2 in
