@@ -1,28 +1,37 @@
-/* libFuzzer target: the REST face's request parsing (node/rest.c), from
- * bytes to the qraft.Request it would submit, and the checks that request
- * meets next (the RPC face's). rest.c's parsers are static and take h2o
- * requests, so this file compiles rest.c itself (an #include below) and
- * hands them a zeroed h2o_req_t with only its memory pool and body set:
- * nothing of h2o's server runs.
+/* libFuzzer target: the REST face's request parsing (node/api/rest_*.c),
+ * from bytes to the qraft.Request it would submit, and the checks that
+ * request meets next (the RPC face's). The parsers are the rooms' own
+ * (api/rest_int.h); they take h2o requests, so this file hands them a
+ * zeroed h2o_req_t with only its memory pool and body set: nothing of
+ * h2o's server runs.
  *
  * The first input byte picks the surface, the rest is its input:
- *   0  POST /v2/batch body: each element through batch_element, then
- *      qr_command_check_publish on what it built;
+ *   0  POST /v2/batch body: each element through qr_rest_batch_element,
+ *      then qr_command_check_publish on what it built;
  *   1  {"messageIds": [...]} bodies (cancel many, DLQ bulk);
  *   2  {"endpoints": [...]} bodies (URL groups), then
  *      qr_command_check_group_change;
- *   3  a query string through parse_filter (logs, DLQ, bulk filters);
+ *   3  a query string through qr_rest_parse_filter (logs, DLQ, bulk
+ *      filters);
  *   4  a publish: first line "destination?query", then "Name: value"
- *      lines, mapped as handle_publish maps them, then
- *      qr_command_check_publish.
+ *      lines, mapped by what handle_publish calls (qr_rest_pub_begin,
+ *      qr_rest_pub_map), then qr_command_check_publish.
  * Invariants: no memory error or undefined behaviour; what the parsers
  * build packs into a Request (protobuf-c would crash on a NULL string); an
  * accepted publish holds only UTF-8 text (a known finding, F2 in
  * docs/fuzzing.md). */
-#include "api/rest.c"
+#include <stdlib.h>
+#include <string.h>
 
+#include <h2o.h>
+#include <jansson.h>
+
+#include "api/rest_int.h"
 #include "config.h"
 #include "fuzz_util.h"
+#include "ops/filter.h"
+#include "repl/check.h"
+#include "repl/command.h"
 
 #define NOW_MS 1767225600000ull
 
@@ -60,11 +69,11 @@ static void fuzz_batch(h2o_req_t *req)
     }
     if (json_is_array(in) && json_array_size(in) <= MAX_BATCH) {
         for (size_t i = 0; i < json_array_size(in); i++) {
-            struct pub p;
+            struct rest_pub p;
             char err[ERR_BYTES];
             char caller[] = "127.0.0.1";
-            if (batch_element(&req->pool, json_array_get(in, i), &p, caller,
-                              err) == 0) {
+            if (qr_rest_batch_element(&req->pool, json_array_get(in, i), &p,
+                                      caller, err) == 0) {
                 submit_publish(&p.pr, p.pr.topic_name[0] != '\0');
             } else {
                 FUZZ_CHECK(memchr(err, '\0', sizeof err) != NULL, "err");
@@ -79,12 +88,12 @@ static void fuzz_message_ids(h2o_req_t *req)
     char **ids = NULL;
     size_t n = 0;
     char err[ERR_BYTES];
-    if (body_message_ids(req, &ids, &n, err) == 0) {
+    if (qr_rest_body_message_ids(req, &ids, &n, err) == 0) {
         for (size_t i = 0; i < n; i++) {
             FUZZ_CHECK(ids[i] != NULL, "NULL id");
         }
         /* Twice, as a query list and a body may both give ids. */
-        (void)body_message_ids(req, &ids, &n, err);
+        (void)qr_rest_body_message_ids(req, &ids, &n, err);
     }
 }
 
@@ -94,7 +103,7 @@ static void fuzz_endpoints(h2o_req_t *req)
     Qraft__GroupChangeRequest change = QRAFT__GROUP_CHANGE_REQUEST__INIT;
     change.kind = QRAFT__GROUP_CHANGE_KIND__GROUP_ADD_ENDPOINTS;
     change.name = "group";
-    if (parse_endpoints(req, &change, err) != 0) {
+    if (qr_rest_parse_endpoints(req, &change, err) != 0) {
         return;
     }
     Qraft__Request r = QRAFT__REQUEST__INIT;
@@ -114,7 +123,7 @@ static void fuzz_filter_query(h2o_req_t *req)
     Qraft__MessageFilter f;
     char err[ERR_BYTES];
     h2o_iovec_t query = h2o_iovec_init(req->entity.base, req->entity.len);
-    if (parse_filter(&req->pool, query, extra, &f, err) == 0) {
+    if (qr_rest_parse_filter(&req->pool, query, extra, &f, err) == 0) {
         FUZZ_CHECK(qr_filter_unsupported(&f) == NULL,
                    "an accepted filter has an unsupported field");
         size_t len = qraft__message_filter__get_packed_size(&f);
@@ -136,41 +145,12 @@ static void fuzz_publish(h2o_req_t *req)
     h2o_iovec_t query = q != NULL
                             ? h2o_iovec_init(q + 1, line_len - dest_len - 1)
                             : h2o_iovec_init(NULL, 0);
+    h2o_headers_t headers = {NULL, 0, 0};
     char err[ERR_BYTES];
-    bool group;
-    if (check_destination(s, dest_len, &group, err) != 0) {
-        return;
-    }
-    /* Count the header lines and query parameters, as pub_start does. */
-    size_t n_lines = 0;
-    for (size_t i = line_len; i < len; i++) {
-        n_lines += s[i] == '\n';
-    }
-    struct query_param qp;
-    size_t pos = 0;
-    size_t n_params = 0;
-    while (next_param(query.base, query.len, &pos, &qp)) {
-        n_params++;
-    }
-    struct pub p;
-    pub_init(&p, &req->pool, n_lines + n_params);
-    if (group) {
-        p.pr.topic_name = pool_str(&req->pool, s, dest_len);
-    } else {
-        p.pr.url = destination_with_query(&req->pool, s, dest_len, query);
-    }
-    pos = 0;
-    while (next_param(query.base, query.len, &pos, &qp)) {
-        if (!prefix_ci(qp.name, qp.name_len, "upstash-")) {
-            continue;
-        }
-        char *v = query_decode(&req->pool, qp.value, qp.value_len);
-        if (apply_header(&p, &req->pool, qp.name, qp.name_len, v, strlen(v),
-                         err) != 0) {
-            return;
-        }
-    }
+    struct rest_pub p;
     size_t off = nl != NULL ? line_len + 1 : len;
+
+    /* The header lines as h2o would hand them over. */
     while (off < len) {
         const char *line = s + off;
         const char *end = memchr(line, '\n', len - off);
@@ -187,11 +167,16 @@ static void fuzz_publish(h2o_req_t *req)
             val++;
             vlen--;
         }
-        if (apply_header(&p, &req->pool, line, nlen, val, vlen, err) != 0) {
-            return;
-        }
+        h2o_add_header_by_str(&req->pool, &headers, line, nlen, 0, NULL, val,
+                              vlen);
     }
-    submit_publish(&p.pr, group);
+    if (qr_rest_pub_begin(&p, &req->pool, h2o_iovec_init(s, dest_len), query,
+                          headers.size + qr_rest_query_count(query),
+                          err) != 0 ||
+        qr_rest_pub_map(&p, &req->pool, query, &headers, err) != 0) {
+        return;
+    }
+    submit_publish(&p.pr, p.pr.topic_name[0] != '\0');
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
