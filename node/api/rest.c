@@ -1,11 +1,11 @@
-/* QStash-dialect REST routes on top of qr_rpc_submit.
+/* QStash-dialect REST routes on top of qr_ops_submit.
  *
  * Answers that come later (after raft commit) go through a struct rest_call:
  * one reference is held by the h2o request pool (dropped, with req set to
  * NULL, when h2o disposes the request: answered, or its connection closed)
  * and one by each RPC submission still owed an answer. A call is answered at
  * most once, only while req is not NULL, and freed when the last reference
- * goes. The RPC callback may run inside qr_rpc_submit; the submitting code
+ * goes. The RPC callback may run inside qr_ops_submit; the submitting code
  * holds its own reference across the call, so that is safe too. */
 #include "api/rest.h"
 
@@ -21,11 +21,11 @@
 #include <h2o.h>
 #include <jansson.h>
 
-#include "api/rpc.h"
 #include "lib/json_text.h"
 #include "lib/logger.h"
 #include "lib/utf8.h"
 #include "ops/filter.h"
+#include "ops/ops.h"
 #include "qraft.pb-c.h"
 #include "repl/command.h"
 
@@ -359,7 +359,7 @@ static int submit(struct rest_call *c,
         rpc_req->stale = true;
     }
     c->refs++;
-    rv = qr_rpc_submit(c->rest->rpc, rpc_req, on_call_reply, item);
+    rv = qr_ops_submit(c->rest->ops, rpc_req, 0, on_call_reply, item);
     if (rv != 0) {
         c->refs--;
     }
@@ -1223,9 +1223,9 @@ static void handle_batch(struct qr_rest *r, h2o_req_t *req)
     size_t n;
     char err[ERR_BYTES];
     char *caller = caller_ip(req);
-    char why[QR_RPC_SPACE_WHY_BYTES];
+    char why[QR_OPS_SPACE_WHY_BYTES];
 
-    if (qr_rpc_check_space(r->rpc, why, sizeof why) != 0) {
+    if (qr_ops_check_space(r->ops, why, sizeof why) != 0) {
         send_error(req, 507, why); /* the whole batch, not item by item */
         return;
     }
@@ -2284,7 +2284,7 @@ static void on_schedules_reply(struct rest_call *c,
                                size_t index,
                                const Qraft__Response *resp)
 {
-    uint32_t retries = c->rest->rpc->config->limits.default_retries;
+    uint32_t retries = c->rest->ops->config->limits.default_retries;
 
     (void)index;
     if (!reply_ok(c, resp, QRAFT__RESPONSE__BODY_SCHEDULES)) {
@@ -3184,7 +3184,7 @@ bool qr_rest_handle(struct qr_rest *r, h2o_req_t *req)
         !(len > 3 && memcmp(path, "/v2/", 4) == 0)) {
         return false;
     }
-    if (r->rpc == NULL) {
+    if (r->ops == NULL) {
         send_error(req, 503, "the REST API is not available on this server");
         return true;
     }
@@ -3206,9 +3206,9 @@ bool qr_rest_handle(struct qr_rest *r, h2o_req_t *req)
     return true;
 }
 
-void qr_rest_init(struct qr_rest *r, struct qr_rpc *rpc, const char *token)
+void qr_rest_init(struct qr_rest *r, struct qr_ops *ops, const char *token)
 {
-    r->rpc = rpc;
+    r->ops = ops;
     r->token = token;
     r->calls = NULL;
 }
