@@ -29,11 +29,7 @@ static void send_keys(struct qr_op *op, uint64_t id)
                     "no signing keys yet: the cluster is starting");
         return;
     }
-    Qraft__Response resp = QRAFT__RESPONSE__INIT;
-    resp.id = id;
-    resp.body_case = QRAFT__RESPONSE__BODY_KEYS;
-    resp.keys = keys;
-    qr_op_reply(op, &resp);
+    QR_OP_REPLY_BODY(op, id, KEYS, keys, keys);
     qraft__signing_keys__free_unpacked(keys, NULL);
 }
 
@@ -71,10 +67,8 @@ void qr_op_keys(struct qr_op *op, const Qraft__Request *req)
     Qraft__SetSigningKeys set = QRAFT__SET_SIGNING_KEYS__INIT;
     set.keys = &keys;
     set.rotate = true;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_SET_SIGNING_KEYS;
-    cmd.set_signing_keys = &set;
-    qr_op_propose(op, req, &cmd, on_rotated);
+    QR_OP_PROPOSE(op, req, SET_SIGNING_KEYS, set_signing_keys, &set,
+                  on_rotated);
 }
 
 void qr_op_status(struct qr_op *op, const Qraft__Request *req)
@@ -146,11 +140,7 @@ void qr_op_status(struct qr_op *op, const Qraft__Request *req)
     sr.state_counts = counts;
     sr.version = QRAFT_VERSION;
     sr.feature_level = ops->cluster->fsm.feature_level;
-    Qraft__Response resp = QRAFT__RESPONSE__INIT;
-    resp.id = req->id;
-    resp.body_case = QRAFT__RESPONSE__BODY_CLUSTER_STATUS;
-    resp.cluster_status = &sr;
-    qr_op_reply(op, &resp);
+    QR_OP_REPLY_BODY(op, req->id, CLUSTER_STATUS, cluster_status, &sr);
     for (size_t i = 0; i < cs.n_nodes; i++) {
         if (infos[i] != NULL) {
             qraft__node_info__free_unpacked(infos[i], NULL);

@@ -282,10 +282,6 @@ void qr_op_events(struct qr_op *op, const Qraft__Request *req)
     er.n_entries = p.n;
     er.entries = p.entry_ptrs;
     er.cursor = next;
-    Qraft__Response resp = QRAFT__RESPONSE__INIT;
-    resp.id = req->id;
-    resp.body_case = QRAFT__RESPONSE__BODY_EVENTS;
-    resp.events = &er;
-    qr_op_reply(op, &resp);
+    QR_OP_REPLY_BODY(op, req->id, EVENTS, events, &er);
     events_page_free(&p);
 }

@@ -75,11 +75,7 @@ void qr_op_group_get(struct qr_op *op, const Qraft__Request *req)
         qr_op_store_error(op, req->id, rv);
         return;
     }
-    Qraft__Response resp = QRAFT__RESPONSE__INIT;
-    resp.id = req->id;
-    resp.body_case = QRAFT__RESPONSE__BODY_GROUP;
-    resp.group = g;
-    qr_op_reply(op, &resp);
+    QR_OP_REPLY_BODY(op, req->id, GROUP, group, g);
     qraft__url_group__free_unpacked(g, NULL);
 }
 
@@ -104,11 +100,7 @@ void qr_op_group_list(struct qr_op *op, const Qraft__Request *req)
         Qraft__GroupListResponse gl = QRAFT__GROUP_LIST_RESPONSE__INIT;
         gl.n_groups = l.n;
         gl.groups = (Qraft__UrlGroup **)l.items;
-        Qraft__Response resp = QRAFT__RESPONSE__INIT;
-        resp.id = req->id;
-        resp.body_case = QRAFT__RESPONSE__BODY_GROUP_LIST;
-        resp.group_list = &gl;
-        qr_op_reply(op, &resp);
+        QR_OP_REPLY_BODY(op, req->id, GROUP_LIST, group_list, &gl);
     }
     qr_pb_list_free(&l);
 }

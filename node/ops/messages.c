@@ -20,11 +20,7 @@ static void on_single_done(void *data,
     struct qr_call *call = data;
     if (qr_call_applied_ok(call, status, res)) {
         Qraft__CancelResponse cr = QRAFT__CANCEL_RESPONSE__INIT;
-        Qraft__Response resp = QRAFT__RESPONSE__INIT;
-        resp.id = call->id;
-        resp.body_case = QRAFT__RESPONSE__BODY_CANCEL;
-        resp.cancel = &cr;
-        qr_op_reply(call->op, &resp);
+        QR_OP_REPLY_BODY(call->op, call->id, CANCEL, cancel, &cr);
     }
     qr_call_free(call);
 }
@@ -39,10 +35,7 @@ void qr_op_cancel(struct qr_op *op, const Qraft__Request *req)
     }
     Qraft__Cancel c = QRAFT__CANCEL__INIT;
     c.message_id = (char *)id;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_CANCEL;
-    cmd.cancel = &c;
-    qr_op_propose(op, req, &cmd, on_single_done);
+    QR_OP_PROPOSE(op, req, CANCEL, cancel, &c, on_single_done);
 }
 
 static void on_bulk_item_done(void *data,
@@ -535,11 +528,7 @@ void qr_op_get(struct qr_op *op, const Qraft__Request *req)
         gr.message = m;
         gr.n_events = el.n;
         gr.events = events;
-        Qraft__Response resp = QRAFT__RESPONSE__INIT;
-        resp.id = req->id;
-        resp.body_case = QRAFT__RESPONSE__BODY_GET;
-        resp.get = &gr;
-        qr_op_reply(op, &resp);
+        QR_OP_REPLY_BODY(op, req->id, GET, get, &gr);
     }
     for (size_t i = 0; i < el.n; i++) {
         qraft__event__free_unpacked(events[i], NULL);

@@ -116,6 +116,18 @@ void qr_op_store_error(struct qr_op *op, uint64_t id, int rv);
  * read, once it may be served). */
 void qr_op_run(struct qr_op *op, const Qraft__Request *req);
 
+/* Answers request id with OK and one body: the Qraft__Response oneof
+ * member `field` (ptr, borrowed), whose body case is
+ * QRAFT__RESPONSE__BODY_<CASE>. */
+#define QR_OP_REPLY_BODY(op, id_, CASE, field, ptr)      \
+    do {                                                 \
+        Qraft__Response reply_ = QRAFT__RESPONSE__INIT;  \
+        reply_.id = (id_);                               \
+        reply_.body_case = QRAFT__RESPONSE__BODY_##CASE; \
+        reply_.field = (ptr);                            \
+        qr_op_reply((op), &reply_);                      \
+    } while (0)
+
 /* ------------------------------------------------------------------------ */
 /* Calls and proposals (ops.c). */
 
@@ -155,6 +167,24 @@ bool qr_call_applied_ok(struct qr_call *call,
 void qr_op_propose_ok(struct qr_op *op,
                       const Qraft__Request *req,
                       const Qraft__Command *cmd);
+
+/* qr_op_propose and qr_op_propose_ok for a command of one body: the
+ * Qraft__Command oneof member `field` (ptr, borrowed), whose body case is
+ * QRAFT__COMMAND__BODY_<CASE>. */
+#define QR_OP_PROPOSE(op, req, CASE, field, ptr, cb)  \
+    do {                                              \
+        Qraft__Command cmd_ = QRAFT__COMMAND__INIT;   \
+        cmd_.body_case = QRAFT__COMMAND__BODY_##CASE; \
+        cmd_.field = (ptr);                           \
+        qr_op_propose((op), (req), &cmd_, (cb));      \
+    } while (0)
+#define QR_OP_PROPOSE_OK(op, req, CASE, field, ptr)   \
+    do {                                              \
+        Qraft__Command cmd_ = QRAFT__COMMAND__INIT;   \
+        cmd_.body_case = QRAFT__COMMAND__BODY_##CASE; \
+        cmd_.field = (ptr);                           \
+        qr_op_propose_ok((op), (req), &cmd_);         \
+    } while (0)
 
 /* ------------------------------------------------------------------------ */
 /* Record reads (ops.c). */

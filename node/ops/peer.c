@@ -14,11 +14,7 @@ void qr_op_heartbeat(struct qr_op *op, const Qraft__Request *req)
 {
     Qraft__HeartbeatResponse hb = QRAFT__HEARTBEAT_RESPONSE__INIT;
     qr_shards_on_heartbeat(op->ops->shards, req->heartbeat, &hb);
-    Qraft__Response resp = QRAFT__RESPONSE__INIT;
-    resp.id = req->id;
-    resp.body_case = QRAFT__RESPONSE__BODY_HEARTBEAT;
-    resp.heartbeat = &hb;
-    qr_op_reply(op, &resp);
+    QR_OP_REPLY_BODY(op, req->id, HEARTBEAT, heartbeat, &hb);
 }
 
 static void on_results_applied(void *data, int status, uint64_t applied)
@@ -30,11 +26,7 @@ static void on_results_applied(void *data, int status, uint64_t applied)
     } else {
         Qraft__ResultsResponse rr = QRAFT__RESULTS_RESPONSE__INIT;
         rr.applied_index = applied;
-        Qraft__Response resp = QRAFT__RESPONSE__INIT;
-        resp.id = call->id;
-        resp.body_case = QRAFT__RESPONSE__BODY_RESULTS;
-        resp.results = &rr;
-        qr_op_reply(call->op, &resp);
+        QR_OP_REPLY_BODY(call->op, call->id, RESULTS, results, &rr);
     }
     qr_call_free(call);
 }

@@ -47,11 +47,7 @@ static void on_publish_done(void *data,
         if (!res->deduplicated) {
             QR_METRICS_INC(call->op->ops->metrics, publishes);
         }
-        Qraft__Response resp = QRAFT__RESPONSE__INIT;
-        resp.id = call->id;
-        resp.body_case = QRAFT__RESPONSE__BODY_PUBLISH;
-        resp.publish = &pr;
-        qr_op_reply(call->op, &resp);
+        QR_OP_REPLY_BODY(call->op, call->id, PUBLISH, publish, &pr);
     }
     qr_call_free(call);
 }
@@ -157,11 +153,7 @@ void qr_op_publish(struct qr_op *op, const Qraft__Request *req)
     if (qr_call_propose(op, call, &cmd, on_publish_done) && ACK_BEFORE_COMMIT) {
         Qraft__PublishResponse pr = QRAFT__PUBLISH_RESPONSE__INIT;
         pr.message_id = id;
-        Qraft__Response resp = QRAFT__RESPONSE__INIT;
-        resp.id = req->id;
-        resp.body_case = QRAFT__RESPONSE__BODY_PUBLISH;
-        resp.publish = &pr;
-        qr_op_reply(op, &resp);
+        QR_OP_REPLY_BODY(op, req->id, PUBLISH, publish, &pr);
         call->answered = true;
     }
 }
@@ -180,11 +172,7 @@ static void finish_fanout(struct qr_call *call)
         pr.n_messages = call->n_items;
         pr.messages = call->published_ptrs;
         pr.topic_name = call->topic_name;
-        Qraft__Response resp = QRAFT__RESPONSE__INIT;
-        resp.id = call->id;
-        resp.body_case = QRAFT__RESPONSE__BODY_PUBLISH;
-        resp.publish = &pr;
-        qr_op_reply(call->op, &resp);
+        QR_OP_REPLY_BODY(call->op, call->id, PUBLISH, publish, &pr);
     }
     qr_call_free(call);
 }

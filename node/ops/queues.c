@@ -39,10 +39,7 @@ void qr_op_queue_upsert(struct qr_op *op, const Qraft__Request *req)
     u.paused = r->paused;
     u.max_queues = l->max_queues;
     u.max_parallelism = l->max_queue_parallelism;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_QUEUE_UPSERT;
-    cmd.queue_upsert = &u;
-    qr_op_propose_ok(op, req, &cmd);
+    QR_OP_PROPOSE_OK(op, req, QUEUE_UPSERT, queue_upsert, &u);
 }
 
 void qr_op_queue_pause(struct qr_op *op, const Qraft__Request *req)
@@ -54,10 +51,7 @@ void qr_op_queue_pause(struct qr_op *op, const Qraft__Request *req)
     Qraft__QueuePause p = QRAFT__QUEUE_PAUSE__INIT;
     p.name = r->name;
     p.paused = r->paused;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_QUEUE_PAUSE;
-    cmd.queue_pause = &p;
-    qr_op_propose_ok(op, req, &cmd);
+    QR_OP_PROPOSE_OK(op, req, QUEUE_PAUSE, queue_pause, &p);
 }
 
 void qr_op_queue_delete(struct qr_op *op, const Qraft__Request *req)
@@ -68,10 +62,7 @@ void qr_op_queue_delete(struct qr_op *op, const Qraft__Request *req)
     }
     Qraft__QueueDelete d = QRAFT__QUEUE_DELETE__INIT;
     d.name = r->name;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_QUEUE_DELETE;
-    cmd.queue_delete = &d;
-    qr_op_propose_ok(op, req, &cmd);
+    QR_OP_PROPOSE_OK(op, req, QUEUE_DELETE, queue_delete, &d);
 }
 
 static int collect_queue(void *arg, const Qraft__Queue *q)

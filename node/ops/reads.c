@@ -85,11 +85,7 @@ static void read_serve(struct qr_held_read *r)
     if (r->req == NULL) {
         Qraft__ReadIndexResponse ri = QRAFT__READ_INDEX_RESPONSE__INIT;
         ri.index = r->index;
-        Qraft__Response resp = QRAFT__RESPONSE__INIT;
-        resp.id = r->call->id;
-        resp.body_case = QRAFT__RESPONSE__BODY_READ_INDEX;
-        resp.read_index = &ri;
-        qr_op_reply(op, &resp);
+        QR_OP_REPLY_BODY(op, r->call->id, READ_INDEX, read_index, &ri);
     } else if (!op->answered) {
         qr_op_run(op, r->req);
     }

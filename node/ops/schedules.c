@@ -26,11 +26,8 @@ static void on_schedule_upserted(void *data,
             QRAFT__SCHEDULE_UPSERT_RESPONSE__INIT;
         ur.schedule_id = (char *)res->message_id;
         ur.deduplicated = res->deduplicated;
-        Qraft__Response resp = QRAFT__RESPONSE__INIT;
-        resp.id = call->id;
-        resp.body_case = QRAFT__RESPONSE__BODY_SCHEDULE_UPSERT;
-        resp.schedule_upsert = &ur;
-        qr_op_reply(call->op, &resp);
+        QR_OP_REPLY_BODY(call->op, call->id, SCHEDULE_UPSERT, schedule_upsert,
+                         &ur);
     }
     qr_call_free(call);
 }
@@ -99,10 +96,8 @@ void qr_op_schedule_upsert(struct qr_op *op, const Qraft__Request *req)
         u.n_dedup_keys = n_keys;
         u.dedup_keys = prefixed;
         u.dedup_window_ms = ops->config->limits.dedup_window_ms;
-        Qraft__Command cmd = QRAFT__COMMAND__INIT;
-        cmd.body_case = QRAFT__COMMAND__BODY_SCHEDULE_UPSERT;
-        cmd.schedule_upsert = &u;
-        qr_op_propose(op, req, &cmd, on_schedule_upserted);
+        QR_OP_PROPOSE(op, req, SCHEDULE_UPSERT, schedule_upsert, &u,
+                      on_schedule_upserted);
     } else {
         qr_op_error(op, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
     }
@@ -129,10 +124,7 @@ void qr_op_schedule_delete(struct qr_op *op, const Qraft__Request *req)
     }
     Qraft__ScheduleDelete d = QRAFT__SCHEDULE_DELETE__INIT;
     d.schedule_id = req->schedule_delete->schedule_id;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_SCHEDULE_DELETE;
-    cmd.schedule_delete = &d;
-    qr_op_propose_ok(op, req, &cmd);
+    QR_OP_PROPOSE_OK(op, req, SCHEDULE_DELETE, schedule_delete, &d);
 }
 
 /* Pause, or resume from the first slot after the leader's time (computed
@@ -178,10 +170,7 @@ void qr_op_schedule_pause(struct qr_op *op, const Qraft__Request *req)
             return;
         }
     }
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_SCHEDULE_PAUSE;
-    cmd.schedule_pause = &p;
-    qr_op_propose_ok(op, req, &cmd);
+    QR_OP_PROPOSE_OK(op, req, SCHEDULE_PAUSE, schedule_pause, &p);
 }
 
 /* Reads: deep copies, with the state of each last fired message filled in
@@ -246,11 +235,7 @@ void qr_op_schedule_read(struct qr_op *op, const Qraft__Request *req)
         Qraft__ScheduleListResponse sl = QRAFT__SCHEDULE_LIST_RESPONSE__INIT;
         sl.n_schedules = l.list.n;
         sl.schedules = (Qraft__Schedule **)l.list.items;
-        Qraft__Response resp = QRAFT__RESPONSE__INIT;
-        resp.id = req->id;
-        resp.body_case = QRAFT__RESPONSE__BODY_SCHEDULES;
-        resp.schedules = &sl;
-        qr_op_reply(op, &resp);
+        QR_OP_REPLY_BODY(op, req->id, SCHEDULES, schedules, &sl);
     }
     qr_pb_list_free(&l.list);
 }
