@@ -12,22 +12,21 @@
 
 #include "frame.h"
 #include "lib/addr.h"
+#include "lib/framed.h"
 #include "lib/logger.h"
 #include "lib/pb.h"
 
-/* Read buffer growth step, and the most requests one connection may have
- * waiting for an answer before we stop reading from it (backpressure). */
-#define READ_CHUNK_BYTES (64u * 1024u)
+/* The most requests one connection may have waiting for an answer before
+ * we stop reading from it (backpressure). */
 #define MAX_PENDING_PER_CONN 4096u
 
 struct qr_rpc_conn {
     uv_tcp_t tcp;
     struct qr_rpc *rpc;
     struct qr_rpc_conn *prev, *next;
-    uint8_t *buf;
-    size_t len, cap;
-    unsigned refs;    /* the handle itself + one per request in progress */
-    unsigned pending; /* requests waiting for an answer */
+    struct qr_framed in; /* what was read, cut into frames */
+    unsigned refs;       /* the handle itself + one per request in progress */
+    unsigned pending;    /* requests waiting for an answer */
     bool reading;
     bool closing;
     bool peer; /* has sent a request with the peer token: another node */
@@ -41,7 +40,7 @@ static void conn_unref(struct qr_rpc_conn *conn)
     if (--conn->refs > 0) {
         return;
     }
-    free(conn->buf);
+    qr_framed_free(&conn->in);
     free(conn);
 }
 
@@ -226,30 +225,9 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct qr_rpc_conn *conn = h->data;
     (void)suggested;
-    if (conn->cap - conn->len < READ_CHUNK_BYTES) {
-        size_t cap = conn->cap + READ_CHUNK_BYTES;
-        /* Grow to hold the whole frame being read, once its length is
-         * known (it was checked against the limit in on_read). */
-        if (conn->len >= QR_FRAME_HEADER_BYTES) {
-            const uint8_t *p = conn->buf;
-            size_t want = QR_FRAME_HEADER_BYTES +
-                          (((size_t)p[0] << 24) | ((size_t)p[1] << 16) |
-                           ((size_t)p[2] << 8) | (size_t)p[3]);
-            if (want > cap) {
-                cap = want;
-            }
-        }
-        uint8_t *grown = realloc(conn->buf, cap);
-        if (grown == NULL) {
-            buf->base = NULL;
-            buf->len = 0;
-            return;
-        }
-        conn->buf = grown;
-        conn->cap = cap;
-    }
-    buf->base = (char *)conn->buf + conn->len;
-    buf->len = conn->cap - conn->len;
+    size_t room = 0;
+    buf->base = (char *)qr_framed_room(&conn->in, &room);
+    buf->len = room;
 }
 
 static void pause_reading(struct qr_rpc_conn *conn)
@@ -289,17 +267,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_close(conn);
         return;
     }
-    conn->len += (size_t)nread;
+    qr_framed_filled(&conn->in, (size_t)nread);
 
-    size_t offset = 0;
     conn->refs++; /* handlers may close the connection */
     while (!conn->closing) {
         const uint8_t *payload;
-        size_t payload_len, consumed;
+        size_t payload_len;
         enum qr_frame_status st =
-            qr_frame_parse(conn->buf + offset, conn->len - offset,
-                           conn->rpc->config->max_frame_bytes, &payload,
-                           &payload_len, &consumed);
+            qr_framed_next(&conn->in, &payload, &payload_len);
         if (st == QR_FRAME_NEED_MORE) {
             break;
         }
@@ -322,17 +297,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             break;
         }
         handle_frame(conn, payload, payload_len);
-        offset += consumed;
     }
-    if (offset > 0 && !conn->closing) {
-        memmove(conn->buf, conn->buf + offset, conn->len - offset);
-        conn->len -= offset;
-    }
-    /* Give back memory a large frame needed once it has been handled. */
-    if (conn->len == 0 && conn->cap > 4 * READ_CHUNK_BYTES) {
-        free(conn->buf);
-        conn->buf = NULL;
-        conn->cap = 0;
+    /* Gives back memory a large frame needed once it has been handled; a
+     * closing connection's buffer goes with it. */
+    if (!conn->closing) {
+        qr_framed_compact(&conn->in);
     }
     if (conn->pending >= MAX_PENDING_PER_CONN) {
         pause_reading(conn);
@@ -354,6 +323,7 @@ static void on_connection(uv_stream_t *server, int status)
     }
     conn->rpc = rpc;
     conn->refs = 1;
+    qr_framed_init(&conn->in, rpc->config->max_frame_bytes);
     uv_tcp_init(rpc->loop, &conn->tcp);
     conn->tcp.data = conn;
     conn->next = rpc->conns;
