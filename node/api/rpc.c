@@ -5,7 +5,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,33 +125,23 @@ static void send_frame(struct qr_rpc_conn *conn,
     }
 }
 
-/* The server's own answers (a frame that does not decode, a wrong token). */
+/* The server's own answers (a frame that does not decode or is over the
+ * limit, a wrong token): msg is borrowed. */
 static void send_error(struct qr_rpc_conn *conn,
                        uint64_t id,
                        Qraft__Status status,
-                       const char *fmt,
-                       ...) __attribute__((format(printf, 4, 5)));
-
-static void send_error(struct qr_rpc_conn *conn,
-                       uint64_t id,
-                       Qraft__Status status,
-                       const char *fmt,
-                       ...)
+                       const char *msg,
+                       bool close_after)
 {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    Qraft__Response resp = QRAFT__RESPONSE__INIT;
-    resp.id = id;
-    resp.status = status;
-    resp.error = msg;
     if (conn->closing) {
         return;
     }
+    Qraft__Response resp = QRAFT__RESPONSE__INIT;
+    resp.id = id;
+    resp.status = status;
+    resp.error = (char *)msg;
     qr_ops_stamp(conn->rpc->ops, &resp, conn->peer ? QR_OPS_FROM_NODE : 0);
-    send_frame(conn, &resp, false);
+    send_frame(conn, &resp, close_after);
 }
 
 static void resume_reading(struct qr_rpc_conn *conn);
@@ -180,16 +169,18 @@ static bool token_matches(const char *want, const char *got)
     return diff == 0;
 }
 
-static void handle_frame(struct qr_rpc_conn *conn,
-                         const uint8_t *payload,
-                         size_t len)
+/* One whole frame read from conn (data). */
+static void handle_frame(void *data, const uint8_t *payload, size_t len)
 {
+    struct qr_rpc_conn *conn = data;
     struct qr_rpc *rpc = conn->rpc;
     rpc->n_requests++;
     Qraft__Request *req = qraft__request__unpack(NULL, len, payload);
     if (req == NULL) {
-        send_error(conn, 0, QRAFT__STATUS__BAD_REQUEST,
-                   "malformed request (%zu bytes do not decode)", len);
+        char msg[96];
+        snprintf(msg, sizeof msg, "malformed request (%zu bytes do not decode)",
+                 len);
+        send_error(conn, 0, QRAFT__STATUS__BAD_REQUEST, msg, false);
         return;
     }
     /* Nothing this version does not know goes further (lib/pb.h). */
@@ -198,7 +189,7 @@ static void handle_frame(struct qr_rpc_conn *conn,
     conn->peer = conn->peer || as_peer;
     if (!as_peer && !token_matches(rpc->token, req->token)) {
         send_error(conn, req->id, QRAFT__STATUS__UNAUTHORIZED,
-                   "unauthorized: wrong or missing token");
+                   "unauthorized: wrong or missing token", false);
     } else {
         unsigned flags =
             (as_peer ? QR_OPS_PEER : 0) | (conn->peer ? QR_OPS_FROM_NODE : 0);
@@ -211,8 +202,8 @@ static void handle_frame(struct qr_rpc_conn *conn,
             send_error(conn, req->id,
                        rv == QR_ECANCELED ? QRAFT__STATUS__UNAVAILABLE
                                           : QRAFT__STATUS__INTERNAL,
-                       "%s",
-                       rv == QR_ECANCELED ? "shutting down" : "out of memory");
+                       rv == QR_ECANCELED ? "shutting down" : "out of memory",
+                       false);
         }
     }
     qraft__request__free_unpacked(req, NULL);
@@ -270,33 +261,18 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     qr_framed_filled(&conn->in, (size_t)nread);
 
     conn->refs++; /* handlers may close the connection */
-    while (!conn->closing) {
-        const uint8_t *payload;
-        size_t payload_len;
-        enum qr_frame_status st =
-            qr_framed_next(&conn->in, &payload, &payload_len);
-        if (st == QR_FRAME_NEED_MORE) {
-            break;
-        }
-        if (st == QR_FRAME_TOO_LARGE) {
-            QR_WARN("rpc",
-                    "closing a connection that sent a frame over "
-                    "%" PRIu64 " bytes",
-                    conn->rpc->config->max_frame_bytes);
-            Qraft__Response resp = QRAFT__RESPONSE__INIT;
-            char msg[128];
-            snprintf(msg, sizeof msg,
-                     "frame exceeds the limit of %" PRIu64 " bytes",
-                     conn->rpc->config->max_frame_bytes);
-            resp.status = QRAFT__STATUS__TOO_LARGE;
-            resp.error = msg;
-            pause_reading(conn);
-            qr_ops_stamp(conn->rpc->ops, &resp,
-                         conn->peer ? QR_OPS_FROM_NODE : 0);
-            send_frame(conn, &resp, true);
-            break;
-        }
-        handle_frame(conn, payload, payload_len);
+    if (qr_framed_drain(&conn->in, &conn->closing, handle_frame, conn) ==
+        QR_FRAME_TOO_LARGE) {
+        QR_WARN("rpc",
+                "closing a connection that sent a frame over "
+                "%" PRIu64 " bytes",
+                conn->rpc->config->max_frame_bytes);
+        char msg[128];
+        snprintf(msg, sizeof msg,
+                 "frame exceeds the limit of %" PRIu64 " bytes",
+                 conn->rpc->config->max_frame_bytes);
+        pause_reading(conn);
+        send_error(conn, 0, QRAFT__STATUS__TOO_LARGE, msg, true);
     }
     /* Gives back memory a large frame needed once it has been handled; a
      * closing connection's buffer goes with it. */

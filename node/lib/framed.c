@@ -71,6 +71,23 @@ enum qr_frame_status qr_framed_next(struct qr_framed *f,
     return st;
 }
 
+enum qr_frame_status qr_framed_drain(struct qr_framed *f,
+                                     const bool *stop,
+                                     qr_framed_cb cb,
+                                     void *data)
+{
+    while (!*stop) {
+        const uint8_t *payload;
+        size_t payload_len;
+        enum qr_frame_status st = qr_framed_next(f, &payload, &payload_len);
+        if (st != QR_FRAME_READY) {
+            return st;
+        }
+        cb(data, payload, payload_len);
+    }
+    return QR_FRAME_NEED_MORE;
+}
+
 void qr_framed_compact(struct qr_framed *f)
 {
     if (f->offset > 0) {

@@ -10,6 +10,7 @@
 #ifndef QR_FRAMED_H
 #define QR_FRAMED_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +44,20 @@ void qr_framed_filled(struct qr_framed *f, size_t n);
 enum qr_frame_status qr_framed_next(struct qr_framed *f,
                                     const uint8_t **payload,
                                     size_t *payload_len);
+
+/* Each whole frame's payload (borrowed for the call), in order. */
+typedef void (*qr_framed_cb)(void *data,
+                             const uint8_t *payload,
+                             size_t payload_len);
+
+/* Hands each whole frame to cb until none is left or *stop (a flag cb may
+ * set, e.g. its connection closing) is true. Returns QR_FRAME_TOO_LARGE
+ * when it stopped at a frame over the limit (the caller closes the
+ * stream), else QR_FRAME_NEED_MORE. Compact afterwards. */
+enum qr_frame_status qr_framed_drain(struct qr_framed *f,
+                                     const bool *stop,
+                                     qr_framed_cb cb,
+                                     void *data);
 
 /* Drops the frames handed out (their payloads go with them) and gives back
  * the memory a large frame needed once nothing is left. */

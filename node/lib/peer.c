@@ -347,8 +347,9 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 /* Hands one answer to its call. Anything but an answer to a call this peer
  * issued is a protocol error, except an answer to a call that already ended
  * (timed out): that one is dropped. */
-static void handle_answer(struct qr_peer *p, const uint8_t *payload, size_t len)
+static void handle_answer(void *arg, const uint8_t *payload, size_t len)
 {
+    struct qr_peer *p = arg;
     Qraft__Response *resp = qraft__response__unpack(NULL, len, payload);
     if (resp == NULL) {
         QR_WARN("peer", "%s sent an answer that does not decode (%zu bytes)",
@@ -413,21 +414,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     qr_framed_filled(&conn->in, (size_t)nread);
     /* A callback may switch the target or close the peer: conn->closing. */
-    while (!conn->closing) {
-        const uint8_t *payload;
-        size_t payload_len;
-        enum qr_frame_status st =
-            qr_framed_next(&conn->in, &payload, &payload_len);
-        if (st == QR_FRAME_NEED_MORE) {
-            break;
-        }
-        if (st == QR_FRAME_TOO_LARGE) {
-            QR_WARN("peer", "%s announced a frame over %zu bytes", p->target,
-                    p->limits.max_frame_bytes);
-            conn_lost(p, QR_EPROTO, false);
-            break;
-        }
-        handle_answer(p, payload, payload_len);
+    if (qr_framed_drain(&conn->in, &conn->closing, handle_answer, p) ==
+        QR_FRAME_TOO_LARGE) {
+        QR_WARN("peer", "%s announced a frame over %zu bytes", p->target,
+                p->limits.max_frame_bytes);
+        conn_lost(p, QR_EPROTO, false);
     }
     if (conn->closing) {
         return; /* the buffer goes with the connection */

@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -119,12 +120,51 @@ static void test_large_frame_grows_then_gives_back(void **state)
     free(payload_in);
 }
 
+struct drained {
+    size_t n;
+    bool stop_after_first;
+    bool stop;
+};
+
+static void on_frame(void *data, const uint8_t *payload, size_t payload_len)
+{
+    struct drained *d = data;
+    (void)payload;
+    (void)payload_len;
+    d->n++;
+    d->stop = d->stop_after_first;
+}
+
+static void test_drain_stops_on_flag_and_on_too_large(void **state)
+{
+    (void)state;
+    uint8_t stream[64];
+    size_t len = put_frame(stream, (const uint8_t *)"a", 1);
+    len += put_frame(stream + len, (const uint8_t *)"b", 1);
+    qr_frame_put_header(stream + len, 1000);
+    len += QR_FRAME_HEADER_BYTES;
+
+    struct qr_framed f;
+    qr_framed_init(&f, 16);
+    feed(&f, stream, len);
+    struct drained d = {.stop_after_first = true};
+    assert_int_equal(qr_framed_drain(&f, &d.stop, on_frame, &d),
+                     QR_FRAME_NEED_MORE);
+    assert_int_equal(d.n, 1);
+    d.stop = d.stop_after_first = false;
+    assert_int_equal(qr_framed_drain(&f, &d.stop, on_frame, &d),
+                     QR_FRAME_TOO_LARGE);
+    assert_int_equal(d.n, 2);
+    qr_framed_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_frames_split_anywhere),
         cmocka_unit_test(test_too_large_is_refused_without_growing),
         cmocka_unit_test(test_large_frame_grows_then_gives_back),
+        cmocka_unit_test(test_drain_stops_on_flag_and_on_too_large),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
