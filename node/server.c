@@ -506,10 +506,16 @@ static void on_worker_closed(struct qr_worker *w)
     qr_shards_close(&s->shards, on_shards_closed);
 }
 
+static void on_ops_closed(struct qr_ops *ops)
+{
+    struct qr_server *s = SERVER_OF(ops, ops);
+    qr_worker_close(&s->worker, on_worker_closed);
+}
+
 static void on_rpc_closed(struct qr_rpc *rpc)
 {
     struct qr_server *s = SERVER_OF(rpc, rpc);
-    qr_worker_close(&s->worker, on_worker_closed);
+    qr_ops_close(&s->ops, on_ops_closed);
 }
 
 static void on_http_closed(struct qr_http *h)
@@ -730,22 +736,26 @@ int qr_server_init(struct qr_server *s,
         snprintf(s->errmsg, sizeof s->errmsg, "%s", s->worker.errmsg);
         goto err_after_shards;
     }
-    rv = qr_rpc_init(&s->rpc, &s->loop, cfg, s->token, &s->cluster, s->store,
-                     &s->shards);
+    rv = qr_ops_init(&s->ops, &s->loop, cfg, &s->cluster, s->store, &s->shards);
+    if (rv != 0) {
+        snprintf(s->errmsg, sizeof s->errmsg, "ops: %s", qr_strerror(rv));
+        goto err_after_worker;
+    }
+    rv = qr_rpc_init(&s->rpc, &s->loop, cfg, s->token, &s->ops);
     if (rv != 0) {
         snprintf(s->errmsg, sizeof s->errmsg, "%s", s->rpc.errmsg);
-        goto err_after_worker;
+        goto err_after_ops;
     }
     memset(&s->metrics, 0, sizeof s->metrics);
     s->worker.metrics = &s->metrics;
-    s->rpc.metrics = &s->metrics;
-    s->rpc.admit = &s->admit;
+    s->ops.metrics = &s->metrics;
+    s->ops.admit = &s->admit;
     s->shards.admit = &s->admit;
     struct qr_http_hooks hooks = {
         .data = s,
         .serving = http_serving,
         .ready = http_ready,
-        .rpc = &s->rpc,
+        .ops = &s->ops,
         .token = s->token,
         .metrics = &s->metrics,
         .gauges = http_gauges,
@@ -779,6 +789,8 @@ err_after_http:
     qr_http_close(&s->http, NULL);
 err_after_rpc:
     qr_rpc_close(&s->rpc, NULL);
+err_after_ops:
+    qr_ops_close(&s->ops, NULL);
 err_after_worker:
     qr_worker_close(&s->worker, NULL);
 err_after_shards:

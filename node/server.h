@@ -12,6 +12,7 @@
 #include "api/rpc.h"
 #include "config.h"
 #include "deliver/worker.h"
+#include "ops/ops.h"
 #include "repl/cluster.h"
 #include "sched/scheduler.h"
 #include "store/admit.h"
@@ -25,6 +26,7 @@ struct qr_server {
     struct qr_cluster cluster;
     struct qr_shards shards;
     struct qr_worker worker;
+    struct qr_ops ops; /* what the rpc and http faces run requests on */
     struct qr_rpc rpc;
     struct qr_http http;
     struct qr_metrics metrics;     /* this process's counters (/metrics) */

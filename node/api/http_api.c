@@ -605,7 +605,7 @@ int qr_http_init(struct qr_http *h,
     s->owner = h;
     s->loop = loop;
     s->hooks = *hooks;
-    qr_rest_init(&s->rest, hooks->rpc, hooks->token);
+    qr_rest_init(&s->rest, hooks->ops, hooks->token);
     set_limits(&s->limits, limits);
 
     rv = uv_tcp_init(loop, &s->listener);

@@ -14,7 +14,7 @@
 
 #include "lib/metrics.h"
 
-struct qr_rpc;
+struct qr_ops;
 
 #define QR_HTTP_DEFAULT_MAX_CONNS 4096u
 #define QR_HTTP_DEFAULT_REQ_TIMEOUT_MS 10000u
@@ -26,8 +26,8 @@ struct qr_rpc;
 struct qr_http_hooks {
     void *data;
     /* The REST API (/v2/...) runs its requests here and checks this token;
-     * both borrowed, must outlive the server. rpc NULL: /v2 answers 503. */
-    struct qr_rpc *rpc;
+     * both borrowed, must outlive the server. ops NULL: /v2 answers 503. */
+    struct qr_ops *ops;
     const char *token;
     /* True once the node serves (GET /healthz answers 200). */
     bool (*serving)(void *data);

@@ -1,4 +1,4 @@
-/* QStash-dialect REST routes on top of qr_rpc_submit: the route table and
+/* QStash-dialect REST routes on top of qr_ops_submit: the route table and
  * its matcher, the API token, errors and status mapping, and the calls that
  * wait for the RPC; each resource's handlers live in rest_<resource>.c
  * (rest_int.h).
@@ -8,7 +8,7 @@
  * NULL, when h2o disposes the request: answered, or its connection closed)
  * and one by each RPC submission still owed an answer. A call is answered at
  * most once, only while req is not NULL, and freed when the last reference
- * goes. The RPC callback may run inside qr_rpc_submit; the submitting code
+ * goes. The RPC callback may run inside qr_ops_submit; the submitting code
  * holds its own reference across the call, so that is safe too. */
 #include "api/rest.h"
 
@@ -24,10 +24,10 @@
 #include <jansson.h>
 
 #include "api/rest_int.h"
-#include "api/rpc.h"
 #include "lib/json_text.h"
 #include "lib/logger.h"
 #include "lib/utf8.h"
+#include "ops/ops.h"
 
 /* The pool's share of a call: its dispose callback drops the reference. */
 struct call_link {
@@ -304,7 +304,7 @@ int qr_rest_submit(struct rest_call *c,
         rpc_req->stale = true;
     }
     c->refs++;
-    rv = qr_rpc_submit(c->rest->rpc, rpc_req, on_call_reply, item);
+    rv = qr_ops_submit(c->rest->ops, rpc_req, 0, on_call_reply, item);
     if (rv != 0) {
         c->refs--;
     }
@@ -714,7 +714,7 @@ bool qr_rest_handle(struct qr_rest *r, h2o_req_t *req)
         !(len > 3 && memcmp(path, "/v2/", 4) == 0)) {
         return false;
     }
-    if (r->rpc == NULL) {
+    if (r->ops == NULL) {
         qr_rest_send_error(req, 503,
                            "the REST API is not available on this server");
         return true;
@@ -739,9 +739,9 @@ bool qr_rest_handle(struct qr_rest *r, h2o_req_t *req)
     return true;
 }
 
-void qr_rest_init(struct qr_rest *r, struct qr_rpc *rpc, const char *token)
+void qr_rest_init(struct qr_rest *r, struct qr_ops *ops, const char *token)
 {
-    r->rpc = rpc;
+    r->ops = ops;
     r->token = token;
     r->calls = NULL;
 }

@@ -1,6 +1,6 @@
 /* The QStash-dialect REST routes (/v2/...), served by the HTTP server in
  * http_api.c. Every route checks the API token first, turns the HTTP request
- * into a Qraft__Request and runs it with qr_rpc_submit (so it gets the RPC's
+ * into a Qraft__Request and runs it with qr_ops_submit (so it gets the same
  * checks, leader routing and follower forwarding), and answers JSON built
  * with jansson; errors are always {"error": "..."}. A request whose client
  * went away before the answer came is dropped safely: each waiting request
@@ -12,19 +12,19 @@
 #include <stdbool.h>
 
 struct st_h2o_req_t;
-struct qr_rpc;
+struct qr_ops;
 struct rest_call;
 
 /* Allocated by the caller (inside the HTTP server); its fields are private.
  */
 struct qr_rest {
-    struct qr_rpc *rpc;      /* borrowed; NULL: every /v2 route answers 503 */
+    struct qr_ops *ops;      /* borrowed; NULL: every /v2 route answers 503 */
     const char *token;       /* borrowed: the API token */
     struct rest_call *calls; /* requests waiting for an RPC answer */
 };
 
-/* rpc and token are borrowed and must outlive every request served. */
-void qr_rest_init(struct qr_rest *r, struct qr_rpc *rpc, const char *token);
+/* ops and token are borrowed and must outlive every request served. */
+void qr_rest_init(struct qr_rest *r, struct qr_ops *ops, const char *token);
 
 /* Answers req (borrowed) now or later, if its raw path is under /v2/ (or is
  * /v2), and returns true; returns false, answering nothing, otherwise. */

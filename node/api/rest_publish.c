@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/rpc.h"
 #include "lib/json_text.h"
 #include "lib/utf8.h"
+#include "ops/ops.h"
 #include "repl/check.h"
 #include "repl/command.h"
 
@@ -627,10 +627,10 @@ void qr_rest_batch(struct qr_rest *r,
     size_t n;
     char err[ERR_BYTES];
     char *caller = qr_rest_caller_ip(req);
-    char why[QR_RPC_SPACE_WHY_BYTES];
+    char why[QR_OPS_SPACE_WHY_BYTES];
 
     (void)m;
-    if (qr_rpc_check_space(r->rpc, why, sizeof why) != 0) {
+    if (qr_ops_check_space(r->ops, why, sizeof why) != 0) {
         qr_rest_send_error(req, 507,
                            why); /* the whole batch, not item by item */
         return;

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/rpc.h"
 #include "lib/json_text.h"
+#include "ops/ops.h"
 
 /* QStash's words for the state of a tick's message. */
 static const char *schedule_state_word(Qraft__MessageState s)
@@ -108,7 +108,7 @@ static void on_schedules_reply(struct rest_call *c,
                                size_t index,
                                const Qraft__Response *resp)
 {
-    uint32_t retries = c->rest->rpc->config->limits.default_retries;
+    uint32_t retries = c->rest->ops->config->limits.default_retries;
 
     (void)index;
     if (!qr_rest_reply_ok(c, resp, QRAFT__RESPONSE__BODY_SCHEDULES)) {

@@ -15,9 +15,9 @@
 #include "frame.h"
 #include "lib/addr.h"
 #include "lib/err.h"
+#include "lib/framed.h"
 #include "lib/logger.h"
 
-#define READ_CHUNK_BYTES (64u * 1024u)
 #define NO_DEADLINE UINT64_MAX
 
 struct qr_peer_call {
@@ -37,8 +37,7 @@ struct qr_peer_conn {
     uv_tcp_t tcp;
     uv_connect_t connect_req;
     struct qr_peer *p;
-    uint8_t *buf; /* read buffer */
-    size_t len, cap;
+    struct qr_framed in; /* read buffer, cut into frames */
     bool connected;
     bool closing;
 };
@@ -219,7 +218,7 @@ static void on_conn_close(uv_handle_t *h)
 {
     struct qr_peer_conn *conn = h->data;
     struct qr_peer *p = conn->p;
-    free(conn->buf);
+    qr_framed_free(&conn->in);
     free(conn);
     p->n_conns--;
     if (p->closing) {
@@ -336,45 +335,21 @@ static void on_kick(uv_idle_t *idle)
 /* ------------------------------------------------------------------------ */
 /* Reading answers. */
 
-static uint32_t announced_bytes(const uint8_t *b)
-{
-    return ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) |
-           ((uint32_t)b[2] << 8) | (uint32_t)b[3];
-}
-
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct qr_peer_conn *conn = h->data;
     (void)suggested;
-    if (conn->cap - conn->len < READ_CHUNK_BYTES) {
-        size_t cap = conn->cap + READ_CHUNK_BYTES;
-        /* Room for the whole frame being read, once its announced length
-         * passed the limit (on_read closes the connection otherwise). */
-        if (conn->len >= QR_FRAME_HEADER_BYTES) {
-            size_t announced = announced_bytes(conn->buf);
-            if (announced <= conn->p->limits.max_frame_bytes &&
-                QR_FRAME_HEADER_BYTES + announced > cap) {
-                cap = QR_FRAME_HEADER_BYTES + announced;
-            }
-        }
-        uint8_t *grown = realloc(conn->buf, cap);
-        if (grown == NULL) {
-            buf->base = NULL;
-            buf->len = 0;
-            return;
-        }
-        conn->buf = grown;
-        conn->cap = cap;
-    }
-    buf->base = (char *)conn->buf + conn->len;
-    buf->len = conn->cap - conn->len;
+    size_t room = 0;
+    buf->base = (char *)qr_framed_room(&conn->in, &room);
+    buf->len = room;
 }
 
 /* Hands one answer to its call. Anything but an answer to a call this peer
  * issued is a protocol error, except an answer to a call that already ended
  * (timed out): that one is dropped. */
-static void handle_answer(struct qr_peer *p, const uint8_t *payload, size_t len)
+static void handle_answer(void *arg, const uint8_t *payload, size_t len)
 {
+    struct qr_peer *p = arg;
     Qraft__Response *resp = qraft__response__unpack(NULL, len, payload);
     if (resp == NULL) {
         QR_WARN("peer", "%s sent an answer that does not decode (%zu bytes)",
@@ -437,40 +412,19 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_lost(p, QR_EUNAVAIL, false);
         return;
     }
-    conn->len += (size_t)nread;
-    size_t offset = 0;
+    qr_framed_filled(&conn->in, (size_t)nread);
     /* A callback may switch the target or close the peer: conn->closing. */
-    while (!conn->closing) {
-        const uint8_t *payload;
-        size_t payload_len, consumed;
-        enum qr_frame_status st = qr_frame_parse(
-            conn->buf + offset, conn->len - offset, p->limits.max_frame_bytes,
-            &payload, &payload_len, &consumed);
-        if (st == QR_FRAME_NEED_MORE) {
-            break;
-        }
-        if (st == QR_FRAME_TOO_LARGE) {
-            QR_WARN("peer", "%s announced a frame over %zu bytes", p->target,
-                    p->limits.max_frame_bytes);
-            conn_lost(p, QR_EPROTO, false);
-            break;
-        }
-        offset += consumed;
-        handle_answer(p, payload, payload_len);
+    if (qr_framed_drain(&conn->in, &conn->closing, handle_answer, p) ==
+        QR_FRAME_TOO_LARGE) {
+        QR_WARN("peer", "%s announced a frame over %zu bytes", p->target,
+                p->limits.max_frame_bytes);
+        conn_lost(p, QR_EPROTO, false);
     }
     if (conn->closing) {
         return; /* the buffer goes with the connection */
     }
-    if (offset > 0) {
-        memmove(conn->buf, conn->buf + offset, conn->len - offset);
-        conn->len -= offset;
-    }
-    /* Give back what a large answer needed once it has been handled. */
-    if (conn->len == 0 && conn->cap > 4 * READ_CHUNK_BYTES) {
-        free(conn->buf);
-        conn->buf = NULL;
-        conn->cap = 0;
-    }
+    /* Gives back what a large answer needed once it has been handled. */
+    qr_framed_compact(&conn->in);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -539,6 +493,7 @@ static void start_connect(struct qr_peer *p)
         return;
     }
     conn->p = p;
+    qr_framed_init(&conn->in, p->limits.max_frame_bytes);
     conn->tcp.data = conn;
     conn->connect_req.data = conn;
     uv_tcp_init(p->loop, &conn->tcp);

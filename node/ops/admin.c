@@ -1,0 +1,206 @@
+/* Node and cluster administration: status, the signing keys (read, or
+ * rotate on the leader), and membership (add, remove, transfer). */
+#include "ops/ops_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "deliver/sign.h"
+#include "lib/addr.h"
+#include "lib/clock.h"
+#include "repl/command.h"
+
+static void send_keys(struct qr_op *op, uint64_t id)
+{
+    struct qr_store_txn *txn = NULL;
+    Qraft__SigningKeys *keys = NULL;
+    int rv = qr_store_txn_begin(op->ops->store, false, &txn);
+    if (rv == 0) {
+        rv = qr_store_meta_get_msg(txn, QR_META_SIGNING_KEYS,
+                                   &qraft__signing_keys__descriptor,
+                                   (ProtobufCMessage **)&keys);
+        qr_store_txn_abort(txn);
+    }
+    if (rv != 0) {
+        qr_op_error(op, id, QRAFT__STATUS__UNAVAILABLE,
+                    "no signing keys yet: the cluster is starting");
+        return;
+    }
+    QR_OP_REPLY_BODY(op, id, KEYS, keys, keys);
+    qraft__signing_keys__free_unpacked(keys, NULL);
+}
+
+static void on_rotated(void *data,
+                       int status,
+                       const struct qr_apply_result *res)
+{
+    struct qr_call *call = data;
+    if (qr_call_applied_ok(call, status, res)) {
+        send_keys(call->op, call->id);
+    }
+    qr_call_free(call);
+}
+
+void qr_op_keys(struct qr_op *op, const Qraft__Request *req)
+{
+    if (!req->keys->rotate) {
+        send_keys(op, req->id);
+        return;
+    }
+    if (!qr_cluster_serving(op->ops->cluster)) {
+        if (!qr_op_forward(op, (Qraft__Request *)req)) {
+            qr_op_not_leader(op, req->id);
+        }
+        return;
+    }
+    char next[QR_SIGN_KEY_BYTES];
+    if (qr_sign_generate_key(next) != 0) {
+        qr_op_error(op, req->id, QRAFT__STATUS__UNAVAILABLE,
+                    "no randomness for a new key");
+        return;
+    }
+    Qraft__SigningKeys keys = QRAFT__SIGNING_KEYS__INIT;
+    keys.next = next;
+    Qraft__SetSigningKeys set = QRAFT__SET_SIGNING_KEYS__INIT;
+    set.keys = &keys;
+    set.rotate = true;
+    QR_OP_PROPOSE(op, req, SET_SIGNING_KEYS, set_signing_keys, &set,
+                  on_rotated);
+}
+
+void qr_op_status(struct qr_op *op, const Qraft__Request *req)
+{
+    struct qr_ops *ops = op->ops;
+    struct qr_cluster_status cs;
+    qr_cluster_get_status(ops->cluster, &cs);
+
+    uint64_t counts[QR_STORE_N_STATES] = {0};
+    struct qr_store_txn *txn = NULL;
+    int rv = qr_store_txn_begin(ops->store, false, &txn);
+    if (rv == 0) {
+        rv = qr_store_count_states(txn, counts);
+        qr_store_txn_abort(txn);
+    }
+    if (rv != 0) {
+        qr_op_store_error(op, req->id, rv);
+        return;
+    }
+
+    Qraft__NodeStatus nodes[QR_CLUSTER_MAX_NODES];
+    Qraft__NodeStatus *node_ptrs[QR_CLUSTER_MAX_NODES];
+    Qraft__NodeInfo *infos[QR_CLUSTER_MAX_NODES];
+    uint64_t now = qr_clock_mono_ms();
+    for (size_t i = 0; i < cs.n_nodes; i++) {
+        uint64_t nid = cs.nodes[i].id;
+        qraft__node_status__init(&nodes[i]);
+        nodes[i].id = nid;
+        nodes[i].role = (char *)cs.nodes[i].role;
+        nodes[i].raft = cs.nodes[i].raft_addr;
+        nodes[i].shards = qr_shards_count(ops->shards, nid);
+        infos[i] = qr_shards_node_info(ops->shards, nid);
+        if (infos[i] != NULL) {
+            nodes[i].rpc = infos[i]->rpc;
+            nodes[i].http = infos[i]->http;
+            nodes[i].version = infos[i]->version;
+            nodes[i].feature_level = infos[i]->feature_level != 0
+                                         ? infos[i]->feature_level
+                                         : QR_FSM_BASE_FEATURE_LEVEL;
+        }
+        if (nid == ops->config->id) {
+            nodes[i].alive = true;
+            nodes[i].applied = cs.applied_index;
+        } else {
+            /* Known on the leader, from heartbeats. */
+            const struct qr_shards_node *n = qr_shards_node(ops->shards, nid);
+            nodes[i].alive = n != NULL && n->last_heartbeat_mono_ms != 0 &&
+                             now - n->last_heartbeat_mono_ms < 3000;
+            nodes[i].applied = n != NULL ? n->applied_index : 0;
+        }
+        node_ptrs[i] = &nodes[i];
+    }
+    Qraft__StatusResponse sr = QRAFT__STATUS_RESPONSE__INIT;
+    sr.node_id = ops->config->id;
+    sr.state = (char *)cs.state;
+    sr.leader_id = cs.leader_id;
+    char leader_rpc[QR_ADDR_MAX] = "";
+    if (cs.leader_id != 0) {
+        qr_shards_node_addrs(ops->shards, cs.leader_id, leader_rpc, NULL);
+    }
+    sr.leader_rpc = leader_rpc;
+    sr.term = cs.term;
+    sr.commit_index = cs.commit_index;
+    sr.applied_index = cs.applied_index;
+    sr.last_index = cs.last_index;
+    sr.n_nodes = cs.n_nodes;
+    sr.nodes = node_ptrs;
+    sr.n_state_counts = QR_STORE_N_STATES;
+    sr.state_counts = counts;
+    sr.version = QRAFT_VERSION;
+    sr.feature_level = qr_cluster_feature_level(ops->cluster);
+    QR_OP_REPLY_BODY(op, req->id, CLUSTER_STATUS, cluster_status, &sr);
+    for (size_t i = 0; i < cs.n_nodes; i++) {
+        if (infos[i] != NULL) {
+            qraft__node_info__free_unpacked(infos[i], NULL);
+        }
+    }
+}
+
+static void on_membership_done(void *data, int status, const char *why)
+{
+    struct qr_call *call = data;
+    if (status != 0) {
+        qr_op_error(call->op, call->id, qr_op_status_of(status), "%s", why);
+    } else {
+        qr_op_ok(call->op, call->id);
+    }
+    qr_call_free(call);
+}
+
+void qr_op_membership(struct qr_op *op, const Qraft__Request *req)
+{
+    struct qr_cluster *c = op->ops->cluster;
+    if (req->body_case == QRAFT__REQUEST__BODY_MEMBER_ADD) {
+        struct sockaddr_in addr;
+        const Qraft__MemberAddRequest *a = req->member_add;
+        if (a->id == 0 || a->id > QR_MAX_NODE_ID ||
+            qr_addr_parse_ipv4(a->raft_addr, &addr) != 0) {
+            qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
+                        "add needs an id in 1..%u and an IPv4 HOST:PORT raft "
+                        "address",
+                        QR_MAX_NODE_ID);
+            return;
+        }
+    }
+    struct qr_call *call = qr_call_new(op, req);
+    if (call == NULL) {
+        qr_op_error(op, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
+        return;
+    }
+    int rv;
+    switch (req->body_case) {
+        case QRAFT__REQUEST__BODY_MEMBER_ADD:
+            rv = qr_cluster_add(c, req->member_add->id,
+                                req->member_add->raft_addr, on_membership_done,
+                                call);
+            break;
+        case QRAFT__REQUEST__BODY_MEMBER_REMOVE:
+            rv = qr_cluster_remove(c, req->member_remove->id,
+                                   on_membership_done, call);
+            break;
+        default:
+            rv = qr_cluster_transfer(c, req->transfer->id, on_membership_done,
+                                     call);
+            break;
+    }
+    if (rv != 0) {
+        qr_op_refused(
+            op, req->id, rv,
+            rv == QR_ECONFLICT ? "another membership change is in progress"
+            : rv == QR_EBADREQ ? "no such node, or the id or address is taken"
+                               : qr_strerror(rv));
+        qr_call_free(call);
+    }
+}

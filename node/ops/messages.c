@@ -1,0 +1,539 @@
+/* Messages: get (with its newest events), list (messages and the DLQ),
+ * cancel, and the bulk path (one proposal per id, answered together) that
+ * cancel-many and the DLQ share. */
+#include "ops/ops_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops/filter.h"
+#include "repl/check.h"
+#include "repl/command.h"
+
+static void on_single_done(void *data,
+                           int status,
+                           const struct qr_apply_result *res)
+{
+    struct qr_call *call = data;
+    if (qr_call_applied_ok(call, status, res)) {
+        Qraft__CancelResponse cr = QRAFT__CANCEL_RESPONSE__INIT;
+        QR_OP_REPLY_BODY(call->op, call->id, CANCEL, cancel, &cr);
+    }
+    qr_call_free(call);
+}
+
+void qr_op_cancel(struct qr_op *op, const Qraft__Request *req)
+{
+    const char *id = req->cancel->message_id;
+    if (!qr_check_message_id(id)) {
+        qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
+                    "invalid message id: %s", QR_CHECK_MESSAGE_ID_RULE);
+        return;
+    }
+    Qraft__Cancel c = QRAFT__CANCEL__INIT;
+    c.message_id = (char *)id;
+    QR_OP_PROPOSE(op, req, CANCEL, cancel, &c, on_single_done);
+}
+
+static void on_bulk_item_done(void *data,
+                              int status,
+                              const struct qr_apply_result *res);
+
+static void finish_bulk(struct qr_call *call)
+{
+    Qraft__Response resp = QRAFT__RESPONSE__INIT;
+    Qraft__BulkResponse br = QRAFT__BULK_RESPONSE__INIT;
+    Qraft__BulkPageResponse bp = QRAFT__BULK_PAGE_RESPONSE__INIT;
+    resp.id = call->id;
+    if (call->paged) {
+        bp.n_results = call->n_items;
+        bp.results = call->item_ptrs;
+        bp.cursor = call->cursor != NULL ? call->cursor : "";
+        resp.body_case = QRAFT__RESPONSE__BODY_BULK_PAGE;
+        resp.bulk_page = &bp;
+    } else {
+        br.n_results = call->n_items;
+        br.results = call->item_ptrs;
+        resp.body_case = QRAFT__RESPONSE__BODY_BULK;
+        resp.bulk = &br;
+    }
+    qr_op_reply(call->op, &resp);
+    qr_call_free(call);
+}
+
+static void set_item(struct qr_call *call,
+                     size_t i,
+                     int status,
+                     const char *error)
+{
+    call->items[i].status = qr_op_status_of(status);
+    free(call->items[i].error);
+    /* NULL packs as "" (protobuf-c treats it as the zero value). */
+    call->items[i].error = status != 0 ? strdup(error) : NULL;
+    call->n_done++;
+}
+
+static void on_bulk_item_done(void *data,
+                              int status,
+                              const struct qr_apply_result *res)
+{
+    struct qr_bulk_item *item = data;
+    struct qr_call *call = item->call;
+    size_t i = item->i;
+    free(item);
+    if (status == 0 && res->status != 0) {
+        set_item(call, i, res->status, res->error);
+    } else {
+        set_item(call, i, status, qr_strerror(status));
+    }
+    if (call->n_done == call->n_items) {
+        finish_bulk(call);
+    }
+}
+
+void qr_op_bulk(struct qr_op *op,
+                const Qraft__Request *req,
+                size_t n_ids,
+                char **ids,
+                enum qr_bulk_kind kind,
+                const struct qr_bulk_page *page)
+{
+    static const char *const names[] = {"dlq replay", "dlq delete", "cancel"};
+    if (n_ids > MAX_BULK_IDS || (n_ids == 0 && page->cursor == NULL)) {
+        qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
+                    "%s takes 1 to %u message ids", names[kind], MAX_BULK_IDS);
+        return;
+    }
+    for (size_t i = 0; i < n_ids; i++) {
+        if (!qr_check_message_id(ids[i])) {
+            qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
+                        "%s: message id %zu of %zu is invalid: %s", names[kind],
+                        i + 1, n_ids, QR_CHECK_MESSAGE_ID_RULE);
+            return;
+        }
+    }
+    struct qr_call *call = qr_call_new(op, req);
+    if (call == NULL) {
+        qr_op_error(op, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
+        return;
+    }
+    call->paged = page->paged;
+    call->cursor = page->cursor != NULL ? strdup(page->cursor) : NULL;
+    call->items = calloc(n_ids + 1, sizeof *call->items);
+    call->item_ptrs = calloc(n_ids + 1, sizeof *call->item_ptrs);
+    call->item_ids = calloc(n_ids + 1, sizeof *call->item_ids);
+    if (call->items == NULL || call->item_ptrs == NULL ||
+        call->item_ids == NULL ||
+        (page->cursor != NULL && call->cursor == NULL)) {
+        qr_op_error(op, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
+        qr_call_free(call);
+        return;
+    }
+    call->n_items = n_ids;
+    for (size_t i = 0; i < n_ids; i++) {
+        qraft__item_result__init(&call->items[i]);
+        call->item_ptrs[i] = &call->items[i];
+        call->item_ids[i] = strdup(ids[i]); /* NULL packs as "" */
+        call->items[i].message_id = call->item_ids[i];
+        /* init points strings at protobuf-c's static "": ours are heap or
+         * NULL, so qr_call_free can free them. */
+        call->items[i].error = NULL;
+    }
+    /* Every item is answered: proposed ones by their callback (never
+     * before this function returns: proposals complete from the loop), the
+     * others right here. */
+    for (size_t i = 0; i < n_ids; i++) {
+        Qraft__DlqReplay r = QRAFT__DLQ_REPLAY__INIT;
+        Qraft__DlqDelete d = QRAFT__DLQ_DELETE__INIT;
+        Qraft__Cancel c = QRAFT__CANCEL__INIT;
+        Qraft__Command cmd = QRAFT__COMMAND__INIT;
+        switch (kind) {
+            case QR_BULK_REPLAY:
+                r.message_id = ids[i];
+                cmd.body_case = QRAFT__COMMAND__BODY_DLQ_REPLAY;
+                cmd.dlq_replay = &r;
+                break;
+            case QR_BULK_DELETE:
+                d.message_id = ids[i];
+                cmd.body_case = QRAFT__COMMAND__BODY_DLQ_DELETE;
+                cmd.dlq_delete = &d;
+                break;
+            case QR_BULK_CANCEL:
+                c.message_id = ids[i];
+                cmd.body_case = QRAFT__COMMAND__BODY_CANCEL;
+                cmd.cancel = &c;
+                break;
+        }
+        struct qr_packed packed = {NULL, 0};
+        struct qr_bulk_item *item = malloc(sizeof *item);
+        int rv = item == NULL ? -ENOMEM : qr_command_pack(&cmd, &packed);
+        if (rv == 0) {
+            item->call = call;
+            item->i = i;
+            rv = qr_cluster_propose(op->ops->cluster, &packed,
+                                    on_bulk_item_done, item);
+        }
+        if (rv != 0) {
+            free(item);
+            free(packed.data);
+            set_item(call, i, rv, qr_strerror(rv));
+        }
+    }
+    if (call->n_done == call->n_items) {
+        finish_bulk(call);
+    }
+}
+
+void qr_selection_free(struct qr_selection *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->ids[i]);
+    }
+    free(s->ids);
+}
+
+int qr_selection_collect(void *arg, const Qraft__Message *m)
+{
+    struct qr_selection *s = arg;
+    const Qraft__MessageFilter *f = s->filter;
+    if (!s->cancellable && f->to_ms != 0 && m->dead_lettered_ms > f->to_ms) {
+        return 1; /* the DLQ is walked oldest first: nothing later matches */
+    }
+    if (s->cancellable && m->state != QRAFT__MESSAGE_STATE__PENDING &&
+        m->state != QRAFT__MESSAGE_STATE__RETRYING &&
+        m->state != QRAFT__MESSAGE_STATE__QUEUED) {
+        return 0;
+    }
+    if (!qr_filter_match(f, m)) {
+        return 0;
+    }
+    if (s->n == s->max) {
+        s->more = true;
+        return 1;
+    }
+    s->ids[s->n] = strdup(m->id);
+    if (s->ids[s->n] == NULL) {
+        s->rv = -ENOMEM;
+        return 1;
+    }
+    s->n++;
+    s->last_ms = m->dead_lettered_ms;
+    snprintf(s->last_id, sizeof s->last_id, "%s", m->id);
+    return 0;
+}
+
+bool qr_op_refuse_unsupported(struct qr_op *op,
+                              const Qraft__Request *req,
+                              const Qraft__MessageFilter *f)
+{
+    const char *name = qr_filter_unsupported(f);
+    if (name != NULL) {
+        qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
+                    "filter %s is not supported yet", name);
+    }
+    return name != NULL;
+}
+
+uint32_t qr_bulk_limit(uint32_t limit)
+{
+    return limit == 0 || limit > MAX_BULK_IDS ? MAX_BULK_IDS : limit;
+}
+
+/* Cancels the listed messages, or the cancellable ones the filter selects
+ * (in id order, at most limit). */
+void qr_op_cancel_many(struct qr_op *op, const Qraft__Request *req)
+{
+    const Qraft__CancelManyRequest *r = req->cancel_many;
+    struct qr_bulk_page page = {.paged = false};
+    if (qr_op_refuse_unsupported(op, req, r->filter)) {
+        return;
+    }
+    if (r->n_message_ids > 0) {
+        if (!qr_filter_is_empty(r->filter)) {
+            qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
+                        "give message ids or a filter, not both");
+            return;
+        }
+        qr_op_bulk(op, req, r->n_message_ids, r->message_ids, QR_BULK_CANCEL,
+                   &page);
+        return;
+    }
+    Qraft__MessageFilter none = QRAFT__MESSAGE_FILTER__INIT;
+    struct qr_selection s = {.filter = r->filter != NULL ? r->filter : &none,
+                             .cancellable = true,
+                             .max = qr_bulk_limit(r->limit)};
+    s.ids = calloc(s.max, sizeof(char *));
+    struct qr_store_txn *txn = NULL;
+    int rv = s.ids == NULL ? -ENOMEM
+                           : qr_store_txn_begin(op->ops->store, false, &txn);
+    if (rv == 0) {
+        rv = qr_store_msg_list(txn, QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED,
+                               NULL, SIZE_MAX, qr_selection_collect, &s);
+        qr_store_txn_abort(txn);
+        rv = rv == 1 ? s.rv : rv;
+    }
+    if (rv != 0) {
+        qr_op_store_error(op, req->id, rv);
+    } else {
+        page.cursor = ""; /* selected: none is an empty answer */
+        qr_op_bulk(op, req, s.n, s.ids, QR_BULK_CANCEL, &page);
+    }
+    qr_selection_free(&s);
+}
+
+/* Reads: a list of deep copies taken from one read transaction. */
+struct msg_list {
+    Qraft__Message **items;
+    size_t n, cap;
+    size_t bytes;
+    bool full; /* stopped at the page's limit or LIST_MAX_PAGE_BYTES */
+    int rv;
+    /* Filter on the reported state (see qr_op_reported_state), when set. */
+    Qraft__MessageState want;
+    uint64_t now_ms;
+    size_t limit;
+    /* DLQ list: only the messages that match (NULL: all), and, when
+     * n_ids > 0, only these ids. */
+    const Qraft__MessageFilter *filter;
+    char **ids;
+    size_t n_ids;
+};
+
+bool qr_op_id_listed(char **ids, size_t n, const char *id)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(ids[i], id) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* "delivering" is not stored: a pending or retrying message whose time has
+ * come is in flight (or about to be), and is reported so. */
+Qraft__MessageState qr_op_reported_state(const Qraft__Message *m,
+                                         uint64_t now_ms)
+{
+    bool waiting = m->state == QRAFT__MESSAGE_STATE__PENDING ||
+                   m->state == QRAFT__MESSAGE_STATE__RETRYING;
+    return waiting && m->next_attempt_ms <= now_ms
+               ? QRAFT__MESSAGE_STATE__DELIVERING
+               : m->state;
+}
+
+static Qraft__Message *copy_message(const Qraft__Message *m)
+{
+    return (Qraft__Message *)qr_ops_copy_pb(&m->base);
+}
+
+static int collect_message(void *arg, const Qraft__Message *m)
+{
+    struct msg_list *l = arg;
+    Qraft__MessageState state = qr_op_reported_state(m, l->now_ms);
+    if (l->want != QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED &&
+        state != l->want) {
+        return 0;
+    }
+    if ((l->n_ids > 0 && !qr_op_id_listed(l->ids, l->n_ids, m->id)) ||
+        (l->filter != NULL && !qr_filter_match(l->filter, m))) {
+        return 0;
+    }
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        Qraft__Message **items = realloc(l->items, cap * sizeof *items);
+        if (items == NULL) {
+            l->rv = -ENOMEM;
+            return 1;
+        }
+        l->items = items;
+        l->cap = cap;
+    }
+    Qraft__Message *copy = copy_message(m);
+    if (copy == NULL) {
+        l->rv = -ENOMEM;
+        return 1;
+    }
+    copy->state = state;
+    l->items[l->n++] = copy;
+    l->bytes += qraft__message__get_packed_size(copy);
+    if (l->bytes >= LIST_MAX_PAGE_BYTES || l->n == l->limit) {
+        l->full = true;
+        return 1;
+    }
+    return 0;
+}
+
+static void msg_list_free(struct msg_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        qraft__message__free_unpacked(l->items[i], NULL);
+    }
+    free(l->items);
+}
+
+static uint32_t clamp_limit(uint32_t limit)
+{
+    if (limit == 0) {
+        return LIST_DEFAULT_LIMIT;
+    }
+    return limit > LIST_MAX_LIMIT ? LIST_MAX_LIMIT : limit;
+}
+
+void qr_op_list(struct qr_op *op, const Qraft__Request *req)
+{
+    struct qr_ops *ops = op->ops;
+    const Qraft__ListRequest *lr = req->list;
+    bool dlq = req->body_case == QRAFT__REQUEST__BODY_DLQ_LIST;
+    const char *cursor = dlq ? req->dlq_list->cursor : lr->cursor;
+    uint32_t limit = clamp_limit(dlq ? req->dlq_list->limit : lr->limit);
+    if ((unsigned)(dlq ? 0 : lr->state) >= QR_STORE_N_STATES) {
+        qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST, "unknown state %d",
+                    (int)lr->state);
+        return;
+    }
+
+    struct msg_list l = {.now_ms = qr_cluster_now_ms(ops->cluster),
+                         .limit = limit};
+    if (dlq) {
+        if (qr_op_refuse_unsupported(op, req, req->dlq_list->filter)) {
+            return;
+        }
+        l.filter = req->dlq_list->filter;
+        l.ids = req->dlq_list->message_ids;
+        l.n_ids = req->dlq_list->n_message_ids;
+    }
+    struct qr_store_txn *txn = NULL;
+    int rv = qr_store_txn_begin(ops->store, false, &txn);
+    if (rv == 0) {
+        if (dlq) {
+            rv = qr_store_dlq_list(txn, cursor, limit, collect_message, &l);
+        } else {
+            /* The store filters on the stored state; "delivering" and the
+             * waiting states it is computed from are filtered here. */
+            Qraft__MessageState stored = lr->state;
+            if (stored == QRAFT__MESSAGE_STATE__DELIVERING ||
+                stored == QRAFT__MESSAGE_STATE__PENDING ||
+                stored == QRAFT__MESSAGE_STATE__RETRYING) {
+                l.want = stored;
+                if (stored == QRAFT__MESSAGE_STATE__DELIVERING) {
+                    stored = QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED;
+                }
+            }
+            rv = qr_store_msg_list(txn, stored, cursor, SIZE_MAX,
+                                   collect_message, &l);
+        }
+        qr_store_txn_abort(txn);
+    }
+    if (rv == 1 && (l.full || l.rv != 0)) {
+        rv = l.rv; /* the callback stopped the walk */
+    }
+    if (rv == 0 && l.rv != 0) {
+        rv = l.rv;
+    }
+    if (rv != 0) {
+        qr_op_store_error(op, req->id, rv);
+        msg_list_free(&l);
+        return;
+    }
+
+    char *next = l.n > 0 && l.full ? l.items[l.n - 1]->id : "";
+    Qraft__Response resp = QRAFT__RESPONSE__INIT;
+    Qraft__ListResponse list = QRAFT__LIST_RESPONSE__INIT;
+    Qraft__DlqListResponse dlq_list = QRAFT__DLQ_LIST_RESPONSE__INIT;
+    resp.id = req->id;
+    if (dlq) {
+        dlq_list.n_messages = l.n;
+        dlq_list.messages = l.items;
+        dlq_list.cursor = next;
+        resp.body_case = QRAFT__RESPONSE__BODY_DLQ_LIST;
+        resp.dlq_list = &dlq_list;
+    } else {
+        list.n_messages = l.n;
+        list.messages = l.items;
+        list.cursor = next;
+        resp.body_case = QRAFT__RESPONSE__BODY_LIST;
+        resp.list = &list;
+    }
+    qr_op_reply(op, &resp);
+    msg_list_free(&l);
+}
+
+struct event_list {
+    Qraft__Event **items;
+    size_t n;
+    int rv;
+};
+
+static int collect_event(void *arg, const Qraft__Event *e)
+{
+    struct event_list *l = arg;
+    if (l->n == EVENTS_PER_GET) {
+        /* Keep the newest: drop the oldest kept. */
+        qraft__event__free_unpacked(l->items[0], NULL);
+        memmove(l->items, l->items + 1, (l->n - 1) * sizeof *l->items);
+        l->n--;
+    }
+    size_t len = qraft__event__get_packed_size(e);
+    uint8_t *buf = malloc(len > 0 ? len : 1);
+    if (buf == NULL) {
+        l->rv = -ENOMEM;
+        return 1;
+    }
+    qraft__event__pack(e, buf);
+    l->items[l->n] = qraft__event__unpack(NULL, len, buf);
+    free(buf);
+    if (l->items[l->n] == NULL) {
+        l->rv = -ENOMEM;
+        return 1;
+    }
+    l->n++;
+    return 0;
+}
+
+void qr_op_get(struct qr_op *op, const Qraft__Request *req)
+{
+    struct qr_ops *ops = op->ops;
+    const char *id = req->get->message_id;
+    if (id[0] == '\0') {
+        qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
+                    "message id is missing");
+        return;
+    }
+    Qraft__Message *m = NULL;
+    Qraft__Event *events[EVENTS_PER_GET];
+    struct event_list el = {.items = events};
+    struct qr_store_txn *txn = NULL;
+    int rv = qr_store_txn_begin(ops->store, false, &txn);
+    if (rv == 0) {
+        rv = qr_store_msg_get(txn, id, &m);
+        if (rv == 0) {
+            rv = qr_store_event_list(txn, id, SIZE_MAX, collect_event, &el);
+            if (rv == 0) {
+                rv = el.rv;
+            }
+        }
+        qr_store_txn_abort(txn);
+    }
+    if (rv == QR_ENOTFOUND) {
+        qr_op_error(op, req->id, QRAFT__STATUS__NOT_FOUND,
+                    "message %.64s not found", id);
+    } else if (rv != 0) {
+        qr_op_store_error(op, req->id, rv);
+    } else {
+        Qraft__GetResponse gr = QRAFT__GET_RESPONSE__INIT;
+        m->state = qr_op_reported_state(m, qr_cluster_now_ms(ops->cluster));
+        gr.message = m;
+        gr.n_events = el.n;
+        gr.events = events;
+        QR_OP_REPLY_BODY(op, req->id, GET, get, &gr);
+    }
+    for (size_t i = 0; i < el.n; i++) {
+        qraft__event__free_unpacked(events[i], NULL);
+    }
+    if (m != NULL) {
+        qraft__message__free_unpacked(m, NULL);
+    }
+}

@@ -1,0 +1,122 @@
+/* The operations layer: every request a client or another node can make
+ * (publish, reads, DLQ, queues, schedules, url groups, membership, peer
+ * traffic), run without a transport. The RPC server (api/rpc.c) and the
+ * REST API (api/rest.c) are two faces of it: each decodes its own wire
+ * format into a Qraft__Request, calls qr_ops_submit, and turns the one
+ * Qraft__Response back into its wire format.
+ *
+ * Invariants:
+ * - Every submitted request gets exactly one answer, through its callback;
+ *   an operation never touches a socket (a face whose client went away
+ *   drops the answer in its callback).
+ * - Input is checked before work is done, and writes that add data are
+ *   refused while space is low (store/admit.h).
+ * - Writes are acknowledged only after commit and apply (see cluster.h), on
+ *   the leader and, for a write a follower forwarded, on that follower too.
+ * - Reads are linearizable unless the request says `stale`: before a read
+ *   is served from this node's store, the leader proves it still leads (a
+ *   raft barrier of its term; a follower asks it with a read-index peer
+ *   request) and this node applies up to the barrier's index. Reads that
+ *   arrive while a round is in flight share the next one. A node without a
+ *   reachable leader answers them UNAVAILABLE, never stale data. */
+#ifndef QR_OPS_H
+#define QR_OPS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "deliver/shards.h"
+#include "lib/metrics.h"
+#include "repl/cluster.h"
+#include "store/admit.h"
+#include "store/store.h"
+
+struct qr_ops;
+typedef void (*qr_ops_close_cb)(struct qr_ops *ops);
+
+struct qr_held_read;
+struct qr_read_round;
+struct qr_call;
+
+struct qr_ops {
+    uv_loop_t *loop;                /* borrowed */
+    const struct qr_config *config; /* borrowed */
+    struct qr_cluster *cluster;     /* borrowed */
+    struct qr_store *store;         /* borrowed */
+    struct qr_shards *shards;       /* borrowed */
+    struct qr_metrics *metrics;     /* borrowed, may be NULL; set after init */
+    /* borrowed, may be NULL (nothing is refused); set after init: writes
+     * that add data are refused while space is low (store/admit.h) */
+    struct qr_admit *admit;
+    bool closing;
+    qr_ops_close_cb close_cb;
+    uint64_t n_requests;
+    /* Linearizable reads (ops/reads.c): those waiting for the next
+     * read-index round, and the round in flight (one at a time). */
+    struct qr_held_read *reads_head, *reads_tail;
+    size_t n_reads;
+    struct qr_read_round *round;
+    uint64_t n_rounds;      /* read-index rounds started (status, benchmarks) */
+    struct qr_call *relays; /* forwarded writes not answered yet */
+    uint64_t watch_leader;  /* the leader at the last loop iteration */
+    bool relays_left;       /* the last sweep left some to the peer */
+    bool warned_old_leader; /* logged that the leader has no read index */
+    /* Each loop iteration: fails what waits on a leader that is gone. */
+    uv_check_t leader_watch;
+};
+
+/* All pointers are borrowed and must outlive the operations. Returns 0 (it
+ * cannot fail today; keep the check). */
+int qr_ops_init(struct qr_ops *ops,
+                uv_loop_t *loop,
+                const struct qr_config *cfg,
+                struct qr_cluster *cluster,
+                struct qr_store *store,
+                struct qr_shards *shards);
+
+/* Refuses further submits (QR_ECANCELED) and closes the leader watch; cb
+ * fires once it is closed. Operations still in flight finish through their
+ * callbacks (the cluster and the peer fail them when they close). Close the
+ * faces first. Safe to call twice. */
+void qr_ops_close(struct qr_ops *ops, qr_ops_close_cb cb);
+
+/* Flags of a submitted request. */
+/* It carried the peer token: node-to-node requests are allowed. */
+#define QR_OPS_PEER 1u
+/* It came on another node's connection (a relay, a worker's results): its
+ * answer pushes the commit index to the followers at once. */
+#define QR_OPS_FROM_NODE 2u
+
+/* The one answer to a submitted request; resp is borrowed for the call. */
+typedef void (*qr_ops_reply_cb)(void *data, const Qraft__Response *resp);
+
+/* Runs req (borrowed; its id is echoed, its token is not checked: the face
+ * authenticated it, and says so in flags) through the routes, checks,
+ * forwarding and answers. On 0, cb fires exactly once, possibly before
+ * this returns (a request refused at once), else later; a face whose own
+ * client went away must still expect it. On error (QR_ECANCELED while
+ * closing, -ENOMEM) cb never fires. */
+int qr_ops_submit(struct qr_ops *ops,
+                  const Qraft__Request *req,
+                  unsigned flags,
+                  qr_ops_reply_cb cb,
+                  void *data);
+
+/* Fills in what every answer says (how far this node had applied, see
+ * qraft.proto) and, for flags with QR_OPS_FROM_NODE, pushes the commit
+ * index: for a face's own answers (a frame that does not decode, a wrong
+ * token); qr_ops_submit's answers come stamped. */
+void qr_ops_stamp(struct qr_ops *ops, Qraft__Response *resp, unsigned flags);
+
+/* Whether a write that adds data may be taken now (store/admit.h): 0, or
+ * QR_ENOSPACE with why (QR_OPS_SPACE_WHY_BYTES is enough) saying what is
+ * full. Every such request is checked in qr_ops_submit; a caller that
+ * splits one client request into many (the REST batch) asks first, to
+ * refuse it whole. */
+#define QR_OPS_SPACE_WHY_BYTES 640
+int qr_ops_check_space(struct qr_ops *ops, char *why, size_t why_size);
+
+#endif /* QR_OPS_H */
