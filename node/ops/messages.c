@@ -502,6 +502,13 @@ void qr_op_get(struct qr_op *op, const Qraft__Request *req)
                     "message id is missing");
         return;
     }
+    /* Checked before the store is asked: an id over its key limit is not
+     * "not found" there but a failed read. */
+    if (!qr_check_message_id(id)) {
+        qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
+                    "invalid message id: %s", QR_CHECK_MESSAGE_ID_RULE);
+        return;
+    }
     Qraft__Message *m = NULL;
     Qraft__Event *events[EVENTS_PER_GET];
     struct event_list el = {.items = events};

@@ -301,6 +301,23 @@ class BadInputTest(unittest.TestCase):
                 self.assert_rest_refused(method, target)
         self.assert_alive()
 
+    def test_over_long_ids_on_reads_are_400_never_5xx(self):
+        """An id longer than the store's key limit (511 bytes) cannot name
+        a message: reading it answers 400 like a write does, not a 500
+        "reading the store" (found by the fuzzed-requests test below)."""
+        for n in (93, 511, 600, 1500):
+            long_id = b"a" * n
+            for target in (b"/v2/messages/" + long_id, b"/v2/dlq/" + long_id):
+                with self.subTest(target=target[:20], n=n):
+                    status, body = self.rest(b"GET", target)
+                    self.assertEqual(status, 400, body[:200])
+                    self.assertIn("invalid message id",
+                                  json.loads(body)["error"])
+        rc, _, err = self.node.cli("get", "a" * 600, check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("invalid message id", err)
+        self.assert_alive()
+
     def test_non_utf8_upstash_headers_are_400_and_publish_nothing(self):
         dest = b"/v2/publish/http://127.0.0.1:9/x"
         for name in (
