@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "repl/callback.h"
 #include "lib/err.h"
 #include "lib/hash.h"
+#include "repl/callback.h"
 #include "repl/fsm_int.h"
 
 /* Most items one Prune removes per kind (the leader asks for up to this

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "repl/callback.h"
 #include "lib/err.h"
+#include "repl/callback.h"
 #include "repl/check.h"
 #include "repl/fsm_int.h"
 
