@@ -269,6 +269,20 @@ static int reindex(struct qr_store_txn *t,
     return rv;
 }
 
+/* Checks t (store_check_txn) and then id (store_check_id): the checks of
+ * a call on one message. */
+static int check_txn_id(struct qr_store_txn *t,
+                        bool need_write,
+                        const char *id,
+                        const char *what)
+{
+    int rv = store_check_txn(t, need_write, what);
+    if (rv != 0) {
+        return rv;
+    }
+    return store_check_id(t->s, id, what);
+}
+
 int qr_store_msg_get(struct qr_store_txn *t,
                      const char *id,
                      Qraft__Message **out)
@@ -276,10 +290,7 @@ int qr_store_msg_get(struct qr_store_txn *t,
     int rv;
 
     *out = NULL;
-    rv = store_check_txn(t, false, "get msgs");
-    if (rv == 0) {
-        rv = store_check_id(t->s, id, "get msgs");
-    }
+    rv = check_txn_id(t, false, id, "get msgs");
     if (rv != 0) {
         return rv;
     }
@@ -335,10 +346,7 @@ int qr_store_msg_delete(struct qr_store_txn *t, const char *id)
     Qraft__Message *old = NULL;
     int rv;
 
-    rv = store_check_txn(t, true, what);
-    if (rv == 0) {
-        rv = store_check_id(t->s, id, what);
-    }
+    rv = check_txn_id(t, true, id, what);
     if (rv == 0) {
         rv = load_message(t, id, strlen(id), &old, what);
     }
@@ -1091,10 +1099,7 @@ int qr_store_event_list(struct qr_store_txn *t,
                             .arg = arg,
                             .what = what,
                             .message_id = message_id};
-    int rv = store_check_txn(t, false, what);
-    if (rv == 0) {
-        rv = store_check_id(t->s, message_id, what);
-    }
+    int rv = check_txn_id(t, false, message_id, what);
     if (rv != 0) {
         return rv;
     }
