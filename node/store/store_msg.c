@@ -130,6 +130,21 @@ static int load_message(struct qr_store_txn *t,
     return rv;
 }
 
+/* Loads the message an index key names: a missing one means the index is
+ * out of step with msgs (corrupt). */
+static int load_indexed(struct qr_store_txn *t,
+                        const void *id,
+                        size_t id_len,
+                        Qraft__Message **out,
+                        const char *what)
+{
+    int rv = load_message(t, id, id_len, out, what);
+    if (rv == QR_ENOTFOUND) {
+        return store_fail_corrupt(t, what, "index names a missing message");
+    }
+    return rv;
+}
+
 static int load_dedup(struct qr_store_txn *t,
                       const char *key,
                       Qraft__DedupRecord **out,
@@ -442,11 +457,8 @@ static int walk_index(struct qr_store_txn *t,
     if (k->mv_size <= w->id_offset) {
         return store_fail_corrupt(t, w->what, "index key too short");
     }
-    rv = load_message(t, (const uint8_t *)k->mv_data + w->id_offset,
+    rv = load_indexed(t, (const uint8_t *)k->mv_data + w->id_offset,
                       k->mv_size - w->id_offset, &m, w->what);
-    if (rv == QR_ENOTFOUND) {
-        return store_fail_corrupt(t, w->what, "index names a missing message");
-    }
     if (rv != 0) {
         return rv;
     }
@@ -745,11 +757,8 @@ int qr_store_done_prune(struct qr_store_txn *t,
         if (rv != 0 || get_be64(key) >= before_ms) {
             break;
         }
-        rv = load_message(t, key + DONE_PREFIX_BYTES,
+        rv = load_indexed(t, key + DONE_PREFIX_BYTES,
                           key_len - DONE_PREFIX_BYTES, &m, what);
-        if (rv == QR_ENOTFOUND) {
-            return store_fail_corrupt(t, what, "index names a missing message");
-        }
         if (rv != 0) {
             break;
         }
