@@ -52,31 +52,56 @@ out:
     return rv;
 }
 
+/* The ids of the messages a prune's walk found to delete: new strings in
+ * a new array of room for the walk's max. */
+struct id_list {
+    char **ids;
+    size_t n;
+};
+
+static int id_list_add(struct id_list *l, const char *id)
+{
+    l->ids[l->n] = strdup(id);
+    if (l->ids[l->n] == NULL) {
+        return -ENOMEM;
+    }
+    l->n++;
+    return 0;
+}
+
+/* The end of a prune's walk: when the walk ended with rv 0, deletes the
+ * messages l names, until one fails; frees l either way. Returns the
+ * walk's error or the delete's. */
+static int id_list_delete(struct qr_apply_ctx *ctx, struct id_list *l, int rv)
+{
+    for (size_t i = 0; i < l->n && rv == 0; i++) {
+        rv = qr_store_msg_delete(ctx->txn, l->ids[i]);
+    }
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->ids[i]);
+    }
+    free(l->ids);
+    return rv;
+}
+
 struct expired {
     uint64_t cutoff_ms;
     size_t max;
-    char **ids;
-    size_t n;
+    struct id_list got;
 };
 
 static int collect_expired(void *arg, const Qraft__Message *m)
 {
     struct expired *e = arg;
-    if (m->dead_lettered_ms >= e->cutoff_ms || e->n == e->max) {
+    if (m->dead_lettered_ms >= e->cutoff_ms || e->got.n == e->max) {
         return 1; /* oldest first: the rest are younger */
     }
-    e->ids[e->n] = strdup(m->id);
-    if (e->ids[e->n] == NULL) {
-        return -ENOMEM;
-    }
-    e->n++;
-    return 0;
+    return id_list_add(&e->got, m->id);
 }
 
 struct done_walk {
     uint64_t cutoff_ms;
-    char **ids; /* finished and old enough: to delete */
-    size_t n;
+    struct id_list got; /* finished and old enough: to delete */
     size_t visited;
     char last[QR_ID_BYTES + 64];
 };
@@ -89,11 +114,7 @@ static int collect_done(void *arg, const Qraft__Message *m)
     bool done = m->state == QRAFT__MESSAGE_STATE__DELIVERED ||
                 m->state == QRAFT__MESSAGE_STATE__CANCELLED;
     if (done && m->updated_ms < w->cutoff_ms) {
-        w->ids[w->n] = strdup(m->id);
-        if (w->ids[w->n] == NULL) {
-            return -ENOMEM;
-        }
-        w->n++;
+        return id_list_add(&w->got, m->id);
     }
     return 0;
 }
@@ -109,25 +130,19 @@ static int prune_done_walk(struct qr_apply_ctx *ctx,
 {
     struct done_walk w = {
         .cutoff_ms = ctx->now_ms - p->done_retention_ms,
-        .ids = calloc(max, sizeof(char *)),
+        .got.ids = calloc(max, sizeof(char *)),
     };
-    if (w.ids == NULL) {
+    if (w.got.ids == NULL) {
         return -ENOMEM;
     }
     int rv =
         qr_store_msg_list(ctx->txn, QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED,
                           p->scan_after_id, max, collect_done, &w);
-    for (size_t i = 0; i < w.n && rv == 0; i++) {
-        rv = qr_store_msg_delete(ctx->txn, w.ids[i]);
-    }
-    for (size_t i = 0; i < w.n; i++) {
-        free(w.ids[i]);
-    }
-    free(w.ids);
+    rv = id_list_delete(ctx, &w.got, rv);
     /* A short walk reached the end: start over next time. */
     snprintf(res->message_id, sizeof res->message_id, "%s",
              w.visited == max ? w.last : "");
-    *n_pruned = w.n;
+    *n_pruned = w.got.n;
     return rv;
 }
 
@@ -166,26 +181,20 @@ int qr_apply_prune(struct qr_apply_ctx *ctx,
         struct expired e = {
             .cutoff_ms = ctx->now_ms - p->dlq_retention_ms,
             .max = max,
-            .ids = calloc(max, sizeof(char *)),
+            .got.ids = calloc(max, sizeof(char *)),
         };
-        if (e.ids == NULL) {
+        if (e.got.ids == NULL) {
             return -ENOMEM;
         }
         rv = qr_store_dlq_list(ctx->txn, NULL, max, collect_expired, &e);
         if (rv == 1) {
             rv = 0;
         }
-        for (size_t i = 0; i < e.n && rv == 0; i++) {
-            rv = qr_store_msg_delete(ctx->txn, e.ids[i]);
-        }
-        for (size_t i = 0; i < e.n; i++) {
-            free(e.ids[i]);
-        }
-        free(e.ids);
+        rv = id_list_delete(ctx, &e.got, rv);
         if (rv != 0) {
             return rv;
         }
-        res->more = res->more || e.n == max;
+        res->more = res->more || e.got.n == max;
     }
     if (p->done_retention_ms != 0 && ctx->now_ms > p->done_retention_ms &&
         max > 0) {

@@ -67,17 +67,7 @@ static bool is_http_url(const char *url)
 /* RFC 9110 token characters. */
 static bool is_header_name(const char *s)
 {
-    if (*s == '\0') {
-        return false;
-    }
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-              (ch >= '0' && ch <= '9') || strchr("!#$%&'*+-.^_`|~", ch))) {
-            return false;
-        }
-    }
-    return true;
+    return qr_command_is_word(s, "!#$%&'*+-.^_`|~");
 }
 
 /* Text that is stored and shown (as JSON, too): UTF-8 without control

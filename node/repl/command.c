@@ -15,8 +15,7 @@
 #define ENTRY_FORMAT_TAG 0x08u
 #define ENTRY_PROPOSED_AT_TAG 0x10u
 
-/* Queue, URL group and endpoint names: [A-Za-z0-9._-]+ */
-bool qr_command_is_name(const char *s)
+bool qr_command_is_word(const char *s, const char *punct)
 {
     if (*s == '\0') {
         return false;
@@ -24,12 +23,17 @@ bool qr_command_is_name(const char *s)
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
         if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-              (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
-              ch == '-')) {
+              (ch >= '0' && ch <= '9') || strchr(punct, ch))) {
             return false;
         }
     }
     return true;
+}
+
+/* Queue, URL group and endpoint names: [A-Za-z0-9._-]+ */
+bool qr_command_is_name(const char *s)
+{
+    return qr_command_is_word(s, "._-");
 }
 
 void qr_command_message_id(char out[QR_ID_BYTES],

@@ -80,6 +80,10 @@ struct qr_packed {
  * (they are at most this). */
 #define QR_COMMAND_MAX_QUEUE_NAME_BYTES 256u
 
+/* True when s (borrowed) is one or more ASCII letters, digits and
+ * characters of punct. */
+bool qr_command_is_word(const char *s, const char *punct);
+
 /* True when s is a queue, URL group or endpoint name: [A-Za-z0-9._-]+
  * (borrowed). */
 bool qr_command_is_name(const char *s);

@@ -130,6 +130,21 @@ static int load_message(struct qr_store_txn *t,
     return rv;
 }
 
+/* Loads the message an index key names: a missing one means the index is
+ * out of step with msgs (corrupt). */
+static int load_indexed(struct qr_store_txn *t,
+                        const void *id,
+                        size_t id_len,
+                        Qraft__Message **out,
+                        const char *what)
+{
+    int rv = load_message(t, id, id_len, out, what);
+    if (rv == QR_ENOTFOUND) {
+        return store_fail_corrupt(t, what, "index names a missing message");
+    }
+    return rv;
+}
+
 static int load_dedup(struct qr_store_txn *t,
                       const char *key,
                       Qraft__DedupRecord **out,
@@ -269,6 +284,20 @@ static int reindex(struct qr_store_txn *t,
     return rv;
 }
 
+/* Checks t (store_check_txn) and then id (store_check_id): the checks of
+ * a call on one message. */
+static int check_txn_id(struct qr_store_txn *t,
+                        bool need_write,
+                        const char *id,
+                        const char *what)
+{
+    int rv = store_check_txn(t, need_write, what);
+    if (rv != 0) {
+        return rv;
+    }
+    return store_check_id(t->s, id, what);
+}
+
 int qr_store_msg_get(struct qr_store_txn *t,
                      const char *id,
                      Qraft__Message **out)
@@ -276,10 +305,7 @@ int qr_store_msg_get(struct qr_store_txn *t,
     int rv;
 
     *out = NULL;
-    rv = store_check_txn(t, false, "get msgs");
-    if (rv == 0) {
-        rv = store_check_id(t->s, id, "get msgs");
-    }
+    rv = check_txn_id(t, false, id, "get msgs");
     if (rv != 0) {
         return rv;
     }
@@ -335,10 +361,7 @@ int qr_store_msg_delete(struct qr_store_txn *t, const char *id)
     Qraft__Message *old = NULL;
     int rv;
 
-    rv = store_check_txn(t, true, what);
-    if (rv == 0) {
-        rv = store_check_id(t->s, id, what);
-    }
+    rv = check_txn_id(t, true, id, what);
     if (rv == 0) {
         rv = load_message(t, id, strlen(id), &old, what);
     }
@@ -434,11 +457,8 @@ static int walk_index(struct qr_store_txn *t,
     if (k->mv_size <= w->id_offset) {
         return store_fail_corrupt(t, w->what, "index key too short");
     }
-    rv = load_message(t, (const uint8_t *)k->mv_data + w->id_offset,
+    rv = load_indexed(t, (const uint8_t *)k->mv_data + w->id_offset,
                       k->mv_size - w->id_offset, &m, w->what);
-    if (rv == QR_ENOTFOUND) {
-        return store_fail_corrupt(t, w->what, "index names a missing message");
-    }
     if (rv != 0) {
         return rv;
     }
@@ -737,11 +757,8 @@ int qr_store_done_prune(struct qr_store_txn *t,
         if (rv != 0 || get_be64(key) >= before_ms) {
             break;
         }
-        rv = load_message(t, key + DONE_PREFIX_BYTES,
+        rv = load_indexed(t, key + DONE_PREFIX_BYTES,
                           key_len - DONE_PREFIX_BYTES, &m, what);
-        if (rv == QR_ENOTFOUND) {
-            return store_fail_corrupt(t, what, "index names a missing message");
-        }
         if (rv != 0) {
             break;
         }
@@ -1091,10 +1108,7 @@ int qr_store_event_list(struct qr_store_txn *t,
                             .arg = arg,
                             .what = what,
                             .message_id = message_id};
-    int rv = store_check_txn(t, false, what);
-    if (rv == 0) {
-        rv = store_check_id(t->s, message_id, what);
-    }
+    int rv = check_txn_id(t, false, message_id, what);
     if (rv != 0) {
         return rv;
     }
