@@ -499,11 +499,8 @@ void qr_op_get(struct qr_op *op, const Qraft__Request *req)
         }
         qr_store_txn_abort(txn);
     }
-    if (rv == QR_ENOTFOUND) {
-        qr_op_error(op, req->id, QRAFT__STATUS__NOT_FOUND,
-                    "message %.64s not found", id);
-    } else if (rv != 0) {
-        qr_op_store_error(op, req->id, rv);
+    if (rv != 0) {
+        qr_op_read_error(op, req->id, rv, "message", id);
     } else {
         Qraft__GetResponse gr = QRAFT__GET_RESPONSE__INIT;
         m->state = qr_op_reported_state(m, qr_cluster_now_ms(ops->cluster));

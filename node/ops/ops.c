@@ -296,6 +296,20 @@ void qr_op_store_error(struct qr_op *op, uint64_t id, int rv)
                 qr_strerror(rv));
 }
 
+void qr_op_read_error(struct qr_op *op,
+                      uint64_t id,
+                      int rv,
+                      const char *kind,
+                      const char *name)
+{
+    if (rv == QR_ENOTFOUND) {
+        qr_op_error(op, id, QRAFT__STATUS__NOT_FOUND, "%s %.64s not found",
+                    kind, name);
+        return;
+    }
+    qr_op_store_error(op, id, rv);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Record reads. */
 

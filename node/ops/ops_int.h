@@ -111,6 +111,14 @@ void qr_op_refused(struct qr_op *op, uint64_t id, int rv, const char *why);
 /* Answers request id with a store read failure. A corrupt record is
  * named (the store's errmsg says which and what to do), never served. */
 void qr_op_store_error(struct qr_op *op, uint64_t id, int rv);
+/* Answers request id with the failure rv of reading the record kind
+ * ("queue") named name: NOT_FOUND "<kind> <name> not found" for
+ * QR_ENOTFOUND, else as qr_op_store_error. */
+void qr_op_read_error(struct qr_op *op,
+                      uint64_t id,
+                      int rv,
+                      const char *kind,
+                      const char *name);
 
 /* Runs req (borrowed) through its operation, with no more checks (a held
  * read, once it may be served). */
