@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
 #include <h2o.h>
 #include <jansson.h>
@@ -77,9 +78,8 @@ struct call_item {
 
 struct rest_call {
     struct qr_rest *rest;
-    h2o_req_t *req; /* NULL once h2o disposed the request */
-    struct rest_call *prev;
-    struct rest_call *next;
+    h2o_req_t *req;             /* NULL once h2o disposed the request */
+    LIST_ENTRY(rest_call) link; /* in rest->calls while req is alive */
     unsigned refs;
     bool answered;
     rest_reply_fn on_reply;

@@ -468,7 +468,7 @@ static void on_leader_watch(uv_check_t *h)
     uint64_t leader_id = 0;
     qr_cluster_leader(ops->cluster, &leader_id, NULL);
     /* Relays are looked at when the leader changes (or some were left). */
-    if (ops->relays != NULL &&
+    if (!LIST_EMPTY(&ops->relays) &&
         (leader_id != ops->watch_leader || ops->relays_left)) {
         qr_ops_relays_sweep(ops, leader_id);
     }

@@ -62,7 +62,7 @@ struct qr_call {
     char *fan_error;
     /* A write forwarded to relay_leader, in ops->relays until answered;
      * held: the leader's answer, waiting for this node to apply it. */
-    struct qr_call *relay_prev, *relay_next;
+    LIST_ENTRY(qr_call) relay_link;
     uint64_t relay_leader;
     bool relay_linked;
     bool relay_done; /* answered already (the leader went away) */
