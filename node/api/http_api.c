@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 
 #include <h2o.h>
@@ -51,8 +52,7 @@ enum server_state {
 struct http_conn {
     uv_tcp_t tcp; /* first: on_conn_closed gets it back from the handle */
     struct http_server *server;
-    struct http_conn *prev;
-    struct http_conn *next;
+    LIST_ENTRY(http_conn) link; /* in server->conns */
 };
 
 /* h2o's handler, extended with the server it routes for. */
@@ -74,7 +74,7 @@ struct http_server {
     bool accept_paused;     /* libuv holds an accepted fd we did not take */
     uint64_t cap_logged_ms; /* loop time we last said the cap was reached */
     unsigned n_conns;
-    struct http_conn *conns;
+    LIST_HEAD(, http_conn) conns;
     struct qr_rest rest;
     qr_http_close_cb close_cb;
     h2o_globalconf_t globalconf;
@@ -279,25 +279,13 @@ static void accept_conn(struct http_server *s);
 
 static void link_conn(struct http_server *s, struct http_conn *c)
 {
-    c->prev = NULL;
-    c->next = s->conns;
-    if (s->conns != NULL) {
-        s->conns->prev = c;
-    }
-    s->conns = c;
+    LIST_INSERT_HEAD(&s->conns, c, link);
     s->n_conns++;
 }
 
 static void unlink_conn(struct http_server *s, struct http_conn *c)
 {
-    if (c->prev != NULL) {
-        c->prev->next = c->next;
-    } else {
-        s->conns = c->next;
-    }
-    if (c->next != NULL) {
-        c->next->prev = c->prev;
-    }
+    LIST_REMOVE(c, link);
     s->n_conns--;
 }
 
@@ -379,7 +367,9 @@ static void on_connection(uv_stream_t *listener, int status)
  * fails writes in progress. */
 static void shutdown_conns(struct http_server *s, int how)
 {
-    for (struct http_conn *c = s->conns; c != NULL; c = c->next) {
+    struct http_conn *c;
+    LIST_FOREACH(c, &s->conns, link)
+    {
         uv_os_fd_t fd;
         if (uv_is_closing((uv_handle_t *)&c->tcp)) {
             continue;

@@ -53,25 +53,11 @@ void qr_rest_call_unref(struct rest_call *c)
     free(c);
 }
 
-static void unlink_call(struct rest_call *c)
-{
-    if (c->prev != NULL) {
-        c->prev->next = c->next;
-    } else if (c->rest->calls == c) {
-        c->rest->calls = c->next;
-    }
-    if (c->next != NULL) {
-        c->next->prev = c->prev;
-    }
-    c->prev = NULL;
-    c->next = NULL;
-}
-
 static void on_link_disposed(void *p)
 {
     struct rest_call *c = ((struct call_link *)p)->call;
 
-    unlink_call(c);
+    LIST_REMOVE(c, link);
     c->req = NULL;
     qr_rest_call_unref(c);
 }
@@ -94,11 +80,7 @@ struct rest_call *qr_rest_call_new(struct qr_rest *r,
     c->req = req;
     c->refs = 1;
     c->on_reply = on_reply;
-    c->next = r->calls;
-    if (r->calls != NULL) {
-        r->calls->prev = c;
-    }
-    r->calls = c;
+    LIST_INSERT_HEAD(&r->calls, c, link);
     return c;
 }
 
@@ -743,15 +725,15 @@ void qr_rest_init(struct qr_rest *r, struct qr_ops *ops, const char *token)
 {
     r->ops = ops;
     r->token = token;
-    r->calls = NULL;
+    LIST_INIT(&r->calls);
 }
 
 void qr_rest_abort(struct qr_rest *r)
 {
     struct rest_call *next;
 
-    for (struct rest_call *c = r->calls; c != NULL; c = next) {
-        next = c->next; /* answering may unlink c */
+    for (struct rest_call *c = LIST_FIRST(&r->calls); c != NULL; c = next) {
+        next = LIST_NEXT(c, link); /* answering may unlink c */
         if (c->req != NULL && !c->answered) {
             c->answered = true;
             c->req->http1_is_persistent = 0;

@@ -10,6 +10,7 @@
 #define QR_REST_H
 
 #include <stdbool.h>
+#include <sys/queue.h>
 
 struct st_h2o_req_t;
 struct qr_ops;
@@ -18,9 +19,9 @@ struct rest_call;
 /* Allocated by the caller (inside the HTTP server); its fields are private.
  */
 struct qr_rest {
-    struct qr_ops *ops;      /* borrowed; NULL: every /v2 route answers 503 */
-    const char *token;       /* borrowed: the API token */
-    struct rest_call *calls; /* requests waiting for an RPC answer */
+    struct qr_ops *ops; /* borrowed; NULL: every /v2 route answers 503 */
+    const char *token;  /* borrowed: the API token */
+    LIST_HEAD(, rest_call) calls; /* requests waiting for an RPC answer */
 };
 
 /* ops and token are borrowed and must outlive every request served. */

@@ -55,7 +55,6 @@ void qr_rest_dlq_list(struct qr_rest *r,
                       h2o_req_t *req,
                       const struct rest_match *m)
 {
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__DlqListRequest list = QRAFT__DLQ_LIST_REQUEST__INIT;
     Qraft__MessageFilter *f = h2o_mem_alloc_pool(&req->pool, sizeof(*f));
     const char *cursor = qr_rest_query_get(&req->pool, m->query, "cursor");
@@ -66,9 +65,7 @@ void qr_rest_dlq_list(struct qr_rest *r,
     }
     list.filter = f;
     list.cursor = cursor != NULL ? (char *)cursor : (char *)"";
-    rpc_req.body_case = QRAFT__REQUEST__BODY_DLQ_LIST;
-    rpc_req.dlq_list = &list;
-    qr_rest_run(r, req, &rpc_req,
+    QR_REST_RUN(r, req, DLQ_LIST, dlq_list, &list,
                 &(struct rest_answer){.want = QRAFT__RESPONSE__BODY_DLQ_LIST,
                                       .build = dlq_page_json});
 }
@@ -165,7 +162,6 @@ void qr_rest_dlq_bulk(struct qr_rest *r,
 {
     const char *id = m->capture.base;
     bool retry = m->op == REST_RETRY;
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__DlqDeleteRequest del = QRAFT__DLQ_DELETE_REQUEST__INIT;
     Qraft__DlqReplayRequest replay = QRAFT__DLQ_REPLAY_REQUEST__INIT;
     Qraft__MessageFilter *f = h2o_mem_alloc_pool(&req->pool, sizeof(*f));
@@ -196,9 +192,7 @@ void qr_rest_dlq_bulk(struct qr_rest *r,
         del.all = n == 0 && qr_filter_is_empty(f);
         del.cursor = (char *)cursor;
         del.limit = count;
-        rpc_req.body_case = QRAFT__REQUEST__BODY_DLQ_DELETE;
-        rpc_req.dlq_delete = &del;
-        qr_rest_run(r, req, &rpc_req,
+        QR_REST_RUN(r, req, DLQ_DELETE, dlq_delete, &del,
                     &(struct rest_answer){.on_reply = on_dlq_delete_reply,
                                           .single = id != NULL});
         return;
@@ -209,9 +203,7 @@ void qr_rest_dlq_bulk(struct qr_rest *r,
     replay.all = n == 0 && qr_filter_is_empty(f);
     replay.cursor = (char *)cursor;
     replay.limit = n == 0 ? count : 0;
-    rpc_req.body_case = QRAFT__REQUEST__BODY_DLQ_REPLAY;
-    rpc_req.dlq_replay = &replay;
-    qr_rest_run(r, req, &rpc_req,
+    QR_REST_RUN(r, req, DLQ_REPLAY, dlq_replay, &replay,
                 &(struct rest_answer){.on_reply = on_dlq_retry_reply,
                                       .single = id != NULL});
 }

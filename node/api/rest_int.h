@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
 #include <h2o.h>
 #include <jansson.h>
@@ -77,9 +78,8 @@ struct call_item {
 
 struct rest_call {
     struct qr_rest *rest;
-    h2o_req_t *req; /* NULL once h2o disposed the request */
-    struct rest_call *prev;
-    struct rest_call *next;
+    h2o_req_t *req;             /* NULL once h2o disposed the request */
+    LIST_ENTRY(rest_call) link; /* in rest->calls while req is alive */
     unsigned refs;
     bool answered;
     rest_reply_fn on_reply;
@@ -157,6 +157,17 @@ void qr_rest_run(struct qr_rest *r,
                  h2o_req_t *req,
                  Qraft__Request *rpc_req,
                  const struct rest_answer *a);
+/* qr_rest_run of a request whose body is ptr (borrowed): the member field
+ * of Qraft__Request's body, QRAFT__REQUEST__BODY_##CASE; the last argument
+ * is the answer (a struct rest_answer *, a compound literal's commas
+ * allowed). The REST face of ops' QR_OP_PROPOSE_OK. */
+#define QR_REST_RUN(r, req, CASE, field, ptr, ...)        \
+    do {                                                  \
+        Qraft__Request rpc_req_ = QRAFT__REQUEST__INIT;   \
+        rpc_req_.body_case = QRAFT__REQUEST__BODY_##CASE; \
+        rpc_req_.field = (ptr);                           \
+        qr_rest_run((r), (req), &rpc_req_, __VA_ARGS__);  \
+    } while (0)
 /* The request body as JSON (new), or NULL having answered 400. */
 json_t *qr_rest_load_body(h2o_req_t *req);
 /* {} for any reply: the answer of writes the SDK reads no body of. */

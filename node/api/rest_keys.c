@@ -13,13 +13,10 @@ static json_t *keys_json(struct rest_call *c, const Qraft__Response *resp)
 /* GET /v2/keys; POST /v2/keys/rotate and /v2/rotate (REST_ROTATE). */
 void qr_rest_keys(struct qr_rest *r, h2o_req_t *req, const struct rest_match *m)
 {
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__KeysRequest keys = QRAFT__KEYS_REQUEST__INIT;
 
     keys.rotate = m->op == REST_ROTATE;
-    rpc_req.body_case = QRAFT__REQUEST__BODY_KEYS;
-    rpc_req.keys = &keys;
-    qr_rest_run(r, req, &rpc_req,
+    QR_REST_RUN(r, req, KEYS, keys, &keys,
                 &(struct rest_answer){.want = QRAFT__RESPONSE__BODY_KEYS,
                                       .build = keys_json});
 }

@@ -181,23 +181,18 @@ void qr_rest_message(struct qr_rest *r,
                      h2o_req_t *req,
                      const struct rest_match *m)
 {
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__GetRequest get = QRAFT__GET_REQUEST__INIT;
     Qraft__CancelRequest cancel = QRAFT__CANCEL_REQUEST__INIT;
     char *id = qr_rest_capture(req, m);
 
     if (m->op == REST_DELETE) {
         cancel.message_id = id;
-        rpc_req.body_case = QRAFT__REQUEST__BODY_CANCEL;
-        rpc_req.cancel = &cancel;
-        qr_rest_run(r, req, &rpc_req,
+        QR_REST_RUN(r, req, CANCEL, cancel, &cancel,
                     &(struct rest_answer){.on_reply = on_cancel_reply});
         return;
     }
     get.message_id = id;
-    rpc_req.body_case = QRAFT__REQUEST__BODY_GET;
-    rpc_req.get = &get;
-    qr_rest_run(r, req, &rpc_req,
+    QR_REST_RUN(r, req, GET, get, &get,
                 &(struct rest_answer){.on_reply = on_get_reply,
                                       .single = m->op == REST_GET_DEAD});
 }
@@ -285,7 +280,6 @@ void qr_rest_cancel_many(struct qr_rest *r,
 {
     static const char *const extra[] = {"count", NULL};
     h2o_iovec_t query = m->query;
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__CancelManyRequest cm = QRAFT__CANCEL_MANY_REQUEST__INIT;
     Qraft__MessageFilter *f = h2o_mem_alloc_pool(&req->pool, sizeof(*f));
     char err[ERR_BYTES];
@@ -317,9 +311,7 @@ void qr_rest_cancel_many(struct qr_rest *r,
         return;
     }
     cm.filter = f;
-    rpc_req.body_case = QRAFT__REQUEST__BODY_CANCEL_MANY;
-    rpc_req.cancel_many = &cm;
-    qr_rest_run(r, req, &rpc_req,
+    QR_REST_RUN(r, req, CANCEL_MANY, cancel_many, &cm,
                 &(struct rest_answer){.on_reply = on_cancel_many_reply});
 }
 
@@ -406,7 +398,6 @@ void qr_rest_events(struct qr_rest *r,
                                         NULL};
     h2o_iovec_t query = m->query;
     bool logs = m->op == REST_LOGS;
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__EventsRequest ev = QRAFT__EVENTS_REQUEST__INIT;
     Qraft__MessageFilter *f = h2o_mem_alloc_pool(&req->pool, sizeof(*f));
     const char *cursor = qr_rest_query_get(&req->pool, query, "cursor");
@@ -454,9 +445,7 @@ void qr_rest_events(struct qr_rest *r,
     }
     ev.filter = f;
     ev.cursor = cursor != NULL ? (char *)cursor : (char *)"";
-    rpc_req.body_case = QRAFT__REQUEST__BODY_EVENTS;
-    rpc_req.events = &ev;
-    qr_rest_run(r, req, &rpc_req,
+    QR_REST_RUN(r, req, EVENTS, events, &ev,
                 &(struct rest_answer){.want = QRAFT__RESPONSE__BODY_EVENTS,
                                       .build = events_page_json,
                                       .single = logs});

@@ -464,7 +464,6 @@ static void handle_publish(struct qr_rest *r,
 {
     char err[ERR_BYTES];
     struct rest_pub p;
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
 
     if (!qr_rest_pub_start(&p, req, dest, query, qr_rest_query_count(query))) {
         return;
@@ -477,10 +476,8 @@ static void handle_publish(struct qr_rest *r,
         qr_rest_send_error(req, 400, err);
         return;
     }
-    rpc_req.body_case = QRAFT__REQUEST__BODY_PUBLISH;
-    rpc_req.publish = &p.pr;
-    qr_rest_run(
-        r, req, &rpc_req,
+    QR_REST_RUN(
+        r, req, PUBLISH, publish, &p.pr,
         &(struct rest_answer){
             .on_reply = on_publish_reply,
             .url = p.pr.topic_name[0] != '\0' ? p.pr.topic_name : p.pr.url});

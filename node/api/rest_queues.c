@@ -35,15 +35,11 @@ static void on_queue_write_reply(struct rest_call *c,
     qr_rest_on_json_reply(c, index, resp);
 }
 
-/* Runs a queue write (rpc_req borrowed), answered 200 {} or its error. */
-static void run_queue_write(struct qr_rest *r,
-                            h2o_req_t *req,
-                            Qraft__Request *rpc_req)
-{
-    qr_rest_run(r, req, rpc_req,
-                &(struct rest_answer){.on_reply = on_queue_write_reply,
-                                      .build = qr_rest_empty_json});
-}
+/* How a queue write is answered: 200 {} or its error. */
+static const struct rest_answer queue_write = {
+    .on_reply = on_queue_write_reply,
+    .build = qr_rest_empty_json,
+};
 
 /* One queue (GET /v2/queues/{name}), or all of them. */
 static json_t *queues_json(struct rest_call *c, const Qraft__Response *resp)
@@ -67,7 +63,6 @@ void qr_rest_queue_upsert(struct qr_rest *r,
                           h2o_req_t *req,
                           const struct rest_match *m)
 {
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__QueueUpsertRequest up = QRAFT__QUEUE_UPSERT_REQUEST__INIT;
     char err[ERR_BYTES];
     const char *key;
@@ -126,9 +121,7 @@ void qr_rest_queue_upsert(struct qr_rest *r,
         qr_rest_send_error(req, 400, err);
         return;
     }
-    rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_UPSERT;
-    rpc_req.queue_upsert = &up;
-    run_queue_write(r, req, &rpc_req);
+    QR_REST_RUN(r, req, QUEUE_UPSERT, queue_upsert, &up, &queue_write);
 }
 
 /* GET /v2/queues (all) and /v2/queues/{queue}; DELETE /v2/queues/{queue};
@@ -137,7 +130,7 @@ void qr_rest_queue(struct qr_rest *r,
                    h2o_req_t *req,
                    const struct rest_match *m)
 {
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
+    static const struct rest_answer read_answer = {.build = queues_json};
     Qraft__QueueListRequest list = QRAFT__QUEUE_LIST_REQUEST__INIT;
     Qraft__QueueGetRequest get = QRAFT__QUEUE_GET_REQUEST__INIT;
     Qraft__QueueDeleteRequest del = QRAFT__QUEUE_DELETE_REQUEST__INIT;
@@ -145,28 +138,17 @@ void qr_rest_queue(struct qr_rest *r,
     bool one = m->capture.base != NULL;
     char *name = one ? qr_rest_capture(req, m) : NULL;
 
-    if (m->op == REST_GET) {
-        if (one) {
-            get.name = name;
-            rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_GET;
-            rpc_req.queue_get = &get;
-        } else {
-            rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_LIST;
-            rpc_req.queue_list = &list;
-        }
-        qr_rest_run(r, req, &rpc_req,
-                    &(struct rest_answer){.build = queues_json});
-        return;
-    }
-    if (m->op == REST_DELETE) {
+    if (m->op == REST_GET && !one) {
+        QR_REST_RUN(r, req, QUEUE_LIST, queue_list, &list, &read_answer);
+    } else if (m->op == REST_GET) {
+        get.name = name;
+        QR_REST_RUN(r, req, QUEUE_GET, queue_get, &get, &read_answer);
+    } else if (m->op == REST_DELETE) {
         del.name = name;
-        rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_DELETE;
-        rpc_req.queue_delete = &del;
+        QR_REST_RUN(r, req, QUEUE_DELETE, queue_delete, &del, &queue_write);
     } else {
         pause.name = name;
         pause.paused = m->op == REST_PAUSE;
-        rpc_req.body_case = QRAFT__REQUEST__BODY_QUEUE_PAUSE;
-        rpc_req.queue_pause = &pause;
+        QR_REST_RUN(r, req, QUEUE_PAUSE, queue_pause, &pause, &queue_write);
     }
-    run_queue_write(r, req, &rpc_req);
 }

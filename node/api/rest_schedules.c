@@ -188,7 +188,6 @@ void qr_rest_schedule_create(struct qr_rest *r,
 {
     char err[ERR_BYTES];
     struct rest_pub p;
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__ScheduleUpsertRequest up = QRAFT__SCHEDULE_UPSERT_REQUEST__INIT;
 
     if (!qr_rest_pub_start(&p, req, m->capture, m->query, 0)) {
@@ -211,13 +210,15 @@ void qr_rest_schedule_create(struct qr_rest *r,
     }
     up.request = &p.pr;
     up.caller_ip = qr_rest_caller_ip(req);
-    rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_UPSERT;
-    rpc_req.schedule_upsert = &up;
-    qr_rest_run(
-        r, req, &rpc_req,
+    QR_REST_RUN(
+        r, req, SCHEDULE_UPSERT, schedule_upsert, &up,
         &(struct rest_answer){.want = QRAFT__RESPONSE__BODY_SCHEDULE_UPSERT,
                               .build = schedule_created_json});
 }
+
+/* How a schedule write (delete, pause, resume) is answered: 200 {} or its
+ * error. */
+static const struct rest_answer schedule_write = {.build = qr_rest_empty_json};
 
 /* GET /v2/schedules (all) and /v2/schedules/{id}; DELETE /v2/schedules/{id};
  * PATCH or POST /v2/schedules/{id}/pause and /resume. */
@@ -225,38 +226,28 @@ void qr_rest_schedule(struct qr_rest *r,
                       h2o_req_t *req,
                       const struct rest_match *m)
 {
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__ScheduleListRequest list = QRAFT__SCHEDULE_LIST_REQUEST__INIT;
     Qraft__ScheduleGetRequest get = QRAFT__SCHEDULE_GET_REQUEST__INIT;
     Qraft__ScheduleDeleteRequest del = QRAFT__SCHEDULE_DELETE_REQUEST__INIT;
     Qraft__SchedulePauseRequest pause = QRAFT__SCHEDULE_PAUSE_REQUEST__INIT;
     bool one = m->capture.base != NULL;
     char *id = one ? qr_rest_capture(req, m) : NULL;
+    const struct rest_answer read_answer = {.on_reply = on_schedules_reply,
+                                            .single = one};
 
-    if (m->op == REST_GET) {
-        if (one) {
-            get.schedule_id = id;
-            rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_GET;
-            rpc_req.schedule_get = &get;
-        } else {
-            rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_LIST;
-            rpc_req.schedule_list = &list;
-        }
-        qr_rest_run(r, req, &rpc_req,
-                    &(struct rest_answer){.on_reply = on_schedules_reply,
-                                          .single = one});
-        return;
-    }
-    if (m->op == REST_DELETE) {
+    if (m->op == REST_GET && !one) {
+        QR_REST_RUN(r, req, SCHEDULE_LIST, schedule_list, &list, &read_answer);
+    } else if (m->op == REST_GET) {
+        get.schedule_id = id;
+        QR_REST_RUN(r, req, SCHEDULE_GET, schedule_get, &get, &read_answer);
+    } else if (m->op == REST_DELETE) {
         del.schedule_id = id;
-        rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_DELETE;
-        rpc_req.schedule_delete = &del;
+        QR_REST_RUN(r, req, SCHEDULE_DELETE, schedule_delete, &del,
+                    &schedule_write);
     } else {
         pause.schedule_id = id;
         pause.paused = m->op == REST_PAUSE;
-        rpc_req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_PAUSE;
-        rpc_req.schedule_pause = &pause;
+        QR_REST_RUN(r, req, SCHEDULE_PAUSE, schedule_pause, &pause,
+                    &schedule_write);
     }
-    qr_rest_run(r, req, &rpc_req,
-                &(struct rest_answer){.build = qr_rest_empty_json});
 }

@@ -149,11 +149,7 @@ static void run_group_change(struct qr_rest *r,
                              h2o_req_t *req,
                              Qraft__GroupChangeRequest *change)
 {
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
-
-    rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_CHANGE;
-    rpc_req.group_change = change;
-    qr_rest_run(r, req, &rpc_req,
+    QR_REST_RUN(r, req, GROUP_CHANGE, group_change, change,
                 &(struct rest_answer){.on_reply = on_group_changed});
 }
 
@@ -162,16 +158,13 @@ void qr_rest_topic(struct qr_rest *r,
                    h2o_req_t *req,
                    const struct rest_match *m)
 {
-    Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
     Qraft__GroupListRequest list = QRAFT__GROUP_LIST_REQUEST__INIT;
     Qraft__GroupGetRequest get = QRAFT__GROUP_GET_REQUEST__INIT;
     Qraft__GroupChangeRequest change = QRAFT__GROUP_CHANGE_REQUEST__INIT;
 
     if (m->capture.base == NULL) {
-        rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_LIST;
-        rpc_req.group_list = &list;
-        qr_rest_run(
-            r, req, &rpc_req,
+        QR_REST_RUN(
+            r, req, GROUP_LIST, group_list, &list,
             &(struct rest_answer){.want = QRAFT__RESPONSE__BODY_GROUP_LIST,
                                   .build = groups_json});
         return;
@@ -186,9 +179,7 @@ void qr_rest_topic(struct qr_rest *r,
         return;
     }
     get.name = change.name;
-    rpc_req.body_case = QRAFT__REQUEST__BODY_GROUP_GET;
-    rpc_req.group_get = &get;
-    qr_rest_run(r, req, &rpc_req,
+    QR_REST_RUN(r, req, GROUP_GET, group_get, &get,
                 &(struct rest_answer){.want = QRAFT__RESPONSE__BODY_GROUP,
                                       .build = groups_json});
 }

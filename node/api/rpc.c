@@ -22,10 +22,10 @@
 struct qr_rpc_conn {
     uv_tcp_t tcp;
     struct qr_rpc *rpc;
-    struct qr_rpc_conn *prev, *next;
-    struct qr_framed in; /* what was read, cut into frames */
-    unsigned refs;       /* the handle itself + one per request in progress */
-    unsigned pending;    /* requests waiting for an answer */
+    LIST_ENTRY(qr_rpc_conn) link; /* in rpc->conns */
+    struct qr_framed in;          /* what was read, cut into frames */
+    unsigned refs;    /* the handle itself + one per request in progress */
+    unsigned pending; /* requests waiting for an answer */
     bool reading;
     bool closing;
     bool peer; /* has sent a request with the peer token: another node */
@@ -47,14 +47,7 @@ static void on_conn_close(uv_handle_t *h)
 {
     struct qr_rpc_conn *conn = h->data;
     struct qr_rpc *rpc = conn->rpc;
-    if (conn->prev != NULL) {
-        conn->prev->next = conn->next;
-    } else {
-        rpc->conns = conn->next;
-    }
-    if (conn->next != NULL) {
-        conn->next->prev = conn->prev;
-    }
+    LIST_REMOVE(conn, link);
     rpc->n_conns--;
     bool last = rpc->closing && rpc->n_conns == 0;
     conn_unref(conn);
@@ -302,11 +295,7 @@ static void on_connection(uv_stream_t *server, int status)
     qr_framed_init(&conn->in, rpc->config->max_frame_bytes);
     uv_tcp_init(rpc->loop, &conn->tcp);
     conn->tcp.data = conn;
-    conn->next = rpc->conns;
-    if (rpc->conns != NULL) {
-        rpc->conns->prev = conn;
-    }
-    rpc->conns = conn;
+    LIST_INSERT_HEAD(&rpc->conns, conn, link);
     rpc->n_conns++;
     if (uv_accept(server, (uv_stream_t *)&conn->tcp) != 0) {
         conn_close(conn);
@@ -376,7 +365,9 @@ void qr_rpc_close(struct qr_rpc *rpc, qr_rpc_close_cb cb)
     rpc->close_cb = cb;
     rpc->pending_closes = 1 + (rpc->n_conns > 0 ? 1 : 0);
     uv_close((uv_handle_t *)&rpc->listener, on_listener_close);
-    for (struct qr_rpc_conn *c = rpc->conns; c != NULL; c = c->next) {
+    struct qr_rpc_conn *c;
+    LIST_FOREACH(c, &rpc->conns, link)
+    {
         conn_close(c);
     }
 }

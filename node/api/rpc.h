@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <uv.h>
 
 #include "config.h"
@@ -38,7 +39,7 @@ struct qr_rpc {
     const char *peer_token;
     struct qr_ops *ops; /* borrowed: what each request is handed to */
     uv_tcp_t listener;
-    struct qr_rpc_conn *conns; /* live connections, a doubly linked list */
+    LIST_HEAD(, qr_rpc_conn) conns; /* live connections */
     size_t n_conns;
     bool closing;
     unsigned pending_closes;

@@ -33,28 +33,16 @@ static void relay_link(struct qr_ops *ops,
                        uint64_t leader)
 {
     call->relay_leader = leader;
-    call->relay_prev = NULL;
-    call->relay_next = ops->relays;
-    if (ops->relays != NULL) {
-        ops->relays->relay_prev = call;
-    }
-    ops->relays = call;
+    LIST_INSERT_HEAD(&ops->relays, call, relay_link);
     call->relay_linked = true;
 }
 
-static void relay_unlink(struct qr_ops *ops, struct qr_call *call)
+static void relay_unlink(struct qr_call *call)
 {
     if (!call->relay_linked) {
         return;
     }
-    if (call->relay_prev != NULL) {
-        call->relay_prev->relay_next = call->relay_next;
-    } else {
-        ops->relays = call->relay_next;
-    }
-    if (call->relay_next != NULL) {
-        call->relay_next->relay_prev = call->relay_prev;
-    }
+    LIST_REMOVE(call, relay_link);
     call->relay_linked = false;
 }
 
@@ -83,7 +71,7 @@ static void on_caught_up(void *data, int status)
         qr_call_free(call);
         return;
     }
-    relay_unlink(call->op->ops, call);
+    relay_unlink(call);
     Qraft__Response *resp = qraft__response__unpack(NULL, h->len, h->packed);
     if (status == QR_ETIMEOUT) {
         /* The write is applied on the leader; this node lags. The answer
@@ -152,14 +140,14 @@ static void on_forwarded(void *data, int status, const Qraft__Response *resp)
             hold_answer(call, resp)) {
             return; /* on_caught_up answers */
         }
-        relay_unlink(call->op->ops, call);
+        relay_unlink(call);
         Qraft__Response relay = *resp;
         relay.id = call->id;
         qr_op_reply(call->op, &relay);
         qr_call_free(call);
         return;
     }
-    relay_unlink(call->op->ops, call);
+    relay_unlink(call);
     if (status == QR_ECANCELED) {
         qr_op_error(call->op, call->id, QRAFT__STATUS__UNAVAILABLE,
                     "shutting down");
@@ -222,8 +210,9 @@ void qr_ops_relays_sweep(struct qr_ops *ops, uint64_t leader_id)
     bool connected = qr_peer_connected(&ops->shards->peer);
     struct qr_call *next;
     ops->relays_left = false;
-    for (struct qr_call *call = ops->relays; call != NULL; call = next) {
-        next = call->relay_next;
+    for (struct qr_call *call = LIST_FIRST(&ops->relays); call != NULL;
+         call = next) {
+        next = LIST_NEXT(call, relay_link);
         if (call->relay_leader == leader_id) {
             continue;
         }
@@ -231,7 +220,7 @@ void qr_ops_relays_sweep(struct qr_ops *ops, uint64_t leader_id)
             ops->relays_left = true; /* looked at again next iteration */
             continue;
         }
-        relay_unlink(ops, call);
+        relay_unlink(call);
         call->relay_done = true;
         if (call->held != NULL) {
             send_held(call->held);

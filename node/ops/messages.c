@@ -286,11 +286,9 @@ void qr_op_cancel_many(struct qr_op *op, const Qraft__Request *req)
 
 /* Reads: a list of deep copies taken from one read transaction. */
 struct msg_list {
-    Qraft__Message **items;
-    size_t n, cap;
+    struct qr_pb_list copies; /* of Qraft__Message; its rv: -ENOMEM */
     size_t bytes;
     bool full; /* stopped at the page's limit or LIST_MAX_PAGE_BYTES */
-    int rv;
     /* Filter on the reported state (see qr_op_reported_state), when set. */
     Qraft__MessageState want;
     uint64_t now_ms;
@@ -324,11 +322,6 @@ Qraft__MessageState qr_op_reported_state(const Qraft__Message *m,
                : m->state;
 }
 
-static Qraft__Message *copy_message(const Qraft__Message *m)
-{
-    return (Qraft__Message *)qr_ops_copy_pb(&m->base);
-}
-
 static int collect_message(void *arg, const Qraft__Message *m)
 {
     struct msg_list *l = arg;
@@ -341,37 +334,17 @@ static int collect_message(void *arg, const Qraft__Message *m)
         (l->filter != NULL && !qr_filter_match(l->filter, m))) {
         return 0;
     }
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 16;
-        Qraft__Message **items = realloc(l->items, cap * sizeof *items);
-        if (items == NULL) {
-            l->rv = -ENOMEM;
-            return 1;
-        }
-        l->items = items;
-        l->cap = cap;
-    }
-    Qraft__Message *copy = copy_message(m);
-    if (copy == NULL) {
-        l->rv = -ENOMEM;
+    if (qr_pb_list_add(&l->copies, &m->base) != 0) {
         return 1;
     }
+    Qraft__Message *copy = (Qraft__Message *)l->copies.items[l->copies.n - 1];
     copy->state = state;
-    l->items[l->n++] = copy;
     l->bytes += qraft__message__get_packed_size(copy);
-    if (l->bytes >= LIST_MAX_PAGE_BYTES || l->n == l->limit) {
+    if (l->bytes >= LIST_MAX_PAGE_BYTES || l->copies.n == l->limit) {
         l->full = true;
         return 1;
     }
     return 0;
-}
-
-static void msg_list_free(struct msg_list *l)
-{
-    for (size_t i = 0; i < l->n; i++) {
-        qraft__message__free_unpacked(l->items[i], NULL);
-    }
-    free(l->items);
 }
 
 static uint32_t clamp_limit(uint32_t limit)
@@ -427,38 +400,40 @@ void qr_op_list(struct qr_op *op, const Qraft__Request *req)
         }
         qr_store_txn_abort(txn);
     }
-    if (rv == 1 && (l.full || l.rv != 0)) {
-        rv = l.rv; /* the callback stopped the walk */
+    if (rv == 1 && (l.full || l.copies.rv != 0)) {
+        rv = l.copies.rv; /* the callback stopped the walk */
     }
-    if (rv == 0 && l.rv != 0) {
-        rv = l.rv;
+    if (rv == 0 && l.copies.rv != 0) {
+        rv = l.copies.rv;
     }
     if (rv != 0) {
         qr_op_store_error(op, req->id, rv);
-        msg_list_free(&l);
+        qr_pb_list_free(&l.copies);
         return;
     }
 
-    char *next = l.n > 0 && l.full ? l.items[l.n - 1]->id : "";
+    Qraft__Message **items = (Qraft__Message **)l.copies.items;
+    size_t n = l.copies.n;
+    char *next = n > 0 && l.full ? items[n - 1]->id : "";
     Qraft__Response resp = QRAFT__RESPONSE__INIT;
     Qraft__ListResponse list = QRAFT__LIST_RESPONSE__INIT;
     Qraft__DlqListResponse dlq_list = QRAFT__DLQ_LIST_RESPONSE__INIT;
     resp.id = req->id;
     if (dlq) {
-        dlq_list.n_messages = l.n;
-        dlq_list.messages = l.items;
+        dlq_list.n_messages = n;
+        dlq_list.messages = items;
         dlq_list.cursor = next;
         resp.body_case = QRAFT__RESPONSE__BODY_DLQ_LIST;
         resp.dlq_list = &dlq_list;
     } else {
-        list.n_messages = l.n;
-        list.messages = l.items;
+        list.n_messages = n;
+        list.messages = items;
         list.cursor = next;
         resp.body_case = QRAFT__RESPONSE__BODY_LIST;
         resp.list = &list;
     }
     qr_op_reply(op, &resp);
-    msg_list_free(&l);
+    qr_pb_list_free(&l.copies);
 }
 
 struct event_list {
@@ -524,11 +499,8 @@ void qr_op_get(struct qr_op *op, const Qraft__Request *req)
         }
         qr_store_txn_abort(txn);
     }
-    if (rv == QR_ENOTFOUND) {
-        qr_op_error(op, req->id, QRAFT__STATUS__NOT_FOUND,
-                    "message %.64s not found", id);
-    } else if (rv != 0) {
-        qr_op_store_error(op, req->id, rv);
+    if (rv != 0) {
+        qr_op_read_error(op, req->id, rv, "message", id);
     } else {
         Qraft__GetResponse gr = QRAFT__GET_RESPONSE__INIT;
         m->state = qr_op_reported_state(m, qr_cluster_now_ms(ops->cluster));

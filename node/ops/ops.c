@@ -296,6 +296,20 @@ void qr_op_store_error(struct qr_op *op, uint64_t id, int rv)
                 qr_strerror(rv));
 }
 
+void qr_op_read_error(struct qr_op *op,
+                      uint64_t id,
+                      int rv,
+                      const char *kind,
+                      const char *name)
+{
+    if (rv == QR_ENOTFOUND) {
+        qr_op_error(op, id, QRAFT__STATUS__NOT_FOUND, "%s %.64s not found",
+                    kind, name);
+        return;
+    }
+    qr_op_store_error(op, id, rv);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Record reads. */
 
@@ -454,7 +468,7 @@ static void on_leader_watch(uv_check_t *h)
     uint64_t leader_id = 0;
     qr_cluster_leader(ops->cluster, &leader_id, NULL);
     /* Relays are looked at when the leader changes (or some were left). */
-    if (ops->relays != NULL &&
+    if (!LIST_EMPTY(&ops->relays) &&
         (leader_id != ops->watch_leader || ops->relays_left)) {
         qr_ops_relays_sweep(ops, leader_id);
     }

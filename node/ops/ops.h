@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <uv.h>
 
 #include "config.h"
@@ -59,11 +60,11 @@ struct qr_ops {
     struct qr_held_read *reads_head, *reads_tail;
     size_t n_reads;
     struct qr_read_round *round;
-    uint64_t n_rounds;      /* read-index rounds started (status, benchmarks) */
-    struct qr_call *relays; /* forwarded writes not answered yet */
-    uint64_t watch_leader;  /* the leader at the last loop iteration */
-    bool relays_left;       /* the last sweep left some to the peer */
-    bool warned_old_leader; /* logged that the leader has no read index */
+    uint64_t n_rounds; /* read-index rounds started (status, benchmarks) */
+    LIST_HEAD(, qr_call) relays; /* forwarded writes not answered yet */
+    uint64_t watch_leader;       /* the leader at the last loop iteration */
+    bool relays_left;            /* the last sweep left some to the peer */
+    bool warned_old_leader;      /* logged that the leader has no read index */
     /* Each loop iteration: fails what waits on a leader that is gone. */
     uv_check_t leader_watch;
 };

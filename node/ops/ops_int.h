@@ -62,7 +62,7 @@ struct qr_call {
     char *fan_error;
     /* A write forwarded to relay_leader, in ops->relays until answered;
      * held: the leader's answer, waiting for this node to apply it. */
-    struct qr_call *relay_prev, *relay_next;
+    LIST_ENTRY(qr_call) relay_link;
     uint64_t relay_leader;
     bool relay_linked;
     bool relay_done; /* answered already (the leader went away) */
@@ -111,6 +111,14 @@ void qr_op_refused(struct qr_op *op, uint64_t id, int rv, const char *why);
 /* Answers request id with a store read failure. A corrupt record is
  * named (the store's errmsg says which and what to do), never served. */
 void qr_op_store_error(struct qr_op *op, uint64_t id, int rv);
+/* Answers request id with the failure rv of reading the record kind
+ * ("queue") named name: NOT_FOUND "<kind> <name> not found" for
+ * QR_ENOTFOUND, else as qr_op_store_error. */
+void qr_op_read_error(struct qr_op *op,
+                      uint64_t id,
+                      int rv,
+                      const char *kind,
+                      const char *name);
 
 /* Runs req (borrowed) through its operation, with no more checks (a held
  * read, once it may be served). */

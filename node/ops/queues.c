@@ -92,11 +92,8 @@ void qr_op_queue_read(struct qr_op *op, const Qraft__Request *req)
     Qraft__Response resp = QRAFT__RESPONSE__INIT;
     Qraft__QueueListResponse list = QRAFT__QUEUE_LIST_RESPONSE__INIT;
     resp.id = req->id;
-    if (rv == QR_ENOTFOUND) {
-        qr_op_error(op, req->id, QRAFT__STATUS__NOT_FOUND,
-                    "queue %.64s not found", name);
-    } else if (rv != 0) {
-        qr_op_store_error(op, req->id, rv);
+    if (rv != 0) {
+        qr_op_read_error(op, req->id, rv, "queue", name);
     } else if (one) {
         resp.body_case = QRAFT__RESPONSE__BODY_QUEUE;
         resp.queue = q;

@@ -227,11 +227,8 @@ void qr_op_schedule_read(struct qr_op *op, const Qraft__Request *req)
         qr_store_txn_abort(l.txn);
     }
     rv = qr_pb_list_status(&l.list, rv);
-    if (rv == QR_ENOTFOUND) {
-        qr_op_error(op, req->id, QRAFT__STATUS__NOT_FOUND,
-                    "schedule %.64s not found", id);
-    } else if (rv != 0) {
-        qr_op_store_error(op, req->id, rv);
+    if (rv != 0) {
+        qr_op_read_error(op, req->id, rv, "schedule", id);
     } else {
         Qraft__ScheduleListResponse sl = QRAFT__SCHEDULE_LIST_RESPONSE__INIT;
         sl.n_schedules = l.list.n;
