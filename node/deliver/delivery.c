@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "lib/clock.h"
+#include "lib/dlist.h"
 #include "lib/logger.h"
 
 #define HOST_BUCKETS_MIN 64u
@@ -215,63 +216,18 @@ static void host_free(struct qr_delivery *d, struct qr_delivery_host *h)
     free(h);
 }
 
-/* The intrusive doubly linked lists here (each host's queue, the runnable
- * hosts, the running transfers, curl's sockets) link their elements
- * through two fields the caller names. A list with a tail pointer appends
- * (first in, first out); one without pushes at the front. */
-#define DLIST_APPEND(head, tail, e, prev, next) \
-    do {                                        \
-        (e)->prev = (tail);                     \
-        (e)->next = NULL;                       \
-        if ((tail) != NULL) {                   \
-            (tail)->next = (e);                 \
-        } else {                                \
-            (head) = (e);                       \
-        }                                       \
-        (tail) = (e);                           \
-    } while (0)
-
-#define DLIST_PUSH(head, e, prev, next) \
-    do {                                \
-        (e)->prev = NULL;               \
-        (e)->next = (head);             \
-        if ((head) != NULL) {           \
-            (head)->prev = (e);         \
-        }                               \
-        (head) = (e);                   \
-    } while (0)
-
-#define DLIST_UNLINK(head, e, prev, next) \
-    do {                                  \
-        if ((e)->prev != NULL) {          \
-            (e)->prev->next = (e)->next;  \
-        } else {                          \
-            (head) = (e)->next;           \
-        }                                 \
-        if ((e)->next != NULL) {          \
-            (e)->next->prev = (e)->prev;  \
-        }                                 \
-        (e)->prev = (e)->next = NULL;     \
-    } while (0)
-
-#define DLIST_UNLINK_TAIL(head, tail, e, prev, next) \
-    do {                                             \
-        if ((e)->next == NULL) {                     \
-            (tail) = (e)->prev;                      \
-        }                                            \
-        DLIST_UNLINK(head, e, prev, next);           \
-    } while (0)
-
+/* The intrusive lists here (each host's queue, the runnable hosts, the
+ * running transfers, curl's sockets) are lib/dlist.h's. */
 static void runnable_remove(struct qr_delivery *d, struct qr_delivery_host *h)
 {
-    DLIST_UNLINK_TAIL(d->runnable_head, d->runnable_tail, h, run_prev,
-                      run_next);
+    QR_DLIST_UNLINK_TAIL(d->runnable_head, d->runnable_tail, h, run_prev,
+                         run_next);
     h->runnable = false;
 }
 
 static void runnable_append(struct qr_delivery *d, struct qr_delivery_host *h)
 {
-    DLIST_APPEND(d->runnable_head, d->runnable_tail, h, run_prev, run_next);
+    QR_DLIST_APPEND(d->runnable_head, d->runnable_tail, h, run_prev, run_next);
     h->runnable = true;
 }
 
@@ -293,25 +249,25 @@ static void host_update(struct qr_delivery *d, struct qr_delivery_host *h)
 static void queue_push(struct qr_delivery_host *h, struct qr_delivery_xfer *x)
 {
     x->state = XFER_QUEUED;
-    DLIST_APPEND(h->queue_head, h->queue_tail, x, prev, next);
+    QR_DLIST_APPEND(h->queue_head, h->queue_tail, x, prev, next);
     h->n_queued++;
 }
 
 static void queue_remove(struct qr_delivery_host *h, struct qr_delivery_xfer *x)
 {
-    DLIST_UNLINK_TAIL(h->queue_head, h->queue_tail, x, prev, next);
+    QR_DLIST_UNLINK_TAIL(h->queue_head, h->queue_tail, x, prev, next);
     h->n_queued--;
 }
 
 static void running_push(struct qr_delivery *d, struct qr_delivery_xfer *x)
 {
     x->state = XFER_RUNNING;
-    DLIST_PUSH(d->running, x, prev, next);
+    QR_DLIST_PUSH(d->running, x, prev, next);
 }
 
 static void running_remove(struct qr_delivery *d, struct qr_delivery_xfer *x)
 {
-    DLIST_UNLINK(d->running, x, prev, next);
+    QR_DLIST_UNLINK(d->running, x, prev, next);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -503,7 +459,7 @@ static void on_handle_close(uv_handle_t *handle)
 static void sock_close(struct qr_delivery_sock *s)
 {
     struct qr_delivery *d = s->d;
-    DLIST_UNLINK(d->socks, s, prev, next);
+    QR_DLIST_UNLINK(d->socks, s, prev, next);
     uv_close((uv_handle_t *)&s->poll, on_handle_close);
 }
 
@@ -553,7 +509,7 @@ static int on_curl_socket(CURL *easy,
         s->poll.data = d;
         s->d = d;
         s->fd = fd;
-        DLIST_PUSH(d->socks, s, prev, next);
+        QR_DLIST_PUSH(d->socks, s, prev, next);
         d->n_handles++;
         curl_multi_assign(d->multi, fd, s);
     }
