@@ -1,7 +1,7 @@
 /* The delivery engine: HTTP requests to destinations over libcurl's multi
  * interface, driven by the node's libuv loop (one uv_poll per socket, one
  * uv_timer for curl's timeouts). It owns no thread and never blocks the loop;
- * it is the only module that includes <curl/curl.h>.
+ * with delivery_xfer.c it is the only module that includes <curl/curl.h>.
  *
  * Invariants:
  * - A request accepted by qr_delivery_send (it returned 0) gets exactly one
