@@ -216,55 +216,46 @@ int qr_config_parse_duration_ms(const char *s, uint64_t *out)
     return 0;
 }
 
-static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+/* The power of two a byte count's suffix stands for: k, m, g, t (binary
+ * multiples, either case), 0 for none, -1 for anything else. */
+static int suffix_shift(char c)
 {
-    if (s == NULL || *s < '0' || *s > '9') {
-        return QR_EBADREQ;
-    }
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < min || v > max) {
-        return QR_EBADREQ;
-    }
-    *out = v;
-    return 0;
-}
-
-/* A byte count: digits, then optionally one of k, m, g, t (binary
- * multiples, either case); in min..max. */
-static int parse_bytes(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    if (s == NULL || *s < '0' || *s > '9') {
-        return QR_EBADREQ;
-    }
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    unsigned shift = 0;
-    switch (*end) {
+    switch (c) {
         case '\0':
-            break;
+            return 0;
         case 'k':
         case 'K':
-            shift = 10;
-            break;
+            return 10;
         case 'm':
         case 'M':
-            shift = 20;
-            break;
+            return 20;
         case 'g':
         case 'G':
-            shift = 30;
-            break;
+            return 30;
         case 't':
         case 'T':
-            shift = 40;
-            break;
+            return 40;
         default:
-            return QR_EBADREQ;
+            return -1;
     }
-    if (errno != 0 || (shift != 0 && end[1] != '\0') ||
+}
+
+/* Digits in min..max; with `suffixed`, optionally followed by one byte
+ * count suffix (see suffix_shift) that scales them. */
+static int parse_number(const char *s,
+                        bool suffixed,
+                        uint64_t min,
+                        uint64_t max,
+                        uint64_t *out)
+{
+    if (s == NULL || *s < '0' || *s > '9') {
+        return QR_EBADREQ;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    int shift = suffixed ? suffix_shift(*end) : (*end == '\0' ? 0 : -1);
+    if (errno != 0 || shift < 0 || (shift != 0 && end[1] != '\0') ||
         v > (UINT64_MAX >> shift)) {
         return QR_EBADREQ;
     }
@@ -274,6 +265,18 @@ static int parse_bytes(const char *s, uint64_t min, uint64_t max, uint64_t *out)
     }
     *out = v;
     return 0;
+}
+
+static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    return parse_number(s, false, min, max, out);
+}
+
+/* A byte count: digits, then optionally one of k, m, g, t (binary
+ * multiples, either case); in min..max. */
+static int parse_bytes(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    return parse_number(s, true, min, max, out);
 }
 
 /* "HOST:PORT" with a non-empty host and a port in 1..65535. */
@@ -459,6 +462,25 @@ static int copy_addr(char *dst, const char *flag, const char *v, char *errmsg)
     return 0;
 }
 
+/* An integer option in min..max; the message names flag, the range and its
+ * unit ("" or " ms"). */
+static int parse_range(const char *flag,
+                       const char *v,
+                       uint64_t min,
+                       uint64_t max,
+                       const char *unit,
+                       uint64_t *out,
+                       char *errmsg)
+{
+    if (parse_u64(v, min, max, out) != 0) {
+        snprintf(errmsg, QR_ERRMSG_BYTES, "%s: '%s' is not in %llu..%llu%s",
+                 flag, v, (unsigned long long)min, (unsigned long long)max,
+                 unit);
+        return QR_EBADREQ;
+    }
+    return 0;
+}
+
 static int apply_option(struct qr_config *c,
                         int opt,
                         const char *v,
@@ -514,10 +536,8 @@ static int apply_option(struct qr_config *c,
             return 0;
         }
         case OPT_MAX_BODY:
-            if (parse_u64(v, 1, MAX_BODY_BYTES_CEILING, &n) != 0) {
-                snprintf(errmsg, QR_ERRMSG_BYTES,
-                         "--max-body-bytes: '%s' is not in 1..%llu", v,
-                         MAX_BODY_BYTES_CEILING);
+            if (parse_range("--max-body-bytes", v, 1, MAX_BODY_BYTES_CEILING,
+                            "", &n, errmsg) != 0) {
                 return QR_EBADREQ;
             }
             c->limits.max_body_bytes = n;
@@ -533,17 +553,15 @@ static int apply_option(struct qr_config *c,
             c->limits.dedup_window_ms = n;
             return 0;
         case OPT_MAX_QUEUES:
-            if (parse_u64(v, 1, 100000, &n) != 0) {
-                snprintf(errmsg, QR_ERRMSG_BYTES,
-                         "--max-queues: '%s' is not in 1..100000", v);
+            if (parse_range("--max-queues", v, 1, 100000, "", &n, errmsg) !=
+                0) {
                 return QR_EBADREQ;
             }
             c->limits.max_queues = (uint32_t)n;
             return 0;
         case OPT_MAX_QUEUE_PARALLELISM:
-            if (parse_u64(v, 1, 10000, &n) != 0) {
-                snprintf(errmsg, QR_ERRMSG_BYTES,
-                         "--max-queue-parallelism: '%s' is not in 1..10000", v);
+            if (parse_range("--max-queue-parallelism", v, 1, 10000, "", &n,
+                            errmsg) != 0) {
                 return QR_EBADREQ;
             }
             c->limits.max_queue_parallelism = (uint32_t)n;
@@ -608,48 +626,38 @@ static int apply_option(struct qr_config *c,
             }
             return 0;
         case OPT_CONNECT_RETRY:
-            if (parse_u64(v, 1, 60000, &n) != 0) {
-                snprintf(errmsg, QR_ERRMSG_BYTES,
-                         "--connect-retry-ms: '%s' is not in 1..60000", v);
+            if (parse_range("--connect-retry-ms", v, 1, 60000, "", &n,
+                            errmsg) != 0) {
                 return QR_EBADREQ;
             }
             c->connect_retry_ms = (unsigned)n;
             return 0;
         case OPT_MAX_CONNECTIONS:
-            if (parse_u64(v, 1, 1000000, &n) != 0) {
-                snprintf(errmsg, QR_ERRMSG_BYTES,
-                         "--max-connections: '%s' is not in 1..1000000", v);
+            if (parse_range("--max-connections", v, 1, 1000000, "", &n,
+                            errmsg) != 0) {
                 return QR_EBADREQ;
             }
             c->max_connections = (uint32_t)n;
             return 0;
         case OPT_HTTP_REQUEST_TIMEOUT:
-            if (parse_u64(v, 100, 3600000, &n) != 0) {
-                snprintf(errmsg, QR_ERRMSG_BYTES,
-                         "--http-request-timeout-ms: '%s' is not in "
-                         "100..3600000",
-                         v);
+            if (parse_range("--http-request-timeout-ms", v, 100, 3600000, "",
+                            &n, errmsg) != 0) {
                 return QR_EBADREQ;
             }
             c->http_request_timeout_ms = (uint32_t)n;
             return 0;
         case OPT_MAX_FEATURE_LEVEL:
-            if (parse_u64(v, 1, QR_FEATURE_LEVEL, &n) != 0) {
-                snprintf(errmsg, QR_ERRMSG_BYTES,
-                         "--max-feature-level: '%s' is not in 1..%u", v,
-                         QR_FEATURE_LEVEL);
+            if (parse_range("--max-feature-level", v, 1, QR_FEATURE_LEVEL, "",
+                            &n, errmsg) != 0) {
                 return QR_EBADREQ;
             }
             c->max_feature_level = (unsigned)n;
             return 0;
         case OPT_ELECTION:
         case OPT_HEARTBEAT:
-            if (parse_u64(v, 1, 60000, &n) != 0) {
-                snprintf(errmsg, QR_ERRMSG_BYTES,
-                         "%s: '%s' is not in 1..60000 ms",
-                         opt == OPT_ELECTION ? "--election-timeout-ms"
-                                             : "--heartbeat-timeout-ms",
-                         v);
+            if (parse_range(opt == OPT_ELECTION ? "--election-timeout-ms"
+                                                : "--heartbeat-timeout-ms",
+                            v, 1, 60000, " ms", &n, errmsg) != 0) {
                 return QR_EBADREQ;
             }
             if (opt == OPT_ELECTION) {

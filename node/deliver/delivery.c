@@ -1,5 +1,8 @@
 /* The delivery engine: libcurl multi on the node's uv loop. See delivery.h
- * for the contract and the CURLcode table.
+ * for the contract and the CURLcode table. What one transfer is (the request
+ * copied into an easy handle, its options, its response capture) lives in
+ * delivery_xfer.c; this file owns tickets, hosts, queues, the multi handle
+ * and the loop.
  *
  * Shape of the state:
  * - Every accepted request is a `struct xfer`, named by a ticket: (slot
@@ -14,59 +17,21 @@
  *   single timeout is one uv_timer. User callbacks never run inside a curl
  *   callback: completions are collected after curl_multi_socket_action. */
 #include "deliver/delivery.h"
+#include "deliver/delivery_xfer.h"
 
 #include <assert.h>
-#include <ctype.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
-#include "lib/ascii.h"
 #include "lib/clock.h"
+#include "lib/dlist.h"
 #include "lib/logger.h"
 
 #define HOST_BUCKETS_MIN 64u
 #define TICKET_INDEX_MASK 0xffffffffull
-#define TCP_KEEPIDLE_S 60L
-#define TCP_KEEPINTVL_S 30L
-
-enum xfer_state { XFER_QUEUED, XFER_RUNNING };
-
-struct qr_delivery_xfer {
-    struct qr_delivery *d;
-    struct qr_delivery_host *host;
-    struct qr_delivery_xfer *prev, *next; /* d->running or host queue */
-    enum xfer_state state;
-    size_t slot;
-    qr_delivery_cb cb;
-    void *data;
-    /* the request, copied */
-    char *url;
-    char method[8];
-    struct curl_slist *headers;
-    uint8_t *body;
-    size_t body_len;
-    bool send_body;
-    uint64_t timeout_ms;
-    /* the transfer */
-    CURL *easy;
-    uint64_t queued_at_ms;
-    uint64_t started_at_ms;
-    char errbuf[CURL_ERROR_SIZE];
-    /* the response */
-    uint8_t *resp_body;
-    size_t resp_body_len, resp_body_cap;
-    uint64_t resp_body_total;
-    bool drained;  /* we stopped reading after the drain limit */
-    char *hdr_buf; /* "name\0value\0" pairs */
-    size_t hdr_len, hdr_cap;
-    size_t n_hdrs;
-    bool hdr_truncated;
-};
 
 struct qr_delivery_host {
     struct qr_delivery_host *hash_next;
@@ -116,81 +81,6 @@ static uint64_t fnv1a(const char *s)
         h *= 1099511628211ull;
     }
     return h;
-}
-
-const char *qr_delivery_transport_name(enum qr_delivery_transport t)
-{
-    switch (t) {
-        case QR_DELIVERY_OK:
-            return "ok";
-        case QR_DELIVERY_CONNECT:
-            return "connect";
-        case QR_DELIVERY_DNS:
-            return "dns";
-        case QR_DELIVERY_TLS:
-            return "tls";
-        case QR_DELIVERY_TIMEOUT:
-            return "timeout";
-        case QR_DELIVERY_PROTOCOL:
-            return "protocol";
-        case QR_DELIVERY_TOO_MANY_REDIRECTS:
-            return "too_many_redirects";
-        case QR_DELIVERY_CANCELLED:
-            return "cancelled";
-        case QR_DELIVERY_OTHER:
-            return "other";
-    }
-    return "other";
-}
-
-/* The table in delivery.h. `sent` (some of the request went out) tells a
- * timeout while connecting (the destination is unreachable) from a slow
- * answer. */
-static enum qr_delivery_transport map_code(CURLcode code, bool sent)
-{
-    switch (code) {
-        case CURLE_OK:
-            return QR_DELIVERY_OK;
-        case CURLE_COULDNT_CONNECT:
-            return QR_DELIVERY_CONNECT;
-        case CURLE_COULDNT_RESOLVE_HOST:
-        case CURLE_COULDNT_RESOLVE_PROXY:
-            return QR_DELIVERY_DNS;
-        case CURLE_OPERATION_TIMEDOUT:
-            return sent ? QR_DELIVERY_TIMEOUT : QR_DELIVERY_CONNECT;
-        case CURLE_SSL_CONNECT_ERROR:
-        case CURLE_SSL_ENGINE_NOTFOUND:
-        case CURLE_SSL_ENGINE_SETFAILED:
-        case CURLE_SSL_CERTPROBLEM:
-        case CURLE_SSL_CIPHER:
-        case CURLE_PEER_FAILED_VERIFICATION:
-        case CURLE_SSL_ENGINE_INITFAILED:
-        case CURLE_SSL_CACERT_BADFILE:
-        case CURLE_SSL_SHUTDOWN_FAILED:
-        case CURLE_SSL_CRL_BADFILE:
-        case CURLE_SSL_ISSUER_ERROR:
-        case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-        case CURLE_SSL_INVALIDCERTSTATUS:
-        case CURLE_SSL_CLIENTCERT:
-        case CURLE_USE_SSL_FAILED:
-            return QR_DELIVERY_TLS;
-        case CURLE_WEIRD_SERVER_REPLY:
-        case CURLE_GOT_NOTHING:
-        case CURLE_RECV_ERROR:
-        case CURLE_SEND_ERROR:
-        case CURLE_PARTIAL_FILE:
-        case CURLE_HTTP2:
-        case CURLE_HTTP2_STREAM:
-        case CURLE_HTTP3:
-        case CURLE_BAD_CONTENT_ENCODING:
-        case CURLE_UNSUPPORTED_PROTOCOL:
-        case CURLE_RANGE_ERROR:
-            return QR_DELIVERY_PROTOCOL;
-        case CURLE_TOO_MANY_REDIRECTS:
-            return QR_DELIVERY_TOO_MANY_REDIRECTS;
-        default:
-            return QR_DELIVERY_OTHER;
-    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -326,63 +216,18 @@ static void host_free(struct qr_delivery *d, struct qr_delivery_host *h)
     free(h);
 }
 
-/* The intrusive doubly linked lists here (each host's queue, the runnable
- * hosts, the running transfers, curl's sockets) link their elements
- * through two fields the caller names. A list with a tail pointer appends
- * (first in, first out); one without pushes at the front. */
-#define DLIST_APPEND(head, tail, e, prev, next) \
-    do {                                        \
-        (e)->prev = (tail);                     \
-        (e)->next = NULL;                       \
-        if ((tail) != NULL) {                   \
-            (tail)->next = (e);                 \
-        } else {                                \
-            (head) = (e);                       \
-        }                                       \
-        (tail) = (e);                           \
-    } while (0)
-
-#define DLIST_PUSH(head, e, prev, next) \
-    do {                                \
-        (e)->prev = NULL;               \
-        (e)->next = (head);             \
-        if ((head) != NULL) {           \
-            (head)->prev = (e);         \
-        }                               \
-        (head) = (e);                   \
-    } while (0)
-
-#define DLIST_UNLINK(head, e, prev, next) \
-    do {                                  \
-        if ((e)->prev != NULL) {          \
-            (e)->prev->next = (e)->next;  \
-        } else {                          \
-            (head) = (e)->next;           \
-        }                                 \
-        if ((e)->next != NULL) {          \
-            (e)->next->prev = (e)->prev;  \
-        }                                 \
-        (e)->prev = (e)->next = NULL;     \
-    } while (0)
-
-#define DLIST_UNLINK_TAIL(head, tail, e, prev, next) \
-    do {                                             \
-        if ((e)->next == NULL) {                     \
-            (tail) = (e)->prev;                      \
-        }                                            \
-        DLIST_UNLINK(head, e, prev, next);           \
-    } while (0)
-
+/* The intrusive lists here (each host's queue, the runnable hosts, the
+ * running transfers, curl's sockets) are lib/dlist.h's. */
 static void runnable_remove(struct qr_delivery *d, struct qr_delivery_host *h)
 {
-    DLIST_UNLINK_TAIL(d->runnable_head, d->runnable_tail, h, run_prev,
-                      run_next);
+    QR_DLIST_UNLINK_TAIL(d->runnable_head, d->runnable_tail, h, run_prev,
+                         run_next);
     h->runnable = false;
 }
 
 static void runnable_append(struct qr_delivery *d, struct qr_delivery_host *h)
 {
-    DLIST_APPEND(d->runnable_head, d->runnable_tail, h, run_prev, run_next);
+    QR_DLIST_APPEND(d->runnable_head, d->runnable_tail, h, run_prev, run_next);
     h->runnable = true;
 }
 
@@ -404,421 +249,29 @@ static void host_update(struct qr_delivery *d, struct qr_delivery_host *h)
 static void queue_push(struct qr_delivery_host *h, struct qr_delivery_xfer *x)
 {
     x->state = XFER_QUEUED;
-    DLIST_APPEND(h->queue_head, h->queue_tail, x, prev, next);
+    QR_DLIST_APPEND(h->queue_head, h->queue_tail, x, prev, next);
     h->n_queued++;
 }
 
 static void queue_remove(struct qr_delivery_host *h, struct qr_delivery_xfer *x)
 {
-    DLIST_UNLINK_TAIL(h->queue_head, h->queue_tail, x, prev, next);
+    QR_DLIST_UNLINK_TAIL(h->queue_head, h->queue_tail, x, prev, next);
     h->n_queued--;
 }
 
 static void running_push(struct qr_delivery *d, struct qr_delivery_xfer *x)
 {
     x->state = XFER_RUNNING;
-    DLIST_PUSH(d->running, x, prev, next);
+    QR_DLIST_PUSH(d->running, x, prev, next);
 }
 
 static void running_remove(struct qr_delivery *d, struct qr_delivery_xfer *x)
 {
-    DLIST_UNLINK(d->running, x, prev, next);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Validating and copying a request. */
-
-static const char *const METHODS[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
-
-static const char *canonical_method(const char *m)
-{
-    if (m == NULL) {
-        return NULL;
-    }
-    for (size_t i = 0; i < sizeof METHODS / sizeof METHODS[0]; i++) {
-        if (strcasecmp(m, METHODS[i]) == 0) {
-            return METHODS[i];
-        }
-    }
-    return NULL;
-}
-
-/* RFC 9110 token characters. */
-static bool is_tchar(unsigned char c)
-{
-    return isalnum(c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
-static bool valid_header(const struct qr_delivery_header *h)
-{
-    if (h->name == NULL || h->value == NULL || h->name[0] == '\0') {
-        return false;
-    }
-    for (const char *p = h->name; *p != '\0'; p++) {
-        if (!is_tchar((unsigned char)*p)) {
-            return false;
-        }
-    }
-    for (const char *p = h->value; *p != '\0'; p++) {
-        if (*p == '\r' || *p == '\n') {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* Headers the engine owns (framing, connection reuse). */
-static bool engine_header(const char *name)
-{
-    return strcasecmp(name, "Content-Length") == 0 ||
-           strcasecmp(name, "Transfer-Encoding") == 0 ||
-           strcasecmp(name, "Connection") == 0;
-}
-
-static bool has_header(const struct qr_delivery_request *req, const char *name)
-{
-    for (size_t i = 0; i < req->n_headers; i++) {
-        if (strcasecmp(req->headers[i].name, name) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
-static int slist_add(struct curl_slist **list, const char *line)
-{
-    struct curl_slist *l = curl_slist_append(*list, line);
-    if (l == NULL) {
-        return -ENOMEM;
-    }
-    *list = l;
-    return 0;
-}
-
-/* "Name: value", or "Name;" for an empty value (curl's spelling; "Name:"
- * would remove the header instead). */
-static int slist_add_header(struct curl_slist **list,
-                            const struct qr_delivery_header *h)
-{
-    size_t n = strlen(h->name) + strlen(h->value) + 3;
-    char *line = malloc(n);
-    if (line == NULL) {
-        return -ENOMEM;
-    }
-    if (h->value[0] == '\0') {
-        snprintf(line, n, "%s;", h->name);
-    } else {
-        snprintf(line, n, "%s: %s", h->name, h->value);
-    }
-    int rv = slist_add(list, line);
-    free(line);
-    return rv;
-}
-
-static int build_headers(const struct qr_delivery_request *req,
-                         struct curl_slist **out)
-{
-    struct curl_slist *list = NULL;
-    int rv = 0;
-    /* What curl would add unasked: an empty "Name:" removes it. */
-    if (!has_header(req, "Expect")) {
-        rv = slist_add(&list, "Expect:");
-    }
-    if (rv == 0 && !has_header(req, "Accept")) {
-        rv = slist_add(&list, "Accept:");
-    }
-    if (rv == 0 && !has_header(req, "Content-Type")) {
-        rv = slist_add(&list, "Content-Type:");
-    }
-    for (size_t i = 0; rv == 0 && i < req->n_headers; i++) {
-        if (!engine_header(req->headers[i].name)) {
-            rv = slist_add_header(&list, &req->headers[i]);
-        }
-    }
-    if (rv != 0) {
-        curl_slist_free_all(list);
-        return rv;
-    }
-    *out = list;
-    return 0;
-}
-
-static void lower(char *s)
-{
-    for (; *s != '\0'; s++) {
-        *s = (char)tolower((unsigned char)*s);
-    }
-}
-
-/* Checks that url is an absolute http(s) URL with a host and writes its
- * host key "scheme://host:port" (new; free with free) to *key. */
-static int parse_host_key(struct qr_delivery *d, const char *url, char **key)
-{
-    CURLU *u = curl_url();
-    char *scheme = NULL, *host = NULL, *port = NULL;
-    int rv = -ENOMEM;
-    if (u == NULL) {
-        goto err;
-    }
-    CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, CURLU_PATH_AS_IS);
-    if (uc == CURLUE_OUT_OF_MEMORY) {
-        goto err_after_url;
-    }
-    rv = QR_EBADREQ;
-    if (uc != CURLUE_OK) {
-        set_errmsg(d, "delivery: bad URL: %s", curl_url_strerror(uc));
-        goto err_after_url;
-    }
-    if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) !=
-            CURLUE_OK) {
-        set_errmsg(d, "delivery: bad URL: no scheme, host or port");
-        goto err_after_parts;
-    }
-    lower(scheme);
-    if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) {
-        set_errmsg(d, "delivery: bad URL: scheme %s is not http or https",
-                   scheme);
-        goto err_after_parts;
-    }
-    lower(host);
-    size_t n = strlen(scheme) + strlen(host) + strlen(port) + 5;
-    *key = malloc(n);
-    if (*key == NULL) {
-        rv = -ENOMEM;
-        goto err_after_parts;
-    }
-    snprintf(*key, n, "%s://%s:%s", scheme, host, port);
-    rv = 0;
-err_after_parts:
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-err_after_url:
-    curl_url_cleanup(u);
-err:
-    return rv;
-}
-
-static void xfer_free(struct qr_delivery_xfer *x)
-{
-    if (x->easy != NULL) {
-        curl_easy_cleanup(x->easy);
-    }
-    curl_slist_free_all(x->headers);
-    free(x->url);
-    free(x->body);
-    free(x->resp_body);
-    free(x->hdr_buf);
-    free(x);
-}
-
-/* Returns a new xfer holding a copy of req; NULL when out of memory. */
-static struct qr_delivery_xfer *xfer_new(const struct qr_delivery_request *req,
-                                         const char *method)
-{
-    struct qr_delivery_xfer *x = calloc(1, sizeof *x);
-    if (x == NULL) {
-        return NULL;
-    }
-    snprintf(x->method, sizeof x->method, "%s", method);
-    x->url = strdup(req->url);
-    if (x->url == NULL || build_headers(req, &x->headers) != 0) {
-        goto err;
-    }
-    if (req->body_len > 0) {
-        x->body = malloc(req->body_len);
-        if (x->body == NULL) {
-            goto err;
-        }
-        memcpy(x->body, req->body, req->body_len);
-    }
-    x->body_len = req->body_len;
-    /* GET and DELETE carry a body only when there is one; the others always
-     * say how long theirs is, even when it is 0. */
-    x->send_body = req->body_len > 0 || (strcmp(method, "GET") != 0 &&
-                                         strcmp(method, "DELETE") != 0);
-    x->timeout_ms = req->timeout_ms;
-    return x;
-err:
-    xfer_free(x);
-    return NULL;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Response capture (curl callbacks: no user code, no curl calls). */
-
-static size_t on_curl_body(char *ptr, size_t size, size_t nmemb, void *userp)
-{
-    struct qr_delivery_xfer *x = userp;
-    const struct qr_delivery_limits *lim = &x->d->limits;
-    size_t n = size * nmemb;
-    x->resp_body_total += n;
-    size_t room = lim->max_response_body_bytes - x->resp_body_len;
-    size_t take = n < room ? n : room;
-    if (take > 0) {
-        if (x->resp_body_len + take > x->resp_body_cap) {
-            size_t cap = x->resp_body_cap == 0 ? 1024 : x->resp_body_cap;
-            while (cap < x->resp_body_len + take) {
-                cap *= 2;
-            }
-            if (cap > lim->max_response_body_bytes) {
-                cap = lim->max_response_body_bytes;
-            }
-            uint8_t *b = realloc(x->resp_body, cap);
-            if (b == NULL) {
-                return 0; /* WRITE_ERROR -> OTHER */
-            }
-            x->resp_body = b;
-            x->resp_body_cap = cap;
-        }
-        memcpy(x->resp_body + x->resp_body_len, ptr, take);
-        x->resp_body_len += take;
-    }
-    uint64_t limit =
-        (uint64_t)lim->max_response_body_bytes + (uint64_t)lim->max_drain_bytes;
-    if (limit < (uint64_t)lim->max_drain_bytes) {
-        limit = UINT64_MAX; /* overflowed: no limit but the timeout */
-    }
-    if (x->resp_body_total > limit) {
-        x->drained = true;
-        return 0; /* stop reading: curl ends the transfer, WRITE_ERROR */
-    }
-    return n;
-}
-
-static void hdr_reset(struct qr_delivery_xfer *x)
-{
-    x->hdr_len = 0;
-    x->n_hdrs = 0;
-    x->hdr_truncated = false;
-}
-
-static void hdr_add(struct qr_delivery_xfer *x,
-                    const char *name,
-                    size_t name_len,
-                    const char *value,
-                    size_t value_len)
-{
-    size_t max = x->d->limits.max_response_header_bytes;
-    size_t need = name_len + value_len + 2;
-    if (x->hdr_len + need > max) {
-        x->hdr_truncated = true;
-        return;
-    }
-    if (x->hdr_len + need > x->hdr_cap) {
-        size_t cap = x->hdr_cap == 0 ? 512 : x->hdr_cap;
-        while (cap < x->hdr_len + need) {
-            cap *= 2;
-        }
-        if (cap > max) {
-            cap = max;
-        }
-        char *b = realloc(x->hdr_buf, cap);
-        if (b == NULL) {
-            x->hdr_truncated = true;
-            return;
-        }
-        x->hdr_buf = b;
-        x->hdr_cap = cap;
-    }
-    char *p = x->hdr_buf + x->hdr_len;
-    memcpy(p, name, name_len);
-    p[name_len] = '\0';
-    memcpy(p + name_len + 1, value, value_len);
-    p[name_len + 1 + value_len] = '\0';
-    x->hdr_len += need;
-    x->n_hdrs++;
-}
-
-/* One header line at a time, CRLF included. A status line starts a new
- * response (after a 1xx, or a followed redirect): only the last is kept. */
-static size_t on_curl_header(char *line, size_t size, size_t nmemb, void *userp)
-{
-    struct qr_delivery_xfer *x = userp;
-    size_t n = size * nmemb;
-    if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
-        hdr_reset(x);
-        return n;
-    }
-    if (n == 0 || line[0] == ' ' || line[0] == '\t') {
-        return n; /* obsolete line folding: ignored */
-    }
-    const char *colon = memchr(line, ':', n);
-    if (colon == NULL || colon == line) {
-        return n; /* the blank line that ends the section, or junk */
-    }
-    const char *v = colon + 1;
-    size_t v_len = (size_t)(line + n - v);
-    qr_ascii_trim(&v, &v_len);
-    hdr_add(x, line, (size_t)(colon - line), v, v_len);
-    return n;
+    QR_DLIST_UNLINK(d->running, x, prev, next);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Starting and finishing transfers. */
-
-/* Returns from the enclosing function (which returns CURLcode or
- * CURLMcode) with the code of a curl call that failed: CURLE_OK and
- * CURLM_OK are both 0. */
-#define CURL_TRY(call)         \
-    do {                       \
-        int rc_ = (int)(call); \
-        if (rc_ != 0) {        \
-            return rc_;        \
-        }                      \
-    } while (0)
-#define SETOPT(e, opt, val) CURL_TRY(curl_easy_setopt(e, opt, val))
-#define MULTI_SETOPT(m, opt, val) CURL_TRY(curl_multi_setopt(m, opt, val))
-
-static CURLcode configure(struct qr_delivery *d,
-                          struct qr_delivery_xfer *x,
-                          CURL *e)
-{
-    const struct qr_delivery_limits *lim = &d->limits;
-    uint64_t timeout_ms =
-        x->timeout_ms != 0 ? x->timeout_ms : lim->default_timeout_ms;
-    SETOPT(e, CURLOPT_PRIVATE, x);
-    SETOPT(e, CURLOPT_ERRORBUFFER, x->errbuf);
-    SETOPT(e, CURLOPT_NOSIGNAL, 1L);
-    SETOPT(e, CURLOPT_URL, x->url);
-    SETOPT(e, CURLOPT_PATH_AS_IS, 1L);
-    /* Straight to the destination: http_proxy and friends are not read. */
-    SETOPT(e, CURLOPT_PROXY, "");
-#if LIBCURL_VERSION_NUM >= 0x075500
-    SETOPT(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    SETOPT(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-#else
-    SETOPT(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-    SETOPT(e, CURLOPT_REDIR_PROTOCOLS,
-           (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-#if LIBCURL_VERSION_NUM >= 0x075700
-    /* Cancelling during a threaded DNS lookup must not wait for it. */
-    SETOPT(e, CURLOPT_QUICK_EXIT, 1L);
-#endif
-    SETOPT(e, CURLOPT_CUSTOMREQUEST, x->method);
-    if (x->send_body) {
-        SETOPT(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
-        SETOPT(e, CURLOPT_POSTFIELDS, x->body != NULL ? (char *)x->body : "");
-    }
-    SETOPT(e, CURLOPT_HTTPHEADER, x->headers);
-    SETOPT(e, CURLOPT_FOLLOWLOCATION, lim->max_redirects > 0 ? 1L : 0L);
-    SETOPT(e, CURLOPT_MAXREDIRS, (long)lim->max_redirects);
-    SETOPT(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-    SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, (long)lim->connect_timeout_ms);
-    SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    SETOPT(e, CURLOPT_TCP_KEEPIDLE, TCP_KEEPIDLE_S);
-    SETOPT(e, CURLOPT_TCP_KEEPINTVL, TCP_KEEPINTVL_S);
-    /* The body is kept as the destination sent it. */
-    SETOPT(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
-    SETOPT(e, CURLOPT_WRITEFUNCTION, on_curl_body);
-    SETOPT(e, CURLOPT_WRITEDATA, x);
-    SETOPT(e, CURLOPT_HEADERFUNCTION, on_curl_header);
-    SETOPT(e, CURLOPT_HEADERDATA, x);
-    return CURLE_OK;
-}
 
 /* Hands x to curl. On failure x is untouched (still unlinked). */
 static int xfer_start(struct qr_delivery *d, struct qr_delivery_xfer *x)
@@ -831,7 +284,7 @@ static int xfer_start(struct qr_delivery *d, struct qr_delivery_xfer *x)
         set_errmsg(d, "delivery: curl_easy_init failed");
         return -ENOMEM;
     }
-    CURLcode rc = configure(d, x, e);
+    CURLcode rc = qr_delivery_xfer_configure(d, x, e);
     if (rc != CURLE_OK) {
         set_errmsg(d, "delivery: setopt: %s", curl_easy_strerror(rc));
         curl_easy_cleanup(e);
@@ -913,7 +366,7 @@ static void xfer_finish(struct qr_delivery *d,
     }
     x->cb(x->data, &resp);
     free(hdrs);
-    xfer_free(x);
+    qr_delivery_xfer_free(x);
 }
 
 static bool gate_open(struct qr_delivery *d)
@@ -953,7 +406,8 @@ static void xfer_done(struct qr_delivery *d,
     curl_multi_remove_handle(d->multi, x->easy);
     long request_bytes = 0;
     curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &request_bytes);
-    enum qr_delivery_transport t = map_code(code, request_bytes > 0);
+    enum qr_delivery_transport t =
+        qr_delivery_xfer_transport(code, request_bytes > 0);
     const char *error = "";
     if (code == CURLE_WRITE_ERROR && x->drained) {
         t = QR_DELIVERY_OK;
@@ -1005,7 +459,7 @@ static void on_handle_close(uv_handle_t *handle)
 static void sock_close(struct qr_delivery_sock *s)
 {
     struct qr_delivery *d = s->d;
-    DLIST_UNLINK(d->socks, s, prev, next);
+    QR_DLIST_UNLINK(d->socks, s, prev, next);
     uv_close((uv_handle_t *)&s->poll, on_handle_close);
 }
 
@@ -1055,7 +509,7 @@ static int on_curl_socket(CURL *easy,
         s->poll.data = d;
         s->d = d;
         s->fd = fd;
-        DLIST_PUSH(d->socks, s, prev, next);
+        QR_DLIST_PUSH(d->socks, s, prev, next);
         d->n_handles++;
         curl_multi_assign(d->multi, fd, s);
     }
@@ -1146,6 +600,8 @@ static int check_limits(const struct qr_delivery_limits *l, char *errmsg)
 
 /* The multi handle's callbacks (sockets and timer on the loop) and its
  * connection caps; stops at the first failure. */
+#define MULTI_SETOPT(m, opt, val) QR_CURL_TRY(curl_multi_setopt(m, opt, val))
+
 static CURLMcode configure_multi(struct qr_delivery *d)
 {
     CURLM *m = d->multi;
@@ -1163,8 +619,6 @@ static CURLMcode configure_multi(struct qr_delivery *d)
 }
 
 #undef MULTI_SETOPT
-#undef SETOPT
-#undef CURL_TRY
 
 int qr_delivery_init(struct qr_delivery *d,
                      uv_loop_t *loop,
@@ -1246,35 +700,14 @@ int qr_delivery_send(struct qr_delivery *d,
         set_errmsg(d, "delivery: closing");
         return QR_ECANCELED;
     }
-    const char *method = canonical_method(req->method);
-    if (method == NULL) {
-        set_errmsg(d, "delivery: unsupported method %s",
-                   req->method != NULL ? req->method : "(none)");
-        return QR_EBADREQ;
-    }
-    if (req->url == NULL) {
-        set_errmsg(d, "delivery: no URL");
-        return QR_EBADREQ;
-    }
-    if (req->body_len > 0 && req->body == NULL) {
-        set_errmsg(d, "delivery: body_len without body");
-        return QR_EBADREQ;
-    }
-    for (size_t i = 0; i < req->n_headers; i++) {
-        if (!valid_header(&req->headers[i])) {
-            set_errmsg(
-                d, "delivery: bad header %zu (%s)", i,
-                req->headers[i].name != NULL ? req->headers[i].name : "(none)");
-            return QR_EBADREQ;
-        }
-    }
+    const char *method = NULL;
     char *key = NULL;
-    int rv = parse_host_key(d, req->url, &key);
+    int rv = qr_delivery_xfer_check(req, &method, &key, d->errmsg);
     if (rv != 0) {
         goto err;
     }
     rv = -ENOMEM;
-    struct qr_delivery_xfer *x = xfer_new(req, method);
+    struct qr_delivery_xfer *x = qr_delivery_xfer_new(req, method);
     if (x == NULL) {
         goto err_after_key;
     }
@@ -1318,7 +751,7 @@ err_after_host:
         host_free(d, h);
     }
 err_after_xfer:
-    xfer_free(x);
+    qr_delivery_xfer_free(x);
 err_after_key:
     free(key);
 err:

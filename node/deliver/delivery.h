@@ -1,7 +1,7 @@
 /* The delivery engine: HTTP requests to destinations over libcurl's multi
  * interface, driven by the node's libuv loop (one uv_poll per socket, one
  * uv_timer for curl's timeouts). It owns no thread and never blocks the loop;
- * it is the only module that includes <curl/curl.h>.
+ * with delivery_xfer.c it is the only module that includes <curl/curl.h>.
  *
  * Invariants:
  * - A request accepted by qr_delivery_send (it returned 0) gets exactly one
@@ -141,13 +141,14 @@ typedef void (*qr_delivery_cb)(void *data,
 struct qr_delivery;
 typedef void (*qr_delivery_close_cb)(struct qr_delivery *d);
 
-/* Internal types of delivery.c. */
+/* Internal types of delivery.c and delivery_xfer.c. */
 struct qr_delivery_host;
 struct qr_delivery_sock;
 struct qr_delivery_slot;
 struct qr_delivery_xfer;
 
-/* Caller-allocated; the fields are private to delivery.c. */
+/* Caller-allocated; the fields are private to delivery.c (and
+ * delivery_xfer.c). */
 struct qr_delivery {
     uv_loop_t *loop; /* borrowed */
     struct qr_delivery_limits limits;

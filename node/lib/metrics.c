@@ -65,6 +65,21 @@ static void one(struct text *t,
     add(t, "%s %" PRIu64 "\n", name, value);
 }
 
+/* One metric with no labels, for the tables in qr_metrics_render. */
+struct metric {
+    const char *name;
+    const char *type;
+    const char *help;
+    uint64_t value;
+};
+
+static void all(struct text *t, const struct metric *ms, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        one(t, ms[i].name, ms[i].type, ms[i].help, ms[i].value);
+    }
+}
+
 /* Indexed by MessageState (proto/qraft.proto). */
 static const char *const state_names[QR_METRICS_N_STATES] = {
     "unspecified", "pending",       "delivering", "retrying",
@@ -113,55 +128,63 @@ char *qr_metrics_render(const struct qr_metrics *m,
         }
     }
     if (g->have_space) {
-        one(&t, "qraft_store_used_bytes", "gauge",
-            "Bytes of live state in this node's store (its file's high-water "
-            "mark minus reusable free pages).",
-            g->store_used_bytes);
-        one(&t, "qraft_store_limit_bytes", "gauge",
-            "Estimated qraft_store_used_bytes at which writes that add data "
-            "are refused (HTTP 507): from the disk's free space, the reserve, "
-            "--store-max-bytes and the map; a WARN is logged at 80%.",
-            g->store_limit_bytes);
-        one(&t, "qraft_store_file_bytes", "gauge",
-            "Size of the store's data file (it never shrinks; freed pages are "
-            "reused).",
-            g->store_file_bytes);
-        one(&t, "qraft_store_map_bytes", "gauge",
-            "Size of the store's LMDB map (address space; grown at run "
-            "time).",
-            g->store_map_bytes);
-        one(&t, "qraft_disk_size_bytes", "gauge",
-            "Size of the filesystem holding the data dir.", g->disk_size_bytes);
-        one(&t, "qraft_disk_free_bytes", "gauge",
-            "Free bytes on the filesystem holding the data dir.",
-            g->disk_free_bytes);
-        one(&t, "qraft_disk_reserve_bytes", "gauge",
-            "Free bytes the node keeps on that filesystem "
-            "(--min-free-bytes): writes that add data are refused below it.",
-            g->disk_reserve_bytes);
-        one(&t, "qraft_writes_refused_total", "counter",
-            "Writes this node refused for want of space (HTTP 507, "
-            "INSUFFICIENT_STORAGE), since the process started.",
-            g->writes_refused);
+        const struct metric space[] = {
+            {"qraft_store_used_bytes", "gauge",
+             "Bytes of live state in this node's store (its file's high-water "
+             "mark minus reusable free pages).",
+             g->store_used_bytes},
+            {"qraft_store_limit_bytes", "gauge",
+             "Estimated qraft_store_used_bytes at which writes that add data "
+             "are refused (HTTP 507): from the disk's free space, the reserve, "
+             "--store-max-bytes and the map; a WARN is logged at 80%.",
+             g->store_limit_bytes},
+            {"qraft_store_file_bytes", "gauge",
+             "Size of the store's data file (it never shrinks; freed pages are "
+             "reused).",
+             g->store_file_bytes},
+            {"qraft_store_map_bytes", "gauge",
+             "Size of the store's LMDB map (address space; grown at run "
+             "time).",
+             g->store_map_bytes},
+            {"qraft_disk_size_bytes", "gauge",
+             "Size of the filesystem holding the data dir.",
+             g->disk_size_bytes},
+            {"qraft_disk_free_bytes", "gauge",
+             "Free bytes on the filesystem holding the data dir.",
+             g->disk_free_bytes},
+            {"qraft_disk_reserve_bytes", "gauge",
+             "Free bytes the node keeps on that filesystem "
+             "(--min-free-bytes): writes that add data are refused below it.",
+             g->disk_reserve_bytes},
+            {"qraft_writes_refused_total", "counter",
+             "Writes this node refused for want of space (HTTP 507, "
+             "INSUFFICIENT_STORAGE), since the process started.",
+             g->writes_refused},
+        };
+        all(&t, space, sizeof space / sizeof space[0]);
     }
-    one(&t, "qraft_store_corrupt_records_total", "counter",
-        "Reads that met a stored record failing its checksum, since the "
-        "process started; above 0 the node is stopping: rebuild it from "
-        "its peers (docs/operations.md).",
-        g->store_corrupt_records);
-    one(&t, "qraft_retention_pressure", "gauge",
-        "1 while this node, the leader, shortens the retention of finished "
-        "messages and events for want of space (a store at 80% of its "
-        "limit, or a node short of space); 0 otherwise.",
-        g->retention_pressure ? 1 : 0);
-    one(&t, "qraft_raft_term", "gauge", "Current raft term.", g->term);
-    one(&t, "qraft_raft_commit_index", "gauge",
-        "Highest raft index known committed.", g->commit_index);
-    one(&t, "qraft_raft_applied_index", "gauge",
-        "Highest raft index applied to this node's store.", g->applied_index);
-    one(&t, "qraft_leader", "gauge", "1 when this node is the raft leader.",
-        g->leader ? 1 : 0);
-    one(&t, "qraft_shards_owned", "gauge",
-        "Shards of the retry schedule assigned to this node.", g->shards_owned);
+    const struct metric node[] = {
+        {"qraft_store_corrupt_records_total", "counter",
+         "Reads that met a stored record failing its checksum, since the "
+         "process started; above 0 the node is stopping: rebuild it from "
+         "its peers (docs/operations.md).",
+         g->store_corrupt_records},
+        {"qraft_retention_pressure", "gauge",
+         "1 while this node, the leader, shortens the retention of finished "
+         "messages and events for want of space (a store at 80% of its "
+         "limit, or a node short of space); 0 otherwise.",
+         g->retention_pressure ? 1 : 0},
+        {"qraft_raft_term", "gauge", "Current raft term.", g->term},
+        {"qraft_raft_commit_index", "gauge",
+         "Highest raft index known committed.", g->commit_index},
+        {"qraft_raft_applied_index", "gauge",
+         "Highest raft index applied to this node's store.", g->applied_index},
+        {"qraft_leader", "gauge", "1 when this node is the raft leader.",
+         g->leader ? 1 : 0},
+        {"qraft_shards_owned", "gauge",
+         "Shards of the retry schedule assigned to this node.",
+         g->shards_owned},
+    };
+    all(&t, node, sizeof node / sizeof node[0]);
     return t.buf;
 }

@@ -14,6 +14,7 @@
 
 #include "frame.h"
 #include "lib/addr.h"
+#include "lib/dlist.h"
 #include "lib/err.h"
 #include "lib/framed.h"
 #include "lib/logger.h"
@@ -59,47 +60,22 @@ static void on_kick(uv_idle_t *idle);
 
 static void list_push(struct qr_peer_list *l, struct qr_peer_call *c)
 {
-    c->next = NULL;
-    c->prev = l->tail;
-    if (l->tail != NULL) {
-        l->tail->next = c;
-    } else {
-        l->head = c;
-    }
-    l->tail = c;
+    QR_DLIST_APPEND(l->head, l->tail, c, prev, next);
     l->n++;
 }
 
 static void list_remove(struct qr_peer_list *l, struct qr_peer_call *c)
 {
-    if (c->prev != NULL) {
-        c->prev->next = c->next;
-    } else {
-        l->head = c->next;
-    }
-    if (c->next != NULL) {
-        c->next->prev = c->prev;
-    } else {
-        l->tail = c->prev;
-    }
-    c->prev = c->next = NULL;
+    QR_DLIST_UNLINK_TAIL(l->head, l->tail, c, prev, next);
     l->n--;
 }
 
 static struct qr_peer_call *list_pop(struct qr_peer_list *l)
 {
     struct qr_peer_call *c = l->head;
-    if (c == NULL) {
-        return NULL;
+    if (c != NULL) {
+        list_remove(l, c);
     }
-    l->head = c->next;
-    if (l->head != NULL) {
-        l->head->prev = NULL;
-    } else {
-        l->tail = NULL;
-    }
-    c->next = NULL;
-    l->n--;
     return c;
 }
 
