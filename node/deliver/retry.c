@@ -781,9 +781,9 @@ uint64_t qr_retry_ms_from_double(double ms)
     return (uint64_t)(ms + 0.5);
 }
 
-uint64_t qr_retry_expr_delay_ms(const struct qr_retry_expr *e, uint32_t retried)
+uint64_t qr_retry_expr_delay_ms(const struct qr_expr *e, uint32_t retried)
 {
-    return qr_retry_ms_from_double(qr_retry_expr_eval(e, (double)retried));
+    return qr_retry_ms_from_double(qr_expr_eval(e, (double)retried));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -846,10 +846,9 @@ uint64_t qr_retry_next_delay_ms(const struct qr_retry_backoff *b,
         have = true;
     }
     if (!have && b->expr != NULL && b->expr[0] != '\0') {
-        struct qr_retry_expr e;
+        struct qr_expr e;
         char errmsg[QR_ERRMSG_BYTES];
-        if (qr_retry_expr_compile(&e, b->expr, STORED_EXPR_MAX_BYTES, errmsg) ==
-            0) {
+        if (qr_expr_compile(&e, b->expr, STORED_EXPR_MAX_BYTES, errmsg) == 0) {
             ms = qr_retry_expr_delay_ms(&e, b->retried);
             used = QR_RETRY_RULE_EXPRESSION;
             have = true;

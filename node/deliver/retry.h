@@ -194,9 +194,8 @@ void qr_retry_note_header(struct qr_retry_response *r,
  * QR_RETRY_DAY_MS. */
 uint64_t qr_retry_ms_from_double(double ms);
 
-/* qr_retry_ms_from_double(qr_retry_expr_eval(e, retried)). */
-uint64_t qr_retry_expr_delay_ms(const struct qr_retry_expr *e,
-                                uint32_t retried);
+/* qr_retry_ms_from_double(qr_expr_eval(e, retried)). */
+uint64_t qr_retry_expr_delay_ms(const struct qr_expr *e, uint32_t retried);
 
 /* ---------------------------------------------------------------------------
  * 5. The next delay

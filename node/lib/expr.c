@@ -1,5 +1,5 @@
 /* The retry-delay expression: tokenizer, recursive-descent compiler into a
- * postfix program of at most QR_RETRY_EXPR_MAX_NODES operations, and the
+ * postfix program of at most QR_EXPR_MAX_NODES operations, and the
  * evaluator, a straight loop over that program. Pure; see lib/expr.h. */
 #include "lib/expr.h"
 
@@ -72,7 +72,7 @@ struct parser {
     size_t pos; /* scan position, after tok */
     struct token tok;
     unsigned depth;
-    struct qr_retry_expr *e;
+    struct qr_expr *e;
     char *errmsg;
 };
 
@@ -250,12 +250,12 @@ static int expected(struct parser *p, const char *what)
 
 static int emit(struct parser *p, enum op op, double value, size_t pos)
 {
-    struct qr_retry_expr *e = p->e;
-    if (e->n_insns >= QR_RETRY_EXPR_MAX_NODES) {
+    struct qr_expr *e = p->e;
+    if (e->n_insns >= QR_EXPR_MAX_NODES) {
         return fail(p,
                     "expression too complex (more than %d operations) "
                     "at %zu",
-                    QR_RETRY_EXPR_MAX_NODES, pos + 1);
+                    QR_EXPR_MAX_NODES, pos + 1);
     }
     e->insns[e->n_insns].op = (uint8_t)op;
     e->insns[e->n_insns].value = value;
@@ -267,9 +267,9 @@ static int emit(struct parser *p, enum op op, double value, size_t pos)
  * past it; the caller leaves it (p->depth--) once the level is parsed. */
 static int enter(struct parser *p)
 {
-    if (p->depth >= QR_RETRY_EXPR_MAX_DEPTH) {
+    if (p->depth >= QR_EXPR_MAX_DEPTH) {
         return fail(p, "expression nested too deeply (max %d levels) at %zu",
-                    QR_RETRY_EXPR_MAX_DEPTH, p->tok.pos + 1);
+                    QR_EXPR_MAX_DEPTH, p->tok.pos + 1);
     }
     p->depth++;
     next(p);
@@ -438,13 +438,13 @@ static int parse_expr(struct parser *p)
     return parse_left_assoc(p, parse_term, TOK_PLUS, OP_ADD, TOK_MINUS, OP_SUB);
 }
 
-int qr_retry_expr_compile(struct qr_retry_expr *e,
-                          const char *src,
-                          size_t max_src_bytes,
-                          char errmsg[QR_ERRMSG_BYTES])
+int qr_expr_compile(struct qr_expr *e,
+                    const char *src,
+                    size_t max_src_bytes,
+                    char errmsg[QR_ERRMSG_BYTES])
 {
     if (max_src_bytes == 0) {
-        max_src_bytes = QR_RETRY_EXPR_DEFAULT_MAX_BYTES;
+        max_src_bytes = QR_EXPR_DEFAULT_MAX_BYTES;
     }
     e->n_insns = 0;
     struct parser p = {.src = src, .e = e, .errmsg = errmsg};
@@ -471,17 +471,17 @@ int qr_retry_expr_compile(struct qr_retry_expr *e,
     return 0;
 }
 
-int qr_retry_expr_parse(const char *src,
-                        size_t max_src_bytes,
-                        struct qr_retry_expr **out,
-                        char errmsg[QR_ERRMSG_BYTES])
+int qr_expr_parse(const char *src,
+                  size_t max_src_bytes,
+                  struct qr_expr **out,
+                  char errmsg[QR_ERRMSG_BYTES])
 {
-    struct qr_retry_expr *e = malloc(sizeof *e);
+    struct qr_expr *e = malloc(sizeof *e);
     if (e == NULL) {
         snprintf(errmsg, QR_ERRMSG_BYTES, "out of memory");
         return -ENOMEM;
     }
-    int rv = qr_retry_expr_compile(e, src, max_src_bytes, errmsg);
+    int rv = qr_expr_compile(e, src, max_src_bytes, errmsg);
     if (rv != 0) {
         free(e);
         return rv;
@@ -490,17 +490,17 @@ int qr_retry_expr_parse(const char *src,
     return 0;
 }
 
-void qr_retry_expr_free(struct qr_retry_expr *e)
+void qr_expr_free(struct qr_expr *e)
 {
     free(e);
 }
 
-int qr_retry_expr_check(const char *src,
-                        size_t max_src_bytes,
-                        char errmsg[QR_ERRMSG_BYTES])
+int qr_expr_check(const char *src,
+                  size_t max_src_bytes,
+                  char errmsg[QR_ERRMSG_BYTES])
 {
-    struct qr_retry_expr e;
-    return qr_retry_expr_compile(&e, src, max_src_bytes, errmsg);
+    struct qr_expr e;
+    return qr_expr_compile(&e, src, max_src_bytes, errmsg);
 }
 
 /* x / y with the IEEE results spelled out, so no sanitizer sees a division
@@ -553,9 +553,9 @@ static const struct {
 
 /* The program is postfix and well formed by construction: every operation
  * finds its operands on the stack and one value is left at the end. */
-double qr_retry_expr_eval(const struct qr_retry_expr *e, double retried)
+double qr_expr_eval(const struct qr_expr *e, double retried)
 {
-    double stack[QR_RETRY_EXPR_MAX_NODES];
+    double stack[QR_EXPR_MAX_NODES];
     size_t sp = 0;
 
     if (e->n_insns == 0) {

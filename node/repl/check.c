@@ -280,8 +280,7 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
     }
     if (req->retry_delay[0] != '\0') {
         char why[QR_ERRMSG_BYTES];
-        if (qr_retry_expr_check(req->retry_delay, l->max_expr_bytes, why) !=
-            0) {
+        if (qr_expr_check(req->retry_delay, l->max_expr_bytes, why) != 0) {
             return fail(QR_EBADREQ, err, err_len,
                         "retry delay expression '%.64s': %s", req->retry_delay,
                         why);

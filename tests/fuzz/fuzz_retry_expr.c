@@ -5,7 +5,7 @@
  *
  * The input is the expression source (any bytes; a NUL ends it early, as a
  * C string does). Invariants checked: compile, parse and check agree; a
- * compiled program has at most QR_RETRY_EXPR_MAX_NODES instructions; a
+ * compiled program has at most QR_EXPR_MAX_NODES instructions; a
  * failed compile leaves a program that evaluates to NaN; every delay is at
  * most one day; the header parsers stay inside their input. */
 #include <errno.h>
@@ -23,28 +23,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check_expr(const char *src, size_t max_src_bytes)
 {
-    static struct qr_retry_expr e;
+    static struct qr_expr e;
     char errmsg[QR_ERRMSG_BYTES];
-    int rv = qr_retry_expr_compile(&e, src, max_src_bytes, errmsg);
+    int rv = qr_expr_compile(&e, src, max_src_bytes, errmsg);
     char errmsg2[QR_ERRMSG_BYTES];
-    FUZZ_CHECK(qr_retry_expr_check(src, max_src_bytes, errmsg2) == rv,
+    FUZZ_CHECK(qr_expr_check(src, max_src_bytes, errmsg2) == rv,
                "check and compile disagree");
-    struct qr_retry_expr *heap = NULL;
-    int rv2 = qr_retry_expr_parse(src, max_src_bytes, &heap, errmsg2);
+    struct qr_expr *heap = NULL;
+    int rv2 = qr_expr_parse(src, max_src_bytes, &heap, errmsg2);
     FUZZ_CHECK(rv2 == rv || rv2 == -ENOMEM, "parse and compile disagree");
-    qr_retry_expr_free(heap);
+    qr_expr_free(heap);
     if (rv != 0) {
         FUZZ_CHECK(rv == QR_EBADREQ, "compile failed with another code");
         FUZZ_CHECK(memchr(errmsg, '\0', sizeof errmsg) != NULL,
                    "errmsg not terminated");
-        FUZZ_CHECK(isnan(qr_retry_expr_eval(&e, 1)),
+        FUZZ_CHECK(isnan(qr_expr_eval(&e, 1)),
                    "a failed compile does not evaluate to NaN");
         return;
     }
-    FUZZ_CHECK(e.n_insns <= QR_RETRY_EXPR_MAX_NODES, "too many insns");
+    FUZZ_CHECK(e.n_insns <= QR_EXPR_MAX_NODES, "too many insns");
     static const uint32_t retried[] = {0, 1, 2, 3, 10, 100, 4294967295u};
     for (size_t i = 0; i < sizeof retried / sizeof retried[0]; i++) {
-        (void)qr_retry_expr_eval(&e, retried[i]);
+        (void)qr_expr_eval(&e, retried[i]);
         FUZZ_CHECK(qr_retry_expr_delay_ms(&e, retried[i]) <= QR_RETRY_DAY_MS,
                    "delay above one day");
     }
@@ -57,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *src = fuzz_strndup(data, size);
     check_expr(src, 0);
-    if (size > QR_RETRY_EXPR_DEFAULT_MAX_BYTES) {
+    if (size > QR_EXPR_DEFAULT_MAX_BYTES) {
         check_expr(src, size);
     }
 

@@ -477,22 +477,22 @@ static void test_note_header(void **state)
 
 static double eval(const char *src, double retried)
 {
-    struct qr_retry_expr *e = NULL;
+    struct qr_expr *e = NULL;
     char errmsg[QR_ERRMSG_BYTES] = "";
-    int rv = qr_retry_expr_parse(src, 0, &e, errmsg);
+    int rv = qr_expr_parse(src, 0, &e, errmsg);
     if (rv != 0) {
         fail_msg("'%s' refused: %s", src, errmsg);
     }
-    double v = qr_retry_expr_eval(e, retried);
-    qr_retry_expr_free(e);
+    double v = qr_expr_eval(e, retried);
+    qr_expr_free(e);
     return v;
 }
 
 static uint64_t delay_of(const char *src, uint32_t retried)
 {
-    struct qr_retry_expr e;
+    struct qr_expr e;
     char errmsg[QR_ERRMSG_BYTES] = "";
-    if (qr_retry_expr_compile(&e, src, 0, errmsg) != 0) {
+    if (qr_expr_compile(&e, src, 0, errmsg) != 0) {
         fail_msg("'%s' refused: %s", src, errmsg);
     }
     return qr_retry_expr_delay_ms(&e, retried);
@@ -575,13 +575,13 @@ static void test_expr_syntax(void **state)
 static void assert_refused(const char *src, size_t max, const char *want)
 {
     char errmsg[QR_ERRMSG_BYTES] = "";
-    int rv = qr_retry_expr_check(src, max, errmsg);
+    int rv = qr_expr_check(src, max, errmsg);
     if (rv != QR_EBADREQ || strcmp(errmsg, want) != 0) {
         fail_msg("'%s': rv %d errmsg '%s', want '%s'", src, rv, errmsg, want);
     }
-    struct qr_retry_expr *e = (struct qr_retry_expr *)0x1;
-    assert_int_equal(qr_retry_expr_parse(src, max, &e, errmsg), QR_EBADREQ);
-    assert_ptr_equal(e, (struct qr_retry_expr *)0x1);
+    struct qr_expr *e = (struct qr_expr *)0x1;
+    assert_int_equal(qr_expr_parse(src, max, &e, errmsg), QR_EBADREQ);
+    assert_ptr_equal(e, (struct qr_expr *)0x1);
 }
 
 static void test_expr_errors(void **state)
@@ -633,7 +633,7 @@ static void test_expr_limits(void **state)
     memset(src, '(', 100);
     src[100] = '1';
     memset(src + 101, ')', 100);
-    assert_int_equal(qr_retry_expr_check(src, sizeof src, errmsg), QR_EBADREQ);
+    assert_int_equal(qr_expr_check(src, sizeof src, errmsg), QR_EBADREQ);
     assert_string_equal(errmsg,
                         "expression nested too deeply (max 32 levels) at 33");
     /* 32 levels pass */
@@ -646,7 +646,7 @@ static void test_expr_limits(void **state)
     memset(src, 0, sizeof src);
     memset(src, '-', 40);
     src[40] = '1';
-    assert_int_equal(qr_retry_expr_check(src, sizeof src, errmsg), QR_EBADREQ);
+    assert_int_equal(qr_expr_check(src, sizeof src, errmsg), QR_EBADREQ);
     assert_non_null(strstr(errmsg, "nested too deeply"));
     memset(src, 0, sizeof src);
     for (int i = 0; i < 40; i++) {
@@ -656,20 +656,19 @@ static void test_expr_limits(void **state)
     for (int i = 0; i < 40; i++) {
         strcat(src, ")");
     }
-    assert_int_equal(qr_retry_expr_check(src, sizeof src, errmsg), QR_EBADREQ);
+    assert_int_equal(qr_expr_check(src, sizeof src, errmsg), QR_EBADREQ);
     assert_non_null(strstr(errmsg, "nested too deeply"));
 
     /* length: the caller's limit, and 256 by default */
     memset(src, 0, sizeof src);
     memset(src, ' ', 300);
     src[0] = '1';
-    assert_int_equal(qr_retry_expr_check(src, 0, errmsg), QR_EBADREQ);
+    assert_int_equal(qr_expr_check(src, 0, errmsg), QR_EBADREQ);
     assert_string_equal(errmsg, "expression too long (max 256 bytes)");
-    assert_int_equal(qr_retry_expr_check(src, 300, errmsg), 0);
-    assert_int_equal(qr_retry_expr_check("1000 * retried", 10, errmsg),
-                     QR_EBADREQ);
+    assert_int_equal(qr_expr_check(src, 300, errmsg), 0);
+    assert_int_equal(qr_expr_check("1000 * retried", 10, errmsg), QR_EBADREQ);
     assert_string_equal(errmsg, "expression too long (max 10 bytes)");
-    assert_int_equal(qr_retry_expr_check("1000*retried", 12, errmsg), 0);
+    assert_int_equal(qr_expr_check("1000*retried", 12, errmsg), 0);
 
     /* node count: a long flat sum within a generous length limit */
     memset(src, 0, sizeof src);
@@ -677,7 +676,7 @@ static void test_expr_limits(void **state)
     for (int i = 0; i < 200; i++) {
         strcat(src, "+1");
     }
-    assert_int_equal(qr_retry_expr_check(src, sizeof src, errmsg), QR_EBADREQ);
+    assert_int_equal(qr_expr_check(src, sizeof src, errmsg), QR_EBADREQ);
     assert_non_null(strstr(errmsg, "too complex (more than 256 operations)"));
     /* 128 numbers and 127 additions fit, and evaluate without recursion */
     memset(src, 0, sizeof src);
