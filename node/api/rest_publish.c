@@ -134,6 +134,13 @@ int qr_rest_apply_header(struct rest_pub *p,
         pub_add_header(p, pool, qr_rest_pool_str(pool, "Content-Type", 12), val,
                        vlen);
     } else if (qr_rest_prefix_ci(name, nlen, fwd) && nlen > sizeof(fwd) - 1) {
+        if (qr_command_header_reserved(name + sizeof(fwd) - 1,
+                                       nlen - (sizeof(fwd) - 1)) != NULL) {
+            /* qraft sets it on delivery (a copy would forge it, or frame
+             * the request wrong); SDKs forward whatever they received, so
+             * it is dropped, not refused. */
+            return 0;
+        }
         pub_add_header(p, pool,
                        qr_rest_canonical(pool, name + sizeof(fwd) - 1,
                                          nlen - (sizeof(fwd) - 1)),
@@ -645,6 +652,28 @@ void qr_rest_batch(struct qr_rest *r,
         return;
     }
     n = json_array_size(in);
+    /* All or nothing: every element is built and checked before any is
+     * sent, and one that fails refuses the batch (the SDKs ignore a per-
+     * element error, so a 200 with one would lose that message). */
+    struct rest_pub *pubs = h2o_mem_alloc_pool(&req->pool, n * sizeof(*pubs));
+    uint64_t now_ms = qr_cluster_now_ms(r->ops->cluster);
+    for (size_t i = 0; i < n; i++) {
+        char why_el[ERR_BYTES + 64];
+        int rv = qr_rest_batch_element(&req->pool, json_array_get(in, i),
+                                       &pubs[i], caller, err);
+        if (rv == 0) {
+            rv = qr_command_check_publish(&pubs[i].pr, &r->ops->config->limits,
+                                          now_ms, err, sizeof err);
+        }
+        if (rv != 0) {
+            json_decref(in);
+            snprintf(why_el, sizeof why_el,
+                     "batch element %zu of %zu: %s; nothing was published", i,
+                     n, err);
+            qr_rest_send_error(req, rv == QR_ETOOLARGE ? 413 : 400, why_el);
+            return;
+        }
+    }
     c = qr_rest_call_new(r, req, on_batch_reply);
     if (c == NULL) {
         json_decref(in);
@@ -666,22 +695,14 @@ void qr_rest_batch(struct qr_rest *r,
         json_array_append_new(c->out, json_null());
     }
     for (size_t i = 0; i < n; i++) {
-        struct rest_pub p;
         Qraft__Request rpc_req = QRAFT__REQUEST__INIT;
-        json_t *el = json_array_get(in, i);
+        json_t *d = json_object_get(json_array_get(in, i), "destination");
 
         c->items[i].call = c;
         c->items[i].index = i;
-        json_t *d = json_object_get(el, "destination");
         c->urls[i] = strdup(json_is_string(d) ? json_string_value(d) : "");
-        if (qr_rest_batch_element(&req->pool, el, &p, caller, err) != 0) {
-            json_array_set_new(c->out, i,
-                               json_pack("{s:o}", "error", qr_json_text(err)));
-            c->n_pending--;
-            continue;
-        }
         rpc_req.body_case = QRAFT__REQUEST__BODY_PUBLISH;
-        rpc_req.publish = &p.pr;
+        rpc_req.publish = &pubs[i].pr;
         if (qr_rest_submit(c, &c->items[i], &rpc_req) != 0) {
             json_array_set_new(
                 c->out, i,

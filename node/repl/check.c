@@ -27,6 +27,18 @@ static const char *const reserved_headers[] = {
     "Upstash-Topic-Name",  "Upstash-Caller-Ip",
 };
 
+const char *qr_command_header_reserved(const char *name, size_t len)
+{
+    for (size_t r = 0; r < sizeof reserved_headers / sizeof reserved_headers[0];
+         r++) {
+        if (strlen(reserved_headers[r]) == len &&
+            strncasecmp(name, reserved_headers[r], len) == 0) {
+            return reserved_headers[r];
+        }
+    }
+    return NULL;
+}
+
 static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
 
 static int fail(int rv, char *err, size_t err_len, const char *fmt, ...)
@@ -234,14 +246,13 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
                         "header name '%.64s' is not a valid HTTP token",
                         h->name);
         }
-        for (size_t r = 0;
-             r < sizeof reserved_headers / sizeof reserved_headers[0]; r++) {
-            if (strcasecmp(h->name, reserved_headers[r]) == 0) {
-                return fail(QR_EBADREQ, err, err_len,
-                            "header '%s' is set by qraft on delivery and "
-                            "cannot be published",
-                            reserved_headers[r]);
-            }
+        const char *reserved =
+            qr_command_header_reserved(h->name, strlen(h->name));
+        if (reserved != NULL) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "header '%s' is set by qraft on delivery and "
+                        "cannot be published",
+                        reserved);
         }
         if (!is_header_value(h->value)) {
             return fail(

@@ -24,6 +24,14 @@
 
 struct qr_cron;
 
+/* When name[0..len) (any case) is a header qraft sets on every delivery
+ * (Upstash-Message-Id, Upstash-Signature, Content-Length, Host...), its
+ * canonical spelling; else NULL. A publish that carries one is refused
+ * (qr_command_check_publish); the REST face drops one that comes as
+ * Upstash-Forward-* (the workflow SDK copies its incoming request's
+ * headers into those). */
+const char *qr_command_header_reserved(const char *name, size_t len);
+
 /* Checks a publish request against the limits, before any work is done.
  * now_ms is the leader's time (for not-before). Returns 0, QR_EBADREQ or
  * QR_ETOOLARGE with a one-line reason in err (err_len bytes) that names the

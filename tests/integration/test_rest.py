@@ -105,18 +105,80 @@ class RestTest(unittest.TestCase):
         batch = [
             {"destination": self.sink.url("/b1"), "body": "one",
              "headers": {"upstash-forward-x-n": "1"}},
-            {"destination": "not a url"},
-            {"destination": self.sink.url("/b2"), "headers": {"upstash-delay": "7x"}},
+            {"destination": self.sink.url("/b2"), "body": "two"},
+            {"destination": self.sink.url("/b3"), "headers": {"upstash-delay": "1s"}},
         ]
         status, _, answer = self.call("POST", "/v2/batch",
                                       body=json.dumps(batch).encode())
         self.assertEqual(status, 200, answer)
         self.assertEqual(len(answer), 3)
-        self.assertTrue(answer[0]["messageId"].startswith("msg_"))
-        self.assertIn("error", answer[1])
-        self.assertIn("Upstash-Delay", answer[2]["error"])
-        (got,) = self.sink.wait_for(1, path="/b1", timeout=20)
-        self.assertEqual(got.header("X-N"), "1")
+        ids = [a["messageId"] for a in answer]
+        self.assertTrue(all(i.startswith("msg_") for i in ids), answer)
+        for i, path in enumerate(("/b1", "/b2", "/b3")):
+            (got,) = self.sink.wait_for(1, path=path, timeout=20)
+            self.assertEqual(got.header("Upstash-Message-Id"), ids[i])
+        self.assertEqual(self.sink.requests(path="/b1")[0].header("X-N"), "1")
+
+    def test_batch_with_an_invalid_element_publishes_nothing(self):
+        """All or nothing: the SDKs ignore a per-element error, so a 200
+        naming one would lose that message silently."""
+        good = {"destination": self.sink.url("/never"), "body": "x",
+                "headers": {"upstash-delay": "1h"}}
+        for bad, says in (
+            ({"destination": "not a url"}, "batch element 1 of 3"),
+            ({"destination": self.sink.url("/b"),
+              "headers": {"upstash-delay": "7x"}}, "Upstash-Delay"),
+            ({"destination": self.sink.url("/b"),
+              "headers": {"upstash-retries": "100000"}}, "batch element 1"),
+            ({"destination": "http://"}, "batch element 1"),
+        ):
+            with self.subTest(bad=bad):
+                status, _, answer = self.call(
+                    "POST", "/v2/batch",
+                    body=json.dumps([good, bad, good]).encode())
+                self.assertEqual(status, 400, answer)
+                self.assertIn(says, answer["error"])
+                self.assertIn("nothing was published", answer["error"])
+        self.assertEqual(qh.list_all_ids(self.node, "ls"), [])
+
+    def test_forwarded_delivery_headers_are_dropped_not_refused(self):
+        """The workflow SDK copies its incoming request's headers into
+        Upstash-Forward-*: the ones qraft sets on delivery are dropped (a
+        copy would forge them or frame the request wrong), the rest go."""
+        headers = {
+            "Upstash-Forward-Content-Length": "999",
+            "Upstash-Forward-Host": "evil.example",
+            "Upstash-Forward-Upstash-Message-Id": "msg_forged",
+            "Upstash-Forward-Upstash-Signature": "forged",
+            "Upstash-Forward-Upstash-Retried": "7",
+            "Upstash-Forward-User-Agent": "forged-agent",
+            "Upstash-Forward-Connection": "close",
+            "Upstash-Forward-X-Keep": "kept",
+        }
+        for target in ("/v2/publish/" + self.sink.url("/fwd"), "/v2/batch"):
+            with self.subTest(target=target):
+                if target == "/v2/batch":
+                    body = json.dumps([{"destination": self.sink.url("/fwd"),
+                                        "body": "hello",
+                                        "headers": headers}]).encode()
+                    status, _, answer = self.call("POST", target, body=body)
+                    answer = answer[0] if status == 200 else answer
+                else:
+                    status, _, answer = self.call("POST", target,
+                                                  body=b"hello",
+                                                  headers=headers)
+                self.assertEqual(status, 200, answer)
+                (got,) = self.sink.wait_for(1, path="/fwd", timeout=20)
+                self.sink.clear()
+                self.assertEqual(got.body, b"hello")
+                self.assertEqual(got.header("X-Keep"), "kept")
+                self.assertEqual(got.header("Upstash-Message-Id"),
+                                 answer["messageId"])
+                self.assertEqual(got.header("Upstash-Retried"), "0")
+                self.assertNotEqual(got.header("Upstash-Signature"), "forged")
+                self.assertNotEqual(got.header("Host"), "evil.example")
+                self.assertNotEqual(got.header("User-Agent"), "forged-agent")
+                self.assertEqual(got.header("Content-Length"), "5")
 
     def test_oversized_body_is_413(self):
         status, _, _ = self.call("POST", "/v2/publish/" + self.sink.url("/big"),
