@@ -668,8 +668,8 @@ void qr_rest_batch(struct qr_rest *r,
         if (rv != 0) {
             json_decref(in);
             snprintf(why_el, sizeof why_el,
-                     "batch element %zu of %zu: %s; nothing was published", i,
-                     n, err);
+                     "batch element %zu of %zu: %s; nothing was published",
+                     i + 1, n, err);
             qr_rest_send_error(req, rv == QR_ETOOLARGE ? 413 : 400, why_el);
             return;
         }

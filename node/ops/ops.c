@@ -24,6 +24,17 @@ static void op_unref(struct qr_op *op)
     if (--op->refs > 0) {
         return;
     }
+    if (!op->answered) {
+        /* Every path answers before it lets go (a face counts the request
+         * pending until then: one never answered would hold its slot and
+         * its connection for good). Should one not, the client still gets
+         * an answer, and the log says it is a bug. */
+        QR_ERROR("ops", "request %" PRIu64 " ended without an answer (a bug)",
+                 op->id);
+        qr_op_error(op, op->id, QRAFT__STATUS__INTERNAL,
+                    "the node made no answer (a bug in qraft); the outcome "
+                    "is unknown");
+    }
     free(op);
 }
 
@@ -566,6 +577,7 @@ int qr_ops_submit(struct qr_ops *ops,
     op->ops = ops;
     op->refs = 1;
     op->flags = flags;
+    op->id = req->id;
     op->reply_cb = cb;
     op->reply_data = data;
     ops->n_requests++;
@@ -591,7 +603,10 @@ int qr_ops_init(struct qr_ops *ops,
     ops->cluster = cluster;
     ops->store = store;
     ops->shards = shards;
-    uv_check_init(loop, &ops->leader_watch);
+    int rv = uv_check_init(loop, &ops->leader_watch);
+    if (rv != 0) {
+        return rv;
+    }
     ops->leader_watch.data = ops;
     uv_check_start(&ops->leader_watch, on_leader_watch);
     return 0;

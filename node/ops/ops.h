@@ -69,8 +69,8 @@ struct qr_ops {
     uv_check_t leader_watch;
 };
 
-/* All pointers are borrowed and must outlive the operations. Returns 0 (it
- * cannot fail today; keep the check). */
+/* All pointers are borrowed and must outlive the operations. Returns 0, or
+ * libuv's error when the loop check cannot be made. */
 int qr_ops_init(struct qr_ops *ops,
                 uv_loop_t *loop,
                 const struct qr_config *cfg,

@@ -33,6 +33,7 @@ struct qr_op {
     unsigned refs;  /* the submit itself + one per call in progress */
     unsigned flags; /* QR_OPS_* */
     bool answered;  /* one request, one answer */
+    uint64_t id;    /* the request's, for the answer of last resort */
     qr_ops_reply_cb reply_cb;
     void *reply_data;
 };

@@ -125,12 +125,12 @@ class RestTest(unittest.TestCase):
         good = {"destination": self.sink.url("/never"), "body": "x",
                 "headers": {"upstash-delay": "1h"}}
         for bad, says in (
-            ({"destination": "not a url"}, "batch element 1 of 3"),
+            ({"destination": "not a url"}, "batch element 2 of 3"),
             ({"destination": self.sink.url("/b"),
               "headers": {"upstash-delay": "7x"}}, "Upstash-Delay"),
             ({"destination": self.sink.url("/b"),
-              "headers": {"upstash-retries": "100000"}}, "batch element 1"),
-            ({"destination": "http://"}, "batch element 1"),
+              "headers": {"upstash-retries": "100000"}}, "batch element 2"),
+            ({"destination": "http://"}, "batch element 2"),
         ):
             with self.subTest(bad=bad):
                 status, _, answer = self.call(
