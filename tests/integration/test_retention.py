@@ -157,7 +157,14 @@ class RetentionTest(unittest.TestCase):
         self.assertEqual(metric(self.node, "qraft_retention_pressure"), 0)
 
     def test_pressure_cuts_retention_before_the_store_fills(self):
-        limit = 12 * 2**20
+        # Pressure starts at 80% of the limit; between there and the limit
+        # the load writes unhindered until the first prunes apply. At 12 MiB
+        # that was 2.4 MiB, ~1.3 s of this load at full rate, and a CI run
+        # once saw 56 publishes refused in a spike: 20 MiB gives 4 MiB,
+        # while the run still passes the point where a day's retention
+        # would have filled the store (needs ~30k deliveries; the ASan
+        # build delivers ~59k in the 45 s).
+        limit = 20 * 2**20
         self.start("--store-max-bytes", str(limit),
                    "--pressure-retention", "2s")
         samples = self.sample(45)
