@@ -258,7 +258,8 @@ struct rest_pub {
     Qraft__WorkflowPublish wf; /* pr.workflow points here once one is set */
     Qraft__Header **headers;   /* pool memory */
     size_t cap;
-    size_t labels_cap; /* pr.labels: pool memory, grown by copying */
+    Qraft__Header **fc_headers; /* pr.failure_callback_headers: pool */
+    size_t labels_cap;          /* pr.labels: pool memory, grown by copying */
 };
 
 /* -EINVAL (why in err) when a header the node reads (Content-Type,

@@ -30,6 +30,10 @@ static void pub_init(struct rest_pub *p,
         pool, sizeof(*p->headers) * (max_headers > 0 ? max_headers : 1));
     p->pr.headers = p->headers;
     p->pr.n_headers = 0;
+    p->fc_headers = h2o_mem_alloc_pool(
+        pool, sizeof(*p->fc_headers) * (max_headers > 0 ? max_headers : 1));
+    p->pr.failure_callback_headers = p->fc_headers;
+    p->pr.n_failure_callback_headers = 0;
     p->labels_cap = 0;
 }
 
@@ -70,22 +74,34 @@ static void pub_add_labels(struct rest_pub *p,
     }
 }
 
-static void pub_add_header(struct rest_pub *p,
-                           h2o_mem_pool_t *pool,
-                           char *name,
-                           const char *value,
-                           size_t value_len)
+/* Appends name: value to list (p->cap entries), counted by *n. */
+static void pub_add_to(struct rest_pub *p,
+                       Qraft__Header **list,
+                       size_t *n,
+                       h2o_mem_pool_t *pool,
+                       char *name,
+                       const char *value,
+                       size_t value_len)
 {
     Qraft__Header *h;
 
-    if (p->pr.n_headers == p->cap) {
+    if (*n == p->cap) {
         return; /* cannot happen: cap counts every input header */
     }
     h = h2o_mem_alloc_pool(pool, sizeof(*h));
     qraft__header__init(h);
     h->name = name;
     h->value = qr_rest_pool_str(pool, value, value_len);
-    p->headers[p->pr.n_headers++] = h;
+    list[(*n)++] = h;
+}
+
+static void pub_add_header(struct rest_pub *p,
+                           h2o_mem_pool_t *pool,
+                           char *name,
+                           const char *value,
+                           size_t value_len)
+{
+    pub_add_to(p, p->headers, &p->pr.n_headers, pool, name, value, value_len);
 }
 
 /* Refuses a header the node reads or stores (Content-Type and Upstash-*:
@@ -154,6 +170,7 @@ int qr_rest_apply_header(struct rest_pub *p,
                          char *err)
 {
     static const char fwd[] = "upstash-forward-";
+    static const char fcb[] = "upstash-failure-callback-";
     const char *name = header.base;
     size_t nlen = header.len;
     const char *val = value.base;
@@ -232,6 +249,18 @@ int qr_rest_apply_header(struct rest_pub *p,
         }
     } else if (qr_rest_equal_ci(name, nlen, "upstash-callback")) {
         p->pr.callback = qr_rest_pool_str(pool, val, vlen);
+    } else if (qr_rest_prefix_ci(name, nlen, fcb) && nlen > sizeof(fcb) - 1) {
+        /* The failure callback's own settings and headers, kept by name
+         * (repl/callback.h); a forwarded header qraft sets is dropped, as
+         * for the message's own. */
+        const char *rest = name + sizeof(fcb) - 1;
+        size_t rlen = nlen - (sizeof(fcb) - 1);
+        if (qr_rest_prefix_ci(rest, rlen, "forward-") &&
+            qr_command_header_reserved(rest + 8, rlen - 8) != NULL) {
+            return 0;
+        }
+        pub_add_to(p, p->fc_headers, &p->pr.n_failure_callback_headers, pool,
+                   qr_rest_canonical(pool, rest, rlen), val, vlen);
     } else if (qr_rest_equal_ci(name, nlen, "upstash-failure-callback")) {
         p->pr.failure_callback = qr_rest_pool_str(pool, val, vlen);
     } else if (qr_rest_equal_ci(name, nlen, "upstash-label")) {

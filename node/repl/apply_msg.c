@@ -97,6 +97,8 @@ int qr_apply_publish(struct qr_apply_ctx *ctx,
         req->timeout_ms != 0 ? req->timeout_ms : p->default_timeout_ms;
     m.callback = req->callback;
     m.failure_callback = req->failure_callback;
+    m.n_failure_callback_headers = req->n_failure_callback_headers;
+    m.failure_callback_headers = req->failure_callback_headers;
     m.queue = req->queue;
     m.dedup_id = req->dedup_id;
     m.retry_options = req->retry_options;
@@ -331,13 +333,14 @@ static int create_callback(struct qr_apply_ctx *ctx,
                            const Qraft__DeliveryResults *batch,
                            const Qraft__Message *src,
                            const Qraft__DeliveryResult *r,
-                           Qraft__CallbackKind kind)
+                           Qraft__CallbackKind kind,
+                           const struct qr_callback_run *run)
 {
     struct qr_callback cb;
     char id[QR_ID_BYTES];
-    int rv =
-        qr_callback_build(&cb, src, r, kind, ctx->now_ms,
-                          batch->default_retries, batch->default_timeout_ms);
+    int rv = qr_callback_build(&cb, src, r, kind, ctx->now_ms,
+                               batch->default_retries,
+                               batch->default_timeout_ms, run);
     if (rv != 0) {
         return rv;
     }
@@ -468,13 +471,21 @@ static int apply_delivery_result(struct qr_apply_ctx *ctx,
     rv = 0;
     if (upd.callback[0] != '\0') {
         rv = create_callback(ctx, batch, &upd, r,
-                             QRAFT__CALLBACK_KIND__CALLBACK);
+                             QRAFT__CALLBACK_KIND__CALLBACK, NULL);
+    }
+    /* A workflow step that fails for good fails its run. */
+    struct qr_apply_failed_run failed = {0};
+    if (rv == 0 && upd.state == QRAFT__MESSAGE_STATE__DEAD_LETTERED &&
+        upd.workflow_run_id[0] != '\0') {
+        rv = qr_apply_workflow_failed(ctx, &upd, &failed);
     }
     if (rv == 0 && upd.failure_callback[0] != '\0' &&
         upd.state == QRAFT__MESSAGE_STATE__DEAD_LETTERED) {
         rv = create_callback(ctx, batch, &upd, r,
-                             QRAFT__CALLBACK_KIND__FAILURE_CALLBACK);
+                             QRAFT__CALLBACK_KIND__FAILURE_CALLBACK,
+                             failed.run != NULL ? &failed.cb : NULL);
     }
+    qr_apply_workflow_failed_free(&failed);
     if (upd.state == QRAFT__MESSAGE_STATE__DELIVERED) {
         /* A delivered message keeps its record (state, history) but not its
          * body: the replicated state stays lean. */

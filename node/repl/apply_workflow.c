@@ -106,6 +106,8 @@ static void run_from_trigger(Qraft__WorkflowRun *run,
     run->retry_options = m->retry_options;
     run->timeout_ms = m->timeout_ms;
     run->failure_callback = m->failure_callback;
+    run->n_failure_callback_headers = m->n_failure_callback_headers;
+    run->failure_callback_headers = m->failure_callback_headers;
     run->n_headers = m->n_headers;
     run->headers = m->headers;
     run->n_labels = m->n_labels;
@@ -137,6 +139,8 @@ void qr_apply_workflow_inherit(const Qraft__WorkflowRun *run,
     }
     if (req->failure_callback[0] == '\0') {
         m->failure_callback = run->failure_callback;
+        m->n_failure_callback_headers = run->n_failure_callback_headers;
+        m->failure_callback_headers = run->failure_callback_headers;
     }
     if (req->n_labels == 0) {
         m->n_labels = run->n_labels;
@@ -215,9 +219,11 @@ static int collect_id(void *arg, uint32_t seq, const Qraft__WorkflowStep *st)
 }
 
 /* Cancels every message of run that is not final yet (each history entry
- * names the message that delivers it). */
+ * names the message that delivers it), but skip_id (NULL: none). */
 static int cancel_run_messages(struct qr_apply_ctx *ctx,
-                               const Qraft__WorkflowRun *run)
+                               const Qraft__WorkflowRun *run,
+                               const char *skip_id,
+                               const char *detail)
 {
     struct run_ids l = {0};
     int rv = run->next_seq == 0
@@ -226,13 +232,16 @@ static int cancel_run_messages(struct qr_apply_ctx *ctx,
                                       collect_id, &l);
     for (size_t i = 0; rv == 0 && i < l.n; i++) {
         Qraft__Message *m = NULL;
+        if (skip_id != NULL && strcmp(l.ids[i], skip_id) == 0) {
+            continue;
+        }
         rv = qr_store_msg_get(ctx->txn, l.ids[i], &m);
         if (rv == QR_ENOTFOUND) {
             rv = 0; /* pruned after it was delivered */
             continue;
         }
         if (rv == 0 && !qr_apply_is_final(m->state)) {
-            rv = qr_apply_cancel_message(ctx, m, "workflow run cancelled");
+            rv = qr_apply_cancel_message(ctx, m, detail);
         }
         if (m != NULL) {
             qraft__message__free_unpacked(m, NULL);
@@ -274,11 +283,71 @@ int qr_apply_workflow_end(struct qr_apply_ctx *ctx,
     run->ended_ms = ctx->now_ms;
     ProtobufCBinaryData kept = run->result;
     run->result = e->result;
-    rv = e->cancel ? cancel_run_messages(ctx, run) : 0;
+    rv = e->cancel
+             ? cancel_run_messages(ctx, run, NULL, "workflow run cancelled")
+             : 0;
     if (rv == 0) {
         rv = qr_store_run_put(ctx->txn, run);
     }
     run->result = kept; /* run's own, freed with it */
     qraft__workflow_run__free_unpacked(run, NULL);
     return rv;
+}
+
+/* ------------------------------------------------------------------------ */
+/* A step that failed for good. */
+
+int qr_apply_workflow_failed(struct qr_apply_ctx *ctx,
+                             const Qraft__Message *m,
+                             struct qr_apply_failed_run *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!qr_apply_workflow_on(ctx) ||
+        !qr_command_is_run_id(m->workflow_run_id)) {
+        return 0;
+    }
+    int rv = qr_store_run_get(ctx->txn, m->workflow_run_id, &out->run);
+    if (rv == QR_ENOTFOUND) {
+        return 0; /* a run gone: the message fails on its own */
+    }
+    if (rv == 0) {
+        rv = qr_store_run_step_get(ctx->txn, out->run->id, 0, &out->first);
+        if (rv == QR_ENOTFOUND) {
+            rv = 0; /* no initial payload to report */
+        }
+    }
+    if (rv == 0 && out->run->state == QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING) {
+        /* The run ends here: its other messages are cancelled, and the
+         * failure callback (built by the caller) reports it. */
+        out->run->state = QRAFT__WORKFLOW_RUN_STATE__RUN_FAILED;
+        out->run->ended_ms = ctx->now_ms;
+        char *kept = out->run->failed_message_id;
+        out->run->failed_message_id = m->id;
+        rv = cancel_run_messages(ctx, out->run, m->id, "workflow run failed");
+        if (rv == 0) {
+            rv = qr_store_run_put(ctx->txn, out->run);
+        }
+        out->run->failed_message_id = kept;
+    }
+    if (rv != 0) {
+        qr_apply_workflow_failed_free(out);
+        return rv;
+    }
+    out->cb.run_id = out->run->id;
+    out->cb.created_ms = out->run->created_ms;
+    if (out->first != NULL) {
+        out->cb.initial_body = out->first->body;
+    }
+    return 0;
+}
+
+void qr_apply_workflow_failed_free(struct qr_apply_failed_run *f)
+{
+    if (f->run != NULL) {
+        qraft__workflow_run__free_unpacked(f->run, NULL);
+    }
+    if (f->first != NULL) {
+        qraft__workflow_step__free_unpacked(f->first, NULL);
+    }
+    memset(f, 0, sizeof *f);
 }

@@ -220,6 +220,124 @@ static int check_workflow(const Qraft__PublishRequest *req,
     return 0;
 }
 
+/* Headers to forward (what names "Upstash-Failure-Callback-" when set):
+ * sizes, names, values, and none that qraft sets on delivery. */
+static int check_headers(const char *what,
+                         Qraft__Header *const *headers,
+                         size_t n,
+                         const struct qr_limits *l,
+                         char *err,
+                         size_t err_len)
+{
+    if (n > l->max_headers) {
+        return fail(QR_ETOOLARGE, err, err_len,
+                    "%zu %sheaders; the limit is %" PRIu32, n, what,
+                    l->max_headers);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const Qraft__Header *h = headers[i];
+        size_t size = strlen(h->name) + strlen(h->value);
+        if (size > l->max_header_bytes) {
+            return fail(QR_ETOOLARGE, err, err_len,
+                        "header '%s%.64s' is %zu bytes; the limit is %" PRIu32,
+                        what, h->name, size, l->max_header_bytes);
+        }
+        if (!is_header_name(h->name)) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "header name '%s%.64s' is not a valid HTTP token", what,
+                        h->name);
+        }
+        const char *name = h->name;
+        if (what[0] != '\0' && strncasecmp(name, "Forward-", 8) == 0) {
+            name += 8;
+        }
+        const char *reserved =
+            what[0] == '\0' || name != h->name
+                ? qr_command_header_reserved(name, strlen(name))
+                : NULL;
+        if (reserved != NULL) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "header '%s' is set by qraft on delivery and "
+                        "cannot be published",
+                        reserved);
+        }
+        if (!is_header_value(h->value)) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "header '%s%.64s' has control characters in its value "
+                        "or is not UTF-8",
+                        what, h->name);
+        }
+    }
+    return 0;
+}
+
+/* The failure callback's own settings (Upstash-Failure-Callback-*): the
+ * headers, and the values apply reads from them. */
+static int check_failure_headers(const Qraft__PublishRequest *req,
+                                 const struct qr_limits *l,
+                                 char *err,
+                                 size_t err_len)
+{
+    static const char what[] = "Upstash-Failure-Callback-";
+    int rv = check_headers(what, req->failure_callback_headers,
+                           req->n_failure_callback_headers, l, err, err_len);
+    for (size_t i = 0; rv == 0 && i < req->n_failure_callback_headers; i++) {
+        const Qraft__Header *h = req->failure_callback_headers[i];
+        struct qr_callback_settings cs = {0};
+        if (!qr_command_failure_setting(h, l, &cs)) {
+            rv = fail(QR_EBADREQ, err, err_len, "invalid %s%s '%.64s'", what,
+                      h->name, h->value);
+        }
+    }
+    return rv;
+}
+
+bool qr_command_failure_setting(const Qraft__Header *h,
+                                const struct qr_limits *l,
+                                struct qr_callback_settings *cs)
+{
+    /* Apply's bounds: the limits no node configures. */
+    static const struct qr_limits ceilings = {
+        .max_retries = 100,
+        .max_timeout_ms = 6 * 3600 * 1000ull,
+        .max_expr_bytes = 256,
+    };
+    uint64_t v;
+    if (l == NULL) {
+        l = &ceilings;
+    }
+    size_t len = strlen(h->value);
+    if (strcasecmp(h->name, "Retries") == 0) {
+        if (qr_command_parse_uint(h->value, len, l->max_retries, &v) != 0) {
+            return false;
+        }
+        cs->retries = (uint32_t)v;
+        cs->retries_set = true;
+    } else if (strcasecmp(h->name, "Timeout") == 0) {
+        if (qr_command_parse_duration(h->value, len, &v) != 0 || v == 0 ||
+            v > l->max_timeout_ms) {
+            return false;
+        }
+        cs->timeout_ms = v;
+    } else if (strcasecmp(h->name, "Retry-Delay") == 0) {
+        char why[QR_ERRMSG_BYTES];
+        if (qr_expr_check(h->value, l->max_expr_bytes, why) != 0) {
+            return false;
+        }
+        cs->retry_delay = h->value;
+    } else if (strcasecmp(h->name, "Method") == 0) {
+        bool known = false;
+        for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+            known = known || strcasecmp(h->value, methods[i]) == 0;
+        }
+        if (!known) {
+            return false;
+        }
+        cs->method = h->value;
+    }
+    return true;
+}
+
 int qr_command_check_publish(const Qraft__PublishRequest *req,
                              const struct qr_limits *l,
                              uint64_t now_ms,
@@ -273,39 +391,12 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
                     "body is %zu bytes; the limit is %" PRIu64, req->body.len,
                     l->max_body_bytes);
     }
-    if (req->n_headers > l->max_headers) {
-        return fail(QR_ETOOLARGE, err, err_len,
-                    "%zu headers; the limit is %" PRIu32, req->n_headers,
-                    l->max_headers);
+    rv = check_headers("", req->headers, req->n_headers, l, err, err_len);
+    if (rv == 0) {
+        rv = check_failure_headers(req, l, err, err_len);
     }
-    for (size_t i = 0; i < req->n_headers; i++) {
-        const Qraft__Header *h = req->headers[i];
-        size_t size = strlen(h->name) + strlen(h->value);
-        if (size > l->max_header_bytes) {
-            return fail(QR_ETOOLARGE, err, err_len,
-                        "header '%.64s' is %zu bytes; the limit is %" PRIu32,
-                        h->name, size, l->max_header_bytes);
-        }
-        if (!is_header_name(h->name)) {
-            return fail(QR_EBADREQ, err, err_len,
-                        "header name '%.64s' is not a valid HTTP token",
-                        h->name);
-        }
-        const char *reserved =
-            qr_command_header_reserved(h->name, strlen(h->name));
-        if (reserved != NULL) {
-            return fail(QR_EBADREQ, err, err_len,
-                        "header '%s' is set by qraft on delivery and "
-                        "cannot be published",
-                        reserved);
-        }
-        if (!is_header_value(h->value)) {
-            return fail(
-                QR_EBADREQ, err, err_len,
-                "header '%.64s' has control characters in its value or is not "
-                "UTF-8",
-                h->name);
-        }
+    if (rv != 0) {
+        return rv;
     }
     if (req->retries_set && req->retries > l->max_retries) {
         return fail(QR_EBADREQ, err, err_len,

@@ -41,6 +41,25 @@ bool qr_command_is_run_id(const char *s);
  * step of its run: the only kind qraft runs so far. */
 bool qr_command_is_workflow_step(const char *call_type);
 
+/* What a failure callback's Upstash-Failure-Callback-* headers set (the
+ * others are forwarded: Forward-X as X, Workflow-Y as Upstash-Workflow-Y;
+ * see repl/callback.h). Strings are borrowed from the headers. */
+struct qr_callback_settings {
+    bool retries_set;
+    uint32_t retries;
+    uint64_t timeout_ms; /* 0: the default */
+    const char *retry_delay;
+    const char *method;
+};
+
+/* Reads one such header (name without the prefix) into cs: false when its
+ * value is bad for the limits l (NULL: the fixed bounds apply uses, so
+ * that every replica reads a stored value alike). Other names: true,
+ * nothing set. */
+bool qr_command_failure_setting(const Qraft__Header *h,
+                                const struct qr_limits *l,
+                                struct qr_callback_settings *cs);
+
 /* Checks a publish request against the limits, before any work is done.
  * now_ms is the leader's time (for not-before). Returns 0, QR_EBADREQ or
  * QR_ETOOLARGE with a one-line reason in err (err_len bytes) that names the

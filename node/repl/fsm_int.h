@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "qraft.pb-c.h"
+#include "repl/callback.h"
 #include "repl/fsm.h"
 
 /* Everything an entry's commands share while it is applied. */
@@ -125,6 +126,23 @@ void qr_apply_workflow_free(Qraft__WorkflowRun *run, bool created);
 int qr_apply_workflow_end(struct qr_apply_ctx *ctx,
                           const Qraft__WorkflowEnd *e,
                           struct qr_apply_result *res);
+
+/* The run of a message that was dead-lettered, for its failure callback. */
+struct qr_apply_failed_run {
+    struct qr_callback_run cb; /* borrowed from run and first */
+    Qraft__WorkflowRun *run;   /* NULL: m is no workflow step */
+    Qraft__WorkflowStep *first;
+};
+
+/* m (a step of a workflow run, as it is going into the DLQ) failed for
+ * good: a running run fails with it, and its other messages not delivered
+ * yet are cancelled. out->run is then set, and out->cb says what the
+ * failure callback reports; free with qr_apply_workflow_failed_free.
+ * Returns 0 (out->run NULL when m has no run) or a store error. */
+int qr_apply_workflow_failed(struct qr_apply_ctx *ctx,
+                             const Qraft__Message *m,
+                             struct qr_apply_failed_run *out);
+void qr_apply_workflow_failed_free(struct qr_apply_failed_run *f);
 
 /* apply_queue.c: queues (their invariants are written there). */
 

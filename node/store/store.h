@@ -397,7 +397,7 @@ int qr_store_group_list(struct qr_store_txn *t,
 /* Workflow runs (`runs`, by id) and their histories (`wsteps`: one
  * WorkflowStep per entry under the run id, a 0 byte and the entry's seq,
  * big-endian). A run id is a name of at most QR_STORE_MAX_RUN_ID_BYTES.
- * run_get answers QR_ENOTFOUND when there is no such run; step_put
+ * run_get and step_get answer QR_ENOTFOUND when there is none; step_put
  * inserts or replaces entry seq; steps visits entries from_seq..to_seq
  * (inclusive) in order, st borrowed for the call, and a nonzero return
  * from cb stops the walk and is returned. run_delete removes the run and
@@ -412,6 +412,10 @@ int qr_store_run_step_put(struct qr_store_txn *t,
                           const char *run_id,
                           uint32_t seq,
                           const Qraft__WorkflowStep *st);
+int qr_store_run_step_get(struct qr_store_txn *t,
+                          const char *run_id,
+                          uint32_t seq,
+                          Qraft__WorkflowStep **out);
 typedef int (*qr_store_run_step_cb)(void *arg,
                                     uint32_t seq,
                                     const Qraft__WorkflowStep *st);

@@ -84,6 +84,24 @@ int qr_store_run_step_put(struct qr_store_txn *t,
     return rv;
 }
 
+int qr_store_run_step_get(struct qr_store_txn *t,
+                          const char *run_id,
+                          uint32_t seq,
+                          Qraft__WorkflowStep **out)
+{
+    const char *what = "get workflow history entry";
+    uint8_t key[KEY_BUF_BYTES];
+    ProtobufCMessage *msg = NULL;
+    *out = NULL;
+    int rv = check_run_id(t, false, run_id, what);
+    if (rv == 0) {
+        rv = store_load_record(t, &step_records, key,
+                               step_key(key, run_id, seq), &msg, what);
+    }
+    *out = (Qraft__WorkflowStep *)msg;
+    return rv;
+}
+
 struct step_walk {
     const char *run_id;
     size_t prefix_len; /* the run id and its 0 byte */

@@ -9,7 +9,7 @@ import json
 import unittest
 
 import qraft_harness as qh
-from http_sink import start_sink
+from http_sink import Reply, start_sink
 
 MAX_BODY = 64 * 1024
 RUN = "wfr_test-run-1"
@@ -188,6 +188,59 @@ class WorkflowTest(unittest.TestCase):
         out = json.loads(base64.b64decode(hist[2]["body"]))["out"]
         self.assertEqual(json.loads(out), big)
 
+    def test_failed_step_fails_the_run_and_calls_the_failure_function(self):
+        """A step dead-lettered: the run fails, its other steps are
+        cancelled, and the failure callback carries what the SDK's
+        failureFunction reads (the run id, the initial payload, the failing
+        answer) with the headers its template set."""
+        self.sink.script("/wf", Reply(500, {"Content-Type": "application/json"},
+                                      b'{"error":"Error","message":"boom"}'))
+        # The failure function fails too: its message stays, retrying.
+        self.sink.script("/fail", Reply(500))
+        fail_url = self.sink.url("/fail")
+        status, _, body = self.trigger(extra={
+            "Upstash-Retries": "0",
+            "Upstash-Failure-Callback": fail_url,
+            "Upstash-Failure-Callback-Forward-Upstash-Workflow-Is-Failure":
+                "true",
+            "Upstash-Failure-Callback-Forward-Upstash-Workflow-Failure-Callback":
+                "true",
+            "Upstash-Failure-Callback-Workflow-Runid": RUN,
+            "Upstash-Failure-Callback-Workflow-Calltype": "failureCall",
+            "Upstash-Failure-Callback-Forward-X-User": "alice",
+            "Upstash-Failure-Callback-Forward-Upstash-Signature": "forged",
+            "Upstash-Failure-Callback-Retries": "4",
+        })
+        self.assertEqual(status, 200, body)
+        got = self.sink.wait_for(1, path="/fail", timeout=20)[0]
+        self.assertEqual(got.header("Upstash-Workflow-Is-Failure"), "true")
+        self.assertEqual(got.header("Upstash-Workflow-Failure-Callback"),
+                         "true")
+        self.assertEqual(got.header("Upstash-Workflow-Runid"), RUN)
+        self.assertEqual(got.header("Upstash-Workflow-Calltype"),
+                         "failureCall")
+        self.assertEqual(got.header("X-User"), "alice")
+        self.assertNotEqual(got.header("Upstash-Signature"), "forged")
+        self.assertIsNone(got.header("Upstash-Workflow-Sdk-Version"))
+        cb = json.loads(got.body)
+        self.assertEqual(cb["workflowRunId"], RUN)
+        self.assertTrue(cb["workflowCreatedAt"] > 0)
+        self.assertEqual(base64.b64decode(cb["sourceBody"]), b"initial")
+        self.assertEqual(cb["status"], 500)
+        self.assertEqual(json.loads(base64.b64decode(cb["body"]))["message"],
+                         "boom")
+        self.assertEqual(cb["url"], self.url)
+        # It retries as its template says, not as the failed step did.
+        status, _, msg = self.call(
+            "GET", f"/v2/messages/{got.header('Upstash-Message-Id')}")
+        self.assertEqual(status, 200, msg)
+        self.assertEqual(msg["maxRetries"], 4)
+        status, _, body = self.call("GET", f"/v2/workflows/runs/{RUN}")
+        self.assertEqual(status, 404, body)
+        status, _, body = self.step(1, "late")
+        self.assertEqual(status, 400, body)
+        self.assertIn("failed", body["error"])
+
     def test_bad_workflow_input_is_refused(self):
         status, _, body = self.step(1, "x", run="wfr_nosuch")
         self.assertEqual(status, 400, body)
@@ -198,6 +251,10 @@ class WorkflowTest(unittest.TestCase):
         status, _, body = self.trigger(
             extra={"Upstash-Workflow-Init": "maybe"})
         self.assertEqual(status, 400, body)
+        status, _, body = self.trigger(
+            extra={"Upstash-Failure-Callback-Retries": "many"})
+        self.assertEqual(status, 400, body)
+        self.assertIn("Upstash-Failure-Callback-Retries", body["error"])
         status, _, body = self.call("GET", "/v2/workflows/runs/wfr_nosuch")
         self.assertEqual(status, 404, body)
         status, _, body = self.call("DELETE", "/v2/workflows/runs/wfr_nosuch")
