@@ -259,6 +259,7 @@ struct rest_pub {
     Qraft__Header **headers;   /* pool memory */
     size_t cap;
     Qraft__Header **fc_headers; /* pr.failure_callback_headers: pool */
+    Qraft__Header **cb_headers; /* pr.callback_headers: pool */
     size_t labels_cap;          /* pr.labels: pool memory, grown by copying */
 };
 

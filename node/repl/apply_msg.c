@@ -99,6 +99,8 @@ int qr_apply_publish(struct qr_apply_ctx *ctx,
     m.failure_callback = req->failure_callback;
     m.n_failure_callback_headers = req->n_failure_callback_headers;
     m.failure_callback_headers = req->failure_callback_headers;
+    m.n_callback_headers = req->n_callback_headers;
+    m.callback_headers = req->callback_headers;
     m.queue = req->queue;
     m.dedup_id = req->dedup_id;
     m.retry_options = req->retry_options;
@@ -361,6 +363,9 @@ static int create_callback(struct qr_apply_ctx *ctx,
         /* The callback of a queue message holds a slot of its queue too:
          * the queue's next message waits for the callbacks. */
         rv = qr_apply_queue_take_slot(ctx, src, &cb.m);
+    }
+    if (rv == 0 && kind == QRAFT__CALLBACK_KIND__CALLBACK) {
+        rv = qr_apply_workflow_callback(ctx, src, &cb.m);
     }
     if (rv == 0) {
         rv = qr_store_msg_put(ctx->txn, &cb.m);

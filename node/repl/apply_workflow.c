@@ -44,10 +44,16 @@ int qr_apply_workflow_begin(struct qr_apply_ctx *ctx,
         qr_apply_set_result(res, QR_EBADREQ, "invalid workflow run id");
         return 0;
     }
-    if (!qr_command_is_workflow_step(wf->call_type)) {
+    bool call = qr_command_is_workflow_call(wf->call_type);
+    if (!qr_command_is_workflow_step(wf->call_type) && !call) {
         qr_apply_set_result(res, QR_EBADREQ,
                             "workflow call type '%.32s' is not supported",
                             wf->call_type);
+        return 0;
+    }
+    if (wf->init && call) {
+        qr_apply_set_result(res, QR_EBADREQ,
+                            "a workflow run starts with a step, not a call");
         return 0;
     }
     Qraft__WorkflowRun *old = NULL;
@@ -122,8 +128,15 @@ void qr_apply_workflow_inherit(const Qraft__WorkflowRun *run,
                                const Qraft__PublishRequest *req,
                                Qraft__Message *m)
 {
-    if (req->workflow->init) {
-        return; /* the trigger is where the settings come from */
+    m->workflow_call_type =
+        qr_command_is_workflow_call(req->workflow->call_type) ? "toCallback"
+                                                              : "step";
+    if (req->workflow->init ||
+        qr_command_is_workflow_call(req->workflow->call_type)) {
+        /* The trigger is where the settings come from; a call to another
+         * URL has its own, and its failure does not fail the run (its
+         * callback reports it). */
+        return;
     }
     if (!req->retries_set) {
         m->max_retries = run->max_retries;
@@ -164,7 +177,7 @@ int qr_apply_workflow_append(struct qr_apply_ctx *ctx,
     }
     Qraft__WorkflowStep st = QRAFT__WORKFLOW_STEP__INIT;
     st.message_id = m->id;
-    st.call_type = "step";
+    st.call_type = m->workflow_call_type;
     st.body = m->body;
     st.created_ms = ctx->now_ms;
     int rv = qr_store_run_step_put(ctx->txn, run->id, m->workflow_seq, &st);
@@ -303,7 +316,10 @@ int qr_apply_workflow_failed(struct qr_apply_ctx *ctx,
 {
     memset(out, 0, sizeof *out);
     if (!qr_apply_workflow_on(ctx) ||
-        !qr_command_is_run_id(m->workflow_run_id)) {
+        !qr_command_is_run_id(m->workflow_run_id) ||
+        strcmp(m->workflow_call_type, "toCallback") == 0) {
+        /* A call that failed is reported by its callback, which the SDK
+         * reads; the run goes on. */
         return 0;
     }
     int rv = qr_store_run_get(ctx->txn, m->workflow_run_id, &out->run);
@@ -350,4 +366,46 @@ void qr_apply_workflow_failed_free(struct qr_apply_failed_run *f)
         qraft__workflow_step__free_unpacked(f->first, NULL);
     }
     memset(f, 0, sizeof *f);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The callback of a context.call. */
+
+int qr_apply_workflow_callback(struct qr_apply_ctx *ctx,
+                               const Qraft__Message *call,
+                               Qraft__Message *cb)
+{
+    if (!qr_apply_workflow_on(ctx) ||
+        strcmp(call->workflow_call_type, "toCallback") != 0 ||
+        !qr_command_is_run_id(call->workflow_run_id)) {
+        return 0;
+    }
+    Qraft__WorkflowRun *run = NULL;
+    int rv = qr_store_run_get(ctx->txn, call->workflow_run_id, &run);
+    if (rv == QR_ENOTFOUND) {
+        return 0;
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (run->state == QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING) {
+        /* Its own entry: the SDK, lazy-fetching an empty callback body,
+         * looks the callback's message id up in the history. */
+        cb->workflow_run_id = call->workflow_run_id;
+        cb->workflow_call_type = "fromCallback";
+        cb->workflow_seq = run->next_seq;
+        Qraft__WorkflowStep st = QRAFT__WORKFLOW_STEP__INIT;
+        st.message_id = cb->id;
+        st.call_type = "fromCallback";
+        st.body = cb->body;
+        st.created_ms = ctx->now_ms;
+        rv = qr_store_run_step_put(ctx->txn, run->id, cb->workflow_seq, &st);
+        if (rv == 0) {
+            run->next_seq++;
+            run->history_bytes += cb->body.len;
+            rv = qr_store_run_put(ctx->txn, run);
+        }
+    }
+    qraft__workflow_run__free_unpacked(run, NULL);
+    return rv;
 }

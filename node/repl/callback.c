@@ -112,7 +112,14 @@ static char *build_body(const Qraft__Message *src,
                                header_map(resp->headers, resp->n_headers));
     bad |= json_object_set_new(o, "body",
                                base64_string(resp->body.data, resp->body.len));
-    bad |= json_object_set_new(o, "retried", json_integer(r->attempt));
+    /* A context.call's last attempt says retried == maxRetries, however
+     * early it failed for good: the workflow SDK waits for that one. */
+    uint32_t retried = r->attempt;
+    if (src->state == QRAFT__MESSAGE_STATE__DEAD_LETTERED &&
+        strcmp(src->workflow_call_type, "toCallback") == 0) {
+        retried = src->max_retries;
+    }
+    bad |= json_object_set_new(o, "retried", json_integer(retried));
     bad |= json_object_set_new(o, "maxRetries", json_integer(src->max_retries));
     if (kind == QRAFT__CALLBACK_KIND__FAILURE_CALLBACK) {
         bad |= json_object_set_new(o, "dlqId", qr_json_text(src->id));
@@ -155,26 +162,50 @@ static char *build_body(const Qraft__Message *src,
     return text;
 }
 
-/* A failure callback's Upstash-Failure-Callback-* settings onto cb->m,
- * and its forwarded headers after Content-Type (cb->headers[0]). */
-static int apply_failure_settings(struct qr_callback *cb,
-                                  const Qraft__Message *src)
+/* A callback's settings (src's Upstash-Callback-* or
+ * Upstash-Failure-Callback-* headers, by kind) onto cb->m, and its
+ * forwarded headers after Content-Type (cb->headers[0]). A callback's may
+ * also give it a failure callback of its own (Failure-Callback and
+ * Failure-Callback-*). */
+static int apply_template(struct qr_callback *cb,
+                          const Qraft__Message *src,
+                          Qraft__CallbackKind kind)
 {
-    size_t n = src->n_failure_callback_headers;
+    bool failure = kind == QRAFT__CALLBACK_KIND__FAILURE_CALLBACK;
+    Qraft__Header **t =
+        failure ? src->failure_callback_headers : src->callback_headers;
+    size_t n =
+        failure ? src->n_failure_callback_headers : src->n_callback_headers;
     cb->header_store = calloc(n > 0 ? n : 1, sizeof *cb->header_store);
     cb->names = calloc(n > 0 ? n : 1, sizeof *cb->names);
+    cb->failure_headers = calloc(n > 0 ? n : 1, sizeof *cb->failure_headers);
     Qraft__Header **grown = realloc(cb->headers, (n + 1) * sizeof *grown);
     if (grown != NULL) {
         cb->headers = grown;
     }
-    if (cb->header_store == NULL || cb->names == NULL || grown == NULL) {
+    if (cb->header_store == NULL || cb->names == NULL ||
+        cb->failure_headers == NULL || grown == NULL) {
         return -ENOMEM;
     }
     struct qr_callback_settings cs = {0};
+    size_t used = 0;
     for (size_t i = 0; i < n; i++) {
-        const Qraft__Header *h = src->failure_callback_headers[i];
+        const Qraft__Header *h = t[i];
         const char *fwd = NULL;
         const char *prefix = "";
+        if (!failure && strcasecmp(h->name, "Failure-Callback") == 0) {
+            cb->m.failure_callback = h->value;
+            continue;
+        }
+        if (!failure && strncasecmp(h->name, "Failure-Callback-", 17) == 0) {
+            /* Its failure callback's template, the prefix dropped. */
+            Qraft__Header *out = &cb->header_store[used++];
+            qraft__header__init(out);
+            out->name = h->name + 17;
+            out->value = h->value;
+            cb->failure_headers[cb->m.n_failure_callback_headers++] = out;
+            continue;
+        }
         if (strncasecmp(h->name, "Forward-", 8) == 0 && h->name[8] != '\0') {
             fwd = h->name + 8;
         } else if (strncasecmp(h->name, "Workflow-", 9) == 0 &&
@@ -185,7 +216,7 @@ static int apply_failure_settings(struct qr_callback *cb,
         if (fwd == NULL) {
             /* A value no longer valid (the bounds are fixed, so only a
              * record from a buggy leader) is ignored, alike everywhere. */
-            (void)qr_command_failure_setting(h, NULL, &cs);
+            (void)qr_command_callback_setting(h, NULL, &cs);
             continue;
         }
         size_t len = strlen(prefix) + strlen(fwd) + 1;
@@ -195,13 +226,14 @@ static int apply_failure_settings(struct qr_callback *cb,
         }
         snprintf(name, len, "%s%s", prefix, fwd);
         cb->names[cb->n_names++] = name;
-        Qraft__Header *out = &cb->header_store[cb->m.n_headers - 1];
+        Qraft__Header *out = &cb->header_store[used++];
         qraft__header__init(out);
         out->name = name;
         out->value = h->value;
         cb->headers[cb->m.n_headers++] = out;
     }
     cb->m.headers = cb->headers;
+    cb->m.failure_callback_headers = cb->failure_headers;
     if (cs.retries_set) {
         cb->m.max_retries = cs.retries;
     }
@@ -260,8 +292,7 @@ int qr_callback_build(struct qr_callback *cb,
     m->updated_ms = now_ms;
     m->source_message_id = src->id;
     m->callback_kind = kind;
-    if (kind == QRAFT__CALLBACK_KIND__FAILURE_CALLBACK &&
-        apply_failure_settings(cb, src) != 0) {
+    if (apply_template(cb, src, kind) != 0) {
         qr_callback_free(cb);
         return -ENOMEM;
     }
@@ -276,10 +307,12 @@ void qr_callback_free(struct qr_callback *cb)
     }
     free(cb->names);
     free(cb->header_store);
+    free(cb->failure_headers);
     free(cb->headers);
     cb->body_json = NULL;
     cb->names = NULL;
     cb->n_names = 0;
     cb->header_store = NULL;
+    cb->failure_headers = NULL;
     cb->headers = NULL;
 }

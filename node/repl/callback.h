@@ -29,6 +29,7 @@ struct qr_callback {
     Qraft__Header content_type;
     Qraft__Header *header_store; /* the forwarded ones, renamed */
     Qraft__Header **headers;
+    Qraft__Header **failure_headers; /* its own failure callback's */
     char **names;
     size_t n_names;
     char *body_json;
@@ -49,11 +50,16 @@ struct qr_callback_run {
  * options, borrowed from src); its timeout is the default carried by the
  * command (default_retries is kept for callers that have no source).
  *
- * A failure callback then takes the source's Upstash-Failure-Callback-*
- * settings (src->failure_callback_headers): Retries, Retry-Delay, Timeout
- * and Method override the above; Forward-X: v is sent as X: v, and
- * Workflow-Y: v as Upstash-Workflow-Y: v; the rest is ignored. run (NULL:
- * none) is the source's workflow run. Returns 0 or -ENOMEM. */
+ * Then it takes the source's settings for it (Upstash-Callback-* or
+ * Upstash-Failure-Callback-*: src->callback_headers or
+ * src->failure_callback_headers): Retries, Retry-Delay, Timeout and Method
+ * override the above; Forward-X: v is sent as X: v, and Workflow-Y: v as
+ * Upstash-Workflow-Y: v; a callback's Failure-Callback and
+ * Failure-Callback-* give it a failure callback of its own; the rest is
+ * ignored. The callback of a workflow's context.call dead-lettered reports
+ * retried = maxRetries (the SDK waits for that attempt). run (NULL: none)
+ * is the source's workflow run, for a failure callback. Returns 0 or
+ * -ENOMEM. */
 int qr_callback_build(struct qr_callback *cb,
                       const Qraft__Message *src,
                       const Qraft__DeliveryResult *r,

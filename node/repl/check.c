@@ -189,6 +189,11 @@ bool qr_command_is_workflow_step(const char *call_type)
     return call_type[0] == '\0' || strcmp(call_type, "step") == 0;
 }
 
+bool qr_command_is_workflow_call(const char *call_type)
+{
+    return strcmp(call_type, "toCallback") == 0;
+}
+
 /* The Upstash-Workflow-* part of a publish (docs/workflow.md). */
 static int check_workflow(const Qraft__PublishRequest *req,
                           const struct qr_limits *l,
@@ -206,13 +211,16 @@ static int check_workflow(const Qraft__PublishRequest *req,
         return fail(QR_EBADREQ, err, err_len,
                     "a workflow message goes to a URL, not a URL group");
     }
-    if (!qr_command_is_workflow_step(wf->call_type)) {
-        /* context.call (toCallback) and the rest: not built yet; refused
-         * rather than delivered as a step. */
+    if (!qr_command_is_workflow_step(wf->call_type) &&
+        !qr_command_is_workflow_call(wf->call_type)) {
         return fail(QR_EBADREQ, err, err_len,
                     "Upstash-Workflow-CallType '%.32s' is not supported "
-                    "(only step)",
+                    "(step or toCallback)",
                     wf->call_type);
+    }
+    if (wf->init && !qr_command_is_workflow_step(wf->call_type)) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "a workflow run starts with a step, not a call");
     }
     if (wf->url[0] != '\0') {
         return check_url("Upstash-Workflow-Url", wf->url, l, err, err_len);
@@ -271,20 +279,32 @@ static int check_headers(const char *what,
     return 0;
 }
 
-/* The failure callback's own settings (Upstash-Failure-Callback-*): the
- * headers, and the values apply reads from them. */
-static int check_failure_headers(const Qraft__PublishRequest *req,
-                                 const struct qr_limits *l,
-                                 char *err,
-                                 size_t err_len)
+/* A callback's own settings (Upstash-Callback-* or
+ * Upstash-Failure-Callback-*, `what`): the headers, and the values apply
+ * reads from them. A callback's may name its own failure callback
+ * (Failure-Callback, Failure-Callback-*). */
+static int check_template(const char *what,
+                          Qraft__Header *const *headers,
+                          size_t n,
+                          bool nested,
+                          const struct qr_limits *l,
+                          char *err,
+                          size_t err_len)
 {
-    static const char what[] = "Upstash-Failure-Callback-";
-    int rv = check_headers(what, req->failure_callback_headers,
-                           req->n_failure_callback_headers, l, err, err_len);
-    for (size_t i = 0; rv == 0 && i < req->n_failure_callback_headers; i++) {
-        const Qraft__Header *h = req->failure_callback_headers[i];
+    int rv = check_headers(what, headers, n, l, err, err_len);
+    for (size_t i = 0; rv == 0 && i < n; i++) {
+        const Qraft__Header *h = headers[i];
+        Qraft__Header inner = *h;
         struct qr_callback_settings cs = {0};
-        if (!qr_command_failure_setting(h, l, &cs)) {
+        if (nested && strcasecmp(h->name, "Failure-Callback") == 0) {
+            rv = check_url("Upstash-Callback-Failure-Callback", h->value, l,
+                           err, err_len);
+            continue;
+        }
+        if (nested && strncasecmp(h->name, "Failure-Callback-", 17) == 0) {
+            inner.name = h->name + 17;
+        }
+        if (!qr_command_callback_setting(&inner, l, &cs)) {
             rv = fail(QR_EBADREQ, err, err_len, "invalid %s%s '%.64s'", what,
                       h->name, h->value);
         }
@@ -292,9 +312,24 @@ static int check_failure_headers(const Qraft__PublishRequest *req,
     return rv;
 }
 
-bool qr_command_failure_setting(const Qraft__Header *h,
-                                const struct qr_limits *l,
-                                struct qr_callback_settings *cs)
+static int check_failure_headers(const Qraft__PublishRequest *req,
+                                 const struct qr_limits *l,
+                                 char *err,
+                                 size_t err_len)
+{
+    int rv = check_template(
+        "Upstash-Failure-Callback-", req->failure_callback_headers,
+        req->n_failure_callback_headers, false, l, err, err_len);
+    if (rv == 0) {
+        rv = check_template("Upstash-Callback-", req->callback_headers,
+                            req->n_callback_headers, true, l, err, err_len);
+    }
+    return rv;
+}
+
+bool qr_command_callback_setting(const Qraft__Header *h,
+                                 const struct qr_limits *l,
+                                 struct qr_callback_settings *cs)
 {
     /* Apply's bounds: the limits no node configures. */
     static const struct qr_limits ceilings = {

@@ -38,12 +38,17 @@ const char *qr_command_header_reserved(const char *name, size_t len);
 bool qr_command_is_run_id(const char *s);
 
 /* Whether a publish's Upstash-Workflow-CallType ("" or "step") makes it a
- * step of its run: the only kind qraft runs so far. */
+ * step of its run. */
 bool qr_command_is_workflow_step(const char *call_type);
 
-/* What a failure callback's Upstash-Failure-Callback-* headers set (the
- * others are forwarded: Forward-X as X, Workflow-Y as Upstash-Workflow-Y;
- * see repl/callback.h). Strings are borrowed from the headers. */
+/* Whether it makes it a context.call ("toCallback"): a message to another
+ * URL whose callback goes back to the run. */
+bool qr_command_is_workflow_call(const char *call_type);
+
+/* What a callback's Upstash-Callback-* (or a failure callback's
+ * Upstash-Failure-Callback-*) headers set; the others are forwarded:
+ * Forward-X as X, Workflow-Y as Upstash-Workflow-Y (repl/callback.h).
+ * Strings are borrowed from the headers. */
 struct qr_callback_settings {
     bool retries_set;
     uint32_t retries;
@@ -56,9 +61,9 @@ struct qr_callback_settings {
  * value is bad for the limits l (NULL: the fixed bounds apply uses, so
  * that every replica reads a stored value alike). Other names: true,
  * nothing set. */
-bool qr_command_failure_setting(const Qraft__Header *h,
-                                const struct qr_limits *l,
-                                struct qr_callback_settings *cs);
+bool qr_command_callback_setting(const Qraft__Header *h,
+                                 const struct qr_limits *l,
+                                 struct qr_callback_settings *cs);
 
 /* Checks a publish request against the limits, before any work is done.
  * now_ms is the leader's time (for not-before). Returns 0, QR_EBADREQ or

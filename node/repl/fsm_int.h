@@ -144,6 +144,13 @@ int qr_apply_workflow_failed(struct qr_apply_ctx *ctx,
                              struct qr_apply_failed_run *out);
 void qr_apply_workflow_failed_free(struct qr_apply_failed_run *f);
 
+/* cb (id set, not stored yet) is the callback of call: when call is a
+ * context.call of a running run, cb joins the run (a fromCallback entry in
+ * its history, written here). Returns 0 or a store error. */
+int qr_apply_workflow_callback(struct qr_apply_ctx *ctx,
+                               const Qraft__Message *call,
+                               Qraft__Message *cb);
+
 /* apply_queue.c: queues (their invariants are written there). */
 
 /* Queue semantics apply once the cluster's feature level has them (a

@@ -241,6 +241,76 @@ class WorkflowTest(unittest.TestCase):
         self.assertEqual(status, 400, body)
         self.assertIn("failed", body["error"])
 
+    def call_step(self, path, retries, step_id=1):
+        """A context.call as the SDK publishes it: a message to another URL
+        whose callback (with its Upstash-Callback-* settings) comes back to
+        the workflow."""
+        headers = {
+            "Upstash-Workflow-Init": "false",
+            "Upstash-Workflow-RunId": RUN,
+            "Upstash-Workflow-Url": self.url,
+            "Upstash-Workflow-Sdk-Version": "1",
+            "Upstash-Workflow-CallType": "toCallback",
+            "Upstash-Retries": str(retries),
+            "Upstash-Retry-Delay": "200",
+            "Upstash-Forward-X-Api-Key": "k1",
+            "Upstash-Callback": self.url,
+            "Upstash-Callback-Workflow-RunId": RUN,
+            "Upstash-Callback-Workflow-CallType": "fromCallback",
+            "Upstash-Callback-Workflow-Init": "false",
+            "Upstash-Callback-Workflow-Url": self.url,
+            "Upstash-Callback-Forward-Upstash-Workflow-Callback": "true",
+            "Upstash-Callback-Forward-Upstash-Workflow-StepId": str(step_id),
+            "Upstash-Callback-Retries": "5",
+            "Content-Type": "application/json",
+        }
+        return self.batch(headers, '{"q":1}', url=self.sink.url(path))
+
+    def test_call_reports_each_attempt_and_the_whole_answer(self):
+        self.trigger()
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        answer = json.dumps({"text": "y" * 10000}).encode()
+        self.sink.script("/api", Reply(500), Reply(500),
+                         Reply(200, {"Content-Type": "application/json"},
+                               answer))
+        status, _, body = self.call_step("/api", retries=2)
+        self.assertEqual(status, 200, body)
+        calls = self.sink.wait_for(3, path="/api", timeout=20)
+        self.assertEqual(calls[0].header("X-Api-Key"), "k1")
+        self.assertEqual(calls[0].body, b'{"q":1}')
+        self.assertIsNone(calls[0].header("Upstash-Workflow-RunId"))
+        # A callback per attempt, to the workflow, as the SDK reads it: the
+        # callback's own headers, no Sdk-Version (its body is no history).
+        cbs = self.sink.wait_for(4, path="/wf", timeout=20)[1:]
+        for cb in cbs:
+            self.assertEqual(cb.header("Upstash-Workflow-Callback"), "true")
+            self.assertEqual(cb.header("Upstash-Workflow-RunId"), RUN)
+            self.assertEqual(cb.header("Upstash-Workflow-StepId"), "1")
+            self.assertIsNone(cb.header("Upstash-Workflow-Sdk-Version"))
+        last = max((json.loads(cb.body) for cb in cbs),
+                   key=lambda b: b["retried"])
+        self.assertEqual((last["status"], last["retried"], last["maxRetries"]),
+                         (200, 2, 2))
+        self.assertEqual(base64.b64decode(last["body"]), answer)
+        status, _, hist = self.call("GET", f"/v2/workflows/runs/{RUN}")
+        self.assertEqual(status, 200, hist)
+        self.assertEqual([e["callType"] for e in hist],
+                         ["step", "toCallback"] + ["fromCallback"] * 3)
+
+    def test_call_that_fails_for_good_reports_its_last_attempt(self):
+        """The SDK waits for retried == maxRetries: a call refused at once
+        (a 4xx is final) still says so, and the run goes on."""
+        self.trigger()
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        self.sink.script("/api", Reply(404))
+        status, _, body = self.call_step("/api", retries=3)
+        self.assertEqual(status, 200, body)
+        cb = json.loads(self.sink.wait_for(2, path="/wf", timeout=20)[1].body)
+        self.assertEqual((cb["status"], cb["retried"], cb["maxRetries"]),
+                         (404, 3, 3))
+        status, _, hist = self.call("GET", f"/v2/workflows/runs/{RUN}")
+        self.assertEqual(status, 200, hist)
+
     def test_bad_workflow_input_is_refused(self):
         status, _, body = self.step(1, "x", run="wfr_nosuch")
         self.assertEqual(status, 400, body)
