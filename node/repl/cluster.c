@@ -1079,6 +1079,17 @@ int qr_cluster_propose_command(struct qr_cluster *c,
     return rv;
 }
 
+int qr_cluster_propose_one(struct qr_cluster *c,
+                           Qraft__Command__BodyCase body_case,
+                           const ProtobufCMessage *body,
+                           qr_cluster_propose_cb cb,
+                           void *data)
+{
+    Qraft__Command cmd;
+    qr_command_init_one(&cmd, body_case, body);
+    return qr_cluster_propose_command(c, &cmd, cb, data);
+}
+
 bool qr_cluster_serving(const struct qr_cluster *c)
 {
     return c->serving;

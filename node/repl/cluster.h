@@ -218,6 +218,14 @@ int qr_cluster_propose_command(struct qr_cluster *c,
                                qr_cluster_propose_cb cb,
                                void *data);
 
+/* qr_cluster_propose_command for the command of one body (borrowed; see
+ * qr_command_init_one). */
+int qr_cluster_propose_one(struct qr_cluster *c,
+                           Qraft__Command__BodyCase body_case,
+                           const ProtobufCMessage *body,
+                           qr_cluster_propose_cb cb,
+                           void *data);
+
 /* The highest raft index this node has applied (commands and raft's own
  * entries alike). */
 uint64_t qr_cluster_applied(struct qr_cluster *c);
