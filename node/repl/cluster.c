@@ -1057,18 +1057,21 @@ int qr_cluster_check_level(const struct qr_cluster *c,
     return QR_EUNAVAIL;
 }
 
-int qr_cluster_propose_command(struct qr_cluster *c,
-                               const Qraft__Command *cmd,
-                               qr_cluster_propose_cb cb,
-                               void *data)
+int qr_cluster_propose_one(struct qr_cluster *c,
+                           Qraft__Command__BodyCase body_case,
+                           const ProtobufCMessage *body,
+                           qr_cluster_propose_cb cb,
+                           void *data)
 {
     char why[256];
-    if (qr_cluster_check_level(c, cmd, why, sizeof why) != 0) {
+    Qraft__Command cmd;
+    qr_command_init_one(&cmd, body_case, body);
+    if (qr_cluster_check_level(c, &cmd, why, sizeof why) != 0) {
         QR_WARN("cluster", "not proposed: %s", why);
         return QR_EUNAVAIL;
     }
     struct qr_packed packed;
-    int rv = qr_command_pack(cmd, &packed);
+    int rv = qr_command_pack(&cmd, &packed);
     if (rv != 0) {
         return rv;
     }
@@ -1077,17 +1080,6 @@ int qr_cluster_propose_command(struct qr_cluster *c,
         free(packed.data);
     }
     return rv;
-}
-
-int qr_cluster_propose_one(struct qr_cluster *c,
-                           Qraft__Command__BodyCase body_case,
-                           const ProtobufCMessage *body,
-                           qr_cluster_propose_cb cb,
-                           void *data)
-{
-    Qraft__Command cmd;
-    qr_command_init_one(&cmd, body_case, body);
-    return qr_cluster_propose_command(c, &cmd, cb, data);
 }
 
 bool qr_cluster_serving(const struct qr_cluster *c)
