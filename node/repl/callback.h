@@ -34,14 +34,12 @@ struct qr_callback {
  * attempt: attempts already counted) and the committed result r, at leader
  * time now_ms. The callback retries like its source (max retries and retry
  * options, borrowed from src); its timeout is the default carried by the
- * command (default_retries is kept for callers that have no source).
- * Returns 0 or -ENOMEM. */
+ * command. Returns 0 or -ENOMEM. */
 int qr_callback_build(struct qr_callback *cb,
                       const Qraft__Message *src,
                       const Qraft__DeliveryResult *r,
                       Qraft__CallbackKind kind,
                       uint64_t now_ms,
-                      uint32_t default_retries,
                       uint64_t default_timeout_ms);
 
 void qr_callback_free(struct qr_callback *cb);
