@@ -967,12 +967,8 @@ static void close_step_done(struct qr_cluster *c)
     }
 }
 
-static void on_check_close(uv_handle_t *h)
-{
-    close_step_done(h->data);
-}
-
-static void on_wait_timer_close(uv_handle_t *h)
+/* The check and the two timers: each one close step. */
+static void on_handle_close(uv_handle_t *h)
 {
     close_step_done(h->data);
 }
@@ -997,9 +993,9 @@ void qr_cluster_close(struct qr_cluster *c, qr_cluster_close_cb cb)
     fire_waits(c, true, QR_ECANCELED);
     c->pending_closes = 4;
     uv_check_stop(&c->check);
-    uv_close((uv_handle_t *)&c->check, on_check_close);
-    uv_close((uv_handle_t *)&c->wait_timer, on_wait_timer_close);
-    uv_close((uv_handle_t *)&c->push_timer, on_wait_timer_close);
+    uv_close((uv_handle_t *)&c->check, on_handle_close);
+    uv_close((uv_handle_t *)&c->wait_timer, on_handle_close);
+    uv_close((uv_handle_t *)&c->push_timer, on_handle_close);
     /* raft fails the entries in flight (their callbacks answer "outcome
      * unknown") and closes its I/O; only then may the io be freed. */
     c->raft.data = c;
