@@ -149,7 +149,7 @@ void qr_op_bulk(struct qr_op *op,
         Qraft__DlqReplay r = QRAFT__DLQ_REPLAY__INIT;
         Qraft__DlqDelete d = QRAFT__DLQ_DELETE__INIT;
         Qraft__Cancel c = QRAFT__CANCEL__INIT;
-        Qraft__Command cmd;
+        Qraft__Command cmd = QRAFT__COMMAND__INIT;
         switch (kind) {
             case QR_BULK_REPLAY:
                 r.message_id = ids[i];
