@@ -341,7 +341,6 @@ static int create_callback(struct qr_apply_ctx *ctx,
     struct qr_callback cb;
     char id[QR_ID_BYTES];
     int rv = qr_callback_build(&cb, src, r, kind, ctx->now_ms,
-                               batch->default_retries,
                                batch->default_timeout_ms, run);
     if (rv != 0) {
         return rv;

@@ -254,7 +254,6 @@ int qr_callback_build(struct qr_callback *cb,
                       const Qraft__DeliveryResult *r,
                       Qraft__CallbackKind kind,
                       uint64_t now_ms,
-                      uint32_t default_retries,
                       uint64_t default_timeout_ms,
                       const struct qr_callback_run *run)
 {
@@ -282,7 +281,6 @@ int qr_callback_build(struct qr_callback *cb,
     m->body.len = strlen(cb->body_json);
     m->state = QRAFT__MESSAGE_STATE__PENDING;
     /* As QStash does: a callback retries like its source. */
-    (void)default_retries;
     m->max_retries = src->max_retries;
     m->retry_options = src->retry_options;
     m->timeout_ms = default_timeout_ms;

@@ -48,7 +48,7 @@ struct qr_callback_run {
  * attempt: attempts already counted) and the committed result r, at leader
  * time now_ms. The callback retries like its source (max retries and retry
  * options, borrowed from src); its timeout is the default carried by the
- * command (default_retries is kept for callers that have no source).
+ * command.
  *
  * Then it takes the source's settings for it (Upstash-Callback-* or
  * Upstash-Failure-Callback-*: src->callback_headers or
@@ -65,7 +65,6 @@ int qr_callback_build(struct qr_callback *cb,
                       const Qraft__DeliveryResult *r,
                       Qraft__CallbackKind kind,
                       uint64_t now_ms,
-                      uint32_t default_retries,
                       uint64_t default_timeout_ms,
                       const struct qr_callback_run *run);
 

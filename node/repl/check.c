@@ -41,6 +41,12 @@ const char *qr_command_header_reserved(const char *name, size_t len)
 
 static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
 
+/* A request's text field and the name its error message gives it. */
+struct named_text {
+    const char *field;
+    const char *value;
+};
+
 static int fail(int rv, char *err, size_t err_len, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -139,10 +145,7 @@ static int check_metadata(const Qraft__PublishRequest *req,
                         i + 1, l->max_name_bytes);
         }
     }
-    const struct {
-        const char *field;
-        const char *value;
-    } texts[] = {
+    const struct named_text texts[] = {
         {"caller ip", req->caller_ip},
         {"flow control key", req->flow_control_key},
         {"endpoint name", req->endpoint_name},
@@ -499,10 +502,7 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
                         o->max_doublings, MAX_DOUBLINGS);
         }
     }
-    const struct {
-        const char *field;
-        const char *value;
-    } names[] = {
+    const struct named_text names[] = {
         {"dedup id", req->dedup_id},
         {"idempotency key", req->idempotency_key},
         {"queue", req->queue},

@@ -114,10 +114,8 @@ static void fire(struct qr_scheduler *s, const struct due *d, uint64_t now_ms)
     f.next_slot_ms = next_ms;
     f.default_retries = s->config->limits.default_retries;
     f.default_timeout_ms = s->config->limits.default_timeout_ms;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_SCHEDULE_FIRE;
-    cmd.schedule_fire = &f;
-    int rv = qr_cluster_propose_command(s->cluster, &cmd, on_fired, s);
+    int rv = qr_cluster_propose_one(
+        s->cluster, QRAFT__COMMAND__BODY_SCHEDULE_FIRE, &f.base, on_fired, s);
     if (rv != 0) {
         QR_DEBUG("scheduler", "proposing a fire of %s: %s", d->id,
                  qr_strerror(rv));
