@@ -331,6 +331,7 @@ void qr_rest_on_cancelled_reply(struct rest_call *c,
  * Workflow runs (rest_workflows.c). */
 
 rest_handler qr_rest_workflow_run, qr_rest_workflow_cancel_many;
+rest_handler qr_rest_wait, qr_rest_notify, qr_rest_waiters;
 
 /* ---------------------------------------------------------------------------
  * The dead letter queue (rest_dlq.c). */

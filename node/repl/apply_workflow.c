@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
+#include "lib/base64.h"
 #include "lib/err.h"
 #include "repl/check.h"
 #include "repl/fsm_int.h"
@@ -231,6 +234,23 @@ static int collect_id(void *arg, uint32_t seq, const Qraft__WorkflowStep *st)
     return 0;
 }
 
+/* Stores run, which has just ended: the events it waited for wait no
+ * more (its waiters go). */
+static int put_ended_run(struct qr_apply_ctx *ctx, Qraft__WorkflowRun *run)
+{
+    int rv = 0;
+    for (size_t i = 0; rv == 0 && i < run->n_waiting_events; i++) {
+        rv = qr_store_waiter_delete(ctx->txn, run->waiting_events[i], run->id);
+    }
+    size_t n = run->n_waiting_events;
+    run->n_waiting_events = 0;
+    if (rv == 0) {
+        rv = qr_store_run_put(ctx->txn, run);
+    }
+    run->n_waiting_events = n; /* run's own, freed with it */
+    return rv;
+}
+
 /* Cancels every message of run that is not final yet (each history entry
  * names the message that delivers it), but skip_id (NULL: none). */
 static int cancel_run_messages(struct qr_apply_ctx *ctx,
@@ -300,7 +320,7 @@ int qr_apply_workflow_end(struct qr_apply_ctx *ctx,
              ? cancel_run_messages(ctx, run, NULL, "workflow run cancelled")
              : 0;
     if (rv == 0) {
-        rv = qr_store_run_put(ctx->txn, run);
+        rv = put_ended_run(ctx, run);
     }
     run->result = kept; /* run's own, freed with it */
     qraft__workflow_run__free_unpacked(run, NULL);
@@ -341,7 +361,7 @@ int qr_apply_workflow_failed(struct qr_apply_ctx *ctx,
         out->run->failed_message_id = m->id;
         rv = cancel_run_messages(ctx, out->run, m->id, "workflow run failed");
         if (rv == 0) {
-            rv = qr_store_run_put(ctx->txn, out->run);
+            rv = put_ended_run(ctx, out->run);
         }
         out->run->failed_message_id = kept;
     }
@@ -407,5 +427,226 @@ int qr_apply_workflow_callback(struct qr_apply_ctx *ctx,
         }
     }
     qraft__workflow_run__free_unpacked(run, NULL);
+    return rv;
+}
+
+/* ------------------------------------------------------------------------ */
+/* context.waitForEvent: waiters, notify, timeouts. */
+
+int qr_apply_wait_create(struct qr_apply_ctx *ctx,
+                         const Qraft__WaitCreate *c,
+                         struct qr_apply_result *res)
+{
+    const Qraft__Waiter *in = c->waiter;
+    if (in == NULL || !qr_command_is_run_id(in->run_id) ||
+        !qr_command_is_event_id(in->event_id)) {
+        qr_apply_set_result(res, QR_EBADREQ, "invalid wait");
+        return 0;
+    }
+    Qraft__WorkflowRun *run = NULL;
+    int rv = qr_store_run_get(ctx->txn, in->run_id, &run);
+    if (rv == QR_ENOTFOUND) {
+        qr_apply_set_result(res, QR_EBADREQ, "workflow run %s does not exist",
+                            in->run_id);
+        return 0;
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (run->state != QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING) {
+        qr_apply_set_result(res, QR_EBADREQ, "workflow run %s is %s", run->id,
+                            run_state_word(run->state));
+        qraft__workflow_run__free_unpacked(run, NULL);
+        return 0;
+    }
+    Qraft__Waiter w = *in;
+    w.created_ms = ctx->now_ms;
+    w.deadline_ms = ctx->now_ms + c->timeout_ms;
+    if (w.deadline_ms < ctx->now_ms) {
+        w.deadline_ms = UINT64_MAX; /* wrapped: never */
+    }
+    rv = qr_store_waiter_put(ctx->txn, &w);
+    bool listed = false;
+    for (size_t i = 0; i < run->n_waiting_events; i++) {
+        listed = listed || strcmp(run->waiting_events[i], w.event_id) == 0;
+    }
+    if (rv == 0 && !listed) {
+        /* A borrowed extra element, dropped again before the free. */
+        char **grown = realloc(run->waiting_events,
+                               (run->n_waiting_events + 1) * sizeof *grown);
+        if (grown == NULL) {
+            rv = -ENOMEM;
+        } else {
+            run->waiting_events = grown;
+            run->waiting_events[run->n_waiting_events++] = w.event_id;
+            rv = qr_store_run_put(ctx->txn, run);
+            run->n_waiting_events--;
+        }
+    }
+    qraft__workflow_run__free_unpacked(run, NULL);
+    return rv;
+}
+
+/* The Wait step's JSON: the SDK's step with the event's data (base64, as
+ * the SDK decodes it) or waitTimeout. The stored step is the face's JSON
+ * object; anything else (only a buggy leader could store it) becomes an
+ * empty object, alike on every replica. New in *out (free()). */
+static int wait_step_json(const Qraft__Waiter *w,
+                          const ProtobufCBinaryData *data,
+                          char **out)
+{
+    json_error_t jerr;
+    json_t *o = json_loadb((const char *)w->step.data, w->step.len,
+                           JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        o = json_object();
+    }
+    if (o == NULL) {
+        return -ENOMEM;
+    }
+    int bad = json_object_set_new(o, "waitEventId", json_string(w->event_id));
+    if (data != NULL) {
+        char *b64 = NULL;
+        bad |= qr_base64(data->data, data->len, &b64) != 0;
+        bad |= b64 == NULL || json_object_set_new(o, "out", json_string(b64));
+        free(b64);
+        bad |= json_object_set_new(o, "waitTimeout", json_false());
+    } else {
+        json_object_del(o, "out");
+        bad |= json_object_set_new(o, "waitTimeout", json_true());
+    }
+    *out = bad ? NULL : json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    return *out != NULL ? 0 : -ENOMEM;
+}
+
+/* The waiter is done (notified: data set; timed out: data NULL): it goes,
+ * and its run gets the Wait step, delivered by message_id. */
+static int fire_waiter(struct qr_apply_ctx *ctx,
+                       const Qraft__Waiter *w,
+                       const ProtobufCBinaryData *data,
+                       const char *message_id,
+                       uint32_t default_retries,
+                       uint64_t default_timeout_ms)
+{
+    int rv = qr_store_waiter_delete(ctx->txn, w->event_id, w->run_id);
+    Qraft__WorkflowRun *run = NULL;
+    if (rv == 0) {
+        rv = qr_store_run_get(ctx->txn, w->run_id, &run);
+    }
+    if (rv == QR_ENOTFOUND) {
+        return 0;
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    /* The run waits for the event no more. */
+    size_t n = run->n_waiting_events;
+    size_t keep = 0;
+    char *dropped = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (dropped == NULL &&
+            strcmp(run->waiting_events[i], w->event_id) == 0) {
+            dropped = run->waiting_events[i];
+        } else {
+            run->waiting_events[keep++] = run->waiting_events[i];
+        }
+    }
+    if (dropped != NULL) {
+        run->n_waiting_events = keep;
+        rv = qr_store_run_put(ctx->txn, run);
+        run->waiting_events[run->n_waiting_events++] = dropped; /* freed */
+    }
+    bool running = run->state == QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING;
+    qraft__workflow_run__free_unpacked(run, NULL);
+    if (rv != 0 || !running) {
+        return rv;
+    }
+    char *step = NULL;
+    rv = wait_step_json(w, data, &step);
+    if (rv != 0) {
+        return rv;
+    }
+    Qraft__Header ct = QRAFT__HEADER__INIT;
+    ct.name = "Content-Type";
+    ct.value = "application/json";
+    Qraft__Header *headers[1] = {&ct};
+    Qraft__WorkflowPublish wf = QRAFT__WORKFLOW_PUBLISH__INIT;
+    wf.run_id = w->run_id;
+    wf.call_type = "step";
+    Qraft__PublishRequest req = QRAFT__PUBLISH_REQUEST__INIT;
+    req.url = data != NULL ? w->url : w->timeout_url;
+    req.n_headers = 1;
+    req.headers = headers;
+    req.body.data = (uint8_t *)step;
+    req.body.len = strlen(step);
+    req.workflow = &wf;
+    Qraft__Publish p = QRAFT__PUBLISH__INIT;
+    p.message_id = (char *)message_id;
+    p.request = &req;
+    p.default_retries = default_retries;
+    p.default_timeout_ms = default_timeout_ms;
+    struct qr_apply_result res = {0};
+    rv = qr_apply_publish(ctx, &p, &res);
+    free(step);
+    return rv;
+}
+
+int qr_apply_notify(struct qr_apply_ctx *ctx,
+                    const Qraft__Notify *n,
+                    struct qr_apply_result *res)
+{
+    if (!qr_command_is_event_id(n->event_id)) {
+        qr_apply_set_result(res, QR_EBADREQ, "invalid event id");
+        return 0;
+    }
+    for (size_t i = 0; i < n->n_targets; i++) {
+        const Qraft__NotifyTarget *t = n->targets[i];
+        if (!qr_command_is_run_id(t->run_id) ||
+            !qr_check_message_id(t->message_id)) {
+            continue; /* names no waiter */
+        }
+        Qraft__Waiter *w = NULL;
+        int rv = qr_store_waiter_get(ctx->txn, n->event_id, t->run_id, &w);
+        if (rv == QR_ENOTFOUND) {
+            continue; /* timed out or notified since the leader looked */
+        }
+        if (rv == 0) {
+            rv = fire_waiter(ctx, w, &n->data, t->message_id,
+                             n->default_retries, n->default_timeout_ms);
+            qraft__waiter__free_unpacked(w, NULL);
+        }
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+int qr_apply_wait_timeout(struct qr_apply_ctx *ctx,
+                          const Qraft__WaitTimeout *t,
+                          struct qr_apply_result *res)
+{
+    if (!qr_command_is_event_id(t->event_id) ||
+        !qr_command_is_run_id(t->run_id) ||
+        !qr_check_message_id(t->message_id)) {
+        qr_apply_set_result(res, QR_EBADREQ, "invalid wait timeout");
+        return 0;
+    }
+    Qraft__Waiter *w = NULL;
+    int rv = qr_store_waiter_get(ctx->txn, t->event_id, t->run_id, &w);
+    if (rv == QR_ENOTFOUND) {
+        return 0; /* notified, or fired by an earlier leader */
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    /* The fence: the very wait whose deadline the leader saw pass. */
+    if (w->deadline_ms == t->deadline_ms && w->deadline_ms <= ctx->now_ms) {
+        rv = fire_waiter(ctx, w, NULL, t->message_id, t->default_retries,
+                         t->default_timeout_ms);
+    }
+    qraft__waiter__free_unpacked(w, NULL);
     return rv;
 }

@@ -187,6 +187,21 @@ bool qr_command_is_run_id(const char *s)
            qr_command_is_word(s, "._:-");
 }
 
+bool qr_command_is_event_id(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > QR_COMMAND_MAX_EVENT_ID_BYTES ||
+        !qr_utf8_valid(s, len)) {
+        return false;
+    }
+    for (; *s != '\0'; s++) {
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
 bool qr_command_is_workflow_step(const char *call_type)
 {
     return call_type[0] == '\0' || strcmp(call_type, "step") == 0;
@@ -374,6 +389,36 @@ bool qr_command_callback_setting(const Qraft__Header *h,
         cs->method = h->value;
     }
     return true;
+}
+
+int qr_command_check_wait(const Qraft__Waiter *w,
+                          uint64_t timeout_ms,
+                          const struct qr_limits *l,
+                          char *err,
+                          size_t err_len)
+{
+    int rv = check_url("url", w->url, l, err, err_len);
+    if (rv == 0 && w->timeout_url[0] != '\0') {
+        rv = check_url("timeoutUrl", w->timeout_url, l, err, err_len);
+    }
+    if (rv == 0) {
+        rv = check_headers("timeoutHeaders ", w->timeout_headers,
+                           w->n_timeout_headers, l, err, err_len);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (timeout_ms == 0 || timeout_ms > l->max_delay_ms) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "timeout must be from 1 s to %" PRIu64 " days",
+                    l->max_delay_ms / (uint64_t)(24 * 3600 * 1000));
+    }
+    if (w->step.len > l->max_body_bytes) {
+        return fail(QR_ETOOLARGE, err, err_len,
+                    "step is %zu bytes; the limit is %" PRIu64, w->step.len,
+                    l->max_body_bytes);
+    }
+    return 0;
 }
 
 int qr_command_check_publish(const Qraft__PublishRequest *req,

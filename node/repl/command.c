@@ -198,6 +198,9 @@ uint32_t qr_command_level(const Qraft__Command *cmd)
             return 1;
         }
         case QRAFT__COMMAND__BODY_WORKFLOW_END:
+        case QRAFT__COMMAND__BODY_WAIT_CREATE:
+        case QRAFT__COMMAND__BODY_NOTIFY:
+        case QRAFT__COMMAND__BODY_WAIT_TIMEOUT:
             return QR_FEATURE_LEVEL_WORKFLOW;
         case QRAFT__COMMAND__BODY_CANCEL:
         case QRAFT__COMMAND__BODY_DLQ_REPLAY:

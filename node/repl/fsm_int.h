@@ -144,6 +144,19 @@ int qr_apply_workflow_failed(struct qr_apply_ctx *ctx,
                              struct qr_apply_failed_run *out);
 void qr_apply_workflow_failed_free(struct qr_apply_failed_run *f);
 
+/* context.waitForEvent: a waiter created (the run running), notified
+ * (those of the command's targets still waiting) or timed out (fenced by
+ * its deadline); a fired waiter's run gets a Wait step. */
+int qr_apply_wait_create(struct qr_apply_ctx *ctx,
+                         const Qraft__WaitCreate *c,
+                         struct qr_apply_result *res);
+int qr_apply_notify(struct qr_apply_ctx *ctx,
+                    const Qraft__Notify *n,
+                    struct qr_apply_result *res);
+int qr_apply_wait_timeout(struct qr_apply_ctx *ctx,
+                          const Qraft__WaitTimeout *t,
+                          struct qr_apply_result *res);
+
 /* cb (id set, not stored yet) is the callback of call: when call is a
  * context.call of a running run, cb joins the run (a fromCallback entry in
  * its history, written here). Returns 0 or a store error. */

@@ -426,6 +426,37 @@ int qr_store_run_steps(struct qr_store_txn *t,
                        qr_store_run_step_cb cb,
                        void *arg);
 
+/* Waiters (context.waitForEvent): a run waiting for an event, one per
+ * (event id, run id), with its deadline indexed in `wdue`. put inserts or
+ * replaces (the index follows); delete removes one (absent: not an
+ * error). list visits an event's waiters by run id, at most limit. due
+ * visits the waiters whose deadline is at or before now_ms, earliest
+ * first, at most limit, and sets *next_ms to the first deadline after
+ * now_ms it met (UINT64_MAX: none, or the limit stopped it first). w is
+ * borrowed for the call; a nonzero return from cb stops the walk and is
+ * returned. An event id is a name that leaves room for the index's
+ * deadline and a run id. */
+typedef int (*qr_store_waiter_cb)(void *arg, const Qraft__Waiter *w);
+int qr_store_waiter_get(struct qr_store_txn *t,
+                        const char *event_id,
+                        const char *run_id,
+                        Qraft__Waiter **out);
+int qr_store_waiter_put(struct qr_store_txn *t, const Qraft__Waiter *w);
+int qr_store_waiter_delete(struct qr_store_txn *t,
+                           const char *event_id,
+                           const char *run_id);
+int qr_store_waiter_list(struct qr_store_txn *t,
+                         const char *event_id,
+                         size_t limit,
+                         qr_store_waiter_cb cb,
+                         void *arg);
+int qr_store_waiter_due(struct qr_store_txn *t,
+                        uint64_t now_ms,
+                        size_t limit,
+                        qr_store_waiter_cb cb,
+                        void *arg,
+                        uint64_t *next_ms);
+
 /* Snapshots: every named database but `done` (which restore builds from
  * msgs) as seen by one read transaction (format
  * in store_snapshot.c's header comment: magic, version, then per database its

@@ -203,3 +203,226 @@ int qr_store_run_delete(struct qr_store_txn *t, const char *id)
     }
     return rv;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Waiters: `waiters` under (event id, 0, run id); `wdue` under (deadline,
+ * event id, 0, run id), empty values. */
+
+static const struct record_db waiter_records = {
+    DB_WAITERS, &qraft__waiter__descriptor, "waiter does not decode", NULL,
+    NULL};
+
+#define WDUE_PREFIX_BYTES 8
+
+static int check_waiter_ids(struct qr_store_txn *t,
+                            bool write,
+                            const char *event_id,
+                            const char *run_id,
+                            const char *what)
+{
+    int rv = check_run_id(t, write, run_id, what);
+    if (rv == 0) {
+        rv = store_check_name(t->s, event_id,
+                              WDUE_PREFIX_BYTES + 1 + strlen(run_id), what);
+    }
+    return rv;
+}
+
+/* (event id, 0, run id) into buf at off; returns the end. */
+static size_t waiter_key_at(uint8_t *buf,
+                            size_t off,
+                            const char *event_id,
+                            const char *run_id)
+{
+    size_t e = strlen(event_id);
+    size_t r = strlen(run_id);
+    memcpy(buf + off, event_id, e);
+    buf[off + e] = 0;
+    memcpy(buf + off + e + 1, run_id, r);
+    return off + e + 1 + r;
+}
+
+static size_t wdue_key(uint8_t *buf, const Qraft__Waiter *w)
+{
+    put_be64(buf, w->deadline_ms);
+    return waiter_key_at(buf, WDUE_PREFIX_BYTES, w->event_id, w->run_id);
+}
+
+int qr_store_waiter_get(struct qr_store_txn *t,
+                        const char *event_id,
+                        const char *run_id,
+                        Qraft__Waiter **out)
+{
+    const char *what = "get waiter";
+    uint8_t key[KEY_BUF_BYTES];
+    ProtobufCMessage *msg = NULL;
+    *out = NULL;
+    int rv = check_waiter_ids(t, false, event_id, run_id, what);
+    if (rv == 0) {
+        rv = store_load_record(t, &waiter_records, key,
+                               waiter_key_at(key, 0, event_id, run_id), &msg,
+                               what);
+    }
+    *out = (Qraft__Waiter *)msg;
+    return rv;
+}
+
+int qr_store_waiter_delete(struct qr_store_txn *t,
+                           const char *event_id,
+                           const char *run_id)
+{
+    const char *what = "delete waiter";
+    uint8_t key[KEY_BUF_BYTES];
+    Qraft__Waiter *old = NULL;
+    int rv = check_waiter_ids(t, true, event_id, run_id, what);
+    if (rv == 0) {
+        rv = qr_store_waiter_get(t, event_id, run_id, &old);
+    }
+    if (rv == QR_ENOTFOUND) {
+        return 0;
+    }
+    if (rv == 0) {
+        rv = store_del_raw(t, DB_WDUE, key, wdue_key(key, old), what);
+    }
+    if (rv == 0) {
+        rv = store_del_raw(t, DB_WAITERS, key,
+                           waiter_key_at(key, 0, event_id, run_id), what);
+    }
+    if (old != NULL) {
+        qraft__waiter__free_unpacked(old, NULL);
+    }
+    return rv;
+}
+
+int qr_store_waiter_put(struct qr_store_txn *t, const Qraft__Waiter *w)
+{
+    const char *what = "put waiter";
+    uint8_t key[KEY_BUF_BYTES];
+    int rv = qr_store_waiter_delete(t, w->event_id, w->run_id);
+    if (rv == 0) {
+        rv = store_put_packed(t, DB_WAITERS, key,
+                              waiter_key_at(key, 0, w->event_id, w->run_id),
+                              &w->base, what);
+    }
+    if (rv == 0) {
+        rv = store_put_raw(t, DB_WDUE, key, wdue_key(key, w), "", 0, what);
+    }
+    return rv;
+}
+
+struct waiter_walk {
+    const uint8_t *prefix;
+    size_t prefix_len;
+    qr_store_waiter_cb cb;
+    void *arg;
+};
+
+static int visit_waiter(struct qr_store_txn *t,
+                        const MDB_val *k,
+                        const MDB_val *v,
+                        void *arg,
+                        enum walk_step *step)
+{
+    struct waiter_walk *w = arg;
+    if (k->mv_size < w->prefix_len ||
+        memcmp(k->mv_data, w->prefix, w->prefix_len) != 0) {
+        *step = STEP_END;
+        return 0;
+    }
+    ProtobufCMessage *msg = NULL;
+    int rv =
+        store_decode_record(t, &waiter_records, k, v, &msg, "list waiters");
+    if (rv == 0) {
+        rv = w->cb(w->arg, (const Qraft__Waiter *)msg);
+        protobuf_c_message_free_unpacked(msg, NULL);
+    }
+    return rv;
+}
+
+int qr_store_waiter_list(struct qr_store_txn *t,
+                         const char *event_id,
+                         size_t limit,
+                         qr_store_waiter_cb cb,
+                         void *arg)
+{
+    const char *what = "list waiters";
+    uint8_t prefix[KEY_BUF_BYTES];
+    int rv = store_check_key(t, false, event_id, 1 + QR_STORE_MAX_RUN_ID_BYTES,
+                             what);
+    if (rv != 0 || limit == 0) {
+        return rv;
+    }
+    size_t n = strlen(event_id);
+    memcpy(prefix, event_id, n);
+    prefix[n] = 0;
+    struct waiter_walk w = {prefix, n + 1, cb, arg};
+    return store_walk_db(t, DB_WAITERS, prefix, n + 1, false, limit,
+                         visit_waiter, &w, what);
+}
+
+struct due_walk {
+    uint64_t now_ms;
+    uint64_t next_ms; /* the first deadline after now_ms */
+    qr_store_waiter_cb cb;
+    void *arg;
+};
+
+static int visit_due(struct qr_store_txn *t,
+                     const MDB_val *k,
+                     const MDB_val *v,
+                     void *arg,
+                     enum walk_step *step)
+{
+    struct due_walk *w = arg;
+    (void)v;
+    const uint8_t *key = k->mv_data;
+    if (k->mv_size <= WDUE_PREFIX_BYTES + 1) {
+        return store_fail_corrupt(t, "waiters due", "wdue key too short");
+    }
+    uint64_t deadline = get_be64(key);
+    if (deadline > w->now_ms) {
+        w->next_ms = deadline;
+        *step = STEP_END;
+        return 0;
+    }
+    /* The waiter's key is the rest of the index key. */
+    MDB_val wk = {k->mv_size - WDUE_PREFIX_BYTES,
+                  (void *)(key + WDUE_PREFIX_BYTES)};
+    MDB_val wv;
+    ProtobufCMessage *msg = NULL;
+    int rv = store_get_raw(t, DB_WAITERS, wk.mv_data, wk.mv_size, &wv,
+                           "waiters due");
+    if (rv == QR_ENOTFOUND) {
+        return store_fail_corrupt(t, "waiters due",
+                                  "wdue names a waiter that is gone");
+    }
+    if (rv == 0) {
+        rv = store_decode_record(t, &waiter_records, &wk, &wv, &msg,
+                                 "waiters due");
+    }
+    if (rv == 0) {
+        rv = w->cb(w->arg, (const Qraft__Waiter *)msg);
+        protobuf_c_message_free_unpacked(msg, NULL);
+    }
+    return rv;
+}
+
+int qr_store_waiter_due(struct qr_store_txn *t,
+                        uint64_t now_ms,
+                        size_t limit,
+                        qr_store_waiter_cb cb,
+                        void *arg,
+                        uint64_t *next_ms)
+{
+    struct due_walk w = {
+        .now_ms = now_ms, .next_ms = UINT64_MAX, .cb = cb, .arg = arg};
+    *next_ms = UINT64_MAX;
+    int rv = store_check_txn(t, false, "waiters due");
+    if (rv != 0 || limit == 0) {
+        return rv;
+    }
+    rv = store_walk_db(t, DB_WDUE, "", 0, false, limit, visit_due, &w,
+                       "waiters due");
+    *next_ms = w.next_ms;
+    return rv;
+}

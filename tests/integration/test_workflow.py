@@ -6,6 +6,7 @@ tests/sdk/workflow.test.mjs; the protocol is in docs/workflow.md."""
 
 import base64
 import json
+import time
 import unittest
 
 import qraft_harness as qh
@@ -310,6 +311,91 @@ class WorkflowTest(unittest.TestCase):
                          (404, 3, 3))
         status, _, hist = self.call("GET", f"/v2/workflows/runs/{RUN}")
         self.assertEqual(status, 200, hist)
+
+    def wait(self, event, timeout, step_id=1):
+        """context.waitForEvent as the SDK sends it."""
+        body = {
+            "url": self.url, "timeout": timeout, "timeoutUrl": self.url,
+            "timeoutHeaders": {"Upstash-Workflow-Runid": [RUN],
+                               "Upstash-Workflow-Init": ["false"]},
+            "step": {"stepId": step_id, "stepType": "Wait",
+                     "stepName": f"wait {event}", "concurrent": 1},
+        }
+        return self.call("POST", f"/v2/wait/{event}",
+                         json.dumps(body).encode(),
+                         {"Upstash-Workflow-RunId": RUN,
+                          "Upstash-Workflow-Init": "false",
+                          "Content-Type": "application/json"})
+
+    def last_step(self, req):
+        return json.loads(self.history(req)[-1][1])
+
+    def test_wait_then_notify_delivers_the_event(self):
+        self.trigger()
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        status, _, body = self.wait("order-1", "1h")
+        self.assertEqual(status, 200, body)
+        status, _, waiters = self.call("GET", "/v2/waiters/order-1")
+        self.assertEqual(status, 200, waiters)
+        self.assertEqual(len(waiters), 1)
+        self.assertEqual(waiters[0]["url"], self.url)
+        self.assertEqual(waiters[0]["timeoutHeaders"]["Upstash-Workflow-Runid"],
+                         [RUN])
+        status, _, notified = self.call("POST", "/v2/notify/order-1",
+                                        b'{"paid":true}')
+        self.assertEqual(status, 200, notified)
+        self.assertEqual(len(notified), 1)
+        got = self.sink.wait_for(2, path="/wf", timeout=20)[1]
+        self.assertEqual(got.header("Upstash-Message-Id"),
+                         notified[0]["messageId"])
+        step = self.last_step(got)
+        self.assertEqual(step["stepType"], "Wait")
+        self.assertEqual(step["stepId"], 1)
+        self.assertFalse(step["waitTimeout"])
+        self.assertEqual(base64.b64decode(step["out"]), b'{"paid":true}')
+        # Notified once: nobody waits any more.
+        status, _, notified = self.call("POST", f"/v2/notify/{RUN}/order-1",
+                                        b"again")
+        self.assertEqual((status, notified), (200, []))
+        status, _, waiters = self.call("GET", "/v2/waiters/order-1")
+        self.assertEqual(waiters, [])
+
+    def test_wait_times_out_not_early(self):
+        self.trigger()
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        start = time.time()
+        status, _, body = self.wait("never", "2s")
+        self.assertEqual(status, 200, body)
+        got = self.sink.wait_for(2, path="/wf", timeout=20)[1]
+        self.assertGreaterEqual(got.time - start, 1.9)
+        step = self.last_step(got)
+        self.assertTrue(step["waitTimeout"])
+        self.assertNotIn("out", step)
+        status, _, notified = self.call("POST", "/v2/notify/never", b"late")
+        self.assertEqual((status, notified), (200, []))
+
+    def test_cancel_drops_the_waiters(self):
+        self.trigger()
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        self.assertEqual(self.wait("ev", "1h")[0], 200)
+        status, _, body = self.call("DELETE", f"/v2/workflows/runs/{RUN}")
+        self.assertEqual(status, 200, body)
+        status, _, waiters = self.call("GET", "/v2/waiters/ev")
+        self.assertEqual((status, waiters), (200, []))
+        status, _, body = self.wait("ev2", "1h")
+        self.assertEqual(status, 400, body)
+
+    def test_bad_waits_are_refused(self):
+        self.trigger()
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        self.assertEqual(self.wait("ev", "forever")[0], 400)
+        self.assertEqual(self.wait("ev", "400d")[0], 400)
+        status, _, body = self.call("POST", "/v2/wait/ev", b"[]")
+        self.assertEqual(status, 400, body)
+        status, _, body = self.call("POST", "/v2/notify/nobody", b"x")
+        self.assertEqual((status, body), (200, []))
+        status, _, body = self.call("POST", "/v2/notify/wfr_nosuch/ev", b"x")
+        self.assertEqual((status, body), (200, []))
 
     def test_bad_workflow_input_is_refused(self):
         status, _, body = self.step(1, "x", run="wfr_nosuch")
