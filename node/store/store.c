@@ -60,7 +60,7 @@
 const char *const store_db_names[N_DBS] = {
     "meta",   "msgs",    "due",   "dedup",     "dedupx", "dlq",
     "events", "queues",  "qfifo", "schedules", "groups", "runs",
-    "wsteps", "waiters", "wdue",  "done",
+    "wsteps", "waiters", "wdue",  "rdone",     "done",
 };
 
 __attribute__((format(printf, 2, 3))) void store_set_errmsg(struct qr_store *s,

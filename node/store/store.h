@@ -426,6 +426,15 @@ int qr_store_run_steps(struct qr_store_txn *t,
                        qr_store_run_step_cb cb,
                        void *arg);
 
+/* Deletes up to max ended runs (failed ones, or finished and cancelled
+ * ones) that ended before before_ms, oldest first, each with its history;
+ * sets *n_pruned. */
+int qr_store_run_prune(struct qr_store_txn *t,
+                       bool failed,
+                       uint64_t before_ms,
+                       size_t max,
+                       size_t *n_pruned);
+
 /* Waiters (context.waitForEvent): a run waiting for an event, one per
  * (event id, run id), with its deadline indexed in `wdue`. put inserts or
  * replaces (the index follows); delete removes one (absent: not an

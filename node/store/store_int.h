@@ -14,7 +14,7 @@
  *                    per-state counters, dedup, events
  *   store_config.c   queues, schedules, URL groups
  *   store_workflow.c workflow runs, their histories and waiters (runs,
- *                    wsteps, waiters, wdue)
+ *                    wsteps, waiters, wdue, rdone)
  *   store_migrate.c  store formats: checksums added, `done` index built
  *   store_snapshot.c pair-stream snapshots and their restore
  *   store_image.c    image snapshots (the environment's pages) and restore
@@ -73,15 +73,16 @@ enum db {
     DB_WSTEPS,  /* their history entries */
     DB_WAITERS, /* runs waiting for events */
     DB_WDUE,    /* waiters by deadline */
+    DB_RDONE,   /* ended runs by end time */
     DB_DONE,    /* last: not in snapshots (see N_SNAP_DBS) */
 };
-#define N_DBS 16
+#define N_DBS 17
 /* Snapshots carry the first N_SNAP_DBS databases: `done` is an index of
  * msgs that restore rebuilds, so a snapshot of format 3 lists the same
  * databases as one of format 2 (and a format 2 binary, meeting it, reads
  * its meta "format" and refuses it as newer, instead of "too many
  * databases"). */
-#define N_SNAP_DBS 15
+#define N_SNAP_DBS 16
 /* The databases a pair-stream snapshot carried before workflow runs: a
  * snapshot leaves the later ones out while they are empty, so a binary
  * from before them (which refuses more databases) restores it. */

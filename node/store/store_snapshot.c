@@ -26,7 +26,7 @@
  * database. A database absent from a snapshot is restored empty. The
  * `done` index is never in a snapshot (N_SNAP_DBS): restore builds it from
  * msgs, whatever the snapshot's format. The workflow databases (`runs`,
- * `wsteps`, `waiters`, `wdue`) are left out while all are empty
+ * `wsteps`, `waiters`, `wdue`, `rdone`) are left out while all are empty
  * (N_SNAP_DBS_BEFORE_RUNS), so a binary from before workflows restores a
  * snapshot of a cluster that has run none.
  *

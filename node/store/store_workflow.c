@@ -5,6 +5,7 @@
  * (apply appends them); a run's delete takes them all. */
 #include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lib/err.h"
@@ -58,13 +59,49 @@ int qr_store_run_get(struct qr_store_txn *t,
     return rv;
 }
 
+/* `rdone`: an ended run under (class, end time, id); class 1 for failed
+ * runs (kept as long as dead letters), 0 for the others. */
+#define RDONE_PREFIX_BYTES 9
+
+static bool run_ended(const Qraft__WorkflowRun *run)
+{
+    return run->state == QRAFT__WORKFLOW_RUN_STATE__RUN_SUCCESS ||
+           run->state == QRAFT__WORKFLOW_RUN_STATE__RUN_FAILED ||
+           run->state == QRAFT__WORKFLOW_RUN_STATE__RUN_CANCELED;
+}
+
+static size_t rdone_key(uint8_t *buf, const Qraft__WorkflowRun *run)
+{
+    size_t n = strlen(run->id);
+    buf[0] = run->state == QRAFT__WORKFLOW_RUN_STATE__RUN_FAILED ? 1 : 0;
+    put_be64(buf + 1, run->ended_ms);
+    memcpy(buf + RDONE_PREFIX_BYTES, run->id, n);
+    return RDONE_PREFIX_BYTES + n;
+}
+
 int qr_store_run_put(struct qr_store_txn *t, const Qraft__WorkflowRun *run)
 {
     const char *what = "put workflow run";
+    uint8_t key[KEY_BUF_BYTES];
+    Qraft__WorkflowRun *old = NULL;
     int rv = check_run_id(t, true, run->id, what);
+    if (rv == 0) {
+        rv = qr_store_run_get(t, run->id, &old);
+        rv = rv == QR_ENOTFOUND ? 0 : rv;
+    }
+    /* `rdone` follows the run's end (a resumed run is no longer ended). */
+    if (rv == 0 && old != NULL && run_ended(old)) {
+        rv = store_del_raw(t, DB_RDONE, key, rdone_key(key, old), what);
+    }
+    if (rv == 0 && run_ended(run)) {
+        rv = store_put_raw(t, DB_RDONE, key, rdone_key(key, run), "", 0, what);
+    }
     if (rv == 0) {
         rv = store_put_packed(t, DB_RUNS, run->id, strlen(run->id), &run->base,
                               what);
+    }
+    if (old != NULL) {
+        qraft__workflow_run__free_unpacked(old, NULL);
     }
     return rv;
 }
@@ -195,13 +232,20 @@ int qr_store_run_delete(struct qr_store_txn *t, const char *id)
             break;
         }
     }
+    Qraft__WorkflowRun *run = NULL;
+    if (rv == 0) {
+        rv = qr_store_run_get(t, id, &run);
+    }
+    if (rv == 0 && run_ended(run)) {
+        rv = store_del_raw(t, DB_RDONE, key, rdone_key(key, run), what);
+    }
+    if (run != NULL) {
+        qraft__workflow_run__free_unpacked(run, NULL);
+    }
     if (rv == 0) {
         rv = store_del_raw(t, DB_RUNS, id, strlen(id), what);
-        if (rv == QR_ENOTFOUND) {
-            rv = 0;
-        }
     }
-    return rv;
+    return rv == QR_ENOTFOUND ? 0 : rv;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -424,5 +468,76 @@ int qr_store_waiter_due(struct qr_store_txn *t,
     rv = store_walk_db(t, DB_WDUE, "", 0, false, limit, visit_due, &w,
                        "waiters due");
     *next_ms = w.next_ms;
+    return rv;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Prune: ended runs, oldest first. */
+
+struct rdone_walk {
+    uint8_t class_;
+    uint64_t before_ms;
+    char **ids;
+    size_t n, max;
+};
+
+static int visit_rdone(struct qr_store_txn *t,
+                       const MDB_val *k,
+                       const MDB_val *v,
+                       void *arg,
+                       enum walk_step *step)
+{
+    struct rdone_walk *w = arg;
+    const uint8_t *key = k->mv_data;
+    (void)v;
+    if (k->mv_size <= RDONE_PREFIX_BYTES) {
+        return store_fail_corrupt(t, "prune workflow runs",
+                                  "rdone key too short");
+    }
+    if (key[0] != w->class_ || get_be64(key + 1) >= w->before_ms) {
+        *step = STEP_END;
+        return 0;
+    }
+    size_t n = k->mv_size - RDONE_PREFIX_BYTES;
+    char *id = malloc(n + 1);
+    if (id == NULL) {
+        return -ENOMEM;
+    }
+    memcpy(id, key + RDONE_PREFIX_BYTES, n);
+    id[n] = '\0';
+    w->ids[w->n++] = id;
+    return 0;
+}
+
+int qr_store_run_prune(struct qr_store_txn *t,
+                       bool failed,
+                       uint64_t before_ms,
+                       size_t max,
+                       size_t *n_pruned)
+{
+    const char *what = "prune workflow runs";
+    *n_pruned = 0;
+    int rv = store_check_txn(t, true, what);
+    if (rv != 0 || max == 0) {
+        return rv;
+    }
+    struct rdone_walk w = {.class_ = failed ? 1 : 0,
+                           .before_ms = before_ms,
+                           .ids = calloc(max, sizeof(char *)),
+                           .max = max};
+    if (w.ids == NULL) {
+        return -ENOMEM;
+    }
+    rv = store_walk_db(t, DB_RDONE, &w.class_, 1, false, max, visit_rdone, &w,
+                       what);
+    /* Deleted once the walk is over (a walk must not write). */
+    for (size_t i = 0; i < w.n; i++) {
+        if (rv == 0) {
+            rv = qr_store_run_delete(t, w.ids[i]);
+        }
+        free(w.ids[i]);
+    }
+    free(w.ids);
+    *n_pruned = rv == 0 ? w.n : 0;
     return rv;
 }

@@ -439,3 +439,42 @@ class WorkflowTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class WorkflowRetentionTest(unittest.TestCase):
+    """Ended runs go with the retention of their kind: finished and
+    cancelled ones with --done-retention, failed ones with
+    --dlq-retention."""
+
+    def test_ended_runs_are_pruned_running_ones_kept(self):
+        sink = start_sink(self)
+        node = qh.start_dev_node(
+            self, extra_args=["--done-retention", "2s", "--dlq-retention",
+                              "1h"])
+        t = WorkflowTest("run")
+        t.sink, t.node, t.url = sink, node, sink.url("/wf")
+        sink.script("/fail", Reply(500))
+        for run in ("wfr_done", "wfr_running", "wfr_failed"):
+            extra = {}
+            if run == "wfr_failed":
+                extra = {"Upstash-Retries": "0"}
+            t.url = sink.url("/fail" if run == "wfr_failed" else "/wf")
+            status, _, body = t.trigger(run=run, extra=extra)
+            self.assertEqual(status, 200, body)
+        t.url = sink.url("/wf")
+        sink.wait_for(2, path="/wf", timeout=20)
+        sink.wait_for(1, path="/fail", timeout=20)
+        status, _, body = t.call("DELETE",
+                                 "/v2/workflows/runs/wfr_done?cancel=false")
+        self.assertEqual(status, 200, body)
+
+        def done_gone():
+            # A finished run answers 404 either way; a step into it says
+            # why until it is pruned, then that it does not exist.
+            status, _, body = t.step(1, "x", run="wfr_done")
+            return status == 400 and "does not exist" in body["error"]
+        qh.wait_until(done_gone, 30, "the finished run to be pruned")
+        status, _, body = t.step(1, "x", run="wfr_failed")
+        self.assertIn("failed", body["error"])
+        status, _, hist = t.call("GET", "/v2/workflows/runs/wfr_running")
+        self.assertEqual((status, len(hist)), (200, 1))
