@@ -1,6 +1,7 @@
 /* Apply of the message commands: publish, cancel, DLQ replay and delete,
  * and the delivery results a worker proposes (with the callbacks they
  * create). A message's state changes here and in apply_queue.c only. */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,6 +154,27 @@ int qr_apply_publish(struct qr_apply_ctx *ctx,
     }
     snprintf(res->message_id, sizeof res->message_id, "%s", m.id);
     return 0;
+}
+
+int qr_apply_mark_delivered(struct qr_apply_ctx *ctx,
+                            const Qraft__Message *m,
+                            const char *detail)
+{
+    assert(!qr_apply_is_final(m->state));
+    Qraft__Message upd = *m;
+    upd.state = QRAFT__MESSAGE_STATE__DELIVERED;
+    upd.delivered_ms = ctx->now_ms;
+    upd.updated_ms = ctx->now_ms;
+    upd.body.data = NULL; /* as any delivered message */
+    upd.body.len = 0;
+    int rv = qr_apply_queue_release(ctx, &upd);
+    if (rv == 0) {
+        rv = qr_store_msg_put(ctx->txn, &upd);
+    }
+    if (rv == 0) {
+        rv = qr_apply_event(ctx, &upd, detail);
+    }
+    return rv;
 }
 
 /* Loads the message a command names; a missing one is the command's result,

@@ -127,10 +127,33 @@ static void run_from_trigger(Qraft__WorkflowRun *run,
     run->flow_period_s = m->flow_period_s;
 }
 
+/* The SDK's step JSON (a step's body): its stepId, concurrent and
+ * targetStep, 0 for any that is missing or not a whole number in range.
+ * Deterministic: the same bytes give the same numbers on every replica. */
+static void read_step(ProtobufCBinaryData body, Qraft__Message *m)
+{
+    json_error_t jerr;
+    json_t *o = json_loadb((const char *)body.data, body.len,
+                           JSON_REJECT_DUPLICATES, &jerr);
+    uint32_t *fields[] = {&m->workflow_step_id, &m->workflow_concurrent,
+                          &m->workflow_target_step};
+    const char *names[] = {"stepId", "concurrent", "targetStep"};
+    for (size_t i = 0; i < 3; i++) {
+        json_t *v = json_object_get(o, names[i]);
+        json_int_t n = json_is_integer(v) ? json_integer_value(v) : 0;
+        *fields[i] = n > 0 && n <= UINT32_MAX ? (uint32_t)n : 0;
+    }
+    json_decref(o);
+}
+
 void qr_apply_workflow_inherit(const Qraft__WorkflowRun *run,
                                const Qraft__PublishRequest *req,
                                Qraft__Message *m)
 {
+    if (!req->workflow->init &&
+        qr_command_is_workflow_step(req->workflow->call_type)) {
+        read_step(m->body, m);
+    }
     m->workflow_call_type =
         qr_command_is_workflow_call(req->workflow->call_type) ? "toCallback"
                                                               : "step";
@@ -170,6 +193,76 @@ void qr_apply_workflow_inherit(const Qraft__WorkflowRun *run,
     }
 }
 
+/* How far back in a run's history implicit_ack looks for the delivery a
+ * step result answers. */
+#define ACK_LOOKBACK 256u
+
+/* Whether message c's delivery is what made the SDK store step result m:
+ * a sequential step k answers the delivery of step k-1 (the trigger's for
+ * step 1); a parallel branch's result answers its plan step. */
+static bool answers(const Qraft__Message *m, const Qraft__Message *c)
+{
+    if (m->workflow_concurrent > 1) {
+        return c->workflow_step_id == 0 &&
+               c->workflow_target_step == m->workflow_step_id;
+    }
+    if (m->workflow_step_id == 1) {
+        return c->workflow_seq == 0;
+    }
+    return c->workflow_step_id == m->workflow_step_id - 1 &&
+           c->workflow_concurrent <= 1;
+}
+
+/* Implicit ack (docs/workflow.md): m, a step result the SDK just stored,
+ * proves the delivery that asked for it was answered: the SDK publishes a
+ * result, then answers 200. That delivery's message, if it still waits
+ * for its result (the 200 may never be committed: a leader crash in
+ * between), is marked delivered now, so it is not sent again, and the
+ * step whose result is stored is not run again. Plan steps (step id 0)
+ * and results after a parallel group ack nothing: which delivery asked
+ * for them is not known. */
+static int implicit_ack(struct qr_apply_ctx *ctx,
+                        const Qraft__WorkflowRun *run,
+                        const Qraft__Message *m)
+{
+    if (m->workflow_step_id == 0 ||
+        strcmp(m->workflow_call_type, "step") != 0) {
+        return 0;
+    }
+    int rv = 0;
+    for (uint32_t seq = m->workflow_seq;
+         rv == 0 && seq-- > 0 && m->workflow_seq - seq <= ACK_LOOKBACK;) {
+        Qraft__WorkflowStep *st = NULL;
+        Qraft__Message *c = NULL;
+        rv = qr_store_run_step_get(ctx->txn, run->id, seq, &st);
+        if (rv == 0) {
+            rv = qr_store_msg_get(ctx->txn, st->message_id, &c);
+        }
+        if (st != NULL) {
+            qraft__workflow_step__free_unpacked(st, NULL);
+        }
+        if (rv == QR_ENOTFOUND) {
+            rv = 0; /* pruned once delivered */
+            continue;
+        }
+        bool found = rv == 0 && strcmp(c->workflow_call_type, "step") == 0 &&
+                     answers(m, c);
+        if (found && (c->state == QRAFT__MESSAGE_STATE__PENDING ||
+                      c->state == QRAFT__MESSAGE_STATE__RETRYING)) {
+            rv = qr_apply_mark_delivered(ctx, c,
+                                         "delivered: the step result it "
+                                         "asked for is stored");
+        }
+        if (c != NULL) {
+            qraft__message__free_unpacked(c, NULL);
+        }
+        if (found) {
+            break;
+        }
+    }
+    return rv;
+}
+
 int qr_apply_workflow_append(struct qr_apply_ctx *ctx,
                              Qraft__WorkflowRun *run,
                              const Qraft__PublishRequest *req,
@@ -189,7 +282,11 @@ int qr_apply_workflow_append(struct qr_apply_ctx *ctx,
     }
     run->next_seq = m->workflow_seq + 1;
     run->history_bytes += m->body.len;
-    return qr_store_run_put(ctx->txn, run);
+    rv = qr_store_run_put(ctx->txn, run);
+    if (rv == 0 && !req->workflow->init) {
+        rv = implicit_ack(ctx, run, m);
+    }
+    return rv;
 }
 
 void qr_apply_workflow_free(Qraft__WorkflowRun *run, bool created)

@@ -70,6 +70,12 @@ int qr_apply_dedup_seen(struct qr_apply_ctx *ctx,
 /* Delivered, dead-lettered or cancelled: nothing more happens to it. */
 bool qr_apply_is_final(Qraft__MessageState s);
 
+/* Marks m (not final) delivered now, as a committed 2xx would: a late
+ * result of its attempt is then fenced out. */
+int qr_apply_mark_delivered(struct qr_apply_ctx *ctx,
+                            const Qraft__Message *m,
+                            const char *detail);
+
 int qr_apply_cancel_message(struct qr_apply_ctx *ctx,
                             const Qraft__Message *m,
                             const char *detail);

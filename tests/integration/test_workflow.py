@@ -397,6 +397,34 @@ class WorkflowTest(unittest.TestCase):
         status, _, body = self.call("POST", "/v2/notify/wfr_nosuch/ev", b"x")
         self.assertEqual((status, body), (200, []))
 
+    def test_stored_step_result_acks_the_delivery_that_asked(self):
+        """Implicit ack: once the SDK has stored step 1's result, the
+        delivery that asked for it is done, even if its own answer is lost
+        (here: a 500 after the result was stored). It is not sent again,
+        so step 1 does not run twice."""
+        self.sink.script("/wf", Reply(500, delay_s=1.0), Reply(200))
+        status, _, body = self.trigger(extra={"Upstash-Retry-Delay": "100"})
+        self.assertEqual(status, 200, body)
+        first = body[0]["messageId"]
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        status, _, body = self.step(1, "one")  # while the delivery hangs
+        self.assertEqual(status, 200, body)
+        # The step's own delivery, then nothing more for the trigger.
+        self.sink.wait_for(2, path="/wf", timeout=20)
+        status, _, events = self.call("GET", f"/v2/events?messageId={first}")
+        self.assertEqual(status, 200, events)
+        self.assertEqual(events["events"][0]["state"], "DELIVERED")
+        deadline = time.time() + 3  # a retry would come within ~1.2 s
+        while time.time() < deadline:
+            sent = [r for r in self.sink.requests("/wf")
+                    if r.header("Upstash-Message-Id") == first]
+            self.assertEqual(len(sent), 1, "the trigger was sent again")
+            time.sleep(0.1)
+        # The late 500 changed nothing: no retry, no error in its history.
+        status, _, events = self.call("GET", f"/v2/events?messageId={first}")
+        self.assertEqual([e["state"] for e in events["events"]],
+                         ["DELIVERED", "ACTIVE", "CREATED"])
+
     def test_bad_workflow_input_is_refused(self):
         status, _, body = self.step(1, "x", run="wfr_nosuch")
         self.assertEqual(status, 400, body)
