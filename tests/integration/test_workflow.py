@@ -439,6 +439,46 @@ class WorkflowTest(unittest.TestCase):
         status, _, hist = self.call("GET", f"/v2/workflows/runs/{RUN}")
         self.assertEqual(len(hist), 2)
 
+    def test_invoke_returns_the_child_outcome(self):
+        """context.invoke: a trigger whose body wraps the child's payload;
+        the child's end comes back to the invoking run as an Invoke
+        step."""
+        self.trigger()
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        child_url = self.sink.url("/child")
+        wrapper = {"body": "child payload", "headers": {},
+                   "workflowRunId": RUN, "workflowRunCreatedAt": 1,
+                   "workflowUrl": self.url,
+                   "step": {"stepId": 1, "stepName": "invoke child",
+                            "stepType": "Invoke", "concurrent": 1}}
+        status, _, body = self.call(
+            "POST", f"/v2/publish/{child_url}", json.dumps(wrapper).encode(),
+            {"Upstash-Workflow-Init": "true",
+             "Upstash-Workflow-RunId": "wfr_child",
+             "Upstash-Workflow-Url": child_url,
+             "Upstash-Workflow-Invoke": "true",
+             "Content-Type": "application/json"})
+        self.assertEqual(status, 200, body)
+        got = self.sink.wait_for(1, path="/child", timeout=20)[0]
+        self.assertEqual(self.history(got), [("step", "child payload")])
+        status, _, body = self.call(
+            "DELETE", "/v2/workflows/runs/wfr_child?cancel=false",
+            b'"child result"')
+        self.assertEqual(status, 200, body)
+        got = self.sink.wait_for(2, path="/wf", timeout=20)[1]
+        step = self.last_step(got)
+        self.assertEqual((step["stepId"], step["stepType"]), (1, "Invoke"))
+        self.assertEqual(json.loads(step["out"]),
+                         {"body": '"child result"', "isFailed": False,
+                          "isCanceled": False})
+        # A bad wrapper is refused.
+        status, _, body = self.call(
+            "POST", f"/v2/publish/{child_url}", b"not json",
+            {"Upstash-Workflow-Init": "true",
+             "Upstash-Workflow-RunId": "wfr_child2",
+             "Upstash-Workflow-Invoke": "true"})
+        self.assertEqual(status, 400, body)
+
     def test_bad_workflow_input_is_refused(self):
         status, _, body = self.step(1, "x", run="wfr_nosuch")
         self.assertEqual(status, 400, body)
