@@ -895,3 +895,177 @@ int qr_apply_wait_timeout(struct qr_apply_ctx *ctx,
     qraft__waiter__free_unpacked(w, NULL);
     return rv;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Workflow DLQ: resume and restart. */
+
+/* Loads m's run when it failed (1), else 0 (no run, another state) or a
+ * store error. */
+static int failed_run_of(struct qr_apply_ctx *ctx,
+                         const Qraft__Message *m,
+                         Qraft__WorkflowRun **run)
+{
+    *run = NULL;
+    if (!qr_apply_workflow_on(ctx) ||
+        !qr_command_is_run_id(m->workflow_run_id) ||
+        strcmp(m->workflow_call_type, "toCallback") == 0) {
+        return 0;
+    }
+    int rv = qr_store_run_get(ctx->txn, m->workflow_run_id, run);
+    if (rv == QR_ENOTFOUND) {
+        return 0;
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if ((*run)->state != QRAFT__WORKFLOW_RUN_STATE__RUN_FAILED) {
+        qraft__workflow_run__free_unpacked(*run, NULL);
+        *run = NULL;
+        return 0;
+    }
+    return 1;
+}
+
+/* Stores run running again. */
+static int put_reopened(struct qr_apply_ctx *ctx, Qraft__WorkflowRun *run)
+{
+    char *failed = run->failed_message_id;
+    run->state = QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING;
+    run->ended_ms = 0;
+    run->failed_message_id = "";
+    int rv = qr_store_run_put(ctx->txn, run);
+    run->failed_message_id = failed; /* the record's own, freed with it */
+    return rv;
+}
+
+int qr_apply_workflow_reopen(struct qr_apply_ctx *ctx, const Qraft__Message *m)
+{
+    Qraft__WorkflowRun *run = NULL;
+    int rv = failed_run_of(ctx, m, &run);
+    if (rv == 1) {
+        rv = put_reopened(ctx, run);
+        qraft__workflow_run__free_unpacked(run, NULL);
+    }
+    return rv;
+}
+
+/* A restart: the history is cut back to the initial payload, the dead
+ * letter leaves the DLQ, and a new message (the command's id) delivers the
+ * first entry again, with the run's settings. */
+static int restart_run(struct qr_apply_ctx *ctx,
+                       Qraft__WorkflowRun *run,
+                       const Qraft__Message *dead,
+                       const char *new_id,
+                       struct qr_apply_result *res)
+{
+    Qraft__WorkflowStep *first = NULL;
+    Qraft__Message *taken = NULL;
+    int rv = qr_store_msg_get(ctx->txn, new_id, &taken);
+    if (rv == 0) {
+        qraft__message__free_unpacked(taken, NULL);
+        qr_apply_set_result(res, QR_ECONFLICT, "message id %s exists already",
+                            new_id);
+        return 0;
+    }
+    if (rv != QR_ENOTFOUND) {
+        return rv;
+    }
+    rv = qr_store_run_step_get(ctx->txn, run->id, 0, &first);
+    if (rv == QR_ENOTFOUND) {
+        qr_apply_set_result(res, QR_ECONFLICT,
+                            "workflow run %s has no initial payload", run->id);
+        return 0;
+    }
+    if (rv == 0) {
+        rv = qr_store_run_steps_truncate(ctx->txn, run->id, 1);
+    }
+    if (rv == 0) {
+        run->next_seq = 1;
+        run->history_bytes = first->body.len;
+        rv = put_reopened(ctx, run);
+    }
+    if (rv == 0) {
+        rv = qr_store_msg_delete(ctx->txn, dead->id);
+    }
+    if (rv == 0) {
+        rv = qr_apply_event(ctx, dead, "deleted from the DLQ: run restarted");
+    }
+    if (rv == 0) {
+        Qraft__Message m = QRAFT__MESSAGE__INIT;
+        m.id = (char *)new_id;
+        m.url = run->url;
+        m.method = "POST";
+        m.body = first->body;
+        m.state = QRAFT__MESSAGE_STATE__PENDING;
+        m.max_retries = run->max_retries;
+        m.retry_delay = run->retry_delay;
+        m.retry_options = run->retry_options;
+        m.timeout_ms = run->timeout_ms;
+        m.failure_callback = run->failure_callback;
+        m.n_failure_callback_headers = run->n_failure_callback_headers;
+        m.failure_callback_headers = run->failure_callback_headers;
+        m.n_labels = run->n_labels;
+        m.labels = run->labels;
+        m.not_before_ms = ctx->now_ms;
+        m.next_attempt_ms = ctx->now_ms;
+        m.created_ms = ctx->now_ms;
+        m.updated_ms = ctx->now_ms;
+        m.shard = qr_fsm_shard_of(new_id);
+        m.workflow_run_id = run->id;
+        m.workflow_seq = 0;
+        m.workflow_call_type = "step";
+        rv = qr_store_msg_put(ctx->txn, &m);
+        if (rv == 0) {
+            qr_apply_note_due(ctx, m.next_attempt_ms);
+            rv = qr_apply_event(ctx, &m, "workflow run restarted");
+        }
+    }
+    qraft__workflow_step__free_unpacked(first, NULL);
+    return rv;
+}
+
+int qr_apply_workflow_resume(struct qr_apply_ctx *ctx,
+                             const Qraft__WorkflowResume *r,
+                             struct qr_apply_result *res)
+{
+    if (!qr_check_message_id(r->message_id) ||
+        (r->restart && !qr_check_message_id(r->new_message_id))) {
+        qr_apply_set_result(res, QR_EBADREQ, "invalid workflow resume");
+        return 0;
+    }
+    snprintf(res->message_id, sizeof res->message_id, "%s", r->message_id);
+    Qraft__Message *m = NULL;
+    int rv = qr_store_msg_get(ctx->txn, r->message_id, &m);
+    if (rv == QR_ENOTFOUND ||
+        (rv == 0 && m->state != QRAFT__MESSAGE_STATE__DEAD_LETTERED)) {
+        qr_apply_set_result(res, QR_ENOTFOUND, "dlq message %s not found",
+                            r->message_id);
+        rv = 0;
+        goto out;
+    }
+    if (rv != 0) {
+        goto out;
+    }
+    Qraft__WorkflowRun *run = NULL;
+    rv = failed_run_of(ctx, m, &run);
+    if (rv == 0) {
+        qr_apply_set_result(res, QR_ECONFLICT,
+                            "message %s is no step of a failed workflow run",
+                            m->id);
+        goto out;
+    }
+    if (rv == 1 && !r->restart) {
+        qraft__workflow_run__free_unpacked(run, NULL);
+        Qraft__DlqReplay replay = QRAFT__DLQ_REPLAY__INIT;
+        replay.message_id = m->id;
+        rv = qr_apply_dlq_replay(ctx, &replay, res); /* reopens the run */
+    } else if (rv == 1) {
+        rv = restart_run(ctx, run, m, r->new_message_id, res);
+        qraft__workflow_run__free_unpacked(run, NULL);
+    }
+out:
+    if (m != NULL) {
+        qraft__message__free_unpacked(m, NULL);
+    }
+    return rv;
+}

@@ -412,6 +412,10 @@ int qr_store_run_step_put(struct qr_store_txn *t,
                           const char *run_id,
                           uint32_t seq,
                           const Qraft__WorkflowStep *st);
+/* Deletes the entries from from_seq on (a restarted run's). */
+int qr_store_run_steps_truncate(struct qr_store_txn *t,
+                                const char *run_id,
+                                uint32_t from_seq);
 int qr_store_run_step_get(struct qr_store_txn *t,
                           const char *run_id,
                           uint32_t seq,
