@@ -406,6 +406,8 @@ static const struct route routes[] = {
     /* Reads the waiters where it proposes: on the leader. */
     {QRAFT__REQUEST__BODY_NOTIFY, "notify", qr_op_notify, true, true},
     {QRAFT__REQUEST__BODY_WAITERS, "waiters", qr_op_waiters, false, false},
+    {QRAFT__REQUEST__BODY_WORKFLOW_LOGS, "workflow logs", qr_op_workflow_logs,
+     false, false},
     {QRAFT__REQUEST__BODY_LIST, "list", qr_op_list, false, false},
     {QRAFT__REQUEST__BODY_DLQ_LIST, "dlq list", qr_op_list, false, false},
     {QRAFT__REQUEST__BODY_DLQ_REPLAY, "dlq replay", qr_op_dlq_replay, true,
