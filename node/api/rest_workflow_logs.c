@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/base64.h"
 #include "lib/json_text.h"
 #include "repl/check.h"
 
@@ -90,6 +91,52 @@ struct step_info {
     json_t *out; /* borrowed from doc; NULL: none */
 };
 
+/* The value of header name (any case) among headers, or NULL. */
+static const char *header_value(Qraft__Header **headers,
+                                size_t n,
+                                const char *name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (qr_rest_equal_ci(headers[i]->name, strlen(headers[i]->name),
+                             name)) {
+            return headers[i]->value;
+        }
+    }
+    return NULL;
+}
+
+/* A context.call's entries carry no step JSON: the step's id, name and
+ * type come from the headers the SDK set for the callback (Upstash-
+ * Callback-Forward-Upstash-Workflow-*: the call's callback_headers, then
+ * the callback's own headers). */
+static void call_step_parse(const Qraft__WorkflowLogStep *ls,
+                            struct step_info *si)
+{
+    const Qraft__Message *m = ls->message;
+    si->type = "Call";
+    if (m == NULL) {
+        return;
+    }
+    bool to = strcmp(ls->step->call_type, "toCallback") == 0;
+    Qraft__Header **h = to ? m->callback_headers : m->headers;
+    size_t n = to ? m->n_callback_headers : m->n_headers;
+    const char *prefix = to ? "Forward-Upstash-Workflow-" : "Upstash-Workflow-";
+    char name[64];
+    const char *v;
+    snprintf(name, sizeof name, "%sStepId", prefix);
+    if ((v = header_value(h, n, name)) != NULL) {
+        si->step_id = strtoll(v, NULL, 10);
+    }
+    snprintf(name, sizeof name, "%sStepName", prefix);
+    if ((v = header_value(h, n, name)) != NULL) {
+        si->name = v;
+    }
+    snprintf(name, sizeof name, "%sStepType", prefix);
+    if ((v = header_value(h, n, name)) != NULL) {
+        si->type = v;
+    }
+}
+
 static void step_parse(const Qraft__WorkflowLogStep *ls, struct step_info *si)
 {
     const Qraft__WorkflowStep *st = ls->step;
@@ -104,7 +151,7 @@ static void step_parse(const Qraft__WorkflowLogStep *ls, struct step_info *si)
     }
     if (strcmp(st->call_type, "toCallback") == 0 ||
         strcmp(st->call_type, "fromCallback") == 0) {
-        si->type = "Call"; /* its body is the call's, or its answer */
+        call_step_parse(ls, si);
         return;
     }
     si->doc = json_loadb((const char *)st->body.data, st->body.len, 0, NULL);
@@ -140,7 +187,72 @@ static bool is_plan(const struct step_info *si)
 /* The bytes as a JSON string (text; invalid UTF-8 made lossy). */
 static json_t *bytes_text(ProtobufCBinaryData b)
 {
+    if (b.len == 0) {
+        return json_string("");
+    }
     return qr_json_textn((const char *)b.data, b.len);
+}
+
+/* Standard base64 text as a JSON string of the bytes it encodes (NULL when
+ * it is not base64). */
+static json_t *b64_text(const char *s)
+{
+    size_t n = strlen(s);
+    char *url = malloc(n + 1);
+    uint8_t *raw = NULL;
+    size_t raw_len = 0;
+    json_t *out = NULL;
+    if (url == NULL) {
+        return NULL;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n && s[i] != '='; i++) {
+        url[k++] = s[i] == '+' ? '-' : s[i] == '/' ? '_' : s[i];
+    }
+    if (qr_base64url_decode(url, k, &raw, &raw_len) == 0) {
+        out = qr_json_textn((const char *)raw, raw_len);
+        free(raw);
+    }
+    free(url);
+    return out;
+}
+
+/* A context.call's fields: the call (toCallback: the message to the called
+ * URL; its body is the entry's) or its answer (fromCallback: the
+ * callback's body, the entry's too). */
+static void call_fields(json_t *o,
+                        const Qraft__WorkflowLogStep *ls,
+                        h2o_mem_pool_t *pool)
+{
+    const Qraft__Message *m = ls->message;
+    if (strcmp(ls->step->call_type, "toCallback") == 0 && m != NULL) {
+        json_object_set_new(o, "callUrl", qr_json_text(m->url));
+        json_object_set_new(o, "callMethod", qr_json_text(m->method));
+        json_object_set_new(o, "callHeaders",
+                            qr_rest_header_map(m->headers, m->n_headers, pool));
+        json_object_set_new(o, "callBody", bytes_text(ls->step->body));
+        return;
+    }
+    if (strcmp(ls->step->call_type, "fromCallback") != 0) {
+        return;
+    }
+    json_t *cb = json_loadb((const char *)ls->step->body.data,
+                            ls->step->body.len, 0, NULL);
+    json_t *status = json_object_get(cb, "status");
+    json_t *body = json_object_get(cb, "body");
+    json_t *header = json_object_get(cb, "header");
+    if (json_is_integer(status)) {
+        json_object_set(o, "callResponseStatus", status);
+    }
+    if (json_is_string(body)) {
+        json_t *text = b64_text(json_string_value(body));
+        json_object_set_new(o, "callResponseBody",
+                            text != NULL ? text : json_incref(body));
+    }
+    if (json_is_object(header)) {
+        json_object_set(o, "callResponseHeaders", header);
+    }
+    json_decref(cb);
 }
 
 /* One StepLog: the entry ls (info si) in `state`; with_out: its out. */
@@ -181,6 +293,7 @@ static json_t *step_log(const Qraft__WorkflowLogStep *ls,
                         m != NULL
                             ? qr_rest_header_map(m->headers, m->n_headers, pool)
                             : json_object());
+    call_fields(o, ls, pool);
     return o;
 }
 

@@ -146,8 +146,8 @@ static void drop_body(Qraft__Message *m)
 }
 
 /* The message id (or NULL: pruned, or not stored) as the logs show it: in
- * its reported state (delivering once due), without its body but for a
- * call's. */
+ * its reported state (delivering once due), without its body (a workflow
+ * message's is its history entry's). */
 static int load_message(struct qr_store_txn *txn,
                         const char *id,
                         uint64_t now_ms,
@@ -165,9 +165,7 @@ static int load_message(struct qr_store_txn *txn,
         return rv;
     }
     (*out)->state = qr_op_reported_state(*out, now_ms);
-    if (strcmp((*out)->workflow_call_type, "toCallback") != 0) {
-        drop_body(*out);
-    }
+    drop_body(*out);
     return 0;
 }
 
@@ -266,12 +264,8 @@ static int read_run_log(struct qr_store_txn *txn,
     if (rv == 0 && run->failed_message_id[0] != '\0') {
         rv = load_message(txn, run->failed_message_id, now_ms, &lr->failed);
         if (rv == 0 && lr->failed != NULL) {
-            drop_body(lr->failed);
             rv = load_failure_callback(txn, run, lr->failed, now_ms,
                                        &lr->failure_callback);
-        }
-        if (rv == 0 && lr->failure_callback != NULL) {
-            drop_body(lr->failure_callback);
         }
     }
     return rv;

@@ -196,6 +196,49 @@ class WorkflowLogsTest(unittest.TestCase):
         self.assertEqual([s["concurrent"] for s in par], [2, 2])
         self.assertEqual(log["steps"][2]["steps"][0]["state"], "STEP_PROGRESS")
 
+    def test_call_shows_the_call_and_its_answer(self):
+        """context.call: the call to the other URL and the callback that
+        brought its answer back, each a step of type Call."""
+        self.trigger("wfr_call", "/wf")
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        self.sink.script("/api", Reply(201, {"X-Answer": "a"}, b"answer"))
+        wf = self.sink.url("/wf")
+        self.batch(self.sink.url("/api"), {
+            "Upstash-Workflow-Init": "false",
+            "Upstash-Workflow-RunId": "wfr_call",
+            "Upstash-Workflow-Url": wf,
+            "Upstash-Workflow-CallType": "toCallback",
+            "Upstash-Method": "PUT",
+            "Upstash-Forward-X-Api-Key": "k1",
+            "Upstash-Callback": wf,
+            "Upstash-Callback-Workflow-RunId": "wfr_call",
+            "Upstash-Callback-Workflow-CallType": "fromCallback",
+            "Upstash-Callback-Workflow-Init": "false",
+            "Upstash-Callback-Workflow-Url": wf,
+            "Upstash-Callback-Forward-Upstash-Workflow-Callback": "true",
+            "Upstash-Callback-Forward-Upstash-Workflow-StepId": "1",
+            "Upstash-Callback-Forward-Upstash-Workflow-StepName": "fetch",
+            "Upstash-Callback-Forward-Upstash-Workflow-StepType": "Call",
+            "Content-Type": "application/json",
+        }, '{"q":1}')
+        self.sink.wait_for(2, path="/wf", timeout=20)
+        log = self.run_log("wfr_call")
+        steps = [g["steps"][0] for g in log["steps"]
+                 if g["type"] == "sequential"]
+        self.assertEqual([(s["callType"], s["stepId"], s["stepName"],
+                           s["stepType"]) for s in steps],
+                         [("step", 0, "init", "Initial"),
+                          ("toCallback", 1, "fetch", "Call"),
+                          ("fromCallback", 1, "fetch", "Call")])
+        call, answer = steps[1], steps[2]
+        self.assertEqual((call["callUrl"], call["callMethod"],
+                          call["callBody"]),
+                         (self.sink.url("/api"), "PUT", '{"q":1}'))
+        self.assertEqual(call["callHeaders"]["X-Api-Key"], ["k1"])
+        self.assertEqual((answer["callResponseStatus"],
+                          answer["callResponseBody"]), (201, "answer"))
+        self.assertEqual(answer["callResponseHeaders"]["X-Answer"], ["a"])
+
     def test_count_and_cursor_page_through_the_runs(self):
         for i in range(5):
             self.trigger(f"wfr_page{i}", "/page", {"Upstash-Delay": "1h"})
