@@ -486,6 +486,17 @@ static json_t *run_json(const Qraft__WorkflowLogRun *lr, h2o_mem_pool_t *pool)
         json_object_set_new(o, "label", qr_json_text(run->labels[0]));
         json_object_set_new(o, "labels", labels);
     }
+    if (run->invoker != NULL) {
+        json_t *by = json_pack("{s:o,s:o}", "workflowRunId",
+                               qr_json_text(run->invoker->run_id),
+                               "workflowUrl", qr_json_text(run->invoker->url));
+        if (by != NULL && lr->invoker_created_ms != 0) {
+            json_object_set_new(
+                by, "workflowRunCreatedAt",
+                json_integer((json_int_t)lr->invoker_created_ms));
+        }
+        json_object_set_new(o, "invoker", by);
+    }
     if (lr->failed != NULL &&
         lr->failed->state == QRAFT__MESSAGE_STATE__DEAD_LETTERED) {
         json_object_set_new(o, "dlqId", qr_json_text(lr->failed->id));

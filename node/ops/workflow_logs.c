@@ -261,6 +261,17 @@ static int read_run_log(struct qr_store_txn *txn,
     }
     lr->steps = w.steps;
     lr->n_steps = w.n;
+    if (rv == 0 && run->invoker != NULL &&
+        qr_command_is_run_id(run->invoker->run_id)) {
+        Qraft__WorkflowRun *by = NULL;
+        rv = qr_store_run_get(txn, run->invoker->run_id, &by);
+        if (rv == 0) {
+            lr->invoker_created_ms = by->created_ms;
+            qraft__workflow_run__free_unpacked(by, NULL);
+        } else if (rv == QR_ENOTFOUND) {
+            rv = 0;
+        }
+    }
     if (rv == 0 && run->failed_message_id[0] != '\0') {
         rv = load_message(txn, run->failed_message_id, now_ms, &lr->failed);
         if (rv == 0 && lr->failed != NULL) {

@@ -239,6 +239,30 @@ class WorkflowLogsTest(unittest.TestCase):
                           answer["callResponseBody"]), (201, "answer"))
         self.assertEqual(answer["callResponseHeaders"]["X-Answer"], ["a"])
 
+    def test_invoked_run_names_its_invoker(self):
+        self.trigger("wfr_parent", "/wf")
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        child = self.sink.url("/child")
+        wrapper = {"body": "child payload", "headers": {},
+                   "workflowRunId": "wfr_parent", "workflowRunCreatedAt": 1,
+                   "workflowUrl": self.sink.url("/wf"),
+                   "step": {"stepId": 1, "stepName": "invoke child",
+                            "stepType": "Invoke", "concurrent": 1}}
+        status, _, body = self.call(
+            "POST", f"/v2/publish/{child}", json.dumps(wrapper).encode(),
+            {"Upstash-Workflow-Init": "true",
+             "Upstash-Workflow-RunId": "wfr_child",
+             "Upstash-Workflow-Url": child,
+             "Upstash-Workflow-Invoke": "true",
+             "Content-Type": "application/json"})
+        self.assertEqual(status, 200, body)
+        parent = self.run_log("wfr_parent")
+        self.assertNotIn("invoker", parent)
+        self.assertEqual(self.run_log("wfr_child")["invoker"], {
+            "workflowRunId": "wfr_parent",
+            "workflowUrl": self.sink.url("/wf"),
+            "workflowRunCreatedAt": parent["workflowRunCreatedAt"]})
+
     def test_count_and_cursor_page_through_the_runs(self):
         for i in range(5):
             self.trigger(f"wfr_page{i}", "/page", {"Upstash-Delay": "1h"})
