@@ -334,6 +334,8 @@ void qr_rest_on_cancelled_reply(struct rest_call *c,
 rest_handler qr_rest_workflow_run, qr_rest_workflow_cancel_many;
 rest_handler qr_rest_wait, qr_rest_notify, qr_rest_waiters;
 rest_handler qr_rest_workflow_dlq;
+/* The workflow logs (rest_workflow_logs.c). */
+rest_handler qr_rest_workflow_logs;
 
 /* ---------------------------------------------------------------------------
  * The dead letter queue (rest_dlq.c). */

@@ -409,6 +409,8 @@ static const struct route routes[] = {
     {QRAFT__REQUEST__BODY_WAITERS, "waiters", qr_op_waiters, false, false},
     {QRAFT__REQUEST__BODY_WORKFLOW_DLQ, "workflow dlq", qr_op_workflow_dlq,
      true, true},
+    {QRAFT__REQUEST__BODY_WORKFLOW_LOGS, "workflow logs", qr_op_workflow_logs,
+     false, false},
     {QRAFT__REQUEST__BODY_LIST, "list", qr_op_list, false, false},
     {QRAFT__REQUEST__BODY_DLQ_LIST, "dlq list", qr_op_list, false, false},
     {QRAFT__REQUEST__BODY_DLQ_REPLAY, "dlq replay", qr_op_dlq_replay, true,

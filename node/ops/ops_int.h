@@ -355,6 +355,8 @@ void qr_op_wait(struct qr_op *op, const Qraft__Request *req);
 void qr_op_notify(struct qr_op *op, const Qraft__Request *req);
 void qr_op_waiters(struct qr_op *op, const Qraft__Request *req);
 void qr_op_workflow_dlq(struct qr_op *op, const Qraft__Request *req);
+/* workflow_logs.c */
+void qr_op_workflow_logs(struct qr_op *op, const Qraft__Request *req);
 /* admin.c */
 void qr_op_status(struct qr_op *op, const Qraft__Request *req);
 void qr_op_keys(struct qr_op *op, const Qraft__Request *req);
