@@ -472,3 +472,20 @@ void qr_rest_workflow_hook(struct qr_rest *r,
     free(text);
     QR_REST_RUN(r, req, NOTIFY, notify, &nr, &answer);
 }
+
+/* DELETE /v2/workflows/dlq?dlqIds=...: the DLQ's delete (rest_dlq.c), by
+ * ids only: without them it would take the whole DLQ, not only the
+ * workflows' dead letters. */
+void qr_rest_workflow_dlq_delete(struct qr_rest *r,
+                                 h2o_req_t *req,
+                                 const struct rest_match *m)
+{
+    if (qr_rest_query_get(&req->pool, m->query, "dlqIds") == NULL) {
+        qr_rest_send_error(req, 400,
+                           "give the dead letters to delete: dlqIds "
+                           "(selecting them by filters is not supported "
+                           "yet)");
+        return;
+    }
+    qr_rest_dlq_bulk(r, req, m);
+}

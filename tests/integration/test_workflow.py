@@ -558,6 +558,17 @@ class WorkflowTest(unittest.TestCase):
         status, _, body = self.call(
             "POST", "/v2/workflows/dlq/resume?fromDate=1")
         self.assertEqual(status, 400, body)
+        status, _, body = self.call("DELETE", "/v2/workflows/dlq")
+        self.assertEqual(status, 400, body)
+
+    def test_dlq_delete(self):
+        dlq_id = self.fail_at_step_2()
+        status, _, body = self.call("DELETE",
+                                    f"/v2/workflows/dlq?dlqIds={dlq_id}")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["deleted"], 1)
+        status, _, body = self.call("GET", f"/v2/dlq/{dlq_id}")
+        self.assertEqual(status, 404, body)
 
     def test_webhook_notifies_its_wait_without_a_token(self):
         """createWebhook + waitForWebhook: any method on the hook URL, no
