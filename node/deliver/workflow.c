@@ -124,6 +124,36 @@ static bool message_sets(const Qraft__Message *m, const char *name)
     return false;
 }
 
+/* The headers qraft sets on a step's delivery from the run: a forwarded
+ * copy (the SDK forwards its own headers at the trigger) is left out, so
+ * that each goes out once. */
+static bool set_by_qraft(const char *name)
+{
+    static const char *const names[] = {
+        "Upstash-Workflow-RunId",
+        "Upstash-Workflow-Url",
+        "Upstash-Workflow-CreatedAt",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcasecmp(name, names[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool listed(const struct qr_delivery_header *headers,
+                   size_t n,
+                   const char *name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcasecmp(headers[i].name, name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 size_t qr_workflow_delivery_headers(const struct qr_workflow_delivery *wd,
                                     const Qraft__Message *m,
                                     struct qr_delivery_header *headers)
@@ -131,14 +161,16 @@ size_t qr_workflow_delivery_headers(const struct qr_workflow_delivery *wd,
     const Qraft__WorkflowRun *run = wd->run;
     size_t n = 0;
     for (size_t i = 0; i < run->n_headers; i++) {
-        if (!message_sets(m, run->headers[i]->name)) {
-            headers[n++] = (struct qr_delivery_header){run->headers[i]->name,
-                                                       run->headers[i]->value};
+        const Qraft__Header *h = run->headers[i];
+        if (!message_sets(m, h->name) && !set_by_qraft(h->name)) {
+            headers[n++] = (struct qr_delivery_header){h->name, h->value};
         }
     }
     for (size_t i = 0; i < m->n_headers; i++) {
-        headers[n++] = (struct qr_delivery_header){m->headers[i]->name,
-                                                   m->headers[i]->value};
+        const Qraft__Header *h = m->headers[i];
+        if (!set_by_qraft(h->name)) {
+            headers[n++] = (struct qr_delivery_header){h->name, h->value};
+        }
     }
     headers[n++] =
         (struct qr_delivery_header){"Upstash-Workflow-RunId", run->id};
@@ -146,7 +178,9 @@ size_t qr_workflow_delivery_headers(const struct qr_workflow_delivery *wd,
         (struct qr_delivery_header){"Upstash-Workflow-Url", run->url};
     headers[n++] = (struct qr_delivery_header){"Upstash-Workflow-CreatedAt",
                                                wd->created_ms};
-    if (!message_sets(m, "Upstash-Workflow-Sdk-Version")) {
+    /* Once: the SDK refuses "1, 1" (the trigger forwards its own, which
+     * the run keeps; a Wait step's message has none). */
+    if (!listed(headers, n, "Upstash-Workflow-Sdk-Version")) {
         headers[n++] =
             (struct qr_delivery_header){"Upstash-Workflow-Sdk-Version", "1"};
     }

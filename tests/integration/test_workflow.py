@@ -371,6 +371,11 @@ class WorkflowTest(unittest.TestCase):
         got = self.sink.wait_for(2, path="/wf", timeout=20)[1]
         self.assertEqual(got.header("Upstash-Message-Id"),
                          notified[0]["messageId"])
+        # Each workflow header once (the SDK refuses "1, 1").
+        for name in ("Upstash-Workflow-Sdk-Version", "Upstash-Workflow-RunId"):
+            self.assertEqual(
+                [v for k, v in got.headers if k.lower() == name.lower()],
+                ["1" if "Sdk" in name else RUN])
         step = self.last_step(got)
         self.assertEqual(step["stepType"], "Wait")
         self.assertEqual(step["stepId"], 1)
