@@ -89,7 +89,11 @@ struct rest_call {
                          events: answer {"logs"} (GET /v2/logs) */
     json_t *out;      /* batch: the answer array being filled */
     size_t n_pending; /* batch: submissions not answered yet */
-    char **urls;      /* batch: each element's destination */
+    /* batch: the first element (by index) the node refused, and its HTTP
+     * status (0: none yet). */
+    size_t failed_at;
+    int failed_status;
+    char **urls; /* batch: each element's destination */
     struct call_item *items;
     size_t n_items;
     /* qr_rest_run: the body an OK answer must hold, and its JSON. */
@@ -251,7 +255,8 @@ json_t *qr_rest_page_json(const char *key, json_t *items, const char *cursor);
 /* A publish being built from a request; its strings are pool memory. */
 struct rest_pub {
     Qraft__PublishRequest pr;
-    Qraft__Header **headers; /* pool memory */
+    Qraft__WorkflowPublish wf; /* pr.workflow points here once one is set */
+    Qraft__Header **headers;   /* pool memory */
     size_t cap;
     size_t labels_cap; /* pr.labels: pool memory, grown by copying */
 };
@@ -315,6 +320,15 @@ json_t *qr_rest_message_json(const Qraft__Message *m,
 /* Appends the ids of a {"messageIds": [...]} body (none: fine) to *ids;
  * -EINVAL, why in err. */
 int qr_rest_body_message_ids(h2o_req_t *req, char ***ids, size_t *n, char *err);
+/* A bulk cancel's answer: {"cancelled": how many items were OK}. */
+void qr_rest_on_cancelled_reply(struct rest_call *c,
+                                size_t index,
+                                const Qraft__Response *resp);
+
+/* ---------------------------------------------------------------------------
+ * Workflow runs (rest_workflows.c). */
+
+rest_handler qr_rest_workflow_run, qr_rest_workflow_cancel_many;
 
 /* ---------------------------------------------------------------------------
  * The dead letter queue (rest_dlq.c). */

@@ -197,9 +197,9 @@ void qr_rest_message(struct qr_rest *r,
                                       .single = m->op == REST_GET_DEAD});
 }
 
-static void on_cancel_many_reply(struct rest_call *c,
-                                 size_t index,
-                                 const Qraft__Response *resp)
+void qr_rest_on_cancelled_reply(struct rest_call *c,
+                                size_t index,
+                                const Qraft__Response *resp)
 {
     size_t n_ok = 0;
 
@@ -312,7 +312,7 @@ void qr_rest_cancel_many(struct qr_rest *r,
     }
     cm.filter = f;
     QR_REST_RUN(r, req, CANCEL_MANY, cancel_many, &cm,
-                &(struct rest_answer){.on_reply = on_cancel_many_reply});
+                &(struct rest_answer){.on_reply = qr_rest_on_cancelled_reply});
 }
 
 /* The HTTP status an event's detail names ("... (HTTP 503)"; fsm.c writes

@@ -24,6 +24,7 @@ static void pub_init(struct rest_pub *p,
                      size_t max_headers)
 {
     qraft__publish_request__init(&p->pr);
+    qraft__workflow_publish__init(&p->wf);
     p->cap = max_headers;
     p->headers = h2o_mem_alloc_pool(
         pool, sizeof(*p->headers) * (max_headers > 0 ? max_headers : 1));
@@ -109,6 +110,38 @@ int qr_rest_check_header_utf8(const char *name,
                  (int)(nlen > 64 ? 64 : nlen), name);
         return -EINVAL;
     }
+    return 0;
+}
+
+/* An Upstash-Workflow-* header of a publish: the run it triggers (Init:
+ * true) or adds a step to (Init: false), docs/workflow.md. The others
+ * (Sdk-Version, Telemetry...) are the SDK's and ignored. */
+static int apply_workflow_header(struct rest_pub *p,
+                                 h2o_mem_pool_t *pool,
+                                 const char *name,
+                                 size_t nlen,
+                                 const char *val,
+                                 size_t vlen,
+                                 char *err)
+{
+    if (qr_rest_equal_ci(name, nlen, "upstash-workflow-runid")) {
+        p->wf.run_id = qr_rest_pool_str(pool, val, vlen);
+    } else if (qr_rest_equal_ci(name, nlen, "upstash-workflow-init")) {
+        if (!qr_rest_equal_ci(val, vlen, "true") &&
+            !qr_rest_equal_ci(val, vlen, "false")) {
+            snprintf(err, ERR_BYTES,
+                     "invalid Upstash-Workflow-Init: want true or false");
+            return -EINVAL;
+        }
+        p->wf.init = qr_rest_equal_ci(val, vlen, "true");
+    } else if (qr_rest_equal_ci(name, nlen, "upstash-workflow-url")) {
+        p->wf.url = qr_rest_pool_str(pool, val, vlen);
+    } else if (qr_rest_equal_ci(name, nlen, "upstash-workflow-calltype")) {
+        p->wf.call_type = qr_rest_pool_str(pool, val, vlen);
+    } else {
+        return 0;
+    }
+    p->pr.workflow = &p->wf;
     return 0;
 }
 
@@ -203,6 +236,8 @@ int qr_rest_apply_header(struct rest_pub *p,
         p->pr.failure_callback = qr_rest_pool_str(pool, val, vlen);
     } else if (qr_rest_equal_ci(name, nlen, "upstash-label")) {
         pub_add_labels(p, pool, val, vlen);
+    } else if (qr_rest_prefix_ci(name, nlen, "upstash-workflow-")) {
+        return apply_workflow_header(p, pool, name, nlen, val, vlen, err);
     } else if (qr_rest_equal_ci(name, nlen, "upstash-flow-control-key")) {
         p->pr.flow_control_key = qr_rest_pool_str(pool, val, vlen);
     } else if (qr_rest_equal_ci(name, nlen, "upstash-flow-control-value")) {
@@ -520,16 +555,58 @@ void qr_rest_enqueue(struct qr_rest *r,
                    m->query);
 }
 
+/* Answers a batch once every element has its answer: 200 with one answer
+ * per element, or, when the node refused one (a step into a run that is
+ * over, say), that element's status and why, naming what was published
+ * anyway (elements apply one by one). */
+static void finish_batch(struct rest_call *c)
+{
+    c->answered = true;
+    if (c->req == NULL) {
+        return; /* the client is gone */
+    }
+    if (c->failed_status == 0) {
+        qr_rest_send_reply(c, 200, json_incref(c->out), NULL);
+        return;
+    }
+    size_t n = json_array_size(c->out);
+    json_t *el = json_array_get(c->out, c->failed_at);
+    const char *why = json_string_value(json_object_get(el, "error"));
+    json_t *published = json_array();
+    for (size_t i = 0; published != NULL && i < n; i++) {
+        json_t *id = json_object_get(json_array_get(c->out, i), "messageId");
+        if (id != NULL) {
+            json_array_append(published, id);
+        }
+    }
+    char *ids = published != NULL && json_array_size(published) > 0
+                    ? json_dumps(published, JSON_COMPACT)
+                    : NULL;
+    char msg[ERR_BYTES + 256];
+    snprintf(
+        msg, sizeof msg, "batch element %zu of %zu: %s; %s%.512s",
+        c->failed_at + 1, n, why != NULL ? why : "refused",
+        ids != NULL ? "the others were published: " : "nothing was published",
+        ids != NULL ? ids : "");
+    free(ids);
+    json_decref(published);
+    qr_rest_send_error(c->req, c->failed_status, msg);
+}
+
 static void on_batch_reply(struct rest_call *c,
                            size_t index,
                            const Qraft__Response *resp)
 {
     json_array_set_new(c->out, index, publish_answer(resp, c->urls[index]));
+    if (resp->status != QRAFT__STATUS__OK &&
+        (c->failed_status == 0 || index < c->failed_at)) {
+        c->failed_at = index;
+        c->failed_status = qr_rest_http_status(resp->status);
+    }
     if (--c->n_pending > 0) {
         return;
     }
-    c->answered = true;
-    qr_rest_send_reply(c, 200, json_incref(c->out), NULL);
+    finish_batch(c);
 }
 
 /* Builds the publish of one batch element into p; on bad input writes why
@@ -707,6 +784,10 @@ void qr_rest_batch(struct qr_rest *r,
             json_array_set_new(
                 c->out, i,
                 json_pack("{s:s}", "error", "the node is shutting down"));
+            if (c->failed_status == 0) {
+                c->failed_at = i;
+                c->failed_status = 503;
+            }
             c->n_pending--;
         } else {
             c->done = "the batch's messages without an error were published";
@@ -714,8 +795,7 @@ void qr_rest_batch(struct qr_rest *r,
     }
     json_decref(in);
     if (--c->n_pending == 0 && c->req != NULL && !c->answered) {
-        c->answered = true;
-        qr_rest_send_reply(c, 200, json_incref(c->out), NULL);
+        finish_batch(c);
     }
     qr_rest_call_unref(c);
 }

@@ -9,6 +9,7 @@
 
 #include "deliver/retry.h"
 #include "deliver/sign.h"
+#include "deliver/workflow.h"
 #include "lib/clock.h"
 #include "lib/err.h"
 #include "lib/logger.h"
@@ -445,6 +446,7 @@ static void on_delivered(void *data, const struct qr_delivery_response *resp)
 
 struct scan_ctx {
     struct qr_worker *worker;
+    struct qr_store_txn *txn; /* the scan's read transaction */
     const Qraft__SigningKeys *keys;
     uint64_t now_ms;
     uint64_t now_s;
@@ -455,17 +457,33 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
     struct qr_worker *w = sc->worker;
     assert(w->n_inflight < MAX_INFLIGHT); /* on_due_message checks */
     assert(w->active); /* scan dispatches only while holding a lease */
-    struct qr_delivery_header *headers =
-        calloc(m->n_headers + EXTRA_HEADERS, sizeof *headers);
+    /* A workflow step carries its run's history and headers. */
+    struct qr_workflow_delivery wd = {0};
+    int rv = m->workflow_run_id[0] == '\0'
+                 ? 0
+                 : qr_workflow_delivery_build(
+                       sc->txn, m, w->config->limits.max_body_bytes, &wd);
+    if (rv != 0) {
+        QR_WARN("worker", "%s not sent: reading its workflow run: %s", m->id,
+                qr_strerror(rv));
+        return rv;
+    }
+    const uint8_t *body = wd.run != NULL ? wd.body : m->body.data;
+    size_t body_len = wd.run != NULL ? wd.body_len : m->body.len;
+    size_t max_headers = m->n_headers + EXTRA_HEADERS;
+    if (wd.run != NULL) {
+        max_headers += wd.run->n_headers + QR_WORKFLOW_EXTRA_HEADERS;
+    }
+    struct qr_delivery_header *headers = calloc(max_headers, sizeof *headers);
     struct qr_worker_inflight *f = calloc(1, sizeof *f);
     char *jwt = NULL;
     char retried[16];
-    int rv = -ENOMEM;
+    rv = -ENOMEM;
     if (headers == NULL || f == NULL) {
         goto out;
     }
-    rv = qr_sign_jwt(sc->keys->current, m->url, m->body.data, m->body.len,
-                     sc->now_s, &jwt);
+    rv =
+        qr_sign_jwt(sc->keys->current, m->url, body, body_len, sc->now_s, &jwt);
     if (rv == QR_EBADREQ) {
         /* Only a URL that is not UTF-8 does this: both faces refuse one
          * now, but older nodes and RPC clients stored some. It stays due
@@ -485,9 +503,13 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
         goto out;
     }
     size_t n = 0;
-    for (size_t i = 0; i < m->n_headers; i++) {
-        headers[n++] = (struct qr_delivery_header){m->headers[i]->name,
-                                                   m->headers[i]->value};
+    if (wd.run != NULL) {
+        n = qr_workflow_delivery_headers(&wd, m, headers);
+    } else {
+        for (size_t i = 0; i < m->n_headers; i++) {
+            headers[n++] = (struct qr_delivery_header){m->headers[i]->name,
+                                                       m->headers[i]->value};
+        }
     }
     snprintf(retried, sizeof retried, "%" PRIu32, m->attempts);
     headers[n++] = (struct qr_delivery_header){"Upstash-Message-Id", m->id};
@@ -535,8 +557,8 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
         .method = m->method,
         .headers = headers,
         .n_headers = n,
-        .body = m->body.data,
-        .body_len = m->body.len,
+        .body = body,
+        .body_len = body_len,
         .timeout_ms = m->timeout_ms,
     };
     rv = qr_delivery_send(&w->delivery, &req, on_delivered, f, &f->ticket);
@@ -562,6 +584,7 @@ out:
     }
     free(jwt);
     free(headers);
+    qr_workflow_delivery_free(&wd);
     return rv;
 }
 
@@ -694,6 +717,7 @@ static void scan(struct qr_worker *w)
         return;
     }
     sc.keys = keys;
+    sc.txn = txn;
     for (uint32_t shard = 0; shard < QR_FSM_N_SHARDS; shard++) {
         if (!qr_shards_owns(w->shards, shard)) {
             continue;

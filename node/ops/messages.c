@@ -101,17 +101,23 @@ void qr_op_bulk(struct qr_op *op,
                 enum qr_bulk_kind kind,
                 const struct qr_bulk_page *page)
 {
-    static const char *const names[] = {"dlq replay", "dlq delete", "cancel"};
+    static const char *const names[] = {"dlq replay", "dlq delete", "cancel",
+                                        "workflow cancel"};
+    bool runs = kind == QR_BULK_WORKFLOW_CANCEL;
     if (n_ids > MAX_BULK_IDS || (n_ids == 0 && page->cursor == NULL)) {
         qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
-                    "%s takes 1 to %u message ids", names[kind], MAX_BULK_IDS);
+                    "%s takes 1 to %u %s ids", names[kind], MAX_BULK_IDS,
+                    runs ? "workflow run" : "message");
         return;
     }
     for (size_t i = 0; i < n_ids; i++) {
-        if (!qr_check_message_id(ids[i])) {
+        if (runs ? !qr_command_is_run_id(ids[i])
+                 : !qr_check_message_id(ids[i])) {
             qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
-                        "%s: message id %zu of %zu is invalid: %s", names[kind],
-                        i + 1, n_ids, QR_CHECK_MESSAGE_ID_RULE);
+                        "%s: id %zu of %zu is invalid: %s", names[kind], i + 1,
+                        n_ids,
+                        runs ? "want 1 to 128 of A-Z a-z 0-9 . _ : -"
+                             : QR_CHECK_MESSAGE_ID_RULE);
             return;
         }
     }
@@ -149,6 +155,7 @@ void qr_op_bulk(struct qr_op *op,
         Qraft__DlqReplay r = QRAFT__DLQ_REPLAY__INIT;
         Qraft__DlqDelete d = QRAFT__DLQ_DELETE__INIT;
         Qraft__Cancel c = QRAFT__CANCEL__INIT;
+        Qraft__WorkflowEnd e = QRAFT__WORKFLOW_END__INIT;
         Qraft__Command cmd = QRAFT__COMMAND__INIT;
         switch (kind) {
             case QR_BULK_REPLAY:
@@ -165,6 +172,12 @@ void qr_op_bulk(struct qr_op *op,
                 c.message_id = ids[i];
                 cmd.body_case = QRAFT__COMMAND__BODY_CANCEL;
                 cmd.cancel = &c;
+                break;
+            case QR_BULK_WORKFLOW_CANCEL:
+                e.run_id = ids[i];
+                e.cancel = true;
+                cmd.body_case = QRAFT__COMMAND__BODY_WORKFLOW_END;
+                cmd.workflow_end = &e;
                 break;
         }
         struct qr_packed packed = {NULL, 0};

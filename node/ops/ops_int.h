@@ -221,8 +221,14 @@ void qr_pb_list_free(struct qr_pb_list *l);
 /* ------------------------------------------------------------------------ */
 /* Messages and the DLQ (messages.c). */
 
-/* What a bulk request does to each message: one command per id. */
-enum qr_bulk_kind { QR_BULK_REPLAY, QR_BULK_DELETE, QR_BULK_CANCEL };
+/* What a bulk request does to each message (or workflow run): one command
+ * per id. */
+enum qr_bulk_kind {
+    QR_BULK_REPLAY,
+    QR_BULK_DELETE,
+    QR_BULK_CANCEL,
+    QR_BULK_WORKFLOW_CANCEL,
+};
 
 /* How a bulk request is answered: `paged` gives a BulkPageResponse with
  * `cursor` (borrowed; "": nothing more), else a BulkResponse. cursor is
@@ -335,6 +341,9 @@ void qr_op_schedule_read(struct qr_op *op, const Qraft__Request *req);
 void qr_op_group_change(struct qr_op *op, const Qraft__Request *req);
 void qr_op_group_get(struct qr_op *op, const Qraft__Request *req);
 void qr_op_group_list(struct qr_op *op, const Qraft__Request *req);
+/* workflows.c */
+void qr_op_workflow_run(struct qr_op *op, const Qraft__Request *req);
+void qr_op_workflow_end(struct qr_op *op, const Qraft__Request *req);
 /* admin.c */
 void qr_op_status(struct qr_op *op, const Qraft__Request *req);
 void qr_op_keys(struct qr_op *op, const Qraft__Request *req);

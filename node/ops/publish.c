@@ -90,15 +90,15 @@ static bool queue_room(struct qr_op *op,
     return true;
 }
 
-/* A publish into a queue needs the cluster at the queues' feature level
- * (command.h) and room for the queue. True when p has no queue or may go
- * ahead; else answers req itself. */
-static bool queue_ok(struct qr_op *op,
-                     const Qraft__Request *req,
-                     const Qraft__PublishRequest *p)
+/* A publish into a queue or a workflow run needs the cluster at that
+ * feature level (command.h), and one into a queue room for the queue. True
+ * when p may go ahead; else answers req itself. */
+static bool level_and_queue_ok(struct qr_op *op,
+                               const Qraft__Request *req,
+                               const Qraft__PublishRequest *p)
 {
     char err[256];
-    if (p->queue[0] == '\0') {
+    if (p->queue[0] == '\0' && p->workflow == NULL) {
         return true;
     }
     Qraft__Publish level_probe = QRAFT__PUBLISH__INIT;
@@ -112,7 +112,7 @@ static bool queue_ok(struct qr_op *op,
         qr_op_error(op, req->id, qr_op_status_of(rv), "%s", err);
         return false;
     }
-    return queue_room(op, req, p->queue);
+    return p->queue[0] == '\0' || queue_room(op, req, p->queue);
 }
 
 static void group_publish(struct qr_op *op, const Qraft__Request *req);
@@ -133,7 +133,7 @@ void qr_op_publish(struct qr_op *op, const Qraft__Request *req)
         qr_op_error(op, req->id, qr_op_status_of(rv), "%s", err);
         return;
     }
-    if (!queue_ok(op, req, p)) {
+    if (!level_and_queue_ok(op, req, p)) {
         return;
     }
     char id[QR_ID_BYTES];
@@ -262,7 +262,7 @@ static void group_publish(struct qr_op *op, const Qraft__Request *req)
         rv = qr_command_check_publish(&one, &ops->config->limits, now_ms, err,
                                       sizeof err);
     }
-    if (rv == 0 && !queue_ok(op, req, p)) {
+    if (rv == 0 && !level_and_queue_ok(op, req, p)) {
         qraft__url_group__free_unpacked(g, NULL);
         return;
     }

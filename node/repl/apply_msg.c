@@ -70,6 +70,18 @@ int qr_apply_publish(struct qr_apply_ctx *ctx,
     if (rv != QR_ENOTFOUND) {
         return rv;
     }
+    rv = 0;
+    /* A workflow trigger or step: 1 with its run loaded (or new, for a
+     * trigger), 0 when res says why not (a repeated trigger, a step into
+     * a run that is over). */
+    Qraft__WorkflowRun *run = NULL;
+    if (req->workflow != NULL && qr_apply_workflow_on(ctx)) {
+        rv = qr_apply_workflow_begin(ctx, p, &run, res);
+        if (rv <= 0) {
+            return rv;
+        }
+        rv = 0;
+    }
 
     Qraft__Message m = QRAFT__MESSAGE__INIT;
     m.id = p->message_id;
@@ -104,13 +116,22 @@ int qr_apply_publish(struct qr_apply_ctx *ctx,
     m.created_ms = ctx->now_ms;
     m.updated_ms = ctx->now_ms;
     m.shard = qr_fsm_shard_of(m.id);
+    if (run != NULL) {
+        m.workflow_run_id = req->workflow->run_id;
+        m.workflow_seq = req->workflow->init ? 0 : run->next_seq;
+        qr_apply_workflow_inherit(run, req, &m);
+    }
 
-    for (size_t i = 0; i < p->n_dedup_keys; i++) {
+    for (size_t i = 0; rv == 0 && i < p->n_dedup_keys; i++) {
         rv = qr_store_dedup_put(ctx->txn, p->dedup_keys[i], m.id,
                                 ctx->now_ms + p->dedup_window_ms);
-        if (rv != 0) {
-            return rv;
-        }
+    }
+    if (rv == 0 && run != NULL) {
+        rv = qr_apply_workflow_append(ctx, run, req, &m);
+    }
+    qr_apply_workflow_free(run, req->workflow != NULL && req->workflow->init);
+    if (rv != 0) {
+        return rv;
     }
     if (m.queue[0] != '\0' && qr_apply_queues_on(ctx)) {
         /* Waits at the tail of its queue (created on first use) until its
@@ -146,7 +167,7 @@ static int load_target(struct qr_apply_ctx *ctx,
     return rv == 0 ? 1 : rv;
 }
 
-static bool is_final(Qraft__MessageState s)
+bool qr_apply_is_final(Qraft__MessageState s)
 {
     return s == QRAFT__MESSAGE_STATE__DELIVERED ||
            s == QRAFT__MESSAGE_STATE__DEAD_LETTERED ||
@@ -214,7 +235,7 @@ int qr_apply_cancel(struct qr_apply_ctx *ctx,
         rv = 0; /* cancelling twice is the same as once */
         goto out;
     }
-    if (is_final(m->state)) {
+    if (qr_apply_is_final(m->state)) {
         qr_apply_set_result(res, QR_ECONFLICT, "message %s is already %s",
                             m->id, state_word(m->state));
         rv = 0;
@@ -460,7 +481,7 @@ static int apply_delivery_result(struct qr_apply_ctx *ctx,
         upd.body.data = NULL;
         upd.body.len = 0;
     }
-    if (rv == 0 && is_final(upd.state)) {
+    if (rv == 0 && qr_apply_is_final(upd.state)) {
         rv = qr_apply_queue_release(ctx,
                                     &upd); /* after its callbacks took theirs */
     }

@@ -178,6 +178,48 @@ static int check_metadata(const Qraft__PublishRequest *req,
     return 0;
 }
 
+bool qr_command_is_run_id(const char *s)
+{
+    return strlen(s) <= QR_COMMAND_MAX_RUN_ID_BYTES &&
+           qr_command_is_word(s, "._:-");
+}
+
+bool qr_command_is_workflow_step(const char *call_type)
+{
+    return call_type[0] == '\0' || strcmp(call_type, "step") == 0;
+}
+
+/* The Upstash-Workflow-* part of a publish (docs/workflow.md). */
+static int check_workflow(const Qraft__PublishRequest *req,
+                          const struct qr_limits *l,
+                          char *err,
+                          size_t err_len)
+{
+    const Qraft__WorkflowPublish *wf = req->workflow;
+    if (!qr_command_is_run_id(wf->run_id)) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "invalid Upstash-Workflow-RunId '%.64s': want 1 to %u of "
+                    "A-Z a-z 0-9 . _ : -",
+                    wf->run_id, QR_COMMAND_MAX_RUN_ID_BYTES);
+    }
+    if (req->topic_name[0] != '\0') {
+        return fail(QR_EBADREQ, err, err_len,
+                    "a workflow message goes to a URL, not a URL group");
+    }
+    if (!qr_command_is_workflow_step(wf->call_type)) {
+        /* context.call (toCallback) and the rest: not built yet; refused
+         * rather than delivered as a step. */
+        return fail(QR_EBADREQ, err, err_len,
+                    "Upstash-Workflow-CallType '%.32s' is not supported "
+                    "(only step)",
+                    wf->call_type);
+    }
+    if (wf->url[0] != '\0') {
+        return check_url("Upstash-Workflow-Url", wf->url, l, err, err_len);
+    }
+    return 0;
+}
+
 int qr_command_check_publish(const Qraft__PublishRequest *req,
                              const struct qr_limits *l,
                              uint64_t now_ms,
@@ -208,6 +250,9 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
                     req->topic_name, l->max_name_bytes);
     }
     rv = check_metadata(req, l, err, err_len);
+    if (rv == 0 && req->workflow != NULL) {
+        rv = check_workflow(req, l, err, err_len);
+    }
     if (rv != 0) {
         return rv;
     }

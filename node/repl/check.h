@@ -32,6 +32,15 @@ struct qr_cron;
  * headers into those). */
 const char *qr_command_header_reserved(const char *name, size_t len);
 
+/* Workflow run ids: 1 to QR_COMMAND_MAX_RUN_ID_BYTES of [A-Za-z0-9._:-]
+ * (the SDK's are "wfr_" and a nanoid). Apply checks them again. */
+#define QR_COMMAND_MAX_RUN_ID_BYTES 128u
+bool qr_command_is_run_id(const char *s);
+
+/* Whether a publish's Upstash-Workflow-CallType ("" or "step") makes it a
+ * step of its run: the only kind qraft runs so far. */
+bool qr_command_is_workflow_step(const char *call_type);
+
 /* Checks a publish request against the limits, before any work is done.
  * now_ms is the leader's time (for not-before). Returns 0, QR_EBADREQ or
  * QR_ETOOLARGE with a one-line reason in err (err_len bytes) that names the

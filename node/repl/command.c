@@ -184,13 +184,20 @@ int qr_command_pack_publish(const Qraft__PublishRequest *req,
 uint32_t qr_command_level(const Qraft__Command *cmd)
 {
     switch (cmd->body_case) {
-        case QRAFT__COMMAND__BODY_PUBLISH:
-            /* Into a queue: apply below level 2 ignores the queue. */
-            if (cmd->publish != NULL && cmd->publish->request != NULL &&
-                cmd->publish->request->queue[0] != '\0') {
+        case QRAFT__COMMAND__BODY_PUBLISH: {
+            const Qraft__PublishRequest *req =
+                cmd->publish != NULL ? cmd->publish->request : NULL;
+            /* Apply below these levels ignores the workflow or queue. */
+            if (req != NULL && req->workflow != NULL) {
+                return QR_FEATURE_LEVEL_WORKFLOW;
+            }
+            if (req != NULL && req->queue[0] != '\0') {
                 return QR_FEATURE_LEVEL_QUEUES;
             }
             return 1;
+        }
+        case QRAFT__COMMAND__BODY_WORKFLOW_END:
+            return QR_FEATURE_LEVEL_WORKFLOW;
         case QRAFT__COMMAND__BODY_CANCEL:
         case QRAFT__COMMAND__BODY_DLQ_REPLAY:
         case QRAFT__COMMAND__BODY_DLQ_DELETE:

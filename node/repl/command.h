@@ -42,9 +42,11 @@
  *   3  no new command kind: snapshots as page images (a replica below it
  *      cannot restore one), and Prune removes finished messages oldest
  *      first from the store's `done` index (store format 3)
+ *   4  workflow runs: a publish with Upstash-Workflow-* (apply keeps the
+ *      run's history), WorkflowEnd
  * A new command kind raises QR_FEATURE_LEVEL and is listed in
  * qr_command_level. */
-#define QR_FEATURE_LEVEL 3u
+#define QR_FEATURE_LEVEL 4u
 /* Queues: the Queue* commands, and queue semantics in apply (a publish or a
  * DLQ replay into a queue); below it apply keeps the queue name only, as
  * nodes without queues do, so a mixed cluster does not diverge. */
@@ -54,6 +56,9 @@
  * image is never sent to a node that only restores the pairs format; below
  * it, snapshots keep the pairs format, which every version restores. */
 #define QR_FEATURE_LEVEL_IMAGE_SNAPSHOTS 3u
+/* Workflow runs: below it apply would take a workflow publish for a plain
+ * message, so the leader proposes none. */
+#define QR_FEATURE_LEVEL_WORKFLOW 4u
 /* Prune by the `done` index (oldest finished first); below it apply walks
  * msgs in id order from the command's scan_after_id, as nodes before it do,
  * so a mixed cluster deletes the same messages everywhere. */

@@ -62,6 +62,8 @@ static int apply_command(struct qr_apply_ctx *ctx,
             return qr_apply_publish(ctx, cmd->publish, res);
         case QRAFT__COMMAND__BODY_CANCEL:
             return qr_apply_cancel(ctx, cmd->cancel, res);
+        case QRAFT__COMMAND__BODY_WORKFLOW_END:
+            return qr_apply_workflow_end(ctx, cmd->workflow_end, res);
         case QRAFT__COMMAND__BODY_DLQ_REPLAY:
             return qr_apply_dlq_replay(ctx, cmd->dlq_replay, res);
         case QRAFT__COMMAND__BODY_DLQ_DELETE:

@@ -66,6 +66,9 @@ int qr_apply_dedup_seen(struct qr_apply_ctx *ctx,
                         struct qr_apply_result *res);
 /* Cancels m (unpacked, not final): out of its queue's FIFO if it waits
  * there, its slot given back if it holds one. */
+/* Delivered, dead-lettered or cancelled: nothing more happens to it. */
+bool qr_apply_is_final(Qraft__MessageState s);
+
 int qr_apply_cancel_message(struct qr_apply_ctx *ctx,
                             const Qraft__Message *m,
                             const char *detail);
@@ -83,6 +86,45 @@ int qr_apply_dlq_delete(struct qr_apply_ctx *ctx,
                         struct qr_apply_result *res);
 int qr_apply_delivery_results(struct qr_apply_ctx *ctx,
                               const Qraft__DeliveryResults *batch);
+
+/* apply_workflow.c: workflow runs (docs/workflow.md). */
+
+/* Whether the cluster is at the workflow feature level: below it a
+ * workflow publish applies as a plain message, as on nodes without
+ * workflows. */
+bool qr_apply_workflow_on(const struct qr_apply_ctx *ctx);
+
+/* The run a workflow publish (p->request->workflow set) goes into: 1 with
+ * *run the stored run (a step) or a new empty one (a trigger); 0 when res
+ * says why not (a repeated trigger: deduplicated; a step into a run that
+ * does not exist or is over: BAD_REQUEST); a store error otherwise. Free
+ * *run with qr_apply_workflow_free. */
+int qr_apply_workflow_begin(struct qr_apply_ctx *ctx,
+                            const Qraft__Publish *p,
+                            Qraft__WorkflowRun **run,
+                            struct qr_apply_result *res);
+
+/* A step's message takes the run's settings its own publish leaves unset
+ * (the SDK's WF_TriggerOnConfig): retries, retry delay, timeout, failure
+ * callback, labels, flow control. */
+void qr_apply_workflow_inherit(const Qraft__WorkflowRun *run,
+                               const Qraft__PublishRequest *req,
+                               Qraft__Message *m);
+
+/* Writes m's history entry (m->workflow_seq) and the run, in the entry's
+ * transaction; a trigger's run is filled from req and m first (borrowing
+ * their fields). */
+int qr_apply_workflow_append(struct qr_apply_ctx *ctx,
+                             Qraft__WorkflowRun *run,
+                             const Qraft__PublishRequest *req,
+                             const Qraft__Message *m);
+
+/* Frees what qr_apply_workflow_begin returned (created: a trigger's). */
+void qr_apply_workflow_free(Qraft__WorkflowRun *run, bool created);
+
+int qr_apply_workflow_end(struct qr_apply_ctx *ctx,
+                          const Qraft__WorkflowEnd *e,
+                          struct qr_apply_result *res);
 
 /* apply_queue.c: queues (their invariants are written there). */
 

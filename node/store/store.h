@@ -394,6 +394,34 @@ int qr_store_group_list(struct qr_store_txn *t,
                         qr_store_group_cb cb,
                         void *arg);
 
+/* Workflow runs (`runs`, by id) and their histories (`wsteps`: one
+ * WorkflowStep per entry under the run id, a 0 byte and the entry's seq,
+ * big-endian). A run id is a name of at most QR_STORE_MAX_RUN_ID_BYTES.
+ * run_get answers QR_ENOTFOUND when there is no such run; step_put
+ * inserts or replaces entry seq; steps visits entries from_seq..to_seq
+ * (inclusive) in order, st borrowed for the call, and a nonzero return
+ * from cb stops the walk and is returned. run_delete removes the run and
+ * every entry of it (an absent run is not an error). */
+#define QR_STORE_MAX_RUN_ID_BYTES 128
+int qr_store_run_get(struct qr_store_txn *t,
+                     const char *id,
+                     Qraft__WorkflowRun **out);
+int qr_store_run_put(struct qr_store_txn *t, const Qraft__WorkflowRun *run);
+int qr_store_run_delete(struct qr_store_txn *t, const char *id);
+int qr_store_run_step_put(struct qr_store_txn *t,
+                          const char *run_id,
+                          uint32_t seq,
+                          const Qraft__WorkflowStep *st);
+typedef int (*qr_store_run_step_cb)(void *arg,
+                                    uint32_t seq,
+                                    const Qraft__WorkflowStep *st);
+int qr_store_run_steps(struct qr_store_txn *t,
+                       const char *run_id,
+                       uint32_t from_seq,
+                       uint32_t to_seq,
+                       qr_store_run_step_cb cb,
+                       void *arg);
+
 /* Snapshots: every named database but `done` (which restore builds from
  * msgs) as seen by one read transaction (format
  * in store_snapshot.c's header comment: magic, version, then per database its

@@ -13,6 +13,7 @@
  *   store_msg.c      messages and their indexes (due, dlq, done, qfifo),
  *                    per-state counters, dedup, events
  *   store_config.c   queues, schedules, URL groups
+ *   store_workflow.c workflow runs and their histories (runs, wsteps)
  *   store_migrate.c  store formats: checksums added, `done` index built
  *   store_snapshot.c pair-stream snapshots and their restore
  *   store_image.c    image snapshots (the environment's pages) and restore
@@ -67,15 +68,21 @@ enum db {
     DB_QFIFO,
     DB_SCHEDULES,
     DB_GROUPS,
-    DB_DONE, /* last: not in snapshots (see N_SNAP_DBS) */
+    DB_RUNS,   /* workflow runs (store_workflow.c) */
+    DB_WSTEPS, /* their history entries */
+    DB_DONE,   /* last: not in snapshots (see N_SNAP_DBS) */
 };
-#define N_DBS 12
+#define N_DBS 14
 /* Snapshots carry the first N_SNAP_DBS databases: `done` is an index of
  * msgs that restore rebuilds, so a snapshot of format 3 lists the same
  * databases as one of format 2 (and a format 2 binary, meeting it, reads
  * its meta "format" and refuses it as newer, instead of "too many
  * databases"). */
-#define N_SNAP_DBS 11
+#define N_SNAP_DBS 13
+/* The databases a pair-stream snapshot carried before workflow runs: a
+ * snapshot leaves the later ones out while they are empty, so a binary
+ * from before them (which refuses more databases) restores it. */
+#define N_SNAP_DBS_BEFORE_RUNS 11
 
 /* The databases' names in the environment (and in snapshots). */
 extern const char *const store_db_names[N_DBS];

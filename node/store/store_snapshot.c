@@ -25,7 +25,9 @@
  * then shorter first), which lets restore append. Nothing follows the last
  * database. A database absent from a snapshot is restored empty. The
  * `done` index is never in a snapshot (N_SNAP_DBS): restore builds it from
- * msgs, whatever the snapshot's format.
+ * msgs, whatever the snapshot's format. `runs` and `wsteps` are left out
+ * while both are empty (N_SNAP_DBS_BEFORE_RUNS), so a binary from before
+ * workflows restores a snapshot of a cluster that has run none.
  *
  * Values are copied as stored, checksums included: a snapshot's format is
  * its meta "format". Restore checks every value of a format 2 or 3
@@ -211,9 +213,13 @@ int qr_store_snapshot_open(struct qr_store *s, struct qr_store_snap **out)
      * the arena. */
     size_t arena_bytes = SNAP_HEADER_BYTES;
     size_t n_entries = 0;
+    int n_dbs = N_SNAP_DBS_BEFORE_RUNS;
     for (int i = 0; i < N_SNAP_DBS; i++) {
         MDB_stat st;
         if (mdb_stat(sn->txn, s->dbis[i], &st) == 0) {
+            if (i >= N_SNAP_DBS_BEFORE_RUNS && st.ms_entries > 0) {
+                n_dbs = N_SNAP_DBS;
+            }
             arena_bytes += 12 + strlen(store_db_names[i]) +
                            st.ms_entries * SNAP_PAIR_HEADER_BYTES +
                            (size_t)st.ms_psize * st.ms_leaf_pages;
@@ -230,10 +236,10 @@ int qr_store_snapshot_open(struct qr_store *s, struct qr_store_snap **out)
     if (head != SIZE_MAX) {
         memcpy(sn->arena, SNAP_MAGIC, SNAP_MAGIC_BYTES);
         put_be32(sn->arena + SNAP_MAGIC_BYTES, SNAP_VERSION);
-        put_be32(sn->arena + SNAP_MAGIC_BYTES + 4, N_SNAP_DBS);
+        put_be32(sn->arena + SNAP_MAGIC_BYTES + 4, (uint32_t)n_dbs);
         rv = 0;
     }
-    for (int i = 0; rv == 0 && i < N_SNAP_DBS; i++) {
+    for (int i = 0; rv == 0 && i < n_dbs; i++) {
         rv = snap_add_db(s, sn, (enum db)i);
     }
     if (rv == 0) {

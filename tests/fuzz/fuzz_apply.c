@@ -215,6 +215,7 @@ static int known_kind(Qraft__Command__BodyCase c)
         case QRAFT__COMMAND__BODY_SCHEDULE_PAUSE:
         case QRAFT__COMMAND__BODY_SCHEDULE_FIRE:
         case QRAFT__COMMAND__BODY_SET_FEATURE_LEVEL:
+        case QRAFT__COMMAND__BODY_WORKFLOW_END:
             return 1;
         default:
             return 0;

@@ -448,6 +448,40 @@ static void gen_apply(void)
     write_file("fuzz_apply", "queues", b.data, b.len);
     free(b.data);
 
+    /* A workflow run: trigger, a repeated trigger, a step, its end (a
+     * cancel), then a step into the ended run. */
+    Qraft__WorkflowPublish wf = QRAFT__WORKFLOW_PUBLISH__INIT;
+    wf.run_id = "wfr_seed";
+    wf.init = true;
+    wf.url = "http://127.0.0.1:9/wf";
+    Qraft__PublishRequest pw = QRAFT__PUBLISH_REQUEST__INIT;
+    pw.url = "http://127.0.0.1:9/wf";
+    pw.body.data = (uint8_t *)"initial";
+    pw.body.len = 7;
+    pw.workflow = &wf;
+    Qraft__WorkflowEnd we = QRAFT__WORKFLOW_END__INIT;
+    we.run_id = "wfr_seed";
+    we.cancel = true;
+    Qraft__Command c_we = QRAFT__COMMAND__INIT;
+    c_we.body_case = QRAFT__COMMAND__BODY_WORKFLOW_END;
+    c_we.workflow_end = &we;
+    char id3[QR_ID_BYTES];
+    qr_command_message_id(id3, NOW_MS, 1, 3);
+    memset(&b, 0, sizeof b);
+    add_record(&b, &c_fl);
+    end_entry(&b, 1);
+    add_publish_record(&b, &pw, id1);
+    add_publish_record(&b, &pw, id2);
+    end_entry(&b, 1);
+    wf.init = false;
+    add_publish_record(&b, &pw, id3);
+    end_entry(&b, 1);
+    add_record(&b, &c_we);
+    end_entry(&b, 1);
+    add_publish_record(&b, &pw, id2);
+    write_file("fuzz_apply", "workflow", b.data, b.len);
+    free(b.data);
+
     /* Schedules. */
     Qraft__Schedule sc = QRAFT__SCHEDULE__INIT;
     sc.id = "nightly";

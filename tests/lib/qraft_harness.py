@@ -80,7 +80,7 @@ def binary(name):
 
 # The feature level of this build's qraftd (QR_FEATURE_LEVEL in
 # node/command.h).
-FEATURE_LEVEL = 3
+FEATURE_LEVEL = 4
 
 _handed_out_ports = set()
 
