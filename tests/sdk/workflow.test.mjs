@@ -113,6 +113,7 @@ class WorkflowApp {
   #routes = new Map();
   #handlers = new Map();
   #waiters = new Waiters();
+  logHint = null; // () => the node's log tail, for a failed wait
   #server = http.createServer((req, res) => {
     this.#serveHttp(req, res).catch((err) => {
       res.writeHead(599);
@@ -265,14 +266,16 @@ class WorkflowApp {
       ids.has(d.headers["upstash-message-id"]));
   }
 
-  /* The step publish (a batch entry) of stepName in runId: {at, entry}. */
+  /* The step publish (a batch entry) of stepName in runId, once qraft
+   * answered it: {at (when it was sent), entry, messageId}. */
   published(runId, stepName) {
     for (const call of this.calls) {
-      const entry = call.entries?.find((e) =>
+      const i = call.entries?.findIndex((e) =>
         e.headers["upstash-workflow-runid"] === runId &&
-        e.step?.stepName === stepName);
-      if (entry && !call.error && call.doneAt) {
-        return { at: call.at, entry };
+        e.step?.stepName === stepName) ?? -1;
+      if (i >= 0 && !call.error && call.doneAt) {
+        return { at: call.at, entry: call.entries[i],
+          messageId: call.answer?.[i]?.messageId };
       }
     }
     return null;
@@ -352,7 +355,8 @@ class WorkflowApp {
     const t0 = items[0]?.at ?? 0;
     return [`\n--- app: run ${runId} ---`,
       `steps ran: ${JSON.stringify(this.runs.get(runId)?.counts ?? {})}`,
-      ...items.map((i) => `+${i.at - t0} ms ${i.text}`)].join("\n");
+      ...items.map((i) => `+${i.at - t0} ms ${i.text}`)].join("\n") +
+      (this.logHint?.() ?? "");
   }
 
   async close() {
@@ -455,6 +459,7 @@ describe("Upstash Workflow 1.3.3 runs unchanged on qraft", () => {
     nodeArgs: ["--max-body-bytes", String(MAX_BODY_BYTES)],
     ready: ({ node }) => {
       app.connect(node.env);
+      app.logHint = () => node.logHint();
       wf = app.workflowClient();
     },
   });
@@ -538,6 +543,23 @@ describe("Upstash Workflow 1.3.3 runs unchanged on qraft", () => {
       `published${app.explain(id)}`);
     await gone(id);
   });
+
+  test("a step message carries the trigger's retries and failure URL",
+    async () => {
+      // WF_TriggerOnConfig: the SDK sends them with the trigger only. The
+      // sleep keeps the step's message pending, so it can be read.
+      const failureUrl = app.url("/failed");
+      const { workflowRunId: id } = await wf.trigger({
+        url: app.url("/sleep"), body: {}, retries: 2, failureUrl });
+      const nap = await app.untilRun(id, () => app.published(id, "nap"),
+        "the sleep step to be published");
+      assert.ok(nap.messageId, app.explain(id));
+      const m = await dev.client.messages.get(nap.messageId);
+      assert.equal(m.maxRetries, 2, JSON.stringify(m));
+      assert.equal(m.failureCallback, failureUrl, JSON.stringify(m));
+      const run = await app.ended(id);
+      assert.deepEqual(run.counts, { before: 1, after: 1 }, app.explain(id));
+    });
 
   test("Promise.all of three context.run: each once, results in order",
     async () => {
