@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <math.h>
 #include <netdb.h>
 #include <stdlib.h>
@@ -462,22 +463,24 @@ static int copy_addr(char *dst, const char *flag, const char *v, char *errmsg)
     return 0;
 }
 
-/* An integer option in min..max; the message names flag, the range and its
- * unit ("" or " ms"). */
+/* An integer option in min..max into *out, set only when v is in range;
+ * the message names flag, the range and its unit ("" or " ms"). */
 static int parse_range(const char *flag,
                        const char *v,
-                       uint64_t min,
-                       uint64_t max,
+                       uint32_t min,
+                       uint32_t max,
                        const char *unit,
-                       uint64_t *out,
+                       uint32_t *out,
                        char *errmsg)
 {
-    if (parse_u64(v, min, max, out) != 0) {
-        snprintf(errmsg, QR_ERRMSG_BYTES, "%s: '%s' is not in %llu..%llu%s",
-                 flag, v, (unsigned long long)min, (unsigned long long)max,
-                 unit);
+    uint64_t n;
+    if (parse_u64(v, min, max, &n) != 0) {
+        snprintf(errmsg, QR_ERRMSG_BYTES,
+                 "%s: '%s' is not in %" PRIu32 "..%" PRIu32 "%s", flag, v, min,
+                 max, unit);
         return QR_EBADREQ;
     }
+    *out = (uint32_t)n;
     return 0;
 }
 
@@ -535,13 +538,15 @@ static int apply_option(struct qr_config *c,
             snprintf(dst, QR_TOKEN_MAX, "%s", v);
             return 0;
         }
-        case OPT_MAX_BODY:
-            if (parse_range("--max-body-bytes", v, 1, MAX_BODY_BYTES_CEILING,
-                            "", &n, errmsg) != 0) {
-                return QR_EBADREQ;
+        case OPT_MAX_BODY: {
+            uint32_t bytes;
+            int rv = parse_range("--max-body-bytes", v, 1,
+                                 MAX_BODY_BYTES_CEILING, "", &bytes, errmsg);
+            if (rv == 0) {
+                c->limits.max_body_bytes = bytes;
             }
-            c->limits.max_body_bytes = n;
-            return 0;
+            return rv;
+        }
         case OPT_DEDUP_WINDOW:
             if (qr_config_parse_duration_ms(v, &n) != 0 || n == 0 ||
                 n > DEDUP_WINDOW_CEILING_MS) {
@@ -553,19 +558,11 @@ static int apply_option(struct qr_config *c,
             c->limits.dedup_window_ms = n;
             return 0;
         case OPT_MAX_QUEUES:
-            if (parse_range("--max-queues", v, 1, 100000, "", &n, errmsg) !=
-                0) {
-                return QR_EBADREQ;
-            }
-            c->limits.max_queues = (uint32_t)n;
-            return 0;
+            return parse_range("--max-queues", v, 1, 100000, "",
+                               &c->limits.max_queues, errmsg);
         case OPT_MAX_QUEUE_PARALLELISM:
-            if (parse_range("--max-queue-parallelism", v, 1, 10000, "", &n,
-                            errmsg) != 0) {
-                return QR_EBADREQ;
-            }
-            c->limits.max_queue_parallelism = (uint32_t)n;
-            return 0;
+            return parse_range("--max-queue-parallelism", v, 1, 10000, "",
+                               &c->limits.max_queue_parallelism, errmsg);
         case OPT_SNAPSHOT_THRESHOLD:
             if (parse_u64(v, 16, 1u << 30, &n) != 0) {
                 snprintf(errmsg, QR_ERRMSG_BYTES,
@@ -626,46 +623,23 @@ static int apply_option(struct qr_config *c,
             }
             return 0;
         case OPT_CONNECT_RETRY:
-            if (parse_range("--connect-retry-ms", v, 1, 60000, "", &n,
-                            errmsg) != 0) {
-                return QR_EBADREQ;
-            }
-            c->connect_retry_ms = (unsigned)n;
-            return 0;
+            return parse_range("--connect-retry-ms", v, 1, 60000, "",
+                               &c->connect_retry_ms, errmsg);
         case OPT_MAX_CONNECTIONS:
-            if (parse_range("--max-connections", v, 1, 1000000, "", &n,
-                            errmsg) != 0) {
-                return QR_EBADREQ;
-            }
-            c->max_connections = (uint32_t)n;
-            return 0;
+            return parse_range("--max-connections", v, 1, 1000000, "",
+                               &c->max_connections, errmsg);
         case OPT_HTTP_REQUEST_TIMEOUT:
-            if (parse_range("--http-request-timeout-ms", v, 100, 3600000, "",
-                            &n, errmsg) != 0) {
-                return QR_EBADREQ;
-            }
-            c->http_request_timeout_ms = (uint32_t)n;
-            return 0;
+            return parse_range("--http-request-timeout-ms", v, 100, 3600000, "",
+                               &c->http_request_timeout_ms, errmsg);
         case OPT_MAX_FEATURE_LEVEL:
-            if (parse_range("--max-feature-level", v, 1, QR_FEATURE_LEVEL, "",
-                            &n, errmsg) != 0) {
-                return QR_EBADREQ;
-            }
-            c->max_feature_level = (unsigned)n;
-            return 0;
+            return parse_range("--max-feature-level", v, 1, QR_FEATURE_LEVEL,
+                               "", &c->max_feature_level, errmsg);
         case OPT_ELECTION:
+            return parse_range("--election-timeout-ms", v, 1, 60000, " ms",
+                               &c->election_timeout_ms, errmsg);
         case OPT_HEARTBEAT:
-            if (parse_range(opt == OPT_ELECTION ? "--election-timeout-ms"
-                                                : "--heartbeat-timeout-ms",
-                            v, 1, 60000, " ms", &n, errmsg) != 0) {
-                return QR_EBADREQ;
-            }
-            if (opt == OPT_ELECTION) {
-                c->election_timeout_ms = (unsigned)n;
-            } else {
-                c->heartbeat_timeout_ms = (unsigned)n;
-            }
-            return 0;
+            return parse_range("--heartbeat-timeout-ms", v, 1, 60000, " ms",
+                               &c->heartbeat_timeout_ms, errmsg);
         case OPT_LOG_LEVEL:
             if (qr_log_parse_level(v, &c->log_level) != 0) {
                 snprintf(errmsg, QR_ERRMSG_BYTES,

@@ -175,10 +175,9 @@ static void ensure_signing_keys(struct qr_server *s)
     k.next = next;
     Qraft__SetSigningKeys set = QRAFT__SET_SIGNING_KEYS__INIT;
     set.keys = &k;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_SET_SIGNING_KEYS;
-    cmd.set_signing_keys = &set;
-    rv = qr_cluster_propose_command(&s->cluster, &cmd, on_keys_applied, s);
+    rv = qr_cluster_propose_one(&s->cluster,
+                                QRAFT__COMMAND__BODY_SET_SIGNING_KEYS,
+                                &set.base, on_keys_applied, s);
     if (rv == 0) {
         s->keys_proposed = true;
     } else {
@@ -350,11 +349,9 @@ static void propose_prune(struct qr_server *s)
         s->cluster.fsm.feature_level < QR_FEATURE_LEVEL_DONE_INDEX
             ? s->prune_cursor
             : "";
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_PRUNE;
-    cmd.prune = &prune;
     s->prune_pending =
-        qr_cluster_propose_command(&s->cluster, &cmd, on_pruned, s) == 0;
+        qr_cluster_propose_one(&s->cluster, QRAFT__COMMAND__BODY_PRUNE,
+                               &prune.base, on_pruned, s) == 0;
 }
 
 static void on_tick(uv_timer_t *t)

@@ -258,7 +258,9 @@ struct rest_pub {
     Qraft__WorkflowPublish wf; /* pr.workflow points here once one is set */
     Qraft__Header **headers;   /* pool memory */
     size_t cap;
-    size_t labels_cap; /* pr.labels: pool memory, grown by copying */
+    Qraft__Header **fc_headers; /* pr.failure_callback_headers: pool */
+    Qraft__Header **cb_headers; /* pr.callback_headers: pool */
+    size_t labels_cap;          /* pr.labels: pool memory, grown by copying */
 };
 
 /* -EINVAL (why in err) when a header the node reads (Content-Type,
@@ -329,6 +331,7 @@ void qr_rest_on_cancelled_reply(struct rest_call *c,
  * Workflow runs (rest_workflows.c). */
 
 rest_handler qr_rest_workflow_run, qr_rest_workflow_cancel_many;
+rest_handler qr_rest_wait, qr_rest_notify, qr_rest_waiters;
 
 /* ---------------------------------------------------------------------------
  * The dead letter queue (rest_dlq.c). */

@@ -30,6 +30,14 @@ static void pub_init(struct rest_pub *p,
         pool, sizeof(*p->headers) * (max_headers > 0 ? max_headers : 1));
     p->pr.headers = p->headers;
     p->pr.n_headers = 0;
+    p->fc_headers = h2o_mem_alloc_pool(
+        pool, sizeof(*p->fc_headers) * (max_headers > 0 ? max_headers : 1));
+    p->pr.failure_callback_headers = p->fc_headers;
+    p->pr.n_failure_callback_headers = 0;
+    p->cb_headers = h2o_mem_alloc_pool(
+        pool, sizeof(*p->cb_headers) * (max_headers > 0 ? max_headers : 1));
+    p->pr.callback_headers = p->cb_headers;
+    p->pr.n_callback_headers = 0;
     p->labels_cap = 0;
 }
 
@@ -70,22 +78,34 @@ static void pub_add_labels(struct rest_pub *p,
     }
 }
 
-static void pub_add_header(struct rest_pub *p,
-                           h2o_mem_pool_t *pool,
-                           char *name,
-                           const char *value,
-                           size_t value_len)
+/* Appends name: value to list (p->cap entries), counted by *n. */
+static void pub_add_to(struct rest_pub *p,
+                       Qraft__Header **list,
+                       size_t *n,
+                       h2o_mem_pool_t *pool,
+                       char *name,
+                       const char *value,
+                       size_t value_len)
 {
     Qraft__Header *h;
 
-    if (p->pr.n_headers == p->cap) {
+    if (*n == p->cap) {
         return; /* cannot happen: cap counts every input header */
     }
     h = h2o_mem_alloc_pool(pool, sizeof(*h));
     qraft__header__init(h);
     h->name = name;
     h->value = qr_rest_pool_str(pool, value, value_len);
-    p->headers[p->pr.n_headers++] = h;
+    list[(*n)++] = h;
+}
+
+static void pub_add_header(struct rest_pub *p,
+                           h2o_mem_pool_t *pool,
+                           char *name,
+                           const char *value,
+                           size_t value_len)
+{
+    pub_add_to(p, p->headers, &p->pr.n_headers, pool, name, value, value_len);
 }
 
 /* Refuses a header the node reads or stores (Content-Type and Upstash-*:
@@ -145,6 +165,35 @@ static int apply_workflow_header(struct rest_pub *p,
     return 0;
 }
 
+/* One Upstash-Callback-* or Upstash-Failure-Callback-* header: a setting
+ * of that callback message, kept by name (rest, after the prefix; see
+ * repl/callback.h). A forwarded header qraft sets is dropped, as for the
+ * message's own. */
+static void add_template(struct rest_pub *p,
+                         Qraft__Header **list,
+                         size_t *n,
+                         h2o_mem_pool_t *pool,
+                         const char *rest,
+                         size_t rlen,
+                         const char *val,
+                         size_t vlen)
+{
+    const char *fwd = NULL;
+    size_t flen = 0;
+    if (qr_rest_prefix_ci(rest, rlen, "forward-")) {
+        fwd = rest + 8;
+        flen = rlen - 8;
+    } else if (qr_rest_prefix_ci(rest, rlen, "failure-callback-forward-")) {
+        fwd = rest + 25;
+        flen = rlen - 25;
+    }
+    if (fwd != NULL && qr_command_header_reserved(fwd, flen) != NULL) {
+        return;
+    }
+    pub_add_to(p, list, n, pool, qr_rest_canonical(pool, rest, rlen), val,
+               vlen);
+}
+
 /* Applies one request header to p; on bad input writes why into err and
  * returns -EINVAL. */
 int qr_rest_apply_header(struct rest_pub *p,
@@ -154,6 +203,8 @@ int qr_rest_apply_header(struct rest_pub *p,
                          char *err)
 {
     static const char fwd[] = "upstash-forward-";
+    static const char fcb[] = "upstash-failure-callback-";
+    static const char cb[] = "upstash-callback-";
     const char *name = header.base;
     size_t nlen = header.len;
     const char *val = value.base;
@@ -232,6 +283,13 @@ int qr_rest_apply_header(struct rest_pub *p,
         }
     } else if (qr_rest_equal_ci(name, nlen, "upstash-callback")) {
         p->pr.callback = qr_rest_pool_str(pool, val, vlen);
+    } else if (qr_rest_prefix_ci(name, nlen, fcb) && nlen > sizeof(fcb) - 1) {
+        add_template(p, p->fc_headers, &p->pr.n_failure_callback_headers, pool,
+                     name + sizeof(fcb) - 1, nlen - (sizeof(fcb) - 1), val,
+                     vlen);
+    } else if (qr_rest_prefix_ci(name, nlen, cb) && nlen > sizeof(cb) - 1) {
+        add_template(p, p->cb_headers, &p->pr.n_callback_headers, pool,
+                     name + sizeof(cb) - 1, nlen - (sizeof(cb) - 1), val, vlen);
     } else if (qr_rest_equal_ci(name, nlen, "upstash-failure-callback")) {
         p->pr.failure_callback = qr_rest_pool_str(pool, val, vlen);
     } else if (qr_rest_equal_ci(name, nlen, "upstash-label")) {

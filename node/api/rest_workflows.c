@@ -1,14 +1,18 @@
 /* /v2/workflows (docs/workflow.md): a run's history for the SDK's lazy
  * fetch (GET /v2/workflows/runs/{id}), the end of a run (DELETE
  * /v2/workflows/runs/{id}?cancel=false with the result as the body, or
- * cancel) and the bulk cancel (DELETE /v2/workflows/runs?workflowRunIds=).
- * Triggers and steps are publishes (rest_publish.c). */
+ * cancel), the bulk cancel (DELETE /v2/workflows/runs?workflowRunIds=),
+ * and context.waitForEvent's waits, notifies and waiters. Triggers and
+ * steps are publishes (rest_publish.c). */
 #include "api/rest_int.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lib/json_text.h"
+#include "repl/check.h"
 
 /* The history as the SDK reads it: [{"messageId", "body" (base64),
  * "callType"}], oldest first. */
@@ -98,4 +102,220 @@ void qr_rest_workflow_cancel_many(struct qr_rest *r,
     end.cancel = true;
     QR_REST_RUN(r, req, WORKFLOW_END, workflow_end, &end,
                 &(struct rest_answer){.on_reply = qr_rest_on_cancelled_reply});
+}
+
+/* ------------------------------------------------------------------------ */
+/* context.waitForEvent: POST /v2/wait/{eventId}, POST
+ * /v2/notify/[{runId}/]{eventId}, GET /v2/waiters/{eventId}. */
+
+/* {"url", "deadline" (unix ms), "headers", "timeoutUrl", "timeoutHeaders"}:
+ * a waiter as the SDK's Waiter type reads it. */
+static json_t *waiter_json(const Qraft__Waiter *w, h2o_mem_pool_t *pool)
+{
+    json_t *h =
+        qr_rest_header_map(w->timeout_headers, w->n_timeout_headers, pool);
+    return json_pack("{s:o,s:I,s:O,s:o,s:o}", "url", qr_json_text(w->url),
+                     "deadline", (json_int_t)w->deadline_ms, "headers", h,
+                     "timeoutUrl", qr_json_text(w->timeout_url),
+                     "timeoutHeaders", h);
+}
+
+static json_t *waiters_json(struct rest_call *c, const Qraft__Response *resp)
+{
+    json_t *arr = json_array();
+    const Qraft__WaitersResponse *wr = resp->waiters;
+    for (size_t i = 0; arr != NULL && i < wr->n_waiters; i++) {
+        json_array_append_new(arr, waiter_json(wr->waiters[i], &c->req->pool));
+    }
+    return arr;
+}
+
+/* [{"waiter", "messageId", "error"}] for the runs a notify reached. */
+static json_t *notified_json(struct rest_call *c, const Qraft__Response *resp)
+{
+    json_t *arr = json_array();
+    const Qraft__NotifyResponse *nr = resp->notify;
+    for (size_t i = 0; arr != NULL && i < nr->n_notified; i++) {
+        const Qraft__NotifiedWaiter *nw = nr->notified[i];
+        json_array_append_new(
+            arr, json_pack("{s:o,s:o,s:o}", "waiter",
+                           nw->waiter != NULL
+                               ? waiter_json(nw->waiter, &c->req->pool)
+                               : json_null(),
+                           "messageId", qr_json_text(nw->message_id), "error",
+                           qr_json_text(nw->error)));
+    }
+    return arr;
+}
+
+void qr_rest_waiters(struct qr_rest *r,
+                     h2o_req_t *req,
+                     const struct rest_match *m)
+{
+    static const struct rest_answer answer = {
+        .want = QRAFT__RESPONSE__BODY_WAITERS, .build = waiters_json};
+    Qraft__WaitersRequest wr = QRAFT__WAITERS_REQUEST__INIT;
+    wr.event_id = qr_rest_capture(req, m);
+    QR_REST_RUN(r, req, WAITERS, waiters, &wr, &answer);
+}
+
+/* POST /v2/notify/{eventId} and /v2/notify/{runId}/{eventId}: the body is
+ * the event's data. */
+void qr_rest_notify(struct qr_rest *r,
+                    h2o_req_t *req,
+                    const struct rest_match *m)
+{
+    static const struct rest_answer answer = {
+        .want = QRAFT__RESPONSE__BODY_NOTIFY, .build = notified_json};
+    Qraft__NotifyRequest nr = QRAFT__NOTIFY_REQUEST__INIT;
+    char *path = qr_rest_capture(req, m);
+    char *slash = strchr(path, '/');
+    if (slash != NULL) {
+        *slash = '\0';
+        nr.run_id = path;
+        nr.event_id = slash + 1;
+    } else {
+        nr.event_id = path;
+    }
+    if (req->entity.base != NULL) {
+        nr.data.data = (uint8_t *)req->entity.base;
+        nr.data.len = req->entity.len;
+    }
+    QR_REST_RUN(r, req, NOTIFY, notify, &nr, &answer);
+}
+
+/* The run a wait is for: its Upstash-Workflow-RunId header, else the one
+ * the SDK puts in timeoutHeaders. */
+static const char *wait_run_id(h2o_req_t *req, json_t *timeout_headers)
+{
+    for (size_t i = 0; i < req->headers.size; i++) {
+        const h2o_header_t *h = &req->headers.entries[i];
+        if (qr_rest_equal_ci(h->name->base, h->name->len,
+                             "upstash-workflow-runid")) {
+            return qr_rest_pool_str(&req->pool, h->value.base, h->value.len);
+        }
+    }
+    const char *key;
+    json_t *value;
+    json_object_foreach(timeout_headers, key, value)
+    {
+        if (qr_rest_equal_ci(key, strlen(key), "upstash-workflow-runid") &&
+            json_is_string(json_array_get(value, 0))) {
+            return json_string_value(json_array_get(value, 0));
+        }
+    }
+    return "";
+}
+
+/* A wait's timeout: a duration ("7d", "10s", "1h30m") or seconds. */
+static int wait_timeout(json_t *v, uint64_t *ms)
+{
+    if (json_is_integer(v) && json_integer_value(v) > 0) {
+        *ms = (uint64_t)json_integer_value(v) * 1000;
+        return 0;
+    }
+    if (json_is_string(v)) {
+        return qr_command_parse_duration(json_string_value(v),
+                                         json_string_length(v), ms);
+    }
+    return -EINVAL;
+}
+
+/* {"url", "timeout", "timeoutUrl", "timeoutBody"?, "timeoutHeaders":
+ * {"Name": ["v"]}, "step": {...}} into wr (pool memory); -EINVAL with why
+ * in err. */
+static int parse_wait(h2o_req_t *req,
+                      json_t *in,
+                      Qraft__WaitRequest *wr,
+                      Qraft__Waiter *w,
+                      char *err)
+{
+    json_t *url = json_object_get(in, "url");
+    json_t *timeout_url = json_object_get(in, "timeoutUrl");
+    json_t *headers = json_object_get(in, "timeoutHeaders");
+    json_t *step = json_object_get(in, "step");
+    if (!json_is_object(in) || !json_is_string(url) ||
+        (timeout_url != NULL && !json_is_string(timeout_url)) ||
+        (headers != NULL && !json_is_object(headers)) ||
+        !json_is_object(step)) {
+        snprintf(err, ERR_BYTES,
+                 "wait body must be {\"url\", \"timeout\", \"timeoutUrl\", "
+                 "\"timeoutHeaders\", \"step\": {...}}");
+        return -EINVAL;
+    }
+    if (wait_timeout(json_object_get(in, "timeout"), &wr->timeout_ms) != 0) {
+        snprintf(err, ERR_BYTES,
+                 "invalid timeout: want a duration like 30s, 10m, 7d");
+        return -EINVAL;
+    }
+    w->url = qr_rest_pool_str(&req->pool, json_string_value(url),
+                              json_string_length(url));
+    w->timeout_url =
+        timeout_url != NULL
+            ? qr_rest_pool_str(&req->pool, json_string_value(timeout_url),
+                               json_string_length(timeout_url))
+            : w->url;
+    w->run_id = (char *)wait_run_id(req, headers);
+    char *text = json_dumps(step, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (text == NULL) {
+        snprintf(err, ERR_BYTES, "out of memory");
+        return -EINVAL;
+    }
+    w->step.len = strlen(text);
+    w->step.data = (uint8_t *)qr_rest_pool_str(&req->pool, text, w->step.len);
+    free(text);
+    size_t n = 0;
+    const char *key;
+    json_t *value;
+    json_object_foreach(headers, key, value)
+    {
+        n += json_is_array(value) ? json_array_size(value) : 1;
+    }
+    w->timeout_headers =
+        h2o_mem_alloc_pool(&req->pool, (n + 1) * sizeof *w->timeout_headers);
+    json_object_foreach(headers, key, value)
+    {
+        size_t k = json_is_array(value) ? json_array_size(value) : 1;
+        for (size_t i = 0; i < k; i++) {
+            json_t *v = json_is_array(value) ? json_array_get(value, i) : value;
+            if (!json_is_string(v)) {
+                snprintf(err, ERR_BYTES,
+                         "timeoutHeaders '%.64s' is not a string or a list of "
+                         "strings",
+                         key);
+                return -EINVAL;
+            }
+            Qraft__Header *h = h2o_mem_alloc_pool(&req->pool, sizeof *h);
+            qraft__header__init(h);
+            h->name = qr_rest_pool_str(&req->pool, key, strlen(key));
+            h->value = qr_rest_pool_str(&req->pool, json_string_value(v),
+                                        json_string_length(v));
+            w->timeout_headers[w->n_timeout_headers++] = h;
+        }
+    }
+    return 0;
+}
+
+/* POST /v2/wait/{eventId}: the run of the request's workflow headers waits
+ * for the event. */
+void qr_rest_wait(struct qr_rest *r, h2o_req_t *req, const struct rest_match *m)
+{
+    static const struct rest_answer answer = {.build = qr_rest_empty_json};
+    Qraft__WaitRequest wr = QRAFT__WAIT_REQUEST__INIT;
+    Qraft__Waiter *w = h2o_mem_alloc_pool(&req->pool, sizeof *w);
+    char err[ERR_BYTES];
+    qraft__waiter__init(w);
+    w->event_id = qr_rest_capture(req, m);
+    json_t *in = qr_rest_load_body(req);
+    if (in == NULL) {
+        return;
+    }
+    int rv = parse_wait(req, in, &wr, w, err);
+    json_decref(in);
+    if (rv != 0) {
+        qr_rest_send_error(req, 400, err);
+        return;
+    }
+    wr.waiter = w;
+    QR_REST_RUN(r, req, WAIT, wait, &wr, &answer);
 }

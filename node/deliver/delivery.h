@@ -104,6 +104,9 @@ struct qr_delivery_request {
     const uint8_t *body; /* may be NULL when body_len is 0 */
     size_t body_len;
     uint64_t timeout_ms; /* whole transfer, from its start; 0 = default */
+    /* Response body bytes kept for this one (a workflow call's result);
+     * 0 = the engine's max_response_body_bytes. */
+    size_t max_response_body_bytes;
 };
 
 enum qr_delivery_transport {

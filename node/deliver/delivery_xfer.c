@@ -263,6 +263,7 @@ struct qr_delivery_xfer *qr_delivery_xfer_new(
     x->send_body = req->body_len > 0 || (strcmp(method, "GET") != 0 &&
                                          strcmp(method, "DELETE") != 0);
     x->timeout_ms = req->timeout_ms;
+    x->resp_body_max = req->max_response_body_bytes;
     return x;
 err:
     qr_delivery_xfer_free(x);
@@ -277,8 +278,10 @@ static size_t on_curl_body(char *ptr, size_t size, size_t nmemb, void *userp)
     struct qr_delivery_xfer *x = userp;
     const struct qr_delivery_limits *lim = &x->d->limits;
     size_t n = size * nmemb;
+    size_t max =
+        x->resp_body_max != 0 ? x->resp_body_max : lim->max_response_body_bytes;
     x->resp_body_total += n;
-    size_t room = lim->max_response_body_bytes - x->resp_body_len;
+    size_t room = max - x->resp_body_len;
     size_t take = n < room ? n : room;
     if (take > 0) {
         if (x->resp_body_len + take > x->resp_body_cap) {
@@ -286,8 +289,8 @@ static size_t on_curl_body(char *ptr, size_t size, size_t nmemb, void *userp)
             while (cap < x->resp_body_len + take) {
                 cap *= 2;
             }
-            if (cap > lim->max_response_body_bytes) {
-                cap = lim->max_response_body_bytes;
+            if (cap > max) {
+                cap = max;
             }
             uint8_t *b = realloc(x->resp_body, cap);
             if (b == NULL) {
@@ -299,8 +302,7 @@ static size_t on_curl_body(char *ptr, size_t size, size_t nmemb, void *userp)
         memcpy(x->resp_body + x->resp_body_len, ptr, take);
         x->resp_body_len += take;
     }
-    uint64_t limit =
-        (uint64_t)lim->max_response_body_bytes + (uint64_t)lim->max_drain_bytes;
+    uint64_t limit = (uint64_t)max + (uint64_t)lim->max_drain_bytes;
     if (limit < (uint64_t)lim->max_drain_bytes) {
         limit = UINT64_MAX; /* overflowed: no limit but the timeout */
     }

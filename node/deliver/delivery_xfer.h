@@ -57,6 +57,7 @@ struct qr_delivery_xfer {
     /* the response */
     uint8_t *resp_body;
     size_t resp_body_len, resp_body_cap;
+    size_t resp_body_max; /* the request's, or 0: the engine's */
     uint64_t resp_body_total;
     bool drained;  /* we stopped reading after the drain limit */
     char *hdr_buf; /* "name\0value\0" pairs */

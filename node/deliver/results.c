@@ -108,16 +108,14 @@ int qr_results_propose(struct qr_results *r,
     batch.results = results;
     batch.default_retries = r->config->limits.default_retries;
     batch.default_timeout_ms = r->config->limits.default_timeout_ms;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_DELIVERY_RESULTS;
-    cmd.delivery_results = &batch;
     struct result_call *rc = new_call(r, cb, data);
     if (rc == NULL) {
         return -ENOMEM;
     }
     /* Results of one loop iteration share one raft entry (group commit). */
-    int rv =
-        qr_cluster_propose_command(r->cluster, &cmd, on_result_proposed, rc);
+    int rv = qr_cluster_propose_one(r->cluster,
+                                    QRAFT__COMMAND__BODY_DELIVERY_RESULTS,
+                                    &batch.base, on_result_proposed, rc);
     if (rv != 0) {
         free(rc);
         return rv;

@@ -228,11 +228,9 @@ static void sync_node_info(struct qr_shards *s, const Qraft__NodeInfo *info)
     }
     Qraft__SetNodeInfo set = QRAFT__SET_NODE_INFO__INIT;
     set.info = (Qraft__NodeInfo *)info;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_SET_NODE_INFO;
-    cmd.set_node_info = &set;
     s->info_pending =
-        qr_cluster_propose_command(s->cluster, &cmd, on_info_applied, s) == 0;
+        qr_cluster_propose_one(s->cluster, QRAFT__COMMAND__BODY_SET_NODE_INFO,
+                               &set.base, on_info_applied, s) == 0;
 }
 
 void qr_shards_on_heartbeat(struct qr_shards *s,
@@ -403,11 +401,9 @@ static void maybe_assign(struct qr_shards *s, uint64_t now)
     a.epoch = s->epoch + 1;
     a.n_owners = QR_FSM_N_SHARDS;
     a.owners = owners;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_ASSIGN_SHARDS;
-    cmd.assign_shards = &a;
     s->assign_pending =
-        qr_cluster_propose_command(s->cluster, &cmd, on_assigned, s) == 0;
+        qr_cluster_propose_one(s->cluster, QRAFT__COMMAND__BODY_ASSIGN_SHARDS,
+                               &a.base, on_assigned, s) == 0;
     if (s->assign_pending) {
         QR_INFO("shards", "assigning epoch %" PRIu64 " over %zu live node(s)",
                 a.epoch, n_live);
@@ -626,11 +622,9 @@ static void maybe_raise_level(struct qr_shards *s)
     }
     Qraft__SetFeatureLevel set = QRAFT__SET_FEATURE_LEVEL__INIT;
     set.level = level;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_SET_FEATURE_LEVEL;
-    cmd.set_feature_level = &set;
-    s->level_pending =
-        qr_cluster_propose_command(s->cluster, &cmd, on_level_applied, s) == 0;
+    s->level_pending = qr_cluster_propose_one(
+                           s->cluster, QRAFT__COMMAND__BODY_SET_FEATURE_LEVEL,
+                           &set.base, on_level_applied, s) == 0;
 }
 
 bool qr_shards_level_settled(struct qr_shards *s)

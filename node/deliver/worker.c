@@ -459,7 +459,8 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
     assert(w->active); /* scan dispatches only while holding a lease */
     /* A workflow step carries its run's history and headers. */
     struct qr_workflow_delivery wd = {0};
-    int rv = m->workflow_run_id[0] == '\0'
+    bool workflow = m->workflow_run_id[0] != '\0';
+    int rv = !workflow || !qr_workflow_delivery_is_step(m)
                  ? 0
                  : qr_workflow_delivery_build(
                        sc->txn, m, w->config->limits.max_body_bytes, &wd);
@@ -560,6 +561,10 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
         .body = body,
         .body_len = body_len,
         .timeout_ms = m->timeout_ms,
+        /* A workflow's answers are read whole: a call's result goes to the
+         * SDK, a step's error to its failure function. */
+        .max_response_body_bytes =
+            workflow ? w->config->limits.max_body_bytes : 0,
     };
     rv = qr_delivery_send(&w->delivery, &req, on_delivered, f, &f->ticket);
     if (rv != 0) {

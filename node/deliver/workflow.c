@@ -72,6 +72,12 @@ static int add_entry(void *arg, uint32_t seq, const Qraft__WorkflowStep *st)
     return 0;
 }
 
+bool qr_workflow_delivery_is_step(const Qraft__Message *m)
+{
+    return m->workflow_call_type[0] == '\0' ||
+           strcmp(m->workflow_call_type, "step") == 0;
+}
+
 int qr_workflow_delivery_build(struct qr_store_txn *txn,
                                const Qraft__Message *m,
                                size_t max_body_bytes,

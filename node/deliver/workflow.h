@@ -7,6 +7,7 @@
 #ifndef QR_DELIVER_WORKFLOW_H
 #define QR_DELIVER_WORKFLOW_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +24,10 @@ struct qr_workflow_delivery {
     size_t body_len;
     char created_ms[24];
 };
+
+/* Whether m (a workflow message) is delivered with its run's history: a
+ * step, not a context.call or its callback. */
+bool qr_workflow_delivery_is_step(const Qraft__Message *m);
 
 /* Loads m's run and builds the history body (empty when it would pass
  * max_body_bytes: the SDK then fetches the history itself). Returns 0 (out

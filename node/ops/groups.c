@@ -37,27 +37,28 @@ void qr_op_group_change(struct qr_op *op, const Qraft__Request *req)
     Qraft__GroupAddEndpoints add = QRAFT__GROUP_ADD_ENDPOINTS__INIT;
     Qraft__GroupRemoveEndpoints remove = QRAFT__GROUP_REMOVE_ENDPOINTS__INIT;
     Qraft__GroupDelete del = QRAFT__GROUP_DELETE__INIT;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    Qraft__Command cmd;
     switch (gc->kind) {
         case QRAFT__GROUP_CHANGE_KIND__GROUP_ADD_ENDPOINTS:
             add.group = gc->name;
             add.n_endpoints = gc->n_endpoints;
             add.endpoints = gc->endpoints;
             add.max_endpoints = l->max_group_endpoints;
-            cmd.body_case = QRAFT__COMMAND__BODY_GROUP_ADD_ENDPOINTS;
-            cmd.group_add_endpoints = &add;
+            qr_command_init_one(&cmd, QRAFT__COMMAND__BODY_GROUP_ADD_ENDPOINTS,
+                                &add.base);
             break;
         case QRAFT__GROUP_CHANGE_KIND__GROUP_REMOVE_ENDPOINTS:
             remove.group = gc->name;
             remove.n_endpoints = gc->n_endpoints;
             remove.endpoints = gc->endpoints;
-            cmd.body_case = QRAFT__COMMAND__BODY_GROUP_REMOVE_ENDPOINTS;
-            cmd.group_remove_endpoints = &remove;
+            qr_command_init_one(&cmd,
+                                QRAFT__COMMAND__BODY_GROUP_REMOVE_ENDPOINTS,
+                                &remove.base);
             break;
         default:
             del.group = gc->name;
-            cmd.body_case = QRAFT__COMMAND__BODY_GROUP_DELETE;
-            cmd.group_delete = &del;
+            qr_command_init_one(&cmd, QRAFT__COMMAND__BODY_GROUP_DELETE,
+                                &del.base);
             break;
     }
     qr_op_propose_ok(op, req, &cmd);

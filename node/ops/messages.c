@@ -160,18 +160,17 @@ void qr_op_bulk(struct qr_op *op,
         switch (kind) {
             case QR_BULK_REPLAY:
                 r.message_id = ids[i];
-                cmd.body_case = QRAFT__COMMAND__BODY_DLQ_REPLAY;
-                cmd.dlq_replay = &r;
+                qr_command_init_one(&cmd, QRAFT__COMMAND__BODY_DLQ_REPLAY,
+                                    &r.base);
                 break;
             case QR_BULK_DELETE:
                 d.message_id = ids[i];
-                cmd.body_case = QRAFT__COMMAND__BODY_DLQ_DELETE;
-                cmd.dlq_delete = &d;
+                qr_command_init_one(&cmd, QRAFT__COMMAND__BODY_DLQ_DELETE,
+                                    &d.base);
                 break;
             case QR_BULK_CANCEL:
                 c.message_id = ids[i];
-                cmd.body_case = QRAFT__COMMAND__BODY_CANCEL;
-                cmd.cancel = &c;
+                qr_command_init_one(&cmd, QRAFT__COMMAND__BODY_CANCEL, &c.base);
                 break;
             case QR_BULK_WORKFLOW_CANCEL:
                 e.run_id = ids[i];

@@ -182,6 +182,9 @@ void qr_call_free(struct qr_call *call)
     free(call->published_ptrs);
     free(call->topic_name);
     free(call->fan_error);
+    if (call->notify != NULL) {
+        protobuf_c_message_free_unpacked(&call->notify->base, NULL);
+    }
     free(call);
     op_unref(op);
 }
@@ -399,6 +402,10 @@ static const struct route routes[] = {
      false, false},
     {QRAFT__REQUEST__BODY_WORKFLOW_END, "workflow end", qr_op_workflow_end,
      true, true},
+    {QRAFT__REQUEST__BODY_WAIT, "wait", qr_op_wait, true, true},
+    /* Reads the waiters where it proposes: on the leader. */
+    {QRAFT__REQUEST__BODY_NOTIFY, "notify", qr_op_notify, true, true},
+    {QRAFT__REQUEST__BODY_WAITERS, "waiters", qr_op_waiters, false, false},
     {QRAFT__REQUEST__BODY_LIST, "list", qr_op_list, false, false},
     {QRAFT__REQUEST__BODY_DLQ_LIST, "dlq list", qr_op_list, false, false},
     {QRAFT__REQUEST__BODY_DLQ_REPLAY, "dlq replay", qr_op_dlq_replay, true,

@@ -61,6 +61,9 @@ struct qr_call {
     char *topic_name;
     int fan_status;
     char *fan_error;
+    /* Notify: the answer, read before the proposal, sent once it applied
+     * (owned: free with protobuf_c_message_free_unpacked). */
+    Qraft__NotifyResponse *notify;
     /* A write forwarded to relay_leader, in ops->relays until answered;
      * held: the leader's answer, waiting for this node to apply it. */
     LIST_ENTRY(qr_call) relay_link;
@@ -341,9 +344,14 @@ void qr_op_schedule_read(struct qr_op *op, const Qraft__Request *req);
 void qr_op_group_change(struct qr_op *op, const Qraft__Request *req);
 void qr_op_group_get(struct qr_op *op, const Qraft__Request *req);
 void qr_op_group_list(struct qr_op *op, const Qraft__Request *req);
-/* workflows.c */
+/* workflows.c. A notify reaches at most this many runs waiting for its
+ * event at once (a second notify reaches the next ones). */
+#define QR_OPS_MAX_WAITERS 1000
 void qr_op_workflow_run(struct qr_op *op, const Qraft__Request *req);
 void qr_op_workflow_end(struct qr_op *op, const Qraft__Request *req);
+void qr_op_wait(struct qr_op *op, const Qraft__Request *req);
+void qr_op_notify(struct qr_op *op, const Qraft__Request *req);
+void qr_op_waiters(struct qr_op *op, const Qraft__Request *req);
 /* admin.c */
 void qr_op_status(struct qr_op *op, const Qraft__Request *req);
 void qr_op_keys(struct qr_op *op, const Qraft__Request *req);

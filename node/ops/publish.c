@@ -102,10 +102,10 @@ static bool level_and_queue_ok(struct qr_op *op,
         return true;
     }
     Qraft__Publish level_probe = QRAFT__PUBLISH__INIT;
-    Qraft__Command level_cmd = QRAFT__COMMAND__INIT;
+    Qraft__Command level_cmd;
     level_probe.request = (Qraft__PublishRequest *)p;
-    level_cmd.body_case = QRAFT__COMMAND__BODY_PUBLISH;
-    level_cmd.publish = &level_probe;
+    qr_command_init_one(&level_cmd, QRAFT__COMMAND__BODY_PUBLISH,
+                        &level_probe.base);
     int rv =
         qr_cluster_check_level(op->ops->cluster, &level_cmd, err, sizeof err);
     if (rv != 0) {

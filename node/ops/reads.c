@@ -53,6 +53,8 @@ bool qr_ops_is_linear_read(const Qraft__Request *req)
         case QRAFT__REQUEST__BODY_SCHEDULE_LIST:
         case QRAFT__REQUEST__BODY_GROUP_GET:
         case QRAFT__REQUEST__BODY_GROUP_LIST:
+        case QRAFT__REQUEST__BODY_WORKFLOW_RUN:
+        case QRAFT__REQUEST__BODY_WAITERS:
             return !req->stale;
         case QRAFT__REQUEST__BODY_KEYS:
             return !req->stale && !req->keys->rotate;

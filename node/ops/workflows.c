@@ -3,11 +3,13 @@
  * triggers and steps themselves are publishes (publish.c). */
 #include "ops/ops_int.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "repl/check.h"
+#include "repl/command.h"
 
 /* Checks a run id; answers req when it is bad. */
 static bool run_id_ok(struct qr_op *op,
@@ -100,4 +102,209 @@ void qr_op_workflow_end(struct qr_op *op, const Qraft__Request *req)
     e.cancel = r->cancel;
     e.result = r->result;
     QR_OP_PROPOSE_OK(op, req, WORKFLOW_END, workflow_end, &e);
+}
+
+/* ------------------------------------------------------------------------ */
+/* context.waitForEvent and notify. */
+
+/* Checks an event id; answers req when it is bad. */
+static bool event_id_ok(struct qr_op *op,
+                        const Qraft__Request *req,
+                        const char *event_id)
+{
+    if (!qr_command_is_event_id(event_id)) {
+        qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
+                    "invalid event id: want 1 to %u bytes of UTF-8 without "
+                    "control characters",
+                    QR_COMMAND_MAX_EVENT_ID_BYTES);
+        return false;
+    }
+    return true;
+}
+
+void qr_op_wait(struct qr_op *op, const Qraft__Request *req)
+{
+    const Qraft__WaitRequest *r = req->wait;
+    const struct qr_limits *l = &op->ops->config->limits;
+    const Qraft__Waiter *w = r->waiter;
+    char err[256];
+    if (w == NULL) {
+        qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST, "wait missing");
+        return;
+    }
+    if (!event_id_ok(op, req, w->event_id) || !run_id_ok(op, req, w->run_id)) {
+        return;
+    }
+    int rv = qr_command_check_wait(w, r->timeout_ms, l, err, sizeof err);
+    if (rv != 0) {
+        qr_op_error(op, req->id, qr_op_status_of(rv), "%s", err);
+        return;
+    }
+    Qraft__WaitCreate c = QRAFT__WAIT_CREATE__INIT;
+    c.waiter = (Qraft__Waiter *)w;
+    c.timeout_ms = r->timeout_ms;
+    QR_OP_PROPOSE_OK(op, req, WAIT_CREATE, wait_create, &c);
+}
+
+static int collect_waiter(void *arg, const Qraft__Waiter *w)
+{
+    return qr_pb_list_add(arg, &w->base);
+}
+
+/* The waiters of event_id (of run_id only, unless ""), as this node has
+ * applied them, into l. */
+static int read_waiters(struct qr_ops *ops,
+                        const char *event_id,
+                        const char *run_id,
+                        struct qr_pb_list *l)
+{
+    struct qr_store_txn *txn = NULL;
+    Qraft__Waiter *one = NULL;
+    int rv = qr_store_txn_begin(ops->store, false, &txn);
+    if (rv != 0) {
+        return rv;
+    }
+    if (run_id[0] != '\0') {
+        rv = qr_store_waiter_get(txn, event_id, run_id, &one);
+        if (rv == 0) {
+            rv = qr_pb_list_add(l, &one->base);
+            qraft__waiter__free_unpacked(one, NULL);
+        } else if (rv == QR_ENOTFOUND) {
+            rv = 0;
+        }
+    } else {
+        rv = qr_store_waiter_list(txn, event_id, QR_OPS_MAX_WAITERS,
+                                  collect_waiter, l);
+    }
+    qr_store_txn_abort(txn);
+    return qr_pb_list_status(l, rv);
+}
+
+void qr_op_waiters(struct qr_op *op, const Qraft__Request *req)
+{
+    const Qraft__WaitersRequest *r = req->waiters;
+    struct qr_pb_list l = {0};
+    if (!event_id_ok(op, req, r->event_id)) {
+        return;
+    }
+    int rv = read_waiters(op->ops, r->event_id, "", &l);
+    if (rv != 0) {
+        qr_op_store_error(op, req->id, rv);
+    } else {
+        Qraft__WaitersResponse wr = QRAFT__WAITERS_RESPONSE__INIT;
+        wr.n_waiters = l.n;
+        wr.waiters = (Qraft__Waiter **)l.items;
+        QR_OP_REPLY_BODY(op, req->id, WAITERS, waiters, &wr);
+    }
+    qr_pb_list_free(&l);
+}
+
+static void on_notified(void *data,
+                        int status,
+                        const struct qr_apply_result *res)
+{
+    struct qr_call *call = data;
+    if (qr_call_applied_ok(call, status, res)) {
+        QR_OP_REPLY_BODY(call->op, call->id, NOTIFY, notify, call->notify);
+    }
+    qr_call_free(call);
+}
+
+/* Notify reads the waiters on the leader, proposes one Notify naming them
+ * (with the id of the message each one's Wait step gets), and answers the
+ * list once it applied. A waiter that timed out in between is skipped by
+ * apply, yet listed. */
+void qr_op_notify(struct qr_op *op, const Qraft__Request *req)
+{
+    const Qraft__NotifyRequest *r = req->notify;
+    struct qr_ops *ops = op->ops;
+    const struct qr_limits *l = &ops->config->limits;
+    struct qr_pb_list found = {0};
+    if (!event_id_ok(op, req, r->event_id) ||
+        (r->run_id[0] != '\0' && !run_id_ok(op, req, r->run_id))) {
+        return;
+    }
+    if (r->data.len > l->max_body_bytes) {
+        qr_op_error(op, req->id, QRAFT__STATUS__TOO_LARGE,
+                    "event data is %zu bytes; the limit is %" PRIu64,
+                    r->data.len, l->max_body_bytes);
+        return;
+    }
+    int rv = read_waiters(ops, r->event_id, r->run_id, &found);
+    if (rv != 0) {
+        qr_op_store_error(op, req->id, rv);
+        qr_pb_list_free(&found);
+        return;
+    }
+    Qraft__NotifyResponse nr = QRAFT__NOTIFY_RESPONSE__INIT;
+    Qraft__NotifiedWaiter *nw = calloc(found.n + 1, sizeof *nw);
+    Qraft__NotifiedWaiter **nwp = calloc(found.n + 1, sizeof *nwp);
+    Qraft__NotifyTarget *t = calloc(found.n + 1, sizeof *t);
+    Qraft__NotifyTarget **tp = calloc(found.n + 1, sizeof *tp);
+    char(*ids)[QR_ID_BYTES] = calloc(found.n + 1, sizeof *ids);
+    struct qr_call *call = NULL;
+    if (nw == NULL || nwp == NULL || t == NULL || tp == NULL || ids == NULL) {
+        rv = -ENOMEM;
+        goto out;
+    }
+    Qraft__Notify n = QRAFT__NOTIFY__INIT;
+    n.event_id = r->event_id;
+    n.data = r->data;
+    n.default_retries = l->default_retries;
+    n.default_timeout_ms = l->default_timeout_ms;
+    for (size_t i = 0; i < found.n; i++) {
+        Qraft__Waiter *w = (Qraft__Waiter *)found.items[i];
+        qr_cluster_new_message_id(ops->cluster, ids[i]);
+        qraft__notify_target__init(&t[i]);
+        t[i].run_id = w->run_id;
+        t[i].message_id = ids[i];
+        tp[i] = &t[i];
+        qraft__notified_waiter__init(&nw[i]);
+        nw[i].waiter = w;
+        nw[i].message_id = ids[i];
+        nwp[i] = &nw[i];
+    }
+    n.n_targets = found.n;
+    n.targets = tp;
+    nr.n_notified = found.n;
+    nr.notified = nwp;
+    if (found.n == 0) {
+        /* Nobody waits: nothing to propose ([] answers). */
+        QR_OP_REPLY_BODY(op, req->id, NOTIFY, notify, &nr);
+        goto out;
+    }
+    call = qr_call_new(op, req);
+    if (call == NULL) {
+        rv = -ENOMEM;
+        goto out;
+    }
+    call->notify = (Qraft__NotifyResponse *)qr_ops_copy_pb(&nr.base);
+    Qraft__Command cmd;
+    qr_command_init_one(&cmd, QRAFT__COMMAND__BODY_NOTIFY, &n.base);
+    char why[256];
+    struct qr_packed packed;
+    if (call->notify == NULL) {
+        rv = -ENOMEM;
+    } else if (qr_cluster_check_level(ops->cluster, &cmd, why, sizeof why) !=
+               0) {
+        qr_op_error(op, req->id, QRAFT__STATUS__UNAVAILABLE, "%s", why);
+    } else if (qr_command_pack(&cmd, &packed) != 0) {
+        rv = -ENOMEM;
+    } else {
+        qr_call_propose(op, call, &packed, on_notified);
+        call = NULL;
+    }
+out:
+    if (rv == -ENOMEM) {
+        qr_op_error(op, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
+    }
+    if (call != NULL) {
+        qr_call_free(call);
+    }
+    free(nw);
+    free(nwp);
+    free(t);
+    free(tp);
+    free(ids);
+    qr_pb_list_free(&found);
 }

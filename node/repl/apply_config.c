@@ -16,6 +16,8 @@
 /* Most items one Prune removes per kind (the leader asks for up to this
  * many; docs/benchmarks.md has the apply time of a full batch). */
 #define QR_FSM_MAX_PRUNE_ITEMS 10000u
+/* Workflow runs one Prune deletes at most: each takes its whole history. */
+#define QR_FSM_MAX_PRUNE_RUNS 100u
 
 /* Installs the first keys, or rotates: the stored next key becomes current
  * and the command's next key becomes next. Taking "current" from the store,
@@ -204,6 +206,23 @@ int qr_apply_prune(struct qr_apply_ctx *ctx,
             return rv;
         }
         res->more = res->more || n == max;
+    }
+    /* Workflow runs: finished and cancelled ones go with finished
+     * messages, failed ones (which a DLQ action may resume) with dead
+     * letters. Each takes its history with it, so fewer go at once. */
+    size_t max_runs = max < QR_FSM_MAX_PRUNE_RUNS ? max : QR_FSM_MAX_PRUNE_RUNS;
+    for (int failed = 0; failed < 2 && qr_apply_workflow_on(ctx); failed++) {
+        uint64_t keep = failed ? p->dlq_retention_ms : p->done_retention_ms;
+        size_t n = 0;
+        if (keep == 0 || ctx->now_ms <= keep || max_runs == 0) {
+            continue;
+        }
+        rv = qr_store_run_prune(ctx->txn, failed, ctx->now_ms - keep, max_runs,
+                                &n);
+        if (rv != 0) {
+            return rv;
+        }
+        res->more = res->more || n == max_runs;
     }
     if (p->events_retention_ms != 0 && ctx->now_ms > p->events_retention_ms &&
         max > 0) {

@@ -1,6 +1,7 @@
 /* Apply of the message commands: publish, cancel, DLQ replay and delete,
  * and the delivery results a worker proposes (with the callbacks they
  * create). A message's state changes here and in apply_queue.c only. */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +98,10 @@ int qr_apply_publish(struct qr_apply_ctx *ctx,
         req->timeout_ms != 0 ? req->timeout_ms : p->default_timeout_ms;
     m.callback = req->callback;
     m.failure_callback = req->failure_callback;
+    m.n_failure_callback_headers = req->n_failure_callback_headers;
+    m.failure_callback_headers = req->failure_callback_headers;
+    m.n_callback_headers = req->n_callback_headers;
+    m.callback_headers = req->callback_headers;
     m.queue = req->queue;
     m.dedup_id = req->dedup_id;
     m.retry_options = req->retry_options;
@@ -149,6 +154,27 @@ int qr_apply_publish(struct qr_apply_ctx *ctx,
     }
     snprintf(res->message_id, sizeof res->message_id, "%s", m.id);
     return 0;
+}
+
+int qr_apply_mark_delivered(struct qr_apply_ctx *ctx,
+                            const Qraft__Message *m,
+                            const char *detail)
+{
+    assert(!qr_apply_is_final(m->state));
+    Qraft__Message upd = *m;
+    upd.state = QRAFT__MESSAGE_STATE__DELIVERED;
+    upd.delivered_ms = ctx->now_ms;
+    upd.updated_ms = ctx->now_ms;
+    upd.body.data = NULL; /* as any delivered message */
+    upd.body.len = 0;
+    int rv = qr_apply_queue_release(ctx, &upd);
+    if (rv == 0) {
+        rv = qr_store_msg_put(ctx->txn, &upd);
+    }
+    if (rv == 0) {
+        rv = qr_apply_event(ctx, &upd, detail);
+    }
+    return rv;
 }
 
 /* Loads the message a command names; a missing one is the command's result,
@@ -331,13 +357,13 @@ static int create_callback(struct qr_apply_ctx *ctx,
                            const Qraft__DeliveryResults *batch,
                            const Qraft__Message *src,
                            const Qraft__DeliveryResult *r,
-                           Qraft__CallbackKind kind)
+                           Qraft__CallbackKind kind,
+                           const struct qr_callback_run *run)
 {
     struct qr_callback cb;
     char id[QR_ID_BYTES];
-    int rv =
-        qr_callback_build(&cb, src, r, kind, ctx->now_ms,
-                          batch->default_retries, batch->default_timeout_ms);
+    int rv = qr_callback_build(&cb, src, r, kind, ctx->now_ms,
+                               batch->default_timeout_ms, run);
     if (rv != 0) {
         return rv;
     }
@@ -358,6 +384,9 @@ static int create_callback(struct qr_apply_ctx *ctx,
         /* The callback of a queue message holds a slot of its queue too:
          * the queue's next message waits for the callbacks. */
         rv = qr_apply_queue_take_slot(ctx, src, &cb.m);
+    }
+    if (rv == 0 && kind == QRAFT__CALLBACK_KIND__CALLBACK) {
+        rv = qr_apply_workflow_callback(ctx, src, &cb.m);
     }
     if (rv == 0) {
         rv = qr_store_msg_put(ctx->txn, &cb.m);
@@ -468,13 +497,21 @@ static int apply_delivery_result(struct qr_apply_ctx *ctx,
     rv = 0;
     if (upd.callback[0] != '\0') {
         rv = create_callback(ctx, batch, &upd, r,
-                             QRAFT__CALLBACK_KIND__CALLBACK);
+                             QRAFT__CALLBACK_KIND__CALLBACK, NULL);
+    }
+    /* A workflow step that fails for good fails its run. */
+    struct qr_apply_failed_run failed = {0};
+    if (rv == 0 && upd.state == QRAFT__MESSAGE_STATE__DEAD_LETTERED &&
+        upd.workflow_run_id[0] != '\0') {
+        rv = qr_apply_workflow_failed(ctx, &upd, &failed);
     }
     if (rv == 0 && upd.failure_callback[0] != '\0' &&
         upd.state == QRAFT__MESSAGE_STATE__DEAD_LETTERED) {
         rv = create_callback(ctx, batch, &upd, r,
-                             QRAFT__CALLBACK_KIND__FAILURE_CALLBACK);
+                             QRAFT__CALLBACK_KIND__FAILURE_CALLBACK,
+                             failed.run != NULL ? &failed.cb : NULL);
     }
+    qr_apply_workflow_failed_free(&failed);
     if (upd.state == QRAFT__MESSAGE_STATE__DELIVERED) {
         /* A delivered message keeps its record (state, history) but not its
          * body: the replicated state stays lean. */

@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
+#include "lib/base64.h"
 #include "lib/err.h"
 #include "repl/check.h"
 #include "repl/fsm_int.h"
@@ -44,10 +47,16 @@ int qr_apply_workflow_begin(struct qr_apply_ctx *ctx,
         qr_apply_set_result(res, QR_EBADREQ, "invalid workflow run id");
         return 0;
     }
-    if (!qr_command_is_workflow_step(wf->call_type)) {
+    bool call = qr_command_is_workflow_call(wf->call_type);
+    if (!qr_command_is_workflow_step(wf->call_type) && !call) {
         qr_apply_set_result(res, QR_EBADREQ,
                             "workflow call type '%.32s' is not supported",
                             wf->call_type);
+        return 0;
+    }
+    if (wf->init && call) {
+        qr_apply_set_result(res, QR_EBADREQ,
+                            "a workflow run starts with a step, not a call");
         return 0;
     }
     Qraft__WorkflowRun *old = NULL;
@@ -106,6 +115,8 @@ static void run_from_trigger(Qraft__WorkflowRun *run,
     run->retry_options = m->retry_options;
     run->timeout_ms = m->timeout_ms;
     run->failure_callback = m->failure_callback;
+    run->n_failure_callback_headers = m->n_failure_callback_headers;
+    run->failure_callback_headers = m->failure_callback_headers;
     run->n_headers = m->n_headers;
     run->headers = m->headers;
     run->n_labels = m->n_labels;
@@ -116,12 +127,42 @@ static void run_from_trigger(Qraft__WorkflowRun *run,
     run->flow_period_s = m->flow_period_s;
 }
 
+/* The SDK's step JSON (a step's body): its stepId, concurrent and
+ * targetStep, 0 for any that is missing or not a whole number in range.
+ * Deterministic: the same bytes give the same numbers on every replica. */
+static void read_step(ProtobufCBinaryData body, Qraft__Message *m)
+{
+    json_error_t jerr;
+    json_t *o = json_loadb((const char *)body.data, body.len,
+                           JSON_REJECT_DUPLICATES, &jerr);
+    uint32_t *fields[] = {&m->workflow_step_id, &m->workflow_concurrent,
+                          &m->workflow_target_step};
+    const char *names[] = {"stepId", "concurrent", "targetStep"};
+    for (size_t i = 0; i < 3; i++) {
+        json_t *v = json_object_get(o, names[i]);
+        json_int_t n = json_is_integer(v) ? json_integer_value(v) : 0;
+        *fields[i] = n > 0 && n <= UINT32_MAX ? (uint32_t)n : 0;
+    }
+    json_decref(o);
+}
+
 void qr_apply_workflow_inherit(const Qraft__WorkflowRun *run,
                                const Qraft__PublishRequest *req,
                                Qraft__Message *m)
 {
-    if (req->workflow->init) {
-        return; /* the trigger is where the settings come from */
+    if (!req->workflow->init &&
+        qr_command_is_workflow_step(req->workflow->call_type)) {
+        read_step(m->body, m);
+    }
+    m->workflow_call_type =
+        qr_command_is_workflow_call(req->workflow->call_type) ? "toCallback"
+                                                              : "step";
+    if (req->workflow->init ||
+        qr_command_is_workflow_call(req->workflow->call_type)) {
+        /* The trigger is where the settings come from; a call to another
+         * URL has its own, and its failure does not fail the run (its
+         * callback reports it). */
+        return;
     }
     if (!req->retries_set) {
         m->max_retries = run->max_retries;
@@ -137,6 +178,8 @@ void qr_apply_workflow_inherit(const Qraft__WorkflowRun *run,
     }
     if (req->failure_callback[0] == '\0') {
         m->failure_callback = run->failure_callback;
+        m->n_failure_callback_headers = run->n_failure_callback_headers;
+        m->failure_callback_headers = run->failure_callback_headers;
     }
     if (req->n_labels == 0) {
         m->n_labels = run->n_labels;
@@ -150,6 +193,76 @@ void qr_apply_workflow_inherit(const Qraft__WorkflowRun *run,
     }
 }
 
+/* How far back in a run's history implicit_ack looks for the delivery a
+ * step result answers. */
+#define ACK_LOOKBACK 256u
+
+/* Whether message c's delivery is what made the SDK store step result m:
+ * a sequential step k answers the delivery of step k-1 (the trigger's for
+ * step 1); a parallel branch's result answers its plan step. */
+static bool answers(const Qraft__Message *m, const Qraft__Message *c)
+{
+    if (m->workflow_concurrent > 1) {
+        return c->workflow_step_id == 0 &&
+               c->workflow_target_step == m->workflow_step_id;
+    }
+    if (m->workflow_step_id == 1) {
+        return c->workflow_seq == 0;
+    }
+    return c->workflow_step_id == m->workflow_step_id - 1 &&
+           c->workflow_concurrent <= 1;
+}
+
+/* Implicit ack (docs/workflow.md): m, a step result the SDK just stored,
+ * proves the delivery that asked for it was answered: the SDK publishes a
+ * result, then answers 200. That delivery's message, if it still waits
+ * for its result (the 200 may never be committed: a leader crash in
+ * between), is marked delivered now, so it is not sent again, and the
+ * step whose result is stored is not run again. Plan steps (step id 0)
+ * and results after a parallel group ack nothing: which delivery asked
+ * for them is not known. */
+static int implicit_ack(struct qr_apply_ctx *ctx,
+                        const Qraft__WorkflowRun *run,
+                        const Qraft__Message *m)
+{
+    if (m->workflow_step_id == 0 ||
+        strcmp(m->workflow_call_type, "step") != 0) {
+        return 0;
+    }
+    int rv = 0;
+    for (uint32_t seq = m->workflow_seq;
+         rv == 0 && seq-- > 0 && m->workflow_seq - seq <= ACK_LOOKBACK;) {
+        Qraft__WorkflowStep *st = NULL;
+        Qraft__Message *c = NULL;
+        rv = qr_store_run_step_get(ctx->txn, run->id, seq, &st);
+        if (rv == 0) {
+            rv = qr_store_msg_get(ctx->txn, st->message_id, &c);
+        }
+        if (st != NULL) {
+            qraft__workflow_step__free_unpacked(st, NULL);
+        }
+        if (rv == QR_ENOTFOUND) {
+            rv = 0; /* pruned once delivered */
+            continue;
+        }
+        bool found = rv == 0 && strcmp(c->workflow_call_type, "step") == 0 &&
+                     answers(m, c);
+        if (found && (c->state == QRAFT__MESSAGE_STATE__PENDING ||
+                      c->state == QRAFT__MESSAGE_STATE__RETRYING)) {
+            rv = qr_apply_mark_delivered(ctx, c,
+                                         "delivered: the step result it "
+                                         "asked for is stored");
+        }
+        if (c != NULL) {
+            qraft__message__free_unpacked(c, NULL);
+        }
+        if (found) {
+            break;
+        }
+    }
+    return rv;
+}
+
 int qr_apply_workflow_append(struct qr_apply_ctx *ctx,
                              Qraft__WorkflowRun *run,
                              const Qraft__PublishRequest *req,
@@ -160,7 +273,7 @@ int qr_apply_workflow_append(struct qr_apply_ctx *ctx,
     }
     Qraft__WorkflowStep st = QRAFT__WORKFLOW_STEP__INIT;
     st.message_id = m->id;
-    st.call_type = "step";
+    st.call_type = m->workflow_call_type;
     st.body = m->body;
     st.created_ms = ctx->now_ms;
     int rv = qr_store_run_step_put(ctx->txn, run->id, m->workflow_seq, &st);
@@ -169,7 +282,11 @@ int qr_apply_workflow_append(struct qr_apply_ctx *ctx,
     }
     run->next_seq = m->workflow_seq + 1;
     run->history_bytes += m->body.len;
-    return qr_store_run_put(ctx->txn, run);
+    rv = qr_store_run_put(ctx->txn, run);
+    if (rv == 0 && !req->workflow->init) {
+        rv = implicit_ack(ctx, run, m);
+    }
+    return rv;
 }
 
 void qr_apply_workflow_free(Qraft__WorkflowRun *run, bool created)
@@ -214,10 +331,29 @@ static int collect_id(void *arg, uint32_t seq, const Qraft__WorkflowStep *st)
     return 0;
 }
 
+/* Stores run, which has just ended: the events it waited for wait no
+ * more (its waiters go). */
+static int put_ended_run(struct qr_apply_ctx *ctx, Qraft__WorkflowRun *run)
+{
+    int rv = 0;
+    for (size_t i = 0; rv == 0 && i < run->n_waiting_events; i++) {
+        rv = qr_store_waiter_delete(ctx->txn, run->waiting_events[i], run->id);
+    }
+    size_t n = run->n_waiting_events;
+    run->n_waiting_events = 0;
+    if (rv == 0) {
+        rv = qr_store_run_put(ctx->txn, run);
+    }
+    run->n_waiting_events = n; /* run's own, freed with it */
+    return rv;
+}
+
 /* Cancels every message of run that is not final yet (each history entry
- * names the message that delivers it). */
+ * names the message that delivers it), but skip_id (NULL: none). */
 static int cancel_run_messages(struct qr_apply_ctx *ctx,
-                               const Qraft__WorkflowRun *run)
+                               const Qraft__WorkflowRun *run,
+                               const char *skip_id,
+                               const char *detail)
 {
     struct run_ids l = {0};
     int rv = run->next_seq == 0
@@ -226,13 +362,16 @@ static int cancel_run_messages(struct qr_apply_ctx *ctx,
                                       collect_id, &l);
     for (size_t i = 0; rv == 0 && i < l.n; i++) {
         Qraft__Message *m = NULL;
+        if (skip_id != NULL && strcmp(l.ids[i], skip_id) == 0) {
+            continue;
+        }
         rv = qr_store_msg_get(ctx->txn, l.ids[i], &m);
         if (rv == QR_ENOTFOUND) {
             rv = 0; /* pruned after it was delivered */
             continue;
         }
         if (rv == 0 && !qr_apply_is_final(m->state)) {
-            rv = qr_apply_cancel_message(ctx, m, "workflow run cancelled");
+            rv = qr_apply_cancel_message(ctx, m, detail);
         }
         if (m != NULL) {
             qraft__message__free_unpacked(m, NULL);
@@ -274,11 +413,337 @@ int qr_apply_workflow_end(struct qr_apply_ctx *ctx,
     run->ended_ms = ctx->now_ms;
     ProtobufCBinaryData kept = run->result;
     run->result = e->result;
-    rv = e->cancel ? cancel_run_messages(ctx, run) : 0;
+    rv = e->cancel
+             ? cancel_run_messages(ctx, run, NULL, "workflow run cancelled")
+             : 0;
     if (rv == 0) {
-        rv = qr_store_run_put(ctx->txn, run);
+        rv = put_ended_run(ctx, run);
     }
     run->result = kept; /* run's own, freed with it */
     qraft__workflow_run__free_unpacked(run, NULL);
+    return rv;
+}
+
+/* ------------------------------------------------------------------------ */
+/* A step that failed for good. */
+
+int qr_apply_workflow_failed(struct qr_apply_ctx *ctx,
+                             const Qraft__Message *m,
+                             struct qr_apply_failed_run *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!qr_apply_workflow_on(ctx) ||
+        !qr_command_is_run_id(m->workflow_run_id) ||
+        strcmp(m->workflow_call_type, "toCallback") == 0) {
+        /* A call that failed is reported by its callback, which the SDK
+         * reads; the run goes on. */
+        return 0;
+    }
+    int rv = qr_store_run_get(ctx->txn, m->workflow_run_id, &out->run);
+    if (rv == QR_ENOTFOUND) {
+        return 0; /* a run gone: the message fails on its own */
+    }
+    if (rv == 0) {
+        rv = qr_store_run_step_get(ctx->txn, out->run->id, 0, &out->first);
+        if (rv == QR_ENOTFOUND) {
+            rv = 0; /* no initial payload to report */
+        }
+    }
+    if (rv == 0 && out->run->state == QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING) {
+        /* The run ends here: its other messages are cancelled, and the
+         * failure callback (built by the caller) reports it. */
+        out->run->state = QRAFT__WORKFLOW_RUN_STATE__RUN_FAILED;
+        out->run->ended_ms = ctx->now_ms;
+        char *kept = out->run->failed_message_id;
+        out->run->failed_message_id = m->id;
+        rv = cancel_run_messages(ctx, out->run, m->id, "workflow run failed");
+        if (rv == 0) {
+            rv = put_ended_run(ctx, out->run);
+        }
+        out->run->failed_message_id = kept;
+    }
+    if (rv != 0) {
+        qr_apply_workflow_failed_free(out);
+        return rv;
+    }
+    out->cb.run_id = out->run->id;
+    out->cb.created_ms = out->run->created_ms;
+    if (out->first != NULL) {
+        out->cb.initial_body = out->first->body;
+    }
+    return 0;
+}
+
+void qr_apply_workflow_failed_free(struct qr_apply_failed_run *f)
+{
+    if (f->run != NULL) {
+        qraft__workflow_run__free_unpacked(f->run, NULL);
+    }
+    if (f->first != NULL) {
+        qraft__workflow_step__free_unpacked(f->first, NULL);
+    }
+    memset(f, 0, sizeof *f);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The callback of a context.call. */
+
+int qr_apply_workflow_callback(struct qr_apply_ctx *ctx,
+                               const Qraft__Message *call,
+                               Qraft__Message *cb)
+{
+    if (!qr_apply_workflow_on(ctx) ||
+        strcmp(call->workflow_call_type, "toCallback") != 0 ||
+        !qr_command_is_run_id(call->workflow_run_id)) {
+        return 0;
+    }
+    Qraft__WorkflowRun *run = NULL;
+    int rv = qr_store_run_get(ctx->txn, call->workflow_run_id, &run);
+    if (rv == QR_ENOTFOUND) {
+        return 0;
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (run->state == QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING) {
+        /* Its own entry: the SDK, lazy-fetching an empty callback body,
+         * looks the callback's message id up in the history. */
+        cb->workflow_run_id = call->workflow_run_id;
+        cb->workflow_call_type = "fromCallback";
+        cb->workflow_seq = run->next_seq;
+        Qraft__WorkflowStep st = QRAFT__WORKFLOW_STEP__INIT;
+        st.message_id = cb->id;
+        st.call_type = "fromCallback";
+        st.body = cb->body;
+        st.created_ms = ctx->now_ms;
+        rv = qr_store_run_step_put(ctx->txn, run->id, cb->workflow_seq, &st);
+        if (rv == 0) {
+            run->next_seq++;
+            run->history_bytes += cb->body.len;
+            rv = qr_store_run_put(ctx->txn, run);
+        }
+    }
+    qraft__workflow_run__free_unpacked(run, NULL);
+    return rv;
+}
+
+/* ------------------------------------------------------------------------ */
+/* context.waitForEvent: waiters, notify, timeouts. */
+
+int qr_apply_wait_create(struct qr_apply_ctx *ctx,
+                         const Qraft__WaitCreate *c,
+                         struct qr_apply_result *res)
+{
+    const Qraft__Waiter *in = c->waiter;
+    if (in == NULL || !qr_command_is_run_id(in->run_id) ||
+        !qr_command_is_event_id(in->event_id)) {
+        qr_apply_set_result(res, QR_EBADREQ, "invalid wait");
+        return 0;
+    }
+    Qraft__WorkflowRun *run = NULL;
+    int rv = qr_store_run_get(ctx->txn, in->run_id, &run);
+    if (rv == QR_ENOTFOUND) {
+        qr_apply_set_result(res, QR_EBADREQ, "workflow run %s does not exist",
+                            in->run_id);
+        return 0;
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (run->state != QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING) {
+        qr_apply_set_result(res, QR_EBADREQ, "workflow run %s is %s", run->id,
+                            run_state_word(run->state));
+        qraft__workflow_run__free_unpacked(run, NULL);
+        return 0;
+    }
+    Qraft__Waiter w = *in;
+    w.created_ms = ctx->now_ms;
+    w.deadline_ms = ctx->now_ms + c->timeout_ms;
+    if (w.deadline_ms < ctx->now_ms) {
+        w.deadline_ms = UINT64_MAX; /* wrapped: never */
+    }
+    rv = qr_store_waiter_put(ctx->txn, &w);
+    bool listed = false;
+    for (size_t i = 0; i < run->n_waiting_events; i++) {
+        listed = listed || strcmp(run->waiting_events[i], w.event_id) == 0;
+    }
+    if (rv == 0 && !listed) {
+        /* A borrowed extra element, dropped again before the free. */
+        char **grown = realloc(run->waiting_events,
+                               (run->n_waiting_events + 1) * sizeof *grown);
+        if (grown == NULL) {
+            rv = -ENOMEM;
+        } else {
+            run->waiting_events = grown;
+            run->waiting_events[run->n_waiting_events++] = w.event_id;
+            rv = qr_store_run_put(ctx->txn, run);
+            run->n_waiting_events--;
+        }
+    }
+    qraft__workflow_run__free_unpacked(run, NULL);
+    return rv;
+}
+
+/* The Wait step's JSON: the SDK's step with the event's data (base64, as
+ * the SDK decodes it) or waitTimeout. The stored step is the face's JSON
+ * object; anything else (only a buggy leader could store it) becomes an
+ * empty object, alike on every replica. New in *out (free()). */
+static int wait_step_json(const Qraft__Waiter *w,
+                          const ProtobufCBinaryData *data,
+                          char **out)
+{
+    json_error_t jerr;
+    json_t *o = json_loadb((const char *)w->step.data, w->step.len,
+                           JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        o = json_object();
+    }
+    if (o == NULL) {
+        return -ENOMEM;
+    }
+    int bad = json_object_set_new(o, "waitEventId", json_string(w->event_id));
+    if (data != NULL) {
+        char *b64 = NULL;
+        bad |= qr_base64(data->data, data->len, &b64) != 0;
+        bad |= b64 == NULL || json_object_set_new(o, "out", json_string(b64));
+        free(b64);
+        bad |= json_object_set_new(o, "waitTimeout", json_false());
+    } else {
+        json_object_del(o, "out");
+        bad |= json_object_set_new(o, "waitTimeout", json_true());
+    }
+    *out = bad ? NULL : json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    return *out != NULL ? 0 : -ENOMEM;
+}
+
+/* The waiter is done (notified: data set; timed out: data NULL): it goes,
+ * and its run gets the Wait step, delivered by message_id. */
+static int fire_waiter(struct qr_apply_ctx *ctx,
+                       const Qraft__Waiter *w,
+                       const ProtobufCBinaryData *data,
+                       const char *message_id,
+                       uint32_t default_retries,
+                       uint64_t default_timeout_ms)
+{
+    int rv = qr_store_waiter_delete(ctx->txn, w->event_id, w->run_id);
+    Qraft__WorkflowRun *run = NULL;
+    if (rv == 0) {
+        rv = qr_store_run_get(ctx->txn, w->run_id, &run);
+    }
+    if (rv == QR_ENOTFOUND) {
+        return 0;
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    /* The run waits for the event no more. */
+    size_t n = run->n_waiting_events;
+    size_t keep = 0;
+    char *dropped = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (dropped == NULL &&
+            strcmp(run->waiting_events[i], w->event_id) == 0) {
+            dropped = run->waiting_events[i];
+        } else {
+            run->waiting_events[keep++] = run->waiting_events[i];
+        }
+    }
+    if (dropped != NULL) {
+        run->n_waiting_events = keep;
+        rv = qr_store_run_put(ctx->txn, run);
+        run->waiting_events[run->n_waiting_events++] = dropped; /* freed */
+    }
+    bool running = run->state == QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING;
+    qraft__workflow_run__free_unpacked(run, NULL);
+    if (rv != 0 || !running) {
+        return rv;
+    }
+    char *step = NULL;
+    rv = wait_step_json(w, data, &step);
+    if (rv != 0) {
+        return rv;
+    }
+    Qraft__Header ct = QRAFT__HEADER__INIT;
+    ct.name = "Content-Type";
+    ct.value = "application/json";
+    Qraft__Header *headers[1] = {&ct};
+    Qraft__WorkflowPublish wf = QRAFT__WORKFLOW_PUBLISH__INIT;
+    wf.run_id = w->run_id;
+    wf.call_type = "step";
+    Qraft__PublishRequest req = QRAFT__PUBLISH_REQUEST__INIT;
+    req.url = data != NULL ? w->url : w->timeout_url;
+    req.n_headers = 1;
+    req.headers = headers;
+    req.body.data = (uint8_t *)step;
+    req.body.len = strlen(step);
+    req.workflow = &wf;
+    Qraft__Publish p = QRAFT__PUBLISH__INIT;
+    p.message_id = (char *)message_id;
+    p.request = &req;
+    p.default_retries = default_retries;
+    p.default_timeout_ms = default_timeout_ms;
+    struct qr_apply_result res = {0};
+    rv = qr_apply_publish(ctx, &p, &res);
+    free(step);
+    return rv;
+}
+
+int qr_apply_notify(struct qr_apply_ctx *ctx,
+                    const Qraft__Notify *n,
+                    struct qr_apply_result *res)
+{
+    if (!qr_command_is_event_id(n->event_id)) {
+        qr_apply_set_result(res, QR_EBADREQ, "invalid event id");
+        return 0;
+    }
+    for (size_t i = 0; i < n->n_targets; i++) {
+        const Qraft__NotifyTarget *t = n->targets[i];
+        if (!qr_command_is_run_id(t->run_id) ||
+            !qr_check_message_id(t->message_id)) {
+            continue; /* names no waiter */
+        }
+        Qraft__Waiter *w = NULL;
+        int rv = qr_store_waiter_get(ctx->txn, n->event_id, t->run_id, &w);
+        if (rv == QR_ENOTFOUND) {
+            continue; /* timed out or notified since the leader looked */
+        }
+        if (rv == 0) {
+            rv = fire_waiter(ctx, w, &n->data, t->message_id,
+                             n->default_retries, n->default_timeout_ms);
+            qraft__waiter__free_unpacked(w, NULL);
+        }
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+int qr_apply_wait_timeout(struct qr_apply_ctx *ctx,
+                          const Qraft__WaitTimeout *t,
+                          struct qr_apply_result *res)
+{
+    if (!qr_command_is_event_id(t->event_id) ||
+        !qr_command_is_run_id(t->run_id) ||
+        !qr_check_message_id(t->message_id)) {
+        qr_apply_set_result(res, QR_EBADREQ, "invalid wait timeout");
+        return 0;
+    }
+    Qraft__Waiter *w = NULL;
+    int rv = qr_store_waiter_get(ctx->txn, t->event_id, t->run_id, &w);
+    if (rv == QR_ENOTFOUND) {
+        return 0; /* notified, or fired by an earlier leader */
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    /* The fence: the very wait whose deadline the leader saw pass. */
+    if (w->deadline_ms == t->deadline_ms && w->deadline_ms <= ctx->now_ms) {
+        rv = fire_waiter(ctx, w, NULL, t->message_id, t->default_retries,
+                         t->default_timeout_ms);
+    }
+    qraft__waiter__free_unpacked(w, NULL);
     return rv;
 }

@@ -3,12 +3,15 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "lib/base64.h"
 #include "lib/json_text.h"
 #include "lib/utf8.h"
+#include "repl/check.h"
 
 void qr_callback_canonical_name(const char *name, char *out, size_t out_len)
 {
@@ -89,7 +92,8 @@ static json_t *base64_string(const uint8_t *data, size_t len)
 
 static char *build_body(const Qraft__Message *src,
                         const Qraft__DeliveryResult *r,
-                        Qraft__CallbackKind kind)
+                        Qraft__CallbackKind kind,
+                        const struct qr_callback_run *run)
 {
     const Qraft__AttemptResponse *resp = r->response;
     static Qraft__AttemptResponse none = QRAFT__ATTEMPT_RESPONSE__INIT;
@@ -108,7 +112,14 @@ static char *build_body(const Qraft__Message *src,
                                header_map(resp->headers, resp->n_headers));
     bad |= json_object_set_new(o, "body",
                                base64_string(resp->body.data, resp->body.len));
-    bad |= json_object_set_new(o, "retried", json_integer(r->attempt));
+    /* A context.call's last attempt says retried == maxRetries, however
+     * early it failed for good: the workflow SDK waits for that one. */
+    uint32_t retried = r->attempt;
+    if (src->state == QRAFT__MESSAGE_STATE__DEAD_LETTERED &&
+        strcmp(src->workflow_call_type, "toCallback") == 0) {
+        retried = src->max_retries;
+    }
+    bad |= json_object_set_new(o, "retried", json_integer(retried));
     bad |= json_object_set_new(o, "maxRetries", json_integer(src->max_retries));
     if (kind == QRAFT__CALLBACK_KIND__FAILURE_CALLBACK) {
         bad |= json_object_set_new(o, "dlqId", qr_json_text(src->id));
@@ -118,8 +129,9 @@ static char *build_body(const Qraft__Message *src,
     bad |= json_object_set_new(o, "method", qr_json_text(src->method));
     bad |= json_object_set_new(o, "sourceHeader",
                                header_map(src->headers, src->n_headers));
+    ProtobufCBinaryData source = run != NULL ? run->initial_body : src->body;
     bad |= json_object_set_new(o, "sourceBody",
-                               base64_string(src->body.data, src->body.len));
+                               base64_string(source.data, source.len));
     bad |= json_object_set_new(o, "notBefore",
                                json_integer((json_int_t)src->not_before_ms));
     bad |= json_object_set_new(o, "createdAt",
@@ -139,9 +151,102 @@ static char *build_body(const Qraft__Message *src,
     if (src->caller_ip[0] != '\0') {
         bad |= json_object_set_new(o, "callerIP", qr_json_text(src->caller_ip));
     }
+    if (run != NULL) {
+        bad |=
+            json_object_set_new(o, "workflowRunId", qr_json_text(run->run_id));
+        bad |= json_object_set_new(o, "workflowCreatedAt",
+                                   json_integer((json_int_t)run->created_ms));
+    }
     char *text = bad ? NULL : json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     return text;
+}
+
+/* A callback's settings (src's Upstash-Callback-* or
+ * Upstash-Failure-Callback-* headers, by kind) onto cb->m, and its
+ * forwarded headers after Content-Type (cb->headers[0]). A callback's may
+ * also give it a failure callback of its own (Failure-Callback and
+ * Failure-Callback-*). */
+static int apply_template(struct qr_callback *cb,
+                          const Qraft__Message *src,
+                          Qraft__CallbackKind kind)
+{
+    bool failure = kind == QRAFT__CALLBACK_KIND__FAILURE_CALLBACK;
+    Qraft__Header **t =
+        failure ? src->failure_callback_headers : src->callback_headers;
+    size_t n =
+        failure ? src->n_failure_callback_headers : src->n_callback_headers;
+    cb->header_store = calloc(n > 0 ? n : 1, sizeof *cb->header_store);
+    cb->names = calloc(n > 0 ? n : 1, sizeof *cb->names);
+    cb->failure_headers = calloc(n > 0 ? n : 1, sizeof *cb->failure_headers);
+    Qraft__Header **grown = realloc(cb->headers, (n + 1) * sizeof *grown);
+    if (grown != NULL) {
+        cb->headers = grown;
+    }
+    if (cb->header_store == NULL || cb->names == NULL ||
+        cb->failure_headers == NULL || grown == NULL) {
+        return -ENOMEM;
+    }
+    struct qr_callback_settings cs = {0};
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        const Qraft__Header *h = t[i];
+        const char *fwd = NULL;
+        const char *prefix = "";
+        if (!failure && strcasecmp(h->name, "Failure-Callback") == 0) {
+            cb->m.failure_callback = h->value;
+            continue;
+        }
+        if (!failure && strncasecmp(h->name, "Failure-Callback-", 17) == 0) {
+            /* Its failure callback's template, the prefix dropped. */
+            Qraft__Header *out = &cb->header_store[used++];
+            qraft__header__init(out);
+            out->name = h->name + 17;
+            out->value = h->value;
+            cb->failure_headers[cb->m.n_failure_callback_headers++] = out;
+            continue;
+        }
+        if (strncasecmp(h->name, "Forward-", 8) == 0 && h->name[8] != '\0') {
+            fwd = h->name + 8;
+        } else if (strncasecmp(h->name, "Workflow-", 9) == 0 &&
+                   h->name[9] != '\0') {
+            fwd = h->name + 9;
+            prefix = "Upstash-Workflow-";
+        }
+        if (fwd == NULL) {
+            /* A value no longer valid (the bounds are fixed, so only a
+             * record from a buggy leader) is ignored, alike everywhere. */
+            (void)qr_command_callback_setting(h, NULL, &cs);
+            continue;
+        }
+        size_t len = strlen(prefix) + strlen(fwd) + 1;
+        char *name = malloc(len);
+        if (name == NULL) {
+            return -ENOMEM;
+        }
+        snprintf(name, len, "%s%s", prefix, fwd);
+        cb->names[cb->n_names++] = name;
+        Qraft__Header *out = &cb->header_store[used++];
+        qraft__header__init(out);
+        out->name = name;
+        out->value = h->value;
+        cb->headers[cb->m.n_headers++] = out;
+    }
+    cb->m.headers = cb->headers;
+    cb->m.failure_callback_headers = cb->failure_headers;
+    if (cs.retries_set) {
+        cb->m.max_retries = cs.retries;
+    }
+    if (cs.timeout_ms != 0) {
+        cb->m.timeout_ms = cs.timeout_ms;
+    }
+    if (cs.retry_delay != NULL) {
+        cb->m.retry_delay = (char *)cs.retry_delay;
+    }
+    if (cs.method != NULL) {
+        cb->m.method = (char *)cs.method;
+    }
+    return 0;
 }
 
 int qr_callback_build(struct qr_callback *cb,
@@ -149,12 +254,14 @@ int qr_callback_build(struct qr_callback *cb,
                       const Qraft__DeliveryResult *r,
                       Qraft__CallbackKind kind,
                       uint64_t now_ms,
-                      uint32_t default_retries,
-                      uint64_t default_timeout_ms)
+                      uint64_t default_timeout_ms,
+                      const struct qr_callback_run *run)
 {
     memset(cb, 0, sizeof *cb);
-    cb->body_json = build_body(src, r, kind);
-    if (cb->body_json == NULL) {
+    cb->body_json = build_body(src, r, kind, run);
+    cb->headers = malloc(sizeof *cb->headers);
+    if (cb->body_json == NULL || cb->headers == NULL) {
+        qr_callback_free(cb);
         return -ENOMEM;
     }
     qraft__header__init(&cb->content_type);
@@ -174,7 +281,6 @@ int qr_callback_build(struct qr_callback *cb,
     m->body.len = strlen(cb->body_json);
     m->state = QRAFT__MESSAGE_STATE__PENDING;
     /* As QStash does: a callback retries like its source. */
-    (void)default_retries;
     m->max_retries = src->max_retries;
     m->retry_options = src->retry_options;
     m->timeout_ms = default_timeout_ms;
@@ -184,11 +290,27 @@ int qr_callback_build(struct qr_callback *cb,
     m->updated_ms = now_ms;
     m->source_message_id = src->id;
     m->callback_kind = kind;
+    if (apply_template(cb, src, kind) != 0) {
+        qr_callback_free(cb);
+        return -ENOMEM;
+    }
     return 0;
 }
 
 void qr_callback_free(struct qr_callback *cb)
 {
     free(cb->body_json);
+    for (size_t i = 0; i < cb->n_names; i++) {
+        free(cb->names[i]);
+    }
+    free(cb->names);
+    free(cb->header_store);
+    free(cb->failure_headers);
+    free(cb->headers);
     cb->body_json = NULL;
+    cb->names = NULL;
+    cb->n_names = 0;
+    cb->header_store = NULL;
+    cb->failure_headers = NULL;
+    cb->headers = NULL;
 }

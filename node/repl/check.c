@@ -41,6 +41,12 @@ const char *qr_command_header_reserved(const char *name, size_t len)
 
 static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
 
+/* A request's text field and the name its error message gives it. */
+struct named_text {
+    const char *field;
+    const char *value;
+};
+
 static int fail(int rv, char *err, size_t err_len, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -139,10 +145,7 @@ static int check_metadata(const Qraft__PublishRequest *req,
                         i + 1, l->max_name_bytes);
         }
     }
-    const struct {
-        const char *field;
-        const char *value;
-    } texts[] = {
+    const struct named_text texts[] = {
         {"caller ip", req->caller_ip},
         {"flow control key", req->flow_control_key},
         {"endpoint name", req->endpoint_name},
@@ -184,9 +187,29 @@ bool qr_command_is_run_id(const char *s)
            qr_command_is_word(s, "._:-");
 }
 
+bool qr_command_is_event_id(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > QR_COMMAND_MAX_EVENT_ID_BYTES ||
+        !qr_utf8_valid(s, len)) {
+        return false;
+    }
+    for (; *s != '\0'; s++) {
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
 bool qr_command_is_workflow_step(const char *call_type)
 {
     return call_type[0] == '\0' || strcmp(call_type, "step") == 0;
+}
+
+bool qr_command_is_workflow_call(const char *call_type)
+{
+    return strcmp(call_type, "toCallback") == 0;
 }
 
 /* The Upstash-Workflow-* part of a publish (docs/workflow.md). */
@@ -206,16 +229,194 @@ static int check_workflow(const Qraft__PublishRequest *req,
         return fail(QR_EBADREQ, err, err_len,
                     "a workflow message goes to a URL, not a URL group");
     }
-    if (!qr_command_is_workflow_step(wf->call_type)) {
-        /* context.call (toCallback) and the rest: not built yet; refused
-         * rather than delivered as a step. */
+    if (!qr_command_is_workflow_step(wf->call_type) &&
+        !qr_command_is_workflow_call(wf->call_type)) {
         return fail(QR_EBADREQ, err, err_len,
                     "Upstash-Workflow-CallType '%.32s' is not supported "
-                    "(only step)",
+                    "(step or toCallback)",
                     wf->call_type);
+    }
+    if (wf->init && !qr_command_is_workflow_step(wf->call_type)) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "a workflow run starts with a step, not a call");
     }
     if (wf->url[0] != '\0') {
         return check_url("Upstash-Workflow-Url", wf->url, l, err, err_len);
+    }
+    return 0;
+}
+
+/* Headers to forward (what names "Upstash-Failure-Callback-" when set):
+ * sizes, names, values, and none that qraft sets on delivery. */
+static int check_headers(const char *what,
+                         Qraft__Header *const *headers,
+                         size_t n,
+                         const struct qr_limits *l,
+                         char *err,
+                         size_t err_len)
+{
+    if (n > l->max_headers) {
+        return fail(QR_ETOOLARGE, err, err_len,
+                    "%zu %sheaders; the limit is %" PRIu32, n, what,
+                    l->max_headers);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const Qraft__Header *h = headers[i];
+        size_t size = strlen(h->name) + strlen(h->value);
+        if (size > l->max_header_bytes) {
+            return fail(QR_ETOOLARGE, err, err_len,
+                        "header '%s%.64s' is %zu bytes; the limit is %" PRIu32,
+                        what, h->name, size, l->max_header_bytes);
+        }
+        if (!is_header_name(h->name)) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "header name '%s%.64s' is not a valid HTTP token", what,
+                        h->name);
+        }
+        const char *name = h->name;
+        if (what[0] != '\0' && strncasecmp(name, "Forward-", 8) == 0) {
+            name += 8;
+        }
+        const char *reserved =
+            what[0] == '\0' || name != h->name
+                ? qr_command_header_reserved(name, strlen(name))
+                : NULL;
+        if (reserved != NULL) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "header '%s' is set by qraft on delivery and "
+                        "cannot be published",
+                        reserved);
+        }
+        if (!is_header_value(h->value)) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "header '%s%.64s' has control characters in its value "
+                        "or is not UTF-8",
+                        what, h->name);
+        }
+    }
+    return 0;
+}
+
+/* A callback's own settings (Upstash-Callback-* or
+ * Upstash-Failure-Callback-*, `what`): the headers, and the values apply
+ * reads from them. A callback's may name its own failure callback
+ * (Failure-Callback, Failure-Callback-*). */
+static int check_template(const char *what,
+                          Qraft__Header *const *headers,
+                          size_t n,
+                          bool nested,
+                          const struct qr_limits *l,
+                          char *err,
+                          size_t err_len)
+{
+    int rv = check_headers(what, headers, n, l, err, err_len);
+    for (size_t i = 0; rv == 0 && i < n; i++) {
+        const Qraft__Header *h = headers[i];
+        Qraft__Header inner = *h;
+        struct qr_callback_settings cs = {0};
+        if (nested && strcasecmp(h->name, "Failure-Callback") == 0) {
+            rv = check_url("Upstash-Callback-Failure-Callback", h->value, l,
+                           err, err_len);
+            continue;
+        }
+        if (nested && strncasecmp(h->name, "Failure-Callback-", 17) == 0) {
+            inner.name = h->name + 17;
+        }
+        if (!qr_command_callback_setting(&inner, l, &cs)) {
+            rv = fail(QR_EBADREQ, err, err_len, "invalid %s%s '%.64s'", what,
+                      h->name, h->value);
+        }
+    }
+    return rv;
+}
+
+static int check_failure_headers(const Qraft__PublishRequest *req,
+                                 const struct qr_limits *l,
+                                 char *err,
+                                 size_t err_len)
+{
+    int rv = check_template(
+        "Upstash-Failure-Callback-", req->failure_callback_headers,
+        req->n_failure_callback_headers, false, l, err, err_len);
+    if (rv == 0) {
+        rv = check_template("Upstash-Callback-", req->callback_headers,
+                            req->n_callback_headers, true, l, err, err_len);
+    }
+    return rv;
+}
+
+bool qr_command_callback_setting(const Qraft__Header *h,
+                                 const struct qr_limits *l,
+                                 struct qr_callback_settings *cs)
+{
+    /* Apply's bounds: the limits no node configures. */
+    static const struct qr_limits ceilings = {
+        .max_retries = 100,
+        .max_timeout_ms = 6 * 3600 * 1000ull,
+        .max_expr_bytes = 256,
+    };
+    uint64_t v;
+    if (l == NULL) {
+        l = &ceilings;
+    }
+    size_t len = strlen(h->value);
+    if (strcasecmp(h->name, "Retries") == 0) {
+        if (qr_command_parse_uint(h->value, len, l->max_retries, &v) != 0) {
+            return false;
+        }
+        cs->retries = (uint32_t)v;
+        cs->retries_set = true;
+    } else if (strcasecmp(h->name, "Timeout") == 0) {
+        if (qr_command_parse_duration(h->value, len, &v) != 0 || v == 0 ||
+            v > l->max_timeout_ms) {
+            return false;
+        }
+        cs->timeout_ms = v;
+    } else if (strcasecmp(h->name, "Retry-Delay") == 0) {
+        char why[QR_ERRMSG_BYTES];
+        if (qr_expr_check(h->value, l->max_expr_bytes, why) != 0) {
+            return false;
+        }
+        cs->retry_delay = h->value;
+    } else if (strcasecmp(h->name, "Method") == 0) {
+        bool known = false;
+        for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+            known = known || strcasecmp(h->value, methods[i]) == 0;
+        }
+        if (!known) {
+            return false;
+        }
+        cs->method = h->value;
+    }
+    return true;
+}
+
+int qr_command_check_wait(const Qraft__Waiter *w,
+                          uint64_t timeout_ms,
+                          const struct qr_limits *l,
+                          char *err,
+                          size_t err_len)
+{
+    int rv = check_url("url", w->url, l, err, err_len);
+    if (rv == 0 && w->timeout_url[0] != '\0') {
+        rv = check_url("timeoutUrl", w->timeout_url, l, err, err_len);
+    }
+    if (rv == 0) {
+        rv = check_headers("timeoutHeaders ", w->timeout_headers,
+                           w->n_timeout_headers, l, err, err_len);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (timeout_ms == 0 || timeout_ms > l->max_delay_ms) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "timeout must be from 1 s to %" PRIu64 " days",
+                    l->max_delay_ms / (uint64_t)(24 * 3600 * 1000));
+    }
+    if (w->step.len > l->max_body_bytes) {
+        return fail(QR_ETOOLARGE, err, err_len,
+                    "step is %zu bytes; the limit is %" PRIu64, w->step.len,
+                    l->max_body_bytes);
     }
     return 0;
 }
@@ -273,39 +474,12 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
                     "body is %zu bytes; the limit is %" PRIu64, req->body.len,
                     l->max_body_bytes);
     }
-    if (req->n_headers > l->max_headers) {
-        return fail(QR_ETOOLARGE, err, err_len,
-                    "%zu headers; the limit is %" PRIu32, req->n_headers,
-                    l->max_headers);
+    rv = check_headers("", req->headers, req->n_headers, l, err, err_len);
+    if (rv == 0) {
+        rv = check_failure_headers(req, l, err, err_len);
     }
-    for (size_t i = 0; i < req->n_headers; i++) {
-        const Qraft__Header *h = req->headers[i];
-        size_t size = strlen(h->name) + strlen(h->value);
-        if (size > l->max_header_bytes) {
-            return fail(QR_ETOOLARGE, err, err_len,
-                        "header '%.64s' is %zu bytes; the limit is %" PRIu32,
-                        h->name, size, l->max_header_bytes);
-        }
-        if (!is_header_name(h->name)) {
-            return fail(QR_EBADREQ, err, err_len,
-                        "header name '%.64s' is not a valid HTTP token",
-                        h->name);
-        }
-        const char *reserved =
-            qr_command_header_reserved(h->name, strlen(h->name));
-        if (reserved != NULL) {
-            return fail(QR_EBADREQ, err, err_len,
-                        "header '%s' is set by qraft on delivery and "
-                        "cannot be published",
-                        reserved);
-        }
-        if (!is_header_value(h->value)) {
-            return fail(
-                QR_EBADREQ, err, err_len,
-                "header '%.64s' has control characters in its value or is not "
-                "UTF-8",
-                h->name);
-        }
+    if (rv != 0) {
+        return rv;
     }
     if (req->retries_set && req->retries > l->max_retries) {
         return fail(QR_EBADREQ, err, err_len,
@@ -373,10 +547,7 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
                         o->max_doublings, MAX_DOUBLINGS);
         }
     }
-    const struct {
-        const char *field;
-        const char *value;
-    } names[] = {
+    const struct named_text names[] = {
         {"dedup id", req->dedup_id},
         {"idempotency key", req->idempotency_key},
         {"queue", req->queue},

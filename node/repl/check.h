@@ -37,9 +37,47 @@ const char *qr_command_header_reserved(const char *name, size_t len);
 #define QR_COMMAND_MAX_RUN_ID_BYTES 128u
 bool qr_command_is_run_id(const char *s);
 
+/* Event ids (context.waitForEvent, notify): 1 to
+ * QR_COMMAND_MAX_EVENT_ID_BYTES of UTF-8 without control characters. */
+#define QR_COMMAND_MAX_EVENT_ID_BYTES 200u
+bool qr_command_is_event_id(const char *s);
+
 /* Whether a publish's Upstash-Workflow-CallType ("" or "step") makes it a
- * step of its run: the only kind qraft runs so far. */
+ * step of its run. */
 bool qr_command_is_workflow_step(const char *call_type);
+
+/* Whether it makes it a context.call ("toCallback"): a message to another
+ * URL whose callback goes back to the run. */
+bool qr_command_is_workflow_call(const char *call_type);
+
+/* What a callback's Upstash-Callback-* (or a failure callback's
+ * Upstash-Failure-Callback-*) headers set; the others are forwarded:
+ * Forward-X as X, Workflow-Y as Upstash-Workflow-Y (repl/callback.h).
+ * Strings are borrowed from the headers. */
+struct qr_callback_settings {
+    bool retries_set;
+    uint32_t retries;
+    uint64_t timeout_ms; /* 0: the default */
+    const char *retry_delay;
+    const char *method;
+};
+
+/* Reads one such header (name without the prefix) into cs: false when its
+ * value is bad for the limits l (NULL: the fixed bounds apply uses, so
+ * that every replica reads a stored value alike). Other names: true,
+ * nothing set. */
+bool qr_command_callback_setting(const Qraft__Header *h,
+                                 const struct qr_limits *l,
+                                 struct qr_callback_settings *cs);
+
+/* Checks a wait (context.waitForEvent) against the limits: its URLs,
+ * timeout headers, step size, and a timeout from 1 ms to the longest
+ * delay. Returns 0 or QR_EBADREQ/QR_ETOOLARGE with why in err. */
+int qr_command_check_wait(const Qraft__Waiter *w,
+                          uint64_t timeout_ms,
+                          const struct qr_limits *l,
+                          char *err,
+                          size_t err_len);
 
 /* Checks a publish request against the limits, before any work is done.
  * now_ms is the leader's time (for not-before). Returns 0, QR_EBADREQ or

@@ -967,12 +967,8 @@ static void close_step_done(struct qr_cluster *c)
     }
 }
 
-static void on_check_close(uv_handle_t *h)
-{
-    close_step_done(h->data);
-}
-
-static void on_wait_timer_close(uv_handle_t *h)
+/* The check and the two timers: each one close step. */
+static void on_handle_close(uv_handle_t *h)
 {
     close_step_done(h->data);
 }
@@ -997,9 +993,9 @@ void qr_cluster_close(struct qr_cluster *c, qr_cluster_close_cb cb)
     fire_waits(c, true, QR_ECANCELED);
     c->pending_closes = 4;
     uv_check_stop(&c->check);
-    uv_close((uv_handle_t *)&c->check, on_check_close);
-    uv_close((uv_handle_t *)&c->wait_timer, on_wait_timer_close);
-    uv_close((uv_handle_t *)&c->push_timer, on_wait_timer_close);
+    uv_close((uv_handle_t *)&c->check, on_handle_close);
+    uv_close((uv_handle_t *)&c->wait_timer, on_handle_close);
+    uv_close((uv_handle_t *)&c->push_timer, on_handle_close);
     /* raft fails the entries in flight (their callbacks answer "outcome
      * unknown") and closes its I/O; only then may the io be freed. */
     c->raft.data = c;
@@ -1057,18 +1053,21 @@ int qr_cluster_check_level(const struct qr_cluster *c,
     return QR_EUNAVAIL;
 }
 
-int qr_cluster_propose_command(struct qr_cluster *c,
-                               const Qraft__Command *cmd,
-                               qr_cluster_propose_cb cb,
-                               void *data)
+int qr_cluster_propose_one(struct qr_cluster *c,
+                           Qraft__Command__BodyCase body_case,
+                           const ProtobufCMessage *body,
+                           qr_cluster_propose_cb cb,
+                           void *data)
 {
     char why[256];
-    if (qr_cluster_check_level(c, cmd, why, sizeof why) != 0) {
+    Qraft__Command cmd;
+    qr_command_init_one(&cmd, body_case, body);
+    if (qr_cluster_check_level(c, &cmd, why, sizeof why) != 0) {
         QR_WARN("cluster", "not proposed: %s", why);
         return QR_EUNAVAIL;
     }
     struct qr_packed packed;
-    int rv = qr_command_pack(cmd, &packed);
+    int rv = qr_command_pack(&cmd, &packed);
     if (rv != 0) {
         return rv;
     }

@@ -210,13 +210,15 @@ int qr_cluster_check_level(const struct qr_cluster *c,
                            char *err,
                            size_t err_len);
 
-/* Packs cmd (borrowed) and proposes it: qr_cluster_propose for a command
- * not packed yet. On error (QR_EUNAVAIL too when the feature level is below
- * the command's) nothing is left to free and cb never fires. */
-int qr_cluster_propose_command(struct qr_cluster *c,
-                               const Qraft__Command *cmd,
-                               qr_cluster_propose_cb cb,
-                               void *data);
+/* Proposes the command of one body (borrowed; see qr_command_init_one):
+ * qr_cluster_propose for a command not packed yet. On error (QR_EUNAVAIL
+ * too when the feature level is below the command's) nothing is left to
+ * free and cb never fires. */
+int qr_cluster_propose_one(struct qr_cluster *c,
+                           Qraft__Command__BodyCase body_case,
+                           const ProtobufCMessage *body,
+                           qr_cluster_propose_cb cb,
+                           void *data);
 
 /* The highest raft index this node has applied (commands and raft's own
  * entries alike). */

@@ -1,5 +1,6 @@
 #include "repl/command.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -197,6 +198,9 @@ uint32_t qr_command_level(const Qraft__Command *cmd)
             return 1;
         }
         case QRAFT__COMMAND__BODY_WORKFLOW_END:
+        case QRAFT__COMMAND__BODY_WAIT_CREATE:
+        case QRAFT__COMMAND__BODY_NOTIFY:
+        case QRAFT__COMMAND__BODY_WAIT_TIMEOUT:
             return QR_FEATURE_LEVEL_WORKFLOW;
         case QRAFT__COMMAND__BODY_CANCEL:
         case QRAFT__COMMAND__BODY_DLQ_REPLAY:
@@ -211,6 +215,22 @@ uint32_t qr_command_level(const Qraft__Command *cmd)
         default:
             return 2;
     }
+}
+
+void qr_command_init_one(Qraft__Command *cmd,
+                         Qraft__Command__BodyCase body_case,
+                         const ProtobufCMessage *body)
+{
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(
+        &qraft__command__descriptor, (unsigned)body_case);
+    assert(f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE);
+    assert(f->descriptor == body->descriptor);
+    *cmd = (Qraft__Command)QRAFT__COMMAND__INIT;
+    cmd->body_case = body_case;
+    /* The member is a pointer to the body's struct, whose first member is
+     * body: the same address, and every struct pointer has one
+     * representation (C11 6.2.5). */
+    memcpy((char *)cmd + f->offset, &body, sizeof body);
 }
 
 int qr_command_pack(const Qraft__Command *cmd, struct qr_packed *out)

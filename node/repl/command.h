@@ -43,7 +43,7 @@
  *      cannot restore one), and Prune removes finished messages oldest
  *      first from the store's `done` index (store format 3)
  *   4  workflow runs: a publish with Upstash-Workflow-* (apply keeps the
- *      run's history), WorkflowEnd
+ *      run's history), WorkflowEnd, WaitCreate, Notify, WaitTimeout
  * A new command kind raises QR_FEATURE_LEVEL and is listed in
  * qr_command_level. */
 #define QR_FEATURE_LEVEL 4u
@@ -120,6 +120,13 @@ int qr_command_dedup_keys(const Qraft__PublishRequest *req,
                           char *keys[QR_DEDUP_MAX_KEYS],
                           size_t *n);
 void qr_command_dedup_keys_free(char *keys[QR_DEDUP_MAX_KEYS], size_t n);
+
+/* Sets *cmd (caller's) to the command of one body: body (borrowed) in the
+ * Qraft__Command oneof member whose case is body_case. body is the message
+ * that case names (asserted), e.g. `&prune.base` for BODY_PRUNE. */
+void qr_command_init_one(Qraft__Command *cmd,
+                         Qraft__Command__BodyCase body_case,
+                         const ProtobufCMessage *body);
 
 /* Packs any command; out->data is new (free with free()). */
 int qr_command_pack(const Qraft__Command *cmd, struct qr_packed *out);

@@ -64,6 +64,12 @@ static int apply_command(struct qr_apply_ctx *ctx,
             return qr_apply_cancel(ctx, cmd->cancel, res);
         case QRAFT__COMMAND__BODY_WORKFLOW_END:
             return qr_apply_workflow_end(ctx, cmd->workflow_end, res);
+        case QRAFT__COMMAND__BODY_WAIT_CREATE:
+            return qr_apply_wait_create(ctx, cmd->wait_create, res);
+        case QRAFT__COMMAND__BODY_NOTIFY:
+            return qr_apply_notify(ctx, cmd->notify, res);
+        case QRAFT__COMMAND__BODY_WAIT_TIMEOUT:
+            return qr_apply_wait_timeout(ctx, cmd->wait_timeout, res);
         case QRAFT__COMMAND__BODY_DLQ_REPLAY:
             return qr_apply_dlq_replay(ctx, cmd->dlq_replay, res);
         case QRAFT__COMMAND__BODY_DLQ_DELETE:

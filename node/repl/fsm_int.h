@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "qraft.pb-c.h"
+#include "repl/callback.h"
 #include "repl/fsm.h"
 
 /* Everything an entry's commands share while it is applied. */
@@ -68,6 +69,12 @@ int qr_apply_dedup_seen(struct qr_apply_ctx *ctx,
  * there, its slot given back if it holds one. */
 /* Delivered, dead-lettered or cancelled: nothing more happens to it. */
 bool qr_apply_is_final(Qraft__MessageState s);
+
+/* Marks m (not final) delivered now, as a committed 2xx would: a late
+ * result of its attempt is then fenced out. */
+int qr_apply_mark_delivered(struct qr_apply_ctx *ctx,
+                            const Qraft__Message *m,
+                            const char *detail);
 
 int qr_apply_cancel_message(struct qr_apply_ctx *ctx,
                             const Qraft__Message *m,
@@ -125,6 +132,43 @@ void qr_apply_workflow_free(Qraft__WorkflowRun *run, bool created);
 int qr_apply_workflow_end(struct qr_apply_ctx *ctx,
                           const Qraft__WorkflowEnd *e,
                           struct qr_apply_result *res);
+
+/* The run of a message that was dead-lettered, for its failure callback. */
+struct qr_apply_failed_run {
+    struct qr_callback_run cb; /* borrowed from run and first */
+    Qraft__WorkflowRun *run;   /* NULL: m is no workflow step */
+    Qraft__WorkflowStep *first;
+};
+
+/* m (a step of a workflow run, as it is going into the DLQ) failed for
+ * good: a running run fails with it, and its other messages not delivered
+ * yet are cancelled. out->run is then set, and out->cb says what the
+ * failure callback reports; free with qr_apply_workflow_failed_free.
+ * Returns 0 (out->run NULL when m has no run) or a store error. */
+int qr_apply_workflow_failed(struct qr_apply_ctx *ctx,
+                             const Qraft__Message *m,
+                             struct qr_apply_failed_run *out);
+void qr_apply_workflow_failed_free(struct qr_apply_failed_run *f);
+
+/* context.waitForEvent: a waiter created (the run running), notified
+ * (those of the command's targets still waiting) or timed out (fenced by
+ * its deadline); a fired waiter's run gets a Wait step. */
+int qr_apply_wait_create(struct qr_apply_ctx *ctx,
+                         const Qraft__WaitCreate *c,
+                         struct qr_apply_result *res);
+int qr_apply_notify(struct qr_apply_ctx *ctx,
+                    const Qraft__Notify *n,
+                    struct qr_apply_result *res);
+int qr_apply_wait_timeout(struct qr_apply_ctx *ctx,
+                          const Qraft__WaitTimeout *t,
+                          struct qr_apply_result *res);
+
+/* cb (id set, not stored yet) is the callback of call: when call is a
+ * context.call of a running run, cb joins the run (a fromCallback entry in
+ * its history, written here). Returns 0 or a store error. */
+int qr_apply_workflow_callback(struct qr_apply_ctx *ctx,
+                               const Qraft__Message *call,
+                               Qraft__Message *cb);
 
 /* apply_queue.c: queues (their invariants are written there). */
 

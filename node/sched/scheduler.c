@@ -13,6 +13,7 @@
 #include "lib/cron.h"
 #include "lib/err.h"
 #include "lib/logger.h"
+#include "repl/command.h"
 
 #define MAX_WAIT_MS 1000
 #define MIN_WAIT_MS 10
@@ -114,10 +115,8 @@ static void fire(struct qr_scheduler *s, const struct due *d, uint64_t now_ms)
     f.next_slot_ms = next_ms;
     f.default_retries = s->config->limits.default_retries;
     f.default_timeout_ms = s->config->limits.default_timeout_ms;
-    Qraft__Command cmd = QRAFT__COMMAND__INIT;
-    cmd.body_case = QRAFT__COMMAND__BODY_SCHEDULE_FIRE;
-    cmd.schedule_fire = &f;
-    int rv = qr_cluster_propose_command(s->cluster, &cmd, on_fired, s);
+    int rv = qr_cluster_propose_one(
+        s->cluster, QRAFT__COMMAND__BODY_SCHEDULE_FIRE, &f.base, on_fired, s);
     if (rv != 0) {
         QR_DEBUG("scheduler", "proposing a fire of %s: %s", d->id,
                  qr_strerror(rv));
@@ -125,6 +124,63 @@ static void fire(struct qr_scheduler *s, const struct due *d, uint64_t now_ms)
     }
     s->n_inflight++;
     s->n_fired++;
+}
+
+/* Waiters whose deadline passed (context.waitForEvent timeouts): at most
+ * this many a round. */
+#define MAX_TIMEOUTS_PER_ROUND 256
+
+struct timeouts {
+    struct qr_scheduler *s;
+    uint64_t proposed;
+};
+
+/* Proposes the timeout of one waiter. Apply fences it by the deadline, so
+ * a waiter notified meanwhile, or timed out by an earlier leader, is left
+ * alone. */
+static int propose_timeout(void *arg, const Qraft__Waiter *w)
+{
+    struct timeouts *t = arg;
+    struct qr_scheduler *s = t->s;
+    char id[QR_ID_BYTES];
+    qr_cluster_new_message_id(s->cluster, id);
+    Qraft__WaitTimeout wt = QRAFT__WAIT_TIMEOUT__INIT;
+    wt.event_id = w->event_id;
+    wt.run_id = w->run_id;
+    wt.deadline_ms = w->deadline_ms;
+    wt.message_id = id;
+    wt.default_retries = s->config->limits.default_retries;
+    wt.default_timeout_ms = s->config->limits.default_timeout_ms;
+    int rv = qr_cluster_propose_one(
+        s->cluster, QRAFT__COMMAND__BODY_WAIT_TIMEOUT, &wt.base, on_fired, s);
+    if (rv != 0) {
+        QR_DEBUG("scheduler", "proposing the timeout of %s's wait for %s: %s",
+                 w->run_id, w->event_id, qr_strerror(rv));
+        return 1; /* the next round tries again */
+    }
+    s->n_inflight++;
+    t->proposed++;
+    return 0;
+}
+
+/* Proposes the timeouts that are due; returns the next deadline after now
+ * (UINT64_MAX: none known). */
+static uint64_t fire_timeouts(struct qr_scheduler *s, uint64_t now_ms)
+{
+    struct timeouts t = {.s = s};
+    struct qr_store_txn *txn = NULL;
+    uint64_t next_ms = UINT64_MAX;
+    int rv = qr_store_txn_begin(s->store, false, &txn);
+    if (rv == 0) {
+        rv = qr_store_waiter_due(txn, now_ms, MAX_TIMEOUTS_PER_ROUND,
+                                 propose_timeout, &t, &next_ms);
+        qr_store_txn_abort(txn);
+    }
+    if (rv != 0 && rv != 1) {
+        QR_WARN("scheduler", "reading waiters: %s", qr_strerror(rv));
+    }
+    s->n_timeouts += t.proposed;
+    return next_ms;
 }
 
 static void on_timer(uv_timer_t *t);
@@ -179,6 +235,10 @@ static void on_timer(uv_timer_t *t)
         free(r.due[i].cron);
     }
     free(r.due);
+    uint64_t next_timeout_ms = fire_timeouts(s, r.now_ms);
+    if (next_timeout_ms < r.earliest_ms) {
+        r.earliest_ms = next_timeout_ms;
+    }
     if (s->n_inflight > 0) {
         arm(s, INFLIGHT_WAIT_MS);
     } else {

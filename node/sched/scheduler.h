@@ -1,6 +1,9 @@
-/* The leader's schedule firing loop: a timer that wakes at the earliest
- * next slot of any unpaused schedule (and at least every second), and on
- * the serving leader proposes one ScheduleFire per due schedule.
+/* The leader's firing loop: a timer that wakes at the earliest next slot
+ * of any unpaused schedule or deadline of any waiter (and at least every
+ * second), and on the serving leader proposes one ScheduleFire per due
+ * schedule and one WaitTimeout per waiter whose deadline passed
+ * (context.waitForEvent; apply fences it by the deadline, so a timeout
+ * proposed twice, or after a notify, changes nothing).
  *
  * Invariants:
  * - Only the serving leader proposes, and it computes every slot with
@@ -32,8 +35,9 @@ struct qr_scheduler {
     uv_timer_t timer;
     unsigned n_inflight; /* fires proposed and not answered yet */
     bool closing;
-    uint64_t n_fired;  /* fires proposed by this node */
-    uint64_t n_missed; /* slots skipped after downtime (not caught up) */
+    uint64_t n_fired;    /* fires proposed by this node */
+    uint64_t n_missed;   /* slots skipped after downtime (not caught up) */
+    uint64_t n_timeouts; /* wait timeouts proposed by this node */
 };
 
 /* Starts the timer; all pointers are borrowed and must outlive the

@@ -397,7 +397,7 @@ int qr_store_group_list(struct qr_store_txn *t,
 /* Workflow runs (`runs`, by id) and their histories (`wsteps`: one
  * WorkflowStep per entry under the run id, a 0 byte and the entry's seq,
  * big-endian). A run id is a name of at most QR_STORE_MAX_RUN_ID_BYTES.
- * run_get answers QR_ENOTFOUND when there is no such run; step_put
+ * run_get and step_get answer QR_ENOTFOUND when there is none; step_put
  * inserts or replaces entry seq; steps visits entries from_seq..to_seq
  * (inclusive) in order, st borrowed for the call, and a nonzero return
  * from cb stops the walk and is returned. run_delete removes the run and
@@ -412,6 +412,10 @@ int qr_store_run_step_put(struct qr_store_txn *t,
                           const char *run_id,
                           uint32_t seq,
                           const Qraft__WorkflowStep *st);
+int qr_store_run_step_get(struct qr_store_txn *t,
+                          const char *run_id,
+                          uint32_t seq,
+                          Qraft__WorkflowStep **out);
 typedef int (*qr_store_run_step_cb)(void *arg,
                                     uint32_t seq,
                                     const Qraft__WorkflowStep *st);
@@ -421,6 +425,46 @@ int qr_store_run_steps(struct qr_store_txn *t,
                        uint32_t to_seq,
                        qr_store_run_step_cb cb,
                        void *arg);
+
+/* Deletes up to max ended runs (failed ones, or finished and cancelled
+ * ones) that ended before before_ms, oldest first, each with its history;
+ * sets *n_pruned. */
+int qr_store_run_prune(struct qr_store_txn *t,
+                       bool failed,
+                       uint64_t before_ms,
+                       size_t max,
+                       size_t *n_pruned);
+
+/* Waiters (context.waitForEvent): a run waiting for an event, one per
+ * (event id, run id), with its deadline indexed in `wdue`. put inserts or
+ * replaces (the index follows); delete removes one (absent: not an
+ * error). list visits an event's waiters by run id, at most limit. due
+ * visits the waiters whose deadline is at or before now_ms, earliest
+ * first, at most limit, and sets *next_ms to the first deadline after
+ * now_ms it met (UINT64_MAX: none, or the limit stopped it first). w is
+ * borrowed for the call; a nonzero return from cb stops the walk and is
+ * returned. An event id is a name that leaves room for the index's
+ * deadline and a run id. */
+typedef int (*qr_store_waiter_cb)(void *arg, const Qraft__Waiter *w);
+int qr_store_waiter_get(struct qr_store_txn *t,
+                        const char *event_id,
+                        const char *run_id,
+                        Qraft__Waiter **out);
+int qr_store_waiter_put(struct qr_store_txn *t, const Qraft__Waiter *w);
+int qr_store_waiter_delete(struct qr_store_txn *t,
+                           const char *event_id,
+                           const char *run_id);
+int qr_store_waiter_list(struct qr_store_txn *t,
+                         const char *event_id,
+                         size_t limit,
+                         qr_store_waiter_cb cb,
+                         void *arg);
+int qr_store_waiter_due(struct qr_store_txn *t,
+                        uint64_t now_ms,
+                        size_t limit,
+                        qr_store_waiter_cb cb,
+                        void *arg,
+                        uint64_t *next_ms);
 
 /* Snapshots: every named database but `done` (which restore builds from
  * msgs) as seen by one read transaction (format

@@ -13,7 +13,8 @@
  *   store_msg.c      messages and their indexes (due, dlq, done, qfifo),
  *                    per-state counters, dedup, events
  *   store_config.c   queues, schedules, URL groups
- *   store_workflow.c workflow runs and their histories (runs, wsteps)
+ *   store_workflow.c workflow runs, their histories and waiters (runs,
+ *                    wsteps, waiters, wdue, rdone)
  *   store_migrate.c  store formats: checksums added, `done` index built
  *   store_snapshot.c pair-stream snapshots and their restore
  *   store_image.c    image snapshots (the environment's pages) and restore
@@ -44,7 +45,7 @@
 /* How much of a corrupt record's key errmsg shows, escaped. */
 #define KEY_SHOWN_BYTES 80
 
-#define MAX_DBS 16
+#define MAX_DBS 20
 #define KEY_BUF_BYTES 512
 #define N_STATES QR_STORE_N_STATES
 #define DUE_PREFIX_BYTES 10 /* u16 shard | u64 next_attempt_ms */
@@ -68,17 +69,20 @@ enum db {
     DB_QFIFO,
     DB_SCHEDULES,
     DB_GROUPS,
-    DB_RUNS,   /* workflow runs (store_workflow.c) */
-    DB_WSTEPS, /* their history entries */
-    DB_DONE,   /* last: not in snapshots (see N_SNAP_DBS) */
+    DB_RUNS,    /* workflow runs (store_workflow.c) */
+    DB_WSTEPS,  /* their history entries */
+    DB_WAITERS, /* runs waiting for events */
+    DB_WDUE,    /* waiters by deadline */
+    DB_RDONE,   /* ended runs by end time */
+    DB_DONE,    /* last: not in snapshots (see N_SNAP_DBS) */
 };
-#define N_DBS 14
+#define N_DBS 17
 /* Snapshots carry the first N_SNAP_DBS databases: `done` is an index of
  * msgs that restore rebuilds, so a snapshot of format 3 lists the same
  * databases as one of format 2 (and a format 2 binary, meeting it, reads
  * its meta "format" and refuses it as newer, instead of "too many
  * databases"). */
-#define N_SNAP_DBS 13
+#define N_SNAP_DBS 16
 /* The databases a pair-stream snapshot carried before workflow runs: a
  * snapshot leaves the later ones out while they are empty, so a binary
  * from before them (which refuses more databases) restores it. */

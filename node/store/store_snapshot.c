@@ -25,9 +25,10 @@
  * then shorter first), which lets restore append. Nothing follows the last
  * database. A database absent from a snapshot is restored empty. The
  * `done` index is never in a snapshot (N_SNAP_DBS): restore builds it from
- * msgs, whatever the snapshot's format. `runs` and `wsteps` are left out
- * while both are empty (N_SNAP_DBS_BEFORE_RUNS), so a binary from before
- * workflows restores a snapshot of a cluster that has run none.
+ * msgs, whatever the snapshot's format. The workflow databases (`runs`,
+ * `wsteps`, `waiters`, `wdue`, `rdone`) are left out while all are empty
+ * (N_SNAP_DBS_BEFORE_RUNS), so a binary from before workflows restores a
+ * snapshot of a cluster that has run none.
  *
  * Values are copied as stored, checksums included: a snapshot's format is
  * its meta "format". Restore checks every value of a format 2 or 3

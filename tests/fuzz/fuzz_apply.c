@@ -216,6 +216,9 @@ static int known_kind(Qraft__Command__BodyCase c)
         case QRAFT__COMMAND__BODY_SCHEDULE_FIRE:
         case QRAFT__COMMAND__BODY_SET_FEATURE_LEVEL:
         case QRAFT__COMMAND__BODY_WORKFLOW_END:
+        case QRAFT__COMMAND__BODY_WAIT_CREATE:
+        case QRAFT__COMMAND__BODY_NOTIFY:
+        case QRAFT__COMMAND__BODY_WAIT_TIMEOUT:
             return 1;
         default:
             return 0;

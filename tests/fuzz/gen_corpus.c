@@ -482,6 +482,57 @@ static void gen_apply(void)
     write_file("fuzz_apply", "workflow", b.data, b.len);
     free(b.data);
 
+    /* A run waits for two events: one notified, one timed out. */
+    Qraft__Waiter wa = QRAFT__WAITER__INIT;
+    wa.event_id = "ev1";
+    wa.run_id = "wfr_seed";
+    wa.url = "http://127.0.0.1:9/wf";
+    wa.timeout_url = "http://127.0.0.1:9/wf";
+    wa.step.data = (uint8_t *)"{\"stepId\":1,\"stepType\":\"Wait\"}";
+    wa.step.len = strlen((const char *)wa.step.data);
+    Qraft__WaitCreate wc = QRAFT__WAIT_CREATE__INIT;
+    wc.waiter = &wa;
+    wc.timeout_ms = 5000;
+    Qraft__Command c_wc = QRAFT__COMMAND__INIT;
+    c_wc.body_case = QRAFT__COMMAND__BODY_WAIT_CREATE;
+    c_wc.wait_create = &wc;
+    Qraft__NotifyTarget nt = QRAFT__NOTIFY_TARGET__INIT;
+    nt.run_id = "wfr_seed";
+    nt.message_id = id2;
+    Qraft__NotifyTarget *ntp[1] = {&nt};
+    Qraft__Notify no = QRAFT__NOTIFY__INIT;
+    no.event_id = "ev1";
+    no.n_targets = 1;
+    no.targets = ntp;
+    no.data.data = (uint8_t *)"data";
+    no.data.len = 4;
+    Qraft__Command c_no = QRAFT__COMMAND__INIT;
+    c_no.body_case = QRAFT__COMMAND__BODY_NOTIFY;
+    c_no.notify = &no;
+    Qraft__WaitTimeout wt = QRAFT__WAIT_TIMEOUT__INIT;
+    wt.event_id = "ev2";
+    wt.run_id = "wfr_seed";
+    wt.deadline_ms = NOW_MS + 10000 + 5000;
+    wt.message_id = id3;
+    Qraft__Command c_wt = QRAFT__COMMAND__INIT;
+    c_wt.body_case = QRAFT__COMMAND__BODY_WAIT_TIMEOUT;
+    c_wt.wait_timeout = &wt;
+    wf.init = true;
+    memset(&b, 0, sizeof b);
+    add_record(&b, &c_fl);
+    end_entry(&b, 1);
+    add_publish_record(&b, &pw, id1);
+    end_entry(&b, 1);
+    add_record(&b, &c_wc);
+    wa.event_id = "ev2";
+    add_record(&b, &c_wc);
+    end_entry(&b, 1);
+    add_record(&b, &c_no);
+    end_entry(&b, 1);
+    add_record(&b, &c_wt);
+    write_file("fuzz_apply", "workflow_waits", b.data, b.len);
+    free(b.data);
+
     /* Schedules. */
     Qraft__Schedule sc = QRAFT__SCHEDULE__INIT;
     sc.id = "nightly";

@@ -6,10 +6,11 @@ tests/sdk/workflow.test.mjs; the protocol is in docs/workflow.md."""
 
 import base64
 import json
+import time
 import unittest
 
 import qraft_harness as qh
-from http_sink import start_sink
+from http_sink import Reply, start_sink
 
 MAX_BODY = 64 * 1024
 RUN = "wfr_test-run-1"
@@ -188,6 +189,242 @@ class WorkflowTest(unittest.TestCase):
         out = json.loads(base64.b64decode(hist[2]["body"]))["out"]
         self.assertEqual(json.loads(out), big)
 
+    def test_failed_step_fails_the_run_and_calls_the_failure_function(self):
+        """A step dead-lettered: the run fails, its other steps are
+        cancelled, and the failure callback carries what the SDK's
+        failureFunction reads (the run id, the initial payload, the failing
+        answer) with the headers its template set."""
+        self.sink.script("/wf", Reply(500, {"Content-Type": "application/json"},
+                                      b'{"error":"Error","message":"boom"}'))
+        # The failure function fails too: its message stays, retrying.
+        self.sink.script("/fail", Reply(500))
+        fail_url = self.sink.url("/fail")
+        status, _, body = self.trigger(extra={
+            "Upstash-Retries": "0",
+            "Upstash-Failure-Callback": fail_url,
+            "Upstash-Failure-Callback-Forward-Upstash-Workflow-Is-Failure":
+                "true",
+            "Upstash-Failure-Callback-Forward-Upstash-Workflow-Failure-Callback":
+                "true",
+            "Upstash-Failure-Callback-Workflow-Runid": RUN,
+            "Upstash-Failure-Callback-Workflow-Calltype": "failureCall",
+            "Upstash-Failure-Callback-Forward-X-User": "alice",
+            "Upstash-Failure-Callback-Forward-Upstash-Signature": "forged",
+            "Upstash-Failure-Callback-Retries": "4",
+        })
+        self.assertEqual(status, 200, body)
+        got = self.sink.wait_for(1, path="/fail", timeout=20)[0]
+        self.assertEqual(got.header("Upstash-Workflow-Is-Failure"), "true")
+        self.assertEqual(got.header("Upstash-Workflow-Failure-Callback"),
+                         "true")
+        self.assertEqual(got.header("Upstash-Workflow-Runid"), RUN)
+        self.assertEqual(got.header("Upstash-Workflow-Calltype"),
+                         "failureCall")
+        self.assertEqual(got.header("X-User"), "alice")
+        self.assertNotEqual(got.header("Upstash-Signature"), "forged")
+        self.assertIsNone(got.header("Upstash-Workflow-Sdk-Version"))
+        cb = json.loads(got.body)
+        self.assertEqual(cb["workflowRunId"], RUN)
+        self.assertTrue(cb["workflowCreatedAt"] > 0)
+        self.assertEqual(base64.b64decode(cb["sourceBody"]), b"initial")
+        self.assertEqual(cb["status"], 500)
+        self.assertEqual(json.loads(base64.b64decode(cb["body"]))["message"],
+                         "boom")
+        self.assertEqual(cb["url"], self.url)
+        # It retries as its template says, not as the failed step did.
+        status, _, msg = self.call(
+            "GET", f"/v2/messages/{got.header('Upstash-Message-Id')}")
+        self.assertEqual(status, 200, msg)
+        self.assertEqual(msg["maxRetries"], 4)
+        status, _, body = self.call("GET", f"/v2/workflows/runs/{RUN}")
+        self.assertEqual(status, 404, body)
+        status, _, body = self.step(1, "late")
+        self.assertEqual(status, 400, body)
+        self.assertIn("failed", body["error"])
+
+    def call_step(self, path, retries, step_id=1):
+        """A context.call as the SDK publishes it: a message to another URL
+        whose callback (with its Upstash-Callback-* settings) comes back to
+        the workflow."""
+        headers = {
+            "Upstash-Workflow-Init": "false",
+            "Upstash-Workflow-RunId": RUN,
+            "Upstash-Workflow-Url": self.url,
+            "Upstash-Workflow-Sdk-Version": "1",
+            "Upstash-Workflow-CallType": "toCallback",
+            "Upstash-Retries": str(retries),
+            "Upstash-Retry-Delay": "200",
+            "Upstash-Forward-X-Api-Key": "k1",
+            "Upstash-Callback": self.url,
+            "Upstash-Callback-Workflow-RunId": RUN,
+            "Upstash-Callback-Workflow-CallType": "fromCallback",
+            "Upstash-Callback-Workflow-Init": "false",
+            "Upstash-Callback-Workflow-Url": self.url,
+            "Upstash-Callback-Forward-Upstash-Workflow-Callback": "true",
+            "Upstash-Callback-Forward-Upstash-Workflow-StepId": str(step_id),
+            "Upstash-Callback-Retries": "5",
+            "Content-Type": "application/json",
+        }
+        return self.batch(headers, '{"q":1}', url=self.sink.url(path))
+
+    def test_call_reports_each_attempt_and_the_whole_answer(self):
+        self.trigger()
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        answer = json.dumps({"text": "y" * 10000}).encode()
+        self.sink.script("/api", Reply(500), Reply(500),
+                         Reply(200, {"Content-Type": "application/json"},
+                               answer))
+        status, _, body = self.call_step("/api", retries=2)
+        self.assertEqual(status, 200, body)
+        calls = self.sink.wait_for(3, path="/api", timeout=20)
+        self.assertEqual(calls[0].header("X-Api-Key"), "k1")
+        self.assertEqual(calls[0].body, b'{"q":1}')
+        self.assertIsNone(calls[0].header("Upstash-Workflow-RunId"))
+        # A callback per attempt, to the workflow, as the SDK reads it: the
+        # callback's own headers, no Sdk-Version (its body is no history).
+        cbs = self.sink.wait_for(4, path="/wf", timeout=20)[1:]
+        for cb in cbs:
+            self.assertEqual(cb.header("Upstash-Workflow-Callback"), "true")
+            self.assertEqual(cb.header("Upstash-Workflow-RunId"), RUN)
+            self.assertEqual(cb.header("Upstash-Workflow-StepId"), "1")
+            self.assertIsNone(cb.header("Upstash-Workflow-Sdk-Version"))
+        last = max((json.loads(cb.body) for cb in cbs),
+                   key=lambda b: b["retried"])
+        self.assertEqual((last["status"], last["retried"], last["maxRetries"]),
+                         (200, 2, 2))
+        self.assertEqual(base64.b64decode(last["body"]), answer)
+        status, _, hist = self.call("GET", f"/v2/workflows/runs/{RUN}")
+        self.assertEqual(status, 200, hist)
+        self.assertEqual([e["callType"] for e in hist],
+                         ["step", "toCallback"] + ["fromCallback"] * 3)
+
+    def test_call_that_fails_for_good_reports_its_last_attempt(self):
+        """The SDK waits for retried == maxRetries: a call refused at once
+        (a 4xx is final) still says so, and the run goes on."""
+        self.trigger()
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        self.sink.script("/api", Reply(404))
+        status, _, body = self.call_step("/api", retries=3)
+        self.assertEqual(status, 200, body)
+        cb = json.loads(self.sink.wait_for(2, path="/wf", timeout=20)[1].body)
+        self.assertEqual((cb["status"], cb["retried"], cb["maxRetries"]),
+                         (404, 3, 3))
+        status, _, hist = self.call("GET", f"/v2/workflows/runs/{RUN}")
+        self.assertEqual(status, 200, hist)
+
+    def wait(self, event, timeout, step_id=1):
+        """context.waitForEvent as the SDK sends it."""
+        body = {
+            "url": self.url, "timeout": timeout, "timeoutUrl": self.url,
+            "timeoutHeaders": {"Upstash-Workflow-Runid": [RUN],
+                               "Upstash-Workflow-Init": ["false"]},
+            "step": {"stepId": step_id, "stepType": "Wait",
+                     "stepName": f"wait {event}", "concurrent": 1},
+        }
+        return self.call("POST", f"/v2/wait/{event}",
+                         json.dumps(body).encode(),
+                         {"Upstash-Workflow-RunId": RUN,
+                          "Upstash-Workflow-Init": "false",
+                          "Content-Type": "application/json"})
+
+    def last_step(self, req):
+        return json.loads(self.history(req)[-1][1])
+
+    def test_wait_then_notify_delivers_the_event(self):
+        self.trigger()
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        status, _, body = self.wait("order-1", "1h")
+        self.assertEqual(status, 200, body)
+        status, _, waiters = self.call("GET", "/v2/waiters/order-1")
+        self.assertEqual(status, 200, waiters)
+        self.assertEqual(len(waiters), 1)
+        self.assertEqual(waiters[0]["url"], self.url)
+        self.assertEqual(waiters[0]["timeoutHeaders"]["Upstash-Workflow-Runid"],
+                         [RUN])
+        status, _, notified = self.call("POST", "/v2/notify/order-1",
+                                        b'{"paid":true}')
+        self.assertEqual(status, 200, notified)
+        self.assertEqual(len(notified), 1)
+        got = self.sink.wait_for(2, path="/wf", timeout=20)[1]
+        self.assertEqual(got.header("Upstash-Message-Id"),
+                         notified[0]["messageId"])
+        step = self.last_step(got)
+        self.assertEqual(step["stepType"], "Wait")
+        self.assertEqual(step["stepId"], 1)
+        self.assertFalse(step["waitTimeout"])
+        self.assertEqual(base64.b64decode(step["out"]), b'{"paid":true}')
+        # Notified once: nobody waits any more.
+        status, _, notified = self.call("POST", f"/v2/notify/{RUN}/order-1",
+                                        b"again")
+        self.assertEqual((status, notified), (200, []))
+        status, _, waiters = self.call("GET", "/v2/waiters/order-1")
+        self.assertEqual(waiters, [])
+
+    def test_wait_times_out_not_early(self):
+        self.trigger()
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        start = time.time()
+        status, _, body = self.wait("never", "2s")
+        self.assertEqual(status, 200, body)
+        got = self.sink.wait_for(2, path="/wf", timeout=20)[1]
+        self.assertGreaterEqual(got.time - start, 1.9)
+        step = self.last_step(got)
+        self.assertTrue(step["waitTimeout"])
+        self.assertNotIn("out", step)
+        status, _, notified = self.call("POST", "/v2/notify/never", b"late")
+        self.assertEqual((status, notified), (200, []))
+
+    def test_cancel_drops_the_waiters(self):
+        self.trigger()
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        self.assertEqual(self.wait("ev", "1h")[0], 200)
+        status, _, body = self.call("DELETE", f"/v2/workflows/runs/{RUN}")
+        self.assertEqual(status, 200, body)
+        status, _, waiters = self.call("GET", "/v2/waiters/ev")
+        self.assertEqual((status, waiters), (200, []))
+        status, _, body = self.wait("ev2", "1h")
+        self.assertEqual(status, 400, body)
+
+    def test_bad_waits_are_refused(self):
+        self.trigger()
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        self.assertEqual(self.wait("ev", "forever")[0], 400)
+        self.assertEqual(self.wait("ev", "400d")[0], 400)
+        status, _, body = self.call("POST", "/v2/wait/ev", b"[]")
+        self.assertEqual(status, 400, body)
+        status, _, body = self.call("POST", "/v2/notify/nobody", b"x")
+        self.assertEqual((status, body), (200, []))
+        status, _, body = self.call("POST", "/v2/notify/wfr_nosuch/ev", b"x")
+        self.assertEqual((status, body), (200, []))
+
+    def test_stored_step_result_acks_the_delivery_that_asked(self):
+        """Implicit ack: once the SDK has stored step 1's result, the
+        delivery that asked for it is done, even if its own answer is lost
+        (here: a 500 after the result was stored). It is not sent again,
+        so step 1 does not run twice."""
+        self.sink.script("/wf", Reply(500, delay_s=1.0), Reply(200))
+        status, _, body = self.trigger(extra={"Upstash-Retry-Delay": "100"})
+        self.assertEqual(status, 200, body)
+        first = body[0]["messageId"]
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        status, _, body = self.step(1, "one")  # while the delivery hangs
+        self.assertEqual(status, 200, body)
+        # The step's own delivery, then nothing more for the trigger.
+        self.sink.wait_for(2, path="/wf", timeout=20)
+        status, _, events = self.call("GET", f"/v2/events?messageId={first}")
+        self.assertEqual(status, 200, events)
+        self.assertEqual(events["events"][0]["state"], "DELIVERED")
+        deadline = time.time() + 3  # a retry would come within ~1.2 s
+        while time.time() < deadline:
+            sent = [r for r in self.sink.requests("/wf")
+                    if r.header("Upstash-Message-Id") == first]
+            self.assertEqual(len(sent), 1, "the trigger was sent again")
+            time.sleep(0.1)
+        # The late 500 changed nothing: no retry, no error in its history.
+        status, _, events = self.call("GET", f"/v2/events?messageId={first}")
+        self.assertEqual([e["state"] for e in events["events"]],
+                         ["DELIVERED", "ACTIVE", "CREATED"])
+
     def test_bad_workflow_input_is_refused(self):
         status, _, body = self.step(1, "x", run="wfr_nosuch")
         self.assertEqual(status, 400, body)
@@ -198,6 +435,10 @@ class WorkflowTest(unittest.TestCase):
         status, _, body = self.trigger(
             extra={"Upstash-Workflow-Init": "maybe"})
         self.assertEqual(status, 400, body)
+        status, _, body = self.trigger(
+            extra={"Upstash-Failure-Callback-Retries": "many"})
+        self.assertEqual(status, 400, body)
+        self.assertIn("Upstash-Failure-Callback-Retries", body["error"])
         status, _, body = self.call("GET", "/v2/workflows/runs/wfr_nosuch")
         self.assertEqual(status, 404, body)
         status, _, body = self.call("DELETE", "/v2/workflows/runs/wfr_nosuch")
@@ -226,3 +467,42 @@ class WorkflowTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class WorkflowRetentionTest(unittest.TestCase):
+    """Ended runs go with the retention of their kind: finished and
+    cancelled ones with --done-retention, failed ones with
+    --dlq-retention."""
+
+    def test_ended_runs_are_pruned_running_ones_kept(self):
+        sink = start_sink(self)
+        node = qh.start_dev_node(
+            self, extra_args=["--done-retention", "2s", "--dlq-retention",
+                              "1h"])
+        t = WorkflowTest("run")
+        t.sink, t.node, t.url = sink, node, sink.url("/wf")
+        sink.script("/fail", Reply(500))
+        for run in ("wfr_done", "wfr_running", "wfr_failed"):
+            extra = {}
+            if run == "wfr_failed":
+                extra = {"Upstash-Retries": "0"}
+            t.url = sink.url("/fail" if run == "wfr_failed" else "/wf")
+            status, _, body = t.trigger(run=run, extra=extra)
+            self.assertEqual(status, 200, body)
+        t.url = sink.url("/wf")
+        sink.wait_for(2, path="/wf", timeout=20)
+        sink.wait_for(1, path="/fail", timeout=20)
+        status, _, body = t.call("DELETE",
+                                 "/v2/workflows/runs/wfr_done?cancel=false")
+        self.assertEqual(status, 200, body)
+
+        def done_gone():
+            # A finished run answers 404 either way; a step into it says
+            # why until it is pruned, then that it does not exist.
+            status, _, body = t.step(1, "x", run="wfr_done")
+            return status == 400 and "does not exist" in body["error"]
+        qh.wait_until(done_gone, 30, "the finished run to be pruned")
+        status, _, body = t.step(1, "x", run="wfr_failed")
+        self.assertIn("failed", body["error"])
+        status, _, hist = t.call("GET", "/v2/workflows/runs/wfr_running")
+        self.assertEqual((status, len(hist)), (200, 1))

@@ -1471,9 +1471,36 @@ static void test_publish_group_member_keys_are_per_endpoint(void **state)
     qraft__command__free_unpacked(two, NULL);
 }
 
+/* qr_command_init_one puts the body in the member its case names: packed
+ * and read back, it is that command. */
+static void test_command_init_one(void **state)
+{
+    (void)state;
+    Qraft__Prune prune = QRAFT__PRUNE__INIT;
+    prune.max_items = 7;
+    Qraft__Command cmd;
+    qr_command_init_one(&cmd, QRAFT__COMMAND__BODY_PRUNE, &prune.base);
+    assert_int_equal(cmd.body_case, QRAFT__COMMAND__BODY_PRUNE);
+    assert_ptr_equal(cmd.prune, &prune);
+
+    Qraft__DlqDelete del = QRAFT__DLQ_DELETE__INIT;
+    del.message_id = "msg_1";
+    qr_command_init_one(&cmd, QRAFT__COMMAND__BODY_DLQ_DELETE, &del.base);
+    struct qr_packed packed;
+    assert_int_equal(qr_command_pack(&cmd, &packed), 0);
+    Qraft__Command *back =
+        qraft__command__unpack(NULL, packed.len, packed.data);
+    assert_non_null(back);
+    assert_int_equal(back->body_case, QRAFT__COMMAND__BODY_DLQ_DELETE);
+    assert_string_equal(back->dlq_delete->message_id, "msg_1");
+    qraft__command__free_unpacked(back, NULL);
+    free(packed.data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_command_init_one),
         cmocka_unit_test(test_check_minimal_request_passes),
         cmocka_unit_test(test_check_schedule_id_is_not_publishable),
         cmocka_unit_test(test_check_schedule),

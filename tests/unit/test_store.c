@@ -1858,6 +1858,119 @@ static int count_queues(void *arg, const Qraft__Queue *q)
 /* qfifo follows QUEUED messages: the head is the lowest queue_seq, a
  * message leaving QUEUED leaves the FIFO, queued messages are in no other
  * index, and queues and the FIFO survive a snapshot. */
+/* Workflow runs: history entries in order and apart from other runs',
+ * waiters by event and by deadline, and the prune of ended runs by kind,
+ * each with its history. */
+static int count_step(void *arg, uint32_t seq, const Qraft__WorkflowStep *st)
+{
+    unsigned *n = arg;
+    assert_int_equal(seq, *n);
+    assert_string_equal(st->call_type, "step");
+    (*n)++;
+    return 0;
+}
+
+static int count_waiter(void *arg, const Qraft__Waiter *w)
+{
+    (void)w;
+    (*(unsigned *)arg)++;
+    return 0;
+}
+
+static void put_run(struct qr_store *s,
+                    const char *id,
+                    Qraft__WorkflowRunState state,
+                    uint64_t ended_ms,
+                    unsigned steps)
+{
+    struct qr_store_txn *t = begin(s, true);
+    Qraft__WorkflowRun run = QRAFT__WORKFLOW_RUN__INIT;
+    run.id = (char *)id;
+    run.state = state;
+    run.ended_ms = ended_ms;
+    run.next_seq = steps;
+    for (unsigned i = 0; i < steps; i++) {
+        Qraft__WorkflowStep st = QRAFT__WORKFLOW_STEP__INIT;
+        st.message_id = "msg_x";
+        st.call_type = "step";
+        assert_int_equal(qr_store_run_step_put(t, id, i, &st), 0);
+    }
+    assert_int_equal(qr_store_run_put(t, &run), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+}
+
+static unsigned steps_of(struct qr_store *s, const char *id)
+{
+    unsigned n = 0;
+    struct qr_store_txn *t = begin(s, false);
+    assert_int_equal(qr_store_run_steps(t, id, 0, UINT32_MAX, count_step, &n),
+                     0);
+    qr_store_txn_abort(t);
+    return n;
+}
+
+static void test_workflow_runs(void **state)
+{
+    struct fixture *f = *state;
+    put_run(f->s, "wfr_a", QRAFT__WORKFLOW_RUN_STATE__RUN_SUCCESS, 100, 3);
+    put_run(f->s, "wfr_a2", QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING, 0, 2);
+    put_run(f->s, "wfr_f", QRAFT__WORKFLOW_RUN_STATE__RUN_FAILED, 50, 1);
+    put_run(f->s, "wfr_b", QRAFT__WORKFLOW_RUN_STATE__RUN_CANCELED, 300, 1);
+    /* wfr_a's entries end where wfr_a2's begin. */
+    assert_int_equal(steps_of(f->s, "wfr_a"), 3);
+    assert_int_equal(steps_of(f->s, "wfr_a2"), 2);
+
+    struct qr_store_txn *t = begin(f->s, true);
+    Qraft__Waiter w = QRAFT__WAITER__INIT;
+    w.event_id = "ev";
+    w.run_id = "wfr_a2";
+    w.deadline_ms = 500;
+    assert_int_equal(qr_store_waiter_put(t, &w), 0);
+    w.run_id = "wfr_b";
+    w.deadline_ms = 200;
+    assert_int_equal(qr_store_waiter_put(t, &w), 0);
+    w.deadline_ms = 900; /* replaces its first wait, and that one's index */
+    assert_int_equal(qr_store_waiter_put(t, &w), 0);
+    unsigned n = 0;
+    uint64_t next = 0;
+    assert_int_equal(qr_store_waiter_list(t, "ev", 10, count_waiter, &n), 0);
+    assert_int_equal(n, 2);
+    n = 0;
+    assert_int_equal(qr_store_waiter_due(t, 600, 10, count_waiter, &n, &next),
+                     0);
+    assert_int_equal(n, 1);
+    assert_int_equal(next, 900);
+    assert_int_equal(qr_store_waiter_delete(t, "ev", "wfr_a2"), 0);
+    assert_int_equal(qr_store_waiter_delete(t, "ev", "wfr_a2"), 0);
+    n = 0;
+    assert_int_equal(qr_store_waiter_due(t, 600, 10, count_waiter, &n, &next),
+                     0);
+    assert_int_equal(n, 0);
+
+    /* Finished and cancelled runs that ended before 200; failed ones apart. */
+    size_t pruned = 0;
+    assert_int_equal(qr_store_run_prune(t, false, 200, 10, &pruned), 0);
+    assert_int_equal(pruned, 1);
+    assert_int_equal(qr_store_run_prune(t, true, 40, 10, &pruned), 0);
+    assert_int_equal(pruned, 0);
+    assert_int_equal(qr_store_run_prune(t, true, 60, 10, &pruned), 0);
+    assert_int_equal(pruned, 1);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    assert_int_equal(steps_of(f->s, "wfr_a"), 0);
+    assert_int_equal(steps_of(f->s, "wfr_a2"), 2);
+
+    /* A run resumed after its end is no longer an ended one. */
+    put_run(f->s, "wfr_b", QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING, 0, 1);
+    t = begin(f->s, true);
+    assert_int_equal(qr_store_run_prune(t, false, 1000, 10, &pruned), 0);
+    assert_int_equal(pruned, 0);
+    Qraft__WorkflowRun *run = NULL;
+    assert_int_equal(qr_store_run_get(t, "wfr_b", &run), 0);
+    qraft__workflow_run__free_unpacked(run, NULL);
+    assert_int_equal(qr_store_run_get(t, "wfr_a", &run), QR_ENOTFOUND);
+    qr_store_txn_abort(t);
+}
+
 static void test_queues_and_fifo(void **state)
 {
     struct fixture *f = *state;
@@ -2731,6 +2844,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_dlq_list_at, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queues_and_fifo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_workflow_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_groups, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flipped_byte_is_corrupt, setup,
