@@ -125,6 +125,12 @@ int qr_apply_publish(struct qr_apply_ctx *ctx,
         m.workflow_run_id = req->workflow->run_id;
         m.workflow_seq = req->workflow->init ? 0 : run->next_seq;
         qr_apply_workflow_inherit(run, req, &m);
+        rv = qr_apply_workflow_duplicate(ctx, run, &m, res);
+        if (rv != 0) {
+            /* Stored already: answered as the first, nothing written. */
+            qr_apply_workflow_free(run, req->workflow->init);
+            return rv < 0 ? rv : 0;
+        }
     }
 
     for (size_t i = 0; rv == 0 && i < p->n_dedup_keys; i++) {
@@ -134,21 +140,19 @@ int qr_apply_publish(struct qr_apply_ctx *ctx,
     if (rv == 0 && run != NULL) {
         rv = qr_apply_workflow_append(ctx, run, req, &m);
     }
-    qr_apply_workflow_free(run, req->workflow != NULL && req->workflow->init);
-    if (rv != 0) {
-        return rv;
-    }
-    if (m.queue[0] != '\0' && qr_apply_queues_on(ctx)) {
+    if (rv == 0 && m.queue[0] != '\0' && qr_apply_queues_on(ctx)) {
         /* Waits at the tail of its queue (created on first use) until its
          * turn; may be activated right away. */
         rv = qr_apply_queue_enqueue(ctx, &m, "published into its queue");
-    } else {
+    } else if (rv == 0) {
         rv = qr_store_msg_put(ctx->txn, &m);
         if (rv == 0) {
             qr_apply_note_due(ctx, m.next_attempt_ms);
             rv = qr_apply_event(ctx, &m, "published");
         }
     }
+    /* Only now: m borrows the run's settings (WF_TriggerOnConfig). */
+    qr_apply_workflow_free(run, req->workflow != NULL && req->workflow->init);
     if (rv != 0) {
         return rv;
     }

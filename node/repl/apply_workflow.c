@@ -197,29 +197,32 @@ void qr_apply_workflow_inherit(const Qraft__WorkflowRun *run,
  * step result answers. */
 #define ACK_LOOKBACK 256u
 
-/* Whether message c's delivery is what made the SDK store step result m:
- * a sequential step k answers the delivery of step k-1 (the trigger's for
- * step 1); a parallel branch's result answers its plan step. */
-static bool answers(const Qraft__Message *m, const Qraft__Message *c)
+/* Whether entry e's delivery is one that asks for step result m: a
+ * sequential step k is asked for by the delivery of step k-1 (the
+ * trigger's for step 1); a parallel branch's result by its plan step. */
+static bool asks_for(const Qraft__Message *m,
+                     uint32_t seq,
+                     const Qraft__WorkflowStep *e)
 {
+    if (strcmp(e->call_type, "step") != 0) {
+        return false;
+    }
     if (m->workflow_concurrent > 1) {
-        return c->workflow_step_id == 0 &&
-               c->workflow_target_step == m->workflow_step_id;
+        return e->step_id == 0 && e->target_step == m->workflow_step_id;
     }
     if (m->workflow_step_id == 1) {
-        return c->workflow_seq == 0;
+        return seq == 0;
     }
-    return c->workflow_step_id == m->workflow_step_id - 1 &&
-           c->workflow_concurrent <= 1;
+    return e->step_id == m->workflow_step_id - 1 && e->concurrent <= 1;
 }
 
 /* Implicit ack (docs/workflow.md): m, a step result the SDK just stored,
- * proves the delivery that asked for it was answered: the SDK publishes a
- * result, then answers 200. That delivery's message, if it still waits
- * for its result (the 200 may never be committed: a leader crash in
- * between), is marked delivered now, so it is not sent again, and the
- * step whose result is stored is not run again. Plan steps (step id 0)
- * and results after a parallel group ack nothing: which delivery asked
+ * proves the deliveries that asked for it were answered: the SDK publishes
+ * a result, then answers 200. Those deliveries' messages that still wait
+ * for their result (the 200 may never be committed: a leader crash in
+ * between) are marked delivered now, so none is sent again, and the step
+ * whose result is stored is not run again. Plan steps (step id 0) and the
+ * first result after a parallel group ack nothing: which delivery asked
  * for them is not known. */
 static int implicit_ack(struct qr_apply_ctx *ctx,
                         const Qraft__WorkflowRun *run,
@@ -232,23 +235,21 @@ static int implicit_ack(struct qr_apply_ctx *ctx,
     int rv = 0;
     for (uint32_t seq = m->workflow_seq;
          rv == 0 && seq-- > 0 && m->workflow_seq - seq <= ACK_LOOKBACK;) {
-        Qraft__WorkflowStep *st = NULL;
+        Qraft__WorkflowStep *e = NULL;
         Qraft__Message *c = NULL;
-        rv = qr_store_run_step_get(ctx->txn, run->id, seq, &st);
-        if (rv == 0) {
-            rv = qr_store_msg_get(ctx->txn, st->message_id, &c);
+        rv = qr_store_run_step_get(ctx->txn, run->id, seq, &e);
+        if (rv == 0 && asks_for(m, seq, e)) {
+            rv = qr_store_msg_get(ctx->txn, e->message_id, &c);
         }
-        if (st != NULL) {
-            qraft__workflow_step__free_unpacked(st, NULL);
+        if (e != NULL) {
+            qraft__workflow_step__free_unpacked(e, NULL);
         }
         if (rv == QR_ENOTFOUND) {
             rv = 0; /* pruned once delivered */
             continue;
         }
-        bool found = rv == 0 && strcmp(c->workflow_call_type, "step") == 0 &&
-                     answers(m, c);
-        if (found && (c->state == QRAFT__MESSAGE_STATE__PENDING ||
-                      c->state == QRAFT__MESSAGE_STATE__RETRYING)) {
+        if (c != NULL && (c->state == QRAFT__MESSAGE_STATE__PENDING ||
+                          c->state == QRAFT__MESSAGE_STATE__RETRYING)) {
             rv = qr_apply_mark_delivered(ctx, c,
                                          "delivered: the step result it "
                                          "asked for is stored");
@@ -256,11 +257,42 @@ static int implicit_ack(struct qr_apply_ctx *ctx,
         if (c != NULL) {
             qraft__message__free_unpacked(c, NULL);
         }
-        if (found) {
-            break;
-        }
     }
     return rv;
+}
+
+int qr_apply_workflow_duplicate(struct qr_apply_ctx *ctx,
+                                const Qraft__WorkflowRun *run,
+                                const Qraft__Message *m,
+                                struct qr_apply_result *res)
+{
+    if ((m->workflow_step_id == 0 && m->workflow_target_step == 0) ||
+        strcmp(m->workflow_call_type, "step") != 0 || run->next_seq == 0) {
+        return 0;
+    }
+    int rv = 0;
+    bool dup = false;
+    for (uint32_t seq = run->next_seq;
+         rv == 0 && !dup && seq-- > 1 && run->next_seq - seq <= ACK_LOOKBACK;) {
+        Qraft__WorkflowStep *e = NULL;
+        rv = qr_store_run_step_get(ctx->txn, run->id, seq, &e);
+        if (rv == QR_ENOTFOUND) {
+            rv = 0;
+            continue;
+        }
+        dup = rv == 0 && strcmp(e->call_type, "step") == 0 &&
+              e->step_id == m->workflow_step_id &&
+              e->target_step == m->workflow_target_step;
+        if (dup) {
+            snprintf(res->message_id, sizeof res->message_id, "%s",
+                     e->message_id);
+            res->deduplicated = true;
+        }
+        if (e != NULL) {
+            qraft__workflow_step__free_unpacked(e, NULL);
+        }
+    }
+    return rv != 0 ? rv : dup;
 }
 
 int qr_apply_workflow_append(struct qr_apply_ctx *ctx,
@@ -276,6 +308,9 @@ int qr_apply_workflow_append(struct qr_apply_ctx *ctx,
     st.call_type = m->workflow_call_type;
     st.body = m->body;
     st.created_ms = ctx->now_ms;
+    st.step_id = m->workflow_step_id;
+    st.concurrent = m->workflow_concurrent;
+    st.target_step = m->workflow_target_step;
     int rv = qr_store_run_step_put(ctx->txn, run->id, m->workflow_seq, &st);
     if (rv != 0) {
         return rv;

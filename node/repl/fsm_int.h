@@ -118,6 +118,15 @@ void qr_apply_workflow_inherit(const Qraft__WorkflowRun *run,
                                const Qraft__PublishRequest *req,
                                Qraft__Message *m);
 
+/* A step result the run has stored already (the same step id and target
+ * step in the recent history: the SDK retried a publish whose answer it
+ * lost): 1 with res answering the first one's message as deduplicated,
+ * 0 when m is new, or a store error. */
+int qr_apply_workflow_duplicate(struct qr_apply_ctx *ctx,
+                                const Qraft__WorkflowRun *run,
+                                const Qraft__Message *m,
+                                struct qr_apply_result *res);
+
 /* Writes m's history entry (m->workflow_seq) and the run, in the entry's
  * transaction; a trigger's run is filled from req and m first (borrowing
  * their fields). */

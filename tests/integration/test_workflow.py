@@ -425,6 +425,20 @@ class WorkflowTest(unittest.TestCase):
         self.assertEqual([e["state"] for e in events["events"]],
                          ["DELIVERED", "ACTIVE", "CREATED"])
 
+    def test_repeated_step_publish_is_deduplicated(self):
+        """The SDK retries a publish whose answer it lost: the step is
+        stored once, delivered once."""
+        self.trigger()
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        status, _, first = self.step(1, "one")
+        self.assertEqual(status, 200, first)
+        status, _, again = self.step(1, "one")
+        self.assertEqual(status, 200, again)
+        self.assertTrue(again[0]["deduplicated"])
+        self.assertEqual(again[0]["messageId"], first[0]["messageId"])
+        status, _, hist = self.call("GET", f"/v2/workflows/runs/{RUN}")
+        self.assertEqual(len(hist), 2)
+
     def test_bad_workflow_input_is_refused(self):
         status, _, body = self.step(1, "x", run="wfr_nosuch")
         self.assertEqual(status, 400, body)

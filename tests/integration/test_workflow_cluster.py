@@ -1,0 +1,74 @@
+"""Workflow runs on a real 3-node cluster, driven by an endpoint that speaks
+the workflow SDK's protocol (tests/lib/workflow_app.py) through any node:
+the leader is killed -9 while runs are a quarter done. Every run must finish,
+its steps in order, and no step may run again once its result was stored
+(docs/workflow.md, "Implicit ack"; a re-send dispatched while the result
+was being committed may arrive just after it: the app allows 2 s). The official SDK's own suite is
+tests/sdk/workflow.test.mjs."""
+
+import sys
+import unittest
+
+import qraft_harness as qh
+from workflow_app import WorkflowApp
+
+RUNS = 30
+STEPS = 10
+FINISH_TIMEOUT = 120.0
+# Each step's work: runs take seconds, so the kill finds them mid-way.
+STEP_SECONDS = 0.3
+
+
+def report(text):
+    print(f"\n  test_workflow_cluster: {text}", file=sys.stderr, flush=True)
+
+
+class WorkflowClusterTest(unittest.TestCase):
+    def test_runs_finish_across_a_leader_kill(self):
+        cluster = qh.start_cluster(self)
+        app = WorkflowApp([n.http_addr for n in cluster.nodes], cluster.token,
+                          steps=STEPS, step_seconds=STEP_SECONDS).start()
+        self.addCleanup(app.stop)
+        runs = [f"wfr_cluster-{i}" for i in range(RUNS)]
+        for run in runs:
+            self.assertEqual(app.trigger(run), 200, run)
+
+        def quarter_done():
+            with app.lock:
+                return len(app.stored_at) >= RUNS * STEPS // 4
+        qh.wait_until(quarter_done, FINISH_TIMEOUT,
+                      lambda: f"a quarter of the steps to be stored "
+                              f"({len(app.stored_at)}; errors "
+                              f"{app.errors[:3]})")
+        killed = cluster.kill_leader()
+        report(f"killed the leader, node {killed.id}, with "
+               f"{len(app.stored_at)} of {RUNS * STEPS} steps stored")
+
+        def all_finished():
+            cluster.check_not_crashed()
+            with app.lock:
+                return len(app.finished) == RUNS
+        qh.wait_until(all_finished, FINISH_TIMEOUT,
+                      lambda: f"every run to finish ({len(app.finished)} of "
+                              f"{RUNS}; errors {app.errors[:3]})")
+        self.assertEqual(app.errors, [])
+        self.assertEqual(app.reruns, [],
+                         "steps ran again after their result was stored")
+        for run in runs:
+            for k in range(1, STEPS + 1):
+                self.assertGreaterEqual(app.executions.get((run, k), 0), 1)
+        extra = sum(n - 1 for n in app.executions.values())
+        report(f"{RUNS} runs of {STEPS} steps finished; {extra} step "
+               "executions repeated (deliveries re-sent by the shards' new "
+               "owners before the results were stored)")
+        # Every node agrees each run is over.
+        for node in cluster.live_nodes():
+            for run in runs:
+                status, _, _ = qh.http_call(
+                    node.http_addr, "GET", f"/v2/workflows/runs/{run}",
+                    token=cluster.token)
+                self.assertEqual(status, 404, (node, run))
+
+
+if __name__ == "__main__":
+    unittest.main()
