@@ -110,7 +110,9 @@ class WorkflowApp {
   runs = new Map();
   deliveries = [];
   calls = [];
+  plainRequests = [];
   #routes = new Map();
+  #endpoints = new Map();
   #handlers = new Map();
   #waiters = new Waiters();
   logHint = null; // () => the node's log tail, for a failed wait
@@ -121,8 +123,16 @@ class WorkflowApp {
     });
   });
 
-  workflow(path, routeFunction) {
-    this.#routes.set(path, routeFunction);
+  /* A workflow on path; options go to serve() (e.g. failureFunction). */
+  workflow(path, routeFunction, options = {}) {
+    this.#routes.set(path, { routeFunction, options });
+  }
+
+  /* A plain endpoint on path (what context.call calls): answer(body, n)
+   * gives {status, body} for the n-th request (from 0). Its requests are
+   * in plainRequests. */
+  endpoint(path, answer) {
+    this.#endpoints.set(path, answer);
   }
 
   async start() {
@@ -145,10 +155,10 @@ class WorkflowApp {
       nextSigningKey: env.QSTASH_NEXT_SIGNING_KEY,
       devMode: false,
     });
-    for (const [path, fn] of this.#routes) {
+    for (const [path, { routeFunction, options }] of this.#routes) {
       // env: {} keeps the process's QSTASH_*/UPSTASH_WORKFLOW_URL out.
-      const { handler } = serve(fn, { qstashClient: this.qstash, receiver,
-        env: {} });
+      const { handler } = serve(routeFunction, { qstashClient: this.qstash,
+        receiver, env: {}, ...options });
       this.#handlers.set(path, handler);
     }
   }
@@ -168,6 +178,17 @@ class WorkflowApp {
     }
     const body = Buffer.concat(chunks).toString("utf8");
     const path = req.url.split("?")[0];
+    const endpoint = this.#endpoints.get(path);
+    if (endpoint) {
+      const n = this.plainRequests.filter((r) => r.path === path).length;
+      const { status, body: answer } = endpoint(body, n);
+      this.plainRequests.push({ at: Date.now(), path, headers: req.headers,
+        body, status });
+      res.writeHead(status, { "Content-Type": "application/json" });
+      res.end(answer);
+      this.#waiters.notify();
+      return;
+    }
     const delivery = {
       at: Date.now(),
       path,
@@ -236,6 +257,18 @@ class WorkflowApp {
   finish(context, result) {
     this.run(context.workflowRunId).finished.push(result);
     this.#waiters.notify();
+  }
+
+  /* Called by a failureFunction with what it was given. */
+  failed(context, what) {
+    (this.run(context.workflowRunId).failures ??= []).push(what);
+    this.#waiters.notify();
+  }
+
+  /* The SDK's request on path (e.g. "v2/wait/<event>") once qraft
+   * answered it 2xx. */
+  answered(path) {
+    return this.calls.find((c) => c.path === path && c.doneAt && !c.error);
   }
 
   /* The runs whose steps ran on path. */
@@ -453,6 +486,36 @@ describe("Upstash Workflow 1.3.3 runs unchanged on qraft", () => {
     return seen;
   });
 
+  app.workflow("/wait", async (context) => {
+    const { eventId, timeout } = context.requestPayload;
+    const waited = await context.waitForEvent("w", eventId, { timeout });
+    await context.run("after", () => app.ran(context, "after"));
+    app.finish(context, waited);
+  });
+
+  app.endpoint("/api", (body) => ({ status: 200,
+    body: JSON.stringify({ got: JSON.parse(body) }) }));
+  app.workflow("/caller", async (context) => {
+    const res = await context.call("c", { url: app.url("/api"),
+      method: "POST", body: JSON.stringify({ x: 1 }),
+      headers: { "X-Test": "yes" } });
+    await context.run("after", () => app.ran(context, "after"));
+    app.finish(context, { status: res.status, body: res.body });
+  });
+
+  app.workflow("/boom", async (context) => {
+    await context.run("boom", () => {
+      app.ran(context, "boom");
+      throw new Error("boom!");
+    });
+    app.finish(context, "not failed");
+  }, {
+    failureFunction: ({ context, failStatus, failResponse }) => {
+      app.failed(context, { failStatus, failResponse,
+        payload: context.requestPayload });
+    },
+  });
+
   let wf; // the workflow Client, once the node runs
   const dev = withDevNode({
     app,
@@ -647,5 +710,70 @@ describe("Upstash Workflow 1.3.3 runs unchanged on qraft", () => {
         t.diagnostic(`qraft still delivered ${late.length} message(s) of ` +
           `the cancelled run${app.explain(id)}`);
       }
+    });
+
+  // Stages 2 to 4 of docs/workflow-design.md.
+
+  test("waitForEvent, then Client.notify: the data reaches the run",
+    async () => {
+      const eventId = `ev-${process.pid}-notify`;
+      const { workflowRunId: id } = await wf.trigger({
+        url: app.url("/wait"), body: { eventId, timeout: "30s" } });
+      await app.untilRun(id, () => app.answered(`v2/wait/${eventId}`),
+        `the wait for ${eventId} to be registered`);
+      const waiters = await wf.getWaiters({ eventId });
+      assert.equal(waiters.length, 1, JSON.stringify(waiters));
+      const notified = await wf.notify({ eventId,
+        eventData: { ok: 1, text: "h\u00e9" } });
+      assert.equal(notified.length, 1, JSON.stringify(notified));
+      const run = await app.ended(id);
+      assert.deepEqual(run.finished,
+        [{ eventData: { ok: 1, text: "h\u00e9" }, timeout: false }]);
+      assert.deepEqual(run.counts, { after: 1 });
+      assert.deepEqual(await wf.notify({ eventId, eventData: 2 }), []);
+      await gone(id);
+    });
+
+  test("waitForEvent times out, not early", async () => {
+    const eventId = `ev-${process.pid}-timeout`;
+    const { workflowRunId: id } = await wf.trigger({
+      url: app.url("/wait"), body: { eventId, timeout: "2s" } });
+    const wait = await app.untilRun(id,
+      () => app.answered(`v2/wait/${eventId}`),
+      `the wait for ${eventId} to be registered`);
+    const run = await app.ended(id);
+    assert.deepEqual(run.finished, [{ eventData: undefined, timeout: true }]);
+    const waited = run.times.after[0] - wait.at;
+    assert.ok(waited >= 2000, `the timeout came after ${waited} ms` +
+      app.explain(id));
+    await gone(id);
+  });
+
+  test("context.call: a local endpoint's answer reaches the run",
+    async () => {
+      const { workflowRunId: id } = await wf.trigger({
+        url: app.url("/caller"), body: {} });
+      const run = await app.ended(id);
+      assert.deepEqual(run.finished,
+        [{ status: 200, body: { got: { x: 1 } } }], app.explain(id));
+      assert.deepEqual(run.counts, { after: 1 });
+      const calls = app.plainRequests.filter((r) => r.path === "/api");
+      assert.equal(calls.length, 1);
+      assert.equal(calls[0].headers["x-test"], "yes");
+      await gone(id);
+    });
+
+  test("a step that always throws: retried, then the failureFunction",
+    async () => {
+      const { workflowRunId: id } = await wf.trigger({
+        url: app.url("/boom"), body: { start: 9 }, retries: 1,
+        retryDelay: "200" });
+      // The step's deliveries are answered 500 here, so no untilRun.
+      const run = await app.until(() => app.runs.get(id)?.failures,
+        () => `the failure function of ${id}${app.explain(id)}`);
+      assert.deepEqual(run, [{ failStatus: 500, failResponse: "boom!",
+        payload: { start: 9 } }], app.explain(id));
+      assert.equal(app.runs.get(id).counts.boom, 2, app.explain(id));
+      assert.deepEqual(app.runs.get(id).finished, []);
     });
 });
