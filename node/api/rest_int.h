@@ -42,6 +42,7 @@ enum rest_op {
     REST_ADD,      /* url group endpoints */
     REST_LOGS,     /* the log as {"logs"} (GET /v2/logs), not {"events"} */
     REST_ROTATE,   /* the signing keys */
+    REST_RESTART,  /* a failed workflow run, from its start */
 };
 
 /* The route's capture in req's raw path and the raw query (both borrowed
@@ -332,6 +333,9 @@ void qr_rest_on_cancelled_reply(struct rest_call *c,
 
 rest_handler qr_rest_workflow_run, qr_rest_workflow_cancel_many;
 rest_handler qr_rest_wait, qr_rest_notify, qr_rest_waiters;
+rest_handler qr_rest_workflow_dlq;
+/* The workflow logs (rest_workflow_logs.c). */
+rest_handler qr_rest_workflow_logs;
 
 /* ---------------------------------------------------------------------------
  * The dead letter queue (rest_dlq.c). */

@@ -84,6 +84,12 @@ json_t *qr_rest_message_json(const Qraft__Message *m,
                                       : m->created_ms)));
     set_message_links(o, m);
     qr_rest_set_opt_string(o, "callerIP", m->caller_ip);
+    if (m->workflow_run_id[0] != '\0') {
+        /* A workflow run's message (docs/workflow.md). */
+        json_object_set_new(o, "workflowRunId",
+                            qr_json_text(m->workflow_run_id));
+        json_object_set_new(o, "workflowUrl", qr_json_text(m->url));
+    }
     set_labels(o, m);
     if (m->flow_control_key[0] != '\0') {
         json_object_set_new(o, "flowControlKey",

@@ -158,6 +158,8 @@ static int apply_workflow_header(struct rest_pub *p,
         p->wf.url = qr_rest_pool_str(pool, val, vlen);
     } else if (qr_rest_equal_ci(name, nlen, "upstash-workflow-calltype")) {
         p->wf.call_type = qr_rest_pool_str(pool, val, vlen);
+    } else if (qr_rest_equal_ci(name, nlen, "upstash-workflow-invoke")) {
+        p->wf.invoke = qr_rest_equal_ci(val, vlen, "true");
     } else {
         return 0;
     }

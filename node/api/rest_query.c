@@ -21,7 +21,7 @@
 #define FILTER_PARAMS                                                     \
     "messageId", "messageIds", "url", "host", "path", "topicName",        \
         "queueName", "scheduleId", "label", "flowControlKey", "callerIp", \
-        "responseStatus", "fromDate", "toDate"
+        "responseStatus", "fromDate", "toDate", "workflowRunId", "source"
 
 bool qr_rest_prefix_ci(const char *s, size_t len, const char *prefix)
 {
@@ -296,9 +296,15 @@ int qr_rest_parse_filter(h2o_mem_pool_t *pool,
                           &f->n_caller_ips, err) != 0 ||
         qr_rest_take_list(pool, query, "responseStatus", &statuses, &n_statuses,
                           err) != 0 ||
+        qr_rest_take_list(pool, query, "workflowRunId", &f->workflow_run_ids,
+                          &f->n_workflow_run_ids, err) != 0 ||
         take_ms(pool, query, "fromDate", &f->from_ms, err) != 0 ||
         take_ms(pool, query, "toDate", &f->to_ms, err) != 0) {
         return -EINVAL;
+    }
+    const char *source = qr_rest_query_get(pool, query, "source");
+    if (source != NULL) {
+        f->source = (char *)source;
     }
     if (n_statuses > 0) {
         f->response_statuses =

@@ -319,3 +319,69 @@ void qr_rest_wait(struct qr_rest *r, h2o_req_t *req, const struct rest_match *m)
     wr.waiter = w;
     QR_REST_RUN(r, req, WAIT, wait, &wr, &answer);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Workflow DLQ: POST /v2/workflows/dlq/resume and /restart?dlqIds=... */
+
+/* {"workflowRuns": [{"workflowRunId", "workflowCreatedAt"}]} for the dead
+ * letters the node resumed or restarted; the first refusal answers when
+ * none was. */
+static void on_workflow_dlq_reply(struct rest_call *c,
+                                  size_t index,
+                                  const Qraft__Response *resp)
+{
+    (void)index;
+    if (!qr_rest_reply_ok(c, resp, QRAFT__RESPONSE__BODY_BULK)) {
+        return;
+    }
+    json_t *runs = json_array();
+    const Qraft__ItemResult *refused = NULL;
+    for (size_t i = 0; runs != NULL && i < resp->bulk->n_results; i++) {
+        const Qraft__ItemResult *it = resp->bulk->results[i];
+        if (it->status != QRAFT__STATUS__OK) {
+            refused = refused != NULL ? refused : it;
+            continue;
+        }
+        json_array_append_new(
+            runs,
+            json_pack("{s:o,s:I}", "workflowRunId",
+                      qr_json_text(it->workflow_run_id), "workflowCreatedAt",
+                      (json_int_t)it->workflow_created_ms));
+    }
+    if (runs != NULL && json_array_size(runs) == 0 && refused != NULL) {
+        json_decref(runs);
+        c->answered = true;
+        qr_rest_send_error(c->req, qr_rest_http_status(refused->status),
+                           refused->error);
+        return;
+    }
+    qr_rest_send_reply(c, 200, json_pack("{s:o}", "workflowRuns", runs), NULL);
+}
+
+void qr_rest_workflow_dlq(struct qr_rest *r,
+                          h2o_req_t *req,
+                          const struct rest_match *m)
+{
+    Qraft__WorkflowDlqRequest wd = QRAFT__WORKFLOW_DLQ_REQUEST__INIT;
+    struct rest_param p;
+    size_t pos = 0;
+    char err[ERR_BYTES];
+    while (qr_rest_next_param(m->query.base, m->query.len, &pos, &p)) {
+        if (!qr_rest_equal_ci(p.name, p.name_len, "dlqIds")) {
+            snprintf(err, sizeof err,
+                     "selecting workflow dead letters by '%.*s' is not "
+                     "supported yet: give dlqIds",
+                     (int)(p.name_len > 64 ? 64 : p.name_len), p.name);
+            qr_rest_send_error(req, 400, err);
+            return;
+        }
+    }
+    if (qr_rest_take_list(&req->pool, m->query, "dlqIds", &wd.message_ids,
+                          &wd.n_message_ids, err) != 0) {
+        qr_rest_send_error(req, 400, err);
+        return;
+    }
+    wd.restart = m->op == REST_RESTART;
+    QR_REST_RUN(r, req, WORKFLOW_DLQ, workflow_dlq, &wd,
+                &(struct rest_answer){.on_reply = on_workflow_dlq_reply});
+}

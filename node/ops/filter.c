@@ -10,7 +10,11 @@
 
 const char *qr_filter_unsupported(const Qraft__MessageFilter *f)
 {
-    (void)f;
+    if (f != NULL && f->source[0] != '\0' &&
+        strcmp(f->source, "workflow") != 0 &&
+        strcmp(f->source, "message") != 0) {
+        return "source (workflow or message)";
+    }
     return NULL;
 }
 
@@ -22,7 +26,18 @@ bool qr_filter_is_empty(const Qraft__MessageFilter *f)
             f->n_schedule_ids == 0 && f->n_labels == 0 &&
             f->n_flow_control_keys == 0 && f->n_caller_ips == 0 &&
             f->n_response_statuses == 0 && f->from_ms == 0 && f->to_ms == 0 &&
-            f->url_prefix[0] == '\0' && f->error_category[0] == '\0');
+            f->url_prefix[0] == '\0' && f->error_category[0] == '\0' &&
+            f->n_workflow_run_ids == 0 && f->source[0] == '\0');
+}
+
+/* QStash's `source`: a workflow run's messages, or the others. */
+static bool source_matches(const Qraft__MessageFilter *f,
+                           const Qraft__Message *m)
+{
+    bool workflow = m->workflow_run_id[0] != '\0';
+    return f->source[0] == '\0' ||
+           (strcmp(f->source, "workflow") == 0 && workflow) ||
+           (strcmp(f->source, "message") == 0 && !workflow);
 }
 
 /* True when n is 0 (no condition) or s equals one of values. */
@@ -172,7 +187,10 @@ bool qr_filter_match_fields(const Qraft__MessageFilter *f,
            any_equal(f->schedule_ids, f->n_schedule_ids, m->schedule_id) &&
            any_status(f, m) &&
            strncmp(m->url, f->url_prefix, strlen(f->url_prefix)) == 0 &&
-           category_matches(f, m);
+           category_matches(f, m) &&
+           any_equal(f->workflow_run_ids, f->n_workflow_run_ids,
+                     m->workflow_run_id) &&
+           source_matches(f, m);
 }
 
 bool qr_filter_match_time(const Qraft__MessageFilter *f, uint64_t time_ms)

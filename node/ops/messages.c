@@ -94,6 +94,32 @@ static void on_bulk_item_done(void *data,
     }
 }
 
+/* A workflow DLQ action's items name the run of each dead letter (as
+ * this node has applied it; an id that is no workflow dead letter names
+ * none, and apply refuses it). */
+static void name_runs(struct qr_ops *ops, struct qr_call *call)
+{
+    struct qr_store_txn *txn = NULL;
+    if (qr_store_txn_begin(ops->store, false, &txn) != 0) {
+        return;
+    }
+    for (size_t i = 0; i < call->n_items; i++) {
+        Qraft__Message *m = NULL;
+        Qraft__WorkflowRun *run = NULL;
+        if (qr_store_msg_get(txn, call->item_ids[i], &m) != 0) {
+            continue;
+        }
+        if (m->workflow_run_id[0] != '\0' &&
+            qr_store_run_get(txn, m->workflow_run_id, &run) == 0) {
+            call->items[i].workflow_run_id = strdup(run->id);
+            call->items[i].workflow_created_ms = run->created_ms;
+            qraft__workflow_run__free_unpacked(run, NULL);
+        }
+        qraft__message__free_unpacked(m, NULL);
+    }
+    qr_store_txn_abort(txn);
+}
+
 void qr_op_bulk(struct qr_op *op,
                 const Qraft__Request *req,
                 size_t n_ids,
@@ -101,8 +127,9 @@ void qr_op_bulk(struct qr_op *op,
                 enum qr_bulk_kind kind,
                 const struct qr_bulk_page *page)
 {
-    static const char *const names[] = {"dlq replay", "dlq delete", "cancel",
-                                        "workflow cancel"};
+    static const char *const names[] = {"dlq replay",      "dlq delete",
+                                        "cancel",          "workflow cancel",
+                                        "workflow resume", "workflow restart"};
     bool runs = kind == QR_BULK_WORKFLOW_CANCEL;
     if (n_ids > MAX_BULK_IDS || (n_ids == 0 && page->cursor == NULL)) {
         qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
@@ -147,6 +174,10 @@ void qr_op_bulk(struct qr_op *op,
         /* init points strings at protobuf-c's static "": ours are heap or
          * NULL, so qr_call_free can free them. */
         call->items[i].error = NULL;
+        call->items[i].workflow_run_id = NULL;
+    }
+    if (kind == QR_BULK_WORKFLOW_RESUME || kind == QR_BULK_WORKFLOW_RESTART) {
+        name_runs(op->ops, call);
     }
     /* Every item is answered: proposed ones by their callback (never
      * before this function returns: proposals complete from the loop), the
@@ -156,6 +187,8 @@ void qr_op_bulk(struct qr_op *op,
         Qraft__DlqDelete d = QRAFT__DLQ_DELETE__INIT;
         Qraft__Cancel c = QRAFT__CANCEL__INIT;
         Qraft__WorkflowEnd e = QRAFT__WORKFLOW_END__INIT;
+        Qraft__WorkflowResume wr = QRAFT__WORKFLOW_RESUME__INIT;
+        char new_id[QR_ID_BYTES];
         Qraft__Command cmd = QRAFT__COMMAND__INIT;
         switch (kind) {
             case QR_BULK_REPLAY:
@@ -177,6 +210,15 @@ void qr_op_bulk(struct qr_op *op,
                 e.cancel = true;
                 cmd.body_case = QRAFT__COMMAND__BODY_WORKFLOW_END;
                 cmd.workflow_end = &e;
+                break;
+            case QR_BULK_WORKFLOW_RESUME:
+            case QR_BULK_WORKFLOW_RESTART:
+                wr.message_id = ids[i];
+                wr.restart = kind == QR_BULK_WORKFLOW_RESTART;
+                qr_cluster_new_message_id(op->ops->cluster, new_id);
+                wr.new_message_id = new_id;
+                cmd.body_case = QRAFT__COMMAND__BODY_WORKFLOW_RESUME;
+                cmd.workflow_resume = &wr;
                 break;
         }
         struct qr_packed packed = {NULL, 0};

@@ -167,6 +167,7 @@ void qr_call_free(struct qr_call *call)
         }
         if (call->items != NULL) {
             free(call->items[i].error);
+            free(call->items[i].workflow_run_id);
         }
     }
     free(call->cursor);
@@ -406,6 +407,10 @@ static const struct route routes[] = {
     /* Reads the waiters where it proposes: on the leader. */
     {QRAFT__REQUEST__BODY_NOTIFY, "notify", qr_op_notify, true, true},
     {QRAFT__REQUEST__BODY_WAITERS, "waiters", qr_op_waiters, false, false},
+    {QRAFT__REQUEST__BODY_WORKFLOW_DLQ, "workflow dlq", qr_op_workflow_dlq,
+     true, true},
+    {QRAFT__REQUEST__BODY_WORKFLOW_LOGS, "workflow logs", qr_op_workflow_logs,
+     false, false},
     {QRAFT__REQUEST__BODY_LIST, "list", qr_op_list, false, false},
     {QRAFT__REQUEST__BODY_DLQ_LIST, "dlq list", qr_op_list, false, false},
     {QRAFT__REQUEST__BODY_DLQ_REPLAY, "dlq replay", qr_op_dlq_replay, true,

@@ -231,6 +231,8 @@ enum qr_bulk_kind {
     QR_BULK_DELETE,
     QR_BULK_CANCEL,
     QR_BULK_WORKFLOW_CANCEL,
+    QR_BULK_WORKFLOW_RESUME,
+    QR_BULK_WORKFLOW_RESTART,
 };
 
 /* How a bulk request is answered: `paged` gives a BulkPageResponse with
@@ -352,6 +354,9 @@ void qr_op_workflow_end(struct qr_op *op, const Qraft__Request *req);
 void qr_op_wait(struct qr_op *op, const Qraft__Request *req);
 void qr_op_notify(struct qr_op *op, const Qraft__Request *req);
 void qr_op_waiters(struct qr_op *op, const Qraft__Request *req);
+void qr_op_workflow_dlq(struct qr_op *op, const Qraft__Request *req);
+/* workflow_logs.c */
+void qr_op_workflow_logs(struct qr_op *op, const Qraft__Request *req);
 /* admin.c */
 void qr_op_status(struct qr_op *op, const Qraft__Request *req);
 void qr_op_keys(struct qr_op *op, const Qraft__Request *req);

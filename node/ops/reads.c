@@ -55,6 +55,7 @@ bool qr_ops_is_linear_read(const Qraft__Request *req)
         case QRAFT__REQUEST__BODY_GROUP_LIST:
         case QRAFT__REQUEST__BODY_WORKFLOW_RUN:
         case QRAFT__REQUEST__BODY_WAITERS:
+        case QRAFT__REQUEST__BODY_WORKFLOW_LOGS:
             return !req->stale;
         case QRAFT__REQUEST__BODY_KEYS:
             return !req->stale && !req->keys->rotate;

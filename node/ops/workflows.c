@@ -308,3 +308,23 @@ out:
     free(ids);
     qr_pb_list_free(&found);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Workflow DLQ: resume and restart of failed runs. */
+
+void qr_op_workflow_dlq(struct qr_op *op, const Qraft__Request *req)
+{
+    const Qraft__WorkflowDlqRequest *r = req->workflow_dlq;
+    Qraft__WorkflowResume wr = QRAFT__WORKFLOW_RESUME__INIT;
+    Qraft__Command probe;
+    char why[256];
+    qr_command_init_one(&probe, QRAFT__COMMAND__BODY_WORKFLOW_RESUME, &wr.base);
+    if (qr_cluster_check_level(op->ops->cluster, &probe, why, sizeof why) !=
+        0) {
+        qr_op_error(op, req->id, QRAFT__STATUS__UNAVAILABLE, "%s", why);
+        return;
+    }
+    qr_op_bulk(op, req, r->n_message_ids, r->message_ids,
+               r->restart ? QR_BULK_WORKFLOW_RESTART : QR_BULK_WORKFLOW_RESUME,
+               &(struct qr_bulk_page){0});
+}

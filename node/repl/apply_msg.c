@@ -312,6 +312,11 @@ int qr_apply_dlq_replay(struct qr_apply_ctx *ctx,
     /* The same id again, with a fresh budget, due now. Changes go into a
      * shallow copy: the unpacked record's own pointers stay as unpack made
      * them, for free_unpacked. */
+    /* A workflow step's run failed with it: it goes on. */
+    rv = qr_apply_workflow_reopen(ctx, m);
+    if (rv != 0) {
+        goto out;
+    }
     Qraft__Message upd = *m;
     upd.state = QRAFT__MESSAGE_STATE__PENDING;
     upd.attempts = 0;

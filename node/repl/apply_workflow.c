@@ -12,7 +12,9 @@
 
 #include "lib/base64.h"
 #include "lib/err.h"
+#include "repl/callback.h"
 #include "repl/check.h"
+#include "repl/command.h"
 #include "repl/fsm_int.h"
 
 bool qr_apply_workflow_on(const struct qr_apply_ctx *ctx)
@@ -300,10 +302,9 @@ int qr_apply_workflow_append(struct qr_apply_ctx *ctx,
                              const Qraft__PublishRequest *req,
                              const Qraft__Message *m)
 {
-    if (req->workflow->init) {
-        run_from_trigger(run, req, m, ctx->now_ms);
-    }
     Qraft__WorkflowStep st = QRAFT__WORKFLOW_STEP__INIT;
+    Qraft__WorkflowInvoker invoker = QRAFT__WORKFLOW_INVOKER__INIT;
+    struct qr_invoke inv = {0};
     st.message_id = m->id;
     st.call_type = m->workflow_call_type;
     st.body = m->body;
@@ -311,16 +312,35 @@ int qr_apply_workflow_append(struct qr_apply_ctx *ctx,
     st.step_id = m->workflow_step_id;
     st.concurrent = m->workflow_concurrent;
     st.target_step = m->workflow_target_step;
-    int rv = qr_store_run_step_put(ctx->txn, run->id, m->workflow_seq, &st);
-    if (rv != 0) {
-        return rv;
+    if (req->workflow->init) {
+        run_from_trigger(run, req, m, ctx->now_ms);
     }
-    run->next_seq = m->workflow_seq + 1;
-    run->history_bytes += m->body.len;
-    rv = qr_store_run_put(ctx->txn, run);
+    if (req->workflow->init && req->workflow->invoke &&
+        qr_command_parse_invoke(m->body.data, m->body.len, &inv) == 0) {
+        /* context.invoke: the run starts from the payload inside, and its
+         * end goes back to the invoking run (notify_invoker). The face
+         * refuses a body that does not parse; here it is a plain run. */
+        st.body.data = (uint8_t *)inv.body;
+        st.body.len = inv.body_len;
+        invoker.run_id = inv.run_id;
+        invoker.url = inv.url;
+        invoker.step.data = (uint8_t *)inv.step_json;
+        invoker.step.len = strlen(inv.step_json);
+        run->invoker = &invoker;
+    }
+    int rv = qr_store_run_step_put(ctx->txn, run->id, m->workflow_seq, &st);
+    if (rv == 0) {
+        run->next_seq = m->workflow_seq + 1;
+        run->history_bytes += st.body.len;
+        rv = qr_store_run_put(ctx->txn, run);
+    }
     if (rv == 0 && !req->workflow->init) {
         rv = implicit_ack(ctx, run, m);
     }
+    if (run->invoker == &invoker) {
+        run->invoker = NULL; /* a trigger's run borrows; nothing to free */
+    }
+    qr_command_invoke_free(&inv);
     return rv;
 }
 
@@ -366,11 +386,104 @@ static int collect_id(void *arg, uint32_t seq, const Qraft__WorkflowStep *st)
     return 0;
 }
 
+/* The first free message id of the ones apply derives from seed: the
+ * same on every replica (as callbacks' are). */
+static int derived_message_id(struct qr_apply_ctx *ctx,
+                              const char *seed,
+                              char id[QR_ID_BYTES])
+{
+    uint32_t seq =
+        qr_callback_seq(seed, QRAFT__CALLBACK_KIND__CALLBACK, UINT32_MAX);
+    for (;;) {
+        Qraft__Message *taken = NULL;
+        qr_command_message_id(id, ctx->now_ms, QR_CALLBACK_NODE_ID, seq++);
+        int rv = qr_store_msg_get(ctx->txn, id, &taken);
+        if (rv != 0) {
+            return rv == QR_ENOTFOUND ? 0 : rv;
+        }
+        qraft__message__free_unpacked(taken, NULL);
+    }
+}
+
+/* run (invoked by another run's context.invoke) has ended: the invoking
+ * run gets its Invoke step, whose out is {"body": the result, "isFailed",
+ * "isCanceled"} as JSON text, delivered to the invoking endpoint. An
+ * invoking run that is over takes nothing. */
+static int notify_invoker(struct qr_apply_ctx *ctx,
+                          const Qraft__WorkflowRun *run)
+{
+    const Qraft__WorkflowInvoker *inv = run->invoker;
+    if (inv == NULL || !qr_command_is_run_id(inv->run_id)) {
+        return 0;
+    }
+    json_error_t jerr;
+    json_t *step = json_loadb((const char *)inv->step.data, inv->step.len,
+                              JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(step)) {
+        json_decref(step);
+        step = json_object();
+    }
+    json_t *out = json_object();
+    char *out_text = NULL;
+    char *body = NULL;
+    int rv = -ENOMEM;
+    if (step != NULL && out != NULL) {
+        json_object_set_new(
+            out, "body",
+            json_stringn((const char *)run->result.data, run->result.len));
+        json_object_set_new(
+            out, "isFailed",
+            json_boolean(run->state == QRAFT__WORKFLOW_RUN_STATE__RUN_FAILED));
+        json_object_set_new(
+            out, "isCanceled",
+            json_boolean(run->state ==
+                         QRAFT__WORKFLOW_RUN_STATE__RUN_CANCELED));
+        out_text = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    }
+    if (out_text != NULL &&
+        json_object_set_new(step, "out", json_string(out_text)) == 0) {
+        body = json_dumps(step, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    }
+    char id[QR_ID_BYTES];
+    if (body != NULL) {
+        rv = derived_message_id(ctx, run->id, id);
+    }
+    if (rv == 0) {
+        Qraft__Header ct = QRAFT__HEADER__INIT;
+        ct.name = "Content-Type";
+        ct.value = "application/json";
+        Qraft__Header *headers[1] = {&ct};
+        Qraft__WorkflowPublish wf = QRAFT__WORKFLOW_PUBLISH__INIT;
+        wf.run_id = inv->run_id;
+        wf.call_type = "step";
+        Qraft__PublishRequest req = QRAFT__PUBLISH_REQUEST__INIT;
+        req.url = inv->url;
+        req.n_headers = 1;
+        req.headers = headers;
+        req.body.data = (uint8_t *)body;
+        req.body.len = strlen(body);
+        req.workflow = &wf;
+        Qraft__Publish p = QRAFT__PUBLISH__INIT;
+        p.message_id = id;
+        p.request = &req;
+        p.default_retries = 3;
+        p.default_timeout_ms = 30000;
+        struct qr_apply_result res = {0};
+        rv = qr_apply_publish(ctx, &p, &res);
+    }
+    free(body);
+    free(out_text);
+    json_decref(out);
+    json_decref(step);
+    return rv;
+}
+
 /* Stores run, which has just ended: the events it waited for wait no
- * more (its waiters go). */
+ * more (its waiters go), and a run that another one invoked reports its
+ * outcome to it. */
 static int put_ended_run(struct qr_apply_ctx *ctx, Qraft__WorkflowRun *run)
 {
-    int rv = 0;
+    int rv = notify_invoker(ctx, run);
     for (size_t i = 0; rv == 0 && i < run->n_waiting_events; i++) {
         rv = qr_store_waiter_delete(ctx->txn, run->waiting_events[i], run->id);
     }
@@ -780,5 +893,179 @@ int qr_apply_wait_timeout(struct qr_apply_ctx *ctx,
                          t->default_timeout_ms);
     }
     qraft__waiter__free_unpacked(w, NULL);
+    return rv;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Workflow DLQ: resume and restart. */
+
+/* Loads m's run when it failed (1), else 0 (no run, another state) or a
+ * store error. */
+static int failed_run_of(struct qr_apply_ctx *ctx,
+                         const Qraft__Message *m,
+                         Qraft__WorkflowRun **run)
+{
+    *run = NULL;
+    if (!qr_apply_workflow_on(ctx) ||
+        !qr_command_is_run_id(m->workflow_run_id) ||
+        strcmp(m->workflow_call_type, "toCallback") == 0) {
+        return 0;
+    }
+    int rv = qr_store_run_get(ctx->txn, m->workflow_run_id, run);
+    if (rv == QR_ENOTFOUND) {
+        return 0;
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if ((*run)->state != QRAFT__WORKFLOW_RUN_STATE__RUN_FAILED) {
+        qraft__workflow_run__free_unpacked(*run, NULL);
+        *run = NULL;
+        return 0;
+    }
+    return 1;
+}
+
+/* Stores run running again. */
+static int put_reopened(struct qr_apply_ctx *ctx, Qraft__WorkflowRun *run)
+{
+    char *failed = run->failed_message_id;
+    run->state = QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING;
+    run->ended_ms = 0;
+    run->failed_message_id = "";
+    int rv = qr_store_run_put(ctx->txn, run);
+    run->failed_message_id = failed; /* the record's own, freed with it */
+    return rv;
+}
+
+int qr_apply_workflow_reopen(struct qr_apply_ctx *ctx, const Qraft__Message *m)
+{
+    Qraft__WorkflowRun *run = NULL;
+    int rv = failed_run_of(ctx, m, &run);
+    if (rv == 1) {
+        rv = put_reopened(ctx, run);
+        qraft__workflow_run__free_unpacked(run, NULL);
+    }
+    return rv;
+}
+
+/* A restart: the history is cut back to the initial payload, the dead
+ * letter leaves the DLQ, and a new message (the command's id) delivers the
+ * first entry again, with the run's settings. */
+static int restart_run(struct qr_apply_ctx *ctx,
+                       Qraft__WorkflowRun *run,
+                       const Qraft__Message *dead,
+                       const char *new_id,
+                       struct qr_apply_result *res)
+{
+    Qraft__WorkflowStep *first = NULL;
+    Qraft__Message *taken = NULL;
+    int rv = qr_store_msg_get(ctx->txn, new_id, &taken);
+    if (rv == 0) {
+        qraft__message__free_unpacked(taken, NULL);
+        qr_apply_set_result(res, QR_ECONFLICT, "message id %s exists already",
+                            new_id);
+        return 0;
+    }
+    if (rv != QR_ENOTFOUND) {
+        return rv;
+    }
+    rv = qr_store_run_step_get(ctx->txn, run->id, 0, &first);
+    if (rv == QR_ENOTFOUND) {
+        qr_apply_set_result(res, QR_ECONFLICT,
+                            "workflow run %s has no initial payload", run->id);
+        return 0;
+    }
+    if (rv == 0) {
+        rv = qr_store_run_steps_truncate(ctx->txn, run->id, 1);
+    }
+    if (rv == 0) {
+        run->next_seq = 1;
+        run->history_bytes = first->body.len;
+        rv = put_reopened(ctx, run);
+    }
+    if (rv == 0) {
+        rv = qr_store_msg_delete(ctx->txn, dead->id);
+    }
+    if (rv == 0) {
+        rv = qr_apply_event(ctx, dead, "deleted from the DLQ: run restarted");
+    }
+    if (rv == 0) {
+        Qraft__Message m = QRAFT__MESSAGE__INIT;
+        m.id = (char *)new_id;
+        m.url = run->url;
+        m.method = "POST";
+        m.body = first->body;
+        m.state = QRAFT__MESSAGE_STATE__PENDING;
+        m.max_retries = run->max_retries;
+        m.retry_delay = run->retry_delay;
+        m.retry_options = run->retry_options;
+        m.timeout_ms = run->timeout_ms;
+        m.failure_callback = run->failure_callback;
+        m.n_failure_callback_headers = run->n_failure_callback_headers;
+        m.failure_callback_headers = run->failure_callback_headers;
+        m.n_labels = run->n_labels;
+        m.labels = run->labels;
+        m.not_before_ms = ctx->now_ms;
+        m.next_attempt_ms = ctx->now_ms;
+        m.created_ms = ctx->now_ms;
+        m.updated_ms = ctx->now_ms;
+        m.shard = qr_fsm_shard_of(new_id);
+        m.workflow_run_id = run->id;
+        m.workflow_seq = 0;
+        m.workflow_call_type = "step";
+        rv = qr_store_msg_put(ctx->txn, &m);
+        if (rv == 0) {
+            qr_apply_note_due(ctx, m.next_attempt_ms);
+            rv = qr_apply_event(ctx, &m, "workflow run restarted");
+        }
+    }
+    qraft__workflow_step__free_unpacked(first, NULL);
+    return rv;
+}
+
+int qr_apply_workflow_resume(struct qr_apply_ctx *ctx,
+                             const Qraft__WorkflowResume *r,
+                             struct qr_apply_result *res)
+{
+    if (!qr_check_message_id(r->message_id) ||
+        (r->restart && !qr_check_message_id(r->new_message_id))) {
+        qr_apply_set_result(res, QR_EBADREQ, "invalid workflow resume");
+        return 0;
+    }
+    snprintf(res->message_id, sizeof res->message_id, "%s", r->message_id);
+    Qraft__Message *m = NULL;
+    int rv = qr_store_msg_get(ctx->txn, r->message_id, &m);
+    if (rv == QR_ENOTFOUND ||
+        (rv == 0 && m->state != QRAFT__MESSAGE_STATE__DEAD_LETTERED)) {
+        qr_apply_set_result(res, QR_ENOTFOUND, "dlq message %s not found",
+                            r->message_id);
+        rv = 0;
+        goto out;
+    }
+    if (rv != 0) {
+        goto out;
+    }
+    Qraft__WorkflowRun *run = NULL;
+    rv = failed_run_of(ctx, m, &run);
+    if (rv == 0) {
+        qr_apply_set_result(res, QR_ECONFLICT,
+                            "message %s is no step of a failed workflow run",
+                            m->id);
+        goto out;
+    }
+    if (rv == 1 && !r->restart) {
+        qraft__workflow_run__free_unpacked(run, NULL);
+        Qraft__DlqReplay replay = QRAFT__DLQ_REPLAY__INIT;
+        replay.message_id = m->id;
+        rv = qr_apply_dlq_replay(ctx, &replay, res); /* reopens the run */
+    } else if (rv == 1) {
+        rv = restart_run(ctx, run, m, r->new_message_id, res);
+        qraft__workflow_run__free_unpacked(run, NULL);
+    }
+out:
+    if (m != NULL) {
+        qraft__message__free_unpacked(m, NULL);
+    }
     return rv;
 }

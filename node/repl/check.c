@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -240,10 +241,71 @@ static int check_workflow(const Qraft__PublishRequest *req,
         return fail(QR_EBADREQ, err, err_len,
                     "a workflow run starts with a step, not a call");
     }
+    if (wf->invoke) {
+        struct qr_invoke inv;
+        if (!wf->init ||
+            qr_command_parse_invoke(req->body.data, req->body.len, &inv) != 0) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "an invoke (Upstash-Workflow-Invoke) is a trigger "
+                        "whose body is {\"body\", \"workflowRunId\", "
+                        "\"workflowUrl\", \"step\": {...}}");
+        }
+        int rv = check_url("invoke workflowUrl", inv.url, l, err, err_len);
+        qr_command_invoke_free(&inv);
+        if (rv != 0) {
+            return rv;
+        }
+    }
     if (wf->url[0] != '\0') {
         return check_url("Upstash-Workflow-Url", wf->url, l, err, err_len);
     }
     return 0;
+}
+
+int qr_command_parse_invoke(const uint8_t *body,
+                            size_t len,
+                            struct qr_invoke *out)
+{
+    json_error_t jerr;
+    memset(out, 0, sizeof *out);
+    json_t *o =
+        json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *run = json_object_get(o, "workflowRunId");
+    json_t *url = json_object_get(o, "workflowUrl");
+    json_t *step = json_object_get(o, "step");
+    json_t *inner = json_object_get(o, "body");
+    int rv = QR_EBADREQ;
+    if (json_is_object(o) && json_is_string(run) &&
+        qr_command_is_run_id(json_string_value(run)) && json_is_string(url) &&
+        json_is_object(step) && (inner == NULL || json_is_string(inner))) {
+        out->run_id = strdup(json_string_value(run));
+        out->url = strdup(json_string_value(url));
+        out->step_json = json_dumps(step, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        out->body_len = inner != NULL ? json_string_length(inner) : 0;
+        out->body = malloc(out->body_len + 1);
+        if (out->body != NULL) {
+            memcpy(out->body, inner != NULL ? json_string_value(inner) : "",
+                   out->body_len + 1);
+        }
+        rv = out->run_id != NULL && out->url != NULL &&
+                     out->step_json != NULL && out->body != NULL
+                 ? 0
+                 : -ENOMEM;
+        if (rv != 0) {
+            qr_command_invoke_free(out);
+        }
+    }
+    json_decref(o);
+    return rv;
+}
+
+void qr_command_invoke_free(struct qr_invoke *inv)
+{
+    free(inv->run_id);
+    free(inv->url);
+    free(inv->step_json);
+    free(inv->body);
+    memset(inv, 0, sizeof *inv);
 }
 
 /* Headers to forward (what names "Upstash-Failure-Callback-" when set):

@@ -70,6 +70,25 @@ bool qr_command_callback_setting(const Qraft__Header *h,
                                  const struct qr_limits *l,
                                  struct qr_callback_settings *cs);
 
+/* The body of a context.invoke trigger: the invoking run, its endpoint,
+ * the Invoke step it waits for (compact JSON), and the invoked run's
+ * initial payload. Strings owned (free with qr_command_invoke_free). */
+struct qr_invoke {
+    char *run_id;
+    char *url;
+    char *step_json;
+    char *body;
+    size_t body_len;
+};
+
+/* Parses it (deterministic: apply reads it too). Returns 0, QR_EBADREQ
+ * when it is not {"body"?: "...", "workflowRunId", "workflowUrl", "step":
+ * {...}}, or -ENOMEM. */
+int qr_command_parse_invoke(const uint8_t *body,
+                            size_t len,
+                            struct qr_invoke *out);
+void qr_command_invoke_free(struct qr_invoke *inv);
+
 /* Checks a wait (context.waitForEvent) against the limits: its URLs,
  * timeout headers, step size, and a timeout from 1 ms to the longest
  * delay. Returns 0 or QR_EBADREQ/QR_ETOOLARGE with why in err. */

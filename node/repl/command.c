@@ -201,6 +201,7 @@ uint32_t qr_command_level(const Qraft__Command *cmd)
         case QRAFT__COMMAND__BODY_WAIT_CREATE:
         case QRAFT__COMMAND__BODY_NOTIFY:
         case QRAFT__COMMAND__BODY_WAIT_TIMEOUT:
+        case QRAFT__COMMAND__BODY_WORKFLOW_RESUME:
             return QR_FEATURE_LEVEL_WORKFLOW;
         case QRAFT__COMMAND__BODY_CANCEL:
         case QRAFT__COMMAND__BODY_DLQ_REPLAY:

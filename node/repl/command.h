@@ -43,7 +43,8 @@
  *      cannot restore one), and Prune removes finished messages oldest
  *      first from the store's `done` index (store format 3)
  *   4  workflow runs: a publish with Upstash-Workflow-* (apply keeps the
- *      run's history), WorkflowEnd, WaitCreate, Notify, WaitTimeout
+ *      run's history), WorkflowEnd, WaitCreate, Notify, WaitTimeout,
+ *      WorkflowResume
  * A new command kind raises QR_FEATURE_LEVEL and is listed in
  * qr_command_level. */
 #define QR_FEATURE_LEVEL 4u

@@ -70,6 +70,8 @@ static int apply_command(struct qr_apply_ctx *ctx,
             return qr_apply_notify(ctx, cmd->notify, res);
         case QRAFT__COMMAND__BODY_WAIT_TIMEOUT:
             return qr_apply_wait_timeout(ctx, cmd->wait_timeout, res);
+        case QRAFT__COMMAND__BODY_WORKFLOW_RESUME:
+            return qr_apply_workflow_resume(ctx, cmd->workflow_resume, res);
         case QRAFT__COMMAND__BODY_DLQ_REPLAY:
             return qr_apply_dlq_replay(ctx, cmd->dlq_replay, res);
         case QRAFT__COMMAND__BODY_DLQ_DELETE:

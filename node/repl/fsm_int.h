@@ -172,6 +172,17 @@ int qr_apply_wait_timeout(struct qr_apply_ctx *ctx,
                           const Qraft__WaitTimeout *t,
                           struct qr_apply_result *res);
 
+/* m, a dead letter, is replayed: when it is a step of a workflow run that
+ * failed, the run is running again (it failed with m). Returns 0 or a
+ * store error. */
+int qr_apply_workflow_reopen(struct qr_apply_ctx *ctx, const Qraft__Message *m);
+
+/* Workflow DLQ resume (the dead letter replayed, its run running again)
+ * or restart (the run from its first entry again). */
+int qr_apply_workflow_resume(struct qr_apply_ctx *ctx,
+                             const Qraft__WorkflowResume *r,
+                             struct qr_apply_result *res);
+
 /* cb (id set, not stored yet) is the callback of call: when call is a
  * context.call of a running run, cb joins the run (a fromCallback entry in
  * its history, written here). Returns 0 or a store error. */

@@ -408,10 +408,23 @@ int qr_store_run_get(struct qr_store_txn *t,
                      Qraft__WorkflowRun **out);
 int qr_store_run_put(struct qr_store_txn *t, const Qraft__WorkflowRun *run);
 int qr_store_run_delete(struct qr_store_txn *t, const char *id);
+/* Visits runs in id order after after_id (NULL or "": from the first), at
+ * most limit (0: none); run is borrowed for the call, and a nonzero return
+ * from cb stops the walk and is returned. */
+typedef int (*qr_store_run_cb)(void *arg, const Qraft__WorkflowRun *run);
+int qr_store_run_list(struct qr_store_txn *t,
+                      const char *after_id,
+                      size_t limit,
+                      qr_store_run_cb cb,
+                      void *arg);
 int qr_store_run_step_put(struct qr_store_txn *t,
                           const char *run_id,
                           uint32_t seq,
                           const Qraft__WorkflowStep *st);
+/* Deletes the entries from from_seq on (a restarted run's). */
+int qr_store_run_steps_truncate(struct qr_store_txn *t,
+                                const char *run_id,
+                                uint32_t from_seq);
 int qr_store_run_step_get(struct qr_store_txn *t,
                           const char *run_id,
                           uint32_t seq,

@@ -207,31 +207,38 @@ int qr_store_run_steps(struct qr_store_txn *t,
                          false, SIZE_MAX, visit_step, &w, what);
 }
 
-int qr_store_run_delete(struct qr_store_txn *t, const char *id)
+int qr_store_run_steps_truncate(struct qr_store_txn *t,
+                                const char *run_id,
+                                uint32_t from_seq)
 {
-    const char *what = "delete workflow run";
+    const char *what = "truncate workflow history";
     uint8_t key[KEY_BUF_BYTES];
-    int rv = check_run_id(t, true, id, what);
+    int rv = check_run_id(t, true, run_id, what);
     if (rv != 0) {
         return rv;
     }
-    /* The entries' seqs are 0..next_seq-1; find the last one stored, then
-     * delete them all by key. */
-    struct step_walk w = {.run_id = id,
-                          .prefix_len = strlen(id) + 1,
+    /* Find the last entry stored, then delete from_seq..it by key. */
+    struct step_walk w = {.run_id = run_id,
+                          .prefix_len = strlen(run_id) + 1,
                           .to_seq = UINT32_MAX,
                           .collect = true};
-    rv = store_walk_db(t, DB_WSTEPS, key, step_key(key, id, 0), false, SIZE_MAX,
-                       visit_step, &w, what);
-    for (uint32_t seq = 0; rv == 0 && w.any && seq <= w.last_seq; seq++) {
-        rv = store_del_raw(t, DB_WSTEPS, key, step_key(key, id, seq), what);
-        if (rv == QR_ENOTFOUND) {
-            rv = 0;
-        }
+    rv = store_walk_db(t, DB_WSTEPS, key, step_key(key, run_id, from_seq),
+                       false, SIZE_MAX, visit_step, &w, what);
+    for (uint32_t seq = from_seq; rv == 0 && w.any && seq <= w.last_seq;
+         seq++) {
+        rv = store_del_raw(t, DB_WSTEPS, key, step_key(key, run_id, seq), what);
         if (seq == UINT32_MAX) {
             break;
         }
     }
+    return rv;
+}
+
+int qr_store_run_delete(struct qr_store_txn *t, const char *id)
+{
+    const char *what = "delete workflow run";
+    uint8_t key[KEY_BUF_BYTES];
+    int rv = qr_store_run_steps_truncate(t, id, 0);
     Qraft__WorkflowRun *run = NULL;
     if (rv == 0) {
         rv = qr_store_run_get(t, id, &run);
@@ -246,6 +253,52 @@ int qr_store_run_delete(struct qr_store_txn *t, const char *id)
         rv = store_del_raw(t, DB_RUNS, id, strlen(id), what);
     }
     return rv == QR_ENOTFOUND ? 0 : rv;
+}
+
+struct run_walk {
+    qr_store_run_cb cb;
+    void *arg;
+};
+
+static int visit_run(struct qr_store_txn *t,
+                     const MDB_val *k,
+                     const MDB_val *v,
+                     void *arg,
+                     enum walk_step *step)
+{
+    struct run_walk *w = arg;
+    ProtobufCMessage *msg = NULL;
+    (void)step;
+    int rv =
+        store_decode_record(t, &run_records, k, v, &msg, "list workflow runs");
+    if (rv == 0) {
+        rv = w->cb(w->arg, (const Qraft__WorkflowRun *)msg);
+        protobuf_c_message_free_unpacked(msg, NULL);
+    }
+    return rv;
+}
+
+int qr_store_run_list(struct qr_store_txn *t,
+                      const char *after_id,
+                      size_t limit,
+                      qr_store_run_cb cb,
+                      void *arg)
+{
+    const char *what = "list workflow runs";
+    size_t after_len = after_id != NULL ? strlen(after_id) : 0;
+    int rv = store_check_txn(t, false, what);
+    if (rv != 0) {
+        return rv;
+    }
+    if (after_len > QR_STORE_MAX_RUN_ID_BYTES) {
+        return store_bad_request(t->s, what, "cursor too long");
+    }
+    if (limit == 0) {
+        return 0;
+    }
+    struct run_walk w = {cb, arg};
+    return store_walk_db(t, DB_RUNS, after_id, after_len, true, limit,
+                         visit_run, &w, what);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -219,6 +219,7 @@ static int known_kind(Qraft__Command__BodyCase c)
         case QRAFT__COMMAND__BODY_WAIT_CREATE:
         case QRAFT__COMMAND__BODY_NOTIFY:
         case QRAFT__COMMAND__BODY_WAIT_TIMEOUT:
+        case QRAFT__COMMAND__BODY_WORKFLOW_RESUME:
             return 1;
         default:
             return 0;

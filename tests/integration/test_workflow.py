@@ -439,6 +439,103 @@ class WorkflowTest(unittest.TestCase):
         status, _, hist = self.call("GET", f"/v2/workflows/runs/{RUN}")
         self.assertEqual(len(hist), 2)
 
+    def test_invoke_returns_the_child_outcome(self):
+        """context.invoke: a trigger whose body wraps the child's payload;
+        the child's end comes back to the invoking run as an Invoke
+        step."""
+        self.trigger()
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        child_url = self.sink.url("/child")
+        wrapper = {"body": "child payload", "headers": {},
+                   "workflowRunId": RUN, "workflowRunCreatedAt": 1,
+                   "workflowUrl": self.url,
+                   "step": {"stepId": 1, "stepName": "invoke child",
+                            "stepType": "Invoke", "concurrent": 1}}
+        status, _, body = self.call(
+            "POST", f"/v2/publish/{child_url}", json.dumps(wrapper).encode(),
+            {"Upstash-Workflow-Init": "true",
+             "Upstash-Workflow-RunId": "wfr_child",
+             "Upstash-Workflow-Url": child_url,
+             "Upstash-Workflow-Invoke": "true",
+             "Content-Type": "application/json"})
+        self.assertEqual(status, 200, body)
+        got = self.sink.wait_for(1, path="/child", timeout=20)[0]
+        self.assertEqual(self.history(got), [("step", "child payload")])
+        status, _, body = self.call(
+            "DELETE", "/v2/workflows/runs/wfr_child?cancel=false",
+            b'"child result"')
+        self.assertEqual(status, 200, body)
+        got = self.sink.wait_for(2, path="/wf", timeout=20)[1]
+        step = self.last_step(got)
+        self.assertEqual((step["stepId"], step["stepType"]), (1, "Invoke"))
+        self.assertEqual(json.loads(step["out"]),
+                         {"body": '"child result"', "isFailed": False,
+                          "isCanceled": False})
+        # A bad wrapper is refused.
+        status, _, body = self.call(
+            "POST", f"/v2/publish/{child_url}", b"not json",
+            {"Upstash-Workflow-Init": "true",
+             "Upstash-Workflow-RunId": "wfr_child2",
+             "Upstash-Workflow-Invoke": "true"})
+        self.assertEqual(status, 400, body)
+
+    def fail_at_step_2(self):
+        """A run whose step-2 delivery fails for good; returns its dead
+        letter's id."""
+        self.sink.script("/wf", Reply(200), Reply(200), Reply(500))
+        self.trigger(extra={"Upstash-Retries": "0"})
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        self.step(1, "one")
+        self.sink.wait_for(2, path="/wf", timeout=20)
+        status, _, body = self.step(2, "two")
+        self.assertEqual(status, 200, body)
+        self.sink.wait_for(3, path="/wf", timeout=20)
+
+        def dead():
+            status, _, page = self.call(
+                "GET", f"/v2/dlq?source=workflow&workflowRunId={RUN}")
+            return page["messages"] if page["messages"] else None
+        msgs = qh.wait_until(dead, 20, "the failed step in the DLQ")
+        self.assertEqual(msgs[0]["workflowRunId"], RUN)
+        self.assertEqual(msgs[0]["messageId"], body[0]["messageId"])
+        status, _, page = self.call("GET", "/v2/dlq?source=message")
+        self.assertEqual(page["messages"], [])
+        return msgs[0]["dlqId"]
+
+    def test_dlq_resume_continues_the_failed_run(self):
+        dlq_id = self.fail_at_step_2()
+        self.sink.script("/wf", Reply(200))
+        status, _, body = self.call(
+            "POST", f"/v2/workflows/dlq/resume?dlqIds={dlq_id}")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["workflowRuns"][0]["workflowRunId"], RUN)
+        self.assertTrue(body["workflowRuns"][0]["workflowCreatedAt"] > 0)
+        got = self.sink.wait_for(4, path="/wf", timeout=20)[3]
+        self.assertEqual(got.header("Upstash-Message-Id"), dlq_id)
+        self.assertEqual(len(self.history(got)), 3)  # where it failed
+        status, _, body = self.step(3, "three")  # the run goes on
+        self.assertEqual(status, 200, body)
+
+    def test_dlq_restart_reruns_from_the_start(self):
+        dlq_id = self.fail_at_step_2()
+        self.sink.script("/wf", Reply(200))
+        status, _, body = self.call(
+            "POST", f"/v2/workflows/dlq/restart?dlqIds={dlq_id}")
+        self.assertEqual(status, 200, body)
+        got = self.sink.wait_for(4, path="/wf", timeout=20)[3]
+        self.assertEqual(self.history(got), [("step", "initial")])
+        status, _, hist = self.call("GET", f"/v2/workflows/runs/{RUN}")
+        self.assertEqual(len(hist), 1)
+        status, _, body = self.call("GET", f"/v2/dlq/{dlq_id}")
+        self.assertEqual(status, 404, body)
+        # Resuming what is no workflow dead letter is refused.
+        status, _, body = self.call(
+            "POST", f"/v2/workflows/dlq/resume?dlqIds={dlq_id}")
+        self.assertEqual(status, 404, body)
+        status, _, body = self.call(
+            "POST", "/v2/workflows/dlq/resume?fromDate=1")
+        self.assertEqual(status, 400, body)
+
     def test_bad_workflow_input_is_refused(self):
         status, _, body = self.step(1, "x", run="wfr_nosuch")
         self.assertEqual(status, 400, body)

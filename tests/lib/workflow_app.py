@@ -44,6 +44,7 @@ class WorkflowApp:
         self.steps = steps
         self.path = path
         self.step_seconds = step_seconds  # each step's "work"
+        self.out_bytes = 0  # each step's result: a string this long
         self.lock = threading.Lock()
         self.executions = {}
         self.stored_at = {}
@@ -173,8 +174,9 @@ class WorkflowApp:
                 self.reruns.append(key)
         if self.step_seconds:
             time.sleep(self.step_seconds)
+        out = f"result {k}".ljust(self.out_bytes, ".")
         step = {"stepId": k, "stepName": f"step {k}", "stepType": "Run",
-                "out": json.dumps(f"result {k}"), "concurrent": 1}
+                "out": json.dumps(out), "concurrent": 1}
         el = {"destination": self.url, "body": json.dumps(step), "headers": {
             "Upstash-Workflow-Init": "false",
             "Upstash-Workflow-RunId": run_id,

@@ -2114,6 +2114,53 @@ static void test_groups(void **state)
     qr_store_txn_abort(t);
 }
 
+struct listed_runs {
+    char ids[8][32];
+    size_t n;
+    size_t stop_after; /* 0: never stop */
+};
+
+static int on_run(void *arg, const Qraft__WorkflowRun *run)
+{
+    struct listed_runs *r = arg;
+    assert_true(r->n < 8);
+    snprintf(r->ids[r->n++], sizeof r->ids[0], "%s", run->id);
+    return r->stop_after != 0 && r->n == r->stop_after ? 7 : 0;
+}
+
+/* Workflow runs are listed by id after a cursor, at most limit, and a
+ * callback's nonzero return stops the walk; their histories (another
+ * database) do not show. */
+static void test_run_list(void **state)
+{
+    struct fixture *f = *state;
+    put_run(f->s, "wfr_b", QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING, 0, 3);
+    put_run(f->s, "wfr_a", QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING, 0, 1);
+    put_run(f->s, "wfr_c", QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING, 0, 0);
+    struct qr_store_txn *t = begin(f->s, false);
+    struct listed_runs all = {0};
+    assert_int_equal(qr_store_run_list(t, NULL, SIZE_MAX, on_run, &all), 0);
+    assert_int_equal(all.n, 3);
+    assert_string_equal(all.ids[0], "wfr_a");
+    assert_string_equal(all.ids[1], "wfr_b");
+    assert_string_equal(all.ids[2], "wfr_c");
+    struct listed_runs after = {0};
+    assert_int_equal(qr_store_run_list(t, "wfr_a", 1, on_run, &after), 0);
+    assert_int_equal(after.n, 1);
+    assert_string_equal(after.ids[0], "wfr_b");
+    struct listed_runs past = {0};
+    assert_int_equal(qr_store_run_list(t, "wfr_bz", 10, on_run, &past), 0);
+    assert_int_equal(past.n, 1);
+    assert_string_equal(past.ids[0], "wfr_c");
+    struct listed_runs stopped = {.stop_after = 2};
+    assert_int_equal(qr_store_run_list(t, "", 10, on_run, &stopped), 7);
+    assert_int_equal(stopped.n, 2);
+    struct listed_runs none = {0};
+    assert_int_equal(qr_store_run_list(t, NULL, 0, on_run, &none), 0);
+    assert_int_equal(none.n, 0);
+    qr_store_txn_abort(t);
+}
+
 /* Queues, schedules and URL groups keep store.c's error rules: a value that
  * does not decode is QR_ECORRUPT for get and list, named in errmsg; reads
  * leave the store working, meeting one inside a write transaction fails it.
@@ -2846,6 +2893,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queues_and_fifo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_workflow_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_groups, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flipped_byte_is_corrupt, setup,
                                         teardown),
