@@ -436,6 +436,11 @@ static void method_not_allowed(h2o_req_t *req, const char *allow)
  * not one of them): whatever the method, or for a POST only. */
 #define ROUTE_QUERY_FORWARDED 1u
 #define ROUTE_QUERY_FORWARDED_ON_POST 2u
+/* Any method goes to the route's first handler (a workflow webhook). */
+#define ROUTE_ANY_METHOD 4u
+/* The path every route that needs no token starts with: workflow webhooks
+ * (the URL is the secret, as on Upstash; docs/workflow.md). */
+#define HOOKS_PREFIX "/v2/workflows/hooks/"
 
 /* One method a route takes: its handler, and the op handed to it. */
 struct rest_method {
@@ -500,6 +505,8 @@ static const struct rest_route routes[] = {
      {{"POST", qr_rest_workflow_dlq, REST_RESUME}}},
     {"/v2/workflows/dlq/restart", "POST", 0,
      {{"POST", qr_rest_workflow_dlq, REST_RESTART}}},
+    {HOOKS_PREFIX "{*}", NULL, ROUTE_ANY_METHOD,
+     {{"POST", qr_rest_workflow_hook, REST_GET}}},
     {"/v2/wait/{id}", "POST", 0, {{"POST", qr_rest_wait, REST_GET}}},
     {"/v2/notify/{*}", "POST", 0, {{"POST", qr_rest_notify, REST_GET}}},
     {"/v2/waiters/{id}", "GET", 0, {{"GET", qr_rest_waiters, REST_GET}}},
@@ -681,6 +688,11 @@ static void route(struct qr_rest *r,
         qr_rest_send_error(req, 400, "queue name must match [A-Za-z0-9._-]+");
         return;
     }
+    if ((rt->flags & ROUTE_ANY_METHOD) != 0) {
+        m.op = rt->methods[0].op;
+        rt->methods[0].fn(r, req, &m);
+        return;
+    }
     for (size_t i = 0; i < sizeof(rt->methods) / sizeof(rt->methods[0]) &&
                        rt->methods[i].name != NULL;
          i++) {
@@ -717,7 +729,9 @@ bool qr_rest_handle(struct qr_rest *r, h2o_req_t *req)
                            "the REST API is not available on this server");
         return true;
     }
-    if (!authorized(r, req, query)) {
+    bool hook = len > strlen(HOOKS_PREFIX) &&
+                memcmp(path, HOOKS_PREFIX, strlen(HOOKS_PREFIX)) == 0;
+    if (!hook && !authorized(r, req, query)) {
         qr_rest_send_error(
             req, 401,
             "unauthorized: send Authorization: Bearer <token> (or "

@@ -68,10 +68,12 @@ void qr_rest_workflow_run(struct qr_rest *r,
     QR_REST_RUN(r, req, WORKFLOW_END, workflow_end, &end, &ended);
 }
 
-/* DELETE /v2/workflows/runs?workflowRunIds=a&workflowRunIds=b: cancels
- * those runs, answered {"cancelled": n}. The SDK's other selections (by
- * URL, by filters, all) are not supported yet: refused, never taken for
- * "everything". */
+/* DELETE /v2/workflows/runs: cancels the runs given by workflowRunIds
+ * (repeated), or the running ones whose workflowUrl starts with the one
+ * given (equals it with workflowUrlExactMatch=true), or with only `count`
+ * (the SDK's {all: true}) every running run, at most count (default 100);
+ * answered {"cancelled": n}. Filters by date, label or caller are not
+ * supported yet: refused, never taken for "everything". */
 void qr_rest_workflow_cancel_many(struct qr_rest *r,
                                   h2o_req_t *req,
                                   const struct rest_match *m)
@@ -81,25 +83,45 @@ void qr_rest_workflow_cancel_many(struct qr_rest *r,
     size_t pos = 0;
     char err[ERR_BYTES];
     while (qr_rest_next_param(m->query.base, m->query.len, &pos, &p)) {
-        if (!qr_rest_equal_ci(p.name, p.name_len, "workflowRunIds")) {
+        if (!qr_rest_equal_ci(p.name, p.name_len, "workflowRunIds") &&
+            !qr_rest_equal_ci(p.name, p.name_len, "workflowUrl") &&
+            !qr_rest_equal_ci(p.name, p.name_len, "workflowUrlExactMatch") &&
+            !qr_rest_equal_ci(p.name, p.name_len, "count")) {
             snprintf(err, sizeof err,
                      "cancelling workflow runs by '%.*s' is not supported "
-                     "yet: give workflowRunIds",
+                     "yet: give workflowRunIds or workflowUrl",
                      (int)(p.name_len > 64 ? 64 : p.name_len), p.name);
             qr_rest_send_error(req, 400, err);
             return;
         }
     }
     if (qr_rest_take_list(&req->pool, m->query, "workflowRunIds", &end.run_ids,
-                          &end.n_run_ids, err) != 0) {
+                          &end.n_run_ids, err) != 0 ||
+        qr_rest_take_count(&req->pool, m->query, 1000, 100, &end.limit, err) !=
+            0) {
         qr_rest_send_error(req, 400, err);
         return;
     }
-    if (end.n_run_ids == 0) {
-        qr_rest_send_error(req, 400, "give the runs to cancel: workflowRunIds");
+    const char *url = qr_rest_query_get(&req->pool, m->query, "workflowUrl");
+    const char *exact =
+        qr_rest_query_get(&req->pool, m->query, "workflowUrlExactMatch");
+    bool has_count = qr_rest_query_get(&req->pool, m->query, "count") != NULL;
+    if (end.n_run_ids > 0 && url != NULL) {
+        qr_rest_send_error(req, 400,
+                           "give workflowRunIds or workflowUrl, not "
+                           "both");
+        return;
+    }
+    if (end.n_run_ids == 0 && url == NULL && !has_count) {
+        qr_rest_send_error(req, 400,
+                           "give the runs to cancel: workflowRunIds, "
+                           "workflowUrl, or count alone for every run");
         return;
     }
     end.cancel = true;
+    end.select = end.n_run_ids == 0;
+    end.url = url != NULL ? (char *)url : "";
+    end.url_exact = exact != NULL && strcmp(exact, "true") == 0;
     QR_REST_RUN(r, req, WORKFLOW_END, workflow_end, &end,
                 &(struct rest_answer){.on_reply = qr_rest_on_cancelled_reply});
 }
@@ -384,4 +406,69 @@ void qr_rest_workflow_dlq(struct qr_rest *r,
     wd.restart = m->op == REST_RESTART;
     QR_REST_RUN(r, req, WORKFLOW_DLQ, workflow_dlq, &wd,
                 &(struct rest_answer){.on_reply = on_workflow_dlq_reply});
+}
+
+/* ------------------------------------------------------------------------ */
+/* Webhooks (context.createWebhook, waitForWebhook): any method on
+ * /v2/workflows/hooks/{userId}/{runId}/{eventId}, without a token, notifies
+ * that run's wait for that event with the request, as the SDK reads it:
+ * {"method", "header": {"Name": ["v"]}, "body" (base64), "proto", "host",
+ * "url" (path and query)}. */
+void qr_rest_workflow_hook(struct qr_rest *r,
+                           h2o_req_t *req,
+                           const struct rest_match *m)
+{
+    static const struct rest_answer answer = {
+        .want = QRAFT__RESPONSE__BODY_NOTIFY, .build = notified_json};
+    Qraft__NotifyRequest nr = QRAFT__NOTIFY_REQUEST__INIT;
+    char *path = qr_rest_capture(req, m);
+    char *run = strchr(path, '/');
+    char *event = run != NULL ? strchr(run + 1, '/') : NULL;
+    if (event == NULL) {
+        qr_rest_send_error(req, 404,
+                           "not found: a webhook is "
+                           "/v2/workflows/hooks/{userId}/{runId}/{eventId}");
+        return;
+    }
+    *run++ = '\0';
+    *event++ = '\0';
+    nr.run_id = run;
+    nr.event_id = event;
+    json_t *headers = json_object();
+    const char *host = "";
+    for (size_t i = 0; headers != NULL && i < req->headers.size; i++) {
+        const h2o_header_t *h = &req->headers.entries[i];
+        char *name = qr_rest_canonical(&req->pool, h->name->base, h->name->len);
+        char *value = qr_rest_pool_str(&req->pool, h->value.base, h->value.len);
+        if (qr_rest_equal_ci(h->name->base, h->name->len, "host")) {
+            host = value;
+        }
+        json_t *values = json_object_get(headers, name);
+        if (values == NULL) {
+            values = json_array();
+            json_object_set_new(headers, name, values);
+        }
+        json_array_append_new(values, qr_json_text(value));
+    }
+    json_t *o =
+        json_pack("{s:s%,s:o,s:s,s:s,s:s%}", "method", req->method.base,
+                  (size_t)req->method.len, "header",
+                  headers != NULL ? headers : json_object(), "proto", "http",
+                  "host", host, "url", req->path.base, (size_t)req->path.len);
+    if (o != NULL) {
+        ProtobufCBinaryData body = {
+            req->entity.base != NULL ? req->entity.len : 0,
+            (uint8_t *)req->entity.base};
+        qr_rest_set_b64(o, "body", body);
+    }
+    char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (text == NULL) {
+        qr_rest_send_error(req, 503, "out of memory");
+        return;
+    }
+    nr.data.len = strlen(text);
+    nr.data.data = (uint8_t *)qr_rest_pool_str(&req->pool, text, nr.data.len);
+    free(text);
+    QR_REST_RUN(r, req, NOTIFY, notify, &nr, &answer);
 }

@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "repl/check.h"
 #include "repl/command.h"
@@ -70,6 +71,63 @@ void qr_op_workflow_run(struct qr_op *op, const Qraft__Request *req)
     qr_pb_list_free(&l);
 }
 
+/* The running runs a bulk cancel selects by URL (every one, without). */
+struct run_selection {
+    const Qraft__WorkflowEndRequest *r;
+    char **ids;
+    size_t n, max;
+    int rv;
+};
+
+static int select_run(void *arg, const Qraft__WorkflowRun *run)
+{
+    struct run_selection *s = arg;
+    const char *url = s->r->url;
+    if (run->state != QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING ||
+        (s->r->url_exact ? strcmp(run->url, url) != 0
+                         : strncmp(run->url, url, strlen(url)) != 0)) {
+        return 0;
+    }
+    s->ids[s->n] = strdup(run->id);
+    if (s->ids[s->n] == NULL) {
+        s->rv = -ENOMEM;
+        return 1;
+    }
+    return ++s->n == s->max ? 1 : 0;
+}
+
+/* Cancels the running runs r selects, at most r->limit (a walk of every
+ * run: bounded by what the store holds, as a DLQ filter is). */
+static void cancel_selected(struct qr_op *op,
+                            const Qraft__Request *req,
+                            const Qraft__WorkflowEndRequest *r)
+{
+    struct run_selection s = {
+        .r = r, .max = r->limit > 0 && r->limit < 1000 ? r->limit : 1000};
+    s.ids = calloc(s.max, sizeof *s.ids);
+    struct qr_store_txn *txn = NULL;
+    int rv = s.ids == NULL ? -ENOMEM
+                           : qr_store_txn_begin(op->ops->store, false, &txn);
+    if (rv == 0) {
+        rv = qr_store_run_list(txn, NULL, SIZE_MAX, select_run, &s);
+        qr_store_txn_abort(txn);
+        rv = rv == 1 ? s.rv : rv;
+    }
+    if (rv != 0) {
+        qr_op_store_error(op, req->id, rv);
+    } else if (s.n == 0) {
+        Qraft__BulkResponse none = QRAFT__BULK_RESPONSE__INIT;
+        QR_OP_REPLY_BODY(op, req->id, BULK, bulk, &none);
+    } else {
+        qr_op_bulk(op, req, s.n, s.ids, QR_BULK_WORKFLOW_CANCEL,
+                   &(struct qr_bulk_page){0});
+    }
+    for (size_t i = 0; i < s.n; i++) {
+        free(s.ids[i]);
+    }
+    free(s.ids);
+}
+
 void qr_op_workflow_end(struct qr_op *op, const Qraft__Request *req)
 {
     const Qraft__WorkflowEndRequest *r = req->workflow_end;
@@ -83,6 +141,10 @@ void qr_op_workflow_end(struct qr_op *op, const Qraft__Request *req)
         if (qr_cluster_check_level(op->ops->cluster, &probe, why, sizeof why) !=
             0) {
             qr_op_error(op, req->id, QRAFT__STATUS__UNAVAILABLE, "%s", why);
+            return;
+        }
+        if (r->select) {
+            cancel_selected(op, req, r);
             return;
         }
         qr_op_bulk(op, req, r->n_run_ids, r->run_ids, QR_BULK_WORKFLOW_CANCEL,

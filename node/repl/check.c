@@ -241,6 +241,22 @@ static int check_workflow(const Qraft__PublishRequest *req,
         return fail(QR_EBADREQ, err, err_len,
                     "a workflow run starts with a step, not a call");
     }
+    if (!wf->init && qr_command_is_workflow_step(wf->call_type)) {
+        /* A step's body is the SDK's step JSON: anything else would reach
+         * the workflow as a history it cannot read. */
+        json_error_t jerr;
+        json_t *o = json_loadb((const char *)req->body.data, req->body.len,
+                               JSON_REJECT_DUPLICATES, &jerr);
+        bool step = json_is_object(o) &&
+                    json_is_integer(json_object_get(o, "stepId")) &&
+                    json_integer_value(json_object_get(o, "stepId")) >= 0;
+        json_decref(o);
+        if (!step) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "a workflow step's body must be a JSON object with a "
+                        "stepId (the SDK's step)");
+        }
+    }
     if (wf->invoke) {
         struct qr_invoke inv;
         if (!wf->init ||

@@ -134,6 +134,29 @@ class WorkflowTest(unittest.TestCase):
                                    f"/v2/messages/{body[0]['messageId']}")
         self.assertEqual(msg["maxRetries"], 5)
 
+    def test_cancel_by_url(self):
+        """The SDK's cancel({urlStartingWith}), ({workflowUrl, exact}) and
+        ({all}): running runs only."""
+        other = self.sink.url("/other")
+        for run, url in (("wfr_a", self.url), ("wfr_b", self.url + "/x"),
+                         ("wfr_c", other)):
+            self.url, saved = url, self.url
+            self.assertEqual(self.trigger(run=run)[0], 200)
+            self.url = saved
+        from urllib.parse import quote
+        status, _, body = self.call(
+            "DELETE", f"/v2/workflows/runs?workflowUrl={quote(self.url)}"
+            "&workflowUrlExactMatch=true")
+        self.assertEqual(body, {"cancelled": 1})
+        status, _, body = self.call(
+            "DELETE", f"/v2/workflows/runs?workflowUrl={quote(self.url)}")
+        self.assertEqual(body, {"cancelled": 1})  # wfr_b; wfr_a is over
+        status, _, body = self.call("DELETE", "/v2/workflows/runs?count=10")
+        self.assertEqual(body, {"cancelled": 1})  # wfr_c
+        for run in ("wfr_a", "wfr_b", "wfr_c"):
+            status, _, _ = self.call("GET", f"/v2/workflows/runs/{run}")
+            self.assertEqual(status, 404)
+
     def test_finished_run_refuses_steps_and_is_not_fetched(self):
         self.trigger()
         self.sink.wait_for(1, path="/wf", timeout=20)
@@ -536,10 +559,47 @@ class WorkflowTest(unittest.TestCase):
             "POST", "/v2/workflows/dlq/resume?fromDate=1")
         self.assertEqual(status, 400, body)
 
+    def test_webhook_notifies_its_wait_without_a_token(self):
+        """createWebhook + waitForWebhook: any method on the hook URL, no
+        token, gives the waiting run the request."""
+        self.trigger()
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        self.assertEqual(self.wait("hook-1", "1h")[0], 200)
+        status, _, body = qh.http_call(
+            self.node.http_addr, "PUT",
+            f"/v2/workflows/hooks/user1/{RUN}/hook-1?x=1", b"hello",
+            {"X-Signed": "abc"}, token=None)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(len(body), 1)
+        got = self.sink.wait_for(2, path="/wf", timeout=20)[1]
+        req = json.loads(base64.b64decode(self.last_step(got)["out"]))
+        self.assertEqual(req["method"], "PUT")
+        self.assertEqual(base64.b64decode(req["body"]), b"hello")
+        self.assertEqual(req["header"]["X-Signed"], ["abc"])
+        self.assertEqual(req["url"], f"/v2/workflows/hooks/user1/{RUN}/hook-1?x=1")
+        # Another route without a token is still refused; a hook nobody
+        # waits for reaches nobody.
+        status, _, body = qh.http_call(self.node.http_addr, "GET",
+                                       "/v2/waiters/hook-1", token=None)
+        self.assertEqual(status, 401, body)
+        status, _, body = qh.http_call(
+            self.node.http_addr, "POST",
+            f"/v2/workflows/hooks/user1/{RUN}/hook-1", b"again", token=None)
+        self.assertEqual((status, body), (200, []))
+
     def test_bad_workflow_input_is_refused(self):
         status, _, body = self.step(1, "x", run="wfr_nosuch")
         self.assertEqual(status, 400, body)
         self.assertIn("does not exist", body["error"])
+        self.assertEqual(self.trigger(run="wfr_ok")[0], 200)
+        for bad in ("not json", "[1]", '{"stepName": "no id"}'):
+            status, _, body = self.batch(
+                {"Upstash-Workflow-RunId": "wfr_ok",
+                 "Upstash-Workflow-Init": "false"}, bad)
+            self.assertEqual(status, 400, body)
+            self.assertIn("stepId", body["error"])
+        status, _, hist = self.call("GET", "/v2/workflows/runs/wfr_ok")
+        self.assertEqual(len(hist), 1)  # the run is unharmed
         status, _, body = self.trigger(run="bad id!")
         self.assertEqual(status, 400, body)
         self.assertIn("Upstash-Workflow-RunId", body["error"])
@@ -555,13 +615,12 @@ class WorkflowTest(unittest.TestCase):
         status, _, body = self.call("DELETE", "/v2/workflows/runs/wfr_nosuch")
         self.assertEqual(status, 404, body)
         status, _, body = self.call("DELETE",
-                                    "/v2/workflows/runs?workflowUrl=http://x")
+                                    "/v2/workflows/runs?fromDate=1")
         self.assertEqual(status, 400, body)
         self.assertIn("not supported", body["error"])
-        # Nothing was written by any of them.
-        status, _, body = self.call("GET", "/v2/events")
-        self.assertEqual(status, 200, body)
-        self.assertEqual(body["events"], [])
+        status, _, body = self.call("DELETE", "/v2/workflows/runs")
+        self.assertEqual(status, 400, body)
+
 
     def test_runs_survive_a_restart(self):
         self.trigger()
