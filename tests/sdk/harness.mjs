@@ -244,8 +244,14 @@ class Process {
     rmSync(this.dir, { recursive: true, force: true });
   }
 
+  /* The stderr tail and, once it is gone, how the process ended (a crash
+   * logs nothing: its signal says it). */
   logHint() {
-    return this.#stderr ? `\n--- qraftd stderr (tail) ---\n${this.#stderr}` : "";
+    const tail = this.#stderr
+      ? `\n--- qraftd stderr (tail) ---\n${this.#stderr}` : "";
+    const exit = this.exited
+      ? `\n--- qraftd exited: ${JSON.stringify(this.exited)} ---` : "";
+    return tail + exit;
   }
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the pinned @upstash/qstash SDK (npm ci, from package-lock.json)
-# and runs every tests/sdk/*.test.mjs with `node --test`.
+# Installs the pinned @upstash/qstash and @upstash/workflow SDKs (npm ci, from
+# package-lock.json) and runs every tests/sdk/*.test.mjs with `node --test`.
 #
 #   QRAFT_BIN=build/bin tests/sdk/run.sh
 #

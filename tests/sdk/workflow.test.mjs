@@ -1,0 +1,779 @@
+// Upstash Workflow on a real `qraftd --dev` (issue #12, docs/workflow-design.md
+// stage 1): an app written with the official @upstash/workflow 1.3.3 runs
+// unchanged. Its framework-agnostic `serve` sits in a plain node:http server
+// (WorkflowApp, below) with signatures verified by the SDK's Receiver and the
+// node's keys. Runs are started with the workflow Client's trigger or with a
+// plain qstash publishJSON; each case checks what the app saw: every
+// context.run body ran once, sleep was not early, Promise.all kept its order,
+// a history past the inline limit came through the lazy fetch
+// (GET /v2/workflows/runs/{id}), a duplicate trigger ran once, and a cancel
+// stopped a sleeping run.
+//
+// QRAFT_BIN names the build's bin directory (it holds qraftd).
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { once } from "node:events";
+import http from "node:http";
+import { describe, test } from "node:test";
+
+import { Waiters, WAIT_TIMEOUT, waitFor, withDevNode } from "./harness.mjs";
+
+const { Client: QStashClient, Receiver } = await import("@upstash/qstash");
+const { Client: WorkflowClient, serve } = await import("@upstash/workflow");
+
+/* A run's deliveries may each wait for a step publish and an answer: give a
+ * whole run more than one wait. */
+const RUN_TIMEOUT = 2 * WAIT_TIMEOUT;
+
+/* What the SDK asked qraft (its HTTP requests), for checks and for the
+ * story a failed wait tells. Wraps qstashClient.http.request in place. */
+function recordCalls(qstashClient, calls, waiters) {
+  const httpClient = qstashClient.http;
+  const request = httpClient.request.bind(httpClient);
+  httpClient.request = async (req) => {
+    const call = {
+      at: Date.now(),
+      method: req.method ?? "GET",
+      path: req.path.join("/"),
+      entries: null,
+    };
+    if (call.path === "v2/batch" && typeof req.body === "string") {
+      // [{destination, headers (lower-case names), body}], body a string.
+      call.entries = JSON.parse(req.body).map((e) => ({
+        ...e,
+        step: parseJson(e.body),
+      }));
+    }
+    calls.push(call);
+    try {
+      call.answer = await request(req);
+      return call.answer;
+    } catch (err) {
+      call.error = err;
+      throw err;
+    } finally {
+      call.doneAt = Date.now();
+      waiters.notify();
+    }
+  };
+}
+
+function parseJson(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/* An answer of the SDK's handler, short: a thrown error's name and
+ * message (not its stack), else the JSON as it is. */
+function summary(answer) {
+  const json = parseJson(answer ?? "");
+  if (json?.error) {
+    return `${json.error}: ${json.message}`;
+  }
+  return String(answer ?? "").slice(0, 300);
+}
+
+/* The history a delivery carried: its steps' names ("init" first), or null
+ * for an empty body (the SDK then fetches it). */
+function historyNames(body) {
+  if (body === "") {
+    return null;
+  }
+  const raw = parseJson(body);
+  if (!Array.isArray(raw)) {
+    return undefined;
+  }
+  return raw.map((e, i) => {
+    if (i === 0) {
+      return "init";
+    }
+    const step = parseJson(Buffer.from(e.body, "base64").toString("utf8"));
+    return step?.targetStep ? `plan:${step.targetStep}`
+      : `${step?.stepName}(${e.callType})`;
+  });
+}
+
+/*
+ * A workflow app on 127.0.0.1: serve() handlers on paths (workflow(path,
+ * fn)), reached through a node:http server that turns each IncomingMessage
+ * into a WHATWG Request and writes the handler's Response back. It records
+ * per run (by workflowRunId) how often each context.run body ran and when
+ * (ran()), what the route returned after its last step (finish()), every
+ * delivery it got (deliveries) and every request the SDK made to qraft
+ * (calls). connect(env) is given the node's QSTASH_* values once the node
+ * runs (withDevNode's ready hook).
+ */
+class WorkflowApp {
+  runs = new Map();
+  deliveries = [];
+  calls = [];
+  plainRequests = [];
+  #routes = new Map();
+  #endpoints = new Map();
+  #handlers = new Map();
+  #waiters = new Waiters();
+  logHint = null; // () => the node's log tail, for a failed wait
+  #server = http.createServer((req, res) => {
+    this.#serveHttp(req, res).catch((err) => {
+      res.writeHead(599);
+      res.end(String(err?.stack ?? err));
+    });
+  });
+
+  /* A workflow on path; options go to serve() (e.g. failureFunction). */
+  workflow(path, routeFunction, options = {}) {
+    this.#routes.set(path, { routeFunction, options });
+  }
+
+  /* A plain endpoint on path (what context.call calls): answer(body, n)
+   * gives {status, body} for the n-th request (from 0). Its requests are
+   * in plainRequests. */
+  endpoint(path, answer) {
+    this.#endpoints.set(path, answer);
+  }
+
+  async start() {
+    this.#server.listen(0, "127.0.0.1");
+    await once(this.#server, "listening");
+    this.port = this.#server.address().port;
+  }
+
+  url(pathAndQuery) {
+    return `http://127.0.0.1:${this.port}${pathAndQuery}`;
+  }
+
+  connect(env) {
+    this.env = env;
+    this.qstash = new QStashClient({ baseUrl: env.QSTASH_URL,
+      token: env.QSTASH_TOKEN });
+    recordCalls(this.qstash, this.calls, this.#waiters);
+    const receiver = new Receiver({
+      currentSigningKey: env.QSTASH_CURRENT_SIGNING_KEY,
+      nextSigningKey: env.QSTASH_NEXT_SIGNING_KEY,
+      devMode: false,
+    });
+    for (const [path, { routeFunction, options }] of this.#routes) {
+      // env: {} keeps the process's QSTASH_*/UPSTASH_WORKFLOW_URL out.
+      const { handler } = serve(routeFunction, { qstashClient: this.qstash,
+        receiver, env: {}, ...options });
+      this.#handlers.set(path, handler);
+    }
+  }
+
+  /* A workflow Client (trigger, cancel) whose requests are recorded too. */
+  workflowClient() {
+    const client = new WorkflowClient({ baseUrl: this.env.QSTASH_URL,
+      token: this.env.QSTASH_TOKEN });
+    recordCalls(client.client, this.calls, this.#waiters);
+    return client;
+  }
+
+  async #serveHttp(req, res) {
+    const chunks = [];
+    for await (const c of req) {
+      chunks.push(c);
+    }
+    const body = Buffer.concat(chunks).toString("utf8");
+    const path = req.url.split("?")[0];
+    const endpoint = this.#endpoints.get(path);
+    if (endpoint) {
+      const n = this.plainRequests.filter((r) => r.path === path).length;
+      const { status, body: answer } = endpoint(body, n);
+      this.plainRequests.push({ at: Date.now(), path, headers: req.headers,
+        body, status });
+      res.writeHead(status, { "Content-Type": "application/json" });
+      res.end(answer);
+      this.#waiters.notify();
+      return;
+    }
+    const delivery = {
+      at: Date.now(),
+      path,
+      runId: req.headers["upstash-workflow-runid"],
+      headers: req.headers,
+      body,
+      history: historyNames(body),
+    };
+    const handler = this.#handlers.get(path);
+    if (!handler) {
+      delivery.status = 404;
+      this.#record(delivery);
+      res.writeHead(404);
+      res.end();
+      return;
+    }
+    const headers = new Headers();
+    for (const [name, value] of Object.entries(req.headers)) {
+      for (const v of Array.isArray(value) ? value : [value]) {
+        headers.append(name, v);
+      }
+    }
+    const request = new Request(this.url(req.url), {
+      method: req.method,
+      headers,
+      body: req.method === "GET" || req.method === "HEAD" ? undefined : body,
+    });
+    const response = await handler(request);
+    const answer = await response.text();
+    delivery.status = response.status;
+    delivery.answer = answer;
+    // A first invocation (no run id yet) names its new run in the answer.
+    delivery.runId ??= parseJson(answer)?.workflowRunId;
+    this.#record(delivery);
+    res.writeHead(response.status, Object.fromEntries(response.headers));
+    res.end(answer);
+  }
+
+  #record(delivery) {
+    this.deliveries.push(delivery);
+    this.#waiters.notify();
+  }
+
+  run(runId) {
+    let run = this.runs.get(runId);
+    if (!run) {
+      run = { id: runId, counts: {}, times: {}, values: {}, finished: [] };
+      this.runs.set(runId, run);
+    }
+    return run;
+  }
+
+  /* Called inside a context.run body: counts the run of step name. */
+  ran(context, name, value) {
+    const run = this.run(context.workflowRunId);
+    run.path = new URL(context.url).pathname;
+    run.counts[name] = (run.counts[name] ?? 0) + 1;
+    (run.times[name] ??= []).push(Date.now());
+    if (value !== undefined) {
+      run.values[name] = value;
+    }
+    this.#waiters.notify();
+  }
+
+  /* Called by a route after its last step, with what it returns. */
+  finish(context, result) {
+    this.run(context.workflowRunId).finished.push(result);
+    this.#waiters.notify();
+  }
+
+  /* Called by a failureFunction with what it was given. */
+  failed(context, what) {
+    (this.run(context.workflowRunId).failures ??= []).push(what);
+    this.#waiters.notify();
+  }
+
+  /* The SDK's request on path (e.g. "v2/wait/<event>") once qraft
+   * answered it 2xx. */
+  answered(path) {
+    return this.calls.find((c) => c.path === path && c.doneAt && !c.error);
+  }
+
+  /* The runs whose steps ran on path. */
+  runsOn(path) {
+    return [...this.runs.values()].filter((r) => r.path === path);
+  }
+
+  /* The message ids qraft answered for runId's publishes (trigger and
+   * steps). */
+  messageIds(runId) {
+    const ids = new Set();
+    for (const call of this.calls) {
+      call.entries?.forEach((e, i) => {
+        const id = Array.isArray(call.answer) && call.answer[i]?.messageId;
+        if (id && e.headers["upstash-workflow-runid"] === runId) {
+          ids.add(id);
+        }
+      });
+    }
+    return ids;
+  }
+
+  /* runId's deliveries: by their run id header, or, should that be
+   * missing, by the message id of one of the run's publishes. */
+  deliveriesOf(runId) {
+    const ids = this.messageIds(runId);
+    return this.deliveries.filter((d) => d.runId === runId ||
+      ids.has(d.headers["upstash-message-id"]));
+  }
+
+  /* The step publish (a batch entry) of stepName in runId, once qraft
+   * answered it: {at (when it was sent), entry, messageId}. */
+  published(runId, stepName) {
+    for (const call of this.calls) {
+      const i = call.entries?.findIndex((e) =>
+        e.headers["upstash-workflow-runid"] === runId &&
+        e.step?.stepName === stepName) ?? -1;
+      if (i >= 0 && !call.error && call.doneAt) {
+        return { at: call.at, entry: call.entries[i],
+          messageId: call.answer?.[i]?.messageId };
+      }
+    }
+    return null;
+  }
+
+  /* The SDK's finish of runId (DELETE .../runs/{id}?cancel=false), once
+   * qraft answered it 2xx. */
+  finishCall(runId) {
+    return this.calls.find((c) => c.method === "DELETE" &&
+      c.path === `v2/workflows/runs/${runId}?cancel=false` &&
+      c.doneAt && !c.error);
+  }
+
+  until(check, what, timeoutMs = WAIT_TIMEOUT) {
+    return this.#waiters.until(check, timeoutMs, what);
+  }
+
+  /* As until(), but fails at once when a delivery of runId was answered
+   * other than 200: no route here throws, so the SDK refused what qraft
+   * sent (the answer says why). */
+  untilRun(runId, check, what, timeoutMs = WAIT_TIMEOUT) {
+    return this.until(() => {
+      const bad = this.deliveriesOf(runId).find((d) => d.status !== 200);
+      if (bad) {
+        throw new Error(`a delivery of run ${runId} was answered ` +
+          `${bad.status}${this.explain(runId)}`);
+      }
+      const counts = this.runs.get(runId)?.counts ?? {};
+      const twice = Object.keys(counts).find((name) => counts[name] > 1);
+      if (twice) {
+        throw new Error(`step ${twice} of run ${runId} ran ` +
+          `${counts[twice]} times${this.explain(runId)}`);
+      }
+      return check();
+    }, () => `${typeof what === "function" ? what() : what}` +
+      this.explain(runId), timeoutMs);
+  }
+
+  /* Resolves to runId's record once its route finished and the SDK's
+   * DELETE ?cancel=false was answered. */
+  ended(runId, timeoutMs = RUN_TIMEOUT) {
+    return this.untilRun(runId, () => {
+      const run = this.runs.get(runId);
+      return run?.finished.length > 0 && this.finishCall(runId) && run;
+    }, `run ${runId} to finish`, timeoutMs);
+  }
+
+  /* What the app saw of runId, for a failed wait's message. */
+  explain(runId) {
+    const items = [];
+    for (const d of this.deliveriesOf(runId)) {
+      const h = d.headers;
+      items.push({ at: d.at, text: `qraft -> app ${d.path} ` +
+        `msg=${h["upstash-message-id"]} retried=${h["upstash-retried"]} ` +
+        `runid=${h["upstash-workflow-runid"]} ` +
+        `sdk-version=${h["upstash-workflow-sdk-version"]} ` +
+        `history=${JSON.stringify(d.history)} -> ${d.status} ` +
+        `${summary(d.answer)}` });
+    }
+    for (const c of this.calls) {
+      const mine = c.path.includes(runId) || c.entries?.some((e) =>
+        e.headers["upstash-workflow-runid"] === runId);
+      if (mine) {
+        const what = c.entries
+          ? JSON.stringify(c.entries.map((e) => e.step?.stepName ??
+            (e.headers["upstash-workflow-init"] === "true" ? "trigger"
+              : "?")))
+          : "";
+        const out = c.error
+          ? `error ${c.error.status ?? ""} ${c.error.message}`
+          : JSON.stringify(c.answer)?.slice(0, 200);
+        items.push({ at: c.at, text: `SDK -> qraft ${c.method} /${c.path} ` +
+          `${what} -> ${out}` });
+      }
+    }
+    items.sort((x, y) => x.at - y.at);
+    const t0 = items[0]?.at ?? 0;
+    return [`\n--- app: run ${runId} ---`,
+      `steps ran: ${JSON.stringify(this.runs.get(runId)?.counts ?? {})}`,
+      ...items.map((i) => `+${i.at - t0} ms ${i.text}`)].join("\n") +
+      (this.logHint?.() ?? "");
+  }
+
+  async close() {
+    if (!this.#server.listening) {
+      return;
+    }
+    this.#server.closeAllConnections();
+    this.#server.close();
+    await once(this.#server, "close");
+  }
+}
+
+const SLEEP_S = 3;
+const CANCEL_SLEEP_S = 4;
+const BIG_BYTES = 2_000_000;
+// A step's message is at most --max-body-bytes, and qraft sends a history
+// inline up to the same size (docs/workflow-design.md 2): 2.5 MiB lets the
+// ~2 MB step be published while its history, base64 (~2.67 MB), is too
+// big to send, so the SDK must fetch it.
+const MAX_BODY_BYTES = 2_621_440;
+
+function bigValue() {
+  return "0123456789abcdef".repeat(BIG_BYTES / 16);
+}
+
+function sha256(text) {
+  return createHash("sha256").update(text).digest("hex");
+}
+
+describe("Upstash Workflow 1.3.3 runs unchanged on qraft", () => {
+  const app = new WorkflowApp();
+
+  async function chain(context) {
+    const a = await context.run("one", () => {
+      app.ran(context, "one");
+      return context.requestPayload.start + 1;
+    });
+    const b = await context.run("two", () => {
+      app.ran(context, "two");
+      return a * 10;
+    });
+    const c = await context.run("three", () => {
+      app.ran(context, "three");
+      return `${b}!`;
+    });
+    const result = { a, b, c };
+    app.finish(context, result);
+    return result;
+  }
+  app.workflow("/chain", chain);
+  app.workflow("/published", chain);
+  app.workflow("/dup", chain);
+
+  app.workflow("/sleep", async (context) => {
+    await context.run("before", () => app.ran(context, "before"));
+    await context.sleep("nap", SLEEP_S);
+    await context.run("after", () => app.ran(context, "after"));
+    app.finish(context, "slept");
+  });
+
+  app.workflow("/cancel", async (context) => {
+    await context.run("before", () => app.ran(context, "before"));
+    await context.sleep("nap", CANCEL_SLEEP_S);
+    await context.run("after", () => app.ran(context, "after"));
+    app.finish(context, "not cancelled");
+  });
+
+  app.workflow("/parallel", async (context) => {
+    // Each branch works for a different time (the app's own work, not a
+    // wait), so their results reach qraft last branch first.
+    const branch = (name, ms, value) => context.run(name, async () => {
+      await new Promise((r) => setTimeout(r, ms));
+      app.ran(context, name);
+      return value;
+    });
+    const results = await Promise.all([branch("p1", 400, "first"),
+      branch("p2", 200, { second: 2 }), branch("p3", 0, [3])]);
+    app.finish(context, results);
+    return results;
+  });
+
+  app.workflow("/big", async (context) => {
+    const big = await context.run("big", () => {
+      const value = bigValue();
+      app.ran(context, "big");
+      return value;
+    });
+    const seen = await context.run("check", () => {
+      const value = { length: big.length, sha256: sha256(big) };
+      app.ran(context, "check", value);
+      return value;
+    });
+    app.finish(context, seen);
+    return seen;
+  });
+
+  app.workflow("/wait", async (context) => {
+    const { eventId, timeout } = context.requestPayload;
+    const waited = await context.waitForEvent("w", eventId, { timeout });
+    await context.run("after", () => app.ran(context, "after"));
+    app.finish(context, waited);
+  });
+
+  app.endpoint("/api", (body) => ({ status: 200,
+    body: JSON.stringify({ got: JSON.parse(body) }) }));
+  app.workflow("/caller", async (context) => {
+    const res = await context.call("c", { url: app.url("/api"),
+      method: "POST", body: JSON.stringify({ x: 1 }),
+      headers: { "X-Test": "yes" } });
+    await context.run("after", () => app.ran(context, "after"));
+    app.finish(context, { status: res.status, body: res.body });
+  });
+
+  app.workflow("/boom", async (context) => {
+    await context.run("boom", () => {
+      app.ran(context, "boom");
+      throw new Error("boom!");
+    });
+    app.finish(context, "not failed");
+  }, {
+    failureFunction: ({ context, failStatus, failResponse }) => {
+      app.failed(context, { failStatus, failResponse,
+        payload: context.requestPayload });
+    },
+  });
+
+  let wf; // the workflow Client, once the node runs
+  const dev = withDevNode({
+    app,
+    nodeArgs: ["--max-body-bytes", String(MAX_BODY_BYTES)],
+    ready: ({ node }) => {
+      app.connect(node.env);
+      app.logHint = () => node.logHint();
+      wf = app.workflowClient();
+    },
+  });
+
+  /* GET /v2/workflows/runs/{id}: the answer's status. */
+  async function runStatus(runId) {
+    const res = await fetch(
+      `${dev.node.env.QSTASH_URL}/v2/workflows/runs/${runId}`,
+      { headers: { Authorization: `Bearer ${dev.node.env.QSTASH_TOKEN}` } });
+    await res.arrayBuffer();
+    return res.status;
+  }
+
+  /* Resolves once qraft answers 404 for runId (the run ended). */
+  function gone(runId) {
+    return waitFor(async () => (await runStatus(runId)) === 404,
+      () => `GET /v2/workflows/runs/${runId} to answer 404` +
+        app.explain(runId) + dev.node.logHint());
+  }
+
+  test("a chain of three context.run, started with Client.trigger",
+    async () => {
+      const { workflowRunId: id } = await wf.trigger({
+        url: app.url("/chain"), body: { start: 1 } });
+      assert.match(id, /^wfr_/);
+      const run = await app.ended(id);
+      assert.deepEqual(run.counts, { one: 1, two: 1, three: 1 },
+        app.explain(id));
+      assert.deepEqual(run.finished, [{ a: 2, b: 20, c: "20!" }]);
+      await gone(id);
+
+      // Every delivery of the run carried the run's headers (1.3).
+      const deliveries = app.deliveriesOf(id);
+      assert.ok(deliveries.length >= 4, app.explain(id));
+      for (const d of deliveries) {
+        assert.equal(d.headers["upstash-workflow-sdk-version"], "1");
+        assert.equal(d.headers["upstash-workflow-url"], app.url("/chain"));
+        assert.match(d.headers["upstash-workflow-createdat"] ?? "",
+          /^\d{13}$/);
+        assert.ok(d.headers["upstash-message-id"]);
+        assert.equal(d.status, 200, app.explain(id));
+      }
+      // The first carried only the initial payload; each later one the
+      // history up to its own step.
+      assert.deepEqual(deliveries[0].history, ["init"]);
+      assert.deepEqual(deliveries.at(-1).history,
+        ["init", "one(step)", "two(step)", "three(step)"]);
+    });
+
+  test("a run started with a plain qstash publishJSON", async () => {
+    const { messageId } = await dev.client.publishJSON({
+      url: app.url("/published"), body: { start: 5 } });
+    assert.ok(messageId);
+    // The SDK's first-invocation path triggers the run itself, with a run
+    // id of its own that its answer names.
+    const first = await app.until(() => app.deliveries.find((d) =>
+      d.path === "/published"), "a delivery on /published");
+    assert.equal(first.headers["upstash-workflow-sdk-version"], undefined);
+    assert.equal(first.status, 200, first.answer);
+    const id = first.runId;
+    assert.match(id, /^wfr_/);
+    const run = await app.ended(id);
+    assert.deepEqual(run.counts, { one: 1, two: 1, three: 1 },
+      app.explain(id));
+    assert.deepEqual(run.finished, [{ a: 6, b: 60, c: "60!" }]);
+    await gone(id);
+    assert.equal(app.runsOn("/published").length, 1);
+  });
+
+  test(`context.sleep("nap", ${SLEEP_S}) is not early`, async () => {
+    const { workflowRunId: id } = await wf.trigger({
+      url: app.url("/sleep"), body: {} });
+    const run = await app.ended(id);
+    assert.deepEqual(run.counts, { before: 1, after: 1 }, app.explain(id));
+    const nap = app.published(id, "nap");
+    assert.ok(nap, app.explain(id));
+    assert.equal(nap.entry.headers["upstash-delay"], `${SLEEP_S}s`);
+    const waited = run.times.after[0] - nap.at;
+    assert.ok(waited >= SLEEP_S * 1000,
+      `the step after the sleep ran ${waited} ms after the sleep was ` +
+      `published${app.explain(id)}`);
+    await gone(id);
+  });
+
+  test("a step message carries the trigger's retries and failure URL",
+    async () => {
+      // WF_TriggerOnConfig: the SDK sends them with the trigger only. The
+      // sleep keeps the step's message pending, so it can be read.
+      const failureUrl = app.url("/failed");
+      const { workflowRunId: id } = await wf.trigger({
+        url: app.url("/sleep"), body: {}, retries: 2, failureUrl });
+      const nap = await app.untilRun(id, () => app.published(id, "nap"),
+        "the sleep step to be published");
+      assert.ok(nap.messageId, app.explain(id));
+      const m = await dev.client.messages.get(nap.messageId);
+      assert.equal(m.maxRetries, 2, JSON.stringify(m));
+      assert.equal(m.failureCallback, failureUrl, JSON.stringify(m));
+      const run = await app.ended(id);
+      assert.deepEqual(run.counts, { before: 1, after: 1 }, app.explain(id));
+    });
+
+  test("Promise.all of three context.run: each once, results in order",
+    async () => {
+      const { workflowRunId: id } = await wf.trigger({
+        url: app.url("/parallel"), body: {} });
+      const run = await app.ended(id);
+      assert.deepEqual(run.counts, { p1: 1, p2: 1, p3: 1 }, app.explain(id));
+      assert.deepEqual(run.finished, [["first", { second: 2 }, [3]]]);
+      await gone(id);
+    });
+
+  test("a 2 MB step result: the history comes through the lazy fetch",
+    async () => {
+      const { workflowRunId: id } = await wf.trigger({
+        url: app.url("/big"), body: {} });
+      const run = await app.ended(id, 2 * RUN_TIMEOUT);
+      assert.deepEqual(run.counts, { big: 1, check: 1 }, app.explain(id));
+      const want = { length: BIG_BYTES, sha256: sha256(bigValue()) };
+      assert.deepEqual(run.values.check, want);
+      assert.deepEqual(run.finished, [want]);
+      // qraft sent the history past its inline limit as an empty body,
+      // and the SDK fetched it.
+      assert.ok(app.deliveriesOf(id).some((d) => d.history === null),
+        `no delivery with an empty body${app.explain(id)}`);
+      assert.ok(app.calls.some((c) => c.method === "GET" &&
+        c.path === `v2/workflows/runs/${id}` && !c.error),
+      `no lazy fetch answered${app.explain(id)}`);
+      await gone(id);
+    });
+
+  test("a duplicate trigger with the same workflowRunId runs once",
+    async () => {
+      const params = { url: app.url("/dup"), body: { start: 7 },
+        workflowRunId: `dup-${process.pid}` };
+      const first = await wf.trigger(params);
+      // 1.3.3's trigger resolves the same way for a run that exists; what
+      // tells is qraft's batch answer, `deduplicated: true`.
+      const second = await wf.trigger(params);
+      const id = first.workflowRunId;
+      assert.equal(id, `wfr_dup-${process.pid}`);
+      assert.deepEqual(second, first);
+      const triggers = app.calls.filter((c) => c.entries?.some((e) =>
+        e.headers["upstash-workflow-runid"] === id &&
+        e.headers["upstash-workflow-init"] === "true"));
+      assert.equal(triggers.length, 2);
+      assert.notEqual(triggers[0].answer?.[0]?.deduplicated, true,
+        app.explain(id));
+      assert.equal(triggers[1].answer?.[0]?.deduplicated, true,
+        app.explain(id));
+
+      const run = await app.ended(id);
+      assert.deepEqual(run.counts, { one: 1, two: 1, three: 1 },
+        app.explain(id));
+      assert.deepEqual(run.finished, [{ a: 8, b: 80, c: "80!" }]);
+      const starts = app.deliveriesOf(id).filter((d) =>
+        JSON.stringify(d.history) === '["init"]');
+      assert.equal(starts.length, 1, app.explain(id));
+      await gone(id);
+    });
+
+  test("Client.cancel while a run sleeps: the step after never runs",
+    async (t) => {
+      const { workflowRunId: id } = await wf.trigger({
+        url: app.url("/cancel"), body: {} });
+      const nap = await app.untilRun(id, () => app.published(id, "nap"),
+        "the sleep step to be published");
+      const answer = await wf.cancel({ ids: id });
+      assert.deepEqual(answer, { cancelled: 1 });
+      await gone(id);
+
+      // Past the sleep's due time, with room for a delivery to arrive
+      // and run the step: still not run.
+      const due = nap.at + CANCEL_SLEEP_S * 1000 + 3000;
+      await waitFor(() => {
+        const run = app.runs.get(id);
+        assert.equal(run?.counts.after, undefined,
+          `the step after the sleep ran${app.explain(id)}`);
+        return Date.now() >= due;
+      }, "the sleep's due time to pass", due - Date.now() + WAIT_TIMEOUT);
+      const run = app.runs.get(id);
+      assert.deepEqual(run.counts, { before: 1 });
+      assert.deepEqual(run.finished, []);
+      const late = app.deliveriesOf(id).filter((d) => d.at > nap.at);
+      if (late.length > 0) {
+        t.diagnostic(`qraft still delivered ${late.length} message(s) of ` +
+          `the cancelled run${app.explain(id)}`);
+      }
+    });
+
+  // Stages 2 to 4 of docs/workflow-design.md.
+
+  test("waitForEvent, then Client.notify: the data reaches the run",
+    async () => {
+      const eventId = `ev-${process.pid}-notify`;
+      const { workflowRunId: id } = await wf.trigger({
+        url: app.url("/wait"), body: { eventId, timeout: "30s" } });
+      await app.untilRun(id, () => app.answered(`v2/wait/${eventId}`),
+        `the wait for ${eventId} to be registered`);
+      const waiters = await wf.getWaiters({ eventId });
+      assert.equal(waiters.length, 1, JSON.stringify(waiters));
+      const notified = await wf.notify({ eventId,
+        eventData: { ok: 1, text: "h\u00e9" } });
+      assert.equal(notified.length, 1, JSON.stringify(notified));
+      const run = await app.ended(id);
+      assert.deepEqual(run.finished,
+        [{ eventData: { ok: 1, text: "h\u00e9" }, timeout: false }]);
+      assert.deepEqual(run.counts, { after: 1 });
+      assert.deepEqual(await wf.notify({ eventId, eventData: 2 }), []);
+      await gone(id);
+    });
+
+  test("waitForEvent times out, not early", async () => {
+    const eventId = `ev-${process.pid}-timeout`;
+    const { workflowRunId: id } = await wf.trigger({
+      url: app.url("/wait"), body: { eventId, timeout: "2s" } });
+    const wait = await app.untilRun(id,
+      () => app.answered(`v2/wait/${eventId}`),
+      `the wait for ${eventId} to be registered`);
+    const run = await app.ended(id);
+    assert.deepEqual(run.finished, [{ eventData: undefined, timeout: true }]);
+    const waited = run.times.after[0] - wait.at;
+    assert.ok(waited >= 2000, `the timeout came after ${waited} ms` +
+      app.explain(id));
+    await gone(id);
+  });
+
+  test("context.call: a local endpoint's answer reaches the run",
+    async () => {
+      const { workflowRunId: id } = await wf.trigger({
+        url: app.url("/caller"), body: {} });
+      const run = await app.ended(id);
+      assert.deepEqual(run.finished,
+        [{ status: 200, body: { got: { x: 1 } } }], app.explain(id));
+      assert.deepEqual(run.counts, { after: 1 });
+      const calls = app.plainRequests.filter((r) => r.path === "/api");
+      assert.equal(calls.length, 1);
+      assert.equal(calls[0].headers["x-test"], "yes");
+      await gone(id);
+    });
+
+  test("a step that always throws: retried, then the failureFunction",
+    async () => {
+      const { workflowRunId: id } = await wf.trigger({
+        url: app.url("/boom"), body: { start: 9 }, retries: 1,
+        retryDelay: "200" });
+      // The step's deliveries are answered 500 here, so no untilRun.
+      const run = await app.until(() => app.runs.get(id)?.failures,
+        () => `the failure function of ${id}${app.explain(id)}`);
+      assert.deepEqual(run, [{ failStatus: 500, failResponse: "boom!",
+        payload: { start: 9 } }], app.explain(id));
+      assert.equal(app.runs.get(id).counts.boom, 2, app.explain(id));
+      assert.deepEqual(app.runs.get(id).finished, []);
+    });
+});
