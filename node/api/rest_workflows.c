@@ -14,6 +14,34 @@
 #include "lib/json_text.h"
 #include "repl/check.h"
 
+/* True when query names no parameter but the known ones (NULL-ended);
+ * else answers 400: "<doing> by '<param>' is not supported yet: <hint>".
+ * A selection the node cannot make is refused, never widened. */
+static bool only_params(h2o_req_t *req,
+                        h2o_iovec_t query,
+                        const char *const *known,
+                        const char *doing,
+                        const char *hint)
+{
+    struct rest_param p;
+    size_t pos = 0;
+    while (qr_rest_next_param(query.base, query.len, &pos, &p)) {
+        bool ok = false;
+        for (size_t i = 0; known[i] != NULL; i++) {
+            ok = ok || qr_rest_equal_ci(p.name, p.name_len, known[i]);
+        }
+        if (!ok) {
+            char err[ERR_BYTES];
+            snprintf(err, sizeof err, "%s by '%.*s' is not supported yet: %s",
+                     doing, (int)(p.name_len > 64 ? 64 : p.name_len), p.name,
+                     hint);
+            qr_rest_send_error(req, 400, err);
+            return false;
+        }
+    }
+    return true;
+}
+
 /* The history as the SDK reads it: [{"messageId", "body" (base64),
  * "callType"}], oldest first. */
 static json_t *history_json(struct rest_call *c, const Qraft__Response *resp)
@@ -78,22 +106,13 @@ void qr_rest_workflow_cancel_many(struct qr_rest *r,
                                   h2o_req_t *req,
                                   const struct rest_match *m)
 {
+    static const char *const known[] = {"workflowRunIds", "workflowUrl",
+                                        "workflowUrlExactMatch", "count", NULL};
     Qraft__WorkflowEndRequest end = QRAFT__WORKFLOW_END_REQUEST__INIT;
-    struct rest_param p;
-    size_t pos = 0;
     char err[ERR_BYTES];
-    while (qr_rest_next_param(m->query.base, m->query.len, &pos, &p)) {
-        if (!qr_rest_equal_ci(p.name, p.name_len, "workflowRunIds") &&
-            !qr_rest_equal_ci(p.name, p.name_len, "workflowUrl") &&
-            !qr_rest_equal_ci(p.name, p.name_len, "workflowUrlExactMatch") &&
-            !qr_rest_equal_ci(p.name, p.name_len, "count")) {
-            snprintf(err, sizeof err,
-                     "cancelling workflow runs by '%.*s' is not supported "
-                     "yet: give workflowRunIds or workflowUrl",
-                     (int)(p.name_len > 64 ? 64 : p.name_len), p.name);
-            qr_rest_send_error(req, 400, err);
-            return;
-        }
+    if (!only_params(req, m->query, known, "cancelling workflow runs",
+                     "give workflowRunIds or workflowUrl")) {
+        return;
     }
     if (qr_rest_take_list(&req->pool, m->query, "workflowRunIds", &end.run_ids,
                           &end.n_run_ids, err) != 0 ||
@@ -384,19 +403,12 @@ void qr_rest_workflow_dlq(struct qr_rest *r,
                           h2o_req_t *req,
                           const struct rest_match *m)
 {
+    static const char *const known[] = {"dlqIds", NULL};
     Qraft__WorkflowDlqRequest wd = QRAFT__WORKFLOW_DLQ_REQUEST__INIT;
-    struct rest_param p;
-    size_t pos = 0;
     char err[ERR_BYTES];
-    while (qr_rest_next_param(m->query.base, m->query.len, &pos, &p)) {
-        if (!qr_rest_equal_ci(p.name, p.name_len, "dlqIds")) {
-            snprintf(err, sizeof err,
-                     "selecting workflow dead letters by '%.*s' is not "
-                     "supported yet: give dlqIds",
-                     (int)(p.name_len > 64 ? 64 : p.name_len), p.name);
-            qr_rest_send_error(req, 400, err);
-            return;
-        }
+    if (!only_params(req, m->query, known, "selecting workflow dead letters",
+                     "give dlqIds")) {
+        return;
     }
     if (qr_rest_take_list(&req->pool, m->query, "dlqIds", &wd.message_ids,
                           &wd.n_message_ids, err) != 0) {
