@@ -200,14 +200,17 @@ void qr_rest_waiters(struct qr_rest *r,
     QR_REST_RUN(r, req, WAITERS, waiters, &wr, &answer);
 }
 
+/* A notify's answer: the runs it reached. */
+static const struct rest_answer notify_answer = {
+    .want = QRAFT__RESPONSE__BODY_NOTIFY,
+    .build = notified_json};
+
 /* POST /v2/notify/{eventId} and /v2/notify/{runId}/{eventId}: the body is
  * the event's data. */
 void qr_rest_notify(struct qr_rest *r,
                     h2o_req_t *req,
                     const struct rest_match *m)
 {
-    static const struct rest_answer answer = {
-        .want = QRAFT__RESPONSE__BODY_NOTIFY, .build = notified_json};
     Qraft__NotifyRequest nr = QRAFT__NOTIFY_REQUEST__INIT;
     char *path = qr_rest_capture(req, m);
     char *slash = strchr(path, '/');
@@ -222,7 +225,7 @@ void qr_rest_notify(struct qr_rest *r,
         nr.data.data = (uint8_t *)req->entity.base;
         nr.data.len = req->entity.len;
     }
-    QR_REST_RUN(r, req, NOTIFY, notify, &nr, &answer);
+    QR_REST_RUN(r, req, NOTIFY, notify, &nr, &notify_answer);
 }
 
 /* The run a wait is for: its Upstash-Workflow-RunId header, else the one
@@ -430,8 +433,6 @@ void qr_rest_workflow_hook(struct qr_rest *r,
                            h2o_req_t *req,
                            const struct rest_match *m)
 {
-    static const struct rest_answer answer = {
-        .want = QRAFT__RESPONSE__BODY_NOTIFY, .build = notified_json};
     Qraft__NotifyRequest nr = QRAFT__NOTIFY_REQUEST__INIT;
     char *path = qr_rest_capture(req, m);
     char *run = strchr(path, '/');
@@ -482,7 +483,7 @@ void qr_rest_workflow_hook(struct qr_rest *r,
     nr.data.len = strlen(text);
     nr.data.data = (uint8_t *)qr_rest_pool_str(&req->pool, text, nr.data.len);
     free(text);
-    QR_REST_RUN(r, req, NOTIFY, notify, &nr, &answer);
+    QR_REST_RUN(r, req, NOTIFY, notify, &nr, &notify_answer);
 }
 
 /* DELETE /v2/workflows/dlq?dlqIds=...: the DLQ's delete (rest_dlq.c), by
