@@ -503,6 +503,8 @@ static const struct rest_route routes[] = {
       {"DELETE", qr_rest_workflow_run, REST_DELETE}}},
     {"/v2/workflows/dlq", "DELETE", 0,
      {{"DELETE", qr_rest_workflow_dlq_delete, REST_DELETE}}},
+    {"/v2/workflows/dlq/callback/{id}", "POST", 0,
+     {{"POST", qr_rest_workflow_dlq_callback, REST_GET}}},
     {"/v2/workflows/dlq/resume", "POST", 0,
      {{"POST", qr_rest_workflow_dlq, REST_RESUME}}},
     {"/v2/workflows/dlq/restart", "POST", 0,

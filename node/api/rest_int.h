@@ -334,7 +334,7 @@ void qr_rest_on_cancelled_reply(struct rest_call *c,
 rest_handler qr_rest_workflow_run, qr_rest_workflow_cancel_many;
 rest_handler qr_rest_wait, qr_rest_notify, qr_rest_waiters;
 rest_handler qr_rest_workflow_dlq, qr_rest_workflow_hook;
-rest_handler qr_rest_workflow_dlq_delete;
+rest_handler qr_rest_workflow_dlq_delete, qr_rest_workflow_dlq_callback;
 /* The workflow logs (rest_workflow_logs.c). */
 rest_handler qr_rest_workflow_logs;
 

@@ -402,6 +402,48 @@ static void on_workflow_dlq_reply(struct rest_call *c,
     qr_rest_send_reply(c, 200, json_pack("{s:o}", "workflowRuns", runs), NULL);
 }
 
+/* {"workflowRunId", "workflowCreatedAt"} of the dead letter whose failure
+ * callback was sent again. */
+static void on_workflow_callback_reply(struct rest_call *c,
+                                       size_t index,
+                                       const Qraft__Response *resp)
+{
+    (void)index;
+    if (!qr_rest_reply_ok(c, resp, QRAFT__RESPONSE__BODY_BULK)) {
+        return;
+    }
+    const Qraft__ItemResult *it =
+        resp->bulk->n_results > 0 ? resp->bulk->results[0] : NULL;
+    if (it == NULL || it->status != QRAFT__STATUS__OK) {
+        c->answered = true;
+        qr_rest_send_error(c->req,
+                           it != NULL ? qr_rest_http_status(it->status) : 500,
+                           it != NULL ? it->error : "no answer");
+        return;
+    }
+    qr_rest_send_reply(
+        c, 200,
+        json_pack("{s:o,s:I}", "workflowRunId",
+                  qr_json_text(it->workflow_run_id), "workflowCreatedAt",
+                  (json_int_t)it->workflow_created_ms),
+        NULL);
+}
+
+/* POST /v2/workflows/dlq/callback/{dlqId}: the failure callback again. */
+void qr_rest_workflow_dlq_callback(struct qr_rest *r,
+                                   h2o_req_t *req,
+                                   const struct rest_match *m)
+{
+    Qraft__WorkflowDlqRequest wd = QRAFT__WORKFLOW_DLQ_REQUEST__INIT;
+    char **ids = h2o_mem_alloc_pool(&req->pool, sizeof *ids);
+    ids[0] = qr_rest_capture(req, m);
+    wd.message_ids = ids;
+    wd.n_message_ids = 1;
+    wd.failure_callback = true;
+    QR_REST_RUN(r, req, WORKFLOW_DLQ, workflow_dlq, &wd,
+                &(struct rest_answer){.on_reply = on_workflow_callback_reply});
+}
+
 void qr_rest_workflow_dlq(struct qr_rest *r,
                           h2o_req_t *req,
                           const struct rest_match *m)

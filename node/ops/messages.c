@@ -127,9 +127,13 @@ void qr_op_bulk(struct qr_op *op,
                 enum qr_bulk_kind kind,
                 const struct qr_bulk_page *page)
 {
-    static const char *const names[] = {"dlq replay",      "dlq delete",
-                                        "cancel",          "workflow cancel",
-                                        "workflow resume", "workflow restart"};
+    static const char *const names[] = {"dlq replay",
+                                        "dlq delete",
+                                        "cancel",
+                                        "workflow cancel",
+                                        "workflow resume",
+                                        "workflow restart",
+                                        "workflow failure callback"};
     bool runs = kind == QR_BULK_WORKFLOW_CANCEL;
     if (n_ids > MAX_BULK_IDS || (n_ids == 0 && page->cursor == NULL)) {
         qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
@@ -176,7 +180,8 @@ void qr_op_bulk(struct qr_op *op,
         call->items[i].error = NULL;
         call->items[i].workflow_run_id = NULL;
     }
-    if (kind == QR_BULK_WORKFLOW_RESUME || kind == QR_BULK_WORKFLOW_RESTART) {
+    if (kind == QR_BULK_WORKFLOW_RESUME || kind == QR_BULK_WORKFLOW_RESTART ||
+        kind == QR_BULK_WORKFLOW_CALLBACK) {
         name_runs(op->ops, call);
     }
     /* Every item is answered: proposed ones by their callback (never
@@ -213,8 +218,12 @@ void qr_op_bulk(struct qr_op *op,
                 break;
             case QR_BULK_WORKFLOW_RESUME:
             case QR_BULK_WORKFLOW_RESTART:
+            case QR_BULK_WORKFLOW_CALLBACK:
                 wr.message_id = ids[i];
                 wr.restart = kind == QR_BULK_WORKFLOW_RESTART;
+                wr.failure_callback = kind == QR_BULK_WORKFLOW_CALLBACK;
+                wr.default_timeout_ms =
+                    op->ops->config->limits.default_timeout_ms;
                 qr_cluster_new_message_id(op->ops->cluster, new_id);
                 wr.new_message_id = new_id;
                 cmd.body_case = QRAFT__COMMAND__BODY_WORKFLOW_RESUME;

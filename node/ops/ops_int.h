@@ -233,6 +233,7 @@ enum qr_bulk_kind {
     QR_BULK_WORKFLOW_CANCEL,
     QR_BULK_WORKFLOW_RESUME,
     QR_BULK_WORKFLOW_RESTART,
+    QR_BULK_WORKFLOW_CALLBACK,
 };
 
 /* How a bulk request is answered: `paged` gives a BulkPageResponse with

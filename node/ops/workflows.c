@@ -387,6 +387,8 @@ void qr_op_workflow_dlq(struct qr_op *op, const Qraft__Request *req)
         return;
     }
     qr_op_bulk(op, req, r->n_message_ids, r->message_ids,
-               r->restart ? QR_BULK_WORKFLOW_RESTART : QR_BULK_WORKFLOW_RESUME,
+               r->failure_callback ? QR_BULK_WORKFLOW_CALLBACK
+               : r->restart        ? QR_BULK_WORKFLOW_RESTART
+                                   : QR_BULK_WORKFLOW_RESUME,
                &(struct qr_bulk_page){0});
 }

@@ -369,10 +369,21 @@ static int create_callback(struct qr_apply_ctx *ctx,
                            Qraft__CallbackKind kind,
                            const struct qr_callback_run *run)
 {
+    return qr_apply_create_callback(ctx, batch->default_timeout_ms, src, r,
+                                    kind, run);
+}
+
+int qr_apply_create_callback(struct qr_apply_ctx *ctx,
+                             uint64_t default_timeout_ms,
+                             const Qraft__Message *src,
+                             const Qraft__DeliveryResult *r,
+                             Qraft__CallbackKind kind,
+                             const struct qr_callback_run *run)
+{
     struct qr_callback cb;
     char id[QR_ID_BYTES];
     int rv = qr_callback_build(&cb, src, r, kind, ctx->now_ms,
-                               batch->default_timeout_ms, run);
+                               default_timeout_ms, run);
     if (rv != 0) {
         return rv;
     }

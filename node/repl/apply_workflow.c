@@ -1024,6 +1024,57 @@ static int restart_run(struct qr_apply_ctx *ctx,
     return rv;
 }
 
+/* The dead letter m's failure callback, sent again: built from what its
+ * last attempt got, as when it was dead-lettered (the run, when m is a
+ * workflow step, stays as it is). */
+static int rerun_failure_callback(struct qr_apply_ctx *ctx,
+                                  const Qraft__WorkflowResume *r,
+                                  const Qraft__Message *m,
+                                  struct qr_apply_result *res)
+{
+    if (m->failure_callback[0] == '\0') {
+        qr_apply_set_result(res, QR_ECONFLICT,
+                            "message %s has no failure callback", m->id);
+        return 0;
+    }
+    Qraft__WorkflowRun *run = NULL;
+    Qraft__WorkflowStep *first = NULL;
+    struct qr_callback_run cr = {0};
+    int rv = 0;
+    if (qr_command_is_run_id(m->workflow_run_id)) {
+        rv = qr_store_run_get(ctx->txn, m->workflow_run_id, &run);
+        if (rv == 0) {
+            rv = qr_store_run_step_get(ctx->txn, run->id, 0, &first);
+            rv = rv == QR_ENOTFOUND ? 0 : rv;
+            cr.run_id = run->id;
+            cr.created_ms = run->created_ms;
+            if (first != NULL) {
+                cr.initial_body = first->body;
+            }
+        } else if (rv == QR_ENOTFOUND) {
+            rv = 0;
+        }
+    }
+    Qraft__DeliveryResult dr = QRAFT__DELIVERY_RESULT__INIT;
+    dr.message_id = m->id;
+    dr.attempt = m->attempts > 0 ? m->attempts - 1 : 0;
+    dr.outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_DEAD;
+    dr.error = m->last_error;
+    dr.response = m->last_response;
+    if (rv == 0) {
+        rv = qr_apply_create_callback(ctx, r->default_timeout_ms, m, &dr,
+                                      QRAFT__CALLBACK_KIND__FAILURE_CALLBACK,
+                                      run != NULL ? &cr : NULL);
+    }
+    if (first != NULL) {
+        qraft__workflow_step__free_unpacked(first, NULL);
+    }
+    if (run != NULL) {
+        qraft__workflow_run__free_unpacked(run, NULL);
+    }
+    return rv;
+}
+
 int qr_apply_workflow_resume(struct qr_apply_ctx *ctx,
                              const Qraft__WorkflowResume *r,
                              struct qr_apply_result *res)
@@ -1044,6 +1095,10 @@ int qr_apply_workflow_resume(struct qr_apply_ctx *ctx,
         goto out;
     }
     if (rv != 0) {
+        goto out;
+    }
+    if (r->failure_callback) {
+        rv = rerun_failure_callback(ctx, r, m, res);
         goto out;
     }
     Qraft__WorkflowRun *run = NULL;

@@ -70,6 +70,16 @@ int qr_apply_dedup_seen(struct qr_apply_ctx *ctx,
 /* Delivered, dead-lettered or cancelled: nothing more happens to it. */
 bool qr_apply_is_final(Qraft__MessageState s);
 
+/* Creates the callback message of `kind` for src after its committed
+ * result r (run: src's workflow run, for a failure callback, or NULL),
+ * under the first free id qr_callback_seq derives. */
+int qr_apply_create_callback(struct qr_apply_ctx *ctx,
+                             uint64_t default_timeout_ms,
+                             const Qraft__Message *src,
+                             const Qraft__DeliveryResult *r,
+                             Qraft__CallbackKind kind,
+                             const struct qr_callback_run *run);
+
 /* Marks m (not final) delivered now, as a committed 2xx would: a late
  * result of its attempt is then fenced out. */
 int qr_apply_mark_delivered(struct qr_apply_ctx *ctx,

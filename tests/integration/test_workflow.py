@@ -566,6 +566,30 @@ class WorkflowTest(unittest.TestCase):
         status, _, body = self.call("DELETE", "/v2/workflows/dlq")
         self.assertEqual(status, 400, body)
 
+    def test_dlq_failure_callback_runs_again(self):
+        """dlq.retryFailureFunction: the failure callback once more, with
+        what the failure function reads."""
+        self.sink.script("/wf", Reply(500))
+        status, _, body = self.trigger(extra={
+            "Upstash-Retries": "0",
+            "Upstash-Failure-Callback": self.sink.url("/fail"),
+            "Upstash-Failure-Callback-Workflow-Runid": RUN})
+        self.assertEqual(status, 200, body)
+        first = self.sink.wait_for(1, path="/fail", timeout=20)[0]
+        dlq_id = json.loads(first.body)["dlqId"]
+        status, _, body = self.call("POST",
+                                    f"/v2/workflows/dlq/callback/{dlq_id}")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["workflowRunId"], RUN)
+        again = self.sink.wait_for(2, path="/fail", timeout=20)[1]
+        cb = json.loads(again.body)
+        self.assertEqual((cb["workflowRunId"], cb["status"]), (RUN, 500))
+        self.assertEqual(base64.b64decode(cb["sourceBody"]), b"initial")
+        self.assertEqual(again.header("Upstash-Workflow-Runid"), RUN)
+        status, _, body = self.call("POST",
+                                    "/v2/workflows/dlq/callback/msg_nosuch")
+        self.assertEqual(status, 404, body)
+
     def test_dlq_delete(self):
         dlq_id = self.fail_at_step_2()
         status, _, body = self.call("DELETE",
