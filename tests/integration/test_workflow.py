@@ -679,6 +679,24 @@ if __name__ == "__main__":
     unittest.main()
 
 
+class WorkflowLevelTest(unittest.TestCase):
+    def test_cluster_below_the_workflow_level_refuses_runs(self):
+        """A node of an older version would take a workflow publish for a
+        plain message: until every node runs one that has workflows
+        (feature level 4), runs are refused, saying why."""
+        sink = start_sink(self)
+        node = qh.start_dev_node(self,
+                                 extra_args=["--max-feature-level", "3"])
+        t = WorkflowTest("run")
+        t.sink, t.node, t.url = sink, node, sink.url("/wf")
+        status, _, body = t.trigger()
+        self.assertEqual(status, 503, body)
+        self.assertIn("feature level 4", body["error"])
+        status, _, body = t.wait("ev", "1h")
+        self.assertEqual(status, 503, body)
+        self.assertEqual(sink.requests(), [])
+
+
 class WorkflowRetentionTest(unittest.TestCase):
     """Ended runs go with the retention of their kind: finished and
     cancelled ones with --done-retention, failed ones with
