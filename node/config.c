@@ -52,6 +52,7 @@ void qr_config_defaults(struct qr_config *c)
     l->max_queue_parallelism = 100;
     l->max_group_endpoints = 100;
     l->max_labels = 16;
+    l->max_run_history_bytes = 64 * MIB;
 
     /* Long enough that a loop stalled by a snapshot (~0.3 s for 200k
      * pending messages, docs/benchmarks.md) does not start an election;
@@ -101,6 +102,8 @@ void qr_config_usage(FILE *out)
         "  --max-body-bytes N     largest message body (default 1048576,\n"
         "                         at most 16777216)\n"
         "  --dedup-window DUR     dedup window (default 10m, at most 90d)\n"
+        "  --max-run-history-bytes N  largest workflow run history (default\n"
+        "                         67108864, at most 4294967295)\n"
         "  --max-queues N         most queues (default 100, at most 100000)\n"
         "  --max-queue-parallelism N  highest queue parallelism (default\n"
         "                         100, at most 10000)\n"
@@ -397,6 +400,7 @@ enum {
     OPT_PEER_TOKEN,
     OPT_MAX_BODY,
     OPT_DEDUP_WINDOW,
+    OPT_MAX_RUN_HISTORY,
     OPT_MAX_QUEUES,
     OPT_MAX_QUEUE_PARALLELISM,
     OPT_SNAPSHOT_THRESHOLD,
@@ -430,6 +434,7 @@ static const struct option long_options[] = {
     {"peer-token", required_argument, NULL, OPT_PEER_TOKEN},
     {"max-body-bytes", required_argument, NULL, OPT_MAX_BODY},
     {"dedup-window", required_argument, NULL, OPT_DEDUP_WINDOW},
+    {"max-run-history-bytes", required_argument, NULL, OPT_MAX_RUN_HISTORY},
     {"max-queues", required_argument, NULL, OPT_MAX_QUEUES},
     {"max-queue-parallelism", required_argument, NULL,
      OPT_MAX_QUEUE_PARALLELISM},
@@ -557,6 +562,9 @@ static int apply_option(struct qr_config *c,
             }
             c->limits.dedup_window_ms = n;
             return 0;
+        case OPT_MAX_RUN_HISTORY:
+            return parse_range("--max-run-history-bytes", v, 1, UINT32_MAX, "",
+                               &c->limits.max_run_history_bytes, errmsg);
         case OPT_MAX_QUEUES:
             return parse_range("--max-queues", v, 1, 100000, "",
                                &c->limits.max_queues, errmsg);

@@ -36,6 +36,10 @@ struct qr_limits {
     uint32_t max_queue_parallelism; /* --max-queue-parallelism, default 100 */
     uint32_t max_group_endpoints;   /* endpoints of one URL group: 100 */
     uint32_t max_labels;            /* Upstash-Label values of a message: 16 */
+    /* A workflow run's history, every entry's body summed:
+     * --max-run-history-bytes, default 64 MiB (the SDK's lazy fetch reads
+     * it whole). */
+    uint32_t max_run_history_bytes;
 };
 
 struct qr_config_peer {

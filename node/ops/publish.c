@@ -117,6 +117,42 @@ static bool level_and_queue_ok(struct qr_op *op,
 
 static void group_publish(struct qr_op *op, const Qraft__Request *req);
 
+/* A workflow step must leave its run's history within the limit: checked
+ * here against this node's copy of the run, before anything is proposed
+ * (apply checks again). True when p may go ahead; else answers req. */
+static bool history_room(struct qr_op *op,
+                         const Qraft__Request *req,
+                         const Qraft__PublishRequest *p)
+{
+    uint64_t max = op->ops->config->limits.max_run_history_bytes;
+    if (p->workflow == NULL || p->workflow->init || max == 0) {
+        return true;
+    }
+    struct qr_store_txn *txn = NULL;
+    Qraft__WorkflowRun *run = NULL;
+    uint64_t have = 0;
+    if (qr_store_txn_begin(op->ops->store, false, &txn) == 0) {
+        if (qr_store_run_get(txn, p->workflow->run_id, &run) == 0 &&
+            run->state == QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING) {
+            /* (one that is over is refused for that, by apply) */
+            have = run->history_bytes;
+        }
+        if (run != NULL) {
+            qraft__workflow_run__free_unpacked(run, NULL);
+        }
+        qr_store_txn_abort(txn);
+    }
+    if (have + p->body.len > max) {
+        qr_op_error(op, req->id, QRAFT__STATUS__TOO_LARGE,
+                    "workflow run %.64s's history would be %" PRIu64
+                    " bytes; the limit is %" PRIu64
+                    " (--max-run-history-bytes)",
+                    p->workflow->run_id, have + p->body.len, max);
+        return false;
+    }
+    return true;
+}
+
 void qr_op_publish(struct qr_op *op, const Qraft__Request *req)
 {
     struct qr_ops *ops = op->ops;
@@ -133,7 +169,7 @@ void qr_op_publish(struct qr_op *op, const Qraft__Request *req)
         qr_op_error(op, req->id, qr_op_status_of(rv), "%s", err);
         return;
     }
-    if (!level_and_queue_ok(op, req, p)) {
+    if (!level_and_queue_ok(op, req, p) || !history_room(op, req, p)) {
         return;
     }
     char id[QR_ID_BYTES];

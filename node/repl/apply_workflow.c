@@ -4,6 +4,7 @@
  * written in the same transaction: an entry is stored if and only if its
  * delivery exists. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,17 @@ int qr_apply_workflow_begin(struct qr_apply_ctx *ctx,
         /* The SDK takes a 400 here for "the run is over" and stops. */
         qr_apply_set_result(res, QR_EBADREQ, "workflow run %s is %s", old->id,
                             run_state_word(old->state));
+        qraft__workflow_run__free_unpacked(old, NULL);
+        return 0;
+    }
+    if (p->max_run_history_bytes != 0 &&
+        old->history_bytes + p->request->body.len > p->max_run_history_bytes) {
+        qr_apply_set_result(res, QR_ETOOLARGE,
+                            "workflow run %.64s's history would be %" PRIu64
+                            " bytes; the limit is %" PRIu64
+                            " (--max-run-history-bytes)",
+                            old->id, old->history_bytes + p->request->body.len,
+                            p->max_run_history_bytes);
         qraft__workflow_run__free_unpacked(old, NULL);
         return 0;
     }

@@ -171,6 +171,7 @@ int qr_command_pack_publish(const Qraft__PublishRequest *req,
     publish.n_dedup_keys = n_keys;
     publish.dedup_keys = keys;
     publish.dedup_window_ms = limits->dedup_window_ms;
+    publish.max_run_history_bytes = limits->max_run_history_bytes;
     publish.default_retries = limits->default_retries;
     publish.default_timeout_ms = limits->default_timeout_ms;
 

@@ -679,6 +679,26 @@ if __name__ == "__main__":
     unittest.main()
 
 
+class WorkflowHistoryLimitTest(unittest.TestCase):
+    def test_a_step_past_the_history_limit_is_413(self):
+        """The SDK reads a run's history whole (lazy fetch): a step that
+        would take it past --max-run-history-bytes is refused, naming the
+        limit, and the run is unharmed."""
+        sink = start_sink(self)
+        node = qh.start_dev_node(
+            self, extra_args=["--max-run-history-bytes", "20000"])
+        t = WorkflowTest("run")
+        t.sink, t.node, t.url = sink, node, sink.url("/wf")
+        self.assertEqual(t.trigger()[0], 200)
+        self.assertEqual(t.step(1, "x" * 9000)[0], 200)
+        status, _, body = t.step(2, "y" * 12000)
+        self.assertEqual(status, 413, body)
+        self.assertIn("--max-run-history-bytes", body["error"])
+        status, _, hist = t.call("GET", f"/v2/workflows/runs/{RUN}")
+        self.assertEqual((status, len(hist)), (200, 2))
+        self.assertEqual(t.step(2, "small")[0], 200)
+
+
 class WorkflowLevelTest(unittest.TestCase):
     def test_cluster_below_the_workflow_level_refuses_runs(self):
         """A node of an older version would take a workflow publish for a
