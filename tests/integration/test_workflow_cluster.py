@@ -82,6 +82,12 @@ class WorkflowClusterTest(unittest.TestCase):
                 os.environ, {"ASAN_OPTIONS": asan + ":detect_leaks=0"}))
         cluster = qh.start_cluster(
             self, extra_args=("--snapshot-threshold", "64"))
+        # The level rises only once every member advertises it: before the
+        # kill, or the cluster would refuse runs until the follower is back.
+        qh.wait_until(
+            lambda: all(n.status()["feature_level"] == qh.FEATURE_LEVEL
+                        for n in cluster.nodes),
+            30, f"every node to apply feature level {qh.FEATURE_LEVEL}")
         follower = cluster.followers()[0]
         follower.kill9()
         live = [n for n in cluster.nodes if n is not follower]
