@@ -155,7 +155,8 @@ def check_workflow(triggers, deliveries, results, finished, dlq_runs, steps):
     dict, as check() does.
 
     Inputs:
-      triggers    one dict per trigger op: {"run", "type": "ok"|"fail"|"info"}
+      triggers    one dict per trigger op: {"run", "type": "ok"|"fail"|"info",
+                  "dead": the endpoint fails the run (489, non-retryable)}
                   (ok: the node answered 200; fail: "did nothing")
       deliveries  one dict per delivery the endpoint received: {"run",
                   "message_id", "time", "entries": [[messageId, stepId], ...]
@@ -180,15 +181,19 @@ def check_workflow(triggers, deliveries, results, finished, dlq_runs, steps):
       unexpected      deliveries of runs nobody triggered
       fail_ran        runs whose only trigger definitely failed that were
                       delivered all the same
+      dead_finished   runs the endpoint failed that finished all the same
       reexecuted      step executions beyond the first per (run, step)
                       (allowed: counted)
       valid  <=>  incomplete == out_of_order == lost_results == unexpected
-                  == fail_ran == 0
+                  == fail_ran == dead_finished == 0
     """
     finished, dlq_runs = set(finished), set(dlq_runs)
     kinds = {}
+    dead = set()
     for op in triggers:
         kinds.setdefault(op["run"], set()).add(op["type"])
+        if op.get("dead"):
+            dead.add(op["run"])
     acked = {run for run, k in kinds.items() if "ok" in k}
     failed_only = {run for run, k in kinds.items() if k == {"fail"}}
     info_runs = {run for run, k in kinds.items() if "ok" not in k
@@ -232,16 +237,18 @@ def check_workflow(triggers, deliveries, results, finished, dlq_runs, steps):
 
     incomplete = sorted(acked - finished - dlq_runs)
     fail_ran = sorted(failed_only & delivered_runs)
+    dead_finished = sorted(dead & finished)
     reexecuted = sum(n - 1 for n in executions.values())
     return {
         "valid": not incomplete and not out_of_order and not lost
-        and not unexpected and not fail_ran,
+        and not unexpected and not fail_ran and not dead_finished,
         "attempted": len(triggers),
         "acked": len(acked),
         "failed": len(failed_only),
         "info": len(info_runs),
         "runs_finished": len(acked & finished),
         "runs_dead_lettered": len(acked & dlq_runs - finished),
+        "runs_failing": len(acked & dead),
         "recovered": len(info_runs & (finished | dlq_runs)),
         "incomplete": len(incomplete),
         "steps_stored": len(stored),
@@ -252,9 +259,11 @@ def check_workflow(triggers, deliveries, results, finished, dlq_runs, steps):
         "lost_results": len(lost),
         "unexpected": len(unexpected),
         "fail_ran": len(fail_ran),
+        "dead_finished": len(dead_finished),
         "incomplete_runs": incomplete[:EXAMPLES],
         "out_of_order_examples": out_of_order[:EXAMPLES],
         "lost_result_examples": lost[:EXAMPLES],
         "unexpected_examples": unexpected[:EXAMPLES],
         "fail_ran_runs": fail_ran[:EXAMPLES],
+        "dead_finished_runs": dead_finished[:EXAMPLES],
     }

@@ -140,8 +140,8 @@ class CheckerTest(unittest.TestCase):
         self.assertEqual(dead["fail_delivered"], 1)
 
 
-def trig(run, kind="ok"):
-    return {"run": run, "type": kind}
+def trig(run, kind="ok", dead=False):
+    return {"run": run, "type": kind, "dead": dead}
 
 
 def wdel(run, steps, ran=None, mid=None, t=T + 1):
@@ -176,7 +176,8 @@ class WorkflowCheckerTest(unittest.TestCase):
                                      {"a", "b"}, set(), 3)
         self.assertTrue(res["valid"], res)
         self.assertEqual((res["acked"], res["runs_finished"],
-                          res["steps_stored"], res["reexecuted"]), (2, 2, 6, 0))
+                          res["steps_stored"], res["reexecuted"]),
+                         (2, 2, 6, 0))
 
     def test_an_acked_run_neither_finished_nor_dead_is_incomplete(self):
         dels, results = clean_run("a")
@@ -188,6 +189,17 @@ class WorkflowCheckerTest(unittest.TestCase):
                                       set(), {"a"}, 3)
         self.assertTrue(dead["valid"], dead)
         self.assertEqual(dead["runs_dead_lettered"], 1)
+
+    def test_a_run_the_endpoint_failed_must_not_finish(self):
+        dels, results = clean_run("a")
+        res = checker.check_workflow([trig("a", dead=True)], dels[:2],
+                                     results[:1], set(), {"a"}, 3)
+        self.assertTrue(res["valid"], res)
+        self.assertEqual(res["runs_failing"], 1)
+        res = checker.check_workflow([trig("a", dead=True)], dels, results,
+                                     {"a"}, set(), 3)
+        self.assertFalse(res["valid"])
+        self.assertEqual(res["dead_finished_runs"], ["a"])
 
     def test_an_unacked_trigger_need_not_run(self):
         res = checker.check_workflow([trig("a", "info"), trig("b", "fail")],

@@ -21,6 +21,9 @@ What a checker reads:
   the new owner of a message dispatched while its result was being
   committed may arrive just after: at least once);
 - finished: runs whose finish was acknowledged;
+- a run whose id ends in DEAD_SUFFIX fails at its step dead_step() (the
+  app answers 489 with Upstash-NonRetryable-Error, as the SDK does for a
+  WorkflowNonRetryableError): qraft dead-letters it and fails the run;
 - with record=True (jepsen/run's workflow client), also
   deliveries: one dict per delivery, {"run", "message_id", "time",
   "entries": [[history entry's messageId, stepId], ...] of the steps in the
@@ -40,6 +43,12 @@ PUBLISH_DEADLINE_S = 20.0
 # How long after a step's result was acknowledged a re-send may still be
 # one dispatched before the owner applied it: apply lag on a follower.
 RERUN_GRACE_S = 2.0
+DEAD_SUFFIX = "-dead"
+
+
+def dead_step(steps):
+    """The step at which a run named ...DEAD_SUFFIX fails."""
+    return (steps + 1) // 2
 
 
 class WorkflowApp:
@@ -198,6 +207,8 @@ class WorkflowApp:
             self.executions[key] = self.executions.get(key, 0) + 1
             if time.time() - self.stored_at.get(key, 1e18) > RERUN_GRACE_S:
                 self.reruns.append(key)
+        if run_id.endswith(DEAD_SUFFIX) and k == dead_step(self.steps):
+            return 489
         if self.step_seconds:
             time.sleep(self.step_seconds)
         out = f"result {k}".ljust(self.out_bytes, ".")
@@ -244,6 +255,8 @@ class WorkflowApp:
                         app.errors.append(repr(e))
                     status = 500
                 self.send_response(status)
+                if status == 489:
+                    self.send_header("Upstash-NonRetryable-Error", "true")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
