@@ -147,3 +147,123 @@ def check(ops, deliveries, dlq_ids, check_early=True):
         "fail_delivered_examples": fail_delivered[:EXAMPLES],
     }
     return result
+
+
+def check_workflow(triggers, deliveries, results, finished, dlq_runs, steps):
+    """The workflow client's checker (jepsen/run --client workflow): runs of
+    `steps` steps driven by tests/lib/workflow_app.py. Returns the result
+    dict, as check() does.
+
+    Inputs:
+      triggers    one dict per trigger op: {"run", "type": "ok"|"fail"|"info",
+                  "dead": the endpoint fails the run (489, non-retryable)}
+                  (ok: the node answered 200; fail: "did nothing")
+      deliveries  one dict per delivery the endpoint received: {"run",
+                  "message_id", "time", "entries": [[messageId, stepId], ...]
+                  the step entries of the history it carried, in order (None:
+                  the run was over, nothing read), "ran": the step it
+                  executed or None}
+      results     one dict per step publish acknowledged to the endpoint:
+                  {"run", "step", "message_id", "deduplicated", "time"}
+      finished    run ids whose finishing DELETE was acknowledged
+      dlq_runs    run ids with a dead-lettered message in the workflow DLQ
+
+    Semantics:
+      incomplete      acked runs neither finished nor dead-lettered
+      out_of_order    histories whose distinct step ids, in order of first
+                      appearance, are not 1..m (m <= steps); a step id seen
+                      again later is a duplicate, allowed (at least once)
+      lost_results    acknowledged step results (by the message id the
+                      publish answered) that no history the endpoint saw
+                      afterwards contains, of runs not dead-lettered (every
+                      stored result is either delivered itself or carried in
+                      the histories after it, until the run ends)
+      unexpected      deliveries of runs nobody triggered
+      fail_ran        runs whose only trigger definitely failed that were
+                      delivered all the same
+      dead_finished   runs the endpoint failed that finished all the same
+      reexecuted      step executions beyond the first per (run, step)
+                      (allowed: counted)
+      valid  <=>  incomplete == out_of_order == lost_results == unexpected
+                  == fail_ran == dead_finished == 0
+    """
+    finished, dlq_runs = set(finished), set(dlq_runs)
+    kinds = {}
+    dead = set()
+    for op in triggers:
+        kinds.setdefault(op["run"], set()).add(op["type"])
+        if op.get("dead"):
+            dead.add(op["run"])
+    acked = {run for run, k in kinds.items() if "ok" in k}
+    failed_only = {run for run, k in kinds.items() if k == {"fail"}}
+    info_runs = {run for run, k in kinds.items() if "ok" not in k
+                 and "info" in k}
+
+    delivered_runs = set()
+    seen_ids = {}  # run -> message ids of every step entry any history held
+    unexpected = []
+    out_of_order = []
+    executions = {}
+    for d in deliveries:
+        run = d["run"]
+        delivered_runs.add(run)
+        if run not in kinds:
+            unexpected.append({"run": run, "message_id": d["message_id"]})
+        if d.get("ran") is not None:
+            key = (run, d["ran"])
+            executions[key] = executions.get(key, 0) + 1
+        if d.get("entries") is None:
+            continue
+        ids = seen_ids.setdefault(run, set())
+        distinct = []
+        for mid, step in d["entries"]:
+            ids.add(mid)
+            if step not in distinct:
+                distinct.append(step)
+        if distinct != list(range(1, len(distinct) + 1)) or \
+                len(distinct) > steps:
+            out_of_order.append({"run": run, "message_id": d["message_id"],
+                                 "steps": [s for _, s in d["entries"]]})
+
+    lost = []
+    stored = set()
+    for r in results:
+        stored.add((r["run"], r["step"]))
+        if r["run"] in dlq_runs:
+            continue
+        if r["message_id"] not in seen_ids.get(r["run"], ()):
+            lost.append({"run": r["run"], "step": r["step"],
+                         "message_id": r["message_id"], "time": r["time"]})
+
+    incomplete = sorted(acked - finished - dlq_runs)
+    fail_ran = sorted(failed_only & delivered_runs)
+    dead_finished = sorted(dead & finished)
+    reexecuted = sum(n - 1 for n in executions.values())
+    return {
+        "valid": not incomplete and not out_of_order and not lost
+        and not unexpected and not fail_ran and not dead_finished,
+        "attempted": len(triggers),
+        "acked": len(acked),
+        "failed": len(failed_only),
+        "info": len(info_runs),
+        "runs_finished": len(acked & finished),
+        "runs_dead_lettered": len(acked & dlq_runs - finished),
+        "runs_failing": len(acked & dead),
+        "recovered": len(info_runs & (finished | dlq_runs)),
+        "incomplete": len(incomplete),
+        "steps_stored": len(stored),
+        "step_executions": sum(executions.values()),
+        "reexecuted": reexecuted,
+        "deliveries": len(deliveries),
+        "out_of_order": len(out_of_order),
+        "lost_results": len(lost),
+        "unexpected": len(unexpected),
+        "fail_ran": len(fail_ran),
+        "dead_finished": len(dead_finished),
+        "incomplete_runs": incomplete[:EXAMPLES],
+        "out_of_order_examples": out_of_order[:EXAMPLES],
+        "lost_result_examples": lost[:EXAMPLES],
+        "unexpected_examples": unexpected[:EXAMPLES],
+        "fail_ran_runs": fail_ran[:EXAMPLES],
+        "dead_finished_runs": dead_finished[:EXAMPLES],
+    }

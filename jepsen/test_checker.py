@@ -140,5 +140,135 @@ class CheckerTest(unittest.TestCase):
         self.assertEqual(dead["fail_delivered"], 1)
 
 
+def trig(run, kind="ok", dead=False):
+    return {"run": run, "type": kind, "dead": dead}
+
+
+def wdel(run, steps, ran=None, mid=None, t=T + 1):
+    """A delivery whose history holds `steps` (step ids), the entry of
+    step k being message f"{run}-s{k}" (a list item (k, mid) names
+    another message)."""
+    entries = []
+    for s in steps:
+        k, m = s if isinstance(s, tuple) else (s, f"{run}-s{s}")
+        entries.append([m, k])
+    return {"run": run, "message_id": mid or f"{run}-d{len(steps)}",
+            "time": t, "entries": entries, "ran": ran}
+
+
+def result(run, k, mid=None, t=T + 1):
+    return {"run": run, "step": k, "message_id": mid or f"{run}-s{k}",
+            "deduplicated": False, "time": t}
+
+
+def clean_run(run, n=3):
+    """The deliveries and results of a run of n steps that went well."""
+    dels = [wdel(run, list(range(1, k)), ran=k if k <= n else None)
+            for k in range(1, n + 2)]
+    return dels, [result(run, k) for k in range(1, n + 1)]
+
+
+class WorkflowCheckerTest(unittest.TestCase):
+    def test_finished_runs_are_valid(self):
+        d1, r1 = clean_run("a")
+        d2, r2 = clean_run("b")
+        res = checker.check_workflow([trig("a"), trig("b")], d1 + d2, r1 + r2,
+                                     {"a", "b"}, set(), 3)
+        self.assertTrue(res["valid"], res)
+        self.assertEqual((res["acked"], res["runs_finished"],
+                          res["steps_stored"], res["reexecuted"]),
+                         (2, 2, 6, 0))
+
+    def test_an_acked_run_neither_finished_nor_dead_is_incomplete(self):
+        dels, results = clean_run("a")
+        res = checker.check_workflow([trig("a")], dels[:2], results[:1],
+                                     set(), set(), 3)
+        self.assertFalse(res["valid"])
+        self.assertEqual(res["incomplete_runs"], ["a"])
+        dead = checker.check_workflow([trig("a")], dels[:2], results[:1],
+                                      set(), {"a"}, 3)
+        self.assertTrue(dead["valid"], dead)
+        self.assertEqual(dead["runs_dead_lettered"], 1)
+
+    def test_a_run_the_endpoint_failed_must_not_finish(self):
+        dels, results = clean_run("a")
+        res = checker.check_workflow([trig("a", dead=True)], dels[:2],
+                                     results[:1], set(), {"a"}, 3)
+        self.assertTrue(res["valid"], res)
+        self.assertEqual(res["runs_failing"], 1)
+        res = checker.check_workflow([trig("a", dead=True)], dels, results,
+                                     {"a"}, set(), 3)
+        self.assertFalse(res["valid"])
+        self.assertEqual(res["dead_finished_runs"], ["a"])
+
+    def test_an_unacked_trigger_need_not_run(self):
+        res = checker.check_workflow([trig("a", "info"), trig("b", "fail")],
+                                     [], [], set(), set(), 3)
+        self.assertTrue(res["valid"], res)
+        self.assertEqual((res["info"], res["failed"]), (1, 1))
+
+    def test_a_gap_in_the_history_is_out_of_order(self):
+        dels, results = clean_run("a")
+        dels.append(wdel("a", [1, 3], mid="x"))
+        res = checker.check_workflow([trig("a")], dels, results, {"a"},
+                                     set(), 3)
+        self.assertFalse(res["valid"])
+        self.assertEqual(res["out_of_order"], 1)
+        self.assertEqual(res["out_of_order_examples"][0]["steps"], [1, 3])
+
+    def test_swapped_steps_are_out_of_order(self):
+        dels, results = clean_run("a")
+        dels.append(wdel("a", [2, 1], mid="x"))
+        res = checker.check_workflow([trig("a")], dels, results, {"a"},
+                                     set(), 3)
+        self.assertEqual(res["out_of_order"], 1)
+
+    def test_a_step_stored_twice_is_allowed(self):
+        # A publish retried after a lost answer: at least once.
+        dels, results = clean_run("a")
+        dels.append(wdel("a", [1, 2, (2, "a-s2b"), 3], mid="x"))
+        results.append(result("a", 2, mid="a-s2b"))
+        dels.append(wdel("a", [1, 2], ran=3, mid="a-s2"))  # re-sent
+        res = checker.check_workflow([trig("a")], dels, results, {"a"},
+                                     set(), 3)
+        self.assertTrue(res["valid"], res)
+        self.assertEqual(res["reexecuted"], 1)
+
+    def test_more_steps_than_the_run_has_is_out_of_order(self):
+        dels, results = clean_run("a")
+        dels.append(wdel("a", [1, 2, 3, 4], mid="x"))
+        res = checker.check_workflow([trig("a")], dels, results, {"a"},
+                                     set(), 3)
+        self.assertEqual(res["out_of_order"], 1)
+
+    def test_an_acked_result_never_seen_again_is_lost(self):
+        # Step 2's result was acknowledged, then forgotten: the endpoint
+        # ran it again and the run went on with the second copy.
+        dels, results = clean_run("a")
+        results.append(result("a", 2, mid="a-s2-first", t=T))
+        res = checker.check_workflow([trig("a")], dels, results, {"a"},
+                                     set(), 3)
+        self.assertFalse(res["valid"])
+        self.assertEqual(res["lost_results"], 1)
+        self.assertEqual(res["lost_result_examples"][0]["message_id"],
+                         "a-s2-first")
+        dead = checker.check_workflow([trig("a")], dels, results, {"a"},
+                                      {"a"}, 3)
+        self.assertEqual(dead["lost_results"], 0)
+
+    def test_a_run_nobody_triggered_is_unexpected(self):
+        dels, results = clean_run("a")
+        res = checker.check_workflow([], dels, results, set(), set(), 3)
+        self.assertFalse(res["valid"])
+        self.assertEqual(res["unexpected"], len(dels))
+
+    def test_a_failed_trigger_whose_run_ran_is_invalid(self):
+        dels, results = clean_run("a")
+        res = checker.check_workflow([trig("a", "fail")], dels, results,
+                                     {"a"}, set(), 3)
+        self.assertFalse(res["valid"])
+        self.assertEqual(res["fail_ran"], 1)
+
+
 if __name__ == "__main__":
     unittest.main()
