@@ -51,6 +51,13 @@ def dead_step(steps):
     return (steps + 1) // 2
 
 
+class _Server(ThreadingHTTPServer):
+    # Each node sends up to 32 deliveries at once to one host: a listen
+    # backlog of 5 (socketserver's default) drops connections, and the
+    # kernel's SYN retries then hold a delivery for 1, 3, 7... up to 31 s.
+    request_queue_size = 1024
+
+
 class WorkflowApp:
     def __init__(self, http_addrs, token, steps=5, path="/wf",
                  step_seconds=0.0, host="127.0.0.1", port=0, record=False):
@@ -70,7 +77,7 @@ class WorkflowApp:
         self.deliveries = []
         self.results = []
         self._next = 0
-        self.server = ThreadingHTTPServer((host, port), self._handler())
+        self.server = _Server((host, port), self._handler())
         self.server.daemon_threads = True
         # A delivery cut off (a node killed, a timeout) is qraft's business.
         self.server.handle_error = lambda request, client_address: None
