@@ -10,16 +10,18 @@
 // stopped a sleeping run; then waitForEvent/notify, call, failureFunction,
 // invoke (the child's result, isFailed, isCanceled), Client.logs, the
 // workflow DLQ (resume after a fix) and webhooks (the node's token is base64
-// JSON {"UserID"}, as createWebhook needs).
+// JSON {"UserID"}, as createWebhook needs). A second suite always runs on a
+// 3-node cluster through a follower and kills its leader mid-run.
 //
 // QRAFT_BIN names the build's bin directory (it holds qraftd).
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { once } from "node:events";
 import http from "node:http";
-import { describe, test } from "node:test";
+import { after, before, describe, test } from "node:test";
 
-import { Waiters, WAIT_TIMEOUT, waitFor, withDevNode } from "./harness.mjs";
+import { FollowerNode, Waiters, WAIT_TIMEOUT, waitFor, withDevNode }
+  from "./harness.mjs";
 
 const { Client: QStashClient, Receiver } = await import("@upstash/qstash");
 const { Client: WorkflowClient, serve } = await import("@upstash/workflow");
@@ -1017,3 +1019,159 @@ describe("Upstash Workflow 1.3.3 runs unchanged on qraft", () => {
     await gone(id);
   });
 });
+
+// The same app through a follower of a 3-node cluster whose leader is
+// killed mid-run (stage 6), whatever QRAFT_SDK_VIA says: every run
+// finishes, and no step body runs again once its result was stored.
+describe("Upstash Workflow through a follower, the leader killed mid-run",
+  () => {
+    const RUNS = 10;
+    const STEPS = 5;
+    const STEP_MS = 200; // each step's work, so runs are mid-way at the kill
+    // The implicit ack (docs/workflow.md) marks a step's delivery done in
+    // the same commit as the step's result, so no later re-send runs the
+    // step again. The one window left: a re-send that the message's new
+    // owner dispatched (after the kill) just before the result committed,
+    // or before it applied it, may reach the app just after the result was
+    // stored. As tests/lib/workflow_app.py's RERUN_GRACE_S, a body that
+    // starts more than this after its result was acknowledged is a fault.
+    const RERUN_GRACE_MS = 2000;
+    // What QRAFT_SDK_VIA=follower runs every suite on: a 3-node cluster,
+    // the app's QSTASH_URL one of its followers.
+    const via = new FollowerNode();
+    const { cluster } = via;
+    const app = new WorkflowApp();
+    let wf;
+    let follower;
+
+    app.workflow("/steady", async (context) => {
+      for (let k = 1; k <= STEPS; k++) {
+        await context.run(`s${k}`, async () => {
+          app.ran(context, `s${k}`);
+          await new Promise((r) => setTimeout(r, STEP_MS));
+          return k;
+        });
+      }
+      app.finish(context, "done");
+      return "done";
+    });
+
+    before(async () => {
+      await app.start();
+      await via.start(); // and waits for the cluster's feature level
+      follower = via.node;
+      app.connect(via.env);
+      app.logHint = () => via.logHint();
+      wf = app.workflowClient();
+    });
+
+    after(async () => {
+      try {
+        await cluster.stop();
+      } finally {
+        try {
+          await app.close();
+        } finally {
+          cluster.removeDirs();
+        }
+      }
+    });
+
+    /* By when runId's step name was stored, as the app can tell: when the
+     * SDK's publish of it was first answered 2xx, or, if earlier (a publish
+     * whose answer was lost in the kill, "may or may not have been
+     * applied", was), when a delivery first carried it in its history. */
+    function storedAt(runId, name) {
+      const times = [];
+      const acked = app.calls.find((call) => call.doneAt && !call.error &&
+        call.entries?.some((e) =>
+          e.headers["upstash-workflow-runid"] === runId &&
+          e.step?.stepName === name));
+      if (acked) {
+        times.push(acked.doneAt);
+      }
+      const seen = app.deliveriesOf(runId).find((d) =>
+        d.history?.includes(`${name}(step)`));
+      if (seen) {
+        times.push(seen.at);
+      }
+      return times.length > 0 ? Math.min(...times) : null;
+    }
+
+    function stepsRan() {
+      return [...app.runs.values()].reduce((sum, run) =>
+        sum + Object.values(run.counts).reduce((a, b) => a + b, 0), 0);
+    }
+
+    test(`${RUNS} runs of ${STEPS} steps, the leader killed after a ` +
+      "quarter of the steps: every run finishes, no stored step re-runs",
+    async (t) => {
+      const ids = [];
+      for (let i = 0; i < RUNS; i++) {
+        // Retries enough to outlast the election: a step's publish through
+        // the follower answers 503 until there is a leader (or 504 when the
+        // forward to the dying leader failed: applied or not), the SDK
+        // answers its delivery 500, and qraft retries it: the step runs
+        // again if its result was not stored (at least once).
+        const { workflowRunId } = await wf.trigger({
+          url: app.url("/steady"), body: { i }, retries: 30,
+          retryDelay: "500" });
+        ids.push(workflowRunId);
+      }
+      await app.until(() => stepsRan() >= RUNS * STEPS / 4,
+        () => `a quarter of the steps to run (${stepsRan()} ran)`);
+      let victim = await cluster.leader();
+      if (victim === follower) {
+        victim = cluster.nodes.find((n) => n !== follower);
+      }
+      const ranBefore = stepsRan();
+      await victim.kill9();
+      t.diagnostic(`killed node ${victim.id} after ${ranBefore} of ` +
+        `${RUNS * STEPS} steps ran`);
+
+      const unfinished = () => ids.filter((id) =>
+        !(app.runs.get(id)?.finished.length > 0 && app.finishCall(id)));
+      await app.until(() => unfinished().length === 0, () => {
+        const left = unfinished();
+        return `every run to finish (${left.length} left)` +
+          app.explain(left[0]);
+      }, 90_000);
+
+      const reruns = [];
+      let unstored = 0; // ran again before its result was known stored
+      let inGrace = 0; // ran again within RERUN_GRACE_MS after
+      for (const id of ids) {
+        const run = app.runs.get(id);
+        for (let k = 1; k <= STEPS; k++) {
+          const name = `s${k}`;
+          const times = run.times[name] ?? [];
+          assert.ok(times.length >= 1, `step ${name} of ${id} never ran` +
+            app.explain(id));
+          const stored = storedAt(id, name);
+          assert.ok(stored, `no stored result for ${name} of ${id}` +
+            app.explain(id));
+          for (const at of times.slice(1)) {
+            if (at > stored + RERUN_GRACE_MS) {
+              reruns.push(`${id} ${name} ran ${at - stored} ms after its ` +
+                "result was stored");
+            } else if (at > stored) {
+              inGrace++;
+            } else {
+              unstored++;
+            }
+          }
+        }
+        assert.deepEqual(run.finished.slice(0, 1), ["done"]);
+      }
+      assert.deepEqual(reruns, [], reruns.length > 0
+        ? app.explain(reruns[0].split(" ")[0]) : "");
+      // A step publish answered deduplicated: its result had been stored by
+      // an earlier publish whose answer the SDK did not get (the kill).
+      const dedup = app.calls.filter((c) => c.entries?.[0]?.step?.stepName &&
+        Array.isArray(c.answer) && c.answer[0]?.deduplicated).length;
+      t.diagnostic(`step bodies run again: ${unstored} before their ` +
+        `result was known stored, ${inGrace} within ${RERUN_GRACE_MS} ms ` +
+        `after (at least once); ${dedup} step publish(es) deduplicated; ` +
+        `${app.calls.filter((c) => c.error).length} SDK request(s) failed`);
+    });
+  });
