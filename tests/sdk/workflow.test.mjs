@@ -996,6 +996,54 @@ describe("Upstash Workflow 1.3.3 runs unchanged on qraft", () => {
     await gone(id);
   });
 
+  test("workflow DLQ: dlq.restart reruns a dead run from its first step, " +
+    "dlq.delete drops another", async () => {
+    fixed = false;
+    const ids = [];
+    for (const n of [2, 3]) {
+      const { workflowRunId } = await wf.trigger({
+        url: app.url("/flaky"), body: { n }, retries: 0 });
+      ids.push(workflowRunId);
+    }
+    const [keep, drop] = await waitFor(async () => {
+      const { messages } = await wf.dlq.list();
+      const found = ids.map((id) =>
+        messages?.find((m) => m.workflowRunId === id));
+      return found.every(Boolean) && found;
+    }, () => `both runs in the workflow DLQ${app.explain(ids[0])}` +
+      app.explain(ids[1]), RUN_TIMEOUT);
+
+    assert.equal((await wf.dlq.delete(drop.dlqId)).deleted, 1);
+    fixed = true;
+    const restartedAt = Date.now();
+    const restarted = await wf.dlq.restart({ dlqId: keep.dlqId });
+    assert.equal(restarted.workflowRunId, ids[0], JSON.stringify(restarted));
+    // The history is cut back to the initial payload: "before" runs again
+    // (so no untilRun, which fails on a step run twice).
+    const id = ids[0];
+    const run = await app.until(() => {
+      const r = app.runs.get(id);
+      return r?.finished.length > 0 && app.finishCall(id) && r;
+    }, () => `run ${id} to finish after the restart${app.explain(id)}`,
+    RUN_TIMEOUT);
+    assert.deepEqual(run.counts, { before: 2, flaky: 1, after: 1 },
+      app.explain(id));
+    assert.ok(run.times.before[1] >= restartedAt, app.explain(id));
+    assert.deepEqual(run.finished, ["fixed"]);
+    assert.equal(app.deliveriesOf(id).filter((d) => d.at >= restartedAt &&
+      d.status !== 200).length, 0, app.explain(id));
+    const log = await runLog(id);
+    assert.deepEqual(log.steps.flatMap((g) => g.steps)
+      .map((s) => s.stepName).filter((n) => n !== undefined),
+    ["init", "before", "flaky", "after"], JSON.stringify(log.steps));
+
+    // The deleted one stays dead: out of the DLQ, its step never fixed.
+    const { messages } = await wf.dlq.list();
+    assert.ok(!messages?.some((m) => m.dlqId === drop.dlqId ||
+      m.dlqId === keep.dlqId), JSON.stringify(messages));
+    assert.deepEqual(app.runs.get(ids[1]).counts, { before: 1 });
+  });
+
   test("createWebhook + waitForWebhook: a plain fetch resumes the run " +
     "with its body", async () => {
     const { workflowRunId: id } = await wf.trigger({
