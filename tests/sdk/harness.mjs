@@ -260,10 +260,11 @@ class Process {
 export class DevNode extends Process {
   env = {};
 
-  /* extraArgs: more qraftd flags (e.g. limits). */
-  constructor(extraArgs = []) {
+  /* extraArgs: more qraftd flags (e.g. limits); token: the API token
+   * (--token) instead of the one --dev generates. */
+  constructor(extraArgs = [], { token } = {}) {
     super();
-    this.extraArgs = extraArgs;
+    this.extraArgs = token ? ["--token", token, ...extraArgs] : extraArgs;
   }
 
   async start() {
@@ -342,10 +343,11 @@ export class ClusterNode extends Process {
 
 /* n ClusterNodes (ids 1..n) on loopback sharing one token. */
 export class Cluster {
-  /* extraArgs: more qraftd flags, for every node. */
-  constructor(n = 3, extraArgs = []) {
+  /* extraArgs: more qraftd flags, for every node; token: the API token
+   * they share (a made-up one by default). */
+  constructor(n = 3, extraArgs = [], { token } = {}) {
     this.extraArgs = extraArgs;
-    this.token = `sdk-cluster-token-${process.pid}`;
+    this.token = token ?? `sdk-cluster-token-${process.pid}`;
     this.nodes = Array.from({ length: n }, (_, i) => new ClusterNode(i + 1,
       this));
   }
@@ -420,8 +422,8 @@ export class Cluster {
 export class FollowerNode {
   env = {};
 
-  constructor(extraArgs = []) {
-    this.cluster = new Cluster(3, extraArgs);
+  constructor(extraArgs = [], options = {}) {
+    this.cluster = new Cluster(3, extraArgs, options);
   }
 
   async start() {
@@ -554,7 +556,9 @@ export class Sink {
  * describe for that suite) and returns dev = { node, app, client, receiver }:
  * node and app at once, client and receiver once the before hook ran.
  *
- * before: starts the node (nodeArgs: more qraftd flags), then the app (any
+ * before: starts the node (nodeArgs: more qraftd flags; token: its API
+ * token, e.g. the base64 JSON {"UserID"} that the workflow SDK's
+ * createWebhook reads, instead of a generated one), then the app (any
  * object with start() and close(); a new Sink by default), sets dev.client
  * (an SDK Client for the node's QSTASH_URL and token, SDK retries off) and
  * dev.receiver (a Receiver with the node's signing keys, dev mode off), then
@@ -562,9 +566,10 @@ export class Sink {
  * after: stops the node, closes the app, removes the node's directory; each
  * step runs even if the one before it failed.
  */
-export function withDevNode({ app = new Sink(), nodeArgs = [], ready } = {}) {
-  const node = sdkVia === "follower" ? new FollowerNode(nodeArgs)
-    : new DevNode(nodeArgs);
+export function withDevNode({ app = new Sink(), nodeArgs = [], token,
+  ready } = {}) {
+  const node = sdkVia === "follower" ? new FollowerNode(nodeArgs, { token })
+    : new DevNode(nodeArgs, { token });
   const dev = { node, app, client: null, receiver: null };
   before(async () => {
     await dev.node.start();

@@ -7,16 +7,21 @@
 // context.run body ran once, sleep was not early, Promise.all kept its order,
 // a history past the inline limit came through the lazy fetch
 // (GET /v2/workflows/runs/{id}), a duplicate trigger ran once, and a cancel
-// stopped a sleeping run.
+// stopped a sleeping run; then waitForEvent/notify, call, failureFunction,
+// invoke (the child's result, isFailed, isCanceled), Client.logs, the
+// workflow DLQ (resume after a fix) and webhooks (the node's token is base64
+// JSON {"UserID"}, as createWebhook needs). A second suite always runs on a
+// 3-node cluster through a follower and kills its leader mid-run.
 //
 // QRAFT_BIN names the build's bin directory (it holds qraftd).
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { once } from "node:events";
 import http from "node:http";
-import { describe, test } from "node:test";
+import { after, before, describe, test } from "node:test";
 
-import { Waiters, WAIT_TIMEOUT, waitFor, withDevNode } from "./harness.mjs";
+import { FollowerNode, Waiters, WAIT_TIMEOUT, waitFor, withDevNode }
+  from "./harness.mjs";
 
 const { Client: QStashClient, Receiver } = await import("@upstash/qstash");
 const { Client: WorkflowClient, serve } = await import("@upstash/workflow");
@@ -326,12 +331,14 @@ class WorkflowApp {
     return this.#waiters.until(check, timeoutMs, what);
   }
 
-  /* As until(), but fails at once when a delivery of runId was answered
-   * other than 200: no route here throws, so the SDK refused what qraft
-   * sent (the answer says why). */
-  untilRun(runId, check, what, timeoutMs = WAIT_TIMEOUT) {
+  /* As until(), but fails at once when a delivery of runId (since that
+   * time, ms) was answered other than 200: no route here throws unless a
+   * case makes it, so the SDK refused what qraft sent (the answer says
+   * why). */
+  untilRun(runId, check, what, timeoutMs = WAIT_TIMEOUT, since = 0) {
     return this.until(() => {
-      const bad = this.deliveriesOf(runId).find((d) => d.status !== 200);
+      const bad = this.deliveriesOf(runId).find((d) => d.at >= since &&
+        d.status !== 200);
       if (bad) {
         throw new Error(`a delivery of run ${runId} was answered ` +
           `${bad.status}${this.explain(runId)}`);
@@ -348,12 +355,13 @@ class WorkflowApp {
   }
 
   /* Resolves to runId's record once its route finished and the SDK's
-   * DELETE ?cancel=false was answered. */
-  ended(runId, timeoutMs = RUN_TIMEOUT) {
+   * DELETE ?cancel=false was answered (deliveries before since may have
+   * failed). */
+  ended(runId, timeoutMs = RUN_TIMEOUT, since = 0) {
     return this.untilRun(runId, () => {
       const run = this.runs.get(runId);
       return run?.finished.length > 0 && this.finishCall(runId) && run;
-    }, `run ${runId} to finish`, timeoutMs);
+    }, `run ${runId} to finish`, timeoutMs, since);
   }
 
   /* What the app saw of runId, for a failed wait's message. */
@@ -414,6 +422,19 @@ const MAX_BODY_BYTES = 2_621_440;
 function bigValue() {
   return "0123456789abcdef".repeat(BIG_BYTES / 16);
 }
+
+/* What invoke needs of the invoked workflow: what the SDK's createWorkflow
+ * returns once serveMany named it (its workflowId; invoke publishes to the
+ * invoker's URL with the last path segment replaced by it). */
+function invokable(workflowId) {
+  return { workflowId, routeFunction: undefined, options: {} };
+}
+
+// The API token createWebhook can read: base64 of JSON {"UserID"}
+// (docs/workflow.md); qraft itself compares it as an opaque secret.
+const HOOK_USER = "sdk-user";
+const TOKEN = Buffer.from(JSON.stringify({ UserID: HOOK_USER }))
+  .toString("base64");
 
 function sha256(text) {
   return createHash("sha256").update(text).digest("hex");
@@ -516,9 +537,75 @@ describe("Upstash Workflow 1.3.3 runs unchanged on qraft", () => {
     },
   });
 
+  // Stage 5: invoke. Each child sits where the SDK sends it: the
+  // invoker's URL (/inv/parent) with its last segment replaced by the
+  // child's workflowId.
+  app.workflow("/inv/parent", async (context) => {
+    const { child } = context.requestPayload;
+    const got = await context.invoke("invoke", { workflow: invokable(child),
+      body: { n: 21 }, retries: 0 });
+    await context.run("after", () => app.ran(context, "after"));
+    app.finish(context, got);
+    return got;
+  });
+  app.workflow("/inv/child", async (context) => {
+    const doubled = await context.run("double", () => {
+      app.ran(context, "double");
+      return context.requestPayload.n * 2;
+    });
+    app.finish(context, { doubled });
+    return { doubled };
+  });
+  app.workflow("/inv/child-fails", async (context) => {
+    await context.run("throw", () => {
+      app.ran(context, "throw");
+      throw new Error("child failed");
+    });
+    app.finish(context, "not failed");
+  });
+  app.workflow("/inv/child-cancels", async (context) => {
+    await context.run("first", () => app.ran(context, "first"));
+    await context.cancel();
+    app.finish(context, "not cancelled");
+  });
+
+  // The workflow DLQ: "flaky" throws until the app is "fixed".
+  let fixed = false;
+  app.workflow("/flaky", async (context) => {
+    await context.run("before", () => app.ran(context, "before"));
+    const value = await context.run("flaky", () => {
+      if (!fixed) {
+        const run = app.run(context.workflowRunId);
+        run.failedTries = (run.failedTries ?? 0) + 1;
+        throw new Error("not fixed yet");
+      }
+      app.ran(context, "flaky");
+      return "fixed";
+    });
+    await context.run("after", () => app.ran(context, "after"));
+    app.finish(context, value);
+    return value;
+  });
+
+  // A webhook: its URL is told (as a step's value) to whoever will call it.
+  app.workflow("/hook", async (context) => {
+    const webhook = await context.createWebhook("create");
+    await context.run("tell", () => app.ran(context, "tell", webhook));
+    const { request, timeout } = await context.waitForWebhook("wait",
+      webhook, "30s");
+    const seen = await context.run("read", async () => {
+      const value = { method: request?.method, body: await request?.text(),
+        header: request?.headers.get("x-hook") };
+      app.ran(context, "read", value);
+      return value;
+    });
+    app.finish(context, { timeout, ...seen });
+  });
+
   let wf; // the workflow Client, once the node runs
   const dev = withDevNode({
     app,
+    token: TOKEN,
     nodeArgs: ["--max-body-bytes", String(MAX_BODY_BYTES)],
     ready: ({ node }) => {
       app.connect(node.env);
@@ -776,4 +863,363 @@ describe("Upstash Workflow 1.3.3 runs unchanged on qraft", () => {
       assert.equal(app.runs.get(id).counts.boom, 2, app.explain(id));
       assert.deepEqual(app.runs.get(id).finished, []);
     });
+
+  // Stage 5: invoke, logs, the workflow DLQ; and webhooks.
+
+  test("context.invoke: the invoker gets the child's result", async () => {
+    const { workflowRunId: id } = await wf.trigger({
+      url: app.url("/inv/parent"), body: { child: "child" } });
+    const run = await app.ended(id);
+    assert.deepEqual(run.finished.length, 1, app.explain(id));
+    const got = run.finished[0];
+    assert.deepEqual(got.body, { doubled: 42 }, app.explain(id));
+    assert.ok(!got.isFailed && !got.isCanceled, JSON.stringify(got));
+    assert.deepEqual(run.counts, { after: 1 });
+    const [child] = app.runsOn("/inv/child");
+    assert.ok(child, "the child never ran");
+    assert.deepEqual(child.counts, { double: 1 }, app.explain(child.id));
+    assert.deepEqual(child.finished, [{ doubled: 42 }]);
+    await gone(id);
+    await gone(child.id);
+  });
+
+  test("context.invoke of a child that fails: isFailed", async () => {
+    const { workflowRunId: id } = await wf.trigger({
+      url: app.url("/inv/parent"), body: { child: "child-fails" } });
+    const run = await app.ended(id);
+    const got = run.finished[0];
+    assert.equal(got.isFailed, true, JSON.stringify(got) + app.explain(id));
+    assert.ok(!got.isCanceled, JSON.stringify(got));
+    const [child] = app.runsOn("/inv/child-fails");
+    assert.deepEqual(child?.counts, { throw: 1 });
+    assert.deepEqual(child.finished, []);
+  });
+
+  test("context.invoke of a child that cancels itself: isCanceled",
+    async () => {
+      const { workflowRunId: id } = await wf.trigger({
+        url: app.url("/inv/parent"), body: { child: "child-cancels" } });
+      const run = await app.ended(id);
+      const got = run.finished[0];
+      assert.equal(got.isCanceled, true,
+        JSON.stringify(got) + app.explain(id));
+      assert.ok(!got.isFailed, JSON.stringify(got));
+      const [child] = app.runsOn("/inv/child-cancels");
+      assert.deepEqual(child?.counts, { first: 1 });
+      assert.deepEqual(child.finished, []);
+    });
+
+  /* Client.logs of one run: its only WorkflowRunLog. */
+  async function runLog(id) {
+    const { runs } = await wf.logs({ workflowRunId: id });
+    assert.equal(runs?.length, 1, JSON.stringify(runs));
+    assert.equal(runs[0].workflowRunId, id);
+    return runs[0];
+  }
+
+  test("Client.logs: a finished run's steps in order, RUN_SUCCESS",
+    async () => {
+      const { workflowRunId: id } = await wf.trigger({
+        url: app.url("/chain"), body: { start: 2 } });
+      await app.ended(id);
+      assert.equal((await runLog(id)).workflowState, "RUN_SUCCESS");
+      // The finish (DELETE ?cancel=false) is stored before the app answers
+      // the delivery that ran it, so for a moment that delivery still
+      // shows as a last "next" group, in progress; then it is delivered.
+      const log = await waitFor(async () => {
+        const l = await runLog(id);
+        return l.steps.at(-1)?.type !== "next" && l;
+      }, () => `the finishing delivery of ${id} to be delivered`);
+      assert.equal(log.workflowState, "RUN_SUCCESS", JSON.stringify(log));
+      assert.equal(log.workflowUrl, app.url("/chain"));
+      assert.deepEqual(JSON.parse(log.workflowRunResponse),
+        { a: 3, b: 30, c: "30!" });
+      assert.ok(log.workflowRunCompletedAt >= log.workflowRunCreatedAt,
+        JSON.stringify(log));
+      const steps = log.steps.flatMap((g) => g.steps);
+      assert.deepEqual(log.steps.map((g) => g.type),
+        ["sequential", "sequential", "sequential", "sequential"],
+        JSON.stringify(log.steps));
+      assert.deepEqual(steps.map((s) => s.stepName),
+        ["init", "one", "two", "three"]);
+      assert.deepEqual(steps.map((s) => s.stepId), [0, 1, 2, 3]);
+      assert.ok(steps.every((s) => s.state === "STEP_SUCCESS"),
+        JSON.stringify(steps));
+      assert.deepEqual(steps.slice(1).map((s) => JSON.parse(s.out)),
+        [3, 30, "30!"]);
+    });
+
+  test("trigger, cancel, then Client.logs shows RUN_CANCELED", async () => {
+    const { workflowRunId: id } = await wf.trigger({
+      url: app.url("/cancel"), body: {} });
+    await app.untilRun(id, () => app.published(id, "nap"),
+      "the sleep step to be published");
+    assert.equal((await runLog(id)).workflowState, "RUN_STARTED");
+    assert.deepEqual(await wf.cancel({ ids: id }), { cancelled: 1 });
+    const log = await runLog(id);
+    assert.equal(log.workflowState, "RUN_CANCELED", JSON.stringify(log));
+    assert.deepEqual(log.steps.flatMap((g) => g.steps)
+      .filter((s) => s.state === "STEP_SUCCESS").map((s) => s.stepName),
+    ["init", "before", "nap"], JSON.stringify(log.steps));
+  });
+
+  test("a step fails with retries: 0 -> workflow DLQ; fixed, dlq.resume " +
+    "runs it to the end", async () => {
+    fixed = false;
+    const { workflowRunId: id } = await wf.trigger({
+      url: app.url("/flaky"), body: { n: 1 }, retries: 0 });
+    const entry = await waitFor(async () => {
+      const page = await wf.dlq.list({ filter: { workflowRunId: id } });
+      return page.messages?.find((m) => m.workflowRunId === id);
+    }, () => `run ${id} in the workflow DLQ${app.explain(id)}`,
+    RUN_TIMEOUT);
+    assert.equal(entry.workflowUrl, app.url("/flaky"), JSON.stringify(entry));
+    assert.equal(entry.responseStatus, 500, JSON.stringify(entry));
+    assert.match(entry.responseBody ?? "", /not fixed yet/);
+    const run = app.runs.get(id);
+    assert.equal(run.failedTries, 1, app.explain(id));
+    assert.deepEqual(run.counts, { before: 1 });
+    assert.equal((await runLog(id)).workflowState, "RUN_FAILED");
+
+    fixed = true;
+    const resumedAt = Date.now();
+    const resumed = await wf.dlq.resume({ dlqId: entry.dlqId });
+    assert.equal(resumed.workflowRunId, id, JSON.stringify(resumed));
+    const ended = await app.ended(id, RUN_TIMEOUT, resumedAt);
+    assert.deepEqual(ended.counts, { before: 1, flaky: 1, after: 1 },
+      app.explain(id));
+    assert.deepEqual(ended.finished, ["fixed"]);
+    assert.equal(ended.failedTries, 1);
+    const page = await wf.dlq.list({ filter: { workflowRunId: id } });
+    assert.ok(!page.messages?.some((m) => m.dlqId === entry.dlqId),
+      JSON.stringify(page));
+    await gone(id);
+  });
+
+  test("workflow DLQ: dlq.restart reruns a dead run from its first step, " +
+    "dlq.delete drops another", async () => {
+    fixed = false;
+    const ids = [];
+    for (const n of [2, 3]) {
+      const { workflowRunId } = await wf.trigger({
+        url: app.url("/flaky"), body: { n }, retries: 0 });
+      ids.push(workflowRunId);
+    }
+    const [keep, drop] = await waitFor(async () => {
+      const { messages } = await wf.dlq.list();
+      const found = ids.map((id) =>
+        messages?.find((m) => m.workflowRunId === id));
+      return found.every(Boolean) && found;
+    }, () => `both runs in the workflow DLQ${app.explain(ids[0])}` +
+      app.explain(ids[1]), RUN_TIMEOUT);
+
+    assert.equal((await wf.dlq.delete(drop.dlqId)).deleted, 1);
+    fixed = true;
+    const restartedAt = Date.now();
+    const restarted = await wf.dlq.restart({ dlqId: keep.dlqId });
+    assert.equal(restarted.workflowRunId, ids[0], JSON.stringify(restarted));
+    // The history is cut back to the initial payload: "before" runs again
+    // (so no untilRun, which fails on a step run twice).
+    const id = ids[0];
+    const run = await app.until(() => {
+      const r = app.runs.get(id);
+      return r?.finished.length > 0 && app.finishCall(id) && r;
+    }, () => `run ${id} to finish after the restart${app.explain(id)}`,
+    RUN_TIMEOUT);
+    assert.deepEqual(run.counts, { before: 2, flaky: 1, after: 1 },
+      app.explain(id));
+    assert.ok(run.times.before[1] >= restartedAt, app.explain(id));
+    assert.deepEqual(run.finished, ["fixed"]);
+    assert.equal(app.deliveriesOf(id).filter((d) => d.at >= restartedAt &&
+      d.status !== 200).length, 0, app.explain(id));
+    const log = await runLog(id);
+    assert.deepEqual(log.steps.flatMap((g) => g.steps)
+      .map((s) => s.stepName).filter((n) => n !== undefined),
+    ["init", "before", "flaky", "after"], JSON.stringify(log.steps));
+
+    // The deleted one stays dead: out of the DLQ, its step never fixed.
+    const { messages } = await wf.dlq.list();
+    assert.ok(!messages?.some((m) => m.dlqId === drop.dlqId ||
+      m.dlqId === keep.dlqId), JSON.stringify(messages));
+    assert.deepEqual(app.runs.get(ids[1]).counts, { before: 1 });
+  });
+
+  test("createWebhook + waitForWebhook: a plain fetch resumes the run " +
+    "with its body", async () => {
+    const { workflowRunId: id } = await wf.trigger({
+      url: app.url("/hook"), body: {} });
+    const webhook = await app.untilRun(id,
+      () => app.runs.get(id)?.values.tell, "the webhook's URL");
+    assert.ok(webhook.webhookUrl.startsWith(`${dev.node.env.QSTASH_URL}` +
+      `/v2/workflows/hooks/${HOOK_USER}/${id}/`), webhook.webhookUrl);
+    // No lookback: the hook reaches the run once its wait is registered.
+    await app.untilRun(id, () => app.answered(`v2/wait/${webhook.eventId}`),
+      "the webhook's wait to be registered");
+    const res = await fetch(webhook.webhookUrl, { method: "POST",
+      headers: { "Content-Type": "application/json", "X-Hook": "yes" },
+      body: JSON.stringify({ order: 7 }) });
+    const answer = await res.text();
+    assert.ok(res.ok, `the webhook answered ${res.status} ${answer}`);
+    const run = await app.ended(id);
+    assert.deepEqual(run.finished, [{ timeout: false, method: "POST",
+      body: JSON.stringify({ order: 7 }), header: "yes" }], app.explain(id));
+    assert.deepEqual(run.counts, { tell: 1, read: 1 });
+    await gone(id);
+  });
 });
+
+// The same app through a follower of a 3-node cluster whose leader is
+// killed mid-run (stage 6), whatever QRAFT_SDK_VIA says: every run
+// finishes, and no step body runs again once its result was stored.
+describe("Upstash Workflow through a follower, the leader killed mid-run",
+  () => {
+    const RUNS = 10;
+    const STEPS = 5;
+    const STEP_MS = 200; // each step's work, so runs are mid-way at the kill
+    // The implicit ack (docs/workflow.md) marks a step's delivery done in
+    // the same commit as the step's result, so no later re-send runs the
+    // step again. The one window left: a re-send that the message's new
+    // owner dispatched (after the kill) just before the result committed,
+    // or before it applied it, may reach the app just after the result was
+    // stored. As tests/lib/workflow_app.py's RERUN_GRACE_S, a body that
+    // starts more than this after its result was acknowledged is a fault.
+    const RERUN_GRACE_MS = 2000;
+    // What QRAFT_SDK_VIA=follower runs every suite on: a 3-node cluster,
+    // the app's QSTASH_URL one of its followers.
+    const via = new FollowerNode();
+    const { cluster } = via;
+    const app = new WorkflowApp();
+    let wf;
+    let follower;
+
+    app.workflow("/steady", async (context) => {
+      for (let k = 1; k <= STEPS; k++) {
+        await context.run(`s${k}`, async () => {
+          app.ran(context, `s${k}`);
+          await new Promise((r) => setTimeout(r, STEP_MS));
+          return k;
+        });
+      }
+      app.finish(context, "done");
+      return "done";
+    });
+
+    before(async () => {
+      await app.start();
+      await via.start(); // and waits for the cluster's feature level
+      follower = via.node;
+      app.connect(via.env);
+      app.logHint = () => via.logHint();
+      wf = app.workflowClient();
+    });
+
+    after(async () => {
+      try {
+        await cluster.stop();
+      } finally {
+        try {
+          await app.close();
+        } finally {
+          cluster.removeDirs();
+        }
+      }
+    });
+
+    /* By when runId's step name was stored, as the app can tell: when the
+     * SDK's publish of it was first answered 2xx, or, if earlier (a publish
+     * whose answer was lost in the kill, "may or may not have been
+     * applied", was), when a delivery first carried it in its history. */
+    function storedAt(runId, name) {
+      const times = [];
+      const acked = app.calls.find((call) => call.doneAt && !call.error &&
+        call.entries?.some((e) =>
+          e.headers["upstash-workflow-runid"] === runId &&
+          e.step?.stepName === name));
+      if (acked) {
+        times.push(acked.doneAt);
+      }
+      const seen = app.deliveriesOf(runId).find((d) =>
+        d.history?.includes(`${name}(step)`));
+      if (seen) {
+        times.push(seen.at);
+      }
+      return times.length > 0 ? Math.min(...times) : null;
+    }
+
+    function stepsRan() {
+      return [...app.runs.values()].reduce((sum, run) =>
+        sum + Object.values(run.counts).reduce((a, b) => a + b, 0), 0);
+    }
+
+    test(`${RUNS} runs of ${STEPS} steps, the leader killed after a ` +
+      "quarter of the steps: every run finishes, no stored step re-runs",
+    async (t) => {
+      const ids = [];
+      for (let i = 0; i < RUNS; i++) {
+        // Retries enough to outlast the election: a step's publish through
+        // the follower answers 503 until there is a leader (or 504 when the
+        // forward to the dying leader failed: applied or not), the SDK
+        // answers its delivery 500, and qraft retries it: the step runs
+        // again if its result was not stored (at least once).
+        const { workflowRunId } = await wf.trigger({
+          url: app.url("/steady"), body: { i }, retries: 30,
+          retryDelay: "500" });
+        ids.push(workflowRunId);
+      }
+      await app.until(() => stepsRan() >= RUNS * STEPS / 4,
+        () => `a quarter of the steps to run (${stepsRan()} ran)`);
+      let victim = await cluster.leader();
+      if (victim === follower) {
+        victim = cluster.nodes.find((n) => n !== follower);
+      }
+      const ranBefore = stepsRan();
+      await victim.kill9();
+      t.diagnostic(`killed node ${victim.id} after ${ranBefore} of ` +
+        `${RUNS * STEPS} steps ran`);
+
+      const unfinished = () => ids.filter((id) =>
+        !(app.runs.get(id)?.finished.length > 0 && app.finishCall(id)));
+      await app.until(() => unfinished().length === 0, () => {
+        const left = unfinished();
+        return `every run to finish (${left.length} left)` +
+          app.explain(left[0]);
+      }, 90_000);
+
+      const reruns = [];
+      let unstored = 0; // ran again before its result was known stored
+      let inGrace = 0; // ran again within RERUN_GRACE_MS after
+      for (const id of ids) {
+        const run = app.runs.get(id);
+        for (let k = 1; k <= STEPS; k++) {
+          const name = `s${k}`;
+          const times = run.times[name] ?? [];
+          assert.ok(times.length >= 1, `step ${name} of ${id} never ran` +
+            app.explain(id));
+          const stored = storedAt(id, name);
+          assert.ok(stored, `no stored result for ${name} of ${id}` +
+            app.explain(id));
+          for (const at of times.slice(1)) {
+            if (at > stored + RERUN_GRACE_MS) {
+              reruns.push(`${id} ${name} ran ${at - stored} ms after its ` +
+                "result was stored");
+            } else if (at > stored) {
+              inGrace++;
+            } else {
+              unstored++;
+            }
+          }
+        }
+        assert.deepEqual(run.finished.slice(0, 1), ["done"]);
+      }
+      assert.deepEqual(reruns, [], reruns.length > 0
+        ? app.explain(reruns[0].split(" ")[0]) : "");
+      // A step publish answered deduplicated: its result had been stored by
+      // an earlier publish whose answer the SDK did not get (the kill).
+      const dedup = app.calls.filter((c) => c.entries?.[0]?.step?.stepName &&
+        Array.isArray(c.answer) && c.answer[0]?.deduplicated).length;
+      t.diagnostic(`step bodies run again: ${unstored} before their ` +
+        `result was known stored, ${inGrace} within ${RERUN_GRACE_MS} ms ` +
+        `after (at least once); ${dedup} step publish(es) deduplicated; ` +
+        `${app.calls.filter((c) => c.error).length} SDK request(s) failed`);
+    });
+  });
