@@ -509,7 +509,8 @@ static int put_ended_run(struct qr_apply_ctx *ctx, Qraft__WorkflowRun *run)
 }
 
 /* Cancels every message of run that is not final yet (each history entry
- * names the message that delivers it), but skip_id (NULL: none). */
+ * names the message that delivers it), but skip_id (NULL: none); with
+ * detail NULL (the run finished), marks them delivered instead. */
 static int cancel_run_messages(struct qr_apply_ctx *ctx,
                                const Qraft__WorkflowRun *run,
                                const char *skip_id,
@@ -530,7 +531,18 @@ static int cancel_run_messages(struct qr_apply_ctx *ctx,
             rv = 0; /* pruned after it was delivered */
             continue;
         }
-        if (rv == 0 && !qr_apply_is_final(m->state)) {
+        bool waiting = rv == 0 && !qr_apply_is_final(m->state);
+        if (waiting && detail == NULL) {
+            /* The run finished: the deliveries still waiting for their
+             * answer (the one that finished it, and any whose step is
+             * moot now) are done, as an implicit ack would have them. A
+             * context.call in flight goes on: its callback is refused. */
+            if (m->state != QRAFT__MESSAGE_STATE__QUEUED &&
+                strcmp(m->workflow_call_type, "toCallback") != 0) {
+                rv = qr_apply_mark_delivered(
+                    ctx, m, "delivered: its workflow run finished");
+            }
+        } else if (waiting) {
             rv = qr_apply_cancel_message(ctx, m, detail);
         }
         if (m != NULL) {
@@ -573,9 +585,8 @@ int qr_apply_workflow_end(struct qr_apply_ctx *ctx,
     run->ended_ms = ctx->now_ms;
     ProtobufCBinaryData kept = run->result;
     run->result = e->result;
-    rv = e->cancel
-             ? cancel_run_messages(ctx, run, NULL, "workflow run cancelled")
-             : 0;
+    rv = cancel_run_messages(ctx, run, NULL,
+                             e->cancel ? "workflow run cancelled" : NULL);
     if (rv == 0) {
         rv = put_ended_run(ctx, run);
     }

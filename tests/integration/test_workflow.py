@@ -453,6 +453,24 @@ class WorkflowTest(unittest.TestCase):
         self.assertEqual([e["state"] for e in events["events"]],
                          ["DELIVERED", "ACTIVE", "CREATED"])
 
+    def test_finish_acks_the_delivery_that_finished_the_run(self):
+        """The SDK finishes a run, then answers the delivery: that answer
+        lost (a 500 after the finish), the delivery is not sent again."""
+        self.sink.script("/wf", Reply(500, delay_s=1.0), Reply(200))
+        status, _, body = self.trigger(extra={"Upstash-Retry-Delay": "100"})
+        first = body[0]["messageId"]
+        self.sink.wait_for(1, path="/wf", timeout=20)
+        status, _, body = self.call(
+            "DELETE", f"/v2/workflows/runs/{RUN}?cancel=false", b'"done"')
+        self.assertEqual(status, 200, body)
+        status, _, events = self.call("GET", f"/v2/events?messageId={first}")
+        self.assertEqual(events["events"][0]["state"], "DELIVERED")
+        deadline = time.time() + 3  # a retry would come within ~1.2 s
+        while time.time() < deadline:
+            self.assertEqual(len(self.sink.requests("/wf")), 1,
+                             "the finishing delivery was sent again")
+            time.sleep(0.1)
+
     def test_repeated_step_publish_is_deduplicated(self):
         """The SDK retries a publish whose answer it lost: the step is
         stored once, delivered once."""
