@@ -248,6 +248,15 @@ void qr_rest_set_body(json_t *o,
                       const char *key_b64,
                       ProtobufCBinaryData body);
 void qr_rest_set_opt_string(json_t *o, const char *key, const char *value);
+/* "label" (the first) and "labels" (all), as the SDK reads them; nothing
+ * when there are none. */
+void qr_rest_set_labels(json_t *o, char **labels, size_t n);
+/* "flowControlKey", "parallelism", "rate", "period" (s) when key is set. */
+void qr_rest_set_flow_control(json_t *o,
+                              const char *key,
+                              uint32_t parallelism,
+                              uint32_t rate,
+                              uint64_t period_s);
 json_t *qr_rest_page_json(const char *key, json_t *items, const char *cursor);
 
 /* ---------------------------------------------------------------------------

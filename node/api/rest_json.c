@@ -115,3 +115,31 @@ json_t *qr_rest_page_json(const char *key, json_t *items, const char *cursor)
     qr_rest_set_opt_string(out, "cursor", cursor);
     return out;
 }
+
+void qr_rest_set_labels(json_t *o, char **labels, size_t n)
+{
+    if (n == 0) {
+        return;
+    }
+    json_t *all = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_array_append_new(all, qr_json_text(labels[i]));
+    }
+    json_object_set_new(o, "label", qr_json_text(labels[0]));
+    json_object_set_new(o, "labels", all);
+}
+
+void qr_rest_set_flow_control(json_t *o,
+                              const char *key,
+                              uint32_t parallelism,
+                              uint32_t rate,
+                              uint64_t period_s)
+{
+    if (key[0] == '\0') {
+        return;
+    }
+    json_object_set_new(o, "flowControlKey", qr_json_text(key));
+    json_object_set_new(o, "parallelism", json_integer(parallelism));
+    json_object_set_new(o, "rate", json_integer(rate));
+    json_object_set_new(o, "period", json_integer((json_int_t)period_s));
+}

@@ -18,19 +18,6 @@
 #define EVENTS_PAGE_DEFAULT 100
 
 /* "label" (the first) and "labels" (all), when m has labels. */
-static void set_labels(json_t *o, const Qraft__Message *m)
-{
-    if (m->n_labels == 0) {
-        return;
-    }
-    json_t *labels = json_array();
-    for (size_t i = 0; i < m->n_labels; i++) {
-        json_array_append_new(labels, qr_json_text(m->labels[i]));
-    }
-    json_object_set_new(o, "label", qr_json_text(m->labels[0]));
-    json_object_set_new(o, "labels", labels);
-}
-
 /* The request a message makes, as messages and log entries show it: url,
  * method (POST when unset) and header. */
 static void set_message_request(json_t *o,
@@ -90,16 +77,9 @@ json_t *qr_rest_message_json(const Qraft__Message *m,
                             qr_json_text(m->workflow_run_id));
         json_object_set_new(o, "workflowUrl", qr_json_text(m->url));
     }
-    set_labels(o, m);
-    if (m->flow_control_key[0] != '\0') {
-        json_object_set_new(o, "flowControlKey",
-                            qr_json_text(m->flow_control_key));
-        json_object_set_new(o, "parallelism",
-                            json_integer(m->flow_parallelism));
-        json_object_set_new(o, "rate", json_integer(m->flow_rate));
-        json_object_set_new(o, "period",
-                            json_integer((json_int_t)m->flow_period_s));
-    }
+    qr_rest_set_labels(o, m->labels, m->n_labels);
+    qr_rest_set_flow_control(o, m->flow_control_key, m->flow_parallelism,
+                             m->flow_rate, m->flow_period_s);
     if (!dlq) {
         return o;
     }
@@ -378,7 +358,7 @@ static json_t *log_json(const Qraft__EventEntry *en, h2o_mem_pool_t *pool)
     json_object_set_new(o, "timeout", json_integer((json_int_t)m->timeout_ms));
     qr_rest_set_opt_string(o, "retryDelayExpression", m->retry_delay);
     set_message_links(o, m);
-    set_labels(o, m);
+    qr_rest_set_labels(o, m->labels, m->n_labels);
     return o;
 }
 

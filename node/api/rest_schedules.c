@@ -71,6 +71,9 @@ static json_t *schedule_json(const Qraft__Schedule *sc,
     /* openapi spells callerIp, the SDK's type callerIP: both. */
     qr_rest_set_opt_string(o, "callerIp", sc->caller_ip);
     qr_rest_set_opt_string(o, "callerIP", sc->caller_ip);
+    qr_rest_set_labels(o, t->labels, t->n_labels);
+    qr_rest_set_flow_control(o, t->flow_control_key, t->flow_parallelism,
+                             t->flow_rate, t->flow_period_s);
     json_object_set_new(o, "isPaused", json_boolean(sc->paused));
     if (sc->last_slot_ms != 0) {
         json_object_set_new(o, "lastScheduleTime",

@@ -55,6 +55,26 @@ class ScheduleRestTest(unittest.TestCase):
                          f"/v2/schedules/{dest or self.sink.url('/hook')}",
                          body=b"{}", headers=hdrs)
 
+    def test_labels_and_flow_control_are_shown(self):
+        """A schedule carries Upstash-Label and flow control as a message
+        does (each tick's messages take them), and shows them as the SDK
+        reads a schedule (its schedules.test.ts checks them)."""
+        status, body = self.create(
+            "0 0 1 1 *", **{"Upstash-Label": "daily, billing",
+                            "Upstash-Flow-Control-Key": "ai-provider",
+                            "Upstash-Flow-Control-Value":
+                                "parallelism=2, rate=5, period=10s"})
+        self.assertEqual(status, 200, body)
+        status, sc = self.call("GET", f"/v2/schedules/{body['scheduleId']}")
+        self.assertEqual(status, 200, sc)
+        self.assertEqual((sc["label"], sc["labels"]),
+                         ("daily", ["daily", "billing"]))
+        self.assertEqual(
+            (sc["flowControlKey"], sc["parallelism"], sc["rate"],
+             sc["period"]), ("ai-provider", 2, 5, 10))
+        status, sc = self.call("GET", "/v2/schedules")
+        self.assertEqual(sc[0]["labels"], ["daily", "billing"])
+
     def test_bad_input_is_refused_with_a_reason(self):
         cases = [
             ("61 * * * *", "minute field: 61 is out of range 0-59"),
