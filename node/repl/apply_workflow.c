@@ -231,10 +231,10 @@ static bool asks_for(const Qraft__Message *m,
 }
 
 /* Implicit ack (docs/workflow.md): m, a step result the SDK just stored,
- * proves the deliveries that asked for it were answered: the SDK publishes
- * a result, then answers 200. Those deliveries' messages that still wait
- * for their result (the 200 may never be committed: a leader crash in
- * between) are marked delivered now, so none is sent again, and the step
+ * proves the delivery that asked for it was answered: the SDK publishes
+ * a result, then answers 200. That delivery's message, if it still waits
+ * for its result (the 200 may never be committed: a leader crash in
+ * between), is marked delivered now, so it is not sent again, and the step
  * whose result is stored is not run again. Plan steps (step id 0) and the
  * first result after a parallel group ack nothing: which delivery asked
  * for them is not known. */
@@ -247,12 +247,17 @@ static int implicit_ack(struct qr_apply_ctx *ctx,
         return 0;
     }
     int rv = 0;
+    bool found = false;
+    /* A run stores each step once (qr_apply_workflow_duplicate), so one
+     * entry asks for m: the walk back ends there. */
     for (uint32_t seq = m->workflow_seq;
-         rv == 0 && seq-- > 0 && m->workflow_seq - seq <= ACK_LOOKBACK;) {
+         rv == 0 && !found && seq-- > 0 &&
+         m->workflow_seq - seq <= ACK_LOOKBACK;) {
         Qraft__WorkflowStep *e = NULL;
         Qraft__Message *c = NULL;
         rv = qr_store_run_step_get(ctx->txn, run->id, seq, &e);
-        if (rv == 0 && asks_for(m, seq, e)) {
+        found = rv == 0 && asks_for(m, seq, e);
+        if (found) {
             rv = qr_store_msg_get(ctx->txn, e->message_id, &c);
         }
         if (e != NULL) {
@@ -286,17 +291,27 @@ int qr_apply_workflow_duplicate(struct qr_apply_ctx *ctx,
     }
     int rv = 0;
     bool dup = false;
-    for (uint32_t seq = run->next_seq;
-         rv == 0 && !dup && seq-- > 1 && run->next_seq - seq <= ACK_LOOKBACK;) {
+    bool older = false;
+    /* Sequential steps are stored in step order (step k is published
+     * only once the delivery carrying k-1 came): walking back, the first
+     * sequential step below m's id means m is new, so a new step reads
+     * one entry or two, not the whole look-back. */
+    bool sequential =
+        m->workflow_target_step == 0 && m->workflow_concurrent <= 1;
+    for (uint32_t seq = run->next_seq; rv == 0 && !dup && !older && seq-- > 1 &&
+                                       run->next_seq - seq <= ACK_LOOKBACK;) {
         Qraft__WorkflowStep *e = NULL;
         rv = qr_store_run_step_get(ctx->txn, run->id, seq, &e);
         if (rv == QR_ENOTFOUND) {
             rv = 0;
             continue;
         }
-        dup = rv == 0 && strcmp(e->call_type, "step") == 0 &&
-              e->step_id == m->workflow_step_id &&
+        bool step = rv == 0 && strcmp(e->call_type, "step") == 0;
+        dup = step && e->step_id == m->workflow_step_id &&
               e->target_step == m->workflow_target_step;
+        older = sequential && step && e->target_step == 0 &&
+                e->concurrent <= 1 && e->step_id != 0 &&
+                e->step_id < m->workflow_step_id;
         if (dup) {
             snprintf(res->message_id, sizeof res->message_id, "%s",
                      e->message_id);
