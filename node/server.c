@@ -745,6 +745,7 @@ int qr_server_init(struct qr_server *s,
     }
     memset(&s->metrics, 0, sizeof s->metrics);
     s->worker.metrics = &s->metrics;
+    s->ops.worker = &s->worker;
     s->ops.metrics = &s->metrics;
     s->ops.admit = &s->admit;
     s->shards.admit = &s->admit;

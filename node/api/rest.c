@@ -225,6 +225,8 @@ static const char *write_outcome(const Qraft__Request *rpc_req)
             return "the queue was changed";
         case QRAFT__REQUEST__BODY_GROUP_CHANGE:
             return "the url group was changed";
+        case QRAFT__REQUEST__BODY_FLOW_CONTROL_UPDATE:
+            return "the flow control key was changed";
         case QRAFT__REQUEST__BODY_KEYS:
             return rpc_req->keys->rotate ? "the signing keys were rotated"
                                          : NULL;
@@ -489,6 +491,21 @@ static const struct rest_route routes[] = {
     {"/v2/queues", "GET, POST", 0,
      {{"POST", qr_rest_queue_upsert, REST_GET},
       {"GET", qr_rest_queue, REST_GET}}},
+    {"/v2/flowControl", "GET", 0, {{"GET", qr_rest_flow_control, REST_GET}}},
+    {"/v2/flowControl/{id}/pause", "POST", 0,
+     {{"POST", qr_rest_flow_control, REST_PAUSE}}},
+    {"/v2/flowControl/{id}/resume", "POST", 0,
+     {{"POST", qr_rest_flow_control, REST_RESUME}}},
+    {"/v2/flowControl/{id}/pin", "POST", 0,
+     {{"POST", qr_rest_flow_control, REST_PIN}}},
+    {"/v2/flowControl/{id}/unpin", "POST", 0,
+     {{"POST", qr_rest_flow_control, REST_UNPIN}}},
+    {"/v2/flowControl/{id}/resetRate", "POST", 0,
+     {{"POST", qr_rest_flow_control, REST_RESET}}},
+    {"/v2/flowControl/{id}", "GET", 0,
+     {{"GET", qr_rest_flow_control, REST_GET}}},
+    {"/v2/globalParallelism", "GET", 0,
+     {{"GET", qr_rest_global_parallelism, REST_GET}}},
     {"/v2/queues/{queue}/pause", "POST", 0,
      {{"POST", qr_rest_queue, REST_PAUSE}}},
     {"/v2/queues/{queue}/resume", "POST", 0,

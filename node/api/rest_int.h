@@ -43,6 +43,9 @@ enum rest_op {
     REST_LOGS,     /* the log as {"logs"} (GET /v2/logs), not {"events"} */
     REST_ROTATE,   /* the signing keys */
     REST_RESTART,  /* a failed workflow run, from its start */
+    REST_PIN,      /* a flow control key's limits */
+    REST_UNPIN,
+    REST_RESET, /* a flow control key's rate period */
 };
 
 /* The route's capture in req's raw path and the raw query (both borrowed
@@ -361,6 +364,11 @@ rest_handler qr_rest_schedule, qr_rest_schedule_create;
  * Queues (rest_queues.c). */
 
 rest_handler qr_rest_queue, qr_rest_queue_upsert;
+
+/* ---------------------------------------------------------------------------
+ * Flow control (rest_flow.c). */
+
+rest_handler qr_rest_flow_control, qr_rest_global_parallelism;
 
 /* ---------------------------------------------------------------------------
  * URL groups, QStash's topics (rest_topics.c). */

@@ -36,6 +36,10 @@
  * messages are read afresh once the lease is back); a shorter gap (a
  * leader change) lets them start where they were. */
 #define HOLD_QUEUED_MS 1000
+/* While flow-controlled deliveries are sending, the lease is looked at
+ * this often: they are cancelled soon after it ends (a next owner starts
+ * no sooner than the lease margin after that, shards.h). */
+#define FLOW_LEASE_CHECK_MS 100
 
 /* One attempt on its way; keyed by message id. */
 struct qr_worker_inflight {
@@ -56,7 +60,10 @@ struct qr_worker_inflight {
         uint64_t max_retry_duration_ms;
     } options;
     uint64_t ticket;
-    bool sending;   /* the delivery callback has not fired yet */
+    bool sending; /* the delivery callback has not fired yet */
+    /* Its flow control key's state while sending (counted there), or
+     * NULL: not flow-controlled, or answered. */
+    struct qr_flow_key *flow;
     bool proposing; /* the result is on its way through raft */
     /* The packed result, kept until it is reported (NULL once it is, or
      * when it could not be packed). */
@@ -426,6 +433,13 @@ static void on_delivered(void *data, const struct qr_delivery_response *resp)
     struct qr_worker *w = f->worker;
     assert(f->sending); /* the engine answers each send exactly once */
     f->sending = false;
+    assert(w->n_sending > 0);
+    w->n_sending--;
+    if (f->flow != NULL) {
+        qr_flow_finished(f->flow);
+        f->flow = NULL;
+        w->n_flow_sending--;
+    }
     if (resp->transport == QR_DELIVERY_CANCELLED || w->closing) {
         /* Nothing was learned: the message stays due for whoever leads. */
         inflight_remove(w, f);
@@ -450,6 +464,11 @@ struct scan_ctx {
     const Qraft__SigningKeys *keys;
     uint64_t now_ms;
     uint64_t now_s;
+    uint64_t next_due_ms; /* the earliest wake the scan found needed */
+    uint32_t shard;       /* the shard being scanned */
+    /* While a key's waitlist is scanned: its state and limits. */
+    struct qr_flow_key *flow;
+    struct qr_flow_limits flow_limits;
 };
 
 static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
@@ -573,6 +592,12 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
         goto out;
     }
     f->sending = true;
+    w->n_sending++;
+    if (sc->flow != NULL) {
+        f->flow = sc->flow;
+        qr_flow_started(sc->flow, &sc->flow_limits, sc->now_ms);
+        w->n_flow_sending++;
+    }
     size_t b = bucket_of(w, f->id);
     f->next = w->buckets[b];
     w->buckets[b] = f;
@@ -649,7 +674,10 @@ static void cancel_unowned(struct qr_worker *w, bool active)
         struct qr_worker_inflight *f = w->buckets[b];
         while (f != NULL) {
             struct qr_worker_inflight *next = f->next;
-            if (f->sending && !qr_shards_assigned(w->shards, f->shard)) {
+            /* A flow-controlled delivery does not outlive the lease: the
+             * next owner of its key counts from zero. */
+            if (f->sending && (!qr_shards_assigned(w->shards, f->shard) ||
+                               (!active && f->flow != NULL))) {
                 /* Fires on_delivered (CANCELLED) now, which removes f. */
                 qr_delivery_cancel(&w->delivery, f->ticket);
             }
@@ -682,6 +710,57 @@ static bool sweep_settled(struct qr_worker *w)
     return waiting;
 }
 
+static void need_wake(struct scan_ctx *sc, uint64_t at_ms)
+{
+    if (at_ms < sc->next_due_ms) {
+        sc->next_due_ms = at_ms;
+    }
+}
+
+/* Sends what key's waitlist in the scanned shard may start now. A key at
+ * its parallelism is looked at again when a result comes back (the fsm's
+ * due hook); one at its rate when its period ends. */
+static int on_flow_key(void *arg, const char *key, uint64_t first_due_ms)
+{
+    struct scan_ctx *sc = arg;
+    struct qr_worker *w = sc->worker;
+    if (first_due_ms > sc->now_ms) {
+        need_wake(sc, first_due_ms);
+        return 0;
+    }
+    if (w->n_inflight >= MAX_INFLIGHT) {
+        return 1; /* full: the rest waits for the next scan */
+    }
+    Qraft__FlowControlKey *rec = NULL;
+    int rv = qr_store_flow_get(sc->txn, key, &rec);
+    if (rv != 0) {
+        /* A waitlist without its record: the store's invariant says this
+         * cannot be; nothing of the key is sent rather than unlimited. */
+        QR_WARN("worker", "flow control key '%.64s' not read: %s", key,
+                qr_strerror(rv));
+        return rv == QR_ENOTFOUND ? 0 : 1;
+    }
+    qr_flow_limits_of(rec, &sc->flow_limits);
+    struct qr_flow_key *k = qr_flow_find(&w->flow, key, true);
+    if (k == NULL) {
+        qraft__flow_control_key__free_unpacked(rec, NULL);
+        return 1; /* out of memory: stop this scan */
+    }
+    uint64_t retry_ms = UINT64_MAX;
+    uint32_t cap = qr_flow_capacity(k, &sc->flow_limits, rec->rate_reset_ms,
+                                    sc->now_ms, &retry_ms);
+    qraft__flow_control_key__free_unpacked(rec, NULL);
+    need_wake(sc, retry_ms);
+    if (cap == 0) {
+        return 0;
+    }
+    sc->flow = k;
+    rv = qr_store_flow_due_scan(sc->txn, sc->shard, key, sc->now_ms, cap,
+                                skip_in_flight, on_due_message, sc);
+    sc->flow = NULL;
+    return rv;
+}
+
 /* One pass over every owned shard: send what is due, and find when the next
  * message becomes due. */
 static void scan(struct qr_worker *w)
@@ -706,8 +785,8 @@ static void scan(struct qr_worker *w)
 
     struct qr_store_txn *txn = NULL;
     Qraft__SigningKeys *keys = NULL;
-    uint64_t next_due = UINT64_MAX;
-    struct scan_ctx sc = {.worker = w, .now_ms = effective_now_ms(w)};
+    struct scan_ctx sc = {
+        .worker = w, .now_ms = effective_now_ms(w), .next_due_ms = UINT64_MAX};
     sc.now_s = sc.now_ms / 1000;
     int rv = qr_store_txn_begin(w->store, false, &txn);
     if (rv == 0) {
@@ -727,18 +806,24 @@ static void scan(struct qr_worker *w)
         if (!qr_shards_owns(w->shards, shard)) {
             continue;
         }
+        sc.shard = shard;
         if (w->n_inflight < MAX_INFLIGHT) {
             qr_store_due_scan_skipping(txn, shard, sc.now_ms, SIZE_MAX,
                                        skip_in_flight, on_due_message, &sc);
+            qr_store_flow_due_keys(txn, shard, on_flow_key, &sc);
         }
         uint64_t next;
-        if (qr_store_due_next(txn, shard, sc.now_ms, &next) == 0 &&
-            next < next_due) {
-            next_due = next;
+        if (qr_store_due_next(txn, shard, sc.now_ms, &next) == 0) {
+            need_wake(&sc, next);
         }
     }
     qr_store_txn_abort(txn);
     qraft__signing_keys__free_unpacked(keys, NULL);
+    qr_flow_sweep(&w->flow, sc.now_ms, false);
+    if (w->n_flow_sending > 0) {
+        need_wake(&sc, sc.now_ms + FLOW_LEASE_CHECK_MS);
+    }
+    uint64_t next_due = sc.next_due_ms;
 
     uint64_t wall = qr_clock_wall_ms();
     /* Due times are in the leader's frame; our clock may run behind it. */
@@ -820,6 +905,9 @@ static void close_step_done(struct qr_worker *w)
         }
     }
     w->n_inflight = 0;
+    w->n_sending = 0;
+    w->n_flow_sending = 0;
+    qr_flow_sweep(&w->flow, 0, true);
     free(w->buckets);
     w->buckets = NULL;
     if (w->close_cb != NULL) {
@@ -851,4 +939,35 @@ void qr_worker_close(struct qr_worker *w, void (*cb)(struct qr_worker *w))
     uv_timer_stop(&w->timer);
     uv_close((uv_handle_t *)&w->timer, on_timer_close);
     qr_delivery_close(&w->delivery, on_delivery_close);
+}
+
+/* ------------------------------------------------------------------------ */
+/* What the API reads. */
+
+bool qr_worker_flow_counts(struct qr_worker *w,
+                           const char *key,
+                           uint64_t rate_reset_ms,
+                           struct qr_worker_flow_counts *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!qr_shards_assigned(w->shards, qr_fsm_flow_shard_of(key))) {
+        return false;
+    }
+    const struct qr_flow_key *k = qr_flow_find(&w->flow, key, false);
+    if (k != NULL) {
+        out->sending = k->sending;
+        out->rate_count = qr_flow_rate_count(
+            k, rate_reset_ms, effective_now_ms(w), &out->period_start_ms);
+    }
+    return true;
+}
+
+size_t qr_worker_sending(const struct qr_worker *w)
+{
+    return w->n_sending;
+}
+
+size_t qr_worker_max_inflight(void)
+{
+    return MAX_INFLIGHT;
 }

@@ -28,7 +28,12 @@
  *   MAX_REPORTS failed reports the result is given up and the message is
  *   sent again once SETTLE_MS passed (its outcome is then unknown).
  *   Started-but-unreported messages are bounded by MAX_INFLIGHT (held
- *   results count). */
+ *   results count).
+ * - Flow control (deliver/flow.h): a message waiting in its key's
+ *   waitlist starts only while its key's parallelism and rate allow, and
+ *   its delivery lives only as long as the lease: once this node holds
+ *   none, its flow-controlled transfers are cancelled at once (the next
+ *   owner counts from zero, and its lease starts after ours ended). */
 #ifndef QR_WORKER_H
 #define QR_WORKER_H
 
@@ -39,6 +44,7 @@
 
 #include "config.h"
 #include "deliver/delivery.h"
+#include "deliver/flow.h"
 #include "deliver/shards.h"
 #include "lib/metrics.h"
 #include "repl/cluster.h"
@@ -76,6 +82,11 @@ struct qr_worker {
     struct qr_worker_inflight **buckets;
     size_t n_buckets;
     size_t n_inflight;
+    size_t n_sending;      /* of them, awaiting a response */
+    size_t n_flow_sending; /* of those, flow-controlled */
+
+    /* Flow control keys this node sends for, with their counts. */
+    struct qr_flow_table flow;
 
     /* The leader's last stamp and when (monotonic) we saw it change. */
     uint64_t leader_time_ms;
@@ -101,6 +112,23 @@ int qr_worker_init(struct qr_worker *w,
 
 /* Scans soon: call when ownership may have changed (leadership, leases). */
 void qr_worker_kick(struct qr_worker *w);
+
+/* What this node counts for flow control key `key` at now (leader frame):
+ * false when it does not own the key's shard (the counts are another
+ * node's). rate_reset_ms is the key record's. */
+struct qr_worker_flow_counts {
+    uint32_t sending;
+    uint32_t rate_count;
+    uint64_t period_start_ms;
+};
+bool qr_worker_flow_counts(struct qr_worker *w,
+                           const char *key,
+                           uint64_t rate_reset_ms,
+                           struct qr_worker_flow_counts *out);
+
+/* Deliveries this node has awaiting a response, and the most it holds. */
+size_t qr_worker_sending(const struct qr_worker *w);
+size_t qr_worker_max_inflight(void);
 
 /* Cancels what is in flight (those messages stay due), stops, and closes
  * the delivery engine; cb fires once everything is closed. */

@@ -30,6 +30,7 @@
 
 #include "config.h"
 #include "deliver/shards.h"
+#include "deliver/worker.h"
 #include "lib/metrics.h"
 #include "repl/cluster.h"
 #include "store/admit.h"
@@ -52,6 +53,9 @@ struct qr_ops {
     /* borrowed, may be NULL (nothing is refused); set after init: writes
      * that add data are refused while space is low (store/admit.h) */
     struct qr_admit *admit;
+    /* borrowed, may be NULL; set after init: what flow control reads of
+     * this node's counts (ops/flow.c) */
+    struct qr_worker *worker;
     bool closing;
     qr_ops_close_cb close_cb;
     uint64_t n_requests;

@@ -336,6 +336,9 @@ void qr_op_dlq_delete(struct qr_op *op, const Qraft__Request *req);
 /* queues.c */
 void qr_op_queue_upsert(struct qr_op *op, const Qraft__Request *req);
 void qr_op_queue_pause(struct qr_op *op, const Qraft__Request *req);
+/* Flow control (flow.c). */
+void qr_op_flow_control_update(struct qr_op *op, const Qraft__Request *req);
+void qr_op_flow_control_read(struct qr_op *op, const Qraft__Request *req);
 void qr_op_queue_delete(struct qr_op *op, const Qraft__Request *req);
 void qr_op_queue_read(struct qr_op *op, const Qraft__Request *req);
 /* schedules.c */

@@ -120,7 +120,6 @@ int qr_apply_publish(struct qr_apply_ctx *ctx,
     m.next_attempt_ms = m.not_before_ms;
     m.created_ms = ctx->now_ms;
     m.updated_ms = ctx->now_ms;
-    m.shard = qr_fsm_shard_of(m.id);
     if (run != NULL) {
         m.workflow_run_id = req->workflow->run_id;
         m.workflow_seq = req->workflow->init ? 0 : run->next_seq;
@@ -132,6 +131,7 @@ int qr_apply_publish(struct qr_apply_ctx *ctx,
             return rv < 0 ? rv : 0;
         }
     }
+    qr_apply_place(ctx, &m); /* after the run's flow control, if any */
 
     for (size_t i = 0; rv == 0 && i < p->n_dedup_keys; i++) {
         rv = qr_store_dedup_put(ctx->txn, p->dedup_keys[i], m.id,
@@ -400,7 +400,7 @@ int qr_apply_create_callback(struct qr_apply_ctx *ctx,
     }
     if (rv == QR_ENOTFOUND) {
         cb.m.id = id;
-        cb.m.shard = qr_fsm_shard_of(id);
+        qr_apply_place(ctx, &cb.m);
         /* The callback of a queue message holds a slot of its queue too:
          * the queue's next message waits for the callbacks. */
         rv = qr_apply_queue_take_slot(ctx, src, &cb.m);

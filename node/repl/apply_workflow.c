@@ -1044,11 +1044,15 @@ static int restart_run(struct qr_apply_ctx *ctx,
         m.failure_callback_headers = run->failure_callback_headers;
         m.n_labels = run->n_labels;
         m.labels = run->labels;
+        m.flow_control_key = run->flow_control_key;
+        m.flow_parallelism = run->flow_parallelism;
+        m.flow_rate = run->flow_rate;
+        m.flow_period_s = run->flow_period_s;
         m.not_before_ms = ctx->now_ms;
         m.next_attempt_ms = ctx->now_ms;
         m.created_ms = ctx->now_ms;
         m.updated_ms = ctx->now_ms;
-        m.shard = qr_fsm_shard_of(new_id);
+        qr_apply_place(ctx, &m);
         m.workflow_run_id = run->id;
         m.workflow_seq = 0;
         m.workflow_call_type = "step";

@@ -792,6 +792,56 @@ int qr_command_check_queue(const char *name,
     return 0;
 }
 
+int qr_command_check_flow_key(const char *key, char *err, size_t err_len)
+{
+    if (key[0] == '\0' || strlen(key) > QR_COMMAND_MAX_FLOW_KEY_BYTES ||
+        !is_header_value(key)) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "flow control key is empty, over %u bytes, has control "
+                    "characters or is not UTF-8",
+                    QR_COMMAND_MAX_FLOW_KEY_BYTES);
+    }
+    return 0;
+}
+
+int qr_command_check_flow_update(const Qraft__FlowControlUpdate *u,
+                                 char *err,
+                                 size_t err_len)
+{
+    int rv = qr_command_check_flow_key(u->key, err, err_len);
+    if (rv != 0) {
+        return rv;
+    }
+    switch (u->action) {
+        case QRAFT__FLOW_CONTROL_ACTION__FLOW_CONTROL_PAUSE:
+        case QRAFT__FLOW_CONTROL_ACTION__FLOW_CONTROL_RESUME:
+        case QRAFT__FLOW_CONTROL_ACTION__FLOW_CONTROL_RESET_RATE:
+            return 0;
+        case QRAFT__FLOW_CONTROL_ACTION__FLOW_CONTROL_PIN:
+            if (u->parallelism == 0 && u->rate == 0) {
+                return fail(QR_EBADREQ, err, err_len,
+                            "pin needs a parallelism or a rate of at least 1");
+            }
+            if (u->period_s > QR_COMMAND_MAX_FLOW_PERIOD_S ||
+                (u->period_s != 0 && u->rate == 0)) {
+                return fail(QR_EBADREQ, err, err_len,
+                            "pin's period goes with a rate and is 1 s .. "
+                            "%llu s",
+                            QR_COMMAND_MAX_FLOW_PERIOD_S);
+            }
+            return 0;
+        case QRAFT__FLOW_CONTROL_ACTION__FLOW_CONTROL_UNPIN:
+            if (!u->unpin_parallelism && !u->unpin_rate) {
+                return fail(QR_EBADREQ, err, err_len,
+                            "unpin needs parallelism=true and/or rate=true");
+            }
+            return 0;
+        default:
+            return fail(QR_EBADREQ, err, err_len,
+                        "unknown flow control action %d", (int)u->action);
+    }
+}
+
 /* Parses an unsigned decimal (digits only) no larger than max. */
 int qr_command_parse_uint(const char *s,
                           size_t len,

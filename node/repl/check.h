@@ -117,6 +117,18 @@ int qr_command_check_queue(const char *name,
                            char *err,
                            size_t err_len);
 
+/* Checks a flow control key (1..QR_COMMAND_MAX_FLOW_KEY_BYTES bytes of
+ * UTF-8 without control characters) and what a FlowControlUpdate does
+ * with it: a known action; PIN with a parallelism and/or a rate (the
+ * period, 0 or 1 s .. QR_COMMAND_MAX_FLOW_PERIOD_S, goes with a rate);
+ * UNPIN of the parallelism and/or the rate. The faces and apply run it.
+ * Returns 0 or QR_EBADREQ with the reason in err. */
+#define QR_COMMAND_MAX_FLOW_KEY_BYTES 256u
+int qr_command_check_flow_key(const char *key, char *err, size_t err_len);
+int qr_command_check_flow_update(const Qraft__FlowControlUpdate *u,
+                                 char *err,
+                                 size_t err_len);
+
 /* Checks a URL-group change before it is proposed: a valid group name,
  * and for add/remove 1..limits->max_group_endpoints endpoints, each with a
  * valid optional name; added endpoints need an http(s) URL, removed ones a

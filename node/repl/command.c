@@ -204,6 +204,8 @@ uint32_t qr_command_level(const Qraft__Command *cmd)
         case QRAFT__COMMAND__BODY_WAIT_TIMEOUT:
         case QRAFT__COMMAND__BODY_WORKFLOW_RESUME:
             return QR_FEATURE_LEVEL_WORKFLOW;
+        case QRAFT__COMMAND__BODY_FLOW_CONTROL_UPDATE:
+            return QR_FEATURE_LEVEL_FLOW_CONTROL;
         case QRAFT__COMMAND__BODY_CANCEL:
         case QRAFT__COMMAND__BODY_DLQ_REPLAY:
         case QRAFT__COMMAND__BODY_DLQ_DELETE:

@@ -45,9 +45,12 @@
  *   4  workflow runs: a publish with Upstash-Workflow-* (apply keeps the
  *      run's history), WorkflowEnd, WaitCreate, Notify, WaitTimeout,
  *      WorkflowResume
+ *   5  flow control: apply shards a message with a flow control key by
+ *      the key and keeps it in the key's waitlist (`fcdue`, `fckeys`);
+ *      FlowControlUpdate
  * A new command kind raises QR_FEATURE_LEVEL and is listed in
  * qr_command_level. */
-#define QR_FEATURE_LEVEL 4u
+#define QR_FEATURE_LEVEL 5u
 /* Queues: the Queue* commands, and queue semantics in apply (a publish or a
  * DLQ replay into a queue); below it apply keeps the queue name only, as
  * nodes without queues do, so a mixed cluster does not diverge. */
@@ -60,6 +63,10 @@
 /* Workflow runs: below it apply would take a workflow publish for a plain
  * message, so the leader proposes none. */
 #define QR_FEATURE_LEVEL_WORKFLOW 4u
+/* Flow control: below it apply shards every message by its id and keeps
+ * no waitlist, as nodes before it do, so a mixed cluster does not diverge;
+ * such messages are sent without limits. */
+#define QR_FEATURE_LEVEL_FLOW_CONTROL 5u
 /* Prune by the `done` index (oldest finished first); below it apply walks
  * msgs in id order from the command's scan_after_id, as nodes before it do,
  * so a mixed cluster deletes the same messages everywhere. */

@@ -72,6 +72,9 @@ static int apply_command(struct qr_apply_ctx *ctx,
             return qr_apply_wait_timeout(ctx, cmd->wait_timeout, res);
         case QRAFT__COMMAND__BODY_WORKFLOW_RESUME:
             return qr_apply_workflow_resume(ctx, cmd->workflow_resume, res);
+        case QRAFT__COMMAND__BODY_FLOW_CONTROL_UPDATE:
+            return qr_apply_flow_control_update(ctx, cmd->flow_control_update,
+                                                res);
         case QRAFT__COMMAND__BODY_DLQ_REPLAY:
             return qr_apply_dlq_replay(ctx, cmd->dlq_replay, res);
         case QRAFT__COMMAND__BODY_DLQ_DELETE:

@@ -88,6 +88,9 @@ void qr_fsm_close(struct qr_fsm *f);
 
 /* The shard of a message id: FNV-1a of the id, modulo QR_FSM_N_SHARDS. */
 uint32_t qr_fsm_shard_of(const char *message_id);
+/* The shard of a flow control key's messages (feature level 5): FNV-1a of
+ * the key, so one owner sends all of a key's messages. */
+uint32_t qr_fsm_flow_shard_of(const char *key);
 
 /* Longest URL group or endpoint name apply accepts: a fixed bound (the
  * configured limit is checked by the leader; apply reads no config). */

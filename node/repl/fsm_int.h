@@ -106,6 +106,17 @@ int qr_apply_delivery_results(struct qr_apply_ctx *ctx,
 
 /* apply_workflow.c: workflow runs (docs/workflow.md). */
 
+/* Flow control (apply_flow.c). Whether the cluster is at its feature
+ * level; where a new message goes: at that level a message with a flow
+ * control key is sharded by the key and waits in the key's waitlist
+ * (flow_waitlist), otherwise it is sharded by its id. Every message apply
+ * creates is placed (m->id and the flow fields set first). */
+bool qr_apply_flow_on(const struct qr_apply_ctx *ctx);
+void qr_apply_place(const struct qr_apply_ctx *ctx, Qraft__Message *m);
+int qr_apply_flow_control_update(struct qr_apply_ctx *ctx,
+                                 const Qraft__FlowControlUpdate *u,
+                                 struct qr_apply_result *res);
+
 /* Whether the cluster is at the workflow feature level: below it a
  * workflow publish applies as a plain message, as on nodes without
  * workflows. */

@@ -58,9 +58,9 @@
 #define MAX_READERS 256
 
 const char *const store_db_names[N_DBS] = {
-    "meta",   "msgs",    "due",   "dedup",     "dedupx", "dlq",
-    "events", "queues",  "qfifo", "schedules", "groups", "runs",
-    "wsteps", "waiters", "wdue",  "rdone",     "done",
+    "meta",   "msgs",  "due",       "dedup",  "dedupx", "dlq",    "events",
+    "queues", "qfifo", "schedules", "groups", "runs",   "wsteps", "waiters",
+    "wdue",   "rdone", "fcdue",     "fckeys", "done",
 };
 
 __attribute__((format(printf, 2, 3))) void store_set_errmsg(struct qr_store *s,

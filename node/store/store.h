@@ -10,6 +10,11 @@
  *   was finished: a finished message's record is not written again); none
  *   otherwise. Retention prunes it oldest first (qr_store_done_prune).
  *   Snapshots do not carry it: restore builds it from msgs.
+ * - `fcdue` holds exactly one key for each message in state PENDING,
+ *   DELIVERING or RETRYING that waits for its flow control key (flow
+ *   waitlist set, a key), at (shard, key, next_attempt_ms, id); `due`
+ *   holds none for it. `fckeys` "messages" of a key equals the number of
+ *   its flow waitlist messages that are not final (store_flow.c).
  * - `qfifo` holds exactly one key for each QUEUED message, at (queue,
  *   queue_seq, id); none otherwise. (What a Queue record's counters say
  *   about its messages is apply's invariant: see node/repl/fsm.c.)
@@ -51,6 +56,8 @@
  *   meta    name (string)                               -> bytes
  *   msgs    message id (string)                         -> qraft.Message
  *   due     u16 shard | u64 next_attempt_ms | id        -> empty
+ *   fcdue   u16 shard | flow key | 0x00 | u64 next_attempt_ms | id -> empty
+ *   fckeys  flow control key (string)                   -> qraft.FlowControlKey
  *   dedup   dedup key (string)                          -> qraft.DedupRecord
  *   dedupx  u64 expires_ms | dedup key                  -> empty (expiry index)
  *   dlq     u64 dead_lettered_ms | id                   -> empty
@@ -393,6 +400,47 @@ typedef int (*qr_store_group_cb)(void *arg, const Qraft__UrlGroup *g);
 int qr_store_group_list(struct qr_store_txn *t,
                         qr_store_group_cb cb,
                         void *arg);
+
+/* Flow control (store_flow.c). A key is 1..QR_STORE_MAX_FLOW_KEY_BYTES
+ * bytes without a 0 byte. flow_get returns new in *out (free with
+ * qraft__flow_control_key__free_unpacked) or QR_ENOTFOUND; flow_put
+ * inserts or replaces the record, or deletes it when it holds nothing (no
+ * messages, not paused, nothing pinned). Message writes keep "messages"
+ * and the maxima; callers change the rest. */
+#define QR_STORE_MAX_FLOW_KEY_BYTES 256
+int qr_store_flow_get(struct qr_store_txn *t,
+                      const char *key,
+                      Qraft__FlowControlKey **out);
+int qr_store_flow_put(struct qr_store_txn *t, const Qraft__FlowControlKey *k);
+/* Visits key records in key order after after_key (NULL or "": from the
+ * start), at most limit; k borrowed for the call. */
+typedef int (*qr_store_flow_cb)(void *arg, const Qraft__FlowControlKey *k);
+int qr_store_flow_list(struct qr_store_txn *t,
+                       const char *after_key,
+                       size_t limit,
+                       qr_store_flow_cb cb,
+                       void *arg);
+/* Visits each key with a waitlist in `shard`, in key order, with the
+ * earliest next_attempt_ms among its messages: one seek per key, however
+ * long its waitlist. key is borrowed for the call. */
+typedef int (*qr_store_flow_due_key_cb)(void *arg,
+                                        const char *key,
+                                        uint64_t first_due_ms);
+int qr_store_flow_due_keys(struct qr_store_txn *t,
+                           uint32_t shard,
+                           qr_store_flow_due_key_cb cb,
+                           void *arg);
+/* Visits key's waitlist in `shard` in due order, the messages whose
+ * next_attempt_ms <= until_ms, at most limit (skip as for
+ * qr_store_due_scan_skipping; NULL: none skipped). */
+int qr_store_flow_due_scan(struct qr_store_txn *t,
+                           uint32_t shard,
+                           const char *key,
+                           uint64_t until_ms,
+                           size_t limit,
+                           qr_store_due_skip_cb skip,
+                           qr_store_msg_cb cb,
+                           void *arg);
 
 /* Workflow runs (`runs`, by id) and their histories (`wsteps`: one
  * WorkflowStep per entry under the run id, a 0 byte and the entry's seq,

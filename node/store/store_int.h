@@ -74,18 +74,21 @@ enum db {
     DB_WAITERS, /* runs waiting for events */
     DB_WDUE,    /* waiters by deadline */
     DB_RDONE,   /* ended runs by end time */
+    DB_FCDUE,   /* flow control waitlists (store_flow.c) */
+    DB_FCKEYS,  /* flow control keys */
     DB_DONE,    /* last: not in snapshots (see N_SNAP_DBS) */
 };
-#define N_DBS 17
+#define N_DBS 19
 /* Snapshots carry the first N_SNAP_DBS databases: `done` is an index of
  * msgs that restore rebuilds, so a snapshot of format 3 lists the same
  * databases as one of format 2 (and a format 2 binary, meeting it, reads
  * its meta "format" and refuses it as newer, instead of "too many
  * databases"). */
-#define N_SNAP_DBS 16
+#define N_SNAP_DBS 18
 /* The databases a pair-stream snapshot carried before workflow runs: a
- * snapshot leaves the later ones out while they are empty, so a binary
- * from before them (which refuses more databases) restores it. */
+ * snapshot leaves out the databases after its last non-empty one (never
+ * fewer than these), so a binary from before them (which refuses more
+ * databases) restores it while they are empty. */
 #define N_SNAP_DBS_BEFORE_RUNS 11
 
 /* The databases' names in the environment (and in snapshots). */
@@ -346,6 +349,7 @@ struct record_walk {
         qr_store_queue_cb queue;
         qr_store_schedule_cb schedule;
         qr_store_group_cb group;
+        qr_store_flow_cb flow;
     } cb;
     void *arg;
     const char *what;
@@ -357,6 +361,21 @@ int store_record_list(struct qr_store_txn *t,
                       const struct record_walk *w,
                       const char *after,
                       size_t limit);
+
+/* ---------------------------------------------------------------------------
+ * Flow control (store_flow.c): the `fcdue` waitlist index, and the
+ * per-key counts that every write of a message keeps (reindex). */
+
+/* True when m waits in `fcdue` (not `due`) and counts in its key. */
+bool store_flow_waits(const Qraft__Message *m);
+/* The `fcdue` key of m (store_flow_waits) into buf; returns its length. */
+size_t store_fcdue_key(uint8_t *buf, const Qraft__Message *m);
+/* Keeps m's key record in step with a write of one message from old to m
+ * (either may be NULL). */
+int store_flow_note(struct qr_store_txn *t,
+                    const Qraft__Message *old,
+                    const Qraft__Message *m,
+                    const char *what);
 
 /* ---------------------------------------------------------------------------
  * Messages' `done` index (store_msg.c), which the format step and every

@@ -20,7 +20,7 @@
 #include "lib/err.h"
 #include "store/store_int.h"
 
-static bool in_due(Qraft__MessageState state)
+static bool due_state(Qraft__MessageState state)
 {
     return state == QRAFT__MESSAGE_STATE__PENDING ||
            state == QRAFT__MESSAGE_STATE__DELIVERING ||
@@ -41,6 +41,33 @@ bool store_in_done(Qraft__MessageState state)
 static bool in_qfifo(Qraft__MessageState state)
 {
     return state == QRAFT__MESSAGE_STATE__QUEUED;
+}
+
+/* Which index holds a message: the state decides, and for a due one
+ * whether it waits in its flow control key's waitlist (store_flow.c). */
+static bool in_due(const Qraft__Message *m)
+{
+    return due_state(m->state) && !store_flow_waits(m);
+}
+
+static bool in_fcdue(const Qraft__Message *m)
+{
+    return due_state(m->state) && store_flow_waits(m);
+}
+
+static bool in_dlq_index(const Qraft__Message *m)
+{
+    return in_dlq(m->state);
+}
+
+static bool in_done_index(const Qraft__Message *m)
+{
+    return store_in_done(m->state);
+}
+
+static bool in_qfifo_index(const Qraft__Message *m)
+{
+    return in_qfifo(m->state);
 }
 
 /* queue name | 0 | u64 seq [| id]: the 0 byte ends the name (names never
@@ -106,7 +133,9 @@ static bool message_valid(struct qr_store *s,
 {
     const Qraft__Message *m = (const Qraft__Message *)msg;
     return (unsigned)m->state < N_STATES && m->shard <= UINT16_MAX &&
-           store_check_id(s, m->id, what) == 0;
+           store_check_id(s, m->id, what) == 0 &&
+           (!store_flow_waits(m) ||
+            strlen(m->flow_control_key) <= QR_STORE_MAX_FLOW_KEY_BYTES);
 }
 
 static const struct record_db msg_records = {
@@ -211,17 +240,19 @@ static int move_index_key(struct qr_store_txn *t,
     return 0;
 }
 
-/* The message indexes: which states each holds a key for, and the key. A
- * state is held by at most one of them (QUEUED by qfifo only, never due). */
+/* The message indexes: which messages each holds a key for, and the key.
+ * A message is held by at most one of them (QUEUED by qfifo only, never
+ * due; a due one by `due` or, waiting for its flow control key, `fcdue`). */
 static const struct message_index {
     enum db db;
-    bool (*holds)(Qraft__MessageState state);
+    bool (*holds)(const Qraft__Message *m);
     size_t (*key)(uint8_t *buf, const Qraft__Message *m);
 } message_indexes[] = {
     {DB_DUE, in_due, due_key},
-    {DB_DLQ, in_dlq, dlq_key},
-    {DB_DONE, store_in_done, store_done_key},
-    {DB_QFIFO, in_qfifo, qfifo_key},
+    {DB_FCDUE, in_fcdue, store_fcdue_key},
+    {DB_DLQ, in_dlq_index, dlq_key},
+    {DB_DONE, in_done_index, store_done_key},
+    {DB_QFIFO, in_qfifo_index, qfifo_key},
 };
 
 /* Moves the index entries and counters of one message from its old record
@@ -248,12 +279,12 @@ static int reindex(struct qr_store_txn *t,
         const uint8_t *new_key = NULL;
         size_t old_len = 0;
         size_t new_len = 0;
-        if (old != NULL && ix->holds(old->state)) {
+        if (old != NULL && ix->holds(old)) {
             old_len = ix->key(old_buf, old);
             old_key = old_buf;
             n_old_keys++;
         }
-        if (m != NULL && ix->holds(m->state)) {
+        if (m != NULL && ix->holds(m)) {
             new_len = ix->key(new_buf, m);
             new_key = new_buf;
             n_new_keys++;
@@ -268,6 +299,10 @@ static int reindex(struct qr_store_txn *t,
     }
     /* A message is in one index at most, whatever its state. */
     assert(n_old_keys <= 1 && n_new_keys <= 1);
+    rv = store_flow_note(t, old, m, what);
+    if (rv != 0) {
+        return rv;
+    }
 
     if (old != NULL && m != NULL && old->state == m->state) {
         return 0;
@@ -332,6 +367,10 @@ int qr_store_msg_put(struct qr_store_txn *t, const Qraft__Message *m)
     }
     if (m->shard > UINT16_MAX) {
         return store_bad_request(t->s, what, "shard out of range");
+    }
+    if (store_flow_waits(m) &&
+        strlen(m->flow_control_key) > QR_STORE_MAX_FLOW_KEY_BYTES) {
+        return store_bad_request(t->s, what, "flow control key too long");
     }
     if (in_qfifo(m->state)) {
         rv = store_check_name(t->s, m->queue,

@@ -25,10 +25,11 @@
  * then shorter first), which lets restore append. Nothing follows the last
  * database. A database absent from a snapshot is restored empty. The
  * `done` index is never in a snapshot (N_SNAP_DBS): restore builds it from
- * msgs, whatever the snapshot's format. The workflow databases (`runs`,
- * `wsteps`, `waiters`, `wdue`, `rdone`) are left out while all are empty
- * (N_SNAP_DBS_BEFORE_RUNS), so a binary from before workflows restores a
- * snapshot of a cluster that has run none.
+ * msgs, whatever the snapshot's format. The databases after the last
+ * non-empty one are left out, down to N_SNAP_DBS_BEFORE_RUNS: a binary
+ * from before workflows restores a snapshot of a cluster that has run
+ * none, and one from before flow control (`fcdue`, `fckeys`) a snapshot
+ * of a cluster that has no flow-controlled message yet.
  *
  * Values are copied as stored, checksums included: a snapshot's format is
  * its meta "format". Restore checks every value of a format 2 or 3
@@ -219,7 +220,7 @@ int qr_store_snapshot_open(struct qr_store *s, struct qr_store_snap **out)
         MDB_stat st;
         if (mdb_stat(sn->txn, s->dbis[i], &st) == 0) {
             if (i >= N_SNAP_DBS_BEFORE_RUNS && st.ms_entries > 0) {
-                n_dbs = N_SNAP_DBS;
+                n_dbs = i + 1;
             }
             arena_bytes += 12 + strlen(store_db_names[i]) +
                            st.ms_entries * SNAP_PAIR_HEADER_BYTES +

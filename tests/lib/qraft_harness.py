@@ -79,8 +79,8 @@ def binary(name):
 
 
 # The feature level of this build's qraftd (QR_FEATURE_LEVEL in
-# node/command.h).
-FEATURE_LEVEL = 4
+# node/repl/command.h).
+FEATURE_LEVEL = 5
 
 _handed_out_ports = set()
 
