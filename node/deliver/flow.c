@@ -90,6 +90,23 @@ uint32_t qr_flow_capacity(struct qr_flow_key *k,
     return cap;
 }
 
+void qr_flow_adopt(struct qr_flow_key *k,
+                   const struct qr_flow_limits *lim,
+                   uint64_t rate_reset_ms,
+                   uint64_t assigned_ms,
+                   uint64_t now_ms)
+{
+    /* A resetRate since the shard came ends that period as it would. */
+    k->seen_reset_ms = rate_reset_ms;
+    if (lim->rate == 0 || lim->period_ms > QR_FLOW_ADOPT_MAX_PERIOD_MS ||
+        rate_reset_ms > assigned_ms || now_ms >= assigned_ms + lim->period_ms) {
+        return;
+    }
+    k->period_start_ms = assigned_ms;
+    k->period_ms = lim->period_ms;
+    k->period_count = lim->rate;
+}
+
 void qr_flow_started(struct qr_flow_key *k,
                      const struct qr_flow_limits *lim,
                      uint64_t now_ms)

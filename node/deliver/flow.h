@@ -14,7 +14,16 @@
  *   engine callback has not fired (a queued one too): the worker calls
  *   qr_flow_started before a send and qr_flow_finished exactly once after.
  * - Limits are re-read from the replicated record at every scan: a pin,
- *   pause or resetRate takes effect at the next scan of the owner. */
+ *   pause or resetRate takes effect at the next scan of the owner.
+ * - A new owner: the node that owned a key's shard before (or this node
+ *   before a restart) may have started up to the rate in the period still
+ *   running, and its counts are gone. So a key first seen less than one
+ *   period (of at most QR_FLOW_ADOPT_MAX_PERIOD_MS) after its shard came
+ *   to this node starts as if that period had begun when the shard came
+ *   and were used up: the rate is never exceeded across a move, at the
+ *   cost of up to one period's delay. Longer periods start afresh (up to
+ *   twice the rate in the period of a move). Parallelism needs no such
+ *   care: the previous owner's deliveries ended with its lease. */
 #ifndef QR_FLOW_H
 #define QR_FLOW_H
 
@@ -69,6 +78,16 @@ uint32_t qr_flow_capacity(struct qr_flow_key *k,
                           uint64_t rate_reset_ms,
                           uint64_t now_ms,
                           uint64_t *retry_ms);
+
+#define QR_FLOW_ADOPT_MAX_PERIOD_MS 60000u
+
+/* Sets up k, a key this node has no counts for, whose shard it was given
+ * at assigned_ms (invariant "A new owner"). */
+void qr_flow_adopt(struct qr_flow_key *k,
+                   const struct qr_flow_limits *lim,
+                   uint64_t rate_reset_ms,
+                   uint64_t assigned_ms,
+                   uint64_t now_ms);
 
 /* A delivery of k started (counts toward both limits), or its engine
  * callback fired. */

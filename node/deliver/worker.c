@@ -741,10 +741,17 @@ static int on_flow_key(void *arg, const char *key, uint64_t first_due_ms)
         return rv == QR_ENOTFOUND ? 0 : 1;
     }
     qr_flow_limits_of(rec, &sc->flow_limits);
+    bool known = qr_flow_find(&w->flow, key, false) != NULL;
     struct qr_flow_key *k = qr_flow_find(&w->flow, key, true);
     if (k == NULL) {
         qraft__flow_control_key__free_unpacked(rec, NULL);
         return 1; /* out of memory: stop this scan */
+    }
+    if (!known) {
+        /* The key's previous owner may have started up to its rate in the
+         * period that is still running (flow.h, "A new owner"). */
+        qr_flow_adopt(k, &sc->flow_limits, rec->rate_reset_ms,
+                      w->assigned_since_ms[sc->shard], sc->now_ms);
     }
     uint64_t retry_ms = UINT64_MAX;
     uint32_t cap = qr_flow_capacity(k, &sc->flow_limits, rec->rate_reset_ms,
@@ -803,6 +810,12 @@ static void scan(struct qr_worker *w)
     sc.keys = keys;
     sc.txn = txn;
     for (uint32_t shard = 0; shard < QR_FSM_N_SHARDS; shard++) {
+        bool assigned = qr_shards_assigned(w->shards, shard);
+        if (!assigned) {
+            w->assigned_since_ms[shard] = 0;
+        } else if (w->assigned_since_ms[shard] == 0) {
+            w->assigned_since_ms[shard] = sc.now_ms;
+        }
         if (!qr_shards_owns(w->shards, shard)) {
             continue;
         }

@@ -85,8 +85,11 @@ struct qr_worker {
     size_t n_sending;      /* of them, awaiting a response */
     size_t n_flow_sending; /* of those, flow-controlled */
 
-    /* Flow control keys this node sends for, with their counts. */
+    /* Flow control keys this node sends for, with their counts, and since
+     * when (leader frame) the map gives each shard to this node (0: it
+     * does not). */
     struct qr_flow_table flow;
+    uint64_t assigned_since_ms[QR_FSM_N_SHARDS];
 
     /* The leader's last stamp and when (monotonic) we saw it change. */
     uint64_t leader_time_ms;

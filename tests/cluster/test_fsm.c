@@ -804,6 +804,86 @@ static void test_full_map_grows_and_applies(void **state)
     assert_false(qr_store_failed(f->servers[1].store));
 }
 
+/* A publish with flow control key "k" (parallelism 2). */
+static struct qr_packed publish_flow_cmd(struct fixture *f,
+                                         char id_out[QR_ID_BYTES])
+{
+    Qraft__PublishRequest req = QRAFT__PUBLISH_REQUEST__INIT;
+    req.url = "http://127.0.0.1:9/hook";
+    req.flow_control_key = "k";
+    req.flow_parallelism = 2;
+    uint64_t seq = f->next_seq++;
+    qr_command_message_id(id_out, 1000000 + seq, 1, (uint32_t)seq);
+    struct qr_packed packed;
+    assert_int_equal(qr_command_pack_publish(&req, id_out, &f->limits, &packed),
+                     0);
+    return packed;
+}
+
+static Qraft__FlowControlKey *flow_key_on(struct fixture_server *s,
+                                          const char *key)
+{
+    struct qr_store_txn *t = NULL;
+    Qraft__FlowControlKey *k = NULL;
+    assert_int_equal(qr_store_txn_begin(s->store, false, &t), 0);
+    int rv = qr_store_flow_get(t, key, &k);
+    assert_true(rv == 0 || rv == QR_ENOTFOUND);
+    qr_store_txn_abort(t);
+    return k;
+}
+
+/* Below feature level 5 a flow-controlled message is placed as older
+ * nodes place it (by id, no waitlist) and FlowControlUpdate changes
+ * nothing; at level 5 it is sharded by its key into the key's waitlist,
+ * and pause and pin replicate: every replica holds the same record. */
+static void test_flow_control_by_level(void **state)
+{
+    struct fixture *f = *state;
+    char old_id[QR_ID_BYTES];
+    char new_id[QR_ID_BYTES];
+    Qraft__FlowControlUpdate u = QRAFT__FLOW_CONTROL_UPDATE__INIT;
+    u.key = "k";
+    u.action = QRAFT__FLOW_CONTROL_ACTION__FLOW_CONTROL_PAUSE;
+    Qraft__Command cmd;
+    qr_command_init_one(&cmd, QRAFT__COMMAND__BODY_FLOW_CONTROL_UPDATE,
+                        &u.base);
+    struct qr_packed cmds[2];
+    cmds[0] = publish_flow_cmd(f, old_id);
+    cmds[1] = fixture_pack(&cmd);
+    fixture_propose(f, 0, cmds, 2, 5000, f->n);
+    cmds[0] = fixture_feature_level_cmd(QR_FEATURE_LEVEL_FLOW_CONTROL);
+    fixture_propose(f, 0, cmds, 1, 6000, f->n);
+    u.action = QRAFT__FLOW_CONTROL_ACTION__FLOW_CONTROL_PIN;
+    u.rate = 7;
+    cmds[0] = publish_flow_cmd(f, new_id);
+    cmds[1] = fixture_pack(&cmd);
+    fixture_propose(f, 0, cmds, 2, 7000, f->n);
+
+    for (unsigned i = 0; i < f->n; i++) {
+        struct fixture_server *s = &f->servers[i];
+        Qraft__Message *m = fixture_msg_on(s, old_id);
+        assert_non_null(m);
+        assert_false(m->flow_waitlist);
+        assert_int_equal(m->shard, qr_fsm_shard_of(old_id));
+        qraft__message__free_unpacked(m, NULL);
+        m = fixture_msg_on(s, new_id);
+        assert_non_null(m);
+        assert_true(m->flow_waitlist);
+        assert_int_equal(m->shard, qr_fsm_flow_shard_of("k"));
+        qraft__message__free_unpacked(m, NULL);
+        Qraft__FlowControlKey *k = flow_key_on(s, "k");
+        assert_non_null(k);
+        assert_int_equal(k->messages, 1); /* the level-5 one only */
+        assert_int_equal(k->max_parallelism, 2);
+        assert_false(k->paused); /* refused below level 5 */
+        assert_true(k->pinned_rate);
+        assert_int_equal(k->pin_rate, 7);
+        assert_int_equal(k->pin_period_s, 1);
+        assert_int_equal(k->rate_reset_ms, 7000);
+        qraft__flow_control_key__free_unpacked(k, NULL);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -826,6 +906,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_url_groups_replicate,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_poison_commands_are_refused,
+                                        fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_flow_control_by_level,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_full_map_grows_and_applies,
                                         fixture_setup, fixture_teardown),

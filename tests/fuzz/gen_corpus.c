@@ -645,6 +645,41 @@ static void gen_apply(void)
     add_record(&b, &c_gd);
     write_file("fuzz_apply", "groups_keys_shards", b.data, b.len);
     free(b.data);
+
+    /* Flow control: a flow-controlled publish, pause, pin, a result,
+     * unpin, reset. */
+    Qraft__PublishRequest fpr = QRAFT__PUBLISH_REQUEST__INIT;
+    fpr.url = "https://example.com/ai";
+    fpr.flow_control_key = "openai";
+    fpr.flow_parallelism = 2;
+    fpr.flow_rate = 5;
+    fpr.flow_period_s = 60;
+    Qraft__FlowControlUpdate fu = QRAFT__FLOW_CONTROL_UPDATE__INIT;
+    fu.key = "openai";
+    Qraft__Command c_fu = QRAFT__COMMAND__INIT;
+    c_fu.body_case = QRAFT__COMMAND__BODY_FLOW_CONTROL_UPDATE;
+    c_fu.flow_control_update = &fu;
+    memset(&b, 0, sizeof b);
+    add_record(&b, &c_fl);
+    add_publish_record(&b, &fpr, id1);
+    end_entry(&b, 1);
+    fu.action = QRAFT__FLOW_CONTROL_ACTION__FLOW_CONTROL_PAUSE;
+    add_record(&b, &c_fu);
+    end_entry(&b, 1);
+    fu.action = QRAFT__FLOW_CONTROL_ACTION__FLOW_CONTROL_PIN;
+    fu.parallelism = 1;
+    fu.rate = 10;
+    fu.period_s = 120;
+    add_record(&b, &c_fu);
+    add_publish_record(&b, &fpr, id2);
+    end_entry(&b, 1);
+    fu.action = QRAFT__FLOW_CONTROL_ACTION__FLOW_CONTROL_UNPIN;
+    fu.unpin_parallelism = true;
+    add_record(&b, &c_fu);
+    fu.action = QRAFT__FLOW_CONTROL_ACTION__FLOW_CONTROL_RESET_RATE;
+    add_record(&b, &c_fu);
+    write_file("fuzz_apply", "flow_control", b.data, b.len);
+    free(b.data);
 }
 
 /* ---- fuzz_snapshot_restore: a real snapshot. */

@@ -491,6 +491,123 @@ static void test_due_scan_skipping(void **state)
     qr_store_txn_abort(t);
 }
 
+/* A flow-controlled message to put: key, limits, state and due time. */
+static void put_flow_msg(struct qr_store *s,
+                         const char *id,
+                         const char *key,
+                         Qraft__MessageState state,
+                         uint64_t next_attempt_ms,
+                         uint32_t parallelism,
+                         uint32_t rate)
+{
+    Qraft__Message *m = make_msg(id, state, 7, next_attempt_ms);
+    struct qr_store_txn *t = begin(s, true);
+    m->flow_control_key = (char *)key;
+    m->flow_waitlist = true;
+    m->flow_parallelism = parallelism;
+    m->flow_rate = rate;
+    m->flow_period_s = rate != 0 ? 10 : 0;
+    assert_int_equal(qr_store_msg_put(t, m), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    m->flow_control_key = (char *)protobuf_c_empty_string;
+    free_msg(m);
+}
+
+struct due_keys {
+    char keys[8][32];
+    uint64_t first[8];
+    size_t n;
+};
+
+static int on_due_key(void *arg, const char *key, uint64_t first_due_ms)
+{
+    struct due_keys *d = arg;
+    assert_true(d->n < 8);
+    snprintf(d->keys[d->n], sizeof d->keys[d->n], "%s", key);
+    d->first[d->n++] = first_due_ms;
+    return 0;
+}
+
+/* Flow-controlled messages wait in their key's waitlist, not in `due`:
+ * the keys of a shard are walked one seek each with their earliest due
+ * time, a key's waitlist in due order up to a limit; the key's record
+ * counts its messages not final and keeps the highest limits, and goes
+ * once nothing is left in it. */
+static void test_flow_waitlist(void **state)
+{
+    struct fixture *f = *state;
+    struct collect c;
+    struct due_keys d = {0};
+    Qraft__FlowControlKey *k = NULL;
+    put_flow_msg(f->s, "msg_a1", "a", QRAFT__MESSAGE_STATE__PENDING, 300, 2, 0);
+    put_flow_msg(f->s, "msg_a2", "a", QRAFT__MESSAGE_STATE__RETRYING, 100, 5,
+                 3);
+    put_flow_msg(f->s, "msg_a3", "a", QRAFT__MESSAGE_STATE__PENDING, 200, 1, 0);
+    put_flow_msg(f->s, "msg_b1", "b", QRAFT__MESSAGE_STATE__PENDING, 50, 1, 0);
+    put_msg(f->s, "msg_p", QRAFT__MESSAGE_STATE__PENDING, 7, 10, 0);
+
+    struct qr_store_txn *t = begin(f->s, false);
+    memset(&c, 0, sizeof c);
+    assert_int_equal(qr_store_due_scan(t, 7, 1000, 100, on_msg, &c), 0);
+    assert_ids(&c, (const char *[]){"msg_p", NULL});
+    assert_int_equal(qr_store_flow_due_keys(t, 7, on_due_key, &d), 0);
+    assert_int_equal(d.n, 2);
+    assert_string_equal(d.keys[0], "a");
+    assert_int_equal(d.first[0], 100);
+    assert_string_equal(d.keys[1], "b");
+    assert_int_equal(d.first[1], 50);
+    memset(&c, 0, sizeof c);
+    assert_int_equal(
+        qr_store_flow_due_scan(t, 7, "a", 250, 100, NULL, on_msg, &c), 0);
+    assert_ids(&c, (const char *[]){"msg_a2", "msg_a3", NULL});
+    memset(&c, 0, sizeof c);
+    assert_int_equal(
+        qr_store_flow_due_scan(t, 7, "a", 1000, 1, NULL, on_msg, &c), 0);
+    assert_ids(&c, (const char *[]){"msg_a2", NULL});
+    assert_int_equal(qr_store_flow_get(t, "a", &k), 0);
+    assert_int_equal(k->messages, 3);
+    assert_int_equal(k->max_parallelism, 5);
+    assert_int_equal(k->max_rate, 3);
+    assert_int_equal(k->rate_period_s, 10);
+    qraft__flow_control_key__free_unpacked(k, NULL);
+    qr_store_txn_abort(t);
+
+    /* Final or gone: no longer counted; the last one takes the record. */
+    put_flow_msg(f->s, "msg_a2", "a", QRAFT__MESSAGE_STATE__DELIVERED, 100, 5,
+                 3);
+    delete_msg(f->s, "msg_a1");
+    t = begin(f->s, false);
+    assert_int_equal(qr_store_flow_get(t, "a", &k), 0);
+    assert_int_equal(k->messages, 1);
+    qraft__flow_control_key__free_unpacked(k, NULL);
+    qr_store_txn_abort(t);
+    put_flow_msg(f->s, "msg_a3", "a", QRAFT__MESSAGE_STATE__DEAD_LETTERED, 200,
+                 1, 0);
+    t = begin(f->s, false);
+    assert_int_equal(qr_store_flow_get(t, "a", &k), QR_ENOTFOUND);
+    memset(&d, 0, sizeof d);
+    assert_int_equal(qr_store_flow_due_keys(t, 7, on_due_key, &d), 0);
+    assert_int_equal(d.n, 1);
+    assert_string_equal(d.keys[0], "b");
+    qr_store_txn_abort(t);
+
+    /* A paused key keeps its record without messages; resumed, it goes. */
+    Qraft__FlowControlKey p = QRAFT__FLOW_CONTROL_KEY__INIT;
+    p.key = "c";
+    p.paused = true;
+    t = begin(f->s, true);
+    assert_int_equal(qr_store_flow_put(t, &p), 0);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+    t = begin(f->s, true);
+    assert_int_equal(qr_store_flow_get(t, "c", &k), 0);
+    assert_true(k->paused);
+    qraft__flow_control_key__free_unpacked(k, NULL);
+    p.paused = false;
+    assert_int_equal(qr_store_flow_put(t, &p), 0);
+    assert_int_equal(qr_store_flow_get(t, "c", &k), QR_ENOTFOUND);
+    assert_int_equal(qr_store_txn_commit(t), 0);
+}
+
 static void test_due_index(void **state)
 {
     struct fixture *f = *state;
@@ -2907,6 +3024,7 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_done_prune_batch_time, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_flow_waitlist, setup, teardown),
         cmocka_unit_test(test_open_format1_adds_checksums),
         cmocka_unit_test_setup_teardown(test_restore_format1_snapshot, setup,
                                         teardown),
