@@ -8,6 +8,7 @@ import json
 import unittest
 
 import qraft_harness as qh
+from http_sink import Reply, start_sink
 
 
 def cluster_level(node):
@@ -58,6 +59,63 @@ class UpgradeTest(unittest.TestCase):
         self.assertEqual(json.loads(
             cluster.cli("status", "--json")[1])["feature_level"],
             qh.FEATURE_LEVEL)
+
+    def test_flow_control_waits_for_level_5(self):
+        """Below feature level 5 a flow-controlled message is placed as an
+        older node places it (sent without limits) and the flow control
+        API's writes answer 503 naming the level; once every node runs
+        level 5, a key's messages wait for its parallelism."""
+        cluster = qh.Cluster(n=3)
+        self.addCleanup(cluster.cleanup)
+        old = cluster.nodes[2]
+        old.extra_args = ["--max-feature-level", "4"]
+        cluster.start()
+        leader = cluster.leader()
+        qh.wait_until(lambda: cluster_level(leader) == 4, 30,
+                      "the cluster to reach feature level 4")
+        sink = start_sink(self)
+        sink.script("/slow", Reply(delay_s=0.3))
+
+        def publish(node, n):
+            for _ in range(n):
+                status, _, body = qh.http_call(
+                    node.http_addr, "POST",
+                    f"/v2/publish/{sink.url('/slow')}", body=b"x",
+                    token=cluster.token,
+                    headers={"Upstash-Flow-Control-Key": "k",
+                             "Upstash-Flow-Control-Value": "parallelism=1"})
+                self.assertEqual(status, 200, body)
+
+        publish(leader, 3)
+        status, _, body = qh.http_call(
+            leader.http_addr, "POST", "/v2/flowControl/k/pause",
+            token=cluster.token)
+        self.assertEqual(status, 503, body)
+        self.assertIn("level 5", body["error"])
+        sink.wait_for(3, "/slow", timeout=30)
+        status, _, _ = qh.http_call(leader.http_addr, "GET",
+                                    "/v2/flowControl/k", token=cluster.token)
+        self.assertEqual(status, 404)  # no waitlist below level 5
+
+        old.terminate()
+        old.extra_args = []
+        old.start()
+        qh.wait_until(
+            lambda: all(cluster_level(n) == qh.FEATURE_LEVEL
+                        for n in cluster.nodes),
+            30, f"every node to apply feature level {qh.FEATURE_LEVEL}")
+        sink.clear()
+        leader = cluster.leader()
+        publish(leader, 5)
+        got = sink.wait_for(5, "/slow", timeout=60)
+        starts = sorted(r.time for r in got)
+        gaps = [b - a for a, b in zip(starts, starts[1:])]
+        # One at a time: each starts once the one before was answered.
+        self.assertTrue(all(g >= 0.25 for g in gaps), gaps)
+        qh.wait_until(
+            lambda: qh.http_call(leader.http_addr, "GET", "/v2/flowControl/k",
+                                 token=cluster.token)[0] == 404,
+            30, "the key's record to go with its last message")
 
 
 if __name__ == "__main__":
