@@ -51,17 +51,11 @@ int qr_apply_flow_control_update(struct qr_apply_ctx *ctx,
         qr_apply_set_result(res, QR_EBADREQ, "%s", err);
         return 0;
     }
-    Qraft__FlowControlKey *k = NULL;
-    Qraft__FlowControlKey fresh = QRAFT__FLOW_CONTROL_KEY__INIT;
-    int rv = qr_store_flow_get(ctx->txn, u->key, &k);
-    if (rv == QR_ENOTFOUND) {
-        fresh.key = u->key;
-        rv = 0;
-    }
+    Qraft__FlowControlKey *rec = NULL;
+    int rv = qr_store_flow_get_or_new(ctx->txn, u->key, &rec);
     if (rv != 0) {
         return rv;
     }
-    Qraft__FlowControlKey *rec = k != NULL ? k : &fresh;
     switch (u->action) {
         case QRAFT__FLOW_CONTROL_ACTION__FLOW_CONTROL_PAUSE:
             rec->paused = true;
@@ -97,9 +91,7 @@ int qr_apply_flow_control_update(struct qr_apply_ctx *ctx,
             break;
     }
     rv = qr_store_flow_put(ctx->txn, rec);
-    if (k != NULL) {
-        qraft__flow_control_key__free_unpacked(k, NULL);
-    }
+    qraft__flow_control_key__free_unpacked(rec, NULL);
     /* Resumed, unpinned or reset: the key's waitlist may move now. */
     qr_apply_note_due(ctx, ctx->now_ms);
     return rv;

@@ -411,6 +411,10 @@ int qr_store_group_list(struct qr_store_txn *t,
 int qr_store_flow_get(struct qr_store_txn *t,
                       const char *key,
                       Qraft__FlowControlKey **out);
+/* As flow_get, but a key without a record gets a new empty one. */
+int qr_store_flow_get_or_new(struct qr_store_txn *t,
+                             const char *key,
+                             Qraft__FlowControlKey **out);
 int qr_store_flow_put(struct qr_store_txn *t, const Qraft__FlowControlKey *k);
 /* Visits key records in key order after after_key (NULL or "": from the
  * start), at most limit; k borrowed for the call. */

@@ -89,6 +89,27 @@ int qr_store_flow_get(struct qr_store_txn *t,
     return rv;
 }
 
+int qr_store_flow_get_or_new(struct qr_store_txn *t,
+                             const char *key,
+                             Qraft__FlowControlKey **out)
+{
+    int rv = qr_store_flow_get(t, key, out);
+    if (rv != QR_ENOTFOUND) {
+        return rv;
+    }
+    Qraft__FlowControlKey *k = malloc(sizeof *k);
+    char *copy = strdup(key);
+    if (k == NULL || copy == NULL) {
+        free(k);
+        free(copy);
+        return -ENOMEM;
+    }
+    qraft__flow_control_key__init(k);
+    k->key = copy;
+    *out = k;
+    return 0;
+}
+
 static bool holds_nothing(const Qraft__FlowControlKey *k)
 {
     return k->messages == 0 && !k->paused && !k->pinned_parallelism &&
@@ -121,17 +142,11 @@ int store_flow_note(struct qr_store_txn *t,
         return 0; /* a message's limits never change while it counts */
     }
     const Qraft__Message *msg = now ? m : old;
-    Qraft__FlowControlKey *k = NULL;
-    Qraft__FlowControlKey fresh = QRAFT__FLOW_CONTROL_KEY__INIT;
-    int rv = qr_store_flow_get(t, msg->flow_control_key, &k);
-    if (rv == QR_ENOTFOUND) {
-        fresh.key = msg->flow_control_key;
-        rv = 0;
-    }
+    Qraft__FlowControlKey *rec = NULL;
+    int rv = qr_store_flow_get_or_new(t, msg->flow_control_key, &rec);
     if (rv != 0) {
         return rv;
     }
-    Qraft__FlowControlKey *rec = k != NULL ? k : &fresh;
     if (now) {
         rec->messages++;
         if (msg->flow_parallelism > rec->max_parallelism) {
@@ -152,9 +167,7 @@ int store_flow_note(struct qr_store_txn *t,
     if (rv == 0) {
         rv = qr_store_flow_put(t, rec);
     }
-    if (k != NULL) {
-        qraft__flow_control_key__free_unpacked(k, NULL);
-    }
+    qraft__flow_control_key__free_unpacked(rec, NULL);
     return rv;
 }
 
