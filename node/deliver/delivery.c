@@ -818,6 +818,21 @@ size_t qr_delivery_cancel_queued(struct qr_delivery *d)
     return n;
 }
 
+size_t qr_delivery_host_queued(struct qr_delivery *d, const char *url)
+{
+    if (!d->initialized || d->n_queued == 0) {
+        return 0; /* spare the URL parse */
+    }
+    char *key = NULL;
+    char errmsg[QR_ERRMSG_BYTES];
+    if (qr_delivery_xfer_host_key(url, &key, errmsg) != 0) {
+        return 0;
+    }
+    const struct qr_delivery_host *h = host_find(d, key, fnv1a(key));
+    free(key);
+    return h != NULL ? h->n_queued : 0;
+}
+
 size_t qr_delivery_inflight(const struct qr_delivery *d)
 {
     return d->n_inflight;

@@ -11,7 +11,10 @@
  * - At most max_inflight transfers run at once, at most max_per_host of them
  *   to one host (scheme + host + port). The others wait in one FIFO queue per
  *   host; hosts take turns (round-robin) when a slot frees, so a slow host
- *   cannot starve the others.
+ *   cannot starve the others. The engine takes any number of requests;
+ *   qr_delivery_host_queued tells a caller with a cap of its own on what it
+ *   has in flight (the worker) how many wait for one host, so that a host
+ *   that hangs cannot take the whole of that cap.
  * - A transfer starts (goes to curl, and so may reach its destination) only
  *   while the gate, when one is set, says yes: it is asked right before each
  *   start. A closed gate holds requests in their queues; running transfers
@@ -224,6 +227,10 @@ void qr_delivery_resume(struct qr_delivery *d);
  * with CANCELLED before this returns. Those never reached their
  * destination. Running transfers go on. Returns how many were cancelled. */
 size_t qr_delivery_cancel_queued(struct qr_delivery *d);
+
+/* How many requests wait in the queue of url's host (scheme + host +
+ * port); 0 for a URL the engine would refuse (send says why). */
+size_t qr_delivery_host_queued(struct qr_delivery *d, const char *url);
 
 size_t qr_delivery_inflight(const struct qr_delivery *d);
 size_t qr_delivery_queued(const struct qr_delivery *d);

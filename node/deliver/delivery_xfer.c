@@ -141,9 +141,7 @@ static void lower(char *s)
     }
 }
 
-/* Checks that url is an absolute http(s) URL with a host and writes its
- * host key "scheme://host:port" (new; free with free) to *key. */
-static int parse_host_key(const char *url, char **key, char *errmsg)
+int qr_delivery_xfer_host_key(const char *url, char **key, char *errmsg)
 {
     CURLU *u = curl_url();
     char *scheme = NULL, *host = NULL, *port = NULL;
@@ -221,7 +219,7 @@ int qr_delivery_xfer_check(const struct qr_delivery_request *req,
             return QR_EBADREQ;
         }
     }
-    return parse_host_key(req->url, host_key, errmsg);
+    return qr_delivery_xfer_host_key(req->url, host_key, errmsg);
 }
 
 void qr_delivery_xfer_free(struct qr_delivery_xfer *x)

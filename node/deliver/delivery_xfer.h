@@ -66,6 +66,11 @@ struct qr_delivery_xfer {
     bool hdr_truncated;
 };
 
+/* Checks that url is an absolute http(s) URL with a host and writes its
+ * host key "scheme://host:port" (new; free with free) to *key. Returns 0,
+ * QR_EBADREQ (errmsg, QR_ERRMSG_BYTES, says why) or -ENOMEM. */
+int qr_delivery_xfer_host_key(const char *url, char **key, char *errmsg);
+
 /* Checks req (method, URL, body, headers) and writes its canonical method
  * (static) to *method and its host key "scheme://host:port" (new; free with
  * free) to *host_key. Returns 0, QR_EBADREQ (errmsg, QR_ERRMSG_BYTES, says

@@ -22,6 +22,17 @@
 #define MAX_SLEEP_MS 1000u
 #define INFLIGHT_BUCKETS 4096u
 #define MAX_INFLIGHT 1024u
+/* Attempts waiting in the delivery engine for one destination host (behind
+ * the ones it runs, 32): enough to keep a fast host busy between scans,
+ * few enough that a host that hangs leaves most of MAX_INFLIGHT to the
+ * others. */
+#define MAX_HOST_QUEUED 96u
+/* Due messages a scan may read and leave (their host has MAX_HOST_QUEUED
+ * waiting) before it stops: each costs a load, and a busy host's backlog
+ * would otherwise be read again by every scan. The next scan, soon, goes
+ * on from that message, so every due message gets its turn. */
+#define MAX_DEFERRED_PER_SCAN 256u
+#define CUT_SHORT_RESCAN_MS 10u
 /* Message-Id, Retried, User-Agent, Signature, Schedule-Id, Topic-Name,
  * Caller-Ip */
 #define EXTRA_HEADERS 7
@@ -469,6 +480,10 @@ struct scan_ctx {
     /* While a key's waitlist is scanned: its state and limits. */
     struct qr_flow_key *flow;
     struct qr_flow_limits flow_limits;
+    size_t n_deferred; /* due, left for their host's queue to drain */
+    bool cut;          /* stopped at MAX_DEFERRED_PER_SCAN, at: */
+    uint64_t cut_ms;
+    char cut_id[QR_ID_BYTES + 64];
 };
 
 static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
@@ -646,6 +661,21 @@ static int on_due_message(void *arg, const Qraft__Message *m)
         }
         inflight_remove(w, f);
     }
+    if (qr_delivery_queued(&w->delivery) >= MAX_HOST_QUEUED &&
+        qr_delivery_host_queued(&w->delivery, m->url) >= MAX_HOST_QUEUED) {
+        /* Its host has enough attempts waiting: one more would only wait
+         * too, holding a slot of MAX_INFLIGHT that other hosts' messages
+         * need (a host that hangs would take them all). It stays due for a
+         * later scan. A key's waitlist is read at most its capacity at a
+         * time: it is never where a scan is cut. */
+        if (sc->flow != NULL || ++sc->n_deferred < MAX_DEFERRED_PER_SCAN) {
+            return 0;
+        }
+        sc->cut = true;
+        sc->cut_ms = m->next_attempt_ms;
+        snprintf(sc->cut_id, sizeof sc->cut_id, "%s", m->id);
+        return 1;
+    }
     int rv = dispatch(sc, m);
     if (rv != 0 && rv != QR_EBADREQ) {
         return 1; /* out of memory or closing: stop this scan */
@@ -768,6 +798,16 @@ static int on_flow_key(void *arg, const char *key, uint64_t first_due_ms)
     return rv;
 }
 
+/* Since when the map gives shard to this node (flow.h, "A new owner"). */
+static void note_assignment(struct qr_worker *w, uint32_t shard, uint64_t now)
+{
+    if (!qr_shards_assigned(w->shards, shard)) {
+        w->assigned_since_ms[shard] = 0;
+    } else if (w->assigned_since_ms[shard] == 0) {
+        w->assigned_since_ms[shard] = now;
+    }
+}
+
 /* One pass over every owned shard: send what is due, and find when the next
  * message becomes due. */
 static void scan(struct qr_worker *w)
@@ -809,20 +849,39 @@ static void scan(struct qr_worker *w)
     }
     sc.keys = keys;
     sc.txn = txn;
-    for (uint32_t shard = 0; shard < QR_FSM_N_SHARDS; shard++) {
-        bool assigned = qr_shards_assigned(w->shards, shard);
-        if (!assigned) {
-            w->assigned_since_ms[shard] = 0;
-        } else if (w->assigned_since_ms[shard] == 0) {
-            w->assigned_since_ms[shard] = sc.now_ms;
+    /* From where the last scan was cut short, round every shard and back
+     * to the start of the first one; else shard by shard from 0. */
+    bool resume = w->scan_from_set;
+    uint32_t first = resume ? w->scan_from_shard : 0;
+    w->scan_from_set = false;
+    for (uint32_t i = 0; i <= QR_FSM_N_SHARDS; i++) {
+        uint32_t shard = (first + i) % QR_FSM_N_SHARDS;
+        if (i < QR_FSM_N_SHARDS) {
+            note_assignment(w, shard, sc.now_ms);
         }
         if (!qr_shards_owns(w->shards, shard)) {
             continue;
         }
         sc.shard = shard;
+        if (w->n_inflight < MAX_INFLIGHT && !sc.cut &&
+            (i < QR_FSM_N_SHARDS || resume)) {
+            bool from = resume && i == 0;
+            qr_store_due_scan_from(txn, shard, from ? w->scan_from_ms : 0,
+                                   from ? w->scan_from_id : NULL, sc.now_ms,
+                                   SIZE_MAX, skip_in_flight, on_due_message,
+                                   &sc);
+            if (sc.cut) {
+                w->scan_from_set = true;
+                w->scan_from_shard = shard;
+                w->scan_from_ms = sc.cut_ms;
+                snprintf(w->scan_from_id, sizeof w->scan_from_id, "%s",
+                         sc.cut_id);
+            }
+        }
+        if (i == QR_FSM_N_SHARDS) {
+            break; /* the first shard's next due is counted */
+        }
         if (w->n_inflight < MAX_INFLIGHT) {
-            qr_store_due_scan_skipping(txn, shard, sc.now_ms, SIZE_MAX,
-                                       skip_in_flight, on_due_message, &sc);
             qr_store_flow_due_keys(txn, shard, on_flow_key, &sc);
         }
         uint64_t next;
@@ -842,6 +901,9 @@ static void scan(struct qr_worker *w)
     /* Due times are in the leader's frame; our clock may run behind it. */
     uint64_t skew = wall > sc.now_ms ? wall - sc.now_ms : 0;
     wake_at(w, next_due == UINT64_MAX ? wall + MAX_SLEEP_MS : next_due + skew);
+    if (sc.cut) {
+        wake_at(w, wall + CUT_SHORT_RESCAN_MS);
+    }
 }
 
 /* The delivery engine's gate: nothing starts without a lease. */

@@ -33,7 +33,15 @@
  *   waitlist starts only while its key's parallelism and rate allow, and
  *   its delivery lives only as long as the lease: once this node holds
  *   none, its flow-controlled transfers are cancelled at once (the next
- *   owner counts from zero, and its lease starts after ours ended). */
+ *   owner counts from zero, and its lease starts after ours ended).
+ * - No destination host takes that bound: a due message whose host has
+ *   MAX_HOST_QUEUED (96) attempts waiting in the engine already, behind the
+ *   32 it runs, is left due for a later scan (qr_delivery_host_queued), so
+ *   a host that hangs holds at most 128 of the MAX_INFLIGHT attempts. A
+ *   scan that has left MAX_DEFERRED_PER_SCAN such messages stops there and
+ *   the next one, 10 ms later or at the next result, goes on from that
+ *   message round every shard: each load is paid once per round, and every
+ *   due message to another host is reached within one round. */
 #ifndef QR_WORKER_H
 #define QR_WORKER_H
 
@@ -98,6 +106,14 @@ struct qr_worker {
     /* Monotonic ms of the last WARN about a message that cannot be signed
      * (logged at most once a minute: every scan meets it again). */
     uint64_t unsignable_warn_mono_ms;
+
+    /* Where the next scan starts (the due position of the message where
+     * the last one stopped, having left MAX_DEFERRED_PER_SCAN messages for
+     * busy hosts), so that every due message gets its turn. */
+    bool scan_from_set;
+    uint32_t scan_from_shard;
+    uint64_t scan_from_ms;
+    char scan_from_id[QR_ID_BYTES + 64];
 
     struct qr_worker_stats stats;
     struct qr_metrics *metrics; /* borrowed, may be NULL; set after init */

@@ -236,6 +236,19 @@ int qr_store_due_scan_skipping(struct qr_store_txn *t,
                                qr_store_msg_cb cb,
                                void *arg);
 
+/* Like qr_store_due_scan_skipping, from the due position (from_ms,
+ * from_id) on, that message included: where an earlier walk stopped.
+ * from_id NULL or "": from the first message due at from_ms. */
+int qr_store_due_scan_from(struct qr_store_txn *t,
+                           uint32_t shard,
+                           uint64_t from_ms,
+                           const char *from_id,
+                           uint64_t until_ms,
+                           size_t limit,
+                           qr_store_due_skip_cb skip,
+                           qr_store_msg_cb cb,
+                           void *arg);
+
 /* The earliest next_attempt_ms in `shard` that is > after_ms, in *next_ms;
  * QR_ENOTFOUND when there is none. */
 int qr_store_due_next(struct qr_store_txn *t,

@@ -554,16 +554,18 @@ static int due_start(struct qr_store_txn *t,
     return 0;
 }
 
-int qr_store_due_scan_skipping(struct qr_store_txn *t,
-                               uint32_t shard,
-                               uint64_t until_ms,
-                               size_t limit,
-                               qr_store_due_skip_cb skip,
-                               qr_store_msg_cb cb,
-                               void *arg)
+int qr_store_due_scan_from(struct qr_store_txn *t,
+                           uint32_t shard,
+                           uint64_t from_ms,
+                           const char *from_id,
+                           uint64_t until_ms,
+                           size_t limit,
+                           qr_store_due_skip_cb skip,
+                           qr_store_msg_cb cb,
+                           void *arg)
 {
     const char *what = "scan due";
-    uint8_t start[DUE_PREFIX_BYTES];
+    uint8_t start[DUE_PREFIX_BYTES + KEY_BUF_BYTES];
     struct index_walk w = {
         .id_offset = DUE_PREFIX_BYTES,
         .cb = cb,
@@ -573,12 +575,31 @@ int qr_store_due_scan_skipping(struct qr_store_txn *t,
         .until_ms = until_ms,
         .skip = skip,
     };
-    int rv = due_start(t, shard, 0, start, what);
+    int rv = due_start(t, shard, from_ms, start, what);
     if (rv != 0 || limit == 0) {
         return rv;
     }
-    return store_walk_db(t, DB_DUE, start, sizeof start, false, limit, walk_due,
-                         &w, what);
+    size_t id_len = from_id != NULL ? strlen(from_id) : 0;
+    if (id_len >= KEY_BUF_BYTES) {
+        id_len = 0; /* no such key: from from_ms */
+    }
+    if (id_len > 0) {
+        memcpy(start + DUE_PREFIX_BYTES, from_id, id_len);
+    }
+    return store_walk_db(t, DB_DUE, start, DUE_PREFIX_BYTES + id_len, false,
+                         limit, walk_due, &w, what);
+}
+
+int qr_store_due_scan_skipping(struct qr_store_txn *t,
+                               uint32_t shard,
+                               uint64_t until_ms,
+                               size_t limit,
+                               qr_store_due_skip_cb skip,
+                               qr_store_msg_cb cb,
+                               void *arg)
+{
+    return qr_store_due_scan_from(t, shard, 0, NULL, until_ms, limit, skip, cb,
+                                  arg);
 }
 
 int qr_store_due_scan(struct qr_store_txn *t,

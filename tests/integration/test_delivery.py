@@ -239,5 +239,42 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(len(self.sink.requests(path="/bulk")), len(acked))
 
 
+class HeadOfLineTest(unittest.TestCase):
+    """A destination host that never answers holds its own messages only
+    (bench/isolation.py measures the rates)."""
+
+    def setUp(self):
+        self.sink = start_sink(self)
+        # Another address: another host to the delivery engine.
+        self.stuck = start_sink(self, host="127.0.0.2")
+        self.node = qh.start_dev_node(self)
+
+    def batch(self, url, n, headers=None):
+        for start in range(0, n, 1000):
+            body = [{"destination": url, "headers": headers or {},
+                     "body": str(i)}
+                    for i in range(start, min(n, start + 1000))]
+            status, _, got = qh.http_call(
+                self.node.http_addr, "POST", "/v2/batch", body,
+                {"Content-Type": "application/json"}, token=self.node.token,
+                timeout=60, parse="json")
+            self.assertEqual(status, 200, got)
+            self.assertTrue(all("messageId" in m for m in got), got[:3])
+
+    def test_hanging_host_does_not_hold_others(self):
+        # More messages to the hanging host than the node keeps in flight
+        # (1,024): were they all taken in, nothing else would be sent until
+        # their 60 s timeouts.
+        self.stuck.script("/hang", Reply(hang=True))
+        self.batch(self.stuck.url("/hang"), 1100, {"Upstash-Timeout": "60s"})
+        self.stuck.wait_for(32, path="/hang", timeout=30)
+        self.batch(self.sink.url("/ok"), 300)
+        reqs = self.sink.wait_for(300, path="/ok", timeout=20)
+        self.assertEqual(len({r.header("Upstash-Message-Id") for r in reqs}),
+                         300)
+        # The hanging host still holds no more than its 32 connections.
+        self.assertEqual(len(self.stuck.requests("/hang")), 32)
+
+
 if __name__ == "__main__":
     unittest.main()

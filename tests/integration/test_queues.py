@@ -1,8 +1,9 @@
 """Queues (/v2/queues, /v2/enqueue) over raw HTTP. On a qraftd --dev: bad
 input answers 400/404/405/412 with a JSON error and changes nothing;
 deleting a queue cancels what waits in it; a parallelism-1 queue keeps its
-order across a kill -9 and restart of the node. On 3 nodes, through a
-follower: the order survives a kill -9 of the leader. The official SDK's
+order across a kill -9 and restart of the node; a queue stuck on a failing
+head holds only itself. On 3 nodes, through a follower: the order survives
+a kill -9 of the leader. The official SDK's
 view is in tests/sdk/queues.test.mjs."""
 
 import json
@@ -179,6 +180,45 @@ class QueuesTest(QueuesBase):
         self.assertEqual(sorted(set(order)), list(range(8)))
         # /o/0 was sent again after the restart; the others once each.
         self.assertGreaterEqual(order.count(0), 2)
+
+    def test_stuck_queue_holds_only_itself(self):
+        """A parallelism-1 queue whose head fails forever (500, retried)
+        keeps its own messages waiting, and only those: another queue's are
+        all delivered, in order, meanwhile."""
+        for name in ("stuck", "free"):
+            status, _ = self.call(
+                "POST", "/v2/queues", {"queueName": name, "parallelism": 1}
+            )
+            self.assertEqual(status, 200)
+        self.sink.script("/stuck/0", Reply(500))
+        retry = {"Upstash-Retries": "100", "Upstash-Retry-Delay": "200"}
+        for i in range(3):
+            status, got = self.call(
+                "POST",
+                f"/v2/enqueue/stuck/{self.sink.url(f'/stuck/{i}')}",
+                body=b"x",
+                headers=retry,
+            )
+            self.assertEqual(status, 200, got)
+        self.sink.wait_for(1, path="/stuck/0", timeout=20)
+        for i in range(10):
+            self.enqueue("free", f"/free/{i}")
+        for i in range(10):
+            self.sink.wait_for(1, path=f"/free/{i}", timeout=30)
+        order = self.sent_order("/free/")
+        self.assertEqual(order, list(range(10)), "each once, in order")
+        qh.wait_until(
+            lambda: self.call("GET", "/v2/queues/free")[1]["lag"] == 0,
+            20,
+            "the free queue to drain",
+        )
+        # The stuck head was retried meanwhile and still holds its queue.
+        self.sink.wait_for(3, path="/stuck/0", timeout=20)
+        self.assertEqual(self.sink.requests("/stuck/1"), [])
+        self.assertEqual(self.sink.requests("/stuck/2"), [])
+        status, q = self.call("GET", "/v2/queues/stuck")
+        self.assertEqual(status, 200, q)
+        self.assertEqual(q["lag"], 2)
 
 
 class ClusterQueuesTest(QueuesBase):

@@ -986,6 +986,14 @@ static void test_per_host_cap(void **state)
     }
     assert_int_equal(qr_delivery_inflight(&e->d), 2);
     assert_int_equal(qr_delivery_queued(&e->d), 6);
+    /* The host's backlog, by any URL of the host (the path aside). */
+    char url[128];
+    url_of(e, "/other?q=1", url, sizeof url);
+    assert_int_equal(qr_delivery_host_queued(&e->d, url), 6);
+    assert_int_equal(
+        qr_delivery_host_queued(&e->d, "http://127.0.0.2:1/elsewhere"), 0);
+    assert_int_equal(qr_delivery_host_queued(&e->d, "not a url"), 0);
+    assert_int_equal(qr_delivery_host_queued(&e->d, "ftp://127.0.0.1/"), 0);
     wait_server(e, &e->srv.active_slow, 2);
     server_permit(&e->srv, UINT32_MAX);
     wait_done(e, 8);
@@ -995,6 +1003,7 @@ static void test_per_host_cap(void **state)
     }
     assert_int_equal(server_get(&e->srv, &e->srv.max_active_slow), 2);
     assert_true(server_get(&e->srv, &e->srv.max_live_conns) <= 2);
+    assert_int_equal(qr_delivery_host_queued(&e->d, url), 0);
     env_free(e);
 }
 

@@ -608,6 +608,41 @@ static void test_flow_waitlist(void **state)
     assert_int_equal(qr_store_txn_commit(t), 0);
 }
 
+/* A scan from a due position starts at that message (same time: id
+ * order), takes the later ones, and stays in its shard. */
+static void test_due_scan_from(void **state)
+{
+    struct fixture *f = *state;
+    struct collect c;
+    put_msg(f->s, "msg_a", QRAFT__MESSAGE_STATE__PENDING, 3, 50, 0);
+    put_msg(f->s, "msg_b", QRAFT__MESSAGE_STATE__PENDING, 3, 50, 0);
+    put_msg(f->s, "msg_c", QRAFT__MESSAGE_STATE__PENDING, 3, 50, 0);
+    put_msg(f->s, "msg_d", QRAFT__MESSAGE_STATE__RETRYING, 3, 70, 0);
+    put_msg(f->s, "msg_e", QRAFT__MESSAGE_STATE__PENDING, 4, 10, 0);
+    struct qr_store_txn *t = begin(f->s, false);
+    memset(&c, 0, sizeof c);
+    assert_int_equal(
+        qr_store_due_scan_from(t, 3, 50, "msg_b", 100, 100, NULL, on_msg, &c),
+        0);
+    assert_ids(&c, (const char *[]){"msg_b", "msg_c", "msg_d", NULL});
+    memset(&c, 0, sizeof c);
+    assert_int_equal(
+        qr_store_due_scan_from(t, 3, 60, NULL, 100, 100, NULL, on_msg, &c), 0);
+    assert_ids(&c, (const char *[]){"msg_d", NULL});
+    memset(&c, 0, sizeof c);
+    assert_int_equal(
+        qr_store_due_scan_from(t, 3, 50, "msg_b", 60, 100, skip_b, on_msg, &c),
+        0);
+    assert_ids(&c, (const char *[]){"msg_c", NULL});
+    /* A message that is gone: from where it would be. */
+    memset(&c, 0, sizeof c);
+    assert_int_equal(
+        qr_store_due_scan_from(t, 3, 50, "msg_bb", 100, 100, NULL, on_msg, &c),
+        0);
+    assert_ids(&c, (const char *[]){"msg_c", "msg_d", NULL});
+    qr_store_txn_abort(t);
+}
+
 static void test_due_index(void **state)
 {
     struct fixture *f = *state;
@@ -2976,6 +3011,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_msg_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_due_scan_skipping, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_due_scan_from, setup, teardown),
         cmocka_unit_test_setup_teardown(test_due_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dlq, setup, teardown),
         cmocka_unit_test_setup_teardown(test_counters, setup, teardown),
