@@ -88,7 +88,8 @@ struct qr_worker {
     /* Flow control keys this node sends for, with their counts. */
     struct qr_flow_table flow;
 
-    /* The leader's last stamp and when (monotonic) we saw it change. */
+    /* The leader's stamp the scans' time counts from, and when
+     * (monotonic) we took it (effective_now_ms). */
     uint64_t leader_time_ms;
     uint64_t leader_time_seen_mono_ms;
 
