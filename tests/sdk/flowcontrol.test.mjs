@@ -130,6 +130,23 @@ function status(code) {
   };
 }
 
+/*
+ * Through a follower: resolves once the cluster's first shard map gave
+ * every node its shards. Until then the leader owns them all, and a
+ * delivery running when a shard moves is cancelled there and sent again
+ * by its new owner (the app sees it twice, one of them abandoned): the
+ * counts below assume no shard moves.
+ */
+async function shardsSettled(dev) {
+  if (sdkVia !== "follower") {
+    return;
+  }
+  await waitFor(async () => {
+    const s = JSON.parse(await dev.node.cli("status", "--json"));
+    return s.nodes?.length === 3 && s.nodes.every((n) => n.shards > 0);
+  }, "the first shard map", 30_000);
+}
+
 /* Resolves once the node answers 404 for key: a key that holds nothing is
  * gone once its last message is final, which follows the answer soon. */
 function keyGoneIn(client) {
@@ -163,7 +180,7 @@ function assertInfoShape(info) {
 }
 
 describe("flow control with the official SDK", () => {
-  const dev = withDevNode({ app: new App() });
+  const dev = withDevNode({ app: new App(), ready: shardsSettled });
   const { app } = dev;
   const keyGone = keyGoneIn(() => dev.client);
 
@@ -273,6 +290,8 @@ describe("flow control with the official SDK", () => {
     assert.equal(info.isPaused, true);
     assert.equal(info.waitListSize, 0);
 
+    // 200 ms each: the key is still there to read after resume.
+    app.holdFor("/pause", () => 200);
     await publish("/pause", 5, { key, parallelism: 1 });
     info = await dev.client.flowControl.get(key);
     assert.equal(info.waitListSize, 5);
