@@ -135,20 +135,29 @@ static void inflight_remove(struct qr_worker *w, struct qr_worker_inflight *f)
 
 /* The earlier of this node's clock and the leader's last stamp plus the
  * monotonic time since we saw it: a clock that jumps ahead does not make
- * anything due early. */
+ * anything due early.
+ *
+ * A stamp is seen at the first scan after its entry applied, which may be
+ * up to a sleep later: it is taken only when it is ahead of the estimate
+ * the stamp before it gives. Both are lower bounds of the leader's time,
+ * and the leader's stamps never go back (cluster.c), so the estimate never
+ * goes back either: a stamp seen late would set it back by the wait, and
+ * a flow control key's rate period would then last longer in the scan's
+ * time than in real time, letting the next period start early. */
 static uint64_t effective_now_ms(struct qr_worker *w)
 {
     uint64_t wall = qr_clock_wall_ms();
     uint64_t mono = qr_clock_mono_ms();
     uint64_t stamp = qr_cluster_last_time_ms(w->cluster);
-    if (stamp != w->leader_time_ms) {
+    uint64_t bound = w->leader_time_ms + (mono - w->leader_time_seen_mono_ms);
+    if (w->leader_time_ms == 0 || stamp > bound) {
         w->leader_time_ms = stamp;
         w->leader_time_seen_mono_ms = mono;
+        bound = stamp;
     }
     if (w->leader_time_ms == 0) {
         return wall;
     }
-    uint64_t bound = w->leader_time_ms + (mono - w->leader_time_seen_mono_ms);
     return wall < bound ? wall : bound;
 }
 

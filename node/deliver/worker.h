@@ -99,7 +99,8 @@ struct qr_worker {
     struct qr_flow_table flow;
     uint64_t assigned_since_ms[QR_FSM_N_SHARDS];
 
-    /* The leader's last stamp and when (monotonic) we saw it change. */
+    /* The leader's stamp the scans' time counts from, and when
+     * (monotonic) we took it (effective_now_ms). */
     uint64_t leader_time_ms;
     uint64_t leader_time_seen_mono_ms;
 
