@@ -79,7 +79,7 @@ uint32_t qr_flow_capacity(struct qr_flow_key *k,
                           uint64_t now_ms,
                           uint64_t *retry_ms);
 
-#define QR_FLOW_ADOPT_MAX_PERIOD_MS 60000u
+#define QR_FLOW_ADOPT_MAX_PERIOD_MS 10000u
 
 /* Sets up k, a key this node has no counts for, whose shard it was given
  * at assigned_ms (invariant "A new owner"). */
