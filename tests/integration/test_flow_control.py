@@ -733,6 +733,11 @@ class FlowControlClusterTest(unittest.TestCase):
                         and body["parallelismCount"] == 0)
                 qh.wait_until(drained, 30, f"{key}'s waitlist to empty on "
                                            f"node {node.id}")
+        # Delivered, not dead-lettered.
+        status, _, body = qh.http_call(cluster.leader().http_addr, "GET",
+                                       "/v2/dlq", token=token)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["messages"], [])
 
         par = sink.of(PAR_KEY)
         rate = sink.of(RATE_KEY)
