@@ -231,6 +231,10 @@ def _handler(sink):
                   None if key in sink.hang else sink.hold_s)
             try:
                 if not sink.stopping.is_set():
+                    # The request's end: its sender cannot start another
+                    # before it reads this answer (a stamp after the write
+                    # could come after that start).
+                    hit.end = time.monotonic()
                     self.send_response(200)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
@@ -242,7 +246,8 @@ def _handler(sink):
                 if hit.closed is None:
                     hit.closed = time.monotonic()
             finally:
-                hit.end = time.monotonic()
+                if hit.end is None:
+                    hit.end = time.monotonic()
                 with sink.lock:
                     sink.lock.notify_all()
 
