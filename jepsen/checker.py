@@ -28,6 +28,11 @@ Semantics (Jepsen's total-queue, adapted to a delivery queue):
                     of a delivered body is not counted: its body is new)
   valid  <=>  lost == unexpected == dedup_violations == early
               == fail_delivered == 0
+
+check_flow (--client flowcontrol) reads the deliveries that carry a flow
+control "key" and "t_end" (the sink held each from "time" to "t_end"):
+  flow_peak        the most requests of each key the sink held at once
+  flow_violations  keys whose peak is over the parallelism
 """
 
 # A message id is stamped by the leader at or after the client's invoke, in
@@ -147,6 +152,44 @@ def check(ops, deliveries, dlq_ids, check_early=True):
         "fail_delivered_examples": fail_delivered[:EXAMPLES],
     }
     return result
+
+
+def check_flow(deliveries, parallelism):
+    """Requests of one flow-control key the sink held at once, from a
+    request's arrival ("time") to the end of its answer ("t_end"; None: it
+    never ended, counted as open to the end). Returns flow_valid,
+    flow_parallelism, flow_peak {key: (most at once)} and the violations
+    (keys over parallelism, with when the peak was first reached)."""
+    by_key = {}
+    for d in deliveries:
+        if d.get("key") is None:
+            continue
+        end = d.get("t_end")
+        by_key.setdefault(d["key"], []).append(
+            (d["time"], float("inf") if end is None else end))
+    peaks = {}
+    violations = []
+    for key, spans in sorted(by_key.items()):
+        # An answer that ends as another request arrives frees its place
+        # first: ends sort before starts at the same instant.
+        events = sorted([(s, 1) for s, _ in spans]
+                        + [(e, -1) for _, e in spans])
+        now = peak = 0
+        at = None
+        for t, step in events:
+            now += step
+            if now > peak:
+                peak, at = now, t
+        peaks[key] = peak
+        if peak > parallelism:
+            violations.append({"key": key, "peak": peak, "at": at})
+    return {
+        "flow_valid": not violations,
+        "flow_parallelism": parallelism,
+        "flow_peak": peaks,
+        "flow_violations": len(violations),
+        "flow_violation_examples": violations[:EXAMPLES],
+    }
 
 
 def check_workflow(triggers, deliveries, results, finished, dlq_runs, steps):

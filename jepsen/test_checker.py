@@ -270,5 +270,35 @@ class WorkflowCheckerTest(unittest.TestCase):
         self.assertEqual(res["fail_ran"], 1)
 
 
+
+class FlowCheckTest(unittest.TestCase):
+    def flow(self, key, start, end):
+        d = delivery("m", "b", t=T + start)
+        d.update(key=key, t_end=None if end is None else T + end)
+        return d
+
+    def test_within_parallelism_is_valid(self):
+        # Two at a time, back to back (an end at the instant of a start
+        # frees its place); another key overlapping is no matter.
+        ds = [self.flow("a", 0, 1), self.flow("a", 0, 1),
+              self.flow("a", 1, 2), self.flow("a", 1.5, 3),
+              self.flow("b", 0.5, 2), delivery("m2", "plain")]
+        r = checker.check_flow(ds, 2)
+        self.assertTrue(r["flow_valid"], r)
+        self.assertEqual(r["flow_peak"], {"a": 2, "b": 1})
+
+    def test_a_third_at_once_is_a_violation(self):
+        # A new owner starting while the old one's requests still run; one
+        # that never ended counts as open.
+        ds = [self.flow("a", 0, 1), self.flow("a", 0, None),
+              self.flow("a", 0.9, 2)]
+        r = checker.check_flow(ds, 2)
+        self.assertFalse(r["flow_valid"])
+        self.assertEqual(r["flow_violations"], 1)
+        self.assertEqual(r["flow_violation_examples"][0]["peak"], 3)
+        self.assertAlmostEqual(r["flow_violation_examples"][0]["at"],
+                               T + 0.9)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -484,6 +484,11 @@ struct scan_ctx {
     const Qraft__SigningKeys *keys;
     uint64_t now_ms;
     uint64_t now_s;
+    /* A flow-controlled key's rate periods are a span of this node's
+     * monotonic clock: now_ms (the leader's frame, as due times are) can
+     * lag it and then jump ahead when a fresh entry is seen, which would
+     * end a period early. */
+    uint64_t flow_mono_ms;
     uint64_t next_due_ms; /* the earliest wake the scan found needed */
     uint32_t shard;       /* the shard being scanned */
     /* While a key's waitlist is scanned: its state and limits. */
@@ -619,7 +624,7 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
     w->n_sending++;
     if (sc->flow != NULL) {
         f->flow = sc->flow;
-        qr_flow_started(sc->flow, &sc->flow_limits, sc->now_ms);
+        qr_flow_started(sc->flow, &sc->flow_limits, sc->flow_mono_ms);
         w->n_flow_sending++;
     }
     size_t b = bucket_of(w, f->id);
@@ -794,9 +799,14 @@ static int on_flow_key(void *arg, const char *key, uint64_t first_due_ms)
     }
     uint64_t retry_ms = UINT64_MAX;
     uint32_t cap = qr_flow_capacity(k, &sc->flow_limits, rec->rate_reset_ms,
-                                    sc->now_ms, &retry_ms);
+                                    sc->flow_mono_ms, &retry_ms);
     qraft__flow_control_key__free_unpacked(rec, NULL);
-    need_wake(sc, retry_ms);
+    if (retry_ms != UINT64_MAX) {
+        /* The period's end, from the monotonic clock into the scan's. */
+        need_wake(sc, sc->now_ms + (retry_ms > sc->flow_mono_ms
+                                        ? retry_ms - sc->flow_mono_ms
+                                        : 0));
+    }
     if (cap == 0) {
         return 0;
     }
@@ -841,8 +851,10 @@ static void scan(struct qr_worker *w)
 
     struct qr_store_txn *txn = NULL;
     Qraft__SigningKeys *keys = NULL;
-    struct scan_ctx sc = {
-        .worker = w, .now_ms = effective_now_ms(w), .next_due_ms = UINT64_MAX};
+    struct scan_ctx sc = {.worker = w,
+                          .now_ms = effective_now_ms(w),
+                          .flow_mono_ms = qr_clock_mono_ms(),
+                          .next_due_ms = UINT64_MAX};
     sc.now_s = sc.now_ms / 1000;
     int rv = qr_store_txn_begin(w->store, false, &txn);
     if (rv == 0) {
@@ -900,7 +912,7 @@ static void scan(struct qr_worker *w)
     }
     qr_store_txn_abort(txn);
     qraft__signing_keys__free_unpacked(keys, NULL);
-    qr_flow_sweep(&w->flow, sc.now_ms, false);
+    qr_flow_sweep(&w->flow, sc.flow_mono_ms, false);
     if (w->n_flow_sending > 0) {
         need_wake(&sc, sc.now_ms + FLOW_LEASE_CHECK_MS);
     }
@@ -1040,8 +1052,13 @@ bool qr_worker_flow_counts(struct qr_worker *w,
     const struct qr_flow_key *k = qr_flow_find(&w->flow, key, false);
     if (k != NULL) {
         out->sending = k->sending;
-        out->rate_count = qr_flow_rate_count(
-            k, rate_reset_ms, effective_now_ms(w), &out->period_start_ms);
+        uint64_t mono = qr_clock_mono_ms();
+        uint64_t start = 0;
+        out->rate_count = qr_flow_rate_count(k, rate_reset_ms, mono, &start);
+        /* The period's start on the wall clock, as the API shows it. */
+        uint64_t wall = qr_clock_wall_ms();
+        uint64_t ago = mono - start;
+        out->period_start_ms = start == 0 ? 0 : wall > ago ? wall - ago : 0;
     }
     return true;
 }

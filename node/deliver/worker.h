@@ -133,9 +133,10 @@ int qr_worker_init(struct qr_worker *w,
 /* Scans soon: call when ownership may have changed (leadership, leases). */
 void qr_worker_kick(struct qr_worker *w);
 
-/* What this node counts for flow control key `key` at now (leader frame):
- * false when it does not own the key's shard (the counts are another
- * node's). rate_reset_ms is the key record's. */
+/* What this node counts for flow control key `key` now: false when it does
+ * not own the key's shard (the counts are another node's). rate_reset_ms is
+ * the key record's; period_start_ms is on the wall clock (0: no period
+ * running), though periods are timed by the monotonic clock. */
 struct qr_worker_flow_counts {
     uint32_t sending;
     uint32_t rate_count;
