@@ -94,15 +94,17 @@ void qr_flow_adopt(struct qr_flow_key *k,
                    const struct qr_flow_limits *lim,
                    uint64_t rate_reset_ms,
                    uint64_t assigned_ms,
-                   uint64_t now_ms)
+                   uint64_t assigned_mono_ms,
+                   uint64_t now_mono_ms)
 {
     /* A resetRate since the shard came ends that period as it would. */
     k->seen_reset_ms = rate_reset_ms;
     if (lim->rate == 0 || lim->period_ms > QR_FLOW_ADOPT_MAX_PERIOD_MS ||
-        rate_reset_ms > assigned_ms || now_ms >= assigned_ms + lim->period_ms) {
+        rate_reset_ms > assigned_ms ||
+        now_mono_ms >= assigned_mono_ms + lim->period_ms) {
         return;
     }
-    k->period_start_ms = assigned_ms;
+    k->period_start_ms = assigned_mono_ms;
     k->period_ms = lim->period_ms;
     k->period_count = lim->rate;
 }

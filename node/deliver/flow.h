@@ -7,6 +7,11 @@
  * the starts in the current rate period (rate). The waitlist itself is in
  * the store (`fcdue`): a key's backlog costs no memory.
  *
+ * Times (now_ms, a period's start) are this node's monotonic clock: the
+ * counts are its alone, and the scan's time (the leader's frame) can lag
+ * and then jump, which would end a period early. rate_reset_ms and
+ * assigned_ms are the leader's frame, compared only with each other.
+ *
  * Invariants:
  * - A key's state exists while a delivery of it is sending or its rate
  *   period runs; qr_flow_sweep frees the rest.
@@ -82,12 +87,14 @@ uint32_t qr_flow_capacity(struct qr_flow_key *k,
 #define QR_FLOW_ADOPT_MAX_PERIOD_MS 10000u
 
 /* Sets up k, a key this node has no counts for, whose shard it was given
- * at assigned_ms (invariant "A new owner"). */
+ * at assigned_ms (the leader's frame, as rate_reset_ms) = assigned_mono_ms
+ * (this node's monotonic clock, as the periods; invariant "A new owner"). */
 void qr_flow_adopt(struct qr_flow_key *k,
                    const struct qr_flow_limits *lim,
                    uint64_t rate_reset_ms,
                    uint64_t assigned_ms,
-                   uint64_t now_ms);
+                   uint64_t assigned_mono_ms,
+                   uint64_t now_mono_ms);
 
 /* A delivery of k started (counts toward both limits), or its engine
  * callback fired. */

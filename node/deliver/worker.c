@@ -795,7 +795,8 @@ static int on_flow_key(void *arg, const char *key, uint64_t first_due_ms)
         /* The key's previous owner may have started up to its rate in the
          * period that is still running (flow.h, "A new owner"). */
         qr_flow_adopt(k, &sc->flow_limits, rec->rate_reset_ms,
-                      w->assigned_since_ms[sc->shard], sc->now_ms);
+                      w->assigned_since_ms[sc->shard],
+                      w->assigned_since_mono_ms[sc->shard], sc->flow_mono_ms);
     }
     uint64_t retry_ms = UINT64_MAX;
     uint32_t cap = qr_flow_capacity(k, &sc->flow_limits, rec->rate_reset_ms,
@@ -824,6 +825,7 @@ static void note_assignment(struct qr_worker *w, uint32_t shard, uint64_t now)
         w->assigned_since_ms[shard] = 0;
     } else if (w->assigned_since_ms[shard] == 0) {
         w->assigned_since_ms[shard] = now;
+        w->assigned_since_mono_ms[shard] = qr_clock_mono_ms();
     }
 }
 

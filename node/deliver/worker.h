@@ -98,6 +98,7 @@ struct qr_worker {
      * does not). */
     struct qr_flow_table flow;
     uint64_t assigned_since_ms[QR_FSM_N_SHARDS];
+    uint64_t assigned_since_mono_ms[QR_FSM_N_SHARDS]; /* the same, monotonic */
 
     /* The leader's stamp the scans' time counts from, and when
      * (monotonic) we took it (effective_now_ms). */
