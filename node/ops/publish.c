@@ -91,13 +91,27 @@ static bool queue_room(struct qr_op *op,
 }
 
 /* A publish into a queue or a workflow run needs the cluster at that
- * feature level (command.h), and one into a queue room for the queue. True
- * when p may go ahead; else answers req itself. */
+ * feature level (command.h), and one into a queue room for the queue. A
+ * flow-controlled one waits while the level is about to rise to flow
+ * control's (a new cluster's first second): below it apply would place it
+ * unlimited, though every member could hold it; during a rolling upgrade
+ * (a member below the level) it goes ahead, unlimited (docs/api.md 5.11).
+ * True when p may go ahead; else answers req itself. */
 static bool level_and_queue_ok(struct qr_op *op,
                                const Qraft__Request *req,
                                const Qraft__PublishRequest *p)
 {
     char err[256];
+    if (p->flow_control_key[0] != '\0' &&
+        qr_cluster_feature_level(op->ops->cluster) <
+            QR_FEATURE_LEVEL_FLOW_CONTROL &&
+        !qr_shards_level_settled(op->ops->shards)) {
+        qr_op_error(op, req->id, QRAFT__STATUS__UNAVAILABLE,
+                    "the cluster is about to reach feature level %u (flow "
+                    "control): nothing was published; retry in a moment",
+                    QR_FEATURE_LEVEL_FLOW_CONTROL);
+        return false;
+    }
     if (p->queue[0] == '\0' && p->workflow == NULL) {
         return true;
     }
