@@ -16,6 +16,9 @@
 /* A follower stops this long before its lease could end at the leader:
  * covers the request's time in flight and clock rate differences. */
 #define LEASE_MARGIN_MS 500
+/* A shard leaving a live owner belongs to nobody this long first (see
+ * qr_shards_hand_over). */
+#define HANDOVER_MS 5000
 #define PEER_TIMEOUT_MS 2000
 
 /* ------------------------------------------------------------------------ */
@@ -128,6 +131,12 @@ bool qr_shards_assigned(struct qr_shards *s, uint32_t shard)
         return qr_cluster_serving(s->cluster);
     }
     return s->owners[shard] == s->config->id;
+}
+
+bool qr_shards_handing_over(struct qr_shards *s, uint32_t shard)
+{
+    return !s->closing && !s->leaving && s->have_map &&
+           shard < QR_FSM_N_SHARDS && s->owners[shard] == 0;
 }
 
 bool qr_shards_owns(struct qr_shards *s, uint32_t shard)
@@ -351,6 +360,35 @@ void qr_shards_balance(const uint64_t *current,
     }
 }
 
+bool qr_shards_hand_over(const uint64_t *current,
+                         const uint64_t *live,
+                         size_t n_live,
+                         bool handover_over,
+                         uint64_t out[QR_FSM_N_SHARDS])
+{
+    bool started = false;
+    for (uint32_t sh = 0; sh < QR_FSM_N_SHARDS; sh++) {
+        uint64_t cur = current[sh];
+        if (cur == out[sh]) {
+            continue;
+        }
+        if (cur == 0) {
+            if (!handover_over) {
+                out[sh] = 0; /* still handing over */
+            }
+            continue;
+        }
+        for (size_t i = 0; i < n_live; i++) {
+            if (live[i] == cur) {
+                out[sh] = 0;
+                started = true;
+                break;
+            }
+        }
+    }
+    return started;
+}
+
 static void on_assigned(void *data,
                         int status,
                         const struct qr_apply_result *res)
@@ -392,8 +430,19 @@ static void maybe_assign(struct qr_shards *s, uint64_t now)
     if (n_live == 0) {
         return;
     }
+    /* Before the first map the serving leader owns every shard. */
+    uint64_t implicit[QR_FSM_N_SHARDS];
+    const uint64_t *current = s->owners;
+    if (!s->have_map) {
+        for (uint32_t sh = 0; sh < QR_FSM_N_SHARDS; sh++) {
+            implicit[sh] = s->config->id;
+        }
+        current = implicit;
+    }
     uint64_t owners[QR_FSM_N_SHARDS];
-    qr_shards_balance(s->have_map ? s->owners : NULL, live, n_live, owners);
+    qr_shards_balance(current, live, n_live, owners);
+    bool handing_over = qr_shards_hand_over(
+        current, live, n_live, now >= s->handover_until_mono_ms, owners);
     if (s->have_map && memcmp(owners, s->owners, sizeof owners) == 0) {
         return;
     }
@@ -405,8 +454,13 @@ static void maybe_assign(struct qr_shards *s, uint64_t now)
         qr_cluster_propose_one(s->cluster, QRAFT__COMMAND__BODY_ASSIGN_SHARDS,
                                &a.base, on_assigned, s) == 0;
     if (s->assign_pending) {
-        QR_INFO("shards", "assigning epoch %" PRIu64 " over %zu live node(s)",
-                a.epoch, n_live);
+        QR_INFO("shards", "assigning epoch %" PRIu64 " over %zu live node(s)%s",
+                a.epoch, n_live,
+                handing_over ? "; shards leaving a live node go to nobody first"
+                             : "");
+        if (handing_over) {
+            s->handover_until_mono_ms = now + HANDOVER_MS;
+        }
     }
 }
 

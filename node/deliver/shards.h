@@ -33,6 +33,12 @@
  *   leases granted by the previous leader may still run.
  * - Assignment is sticky and balanced: a live owner keeps its shards up to
  *   its quota; only the rest move.
+ * - A shard leaving a live owner (a node joined or came back; the first map
+ *   takes shards from the leader) goes to nobody (owner 0) for HANDOVER_MS
+ *   first: its owner starts no delivery of it and lets those running
+ *   finish and report, so the next owner neither sends them again nor
+ *   overlaps them (what flow control's parallelism needs). A shard whose
+ *   owner died moves at once.
  * - Shards whose owner died are re-sent by their new owner: their messages
  *   are still due in the store (at-least-once; see worker.h).
  * - Until the first assignment is applied, the serving leader owns every
@@ -98,6 +104,7 @@ struct qr_shards {
     struct qr_shards_node nodes[QR_CLUSTER_MAX_NODES];
     size_t n_nodes;
     bool assign_pending;
+    uint64_t handover_until_mono_ms; /* shards given to nobody wait until */
     bool info_pending;
     bool level_pending; /* a SetFeatureLevel is being proposed */
 
@@ -203,6 +210,20 @@ void qr_shards_balance(const uint64_t *current,
                        const uint64_t *live,
                        size_t n_live,
                        uint64_t out[QR_FSM_N_SHARDS]);
+
+/* The hand-over step (pure), applied to out, qr_shards_balance's map from
+ * current: a shard moving away from a live owner goes to nobody (0)
+ * instead; one with no owner stays so until handover_over. Returns true
+ * when it gave some shard to nobody. */
+bool qr_shards_hand_over(const uint64_t *current,
+                         const uint64_t *live,
+                         size_t n_live,
+                         bool handover_over,
+                         uint64_t out[QR_FSM_N_SHARDS]);
+
+/* True when the applied map gives shard to nobody: it is being handed from
+ * one node to another (its deliveries running finish). */
+bool qr_shards_handing_over(struct qr_shards *s, uint32_t shard);
 
 /* Number of shards node id owns in the applied map (or every shard for the
  * serving leader before the first assignment). */

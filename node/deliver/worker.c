@@ -704,8 +704,10 @@ static int read_keys(struct qr_store_txn *txn, Qraft__SigningKeys **out)
                                  (ProtobufCMessage **)out);
 }
 
-/* Cancels deliveries of shards the map no longer gives this node (all of
- * them when it is leaving): their new owner sends them. Without a lease for
+/* Cancels deliveries of shards the map gives another node (all of them
+ * when it is leaving): their new owner sends them. A shard being handed
+ * over (owner nobody) keeps its deliveries running: they finish and report
+ * before the next owner gets it (shards.h). Without a lease for
  * HOLD_QUEUED_MS, cancels those not started yet (the engine's gate holds
  * them): the messages stay due, and are read afresh once it is back. */
 static void cancel_unowned(struct qr_worker *w, bool active)
@@ -720,8 +722,9 @@ static void cancel_unowned(struct qr_worker *w, bool active)
             struct qr_worker_inflight *next = f->next;
             /* A flow-controlled delivery does not outlive the lease: the
              * next owner of its key counts from zero. */
-            if (f->sending && (!qr_shards_assigned(w->shards, f->shard) ||
-                               (!active && f->flow != NULL))) {
+            bool moved = !qr_shards_assigned(w->shards, f->shard) &&
+                         !qr_shards_handing_over(w->shards, f->shard);
+            if (f->sending && (moved || (!active && f->flow != NULL))) {
                 /* Fires on_delivered (CANCELLED) now, which removes f. */
                 qr_delivery_cancel(&w->delivery, f->ticket);
             }

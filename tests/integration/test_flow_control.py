@@ -575,17 +575,13 @@ class FlowControlClusterTest(unittest.TestCase):
         self.wait_spread(cluster)
         return cluster
 
-    # Known bug: the old owner cancels its deliveries when it applies the
-    # new map, but the destination goes on serving them, and the new owner
-    # starts as soon as it applies the same map: 60 to 130 ms after the old
-    # one closed its connections in most runs, but in some 100 ms BEFORE
-    # (then both nodes send the same two messages at once). The sink then
-    # holds 4 requests of a key whose parallelism is 2. A fix: a live owner
-    # that loses a shard lets its flow-controlled deliveries finish instead
-    # of cancelling them, and the leader gives the shard to the new owner
-    # only once the old one's heartbeat says they are over (two steps: to
-    # nobody, then to it).
-    @unittest.expectedFailure
+    # The shard moves from a live owner in two steps (shards.h): to nobody
+    # for 5 s, while that owner's deliveries finish, then to the node that
+    # came back. Before that, the old owner cancelled its deliveries as it
+    # applied the new map while the destination went on serving them, and
+    # the new owner started 60 to 130 ms later (in some runs 100 ms BEFORE:
+    # both sent the same two messages at once): 4 requests of a key whose
+    # parallelism is 2.
     def test_a_moved_shard_hands_over(self):
         """The owner of a key's shard is killed -9 and comes back; the
         leader then gives the shard back to it from the live node that

@@ -105,6 +105,43 @@ static void test_new_node_takes_its_quota(void **state)
     }
 }
 
+/* A node joins: the shards it takes from live owners go to nobody first,
+ * and to it once the hand-over is over; a dead owner's shards move at once
+ * (they go to nobody only while the hand-over waits). */
+static void test_join_hands_over_through_nobody(void **state)
+{
+    (void)state;
+    uint64_t three[] = {1, 2, 3};
+    uint64_t four[] = {1, 2, 3, 4};
+    uint64_t a[QR_FSM_N_SHARDS];
+    uint64_t b[QR_FSM_N_SHARDS];
+    uint64_t c[QR_FSM_N_SHARDS];
+    qr_shards_balance(NULL, three, 3, a);
+    qr_shards_balance(a, four, 4, b);
+    assert_true(qr_shards_hand_over(a, four, 4, false, b));
+    uint32_t nobody, n4;
+    counts(b, 0, &nobody);
+    counts(b, 4, &n4);
+    assert_int_equal(nobody, 64);
+    assert_int_equal(n4, 0);
+    /* Still waiting: nothing more moves. */
+    qr_shards_balance(b, four, 4, c);
+    assert_false(qr_shards_hand_over(b, four, 4, false, c));
+    assert_int_equal(moved(b, c), 0);
+    /* Over: the new node gets them, and only them. */
+    qr_shards_balance(b, four, 4, c);
+    assert_false(qr_shards_hand_over(b, four, 4, true, c));
+    counts(c, 4, &n4);
+    assert_int_equal(n4, 64);
+    assert_int_equal(moved(b, c), 64);
+    /* A dead owner's shards move without a hand-over. */
+    uint64_t two[] = {1, 3};
+    qr_shards_balance(a, two, 2, c);
+    assert_false(qr_shards_hand_over(a, two, 2, true, c));
+    counts(c, 0, &nobody);
+    assert_int_equal(nobody, 0);
+}
+
 /* One node alone owns everything; a map naming nodes that are gone is
  * replaced entirely. */
 static void test_single_node_and_all_gone(void **state)
@@ -128,6 +165,7 @@ int main(void)
         cmocka_unit_test(test_stable_when_nothing_changes),
         cmocka_unit_test(test_dead_node_shards_move_only),
         cmocka_unit_test(test_new_node_takes_its_quota),
+        cmocka_unit_test(test_join_hands_over_through_nobody),
         cmocka_unit_test(test_single_node_and_all_gone),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
