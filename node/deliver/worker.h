@@ -34,10 +34,12 @@
  *   its delivery lives only as long as the lease: once this node holds
  *   none, its flow-controlled transfers are cancelled at once (the next
  *   owner counts from zero, and its lease starts after ours ended).
- * - No destination host takes that bound: a due message whose host has
- *   MAX_HOST_QUEUED (96) attempts waiting in the engine already, behind the
- *   32 it runs, is left due for a later scan (qr_delivery_host_queued), so
- *   a host that hangs holds at most 128 of the MAX_INFLIGHT attempts. A
+ * - No destination host takes that bound: once half of MAX_INFLIGHT is in
+ *   flight, a due message whose host has MAX_HOST_QUEUED (96) attempts
+ *   waiting in the engine already, behind the 32 it runs, is left due for
+ *   a later scan (qr_delivery_host_queued), so a host that hangs holds at
+ *   most half of the MAX_INFLIGHT attempts (512), and the other hosts
+ *   always have the rest. A
  *   scan that has left MAX_DEFERRED_PER_SCAN such messages stops there and
  *   the next one, 10 ms later or at the next result, goes on from that
  *   message round every shard: each load is paid once per round, and every
@@ -113,6 +115,7 @@ struct qr_worker {
      * the last one stopped, having left MAX_DEFERRED_PER_SCAN messages for
      * busy hosts), so that every due message gets its turn. */
     bool scan_from_set;
+    uint64_t cut_mono_ms; /* when that scan stopped */
     uint32_t scan_from_shard;
     uint64_t scan_from_ms;
     char scan_from_id[QR_ID_BYTES + 64];
