@@ -1,4 +1,4 @@
-/* /v2/flowControl and /v2/globalParallelism (docs/api.md 5.12), as the
+/* /v2/flowControl and /v2/globalParallelism (docs/api.md 5.11), as the
  * QStash SDK's FlowControlApi calls them: GET one key (or every key, a
  * qraft extension), POST {key}/pause, /resume, /pin?parallelism=&rate=
  * &period=, /unpin?parallelism=true&rate=true and /resetRate. Writes

@@ -1,4 +1,4 @@
-/* Flow control (docs/api.md 5.12): pause, resume, pin, unpin and resetRate
+/* Flow control (docs/api.md 5.11): pause, resume, pin, unpin and resetRate
  * through raft; reads of a key, every key and the node's parallelism
  * from this node's store and, for the counts, its worker (the counts are
  * the key's owner's: a node that does not own the key says so). */
