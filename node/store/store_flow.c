@@ -269,55 +269,6 @@ int qr_store_flow_due_keys(struct qr_store_txn *t,
     return rv;
 }
 
-struct key_due_walk {
-    size_t prefix_len;
-    const uint8_t *prefix;
-    uint64_t until_ms;
-    qr_store_due_skip_cb skip;
-    qr_store_msg_cb cb;
-    void *arg;
-    const char *what;
-};
-
-static int visit_key_due(struct qr_store_txn *t,
-                         const MDB_val *k,
-                         const MDB_val *v,
-                         void *arg,
-                         enum walk_step *step)
-{
-    struct key_due_walk *w = arg;
-    const uint8_t *key = k->mv_data;
-    (void)v;
-    if (k->mv_size <= w->prefix_len + 8 ||
-        memcmp(key, w->prefix, w->prefix_len) != 0 ||
-        get_be64(key + w->prefix_len) > w->until_ms) {
-        *step = STEP_END;
-        return 0;
-    }
-    size_t off = w->prefix_len + 8;
-    size_t id_len = k->mv_size - off;
-    char id[KEY_BUF_BYTES];
-    if (id_len >= sizeof id) {
-        return store_fail_corrupt(t, w->what, "waitlist key too long");
-    }
-    memcpy(id, key + off, id_len);
-    id[id_len] = '\0';
-    if (w->skip != NULL && w->skip(w->arg, id)) {
-        *step = STEP_SKIPPED;
-        return 0;
-    }
-    Qraft__Message *m = NULL;
-    int rv = qr_store_msg_get(t, id, &m);
-    if (rv == QR_ENOTFOUND) {
-        return store_fail_corrupt(t, w->what, "index names a missing message");
-    }
-    if (rv == 0) {
-        rv = w->cb(w->arg, m);
-        qraft__message__free_unpacked(m, NULL);
-    }
-    return rv;
-}
-
 int qr_store_flow_due_scan(struct qr_store_txn *t,
                            uint32_t shard,
                            const char *key,
@@ -336,15 +287,7 @@ int qr_store_flow_due_scan(struct qr_store_txn *t,
         return rv;
     }
     uint8_t prefix[KEY_BUF_BYTES];
-    struct key_due_walk w = {
-        .prefix_len = fcdue_prefix(prefix, shard, key),
-        .prefix = prefix,
-        .until_ms = until_ms,
-        .skip = skip,
-        .cb = cb,
-        .arg = arg,
-        .what = what,
-    };
-    return store_walk_db(t, DB_FCDUE, prefix, w.prefix_len, false, limit,
-                         visit_key_due, &w, what);
+    size_t len = fcdue_prefix(prefix, shard, key);
+    return store_due_walk(t, DB_FCDUE, prefix, len, len, until_ms, limit, skip,
+                          cb, arg, what);
 }

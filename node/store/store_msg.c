@@ -474,7 +474,10 @@ struct index_walk {
     qr_store_msg_cb cb;
     void *arg;
     const char *what;
-    const uint8_t *shard;
+    /* Due-ordered indexes (store_due_walk): the bytes every key of the
+     * walk starts with, before its due time. */
+    const uint8_t *prefix;
+    size_t prefix_len;
     uint64_t until_ms;
     qr_store_due_skip_cb skip;
 };
@@ -514,17 +517,18 @@ static int walk_due(struct qr_store_txn *t,
 {
     const struct index_walk *w = arg;
     const uint8_t *key = k->mv_data;
-    if (k->mv_size < DUE_PREFIX_BYTES || memcmp(key, w->shard, 2) != 0 ||
-        get_be64(key + 2) > w->until_ms) {
+    if (k->mv_size < w->id_offset ||
+        memcmp(key, w->prefix, w->prefix_len) != 0 ||
+        get_be64(key + w->prefix_len) > w->until_ms) {
         *step = STEP_END;
         return 0;
     }
-    if (w->skip != NULL && k->mv_size > DUE_PREFIX_BYTES &&
-        k->mv_size - DUE_PREFIX_BYTES < KEY_BUF_BYTES) {
+    if (w->skip != NULL && k->mv_size > w->id_offset &&
+        k->mv_size - w->id_offset < KEY_BUF_BYTES) {
         /* Decide from the id alone, before loading the message. */
         char id[KEY_BUF_BYTES];
-        size_t id_len = k->mv_size - DUE_PREFIX_BYTES;
-        memcpy(id, key + DUE_PREFIX_BYTES, id_len);
+        size_t id_len = k->mv_size - w->id_offset;
+        memcpy(id, key + w->id_offset, id_len);
         id[id_len] = '\0';
         if (w->skip(w->arg, id)) {
             *step = STEP_SKIPPED;
@@ -566,15 +570,6 @@ int qr_store_due_scan_from(struct qr_store_txn *t,
 {
     const char *what = "scan due";
     uint8_t start[DUE_PREFIX_BYTES + KEY_BUF_BYTES];
-    struct index_walk w = {
-        .id_offset = DUE_PREFIX_BYTES,
-        .cb = cb,
-        .arg = arg,
-        .what = what,
-        .shard = start,
-        .until_ms = until_ms,
-        .skip = skip,
-    };
     int rv = due_start(t, shard, from_ms, start, what);
     if (rv != 0 || limit == 0) {
         return rv;
@@ -586,8 +581,34 @@ int qr_store_due_scan_from(struct qr_store_txn *t,
     if (id_len > 0) {
         memcpy(start + DUE_PREFIX_BYTES, from_id, id_len);
     }
-    return store_walk_db(t, DB_DUE, start, DUE_PREFIX_BYTES + id_len, false,
-                         limit, walk_due, &w, what);
+    return store_due_walk(t, DB_DUE, start, 2, DUE_PREFIX_BYTES + id_len,
+                          until_ms, limit, skip, cb, arg, what);
+}
+
+int store_due_walk(struct qr_store_txn *t,
+                   enum db db,
+                   const uint8_t *start,
+                   size_t prefix_len,
+                   size_t start_len,
+                   uint64_t until_ms,
+                   size_t limit,
+                   qr_store_due_skip_cb skip,
+                   qr_store_msg_cb cb,
+                   void *arg,
+                   const char *what)
+{
+    struct index_walk w = {
+        .id_offset = prefix_len + 8,
+        .cb = cb,
+        .arg = arg,
+        .what = what,
+        .prefix = start,
+        .prefix_len = prefix_len,
+        .until_ms = until_ms,
+        .skip = skip,
+    };
+    return store_walk_db(t, db, start, start_len, false, limit, walk_due, &w,
+                         what);
 }
 
 int qr_store_due_scan_skipping(struct qr_store_txn *t,
