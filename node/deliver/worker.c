@@ -457,8 +457,6 @@ static void on_delivered(void *data, const struct qr_delivery_response *resp)
     struct qr_worker *w = f->worker;
     assert(f->sending); /* the engine answers each send exactly once */
     f->sending = false;
-    assert(w->n_sending > 0);
-    w->n_sending--;
     if (f->flow != NULL) {
         qr_flow_finished(f->flow);
         f->flow = NULL;
@@ -625,7 +623,6 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
         goto out;
     }
     f->sending = true;
-    w->n_sending++;
     if (sc->flow != NULL) {
         f->flow = sc->flow;
         qr_flow_started(sc->flow, &sc->flow_limits, sc->flow_mono_ms);
@@ -793,13 +790,13 @@ static int on_flow_key(void *arg, const char *key, uint64_t first_due_ms)
         return rv == QR_ENOTFOUND ? 0 : 1;
     }
     qr_flow_limits_of(rec, &sc->flow_limits);
-    bool known = qr_flow_find(&w->flow, key, false) != NULL;
-    struct qr_flow_key *k = qr_flow_find(&w->flow, key, true);
+    struct qr_flow_key *k = qr_flow_find(&w->flow, key, false);
     if (k == NULL) {
-        qraft__flow_control_key__free_unpacked(rec, NULL);
-        return 1; /* out of memory: stop this scan */
-    }
-    if (!known) {
+        k = qr_flow_find(&w->flow, key, true);
+        if (k == NULL) {
+            qraft__flow_control_key__free_unpacked(rec, NULL);
+            return 1; /* out of memory: stop this scan */
+        }
         /* The key's previous owner may have started up to its rate in the
          * period that is still running (flow.h, "A new owner"). */
         qr_flow_adopt(k, &sc->flow_limits, rec->rate_reset_ms,
@@ -826,14 +823,17 @@ static int on_flow_key(void *arg, const char *key, uint64_t first_due_ms)
     return rv;
 }
 
-/* Since when the map gives shard to this node (flow.h, "A new owner"). */
-static void note_assignment(struct qr_worker *w, uint32_t shard, uint64_t now)
+/* Since when the map gives shard to this node (flow.h, "A new owner"), in
+ * the scan's time and on the monotonic clock. */
+static void note_assignment(struct qr_worker *w,
+                            uint32_t shard,
+                            const struct scan_ctx *sc)
 {
     if (!qr_shards_assigned(w->shards, shard)) {
         w->assigned_since_ms[shard] = 0;
     } else if (w->assigned_since_ms[shard] == 0) {
-        w->assigned_since_ms[shard] = now;
-        w->assigned_since_mono_ms[shard] = qr_clock_mono_ms();
+        w->assigned_since_ms[shard] = sc->now_ms;
+        w->assigned_since_mono_ms[shard] = sc->flow_mono_ms;
     }
 }
 
@@ -872,7 +872,7 @@ static void scan(struct qr_worker *w)
     Qraft__SigningKeys *keys = NULL;
     struct scan_ctx sc = {.worker = w,
                           .now_ms = effective_now_ms(w),
-                          .flow_mono_ms = qr_clock_mono_ms(),
+                          .flow_mono_ms = mono,
                           .next_due_ms = UINT64_MAX};
     sc.now_s = sc.now_ms / 1000;
     int rv = qr_store_txn_begin(w->store, false, &txn);
@@ -897,7 +897,7 @@ static void scan(struct qr_worker *w)
     for (uint32_t i = 0; i <= QR_FSM_N_SHARDS; i++) {
         uint32_t shard = (first + i) % QR_FSM_N_SHARDS;
         if (i < QR_FSM_N_SHARDS) {
-            note_assignment(w, shard, sc.now_ms);
+            note_assignment(w, shard, &sc);
         }
         if (!qr_shards_owns(w->shards, shard)) {
             continue;
@@ -1021,7 +1021,6 @@ static void close_step_done(struct qr_worker *w)
         }
     }
     w->n_inflight = 0;
-    w->n_sending = 0;
     w->n_flow_sending = 0;
     qr_flow_sweep(&w->flow, 0, true);
     free(w->buckets);
@@ -1085,7 +1084,10 @@ bool qr_worker_flow_counts(struct qr_worker *w,
 
 size_t qr_worker_sending(const struct qr_worker *w)
 {
-    return w->n_sending;
+    /* Every attempt sending is one request the engine holds, running or
+     * queued, until it answers. */
+    return qr_delivery_inflight(&w->delivery) +
+           qr_delivery_queued(&w->delivery);
 }
 
 size_t qr_worker_max_inflight(void)

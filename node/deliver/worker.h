@@ -92,8 +92,7 @@ struct qr_worker {
     struct qr_worker_inflight **buckets;
     size_t n_buckets;
     size_t n_inflight;
-    size_t n_sending;      /* of them, awaiting a response */
-    size_t n_flow_sending; /* of those, flow-controlled */
+    size_t n_flow_sending; /* of them, flow-controlled and sending */
 
     /* Flow control keys this node sends for, with their counts, and since
      * when (leader frame) the map gives each shard to this node (0: it

@@ -11,6 +11,10 @@
 #include "repl/command.h"
 #include "repl/fsm_int.h"
 
+/* qr_apply_place's check lets only keys the waitlist can hold through. */
+_Static_assert(QR_COMMAND_MAX_FLOW_KEY_BYTES <= QR_STORE_MAX_FLOW_KEY_BYTES,
+               "a flow control key apply accepts must fit the store's");
+
 bool qr_apply_flow_on(const struct qr_apply_ctx *ctx)
 {
     return ctx->fsm->feature_level >= QR_FEATURE_LEVEL_FLOW_CONTROL;
