@@ -154,6 +154,22 @@ def check(ops, deliveries, dlq_ids, check_early=True):
     return result
 
 
+def peak_concurrency(intervals):
+    """(most intervals [start, end) open at once, when that was first
+    reached). An interval that ends as another starts frees its place
+    first: ends sort before starts at the same instant. Also what
+    tests/integration/test_flow_control.py counts with."""
+    events = sorted([(s, 1) for s, _ in intervals]
+                    + [(e, -1) for _, e in intervals])
+    now = peak = 0
+    at = None
+    for t, step in events:
+        now += step
+        if now > peak:
+            peak, at = now, t
+    return peak, at
+
+
 def check_flow(deliveries, parallelism):
     """Requests of one flow-control key the sink held at once, from a
     request's arrival ("time") to the end of its answer ("t_end"; None: it
@@ -170,16 +186,7 @@ def check_flow(deliveries, parallelism):
     peaks = {}
     violations = []
     for key, spans in sorted(by_key.items()):
-        # An answer that ends as another request arrives frees its place
-        # first: ends sort before starts at the same instant.
-        events = sorted([(s, 1) for s, _ in spans]
-                        + [(e, -1) for _, e in spans])
-        now = peak = 0
-        at = None
-        for t, step in events:
-            now += step
-            if now > peak:
-                peak, at = now, t
+        peak, at = peak_concurrency(spans)
         peaks[key] = peak
         if peak > parallelism:
             violations.append({"key": key, "peak": peak, "at": at})

@@ -42,6 +42,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import qraft_harness as qh
 
+# The peak the jepsen checker counts a key's requests with (one count for
+# both).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "..", "jepsen"))
+from checker import peak_concurrency  # noqa: E402
+
 # node/repl/fsm.h QR_FSM_N_SHARDS.
 N_SHARDS = 256
 # Limits of a message's flow control (docs/api.md 1.3).
@@ -255,20 +261,6 @@ def _handler(sink):
             pass
 
     return Handler
-
-
-def peak_concurrency(intervals):
-    """(most intervals [start, end) open at once, when it was first
-    reached)."""
-    events = sorted([(s, 1) for s, _ in intervals]
-                    + [(e, -1) for _, e in intervals])
-    now = peak = 0
-    at = None
-    for t, step in events:
-        now += step
-        if now > peak:
-            peak, at = now, t
-    return peak, at
 
 
 def busiest_window(starts, period_s):
