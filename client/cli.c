@@ -1464,6 +1464,15 @@ static json_t *status_json(const struct qraft_status *s)
                         json_integer((json_int_t)s->last_index));
     json_object_set_new(o, "version", jstr(s->version));
     json_object_set_new(o, "feature_level", json_integer(s->feature_level));
+    json_object_set_new(o, "loop_stalls",
+                        json_integer((json_int_t)s->loop_stalls));
+    json_object_set_new(o, "loop_stall_max_ms",
+                        json_integer((json_int_t)s->loop_stall_max_ms));
+    json_object_set_new(o, "rss_bytes", json_integer((json_int_t)s->rss_bytes));
+    json_object_set_new(o, "store_used_bytes",
+                        json_integer((json_int_t)s->store_used_bytes));
+    json_object_set_new(o, "store_file_bytes",
+                        json_integer((json_int_t)s->store_file_bytes));
     json_t *counts = json_object();
     for (int i = 1; i < QRAFT_N_STATES; i++) {
         json_object_set_new(counts, qraft_state_name((enum qraft_state)i),
@@ -1525,6 +1534,16 @@ static void print_status(const struct qraft_status *s)
         off += n > 0 ? (size_t)n : 0;
     }
     print_field("messages:", buf);
+    snprintf(buf, sizeof buf,
+             "%" PRIu64 " over 50 ms, the longest %" PRIu64 " ms",
+             s->loop_stalls, s->loop_stall_max_ms);
+    print_field("loop stalls:", buf);
+    snprintf(buf, sizeof buf, "rss %.1f MiB", (double)s->rss_bytes / 1048576.0);
+    print_field("memory:", buf);
+    snprintf(buf, sizeof buf, "%.1f MiB used, file %.1f MiB",
+             (double)s->store_used_bytes / 1048576.0,
+             (double)s->store_file_bytes / 1048576.0);
+    print_field("store:", buf);
     if (s->n_nodes > 0) {
         printf("nodes:\n");
         printf("  %-4s %-8s %-6s %-10s %-6s %-22s %-22s %-22s %s\n", "ID",

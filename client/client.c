@@ -1889,6 +1889,11 @@ static int status_from_pb(const Qraft__StatusResponse *ps,
     }
     s->version = dup_str(ps->version, &oom);
     s->feature_level = ps->feature_level;
+    s->loop_stalls = ps->loop_stalls;
+    s->loop_stall_max_ms = ps->loop_stall_max_ms;
+    s->rss_bytes = ps->rss_bytes;
+    s->store_used_bytes = ps->store_used_bytes;
+    s->store_file_bytes = ps->store_file_bytes;
     if (ps->n_nodes > 0) {
         s->nodes = calloc(ps->n_nodes, sizeof *s->nodes);
         if (s->nodes == NULL) {

@@ -485,6 +485,7 @@ static void on_cluster_closed(struct qr_cluster *c)
 {
     struct qr_server *s = SERVER_OF(c, cluster);
     uv_close((uv_handle_t *)&s->tick, on_handle_closed);
+    qr_loopwatch_close(&s->loopwatch, on_handle_closed);
     qr_scheduler_close(&s->scheduler);
     uv_close((uv_handle_t *)&s->stop_deadline, on_handle_closed);
     uv_close((uv_handle_t *)&s->sigterm, on_handle_closed);
@@ -635,9 +636,16 @@ static int open_handles(struct qr_server *s)
     if (rv != 0) {
         goto err_after_sigterm;
     }
+    what = "loop watch timer";
+    rv = qr_loopwatch_start(&s->loopwatch, &s->loop, &s->metrics);
+    if (rv != 0) {
+        goto err_after_sigint;
+    }
     uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
     return 0;
 
+err_after_sigint:
+    uv_close((uv_handle_t *)&s->sigint, on_handle_closed);
 err_after_sigterm:
     uv_close((uv_handle_t *)&s->sigterm, on_handle_closed);
 err_after_stop_deadline:

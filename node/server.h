@@ -12,6 +12,7 @@
 #include "api/rpc.h"
 #include "config.h"
 #include "deliver/worker.h"
+#include "lib/loopwatch.h"
 #include "ops/ops.h"
 #include "repl/cluster.h"
 #include "sched/scheduler.h"
@@ -31,6 +32,7 @@ struct qr_server {
     struct qr_http http;
     struct qr_metrics metrics;     /* this process's counters (/metrics) */
     struct qr_scheduler scheduler; /* fires schedules on the leader */
+    struct qr_loopwatch loopwatch; /* counts the loop's stalls (metrics) */
     uv_signal_t sigterm;
     uv_signal_t sigint;
     uv_timer_t tick; /* announces readiness, keeps signing keys present */

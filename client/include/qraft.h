@@ -494,6 +494,12 @@ struct qraft_status {
     uint64_t state_counts[QRAFT_N_STATES]; /* indexed by enum qraft_state */
     char *version;
     uint32_t feature_level; /* the cluster's (see docs/operations.md) */
+    /* Of the answering node's process; 0 when unknown (older nodes). */
+    uint64_t loop_stalls;       /* loop kept from its timers >= 50 ms */
+    uint64_t loop_stall_max_ms; /* the longest of those, since start */
+    uint64_t rss_bytes;         /* resident memory */
+    uint64_t store_used_bytes;  /* live bytes in the store */
+    uint64_t store_file_bytes;  /* size of the store's file */
     struct qraft_node_status *nodes;
     size_t n_nodes;
 };

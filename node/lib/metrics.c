@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A growing text buffer; on allocation failure it is freed and stays NULL. */
 struct text {
@@ -80,6 +81,22 @@ static void all(struct text *t, const struct metric *ms, size_t n)
     }
 }
 
+uint64_t qr_metrics_rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL) {
+        return 0;
+    }
+    unsigned long long size_pages = 0, resident_pages = 0;
+    int n = fscanf(f, "%llu %llu", &size_pages, &resident_pages);
+    fclose(f);
+    long page = sysconf(_SC_PAGESIZE);
+    if (n != 2 || page <= 0) {
+        return 0;
+    }
+    return (uint64_t)resident_pages * (uint64_t)page;
+}
+
 /* Indexed by MessageState (proto/qraft.proto). */
 static const char *const state_names[QR_METRICS_N_STATES] = {
     "unspecified", "pending",       "delivering", "retrying",
@@ -115,6 +132,17 @@ char *qr_metrics_render(const struct qr_metrics *m,
     one(&t, "qraft_http_requests_total", "counter",
         "HTTP requests this node served, since the process started.",
         m->http_requests);
+    one(&t, "qraft_loop_stalls_total", "counter",
+        "Times this node's event loop was kept from its timers 50 ms or "
+        "more (requests, heartbeats and deliveries waited), since the "
+        "process started.",
+        m->loop_stalls);
+    one(&t, "qraft_loop_stall_max_ms", "gauge",
+        "The longest of those stalls, in milliseconds; keep it well below "
+        "--election-timeout-ms.",
+        m->loop_stall_max_ms);
+    one(&t, "process_resident_memory_bytes", "gauge",
+        "Resident memory size in bytes.", qr_metrics_rss_bytes());
     if (g->have_counts) {
         one(&t, "qraft_dlq_messages", "gauge",
             "Messages in the dead-letter queue (this node's replica).",

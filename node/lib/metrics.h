@@ -18,9 +18,12 @@ struct qr_metrics {
     uint64_t deliveries_delivered; /* worker.c: this node's attempts, by */
     uint64_t deliveries_retry;     /* the outcome it reported */
     uint64_t deliveries_dead;
-    uint64_t retries;       /* worker.c: attempts that were retries
-                               (Upstash-Retried > 0) */
-    uint64_t http_requests; /* http_api.c: requests served */
+    uint64_t retries;           /* worker.c: attempts that were retries
+                                   (Upstash-Retried > 0) */
+    uint64_t http_requests;     /* http_api.c: requests served */
+    uint64_t loop_stalls;       /* loopwatch.c: the loop kept from its timers
+                                   QR_LOOPWATCH_STALL_MS or more */
+    uint64_t loop_stall_max_ms; /* the longest of those */
 };
 
 #define QR_METRICS_N_STATES 8 /* QR_STORE_N_STATES: UNSPECIFIED..QUEUED */
@@ -55,6 +58,10 @@ struct qr_metrics_gauges {
             (m)->field++;        \
         }                        \
     } while (0)
+
+/* This process's resident memory in bytes (/proc/self/statm), 0 when it
+ * cannot be read. */
+uint64_t qr_metrics_rss_bytes(void);
 
 /* Renders the Prometheus text format (version 0.0.4), HELP and TYPE lines
  * included. Returns new (free with free()) or NULL when out of memory. */

@@ -140,6 +140,17 @@ void qr_op_status(struct qr_op *op, const Qraft__Request *req)
     sr.state_counts = counts;
     sr.version = QRAFT_VERSION;
     sr.feature_level = qr_cluster_feature_level(ops->cluster);
+    if (ops->metrics != NULL) {
+        sr.loop_stalls = ops->metrics->loop_stalls;
+        sr.loop_stall_max_ms = ops->metrics->loop_stall_max_ms;
+    }
+    sr.rss_bytes = qr_metrics_rss_bytes();
+    if (ops->admit != NULL) {
+        struct qr_admit_space sp;
+        qr_admit_get_space(ops->admit, &sp);
+        sr.store_used_bytes = sp.store_used_bytes;
+        sr.store_file_bytes = sp.store_file_bytes;
+    }
     QR_OP_REPLY_BODY(op, req->id, CLUSTER_STATUS, cluster_status, &sr);
     for (size_t i = 0; i < cs.n_nodes; i++) {
         if (infos[i] != NULL) {

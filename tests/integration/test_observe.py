@@ -5,6 +5,8 @@ SDK's view of the same routes is in tests/sdk/observe.test.mjs."""
 
 import json
 import re
+import signal
+import time
 import unittest
 
 import qraft_harness as qh
@@ -134,6 +136,36 @@ class ObserveTest(unittest.TestCase):
             got[("qraft_messages", (("state", "dead_lettered"),))], 1)
         self.assertEqual(
             got[("qraft_deliveries_total", (("outcome", "dead"),))], 1)
+
+    def test_loop_stall_is_counted_shown_and_logged(self):
+        """A node whose loop is kept from running (here: the process is
+        stopped for 0.4 s, as a paused VM or a long callback would) counts
+        the stall, keeps the longest, shows it in /metrics and `qraft
+        status`, and logs it."""
+        before = self.metrics()
+        self.assertGreater(before[("process_resident_memory_bytes", ())], 0)
+        stalls = before[("qraft_loop_stalls_total", ())]
+        self.node.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(0.4)  # the fault itself, not a wait for a condition
+        finally:
+            self.node.proc.send_signal(signal.SIGCONT)
+        got = qh.wait_until(
+            lambda: (lambda m: m if m[("qraft_loop_stalls_total", ())]
+                     > stalls else None)(self.metrics()),
+            WAIT, "the stall to be counted")
+        self.assertGreaterEqual(got[("qraft_loop_stall_max_ms", ())], 300)
+        _, out, _ = self.node.cli("status", "--local", "--json")
+        st = json.loads(out)
+        self.assertGreaterEqual(st["loop_stalls"], 1)
+        self.assertGreaterEqual(st["loop_stall_max_ms"], 300)
+        self.assertGreater(st["rss_bytes"], 0)
+        self.assertGreater(st["store_file_bytes"], 0)
+        _, out, _ = self.node.cli("status", "--local")
+        self.assertRegex(out, r"loop stalls:\s+[1-9][0-9]* over 50 ms")
+        qh.wait_until(
+            lambda: "the loop stalled" in self.node.stderr_tail(200),
+            WAIT, "the stall to be logged")
 
     def test_bad_filter_values_are_400(self):
         cases = [

@@ -1,5 +1,7 @@
-/* Unit tests of node/metrics.c: the Prometheus text carries every metric
- * with HELP and TYPE lines and the values given. */
+/* Unit tests of node/lib/metrics.c: the Prometheus text carries every
+ * metric with HELP and TYPE lines and the values given; and of
+ * node/lib/loopwatch.c: a timer that fires late by the stall threshold or
+ * more counts a stall and keeps the longest. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/loopwatch.h"
 #include "lib/metrics.h"
 
 static void test_render(void **state)
@@ -20,7 +23,9 @@ static void test_render(void **state)
                            .deliveries_retry = 1,
                            .deliveries_dead = 4,
                            .retries = 5,
-                           .http_requests = 6};
+                           .http_requests = 6,
+                           .loop_stalls = 11,
+                           .loop_stall_max_ms = 12};
     struct qr_metrics_gauges g = {.term = 7,
                                   .commit_index = 8,
                                   .applied_index = 9,
@@ -42,6 +47,8 @@ static void test_render(void **state)
         "\nqraft_deliveries_total{outcome=\"dead\"} 4\n",
         "\nqraft_retries_total 5\n",
         "\nqraft_http_requests_total 6\n",
+        "\nqraft_loop_stalls_total 11\n",
+        "\nqraft_loop_stall_max_ms 12\n",
         "# TYPE qraft_dlq_messages gauge\n",
         "\nqraft_dlq_messages 4\n",
         "\nqraft_messages{state=\"retrying\"} 2\n",
@@ -74,10 +81,55 @@ static void test_render(void **state)
     free(text);
 }
 
+#define MS UINT64_C(1000000)
+
+static void test_loopwatch(void **state)
+{
+    (void)state;
+    struct qr_metrics m = {0};
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct qr_loopwatch w;
+    assert_int_equal(qr_loopwatch_start(&w, &loop, &m), 0);
+
+    /* On time, and late by less than the threshold: no stall. */
+    uint64_t t = w.last_ns + QR_LOOPWATCH_PERIOD_MS * MS;
+    qr_loopwatch_note(&w, t);
+    t += (QR_LOOPWATCH_PERIOD_MS + QR_LOOPWATCH_STALL_MS - 1) * MS;
+    qr_loopwatch_note(&w, t);
+    assert_int_equal(m.loop_stalls, 0);
+    assert_int_equal(m.loop_stall_max_ms, 0);
+
+    /* Late by 70 ms, then by 300 ms, then by 60 ms: three stalls, the
+     * longest kept. */
+    t += (QR_LOOPWATCH_PERIOD_MS + 70) * MS;
+    qr_loopwatch_note(&w, t);
+    t += (QR_LOOPWATCH_PERIOD_MS + 300) * MS;
+    qr_loopwatch_note(&w, t);
+    t += (QR_LOOPWATCH_PERIOD_MS + 60) * MS;
+    qr_loopwatch_note(&w, t);
+    assert_int_equal(m.loop_stalls, 3);
+    assert_int_equal(m.loop_stall_max_ms, 300);
+
+    /* The first stall was logged at once; the next two wait for the log
+     * interval, and a firing after it (late itself) logs them. */
+    assert_int_equal(w.unlogged, 2);
+    assert_int_equal(w.unlogged_max_ms, 300);
+    t += QR_LOOPWATCH_LOG_MS * MS;
+    qr_loopwatch_note(&w, t);
+    assert_int_equal(w.unlogged, 0);
+    assert_int_equal(m.loop_stalls, 4);
+
+    qr_loopwatch_close(&w, NULL);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_render),
+        cmocka_unit_test(test_loopwatch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
