@@ -15,7 +15,12 @@
  * the node counts it delivered. The sink and the publishers share one
  * tracker: a hash table of message ids under one mutex, keeping each id's
  * publish send time and first arrival, and counting later arrivals as
- * duplicates. Every time comes from one monotonic clock. */
+ * duplicates. Every time comes from one monotonic clock.
+ *
+ * `qraft-bench backlog` measures what a backlog costs: the publish rate on
+ * the store as it is, then after filling it with N pending messages (each
+ * with the delay), and what the node that answers status (the leader)
+ * reports of its loop's stalls, its memory and its store. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
@@ -100,7 +105,25 @@ static const char usage_deliver[] =
     "value before the run, so the node may hold earlier messages; messages\n"
     "of others delivered during the run would be counted as ours.\n";
 
-enum mode { MODE_PUBLISH, MODE_DELIVER };
+static const char usage_backlog[] =
+    "usage: qraft-bench backlog -n FILL -m MEASURE -c IN_FLIGHT -s BYTES "
+    "[OPTIONS]\n"
+    "\n"
+    "Publishes MEASURE messages and times them (the rate before the\n"
+    "backlog), then FILL more (the backlog: every message pending for the\n"
+    "delay), then MEASURE again (the rate with the backlog). Prints both\n"
+    "rates and their ratio, and what the node answering status (the\n"
+    "leader) reports: its pending messages, its loop's stalls of 50 ms or\n"
+    "more (count during the run, longest since the node started), its\n"
+    "resident memory and its store's size, each also per message\n"
+    "published; then a one-line summary. Exits 1 if any publish failed.\n"
+    "\n"
+    "  -n FILL                messages of the backlog (default 1000000)\n"
+    "  -m MEASURE             messages of each measured run (default 50000)\n"
+    "  -c, -s, --connections, --endpoints, --token, --url, --delay\n"
+    "                         as for publish\n";
+
+enum mode { MODE_PUBLISH, MODE_DELIVER, MODE_BACKLOG };
 
 struct config {
     enum mode mode;
@@ -115,6 +138,7 @@ struct config {
     const char *ids_out;  /* --ids-out: file of acknowledged ids */
     uint16_t sink_port;   /* deliver: 0 = any */
     uint64_t deadline_ms; /* deliver: wait after the last publish answer */
+    uint64_t measure;     /* backlog: publishes of each measured run */
 };
 
 /* ----------------------------------------------------------------------
@@ -1344,6 +1368,150 @@ err_after_tracker:
 }
 
 /* ----------------------------------------------------------------------
+ * backlog */
+
+#define BACKLOG_FILL_CHUNK 100000
+#define MIB (1024.0 * 1024.0)
+
+/* Publishes n messages as cfg says; *rate is msgs/s; with `what` prints a
+ * line of rate and latencies. Returns 0 or an exit status; a failed
+ * publish is an exit status after printing why. */
+static int backlog_run(const struct config *cfg,
+                       const struct qraft_publish *pub,
+                       uint64_t n,
+                       const char *what,
+                       double *rate)
+{
+    struct config run = *cfg;
+    run.n = n;
+    if (run.connections > n) {
+        run.connections = (uint32_t)n;
+    }
+    struct pub_result res;
+    int ex = run_publishers(&run, pub, NULL, NULL, &res);
+    if (ex != 0) {
+        return ex;
+    }
+    size_t k = res.n_latency;
+    *rate = res.elapsed_ms > 0 ? (double)res.n_ok * 1000.0 / res.elapsed_ms : 0;
+    if (what != NULL) {
+        printf("%-8s %.1f msgs/s (%" PRIu64
+               " in %.3f s); latency ms: p50 %.2f  p99 %.2f  max %.2f\n",
+               what, *rate, res.n_ok, res.elapsed_ms / 1000.0,
+               percentile(res.latency_ms, k, 50),
+               percentile(res.latency_ms, k, 99),
+               k > 0 ? res.latency_ms[k - 1] : 0);
+    }
+    free(res.latency_ms);
+    if (res.n_failed > 0) {
+        fprintf(
+            stderr, "qraft-bench: %" PRIu64 " publishes failed; first: %s\n",
+            res.n_failed, res.first_error[0] != '\0' ? res.first_error : "?");
+        return 1;
+    }
+    return 0;
+}
+
+static int backlog_status(struct qraft_client *c, struct qraft_status **out)
+{
+    int rc = qraft_status(c, out);
+    if (rc != 0) {
+        fprintf(stderr, "qraft-bench: status: %s\n", qraft_client_errmsg(c));
+        return 1;
+    }
+    return 0;
+}
+
+static double per_message(uint64_t before, uint64_t after, uint64_t n)
+{
+    return after > before && n > 0 ? (double)(after - before) / (double)n : 0;
+}
+
+static int run_backlog(const struct config *cfg,
+                       const struct qraft_publish *pub)
+{
+    struct qraft_client *poller = NULL;
+    struct qraft_options opts = {.call_timeout_ms = 30000};
+    struct qraft_status *before = NULL, *after = NULL;
+    int rc = qraft_client_new(cfg->endpoints, cfg->token, &opts, &poller);
+    if (rc != 0) {
+        fprintf(stderr, "qraft-bench: bad endpoints '%s': %s\n", cfg->endpoints,
+                qraft_strerror(rc));
+        return 2;
+    }
+    printf("qraft-bench backlog: fill=%" PRIu64 " measure=%" PRIu64
+           " in_flight=%" PRIu32 " size=%zu connections=%" PRIu32
+           " endpoints=%s\n",
+           cfg->n, cfg->measure, cfg->in_flight, cfg->size_bytes,
+           cfg->connections, cfg->endpoints);
+    double empty_rate = 0, backlog_rate = 0, chunk_rate = 0;
+    int ex = backlog_status(poller, &before);
+    if (ex == 0) {
+        ex = backlog_run(cfg, pub, cfg->measure, "before:", &empty_rate);
+    }
+    double t0 = now_ms();
+    for (uint64_t done = 0; ex == 0 && done < cfg->n;) {
+        uint64_t chunk = cfg->n - done < BACKLOG_FILL_CHUNK
+                             ? cfg->n - done
+                             : BACKLOG_FILL_CHUNK;
+        ex = backlog_run(cfg, pub, chunk, NULL, &chunk_rate);
+        done += chunk;
+        printf("fill:    %" PRIu64 " of %" PRIu64 " (%.1f msgs/s)\n", done,
+               cfg->n, chunk_rate);
+        fflush(stdout);
+    }
+    double fill_s = (now_ms() - t0) / 1000.0;
+    if (ex == 0) {
+        ex = backlog_run(cfg, pub, cfg->measure, "after:", &backlog_rate);
+    }
+    if (ex == 0) {
+        ex = backlog_status(poller, &after);
+    }
+    if (ex == 0) {
+        uint64_t published = cfg->n + 2 * cfg->measure;
+        uint64_t pending = after->state_counts[QRAFT_STATE_PENDING];
+        double ratio = empty_rate > 0 ? backlog_rate / empty_rate : 0;
+        double rss_per =
+            per_message(before->rss_bytes, after->rss_bytes, published);
+        double store_per = per_message(before->store_used_bytes,
+                                       after->store_used_bytes, published);
+        printf("ratio:   %.2f (after / before); fill took %.1f s\n", ratio,
+               fill_s);
+        printf("node %" PRIu64 ": pending %" PRIu64 ", loop stalls %" PRIu64
+               " during the run, the longest %" PRIu64 " ms since it started\n",
+               after->node_id, pending,
+               after->loop_stalls - before->loop_stalls,
+               after->loop_stall_max_ms);
+        printf(
+            "         rss %.1f MiB (%.0f B per message published), store "
+            "%.1f MiB used (%.0f B per message), file %.1f MiB\n",
+            (double)after->rss_bytes / MIB, rss_per,
+            (double)after->store_used_bytes / MIB, store_per,
+            (double)after->store_file_bytes / MIB);
+        printf("summary: fill=%" PRIu64 " measure=%" PRIu64 " c=%" PRIu32
+               " s=%zu before_msgs_per_s=%.1f after_msgs_per_s=%.1f "
+               "ratio=%.3f pending=%" PRIu64 " loop_stalls=%" PRIu64
+               " loop_stall_max_ms=%" PRIu64 " rss_bytes=%" PRIu64
+               " store_used_bytes=%" PRIu64 " store_file_bytes=%" PRIu64
+               " rss_per_msg=%.0f store_per_msg=%.0f\n",
+               cfg->n, cfg->measure, cfg->in_flight, cfg->size_bytes,
+               empty_rate, backlog_rate, ratio, pending,
+               after->loop_stalls - before->loop_stalls,
+               after->loop_stall_max_ms, after->rss_bytes,
+               after->store_used_bytes, after->store_file_bytes, rss_per,
+               store_per);
+    }
+    if (before != NULL) {
+        qraft_status_free(before);
+    }
+    if (after != NULL) {
+        qraft_status_free(after);
+    }
+    qraft_client_free(poller);
+    return ex;
+}
+
+/* ----------------------------------------------------------------------
  * main */
 
 static int parse_args(int argc, char **argv, struct config *cfg)
@@ -1371,15 +1539,22 @@ static int parse_args(int argc, char **argv, struct config *cfg)
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
-    const char *text = cfg->mode == MODE_DELIVER ? usage_deliver : usage;
+    const char *text = cfg->mode == MODE_DELIVER   ? usage_deliver
+                       : cfg->mode == MODE_BACKLOG ? usage_backlog
+                                                   : usage;
     bool deliver = cfg->mode == MODE_DELIVER;
     int opt;
     uint64_t v;
-    while ((opt = getopt_long(argc, argv, "n:c:s:h", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "n:m:c:s:h", opts, NULL)) != -1) {
         int bad = 0;
         switch (opt) {
             case 'n':
                 bad = parse_count(optarg, UINT64_MAX / 2, &cfg->n);
+                break;
+            case 'm':
+                bad = cfg->mode != MODE_BACKLOG
+                          ? -1
+                          : parse_count(optarg, UINT64_MAX / 4, &cfg->measure);
                 break;
             case 'c':
                 bad = parse_count(optarg, 100000, &v);
@@ -1453,18 +1628,14 @@ int main(int argc, char **argv)
     enum mode mode = MODE_PUBLISH;
     if (argc >= 2 && strcmp(argv[1], "deliver") == 0) {
         mode = MODE_DELIVER;
+    } else if (argc >= 2 && strcmp(argv[1], "backlog") == 0) {
+        mode = MODE_BACKLOG;
     } else if (argc < 2 || strcmp(argv[1], "publish") != 0) {
-        if (argc >= 2 &&
-            (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-            fputs(usage, stdout);
-            fputs("\n", stdout);
-            fputs(usage_deliver, stdout);
-            return 0;
-        }
-        fputs(usage, stderr);
-        fputs("\n", stderr);
-        fputs(usage_deliver, stderr);
-        return 2;
+        bool help = argc >= 2 && (strcmp(argv[1], "--help") == 0 ||
+                                  strcmp(argv[1], "-h") == 0);
+        FILE *out = help ? stdout : stderr;
+        fprintf(out, "%s\n%s\n%s", usage, usage_deliver, usage_backlog);
+        return help ? 0 : 2;
     }
     struct config cfg = {
         .mode = mode,
@@ -1477,7 +1648,11 @@ int main(int argc, char **argv)
         .url = DEFAULT_URL,
         .delay_ms = DEFAULT_DELAY_MS,
         .deadline_ms = DEFAULT_DEADLINE_MS,
+        .measure = 50000,
     };
+    if (mode == MODE_BACKLOG) {
+        cfg.n = 1000000;
+    }
     int ex = parse_args(argc - 1, argv + 1, &cfg);
     if (ex != -1) {
         return ex;
@@ -1503,8 +1678,9 @@ int main(int argc, char **argv)
         .body_len = cfg.size_bytes,
         .delay_ms = cfg.delay_ms,
     };
-    ex = mode == MODE_DELIVER ? run_deliver(&cfg, &pub)
-                              : run_publish(&cfg, &pub);
+    ex = mode == MODE_DELIVER   ? run_deliver(&cfg, &pub)
+         : mode == MODE_BACKLOG ? run_backlog(&cfg, &pub)
+                                : run_publish(&cfg, &pub);
     free(body);
     return ex;
 }
