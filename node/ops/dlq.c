@@ -73,7 +73,9 @@ static void dlq_bulk_by_filter(struct qr_op *op,
                                bool paged)
 {
     uint64_t after_ms = 0;
-    uint64_t bound_ms = qr_cluster_now_ms(op->ops->cluster);
+    /* The first page's bound holds for every page: what the operation's
+     * own effects dead-letter again lies beyond it. */
+    uint64_t bound_ms = qr_cluster_bound_ms(op->ops->cluster);
     const char *after_id = NULL;
     if (cursor[0] != '\0' &&
         parse_dlq_position(cursor, &after_ms, &bound_ms, &after_id) != 0) {

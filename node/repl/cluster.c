@@ -308,6 +308,9 @@ static uint64_t stamp_time(struct qr_cluster *c)
     if (now < c->last_proposed_ms) {
         now = c->last_proposed_ms;
     }
+    if (now < c->stamp_floor_ms) {
+        now = c->stamp_floor_ms;
+    }
     return now;
 }
 
@@ -1099,6 +1102,13 @@ void qr_cluster_leader(struct qr_cluster *c,
 uint64_t qr_cluster_now_ms(struct qr_cluster *c)
 {
     return stamp_time(c);
+}
+
+uint64_t qr_cluster_bound_ms(struct qr_cluster *c)
+{
+    uint64_t now = stamp_time(c);
+    c->stamp_floor_ms = now + 1;
+    return now;
 }
 
 void qr_cluster_new_message_id(struct qr_cluster *c, char out[QR_ID_BYTES])

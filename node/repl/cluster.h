@@ -96,6 +96,8 @@ struct qr_cluster {
     bool barrier_pending;
     struct raft_barrier barrier;
     uint64_t last_proposed_ms;
+    /* Every later stamp is at least this (qr_cluster_bound_ms). */
+    uint64_t stamp_floor_ms;
     qr_cluster_leader_cb on_leader;
     void *on_leader_data;
     qr_cluster_removed_cb on_removed;
@@ -288,6 +290,12 @@ void qr_cluster_leader(struct qr_cluster *c,
 /* Leader time for a new proposal's checks: what the next entry will be
  * stamped with at the earliest. */
 uint64_t qr_cluster_now_ms(struct qr_cluster *c);
+
+/* A bound for a selection by stamp (a paged bulk operation): the time now,
+ * and every entry proposed after this call is stamped later than it, so
+ * what the operation's own effects add (a replayed message dead-lettered
+ * again at once) is never within the bound. */
+uint64_t qr_cluster_bound_ms(struct qr_cluster *c);
 
 /* A new unique, time-ordered message id. */
 void qr_cluster_new_message_id(struct qr_cluster *c, char out[QR_ID_BYTES]);
