@@ -50,6 +50,21 @@ static int publish_run_step(struct qr_apply_ctx *ctx,
     return qr_apply_publish(ctx, &p, &res);
 }
 
+/* A stored step (an invoker's or a waiter's): the face's JSON object;
+ * anything else (only a buggy leader could store it) becomes an empty
+ * object, alike on every replica. New (json_decref), NULL without memory. */
+static json_t *step_object(ProtobufCBinaryData step)
+{
+    json_error_t jerr;
+    json_t *o = json_loadb((const char *)step.data, step.len,
+                           JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        o = json_object();
+    }
+    return o;
+}
+
 /* ------------------------------------------------------------------------ */
 /* An invoked run's end. */
 
@@ -79,13 +94,7 @@ int qr_apply_workflow_notify_invoker(struct qr_apply_ctx *ctx,
     if (inv == NULL || !qr_command_is_run_id(inv->run_id)) {
         return 0;
     }
-    json_error_t jerr;
-    json_t *step = json_loadb((const char *)inv->step.data, inv->step.len,
-                              JSON_REJECT_DUPLICATES, &jerr);
-    if (!json_is_object(step)) {
-        json_decref(step);
-        step = json_object();
-    }
+    json_t *step = step_object(inv->step);
     json_t *out = json_object();
     char *out_text = NULL;
     char *body = NULL;
@@ -178,21 +187,13 @@ int qr_apply_wait_create(struct qr_apply_ctx *ctx,
     return rv;
 }
 
-/* The Wait step's JSON: the SDK's step with the event's data (base64, as
- * the SDK decodes it) or waitTimeout. The stored step is the face's JSON
- * object; anything else (only a buggy leader could store it) becomes an
- * empty object, alike on every replica. New in *out (free()). */
+/* The Wait step's JSON: the SDK's step (step_object) with the event's data
+ * (base64, as the SDK decodes it) or waitTimeout. New in *out (free()). */
 static int wait_step_json(const Qraft__Waiter *w,
                           const ProtobufCBinaryData *data,
                           char **out)
 {
-    json_error_t jerr;
-    json_t *o = json_loadb((const char *)w->step.data, w->step.len,
-                           JSON_REJECT_DUPLICATES, &jerr);
-    if (!json_is_object(o)) {
-        json_decref(o);
-        o = json_object();
-    }
+    json_t *o = step_object(w->step);
     if (o == NULL) {
         return -ENOMEM;
     }
