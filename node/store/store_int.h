@@ -358,9 +358,11 @@ struct record_walk {
         qr_store_schedule_cb schedule;
         qr_store_group_cb group;
         qr_store_flow_cb flow;
+        qr_store_run_cb run;
     } cb;
     void *arg;
     const char *what;
+    size_t max_after_bytes;    /* a longer cursor is refused; 0: a key's max */
     Qraft__MessageState state; /* keep_in_state */
     const char *message_id;    /* keep_about */
 };
