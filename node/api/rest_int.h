@@ -242,6 +242,15 @@ int qr_rest_take_count(h2o_mem_pool_t *pool,
 json_t *qr_rest_header_map(Qraft__Header **headers,
                            size_t n,
                            h2o_mem_pool_t *pool);
+/* The way back: {"Name": "v" | ["v", ...]} (map; NULL: none) into
+ * *headers, *n of them, names as given (pool memory). -EINVAL when a value
+ * is not a string or a list of strings, its name in *bad_name (borrowed
+ * from map). */
+int qr_rest_header_list(h2o_mem_pool_t *pool,
+                        json_t *map,
+                        Qraft__Header ***headers,
+                        size_t *n,
+                        const char **bad_name);
 /* o[key] = the bytes in base64; o[key] = the bytes as text when they are
  * UTF-8, else o[key_b64] = base64; o[key] = value unless it is empty; a
  * cursor page {key: items (taken), "cursor"?}. */

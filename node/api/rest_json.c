@@ -1,4 +1,5 @@
-/* The JSON shapes several REST resources show: headers as {"Name": [v]},
+/* The JSON shapes several REST resources show (and headers, read too):
+ * headers as {"Name": [v]},
  * bodies as text or base64, optional strings (omitted when empty) and
  * cursor-paged lists. */
 #include "api/rest_int.h"
@@ -68,6 +69,42 @@ json_t *qr_rest_header_map(Qraft__Header **headers,
         json_array_append_new(values, qr_json_text(headers[i]->value));
     }
     return map;
+}
+
+int qr_rest_header_list(h2o_mem_pool_t *pool,
+                        json_t *map,
+                        Qraft__Header ***headers,
+                        size_t *n,
+                        const char **bad_name)
+{
+    size_t cap = 0;
+    const char *key;
+    json_t *value;
+
+    json_object_foreach(map, key, value)
+    {
+        cap += json_is_array(value) ? json_array_size(value) : 1;
+    }
+    *headers = h2o_mem_alloc_pool(pool, (cap + 1) * sizeof **headers);
+    *n = 0;
+    json_object_foreach(map, key, value)
+    {
+        size_t k = json_is_array(value) ? json_array_size(value) : 1;
+        for (size_t i = 0; i < k; i++) {
+            json_t *v = json_is_array(value) ? json_array_get(value, i) : value;
+            if (!json_is_string(v)) {
+                *bad_name = key;
+                return -EINVAL;
+            }
+            Qraft__Header *h = h2o_mem_alloc_pool(pool, sizeof *h);
+            qraft__header__init(h);
+            h->name = qr_rest_pool_str(pool, key, strlen(key));
+            h->value = qr_rest_pool_str(pool, json_string_value(v),
+                                        json_string_length(v));
+            (*headers)[(*n)++] = h;
+        }
+    }
+    return 0;
 }
 
 /* Sets key to the bytes in base64. */

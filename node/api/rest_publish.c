@@ -683,6 +683,7 @@ int qr_rest_batch_element(h2o_mem_pool_t *pool,
     json_t *queue = NULL;
     const char *key;
     json_t *value;
+    Qraft__Header **hs;
     size_t n_headers = 0;
 
     if (!json_is_object(el)) {
@@ -710,10 +711,8 @@ int qr_rest_batch_element(h2o_mem_pool_t *pool,
         snprintf(err, ERR_BYTES, "batch element: destination missing");
         return -EINVAL;
     }
-    json_object_foreach(headers, key, value)
-    {
-        n_headers += json_is_array(value) ? json_array_size(value) : 1;
-    }
+    const char *bad = NULL;
+    int bad_header = qr_rest_header_list(pool, headers, &hs, &n_headers, &bad);
     if (qr_rest_pub_begin(
             p, pool,
             h2o_iovec_init(json_string_value(dest), json_string_length(dest)),
@@ -731,22 +730,16 @@ int qr_rest_batch_element(h2o_mem_pool_t *pool,
         p->pr.queue = qr_rest_pool_str(pool, json_string_value(queue),
                                        json_string_length(queue));
     }
-    json_object_foreach(headers, key, value)
-    {
-        size_t n = json_is_array(value) ? json_array_size(value) : 1;
-        for (size_t i = 0; i < n; i++) {
-            json_t *v = json_is_array(value) ? json_array_get(value, i) : value;
-            if (!json_is_string(v)) {
-                snprintf(err, ERR_BYTES,
-                         "batch element: header '%.64s' is not a string", key);
-                return -EINVAL;
-            }
-            if (qr_rest_apply_header(
-                    p, pool, h2o_iovec_init(key, strlen(key)),
-                    h2o_iovec_init(json_string_value(v), json_string_length(v)),
-                    err) != 0) {
-                return -EINVAL;
-            }
+    if (bad_header != 0) {
+        snprintf(err, ERR_BYTES,
+                 "batch element: header '%.64s' is not a string", bad);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < n_headers; i++) {
+        if (qr_rest_apply_header(
+                p, pool, h2o_iovec_init(hs[i]->name, strlen(hs[i]->name)),
+                h2o_iovec_init(hs[i]->value, strlen(hs[i]->value)), err) != 0) {
+            return -EINVAL;
         }
     }
     if (body != NULL) {

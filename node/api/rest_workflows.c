@@ -308,34 +308,14 @@ static int parse_wait(h2o_req_t *req,
     w->step.len = strlen(text);
     w->step.data = (uint8_t *)qr_rest_pool_str(&req->pool, text, w->step.len);
     free(text);
-    size_t n = 0;
-    const char *key;
-    json_t *value;
-    json_object_foreach(headers, key, value)
-    {
-        n += json_is_array(value) ? json_array_size(value) : 1;
-    }
-    w->timeout_headers =
-        h2o_mem_alloc_pool(&req->pool, (n + 1) * sizeof *w->timeout_headers);
-    json_object_foreach(headers, key, value)
-    {
-        size_t k = json_is_array(value) ? json_array_size(value) : 1;
-        for (size_t i = 0; i < k; i++) {
-            json_t *v = json_is_array(value) ? json_array_get(value, i) : value;
-            if (!json_is_string(v)) {
-                snprintf(err, ERR_BYTES,
-                         "timeoutHeaders '%.64s' is not a string or a list of "
-                         "strings",
-                         key);
-                return -EINVAL;
-            }
-            Qraft__Header *h = h2o_mem_alloc_pool(&req->pool, sizeof *h);
-            qraft__header__init(h);
-            h->name = qr_rest_pool_str(&req->pool, key, strlen(key));
-            h->value = qr_rest_pool_str(&req->pool, json_string_value(v),
-                                        json_string_length(v));
-            w->timeout_headers[w->n_timeout_headers++] = h;
-        }
+    const char *bad = NULL;
+    if (qr_rest_header_list(&req->pool, headers, &w->timeout_headers,
+                            &w->n_timeout_headers, &bad) != 0) {
+        snprintf(err, ERR_BYTES,
+                 "timeoutHeaders '%.64s' is not a string or a list of "
+                 "strings",
+                 bad);
+        return -EINVAL;
     }
     return 0;
 }

@@ -2,7 +2,8 @@
  * triggers a run or adds a step to it (called from qr_apply_publish), and
  * WorkflowEnd. A run's history entry and the message that delivers it are
  * written in the same transaction: an entry is stored if and only if its
- * delivery exists. */
+ * delivery exists. Waits, notifies and an invoked run's report to its
+ * invoker are apply_wait.c's. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -11,7 +12,6 @@
 
 #include <jansson.h>
 
-#include "lib/base64.h"
 #include "lib/err.h"
 #include "repl/callback.h"
 #include "repl/check.h"
@@ -23,7 +23,7 @@ bool qr_apply_workflow_on(const struct qr_apply_ctx *ctx)
     return ctx->fsm->feature_level >= QR_FEATURE_LEVEL_WORKFLOW;
 }
 
-static const char *run_state_word(Qraft__WorkflowRunState s)
+const char *qr_apply_run_state_word(Qraft__WorkflowRunState s)
 {
     switch (s) {
         case QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING:
@@ -92,7 +92,7 @@ int qr_apply_workflow_begin(struct qr_apply_ctx *ctx,
     if (old->state != QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING) {
         /* The SDK takes a 400 here for "the run is over" and stops. */
         qr_apply_set_result(res, QR_EBADREQ, "workflow run %s is %s", old->id,
-                            run_state_word(old->state));
+                            qr_apply_run_state_word(old->state));
         qraft__workflow_run__free_unpacked(old, NULL);
         return 0;
     }
@@ -345,8 +345,9 @@ int qr_apply_workflow_append(struct qr_apply_ctx *ctx,
     if (req->workflow->init && req->workflow->invoke &&
         qr_command_parse_invoke(m->body.data, m->body.len, &inv) == 0) {
         /* context.invoke: the run starts from the payload inside, and its
-         * end goes back to the invoking run (notify_invoker). The face
-         * refuses a body that does not parse; here it is a plain run. */
+         * end goes back to the invoking run
+         * (qr_apply_workflow_notify_invoker). The face refuses a body that
+         * does not parse; here it is a plain run. */
         st.body.data = (uint8_t *)inv.body;
         st.body.len = inv.body_len;
         invoker.run_id = inv.run_id;
@@ -413,104 +414,12 @@ static int collect_id(void *arg, uint32_t seq, const Qraft__WorkflowStep *st)
     return 0;
 }
 
-/* The first free message id of the ones apply derives from seed: the
- * same on every replica (as callbacks' are). */
-static int derived_message_id(struct qr_apply_ctx *ctx,
-                              const char *seed,
-                              char id[QR_ID_BYTES])
-{
-    uint32_t seq =
-        qr_callback_seq(seed, QRAFT__CALLBACK_KIND__CALLBACK, UINT32_MAX);
-    for (;;) {
-        Qraft__Message *taken = NULL;
-        qr_command_message_id(id, ctx->now_ms, QR_CALLBACK_NODE_ID, seq++);
-        int rv = qr_store_msg_get(ctx->txn, id, &taken);
-        if (rv != 0) {
-            return rv == QR_ENOTFOUND ? 0 : rv;
-        }
-        qraft__message__free_unpacked(taken, NULL);
-    }
-}
-
-/* run (invoked by another run's context.invoke) has ended: the invoking
- * run gets its Invoke step, whose out is {"body": the result, "isFailed",
- * "isCanceled"} as JSON text, delivered to the invoking endpoint. An
- * invoking run that is over takes nothing. */
-static int notify_invoker(struct qr_apply_ctx *ctx,
-                          const Qraft__WorkflowRun *run)
-{
-    const Qraft__WorkflowInvoker *inv = run->invoker;
-    if (inv == NULL || !qr_command_is_run_id(inv->run_id)) {
-        return 0;
-    }
-    json_error_t jerr;
-    json_t *step = json_loadb((const char *)inv->step.data, inv->step.len,
-                              JSON_REJECT_DUPLICATES, &jerr);
-    if (!json_is_object(step)) {
-        json_decref(step);
-        step = json_object();
-    }
-    json_t *out = json_object();
-    char *out_text = NULL;
-    char *body = NULL;
-    int rv = -ENOMEM;
-    if (step != NULL && out != NULL) {
-        json_object_set_new(
-            out, "body",
-            json_stringn((const char *)run->result.data, run->result.len));
-        json_object_set_new(
-            out, "isFailed",
-            json_boolean(run->state == QRAFT__WORKFLOW_RUN_STATE__RUN_FAILED));
-        json_object_set_new(
-            out, "isCanceled",
-            json_boolean(run->state ==
-                         QRAFT__WORKFLOW_RUN_STATE__RUN_CANCELED));
-        out_text = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    }
-    if (out_text != NULL &&
-        json_object_set_new(step, "out", json_string(out_text)) == 0) {
-        body = json_dumps(step, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    }
-    char id[QR_ID_BYTES];
-    if (body != NULL) {
-        rv = derived_message_id(ctx, run->id, id);
-    }
-    if (rv == 0) {
-        Qraft__Header ct = QRAFT__HEADER__INIT;
-        ct.name = "Content-Type";
-        ct.value = "application/json";
-        Qraft__Header *headers[1] = {&ct};
-        Qraft__WorkflowPublish wf = QRAFT__WORKFLOW_PUBLISH__INIT;
-        wf.run_id = inv->run_id;
-        wf.call_type = "step";
-        Qraft__PublishRequest req = QRAFT__PUBLISH_REQUEST__INIT;
-        req.url = inv->url;
-        req.n_headers = 1;
-        req.headers = headers;
-        req.body.data = (uint8_t *)body;
-        req.body.len = strlen(body);
-        req.workflow = &wf;
-        Qraft__Publish p = QRAFT__PUBLISH__INIT;
-        p.message_id = id;
-        p.request = &req;
-        p.default_retries = 3;
-        p.default_timeout_ms = 30000;
-        struct qr_apply_result res = {0};
-        rv = qr_apply_publish(ctx, &p, &res);
-    }
-    free(body);
-    free(out_text);
-    json_decref(out);
-    json_decref(step);
-    return rv;
-}
-
 /* Stores run, which has just ended: the events it waited for wait no
  * more (its waiters go), and a run that another one invoked reports its
  * outcome to it. */
 static int put_ended_run(struct qr_apply_ctx *ctx, Qraft__WorkflowRun *run)
 {
-    int rv = notify_invoker(ctx, run);
+    int rv = qr_apply_workflow_notify_invoker(ctx, run);
     for (size_t i = 0; rv == 0 && i < run->n_waiting_events; i++) {
         rv = qr_store_waiter_delete(ctx->txn, run->waiting_events[i], run->id);
     }
@@ -710,227 +619,6 @@ int qr_apply_workflow_callback(struct qr_apply_ctx *ctx,
         }
     }
     qraft__workflow_run__free_unpacked(run, NULL);
-    return rv;
-}
-
-/* ------------------------------------------------------------------------ */
-/* context.waitForEvent: waiters, notify, timeouts. */
-
-int qr_apply_wait_create(struct qr_apply_ctx *ctx,
-                         const Qraft__WaitCreate *c,
-                         struct qr_apply_result *res)
-{
-    const Qraft__Waiter *in = c->waiter;
-    if (in == NULL || !qr_command_is_run_id(in->run_id) ||
-        !qr_command_is_event_id(in->event_id)) {
-        qr_apply_set_result(res, QR_EBADREQ, "invalid wait");
-        return 0;
-    }
-    Qraft__WorkflowRun *run = NULL;
-    int rv = qr_store_run_get(ctx->txn, in->run_id, &run);
-    if (rv == QR_ENOTFOUND) {
-        qr_apply_set_result(res, QR_EBADREQ, "workflow run %s does not exist",
-                            in->run_id);
-        return 0;
-    }
-    if (rv != 0) {
-        return rv;
-    }
-    if (run->state != QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING) {
-        qr_apply_set_result(res, QR_EBADREQ, "workflow run %s is %s", run->id,
-                            run_state_word(run->state));
-        qraft__workflow_run__free_unpacked(run, NULL);
-        return 0;
-    }
-    Qraft__Waiter w = *in;
-    w.created_ms = ctx->now_ms;
-    w.deadline_ms = ctx->now_ms + c->timeout_ms;
-    if (w.deadline_ms < ctx->now_ms) {
-        w.deadline_ms = UINT64_MAX; /* wrapped: never */
-    }
-    rv = qr_store_waiter_put(ctx->txn, &w);
-    bool listed = false;
-    for (size_t i = 0; i < run->n_waiting_events; i++) {
-        listed = listed || strcmp(run->waiting_events[i], w.event_id) == 0;
-    }
-    if (rv == 0 && !listed) {
-        /* A borrowed extra element, dropped again before the free. */
-        char **grown = realloc(run->waiting_events,
-                               (run->n_waiting_events + 1) * sizeof *grown);
-        if (grown == NULL) {
-            rv = -ENOMEM;
-        } else {
-            run->waiting_events = grown;
-            run->waiting_events[run->n_waiting_events++] = w.event_id;
-            rv = qr_store_run_put(ctx->txn, run);
-            run->n_waiting_events--;
-        }
-    }
-    qraft__workflow_run__free_unpacked(run, NULL);
-    return rv;
-}
-
-/* The Wait step's JSON: the SDK's step with the event's data (base64, as
- * the SDK decodes it) or waitTimeout. The stored step is the face's JSON
- * object; anything else (only a buggy leader could store it) becomes an
- * empty object, alike on every replica. New in *out (free()). */
-static int wait_step_json(const Qraft__Waiter *w,
-                          const ProtobufCBinaryData *data,
-                          char **out)
-{
-    json_error_t jerr;
-    json_t *o = json_loadb((const char *)w->step.data, w->step.len,
-                           JSON_REJECT_DUPLICATES, &jerr);
-    if (!json_is_object(o)) {
-        json_decref(o);
-        o = json_object();
-    }
-    if (o == NULL) {
-        return -ENOMEM;
-    }
-    int bad = json_object_set_new(o, "waitEventId", json_string(w->event_id));
-    if (data != NULL) {
-        char *b64 = NULL;
-        bad |= qr_base64(data->data, data->len, &b64) != 0;
-        bad |= b64 == NULL || json_object_set_new(o, "out", json_string(b64));
-        free(b64);
-        bad |= json_object_set_new(o, "waitTimeout", json_false());
-    } else {
-        json_object_del(o, "out");
-        bad |= json_object_set_new(o, "waitTimeout", json_true());
-    }
-    *out = bad ? NULL : json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    return *out != NULL ? 0 : -ENOMEM;
-}
-
-/* The waiter is done (notified: data set; timed out: data NULL): it goes,
- * and its run gets the Wait step, delivered by message_id. */
-static int fire_waiter(struct qr_apply_ctx *ctx,
-                       const Qraft__Waiter *w,
-                       const ProtobufCBinaryData *data,
-                       const char *message_id,
-                       uint32_t default_retries,
-                       uint64_t default_timeout_ms)
-{
-    int rv = qr_store_waiter_delete(ctx->txn, w->event_id, w->run_id);
-    Qraft__WorkflowRun *run = NULL;
-    if (rv == 0) {
-        rv = qr_store_run_get(ctx->txn, w->run_id, &run);
-    }
-    if (rv == QR_ENOTFOUND) {
-        return 0;
-    }
-    if (rv != 0) {
-        return rv;
-    }
-    /* The run waits for the event no more. */
-    size_t n = run->n_waiting_events;
-    size_t keep = 0;
-    char *dropped = NULL;
-    for (size_t i = 0; i < n; i++) {
-        if (dropped == NULL &&
-            strcmp(run->waiting_events[i], w->event_id) == 0) {
-            dropped = run->waiting_events[i];
-        } else {
-            run->waiting_events[keep++] = run->waiting_events[i];
-        }
-    }
-    if (dropped != NULL) {
-        run->n_waiting_events = keep;
-        rv = qr_store_run_put(ctx->txn, run);
-        run->waiting_events[run->n_waiting_events++] = dropped; /* freed */
-    }
-    bool running = run->state == QRAFT__WORKFLOW_RUN_STATE__RUN_RUNNING;
-    qraft__workflow_run__free_unpacked(run, NULL);
-    if (rv != 0 || !running) {
-        return rv;
-    }
-    char *step = NULL;
-    rv = wait_step_json(w, data, &step);
-    if (rv != 0) {
-        return rv;
-    }
-    Qraft__Header ct = QRAFT__HEADER__INIT;
-    ct.name = "Content-Type";
-    ct.value = "application/json";
-    Qraft__Header *headers[1] = {&ct};
-    Qraft__WorkflowPublish wf = QRAFT__WORKFLOW_PUBLISH__INIT;
-    wf.run_id = w->run_id;
-    wf.call_type = "step";
-    Qraft__PublishRequest req = QRAFT__PUBLISH_REQUEST__INIT;
-    req.url = data != NULL ? w->url : w->timeout_url;
-    req.n_headers = 1;
-    req.headers = headers;
-    req.body.data = (uint8_t *)step;
-    req.body.len = strlen(step);
-    req.workflow = &wf;
-    Qraft__Publish p = QRAFT__PUBLISH__INIT;
-    p.message_id = (char *)message_id;
-    p.request = &req;
-    p.default_retries = default_retries;
-    p.default_timeout_ms = default_timeout_ms;
-    struct qr_apply_result res = {0};
-    rv = qr_apply_publish(ctx, &p, &res);
-    free(step);
-    return rv;
-}
-
-int qr_apply_notify(struct qr_apply_ctx *ctx,
-                    const Qraft__Notify *n,
-                    struct qr_apply_result *res)
-{
-    if (!qr_command_is_event_id(n->event_id)) {
-        qr_apply_set_result(res, QR_EBADREQ, "invalid event id");
-        return 0;
-    }
-    for (size_t i = 0; i < n->n_targets; i++) {
-        const Qraft__NotifyTarget *t = n->targets[i];
-        if (!qr_command_is_run_id(t->run_id) ||
-            !qr_check_message_id(t->message_id)) {
-            continue; /* names no waiter */
-        }
-        Qraft__Waiter *w = NULL;
-        int rv = qr_store_waiter_get(ctx->txn, n->event_id, t->run_id, &w);
-        if (rv == QR_ENOTFOUND) {
-            continue; /* timed out or notified since the leader looked */
-        }
-        if (rv == 0) {
-            rv = fire_waiter(ctx, w, &n->data, t->message_id,
-                             n->default_retries, n->default_timeout_ms);
-            qraft__waiter__free_unpacked(w, NULL);
-        }
-        if (rv != 0) {
-            return rv;
-        }
-    }
-    return 0;
-}
-
-int qr_apply_wait_timeout(struct qr_apply_ctx *ctx,
-                          const Qraft__WaitTimeout *t,
-                          struct qr_apply_result *res)
-{
-    if (!qr_command_is_event_id(t->event_id) ||
-        !qr_command_is_run_id(t->run_id) ||
-        !qr_check_message_id(t->message_id)) {
-        qr_apply_set_result(res, QR_EBADREQ, "invalid wait timeout");
-        return 0;
-    }
-    Qraft__Waiter *w = NULL;
-    int rv = qr_store_waiter_get(ctx->txn, t->event_id, t->run_id, &w);
-    if (rv == QR_ENOTFOUND) {
-        return 0; /* notified, or fired by an earlier leader */
-    }
-    if (rv != 0) {
-        return rv;
-    }
-    /* The fence: the very wait whose deadline the leader saw pass. */
-    if (w->deadline_ms == t->deadline_ms && w->deadline_ms <= ctx->now_ms) {
-        rv = fire_waiter(ctx, w, NULL, t->message_id, t->default_retries,
-                         t->default_timeout_ms);
-    }
-    qraft__waiter__free_unpacked(w, NULL);
     return rv;
 }
 

@@ -180,19 +180,6 @@ int qr_apply_workflow_failed(struct qr_apply_ctx *ctx,
                              struct qr_apply_failed_run *out);
 void qr_apply_workflow_failed_free(struct qr_apply_failed_run *f);
 
-/* context.waitForEvent: a waiter created (the run running), notified
- * (those of the command's targets still waiting) or timed out (fenced by
- * its deadline); a fired waiter's run gets a Wait step. */
-int qr_apply_wait_create(struct qr_apply_ctx *ctx,
-                         const Qraft__WaitCreate *c,
-                         struct qr_apply_result *res);
-int qr_apply_notify(struct qr_apply_ctx *ctx,
-                    const Qraft__Notify *n,
-                    struct qr_apply_result *res);
-int qr_apply_wait_timeout(struct qr_apply_ctx *ctx,
-                          const Qraft__WaitTimeout *t,
-                          struct qr_apply_result *res);
-
 /* m, a dead letter, is replayed: when it is a step of a workflow run that
  * failed, the run is running again (it failed with m). Returns 0 or a
  * store error. */
@@ -210,6 +197,31 @@ int qr_apply_workflow_resume(struct qr_apply_ctx *ctx,
 int qr_apply_workflow_callback(struct qr_apply_ctx *ctx,
                                const Qraft__Message *call,
                                Qraft__Message *cb);
+
+/* The word for a run's state in a refusal ("finished", "cancelled"). */
+const char *qr_apply_run_state_word(Qraft__WorkflowRunState s);
+
+/* apply_wait.c: context.waitForEvent and context.invoke's report. */
+
+/* context.waitForEvent: a waiter created (the run running), notified
+ * (those of the command's targets still waiting) or timed out (fenced by
+ * its deadline); a fired waiter's run gets a Wait step. */
+int qr_apply_wait_create(struct qr_apply_ctx *ctx,
+                         const Qraft__WaitCreate *c,
+                         struct qr_apply_result *res);
+int qr_apply_notify(struct qr_apply_ctx *ctx,
+                    const Qraft__Notify *n,
+                    struct qr_apply_result *res);
+int qr_apply_wait_timeout(struct qr_apply_ctx *ctx,
+                          const Qraft__WaitTimeout *t,
+                          struct qr_apply_result *res);
+
+/* run (invoked by another run's context.invoke) has ended: the invoking
+ * run gets its Invoke step, whose out is {"body": the result, "isFailed",
+ * "isCanceled"} as JSON text, delivered to the invoking endpoint. An
+ * invoking run that is over takes nothing. Returns 0 or a store error. */
+int qr_apply_workflow_notify_invoker(struct qr_apply_ctx *ctx,
+                                     const Qraft__WorkflowRun *run);
 
 /* apply_queue.c: queues (their invariants are written there). */
 

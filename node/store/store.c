@@ -314,6 +314,18 @@ int store_check_key(struct qr_store_txn *t,
     return store_check_name(t->s, name, prefix_bytes, what);
 }
 
+int store_check_txn_id(struct qr_store_txn *t,
+                       bool need_write,
+                       const char *id,
+                       const char *what)
+{
+    int rv = store_check_txn(t, need_write, what);
+    if (rv != 0) {
+        return rv;
+    }
+    return store_check_id(t->s, id, what);
+}
+
 /* Low-level accessors. `val` of store_get_raw points into the map: decode or
  * copy it before the next write. */
 int store_get_raw(struct qr_store_txn *t,

@@ -11,7 +11,9 @@
  *                    framing and raw accessors, meta, space, map growth
  *   store_record.c   protobuf records and ordered walks over a database
  *   store_msg.c      messages and their indexes (due, dlq, done, qfifo),
- *                    per-state counters, dedup, events
+ *                    per-state counters, the index walks
+ *   store_log.c      dedup records (dedup, dedupx) and events, pruned
+ *                    oldest first
  *   store_config.c   queues, schedules, URL groups
  *   store_workflow.c workflow runs, their histories and waiters (runs,
  *                    wsteps, waiters, wdue, rdone)
@@ -175,6 +177,12 @@ int store_bad_request(struct qr_store *s, const char *what, const char *why);
 /* QR_ESTORE on a failed store; need_write refuses a read transaction. */
 int store_check_txn(struct qr_store_txn *t, bool need_write, const char *what);
 int store_check_id(struct qr_store *s, const char *id, const char *what);
+/* store_check_txn, then store_check_id: the checks of a call on one
+ * message. */
+int store_check_txn_id(struct qr_store_txn *t,
+                       bool need_write,
+                       const char *id,
+                       const char *what);
 int store_check_name(struct qr_store *s,
                      const char *name,
                      size_t prefix_bytes,
@@ -350,9 +358,11 @@ struct record_walk {
         qr_store_schedule_cb schedule;
         qr_store_group_cb group;
         qr_store_flow_cb flow;
+        qr_store_run_cb run;
     } cb;
     void *arg;
     const char *what;
+    size_t max_after_bytes;    /* a longer cursor is refused; 0: a key's max */
     Qraft__MessageState state; /* keep_in_state */
     const char *message_id;    /* keep_about */
 };

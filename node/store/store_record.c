@@ -233,7 +233,8 @@ int store_record_list(struct qr_store_txn *t,
     if (rv != 0) {
         return rv;
     }
-    if (after_len > t->s->max_key_bytes) {
+    if (after_len >
+        (w->max_after_bytes != 0 ? w->max_after_bytes : t->s->max_key_bytes)) {
         return store_bad_request(t->s, w->what, "cursor too long");
     }
     if (limit == 0) {

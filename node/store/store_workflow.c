@@ -255,27 +255,9 @@ int qr_store_run_delete(struct qr_store_txn *t, const char *id)
     return rv == QR_ENOTFOUND ? 0 : rv;
 }
 
-struct run_walk {
-    qr_store_run_cb cb;
-    void *arg;
-};
-
-static int visit_run(struct qr_store_txn *t,
-                     const MDB_val *k,
-                     const MDB_val *v,
-                     void *arg,
-                     enum walk_step *step)
+static int call_run_cb(const struct record_walk *w, const ProtobufCMessage *msg)
 {
-    struct run_walk *w = arg;
-    ProtobufCMessage *msg = NULL;
-    (void)step;
-    int rv =
-        store_decode_record(t, &run_records, k, v, &msg, "list workflow runs");
-    if (rv == 0) {
-        rv = w->cb(w->arg, (const Qraft__WorkflowRun *)msg);
-        protobuf_c_message_free_unpacked(msg, NULL);
-    }
-    return rv;
+    return w->cb.run(w->arg, (const Qraft__WorkflowRun *)msg);
 }
 
 int qr_store_run_list(struct qr_store_txn *t,
@@ -284,21 +266,13 @@ int qr_store_run_list(struct qr_store_txn *t,
                       qr_store_run_cb cb,
                       void *arg)
 {
-    const char *what = "list workflow runs";
-    size_t after_len = after_id != NULL ? strlen(after_id) : 0;
-    int rv = store_check_txn(t, false, what);
-    if (rv != 0) {
-        return rv;
-    }
-    if (after_len > QR_STORE_MAX_RUN_ID_BYTES) {
-        return store_bad_request(t->s, what, "cursor too long");
-    }
-    if (limit == 0) {
-        return 0;
-    }
-    struct run_walk w = {cb, arg};
-    return store_walk_db(t, DB_RUNS, after_id, after_len, true, limit,
-                         visit_run, &w, what);
+    struct record_walk w = {.r = &run_records,
+                            .call = call_run_cb,
+                            .cb.run = cb,
+                            .arg = arg,
+                            .what = "list workflow runs",
+                            .max_after_bytes = QR_STORE_MAX_RUN_ID_BYTES};
+    return store_record_list(t, &w, after_id, limit);
 }
 
 /* ------------------------------------------------------------------------ */
