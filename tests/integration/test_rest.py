@@ -131,6 +131,8 @@ class RestTest(unittest.TestCase):
             ({"destination": self.sink.url("/b"),
               "headers": {"upstash-retries": "100000"}}, "batch element 2"),
             ({"destination": "http://"}, "batch element 2"),
+            ({"destination": self.sink.url("/b"),
+              "headers": {"X-A": ["ok", 5]}}, "header 'X-A' is not a string"),
         ):
             with self.subTest(bad=bad):
                 status, _, answer = self.call(
