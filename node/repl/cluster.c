@@ -867,6 +867,13 @@ int qr_cluster_init(struct qr_cluster *c,
      * corrupt segment silently stops replicating. */
     raft_uv_set_auto_recovery(&c->io, false);
     raft_uv_set_connect_retry_delay(&c->io, cfg->connect_retry_ms);
+    rv = qr_snapsend_init(&c->snapsend, loop, &c->io);
+    if (rv != 0) {
+        snprintf(c->errmsg, sizeof c->errmsg, "cluster: snapshot sends: %s",
+                 uv_strerror(rv));
+        raft_uv_close(&c->io);
+        goto err_after_transport;
+    }
 
     rv = raft_init(&c->raft, &c->io, &c->fsm.raft_fsm, cfg->id, cfg->raft_addr);
     if (rv != 0) {
@@ -896,6 +903,7 @@ int qr_cluster_init(struct qr_cluster *c,
     return 0;
 
 err_after_io:
+    qr_snapsend_close(&c->snapsend, NULL);
     raft_uv_close(&c->io);
 err_after_transport:
     raft_uv_tcp_close(&c->transport.inner);
@@ -976,6 +984,13 @@ static void on_handle_close(uv_handle_t *h)
     close_step_done(h->data);
 }
 
+static void on_snapsend_close(uv_handle_t *h)
+{
+    close_step_done(
+        (struct qr_cluster *)((char *)h -
+                              offsetof(struct qr_cluster, snapsend.timer)));
+}
+
 static void on_raft_close(struct raft *r)
 {
     struct qr_cluster *c = r->data;
@@ -994,11 +1009,13 @@ void qr_cluster_close(struct qr_cluster *c, qr_cluster_close_cb cb)
     c->serving = false;
     fail_queue(c, QR_EUNAVAIL);
     fire_waits(c, true, QR_ECANCELED);
-    c->pending_closes = 4;
+    c->pending_closes = 5;
     uv_check_stop(&c->check);
     uv_close((uv_handle_t *)&c->check, on_handle_close);
     uv_close((uv_handle_t *)&c->wait_timer, on_handle_close);
     uv_close((uv_handle_t *)&c->push_timer, on_handle_close);
+    /* Before raft_close: stand-ins still owed go to raft while it runs. */
+    qr_snapsend_close(&c->snapsend, on_snapsend_close);
     /* raft fails the entries in flight (their callbacks answer "outcome
      * unknown") and closes its I/O; only then may the io be freed. */
     c->raft.data = c;

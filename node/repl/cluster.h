@@ -23,6 +23,7 @@
 #include "lib/err.h"
 #include "repl/command.h"
 #include "repl/fsm.h"
+#include "repl/snapsend.h"
 #include "store/store.h"
 
 /* Fires once per proposal. status: 0 (res is apply's outcome, borrowed for
@@ -85,6 +86,7 @@ struct qr_cluster {
     struct qr_fsm fsm;
     struct raft raft;
     struct raft_io io;
+    struct qr_snapsend snapsend; /* between raft and io: snapshot sends */
     struct qr_nodelay_transport transport;
     uv_check_t check; /* per-iteration: leadership poll and flush */
     char raft_dir[PATH_MAX];
