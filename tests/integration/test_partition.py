@@ -23,7 +23,7 @@ import unittest
 import qraft_harness as qh
 
 CGROUP2 = "/sys/fs/cgroup/unified"
-ELECTION_TIMEOUT_S = 1.0  # qraftd's default
+ELECTION_TIMEOUT_S = 0.4  # qraftd's default
 # Raft draws each election timeout from [T, 2T]; then the next loop
 # iteration answers. Generous for a loaded 2-core machine.
 FAIL_FAST_S = 2 * ELECTION_TIMEOUT_S + 2.0
