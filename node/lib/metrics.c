@@ -125,24 +125,27 @@ char *qr_metrics_render(const struct qr_metrics *m,
         m->deliveries_retry);
     add(&t, "qraft_deliveries_total{outcome=\"dead\"} %" PRIu64 "\n",
         m->deliveries_dead);
-    one(&t, "qraft_retries_total", "counter",
-        "Attempts this node made that were retries (Upstash-Retried > 0), "
-        "since the process started.",
-        m->retries);
-    one(&t, "qraft_http_requests_total", "counter",
-        "HTTP requests this node served, since the process started.",
-        m->http_requests);
-    one(&t, "qraft_loop_stalls_total", "counter",
-        "Times this node's event loop was kept from its timers 50 ms or "
-        "more (requests, heartbeats and deliveries waited), since the "
-        "process started.",
-        m->loop_stalls);
-    one(&t, "qraft_loop_stall_max_ms", "gauge",
-        "The longest of those stalls, in milliseconds; keep it well below "
-        "--election-timeout-ms.",
-        m->loop_stall_max_ms);
-    one(&t, "process_resident_memory_bytes", "gauge",
-        "Resident memory size in bytes.", qr_metrics_rss_bytes());
+    const struct metric process[] = {
+        {"qraft_retries_total", "counter",
+         "Attempts this node made that were retries (Upstash-Retried > 0), "
+         "since the process started.",
+         m->retries},
+        {"qraft_http_requests_total", "counter",
+         "HTTP requests this node served, since the process started.",
+         m->http_requests},
+        {"qraft_loop_stalls_total", "counter",
+         "Times this node's event loop was kept from its timers 50 ms or "
+         "more (requests, heartbeats and deliveries waited), since the "
+         "process started.",
+         m->loop_stalls},
+        {"qraft_loop_stall_max_ms", "gauge",
+         "The longest of those stalls, in milliseconds; keep it well below "
+         "--election-timeout-ms.",
+         m->loop_stall_max_ms},
+        {"process_resident_memory_bytes", "gauge",
+         "Resident memory size in bytes.", qr_metrics_rss_bytes()},
+    };
+    all(&t, process, sizeof process / sizeof process[0]);
     if (g->have_counts) {
         one(&t, "qraft_dlq_messages", "gauge",
             "Messages in the dead-letter queue (this node's replica).",

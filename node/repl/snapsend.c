@@ -13,10 +13,17 @@
 #define MAX_IOS 8
 static struct qr_snapsend *registry[MAX_IOS];
 
-static struct qr_snapsend *of_io(struct raft_io *io)
+/* What a registered snapsend is found by: its raft_io, or its one real
+ * load or send in flight. */
+enum key { BY_IO, BY_LOAD, BY_SEND };
+
+static struct qr_snapsend *find(enum key k, const void *p)
 {
     for (size_t i = 0; i < MAX_IOS; i++) {
-        if (registry[i] != NULL && registry[i]->io == io) {
+        const struct qr_snapsend *s = registry[i];
+        if (s != NULL && p == (k == BY_IO     ? (const void *)s->io
+                               : k == BY_LOAD ? (const void *)s->load_req
+                                              : (const void *)s->send_req)) {
             return registry[i];
         }
     }
@@ -101,12 +108,7 @@ static void on_loaded(struct raft_io_snapshot_get *req,
                       struct raft_snapshot *snap,
                       int status)
 {
-    struct qr_snapsend *s = NULL;
-    for (size_t i = 0; i < MAX_IOS && s == NULL; i++) {
-        if (registry[i] != NULL && registry[i]->load_req == req) {
-            s = registry[i];
-        }
-    }
+    struct qr_snapsend *s = find(BY_LOAD, req);
     if (s == NULL) { /* cannot be: every real load is registered */
         QR_ERROR("cluster", "a snapshot load finished that was not ours");
         return;
@@ -137,7 +139,7 @@ static int snapshot_get(struct raft_io *io,
                         struct raft_io_snapshot_get *req,
                         raft_io_snapshot_get_cb cb)
 {
-    struct qr_snapsend *s = of_io(io);
+    struct qr_snapsend *s = find(BY_IO, io);
     if (s == NULL || s->closed || !holding(s)) {
         if (s == NULL || s->closed) {
             return s == NULL ? RAFT_INVALID : s->io_get(io, req, cb);
@@ -169,13 +171,8 @@ static int snapshot_get(struct raft_io *io,
 
 static void on_sent(struct raft_io_send *req, int status)
 {
-    struct qr_snapsend *s = NULL;
-    for (size_t i = 0; i < MAX_IOS && s == NULL; i++) {
-        if (registry[i] != NULL && registry[i]->send_req == req) {
-            s = registry[i];
-        }
-    }
-    if (s == NULL) {
+    struct qr_snapsend *s = find(BY_SEND, req);
+    if (s == NULL) { /* cannot be: every real send is registered */
         QR_ERROR("cluster", "a snapshot send finished that was not ours");
         return;
     }
@@ -204,7 +201,7 @@ static int send_message(struct raft_io *io,
                         const struct raft_message *m,
                         raft_io_send_cb cb)
 {
-    struct qr_snapsend *s = of_io(io);
+    struct qr_snapsend *s = find(BY_IO, io);
     if (s == NULL) {
         return RAFT_INVALID;
     }
