@@ -16,7 +16,8 @@ slows.
    snapshot, an image of a store holding the backlog).
 
     QRAFT_BIN=$PWD/build/bin PYTHONPATH=tests/lib python3 bench/backlog.py \\
-        [-n 1000000] [-m 50000] [-c 1024] [-s 1024] [-- QRAFTD_ARGS...]
+        [-n 1000000] [-m 50000] [-c 1024] [-s 1024] [--no-restarts] \\
+        [-- QRAFTD_ARGS...]
 """
 
 import argparse
@@ -71,6 +72,8 @@ def main():
     ap.add_argument("-m", type=int, default=50000, help="measured runs")
     ap.add_argument("-c", type=int, default=1024, help="in flight")
     ap.add_argument("-s", type=int, default=1024, help="body bytes")
+    ap.add_argument("--no-restarts", action="store_true",
+                    help="skip the restart and the snapshot install")
     ap.add_argument("qraftd_args", nargs="*")
     args = ap.parse_args()
 
@@ -87,6 +90,8 @@ def main():
         for n in cluster.nodes:
             print(node_line(n), flush=True)
 
+        if args.no_restarts:
+            return 0
         restarted, installed = cluster.followers()
         restarted.kill9()
         secs = timed_catch_up(cluster, restarted)

@@ -216,14 +216,26 @@ static uint64_t next_random(struct qraft_client *c)
     return c->rng * 0x2545F4914F6CDD1DULL;
 }
 
-/* Writes a fresh 128-bit key as 32 hex digits. */
+/* Writes a fresh key as 32 hex digits: the wall clock's milliseconds (48
+ * bits), then 80 random bits. Keys drawn later sort later, so the server's
+ * dedup index grows at its end like its other indexes instead of taking
+ * each key into a random page of a large tree (docs/benchmarks.md, "A
+ * million pending"); 80 random bits keep two keys of one millisecond
+ * apart. */
 static int make_key(struct qraft_client *c, char key[QRAFT_KEY_MAX])
 {
     static const char hex[] = "0123456789abcdef";
     uint8_t raw[16];
-    if (fill_random(raw, sizeof raw) != 0) {
+    if (fill_random(raw + 6, sizeof raw - 6) != 0) {
         return fail(c, QRAFT_EINTERNAL,
                     "no randomness for an idempotency key: %s", errtext(errno));
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    for (int i = 5; i >= 0; i--) {
+        raw[i] = (uint8_t)ms;
+        ms >>= 8;
     }
     for (size_t i = 0; i < sizeof raw; i++) {
         key[2 * i] = hex[raw[i] >> 4];

@@ -208,8 +208,9 @@ struct qraft_publish {
     const char *queue;
     /* Makes retries of this publish safe: the server answers a repeated key
      * with the first message's id. NULL: when dedup_id is NULL too, the
-     * library draws a random 128-bit key once per qraft_publish call and
-     * sends it with every retry of that call. Set it yourself to extend the
+     * library draws a key once per qraft_publish call (48 bits of the
+     * time in ms, then 80 random bits) and sends it with every retry of
+     * that call. Set it yourself to extend the
      * guarantee across calls or processes (at most QRAFT_KEY_MAX - 1
      * bytes). */
     const char *idempotency_key;

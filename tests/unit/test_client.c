@@ -642,11 +642,22 @@ static void test_publish_returns_id(void **state)
     assert_int_equal(strspn(pr->idempotency_key, "0123456789abcdef"), 32);
     pthread_mutex_unlock(&f.mu);
 
-    /* A second publish draws a different key. */
+    /* A second publish draws a different key, one that sorts after the
+     * first (the time in ms leads it: the server's dedup index grows at
+     * its end). */
     char id2[QRAFT_ID_MAX];
     assert_int_equal(qraft_publish(c, &simple_publish, id2, NULL), 0);
     pthread_mutex_lock(&f.mu);
     assert_string_not_equal(f.keys[0], f.keys[1]);
+    assert_true(strncmp(f.keys[0], f.keys[1], 12) <= 0);
+    char lead[13];
+    memcpy(lead, f.keys[1], 12);
+    lead[12] = '\0';
+    uint64_t key_ms = strtoull(lead, NULL, 16);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t now_ms = (uint64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    assert_true(key_ms <= now_ms && key_ms + 60000 > now_ms);
     assert_false(f.last->publish->retries_set);
     assert_int_equal(f.n_connections, 1);
     pthread_mutex_unlock(&f.mu);
