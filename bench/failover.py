@@ -8,11 +8,13 @@ through the two survivors (`POST /v2/publish`, one at a time, each with a
 short timeout, alternating nodes) until one is acknowledged. The figure is
 the time from the kill to that acknowledgement. The killed node is then
 restarted and caught up before the next trial, so every trial kills a
-leader of a full cluster. Prints each trial, then p50 and max, and the
+leader of a full cluster (--probe cli: `qraft publish` through every
+endpoint instead, 20 ms apart, as ../shared/peers/qraft.sh does, so the
+client library's retries count too). Prints each trial, then p50 and max, and the
 longest loop stall each node reported (qraft_loop_stall_max_ms).
 
     QRAFT_BIN=$PWD/build/bin PYTHONPATH=tests/lib python3 bench/failover.py \\
-        [--trials 10] [--in-flight 64] [-- QRAFTD_ARGS...]
+        [--trials 10] [--in-flight 64] [--probe rest|cli] [-- QRAFTD_ARGS...]
 
 Arguments after `--` go to every qraftd (e.g. --election-timeout-ms 500).
 """
@@ -52,6 +54,18 @@ def probe(cluster, nodes):
         time.sleep(PROBE_PAUSE)  # answered, no leader yet: ask again soon
 
 
+def probe_cli(cluster):
+    """The way ../shared/peers/qraft.sh probes: `qraft publish` through
+    every endpoint (the dead one too), 20 ms apart, until one succeeds;
+    the client library's own retries and backoff are part of the time."""
+    while True:
+        rc, _, _ = cluster.cli("publish", "http://127.0.0.1:9/failover",
+                               "--body", "x", "--delay", "1h", check=False)
+        if rc == 0:
+            return time.monotonic()
+        time.sleep(0.02)
+
+
 def start_load(leader, token, in_flight):
     return subprocess.Popen(
         [str(qh.binary("qraft-bench")), "publish", "-n", "100000000", "-c",
@@ -59,7 +73,7 @@ def start_load(leader, token, in_flight):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def trial(cluster, in_flight):
+def trial(cluster, in_flight, how):
     leader = cluster.leader()
     start_index = leader.status()["commit_index"]
     load = start_load(leader, cluster.token, in_flight)
@@ -70,7 +84,7 @@ def trial(cluster, in_flight):
         survivors = [n for n in cluster.live_nodes() if n is not leader]
         t0 = time.monotonic()
         leader.kill9()
-        t1 = probe(cluster, survivors)
+        t1 = probe(cluster, survivors) if how == "rest" else probe_cli(cluster)
     finally:
         load.kill()
         load.wait()
@@ -86,6 +100,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--in-flight", type=int, default=64)
+    ap.add_argument("--probe", choices=("rest", "cli"), default="rest")
     ap.add_argument("qraftd_args", nargs="*")
     args = ap.parse_args()
 
@@ -96,7 +111,7 @@ def main():
         cluster.wait_ready()
         times = []
         for i in range(args.trials):
-            ms, killed, elected = trial(cluster, args.in_flight)
+            ms, killed, elected = trial(cluster, args.in_flight, args.probe)
             times.append(ms)
             print(f"trial {i + 1}: killed leader {killed}, node {elected} "
                   f"leads; first acked publish after {ms:.0f} ms",
@@ -105,7 +120,8 @@ def main():
                   for n in cluster.live_nodes()}
         print(f"failover ms: p50 {statistics.median(times):.0f}  "
               f"max {max(times):.0f}  min {min(times):.0f}  "
-              f"({args.trials} trials, {args.in_flight} in flight, "
+              f"({args.trials} trials, {args.in_flight} in flight, probe "
+              f"{args.probe}, "
               f"qraftd args {' '.join(args.qraftd_args) or '(defaults)'})")
         print(f"longest loop stall per node since its last start (ms): "
               f"{stalls}")

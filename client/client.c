@@ -32,7 +32,7 @@
 #define DEFAULT_CONNECT_TIMEOUT_MS 2000
 #define DEFAULT_CALL_TIMEOUT_MS 10000
 #define DEFAULT_BACKOFF_INITIAL_MS 50
-#define DEFAULT_BACKOFF_MAX_MS 1000
+#define DEFAULT_BACKOFF_MAX_MS 250
 /* Redirects to a named leader that are followed without waiting. */
 #define FREE_REDIRECTS 3
 /* Largest request we send: what the node accepts by default. */

@@ -106,7 +106,7 @@ struct qraft_options {
     int max_attempts;
     /* Backoff between attempts: exponential from initial, capped at max,
      * with jitter (each wait is drawn from [d/2, d]). Redirects to a named
-     * leader do not wait. Defaults 50 and 1000. */
+     * leader do not wait. Defaults 50 and 250. */
     int backoff_initial_ms;
     int backoff_max_ms;
 };
