@@ -24,6 +24,7 @@
 #include "repl/command.h"
 #include "repl/fsm.h"
 #include "repl/snapsend.h"
+#include "repl/transport.h"
 #include "store/store.h"
 
 /* Fires once per proposal. status: 0 (res is apply's outcome, borrowed for
@@ -64,20 +65,6 @@ typedef void (*qr_cluster_wait_cb)(void *data, int status);
  * below (this leader has applied it), or QR_ENOTLEADER / QR_EUNAVAIL (no
  * longer leader, or closing: nothing is known) with index 0. */
 typedef void (*qr_cluster_read_cb)(void *data, int status, uint64_t index);
-
-/* The TCP transport with TCP_NODELAY set on every connection: the stock one
- * never sets it, and Nagle plus delayed ACKs hold small entries back. */
-struct qr_nodelay_transport {
-    struct raft_uv_transport outer; /* handed to raft_uv_init; its data
-                                       field belongs to raft's uv I/O */
-    struct raft_uv_transport inner; /* the stock TCP transport */
-    raft_uv_accept_cb accept_cb;
-    raft_uv_transport_close_cb close_cb;
-    const char *address; /* this node's raft address (borrowed from raft) */
-    /* Set when listening failed; outer.errmsg then names the address and
-     * the cause (libraft returns only RAFT_IOERR, with no message). */
-    bool listen_failed;
-};
 
 struct qr_cluster {
     uv_loop_t *loop;                /* borrowed */

@@ -1,0 +1,131 @@
+#include "repl/transport.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/addr.h"
+#include "lib/logger.h"
+
+struct nodelay_connect {
+    struct raft_uv_connect inner;
+    struct raft_uv_connect *outer;
+};
+
+static void set_nodelay(struct uv_stream_s *stream)
+{
+    int rv = uv_tcp_nodelay((uv_tcp_t *)stream, 1);
+    if (rv != 0) {
+        QR_WARN("cluster", "TCP_NODELAY: %s", uv_strerror(rv));
+    }
+}
+
+static int nodelay_init(struct raft_uv_transport *t,
+                        raft_id id,
+                        const char *address)
+{
+    struct qr_nodelay_transport *n = t->impl;
+    int rv = n->inner.init(&n->inner, id, address);
+    n->address = address;
+    if (rv != 0) {
+        snprintf(t->errmsg, sizeof t->errmsg, "%s", n->inner.errmsg);
+    }
+    return rv;
+}
+
+static void on_nodelay_accept(struct raft_uv_transport *inner,
+                              raft_id id,
+                              const char *address,
+                              struct uv_stream_s *stream)
+{
+    struct qr_nodelay_transport *n = inner->data;
+    set_nodelay(stream);
+    n->accept_cb(&n->outer, id, address, stream);
+}
+
+static int nodelay_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
+{
+    struct qr_nodelay_transport *n = t->impl;
+    n->accept_cb = cb;
+    int rv = n->inner.listen(&n->inner, on_nodelay_accept);
+    if (rv != 0) {
+        /* The stock transport says neither where nor why: look. */
+        int why = qr_addr_probe_listen(n->address);
+        n->listen_failed = true;
+        if (why != 0) {
+            snprintf(t->errmsg, sizeof t->errmsg, "raft listen on %s: %s",
+                     n->address, uv_strerror(why));
+        } else {
+            snprintf(t->errmsg, sizeof t->errmsg, "raft listen on %s: %s%s%s",
+                     n->address, raft_strerror(rv),
+                     n->inner.errmsg[0] != '\0' ? ": " : "", n->inner.errmsg);
+        }
+    }
+    return rv;
+}
+
+static void on_nodelay_connect(struct raft_uv_connect *req,
+                               struct uv_stream_s *stream,
+                               int status)
+{
+    struct nodelay_connect *nc = req->data;
+    struct raft_uv_connect *outer = nc->outer;
+    free(nc);
+    if (status == 0) {
+        set_nodelay(stream);
+    }
+    outer->cb(outer, stream, status);
+}
+
+static int nodelay_connect(struct raft_uv_transport *t,
+                           struct raft_uv_connect *req,
+                           raft_id id,
+                           const char *address,
+                           raft_uv_connect_cb cb)
+{
+    struct qr_nodelay_transport *n = t->impl;
+    struct nodelay_connect *nc = malloc(sizeof *nc);
+    if (nc == NULL) {
+        return RAFT_NOMEM;
+    }
+    req->cb = cb;
+    nc->outer = req;
+    nc->inner.data = nc;
+    int rv = n->inner.connect(&n->inner, &nc->inner, id, address,
+                              on_nodelay_connect);
+    if (rv != 0) {
+        free(nc);
+    }
+    return rv;
+}
+
+static void on_nodelay_inner_close(struct raft_uv_transport *inner)
+{
+    struct qr_nodelay_transport *n = inner->data;
+    n->close_cb(&n->outer);
+}
+
+static void nodelay_close(struct raft_uv_transport *t,
+                          raft_uv_transport_close_cb cb)
+{
+    struct qr_nodelay_transport *n = t->impl;
+    n->close_cb = cb;
+    n->inner.close(&n->inner, on_nodelay_inner_close);
+}
+
+int qr_nodelay_transport_init(struct qr_nodelay_transport *n, uv_loop_t *loop)
+{
+    memset(n, 0, sizeof *n);
+    n->inner.version = 1; /* else RAFT_INVALID "Invalid version" */
+    int rv = raft_uv_tcp_init(&n->inner, loop);
+    if (rv != 0) {
+        return rv;
+    }
+    n->inner.data = n;
+    n->outer.version = 1;
+    n->outer.impl = n;
+    n->outer.init = nodelay_init;
+    n->outer.listen = nodelay_listen;
+    n->outer.connect = nodelay_connect;
+    n->outer.close = nodelay_close;
+    return 0;
+}
