@@ -175,9 +175,6 @@ static uint64_t stamp_time(struct qr_cluster *c)
     if (now < c->fsm.last_time_ms) {
         now = c->fsm.last_time_ms;
     }
-    if (now < c->last_proposed_ms) {
-        now = c->last_proposed_ms;
-    }
     if (now < c->stamp_floor_ms) {
         now = c->stamp_floor_ms;
     }
@@ -244,7 +241,7 @@ static int propose_batch(struct qr_cluster *c, struct qr_batch *b)
                 raft_strerror(rv));
         return rv == RAFT_NOTLEADER ? QR_ENOTLEADER : QR_EUNAVAIL;
     }
-    c->last_proposed_ms = now;
+    c->stamp_floor_ms = now; /* stamps never go back */
     c->n_entries_proposed++;
     c->n_commands_proposed += b->n;
     if (c->inflight_tail != NULL) {

@@ -84,8 +84,8 @@ struct qr_cluster {
     bool serving; /* leader and the term's barrier applied */
     bool barrier_pending;
     struct raft_barrier barrier;
-    uint64_t last_proposed_ms;
-    /* Every later stamp is at least this (qr_cluster_bound_ms). */
+    /* Every later stamp is at least this: the last entry's stamp, or one
+     * past a bound handed out (qr_cluster_bound_ms). */
     uint64_t stamp_floor_ms;
     qr_cluster_leader_cb on_leader;
     void *on_leader_data;

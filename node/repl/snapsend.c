@@ -140,10 +140,13 @@ static int snapshot_get(struct raft_io *io,
                         raft_io_snapshot_get_cb cb)
 {
     struct qr_snapsend *s = find(BY_IO, io);
-    if (s == NULL || s->closed || !holding(s)) {
-        if (s == NULL || s->closed) {
-            return s == NULL ? RAFT_INVALID : s->io_get(io, req, cb);
-        }
+    if (s == NULL) {
+        return RAFT_INVALID;
+    }
+    if (s->closed) {
+        return s->io_get(io, req, cb);
+    }
+    if (!holding(s)) {
         s->load_req = req;
         s->load_cb = cb;
         int rv = s->io_get(io, req, on_loaded);

@@ -126,8 +126,9 @@ class SnapshotFormatTest(unittest.TestCase):
         qh.run([qh.binary("qraft-bench"), "publish", "-n", 2500, "-c", 1,
                 "-s", 64, "--endpoints", leader.rpc_addr, "--token",
                 cluster.token], timeout=BENCH_TIMEOUT)
-        target = leader.status()["commit_index"]
-        base_rss = peak_rss = leader.status()["rss_bytes"]
+        st = leader.status()
+        target = st["commit_index"]
+        base_rss = peak_rss = st["rss_bytes"]
         follower.start(wait=False)
 
         def caught_up():
