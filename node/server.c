@@ -433,6 +433,10 @@ static void http_gauges(void *data, struct qr_metrics_gauges *g)
     g->term = cs.term;
     g->commit_index = cs.commit_index;
     g->applied_index = cs.applied_index;
+    g->entries_proposed = cs.entries_proposed;
+    g->commands_proposed = cs.commands_proposed;
+    g->snapshots = cs.snapshots;
+    g->snapshot_bytes = cs.snapshot_bytes;
     g->leader = strcmp(cs.state, "leader") == 0;
     g->shards_owned = qr_shards_count(&s->shards, s->config->id);
     g->store_corrupt_records = qr_store_corrupt_count(s->store);

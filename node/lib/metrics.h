@@ -33,6 +33,10 @@ struct qr_metrics_gauges {
     uint64_t term;
     uint64_t commit_index;
     uint64_t applied_index;
+    uint64_t entries_proposed;  /* raft entries this node proposed as leader */
+    uint64_t commands_proposed; /* the commands they held */
+    uint64_t snapshots;         /* raft snapshots this node took */
+    uint64_t snapshot_bytes;    /* the last one's size */
     bool leader;
     uint32_t shards_owned;
     bool have_counts; /* false: the store could not be read */

@@ -1053,6 +1053,10 @@ void qr_cluster_get_status(struct qr_cluster *c, struct qr_cluster_status *out)
     out->commit_index = raft_commit_index(&c->raft);
     out->applied_index = raft_last_applied(&c->raft);
     out->last_index = raft_last_index(&c->raft);
+    out->entries_proposed = c->n_entries_proposed;
+    out->commands_proposed = c->n_commands_proposed;
+    out->snapshots = c->fsm.n_snapshots;
+    out->snapshot_bytes = c->fsm.last_snapshot_bytes;
     const struct raft_configuration *conf = &c->raft.configuration;
     for (unsigned i = 0; i < conf->n && i < QR_CLUSTER_MAX_NODES; i++) {
         struct qr_cluster_node *n = &out->nodes[out->n_nodes++];

@@ -304,6 +304,10 @@ struct qr_cluster_status {
     uint64_t commit_index;
     uint64_t applied_index;
     uint64_t last_index;
+    uint64_t entries_proposed;  /* by this node as leader, since it started */
+    uint64_t commands_proposed; /* in those entries */
+    uint64_t snapshots;         /* taken by this node, since it started */
+    uint64_t snapshot_bytes;    /* the last one's size */
     size_t n_nodes;
     struct qr_cluster_node nodes[QR_CLUSTER_MAX_NODES];
 };

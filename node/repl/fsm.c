@@ -399,6 +399,8 @@ static int fsm_snapshot(struct raft_fsm *rf,
         (*bufs)[i].len = sb[i].len;
     }
     *n_bufs = (unsigned)n;
+    f->n_snapshots++;
+    f->last_snapshot_bytes = total;
     QR_INFO("fsm",
             "snapshot at index %" PRIu64
             " (%s): %zu bytes in %zu buffers, "

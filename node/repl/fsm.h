@@ -72,6 +72,8 @@ struct qr_fsm {
     /* The snapshot raft is writing out (its buffers point into it), closed
      * by snapshot_finalize; NULL otherwise. */
     struct qr_store_snap *snapshot;
+    uint64_t n_snapshots;         /* taken since the process started */
+    uint64_t last_snapshot_bytes; /* the size of the last one */
     bool failed;
     qr_fsm_applied_cb on_applied;
     void *on_applied_data;
