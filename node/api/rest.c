@@ -328,8 +328,6 @@ char *qr_rest_capture(h2o_req_t *req, const struct rest_match *m)
     return qr_rest_pool_str(&req->pool, m->capture.base, m->capture.len);
 }
 
-/* Runs rpc_req (borrowed) for a fresh call on req, answered as a says (see
- * struct rest_answer); 503 when it cannot be submitted. */
 void qr_rest_run(struct qr_rest *r,
                  h2o_req_t *req,
                  Qraft__Request *rpc_req,

@@ -160,7 +160,7 @@ struct rest_answer {
 char *qr_rest_capture(h2o_req_t *req, const struct rest_match *m);
 
 /* Runs rpc_req (borrowed) for a fresh call on req, answered as a (borrowed)
- * says; 503 when it cannot be submitted. */
+ * says (see struct rest_answer); 503 when it cannot be submitted. */
 void qr_rest_run(struct qr_rest *r,
                  h2o_req_t *req,
                  Qraft__Request *rpc_req,
@@ -197,7 +197,7 @@ struct rest_param {
 bool qr_rest_prefix_ci(const char *s, size_t len, const char *prefix);
 bool qr_rest_equal_ci(const char *s, size_t len, const char *word);
 bool qr_rest_valid_name(const char *s, size_t len);
-/* Percent-decodes a query value ('+' is a space). */
+/* Percent-decodes a query value ('+' is a space) into pool memory. */
 char *qr_rest_query_decode(h2o_mem_pool_t *pool, const char *s, size_t len);
 /* Fills the next parameter of q from *pos; false at the end. */
 bool qr_rest_next_param(const char *q,
@@ -337,7 +337,8 @@ int qr_rest_batch_element(h2o_mem_pool_t *pool,
  * Messages, bulk cancel and logs (rest_messages.c). */
 
 rest_handler qr_rest_message, qr_rest_cancel_many, qr_rest_events;
-/* The message as the SDK reads it (new); with dlq, the DLQ's fields too. */
+/* The message as the SDK reads it (spec section 4; new); with dlq, the
+ * DLQ's fields too. */
 json_t *qr_rest_message_json(const Qraft__Message *m,
                              bool dlq,
                              h2o_mem_pool_t *pool);

@@ -17,7 +17,6 @@
 #define EVENTS_PAGE_MAX 1000
 #define EVENTS_PAGE_DEFAULT 100
 
-/* "label" (the first) and "labels" (all), when m has labels. */
 /* The request a message makes, as messages and log entries show it: url,
  * method (POST when unset) and header. */
 static void set_message_request(json_t *o,
@@ -44,8 +43,6 @@ static void set_message_links(json_t *o, const Qraft__Message *m)
     qr_rest_set_opt_string(o, "endpointName", m->endpoint_name);
 }
 
-/* The message as the SDK reads it (spec section 4); with dlq, the DLQ
- * fields too. */
 json_t *qr_rest_message_json(const Qraft__Message *m,
                              bool dlq,
                              h2o_mem_pool_t *pool)

@@ -342,7 +342,6 @@ static int check_destination(const char *dest,
     return 400;
 }
 
-/* The REST caller's address as text ("" when h2o cannot tell). */
 char *qr_rest_caller_ip(h2o_req_t *req)
 {
     struct sockaddr_storage ss;

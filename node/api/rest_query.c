@@ -60,7 +60,6 @@ static int hexval(char c)
     return -1;
 }
 
-/* Percent-decodes a query value ('+' is a space) into pool memory. */
 char *qr_rest_query_decode(h2o_mem_pool_t *pool, const char *s, size_t len)
 {
     char *out = h2o_mem_alloc_pool(pool, len + 1);
@@ -81,7 +80,6 @@ char *qr_rest_query_decode(h2o_mem_pool_t *pool, const char *s, size_t len)
     return out;
 }
 
-/* Fills the next parameter from *pos; false at the end. */
 bool qr_rest_next_param(const char *q,
                         size_t len,
                         size_t *pos,
@@ -106,7 +104,6 @@ bool qr_rest_next_param(const char *q,
     return false;
 }
 
-/* The first value of parameter name, decoded, or NULL. */
 char *qr_rest_query_get(h2o_mem_pool_t *pool,
                         h2o_iovec_t query,
                         const char *name)

@@ -271,6 +271,18 @@ err:
 /* ------------------------------------------------------------------------ */
 /* Response capture (curl callbacks: no user code, no curl calls). */
 
+/* The capacity a capture buffer of cap bytes grows to for want bytes
+ * (want <= max): doubled (from first when empty) until want fits, at most
+ * max. */
+static size_t grown_cap(size_t cap, size_t first, size_t want, size_t max)
+{
+    size_t grown = cap == 0 ? first : cap;
+    while (grown < want) {
+        grown *= 2;
+    }
+    return grown < max ? grown : max;
+}
+
 static size_t on_curl_body(char *ptr, size_t size, size_t nmemb, void *userp)
 {
     struct qr_delivery_xfer *x = userp;
@@ -283,13 +295,8 @@ static size_t on_curl_body(char *ptr, size_t size, size_t nmemb, void *userp)
     size_t take = n < room ? n : room;
     if (take > 0) {
         if (x->resp_body_len + take > x->resp_body_cap) {
-            size_t cap = x->resp_body_cap == 0 ? 1024 : x->resp_body_cap;
-            while (cap < x->resp_body_len + take) {
-                cap *= 2;
-            }
-            if (cap > max) {
-                cap = max;
-            }
+            size_t cap =
+                grown_cap(x->resp_body_cap, 1024, x->resp_body_len + take, max);
             uint8_t *b = realloc(x->resp_body, cap);
             if (b == NULL) {
                 return 0; /* WRITE_ERROR -> OTHER */
@@ -331,13 +338,7 @@ static void hdr_add(struct qr_delivery_xfer *x,
         return;
     }
     if (x->hdr_len + need > x->hdr_cap) {
-        size_t cap = x->hdr_cap == 0 ? 512 : x->hdr_cap;
-        while (cap < x->hdr_len + need) {
-            cap *= 2;
-        }
-        if (cap > max) {
-            cap = max;
-        }
+        size_t cap = grown_cap(x->hdr_cap, 512, x->hdr_len + need, max);
         char *b = realloc(x->hdr_buf, cap);
         if (b == NULL) {
             x->hdr_truncated = true;

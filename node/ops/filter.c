@@ -216,46 +216,50 @@ static bool starts_with(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+#define LOG(state) QRAFT__LOG_STATE__LOG_##state
+
+/* The QStash log states an event's message state stands for, oldest first
+ * (LOG_STATE_UNSPECIFIED ends a shorter list; the states not listed stand
+ * for none). */
+static const Qraft__LogState log_states_of[][QR_FILTER_MAX_LOG_STATES] = {
+    /* published, replayed from the DLQ, (failure) callback created */
+    [QRAFT__MESSAGE_STATE__PENDING] = {LOG(CREATED)},
+    /* published or replayed into a queue: accepted, waiting */
+    [QRAFT__MESSAGE_STATE__QUEUED] = {LOG(CREATED)},
+    /* an attempt failed and another is scheduled */
+    [QRAFT__MESSAGE_STATE__RETRYING] = {LOG(ACTIVE), LOG(ERROR), LOG(RETRY)},
+    [QRAFT__MESSAGE_STATE__DELIVERED] = {LOG(ACTIVE), LOG(DELIVERED)},
+    [QRAFT__MESSAGE_STATE__DEAD_LETTERED] = {LOG(ACTIVE), LOG(FAILED)},
+    /* qraft cancels at once: the request and its effect */
+    [QRAFT__MESSAGE_STATE__CANCELLED] = {LOG(CANCEL_REQUESTED), LOG(CANCELLED)},
+};
+
+#undef LOG
+
+#define N_STATES_OF (sizeof log_states_of / sizeof log_states_of[0])
+
 size_t qr_filter_log_states(const Qraft__Event *e,
                             Qraft__LogState out[QR_FILTER_MAX_LOG_STATES])
 {
-    switch (e->state) {
-        case QRAFT__MESSAGE_STATE__PENDING:
-            if (starts_with(e->detail, "activated")) {
-                return 0; /* its turn in its queue: CREATED came before */
-            }
-            /* published, replayed from the DLQ, (failure) callback created */
-            out[0] = QRAFT__LOG_STATE__LOG_CREATED;
-            return 1;
-        case QRAFT__MESSAGE_STATE__QUEUED:
-            /* published or replayed into a queue: accepted, waiting */
-            out[0] = QRAFT__LOG_STATE__LOG_CREATED;
-            return 1;
-        case QRAFT__MESSAGE_STATE__RETRYING:
-            /* An attempt failed and another is scheduled. */
-            out[0] = QRAFT__LOG_STATE__LOG_ACTIVE;
-            out[1] = QRAFT__LOG_STATE__LOG_ERROR;
-            out[2] = QRAFT__LOG_STATE__LOG_RETRY;
-            return 3;
-        case QRAFT__MESSAGE_STATE__DELIVERED:
-            out[0] = QRAFT__LOG_STATE__LOG_ACTIVE;
-            out[1] = QRAFT__LOG_STATE__LOG_DELIVERED;
-            return 2;
-        case QRAFT__MESSAGE_STATE__DEAD_LETTERED:
-            if (!starts_with(e->detail, "dead-lettered")) {
-                return 0; /* deleted from the DLQ: no QStash state */
-            }
-            out[0] = QRAFT__LOG_STATE__LOG_ACTIVE;
-            out[1] = QRAFT__LOG_STATE__LOG_FAILED;
-            return 2;
-        case QRAFT__MESSAGE_STATE__CANCELLED:
-            /* qraft cancels at once: the request and its effect. */
-            out[0] = QRAFT__LOG_STATE__LOG_CANCEL_REQUESTED;
-            out[1] = QRAFT__LOG_STATE__LOG_CANCELLED;
-            return 2;
-        default:
-            return 0;
+    if (e->state == QRAFT__MESSAGE_STATE__PENDING &&
+        starts_with(e->detail, "activated")) {
+        return 0; /* its turn in its queue: CREATED came before */
     }
+    if (e->state == QRAFT__MESSAGE_STATE__DEAD_LETTERED &&
+        !starts_with(e->detail, "dead-lettered")) {
+        return 0; /* deleted from the DLQ: no QStash state */
+    }
+    if ((unsigned)e->state >= N_STATES_OF) {
+        return 0;
+    }
+    const Qraft__LogState *states = log_states_of[e->state];
+    size_t n = 0;
+    while (n < QR_FILTER_MAX_LOG_STATES &&
+           states[n] != QRAFT__LOG_STATE__LOG_STATE_UNSPECIFIED) {
+        out[n] = states[n];
+        n++;
+    }
+    return n;
 }
 
 static const char *const log_names[] = {

@@ -373,8 +373,6 @@ bool qr_op_id_listed(char **ids, size_t n, const char *id)
     return false;
 }
 
-/* "delivering" is not stored: a pending or retrying message whose time has
- * come is in flight (or about to be), and is reported so. */
 Qraft__MessageState qr_op_reported_state(const Qraft__Message *m,
                                          uint64_t now_ms)
 {

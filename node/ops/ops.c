@@ -52,7 +52,6 @@ void qr_ops_stamp(struct qr_ops *ops, Qraft__Response *resp, unsigned flags)
     }
 }
 
-/* Answers op with resp (borrowed), stamped; a second answer is dropped. */
 void qr_op_reply(struct qr_op *op, const Qraft__Response *resp)
 {
     if (op->answered) {
@@ -84,7 +83,6 @@ void qr_op_error(struct qr_op *op,
     qr_op_reply(op, &resp);
 }
 
-/* Maps a node error onto the status a client acts on. */
 Qraft__Status qr_op_status_of(int rv)
 {
     switch (rv) {
@@ -190,9 +188,6 @@ void qr_call_free(struct qr_call *call)
     op_unref(op);
 }
 
-/* Answers request id whose proposal (or membership change) was refused
- * before raft took it: rv QR_ENOTLEADER answers where the leader is
- * (qr_op_not_leader), any other rv its status with why. */
 void qr_op_refused(struct qr_op *op, uint64_t id, int rv, const char *why)
 {
     if (rv == QR_ENOTLEADER) {
@@ -202,7 +197,6 @@ void qr_op_refused(struct qr_op *op, uint64_t id, int rv, const char *why)
     }
 }
 
-/* Proposes one packed command for a call; answers the call on failure. */
 bool qr_call_propose(struct qr_op *op,
                      struct qr_call *call,
                      struct qr_packed *cmd,
@@ -221,8 +215,6 @@ bool qr_call_propose(struct qr_op *op,
     return false;
 }
 
-/* Packs cmd (borrowed) and proposes it for req; answers req itself when
- * that fails, else cb answers once the command is applied. */
 void qr_op_propose(struct qr_op *op,
                    const Qraft__Request *req,
                    const Qraft__Command *cmd,
@@ -245,12 +237,6 @@ void qr_op_propose(struct qr_op *op,
     qr_call_propose(op, call, &packed, cb);
 }
 
-/* The error half of every "answer once applied" callback: when the proposal
- * failed (status, see qr_cluster_propose_cb; res is NULL then) or apply
- * refused the command (res->status), answers the call with apply's own
- * message, else the status's text, and returns false. Returns true, having
- * answered nothing, when the command applied cleanly: the caller answers
- * success. Never frees the call. */
 bool qr_call_applied_ok(struct qr_call *call,
                         int status,
                         const struct qr_apply_result *res)
@@ -268,7 +254,6 @@ bool qr_call_applied_ok(struct qr_call *call,
     return false;
 }
 
-/* Answers request id with OK and no body. */
 void qr_op_ok(struct qr_op *op, uint64_t id)
 {
     Qraft__Response resp = QRAFT__RESPONSE__INIT;
@@ -287,10 +272,6 @@ static void on_applied_ok(void *data,
     qr_call_free(call);
 }
 
-/* The write path of commands whose answer has no body (queue, schedule and
- * url group changes): proposes cmd (borrowed) for req and answers OK once
- * it is applied, or the error (applied_ok). Answers req itself when the
- * proposal cannot be made. */
 void qr_op_propose_ok(struct qr_op *op,
                       const Qraft__Request *req,
                       const Qraft__Command *cmd)
@@ -298,8 +279,6 @@ void qr_op_propose_ok(struct qr_op *op,
     qr_op_propose(op, req, cmd, on_applied_ok);
 }
 
-/* Answers request id with a store read failure. A corrupt record is
- * named (the store's errmsg says which and what to do), never served. */
 void qr_op_store_error(struct qr_op *op, uint64_t id, int rv)
 {
     if (rv == QR_ECORRUPT) {
@@ -328,8 +307,6 @@ void qr_op_read_error(struct qr_op *op,
 /* ------------------------------------------------------------------------ */
 /* Record reads. */
 
-/* A deep copy of any protobuf message (pack, then unpack): returns new
- * (free with protobuf_c_message_free_unpacked) or NULL. */
 ProtobufCMessage *qr_ops_copy_pb(const ProtobufCMessage *m)
 {
     size_t len = protobuf_c_message_get_packed_size(m);
@@ -344,8 +321,6 @@ ProtobufCMessage *qr_ops_copy_pb(const ProtobufCMessage *m)
     return copy;
 }
 
-/* Appends a deep copy of m. Returns 0, or 1 (a store walk's "stop") with
- * l->rv set: callers of the walk then answer l->rv. */
 int qr_pb_list_add(struct qr_pb_list *l, const ProtobufCMessage *m)
 {
     if (l->n == l->cap) {
@@ -367,7 +342,6 @@ int qr_pb_list_add(struct qr_pb_list *l, const ProtobufCMessage *m)
     return 0;
 }
 
-/* The walk's outcome: rv from the store walk (1: a callback stopped it). */
 int qr_pb_list_status(const struct qr_pb_list *l, int rv)
 {
     return rv == 0 || rv == 1 ? l->rv : rv;

@@ -38,7 +38,6 @@ struct qr_read_round {
     bool abandoned;     /* its leader went away; its reads were answered */
 };
 
-/* Reads that wait for a linearizable read index unless they say stale. */
 bool qr_ops_is_linear_read(const Qraft__Request *req)
 {
     switch (req->body_case) {
@@ -265,8 +264,6 @@ static void reads_kick(struct qr_ops *ops)
     }
 }
 
-/* Holds req (borrowed; copied) until it may be served linearizably, or,
- * index_only, answers the read index (a follower's read-index request). */
 void qr_op_hold_read(struct qr_op *op,
                      const Qraft__Request *req,
                      bool index_only)

@@ -12,10 +12,6 @@
 #include "repl/check.h"
 #include "repl/fsm_int.h"
 
-/* Looks the dedup keys of a creating command (publish, schedule upsert) up
- * at the command's time. Returns 1 when one is live: res then answers the
- * id it created (res->message_id) as deduplicated, and the command must
- * change nothing. 0 when none is; a store error otherwise. */
 int qr_apply_dedup_seen(struct qr_apply_ctx *ctx,
                         char **keys,
                         size_t n_keys,

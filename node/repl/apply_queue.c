@@ -26,15 +26,11 @@
  *   q.parallelism. (queue_fill restores it wherever a slot frees up, the
  *   queue grows or resumes, or parallelism rises.) */
 
-/* Queue semantics apply once the cluster's feature level has them (a
- * replicated value, so every replica agrees). */
 bool qr_apply_queues_on(const struct qr_apply_ctx *ctx)
 {
     return ctx->fsm->feature_level >= QR_FEATURE_LEVEL_QUEUES;
 }
 
-/* What the leader checks (command.c), checked again: a name becomes part
- * of LMDB keys, and bad content must never stop apply. */
 bool qr_apply_queue_name_ok(const char *name)
 {
     return qr_command_is_name(name) &&
@@ -168,9 +164,6 @@ static int queue_load_or_create(struct qr_apply_ctx *ctx,
     return *out == NULL ? -ENOMEM : 0;
 }
 
-/* Puts m (a message that is new, or was not QUEUED) at the tail of its
- * queue, creating the queue if needed, then lets the queue fill: m may be
- * activated at once. Stores m. */
 int qr_apply_queue_enqueue(struct qr_apply_ctx *ctx,
                            Qraft__Message *m,
                            const char *detail)
@@ -197,8 +190,6 @@ int qr_apply_queue_enqueue(struct qr_apply_ctx *ctx,
     return rv;
 }
 
-/* A message that holds a slot of its source's queue (m is a callback being
- * created for src): counts it on the queue. */
 int qr_apply_queue_take_slot(struct qr_apply_ctx *ctx,
                              const Qraft__Message *src,
                              Qraft__Message *m)
@@ -222,8 +213,6 @@ int qr_apply_queue_take_slot(struct qr_apply_ctx *ctx,
     return rv;
 }
 
-/* m (a shallow copy, about to be stored) has become final: it gives back
- * the slot it holds, if any, and its queue fills. */
 int qr_apply_queue_release(struct qr_apply_ctx *ctx, Qraft__Message *m)
 {
     Qraft__Queue *q = NULL;
@@ -246,8 +235,6 @@ int qr_apply_queue_release(struct qr_apply_ctx *ctx, Qraft__Message *m)
     return rv < 0 ? rv : 0;
 }
 
-/* m (a shallow copy, about to be stored) leaves its queue's FIFO without
- * being activated (cancelled). */
 int qr_apply_queue_unlink(struct qr_apply_ctx *ctx, const Qraft__Message *m)
 {
     Qraft__Queue *q = NULL;

@@ -82,6 +82,19 @@ static void on_fired(void *data, int status, const struct qr_apply_result *res)
     }
 }
 
+/* Proposes the command of one body (borrowed) that on_fired answers: it
+ * counts in n_inflight until then. */
+static int propose(struct qr_scheduler *s,
+                   Qraft__Command__BodyCase body_case,
+                   const ProtobufCMessage *body)
+{
+    int rv = qr_cluster_propose_one(s->cluster, body_case, body, on_fired, s);
+    if (rv == 0) {
+        s->n_inflight++;
+    }
+    return rv;
+}
+
 /* Proposes the tick of one due schedule: the latest slot that has passed,
  * and the slot after it. */
 static void fire(struct qr_scheduler *s, const struct due *d, uint64_t now_ms)
@@ -115,14 +128,12 @@ static void fire(struct qr_scheduler *s, const struct due *d, uint64_t now_ms)
     f.next_slot_ms = next_ms;
     f.default_retries = s->config->limits.default_retries;
     f.default_timeout_ms = s->config->limits.default_timeout_ms;
-    int rv = qr_cluster_propose_one(
-        s->cluster, QRAFT__COMMAND__BODY_SCHEDULE_FIRE, &f.base, on_fired, s);
+    int rv = propose(s, QRAFT__COMMAND__BODY_SCHEDULE_FIRE, &f.base);
     if (rv != 0) {
         QR_DEBUG("scheduler", "proposing a fire of %s: %s", d->id,
                  qr_strerror(rv));
         return;
     }
-    s->n_inflight++;
     s->n_fired++;
 }
 
@@ -151,14 +162,12 @@ static int propose_timeout(void *arg, const Qraft__Waiter *w)
     wt.message_id = id;
     wt.default_retries = s->config->limits.default_retries;
     wt.default_timeout_ms = s->config->limits.default_timeout_ms;
-    int rv = qr_cluster_propose_one(
-        s->cluster, QRAFT__COMMAND__BODY_WAIT_TIMEOUT, &wt.base, on_fired, s);
+    int rv = propose(s, QRAFT__COMMAND__BODY_WAIT_TIMEOUT, &wt.base);
     if (rv != 0) {
         QR_DEBUG("scheduler", "proposing the timeout of %s's wait for %s: %s",
                  w->run_id, w->event_id, qr_strerror(rv));
         return 1; /* the next round tries again */
     }
-    s->n_inflight++;
     t->proposed++;
     return 0;
 }

@@ -328,12 +328,19 @@ typedef int (*walk_fn)(struct qr_store_txn *t,
                        void *arg,
                        enum walk_step *step);
 
+/* Positions c on the first key >= key (or the first key if key_len is 0);
+ * with `exclusive`, skips a key equal to `key`. Returns an LMDB code. */
 int store_cursor_seek(MDB_cursor *c,
                       const void *key,
                       size_t key_len,
                       bool exclusive,
                       MDB_val *k,
                       MDB_val *v);
+/* Walks db in key order from `start` (store_cursor_seek: key_len 0 is the
+ * first key; `exclusive` skips start itself), handing each pair to visit
+ * until it stops the walk, `limit` pairs were visited (limit > 0), or the
+ * keys run out. An LMDB error on the way is mapped and recorded
+ * (store_fail_mdb). */
 int store_walk_db(struct qr_store_txn *t,
                   enum db db,
                   const void *start,

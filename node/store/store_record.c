@@ -76,8 +76,6 @@ int store_put_packed(struct qr_store_txn *t,
     return rv;
 }
 
-/* Positions c on the first key >= key (or the first key if key_len is 0);
- * with `exclusive`, skips a key equal to `key`. Returns an LMDB code. */
 int store_cursor_seek(MDB_cursor *c,
                       const void *key,
                       size_t key_len,
@@ -100,10 +98,6 @@ int store_cursor_seek(MDB_cursor *c,
     return rc;
 }
 
-/* Walks db in key order from `start` (store_cursor_seek: key_len 0 is the first
- * key; `exclusive` skips start itself), handing each pair to visit until it
- * stops the walk, `limit` pairs were visited (limit > 0), or the keys run
- * out. An LMDB error on the way is mapped and recorded (store_fail_mdb). */
 int store_walk_db(struct qr_store_txn *t,
                   enum db db,
                   const void *start,

@@ -329,7 +329,6 @@ int qr_store_snapshot(struct qr_store *s, void **buf, size_t *len)
     return 0;
 }
 
-/* LMDB's default key order: bytes, then the shorter key first. */
 int store_key_cmp(const uint8_t *a,
                   size_t a_len,
                   const uint8_t *b,
