@@ -65,6 +65,7 @@ void qr_config_defaults(struct qr_config *c)
     c->max_feature_level = QR_FEATURE_LEVEL;
     c->snapshot_threshold = 8192;
     c->snapshot_trailing = 8192;
+    c->snapshot_log_share = 50;
 
     c->max_entry_bytes = 4 * MIB;
     c->max_inflight_entries = 64;
@@ -110,6 +111,9 @@ void qr_config_usage(FILE *out)
         "  --max-queue-parallelism N  highest queue parallelism (default\n"
         "                         100, at most 10000)\n"
         "  --snapshot-threshold N entries between snapshots (default 8192)\n"
+        "  --snapshot-log-share PCT  past 64 MiB of store, a snapshot also\n"
+        "                         waits for this percent of the store in log\n"
+        "                         (default 50; 0: entries only)\n"
         "  --dlq-retention DUR    how long dead letters are kept (default 7d;\n"
         "                         0 keeps them until deleted)\n"
         "  --events-retention DUR how long message history is kept (default\n"
@@ -406,6 +410,7 @@ enum {
     OPT_MAX_QUEUES,
     OPT_MAX_QUEUE_PARALLELISM,
     OPT_SNAPSHOT_THRESHOLD,
+    OPT_SNAPSHOT_LOG_SHARE,
     OPT_DLQ_RETENTION,
     OPT_EVENTS_RETENTION,
     OPT_DONE_RETENTION,
@@ -441,6 +446,7 @@ static const struct option long_options[] = {
     {"max-queue-parallelism", required_argument, NULL,
      OPT_MAX_QUEUE_PARALLELISM},
     {"snapshot-threshold", required_argument, NULL, OPT_SNAPSHOT_THRESHOLD},
+    {"snapshot-log-share", required_argument, NULL, OPT_SNAPSHOT_LOG_SHARE},
     {"dlq-retention", required_argument, NULL, OPT_DLQ_RETENTION},
     {"events-retention", required_argument, NULL, OPT_EVENTS_RETENTION},
     {"done-retention", required_argument, NULL, OPT_DONE_RETENTION},
@@ -582,6 +588,9 @@ static int apply_option(struct qr_config *c,
             c->snapshot_threshold = (unsigned)n;
             c->snapshot_trailing = (unsigned)n;
             return 0;
+        case OPT_SNAPSHOT_LOG_SHARE:
+            return parse_range("--snapshot-log-share", v, 0, 1000, "",
+                               &c->snapshot_log_share, errmsg);
         case OPT_DLQ_RETENTION:
         case OPT_EVENTS_RETENTION:
         case OPT_DONE_RETENTION:

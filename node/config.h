@@ -71,6 +71,7 @@ struct qr_config {
     unsigned max_feature_level;    /* advertised; QR_FEATURE_LEVEL */
     unsigned snapshot_threshold;   /* entries between snapshots: 8192 */
     unsigned snapshot_trailing;    /* entries kept after one: 8192 */
+    uint32_t snapshot_log_share;   /* percent of the store (fsm.h): 50 */
 
     /* Group commit: caps on what is proposed but not yet applied. */
     size_t max_entry_bytes;      /* one raft entry: 4 MiB */

@@ -753,7 +753,8 @@ int qr_cluster_init(struct qr_cluster *c,
     raft_set_heartbeat_timeout(&c->raft, cfg->heartbeat_timeout_ms);
     raft_set_pre_vote(&c->raft, true);
     raft_set_max_inflight_entries(&c->raft, RAFT_MAX_INFLIGHT_ENTRIES);
-    raft_set_snapshot_threshold(&c->raft, cfg->snapshot_threshold);
+    qr_fsm_pace_snapshots(&c->fsm, cfg->snapshot_threshold,
+                          cfg->snapshot_log_share);
     raft_set_snapshot_trailing(&c->raft, cfg->snapshot_trailing);
 
     uint32_t seed = 0;

@@ -251,6 +251,27 @@ static int apply_entry(struct qr_apply_ctx *ctx,
     return rv;
 }
 
+void qr_fsm_pace_snapshots(struct qr_fsm *f,
+                           unsigned threshold,
+                           unsigned log_share)
+{
+    assert(f->raft != NULL && threshold > 0);
+    f->snapshot_threshold = threshold;
+    f->snapshot_log_share = log_share;
+    struct qr_store_space sp;
+    uint64_t due_bytes = 0;
+    if (log_share > 0 && qr_store_space(f->store, false, &sp) == 0 &&
+        sp.file_bytes > QR_FSM_SNAPSHOT_FREE_BYTES) {
+        due_bytes =
+            (sp.file_bytes - QR_FSM_SNAPSHOT_FREE_BYTES) / 100 * log_share;
+    }
+    /* raft counts the entries itself (since its last snapshot); holding
+     * the threshold out of reach is how to say "not yet" to it. */
+    raft_set_snapshot_threshold(
+        f->raft,
+        f->log_bytes_since_snapshot >= due_bytes ? threshold : UINT_MAX);
+}
+
 /* Applies one committed entry.
  *
  * Apply is total over the entry's content: a command that fails for what it
@@ -287,6 +308,10 @@ static int fsm_apply(struct raft_fsm *rf,
     *result = NULL;
     if (f->failed) {
         return RAFT_IOERR;
+    }
+    f->log_bytes_since_snapshot += buf->len;
+    if (f->snapshot_threshold > 0) {
+        qr_fsm_pace_snapshots(f, f->snapshot_threshold, f->snapshot_log_share);
     }
     if (index <= f->applied_index) {
         return 0; /* applied before a restart: the store has it already */
@@ -404,9 +429,10 @@ static int fsm_snapshot(struct raft_fsm *rf,
     QR_INFO("fsm",
             "snapshot at index %" PRIu64
             " (%s): %zu bytes in %zu buffers, "
-            "%" PRIu64 " ms",
+            "%" PRIu64 " ms; %" PRIu64 " bytes of log since the last",
             f->applied_index, image ? "image" : "pairs", total, n,
-            qr_clock_mono_ms() - start_ms);
+            qr_clock_mono_ms() - start_ms, f->log_bytes_since_snapshot);
+    f->log_bytes_since_snapshot = 0;
     return 0;
 }
 
@@ -461,6 +487,7 @@ static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
         QR_ERROR("fsm", "restore: reading indexes: %s", qr_strerror(rv));
         return RAFT_CORRUPT;
     }
+    f->log_bytes_since_snapshot = 0; /* raft's log starts after it */
     QR_INFO("fsm",
             "restored a snapshot (%s) of %zu bytes at index %" PRIu64
             " in %" PRIu64 " ms",

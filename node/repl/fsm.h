@@ -74,6 +74,10 @@ struct qr_fsm {
     struct qr_store_snap *snapshot;
     uint64_t n_snapshots;         /* taken since the process started */
     uint64_t last_snapshot_bytes; /* the size of the last one */
+    /* Snapshot pacing (qr_fsm_pace_snapshots). */
+    unsigned snapshot_threshold; /* --snapshot-threshold: at least these */
+    unsigned snapshot_log_share; /* --snapshot-log-share, percent */
+    uint64_t log_bytes_since_snapshot; /* entries seen since the last one */
     bool failed;
     qr_fsm_applied_cb on_applied;
     void *on_applied_data;
@@ -87,6 +91,19 @@ struct qr_fsm {
  * store. */
 int qr_fsm_init(struct qr_fsm *f, struct qr_store *store);
 void qr_fsm_close(struct qr_fsm *f);
+
+/* A snapshot is taken when raft has applied at least `threshold` entries
+ * since the last one and, once the store's file is past
+ * QR_FSM_SNAPSHOT_FREE_BYTES, when those entries add up to `log_share`
+ * percent of the file beyond that (0: entries only). An image snapshot
+ * writes the whole store; pacing by the log keeps a large store from being
+ * written again every `threshold` entries, at the price of a longer log
+ * (disk, raft's memory, replay at restart). Sets raft's threshold, before
+ * raft_start and after each entry. */
+#define QR_FSM_SNAPSHOT_FREE_BYTES (64u * 1024 * 1024)
+void qr_fsm_pace_snapshots(struct qr_fsm *f,
+                           unsigned threshold,
+                           unsigned log_share);
 
 /* The shard of a message id: FNV-1a of the id, modulo QR_FSM_N_SHARDS. */
 uint32_t qr_fsm_shard_of(const char *message_id);

@@ -109,8 +109,11 @@ class SnapshotFormatTest(unittest.TestCase):
         # Snapshots every 1024 entries, and as many kept behind each: the
         # follower misses more than that, and nothing in the quiet cluster
         # makes it miss entries again during its install.
+        # Entries only: the guard is tested with a snapshot that holds the
+        # whole backlog (past 64 MiB a snapshot waits for log as well).
         cluster = qh.start_cluster(
-            self, extra_args=("--snapshot-threshold", "1024"))
+            self, extra_args=("--snapshot-threshold", "1024",
+                              "--snapshot-log-share", "0"))
         qh.wait_until(
             lambda: all(cluster_level(n) == qh.FEATURE_LEVEL
                         for n in cluster.nodes),
@@ -159,6 +162,46 @@ class SnapshotFormatTest(unittest.TestCase):
         pending = follower.status()["messages"]["pending"]
         self.assertGreaterEqual(pending, N_LARGE + 2500)
 
+
+def metric(node, name):
+    _, _, body = qh.http_call(node.http_addr, "GET", "/metrics", parse=None)
+    m = re.search(rb"^" + name.encode() + rb" (\d+)$", body, re.M)
+    return int(m.group(1))
+
+
+class SnapshotPacingTest(unittest.TestCase):
+    def test_a_large_store_is_not_written_every_threshold_entries(self):
+        """An image snapshot writes the whole store. Past 64 MiB of store a
+        snapshot also waits until the log since the last one holds half
+        the store's size (--snapshot-log-share 50), so a large store is
+        not written again every --snapshot-threshold entries."""
+        node = qh.start_dev_node(
+            self, extra_args=("--snapshot-threshold", "16"))
+        # 1 KiB messages, a few per entry: well past 64 MiB of store.
+        node.tool("qraft-bench", "publish", "-n", 50000, "-c", 8, "-s", 1024,
+                  "--delay", "1h", "--endpoints", node.rpc_addr, "--token",
+                  node.token, timeout=BENCH_TIMEOUT)
+        self.assertGreater(metric(node, "qraft_store_file_bytes"),
+                           100 * 1024**2)
+        # (raft index, image bytes, bytes of log waited for), in order.
+        snaps = [tuple(map(int, m)) for m in re.findall(
+            r"snapshot at index (\d+) \(image\): (\d+) bytes in \d+ "
+            r"buffers, \d+ ms; (\d+) bytes of log since the last",
+            node.stderr_path.read_text())]
+        self.assertEqual(len(snaps), metric(node, "qraft_snapshots_total"))
+        # Every 16 entries while the store is small; past 64 MiB only once
+        # the log since the last one holds half the store beyond 64 MiB.
+        large = [(i, size, log) for i, size, log in snaps
+                 if size > 65 * 1024**2]
+        self.assertTrue(large, snaps[-3:])
+        for i, size, log in large:
+            self.assertGreaterEqual(log, (size - 64 * 1024**2) // 2 * 0.9,
+                                    (i, size, log))
+        applied = metric(node, "qraft_raft_applied_index")
+        entries_after = applied - large[0][0]
+        self.assertGreater(entries_after, 16 * 20)
+        self.assertLess(len(large), entries_after / 16 / 4,
+                        (entries_after, large))
 
 if __name__ == "__main__":
     unittest.main()

@@ -449,8 +449,17 @@ static void test_raft_timeouts(void **state)
     r = parse("--dev", "--snapshot-threshold", "1024", NULL);
     assert_parsed(r);
     assert_int_equal(r->c.snapshot_threshold, 1024);
+    assert_int_equal(r->c.snapshot_log_share, 50);
     free_run(r);
     REFUSED("--snapshot-threshold", "--dev", "--snapshot-threshold", "1", NULL);
+    r = parse("--dev", "--snapshot-log-share", "0", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.snapshot_log_share, 0);
+    free_run(r);
+    REFUSED("--snapshot-log-share", "--dev", "--snapshot-log-share", "1001",
+            NULL);
+    REFUSED("--snapshot-log-share", "--dev", "--snapshot-log-share", "-1",
+            NULL);
 }
 
 static void test_unknown_and_stray_arguments(void **state)
