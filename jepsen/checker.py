@@ -29,6 +29,11 @@ Semantics (Jepsen's total-queue, adapted to a delivery queue):
   valid  <=>  lost == unexpected == dedup_violations == early
               == fail_delivered == 0
 
+unavailability(ops, nemesis) is not a verdict: per nemesis kind, the
+longest time each fault left the clients without an acknowledged publish
+(from the fault's start, or the last ack before a gap that overlaps it, to
+the next ack), as docs/chaos.md's table of issue 14 reports it.
+
 check_flow (--client flowcontrol) reads the deliveries that carry a flow
 control "key" and "t_end" (the sink held each from "time" to "t_end"):
   flow_peak        the most requests of each key the sink held at once
@@ -151,6 +156,60 @@ def check(ops, deliveries, dlq_ids, check_early=True):
         "early_examples": early[:EXAMPLES],
         "fail_delivered_examples": fail_delivered[:EXAMPLES],
     }
+    return result
+
+
+# After a fault ends, how long its consequences (a restarted node, a
+# re-election after a heal) may still be counted as its own.
+UNAVAILABILITY_GRACE_S = 5.0
+
+
+def unavailability(ops, nemesis, grace_s=UNAVAILABILITY_GRACE_S):
+    """{kind: {"events", "max_ms", "p50_ms", "by_target": {target: max_ms}}}
+    over the nemesis "start" records (each with "f", "time", maybe
+    "target": leader or node) and their next "end" of the same kind. A
+    fault's figure is the longest gap between acknowledged publishes
+    (ops of type ok, at "t_complete") that overlaps [start, end + grace],
+    counted from the start at the earliest; a fault with no ack after it
+    counts to its end plus the grace."""
+    acks = sorted(op["t_complete"] for op in ops if op["type"] == "ok")
+    events = sorted(nemesis, key=lambda e: e["time"])
+    per_kind = {}
+    for i, e in enumerate(events):
+        if e.get("phase") != "start":
+            continue
+        end = next((x["time"] for x in events[i + 1:]
+                    if x["f"] == e["f"] and x.get("phase") == "end"),
+                   e["time"])
+        lo, hi = e["time"], end + grace_s
+        worst = 0.0
+        prev = None
+        for t in acks + [None]:
+            if t is not None and t < lo:
+                prev = t
+                continue
+            start = lo if prev is None else max(prev, lo)
+            stop = hi if t is None else t
+            worst = max(worst, stop - start)
+            if t is None or t > hi:
+                break
+            prev = t
+        kind = per_kind.setdefault(e["f"], {"gaps": [], "by_target": {}})
+        kind["gaps"].append(worst)
+        target = e.get("target")
+        if target is not None:
+            kind["by_target"][target] = max(
+                kind["by_target"].get(target, 0.0), worst)
+    result = {}
+    for f, kind in sorted(per_kind.items()):
+        gaps = sorted(kind["gaps"])
+        result[f] = {
+            "events": len(gaps),
+            "max_ms": round(gaps[-1] * 1000),
+            "p50_ms": round(gaps[(len(gaps) - 1) // 2] * 1000),
+            "by_target": {t: round(g * 1000)
+                          for t, g in sorted(kind["by_target"].items())},
+        }
     return result
 
 

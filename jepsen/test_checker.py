@@ -300,5 +300,37 @@ class FlowCheckTest(unittest.TestCase):
                                T + 0.9)
 
 
+class UnavailabilityTest(unittest.TestCase):
+    @staticmethod
+    def acks(*times):
+        return [{"type": "ok", "t_complete": T + t} for t in times]
+
+    def test_the_gap_a_fault_opens_is_counted_from_its_start(self):
+        # Acks every 0.1 s, none from 2.0 to 3.5: a leader kill at 2.05.
+        ops = self.acks(*[i / 10 for i in range(0, 21)],
+                        *[3.5 + i / 10 for i in range(10)])
+        ops.append({"type": "fail", "t_complete": T + 3.0})
+        nemesis = [{"f": "kill", "phase": "start", "time": T + 2.05,
+                    "target": "leader"},
+                   {"f": "kill", "phase": "end", "time": T + 2.5},
+                   {"f": "pause", "phase": "start", "time": T + 3.6,
+                    "target": "node"},
+                   {"f": "pause", "phase": "end", "time": T + 3.7}]
+        got = checker.unavailability(ops, nemesis, grace_s=0.2)
+        self.assertEqual(got["kill"]["events"], 1)
+        self.assertEqual(got["kill"]["max_ms"], 1450)
+        self.assertEqual(got["kill"]["by_target"], {"leader": 1450})
+        # No gap beyond the clients' own pace.
+        self.assertEqual(got["pause"]["max_ms"], 100)
+
+    def test_a_fault_with_no_ack_after_it_counts_to_its_end(self):
+        ops = self.acks(0.0, 0.1)
+        nemesis = [{"f": "partition", "phase": "start", "time": T + 1.0},
+                   {"f": "partition", "phase": "end", "time": T + 2.0}]
+        got = checker.unavailability(ops, nemesis, grace_s=1.0)
+        self.assertEqual(got["partition"]["max_ms"], 2000)
+        self.assertEqual(got["partition"]["by_target"], {})
+
+
 if __name__ == "__main__":
     unittest.main()
