@@ -427,39 +427,41 @@ static char *host_name(const char *url)
     return host;
 }
 
+/* Notes why x's first refused connection was refused: a (NULL when the
+ * address was not IP) and its class. The rare path: the URL's parse that
+ * names the host is affordable. */
+static void note_refusal(struct qr_delivery_xfer *x,
+                         const struct qr_dest_addr *a,
+                         enum qr_dest_class cls)
+{
+    if (a == NULL) {
+        snprintf(x->refused_why, sizeof x->refused_why,
+                 "not an IP address; this node delivers over TCP/IP only");
+        return;
+    }
+    char *name = host_name(x->url);
+    describe_refusal(a, cls, name, x->refused_why, sizeof x->refused_why);
+    curl_free(name);
+}
+
 /* curl asks for each address it is about to connect to, after resolving
  * the name: the one place every connection passes. Runs inside curl:
- * only looks at the policy and counts. */
+ * only looks at the policy and notes what it refused. */
 static curl_socket_t on_curl_open_socket(void *userp,
                                          curlsocktype purpose,
                                          struct curl_sockaddr *address)
 {
     struct qr_delivery_xfer *x = userp;
     const struct qr_dest_policy *policy = x->d->destinations;
-    if (policy != NULL) {
-        struct qr_dest_addr a;
-        enum qr_dest_class cls = QR_DEST_RESERVED;
-        bool ok =
-            purpose == CURLSOCKTYPE_IPCXN &&
-            qr_dest_from_sockaddr(&address->addr, address->addrlen, &a) == 0 &&
-            qr_dest_allowed(policy, &a, &cls);
-        if (!ok) {
-            if (x->n_refused++ == 0) {
-                if (purpose == CURLSOCKTYPE_IPCXN &&
-                    qr_dest_from_sockaddr(&address->addr, address->addrlen,
-                                          &a) == 0) {
-                    /* The rare path: the URL's parse is affordable. */
-                    char *name = host_name(x->url);
-                    describe_refusal(&a, cls, name, x->refused_why,
-                                     sizeof x->refused_why);
-                    curl_free(name);
-                } else {
-                    snprintf(x->refused_why, sizeof x->refused_why,
-                             "destination refused: not an IP address");
-                }
-            }
-            return CURL_SOCKET_BAD;
+    struct qr_dest_addr a;
+    enum qr_dest_class cls = QR_DEST_RESERVED;
+    bool ip = purpose == CURLSOCKTYPE_IPCXN &&
+              qr_dest_from_sockaddr(&address->addr, address->addrlen, &a) == 0;
+    if (policy != NULL && !(ip && qr_dest_allowed(policy, &a, &cls))) {
+        if (x->n_refused++ == 0) {
+            note_refusal(x, ip ? &a : NULL, cls);
         }
+        return CURL_SOCKET_BAD;
     }
     curl_socket_t fd = socket(address->family, address->socktype | SOCK_CLOEXEC,
                               address->protocol);
