@@ -167,6 +167,34 @@ class LoopbackDefaultTest(Guarded, unittest.TestCase):
         self.assertEqual(json.loads(out)["messages"], [])
         self.assertEqual(self.sink.requests(), [])
 
+    def test_workflow_destinations_refused_at_publish(self):
+        run = "wfr_ssrf"
+        status, _, body = self.publish(
+            self.sink.url("/wf"),
+            {"Upstash-Workflow-RunId": run, "Upstash-Workflow-Init": "true",
+             "Upstash-Workflow-Url": "http://10.0.0.1/wf"})
+        self.assertEqual(status, 400, body)
+        self.assertIn("Upstash-Workflow-Url", body["error"])
+        self.assertIn("10.0.0.1 is private", body["error"])
+        for field, url, timeout_url in (
+                ("url '", "http://169.254.169.254/", self.sink.url("/t")),
+                ("timeoutUrl '", self.sink.url("/wf"),
+                 "http://[::ffff:10.0.0.1]/")):
+            wait = {
+                "url": url, "timeout": "1h", "timeoutUrl": timeout_url,
+                "timeoutHeaders": {"Upstash-Workflow-Runid": [run]},
+                "step": {"stepId": 1, "stepType": "Wait", "stepName": "w",
+                         "concurrent": 1},
+            }
+            status, _, body = self.call(
+                "POST", "/v2/wait/ev", body=wait,
+                headers={"Upstash-Workflow-RunId": run,
+                         "Content-Type": "application/json"})
+            self.assertEqual(status, 400, body)
+            self.assertIn(field, body["error"])
+            self.assertIn("--allow-destinations", body["error"])
+        self.assertEqual(self.sink.requests(), [])
+
     def test_redirects_are_not_followed(self):
         self.sink.script("/moved", Reply(302, {"Location": self.sink.url("/to")}))
         status, _, body = self.publish(self.sink.url("/moved"))
@@ -264,6 +292,26 @@ class FakeResolverTest(Guarded, unittest.TestCase):
         self.assert_refused_at_delivery(
             "http://v6.qraft.test/",
             "v6.qraft.test resolves to fd00::7, which is private")
+
+    def test_callback_to_an_internal_name_is_refused(self):
+        """A callback is a message like any other: its delivery meets the
+        same guard."""
+        self.sink.script("/src", Reply(200))
+        callback = "http://metadata.qraft.test/cb"
+        status, _, body = self.publish(self.sink.url("/src"),
+                                       {"Upstash-Callback": callback})
+        self.assertEqual(status, 200, body)
+        self.sink.wait_for(1, path="/src", timeout=30)
+
+        def refused_callback():
+            _, out, _ = self.node.cli("dlq", "ls", "--json")
+            return [m for m in json.loads(out)["messages"]
+                    if m["url"] == callback]
+        qh.wait_until(refused_callback, 30, "the callback dead-lettered")
+        (cb,) = refused_callback()
+        self.assertEqual(cb["last_error"]["category"], "destination_refused")
+        self.assertIn("169.254.169.254, which is link-local",
+                      cb["last_error"]["message"])
 
 
 if __name__ == "__main__":
