@@ -665,7 +665,12 @@ static void log_destinations(const struct qr_config *cfg)
 {
     char open[QR_DEST_POLICY_TEXT_BYTES];
     qr_dest_policy_format(&cfg->destinations, open, sizeof open);
-    if (cfg->destinations_set) {
+    if (cfg->destinations_set && cfg->destinations.n_nets == 0) {
+        QR_INFO("server",
+                "deliveries go to public addresses only "
+                "(--allow-destinations none): loopback, private, link-local, "
+                "multicast and unspecified ones are refused");
+    } else if (cfg->destinations_set) {
         QR_INFO("server",
                 "deliveries go to public addresses and to %s "
                 "(--allow-destinations)",

@@ -439,10 +439,8 @@ static void propose_result(struct qr_worker *w,
             if (resp->transport == QR_DELIVERY_REFUSED) {
                 /* An operator's matter (a publisher aimed at an internal
                  * address, or a network to open): say where. */
-                QR_WARN("worker",
-                        "%s not delivered, dead-lettered: %s; open its "
-                        "network with --allow-destinations if it is meant",
-                        f->id, resp->error);
+                QR_WARN("worker", "%s not delivered, dead-lettered: %s", f->id,
+                        resp->error);
             } else {
                 QR_INFO("worker",
                         "%s dead-lettered after %u attempt(s): %s (%s)", f->id,

@@ -216,8 +216,8 @@ class NothingOpenTest(Guarded, unittest.TestCase):
 
     def test_loopback_refused_in_every_spelling(self):
         port = self.sink.port
-        self.assertIn("deliveries go to public addresses and to nothing",
-                      self.stderr())
+        self.assertIn("deliveries go to public addresses only "
+                      "(--allow-destinations none)", self.stderr())
         for host in ("127.0.0.1", "127.0.0.2", "2130706433", "0x7f.1",
                      "0177.0.0.1", "127.1", "[::1]", "[::ffff:127.0.0.1]",
                      "[::ffff:7f00:1]", "[::127.0.0.1]"):
@@ -250,6 +250,8 @@ class AllowListTest(Guarded, unittest.TestCase):
             f"http://localhost:{self.closed_sink.port}/out",
             "localhost resolves to")
         self.assertEqual(self.closed_sink.requests(), [])
+        self.assertIn("deliveries go to public addresses and to "
+                      "127.0.0.2/32 (--allow-destinations)", self.stderr())
 
 
 class FakeResolverTest(Guarded, unittest.TestCase):
