@@ -895,6 +895,16 @@ static void test_destination_policy(void **state)
     wait_done(e, 5);
     assert_int_equal(e->res[4].transport, QR_DELIVERY_OK);
     assert_int_equal(e->res[4].status, 200);
+    /* A name with several addresses (localhost: 127.0.0.1, and ::1 where
+     * /etc/hosts has it) is served by the allowed one. */
+    struct qr_delivery_request req = {.url = url[1], .method = "GET"};
+    assert_int_equal(
+        qr_delivery_send(&e->d, &req, on_response, &e->res[5], NULL), 0);
+    wait_done(e, 6);
+    assert_int_equal(e->res[5].transport, QR_DELIVERY_OK);
+    assert_int_equal(e->res[5].status, 200);
+    /* one connection per host name: 127.0.0.1's, then localhost's */
+    assert_int_equal(server_get(&e->srv, &e->srv.n_conns), 2);
     env_free(e);
 }
 
