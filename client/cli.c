@@ -998,13 +998,20 @@ static int print_list(const struct qraft_message_list *l,
         return print_json(o);
     }
     char t[64];
-    printf("%-30s %-13s %-8s %-24s %s\n", "ID", "STATE", "ATTEMPTS",
-           "NEXT ATTEMPT (UTC)", "URL");
+    /* A dead letter says why it is one: its category, last (get ID has
+     * the whole error). */
+    bool dlq = strcmp(cmd, "dlq ls") == 0;
+    printf("%-30s %-13s %-8s %-24s %s%s\n", "ID", "STATE", "ATTEMPTS",
+           "NEXT ATTEMPT (UTC)", "URL", dlq ? " ERROR" : "");
     for (size_t i = 0; i < l->n_messages; i++) {
         const struct qraft_message *m = &l->messages[i];
-        printf("%-30s %-13s %-8" PRIu32 " %-24s %s\n", m->id,
+        printf("%-30s %-13s %-8" PRIu32 " %-24s %s%s%s\n", m->id,
                qraft_state_name(m->state), m->attempts,
-               iso_time(m->next_attempt_ms, t, sizeof t), m->url);
+               iso_time(m->next_attempt_ms, t, sizeof t), m->url,
+               dlq ? " " : "",
+               !dlq                                ? ""
+               : m->last_error.category[0] != '\0' ? m->last_error.category
+                                                   : "-");
     }
     if (l->cursor[0] != '\0') {
         fprintf(stderr, "qraft: %s: more: add --cursor %s\n", cmd, l->cursor);

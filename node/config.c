@@ -102,6 +102,11 @@ void qr_config_usage(FILE *out)
         "                         QRAFT_PEER_TOKEN; default: the API token)\n"
         "  --token T              API token (env QRAFT_TOKEN); --dev\n"
         "                         generates one and keeps it in DIR\n"
+        "  --allow-destinations LIST  networks deliveries may reach beyond\n"
+        "                         public addresses: CIDR,... (10.0.0.0/8,\n"
+        "                         fd00::/8, 127.0.0.1) or none; default:\n"
+        "                         loopback under --dev or when every\n"
+        "                         listener is on loopback, else nothing\n"
         "  --max-body-bytes N     largest message body (default 1048576,\n"
         "                         at most 16777216)\n"
         "  --dedup-window DUR     dedup window (default 10m, at most 90d)\n"
@@ -335,6 +340,39 @@ static int resolve_ipv4(char *hostport,
     return 0;
 }
 
+/* Whether a listener on hostport ("HOST:PORT", "[V6]:PORT") takes
+ * connections from this machine only: HOST is a loopback address, or a name
+ * all of whose addresses are. An empty host (every interface) is not. */
+static bool on_loopback(const char *hostport)
+{
+    char host[QR_ADDR_MAX];
+    const char *colon = strrchr(hostport, ':');
+    size_t len = colon != NULL ? (size_t)(colon - hostport) : 0;
+    if (len == 0 || len >= sizeof host) {
+        return false;
+    }
+    memcpy(host, hostport, len);
+    host[len] = '\0';
+    struct qr_dest_addr a;
+    if (qr_dest_parse_addr(host, &a) == 0) {
+        return qr_dest_classify(&a) == QR_DEST_LOOPBACK;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || res == NULL) {
+        return false;
+    }
+    bool loopback = true;
+    for (const struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        loopback =
+            loopback &&
+            qr_dest_from_sockaddr(ai->ai_addr, ai->ai_addrlen, &a) == 0 &&
+            qr_dest_classify(&a) == QR_DEST_LOOPBACK;
+    }
+    freeaddrinfo(res);
+    return loopback;
+}
+
 /* "1@127.0.0.1:7201,2@127.0.0.1:7202" */
 static int parse_peers(struct qr_config *c, const char *list, char *errmsg)
 {
@@ -404,6 +442,7 @@ enum {
     OPT_HTTP,
     OPT_TOKEN,
     OPT_PEER_TOKEN,
+    OPT_ALLOW_DESTINATIONS,
     OPT_MAX_BODY,
     OPT_DEDUP_WINDOW,
     OPT_MAX_RUN_HISTORY,
@@ -439,6 +478,7 @@ static const struct option long_options[] = {
     {"http", required_argument, NULL, OPT_HTTP},
     {"token", required_argument, NULL, OPT_TOKEN},
     {"peer-token", required_argument, NULL, OPT_PEER_TOKEN},
+    {"allow-destinations", required_argument, NULL, OPT_ALLOW_DESTINATIONS},
     {"max-body-bytes", required_argument, NULL, OPT_MAX_BODY},
     {"dedup-window", required_argument, NULL, OPT_DEDUP_WINDOW},
     {"max-run-history-bytes", required_argument, NULL, OPT_MAX_RUN_HISTORY},
@@ -549,6 +589,16 @@ static int apply_option(struct qr_config *c,
                 return QR_EBADREQ;
             }
             snprintf(dst, QR_TOKEN_MAX, "%s", v);
+            return 0;
+        }
+        case OPT_ALLOW_DESTINATIONS: {
+            char why[QR_ERRMSG_BYTES - 32];
+            if (qr_dest_parse_nets(v, &c->destinations, why, sizeof why) != 0) {
+                snprintf(errmsg, QR_ERRMSG_BYTES, "--allow-destinations: %s",
+                         why);
+                return QR_EBADREQ;
+            }
+            c->destinations_set = true;
             return 0;
         }
         case OPT_MAX_BODY: {
@@ -776,5 +826,10 @@ int qr_config_parse(struct qr_config *c,
      * over the configured limit still reaches the request check and gets an
      * error that names the limit, rather than a closed connection. */
     c->max_frame_bytes = MAX_BODY_BYTES_CEILING + 1 * MIB;
+    if (!c->destinations_set) {
+        c->destinations.allow_loopback =
+            c->dev || (on_loopback(c->raft_addr) && on_loopback(c->rpc_addr) &&
+                       on_loopback(c->http_addr));
+    }
     return 0;
 }

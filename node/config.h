@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "lib/dest.h"
 #include "lib/logger.h"
 
 #define QR_ADDR_MAX 64
@@ -63,6 +64,13 @@ struct qr_config {
     size_t n_peers;
 
     struct qr_limits limits;
+
+    /* Where deliveries may go (lib/dest.h, the SSRF guard): public
+     * addresses, and the networks --allow-destinations lists. Without that
+     * flag, loopback too under --dev or when every listener (--raft, --rpc,
+     * --http) is on a loopback address: one machine runs it all. */
+    struct qr_dest_policy destinations;
+    bool destinations_set; /* --allow-destinations was given */
 
     /* Raft. */
     unsigned election_timeout_ms;  /* 1000 */

@@ -11,6 +11,7 @@
 
 #include "deliver/sign.h"
 #include "lib/clock.h"
+#include "lib/dest.h"
 #include "lib/err.h"
 #include "lib/logger.h"
 #include "lib/random.h"
@@ -661,6 +662,38 @@ err:
     return rv;
 }
 
+/* One line at start: where deliveries may go beyond public addresses (the
+ * SSRF guard, lib/dest.h), and why loopback is open when the operator did
+ * not say. */
+static void log_destinations(const struct qr_config *cfg)
+{
+    char open[QR_DEST_POLICY_TEXT_BYTES];
+    qr_dest_policy_format(&cfg->destinations, open, sizeof open);
+    if (cfg->destinations_set && cfg->destinations.n_nets == 0) {
+        QR_INFO("server",
+                "deliveries go to public addresses only "
+                "(--allow-destinations none): loopback, private, link-local, "
+                "multicast and unspecified ones are refused");
+    } else if (cfg->destinations_set) {
+        QR_INFO("server",
+                "deliveries go to public addresses and to %s "
+                "(--allow-destinations)",
+                open);
+    } else if (cfg->destinations.allow_loopback) {
+        QR_INFO(
+            "server",
+            "deliveries go to public and loopback addresses: %s; "
+            "private, link-local, multicast and unspecified ones are "
+            "refused (--allow-destinations opens them)",
+            cfg->dev ? "--dev" : "every listener is on loopback (one machine)");
+    } else {
+        QR_INFO("server",
+                "deliveries go to public addresses only; loopback, private, "
+                "link-local, multicast and unspecified ones are refused "
+                "(--allow-destinations opens them)");
+    }
+}
+
 int qr_server_init(struct qr_server *s,
                    const struct qr_config *cfg,
                    FILE *announce_out)
@@ -739,6 +772,7 @@ int qr_server_init(struct qr_server *s,
         snprintf(s->errmsg, sizeof s->errmsg, "%s", s->shards.errmsg);
         goto err_after_cluster;
     }
+    log_destinations(cfg);
     rv = qr_worker_init(&s->worker, &s->loop, cfg, &s->cluster, s->store,
                         &s->shards);
     if (rv != 0) {

@@ -94,6 +94,14 @@ json_t *qr_rest_message_json(const Qraft__Message *m,
         json_object_set_new(o, "responseStatus",
                             json_integer(m->last_error->status));
     }
+    /* Why it is here (an extension: QStash says it only through the
+     * response): "category: message", as the events' "error" reads. */
+    const Qraft__LastError *e = m->last_error;
+    if (e != NULL && e->category[0] != '\0') {
+        char why[512];
+        snprintf(why, sizeof why, "%s: %s", e->category, e->message);
+        json_object_set_new(o, "error", qr_json_text(why));
+    }
     return o;
 }
 

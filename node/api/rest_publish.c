@@ -794,6 +794,10 @@ void qr_rest_batch(struct qr_rest *r,
             rv = qr_command_check_publish(&pubs[i].pr, &r->ops->config->limits,
                                           now_ms, err, sizeof err);
         }
+        if (rv == 0) {
+            rv = qr_ops_check_publish_destinations(r->ops, &pubs[i].pr, err,
+                                                   sizeof err);
+        }
         if (rv != 0) {
             json_decref(in);
             snprintf(why_el, sizeof why_el,

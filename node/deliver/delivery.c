@@ -411,6 +411,9 @@ static void xfer_done(struct qr_delivery *d,
     const char *error = "";
     if (code == CURLE_WRITE_ERROR && x->drained) {
         t = QR_DELIVERY_OK;
+    } else if (code != CURLE_OK && x->n_refused > 0 && x->n_opened == 0) {
+        t = QR_DELIVERY_REFUSED;
+        error = x->refused_why;
     } else if (code != CURLE_OK) {
         error = x->errbuf[0] != '\0' ? x->errbuf : curl_easy_strerror(code);
     }
@@ -788,6 +791,12 @@ void qr_delivery_set_gate(struct qr_delivery *d,
 {
     d->gate = gate;
     d->gate_data = data;
+}
+
+void qr_delivery_set_destinations(struct qr_delivery *d,
+                                  const struct qr_dest_policy *policy)
+{
+    d->destinations = policy;
 }
 
 void qr_delivery_resume(struct qr_delivery *d)

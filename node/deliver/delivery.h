@@ -39,6 +39,14 @@
  *   HTTP/2 is used when the peer offers it over TLS.
  * - Redirects are not followed unless max_redirects > 0 (a 3xx is then just a
  *   response); only http and https are spoken, also on redirects.
+ * - With a destination policy set (qr_delivery_set_destinations, the SSRF
+ *   guard), every connection is checked on the address it is about to be
+ *   made to, after name resolution, before the socket exists: a refused
+ *   address is never connected to, so neither a name that resolves (or
+ *   rebinds) to an internal address nor a redirect (were one followed) can
+ *   get past it. A name with several addresses is served by the allowed
+ *   ones; when every address tried was refused and no connection was made,
+ *   the transfer ends REFUSED, its error naming the address and its class.
  *
  * CURLcode → transport (the only place curl's codes are seen; see
  * qr_delivery_transport_name for the spellings used in logs):
@@ -53,6 +61,8 @@
  *   HTTP3, BAD_CONTENT_ENCODING, UNSUPPORTED_PROTOCOL
  *   (e.g. an HTTP/0.9 answer), RANGE_ERROR                 PROTOCOL
  *   TOO_MANY_REDIRECTS                                     TOO_MANY_REDIRECTS
+ *   any failure, when every address was refused by the
+ *   destination policy and none connected                  REFUSED
  *   WRITE_ERROR after the drain limit (we stopped reading) OK, body_truncated
  *   anything else (OUT_OF_MEMORY, ...)                     OTHER
  *
@@ -67,6 +77,8 @@
 #include <uv.h>
 
 #include "lib/err.h"
+
+struct qr_dest_policy;
 
 #define QR_DELIVERY_DEFAULT_MAX_INFLIGHT 256u
 #define QR_DELIVERY_DEFAULT_MAX_PER_HOST 32u
@@ -121,6 +133,7 @@ enum qr_delivery_transport {
     QR_DELIVERY_PROTOCOL, /* nothing, garbage or a broken response */
     QR_DELIVERY_TOO_MANY_REDIRECTS,
     QR_DELIVERY_CANCELLED, /* qr_delivery_cancel or the engine closing */
+    QR_DELIVERY_REFUSED,   /* the destination policy refused every address */
     QR_DELIVERY_OTHER,
 };
 
@@ -172,6 +185,8 @@ struct qr_delivery {
     size_t n_inflight, n_queued;
     bool (*gate)(void *data); /* may a transfer start now? NULL: yes */
     void *gate_data;
+    /* borrowed; NULL: any address may be connected to */
+    const struct qr_dest_policy *destinations;
     unsigned n_handles; /* uv handles open or closing */
     bool initialized;
     bool closing;
@@ -218,6 +233,24 @@ void qr_delivery_set_gate(struct qr_delivery *d,
                           bool (*gate)(void *data),
                           void *data);
 
+/* Sets the policy (borrowed, must outlive d; NULL: none) every
+ * connection's address is checked against from now on (see the
+ * invariants). */
+void qr_delivery_set_destinations(struct qr_delivery *d,
+                                  const struct qr_dest_policy *policy);
+
+/* The publish-time side of the guard: when url's host (as curl reads it)
+ * is a literal address that policy refuses, returns QR_EBADREQ with err
+ * (err_len bytes) naming field, the address and its class. A host name,
+ * an allowed address, or a URL curl cannot read (other checks refuse
+ * that) returns 0: the check at connection time is the guard, this one
+ * only answers sooner. */
+int qr_delivery_check_url(const struct qr_dest_policy *policy,
+                          const char *field,
+                          const char *url,
+                          char *err,
+                          size_t err_len);
+
 /* Starts what waits in the queues and may start now: call when the gate
  * may have opened. Callbacks may fire inside (a transfer that cannot
  * start is reported as it would be from a send). */
@@ -242,7 +275,7 @@ size_t qr_delivery_queued(const struct qr_delivery *d);
 void qr_delivery_close(struct qr_delivery *d, qr_delivery_close_cb cb);
 
 /* "ok", "connect", "dns", "tls", "timeout", "protocol",
- * "too_many_redirects", "cancelled", "other". Static. */
+ * "too_many_redirects", "cancelled", "refused", "other". Static. */
 const char *qr_delivery_transport_name(enum qr_delivery_transport t);
 
 #endif /* QR_DELIVERY_H */

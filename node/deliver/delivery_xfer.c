@@ -10,8 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "lib/ascii.h"
+#include "lib/dest.h"
 
 #define TCP_KEEPIDLE_S 60L
 #define TCP_KEEPINTVL_S 30L
@@ -381,6 +383,130 @@ static size_t on_curl_header(char *line, size_t size, size_t nmemb, void *userp)
 }
 
 /* ------------------------------------------------------------------------ */
+/* The destination policy (the SSRF guard). */
+
+/* "169.254.169.254 is link-local" (with the name that led there, when
+ * there is one) and what opens it. */
+static void describe_refusal(const struct qr_dest_addr *a,
+                             enum qr_dest_class cls,
+                             const char *name,
+                             char *buf,
+                             size_t size)
+{
+    char text[QR_DEST_ADDR_TEXT_BYTES];
+    qr_dest_addr_format(a, text, sizeof text);
+    if (name != NULL) {
+        snprintf(buf, size,
+                 "%.40s resolves to %s, which is %s; this node does not "
+                 "deliver there (--allow-destinations)",
+                 name, text, qr_dest_class_name(cls));
+    } else {
+        snprintf(buf, size,
+                 "%s is %s; this node does not deliver there "
+                 "(--allow-destinations)",
+                 text, qr_dest_class_name(cls));
+    }
+}
+
+/* url's host (new; free with curl_free) when it is a name, not a literal
+ * address; else NULL. */
+static char *host_name(const char *url)
+{
+    CURLU *u = curl_url();
+    char *host = NULL;
+    struct qr_dest_addr a;
+    if (u == NULL) {
+        return NULL;
+    }
+    if (curl_url_set(u, CURLUPART_URL, url, CURLU_PATH_AS_IS) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        qr_dest_parse_addr(host, &a) == 0) {
+        curl_free(host);
+        host = NULL;
+    }
+    curl_url_cleanup(u);
+    return host;
+}
+
+/* Notes why x's first refused connection was refused: a (NULL when the
+ * address was not IP) and its class. The rare path: the URL's parse that
+ * names the host is affordable. */
+static void note_refusal(struct qr_delivery_xfer *x,
+                         const struct qr_dest_addr *a,
+                         enum qr_dest_class cls)
+{
+    if (a == NULL) {
+        snprintf(x->refused_why, sizeof x->refused_why,
+                 "not an IP address; this node delivers over TCP/IP only");
+        return;
+    }
+    char *name = host_name(x->url);
+    describe_refusal(a, cls, name, x->refused_why, sizeof x->refused_why);
+    curl_free(name);
+}
+
+/* curl asks for each address it is about to connect to, after resolving
+ * the name: the one place every connection passes. Runs inside curl:
+ * only looks at the policy and notes what it refused. */
+static curl_socket_t on_curl_open_socket(void *userp,
+                                         curlsocktype purpose,
+                                         struct curl_sockaddr *address)
+{
+    struct qr_delivery_xfer *x = userp;
+    const struct qr_dest_policy *policy = x->d->destinations;
+    struct qr_dest_addr a;
+    enum qr_dest_class cls = QR_DEST_RESERVED;
+    bool ip = purpose == CURLSOCKTYPE_IPCXN &&
+              qr_dest_from_sockaddr(&address->addr, address->addrlen, &a) == 0;
+    if (policy != NULL && !(ip && qr_dest_allowed(policy, &a, &cls))) {
+        if (x->n_refused++ == 0) {
+            note_refusal(x, ip ? &a : NULL, cls);
+        }
+        return CURL_SOCKET_BAD;
+    }
+    curl_socket_t fd = socket(address->family, address->socktype | SOCK_CLOEXEC,
+                              address->protocol);
+    if (fd != CURL_SOCKET_BAD) {
+        x->n_opened++;
+    }
+    return fd;
+}
+
+int qr_delivery_check_url(const struct qr_dest_policy *policy,
+                          const char *field,
+                          const char *url,
+                          char *err,
+                          size_t err_len)
+{
+    if (policy == NULL) {
+        return 0;
+    }
+    CURLU *u = curl_url();
+    char *host = NULL;
+    int rv = 0;
+    if (u == NULL) {
+        return 0; /* out of memory: the delivery will check */
+    }
+    /* Read as the transfer will read it: curl turns "2130706433",
+     * "0x7f.1" or "%31%32%37.0.0.1" into 127.0.0.1. */
+    if (curl_url_set(u, CURLUPART_URL, url, CURLU_PATH_AS_IS) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+        struct qr_dest_addr a;
+        enum qr_dest_class cls;
+        if (qr_dest_parse_addr(host, &a) == 0 &&
+            !qr_dest_allowed(policy, &a, &cls)) {
+            char why[QR_DELIVERY_ERROR_BYTES];
+            describe_refusal(&a, cls, NULL, why, sizeof why);
+            snprintf(err, err_len, "%s '%.64s': %s", field, url, why);
+            rv = QR_EBADREQ;
+        }
+    }
+    curl_free(host);
+    curl_url_cleanup(u);
+    return rv;
+}
+
+/* ------------------------------------------------------------------------ */
 /* The easy handle's options. */
 
 #define SETOPT(e, opt, val) QR_CURL_TRY(curl_easy_setopt(e, opt, val))
@@ -430,6 +556,10 @@ CURLcode qr_delivery_xfer_configure(struct qr_delivery *d,
     SETOPT(e, CURLOPT_WRITEDATA, x);
     SETOPT(e, CURLOPT_HEADERFUNCTION, on_curl_header);
     SETOPT(e, CURLOPT_HEADERDATA, x);
+    if (d->destinations != NULL) {
+        SETOPT(e, CURLOPT_OPENSOCKETFUNCTION, on_curl_open_socket);
+        SETOPT(e, CURLOPT_OPENSOCKETDATA, x);
+    }
     return CURLE_OK;
 }
 
@@ -457,6 +587,8 @@ const char *qr_delivery_transport_name(enum qr_delivery_transport t)
             return "too_many_redirects";
         case QR_DELIVERY_CANCELLED:
             return "cancelled";
+        case QR_DELIVERY_REFUSED:
+            return "refused";
         case QR_DELIVERY_OTHER:
             return "other";
     }

@@ -59,7 +59,11 @@ struct qr_delivery_xfer {
     size_t resp_body_len, resp_body_cap;
     size_t resp_body_max; /* the request's, or 0: the engine's */
     uint64_t resp_body_total;
-    bool drained;  /* we stopped reading after the drain limit */
+    bool drained; /* we stopped reading after the drain limit */
+    /* The destination policy's verdicts on this transfer's connections:
+     * sockets opened, addresses refused and why the first one was. */
+    unsigned n_opened, n_refused;
+    char refused_why[QR_DELIVERY_ERROR_BYTES];
     char *hdr_buf; /* "name\0value\0" pairs */
     size_t hdr_len, hdr_cap;
     size_t n_hdrs;

@@ -51,6 +51,7 @@ static const char *const category_names[] = {
     [QR_RETRY_CAT_CLIENT_ERROR] = "client_error",
     [QR_RETRY_CAT_NON_RETRYABLE] = "non_retryable",
     [QR_RETRY_CAT_BUDGET_EXHAUSTED] = "budget_exhausted",
+    [QR_RETRY_CAT_DESTINATION_REFUSED] = "destination_refused",
 };
 
 #define N_CATEGORIES (sizeof category_names / sizeof category_names[0])
@@ -96,6 +97,8 @@ const char *qr_retry_transport_name(enum qr_retry_transport transport)
             return "too many redirects";
         case QR_RETRY_TRANSPORT_TOO_LARGE:
             return "response too large";
+        case QR_RETRY_TRANSPORT_REFUSED:
+            return "destination refused";
     }
     return "unknown transport outcome";
 }
@@ -186,6 +189,10 @@ void qr_retry_classify(enum qr_retry_transport transport,
         case QR_RETRY_TRANSPORT_REDIRECTS:
             set_verdict(out, strict ? QR_RETRY_TRANSIENT : QR_RETRY_PERMANENT,
                         QR_RETRY_CAT_CLIENT_ERROR);
+            return;
+        case QR_RETRY_TRANSPORT_REFUSED:
+            set_verdict(out, QR_RETRY_PERMANENT,
+                        QR_RETRY_CAT_DESTINATION_REFUSED);
             return;
     }
     /* Not one of ours: treat like a malformed answer. */
@@ -282,6 +289,14 @@ static void cause_hint(const struct qr_retry_verdict *v, char *buf, size_t size)
                      "with Upstash-NonRetryable-Error): replay once it "
                      "accepts it",
                      status);
+            return;
+        case QR_RETRY_CAT_DESTINATION_REFUSED:
+            snprintf(buf, size,
+                     "this node refuses the destination's address "
+                     "(loopback, link-local, private, multicast or "
+                     "unspecified): publish to a public address, or open "
+                     "its network with --allow-destinations on every node, "
+                     "then replay");
             return;
         case QR_RETRY_CAT_NONE:
         case QR_RETRY_CAT_BUDGET_EXHAUSTED:

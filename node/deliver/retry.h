@@ -34,11 +34,15 @@
  *     included)                              PERMANENT client_err TRANSIENT
  *   1xx as a final answer, 3xx (redirects
  *     are not followed), too many redirects  PERMANENT client_err TRANSIENT
+ *   the destination's address refused by
+ *     the node's policy (SSRF guard)         PERMANENT dest_ref. same
  *
  * Strict mode is QStash's behaviour: every failure is retried except 489 with
  * the NonRetryable header. 1xx/3xx are permanent by default because a retry
  * would get the same answer: the destination or the URL has to change. A
- * malformed answer is treated as a server fault, hence transient.
+ * malformed answer is treated as a server fault, hence transient. A refused
+ * destination is permanent in both modes: nothing was sent, and a retry
+ * would be refused alike until the node's flags or the URL change.
  * ------------------------------------------------------------------------- */
 
 /* How the transport ended. status is consulted only for OK and TOO_LARGE. */
@@ -54,6 +58,9 @@ enum qr_retry_transport {
      * With a valid status (100..599) it is classified by that status (the
      * kept body is merely truncated); without one, like PROTOCOL. */
     QR_RETRY_TRANSPORT_TOO_LARGE,
+    /* Every address of the destination was refused by the node's policy
+     * (--allow-destinations): nothing was sent. */
+    QR_RETRY_TRANSPORT_REFUSED,
 };
 
 enum qr_retry_class {
@@ -72,6 +79,7 @@ enum qr_retry_category {
     QR_RETRY_CAT_CLIENT_ERROR,
     QR_RETRY_CAT_NON_RETRYABLE,
     QR_RETRY_CAT_BUDGET_EXHAUSTED, /* set by qr_retry_check_budget only */
+    QR_RETRY_CAT_DESTINATION_REFUSED,
 };
 
 struct qr_retry_verdict {
@@ -96,7 +104,8 @@ void qr_retry_classify(enum qr_retry_transport transport,
                        struct qr_retry_verdict *out);
 
 /* "connect", "timeout", "throttled", "server_error", "client_error",
- * "non_retryable", "budget_exhausted"; "" for NONE. Static strings. */
+ * "non_retryable", "budget_exhausted", "destination_refused"; "" for NONE.
+ * Static strings. */
 const char *qr_retry_category_name(enum qr_retry_category category);
 
 /* Inverse of qr_retry_category_name (exact, lower case). Returns 0 and sets

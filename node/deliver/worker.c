@@ -331,6 +331,8 @@ static enum qr_retry_transport transport_of(enum qr_delivery_transport t)
             return QR_RETRY_TRANSPORT_TIMEOUT;
         case QR_DELIVERY_TOO_MANY_REDIRECTS:
             return QR_RETRY_TRANSPORT_REDIRECTS;
+        case QR_DELIVERY_REFUSED:
+            return QR_RETRY_TRANSPORT_REFUSED;
         default:
             return QR_RETRY_TRANSPORT_PROTOCOL;
     }
@@ -434,8 +436,16 @@ static void propose_result(struct qr_worker *w,
             r.hint = hint;
             w->stats.dead_lettered++;
             QR_METRICS_INC(w->metrics, deliveries_dead);
-            QR_INFO("worker", "%s dead-lettered after %u attempt(s): %s (%s)",
-                    f->id, f->attempt + 1, err.category, message);
+            if (resp->transport == QR_DELIVERY_REFUSED) {
+                /* An operator's matter (a publisher aimed at an internal
+                 * address, or a network to open): say where. */
+                QR_WARN("worker", "%s not delivered, dead-lettered: %s", f->id,
+                        resp->error);
+            } else {
+                QR_INFO("worker",
+                        "%s dead-lettered after %u attempt(s): %s (%s)", f->id,
+                        f->attempt + 1, err.category, message);
+            }
         }
     }
 
@@ -997,6 +1007,7 @@ int qr_worker_init(struct qr_worker *w,
         return rv;
     }
     qr_delivery_set_gate(&w->delivery, may_start, w);
+    qr_delivery_set_destinations(&w->delivery, &w->config->destinations);
     uv_timer_init(loop, &w->timer);
     w->timer.data = w;
     qr_cluster_set_due_hook(cluster, on_due, w);

@@ -30,6 +30,9 @@ void qr_op_group_change(struct qr_op *op, const Qraft__Request *req)
     const struct qr_limits *l = &op->ops->config->limits;
     char err[256];
     int rv = qr_command_check_group_change(gc, l, err, sizeof err);
+    if (rv == 0) {
+        rv = qr_ops_check_group_destinations(op->ops, gc, err, sizeof err);
+    }
     if (rv != 0) {
         qr_op_error(op, req->id, qr_op_status_of(rv), "%s", err);
         return;

@@ -124,4 +124,28 @@ void qr_ops_stamp(struct qr_ops *ops, Qraft__Response *resp, unsigned flags);
 #define QR_OPS_SPACE_WHY_BYTES 640
 int qr_ops_check_space(struct qr_ops *ops, char *why, size_t why_size);
 
+/* The publish-time side of the SSRF guard (ops/destinations.c): whether
+ * every destination a request names (url, callback, failure callback, a
+ * callback's own failure callback, the workflow and invoke URLs; a wait's
+ * url and timeoutUrl; a url group's added endpoints) is allowed by this
+ * node's --allow-destinations policy when it is a literal address. Returns
+ * 0 or QR_EBADREQ with the reason in err. Host names pass: the delivery
+ * checks the address it connects to (deliver/delivery.h), which is the
+ * guard; this only answers a literal refused address with a 400 at once.
+ * A face check, never apply's: apply must not depend on a node's flags.
+ * qr_ops_submit's operations run it; a caller that splits one client
+ * request into many (the REST batch) runs it first, to refuse it whole. */
+int qr_ops_check_publish_destinations(const struct qr_ops *ops,
+                                      const Qraft__PublishRequest *p,
+                                      char *err,
+                                      size_t err_len);
+int qr_ops_check_wait_destinations(const struct qr_ops *ops,
+                                   const Qraft__Waiter *w,
+                                   char *err,
+                                   size_t err_len);
+int qr_ops_check_group_destinations(const struct qr_ops *ops,
+                                    const Qraft__GroupChangeRequest *gc,
+                                    char *err,
+                                    size_t err_len);
+
 #endif /* QR_OPS_H */

@@ -179,6 +179,9 @@ void qr_op_publish(struct qr_op *op, const Qraft__Request *req)
     int rv = qr_command_check_publish(p, &ops->config->limits,
                                       qr_cluster_now_ms(ops->cluster), err,
                                       sizeof err);
+    if (rv == 0) {
+        rv = qr_ops_check_publish_destinations(ops, p, err, sizeof err);
+    }
     if (rv != 0) {
         qr_op_error(op, req->id, qr_op_status_of(rv), "%s", err);
         return;
@@ -283,6 +286,9 @@ static void group_publish(struct qr_op *op, const Qraft__Request *req)
     int rv = qr_command_check_publish(p, &ops->config->limits, now_ms, err,
                                       sizeof err);
     if (rv == 0) {
+        rv = qr_ops_check_publish_destinations(ops, p, err, sizeof err);
+    }
+    if (rv == 0) {
         rv = qr_ops_load_group(ops, p->topic_name, &g);
         if (rv == QR_ENOTFOUND) {
             snprintf(err, sizeof err, "url group '%.64s' not found",
@@ -311,6 +317,10 @@ static void group_publish(struct qr_op *op, const Qraft__Request *req)
         one.endpoint_name = g->endpoints[i]->name;
         rv = qr_command_check_publish(&one, &ops->config->limits, now_ms, err,
                                       sizeof err);
+        if (rv == 0) {
+            /* An endpoint added through a node with other flags */
+            rv = qr_ops_check_publish_destinations(ops, &one, err, sizeof err);
+        }
     }
     if (rv == 0 && !level_and_queue_ok(op, req, p)) {
         qraft__url_group__free_unpacked(g, NULL);

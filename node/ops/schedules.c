@@ -43,6 +43,10 @@ void qr_op_schedule_upsert(struct qr_op *op, const Qraft__Request *req)
     int rv = qr_command_check_schedule(r, &ops->config->limits,
                                        qr_cluster_now_ms(ops->cluster), &cron,
                                        &first_slot_ms, err, sizeof err);
+    if (rv == 0) {
+        rv =
+            qr_ops_check_publish_destinations(ops, r->request, err, sizeof err);
+    }
     if (rv == 0 && r->request->topic_name[0] != '\0') {
         /* Like a publish: a url group must exist when it is named. Each
          * tick fans out to the endpoints it has then. */

@@ -198,6 +198,9 @@ void qr_op_wait(struct qr_op *op, const Qraft__Request *req)
         return;
     }
     int rv = qr_command_check_wait(w, r->timeout_ms, l, err, sizeof err);
+    if (rv == 0) {
+        rv = qr_ops_check_wait_destinations(op->ops, w, err, sizeof err);
+    }
     if (rv != 0) {
         qr_op_error(op, req->id, qr_op_status_of(rv), "%s", err);
         return;

@@ -258,6 +258,9 @@ class Node:
         self.stdout_path = None
         self.stderr_path = None
         self.env = {}
+        # Environment the process gets on top of the test's own (e.g. a
+        # preloaded library); QRAFT_* names too, unlike the caller's.
+        self.extra_env = {}
         _live_nodes.add(self)
 
     # Addresses.
@@ -300,7 +303,7 @@ class Node:
                 stdout=out,
                 stderr=err,
                 cwd=self.dir,
-                env=_clean_env(),
+                env={**_clean_env(), **self.extra_env},
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )

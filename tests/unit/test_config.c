@@ -616,6 +616,65 @@ static void test_raft_host_names_resolved(void **state)
     REFUSED("IPv4", "--dev", "--raft", "[::1]:7300", NULL);
 }
 
+/* The SSRF guard's policy: loopback is open by default only where one
+ * machine runs it all (--dev, or every listener on loopback);
+ * --allow-destinations, when given, is the whole list. */
+static void test_allow_destinations(void **state)
+{
+    (void)state;
+    struct run *r = parse("--token", "t", NULL); /* default listeners */
+    assert_parsed(r);
+    assert_false(r->c.destinations_set);
+    assert_true(r->c.destinations.allow_loopback);
+    assert_int_equal(r->c.destinations.n_nets, 0);
+    free_run(r);
+
+    r = parse("--token", "t", "--rpc", "[::1]:7100", "--http", "localhost:8080",
+              "--raft", "127.0.0.3:7400", NULL);
+    assert_parsed(r);
+    assert_true(r->c.destinations.allow_loopback);
+    free_run(r);
+
+    /* One listener anyone may reach: a real network setup. */
+    r = parse("--token", "t", "--http", "0.0.0.0:8080", NULL);
+    assert_parsed(r);
+    assert_false(r->c.destinations.allow_loopback);
+    free_run(r);
+    r = parse("--token", "t", "--rpc", "[::]:7100", NULL);
+    assert_parsed(r);
+    assert_false(r->c.destinations.allow_loopback);
+    free_run(r);
+
+    /* --dev opens loopback wherever it listens. */
+    r = parse("--dev", "--http", "0.0.0.0:8080", NULL);
+    assert_parsed(r);
+    assert_true(r->c.destinations.allow_loopback);
+    free_run(r);
+
+    /* The flag replaces the default: none opens nothing. */
+    r = parse("--dev", "--allow-destinations", "none", NULL);
+    assert_parsed(r);
+    assert_true(r->c.destinations_set);
+    assert_false(r->c.destinations.allow_loopback);
+    assert_int_equal(r->c.destinations.n_nets, 0);
+    free_run(r);
+
+    r = parse("--token", "t", "--allow-destinations",
+              "10.0.0.0/8,fd00::/8,127.0.0.1", NULL);
+    assert_parsed(r);
+    assert_false(r->c.destinations.allow_loopback);
+    assert_int_equal(r->c.destinations.n_nets, 3);
+    assert_int_equal(r->c.destinations.nets[0].prefix, 8);
+    assert_int_equal(r->c.destinations.nets[2].prefix, 32);
+    free_run(r);
+
+    REFUSED("--allow-destinations: '10.0.0.1/8'", "--dev",
+            "--allow-destinations", "10.0.0.1/8", NULL);
+    REFUSED("--allow-destinations: 'example.com'", "--dev",
+            "--allow-destinations", "10.0.0.0/8,example.com", NULL);
+    REFUSED("--allow-destinations", "--dev", "--allow-destinations", "", NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -627,6 +686,8 @@ int main(void)
                                         clear_env),
         cmocka_unit_test_setup_teardown(test_raft_host_names_resolved,
                                         clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_allow_destinations, clear_env,
+                                        clear_env),
         cmocka_unit_test(test_duration_good),
         cmocka_unit_test(test_duration_bad),
         cmocka_unit_test(test_duration_rejects_exotic_numbers),

@@ -37,6 +37,7 @@
 #include <uv.h>
 
 #include "deliver/delivery.h"
+#include "lib/dest.h"
 #include "lib/err.h"
 
 #define MAX_CONNS 64
@@ -855,6 +856,111 @@ static void test_closed_port_and_unknown_host(void **state)
     env_free(e);
 }
 
+/* The SSRF guard: the policy is applied to the address a connection is
+ * made to, whatever spelled it (a literal, a name that resolves to it). */
+static void test_destination_policy(void **state)
+{
+    (void)state;
+    struct env *e = env_new(NULL);
+    struct qr_dest_policy policy = {0}; /* public addresses only */
+    qr_delivery_set_destinations(&e->d, &policy);
+    static const char *const hosts[] = {"127.0.0.1", "localhost",
+                                        "[::ffff:127.0.0.1]", "2130706433"};
+    char url[4][96];
+    for (int i = 0; i < 4; i++) {
+        snprintf(url[i], sizeof url[i], "http://%s:%u/ok", hosts[i],
+                 e->srv.port);
+        struct qr_delivery_request req = {.url = url[i], .method = "GET"};
+        assert_int_equal(
+            qr_delivery_send(&e->d, &req, on_response, &e->res[i], NULL), 0);
+    }
+    wait_done(e, 4);
+    for (int i = 0; i < 4; i++) {
+        if (e->res[i].transport != QR_DELIVERY_REFUSED) {
+            fail_msg("%s: transport %s (%s)", url[i],
+                     qr_delivery_transport_name(e->res[i].transport),
+                     e->res[i].error);
+        }
+        assert_non_null(strstr(e->res[i].error, "is loopback"));
+        assert_non_null(strstr(e->res[i].error, "--allow-destinations"));
+    }
+    assert_non_null(strstr(e->res[1].error, "localhost resolves to"));
+    assert_int_equal(server_get(&e->srv, &e->srv.n_conns), 0);
+
+    /* A network opens what it contains. */
+    char err[256];
+    assert_int_equal(
+        qr_dest_parse_nets("127.0.0.1/32", &policy, err, sizeof err), 0);
+    send_req(e, 4, "GET", "/ok", NULL, 0);
+    wait_done(e, 5);
+    assert_int_equal(e->res[4].transport, QR_DELIVERY_OK);
+    assert_int_equal(e->res[4].status, 200);
+    /* A name with several addresses (localhost: 127.0.0.1, and ::1 where
+     * /etc/hosts has it) is served by the allowed one. */
+    struct qr_delivery_request req = {.url = url[1], .method = "GET"};
+    assert_int_equal(
+        qr_delivery_send(&e->d, &req, on_response, &e->res[5], NULL), 0);
+    wait_done(e, 6);
+    assert_int_equal(e->res[5].transport, QR_DELIVERY_OK);
+    assert_int_equal(e->res[5].status, 200);
+    /* one connection per host name: 127.0.0.1's, then localhost's */
+    assert_int_equal(server_get(&e->srv, &e->srv.n_conns), 2);
+    env_free(e);
+}
+
+static void test_check_url(void **state)
+{
+    (void)state;
+    struct qr_dest_policy p = {.allow_loopback = true};
+    char err[256] = "";
+    static const char *const refused[] = {
+        "http://169.254.169.254/latest/meta-data/",
+        "http://2852039166/",
+        "http://0xa9.0xfe.0xa9.0xfe/",
+        "https://10.0.0.1:8443/x",
+        "http://[fd00::1]/",
+        "http://[::ffff:192.168.0.1]/",
+        "http://[fe80::1%25eth0]/",
+        "http://224.0.0.1/",
+        "http://0.0.0.0:8080/",
+        "http://0/",
+        "http://u:p@10.1.1.1/",
+        "http://%31%30.0.0.1/",
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        err[0] = '\0';
+        if (qr_delivery_check_url(&p, "url", refused[i], err, sizeof err) !=
+            QR_EBADREQ) {
+            fail_msg("%s was not refused", refused[i]);
+        }
+        assert_non_null(strstr(err, "url '"));
+        assert_non_null(strstr(err, "--allow-destinations"));
+    }
+    static const char *const taken[] = {
+        "http://127.0.0.1:8080/", /* loopback is open here */
+        "http://[::1]/",
+        "http://2130706433/",
+        "http://8.8.8.8/",
+        "https://example.com/",
+        "http://metadata.internal/", /* a name: checked when it connects */
+        "not a url",                 /* other checks refuse it */
+    };
+    for (size_t i = 0; i < sizeof taken / sizeof taken[0]; i++) {
+        if (qr_delivery_check_url(&p, "url", taken[i], err, sizeof err) != 0) {
+            fail_msg("%s was refused: %s", taken[i], err);
+        }
+    }
+    p.allow_loopback = false;
+    assert_int_equal(
+        qr_delivery_check_url(&p, "callback", "http://[::ffff:127.0.0.1]:9/",
+                              err, sizeof err),
+        QR_EBADREQ);
+    assert_non_null(strstr(err, "127.0.0.1 is loopback"));
+    assert_int_equal(
+        qr_delivery_check_url(NULL, "url", "http://10.0.0.1/", err, sizeof err),
+        0);
+}
+
 static long max_rss_kib(void)
 {
     struct rusage ru;
@@ -1196,6 +1302,8 @@ int main(void)
         cmocka_unit_test(test_status_and_retry_after),
         cmocka_unit_test(test_keepalive_reuses_connection),
         cmocka_unit_test(test_redirect_not_followed),
+        cmocka_unit_test(test_destination_policy),
+        cmocka_unit_test(test_check_url),
         cmocka_unit_test(test_redirect_loop_when_following),
         cmocka_unit_test(test_header_cap),
         cmocka_unit_test(test_url_and_headers_exact),

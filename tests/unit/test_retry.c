@@ -92,6 +92,8 @@ static const struct class_row class_rows[] = {
     {OK, 302, false, PERM, TRANS, "client_error"},
     {OK, 304, false, PERM, TRANS, "client_error"},
     {QR_RETRY_TRANSPORT_REDIRECTS, 0, false, PERM, TRANS, "client_error"},
+    /* the SSRF guard: permanent even in strict mode */
+    {QR_RETRY_TRANSPORT_REFUSED, 0, false, PERM, PERM, "destination_refused"},
 };
 
 static void test_classify_table(void **state)
@@ -123,8 +125,10 @@ static void test_category_names(void **state)
 {
     (void)state;
     static const char *const names[] = {
-        "connect",      "timeout",       "throttled",        "server_error",
-        "client_error", "non_retryable", "budget_exhausted",
+        "connect",          "timeout",
+        "throttled",        "server_error",
+        "client_error",     "non_retryable",
+        "budget_exhausted", "destination_refused",
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         enum qr_retry_category c;
@@ -199,6 +203,8 @@ static void test_hints(void **state)
     assert_non_null(strstr(buf, "malformed"));
     hint_for(QR_RETRY_TRANSPORT_REDIRECTS, 0, false, buf);
     assert_non_null(strstr(buf, "redirected too many times"));
+    hint_for(QR_RETRY_TRANSPORT_REFUSED, 0, false, buf);
+    assert_non_null(strstr(buf, "--allow-destinations"));
 
     /* Budget exhausted: names the attempts and the last failure. */
     struct qr_retry_verdict v;
