@@ -565,6 +565,12 @@ static void dispatch(struct qr_op *op, Qraft__Request *req, bool as_peer)
                     route->name);
         return;
     }
+    if (qr_ops_reads_replica(req) && !qr_cluster_is_member(ops->cluster)) {
+        qr_op_error(op, req->id, QRAFT__STATUS__UNAVAILABLE,
+                    "this node is not a member of the cluster (removed, or "
+                    "not added yet): its replica is not current; ask a member");
+        return;
+    }
     if (!admit(op, req)) {
         return;
     }

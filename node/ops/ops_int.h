@@ -301,6 +301,10 @@ int qr_ops_load_group(struct qr_ops *ops,
 /* Reads that wait for a linearizable read index unless they say stale. */
 bool qr_ops_is_linear_read(const Qraft__Request *req);
 
+/* Reads answered from this node's replica (the kinds above, stale or not,
+ * status aside): a node that is not a member refuses them. */
+bool qr_ops_reads_replica(const Qraft__Request *req);
+
 /* Holds req (borrowed; copied) until it may be served linearizably, or,
  * index_only, answers the read index (a follower's read-index request). */
 void qr_op_hold_read(struct qr_op *op,

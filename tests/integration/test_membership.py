@@ -274,5 +274,96 @@ class MembershipTest(unittest.TestCase):
         qh.wait_until(spread, 30, "the shards spread over nodes 1, 3, 4")
 
 
+PEER_TOKEN = "peer-secret-for-membership-tests"
+
+
+def readyz(node):
+    """(status, body text) of GET /readyz, (None, "") when nothing
+    answers."""
+    try:
+        status, _, body = qh.http_call(node.http_addr, "GET", "/readyz",
+                                       parse=None, timeout=2)
+    except OSError:
+        return None, ""
+    return status, body.decode(errors="replace")
+
+
+def warn_lines(node, *words):
+    """node's WARN log lines (this start) that hold every one of words."""
+    return [line for line in node.stderr_tail(100000).splitlines()
+            if "WARN" in line and all(w in line for w in words)]
+
+
+class MembershipTrapsTest(unittest.TestCase):
+    """What a new operator runs into (issue 15, point 7): each mistake
+    fails loudly and at once, never half-done or silent."""
+
+    def test_a_removed_node_stops_and_stays_stopped(self):
+        """A node removed while it was down never hears of it from raft (the
+        leader no longer replicates to it). Started again it must not run
+        on as a candidate serving reads: it learns it was removed, leaves a
+        tombstone in its data dir, stops with exit 0, and refuses to start
+        on that data dir again, saying why and what to do."""
+        cluster = qh.start_cluster(self, n=3)
+        cluster.leader()
+        _, out, _ = cluster.cli("publish", "http://127.0.0.1:9/x",
+                                "--delay", "1h")
+        message_id = out.strip()
+        victim = cluster.followers()[0]
+        cluster.wait_caught_up(victim)
+        victim.terminate()
+
+        def removed():
+            rc, _, err = cluster.cli("cluster", "remove", str(victim.id),
+                                     check=False)
+            self.assertIn(rc, (0, 1, 4), err)
+            _, out, _ = cluster.cli("status", "--json")
+            return victim.id not in {n["id"]
+                                     for n in json.loads(out)["nodes"]}
+        qh.wait_until(removed, 60, f"node {victim.id} to leave")
+
+        victim.start(wait=False)
+        try:
+            rc = victim.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            _, out, err = victim.cli("get", message_id, "--stale",
+                                     endpoints=victim.rpc_addr, check=False)
+            self.fail(f"the removed node runs on (a stale read: {out!r} "
+                      f"{err!r}):\n{victim.stderr_tail(20)}")
+        self.assertEqual(rc, 0, victim.stderr_tail(20))
+        victim.stopped_on_purpose = True
+        self.assertIn("removed from the cluster", victim.stderr_tail(20))
+        tombstone = victim.data_dir / "REMOVED"
+        self.assertTrue(tombstone.exists())
+
+        # It refuses to start on that data dir again.
+        victim.start(wait=False)
+        rc = victim.proc.wait(30)
+        self.assertNotEqual(rc, 0)
+        err = victim.stderr_tail(20)
+        self.assertIn(str(tombstone), err)
+        self.assertIn("--join", err)
+
+    def test_a_node_removed_while_running_stops_with_a_tombstone(self):
+        cluster = qh.start_cluster(self, n=3)
+        cluster.leader()
+        victim = cluster.followers()[0]
+
+        def removed():
+            rc, _, err = cluster.cli("cluster", "remove", str(victim.id),
+                                     check=False)
+            self.assertIn(rc, (0, 1, 4), err)
+            _, out, _ = cluster.cli("status", "--json")
+            return victim.id not in {n["id"]
+                                     for n in json.loads(out)["nodes"]}
+        qh.wait_until(removed, 60, f"node {victim.id} to leave")
+        self.assertEqual(victim.proc.wait(30), 0, victim.stderr_tail(20))
+        victim.stopped_on_purpose = True
+        self.assertTrue((victim.data_dir / "REMOVED").exists())
+        victim.start(wait=False)
+        self.assertNotEqual(victim.proc.wait(30), 0)
+        self.assertIn("REMOVED", victim.stderr_tail(20))
+
+
 if __name__ == "__main__":
     unittest.main()
