@@ -1473,6 +1473,7 @@ static json_t *status_json(const struct qraft_status *s)
                         json_integer((json_int_t)s->store_used_bytes));
     json_object_set_new(o, "store_file_bytes",
                         json_integer((json_int_t)s->store_file_bytes));
+    json_object_set_new(o, "problem", jstr(s->problem));
     json_t *counts = json_object();
     for (int i = 1; i < QRAFT_N_STATES; i++) {
         json_object_set_new(counts, qraft_state_name((enum qraft_state)i),
@@ -1495,6 +1496,7 @@ static json_t *status_json(const struct qraft_status *s)
         json_object_set_new(no, "version", jstr(n->version));
         json_object_set_new(no, "feature_level",
                             json_integer(n->feature_level));
+        json_object_set_new(no, "problem", jstr(n->problem));
         json_array_append_new(nodes, no);
     }
     json_object_set_new(o, "nodes", nodes);
@@ -1544,6 +1546,9 @@ static void print_status(const struct qraft_status *s)
              (double)s->store_used_bytes / 1048576.0,
              (double)s->store_file_bytes / 1048576.0);
     print_field("store:", buf);
+    if (s->problem != NULL && s->problem[0] != '\0') {
+        print_field("problem:", s->problem);
+    }
     if (s->n_nodes > 0) {
         printf("nodes:\n");
         printf("  %-4s %-8s %-6s %-10s %-6s %-22s %-22s %-22s %s\n", "ID",
@@ -1561,6 +1566,12 @@ static void print_status(const struct qraft_status *s)
                " %-22s %-22s %-22s %s\n",
                n->id, n->role, n->alive ? "yes" : "no", n->applied, n->shards,
                n->raft, n->rpc, n->http, version);
+    }
+    for (size_t i = 0; i < s->n_nodes; i++) {
+        const struct qraft_node_status *n = &s->nodes[i];
+        if (n->problem != NULL && n->problem[0] != '\0') {
+            printf("  node %" PRIu64 ": %s\n", n->id, n->problem);
+        }
     }
 }
 

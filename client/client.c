@@ -1873,7 +1873,9 @@ void qraft_status_free(struct qraft_status *s)
     free(s->state);
     free(s->leader_rpc);
     free(s->version);
+    free(s->problem);
     for (size_t i = 0; i < s->n_nodes; i++) {
+        free(s->nodes[i].problem);
         free(s->nodes[i].role);
         free(s->nodes[i].raft);
         free(s->nodes[i].rpc);
@@ -1906,6 +1908,7 @@ static int status_from_pb(const Qraft__StatusResponse *ps,
     s->rss_bytes = ps->rss_bytes;
     s->store_used_bytes = ps->store_used_bytes;
     s->store_file_bytes = ps->store_file_bytes;
+    s->problem = dup_str(ps->problem, &oom);
     if (ps->n_nodes > 0) {
         s->nodes = calloc(ps->n_nodes, sizeof *s->nodes);
         if (s->nodes == NULL) {
@@ -1926,6 +1929,7 @@ static int status_from_pb(const Qraft__StatusResponse *ps,
         n->http = dup_str(pn->http, &oom);
         n->version = dup_str(pn->version, &oom);
         n->feature_level = pn->feature_level;
+        n->problem = dup_str(pn->problem, &oom);
     }
     return oom ? QRAFT_ENOMEM : 0;
 }

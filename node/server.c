@@ -462,6 +462,11 @@ static bool http_ready(void *data, char *why, size_t why_len)
     if (!qr_cluster_ready(&s->cluster, why, why_len)) {
         return false;
     }
+    /* Raft does not use the peer token: such a node replicates, yet
+     * delivers nothing. */
+    if (qr_shards_peer_refused(&s->shards, why, why_len)) {
+        return false;
+    }
     if (!s->announced) {
         snprintf(why, why_len, "waiting for signing keys");
         return false;

@@ -481,6 +481,9 @@ struct qraft_node_status {
     char *http;
     char *version;          /* as the node advertised it; "" unknown */
     uint32_t feature_level; /* advertised; 0 unknown */
+    /* On the leader: why it refuses this node's node-to-node requests
+     * (its peer token); "" when it does not. */
+    char *problem;
 };
 
 struct qraft_status {
@@ -501,6 +504,9 @@ struct qraft_status {
     uint64_t rss_bytes;         /* resident memory */
     uint64_t store_used_bytes;  /* live bytes in the store */
     uint64_t store_file_bytes;  /* size of the store's file */
+    /* Why the answering node cannot do its part ("" when nothing is
+     * wrong): the leader refuses its peer token. */
+    char *problem;
     struct qraft_node_status *nodes;
     size_t n_nodes;
 };

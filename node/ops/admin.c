@@ -90,6 +90,7 @@ void qr_op_status(struct qr_op *op, const Qraft__Request *req)
     }
 
     Qraft__NodeStatus nodes[QR_CLUSTER_MAX_NODES];
+    char problems[QR_CLUSTER_MAX_NODES][96];
     Qraft__NodeStatus *node_ptrs[QR_CLUSTER_MAX_NODES];
     Qraft__NodeInfo *infos[QR_CLUSTER_MAX_NODES];
     uint64_t now = qr_clock_mono_ms();
@@ -118,6 +119,11 @@ void qr_op_status(struct qr_op *op, const Qraft__Request *req)
             nodes[i].alive = n != NULL && n->last_heartbeat_mono_ms != 0 &&
                              now - n->last_heartbeat_mono_ms < 3000;
             nodes[i].applied = n != NULL ? n->applied_index : 0;
+            if (qr_cluster_serving(ops->cluster) &&
+                qr_ops_peer_problem(ops, nid, problems[i],
+                                    sizeof problems[i])) {
+                nodes[i].problem = problems[i];
+            }
         }
         node_ptrs[i] = &nodes[i];
     }
@@ -139,6 +145,9 @@ void qr_op_status(struct qr_op *op, const Qraft__Request *req)
     sr.n_state_counts = QR_STORE_N_STATES;
     sr.state_counts = counts;
     sr.version = QRAFT_VERSION;
+    char problem[256] = "";
+    qr_shards_peer_refused(ops->shards, problem, sizeof problem);
+    sr.problem = problem;
     sr.feature_level = qr_cluster_feature_level(ops->cluster);
     if (ops->metrics != NULL) {
         sr.loop_stalls = ops->metrics->loop_stalls;

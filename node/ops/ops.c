@@ -483,8 +483,7 @@ void qr_op_run(struct qr_op *op, const Qraft__Request *req)
     find_route(req->body_case)->handler(op, req);
 }
 
-/* Node-to-node requests: they need the peer token. */
-static bool is_peer_request(Qraft__Request__BodyCase kind)
+bool qr_ops_is_peer_request(Qraft__Request__BodyCase kind)
 {
     return kind == QRAFT__REQUEST__BODY_HEARTBEAT ||
            kind == QRAFT__REQUEST__BODY_RESULTS ||
@@ -558,7 +557,7 @@ static void dispatch(struct qr_op *op, Qraft__Request *req, bool as_peer)
                     "unknown request kind %d", (int)req->body_case);
         return;
     }
-    if (is_peer_request(req->body_case) && !as_peer) {
+    if (qr_ops_is_peer_request(req->body_case) && !as_peer) {
         qr_op_error(op, req->id, QRAFT__STATUS__UNAUTHORIZED,
                     "unauthorized: %s is a node-to-node request and needs the "
                     "peer token",

@@ -298,6 +298,60 @@ class MembershipTrapsTest(unittest.TestCase):
     """What a new operator runs into (issue 15, point 7): each mistake
     fails loudly and at once, never half-done or silent."""
 
+    def test_a_node_without_the_peer_token_is_not_ready(self):
+        """A node restarted without the cluster's peer token (or with a
+        wrong one) still replicates (raft does not use the token) but every
+        heartbeat is refused, so it gets no lease and delivers nothing. It
+        must say so: WARN on both sides, /readyz 503 with the reason, and
+        `qraft status` shows it, on the node and on the leader."""
+        cluster = qh.start_cluster(self, n=3,
+                                   extra_args=["--peer-token", PEER_TOKEN])
+        leader = cluster.leader()
+        victim = cluster.followers()[0]
+        for args in ([], ["--peer-token", "not-the-cluster-peer-token"]):
+            victim.terminate()
+            victim.extra_args = args
+            victim.start(wait=False)
+            victim.wait_serving()
+
+            def not_ready():
+                status, body = readyz(victim)
+                return status == 503 and "peer token" in body
+            qh.wait_until(not_ready, 15,
+                          lambda: f"{victim.name} /readyz to say it is "
+                          f"refused (now {readyz(victim)})")
+            qh.wait_until(lambda: warn_lines(victim, "peer token"), 10,
+                          f"a WARN on {victim.name}")
+            qh.wait_until(
+                lambda: warn_lines(leader, "peer token",
+                                   f"node {victim.id}"),
+                10, f"a WARN on the leader naming node {victim.id}")
+            # Rate-limited: a heartbeat every few hundred ms is not a WARN
+            # line each.
+            self.assertLess(len(warn_lines(victim, "peer token")), 10)
+
+            own = victim.status()
+            self.assertIn("peer token", own["problem"])
+            _, out, _ = victim.cli("status", "--local")
+            self.assertIn("peer token", out)
+            nodes = {n["id"]: n for n in leader.status()["nodes"]}
+            self.assertFalse(nodes[victim.id]["alive"])
+            self.assertIn("peer token", nodes[victim.id]["problem"])
+
+        # Given the token again it is ready, and the problem is gone.
+        victim.terminate()
+        victim.extra_args = ["--peer-token", PEER_TOKEN]
+        victim.start()
+        cluster.wait_ready()
+        qh.wait_until(lambda: victim.status()["problem"] == "", 10,
+                      "the node's problem to clear")
+
+        def leader_clear():
+            nodes = {n["id"]: n for n in leader.status()["nodes"]}
+            return nodes[victim.id]["alive"] and \
+                nodes[victim.id]["problem"] == ""
+        qh.wait_until(leader_clear, 10, "the leader to see it alive again")
+
     def test_a_removed_node_stops_and_stays_stopped(self):
         """A node removed while it was down never hears of it from raft (the
         leader no longer replicates to it). Started again it must not run
