@@ -1828,14 +1828,19 @@ static int membership_call(struct qraft_client *c, Qraft__Request *req)
 
 int qraft_cluster_add(struct qraft_client *c,
                       uint64_t id,
-                      const char *raft_addr)
+                      const char *raft_addr,
+                      const char *rpc_addr)
 {
-    if (id == 0 || raft_addr == NULL || raft_addr[0] == '\0') {
-        return fail(c, QRAFT_EINVAL, "add needs a node id and a raft address");
+    if (id == 0 || raft_addr == NULL || raft_addr[0] == '\0' ||
+        rpc_addr == NULL || rpc_addr[0] == '\0') {
+        return fail(c, QRAFT_EINVAL,
+                    "add needs a node id, its raft address and its RPC "
+                    "address");
     }
     Qraft__MemberAddRequest a = QRAFT__MEMBER_ADD_REQUEST__INIT;
     a.id = id;
     a.raft_addr = (char *)raft_addr;
+    a.rpc_addr = (char *)rpc_addr;
     Qraft__Request req = QRAFT__REQUEST__INIT;
     req.body_case = QRAFT__REQUEST__BODY_MEMBER_ADD;
     req.member_add = &a;

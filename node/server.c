@@ -828,6 +828,7 @@ int qr_server_init(struct qr_server *s,
     s->ops.worker = &s->worker;
     s->ops.metrics = &s->metrics;
     s->ops.admit = &s->admit;
+    s->ops.peer_token = peer_token;
     s->shards.admit = &s->admit;
     struct qr_http_hooks hooks = {
         .data = s,

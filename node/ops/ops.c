@@ -186,6 +186,9 @@ void qr_call_free(struct qr_call *call)
     if (call->notify != NULL) {
         protobuf_c_message_free_unpacked(&call->notify->base, NULL);
     }
+    if (call->member_add != NULL) {
+        protobuf_c_message_free_unpacked(&call->member_add->base, NULL);
+    }
     free(call);
     op_unref(op);
 }
@@ -466,6 +469,9 @@ static const struct route routes[] = {
     {QRAFT__REQUEST__BODY_RESULTS, "results", qr_op_results, true, false},
     {QRAFT__REQUEST__BODY_READ_INDEX, "read index", qr_op_read_index, true,
      false},
+    /* Any node answers: the leader asks one it is about to add. */
+    {QRAFT__REQUEST__BODY_MEMBER_PROBE, "membership probe", qr_op_member_probe,
+     false, false},
 };
 
 static const struct route *find_route(Qraft__Request__BodyCase kind)
@@ -487,7 +493,8 @@ bool qr_ops_is_peer_request(Qraft__Request__BodyCase kind)
 {
     return kind == QRAFT__REQUEST__BODY_HEARTBEAT ||
            kind == QRAFT__REQUEST__BODY_RESULTS ||
-           kind == QRAFT__REQUEST__BODY_READ_INDEX;
+           kind == QRAFT__REQUEST__BODY_READ_INDEX ||
+           kind == QRAFT__REQUEST__BODY_MEMBER_PROBE;
 }
 
 /* Each loop iteration: answers what waits on a leader that is gone

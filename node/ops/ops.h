@@ -58,6 +58,9 @@ struct qr_ops {
     /* borrowed, may be NULL; set after init: what flow control reads of
      * this node's counts (ops/flow.c) */
     struct qr_worker *worker;
+    /* borrowed, may be NULL (""); set after init: what this node sends as
+     * the peer token when it probes a node it is about to add */
+    const char *peer_token;
     bool closing;
     qr_ops_close_cb close_cb;
     uint64_t n_requests;

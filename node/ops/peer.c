@@ -1,5 +1,7 @@
-/* Node-to-node requests, for the leader itself (they need the peer token):
- * heartbeats, a follower worker's delivery results, and read indexes. */
+/* Node-to-node requests (they need the peer token): for the leader itself,
+ * heartbeats, a follower worker's delivery results and read indexes; for
+ * any node, the membership probe of a leader about to add it. A refused one
+ * is logged loudly here (qr_ops_peer_refused). */
 #include "ops/ops_int.h"
 
 #include <errno.h>
@@ -24,6 +26,8 @@ static const char *peer_kind_name(Qraft__Request__BodyCase kind)
             return "heartbeat";
         case QRAFT__REQUEST__BODY_RESULTS:
             return "delivery results";
+        case QRAFT__REQUEST__BODY_MEMBER_PROBE:
+            return "membership probe";
         default:
             return "read index";
     }
@@ -103,6 +107,21 @@ bool qr_ops_peer_problem(struct qr_ops *ops,
         }
     }
     return false;
+}
+
+/* The leader is about to add this node: who it is (member_check.c). */
+void qr_op_member_probe(struct qr_op *op, const Qraft__Request *req)
+{
+    struct qr_ops *ops = op->ops;
+    struct qr_cluster_status cs;
+    qr_cluster_get_status(ops->cluster, &cs);
+    Qraft__MemberProbeResponse pr = QRAFT__MEMBER_PROBE_RESPONSE__INIT;
+    pr.id = ops->config->id;
+    pr.raft_addr = (char *)ops->config->raft_addr;
+    pr.version = QRAFT_VERSION;
+    pr.max_feature_level = ops->config->max_feature_level;
+    pr.n_configuration = (uint32_t)cs.n_nodes;
+    QR_OP_REPLY_BODY(op, req->id, MEMBER_PROBE, member_probe, &pr);
 }
 
 void qr_op_heartbeat(struct qr_op *op, const Qraft__Request *req)

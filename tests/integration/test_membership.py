@@ -204,7 +204,8 @@ class MembershipTest(unittest.TestCase):
         joiner = JoiningNode(4, cluster, cluster.token)
         self.addCleanup(joiner.cleanup)
         joiner.start(wait=False)
-        cluster.cli("cluster", "add", "4", joiner.raft_addr)
+        cluster.cli("cluster", "add", "4", joiner.raft_addr,
+                    "--rpc", joiner.rpc_addr)
         cluster.nodes.append(joiner)
         joiner.wait_serving()
 
@@ -351,6 +352,98 @@ class MembershipTrapsTest(unittest.TestCase):
             return nodes[victim.id]["alive"] and \
                 nodes[victim.id]["problem"] == ""
         qh.wait_until(leader_clear, 10, "the leader to see it alive again")
+
+    def test_add_checks_the_new_node_first(self):
+        """`cluster add` for an address where nothing runs, a node with the
+        wrong peer token, or the wrong id: a clear error naming what
+        failed, and the configuration is left as it was (no spare or
+        standby behind)."""
+        cluster = qh.start_cluster(self, n=3,
+                                   extra_args=["--peer-token", PEER_TOKEN])
+        cluster.leader()
+
+        def roles():
+            _, out, _ = cluster.cli("status", "--json")
+            return {n["id"]: n["role"] for n in json.loads(out)["nodes"]}
+        before = roles()
+
+        # Nothing runs there.
+        raft, rpc = f"127.0.0.1:{qh.free_port()}", f"127.0.0.1:{qh.free_port()}"
+        rc, _, err = cluster.cli("cluster", "add", "4", raft, "--rpc", rpc,
+                                 check=False)
+        self.assertEqual(rc, 1, err)
+        self.assertIn("nothing was changed", err)
+        self.assertIn("cannot reach node 4", err)
+        self.assertIn(rpc, err)
+        self.assertEqual(roles(), before)
+
+        # A node that runs, with the wrong peer token.
+        joiner = JoiningNode(4, cluster, cluster.token,
+                             extra_args=["--peer-token", "wrong"])
+        self.addCleanup(joiner.cleanup)
+        joiner.start(wait=False)
+        qh.wait_until(lambda: joiner.healthz() is not None, 15,
+                      "the joining node to listen")
+        rc, _, err = cluster.cli("cluster", "add", "4", joiner.raft_addr,
+                                 "--rpc", joiner.rpc_addr, check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("peer token", err)
+        self.assertEqual(roles(), before)
+
+        # The wrong id for the node at that address.
+        rc, _, err = cluster.cli("cluster", "add", "5", joiner.raft_addr,
+                                 "--rpc", joiner.rpc_addr, check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("peer token", err)  # checked before the id
+        self.assertEqual(roles(), before)
+
+        # Both sides said so at WARN.
+        leader = cluster.leader()
+        self.assertTrue(warn_lines(leader, "not adding node 4",
+                                   "peer token"))
+        self.assertTrue(warn_lines(joiner, "membership probe",
+                                   "peer token"))
+
+        # The right token: added.
+        joiner.terminate()
+        joiner.extra_args = ["--peer-token", PEER_TOKEN]
+        joiner.start(wait=False)
+        qh.wait_until(lambda: joiner.healthz() is not None, 15,
+                      "the joining node to listen")
+        cluster.cli("cluster", "add", "4", joiner.raft_addr,
+                    "--rpc", joiner.rpc_addr)
+        cluster.nodes.append(joiner)
+        joiner.wait_serving()
+        self.assertEqual(roles()[4], "voter")
+
+        # A node that is not the one named, or listens for raft elsewhere.
+        other = JoiningNode(5, cluster, cluster.token,
+                            extra_args=["--peer-token", PEER_TOKEN])
+        self.addCleanup(other.cleanup)
+        other.start(wait=False)
+        qh.wait_until(lambda: other.healthz() is not None, 15,
+                      "the second joining node to listen")
+        rc, _, err = cluster.cli("cluster", "add", "6", other.raft_addr,
+                                 "--rpc", other.rpc_addr, check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("is node 5, not 6", err)
+        rc, _, err = cluster.cli("cluster", "add", "5", joiner.raft_addr,
+                                 "--rpc", other.rpc_addr, check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn(f"listens for raft at {other.raft_addr}", err)
+        # A node with a configuration of its own (not started with --join).
+        rc, _, err = cluster.cli("cluster", "add", "5", other.raft_addr,
+                                 "--rpc", cluster.node(2).rpc_addr,
+                                 check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("is node 2, not 5", err)
+        self.assertEqual(set(roles()), {1, 2, 3, 4})
+
+        # The CLI wants the RPC address.
+        rc, _, err = cluster.cli("cluster", "add", "5", other.raft_addr,
+                                 check=False)
+        self.assertEqual(rc, 2, err)
+        self.assertIn("--rpc", err)
 
     def test_a_removed_node_stops_and_stays_stopped(self):
         """A node removed while it was down never hears of it from raft (the
