@@ -338,6 +338,15 @@ class MembershipTrapsTest(unittest.TestCase):
             nodes = {n["id"]: n for n in leader.status()["nodes"]}
             self.assertFalse(nodes[victim.id]["alive"])
             self.assertIn("peer token", nodes[victim.id]["problem"])
+            if args:
+                # A write it forwards is refused for its peer token, not
+                # the client's: the client hears so, and that nothing was
+                # applied.
+                with qh.RawRpc(victim.rpc_addr) as rpc:
+                    body = qh.publish_request("http://127.0.0.1:9/x")
+                    resp = rpc.call(qh.request(5, cluster.token, 10, body))
+                self.assertEqual(resp["status_name"], "UNAVAILABLE", resp)
+                self.assertIn("peer token", resp["error"])
 
         # Given the token again it is ready, and the problem is gone.
         victim.terminate()
