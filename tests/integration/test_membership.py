@@ -393,6 +393,13 @@ class MembershipTrapsTest(unittest.TestCase):
         joiner.start(wait=False)
         qh.wait_until(lambda: joiner.healthz() is not None, 15,
                       "the joining node to listen")
+        # Not a member yet: it answers no read from its (empty) replica,
+        # not even a stale one (Request.stale = 3, list = 13).
+        with qh.RawRpc(joiner.rpc_addr) as rpc:
+            resp = rpc.call(qh.request(1, cluster.token) + qh.pb_uint(3, 1) +
+                            qh.pb_bytes(13, b""))
+        self.assertEqual(resp["status_name"], "UNAVAILABLE", resp)
+        self.assertIn("not a member", resp["error"])
         rc, _, err = cluster.cli("cluster", "add", "4", joiner.raft_addr,
                                  "--rpc", joiner.rpc_addr, check=False)
         self.assertNotEqual(rc, 0)
@@ -446,6 +453,16 @@ class MembershipTrapsTest(unittest.TestCase):
                                  check=False)
         self.assertNotEqual(rc, 0)
         self.assertIn("is node 2, not 5", err)
+        # A node that bootstrapped a cluster of its own (no --join).
+        lone = qh.Cluster(n=1, extra_args=["--peer-token", PEER_TOKEN])
+        self.addCleanup(lone.cleanup)
+        lone.nodes[0].id = 7
+        lone.start()
+        rc, _, err = cluster.cli("cluster", "add", "7",
+                                 lone.nodes[0].raft_addr, "--rpc",
+                                 lone.nodes[0].rpc_addr, check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("already has a raft configuration", err)
         self.assertEqual(set(roles()), {1, 2, 3, 4})
 
         # The CLI wants the RPC address.
