@@ -111,19 +111,23 @@ static void write_tombstone(struct qr_server *s)
                        s->config->id, qr_clock_wall_ms());
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     bool ok = fd >= 0 && write(fd, line, (size_t)len) == len && fsync(fd) == 0;
+    int err = ok ? 0 : errno;
     if (fd >= 0) {
         close(fd);
     }
     int dir = open(s->config->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (ok && (dir < 0 || fsync(dir) != 0)) {
+        ok = false;
+        err = errno;
+    }
     if (dir >= 0) {
-        ok = fsync(dir) == 0 && ok;
         close(dir);
     }
     if (!ok) {
         QR_ERROR("server",
                  "could not write the tombstone %s (%s): do not start this "
-                 "node on its data dir again",
-                 path, strerror(errno));
+                 "node on its data dir again; stopping",
+                 path, strerror(err));
         return;
     }
     QR_WARN("server",

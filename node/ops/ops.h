@@ -84,6 +84,7 @@ struct qr_ops {
         uint64_t warned_mono_ms;
         uint64_t n_since_warned;
     } refused_peers[QR_OPS_MAX_REFUSED_PEERS];
+    uint64_t refused_warned_mono_ms; /* the last such WARN, any node */
 };
 
 /* All pointers are borrowed and must outlive the operations. Returns 0, or

@@ -18,6 +18,8 @@
  * this long after the last one (heartbeats come every few hundred ms). */
 #define REFUSED_WARN_EVERY_MS 10000
 #define REFUSED_SHOWN_MS 5000
+/* And at most this often over all nodes. */
+#define REFUSED_WARN_ANY_MS 1000
 
 static const char *peer_kind_name(Qraft__Request__BodyCase kind)
 {
@@ -72,10 +74,15 @@ void qr_ops_peer_refused(struct qr_ops *ops,
     struct qr_ops_refused_peer *r = refused_slot(ops, id);
     r->last_mono_ms = now;
     r->n_since_warned++;
-    if (r->warned_mono_ms != 0 &&
-        now - r->warned_mono_ms < REFUSED_WARN_EVERY_MS) {
+    /* Per node, and overall: the id comes from a request nobody
+     * authenticated, so cycling ids must not flood the log either. */
+    if ((r->warned_mono_ms != 0 &&
+         now - r->warned_mono_ms < REFUSED_WARN_EVERY_MS) ||
+        (ops->refused_warned_mono_ms != 0 &&
+         now - ops->refused_warned_mono_ms < REFUSED_WARN_ANY_MS)) {
         return;
     }
+    ops->refused_warned_mono_ms = now;
     char node[32] = "a node";
     if (id != 0) {
         snprintf(node, sizeof node, "node %" PRIu64, id);
