@@ -65,11 +65,8 @@ static void check_fail(struct member_check *m, int status, const char *fmt, ...)
 static void finish(struct member_check *m)
 {
     if (m->status == 0) {
-        QR_INFO("cluster",
-                "node %" PRIu64
-                " checked before it is added (RPC %s, raft "
-                "%s)",
-                m->id, m->rpc_addr, m->raft_addr);
+        QR_INFO("cluster", "node %" PRIu64 " checked: RPC %s, raft %s", m->id,
+                m->rpc_addr, m->raft_addr);
     } else {
         QR_WARN("cluster", "not adding node %" PRIu64 ": %s", m->id, m->why);
     }

@@ -87,11 +87,14 @@ void qr_ops_peer_refused(struct qr_ops *ops,
     if (id != 0) {
         snprintf(node, sizeof node, "node %" PRIu64, id);
     }
+    bool probe = req->body_case == QRAFT__REQUEST__BODY_MEMBER_PROBE;
     QR_WARN("peer",
             "refused a %s from %s at %s: wrong or missing peer token (%" PRIu64
-            " refused since the last warning); it delivers nothing until it "
-            "runs with the cluster's --peer-token (QRAFT_PEER_TOKEN)",
-            kind, node, from, r->n_since_warned);
+            " refused since the last warning); %s until both run with the "
+            "same --peer-token (QRAFT_PEER_TOKEN)",
+            kind, node, from, r->n_since_warned,
+            probe ? "that leader cannot add this node"
+                  : "that node delivers nothing");
     r->warned_mono_ms = now;
     r->n_since_warned = 0;
 }
