@@ -44,7 +44,8 @@ static const char usage_main[] =
     "  status                  show the state of the node and cluster\n"
     "  keys [--rotate]         show (or rotate) the signing keys\n"
     "  group ...               URL groups: add, rm, delete, get, ls\n"
-    "  cluster add ID ADDR     add node ID (raft at ADDR) as a voter\n"
+    "  cluster add ID ADDR --rpc RPC\n"
+    "                          add node ID (raft at ADDR) as a voter\n"
     "  cluster remove ID       remove node ID (it shuts down)\n"
     "  cluster transfer [ID]   hand leadership to ID (or the best voter)\n"
     "\n"
@@ -139,15 +140,20 @@ static const char usage_dlq[] =
     "it replayed.\n";
 
 static const char usage_cluster[] =
-    "usage: qraft cluster add ID RAFT_ADDR\n"
+    "usage: qraft cluster add ID RAFT_ADDR --rpc RPC_ADDR\n"
     "       qraft cluster remove ID\n"
     "       qraft cluster transfer [ID]\n"
     "\n"
     "Membership changes, one at a time. add: start the new node first with\n"
-    "`qraftd --id ID --join --raft RAFT_ADDR ...`; it joins as a standby,\n"
-    "catches up and becomes a voter (the command returns then). remove: the\n"
-    "node leaves the configuration and shuts itself down. transfer: hands\n"
-    "leadership to ID, or to the most up-to-date voter.\n";
+    "`qraftd --id ID --join --raft RAFT_ADDR --rpc RPC_ADDR ...` and the\n"
+    "cluster's --peer-token. The leader checks it first (it answers at\n"
+    "RPC_ADDR with the peer token, is node ID with raft at RAFT_ADDR, can\n"
+    "apply the cluster's feature level) and changes nothing if not, saying\n"
+    "what failed; then it joins as a standby, catches up and becomes a\n"
+    "voter (the command returns then). remove: the node leaves the\n"
+    "configuration, leaves a tombstone in its data dir and shuts itself\n"
+    "down. transfer: hands leadership to ID, or to the most up-to-date\n"
+    "voter.\n";
 
 static const char usage_keys[] =
     "usage: qraft keys [--rotate] [--json]\n"
@@ -216,6 +222,7 @@ enum {
     OPT_SINCE,
     OPT_UNTIL,
     OPT_ROTATE,
+    OPT_RPC,
     OPT_LOCAL,
     OPT_STATE,
     OPT_LIMIT,
@@ -1480,6 +1487,7 @@ static json_t *status_json(const struct qraft_status *s)
                         json_integer((json_int_t)s->store_used_bytes));
     json_object_set_new(o, "store_file_bytes",
                         json_integer((json_int_t)s->store_file_bytes));
+    json_object_set_new(o, "problem", jstr(s->problem));
     json_t *counts = json_object();
     for (int i = 1; i < QRAFT_N_STATES; i++) {
         json_object_set_new(counts, qraft_state_name((enum qraft_state)i),
@@ -1502,6 +1510,7 @@ static json_t *status_json(const struct qraft_status *s)
         json_object_set_new(no, "version", jstr(n->version));
         json_object_set_new(no, "feature_level",
                             json_integer(n->feature_level));
+        json_object_set_new(no, "problem", jstr(n->problem));
         json_array_append_new(nodes, no);
     }
     json_object_set_new(o, "nodes", nodes);
@@ -1551,6 +1560,9 @@ static void print_status(const struct qraft_status *s)
              (double)s->store_used_bytes / 1048576.0,
              (double)s->store_file_bytes / 1048576.0);
     print_field("store:", buf);
+    if (s->problem != NULL && s->problem[0] != '\0') {
+        print_field("problem:", s->problem);
+    }
     if (s->n_nodes > 0) {
         printf("nodes:\n");
         printf("  %-4s %-8s %-6s %-10s %-6s %-22s %-22s %-22s %s\n", "ID",
@@ -1569,6 +1581,12 @@ static void print_status(const struct qraft_status *s)
                n->id, n->role, n->alive ? "yes" : "no", n->applied, n->shards,
                n->raft, n->rpc, n->http, version);
     }
+    for (size_t i = 0; i < s->n_nodes; i++) {
+        const struct qraft_node_status *n = &s->nodes[i];
+        if (n->problem != NULL && n->problem[0] != '\0') {
+            printf("  node %" PRIu64 ": %s\n", n->id, n->problem);
+        }
+    }
 }
 
 static int cmd_cluster(int argc, char **argv, struct globals *g)
@@ -1583,10 +1601,26 @@ static int cmd_cluster(int argc, char **argv, struct globals *g)
     }
     char cmd[32];
     snprintf(cmd, sizeof cmd, "cluster %s", sub);
-    int ex = simple_options(cmd, usage_cluster, false, argc - 1, argv + 1, g);
-    if (ex != -1) {
-        return ex;
+    static const struct option cluster_opts[] = {
+        GLOBAL_LONG_OPTIONS,
+        {"rpc", required_argument, NULL, OPT_RPC},
+        {NULL, 0, NULL, 0},
+    };
+    const char *rpc_addr = NULL;
+    int opt;
+    while ((opt = getopt_long(argc - 1, argv + 1, "", cluster_opts, NULL)) !=
+           -1) {
+        if (opt == OPT_HELP) {
+            fputs(usage_cluster, stdout);
+            return EXIT_OK;
+        }
+        if (opt == OPT_RPC) {
+            rpc_addr = optarg;
+        } else if (!global_option(opt, g)) {
+            return usage_error(cmd, "bad option '%s'", argv[optind]);
+        }
     }
+    int ex;
     int n_args = argc - 1 - optind;
     char **args = argv + 1 + optind;
     uint64_t id = 0;
@@ -1600,6 +1634,12 @@ static int cmd_cluster(int argc, char **argv, struct globals *g)
     if ((transfer && n_args > 1) || (!transfer && n_args != want)) {
         return usage_error(cmd, "wrong arguments (see qraft cluster --help)");
     }
+    if (add != (rpc_addr != NULL)) {
+        return usage_error(cmd, add ? "needs --rpc RPC_ADDR, the new node's "
+                                      "RPC address (the leader checks the "
+                                      "node there first)"
+                                    : "--rpc is for add");
+    }
     if (n_args > 0 && parse_u64(args[0], 65535, &id) != 0) {
         return usage_error(cmd, "'%s' is not a node id", args[0]);
     }
@@ -1610,7 +1650,7 @@ static int cmd_cluster(int argc, char **argv, struct globals *g)
     if (ex != EXIT_OK) {
         return ex;
     }
-    int rc = add      ? qraft_cluster_add(c, id, args[1])
+    int rc = add      ? qraft_cluster_add(c, id, args[1], rpc_addr)
              : remove ? qraft_cluster_remove(c, id)
                       : qraft_cluster_transfer(c, id);
     if (rc != 0) {

@@ -1828,14 +1828,19 @@ static int membership_call(struct qraft_client *c, Qraft__Request *req)
 
 int qraft_cluster_add(struct qraft_client *c,
                       uint64_t id,
-                      const char *raft_addr)
+                      const char *raft_addr,
+                      const char *rpc_addr)
 {
-    if (id == 0 || raft_addr == NULL || raft_addr[0] == '\0') {
-        return fail(c, QRAFT_EINVAL, "add needs a node id and a raft address");
+    if (id == 0 || raft_addr == NULL || raft_addr[0] == '\0' ||
+        rpc_addr == NULL || rpc_addr[0] == '\0') {
+        return fail(c, QRAFT_EINVAL,
+                    "add needs a node id, its raft address and its RPC "
+                    "address");
     }
     Qraft__MemberAddRequest a = QRAFT__MEMBER_ADD_REQUEST__INIT;
     a.id = id;
     a.raft_addr = (char *)raft_addr;
+    a.rpc_addr = (char *)rpc_addr;
     Qraft__Request req = QRAFT__REQUEST__INIT;
     req.body_case = QRAFT__REQUEST__BODY_MEMBER_ADD;
     req.member_add = &a;
@@ -1873,7 +1878,9 @@ void qraft_status_free(struct qraft_status *s)
     free(s->state);
     free(s->leader_rpc);
     free(s->version);
+    free(s->problem);
     for (size_t i = 0; i < s->n_nodes; i++) {
+        free(s->nodes[i].problem);
         free(s->nodes[i].role);
         free(s->nodes[i].raft);
         free(s->nodes[i].rpc);
@@ -1906,6 +1913,7 @@ static int status_from_pb(const Qraft__StatusResponse *ps,
     s->rss_bytes = ps->rss_bytes;
     s->store_used_bytes = ps->store_used_bytes;
     s->store_file_bytes = ps->store_file_bytes;
+    s->problem = dup_str(ps->problem, &oom);
     if (ps->n_nodes > 0) {
         s->nodes = calloc(ps->n_nodes, sizeof *s->nodes);
         if (s->nodes == NULL) {
@@ -1926,6 +1934,7 @@ static int status_from_pb(const Qraft__StatusResponse *ps,
         n->http = dup_str(pn->http, &oom);
         n->version = dup_str(pn->version, &oom);
         n->feature_level = pn->feature_level;
+        n->problem = dup_str(pn->problem, &oom);
     }
     return oom ? QRAFT_ENOMEM : 0;
 }

@@ -18,6 +18,10 @@
 
 #define TICK_MS 100
 #define TOKEN_FILE "token"
+/* Written when the node learns it was removed from the cluster; while it
+ * exists the node refuses to start on that data dir (docs/operations.md,
+ * "Removing a node"). */
+#define TOMBSTONE_FILE "REMOVED"
 /* The leader proposes housekeeping this often, this much of each kind at a
  * time; when the last Prune removed a full batch of some kind (more is
  * waiting), the next one follows PRUNE_SOON_MS later: on the next tick. A
@@ -68,6 +72,69 @@ static int lock_data_dir(struct qr_server *s)
         return -err;
     }
     return 0;
+}
+
+/* A data dir whose node was removed from the cluster is not started again:
+ * its raft log says it is a member, so it would campaign and serve reads
+ * of a state that no longer moves. */
+static int check_tombstone(struct qr_server *s)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/%s", s->config->data_dir, TOMBSTONE_FILE);
+    if (access(path, F_OK) != 0) {
+        return 0;
+    }
+    QR_ERROR("server",
+             "%s exists: this node was removed from the cluster, and a "
+             "removed node must not run on its old data dir. To bring it "
+             "back, start it with an empty --data dir and --join, then run "
+             "`qraft cluster add ID RAFT_ADDR --rpc RPC_ADDR` on the "
+             "cluster; or delete this data dir",
+             path);
+    snprintf(s->errmsg, sizeof s->errmsg,
+             "%s exists: this node was removed from the cluster; start it "
+             "with an empty --data dir and --join to add it back",
+             path);
+    return QR_EBADREQ;
+}
+
+/* Leaves the tombstone (see check_tombstone): one line saying when and
+ * which node, fsynced with its directory entry. */
+static void write_tombstone(struct qr_server *s)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/%s", s->config->data_dir, TOMBSTONE_FILE);
+    char line[160];
+    int len = snprintf(line, sizeof line,
+                       "node %" PRIu64
+                       " removed from the cluster at unix "
+                       "time %" PRIu64 " ms\n",
+                       s->config->id, qr_clock_wall_ms());
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    bool ok = fd >= 0 && write(fd, line, (size_t)len) == len && fsync(fd) == 0;
+    int err = ok ? 0 : errno;
+    if (fd >= 0) {
+        close(fd);
+    }
+    int dir = open(s->config->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (ok && (dir < 0 || fsync(dir) != 0)) {
+        ok = false;
+        err = errno;
+    }
+    if (dir >= 0) {
+        close(dir);
+    }
+    if (!ok) {
+        QR_ERROR("server",
+                 "could not write the tombstone %s (%s): do not start this "
+                 "node on its data dir again; stopping",
+                 path, strerror(err));
+        return;
+    }
+    QR_WARN("server",
+            "removed from the cluster: wrote %s, so this data dir will not "
+            "start again; stopping",
+            path);
 }
 
 /* --dev without --token: the token generated at first start is kept in the
@@ -400,6 +467,11 @@ static bool http_ready(void *data, char *why, size_t why_len)
     if (!qr_cluster_ready(&s->cluster, why, why_len)) {
         return false;
     }
+    /* Raft does not use the peer token: such a node replicates, yet
+     * delivers nothing. */
+    if (qr_shards_peer_refused(&s->shards, why, why_len)) {
+        return false;
+    }
     if (!s->announced) {
         snprintf(why, why_len, "waiting for signing keys");
         return false;
@@ -464,7 +536,7 @@ static void http_gauges(void *data, struct qr_metrics_gauges *g)
 static void on_removed(void *data)
 {
     struct qr_server *s = data;
-    QR_INFO("server", "removed from the cluster: stopping");
+    write_tombstone(s);
     qr_server_stop(s, 0);
 }
 
@@ -714,12 +786,16 @@ int qr_server_init(struct qr_server *s,
     if (rv != 0) {
         return rv;
     }
+    rv = check_tombstone(s);
+    if (rv != 0) {
+        goto err_after_lock;
+    }
     rv = load_or_create_token(s);
     if (rv != 0) {
         goto err_after_lock;
     }
     /* The data dir's layout: LOCK, token, raft/ (the raft log and
-     * snapshots), state/ (LMDB). */
+     * snapshots), state/ (LMDB), and REMOVED once the node was removed. */
     snprintf(path, sizeof path, "%s/raft", cfg->data_dir);
     rv = make_dir(path, s->errmsg);
     if (rv != 0) {
@@ -794,6 +870,7 @@ int qr_server_init(struct qr_server *s,
     s->ops.worker = &s->worker;
     s->ops.metrics = &s->metrics;
     s->ops.admit = &s->admit;
+    s->ops.peer_token = peer_token;
     s->shards.admit = &s->admit;
     struct qr_http_hooks hooks = {
         .data = s,

@@ -378,12 +378,18 @@ void qraft_bulk_free(struct qraft_bulk *b);
  * while another runs). None is repeated after an ambiguous failure: the
  * call returns QRAFT_EUNKNOWN and qraft_status tells what happened. */
 
-/* Adds node id, listening for raft on raft_addr (IPv4 HOST:PORT; start it
- * with `qraftd --join`): it joins as a standby, catches up, and is promoted
- * to voter; returns once it is a voter. */
+/* Adds node id, listening for raft on raft_addr and for RPC on rpc_addr
+ * (IPv4 HOST:PORT; start it with `qraftd --join`). The leader first checks
+ * the node at rpc_addr (it answers with the cluster's peer token, is node
+ * id with raft at raft_addr, applies the cluster's feature level, has no
+ * configuration of its own) and dials raft_addr; if anything fails it
+ * changes nothing and the error (QRAFT_ECONFLICT) says what. Then the node
+ * joins as a standby, catches up, and is promoted to voter; returns once it
+ * is a voter. */
 int qraft_cluster_add(struct qraft_client *c,
                       uint64_t id,
-                      const char *raft_addr);
+                      const char *raft_addr,
+                      const char *rpc_addr);
 
 /* Removes node id from the configuration; the node shuts itself down. */
 int qraft_cluster_remove(struct qraft_client *c, uint64_t id);
@@ -481,6 +487,9 @@ struct qraft_node_status {
     char *http;
     char *version;          /* as the node advertised it; "" unknown */
     uint32_t feature_level; /* advertised; 0 unknown */
+    /* On the leader: why it refuses this node's node-to-node requests
+     * (its peer token); "" when it does not. */
+    char *problem;
 };
 
 struct qraft_status {
@@ -501,6 +510,9 @@ struct qraft_status {
     uint64_t rss_bytes;         /* resident memory */
     uint64_t store_used_bytes;  /* live bytes in the store */
     uint64_t store_file_bytes;  /* size of the store's file */
+    /* Why the answering node cannot do its part ("" when nothing is
+     * wrong): the leader refuses its peer token. */
+    char *problem;
     struct qraft_node_status *nodes;
     size_t n_nodes;
 };

@@ -162,6 +162,27 @@ static bool token_matches(const char *want, const char *got)
     return diff == 0;
 }
 
+/* The address the connection comes from, "?" when unknown. */
+static void peer_name(struct qr_rpc_conn *conn, char *out, size_t out_size)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+            const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+            uv_ip4_name(in, host, sizeof host);
+            port = ntohs(in->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+            uv_ip6_name(in6, host, sizeof host);
+            port = ntohs(in6->sin6_port);
+        }
+    }
+    snprintf(out, out_size, "%s:%d", host, port);
+}
+
 /* One whole frame read from conn (data). */
 static void handle_frame(void *data, const uint8_t *payload, size_t len)
 {
@@ -180,7 +201,15 @@ static void handle_frame(void *data, const uint8_t *payload, size_t len)
     qr_pb_drop_unknown(&req->base);
     bool as_peer = token_matches(rpc->peer_token, req->token);
     conn->peer = conn->peer || as_peer;
-    if (!as_peer && !token_matches(rpc->token, req->token)) {
+    if (!as_peer && qr_ops_is_peer_request(req->body_case)) {
+        /* Another node with a different peer token: loud on this side too
+         * (ops/peer.c), since it delivers nothing until fixed. */
+        char from[64];
+        char why[256];
+        peer_name(conn, from, sizeof from);
+        qr_ops_peer_refused(rpc->ops, req, from, why, sizeof why);
+        send_error(conn, req->id, QRAFT__STATUS__UNAUTHORIZED, why, false);
+    } else if (!as_peer && !token_matches(rpc->token, req->token)) {
         send_error(conn, req->id, QRAFT__STATUS__UNAUTHORIZED,
                    "unauthorized: wrong or missing token", false);
     } else {

@@ -20,6 +20,8 @@
  * qr_shards_hand_over). */
 #define HANDOVER_MS 5000
 #define PEER_TIMEOUT_MS 2000
+/* A refused peer token is logged at WARN at most this often. */
+#define REFUSED_WARN_EVERY_MS 10000
 
 /* ------------------------------------------------------------------------ */
 /* The replicated view: shard map and node infos. */
@@ -472,6 +474,42 @@ struct heartbeat_call {
     uint64_t sent_mono_ms;
 };
 
+/* The leader refused a heartbeat for its token: this node delivers nothing
+ * until an operator fixes it, so it says so loudly (rate-limited) and
+ * /readyz fails (qr_shards_peer_refused). */
+static void peer_refused(struct qr_shards *s, const char *error)
+{
+    uint64_t now = qr_clock_mono_ms();
+    s->refused_mono_ms = now;
+    snprintf(s->refused_why, sizeof s->refused_why,
+             "the leader (%s) refuses this node's peer token: it must run "
+             "with the cluster's --peer-token (QRAFT_PEER_TOKEN)",
+             qr_peer_target(&s->peer));
+    s->n_refused_since_warned++;
+    if (s->refused_warned_mono_ms != 0 &&
+        now - s->refused_warned_mono_ms < REFUSED_WARN_EVERY_MS) {
+        return;
+    }
+    QR_WARN("shards",
+            "heartbeat refused by the leader at %s: %s (%" PRIu64
+            " refused since the last warning); this node gets no lease "
+            "and delivers nothing until it runs with the cluster's "
+            "--peer-token (QRAFT_PEER_TOKEN)",
+            qr_peer_target(&s->peer), error != NULL ? error : "",
+            s->n_refused_since_warned);
+    s->refused_warned_mono_ms = now;
+    s->n_refused_since_warned = 0;
+}
+
+bool qr_shards_peer_refused(struct qr_shards *s, char *why, size_t why_size)
+{
+    if (s->refused_mono_ms == 0 || qr_cluster_serving(s->cluster)) {
+        return false; /* a leader sends no heartbeat */
+    }
+    snprintf(why, why_size, "%s", s->refused_why);
+    return true;
+}
+
 static void on_heartbeat_answer(void *data,
                                 int status,
                                 const Qraft__Response *resp)
@@ -482,6 +520,14 @@ static void on_heartbeat_answer(void *data,
     if (s->closing || s->leaving) {
         free(hc);
         return;
+    }
+    if (status == 0 && resp->status != QRAFT__STATUS__UNAUTHORIZED &&
+        s->refused_mono_ms != 0) {
+        /* Answered, not refused: the token is right again. */
+        QR_INFO("shards", "the leader accepts this node's peer token again");
+        s->refused_mono_ms = 0;
+        s->refused_warned_mono_ms = 0;
+        s->n_refused_since_warned = 0;
     }
     if (status == 0 && resp->status == QRAFT__STATUS__OK &&
         resp->body_case == QRAFT__RESPONSE__BODY_HEARTBEAT &&
@@ -504,6 +550,9 @@ static void on_heartbeat_answer(void *data,
                resp->heartbeat->removed) {
         s->lease_until_mono_ms = 0;
         qr_cluster_note_removed(s->cluster);
+    } else if (status == 0 && resp->status == QRAFT__STATUS__UNAUTHORIZED) {
+        peer_refused(s, resp->error);
+        lease_void(s, "the heartbeat was refused");
     } else if (status == 0) {
         QR_DEBUG("shards", "heartbeat refused: %s",
                  resp->status == QRAFT__STATUS__OK ? "no lease" : resp->error);

@@ -97,6 +97,12 @@ struct qr_shards {
     uint64_t next_heartbeat_mono_ms;
     char last_leader_rpc[QR_ADDR_MAX]; /* heartbeats go here meanwhile */
     uint32_t probe_next; /* else to the members in turn, from here */
+    /* The leader refused the last heartbeat for its token (0: it did
+     * not): why, and the WARN's rate limit. */
+    uint64_t refused_mono_ms;
+    uint64_t refused_warned_mono_ms;
+    uint64_t n_refused_since_warned;
+    char refused_why[256];
 
     /* Leader side. */
     bool was_serving;
@@ -120,6 +126,10 @@ struct qr_shards {
     void (*close_cb)(struct qr_shards *s);
     char errmsg[QR_ERRMSG_BYTES];
 };
+
+/* True while the leader refuses this node's heartbeats for their peer
+ * token (the last answer said so): why, for /readyz and status. */
+bool qr_shards_peer_refused(struct qr_shards *s, char *why, size_t why_size);
 
 /* All pointers borrowed; they must outlive s. On failure s->errmsg says
  * why and nothing needs closing. */

@@ -90,6 +90,7 @@ void qr_op_status(struct qr_op *op, const Qraft__Request *req)
     }
 
     Qraft__NodeStatus nodes[QR_CLUSTER_MAX_NODES];
+    char problems[QR_CLUSTER_MAX_NODES][96];
     Qraft__NodeStatus *node_ptrs[QR_CLUSTER_MAX_NODES];
     Qraft__NodeInfo *infos[QR_CLUSTER_MAX_NODES];
     uint64_t now = qr_clock_mono_ms();
@@ -118,6 +119,11 @@ void qr_op_status(struct qr_op *op, const Qraft__Request *req)
             nodes[i].alive = n != NULL && n->last_heartbeat_mono_ms != 0 &&
                              now - n->last_heartbeat_mono_ms < 3000;
             nodes[i].applied = n != NULL ? n->applied_index : 0;
+            if (qr_cluster_serving(ops->cluster) &&
+                qr_ops_peer_problem(ops, nid, problems[i],
+                                    sizeof problems[i])) {
+                nodes[i].problem = problems[i];
+            }
         }
         node_ptrs[i] = &nodes[i];
     }
@@ -139,6 +145,9 @@ void qr_op_status(struct qr_op *op, const Qraft__Request *req)
     sr.n_state_counts = QR_STORE_N_STATES;
     sr.state_counts = counts;
     sr.version = QRAFT_VERSION;
+    char problem[256] = "";
+    qr_shards_peer_refused(ops->shards, problem, sizeof problem);
+    sr.problem = problem;
     sr.feature_level = qr_cluster_feature_level(ops->cluster);
     if (ops->metrics != NULL) {
         sr.loop_stalls = ops->metrics->loop_stalls;
@@ -170,20 +179,82 @@ static void on_membership_done(void *data, int status, const char *why)
     qr_call_free(call);
 }
 
+static void membership_refused(struct qr_op *op, uint64_t id, int rv)
+{
+    qr_op_refused(
+        op, id, rv,
+        rv == QR_ECONFLICT ? "another membership change is in progress"
+        : rv == QR_EBADREQ ? "no such node, or the id or address is taken"
+                           : qr_strerror(rv));
+}
+
+/* An add whose node was checked (member_check.c): now raft changes the
+ * configuration, unless the check failed or leadership went meanwhile. */
+static void on_member_checked(void *data, int status, const char *why)
+{
+    struct qr_call *call = data;
+    if (status != 0) {
+        qr_op_error(call->op, call->id, qr_op_status_of(status), "%s", why);
+        qr_call_free(call);
+        return;
+    }
+    const Qraft__MemberAddRequest *a = call->member_add;
+    int rv = qr_cluster_add(call->op->ops->cluster, a->id, a->raft_addr,
+                            on_membership_done, call);
+    if (rv != 0) {
+        membership_refused(call->op, call->id, rv);
+        qr_call_free(call);
+    }
+}
+
+/* Checks the new node first (qr_ops_check_new_member), then adds it. */
+static void member_add(struct qr_op *op, const Qraft__Request *req)
+{
+    struct sockaddr_in addr;
+    const Qraft__MemberAddRequest *a = req->member_add;
+    if (a->id == 0 || a->id > QR_MAX_NODE_ID ||
+        qr_addr_parse_ipv4(a->raft_addr, &addr) != 0) {
+        qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
+                    "add needs an id in 1..%u and an IPv4 HOST:PORT raft "
+                    "address",
+                    QR_MAX_NODE_ID);
+        return;
+    }
+    if (qr_addr_parse_ipv4(a->rpc_addr, &addr) != 0) {
+        qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
+                    "add needs the new node's RPC address too (IPv4 "
+                    "HOST:PORT; qraft cluster add ID RAFT_ADDR --rpc "
+                    "RPC_ADDR): the leader checks the node there before it "
+                    "changes the configuration");
+        return;
+    }
+    if (op->ops->cluster->change != NULL) {
+        membership_refused(op, req->id, QR_ECONFLICT);
+        return;
+    }
+    struct qr_call *call = qr_call_new(op, req);
+    if (call == NULL) {
+        qr_op_error(op, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
+        return;
+    }
+    call->member_add = (Qraft__MemberAddRequest *)qr_ops_copy_pb(&a->base);
+    int rv =
+        call->member_add == NULL
+            ? -ENOMEM
+            : qr_ops_check_new_member(op->ops, a->id, a->raft_addr, a->rpc_addr,
+                                      on_member_checked, call);
+    if (rv != 0) {
+        qr_op_refused(op, req->id, rv, qr_strerror(rv));
+        qr_call_free(call);
+    }
+}
+
 void qr_op_membership(struct qr_op *op, const Qraft__Request *req)
 {
     struct qr_cluster *c = op->ops->cluster;
     if (req->body_case == QRAFT__REQUEST__BODY_MEMBER_ADD) {
-        struct sockaddr_in addr;
-        const Qraft__MemberAddRequest *a = req->member_add;
-        if (a->id == 0 || a->id > QR_MAX_NODE_ID ||
-            qr_addr_parse_ipv4(a->raft_addr, &addr) != 0) {
-            qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
-                        "add needs an id in 1..%u and an IPv4 HOST:PORT raft "
-                        "address",
-                        QR_MAX_NODE_ID);
-            return;
-        }
+        member_add(op, req);
+        return;
     }
     struct qr_call *call = qr_call_new(op, req);
     if (call == NULL) {
@@ -192,11 +263,6 @@ void qr_op_membership(struct qr_op *op, const Qraft__Request *req)
     }
     int rv;
     switch (req->body_case) {
-        case QRAFT__REQUEST__BODY_MEMBER_ADD:
-            rv = qr_cluster_add(c, req->member_add->id,
-                                req->member_add->raft_addr, on_membership_done,
-                                call);
-            break;
         case QRAFT__REQUEST__BODY_MEMBER_REMOVE:
             rv = qr_cluster_remove(c, req->member_remove->id,
                                    on_membership_done, call);
@@ -207,11 +273,7 @@ void qr_op_membership(struct qr_op *op, const Qraft__Request *req)
             break;
     }
     if (rv != 0) {
-        qr_op_refused(
-            op, req->id, rv,
-            rv == QR_ECONFLICT ? "another membership change is in progress"
-            : rv == QR_EBADREQ ? "no such node, or the id or address is taken"
-                               : qr_strerror(rv));
+        membership_refused(op, req->id, rv);
         qr_call_free(call);
     }
 }

@@ -135,6 +135,17 @@ static void on_forwarded(void *data, int status, const Qraft__Response *resp)
         qr_call_free(call);
         return;
     }
+    if (status == 0 && resp->status == QRAFT__STATUS__UNAUTHORIZED) {
+        /* The client's token passed here; the leader refused this node's
+         * peer token (shards.c warns), before anything was applied. */
+        relay_unlink(call);
+        qr_op_error(call->op, call->id, QRAFT__STATUS__UNAVAILABLE,
+                    "the leader refuses this node's peer token (it must run "
+                    "with the cluster's --peer-token); nothing was applied; "
+                    "ask another node");
+        qr_call_free(call);
+        return;
+    }
     if (status == 0) {
         if (resp->applied_index > qr_cluster_applied(call->op->ops->cluster) &&
             hold_answer(call, resp)) {

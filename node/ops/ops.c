@@ -184,6 +184,9 @@ void qr_call_free(struct qr_call *call)
     if (call->notify != NULL) {
         protobuf_c_message_free_unpacked(&call->notify->base, NULL);
     }
+    if (call->member_add != NULL) {
+        protobuf_c_message_free_unpacked(&call->member_add->base, NULL);
+    }
     free(call);
     op_unref(op);
 }
@@ -440,6 +443,9 @@ static const struct route routes[] = {
     {QRAFT__REQUEST__BODY_RESULTS, "results", qr_op_results, true, false},
     {QRAFT__REQUEST__BODY_READ_INDEX, "read index", qr_op_read_index, true,
      false},
+    /* Any node answers: the leader asks one it is about to add. */
+    {QRAFT__REQUEST__BODY_MEMBER_PROBE, "membership probe", qr_op_member_probe,
+     false, false},
 };
 
 static const struct route *find_route(Qraft__Request__BodyCase kind)
@@ -457,12 +463,12 @@ void qr_op_run(struct qr_op *op, const Qraft__Request *req)
     find_route(req->body_case)->handler(op, req);
 }
 
-/* Node-to-node requests: they need the peer token. */
-static bool is_peer_request(Qraft__Request__BodyCase kind)
+bool qr_ops_is_peer_request(Qraft__Request__BodyCase kind)
 {
     return kind == QRAFT__REQUEST__BODY_HEARTBEAT ||
            kind == QRAFT__REQUEST__BODY_RESULTS ||
-           kind == QRAFT__REQUEST__BODY_READ_INDEX;
+           kind == QRAFT__REQUEST__BODY_READ_INDEX ||
+           kind == QRAFT__REQUEST__BODY_MEMBER_PROBE;
 }
 
 /* Each loop iteration: answers what waits on a leader that is gone
@@ -532,11 +538,17 @@ static void dispatch(struct qr_op *op, Qraft__Request *req, bool as_peer)
                     "unknown request kind %d", (int)req->body_case);
         return;
     }
-    if (is_peer_request(req->body_case) && !as_peer) {
+    if (qr_ops_is_peer_request(req->body_case) && !as_peer) {
         qr_op_error(op, req->id, QRAFT__STATUS__UNAUTHORIZED,
                     "unauthorized: %s is a node-to-node request and needs the "
                     "peer token",
                     route->name);
+        return;
+    }
+    if (qr_ops_reads_replica(req) && !qr_cluster_is_member(ops->cluster)) {
+        qr_op_error(op, req->id, QRAFT__STATUS__UNAVAILABLE,
+                    "this node is not a member of the cluster (removed, or "
+                    "not added yet): its replica is not current; ask a member");
         return;
     }
     if (!admit(op, req)) {

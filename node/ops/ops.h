@@ -39,6 +39,8 @@
 struct qr_ops;
 typedef void (*qr_ops_close_cb)(struct qr_ops *ops);
 
+#define QR_OPS_MAX_REFUSED_PEERS 8
+
 struct qr_held_read;
 struct qr_read_round;
 struct qr_call;
@@ -56,6 +58,9 @@ struct qr_ops {
     /* borrowed, may be NULL; set after init: what flow control reads of
      * this node's counts (ops/flow.c) */
     struct qr_worker *worker;
+    /* borrowed, may be NULL (""); set after init: what this node sends as
+     * the peer token when it probes a node it is about to add */
+    const char *peer_token;
     bool closing;
     qr_ops_close_cb close_cb;
     uint64_t n_requests;
@@ -71,6 +76,15 @@ struct qr_ops {
     bool warned_old_leader;      /* logged that the leader has no read index */
     /* Each loop iteration: fails what waits on a leader that is gone. */
     uv_check_t leader_watch;
+    /* Node-to-node requests refused for their token (ops/peer.c), by the
+     * node id they name (0: none): status shows them, the log warns. */
+    struct qr_ops_refused_peer {
+        uint64_t id;
+        uint64_t last_mono_ms;
+        uint64_t warned_mono_ms;
+        uint64_t n_since_warned;
+    } refused_peers[QR_OPS_MAX_REFUSED_PEERS];
+    uint64_t refused_warned_mono_ms; /* the last such WARN, any node */
 };
 
 /* All pointers are borrowed and must outlive the operations. Returns 0, or
@@ -94,6 +108,28 @@ void qr_ops_close(struct qr_ops *ops, qr_ops_close_cb cb);
 /* It came on another node's connection (a relay, a worker's results): its
  * answer pushes the commit index to the followers at once. */
 #define QR_OPS_FROM_NODE 2u
+
+/* True for the kinds only another node sends (heartbeat, results, read
+ * index): they need the peer token. */
+bool qr_ops_is_peer_request(Qraft__Request__BodyCase kind);
+
+/* A face received req (borrowed), a node-to-node request, without the peer
+ * token, from the address from: logs it at WARN (at most every 10 s per
+ * node, with the count since), remembers it for status, and writes the
+ * answer's text into why (why_size bytes). */
+void qr_ops_peer_refused(struct qr_ops *ops,
+                         const Qraft__Request *req,
+                         const char *from,
+                         char *why,
+                         size_t why_size);
+
+/* On the leader: why node id's node-to-node requests were refused within
+ * the last few seconds, written into why; false (why "") when they were
+ * not. */
+bool qr_ops_peer_problem(struct qr_ops *ops,
+                         uint64_t id,
+                         char *why,
+                         size_t why_size);
 
 /* The one answer to a submitted request; resp is borrowed for the call. */
 typedef void (*qr_ops_reply_cb)(void *data, const Qraft__Response *resp);

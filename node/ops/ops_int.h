@@ -64,6 +64,9 @@ struct qr_call {
     /* Notify: the answer, read before the proposal, sent once it applied
      * (owned: free with protobuf_c_message_free_unpacked). */
     Qraft__NotifyResponse *notify;
+    /* Member add: the request, kept while the new node is checked (owned:
+     * free with protobuf_c_message_free_unpacked). */
+    Qraft__MemberAddRequest *member_add;
     /* A write forwarded to relay_leader, in ops->relays until answered;
      * held: the leader's answer, waiting for this node to apply it. */
     LIST_ENTRY(qr_call) relay_link;
@@ -301,6 +304,10 @@ int qr_ops_load_group(struct qr_ops *ops,
 /* Reads that wait for a linearizable read index unless they say stale. */
 bool qr_ops_is_linear_read(const Qraft__Request *req);
 
+/* Reads answered from this node's replica (the kinds above, stale or not,
+ * status aside): a node that is not a member refuses them. */
+bool qr_ops_reads_replica(const Qraft__Request *req);
+
 /* Holds req (borrowed; copied) until it may be served linearizably, or,
  * index_only, answers the read index (a follower's read-index request). */
 void qr_op_hold_read(struct qr_op *op,
@@ -365,7 +372,21 @@ void qr_op_workflow_logs(struct qr_op *op, const Qraft__Request *req);
 void qr_op_status(struct qr_op *op, const Qraft__Request *req);
 void qr_op_keys(struct qr_op *op, const Qraft__Request *req);
 void qr_op_membership(struct qr_op *op, const Qraft__Request *req);
+/* member_check.c: before node id is added, checks that it answers at
+ * rpc_addr with this cluster's peer token, is node id with raft at
+ * raft_addr, applies the cluster's feature level and has no configuration
+ * of its own, and that raft_addr takes a connection. Strings are copied.
+ * Returns 0 and cb fires once, from the loop (status 0, or QR_ECONFLICT
+ * with why: what failed, for the operator); else cb never fires. */
+typedef void (*qr_member_check_cb)(void *data, int status, const char *why);
+int qr_ops_check_new_member(struct qr_ops *ops,
+                            uint64_t id,
+                            const char *raft_addr,
+                            const char *rpc_addr,
+                            qr_member_check_cb cb,
+                            void *data);
 /* peer.c */
+void qr_op_member_probe(struct qr_op *op, const Qraft__Request *req);
 void qr_op_heartbeat(struct qr_op *op, const Qraft__Request *req);
 void qr_op_results(struct qr_op *op, const Qraft__Request *req);
 void qr_op_read_index(struct qr_op *op, const Qraft__Request *req);

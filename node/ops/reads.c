@@ -63,6 +63,18 @@ bool qr_ops_is_linear_read(const Qraft__Request *req)
     }
 }
 
+bool qr_ops_reads_replica(const Qraft__Request *req)
+{
+    if (req->body_case == QRAFT__REQUEST__BODY_STATUS) {
+        return false; /* says what this node is, member or not */
+    }
+    /* The same kinds as above, whatever their stale flag (a shallow copy
+     * only to read it with the flag off). */
+    Qraft__Request linear = *req;
+    linear.stale = false;
+    return qr_ops_is_linear_read(&linear);
+}
+
 static void read_free(struct qr_held_read *r)
 {
     if (r->req != NULL) {

@@ -194,6 +194,11 @@ bool qr_cluster_removed(struct qr_cluster *c, uint64_t id);
 /* Reports that the leader says this node was removed (see on_removed). */
 void qr_cluster_note_removed(struct qr_cluster *c);
 
+/* True when this node is in its own configuration and has not learnt that
+ * it was removed: only then may it answer reads from its replica (a node
+ * not yet added, or taken out, holds a state that no longer moves). */
+bool qr_cluster_is_member(const struct qr_cluster *c);
+
 /* QR_EUNAVAIL, with why in err, when the cluster's feature level is below
  * the one cmd needs (some member runs an older version); else 0. */
 int qr_cluster_check_level(const struct qr_cluster *c,

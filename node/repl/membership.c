@@ -182,6 +182,20 @@ int qr_cluster_remove(struct qr_cluster *c,
     return 0;
 }
 
+bool qr_cluster_is_member(const struct qr_cluster *c)
+{
+    if (c->removed) {
+        return false;
+    }
+    const struct raft_configuration *conf = &c->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (conf->servers[i].id == c->config->id) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static void on_transfer_wait_closed(uv_handle_t *h)
 {
     struct qr_membership *m = h->data;

@@ -259,7 +259,8 @@ class CorruptReplicaTest(unittest.TestCase):
         again.http_port = victim.http_port
         self.addCleanup(again.cleanup)
         again.start(wait=False)
-        cluster.cli("cluster", "add", str(victim.id), again.raft_addr)
+        cluster.cli("cluster", "add", str(victim.id), again.raft_addr,
+                    "--rpc", again.rpc_addr)
         cluster.nodes.append(again)
         again.wait_serving()
         cluster.wait_caught_up(again)

@@ -204,7 +204,8 @@ class MembershipTest(unittest.TestCase):
         joiner = JoiningNode(4, cluster, cluster.token)
         self.addCleanup(joiner.cleanup)
         joiner.start(wait=False)
-        cluster.cli("cluster", "add", "4", joiner.raft_addr)
+        cluster.cli("cluster", "add", "4", joiner.raft_addr,
+                    "--rpc", joiner.rpc_addr)
         cluster.nodes.append(joiner)
         joiner.wait_serving()
 
@@ -272,6 +273,269 @@ class MembershipTest(unittest.TestCase):
                     and sum(counts.values()) == 256
                     and min(counts.values()) >= 80)
         qh.wait_until(spread, 30, "the shards spread over nodes 1, 3, 4")
+
+
+PEER_TOKEN = "peer-secret-for-membership-tests"
+
+
+def readyz(node):
+    """(status, body text) of GET /readyz, (None, "") when nothing
+    answers."""
+    try:
+        status, _, body = qh.http_call(node.http_addr, "GET", "/readyz",
+                                       parse=None, timeout=2)
+    except OSError:
+        return None, ""
+    return status, body.decode(errors="replace")
+
+
+def warn_lines(node, *words):
+    """node's WARN log lines (this start) that hold every one of words."""
+    return [line for line in node.stderr_tail(100000).splitlines()
+            if "WARN" in line and all(w in line for w in words)]
+
+
+class MembershipTrapsTest(unittest.TestCase):
+    """What a new operator runs into (issue 15, point 7): each mistake
+    fails loudly and at once, never half-done or silent."""
+
+    def test_a_node_without_the_peer_token_is_not_ready(self):
+        """A node restarted without the cluster's peer token (or with a
+        wrong one) still replicates (raft does not use the token) but every
+        heartbeat is refused, so it gets no lease and delivers nothing. It
+        must say so: WARN on both sides, /readyz 503 with the reason, and
+        `qraft status` shows it, on the node and on the leader."""
+        cluster = qh.start_cluster(self, n=3,
+                                   extra_args=["--peer-token", PEER_TOKEN])
+        leader = cluster.leader()
+        victim = cluster.followers()[0]
+        for args in ([], ["--peer-token", "not-the-cluster-peer-token"]):
+            victim.terminate()
+            victim.extra_args = args
+            victim.start(wait=False)
+            victim.wait_serving()
+
+            def not_ready():
+                status, body = readyz(victim)
+                return status == 503 and "peer token" in body
+            qh.wait_until(not_ready, 15,
+                          lambda: f"{victim.name} /readyz to say it is "
+                          f"refused (now {readyz(victim)})")
+            qh.wait_until(lambda: warn_lines(victim, "peer token"), 10,
+                          f"a WARN on {victim.name}")
+            qh.wait_until(
+                lambda: warn_lines(leader, "peer token",
+                                   f"node {victim.id}"),
+                10, f"a WARN on the leader naming node {victim.id}")
+            # Rate-limited: a heartbeat every few hundred ms is not a WARN
+            # line each.
+            self.assertLess(len(warn_lines(victim, "peer token")), 10)
+
+            own = victim.status()
+            self.assertIn("peer token", own["problem"])
+            _, out, _ = victim.cli("status", "--local")
+            self.assertIn("peer token", out)
+            nodes = {n["id"]: n for n in leader.status()["nodes"]}
+            self.assertFalse(nodes[victim.id]["alive"])
+            self.assertIn("peer token", nodes[victim.id]["problem"])
+            if args:
+                # A write it forwards is refused for its peer token, not
+                # the client's: the client hears so, and that nothing was
+                # applied.
+                with qh.RawRpc(victim.rpc_addr) as rpc:
+                    body = qh.publish_request("http://127.0.0.1:9/x")
+                    resp = rpc.call(qh.request(5, cluster.token, 10, body))
+                self.assertEqual(resp["status_name"], "UNAVAILABLE", resp)
+                self.assertIn("peer token", resp["error"])
+
+        # Given the token again it is ready, and the problem is gone.
+        victim.terminate()
+        victim.extra_args = ["--peer-token", PEER_TOKEN]
+        victim.start()
+        cluster.wait_ready()
+        qh.wait_until(lambda: victim.status()["problem"] == "", 10,
+                      "the node's problem to clear")
+
+        def leader_clear():
+            nodes = {n["id"]: n for n in leader.status()["nodes"]}
+            return nodes[victim.id]["alive"] and \
+                nodes[victim.id]["problem"] == ""
+        qh.wait_until(leader_clear, 10, "the leader to see it alive again")
+
+    def test_add_checks_the_new_node_first(self):
+        """`cluster add` for an address where nothing runs, a node with the
+        wrong peer token, or the wrong id: a clear error naming what
+        failed, and the configuration is left as it was (no spare or
+        standby behind)."""
+        cluster = qh.start_cluster(self, n=3,
+                                   extra_args=["--peer-token", PEER_TOKEN])
+        cluster.leader()
+
+        def roles():
+            _, out, _ = cluster.cli("status", "--json")
+            return {n["id"]: n["role"] for n in json.loads(out)["nodes"]}
+        before = roles()
+
+        # Nothing runs there.
+        raft, rpc = f"127.0.0.1:{qh.free_port()}", f"127.0.0.1:{qh.free_port()}"
+        rc, _, err = cluster.cli("cluster", "add", "4", raft, "--rpc", rpc,
+                                 check=False)
+        self.assertEqual(rc, 1, err)
+        self.assertIn("nothing was changed", err)
+        self.assertIn("cannot reach node 4", err)
+        self.assertIn(rpc, err)
+        self.assertEqual(roles(), before)
+
+        # A node that runs, with the wrong peer token.
+        joiner = JoiningNode(4, cluster, cluster.token,
+                             extra_args=["--peer-token", "wrong"])
+        self.addCleanup(joiner.cleanup)
+        joiner.start(wait=False)
+        qh.wait_until(lambda: joiner.healthz() is not None, 15,
+                      "the joining node to listen")
+        # Not a member yet: it answers no read from its (empty) replica,
+        # not even a stale one (Request.stale = 3, list = 13).
+        with qh.RawRpc(joiner.rpc_addr) as rpc:
+            resp = rpc.call(qh.request(1, cluster.token) + qh.pb_uint(3, 1) +
+                            qh.pb_bytes(13, b""))
+        self.assertEqual(resp["status_name"], "UNAVAILABLE", resp)
+        self.assertIn("not a member", resp["error"])
+        rc, _, err = cluster.cli("cluster", "add", "4", joiner.raft_addr,
+                                 "--rpc", joiner.rpc_addr, check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("peer token", err)
+        self.assertEqual(roles(), before)
+
+        # The wrong id for the node at that address.
+        rc, _, err = cluster.cli("cluster", "add", "5", joiner.raft_addr,
+                                 "--rpc", joiner.rpc_addr, check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("peer token", err)  # checked before the id
+        self.assertEqual(roles(), before)
+
+        # Both sides said so at WARN.
+        leader = cluster.leader()
+        self.assertTrue(warn_lines(leader, "not adding node 4",
+                                   "peer token"))
+        self.assertTrue(warn_lines(joiner, "membership probe",
+                                   "peer token"))
+
+        # The right token: added.
+        joiner.terminate()
+        joiner.extra_args = ["--peer-token", PEER_TOKEN]
+        joiner.start(wait=False)
+        qh.wait_until(lambda: joiner.healthz() is not None, 15,
+                      "the joining node to listen")
+        cluster.cli("cluster", "add", "4", joiner.raft_addr,
+                    "--rpc", joiner.rpc_addr)
+        cluster.nodes.append(joiner)
+        joiner.wait_serving()
+        self.assertEqual(roles()[4], "voter")
+
+        # A node that is not the one named, or listens for raft elsewhere.
+        other = JoiningNode(5, cluster, cluster.token,
+                            extra_args=["--peer-token", PEER_TOKEN])
+        self.addCleanup(other.cleanup)
+        other.start(wait=False)
+        qh.wait_until(lambda: other.healthz() is not None, 15,
+                      "the second joining node to listen")
+        rc, _, err = cluster.cli("cluster", "add", "6", other.raft_addr,
+                                 "--rpc", other.rpc_addr, check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("is node 5, not 6", err)
+        rc, _, err = cluster.cli("cluster", "add", "5", joiner.raft_addr,
+                                 "--rpc", other.rpc_addr, check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn(f"listens for raft at {other.raft_addr}", err)
+        # A node with a configuration of its own (not started with --join).
+        rc, _, err = cluster.cli("cluster", "add", "5", other.raft_addr,
+                                 "--rpc", cluster.node(2).rpc_addr,
+                                 check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("is node 2, not 5", err)
+        # A node that bootstrapped a cluster of its own (no --join).
+        lone = qh.Cluster(n=1, extra_args=["--peer-token", PEER_TOKEN])
+        self.addCleanup(lone.cleanup)
+        lone.nodes[0].id = 7
+        lone.start()
+        rc, _, err = cluster.cli("cluster", "add", "7",
+                                 lone.nodes[0].raft_addr, "--rpc",
+                                 lone.nodes[0].rpc_addr, check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("already has a raft configuration", err)
+        self.assertEqual(set(roles()), {1, 2, 3, 4})
+
+        # The CLI wants the RPC address.
+        rc, _, err = cluster.cli("cluster", "add", "5", other.raft_addr,
+                                 check=False)
+        self.assertEqual(rc, 2, err)
+        self.assertIn("--rpc", err)
+
+    def test_a_removed_node_stops_and_stays_stopped(self):
+        """A node removed while it was down never hears of it from raft (the
+        leader no longer replicates to it). Started again it must not run
+        on as a candidate serving reads: it learns it was removed, leaves a
+        tombstone in its data dir, stops with exit 0, and refuses to start
+        on that data dir again, saying why and what to do."""
+        cluster = qh.start_cluster(self, n=3)
+        cluster.leader()
+        _, out, _ = cluster.cli("publish", "http://127.0.0.1:9/x",
+                                "--delay", "1h")
+        message_id = out.strip()
+        victim = cluster.followers()[0]
+        cluster.wait_caught_up(victim)
+        victim.terminate()
+
+        def removed():
+            rc, _, err = cluster.cli("cluster", "remove", str(victim.id),
+                                     check=False)
+            self.assertIn(rc, (0, 1, 4), err)
+            _, out, _ = cluster.cli("status", "--json")
+            return victim.id not in {n["id"]
+                                     for n in json.loads(out)["nodes"]}
+        qh.wait_until(removed, 60, f"node {victim.id} to leave")
+
+        victim.start(wait=False)
+        try:
+            rc = victim.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            _, out, err = victim.cli("get", message_id, "--stale",
+                                     endpoints=victim.rpc_addr, check=False)
+            self.fail(f"the removed node runs on (a stale read: {out!r} "
+                      f"{err!r}):\n{victim.stderr_tail(20)}")
+        self.assertEqual(rc, 0, victim.stderr_tail(20))
+        victim.stopped_on_purpose = True
+        self.assertIn("removed from the cluster", victim.stderr_tail(20))
+        tombstone = victim.data_dir / "REMOVED"
+        self.assertTrue(tombstone.exists())
+
+        # It refuses to start on that data dir again.
+        victim.start(wait=False)
+        rc = victim.proc.wait(30)
+        self.assertNotEqual(rc, 0)
+        err = victim.stderr_tail(20)
+        self.assertIn(str(tombstone), err)
+        self.assertIn("--join", err)
+
+    def test_a_node_removed_while_running_stops_with_a_tombstone(self):
+        cluster = qh.start_cluster(self, n=3)
+        cluster.leader()
+        victim = cluster.followers()[0]
+
+        def removed():
+            rc, _, err = cluster.cli("cluster", "remove", str(victim.id),
+                                     check=False)
+            self.assertIn(rc, (0, 1, 4), err)
+            _, out, _ = cluster.cli("status", "--json")
+            return victim.id not in {n["id"]
+                                     for n in json.loads(out)["nodes"]}
+        qh.wait_until(removed, 60, f"node {victim.id} to leave")
+        self.assertEqual(victim.proc.wait(30), 0, victim.stderr_tail(20))
+        victim.stopped_on_purpose = True
+        self.assertTrue((victim.data_dir / "REMOVED").exists())
+        victim.start(wait=False)
+        self.assertNotEqual(victim.proc.wait(30), 0)
+        self.assertIn("REMOVED", victim.stderr_tail(20))
 
 
 if __name__ == "__main__":

@@ -55,7 +55,8 @@ class RejoinTest(unittest.TestCase):
         load.start()
         load.wait_for_acks(200)
         again.start(wait=False)
-        cluster.cli("cluster", "add", str(victim.id), again.raft_addr)
+        cluster.cli("cluster", "add", str(victim.id), again.raft_addr,
+                    "--rpc", again.rpc_addr)
         cluster.nodes.append(again)
         again.wait_serving()
         self.assertEqual(roles(cluster)[victim.id], "voter")
