@@ -170,9 +170,12 @@ def unavailability(ops, nemesis, grace_s=UNAVAILABILITY_GRACE_S):
     "target": leader or node) and their next "end" of the same kind. A
     fault's figure is the longest gap between acknowledged publishes
     (ops of type ok, at "t_complete") that overlaps [start, end + grace],
-    counted from the start at the earliest; a fault with no ack after it
-    counts to its end plus the grace."""
+    counted from the start at the earliest and up to the next fault's
+    start at the latest; a fault with no ack after it counts to its end
+    plus the grace."""
     acks = sorted(op["t_complete"] for op in ops if op["type"] == "ok")
+    # Past the clients' last answer nothing is asked: not a gap.
+    last = max((op["t_complete"] for op in ops), default=float("-inf"))
     events = sorted(nemesis, key=lambda e: e["time"])
     per_kind = {}
     for i, e in enumerate(events):
@@ -181,7 +184,10 @@ def unavailability(ops, nemesis, grace_s=UNAVAILABILITY_GRACE_S):
         end = next((x["time"] for x in events[i + 1:]
                     if x["f"] == e["f"] and x.get("phase") == "end"),
                    e["time"])
-        lo, hi = e["time"], end + grace_s
+        # The grace ends where the next fault starts: that one's own.
+        after = next((x["time"] for x in events[i + 1:]
+                      if x.get("phase") == "start"), float("inf"))
+        lo, hi = e["time"], max(end, min(end + grace_s, after))
         worst = 0.0
         prev = None
         for t in acks + [None]:
@@ -189,7 +195,8 @@ def unavailability(ops, nemesis, grace_s=UNAVAILABILITY_GRACE_S):
                 prev = t
                 continue
             start = lo if prev is None else max(prev, lo)
-            stop = hi if t is None else t
+            stop = min(hi if t is None else t, max(after, lo),
+                       max(last, lo))
             worst = max(worst, stop - start)
             if t is None or t > hi:
                 break

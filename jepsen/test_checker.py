@@ -317,6 +317,12 @@ class UnavailabilityTest(unittest.TestCase):
                     "target": "node"},
                    {"f": "pause", "phase": "end", "time": T + 3.7}]
         got = checker.unavailability(ops, nemesis, grace_s=0.2)
+        # A fault's grace stops where the next one starts.
+        nemesis.insert(0, {"f": "clock", "phase": "start", "time": T + 1.0})
+        nemesis.insert(1, {"f": "clock", "phase": "end", "time": T + 1.5})
+        early = checker.unavailability(ops, nemesis, grace_s=5.0)
+        self.assertEqual(early["clock"]["max_ms"], 100)
+        self.assertEqual(early["kill"]["max_ms"], 1450)
         self.assertEqual(got["kill"]["events"], 1)
         self.assertEqual(got["kill"]["max_ms"], 1450)
         self.assertEqual(got["kill"]["by_target"], {"leader": 1450})
@@ -324,12 +330,15 @@ class UnavailabilityTest(unittest.TestCase):
         self.assertEqual(got["pause"]["max_ms"], 100)
 
     def test_a_fault_with_no_ack_after_it_counts_to_its_end(self):
-        ops = self.acks(0.0, 0.1)
+        ops = self.acks(0.0, 0.1) + [{"type": "info", "t_complete": T + 9}]
         nemesis = [{"f": "partition", "phase": "start", "time": T + 1.0},
                    {"f": "partition", "phase": "end", "time": T + 2.0}]
         got = checker.unavailability(ops, nemesis, grace_s=1.0)
         self.assertEqual(got["partition"]["max_ms"], 2000)
         self.assertEqual(got["partition"]["by_target"], {})
+        # The clients' last answer ends every gap: the workload stopped.
+        got = checker.unavailability(ops[:2], nemesis, grace_s=1.0)
+        self.assertEqual(got["partition"]["max_ms"], 0)
 
 
 if __name__ == "__main__":
