@@ -23,7 +23,7 @@ enum exit_code {
     EXIT_USAGE = 2,       /* bad command line */
     EXIT_NOTFOUND = 3,    /* no such message */
     EXIT_UNAVAILABLE = 4, /* no connection, no leader, timed out, unknown */
-    EXIT_UNAUTHORIZED = 5 /* wrong or missing token */
+    EXIT_UNAUTHORIZED = 5 /* wrong or missing token, or it lacks the scope */
 };
 
 #ifndef QRAFT_VERSION
@@ -255,6 +255,7 @@ static int exit_for(int rc)
         case QRAFT_ENOTFOUND:
             return EXIT_NOTFOUND;
         case QRAFT_EUNAUTHORIZED:
+        case QRAFT_EFORBIDDEN:
             return EXIT_UNAUTHORIZED;
         case QRAFT_EUNAVAILABLE:
         case QRAFT_ENOTLEADER:

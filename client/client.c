@@ -700,6 +700,8 @@ static int status_code(Qraft__Status status)
             return QRAFT_EINVAL;
         case QRAFT__STATUS__UNAUTHORIZED:
             return QRAFT_EUNAUTHORIZED;
+        case QRAFT__STATUS__PERMISSION_DENIED:
+            return QRAFT_EFORBIDDEN;
         case QRAFT__STATUS__NOT_FOUND:
             return QRAFT_ENOTFOUND;
         case QRAFT__STATUS__NOT_LEADER:

@@ -116,7 +116,7 @@ wait_leader() {
         done
         ids=""
         for i in $(seq 1 "$n"); do
-            leader=$("$BUILD_DIR/bin/qraft" --token "$TOKEN" 2>/dev/null \
+            leader=$(QRAFT_TOKEN=$TOKEN "$BUILD_DIR/bin/qraft" 2>/dev/null \
                 --endpoints "127.0.0.1:$((7100 + i))" status --json |
                 json_field leader_id || true)
             ids="$ids ${leader:-0}"
@@ -140,8 +140,8 @@ wait_leader() {
 wait_keys() {
     local deadline=$((SECONDS + START_DEADLINE_S)) out
     while :; do
-        if out=$("$BUILD_DIR/bin/qraft" --endpoints "$ENDPOINTS" \
-            --token "$TOKEN" keys --json 2>/dev/null) &&
+        if out=$(QRAFT_TOKEN=$TOKEN "$BUILD_DIR/bin/qraft" \
+            --endpoints "$ENDPOINTS" keys --json 2>/dev/null) &&
             [ -n "$(json_field current <<<"$out")" ]; then
             echo "$out"
             return 0
@@ -200,13 +200,13 @@ start_cluster() {
     : >"$PIDS"
     for i in $(seq 1 "$n"); do
         # Its own session: a Ctrl-C in this terminal does not reach it.
-        QRAFT_PEER_TOKEN=$(cat "$LOCAL/peer-token") \
+        # Secrets go in the environment, never on a command line (ps).
+        QRAFT_TOKEN=$TOKEN QRAFT_PEER_TOKEN=$(cat "$LOCAL/peer-token") \
             setsid "$BUILD_DIR/bin/qraftd" --id "$i" --peers "$peers" \
             --data "$LOCAL/node$i" \
             --raft "127.0.0.1:$((7200 + i))" \
             --rpc "127.0.0.1:$((7100 + i))" \
-            --http "127.0.0.1:$((8080 + i))" \
-            --token "$TOKEN" "$@" \
+            --http "127.0.0.1:$((8080 + i))" "$@" \
             </dev/null >>"$LOCAL/node$i.log" 2>&1 &
         echo "$i $!" >>"$PIDS"
     done

@@ -101,8 +101,14 @@ void qr_config_usage(FILE *out)
         "  --http HOST:PORT       HTTP address (default 127.0.0.1:8080)\n"
         "  --peer-token T         secret for node-to-node requests (env\n"
         "                         QRAFT_PEER_TOKEN; default: the API token)\n"
-        "  --token T              API token (env QRAFT_TOKEN); --dev\n"
-        "                         generates one and keeps it in DIR\n"
+        "  --token T              API token with every scope (env\n"
+        "                         QRAFT_TOKEN); --dev generates one and\n"
+        "                         keeps it in DIR\n"
+        "  --token-file PATH      scoped API tokens, one NAME SCOPES SECRET\n"
+        "                         line each (env QRAFT_TOKEN_FILE); SIGHUP\n"
+        "                         re-reads it\n"
+        "  --print-scopes         print the scope every REST route and RPC\n"
+        "                         kind needs, and exit\n"
         "  --allow-destinations LIST  networks deliveries may reach beyond\n"
         "                         public addresses: CIDR,... (10.0.0.0/8,\n"
         "                         fd00::/8, 127.0.0.1) or none; default:\n"
@@ -443,6 +449,8 @@ enum {
     OPT_HTTP,
     OPT_TOKEN,
     OPT_PEER_TOKEN,
+    OPT_TOKEN_FILE,
+    OPT_PRINT_SCOPES,
     OPT_ALLOW_DESTINATIONS,
     OPT_MAX_BODY,
     OPT_DEDUP_WINDOW,
@@ -479,6 +487,8 @@ static const struct option long_options[] = {
     {"http", required_argument, NULL, OPT_HTTP},
     {"token", required_argument, NULL, OPT_TOKEN},
     {"peer-token", required_argument, NULL, OPT_PEER_TOKEN},
+    {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+    {"print-scopes", no_argument, NULL, OPT_PRINT_SCOPES},
     {"allow-destinations", required_argument, NULL, OPT_ALLOW_DESTINATIONS},
     {"max-body-bytes", required_argument, NULL, OPT_MAX_BODY},
     {"dedup-window", required_argument, NULL, OPT_DEDUP_WINDOW},
@@ -592,6 +602,16 @@ static int apply_option(struct qr_config *c,
             snprintf(dst, QR_TOKEN_MAX, "%s", v);
             return 0;
         }
+        case OPT_TOKEN_FILE:
+            if (strlen(v) == 0 || strlen(v) >= sizeof c->token_file) {
+                snprintf(errmsg, QR_ERRMSG_BYTES, "--token-file: bad path");
+                return QR_EBADREQ;
+            }
+            snprintf(c->token_file, sizeof c->token_file, "%s", v);
+            return 0;
+        case OPT_PRINT_SCOPES:
+            *action = QR_CONFIG_PRINT_SCOPES;
+            return 0;
         case OPT_ALLOW_DESTINATIONS: {
             char why[QR_ERRMSG_BYTES - 32];
             if (qr_dest_parse_nets(v, &c->destinations, why, sizeof why) != 0) {
@@ -748,7 +768,8 @@ int qr_config_parse(struct qr_config *c,
         const char *name;
         int opt;
     } env_options[] = {{"QRAFT_TOKEN", OPT_TOKEN},
-                       {"QRAFT_PEER_TOKEN", OPT_PEER_TOKEN}};
+                       {"QRAFT_PEER_TOKEN", OPT_PEER_TOKEN},
+                       {"QRAFT_TOKEN_FILE", OPT_TOKEN_FILE}};
     for (size_t i = 0; i < sizeof env_options / sizeof env_options[0]; i++) {
         const char *v = getenv(env_options[i].name);
         if (v != NULL && *v != '\0') {
@@ -813,9 +834,18 @@ int qr_config_parse(struct qr_config *c,
             return QR_EBADREQ;
         }
     }
-    if (!c->dev && c->token[0] == '\0') {
+    if (!c->dev && c->token[0] == '\0' && c->token_file[0] == '\0') {
         snprintf(errmsg, QR_ERRMSG_BYTES,
-                 "--token (or QRAFT_TOKEN) is required outside --dev");
+                 "--token (QRAFT_TOKEN) or --token-file (QRAFT_TOKEN_FILE) "
+                 "is required outside --dev");
+        return QR_EBADREQ;
+    }
+    /* Node-to-node requests fall back to the API token, which a token file
+     * alone does not give. */
+    if (!c->dev && c->token[0] == '\0' && c->peer_token[0] == '\0') {
+        snprintf(errmsg, QR_ERRMSG_BYTES,
+                 "--token-file without --token needs --peer-token "
+                 "(QRAFT_PEER_TOKEN) for node-to-node requests");
         return QR_EBADREQ;
     }
     if (c->heartbeat_timeout_ms >= c->election_timeout_ms) {

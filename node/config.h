@@ -57,6 +57,9 @@ struct qr_config {
     char rpc_addr[QR_ADDR_MAX];
     char http_addr[QR_ADDR_MAX];
     char token[QR_TOKEN_MAX]; /* empty: generated and persisted (--dev) */
+    /* --token-file: scoped API tokens (lib/tokens.h), re-read on SIGHUP;
+     * empty: none */
+    char token_file[PATH_MAX];
     /* Authenticates node-to-node requests (heartbeats, results); empty:
      * the API token does. */
     char peer_token[QR_TOKEN_MAX];
@@ -119,13 +122,16 @@ struct qr_config {
 enum qr_config_action {
     QR_CONFIG_RUN = 0,
     QR_CONFIG_EXIT_OK = 1,
+    /* --print-scopes: print the scope table (api/scopes.h) and exit */
+    QR_CONFIG_PRINT_SCOPES = 2,
 };
 
 void qr_config_defaults(struct qr_config *c);
 
 /* Fills c from argv and the environment (flags win). On error returns
  * QR_EBADREQ with errmsg (QR_ERRMSG_BYTES) saying which flag and why.
- * --help and --version print to `out` and set *action to EXIT_OK. */
+ * --help and --version print to `out` and set *action to EXIT_OK;
+ * --print-scopes sets it to PRINT_SCOPES (the caller prints). */
 int qr_config_parse(struct qr_config *c,
                     int argc,
                     char **argv,

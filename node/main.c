@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "api/rest.h"
+#include "api/scopes.h"
 #include "config.h"
 #include "deliver/delivery.h"
 #include "lib/err.h"
@@ -24,6 +26,12 @@ int main(int argc, char **argv)
     }
     if (action == QR_CONFIG_EXIT_OK) {
         return 0;
+    }
+    if (action == QR_CONFIG_PRINT_SCOPES) {
+        /* Non-zero when a route or kind has no row: a build to fix. */
+        int missing =
+            qr_rest_print_scopes(stdout) + qr_scopes_print_rpc(stdout);
+        return missing == 0 ? 0 : 1;
     }
     qr_log_set_level(config.log_level);
     /* A peer that resets a connection while we write to it must cost that

@@ -188,6 +188,86 @@ static int load_or_create_token(struct qr_server *s)
     return 0;
 }
 
+/* The name the --token (QRAFT_TOKEN, --dev's) token goes by in the table:
+ * not a name a token file may use. */
+#define MAIN_TOKEN_NAME "(--token)"
+
+/* Fills out (empty) with the API tokens: --token-file's, and s->token with
+ * every scope. On failure errmsg (size bytes) says why, out stays empty,
+ * and the secrets are not in it. */
+static int build_tokens(const struct qr_server *s,
+                        const char *peer_token,
+                        struct qr_tokens *out,
+                        char *errmsg,
+                        size_t size)
+{
+    const struct qr_config *cfg = s->config;
+    int rv;
+
+    qr_tokens_init(out);
+    if (cfg->token_file[0] != '\0') {
+        rv = qr_tokens_load(out, cfg->token_file, errmsg, size);
+        if (rv != 0) {
+            return rv;
+        }
+        /* A file token that is the peer token would act as a node. */
+        if (strcmp(peer_token, s->token) != 0 &&
+            qr_tokens_find(out, peer_token, strlen(peer_token)) != NULL) {
+            snprintf(errmsg, size,
+                     "%s: token '%s' has the peer token's secret "
+                     "(--peer-token): give it its own",
+                     cfg->token_file,
+                     qr_tokens_find(out, peer_token, strlen(peer_token))->name);
+            qr_tokens_free(out);
+            return QR_EBADREQ;
+        }
+    }
+    if (s->token[0] != '\0') {
+        rv = qr_tokens_add(out, MAIN_TOKEN_NAME, s->token, QR_SCOPE_ALL);
+        if (rv != 0) {
+            snprintf(errmsg, size, "%s: %s", cfg->token_file,
+                     rv == -ENOMEM ? "out of memory"
+                                   : "a token has the same secret as --token "
+                                     "(QRAFT_TOKEN)");
+            qr_tokens_free(out);
+            return rv;
+        }
+    }
+    return 0;
+}
+
+/* The peer token: --peer-token, else the API token. */
+static const char *peer_token_of(const struct qr_server *s)
+{
+    return s->config->peer_token[0] != '\0' ? s->config->peer_token : s->token;
+}
+
+/* SIGHUP: re-reads --token-file. A file that does not load leaves the
+ * tokens as they were. */
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    struct qr_server *s = h->data;
+    struct qr_tokens fresh;
+    char why[QR_ERRMSG_BYTES];
+    (void)signum;
+
+    if (s->config->token_file[0] == '\0') {
+        QR_INFO("server", "SIGHUP: no --token-file, nothing to reload");
+        return;
+    }
+    if (build_tokens(s, peer_token_of(s), &fresh, why, sizeof why) != 0) {
+        QR_ERROR("server",
+                 "SIGHUP: token file not reloaded, the %zu tokens loaded "
+                 "before stay in use: %s",
+                 s->tokens.n, why);
+        return;
+    }
+    qr_tokens_free(&s->tokens);
+    s->tokens = fresh;
+    QR_INFO("server", "SIGHUP: %zu API tokens loaded from %s", s->tokens.n,
+            s->config->token_file);
+}
+
 /* Reads the replicated signing keys; QR_ENOTFOUND until they are applied. */
 static int read_keys(struct qr_server *s, Qraft__SigningKeys **out)
 {
@@ -567,6 +647,7 @@ static void on_cluster_closed(struct qr_cluster *c)
     uv_close((uv_handle_t *)&s->stop_deadline, on_handle_closed);
     uv_close((uv_handle_t *)&s->sigterm, on_handle_closed);
     uv_close((uv_handle_t *)&s->sigint, on_handle_closed);
+    uv_close((uv_handle_t *)&s->sighup, on_handle_closed);
 }
 
 static void on_shards_closed(struct qr_shards *sh)
@@ -671,15 +752,18 @@ void qr_server_stop(struct qr_server *s, int exit_code)
     leave(s);
 }
 
-/* Catches signum with on_signal; on failure h is closing. */
-static int open_signal(struct qr_server *s, uv_signal_t *h, int signum)
+/* Catches signum with cb; on failure h is closing. */
+static int open_signal(struct qr_server *s,
+                       uv_signal_t *h,
+                       uv_signal_cb cb,
+                       int signum)
 {
     int rv = uv_signal_init(&s->loop, h);
     if (rv != 0) {
         return rv;
     }
     h->data = s;
-    rv = uv_signal_start(h, on_signal, signum);
+    rv = uv_signal_start(h, cb, signum);
     if (rv != 0) {
         uv_close((uv_handle_t *)h, on_handle_closed);
     }
@@ -704,23 +788,30 @@ static int open_handles(struct qr_server *s)
     }
     s->stop_deadline.data = s;
     what = "SIGTERM handler";
-    rv = open_signal(s, &s->sigterm, SIGTERM);
+    rv = open_signal(s, &s->sigterm, on_signal, SIGTERM);
     if (rv != 0) {
         goto err_after_stop_deadline;
     }
     what = "SIGINT handler";
-    rv = open_signal(s, &s->sigint, SIGINT);
+    rv = open_signal(s, &s->sigint, on_signal, SIGINT);
     if (rv != 0) {
         goto err_after_sigterm;
+    }
+    what = "SIGHUP handler";
+    rv = open_signal(s, &s->sighup, on_sighup, SIGHUP);
+    if (rv != 0) {
+        goto err_after_sigint;
     }
     what = "loop watch timer";
     rv = qr_loopwatch_start(&s->loopwatch, &s->loop, &s->metrics);
     if (rv != 0) {
-        goto err_after_sigint;
+        goto err_after_sighup;
     }
     uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
     return 0;
 
+err_after_sighup:
+    uv_close((uv_handle_t *)&s->sighup, on_handle_closed);
 err_after_sigint:
     uv_close((uv_handle_t *)&s->sigint, on_handle_closed);
 err_after_sigterm:
@@ -794,6 +885,15 @@ int qr_server_init(struct qr_server *s,
     if (rv != 0) {
         goto err_after_lock;
     }
+    rv = build_tokens(s, peer_token_of(s), &s->tokens, s->errmsg,
+                      sizeof s->errmsg);
+    if (rv != 0) {
+        goto err_after_lock;
+    }
+    if (cfg->token_file[0] != '\0') {
+        QR_INFO("server", "%zu API tokens loaded from %s", s->tokens.n,
+                cfg->token_file);
+    }
     /* The data dir's layout: LOCK, token, raft/ (the raft log and
      * snapshots), state/ (LMDB), and REMOVED once the node was removed. */
     snprintf(path, sizeof path, "%s/raft", cfg->data_dir);
@@ -834,8 +934,7 @@ int qr_server_init(struct qr_server *s,
         snprintf(s->errmsg, sizeof s->errmsg, "%s", s->cluster.errmsg);
         goto err_after_cluster;
     }
-    const char *peer_token =
-        cfg->peer_token[0] != '\0' ? cfg->peer_token : s->token;
+    const char *peer_token = peer_token_of(s);
     if (!cfg->dev && cfg->peer_token[0] == '\0') {
         QR_WARN("server",
                 "node-to-node requests use the API token, so any "
@@ -860,7 +959,7 @@ int qr_server_init(struct qr_server *s,
         snprintf(s->errmsg, sizeof s->errmsg, "ops: %s", qr_strerror(rv));
         goto err_after_worker;
     }
-    rv = qr_rpc_init(&s->rpc, &s->loop, cfg, s->token, &s->ops);
+    rv = qr_rpc_init(&s->rpc, &s->loop, cfg, &s->tokens, peer_token, &s->ops);
     if (rv != 0) {
         snprintf(s->errmsg, sizeof s->errmsg, "%s", s->rpc.errmsg);
         goto err_after_ops;
@@ -877,7 +976,7 @@ int qr_server_init(struct qr_server *s,
         .serving = http_serving,
         .ready = http_ready,
         .ops = &s->ops,
-        .token = s->token,
+        .tokens = &s->tokens,
         .metrics = &s->metrics,
         .gauges = http_gauges,
     };
@@ -926,6 +1025,7 @@ err_after_store:
     qr_store_close(s->store);
     s->store = NULL;
 err_after_lock:
+    qr_tokens_free(&s->tokens);
     close(s->lock_fd);
     s->lock_fd = -1;
     return rv;
@@ -952,4 +1052,5 @@ void qr_server_close(struct qr_server *s)
         close(s->lock_fd);
         s->lock_fd = -1;
     }
+    qr_tokens_free(&s->tokens);
 }

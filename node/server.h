@@ -13,6 +13,7 @@
 #include "config.h"
 #include "deliver/worker.h"
 #include "lib/loopwatch.h"
+#include "lib/tokens.h"
 #include "ops/ops.h"
 #include "repl/cluster.h"
 #include "sched/scheduler.h"
@@ -35,11 +36,15 @@ struct qr_server {
     struct qr_loopwatch loopwatch; /* counts the loop's stalls (metrics) */
     uv_signal_t sigterm;
     uv_signal_t sigint;
-    uv_timer_t tick; /* announces readiness, keeps signing keys present */
+    uv_signal_t sighup; /* re-reads --token-file */
+    uv_timer_t tick;    /* announces readiness, keeps signing keys present */
     uv_timer_t stop_deadline; /* bounds the hand-off and release on stop */
     bool modules_closing;
-    int lock_fd; /* flock on DATA/LOCK: one node per data dir */
-    char token[QR_TOKEN_MAX];
+    int lock_fd;              /* flock on DATA/LOCK: one node per data dir */
+    char token[QR_TOKEN_MAX]; /* --token, or --dev's; empty: none */
+    /* --token (every scope) and --token-file's; the faces borrow it, a
+     * SIGHUP replaces its contents */
+    struct qr_tokens tokens;
     char errmsg[QR_ERRMSG_BYTES];
     FILE *announce_out; /* where --dev prints the QSTASH_* lines */
     bool announced;

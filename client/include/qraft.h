@@ -45,12 +45,15 @@ extern "C" {
     X(QRAFT_ETIMEDOUT, -1010, "timed out")             \
     X(QRAFT_EUNKNOWN, -1011, "outcome unknown")        \
     X(QRAFT_EPROTO, -1012, "protocol error")           \
-    X(QRAFT_ENOSPACE, -1013, "insufficient storage")
+    X(QRAFT_ENOSPACE, -1013, "insufficient storage")   \
+    X(QRAFT_EFORBIDDEN, -1014, "permission denied")
 
 /* QRAFT_EINVAL       the library or the server (BAD_REQUEST) refused the
  *                    arguments; the errmsg says which.
  * QRAFT_ENOTFOUND    no such message (NOT_FOUND).
  * QRAFT_EUNAUTHORIZED missing or wrong token (UNAUTHORIZED).
+ * QRAFT_EFORBIDDEN   the token lacks the scope the request needs
+ *                    (PERMISSION_DENIED); the errmsg names it.
  * QRAFT_ETOOLARGE    a size limit was exceeded (TOO_LARGE, or a request
  *                    larger than a frame may be).
  * QRAFT_ECONFLICT    the operation does not apply in the message's state.

@@ -595,7 +595,7 @@ int qr_http_init(struct qr_http *h,
     s->owner = h;
     s->loop = loop;
     s->hooks = *hooks;
-    qr_rest_init(&s->rest, hooks->ops, hooks->token);
+    qr_rest_init(&s->rest, hooks->ops, hooks->tokens);
     set_limits(&s->limits, limits);
 
     rv = uv_tcp_init(loop, &s->listener);

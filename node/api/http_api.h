@@ -15,6 +15,7 @@
 #include "lib/metrics.h"
 
 struct qr_ops;
+struct qr_tokens;
 
 #define QR_HTTP_DEFAULT_MAX_CONNS 4096u
 #define QR_HTTP_DEFAULT_REQ_TIMEOUT_MS 10000u
@@ -28,7 +29,7 @@ struct qr_http_hooks {
     /* The REST API (/v2/...) runs its requests here and checks this token;
      * both borrowed, must outlive the server. ops NULL: /v2 answers 503. */
     struct qr_ops *ops;
-    const char *token;
+    const struct qr_tokens *tokens;
     /* True once the node serves (GET /healthz answers 200). */
     bool (*serving)(void *data);
     /* True when the node knows a leader and has applied everything it knows

@@ -1,7 +1,7 @@
 /* QStash-dialect REST routes on top of qr_ops_submit: the route table and
- * its matcher, the API token, errors and status mapping, and the calls that
- * wait for the RPC; each resource's handlers live in rest_<resource>.c
- * (rest_int.h).
+ * its matcher, the API tokens and scopes, errors and status mapping, and the
+ * calls that wait for the RPC; each resource's handlers live in
+ * rest_<resource>.c (rest_int.h).
  *
  * Answers that come later (after raft commit) go through a struct rest_call:
  * one reference is held by the h2o request pool (dropped, with req set to
@@ -24,8 +24,10 @@
 #include <jansson.h>
 
 #include "api/rest_int.h"
+#include "api/scopes.h"
 #include "lib/json_text.h"
 #include "lib/logger.h"
+#include "lib/tokens.h"
 #include "lib/utf8.h"
 #include "ops/ops.h"
 
@@ -180,6 +182,8 @@ int qr_rest_http_status(Qraft__Status st)
             return 400;
         case QRAFT__STATUS__UNAUTHORIZED:
             return 401;
+        case QRAFT__STATUS__PERMISSION_DENIED:
+            return 403;
         case QRAFT__STATUS__NOT_FOUND:
             return 404;
         case QRAFT__STATUS__TOO_LARGE:
@@ -388,32 +392,27 @@ json_t *qr_rest_empty_json(struct rest_call *c, const Qraft__Response *resp)
     return json_object();
 }
 
-/* Constant-time comparison of a presented token with the API token. */
-static bool token_ok(const char *token, const char *given, size_t len)
-{
-    size_t tlen = strlen(token);
-    unsigned char diff = (unsigned char)(tlen != len);
-
-    for (size_t i = 0; i < len; i++) {
-        diff |= (unsigned char)(given[i] ^ token[i < tlen ? i : 0]);
-    }
-    return diff == 0 && tlen > 0;
-}
-
-static bool authorized(struct qr_rest *r, h2o_req_t *req, h2o_iovec_t query)
+/* The API token the request presents (Authorization: Bearer, else
+ * ?qstash_token=), or NULL when it presents none that is known. */
+static const struct qr_token *authorized(struct qr_rest *r,
+                                         h2o_req_t *req,
+                                         h2o_iovec_t query)
 {
     ssize_t at = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    const struct qr_token *tok;
     const char *t;
 
     if (at >= 0) {
         const h2o_iovec_t *v = &req->headers.entries[at].value;
-        if (qr_rest_prefix_ci(v->base, v->len, "bearer ") &&
-            token_ok(r->token, v->base + 7, v->len - 7)) {
-            return true;
+        if (qr_rest_prefix_ci(v->base, v->len, "bearer ")) {
+            tok = qr_tokens_find(r->tokens, v->base + 7, v->len - 7);
+            if (tok != NULL) {
+                return tok;
+            }
         }
     }
     t = qr_rest_query_get(&req->pool, query, "qstash_token");
-    return t != NULL && token_ok(r->token, t, strlen(t));
+    return t != NULL ? qr_tokens_find(r->tokens, t, strlen(t)) : NULL;
 }
 
 /* ---------------------------------------------------------------------------
@@ -667,18 +666,74 @@ static int check_query_utf8(h2o_mem_pool_t *pool,
     return 0;
 }
 
-/* Answers req by the route its path matches: after the checks every route
- * shares (the query's UTF-8, ?consistency), 404 when none does, 400 for a
- * bad {queue}, else its method's handler or 405 (404: see allow). */
+/* The method of rt that req has, or NULL (405, or 404: see allow). */
+static const struct rest_method *find_method(const struct rest_route *rt,
+                                             h2o_req_t *req)
+{
+    if ((rt->flags & ROUTE_ANY_METHOD) != 0) {
+        return &rt->methods[0];
+    }
+    for (size_t i = 0; i < sizeof(rt->methods) / sizeof(rt->methods[0]) &&
+                       rt->methods[i].name != NULL;
+         i++) {
+        if (method_is(req, rt->methods[i].name)) {
+            return &rt->methods[i];
+        }
+    }
+    return NULL;
+}
+
+/* The scope table's scope for one route and method. */
+static unsigned method_scope(const struct rest_route *rt,
+                             const struct rest_method *rm)
+{
+    return qr_scopes_rest((rt->flags & ROUTE_ANY_METHOD) != 0 ? "*" : rm->name,
+                          rt->pattern);
+}
+
+/* 403 unless tok (NULL: none, for a route that needs none) has the scope
+ * the scope table gives this route and method; returns whether it may go
+ * on. */
+static bool scope_ok(h2o_req_t *req,
+                     const struct qr_token *tok,
+                     const struct rest_route *rt,
+                     const struct rest_method *rm)
+{
+    unsigned need = method_scope(rt, rm);
+    char err[ERR_BYTES];
+
+    if (need == 0 || (tok != NULL && (tok->scopes & need) == need)) {
+        return true;
+    }
+    snprintf(err, sizeof err,
+             "forbidden: %s %s needs a token with the '%s' scope; token "
+             "'%s' lacks it",
+             rm->name, rt->pattern,
+             need == QR_SCOPES_UNKNOWN ? "admin" : qr_tokens_scope_name(need),
+             tok != NULL ? tok->name : "?");
+    qr_rest_send_error(req, 403, err);
+    return false;
+}
+
+/* Answers req by the route its path matches: 403 when tok lacks the scope
+ * the route and method need, then after the checks every route shares (the
+ * query's UTF-8, ?consistency), 404 when none does, 400 for a bad {queue},
+ * else its method's handler or 405 (404: see allow). */
 static void route(struct qr_rest *r,
                   h2o_req_t *req,
+                  const struct qr_token *tok,
                   const char *path,
                   size_t len,
                   h2o_iovec_t query)
 {
     struct rest_match m = {.query = query};
     const struct rest_route *rt = find_route(path, len, &m.capture);
+    const struct rest_method *rm = rt != NULL ? find_method(rt, req) : NULL;
     char err[ERR_BYTES];
+
+    if (rm != NULL && !scope_ok(req, tok, rt, rm)) {
+        return;
+    }
     bool forwards_query =
         rt != NULL && ((rt->flags & ROUTE_QUERY_FORWARDED) != 0 ||
                        ((rt->flags & ROUTE_QUERY_FORWARDED_ON_POST) != 0 &&
@@ -707,19 +762,10 @@ static void route(struct qr_rest *r,
         qr_rest_send_error(req, 400, "queue name must match [A-Za-z0-9._-]+");
         return;
     }
-    if ((rt->flags & ROUTE_ANY_METHOD) != 0) {
-        m.op = rt->methods[0].op;
-        rt->methods[0].fn(r, req, &m);
+    if (rm != NULL) {
+        m.op = rm->op;
+        rm->fn(r, req, &m);
         return;
-    }
-    for (size_t i = 0; i < sizeof(rt->methods) / sizeof(rt->methods[0]) &&
-                       rt->methods[i].name != NULL;
-         i++) {
-        if (method_is(req, rt->methods[i].name)) {
-            m.op = rt->methods[i].op;
-            rt->methods[i].fn(r, req, &m);
-            return;
-        }
     }
     if (rt->allow == NULL) {
         qr_rest_send_error(req, 404, "not found");
@@ -750,7 +796,8 @@ bool qr_rest_handle(struct qr_rest *r, h2o_req_t *req)
     }
     bool hook = len > strlen(HOOKS_PREFIX) &&
                 memcmp(path, HOOKS_PREFIX, strlen(HOOKS_PREFIX)) == 0;
-    if (!hook && !authorized(r, req, query)) {
+    const struct qr_token *tok = hook ? NULL : authorized(r, req, query);
+    if (!hook && tok == NULL) {
         qr_rest_send_error(
             req, 401,
             "unauthorized: send Authorization: Bearer <token> (or "
@@ -766,14 +813,67 @@ bool qr_rest_handle(struct qr_rest *r, h2o_req_t *req)
             "other bytes)");
         return true;
     }
-    route(r, req, path, len, query);
+    route(r, req, tok, path, len, query);
     return true;
 }
 
-void qr_rest_init(struct qr_rest *r, struct qr_ops *ops, const char *token)
+/* Calls fn for each route and method of the route table. */
+static int each_method(int (*fn)(const struct rest_route *,
+                                 const struct rest_method *,
+                                 void *),
+                       void *data)
 {
+    int n = 0;
+
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        const struct rest_route *rt = &routes[i];
+        for (size_t j = 0; j < sizeof(rt->methods) / sizeof(rt->methods[0]) &&
+                           rt->methods[j].name != NULL &&
+                           (j == 0 || (rt->flags & ROUTE_ANY_METHOD) == 0);
+             j++) {
+            n += fn(rt, &rt->methods[j], data);
+        }
+    }
+    return n;
+}
+
+static int print_scope(const struct rest_route *rt,
+                       const struct rest_method *rm,
+                       void *data)
+{
+    unsigned scope = method_scope(rt, rm);
+
+    fprintf(
+        (FILE *)data, "rest %s %s %s\n",
+        (rt->flags & ROUTE_ANY_METHOD) != 0 ? "*" : rm->name, rt->pattern,
+        scope == QR_SCOPES_UNKNOWN ? "missing" : qr_tokens_scope_name(scope));
+    return scope == QR_SCOPES_UNKNOWN;
+}
+
+int qr_rest_print_scopes(FILE *out)
+{
+    return each_method(print_scope, out);
+}
+
+static int scope_missing(const struct rest_route *rt,
+                         const struct rest_method *rm,
+                         void *data)
+{
+    (void)data;
+    return method_scope(rt, rm) == QR_SCOPES_UNKNOWN;
+}
+
+void qr_rest_init(struct qr_rest *r,
+                  struct qr_ops *ops,
+                  const struct qr_tokens *tokens)
+{
+    /* A route without a row in the scope table is a programming error;
+     * it would be refused as admin-only. */
+    int missing = each_method(scope_missing, NULL);
+    assert(missing == 0);
+    (void)missing;
     r->ops = ops;
-    r->token = token;
+    r->tokens = tokens;
     LIST_INIT(&r->calls);
 }
 

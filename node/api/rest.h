@@ -10,22 +10,36 @@
 #define QR_REST_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <sys/queue.h>
 
 struct st_h2o_req_t;
 struct qr_ops;
+struct qr_tokens;
 struct rest_call;
 
 /* Allocated by the caller (inside the HTTP server); its fields are private.
  */
 struct qr_rest {
     struct qr_ops *ops; /* borrowed; NULL: every /v2 route answers 503 */
-    const char *token;  /* borrowed: the API token */
+    /* borrowed: the API tokens, which may change between requests (a
+     * reload) but not during one */
+    const struct qr_tokens *tokens;
     LIST_HEAD(, rest_call) calls; /* requests waiting for an RPC answer */
 };
 
-/* ops and token are borrowed and must outlive every request served. */
-void qr_rest_init(struct qr_rest *r, struct qr_ops *ops, const char *token);
+/* ops and tokens are borrowed and must outlive every request served. A
+ * request needs a token with the scope its route and method have in the
+ * scope table (api/scopes.h): 401 without a known token, 403 without the
+ * scope. */
+void qr_rest_init(struct qr_rest *r,
+                  struct qr_ops *ops,
+                  const struct qr_tokens *tokens);
+
+/* Prints one line per route and method of the route table: "rest METHOD
+ * PATTERN SCOPE" ("*" for any method; SCOPE "missing" when the scope table
+ * has no row). Returns how many have no row. */
+int qr_rest_print_scopes(FILE *out);
 
 /* Answers req (borrowed) now or later, if its raw path is under /v2/ (or is
  * /v2), and returns true; returns false, answering nothing, otherwise. */

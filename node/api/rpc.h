@@ -1,8 +1,8 @@
 /* The RPC server: framed protobuf Requests over TCP, answered with Responses
  * carrying the same id, pipelined (answers may come out of order). A face
  * of the operations layer (ops/ops.h): it owns the listener, the
- * connections, framing and the token check; what a request does, and the
- * leader checks, forwarding and linearizable reads, are the operations'.
+ * connections, framing and the token and scope checks; what a request does, and
+ * the leader checks, forwarding and linearizable reads, are the operations'.
  *
  * Invariants:
  * - Every well-framed request gets exactly one response, unless its
@@ -10,7 +10,8 @@
  * - Input is checked before work is done: a frame over the limit closes the
  *   connection after one error response; a frame that does not decode gets a
  *   BAD_REQUEST (id 0) and the connection stays usable; a wrong token gets
- *   UNAUTHORIZED before anything else is looked at.
+ *   UNAUTHORIZED before anything else is looked at; a known token without
+ *   the scope its kind needs (api/scopes.h) gets PERMISSION_DENIED next.
  * - A connection with MAX_PENDING_PER_CONN requests unanswered is not read
  *   from until some are answered (backpressure). */
 #ifndef QR_RPC_H
@@ -24,6 +25,7 @@
 
 #include "config.h"
 #include "lib/err.h"
+#include "lib/tokens.h"
 #include "ops/ops.h"
 
 struct qr_rpc;
@@ -34,10 +36,11 @@ struct qr_rpc_conn;
 struct qr_rpc {
     uv_loop_t *loop;                /* borrowed */
     const struct qr_config *config; /* borrowed */
-    const char *token;              /* borrowed: the effective API token */
-    /* borrowed: cfg->peer_token, or token when that is empty */
-    const char *peer_token;
-    struct qr_ops *ops; /* borrowed: what each request is handed to */
+    /* borrowed: the API tokens (they may change between requests: a
+     * reload) */
+    const struct qr_tokens *tokens;
+    const char *peer_token; /* borrowed: node to node; every scope */
+    struct qr_ops *ops;     /* borrowed: what each request is handed to */
     uv_tcp_t listener;
     LIST_HEAD(, qr_rpc_conn) conns; /* live connections */
     size_t n_conns;
@@ -48,15 +51,17 @@ struct qr_rpc {
     uint64_t n_requests; /* frames read */
 };
 
-/* Binds and listens on cfg->rpc_addr. Client requests need the API token
- * (or the peer token: followers forward clients' writes); peer requests
- * (heartbeats, results) need the peer token. All pointers are borrowed and must
+/* Binds and listens on cfg->rpc_addr. Client requests need an API token
+ * with their kind's scope (or the peer token: followers forward clients'
+ * writes); peer requests (heartbeats, results) need the peer token. All
+ * pointers are borrowed and must
  * outlive the server. On failure rpc->errmsg says why and nothing needs
  * closing. */
 int qr_rpc_init(struct qr_rpc *rpc,
                 uv_loop_t *loop,
                 const struct qr_config *cfg,
-                const char *token,
+                const struct qr_tokens *tokens,
+                const char *peer_token,
                 struct qr_ops *ops);
 
 /* Stops listening and closes every connection (answers still owed are

@@ -98,6 +98,7 @@ static int clear_env(void **state)
     (void)state;
     assert_int_equal(unsetenv("QRAFT_TOKEN"), 0);
     assert_int_equal(unsetenv("QRAFT_PEER_TOKEN"), 0);
+    assert_int_equal(unsetenv("QRAFT_TOKEN_FILE"), 0);
     return 0;
 }
 
@@ -305,6 +306,39 @@ static void test_peer_token(void **state)
     assert_string_equal(r->c.token, "");
     free_run(r);
     REFUSED("--peer-token", "--dev", "--peer-token", "", NULL);
+}
+
+/* --token-file (or QRAFT_TOKEN_FILE) stands in for --token; without
+ * --token it needs --peer-token, since nodes would otherwise have no
+ * shared secret. The file itself is read by the server (test_tokens.c). */
+static void test_token_file(void **state)
+{
+    (void)state;
+    struct run *r =
+        parse("--token-file", "/etc/qraft/tokens", "--peer-token", "p", NULL);
+    assert_parsed(r);
+    assert_string_equal(r->c.token_file, "/etc/qraft/tokens");
+    assert_string_equal(r->c.token, "");
+    free_run(r);
+    r = parse("--token-file", "/t", "--token", "t", NULL);
+    assert_parsed(r);
+    free_run(r);
+    r = parse("--dev", "--token-file", "/t", NULL);
+    assert_parsed(r);
+    free_run(r);
+    REFUSED("--peer-token", "--token-file", "/t", NULL);
+    REFUSED("--token-file", "--token-file", "", "--token", "t", NULL);
+    assert_int_equal(setenv("QRAFT_TOKEN_FILE", "/from/env", 1), 0);
+    r = parse("--peer-token", "p", NULL);
+    assert_parsed(r);
+    assert_string_equal(r->c.token_file, "/from/env");
+    free_run(r);
+    assert_int_equal(unsetenv("QRAFT_TOKEN_FILE"), 0);
+
+    r = parse("--print-scopes", NULL);
+    assert_int_equal(r->rv, 0);
+    assert_int_equal(r->action, QR_CONFIG_PRINT_SCOPES);
+    free_run(r);
 }
 
 static void test_peers(void **state)
@@ -699,6 +733,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_token_from_env, clear_env,
                                         clear_env),
         cmocka_unit_test_setup_teardown(test_peer_token, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_token_file, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_space_flags, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_peers, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_peers_refusals, clear_env,
