@@ -25,10 +25,18 @@ def placeholder(value):
     return "REDACTED:" + hashlib.sha256(value).hexdigest()
 
 
+def feature_level(node):
+    _, out, _ = node.cli("status", "--local", "--json")
+    return json.loads(out)["feature_level"]
+
+
 class RedactTest(unittest.TestCase):
     def setUp(self):
         self.sink = start_sink(self)
         self.node = qh.start_dev_node(self)
+        # A new cluster reaches level 6 at its first tick after it serves.
+        qh.wait_until(lambda: feature_level(self.node) >= 6, 30,
+                      "feature level 6")
 
     def call(self, method, target, **kwargs):
         return qh.http_call(self.node.http_addr, method, target,
@@ -213,6 +221,7 @@ class RedactLevelTest(unittest.TestCase):
         unredacted."""
         sink = start_sink(self)
         node = qh.start_dev_node(self, extra_args=["--max-feature-level", "5"])
+        qh.wait_until(lambda: feature_level(node) == 5, 30, "feature level 5")
         status, _, answer = qh.http_call(
             node.http_addr, "POST", f"/v2/publish/{sink.url('/x')}",
             body="x", token=node.token,
