@@ -138,6 +138,11 @@ class RedactTest(unittest.TestCase):
         _, out, _ = self.node.cli("dlq", "ls", "--json")
         self.assert_hidden(out)
 
+        # Nor in the node's own log.
+        for path in (self.node.stdout_path, self.node.stderr_path):
+            if path is not None:
+                self.assert_hidden(open(path, "rb").read())
+
         # Replay: the destination gets the originals again.
         status, _, answer = self.call("POST", f"/v2/dlq/retry/{mid}")
         self.assertIn(status, (200, 201), answer)
