@@ -559,6 +559,13 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
     if (rv == 0) {
         rv = qr_command_check_redact(req->redact, err, err_len);
     }
+    if (rv == 0 && req->redact != NULL && req->workflow != NULL) {
+        /* A run's history (its steps' bodies in the workflow logs) would
+         * still show them: refused rather than half hidden. */
+        return fail(QR_EBADREQ, err, err_len,
+                    "Upstash-Redact-Fields is not supported on workflow runs "
+                    "yet");
+    }
     if (rv == 0 && req->workflow != NULL) {
         rv = check_workflow(req, l, err, err_len);
     }

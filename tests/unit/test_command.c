@@ -1240,6 +1240,14 @@ static void test_redact_check_and_level(void **state)
         assert_refused(&req, QR_EBADREQ, "not a header name", NULL);
     }
 
+    r.n_headers = 0;
+    Qraft__WorkflowPublish wf = QRAFT__WORKFLOW_PUBLISH__INIT;
+    wf.run_id = "wfr_1";
+    wf.init = true;
+    req.workflow = &wf;
+    assert_refused(&req, QR_EBADREQ, "workflow runs", NULL);
+    req.workflow = NULL;
+
     Qraft__Publish pub = QRAFT__PUBLISH__INIT;
     Qraft__Command cmd = QRAFT__COMMAND__INIT;
     pub.request = &req;
