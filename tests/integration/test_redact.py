@@ -141,7 +141,7 @@ class RedactTest(unittest.TestCase):
         # Nor in the node's own log.
         for path in (self.node.stdout_path, self.node.stderr_path):
             if path is not None:
-                self.assert_hidden(open(path, "rb").read())
+                self.assert_hidden(path.read_bytes())
 
         # Replay: the destination gets the originals again.
         status, _, answer = self.call("POST", f"/v2/dlq/retry/{mid}")
@@ -190,6 +190,25 @@ class RedactTest(unittest.TestCase):
         self.assert_redacted_view(msg)
         self.assert_hidden(msg)
         self.delivered_request("/b1")
+
+    def test_cli_publish_redact(self):
+        """qraft publish --redact takes the same spec over the RPC."""
+        self.sink.script("/cli", Reply(200))
+        _, out, _ = self.node.cli(
+            "publish", self.sink.url("/cli"), "--body", SECRET_BODY.decode(),
+            "--header", f"X-Secret: {SECRET_HEADER}",
+            "--header", f"X-Public: {PUBLIC_HEADER}",
+            "--redact", "body, header[x-secret]", "--delay", "1s")
+        mid = out.strip()
+        _, out, _ = self.node.cli("get", mid, "--json")
+        self.assert_hidden(out)
+        self.assertIn(placeholder(SECRET_HEADER), out)
+        self.assertIn(PUBLIC_HEADER, out)
+        self.delivered_request("/cli")
+        status, _, _ = self.node.cli(
+            "publish", self.sink.url("/cli"), "--redact", "nonsense",
+            check=False)
+        self.assertNotEqual(status, 0)
 
     def test_schedule_template_is_shown_redacted(self):
         status, _, answer = self.call(
