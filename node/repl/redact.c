@@ -73,6 +73,9 @@ int qr_redact_view_parts(const Qraft__Redact *r,
         return 0;
     }
     char ph[QR_REDACT_PLACEHOLDER_BYTES];
+    const ProtobufCFieldDescriptor *value_field =
+        protobuf_c_message_descriptor_get_field_by_name(
+            &qraft__header__descriptor, "value");
     for (size_t i = 0; i < n_headers; i++) {
         Qraft__Header *h = headers[i];
         if (!qr_redact_header(r, h->name)) {
@@ -84,7 +87,11 @@ int qr_redact_view_parts(const Qraft__Redact *r,
             free(value);
             return -ENOMEM;
         }
-        free(h->value);
+        /* An empty value was not on the wire: it is the descriptor's
+         * default, which free_unpacked never frees either. */
+        if (h->value != value_field->default_value) {
+            free(h->value);
+        }
         h->value = value;
     }
     if (r->body && body->len > 0) {

@@ -1285,11 +1285,14 @@ static void test_redact_placeholders(void **state)
     h1.value = "abc";
     h2.name = "X-Public";
     h2.value = "seen";
-    Qraft__Header *hs[] = {&h1, &h2};
+    Qraft__Header h3 = QRAFT__HEADER__INIT; /* empty: not on the wire */
+    h3.name = "X-Secret";
+    h3.value = "";
+    Qraft__Header *hs[] = {&h1, &h2, &h3};
     Qraft__Message m = QRAFT__MESSAGE__INIT;
     m.id = "msg_1";
     m.headers = hs;
-    m.n_headers = 2;
+    m.n_headers = 3;
     m.body.data = (uint8_t *)"abc";
     m.body.len = 3;
     m.redact = &r;
@@ -1303,6 +1306,9 @@ static void test_redact_placeholders(void **state)
     assert_int_equal(qr_redact_view(view), 0);
     assert_string_equal(view->headers[0]->value, ph);
     assert_string_equal(view->headers[1]->value, "seen");
+    char empty[QR_REDACT_PLACEHOLDER_BYTES];
+    assert_int_equal(qr_redact_placeholder("", 0, empty), 0);
+    assert_string_equal(view->headers[2]->value, empty);
     assert_int_equal(view->body.len, strlen(ph));
     assert_memory_equal(view->body.data, ph, strlen(ph));
 
