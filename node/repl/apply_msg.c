@@ -21,13 +21,16 @@ static bool redact_on(const struct qr_apply_ctx *ctx)
 }
 
 /* Writes upd, a message that needs its redacted parts no more (delivered,
- * cancelled), with placeholders instead of them. */
-static int put_dropping_redacted(struct qr_apply_ctx *ctx, Qraft__Message *upd)
+ * cancelled), with placeholders instead of them; upd itself is left as it
+ * was. */
+static int put_dropping_redacted(struct qr_apply_ctx *ctx,
+                                 const Qraft__Message *upd)
 {
     struct qr_redact_scratch s = {0};
-    int rv = qr_redact_drop(upd, &s);
+    Qraft__Message out = *upd;
+    int rv = qr_redact_drop(&out, &s);
     if (rv == 0) {
-        rv = qr_store_msg_put(ctx->txn, upd);
+        rv = qr_store_msg_put(ctx->txn, &out);
     }
     qr_redact_scratch_free(&s);
     return rv;
