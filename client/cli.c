@@ -102,7 +102,10 @@ static const char usage_publish[] =
     "  --timeout DUR            per-attempt delivery timeout\n"
     "  --callback URL           told about the delivery\n"
     "  --failure-callback URL   told when delivery fails for good\n"
-    "  --queue NAME             queue to publish into\n";
+    "  --queue NAME             queue to publish into\n"
+    "  --redact SPEC            never show these again (body, header,\n"
+    "                           header[Name], comma separated): views show\n"
+    "                           REDACTED:<sha256>; delivery gets the values\n";
 
 static const char usage_get[] =
     "usage: qraft get ID [--json]\n"
@@ -211,6 +214,7 @@ enum {
     OPT_CALLBACK,
     OPT_FAILURE_CALLBACK,
     OPT_QUEUE,
+    OPT_REDACT,
     OPT_STRICT,
     OPT_MIN_BACKOFF,
     OPT_MAX_BACKOFF,
@@ -754,6 +758,7 @@ static int cmd_publish(int argc, char **argv, struct globals *g)
         {"callback", required_argument, NULL, OPT_CALLBACK},
         {"failure-callback", required_argument, NULL, OPT_FAILURE_CALLBACK},
         {"queue", required_argument, NULL, OPT_QUEUE},
+        {"redact", required_argument, NULL, OPT_REDACT},
         {"strict", no_argument, NULL, OPT_STRICT},
         {"min-backoff", required_argument, NULL, OPT_MIN_BACKOFF},
         {"max-backoff", required_argument, NULL, OPT_MAX_BACKOFF},
@@ -838,6 +843,9 @@ static int cmd_publish(int argc, char **argv, struct globals *g)
                 break;
             case OPT_QUEUE:
                 a.p.queue = optarg;
+                break;
+            case OPT_REDACT:
+                a.p.redact = optarg;
                 break;
             case OPT_STRICT:
                 a.p.retry_options.strict = true;

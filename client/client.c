@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -985,6 +986,9 @@ struct publish_req {
     Qraft__Header **header_ptrs;
     char key[QRAFT_KEY_MAX];
     bool generated_key;
+    Qraft__Redact redact;
+    char *redact_spec;   /* a copy of p->redact, cut into names */
+    char **redact_names; /* into redact_spec */
 };
 
 static char *or_empty(const char *s)
@@ -996,6 +1000,65 @@ static void publish_req_fini(struct publish_req *r)
 {
     free(r->headers);
     free(r->header_ptrs);
+    free(r->redact_spec);
+    free(r->redact_names);
+}
+
+/* Trims blanks around s in place. */
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t') {
+        s++;
+    }
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t')) {
+        s[--n] = '\0';
+    }
+    return s;
+}
+
+/* Cuts spec (Upstash-Redact-Fields syntax) into r->redact; the server
+ * checks the names. */
+static int parse_redact(struct qraft_client *c,
+                        const char *spec,
+                        struct publish_req *r)
+{
+    size_t n_items = 1;
+    for (const char *q = spec; *q; q++) {
+        n_items += *q == ',';
+    }
+    r->redact_spec = strdup(spec);
+    r->redact_names = calloc(n_items, sizeof *r->redact_names);
+    if (r->redact_spec == NULL || r->redact_names == NULL) {
+        return fail(c, QRAFT_ENOMEM, "out of memory for redact");
+    }
+    qraft__redact__init(&r->redact);
+    r->redact.headers = r->redact_names;
+    char *save = NULL;
+    for (char *item = strtok_r(r->redact_spec, ",", &save); item != NULL;
+         item = strtok_r(NULL, ",", &save)) {
+        item = trim(item);
+        size_t len = strlen(item);
+        size_t skip = strncasecmp(item, "header[", 7) == 0    ? 7
+                      : strncasecmp(item, "headers[", 8) == 0 ? 8
+                                                              : 0;
+        if (len == 0) {
+            continue;
+        } else if (strcasecmp(item, "body") == 0) {
+            r->redact.body = true;
+        } else if (strcasecmp(item, "header") == 0 ||
+                   strcasecmp(item, "headers") == 0) {
+            r->redact.all_headers = true;
+        } else if (skip != 0 && item[len - 1] == ']' && len - 1 > skip) {
+            item[len - 1] = '\0';
+            r->redact_names[r->redact.n_headers++] = item + skip;
+        } else {
+            return fail(c, QRAFT_EINVAL,
+                        "redact: '%s' is not body, header or header[Name]",
+                        item);
+        }
+    }
+    return 0;
 }
 
 static int publish_req_init(struct qraft_client *c,
@@ -1047,6 +1110,14 @@ static int publish_req_init(struct qraft_client *c,
         r->headers[i].name = (char *)p->headers[i].name;
         r->headers[i].value = or_empty(p->headers[i].value);
         r->header_ptrs[i] = &r->headers[i];
+    }
+    if (p->redact != NULL) {
+        int rc = parse_redact(c, p->redact, r);
+        if (rc != 0) {
+            publish_req_fini(r);
+            return rc;
+        }
+        r->pr.redact = &r->redact;
     }
     Qraft__PublishRequest *pr = &r->pr;
     pr->url = (char *)p->url;

@@ -218,6 +218,11 @@ struct qraft_publish {
      * bytes). */
     const char *idempotency_key;
     struct qraft_retry_options retry_options;
+    /* What views never show (Upstash-Redact-Fields): comma-separated
+     * "body", "header" (every forwarded header), "header[Name]"; the
+     * destination still gets them as published. NULL: nothing. Needs a
+     * cluster at feature level 6. */
+    const char *redact;
 };
 
 /* Publishes p. On success writes the message id to id (NUL-terminated) and,

@@ -78,6 +78,84 @@ static void pub_add_labels(struct rest_pub *p,
     }
 }
 
+/* Takes one item of Upstash-Redact-Fields: body, header / headers (every
+ * forwarded header), header[Name] / headers[Name] (SDK and docs spell it
+ * both ways). -EINVAL, why in err, for anything else. */
+static int pub_add_redact_item(struct rest_pub *p,
+                               h2o_mem_pool_t *pool,
+                               const char *s,
+                               size_t n,
+                               char *err)
+{
+    Qraft__Redact *r = p->pr.redact;
+    if (qr_rest_equal_ci(s, n, "body")) {
+        r->body = true;
+        return 0;
+    }
+    if (qr_rest_equal_ci(s, n, "header") || qr_rest_equal_ci(s, n, "headers")) {
+        r->all_headers = true;
+        return 0;
+    }
+    size_t skip = qr_rest_prefix_ci(s, n, "header[")    ? 7
+                  : qr_rest_prefix_ci(s, n, "headers[") ? 8
+                                                        : 0;
+    if (skip == 0 || s[n - 1] != ']' || n - 1 == skip) {
+        snprintf(err, ERR_BYTES,
+                 "invalid Upstash-Redact-Fields item '%.64s': want body, "
+                 "header or header[Name], comma separated",
+                 qr_rest_pool_str(pool, s, n));
+        return -EINVAL;
+    }
+    if (r->n_headers == QR_CHECK_REDACT_MAX_HEADERS) {
+        snprintf(err, ERR_BYTES,
+                 "Upstash-Redact-Fields names more than %u headers",
+                 QR_CHECK_REDACT_MAX_HEADERS);
+        return -EINVAL;
+    }
+    char **grown =
+        h2o_mem_alloc_pool(pool, sizeof(*grown) * (r->n_headers + 1));
+    if (r->n_headers > 0) {
+        memcpy(grown, r->headers, sizeof(*grown) * r->n_headers);
+    }
+    grown[r->n_headers] = qr_rest_pool_str(pool, s + skip, n - 1 - skip);
+    r->headers = grown;
+    r->n_headers++;
+    return 0;
+}
+
+/* Upstash-Redact-Fields: comma-separated items, blanks around each dropped,
+ * empty ones skipped; several such headers add up. The names are checked
+ * with the rest of the request (qr_command_check_redact). */
+static int pub_add_redact(struct rest_pub *p,
+                          h2o_mem_pool_t *pool,
+                          const char *val,
+                          size_t vlen,
+                          char *err)
+{
+    if (p->pr.redact == NULL) {
+        p->pr.redact = h2o_mem_alloc_pool(pool, sizeof(*p->pr.redact));
+        qraft__redact__init(p->pr.redact);
+    }
+    size_t i = 0;
+    while (i < vlen) {
+        const char *start = val + i;
+        const char *comma = memchr(start, ',', vlen - i);
+        size_t n = comma != NULL ? (size_t)(comma - start) : vlen - i;
+        i += n + 1;
+        while (n > 0 && isspace((unsigned char)*start)) {
+            start++;
+            n--;
+        }
+        while (n > 0 && isspace((unsigned char)start[n - 1])) {
+            n--;
+        }
+        if (n > 0 && pub_add_redact_item(p, pool, start, n, err) != 0) {
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
 /* Appends name: value to list (p->cap entries), counted by *n. */
 static void pub_add_to(struct rest_pub *p,
                        Qraft__Header **list,
@@ -296,6 +374,8 @@ int qr_rest_apply_header(struct rest_pub *p,
         p->pr.failure_callback = qr_rest_pool_str(pool, val, vlen);
     } else if (qr_rest_equal_ci(name, nlen, "upstash-label")) {
         pub_add_labels(p, pool, val, vlen);
+    } else if (qr_rest_equal_ci(name, nlen, "upstash-redact-fields")) {
+        return pub_add_redact(p, pool, val, vlen, err);
     } else if (qr_rest_prefix_ci(name, nlen, "upstash-workflow-")) {
         return apply_workflow_header(p, pool, name, nlen, val, vlen, err);
     } else if (qr_rest_equal_ci(name, nlen, "upstash-flow-control-key")) {

@@ -32,6 +32,22 @@ int qr_hash_sha256_parts_hex(const struct qr_hash_part *parts,
     return 0;
 }
 
+int qr_hash_sha256_hex(const void *data,
+                       size_t len,
+                       char out[QR_SHA256_HEX_BYTES])
+{
+    uint8_t digest[32];
+    unsigned digest_len = 0;
+    if (EVP_Digest(len > 0 ? data : "", len, digest, &digest_len, EVP_sha256(),
+                   NULL) != 1) {
+        return -ENOMEM;
+    }
+    for (unsigned i = 0; i < 32; i++) {
+        snprintf(out + 2 * i, 3, "%02x", digest[i]);
+    }
+    return 0;
+}
+
 uint32_t qr_hash_fnv1a32(const char *s)
 {
     uint32_t h = 2166136261u;

@@ -26,6 +26,13 @@ int qr_hash_sha256_parts_hex(const struct qr_hash_part *parts,
                              size_t n,
                              char out[QR_SHA256_HEX_BYTES]);
 
+/* Lower-case hex SHA-256 of len bytes at data (borrowed; NULL when len is
+ * 0), nothing prefixed: what anyone can compute from the value alone.
+ * Returns 0 or -ENOMEM. */
+int qr_hash_sha256_hex(const void *data,
+                       size_t len,
+                       char out[QR_SHA256_HEX_BYTES]);
+
 /* 32-bit FNV-1a of the NUL-terminated string s (borrowed). */
 uint32_t qr_hash_fnv1a32(const char *s);
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "ops/filter.h"
+#include "repl/redact.h"
 
 #define EVENTS_DEFAULT_LIMIT 100u
 #define EVENTS_MAX_LIMIT 1000u
@@ -65,7 +66,11 @@ static int event_message(struct events_page *p,
     if (rv == QR_ENOTFOUND) {
         return 0;
     }
+    if (rv == 0) {
+        rv = qr_redact_view(m); /* shown, never written back */
+    }
     if (rv != 0) {
+        qraft__message__free_unpacked(m, NULL);
         return rv;
     }
     p->messages[p->n_messages++] = m;

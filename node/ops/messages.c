@@ -12,6 +12,7 @@
 #include "ops/filter.h"
 #include "repl/check.h"
 #include "repl/command.h"
+#include "repl/redact.h"
 
 static void on_single_done(void *data,
                            int status,
@@ -400,6 +401,10 @@ static int collect_message(void *arg, const Qraft__Message *m)
     }
     Qraft__Message *copy = (Qraft__Message *)l->copies.items[l->copies.n - 1];
     copy->state = state;
+    if (qr_redact_view(copy) != 0) {
+        l->copies.rv = -ENOMEM;
+        return 1;
+    }
     l->bytes += qraft__message__get_packed_size(copy);
     if (l->bytes >= LIST_MAX_PAGE_BYTES || l->copies.n == l->limit) {
         l->full = true;
@@ -552,6 +557,9 @@ void qr_op_get(struct qr_op *op, const Qraft__Request *req)
     int rv = qr_store_txn_begin(ops->store, false, &txn);
     if (rv == 0) {
         rv = qr_store_msg_get(txn, id, &m);
+        if (rv == 0) {
+            rv = qr_redact_view(m); /* shown, never written back */
+        }
         if (rv == 0) {
             rv = qr_store_event_list(txn, id, SIZE_MAX, collect_event, &el);
             if (rv == 0) {

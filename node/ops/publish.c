@@ -90,10 +90,10 @@ static bool queue_room(struct qr_op *op,
     return true;
 }
 
-/* A publish into a queue or a workflow run needs the cluster at that
- * feature level (command.h), and one into a queue room for the queue. A
- * flow-controlled one waits while the level is about to rise to flow
- * control's (a new cluster's first second): below it apply would place it
+/* A publish into a queue or a workflow run, or one with redaction, needs
+ * the cluster at that feature level (command.h), and one into a queue room for
+ * the queue. A flow-controlled one waits while the level is about to rise to
+ * flow control's (a new cluster's first second): below it apply would place it
  * unlimited, though every member could hold it; during a rolling upgrade
  * (a member below the level) it goes ahead, unlimited (docs/api.md 5.11).
  * True when p may go ahead; else answers req itself. */
@@ -112,7 +112,7 @@ static bool level_and_queue_ok(struct qr_op *op,
                     QR_FEATURE_LEVEL_FLOW_CONTROL);
         return false;
     }
-    if (p->queue[0] == '\0' && p->workflow == NULL) {
+    if (p->queue[0] == '\0' && p->workflow == NULL && p->redact == NULL) {
         return true;
     }
     Qraft__Publish level_probe = QRAFT__PUBLISH__INIT;

@@ -11,6 +11,7 @@
 #include "lib/cron.h"
 #include "repl/check.h"
 #include "repl/command.h"
+#include "repl/redact.h"
 
 /* Dedup keys of a schedule's creation live beside those of publishes; this
  * prefix keeps the two apart (a dedup id reused for a publish and for a
@@ -193,6 +194,13 @@ static int collect_schedule(void *arg, const Qraft__Schedule *sc)
         return 1;
     }
     Qraft__Schedule *copy = (Qraft__Schedule *)l->list.items[l->list.n - 1];
+    if (copy->request != NULL &&
+        qr_redact_view_parts(copy->request->redact, copy->request->headers,
+                             copy->request->n_headers,
+                             &copy->request->body) != 0) {
+        l->list.rv = -ENOMEM;
+        return 1;
+    }
     for (size_t i = 0; i < copy->n_last_fired; i++) {
         Qraft__Message *m = NULL;
         int rv = qr_store_msg_get(l->txn, copy->last_fired[i]->message_id, &m);

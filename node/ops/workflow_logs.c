@@ -15,6 +15,7 @@
 #include "repl/callback.h"
 #include "repl/check.h"
 #include "repl/command.h"
+#include "repl/redact.h"
 
 #define LOGS_DEFAULT_COUNT 10u
 #define LOGS_MAX_COUNT 100u
@@ -166,7 +167,7 @@ static int load_message(struct qr_store_txn *txn,
     }
     (*out)->state = qr_op_reported_state(*out, now_ms);
     drop_body(*out);
-    return 0;
+    return qr_redact_view(*out); /* shown, never written back */
 }
 
 struct steps_walk {

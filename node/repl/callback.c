@@ -12,6 +12,7 @@
 #include "lib/json_text.h"
 #include "lib/utf8.h"
 #include "repl/check.h"
+#include "repl/redact.h"
 
 void qr_callback_canonical_name(const char *name, char *out, size_t out_len)
 {
@@ -52,7 +53,9 @@ uint32_t qr_callback_seq(const char *source_id,
  * the order the names first appear. Names and values that are not UTF-8
  * (a destination may answer any bytes) show U+FFFD: a callback is built in
  * apply, where failing on data would stop every replica. */
-static json_t *header_map(Qraft__Header *const *headers, size_t n)
+static json_t *header_map(Qraft__Header *const *headers,
+                          size_t n,
+                          const Qraft__Redact *redact)
 {
     json_t *map = json_object();
     if (map == NULL) {
@@ -71,7 +74,16 @@ static json_t *header_map(Qraft__Header *const *headers, size_t n)
                 return NULL;
             }
         }
-        if (json_array_append_new(values, qr_json_text(headers[i]->value))) {
+        const char *value = headers[i]->value;
+        char placeholder[QR_REDACT_PLACEHOLDER_BYTES];
+        if (qr_redact_header(redact, headers[i]->name)) {
+            if (qr_redact_placeholder(value, strlen(value), placeholder) != 0) {
+                json_decref(map);
+                return NULL;
+            }
+            value = placeholder;
+        }
+        if (json_array_append_new(values, qr_json_text(value))) {
             json_decref(map);
             return NULL;
         }
@@ -108,8 +120,8 @@ static char *build_body(const Qraft__Message *src,
      * every replica. */
     int bad = 0;
     bad |= json_object_set_new(o, "status", json_integer(resp->status));
-    bad |= json_object_set_new(o, "header",
-                               header_map(resp->headers, resp->n_headers));
+    bad |= json_object_set_new(
+        o, "header", header_map(resp->headers, resp->n_headers, NULL));
     bad |= json_object_set_new(o, "body",
                                base64_string(resp->body.data, resp->body.len));
     /* A context.call's last attempt says retried == maxRetries, however
@@ -127,9 +139,20 @@ static char *build_body(const Qraft__Message *src,
     bad |= json_object_set_new(o, "sourceMessageId", qr_json_text(src->id));
     bad |= json_object_set_new(o, "url", qr_json_text(src->url));
     bad |= json_object_set_new(o, "method", qr_json_text(src->method));
-    bad |= json_object_set_new(o, "sourceHeader",
-                               header_map(src->headers, src->n_headers));
+    /* The source's redacted parts show as placeholders (repl/redact.h). */
+    bad |= json_object_set_new(
+        o, "sourceHeader",
+        header_map(src->headers, src->n_headers, src->redact));
     ProtobufCBinaryData source = run != NULL ? run->initial_body : src->body;
+    char placeholder[QR_REDACT_PLACEHOLDER_BYTES];
+    if (src->redact != NULL && src->redact->body && source.len > 0) {
+        if (qr_redact_placeholder(source.data, source.len, placeholder) != 0) {
+            json_decref(o);
+            return NULL;
+        }
+        source.data = (uint8_t *)placeholder;
+        source.len = strlen(placeholder);
+    }
     bad |= json_object_set_new(o, "sourceBody",
                                base64_string(source.data, source.len));
     bad |= json_object_set_new(o, "notBefore",

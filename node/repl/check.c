@@ -499,6 +499,33 @@ int qr_command_check_wait(const Qraft__Waiter *w,
     return 0;
 }
 
+int qr_command_check_redact(const Qraft__Redact *r, char *err, size_t err_len)
+{
+    if (r == NULL) {
+        return 0;
+    }
+    if (!r->body && !r->all_headers && r->n_headers == 0) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "Upstash-Redact-Fields names nothing to redact");
+    }
+    if (r->n_headers > QR_CHECK_REDACT_MAX_HEADERS) {
+        return fail(QR_EBADREQ, err, err_len,
+                    "Upstash-Redact-Fields names %zu headers; the limit is %u",
+                    r->n_headers, QR_CHECK_REDACT_MAX_HEADERS);
+    }
+    for (size_t i = 0; i < r->n_headers; i++) {
+        const char *name = r->headers[i];
+        if (strlen(name) > QR_CHECK_REDACT_MAX_NAME_BYTES ||
+            !qr_command_is_word(name, "!#$%&'*+-.^_`|~")) {
+            return fail(QR_EBADREQ, err, err_len,
+                        "Upstash-Redact-Fields: header[%.64s] is not a header "
+                        "name (at most %u bytes)",
+                        name, QR_CHECK_REDACT_MAX_NAME_BYTES);
+        }
+    }
+    return 0;
+}
+
 int qr_command_check_publish(const Qraft__PublishRequest *req,
                              const struct qr_limits *l,
                              uint64_t now_ms,
@@ -529,6 +556,16 @@ int qr_command_check_publish(const Qraft__PublishRequest *req,
                     req->topic_name, l->max_name_bytes);
     }
     rv = check_metadata(req, l, err, err_len);
+    if (rv == 0) {
+        rv = qr_command_check_redact(req->redact, err, err_len);
+    }
+    if (rv == 0 && req->redact != NULL && req->workflow != NULL) {
+        /* A run's history (its steps' bodies in the workflow logs) would
+         * still show them: refused rather than half hidden. */
+        return fail(QR_EBADREQ, err, err_len,
+                    "Upstash-Redact-Fields is not supported on workflow runs "
+                    "yet");
+    }
     if (rv == 0 && req->workflow != NULL) {
         rv = check_workflow(req, l, err, err_len);
     }

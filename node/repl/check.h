@@ -98,6 +98,14 @@ int qr_command_check_wait(const Qraft__Waiter *w,
                           char *err,
                           size_t err_len);
 
+/* A redact spec (PublishRequest.redact, Upstash-Redact-Fields): NULL, or
+ * something to redact, header names that are HTTP tokens of at most
+ * QR_CHECK_REDACT_MAX_NAME_BYTES, at most QR_CHECK_REDACT_MAX_HEADERS of
+ * them. Apply runs it too. Returns 0 or QR_EBADREQ with the reason in err. */
+#define QR_CHECK_REDACT_MAX_HEADERS 64u
+#define QR_CHECK_REDACT_MAX_NAME_BYTES 256u
+int qr_command_check_redact(const Qraft__Redact *r, char *err, size_t err_len);
+
 /* Checks a publish request against the limits, before any work is done.
  * now_ms is the leader's time (for not-before). Returns 0, QR_EBADREQ or
  * QR_ETOOLARGE with a one-line reason in err (err_len bytes) that names the

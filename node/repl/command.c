@@ -189,7 +189,11 @@ uint32_t qr_command_level(const Qraft__Command *cmd)
         case QRAFT__COMMAND__BODY_PUBLISH: {
             const Qraft__PublishRequest *req =
                 cmd->publish != NULL ? cmd->publish->request : NULL;
-            /* Apply below these levels ignores the workflow or queue. */
+            /* Apply below these levels ignores the redaction, workflow or
+             * queue. */
+            if (req != NULL && req->redact != NULL) {
+                return QR_FEATURE_LEVEL_REDACT;
+            }
             if (req != NULL && req->workflow != NULL) {
                 return QR_FEATURE_LEVEL_WORKFLOW;
             }
@@ -206,6 +210,15 @@ uint32_t qr_command_level(const Qraft__Command *cmd)
             return QR_FEATURE_LEVEL_WORKFLOW;
         case QRAFT__COMMAND__BODY_FLOW_CONTROL_UPDATE:
             return QR_FEATURE_LEVEL_FLOW_CONTROL;
+        case QRAFT__COMMAND__BODY_SCHEDULE_UPSERT:
+            /* Its ticks publish with the template's redaction. */
+            return cmd->schedule_upsert != NULL &&
+                           cmd->schedule_upsert->schedule != NULL &&
+                           cmd->schedule_upsert->schedule->request != NULL &&
+                           cmd->schedule_upsert->schedule->request->redact !=
+                               NULL
+                       ? QR_FEATURE_LEVEL_REDACT
+                       : 2;
         case QRAFT__COMMAND__BODY_CANCEL:
         case QRAFT__COMMAND__BODY_DLQ_REPLAY:
         case QRAFT__COMMAND__BODY_DLQ_DELETE:

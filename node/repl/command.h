@@ -48,9 +48,12 @@
  *   5  flow control: apply shards a message with a flow control key by
  *      the key and keeps it in the key's waitlist (`fcdue`, `fckeys`);
  *      FlowControlUpdate
+ *   6  redaction: a publish (or a schedule's template) with
+ *      Upstash-Redact-Fields; a node below it would store and show the
+ *      redacted parts
  * A new command kind raises QR_FEATURE_LEVEL and is listed in
  * qr_command_level. */
-#define QR_FEATURE_LEVEL 5u
+#define QR_FEATURE_LEVEL 6u
 /* Queues: the Queue* commands, and queue semantics in apply (a publish or a
  * DLQ replay into a queue); below it apply keeps the queue name only, as
  * nodes without queues do, so a mixed cluster does not diverge. */
@@ -67,6 +70,10 @@
  * no waitlist, as nodes before it do, so a mixed cluster does not diverge;
  * such messages are sent without limits. */
 #define QR_FEATURE_LEVEL_FLOW_CONTROL 5u
+/* Redaction (PublishRequest.redact): below it apply keeps no redact spec,
+ * as nodes before it do (they ignore the field), so a mixed cluster does
+ * not diverge; the leader proposes none, so nothing is shown unredacted. */
+#define QR_FEATURE_LEVEL_REDACT 6u
 /* Prune by the `done` index (oldest finished first); below it apply walks
  * msgs in id order from the command's scan_after_id, as nodes before it do,
  * so a mixed cluster deletes the same messages everywhere. */

@@ -21,6 +21,7 @@
 
 #include "fixture.h"
 #include "lib/err.h"
+#include "repl/redact.h"
 
 static struct qr_packed publish_seq(struct fixture *f,
                                     uint64_t seq,
@@ -884,6 +885,78 @@ static void test_flow_control_by_level(void **state)
     }
 }
 
+/* A publish that redacts the body and header names[0..n) (its other
+ * checks pass). */
+static struct qr_packed publish_redact_cmd(struct fixture *f,
+                                           char **names,
+                                           size_t n,
+                                           char id_out[QR_ID_BYTES])
+{
+    Qraft__PublishRequest req = QRAFT__PUBLISH_REQUEST__INIT;
+    Qraft__Header secret = QRAFT__HEADER__INIT;
+    Qraft__Header *headers[] = {&secret};
+    Qraft__Redact r = QRAFT__REDACT__INIT;
+    secret.name = "X-Secret";
+    secret.value = "abc";
+    req.url = "http://127.0.0.1:9/hook";
+    req.headers = headers;
+    req.n_headers = 1;
+    req.body.data = (uint8_t *)"abc";
+    req.body.len = 3;
+    r.body = true;
+    r.headers = names;
+    r.n_headers = n;
+    req.redact = &r;
+    uint64_t seq = f->next_seq++;
+    qr_command_message_id(id_out, 1000000 + seq, 1, (uint32_t)seq);
+    struct qr_packed packed;
+    assert_int_equal(qr_command_pack_publish(&req, id_out, &f->limits, &packed),
+                     0);
+    return packed;
+}
+
+/* Below feature level 6 apply keeps no redact spec, as older nodes (which
+ * do not know the field) do; at 6 every replica keeps it, refuses a spec
+ * the face should have refused (a name that is no header name), and once
+ * the message is delivered holds placeholders instead of the values. */
+static void test_redact_by_level(void **state)
+{
+    struct fixture *f = *state;
+    char *names[] = {"x-secret"};
+    char *bad[] = {"not a name"};
+    char old_id[QR_ID_BYTES], new_id[QR_ID_BYTES], bad_id[QR_ID_BYTES];
+    struct qr_packed cmds[2];
+    cmds[0] = publish_redact_cmd(f, names, 1, old_id);
+    fixture_propose(f, 0, cmds, 1, 5000, f->n);
+    cmds[0] = fixture_feature_level_cmd(QR_FEATURE_LEVEL_REDACT);
+    fixture_propose(f, 0, cmds, 1, 6000, f->n);
+    cmds[0] = publish_redact_cmd(f, names, 1, new_id);
+    cmds[1] = publish_redact_cmd(f, bad, 1, bad_id);
+    fixture_propose(f, 0, cmds, 2, 7000, f->n);
+    cmds[0] = result_cmd(new_id);
+    fixture_propose(f, 0, cmds, 1, 8000, f->n);
+
+    char ph[QR_REDACT_PLACEHOLDER_BYTES];
+    assert_int_equal(qr_redact_placeholder("abc", 3, ph), 0);
+    for (unsigned i = 0; i < f->n; i++) {
+        struct fixture_server *s = &f->servers[i];
+        Qraft__Message *m = fixture_msg_on(s, old_id);
+        assert_non_null(m);
+        assert_null(m->redact);
+        qraft__message__free_unpacked(m, NULL);
+        assert_null(fixture_msg_on(s, bad_id));
+        m = fixture_msg_on(s, new_id);
+        assert_non_null(m);
+        assert_int_equal(m->state, QRAFT__MESSAGE_STATE__DELIVERED);
+        assert_non_null(m->redact);
+        assert_true(m->redact->body);
+        assert_int_equal(m->n_headers, 1);
+        assert_string_equal(m->headers[0]->value, ph);
+        assert_int_equal(m->body.len, 0); /* as any delivered message */
+        qraft__message__free_unpacked(m, NULL);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -897,6 +970,8 @@ int main(void)
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_catch_up_image,
                                         fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_redact_by_level, fixture_setup,
+                                        fixture_teardown),
         cmocka_unit_test_setup_teardown(test_feature_level_only_rises,
                                         fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_schedule_fires_once_per_slot,

@@ -80,7 +80,7 @@ def binary(name):
 
 # The feature level of this build's qraftd (QR_FEATURE_LEVEL in
 # node/repl/command.h).
-FEATURE_LEVEL = 5
+FEATURE_LEVEL = 6
 
 _handed_out_ports = set()
 

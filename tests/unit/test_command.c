@@ -20,6 +20,7 @@
 #include "lib/err.h"
 #include "repl/check.h"
 #include "repl/command.h"
+#include "repl/redact.h"
 
 #define NOW_MS 1700000000000ull
 
@@ -1212,6 +1213,118 @@ static void test_check_queue_and_level(void **state)
 }
 
 /* ---------------------------------------------------------------------------
+ * Redaction (Upstash-Redact-Fields). */
+
+static void test_redact_check_and_level(void **state)
+{
+    (void)state;
+    Qraft__PublishRequest req = minimal_request();
+    Qraft__Redact r = QRAFT__REDACT__INIT;
+    req.redact = &r;
+    assert_refused(&req, QR_EBADREQ, "nothing to redact", NULL);
+    r.body = true;
+    assert_accepted(&req);
+    char *names[QR_CHECK_REDACT_MAX_HEADERS + 1];
+    for (size_t i = 0; i <= QR_CHECK_REDACT_MAX_HEADERS; i++) {
+        names[i] = "X-Secret";
+    }
+    r.headers = names;
+    r.n_headers = QR_CHECK_REDACT_MAX_HEADERS;
+    assert_accepted(&req);
+    r.n_headers++;
+    assert_refused(&req, QR_EBADREQ, "limit is 64", NULL);
+    char *bad[] = {"a b", "", "x:y", "é"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r.headers = &bad[i];
+        r.n_headers = 1;
+        assert_refused(&req, QR_EBADREQ, "not a header name", NULL);
+    }
+
+    r.n_headers = 0;
+    Qraft__WorkflowPublish wf = QRAFT__WORKFLOW_PUBLISH__INIT;
+    wf.run_id = "wfr_1";
+    wf.init = true;
+    req.workflow = &wf;
+    assert_refused(&req, QR_EBADREQ, "workflow runs", NULL);
+    req.workflow = NULL;
+
+    Qraft__Publish pub = QRAFT__PUBLISH__INIT;
+    Qraft__Command cmd = QRAFT__COMMAND__INIT;
+    pub.request = &req;
+    cmd.body_case = QRAFT__COMMAND__BODY_PUBLISH;
+    cmd.publish = &pub;
+    req.queue = "jobs"; /* the highest level wins */
+    assert_int_equal(qr_command_level(&cmd), QR_FEATURE_LEVEL_REDACT);
+    req.redact = NULL;
+    assert_int_equal(qr_command_level(&cmd), QR_FEATURE_LEVEL_QUEUES);
+}
+
+static void test_redact_placeholders(void **state)
+{
+    (void)state;
+    char ph[QR_REDACT_PLACEHOLDER_BYTES];
+    assert_int_equal(qr_redact_placeholder("abc", 3, ph), 0);
+    /* sha256("abc"), nothing prefixed: anyone can check it */
+    assert_string_equal(ph,
+                        "REDACTED:ba7816bf8f01cfea414140de5dae2223b00361a3"
+                        "96177a9cb410ff61f20015ad");
+    assert_true(qr_redact_is_placeholder(ph, strlen(ph)));
+    char again[QR_REDACT_PLACEHOLDER_BYTES];
+    assert_int_equal(qr_redact_placeholder(ph, strlen(ph), again), 0);
+    assert_string_equal(again, ph); /* idempotent */
+    assert_false(qr_redact_is_placeholder("REDACTED:abc", 12));
+
+    /* A view (unpacked message) and a drop (shallow copy) agree. */
+    Qraft__Redact r = QRAFT__REDACT__INIT;
+    char *names[] = {"x-secret"};
+    r.headers = names;
+    r.n_headers = 1;
+    r.body = true;
+    Qraft__Header h1 = QRAFT__HEADER__INIT, h2 = QRAFT__HEADER__INIT;
+    h1.name = "X-Secret";
+    h1.value = "abc";
+    h2.name = "X-Public";
+    h2.value = "seen";
+    Qraft__Header h3 = QRAFT__HEADER__INIT; /* empty: not on the wire */
+    h3.name = "X-Secret";
+    h3.value = "";
+    Qraft__Header *hs[] = {&h1, &h2, &h3};
+    Qraft__Message m = QRAFT__MESSAGE__INIT;
+    m.id = "msg_1";
+    m.headers = hs;
+    m.n_headers = 3;
+    m.body.data = (uint8_t *)"abc";
+    m.body.len = 3;
+    m.redact = &r;
+    size_t len = qraft__message__get_packed_size(&m);
+    uint8_t *buf = malloc(len);
+    assert_non_null(buf);
+    qraft__message__pack(&m, buf);
+    Qraft__Message *view = qraft__message__unpack(NULL, len, buf);
+    free(buf);
+    assert_non_null(view);
+    assert_int_equal(qr_redact_view(view), 0);
+    assert_string_equal(view->headers[0]->value, ph);
+    assert_string_equal(view->headers[1]->value, "seen");
+    char empty[QR_REDACT_PLACEHOLDER_BYTES];
+    assert_int_equal(qr_redact_placeholder("", 0, empty), 0);
+    assert_string_equal(view->headers[2]->value, empty);
+    assert_int_equal(view->body.len, strlen(ph));
+    assert_memory_equal(view->body.data, ph, strlen(ph));
+
+    struct qr_redact_scratch s = {0};
+    Qraft__Message drop = m;
+    assert_int_equal(qr_redact_drop(&drop, &s), 0);
+    assert_string_equal(drop.headers[0]->value, ph);
+    assert_string_equal(drop.headers[1]->value, "seen");
+    assert_string_equal(h1.value, "abc"); /* the originals untouched */
+    assert_memory_equal(drop.body.data, ph, strlen(ph));
+    qr_redact_scratch_free(&s);
+    qr_redact_scratch_free(&s);
+    qraft__message__free_unpacked(view, NULL);
+}
+
+/* ---------------------------------------------------------------------------
  * URL groups, labels and flow control. */
 
 static void test_check_topic_instead_of_url(void **state)
@@ -1501,6 +1614,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_command_init_one),
+        cmocka_unit_test(test_redact_check_and_level),
+        cmocka_unit_test(test_redact_placeholders),
         cmocka_unit_test(test_check_minimal_request_passes),
         cmocka_unit_test(test_check_schedule_id_is_not_publishable),
         cmocka_unit_test(test_check_schedule),
