@@ -107,6 +107,12 @@ void qr_config_usage(FILE *out)
         "  --token-file PATH      scoped API tokens, one NAME SCOPES SECRET\n"
         "                         line each (env QRAFT_TOKEN_FILE); SIGHUP\n"
         "                         re-reads it\n"
+        "  --tls-cert PATH, --tls-key PATH  the node's certificate (PEM, with\n"
+        "                         its chain) and key: its listeners serve TLS\n"
+        "                         (env QRAFT_TLS_CERT, QRAFT_TLS_KEY)\n"
+        "  --tls-ca PATH          CA certificates (PEM) that verify the other\n"
+        "                         side where it must present one (env\n"
+        "                         QRAFT_TLS_CA)\n"
         "  --print-scopes         print the scope every REST route and RPC\n"
         "                         kind needs, and exit\n"
         "  --allow-destinations LIST  networks deliveries may reach beyond\n"
@@ -450,6 +456,9 @@ enum {
     OPT_TOKEN,
     OPT_PEER_TOKEN,
     OPT_TOKEN_FILE,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_TLS_CA,
     OPT_PRINT_SCOPES,
     OPT_ALLOW_DESTINATIONS,
     OPT_MAX_BODY,
@@ -488,6 +497,9 @@ static const struct option long_options[] = {
     {"token", required_argument, NULL, OPT_TOKEN},
     {"peer-token", required_argument, NULL, OPT_PEER_TOKEN},
     {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"tls-ca", required_argument, NULL, OPT_TLS_CA},
     {"print-scopes", no_argument, NULL, OPT_PRINT_SCOPES},
     {"allow-destinations", required_argument, NULL, OPT_ALLOW_DESTINATIONS},
     {"max-body-bytes", required_argument, NULL, OPT_MAX_BODY},
@@ -524,6 +536,18 @@ static int copy_addr(char *dst, const char *flag, const char *v, char *errmsg)
         return QR_EBADREQ;
     }
     snprintf(dst, QR_ADDR_MAX, "%s", v);
+    return 0;
+}
+
+/* A file's path (non-empty, under PATH_MAX) into dst[PATH_MAX]. */
+static int parse_path(const char *flag, const char *v, char *dst, char *errmsg)
+{
+    if (v[0] == '\0' || strlen(v) >= PATH_MAX) {
+        snprintf(errmsg, QR_ERRMSG_BYTES, "%s: '%.64s' is not a usable path",
+                 flag, v);
+        return QR_EBADREQ;
+    }
+    snprintf(dst, PATH_MAX, "%s", v);
     return 0;
 }
 
@@ -609,6 +633,12 @@ static int apply_option(struct qr_config *c,
             }
             snprintf(c->token_file, sizeof c->token_file, "%s", v);
             return 0;
+        case OPT_TLS_CERT:
+            return parse_path("--tls-cert", v, c->tls_cert, errmsg);
+        case OPT_TLS_KEY:
+            return parse_path("--tls-key", v, c->tls_key, errmsg);
+        case OPT_TLS_CA:
+            return parse_path("--tls-ca", v, c->tls_ca, errmsg);
         case OPT_PRINT_SCOPES:
             *action = QR_CONFIG_PRINT_SCOPES;
             return 0;
@@ -769,7 +799,10 @@ int qr_config_parse(struct qr_config *c,
         int opt;
     } env_options[] = {{"QRAFT_TOKEN", OPT_TOKEN},
                        {"QRAFT_PEER_TOKEN", OPT_PEER_TOKEN},
-                       {"QRAFT_TOKEN_FILE", OPT_TOKEN_FILE}};
+                       {"QRAFT_TOKEN_FILE", OPT_TOKEN_FILE},
+                       {"QRAFT_TLS_CERT", OPT_TLS_CERT},
+                       {"QRAFT_TLS_KEY", OPT_TLS_KEY},
+                       {"QRAFT_TLS_CA", OPT_TLS_CA}};
     for (size_t i = 0; i < sizeof env_options / sizeof env_options[0]; i++) {
         const char *v = getenv(env_options[i].name);
         if (v != NULL && *v != '\0') {
@@ -846,6 +879,12 @@ int qr_config_parse(struct qr_config *c,
         snprintf(errmsg, QR_ERRMSG_BYTES,
                  "--token-file without --token needs --peer-token "
                  "(QRAFT_PEER_TOKEN) for node-to-node requests");
+        return QR_EBADREQ;
+    }
+    if ((c->tls_cert[0] == '\0') != (c->tls_key[0] == '\0')) {
+        snprintf(errmsg, QR_ERRMSG_BYTES,
+                 "--tls-cert and --tls-key go together: a certificate needs "
+                 "its key");
         return QR_EBADREQ;
     }
     if (c->heartbeat_timeout_ms >= c->election_timeout_ms) {

@@ -60,6 +60,13 @@ struct qr_config {
     /* --token-file: scoped API tokens (lib/tokens.h), re-read on SIGHUP;
      * empty: none */
     char token_file[PATH_MAX];
+    /* TLS (lib/tls_ctx.h): the node's certificate (with its chain) and
+     * key, PEM, for every listener that serves TLS; the CA bundle that
+     * verifies the other side where it must present a certificate. Empty:
+     * none (plaintext). */
+    char tls_cert[PATH_MAX];
+    char tls_key[PATH_MAX];
+    char tls_ca[PATH_MAX];
     /* Authenticates node-to-node requests (heartbeats, results); empty:
      * the API token does. */
     char peer_token[QR_TOKEN_MAX];

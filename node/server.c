@@ -869,6 +869,16 @@ int qr_server_init(struct qr_server *s,
     s->announce_out = announce_out;
     s->lock_fd = -1;
 
+    /* The certificate flags parse (lib/tls_ctx.h) before the listeners
+     * serve TLS: refuse rather than serve plaintext to someone who asked
+     * for TLS. */
+    if (cfg->tls_cert[0] != '\0' || cfg->tls_ca[0] != '\0') {
+        snprintf(s->errmsg, sizeof s->errmsg,
+                 "--tls-cert/--tls-key/--tls-ca: this build does not serve "
+                 "TLS yet");
+        return QR_EBADREQ;
+    }
+
     rv = make_dir(cfg->data_dir, s->errmsg);
     if (rv != 0) {
         return rv;

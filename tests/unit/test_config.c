@@ -99,6 +99,10 @@ static int clear_env(void **state)
     assert_int_equal(unsetenv("QRAFT_TOKEN"), 0);
     assert_int_equal(unsetenv("QRAFT_PEER_TOKEN"), 0);
     assert_int_equal(unsetenv("QRAFT_TOKEN_FILE"), 0);
+    const char *tls[] = {"QRAFT_TLS_CERT", "QRAFT_TLS_KEY", "QRAFT_TLS_CA"};
+    for (size_t i = 0; i < sizeof tls / sizeof tls[0]; i++) {
+        assert_int_equal(unsetenv(tls[i]), 0);
+    }
     return 0;
 }
 
@@ -339,6 +343,37 @@ static void test_token_file(void **state)
     assert_int_equal(r->rv, 0);
     assert_int_equal(r->action, QR_CONFIG_PRINT_SCOPES);
     free_run(r);
+}
+
+/* --tls-cert and --tls-key go together (or QRAFT_TLS_CERT and
+ * QRAFT_TLS_KEY); --tls-ca on its own is a CA for clients' certificates.
+ * The files are read when the listeners start (test_tls_ctx.c). */
+static void test_tls_files(void **state)
+{
+    (void)state;
+    struct run *r = parse("--dev", "--tls-cert", "/c.pem", "--tls-key",
+                          "/k.pem", "--tls-ca", "/ca.pem", NULL);
+    assert_parsed(r);
+    assert_string_equal(r->c.tls_cert, "/c.pem");
+    assert_string_equal(r->c.tls_key, "/k.pem");
+    assert_string_equal(r->c.tls_ca, "/ca.pem");
+    free_run(r);
+    r = parse("--dev", NULL);
+    assert_parsed(r);
+    assert_string_equal(r->c.tls_cert, "");
+    free_run(r);
+    REFUSED("--tls-key", "--dev", "--tls-cert", "/c.pem", NULL);
+    REFUSED("--tls-key", "--dev", "--tls-key", "/k.pem", NULL);
+    REFUSED("--tls-cert", "--dev", "--tls-cert", "", "--tls-key", "/k", NULL);
+    assert_int_equal(setenv("QRAFT_TLS_CERT", "/env-c.pem", 1), 0);
+    assert_int_equal(setenv("QRAFT_TLS_KEY", "/env-k.pem", 1), 0);
+    r = parse("--dev", NULL);
+    assert_parsed(r);
+    assert_string_equal(r->c.tls_cert, "/env-c.pem");
+    assert_string_equal(r->c.tls_key, "/env-k.pem");
+    free_run(r);
+    assert_int_equal(unsetenv("QRAFT_TLS_CERT"), 0);
+    assert_int_equal(unsetenv("QRAFT_TLS_KEY"), 0);
 }
 
 static void test_peers(void **state)
@@ -734,6 +769,7 @@ int main(void)
                                         clear_env),
         cmocka_unit_test_setup_teardown(test_peer_token, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_token_file, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_tls_files, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_space_flags, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_peers, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_peers_refusals, clear_env,
