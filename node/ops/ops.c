@@ -533,14 +533,16 @@ static bool admit(struct qr_op *op, const Qraft__Request *req)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Writes that wait for a leader. During an election a follower knows no
- * leader for up to a few election timeouts. Answering its writes "no
- * leader" sends their clients to other nodes, one of which may be the old
- * leader, paused or cut off, where they wait for their own timeouts
- * (docs/chaos.md, "Publish unavailability per fault"). So a write that may
- * be forwarded waits here, on this node, until a leader is known (then it
- * is forwarded, or handled when that leader is this node) or
- * PARK_ELECTIONS election timeouts have passed (then "no leader"). */
+/* Writes that wait for a leader. Around an election a write may find no
+ * leader to go to: none is known yet, the one known has not advertised
+ * its RPC address (a young cluster), or this node has just been elected
+ * and has not applied its first barrier. Answering such a write "no
+ * leader" sends its client to another node, maybe the old leader, paused
+ * or cut off, where it waits for its own timeout (docs/chaos.md,
+ * "Publish unavailability per fault"). So the write waits here until it
+ * can go on (handled here once this node serves, forwarded once another
+ * leader's address is known) or PARK_ELECTIONS election timeouts have
+ * passed (then the answer it would have had). */
 #define PARK_ELECTIONS 3
 
 struct qr_parked_write {
@@ -549,6 +551,22 @@ struct qr_parked_write {
     uint64_t deadline_ms; /* uv_now */
     struct qr_parked_write *next;
 };
+
+/* Whether a write that may be forwarded has nowhere to go yet: no leader,
+ * this node elected but not serving, or a leader whose address this node
+ * has not applied. */
+static bool no_way_yet(struct qr_ops *ops, uint64_t leader_id)
+{
+    if (leader_id == 0) {
+        return true;
+    }
+    if (leader_id == ops->config->id) {
+        return !qr_cluster_serving(ops->cluster);
+    }
+    char rpc[QR_ADDR_MAX];
+    qr_shards_node_addrs(ops->shards, leader_id, rpc, NULL);
+    return rpc[0] == '\0';
+}
 
 static void parked_free(struct qr_parked_write *w)
 {
@@ -592,7 +610,8 @@ static bool park_write(struct qr_op *op, const Qraft__Request *req)
 static void parked_watch(struct qr_ops *ops, uint64_t leader_id)
 {
     bool serving = qr_cluster_serving(ops->cluster);
-    bool elsewhere = leader_id != 0 && leader_id != ops->config->id;
+    bool elsewhere = leader_id != 0 && leader_id != ops->config->id &&
+                     !no_way_yet(ops, leader_id);
     uint64_t now = uv_now(ops->loop);
     struct qr_parked_write **pp = &ops->parked_head;
     struct qr_parked_write *prev = NULL;
@@ -653,8 +672,11 @@ static void dispatch(struct qr_op *op, Qraft__Request *req, bool as_peer)
     if (route->needs_leader && !qr_cluster_serving(ops->cluster)) {
         uint64_t leader_id = 0;
         qr_cluster_leader(ops->cluster, &leader_id, NULL);
-        if (route->forward && !as_peer && leader_id == 0 &&
-            park_write(op, req)) {
+        /* A forwarded write waits only on the leader it was sent to (this
+         * node, elected, not serving yet): never forwarded twice. */
+        bool may_wait =
+            as_peer ? leader_id == ops->config->id : no_way_yet(ops, leader_id);
+        if (route->forward && may_wait && park_write(op, req)) {
             return; /* parked_watch goes on with it */
         }
         if (!route->forward || !qr_op_forward(op, req)) {
