@@ -471,8 +471,10 @@ bool qr_ops_is_peer_request(Qraft__Request__BodyCase kind)
            kind == QRAFT__REQUEST__BODY_MEMBER_PROBE;
 }
 
+static void parked_watch(struct qr_ops *ops, uint64_t leader_id);
+
 /* Each loop iteration: answers what waits on a leader that is gone
- * (forward.c, reads.c). */
+ * (forward.c, reads.c), and goes on with writes that waited for one. */
 static void on_leader_watch(uv_check_t *h)
 {
     struct qr_ops *ops = h->data;
@@ -485,6 +487,9 @@ static void on_leader_watch(uv_check_t *h)
     }
     ops->watch_leader = leader_id;
     qr_ops_reads_watch(ops, leader_id);
+    if (ops->parked_head != NULL) {
+        parked_watch(ops, leader_id);
+    }
 }
 
 /* Requests that add data: refused while space is low (node/admit.h), on
@@ -527,6 +532,116 @@ static bool admit(struct qr_op *op, const Qraft__Request *req)
     return false;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Writes that wait for a leader. Around an election a write may find no
+ * leader to go to: none is known yet, the one known has not advertised
+ * its RPC address (a young cluster), or this node has just been elected
+ * and has not applied its first barrier. Answering such a write "no
+ * leader" sends its client to another node, maybe the old leader, paused
+ * or cut off, where it waits for its own timeout (docs/chaos.md,
+ * "Publish unavailability per fault"). So the write waits here until it
+ * can go on (handled here once this node serves, forwarded once another
+ * leader's address is known) or PARK_ELECTIONS election timeouts have
+ * passed (then the answer it would have had). */
+#define PARK_ELECTIONS 3
+
+struct qr_parked_write {
+    struct qr_call *call; /* holds the op */
+    Qraft__Request *req;  /* owned copy */
+    uint64_t deadline_ms; /* uv_now */
+    struct qr_parked_write *next;
+};
+
+/* Whether a write that may be forwarded has nowhere to go yet: no leader,
+ * this node elected but not serving, or a leader whose address this node
+ * has not applied. */
+static bool no_way_yet(struct qr_ops *ops, uint64_t leader_id)
+{
+    if (leader_id == 0) {
+        return true;
+    }
+    if (leader_id == ops->config->id) {
+        return !qr_cluster_serving(ops->cluster);
+    }
+    char rpc[QR_ADDR_MAX];
+    qr_shards_node_addrs(ops->shards, leader_id, rpc, NULL);
+    return rpc[0] == '\0';
+}
+
+static void parked_free(struct qr_parked_write *w)
+{
+    protobuf_c_message_free_unpacked(&w->req->base, NULL);
+    qr_call_free(w->call);
+    free(w);
+}
+
+/* Holds req (borrowed; copied) on op; false when out of memory. */
+static bool park_write(struct qr_op *op, const Qraft__Request *req)
+{
+    struct qr_ops *ops = op->ops;
+    struct qr_parked_write *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        return false;
+    }
+    w->req = (Qraft__Request *)qr_ops_copy_pb(&req->base);
+    w->call = w->req != NULL ? qr_call_new(op, req) : NULL;
+    if (w->call == NULL) {
+        if (w->req != NULL) {
+            protobuf_c_message_free_unpacked(&w->req->base, NULL);
+        }
+        free(w);
+        return false;
+    }
+    w->deadline_ms = uv_now(ops->loop) + (uint64_t)PARK_ELECTIONS *
+                                             ops->config->election_timeout_ms;
+    if (ops->parked_tail != NULL) {
+        ops->parked_tail->next = w;
+    } else {
+        ops->parked_head = w;
+    }
+    ops->parked_tail = w;
+    ops->n_parked++;
+    return true;
+}
+
+/* Each loop iteration while writes wait: once this node serves as leader,
+ * or knows another leader, they go on as they came; past their deadline,
+ * or when the node closes, they are answered. */
+static void parked_watch(struct qr_ops *ops, uint64_t leader_id)
+{
+    bool serving = qr_cluster_serving(ops->cluster);
+    bool elsewhere = leader_id != 0 && leader_id != ops->config->id &&
+                     !no_way_yet(ops, leader_id);
+    uint64_t now = uv_now(ops->loop);
+    struct qr_parked_write **pp = &ops->parked_head;
+    struct qr_parked_write *prev = NULL;
+    while (*pp != NULL) {
+        struct qr_parked_write *w = *pp;
+        struct qr_op *op = w->call->op;
+        if (ops->closing) {
+            qr_op_error(op, w->req->id, QRAFT__STATUS__UNAVAILABLE,
+                        "shutting down; nothing was applied");
+        } else if (serving) {
+            find_route(w->req->body_case)->handler(op, w->req);
+        } else if (elsewhere) {
+            if (!qr_op_forward(op, w->req)) {
+                qr_op_not_leader(op, w->req->id);
+            }
+        } else if (now >= w->deadline_ms) {
+            qr_op_not_leader(op, w->req->id);
+        } else {
+            prev = w;
+            pp = &w->next;
+            continue;
+        }
+        *pp = w->next;
+        if (ops->parked_tail == w) {
+            ops->parked_tail = prev;
+        }
+        parked_free(w);
+    }
+}
+
 /* Routes one decoded request (borrowed) to its handler, which answers on
  * op now or later. as_peer: it carried the peer token. */
 static void dispatch(struct qr_op *op, Qraft__Request *req, bool as_peer)
@@ -555,6 +670,15 @@ static void dispatch(struct qr_op *op, Qraft__Request *req, bool as_peer)
         return;
     }
     if (route->needs_leader && !qr_cluster_serving(ops->cluster)) {
+        uint64_t leader_id = 0;
+        qr_cluster_leader(ops->cluster, &leader_id, NULL);
+        /* A forwarded write waits only on the leader it was sent to (this
+         * node, elected, not serving yet): never forwarded twice. */
+        bool may_wait =
+            as_peer ? leader_id == ops->config->id : no_way_yet(ops, leader_id);
+        if (route->forward && may_wait && park_write(op, req)) {
+            return; /* parked_watch goes on with it */
+        }
         if (!route->forward || !qr_op_forward(op, req)) {
             qr_op_not_leader(op, req->id);
         }
@@ -633,6 +757,7 @@ void qr_ops_close(struct qr_ops *ops, qr_ops_close_cb cb)
     }
     ops->closing = true;
     ops->close_cb = cb;
+    parked_watch(ops, 0); /* answers every parked write */
     uv_check_stop(&ops->leader_watch);
     uv_close((uv_handle_t *)&ops->leader_watch, on_watch_close);
 }

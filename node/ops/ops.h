@@ -44,6 +44,7 @@ typedef void (*qr_ops_close_cb)(struct qr_ops *ops);
 struct qr_held_read;
 struct qr_read_round;
 struct qr_call;
+struct qr_parked_write;
 
 struct qr_ops {
     uv_loop_t *loop;                /* borrowed */
@@ -74,6 +75,10 @@ struct qr_ops {
     uint64_t watch_leader;       /* the leader at the last loop iteration */
     bool relays_left;            /* the last sweep left some to the peer */
     bool warned_old_leader;      /* logged that the leader has no read index */
+    /* Writes that came while no leader was known, held until one is
+     * (ops.c, park_write), oldest first. */
+    struct qr_parked_write *parked_head, *parked_tail;
+    uint64_t n_parked; /* held since the process started (status, tests) */
     /* Each loop iteration: fails what waits on a leader that is gone. */
     uv_check_t leader_watch;
     /* Node-to-node requests refused for their token (ops/peer.c), by the

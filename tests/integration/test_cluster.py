@@ -12,8 +12,10 @@ so each node's copy is checked by asking it alone.
 """
 
 import json
+import signal
 import subprocess
 import sys
+import time
 import unittest
 
 import qraft_harness as qh
@@ -254,6 +256,41 @@ class ClusterTest(unittest.TestCase):
         self.cluster.wait_caught_up(follower)
         self.assert_has_all(self.stored_pending(follower), acked,
                             f"{follower.name} after catching up")
+
+
+class LeaderlessWritesTest(unittest.TestCase):
+    def test_a_write_during_an_election_waits_for_the_new_leader(self):
+        """The leader is paused (SIGSTOP: its connections stay open) and
+        REST publishes go to one follower, one after another. The one the
+        follower forwarded to the paused leader is answered once the
+        follower gives that leader up (504: the outcome is unknown). The
+        next waits on the follower through the election (no leader known,
+        then the new leader's address not applied yet, then the new
+        leader's first barrier) instead of a 503 that would send its
+        client elsewhere, and is published by the new leader."""
+        cluster = qh.start_cluster(self)
+        leader = cluster.leader()
+        follower = cluster.followers()[0]
+        answers = []
+        leader.proc.send_signal(signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                status, _, body = qh.http_call(
+                    follower.http_addr, "POST",
+                    "/v2/publish/http://127.0.0.1:9/x", body="b",
+                    token=cluster.token, headers={"Upstash-Delay": "1h"},
+                    timeout=10)
+                answers.append((status, body))
+                if status == 200:
+                    break
+        finally:
+            leader.proc.send_signal(signal.SIGCONT)
+        self.assertEqual(answers[-1][0], 200, answers[:4])
+        self.assertLessEqual(len(answers), 2, answers[:4])
+        for status, body in answers[:-1]:
+            self.assertEqual(status, 504, answers[:4])
+            self.assertIn("may or may not have been applied", body["error"])
 
 
 class SnapshotCatchUpTest(unittest.TestCase):
