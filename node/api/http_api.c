@@ -7,6 +7,13 @@
  * on_connection leaves the connection in libuv's hands (libuv then stops
  * watching the listener) and on_conn_closed accepts it once a slot frees up.
  *
+ * TLS: h2o's accept does the handshake when accept_ctx.ssl_ctx is set,
+ * under h2o's handshake timeout (which we set to req_timeout_ms), and closes
+ * the connection when the handshake fails or times out: the connection is
+ * ours (counted in n_conns) from accept to on_conn_closed either way. We
+ * hold one reference on the context; a reload swaps it, and the SSL of a
+ * connection already open holds its own.
+ *
  * Closing (qr_http_close):
  *   RUNNING --close--> CLOSING: the listener is closed and every connection's
  *     socket is shut for reading, so idle connections see EOF and h2o closes
@@ -409,6 +416,8 @@ static void maybe_finish(struct http_server *s)
         return;
     }
     s->state = SERVER_FINISHING;
+    SSL_CTX_free(s->accept_ctx.ssl_ctx);
+    s->accept_ctx.ssl_ctx = NULL;
     h2o_context_dispose(&s->ctx);
     h2o_config_dispose(&s->globalconf);
     uv_close((uv_handle_t *)&s->grace_timer, on_grace_timer_closed);
@@ -520,7 +529,19 @@ static int resolve_listen(const char *hostport,
     return 0;
 }
 
-static void init_h2o(struct http_server *s)
+/* ALPN: HTTP/1.1 only (a client that offers only h2 gets no ALPN answer
+ * and may go on with HTTP/1.1 or give up). */
+static const h2o_iovec_t alpn_http1[] = {{H2O_STRLIT("http/1.1")}, {NULL, 0}};
+
+static void use_tls(struct http_server *s, SSL_CTX *tls)
+{
+    SSL_CTX_up_ref(tls);
+    h2o_ssl_register_alpn_protocols(tls, alpn_http1);
+    SSL_CTX_free(s->accept_ctx.ssl_ctx);
+    s->accept_ctx.ssl_ctx = tls;
+}
+
+static void init_h2o(struct http_server *s, SSL_CTX *tls)
 {
     h2o_hostconf_t *host;
     h2o_pathconf_t *path;
@@ -530,6 +551,7 @@ static void init_h2o(struct http_server *s)
     s->globalconf.server_name = h2o_iovec_init(H2O_STRLIT("qraft"));
     s->globalconf.max_request_entity_size = s->limits.max_body_bytes;
     s->globalconf.http1.req_timeout = s->limits.req_timeout_ms;
+    s->globalconf.handshake_timeout = s->limits.req_timeout_ms;
     /* HTTP/1.1 only: no h2c upgrade, no prior-knowledge HTTP/2. */
     s->globalconf.http1.upgrade_to_http2 = 0;
     host = h2o_config_register_host(
@@ -542,6 +564,9 @@ static void init_h2o(struct http_server *s)
     h2o_context_init(&s->ctx, s->loop, &s->globalconf);
     s->accept_ctx.ctx = &s->ctx;
     s->accept_ctx.hosts = s->globalconf.hosts;
+    if (tls != NULL) {
+        use_tls(s, tls);
+    }
 }
 
 static void set_limits(struct qr_http_limits *out,
@@ -569,6 +594,7 @@ static void on_failed_listener_closed(uv_handle_t *handle)
 int qr_http_init(struct qr_http *h,
                  uv_loop_t *loop,
                  const char *listen_hostport,
+                 SSL_CTX *tls,
                  const struct qr_http_limits *limits,
                  const struct qr_http_hooks *hooks,
                  char *errmsg)
@@ -617,7 +643,7 @@ int qr_http_init(struct qr_http *h,
     s->grace_timer.data = s;
     uv_idle_init(loop, &s->sentinel);
     s->sentinel.data = s;
-    init_h2o(s);
+    init_h2o(s, tls);
     s->state = SERVER_RUNNING;
     h->server = s;
     return 0;
@@ -656,4 +682,18 @@ int qr_http_port(const struct qr_http *h)
 unsigned qr_http_n_conns(const struct qr_http *h)
 {
     return h->server != NULL ? h->server->n_conns : 0;
+}
+
+int qr_http_set_tls(struct qr_http *h, SSL_CTX *tls)
+{
+    struct http_server *s = h->server;
+
+    if (s == NULL || s->state != SERVER_RUNNING) {
+        return -EBADF;
+    }
+    if (tls == NULL || s->accept_ctx.ssl_ctx == NULL) {
+        return -EINVAL;
+    }
+    use_tls(s, tls);
+    return 0;
 }
