@@ -415,13 +415,13 @@ static void announce(struct qr_server *s)
             s->config->http_addr);
     if (s->config->dev && s->announce_out != NULL) {
         fprintf(s->announce_out,
-                "QSTASH_URL=http://%s\n"
+                "QSTASH_URL=%s://%s\n"
                 "QSTASH_TOKEN=%s\n"
                 "QSTASH_CURRENT_SIGNING_KEY=%s\n"
                 "QSTASH_NEXT_SIGNING_KEY=%s\n"
                 "QRAFT_ENDPOINTS=%s\n",
-                s->config->http_addr, s->token, keys->current, keys->next,
-                s->config->rpc_addr);
+                qr_http_tls(&s->http) ? "https" : "http", s->config->http_addr,
+                s->token, keys->current, keys->next, s->config->rpc_addr);
         fflush(s->announce_out);
     }
     qraft__signing_keys__free_unpacked(keys, NULL);

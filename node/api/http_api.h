@@ -99,6 +99,9 @@ int qr_http_set_tls(struct qr_http *h, struct ssl_ctx_st *tls);
  * negative code. */
 int qr_http_port(const struct qr_http *h);
 
+/* True when the server serves TLS. */
+bool qr_http_tls(const struct qr_http *h);
+
 /* Connections held now. */
 unsigned qr_http_n_conns(const struct qr_http *h);
 
