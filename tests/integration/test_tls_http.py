@@ -24,7 +24,7 @@ from pathlib import Path
 import qraft_harness as qh
 from http_sink import start_sink
 
-REQUEST_TIMEOUT_MS = 1500
+REQUEST_TIMEOUT_MS = 2500
 MAX_CONNECTIONS = 4
 # The first bytes of a TLS ClientHello: a handshake record header and the
 # start of its message, then nothing.
