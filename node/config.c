@@ -896,10 +896,11 @@ int qr_config_parse(struct qr_config *c,
      * over the configured limit still reaches the request check and gets an
      * error that names the limit, rather than a closed connection. */
     c->max_frame_bytes = MAX_BODY_BYTES_CEILING + 1 * MIB;
+    c->http_on_loopback = on_loopback(c->http_addr);
     if (!c->destinations_set) {
         c->destinations.allow_loopback =
             c->dev || (on_loopback(c->raft_addr) && on_loopback(c->rpc_addr) &&
-                       on_loopback(c->http_addr));
+                       c->http_on_loopback);
     }
     return 0;
 }

@@ -81,6 +81,9 @@ struct qr_config {
      * --http) is on a loopback address: one machine runs it all. */
     struct qr_dest_policy destinations;
     bool destinations_set; /* --allow-destinations was given */
+    /* --http is a loopback address (or a name all of whose addresses
+     * are): a plaintext HTTP listener there draws no warning. */
+    bool http_on_loopback;
 
     /* Raft. */
     unsigned election_timeout_ms;  /* 1000 */

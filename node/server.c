@@ -15,6 +15,7 @@
 #include "lib/err.h"
 #include "lib/logger.h"
 #include "lib/random.h"
+#include "lib/tls_ctx.h"
 
 #define TICK_MS 100
 #define TOKEN_FILE "token"
@@ -242,19 +243,24 @@ static const char *peer_token_of(const struct qr_server *s)
     return s->config->peer_token[0] != '\0' ? s->config->peer_token : s->token;
 }
 
-/* SIGHUP: re-reads --token-file. A file that does not load leaves the
- * tokens as they were. */
-static void on_sighup(uv_signal_t *h, int signum)
+/* The certificate files of the node's TLS listeners. */
+static struct qr_tls_files tls_files_of(const struct qr_config *cfg)
 {
-    struct qr_server *s = h->data;
+    struct qr_tls_files f = {
+        .cert = cfg->tls_cert,
+        .key = cfg->tls_key,
+        .ca = cfg->tls_ca,
+    };
+    return f;
+}
+
+/* SIGHUP, part one: re-reads --token-file. A file that does not load
+ * leaves the tokens as they were. */
+static void reload_tokens(struct qr_server *s)
+{
     struct qr_tokens fresh;
     char why[QR_ERRMSG_BYTES];
-    (void)signum;
 
-    if (s->config->token_file[0] == '\0') {
-        QR_INFO("server", "SIGHUP: no --token-file, nothing to reload");
-        return;
-    }
     if (build_tokens(s, peer_token_of(s), &fresh, why, sizeof why) != 0) {
         QR_ERROR("server",
                  "SIGHUP: token file not reloaded, the %zu tokens loaded "
@@ -266,6 +272,57 @@ static void on_sighup(uv_signal_t *h, int signum)
     s->tokens = fresh;
     QR_INFO("server", "SIGHUP: %zu API tokens loaded from %s", s->tokens.n,
             s->config->token_file);
+}
+
+/* SIGHUP, part two: re-reads --tls-cert and --tls-key. Connections the
+ * HTTP listener accepts from now on get the new certificate; open ones keep
+ * theirs. Files that do not make a context leave the one in use. */
+static void reload_tls(struct qr_server *s)
+{
+    struct qr_tls_files files = tls_files_of(s->config);
+    SSL_CTX *tls = NULL;
+    char why[QR_ERRMSG_BYTES];
+
+    if (qr_tls_server_ctx(&files, false, &tls, why, sizeof why) != 0) {
+        QR_ERROR("server",
+                 "SIGHUP: TLS certificate not reloaded, the one loaded "
+                 "before stays in use: %s",
+                 why);
+        return;
+    }
+    int rv = qr_http_set_tls(&s->http, tls);
+    SSL_CTX_free(tls);
+    if (rv != 0) {
+        QR_ERROR("server", "SIGHUP: HTTP listener's TLS not reloaded: %s",
+                 qr_strerror(rv));
+        return;
+    }
+    /* The client RPC listener's TLS comes from the other branch (issue 15,
+     * point 1): it reloads its context here too once it has one. */
+    QR_INFO("server", "SIGHUP: TLS certificate reloaded from %s and %s",
+            s->config->tls_cert, s->config->tls_key);
+}
+
+/* SIGHUP: re-reads --token-file and the TLS certificate and key. */
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    struct qr_server *s = h->data;
+    bool tls = qr_tls_enabled(&(struct qr_tls_files){
+        .cert = s->config->tls_cert, .key = s->config->tls_key});
+    (void)signum;
+
+    if (s->config->token_file[0] == '\0' && !tls) {
+        QR_INFO("server",
+                "SIGHUP: no --token-file and no --tls-cert, nothing to "
+                "reload");
+        return;
+    }
+    if (s->config->token_file[0] != '\0') {
+        reload_tokens(s);
+    }
+    if (tls) {
+        reload_tls(s);
+    }
 }
 
 /* Reads the replicated signing keys; QR_ENOTFOUND until they are applied. */
@@ -358,13 +415,13 @@ static void announce(struct qr_server *s)
             s->config->http_addr);
     if (s->config->dev && s->announce_out != NULL) {
         fprintf(s->announce_out,
-                "QSTASH_URL=http://%s\n"
+                "QSTASH_URL=%s://%s\n"
                 "QSTASH_TOKEN=%s\n"
                 "QSTASH_CURRENT_SIGNING_KEY=%s\n"
                 "QSTASH_NEXT_SIGNING_KEY=%s\n"
                 "QRAFT_ENDPOINTS=%s\n",
-                s->config->http_addr, s->token, keys->current, keys->next,
-                s->config->rpc_addr);
+                qr_http_tls(&s->http) ? "https" : "http", s->config->http_addr,
+                s->token, keys->current, keys->next, s->config->rpc_addr);
         fflush(s->announce_out);
     }
     qraft__signing_keys__free_unpacked(keys, NULL);
@@ -869,15 +926,10 @@ int qr_server_init(struct qr_server *s,
     s->announce_out = announce_out;
     s->lock_fd = -1;
 
-    /* The certificate flags parse (lib/tls_ctx.h) before the listeners
-     * serve TLS: refuse rather than serve plaintext to someone who asked
-     * for TLS. */
-    if (cfg->tls_cert[0] != '\0' || cfg->tls_ca[0] != '\0') {
-        snprintf(s->errmsg, sizeof s->errmsg,
-                 "--tls-cert/--tls-key/--tls-ca: this build does not serve "
-                 "TLS yet");
-        return QR_EBADREQ;
-    }
+    /* --tls-cert/--tls-key: the HTTP listener serves TLS (below). The
+     * client RPC listener's TLS comes from another branch (issue 15, point
+     * 1), to be joined here at merge; the raft and peer ports stay
+     * plaintext until mutual TLS (point 2). */
 
     rv = make_dir(cfg->data_dir, s->errmsg);
     if (rv != 0) {
@@ -995,10 +1047,30 @@ int qr_server_init(struct qr_server *s,
         .max_body_bytes = cfg->limits.max_body_bytes,
         .req_timeout_ms = cfg->http_request_timeout_ms,
     };
-    rv = qr_http_init(&s->http, &s->loop, cfg->http_addr, &limits, &hooks,
-                      s->errmsg);
+    SSL_CTX *http_tls = NULL;
+    struct qr_tls_files tls_files = tls_files_of(cfg);
+    if (qr_tls_enabled(&tls_files)) {
+        if (qr_tls_server_ctx(&tls_files, false, &http_tls, s->errmsg,
+                              sizeof s->errmsg) != 0) {
+            rv = QR_EBADREQ;
+            goto err_after_rpc;
+        }
+    } else if (!cfg->http_on_loopback) {
+        QR_WARN("server",
+                "the HTTP API on %s is plaintext and not on loopback: API "
+                "tokens and message bodies cross the network in clear; give "
+                "--tls-cert and --tls-key (docs/operations.md, \"TLS\")",
+                cfg->http_addr);
+    }
+    rv = qr_http_init(&s->http, &s->loop, cfg->http_addr, http_tls, &limits,
+                      &hooks, s->errmsg);
+    SSL_CTX_free(http_tls); /* the server holds its own reference */
     if (rv != 0) {
         goto err_after_rpc;
+    }
+    if (http_tls != NULL) {
+        QR_INFO("server", "the HTTP API on %s serves TLS (%s)", cfg->http_addr,
+                cfg->tls_cert);
     }
     rv = qr_scheduler_init(&s->scheduler, &s->loop, cfg, &s->cluster, s->store);
     if (rv != 0) {

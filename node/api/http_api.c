@@ -7,6 +7,22 @@
  * on_connection leaves the connection in libuv's hands (libuv then stops
  * watching the listener) and on_conn_closed accepts it once a slot frees up.
  *
+ * TLS: h2o's accept does the handshake when accept_ctx.ssl_ctx is set,
+ * under h2o's handshake timeout (which we set to req_timeout_ms), and closes
+ * the connection when the handshake fails or times out: the connection is
+ * ours (counted in n_conns) from accept to on_conn_closed either way. We
+ * hold one reference on the context; a reload swaps it, and the SSL of a
+ * connection already open holds its own.
+ *
+ * Stuck writes: h2o never looks at uv_write's return, and libuv (1.44)
+ * makes a stream unwritable once a read fails (ECONNRESET), so a write h2o
+ * starts after that (the TLS close_notify that h2o_socket_close sends on a
+ * connection the client reset) fails at once and its callback never
+ * fires: the connection would hold its fd and its slot forever. The sweep
+ * timer finds such connections (neither readable nor writable, not
+ * closing, an h2o write pending, twice in a row) and fails that write the
+ * way libuv would have, so h2o closes the connection as usual.
+ *
  * Closing (qr_http_close):
  *   RUNNING --close--> CLOSING: the listener is closed and every connection's
  *     socket is shut for reading, so idle connections see EOF and h2o closes
@@ -42,6 +58,9 @@
 #define HOST_MAX 256
 #define PORT_MAX 8
 #define CAP_LOG_INTERVAL_MS 10000
+#define SWEEP_INTERVAL_MS 1000
+/* Sweeps a connection must be found stuck in before it is failed. */
+#define STUCK_SWEEPS 2
 
 enum server_state {
     SERVER_RUNNING,
@@ -52,6 +71,8 @@ enum server_state {
 struct http_conn {
     uv_tcp_t tcp; /* first: on_conn_closed gets it back from the handle */
     struct http_server *server;
+    h2o_socket_t *sock; /* h2o's, on tcp; NULL until handed to h2o */
+    unsigned stuck_sweeps;
     LIST_ENTRY(http_conn) link; /* in server->conns */
 };
 
@@ -69,7 +90,8 @@ struct http_server {
     enum server_state state;
     uv_tcp_t listener;
     uv_timer_t grace_timer;
-    uv_idle_t sentinel; /* never started; closed last */
+    uv_timer_t sweep_timer; /* every SWEEP_INTERVAL_MS: sweep_stuck */
+    uv_idle_t sentinel;     /* never started; closed last */
     bool listener_closed;
     bool accept_paused;     /* libuv holds an accepted fd we did not take */
     uint64_t cap_logged_ms; /* loop time we last said the cap was reached */
@@ -337,6 +359,7 @@ static void accept_conn(struct http_server *s)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp, on_conn_closed);
+    c->sock = sock;
     h2o_accept(&s->accept_ctx, sock);
 }
 
@@ -380,6 +403,41 @@ static void shutdown_conns(struct http_server *s, int how)
     }
 }
 
+/* Whether h2o waits on a write callback that libuv will never call (see
+ * the top of this file). */
+static bool write_stuck(struct http_conn *c)
+{
+    uv_stream_t *stream = (uv_stream_t *)&c->tcp;
+
+    return c->sock != NULL && !uv_is_closing((uv_handle_t *)stream) &&
+           !uv_is_readable(stream) && !uv_is_writable(stream) &&
+           stream->write_queue_size == 0 && c->sock->_cb.write != NULL;
+}
+
+static void on_sweep(uv_timer_t *timer)
+{
+    struct http_server *s = timer->data;
+    struct http_conn *c;
+    struct http_conn *next;
+
+    /* Failing a write may close (not yet free) connections: the list
+     * stays valid, freeing waits for on_conn_closed. */
+    for (c = LIST_FIRST(&s->conns); c != NULL; c = next) {
+        next = LIST_NEXT(c, link);
+        if (!write_stuck(c)) {
+            c->stuck_sweeps = 0;
+            continue;
+        }
+        if (++c->stuck_sweeps < STUCK_SWEEPS) {
+            continue;
+        }
+        c->stuck_sweeps = 0;
+        h2o_socket_cb cb = c->sock->_cb.write;
+        c->sock->_cb.write = NULL;
+        cb(c->sock, h2o_socket_error_io);
+    }
+}
+
 /* ---------------------------------------------------------------------------
  * Close. */
 
@@ -409,8 +467,11 @@ static void maybe_finish(struct http_server *s)
         return;
     }
     s->state = SERVER_FINISHING;
+    SSL_CTX_free(s->accept_ctx.ssl_ctx);
+    s->accept_ctx.ssl_ctx = NULL;
     h2o_context_dispose(&s->ctx);
     h2o_config_dispose(&s->globalconf);
+    uv_close((uv_handle_t *)&s->sweep_timer, NULL);
     uv_close((uv_handle_t *)&s->grace_timer, on_grace_timer_closed);
 }
 
@@ -520,7 +581,20 @@ static int resolve_listen(const char *hostport,
     return 0;
 }
 
-static void init_h2o(struct http_server *s)
+/* ALPN: HTTP/1.1 only (a client that offers only h2 gets no ALPN answer
+ * and may go on with HTTP/1.1 or give up). */
+static const h2o_iovec_t alpn_http1[] = {{H2O_STRLIT("http/1.1")}, {NULL, 0}};
+
+static void use_tls(struct http_server *s, SSL_CTX *tls)
+{
+    SSL_CTX_up_ref(tls);
+    SSL_CTX_set_num_tickets(tls, 0);
+    h2o_ssl_register_alpn_protocols(tls, alpn_http1);
+    SSL_CTX_free(s->accept_ctx.ssl_ctx);
+    s->accept_ctx.ssl_ctx = tls;
+}
+
+static void init_h2o(struct http_server *s, SSL_CTX *tls)
 {
     h2o_hostconf_t *host;
     h2o_pathconf_t *path;
@@ -530,6 +604,7 @@ static void init_h2o(struct http_server *s)
     s->globalconf.server_name = h2o_iovec_init(H2O_STRLIT("qraft"));
     s->globalconf.max_request_entity_size = s->limits.max_body_bytes;
     s->globalconf.http1.req_timeout = s->limits.req_timeout_ms;
+    s->globalconf.handshake_timeout = s->limits.req_timeout_ms;
     /* HTTP/1.1 only: no h2c upgrade, no prior-knowledge HTTP/2. */
     s->globalconf.http1.upgrade_to_http2 = 0;
     host = h2o_config_register_host(
@@ -542,6 +617,9 @@ static void init_h2o(struct http_server *s)
     h2o_context_init(&s->ctx, s->loop, &s->globalconf);
     s->accept_ctx.ctx = &s->ctx;
     s->accept_ctx.hosts = s->globalconf.hosts;
+    if (tls != NULL) {
+        use_tls(s, tls);
+    }
 }
 
 static void set_limits(struct qr_http_limits *out,
@@ -569,6 +647,7 @@ static void on_failed_listener_closed(uv_handle_t *handle)
 int qr_http_init(struct qr_http *h,
                  uv_loop_t *loop,
                  const char *listen_hostport,
+                 SSL_CTX *tls,
                  const struct qr_http_limits *limits,
                  const struct qr_http_hooks *hooks,
                  char *errmsg)
@@ -615,9 +694,13 @@ int qr_http_init(struct qr_http *h,
     /* Neither can fail. */
     uv_timer_init(loop, &s->grace_timer);
     s->grace_timer.data = s;
+    uv_timer_init(loop, &s->sweep_timer);
+    s->sweep_timer.data = s;
+    uv_timer_start(&s->sweep_timer, on_sweep, SWEEP_INTERVAL_MS,
+                   SWEEP_INTERVAL_MS);
     uv_idle_init(loop, &s->sentinel);
     s->sentinel.data = s;
-    init_h2o(s);
+    init_h2o(s, tls);
     s->state = SERVER_RUNNING;
     h->server = s;
     return 0;
@@ -656,4 +739,23 @@ int qr_http_port(const struct qr_http *h)
 unsigned qr_http_n_conns(const struct qr_http *h)
 {
     return h->server != NULL ? h->server->n_conns : 0;
+}
+
+int qr_http_set_tls(struct qr_http *h, SSL_CTX *tls)
+{
+    struct http_server *s = h->server;
+
+    if (s == NULL || s->state != SERVER_RUNNING) {
+        return -EBADF;
+    }
+    if (tls == NULL || s->accept_ctx.ssl_ctx == NULL) {
+        return -EINVAL;
+    }
+    use_tls(s, tls);
+    return 0;
+}
+
+bool qr_http_tls(const struct qr_http *h)
+{
+    return h->server != NULL && h->server->accept_ctx.ssl_ctx != NULL;
 }

@@ -1,8 +1,10 @@
 /* The node's HTTP server: h2o (HTTP/1.1) on the node's libuv loop, serving a
  * small route table (/healthz, /readyz, /metrics) and the QStash REST API
- * (rest.h).
- * It never holds more than max_conns connections, and it is closed only once
- * every connection and every uv handle it (or h2o) opened is closed. */
+ * (rest.h), in plaintext or over TLS (h2o's OpenSSL support, ALPN
+ * http/1.1).
+ * It never holds more than max_conns connections, a TLS handshake gets no
+ * longer than a request (req_timeout_ms), and it is closed only once every
+ * connection and every uv handle it (or h2o) opened is closed. */
 #ifndef QR_HTTP_API_H
 #define QR_HTTP_API_H
 
@@ -16,6 +18,7 @@
 
 struct qr_ops;
 struct qr_tokens;
+struct ssl_ctx_st; /* OpenSSL's SSL_CTX */
 
 #define QR_HTTP_DEFAULT_MAX_CONNS 4096u
 #define QR_HTTP_DEFAULT_REQ_TIMEOUT_MS 10000u
@@ -48,8 +51,9 @@ struct qr_http_limits {
     /* Connections held at once. At the cap the server stops accepting: new
      * connections wait in the kernel's backlog until one closes. */
     unsigned max_conns;
-    /* Longest wait for a whole request (headers and body), and for the next
-     * request on an idle keep-alive connection; then h2o closes it. */
+    /* Longest wait for a whole request (headers and body), for the next
+     * request on an idle keep-alive connection, and for a TLS handshake to
+     * complete; then h2o closes the connection. */
     uint64_t req_timeout_ms;
     /* Largest request body; h2o answers 413 to a bigger one. */
     size_t max_body_bytes;
@@ -69,21 +73,34 @@ struct qr_http {
 };
 
 /* Binds listen_hostport ("127.0.0.1:8080", "[::1]:8080", "localhost:8080")
- * and serves on loop. loop and hooks->data are borrowed; hooks and limits
- * (NULL: defaults) are copied. On failure returns a negative code (-errno or
- * QR_E*), writes why into errmsg (QR_ERRMSG_BYTES) and leaves nothing for
- * the caller to close; a handle already opened is released by the loop as it
- * runs, so run it before uv_loop_close. */
+ * and serves on loop: over TLS with tls (a server context, lib/tls_ctx.h;
+ * the server takes its own reference, the caller keeps its own), in
+ * plaintext when tls is NULL. loop and hooks->data are borrowed; hooks and
+ * limits (NULL: defaults) are copied. On failure returns a negative code
+ * (-errno or QR_E*), writes why into errmsg (QR_ERRMSG_BYTES) and leaves
+ * nothing for the caller to close; a handle already opened is released by
+ * the loop as it runs, so run it before uv_loop_close. */
 int qr_http_init(struct qr_http *h,
                  uv_loop_t *loop,
                  const char *listen_hostport,
+                 struct ssl_ctx_st *tls,
                  const struct qr_http_limits *limits,
                  const struct qr_http_hooks *hooks,
                  char *errmsg);
 
+/* Connections accepted from now on handshake with tls (a reload: takes its
+ * own reference and drops the one on the context before; connections
+ * already open keep theirs). Only for a server started with TLS: returns
+ * -EINVAL when it serves plaintext (or tls is NULL), -EBADF when it is not
+ * running. */
+int qr_http_set_tls(struct qr_http *h, struct ssl_ctx_st *tls);
+
 /* The port the server listens on (useful after binding port 0), or a
  * negative code. */
 int qr_http_port(const struct qr_http *h);
+
+/* True when the server serves TLS. */
+bool qr_http_tls(const struct qr_http *h);
 
 /* Connections held now. */
 unsigned qr_http_n_conns(const struct qr_http *h);

@@ -17,6 +17,9 @@ sleeps and hopes.
     status, _, body = http_call(node.http_addr, "GET", "/v2/queues",
                                 token=node.token)    # raw REST, JSON parsed
 
+    node = start_dev_node(self, tls=("node.pem", "node.key", "ca.pem"))
+    http_call(node.http_addr, "GET", "/healthz", cafile=node.tls_ca)  # https
+
     cluster = start_cluster(self)          # 3 nodes; a leader elected
     leader = cluster.leader()              # the Node every live node names
     cluster.cli("publish", url)            # qraft with every endpoint
@@ -31,6 +34,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import tempfile
@@ -124,10 +128,19 @@ def wait_until(pred, timeout, what, interval=0.05):
         time.sleep(interval)
 
 
-def http_status(url, timeout=2.0):
-    """Status code of GET url, or None when nothing answers."""
+def tls_client_context(cafile):
+    """An SSL context that verifies the server against cafile (PEM) and
+    checks its name, as any https client does."""
+    return ssl.create_default_context(cafile=str(cafile))
+
+
+def http_status(url, timeout=2.0, cafile=None):
+    """Status code of GET url, or None when nothing answers. An https url
+    is verified against cafile."""
+    context = tls_client_context(cafile) if cafile is not None else None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout,
+                                    context=context) as resp:
             return resp.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -136,7 +149,7 @@ def http_status(url, timeout=2.0):
 
 
 def http_call(addr, method, target, body=None, headers=None, token=None,
-              timeout=10, parse="auto"):
+              timeout=10, parse="auto", cafile=None):
     """One raw HTTP/1.1 request, for tests of the REST API itself.
 
     addr is "host:port"; target goes out byte for byte (no quoting), so a
@@ -148,12 +161,19 @@ def http_call(addr, method, target, body=None, headers=None, token=None,
     Returns (status, headers, body). parse says what body is: "auto" the
     response parsed as JSON, or its raw bytes when it is not JSON; "json"
     parsed, and a body that is not JSON raises ValueError; None the raw
-    bytes. An empty body is None when parsed."""
+    bytes. An empty body is None when parsed.
+
+    cafile, unless None, makes it https, the server verified against that
+    CA bundle (PEM)."""
     hdrs = {} if token is None else {"Authorization": f"Bearer {token}"}
     hdrs.update(headers or {})
     if isinstance(body, (dict, list)):
         body = json.dumps(body).encode()
-    conn = http.client.HTTPConnection(addr, timeout=timeout)
+    if cafile is None:
+        conn = http.client.HTTPConnection(addr, timeout=timeout)
+    else:
+        conn = http.client.HTTPSConnection(
+            addr, timeout=timeout, context=tls_client_context(cafile))
     try:
         conn.request(method, target, body=body, headers=hdrs)
         resp = conn.getresponse()
@@ -241,8 +261,12 @@ class Node:
     restarts. Subclasses say which command line to run (command()); a
     cluster is a list of Nodes with distinct ids."""
 
-    def __init__(self, node_id=1, token=None, extra_args=(), name=None):
+    def __init__(self, node_id=1, token=None, extra_args=(), name=None,
+                 tls=None):
         self.id = node_id
+        # tls: (cert, key, ca) paths; the node serves its HTTP API over TLS
+        # with cert and key, and the harness verifies it against ca.
+        self.tls = tuple(str(p) for p in tls) if tls is not None else None
         self.name = name or f"node{node_id}"
         self.token = token or f"test-token-{os.getpid()}-{node_id}"
         self.extra_args = list(extra_args)
@@ -271,6 +295,24 @@ class Node:
     @property
     def http_addr(self):
         return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def tls_ca(self):
+        """The CA bundle that verifies the node's HTTP API, or None when it
+        serves plaintext."""
+        return self.tls[2] if self.tls is not None else None
+
+    @property
+    def http_url(self):
+        """http://HOST:PORT, or https:// when the node serves TLS."""
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{self.http_addr}"
+
+    def tls_args(self):
+        """--tls-cert/--tls-key for command(), or nothing."""
+        if self.tls is None:
+            return []
+        return ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
 
     @property
     def raft_addr(self):
@@ -343,7 +385,7 @@ class Node:
         return self.stdout_path.read_text(errors="replace").splitlines()
 
     def healthz(self):
-        return http_status(f"http://{self.http_addr}/healthz")
+        return http_status(f"{self.http_url}/healthz", cafile=self.tls_ca)
 
     def kill9(self):
         """SIGKILL and reap."""
@@ -450,6 +492,7 @@ class DevNode(Node):
             self.raft_addr,
             "--token",
             self.token,
+            *self.tls_args(),
             *self.extra_args,
         ]
 
@@ -534,7 +577,7 @@ class ClusterNode(Node):
         )
 
     def readyz(self):
-        return http_status(f"http://{self.http_addr}/readyz")
+        return http_status(f"{self.http_url}/readyz", cafile=self.tls_ca)
 
     def status(self, timeout=10.0):
         """This node's own `qraft status --json` (asked of it alone), as a
