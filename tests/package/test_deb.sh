@@ -6,8 +6,9 @@
 # builds qraft_<version>_amd64.deb (deploy/build-deb.sh, a tree for /usr in
 # WORK_DIR/tree), installs it with dpkg -i, checks what it installed (the
 # programs, the man pages, libqraft through pkg-config, the unit with
-# systemd-analyze verify, the conffile, the qraft user), runs the unit's
-# command line as the qraft user until /healthz answers, then removes it
+# systemd-analyze verify and security, the conffile, the qraft user), runs
+# the unit's command line as the qraft user until /healthz answers,
+# reinstalls it over an edited env file, then removes it
 # (dpkg -r) and purges it (dpkg -P) and checks what is left: nothing but
 # /var/lib/qraft with data in it, which purge keeps by design.
 #
@@ -212,6 +213,14 @@ node_pid=""
     cat "$work/qraftd.log" >&2
     fail "qraftd exited $rc after SIGTERM"
 }
+
+step "dpkg -i again (an upgrade) keeps an edited env file"
+echo "# edited by test_deb.sh" >>/etc/qraft/qraft.env
+dpkg -i "$deb" </dev/null
+grep -q "^# edited by test_deb.sh$" /etc/qraft/qraft.env ||
+    fail "reinstalling overwrote the edited /etc/qraft/qraft.env"
+[ "$(stat -c '%U %a' /var/lib/qraft)" = "qraft 750" ] ||
+    fail "reinstalling changed /var/lib/qraft: $(stat -c '%U %a' /var/lib/qraft)"
 
 step "dpkg -r"
 dpkg -r qraft
