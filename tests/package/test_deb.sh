@@ -136,7 +136,7 @@ if command -v cc >/dev/null 2>&1 && command -v pkg-config >/dev/null 2>&1; then
     # shellcheck disable=SC2046
     cc -o "$work/use_qraft_static" "$work/use_qraft.c" \
         $(pkg-config --cflags qraft) /usr/lib/x86_64-linux-gnu/libqraft.a \
-        $(pkg-config --static --libs-only-l qraft | sed 's/-lqraft//')
+        $(pkg-config --static --libs qraft | sed 's/-lqraft//')
     "$work/use_qraft_static" >/dev/null
 else
     echo "no cc or pkg-config: linking not checked"
