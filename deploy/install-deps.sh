@@ -25,6 +25,9 @@ TEST_PKGS=(
     python3-matplotlib
     # libFuzzer targets (tests/fuzz/run.sh): clang and its fuzzer runtime
     clang libclang-rt-14-dev
+    # the .deb's test (tests/package/test_deb.sh): its postinst needs
+    # adduser, and systemd-analyze checks its unit
+    adduser systemd
 )
 RAFT_MIN_VERSION="0.22.1"
 

@@ -2,7 +2,8 @@
 # Installs the test dependencies, builds qraft and runs every test with ctest.
 #
 #   tests/run.sh                 all labels (unit, cluster, integration, sdk,
-#                                chaos: a 30 s smoke run when root)
+#                                chaos: a 30 s smoke run when root; package:
+#                                the .deb installed and purged, when root)
 #   tests/run.sh --label unit    one label
 #   tests/run.sh --asan          build in build-asan/ with ASan+UBSan instead
 #
