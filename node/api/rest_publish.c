@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,34 @@ static void pub_init(struct rest_pub *p,
     p->labels_cap = 0;
 }
 
+/* The next item of a comma-separated header value ("a, b,,c") from *at:
+ * false at its end; else the item with the blanks around it dropped in
+ * *item, *n (0 for an empty one) and *at past its comma. */
+static bool next_list_item(const char *val,
+                           size_t vlen,
+                           size_t *at,
+                           const char **item,
+                           size_t *n)
+{
+    if (*at >= vlen) {
+        return false;
+    }
+    const char *start = val + *at;
+    const char *comma = memchr(start, ',', vlen - *at);
+    size_t len = comma != NULL ? (size_t)(comma - start) : vlen - *at;
+    *at += len + 1;
+    while (len > 0 && isspace((unsigned char)*start)) {
+        start++;
+        len--;
+    }
+    while (len > 0 && isspace((unsigned char)start[len - 1])) {
+        len--;
+    }
+    *item = start;
+    *n = len;
+    return true;
+}
+
 /* Appends the labels of one Upstash-Label value ("a,b,c"; blanks around
  * each are dropped, empty ones skipped). */
 static void pub_add_labels(struct rest_pub *p,
@@ -48,20 +77,11 @@ static void pub_add_labels(struct rest_pub *p,
                            const char *val,
                            size_t vlen)
 {
-    size_t i = 0;
+    size_t at = 0;
+    const char *start;
+    size_t n;
 
-    while (i < vlen) {
-        const char *start = val + i;
-        const char *comma = memchr(start, ',', vlen - i);
-        size_t n = comma != NULL ? (size_t)(comma - start) : vlen - i;
-        i += n + 1;
-        while (n > 0 && isspace((unsigned char)*start)) {
-            start++;
-            n--;
-        }
-        while (n > 0 && isspace((unsigned char)start[n - 1])) {
-            n--;
-        }
+    while (next_list_item(val, vlen, &at, &start, &n)) {
         if (n == 0) {
             continue;
         }
@@ -136,19 +156,10 @@ static int pub_add_redact(struct rest_pub *p,
         p->pr.redact = h2o_mem_alloc_pool(pool, sizeof(*p->pr.redact));
         qraft__redact__init(p->pr.redact);
     }
-    size_t i = 0;
-    while (i < vlen) {
-        const char *start = val + i;
-        const char *comma = memchr(start, ',', vlen - i);
-        size_t n = comma != NULL ? (size_t)(comma - start) : vlen - i;
-        i += n + 1;
-        while (n > 0 && isspace((unsigned char)*start)) {
-            start++;
-            n--;
-        }
-        while (n > 0 && isspace((unsigned char)start[n - 1])) {
-            n--;
-        }
+    size_t at = 0;
+    const char *start;
+    size_t n;
+    while (next_list_item(val, vlen, &at, &start, &n)) {
         if (n > 0 && pub_add_redact_item(p, pool, start, n, err) != 0) {
             return -EINVAL;
         }
