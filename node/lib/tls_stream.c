@@ -210,6 +210,9 @@ static void handshake(struct qr_tls_stream *t)
         return;
     }
     flush_out(t, held);
+    if (t->ready_cb != NULL && !t->failed) {
+        t->ready_cb(t->data);
+    }
 }
 
 static void on_timer(uv_timer_t *timer)
@@ -399,6 +402,11 @@ int qr_tls_stream_write(struct qr_tls_stream *t,
     }
     flush_out(t, req);
     return 0; /* a flush that failed left req held: it ends at the close */
+}
+
+void qr_tls_stream_on_ready(struct qr_tls_stream *t, void (*cb)(void *data))
+{
+    t->ready_cb = cb;
 }
 
 bool qr_tls_stream_ready(const struct qr_tls_stream *t)

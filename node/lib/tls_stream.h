@@ -59,7 +59,8 @@ struct qr_tls_stream {
     uint64_t handshake_timeout_ms;
     qr_tls_alloc_cb alloc_cb;
     qr_tls_read_cb read_cb;
-    void *data; /* the owner's, for the callbacks */
+    void *data;                   /* the owner's, for the callbacks */
+    void (*ready_cb)(void *data); /* qr_tls_stream_on_ready */
     struct qr_tls_write *held_head, *held_tail; /* before the handshake */
     uint8_t *room;                              /* ciphertext read buffer */
     size_t n_writes;                            /* uv writes in flight */
@@ -113,6 +114,10 @@ int qr_tls_stream_write(struct qr_tls_stream *t,
                         const uv_buf_t *bufs,
                         unsigned n,
                         qr_tls_write_cb cb);
+
+/* cb (NULL: none) is told once, with t->data, when the handshake has
+ * finished (from qr_tls_stream_feed, after the held writes went out). */
+void qr_tls_stream_on_ready(struct qr_tls_stream *t, void (*cb)(void *data));
 
 /* True once the handshake has finished. */
 bool qr_tls_stream_ready(const struct qr_tls_stream *t);
