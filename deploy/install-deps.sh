@@ -20,6 +20,8 @@ BUILD_PKGS=(
 )
 TEST_PKGS=(
     lmdb-utils curl python3 iproute2 iptables faketime
+    # certificates made at test time (tests/lib/qraft_harness.py, make_certs)
+    openssl
     python3-matplotlib
     # libFuzzer targets (tests/fuzz/run.sh): clang and its fuzzer runtime
     clang libclang-rt-14-dev
