@@ -232,5 +232,35 @@ class PeerVerificationTest(unittest.TestCase):
                       node3.stderr_path.read_text())
 
 
+class JoiningNode(qh.ClusterNode):
+    """A node started with --join (as in test_membership)."""
+
+    def command(self):
+        argv = super().command()
+        i = argv.index("--peers")
+        return argv[:i] + ["--join"] + argv[i + 2:]
+
+
+class TlsMembershipTest(unittest.TestCase):
+    def test_cluster_add_probes_the_new_node_over_tls(self):
+        cluster = qh.start_cluster(self, tls=True)
+        joiner = JoiningNode(4, cluster, cluster.token)
+        self.addCleanup(joiner.cleanup)
+        joiner.start(wait=False)
+        # The leader probes the joiner's RPC port (TLS) before adding it.
+        cluster.cli("cluster", "add", "4", joiner.raft_addr,
+                    "--rpc", joiner.rpc_addr)
+        cluster.nodes.append(joiner)
+        joiner.wait_serving()
+        leader = cluster.leader()
+
+        def joiner_owns_shards():
+            nodes = {n["id"]: n for n in leader.status()["nodes"]}
+            return 4 in nodes and nodes[4]["shards"] > 0
+
+        qh.wait_until(joiner_owns_shards, 30,
+                      "the new node to hold a lease over TLS")
+
+
 if __name__ == "__main__":
     unittest.main()
