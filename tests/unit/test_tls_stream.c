@@ -154,7 +154,9 @@ struct end {
     uv_tcp_t tcp;
     struct qr_tls_stream tls;
     bool use_tls;
-    bool echo;       /* writes back what it reads */
+    bool echo;  /* writes back what it reads */
+    bool pause; /* stops reading after the first bytes, for a while */
+    uv_timer_t resume;
     uint8_t in[256]; /* plaintext read */
     size_t len;
     ssize_t status; /* the error the read side ended with, 0 while none */
@@ -224,9 +226,25 @@ static void send_text(struct end *e, const char *text)
                      0);
 }
 
+static void on_resume(uv_timer_t *t)
+{
+    struct end *e = t->data;
+    qr_tls_stream_read_start(&e->tls);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
 static void on_plain_read(void *data, ssize_t nread)
 {
     struct end *e = data;
+    if (e->pause && nread > 0) {
+        /* What arrives meanwhile waits in the SSL object; it is handed
+         * over from the loop once reading starts again. */
+        e->pause = false;
+        qr_tls_stream_read_stop(&e->tls);
+        uv_timer_init(&loop, &e->resume);
+        e->resume.data = e;
+        uv_timer_start(&e->resume, on_resume, 100, 0);
+    }
     if (nread < 0) {
         e->status = nread;
         snprintf(e->why, sizeof e->why, "%s", e->tls.errmsg);
@@ -413,6 +431,28 @@ static void test_echo_and_close(void **state)
     free_ctxs();
 }
 
+static bool server_got_all(void)
+{
+    return srv.len >= strlen("hello there");
+}
+
+/* A reader that pauses gets the rest once it reads again. */
+static void test_pause_and_resume(void **state)
+{
+    (void)state;
+    make_ctxs(ca_pem);
+    handshake_ms = 5000;
+    uint64_t t0 = uv_hrtime();
+    run_pair("127.0.0.1", NULL, false);
+    srv.pause = true;
+    run_until(server_got_all);
+    assert_true((uv_hrtime() - t0) / 1000000 >= 90); /* it did pause */
+    assert_int_equal(srv.len, strlen("hello there"));
+    assert_memory_equal(srv.in, "hello there", srv.len);
+    finish();
+    free_ctxs();
+}
+
 /* A client that speaks plaintext gets a clear TLS error on the server
  * side, not a hang. */
 static void test_plaintext_client(void **state)
@@ -482,6 +522,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_echo_and_close),
+        cmocka_unit_test(test_pause_and_resume),
         cmocka_unit_test(test_plaintext_client),
         cmocka_unit_test(test_handshake_deadline),
         cmocka_unit_test(test_wrong_ca),
