@@ -242,8 +242,31 @@ static const char *peer_token_of(const struct qr_server *s)
     return s->config->peer_token[0] != '\0' ? s->config->peer_token : s->token;
 }
 
-/* SIGHUP: re-reads --token-file. A file that does not load leaves the
- * tokens as they were. */
+/* SIGHUP, TLS part: the RPC listener and the peer connection read the
+ * certificate files again (new connections use them). A file that does
+ * not load leaves what was loaded before in use. The HTTP listener's
+ * certificates are reloaded by the http-tls branch. */
+static void reload_tls(struct qr_server *s)
+{
+    char why[QR_ERRMSG_BYTES];
+    if (s->config->tls_cert[0] == '\0') {
+        return;
+    }
+    /* The peer side first: it reads the CA file too. */
+    if (qr_shards_reload_tls(&s->shards, why) != 0 ||
+        qr_rpc_reload_tls(&s->rpc, why, sizeof why) != 0) {
+        QR_ERROR("server",
+                 "SIGHUP: TLS certificates not reloaded (the ones loaded "
+                 "before stay in use): %s",
+                 why);
+        return;
+    }
+    QR_INFO("server", "SIGHUP: TLS certificates reloaded from %s",
+            s->config->tls_cert);
+}
+
+/* SIGHUP: re-reads --token-file and the TLS files. A file that does not
+ * load leaves the tokens (or certificates) as they were. */
 static void on_sighup(uv_signal_t *h, int signum)
 {
     struct qr_server *s = h->data;
@@ -251,6 +274,7 @@ static void on_sighup(uv_signal_t *h, int signum)
     char why[QR_ERRMSG_BYTES];
     (void)signum;
 
+    reload_tls(s);
     if (s->config->token_file[0] == '\0') {
         QR_INFO("server", "SIGHUP: no --token-file, nothing to reload");
         return;

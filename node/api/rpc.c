@@ -513,6 +513,22 @@ int qr_rpc_init(struct qr_rpc *rpc,
     return 0;
 }
 
+int qr_rpc_reload_tls(struct qr_rpc *rpc, char *errmsg, size_t len)
+{
+    const struct qr_config *cfg = rpc->config;
+    struct qr_tls_files files = {cfg->tls_cert, cfg->tls_key, cfg->tls_ca};
+    SSL_CTX *fresh;
+    if (rpc->tls == NULL || rpc->closing) {
+        return 0;
+    }
+    if (qr_tls_server_ctx(&files, false, &fresh, errmsg, len) != 0) {
+        return -1;
+    }
+    SSL_CTX_free(rpc->tls); /* connections hold their own reference */
+    rpc->tls = fresh;
+    return 0;
+}
+
 static void on_listener_close(uv_handle_t *h)
 {
     struct qr_rpc *rpc = h->data;

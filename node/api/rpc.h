@@ -71,6 +71,12 @@ int qr_rpc_init(struct qr_rpc *rpc,
                 const char *peer_token,
                 struct qr_ops *ops);
 
+/* SIGHUP: builds the TLS context again from the certificate files, for
+ * the connections accepted from now on (open ones keep theirs). A file
+ * that does not load leaves the context in use: returns -1 with errmsg
+ * (len bytes) saying why. A plaintext server stays plaintext (0). */
+int qr_rpc_reload_tls(struct qr_rpc *rpc, char *errmsg, size_t len);
+
 /* Stops listening and closes every connection (answers still owed are
  * dropped with them); cb fires once all handles are closed. Safe to call
  * twice. */

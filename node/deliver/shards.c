@@ -803,6 +803,16 @@ int qr_shards_init(struct qr_shards *s,
     return 0;
 }
 
+int qr_shards_reload_tls(struct qr_shards *s, char *errmsg)
+{
+    const struct qr_config *cfg = s->config;
+    struct qr_tls_files files = {cfg->tls_cert, cfg->tls_key, cfg->tls_ca};
+    if (!qr_tls_enabled(&files)) {
+        return 0;
+    }
+    return qr_peer_use_tls(&s->peer, &files, errmsg);
+}
+
 static void close_step(struct qr_shards *s)
 {
     if (--s->pending_closes == 0 && s->close_cb != NULL) {

@@ -9,6 +9,7 @@ behind."""
 
 import json
 import os
+import signal
 import socket
 import time
 import unittest
@@ -230,6 +231,56 @@ class PeerVerificationTest(unittest.TestCase):
                       "nodes 1 and 2 to own the shards, node 3 none")
         self.assertIn("WARN  peer: cannot connect to",
                       node3.stderr_path.read_text())
+
+
+class TlsReloadTest(unittest.TestCase):
+    def test_sighup_reloads_the_certificates(self):
+        # A CA rotation: every node trusts the old and the new CA, then
+        # gets a certificate of the new one, and SIGHUP.
+        cluster = qh.start_cluster(self, tls=True)
+        certs = cluster.certs
+        d = certs.dir
+
+        def ssl(*args):
+            qh.run(["openssl", *args], timeout=60)
+
+        ssl("req", "-new", "-key", certs.node_key, "-subj", "/CN=qraft node",
+            "-out", d / "new.csr")
+        ssl("x509", "-req", "-in", d / "new.csr", "-CA", certs.other_ca,
+            "-CAkey", d / "other-ca.key", "-CAcreateserial", "-days", "2",
+            "-extfile", d / "node.ext", "-out", d / "new.pem")
+        (d / "bundle.pem").write_text(
+            certs.ca.read_text() + certs.other_ca.read_text())
+        os.replace(d / "bundle.pem", certs.ca)
+        os.replace(d / "new.pem", certs.node_cert)
+        # Before SIGHUP the nodes still present the old certificate.
+        rc, _, err = cluster.cli("status", "--local", check=False,
+                                 endpoints=cluster.nodes[0].rpc_addr)
+        self.assertEqual(rc, 0, err)
+        for n in cluster.nodes:
+            n.proc.send_signal(signal.SIGHUP)
+        for n in cluster.nodes:
+            qh.wait_until(
+                lambda n=n: "SIGHUP: TLS certificates reloaded"
+                in n.stderr_path.read_text(),
+                10, f"{n.name} to reload its certificates")
+        # New connections get the new certificate: a client that trusts
+        # only the new CA gets through.
+        rc, _, err = cluster.cli("--cacert", str(certs.other_ca), "status",
+                                 check=False)
+        self.assertEqual(rc, 0, err)
+        # A file that does not load keeps the old ones.
+        certs.node_key.write_text("not a key\n")
+        cluster.nodes[0].proc.send_signal(signal.SIGHUP)
+        qh.wait_until(
+            lambda: "TLS certificates not reloaded"
+            in cluster.nodes[0].stderr_path.read_text(),
+            10, "node 1 to refuse the broken key")
+        rc, _, err = cluster.cli("--cacert", str(certs.other_ca), "status",
+                                 "--local", check=False,
+                                 endpoints=cluster.nodes[0].rpc_addr)
+        self.assertEqual(rc, 0, err)
+        cluster.check_not_crashed()
 
 
 class JoiningNode(qh.ClusterNode):
