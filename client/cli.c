@@ -62,12 +62,20 @@ static const char usage_main[] =
     "                       confirming with the leader (env QRAFT_STALE=1):\n"
     "                       faster, answers while the leader is unreachable,\n"
     "                       may miss recent writes. Default: linearizable\n"
+    "  --cacert PATH        speak TLS to the nodes, verifying their\n"
+    "                       certificates against this CA (PEM; env\n"
+    "                       QRAFT_CACERT); a certificate must name the\n"
+    "                       endpoint's host or IP address\n"
+    "  --cert PATH, --key PATH  a client certificate and its key (PEM; env\n"
+    "                       QRAFT_CERT, QRAFT_KEY), presented when asked\n"
     "  --help, --version\n"
     "\n"
     "exit codes:\n"
     "  0  success\n"
     "  1  the server refused or failed the request (invalid, too large,\n"
-    "     conflict, internal error, protocol error)\n"
+    "     conflict, internal error, protocol error), or TLS failed (a\n"
+    "     certificate that does not verify, a port that does or does not\n"
+    "     speak TLS)\n"
     "  2  usage error\n"
     "  3  message not found\n"
     "  4  cluster unavailable: cannot connect, no leader, timed out, or\n"
@@ -192,7 +200,10 @@ struct globals {
     const char *endpoints;
     const char *token;
     bool json;
-    bool stale; /* --stale or QRAFT_STALE=1: stale reads */
+    bool stale;         /* --stale or QRAFT_STALE=1: stale reads */
+    const char *cacert; /* --cacert or QRAFT_CACERT: TLS */
+    const char *cert;   /* --cert or QRAFT_CERT */
+    const char *key;    /* --key or QRAFT_KEY */
 };
 
 enum {
@@ -232,6 +243,9 @@ enum {
     OPT_LIMIT,
     OPT_CURSOR,
     OPT_STALE,
+    OPT_CACERT,
+    OPT_CERT,
+    OPT_KEY,
 };
 
 __attribute__((format(printf, 2, 3))) static int usage_error(const char *cmd,
@@ -297,9 +311,25 @@ static bool global_option(int opt, struct globals *g)
         case OPT_STALE:
             g->stale = true;
             return true;
+        case OPT_CACERT:
+            g->cacert = optarg;
+            return true;
+        case OPT_CERT:
+            g->cert = optarg;
+            return true;
+        case OPT_KEY:
+            g->key = optarg;
+            return true;
         default:
             return false;
     }
+}
+
+/* The flag's value, else the environment's (NULL when neither or ""). */
+static const char *flag_or_env(const char *flag, const char *env)
+{
+    const char *v = flag != NULL ? flag : getenv(env);
+    return v != NULL && v[0] != '\0' ? v : NULL;
 }
 
 static int open_client_with(const char *cmd,
@@ -315,7 +345,29 @@ static int open_client_with(const char *cmd,
         endpoints = QRAFT_DEFAULT_ENDPOINTS;
     }
     const char *token = g->token != NULL ? g->token : getenv("QRAFT_TOKEN");
-    int rc = qraft_client_new(endpoints, token, opts, out);
+    struct qraft_options o = {0};
+    if (opts != NULL) {
+        o = *opts;
+    }
+    o.ca_file = flag_or_env(g->cacert, "QRAFT_CACERT");
+    o.cert_file = flag_or_env(g->cert, "QRAFT_CERT");
+    o.key_file = flag_or_env(g->key, "QRAFT_KEY");
+    if ((o.cert_file != NULL) != (o.key_file != NULL)) {
+        return usage_error(cmd, "--cert and --key go together");
+    }
+    int rc = qraft_client_new(endpoints, token, &o, out);
+    if (rc == QRAFT_ETLS) {
+        fprintf(stderr,
+                "qraft: %s: TLS: cannot load %s%s%s%s%s (PEM files: the CA "
+                "that signed the nodes' certificates; a certificate and its "
+                "key)\n",
+                cmd, o.ca_file != NULL ? "--cacert " : "",
+                o.ca_file != NULL ? o.ca_file : "",
+                o.cert_file != NULL ? " --cert " : "",
+                o.cert_file != NULL ? o.cert_file : "",
+                o.cert_file != NULL ? " --key ..." : "");
+        return EXIT_ERROR;
+    }
     const char *stale = getenv("QRAFT_STALE");
     if (rc == 0 && (g->stale || (stale != NULL && strcmp(stale, "1") == 0))) {
         qraft_client_set_stale_reads(*out, true);
@@ -672,6 +724,9 @@ static void print_message(const struct qraft_message *m)
     {"endpoints", required_argument, NULL, OPT_ENDPOINTS}, \
         {"token", required_argument, NULL, OPT_TOKEN},     \
         {"stale", no_argument, NULL, OPT_STALE},           \
+        {"cacert", required_argument, NULL, OPT_CACERT},   \
+        {"cert", required_argument, NULL, OPT_CERT},       \
+        {"key", required_argument, NULL, OPT_KEY},         \
     {                                                      \
         "help", no_argument, NULL, OPT_HELP                \
     }
@@ -1785,7 +1840,7 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
     };
-    struct globals g = {NULL, NULL, false, false};
+    struct globals g = {0};
     int opt;
     opterr = 0; /* our own messages, with the command's name */
     /* "+": stop at the command; its own parser takes the rest. */

@@ -9,6 +9,7 @@
  * connection is closed at once, so a reply never lands on a later call. */
 #include "qraft.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +17,9 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -42,6 +46,12 @@
 #define MAX_RESPONSE_BYTES (64u * 1024u * 1024u)
 #define READ_CHUNK_BYTES (64u * 1024u)
 #define PEER_MAX 320
+/* TLS 1.2's forward-secret AEAD suites, as the node's (TLS 1.3's are all
+ * of that kind). */
+#define TLS12_CIPHERS                                            \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 struct endpoint {
     char *host;
@@ -65,6 +75,8 @@ struct qraft_client {
     bool stale_reads;          /* Request.stale on every call */
     struct qraft_options opts; /* defaults filled in */
     int fd;                    /* -1: not connected */
+    SSL_CTX *tls;              /* owned; NULL: plaintext */
+    SSL *ssl;                  /* owned: fd's TLS while connected */
     char peer[PEER_MAX];       /* "host:port" of the target */
     uint64_t next_id;
     uint8_t *rbuf; /* received bytes not yet parsed: rbuf[0..rlen) */
@@ -372,6 +384,12 @@ static void format_peer(const struct endpoint *ep, char *buf, size_t size)
 
 static void drop_connection(struct qraft_client *c, int lost_rc)
 {
+    if (c->ssl != NULL) {
+        (void)SSL_shutdown(c->ssl); /* close_notify, without waiting */
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+        ERR_clear_error();
+    }
     if (c->fd >= 0) {
         close(c->fd);
         c->fd = -1;
@@ -442,6 +460,94 @@ static int wait_connected(int fd, int64_t deadline)
     return err;
 }
 
+/* OpenSSL's error queue (and a failed verification) as one line. */
+static void tls_why(SSL *ssl, char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    long v = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
+    if (v != X509_V_OK) {
+        int n = snprintf(buf, len, "certificate: %s",
+                         X509_verify_cert_error_string(v));
+        used = n < 0 || (size_t)n >= len ? len - 1 : (size_t)n;
+    }
+    unsigned long e;
+    while ((e = ERR_get_error()) != 0) {
+        char one[256];
+        ERR_error_string_n(e, one, sizeof one);
+        if (used + 1 >= len || v != X509_V_OK) {
+            continue; /* the verification result says it best */
+        }
+        int n =
+            snprintf(buf + used, len - used, "%s%s", used > 0 ? "; " : "", one);
+        used = n < 0 || (size_t)n >= len - used ? len - 1 : used + (size_t)n;
+    }
+    if (buf[0] == '\0') {
+        snprintf(buf, len, "the connection closed");
+    }
+}
+
+/* Runs the TLS handshake on the connected c->fd (non-blocking) until
+ * limit, checking the certificate against host. */
+static int tls_handshake(struct qraft_client *c,
+                         const char *host,
+                         int64_t limit)
+{
+    ERR_clear_error();
+    c->ssl = SSL_new(c->tls);
+    if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1) {
+        return fail(c, QRAFT_ENOMEM, "out of memory for TLS");
+    }
+    SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                             SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    unsigned char addr[sizeof(struct in6_addr)];
+    int ok;
+    if (inet_pton(AF_INET, host, addr) == 1 ||
+        inet_pton(AF_INET6, host, addr) == 1) {
+        /* No SNI for an address; its certificate names it as an IP SAN. */
+        ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host);
+    } else {
+        ok = SSL_set_tlsext_host_name(c->ssl, host) == 1 &&
+             SSL_set1_host(c->ssl, host) == 1;
+    }
+    if (ok != 1) {
+        return fail(c, QRAFT_ETLS, "TLS to %s: cannot check the name '%s'",
+                    c->peer, host);
+    }
+    for (;;) {
+        int r = SSL_connect(c->ssl);
+        if (r == 1) {
+            return 0;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        short events = e == SSL_ERROR_WANT_READ    ? POLLIN
+                       : e == SSL_ERROR_WANT_WRITE ? POLLOUT
+                                                   : 0;
+        if (events == 0) {
+            char why[400];
+            int err = errno;
+            tls_why(c->ssl, why, sizeof why);
+            if (e == SSL_ERROR_SYSCALL && err != 0 &&
+                strcmp(why, "the connection closed") == 0) {
+                snprintf(why, sizeof why, "%s", errtext(err));
+            }
+            return fail(c, QRAFT_ETLS,
+                        "TLS handshake with %s failed: %s (does it serve "
+                        "TLS, and does the CA file sign its certificate?)",
+                        c->peer, why);
+        }
+        struct pollfd pfd = {.fd = c->fd, .events = events};
+        int ready = poll(&pfd, 1, poll_timeout(limit));
+        if (ready < 0 && errno != EINTR) {
+            return fail(c, QRAFT_ECONNECT, "poll: %s", errtext(errno));
+        }
+        if (ready == 0) {
+            return fail(c, QRAFT_ECONNECT, "TLS handshake with %s: timed out",
+                        c->peer);
+        }
+    }
+}
+
 /* Connects to the current target within the connect timeout and deadline. */
 static int conn_open(struct qraft_client *c, int64_t deadline)
 {
@@ -484,6 +590,15 @@ static int conn_open(struct qraft_client *c, int64_t deadline)
         freeaddrinfo(res);
         c->fd = fd;
         c->rlen = 0;
+        if (c->tls != NULL) {
+            int rc = tls_handshake(c, ep->host, limit);
+            if (rc != 0) {
+                char why[QRAFT_ERRMSG_MAX];
+                memcpy(why, c->errmsg, sizeof why);
+                drop_connection(c, QRAFT_EUNKNOWN);
+                return fail(c, rc, "%s", why);
+            }
+        }
         return 0;
     }
     freeaddrinfo(res);
@@ -501,6 +616,18 @@ static int conn_open(struct qraft_client *c, int64_t deadline)
 static bool conn_alive(struct qraft_client *c)
 {
     uint8_t b;
+    if (c->ssl != NULL) {
+        /* A node that closed sent close_notify first: bytes to peek at on
+         * the socket, but no plaintext. */
+        int r = SSL_peek(c->ssl, &b, 1);
+        int e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+        ERR_clear_error();
+        if (r > 0 || e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            return true;
+        }
+        drop_connection(c, QRAFT_EUNKNOWN);
+        return false;
+    }
     ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
                             errno == EINTR))) {
@@ -508,6 +635,32 @@ static bool conn_alive(struct qraft_client *c)
     }
     drop_connection(c, QRAFT_EUNKNOWN);
     return false;
+}
+
+/* read_some over TLS: what has been decrypted so far. */
+static int tls_read_some(struct qraft_client *c)
+{
+    size_t room = c->rcap - c->rlen;
+    int r = SSL_read(c->ssl, c->rbuf + c->rlen,
+                     room > INT32_MAX ? INT32_MAX : (int)room);
+    if (r > 0) {
+        c->rlen += (size_t)r;
+        return 0;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        return 0;
+    }
+    if (e == SSL_ERROR_ZERO_RETURN ||
+        (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0)) {
+        ERR_clear_error();
+        return fail(c, QRAFT_ECONNECT, "connection to %s closed by the peer",
+                    c->peer);
+    }
+    char why[300];
+    tls_why(NULL, why, sizeof why);
+    return fail(c, QRAFT_ECONNECT, "connection to %s lost: %s", c->peer,
+                e == SSL_ERROR_SYSCALL && errno != 0 ? errtext(errno) : why);
 }
 
 /* Reads what is available into rbuf. Returns 0 (maybe nothing read) or
@@ -522,6 +675,9 @@ static int read_some(struct qraft_client *c)
         }
         c->rbuf = buf;
         c->rcap = cap;
+    }
+    if (c->ssl != NULL) {
+        return tls_read_some(c);
     }
     ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
     if (n > 0) {
@@ -549,7 +705,25 @@ static int conn_send(struct qraft_client *c,
 {
     size_t off = 0;
     while (off < len) {
-        ssize_t n = send(c->fd, buf + off, len - off, MSG_NOSIGNAL);
+        ssize_t n;
+        if (c->ssl != NULL) {
+            size_t chunk = len - off > INT32_MAX ? INT32_MAX : len - off;
+            int r = SSL_write(c->ssl, buf + off, (int)chunk);
+            int e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+            if (r <= 0 && e != SSL_ERROR_WANT_READ &&
+                e != SSL_ERROR_WANT_WRITE) {
+                char why[300];
+                tls_why(NULL, why, sizeof why);
+                return fail(
+                    c, QRAFT_ECONNECT, "connection to %s lost: %s", c->peer,
+                    e == SSL_ERROR_SYSCALL && errno != 0 ? errtext(errno)
+                                                         : why);
+            }
+            n = r > 0 ? r : -1;
+            errno = r > 0 ? 0 : EAGAIN;
+        } else {
+            n = send(c->fd, buf + off, len - off, MSG_NOSIGNAL);
+        }
         if (n > 0) {
             off += (size_t)n;
             continue;
@@ -594,6 +768,15 @@ static int conn_recv(struct qraft_client *c,
         enum qr_frame_status st =
             qr_frame_parse(c->rbuf, c->rlen, MAX_RESPONSE_BYTES, &payload,
                            &payload_len, &consumed);
+        if (st == QR_FRAME_TOO_LARGE && c->ssl == NULL && c->rlen >= 2 &&
+            (c->rbuf[0] == 0x15 || c->rbuf[0] == 0x16) && c->rbuf[1] == 3) {
+            /* A TLS record (an alert, or a handshake) where a frame
+             * should be: the port serves TLS. */
+            return fail(c, QRAFT_ETLS,
+                        "%s speaks TLS: connect with TLS (a CA file: "
+                        "qraft --cacert, QRAFT_CACERT)",
+                        c->peer);
+        }
         if (st == QR_FRAME_TOO_LARGE) {
             return fail(c, QRAFT_EPROTO,
                         "%s announced a frame over %u bytes: not a qraft "
@@ -612,8 +795,13 @@ static int conn_recv(struct qraft_client *c,
             *out = resp;
             return 0;
         }
-        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
-        int ready = poll(&pfd, 1, poll_timeout(deadline));
+        /* Plaintext already decrypted (or records read ahead) is not
+         * on the socket any more: read it without waiting. */
+        int ready = 1;
+        if (c->ssl == NULL || !SSL_has_pending(c->ssl)) {
+            struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+            ready = poll(&pfd, 1, poll_timeout(deadline));
+        }
         if (ready < 0 && errno != EINTR) {
             return fail(c, QRAFT_ECONNECT, "poll: %s", errtext(errno));
         }
@@ -799,6 +987,9 @@ static int call(struct qraft_client *c,
         attempts++;
         if (c->fd < 0 || !conn_alive(c)) {
             rc = conn_open(c, deadline);
+            if (rc == QRAFT_ETLS || rc == QRAFT_ENOMEM) {
+                return rc; /* retrying cannot help */
+            }
             if (rc != 0) {
                 next_endpoint(c);
                 continue;
@@ -821,7 +1012,7 @@ static int call(struct qraft_client *c,
         }
         Qraft__Response *resp = NULL;
         rc = recv_answer(c, req->id, attempt_deadline, &resp);
-        if (rc == QRAFT_EPROTO || rc == QRAFT_ENOMEM) {
+        if (rc == QRAFT_EPROTO || rc == QRAFT_ENOMEM || rc == QRAFT_ETLS) {
             drop_connection(c, rc);
             return rc;
         }
@@ -895,6 +1086,34 @@ static int call(struct qraft_client *c,
 /* ----------------------------------------------------------------------
  * Handle */
 
+/* A client TLS context from o's files: TLS 1.2+, AEAD ciphers, the
+ * server verified. NULL when a file does not load. */
+static SSL_CTX *tls_ctx(const struct qraft_options *o)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        return NULL;
+    }
+    bool ok = SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1 &&
+              SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) == 1 &&
+              (o->ca_file != NULL
+                   ? SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL) == 1
+                   : SSL_CTX_set_default_verify_paths(ctx) == 1) &&
+              (o->cert_file == NULL ||
+               (SSL_CTX_use_certificate_chain_file(ctx, o->cert_file) == 1 &&
+                SSL_CTX_use_PrivateKey_file(ctx, o->key_file,
+                                            SSL_FILETYPE_PEM) == 1 &&
+                SSL_CTX_check_private_key(ctx) == 1));
+    ERR_clear_error();
+    if (!ok) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    return ctx;
+}
+
 int qraft_client_new(const char *endpoints,
                      const char *token,
                      const struct qraft_options *opts,
@@ -924,11 +1143,22 @@ int qraft_client_new(const char *endpoints,
     if (o.backoff_max_ms < o.backoff_initial_ms) {
         o.backoff_max_ms = o.backoff_initial_ms;
     }
+    if ((o.cert_file != NULL) != (o.key_file != NULL)) {
+        return QRAFT_EINVAL;
+    }
     struct qraft_client *c = calloc(1, sizeof *c);
     if (c == NULL) {
         return QRAFT_ENOMEM;
     }
     c->fd = -1;
+    if (o.tls || o.ca_file != NULL || o.cert_file != NULL) {
+        c->tls = tls_ctx(&o);
+        if (c->tls == NULL) {
+            free(c);
+            return QRAFT_ETLS;
+        }
+    }
+    o.ca_file = o.cert_file = o.key_file = NULL; /* borrowed: read already */
     c->opts = o;
     int rc =
         endpoints_parse(endpoints != NULL ? endpoints : QRAFT_DEFAULT_ENDPOINTS,
@@ -972,6 +1202,7 @@ void qraft_client_free(struct qraft_client *c)
     free(c->token);
     free(c->rbuf);
     free(c->pend);
+    SSL_CTX_free(c->tls);
     free(c);
 }
 
@@ -2073,7 +2304,9 @@ int qraft_publish_send(struct qraft_client *c,
     if (c->fd < 0 || !conn_alive(c)) {
         rc = conn_open(c, deadline);
         if (rc != 0) {
-            next_endpoint(c);
+            if (rc != QRAFT_ETLS) {
+                next_endpoint(c);
+            }
             goto out;
         }
     }

@@ -20,7 +20,8 @@ BUILD_PKGS=(
 )
 TEST_PKGS=(
     lmdb-utils curl python3 iproute2 iptables faketime
-    # test CAs and certificates (tests/integration/test_tls_http.py, tests/sdk)
+    # test CAs and certificates (tests/lib/qraft_harness.py make_certs,
+    # tests/integration/test_tls_*.py, tests/sdk)
     openssl
     python3-matplotlib
     # libFuzzer targets (tests/fuzz/run.sh): clang and its fuzzer runtime

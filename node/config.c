@@ -74,6 +74,7 @@ void qr_config_defaults(struct qr_config *c)
 
     c->max_connections = 4096;
     c->http_request_timeout_ms = 10000;
+    c->tls_handshake_timeout_ms = 10000;
     c->dlq_retention_ms = 7 * DAY_MS;
     c->events_retention_ms = 7 * DAY_MS;
     c->done_retention_ms = DAY_MS;
@@ -155,6 +156,8 @@ void qr_config_usage(FILE *out)
         "                         HTTP each (default 4096)\n"
         "  --http-request-timeout-ms N  an HTTP request's headers and body\n"
         "                         must arrive within this (default 10000)\n"
+        "  --tls-handshake-timeout-ms N  a TLS handshake on the RPC port must\n"
+        "                         finish within this (default 10000)\n"
         "  --max-feature-level N  advertise at most this feature level, so\n"
         "                         a rolling upgrade can still be rolled back\n"
         "                         (default: this binary's)\n"
@@ -480,6 +483,7 @@ enum {
     OPT_MAX_FEATURE_LEVEL,
     OPT_MAX_CONNECTIONS,
     OPT_HTTP_REQUEST_TIMEOUT,
+    OPT_TLS_HANDSHAKE_TIMEOUT,
     OPT_LOG_LEVEL,
     OPT_VERSION,
     OPT_HELP,
@@ -523,6 +527,8 @@ static const struct option long_options[] = {
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"http-request-timeout-ms", required_argument, NULL,
      OPT_HTTP_REQUEST_TIMEOUT},
+    {"tls-handshake-timeout-ms", required_argument, NULL,
+     OPT_TLS_HANDSHAKE_TIMEOUT},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"version", no_argument, NULL, OPT_VERSION},
     {"help", no_argument, NULL, OPT_HELP},
@@ -751,6 +757,9 @@ static int apply_option(struct qr_config *c,
         case OPT_HTTP_REQUEST_TIMEOUT:
             return parse_range("--http-request-timeout-ms", v, 100, 3600000, "",
                                &c->http_request_timeout_ms, errmsg);
+        case OPT_TLS_HANDSHAKE_TIMEOUT:
+            return parse_range("--tls-handshake-timeout-ms", v, 50, 600000, "",
+                               &c->tls_handshake_timeout_ms, errmsg);
         case OPT_MAX_FEATURE_LEVEL:
             return parse_range("--max-feature-level", v, 1, QR_FEATURE_LEVEL,
                                "", &c->max_feature_level, errmsg);

@@ -106,6 +106,9 @@ struct qr_config {
     /* An HTTP request's headers and body must arrive within this (h2o's
      * req_timeout; slow clients are closed). */
     uint32_t http_request_timeout_ms; /* 10000 */
+    /* A TLS handshake on the RPC port must finish within this (a
+     * half-open connection is closed then). */
+    uint32_t tls_handshake_timeout_ms; /* 10000 */
 
     /* Housekeeping, proposed by the leader every few seconds. */
     uint64_t dlq_retention_ms;    /* --dlq-retention, default 7 d; 0 = keep */

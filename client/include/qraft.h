@@ -46,7 +46,8 @@ extern "C" {
     X(QRAFT_EUNKNOWN, -1011, "outcome unknown")        \
     X(QRAFT_EPROTO, -1012, "protocol error")           \
     X(QRAFT_ENOSPACE, -1013, "insufficient storage")   \
-    X(QRAFT_EFORBIDDEN, -1014, "permission denied")
+    X(QRAFT_EFORBIDDEN, -1014, "permission denied")    \
+    X(QRAFT_ETLS, -1015, "TLS failure")
 
 /* QRAFT_EINVAL       the library or the server (BAD_REQUEST) refused the
  *                    arguments; the errmsg says which.
@@ -74,7 +75,13 @@ extern "C" {
  *                    reserve (INSUFFICIENT_STORAGE): the write was refused
  *                    before anything happened; the errmsg says what is full
  *                    and by how much. Not retried: space must be freed
- *                    first (reads, cancels and deletes still work). */
+ *                    first (reads, cancels and deletes still work).
+ * QRAFT_ETLS         TLS could not be set up: the CA, certificate or key
+ *                    file does not load (from qraft_client_new), or a
+ *                    handshake failed (the node's certificate does not
+ *                    verify or name the endpoint's host, or the endpoint
+ *                    does not speak TLS); the errmsg has OpenSSL's
+ *                    reason. Not retried: retrying cannot fix it. */
 enum qraft_error {
 #define QRAFT_ERROR_ENUM(name, value, text) name = value,
     QRAFT_ERRORS(QRAFT_ERROR_ENUM)
@@ -112,6 +119,19 @@ struct qraft_options {
      * leader do not wait. Defaults 50 and 250. */
     int backoff_initial_ms;
     int backoff_max_ms;
+    /* TLS to the nodes' RPC ports (docs/api.md 1.1): on when tls is true
+     * or any file below is given. The node's certificate must be signed
+     * by a CA of ca_file (PEM; NULL: the system's CA store) and name the
+     * host of the endpoint connected to (a DNS name or an IP address, as
+     * its subjectAltName says); verification cannot be turned off.
+     * cert_file and key_file (PEM, both or neither) are presented when a
+     * node asks for a client certificate. The files are read by
+     * qraft_client_new (the strings are borrowed for that call); the
+     * handshake counts against connect_timeout_ms. */
+    bool tls;
+    const char *ca_file;
+    const char *cert_file;
+    const char *key_file;
 };
 
 struct qraft_client;
@@ -121,7 +141,8 @@ struct qraft_client;
  * sends `token` (NULL = none) with every request. `opts` may be NULL for
  * the defaults. Does not connect: the first call does. On success *out is
  * new; free with qraft_client_free. Returns QRAFT_EINVAL for a malformed
- * endpoint list or option, QRAFT_ENOMEM. */
+ * endpoint list or option (a certificate without its key), QRAFT_ETLS when
+ * a TLS file does not load, QRAFT_ENOMEM. */
 int qraft_client_new(const char *endpoints,
                      const char *token,
                      const struct qraft_options *opts,

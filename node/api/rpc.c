@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,8 @@
 #include "lib/framed.h"
 #include "lib/logger.h"
 #include "lib/pb.h"
+#include "lib/tls_ctx.h"
+#include "lib/tls_stream.h"
 #include "lib/tokens.h"
 
 /* The most requests one connection may have waiting for an answer before
@@ -26,8 +29,12 @@ struct qr_rpc_conn {
     struct qr_rpc *rpc;
     LIST_ENTRY(qr_rpc_conn) link; /* in rpc->conns */
     struct qr_framed in;          /* what was read, cut into frames */
-    unsigned refs;    /* the handle itself + one per request in progress */
-    unsigned pending; /* requests waiting for an answer */
+    struct qr_tls_stream tls;     /* under the frames when rpc->tls */
+    bool use_tls;
+    bool tls_started;  /* its first bytes were read */
+    bool plain_to_tls; /* they were not TLS: answered in plaintext */
+    unsigned refs;     /* the handle itself + one per request in progress */
+    unsigned pending;  /* requests waiting for an answer */
     bool reading;
     bool closing;
     bool peer; /* has sent a request with the peer token: another node */
@@ -58,25 +65,34 @@ static void on_conn_close(uv_handle_t *h)
     }
 }
 
+static void on_tls_close(struct qr_tls_stream *t)
+{
+    conn_unref(t->data);
+}
+
 static void conn_close(struct qr_rpc_conn *conn)
 {
     if (conn->closing) {
         return;
     }
     conn->closing = true;
+    if (conn->use_tls) {
+        conn->refs++; /* until the TLS stream's own handle has closed */
+        qr_tls_stream_close(&conn->tls, on_tls_close);
+    }
     uv_close((uv_handle_t *)&conn->tcp, on_conn_close);
 }
 
 struct write_req {
     uv_write_t req;
+    struct qr_tls_write tls_req;
     struct qr_rpc_conn *conn;
     bool close_after;
     uint8_t data[];
 };
 
-static void on_write(uv_write_t *req, int status)
+static void written(struct write_req *w, int status)
 {
-    struct write_req *w = (struct write_req *)req;
     struct qr_rpc_conn *conn = w->conn;
     if (status != 0 && status != UV_ECANCELED) {
         QR_DEBUG("rpc", "write: %s", uv_strerror(status));
@@ -86,6 +102,18 @@ static void on_write(uv_write_t *req, int status)
     }
     free(w);
     conn_unref(conn);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    written((struct write_req *)req, status);
+}
+
+static void on_tls_write(struct qr_tls_write *req, int status)
+{
+    written(
+        (struct write_req *)((char *)req - offsetof(struct write_req, tls_req)),
+        status);
 }
 
 /* Writes resp (borrowed, stamped already) as one frame; dropped when the
@@ -111,7 +139,11 @@ static void send_frame(struct qr_rpc_conn *conn,
     uv_buf_t buf =
         uv_buf_init((char *)w->data, (unsigned)(QR_FRAME_HEADER_BYTES + len));
     conn->refs++;
-    int rv = uv_write(&w->req, (uv_stream_t *)&conn->tcp, &buf, 1, on_write);
+    int rv =
+        conn->use_tls && !conn->plain_to_tls
+            ? qr_tls_stream_write(&conn->tls, &w->tls_req, &buf, 1,
+                                  on_tls_write)
+            : uv_write(&w->req, (uv_stream_t *)&conn->tcp, &buf, 1, on_write);
     if (rv != 0) {
         QR_DEBUG("rpc", "write: %s", uv_strerror(rv));
         free(w);
@@ -254,15 +286,29 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct qr_rpc_conn *conn = h->data;
     (void)suggested;
+    if (conn->use_tls) {
+        qr_tls_stream_room(&conn->tls, buf); /* ciphertext */
+        return;
+    }
     size_t room = 0;
     buf->base = (char *)qr_framed_room(&conn->in, &room);
     buf->len = room;
+}
+
+/* Room for plaintext out of the TLS stream. */
+static uint8_t *on_plain_alloc(void *data, size_t *room)
+{
+    struct qr_rpc_conn *conn = data;
+    return qr_framed_room(&conn->in, room);
 }
 
 static void pause_reading(struct qr_rpc_conn *conn)
 {
     if (conn->reading) {
         uv_read_stop((uv_stream_t *)&conn->tcp);
+        if (conn->use_tls) {
+            qr_tls_stream_read_stop(&conn->tls);
+        }
         conn->reading = false;
     }
 }
@@ -275,19 +321,28 @@ static void resume_reading(struct qr_rpc_conn *conn)
         conn->pending < MAX_PENDING_PER_CONN) {
         if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) == 0) {
             conn->reading = true;
+            if (conn->use_tls) {
+                qr_tls_stream_read_start(&conn->tls);
+            }
         }
     }
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+/* nread bytes of plaintext were read into conn->in (or the stream ended:
+ * nread < 0). */
+static void got_bytes(struct qr_rpc_conn *conn, ssize_t nread)
 {
-    struct qr_rpc_conn *conn = s->data;
-    (void)buf;
     if (nread == 0) {
         return;
     }
     if (nread < 0) {
-        if (nread != UV_EOF && nread != UV_ECONNRESET) {
+        if (conn->use_tls && !qr_tls_stream_ready(&conn->tls) &&
+            nread != UV_EOF && nread != UV_ECONNRESET) {
+            char from[64];
+            peer_name(conn, from, sizeof from);
+            QR_INFO("rpc", "closing a connection from %s: %s", from,
+                    conn->tls.errmsg);
+        } else if (nread != UV_EOF && nread != UV_ECONNRESET) {
             QR_DEBUG("rpc", "read: %s", uv_strerror((int)nread));
         }
         if (nread == UV_ENOBUFS) {
@@ -323,6 +378,47 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     conn_unref(conn);
 }
 
+static void on_plain_read(void *data, ssize_t nread)
+{
+    got_bytes(data, nread);
+}
+
+/* The first bytes on a TLS port are not a TLS handshake record: most
+ * likely a plaintext client. It gets one plaintext error frame saying so
+ * (a clear error rather than a closed connection), and the close. */
+static void refuse_plaintext(struct qr_rpc_conn *conn)
+{
+    char from[64];
+    peer_name(conn, from, sizeof from);
+    QR_INFO("rpc", "closing a connection from %s: not TLS", from);
+    conn->plain_to_tls = true;
+    pause_reading(conn);
+    send_error(conn, 0, QRAFT__STATUS__BAD_REQUEST,
+               "this port speaks TLS: connect with TLS (qraft --cacert, "
+               "QRAFT_CACERT)",
+               true);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct qr_rpc_conn *conn = s->data;
+    if (conn->use_tls && !conn->tls_started && nread > 0) {
+        conn->tls_started = true;
+        if ((uint8_t)buf->base[0] != 0x16) { /* TLS record: handshake */
+            refuse_plaintext(conn);
+            return;
+        }
+    }
+    if (conn->plain_to_tls) {
+        return;
+    }
+    if (conn->use_tls) {
+        qr_tls_stream_feed(&conn->tls, nread); /* on_plain_read */
+    } else {
+        got_bytes(conn, nread);
+    }
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct qr_rpc *rpc = server->data;
@@ -353,6 +449,17 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     uv_tcp_nodelay(&conn->tcp, 1);
+    if (rpc->tls != NULL) {
+        if (qr_tls_stream_init(&conn->tls, rpc->loop, (uv_stream_t *)&conn->tcp,
+                               rpc->tls, true, NULL,
+                               rpc->config->tls_handshake_timeout_ms,
+                               on_plain_alloc, on_plain_read, conn) != 0) {
+            QR_ERROR("rpc", "refusing a connection: %s", conn->tls.errmsg);
+            conn_close(conn);
+            return;
+        }
+        conn->use_tls = true;
+    }
     resume_reading(conn);
 }
 
@@ -379,6 +486,16 @@ int qr_rpc_init(struct qr_rpc *rpc,
                  "rpc: '%s' is not an IPv4 HOST:PORT", cfg->rpc_addr);
         return QR_EBADREQ;
     }
+    struct qr_tls_files files = {cfg->tls_cert, cfg->tls_key, cfg->tls_ca};
+    if (qr_tls_enabled(&files)) {
+        char why[QR_ERRMSG_BYTES - 32];
+        /* Clients present no certificate here (issue 15 point 2 makes
+         * the peers' one required). */
+        if (qr_tls_server_ctx(&files, false, &rpc->tls, why, sizeof why) != 0) {
+            snprintf(rpc->errmsg, sizeof rpc->errmsg, "rpc: TLS: %s", why);
+            return QR_EBADREQ;
+        }
+    }
     uv_tcp_init(loop, &rpc->listener);
     rpc->listener.data = rpc;
     int rv = uv_tcp_bind(&rpc->listener, (const struct sockaddr *)&addr, 0);
@@ -389,14 +506,35 @@ int qr_rpc_init(struct qr_rpc *rpc,
         snprintf(rpc->errmsg, sizeof rpc->errmsg, "rpc: listen on %s: %s",
                  cfg->rpc_addr, uv_strerror(rv));
         uv_close((uv_handle_t *)&rpc->listener, NULL);
+        SSL_CTX_free(rpc->tls);
+        rpc->tls = NULL;
         return rv;
     }
+    return 0;
+}
+
+int qr_rpc_reload_tls(struct qr_rpc *rpc, char *errmsg, size_t len)
+{
+    const struct qr_config *cfg = rpc->config;
+    struct qr_tls_files files = {cfg->tls_cert, cfg->tls_key, cfg->tls_ca};
+    SSL_CTX *fresh;
+    if (rpc->tls == NULL || rpc->closing) {
+        return 0;
+    }
+    if (qr_tls_server_ctx(&files, false, &fresh, errmsg, len) != 0) {
+        return -1;
+    }
+    SSL_CTX_free(rpc->tls); /* connections hold their own reference */
+    rpc->tls = fresh;
     return 0;
 }
 
 static void on_listener_close(uv_handle_t *h)
 {
     struct qr_rpc *rpc = h->data;
+    /* Connections hold their own reference to the context. */
+    SSL_CTX_free(rpc->tls);
+    rpc->tls = NULL;
     if (--rpc->pending_closes == 0 && rpc->close_cb != NULL) {
         rpc->close_cb(rpc);
     }

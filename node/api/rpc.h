@@ -12,6 +12,10 @@
  *   BAD_REQUEST (id 0) and the connection stays usable; a wrong token gets
  *   UNAUTHORIZED before anything else is looked at; a known token without
  *   the scope its kind needs (api/scopes.h) gets PERMISSION_DENIED next.
+ * - With TLS (--tls-cert/--tls-key) every connection speaks TLS under the
+ *   same frames (lib/tls_stream.h); one that sends something else, or
+ *   does not finish its handshake within --tls-handshake-timeout-ms, is
+ *   closed. The connection cap counts them all.
  * - A connection with MAX_PENDING_PER_CONN requests unanswered is not read
  *   from until some are answered (backpressure). */
 #ifndef QR_RPC_H
@@ -42,6 +46,9 @@ struct qr_rpc {
     const char *peer_token; /* borrowed: node to node; every scope */
     struct qr_ops *ops;     /* borrowed: what each request is handed to */
     uv_tcp_t listener;
+    /* owned: TLS under the frames when the node has a certificate
+     * (--tls-cert/--tls-key), NULL for plaintext */
+    struct ssl_ctx_st *tls;
     LIST_HEAD(, qr_rpc_conn) conns; /* live connections */
     size_t n_conns;
     bool closing;
@@ -63,6 +70,12 @@ int qr_rpc_init(struct qr_rpc *rpc,
                 const struct qr_tokens *tokens,
                 const char *peer_token,
                 struct qr_ops *ops);
+
+/* SIGHUP: builds the TLS context again from the certificate files, for
+ * the connections accepted from now on (open ones keep theirs). A file
+ * that does not load leaves the context in use: returns -1 with errmsg
+ * (len bytes) saying why. A plaintext server stays plaintext (0). */
+int qr_rpc_reload_tls(struct qr_rpc *rpc, char *errmsg, size_t len);
 
 /* Stops listening and closes every connection (answers still owed are
  * dropped with them); cb fires once all handles are closed. Safe to call

@@ -9,6 +9,7 @@
 #include "lib/clock.h"
 #include "lib/err.h"
 #include "lib/logger.h"
+#include "lib/tls_ctx.h"
 
 #define TICK_MS 100
 #define HEARTBEAT_MS 500
@@ -784,6 +785,15 @@ int qr_shards_init(struct qr_shards *s,
     if (rv != 0) {
         return rv;
     }
+    /* Calls to the leader's RPC port speak TLS when this node does. */
+    struct qr_tls_files files = {cfg->tls_cert, cfg->tls_key, cfg->tls_ca};
+    if (qr_tls_enabled(&files)) {
+        rv = qr_peer_use_tls(&s->peer, &files, s->errmsg);
+        if (rv != 0) {
+            qr_peer_close(&s->peer, NULL);
+            return rv;
+        }
+    }
     qr_peer_set_on_down(&s->peer, on_leader_down, s);
     qr_results_init(&s->results, cfg, cluster, &s->peer, on_result_refused, s);
     refresh_map(s);
@@ -791,6 +801,16 @@ int qr_shards_init(struct qr_shards *s,
     s->timer.data = s;
     uv_timer_start(&s->timer, on_tick, TICK_MS, TICK_MS);
     return 0;
+}
+
+int qr_shards_reload_tls(struct qr_shards *s, char *errmsg)
+{
+    const struct qr_config *cfg = s->config;
+    struct qr_tls_files files = {cfg->tls_cert, cfg->tls_key, cfg->tls_ca};
+    if (!qr_tls_enabled(&files)) {
+        return 0;
+    }
+    return qr_peer_use_tls(&s->peer, &files, errmsg);
 }
 
 static void close_step(struct qr_shards *s)

@@ -142,6 +142,12 @@ int qr_shards_init(struct qr_shards *s,
 
 void qr_shards_close(struct qr_shards *s, void (*cb)(struct qr_shards *s));
 
+/* SIGHUP: the peer connection to the leader reads the TLS files again
+ * (lib/peer.h, qr_peer_use_tls), from its next connection on. Returns 0
+ * (also without TLS), or QR_EBADREQ with errmsg (QR_ERRMSG_BYTES) saying
+ * why, the files loaded before staying in use. */
+int qr_shards_reload_tls(struct qr_shards *s, char *errmsg);
+
 /* For a clean stop: gives up every shard now (this node stops dispatching)
  * and tells the leader, so it reassigns them without waiting for the lease
  * to lapse. cb fires once: when the leader answered, or at once when there

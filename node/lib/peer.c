@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,8 @@
 #include "lib/err.h"
 #include "lib/framed.h"
 #include "lib/logger.h"
+#include "lib/tls_ctx.h"
+#include "lib/tls_stream.h"
 
 #define NO_DEADLINE UINT64_MAX
 
@@ -38,14 +41,19 @@ struct qr_peer_conn {
     uv_tcp_t tcp;
     uv_connect_t connect_req;
     struct qr_peer *p;
-    struct qr_framed in; /* read buffer, cut into frames */
-    bool connected;
+    struct qr_framed in;      /* read buffer, cut into frames */
+    struct qr_tls_stream tls; /* under the frames when p->tls */
+    bool use_tls;
+    unsigned open_handles; /* the TCP handle, and the TLS stream's */
+    bool connected;        /* with TLS: once the handshake finished */
     bool closing;
 };
 
-/* One uv_write of every frame queued at flush time; owns the frames. */
+/* One write of every frame queued at flush time; owns the frames. */
 struct peer_write {
     uv_write_t req;
+    struct qr_tls_write tls_req;
+    struct qr_peer_conn *conn;
     struct qr_peer *p;
     size_t n_bytes;
     size_t n_bufs;
@@ -190,16 +198,28 @@ static void close_step(struct qr_peer *p)
     }
 }
 
-static void on_conn_close(uv_handle_t *h)
+static void conn_handle_closed(struct qr_peer_conn *conn)
 {
-    struct qr_peer_conn *conn = h->data;
     struct qr_peer *p = conn->p;
+    if (--conn->open_handles > 0) {
+        return;
+    }
     qr_framed_free(&conn->in);
     free(conn);
     p->n_conns--;
     if (p->closing) {
         close_step(p);
     }
+}
+
+static void on_conn_close(uv_handle_t *h)
+{
+    conn_handle_closed(h->data);
+}
+
+static void on_tls_close(struct qr_tls_stream *t)
+{
+    conn_handle_closed(t->data);
 }
 
 /* Closes the current connection, if any; nothing is reported about it any
@@ -213,6 +233,9 @@ static void conn_detach(struct qr_peer *p)
     }
     p->conn = NULL;
     conn->closing = true;
+    if (conn->use_tls) {
+        qr_tls_stream_close(&conn->tls, on_tls_close);
+    }
     uv_close((uv_handle_t *)&conn->tcp, on_conn_close);
 }
 
@@ -245,11 +268,10 @@ static void conn_lost(struct qr_peer *p, int status, bool attempt_failed)
     }
 }
 
-static void on_write(uv_write_t *req, int status)
+static void written(struct peer_write *w, int status)
 {
-    struct peer_write *w = (struct peer_write *)req;
     struct qr_peer *p = w->p;
-    struct qr_peer_conn *conn = req->handle->data;
+    struct qr_peer_conn *conn = w->conn;
     p->queued_bytes -= w->n_bytes;
     for (size_t i = 0; i < w->n_bufs; i++) {
         free(w->bufs[i].base);
@@ -261,7 +283,19 @@ static void on_write(uv_write_t *req, int status)
     }
 }
 
-/* Writes every queued call in one uv_write; they become `sent`. */
+static void on_write(uv_write_t *req, int status)
+{
+    written((struct peer_write *)req, status);
+}
+
+static void on_tls_write(struct qr_tls_write *req, int status)
+{
+    written((struct peer_write *)((char *)req -
+                                  offsetof(struct peer_write, tls_req)),
+            status);
+}
+
+/* Writes every queued call in one write; they become `sent`. */
 static void flush(struct qr_peer *p)
 {
     struct qr_peer_conn *conn = p->conn;
@@ -276,6 +310,7 @@ static void flush(struct qr_peer *p)
         return;
     }
     w->p = p;
+    w->conn = conn;
     w->n_bufs = n;
     w->n_bytes = 0;
     for (size_t i = 0; i < n; i++) {
@@ -285,8 +320,11 @@ static void flush(struct qr_peer *p)
         c->frame = NULL;
         list_push(&p->sent, c);
     }
-    int rv = uv_write(&w->req, (uv_stream_t *)&conn->tcp, w->bufs, (unsigned)n,
-                      on_write);
+    int rv = conn->use_tls
+                 ? qr_tls_stream_write(&conn->tls, &w->tls_req, w->bufs,
+                                       (unsigned)n, on_tls_write)
+                 : uv_write(&w->req, (uv_stream_t *)&conn->tcp, w->bufs,
+                            (unsigned)n, on_write);
     if (rv != 0) {
         QR_DEBUG("peer", "write to %s: %s", p->target, uv_strerror(rv));
         p->queued_bytes -= w->n_bytes;
@@ -315,6 +353,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct qr_peer_conn *conn = h->data;
     (void)suggested;
+    if (conn->use_tls) {
+        qr_tls_stream_room(&conn->tls, buf); /* ciphertext */
+        return;
+    }
     size_t room = 0;
     buf->base = (char *)qr_framed_room(&conn->in, &room);
     buf->len = room;
@@ -370,12 +412,22 @@ static void handle_answer(void *arg, const uint8_t *payload, size_t len)
     qraft__response__free_unpacked(resp, NULL);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void connect_failed(struct qr_peer *p, const char *why);
+
+/* nread bytes of plaintext were read into conn->in (or the stream ended:
+ * nread < 0). */
+static void got_bytes(struct qr_peer_conn *conn, ssize_t nread)
 {
-    struct qr_peer_conn *conn = s->data;
     struct qr_peer *p = conn->p;
-    (void)buf;
     if (nread == 0 || conn->closing) {
+        return;
+    }
+    if (nread < 0 && conn->use_tls && !conn->connected) {
+        /* The handshake failed: nothing was written, as with a connect
+         * that failed. */
+        char why[300];
+        snprintf(why, sizeof why, "TLS: %s", conn->tls.errmsg);
+        connect_failed(p, why);
         return;
     }
     if (nread < 0) {
@@ -403,6 +455,31 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     qr_framed_compact(&conn->in);
 }
 
+static uint8_t *on_plain_alloc(void *data, size_t *room)
+{
+    struct qr_peer_conn *conn = data;
+    return qr_framed_room(&conn->in, room);
+}
+
+static void on_plain_read(void *data, ssize_t nread)
+{
+    got_bytes(data, nread);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct qr_peer_conn *conn = s->data;
+    (void)buf;
+    if (conn->closing) {
+        return;
+    }
+    if (conn->use_tls) {
+        qr_tls_stream_feed(&conn->tls, nread); /* on_plain_read */
+    } else {
+        got_bytes(conn, nread);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Connecting. */
 
@@ -419,6 +496,13 @@ static void connect_failed(struct qr_peer *p, const char *why)
     conn_lost(p, QR_EUNAVAIL, true);
 }
 
+static void connected(struct qr_peer_conn *conn);
+
+static void on_tls_ready(void *data)
+{
+    connected(data);
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     struct qr_peer_conn *conn = req->data;
@@ -430,14 +514,42 @@ static void on_connect(uv_connect_t *req, int status)
         connect_failed(p, uv_strerror(status));
         return;
     }
-    uv_timer_stop(&p->conn_timer);
     uv_tcp_nodelay(&conn->tcp, 1);
+    if (p->tls != NULL) {
+        /* Connected once the handshake finished (on_tls_ready), within
+         * the same connect timeout (conn_timer still runs). */
+        char host[INET_ADDRSTRLEN];
+        uv_ip4_name(&p->addr, host, sizeof host);
+        if (qr_tls_stream_init(&conn->tls, p->loop, (uv_stream_t *)&conn->tcp,
+                               p->tls, false, host,
+                               p->limits.connect_timeout_ms, on_plain_alloc,
+                               on_plain_read, conn) != 0) {
+            char why[300];
+            snprintf(why, sizeof why, "TLS: %s", conn->tls.errmsg);
+            connect_failed(p, why);
+            return;
+        }
+        conn->use_tls = true;
+        conn->open_handles++;
+        qr_tls_stream_on_ready(&conn->tls, on_tls_ready);
+        qr_tls_stream_read_start(&conn->tls);
+    }
     int rv = uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read);
     if (rv != 0) {
         QR_DEBUG("peer", "read from %s: %s", p->target, uv_strerror(rv));
         conn_lost(p, QR_EUNAVAIL, false);
         return;
     }
+    if (!conn->use_tls) {
+        connected(conn);
+    }
+}
+
+/* The connection is up (with TLS: its handshake finished). */
+static void connected(struct qr_peer_conn *conn)
+{
+    struct qr_peer *p = conn->p;
+    uv_timer_stop(&p->conn_timer);
     conn->connected = true;
     if (p->unreachable) {
         QR_INFO("peer", "connected to %s", p->target);
@@ -472,6 +584,7 @@ static void start_connect(struct qr_peer *p)
     qr_framed_init(&conn->in, p->limits.max_frame_bytes);
     conn->tcp.data = conn;
     conn->connect_req.data = conn;
+    conn->open_handles = 1;
     uv_tcp_init(p->loop, &conn->tcp);
     p->n_conns++;
     p->conn = conn;
@@ -649,6 +762,21 @@ int qr_peer_call(struct qr_peer *p,
     return 0;
 }
 
+int qr_peer_use_tls(struct qr_peer *p,
+                    const struct qr_tls_files *files,
+                    char *errmsg)
+{
+    SSL_CTX *ctx;
+    char why[QR_ERRMSG_BYTES - 16];
+    if (qr_tls_client_ctx(files, &ctx, why, sizeof why) != 0) {
+        snprintf(errmsg, QR_ERRMSG_BYTES, "peer: TLS: %s", why);
+        return QR_EBADREQ;
+    }
+    SSL_CTX_free(p->tls);
+    p->tls = ctx;
+    return 0;
+}
+
 void qr_peer_set_on_down(struct qr_peer *p, void (*cb)(void *data), void *data)
 {
     p->on_down = cb;
@@ -682,6 +810,8 @@ void qr_peer_close(struct qr_peer *p, qr_peer_close_cb cb)
     conn_detach(p);
     free(p->token);
     p->token = NULL;
+    SSL_CTX_free(p->tls); /* connections hold their own reference */
+    p->tls = NULL;
     p->pending_closes = 3 + (unsigned)p->n_conns;
     uv_close((uv_handle_t *)&p->conn_timer, on_handle_close);
     uv_close((uv_handle_t *)&p->deadline_timer, on_handle_close);

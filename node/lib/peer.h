@@ -109,6 +109,7 @@ struct qr_peer {
     bool unreachable; /* a connect failed since the last success (logged) */
     void (*on_down)(void *data);
     void *on_down_data;
+    struct ssl_ctx_st *tls; /* owned: TLS to the target; NULL: plaintext */
     bool closing;
     unsigned pending_closes;
     qr_peer_close_cb close_cb;
@@ -144,6 +145,20 @@ int qr_peer_call(struct qr_peer *p,
                  uint64_t timeout_ms,
                  qr_peer_cb cb,
                  void *data);
+
+struct qr_tls_files;
+
+/* Makes p speak TLS to its targets from the next connection on: the
+ * target's certificate must be signed by files->ca (or, without one, a
+ * CA of the system's store) and name the target's IP address; files'
+ * certificate and key are presented when the target asks (lib/tls_ctx.h).
+ * A handshake counts as part of connecting: it must finish within
+ * connect_timeout_ms, and when it fails the calls waiting end with
+ * QR_ENOTSENT and the first failure is a warning naming OpenSSL's reason.
+ * Returns 0, or QR_EBADREQ with errmsg (QR_ERRMSG_BYTES) saying why. */
+int qr_peer_use_tls(struct qr_peer *p,
+                    const struct qr_tls_files *files,
+                    char *errmsg);
 
 /* cb (NULL: none) is told, from the loop, each time the connection to the
  * target is lost or a connect attempt fails, before the calls that ended

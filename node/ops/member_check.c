@@ -22,6 +22,7 @@
 #include "lib/addr.h"
 #include "lib/logger.h"
 #include "lib/peer.h"
+#include "lib/tls_ctx.h"
 #include "repl/cluster.h"
 
 /* The probe is tried again while no connection could be made (a node
@@ -333,7 +334,16 @@ int qr_ops_check_new_member(struct qr_ops *ops,
         goto err_after_timer;
     }
     m->probe_deadline_ms = uv_now(ops->loop) + PROBE_TIMEOUT_MS;
-    rv = qr_peer_set_target(&m->peer, rpc_addr);
+    /* The probe speaks TLS when this node does (the RPC port then
+     * does on every node). */
+    struct qr_tls_files files = {ops->config->tls_cert, ops->config->tls_key,
+                                 ops->config->tls_ca};
+    if (qr_tls_enabled(&files)) {
+        rv = qr_peer_use_tls(&m->peer, &files, errmsg);
+    }
+    if (rv == 0) {
+        rv = qr_peer_set_target(&m->peer, rpc_addr);
+    }
     if (rv == 0) {
         rv = send_probe(m);
     }

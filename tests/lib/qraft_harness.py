@@ -285,6 +285,9 @@ class Node:
         # Environment the process gets on top of the test's own (e.g. a
         # preloaded library); QRAFT_* names too, unlike the caller's.
         self.extra_env = {}
+        # The CA file clients verify this node with (TLS on its RPC port),
+        # None: plaintext.
+        self.cacert = None
         _live_nodes.add(self)
 
     # Addresses.
@@ -444,6 +447,7 @@ class Node:
             endpoints or self.endpoints,
             "--token",
             self.token if token is None else token,
+            *(["--cacert", self.cacert] if self.cacert else []),
             *args,
         ]
         return run(argv, check=check, stdin=stdin, timeout=timeout)
@@ -525,6 +529,8 @@ class ClusterNode(Node):
         super().__init__(node_id=node_id, token=token, extra_args=extra_args)
         self.cluster = cluster
         self.stopped_on_purpose = False
+        if cluster.certs is not None:
+            self.cacert = str(cluster.certs.ca)
 
     def start(self, wait=True, timeout=START_TIMEOUT):
         self.stopped_on_purpose = False
@@ -561,6 +567,7 @@ class ClusterNode(Node):
             self.http_addr,
             "--token",
             self.token,
+            *self.cluster.tls_args(),
             *self.extra_args,
         ]
 
@@ -608,11 +615,19 @@ class Cluster:
 
     _count = 0
 
-    def __init__(self, n=3, token=None, extra_args=()):
+    def __init__(self, n=3, token=None, extra_args=(), tls=False):
+        """With tls, the nodes serve TLS on their RPC ports (and speak it
+        to each other there) with certificates made for the cluster
+        (make_certs), and cli() passes --cacert."""
         if not 1 <= n <= 9:
             raise HarnessError(f"a cluster of {n} nodes: 1..9 please")
         Cluster._count += 1
         self.token = token or f"test-token-{os.getpid()}-c{Cluster._count}"
+        self.certs = None
+        if tls:
+            self.certs = make_certs(
+                Path(tempfile.mkdtemp(prefix="qraft-certs-"))
+            )
         self.nodes = [
             ClusterNode(i, self, self.token, extra_args)
             for i in range(1, n + 1)
@@ -680,11 +695,21 @@ class Cluster:
         node.wait_serving(timeout)
         return node
 
+    def tls_args(self):
+        """The TLS flags every node gets ([] without TLS)."""
+        if self.certs is None:
+            return []
+        c = self.certs
+        return ["--tls-cert", c.node_cert, "--tls-key", c.node_key,
+                "--tls-ca", c.ca]
+
     def cleanup(self):
         """Kills every node and removes their directories (see
         Node.cleanup). Safe to call more than once."""
         for n in self.nodes:
             n.cleanup()
+        if self.certs is not None and os.environ.get("QRAFT_KEEP_TMP") != "1":
+            shutil.rmtree(self.certs.dir, ignore_errors=True)
 
     # Clients.
     def cli(self, *args, endpoints=None, **kwargs):
@@ -772,6 +797,47 @@ class Cluster:
 
     def __repr__(self):
         return f"<Cluster {self.nodes}>"
+
+
+class Certs:
+    """Paths of the PEM files make_certs wrote into dir."""
+
+    def __init__(self, d):
+        self.dir = d
+        self.ca = d / "ca.pem"
+        self.ca_key = d / "ca.key"
+        self.node_cert = d / "node.pem"
+        self.node_key = d / "node.key"
+        self.other_ca = d / "other-ca.pem"  # a CA that signed nothing here
+
+
+def make_certs(d, ip="127.0.0.1"):
+    """Makes, with the openssl CLI, a cluster CA, one node certificate for
+    ip (an IP subjectAltName: the nodes' RPC addresses are IP:port) that
+    every node of a loopback cluster shares, and an unrelated CA. Returns
+    a Certs."""
+    c = Certs(Path(d))
+
+    def ssl(*args):
+        run(["openssl", *args], timeout=60)
+
+    for key in (c.ca_key, c.node_key, c.dir / "other-ca.key"):
+        ssl("genpkey", "-algorithm", "EC", "-pkeyopt",
+            "ec_paramgen_curve:P-256", "-out", key)
+    ssl("req", "-x509", "-new", "-key", c.ca_key, "-subj", "/CN=qraft test CA",
+        "-days", "2", "-out", c.ca)
+    ssl("req", "-x509", "-new", "-key", c.dir / "other-ca.key", "-subj",
+        "/CN=another CA", "-days", "2", "-out", c.other_ca)
+    csr = c.dir / "node.csr"
+    ssl("req", "-new", "-key", c.node_key, "-subj", "/CN=qraft node",
+        "-out", csr)
+    ext = c.dir / "node.ext"
+    ext.write_text(f"subjectAltName=IP:{ip}\n"
+                   "basicConstraints=critical,CA:FALSE\n"
+                   "extendedKeyUsage=serverAuth,clientAuth\n")
+    ssl("x509", "-req", "-in", csr, "-CA", c.ca, "-CAkey", c.ca_key,
+        "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", c.node_cert)
+    return c
 
 
 def start_cluster(testcase=None, n=3, extra_args=(), **kwargs):
