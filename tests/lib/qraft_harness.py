@@ -531,6 +531,9 @@ class ClusterNode(Node):
         self.stopped_on_purpose = False
         if cluster.certs is not None:
             self.cacert = str(cluster.certs.ca)
+            # Its HTTP API serves https with the same certificate.
+            self.tls = (str(cluster.certs.node_cert),
+                        str(cluster.certs.node_key), str(cluster.certs.ca))
 
     def start(self, wait=True, timeout=START_TIMEOUT):
         self.stopped_on_purpose = False
@@ -617,8 +620,9 @@ class Cluster:
 
     def __init__(self, n=3, token=None, extra_args=(), tls=False):
         """With tls, the nodes serve TLS on their RPC ports (and speak it
-        to each other there) with certificates made for the cluster
-        (make_certs), and cli() passes --cacert."""
+        to each other there) and https on their HTTP APIs, with
+        certificates made for the cluster (make_certs); cli() passes
+        --cacert, and the node's http_url and tls_ca say https."""
         if not 1 <= n <= 9:
             raise HarnessError(f"a cluster of {n} nodes: 1..9 please")
         Cluster._count += 1
