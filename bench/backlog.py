@@ -39,16 +39,10 @@ def du_bytes(path):
     return int(out.split()[0])
 
 
-def metric(node, name):
-    _, _, body = qh.http_call(node.http_addr, "GET", "/metrics", parse=None)
-    m = re.search(rb"^" + name.encode() + rb" (\d+)$", body, re.M)
-    return int(m.group(1)) if m else 0
-
-
 def node_line(node):
     s = node.status()
-    entries = metric(node, "qraft_raft_entries_proposed_total")
-    batching = (f"; {metric(node, 'qraft_raft_commands_proposed_total') / entries:.1f} "
+    entries = qh.metric(node, "qraft_raft_entries_proposed_total", 0)
+    batching = (f"; {qh.metric(node, 'qraft_raft_commands_proposed_total', 0) / entries:.1f} "
                 f"commands per entry proposed" if entries else "")
     return (f"node {node.id} ({s['state']}): loop stalls {s['loop_stalls']}, "
             f"longest {s['loop_stall_max_ms']} ms; rss "
@@ -56,8 +50,8 @@ def node_line(node):
             f"{s['store_used_bytes'] / MIB:.0f} MiB used, file "
             f"{s['store_file_bytes'] / MIB:.0f} MiB; data dir "
             f"{du_bytes(node.data_dir) / MIB:.0f} MiB; "
-            f"{metric(node, 'qraft_snapshots_total')} snapshots, the last "
-            f"{metric(node, 'qraft_snapshot_last_bytes') / MIB:.0f} MiB"
+            f"{qh.metric(node, 'qraft_snapshots_total')} snapshots, the last "
+            f"{qh.metric(node, 'qraft_snapshot_last_bytes') / MIB:.0f} MiB"
             f"{batching}")
 
 

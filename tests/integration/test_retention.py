@@ -16,7 +16,6 @@ qraft_store_used_bytes from /metrics:
   an INFO when it ends), publishes are not refused."""
 
 import http.client
-import re
 import threading
 import time
 import unittest
@@ -96,17 +95,6 @@ class Load:
             return self.published, self.delivered
 
 
-def metric(node, name):
-    status, _, text = qh.http_call(node.http_addr, "GET", "/metrics",
-                                   parse=None)
-    if status != 200:
-        raise AssertionError(f"/metrics answered {status}")
-    m = re.search(rf"^{name} (\d+)$", text.decode(), re.M)
-    if m is None:
-        raise AssertionError(f"{name} not in /metrics")
-    return int(m.group(1))
-
-
 class RetentionTest(unittest.TestCase):
     def start(self, *args):
         self.load = None
@@ -122,7 +110,7 @@ class RetentionTest(unittest.TestCase):
         samples = []
         start = time.monotonic()
         while time.monotonic() - start < seconds:
-            used = metric(self.node, "qraft_store_used_bytes")
+            used = qh.metric(self.node, "qraft_store_used_bytes")
             published, delivered = self.load.counts()
             s = (time.monotonic() - start, used, published, delivered)
             samples.append(s)
@@ -154,7 +142,7 @@ class RetentionTest(unittest.TestCase):
         # machine (the state held is ~3 s of deliveries).
         self.assertLessEqual(last, first * 1.25 + 4 * 2**20, trace)
         self.assertNotIn("space pressure", self.node.stderr_tail(400))
-        self.assertEqual(metric(self.node, "qraft_retention_pressure"), 0)
+        self.assertEqual(qh.metric(self.node, "qraft_retention_pressure"), 0)
 
     def test_pressure_cuts_retention_before_the_store_fills(self):
         # Pressure starts at 80% of the limit; between there and the limit
@@ -209,7 +197,7 @@ class RetentionTest(unittest.TestCase):
         self.assertGreater(delivered, 1.3 * would_fill, trace)
         self.assertEqual(self.load.refused, [])
         self.assertLess(max(s[1] for s in samples), limit, trace)
-        self.assertIn(metric(self.node, "qraft_retention_pressure"), (0, 1))
+        self.assertIn(qh.metric(self.node, "qraft_retention_pressure"), (0, 1))
 
 
 if __name__ == "__main__":

@@ -163,12 +163,6 @@ class SnapshotFormatTest(unittest.TestCase):
         self.assertGreaterEqual(pending, N_LARGE + 2500)
 
 
-def metric(node, name):
-    _, _, body = qh.http_call(node.http_addr, "GET", "/metrics", parse=None)
-    m = re.search(rb"^" + name.encode() + rb" (\d+)$", body, re.M)
-    return int(m.group(1))
-
-
 class SnapshotPacingTest(unittest.TestCase):
     def test_a_large_store_is_not_written_every_threshold_entries(self):
         """An image snapshot writes the whole store. Past 64 MiB of store a
@@ -181,14 +175,14 @@ class SnapshotPacingTest(unittest.TestCase):
         node.tool("qraft-bench", "publish", "-n", 50000, "-c", 8, "-s", 1024,
                   "--delay", "1h", "--endpoints", node.rpc_addr, "--token",
                   node.token, timeout=BENCH_TIMEOUT)
-        self.assertGreater(metric(node, "qraft_store_file_bytes"),
+        self.assertGreater(qh.metric(node, "qraft_store_file_bytes"),
                            100 * 1024**2)
         # (raft index, image bytes, bytes of log waited for), in order.
         snaps = [tuple(map(int, m)) for m in re.findall(
             r"snapshot at index (\d+) \(image\): (\d+) bytes in \d+ "
             r"buffers, \d+ ms; (\d+) bytes of log since the last",
             node.stderr_path.read_text())]
-        self.assertEqual(len(snaps), metric(node, "qraft_snapshots_total"))
+        self.assertEqual(len(snaps), qh.metric(node, "qraft_snapshots_total"))
         # Every 16 entries while the store is small; past 64 MiB only once
         # the log since the last one holds half the store beyond 64 MiB.
         large = [(i, size, log) for i, size, log in snaps
@@ -197,7 +191,7 @@ class SnapshotPacingTest(unittest.TestCase):
         for i, size, log in large:
             self.assertGreaterEqual(log, (size - 64 * 1024**2) // 2 * 0.9,
                                     (i, size, log))
-        applied = metric(node, "qraft_raft_applied_index")
+        applied = qh.metric(node, "qraft_raft_applied_index")
         entries_after = applied - large[0][0]
         self.assertGreater(entries_after, 16 * 20)
         self.assertLess(len(large), entries_after / 16 / 4,

@@ -192,6 +192,24 @@ def http_call(addr, method, target, body=None, headers=None, token=None,
         return resp.status, resp.headers, data
 
 
+def metric(node, name, default=None):
+    """The value of one sample of node's /metrics: name is the sample as
+    written there, labels included (`qraft_messages{state="created"}`).
+    A sample that is not there is default, or an AssertionError when
+    default is None."""
+    status, _, body = http_call(node.http_addr, "GET", "/metrics",
+                                parse=None, cafile=node.tls_ca)
+    if status != 200:
+        raise AssertionError(f"/metrics of node {node.id} answered {status}")
+    for line in body.decode().splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample == name:
+            return float(value) if "." in value or "e" in value else int(value)
+    if default is None:
+        raise AssertionError(f"{name} not in /metrics of node {node.id}")
+    return default
+
+
 def message_ids(text):
     """Message ids in the --json output of `qraft ls` / `qraft dlq ls`:
     accepts an array of messages, an object with a "messages" array, or one
