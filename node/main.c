@@ -34,6 +34,8 @@ int main(int argc, char **argv)
         return missing == 0 ? 0 : 1;
     }
     qr_log_set_level(config.log_level);
+    qr_log_set_format(config.log_format);
+    qr_log_set_node(config.id);
     /* A peer that resets a connection while we write to it must cost that
      * connection, not the node: neither libuv nor h2o ignores SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
