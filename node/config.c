@@ -935,7 +935,9 @@ static void print_config(const struct parse_state *st, const char *problem)
         } else if (s->kind == SET_SECRET) {
             fprintf(out, "%s: \"***\"\n", s->name);
         } else if (s->kind == SET_LIST) {
-            fprintf(out, "%s:\n", s->name);
+            /* An empty list stays a list: "name:" alone has no value. */
+            bool empty = strspn(v, ",") == strlen(v);
+            fprintf(out, "%s:%s\n", s->name, empty ? " []" : "");
             char *copy = strdup(v);
             char *save = NULL;
             for (char *item = copy != NULL ? strtok_r(copy, ",", &save) : NULL;

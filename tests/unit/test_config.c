@@ -926,6 +926,14 @@ static void test_print_config_round_trip(void **state)
     assert_int_equal(loaded->c.peer_token[0], '\0');
     free_run(loaded);
 
+    /* An empty list prints as one. */
+    char *no_peers = write_file("dev: true\npeers: []\n");
+    struct run *empty = parse("--config", no_peers, "--print-config", NULL);
+    assert_int_equal(empty->rv, 0);
+    assert_non_null(strstr(empty->out, "\npeers: []\n"));
+    free_run(empty);
+    drop_file(no_peers);
+
     /* With the secret from the environment, both print the same. */
     assert_int_equal(setenv("QRAFT_PEER_TOKEN", "env secret", 1), 0);
     struct run *third = parse("--config", again, "--print-config", NULL);
