@@ -16,6 +16,8 @@ BUILD_PKGS=(
     libuv1-dev liblmdb-dev libcurl4-openssl-dev
     libprotobuf-c-dev protobuf-c-compiler libssl-dev
     libh2o-dev libjansson-dev libcmocka-dev
+    # qraftd --config FILE: the YAML config file (node/config_file.c)
+    libyaml-dev
     tzdata
 )
 TEST_PKGS=(

@@ -1,17 +1,19 @@
-/* Flags, environment and defaults of qraftd. Parsing is strict: an unknown
- * flag, a malformed value or an out-of-range number is an error naming the
- * flag, never a silent default. */
+/* Flags, config file, environment and defaults of qraftd. One table
+ * (settings[]) names every flag, its file key and its environment variable;
+ * one function (apply_option) gives each its meaning, whichever the source.
+ * Parsing is strict: an unknown flag or key, a malformed value or an
+ * out-of-range number is an error naming the flag (or file, line and key),
+ * never a silent default. */
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <math.h>
-#include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "config_file.h"
+#include "config_values.h"
 #include "lib/err.h"
 #include "repl/command.h"
 
@@ -162,231 +164,19 @@ void qr_config_usage(FILE *out)
         "                         a rolling upgrade can still be rolled back\n"
         "                         (default: this binary's)\n"
         "  --log-level L          debug, info, warn or error (default info)\n"
+        "  --log-format F         text or json: one JSON object per line\n"
+        "                         (default text)\n"
+        "  --config FILE          read settings from a YAML file: each key a\n"
+        "                         flag's name without --; the environment and\n"
+        "                         flags override it\n"
+        "  --print-config         print the settings (file, environment and\n"
+        "                         flags merged) as YAML, secrets masked, and\n"
+        "                         exit\n"
         "  --version, --help\n"
         "\n"
         "Durations are <number><unit>... with units ms, s, m, h, d "
         "(1d10h30m).\n",
         out);
-}
-
-/* Reads "<digits>[.<digits>]" and nothing else: no sign, exponent or hex
- * (strtod would take those). */
-static int read_number(const char **p, double *out)
-{
-    const char *q = *p;
-    double v = 0;
-    bool any = false;
-    while (*q >= '0' && *q <= '9') {
-        v = v * 10 + (*q++ - '0');
-        any = true;
-    }
-    if (*q == '.') {
-        double scale = 0.1;
-        q++;
-        while (*q >= '0' && *q <= '9') {
-            v += (*q++ - '0') * scale;
-            scale /= 10;
-            any = true;
-        }
-    }
-    if (!any || v > 1e15) {
-        return QR_EBADREQ;
-    }
-    *p = q;
-    *out = v;
-    return 0;
-}
-
-int qr_config_parse_duration_ms(const char *s, uint64_t *out)
-{
-    if (s == NULL || *s == '\0') {
-        return QR_EBADREQ;
-    }
-    const char *p = s;
-    double total = 0;
-    double v;
-    if (read_number(&p, &v) != 0) {
-        return QR_EBADREQ;
-    }
-    if (*p == '\0') {
-        total = v * SECOND_MS; /* a bare number, alone, is seconds */
-    } else {
-        for (;;) {
-            double unit_ms;
-            if (strncmp(p, "ms", 2) == 0) {
-                unit_ms = 1;
-                p += 2;
-            } else if (*p == 's') {
-                unit_ms = SECOND_MS;
-                p++;
-            } else if (*p == 'm') {
-                unit_ms = MINUTE_MS;
-                p++;
-            } else if (*p == 'h') {
-                unit_ms = HOUR_MS;
-                p++;
-            } else if (*p == 'd') {
-                unit_ms = DAY_MS;
-                p++;
-            } else {
-                return QR_EBADREQ;
-            }
-            total += v * unit_ms;
-            if (total > 1e15) { /* ~31,000 years: surely a mistake */
-                return QR_EBADREQ;
-            }
-            if (*p == '\0') {
-                break;
-            }
-            if (read_number(&p, &v) != 0) {
-                return QR_EBADREQ;
-            }
-        }
-    }
-    *out = (uint64_t)llround(total);
-    return 0;
-}
-
-/* The power of two a byte count's suffix stands for: k, m, g, t (binary
- * multiples, either case), 0 for none, -1 for anything else. */
-static int suffix_shift(char c)
-{
-    switch (c) {
-        case '\0':
-            return 0;
-        case 'k':
-        case 'K':
-            return 10;
-        case 'm':
-        case 'M':
-            return 20;
-        case 'g':
-        case 'G':
-            return 30;
-        case 't':
-        case 'T':
-            return 40;
-        default:
-            return -1;
-    }
-}
-
-/* Digits in min..max; with `suffixed`, optionally followed by one byte
- * count suffix (see suffix_shift) that scales them. */
-static int parse_number(const char *s,
-                        bool suffixed,
-                        uint64_t min,
-                        uint64_t max,
-                        uint64_t *out)
-{
-    if (s == NULL || *s < '0' || *s > '9') {
-        return QR_EBADREQ;
-    }
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    int shift = suffixed ? suffix_shift(*end) : (*end == '\0' ? 0 : -1);
-    if (errno != 0 || shift < 0 || (shift != 0 && end[1] != '\0') ||
-        v > (UINT64_MAX >> shift)) {
-        return QR_EBADREQ;
-    }
-    v <<= shift;
-    if (v < min || v > max) {
-        return QR_EBADREQ;
-    }
-    *out = v;
-    return 0;
-}
-
-static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    return parse_number(s, false, min, max, out);
-}
-
-/* A byte count: digits, then optionally one of k, m, g, t (binary
- * multiples, either case); in min..max. */
-static int parse_bytes(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    return parse_number(s, true, min, max, out);
-}
-
-/* "HOST:PORT" with a non-empty host and a port in 1..65535. */
-static int check_hostport(const char *s)
-{
-    const char *colon = strrchr(s, ':');
-    if (colon == NULL || colon == s || strlen(s) >= QR_ADDR_MAX) {
-        return QR_EBADREQ;
-    }
-    uint64_t port;
-    return parse_u64(colon + 1, 1, 65535, &port);
-}
-
-/* The raft library takes IPv4 dotted quads: a host name is resolved here,
- * once, to its first IPv4 address. */
-static int resolve_ipv4(char *hostport,
-                        size_t size,
-                        char *errmsg,
-                        const char *flag)
-{
-    char host[QR_ADDR_MAX];
-    const char *colon = strrchr(hostport, ':');
-    size_t host_len = (size_t)(colon - hostport);
-    struct in_addr a;
-    memcpy(host, hostport, host_len);
-    host[host_len] = '\0';
-    if (inet_pton(AF_INET, host, &a) == 1) {
-        return 0;
-    }
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    int rv = getaddrinfo(host, NULL, &hints, &res);
-    if (rv != 0 || res == NULL) {
-        snprintf(errmsg, QR_ERRMSG_BYTES,
-                 "%s: cannot resolve '%s' to an IPv4 address: %s", flag, host,
-                 rv != 0 ? gai_strerror(rv) : "no address");
-        return QR_EBADREQ;
-    }
-    char ip[INET_ADDRSTRLEN];
-    const struct sockaddr_in *sin = (const struct sockaddr_in *)res->ai_addr;
-    inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof ip);
-    freeaddrinfo(res);
-    char port[8];
-    snprintf(port, sizeof port, "%s", colon + 1);
-    snprintf(hostport, size, "%s:%s", ip, port);
-    return 0;
-}
-
-/* Whether a listener on hostport ("HOST:PORT", "[V6]:PORT") takes
- * connections from this machine only: HOST is a loopback address, or a name
- * all of whose addresses are. An empty host (every interface) is not. */
-static bool on_loopback(const char *hostport)
-{
-    char host[QR_ADDR_MAX];
-    const char *colon = strrchr(hostport, ':');
-    size_t len = colon != NULL ? (size_t)(colon - hostport) : 0;
-    if (len == 0 || len >= sizeof host) {
-        return false;
-    }
-    memcpy(host, hostport, len);
-    host[len] = '\0';
-    struct qr_dest_addr a;
-    if (qr_dest_parse_addr(host, &a) == 0) {
-        return qr_dest_classify(&a) == QR_DEST_LOOPBACK;
-    }
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    if (getaddrinfo(host, NULL, &hints, &res) != 0 || res == NULL) {
-        return false;
-    }
-    bool loopback = true;
-    for (const struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-        loopback =
-            loopback &&
-            qr_dest_from_sockaddr(ai->ai_addr, ai->ai_addrlen, &a) == 0 &&
-            qr_dest_classify(&a) == QR_DEST_LOOPBACK;
-    }
-    freeaddrinfo(res);
-    return loopback;
 }
 
 /* "1@127.0.0.1:7201,2@127.0.0.1:7202" */
@@ -415,9 +205,9 @@ static int parse_peers(struct qr_config *c, const char *list, char *errmsg)
             rv = QR_EBADREQ;
         } else {
             *at = '\0';
-            rv = parse_u64(item, 1, QR_MAX_NODE_ID, &p->id);
+            rv = qr_config_parse_u64(item, 1, QR_MAX_NODE_ID, &p->id);
             if (rv == 0) {
-                rv = check_hostport(at + 1);
+                rv = qr_config_check_hostport(at + 1);
             }
         }
         if (rv != 0) {
@@ -427,7 +217,8 @@ static int parse_peers(struct qr_config *c, const char *list, char *errmsg)
             break;
         }
         snprintf(p->raft_addr, sizeof p->raft_addr, "%s", at + 1);
-        rv = resolve_ipv4(p->raft_addr, sizeof p->raft_addr, errmsg, "--peers");
+        rv = qr_config_resolve_ipv4(p->raft_addr, sizeof p->raft_addr, errmsg,
+                                    "--peers");
         if (rv != 0) {
             break;
         }
@@ -485,59 +276,125 @@ enum {
     OPT_HTTP_REQUEST_TIMEOUT,
     OPT_TLS_HANDSHAKE_TIMEOUT,
     OPT_LOG_LEVEL,
+    OPT_LOG_FORMAT,
+    OPT_CONFIG,
+    OPT_PRINT_CONFIG,
     OPT_VERSION,
     OPT_HELP,
 };
 
-static const struct option long_options[] = {
-    {"dev", no_argument, NULL, OPT_DEV},
-    {"join", no_argument, NULL, OPT_JOIN},
-    {"id", required_argument, NULL, OPT_ID},
-    {"peers", required_argument, NULL, OPT_PEERS},
-    {"data", required_argument, NULL, OPT_DATA},
-    {"raft", required_argument, NULL, OPT_RAFT},
-    {"rpc", required_argument, NULL, OPT_RPC},
-    {"http", required_argument, NULL, OPT_HTTP},
-    {"token", required_argument, NULL, OPT_TOKEN},
-    {"peer-token", required_argument, NULL, OPT_PEER_TOKEN},
-    {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
-    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
-    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
-    {"tls-ca", required_argument, NULL, OPT_TLS_CA},
-    {"print-scopes", no_argument, NULL, OPT_PRINT_SCOPES},
-    {"allow-destinations", required_argument, NULL, OPT_ALLOW_DESTINATIONS},
-    {"max-body-bytes", required_argument, NULL, OPT_MAX_BODY},
-    {"dedup-window", required_argument, NULL, OPT_DEDUP_WINDOW},
-    {"max-run-history-bytes", required_argument, NULL, OPT_MAX_RUN_HISTORY},
-    {"max-queues", required_argument, NULL, OPT_MAX_QUEUES},
-    {"max-queue-parallelism", required_argument, NULL,
-     OPT_MAX_QUEUE_PARALLELISM},
-    {"snapshot-threshold", required_argument, NULL, OPT_SNAPSHOT_THRESHOLD},
-    {"snapshot-log-share", required_argument, NULL, OPT_SNAPSHOT_LOG_SHARE},
-    {"dlq-retention", required_argument, NULL, OPT_DLQ_RETENTION},
-    {"events-retention", required_argument, NULL, OPT_EVENTS_RETENTION},
-    {"done-retention", required_argument, NULL, OPT_DONE_RETENTION},
-    {"pressure-retention", required_argument, NULL, OPT_PRESSURE_RETENTION},
-    {"min-free-bytes", required_argument, NULL, OPT_MIN_FREE},
-    {"store-max-bytes", required_argument, NULL, OPT_STORE_MAX},
-    {"election-timeout-ms", required_argument, NULL, OPT_ELECTION},
-    {"heartbeat-timeout-ms", required_argument, NULL, OPT_HEARTBEAT},
-    {"connect-retry-ms", required_argument, NULL, OPT_CONNECT_RETRY},
-    {"max-feature-level", required_argument, NULL, OPT_MAX_FEATURE_LEVEL},
-    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
-    {"http-request-timeout-ms", required_argument, NULL,
-     OPT_HTTP_REQUEST_TIMEOUT},
-    {"tls-handshake-timeout-ms", required_argument, NULL,
-     OPT_TLS_HANDSHAKE_TIMEOUT},
-    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-    {"version", no_argument, NULL, OPT_VERSION},
-    {"help", no_argument, NULL, OPT_HELP},
-    {NULL, 0, NULL, 0},
+/* What a setting's value is, on the command line and in a config file. */
+enum setting_kind {
+    SET_BOOL,   /* a flag without a value; in a file true or false */
+    SET_VALUE,  /* --name VALUE; in a file a scalar */
+    SET_LIST,   /* --name A,B; in a file a sequence or a comma string */
+    SET_SECRET, /* a value --print-config shows as "***" */
+    SET_ACTION, /* command line only: what to do rather than how to run */
 };
+
+/* Every flag, in --help's order. Its long name is also its config file key
+ * and its --print-config line: one row here is all a new flag needs beside
+ * its case in apply_option (and its lines in qr_config_usage). */
+static const struct setting {
+    const char *name;
+    int opt;
+    enum setting_kind kind;
+    const char *env; /* the environment variable that sets it, or NULL */
+    /* The default as a value the flag takes, what --print-config shows
+     * when nothing set it; NULL: none, or one computed at start-up (then
+     * `unset` says which, in a comment). */
+    const char *default_value;
+    const char *unset;
+} settings[] = {
+    {"dev", OPT_DEV, SET_BOOL, NULL, "false", NULL},
+    {"id", OPT_ID, SET_VALUE, NULL, "1", NULL},
+    {"peers", OPT_PEERS, SET_LIST, NULL, NULL, "a cluster of one"},
+    {"join", OPT_JOIN, SET_BOOL, NULL, "false", NULL},
+    {"data", OPT_DATA, SET_VALUE, NULL, "qraft-data", NULL},
+    {"raft", OPT_RAFT, SET_VALUE, NULL, "127.0.0.1:7200", NULL},
+    {"rpc", OPT_RPC, SET_VALUE, NULL, "127.0.0.1:7100", NULL},
+    {"http", OPT_HTTP, SET_VALUE, NULL, "127.0.0.1:8080", NULL},
+    {"peer-token", OPT_PEER_TOKEN, SET_SECRET, "QRAFT_PEER_TOKEN", NULL,
+     "the API token"},
+    {"token", OPT_TOKEN, SET_SECRET, "QRAFT_TOKEN", NULL, NULL},
+    {"token-file", OPT_TOKEN_FILE, SET_VALUE, "QRAFT_TOKEN_FILE", NULL, NULL},
+    {"tls-cert", OPT_TLS_CERT, SET_VALUE, "QRAFT_TLS_CERT", NULL, "plaintext"},
+    {"tls-key", OPT_TLS_KEY, SET_VALUE, "QRAFT_TLS_KEY", NULL, NULL},
+    {"tls-ca", OPT_TLS_CA, SET_VALUE, "QRAFT_TLS_CA", NULL, NULL},
+    {"print-scopes", OPT_PRINT_SCOPES, SET_ACTION, NULL, NULL, NULL},
+    {"allow-destinations", OPT_ALLOW_DESTINATIONS, SET_LIST, NULL, NULL,
+     "loopback under --dev or when every listener is on loopback, else "
+     "public addresses only"},
+    {"max-body-bytes", OPT_MAX_BODY, SET_VALUE, NULL, "1048576", NULL},
+    {"dedup-window", OPT_DEDUP_WINDOW, SET_VALUE, NULL, "10m", NULL},
+    {"max-run-history-bytes", OPT_MAX_RUN_HISTORY, SET_VALUE, NULL, "67108864",
+     NULL},
+    {"max-queues", OPT_MAX_QUEUES, SET_VALUE, NULL, "100", NULL},
+    {"max-queue-parallelism", OPT_MAX_QUEUE_PARALLELISM, SET_VALUE, NULL, "100",
+     NULL},
+    {"snapshot-threshold", OPT_SNAPSHOT_THRESHOLD, SET_VALUE, NULL, "8192",
+     NULL},
+    {"snapshot-log-share", OPT_SNAPSHOT_LOG_SHARE, SET_VALUE, NULL, "50", NULL},
+    {"dlq-retention", OPT_DLQ_RETENTION, SET_VALUE, NULL, "7d", NULL},
+    {"events-retention", OPT_EVENTS_RETENTION, SET_VALUE, NULL, "7d", NULL},
+    {"done-retention", OPT_DONE_RETENTION, SET_VALUE, NULL, "1d", NULL},
+    {"pressure-retention", OPT_PRESSURE_RETENTION, SET_VALUE, NULL, "5m", NULL},
+    {"min-free-bytes", OPT_MIN_FREE, SET_VALUE, NULL, NULL,
+     "5% of the disk, 16 MiB..256 MiB"},
+    {"store-max-bytes", OPT_STORE_MAX, SET_VALUE, NULL, NULL,
+     "no limit but the disk's"},
+    {"election-timeout-ms", OPT_ELECTION, SET_VALUE, NULL, "400", NULL},
+    {"heartbeat-timeout-ms", OPT_HEARTBEAT, SET_VALUE, NULL, "40", NULL},
+    {"connect-retry-ms", OPT_CONNECT_RETRY, SET_VALUE, NULL, "100", NULL},
+    {"max-connections", OPT_MAX_CONNECTIONS, SET_VALUE, NULL, "4096", NULL},
+    {"http-request-timeout-ms", OPT_HTTP_REQUEST_TIMEOUT, SET_VALUE, NULL,
+     "10000", NULL},
+    {"tls-handshake-timeout-ms", OPT_TLS_HANDSHAKE_TIMEOUT, SET_VALUE, NULL,
+     "10000", NULL},
+    {"max-feature-level", OPT_MAX_FEATURE_LEVEL, SET_VALUE, NULL, NULL,
+     "this binary's feature level"},
+    {"log-level", OPT_LOG_LEVEL, SET_VALUE, NULL, "info", NULL},
+    {"log-format", OPT_LOG_FORMAT, SET_VALUE, NULL, "text", NULL},
+    {"config", OPT_CONFIG, SET_ACTION, NULL, NULL, NULL},
+    {"print-config", OPT_PRINT_CONFIG, SET_ACTION, NULL, NULL, NULL},
+    {"version", OPT_VERSION, SET_ACTION, NULL, NULL, NULL},
+    {"help", OPT_HELP, SET_ACTION, NULL, NULL, NULL},
+};
+
+#define N_SETTINGS (sizeof settings / sizeof settings[0])
+
+/* Actions that take a value. */
+static bool action_takes_value(int opt)
+{
+    return opt == OPT_CONFIG;
+}
+
+static const struct setting *find_setting(const char *name)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        if (strcmp(settings[i].name, name) == 0) {
+            return &settings[i];
+        }
+    }
+    return NULL;
+}
+
+/* getopt_long's table, made from settings[]: out holds N_SETTINGS + 1. */
+static void build_long_options(struct option *out)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        bool no_value = s->kind == SET_BOOL ||
+                        (s->kind == SET_ACTION && !action_takes_value(s->opt));
+        out[i] = (struct option){
+            s->name, no_value ? no_argument : required_argument, NULL, s->opt};
+    }
+    out[N_SETTINGS] = (struct option){NULL, 0, NULL, 0};
+}
 
 static int copy_addr(char *dst, const char *flag, const char *v, char *errmsg)
 {
-    if (check_hostport(v) != 0) {
+    if (qr_config_check_hostport(v) != 0) {
         snprintf(errmsg, QR_ERRMSG_BYTES, "%s: '%s' is not HOST:PORT", flag, v);
         return QR_EBADREQ;
     }
@@ -568,7 +425,7 @@ static int parse_range(const char *flag,
                        char *errmsg)
 {
     uint64_t n;
-    if (parse_u64(v, min, max, &n) != 0) {
+    if (qr_config_parse_u64(v, min, max, &n) != 0) {
         snprintf(errmsg, QR_ERRMSG_BYTES,
                  "%s: '%s' is not in %" PRIu32 "..%" PRIu32 "%s", flag, v, min,
                  max, unit);
@@ -587,14 +444,14 @@ static int apply_option(struct qr_config *c,
 {
     uint64_t n;
     switch (opt) {
-        case OPT_DEV:
-            c->dev = true;
+        case OPT_DEV: /* v: NULL (a flag), "true" or "false" (a file) */
+            c->dev = v == NULL || strcmp(v, "true") == 0;
             return 0;
         case OPT_JOIN:
-            c->join = true;
+            c->join = v == NULL || strcmp(v, "true") == 0;
             return 0;
         case OPT_ID:
-            if (parse_u64(v, 1, QR_MAX_NODE_ID, &c->id) != 0) {
+            if (qr_config_parse_u64(v, 1, QR_MAX_NODE_ID, &c->id) != 0) {
                 snprintf(errmsg, QR_ERRMSG_BYTES,
                          "--id: '%s' is not an integer in 1..%u", v,
                          QR_MAX_NODE_ID);
@@ -613,8 +470,9 @@ static int apply_option(struct qr_config *c,
         case OPT_RAFT: {
             int rv = copy_addr(c->raft_addr, "--raft", v, errmsg);
             return rv != 0 ? rv
-                           : resolve_ipv4(c->raft_addr, sizeof c->raft_addr,
-                                          errmsg, "--raft");
+                           : qr_config_resolve_ipv4(c->raft_addr,
+                                                    sizeof c->raft_addr, errmsg,
+                                                    "--raft");
         }
         case OPT_RPC:
             return copy_addr(c->rpc_addr, "--rpc", v, errmsg);
@@ -687,7 +545,7 @@ static int apply_option(struct qr_config *c,
             return parse_range("--max-queue-parallelism", v, 1, 10000, "",
                                &c->limits.max_queue_parallelism, errmsg);
         case OPT_SNAPSHOT_THRESHOLD:
-            if (parse_u64(v, 16, 1u << 30, &n) != 0) {
+            if (qr_config_parse_u64(v, 16, 1u << 30, &n) != 0) {
                 snprintf(errmsg, QR_ERRMSG_BYTES,
                          "--snapshot-threshold: '%s' is not in 16..2^30", v);
                 return QR_EBADREQ;
@@ -734,7 +592,7 @@ static int apply_option(struct qr_config *c,
             return 0;
         case OPT_MIN_FREE:
         case OPT_STORE_MAX:
-            if (parse_bytes(v, 1 * MIB, 1ull << 50, &n) != 0) {
+            if (qr_config_parse_bytes(v, 1 * MIB, 1ull << 50, &n) != 0) {
                 snprintf(errmsg, QR_ERRMSG_BYTES,
                          "%s: '%s' is not a byte count from 1m to 1024t",
                          opt == OPT_MIN_FREE ? "--min-free-bytes"
@@ -778,6 +636,13 @@ static int apply_option(struct qr_config *c,
                 return QR_EBADREQ;
             }
             return 0;
+        case OPT_LOG_FORMAT:
+            if (qr_log_parse_format(v, &c->log_format) != 0) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "--log-format: '%s' is not text or json", v);
+                return QR_EBADREQ;
+            }
+            return 0;
         case OPT_VERSION:
             fprintf(out, "qraftd %s\n", QRAFT_VERSION);
             *action = QR_CONFIG_EXIT_OK;
@@ -793,65 +658,174 @@ static int apply_option(struct qr_config *c,
     }
 }
 
-int qr_config_parse(struct qr_config *c,
-                    int argc,
-                    char **argv,
-                    FILE *out,
-                    enum qr_config_action *action,
-                    char *errmsg)
-{
-    *action = QR_CONFIG_RUN;
-    errmsg[0] = '\0';
+/* One parse: the config being filled, and the text each setting was last
+ * given (from the file, the environment or a flag), for --print-config. */
+struct parse_state {
+    struct qr_config *c;
+    FILE *out;
+    enum qr_config_action *action;
+    bool print_config;
+    char *given[N_SETTINGS]; /* owned; NULL: not given */
+};
 
-    static const struct {
-        const char *name;
-        int opt;
-    } env_options[] = {{"QRAFT_TOKEN", OPT_TOKEN},
-                       {"QRAFT_PEER_TOKEN", OPT_PEER_TOKEN},
-                       {"QRAFT_TOKEN_FILE", OPT_TOKEN_FILE},
-                       {"QRAFT_TLS_CERT", OPT_TLS_CERT},
-                       {"QRAFT_TLS_KEY", OPT_TLS_KEY},
-                       {"QRAFT_TLS_CA", OPT_TLS_CA}};
-    for (size_t i = 0; i < sizeof env_options / sizeof env_options[0]; i++) {
-        const char *v = getenv(env_options[i].name);
+static void parse_state_close(struct parse_state *st)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        free(st->given[i]);
+        st->given[i] = NULL;
+    }
+}
+
+/* Applies value v (NULL: a flag without one) to setting s and keeps its
+ * text. */
+static int apply_setting(struct parse_state *st,
+                         const struct setting *s,
+                         const char *v,
+                         char *errmsg)
+{
+    int rv = apply_option(st->c, s->opt, v, st->out, st->action, errmsg);
+    if (rv != 0 || s->kind == SET_ACTION) {
+        return rv;
+    }
+    size_t i = (size_t)(s - settings);
+    char *text = strdup(v != NULL ? v : "true");
+    if (text == NULL) {
+        snprintf(errmsg, QR_ERRMSG_BYTES, "out of memory");
+        return -ENOMEM;
+    }
+    free(st->given[i]);
+    st->given[i] = text;
+    return 0;
+}
+
+/* A config file's key: the flag of that name, given the key's value. */
+static int on_file_entry(void *arg,
+                         const struct qr_config_file_entry *e,
+                         char *reason)
+{
+    struct parse_state *st = arg;
+    const struct setting *s = find_setting(e->key);
+    const char *v = e->value;
+    if (s == NULL) {
+        snprintf(reason, QR_ERRMSG_BYTES,
+                 "not a setting (keys are qraftd's flags without the "
+                 "leading --: see qraftd --help)");
+        return QR_EBADREQ;
+    }
+    if (s->kind == SET_ACTION) {
+        snprintf(reason, QR_ERRMSG_BYTES,
+                 "--%s is a command-line flag, not a setting", s->name);
+        return QR_EBADREQ;
+    }
+    if (e->sequence && s->kind != SET_LIST) {
+        snprintf(reason, QR_ERRMSG_BYTES, "takes one value, not a list");
+        return QR_EBADREQ;
+    }
+    if (!e->sequence && e->plain &&
+        (v[0] == '\0' || strcmp(v, "~") == 0 || strcmp(v, "null") == 0)) {
+        snprintf(reason, QR_ERRMSG_BYTES,
+                 "has no value (remove the line to keep the default)");
+        return QR_EBADREQ;
+    }
+    if (s->kind == SET_BOOL && strcmp(v, "true") != 0 &&
+        strcmp(v, "false") != 0) {
+        snprintf(reason, QR_ERRMSG_BYTES, "'%.64s' is not true or false", v);
+        return QR_EBADREQ;
+    }
+    if (s->kind == SET_SECRET && strcmp(v, "***") == 0) {
+        return 0; /* --print-config's mask: the secret is set elsewhere */
+    }
+    char why[QR_ERRMSG_BYTES];
+    int rv = apply_setting(st, s, v, why);
+    if (rv != 0) {
+        /* "--max-queues: 'x' is not ..." reads "'x' is not ..." here. */
+        const char *text = why;
+        size_t name_len = strlen(s->name);
+        if (strncmp(text, "--", 2) == 0 &&
+            strncmp(text + 2, s->name, name_len) == 0 &&
+            strncmp(text + 2 + name_len, ": ", 2) == 0) {
+            text += 4 + name_len;
+        }
+        snprintf(reason, QR_ERRMSG_BYTES, "%s", text);
+    }
+    return rv;
+}
+
+/* The settings of the environment's QRAFT_* variables. */
+static int apply_environment(struct parse_state *st, char *errmsg)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const char *v = settings[i].env ? getenv(settings[i].env) : NULL;
         if (v != NULL && *v != '\0') {
-            int rv =
-                apply_option(c, env_options[i].opt, v, out, action, errmsg);
+            int rv = apply_setting(st, &settings[i], v, errmsg);
             if (rv != 0) {
                 return rv;
             }
         }
     }
+    return 0;
+}
 
+static const struct setting *setting_of_opt(int opt)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        if (settings[i].opt == opt) {
+            return &settings[i];
+        }
+    }
+    return NULL;
+}
+
+/* The flags' error for what getopt_long did not take. */
+static int bad_flag(int argc, char **argv, char *errmsg)
+{
+    if (optopt != 0 && optopt < 256) {
+        snprintf(errmsg, QR_ERRMSG_BYTES, "unknown option '-%c' (see --help)",
+                 optopt);
+    } else {
+        snprintf(errmsg, QR_ERRMSG_BYTES,
+                 "unknown option or missing value: '%s' (see --help)",
+                 optind - 1 < argc ? argv[optind - 1] : "");
+    }
+    return QR_EBADREQ;
+}
+
+/* A first look at the flags for --config FILE (*path, NULL: none): the
+ * file is read before the environment and the other flags. --help and
+ * --version need no file. Bad flags are left for the second pass. */
+static int find_config_file(int argc,
+                            char **argv,
+                            const struct option *long_options,
+                            const char **path,
+                            char *errmsg)
+{
+    *path = NULL;
     optind = 0; /* 0, not 1: also resets glibc's place inside "-xy" */
     opterr = 0;
     int opt;
     while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        if (opt == '?' || opt == ':') {
-            if (optopt != 0 && optopt < 256) {
-                snprintf(errmsg, QR_ERRMSG_BYTES,
-                         "unknown option '-%c' (see --help)", optopt);
-            } else {
-                snprintf(errmsg, QR_ERRMSG_BYTES,
-                         "unknown option or missing value: '%s' (see --help)",
-                         argv[optind - 1]);
-            }
-            return QR_EBADREQ;
-        }
-        int rv = apply_option(c, opt, optarg, out, action, errmsg);
-        if (rv != 0) {
-            return rv;
-        }
-        if (*action != QR_CONFIG_RUN) {
+        if (opt == OPT_HELP || opt == OPT_VERSION) {
+            *path = NULL;
             return 0;
         }
+        if (opt == OPT_CONFIG) {
+            if (*path != NULL) {
+                snprintf(errmsg, QR_ERRMSG_BYTES, "--config: given twice");
+                return QR_EBADREQ;
+            }
+            if (optarg[0] == '\0') {
+                snprintf(errmsg, QR_ERRMSG_BYTES, "--config: an empty path");
+                return QR_EBADREQ;
+            }
+            *path = optarg;
+        }
     }
-    if (optind < argc) {
-        snprintf(errmsg, QR_ERRMSG_BYTES, "unexpected argument '%s'",
-                 argv[optind]);
-        return QR_EBADREQ;
-    }
+    return 0;
+}
 
+/* The settings that go together, once every source is in. */
+static int check_combination(struct qr_config *c, char *errmsg)
+{
     if (c->join && (c->dev || c->n_peers > 0)) {
         snprintf(errmsg, QR_ERRMSG_BYTES,
                  "--join starts a node outside any cluster: no --dev or "
@@ -905,11 +879,156 @@ int qr_config_parse(struct qr_config *c,
      * over the configured limit still reaches the request check and gets an
      * error that names the limit, rather than a closed connection. */
     c->max_frame_bytes = MAX_BODY_BYTES_CEILING + 1 * MIB;
-    c->http_on_loopback = on_loopback(c->http_addr);
+    c->http_on_loopback = qr_config_on_loopback(c->http_addr);
     if (!c->destinations_set) {
         c->destinations.allow_loopback =
-            c->dev || (on_loopback(c->raft_addr) && on_loopback(c->rpc_addr) &&
-                       c->http_on_loopback);
+            c->dev ||
+            (qr_config_on_loopback(c->raft_addr) &&
+             qr_config_on_loopback(c->rpc_addr) && c->http_on_loopback);
     }
     return 0;
+}
+
+/* A value as YAML: digits and true/false plain, anything else quoted. */
+static void print_yaml_value(FILE *out, const char *v)
+{
+    size_t digits = strspn(v, "0123456789");
+    if ((digits > 0 && v[digits] == '\0') || strcmp(v, "true") == 0 ||
+        strcmp(v, "false") == 0) {
+        fputs(v, out);
+        return;
+    }
+    fputc('"', out);
+    for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\\') {
+            fprintf(out, "\\%c", *p);
+        } else if (*p < 0x20 || *p == 0x7f) {
+            fprintf(out, "\\x%02x", *p);
+        } else {
+            fputc(*p, out);
+        }
+    }
+    fputc('"', out);
+}
+
+/* --print-config: every setting as a config file would hold it, secrets
+ * masked; --config reads it back to the same settings. */
+static void print_config(const struct parse_state *st, const char *problem)
+{
+    FILE *out = st->out;
+    fputs(
+        "# qraftd --print-config: the defaults, then the config file, the\n"
+        "# environment and the flags (docs/operations.md, \"Configuration\n"
+        "# file\"). Secrets show as \"***\": that value in a file sets\n"
+        "# nothing, so give them in the environment or a token file.\n",
+        out);
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        const char *v = st->given[i] != NULL ? st->given[i] : s->default_value;
+        if (s->kind == SET_ACTION) {
+            continue;
+        }
+        if (v == NULL) {
+            fprintf(out, "# %s: (not set%s%s)\n", s->name,
+                    s->unset != NULL ? ": " : "",
+                    s->unset != NULL ? s->unset : "");
+        } else if (s->kind == SET_SECRET) {
+            fprintf(out, "%s: \"***\"\n", s->name);
+        } else if (s->kind == SET_LIST) {
+            /* An empty list stays a list: "name:" alone has no value. */
+            bool empty = strspn(v, ",") == strlen(v);
+            fprintf(out, "%s:%s\n", s->name, empty ? " []" : "");
+            char *copy = strdup(v);
+            char *save = NULL;
+            for (char *item = copy != NULL ? strtok_r(copy, ",", &save) : NULL;
+                 item != NULL; item = strtok_r(NULL, ",", &save)) {
+                fputs("  - ", out);
+                print_yaml_value(out, item);
+                fputc('\n', out);
+            }
+            free(copy);
+        } else {
+            fprintf(out, "%s: ", s->name);
+            print_yaml_value(out, v);
+            fputc('\n', out);
+        }
+    }
+    if (problem != NULL) {
+        fprintf(out, "# qraftd would not start with these alone: %s\n",
+                problem);
+    }
+}
+
+/* The file, the environment, then the flags; then the checks. */
+static int parse_sources(struct parse_state *st,
+                         int argc,
+                         char **argv,
+                         char *errmsg)
+{
+    struct option long_options[N_SETTINGS + 1];
+    build_long_options(long_options);
+    const char *path;
+    int rv = find_config_file(argc, argv, long_options, &path, errmsg);
+    if (rv == 0 && path != NULL) {
+        rv = qr_config_file_read(path, on_file_entry, st, errmsg);
+    }
+    if (rv == 0) {
+        rv = apply_environment(st, errmsg);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+
+    optind = 0;
+    opterr = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        const struct setting *s = setting_of_opt(opt);
+        if (s == NULL) {
+            return bad_flag(argc, argv, errmsg);
+        }
+        if (opt == OPT_CONFIG) {
+            continue; /* read first */
+        }
+        if (opt == OPT_PRINT_CONFIG) {
+            st->print_config = true;
+            continue;
+        }
+        rv = apply_setting(st, s, optarg, errmsg);
+        if (rv != 0 || *st->action != QR_CONFIG_RUN) {
+            return rv;
+        }
+    }
+    if (optind < argc) {
+        snprintf(errmsg, QR_ERRMSG_BYTES, "unexpected argument '%s'",
+                 argv[optind]);
+        return QR_EBADREQ;
+    }
+    return 0;
+}
+
+int qr_config_parse(struct qr_config *c,
+                    int argc,
+                    char **argv,
+                    FILE *out,
+                    enum qr_config_action *action,
+                    char *errmsg)
+{
+    *action = QR_CONFIG_RUN;
+    errmsg[0] = '\0';
+    struct parse_state st = {.c = c, .out = out, .action = action};
+    int rv = parse_sources(&st, argc, argv, errmsg);
+    if (rv == 0 && *action == QR_CONFIG_RUN) {
+        rv = check_combination(c, errmsg);
+        if (st.print_config) {
+            /* Shown even when it would not start alone: the secrets may
+             * come from an environment this shell does not have. */
+            print_config(&st, rv != 0 ? errmsg : NULL);
+            *action = QR_CONFIG_EXIT_OK;
+            rv = 0;
+            errmsg[0] = '\0';
+        }
+    }
+    parse_state_close(&st);
+    return rv;
 }

@@ -1,6 +1,9 @@
-/* Node configuration: command-line flags and QRAFT_* environment variables
- * folded into one struct that is filled once at start-up and never changed
- * afterwards. Every limit a request is checked against lives here. */
+/* Node configuration: a YAML config file (--config), QRAFT_* environment
+ * variables and command-line flags folded into one struct that is filled
+ * once at start-up and never changed afterwards. Every flag is also a file
+ * key of the same name (one table in config.c); flags win over the
+ * environment, which wins over the file. Every limit a request is checked
+ * against lives here. */
 #ifndef QR_CONFIG_H
 #define QR_CONFIG_H
 
@@ -10,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "config_values.h"
 #include "lib/dest.h"
 #include "lib/logger.h"
 
@@ -128,6 +132,7 @@ struct qr_config {
     uint64_t min_free_bytes;  /* --min-free-bytes: the disk reserve; 0: 5%
                                  of the disk, in 16 MiB..256 MiB */
     enum qr_log_level log_level;
+    enum qr_log_format log_format; /* --log-format: text (default), json */
 };
 
 /* Outcome of parsing: run the node, or exit at once (help or version
@@ -141,23 +146,19 @@ enum qr_config_action {
 
 void qr_config_defaults(struct qr_config *c);
 
-/* Fills c from argv and the environment (flags win). On error returns
- * QR_EBADREQ with errmsg (QR_ERRMSG_BYTES) saying which flag and why.
- * --help and --version print to `out` and set *action to EXIT_OK;
- * --print-scopes sets it to PRINT_SCOPES (the caller prints). */
+/* Fills c from the file of --config, then the environment, then argv (the
+ * later wins). On error returns QR_EBADREQ (or -errno when the file
+ * cannot be read) with errmsg (QR_ERRMSG_BYTES) saying which flag, or
+ * which file, line and key, and why. --help, --version and --print-config
+ * (the settings as a config file, secrets masked) print to `out` and set
+ * *action to EXIT_OK; --print-scopes sets it to PRINT_SCOPES (the caller
+ * prints). */
 int qr_config_parse(struct qr_config *c,
                     int argc,
                     char **argv,
                     FILE *out,
                     enum qr_config_action *action,
                     char *errmsg);
-
-/* Parses a duration: one or more <number><unit> with unit ms, s, m, h or d
- * ("1d10h30m", "1.5s", "500ms"); a number is digits with an optional
- * decimal part. A bare number on its own is seconds. Returns 0 or
- * QR_EBADREQ; rejects signs, exponents, hex, overflow and trailing
- * garbage. */
-int qr_config_parse_duration_ms(const char *s, uint64_t *out);
 
 void qr_config_usage(FILE *out);
 

@@ -12,6 +12,17 @@
 #include "lib/logger.h"
 #include "server.h"
 
+/* A failure to start, once the log format is known: a JSON line where
+ * every line must be one, the plain "qraftd: ..." otherwise. */
+static void start_failed(const struct qr_config *config, const char *why)
+{
+    if (config->log_format == QR_LOG_JSON) {
+        QR_ERROR("server", "%s", why);
+    } else {
+        fprintf(stderr, "qraftd: %s\n", why);
+    }
+}
+
 int main(int argc, char **argv)
 {
     static struct qr_config config;
@@ -34,16 +45,18 @@ int main(int argc, char **argv)
         return missing == 0 ? 0 : 1;
     }
     qr_log_set_level(config.log_level);
+    qr_log_set_format(config.log_format);
+    qr_log_set_node(config.id);
     /* A peer that resets a connection while we write to it must cost that
      * connection, not the node: neither libuv nor h2o ignores SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
     if (qr_delivery_global_init() != 0) {
-        fprintf(stderr, "qraftd: libcurl failed to initialize\n");
+        start_failed(&config, "libcurl failed to initialize");
         return 1;
     }
 
     if (qr_server_init(&server, &config, stdout) != 0) {
-        fprintf(stderr, "qraftd: %s\n", server.errmsg);
+        start_failed(&config, server.errmsg);
         return 1;
     }
     int code = qr_server_run(&server);

@@ -233,8 +233,8 @@ static void report(struct qr_worker *w,
     }
     if (rv != 0) {
         free(ctx);
-        QR_DEBUG("worker", "result for %s not submitted: %s", f->id,
-                 qr_strerror(rv));
+        QR_DEBUG_MSG("worker", f->id, "result not submitted: %s",
+                     qr_strerror(rv));
         report_failed(w, f);
         return;
     }
@@ -276,7 +276,7 @@ static void on_result_applied(void *data, int status, uint64_t applied_index)
     }
     struct qr_worker_inflight *f = inflight_find(w, ctx->id);
     if (status != 0) {
-        QR_DEBUG("worker", "result for %s: %s", ctx->id, qr_strerror(status));
+        QR_DEBUG_MSG("worker", ctx->id, "result: %s", qr_strerror(status));
     }
     if (f != NULL && status != 0) {
         report_failed(w, f);
@@ -439,12 +439,12 @@ static void propose_result(struct qr_worker *w,
             if (resp->transport == QR_DELIVERY_REFUSED) {
                 /* An operator's matter (a publisher aimed at an internal
                  * address, or a network to open): say where. */
-                QR_WARN("worker", "%s not delivered, dead-lettered: %s", f->id,
-                        resp->error);
+                QR_WARN_MSG("worker", f->id, "not delivered, dead-lettered: %s",
+                            resp->error);
             } else {
-                QR_INFO("worker",
-                        "%s dead-lettered after %u attempt(s): %s (%s)", f->id,
-                        f->attempt + 1, err.category, message);
+                QR_INFO_MSG("worker", f->id,
+                            "dead-lettered after %u attempt(s): %s (%s)",
+                            f->attempt + 1, err.category, message);
             }
         }
     }
@@ -480,10 +480,10 @@ static void on_delivered(void *data, const struct qr_delivery_response *resp)
     /* Reported even when this node lost its lease meanwhile: the outcome
      * is known, and reporting it (now or once the lease is back) spares
      * the destination a duplicate. */
-    QR_DEBUG("worker", "%s attempt %u: %s, HTTP %ld in %" PRIu64 " ms", f->id,
-             f->attempt,
-             resp->transport == QR_DELIVERY_OK ? "answered" : resp->error,
-             resp->status, resp->elapsed_ms);
+    QR_DEBUG_MSG("worker", f->id, "attempt %u: %s, HTTP %ld in %" PRIu64 " ms",
+                 f->attempt,
+                 resp->transport == QR_DELIVERY_OK ? "answered" : resp->error,
+                 resp->status, resp->elapsed_ms);
     propose_result(w, f, resp);
 }
 
@@ -525,8 +525,10 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
                  : qr_workflow_delivery_build(
                        sc->txn, m, w->config->limits.max_body_bytes, &wd);
     if (rv != 0) {
-        QR_WARN("worker", "%s not sent: reading its workflow run: %s", m->id,
-                qr_strerror(rv));
+        qr_log_with(QR_LOG_WARN, "worker",
+                    &(const struct qr_log_fields){.message_id = m->id,
+                                                  .run_id = m->workflow_run_id},
+                    "not sent: reading its workflow run: %s", qr_strerror(rv));
         return rv;
     }
     const uint8_t *body = wd.run != NULL ? wd.body : m->body.data;
@@ -553,11 +555,11 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
         if (w->unsignable_warn_mono_ms == 0 ||
             now - w->unsignable_warn_mono_ms >= 60000) {
             w->unsignable_warn_mono_ms = now;
-            QR_WARN("worker",
-                    "%s cannot be sent: its stored URL is not valid UTF-8, "
-                    "so no signature can be made for it; cancel it "
-                    "(DELETE /v2/messages/%s) and publish it again",
-                    m->id, m->id);
+            QR_WARN_MSG("worker", m->id,
+                        "cannot be sent: its stored URL is not valid UTF-8, "
+                        "so no signature can be made for it; cancel it "
+                        "(DELETE /v2/messages/%s) and publish it again",
+                        m->id);
         }
     }
     if (rv != 0) {
@@ -628,8 +630,8 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
     };
     rv = qr_delivery_send(&w->delivery, &req, on_delivered, f, &f->ticket);
     if (rv != 0) {
-        QR_WARN("worker", "%s not sent: %s (%s)", m->id, qr_strerror(rv),
-                w->delivery.errmsg);
+        QR_WARN_MSG("worker", m->id, "not sent: %s (%s)", qr_strerror(rv),
+                    w->delivery.errmsg);
         goto out;
     }
     f->sending = true;

@@ -6,9 +6,10 @@
 # builds qraft_<version>_amd64.deb (deploy/build-deb.sh, a tree for /usr in
 # WORK_DIR/tree), installs it with dpkg -i, checks what it installed (the
 # programs, the man pages, libqraft through pkg-config, the unit with
-# systemd-analyze verify and security, the conffile, the qraft user), runs
-# the unit's command line as the qraft user until /healthz answers,
-# reinstalls it over an edited env file, then removes it
+# systemd-analyze verify and security, the conffiles, the config file
+# parsed by --print-config, the qraft user), runs the unit's command line as
+# the qraft user until /healthz answers, reinstalls it over edited
+# conffiles, then removes it
 # (dpkg -r) and purges it (dpkg -P) and checks what is left: nothing but
 # /var/lib/qraft with data in it, which purge keeps by design.
 #
@@ -107,8 +108,17 @@ zcat /usr/share/man/man8/qraftd.8.gz | grep -q 'peers LIST' ||
     fail "qraftd(8) does not show --help"
 [ "$(stat -c '%a %U' /etc/qraft/qraft.env)" = "600 root" ] ||
     fail "/etc/qraft/qraft.env is $(stat -c '%a %U' /etc/qraft/qraft.env), not 600 root"
-dpkg-query -W -f='${Conffiles}\n' qraft | grep -q "/etc/qraft/qraft.env" ||
-    fail "/etc/qraft/qraft.env is not a conffile"
+for f in /etc/qraft/qraft.env /etc/qraft/qraft.yaml; do
+    dpkg-query -W -f='${Conffiles}\n' qraft | grep -q "$f" ||
+        fail "$f is not a conffile"
+done
+[ "$(stat -c '%a %U' /etc/qraft/qraft.yaml)" = "644 root" ] ||
+    fail "/etc/qraft/qraft.yaml is $(stat -c '%a %U' /etc/qraft/qraft.yaml), not 644 root"
+# The shipped config file parses, and says where the data goes.
+printed=$(/usr/bin/qraftd --config /etc/qraft/qraft.yaml --print-config) ||
+    fail "qraftd --config /etc/qraft/qraft.yaml --print-config failed"
+echo "$printed" | grep -q '^data: "/var/lib/qraft"$' ||
+    fail "the shipped config file does not set data: /var/lib/qraft: $printed"
 getent passwd qraft | grep -q ":/var/lib/qraft:/usr/sbin/nologin$" ||
     fail "no qraft system user: $(getent passwd qraft || true)"
 [ "$(stat -c '%U %a' /var/lib/qraft)" = "qraft 750" ] ||
@@ -145,7 +155,7 @@ fi
 step "the unit"
 unit=/usr/lib/systemd/system/qraft.service
 grep -q "^EnvironmentFile=/etc/qraft/qraft.env$" "$unit" || fail "unit: EnvironmentFile"
-grep -q "^ExecStart=/usr/bin/qraftd --data /var/lib/qraft \$QRAFT_OPTS$" "$unit" ||
+grep -q "^ExecStart=/usr/bin/qraftd --config /etc/qraft/qraft.yaml \$QRAFT_OPTS$" "$unit" ||
     fail "unit: ExecStart"
 if command -v systemd-analyze >/dev/null 2>&1; then
     man_opt=yes
@@ -173,7 +183,7 @@ set +a
 # setpriv execs qraftd itself, so $! below is qraftd's pid.
 as_qraft=(setpriv --reuid=qraft --regid=qraft --init-groups --)
 # shellcheck disable=SC2086
-if out=$("${as_qraft[@]}" /usr/bin/qraftd --data /var/lib/qraft $QRAFT_OPTS 2>&1); then
+if out=$("${as_qraft[@]}" /usr/bin/qraftd --config /etc/qraft/qraft.yaml $QRAFT_OPTS 2>&1); then
     fail "qraftd started without a token"
 fi
 echo "$out" | grep -q -- "--token" || fail "no word about the token: $out"
@@ -186,9 +196,10 @@ print(*[s.getsockname()[1] for s in socks])
 ')
 QRAFT_TOKEN=$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')
 export QRAFT_TOKEN
-QRAFT_OPTS="--id 1 --raft 127.0.0.1:$p_raft --rpc 127.0.0.1:$p_rpc --http 127.0.0.1:$p_http"
+# Flags in QRAFT_OPTS override the file's addresses.
+QRAFT_OPTS="--raft 127.0.0.1:$p_raft --rpc 127.0.0.1:$p_rpc --http 127.0.0.1:$p_http"
 # shellcheck disable=SC2086
-"${as_qraft[@]}" /usr/bin/qraftd --data /var/lib/qraft $QRAFT_OPTS \
+"${as_qraft[@]}" /usr/bin/qraftd --config /etc/qraft/qraft.yaml $QRAFT_OPTS \
     2>"$work/qraftd.log" &
 node_pid=$!
 deadline=$((SECONDS + 30))
@@ -214,11 +225,15 @@ node_pid=""
     fail "qraftd exited $rc after SIGTERM"
 }
 
-step "dpkg -i again (an upgrade) keeps an edited env file"
-echo "# edited by test_deb.sh" >>/etc/qraft/qraft.env
+step "dpkg -i again (an upgrade) keeps edited conffiles"
+for f in /etc/qraft/qraft.env /etc/qraft/qraft.yaml; do
+    echo "# edited by test_deb.sh" >>"$f"
+done
 dpkg -i "$deb" </dev/null
-grep -q "^# edited by test_deb.sh$" /etc/qraft/qraft.env ||
-    fail "reinstalling overwrote the edited /etc/qraft/qraft.env"
+for f in /etc/qraft/qraft.env /etc/qraft/qraft.yaml; do
+    grep -q "^# edited by test_deb.sh$" "$f" ||
+        fail "reinstalling overwrote the edited $f"
+done
 [ "$(stat -c '%U %a' /var/lib/qraft)" = "qraft 750" ] ||
     fail "reinstalling changed /var/lib/qraft: $(stat -c '%U %a' /var/lib/qraft)"
 
@@ -228,7 +243,9 @@ for f in /usr/bin/qraftd /usr/bin/qraft /usr/bin/qraft-bench "$unit" \
     /usr/lib/x86_64-linux-gnu/libqraft.so.0 /usr/share/man/man8/qraftd.8.gz; do
     [ ! -e "$f" ] || fail "$f is still there after dpkg -r"
 done
-[ -f /etc/qraft/qraft.env ] || fail "dpkg -r removed the conffile (only purge should)"
+for f in /etc/qraft/qraft.env /etc/qraft/qraft.yaml; do
+    [ -f "$f" ] || fail "dpkg -r removed the conffile $f (only purge should)"
+done
 
 step "dpkg -P"
 dpkg -P qraft

@@ -1,6 +1,8 @@
-/* Unit tests of node/config.c: durations, and flags plus QRAFT_TOKEN folded
- * into a struct qr_config. Every bad input must fail with QR_EBADREQ and a
- * message that names the flag; good input must land in the right field. */
+/* Unit tests of node/config.c and node/config_file.c: durations, and a
+ * config file, QRAFT_* variables and flags folded into a struct qr_config.
+ * Every bad input must fail with QR_EBADREQ and a message that names the
+ * flag (or the file, line and key); good input must land in the right
+ * field. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,9 +10,11 @@
 
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "lib/err.h"
@@ -33,12 +37,25 @@ struct run {
     int rv;
 };
 
+/* Parses argv (argc arguments, "qraftd" first) into a new run (free with
+ * free_run). */
+static struct run *parse_argv(int argc, char **argv)
+{
+    struct run *r = calloc(1, sizeof *r);
+    assert_non_null(r);
+    FILE *out = open_memstream(&r->out, &r->out_len);
+    assert_non_null(out);
+    qr_config_defaults(&r->c);
+    r->action = (enum qr_config_action) - 1;
+    r->rv = qr_config_parse(&r->c, argc, argv, out, &r->action, r->errmsg);
+    assert_int_equal(fclose(out), 0);
+    return r;
+}
+
 /* Parses "qraftd" followed by the NULL-terminated arguments into a new run
  * (free with free_run). */
 static struct run *parse(const char *arg, ...)
 {
-    struct run *r = calloc(1, sizeof *r);
-    assert_non_null(r);
     char *argv[MAX_ARGS + 2];
     int argc = 0;
     argv[argc++] = "qraftd";
@@ -50,14 +67,7 @@ static struct run *parse(const char *arg, ...)
     }
     va_end(ap);
     argv[argc] = NULL;
-
-    FILE *out = open_memstream(&r->out, &r->out_len);
-    assert_non_null(out);
-    qr_config_defaults(&r->c);
-    r->action = (enum qr_config_action) - 1;
-    r->rv = qr_config_parse(&r->c, argc, argv, out, &r->action, r->errmsg);
-    assert_int_equal(fclose(out), 0);
-    return r;
+    return parse_argv(argc, argv);
 }
 
 static void free_run(struct run *r)
@@ -744,6 +754,254 @@ static void test_allow_destinations(void **state)
     REFUSED("--allow-destinations", "--dev", "--allow-destinations", "", NULL);
 }
 
+/* ------------------------------------------------------------------------
+ * --config FILE and --print-config */
+
+/* Writes text to a new temporary file; returns its path (free it, and
+ * unlink the file, with drop_file). */
+static char *write_file(const char *text)
+{
+    char *path = strdup("/tmp/qraft-test-config-XXXXXX");
+    assert_non_null(path);
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    return path;
+}
+
+static void drop_file(char *path)
+{
+    unlink(path);
+    free(path);
+}
+
+static void test_file_good(void **state)
+{
+    (void)state;
+    char *path = write_file(
+        "# a node of three\n"
+        "id: 2\n"
+        "peers:\n"
+        "  - 1@127.0.0.1:7201\n"
+        "  - 2@127.0.0.1:7202\n"
+        "  - \"3@127.0.0.1:7203\"\n"
+        "http: 127.0.0.1:9090\n"
+        "data: '/var/lib/qraft'\n"
+        "token: file-token\n"
+        "allow-destinations: 10.0.0.0/8,127.0.0.1\n"
+        "dedup-window: 1h\n"
+        "max-queues: 250\n"
+        "join: false\n"
+        "log-level: warn\n"
+        "log-format: json\n");
+    struct run *r = parse("--config", path, NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.id, 2);
+    assert_int_equal(r->c.n_peers, 3);
+    assert_string_equal(r->c.peers[2].raft_addr, "127.0.0.1:7203");
+    assert_string_equal(r->c.http_addr, "127.0.0.1:9090");
+    assert_string_equal(r->c.data_dir, "/var/lib/qraft");
+    assert_string_equal(r->c.token, "file-token");
+    assert_int_equal(r->c.destinations.n_nets, 2);
+    assert_int_equal(r->c.limits.dedup_window_ms, HOUR_MS);
+    assert_int_equal(r->c.limits.max_queues, 250);
+    assert_false(r->c.join);
+    assert_int_equal(r->c.log_level, QR_LOG_WARN);
+    assert_int_equal(r->c.log_format, QR_LOG_JSON);
+    free_run(r);
+
+    /* Empty, or comments only: no settings. */
+    char *empty = write_file("# nothing yet\n");
+    r = parse("--config", empty, "--dev", NULL);
+    assert_parsed(r);
+    assert_true(r->c.dev);
+    free_run(r);
+    drop_file(empty);
+    drop_file(path);
+}
+
+/* Flags win over the environment, which wins over the file. */
+static void test_file_precedence(void **state)
+{
+    (void)state;
+    char *path = write_file(
+        "dev: true\n"
+        "max-queues: 200\n"
+        "max-connections: 300\n"
+        "token-file: /from/file\n");
+    assert_int_equal(setenv("QRAFT_TOKEN_FILE", "/from/env", 1), 0);
+    struct run *r = parse("--max-queues", "7", "--config", path, NULL);
+    assert_parsed(r);
+    assert_true(r->c.dev);
+    assert_int_equal(r->c.limits.max_queues, 7);
+    assert_int_equal(r->c.max_connections, 300);
+    assert_string_equal(r->c.token_file, "/from/env");
+    free_run(r);
+    r = parse("--config", path, "--token-file", "/from/flag", NULL);
+    assert_parsed(r);
+    assert_string_equal(r->c.token_file, "/from/flag");
+    free_run(r);
+    REFUSED("--config: given twice", "--config", path, "--config", path, NULL);
+    drop_file(path);
+}
+
+static void test_file_errors(void **state)
+{
+    (void)state;
+    const struct {
+        const char *text;
+        const char *needle; /* after "PATH" in the message */
+    } cases[] = {
+        {"dev: true\nhttp-listen: 1.2.3.4:80\n",
+         ":2: http-listen: not a setting"},
+        {"dev: true\n\nmax-queues: lots\n",
+         ":3: max-queues: 'lots' is not in 1..100000"},
+        {"dev: true\nhttp: {host: a}\n", ":2: http: a mapping is not a value"},
+        {"dev: true\nhttp:\n  - a:1\n  - b:2\n",
+         ":2: http: takes one value, not a list"},
+        {"dev: true\nid: 2\nid: 3\n", ":3: id: given twice (first on line 2)"},
+        {"- dev\n- id\n", ":1: the file must be a mapping"},
+        {"just words\n", ":1: the file must be a mapping"},
+        {"dev: yes\n", ":1: dev: 'yes' is not true or false"},
+        {"dev: true\ntoken:\n", ":2: token: has no value"},
+        {"dev: true\nprint-config: true\n",
+         ":2: print-config: --print-config is a command-line flag"},
+        {"dev: true\npeers: [\"1@a:1,2@b:2\"]\n",
+         ":2: peers: list item '1@a:1,2@b:2' on line 2 holds a comma"},
+        {"dev: true\nhttp: [oops\n", ":3: not valid YAML"},
+        {"dev: true\n---\nid: 2\n", ":2: a second YAML document"},
+        {"dev: true\n[a]: b\n", ":2: a key must be a setting's name"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *path = write_file(cases[i].text);
+        char needle[QR_ERRMSG_BYTES];
+        snprintf(needle, sizeof needle, "%s%s", path, cases[i].needle);
+        struct run *r = parse("--config", path, NULL);
+        if (r->rv != QR_EBADREQ || strstr(r->errmsg, needle) == NULL) {
+            fail_msg("case %zu: rv %d, errmsg '%s', expected '%s'", i, r->rv,
+                     r->errmsg, needle);
+        }
+        free_run(r);
+        drop_file(path);
+    }
+    struct run *r = parse("--config", "/nonexistent/qraft.yaml", NULL);
+    assert_int_equal(r->rv, -ENOENT);
+    assert_non_null(strstr(r->errmsg, "/nonexistent/qraft.yaml: cannot read"));
+    free_run(r);
+}
+
+/* --print-config's output, read back with --config, prints the same; the
+ * secret never shows. */
+static void test_print_config_round_trip(void **state)
+{
+    (void)state;
+    char *path = write_file(
+        "dev: true\n"
+        "peer-token: \"very secret\"\n"
+        "allow-destinations: [10.0.0.0/8, 127.0.0.1]\n"
+        "data: \"dir with \\\"quotes\\\" and \\\\\"\n");
+    struct run *first =
+        parse("--config", path, "--max-queues", "9", "--print-config", NULL);
+    assert_int_equal(first->rv, 0);
+    assert_int_equal(first->action, QR_CONFIG_EXIT_OK);
+    assert_null(strstr(first->out, "very secret"));
+    assert_non_null(strstr(first->out, "peer-token: \"***\"\n"));
+    assert_non_null(strstr(first->out, "max-queues: 9\n"));
+    assert_non_null(strstr(first->out, "  - \"127.0.0.1\"\n"));
+
+    char *again = write_file(first->out);
+    struct run *second = parse("--config", again, "--print-config", NULL);
+    assert_int_equal(second->rv, 0);
+    /* "***" sets nothing: the secret is not carried over. */
+    char *mask = strstr(first->out, "peer-token: \"***\"\n");
+    assert_non_null(mask);
+    assert_non_null(strstr(second->out, "# peer-token: (not set"));
+    struct run *loaded = parse("--config", again, NULL);
+    assert_parsed(loaded);
+    assert_string_equal(loaded->c.data_dir, "dir with \"quotes\" and \\");
+    assert_int_equal(loaded->c.limits.max_queues, 9);
+    assert_int_equal(loaded->c.peer_token[0], '\0');
+    free_run(loaded);
+
+    /* An empty list prints as one. */
+    char *no_peers = write_file("dev: true\npeers: []\n");
+    struct run *empty = parse("--config", no_peers, "--print-config", NULL);
+    assert_int_equal(empty->rv, 0);
+    assert_non_null(strstr(empty->out, "\npeers: []\n"));
+    free_run(empty);
+    drop_file(no_peers);
+
+    /* With the secret from the environment, both print the same. */
+    assert_int_equal(setenv("QRAFT_PEER_TOKEN", "env secret", 1), 0);
+    struct run *third = parse("--config", again, "--print-config", NULL);
+    assert_int_equal(third->rv, 0);
+    assert_string_equal(third->out, first->out);
+    free_run(third);
+    free_run(second);
+    free_run(first);
+    drop_file(again);
+    drop_file(path);
+}
+
+/* Every default --print-config shows, given as a flag, changes nothing:
+ * the table's defaults and qr_config_defaults agree. */
+static void test_print_config_defaults_agree(void **state)
+{
+    (void)state;
+    struct run *shown = parse("--dev", "--print-config", NULL);
+    assert_int_equal(shown->rv, 0);
+    struct run *base = parse("--dev", NULL);
+    assert_parsed(base);
+    char *save = NULL;
+    size_t n_checked = 0;
+    for (char *line = strtok_r(shown->out, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        char *colon = strstr(line, ": ");
+        if (line[0] == '#' || line[0] == ' ' || colon == NULL ||
+            strcmp(colon + 2, "true") == 0 || strcmp(colon + 2, "false") == 0) {
+            continue;
+        }
+        *colon = '\0';
+        char *value = colon + 2;
+        if (value[0] == '"') {
+            value++;
+            value[strlen(value) - 1] = '\0';
+        }
+        char flag[64];
+        snprintf(flag, sizeof flag, "--%s", line);
+        char *argv[] = {"qraftd", "--dev", flag, value, NULL};
+        struct run *r = parse_argv(4, argv);
+        assert_parsed(r);
+        if (memcmp(&r->c, &base->c, sizeof r->c) != 0) {
+            fail_msg("%s %s is not the default", flag, value);
+        }
+        free_run(r);
+        n_checked++;
+    }
+    if (n_checked < 20) {
+        fail_msg("only %zu defaults checked", n_checked);
+    }
+    free_run(base);
+    free_run(shown);
+}
+
+static void test_log_format(void **state)
+{
+    (void)state;
+    REFUSED("--log-format: 'xml' is not text or json", "--dev", "--log-format",
+            "xml", NULL);
+    struct run *r = parse("--dev", NULL);
+    assert_int_equal(r->c.log_format, QR_LOG_TEXT);
+    free_run(r);
+    r = parse("--dev", "--log-format", "json", NULL);
+    assert_parsed(r);
+    assert_int_equal(r->c.log_format, QR_LOG_JSON);
+    free_run(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -787,6 +1045,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unknown_and_stray_arguments,
                                         clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_log_level, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_log_format, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_file_good, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_file_precedence, clear_env,
+                                        clear_env),
+        cmocka_unit_test_setup_teardown(test_file_errors, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(test_print_config_round_trip, clear_env,
+                                        clear_env),
+        cmocka_unit_test_setup_teardown(test_print_config_defaults_agree,
+                                        clear_env, clear_env),
         cmocka_unit_test_setup_teardown(test_help_and_version, clear_env,
                                         clear_env),
         cmocka_unit_test_setup_teardown(test_repeated_parses_are_independent,
