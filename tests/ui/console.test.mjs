@@ -1,0 +1,141 @@
+// The operator console in a real browser (Debian's chromium through
+// playwright-core) against a real `qraftd --dev`: log in (a wrong token is
+// refused visibly), find a dead-lettered message in the DLQ page, replay it
+// by clicking (through the confirmation) and see the sink receive it, pause
+// a schedule by clicking and check through the API that it is paused, and
+// save a screenshot of every page at 1280x800 and a few at phone width.
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import { DevNode, Sink, launchBrowser, shot, waitFor } from "./harness.mjs";
+
+const TOKEN = "ui-test-token-0123456789";
+const node = new DevNode(TOKEN);
+const sink = new Sink();
+let browser;
+let page;
+
+before(async () => {
+  await sink.start();
+  await node.start();
+  browser = await launchBrowser();
+  page = await browser.context.newPage();
+  page.setDefaultTimeout(15_000);
+});
+
+after(async () => {
+  await browser?.close();
+  await node.stop();
+  await sink.close();
+});
+
+async function publish(pathOnSink, headers = {}) {
+  const { status, json } = await node.api("POST", `/v2/publish/${sink.base}${pathOnSink}`,
+    { body: "hello from the ui test", headers: { "Content-Type": "text/plain", ...headers } });
+  assert.equal(status, 200, JSON.stringify(json));
+  return json.messageId;
+}
+
+test("a wrong token is refused with the node's answer", async () => {
+  await page.goto(`${node.url}/`);
+  await page.getByLabel("API token").fill("not-the-token");
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.getByText("401").waitFor();
+  assert.equal(await page.getByRole("navigation", { name: "Pages" }).isVisible(), false);
+  await shot(page, "login-refused");
+});
+
+test("log in, find a dead letter, replay it by clicking; the sink gets it", async () => {
+  // The first delivery is refused for good (404: client error), the
+  // replay's is accepted.
+  sink.script("/orders", (n) => (n === 0 ? 404 : 200));
+  const id = await publish("/orders", { "Upstash-Retries": "0", "Upstash-Label": "ui-test" });
+  await waitFor(async () => (await node.api("GET", `/v2/dlq/${id}`)).status === 200,
+    `${id} to be dead-lettered`);
+
+  await page.goto(`${node.url}/console/`);
+  await page.getByLabel("API token").fill(TOKEN);
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.getByRole("heading", { name: "Overview" }).waitFor();
+  await page.getByText("DLQ size").waitFor();
+  await shot(page, "overview");
+
+  await page.getByRole("link", { name: "DLQ" }).click();
+  await page.getByRole("heading", { name: "Dead-letter queue" }).waitFor();
+  await page.getByRole("link", { name: id }).waitFor();
+  await shot(page, "dlq");
+
+  await page.getByRole("checkbox", { name: `Select ${id}` }).check();
+  await page.getByRole("button", { name: "Replay selected" }).click();
+  const dialog = page.getByRole("dialog");
+  await dialog.getByText("Replay 1 dead letter?").waitFor();
+  await shot(page, "dlq-confirm");
+  await dialog.getByRole("button", { name: "Replay 1" }).click();
+  await page.getByText("Replayed 1 of 1 selected.").waitFor();
+
+  await waitFor(() => sink.on("/orders").some((r) => r.status === 200),
+    "the replayed message at the sink");
+  assert.equal((await node.api("GET", `/v2/dlq/${id}`)).status, 404);
+
+  // Its page tells the story: refused, then delivered.
+  await page.getByRole("link", { name: "Messages" }).click();
+  await page.getByRole("heading", { name: "Messages" }).waitFor();
+  await page.getByRole("link", { name: id }).first().waitFor();
+  await shot(page, "messages");
+  await page.getByRole("link", { name: id }).first().click();
+  await page.getByRole("heading", { name: "Timeline" }).waitFor();
+  await waitFor(async () => {
+    await page.reload();
+    await page.getByRole("heading", { name: "Timeline" }).waitFor();
+    return await page.getByText("DELIVERED", { exact: true }).count() > 0;
+  }, "the message page to show the delivery");
+  await page.getByText("FAILED", { exact: true }).first().waitFor();
+  await shot(page, "message");
+});
+
+test("pause a schedule by clicking; the API says it is paused", async () => {
+  const { status, json } = await node.api("POST", `/v2/schedules/${sink.base}/nightly`,
+    { headers: { "Upstash-Cron": "0 3 * * *", "Upstash-Schedule-Id": "nightly-report" } });
+  assert.equal(status, 200, JSON.stringify(json));
+
+  await page.getByRole("link", { name: "Schedules" }).click();
+  await page.getByRole("heading", { name: "Schedules" }).waitFor();
+  const row = page.getByRole("row").filter({ hasText: "nightly-report" });
+  await row.getByRole("button", { name: "Pause" }).click();
+  await row.getByRole("button", { name: "Resume" }).waitFor();
+  const after = await node.api("GET", "/v2/schedules/nightly-report");
+  assert.equal(after.json.isPaused, true);
+  await shot(page, "schedules");
+});
+
+test("queues and URL groups pages; the console at phone width", async () => {
+  assert.equal((await node.api("POST", "/v2/queues", {
+    body: JSON.stringify({ queueName: "emails", parallelism: 2 }),
+    headers: { "Content-Type": "application/json" } })).status, 200);
+  assert.equal((await node.api("POST", "/v2/topics/fanout/endpoints", {
+    body: JSON.stringify({ endpoints: [{ name: "a", url: `${sink.base}/a` }] }),
+    headers: { "Content-Type": "application/json" } })).status, 200);
+
+  await page.getByRole("link", { name: "Queues" }).click();
+  await page.getByRole("cell", { name: "emails", exact: true }).waitFor();
+  await shot(page, "queues");
+  await page.getByRole("link", { name: "URL groups" }).click();
+  await page.getByRole("cell", { name: "fanout", exact: true }).waitFor();
+  await shot(page, "groups");
+
+  await page.setViewportSize({ width: 390, height: 844 });
+  for (const [link, heading, name] of [["Overview", "Overview", "phone-overview"],
+    ["DLQ", "Dead-letter queue", "phone-dlq"], ["Schedules", "Schedules", "phone-schedules"]]) {
+    await page.getByRole("link", { name: link }).click();
+    await page.getByRole("heading", { name: heading }).waitFor();
+    await shot(page, name);
+  }
+  // Nothing wider than the phone's screen but the tables' own scrollers.
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(overflow <= 390, `the page is ${overflow} px wide at 390`);
+
+  // Log out: the token is gone from the tab.
+  await page.getByRole("button", { name: "Log out" }).click();
+  await page.getByLabel("API token").waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("qraft.token")), null);
+});
