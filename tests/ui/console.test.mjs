@@ -3,7 +3,10 @@
 // refused visibly), find a dead-lettered message in the DLQ page, replay it
 // by clicking (through the confirmation) and see the sink receive it, pause
 // a schedule by clicking and check through the API that it is paused, and
-// save a screenshot of every page at 1280x800 and a few at phone width.
+// save a screenshot of every page at 1280x800 and a few at phone width;
+// bulk replay by filter, and a hostile body shown as text. The tests run in
+// order on one page: the one that logs in leaves the tab logged in for the
+// ones after it.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
@@ -91,6 +94,46 @@ test("log in, find a dead letter, replay it by clicking; the sink gets it", asyn
   }, "the message page to show the delivery");
   await page.getByText("FAILED", { exact: true }).first().waitFor();
   await shot(page, "message");
+});
+
+test("replay everything matching a filter, after a preview count", async () => {
+  // Two letters labelled "batch" and one other; only the two are replayed.
+  sink.script("/batch", (n) => (n < 2 ? 404 : 200));
+  sink.script("/other", () => 404);
+  const ids = [await publish("/batch", { "Upstash-Retries": "0", "Upstash-Label": "batch" }),
+    await publish("/batch", { "Upstash-Retries": "0", "Upstash-Label": "batch" })];
+  const other = await publish("/other", { "Upstash-Retries": "0" });
+  for (const id of [...ids, other]) {
+    await waitFor(async () => (await node.api("GET", `/v2/dlq/${id}`)).status === 200,
+      `${id} to be dead-lettered`);
+  }
+
+  await page.getByRole("link", { name: "DLQ" }).click();
+  await page.getByLabel("Label").fill("batch");
+  await page.getByRole("button", { name: "Search" }).click();
+  await page.getByRole("link", { name: other }).waitFor({ state: "detached" });
+  await page.getByRole("button", { name: "Replay all matching…" }).click();
+  const dialog = page.getByRole("dialog");
+  await dialog.getByText("Replay 2 dead letters?").waitFor();
+  await dialog.getByRole("button", { name: "Replay 2" }).click();
+  await page.getByText("Replayed 2 dead letters.").waitFor();
+  await waitFor(() => sink.on("/batch").filter((r) => r.status === 200).length === 2,
+    "both replayed letters at the sink");
+  assert.equal((await node.api("GET", `/v2/dlq/${other}`)).status, 200);
+});
+
+test("a hostile body is shown as text, never run", async () => {
+  const hostile = "<img src=x onerror=\"window.pwned=1\"><script>window.pwned=2</script>";
+  sink.script("/gone", () => 404);
+  const { json } = await node.api("POST", `/v2/publish/${sink.base}/gone`,
+    { body: hostile, headers: { "Content-Type": "text/html", "Upstash-Retries": "0" } });
+  await waitFor(async () => (await node.api("GET", `/v2/dlq/${json.messageId}`)).status === 200,
+    "the hostile message to be dead-lettered");
+  await page.goto(`${node.url}/console/#/message/${json.messageId}`);
+  await page.getByRole("heading", { name: "Body" }).waitFor();
+  assert.equal(await page.locator("pre.body").first().textContent(), hostile);
+  assert.equal(await page.evaluate(() => window.pwned), undefined);
+  assert.equal(await page.locator("main img").count(), 0);
 });
 
 test("pause a schedule by clicking; the API says it is paused", async () => {
