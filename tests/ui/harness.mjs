@@ -17,32 +17,18 @@ import path from "node:path";
 
 import { chromium } from "playwright-core";
 
+import { waitFor } from "../lib/wait.mjs";
+
+export { waitFor };
+
 const bin = process.env.QRAFT_BIN;
 assert.ok(bin, "QRAFT_BIN must name the build's bin directory");
 const qraftd = path.resolve(bin, "qraftd");
 assert.ok(existsSync(qraftd), `${qraftd} not found: build qraft first`);
 
-export const WAIT_MS = 20_000;
-
 export const artifacts = process.env.QRAFT_UI_ARTIFACTS ||
   path.join(os.tmpdir(), "qraft-ui-artifacts");
 mkdirSync(artifacts, { recursive: true });
-
-// Polls check() (async allowed) every 50 ms until it returns something
-// truthy; resolves to that, or rejects at the deadline naming `what`.
-export async function waitFor(check, what, timeoutMs = WAIT_MS) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) {
-      return value;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function freePort() {
   const srv = net.createServer().listen(0, "127.0.0.1");
