@@ -1,18 +1,22 @@
 // The console's shell: log in and out, and hash routing to one module per
 // page (pages/*.js, each exporting render(view, params) that fills view).
 // Routes: #/overview, #/messages, #/message/<id>, #/dlq, #/schedules,
-// #/queues, #/groups.
+// #/queues, #/groups, #/flow, #/workflows, #/workflows/<run id>.
 import { api, clearToken, setToken, token } from "./api.js";
 import { fill, h, notify } from "./dom.js";
 import * as dlq from "./pages/dlq.js";
+import * as flow from "./pages/flow.js";
 import * as groups from "./pages/groups.js";
 import * as message from "./pages/message.js";
 import * as messages from "./pages/messages.js";
 import * as overview from "./pages/overview.js";
 import * as queues from "./pages/queues.js";
 import * as schedules from "./pages/schedules.js";
+import * as workflows from "./pages/workflows.js";
 
-const pages = { overview, messages, message, dlq, schedules, queues, groups };
+const pages = {
+  overview, messages, message, dlq, schedules, queues, groups, flow, workflows,
+};
 
 const $ = (id) => document.getElementById(id);
 

@@ -4,7 +4,8 @@
 // by clicking (through the confirmation) and see the sink receive it, pause
 // a schedule by clicking and check through the API that it is paused, and
 // save a screenshot of every page at 1280x800 and a few at phone width;
-// bulk replay by filter, and a hostile body shown as text. The tests run in
+// bulk replay by filter, a hostile body shown as text, a flow-control key
+// paused and a workflow run cancelled. The tests run in
 // order on one page: the one that logs in leaves the tab logged in for the
 // ones after it.
 import assert from "node:assert/strict";
@@ -149,6 +150,31 @@ test("pause a schedule by clicking; the API says it is paused", async () => {
   const after = await node.api("GET", "/v2/schedules/nightly-report");
   assert.equal(after.json.isPaused, true);
   await shot(page, "schedules");
+});
+
+test("pause a flow-control key and cancel a workflow run by clicking", async () => {
+  // A delayed message keeps its key listed; a trigger the sink accepts
+  // (no workflow SDK behind it) leaves its run running.
+  await publish("/tenant", { "Upstash-Flow-Control-Key": "tenant-a",
+    "Upstash-Flow-Control-Value": "parallelism=2", "Upstash-Delay": "1h" });
+  await publish("/wf", { "Upstash-Workflow-RunId": "wfr_ui_1", "Upstash-Workflow-Init": "true" });
+
+  await page.getByRole("link", { name: "Flow control" }).click();
+  const key = page.getByRole("row").filter({ hasText: "tenant-a" });
+  await key.getByRole("button", { name: "Pause" }).click();
+  await key.getByRole("button", { name: "Resume" }).waitFor();
+  assert.equal((await node.api("GET", "/v2/flowControl/tenant-a")).json.isPaused, true);
+  await shot(page, "flow");
+
+  await page.getByRole("link", { name: "Workflows" }).click();
+  await page.getByRole("link", { name: "wfr_ui_1" }).click();
+  await page.getByRole("heading", { name: "Steps" }).waitFor();
+  await page.getByRole("button", { name: "Cancel run" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Cancel run" }).click();
+  await page.getByText("RUN_CANCELED").waitFor();
+  const runs = (await node.api("GET", "/v2/workflows/logs?workflowRunId=wfr_ui_1")).json.runs;
+  assert.equal(runs[0].workflowState, "RUN_CANCELED");
+  await shot(page, "workflow-run");
 });
 
 test("queues and URL groups pages; the console at phone width", async () => {
