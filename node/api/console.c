@@ -99,7 +99,7 @@ void qr_console_serve(h2o_req_t *req)
     if (not_modified(req, a->etag)) {
         req->res.status = 304;
         req->res.reason = "Not Modified";
-        h2o_send_inline(req, NULL, 0);
+        h2o_send_inline(req, "", 0);
         return;
     }
     req->res.status = 200;
