@@ -137,7 +137,7 @@ test("a hostile body is shown as text, never run", async () => {
   assert.equal(await page.locator("main img").count(), 0);
 });
 
-test("pause a schedule by clicking; the API says it is paused", async () => {
+test("pause a schedule and create one by clicking; the API agrees", async () => {
   const { status, json } = await node.api("POST", `/v2/schedules/${sink.base}/nightly`,
     { headers: { "Upstash-Cron": "0 3 * * *", "Upstash-Schedule-Id": "nightly-report" } });
   assert.equal(status, 200, JSON.stringify(json));
@@ -149,6 +149,17 @@ test("pause a schedule by clicking; the API says it is paused", async () => {
   await row.getByRole("button", { name: "Resume" }).waitFor();
   const after = await node.api("GET", "/v2/schedules/nightly-report");
   assert.equal(after.json.isPaused, true);
+
+  // And one created from the form.
+  await page.getByLabel("Destination URL").fill(`${sink.base}/hourly`);
+  await page.getByLabel(/^Cron/).fill("0 * * * *");
+  await page.getByLabel("Schedule id (optional)").fill("hourly-sync");
+  await page.getByRole("button", { name: "Create schedule" }).click();
+  await page.getByRole("row").filter({ hasText: "hourly-sync" }).waitFor();
+  const made = await node.api("GET", "/v2/schedules/hourly-sync");
+  assert.equal(made.status, 200);
+  assert.equal(made.json.cron, "0 * * * *");
+  assert.equal(made.json.destination, `${sink.base}/hourly`);
   await shot(page, "schedules");
 });
 
