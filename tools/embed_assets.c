@@ -145,6 +145,10 @@ int main(int argc, char **argv)
     out_path = argv[1];
     root = argv[2];
     prefix = argv[3];
+    if (check_plain(prefix) != 0 || strstr(root, "*/") != NULL) {
+        fprintf(stderr, "embed_assets: unusable ROOT or URL_PREFIX\n");
+        return 2;
+    }
     n_files = argc - 4;
     hashes = calloc((size_t)n_files + 1, sizeof(*hashes));
     lens = calloc((size_t)n_files + 1, sizeof(*lens));
@@ -167,7 +171,14 @@ int main(int argc, char **argv)
         size_t len = 0;
         int rv;
 
-        if (type_of(name) == NULL || check_plain(name) != 0) {
+        if (check_plain(name) != 0) {
+            fprintf(stderr,
+                    "embed_assets: %s: a file name with a quote, backslash "
+                    "or control character cannot be served\n",
+                    name);
+            goto err;
+        }
+        if (type_of(name) == NULL) {
             fprintf(stderr,
                     "embed_assets: %s: no content type for this file name "
                     "(add its extension to tools/embed_assets.c)\n",
