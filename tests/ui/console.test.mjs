@@ -29,8 +29,8 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  await node.stop();
   await sink.close();
+  await node.stop();
 });
 
 async function publish(pathOnSink, headers = {}) {

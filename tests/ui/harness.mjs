@@ -78,6 +78,8 @@ export class DevNode {
     return { status: res.status, json: text ? JSON.parse(text) : null };
   }
 
+  // SIGTERM; throws (with the stderr tail) unless it exits 0: a crash or a
+  // sanitizer's report fails the suite.
   async stop() {
     if (this.exited === null) {
       const gone = once(this.proc, "exit");
@@ -85,6 +87,9 @@ export class DevNode {
       await gone;
     }
     rmSync(this.dir, { recursive: true, force: true });
+    if (this.exited.code !== 0) {
+      throw new Error(`qraftd exited ${JSON.stringify(this.exited)}\n${this.stderr}`);
+    }
   }
 }
 
