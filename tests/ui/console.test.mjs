@@ -58,8 +58,9 @@ test("log in, find a dead letter, replay it by clicking; the sink gets it", asyn
     `${id} to be dead-lettered`);
 
   await page.goto(`${node.url}/console/`);
+  // By keyboard: type the token, Enter.
   await page.getByLabel("API token").fill(TOKEN);
-  await page.getByRole("button", { name: "Log in" }).click();
+  await page.getByLabel("API token").press("Enter");
   await page.getByRole("heading", { name: "Overview" }).waitFor();
   await page.getByText("DLQ size").waitFor();
   await shot(page, "overview");
@@ -70,8 +71,15 @@ test("log in, find a dead letter, replay it by clicking; the sink gets it", asyn
   await shot(page, "dlq");
 
   await page.getByRole("checkbox", { name: `Select ${id}` }).check();
+  // Escape cancels the confirmation: nothing is replayed.
   await page.getByRole("button", { name: "Replay selected" }).click();
   const dialog = page.getByRole("dialog");
+  await dialog.getByText("Replay 1 dead letter?").waitFor();
+  await page.keyboard.press("Escape");
+  await dialog.waitFor({ state: "detached" });
+  assert.equal((await node.api("GET", `/v2/dlq/${id}`)).status, 200);
+
+  await page.getByRole("button", { name: "Replay selected" }).click();
   await dialog.getByText("Replay 1 dead letter?").waitFor();
   await shot(page, "dlq-confirm");
   await dialog.getByRole("button", { name: "Replay 1" }).click();
