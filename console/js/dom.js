@@ -160,6 +160,12 @@ export function confirmDialog(title, text, confirmText, { danger = false } = {})
   });
 }
 
+// A button that runs fn (async) while disabled; errors go to the notice
+// bar.
+export function actionButton(text, fn, cls = "") {
+  return h("button", { type: "button", class: cls, onclick: (e) => busy(e.target, fn) }, text);
+}
+
 // Runs fn with btn disabled; errors go to the notice bar.
 export async function busy(btn, fn) {
   btn.disabled = true;

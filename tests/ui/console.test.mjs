@@ -131,7 +131,7 @@ test("replay everything matching a filter, after a preview count", async () => {
   assert.equal((await node.api("GET", `/v2/dlq/${other}`)).status, 200);
 });
 
-test("a hostile body is shown as text, never run", async () => {
+test("a hostile body is shown as text, never run; replay from its page", async () => {
   const hostile = "<img src=x onerror=\"window.pwned=1\"><script>window.pwned=2</script>";
   sink.script("/gone", () => 404);
   const { json } = await node.api("POST", `/v2/publish/${sink.base}/gone`,
@@ -143,6 +143,12 @@ test("a hostile body is shown as text, never run", async () => {
   assert.equal(await page.locator("pre.body").first().textContent(), hostile);
   assert.equal(await page.evaluate(() => window.pwned), undefined);
   assert.equal(await page.locator("main img").count(), 0);
+
+  // Its page replays it too.
+  await page.getByRole("button", { name: "Replay" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Replay" }).click();
+  await page.getByText(`Replayed ${json.messageId}.`).waitFor();
+  await waitFor(() => sink.on("/gone").length === 2, "the replay at the sink");
 });
 
 test("pause a schedule and create one by clicking; the API agrees", async () => {

@@ -2,11 +2,7 @@
 // parallelism and rate (in use / most, pinned or not), paused; pause,
 // resume, reset the rate period, pin and unpin (admin scope).
 import { api } from "../api.js";
-import { badge, busy, fill, h, notify, table } from "../dom.js";
-
-function button(text, fn, cls = "") {
-  return h("button", { type: "button", class: cls, onclick: (e) => busy(e.target, fn) }, text);
-}
+import { actionButton as button, badge, busy, fill, h, notify, table } from "../dom.js";
 
 export async function render(view, _arg, current) {
   const keys = await api("GET", "/v2/flowControl");

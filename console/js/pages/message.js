@@ -2,7 +2,7 @@
 // GET /v2/dlq/{id} when dead-lettered) and its attempt timeline from the
 // log (GET /v2/logs?messageId=), oldest first; cancel or replay.
 import { api } from "../api.js";
-import { busy, confirmDialog, fill, fmtTime, h, notify } from "../dom.js";
+import { actionButton, confirmDialog, fill, fmtTime, h, notify } from "../dom.js";
 import { stateBadge } from "./messages.js";
 
 // Base64 to text (bad UTF-8 as U+FFFD), cut to max characters.
@@ -67,24 +67,24 @@ export async function render(view, id, current) {
   const actions = h("div", { class: "actions" });
 
   if (found && found.where === "waiting") {
-    actions.appendChild(h("button", { type: "button", class: "danger", onclick: (e) => busy(e.target, async () => {
+    actions.appendChild(actionButton("Cancel message", async () => {
       if (!await confirmDialog("Cancel this message?", `${id} will not be delivered (an attempt already in flight may still arrive).`, "Cancel message", { danger: true })) {
         return;
       }
       await api("DELETE", `/v2/messages/${encodeURIComponent(id)}`);
       notify(`Cancelled ${id}.`, "good");
       await render(view, id, current);
-    }) }, "Cancel message"));
+    }, "danger"));
   }
   if (found && found.where === "dead") {
-    actions.appendChild(h("button", { type: "button", class: "primary", onclick: (e) => busy(e.target, async () => {
+    actions.appendChild(actionButton("Replay", async () => {
       if (!await confirmDialog("Replay this dead letter?", `${id} goes back to pending with a fresh attempt budget.`, "Replay")) {
         return;
       }
       await api("POST", `/v2/dlq/retry/${encodeURIComponent(id)}`);
       notify(`Replayed ${id}.`, "good");
       await render(view, id, current);
-    }) }, "Replay"));
+    }, "primary"));
   }
 
   // A message object has body (text) or bodyBase64; a log entry base64.

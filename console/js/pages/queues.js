@@ -1,7 +1,7 @@
 // Queues (GET /v2/queues): parallelism, paused, lag (messages waiting in
 // the queue, not counting the active ones); pause, resume, set parallelism.
 import { api } from "../api.js";
-import { badge, busy, fill, fmtTime, h, notify, table } from "../dom.js";
+import { actionButton, badge, busy, fill, fmtTime, h, notify, table } from "../dom.js";
 
 export async function render(view, _arg, current) {
   const list = await api("GET", "/v2/queues");
@@ -36,10 +36,10 @@ export async function render(view, _arg, current) {
       { title: "Lag", class: "num", cell: (q) => String(q.lag) },
       { title: "Parallelism", cell: (q) => parallelismForm(q) },
       { title: "Updated", cell: (q) => fmtTime(q.updatedAt) },
-      { title: "Actions", cell: (q) => h("button", { type: "button", onclick: (e) => busy(e.target, async () => {
+      { title: "Actions", cell: (q) => actionButton(q.paused ? "Resume" : "Pause", async () => {
         await api("POST", `/v2/queues/${enc(q)}/${q.paused ? "resume" : "pause"}`);
         notify(`${q.paused ? "Resumed" : "Paused"} ${q.name}.`, "good");
         await reload();
-      }) }, q.paused ? "Resume" : "Pause") },
+      }) },
     ], list, { empty: "No queues (a queue is created by the first message enqueued to it)." }));
 }

@@ -1,11 +1,7 @@
 // Schedules (GET /v2/schedules): pause, resume, delete, and create one
 // from a cron and a destination (POST /v2/schedules/{destination}).
 import { api } from "../api.js";
-import { badge, busy, confirmDialog, field, fill, fmtTime, formValues, h, notify, table } from "../dom.js";
-
-function actionButton(text, cls, fn) {
-  return h("button", { type: "button", class: cls, onclick: (e) => busy(e.target, fn) }, text);
-}
+import { actionButton, badge, busy, confirmDialog, field, fill, fmtTime, formValues, h, notify, table } from "../dom.js";
 
 export async function render(view, _arg, current) {
   const list = await api("GET", "/v2/schedules");
@@ -54,24 +50,24 @@ export async function render(view, _arg, current) {
       { title: "Last fired", cell: (s) => fmtTime(s.lastScheduleTime) },
       { title: "Actions", cell: (s) => h("div", { class: "actions" },
         s.isPaused
-          ? actionButton("Resume", "", async () => {
+          ? actionButton("Resume", async () => {
             await api("POST", path(s, "/resume"));
             notify(`Resumed ${s.scheduleId}.`, "good");
             await reload();
           })
-          : actionButton("Pause", "", async () => {
+          : actionButton("Pause", async () => {
             await api("POST", path(s, "/pause"));
             notify(`Paused ${s.scheduleId}.`, "good");
             await reload();
           }),
-        actionButton("Delete", "danger", async () => {
+        actionButton("Delete", async () => {
           if (!await confirmDialog("Delete this schedule?", `${s.scheduleId} (${s.cron}) stops firing; messages it created stay.`, "Delete schedule", { danger: true })) {
             return;
           }
           await api("DELETE", path(s));
           notify(`Deleted ${s.scheduleId}.`, "good");
           await reload();
-        })) },
+        }, "danger")) },
     ], list, { empty: "No schedules." }),
     h("h2", { id: "create-title" }, "Create a schedule"),
     form);

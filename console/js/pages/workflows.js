@@ -2,7 +2,7 @@
 // filtered by run id, URL and state; a run's page with its steps; cancel a
 // running run, resume or restart a failed one from its dead letter.
 import { api } from "../api.js";
-import { badge, busy, confirmDialog, field, fill, fmtTime, formValues, h, notify, selectField, table } from "../dom.js";
+import { actionButton, badge, busy, confirmDialog, field, fill, fmtTime, formValues, h, notify, selectField, table } from "../dom.js";
 
 const STATES = [["", "any"], ["RUN_STARTED", "running"], ["RUN_SUCCESS", "succeeded"],
   ["RUN_FAILED", "failed"], ["RUN_CANCELED", "cancelled"]];
@@ -23,27 +23,27 @@ function runActions(run, after) {
   const id = run.workflowRunId;
   const out = h("div", { class: "actions" });
   if (run.workflowState === "RUN_STARTED") {
-    out.appendChild(h("button", { type: "button", class: "danger", onclick: (e) => busy(e.target, async () => {
+    out.appendChild(actionButton("Cancel run", async () => {
       if (!await confirmDialog("Cancel this run?", `${id} stops; its messages not delivered yet are cancelled.`, "Cancel run", { danger: true })) {
         return;
       }
       await api("DELETE", `/v2/workflows/runs/${encodeURIComponent(id)}`);
       notify(`Cancelled ${id}.`, "good");
       await after();
-    }) }, "Cancel run"));
+    }, "danger"));
   }
   if (run.workflowState === "RUN_FAILED" && run.dlqId) {
     for (const [action, text, what] of [
       ["resume", "Resume", "delivers the failed step again; the run goes on under the same id."],
       ["restart", "Restart", "cuts the history back to the initial payload and runs it again from the first step."]]) {
-      out.appendChild(h("button", { type: "button", onclick: (e) => busy(e.target, async () => {
+      out.appendChild(actionButton(text, async () => {
         if (!await confirmDialog(`${text} this run?`, `${text} ${what}`, text)) {
           return;
         }
         await api("POST", `/v2/workflows/dlq/${action}`, { params: { dlqIds: run.dlqId } });
         notify(`${text}d ${id}.`, "good");
         await after();
-      }) }, text));
+      }));
     }
   }
   return out;
