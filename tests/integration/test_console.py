@@ -79,6 +79,19 @@ class ConsoleServingTest(unittest.TestCase):
         self.assertEqual(status, 405)
         self.assertIn("GET", hdrs["Allow"])
 
+    def test_odd_paths_never_fail_the_node(self):
+        for target in ("/console/%FF", "/console/%00", "/console/" + "a" * 4000,
+                       "/console/js/../js/main.js", "/console//index.html",
+                       "/console/%C3%A9", "/console/?x=%FF",
+                       "/console/index.html?v=1"):
+            status, _, _ = self.get(target)
+            self.assertIn(status, (200, 404), target)
+        status, _, _ = self.get("/console/js/../js/main.js")
+        self.assertEqual(status, 200)
+        status, _, _ = qh.http_call(self.node.http_addr, "GET", "/healthz",
+                                       parse=None)
+        self.assertEqual(status, 200)
+
     def test_head(self):
         status, hdrs, body = self.get("/console/", method="HEAD")
         self.assertEqual(status, 200)
@@ -101,10 +114,12 @@ class ClusterRouteTest(unittest.TestCase):
                                            "/v2/qraft/cluster",
                                            token=cluster.token)
             self.assertEqual(status, 200, view)
-            if all(n["alive"] for n in view["nodes"]):
+            # Liveness comes with heartbeats, the addresses with each node's
+            # advertised info: wait for both.
+            if all(n["alive"] and "http" in n for n in view["nodes"]):
                 break
             self.assertLess(time.monotonic(), deadline,
-                            f"every node alive on the leader: {view}")
+                            f"every node alive and known on the leader: {view}")
             time.sleep(0.1)
         self.assertEqual(view["state"], "leader")
         self.assertEqual(view["leaderId"], int(leader.id))
