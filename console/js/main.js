@@ -38,7 +38,8 @@ function parseHash() {
 
 let generation = 0;
 
-async function route() {
+// moveFocus: put the focus on the new page's heading (after navigation).
+async function route(moveFocus = false) {
   if (!token()) {
     showLogin();
     return;
@@ -60,6 +61,12 @@ async function route() {
   const view = fill($("view"), h("p", { class: "muted" }, "Loading…"));
   try {
     await pages[name].render(view, arg, () => mine === generation);
+    // A new page: keyboard and screen-reader users start at its heading.
+    const heading = mine === generation ? view.querySelector("h1") : null;
+    if (heading && moveFocus) {
+      heading.tabIndex = -1;
+      heading.focus({ preventScroll: true });
+    }
   } catch (err) {
     if (mine !== generation) {
       return;
@@ -94,8 +101,7 @@ async function login(event) {
   if (!location.hash || location.hash === "#/" || location.hash === "#") {
     location.hash = "#/overview";
   }
-  await route();
-  $("main").focus();
+  await route(true);
 }
 
 function logout() {
@@ -106,5 +112,5 @@ function logout() {
 
 $("login-form").addEventListener("submit", login);
 $("logout").addEventListener("click", logout);
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", () => route(true));
 route();

@@ -67,6 +67,8 @@ test("log in, find a dead letter, replay it by clicking; the sink gets it", asyn
 
   await page.getByRole("link", { name: "DLQ" }).click();
   await page.getByRole("heading", { name: "Dead-letter queue" }).waitFor();
+  // The new page's heading has the focus.
+  await page.waitForFunction(() => document.activeElement?.textContent === "Dead-letter queue");
   await page.getByRole("link", { name: id }).waitFor();
   await shot(page, "dlq");
 
