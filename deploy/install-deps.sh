@@ -31,6 +31,9 @@ TEST_PKGS=(
     # the .deb's test (tests/package/test_deb.sh): its postinst needs
     # adduser, and systemd-analyze checks its unit
     adduser systemd
+    # the console's browser tests (tests/ui): playwright-core drives this
+    # chromium headless; it downloads no browser of its own
+    chromium
 )
 RAFT_MIN_VERSION="0.22.1"
 

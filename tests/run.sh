@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the test dependencies, builds qraft and runs every test with ctest.
 #
-#   tests/run.sh                 all labels (unit, cluster, integration, sdk,
+#   tests/run.sh                 all labels (unit, cluster, integration, sdk, ui,
 #                                chaos: a 30 s smoke run when root; package:
 #                                the .deb installed and purged, when root)
 #   tests/run.sh --label unit    one label

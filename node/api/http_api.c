@@ -50,6 +50,7 @@
 #include <h2o.h>
 #include <jansson.h>
 
+#include "api/console.h"
 #include "api/rest.h"
 #include "lib/err.h"
 #include "lib/logger.h"
@@ -171,7 +172,8 @@ typedef void (*route_fn)(struct http_server *s, h2o_req_t *req);
 
 struct route {
     const char *method; /* "GET" also answers HEAD */
-    const char *path;   /* exact match on the normalized path */
+    const char *path;   /* exact match on the normalized path; a final
+                           '*' matches any rest */
     route_fn handle;
 };
 
@@ -220,10 +222,23 @@ static void handle_metrics(struct http_server *s, h2o_req_t *req)
     free(body);
 }
 
+/* The operator console's static files (console.h); no auth, like
+ * /healthz: the console's own calls carry the token. */
+static void handle_console(struct http_server *s, h2o_req_t *req)
+{
+    if (s->state != SERVER_RUNNING) {
+        req->http1_is_persistent = 0;
+    }
+    qr_console_serve(req);
+}
+
 static const struct route routes[] = {
     {"GET", "/healthz", handle_healthz},
     {"GET", "/readyz", handle_readyz},
     {"GET", "/metrics", handle_metrics},
+    {"GET", "/", handle_console},
+    {"GET", QR_CONSOLE_PREFIX, handle_console},
+    {"GET", QR_CONSOLE_PREFIX "/*", handle_console},
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -231,6 +246,17 @@ static const struct route routes[] = {
 static bool method_is(const h2o_iovec_t *method, const char *name)
 {
     return h2o_memis(method->base, method->len, name, strlen(name));
+}
+
+static bool route_matches(const struct route *route, const h2o_iovec_t *path)
+{
+    size_t len = strlen(route->path);
+
+    if (len > 0 && route->path[len - 1] == '*') {
+        return path->len >= len - 1 &&
+               memcmp(path->base, route->path, len - 1) == 0;
+    }
+    return h2o_memis(path->base, path->len, route->path, len);
 }
 
 static bool route_accepts(const struct route *route, const h2o_iovec_t *method)
@@ -249,8 +275,7 @@ static void allowed_methods(const h2o_iovec_t *path, char *out, size_t len)
     out[0] = '\0';
     for (size_t i = 0; i < N_ROUTES && used < len; i++) {
         const struct route *route = &routes[i];
-        if (!h2o_memis(path->base, path->len, route->path,
-                       strlen(route->path))) {
+        if (!route_matches(route, path)) {
             continue;
         }
         used += (size_t)snprintf(
@@ -272,8 +297,7 @@ static int on_request(h2o_handler_t *self, h2o_req_t *req)
     }
     for (size_t i = 0; i < N_ROUTES; i++) {
         const struct route *route = &routes[i];
-        if (!h2o_memis(path->base, path->len, route->path,
-                       strlen(route->path))) {
+        if (!route_matches(route, path)) {
             continue;
         }
         path_known = true;

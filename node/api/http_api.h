@@ -1,7 +1,7 @@
 /* The node's HTTP server: h2o (HTTP/1.1) on the node's libuv loop, serving a
- * small route table (/healthz, /readyz, /metrics) and the QStash REST API
- * (rest.h), in plaintext or over TLS (h2o's OpenSSL support, ALPN
- * http/1.1).
+ * small route table (/healthz, /readyz, /metrics, the console's files:
+ * console.h) and the QStash REST API (rest.h), in plaintext or over TLS
+ * (h2o's OpenSSL support, ALPN http/1.1).
  * It never holds more than max_conns connections, a TLS handshake gets no
  * longer than a request (req_timeout_ms), and it is closed only once every
  * connection and every uv handle it (or h2o) opened is closed. */

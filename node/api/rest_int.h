@@ -395,4 +395,9 @@ int qr_rest_parse_endpoints(h2o_req_t *req,
 
 rest_handler qr_rest_keys;
 
+/* ---------------------------------------------------------------------------
+ * The cluster's status, qraft's own (rest_cluster.c). */
+
+rest_handler qr_rest_cluster;
+
 #endif /* QR_REST_INT_H */

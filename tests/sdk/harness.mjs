@@ -23,6 +23,8 @@ import os from "node:os";
 import path from "node:path";
 import { after, before } from "node:test";
 
+import { waitFor } from "../lib/wait.mjs";
+
 for (const name of Object.keys(process.env)) {
   if (name === "QSTASH_DEV" || name === "QSTASH_REGION" ||
       name === "QSTASH_URL" || name === "QSTASH_TOKEN" ||
@@ -72,26 +74,9 @@ export async function freePort() {
   throw new Error("no free port found");
 }
 
-/*
- * Polls check() (async allowed) every 50 ms until it returns something
- * truthy, and resolves to that; rejects at the deadline with `what` (a
- * string or a function returning one). An exception from check() ends the
- * wait at once.
- */
-export async function waitFor(check, what, timeoutMs = WAIT_TIMEOUT) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) {
-      return value;
-    }
-    if (Date.now() > deadline) {
-      const text = typeof what === "function" ? what() : what;
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${text}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+// waitFor(check, what, timeoutMs = WAIT_TIMEOUT): polls until check() is
+// truthy (tests/lib/wait.mjs).
+export { waitFor };
 
 /*
  * Calls check() whenever notify() is called (and once at the start) until it

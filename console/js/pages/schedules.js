@@ -1,0 +1,74 @@
+// Schedules (GET /v2/schedules): pause, resume, delete, and create one
+// from a cron and a destination (POST /v2/schedules/{destination}).
+import { api } from "../api.js";
+import { actionButton, badge, busy, confirmDialog, field, fill, fmtTime, formValues, h, notify, table } from "../dom.js";
+
+export async function render(view, _arg, current) {
+  const list = await api("GET", "/v2/schedules");
+  if (!current()) {
+    return;
+  }
+  const reload = () => render(view, _arg, current);
+  const path = (s, tail = "") => `/v2/schedules/${encodeURIComponent(s.scheduleId)}${tail}`;
+
+  const form = h("form", { class: "create", "aria-labelledby": "create-title" },
+    field("Destination URL", { name: "destination", type: "url", required: true, placeholder: "https://example.com/hook", spellcheck: "false" }),
+    field("Cron (UTC, or CRON_TZ=Zone first)", { name: "cron", required: true, placeholder: "*/5 * * * *", spellcheck: "false" }),
+    field("Schedule id (optional)", { name: "id", spellcheck: "false" }),
+    field("Queue (optional)", { name: "queue" }),
+    h("div", { class: "field wide" },
+      h("label", { for: "f-body" }, "Body (optional)"),
+      h("textarea", { id: "f-body", name: "body", rows: 3 })),
+    h("div", {}, h("button", { type: "submit", class: "primary" }, "Create schedule")));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const btn = form.querySelector("button[type=submit]");
+    busy(btn, async () => {
+      const v = formValues(form);
+      const headers = { "Upstash-Cron": v.cron };
+      if (v.id) {
+        headers["Upstash-Schedule-Id"] = v.id;
+      }
+      if (v.queue) {
+        headers["Upstash-Queue-Name"] = v.queue;
+      }
+      // The destination is the raw rest of the path, as the SDK sends it.
+      const out = await api("POST", `/v2/schedules/${v.destination}`, { headers, body: v.body || "" });
+      notify(`Created schedule ${out.scheduleId}.`, "good");
+      await reload();
+    });
+  });
+
+  fill(view,
+    h("h1", {}, "Schedules"),
+    table([
+      { title: "Schedule", cell: (s) => h("span", { class: "mono" }, s.scheduleId) },
+      { title: "Cron", cell: (s) => h("code", {}, s.cron) },
+      { title: "Destination", class: "url", cell: (s) => s.destination },
+      { title: "State", cell: (s) => s.isPaused ? badge("paused", "warn") : badge("active", "good") },
+      { title: "Next", cell: (s) => s.isPaused ? "" : fmtTime(s.nextScheduleTime) },
+      { title: "Last fired", cell: (s) => fmtTime(s.lastScheduleTime) },
+      { title: "Actions", cell: (s) => h("div", { class: "actions" },
+        s.isPaused
+          ? actionButton("Resume", async () => {
+            await api("POST", path(s, "/resume"));
+            notify(`Resumed ${s.scheduleId}.`, "good");
+            await reload();
+          })
+          : actionButton("Pause", async () => {
+            await api("POST", path(s, "/pause"));
+            notify(`Paused ${s.scheduleId}.`, "good");
+            await reload();
+          }),
+        actionButton("Delete", async () => {
+          if (!await confirmDialog("Delete this schedule?", `${s.scheduleId} (${s.cron}) stops firing; messages it created stay.`, "Delete schedule", { danger: true })) {
+            return;
+          }
+          await api("DELETE", path(s));
+          notify(`Deleted ${s.scheduleId}.`, "good");
+          await reload();
+        }, "danger")) },
+    ], list, { empty: "No schedules." }),
+    h("h2", { id: "create-title" }, "Create a schedule"),
+    form);
+}
