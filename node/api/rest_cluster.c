@@ -1,9 +1,12 @@
-/* GET /v2/qraft/cluster: the cluster as the answering node sees it, from the
- * RPC `status` operation (node/ops/admin.c), as JSON for the console and
- * scripts. Read-only; any node answers from its own view (the leader knows
- * every node's liveness and applied index from heartbeats, a follower only
- * its own). */
+/* GET /v2/qraft/cluster: the cluster as the leader sees it, from the RPC
+ * `status` operation (node/ops/admin.c), as JSON for the console and
+ * scripts. Read-only. A follower forwards it to the leader, which alone
+ * knows every node's liveness and applied index from heartbeats; with
+ * `?local=true`, or when no leader is reachable, the node asked answers
+ * from its own view (nodeId says which node answered). */
 #include "api/rest_int.h"
+
+#include <string.h>
 
 #include "lib/json_text.h"
 
@@ -95,8 +98,14 @@ void qr_rest_cluster(struct qr_rest *r,
                      const struct rest_match *m)
 {
     Qraft__StatusRequest status = QRAFT__STATUS_REQUEST__INIT;
+    const char *local = qr_rest_query_get(&req->pool, m->query, "local");
 
-    (void)m;
+    if (local != NULL && strcmp(local, "true") != 0 &&
+        strcmp(local, "false") != 0) {
+        qr_rest_send_error(req, 400, "local must be true or false");
+        return;
+    }
+    status.from_leader = local == NULL || strcmp(local, "false") == 0;
     QR_REST_RUN(
         r, req, STATUS, status, &status,
         &(struct rest_answer){.want = QRAFT__RESPONSE__BODY_CLUSTER_STATUS,

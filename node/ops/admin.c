@@ -74,6 +74,12 @@ void qr_op_keys(struct qr_op *op, const Qraft__Request *req)
 void qr_op_status(struct qr_op *op, const Qraft__Request *req)
 {
     struct qr_ops *ops = op->ops;
+    /* The leader's view when asked for it; this node's own when it is the
+     * leader, or knows none, or cannot reach it. */
+    if (req->status->from_leader && !qr_cluster_serving(ops->cluster) &&
+        qr_op_forward(op, (Qraft__Request *)req)) {
+        return;
+    }
     struct qr_cluster_status cs;
     qr_cluster_get_status(ops->cluster, &cs);
 

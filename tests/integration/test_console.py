@@ -133,14 +133,30 @@ class ClusterRouteTest(unittest.TestCase):
             "pending", "delivering", "retrying", "delivered",
             "deadLettered", "cancelled", "queued"})
 
+        # A follower hands the question to the leader, which alone knows
+        # every node's liveness: the console works on any node.
         status, _, view = qh.http_call(follower.http_addr, "GET",
                                        "/v2/qraft/cluster",
+                                       token=cluster.token)
+        self.assertEqual(status, 200, view)
+        self.assertEqual(view["state"], "leader")
+        self.assertEqual(view["nodeId"], int(leader.id))
+        self.assertTrue(all(n["alive"] for n in view["nodes"]), view)
+
+        # ?local=true: the follower's own view.
+        status, _, view = qh.http_call(follower.http_addr, "GET",
+                                       "/v2/qraft/cluster?local=true",
                                        token=cluster.token)
         self.assertEqual(status, 200, view)
         self.assertEqual(view["state"], "follower")
         self.assertEqual(view["nodeId"], int(follower.id))
         self.assertEqual(view["leaderId"], int(leader.id))
         self.assertEqual(len(view["nodes"]), 3)
+
+        status, _, body = qh.http_call(follower.http_addr, "GET",
+                                       "/v2/qraft/cluster?local=maybe",
+                                       token=cluster.token)
+        self.assertEqual(status, 400, body)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-// Overview: the cluster as the node asked sees it (GET /v2/qraft/cluster),
+// Overview: the cluster as the leader sees it (GET /v2/qraft/cluster; a follower forwards it),
 // the backlog by state, the DLQ size, and rates from the node's own
 // /metrics (two scrapes apart; no token needed there).
 import { api } from "../api.js";
@@ -80,8 +80,8 @@ export async function render(view, _arg, current) {
       card("Feature level", String(c.featureLevel)),
       card("DLQ size", String(m.deadLettered || 0)),
       card("Waiting", String((m.pending || 0) + (m.queued || 0) + (m.retrying || 0))),
-      card("Store", `${fmtBytes(c.storeUsedBytes)} of ${fmtBytes(c.storeFileBytes)}`),
-      card("Memory (this node)", fmtBytes(c.rssBytes))),
+      card(`Store used (node ${c.nodeId})`, `${fmtBytes(c.storeUsedBytes)} in a ${fmtBytes(c.storeFileBytes)} file`),
+      card(`Memory (node ${c.nodeId})`, fmtBytes(c.rssBytes))),
     h("h2", {}, "Nodes"),
     table([
       { title: "Node", cell: (n) => [String(n.id), n.id === c.leaderId ? " " : "",
