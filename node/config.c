@@ -75,6 +75,7 @@ void qr_config_defaults(struct qr_config *c)
     c->max_connections = 4096;
     c->http_request_timeout_ms = 10000;
     c->tls_handshake_timeout_ms = 10000;
+    c->drain_timeout_ms = 5000;
     c->dlq_retention_ms = 7 * DAY_MS;
     c->events_retention_ms = 7 * DAY_MS;
     c->done_retention_ms = DAY_MS;
@@ -158,6 +159,10 @@ void qr_config_usage(FILE *out)
         "                         must arrive within this (default 10000)\n"
         "  --tls-handshake-timeout-ms N  a TLS handshake on the RPC port must\n"
         "                         finish within this (default 10000)\n"
+        "  --drain-timeout-ms N   on SIGTERM, deliveries running may finish\n"
+        "                         and commit their results this long; what\n"
+        "                         still runs then is cancelled and sent\n"
+        "                         again by the next owner (default 5000)\n"
         "  --max-feature-level N  advertise at most this feature level, so\n"
         "                         a rolling upgrade can still be rolled back\n"
         "                         (default: this binary's)\n"
@@ -484,6 +489,7 @@ enum {
     OPT_MAX_CONNECTIONS,
     OPT_HTTP_REQUEST_TIMEOUT,
     OPT_TLS_HANDSHAKE_TIMEOUT,
+    OPT_DRAIN_TIMEOUT,
     OPT_LOG_LEVEL,
     OPT_VERSION,
     OPT_HELP,
@@ -529,6 +535,7 @@ static const struct option long_options[] = {
      OPT_HTTP_REQUEST_TIMEOUT},
     {"tls-handshake-timeout-ms", required_argument, NULL,
      OPT_TLS_HANDSHAKE_TIMEOUT},
+    {"drain-timeout-ms", required_argument, NULL, OPT_DRAIN_TIMEOUT},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"version", no_argument, NULL, OPT_VERSION},
     {"help", no_argument, NULL, OPT_HELP},
@@ -760,6 +767,9 @@ static int apply_option(struct qr_config *c,
         case OPT_TLS_HANDSHAKE_TIMEOUT:
             return parse_range("--tls-handshake-timeout-ms", v, 50, 600000, "",
                                &c->tls_handshake_timeout_ms, errmsg);
+        case OPT_DRAIN_TIMEOUT:
+            return parse_range("--drain-timeout-ms", v, 0, 600000, "",
+                               &c->drain_timeout_ms, errmsg);
         case OPT_MAX_FEATURE_LEVEL:
             return parse_range("--max-feature-level", v, 1, QR_FEATURE_LEVEL,
                                "", &c->max_feature_level, errmsg);

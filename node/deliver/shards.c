@@ -107,7 +107,7 @@ uint32_t qr_shards_count(struct qr_shards *s, uint64_t id)
 /* ------------------------------------------------------------------------ */
 /* Ownership. */
 
-bool qr_shards_active(struct qr_shards *s)
+bool qr_shards_leased(struct qr_shards *s)
 {
     if (s->closing || s->leaving) {
         return false;
@@ -123,6 +123,19 @@ bool qr_shards_active(struct qr_shards *s)
      * would dispatch by an old map: wait for it. */
     return s->have_map && now < s->lease_until_mono_ms &&
            s->epoch >= s->leader_epoch;
+}
+
+bool qr_shards_active(struct qr_shards *s)
+{
+    return !s->draining && qr_shards_leased(s);
+}
+
+void qr_shards_drain(struct qr_shards *s)
+{
+    if (!s->draining) {
+        QR_INFO("shards", "draining: no delivery starts from now on");
+    }
+    s->draining = true;
 }
 
 bool qr_shards_assigned(struct qr_shards *s, uint32_t shard)
@@ -299,7 +312,7 @@ void qr_shards_on_heartbeat(struct qr_shards *s,
 static bool is_live(struct qr_shards *s, uint64_t id, uint64_t now)
 {
     if (id == s->config->id) {
-        return true;
+        return !s->leaving; /* a leaving leader gives its shards away */
     }
     const struct qr_shards_node *n = find_node(s, id);
     return n != NULL && n->last_heartbeat_mono_ms != 0 &&
@@ -671,6 +684,45 @@ int qr_shards_submit_result(struct qr_shards *s,
 /* ------------------------------------------------------------------------ */
 /* The tick. */
 
+static void finish_leave(struct qr_shards *s);
+
+/* A leaving leader gives its shards to the live followers itself (it
+ * drained first: nothing of them is in flight, so they move at once, not
+ * through nobody), and the stop goes on once a map where it owns none is
+ * applied. A leader that has served less than a lease (plus margin) moves
+ * no shard (shards.h), nor one alone: then the next leader moves them once
+ * this node's lease is over, as before. */
+static void leader_leave_step(struct qr_shards *s, uint64_t now)
+{
+    if (!s->leave_as_leader || s->leave_cb == NULL) {
+        return;
+    }
+    bool too_new = now - s->serving_since_mono_ms < LEASE_MS + LEASE_MARGIN_MS;
+    struct qr_cluster_status cs;
+    qr_cluster_get_status(s->cluster, &cs);
+    bool others = false; /* a node maybe_assign would give shards to */
+    for (size_t i = 0; i < cs.n_nodes; i++) {
+        others = others || (strcmp(cs.nodes[i].role, "spare") != 0 &&
+                            is_live(s, cs.nodes[i].id, now));
+    }
+    if (too_new || !others) {
+        QR_INFO("shards",
+                "leaving as leader: %s; the next leader moves this "
+                "node's shards",
+                too_new ? "it has not led a lease long yet"
+                        : "no other node is live");
+        finish_leave(s);
+        return;
+    }
+    if (!s->assign_pending && s->have_map &&
+        qr_shards_count(s, s->config->id) == 0) {
+        QR_INFO("shards",
+                "leaving as leader: its shards moved (epoch %" PRIu64 ")",
+                s->epoch);
+        finish_leave(s);
+    }
+}
+
 static void on_level_applied(void *data,
                              int status,
                              const struct qr_apply_result *res)
@@ -764,8 +816,14 @@ static void on_tick(uv_timer_t *t)
         sync_node_info(s, &info);
         maybe_raise_level(s);
         maybe_assign(s, now);
+        leader_leave_step(s, now);
     } else if (!s->leaving) {
         send_heartbeat(s, now);
+    } else if (s->leave_as_leader) {
+        QR_INFO("shards",
+                "no longer leading while leaving: the next "
+                "leader moves this node's shards");
+        finish_leave(s);
     }
 }
 
@@ -850,6 +908,7 @@ static void finish_leave(struct qr_shards *s)
 {
     void (*cb)(void *data) = s->leave_cb;
     s->leave_cb = NULL;
+    s->leave_as_leader = false;
     if (cb != NULL) {
         cb(s->leave_data);
     }
@@ -871,6 +930,11 @@ void qr_shards_leave(struct qr_shards *s, void (*cb)(void *data), void *data)
     s->lease_until_mono_ms = 0;
     s->leave_cb = cb;
     s->leave_data = data;
+    if (qr_cluster_serving(s->cluster)) {
+        s->leave_as_leader = true; /* the tick moves them (leader_leave_step) */
+        leader_leave_step(s, qr_clock_mono_ms());
+        return;
+    }
     uint64_t leader_id = 0;
     char rpc[QR_ADDR_MAX] = "";
     qr_cluster_leader(s->cluster, &leader_id, NULL);

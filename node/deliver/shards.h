@@ -41,6 +41,11 @@
  *   owner died moves at once.
  * - Shards whose owner died are re-sent by their new owner: their messages
  *   are still due in the store (at-least-once; see worker.h).
+ * - A stopping node drains first (qr_shards_drain): it starts nothing, keeps
+ *   its shards and lease while its running deliveries finish and their
+ *   results commit, and only then gives its shards up (qr_shards_leave),
+ *   which move at once: a SIGTERM sends nothing twice unless a delivery
+ *   outlives the drain deadline (it is cancelled and sent again).
  * - Until the first assignment is applied, the serving leader owns every
  *   shard. */
 #ifndef QR_SHARDS_H
@@ -117,7 +122,9 @@ struct qr_shards {
     /* Results handed to raft through this node (both roles). */
     struct qr_results results;
 
-    bool leaving; /* gave its shards up for a clean stop */
+    bool draining;        /* stopping: starts no delivery, keeps its shards */
+    bool leaving;         /* gave its shards up for a clean stop */
+    bool leave_as_leader; /* and moves them itself (it leads) */
     void (*leave_cb)(void *data);
     void *leave_data;
 
@@ -148,10 +155,19 @@ void qr_shards_close(struct qr_shards *s, void (*cb)(struct qr_shards *s));
  * why, the files loaded before staying in use. */
 int qr_shards_reload_tls(struct qr_shards *s, char *errmsg);
 
-/* For a clean stop: gives up every shard now (this node stops dispatching)
- * and tells the leader, so it reassigns them without waiting for the lease
- * to lapse. cb fires once: when the leader answered, or at once when there
- * is nobody to tell (this node leads, no leader known). */
+/* For a clean stop, first step: this node starts no delivery from now on
+ * but keeps its shards and its lease, so the deliveries running finish and
+ * their results commit before anyone else may send those messages (the
+ * worker's drain, worker.h). */
+void qr_shards_drain(struct qr_shards *s);
+
+/* For a clean stop, after the drain: gives up every shard now (this node
+ * stops dispatching) and tells the leader, so it reassigns them without
+ * waiting for the lease to lapse. A leader moves them itself: cb fires once
+ * a map where it owns none is applied (or at once when it cannot: it has
+ * led less than a lease, or no other node is live; the next leader moves
+ * them then). cb fires once: when the leader answered or moved them, or at
+ * once when there is nobody to tell (no leader known). */
 void qr_shards_leave(struct qr_shards *s, void (*cb)(void *data), void *data);
 
 /* True when this node may start a delivery of `shard` now: it is assigned
@@ -164,9 +180,14 @@ bool qr_shards_owns(struct qr_shards *s, uint32_t shard);
  * cancelled (its new owner sends them). */
 bool qr_shards_assigned(struct qr_shards *s, uint32_t shard);
 
-/* True when this node holds a lease (the rule above): it may start
- * deliveries. Cheap: the delivery engine asks before every start. */
+/* True when this node holds a lease (the rule above) and is not draining:
+ * it may start deliveries. Cheap: the delivery engine asks before every
+ * start. */
 bool qr_shards_active(struct qr_shards *s);
+
+/* True when this node holds a lease, draining or not: the results it
+ * reports would commit (held ones may be reported again). */
+bool qr_shards_leased(struct qr_shards *s);
 
 /* Hands one attempt's outcome to raft (qr_results_submit): proposed here on
  * the leader, sent to the leader otherwise. cb fires exactly once when 0 is
