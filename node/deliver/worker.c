@@ -848,10 +848,32 @@ static void note_assignment(struct qr_worker *w,
 }
 
 /* ------------------------------------------------------------------------ */
-/* The drain (a clean stop). */
+/* The drain (a clean stop) and hand-overs. */
 
-/* Attempts whose result is not committed yet: sending, on its way through
+/* Whether f's result is not committed yet: sending, on its way through
  * raft, or held for another report. */
+static bool unsettled(const struct qr_worker_inflight *f)
+{
+    return f->sending || f->proposing || f->held;
+}
+
+/* The shards' hand-over probe: attempts of shards the map gives to nobody
+ * that still run or wait for their results to commit. */
+static bool handover_busy(void *data)
+{
+    const struct qr_worker *w = data;
+    for (size_t b = 0; b < w->n_buckets; b++) {
+        for (const struct qr_worker_inflight *f = w->buckets[b]; f != NULL;
+             f = f->next) {
+            if (unsettled(f) && qr_shards_handing_over(w->shards, f->shard)) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* Attempts whose result is not committed yet (unsettled). */
 static size_t count_unsettled(const struct qr_worker *w, size_t *n_sending)
 {
     size_t n = 0;
@@ -860,7 +882,7 @@ static size_t count_unsettled(const struct qr_worker *w, size_t *n_sending)
         for (const struct qr_worker_inflight *f = w->buckets[b]; f != NULL;
              f = f->next) {
             *n_sending += f->sending;
-            n += f->sending || f->proposing || f->held;
+            n += unsettled(f);
         }
     }
     return n;
@@ -1113,6 +1135,7 @@ int qr_worker_init(struct qr_worker *w,
     uv_timer_init(loop, &w->timer);
     w->timer.data = w;
     qr_cluster_set_due_hook(cluster, on_due, w);
+    qr_shards_set_handover_probe(shards, handover_busy, w);
     qr_worker_kick(w);
     return 0;
 }
@@ -1164,6 +1187,7 @@ void qr_worker_close(struct qr_worker *w, void (*cb)(struct qr_worker *w))
     w->close_cb = cb;
     w->pending_closes = 2;
     qr_cluster_set_due_hook(w->cluster, NULL, NULL);
+    qr_shards_set_handover_probe(w->shards, NULL, NULL);
     uv_timer_stop(&w->timer);
     uv_close((uv_handle_t *)&w->timer, on_timer_close);
     qr_delivery_close(&w->delivery, on_delivery_close);

@@ -3,7 +3,7 @@ purpose (the first spread of shards, a node joining, a SIGTERM of a
 follower or of the leader, `qraft cluster transfer`) hands a shard over
 only once what its old owner had running has finished and its result is
 committed. Measured under a steady publish load to a destination that
-answers in 0.2 s, so that deliveries are always in flight: every
+answers in 0.4 s, so that deliveries are always in flight: every
 acknowledged message arrives, and none arrives twice."""
 
 import json
@@ -46,7 +46,7 @@ class HandoverTest(unittest.TestCase):
         self.addCleanup(cluster.cleanup)
         cluster.start()
         cluster.leader()
-        load = SteadyLoad(cluster, sink)
+        load = SteadyLoad(cluster, sink, delay_s=0.4)
         self.addCleanup(load.stop)
 
         with load.step("first spread of the shards"):
