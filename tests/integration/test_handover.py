@@ -6,7 +6,6 @@ committed. Measured under a steady publish load to a destination that
 answers in 0.4 s, so that deliveries are always in flight: every
 acknowledged message arrives, and none arrives twice."""
 
-import json
 import unittest
 
 import qraft_harness as qh
@@ -14,31 +13,7 @@ from http_sink import quiet_disconnects, start_sink
 from steady_load import SteadyLoad
 
 
-class JoiningNode(qh.ClusterNode):
-    """Started with --join: outside the cluster until the leader adds it."""
-
-    def command(self):
-        argv = super().command()
-        i = argv.index("--peers")
-        return argv[:i] + ["--join"] + argv[i + 2:]
-
-
-def shards_of(cluster):
-    _, out, _ = cluster.cli("status", "--json")
-    return {n["id"]: n["shards"] for n in json.loads(out)["nodes"]}
-
-
 class HandoverTest(unittest.TestCase):
-    def wait_spread(self, cluster, ids, what):
-        """Until every node in ids owns shards and the 256 are owned (none
-        handed to nobody)."""
-        def spread():
-            cluster.check_not_crashed()
-            counts = shards_of(cluster)
-            return (all(counts.get(i, 0) > 0 for i in ids) and
-                    sum(counts.values()) == 256)
-        qh.wait_until(spread, 60, what)
-
     def test_planned_steps_send_nothing_twice(self):
         sink = start_sink(self)
         quiet_disconnects(sink)  # the nodes killed at cleanup hang up
@@ -51,40 +26,35 @@ class HandoverTest(unittest.TestCase):
 
         with load.step("first spread of the shards"):
             load.start()
-            self.wait_spread(cluster, [1, 2, 3], "the shards to spread")
+            cluster.wait_shards_spread([1, 2, 3], "the shards to spread")
             load.wait_for_acks(50)
 
         with load.step("node 4 joins (rebalance)"):
-            joiner = JoiningNode(4, cluster, cluster.token)
+            joiner = qh.JoiningNode(4, cluster, cluster.token)
             self.addCleanup(joiner.cleanup)
             joiner.start(wait=False)
             cluster.cli("cluster", "add", "4", joiner.raft_addr,
                         "--rpc", joiner.rpc_addr)
             cluster.nodes.append(joiner)
             joiner.wait_serving()
-            self.wait_spread(cluster, [1, 2, 3, 4], "node 4 to get shards")
+            cluster.wait_shards_spread([1, 2, 3, 4], "node 4 to get shards")
             load.wait_for_acks(50)
+
+        def stop_and_start(node, name):
+            with load.step(name):
+                node.terminate()
+                others = [n.id for n in cluster.nodes if n is not node]
+                cluster.wait_shards_spread(others, "its shards to move")
+                load.wait_for_acks(50)
+                node.start()
+                cluster.wait_shards_spread([1, 2, 3, 4],
+                                           "it to get shards again")
+                load.wait_for_acks(50)
 
         leader = cluster.leader()
         follower = next(n for n in cluster.nodes if n is not leader)
-        with load.step(f"SIGTERM follower {follower.id}, restart"):
-            follower.terminate()
-            others = [n.id for n in cluster.nodes if n is not follower]
-            self.wait_spread(cluster, others, "its shards to move")
-            load.wait_for_acks(50)
-            follower.start()
-            self.wait_spread(cluster, [1, 2, 3, 4], "it to get shards again")
-            load.wait_for_acks(50)
-
-        with load.step(f"SIGTERM leader {leader.id}, restart"):
-            leader.terminate()
-            cluster.leader()
-            others = [n.id for n in cluster.nodes if n is not leader]
-            self.wait_spread(cluster, others, "its shards to move")
-            load.wait_for_acks(50)
-            leader.start()
-            self.wait_spread(cluster, [1, 2, 3, 4], "it to get shards again")
-            load.wait_for_acks(50)
+        stop_and_start(follower, f"SIGTERM follower {follower.id}, restart")
+        stop_and_start(leader, f"SIGTERM leader {leader.id}, restart")
 
         target = next(n for n in cluster.nodes if n is not cluster.leader())
         with load.step(f"cluster transfer to {target.id}"):

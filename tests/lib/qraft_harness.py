@@ -605,6 +605,16 @@ class ClusterNode(Node):
             return None
 
 
+class JoiningNode(ClusterNode):
+    """A node started with --join (not --peers): empty, outside the cluster
+    until the leader adds it (`qraft cluster add`)."""
+
+    def command(self):
+        argv = super().command()
+        i = argv.index("--peers")
+        return argv[:i] + ["--join"] + argv[i + 2:]
+
+
 class Cluster:
     """N ClusterNodes (ids 1..N) on loopback sharing one token. Nodes that
     are stopped (kill9, terminate) keep their data dir and ports, so any of
@@ -775,6 +785,23 @@ class Cluster:
         wait_until(
             ready, timeout, lambda: f"every live node ready{self._log_hint()}"
         )
+
+    def shard_counts(self):
+        """{node id: shards it owns} from the leader's `qraft status`."""
+        _, out, _ = self.cli("status", "--json")
+        return {n["id"]: n["shards"] for n in json.loads(out)["nodes"]}
+
+    def wait_shards_spread(self, ids, what, timeout=60):
+        """Waits until each node in ids owns shards and all 256 are owned
+        (none being handed over)."""
+
+        def spread():
+            self.check_not_crashed()
+            counts = self.shard_counts()
+            return (all(counts.get(i, 0) > 0 for i in ids) and
+                    sum(counts.values()) == 256)
+
+        wait_until(spread, timeout, what)
 
     def wait_caught_up(self, node, timeout=START_TIMEOUT):
         """Waits until node has applied everything the leader had committed

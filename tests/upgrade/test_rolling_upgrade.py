@@ -21,7 +21,6 @@ each step (docs/chaos.md has the measured table); neither is asserted.
 Run by ctest (label `upgrade`, not under ASan) or directly; exits 77
 (skipped) when the checkout does not have the commit (a shallow clone)."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -117,14 +116,8 @@ class RollingUpgradeTest(unittest.TestCase):
         self.addCleanup(load.stop)
         load.start()
 
-        def spread():
-            cluster.check_not_crashed()
-            _, out, _ = cluster.cli("status", "--json")
-            counts = {n["id"]: n["shards"] for n in json.loads(out)["nodes"]}
-            return (all(counts.get(n.id, 0) > 0 for n in cluster.nodes) and
-                    sum(counts.values()) == 256)
-
-        qh.wait_until(spread, 60, "the shards to spread over the old nodes")
+        ids = [n.id for n in cluster.nodes]
+        cluster.wait_shards_spread(ids, "the shards to spread over the old nodes")
         load.wait_for_acks(50)
 
         new_stops = []  # the steps that stopped a node of this build
@@ -138,7 +131,7 @@ class RollingUpgradeTest(unittest.TestCase):
                 node.new_args = ["--max-feature-level", str(old_level)]
                 node.start()
                 cluster.wait_ready()
-                qh.wait_until(spread, 60, f"{node.name} to own shards")
+                cluster.wait_shards_spread(ids, f"{node.name} to own shards")
                 load.wait_for_acks(50)
 
         # Followers first, the leader last: one leader change.
