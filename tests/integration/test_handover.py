@@ -30,13 +30,7 @@ class HandoverTest(unittest.TestCase):
             load.wait_for_acks(50)
 
         with load.step("node 4 joins (rebalance)"):
-            joiner = qh.JoiningNode(4, cluster, cluster.token)
-            self.addCleanup(joiner.cleanup)
-            joiner.start(wait=False)
-            cluster.cli("cluster", "add", "4", joiner.raft_addr,
-                        "--rpc", joiner.rpc_addr)
-            cluster.nodes.append(joiner)
-            joiner.wait_serving()
+            cluster.join(4)
             cluster.wait_shards_spread([1, 2, 3, 4], "node 4 to get shards")
             load.wait_for_acks(50)
 

@@ -685,6 +685,18 @@ class Cluster:
             n.wait_serving(max(0.1, deadline - time.monotonic()))
         return self
 
+    def join(self, node_id, extra_args=()):
+        """Starts a JoiningNode with node_id, adds it (`qraft cluster add`),
+        and returns it once it serves; it is a member of self.nodes from
+        then on (and cleaned up with them)."""
+        joiner = JoiningNode(node_id, self, self.token, extra_args)
+        self.nodes.append(joiner)
+        joiner.start(wait=False)
+        self.cli("cluster", "add", str(node_id), joiner.raft_addr,
+                 "--rpc", joiner.rpc_addr)
+        joiner.wait_serving()
+        return joiner
+
     def kill9(self, node):
         node.kill9()
         return node
