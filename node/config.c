@@ -77,6 +77,7 @@ void qr_config_defaults(struct qr_config *c)
     c->max_connections = 4096;
     c->http_request_timeout_ms = 10000;
     c->tls_handshake_timeout_ms = 10000;
+    c->drain_timeout_ms = 5000;
     c->dlq_retention_ms = 7 * DAY_MS;
     c->events_retention_ms = 7 * DAY_MS;
     c->done_retention_ms = DAY_MS;
@@ -160,6 +161,10 @@ void qr_config_usage(FILE *out)
         "                         must arrive within this (default 10000)\n"
         "  --tls-handshake-timeout-ms N  a TLS handshake on the RPC port must\n"
         "                         finish within this (default 10000)\n"
+        "  --drain-timeout-ms N   on SIGTERM, deliveries running may finish\n"
+        "                         and commit their results this long; what\n"
+        "                         still runs then is cancelled and sent\n"
+        "                         again by the next owner (default 5000)\n"
         "  --max-feature-level N  advertise at most this feature level, so\n"
         "                         a rolling upgrade can still be rolled back\n"
         "                         (default: this binary's)\n"
@@ -275,6 +280,7 @@ enum {
     OPT_MAX_CONNECTIONS,
     OPT_HTTP_REQUEST_TIMEOUT,
     OPT_TLS_HANDSHAKE_TIMEOUT,
+    OPT_DRAIN_TIMEOUT,
     OPT_LOG_LEVEL,
     OPT_LOG_FORMAT,
     OPT_CONFIG,
@@ -351,6 +357,7 @@ static const struct setting {
      "10000", NULL},
     {"tls-handshake-timeout-ms", OPT_TLS_HANDSHAKE_TIMEOUT, SET_VALUE, NULL,
      "10000", NULL},
+    {"drain-timeout-ms", OPT_DRAIN_TIMEOUT, SET_VALUE, NULL, "5000", NULL},
     {"max-feature-level", OPT_MAX_FEATURE_LEVEL, SET_VALUE, NULL, NULL,
      "this binary's feature level"},
     {"log-level", OPT_LOG_LEVEL, SET_VALUE, NULL, "info", NULL},
@@ -618,6 +625,9 @@ static int apply_option(struct qr_config *c,
         case OPT_TLS_HANDSHAKE_TIMEOUT:
             return parse_range("--tls-handshake-timeout-ms", v, 50, 600000, "",
                                &c->tls_handshake_timeout_ms, errmsg);
+        case OPT_DRAIN_TIMEOUT:
+            return parse_range("--drain-timeout-ms", v, 0, 600000, "",
+                               &c->drain_timeout_ms, errmsg);
         case OPT_MAX_FEATURE_LEVEL:
             return parse_range("--max-feature-level", v, 1, QR_FEATURE_LEVEL,
                                "", &c->max_feature_level, errmsg);

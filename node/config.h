@@ -113,6 +113,10 @@ struct qr_config {
     /* A TLS handshake on the RPC port must finish within this (a
      * half-open connection is closed then). */
     uint32_t tls_handshake_timeout_ms; /* 10000 */
+    /* SIGTERM: deliveries running may finish and commit their results
+     * this long before the node gives its shards up (0: cancel them at
+     * once). */
+    uint32_t drain_timeout_ms; /* 5000 */
 
     /* Housekeeping, proposed by the leader every few seconds. */
     uint64_t dlq_retention_ms;    /* --dlq-retention, default 7 d; 0 = keep */

@@ -766,20 +766,9 @@ static void close_modules(struct qr_server *s)
 static void on_stop_deadline(uv_timer_t *t)
 {
     struct qr_server *s = t->data;
-    QR_WARN("server", "hand-off did not finish within %d ms; stopping",
-            STOP_HANDOFF_MS);
+    QR_WARN("server",
+            "the drain and hand-off did not finish in time; stopping");
     close_modules(s);
-}
-
-static void on_left(void *data)
-{
-    close_modules(data);
-}
-
-/* Gives this node's shards up, so the leader moves them at once. */
-static void leave(struct qr_server *s)
-{
-    qr_shards_leave(&s->shards, on_left, s);
 }
 
 static void on_handed_off(void *data, int status, const char *why)
@@ -790,22 +779,15 @@ static void on_handed_off(void *data, int status, const char *why)
     } else {
         QR_WARN("server", "leadership hand-off: %s; stopping anyway", why);
     }
-    leave(s);
+    close_modules(s);
 }
 
-/* A clean stop, for rolling restarts: a leader first hands leadership to
- * the most up-to-date voter (no election timeout to wait out); then the
- * node gives its shards up and tells the leader, which moves them at once
- * (no lease to wait out); then the modules close. */
-void qr_server_stop(struct qr_server *s, int exit_code)
+/* The shards are given up (a follower told the leader, a leader moved them
+ * itself): a leader now hands leadership to the most up-to-date voter (no
+ * election timeout to wait out), then the modules close. */
+static void on_left(void *data)
 {
-    if (s->stopping) {
-        return;
-    }
-    s->stopping = true;
-    s->exit_code = exit_code;
-    uv_timer_stop(&s->tick);
-    uv_timer_start(&s->stop_deadline, on_stop_deadline, STOP_HANDOFF_MS, 0);
+    struct qr_server *s = data;
     struct qr_cluster_status cs;
     qr_cluster_get_status(&s->cluster, &cs);
     size_t voters = 0;
@@ -817,7 +799,39 @@ void qr_server_stop(struct qr_server *s, int exit_code)
         QR_INFO("server", "handing leadership off before stopping");
         return;
     }
-    leave(s);
+    close_modules(s);
+}
+
+/* The deliveries that were running have finished and their results are
+ * committed (or the drain's deadline cancelled them): the shards may move
+ * now, at once, with nothing of them in flight here. */
+static void on_drained(void *data)
+{
+    struct qr_server *s = data;
+    uv_timer_start(&s->stop_deadline, on_stop_deadline, STOP_HANDOFF_MS, 0);
+    qr_shards_leave(&s->shards, on_left, s);
+}
+
+/* A clean stop, for rolling restarts (docs/architecture.md, "Stopping"):
+ * the node starts no delivery, lets those running finish and waits until
+ * their results are committed (at most --drain-timeout-ms, then cancels
+ * the rest), gives its shards up (a follower tells the leader, which moves
+ * them at once; a leader moves them itself), hands leadership off if it
+ * leads, then closes the modules. */
+void qr_server_stop(struct qr_server *s, int exit_code)
+{
+    if (s->stopping) {
+        return;
+    }
+    s->stopping = true;
+    s->exit_code = exit_code;
+    uv_timer_stop(&s->tick);
+    /* A backstop: the drain has its own deadline, then the hand-off its. */
+    uv_timer_start(&s->stop_deadline, on_stop_deadline,
+                   (uint64_t)s->config->drain_timeout_ms + 2 * STOP_HANDOFF_MS,
+                   0);
+    qr_shards_drain(&s->shards);
+    qr_worker_drain(&s->worker, s->config->drain_timeout_ms, on_drained, s);
 }
 
 /* Catches signum with cb; on failure h is closing. */

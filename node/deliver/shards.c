@@ -17,9 +17,12 @@
 /* A follower stops this long before its lease could end at the leader:
  * covers the request's time in flight and clock rate differences. */
 #define LEASE_MARGIN_MS 500
-/* A shard leaving a live owner belongs to nobody this long first (see
- * qr_shards_hand_over). */
+/* A shard leaving a live owner belongs to nobody until its old owner says
+ * nothing of it runs (see qr_shards_hand_over): this long when the old
+ * owner does not say (an older version), at most HANDOVER_MAX_MS (the
+ * default delivery timeout) when it does. */
 #define HANDOVER_MS 5000
+#define HANDOVER_MAX_MS 30000
 #define PEER_TIMEOUT_MS 2000
 /* A refused peer token is logged at WARN at most this often. */
 #define REFUSED_WARN_EVERY_MS 10000
@@ -107,7 +110,7 @@ uint32_t qr_shards_count(struct qr_shards *s, uint64_t id)
 /* ------------------------------------------------------------------------ */
 /* Ownership. */
 
-bool qr_shards_active(struct qr_shards *s)
+bool qr_shards_leased(struct qr_shards *s)
 {
     if (s->closing || s->leaving) {
         return false;
@@ -125,6 +128,19 @@ bool qr_shards_active(struct qr_shards *s)
            s->epoch >= s->leader_epoch;
 }
 
+bool qr_shards_active(struct qr_shards *s)
+{
+    return !s->draining && qr_shards_leased(s);
+}
+
+void qr_shards_drain(struct qr_shards *s)
+{
+    if (!s->draining) {
+        QR_INFO("shards", "draining: no delivery starts from now on");
+    }
+    s->draining = true;
+}
+
 bool qr_shards_assigned(struct qr_shards *s, uint32_t shard)
 {
     if (s->closing || s->leaving || shard >= QR_FSM_N_SHARDS) {
@@ -134,6 +150,14 @@ bool qr_shards_assigned(struct qr_shards *s, uint32_t shard)
         return qr_cluster_serving(s->cluster);
     }
     return s->owners[shard] == s->config->id;
+}
+
+void qr_shards_set_handover_probe(struct qr_shards *s,
+                                  bool (*busy)(void *data),
+                                  void *data)
+{
+    s->handover_busy = busy;
+    s->handover_busy_data = busy != NULL ? data : NULL;
 }
 
 bool qr_shards_handing_over(struct qr_shards *s, uint32_t shard)
@@ -277,6 +301,8 @@ void qr_shards_on_heartbeat(struct qr_shards *s,
     }
     n->last_heartbeat_mono_ms = req->leaving ? 0 : qr_clock_mono_ms();
     n->applied_index = req->applied_index;
+    n->map_epoch = req->map_epoch;
+    n->handover_busy = req->handover_busy;
     if (req->leaving) {
         /* It stopped dispatching: its shards may move now. */
         resp->lease_ms = 0;
@@ -299,7 +325,7 @@ void qr_shards_on_heartbeat(struct qr_shards *s,
 static bool is_live(struct qr_shards *s, uint64_t id, uint64_t now)
 {
     if (id == s->config->id) {
-        return true;
+        return !s->leaving; /* a leaving leader gives its shards away */
     }
     const struct qr_shards_node *n = find_node(s, id);
     return n != NULL && n->last_heartbeat_mono_ms != 0 &&
@@ -406,6 +432,75 @@ static void on_assigned(void *data,
     refresh_map(s);
 }
 
+/* A map giving shards to nobody is proposed (epoch): remembers which live
+ * owners gave shards up (with those of a hand-over still running: each
+ * must say it is done) and restarts the clocks. */
+static void note_handover(struct qr_shards *s,
+                          const uint64_t *current,
+                          const uint64_t *owners,
+                          uint64_t epoch,
+                          uint64_t now)
+{
+    bool running = false; /* a hand-over before this one still runs */
+    for (uint32_t sh = 0; sh < QR_FSM_N_SHARDS; sh++) {
+        running = running || current[sh] == 0;
+    }
+    if (!running) {
+        s->n_handover_from = 0;
+    }
+    for (uint32_t sh = 0; sh < QR_FSM_N_SHARDS; sh++) {
+        uint64_t from = current[sh];
+        if (owners[sh] != 0 || from == 0) {
+            continue;
+        }
+        bool known = false;
+        for (size_t i = 0; i < s->n_handover_from; i++) {
+            known = known || s->handover_from[i] == from;
+        }
+        if (!known && s->n_handover_from < QR_CLUSTER_MAX_NODES) {
+            s->handover_from[s->n_handover_from++] = from;
+        }
+    }
+    s->handover_epoch = epoch;
+    s->handover_until_mono_ms = now + HANDOVER_MS;
+    s->handover_max_mono_ms = now + HANDOVER_MAX_MS;
+}
+
+/* Whether the shards given to nobody may reach their next owners: every
+ * old owner said, in a heartbeat of the hand-over's epoch or later, that
+ * none of their attempts runs or waits to commit (the leader asks its
+ * worker directly); one that is not live any more starts nothing; one
+ * that does not say (an older version) is waited for HANDOVER_MS; none
+ * longer than HANDOVER_MAX_MS. */
+static bool handover_over(struct qr_shards *s, uint64_t now)
+{
+    if (now >= s->handover_max_mono_ms) {
+        return true;
+    }
+    for (size_t i = 0; i < s->n_handover_from; i++) {
+        uint64_t id = s->handover_from[i];
+        bool done;
+        if (id == s->config->id) {
+            done = s->epoch >= s->handover_epoch &&
+                   (s->handover_busy == NULL ||
+                    !s->handover_busy(s->handover_busy_data));
+        } else {
+            const struct qr_shards_node *n = find_node(s, id);
+            if (n == NULL || !is_live(s, id, now)) {
+                done = true;
+            } else if (n->map_epoch == 0) {
+                done = now >= s->handover_until_mono_ms;
+            } else {
+                done = n->map_epoch >= s->handover_epoch && !n->handover_busy;
+            }
+        }
+        if (!done) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static void maybe_assign(struct qr_shards *s, uint64_t now)
 {
     if (s->assign_pending ||
@@ -444,8 +539,8 @@ static void maybe_assign(struct qr_shards *s, uint64_t now)
     }
     uint64_t owners[QR_FSM_N_SHARDS];
     qr_shards_balance(current, live, n_live, owners);
-    bool handing_over = qr_shards_hand_over(
-        current, live, n_live, now >= s->handover_until_mono_ms, owners);
+    bool handing_over = qr_shards_hand_over(current, live, n_live,
+                                            handover_over(s, now), owners);
     if (s->have_map && memcmp(owners, s->owners, sizeof owners) == 0) {
         return;
     }
@@ -462,7 +557,7 @@ static void maybe_assign(struct qr_shards *s, uint64_t now)
                 handing_over ? "; shards leaving a live node go to nobody first"
                              : "");
         if (handing_over) {
-            s->handover_until_mono_ms = now + HANDOVER_MS;
+            note_handover(s, current, owners, a.epoch, now);
         }
     }
 }
@@ -631,6 +726,9 @@ static void send_heartbeat(struct qr_shards *s, uint64_t now)
     Qraft__HeartbeatRequest hb = QRAFT__HEARTBEAT_REQUEST__INIT;
     hb.info = &info;
     hb.applied_index = qr_cluster_fsm_applied(s->cluster);
+    hb.map_epoch = s->epoch;
+    hb.handover_busy =
+        s->handover_busy != NULL && s->handover_busy(s->handover_busy_data);
     char space_why[QR_SHARDS_SPACE_WHY_BYTES];
     if (s->admit != NULL && qr_admit_probe(s->admit, uv_now(s->loop), 0,
                                            space_why, sizeof space_why) != 0) {
@@ -670,6 +768,45 @@ int qr_shards_submit_result(struct qr_shards *s,
 
 /* ------------------------------------------------------------------------ */
 /* The tick. */
+
+static void finish_leave(struct qr_shards *s);
+
+/* A leaving leader gives its shards to the live followers itself (it
+ * drained first: nothing of them is in flight, so they move at once, not
+ * through nobody), and the stop goes on once a map where it owns none is
+ * applied. A leader that has served less than a lease (plus margin) moves
+ * no shard (shards.h), nor one alone: then the next leader moves them once
+ * this node's lease is over, as before. */
+static void leader_leave_step(struct qr_shards *s, uint64_t now)
+{
+    if (!s->leave_as_leader || s->leave_cb == NULL) {
+        return;
+    }
+    bool too_new = now - s->serving_since_mono_ms < LEASE_MS + LEASE_MARGIN_MS;
+    struct qr_cluster_status cs;
+    qr_cluster_get_status(s->cluster, &cs);
+    bool others = false; /* a node maybe_assign would give shards to */
+    for (size_t i = 0; i < cs.n_nodes; i++) {
+        others = others || (strcmp(cs.nodes[i].role, "spare") != 0 &&
+                            is_live(s, cs.nodes[i].id, now));
+    }
+    if (too_new || !others) {
+        QR_INFO("shards",
+                "leaving as leader: %s; the next leader moves this "
+                "node's shards",
+                too_new ? "it has not led a lease long yet"
+                        : "no other node is live");
+        finish_leave(s);
+        return;
+    }
+    if (!s->assign_pending && s->have_map &&
+        qr_shards_count(s, s->config->id) == 0) {
+        QR_INFO("shards",
+                "leaving as leader: its shards moved (epoch %" PRIu64 ")",
+                s->epoch);
+        finish_leave(s);
+    }
+}
 
 static void on_level_applied(void *data,
                              int status,
@@ -764,8 +901,14 @@ static void on_tick(uv_timer_t *t)
         sync_node_info(s, &info);
         maybe_raise_level(s);
         maybe_assign(s, now);
+        leader_leave_step(s, now);
     } else if (!s->leaving) {
         send_heartbeat(s, now);
+    } else if (s->leave_as_leader) {
+        QR_INFO("shards",
+                "no longer leading while leaving: the next "
+                "leader moves this node's shards");
+        finish_leave(s);
     }
 }
 
@@ -850,6 +993,7 @@ static void finish_leave(struct qr_shards *s)
 {
     void (*cb)(void *data) = s->leave_cb;
     s->leave_cb = NULL;
+    s->leave_as_leader = false;
     if (cb != NULL) {
         cb(s->leave_data);
     }
@@ -871,6 +1015,11 @@ void qr_shards_leave(struct qr_shards *s, void (*cb)(void *data), void *data)
     s->lease_until_mono_ms = 0;
     s->leave_cb = cb;
     s->leave_data = data;
+    if (qr_cluster_serving(s->cluster)) {
+        s->leave_as_leader = true; /* the tick moves them (leader_leave_step) */
+        leader_leave_step(s, qr_clock_mono_ms());
+        return;
+    }
     uint64_t leader_id = 0;
     char rpc[QR_ADDR_MAX] = "";
     qr_cluster_leader(s->cluster, &leader_id, NULL);

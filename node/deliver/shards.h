@@ -34,13 +34,24 @@
  * - Assignment is sticky and balanced: a live owner keeps its shards up to
  *   its quota; only the rest move.
  * - A shard leaving a live owner (a node joined or came back; the first map
- *   takes shards from the leader) goes to nobody (owner 0) for HANDOVER_MS
- *   first: its owner starts no delivery of it and lets those running
- *   finish and report, so the next owner neither sends them again nor
- *   overlaps them (what flow control's parallelism needs). A shard whose
- *   owner died moves at once.
+ *   takes shards from the leader) goes to nobody (owner 0) first: its owner
+ *   starts no delivery of it and lets those running finish and report, so
+ *   the next owner neither sends them again nor overlaps them (what flow
+ *   control's parallelism needs). It reaches its next owner once every old
+ *   owner said, in a heartbeat of that map's epoch, that none of its
+ *   attempts of such shards runs or waits for its result to commit (the
+ *   results are then before the next map in the log, so the next owner
+ *   has applied them when it gets the shard); an old owner of an older
+ *   version, which does not say, is waited for HANDOVER_MS; none longer
+ *   than HANDOVER_MAX_MS (then what still runs is cancelled and sent
+ *   again). A shard whose owner died moves at once.
  * - Shards whose owner died are re-sent by their new owner: their messages
  *   are still due in the store (at-least-once; see worker.h).
+ * - A stopping node drains first (qr_shards_drain): it starts nothing, keeps
+ *   its shards and lease while its running deliveries finish and their
+ *   results commit, and only then gives its shards up (qr_shards_leave),
+ *   which move at once: a SIGTERM sends nothing twice unless a delivery
+ *   outlives the drain deadline (it is cancelled and sent again).
  * - Until the first assignment is applied, the serving leader owns every
  *   shard. */
 #ifndef QR_SHARDS_H
@@ -68,6 +79,10 @@ struct qr_shards_node {
     uint64_t applied_index;
     char rpc[QR_ADDR_MAX];
     char http[QR_ADDR_MAX];
+    /* Its last heartbeat's map epoch (0: an older node that does not say)
+     * and whether it still had attempts of shards handed to nobody. */
+    uint64_t map_epoch;
+    bool handover_busy;
     /* Non-empty: its last heartbeat said it is short of space, and why. */
     char space_short[QR_SHARDS_SPACE_WHY_BYTES];
 };
@@ -110,14 +125,28 @@ struct qr_shards {
     struct qr_shards_node nodes[QR_CLUSTER_MAX_NODES];
     size_t n_nodes;
     bool assign_pending;
-    uint64_t handover_until_mono_ms; /* shards given to nobody wait until */
+    /* A hand-over (shards given to nobody): its last epoch, the live
+     * nodes that gave shards up, and until when the next owners wait for
+     * an old owner that does not report (HANDOVER_MS) or for any
+     * (HANDOVER_MAX_MS). */
+    uint64_t handover_epoch;
+    uint64_t handover_from[QR_CLUSTER_MAX_NODES];
+    size_t n_handover_from;
+    uint64_t handover_until_mono_ms;
+    uint64_t handover_max_mono_ms;
+    /* The worker's answer to: are attempts of shards handed to nobody
+     * still running or unreported here? (NULL: none). */
+    bool (*handover_busy)(void *data);
+    void *handover_busy_data;
     bool info_pending;
     bool level_pending; /* a SetFeatureLevel is being proposed */
 
     /* Results handed to raft through this node (both roles). */
     struct qr_results results;
 
-    bool leaving; /* gave its shards up for a clean stop */
+    bool draining;        /* stopping: starts no delivery, keeps its shards */
+    bool leaving;         /* gave its shards up for a clean stop */
+    bool leave_as_leader; /* and moves them itself (it leads) */
     void (*leave_cb)(void *data);
     void *leave_data;
 
@@ -148,10 +177,19 @@ void qr_shards_close(struct qr_shards *s, void (*cb)(struct qr_shards *s));
  * why, the files loaded before staying in use. */
 int qr_shards_reload_tls(struct qr_shards *s, char *errmsg);
 
-/* For a clean stop: gives up every shard now (this node stops dispatching)
- * and tells the leader, so it reassigns them without waiting for the lease
- * to lapse. cb fires once: when the leader answered, or at once when there
- * is nobody to tell (this node leads, no leader known). */
+/* For a clean stop, first step: this node starts no delivery from now on
+ * but keeps its shards and its lease, so the deliveries running finish and
+ * their results commit before anyone else may send those messages (the
+ * worker's drain, worker.h). */
+void qr_shards_drain(struct qr_shards *s);
+
+/* For a clean stop, after the drain: gives up every shard now (this node
+ * stops dispatching) and tells the leader, so it reassigns them without
+ * waiting for the lease to lapse. A leader moves them itself: cb fires once
+ * a map where it owns none is applied (or at once when it cannot: it has
+ * led less than a lease, or no other node is live; the next leader moves
+ * them then). cb fires once: when the leader answered or moved them, or at
+ * once when there is nobody to tell (no leader known). */
 void qr_shards_leave(struct qr_shards *s, void (*cb)(void *data), void *data);
 
 /* True when this node may start a delivery of `shard` now: it is assigned
@@ -164,9 +202,14 @@ bool qr_shards_owns(struct qr_shards *s, uint32_t shard);
  * cancelled (its new owner sends them). */
 bool qr_shards_assigned(struct qr_shards *s, uint32_t shard);
 
-/* True when this node holds a lease (the rule above): it may start
- * deliveries. Cheap: the delivery engine asks before every start. */
+/* True when this node holds a lease (the rule above) and is not draining:
+ * it may start deliveries. Cheap: the delivery engine asks before every
+ * start. */
 bool qr_shards_active(struct qr_shards *s);
+
+/* True when this node holds a lease, draining or not: the results it
+ * reports would commit (held ones may be reported again). */
+bool qr_shards_leased(struct qr_shards *s);
 
 /* Hands one attempt's outcome to raft (qr_results_submit): proposed here on
  * the leader, sent to the leader otherwise. cb fires exactly once when 0 is
@@ -236,6 +279,14 @@ bool qr_shards_hand_over(const uint64_t *current,
                          size_t n_live,
                          bool handover_over,
                          uint64_t out[QR_FSM_N_SHARDS]);
+
+/* The worker registers how to tell whether attempts of shards handed to
+ * nobody still run here or wait for their results to commit (busy NULL:
+ * unregister). Heartbeats carry the answer; the leader ends a hand-over
+ * when every old owner says no (see the invariants). */
+void qr_shards_set_handover_probe(struct qr_shards *s,
+                                  bool (*busy)(void *data),
+                                  void *data);
 
 /* True when the applied map gives shard to nobody: it is being handed from
  * one node to another (its deliveries running finish). */

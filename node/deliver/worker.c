@@ -849,6 +849,124 @@ static void note_assignment(struct qr_worker *w,
     }
 }
 
+/* ------------------------------------------------------------------------ */
+/* The drain (a clean stop) and hand-overs. */
+
+/* Whether f's result is not committed yet: sending, on its way through
+ * raft, or held for another report. */
+static bool unsettled(const struct qr_worker_inflight *f)
+{
+    return f->sending || f->proposing || f->held;
+}
+
+/* The shards' hand-over probe: attempts of shards the map gives to nobody
+ * that still run or wait for their results to commit. */
+static bool handover_busy(void *data)
+{
+    const struct qr_worker *w = data;
+    for (size_t b = 0; b < w->n_buckets; b++) {
+        for (const struct qr_worker_inflight *f = w->buckets[b]; f != NULL;
+             f = f->next) {
+            if (unsettled(f) && qr_shards_handing_over(w->shards, f->shard)) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* Attempts whose result is not committed yet (unsettled). */
+static size_t count_unsettled(const struct qr_worker *w, size_t *n_sending)
+{
+    size_t n = 0;
+    *n_sending = 0;
+    for (size_t b = 0; b < w->n_buckets; b++) {
+        for (const struct qr_worker_inflight *f = w->buckets[b]; f != NULL;
+             f = f->next) {
+            *n_sending += f->sending;
+            n += unsettled(f);
+        }
+    }
+    return n;
+}
+
+static void drain_done(struct qr_worker *w)
+{
+    void (*cb)(void *data) = w->drain_cb;
+    w->drain_cb = NULL;
+    if (cb != NULL) {
+        cb(w->drain_data);
+    }
+}
+
+/* Reports held results again while the lease lasts, and ends the drain when
+ * nothing is unsettled, or at its deadline. */
+static void drain_step(struct qr_worker *w)
+{
+    if (w->drain_cb == NULL) {
+        return; /* drained: the stop goes on */
+    }
+    if (qr_shards_leased(w->shards)) {
+        report_held(w);
+    }
+    size_t n_sending = 0;
+    size_t n = count_unsettled(w, &n_sending);
+    uint64_t now = qr_clock_mono_ms();
+    if (n == 0) {
+        QR_INFO("worker",
+                "drained in %" PRIu64
+                " ms: the %zu attempt(s) running "
+                "finished and their results are committed",
+                now - w->drain_started_mono_ms, w->drain_n_running);
+        drain_done(w);
+        return;
+    }
+    if (now < w->drain_deadline_mono_ms) {
+        wake_at(w, qr_clock_wall_ms() + 10);
+        return;
+    }
+    QR_WARN("worker",
+            "drain deadline (--drain-timeout-ms) passed with %zu attempt(s) "
+            "unsettled: cancelling the %zu still sending; their messages "
+            "stay due and the next owner sends them again (a destination "
+            "may see them twice)",
+            n, n_sending);
+    for (size_t b = 0; b < w->n_buckets; b++) {
+        struct qr_worker_inflight *f = w->buckets[b];
+        while (f != NULL) {
+            struct qr_worker_inflight *next = f->next;
+            if (f->sending) {
+                /* Fires on_delivered (CANCELLED) now, which removes f. */
+                qr_delivery_cancel(&w->delivery, f->ticket);
+            }
+            f = next;
+        }
+    }
+    drain_done(w);
+}
+
+void qr_worker_drain(struct qr_worker *w,
+                     uint64_t timeout_ms,
+                     void (*cb)(void *data),
+                     void *data)
+{
+    assert(!w->draining && !w->closing);
+    w->draining = true;
+    w->drain_cb = cb;
+    w->drain_data = data;
+    w->drain_started_mono_ms = qr_clock_mono_ms();
+    w->drain_deadline_mono_ms = w->drain_started_mono_ms + timeout_ms;
+    size_t n_queued = qr_delivery_cancel_queued(&w->delivery);
+    size_t n_sending = 0;
+    count_unsettled(w, &n_sending);
+    w->drain_n_running = n_sending;
+    QR_INFO("worker",
+            "draining: %zu attempt(s) running may finish within %" PRIu64
+            " ms; %zu not started stay due",
+            n_sending, timeout_ms, n_queued);
+    wake_at(w, qr_clock_wall_ms());
+}
+
 /* One pass over every owned shard: send what is due, and find when the next
  * message becomes due. */
 static void scan(struct qr_worker *w)
@@ -859,10 +977,16 @@ static void scan(struct qr_worker *w)
         w->inactive_since_mono_ms = qr_clock_mono_ms();
         QR_INFO("worker", "%s dispatching", active ? "started" : "stopped");
     }
-    cancel_unowned(w, active);
+    /* A draining node's flow-controlled deliveries may finish: nobody
+     * else gets their shard before they did. */
+    cancel_unowned(w, active || (w->draining && qr_shards_leased(w->shards)));
     bool settling = sweep_settled(w);
     if (settling) {
         wake_at(w, qr_clock_wall_ms() + 10); /* replication is quick */
+    }
+    if (w->draining) {
+        drain_step(w);
+        return;
     }
     if (!active) {
         wake_at(w, qr_clock_wall_ms() + MAX_SLEEP_MS / 4);
@@ -1013,6 +1137,7 @@ int qr_worker_init(struct qr_worker *w,
     uv_timer_init(loop, &w->timer);
     w->timer.data = w;
     qr_cluster_set_due_hook(cluster, on_due, w);
+    qr_shards_set_handover_probe(shards, handover_busy, w);
     qr_worker_kick(w);
     return 0;
 }
@@ -1064,6 +1189,7 @@ void qr_worker_close(struct qr_worker *w, void (*cb)(struct qr_worker *w))
     w->close_cb = cb;
     w->pending_closes = 2;
     qr_cluster_set_due_hook(w->cluster, NULL, NULL);
+    qr_shards_set_handover_probe(w->shards, NULL, NULL);
     uv_timer_stop(&w->timer);
     uv_close((uv_handle_t *)&w->timer, on_timer_close);
     qr_delivery_close(&w->delivery, on_delivery_close);

@@ -20,7 +20,8 @@
  *   started are cancelled (the messages stay due); running ones finish and
  *   their outcome is reported. When the map gives a shard to another node (or
  * this node is leaving) its transfers are cancelled (the new owner re-sends
- * them).
+ * them). A stopping node drains first (qr_worker_drain), so it gives its
+ * shards up with nothing running.
  * - Outcomes go to raft through the leader (qr_shards_submit_result). A
  *   result whose report failed is held in its entry and reported again
  *   once the node holds a lease: a message whose result for attempt k is
@@ -88,6 +89,14 @@ struct qr_worker {
     unsigned pending_closes;
     void (*close_cb)(struct qr_worker *w);
 
+    /* A clean stop's drain (qr_worker_drain): until drain_cb fired. */
+    bool draining;
+    uint64_t drain_started_mono_ms;
+    uint64_t drain_deadline_mono_ms;
+    size_t drain_n_running; /* attempts running when it started */
+    void (*drain_cb)(void *data);
+    void *drain_data;
+
     /* In flight, by message id (chained hash table). */
     struct qr_worker_inflight **buckets;
     size_t n_buckets;
@@ -132,6 +141,18 @@ int qr_worker_init(struct qr_worker *w,
                    struct qr_cluster *cluster,
                    struct qr_store *store,
                    struct qr_shards *shards);
+
+/* A clean stop's first step (the shards are draining, qr_shards_drain:
+ * nothing new starts): cancels the transfers not started yet (they never
+ * reached their destination; the messages stay due), lets the running ones
+ * finish and report, and calls cb once every attempt's result is committed
+ * (or given up), or at the deadline, timeout_ms from now, when those still
+ * running are cancelled (their messages stay due: the next owner sends
+ * them again, at least once). cb fires once, from the loop. */
+void qr_worker_drain(struct qr_worker *w,
+                     uint64_t timeout_ms,
+                     void (*cb)(void *data),
+                     void *data);
 
 /* Scans soon: call when ownership may have changed (leadership, leases). */
 void qr_worker_kick(struct qr_worker *w);

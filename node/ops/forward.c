@@ -128,6 +128,19 @@ static bool hold_answer(struct qr_call *call, const Qraft__Response *resp)
     return true;
 }
 
+/* What an older leader answers to a request kind it does not know (its
+ * dispatch, ops.c: protobuf-c leaves an unknown oneof unset, so it names
+ * kind 0). Text is all older versions give to tell it apart from a bad
+ * request of a kind it knows. */
+#define UNKNOWN_KIND_PREFIX "unknown request kind"
+
+static bool leader_lacks_kind(const Qraft__Response *resp)
+{
+    return resp->status == QRAFT__STATUS__BAD_REQUEST && resp->error != NULL &&
+           strncmp(resp->error, UNKNOWN_KIND_PREFIX,
+                   strlen(UNKNOWN_KIND_PREFIX)) == 0;
+}
+
 static void on_forwarded(void *data, int status, const Qraft__Response *resp)
 {
     struct qr_call *call = data;
@@ -143,6 +156,25 @@ static void on_forwarded(void *data, int status, const Qraft__Response *resp)
                     "the leader refuses this node's peer token (it must run "
                     "with the cluster's --peer-token); nothing was applied; "
                     "ask another node");
+        qr_call_free(call);
+        return;
+    }
+    if (status == 0 && leader_lacks_kind(resp)) {
+        /* A rolling upgrade: this node knows the request, the leader (an
+         * older version) does not, and applied nothing. Retriable, not the
+         * client's fault: another node, or this one once the leader runs
+         * this version, takes it. */
+        relay_unlink(call);
+        QR_WARN("rpc",
+                "request %" PRIu64
+                ": the leader does not know request kind "
+                "%d (it runs an older version: %s); answering UNAVAILABLE",
+                call->id, (int)call->kind, resp->error);
+        qr_op_error(call->op, call->id, QRAFT__STATUS__UNAVAILABLE,
+                    "the leader runs an older version that does not know "
+                    "this request yet (a rolling upgrade is under way); "
+                    "nothing was applied; retry shortly or ask a node of "
+                    "the older version");
         qr_call_free(call);
         return;
     }

@@ -60,6 +60,31 @@ class UpgradeTest(unittest.TestCase):
             cluster.cli("status", "--json")[1])["feature_level"],
             qh.FEATURE_LEVEL)
 
+    def test_add_refuses_a_node_below_the_cluster_level(self):
+        """`qraft cluster add` probes the new node first: one whose binary
+        applies less than the cluster's feature level (an older version)
+        would stop at the first entry it cannot apply, so it is refused,
+        naming both levels, and nothing changes."""
+        cluster = qh.start_cluster(self, n=3)
+        leader = cluster.leader()
+        qh.wait_until(lambda: cluster_level(leader) == qh.FEATURE_LEVEL, 30,
+                      f"the cluster to reach feature level {qh.FEATURE_LEVEL}")
+        joiner = qh.JoiningNode(4, cluster, cluster.token,
+                             extra_args=["--max-feature-level", "1"])
+        self.addCleanup(joiner.cleanup)
+        joiner.start(wait=False)
+        qh.wait_until(lambda: joiner.healthz() is not None, 15,
+                      "the joining node to listen")
+        rc, _, err = cluster.cli("cluster", "add", "4", joiner.raft_addr,
+                                 "--rpc", joiner.rpc_addr, check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("feature level 1 at most", err)
+        self.assertIn(f"the cluster is at {qh.FEATURE_LEVEL}", err)
+        self.assertIn("nothing was changed", err)
+        _, out, _ = cluster.cli("status", "--json")
+        self.assertEqual(sorted(n["id"] for n in json.loads(out)["nodes"]),
+                         [1, 2, 3])
+
     def test_flow_control_waits_for_level_5(self):
         """Below feature level 5 a flow-controlled message is placed as an
         older node places it (sent without limits) and the flow control

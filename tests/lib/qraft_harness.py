@@ -623,6 +623,16 @@ class ClusterNode(Node):
             return None
 
 
+class JoiningNode(ClusterNode):
+    """A node started with --join (not --peers): empty, outside the cluster
+    until the leader adds it (`qraft cluster add`)."""
+
+    def command(self):
+        argv = super().command()
+        i = argv.index("--peers")
+        return argv[:i] + ["--join"] + argv[i + 2:]
+
+
 class Cluster:
     """N ClusterNodes (ids 1..N) on loopback sharing one token. Nodes that
     are stopped (kill9, terminate) keep their data dir and ports, so any of
@@ -692,6 +702,18 @@ class Cluster:
         for n in nodes:
             n.wait_serving(max(0.1, deadline - time.monotonic()))
         return self
+
+    def join(self, node_id, extra_args=()):
+        """Starts a JoiningNode with node_id, adds it (`qraft cluster add`),
+        and returns it once it serves; it is a member of self.nodes from
+        then on (and cleaned up with them)."""
+        joiner = JoiningNode(node_id, self, self.token, extra_args)
+        self.nodes.append(joiner)
+        joiner.start(wait=False)
+        self.cli("cluster", "add", str(node_id), joiner.raft_addr,
+                 "--rpc", joiner.rpc_addr)
+        joiner.wait_serving()
+        return joiner
 
     def kill9(self, node):
         node.kill9()
@@ -793,6 +815,23 @@ class Cluster:
         wait_until(
             ready, timeout, lambda: f"every live node ready{self._log_hint()}"
         )
+
+    def shard_counts(self):
+        """{node id: shards it owns} from the leader's `qraft status`."""
+        _, out, _ = self.cli("status", "--json")
+        return {n["id"]: n["shards"] for n in json.loads(out)["nodes"]}
+
+    def wait_shards_spread(self, ids, what, timeout=60):
+        """Waits until each node in ids owns shards and all 256 are owned
+        (none being handed over)."""
+
+        def spread():
+            self.check_not_crashed()
+            counts = self.shard_counts()
+            return (all(counts.get(i, 0) > 0 for i in ids) and
+                    sum(counts.values()) == 256)
+
+        wait_until(spread, timeout, what)
 
     def wait_caught_up(self, node, timeout=START_TIMEOUT):
         """Waits until node has applied everything the leader had committed
