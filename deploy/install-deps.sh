@@ -29,6 +29,9 @@ TEST_PKGS=(
     # the .deb's test (tests/package/test_deb.sh): its postinst needs
     # adduser, and systemd-analyze checks its unit
     adduser systemd
+    # the powerloss nemesis's filesystem (tools/powerfs, jepsen/run
+    # --nemesis powerloss): libfuse3 to build it, fuse3 for fusermount3
+    libfuse3-dev fuse3
 )
 RAFT_MIN_VERSION="0.22.1"
 
