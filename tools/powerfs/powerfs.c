@@ -11,7 +11,8 @@
  * ENOTCONN) and the mount detached; the process exits 0. SIGTERM, SIGINT
  * and SIGHUP unmount cleanly, keeping everything. --lie acknowledges
  * fsyncs without keeping anything (power off then drops every change since
- * the mount): the broken disk the chaos checker must catch.
+ * the mount, whatever the seed): the broken disk the chaos checker must
+ * catch.
  *
  * What counts as a sync: fsync/fdatasync (also the kernel's own, after a
  * buffered RWF_DSYNC write or msync), fsync of a directory (its entry
@@ -472,7 +473,9 @@ int main(int argc, char **argv)
                 strerror(errno));
         return 1;
     }
-    int rc = pf_journal_init(&journal, root_fd, seed, lie, log_file);
+    /* A lying disk rolls back to its state at the mount, whole: consistent
+     * but old, so the node starts again and has forgotten what it acked. */
+    int rc = pf_journal_init(&journal, root_fd, lie ? 0 : seed, lie, log_file);
     if (rc != 0) {
         fprintf(log_file, "powerfs: trash in %s: %s\n", backing, strerror(-rc));
         return 1;
