@@ -90,25 +90,35 @@ static void fd_name(int fd, char *out, size_t out_bytes)
     out[n] = '\0';
 }
 
+int pf_open_dir(int root_fd, const char *path, DIR **out)
+{
+    int dfd = openat(root_fd, rel(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        return -errno;
+    }
+    *out = fdopendir(dfd);
+    if (*out == NULL) {
+        int err = errno;
+        close(dfd);
+        return -err;
+    }
+    return 0;
+}
+
 static int empty_trash(struct pf_journal *j)
 {
     if (mkdirat(j->root_fd, PF_TRASH_DIR, 0700) != 0 && errno != EEXIST) {
         return -errno;
     }
-    int dfd = openat(j->root_fd, PF_TRASH_DIR, O_RDONLY | O_DIRECTORY);
-    if (dfd < 0) {
-        return -errno;
-    }
-    DIR *d = fdopendir(dfd);
-    if (d == NULL) {
-        int err = errno;
-        close(dfd);
-        return -err;
+    DIR *d;
+    int rc = pf_open_dir(j->root_fd, PF_TRASH_DIR, &d);
+    if (rc != 0) {
+        return rc;
     }
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
-            unlinkat(dfd, e->d_name, 0);
+            unlinkat(dirfd(d), e->d_name, 0);
         }
     }
     closedir(d);

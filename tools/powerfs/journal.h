@@ -13,6 +13,7 @@
 #ifndef QRAFT_POWERFS_JOURNAL_H
 #define QRAFT_POWERFS_JOURNAL_H
 
+#include <dirent.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -77,6 +78,10 @@ int pf_journal_rename(struct pf_journal *j,
                       bool noreplace);
 /* fsync of the directory path: its entry changes are kept for good. */
 int pf_journal_sync_dir(struct pf_journal *j, const char *path);
+
+/* Opens path (relative to root_fd, "" for it) for readdir: 0 and *out
+ * (close it with closedir), or -errno. */
+int pf_open_dir(int root_fd, const char *path, DIR **out);
 
 /* Power off: undoes what no sync covered (per the seed), newest first, and
  * returns how many records it dropped or tore. Call it once no request is

@@ -116,15 +116,10 @@ static int pf_readdir(const char *path,
     (void)off;
     (void)flags;
     const char *dir = (const char *)(uintptr_t)fi->fh;
-    int dfd = openat(root_fd, dir[0] ? dir : ".", O_RDONLY | O_DIRECTORY);
-    if (dfd < 0) {
-        return -errno;
-    }
-    DIR *d = fdopendir(dfd);
-    if (d == NULL) {
-        int err = errno;
-        close(dfd);
-        return -err;
+    DIR *d;
+    int rc = pf_open_dir(root_fd, dir, &d);
+    if (rc != 0) {
+        return rc;
     }
     bool at_root = dir[0] == '\0';
     struct dirent *e;
