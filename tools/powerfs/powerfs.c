@@ -42,11 +42,17 @@
 
 #include "journal.h"
 
+/* An open file (fd) or directory (fd -1): every live one is in the list
+ * `handles`, so what the kernel never released before a power off is freed
+ * at exit. */
 struct handle {
     int fd;
-    char path[256];   /* as opened, for --trace (may be cut) */
+    char *path;       /* journal form ("a/b", "" for the root) */
     bool sync_writes; /* opened O_SYNC/O_DSYNC: each write is durable */
+    struct handle *prev, *next;
 };
+
+static struct handle *handles;
 
 static struct pf_journal journal;
 static int root_fd = -1;
@@ -87,6 +93,39 @@ static struct handle *handle_of(struct fuse_file_info *fi)
     return (struct handle *)(uintptr_t)fi->fh;
 }
 
+static struct handle *handle_new(const char *path)
+{
+    struct handle *h = calloc(1, sizeof *h);
+    if (h == NULL || (h->path = strdup(jpath(path))) == NULL) {
+        free(h);
+        return NULL;
+    }
+    h->fd = -1;
+    h->next = handles;
+    if (handles != NULL) {
+        handles->prev = h;
+    }
+    handles = h;
+    return h;
+}
+
+static void handle_free(struct handle *h)
+{
+    if (h->prev != NULL) {
+        h->prev->next = h->next;
+    } else {
+        handles = h->next;
+    }
+    if (h->next != NULL) {
+        h->next->prev = h->prev;
+    }
+    if (h->fd >= 0) {
+        close(h->fd);
+    }
+    free(h->path);
+    free(h);
+}
+
 static void *pf_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
     (void)conn;
@@ -115,7 +154,7 @@ static int pf_readdir(const char *path,
     (void)path;
     (void)off;
     (void)flags;
-    const char *dir = (const char *)(uintptr_t)fi->fh;
+    const char *dir = handle_of(fi)->path;
     DIR *d;
     int rc = pf_open_dir(root_fd, dir, &d);
     if (rc != 0) {
@@ -157,12 +196,11 @@ static int open_backing(const char *path,
     if (!creating) {
         bflags &= ~(O_CREAT | O_EXCL);
     }
-    struct handle *h = calloc(1, sizeof *h);
+    struct handle *h = handle_new(path);
     if (h == NULL) {
         return -ENOMEM;
     }
     h->sync_writes = (flags & (O_SYNC | O_DSYNC)) != 0;
-    snprintf(h->path, sizeof h->path, "%s", path);
     h->fd = openat(root_fd, rel(path), bflags, create_mode);
     int rc = h->fd < 0 ? -errno : 0;
     if (rc == 0 && creating && !existed) {
@@ -177,10 +215,7 @@ static int open_backing(const char *path,
     trace_op("open %s flags 0%o%s -> %d", path, (unsigned)flags,
              h->sync_writes ? " (sync writes)" : "", rc);
     if (rc != 0) {
-        if (h->fd >= 0) {
-            close(h->fd);
-        }
-        free(h);
+        handle_free(h);
         return rc;
     }
     fi->fh = (uint64_t)(uintptr_t)h;
@@ -200,9 +235,7 @@ static int pf_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 static int pf_release(const char *path, struct fuse_file_info *fi)
 {
     (void)path;
-    struct handle *h = handle_of(fi);
-    close(h->fd);
-    free(h);
+    handle_free(handle_of(fi));
     return 0;
 }
 
@@ -255,18 +288,18 @@ static int pf_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 /* A directory handle remembers its path: fsyncdir gets none (nullpath_ok). */
 static int pf_opendir(const char *path, struct fuse_file_info *fi)
 {
-    char *copy = strdup(jpath(path));
-    if (copy == NULL) {
+    struct handle *h = handle_new(path);
+    if (h == NULL) {
         return -ENOMEM;
     }
-    fi->fh = (uint64_t)(uintptr_t)copy;
+    fi->fh = (uint64_t)(uintptr_t)h;
     return 0;
 }
 
 static int pf_releasedir(const char *path, struct fuse_file_info *fi)
 {
     (void)path;
-    free((char *)(uintptr_t)fi->fh);
+    handle_free(handle_of(fi));
     return 0;
 }
 
@@ -274,7 +307,7 @@ static int pf_fsyncdir(const char *path,
                        int datasync,
                        struct fuse_file_info *fi)
 {
-    const char *dir = (const char *)(uintptr_t)fi->fh;
+    const char *dir = handle_of(fi)->path;
     (void)path;
     trace_op("fsyncdir /%s datasync %d", dir, datasync);
     return pf_journal_sync_dir(&journal, dir);
@@ -517,6 +550,10 @@ int main(int argc, char **argv)
     fuse_remove_signal_handlers(session);
     fuse_unmount(fuse); /* aborts the connection, then a lazy umount */
     fuse_destroy(fuse);
+    fuse_opt_free_args(&args);
+    while (handles != NULL) {
+        handle_free(handles); /* never released: the power went */
+    }
     pf_journal_free(&journal);
     close(root_fd);
     return rc < 0 ? 1 : 0;
