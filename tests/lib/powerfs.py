@@ -7,6 +7,7 @@ and waits until it is gone (the mount point is then a plain empty dir
 again); unmount() stops it keeping everything. Every wait has a deadline.
 """
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -28,6 +29,24 @@ def is_mounted(path):
             if line.split()[4] == path:
                 return True
     return False
+
+
+def mounts_under(path):
+    """The mount points at or below path, deepest first."""
+    root = os.path.realpath(path)
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mnt = line.split()[4]
+            if mnt == root or mnt.startswith(root + "/"):
+                found.append(mnt)
+    return sorted(found, key=len, reverse=True)
+
+
+def _term_with_parent():
+    # PR_SET_PDEATHSIG: a harness killed before its cleanup still gets its
+    # mounts unmounted (SIGTERM is the clean unmount).
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
 def usable():
@@ -76,7 +95,8 @@ class PowerFS:
             argv += ["--log", str(self.log)]
         argv += [str(self.backing), str(self.mount_point)]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True,
+                                     preexec_fn=_term_with_parent)
         self.mounts += 1
         self._wait(lambda: is_mounted(self.mount_point), "mounted")
 
