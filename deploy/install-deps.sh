@@ -34,6 +34,9 @@ TEST_PKGS=(
     # the console's browser tests (tests/ui): playwright-core drives this
     # chromium headless; it downloads no browser of its own
     chromium
+    # the powerloss nemesis's filesystem (tools/powerfs, jepsen/run
+    # --nemesis powerloss): libfuse3 to build it, fuse3 for fusermount3
+    libfuse3-dev fuse3
 )
 RAFT_MIN_VERSION="0.22.1"
 

@@ -18,8 +18,10 @@ Invariants:
 import math
 import random
 
-NEMESES = ("kill", "partition", "pause", "clock", "transfer", "membership")
+NEMESES = ("kill", "partition", "pause", "clock", "transfer", "membership",
+           "powerloss")
 PARTITION_MODES = ("isolate-leader", "halves", "ring", "bridge")
+POWERLOSS_HOWS = ("one", "majority", "all")
 
 CALM_S = (2.0, 5.0)
 # Seconds the fault stays applied (transfer: how long the storm lasts;
@@ -31,11 +33,12 @@ DURATION_S = {
     "clock": (5.0, 10.0),
     "transfer": (4.0, 8.0),
     "membership": (4.0, 8.0),
+    "powerloss": (3.0, 8.0),
 }
 # Seconds a fault typically takes on top of its duration (restarts, the
 # remove and add of a membership change); only used to lay out the nominal
 # timeline, the runner waits for the real end.
-OVERHEAD_S = {"clock": 2.0, "membership": 10.0}
+OVERHEAD_S = {"clock": 2.0, "membership": 10.0, "powerloss": 2.0}
 # Clock faults: the skew a node restarts with, and the jump in the middle.
 SKEW_S = (5, 30)
 JUMP_S = (5, 20)
@@ -128,6 +131,26 @@ def partition_pairs(mode, ids, leader, rng):
     a = sorted(order[:n // 2])
     b = sorted(order[n // 2:])
     return "halves", [a, b], _pairs_between(a, b)
+
+
+def powerloss_targets(rng, ids, leader, hows=POWERLOSS_HOWS):
+    """The nodes a power loss takes down at once: one (the leader half of
+    those times), a bare majority or all of them, drawn from hows (with
+    all three: 50 %, 30 %, 20 %). ids: the running members; leader: its id
+    or None. Returns (sorted ids, how); a majority of fewer than 3 nodes is
+    all of them."""
+    ids = sorted(ids)
+    if not ids:
+        return [], hows[0]
+    weights = {"one": 5, "majority": 3, "all": 2}
+    how = rng.choices(list(hows), [weights[h] for h in hows])[0]
+    if how == "one" or len(ids) == 1:
+        if leader in ids and rng.random() < 0.5:
+            return [leader], "one"
+        return [rng.choice(ids)], "one"
+    if how == "majority" and len(ids) >= 3:
+        return sorted(rng.sample(ids, len(ids) // 2 + 1)), "majority"
+    return ids, "all"
 
 
 def clock_plan(rng):

@@ -46,6 +46,23 @@ class ScheduleTest(unittest.TestCase):
             self.assertEqual({ev["f"] for ev in plan}, set(schedule.NEMESES),
                              f"seed {seed}: {[ev['f'] for ev in plan]}")
 
+    def test_powerloss_takes_one_a_majority_or_all(self):
+        seen = set()
+        for seed in range(200):
+            rng = random.Random(seed)
+            ids, how = schedule.powerloss_targets(rng, [1, 2, 3, 4, 5], 2)
+            seen.add(how)
+            self.assertEqual(ids, sorted(set(ids)))
+            want = {"one": 1, "majority": 3, "all": 5}[how]
+            self.assertEqual(len(ids), want, f"seed {seed}")
+        self.assertEqual(seen, {"one", "majority", "all"})
+        self.assertEqual(schedule.powerloss_targets(random.Random(1), [], 1),
+                         ([], "one"))
+        for seed in range(20):
+            self.assertEqual(schedule.powerloss_targets(
+                random.Random(seed), [1, 2, 3], None, ("all",)),
+                ([1, 2, 3], "all"))
+
     def test_only_the_kinds_asked_for(self):
         plan = schedule.schedule(1, ["kill", "partition"], 30)
         self.assertTrue(plan)
