@@ -12,6 +12,7 @@
 #include "deliver/sign.h"
 #include "lib/clock.h"
 #include "lib/dest.h"
+#include "lib/durable.h"
 #include "lib/err.h"
 #include "lib/logger.h"
 #include "lib/random.h"
@@ -41,14 +42,25 @@
  * edge). */
 #define PRESSURE_END_PERCENT (QR_ADMIT_WARN_PERCENT - 10)
 
+/* Creates the directory path unless it exists; a new one's entry is made
+ * durable (its parent fsynced), or a power loss soon after a first start
+ * could lose raft/ with the log in it. */
 static int make_dir(const char *path, char *errmsg)
 {
-    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+    if (mkdir(path, 0700) != 0) {
         int err = errno;
+        if (err == EEXIST) {
+            return 0;
+        }
         snprintf(errmsg, QR_ERRMSG_BYTES, "mkdir %s: %s", path, strerror(err));
         return -err;
     }
-    return 0;
+    int rv = qr_fsync_parent(path);
+    if (rv != 0) {
+        snprintf(errmsg, QR_ERRMSG_BYTES, "mkdir %s: fsync of its parent: %s",
+                 path, strerror(-rv));
+    }
+    return rv;
 }
 
 /* One node per data dir: two would corrupt each other's raft log. */
@@ -117,13 +129,9 @@ static void write_tombstone(struct qr_server *s)
     if (fd >= 0) {
         close(fd);
     }
-    int dir = open(s->config->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (ok && (dir < 0 || fsync(dir) != 0)) {
-        ok = false;
-        err = errno;
-    }
-    if (dir >= 0) {
-        close(dir);
+    if (ok) {
+        err = -qr_fsync_dir(s->config->data_dir);
+        ok = err == 0;
     }
     if (!ok) {
         QR_ERROR("server",
@@ -182,7 +190,7 @@ static int load_or_create_token(struct qr_server *s)
     bool ok = write(fd, s->token, len) == (ssize_t)len &&
               write(fd, "\n", 1) == 1 && fsync(fd) == 0;
     close(fd);
-    if (!ok) {
+    if (!ok || qr_fsync_dir(s->config->data_dir) != 0) {
         snprintf(s->errmsg, sizeof s->errmsg, "write %s failed", path);
         return QR_ESTORE;
     }

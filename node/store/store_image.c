@@ -32,6 +32,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lib/durable.h"
 #include "lib/err.h"
 #include "store/store_int.h"
 
@@ -259,18 +260,11 @@ static int write_file(struct qr_store *s,
 
 static int sync_dir(struct qr_store *s, const char *dir)
 {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0) {
-        int rv = -errno;
-        store_set_errmsg(s, "store: restore: fsync %s: %s", dir,
-                         strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-        }
-        return rv;
+    int rv = qr_fsync_dir(dir);
+    if (rv != 0) {
+        store_set_errmsg(s, "store: restore: fsync %s: %s", dir, strerror(-rv));
     }
-    close(fd);
-    return 0;
+    return rv;
 }
 
 /* Checks every pair of one database of the image (txn, dbi): keys in
