@@ -98,6 +98,9 @@ void qr_config_usage(FILE *out)
         "                         --rpc RPC_ADDR)\n"
         "  --data DIR             data directory (default ./qraft-data)\n"
         "  --raft HOST:PORT       raft address (default 127.0.0.1:7200)\n"
+        "  --raft-bind IP:PORT    listen for raft here instead (same port;\n"
+        "                         e.g. 0.0.0.0:7200 behind a service\n"
+        "                         address that --raft names)\n"
         "  --rpc HOST:PORT        client RPC address (default 127.0.0.1:7100)\n"
         "  --http HOST:PORT       HTTP address (default 127.0.0.1:8080)\n"
         "  --peer-token T         secret for node-to-node requests (env\n"
@@ -454,6 +457,7 @@ enum {
     OPT_PEERS,
     OPT_DATA,
     OPT_RAFT,
+    OPT_RAFT_BIND,
     OPT_RPC,
     OPT_HTTP,
     OPT_TOKEN,
@@ -496,6 +500,7 @@ static const struct option long_options[] = {
     {"peers", required_argument, NULL, OPT_PEERS},
     {"data", required_argument, NULL, OPT_DATA},
     {"raft", required_argument, NULL, OPT_RAFT},
+    {"raft-bind", required_argument, NULL, OPT_RAFT_BIND},
     {"rpc", required_argument, NULL, OPT_RPC},
     {"http", required_argument, NULL, OPT_HTTP},
     {"token", required_argument, NULL, OPT_TOKEN},
@@ -615,6 +620,21 @@ static int apply_option(struct qr_config *c,
             return rv != 0 ? rv
                            : resolve_ipv4(c->raft_addr, sizeof c->raft_addr,
                                           errmsg, "--raft");
+        }
+        case OPT_RAFT_BIND: {
+            struct in_addr a;
+            const char *colon = strrchr(v, ':');
+            char ip[INET_ADDRSTRLEN] = "";
+            if (colon != NULL && (size_t)(colon - v) < sizeof ip) {
+                memcpy(ip, v, (size_t)(colon - v));
+                ip[colon - v] = '\0';
+            }
+            if (inet_pton(AF_INET, ip, &a) != 1) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "--raft-bind: '%s' is not IPV4:PORT", v);
+                return QR_EBADREQ;
+            }
+            return copy_addr(c->raft_bind_addr, "--raft-bind", v, errmsg);
         }
         case OPT_RPC:
             return copy_addr(c->rpc_addr, "--rpc", v, errmsg);
@@ -894,6 +914,14 @@ int qr_config_parse(struct qr_config *c,
         snprintf(errmsg, QR_ERRMSG_BYTES,
                  "--tls-cert and --tls-key go together: a certificate needs "
                  "its key");
+        return QR_EBADREQ;
+    }
+    const char *bind_port = strrchr(c->raft_bind_addr, ':');
+    if (bind_port != NULL &&
+        strcmp(bind_port, strrchr(c->raft_addr, ':')) != 0) {
+        snprintf(errmsg, QR_ERRMSG_BYTES,
+                 "--raft-bind %s: its port must be --raft's (%s)",
+                 c->raft_bind_addr, c->raft_addr);
         return QR_EBADREQ;
     }
     if (c->heartbeat_timeout_ms >= c->election_timeout_ms) {

@@ -731,6 +731,16 @@ int qr_cluster_init(struct qr_cluster *c,
                  raft_strerror(rv));
         goto err_after_fsm;
     }
+    if (cfg->raft_bind_addr[0] != '\0') {
+        c->transport.bind_address = cfg->raft_bind_addr;
+        rv = raft_uv_tcp_set_bind_address(&c->transport.inner,
+                                          cfg->raft_bind_addr);
+        if (rv != 0) {
+            snprintf(c->errmsg, sizeof c->errmsg, "cluster: --raft-bind %s: %s",
+                     cfg->raft_bind_addr, raft_strerror(rv));
+            goto err_after_transport;
+        }
+    }
     rv = raft_uv_init(&c->io, loop, c->raft_dir, &c->transport.outer);
     if (rv != 0) {
         snprintf(c->errmsg, sizeof c->errmsg, "cluster: raft io: %s",
