@@ -18,6 +18,16 @@
 #include "lib/loopwatch.h"
 #include "lib/metrics.h"
 
+/* Fails naming the first of want[0..n) that text lacks. */
+static void assert_all_in(const char *text, const char *const *want, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strstr(text, want[i]) == NULL) {
+            fail_msg("missing %s in:\n%s", want[i], text);
+        }
+    }
+}
+
 static void test_render(void **state)
 {
     (void)state;
@@ -84,11 +94,7 @@ static void test_render(void **state)
         "\nqraft_retention_pressure 1\n",
         "# HELP qraft_leader ",
     };
-    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-        if (strstr(text, want[i]) == NULL) {
-            fail_msg("missing %s in:\n%s", want[i], text);
-        }
-    }
+    assert_all_in(text, want, sizeof want / sizeof want[0]);
     assert_int_equal(text[strlen(text) - 1], '\n');
     /* Nothing is stored as delivering: the state is not shown. */
     assert_null(strstr(text, "state=\"delivering\""));
@@ -133,11 +139,7 @@ static void test_histogram(void **state)
         "\nqraft_apply_duration_seconds_count 0\n",
         "\nqraft_apply_duration_seconds_bucket{le=\"+Inf\"} 0\n",
     };
-    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-        if (strstr(text, want[i]) == NULL) {
-            fail_msg("missing %s in:\n%s", want[i], text);
-        }
-    }
+    assert_all_in(text, want, sizeof want / sizeof want[0]);
     free(text);
 }
 
@@ -200,11 +202,7 @@ static void test_labels_and_hosts(void **state)
         "\nqraft_host_delivery_failures_total{host=\"(other)\"} 0\n",
         "qraft_build_info{version=\"a\\\"b\\\\c\\nd\",",
     };
-    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-        if (strstr(text, want[i]) == NULL) {
-            fail_msg("missing %s in:\n%s", want[i], text);
-        }
-    }
+    assert_all_in(text, want, sizeof want / sizeof want[0]);
     /* One (other) sample per family, however many hosts went there. */
     const char *first = strstr(text, "in_flight{host=\"(other)\"}");
     assert_non_null(first);
@@ -238,11 +236,7 @@ static void test_queues(void **state)
         "\nqraft_oldest_pending_age_seconds 1.500\n",
         "\nqraft_store_db_bytes{db=\"msgs\"} 8192\n",
     };
-    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-        if (strstr(text, want[i]) == NULL) {
-            fail_msg("missing %s in:\n%s", want[i], text);
-        }
-    }
+    assert_all_in(text, want, sizeof want / sizeof want[0]);
     free(text);
 }
 
