@@ -158,8 +158,8 @@ void qr_metrics_count(struct qr_metrics_pairs *p, const char *a, const char *b)
     e->n++;
 }
 
-/* Writes url's "host:port" (lower case) into out; false when it has none
- * (then nothing is counted for it: the attempt fails before any host). */
+/* Writes url's "host:port" (lower case, cut at len - 1 bytes) into out;
+ * false when it names no host (its attempts count under "(other)"). */
 static bool host_of(const char *url, char *out, size_t len)
 {
     const char *p = strstr(url, "://");
