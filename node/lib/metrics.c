@@ -133,25 +133,39 @@ void qr_metrics_observe(struct qr_metrics_hist *h, uint64_t us)
     h->sum_us += us;
 }
 
+/* The pair (a, b) of p, NULL when p has none. by_address: a compared by
+ * address only (the common case: a static string seen before), else by
+ * text. */
+static struct qr_metrics_pair *find_pair(struct qr_metrics_pairs *p,
+                                         const char *a,
+                                         const char *b,
+                                         bool by_address)
+{
+    for (size_t i = 0; i < p->n_pairs; i++) {
+        struct qr_metrics_pair *e = &p->pairs[i];
+        if ((e->a == a || (!by_address && strcmp(e->a, a) == 0)) &&
+            strncmp(e->b, b, sizeof e->b - 1) == 0) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
 void qr_metrics_count(struct qr_metrics_pairs *p, const char *a, const char *b)
 {
     if (p == NULL) {
         return;
     }
-    for (size_t i = 0; i < p->n_pairs; i++) {
-        struct qr_metrics_pair *e = &p->pairs[i];
-        if ((e->a == a || strcmp(e->a, a) == 0) &&
-            strncmp(e->b, b, sizeof e->b - 1) == 0) {
-            e->n++;
-            return;
-        }
+    struct qr_metrics_pair *e = find_pair(p, a, b, true);
+    if (e == NULL) {
+        e = find_pair(p, a, b, false);
     }
-    struct qr_metrics_pair *e = &p->pairs[QR_METRICS_MAX_PAIRS];
-    if (p->n_pairs < QR_METRICS_MAX_PAIRS) {
+    if (e == NULL && p->n_pairs < QR_METRICS_MAX_PAIRS) {
         e = &p->pairs[p->n_pairs++];
         e->a = a;
         snprintf(e->b, sizeof e->b, "%s", b);
-    } else if (e->a == NULL) {
+    } else if (e == NULL) {
+        e = &p->pairs[QR_METRICS_MAX_PAIRS];
         e->a = other_label;
         snprintf(e->b, sizeof e->b, "%s", other_label);
     }
