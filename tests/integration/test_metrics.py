@@ -4,8 +4,9 @@ moves with the work: every node's text passes `promtool check metrics`
 leader and a follower, deliveries and a dead letter show in the histograms,
 the labelled counters and the DLQ size; and the shipped dashboard
 (deploy/grafana/qraft.json) and alert rules (deploy/prometheus/
-qraft-alerts.yml, checked with `promtool check rules`) name only metrics a
-node really serves. One cluster serves every test (about 12 s in all);
+qraft-alerts.yml, checked with `promtool check rules` and unit-tested with
+`promtool test rules` on synthetic series) name only metrics a node really
+serves. One cluster serves every test (about 12 s in all);
 each test compares what it changed, not absolute counts."""
 
 import json
@@ -23,6 +24,7 @@ WAIT = 20
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "qraft.json"
 RULES = ROOT / "deploy" / "prometheus" / "qraft-alerts.yml"
+RULE_TESTS = ROOT / "tests" / "data" / "prometheus" / "qraft-alerts.test.yml"
 # A metric name in a PromQL expression: qraft_* and process_* families (a
 # label name or a function never starts so).
 METRIC_NAME = re.compile(r"\b((?:qraft|process)_[a-zA-Z0-9_]+)")
@@ -229,6 +231,11 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(check.returncode, 0,
                          check.stdout.decode() + check.stderr.decode())
         self.assertIn("SUCCESS", check.stdout.decode())
+        # The alerts fire when their condition held long enough, not before.
+        check = subprocess.run([promtool(), "test", "rules", str(RULE_TESTS)],
+                               capture_output=True, timeout=60)
+        self.assertEqual(check.returncode, 0,
+                         check.stdout.decode() + check.stderr.decode())
 
         samples, types = self.scrape(self.leader)
         served = set(types) | {n for (n, _) in samples}
