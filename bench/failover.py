@@ -11,7 +11,8 @@ restarted and caught up before the next trial, so every trial kills a
 leader of a full cluster (--probe cli: `qraft publish` through every
 endpoint instead, 20 ms apart, as ../shared/peers/qraft.sh does, so the
 client library's retries count too). Prints each trial, then p50 and max, and the
-longest loop stall each node reported (qraft_loop_stall_max_ms).
+longest loop stall each node reported (qraft status: loop_stall_max_ms;
+/metrics: qraft_loop_stall_max_seconds).
 
     QRAFT_BIN=$PWD/build/bin PYTHONPATH=tests/lib python3 bench/failover.py \\
         [--trials 10] [--in-flight 64] [--probe rest|cli] [-- QRAFTD_ARGS...]

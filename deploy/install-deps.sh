@@ -28,6 +28,10 @@ TEST_PKGS=(
     python3-matplotlib
     # libFuzzer targets (tests/fuzz/run.sh): clang and its fuzzer runtime
     clang libclang-rt-14-dev
+    # promtool: /metrics and the alert rules are checked with it
+    # (tests/integration/test_metrics.py); python3-yaml: the container and
+    # Kubernetes files are parsed (tests/package/test_deploy_files.py)
+    prometheus python3-yaml
     # the .deb's test (tests/package/test_deb.sh): its postinst needs
     # adduser, and systemd-analyze checks its unit
     adduser systemd

@@ -101,6 +101,9 @@ void qr_config_usage(FILE *out)
         "                         --rpc RPC_ADDR)\n"
         "  --data DIR             data directory (default ./qraft-data)\n"
         "  --raft HOST:PORT       raft address (default 127.0.0.1:7200)\n"
+        "  --raft-bind IP:PORT    listen for raft here instead (same port;\n"
+        "                         e.g. 0.0.0.0:7200 behind a service\n"
+        "                         address that --raft names)\n"
         "  --rpc HOST:PORT        client RPC address (default 127.0.0.1:7100)\n"
         "  --http HOST:PORT       HTTP address (default 127.0.0.1:8080)\n"
         "  --peer-token T         secret for node-to-node requests (env\n"
@@ -250,6 +253,7 @@ enum {
     OPT_PEERS,
     OPT_DATA,
     OPT_RAFT,
+    OPT_RAFT_BIND,
     OPT_RPC,
     OPT_HTTP,
     OPT_TOKEN,
@@ -318,6 +322,7 @@ static const struct setting {
     {"join", OPT_JOIN, SET_BOOL, NULL, "false", NULL},
     {"data", OPT_DATA, SET_VALUE, NULL, "qraft-data", NULL},
     {"raft", OPT_RAFT, SET_VALUE, NULL, "127.0.0.1:7200", NULL},
+    {"raft-bind", OPT_RAFT_BIND, SET_VALUE, NULL, NULL, "the raft address"},
     {"rpc", OPT_RPC, SET_VALUE, NULL, "127.0.0.1:7100", NULL},
     {"http", OPT_HTTP, SET_VALUE, NULL, "127.0.0.1:8080", NULL},
     {"peer-token", OPT_PEER_TOKEN, SET_SECRET, "QRAFT_PEER_TOKEN", NULL,
@@ -480,6 +485,12 @@ static int apply_option(struct qr_config *c,
                            : qr_config_resolve_ipv4(c->raft_addr,
                                                     sizeof c->raft_addr, errmsg,
                                                     "--raft");
+        }
+        case OPT_RAFT_BIND: {
+            int rv = qr_config_check_ipv4_port(v, errmsg, "--raft-bind");
+            return rv != 0
+                       ? rv
+                       : copy_addr(c->raft_bind_addr, "--raft-bind", v, errmsg);
         }
         case OPT_RPC:
             return copy_addr(c->rpc_addr, "--rpc", v, errmsg);
@@ -878,6 +889,14 @@ static int check_combination(struct qr_config *c, char *errmsg)
         snprintf(errmsg, QR_ERRMSG_BYTES,
                  "--tls-cert and --tls-key go together: a certificate needs "
                  "its key");
+        return QR_EBADREQ;
+    }
+    const char *bind_port = strrchr(c->raft_bind_addr, ':');
+    if (bind_port != NULL &&
+        strcmp(bind_port, strrchr(c->raft_addr, ':')) != 0) {
+        snprintf(errmsg, QR_ERRMSG_BYTES,
+                 "--raft-bind %s: its port must be --raft's (%s)",
+                 c->raft_bind_addr, c->raft_addr);
         return QR_EBADREQ;
     }
     if (c->heartbeat_timeout_ms >= c->election_timeout_ms) {

@@ -58,6 +58,10 @@ struct qr_config {
     uint64_t id;
     char data_dir[PATH_MAX];
     char raft_addr[QR_ADDR_MAX];
+    /* --raft-bind: where raft listens when that is not raft_addr (an IPv4
+     * address, same port: a container behind a stable service address);
+     * empty: raft_addr */
+    char raft_bind_addr[QR_ADDR_MAX];
     char rpc_addr[QR_ADDR_MAX];
     char http_addr[QR_ADDR_MAX];
     char token[QR_TOKEN_MAX]; /* empty: generated and persisted (--dev) */

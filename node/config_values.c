@@ -213,6 +213,22 @@ int qr_config_resolve_ipv4(char *hostport,
 /* Whether a listener on hostport ("HOST:PORT", "[V6]:PORT") takes
  * connections from this machine only: HOST is a loopback address, or a name
  * all of whose addresses are. An empty host (every interface) is not. */
+int qr_config_check_ipv4_port(const char *s, char *errmsg, const char *flag)
+{
+    struct in_addr a;
+    const char *colon = strrchr(s, ':');
+    char ip[INET_ADDRSTRLEN] = "";
+    if (colon != NULL && (size_t)(colon - s) < sizeof ip) {
+        memcpy(ip, s, (size_t)(colon - s));
+        ip[colon - s] = '\0';
+    }
+    if (inet_pton(AF_INET, ip, &a) != 1 || qr_config_check_hostport(s) != 0) {
+        snprintf(errmsg, QR_ERRMSG_BYTES, "%s: '%s' is not IPV4:PORT", flag, s);
+        return QR_EBADREQ;
+    }
+    return 0;
+}
+
 bool qr_config_on_loopback(const char *hostport)
 {
     char host[QR_ADDR_MAX];

@@ -41,6 +41,11 @@ int qr_config_resolve_ipv4(char *hostport,
                            char *errmsg,
                            const char *flag);
 
+/* "IPV4:PORT" with a dotted-quad address (an address to bind, no name to
+ * resolve). Returns 0, or QR_EBADREQ with errmsg (QR_ERRMSG_BYTES) naming
+ * flag. */
+int qr_config_check_ipv4_port(const char *s, char *errmsg, const char *flag);
+
 /* Whether a listener on hostport ("HOST:PORT", "[V6]:PORT") takes
  * connections from this machine only. */
 bool qr_config_on_loopback(const char *hostport);

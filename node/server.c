@@ -17,6 +17,7 @@
 #include "lib/logger.h"
 #include "lib/random.h"
 #include "lib/tls_ctx.h"
+#include "store/store_metrics.h"
 
 #define TICK_MS 100
 #define TOKEN_FILE "token"
@@ -681,10 +682,16 @@ static void http_gauges(void *data, struct qr_metrics_gauges *g)
     g->store_file_bytes = sp.store_file_bytes;
     g->store_map_bytes = sp.store_map_bytes;
     g->writes_refused = sp.n_refused;
+    g->version = QRAFT_VERSION;
+    g->commit = QRAFT_COMMIT;
+    g->max_feature_level = QR_FEATURE_LEVEL;
+    g->feature_level = qr_cluster_feature_level(&s->cluster);
+    g->leader_changes = cs.leader_changes;
+    g->snapshot_ms = cs.snapshot_ms;
+    g->has_leader = cs.leader_id != 0;
+    g->deliveries_in_flight = s->worker.n_inflight;
     if (qr_store_txn_begin(s->store, false, &txn) == 0) {
-        _Static_assert(QR_METRICS_N_STATES == QR_STORE_N_STATES,
-                       "metrics count every stored state");
-        g->have_counts = qr_store_count_states(txn, g->state_counts) == 0;
+        qr_store_read_gauges(txn, QR_FSM_N_SHARDS, qr_clock_wall_ms(), g);
         qr_store_txn_abort(txn);
     }
 }
@@ -1082,6 +1089,7 @@ int qr_server_init(struct qr_server *s,
     }
     memset(&s->metrics, 0, sizeof s->metrics);
     s->worker.metrics = &s->metrics;
+    s->cluster.fsm.apply_seconds = &s->metrics.apply_seconds;
     s->ops.worker = &s->worker;
     s->ops.metrics = &s->metrics;
     s->ops.admit = &s->admit;

@@ -284,6 +284,52 @@ static void allowed_methods(const h2o_iovec_t *path, char *out, size_t len)
     }
 }
 
+/* A request's labels for qraft_http_requests_total, counted when h2o
+ * frees the request (its status is final then): the route pattern, never
+ * the raw path, so the label's values are the route table's. */
+struct request_count {
+    struct qr_metrics *metrics; /* borrowed: outlives every connection */
+    const char *route;          /* static */
+    h2o_req_t *req;
+};
+
+static void on_request_done(void *data)
+{
+    struct request_count *rc = data;
+    char code[16];
+    if (rc->req->res.status > 0) { /* 0: the connection went first */
+        snprintf(code, sizeof code, "%d", rc->req->res.status);
+        qr_metrics_count(&rc->metrics->http, rc->route, code);
+    }
+}
+
+static const char *route_label(const h2o_iovec_t *path, const h2o_req_t *req)
+{
+    const char *rest = qr_rest_route_pattern(req);
+    if (rest != NULL) {
+        return rest;
+    }
+    for (size_t i = 0; i < N_ROUTES; i++) {
+        if (h2o_memis(path->base, path->len, routes[i].path,
+                      strlen(routes[i].path))) {
+            return routes[i].path;
+        }
+    }
+    return "(other)";
+}
+
+static void count_request(struct http_server *s, h2o_req_t *req)
+{
+    if (s->hooks.metrics == NULL) {
+        return;
+    }
+    struct request_count *rc =
+        h2o_mem_alloc_shared(&req->pool, sizeof *rc, on_request_done);
+    rc->metrics = s->hooks.metrics;
+    rc->route = route_label(&req->path_normalized, req);
+    rc->req = req;
+}
+
 static int on_request(h2o_handler_t *self, h2o_req_t *req)
 {
     struct http_server *s = ((struct route_handler *)self)->server;
@@ -291,7 +337,7 @@ static int on_request(h2o_handler_t *self, h2o_req_t *req)
     bool path_known = false;
     char allow[64];
 
-    QR_METRICS_INC(s->hooks.metrics, http_requests);
+    count_request(s, req);
     if (qr_rest_handle(&s->rest, req)) {
         return 0;
     }

@@ -775,6 +775,21 @@ static void route(struct qr_rest *r,
     method_not_allowed(req, rt->allow);
 }
 
+const char *qr_rest_route_pattern(const h2o_req_t *req)
+{
+    const char *path = req->path.base;
+    const char *q = memchr(path, '?', req->path.len);
+    size_t len = q != NULL ? (size_t)(q - path) : req->path.len;
+    h2o_iovec_t capture;
+
+    if (!(len == 3 && memcmp(path, "/v2", 3) == 0) &&
+        !(len > 3 && memcmp(path, "/v2/", 4) == 0)) {
+        return NULL;
+    }
+    const struct rest_route *rt = find_route(path, len, &capture);
+    return rt != NULL ? rt->pattern : "/v2/(other)";
+}
+
 bool qr_rest_handle(struct qr_rest *r, h2o_req_t *req)
 {
     const char *path = req->path.base;

@@ -45,6 +45,11 @@ int qr_rest_print_scopes(FILE *out);
  * /v2), and returns true; returns false, answering nothing, otherwise. */
 bool qr_rest_handle(struct qr_rest *r, struct st_h2o_req_t *req);
 
+/* The pattern of the route req's path takes ("/v2/messages/{id}": a label
+ * for the metrics, static), "/v2/(other)" for a /v2 path no route takes,
+ * NULL for a path outside /v2. */
+const char *qr_rest_route_pattern(const struct st_h2o_req_t *req);
+
 /* Answers 503 to every request still waiting for the RPC (the server is
  * closing); their RPC answers are dropped when they come. */
 void qr_rest_abort(struct qr_rest *r);

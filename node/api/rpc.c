@@ -156,6 +156,7 @@ static void send_frame(struct qr_rpc_conn *conn,
  * limit, a wrong token): msg is borrowed. */
 static void send_error(struct qr_rpc_conn *conn,
                        uint64_t id,
+                       Qraft__Request__BodyCase kind,
                        Qraft__Status status,
                        const char *msg,
                        bool close_after)
@@ -167,6 +168,10 @@ static void send_error(struct qr_rpc_conn *conn,
     resp.id = id;
     resp.status = status;
     resp.error = (char *)msg;
+    if (conn->rpc->ops->metrics != NULL) {
+        qr_metrics_count(&conn->rpc->ops->metrics->rpc, qr_ops_kind_name(kind),
+                         qr_ops_status_name(status));
+    }
     qr_ops_stamp(conn->rpc->ops, &resp, conn->peer ? QR_OPS_FROM_NODE : 0);
     send_frame(conn, &resp, close_after);
 }
@@ -202,7 +207,8 @@ static bool scope_ok(struct qr_rpc_conn *conn,
              "scope; token '%s' lacks it",
              qr_scopes_rpc_name((int)req->body_case),
              qr_tokens_scope_name(need), tok->name);
-    send_error(conn, req->id, QRAFT__STATUS__PERMISSION_DENIED, msg, false);
+    send_error(conn, req->id, req->body_case, QRAFT__STATUS__PERMISSION_DENIED,
+               msg, false);
     return false;
 }
 
@@ -238,7 +244,8 @@ static void handle_frame(void *data, const uint8_t *payload, size_t len)
         char msg[96];
         snprintf(msg, sizeof msg, "malformed request (%zu bytes do not decode)",
                  len);
-        send_error(conn, 0, QRAFT__STATUS__BAD_REQUEST, msg, false);
+        send_error(conn, 0, QRAFT__REQUEST__BODY__NOT_SET,
+                   QRAFT__STATUS__BAD_REQUEST, msg, false);
         return;
     }
     /* Nothing this version does not know goes further (lib/pb.h). */
@@ -256,20 +263,21 @@ static void handle_frame(void *data, const uint8_t *payload, size_t len)
         char why[256];
         peer_name(conn, from, sizeof from);
         qr_ops_peer_refused(rpc->ops, req, from, why, sizeof why);
-        send_error(conn, req->id, QRAFT__STATUS__UNAUTHORIZED, why, false);
+        send_error(conn, req->id, req->body_case, QRAFT__STATUS__UNAUTHORIZED,
+                   why, false);
     } else if (!as_peer && tok == NULL) {
-        send_error(conn, req->id, QRAFT__STATUS__UNAUTHORIZED,
+        send_error(conn, req->id, req->body_case, QRAFT__STATUS__UNAUTHORIZED,
                    "unauthorized: wrong or missing token", false);
     } else if (as_peer || scope_ok(conn, req, tok)) {
-        unsigned flags =
-            (as_peer ? QR_OPS_PEER : 0) | (conn->peer ? QR_OPS_FROM_NODE : 0);
+        unsigned flags = QR_OPS_RPC | (as_peer ? QR_OPS_PEER : 0) |
+                         (conn->peer ? QR_OPS_FROM_NODE : 0);
         conn->refs++;
         conn->pending++;
         int rv = qr_ops_submit(rpc->ops, req, flags, on_reply, conn);
         if (rv != 0) {
             conn->pending--;
             conn->refs--;
-            send_error(conn, req->id,
+            send_error(conn, req->id, req->body_case,
                        rv == QR_ECANCELED ? QRAFT__STATUS__UNAVAILABLE
                                           : QRAFT__STATUS__INTERNAL,
                        rv == QR_ECANCELED ? "shutting down" : "out of memory",
@@ -365,7 +373,8 @@ static void got_bytes(struct qr_rpc_conn *conn, ssize_t nread)
                  "frame exceeds the limit of %" PRIu64 " bytes",
                  conn->rpc->config->max_frame_bytes);
         pause_reading(conn);
-        send_error(conn, 0, QRAFT__STATUS__TOO_LARGE, msg, true);
+        send_error(conn, 0, QRAFT__REQUEST__BODY__NOT_SET,
+                   QRAFT__STATUS__TOO_LARGE, msg, true);
     }
     /* Gives back memory a large frame needed once it has been handled; a
      * closing connection's buffer goes with it. */
@@ -393,7 +402,8 @@ static void refuse_plaintext(struct qr_rpc_conn *conn)
     QR_INFO("rpc", "closing a connection from %s: not TLS", from);
     conn->plain_to_tls = true;
     pause_reading(conn);
-    send_error(conn, 0, QRAFT__STATUS__BAD_REQUEST,
+    send_error(conn, 0, QRAFT__REQUEST__BODY__NOT_SET,
+               QRAFT__STATUS__BAD_REQUEST,
                "this port speaks TLS: connect with TLS (qraft --cacert, "
                "QRAFT_CACERT)",
                true);

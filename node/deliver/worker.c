@@ -75,7 +75,9 @@ struct qr_worker_inflight {
         uint64_t max_retry_duration_ms;
     } options;
     uint64_t ticket;
-    bool sending; /* the delivery callback has not fired yet */
+    bool sending;     /* the delivery callback has not fired yet */
+    size_t host_slot; /* its host's in the metrics (qr_metrics_host_slot) */
+    uint64_t sent_us; /* qr_metrics_now_us when sent */
     /* Its flow control key's state while sending (counted there), or
      * NULL: not flow-controlled, or answered. */
     struct qr_flow_key *flow;
@@ -472,10 +474,19 @@ static void on_delivered(void *data, const struct qr_delivery_response *resp)
         f->flow = NULL;
         w->n_flow_sending--;
     }
-    if (resp->transport == QR_DELIVERY_CANCELLED || w->closing) {
+    bool cancelled = resp->transport == QR_DELIVERY_CANCELLED || w->closing;
+    qr_metrics_host_ended(
+        w->metrics, f->host_slot,
+        !cancelled && (resp->transport != QR_DELIVERY_OK ||
+                       resp->status < 200 || resp->status >= 300));
+    if (cancelled) {
         /* Nothing was learned: the message stays due for whoever leads. */
         inflight_remove(w, f);
         return;
+    }
+    if (w->metrics != NULL) {
+        qr_metrics_observe(&w->metrics->attempt_seconds,
+                           qr_metrics_now_us() - f->sent_us);
     }
     /* Reported even when this node lost its lease meanwhile: the outcome
      * is known, and reporting it (now or once the lease is back) spares
@@ -628,6 +639,10 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
         .max_response_body_bytes =
             workflow ? w->config->limits.max_body_bytes : 0,
     };
+    if (w->metrics != NULL) {
+        f->host_slot = qr_metrics_host_slot(w->metrics, m->url);
+        f->sent_us = qr_metrics_now_us();
+    }
     rv = qr_delivery_send(&w->delivery, &req, on_delivered, f, &f->ticket);
     if (rv != 0) {
         QR_WARN_MSG("worker", m->id, "not sent: %s (%s)", qr_strerror(rv),
@@ -635,6 +650,13 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
         goto out;
     }
     f->sending = true;
+    qr_metrics_host_started(w->metrics, f->host_slot);
+    if (w->metrics != NULL) {
+        uint64_t lag_ms = sc->now_ms > m->next_attempt_ms
+                              ? sc->now_ms - m->next_attempt_ms
+                              : 0;
+        qr_metrics_observe(&w->metrics->due_lag_seconds, lag_ms * 1000);
+    }
     if (sc->flow != NULL) {
         f->flow = sc->flow;
         qr_flow_started(sc->flow, &sc->flow_limits, sc->flow_mono_ms);

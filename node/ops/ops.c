@@ -52,12 +52,47 @@ void qr_ops_stamp(struct qr_ops *ops, Qraft__Response *resp, unsigned flags)
     }
 }
 
+const char *qr_ops_kind_name(Qraft__Request__BodyCase kind)
+{
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(
+        &qraft__request__descriptor, (unsigned)kind);
+    return f != NULL ? f->name : "unknown";
+}
+
+const char *qr_ops_status_name(Qraft__Status status)
+{
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+        &qraft__status__descriptor, status);
+    return v != NULL ? v->name : "UNKNOWN";
+}
+
+/* The metrics of an answer: an RPC request's {kind, code}; a publish's
+ * time from its arrival here, on the node that took it (a relayed one is
+ * timed by the follower that relays it). */
+static void count_answer(struct qr_op *op, Qraft__Status status)
+{
+    struct qr_metrics *m = op->ops->metrics;
+    if (m == NULL) {
+        return;
+    }
+    if ((op->flags & QR_OPS_RPC) != 0) {
+        qr_metrics_count(&m->rpc, qr_ops_kind_name(op->kind),
+                         qr_ops_status_name(status));
+    }
+    if (op->kind == QRAFT__REQUEST__BODY_PUBLISH &&
+        status == QRAFT__STATUS__OK && (op->flags & QR_OPS_FROM_NODE) == 0) {
+        qr_metrics_observe(&m->publish_seconds,
+                           qr_metrics_now_us() - op->start_us);
+    }
+}
+
 void qr_op_reply(struct qr_op *op, const Qraft__Response *resp)
 {
     if (op->answered) {
         return;
     }
     op->answered = true;
+    count_answer(op, resp->status);
     Qraft__Response stamped = *resp;
     qr_ops_stamp(op->ops, &stamped, op->flags);
     if (op->reply_cb != NULL) {
@@ -708,6 +743,8 @@ int qr_ops_submit(struct qr_ops *ops,
     op->refs = 1;
     op->flags = flags;
     op->id = req->id;
+    op->kind = req->body_case;
+    op->start_us = ops->metrics != NULL ? qr_metrics_now_us() : 0;
     op->reply_cb = cb;
     op->reply_data = data;
     ops->n_requests++;

@@ -113,6 +113,9 @@ void qr_ops_close(struct qr_ops *ops, qr_ops_close_cb cb);
 /* It came on another node's connection (a relay, a worker's results): its
  * answer pushes the commit index to the followers at once. */
 #define QR_OPS_FROM_NODE 2u
+/* It came through the RPC face: its answer is counted in
+ * qraft_rpc_requests_total. */
+#define QR_OPS_RPC 4u
 
 /* True for the kinds only another node sends (heartbeat, results, read
  * index): they need the peer token. */
@@ -150,6 +153,11 @@ int qr_ops_submit(struct qr_ops *ops,
                   unsigned flags,
                   qr_ops_reply_cb cb,
                   void *data);
+
+/* The names the metrics give a request kind ("publish") and an answer's
+ * status ("NOT_LEADER"): static strings. */
+const char *qr_ops_kind_name(Qraft__Request__BodyCase kind);
+const char *qr_ops_status_name(Qraft__Status status);
 
 /* Fills in what every answer says (how far this node had applied, see
  * qraft.proto) and, for flags with QR_OPS_FROM_NODE, pushes the commit

@@ -34,6 +34,8 @@ struct qr_op {
     unsigned flags; /* QR_OPS_* */
     bool answered;  /* one request, one answer */
     uint64_t id;    /* the request's, for the answer of last resort */
+    Qraft__Request__BodyCase kind; /* the request's, for the metrics */
+    uint64_t start_us;             /* qr_metrics_now_us at submit */
     qr_ops_reply_cb reply_cb;
     void *reply_data;
 };

@@ -641,6 +641,13 @@ static void poll_leadership(struct qr_cluster *c)
     repair_config_index(c);
     poll_membership(c);
     bool leader = raft_state(&c->raft) == RAFT_LEADER;
+    raft_id leader_id = 0;
+    const char *leader_addr = NULL;
+    raft_leader(&c->raft, &leader_id, &leader_addr);
+    if (leader_id != 0 && leader_id != c->last_leader_id) {
+        c->last_leader_id = leader_id;
+        c->n_leader_changes++;
+    }
     if (leader && !c->leader) {
         c->leader = true;
         c->serving = false;
@@ -723,6 +730,16 @@ int qr_cluster_init(struct qr_cluster *c,
         snprintf(c->errmsg, sizeof c->errmsg, "cluster: transport: %s",
                  raft_strerror(rv));
         goto err_after_fsm;
+    }
+    if (cfg->raft_bind_addr[0] != '\0') {
+        c->transport.bind_address = cfg->raft_bind_addr;
+        rv = raft_uv_tcp_set_bind_address(&c->transport.inner,
+                                          cfg->raft_bind_addr);
+        if (rv != 0) {
+            snprintf(c->errmsg, sizeof c->errmsg, "cluster: --raft-bind %s: %s",
+                     cfg->raft_bind_addr, raft_strerror(rv));
+            goto err_after_transport;
+        }
     }
     rv = raft_uv_init(&c->io, loop, c->raft_dir, &c->transport.outer);
     if (rv != 0) {
@@ -1058,6 +1075,8 @@ void qr_cluster_get_status(struct qr_cluster *c, struct qr_cluster_status *out)
     out->commands_proposed = c->n_commands_proposed;
     out->snapshots = c->fsm.n_snapshots;
     out->snapshot_bytes = c->fsm.last_snapshot_bytes;
+    out->snapshot_ms = c->fsm.last_snapshot_ms;
+    out->leader_changes = c->n_leader_changes;
     const struct raft_configuration *conf = &c->raft.configuration;
     for (unsigned i = 0; i < conf->n && i < QR_CLUSTER_MAX_NODES; i++) {
         struct qr_cluster_node *n = &out->nodes[out->n_nodes++];

@@ -137,6 +137,8 @@ struct qr_cluster {
     /* Counters for status and metrics. */
     uint64_t n_entries_proposed;
     uint64_t n_commands_proposed;
+    uint64_t n_leader_changes; /* leaders seen taking over */
+    uint64_t last_leader_id;   /* the last one seen, 0: none yet */
 
     bool started;
     bool closing;
@@ -313,6 +315,8 @@ struct qr_cluster_status {
     uint64_t commands_proposed; /* in those entries */
     uint64_t snapshots;         /* taken by this node, since it started */
     uint64_t snapshot_bytes;    /* the last one's size */
+    uint64_t snapshot_ms;       /* and the time it took */
+    uint64_t leader_changes;    /* leaders seen taking over, since start */
     size_t n_nodes;
     struct qr_cluster_node nodes[QR_CLUSTER_MAX_NODES];
 };

@@ -13,6 +13,7 @@
 #include "lib/err.h"
 #include "lib/hash.h"
 #include "lib/logger.h"
+#include "lib/metrics.h"
 #include "repl/fsm_int.h"
 
 /* Expired dedup records pruned per applied entry: bounded work per entry. */
@@ -291,7 +292,7 @@ void qr_fsm_pace_snapshots(struct qr_fsm *f,
  * a map that cannot grow, an entry that does not decode or a command kind
  * this version does not know. Skipping any of those would let this replica
  * diverge. */
-static int fsm_apply(struct raft_fsm *rf,
+static int apply_one(struct raft_fsm *rf,
                      const struct raft_buffer *buf,
                      void **result)
 {
@@ -374,6 +375,22 @@ out:
     return rv == 0 ? 0 : RAFT_IOERR;
 }
 
+/* raft's apply: one entry, timed into the apply histogram when the server
+ * gave one. */
+static int fsm_apply(struct raft_fsm *rf,
+                     const struct raft_buffer *buf,
+                     void **result)
+{
+    struct qr_fsm *f = rf->data;
+    if (f->apply_seconds == NULL) {
+        return apply_one(rf, buf, result);
+    }
+    uint64_t start_us = qr_metrics_now_us();
+    int rv = apply_one(rf, buf, result);
+    qr_metrics_observe(f->apply_seconds, qr_metrics_now_us() - start_us);
+    return rv;
+}
+
 /* A snapshot is the store's, seen by one read transaction; raft writes its
  * buffers from its thread pool and snapshot_finalize (fsm version 2)
  * closes it. Once the cluster is at QR_FEATURE_LEVEL_IMAGE_SNAPSHOTS the
@@ -426,12 +443,13 @@ static int fsm_snapshot(struct raft_fsm *rf,
     *n_bufs = (unsigned)n;
     f->n_snapshots++;
     f->last_snapshot_bytes = total;
+    f->last_snapshot_ms = qr_clock_mono_ms() - start_ms;
     QR_INFO("fsm",
             "snapshot at index %" PRIu64
             " (%s): %zu bytes in %zu buffers, "
             "%" PRIu64 " ms; %" PRIu64 " bytes of log since the last",
             f->applied_index, image ? "image" : "pairs", total, n,
-            qr_clock_mono_ms() - start_ms, f->log_bytes_since_snapshot);
+            f->last_snapshot_ms, f->log_bytes_since_snapshot);
     f->log_bytes_since_snapshot = 0;
     return 0;
 }

@@ -29,6 +29,8 @@
 #include "repl/command.h"
 #include "store/store.h"
 
+struct qr_metrics_hist;
+
 /* Number of shards of the retry schedule. Fixed: a message's shard is part of
  * its stored record. */
 #define QR_FSM_N_SHARDS 256u
@@ -74,6 +76,9 @@ struct qr_fsm {
     struct qr_store_snap *snapshot;
     uint64_t n_snapshots;         /* taken since the process started */
     uint64_t last_snapshot_bytes; /* the size of the last one */
+    uint64_t last_snapshot_ms;    /* and the time it took to open */
+    /* borrowed, may be NULL: each entry's apply time is observed in it */
+    struct qr_metrics_hist *apply_seconds;
     /* Snapshot pacing (qr_fsm_pace_snapshots). */
     unsigned snapshot_threshold; /* --snapshot-threshold: at least these */
     unsigned snapshot_log_share; /* --snapshot-log-share, percent */

@@ -49,14 +49,16 @@ static int nodelay_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
     int rv = n->inner.listen(&n->inner, on_nodelay_accept);
     if (rv != 0) {
         /* The stock transport says neither where nor why: look. */
-        int why = qr_addr_probe_listen(n->address);
+        const char *where =
+            n->bind_address != NULL ? n->bind_address : n->address;
+        int why = qr_addr_probe_listen(where);
         n->listen_failed = true;
         if (why != 0) {
             snprintf(t->errmsg, sizeof t->errmsg, "raft listen on %s: %s",
-                     n->address, uv_strerror(why));
+                     where, uv_strerror(why));
         } else {
             snprintf(t->errmsg, sizeof t->errmsg, "raft listen on %s: %s%s%s",
-                     n->address, raft_strerror(rv),
+                     where, raft_strerror(rv),
                      n->inner.errmsg[0] != '\0' ? ": " : "", n->inner.errmsg);
         }
     }

@@ -19,6 +19,8 @@ struct qr_nodelay_transport {
     raft_uv_accept_cb accept_cb;
     raft_uv_transport_close_cb close_cb;
     const char *address; /* this node's raft address (borrowed from raft) */
+    /* where it listens instead (--raft-bind, borrowed), or NULL */
+    const char *bind_address;
     /* Set when listening failed; outer.errmsg then names the address and
      * the cause (libraft returns only RAFT_IOERR, with no message). */
     bool listen_failed;
