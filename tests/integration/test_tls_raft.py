@@ -9,7 +9,6 @@ are dropped without a crash or a descriptor leak; a node-to-node request
 on the RPC port needs a node certificate."""
 
 import os
-import socket
 import struct
 import time
 import unittest
@@ -21,28 +20,9 @@ HANDSHAKE_MS = 1000
 PROBE_FIELD = 33  # Request.member_probe: a node-to-node kind
 
 
-def open_fds(node):
-    return len(os.listdir(f"/proc/{node.proc.pid}/fd"))
-
-
-def closed_by_server(sock, timeout):
-    """True when the server closes sock (EOF or reset) within timeout."""
-    sock.settimeout(timeout)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if not sock.recv(4096):
-                return True
-    except ConnectionResetError:
-        return True
-    except socket.timeout:
-        return False
-    return False
-
-
-def connect(addr):
-    host, _, port = addr.rpartition(":")
-    return socket.create_connection((host, int(port)), timeout=5)
+open_fds = qh.open_fds
+closed_by_server = qh.closed_by_server
+connect = qh.connect_tcp
 
 
 class Rogue(qh.ClusterNode):

@@ -10,7 +10,6 @@ behind."""
 import json
 import os
 import signal
-import socket
 import time
 import unittest
 
@@ -21,29 +20,9 @@ HANDSHAKE_MS = 1000
 MAX_CONNECTIONS = 8
 
 
-def open_fds(node):
-    return len(os.listdir(f"/proc/{node.proc.pid}/fd"))
-
-
-def closed_by_server(sock, timeout):
-    """True when the server closes sock (EOF or reset) within timeout;
-    whatever it sends first (a TLS alert) is read and dropped."""
-    sock.settimeout(timeout)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if not sock.recv(4096):
-                return True
-    except ConnectionResetError:
-        return True
-    except socket.timeout:
-        return False
-    return False
-
-
-def connect(addr):
-    host, _, port = addr.rpartition(":")
-    return socket.create_connection((host, int(port)), timeout=5)
+open_fds = qh.open_fds
+closed_by_server = qh.closed_by_server
+connect = qh.connect_tcp
 
 
 class TlsRpcTest(unittest.TestCase):

@@ -89,6 +89,33 @@ FEATURE_LEVEL = 6
 _handed_out_ports = set()
 
 
+def open_fds(node):
+    """How many descriptors node's process holds (a leak check)."""
+    return len(os.listdir(f"/proc/{node.proc.pid}/fd"))
+
+
+def closed_by_server(sock, timeout):
+    """True when the server closes sock (EOF or reset) within timeout;
+    whatever it sends first (a TLS alert) is read and dropped."""
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not sock.recv(4096):
+                return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+    return False
+
+
+def connect_tcp(addr, timeout=5):
+    """A plain TCP connection to "host:port"."""
+    host, _, port = addr.rpartition(":")
+    return socket.create_connection((host, int(port)), timeout=timeout)
+
+
 def free_port(host="127.0.0.1"):
     """A loopback TCP port nobody listens on now and that this process has
     not handed out before."""
