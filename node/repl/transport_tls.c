@@ -22,8 +22,10 @@
  *   (each when opened) have closed; an outgoing link answers raft's
  *   connect request exactly once, from its free (status 0 earlier, when
  *   it handed raft the stream).
- * - At most MAX_HANDSHAKING incoming connections are before raft at a
- *   time; more are closed at once (a flood cannot take the fds). */
+ * - An incoming connection reaches raft within twice the handshake timeout
+ *   or is closed; at most MAX_HANDSHAKING incoming connections are before
+ *   raft at a time; more are closed at once (a flood cannot take the
+ *   fds). */
 #include "repl/transport.h"
 
 #include <arpa/inet.h>
@@ -69,6 +71,8 @@ struct tls_link {
     uv_connect_t connect;
     struct qr_tls_stream tls;
     bool tls_open;
+    uv_timer_t deadline; /* incoming: handshake and preamble in time */
+    bool deadline_open;
     uv_pipe_t pipe; /* our end of the socketpair */
     bool pipe_open;
     unsigned open; /* handles and streams whose close is awaited */
@@ -163,6 +167,10 @@ static void link_close(struct tls_link *link)
     }
     if (link->pipe_open) {
         uv_close((uv_handle_t *)&link->pipe, on_link_handle_close);
+    }
+    if (link->deadline_open) {
+        link->open++;
+        uv_close((uv_handle_t *)&link->deadline, on_link_handle_close);
     }
     uv_close((uv_handle_t *)&link->tcp, on_link_handle_close);
 }
@@ -424,6 +432,7 @@ static void accept_link(struct tls_link *link)
     link->state = LINK_PROXY;
     link->counted = false;
     t->n_handshaking--;
+    uv_timer_stop(&link->deadline);
     t->accept_cb(&t->outer, claimed, link->address, stream);
 }
 
@@ -635,6 +644,19 @@ static void peer_name(struct tls_link *link)
     }
 }
 
+/* An incoming link has not sent its preamble in time (the TLS stream
+ * times the handshake itself; this covers the preamble after it). */
+static void on_deadline(uv_timer_t *timer)
+{
+    struct tls_link *link = timer->data;
+    if (link->state == LINK_HANDSHAKE) {
+        char why[96];
+        snprintf(why, sizeof why, "no raft preamble within %" PRIu64 " ms",
+                 link->t->handshake_timeout_ms);
+        link_refuse(link, why);
+    }
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct qr_tls_transport *t = server->data;
@@ -658,6 +680,11 @@ static void on_connection(uv_stream_t *server, int status)
     }
     link->counted = true;
     t->n_handshaking++;
+    uv_timer_init(t->loop, &link->deadline);
+    link->deadline.data = link;
+    link->deadline_open = true;
+    uv_timer_start(&link->deadline, on_deadline, 2 * t->handshake_timeout_ms,
+                   0);
     if (start_tls(link, t->server_ctx) != 0) {
         link_close(link);
     }

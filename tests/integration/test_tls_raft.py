@@ -170,16 +170,23 @@ class TlsRaftTest(unittest.TestCase):
         addr = b"127.0.0.1:1\0\0\0\0\0"
         plain.sendall(struct.pack("<QQQ", 1, 9, len(addr)) + addr)
         idle = [connect(node.raft_addr) for _ in range(3)]
+        # A member's certificate, a finished handshake, then no preamble.
+        ctx = qh.tls_client_context(self.cluster.certs.ca)
+        ctx.load_cert_chain(*map(str, self.cluster.certs.node(1)))
+        silent = ctx.wrap_socket(connect(node.raft_addr),
+                                 server_hostname="127.0.0.1")
         self.assertTrue(closed_by_server(garbage, HANDSHAKE_MS / 500))
         self.assertTrue(closed_by_server(plain, HANDSHAKE_MS / 500))
         for s in idle:
             self.assertTrue(closed_by_server(s, 10 * HANDSHAKE_MS / 1000))
-        for s in idle + [garbage, plain]:
+        self.assertTrue(closed_by_server(silent, 10 * HANDSHAKE_MS / 1000))
+        for s in idle + [garbage, plain, silent]:
             s.close()
         qh.wait_until(lambda: open_fds(node) <= before, 10,
                       "the node's descriptors back to where they were")
         node.check_not_crashed()
         self.assertIn("refusing the raft connection from", self.logs(node))
+        self.assertIn("no raft preamble within", self.logs(node))
         # Still a working member.
         self.cluster.cli("publish", self.sink.url("/after-garbage"))
         self.assertEqual(node.status()["node_id"], node.id)
