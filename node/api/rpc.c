@@ -589,7 +589,7 @@ int qr_rpc_init(struct qr_rpc *rpc,
     if (qr_tls_enabled(&files)) {
         char why[QR_ERRMSG_BYTES - 32];
         /* Clients may present a certificate; other nodes must (checked per
-         * request: peer_cert_ok). */
+         * request: handle_frame, peer_claims_ok). */
         rpc->mutual = qr_tls_mutual(&files);
         if (qr_tls_server_ctx(&files, client_cert_mode(rpc), &rpc->tls, why,
                               sizeof why) != 0) {
