@@ -56,7 +56,7 @@ struct qr_rpc {
     bool mutual;
     uint64_t peer_cert_warned_mono_ms; /* the last such refusal logged */
     uint64_t n_peer_cert_refused;      /* since then */
-    LIST_HEAD(, qr_rpc_conn) conns; /* live connections */
+    LIST_HEAD(, qr_rpc_conn) conns;    /* live connections */
     size_t n_conns;
     bool closing;
     unsigned pending_closes;

@@ -50,15 +50,11 @@ class TlsRaftTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.sink = start_sink()
-        cls.cluster = qh.Cluster(
-            tls=True,
-            extra_args=["--tls-handshake-timeout-ms", str(HANDSHAKE_MS)])
         try:
-            cls.cluster.start()
-            cls.cluster.leader()
-            cls.cluster.wait_ready()
+            cls.cluster = qh.start_cluster(
+                tls=True,
+                extra_args=["--tls-handshake-timeout-ms", str(HANDSHAKE_MS)])
         except BaseException:
-            cls.cluster.cleanup()
             cls.sink.stop()
             raise
 
