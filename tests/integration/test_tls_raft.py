@@ -5,8 +5,9 @@ it; rogue qraftd processes started with the cluster's peers (a certificate
 from another CA, plaintext, node 2's certificate claiming id 3) cannot
 vote or append: the cluster's term does not move and they never learn
 the log; garbage, plaintext and half-open connections to the raft port
-are dropped without a crash or a descriptor leak; a node-to-node request
-on the RPC port needs a node certificate."""
+are dropped without a crash or a descriptor leak (a member's certificate
+without a raft preamble too); a node-to-node request on the RPC port needs
+a node certificate, and a heartbeat must name the certificate's node."""
 
 import os
 import struct
@@ -18,6 +19,7 @@ from http_sink import Reply, start_sink
 
 HANDSHAKE_MS = 1000
 PROBE_FIELD = 33  # Request.member_probe: a node-to-node kind
+HEARTBEAT_FIELD = 30  # Request.heartbeat
 
 
 open_fds = qh.open_fds
@@ -187,24 +189,42 @@ class TlsRaftTest(unittest.TestCase):
         self.cluster.cli("publish", self.sink.url("/after-garbage"))
         self.assertEqual(node.status()["node_id"], node.id)
 
+    def peer_call(self, node, body_field, body, cert=None):
+        """One request with the peer token (the API token here) on node's
+        RPC port over TLS, presenting cert (a (cert, key) pair) or none;
+        returns the encoded answer."""
+        ctx = qh.tls_client_context(self.cluster.certs.ca)
+        if cert is not None:
+            ctx.load_cert_chain(*map(str, cert))
+        s = ctx.wrap_socket(connect(node.rpc_addr),
+                            server_hostname="127.0.0.1")
+        try:
+            req = qh.request(7, self.cluster.token, body_field, body)
+            s.sendall(struct.pack(">I", len(req)) + req)
+            (n,) = struct.unpack(">I", _read_exact(s, 4))
+            return _read_exact(s, n)
+        finally:
+            s.close()
+
     def test_peer_requests_need_a_node_certificate(self):
-        # The CLI presents no client certificate: client kinds work, a
-        # node-to-node one (the membership probe) with the peer token (the
-        # API token here) is refused.
+        # The CLI presents no client certificate: client kinds work.
         leader = self.cluster.leader()
         rc, _, err = leader.cli("status", "--local", check=False)
-        self.assertEqual(rc, 0, err)  # a client kind: no certificate needed
-        s = qh.tls_client_context(str(self.cluster.certs.ca)).wrap_socket(
-            connect(leader.rpc_addr), server_hostname="127.0.0.1")
-        probe = qh.request(7, self.cluster.token, PROBE_FIELD)
-        s.sendall(struct.pack(">I", len(probe)) + probe)
-        (n,) = struct.unpack(">I", _read_exact(s, 4))
-        answer = _read_exact(s, n)
-        s.close()
+        self.assertEqual(rc, 0, err)
+        # A node-to-node kind (the membership probe) with the peer token
+        # but no certificate is refused.
+        answer = self.peer_call(leader, PROBE_FIELD, b"")
         self.assertIn(b"client certificate from the cluster CA", answer)
+        # With node 3's certificate a heartbeat for node 2 is refused.
+        heartbeat = qh.pb_bytes(1, qh.pb_uint(1, 2))  # info.id
+        answer = self.peer_call(leader, HEARTBEAT_FIELD, heartbeat,
+                                self.cluster.certs.node(3))
+        self.assertIn(b"a request for node 2 with the certificate of node 3",
+                      answer)
         qh.wait_until(
             lambda: "refused a node-to-node request" in self.logs(leader),
             10, "the leader to log the refusal")
+        leader.check_not_crashed()
 
 
 def _read_exact(sock, n):
