@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "deliver/sign.h"
@@ -263,6 +264,47 @@ static struct qr_tls_files tls_files_of(const struct qr_config *cfg)
     return f;
 }
 
+/* A certificate expiring within this is warned about (at start and on
+ * SIGHUP). */
+#define TLS_EXPIRY_WARN_S (30 * 24 * 3600)
+
+/* Logs WARN when the PEM file's (first) certificate expires within 30
+ * days, ERROR once it has; returns its notAfter (0: unread, said why). */
+static int64_t check_expiry(const char *what, const char *path)
+{
+    int64_t not_after = 0;
+    char why[QR_ERRMSG_BYTES];
+    if (qr_tls_file_not_after(path, &not_after, why, sizeof why) != 0) {
+        QR_WARN("server", "TLS: cannot read the expiry of the %s: %s", what,
+                why);
+        return 0;
+    }
+    int64_t left = not_after - (int64_t)time(NULL);
+    if (left <= 0) {
+        QR_ERROR("server",
+                 "TLS: the %s %s has EXPIRED (%" PRId64
+                 " s ago): other nodes and clients refuse it; renew it and "
+                 "send SIGHUP (docs/operations.md, \"Rotating certificates\")",
+                 what, path, -left);
+    } else if (left < TLS_EXPIRY_WARN_S) {
+        QR_WARN("server",
+                "TLS: the %s %s expires in %" PRId64
+                " days: renew it and send SIGHUP (docs/operations.md, "
+                "\"Rotating certificates\")",
+                what, path, left / 86400);
+    }
+    return not_after;
+}
+
+/* The node certificate's and the CA's expiry, checked (check_expiry). */
+static void check_tls_expiry(struct qr_server *s)
+{
+    s->tls_not_after = check_expiry("certificate", s->config->tls_cert);
+    if (s->config->tls_ca[0] != '\0') {
+        check_expiry("CA certificate", s->config->tls_ca);
+    }
+}
+
 /* SIGHUP, part one: re-reads --token-file. A file that does not load
  * leaves the tokens as they were. */
 static void reload_tokens(struct qr_server *s)
@@ -293,7 +335,8 @@ static void reload_tls(struct qr_server *s)
     SSL_CTX *tls = NULL;
     char why[QR_ERRMSG_BYTES];
 
-    if (qr_tls_server_ctx(&files, false, &tls, why, sizeof why) != 0) {
+    if (qr_tls_server_ctx(&files, QR_TLS_CLIENT_CERT_NONE, &tls, why,
+                          sizeof why) != 0) {
         QR_ERROR("server",
                  "SIGHUP: TLS certificate not reloaded, the one loaded "
                  "before stays in use: %s",
@@ -302,7 +345,8 @@ static void reload_tls(struct qr_server *s)
     }
     /* The peer side first: it reads the CA file too. */
     if (qr_shards_reload_tls(&s->shards, why) != 0 ||
-        qr_rpc_reload_tls(&s->rpc, why, sizeof why) != 0) {
+        qr_rpc_reload_tls(&s->rpc, why, sizeof why) != 0 ||
+        qr_cluster_reload_tls(&s->cluster, why, sizeof why) != 0) {
         SSL_CTX_free(tls);
         QR_ERROR("server",
                  "SIGHUP: TLS certificate not reloaded (the ones loaded "
@@ -318,9 +362,11 @@ static void reload_tls(struct qr_server *s)
         return;
     }
     QR_INFO("server",
-            "SIGHUP: TLS certificate reloaded from %s and %s (HTTP, RPC and "
-            "calls to other nodes)",
-            s->config->tls_cert, s->config->tls_key);
+            "SIGHUP: TLS certificate reloaded from %s and %s (HTTP, RPC, "
+            "calls to other nodes%s)",
+            s->config->tls_cert, s->config->tls_key,
+            qr_tls_mutual(&files) ? " and raft" : "");
+    check_tls_expiry(s);
 }
 
 /* SIGHUP: re-reads --token-file and the TLS certificate and key. */
@@ -671,6 +717,9 @@ static void http_gauges(void *data, struct qr_metrics_gauges *g)
     g->shards_owned = qr_shards_count(&s->shards, s->config->id);
     g->store_corrupt_records = qr_store_corrupt_count(s->store);
     g->retention_pressure = s->retention_pressure;
+    g->tls_cert_expiry_seconds =
+        s->tls_not_after > 0 ? (uint64_t)s->tls_not_after : 0;
+    g->raft_tls_refused = qr_cluster_tls_refused(&s->cluster);
     struct qr_admit_space sp;
     qr_admit_get_space(&s->admit, &sp);
     g->have_space = true;
@@ -968,9 +1017,9 @@ int qr_server_init(struct qr_server *s,
 
     /* TLS (lib/tls_ctx.h): the HTTP listener (api/http_api.c) and the RPC
      * port serve it, and node-to-node calls to RPC ports speak it
-     * (api/rpc.c, lib/peer.c); the raft port stays plaintext until mutual
-     * TLS between nodes (issue 15 point 2). A CA alone would verify
-     * nothing: refuse rather than look secure. */
+     * (api/rpc.c, lib/peer.c); with --tls-ca too, raft and peer requests
+     * go over mutual TLS (repl/transport.h, api/rpc.c). A CA alone would
+     * verify nothing: refuse rather than look secure. */
     if (cfg->tls_cert[0] == '\0' && cfg->tls_ca[0] != '\0') {
         snprintf(s->errmsg, sizeof s->errmsg,
                  "--tls-ca without --tls-cert/--tls-key: a node verifies "
@@ -986,10 +1035,20 @@ int qr_server_init(struct qr_server *s,
                     ? ""
                     : " (verified against the system's CA store: give "
                       "--tls-ca for a private CA)");
-        QR_WARN("server",
-                "the raft port (%s) still speaks plaintext in this build: "
-                "keep it on a private network",
-                cfg->raft_addr);
+        if (cfg->tls_ca[0] != '\0') {
+            QR_INFO("server",
+                    "mutual TLS between nodes: the raft port %s and "
+                    "node-to-node requests need a certificate from %s bound "
+                    "to the node's id",
+                    cfg->raft_addr, cfg->tls_ca);
+        } else {
+            QR_WARN("server",
+                    "the raft port (%s) speaks plaintext without --tls-ca "
+                    "(mutual TLS between nodes needs the cluster CA): keep it "
+                    "on a private network",
+                    cfg->raft_addr);
+        }
+        check_tls_expiry(s);
     }
 
     rv = make_dir(cfg->data_dir, s->errmsg);
@@ -1112,8 +1171,8 @@ int qr_server_init(struct qr_server *s,
     SSL_CTX *http_tls = NULL;
     struct qr_tls_files tls_files = tls_files_of(cfg);
     if (qr_tls_enabled(&tls_files)) {
-        if (qr_tls_server_ctx(&tls_files, false, &http_tls, s->errmsg,
-                              sizeof s->errmsg) != 0) {
+        if (qr_tls_server_ctx(&tls_files, QR_TLS_CLIENT_CERT_NONE, &http_tls,
+                              s->errmsg, sizeof s->errmsg) != 0) {
             rv = QR_EBADREQ;
             goto err_after_rpc;
         }

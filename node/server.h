@@ -55,6 +55,9 @@ struct qr_server {
     /* On the leader: retention gives way to space pressure now (server.c,
      * propose_prune; qraft_retention_pressure). */
     bool retention_pressure;
+    /* The node certificate's notAfter, Unix time (0: no TLS, or unread);
+     * qraft_tls_cert_expiry_seconds. Read at start and on SIGHUP. */
+    int64_t tls_not_after;
     bool stopping;
     int exit_code;
 };

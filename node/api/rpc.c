@@ -13,6 +13,7 @@
 #include "api/scopes.h"
 #include "frame.h"
 #include "lib/addr.h"
+#include "lib/clock.h"
 #include "lib/framed.h"
 #include "lib/logger.h"
 #include "lib/pb.h"
@@ -38,6 +39,8 @@ struct qr_rpc_conn {
     bool reading;
     bool closing;
     bool peer; /* has sent a request with the peer token: another node */
+    bool cert_checked; /* cert_id is known (mutual TLS, handshake done) */
+    uint64_t cert_id;  /* the node id its certificate is bound to, or 0 */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -233,6 +236,74 @@ static void peer_name(struct qr_rpc_conn *conn, char *out, size_t out_size)
     snprintf(out, out_size, "%s:%d", host, port);
 }
 
+/* The node id conn's verified certificate is bound to (0: none). */
+static uint64_t conn_cert_id(struct qr_rpc_conn *conn)
+{
+    if (!conn->cert_checked && conn->use_tls &&
+        qr_tls_stream_ready(&conn->tls)) {
+        conn->cert_checked = true;
+        if (qr_tls_peer_node_id(conn->tls.ssl, &conn->cert_id) != 0) {
+            conn->cert_id = 0;
+        }
+    }
+    return conn->cert_id;
+}
+
+/* With mutual TLS: whether a request sent with the peer token by a
+ * connection with a certificate bound to a node id comes from that node (a
+ * heartbeat's or a result's node id); why says otherwise. */
+static bool peer_claims_ok(uint64_t cert_id,
+                           const Qraft__Request *req,
+                           char *why,
+                           size_t why_size)
+{
+    uint64_t claimed = 0;
+    if (req->body_case == QRAFT__REQUEST__BODY_HEARTBEAT &&
+        req->heartbeat->info != NULL) {
+        claimed = req->heartbeat->info->id;
+    }
+    if (req->body_case == QRAFT__REQUEST__BODY_RESULTS) {
+        for (size_t i = 0; i < req->results->n_results && claimed == 0; i++) {
+            if (req->results->results[i]->node_id != cert_id) {
+                claimed = req->results->results[i]->node_id;
+            }
+        }
+    }
+    if (claimed != 0 && claimed != cert_id) {
+        snprintf(why, why_size,
+                 "unauthorized: a request for node %" PRIu64
+                 " with the certificate of node %" PRIu64,
+                 claimed, cert_id);
+        return false;
+    }
+    return true;
+}
+
+/* Refuses req (sent with the peer token) and says why, at most every 10 s
+ * in the log. */
+static void refuse_peer_cert(struct qr_rpc_conn *conn,
+                             const Qraft__Request *req,
+                             const char *why)
+{
+    struct qr_rpc *rpc = conn->rpc;
+    uint64_t now = qr_clock_mono_ms();
+    rpc->n_peer_cert_refused++;
+    if (rpc->peer_cert_warned_mono_ms == 0 ||
+        now - rpc->peer_cert_warned_mono_ms >= 10000) {
+        char from[64];
+        peer_name(conn, from, sizeof from);
+        QR_WARN("rpc",
+                "refused a node-to-node request (%s) from %s: %s (%" PRIu64
+                " refused since the last warning)",
+                qr_scopes_rpc_name((int)req->body_case), from, why,
+                rpc->n_peer_cert_refused);
+        rpc->peer_cert_warned_mono_ms = now;
+        rpc->n_peer_cert_refused = 0;
+    }
+    send_error(conn, req->id, req->body_case, QRAFT__STATUS__UNAUTHORIZED, why,
+               false);
+}
+
 /* One whole frame read from conn (data). */
 static void handle_frame(void *data, const uint8_t *payload, size_t len)
 {
@@ -252,6 +323,30 @@ static void handle_frame(void *data, const uint8_t *payload, size_t len)
     qr_pb_drop_unknown(&req->base);
     bool as_peer =
         qr_tokens_equal(rpc->peer_token, req->token, strlen(req->token));
+    if (as_peer && rpc->mutual) {
+        /* Another node is known by its certificate too. Without one the
+         * request is a client's (the peer token may be the API token):
+         * client kinds go on with that token's scopes, node-to-node ones
+         * are refused. */
+        char why[256];
+        uint64_t cert_id = conn_cert_id(conn);
+        if (cert_id == 0 && qr_ops_is_peer_request(req->body_case)) {
+            refuse_peer_cert(
+                conn, req,
+                "unauthorized: node-to-node requests need a "
+                "client certificate from the cluster CA bound "
+                "to a node id (subjectAltName URI " QR_TLS_NODE_URI_PREFIX
+                "<id>)");
+            qraft__request__free_unpacked(req, NULL);
+            return;
+        }
+        if (cert_id != 0 && !peer_claims_ok(cert_id, req, why, sizeof why)) {
+            refuse_peer_cert(conn, req, why);
+            qraft__request__free_unpacked(req, NULL);
+            return;
+        }
+        as_peer = cert_id != 0;
+    }
     const struct qr_token *tok =
         as_peer ? NULL
                 : qr_tokens_find(rpc->tokens, req->token, strlen(req->token));
@@ -476,6 +571,11 @@ static void on_connection(uv_stream_t *server, int status)
 /* ------------------------------------------------------------------------ */
 /* Life cycle. */
 
+static enum qr_tls_client_cert client_cert_mode(const struct qr_rpc *rpc)
+{
+    return rpc->mutual ? QR_TLS_CLIENT_CERT_OPTIONAL : QR_TLS_CLIENT_CERT_NONE;
+}
+
 int qr_rpc_init(struct qr_rpc *rpc,
                 uv_loop_t *loop,
                 const struct qr_config *cfg,
@@ -499,9 +599,11 @@ int qr_rpc_init(struct qr_rpc *rpc,
     struct qr_tls_files files = {cfg->tls_cert, cfg->tls_key, cfg->tls_ca};
     if (qr_tls_enabled(&files)) {
         char why[QR_ERRMSG_BYTES - 32];
-        /* Clients present no certificate here (issue 15 point 2 makes
-         * the peers' one required). */
-        if (qr_tls_server_ctx(&files, false, &rpc->tls, why, sizeof why) != 0) {
+        /* Clients may present a certificate; other nodes must (checked per
+         * request: handle_frame, peer_claims_ok). */
+        rpc->mutual = qr_tls_mutual(&files);
+        if (qr_tls_server_ctx(&files, client_cert_mode(rpc), &rpc->tls, why,
+                              sizeof why) != 0) {
             snprintf(rpc->errmsg, sizeof rpc->errmsg, "rpc: TLS: %s", why);
             return QR_EBADREQ;
         }
@@ -531,7 +633,8 @@ int qr_rpc_reload_tls(struct qr_rpc *rpc, char *errmsg, size_t len)
     if (rpc->tls == NULL || rpc->closing) {
         return 0;
     }
-    if (qr_tls_server_ctx(&files, false, &fresh, errmsg, len) != 0) {
+    if (qr_tls_server_ctx(&files, client_cert_mode(rpc), &fresh, errmsg, len) !=
+        0) {
         return -1;
     }
     SSL_CTX_free(rpc->tls); /* connections hold their own reference */

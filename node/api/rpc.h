@@ -49,7 +49,14 @@ struct qr_rpc {
     /* owned: TLS under the frames when the node has a certificate
      * (--tls-cert/--tls-key), NULL for plaintext */
     struct ssl_ctx_st *tls;
-    LIST_HEAD(, qr_rpc_conn) conns; /* live connections */
+    /* With --tls-ca too: mutual TLS for node-to-node requests. Clients
+     * are asked for a certificate and need none; whatever is sent with
+     * the peer token needs a verified one bound to a node id (and a
+     * heartbeat's or a result's node id must be that one). */
+    bool mutual;
+    uint64_t peer_cert_warned_mono_ms; /* the last such refusal logged */
+    uint64_t n_peer_cert_refused;      /* since then */
+    LIST_HEAD(, qr_rpc_conn) conns;    /* live connections */
     size_t n_conns;
     bool closing;
     unsigned pending_closes;

@@ -572,6 +572,20 @@ static void render_node(struct text *t, const struct qr_metrics_gauges *g)
          g->deliveries_in_flight},
     };
     all(t, node, sizeof node / sizeof node[0]);
+    if (g->tls_cert_expiry_seconds != 0) {
+        const struct metric tls[] = {
+            {"qraft_tls_cert_expiry_seconds", "gauge",
+             "When this node's TLS certificate (--tls-cert) expires, as Unix "
+             "time (its notAfter); re-read on SIGHUP.",
+             g->tls_cert_expiry_seconds},
+            {"qraft_raft_tls_refused_total", "counter",
+             "Raft connections this node refused for their certificate "
+             "(none, another CA's, no node id, or another node's), since "
+             "the process started.",
+             g->raft_tls_refused},
+        };
+        all(t, tls, sizeof tls / sizeof tls[0]);
+    }
 }
 
 char *qr_metrics_render(const struct qr_metrics *m,

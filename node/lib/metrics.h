@@ -145,6 +145,10 @@ struct qr_metrics_gauges {
     uint64_t writes_refused;
     uint64_t store_corrupt_records; /* qr_store_corrupt_count */
     bool retention_pressure; /* the leader shortens retention (server.c) */
+    /* TLS: the node certificate's notAfter (Unix time; 0: no TLS) and the
+     * raft connections refused for their certificate. */
+    uint64_t tls_cert_expiry_seconds;
+    uint64_t raft_tls_refused;
 };
 
 /* Increments *counter unless m is NULL (modules run without metrics in

@@ -14,6 +14,7 @@
 #include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Paths of PEM files; "" (or NULL) for none. */
 struct qr_tls_files {
@@ -25,15 +26,33 @@ struct qr_tls_files {
 /* True when cert and key are both given: the node serves TLS. */
 bool qr_tls_enabled(const struct qr_tls_files *f);
 
+/* True when cert, key and CA are all given: the node speaks mutual TLS with
+ * the other nodes (the raft transport and peer RPC ask for, and verify, a
+ * certificate from the CA). */
+bool qr_tls_mutual(const struct qr_tls_files *f);
+
+/* What a server context asks of the other side's certificate. */
+enum qr_tls_client_cert {
+    QR_TLS_CLIENT_CERT_NONE = 0,     /* none is asked for */
+    QR_TLS_CLIENT_CERT_REQUIRED = 1, /* one from f->ca, or no handshake */
+    /* Asked for; a connection without one goes on (the caller decides
+     * what it may do), one that f->ca does not verify fails. */
+    QR_TLS_CLIENT_CERT_OPTIONAL = 2,
+};
+
+/* How a node's id is bound to its certificate: a subjectAltName URI
+ * "qraft:node:<id>" (decimal, 1..2^64-1). */
+#define QR_TLS_NODE_URI_PREFIX "qraft:node:"
+
 /* A server context: TLS 1.2 and later, forward-secret AEAD ciphers only,
  * no renegotiation, no compression, no session tickets; f's certificate
- * and key, checked to belong together. With verify_client the other side
- * must present a certificate that f->ca (required then) verifies (mutual
- * TLS); without it, none is asked for. Returns 0 with a new context in
+ * and key, checked to belong together. verify_client says what is asked of
+ * the other side's certificate (REQUIRED, OPTIONAL: f->ca is needed and
+ * verifies it; mutual TLS). Returns 0 with a new context in
  * *out (free with SSL_CTX_free), or -1 with the reason in err (naming the
  * file and OpenSSL's words). */
 int qr_tls_server_ctx(const struct qr_tls_files *f,
-                      bool verify_client,
+                      enum qr_tls_client_cert verify_client,
                       SSL_CTX **out,
                       char *err,
                       size_t err_len);
@@ -54,6 +73,23 @@ int qr_tls_client_ctx(const struct qr_tls_files *f,
  * IP address, as the certificate's subjectAltName says). Returns 0 or
  * -1. */
 int qr_tls_client_expect(SSL *ssl, const char *host);
+
+/* The node id the other side's certificate is bound to: 0 and *id when the
+ * handshake verified a certificate (against the context's CA) that carries
+ * one "qraft:node:<id>" subjectAltName URI; -1 when it presented none,
+ * failed verification, or names no id (or several). */
+int qr_tls_peer_node_id(SSL *ssl, uint64_t *id);
+
+/* The node id a certificate is bound to, as qr_tls_peer_node_id, without
+ * verifying it: 0 or -1. */
+int qr_tls_cert_node_id(X509 *cert, uint64_t *id);
+
+/* notAfter of the first certificate in the PEM file at path, as Unix time,
+ * into *not_after: 0, or -1 with the reason in err. */
+int qr_tls_file_not_after(const char *path,
+                          int64_t *not_after,
+                          char *err,
+                          size_t err_len);
 
 /* OpenSSL's error queue as one line ("" when empty) into buf, emptying
  * it: for the caller's own messages. */

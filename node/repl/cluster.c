@@ -725,23 +725,13 @@ int qr_cluster_init(struct qr_cluster *c,
     c->fsm.on_applied = on_applied;
     c->fsm.on_applied_data = c;
 
-    rv = qr_nodelay_transport_init(&c->transport, loop);
+    rv = qr_transport_init(&c->transport, loop, cfg, c->errmsg,
+                           sizeof c->errmsg);
     if (rv != 0) {
-        snprintf(c->errmsg, sizeof c->errmsg, "cluster: transport: %s",
-                 raft_strerror(rv));
         goto err_after_fsm;
     }
-    if (cfg->raft_bind_addr[0] != '\0') {
-        c->transport.bind_address = cfg->raft_bind_addr;
-        rv = raft_uv_tcp_set_bind_address(&c->transport.inner,
-                                          cfg->raft_bind_addr);
-        if (rv != 0) {
-            snprintf(c->errmsg, sizeof c->errmsg, "cluster: --raft-bind %s: %s",
-                     cfg->raft_bind_addr, raft_strerror(rv));
-            goto err_after_transport;
-        }
-    }
-    rv = raft_uv_init(&c->io, loop, c->raft_dir, &c->transport.outer);
+    rv = raft_uv_init(&c->io, loop, c->raft_dir,
+                      qr_transport_raft(&c->transport));
     if (rv != 0) {
         snprintf(c->errmsg, sizeof c->errmsg, "cluster: raft io: %s",
                  c->io.errmsg);
@@ -791,10 +781,20 @@ err_after_io:
     qr_snapsend_close(&c->snapsend, NULL);
     raft_uv_close(&c->io);
 err_after_transport:
-    raft_uv_tcp_close(&c->transport.inner);
+    qr_transport_free(&c->transport);
 err_after_fsm:
     qr_fsm_close(&c->fsm);
     return rv == 0 ? QR_ERAFT : (rv < 0 ? rv : QR_ERAFT);
+}
+
+int qr_cluster_reload_tls(struct qr_cluster *c, char *err, size_t err_len)
+{
+    return qr_transport_reload_tls(&c->transport, c->config, err, err_len);
+}
+
+uint64_t qr_cluster_tls_refused(const struct qr_cluster *c)
+{
+    return qr_transport_refused(&c->transport);
 }
 
 int qr_cluster_start(struct qr_cluster *c)
@@ -834,8 +834,8 @@ int qr_cluster_start(struct qr_cluster *c)
     rv = raft_start(&c->raft);
     if (rv != 0) {
         const char *why = raft_errmsg(&c->raft);
-        if (c->transport.listen_failed) {
-            why = c->transport.outer.errmsg;
+        if (qr_transport_listen_error(&c->transport) != NULL) {
+            why = qr_transport_listen_error(&c->transport);
         } else if (why == NULL || why[0] == '\0') {
             why = raft_strerror(rv);
         }
@@ -880,7 +880,7 @@ static void on_raft_close(struct raft *r)
 {
     struct qr_cluster *c = r->data;
     raft_uv_close(&c->io);
-    raft_uv_tcp_close(&c->transport.inner);
+    qr_transport_free(&c->transport);
     close_step_done(c);
 }
 

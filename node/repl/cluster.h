@@ -74,7 +74,7 @@ struct qr_cluster {
     struct raft raft;
     struct raft_io io;
     struct qr_snapsend snapsend; /* between raft and io: snapshot sends */
-    struct qr_nodelay_transport transport;
+    struct qr_transport transport;
     uv_check_t check; /* per-iteration: leadership poll and flush */
     char raft_dir[PATH_MAX];
     char errmsg[QR_ERRMSG_BYTES];
@@ -154,6 +154,13 @@ int qr_cluster_init(struct qr_cluster *c,
                     uv_loop_t *loop,
                     const struct qr_config *cfg,
                     struct qr_store *store);
+
+/* SIGHUP: the raft transport's TLS contexts from the config's files again
+ * (0 without TLS; -1 with err set keeps the ones in use). */
+int qr_cluster_reload_tls(struct qr_cluster *c, char *err, size_t err_len);
+
+/* Raft connections refused for their certificate (0 without TLS). */
+uint64_t qr_cluster_tls_refused(const struct qr_cluster *c);
 
 /* Bootstraps a new cluster from cfg (--dev: itself; else --peers) unless the
  * data dir has one already, then starts raft. */

@@ -131,3 +131,87 @@ int qr_nodelay_transport_init(struct qr_nodelay_transport *n, uv_loop_t *loop)
     n->outer.close = nodelay_close;
     return 0;
 }
+
+static struct qr_tls_files tls_files_of(const struct qr_config *cfg)
+{
+    struct qr_tls_files f = {cfg->tls_cert, cfg->tls_key, cfg->tls_ca};
+    return f;
+}
+
+int qr_transport_init(struct qr_transport *t,
+                      uv_loop_t *loop,
+                      const struct qr_config *cfg,
+                      char *errmsg,
+                      size_t len)
+{
+    memset(t, 0, sizeof *t);
+    struct qr_tls_files files = tls_files_of(cfg);
+    if (qr_tls_mutual(&files)) {
+        char why[256];
+        if (qr_tls_transport_init(&t->tls, loop, &files,
+                                  cfg->tls_handshake_timeout_ms, why,
+                                  sizeof why) != 0) {
+            snprintf(errmsg, len, "raft transport: TLS: %s", why);
+            return RAFT_INVALID;
+        }
+        t->use_tls = true;
+        if (cfg->raft_bind_addr[0] != '\0') {
+            t->tls.bind_address = cfg->raft_bind_addr;
+        }
+        return 0;
+    }
+    int rv = qr_nodelay_transport_init(&t->plain, loop);
+    if (rv != 0) {
+        snprintf(errmsg, len, "raft transport: %s", raft_strerror(rv));
+        return rv;
+    }
+    if (cfg->raft_bind_addr[0] != '\0') {
+        t->plain.bind_address = cfg->raft_bind_addr;
+        rv = raft_uv_tcp_set_bind_address(&t->plain.inner, cfg->raft_bind_addr);
+        if (rv != 0) {
+            snprintf(errmsg, len, "--raft-bind %s: %s", cfg->raft_bind_addr,
+                     raft_strerror(rv));
+            qr_transport_free(t);
+        }
+    }
+    return rv;
+}
+
+struct raft_uv_transport *qr_transport_raft(struct qr_transport *t)
+{
+    return t->use_tls ? &t->tls.outer : &t->plain.outer;
+}
+
+const char *qr_transport_listen_error(const struct qr_transport *t)
+{
+    if (t->use_tls) {
+        return t->tls.listen_failed ? t->tls.outer.errmsg : NULL;
+    }
+    return t->plain.listen_failed ? t->plain.outer.errmsg : NULL;
+}
+
+int qr_transport_reload_tls(struct qr_transport *t,
+                            const struct qr_config *cfg,
+                            char *err,
+                            size_t err_len)
+{
+    if (!t->use_tls) {
+        return 0;
+    }
+    struct qr_tls_files files = tls_files_of(cfg);
+    return qr_tls_transport_reload(&t->tls, &files, err, err_len);
+}
+
+uint64_t qr_transport_refused(const struct qr_transport *t)
+{
+    return t->use_tls ? t->tls.n_refused : 0;
+}
+
+void qr_transport_free(struct qr_transport *t)
+{
+    if (t->use_tls) {
+        qr_tls_transport_free(&t->tls);
+    } else {
+        raft_uv_tcp_close(&t->plain.inner);
+    }
+}

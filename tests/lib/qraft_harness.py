@@ -89,6 +89,33 @@ FEATURE_LEVEL = 6
 _handed_out_ports = set()
 
 
+def open_fds(node):
+    """How many descriptors node's process holds (a leak check)."""
+    return len(os.listdir(f"/proc/{node.proc.pid}/fd"))
+
+
+def closed_by_server(sock, timeout):
+    """True when the server closes sock (EOF or reset) within timeout;
+    whatever it sends first (a TLS alert) is read and dropped."""
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not sock.recv(4096):
+                return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+    return False
+
+
+def connect_tcp(addr, timeout=5):
+    """A plain TCP connection to "host:port"."""
+    host, _, port = addr.rpartition(":")
+    return socket.create_connection((host, int(port)), timeout=timeout)
+
+
 def free_port(host="127.0.0.1"):
     """A loopback TCP port nobody listens on now and that this process has
     not handed out before."""
@@ -549,9 +576,9 @@ class ClusterNode(Node):
         self.stopped_on_purpose = False
         if cluster.certs is not None:
             self.cacert = str(cluster.certs.ca)
-            # Its HTTP API serves https with the same certificate.
-            self.tls = (str(cluster.certs.node_cert),
-                        str(cluster.certs.node_key), str(cluster.certs.ca))
+            # Its HTTP API serves https with its own certificate.
+            cert, key = cluster.certs.node(node_id)
+            self.tls = (str(cert), str(key), str(cluster.certs.ca))
 
     def start(self, wait=True, timeout=START_TIMEOUT):
         self.stopped_on_purpose = False
@@ -588,7 +615,7 @@ class ClusterNode(Node):
             self.http_addr,
             "--token",
             self.token,
-            *self.cluster.tls_args(),
+            *self.cluster.tls_args(self.id),
             *self.extra_args,
         ]
 
@@ -647,9 +674,9 @@ class Cluster:
     _count = 0
 
     def __init__(self, n=3, token=None, extra_args=(), tls=False):
-        """With tls, the nodes serve TLS on their RPC ports (and speak it
-        to each other there) and https on their HTTP APIs, with
-        certificates made for the cluster (make_certs); cli() passes
+        """With tls, the nodes serve TLS on their RPC ports and https on
+        their HTTP APIs, and speak mutual TLS to each other (raft and peer
+        RPC), each with its own certificate (make_certs, Certs.node); cli() passes
         --cacert, and the node's http_url and tls_ca say https."""
         if not 1 <= n <= 9:
             raise HarnessError(f"a cluster of {n} nodes: 1..9 please")
@@ -739,13 +766,15 @@ class Cluster:
         node.wait_serving(timeout)
         return node
 
-    def tls_args(self):
-        """The TLS flags every node gets ([] without TLS)."""
+    def tls_args(self, node_id):
+        """The TLS flags node node_id gets ([] without TLS): its own
+        certificate (bound to its id) and the cluster CA, so mutual TLS on
+        the raft and peer RPC ports too."""
         if self.certs is None:
             return []
-        c = self.certs
-        return ["--tls-cert", c.node_cert, "--tls-key", c.node_key,
-                "--tls-ca", c.ca]
+        cert, key = self.certs.node(node_id)
+        return ["--tls-cert", cert, "--tls-key", key, "--tls-ca",
+                self.certs.ca]
 
     def cleanup(self):
         """Kills every node and removes their directories (see
@@ -861,43 +890,75 @@ class Cluster:
 
 
 class Certs:
-    """Paths of the PEM files make_certs wrote into dir."""
+    """Paths of the PEM files make_certs wrote into dir; node(i) makes node
+    i's own certificate on first use."""
 
-    def __init__(self, d):
+    def __init__(self, d, ip="127.0.0.1"):
         self.dir = d
+        self.ip = ip
         self.ca = d / "ca.pem"
         self.ca_key = d / "ca.key"
-        self.node_cert = d / "node.pem"
+        self.node_cert = d / "node.pem"  # no node id: a lone (dev) node's
         self.node_key = d / "node.key"
         self.other_ca = d / "other-ca.pem"  # a CA that signed nothing here
+        self.other_ca_key = d / "other-ca.key"
+
+    def node(self, node_id):
+        """(cert, key) of node node_id, bound to its id by the
+        subjectAltName URI qraft:node:<id> (docs/operations.md, "Mutual
+        TLS"), signed by the cluster CA; made on first use."""
+        cert = self.dir / f"node-{node_id}.pem"
+        key = self.dir / f"node-{node_id}.key"
+        if not cert.exists():
+            _openssl_key(key)
+            self.sign(key, cert, node_id=node_id)
+        return cert, key
+
+    def sign(self, key, out, node_id=None, ca=None, ca_key=None, days=2):
+        """Signs a certificate for key into out with ca (default: the
+        cluster CA): an IP subjectAltName for self.ip, and with node_id the
+        URI qraft:node:<id>."""
+        ca = ca or self.ca
+        ca_key = ca_key or self.ca_key
+        csr = out.with_suffix(".csr")
+        ext = out.with_suffix(".ext")
+        san = f"IP:{self.ip}"
+        if node_id is not None:
+            san += f",URI:qraft:node:{node_id}"
+        ext.write_text(f"subjectAltName={san}\n"
+                       "basicConstraints=critical,CA:FALSE\n"
+                       "extendedKeyUsage=serverAuth,clientAuth\n")
+        cn = f"qraft node {node_id}" if node_id is not None else "qraft node"
+        _openssl("req", "-new", "-key", key, "-subj", f"/CN={cn}",
+                 "-out", csr)
+        _openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+                 "-CAcreateserial", "-days", str(days), "-extfile", ext,
+                 "-out", out)
+        return out
+
+
+def _openssl(*args):
+    run(["openssl", *args], timeout=60)
+
+
+def _openssl_key(path):
+    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt",
+             "ec_paramgen_curve:P-256", "-out", path)
 
 
 def make_certs(d, ip="127.0.0.1"):
-    """Makes, with the openssl CLI, a cluster CA, one node certificate for
-    ip (an IP subjectAltName: the nodes' RPC addresses are IP:port) that
-    every node of a loopback cluster shares, and an unrelated CA. Returns
-    a Certs."""
-    c = Certs(Path(d))
-
-    def ssl(*args):
-        run(["openssl", *args], timeout=60)
-
-    for key in (c.ca_key, c.node_key, c.dir / "other-ca.key"):
-        ssl("genpkey", "-algorithm", "EC", "-pkeyopt",
-            "ec_paramgen_curve:P-256", "-out", key)
-    ssl("req", "-x509", "-new", "-key", c.ca_key, "-subj", "/CN=qraft test CA",
-        "-days", "2", "-out", c.ca)
-    ssl("req", "-x509", "-new", "-key", c.dir / "other-ca.key", "-subj",
-        "/CN=another CA", "-days", "2", "-out", c.other_ca)
-    csr = c.dir / "node.csr"
-    ssl("req", "-new", "-key", c.node_key, "-subj", "/CN=qraft node",
-        "-out", csr)
-    ext = c.dir / "node.ext"
-    ext.write_text(f"subjectAltName=IP:{ip}\n"
-                   "basicConstraints=critical,CA:FALSE\n"
-                   "extendedKeyUsage=serverAuth,clientAuth\n")
-    ssl("x509", "-req", "-in", csr, "-CA", c.ca, "-CAkey", c.ca_key,
-        "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", c.node_cert)
+    """Makes, with the openssl CLI, a cluster CA, a node certificate for ip
+    (an IP subjectAltName: the nodes' RPC addresses are IP:port) bound to
+    no node id, and an unrelated CA; per-node certificates come from
+    Certs.node(i). Returns a Certs."""
+    c = Certs(Path(d), ip)
+    for key in (c.ca_key, c.node_key, c.other_ca_key):
+        _openssl_key(key)
+    _openssl("req", "-x509", "-new", "-key", c.ca_key, "-subj",
+             "/CN=qraft test CA", "-days", "2", "-out", c.ca)
+    _openssl("req", "-x509", "-new", "-key", c.other_ca_key, "-subj",
+             "/CN=another CA", "-days", "2", "-out", c.other_ca)
+    c.sign(c.node_key, c.node_cert)
     return c
 
 

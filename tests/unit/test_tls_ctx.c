@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -171,6 +172,56 @@ static void test_bad_files_are_named(void **state)
                      -1);
 }
 
+/* The node id of a certificate with san, or 0 when it names none. */
+static uint64_t node_id_of(const char *san)
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    assert_non_null(key);
+    X509 *cert = make_cert("n", key, NULL, key, san);
+    uint64_t id = 0;
+    if (qr_tls_cert_node_id(cert, &id) != 0) {
+        id = 0;
+    }
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    return id;
+}
+
+static void test_node_id_from_the_subject_alt_name(void **state)
+{
+    (void)state;
+    assert_int_equal(node_id_of("IP:127.0.0.1,URI:qraft:node:7"), 7);
+    assert_true(node_id_of("URI:qraft:node:18446744073709551615") ==
+                UINT64_MAX);
+    assert_int_equal(node_id_of("IP:127.0.0.1"), 0);
+    assert_int_equal(node_id_of("URI:qraft:node:0"), 0);
+    assert_int_equal(node_id_of("URI:qraft:node:18446744073709551616"), 0);
+    assert_int_equal(node_id_of("URI:qraft:node:12x"), 0);
+    assert_int_equal(node_id_of("URI:qraft:node:"), 0);
+    assert_int_equal(node_id_of("URI:https://qraft:node:3"), 0);
+    /* Two ids: which one would be a guess. */
+    assert_int_equal(node_id_of("URI:qraft:node:1,URI:qraft:node:2"), 0);
+    assert_int_equal(qr_tls_cert_node_id(NULL, &(uint64_t){0}), -1);
+}
+
+static void test_not_after_of_a_file(void **state)
+{
+    (void)state;
+    int64_t not_after = 0;
+    char err[512];
+    assert_int_equal(
+        qr_tls_file_not_after(node_pem, &not_after, err, sizeof err), 0);
+    int64_t now = (int64_t)time(NULL);
+    assert_true(not_after > now + 3000 && not_after <= now + 3600);
+    assert_int_equal(
+        qr_tls_file_not_after(node_key, &not_after, err, sizeof err), -1);
+    assert_non_null(strstr(err, "no certificate"));
+    assert_int_equal(
+        qr_tls_file_not_after("/nonexistent.pem", &not_after, err, sizeof err),
+        -1);
+    assert_non_null(strstr(err, "/nonexistent.pem"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -178,6 +229,8 @@ int main(void)
         cmocka_unit_test(test_mutual_tls_needs_a_certificate_the_ca_signed),
         cmocka_unit_test(test_tls_1_1_is_refused),
         cmocka_unit_test(test_bad_files_are_named),
+        cmocka_unit_test(test_node_id_from_the_subject_alt_name),
+        cmocka_unit_test(test_not_after_of_a_file),
     };
     return cmocka_run_group_tests(tests, tls_certs_setup, tls_certs_teardown);
 }
