@@ -1,0 +1,159 @@
+/* The qraft CLI's internal interface: exit codes, the global options, the
+ * option ids every command's getopt table uses, and the helpers shared by
+ * the command files (cli.c, cli_messages.c, cli_dlq.c, cli_admin.c).
+ * Helpers print their own errors and return an exit code; -1 from an option
+ * parser means "go on". */
+#ifndef QRAFT_CLI_H
+#define QRAFT_CLI_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "qraft.h"
+
+enum exit_code {
+    EXIT_OK = 0,
+    EXIT_ERROR = 1,       /* refused or failed by the server, bad reply */
+    EXIT_USAGE = 2,       /* bad command line */
+    EXIT_NOTFOUND = 3,    /* no such message */
+    EXIT_UNAVAILABLE = 4, /* no connection, no leader, timed out, unknown */
+    EXIT_UNAUTHORIZED = 5 /* wrong or missing token, or it lacks the scope */
+};
+
+/* Options shared by every command. */
+struct globals {
+    const char *endpoints;
+    const char *token;
+    bool json;
+    bool stale;         /* --stale or QRAFT_STALE=1: stale reads */
+    const char *cacert; /* --cacert or QRAFT_CACERT: TLS */
+    const char *cert;   /* --cert or QRAFT_CERT */
+    const char *key;    /* --key or QRAFT_KEY */
+};
+
+enum {
+    OPT_ENDPOINTS = 1000,
+    OPT_TOKEN,
+    OPT_JSON,
+    OPT_HELP,
+    OPT_VERSION,
+    OPT_BODY,
+    OPT_HEADER,
+    OPT_METHOD,
+    OPT_RETRIES,
+    OPT_RETRY_DELAY,
+    OPT_DELAY,
+    OPT_NOT_BEFORE,
+    OPT_DEDUP_ID,
+    OPT_CONTENT_DEDUP,
+    OPT_TIMEOUT,
+    OPT_CALLBACK,
+    OPT_FAILURE_CALLBACK,
+    OPT_QUEUE,
+    OPT_REDACT,
+    OPT_STRICT,
+    OPT_MIN_BACKOFF,
+    OPT_MAX_BACKOFF,
+    OPT_MAX_DOUBLINGS,
+    OPT_MAX_RETRY_DURATION,
+    OPT_ALL,
+    OPT_URL_PREFIX,
+    OPT_CATEGORY,
+    OPT_SINCE,
+    OPT_UNTIL,
+    OPT_ROTATE,
+    OPT_RPC,
+    OPT_LOCAL,
+    OPT_STATE,
+    OPT_LIMIT,
+    OPT_CURSOR,
+    OPT_STALE,
+    OPT_CACERT,
+    OPT_CERT,
+    OPT_KEY,
+};
+
+#define GLOBAL_LONG_OPTIONS                                \
+    {"endpoints", required_argument, NULL, OPT_ENDPOINTS}, \
+        {"token", required_argument, NULL, OPT_TOKEN},     \
+        {"stale", no_argument, NULL, OPT_STALE},           \
+        {"cacert", required_argument, NULL, OPT_CACERT},   \
+        {"cert", required_argument, NULL, OPT_CERT},       \
+        {"key", required_argument, NULL, OPT_KEY},         \
+    {                                                      \
+        "help", no_argument, NULL, OPT_HELP                \
+    }
+
+__attribute__((format(printf, 2, 3))) int usage_error(const char *cmd,
+                                                      const char *fmt,
+                                                      ...);
+/* The exit code for a libqraft code. */
+int exit_for(int rc);
+/* Prints "qraft: cmd: why" and returns the exit code for rc. */
+int report(const char *cmd, const struct qraft_client *c, int rc);
+/* Handles the options every command takes. Returns true if opt was one. */
+bool global_option(int opt, struct globals *g);
+/* Opens a client from the global options (opts may be NULL); an exit
+ * code, EXIT_OK with *out set. */
+int open_client_with(const char *cmd,
+                     const struct globals *g,
+                     const struct qraft_options *opts,
+                     struct qraft_client **out);
+int open_client(const char *cmd,
+                const struct globals *g,
+                struct qraft_client **out);
+/* Parses the options of a command that takes only global ones (plus --json
+ * where `json_ok`), leaving optind at the first operand. */
+int simple_options(const char *cmd,
+                   const char *usage,
+                   bool json_ok,
+                   int argc,
+                   char **argv,
+                   struct globals *g);
+
+/* Parses "<number><unit>" repeated, units ms s m h d, into milliseconds. */
+int parse_duration_ms(const char *s, uint64_t *out);
+/* A decimal number up to max. */
+int parse_u64(const char *s, uint64_t max, uint64_t *out);
+/* Reads all of f into a new buffer (free with free). */
+int read_all(FILE *f, char **out, size_t *len_out);
+
+/* ISO-8601 UTC with milliseconds, or "-" for 0. */
+const char *iso_time(uint64_t ms, char *buf, size_t size);
+/* A JSON string for s; bytes that are not UTF-8 become '?'. */
+json_t *jstr(const char *s);
+json_t *base64(const uint8_t *data, size_t len);
+/* Prints j on stdout and frees it. */
+int print_json(json_t *j);
+/* "name:   value", the text output's aligned line. */
+void print_field(const char *name, const char *value);
+
+json_t *message_json(const struct qraft_message *m);
+json_t *events_json(const struct qraft_message *m);
+/* A page of messages as a table (or JSON); the next cursor on stderr. */
+int print_list(const struct qraft_message_list *l, const char *cmd, bool json);
+/* Options of ls and dlq ls. */
+int list_options(const char *cmd,
+                 const char *usage,
+                 bool with_state,
+                 int argc,
+                 char **argv,
+                 struct globals *g,
+                 enum qraft_state *state,
+                 const char **cursor,
+                 uint32_t *limit);
+
+/* The commands: argv[0] is the command's name. */
+int cmd_publish(int argc, char **argv, struct globals *g);
+int cmd_get(int argc, char **argv, struct globals *g);
+int cmd_cancel(int argc, char **argv, struct globals *g);
+int cmd_ls(int argc, char **argv, struct globals *g);
+int cmd_dlq(int argc, char **argv, struct globals *g);
+int cmd_group(int argc, char **argv, struct globals *g);
+int cmd_status(int argc, char **argv, struct globals *g);
+int cmd_cluster(int argc, char **argv, struct globals *g);
+int cmd_keys(int argc, char **argv, struct globals *g);
+
+#endif

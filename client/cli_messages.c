@@ -1,0 +1,616 @@
+/* qraft publish, get, cancel and ls: the commands on single messages and
+ * message lists, with the message's text and JSON forms (cli.h). */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+static const char usage_publish[] =
+    "usage: qraft publish URL [OPTIONS]\n"
+    "\n"
+    "Publishes a message for URL and prints its id alone on stdout.\n"
+    "\n"
+    "  --body STR | @FILE | -   body: the string, a file's content, or stdin\n"
+    "  --header 'K: V'          forwarded header (repeatable)\n"
+    "  --method M               HTTP method (default POST)\n"
+    "  --retries N              retries after the first attempt\n"
+    "  --retry-delay EXPR       retry delay expression in ms, e.g.\n"
+    "                           '1000 * pow(2, retried)'\n"
+    "  --strict                 retry every failure but a 489 with\n"
+    "                           Upstash-NonRetryable-Error (QStash's rule;\n"
+    "                           by default other 4xx are not retried)\n"
+    "  --min-backoff DUR        never retry sooner than DUR\n"
+    "  --max-backoff DUR        never wait longer than DUR between attempts\n"
+    "  --max-doublings N        default backoff grows exponentially N times,\n"
+    "                           then linearly\n"
+    "  --max-retry-duration DUR stop retrying DUR after publishing\n"
+    "  --delay DUR              deliver after DUR (30s, 5m, 1h, 1d10h30m)\n"
+    "  --not-before UNIX_S      deliver at or after this unix time\n"
+    "  --dedup-id ID            drop repeats with the same id\n"
+    "  --content-dedup          drop repeats with the same content\n"
+    "  --timeout DUR            per-attempt delivery timeout\n"
+    "  --callback URL           told about the delivery\n"
+    "  --failure-callback URL   told when delivery fails for good\n"
+    "  --queue NAME             queue to publish into\n"
+    "  --redact SPEC            never show these again (body, header,\n"
+    "                           header[Name], comma separated): views show\n"
+    "                           REDACTED:<sha256>; delivery gets the values\n";
+
+static const char usage_get[] =
+    "usage: qraft get ID [--json]\n"
+    "\n"
+    "Shows a message: state (queued, pending, delivering, retrying,\n"
+    "delivered, dead_lettered, cancelled), attempts, next attempt time (UTC), "
+    "last\n"
+    "error and history. Exits 3 when the id is unknown.\n";
+
+static const char usage_cancel[] =
+    "usage: qraft cancel ID\n"
+    "\n"
+    "Cancels a message that has not been delivered yet.\n";
+
+static const char usage_ls[] =
+    "usage: qraft ls [--state S] [--limit N] [--cursor C] [--json]\n"
+    "\n"
+    "Lists one page of messages, optionally only those in state S\n"
+    "(queued, pending, delivering, retrying, delivered, dead_lettered,\n"
+    "cancelled). When there are more, stderr names the --cursor for the\n"
+    "next page (JSON: the \"cursor\" field).\n";
+
+json_t *message_json(const struct qraft_message *m)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "id", jstr(m->id));
+    json_object_set_new(o, "state", json_string(qraft_state_name(m->state)));
+    json_object_set_new(o, "url", jstr(m->url));
+    json_object_set_new(o, "method", jstr(m->method));
+    json_t *headers = json_array();
+    for (size_t i = 0; i < m->n_headers; i++) {
+        json_t *h = json_object();
+        json_object_set_new(h, "name", jstr(m->headers[i].name));
+        json_object_set_new(h, "value", jstr(m->headers[i].value));
+        json_array_append_new(headers, h);
+    }
+    json_object_set_new(o, "headers", headers);
+    json_object_set_new(o, "body_bytes", json_integer((json_int_t)m->body_len));
+    json_t *body = json_stringn((const char *)m->body, m->body_len);
+    if (body != NULL) {
+        json_object_set_new(o, "body", body);
+    } else {
+        json_object_set_new(o, "body_base64", base64(m->body, m->body_len));
+    }
+    json_object_set_new(o, "max_retries", json_integer(m->max_retries));
+    json_object_set_new(o, "retry_delay", jstr(m->retry_delay));
+    json_object_set_new(o, "timeout_ms",
+                        json_integer((json_int_t)m->timeout_ms));
+    json_object_set_new(o, "callback", jstr(m->callback));
+    json_object_set_new(o, "failure_callback", jstr(m->failure_callback));
+    json_object_set_new(o, "queue", jstr(m->queue));
+    json_object_set_new(o, "dedup_id", jstr(m->dedup_id));
+    json_object_set_new(o, "attempts", json_integer(m->attempts));
+    json_object_set_new(o, "not_before_ms",
+                        json_integer((json_int_t)m->not_before_ms));
+    json_object_set_new(o, "next_attempt_ms",
+                        json_integer((json_int_t)m->next_attempt_ms));
+    json_object_set_new(o, "created_ms",
+                        json_integer((json_int_t)m->created_ms));
+    json_object_set_new(o, "updated_ms",
+                        json_integer((json_int_t)m->updated_ms));
+    if (m->last_error.category[0] != '\0') {
+        json_t *le = json_object();
+        json_object_set_new(le, "category", jstr(m->last_error.category));
+        json_object_set_new(le, "status", json_integer(m->last_error.status));
+        json_object_set_new(le, "message", jstr(m->last_error.message));
+        json_object_set_new(o, "last_error", le);
+    } else {
+        json_object_set_new(o, "last_error", json_null());
+    }
+    json_object_set_new(o, "dead_lettered_ms",
+                        json_integer((json_int_t)m->dead_lettered_ms));
+    json_object_set_new(o, "dlq_hint", jstr(m->dlq_hint));
+    return o;
+}
+
+json_t *events_json(const struct qraft_message *m)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < m->n_events; i++) {
+        const struct qraft_event *e = &m->events[i];
+        json_t *o = json_object();
+        json_object_set_new(o, "time_ms", json_integer((json_int_t)e->time_ms));
+        json_object_set_new(o, "state",
+                            json_string(qraft_state_name(e->state)));
+        json_object_set_new(o, "attempt", json_integer(e->attempt));
+        json_object_set_new(o, "detail", jstr(e->detail));
+        json_array_append_new(a, o);
+    }
+    return a;
+}
+
+static void print_message(const struct qraft_message *m)
+{
+    char t[64];
+    char buf[1024];
+    print_field("id:", m->id);
+    print_field("state:", qraft_state_name(m->state));
+    print_field("url:", m->url);
+    print_field("method:", m->method);
+    snprintf(buf, sizeof buf, "%" PRIu32 " of %" PRIu32, m->attempts,
+             m->max_retries + 1);
+    print_field("attempts:", buf);
+    print_field("next attempt:", iso_time(m->next_attempt_ms, t, sizeof t));
+    if (m->last_error.category[0] != '\0') {
+        snprintf(buf, sizeof buf, "%s, HTTP %" PRId32 ": %s",
+                 m->last_error.category, m->last_error.status,
+                 m->last_error.message);
+        print_field("last error:", buf);
+    } else {
+        print_field("last error:", "-");
+    }
+    print_field("created:", iso_time(m->created_ms, t, sizeof t));
+    print_field("updated:", iso_time(m->updated_ms, t, sizeof t));
+    if (m->not_before_ms != 0) {
+        print_field("not before:", iso_time(m->not_before_ms, t, sizeof t));
+    }
+    if (m->retry_delay[0] != '\0') {
+        print_field("retry delay:", m->retry_delay);
+    }
+    if (m->timeout_ms != 0) {
+        snprintf(buf, sizeof buf, "%" PRIu64 " ms", m->timeout_ms);
+        print_field("timeout:", buf);
+    }
+    if (m->queue[0] != '\0') {
+        print_field("queue:", m->queue);
+    }
+    if (m->callback[0] != '\0') {
+        print_field("callback:", m->callback);
+    }
+    if (m->failure_callback[0] != '\0') {
+        print_field("failure callback:", m->failure_callback);
+    }
+    if (m->dedup_id[0] != '\0') {
+        print_field("dedup id:", m->dedup_id);
+    }
+    if (m->dead_lettered_ms != 0) {
+        print_field("dead lettered:",
+                    iso_time(m->dead_lettered_ms, t, sizeof t));
+    }
+    if (m->dlq_hint[0] != '\0') {
+        print_field("dlq hint:", m->dlq_hint);
+    }
+    snprintf(buf, sizeof buf, "%zu bytes", m->body_len);
+    print_field("body:", buf);
+    if (m->n_headers > 0) {
+        printf("headers:\n");
+        for (size_t i = 0; i < m->n_headers; i++) {
+            printf("  %s: %s\n", m->headers[i].name, m->headers[i].value);
+        }
+    }
+    if (m->n_events > 0) {
+        printf("history:\n");
+        for (size_t i = 0; i < m->n_events; i++) {
+            const struct qraft_event *e = &m->events[i];
+            printf("  %s  %-13s  attempt %" PRIu32 "%s%s\n",
+                   iso_time(e->time_ms, t, sizeof t),
+                   qraft_state_name(e->state), e->attempt,
+                   e->detail[0] != '\0' ? "  " : "", e->detail);
+        }
+    }
+}
+
+struct publish_args {
+    struct qraft_publish p;
+    struct qraft_header *headers;
+    char *body; /* owned when read from a file or stdin */
+};
+
+static int add_header(struct publish_args *a, char *spec)
+{
+    char *colon = strchr(spec, ':');
+    if (colon == NULL || colon == spec) {
+        return -1;
+    }
+    char *name_end = colon;
+    while (name_end > spec && (name_end[-1] == ' ' || name_end[-1] == '\t')) {
+        name_end--;
+    }
+    *name_end = '\0';
+    char *value = colon + 1;
+    while (*value == ' ' || *value == '\t') {
+        value++;
+    }
+    struct qraft_header *h =
+        realloc(a->headers, (a->p.n_headers + 1) * sizeof *h);
+    if (h == NULL) {
+        return -1;
+    }
+    a->headers = h;
+    h[a->p.n_headers].name = spec;
+    h[a->p.n_headers].value = value;
+    a->p.n_headers++;
+    a->p.headers = a->headers;
+    return 0;
+}
+
+static int set_body(struct publish_args *a, const char *arg)
+{
+    if (strcmp(arg, "-") != 0 && arg[0] != '@') {
+        a->p.body = arg;
+        a->p.body_len = strlen(arg);
+        return EXIT_OK;
+    }
+    FILE *f = strcmp(arg, "-") == 0 ? stdin : fopen(arg + 1, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "qraft: publish: cannot open %s: %s\n", arg + 1,
+                strerror(errno));
+        return EXIT_USAGE;
+    }
+    free(a->body);
+    a->body = NULL;
+    size_t len = 0;
+    int rc = read_all(f, &a->body, &len);
+    int err = errno;
+    if (f != stdin) {
+        fclose(f);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "qraft: publish: cannot read %s: %s\n",
+                f == stdin ? "stdin" : arg + 1, strerror(err));
+        return EXIT_USAGE;
+    }
+    a->p.body = a->body;
+    a->p.body_len = len;
+    return EXIT_OK;
+}
+
+int cmd_publish(int argc, char **argv, struct globals *g)
+{
+    static const struct option opts[] = {
+        GLOBAL_LONG_OPTIONS,
+        {"body", required_argument, NULL, OPT_BODY},
+        {"header", required_argument, NULL, OPT_HEADER},
+        {"method", required_argument, NULL, OPT_METHOD},
+        {"retries", required_argument, NULL, OPT_RETRIES},
+        {"retry-delay", required_argument, NULL, OPT_RETRY_DELAY},
+        {"delay", required_argument, NULL, OPT_DELAY},
+        {"not-before", required_argument, NULL, OPT_NOT_BEFORE},
+        {"dedup-id", required_argument, NULL, OPT_DEDUP_ID},
+        {"content-dedup", no_argument, NULL, OPT_CONTENT_DEDUP},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"callback", required_argument, NULL, OPT_CALLBACK},
+        {"failure-callback", required_argument, NULL, OPT_FAILURE_CALLBACK},
+        {"queue", required_argument, NULL, OPT_QUEUE},
+        {"redact", required_argument, NULL, OPT_REDACT},
+        {"strict", no_argument, NULL, OPT_STRICT},
+        {"min-backoff", required_argument, NULL, OPT_MIN_BACKOFF},
+        {"max-backoff", required_argument, NULL, OPT_MAX_BACKOFF},
+        {"max-doublings", required_argument, NULL, OPT_MAX_DOUBLINGS},
+        {"max-retry-duration", required_argument, NULL, OPT_MAX_RETRY_DURATION},
+        {NULL, 0, NULL, 0},
+    };
+    struct publish_args a;
+    memset(&a, 0, sizeof a);
+    int ex = EXIT_OK;
+    int opt;
+    uint64_t v;
+    while (ex == EXIT_OK &&
+           (opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (global_option(opt, g)) {
+            continue;
+        }
+        switch (opt) {
+            case OPT_HELP:
+                fputs(usage_publish, stdout);
+                goto out;
+            case OPT_BODY:
+                ex = set_body(&a, optarg);
+                break;
+            case OPT_HEADER:
+                if (add_header(&a, optarg) != 0) {
+                    ex = usage_error("publish",
+                                     "--header '%s': expected 'Name: value'",
+                                     optarg);
+                }
+                break;
+            case OPT_METHOD:
+                a.p.method = optarg;
+                break;
+            case OPT_RETRIES:
+                if (parse_u64(optarg, UINT32_MAX, &v) != 0) {
+                    ex = usage_error(
+                        "publish", "--retries '%s': expected a count", optarg);
+                }
+                a.p.has_retries = true;
+                a.p.retries = (uint32_t)v;
+                break;
+            case OPT_RETRY_DELAY:
+                a.p.retry_delay = optarg;
+                break;
+            case OPT_DELAY:
+                if (parse_duration_ms(optarg, &a.p.delay_ms) != 0) {
+                    ex = usage_error("publish",
+                                     "--delay '%s': expected a duration "
+                                     "like 30s, 5m, 1h or 1d10h30m",
+                                     optarg);
+                }
+                break;
+            case OPT_NOT_BEFORE:
+                if (parse_u64(optarg, UINT64_MAX / 1000, &v) != 0) {
+                    ex = usage_error("publish",
+                                     "--not-before '%s': expected unix "
+                                     "seconds",
+                                     optarg);
+                }
+                a.p.not_before_ms = v * 1000;
+                break;
+            case OPT_DEDUP_ID:
+                a.p.dedup_id = optarg;
+                break;
+            case OPT_CONTENT_DEDUP:
+                a.p.content_dedup = true;
+                break;
+            case OPT_TIMEOUT:
+                if (parse_duration_ms(optarg, &a.p.timeout_ms) != 0) {
+                    ex = usage_error("publish",
+                                     "--timeout '%s': expected a duration "
+                                     "like 30s or 2m",
+                                     optarg);
+                }
+                break;
+            case OPT_CALLBACK:
+                a.p.callback = optarg;
+                break;
+            case OPT_FAILURE_CALLBACK:
+                a.p.failure_callback = optarg;
+                break;
+            case OPT_QUEUE:
+                a.p.queue = optarg;
+                break;
+            case OPT_REDACT:
+                a.p.redact = optarg;
+                break;
+            case OPT_STRICT:
+                a.p.retry_options.strict = true;
+                break;
+            case OPT_MIN_BACKOFF:
+            case OPT_MAX_BACKOFF:
+            case OPT_MAX_RETRY_DURATION:
+                if (parse_duration_ms(optarg, &v) != 0) {
+                    ex = usage_error("publish",
+                                     "%s '%s': expected a duration like 30s, "
+                                     "5m or 1h",
+                                     argv[optind - 1], optarg);
+                } else if (opt == OPT_MIN_BACKOFF) {
+                    a.p.retry_options.min_backoff_ms = v;
+                } else if (opt == OPT_MAX_BACKOFF) {
+                    a.p.retry_options.max_backoff_ms = v;
+                } else {
+                    a.p.retry_options.max_retry_duration_ms = v;
+                }
+                break;
+            case OPT_MAX_DOUBLINGS:
+                if (parse_u64(optarg, UINT32_MAX, &v) != 0) {
+                    ex = usage_error("publish",
+                                     "--max-doublings '%s': expected a count",
+                                     optarg);
+                }
+                a.p.retry_options.max_doublings = (uint32_t)v;
+                break;
+            default:
+                ex =
+                    usage_error("publish", "bad option '%s'", argv[optind - 1]);
+                break;
+        }
+    }
+    if (ex != EXIT_OK) {
+        goto out;
+    }
+    if (g->json) {
+        ex = usage_error("publish", "--json is for read commands");
+        goto out;
+    }
+    if (argc - optind != 1) {
+        ex = usage_error("publish", "expected one URL");
+        goto out;
+    }
+    a.p.url = argv[optind];
+    struct qraft_client *c = NULL;
+    ex = open_client("publish", g, &c);
+    if (ex != EXIT_OK) {
+        goto out;
+    }
+    char id[QRAFT_ID_MAX];
+    bool dedup = false;
+    int rc = qraft_publish(c, &a.p, id, &dedup);
+    if (rc != 0) {
+        ex = report("publish", c, rc);
+    } else {
+        puts(id);
+        if (dedup) {
+            fprintf(stderr,
+                    "qraft: publish: deduplicated: %s already existed\n", id);
+        }
+    }
+    qraft_client_free(c);
+out:
+    free(a.headers);
+    free(a.body);
+    return ex;
+}
+
+int cmd_get(int argc, char **argv, struct globals *g)
+{
+    int ex = simple_options("get", usage_get, true, argc, argv, g);
+    if (ex != -1) {
+        return ex;
+    }
+    if (argc - optind != 1) {
+        return usage_error("get", "expected one message id");
+    }
+    struct qraft_client *c = NULL;
+    ex = open_client("get", g, &c);
+    if (ex != EXIT_OK) {
+        return ex;
+    }
+    struct qraft_message *m = NULL;
+    int rc = qraft_get(c, argv[optind], &m);
+    if (rc != 0) {
+        ex = report("get", c, rc);
+    } else if (g->json) {
+        json_t *o = message_json(m);
+        json_object_set_new(o, "events", events_json(m));
+        ex = print_json(o);
+    } else {
+        print_message(m);
+    }
+    qraft_message_free(m);
+    qraft_client_free(c);
+    return ex;
+}
+
+int cmd_cancel(int argc, char **argv, struct globals *g)
+{
+    int ex = simple_options("cancel", usage_cancel, false, argc, argv, g);
+    if (ex != -1) {
+        return ex;
+    }
+    if (argc - optind != 1) {
+        return usage_error("cancel", "expected one message id");
+    }
+    struct qraft_client *c = NULL;
+    ex = open_client("cancel", g, &c);
+    if (ex != EXIT_OK) {
+        return ex;
+    }
+    int rc = qraft_cancel(c, argv[optind]);
+    if (rc != 0) {
+        ex = report("cancel", c, rc);
+    }
+    qraft_client_free(c);
+    return ex;
+}
+
+int print_list(const struct qraft_message_list *l, const char *cmd, bool json)
+{
+    if (json) {
+        json_t *o = json_object();
+        json_t *a = json_array();
+        for (size_t i = 0; i < l->n_messages; i++) {
+            json_array_append_new(a, message_json(&l->messages[i]));
+        }
+        json_object_set_new(o, "messages", a);
+        json_object_set_new(o, "cursor", jstr(l->cursor));
+        return print_json(o);
+    }
+    char t[64];
+    /* A dead letter says why it is one: its category, last (get ID has
+     * the whole error). */
+    bool dlq = strcmp(cmd, "dlq ls") == 0;
+    printf("%-30s %-13s %-8s %-24s %s%s\n", "ID", "STATE", "ATTEMPTS",
+           "NEXT ATTEMPT (UTC)", "URL", dlq ? " ERROR" : "");
+    for (size_t i = 0; i < l->n_messages; i++) {
+        const struct qraft_message *m = &l->messages[i];
+        printf("%-30s %-13s %-8" PRIu32 " %-24s %s%s%s\n", m->id,
+               qraft_state_name(m->state), m->attempts,
+               iso_time(m->next_attempt_ms, t, sizeof t), m->url,
+               dlq ? " " : "",
+               !dlq                                ? ""
+               : m->last_error.category[0] != '\0' ? m->last_error.category
+                                                   : "-");
+    }
+    if (l->cursor[0] != '\0') {
+        fprintf(stderr, "qraft: %s: more: add --cursor %s\n", cmd, l->cursor);
+    }
+    return EXIT_OK;
+}
+
+/* Options of ls and dlq ls. */
+int list_options(const char *cmd,
+                 const char *usage,
+                 bool with_state,
+                 int argc,
+                 char **argv,
+                 struct globals *g,
+                 enum qraft_state *state,
+                 const char **cursor,
+                 uint32_t *limit)
+{
+    static const struct option opts[] = {
+        GLOBAL_LONG_OPTIONS,
+        {"json", no_argument, NULL, OPT_JSON},
+        {"state", required_argument, NULL, OPT_STATE},
+        {"limit", required_argument, NULL, OPT_LIMIT},
+        {"cursor", required_argument, NULL, OPT_CURSOR},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+    uint64_t v;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (global_option(opt, g)) {
+            continue;
+        }
+        switch (opt) {
+            case OPT_HELP:
+                fputs(usage, stdout);
+                return EXIT_OK;
+            case OPT_STATE:
+                if (!with_state || qraft_state_parse(optarg, state) != 0 ||
+                    *state == QRAFT_STATE_UNSPECIFIED) {
+                    return usage_error(cmd,
+                                       "--state '%s': expected queued, "
+                                       "pending, delivering, retrying, "
+                                       "delivered, dead_lettered or "
+                                       "cancelled",
+                                       optarg);
+                }
+                break;
+            case OPT_LIMIT:
+                if (parse_u64(optarg, UINT32_MAX, &v) != 0 || v == 0) {
+                    return usage_error(cmd, "--limit '%s': expected a count",
+                                       optarg);
+                }
+                *limit = (uint32_t)v;
+                break;
+            case OPT_CURSOR:
+                *cursor = optarg;
+                break;
+            default:
+                return usage_error(cmd, "bad option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind != argc) {
+        return usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    }
+    return -1;
+}
+
+int cmd_ls(int argc, char **argv, struct globals *g)
+{
+    enum qraft_state state = QRAFT_STATE_UNSPECIFIED;
+    const char *cursor = NULL;
+    uint32_t limit = 0;
+    int ex = list_options("ls", usage_ls, true, argc, argv, g, &state, &cursor,
+                          &limit);
+    if (ex != -1) {
+        return ex;
+    }
+    struct qraft_client *c = NULL;
+    ex = open_client("ls", g, &c);
+    if (ex != EXIT_OK) {
+        return ex;
+    }
+    struct qraft_message_list *l = NULL;
+    int rc = qraft_list(c, state, cursor, limit, &l);
+    ex = rc != 0 ? report("ls", c, rc) : print_list(l, "ls", g->json);
+    qraft_message_list_free(l);
+    qraft_client_free(c);
+    return ex;
+}
