@@ -37,6 +37,9 @@ static const char usage_main[] =
     "  status                  show the state of the node and cluster\n"
     "  keys [--rotate]         show (or rotate) the signing keys\n"
     "  group ...               URL groups: add, rm, delete, get, ls\n"
+    "  queue ...               queues: ls, get, set, pause, resume, rm\n"
+    "  schedule ...            cron schedules: ls, get, create, pause,\n"
+    "                          resume, rm\n"
     "  cluster add ID ADDR --rpc RPC\n"
     "                          add node ID (raft at ADDR) as a voter\n"
     "  cluster remove ID       remove node ID (it shuts down)\n"
@@ -473,11 +476,12 @@ int main(int argc, char **argv)
         const char *name;
         int (*run)(int argc, char **argv, struct globals *g);
     } commands[] = {
-        {"publish", cmd_publish}, {"get", cmd_get},
-        {"cancel", cmd_cancel},   {"ls", cmd_ls},
-        {"dlq", cmd_dlq},         {"status", cmd_status},
-        {"keys", cmd_keys},       {"cluster", cmd_cluster},
-        {"group", cmd_group},
+        {"publish", cmd_publish},   {"get", cmd_get},
+        {"cancel", cmd_cancel},     {"ls", cmd_ls},
+        {"dlq", cmd_dlq},           {"status", cmd_status},
+        {"keys", cmd_keys},         {"cluster", cmd_cluster},
+        {"group", cmd_group},       {"queue", cmd_queue},
+        {"schedule", cmd_schedule},
     };
     const char *name = argv[optind];
     if (strcmp(name, "help") == 0) {

@@ -73,6 +73,12 @@ enum {
     OPT_CACERT,
     OPT_CERT,
     OPT_KEY,
+    OPT_CRON,
+    OPT_ID,
+    OPT_PARALLELISM,
+    OPT_PAUSED,
+    OPT_YES,
+    OPT_DRY_RUN,
 };
 
 #define GLOBAL_LONG_OPTIONS                                \
@@ -85,6 +91,46 @@ enum {
     {                                                      \
         "help", no_argument, NULL, OPT_HELP                \
     }
+
+/* The options of a publish, also taken by schedule create. */
+#define PUBLISH_LONG_OPTIONS                                                  \
+    {"body", required_argument, NULL, OPT_BODY},                              \
+        {"header", required_argument, NULL, OPT_HEADER},                      \
+        {"method", required_argument, NULL, OPT_METHOD},                      \
+        {"retries", required_argument, NULL, OPT_RETRIES},                    \
+        {"retry-delay", required_argument, NULL, OPT_RETRY_DELAY},            \
+        {"delay", required_argument, NULL, OPT_DELAY},                        \
+        {"not-before", required_argument, NULL, OPT_NOT_BEFORE},              \
+        {"dedup-id", required_argument, NULL, OPT_DEDUP_ID},                  \
+        {"content-dedup", no_argument, NULL, OPT_CONTENT_DEDUP},              \
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},                    \
+        {"callback", required_argument, NULL, OPT_CALLBACK},                  \
+        {"failure-callback", required_argument, NULL, OPT_FAILURE_CALLBACK},  \
+        {"queue", required_argument, NULL, OPT_QUEUE},                        \
+        {"redact", required_argument, NULL, OPT_REDACT},                      \
+        {"strict", no_argument, NULL, OPT_STRICT},                            \
+        {"min-backoff", required_argument, NULL, OPT_MIN_BACKOFF},            \
+        {"max-backoff", required_argument, NULL, OPT_MAX_BACKOFF},            \
+        {"max-doublings", required_argument, NULL, OPT_MAX_DOUBLINGS},        \
+    {                                                                         \
+        "max-retry-duration", required_argument, NULL, OPT_MAX_RETRY_DURATION \
+    }
+
+/* A publish being built from options; the body is owned when read from a
+ * file or stdin (free with publish_args_fini). */
+struct publish_args {
+    struct qraft_publish p;
+    struct qraft_header *headers;
+    char *body; /* owned when read from a file or stdin */
+};
+
+/* Handles one publish option into a (cmd names the command in errors).
+ * Returns -1 when opt is not one, else EXIT_OK or a usage error's code. */
+int publish_option(const char *cmd,
+                   int opt,
+                   char **argv,
+                   struct publish_args *a);
+void publish_args_fini(struct publish_args *a);
 
 __attribute__((format(printf, 2, 3))) int usage_error(const char *cmd,
                                                       const char *fmt,
@@ -155,5 +201,7 @@ int cmd_group(int argc, char **argv, struct globals *g);
 int cmd_status(int argc, char **argv, struct globals *g);
 int cmd_cluster(int argc, char **argv, struct globals *g);
 int cmd_keys(int argc, char **argv, struct globals *g);
+int cmd_queue(int argc, char **argv, struct globals *g);
+int cmd_schedule(int argc, char **argv, struct globals *g);
 
 #endif

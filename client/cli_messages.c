@@ -206,12 +206,6 @@ static void print_message(const struct qraft_message *m)
     }
 }
 
-struct publish_args {
-    struct qraft_publish p;
-    struct qraft_header *headers;
-    char *body; /* owned when read from a file or stdin */
-};
-
 static int add_header(struct publish_args *a, char *spec)
 {
     char *colon = strchr(spec, ':');
@@ -271,150 +265,145 @@ static int set_body(struct publish_args *a, const char *arg)
     return EXIT_OK;
 }
 
+/* Handles one publish option into a (cmd names the command in errors).
+ * Returns -1 when opt is not one, else EXIT_OK or a usage error's code. */
+int publish_option(const char *cmd,
+                   int opt,
+                   char **argv,
+                   struct publish_args *a)
+{
+    uint64_t v;
+    switch (opt) {
+        case OPT_BODY:
+            return set_body(a, optarg);
+        case OPT_HEADER:
+            if (add_header(a, optarg) != 0) {
+                return usage_error(cmd, "--header '%s': expected 'Name: value'",
+                                   optarg);
+            }
+            return EXIT_OK;
+        case OPT_METHOD:
+            a->p.method = optarg;
+            return EXIT_OK;
+        case OPT_RETRIES:
+            if (parse_u64(optarg, UINT32_MAX, &v) != 0) {
+                return usage_error(cmd, "--retries '%s': expected a count",
+                                   optarg);
+            }
+            a->p.has_retries = true;
+            a->p.retries = (uint32_t)v;
+            return EXIT_OK;
+        case OPT_RETRY_DELAY:
+            a->p.retry_delay = optarg;
+            return EXIT_OK;
+        case OPT_DELAY:
+            if (parse_duration_ms(optarg, &a->p.delay_ms) != 0) {
+                return usage_error(cmd,
+                                   "--delay '%s': expected a duration "
+                                   "like 30s, 5m, 1h or 1d10h30m",
+                                   optarg);
+            }
+            return EXIT_OK;
+        case OPT_NOT_BEFORE:
+            if (parse_u64(optarg, UINT64_MAX / 1000, &v) != 0) {
+                return usage_error(cmd,
+                                   "--not-before '%s': expected unix "
+                                   "seconds",
+                                   optarg);
+            }
+            a->p.not_before_ms = v * 1000;
+            return EXIT_OK;
+        case OPT_DEDUP_ID:
+            a->p.dedup_id = optarg;
+            return EXIT_OK;
+        case OPT_CONTENT_DEDUP:
+            a->p.content_dedup = true;
+            return EXIT_OK;
+        case OPT_TIMEOUT:
+            if (parse_duration_ms(optarg, &a->p.timeout_ms) != 0) {
+                return usage_error(cmd,
+                                   "--timeout '%s': expected a duration "
+                                   "like 30s or 2m",
+                                   optarg);
+            }
+            return EXIT_OK;
+        case OPT_CALLBACK:
+            a->p.callback = optarg;
+            return EXIT_OK;
+        case OPT_FAILURE_CALLBACK:
+            a->p.failure_callback = optarg;
+            return EXIT_OK;
+        case OPT_QUEUE:
+            a->p.queue = optarg;
+            return EXIT_OK;
+        case OPT_REDACT:
+            a->p.redact = optarg;
+            return EXIT_OK;
+        case OPT_STRICT:
+            a->p.retry_options.strict = true;
+            return EXIT_OK;
+        case OPT_MIN_BACKOFF:
+        case OPT_MAX_BACKOFF:
+        case OPT_MAX_RETRY_DURATION:
+            if (parse_duration_ms(optarg, &v) != 0) {
+                return usage_error(cmd,
+                                   "%s '%s': expected a duration like 30s, "
+                                   "5m or 1h",
+                                   argv[optind - 1], optarg);
+            }
+            if (opt == OPT_MIN_BACKOFF) {
+                a->p.retry_options.min_backoff_ms = v;
+            } else if (opt == OPT_MAX_BACKOFF) {
+                a->p.retry_options.max_backoff_ms = v;
+            } else {
+                a->p.retry_options.max_retry_duration_ms = v;
+            }
+            return EXIT_OK;
+        case OPT_MAX_DOUBLINGS:
+            if (parse_u64(optarg, UINT32_MAX, &v) != 0) {
+                return usage_error(
+                    cmd, "--max-doublings '%s': expected a count", optarg);
+            }
+            a->p.retry_options.max_doublings = (uint32_t)v;
+            return EXIT_OK;
+        default:
+            return -1;
+    }
+}
+
+void publish_args_fini(struct publish_args *a)
+{
+    free(a->headers);
+    free(a->body);
+}
+
 int cmd_publish(int argc, char **argv, struct globals *g)
 {
     static const struct option opts[] = {
         GLOBAL_LONG_OPTIONS,
-        {"body", required_argument, NULL, OPT_BODY},
-        {"header", required_argument, NULL, OPT_HEADER},
-        {"method", required_argument, NULL, OPT_METHOD},
-        {"retries", required_argument, NULL, OPT_RETRIES},
-        {"retry-delay", required_argument, NULL, OPT_RETRY_DELAY},
-        {"delay", required_argument, NULL, OPT_DELAY},
-        {"not-before", required_argument, NULL, OPT_NOT_BEFORE},
-        {"dedup-id", required_argument, NULL, OPT_DEDUP_ID},
-        {"content-dedup", no_argument, NULL, OPT_CONTENT_DEDUP},
-        {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        {"callback", required_argument, NULL, OPT_CALLBACK},
-        {"failure-callback", required_argument, NULL, OPT_FAILURE_CALLBACK},
-        {"queue", required_argument, NULL, OPT_QUEUE},
-        {"redact", required_argument, NULL, OPT_REDACT},
-        {"strict", no_argument, NULL, OPT_STRICT},
-        {"min-backoff", required_argument, NULL, OPT_MIN_BACKOFF},
-        {"max-backoff", required_argument, NULL, OPT_MAX_BACKOFF},
-        {"max-doublings", required_argument, NULL, OPT_MAX_DOUBLINGS},
-        {"max-retry-duration", required_argument, NULL, OPT_MAX_RETRY_DURATION},
+        PUBLISH_LONG_OPTIONS,
+        {"json", no_argument, NULL, OPT_JSON},
         {NULL, 0, NULL, 0},
     };
     struct publish_args a;
     memset(&a, 0, sizeof a);
     int ex = EXIT_OK;
     int opt;
-    uint64_t v;
     while (ex == EXIT_OK &&
            (opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (global_option(opt, g)) {
             continue;
         }
-        switch (opt) {
-            case OPT_HELP:
-                fputs(usage_publish, stdout);
-                goto out;
-            case OPT_BODY:
-                ex = set_body(&a, optarg);
-                break;
-            case OPT_HEADER:
-                if (add_header(&a, optarg) != 0) {
-                    ex = usage_error("publish",
-                                     "--header '%s': expected 'Name: value'",
-                                     optarg);
-                }
-                break;
-            case OPT_METHOD:
-                a.p.method = optarg;
-                break;
-            case OPT_RETRIES:
-                if (parse_u64(optarg, UINT32_MAX, &v) != 0) {
-                    ex = usage_error(
-                        "publish", "--retries '%s': expected a count", optarg);
-                }
-                a.p.has_retries = true;
-                a.p.retries = (uint32_t)v;
-                break;
-            case OPT_RETRY_DELAY:
-                a.p.retry_delay = optarg;
-                break;
-            case OPT_DELAY:
-                if (parse_duration_ms(optarg, &a.p.delay_ms) != 0) {
-                    ex = usage_error("publish",
-                                     "--delay '%s': expected a duration "
-                                     "like 30s, 5m, 1h or 1d10h30m",
-                                     optarg);
-                }
-                break;
-            case OPT_NOT_BEFORE:
-                if (parse_u64(optarg, UINT64_MAX / 1000, &v) != 0) {
-                    ex = usage_error("publish",
-                                     "--not-before '%s': expected unix "
-                                     "seconds",
-                                     optarg);
-                }
-                a.p.not_before_ms = v * 1000;
-                break;
-            case OPT_DEDUP_ID:
-                a.p.dedup_id = optarg;
-                break;
-            case OPT_CONTENT_DEDUP:
-                a.p.content_dedup = true;
-                break;
-            case OPT_TIMEOUT:
-                if (parse_duration_ms(optarg, &a.p.timeout_ms) != 0) {
-                    ex = usage_error("publish",
-                                     "--timeout '%s': expected a duration "
-                                     "like 30s or 2m",
-                                     optarg);
-                }
-                break;
-            case OPT_CALLBACK:
-                a.p.callback = optarg;
-                break;
-            case OPT_FAILURE_CALLBACK:
-                a.p.failure_callback = optarg;
-                break;
-            case OPT_QUEUE:
-                a.p.queue = optarg;
-                break;
-            case OPT_REDACT:
-                a.p.redact = optarg;
-                break;
-            case OPT_STRICT:
-                a.p.retry_options.strict = true;
-                break;
-            case OPT_MIN_BACKOFF:
-            case OPT_MAX_BACKOFF:
-            case OPT_MAX_RETRY_DURATION:
-                if (parse_duration_ms(optarg, &v) != 0) {
-                    ex = usage_error("publish",
-                                     "%s '%s': expected a duration like 30s, "
-                                     "5m or 1h",
-                                     argv[optind - 1], optarg);
-                } else if (opt == OPT_MIN_BACKOFF) {
-                    a.p.retry_options.min_backoff_ms = v;
-                } else if (opt == OPT_MAX_BACKOFF) {
-                    a.p.retry_options.max_backoff_ms = v;
-                } else {
-                    a.p.retry_options.max_retry_duration_ms = v;
-                }
-                break;
-            case OPT_MAX_DOUBLINGS:
-                if (parse_u64(optarg, UINT32_MAX, &v) != 0) {
-                    ex = usage_error("publish",
-                                     "--max-doublings '%s': expected a count",
-                                     optarg);
-                }
-                a.p.retry_options.max_doublings = (uint32_t)v;
-                break;
-            default:
-                ex =
-                    usage_error("publish", "bad option '%s'", argv[optind - 1]);
-                break;
+        if (opt == OPT_HELP) {
+            fputs(usage_publish, stdout);
+            goto out;
+        }
+        ex = publish_option("publish", opt, argv, &a);
+        if (ex == -1) {
+            ex = usage_error("publish", "bad option '%s'", argv[optind - 1]);
         }
     }
     if (ex != EXIT_OK) {
-        goto out;
-    }
-    if (g->json) {
-        ex = usage_error("publish", "--json is for read commands");
         goto out;
     }
     if (argc - optind != 1) {
@@ -432,6 +421,11 @@ int cmd_publish(int argc, char **argv, struct globals *g)
     int rc = qraft_publish(c, &a.p, id, &dedup);
     if (rc != 0) {
         ex = report("publish", c, rc);
+    } else if (g->json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "id", jstr(id));
+        json_object_set_new(o, "deduplicated", json_boolean(dedup));
+        ex = print_json(o);
     } else {
         puts(id);
         if (dedup) {
@@ -441,8 +435,7 @@ int cmd_publish(int argc, char **argv, struct globals *g)
     }
     qraft_client_free(c);
 out:
-    free(a.headers);
-    free(a.body);
+    publish_args_fini(&a);
     return ex;
 }
 

@@ -95,6 +95,29 @@ char *qr_client_dup_str(const char *s, bool *oom);
 /* s, or "" for NULL (protobuf-c wants non-NULL strings). */
 char *qr_client_or_empty(const char *s);
 
+/* A PublishRequest that borrows from p, plus what it owns. */
+struct qr_client_publish_req {
+    Qraft__PublishRequest pr;
+    Qraft__RetryOptions retry_options;
+    Qraft__Header *headers;
+    Qraft__Header **header_ptrs;
+    char key[QRAFT_KEY_MAX];
+    bool generated_key;
+    Qraft__Redact redact;
+    char *redact_spec;   /* a copy of p->redact, cut into names */
+    char **redact_names; /* into redact_spec */
+};
+
+/* Builds r->pr from p, drawing an idempotency key when p has neither a
+ * key nor a dedup id; r borrows p's strings. On success free with
+ * qr_client_publish_req_fini; a failed init leaves nothing to free. */
+int qr_client_publish_req_init(struct qraft_client *c,
+                               const struct qraft_publish *p,
+                               struct qr_client_publish_req *r);
+void qr_client_publish_req_fini(struct qr_client_publish_req *r);
+/* The public state for a stored one (UNSPECIFIED when out of range). */
+enum qraft_state qr_client_to_state(Qraft__MessageState s);
+
 /* The connection, for the pipelined publishes only. */
 int qr_client_check_size(struct qraft_client *c, Qraft__Request *req);
 bool qr_client_conn_alive(struct qraft_client *c);

@@ -14,7 +14,7 @@
 /* ----------------------------------------------------------------------
  * Conversions to the public structs */
 
-static enum qraft_state to_state(Qraft__MessageState s)
+enum qraft_state qr_client_to_state(Qraft__MessageState s)
 {
     if ((int)s < 0 || (int)s >= QRAFT_N_STATES) {
         return QRAFT_STATE_UNSPECIFIED;
@@ -76,7 +76,7 @@ static int message_from_pb(const Qraft__Message *pm, struct qraft_message *m)
     }
     m->body[pm->body.len] = '\0';
     m->body_len = pm->body.len;
-    m->state = to_state(pm->state);
+    m->state = qr_client_to_state(pm->state);
     m->max_retries = pm->max_retries;
     m->retry_delay = qr_client_dup_str(pm->retry_delay, &oom);
     m->timeout_ms = pm->timeout_ms;
@@ -115,7 +115,7 @@ static int events_from_pb(Qraft__Event *const *pe,
     bool oom = false;
     for (size_t i = 0; i < n; i++) {
         m->events[i].time_ms = pe[i]->time_ms;
-        m->events[i].state = to_state(pe[i]->state);
+        m->events[i].state = qr_client_to_state(pe[i]->state);
         m->events[i].attempt = pe[i]->attempt;
         m->events[i].detail = qr_client_dup_str(pe[i]->detail, &oom);
     }

@@ -15,20 +15,7 @@
 /* ----------------------------------------------------------------------
  * Publish */
 
-/* A PublishRequest that borrows from p, plus what it owns. */
-struct publish_req {
-    Qraft__PublishRequest pr;
-    Qraft__RetryOptions retry_options;
-    Qraft__Header *headers;
-    Qraft__Header **header_ptrs;
-    char key[QRAFT_KEY_MAX];
-    bool generated_key;
-    Qraft__Redact redact;
-    char *redact_spec;   /* a copy of p->redact, cut into names */
-    char **redact_names; /* into redact_spec */
-};
-
-static void publish_req_fini(struct publish_req *r)
+void qr_client_publish_req_fini(struct qr_client_publish_req *r)
 {
     free(r->headers);
     free(r->header_ptrs);
@@ -53,7 +40,7 @@ static char *trim(char *s)
  * checks the names. */
 static int parse_redact(struct qraft_client *c,
                         const char *spec,
-                        struct publish_req *r)
+                        struct qr_client_publish_req *r)
 {
     size_t n_items = 1;
     for (const char *q = spec; *q; q++) {
@@ -93,9 +80,9 @@ static int parse_redact(struct qraft_client *c,
     return 0;
 }
 
-static int publish_req_init(struct qraft_client *c,
-                            const struct qraft_publish *p,
-                            struct publish_req *r)
+int qr_client_publish_req_init(struct qraft_client *c,
+                               const struct qraft_publish *p,
+                               struct qr_client_publish_req *r)
 {
     memset(r, 0, sizeof *r);
     qraft__publish_request__init(&r->pr);
@@ -134,7 +121,7 @@ static int publish_req_init(struct qraft_client *c,
         r->headers = calloc(p->n_headers, sizeof *r->headers);
         r->header_ptrs = calloc(p->n_headers, sizeof *r->header_ptrs);
         if (r->headers == NULL || r->header_ptrs == NULL) {
-            publish_req_fini(r);
+            qr_client_publish_req_fini(r);
             return qr_client_fail(c, QRAFT_ENOMEM, "out of memory for headers");
         }
     }
@@ -147,7 +134,7 @@ static int publish_req_init(struct qraft_client *c,
     if (p->redact != NULL) {
         int rc = parse_redact(c, p->redact, r);
         if (rc != 0) {
-            publish_req_fini(r);
+            qr_client_publish_req_fini(r);
             return rc;
         }
         r->pr.redact = &r->redact;
@@ -209,8 +196,8 @@ int qraft_publish(struct qraft_client *c,
                   char id[QRAFT_ID_MAX],
                   bool *deduplicated)
 {
-    struct publish_req r;
-    int rc = publish_req_init(c, p, &r);
+    struct qr_client_publish_req r;
+    int rc = qr_client_publish_req_init(c, p, &r);
     if (rc != 0) {
         return rc;
     }
@@ -232,7 +219,7 @@ int qraft_publish(struct qraft_client *c,
     }
     qraft__response__free_unpacked(resp, NULL);
 out:
-    publish_req_fini(&r);
+    qr_client_publish_req_fini(&r);
     return rc;
 }
 
@@ -258,8 +245,8 @@ int qraft_publish_send(struct qraft_client *c,
         c->pend = pend;
         c->cap_pend = cap;
     }
-    struct publish_req r;
-    int rc = publish_req_init(c, p, &r);
+    struct qr_client_publish_req r;
+    int rc = qr_client_publish_req_init(c, p, &r);
     if (rc != 0) {
         return rc;
     }
@@ -295,7 +282,7 @@ int qraft_publish_send(struct qraft_client *c,
     memcpy(pe->key, r.key, sizeof pe->key);
     *ticket = req.id;
 out:
-    publish_req_fini(&r);
+    qr_client_publish_req_fini(&r);
     return rc;
 }
 

@@ -503,6 +503,109 @@ int qraft_group_list(struct qraft_client *c,
 void qraft_groups_free(struct qraft_group *groups, size_t n);
 
 /* ----------------------------------------------------------------------
+ * Queues: named FIFOs; a message published with `queue` waits as QUEUED
+ * until one of the queue's `parallelism` slots frees up. */
+
+struct qraft_queue {
+    char *name;
+    uint32_t parallelism; /* messages delivered at once */
+    bool paused;          /* holds its messages back while true */
+    uint32_t active;      /* messages holding a slot now */
+    uint64_t waiting;     /* QUEUED messages in it (the API's "lag") */
+    uint64_t created_ms;
+    uint64_t updated_ms;
+};
+
+/* Creates queue `name` or changes it: parallelism (0: 1; at most the
+ * leader's --max-queue-parallelism) and paused. If out is not NULL, *out is
+ * new (the queue as stored; free with qraft_queues_free(*out, 1)).
+ * Repeated after an ambiguous failure (the same upsert twice leaves the
+ * same queue). */
+int qraft_queue_upsert(struct qraft_client *c,
+                       const char *name,
+                       uint32_t parallelism,
+                       bool paused,
+                       struct qraft_queue **out);
+
+/* Reads one queue (*out new; free with qraft_queues_free(*out, 1)), or
+ * every queue by name (*out an array of *n; free with qraft_queues_free).
+ * QRAFT_ENOTFOUND: no such queue. */
+int qraft_queue_get(struct qraft_client *c,
+                    const char *name,
+                    struct qraft_queue **out);
+int qraft_queue_list(struct qraft_client *c,
+                     struct qraft_queue **out,
+                     size_t *n);
+void qraft_queues_free(struct qraft_queue *queues, size_t n);
+
+/* Pauses (paused true) or resumes a queue. QRAFT_ENOTFOUND: no such
+ * queue. Repeated after an ambiguous failure. */
+int qraft_queue_pause(struct qraft_client *c, const char *name, bool paused);
+
+/* Deletes a queue; its waiting messages are cancelled by the server.
+ * QRAFT_ENOTFOUND: no such queue. Repeated after an ambiguous failure (a
+ * repeat may then answer QRAFT_ENOTFOUND). */
+int qraft_queue_delete(struct qraft_client *c, const char *name);
+
+/* ----------------------------------------------------------------------
+ * Schedules: a cron expression (5 fields, "CRON_TZ=Zone " allowed in
+ * front) that publishes a message on each tick. */
+
+/* A message one tick created, with its state when the schedule was read. */
+struct qraft_schedule_fired {
+    char *message_id;
+    enum qraft_state state;
+};
+
+struct qraft_schedule {
+    char *id;
+    char *cron;
+    char *url; /* what each tick publishes */
+    char *method;
+    char *queue; /* "" when none */
+    uint8_t *body;
+    size_t body_len;
+    bool paused;
+    uint64_t created_ms;
+    uint64_t updated_ms;
+    uint64_t last_slot_ms; /* the last tick fired, 0: none yet */
+    uint64_t next_slot_ms; /* the next tick, 0: unknown or paused */
+    struct qraft_schedule_fired *last_fired; /* the last tick's messages */
+    size_t n_last_fired;
+};
+
+/* Creates (id NULL or "": the leader names it scd_...) or replaces schedule
+ * `id`, which publishes p on every tick of cron. p's dedup_id,
+ * content_dedup, idempotency_key and not_before_ms dedup the creation, not
+ * each tick. Writes the schedule's id to id_out. Repeated after an
+ * ambiguous failure: the idempotency key makes a repeat the same
+ * creation. */
+int qraft_schedule_create(struct qraft_client *c,
+                          const char *id,
+                          const char *cron,
+                          const struct qraft_publish *p,
+                          char id_out[QRAFT_ID_MAX]);
+
+/* Reads one schedule (*out new; free with qraft_schedules_free(*out, 1))
+ * or every schedule by id (an array of *n). QRAFT_ENOTFOUND: no such
+ * schedule. */
+int qraft_schedule_get(struct qraft_client *c,
+                       const char *id,
+                       struct qraft_schedule **out);
+int qraft_schedule_list(struct qraft_client *c,
+                        struct qraft_schedule **out,
+                        size_t *n);
+void qraft_schedules_free(struct qraft_schedule *schedules, size_t n);
+
+/* Pauses (paused true) or resumes a schedule: a paused one skips its
+ * ticks. QRAFT_ENOTFOUND: no such schedule. */
+int qraft_schedule_pause(struct qraft_client *c, const char *id, bool paused);
+
+/* Deletes a schedule (messages it already created stay). QRAFT_ENOTFOUND:
+ * no such schedule. */
+int qraft_schedule_delete(struct qraft_client *c, const char *id);
+
+/* ----------------------------------------------------------------------
  * Cluster status, as seen by the node the client is connected to. */
 
 struct qraft_node_status {
