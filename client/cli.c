@@ -29,7 +29,9 @@ static const char usage_main[] =
     "commands:\n"
     "  publish URL [OPTIONS]   publish a message; prints its id\n"
     "  get ID                  show a message, its state and history\n"
-    "  cancel ID               cancel a message before delivery\n"
+    "  cancel ID | FILTERS     cancel a message (or every match) before\n"
+    "                          delivery\n"
+    "  logs [FILTERS]          the message log; --follow tails it\n"
     "  ls                      list messages\n"
     "  dlq ls                  list the dead-letter queue\n"
     "  dlq replay ID...        requeue dead letters (or --all, a filter)\n"
@@ -481,7 +483,7 @@ int main(int argc, char **argv)
         {"dlq", cmd_dlq},           {"status", cmd_status},
         {"keys", cmd_keys},         {"cluster", cmd_cluster},
         {"group", cmd_group},       {"queue", cmd_queue},
-        {"schedule", cmd_schedule},
+        {"schedule", cmd_schedule}, {"logs", cmd_logs},
     };
     const char *name = argv[optind];
     if (strcmp(name, "help") == 0) {

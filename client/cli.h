@@ -79,6 +79,18 @@ enum {
     OPT_PAUSED,
     OPT_YES,
     OPT_DRY_RUN,
+    OPT_URL,
+    OPT_HOST,
+    OPT_PATH,
+    OPT_GROUP,
+    OPT_SCHEDULE,
+    OPT_LABEL,
+    OPT_FLOW_KEY,
+    OPT_CALLER_IP,
+    OPT_STATUS,
+    OPT_RUN,
+    OPT_OLDEST_FIRST,
+    OPT_FOLLOW,
 };
 
 #define GLOBAL_LONG_OPTIONS                                \
@@ -163,6 +175,12 @@ int simple_options(const char *cmd,
 int parse_duration_ms(const char *s, uint64_t *out);
 /* A decimal number up to max. */
 int parse_u64(const char *s, uint64_t max, uint64_t *out);
+/* A point in time: unix seconds, or a duration ago ("1h"); unix ms. */
+int parse_time_ms(const char *s, uint64_t *out);
+/* Asks "what?" on a terminal unless yes ("delete 3 dead letters");
+ * without a terminal, refuses (a usage error naming --yes). False, with
+ * *ex the exit code, when not confirmed. */
+bool confirm(const char *cmd, const char *what, bool yes, int *ex);
 /* Reads all of f into a new buffer (free with free). */
 int read_all(FILE *f, char **out, size_t *len_out);
 
@@ -195,6 +213,7 @@ int list_options(const char *cmd,
 int cmd_publish(int argc, char **argv, struct globals *g);
 int cmd_get(int argc, char **argv, struct globals *g);
 int cmd_cancel(int argc, char **argv, struct globals *g);
+int cmd_logs(int argc, char **argv, struct globals *g);
 int cmd_ls(int argc, char **argv, struct globals *g);
 int cmd_dlq(int argc, char **argv, struct globals *g);
 int cmd_group(int argc, char **argv, struct globals *g);

@@ -52,11 +52,6 @@ static const char usage_get[] =
     "last\n"
     "error and history. Exits 3 when the id is unknown.\n";
 
-static const char usage_cancel[] =
-    "usage: qraft cancel ID\n"
-    "\n"
-    "Cancels a message that has not been delivered yet.\n";
-
 static const char usage_ls[] =
     "usage: qraft ls [--state S] [--limit N] [--cursor C] [--json]\n"
     "\n"
@@ -465,28 +460,6 @@ int cmd_get(int argc, char **argv, struct globals *g)
         print_message(m);
     }
     qraft_message_free(m);
-    qraft_client_free(c);
-    return ex;
-}
-
-int cmd_cancel(int argc, char **argv, struct globals *g)
-{
-    int ex = simple_options("cancel", usage_cancel, false, argc, argv, g);
-    if (ex != -1) {
-        return ex;
-    }
-    if (argc - optind != 1) {
-        return usage_error("cancel", "expected one message id");
-    }
-    struct qraft_client *c = NULL;
-    ex = open_client("cancel", g, &c);
-    if (ex != EXIT_OK) {
-        return ex;
-    }
-    int rc = qraft_cancel(c, argv[optind]);
-    if (rc != 0) {
-        ex = report("cancel", c, rc);
-    }
     qraft_client_free(c);
     return ex;
 }

@@ -118,6 +118,12 @@ void qr_client_publish_req_fini(struct qr_client_publish_req *r);
 /* The public state for a stored one (UNSPECIFIED when out of range). */
 enum qraft_state qr_client_to_state(Qraft__MessageState s);
 
+/* A new qraft_bulk (free with qraft_bulk_free) from a bulk answer's
+ * items, in their order. */
+int qr_client_bulk_from_items(struct qraft_client *c,
+                              Qraft__ItemResult *const *items,
+                              size_t n,
+                              struct qraft_bulk **out);
 /* The connection, for the pipelined publishes only. */
 int qr_client_check_size(struct qraft_client *c, Qraft__Request *req);
 bool qr_client_conn_alive(struct qraft_client *c);

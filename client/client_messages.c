@@ -421,6 +421,36 @@ void qraft_bulk_free(struct qraft_bulk *b)
     free(b);
 }
 
+int qr_client_bulk_from_items(struct qraft_client *c,
+                              Qraft__ItemResult *const *items,
+                              size_t n,
+                              struct qraft_bulk **out)
+{
+    struct qraft_bulk *b = calloc(1, sizeof *b);
+    bool oom = b == NULL;
+    if (!oom && n > 0) {
+        b->ids = calloc(n, sizeof *b->ids);
+        b->results = calloc(n, sizeof *b->results);
+        oom = b->ids == NULL || b->results == NULL;
+    }
+    for (size_t i = 0; !oom && i < n; i++) {
+        const Qraft__ItemResult *r = items[i];
+        b->ids[i] = qr_client_dup_str(r->message_id, &oom);
+        b->results[i].rc = qr_client_status_code(r->status);
+        snprintf(
+            b->results[i].error, sizeof b->results[i].error, "%s",
+            r->error[0] != '\0' ? r->error : qraft_strerror(b->results[i].rc));
+        b->n = i + 1;
+    }
+    if (oom) {
+        qraft_bulk_free(b);
+        return qr_client_fail(c, QRAFT_ENOMEM,
+                              "out of memory for a bulk result");
+    }
+    *out = b;
+    return 0;
+}
+
 int qraft_dlq_replay_matching(struct qraft_client *c,
                               const struct qraft_dlq_filter *f,
                               struct qraft_bulk **out)
@@ -447,29 +477,8 @@ int qraft_dlq_replay_matching(struct qraft_client *c,
     if (rc != 0) {
         return rc;
     }
-    const Qraft__BulkResponse *bulk = resp->bulk;
-    struct qraft_bulk *b = calloc(1, sizeof *b);
-    bool oom = b == NULL;
-    if (!oom && bulk->n_results > 0) {
-        b->ids = calloc(bulk->n_results, sizeof *b->ids);
-        b->results = calloc(bulk->n_results, sizeof *b->results);
-        oom = b->ids == NULL || b->results == NULL;
-    }
-    for (size_t i = 0; !oom && i < bulk->n_results; i++) {
-        const Qraft__ItemResult *r = bulk->results[i];
-        b->ids[i] = qr_client_dup_str(r->message_id, &oom);
-        b->results[i].rc = qr_client_status_code(r->status);
-        snprintf(
-            b->results[i].error, sizeof b->results[i].error, "%s",
-            r->error[0] != '\0' ? r->error : qraft_strerror(b->results[i].rc));
-        b->n = i + 1;
-    }
+    rc = qr_client_bulk_from_items(c, resp->bulk->results,
+                                   resp->bulk->n_results, out);
     qraft__response__free_unpacked(resp, NULL);
-    if (oom) {
-        qraft_bulk_free(b);
-        return qr_client_fail(c, QRAFT_ENOMEM,
-                              "out of memory for a bulk result");
-    }
-    *out = b;
-    return 0;
+    return rc;
 }

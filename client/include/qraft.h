@@ -403,6 +403,78 @@ int qraft_dlq_replay_matching(struct qraft_client *c,
 void qraft_bulk_free(struct qraft_bulk *b);
 
 /* ----------------------------------------------------------------------
+ * Filters, logs and bulk cancel: the message filter the REST API's logs,
+ * DLQ and bulk cancel routes take (docs/api.md 5.5), one value a field. */
+
+/* Which messages: those that match every field set (NULL, 0: unset). */
+struct qraft_filter {
+    const char *message_id;
+    const char *url;              /* the destination, exactly */
+    const char *url_prefix;       /* the destination starts with this */
+    const char *host;             /* host or host:port of the destination */
+    const char *path;             /* path of the destination, no query */
+    const char *group;            /* URL group (topic) name */
+    const char *queue;            /* queue name */
+    const char *schedule_id;      /* created by this schedule */
+    const char *label;            /* carries this label */
+    const char *flow_control_key; /* of this flow control key */
+    const char *caller_ip;        /* published from this address */
+    const char *category;         /* last error category or its cause */
+    const char *workflow_run_id;  /* of this workflow run */
+    int32_t response_status;      /* the last attempt's HTTP status */
+    uint64_t from_ms;             /* at or after (unix ms) */
+    uint64_t to_ms;               /* at or before (unix ms) */
+};
+
+/* One log entry: a message's event seen as one QStash log state. */
+struct qraft_log_entry {
+    char *message_id;
+    uint64_t time_ms;
+    /* CREATED, ACTIVE, DELIVERED, ERROR, RETRY, FAILED, CANCEL_REQUESTED,
+     * CANCELLED */
+    char *state;
+    uint32_t attempt;
+    char *detail;
+    char *url; /* the message's destination ("" when it was pruned) */
+};
+
+struct qraft_log_page {
+    struct qraft_log_entry *entries;
+    size_t n_entries;
+    char *cursor; /* pass to the next call; "" on the last page */
+};
+
+/* The log states qraft_logs takes ("CREATED", ...; case-insensitive).
+ * Returns 0 when `name` is one of them, else QRAFT_EINVAL. */
+int qraft_log_state_check(const char *name);
+
+/* One page of the message log (the stored events) that match f (NULL:
+ * every message) and, when n_states > 0, are in one of states (names of
+ * qraft_log_state_check); newest first unless oldest_first; from cursor
+ * (NULL or "": the start; also a bare unix ms); at most limit entries (0:
+ * 100; the server caps it at 1000). Served by the node asked. On success
+ * *out is new; free with qraft_log_page_free. */
+int qraft_logs(struct qraft_client *c,
+               const struct qraft_filter *f,
+               const char *const *states,
+               size_t n_states,
+               const char *cursor,
+               uint32_t limit,
+               bool oldest_first,
+               struct qraft_log_page **out);
+void qraft_log_page_free(struct qraft_log_page *p);
+
+/* Cancels the messages not yet delivered that match f (at least one field
+ * set), at most limit (0: 1000) per call: call again while it returns a
+ * non-empty list. On success *out is new (free with qraft_bulk_free): each
+ * id with its result. Retried like qraft_cancel (cancelling twice leaves
+ * the same state). */
+int qraft_cancel_matching(struct qraft_client *c,
+                          const struct qraft_filter *f,
+                          uint32_t limit,
+                          struct qraft_bulk **out);
+
+/* ----------------------------------------------------------------------
  * Membership, done by the leader, one change at a time (QRAFT_ECONFLICT
  * while another runs). None is repeated after an ambiguous failure: the
  * call returns QRAFT_EUNKNOWN and qraft_status tells what happened. */

@@ -4,7 +4,11 @@ filter, and --json on writes. Each command: the happy path (what a user
 reads, the exit code) and one error."""
 
 import json
+import signal
+import subprocess
+import threading
 import unittest
+import uuid
 
 import qraft_harness as qh
 
@@ -101,8 +105,8 @@ class CliTest(unittest.TestCase):
     def test_schedule_errors(self):
         self.assert_fails(EXIT_USAGE, ("schedule", "create", DEST),
                           "needs --cron")
-        _, err = self.assert_fails(1, ("schedule", "create", DEST, "--cron",
-                                       "not a cron"), "cron")
+        self.assert_fails(1, ("schedule", "create", DEST, "--cron",
+                              "not a cron"), "cron")
         self.assert_fails(EXIT_NOTFOUND, ("schedule", "rm", "scd_nope"),
                           "not found")
 
@@ -118,6 +122,94 @@ class CliTest(unittest.TestCase):
                               got["id"])
         self.assertEqual((third["id"], third["deduplicated"]),
                          (again["id"], True))
+
+    # Logs and cancel by filter.
+    def publish(self, url, n=1):
+        ids = []
+        for _ in range(n):
+            _, out, _ = self.cli("publish", url, "--delay", "1h")
+            ids.append(out.strip())
+        return ids
+
+    def test_logs_filters(self):
+        url = f"http://127.0.0.1:9/logs-{uuid.uuid4().hex}"
+        ids = self.publish(url, 2)
+        got = self.cli_json("logs", "--url", url, "--since", "10m")
+        self.assertEqual(
+            sorted((e["message_id"], e["state"]) for e in got["entries"]),
+            sorted((i, "CREATED") for i in ids),
+        )
+        _, out, _ = self.cli("logs", "--url", url, "--limit", "1")
+        self.assertRegex(out, rf"(?m)^\S+Z\s+CREATED\s+{ids[1]}\s+0\s+{url}")
+        self.assertNotIn(ids[0], out, "newest first, one entry")
+        _, out, _ = self.cli("logs", "--url", url, "--state", "CANCELLED")
+        self.assertEqual(out.count("\n"), 1, "only the header: none cancelled")
+
+    def test_logs_errors(self):
+        self.assert_fails(EXIT_USAGE, ("logs", "--state", "LOST"),
+                          "--state 'LOST': expected CREATED")
+        self.assert_fails(EXIT_USAGE, ("logs", "--since", "yesterday"),
+                          "--since 'yesterday': expected unix seconds or a "
+                          "duration")
+        self.assert_fails(EXIT_USAGE, ("logs", "--colour", "red"),
+                          "bad option '--colour'")
+
+    def test_logs_follow(self):
+        url = f"http://127.0.0.1:9/follow-{uuid.uuid4().hex}"
+        n = self.node
+        proc = subprocess.Popen(
+            [qh.binary("qraft"), "--endpoints", n.endpoints, "--token",
+             n.token, "logs", "--follow", "--json", "--url", url],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(proc.kill)
+        lines = []
+        reader = threading.Thread(
+            target=lambda: lines.extend(iter(proc.stdout.readline, "")),
+            daemon=True)
+        reader.start()
+        ids = []
+
+        def followed():
+            # Publish until the follower shows one (it may start after the
+            # first publish, which it then prints from its first page).
+            if not ids:
+                ids.extend(self.publish(url))
+            return any(ids[0] in line for line in list(lines))
+
+        qh.wait_until(followed, 10, "logs --follow prints a new publish")
+        ids.extend(self.publish(url))
+        qh.wait_until(lambda: any(ids[1] in l for l in list(lines)), 10,
+                      "logs --follow prints the next publish")
+        proc.send_signal(signal.SIGINT)
+        self.assertEqual(proc.wait(10), 0, "interrupted: exit 0")
+        reader.join(5)
+        proc.stdout.close()
+        proc.stderr.close()
+        entries = [json.loads(l) for l in lines]
+        self.assertEqual([e["message_id"] for e in entries], ids,
+                         "each entry once, oldest first")
+
+    def test_cancel_by_filter(self):
+        url = f"http://127.0.0.1:9/cancel-{uuid.uuid4().hex}"
+        ids = self.publish(url, 3)
+        keep = self.publish(url + "-other")[0]
+        # Not a terminal: refuses without --yes, and cancels nothing.
+        self.assert_fails(EXIT_USAGE, ("cancel", "--url", url), "add --yes")
+        self.assert_fails(EXIT_USAGE, ("cancel", "--url", url, "--dry-run"),
+                          "--dry-run is not supported")
+        _, out, err = self.cli("cancel", "--url", url, "--yes")
+        self.assertEqual(sorted(out.split()), sorted(ids))
+        self.assertIn("cancelled 3 messages", err)
+        for mid in ids:
+            self.assertEqual(self.cli_json("get", mid)["state"], "cancelled")
+        self.assertNotEqual(self.cli_json("get", keep)["state"], "cancelled")
+        got = self.cli_json("cancel", "--url", url, "--yes")
+        self.assertEqual((got["count"], got["cancelled"]), (0, []))
+        # One id, --json.
+        self.assertEqual(self.cli_json("cancel", keep),
+                         {"id": keep, "done": "cancelled"})
+        self.assert_fails(EXIT_USAGE, ("cancel", keep, "--url", url),
+                          "not both")
 
 
 if __name__ == "__main__":
