@@ -35,7 +35,7 @@ static const char usage_main[] =
     "  ls                      list messages\n"
     "  dlq ls                  list the dead-letter queue\n"
     "  dlq replay ID...        requeue dead letters (or --all, a filter)\n"
-    "  dlq rm ID...            delete dead letters\n"
+    "  dlq rm ID...            delete dead letters (or a filter)\n"
     "  status                  show the state of the node and cluster\n"
     "  keys [--rotate]         show (or rotate) the signing keys\n"
     "  group ...               URL groups: add, rm, delete, get, ls\n"

@@ -324,6 +324,56 @@ static void print_status(const struct qraft_status *s)
     }
 }
 
+/* cluster transfer: says so when id already leads or is not a node, and
+ * when a lone voter has nobody to hand leadership to. */
+static int cluster_transfer(struct qraft_client *c, uint64_t id)
+{
+    const char *cmd = "cluster transfer";
+    struct qraft_status *s = NULL;
+    size_t n_voters = 0;
+    bool known = false;
+    if (qraft_status(c, &s) == 0) {
+        for (size_t i = 0; i < s->n_nodes; i++) {
+            n_voters += strcmp(s->nodes[i].role, "voter") == 0;
+            known = known || s->nodes[i].id == id;
+        }
+        if (id != 0 && id == s->leader_id) {
+            printf("node %" PRIu64 " is already the leader\n", id);
+            qraft_status_free(s);
+            return EXIT_OK;
+        }
+        if (id != 0 && s->n_nodes > 0 && !known) {
+            char ids[256] = "";
+            size_t off = 0;
+            for (size_t i = 0; i < s->n_nodes && off < sizeof ids; i++) {
+                int k = snprintf(ids + off, sizeof ids - off, "%s%" PRIu64,
+                                 i > 0 ? ", " : "", s->nodes[i].id);
+                off += k > 0 ? (size_t)k : 0;
+            }
+            fprintf(stderr,
+                    "qraft: %s: there is no node %" PRIu64
+                    " in the cluster (its nodes: %s)\n",
+                    cmd, id, ids);
+            qraft_status_free(s);
+            return EXIT_ERROR;
+        }
+    }
+    int rc = qraft_cluster_transfer(c, id);
+    int ex = EXIT_OK;
+    if (rc != 0 && id == 0 && s != NULL && n_voters <= 1) {
+        fprintf(stderr,
+                "qraft: %s: node %" PRIu64
+                " is the only voter: there is no other node to hand "
+                "leadership to\n",
+                cmd, s->leader_id);
+        ex = EXIT_ERROR;
+    } else if (rc != 0) {
+        ex = report(cmd, c, rc);
+    }
+    qraft_status_free(s);
+    return ex;
+}
+
 int cmd_cluster(int argc, char **argv, struct globals *g)
 {
     if (argc < 2) {
@@ -385,9 +435,13 @@ int cmd_cluster(int argc, char **argv, struct globals *g)
     if (ex != EXIT_OK) {
         return ex;
     }
-    int rc = add      ? qraft_cluster_add(c, id, args[1], rpc_addr)
-             : remove ? qraft_cluster_remove(c, id)
-                      : qraft_cluster_transfer(c, id);
+    if (transfer) {
+        ex = cluster_transfer(c, id);
+        qraft_client_free(c);
+        return ex;
+    }
+    int rc = add ? qraft_cluster_add(c, id, args[1], rpc_addr)
+                 : qraft_cluster_remove(c, id);
     if (rc != 0) {
         ex = report(cmd, c, rc);
     }

@@ -1,12 +1,13 @@
-/* qraft dlq ls|replay|rm: the dead-letter queue (cli.h). A replay by
- * filter takes only letters dead before it started, so a message that
- * fails again is never replayed twice by one command. */
-#include <errno.h>
+/* qraft dlq ls|replay|rm: the dead-letter queue (cli.h). ls, replay and rm
+ * take one filter (--all, --url PREFIX, --category, --since, --until); a
+ * bulk replay or delete asks for confirmation on a terminal (--yes skips
+ * it, and is required without one), --dry-run counts instead, and the
+ * count is printed when done. A replay by filter takes only letters dead
+ * before it started, so a message that fails again is never replayed twice
+ * by one command. */
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,28 +16,159 @@
 #include "cli.h"
 
 static const char usage_dlq[] =
-    "usage: qraft dlq ls [--limit N] [--cursor C] [--json]\n"
-    "       qraft dlq replay ID...\n"
-    "       qraft dlq replay --all | [--url PREFIX] [--category C]\n"
-    "                        [--since UNIX_S] [--until UNIX_S]\n"
-    "       qraft dlq rm ID...\n"
+    "usage: qraft dlq ls [FILTER] [--limit N] [--cursor C] [--json]\n"
+    "       qraft dlq replay ID... | FILTER [--yes] [--dry-run] [--json]\n"
+    "       qraft dlq rm ID... | FILTER [--yes] [--dry-run] [--json]\n"
     "\n"
-    "Lists the dead-letter queue (oldest first), requeues dead letters\n"
-    "with a fresh attempt budget (the same ids), or deletes them.\n"
-    "With a filter, replay takes every dead letter that matches all given\n"
-    "fields (destination prefix, error category such as server_error or\n"
-    "client_error, dead-lettered in [since, until)) and prints each id\n"
-    "it replayed.\n";
+    "Lists the dead-letter queue (oldest first: when, the last HTTP status,\n"
+    "the reason), requeues dead letters with a fresh attempt budget (the\n"
+    "same ids), or deletes them (remove and delete are aliases of rm).\n"
+    "FILTER: --all, or any of --url PREFIX (destination prefix), --category\n"
+    "C (client_error, non_retryable, budget_exhausted, destination_refused,\n"
+    "or a cause: connect, timeout, throttled, server_error), --since TIME,\n"
+    "--until TIME (dead-lettered in [since, until); unix seconds or a\n"
+    "duration ago: 90s, 1h, 2d). replay and rm print each id done and the\n"
+    "count on stderr. By filter or for more than one id they ask first on a\n"
+    "terminal; --yes skips that and is required when stdin is not one.\n"
+    "--dry-run prints how many dead letters a filter takes and does\n"
+    "nothing.\n"
+    "\n"
+    "example:\n"
+    "  qraft dlq ls --category server_error --since 1h\n"
+    "  qraft dlq replay --url https://api.example.com/ --since 1d --yes\n"
+    "  qraft dlq rm msg_01a20717539c00037e994b6a\n";
+
+/* The error categories and causes a filter may name. */
+static const char *const categories[] = {
+    "client_error", "non_retryable", "budget_exhausted", "destination_refused",
+    "connect",      "timeout",       "throttled",        "server_error",
+};
+
+static bool known_category(const char *s)
+{
+    for (size_t i = 0; i < sizeof categories / sizeof categories[0]; i++) {
+        if (strcmp(s, categories[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+struct dlq_args {
+    struct qraft_dlq_filter f;
+    bool filtered;
+    bool yes;
+    bool dry_run;
+    const char *cursor;
+    uint32_t limit;
+};
+
+/* Options of every dlq subcommand; ls takes --limit and --cursor, the
+ * others --yes and --dry-run. Returns -1 to go on, else an exit code. */
+static int dlq_options(const char *cmd,
+                       bool ls,
+                       int argc,
+                       char **argv,
+                       struct globals *g,
+                       struct dlq_args *a)
+{
+    static const struct option opts[] = {
+        GLOBAL_LONG_OPTIONS,
+        {"json", no_argument, NULL, OPT_JSON},
+        {"all", no_argument, NULL, OPT_ALL},
+        {"url", required_argument, NULL, OPT_URL_PREFIX},
+        {"category", required_argument, NULL, OPT_CATEGORY},
+        {"since", required_argument, NULL, OPT_SINCE},
+        {"until", required_argument, NULL, OPT_UNTIL},
+        {"yes", no_argument, NULL, OPT_YES},
+        {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+        {"limit", required_argument, NULL, OPT_LIMIT},
+        {"cursor", required_argument, NULL, OPT_CURSOR},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+    uint64_t v;
+    while ((opt = getopt_long(argc, argv, "y", opts, NULL)) != -1) {
+        if (opt == OPT_HELP) {
+            fputs(usage_dlq, stdout);
+            return EXIT_OK;
+        }
+        if (global_option(opt, g)) {
+            continue;
+        }
+        bool ls_only = opt == OPT_LIMIT || opt == OPT_CURSOR;
+        bool bulk_only = opt == OPT_YES || opt == 'y' || opt == OPT_DRY_RUN;
+        if (opt == '?' || (ls && bulk_only) || (!ls && ls_only)) {
+            return usage_error(cmd, "bad option '%s'", argv[optind - 1]);
+        }
+        switch (opt) {
+            case OPT_ALL:
+                a->f.all = true;
+                break;
+            case OPT_URL_PREFIX:
+                a->f.url_prefix = optarg;
+                break;
+            case OPT_CATEGORY:
+                if (!known_category(optarg)) {
+                    return usage_error(cmd,
+                                       "--category '%s': expected "
+                                       "client_error, non_retryable, "
+                                       "budget_exhausted, destination_refused, "
+                                       "connect, timeout, throttled or "
+                                       "server_error",
+                                       optarg);
+                }
+                a->f.category = optarg;
+                break;
+            case OPT_SINCE:
+            case OPT_UNTIL:
+                if (parse_time_ms(optarg, &v) != 0) {
+                    return usage_error(cmd,
+                                       "%s '%s': expected unix seconds or a "
+                                       "duration ago (90s, 1h, 2d)",
+                                       argv[optind - 2], optarg);
+                }
+                if (opt == OPT_SINCE) {
+                    a->f.since_ms = v;
+                } else {
+                    a->f.until_ms = v;
+                }
+                break;
+            case OPT_YES:
+            case 'y':
+                a->yes = true;
+                continue;
+            case OPT_DRY_RUN:
+                a->dry_run = true;
+                continue;
+            case OPT_LIMIT:
+                if (parse_u64(optarg, UINT32_MAX, &v) != 0 || v == 0) {
+                    return usage_error(cmd, "--limit '%s': expected a count",
+                                       optarg);
+                }
+                a->limit = (uint32_t)v;
+                continue;
+            case OPT_CURSOR:
+                a->cursor = optarg;
+                continue;
+            default:
+                return usage_error(cmd, "bad option '%s'", argv[optind - 1]);
+        }
+        a->filtered = true;
+    }
+    return -1;
+}
 
 static int dlq_ls(int argc, char **argv, struct globals *g)
 {
-    enum qraft_state state = QRAFT_STATE_UNSPECIFIED;
-    const char *cursor = NULL;
-    uint32_t limit = 0;
-    int ex = list_options("dlq ls", usage_dlq, false, argc, argv, g, &state,
-                          &cursor, &limit);
+    struct dlq_args a;
+    memset(&a, 0, sizeof a);
+    int ex = dlq_options("dlq ls", true, argc, argv, g, &a);
     if (ex != -1) {
         return ex;
+    }
+    if (optind != argc) {
+        return usage_error("dlq ls", "unexpected argument '%s'", argv[optind]);
     }
     struct qraft_client *c = NULL;
     ex = open_client("dlq ls", g, &c);
@@ -44,24 +176,111 @@ static int dlq_ls(int argc, char **argv, struct globals *g)
         return ex;
     }
     struct qraft_message_list *l = NULL;
-    int rc = qraft_dlq_list(c, cursor, limit, &l);
+    int rc = qraft_dlq_list_matching(c, a.filtered ? &a.f : NULL, a.cursor,
+                                     a.limit, &l);
     ex = rc != 0 ? report("dlq ls", c, rc) : print_list(l, "dlq ls", g->json);
     qraft_message_list_free(l);
     qraft_client_free(c);
     return ex;
 }
 
-/* dlq replay with a filter: batches until nothing more matches; each id
- * replayed on stdout, each failure on stderr. */
-static int dlq_replay_matching(struct globals *g,
-                               const struct qraft_dlq_filter *f)
+/* How many dead letters f takes now (pages through the list). */
+static int dlq_count(struct qraft_client *c,
+                     const struct qraft_dlq_filter *f,
+                     size_t *n)
 {
-    const char *cmd = "dlq replay";
-    struct qraft_client *c = NULL;
-    int ex = open_client(cmd, g, &c);
-    if (ex != EXIT_OK) {
-        return ex;
+    *n = 0;
+    char *cursor = NULL;
+    for (;;) {
+        struct qraft_message_list *l = NULL;
+        int rc = qraft_dlq_list_matching(c, f, cursor, 1000, &l);
+        free(cursor);
+        cursor = NULL;
+        if (rc != 0) {
+            return rc;
+        }
+        *n += l->n_messages;
+        bool more = l->cursor[0] != '\0';
+        cursor = more ? strdup(l->cursor) : NULL;
+        qraft_message_list_free(l);
+        if (!more || cursor == NULL) {
+            return 0;
+        }
     }
+}
+
+/* What a bulk command did: ids on stdout (or in the JSON document), one
+ * stderr line per failure, the count on stderr at the end. */
+struct bulk_out {
+    const char *cmd;
+    bool json;
+    json_t *done;
+    json_t *failed;
+    size_t n_done;
+    size_t n_failed;
+    int ex;
+};
+
+static void bulk_out_init(struct bulk_out *o, const char *cmd, bool json)
+{
+    memset(o, 0, sizeof *o);
+    o->cmd = cmd;
+    o->json = json;
+    o->done = json ? json_array() : NULL;
+    o->failed = json ? json_array() : NULL;
+    o->ex = EXIT_OK;
+}
+
+static void bulk_out_item(struct bulk_out *o,
+                          const char *id,
+                          const struct qraft_item_result *r)
+{
+    if (r->rc == 0) {
+        o->n_done++;
+        if (o->json) {
+            json_array_append_new(o->done, jstr(id));
+        } else {
+            printf("%s\n", id);
+        }
+        return;
+    }
+    o->n_failed++;
+    if (o->json) {
+        json_t *f = json_object();
+        json_object_set_new(f, "id", jstr(id));
+        json_object_set_new(f, "error", jstr(r->error));
+        json_array_append_new(o->failed, f);
+    }
+    fprintf(stderr, "qraft: %s: %s: %s\n", o->cmd, id, r->error);
+    if (o->ex == EXIT_OK) {
+        o->ex = exit_for(r->rc);
+    }
+}
+
+/* Prints the count (and the JSON document); returns the exit code. */
+static int bulk_out_end(struct bulk_out *o, const char *verb)
+{
+    fprintf(stderr, "qraft: %s: %s %zu dead letter%s%s\n", o->cmd, verb,
+            o->n_done, o->n_done == 1 ? "" : "s",
+            o->n_failed > 0 ? "; some failed" : "");
+    if (!o->json) {
+        return o->ex;
+    }
+    json_t *doc = json_object();
+    json_object_set_new(doc, "count", json_integer((json_int_t)o->n_done));
+    json_object_set_new(doc, verb, o->done);
+    json_object_set_new(doc, "failed", o->failed);
+    int jex = print_json(doc);
+    return o->ex != EXIT_OK ? o->ex : jex;
+}
+
+/* dlq replay / rm with a filter: batches until nothing more matches or a
+ * batch has a failure (its items would match again). */
+static int dlq_matching(struct qraft_client *c,
+                        const struct qraft_dlq_filter *f,
+                        bool replay,
+                        struct bulk_out *o)
+{
     /* Only letters that were in the DLQ when we started: a replayed message
      * that fails again re-enters it and must not be replayed twice. */
     struct qraft_dlq_filter bounded = *f;
@@ -74,149 +293,110 @@ static int dlq_replay_matching(struct globals *g,
     }
     for (;;) {
         struct qraft_bulk *b = NULL;
-        int rc = qraft_dlq_replay_matching(c, &bounded, &b);
+        int rc = replay ? qraft_dlq_replay_matching(c, &bounded, &b)
+                        : qraft_dlq_delete_matching(c, &bounded, &b);
         if (rc != 0) {
-            ex = report(cmd, c, rc);
-            break;
+            return report(o->cmd, c, rc);
         }
-        bool failed = false;
+        size_t failed_before = o->n_failed;
         for (size_t i = 0; i < b->n; i++) {
-            if (b->results[i].rc == 0) {
-                printf("%s\n", b->ids[i]);
-            } else {
-                fprintf(stderr, "qraft: %s: %s: %s\n", cmd, b->ids[i],
-                        b->results[i].error);
-                failed = true;
-                if (ex == EXIT_OK) {
-                    ex = exit_for(b->results[i].rc);
-                }
-            }
+            bulk_out_item(o, b->ids[i], &b->results[i]);
         }
-        /* A failed item stays in the DLQ and would match again: stop. */
-        bool more = b->n > 0 && !failed;
+        bool more = b->n > 0 && o->n_failed == failed_before;
         qraft_bulk_free(b);
         if (!more) {
-            break;
+            return EXIT_OK;
         }
     }
-    qraft_client_free(c);
+}
+
+static int dlq_ids(struct qraft_client *c,
+                   const char *const *ids,
+                   size_t n,
+                   bool replay,
+                   struct bulk_out *o)
+{
+    struct qraft_item_result *results = calloc(n, sizeof *results);
+    if (results == NULL) {
+        fprintf(stderr, "qraft: %s: out of memory\n", o->cmd);
+        return EXIT_ERROR;
+    }
+    int rc = replay ? qraft_dlq_replay(c, ids, n, results)
+                    : qraft_dlq_delete(c, ids, n, results);
+    int ex = EXIT_OK;
+    if (rc != 0) {
+        ex = report(o->cmd, c, rc);
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        bulk_out_item(o, ids[i], &results[i]);
+    }
+    free(results);
     return ex;
 }
 
-/* Options of dlq replay / rm; a filter only for replay. Returns -1 to go
- * on, else the exit code. */
-static int dlq_bulk_options(const char *cmd,
-                            bool replay,
-                            int argc,
-                            char **argv,
-                            struct globals *g,
-                            struct qraft_dlq_filter *f,
-                            bool *filtered)
-{
-    static const struct option opts[] = {
-        GLOBAL_LONG_OPTIONS,
-        {"json", no_argument, NULL, OPT_JSON},
-        {"all", no_argument, NULL, OPT_ALL},
-        {"url", required_argument, NULL, OPT_URL_PREFIX},
-        {"category", required_argument, NULL, OPT_CATEGORY},
-        {"since", required_argument, NULL, OPT_SINCE},
-        {"until", required_argument, NULL, OPT_UNTIL},
-        {NULL, 0, NULL, 0},
-    };
-    int opt;
-    uint64_t v;
-    *filtered = false;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (opt == OPT_HELP) {
-            fputs(usage_dlq, stdout);
-            return EXIT_OK;
-        }
-        if (global_option(opt, g)) {
-            continue;
-        }
-        if (!replay || opt == OPT_JSON || opt == '?') {
-            return usage_error(cmd, "bad option '%s'", argv[optind - 1]);
-        }
-        *filtered = true;
-        switch (opt) {
-            case OPT_ALL:
-                f->all = true;
-                break;
-            case OPT_URL_PREFIX:
-                f->url_prefix = optarg;
-                break;
-            case OPT_CATEGORY:
-                f->category = optarg;
-                break;
-            case OPT_SINCE:
-            case OPT_UNTIL:
-                if (parse_u64(optarg, UINT64_MAX / 1000, &v) != 0) {
-                    return usage_error(cmd, "%s '%s': expected unix seconds",
-                                       argv[optind - 2], optarg);
-                }
-                if (opt == OPT_SINCE) {
-                    f->since_ms = v * 1000;
-                } else {
-                    f->until_ms = v * 1000;
-                }
-                break;
-            default:
-                return usage_error(cmd, "bad option '%s'", argv[optind - 1]);
-        }
-    }
-    return -1;
-}
-
-/* dlq replay / dlq rm: one line on stderr per failed id; the exit code is
- * that of the first failure. */
+/* dlq replay / dlq rm, by ids or by filter. */
 static int dlq_bulk(int argc, char **argv, struct globals *g, bool replay)
 {
     const char *cmd = replay ? "dlq replay" : "dlq rm";
-    struct qraft_dlq_filter filter;
-    bool filtered;
-    memset(&filter, 0, sizeof filter);
-    int ex = dlq_bulk_options(cmd, replay, argc, argv, g, &filter, &filtered);
+    struct dlq_args a;
+    memset(&a, 0, sizeof a);
+    int ex = dlq_options(cmd, false, argc, argv, g, &a);
     if (ex != -1) {
         return ex;
     }
     size_t n = (size_t)(argc - optind);
-    if (filtered) {
-        if (n > 0) {
-            return usage_error(cmd, "give message ids or a filter, not both");
-        }
-        return dlq_replay_matching(g, &filter);
+    if (a.filtered && n > 0) {
+        return usage_error(cmd, "give message ids or a filter, not both");
     }
-    if (n == 0) {
-        return usage_error(cmd, "expected one or more message ids");
+    if (!a.filtered && n == 0) {
+        return usage_error(cmd,
+                           "expected message ids or a filter (--all, "
+                           "--url, --category, --since, --until)");
     }
-    const char *const *ids = (const char *const *)(argv + optind);
-    struct qraft_item_result *results = calloc(n, sizeof *results);
-    if (results == NULL) {
-        fprintf(stderr, "qraft: %s: out of memory\n", cmd);
-        return EXIT_ERROR;
+    if (a.dry_run && !a.filtered) {
+        return usage_error(cmd,
+                           "--dry-run counts what a filter takes; "
+                           "with ids there is nothing to count");
     }
     struct qraft_client *c = NULL;
     ex = open_client(cmd, g, &c);
     if (ex != EXIT_OK) {
-        free(results);
         return ex;
     }
-    int rc = replay ? qraft_dlq_replay(c, ids, n, results)
-                    : qraft_dlq_delete(c, ids, n, results);
+    const char *verb = replay ? "replayed" : "deleted";
+    size_t count = n;
+    int rc = 0;
+    if (a.filtered && (a.dry_run || !a.yes)) {
+        rc = dlq_count(c, &a.f, &count);
+    }
+    char what[128];
+    snprintf(what, sizeof what, "%s %zu dead letter%s%s",
+             replay ? "replay" : "delete", count, count == 1 ? "" : "s",
+             a.filtered ? " (those that match now)" : "");
     if (rc != 0) {
         ex = report(cmd, c, rc);
-    }
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        if (results[i].rc != 0) {
-            fprintf(stderr, "qraft: %s: %s: %s\n", cmd, ids[i],
-                    results[i].error);
-            if (ex == EXIT_OK) {
-                ex = exit_for(results[i].rc);
-            }
+    } else if (a.dry_run) {
+        if (g->json) {
+            json_t *o = json_object();
+            json_object_set_new(o, "count", json_integer((json_int_t)count));
+            json_object_set_new(o, "dry_run", json_true());
+            ex = print_json(o);
+        } else {
+            printf("%zu\n", count);
+            fprintf(stderr, "qraft: %s: dry run: would %s\n", cmd, what);
         }
+    } else if ((a.filtered || n > 1) && !confirm(cmd, what, a.yes, &ex)) {
+        /* confirm said why */
+    } else {
+        struct bulk_out o;
+        bulk_out_init(&o, cmd, g->json);
+        ex = a.filtered ? dlq_matching(c, &a.f, replay, &o)
+                        : dlq_ids(c, (const char *const *)(argv + optind), n,
+                                  replay, &o);
+        int end = bulk_out_end(&o, verb);
+        ex = ex != EXIT_OK ? ex : end;
     }
     qraft_client_free(c);
-    free(results);
     return ex;
 }
 
@@ -230,13 +410,14 @@ int cmd_dlq(int argc, char **argv, struct globals *g)
         fputs(usage_dlq, stdout);
         return EXIT_OK;
     }
-    if (strcmp(sub, "ls") == 0) {
+    if (strcmp(sub, "ls") == 0 || strcmp(sub, "list") == 0) {
         return dlq_ls(argc - 1, argv + 1, g);
     }
     if (strcmp(sub, "replay") == 0) {
         return dlq_bulk(argc - 1, argv + 1, g, true);
     }
-    if (strcmp(sub, "rm") == 0) {
+    if (strcmp(sub, "rm") == 0 || strcmp(sub, "remove") == 0 ||
+        strcmp(sub, "delete") == 0) {
         return dlq_bulk(argc - 1, argv + 1, g, false);
     }
     return usage_error("dlq", "unknown subcommand '%s'", sub);

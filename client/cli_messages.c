@@ -76,6 +76,8 @@ json_t *message_json(const struct qraft_message *m)
     }
     json_object_set_new(o, "headers", headers);
     json_object_set_new(o, "body_bytes", json_integer((json_int_t)m->body_len));
+    json_object_set_new(o, "body_released",
+                        json_boolean(m->state == QRAFT_STATE_DELIVERED));
     json_t *body = json_stringn((const char *)m->body, m->body_len);
     if (body != NULL) {
         json_object_set_new(o, "body", body);
@@ -130,6 +132,36 @@ json_t *events_json(const struct qraft_message *m)
     return a;
 }
 
+/* Delivered, dead-lettered and cancelled messages have no next attempt. */
+static bool finished(enum qraft_state s)
+{
+    return s == QRAFT_STATE_DELIVERED || s == QRAFT_STATE_DEAD_LETTERED ||
+           s == QRAFT_STATE_CANCELLED;
+}
+
+/* "server_error, HTTP 503: ...": the status only when there was a
+ * response, the message only when it says more than "HTTP <status>". */
+static const char *last_error_text(const struct qraft_last_error *e,
+                                   char *buf,
+                                   size_t size)
+{
+    if (e->category[0] == '\0') {
+        return "-";
+    }
+    char status[32] = "";
+    if (e->status != 0) {
+        snprintf(status, sizeof status, "HTTP %" PRId32, e->status);
+    }
+    bool same = strcmp(e->message, status) == 0 || e->message[0] == '\0';
+    snprintf(buf, size, "%s%s%s%s%s", e->category, status[0] ? ", " : "",
+             status,
+             same        ? ""
+             : status[0] ? ": "
+                         : ", ",
+             same ? "" : e->message);
+    return buf;
+}
+
 static void print_message(const struct qraft_message *m)
 {
     char t[64];
@@ -141,22 +173,23 @@ static void print_message(const struct qraft_message *m)
     snprintf(buf, sizeof buf, "%" PRIu32 " of %" PRIu32, m->attempts,
              m->max_retries + 1);
     print_field("attempts:", buf);
-    print_field("next attempt:", iso_time(m->next_attempt_ms, t, sizeof t));
-    if (m->last_error.category[0] != '\0') {
-        snprintf(buf, sizeof buf, "%s, HTTP %" PRId32 ": %s",
-                 m->last_error.category, m->last_error.status,
-                 m->last_error.message);
-        print_field("last error:", buf);
-    } else {
-        print_field("last error:", "-");
-    }
+    print_field("next attempt:",
+                finished(m->state) ? "- (finished)"
+                                   : iso_time(m->next_attempt_ms, t, sizeof t));
+    print_field("last error:",
+                last_error_text(&m->last_error, buf, sizeof buf));
     print_field("created:", iso_time(m->created_ms, t, sizeof t));
     print_field("updated:", iso_time(m->updated_ms, t, sizeof t));
     if (m->not_before_ms != 0) {
         print_field("not before:", iso_time(m->not_before_ms, t, sizeof t));
     }
     if (m->retry_delay[0] != '\0') {
-        print_field("retry delay:", m->retry_delay);
+        /* A bare number is milliseconds; an expression says its own. */
+        bool number =
+            strspn(m->retry_delay, "0123456789") == strlen(m->retry_delay);
+        snprintf(buf, sizeof buf, "%s%s", m->retry_delay,
+                 number ? " ms" : " (ms)");
+        print_field("retry delay:", buf);
     }
     if (m->timeout_ms != 0) {
         snprintf(buf, sizeof buf, "%" PRIu64 " ms", m->timeout_ms);
@@ -181,8 +214,12 @@ static void print_message(const struct qraft_message *m)
     if (m->dlq_hint[0] != '\0') {
         print_field("dlq hint:", m->dlq_hint);
     }
-    snprintf(buf, sizeof buf, "%zu bytes", m->body_len);
-    print_field("body:", buf);
+    if (m->state == QRAFT_STATE_DELIVERED) {
+        print_field("body:", "released after delivery (the history stays)");
+    } else {
+        snprintf(buf, sizeof buf, "%zu bytes", m->body_len);
+        print_field("body:", buf);
+    }
     if (m->n_headers > 0) {
         printf("headers:\n");
         for (size_t i = 0; i < m->n_headers; i++) {
@@ -477,20 +514,36 @@ int print_list(const struct qraft_message_list *l, const char *cmd, bool json)
         return print_json(o);
     }
     char t[64];
-    /* A dead letter says why it is one: its category, last (get ID has
-     * the whole error). */
-    bool dlq = strcmp(cmd, "dlq ls") == 0;
-    printf("%-30s %-13s %-8s %-24s %s%s\n", "ID", "STATE", "ATTEMPTS",
-           "NEXT ATTEMPT (UTC)", "URL", dlq ? " ERROR" : "");
-    for (size_t i = 0; i < l->n_messages; i++) {
-        const struct qraft_message *m = &l->messages[i];
-        printf("%-30s %-13s %-8" PRIu32 " %-24s %s%s%s\n", m->id,
-               qraft_state_name(m->state), m->attempts,
-               iso_time(m->next_attempt_ms, t, sizeof t), m->url,
-               dlq ? " " : "",
-               !dlq                                ? ""
-               : m->last_error.category[0] != '\0' ? m->last_error.category
-                                                   : "-");
+    if (strcmp(cmd, "dlq ls") == 0) {
+        /* A dead letter says when and why it became one; the reason (its
+         * category) is last, `get ID` has the whole error. */
+        printf("%-30s %-24s %-8s %-6s %s %s\n", "ID", "DEAD LETTERED (UTC)",
+               "ATTEMPTS", "STATUS", "URL", "REASON");
+        for (size_t i = 0; i < l->n_messages; i++) {
+            const struct qraft_message *m = &l->messages[i];
+            char status[16] = "-";
+            if (m->last_error.status != 0) {
+                snprintf(status, sizeof status, "%" PRId32,
+                         m->last_error.status);
+            }
+            printf("%-30s %-24s %-8" PRIu32 " %-6s %s %s\n", m->id,
+                   iso_time(m->dead_lettered_ms, t, sizeof t), m->attempts,
+                   status, m->url,
+                   m->last_error.category[0] != '\0' ? m->last_error.category
+                                                     : "-");
+        }
+    } else {
+        printf("%-30s %-13s %-8s %-24s %s\n", "ID", "STATE", "ATTEMPTS",
+               "NEXT ATTEMPT (UTC)", "URL");
+        for (size_t i = 0; i < l->n_messages; i++) {
+            const struct qraft_message *m = &l->messages[i];
+            printf("%-30s %-13s %-8" PRIu32 " %-24s %s\n", m->id,
+                   qraft_state_name(m->state), m->attempts,
+                   finished(m->state)
+                       ? "-"
+                       : iso_time(m->next_attempt_ms, t, sizeof t),
+                   m->url);
+        }
     }
     if (l->cursor[0] != '\0') {
         fprintf(stderr, "qraft: %s: more: add --cursor %s\n", cmd, l->cursor);

@@ -482,3 +482,74 @@ int qraft_dlq_replay_matching(struct qraft_client *c,
     qraft__response__free_unpacked(resp, NULL);
     return rc;
 }
+
+/* The MessageFilter of a DLQ filter (until is exclusive, to_ms inclusive). */
+static void dlq_filter_to_pb(const struct qraft_dlq_filter *f,
+                             Qraft__MessageFilter *pf)
+{
+    qraft__message_filter__init(pf);
+    pf->url_prefix = qr_client_or_empty(f->url_prefix);
+    pf->error_category = qr_client_or_empty(f->category);
+    pf->from_ms = f->since_ms;
+    pf->to_ms = f->until_ms > 0 ? f->until_ms - 1 : 0;
+}
+
+int qraft_dlq_list_matching(struct qraft_client *c,
+                            const struct qraft_dlq_filter *f,
+                            const char *cursor,
+                            uint32_t limit,
+                            struct qraft_message_list **out)
+{
+    if (f == NULL) {
+        return qraft_dlq_list(c, cursor, limit, out);
+    }
+    Qraft__MessageFilter pf;
+    dlq_filter_to_pb(f, &pf);
+    Qraft__DlqListRequest list = QRAFT__DLQ_LIST_REQUEST__INIT;
+    list.cursor = qr_client_or_empty(cursor);
+    list.limit = limit;
+    list.filter = &pf;
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_DLQ_LIST;
+    req.dlq_list = &list;
+    Qraft__Response *resp = NULL;
+    int rc = qr_client_call_expect(c, &req, RETRY_ANY,
+                                   QRAFT__RESPONSE__BODY_DLQ_LIST, &resp);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = list_from_pb(resp->dlq_list->messages, resp->dlq_list->n_messages,
+                      resp->dlq_list->cursor, out);
+    qraft__response__free_unpacked(resp, NULL);
+    if (rc != 0) {
+        return qr_client_fail(c, rc, "out of memory for a list");
+    }
+    return 0;
+}
+
+int qraft_dlq_delete_matching(struct qraft_client *c,
+                              const struct qraft_dlq_filter *f,
+                              struct qraft_bulk **out)
+{
+    if (f == NULL || out == NULL) {
+        return qr_client_fail(c, QRAFT_EINVAL, "a filter is required");
+    }
+    Qraft__MessageFilter pf;
+    dlq_filter_to_pb(f, &pf);
+    Qraft__DlqDeleteRequest del = QRAFT__DLQ_DELETE_REQUEST__INIT;
+    del.filter = &pf;
+    del.all = f->all;
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_DLQ_DELETE;
+    req.dlq_delete = &del;
+    Qraft__Response *resp = NULL;
+    int rc = qr_client_call_expect(c, &req, RETRY_ANY,
+                                   QRAFT__RESPONSE__BODY_BULK_PAGE, &resp);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = qr_client_bulk_from_items(c, resp->bulk_page->results,
+                                   resp->bulk_page->n_results, out);
+    qraft__response__free_unpacked(resp, NULL);
+    return rc;
+}

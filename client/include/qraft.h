@@ -402,6 +402,21 @@ int qraft_dlq_replay_matching(struct qraft_client *c,
 
 void qraft_bulk_free(struct qraft_bulk *b);
 
+/* Lists the dead letters that match f (NULL: all), oldest first, as
+ * qraft_dlq_list. */
+int qraft_dlq_list_matching(struct qraft_client *c,
+                            const struct qraft_dlq_filter *f,
+                            const char *cursor,
+                            uint32_t limit,
+                            struct qraft_message_list **out);
+
+/* Deletes the dead letters that match f (f->all alone: every one), at
+ * most 1000 per call (call again while it returns a non-empty list); *out
+ * as for qraft_dlq_replay_matching. Retried like qraft_dlq_delete. */
+int qraft_dlq_delete_matching(struct qraft_client *c,
+                              const struct qraft_dlq_filter *f,
+                              struct qraft_bulk **out);
+
 /* ----------------------------------------------------------------------
  * Filters, logs and bulk cancel: the message filter the REST API's logs,
  * DLQ and bulk cancel routes take (docs/api.md 5.5), one value a field. */

@@ -11,6 +11,7 @@ import unittest
 import uuid
 
 import qraft_harness as qh
+from http_sink import Reply, start_sink
 
 # Nothing here is ever delivered: messages wait an hour, and schedules
 # are paused or deleted before they tick.
@@ -210,6 +211,78 @@ class CliTest(unittest.TestCase):
                          {"id": keep, "done": "cancelled"})
         self.assert_fails(EXIT_USAGE, ("cancel", keep, "--url", url),
                           "not both")
+
+    # The DLQ: filters, columns, dry runs, confirmation, counts.
+    def dead_letters(self, path, n):
+        """n messages to the sink's path, answered 404: dead letters."""
+        sink = getattr(self, "sink", None) or start_sink(self)
+        self.sink = sink
+        sink.script(path, *[Reply(404)] * n)
+        ids = [self.cli("publish", sink.url(path), "--retries", "0")[1].strip()
+               for _ in range(n)]
+        qh.wait_until(lambda: all(self.cli_json("get", i)["state"] ==
+                                  "dead_lettered" for i in ids), 30,
+                      "the messages to be dead-lettered")
+        return ids
+
+    def test_dlq_filters_and_bulk(self):
+        path = f"/dlq-{uuid.uuid4().hex}"
+        ids = self.dead_letters(path, 2)
+        url = self.sink.url(path)
+        _, out, _ = self.cli("dlq", "ls", "--url", url, "--since", "5m")
+        self.assertEqual(out.splitlines()[0].split(),
+                         ["ID", "DEAD", "LETTERED", "(UTC)", "ATTEMPTS",
+                          "STATUS", "URL", "REASON"])
+        rows = sorted(line.split() for line in out.splitlines()[1:])
+        self.assertEqual([(r[0], r[2], r[3], r[4], r[5]) for r in rows],
+                         sorted((i, "1", "404", url, "client_error")
+                                for i in ids))
+        _, out, _ = self.cli("dlq", "ls", "--url", url, "--until", "1h")
+        self.assertEqual(len(out.splitlines()), 1, "none dead an hour ago")
+
+        # A dry run counts and does nothing; without --yes and a terminal,
+        # nothing either.
+        _, out, _ = self.cli("dlq", "replay", "--url", url, "--dry-run")
+        self.assertEqual(out, "2\n")
+        self.assert_fails(EXIT_USAGE, ("dlq", "rm", "--url", url), "add --yes")
+        self.assert_fails(EXIT_USAGE, ("dlq", "rm", *ids), "add --yes")
+        self.assert_fails(EXIT_USAGE, ("dlq", "rm", "--category", "oops"),
+                          "--category 'oops': expected client_error")
+        self.assertEqual(len(qh.message_ids(
+            self.cli("dlq", "ls", "--url", url, "--json")[1])), 2)
+
+        _, out, err = self.cli("dlq", "rm", "--url", url, "--yes")
+        self.assertEqual(sorted(out.split()), sorted(ids))
+        self.assertIn("deleted 2 dead letters", err)
+        got = self.cli_json("dlq", "remove", "--url", url, "--yes")
+        self.assertEqual((got["count"], got["deleted"]), (0, []))
+
+    def test_get_of_finished_messages(self):
+        path = f"/get-{uuid.uuid4().hex}"
+        (dead,) = self.dead_letters(path, 1)
+        _, out, _ = self.cli("get", dead)
+        self.assertRegex(out, r"next attempt:\s+- \(finished\)")
+        self.assertRegex(out, r"(?m)^last error:\s+client_error, HTTP 404$")
+        self.assertNotIn("HTTP 404: HTTP 404", out)
+
+        self.sink.script(path + "-ok", Reply(200))
+        _, out, _ = self.cli("publish", self.sink.url(path + "-ok"),
+                             "--body", "hello", "--retry-delay", "1000")
+        mid = out.strip()
+        qh.wait_until(lambda: self.cli_json("get", mid)["state"] ==
+                      "delivered", 30, "the delivery")
+        _, out, _ = self.cli("get", mid)
+        self.assertRegex(out, r"body:\s+released after delivery")
+        self.assertRegex(out, r"retry delay:\s+1000 ms")
+        self.assertRegex(out, r"next attempt:\s+- \(finished\)")
+
+    def test_cluster_transfer_says_why(self):
+        _, out, _ = self.cli("cluster", "transfer", "1")
+        self.assertEqual(out, "node 1 is already the leader\n")
+        self.assert_fails(1, ("cluster", "transfer", "9"),
+                          "there is no node 9 in the cluster (its nodes: 1)")
+        self.assert_fails(1, ("cluster", "transfer"),
+                          "node 1 is the only voter")
 
 
 if __name__ == "__main__":
