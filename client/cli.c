@@ -42,6 +42,8 @@ static const char usage_main[] =
     "  queue ...               queues: ls, get, set, pause, resume, rm\n"
     "  schedule ...            cron schedules: ls, get, create, pause,\n"
     "                          resume, rm\n"
+    "  flow ...                flow control keys: ls, get, pause, resume,\n"
+    "                          pin, unpin, reset\n"
     "  cluster add ID ADDR --rpc RPC\n"
     "                          add node ID (raft at ADDR) as a voter\n"
     "  cluster remove ID       remove node ID (it shuts down)\n"
@@ -484,6 +486,7 @@ int main(int argc, char **argv)
         {"keys", cmd_keys},         {"cluster", cmd_cluster},
         {"group", cmd_group},       {"queue", cmd_queue},
         {"schedule", cmd_schedule}, {"logs", cmd_logs},
+        {"flow", cmd_flow},
     };
     const char *name = argv[optind];
     if (strcmp(name, "help") == 0) {

@@ -91,6 +91,10 @@ enum {
     OPT_RUN,
     OPT_OLDEST_FIRST,
     OPT_FOLLOW,
+    OPT_RATE,
+    OPT_PERIOD,
+    OPT_UNPIN_PARALLELISM,
+    OPT_UNPIN_RATE,
 };
 
 #define GLOBAL_LONG_OPTIONS                                \
@@ -222,5 +226,6 @@ int cmd_cluster(int argc, char **argv, struct globals *g);
 int cmd_keys(int argc, char **argv, struct globals *g);
 int cmd_queue(int argc, char **argv, struct globals *g);
 int cmd_schedule(int argc, char **argv, struct globals *g);
+int cmd_flow(int argc, char **argv, struct globals *g);
 
 #endif

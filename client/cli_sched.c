@@ -1,7 +1,9 @@
-/* qraft queue ... and qraft schedule ...: queues (parallelism, pause, lag)
- * and cron schedules, each with ls, get, a write (queue set, schedule
- * create), rm (remove and delete accepted), pause and resume (cli.h). Every
- * subcommand takes --json; a write then prints what it did as JSON. */
+/* qraft queue ..., qraft schedule ... and qraft flow ...: the delivery
+ * controls. Queues (parallelism, pause, lag) and cron schedules each have
+ * ls, get, a write (queue set, schedule create), rm (remove and delete
+ * accepted), pause and resume; flow control keys have ls, get, pause,
+ * resume, pin, unpin and reset (cli.h). Every subcommand takes --json; a
+ * write then prints what it did as JSON. */
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -52,8 +54,30 @@ static const char usage_schedule[] =
     "      --body '{\"kind\":\"daily\"}'\n"
     "  qraft schedule pause scd_...\n";
 
-/* The subcommand verbs of queue and schedule. */
-enum verb { V_LS, V_GET, V_SET, V_RM, V_PAUSE, V_RESUME };
+static const char usage_flow[] =
+    "usage: qraft flow ls [--json]\n"
+    "       qraft flow get KEY [--json]\n"
+    "       qraft flow pause|resume|reset KEY [--json]\n"
+    "       qraft flow pin KEY [--parallelism N] [--rate N [--period DUR]]\n"
+    "                      [--json]\n"
+    "       qraft flow unpin KEY [--parallelism] [--rate] [--json]\n"
+    "\n"
+    "Flow control keys (publish with Upstash-Flow-Control-Key) limit how\n"
+    "many of their messages are sent at once and how many start per\n"
+    "period. ls and get show the limits, what is in flight and the\n"
+    "waitlist (the counts are those of the node that owns the key: another\n"
+    "node shows '?'). pause holds the key's messages (not dead-lettered;\n"
+    "their retry budget waits too); pin fixes the limits over what\n"
+    "publishes say, unpin lets them set it again; reset starts a new rate\n"
+    "period. Writes need the admin scope.\n"
+    "\n"
+    "example:\n"
+    "  qraft flow pause openai\n"
+    "  qraft flow pin openai --parallelism 1 --rate 10 --period 1m\n"
+    "  qraft flow ls\n";
+
+/* The subcommand verbs of queue, schedule and flow. */
+enum verb { V_LS, V_GET, V_SET, V_RM, V_PAUSE, V_RESUME, V_UNPIN, V_RESET };
 
 /* Parses a verb; "rm", "remove" and "delete" are one. -1: unknown. */
 static int parse_verb(const char *s, const char *write_verb)
@@ -96,7 +120,11 @@ static int print_done(const struct globals *g,
 
 static const char *verb_done(enum verb v)
 {
-    return v == V_RM ? "deleted" : v == V_PAUSE ? "paused" : "resumed";
+    static const char *const done[] = {
+        [V_SET] = "pinned",     [V_RM] = "deleted",     [V_PAUSE] = "paused",
+        [V_RESUME] = "resumed", [V_UNPIN] = "unpinned", [V_RESET] = "reset",
+    };
+    return done[v] != NULL ? done[v] : "done";
 }
 
 /* ----------------------------------------------------------------------
@@ -487,5 +515,228 @@ int cmd_schedule(int argc, char **argv, struct globals *g)
     qraft_schedules_free(ss, n);
     qraft_client_free(c);
     publish_args_fini(&create.pub);
+    return ex;
+}
+
+/* ----------------------------------------------------------------------
+ * Flow control keys */
+
+static json_t *flow_json(const struct qraft_flow_key *k)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "key", jstr(k->key));
+    json_object_set_new(o, "paused", json_boolean(k->paused));
+    json_object_set_new(o, "parallelism_max", json_integer(k->parallelism_max));
+    json_object_set_new(o, "parallelism_count",
+                        json_integer(k->parallelism_count));
+    json_object_set_new(o, "rate_max", json_integer(k->rate_max));
+    json_object_set_new(o, "rate_count", json_integer(k->rate_count));
+    json_object_set_new(o, "rate_period_s",
+                        json_integer((json_int_t)k->rate_period_s));
+    json_object_set_new(o, "wait_list_size",
+                        json_integer((json_int_t)k->wait_list_size));
+    json_object_set_new(o, "pinned_parallelism",
+                        json_boolean(k->pinned_parallelism));
+    json_object_set_new(o, "pinned_rate", json_boolean(k->pinned_rate));
+    json_object_set_new(o, "counts_known", json_boolean(k->counts_known));
+    return o;
+}
+
+/* "3/10" (count of max), "?/10" when this node does not know the count,
+ * "-" without a limit. */
+static const char *of_max(uint32_t count,
+                          uint32_t max,
+                          bool known,
+                          char *buf,
+                          size_t size)
+{
+    if (max == 0) {
+        return "-";
+    }
+    if (known) {
+        snprintf(buf, size, "%" PRIu32 "/%" PRIu32, count, max);
+    } else {
+        snprintf(buf, size, "?/%" PRIu32, max);
+    }
+    return buf;
+}
+
+static void print_flow_keys(const struct qraft_flow_key *ks, size_t n)
+{
+    printf("%-24s %-6s %-12s %-16s %s\n", "KEY", "PAUSED", "IN FLIGHT",
+           "RATE (PERIOD)", "WAITING");
+    for (size_t i = 0; i < n; i++) {
+        const struct qraft_flow_key *k = &ks[i];
+        char par[32];
+        char rate[32];
+        char rate_period[48];
+        snprintf(rate_period, sizeof rate_period, "%s (%" PRIu64 " s)%s",
+                 of_max(k->rate_count, k->rate_max, k->counts_known, rate,
+                        sizeof rate),
+                 k->rate_period_s, k->pinned_rate ? "*" : "");
+        char par_pin[40];
+        snprintf(par_pin, sizeof par_pin, "%s%s",
+                 of_max(k->parallelism_count, k->parallelism_max,
+                        k->counts_known, par, sizeof par),
+                 k->pinned_parallelism ? "*" : "");
+        printf("%-24s %-6s %-12s %-16s %" PRIu64 "\n", k->key,
+               k->paused ? "yes" : "no", par_pin,
+               k->rate_max > 0 ? rate_period : "-", k->wait_list_size);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (ks[i].pinned_parallelism || ks[i].pinned_rate) {
+            printf("(* pinned by an operator)\n");
+            break;
+        }
+    }
+}
+
+struct flow_args {
+    struct qraft_flow_update u;
+    bool any_value;
+};
+
+static int flow_option(const char *cmd, int opt, char **argv, void *arg)
+{
+    struct flow_args *a = arg;
+    uint64_t v;
+    bool unpin = a->u.action == QRAFT_FLOW_UNPIN;
+    switch (opt) {
+        case OPT_PARALLELISM:
+        case OPT_RATE:
+            if (unpin) {
+                /* unpin's flags take no value: see flow_unpin_options */
+                return -1;
+            }
+            if (parse_u64(optarg, UINT32_MAX, &v) != 0 || v == 0) {
+                return usage_error(cmd,
+                                   "%s '%s': expected a count of 1 or "
+                                   "more",
+                                   argv[optind - 2], optarg);
+            }
+            if (opt == OPT_PARALLELISM) {
+                a->u.parallelism = (uint32_t)v;
+            } else {
+                a->u.rate = (uint32_t)v;
+            }
+            a->any_value = true;
+            return EXIT_OK;
+        case OPT_PERIOD:
+            if (parse_duration_ms(optarg, &v) != 0 || v < 1000 ||
+                v % 1000 != 0) {
+                return usage_error(cmd,
+                                   "--period '%s': expected whole "
+                                   "seconds, like 1s, 60s or 1m",
+                                   optarg);
+            }
+            a->u.period_s = v / 1000;
+            return EXIT_OK;
+        case OPT_UNPIN_PARALLELISM:
+            a->u.unpin_parallelism = true;
+            a->any_value = true;
+            return EXIT_OK;
+        case OPT_UNPIN_RATE:
+            a->u.unpin_rate = true;
+            a->any_value = true;
+            return EXIT_OK;
+        default:
+            return -1;
+    }
+}
+
+int cmd_flow(int argc, char **argv, struct globals *g)
+{
+    if (argc < 2) {
+        return usage_error("flow",
+                           "expected ls, get, pause, resume, pin, "
+                           "unpin or reset");
+    }
+    const char *sub = argv[1];
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+        fputs(usage_flow, stdout);
+        return EXIT_OK;
+    }
+    int verb = strcmp(sub, "unpin") == 0   ? V_UNPIN
+               : strcmp(sub, "reset") == 0 ? V_RESET
+                                           : parse_verb(sub, "pin");
+    if (verb < 0 || verb == V_RM) {
+        return usage_error("flow", "unknown subcommand '%s'", sub);
+    }
+    char cmd[32];
+    snprintf(cmd, sizeof cmd, "flow %s", sub);
+    static const struct option pin_opts[] = {
+        GLOBAL_LONG_OPTIONS,
+        {"json", no_argument, NULL, OPT_JSON},
+        {"parallelism", required_argument, NULL, OPT_PARALLELISM},
+        {"rate", required_argument, NULL, OPT_RATE},
+        {"period", required_argument, NULL, OPT_PERIOD},
+        {NULL, 0, NULL, 0},
+    };
+    static const struct option unpin_opts[] = {
+        GLOBAL_LONG_OPTIONS,
+        {"json", no_argument, NULL, OPT_JSON},
+        {"parallelism", no_argument, NULL, OPT_UNPIN_PARALLELISM},
+        {"rate", no_argument, NULL, OPT_UNPIN_RATE},
+        {NULL, 0, NULL, 0},
+    };
+    static const enum qraft_flow_action actions[] = {
+        [V_SET] = QRAFT_FLOW_PIN,          [V_PAUSE] = QRAFT_FLOW_PAUSE,
+        [V_RESUME] = QRAFT_FLOW_RESUME,    [V_UNPIN] = QRAFT_FLOW_UNPIN,
+        [V_RESET] = QRAFT_FLOW_RESET_RATE,
+    };
+    struct flow_args a;
+    memset(&a, 0, sizeof a);
+    a.u.action = actions[verb];
+    bool pin = verb == V_SET || verb == V_UNPIN;
+    int ex =
+        sub_options(cmd, usage_flow, verb == V_UNPIN ? unpin_opts : pin_opts,
+                    argc - 1, argv + 1, g, pin ? flow_option : NULL, &a);
+    if (ex != -1) {
+        return ex;
+    }
+    int n_args = argc - 1 - optind;
+    const char *key = argv[1 + optind];
+    if (verb == V_LS ? n_args != 0 : n_args != 1) {
+        return usage_error(cmd, verb == V_LS ? "takes no argument"
+                                             : "expected one flow control key");
+    }
+    if (pin && !a.any_value) {
+        return usage_error(cmd, verb == V_SET
+                                    ? "needs --parallelism N and/or --rate N"
+                                    : "needs --parallelism and/or --rate");
+    }
+    struct qraft_client *c = NULL;
+    ex = open_client(cmd, g, &c);
+    if (ex != EXIT_OK) {
+        return ex;
+    }
+    struct qraft_flow_key *ks = NULL;
+    size_t n = 0;
+    int rc;
+    if (verb == V_LS) {
+        rc = qraft_flow_list(c, &ks, &n);
+    } else if (verb == V_GET) {
+        rc = qraft_flow_get(c, key, &ks);
+        n = rc == 0 ? 1 : 0;
+    } else {
+        rc = qraft_flow_update(c, key, &a.u);
+    }
+    if (rc != 0) {
+        ex = report(cmd, c, rc);
+    } else if (verb != V_LS && verb != V_GET) {
+        ex = print_done(g, "key", key, verb_done((enum verb)verb));
+    } else if (g->json && verb == V_LS) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++) {
+            json_array_append_new(arr, flow_json(&ks[i]));
+        }
+        ex = print_json(arr);
+    } else if (g->json) {
+        ex = print_json(flow_json(ks));
+    } else {
+        print_flow_keys(ks, n);
+    }
+    qraft_flow_keys_free(ks, n);
+    qraft_client_free(c);
     return ex;
 }

@@ -1,8 +1,9 @@
-/* libqraft's queues and schedules (include/qraft.h): upsert, get, list,
- * pause and delete over the queue_* and schedule_* RPC kinds, and the
- * conversions of Queue and Schedule to the public structs. Every call here
- * is safe to repeat (an upsert or pause twice leaves the same state; a
- * schedule create carries an idempotency key), so all retry as reads. */
+/* libqraft's delivery controls (include/qraft.h): queues and schedules
+ * (upsert, get, list, pause, delete over the queue_* and schedule_* RPC
+ * kinds) and flow control keys (flow_control_read and _update), with the
+ * conversions to the public structs. Every call here is safe to repeat (an
+ * upsert, pause or pin twice leaves the same state; a schedule create
+ * carries an idempotency key), so all retry as reads. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -378,5 +379,117 @@ int qraft_schedule_delete(struct qraft_client *c, const char *id)
     Qraft__Request req = QRAFT__REQUEST__INIT;
     req.body_case = QRAFT__REQUEST__BODY_SCHEDULE_DELETE;
     req.schedule_delete = &d;
+    return call_ok(c, &req);
+}
+
+/* ----------------------------------------------------------------------
+ * Flow control keys */
+
+void qraft_flow_keys_free(struct qraft_flow_key *keys, size_t n)
+{
+    if (keys == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(keys[i].key);
+    }
+    free(keys);
+}
+
+static int flow_read(struct qraft_client *c,
+                     const char *key,
+                     struct qraft_flow_key **out,
+                     size_t *n)
+{
+    Qraft__FlowControlReadRequest rd = QRAFT__FLOW_CONTROL_READ_REQUEST__INIT;
+    rd.key = qr_client_or_empty(key);
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_FLOW_CONTROL_READ;
+    req.flow_control_read = &rd;
+    Qraft__Response *resp = NULL;
+    int rc = qr_client_call_expect(c, &req, RETRY_ANY,
+                                   QRAFT__RESPONSE__BODY_FLOW_CONTROL, &resp);
+    if (rc != 0) {
+        return rc;
+    }
+    const Qraft__FlowControlReadResponse *r = resp->flow_control;
+    struct qraft_flow_key *ks =
+        calloc(r->n_keys > 0 ? r->n_keys : 1, sizeof *ks);
+    bool oom = ks == NULL;
+    for (size_t i = 0; !oom && i < r->n_keys; i++) {
+        const Qraft__FlowControlInfo *pk = r->keys[i];
+        ks[i].key = qr_client_dup_str(pk->key, &oom);
+        ks[i].wait_list_size = pk->wait_list_size;
+        ks[i].parallelism_max = pk->parallelism_max;
+        ks[i].parallelism_count = pk->parallelism_count;
+        ks[i].rate_max = pk->rate_max;
+        ks[i].rate_count = pk->rate_count;
+        ks[i].rate_period_s = pk->rate_period_s;
+        ks[i].rate_period_start_s = pk->rate_period_start_s;
+        ks[i].paused = pk->paused;
+        ks[i].pinned_parallelism = pk->pinned_parallelism;
+        ks[i].pinned_rate = pk->pinned_rate;
+        ks[i].counts_known = pk->counts_known;
+    }
+    size_t got = r->n_keys;
+    qraft__response__free_unpacked(resp, NULL);
+    if (oom) {
+        qraft_flow_keys_free(ks, got);
+        return qr_client_fail(c, QRAFT_ENOMEM, "out of memory for flow keys");
+    }
+    *out = ks;
+    *n = got;
+    return 0;
+}
+
+int qraft_flow_get(struct qraft_client *c,
+                   const char *key,
+                   struct qraft_flow_key **out)
+{
+    int rc = check_name(c, key, "flow control key");
+    if (rc != 0) {
+        return rc;
+    }
+    size_t n = 0;
+    rc = flow_read(c, key, out, &n);
+    if (rc == 0 && n != 1) {
+        qraft_flow_keys_free(*out, n);
+        *out = NULL;
+        rc = qr_client_fail(c, QRAFT_ENOTFOUND, "flow control key %s not found",
+                            key);
+    }
+    return rc;
+}
+
+int qraft_flow_list(struct qraft_client *c,
+                    struct qraft_flow_key **out,
+                    size_t *n)
+{
+    return flow_read(c, NULL, out, n);
+}
+
+int qraft_flow_update(struct qraft_client *c,
+                      const char *key,
+                      const struct qraft_flow_update *u)
+{
+    int rc = check_name(c, key, "flow control key");
+    if (rc != 0) {
+        return rc;
+    }
+    if (u == NULL || u->action < QRAFT_FLOW_PAUSE ||
+        u->action > QRAFT_FLOW_RESET_RATE) {
+        return qr_client_fail(c, QRAFT_EINVAL, "unknown flow control action");
+    }
+    Qraft__FlowControlUpdate up = QRAFT__FLOW_CONTROL_UPDATE__INIT;
+    up.key = (char *)key;
+    up.action = (Qraft__FlowControlAction)u->action;
+    up.parallelism = u->parallelism;
+    up.rate = u->rate;
+    up.period_s = u->period_s;
+    up.unpin_parallelism = u->unpin_parallelism;
+    up.unpin_rate = u->unpin_rate;
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_FLOW_CONTROL_UPDATE;
+    req.flow_control_update = &up;
     return call_ok(c, &req);
 }

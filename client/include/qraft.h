@@ -693,6 +693,62 @@ int qraft_schedule_pause(struct qraft_client *c, const char *id, bool paused);
 int qraft_schedule_delete(struct qraft_client *c, const char *id);
 
 /* ----------------------------------------------------------------------
+ * Flow control keys (publish's flow_control_key): per key parallelism and
+ * rate limits, pause, pins. Reads are served by the node asked; the counts
+ * are the key's owner's (counts_known false on other nodes). */
+
+struct qraft_flow_key {
+    char *key;
+    uint64_t wait_list_size; /* its messages waiting for a slot */
+    uint32_t parallelism_max;
+    uint32_t parallelism_count; /* being sent now */
+    uint32_t rate_max;          /* per rate_period_s; 0: none */
+    uint32_t rate_count;
+    uint64_t rate_period_s;
+    uint64_t rate_period_start_s;
+    bool paused;
+    bool pinned_parallelism; /* set by an operator, not by publishes */
+    bool pinned_rate;
+    bool counts_known;
+};
+
+/* Reads one key (*out new; free with qraft_flow_keys_free(*out, 1)) or
+ * every key (an array of *n, at most 1000). QRAFT_ENOTFOUND: no such
+ * key. */
+int qraft_flow_get(struct qraft_client *c,
+                   const char *key,
+                   struct qraft_flow_key **out);
+int qraft_flow_list(struct qraft_client *c,
+                    struct qraft_flow_key **out,
+                    size_t *n);
+void qraft_flow_keys_free(struct qraft_flow_key *keys, size_t n);
+
+enum qraft_flow_action {
+    QRAFT_FLOW_PAUSE = 1, /* no more deliveries start; in-flight finish */
+    QRAFT_FLOW_RESUME = 2,
+    QRAFT_FLOW_PIN = 3,       /* fix parallelism and/or rate over publishes */
+    QRAFT_FLOW_UNPIN = 4,     /* let publishes set them again */
+    QRAFT_FLOW_RESET_RATE = 5 /* start a new rate period now */
+};
+
+/* A change to one key. PIN: parallelism and/or rate (0: unchanged), rate
+ * per period_s (0: 1 s). UNPIN: unpin_parallelism and/or unpin_rate. */
+struct qraft_flow_update {
+    enum qraft_flow_action action;
+    uint32_t parallelism;
+    uint32_t rate;
+    uint64_t period_s;
+    bool unpin_parallelism;
+    bool unpin_rate;
+};
+
+/* Applies u to key (through raft; needs the admin scope). Repeated after
+ * an ambiguous failure (each action leaves the same state twice). */
+int qraft_flow_update(struct qraft_client *c,
+                      const char *key,
+                      const struct qraft_flow_update *u);
+
+/* ----------------------------------------------------------------------
  * Cluster status, as seen by the node the client is connected to. */
 
 struct qraft_node_status {

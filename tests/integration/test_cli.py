@@ -284,6 +284,46 @@ class CliTest(unittest.TestCase):
         self.assert_fails(1, ("cluster", "transfer"),
                           "node 1 is the only voter")
 
+    # Flow control keys.
+    def test_flow_keys(self):
+        key = f"k{uuid.uuid4().hex[:12]}"
+        status, _, body = qh.http_call(
+            self.node.http_addr, "POST", f"/v2/publish/{DEST}", body="x",
+            token=self.node.token,
+            headers={"Upstash-Flow-Control-Key": key,
+                     "Upstash-Flow-Control-Value": "parallelism=2, rate=5, "
+                                                   "period=10",
+                     "Upstash-Delay": "1h"})
+        self.assertEqual(status, 200, body)
+        _, out, _ = self.cli("flow", "ls")
+        self.assertRegex(out, rf"(?m)^{key}\s+no\s+0/2\s+0/5 \(10 s\)\s+1$")
+        self.assertNotIn("pinned", out)
+
+        _, out, _ = self.cli("flow", "pause", key)
+        self.assertEqual(out, f"key {key} paused\n")
+        self.cli("flow", "pin", key, "--parallelism", "1", "--rate", "3",
+                 "--period", "1m")
+        got = self.cli_json("flow", "get", key)
+        self.assertEqual(
+            (got["paused"], got["parallelism_max"], got["rate_max"],
+             got["rate_period_s"], got["pinned_parallelism"]),
+            (True, 1, 3, 60, True))
+        _, out, _ = self.cli("flow", "get", key)
+        self.assertRegex(out, rf"(?m)^{key}\s+yes\s+0/1\*\s+0/3 \(60 s\)\*")
+        self.assertIn("(* pinned by an operator)", out)
+        self.assertEqual(self.cli_json("flow", "unpin", key, "--rate"),
+                         {"key": key, "done": "unpinned"})
+        self.cli("flow", "resume", key)
+        self.assertFalse(self.cli_json("flow", "get", key)["paused"])
+
+    def test_flow_errors(self):
+        self.assert_fails(EXIT_NOTFOUND, ("flow", "get", "no-such-key"),
+                          "flow control key no-such-key not found")
+        self.assert_fails(EXIT_USAGE, ("flow", "pin", "k"),
+                          "needs --parallelism N and/or --rate N")
+        self.assert_fails(EXIT_USAGE, ("flow", "rm", "k"),
+                          "unknown subcommand 'rm'")
+
 
 if __name__ == "__main__":
     unittest.main()
