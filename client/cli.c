@@ -44,6 +44,8 @@ static const char usage_main[] =
     "                          resume, rm\n"
     "  flow ...                flow control keys: ls, get, pause, resume,\n"
     "                          pin, unpin, reset\n"
+    "  workflow ...            workflow runs: ls, get, cancel, dlq resume,\n"
+    "                          dlq restart\n"
     "  cluster add ID ADDR --rpc RPC\n"
     "                          add node ID (raft at ADDR) as a voter\n"
     "  cluster remove ID       remove node ID (it shuts down)\n"
@@ -443,6 +445,61 @@ int simple_options(const char *cmd,
     return -1;
 }
 
+/* ----------------------------------------------------------------------
+ * Bulk output */
+
+void bulk_out_init(struct bulk_out *o, const char *cmd, bool json)
+{
+    memset(o, 0, sizeof *o);
+    o->cmd = cmd;
+    o->json = json;
+    o->done = json ? json_array() : NULL;
+    o->failed = json ? json_array() : NULL;
+    o->ex = EXIT_OK;
+}
+
+void bulk_out_item(struct bulk_out *o,
+                   const char *id,
+                   const struct qraft_item_result *r)
+{
+    if (r->rc == 0) {
+        o->n_done++;
+        if (o->json) {
+            json_array_append_new(o->done, jstr(id));
+        } else {
+            printf("%s\n", id);
+        }
+        return;
+    }
+    o->n_failed++;
+    if (o->json) {
+        json_t *f = json_object();
+        json_object_set_new(f, "id", jstr(id));
+        json_object_set_new(f, "error", jstr(r->error));
+        json_array_append_new(o->failed, f);
+    }
+    fprintf(stderr, "qraft: %s: %s: %s\n", o->cmd, id, r->error);
+    if (o->ex == EXIT_OK) {
+        o->ex = exit_for(r->rc);
+    }
+}
+
+/* Prints the count (and the JSON document); returns the exit code. */
+int bulk_out_end(struct bulk_out *o, const char *verb, const char *noun)
+{
+    fprintf(stderr, "qraft: %s: %s %zu %s%s%s\n", o->cmd, verb, o->n_done, noun,
+            o->n_done == 1 ? "" : "s", o->n_failed > 0 ? "; some failed" : "");
+    if (!o->json) {
+        return o->ex;
+    }
+    json_t *doc = json_object();
+    json_object_set_new(doc, "count", json_integer((json_int_t)o->n_done));
+    json_object_set_new(doc, verb, o->done);
+    json_object_set_new(doc, "failed", o->failed);
+    int jex = print_json(doc);
+    return o->ex != EXIT_OK ? o->ex : jex;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -486,7 +543,7 @@ int main(int argc, char **argv)
         {"keys", cmd_keys},         {"cluster", cmd_cluster},
         {"group", cmd_group},       {"queue", cmd_queue},
         {"schedule", cmd_schedule}, {"logs", cmd_logs},
-        {"flow", cmd_flow},
+        {"flow", cmd_flow},         {"workflow", cmd_workflow},
     };
     const char *name = argv[optind];
     if (strcmp(name, "help") == 0) {

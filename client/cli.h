@@ -213,6 +213,27 @@ int list_options(const char *cmd,
                  const char **cursor,
                  uint32_t *limit);
 
+/* What a bulk command did: ids on stdout (or in one JSON document at the
+ * end: {count, <verb>: [ids], failed: [{id, error}]}), one stderr line per
+ * failure, and "<verb> N <noun>s" on stderr at the end. ex is the exit
+ * code of the first failure. */
+struct bulk_out {
+    const char *cmd;
+    bool json;
+    json_t *done;
+    json_t *failed;
+    size_t n_done;
+    size_t n_failed;
+    int ex;
+};
+
+void bulk_out_init(struct bulk_out *o, const char *cmd, bool json);
+void bulk_out_item(struct bulk_out *o,
+                   const char *id,
+                   const struct qraft_item_result *r);
+/* Prints the count (and the JSON document); returns the exit code. */
+int bulk_out_end(struct bulk_out *o, const char *verb, const char *noun);
+
 /* The commands: argv[0] is the command's name. */
 int cmd_publish(int argc, char **argv, struct globals *g);
 int cmd_get(int argc, char **argv, struct globals *g);
@@ -227,5 +248,6 @@ int cmd_keys(int argc, char **argv, struct globals *g);
 int cmd_queue(int argc, char **argv, struct globals *g);
 int cmd_schedule(int argc, char **argv, struct globals *g);
 int cmd_flow(int argc, char **argv, struct globals *g);
+int cmd_workflow(int argc, char **argv, struct globals *g);
 
 #endif

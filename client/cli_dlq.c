@@ -209,71 +209,6 @@ static int dlq_count(struct qraft_client *c,
     }
 }
 
-/* What a bulk command did: ids on stdout (or in the JSON document), one
- * stderr line per failure, the count on stderr at the end. */
-struct bulk_out {
-    const char *cmd;
-    bool json;
-    json_t *done;
-    json_t *failed;
-    size_t n_done;
-    size_t n_failed;
-    int ex;
-};
-
-static void bulk_out_init(struct bulk_out *o, const char *cmd, bool json)
-{
-    memset(o, 0, sizeof *o);
-    o->cmd = cmd;
-    o->json = json;
-    o->done = json ? json_array() : NULL;
-    o->failed = json ? json_array() : NULL;
-    o->ex = EXIT_OK;
-}
-
-static void bulk_out_item(struct bulk_out *o,
-                          const char *id,
-                          const struct qraft_item_result *r)
-{
-    if (r->rc == 0) {
-        o->n_done++;
-        if (o->json) {
-            json_array_append_new(o->done, jstr(id));
-        } else {
-            printf("%s\n", id);
-        }
-        return;
-    }
-    o->n_failed++;
-    if (o->json) {
-        json_t *f = json_object();
-        json_object_set_new(f, "id", jstr(id));
-        json_object_set_new(f, "error", jstr(r->error));
-        json_array_append_new(o->failed, f);
-    }
-    fprintf(stderr, "qraft: %s: %s: %s\n", o->cmd, id, r->error);
-    if (o->ex == EXIT_OK) {
-        o->ex = exit_for(r->rc);
-    }
-}
-
-/* Prints the count (and the JSON document); returns the exit code. */
-static int bulk_out_end(struct bulk_out *o, const char *verb)
-{
-    fprintf(stderr, "qraft: %s: %s %zu dead letter%s%s\n", o->cmd, verb,
-            o->n_done, o->n_done == 1 ? "" : "s",
-            o->n_failed > 0 ? "; some failed" : "");
-    if (!o->json) {
-        return o->ex;
-    }
-    json_t *doc = json_object();
-    json_object_set_new(doc, "count", json_integer((json_int_t)o->n_done));
-    json_object_set_new(doc, verb, o->done);
-    json_object_set_new(doc, "failed", o->failed);
-    int jex = print_json(doc);
-    return o->ex != EXIT_OK ? o->ex : jex;
-}
-
 /* dlq replay / rm with a filter: batches until nothing more matches or a
  * batch has a failure (its items would match again). */
 static int dlq_matching(struct qraft_client *c,
@@ -393,7 +328,7 @@ static int dlq_bulk(int argc, char **argv, struct globals *g, bool replay)
         ex = a.filtered ? dlq_matching(c, &a.f, replay, &o)
                         : dlq_ids(c, (const char *const *)(argv + optind), n,
                                   replay, &o);
-        int end = bulk_out_end(&o, verb);
+        int end = bulk_out_end(&o, verb, "dead letter");
         ex = ex != EXIT_OK ? ex : end;
     }
     qraft_client_free(c);

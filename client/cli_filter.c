@@ -445,66 +445,33 @@ int cmd_logs(int argc, char **argv, struct globals *g)
 /* ----------------------------------------------------------------------
  * cancel */
 
-/* Cancels every match, 1000 at a time: each id on stdout (--json: one
- * document at the end), failures on stderr, the count on stderr. Stops at
- * a batch with a failure: its items would match again. */
+/* Cancels every match, 1000 at a time. Stops at a batch with a failure:
+ * its items would match again. */
 static int cancel_matching(struct qraft_client *c,
                            const struct qraft_filter *f,
                            bool json)
 {
-    const char *cmd = "cancel";
-    json_t *done = json ? json_array() : NULL;
-    json_t *failed = json ? json_array() : NULL;
-    size_t n_done = 0;
-    size_t n_failed = 0;
+    struct bulk_out o;
+    bulk_out_init(&o, "cancel", json);
     int ex = EXIT_OK;
     for (;;) {
         struct qraft_bulk *b = NULL;
         int rc = qraft_cancel_matching(c, f, 0, &b);
         if (rc != 0) {
-            ex = report(cmd, c, rc);
+            ex = report("cancel", c, rc);
             break;
         }
         for (size_t i = 0; i < b->n; i++) {
-            if (b->results[i].rc == 0) {
-                n_done++;
-                if (json) {
-                    json_array_append_new(done, jstr(b->ids[i]));
-                } else {
-                    printf("%s\n", b->ids[i]);
-                }
-                continue;
-            }
-            n_failed++;
-            if (json) {
-                json_t *o = json_object();
-                json_object_set_new(o, "id", jstr(b->ids[i]));
-                json_object_set_new(o, "error", jstr(b->results[i].error));
-                json_array_append_new(failed, o);
-            }
-            fprintf(stderr, "qraft: %s: %s: %s\n", cmd, b->ids[i],
-                    b->results[i].error);
-            if (ex == EXIT_OK) {
-                ex = exit_for(b->results[i].rc);
-            }
+            bulk_out_item(&o, b->ids[i], &b->results[i]);
         }
-        bool more = b->n > 0 && n_failed == 0;
+        bool more = b->n > 0 && o.n_failed == 0;
         qraft_bulk_free(b);
         if (!more) {
             break;
         }
     }
-    fprintf(stderr, "qraft: cancel: cancelled %zu message%s%s\n", n_done,
-            n_done == 1 ? "" : "s", n_failed > 0 ? " (some failed)" : "");
-    if (json) {
-        json_t *o = json_object();
-        json_object_set_new(o, "count", json_integer((json_int_t)n_done));
-        json_object_set_new(o, "cancelled", done);
-        json_object_set_new(o, "failed", failed);
-        int jex = print_json(o);
-        ex = ex != EXIT_OK ? ex : jex;
-    }
-    return ex;
+    int end = bulk_out_end(&o, "cancelled", "message");
+    return ex != EXIT_OK ? ex : end;
 }
 
 int cmd_cancel(int argc, char **argv, struct globals *g)

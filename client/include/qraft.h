@@ -749,6 +749,78 @@ int qraft_flow_update(struct qraft_client *c,
                       const struct qraft_flow_update *u);
 
 /* ----------------------------------------------------------------------
+ * Upstash Workflow runs: the run log (as the SDK's Client.logs), cancel,
+ * and the workflow DLQ (resume or restart a failed run). */
+
+struct qraft_workflow_step {
+    uint32_t seq;           /* its place in the run's history */
+    char *call_type;        /* "step", "sleep", "wait", ... ("" initial) */
+    char *message_id;       /* the message that delivers it */
+    enum qraft_state state; /* that message's; UNSPECIFIED once pruned */
+    uint64_t created_ms;
+    uint32_t step_id;
+};
+
+struct qraft_workflow_run {
+    char *id;
+    char *url;
+    char *state; /* running, success, failed, canceled */
+    uint64_t created_ms;
+    uint64_t ended_ms;       /* 0 while running */
+    char *failed_message_id; /* the dead letter that failed it, or "" */
+    struct qraft_workflow_step *steps; /* in history order */
+    size_t n_steps;
+};
+
+struct qraft_workflow_page {
+    struct qraft_workflow_run *runs; /* by run id */
+    size_t n_runs;
+    char *cursor; /* pass to the next call; "" on the last page */
+};
+
+/* Which runs: those matching every field set (NULL, 0: unset). */
+struct qraft_workflow_filter {
+    const char *run_id;
+    const char *url;        /* the workflow endpoint, exactly */
+    const char *state;      /* running, success, failed, canceled */
+    const char *message_id; /* the run this message belongs to */
+    const char *label;
+    uint64_t from_ms; /* created at or after (unix ms) */
+    uint64_t to_ms;   /* created at or before */
+};
+
+/* Returns 0 when name is a run state qraft_workflow_runs takes, else
+ * QRAFT_EINVAL. */
+int qraft_workflow_state_check(const char *name);
+
+/* One page of runs that match f (NULL: all), with their steps, from cursor
+ * (NULL or "": the first), at most count (0: 10; at most 100). Served by
+ * the node asked. *out new; free with qraft_workflow_page_free. */
+int qraft_workflow_runs(struct qraft_client *c,
+                        const struct qraft_workflow_filter *f,
+                        const char *cursor,
+                        uint32_t count,
+                        struct qraft_workflow_page **out);
+void qraft_workflow_page_free(struct qraft_workflow_page *p);
+
+/* Cancels running runs run_ids[0..n). *out new (free with qraft_bulk_free):
+ * a result per run. Repeated after an ambiguous failure. */
+int qraft_workflow_cancel(struct qraft_client *c,
+                          const char *const *run_ids,
+                          size_t n,
+                          struct qraft_bulk **out);
+
+/* Resumes (restart false: the failed step is delivered again) or restarts
+ * (from the initial payload) the failed runs whose dead letters are
+ * message_ids[0..n). *out as for qraft_workflow_cancel. Not repeated after
+ * an ambiguous failure (QRAFT_EUNKNOWN), like qraft_dlq_replay. */
+int qraft_workflow_dlq(struct qraft_client *c,
+                       const char *const *message_ids,
+                       size_t n,
+                       bool restart,
+                       struct qraft_bulk **out);
+
+/* ----------------------------------------------------------------------
  * Cluster status, as seen by the node the client is connected to. */
 
 struct qraft_node_status {

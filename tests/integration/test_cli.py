@@ -324,6 +324,70 @@ class CliTest(unittest.TestCase):
         self.assert_fails(EXIT_USAGE, ("flow", "rm", "k"),
                           "unknown subcommand 'rm'")
 
+    # Workflow runs, driven by raw protocol as tests/integration/
+    # test_workflow_logs.py does.
+    def trigger(self, run, url, extra=None):
+        headers = {
+            "Upstash-Workflow-Init": "true",
+            "Upstash-Workflow-RunId": run,
+            "Upstash-Workflow-Url": url,
+            "Upstash-Feature-Set":
+                "LazyFetch,InitialBody,WF_DetectTrigger,WF_TriggerOnConfig",
+            "Upstash-Workflow-Sdk-Version": "1",
+            "Content-Type": "text/plain",
+        }
+        headers.update(extra or {})
+        el = {"destination": url, "headers": headers, "body": f"of {run}"}
+        status, _, out = qh.http_call(
+            self.node.http_addr, "POST", "/v2/batch", json.dumps([el]),
+            {"Content-Type": "application/json"}, token=self.node.token)
+        self.assertEqual(status, 200, out)
+        return out[0]["messageId"]
+
+    def test_workflow_runs(self):
+        sink = start_sink(self)
+        tag = uuid.uuid4().hex[:10]
+        waiting, failing = f"wfr_wait_{tag}", f"wfr_fail_{tag}"
+        first = self.trigger(waiting, sink.url(f"/wait-{tag}"),
+                             {"Upstash-Delay": "1h"})
+        sink.script(f"/fail-{tag}", Reply(500, {}, b"boom"))
+        dead = self.trigger(failing, sink.url(f"/fail-{tag}"),
+                            {"Upstash-Retries": "0"})
+        qh.wait_until(
+            lambda: self.cli_json("workflow", "get", failing)["state"] ==
+            "failed", 30, "the run to fail")
+
+        _, out, _ = self.cli("workflow", "ls", "--state", "running",
+                             "--since", "10m")
+        self.assertRegex(out, rf"(?m)^{waiting}\s+running\s+\S+Z\s+1\s+"
+                              rf"{sink.url(f'/wait-{tag}')}$")
+        self.assertNotIn(failing, out)
+        _, out, _ = self.cli("workflow", "get", waiting)
+        self.assertRegex(out, r"state:\s+running")
+        self.assertRegex(out, rf"(?m)^  0\s+step\s+0\s+{first}\s+pending\s")
+        got = self.cli_json("workflow", "get", failing)
+        self.assertEqual(got["failed_message_id"], dead)
+
+        # Restart the failed run from its dead letter; cancel the other.
+        sink.script(f"/fail-{tag}", Reply(200))
+        _, out, err = self.cli("workflow", "dlq", "restart", dead)
+        self.assertIn("restarted 1 workflow run", err)
+        self.assertEqual(self.cli_json("workflow", "cancel", waiting),
+                         {"count": 1, "cancelled": [waiting], "failed": []})
+        self.assertEqual(self.cli_json("workflow", "get", waiting)["state"],
+                         "canceled")
+
+    def test_workflow_errors(self):
+        self.assert_fails(EXIT_NOTFOUND, ("workflow", "get", "wfr_nope"),
+                          "workflow run wfr_nope not found")
+        self.assert_fails(EXIT_USAGE, ("workflow", "ls", "--state", "done"),
+                          "--state 'done': expected running")
+        self.assert_fails(EXIT_USAGE, ("workflow", "dlq", "retry", "m"),
+                          "expected resume or restart")
+        self.assert_fails(EXIT_USAGE, ("workflow", "cancel", "a", "b"),
+                          "add --yes")
+        self.assert_fails(3, ("workflow", "cancel", "wfr_nope"), "wfr_nope")
+
 
 if __name__ == "__main__":
     unittest.main()
