@@ -28,6 +28,7 @@ static const char usage_main[] =
     "\n"
     "commands:\n"
     "  publish URL [OPTIONS]   publish a message; prints its id\n"
+    "  publish --group NAME    publish to every endpoint of a URL group\n"
     "  get ID                  show a message, its state and history\n"
     "  cancel ID | FILTERS     cancel a message (or every match) before\n"
     "                          delivery\n"

@@ -27,14 +27,21 @@ static const char usage_cluster[] =
     "voter (the command returns then). remove: the node leaves the\n"
     "configuration, leaves a tombstone in its data dir and shuts itself\n"
     "down. transfer: hands leadership to ID, or to the most up-to-date\n"
-    "voter.\n";
+    "voter.\n"
+    "\n"
+    "example:\n"
+    "  qraft cluster add 4 10.0.0.4:7000 --rpc 10.0.0.4:7100\n"
+    "  qraft cluster transfer 2\n";
 
 static const char usage_keys[] =
     "usage: qraft keys [--rotate] [--json]\n"
     "\n"
     "Prints the signing keys receivers verify Upstash-Signature with. With\n"
     "--rotate, the next key becomes current and a new next key is made:\n"
-    "update receivers with both before rotating again.\n";
+    "update receivers with both before rotating again.\n"
+    "\n"
+    "example:\n"
+    "  qraft keys --json\n";
 
 static const char usage_group[] =
     "usage: qraft group add GROUP [NAME=]URL...\n"
@@ -47,7 +54,12 @@ static const char usage_group[] =
     "creates one message per endpoint. add creates the group if needed; an\n"
     "endpoint whose URL is there already is replaced (NAME= names it). rm\n"
     "takes endpoints by URL (http:// or https://) or by name; removing the\n"
-    "last one deletes the group.\n";
+    "last one deletes the group.\n"
+    "\n"
+    "example:\n"
+    "  qraft group add billing eu=https://eu.example.com/hook \\\n"
+    "      https://us.example.com/hook\n"
+    "  qraft publish --group billing --body hi\n";
 
 static const char usage_status[] =
     "usage: qraft status [--local] [--json]\n"
@@ -56,7 +68,10 @@ static const char usage_status[] =
     "applied index, shards and addresses. A follower knows little of the\n"
     "others (liveness and progress come from heartbeats to the leader), so\n"
     "the leader is asked when known. --local: only the node reached, as it\n"
-    "sees itself and the cluster.\n";
+    "sees itself and the cluster.\n"
+    "\n"
+    "example:\n"
+    "  qraft status --endpoints 10.0.0.1:7100,10.0.0.2:7100\n";
 
 /* "[NAME=]URL" (add) or "NAME|URL" (rm) into e; an argument that starts
  * with a scheme is a URL as a whole (URLs may hold '='). */

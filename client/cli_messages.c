@@ -15,8 +15,12 @@
 
 static const char usage_publish[] =
     "usage: qraft publish URL [OPTIONS]\n"
+    "       qraft publish --group NAME [OPTIONS]\n"
     "\n"
-    "Publishes a message for URL and prints its id alone on stdout.\n"
+    "Publishes a message for URL and prints its id alone on stdout; with\n"
+    "--group, one message to each endpoint of URL group NAME, printing\n"
+    "\"ID URL\" per message. --json prints {id, deduplicated} (a group:\n"
+    "{group, messages: [{id, url, endpoint, deduplicated}]}).\n"
     "\n"
     "  --body STR | @FILE | -   body: the string, a file's content, or stdin\n"
     "  --header 'K: V'          forwarded header (repeatable)\n"
@@ -42,7 +46,12 @@ static const char usage_publish[] =
     "  --queue NAME             queue to publish into\n"
     "  --redact SPEC            never show these again (body, header,\n"
     "                           header[Name], comma separated): views show\n"
-    "                           REDACTED:<sha256>; delivery gets the values\n";
+    "                           REDACTED:<sha256>; delivery gets the values\n"
+    "\n"
+    "example:\n"
+    "  qraft publish https://example.com/hook --body '{\"a\":1}' \\\n"
+    "      --header 'Content-Type: application/json' --retries 5 --delay 30s\n"
+    "  qraft publish --group billing --body @invoice.json\n";
 
 static const char usage_get[] =
     "usage: qraft get ID [--json]\n"
@@ -50,7 +59,10 @@ static const char usage_get[] =
     "Shows a message: state (queued, pending, delivering, retrying,\n"
     "delivered, dead_lettered, cancelled), attempts, next attempt time (UTC), "
     "last\n"
-    "error and history. Exits 3 when the id is unknown.\n";
+    "error and history. Exits 3 when the id is unknown.\n"
+    "\n"
+    "example:\n"
+    "  qraft get msg_01a20717539c00037e994b6a --json\n";
 
 static const char usage_ls[] =
     "usage: qraft ls [--state S] [--limit N] [--cursor C] [--json]\n"
@@ -58,7 +70,10 @@ static const char usage_ls[] =
     "Lists one page of messages, optionally only those in state S\n"
     "(queued, pending, delivering, retrying, delivered, dead_lettered,\n"
     "cancelled). When there are more, stderr names the --cursor for the\n"
-    "next page (JSON: the \"cursor\" field).\n";
+    "next page (JSON: the \"cursor\" field).\n"
+    "\n"
+    "example:\n"
+    "  qraft ls --state retrying --limit 20\n";
 
 json_t *message_json(const struct qraft_message *m)
 {
@@ -409,14 +424,54 @@ void publish_args_fini(struct publish_args *a)
     free(a->body);
 }
 
+/* publish --group: one line "ID URL" per endpoint's message (JSON: the
+ * group and its messages). */
+static int publish_group(struct qraft_client *c,
+                         const char *group,
+                         const struct qraft_publish *p,
+                         bool json)
+{
+    struct qraft_published *msgs = NULL;
+    size_t n = 0;
+    int rc = qraft_publish_group(c, group, p, &msgs, &n);
+    if (rc != 0) {
+        return report("publish", c, rc);
+    }
+    int ex = EXIT_OK;
+    if (json) {
+        json_t *o = json_object();
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++) {
+            json_t *m = json_object();
+            json_object_set_new(m, "id", jstr(msgs[i].id));
+            json_object_set_new(m, "url", jstr(msgs[i].url));
+            json_object_set_new(m, "endpoint", jstr(msgs[i].endpoint));
+            json_object_set_new(m, "deduplicated",
+                                json_boolean(msgs[i].deduplicated));
+            json_array_append_new(arr, m);
+        }
+        json_object_set_new(o, "group", jstr(group));
+        json_object_set_new(o, "messages", arr);
+        ex = print_json(o);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            printf("%s %s\n", msgs[i].id, msgs[i].url);
+        }
+    }
+    qraft_group_publish_free(msgs, n);
+    return ex;
+}
+
 int cmd_publish(int argc, char **argv, struct globals *g)
 {
     static const struct option opts[] = {
         GLOBAL_LONG_OPTIONS,
         PUBLISH_LONG_OPTIONS,
         {"json", no_argument, NULL, OPT_JSON},
+        {"group", required_argument, NULL, OPT_GROUP},
         {NULL, 0, NULL, 0},
     };
+    const char *group = NULL;
     struct publish_args a;
     memset(&a, 0, sizeof a);
     int ex = EXIT_OK;
@@ -430,6 +485,10 @@ int cmd_publish(int argc, char **argv, struct globals *g)
             fputs(usage_publish, stdout);
             goto out;
         }
+        if (opt == OPT_GROUP) {
+            group = optarg;
+            continue;
+        }
         ex = publish_option("publish", opt, argv, &a);
         if (ex == -1) {
             ex = usage_error("publish", "bad option '%s'", argv[optind - 1]);
@@ -438,14 +497,22 @@ int cmd_publish(int argc, char **argv, struct globals *g)
     if (ex != EXIT_OK) {
         goto out;
     }
-    if (argc - optind != 1) {
-        ex = usage_error("publish", "expected one URL");
+    if (argc - optind != (group != NULL ? 0 : 1)) {
+        ex = usage_error("publish", group != NULL
+                                        ? "--group takes the place of the URL"
+                                        : "expected one URL (or --group "
+                                          "NAME)");
         goto out;
     }
-    a.p.url = argv[optind];
+    a.p.url = group != NULL ? NULL : argv[optind];
     struct qraft_client *c = NULL;
     ex = open_client("publish", g, &c);
     if (ex != EXIT_OK) {
+        goto out;
+    }
+    if (group != NULL) {
+        ex = publish_group(c, group, &a.p, g->json);
+        qraft_client_free(c);
         goto out;
     }
     char id[QRAFT_ID_MAX];

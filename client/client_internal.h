@@ -109,10 +109,13 @@ struct qr_client_publish_req {
 };
 
 /* Builds r->pr from p, drawing an idempotency key when p has neither a
- * key nor a dedup id; r borrows p's strings. On success free with
- * qr_client_publish_req_fini; a failed init leaves nothing to free. */
+ * key nor a dedup id; r borrows p's strings. With group (not NULL or
+ * ""), p->url must be unset: the request goes to that URL group. On success
+ * free with qr_client_publish_req_fini; a failed init leaves nothing to free.
+ */
 int qr_client_publish_req_init(struct qraft_client *c,
                                const struct qraft_publish *p,
+                               const char *group,
                                struct qr_client_publish_req *r);
 void qr_client_publish_req_fini(struct qr_client_publish_req *r);
 /* The public state for a stored one (UNSPECIFIED when out of range). */

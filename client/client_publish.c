@@ -82,12 +82,19 @@ static int parse_redact(struct qraft_client *c,
 
 int qr_client_publish_req_init(struct qraft_client *c,
                                const struct qraft_publish *p,
+                               const char *group,
                                struct qr_client_publish_req *r)
 {
     memset(r, 0, sizeof *r);
     qraft__publish_request__init(&r->pr);
-    if (p == NULL || p->url == NULL || p->url[0] == '\0') {
+    bool to_group = group != NULL && group[0] != '\0';
+    bool has_url = p != NULL && p->url != NULL && p->url[0] != '\0';
+    if (p == NULL || (!to_group && !has_url)) {
         return qr_client_fail(c, QRAFT_EINVAL, "a url is required");
+    }
+    if (to_group && has_url) {
+        return qr_client_fail(c, QRAFT_EINVAL,
+                              "give a url or a url group, not both");
     }
     if (p->body == NULL && p->body_len > 0) {
         return qr_client_fail(c, QRAFT_EINVAL,
@@ -140,7 +147,8 @@ int qr_client_publish_req_init(struct qraft_client *c,
         r->pr.redact = &r->redact;
     }
     Qraft__PublishRequest *pr = &r->pr;
-    pr->url = (char *)p->url;
+    pr->url = qr_client_or_empty(p->url);
+    pr->topic_name = qr_client_or_empty(group);
     pr->method = qr_client_or_empty(p->method);
     pr->n_headers = p->n_headers;
     pr->headers = r->header_ptrs;
@@ -197,7 +205,7 @@ int qraft_publish(struct qraft_client *c,
                   bool *deduplicated)
 {
     struct qr_client_publish_req r;
-    int rc = qr_client_publish_req_init(c, p, &r);
+    int rc = qr_client_publish_req_init(c, p, NULL, &r);
     if (rc != 0) {
         return rc;
     }
@@ -223,6 +231,65 @@ out:
     return rc;
 }
 
+void qraft_group_publish_free(struct qraft_published *msgs, size_t n)
+{
+    if (msgs == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(msgs[i].id);
+        free(msgs[i].url);
+        free(msgs[i].endpoint);
+    }
+    free(msgs);
+}
+
+int qraft_publish_group(struct qraft_client *c,
+                        const char *group,
+                        const struct qraft_publish *p,
+                        struct qraft_published **out,
+                        size_t *n)
+{
+    if (group == NULL || group[0] == '\0') {
+        return qr_client_fail(c, QRAFT_EINVAL, "a url group name is required");
+    }
+    struct qr_client_publish_req r;
+    int rc = qr_client_publish_req_init(c, p, group, &r);
+    if (rc != 0) {
+        return rc;
+    }
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_PUBLISH;
+    req.publish = &r.pr;
+    Qraft__Response *resp = NULL;
+    rc = qr_client_call_expect(c, &req, RETRY_ANY,
+                               QRAFT__RESPONSE__BODY_PUBLISH, &resp);
+    qr_client_publish_req_fini(&r);
+    if (rc != 0) {
+        return rc;
+    }
+    const Qraft__PublishResponse *pr = resp->publish;
+    struct qraft_published *msgs =
+        calloc(pr->n_messages > 0 ? pr->n_messages : 1, sizeof *msgs);
+    bool oom = msgs == NULL;
+    for (size_t i = 0; !oom && i < pr->n_messages; i++) {
+        const Qraft__PublishedMessage *pm = pr->messages[i];
+        msgs[i].id = qr_client_dup_str(pm->message_id, &oom);
+        msgs[i].url = qr_client_dup_str(pm->url, &oom);
+        msgs[i].endpoint = qr_client_dup_str(pm->endpoint_name, &oom);
+        msgs[i].deduplicated = pm->deduplicated;
+    }
+    size_t got = pr->n_messages;
+    qraft__response__free_unpacked(resp, NULL);
+    if (oom) {
+        qraft_group_publish_free(msgs, got);
+        return qr_client_fail(c, QRAFT_ENOMEM, "out of memory for a publish");
+    }
+    *out = msgs;
+    *n = got;
+    return 0;
+}
+
 /* ----------------------------------------------------------------------
  * Pipelined publishes */
 
@@ -246,7 +313,7 @@ int qraft_publish_send(struct qraft_client *c,
         c->cap_pend = cap;
     }
     struct qr_client_publish_req r;
-    int rc = qr_client_publish_req_init(c, p, &r);
+    int rc = qr_client_publish_req_init(c, p, NULL, &r);
     if (rc != 0) {
         return rc;
     }

@@ -290,7 +290,7 @@ int qraft_schedule_create(struct qraft_client *c,
         return rc;
     }
     struct qr_client_publish_req r;
-    rc = qr_client_publish_req_init(c, p, &r);
+    rc = qr_client_publish_req_init(c, p, NULL, &r);
     if (rc != 0) {
         return rc;
     }

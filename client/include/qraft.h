@@ -263,6 +263,26 @@ int qraft_publish(struct qraft_client *c,
                   char id[QRAFT_ID_MAX],
                   bool *deduplicated);
 
+/* One message a URL-group publish created. */
+struct qraft_published {
+    char *id;
+    char *url;      /* the endpoint's */
+    char *endpoint; /* its name, "" when it has none */
+    bool deduplicated;
+};
+
+/* Publishes p (p->url unset) to every endpoint of URL group `group`: one
+ * message each, in the group's order. On success *out is new (an array of
+ * *n; free with qraft_group_publish_free). QRAFT_ENOTFOUND: no such
+ * group; QRAFT_EINVAL: p is invalid (or sets url). Retried like qraft_publish
+ * (the idempotency key covers the whole fan-out). */
+int qraft_publish_group(struct qraft_client *c,
+                        const char *group,
+                        const struct qraft_publish *p,
+                        struct qraft_published **out,
+                        size_t *n);
+void qraft_group_publish_free(struct qraft_published *msgs, size_t n);
+
 struct qraft_last_error {
     char *category; /* connect, timeout, throttled, server_error, ... */
     int32_t status; /* HTTP status, 0 when no response */
@@ -532,8 +552,8 @@ struct qraft_keys {
 int qraft_keys(struct qraft_client *c, bool rotate, struct qraft_keys *out);
 
 /* ----------------------------------------------------------------------
- * URL groups (QStash "topics"): named lists of endpoints. Publishing to a
- * group goes through the REST API (POST /v2/publish/{group}). */
+ * URL groups (QStash "topics"): named lists of endpoints. Publish to one
+ * with qraft_publish_group (or POST /v2/publish/{group} over REST). */
 
 /* An endpoint in a request: url, and an optional name (NULL or "": none)
  * unique in its group. */

@@ -388,6 +388,29 @@ class CliTest(unittest.TestCase):
                           "add --yes")
         self.assert_fails(3, ("workflow", "cancel", "wfr_nope"), "wfr_nope")
 
+    # Publishing to a URL group.
+    def test_publish_to_group(self):
+        group = f"g{uuid.uuid4().hex[:10]}"
+        self.cli("group", "add", group, "a=http://127.0.0.1:9/ga",
+                 "http://127.0.0.1:9/gb")
+        _, out, _ = self.cli("publish", "--group", group, "--delay", "1h",
+                             "--body", "hi")
+        lines = [line.split() for line in out.splitlines()]
+        self.assertEqual([u for _, u in lines],
+                         ["http://127.0.0.1:9/ga", "http://127.0.0.1:9/gb"])
+        for mid, url in lines:
+            self.assertEqual(self.cli_json("get", mid)["url"], url)
+        got = self.cli_json("publish", "--group", group, "--delay", "1h")
+        self.assertEqual(got["group"], group)
+        self.assertEqual([m["endpoint"] for m in got["messages"]], ["a", ""])
+
+    def test_publish_to_group_errors(self):
+        self.assert_fails(EXIT_NOTFOUND, ("publish", "--group", "no-such-group"),
+                          "url group 'no-such-group' not found")
+        self.assert_fails(EXIT_USAGE,
+                          ("publish", "--group", "g", "http://127.0.0.1:9/x"),
+                          "--group takes the place of the URL")
+
 
 if __name__ == "__main__":
     unittest.main()
