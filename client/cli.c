@@ -51,6 +51,8 @@ static const char usage_main[] =
     "                          add node ID (raft at ADDR) as a voter\n"
     "  cluster remove ID       remove node ID (it shuts down)\n"
     "  cluster transfer [ID]   hand leadership to ID (or the best voter)\n"
+    "  context ls|use|show     named clusters (endpoints, token, TLS)\n"
+    "  completion bash|zsh     print a shell completion script\n"
     "\n"
     "Run `qraft COMMAND --help` for a command's options. get, ls, dlq ls,\n"
     "status, keys, group get and group ls take --json to print one JSON\n"
@@ -60,6 +62,9 @@ static const char usage_main[] =
     "  --endpoints H:P,...  nodes to talk to (env QRAFT_ENDPOINTS;\n"
     "                       default 127.0.0.1:7100)\n"
     "  --token T            API token (env QRAFT_TOKEN)\n"
+    "  --context NAME       take endpoints, token and TLS files from this\n"
+    "                       context (env QRAFT_CONTEXT; default: the\n"
+    "                       current one, see qraft context --help)\n"
     "  --stale              reads answer from the node asked as it is, "
     "without\n"
     "                       confirming with the leader (env QRAFT_STALE=1):\n"
@@ -159,6 +164,9 @@ bool global_option(int opt, struct globals *g)
         case OPT_KEY:
             g->key = optarg;
             return true;
+        case OPT_CONTEXT:
+            g->context = optarg;
+            return true;
         default:
             return false;
     }
@@ -172,10 +180,16 @@ static const char *flag_or_env(const char *flag, const char *env)
 }
 
 int open_client_with(const char *cmd,
-                     const struct globals *g,
+                     const struct globals *flags,
                      const struct qraft_options *opts,
                      struct qraft_client **out)
 {
+    struct globals settings = *flags;
+    const struct globals *g = &settings;
+    int ex = context_settings(cmd, &settings);
+    if (ex != EXIT_OK) {
+        return ex;
+    }
     const char *endpoints = g->endpoints;
     if (endpoints == NULL) {
         endpoints = getenv("QRAFT_ENDPOINTS");
@@ -545,6 +559,7 @@ int main(int argc, char **argv)
         {"group", cmd_group},       {"queue", cmd_queue},
         {"schedule", cmd_schedule}, {"logs", cmd_logs},
         {"flow", cmd_flow},         {"workflow", cmd_workflow},
+        {"context", cmd_context},   {"completion", cmd_completion},
     };
     const char *name = argv[optind];
     if (strcmp(name, "help") == 0) {

@@ -27,11 +27,17 @@ struct globals {
     const char *endpoints;
     const char *token;
     bool json;
-    bool stale;         /* --stale or QRAFT_STALE=1: stale reads */
-    const char *cacert; /* --cacert or QRAFT_CACERT: TLS */
-    const char *cert;   /* --cert or QRAFT_CERT */
-    const char *key;    /* --key or QRAFT_KEY */
+    bool stale;          /* --stale or QRAFT_STALE=1: stale reads */
+    const char *cacert;  /* --cacert or QRAFT_CACERT: TLS */
+    const char *cert;    /* --cert or QRAFT_CERT */
+    const char *key;     /* --key or QRAFT_KEY */
+    const char *context; /* --context or QRAFT_CONTEXT (cli_context.c) */
 };
+
+/* Every command's name, for the completion script. */
+#define QRAFT_COMMANDS                                                 \
+    "publish get cancel ls logs dlq status keys group queue schedule " \
+    "flow workflow cluster context completion help"
 
 enum {
     OPT_ENDPOINTS = 1000,
@@ -95,6 +101,7 @@ enum {
     OPT_PERIOD,
     OPT_UNPIN_PARALLELISM,
     OPT_UNPIN_RATE,
+    OPT_CONTEXT,
 };
 
 #define GLOBAL_LONG_OPTIONS                                \
@@ -104,6 +111,7 @@ enum {
         {"cacert", required_argument, NULL, OPT_CACERT},   \
         {"cert", required_argument, NULL, OPT_CERT},       \
         {"key", required_argument, NULL, OPT_KEY},         \
+        {"context", required_argument, NULL, OPT_CONTEXT}, \
     {                                                      \
         "help", no_argument, NULL, OPT_HELP                \
     }
@@ -249,5 +257,13 @@ int cmd_queue(int argc, char **argv, struct globals *g);
 int cmd_schedule(int argc, char **argv, struct globals *g);
 int cmd_flow(int argc, char **argv, struct globals *g);
 int cmd_workflow(int argc, char **argv, struct globals *g);
+int cmd_context(int argc, char **argv, struct globals *g);
+int cmd_completion(int argc, char **argv, struct globals *g);
+
+/* Fills the settings g lacks (no flag, no environment variable) from the
+ * chosen context: --context, QRAFT_CONTEXT, else the current one (none:
+ * nothing). Prints why and returns an exit code when the context cannot
+ * be read; EXIT_OK otherwise. */
+int context_settings(const char *cmd, struct globals *g);
 
 #endif

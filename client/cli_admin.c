@@ -552,7 +552,13 @@ int cmd_status(int argc, char **argv, struct globals *g)
         s->leader_rpc != NULL && s->leader_rpc[0] != '\0') {
         struct qraft_client *lc = NULL;
         struct qraft_status *ls = NULL;
-        const char *token = g->token != NULL ? g->token : getenv("QRAFT_TOKEN");
+        struct globals settings = *g;
+        const char *token = context_settings("status", &settings) == EXIT_OK
+                                ? settings.token
+                                : NULL;
+        if (token == NULL) {
+            token = getenv("QRAFT_TOKEN");
+        }
         if (qraft_client_new(s->leader_rpc, token, NULL, &lc) == 0 &&
             qraft_status(lc, &ls) == 0) {
             qraft_status_free(s);

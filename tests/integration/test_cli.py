@@ -4,8 +4,11 @@ filter, and --json on writes. Each command: the happy path (what a user
 reads, the exit code) and one error."""
 
 import json
+import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import unittest
 import uuid
@@ -410,6 +413,85 @@ class CliTest(unittest.TestCase):
         self.assert_fails(EXIT_USAGE,
                           ("publish", "--group", "g", "http://127.0.0.1:9/x"),
                           "--group takes the place of the URL")
+
+    # Contexts and completion.
+    def qraft_env(self, config_home):
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("QRAFT_")}
+        env["XDG_CONFIG_HOME"] = config_home
+        return env
+
+    def run_qraft(self, env, *args):
+        p = subprocess.run([qh.binary("qraft"), *args], env=env,
+                           capture_output=True, text=True, timeout=60)
+        return p.returncode, p.stdout, p.stderr
+
+    def test_contexts(self):
+        home = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, home, True)
+        os.makedirs(f"{home}/qraft")
+        with open(f"{home}/token", "w") as f:
+            f.write(self.node.token + "\n")
+        with open(f"{home}/qraft/contexts", "w") as f:
+            f.write(f"# two clusters\n[dev]\nendpoints = {self.node.endpoints}"
+                    f"\ntoken_file = {home}/token\n\n[empty]\n")
+        env = self.qraft_env(home)
+        rc, out, _ = self.run_qraft(env, "context", "ls")
+        self.assertEqual((rc, out), (0, "  dev\n  empty\n"))
+        rc, out, _ = self.run_qraft(env, "--context", "dev", "queue", "ls")
+        self.assertEqual(rc, 0)
+        self.assertTrue(out.startswith("NAME"))
+        rc, out, _ = self.run_qraft(env, "context", "use", "dev")
+        self.assertEqual((rc, out), (0, "current context: dev\n"))
+        rc, out, _ = self.run_qraft(env, "context", "ls")
+        self.assertEqual(out, "* dev\n  empty\n")
+        rc, out, _ = self.run_qraft(env, "status", "--json")
+        self.assertEqual(rc, 0, "the current context's endpoints and token")
+        self.assertEqual(json.loads(out)["state"], "leader")
+        # A flag wins over the context: a wrong token is refused.
+        rc, _, err = self.run_qraft(env, "--token", "wrong", "queue", "ls")
+        self.assertEqual(rc, 5, err)
+
+    def test_context_errors(self):
+        home = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, home, True)
+        os.makedirs(f"{home}/qraft")
+        with open(f"{home}/qraft/contexts", "w") as f:
+            f.write("[dev]\nendpoint = 127.0.0.1:1\n")
+        env = self.qraft_env(home)
+        rc, _, err = self.run_qraft(env, "--context", "dev", "ls")
+        self.assertEqual(rc, EXIT_USAGE)
+        self.assertIn("contexts:2: expected [name], key = value", err)
+        rc, _, err = self.run_qraft(env, "context", "use", "prod")
+        self.assertEqual(rc, EXIT_USAGE)
+        self.assertIn("no context 'prod'", err)
+
+    def test_completion(self):
+        if shutil.which("bash") is None:
+            self.skipTest("no bash")
+        bin_dir = os.path.dirname(qh.binary("qraft"))
+
+        def complete(*words):
+            script = (
+                "source <(qraft completion bash)\n"
+                f"COMP_WORDS=({' '.join(words)}); "
+                f"COMP_CWORD={len(words) - 1}\n"
+                "_qraft; echo \"${COMPREPLY[@]}\"\n")
+            env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+            p = subprocess.run(["bash", "-c", script], env=env,
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            return p.stdout.split()
+
+        self.assertEqual(complete("qraft", "qu"), ["queue"])
+        self.assertEqual(complete("qraft", "--token", "t", "sched"),
+                         ["schedule"])
+        self.assertEqual(complete("qraft", "dlq", "re"), ["replay"])
+        self.assertIn("--follow", complete("qraft", "logs", "--fo"))
+        rc, out, _ = self.node.cli("completion", "zsh")
+        self.assertIn("bashcompinit", out)
+        self.assert_fails(EXIT_USAGE, ("completion", "fish"),
+                          "expected bash or zsh")
 
 
 if __name__ == "__main__":
