@@ -189,6 +189,13 @@ int parse_duration_ms(const char *s, uint64_t *out);
 int parse_u64(const char *s, uint64_t max, uint64_t *out);
 /* A point in time: unix seconds, or a duration ago ("1h"); unix ms. */
 int parse_time_ms(const char *s, uint64_t *out);
+/* --since / --until (opt) from optarg into *since_ms or *until_ms; a
+ * usage error's exit code when it does not parse, else EXIT_OK. */
+int time_option(const char *cmd,
+                int opt,
+                char **argv,
+                uint64_t *since_ms,
+                uint64_t *until_ms);
 /* Asks "what?" on a terminal unless yes ("delete 3 dead letters");
  * without a terminal, refuses (a usage error naming --yes). False, with
  * *ex the exit code, when not confirmed. */

@@ -121,19 +121,14 @@ static int dlq_options(const char *cmd,
                 a->f.category = optarg;
                 break;
             case OPT_SINCE:
-            case OPT_UNTIL:
-                if (parse_time_ms(optarg, &v) != 0) {
-                    return usage_error(cmd,
-                                       "%s '%s': expected unix seconds or a "
-                                       "duration ago (90s, 1h, 2d)",
-                                       argv[optind - 2], optarg);
-                }
-                if (opt == OPT_SINCE) {
-                    a->f.since_ms = v;
-                } else {
-                    a->f.until_ms = v;
+            case OPT_UNTIL: {
+                int ex =
+                    time_option(cmd, opt, argv, &a->f.since_ms, &a->f.until_ms);
+                if (ex != EXIT_OK) {
+                    return ex;
                 }
                 break;
+            }
             case OPT_YES:
             case 'y':
                 a->yes = true;

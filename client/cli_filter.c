@@ -99,6 +99,23 @@ int parse_time_ms(const char *s, uint64_t *out)
     return 0;
 }
 
+int time_option(const char *cmd,
+                int opt,
+                char **argv,
+                uint64_t *since_ms,
+                uint64_t *until_ms)
+{
+    uint64_t v;
+    if (parse_time_ms(optarg, &v) != 0) {
+        return usage_error(cmd,
+                           "%s '%s': expected unix seconds or a duration ago "
+                           "(90s, 1h, 2d)",
+                           argv[optind - 2], optarg);
+    }
+    *(opt == OPT_SINCE ? since_ms : until_ms) = v;
+    return EXIT_OK;
+}
+
 /* Handles one filter option into f; -1 when opt is not one. */
 static int filter_option(const char *cmd,
                          int opt,
@@ -155,18 +172,7 @@ static int filter_option(const char *cmd,
             return EXIT_OK;
         case OPT_SINCE:
         case OPT_UNTIL:
-            if (parse_time_ms(optarg, &v) != 0) {
-                return usage_error(cmd,
-                                   "%s '%s': expected unix seconds or a "
-                                   "duration ago (90s, 1h, 2d)",
-                                   argv[optind - 2], optarg);
-            }
-            if (opt == OPT_SINCE) {
-                f->from_ms = v;
-            } else {
-                f->to_ms = v;
-            }
-            return EXIT_OK;
+            return time_option(cmd, opt, argv, &f->from_ms, &f->to_ms);
         default:
             return -1;
     }

@@ -169,19 +169,14 @@ static int workflow_options(const char *cmd,
                 a->f.label = optarg;
                 break;
             case OPT_SINCE:
-            case OPT_UNTIL:
-                if (parse_time_ms(optarg, &v) != 0) {
-                    return usage_error(cmd,
-                                       "%s '%s': expected unix seconds or a "
-                                       "duration ago (90s, 1h, 2d)",
-                                       argv[optind - 2], optarg);
-                }
-                if (opt == OPT_SINCE) {
-                    a->f.from_ms = v;
-                } else {
-                    a->f.to_ms = v;
+            case OPT_UNTIL: {
+                int ex =
+                    time_option(cmd, opt, argv, &a->f.from_ms, &a->f.to_ms);
+                if (ex != EXIT_OK) {
+                    return ex;
                 }
                 break;
+            }
             case OPT_LIMIT:
                 if (parse_u64(optarg, 100, &v) != 0 || v == 0) {
                     return usage_error(cmd, "--limit '%s': expected 1 to 100",

@@ -1213,6 +1213,16 @@ char *qr_client_dup_str(const char *s, bool *oom)
     return d;
 }
 
+int qr_client_name_index(const char *const *names, size_t n, const char *name)
+{
+    for (size_t i = 1; name != NULL && i < n; i++) {
+        if (strcasecmp(name, names[i]) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
 char *qr_client_or_empty(const char *s)
 {
     return (char *)(s != NULL ? s : "");

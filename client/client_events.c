@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "client_internal.h"
 #include "qraft.h"
@@ -20,12 +19,7 @@ static const char *const log_states[] = {
 
 static int log_state_parse(const char *name)
 {
-    for (size_t i = 1; name != NULL && i < N_LOG_STATES; i++) {
-        if (strcasecmp(name, log_states[i]) == 0) {
-            return (int)i;
-        }
-    }
-    return -1;
+    return qr_client_name_index(log_states, N_LOG_STATES, name);
 }
 
 int qraft_log_state_check(const char *name)
@@ -219,14 +213,5 @@ int qraft_cancel_matching(struct qraft_client *c,
     Qraft__Request req = QRAFT__REQUEST__INIT;
     req.body_case = QRAFT__REQUEST__BODY_CANCEL_MANY;
     req.cancel_many = &cm;
-    Qraft__Response *resp = NULL;
-    int rc = qr_client_call_expect(c, &req, RETRY_ANY,
-                                   QRAFT__RESPONSE__BODY_BULK, &resp);
-    if (rc != 0) {
-        return rc;
-    }
-    rc = qr_client_bulk_from_items(c, resp->bulk->results,
-                                   resp->bulk->n_results, out);
-    qraft__response__free_unpacked(resp, NULL);
-    return rc;
+    return qr_client_call_bulk(c, &req, RETRY_ANY, out);
 }

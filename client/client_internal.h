@@ -121,12 +121,17 @@ void qr_client_publish_req_fini(struct qr_client_publish_req *r);
 /* The public state for a stored one (UNSPECIFIED when out of range). */
 enum qraft_state qr_client_to_state(Qraft__MessageState s);
 
-/* A new qraft_bulk (free with qraft_bulk_free) from a bulk answer's
- * items, in their order. */
-int qr_client_bulk_from_items(struct qraft_client *c,
-                              Qraft__ItemResult *const *items,
-                              size_t n,
-                              struct qraft_bulk **out);
+/* Runs a bulk request and converts its answer (BulkResponse or
+ * BulkPageResponse) into a new qraft_bulk, items in their order (free
+ * with qraft_bulk_free). */
+int qr_client_call_bulk(struct qraft_client *c,
+                        Qraft__Request *req,
+                        enum retry_policy policy,
+                        struct qraft_bulk **out);
+/* The index of name (case-insensitive) in names[1..n), or -1: names[0]
+ * is the "unspecified" no input may name. */
+int qr_client_name_index(const char *const *names, size_t n, const char *name);
+
 /* The connection, for the pipelined publishes only. */
 int qr_client_check_size(struct qraft_client *c, Qraft__Request *req);
 bool qr_client_conn_alive(struct qraft_client *c);

@@ -298,25 +298,7 @@ int qraft_dlq_list(struct qraft_client *c,
                    uint32_t limit,
                    struct qraft_message_list **out)
 {
-    Qraft__DlqListRequest list = QRAFT__DLQ_LIST_REQUEST__INIT;
-    list.cursor = qr_client_or_empty(cursor);
-    list.limit = limit;
-    Qraft__Request req = QRAFT__REQUEST__INIT;
-    req.body_case = QRAFT__REQUEST__BODY_DLQ_LIST;
-    req.dlq_list = &list;
-    Qraft__Response *resp = NULL;
-    int rc = qr_client_call_expect(c, &req, RETRY_ANY,
-                                   QRAFT__RESPONSE__BODY_DLQ_LIST, &resp);
-    if (rc != 0) {
-        return rc;
-    }
-    rc = list_from_pb(resp->dlq_list->messages, resp->dlq_list->n_messages,
-                      resp->dlq_list->cursor, out);
-    qraft__response__free_unpacked(resp, NULL);
-    if (rc != 0) {
-        return qr_client_fail(c, rc, "out of memory for a list");
-    }
-    return 0;
+    return qraft_dlq_list_matching(c, NULL, cursor, limit, out);
 }
 
 /* Matches the server's per-item results to ids: by id, else by position. */
@@ -421,10 +403,10 @@ void qraft_bulk_free(struct qraft_bulk *b)
     free(b);
 }
 
-int qr_client_bulk_from_items(struct qraft_client *c,
-                              Qraft__ItemResult *const *items,
-                              size_t n,
-                              struct qraft_bulk **out)
+static int bulk_from_items(struct qraft_client *c,
+                           Qraft__ItemResult *const *items,
+                           size_t n,
+                           struct qraft_bulk **out)
 {
     struct qraft_bulk *b = calloc(1, sizeof *b);
     bool oom = b == NULL;
@@ -451,6 +433,31 @@ int qr_client_bulk_from_items(struct qraft_client *c,
     return 0;
 }
 
+int qr_client_call_bulk(struct qraft_client *c,
+                        Qraft__Request *req,
+                        enum retry_policy policy,
+                        struct qraft_bulk **out)
+{
+    Qraft__Response *resp = NULL;
+    int rc = qr_client_call(c, req, policy, &resp, NULL);
+    if (rc != 0) {
+        return rc;
+    }
+    if (resp->body_case == QRAFT__RESPONSE__BODY_BULK) {
+        rc =
+            bulk_from_items(c, resp->bulk->results, resp->bulk->n_results, out);
+    } else if (resp->body_case == QRAFT__RESPONSE__BODY_BULK_PAGE) {
+        rc = bulk_from_items(c, resp->bulk_page->results,
+                             resp->bulk_page->n_results, out);
+    } else {
+        qr_client_drop_connection(c, QRAFT_EPROTO);
+        rc = qr_client_fail(c, QRAFT_EPROTO, "%s answered with the wrong body",
+                            c->peer);
+    }
+    qraft__response__free_unpacked(resp, NULL);
+    return rc;
+}
+
 int qraft_dlq_replay_matching(struct qraft_client *c,
                               const struct qraft_dlq_filter *f,
                               struct qraft_bulk **out)
@@ -471,16 +478,7 @@ int qraft_dlq_replay_matching(struct qraft_client *c,
     Qraft__Request req = QRAFT__REQUEST__INIT;
     req.body_case = QRAFT__REQUEST__BODY_DLQ_REPLAY;
     req.dlq_replay = &rep;
-    Qraft__Response *resp = NULL;
-    int rc = qr_client_call_expect(c, &req, RETRY_UNSENT,
-                                   QRAFT__RESPONSE__BODY_BULK, &resp);
-    if (rc != 0) {
-        return rc;
-    }
-    rc = qr_client_bulk_from_items(c, resp->bulk->results,
-                                   resp->bulk->n_results, out);
-    qraft__response__free_unpacked(resp, NULL);
-    return rc;
+    return qr_client_call_bulk(c, &req, RETRY_UNSENT, out);
 }
 
 /* The MessageFilter of a DLQ filter (until is exclusive, to_ms inclusive). */
@@ -500,15 +498,14 @@ int qraft_dlq_list_matching(struct qraft_client *c,
                             uint32_t limit,
                             struct qraft_message_list **out)
 {
-    if (f == NULL) {
-        return qraft_dlq_list(c, cursor, limit, out);
-    }
     Qraft__MessageFilter pf;
-    dlq_filter_to_pb(f, &pf);
     Qraft__DlqListRequest list = QRAFT__DLQ_LIST_REQUEST__INIT;
     list.cursor = qr_client_or_empty(cursor);
     list.limit = limit;
-    list.filter = &pf;
+    if (f != NULL) {
+        dlq_filter_to_pb(f, &pf);
+        list.filter = &pf;
+    }
     Qraft__Request req = QRAFT__REQUEST__INIT;
     req.body_case = QRAFT__REQUEST__BODY_DLQ_LIST;
     req.dlq_list = &list;
@@ -542,14 +539,5 @@ int qraft_dlq_delete_matching(struct qraft_client *c,
     Qraft__Request req = QRAFT__REQUEST__INIT;
     req.body_case = QRAFT__REQUEST__BODY_DLQ_DELETE;
     req.dlq_delete = &del;
-    Qraft__Response *resp = NULL;
-    int rc = qr_client_call_expect(c, &req, RETRY_ANY,
-                                   QRAFT__RESPONSE__BODY_BULK_PAGE, &resp);
-    if (rc != 0) {
-        return rc;
-    }
-    rc = qr_client_bulk_from_items(c, resp->bulk_page->results,
-                                   resp->bulk_page->n_results, out);
-    qraft__response__free_unpacked(resp, NULL);
-    return rc;
+    return qr_client_call_bulk(c, &req, RETRY_ANY, out);
 }

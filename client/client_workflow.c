@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "client_internal.h"
 #include "qraft.h"
@@ -19,12 +18,7 @@ static const char *const run_states[] = {"unspecified", "running", "success",
 
 static int run_state_parse(const char *name)
 {
-    for (size_t i = 1; name != NULL && i < N_RUN_STATES; i++) {
-        if (strcasecmp(name, run_states[i]) == 0) {
-            return (int)i;
-        }
-    }
-    return -1;
+    return qr_client_name_index(run_states, N_RUN_STATES, name);
 }
 
 int qraft_workflow_state_check(const char *name)
@@ -158,24 +152,6 @@ int qraft_workflow_runs(struct qraft_client *c,
     return 0;
 }
 
-/* Runs a bulk request over ids and converts its per-item answer. */
-static int bulk_ids_call(struct qraft_client *c,
-                         Qraft__Request *req,
-                         enum retry_policy policy,
-                         struct qraft_bulk **out)
-{
-    Qraft__Response *resp = NULL;
-    int rc = qr_client_call_expect(c, req, policy, QRAFT__RESPONSE__BODY_BULK,
-                                   &resp);
-    if (rc != 0) {
-        return rc;
-    }
-    rc = qr_client_bulk_from_items(c, resp->bulk->results,
-                                   resp->bulk->n_results, out);
-    qraft__response__free_unpacked(resp, NULL);
-    return rc;
-}
-
 static int check_ids(struct qraft_client *c,
                      const char *const *ids,
                      size_t n,
@@ -209,7 +185,7 @@ int qraft_workflow_cancel(struct qraft_client *c,
     Qraft__Request req = QRAFT__REQUEST__INIT;
     req.body_case = QRAFT__REQUEST__BODY_WORKFLOW_END;
     req.workflow_end = &end;
-    return bulk_ids_call(c, &req, RETRY_ANY, out);
+    return qr_client_call_bulk(c, &req, RETRY_ANY, out);
 }
 
 int qraft_workflow_dlq(struct qraft_client *c,
@@ -229,5 +205,5 @@ int qraft_workflow_dlq(struct qraft_client *c,
     Qraft__Request req = QRAFT__REQUEST__INIT;
     req.body_case = QRAFT__REQUEST__BODY_WORKFLOW_DLQ;
     req.workflow_dlq = &dr;
-    return bulk_ids_call(c, &req, RETRY_UNSENT, out);
+    return qr_client_call_bulk(c, &req, RETRY_UNSENT, out);
 }
