@@ -54,9 +54,9 @@ static const char usage_main[] =
     "  context ls|use|show     named clusters (endpoints, token, TLS)\n"
     "  completion bash|zsh     print a shell completion script\n"
     "\n"
-    "Run `qraft COMMAND --help` for a command's options. get, ls, dlq ls,\n"
-    "status, keys, group get and group ls take --json to print one JSON\n"
-    "document.\n"
+    "Run `qraft COMMAND --help` for a command's options. Every command but\n"
+    "cluster, context and completion takes --json to print one JSON\n"
+    "document, writes too.\n"
     "\n"
     "global options (also accepted after the command):\n"
     "  --endpoints H:P,...  nodes to talk to (env QRAFT_ENDPOINTS;\n"
@@ -429,12 +429,11 @@ void print_field(const char *name, const char *value)
     printf("%-17s %s\n", name, value);
 }
 
-/* Parses the options of a command that takes only global ones (plus --json
- * where `json_ok`), leaving optind at the first operand. Returns -1 to go on,
- * else an exit code. */
+/* Parses the options of a command that takes only global ones and --json,
+ * leaving optind at the first operand. Returns -1 to go on, else an exit
+ * code. */
 int simple_options(const char *cmd,
                    const char *usage,
-                   bool json_ok,
                    int argc,
                    char **argv,
                    struct globals *g)
@@ -453,9 +452,6 @@ int simple_options(const char *cmd,
         if (!global_option(opt, g)) {
             return usage_error(cmd, "bad option '%s'", argv[optind - 1]);
         }
-    }
-    if (g->json && !json_ok) {
-        return usage_error(cmd, "--json is for read commands");
     }
     return -1;
 }

@@ -174,11 +174,10 @@ int open_client_with(const char *cmd,
 int open_client(const char *cmd,
                 const struct globals *g,
                 struct qraft_client **out);
-/* Parses the options of a command that takes only global ones (plus --json
- * where `json_ok`), leaving optind at the first operand. */
+/* Parses the options of a command that takes only global ones and --json,
+ * leaving optind at the first operand. */
 int simple_options(const char *cmd,
                    const char *usage,
-                   bool json_ok,
                    int argc,
                    char **argv,
                    struct globals *g);

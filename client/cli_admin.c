@@ -147,7 +147,7 @@ int cmd_group(int argc, char **argv, struct globals *g)
     }
     argc--;
     argv++;
-    int ex = simple_options("group", usage_group, get || ls, argc, argv, g);
+    int ex = simple_options("group", usage_group, argc, argv, g);
     if (ex != -1) {
         return ex;
     }
@@ -199,6 +199,14 @@ int cmd_group(int argc, char **argv, struct globals *g)
             json_array_append_new(a, group_json(&groups[i]));
         }
         ex = print_json(a);
+    } else if (g->json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "group", jstr(argv[optind]));
+        json_object_set_new(o, "done",
+                            json_string(add  ? "added"
+                                        : rm ? "removed"
+                                             : "deleted"));
+        ex = print_json(o);
     } else {
         for (size_t i = 0; i < n_groups; i++) {
             print_group(&groups[i]);

@@ -540,7 +540,7 @@ out:
 
 int cmd_get(int argc, char **argv, struct globals *g)
 {
-    int ex = simple_options("get", usage_get, true, argc, argv, g);
+    int ex = simple_options("get", usage_get, argc, argv, g);
     if (ex != -1) {
         return ex;
     }

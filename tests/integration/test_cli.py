@@ -394,8 +394,10 @@ class CliTest(unittest.TestCase):
     # Publishing to a URL group.
     def test_publish_to_group(self):
         group = f"g{uuid.uuid4().hex[:10]}"
-        self.cli("group", "add", group, "a=http://127.0.0.1:9/ga",
-                 "http://127.0.0.1:9/gb")
+        self.assertEqual(
+            self.cli_json("group", "add", group, "a=http://127.0.0.1:9/ga",
+                          "http://127.0.0.1:9/gb"),
+            {"group": group, "done": "added"})
         _, out, _ = self.cli("publish", "--group", group, "--delay", "1h",
                              "--body", "hi")
         lines = [line.split() for line in out.splitlines()]
