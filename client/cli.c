@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -495,9 +496,27 @@ void bulk_out_item(struct bulk_out *o,
     }
 }
 
+void bulk_out_progress(struct bulk_out *o, const char *verb, size_t total)
+{
+    /* Only where it shows alone: stderr a terminal, the ids elsewhere. */
+    if (!isatty(STDERR_FILENO) || (!o->json && isatty(STDOUT_FILENO))) {
+        return;
+    }
+    if (total > 0) {
+        fprintf(stderr, "\rqraft: %s: %s %zu of %zu...", o->cmd, verb,
+                o->n_done, total);
+    } else {
+        fprintf(stderr, "\rqraft: %s: %s %zu...", o->cmd, verb, o->n_done);
+    }
+    o->progress_shown = true;
+}
+
 /* Prints the count (and the JSON document); returns the exit code. */
 int bulk_out_end(struct bulk_out *o, const char *verb, const char *noun)
 {
+    if (o->progress_shown) {
+        fputs("\r\033[K", stderr); /* the progress line goes */
+    }
     fprintf(stderr, "qraft: %s: %s %zu %s%s%s\n", o->cmd, verb, o->n_done, noun,
             o->n_done == 1 ? "" : "s", o->n_failed > 0 ? "; some failed" : "");
     if (!o->json) {

@@ -239,12 +239,16 @@ struct bulk_out {
     size_t n_done;
     size_t n_failed;
     int ex;
+    bool progress_shown;
 };
 
 void bulk_out_init(struct bulk_out *o, const char *cmd, bool json);
 void bulk_out_item(struct bulk_out *o,
                    const char *id,
                    const struct qraft_item_result *r);
+/* "verb N of TOTAL..." (TOTAL 0: unknown) on one line of a terminal's
+ * stderr, between batches; nothing when stdout is that terminal too. */
+void bulk_out_progress(struct bulk_out *o, const char *verb, size_t total);
 /* Prints the count (and the JSON document); returns the exit code. */
 int bulk_out_end(struct bulk_out *o, const char *verb, const char *noun);
 

@@ -433,7 +433,7 @@ int cmd_cluster(int argc, char **argv, struct globals *g)
     char **args = argv + 1 + optind;
     uint64_t id = 0;
     bool add = strcmp(sub, "add") == 0;
-    bool remove = strcmp(sub, "remove") == 0;
+    bool remove = strcmp(sub, "remove") == 0 || strcmp(sub, "rm") == 0;
     bool transfer = strcmp(sub, "transfer") == 0;
     if (!add && !remove && !transfer) {
         return usage_error("cluster", "unknown subcommand '%s'", sub);

@@ -205,10 +205,12 @@ static int dlq_count(struct qraft_client *c,
 }
 
 /* dlq replay / rm with a filter: batches until nothing more matches or a
- * batch has a failure (its items would match again). */
+ * batch has a failure (its items would match again). total: how many
+ * matched when counted (0: not counted), for the progress line. */
 static int dlq_matching(struct qraft_client *c,
                         const struct qraft_dlq_filter *f,
                         bool replay,
+                        size_t total,
                         struct bulk_out *o)
 {
     /* Only letters that were in the DLQ when we started: a replayed message
@@ -232,6 +234,7 @@ static int dlq_matching(struct qraft_client *c,
         for (size_t i = 0; i < b->n; i++) {
             bulk_out_item(o, b->ids[i], &b->results[i]);
         }
+        bulk_out_progress(o, replay ? "replayed" : "deleted", total);
         bool more = b->n > 0 && o->n_failed == failed_before;
         qraft_bulk_free(b);
         if (!more) {
@@ -320,7 +323,7 @@ static int dlq_bulk(int argc, char **argv, struct globals *g, bool replay)
     } else {
         struct bulk_out o;
         bulk_out_init(&o, cmd, g->json);
-        ex = a.filtered ? dlq_matching(c, &a.f, replay, &o)
+        ex = a.filtered ? dlq_matching(c, &a.f, replay, a.yes ? 0 : count, &o)
                         : dlq_ids(c, (const char *const *)(argv + optind), n,
                                   replay, &o);
         int end = bulk_out_end(&o, verb, "dead letter");

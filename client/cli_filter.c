@@ -470,6 +470,7 @@ static int cancel_matching(struct qraft_client *c,
         for (size_t i = 0; i < b->n; i++) {
             bulk_out_item(&o, b->ids[i], &b->results[i]);
         }
+        bulk_out_progress(&o, "cancelled", 0);
         bool more = b->n > 0 && o.n_failed == 0;
         qraft_bulk_free(b);
         if (!more) {

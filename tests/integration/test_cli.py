@@ -5,6 +5,7 @@ reads, the exit code) and one error."""
 
 import json
 import os
+import pty
 import shutil
 import signal
 import subprocess
@@ -494,6 +495,44 @@ class CliTest(unittest.TestCase):
         self.assertIn("bashcompinit", out)
         self.assert_fails(EXIT_USAGE, ("completion", "fish"),
                           "expected bash or zsh")
+
+    def on_terminal(self, answer, *args):
+        """Runs qraft with stdin and stderr on a pseudo-terminal, answering
+        its question; returns (rc, stdout, what the terminal showed)."""
+        master, slave = pty.openpty()
+        proc = subprocess.Popen(
+            [qh.binary("qraft"), "--endpoints", self.node.endpoints,
+             "--token", self.node.token, *args],
+            stdin=slave, stderr=slave, stdout=subprocess.PIPE, text=True)
+        os.close(slave)
+        os.write(master, answer.encode() + b"\n")
+        out, _ = proc.communicate(timeout=60)
+        shown = b""
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other end is closed
+                break
+            if not data:
+                break
+            shown += data
+        os.close(master)
+        return proc.returncode, out, shown.decode()
+
+    def test_bulk_confirmation_on_a_terminal(self):
+        path = f"/tty-{uuid.uuid4().hex}"
+        ids = self.dead_letters(path, 2)
+        url = self.sink.url(path)
+        rc, out, shown = self.on_terminal("n", "dlq", "rm", "--url", url)
+        self.assertEqual((rc, out), (1, ""))
+        self.assertIn("delete 2 dead letters (those that match now)? [y/N]",
+                      shown)
+        self.assertIn("not confirmed; nothing done", shown)
+        rc, out, shown = self.on_terminal("y", "dlq", "rm", "--url", url)
+        self.assertEqual(rc, 0, shown)
+        self.assertEqual(sorted(out.split()), sorted(ids))
+        self.assertIn("deleted 2 of 2...", shown)
+        self.assertIn("deleted 2 dead letters", shown)
 
 
 if __name__ == "__main__":
