@@ -263,6 +263,26 @@ int qraft_publish(struct qraft_client *c,
                   char id[QRAFT_ID_MAX],
                   bool *deduplicated);
 
+/* One message a URL-group publish created. */
+struct qraft_published {
+    char *id;
+    char *url;      /* the endpoint's */
+    char *endpoint; /* its name, "" when it has none */
+    bool deduplicated;
+};
+
+/* Publishes p (p->url unset) to every endpoint of URL group `group`: one
+ * message each, in the group's order. On success *out is new (an array of
+ * *n; free with qraft_group_publish_free). QRAFT_ENOTFOUND: no such
+ * group; QRAFT_EINVAL: p is invalid (or sets url). Retried like qraft_publish
+ * (the idempotency key covers the whole fan-out). */
+int qraft_publish_group(struct qraft_client *c,
+                        const char *group,
+                        const struct qraft_publish *p,
+                        struct qraft_published **out,
+                        size_t *n);
+void qraft_group_publish_free(struct qraft_published *msgs, size_t n);
+
 struct qraft_last_error {
     char *category; /* connect, timeout, throttled, server_error, ... */
     int32_t status; /* HTTP status, 0 when no response */
@@ -402,6 +422,93 @@ int qraft_dlq_replay_matching(struct qraft_client *c,
 
 void qraft_bulk_free(struct qraft_bulk *b);
 
+/* Lists the dead letters that match f (NULL: all), oldest first, as
+ * qraft_dlq_list. */
+int qraft_dlq_list_matching(struct qraft_client *c,
+                            const struct qraft_dlq_filter *f,
+                            const char *cursor,
+                            uint32_t limit,
+                            struct qraft_message_list **out);
+
+/* Deletes the dead letters that match f (f->all alone: every one), at
+ * most 1000 per call (call again while it returns a non-empty list); *out
+ * as for qraft_dlq_replay_matching. Retried like qraft_dlq_delete. */
+int qraft_dlq_delete_matching(struct qraft_client *c,
+                              const struct qraft_dlq_filter *f,
+                              struct qraft_bulk **out);
+
+/* ----------------------------------------------------------------------
+ * Filters, logs and bulk cancel: the message filter the REST API's logs,
+ * DLQ and bulk cancel routes take (docs/api.md 5.5), one value a field. */
+
+/* Which messages: those that match every field set (NULL, 0: unset). */
+struct qraft_filter {
+    const char *message_id;
+    const char *url;              /* the destination, exactly */
+    const char *url_prefix;       /* the destination starts with this */
+    const char *host;             /* host or host:port of the destination */
+    const char *path;             /* path of the destination, no query */
+    const char *group;            /* URL group (topic) name */
+    const char *queue;            /* queue name */
+    const char *schedule_id;      /* created by this schedule */
+    const char *label;            /* carries this label */
+    const char *flow_control_key; /* of this flow control key */
+    const char *caller_ip;        /* published from this address */
+    const char *category;         /* last error category or its cause */
+    const char *workflow_run_id;  /* of this workflow run */
+    int32_t response_status;      /* the last attempt's HTTP status */
+    uint64_t from_ms;             /* at or after (unix ms) */
+    uint64_t to_ms;               /* at or before (unix ms) */
+};
+
+/* One log entry: a message's event seen as one QStash log state. */
+struct qraft_log_entry {
+    char *message_id;
+    uint64_t time_ms;
+    /* CREATED, ACTIVE, DELIVERED, ERROR, RETRY, FAILED, CANCEL_REQUESTED,
+     * CANCELLED */
+    char *state;
+    uint32_t attempt;
+    char *detail;
+    char *url; /* the message's destination ("" when it was pruned) */
+};
+
+struct qraft_log_page {
+    struct qraft_log_entry *entries;
+    size_t n_entries;
+    char *cursor; /* pass to the next call; "" on the last page */
+};
+
+/* The log states qraft_logs takes ("CREATED", ...; case-insensitive).
+ * Returns 0 when `name` is one of them, else QRAFT_EINVAL. */
+int qraft_log_state_check(const char *name);
+
+/* One page of the message log (the stored events) that match f (NULL:
+ * every message) and, when n_states > 0, are in one of states (names of
+ * qraft_log_state_check); newest first unless oldest_first; from cursor
+ * (NULL or "": the start; also a bare unix ms); at most limit entries (0:
+ * 100; the server caps it at 1000). Served by the node asked. On success
+ * *out is new; free with qraft_log_page_free. */
+int qraft_logs(struct qraft_client *c,
+               const struct qraft_filter *f,
+               const char *const *states,
+               size_t n_states,
+               const char *cursor,
+               uint32_t limit,
+               bool oldest_first,
+               struct qraft_log_page **out);
+void qraft_log_page_free(struct qraft_log_page *p);
+
+/* Cancels the messages not yet delivered that match f (at least one field
+ * set), at most limit (0: 1000) per call: call again while it returns a
+ * non-empty list. On success *out is new (free with qraft_bulk_free): each
+ * id with its result. Retried like qraft_cancel (cancelling twice leaves
+ * the same state). */
+int qraft_cancel_matching(struct qraft_client *c,
+                          const struct qraft_filter *f,
+                          uint32_t limit,
+                          struct qraft_bulk **out);
+
 /* ----------------------------------------------------------------------
  * Membership, done by the leader, one change at a time (QRAFT_ECONFLICT
  * while another runs). None is repeated after an ambiguous failure: the
@@ -445,8 +552,8 @@ struct qraft_keys {
 int qraft_keys(struct qraft_client *c, bool rotate, struct qraft_keys *out);
 
 /* ----------------------------------------------------------------------
- * URL groups (QStash "topics"): named lists of endpoints. Publishing to a
- * group goes through the REST API (POST /v2/publish/{group}). */
+ * URL groups (QStash "topics"): named lists of endpoints. Publish to one
+ * with qraft_publish_group (or POST /v2/publish/{group} over REST). */
 
 /* An endpoint in a request: url, and an optional name (NULL or "": none)
  * unique in its group. */
@@ -501,6 +608,237 @@ int qraft_group_list(struct qraft_client *c,
                      struct qraft_group **out,
                      size_t *n);
 void qraft_groups_free(struct qraft_group *groups, size_t n);
+
+/* ----------------------------------------------------------------------
+ * Queues: named FIFOs; a message published with `queue` waits as QUEUED
+ * until one of the queue's `parallelism` slots frees up. */
+
+struct qraft_queue {
+    char *name;
+    uint32_t parallelism; /* messages delivered at once */
+    bool paused;          /* holds its messages back while true */
+    uint32_t active;      /* messages holding a slot now */
+    uint64_t waiting;     /* QUEUED messages in it (the API's "lag") */
+    uint64_t created_ms;
+    uint64_t updated_ms;
+};
+
+/* Creates queue `name` or changes it: parallelism (0: 1; at most the
+ * leader's --max-queue-parallelism) and paused. If out is not NULL, *out is
+ * new (the queue as stored; free with qraft_queues_free(*out, 1)).
+ * Repeated after an ambiguous failure (the same upsert twice leaves the
+ * same queue). */
+int qraft_queue_upsert(struct qraft_client *c,
+                       const char *name,
+                       uint32_t parallelism,
+                       bool paused,
+                       struct qraft_queue **out);
+
+/* Reads one queue (*out new; free with qraft_queues_free(*out, 1)), or
+ * every queue by name (*out an array of *n; free with qraft_queues_free).
+ * QRAFT_ENOTFOUND: no such queue. */
+int qraft_queue_get(struct qraft_client *c,
+                    const char *name,
+                    struct qraft_queue **out);
+int qraft_queue_list(struct qraft_client *c,
+                     struct qraft_queue **out,
+                     size_t *n);
+void qraft_queues_free(struct qraft_queue *queues, size_t n);
+
+/* Pauses (paused true) or resumes a queue. QRAFT_ENOTFOUND: no such
+ * queue. Repeated after an ambiguous failure. */
+int qraft_queue_pause(struct qraft_client *c, const char *name, bool paused);
+
+/* Deletes a queue; its waiting messages are cancelled by the server.
+ * QRAFT_ENOTFOUND: no such queue. Repeated after an ambiguous failure (a
+ * repeat may then answer QRAFT_ENOTFOUND). */
+int qraft_queue_delete(struct qraft_client *c, const char *name);
+
+/* ----------------------------------------------------------------------
+ * Schedules: a cron expression (5 fields, "CRON_TZ=Zone " allowed in
+ * front) that publishes a message on each tick. */
+
+/* A message one tick created, with its state when the schedule was read. */
+struct qraft_schedule_fired {
+    char *message_id;
+    enum qraft_state state;
+};
+
+struct qraft_schedule {
+    char *id;
+    char *cron;
+    char *url; /* what each tick publishes */
+    char *method;
+    char *queue; /* "" when none */
+    uint8_t *body;
+    size_t body_len;
+    bool paused;
+    uint64_t created_ms;
+    uint64_t updated_ms;
+    uint64_t last_slot_ms; /* the last tick fired, 0: none yet */
+    uint64_t next_slot_ms; /* the next tick, 0: unknown or paused */
+    struct qraft_schedule_fired *last_fired; /* the last tick's messages */
+    size_t n_last_fired;
+};
+
+/* Creates (id NULL or "": the leader names it scd_...) or replaces schedule
+ * `id`, which publishes p on every tick of cron. p's dedup_id,
+ * content_dedup, idempotency_key and not_before_ms dedup the creation, not
+ * each tick. Writes the schedule's id to id_out. Repeated after an
+ * ambiguous failure: the idempotency key makes a repeat the same
+ * creation. */
+int qraft_schedule_create(struct qraft_client *c,
+                          const char *id,
+                          const char *cron,
+                          const struct qraft_publish *p,
+                          char id_out[QRAFT_ID_MAX]);
+
+/* Reads one schedule (*out new; free with qraft_schedules_free(*out, 1))
+ * or every schedule by id (an array of *n). QRAFT_ENOTFOUND: no such
+ * schedule. */
+int qraft_schedule_get(struct qraft_client *c,
+                       const char *id,
+                       struct qraft_schedule **out);
+int qraft_schedule_list(struct qraft_client *c,
+                        struct qraft_schedule **out,
+                        size_t *n);
+void qraft_schedules_free(struct qraft_schedule *schedules, size_t n);
+
+/* Pauses (paused true) or resumes a schedule: a paused one skips its
+ * ticks. QRAFT_ENOTFOUND: no such schedule. */
+int qraft_schedule_pause(struct qraft_client *c, const char *id, bool paused);
+
+/* Deletes a schedule (messages it already created stay). QRAFT_ENOTFOUND:
+ * no such schedule. */
+int qraft_schedule_delete(struct qraft_client *c, const char *id);
+
+/* ----------------------------------------------------------------------
+ * Flow control keys (publish's flow_control_key): per key parallelism and
+ * rate limits, pause, pins. Reads are served by the node asked; the counts
+ * are the key's owner's (counts_known false on other nodes). */
+
+struct qraft_flow_key {
+    char *key;
+    uint64_t wait_list_size; /* its messages waiting for a slot */
+    uint32_t parallelism_max;
+    uint32_t parallelism_count; /* being sent now */
+    uint32_t rate_max;          /* per rate_period_s; 0: none */
+    uint32_t rate_count;
+    uint64_t rate_period_s;
+    uint64_t rate_period_start_s;
+    bool paused;
+    bool pinned_parallelism; /* set by an operator, not by publishes */
+    bool pinned_rate;
+    bool counts_known;
+};
+
+/* Reads one key (*out new; free with qraft_flow_keys_free(*out, 1)) or
+ * every key (an array of *n, at most 1000). QRAFT_ENOTFOUND: no such
+ * key. */
+int qraft_flow_get(struct qraft_client *c,
+                   const char *key,
+                   struct qraft_flow_key **out);
+int qraft_flow_list(struct qraft_client *c,
+                    struct qraft_flow_key **out,
+                    size_t *n);
+void qraft_flow_keys_free(struct qraft_flow_key *keys, size_t n);
+
+enum qraft_flow_action {
+    QRAFT_FLOW_PAUSE = 1, /* no more deliveries start; in-flight finish */
+    QRAFT_FLOW_RESUME = 2,
+    QRAFT_FLOW_PIN = 3,       /* fix parallelism and/or rate over publishes */
+    QRAFT_FLOW_UNPIN = 4,     /* let publishes set them again */
+    QRAFT_FLOW_RESET_RATE = 5 /* start a new rate period now */
+};
+
+/* A change to one key. PIN: parallelism and/or rate (0: unchanged), rate
+ * per period_s (0: 1 s). UNPIN: unpin_parallelism and/or unpin_rate. */
+struct qraft_flow_update {
+    enum qraft_flow_action action;
+    uint32_t parallelism;
+    uint32_t rate;
+    uint64_t period_s;
+    bool unpin_parallelism;
+    bool unpin_rate;
+};
+
+/* Applies u to key (through raft; needs the admin scope). Repeated after
+ * an ambiguous failure (each action leaves the same state twice). */
+int qraft_flow_update(struct qraft_client *c,
+                      const char *key,
+                      const struct qraft_flow_update *u);
+
+/* ----------------------------------------------------------------------
+ * Upstash Workflow runs: the run log (as the SDK's Client.logs), cancel,
+ * and the workflow DLQ (resume or restart a failed run). */
+
+struct qraft_workflow_step {
+    uint32_t seq;           /* its place in the run's history */
+    char *call_type;        /* "step", "sleep", "wait", ... ("" initial) */
+    char *message_id;       /* the message that delivers it */
+    enum qraft_state state; /* that message's; UNSPECIFIED once pruned */
+    uint64_t created_ms;
+    uint32_t step_id;
+};
+
+struct qraft_workflow_run {
+    char *id;
+    char *url;
+    char *state; /* running, success, failed, canceled */
+    uint64_t created_ms;
+    uint64_t ended_ms;       /* 0 while running */
+    char *failed_message_id; /* the dead letter that failed it, or "" */
+    struct qraft_workflow_step *steps; /* in history order */
+    size_t n_steps;
+};
+
+struct qraft_workflow_page {
+    struct qraft_workflow_run *runs; /* by run id */
+    size_t n_runs;
+    char *cursor; /* pass to the next call; "" on the last page */
+};
+
+/* Which runs: those matching every field set (NULL, 0: unset). */
+struct qraft_workflow_filter {
+    const char *run_id;
+    const char *url;        /* the workflow endpoint, exactly */
+    const char *state;      /* running, success, failed, canceled */
+    const char *message_id; /* the run this message belongs to */
+    const char *label;
+    uint64_t from_ms; /* created at or after (unix ms) */
+    uint64_t to_ms;   /* created at or before */
+};
+
+/* Returns 0 when name is a run state qraft_workflow_runs takes, else
+ * QRAFT_EINVAL. */
+int qraft_workflow_state_check(const char *name);
+
+/* One page of runs that match f (NULL: all), with their steps, from cursor
+ * (NULL or "": the first), at most count (0: 10; at most 100). Served by
+ * the node asked. *out new; free with qraft_workflow_page_free. */
+int qraft_workflow_runs(struct qraft_client *c,
+                        const struct qraft_workflow_filter *f,
+                        const char *cursor,
+                        uint32_t count,
+                        struct qraft_workflow_page **out);
+void qraft_workflow_page_free(struct qraft_workflow_page *p);
+
+/* Cancels running runs run_ids[0..n). *out new (free with qraft_bulk_free):
+ * a result per run. Repeated after an ambiguous failure. */
+int qraft_workflow_cancel(struct qraft_client *c,
+                          const char *const *run_ids,
+                          size_t n,
+                          struct qraft_bulk **out);
+
+/* Resumes (restart false: the failed step is delivered again) or restarts
+ * (from the initial payload) the failed runs whose dead letters are
+ * message_ids[0..n). *out as for qraft_workflow_cancel. Not repeated after
+ * an ambiguous failure (QRAFT_EUNKNOWN), like qraft_dlq_replay. */
+int qraft_workflow_dlq(struct qraft_client *c,
+                       const char *const *message_ids,
+                       size_t n,
+                       bool restart,
+                       struct qraft_bulk **out);
 
 /* ----------------------------------------------------------------------
  * Cluster status, as seen by the node the client is connected to. */

@@ -72,7 +72,7 @@ class OperationsTest(unittest.TestCase):
             self.wait_state(message_id, "dead_lettered")
 
         rc, out, _ = self.node.cli("dlq", "replay", "--url",
-                                   self.sink.url("/a"))
+                                   self.sink.url("/a"), "--yes")
         self.assertEqual(sorted(out.split()), sorted([a1, a2]))
         for message_id in (a1, a2):
             self.wait_state(message_id, "delivered")
@@ -80,7 +80,7 @@ class OperationsTest(unittest.TestCase):
 
         # Nothing matches: nothing is replayed, and that is not an error.
         _, out, _ = self.node.cli("dlq", "replay", "--category",
-                                  "server_error")
+                                  "server_error", "--yes")
         self.assertEqual(out.strip(), "")
         # Ids and a filter together are refused.
         rc, _, err = self.node.cli("dlq", "replay", b1, "--all", check=False)
@@ -88,7 +88,7 @@ class OperationsTest(unittest.TestCase):
         self.assertIn("not both", err)
 
         self.sink.script("/b", Reply(200))
-        _, out, _ = self.node.cli("dlq", "replay", "--all")
+        _, out, _ = self.node.cli("dlq", "replay", "--all", "--yes")
         self.assertEqual(out.split(), [b1])
         self.wait_state(b1, "delivered")
 

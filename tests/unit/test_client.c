@@ -55,6 +55,14 @@ struct reply {
     Qraft__NodeStatus node;
     Qraft__NodeStatus *node_ptrs[1];
     uint64_t counts[QRAFT_N_STATES];
+    Qraft__EventsResponse events_resp;
+    Qraft__EventEntry entry;
+    Qraft__EventEntry *entry_ptrs[1];
+    Qraft__Queue queue;
+    Qraft__ScheduleListResponse schedules;
+    Qraft__Schedule schedule;
+    Qraft__Schedule *schedule_ptrs[1];
+    Qraft__PublishRequest schedule_request;
     char id_buf[QRAFT_ID_MAX];
     const uint8_t *raw;
     size_t raw_len;
@@ -533,6 +541,68 @@ static enum action h_bulk(struct fake *f,
     return ACT_REPLY;
 }
 
+/* The events RPC: one log entry (ERROR of attempt 2 of msg_e). */
+static enum action h_events(struct fake *f,
+                            const Qraft__Request *req,
+                            struct reply *r)
+{
+    (void)f;
+    (void)req;
+    qraft__event__init(&r->events[0]);
+    r->events[0].message_id = "msg_e";
+    r->events[0].time_ms = 1700000000999;
+    r->events[0].attempt = 2;
+    r->events[0].detail = "HTTP 503";
+    qraft__message__init(&r->message);
+    r->message.url = "https://e.example/hook";
+    qraft__event_entry__init(&r->entry);
+    r->entry.event = &r->events[0];
+    r->entry.state = QRAFT__LOG_STATE__LOG_ERROR;
+    r->entry.message = &r->message;
+    r->entry_ptrs[0] = &r->entry;
+    qraft__events_response__init(&r->events_resp);
+    r->events_resp.n_entries = 1;
+    r->events_resp.entries = r->entry_ptrs;
+    r->events_resp.cursor = "c2";
+    r->resp.body_case = QRAFT__RESPONSE__BODY_EVENTS;
+    r->resp.events = &r->events_resp;
+    return ACT_REPLY;
+}
+
+/* queue_get and schedule_get: one of each. */
+static enum action h_sched(struct fake *f,
+                           const Qraft__Request *req,
+                           struct reply *r)
+{
+    (void)f;
+    if (req->body_case == QRAFT__REQUEST__BODY_QUEUE_GET) {
+        qraft__queue__init(&r->queue);
+        r->queue.name = "orders";
+        r->queue.parallelism = 3;
+        r->queue.paused = true;
+        r->queue.waiting = 7;
+        r->resp.body_case = QRAFT__RESPONSE__BODY_QUEUE;
+        r->resp.queue = &r->queue;
+        return ACT_REPLY;
+    }
+    qraft__publish_request__init(&r->schedule_request);
+    r->schedule_request.url = "https://s.example/tick";
+    r->schedule_request.body.data = (uint8_t *)"tick";
+    r->schedule_request.body.len = 4;
+    qraft__schedule__init(&r->schedule);
+    r->schedule.id = "scd_1";
+    r->schedule.cron = "*/5 * * * *";
+    r->schedule.request = &r->schedule_request;
+    r->schedule.next_slot_ms = 1700000100000;
+    r->schedule_ptrs[0] = &r->schedule;
+    qraft__schedule_list_response__init(&r->schedules);
+    r->schedules.n_schedules = 1;
+    r->schedules.schedules = r->schedule_ptrs;
+    r->resp.body_case = QRAFT__RESPONSE__BODY_SCHEDULES;
+    r->resp.schedules = &r->schedules;
+    return ACT_REPLY;
+}
+
 static enum action h_status(struct fake *f,
                             const Qraft__Request *req,
                             struct reply *r)
@@ -985,6 +1055,83 @@ static void test_status(void **state)
     fake_stop(&f);
 }
 
+static void test_logs_filter_and_entries(void **state)
+{
+    (void)state;
+    struct fake f;
+    fake_start(&f, h_events);
+    struct qraft_client *c = client_for_fake(&f);
+    struct qraft_filter flt = {.url = "https://e.example/hook",
+                               .queue = "orders",
+                               .response_status = 503,
+                               .from_ms = 1000};
+    const char *states[] = {"error", "FAILED"};
+    struct qraft_log_page *p = NULL;
+    assert_int_equal(qraft_logs(c, &flt, states, 2, "c1", 10, true, &p), 0);
+    assert_int_equal(p->n_entries, 1);
+    assert_string_equal(p->entries[0].message_id, "msg_e");
+    assert_string_equal(p->entries[0].state, "ERROR");
+    assert_int_equal(p->entries[0].attempt, 2);
+    assert_string_equal(p->entries[0].url, "https://e.example/hook");
+    assert_string_equal(p->cursor, "c2");
+    pthread_mutex_lock(&f.mu);
+    const Qraft__EventsRequest *ev = f.last->events;
+    assert_int_equal(ev->n_states, 2);
+    assert_int_equal(ev->states[0], QRAFT__LOG_STATE__LOG_ERROR);
+    assert_int_equal(ev->states[1], QRAFT__LOG_STATE__LOG_FAILED);
+    assert_string_equal(ev->cursor, "c1");
+    assert_true(ev->oldest_first);
+    assert_int_equal(ev->filter->n_urls, 1);
+    assert_string_equal(ev->filter->urls[0], "https://e.example/hook");
+    assert_int_equal(ev->filter->n_queue_names, 1);
+    assert_int_equal(ev->filter->n_hosts, 0);
+    assert_int_equal(ev->filter->response_statuses[0], 503);
+    assert_int_equal(ev->filter->from_ms, 1000);
+    pthread_mutex_unlock(&f.mu);
+    qraft_log_page_free(p);
+
+    /* An unknown state never reaches the node; nor does an empty cancel. */
+    const char *bad[] = {"LOST"};
+    assert_int_equal(qraft_logs(c, NULL, bad, 1, NULL, 0, false, &p),
+                     QRAFT_EINVAL);
+    struct qraft_bulk *b = NULL;
+    struct qraft_filter none = {0};
+    assert_int_equal(qraft_cancel_matching(c, &none, 0, &b), QRAFT_EINVAL);
+    assert_int_equal(fake_requests(&f), 1);
+    qraft_client_free(c);
+    fake_stop(&f);
+}
+
+static void test_queue_and_schedule_reads(void **state)
+{
+    (void)state;
+    struct fake f;
+    fake_start(&f, h_sched);
+    struct qraft_client *c = client_for_fake(&f);
+    struct qraft_queue *q = NULL;
+    assert_int_equal(qraft_queue_get(c, "orders", &q), 0);
+    assert_string_equal(q->name, "orders");
+    assert_int_equal(q->parallelism, 3);
+    assert_true(q->paused);
+    assert_int_equal(q->waiting, 7);
+    qraft_queues_free(q, 1);
+    struct qraft_schedule *s = NULL;
+    assert_int_equal(qraft_schedule_get(c, "scd_1", &s), 0);
+    assert_string_equal(s->id, "scd_1");
+    assert_string_equal(s->url, "https://s.example/tick");
+    assert_string_equal(s->method, "POST");
+    assert_int_equal(s->body_len, 4);
+    assert_memory_equal(s->body, "tick", 4);
+    assert_int_equal(s->next_slot_ms, 1700000100000);
+    qraft_schedules_free(s, 1);
+    pthread_mutex_lock(&f.mu);
+    assert_string_equal(f.last->schedule_get->schedule_id, "scd_1");
+    pthread_mutex_unlock(&f.mu);
+    assert_int_equal(qraft_queue_get(c, "", &q), QRAFT_EINVAL);
+    qraft_client_free(c);
+    fake_stop(&f);
+}
+
 static void test_pipelined_publishes(void **state)
 {
     (void)state;
@@ -1092,6 +1239,8 @@ int main(void)
         cmocka_unit_test(test_list),
         cmocka_unit_test(test_bulk_results),
         cmocka_unit_test(test_status),
+        cmocka_unit_test(test_logs_filter_and_entries),
+        cmocka_unit_test(test_queue_and_schedule_reads),
         cmocka_unit_test(test_pipelined_publishes),
         cmocka_unit_test(test_pipeline_lost_connection),
         cmocka_unit_test(test_bad_arguments),
