@@ -554,26 +554,6 @@ int cmd_status(int argc, char **argv, struct globals *g)
     }
     struct qraft_status *s = NULL;
     int rc = qraft_status(c, &s);
-    /* A follower knows little of the others (liveness and applied indexes
-     * come from heartbeats): ask the leader when it is named. */
-    if (rc == 0 && !local && strcmp(s->state, "leader") != 0 &&
-        s->leader_rpc != NULL && s->leader_rpc[0] != '\0') {
-        struct qraft_client *lc = NULL;
-        struct qraft_status *ls = NULL;
-        struct globals settings = *g;
-        const char *token = context_settings("status", &settings) == EXIT_OK
-                                ? settings.token
-                                : NULL;
-        if (token == NULL) {
-            token = getenv("QRAFT_TOKEN");
-        }
-        if (qraft_client_new(s->leader_rpc, token, NULL, &lc) == 0 &&
-            qraft_status(lc, &ls) == 0) {
-            qraft_status_free(s);
-            s = ls;
-        }
-        qraft_client_free(lc);
-    }
     if (rc != 0) {
         ex = report("status", c, rc);
     } else if (g->json) {

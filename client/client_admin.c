@@ -336,6 +336,9 @@ static int status_from_pb(const Qraft__StatusResponse *ps,
 int qraft_status(struct qraft_client *c, struct qraft_status **out)
 {
     Qraft__StatusRequest st = QRAFT__STATUS_REQUEST__INIT;
+    /* The leader's view (a follower forwards the question) unless the
+     * caller wants the node's own, as it is. */
+    st.from_leader = !c->stale_reads;
     Qraft__Request req = QRAFT__REQUEST__INIT;
     req.body_case = QRAFT__REQUEST__BODY_STATUS;
     req.status = &st;

@@ -884,7 +884,13 @@ struct qraft_status {
     size_t n_nodes;
 };
 
-/* On success *out is new; free with qraft_status_free. */
+/* The cluster as its leader sees it: a follower asked forwards the
+ * question to the leader (only the leader knows every node's liveness and
+ * applied index), or answers itself when it knows no leader it can reach
+ * (a node built before StatusRequest.from_leader always does). With stale
+ * reads set
+ * (qraft_client_set_stale_reads) the node reached answers from its own
+ * state. On success *out is new; free with qraft_status_free. */
 int qraft_status(struct qraft_client *c, struct qraft_status **out);
 
 void qraft_status_free(struct qraft_status *s);

@@ -99,6 +99,20 @@ class TlsRpcTest(unittest.TestCase):
         _, out, _ = cluster.cli("status", "--json")
         self.assertEqual(json.loads(out)["leader_id"], leader.id)
 
+        # Through a follower the status is the leader's view (forwarded
+        # over the nodes' TLS links): every node alive, not just the one
+        # asked.
+        follower = next(n for n in cluster.nodes if n is not leader)
+
+        def leader_view():
+            _, out, _ = cluster.cli("status", "--json",
+                                    endpoints=follower.rpc_addr)
+            view = json.loads(out)
+            return (view["state"] == "leader" and
+                    all(n["alive"] for n in view["nodes"]))
+
+        qh.wait_until(leader_view, 20, "the leader's view through a follower")
+
     def test_wrong_ca_is_a_clear_error(self):
         start = time.monotonic()
         rc, _, err = self.plain_cli(
