@@ -6,7 +6,8 @@ from another CA, plaintext, node 2's certificate claiming id 3) cannot
 vote or append: the cluster's term does not move and they never learn
 the log; garbage, plaintext and half-open connections to the raft port
 are dropped without a crash or a descriptor leak (a member's certificate
-without a raft preamble too); a node-to-node request on the RPC port needs
+without a raft preamble too, and a certificate of ~200 KB, on the raft and
+the RPC port); a node-to-node request on the RPC port needs
 a node certificate, and a heartbeat must name the certificate's node."""
 
 import os
@@ -188,6 +189,56 @@ class TlsRaftTest(unittest.TestCase):
         # Still a working member.
         self.cluster.cli("publish", self.sink.url("/after-garbage"))
         self.assertEqual(node.status()["node_id"], node.id)
+
+    def test_oversized_certificates_are_refused_without_a_leak(self):
+        # A certificate of ~200 KB (thousands of names), signed by the
+        # cluster CA and naming node 1: over what a node takes from a
+        # peer, on the raft port and on the RPC port (which asks clients
+        # for one). The handshake fails at once; the node stays whole.
+        certs = self.cluster.certs
+        cert = certs.dir / "huge.pem"
+        key = certs.dir / "huge.key"
+        if not cert.exists():
+            qh._openssl_key(key)
+            ext = certs.dir / "huge.ext"
+            names = ",".join(f"DNS:n{i:05d}.oversized.example"
+                             for i in range(6000))
+            ext.write_text(f"subjectAltName=IP:{certs.ip},"
+                           f"URI:qraft:node:1,{names}\n"
+                           "extendedKeyUsage=serverAuth,clientAuth\n")
+            csr = certs.dir / "huge.csr"
+            qh._openssl("req", "-new", "-key", key, "-subj", "/CN=huge",
+                        "-out", csr)
+            qh._openssl("x509", "-req", "-in", csr, "-CA", certs.ca,
+                        "-CAkey", certs.ca_key, "-CAcreateserial", "-days",
+                        "2", "-extfile", ext, "-out", cert)
+        self.assertGreater(cert.stat().st_size, 150_000)
+        node = self.cluster.followers()[0]
+        before = open_fds(node)
+        for addr in (node.raft_addr, node.rpc_addr):
+            ctx = qh.tls_client_context(certs.ca)
+            ctx.load_cert_chain(str(cert), str(key))
+            start = time.monotonic()
+            with self.assertRaises(OSError, msg=addr):
+                s = ctx.wrap_socket(connect(addr),
+                                    server_hostname="127.0.0.1")
+                try:
+                    # TLS 1.3: the server reads the client's certificate
+                    # after the client's handshake ended; its refusal
+                    # comes with the first read.
+                    s.settimeout(5)
+                    if s.recv(1) == b"":
+                        raise ConnectionResetError("closed by the node")
+                finally:
+                    s.close()
+            self.assertLess(time.monotonic() - start, 5, addr)
+        qh.wait_until(lambda: open_fds(node) <= before, 10,
+                      "the node's descriptors back to where they were")
+        node.check_not_crashed()
+        self.assertEqual(node.status()["node_id"], node.id)
+        # OpenSSL's limit on a peer's certificate list (100 KiB) said it.
+        self.assertGreaterEqual(
+            self.logs(node).count("excessive message size"), 2)
 
     def peer_call(self, node, body_field, body, cert=None):
         """One request with the peer token (the API token here) on node's
