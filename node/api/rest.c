@@ -567,6 +567,7 @@ static const struct rest_route routes[] = {
      {{"GET", qr_rest_message, REST_GET_DEAD},
       {"DELETE", qr_rest_dlq_bulk, REST_DELETE}}},
     {"/v2/qraft/cluster", "GET", 0, {{"GET", qr_rest_cluster, REST_GET}}},
+    {"/v2/qraft/cron", "GET", 0, {{"GET", qr_rest_cron_preview, REST_GET}}},
     {"/v2/topics", "GET", 0, {{"GET", qr_rest_topic, REST_GET}}},
     {"/v2/topics/{id}/endpoints", "POST, DELETE", 0,
      {{"POST", qr_rest_topic_endpoints, REST_ADD},

@@ -399,5 +399,6 @@ rest_handler qr_rest_keys;
  * The cluster's status, qraft's own (rest_cluster.c). */
 
 rest_handler qr_rest_cluster;
+rest_handler qr_rest_cron_preview;
 
 #endif /* QR_REST_INT_H */

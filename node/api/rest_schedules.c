@@ -9,8 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/clock.h"
+#include "lib/cron.h"
 #include "lib/json_text.h"
 #include "ops/ops.h"
+#include "repl/check.h"
 
 /* QStash's words for the state of a tick's message. */
 static const char *schedule_state_word(Qraft__MessageState s)
@@ -252,5 +255,63 @@ void qr_rest_schedule(struct qr_rest *r,
         pause.paused = m->op == REST_PAUSE;
         QR_REST_RUN(r, req, SCHEDULE_PAUSE, schedule_pause, &pause,
                     &schedule_write);
+    }
+}
+
+/* At most this many fire times in one preview. */
+#define CRON_PREVIEW_MAX 20
+
+/* GET /v2/qraft/cron?cron=E[&count=N]: the next N (1..20, default 5) times
+ * a schedule with cron E would fire after now, as unix ms: the console's
+ * preview of a schedule it is about to create. The same parser and clock
+ * as a schedule's (lib/cron.c, CRON_TZ= included), so what it shows is
+ * what the schedule will do; a bad expression is a 400 with the same
+ * reason a create would give. Answered by the node asked; writes nothing. */
+void qr_rest_cron_preview(struct qr_rest *r,
+                          h2o_req_t *req,
+                          const struct rest_match *m)
+{
+    const char *expr = qr_rest_query_get(&req->pool, m->query, "cron");
+    const char *count = qr_rest_query_get(&req->pool, m->query, "count");
+    uint64_t n = 5;
+    struct qr_cron cron;
+    char err[160];
+
+    if (expr == NULL || expr[0] == '\0') {
+        qr_rest_send_error(req, 400,
+                           "cron is required (e.g. ?cron=*/5+*+*+*+*)");
+        return;
+    }
+    if (count != NULL && (qr_command_parse_uint(count, strlen(count),
+                                                CRON_PREVIEW_MAX, &n) != 0 ||
+                          n == 0)) {
+        qr_rest_send_error(req, 400, "count must be 1 to 20");
+        return;
+    }
+    if (qr_cron_parse(expr, &cron, err, sizeof err) != 0) {
+        qr_rest_send_error(req, 400, err);
+        return;
+    }
+    json_t *times = json_array();
+    uint64_t at = qr_clock_wall_ms();
+    for (uint64_t i = 0; times != NULL && i < n; i++) {
+        if (qr_cron_next(&cron, at, &at) != 0) {
+            break; /* none within eight years: fewer times */
+        }
+        if (json_array_append_new(times, json_integer((json_int_t)at)) != 0) {
+            json_decref(times);
+            times = NULL;
+        }
+    }
+    struct rest_call *c = qr_rest_call_new(r, req, NULL);
+    json_t *o = times != NULL ? json_pack("{s:o}", "next", times) : NULL;
+    if (c == NULL || o == NULL) {
+        json_decref(o);
+        qr_rest_send_error(req, 500, "out of memory");
+    } else {
+        qr_rest_send_reply(c, 200, o, NULL);
+    }
+    if (c != NULL) {
+        qr_rest_call_unref(c);
     }
 }

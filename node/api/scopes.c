@@ -83,6 +83,7 @@ static const struct row table[] = {
     {"GET",    "/v2/dlq/{id}", 0, R},
     {"DELETE", "/v2/dlq/{id}", 0, A},
     {"GET",    "/v2/qraft/cluster", 0, R},
+    {"GET",    "/v2/qraft/cron", 0, R},
     {"GET",    "/v2/topics", 0, R},
     {"POST",   "/v2/topics/{id}/endpoints", 0, P},
     {"DELETE", "/v2/topics/{id}/endpoints", 0, P},

@@ -98,6 +98,39 @@ class ConsoleServingTest(unittest.TestCase):
         self.assertEqual(body, b"")
 
 
+class CronPreviewTest(unittest.TestCase):
+    def test_next_fire_times_from_the_nodes_parser(self):
+        node = qh.start_dev_node(self)
+
+        def call(query, token=node.token):
+            return qh.http_call(node.http_addr, "GET",
+                                f"/v2/qraft/cron?{query}", token=token)
+
+        status, _, body = call("cron=0+*+*+*+*")
+        self.assertEqual(status, 200, body)
+        times = body["next"]
+        self.assertEqual(len(times), 5)
+        now_ms = time.time() * 1000
+        self.assertGreater(times[0], now_ms)
+        self.assertLessEqual(times[0], now_ms + 3600_000)
+        self.assertEqual([t % 3600_000 for t in times], [0] * 5)
+        self.assertEqual([b - a for a, b in zip(times, times[1:])],
+                         [3600_000] * 4)
+        # A time zone: 09:00 in Tokyo is 00:00 UTC.
+        status, _, body = call("cron=CRON_TZ%3DAsia/Tokyo+0+9+*+*+*&count=2")
+        self.assertEqual(status, 200, body)
+        self.assertEqual([t % 86400_000 for t in body["next"]], [0, 0])
+        for query, why in [("cron=61+*+*+*+*", "minute"),
+                           ("", "cron is required"),
+                           ("cron=*+*+*+*+*&count=21", "count must be"),
+                           ("cron=*+*+*+*+*&count=0", "count must be")]:
+            status, _, body = call(query)
+            self.assertEqual(status, 400, query)
+            self.assertIn(why, body["error"], query)
+        status, _, _ = call("cron=*+*+*+*+*", token="wrong")
+        self.assertEqual(status, 401)
+
+
 class ClusterRouteTest(unittest.TestCase):
     def test_cluster_view_through_a_follower(self):
         cluster = qh.start_cluster(self)

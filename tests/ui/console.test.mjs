@@ -168,7 +168,17 @@ test("pause a schedule and create one by clicking; the API agrees", async () => 
 
   // And one created from the form.
   await page.getByLabel("Destination URL").fill(`${sink.base}/hourly`);
+  // A bad cron says why before anything is created; a good one shows its
+  // next five fire times, on the hour.
+  await page.getByLabel(/^Cron/).fill("61 * * * *");
+  await page.locator("#cron-preview").getByText(/Not a valid cron: 400: .*minute/).waitFor();
   await page.getByLabel(/^Cron/).fill("0 * * * *");
+  const fires = page.locator("#cron-preview li");
+  await fires.nth(4).waitFor();
+  assert.equal(await fires.count(), 5);
+  for (const text of await fires.allTextContents()) {
+    assert.match(text, /^\d{4}-\d\d-\d\d \d\d:00:00 UTC$/);
+  }
   await page.getByLabel("Schedule id (optional)").fill("hourly-sync");
   await page.getByRole("button", { name: "Create schedule" }).click();
   await page.getByRole("row").filter({ hasText: "hourly-sync" }).waitFor();

@@ -1,5 +1,6 @@
 // Schedules (GET /v2/schedules): pause, resume, delete, and create one
-// from a cron and a destination (POST /v2/schedules/{destination}).
+// from a cron and a destination (POST /v2/schedules/{destination}), with
+// a preview of the cron's next fire times (GET /v2/qraft/cron).
 import { api } from "../api.js";
 import { actionButton, badge, busy, confirmDialog, field, fill, fmtTime, formValues, h, notify, table } from "../dom.js";
 
@@ -20,6 +21,36 @@ export async function render(view, _arg, current) {
       h("label", { for: "f-body" }, "Body (optional)"),
       h("textarea", { id: "f-body", name: "body", rows: 3 })),
     h("div", {}, h("button", { type: "submit", class: "primary" }, "Create schedule")));
+  // The next five fire times of the cron being typed, from the node's own
+  // parser (GET /v2/qraft/cron): what the schedule will really do, its
+  // time zone included; or why the node would refuse it.
+  const preview = h("div", { class: "field wide muted", id: "cron-preview", "aria-live": "polite" });
+  form.insertBefore(preview, form.querySelector("input[name=cron]").parentElement.nextSibling);
+  let timer = null;
+  let asked = 0;
+  form.querySelector("input[name=cron]").addEventListener("input", (e) => {
+    clearTimeout(timer);
+    const expr = e.target.value.trim();
+    timer = setTimeout(async () => {
+      const mine = ++asked;
+      if (!expr) {
+        fill(preview);
+        return;
+      }
+      let text;
+      try {
+        const out = await api("GET", "/v2/qraft/cron", { params: { cron: expr, count: 5 } });
+        text = out.next.length
+          ? ["Next fires: ", h("ul", {}, out.next.map((ms) => h("li", {}, fmtTime(ms))))]
+          : ["Never fires within eight years."];
+      } catch (err) {
+        text = [`Not a valid cron: ${err.message}`];
+      }
+      if (mine === asked && current()) {
+        fill(preview, ...text);
+      }
+    }, 300);
+  });
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     const btn = form.querySelector("button[type=submit]");
