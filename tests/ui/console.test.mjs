@@ -224,10 +224,36 @@ test("queues and URL groups pages; the console at phone width", async () => {
 
   await page.getByRole("link", { name: "Queues" }).click();
   await page.getByRole("cell", { name: "emails", exact: true }).waitFor();
+  // A queue created and deleted by clicking; the API agrees each time.
+  await page.getByLabel("Queue name").fill("reports");
+  await page.getByLabel("Parallelism", { exact: true }).fill("3");
+  await page.getByRole("button", { name: "Create queue" }).click();
+  const reports = page.getByRole("row").filter({ hasText: "reports" });
+  await reports.waitFor();
+  assert.equal((await node.api("GET", "/v2/queues/reports")).json.parallelism, 3);
   await shot(page, "queues");
+  await reports.getByRole("button", { name: "Delete" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Delete queue" }).click();
+  await reports.waitFor({ state: "detached" });
+  assert.equal((await node.api("GET", "/v2/queues/reports")).status, 404);
+
   await page.getByRole("link", { name: "URL groups" }).click();
   await page.getByRole("cell", { name: "fanout", exact: true }).waitFor();
+  // An endpoint added to the group, then the first one removed.
+  await page.getByLabel("Group (new or existing)").fill("fanout");
+  await page.getByLabel("Endpoint URL").fill(`${sink.base}/b`);
+  await page.getByRole("button", { name: "Add endpoint" }).click();
+  await page.getByRole("listitem").filter({ hasText: `${sink.base}/b` }).waitFor();
+  let group = (await node.api("GET", "/v2/topics/fanout")).json;
+  assert.deepEqual(group.endpoints.map((e) => e.url).sort(), [`${sink.base}/a`, `${sink.base}/b`]);
   await shot(page, "groups");
+  await page.getByRole("listitem").filter({ hasText: `${sink.base}/a` })
+    .getByRole("button", { name: "Remove" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Remove endpoint" }).click();
+  await page.getByRole("listitem").filter({ hasText: `${sink.base}/a` })
+    .waitFor({ state: "detached" });
+  group = (await node.api("GET", "/v2/topics/fanout")).json;
+  assert.deepEqual(group.endpoints.map((e) => e.url), [`${sink.base}/b`]);
 
   await page.setViewportSize({ width: 390, height: 844 });
   for (const [link, heading, name] of [["Overview", "Overview", "phone-overview"],
