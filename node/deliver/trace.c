@@ -212,19 +212,20 @@ static void on_batch_done(void *data, const struct qr_delivery_response *resp)
         if (!t->closing &&
             (t->warned_mono_ms == 0 ||
              now - t->warned_mono_ms >= QR_TRACE_WARN_EVERY_MS)) {
+            char why[QR_DELIVERY_ERROR_BYTES + 32];
+            if (resp->transport == QR_DELIVERY_OK) {
+                snprintf(why, sizeof why, "the collector answered HTTP %ld",
+                         resp->status);
+            } else {
+                snprintf(why, sizeof why, "%s: %s",
+                         qr_delivery_transport_name(resp->transport),
+                         resp->error);
+            }
             QR_WARN("trace",
                     "spans not exported to %s: %s (%" PRIu64
                     " batch(es) dropped since the last warning; %" PRIu64
                     " spans dropped in all)",
-                    t->endpoint,
-                    resp->transport == QR_DELIVERY_OK
-                        ? "the collector answered with an error"
-                        : resp->error,
-                    t->failed_since, t->dropped);
-            if (resp->transport == QR_DELIVERY_OK) {
-                QR_WARN("trace", "the collector answered HTTP %ld",
-                        resp->status);
-            }
+                    t->endpoint, why, t->failed_since, t->dropped);
             t->warned_mono_ms = now;
             t->failed_since = 0;
         }

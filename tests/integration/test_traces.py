@@ -126,6 +126,16 @@ class TracesTest(unittest.TestCase):
                          .header("traceparent", ""))
         self.assertIsNotNone(m)
         self.assertNotEqual(m.group(1), "0" * 32)
+        # A batch's traceparent: each message in that trace.
+        status, _, body = qh.http_call(
+            node.http_addr, "POST", "/v2/batch", token=node.token,
+            headers={"traceparent": TRACEPARENT,
+                     "Content-Type": "application/json"},
+            body=[{"destination": self.sink.url("/batch")}] * 2)
+        self.assertEqual(status, 200, body)
+        for req in self.sink.wait_for(2, "/batch", WAIT):
+            m = HEADER.match(req.header("traceparent", ""))
+            self.assertEqual(m.group(1) if m else None, TRACE, req.headers)
         self.publish(node, "/own", {"Upstash-Forward-Traceparent": TRACEPARENT})
         req = self.sink.wait_for(1, "/own", WAIT)[0]
         self.assertEqual([v for k, v in req.headers
