@@ -14,7 +14,6 @@
 #include <strings.h>
 #include <time.h>
 
-#include "deliver/delivery.h"
 #include "lib/clock.h"
 #include "lib/err.h"
 #include "lib/logger.h"
@@ -160,20 +159,30 @@ void qr_trace_end_publish(struct qr_trace *t,
 
 void qr_trace_end_attempt(struct qr_trace *t,
                           const struct qr_trace_span *s,
-                          const struct qr_trace_attempt *a)
+                          const char *message_id,
+                          uint32_t retried,
+                          Qraft__AttemptOutcome outcome,
+                          const struct qr_delivery_response *resp)
 {
+    bool ok = outcome == QRAFT__ATTEMPT_OUTCOME__OUTCOME_DELIVERED;
+    const char *name = ok ? "delivered"
+                       : outcome == QRAFT__ATTEMPT_OUTCOME__OUTCOME_RETRY
+                           ? "retry"
+                           : "dead";
     json_t *attrs = json_array();
-    attr_str(attrs, "messaging.message.id", a->message_id);
+    attr_str(attrs, "messaging.message.id", message_id);
     attr_str(attrs, "server.address", s->host);
-    if (a->http_status > 0) {
-        attr_int(attrs, "http.response.status_code", a->http_status);
+    if (resp->status > 0) {
+        attr_int(attrs, "http.response.status_code", resp->status);
     }
-    attr_str(attrs, "qraft.outcome", a->outcome);
-    attr_int(attrs, "qraft.retried", a->retried);
-    attr_str(attrs, "error.type", a->error);
-    bool ok = a->outcome != NULL && strcmp(a->outcome, "delivered") == 0;
+    attr_str(attrs, "qraft.outcome", name);
+    attr_int(attrs, "qraft.retried", retried);
+    if (resp->transport != QR_DELIVERY_OK) {
+        attr_str(attrs, "error.type",
+                 qr_delivery_transport_name(resp->transport));
+    }
     push(t, span_json(s, "delivery attempt", KIND_CLIENT, attrs,
-                      ok ? STATUS_OK : STATUS_ERROR, ok ? NULL : a->outcome));
+                      ok ? STATUS_OK : STATUS_ERROR, ok ? NULL : name));
 }
 
 bool qr_trace_begin_attempt(struct qr_trace_span *s,

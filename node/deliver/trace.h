@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "deliver/delivery.h"
 #include "lib/metrics.h"
 #include "lib/traceparent.h"
 #include "qraft.pb-c.h"
@@ -81,19 +82,15 @@ void qr_trace_end_publish(struct qr_trace *t,
                           const char *status,
                           const char *message_id);
 
-/* What an attempt's span says (docs/operations.md, "Traces"). */
-struct qr_trace_attempt {
-    const char *message_id;
-    long http_status;    /* 0: no response */
-    const char *outcome; /* delivered, retry, dead */
-    uint32_t retried;    /* the attempt's Upstash-Retried */
-    const char *error;   /* "" or NULL: none */
-};
-
-/* Ends s, a delivery attempt's span, with what it got. */
+/* Ends s, the span of attempt `retried` (its Upstash-Retried) at message
+ * message_id, with its outcome and what the destination answered (resp,
+ * borrowed: status and transport). */
 void qr_trace_end_attempt(struct qr_trace *t,
                           const struct qr_trace_span *s,
-                          const struct qr_trace_attempt *a);
+                          const char *message_id,
+                          uint32_t retried,
+                          Qraft__AttemptOutcome outcome,
+                          const struct qr_delivery_response *resp);
 
 /* Starts s for an attempt at m (the child of m's stored traceparent, or a
  * new trace) and writes the traceparent naming s into header

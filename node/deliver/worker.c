@@ -453,22 +453,8 @@ static void propose_result(struct qr_worker *w,
     }
 
     if (w->trace != NULL) {
-        bool ok = resp->transport == QR_DELIVERY_OK;
-        qr_trace_end_attempt(
-            w->trace, &f->span,
-            &(struct qr_trace_attempt){
-                .message_id = f->id,
-                .http_status = resp->status,
-                .outcome =
-                    r.outcome == QRAFT__ATTEMPT_OUTCOME__OUTCOME_DELIVERED
-                        ? "delivered"
-                    : r.outcome == QRAFT__ATTEMPT_OUTCOME__OUTCOME_RETRY
-                        ? "retry"
-                        : "dead",
-                .retried = f->attempt,
-                .error =
-                    ok ? NULL : qr_delivery_transport_name(resp->transport),
-            });
+        qr_trace_end_attempt(w->trace, &f->span, f->id, f->attempt, r.outcome,
+                             resp);
     }
     /* Kept until reported: a failed report is made again, never the
      * delivery (see worker.h). Without it, a failed report is given up. */
