@@ -84,6 +84,7 @@ void qr_config_defaults(struct qr_config *c)
     c->pressure_retention_ms = 5 * MINUTE_MS;
     c->store_map_bytes = 0; /* sized from the disk: node/admit.c */
     c->log_level = QR_LOG_INFO;
+    snprintf(c->otlp_service_name, sizeof c->otlp_service_name, "qraft");
 }
 
 void qr_config_usage(FILE *out)
@@ -174,6 +175,12 @@ void qr_config_usage(FILE *out)
         "  --log-level L          debug, info, warn or error (default info)\n"
         "  --log-format F         text or json: one JSON object per line\n"
         "                         (default text)\n"
+        "  --otlp-endpoint URL    export trace spans (publish, delivery\n"
+        "                         attempts) as OTLP/HTTP JSON to this URL,\n"
+        "                         e.g. http://127.0.0.1:4318/v1/traces, and\n"
+        "                         send a traceparent with every delivery\n"
+        "                         (default: empty, tracing off)\n"
+        "  --otlp-service-name N  the spans' service.name (default qraft)\n"
         "  --config FILE          read settings from a YAML file: each key a\n"
         "                         flag's name without --; the environment and\n"
         "                         flags override it\n"
@@ -287,6 +294,8 @@ enum {
     OPT_DRAIN_TIMEOUT,
     OPT_LOG_LEVEL,
     OPT_LOG_FORMAT,
+    OPT_OTLP_ENDPOINT,
+    OPT_OTLP_SERVICE_NAME,
     OPT_CONFIG,
     OPT_PRINT_CONFIG,
     OPT_VERSION,
@@ -367,6 +376,9 @@ static const struct setting {
      "this binary's feature level"},
     {"log-level", OPT_LOG_LEVEL, SET_VALUE, NULL, "info", NULL},
     {"log-format", OPT_LOG_FORMAT, SET_VALUE, NULL, "text", NULL},
+    {"otlp-endpoint", OPT_OTLP_ENDPOINT, SET_VALUE, NULL, NULL, "tracing off"},
+    {"otlp-service-name", OPT_OTLP_SERVICE_NAME, SET_VALUE, NULL, "qraft",
+     NULL},
     {"config", OPT_CONFIG, SET_ACTION, NULL, NULL, NULL},
     {"print-config", OPT_PRINT_CONFIG, SET_ACTION, NULL, NULL, NULL},
     {"version", OPT_VERSION, SET_ACTION, NULL, NULL, NULL},
@@ -663,6 +675,30 @@ static int apply_option(struct qr_config *c,
                          "--log-format: '%s' is not text or json", v);
                 return QR_EBADREQ;
             }
+            return 0;
+        case OPT_OTLP_ENDPOINT:
+            /* Empty turns tracing off; else a URL the delivery engine
+             * takes (it says more if it cannot, at start). */
+            if (v[0] != '\0' && ((strncmp(v, "http://", 7) != 0 &&
+                                  strncmp(v, "https://", 8) != 0) ||
+                                 strlen(v) >= sizeof c->otlp_endpoint)) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "--otlp-endpoint: '%.64s' is not an http:// or "
+                         "https:// URL under %d bytes",
+                         v, QR_OTLP_URL_BYTES);
+                return QR_EBADREQ;
+            }
+            snprintf(c->otlp_endpoint, sizeof c->otlp_endpoint, "%s", v);
+            return 0;
+        case OPT_OTLP_SERVICE_NAME:
+            if (v[0] == '\0' || strlen(v) >= sizeof c->otlp_service_name) {
+                snprintf(errmsg, QR_ERRMSG_BYTES,
+                         "--otlp-service-name: must be 1 to %d bytes",
+                         QR_OTLP_NAME_BYTES - 1);
+                return QR_EBADREQ;
+            }
+            snprintf(c->otlp_service_name, sizeof c->otlp_service_name, "%s",
+                     v);
             return 0;
         case OPT_VERSION:
             fprintf(out, "qraftd %s\n", QRAFT_VERSION);

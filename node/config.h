@@ -22,6 +22,8 @@
 #define QR_MAX_PEERS 16
 /* Node ids are 1..65535: message ids carry the node id in 16 bits. */
 #define QR_MAX_NODE_ID 65535u
+#define QR_OTLP_URL_BYTES 1024
+#define QR_OTLP_NAME_BYTES 128
 
 /* Request limits, checked before any work is done. */
 struct qr_limits {
@@ -141,6 +143,12 @@ struct qr_config {
                                  of the disk, in 16 MiB..256 MiB */
     enum qr_log_level log_level;
     enum qr_log_format log_format; /* --log-format: text (default), json */
+
+    /* Traces (deliver/trace.h): the OTLP/HTTP JSON collector's URL
+     * (--otlp-endpoint; empty: tracing off, the default) and the
+     * service.name the spans carry (--otlp-service-name, "qraft"). */
+    char otlp_endpoint[QR_OTLP_URL_BYTES];
+    char otlp_service_name[QR_OTLP_NAME_BYTES];
 };
 
 /* Outcome of parsing: run the node, or exit at once (help or version

@@ -773,6 +773,8 @@ static void on_handle_closed(uv_handle_t *h)
 static void on_cluster_closed(struct qr_cluster *c)
 {
     struct qr_server *s = SERVER_OF(c, cluster);
+    qr_trace_close(s->trace); /* nothing makes spans any more */
+    s->trace = NULL;
     uv_close((uv_handle_t *)&s->tick, on_handle_closed);
     qr_loopwatch_close(&s->loopwatch, on_handle_closed);
     qr_scheduler_close(&s->scheduler);
@@ -1198,14 +1200,26 @@ int qr_server_init(struct qr_server *s,
         snprintf(s->errmsg, sizeof s->errmsg, "scheduler: %s", uv_strerror(rv));
         goto err_after_http;
     }
+    if (cfg->otlp_endpoint[0] != '\0') {
+        rv = qr_trace_open(&s->loop, cfg->otlp_endpoint, cfg->otlp_service_name,
+                           cfg->id, &s->metrics, &s->trace, s->errmsg);
+        if (rv != 0) {
+            goto err_after_scheduler;
+        }
+        s->worker.trace = s->trace;
+        s->ops.trace = s->trace;
+    }
     rv = open_handles(s);
     if (rv != 0) {
-        goto err_after_scheduler;
+        goto err_after_trace;
     }
     return 0;
 
     /* The unwind ladder: each step closes what the steps above opened, and
      * runs the loop so that closing handles can finish. */
+err_after_trace:
+    qr_trace_close(s->trace);
+    s->trace = NULL;
 err_after_scheduler:
     qr_scheduler_close(&s->scheduler);
 err_after_http:

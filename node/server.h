@@ -31,6 +31,8 @@ struct qr_server {
     struct qr_ops ops; /* what the rpc and http faces run requests on */
     struct qr_rpc rpc;
     struct qr_http http;
+    /* --otlp-endpoint's exporter (deliver/trace.h); NULL: tracing off */
+    struct qr_trace *trace;
     struct qr_metrics metrics;     /* this process's counters (/metrics) */
     struct qr_scheduler scheduler; /* fires schedules on the leader */
     struct qr_loopwatch loopwatch; /* counts the loop's stalls (metrics) */

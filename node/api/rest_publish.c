@@ -648,6 +648,24 @@ int qr_rest_pub_map(struct rest_pub *p,
     return 0;
 }
 
+/* With tracing on, the request's W3C traceparent header (the caller's
+ * span) onto p: ops/ops.c makes the publish span its child, or starts a
+ * new trace when it is not well formed. Off, it is not even looked for. */
+static void pub_traceparent(struct qr_rest *r,
+                            struct rest_pub *p,
+                            h2o_req_t *req)
+{
+    if (r->ops->trace == NULL) {
+        return;
+    }
+    ssize_t at =
+        h2o_find_header_by_str(&req->headers, H2O_STRLIT("traceparent"), -1);
+    if (at >= 0) {
+        const h2o_iovec_t *v = &req->headers.entries[at].value;
+        p->pr.traceparent = qr_rest_pool_str(&req->pool, v->base, v->len);
+    }
+}
+
 static void handle_publish(struct qr_rest *r,
                            h2o_req_t *req,
                            h2o_iovec_t queue,
@@ -664,6 +682,7 @@ static void handle_publish(struct qr_rest *r,
         p.pr.queue = qr_rest_pool_str(&req->pool, queue.base, queue.len);
     }
     p.pr.caller_ip = qr_rest_caller_ip(req);
+    pub_traceparent(r, &p, req);
     if (qr_rest_pub_map(&p, &req->pool, query, &req->headers, err) != 0) {
         qr_rest_send_error(req, 400, err);
         return;
@@ -882,6 +901,7 @@ void qr_rest_batch(struct qr_rest *r,
         int rv = qr_rest_batch_element(&req->pool, json_array_get(in, i),
                                        &pubs[i], caller, err);
         if (rv == 0) {
+            pub_traceparent(r, &pubs[i], req); /* one trace, a span each */
             rv = qr_command_check_publish(&pubs[i].pr, &r->ops->config->limits,
                                           now_ms, err, sizeof err);
         }

@@ -38,8 +38,8 @@
 #define MAX_DEFERRED_PER_SCAN 256u
 #define CUT_SHORT_RESCAN_MS 10u
 /* Message-Id, Retried, User-Agent, Signature, Schedule-Id, Topic-Name,
- * Caller-Ip */
-#define EXTRA_HEADERS 7
+ * Caller-Ip, traceparent */
+#define EXTRA_HEADERS 8
 #define SETTLE_MS 5000
 /* A result whose report failed is held and sent again (the node holds no
  * lease meanwhile: nothing new starts); after this many failures it is
@@ -78,6 +78,7 @@ struct qr_worker_inflight {
     bool sending;     /* the delivery callback has not fired yet */
     size_t host_slot; /* its host's in the metrics (qr_metrics_host_slot) */
     uint64_t sent_us; /* qr_metrics_now_us when sent */
+    struct qr_trace_span span; /* with tracing on: the attempt's */
     /* Its flow control key's state while sending (counted there), or
      * NULL: not flow-controlled, or answered. */
     struct qr_flow_key *flow;
@@ -451,6 +452,10 @@ static void propose_result(struct qr_worker *w,
         }
     }
 
+    if (w->trace != NULL) {
+        qr_trace_end_attempt(w->trace, &f->span, f->id, f->attempt, r.outcome,
+                             resp);
+    }
     /* Kept until reported: a failed report is made again, never the
      * delivery (see worker.h). Without it, a failed report is given up. */
     size_t len = qraft__delivery_result__get_packed_size(&r);
@@ -625,6 +630,10 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
             rv = -ENOMEM;
             goto out;
         }
+    }
+    char traceparent[QR_TRACEPARENT_BYTES];
+    if (w->trace != NULL && qr_trace_begin_attempt(&f->span, m, traceparent)) {
+        headers[n++] = (struct qr_delivery_header){"traceparent", traceparent};
     }
     struct qr_delivery_request req = {
         .url = m->url,

@@ -57,6 +57,7 @@
 #include "deliver/delivery.h"
 #include "deliver/flow.h"
 #include "deliver/shards.h"
+#include "deliver/trace.h"
 #include "lib/metrics.h"
 #include "repl/cluster.h"
 #include "store/store.h"
@@ -130,6 +131,9 @@ struct qr_worker {
 
     struct qr_worker_stats stats;
     struct qr_metrics *metrics; /* borrowed, may be NULL; set after init */
+    /* borrowed, may be NULL (tracing off); set after init: every attempt
+     * gets a span and a traceparent header (deliver/trace.h) */
+    struct qr_trace *trace;
     char errmsg[QR_ERRMSG_BYTES];
 };
 

@@ -172,9 +172,7 @@ void qr_metrics_count(struct qr_metrics_pairs *p, const char *a, const char *b)
     e->n++;
 }
 
-/* Writes url's "host:port" (lower case, cut at len - 1 bytes) into out;
- * false when it names no host (its attempts count under "(other)"). */
-static bool host_of(const char *url, char *out, size_t len)
+bool qr_metrics_url_host(const char *url, char *out, size_t len)
 {
     const char *p = strstr(url, "://");
     if (p == NULL || len == 0) {
@@ -211,7 +209,7 @@ size_t qr_metrics_host_slot(struct qr_metrics *m, const char *url)
     if (m == NULL) {
         return 0;
     }
-    if (host_of(url, host, sizeof host)) {
+    if (qr_metrics_url_host(url, host, sizeof host)) {
         for (size_t i = 0; i < m->n_hosts; i++) {
             if (strcmp(m->hosts[i].host, host) == 0) {
                 return i;
@@ -398,6 +396,15 @@ static void render_counters(struct text *t, const struct qr_metrics *m)
          "more (requests, heartbeats and deliveries waited), since the "
          "process started.",
          m->loop_stalls},
+        {"qraft_trace_spans_exported_total", "counter",
+         "Trace spans the OTLP collector (--otlp-endpoint) accepted, since "
+         "the process started (0 with tracing off).",
+         m->trace_spans_exported},
+        {"qraft_trace_spans_dropped_total", "counter",
+         "Trace spans dropped: the buffer of 2048 was full, a batch failed "
+         "or timed out, or the node stopped with spans unsent; since the "
+         "process started.",
+         m->trace_spans_dropped},
         {"process_resident_memory_bytes", "gauge",
          "Resident memory size in bytes.", qr_metrics_rss_bytes()},
     };

@@ -83,6 +83,10 @@ struct qr_metrics {
     struct qr_metrics_hist apply_seconds;
     struct qr_metrics_host hosts[QR_METRICS_MAX_HOSTS + 1];
     size_t n_hosts;
+    /* deliver/trace.c (--otlp-endpoint): spans the collector took, and
+     * spans dropped (buffer full, a batch that failed, or the stop) */
+    uint64_t trace_spans_exported;
+    uint64_t trace_spans_dropped;
 };
 
 #define QR_METRICS_N_STATES 8 /* QR_STORE_N_STATES: UNSPECIFIED..QUEUED */
@@ -171,6 +175,11 @@ void qr_metrics_observe(struct qr_metrics_hist *h, uint64_t us);
  * the life of p (a static string); b is copied (cut at
  * QR_METRICS_LABEL_BYTES - 1). */
 void qr_metrics_count(struct qr_metrics_pairs *p, const char *a, const char *b);
+
+/* Writes url's "host:port" (lower case, port 80 or 443 from the scheme
+ * when none, cut at len - 1 bytes) into out; false when it names no host
+ * (its attempts count under "(other)"; trace spans name none). */
+bool qr_metrics_url_host(const char *url, char *out, size_t len);
 
 /* The host slot of url (its "host:port", lower case; port 80 or 443 from
  * the scheme when none), taken on first sight; m NULL: 0. */

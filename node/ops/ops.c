@@ -93,6 +93,14 @@ void qr_op_reply(struct qr_op *op, const Qraft__Response *resp)
     }
     op->answered = true;
     count_answer(op, resp->status);
+    if (op->traced) {
+        qr_trace_end_publish(op->ops->trace, &op->span,
+                             resp->status == QRAFT__STATUS__OK,
+                             qr_ops_status_name(resp->status),
+                             resp->body_case == QRAFT__RESPONSE__BODY_PUBLISH
+                                 ? resp->publish->message_id
+                                 : NULL);
+    }
     Qraft__Response stamped = *resp;
     qr_ops_stamp(op->ops, &stamped, op->flags);
     if (op->reply_cb != NULL) {
@@ -748,8 +756,28 @@ int qr_ops_submit(struct qr_ops *ops,
     op->reply_cb = cb;
     op->reply_data = data;
     ops->n_requests++;
-    /* Only forwarding needs it mutable (qr_peer_call); it is not changed. */
+    /* A publish taken here, with tracing on, gets its span, and goes on
+     * (proposed, forwarded or parked: each copies it) carrying the span's
+     * traceparent instead of the client's, which is its parent. One a
+     * follower forwarded carries the follower's span already. */
+    Qraft__PublishRequest *traced = NULL;
+    char *client_parent = NULL;
+    char span_parent[QR_TRACEPARENT_BYTES];
+    if (ops->trace != NULL && req->body_case == QRAFT__REQUEST__BODY_PUBLISH &&
+        (flags & QR_OPS_FROM_NODE) == 0) {
+        traced = req->publish;
+        op->traced = true;
+        qr_trace_begin(&op->span, traced->traceparent);
+        qr_traceparent_format(&op->span.ctx, span_parent);
+        client_parent = traced->traceparent;
+        traced->traceparent = span_parent;
+    }
+    /* Only forwarding needs it mutable (qr_peer_call); it is not changed
+     * (but for the traceparent, put back here). */
     dispatch(op, (Qraft__Request *)req, (flags & QR_OPS_PEER) != 0);
+    if (traced != NULL) {
+        traced->traceparent = client_parent;
+    }
     op_unref(op); /* calls in progress hold their own references */
     return 0;
 }

@@ -30,6 +30,7 @@
 
 #include "config.h"
 #include "deliver/shards.h"
+#include "deliver/trace.h"
 #include "deliver/worker.h"
 #include "lib/metrics.h"
 #include "repl/cluster.h"
@@ -62,6 +63,9 @@ struct qr_ops {
     /* borrowed, may be NULL (""); set after init: what this node sends as
      * the peer token when it probes a node it is about to add */
     const char *peer_token;
+    /* borrowed, may be NULL (tracing off); set after init: a publish this
+     * node takes gets a span (deliver/trace.h) */
+    struct qr_trace *trace;
     bool closing;
     qr_ops_close_cb close_cb;
     uint64_t n_requests;

@@ -36,6 +36,10 @@ struct qr_op {
     uint64_t id;    /* the request's, for the answer of last resort */
     Qraft__Request__BodyCase kind; /* the request's, for the metrics */
     uint64_t start_us;             /* qr_metrics_now_us at submit */
+    /* A publish this node took while tracing is on: its span, ended by
+     * the answer (ops.c, trace_publish). */
+    bool traced;
+    struct qr_trace_span span;
     qr_ops_reply_cb reply_cb;
     void *reply_data;
 };

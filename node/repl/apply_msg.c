@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "lib/err.h"
+#include "lib/traceparent.h"
 #include "repl/callback.h"
 #include "repl/check.h"
 #include "repl/fsm_int.h"
@@ -138,6 +139,11 @@ int qr_apply_publish(struct qr_apply_ctx *ctx,
     m.n_labels = req->n_labels;
     m.labels = req->labels;
     m.caller_ip = req->caller_ip;
+    /* Kept only when well formed (a pure check: every replica agrees). */
+    struct qr_traceparent tp;
+    if (qr_traceparent_parse(req->traceparent, &tp)) {
+        m.traceparent = req->traceparent;
+    }
     m.flow_control_key = req->flow_control_key;
     m.flow_parallelism = req->flow_parallelism;
     m.flow_rate = req->flow_rate;
