@@ -758,18 +758,22 @@ int qr_ops_submit(struct qr_ops *ops,
     ops->n_requests++;
     /* A publish taken here, with tracing on, gets its span, and goes on
      * (proposed, forwarded or parked: each copies it) carrying the span's
-     * traceparent instead of the client's, which is its parent. One a
-     * follower forwarded carries the follower's span already. */
+     * traceparent instead of the client's, which is its parent. With
+     * tracing off the client's goes nowhere: not into the log (a client's
+     * text of any length), not onto the message. One a follower forwarded
+     * carries the follower's span already. */
     Qraft__PublishRequest *traced = NULL;
     char *client_parent = NULL;
-    char span_parent[QR_TRACEPARENT_BYTES];
-    if (ops->trace != NULL && req->body_case == QRAFT__REQUEST__BODY_PUBLISH &&
+    char span_parent[QR_TRACEPARENT_BYTES] = "";
+    if (req->body_case == QRAFT__REQUEST__BODY_PUBLISH &&
         (flags & QR_OPS_FROM_NODE) == 0) {
         traced = req->publish;
-        op->traced = true;
-        qr_trace_begin(&op->span, traced->traceparent);
-        qr_traceparent_format(&op->span.ctx, span_parent);
         client_parent = traced->traceparent;
+        if (ops->trace != NULL) {
+            op->traced = true;
+            qr_trace_begin(&op->span, traced->traceparent);
+            qr_traceparent_format(&op->span.ctx, span_parent);
+        }
         traced->traceparent = span_parent;
     }
     /* Only forwarding needs it mutable (qr_peer_call); it is not changed
