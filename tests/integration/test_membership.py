@@ -605,9 +605,9 @@ class ReAddTest(unittest.TestCase):
         _, out, _ = cluster.cli("status", "--json")
         return {n["id"]: n["role"] for n in json.loads(out)["nodes"]}
 
-    def test_an_interrupted_add_is_finished_by_running_it_again(self):
-        cluster = qh.start_cluster(self, n=3)
-        cluster.leader()
+    def frozen_joiner(self, cluster):
+        """Node 4, started with --join, and a FreezeOnAnswer relay to its
+        RPC address for the first add's --rpc."""
         joiner = JoiningNode(4, cluster, cluster.token)
         self.addCleanup(joiner.cleanup)
         joiner.start(wait=False)
@@ -615,6 +615,12 @@ class ReAddTest(unittest.TestCase):
                       "the joining node to listen")
         relay = FreezeOnAnswer(joiner)
         self.addCleanup(relay.close)
+        return joiner, relay
+
+    def test_an_interrupted_add_is_finished_by_running_it_again(self):
+        cluster = qh.start_cluster(self, n=3)
+        cluster.leader()
+        joiner, relay = self.frozen_joiner(cluster)
 
         # The probe passes, then the node freezes: raft cannot catch it up
         # and gives the promotion up; it is left a standby.
@@ -647,13 +653,7 @@ class ReAddTest(unittest.TestCase):
         node a voter on the new leader and is never refused as taken."""
         cluster = qh.start_cluster(self, n=3)
         leader = cluster.leader()
-        joiner = JoiningNode(4, cluster, cluster.token)
-        self.addCleanup(joiner.cleanup)
-        joiner.start(wait=False)
-        qh.wait_until(lambda: joiner.healthz() is not None, 15,
-                      "the joining node to listen")
-        relay = FreezeOnAnswer(joiner)
-        self.addCleanup(relay.close)
+        joiner, relay = self.frozen_joiner(cluster)
         first = {}
 
         def add():
