@@ -7,12 +7,11 @@
  * at its address, and the same add again goes on from that role; an add
  * of a voter at its own address changes nothing. The API is in
  * repl/cluster.h. */
-#include <stdio.h>
-#include <string.h>
-
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "lib/clock.h"
 #include "lib/err.h"
@@ -90,8 +89,9 @@ static int add_step(struct qr_membership *m)
 static void on_change(struct raft_change *req, int status)
 {
     struct qr_membership *m = req->data;
-    if (status == RAFT_NOCONNECTION && m->adding) {
-        /* The outcome is known: the node is a standby, not a voter. */
+    if (status == RAFT_NOCONNECTION && m->adding && m->step == 2) {
+        /* Raft gave the promotion up: the node is a standby, not a
+         * voter, a known outcome. */
         char why[256];
         snprintf(why, sizeof why,
                  "node %" PRIu64
@@ -193,12 +193,13 @@ enum qr_add_state qr_cluster_add_state(const struct qr_cluster *c,
         }
         if (same_id || same_addr) {
             snprintf(why, why_len,
-                     "%s is taken: node %llu is a %s at raft address %s; "
-                     "if it is gone, take it out first with `qraft cluster "
-                     "remove %llu`; nothing was changed",
+                     "%s is taken: node %" PRIu64
+                     " is a %s at raft address %s; if it is gone, take it "
+                     "out first with `qraft cluster remove %" PRIu64
+                     "`; nothing was changed",
                      same_id ? "the node id" : "the raft address",
-                     (unsigned long long)sv->id, role_name(sv->role),
-                     sv->address, (unsigned long long)sv->id);
+                     (uint64_t)sv->id, role_name(sv->role), sv->address,
+                     (uint64_t)sv->id);
             return QR_ADD_CONFLICT;
         }
     }
@@ -221,7 +222,8 @@ int qr_cluster_add(struct qr_cluster *c,
     const struct raft_server *sv = find_server(c, id); /* a resumed add? */
     if (sv != NULL && strcmp(sv->address, raft_addr) == 0 &&
         sv->role != RAFT_VOTER) {
-        m->step = sv->role == RAFT_SPARE ? 1 : 2;
+        int role = sv->role; /* sv goes once raft changes the config */
+        m->step = role == RAFT_SPARE ? 1 : 2;
         rv = add_step(m);
         if (rv == RAFT_CANTCHANGE) {
             log_cantchange(c, "resuming an add");
@@ -231,8 +233,8 @@ int qr_cluster_add(struct qr_cluster *c,
             QR_INFO("cluster",
                     "resuming the add of node %" PRIu64
                     " at %s: it is a %s, making it a %s",
-                    id, raft_addr, role_name(sv->role),
-                    m->step == 1 ? "standby" : "voter");
+                    id, raft_addr, role_name(role),
+                    role == RAFT_SPARE ? "standby" : "voter");
         }
         return rv;
     }

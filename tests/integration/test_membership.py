@@ -671,8 +671,10 @@ class ReAddTest(unittest.TestCase):
         joiner.proc.send_signal(signal.SIGCONT)
         adding.join(60)
         rc, _, err = first["result"]
-        self.assertEqual(rc, 4, err)
-        self.assertIn("run the same command again", err)
+        # Unknown (4); or 1 on a machine so slow that raft gave the
+        # promotion up before the leader died. Either says to run it again.
+        self.assertIn(rc, (1, 4), err)
+        self.assertIn("run the same", err)
 
         tries = []
 
