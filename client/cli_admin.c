@@ -24,10 +24,12 @@ static const char usage_cluster[] =
     "RPC_ADDR with the peer token, is node ID with raft at RAFT_ADDR, can\n"
     "apply the cluster's feature level) and changes nothing if not, saying\n"
     "what failed; then it joins as a standby, catches up and becomes a\n"
-    "voter (the command returns then). remove: the node leaves the\n"
-    "configuration, leaves a tombstone in its data dir and shuts itself\n"
-    "down. transfer: hands leadership to ID, or to the most up-to-date\n"
-    "voter.\n"
+    "voter (the command returns then). add is safe to run again: an add\n"
+    "cut short (exit 4, or the node left a standby) goes on from where it\n"
+    "stopped, and a node already a voter at RAFT_ADDR is a no-op. remove:\n"
+    "the node leaves the configuration, leaves a tombstone in its data dir\n"
+    "and shuts itself down. transfer: hands leadership to ID, or to the\n"
+    "most up-to-date voter.\n"
     "\n"
     "example:\n"
     "  qraft cluster add 4 10.0.0.4:7000 --rpc 10.0.0.4:7100\n"
@@ -467,6 +469,13 @@ int cmd_cluster(int argc, char **argv, struct globals *g)
                  : qraft_cluster_remove(c, id);
     if (rc != 0) {
         ex = report(cmd, c, rc);
+        if (add && ex == EXIT_UNAVAILABLE) {
+            fprintf(stderr,
+                    "qraft: %s: the outcome is unknown (node %" PRIu64
+                    " may be left a spare or a standby): run the same "
+                    "command again, it goes on from where it stopped\n",
+                    cmd, id);
+        }
     }
     qraft_client_free(c);
     return ex;

@@ -207,7 +207,8 @@ int qraft_group_list(struct qraft_client *c,
 }
 
 /* A membership change: answered with no body once done. Never repeated
- * after an ambiguous failure (a second add or remove is not the first). */
+ * after an ambiguous failure (a second remove is not the first); an add
+ * is safe for the caller to repeat (the leader resumes or no-ops it). */
 static int membership_call(struct qraft_client *c, Qraft__Request *req)
 {
     Qraft__Response *resp = NULL;

@@ -238,6 +238,24 @@ static void member_add(struct qr_op *op, const Qraft__Request *req)
         membership_refused(op, req->id, QR_ECONFLICT);
         return;
     }
+    /* Idempotent: a voter already there is done, a spare or standby left
+     * by an add cut short is checked again and promoted on. */
+    char why[QR_ERRMSG_BYTES];
+    switch (qr_cluster_add_state(op->ops->cluster, a->id, a->raft_addr, why,
+                                 sizeof why)) {
+        case QR_ADD_DONE:
+            QR_INFO("cluster",
+                    "node %" PRIu64 " at %s is already a voter: nothing to do",
+                    a->id, a->raft_addr);
+            qr_op_ok(op, req->id);
+            return;
+        case QR_ADD_CONFLICT:
+            QR_WARN("cluster", "not adding node %" PRIu64 ": %s", a->id, why);
+            qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST, "%s", why);
+            return;
+        default:
+            break;
+    }
     struct qr_call *call = qr_call_new(op, req);
     if (call == NULL) {
         qr_op_error(op, req->id, QRAFT__STATUS__INTERNAL, "out of memory");

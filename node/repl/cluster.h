@@ -177,9 +177,30 @@ int qr_cluster_propose(struct qr_cluster *c,
                        qr_cluster_propose_cb cb,
                        void *data);
 
+/* Where an add of node id at raft_addr stands in this node's (the
+ * leader's) configuration: QR_ADD_NEW (neither is there), QR_ADD_RESUME
+ * (id is there at raft_addr as a spare or a standby: an add that was cut
+ * short), QR_ADD_DONE (id is a voter at raft_addr), or QR_ADD_CONFLICT (id
+ * is there at another address, or raft_addr is another node's; why says
+ * which node holds it and how to free it). */
+enum qr_add_state {
+    QR_ADD_NEW,
+    QR_ADD_RESUME,
+    QR_ADD_DONE,
+    QR_ADD_CONFLICT,
+};
+enum qr_add_state qr_cluster_add_state(const struct qr_cluster *c,
+                                       uint64_t id,
+                                       const char *raft_addr,
+                                       char *why,
+                                       size_t why_len);
+
 /* Membership changes, on the serving leader; one at a time (QR_ECONFLICT
  * while another runs). add: joins id at raft_addr as a standby, waits for
- * it to catch up, then promotes it to voter. remove: takes id out (the
+ * it to catch up, then promotes it to voter; an add of a node already
+ * there as a spare or standby at raft_addr (QR_ADD_RESUME) goes on from
+ * where it stopped, one already a voter finishes at once. remove: takes id
+ * out (the
  * node shuts itself down when it notices). transfer: hands leadership to
  * id (0: the most up-to-date voter). cb fires once when 0 is returned. */
 int qr_cluster_add(struct qr_cluster *c,

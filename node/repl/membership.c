@@ -2,10 +2,16 @@
  * spare, then a standby that catches up, then a voter), remove, and
  * leadership transfer. One change at a time: the one in progress is
  * cluster->change, set while raft holds its request and cleared just
- * before its callback fires. The API is in repl/cluster.h. */
+ * before its callback fires. An add is resumable: one cut short (leader
+ * lost, node not caught up in time) leaves the node a spare or a standby
+ * at its address, and the same add again goes on from that role; an add
+ * of a voter at its own address changes nothing. The API is in
+ * repl/cluster.h. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "lib/clock.h"
 #include "lib/err.h"
@@ -22,6 +28,7 @@ struct qr_membership {
     } req;
     uint64_t id;
     int step; /* add: 0 = adding, 1 = standby, 2 = voter */
+    bool adding;
     qr_cluster_change_cb cb;
     void *data;
 };
@@ -82,6 +89,19 @@ static int add_step(struct qr_membership *m)
 static void on_change(struct raft_change *req, int status)
 {
     struct qr_membership *m = req->data;
+    if (status == RAFT_NOCONNECTION && m->adding && m->step == 2) {
+        /* Raft gave the promotion up: the node is a standby, not a
+         * voter, a known outcome. */
+        char why[256];
+        snprintf(why, sizeof why,
+                 "node %" PRIu64
+                 " did not catch up with the leader's log in time and is "
+                 "left a standby (%s): check that it runs and is reachable, "
+                 "then run the same `qraft cluster add` again",
+                 m->id, raft_strerror(status));
+        finish_change(m, QR_ECONFLICT, why);
+        return;
+    }
     if (status != 0) {
         finish_change(m, change_status(status), raft_strerror(status));
         return;
@@ -137,6 +157,55 @@ static int started(struct qr_membership *m, int rv)
     return 0;
 }
 
+static const char *role_name(int role)
+{
+    return role == RAFT_VOTER     ? "voter"
+           : role == RAFT_STANDBY ? "standby"
+                                  : "spare";
+}
+
+static const struct raft_server *find_server(const struct qr_cluster *c,
+                                             uint64_t id)
+{
+    const struct raft_configuration *conf = &c->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (conf->servers[i].id == id) {
+            return &conf->servers[i];
+        }
+    }
+    return NULL;
+}
+
+enum qr_add_state qr_cluster_add_state(const struct qr_cluster *c,
+                                       uint64_t id,
+                                       const char *raft_addr,
+                                       char *why,
+                                       size_t why_len)
+{
+    const struct raft_configuration *conf = &c->raft.configuration;
+    why[0] = '\0';
+    for (unsigned i = 0; i < conf->n; i++) {
+        const struct raft_server *sv = &conf->servers[i];
+        bool same_id = sv->id == id;
+        bool same_addr = strcmp(sv->address, raft_addr) == 0;
+        if (same_id && same_addr) {
+            return sv->role == RAFT_VOTER ? QR_ADD_DONE : QR_ADD_RESUME;
+        }
+        if (same_id || same_addr) {
+            snprintf(why, why_len,
+                     "%s is taken: node %" PRIu64
+                     " is a %s at raft address %s; if it is gone, take it "
+                     "out first with `qraft cluster remove %" PRIu64
+                     "`; nothing was changed",
+                     same_id ? "the node id" : "the raft address",
+                     (uint64_t)sv->id, role_name(sv->role), sv->address,
+                     (uint64_t)sv->id);
+            return QR_ADD_CONFLICT;
+        }
+    }
+    return QR_ADD_NEW;
+}
+
 int qr_cluster_add(struct qr_cluster *c,
                    uint64_t id,
                    const char *raft_addr,
@@ -148,7 +217,27 @@ int qr_cluster_add(struct qr_cluster *c,
     if (m == NULL) {
         return rv;
     }
+    m->adding = true;
     m->req.change.data = m;
+    const struct raft_server *sv = find_server(c, id); /* a resumed add? */
+    if (sv != NULL && strcmp(sv->address, raft_addr) == 0 &&
+        sv->role != RAFT_VOTER) {
+        int role = sv->role; /* sv goes once raft changes the config */
+        m->step = role == RAFT_SPARE ? 1 : 2;
+        rv = add_step(m);
+        if (rv == RAFT_CANTCHANGE) {
+            log_cantchange(c, "resuming an add");
+        }
+        rv = started(m, rv);
+        if (rv == 0) {
+            QR_INFO("cluster",
+                    "resuming the add of node %" PRIu64
+                    " at %s: it is a %s, making it a %s",
+                    id, raft_addr, role_name(role),
+                    role == RAFT_SPARE ? "standby" : "voter");
+        }
+        return rv;
+    }
     rv = started(m,
                  raft_add(&c->raft, &m->req.change, id, raft_addr, on_change));
     if (rv != 0) {
