@@ -127,9 +127,7 @@ static void send_unbuilt(h2o_req_t *req,
     send_body(req, 500, body);
 }
 
-/* Answers json (takes ownership); a reply that cannot be built (json NULL,
- * or json_dumps out of memory) is a 500 that says so. */
-static void send_json(h2o_req_t *req, int status, json_t *json)
+void qr_rest_send_json(h2o_req_t *req, int status, json_t *json)
 {
     char *body = json != NULL ? json_dumps(json, JSON_COMPACT) : NULL;
 
@@ -143,7 +141,7 @@ static void send_json(h2o_req_t *req, int status, json_t *json)
     free(body);
 }
 
-/* send_json for a call: after a write (c->done) the 500 that answers a
+/* qr_rest_send_json for a call: after a write (c->done) the 500 that answers a
  * reply that cannot be built says what the write did (id: the message it
  * made, or NULL). */
 void qr_rest_send_reply(struct rest_call *c,
@@ -169,8 +167,8 @@ void qr_rest_send_error(h2o_req_t *req, int status, const char *message)
 {
     json_t *text = qr_json_text(message);
 
-    send_json(req, status,
-              text != NULL ? json_pack("{s:o}", "error", text) : NULL);
+    qr_rest_send_json(req, status,
+                      text != NULL ? json_pack("{s:o}", "error", text) : NULL);
 }
 
 int qr_rest_http_status(Qraft__Status st)

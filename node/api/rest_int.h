@@ -123,6 +123,10 @@ void qr_rest_send_reply(struct rest_call *c,
                         json_t *json,
                         const char *id);
 void qr_rest_send_error(h2o_req_t *req, int status, const char *message);
+/* Answers json (taken) for a request that needs no call (nothing was
+ * written); one that cannot be built (json NULL, or out of memory) is a
+ * 500 that says so. */
+void qr_rest_send_json(h2o_req_t *req, int status, json_t *json);
 /* The HTTP status of a node's status. */
 int qr_rest_http_status(Qraft__Status st);
 void qr_rest_send_status_error(struct rest_call *c,

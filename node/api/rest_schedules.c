@@ -303,15 +303,7 @@ void qr_rest_cron_preview(struct qr_rest *r,
             times = NULL;
         }
     }
-    struct rest_call *c = qr_rest_call_new(r, req, NULL);
-    json_t *o = times != NULL ? json_pack("{s:o}", "next", times) : NULL;
-    if (c == NULL || o == NULL) {
-        json_decref(o);
-        qr_rest_send_error(req, 500, "out of memory");
-    } else {
-        qr_rest_send_reply(c, 200, o, NULL);
-    }
-    if (c != NULL) {
-        qr_rest_call_unref(c);
-    }
+    (void)r;
+    qr_rest_send_json(req, 200,
+                      times != NULL ? json_pack("{s:o}", "next", times) : NULL);
 }
