@@ -200,18 +200,8 @@ class TlsRaftTest(unittest.TestCase):
         key = certs.dir / "huge.key"
         if not cert.exists():
             qh._openssl_key(key)
-            ext = certs.dir / "huge.ext"
-            names = ",".join(f"DNS:n{i:05d}.oversized.example"
-                             for i in range(6000))
-            ext.write_text(f"subjectAltName=IP:{certs.ip},"
-                           f"URI:qraft:node:1,{names}\n"
-                           "extendedKeyUsage=serverAuth,clientAuth\n")
-            csr = certs.dir / "huge.csr"
-            qh._openssl("req", "-new", "-key", key, "-subj", "/CN=huge",
-                        "-out", csr)
-            qh._openssl("x509", "-req", "-in", csr, "-CA", certs.ca,
-                        "-CAkey", certs.ca_key, "-CAcreateserial", "-days",
-                        "2", "-extfile", ext, "-out", cert)
+            certs.sign(key, cert, node_id=1, extra_names=(
+                f"n{i:05d}.oversized.example" for i in range(6000)))
         self.assertGreater(cert.stat().st_size, 150_000)
         node = self.cluster.followers()[0]
         before = open_fds(node)

@@ -914,10 +914,11 @@ class Certs:
             self.sign(key, cert, node_id=node_id)
         return cert, key
 
-    def sign(self, key, out, node_id=None, ca=None, ca_key=None, days=2):
+    def sign(self, key, out, node_id=None, ca=None, ca_key=None, days=2,
+             extra_names=()):
         """Signs a certificate for key into out with ca (default: the
-        cluster CA): an IP subjectAltName for self.ip, and with node_id the
-        URI qraft:node:<id>."""
+        cluster CA): an IP subjectAltName for self.ip, with node_id the URI
+        qraft:node:<id>, and a DNS name for each of extra_names."""
         ca = ca or self.ca
         ca_key = ca_key or self.ca_key
         csr = out.with_suffix(".csr")
@@ -925,6 +926,7 @@ class Certs:
         san = f"IP:{self.ip}"
         if node_id is not None:
             san += f",URI:qraft:node:{node_id}"
+        san += "".join(f",DNS:{name}" for name in extra_names)
         ext.write_text(f"subjectAltName={san}\n"
                        "basicConstraints=critical,CA:FALSE\n"
                        "extendedKeyUsage=serverAuth,clientAuth\n")
