@@ -6,8 +6,6 @@
  * from its own view (nodeId says which node answered). */
 #include "api/rest_int.h"
 
-#include <string.h>
-
 #include "lib/json_text.h"
 
 /* MessageState (proto/qraft.proto) by index; "" for STATE_UNSPECIFIED. */
@@ -98,14 +96,13 @@ void qr_rest_cluster(struct qr_rest *r,
                      const struct rest_match *m)
 {
     Qraft__StatusRequest status = QRAFT__STATUS_REQUEST__INIT;
-    const char *local = qr_rest_query_get(&req->pool, m->query, "local");
+    bool local;
 
-    if (local != NULL && strcmp(local, "true") != 0 &&
-        strcmp(local, "false") != 0) {
+    if (!qr_rest_query_bool(&req->pool, m->query, "local", false, &local)) {
         qr_rest_send_error(req, 400, "local must be true or false");
         return;
     }
-    status.from_leader = local == NULL || strcmp(local, "false") == 0;
+    status.from_leader = !local;
     QR_REST_RUN(
         r, req, STATUS, status, &status,
         &(struct rest_answer){.want = QRAFT__RESPONSE__BODY_CLUSTER_STATUS,

@@ -212,6 +212,13 @@ bool qr_rest_next_param(const char *q,
 char *qr_rest_query_get(h2o_mem_pool_t *pool,
                         h2o_iovec_t query,
                         const char *name);
+/* Parameter name as exactly "true" or "false" into *out (absent when it
+ * is not given); false for any other value. */
+bool qr_rest_query_bool(h2o_mem_pool_t *pool,
+                        h2o_iovec_t query,
+                        const char *name,
+                        bool absent,
+                        bool *out);
 /* name in Go's canonical form ("Content-Type"). */
 char *qr_rest_canonical(h2o_mem_pool_t *pool, const char *name, size_t len);
 char *qr_rest_pool_str(h2o_mem_pool_t *pool, const char *s, size_t len);

@@ -119,6 +119,24 @@ char *qr_rest_query_get(h2o_mem_pool_t *pool,
     return NULL;
 }
 
+bool qr_rest_query_bool(h2o_mem_pool_t *pool,
+                        h2o_iovec_t query,
+                        const char *name,
+                        bool absent,
+                        bool *out)
+{
+    const char *v = qr_rest_query_get(pool, query, name);
+    if (v == NULL) {
+        *out = absent;
+        return true;
+    }
+    if (strcmp(v, "true") != 0 && strcmp(v, "false") != 0) {
+        return false;
+    }
+    *out = strcmp(v, "true") == 0;
+    return true;
+}
+
 /* Every value of parameter name (repeated or comma-separated), decoded,
  * into ids (pool memory; ids NULL: only counts); returns how many, or -1
  * over max. */

@@ -81,14 +81,13 @@ void qr_rest_workflow_run(struct qr_rest *r,
     }
     static const struct rest_answer ended = {.build = qr_rest_empty_json};
     Qraft__WorkflowEndRequest end = QRAFT__WORKFLOW_END_REQUEST__INIT;
-    char *cancel = qr_rest_query_get(&req->pool, m->query, "cancel");
-    if (cancel != NULL && strcmp(cancel, "true") != 0 &&
-        strcmp(cancel, "false") != 0) {
+    bool cancel;
+    if (!qr_rest_query_bool(&req->pool, m->query, "cancel", true, &cancel)) {
         qr_rest_send_error(req, 400, "cancel must be true or false");
         return;
     }
     end.run_id = id;
-    end.cancel = cancel == NULL || strcmp(cancel, "true") == 0;
+    end.cancel = cancel;
     if (!end.cancel && req->entity.base != NULL) {
         end.result.data = (uint8_t *)req->entity.base;
         end.result.len = req->entity.len;
