@@ -7,9 +7,11 @@ slows.
 2. Every node's view (`qraft status --local`): the longest stall of its
    loop since it started and how many, its resident memory, its store,
    and its data dir on disk (raft log, snapshots, store).
-3. Restart: kill -9 of a follower that is caught up, start it again, and
-   time until it has applied what the leader had committed (it restores
-   its own last snapshot and replays the log after it).
+3. Restart: a clean stop (SIGTERM) of a follower that is caught up, then
+   kill -9 of it: each time start it again and time until it has applied
+   what the leader had committed (after a clean stop it keeps its store;
+   after kill -9 it restores its own last snapshot and re-applies the log
+   after it).
 4. Snapshot install: kill -9 of the other follower, then enough one-entry
    publishes that the leader snapshots and drops the entries it missed;
    start it and time until it has caught up (it is sent the leader's
@@ -99,10 +101,20 @@ def main():
         if args.no_restarts:
             return 0
         restarted, installed = cluster.followers()
-        restarted.kill9()
-        secs = timed_catch_up(cluster, restarted)
-        print(f"restart of node {restarted.id} (kill -9, start, caught "
-              f"up): {secs:.1f} s", flush=True)
+        # A clean stop keeps the store; kill -9 restores the last snapshot
+        # and re-applies the log after it.
+        for how in ("SIGTERM", "kill -9"):
+            if how == "SIGTERM":
+                restarted.terminate()
+            else:
+                restarted.kill9()
+            secs = timed_catch_up(cluster, restarted)
+            log = restarted.stderr_path.read_text(errors="replace")
+            kept = "fsm: kept the store" in log
+            print(f"restart of node {restarted.id} ({how}, start, caught "
+                  f"up): {secs:.1f} s; "
+                  f"{'kept the store' if kept else 'restored its snapshot'}",
+                  flush=True)
 
         installed.kill9()
         # One entry per publish: past the snapshot threshold and the

@@ -74,6 +74,14 @@ struct qr_cluster {
     struct raft raft;
     struct raft_io io;
     struct qr_snapsend snapsend; /* between raft and io: snapshot sends */
+    /* io's own load: ours (cluster.c) notes the snapshot raft_start loads */
+    int (*io_load)(struct raft_io *io,
+                   raft_term *term,
+                   raft_id *voted_for,
+                   struct raft_snapshot **snapshot,
+                   raft_index *start_index,
+                   struct raft_entry *entries[],
+                   size_t *n_entries);
     struct qr_transport transport;
     uv_check_t check; /* per-iteration: leadership poll and flush */
     char raft_dir[PATH_MAX];

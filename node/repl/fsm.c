@@ -490,9 +490,44 @@ static int load_indexes(struct qr_fsm *f)
 }
 
 /* On success the buffer is ours to free (the raft library's contract). */
+void qr_fsm_starting_from(struct qr_fsm *f, uint64_t snapshot_index)
+{
+    f->starting = true;
+    f->start_snapshot_index = snapshot_index;
+}
+
+void qr_fsm_started(struct qr_fsm *f)
+{
+    f->starting = false;
+}
+
+/* At start, after a clean stop: keeps the store when it holds the loaded
+ * snapshot's state already. Frees buf when it does. */
+static bool keep_store_at_start(struct qr_fsm *f, struct raft_buffer *buf)
+{
+    if (!f->starting) {
+        return false;
+    }
+    f->starting = false;
+    if (!qr_store_opened_clean(f->store) ||
+        f->applied_index < f->start_snapshot_index) {
+        return false;
+    }
+    QR_INFO("fsm",
+            "kept the store at index %" PRIu64
+            " (stopped cleanly) over the snapshot at index %" PRIu64,
+            f->applied_index, f->start_snapshot_index);
+    f->log_bytes_since_snapshot = 0; /* raft's log starts after it */
+    raft_free(buf->base);
+    return true;
+}
+
 static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
 {
     struct qr_fsm *f = rf->data;
+    if (keep_store_at_start(f, buf)) {
+        return 0;
+    }
     uint64_t start_ms = qr_clock_mono_ms();
     int rv = qr_store_restore(f->store, buf->base, buf->len);
     if (rv != 0) {

@@ -83,6 +83,10 @@ struct qr_fsm {
     unsigned snapshot_threshold; /* --snapshot-threshold: at least these */
     unsigned snapshot_log_share; /* --snapshot-log-share, percent */
     uint64_t log_bytes_since_snapshot; /* entries seen since the last one */
+    /* Between qr_fsm_starting_from and qr_fsm_started: the index of the
+     * snapshot raft_start is about to restore. */
+    bool starting;
+    uint64_t start_snapshot_index;
     bool failed;
     qr_fsm_applied_cb on_applied;
     void *on_applied_data;
@@ -95,6 +99,17 @@ struct qr_fsm {
 /* Loads the applied index, last leader time and feature level from the
  * store. */
 int qr_fsm_init(struct qr_fsm *f, struct qr_store *store);
+
+/* raft_start is about to restore the snapshot at snapshot_index that it
+ * loaded from disk. If the store was opened clean (qr_store_opened_clean)
+ * at or past that index, the restore keeps the store instead: it already
+ * holds that state and more, and raft's replay skips the entries it has
+ * (docs/architecture.md, "Storage"). */
+void qr_fsm_starting_from(struct qr_fsm *f, uint64_t snapshot_index);
+
+/* raft_start has returned: every later restore is a snapshot the leader
+ * sent, always restored. */
+void qr_fsm_started(struct qr_fsm *f);
 void qr_fsm_close(struct qr_fsm *f);
 
 /* A snapshot is taken when raft has applied at least `threshold` entries

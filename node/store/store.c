@@ -40,6 +40,9 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <lmdb.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -47,8 +50,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lib/crc32c.h"
+#include "lib/durable.h"
 #include "lib/err.h"
 #include "lib/logger.h"
 #include "store/store_int.h"
@@ -521,6 +526,13 @@ int store_env_open(struct qr_store *s, const char *dir, uint64_t map_bytes)
         rv = store_fail_mdb(s, false, what, rc);
         goto err_after_env;
     }
+    /* Before anything writes: is LMDB at the transaction a clean close's
+     * mark named? (A reopen after a restore never is: the mark is used up.) */
+    MDB_envinfo info;
+    s->opened_clean = s->clean_mark_txnid != 0 &&
+                      mdb_env_info(s->env, &info) == 0 &&
+                      info.me_last_txnid == s->clean_mark_txnid;
+    s->clean_mark_txnid = 0;
     s->max_key_bytes = (size_t)mdb_env_get_maxkeysize(s->env);
     if (s->max_key_bytes > KEY_BUF_BYTES) {
         s->max_key_bytes = KEY_BUF_BYTES;
@@ -557,6 +569,117 @@ err_after_env:
     return rv;
 }
 
+/* ---------------------------------------------------------------------------
+ * The clean-stop mark. The store runs with MDB_NOSYNC, and after a power loss
+ * LMDB promises nothing for such a file, so by default a node restores its
+ * last raft snapshot at every start and replays the log after it. A clean
+ * close syncs the environment and then leaves a mark, CLEAN_MARK in the
+ * environment's directory ("qraft-clean <LMDB's last transaction id>\n",
+ * synced, and its directory synced). qr_store_open takes the mark away
+ * (unlinked, the directory synced) before it opens the environment, so the
+ * mark is on disk only while the file is exactly as that close left it, and
+ * the open counts as clean only if LMDB's last transaction is still the one
+ * the mark names (a binary that does not know the mark may have written
+ * since). A mark that cannot be taken away fails the open: left behind, it
+ * would vouch for a file written without syncs after it. */
+
+#define CLEAN_MARK "clean-stop"
+#define CLEAN_MARK_PREFIX "qraft-clean "
+
+static int clean_mark_path(const struct qr_store *s, char path[PATH_MAX])
+{
+    int n = snprintf(path, PATH_MAX, "%s/%s", s->dir, CLEAN_MARK);
+    return n > 0 && n < PATH_MAX ? 0 : -ENAMETOOLONG;
+}
+
+/* Reads and durably removes the mark: s->clean_mark_txnid is the
+ * transaction it names, 0 when there is none (or it does not parse). */
+static int take_clean_mark(struct qr_store *s)
+{
+    char path[PATH_MAX];
+    char text[64];
+    int rv = clean_mark_path(s, path);
+    if (rv != 0) {
+        store_set_errmsg(s, "store: open: %s/%s: path too long", s->dir,
+                         CLEAN_MARK);
+        return rv;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            return 0;
+        }
+        rv = -errno;
+        store_set_errmsg(s, "store: open: reading the clean-stop mark %s: %s",
+                         path, strerror(errno));
+        return rv;
+    }
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    uint64_t txnid = 0;
+    size_t prefix = strlen(CLEAN_MARK_PREFIX);
+    if (n > (ssize_t)prefix && memcmp(text, CLEAN_MARK_PREFIX, prefix) == 0) {
+        text[n] = '\0';
+        char *end = NULL;
+        unsigned long long v = strtoull(text + prefix, &end, 10);
+        if (end != text + prefix && *end == '\n') {
+            txnid = v;
+        }
+    }
+    if (unlink(path) != 0) {
+        rv = -errno;
+    } else {
+        rv = qr_fsync_dir(s->dir);
+    }
+    if (rv != 0) {
+        store_set_errmsg(s,
+                         "store: open: taking away the clean-stop mark %s: "
+                         "%s",
+                         path, strerror(-rv));
+        return rv;
+    }
+    s->clean_mark_txnid = txnid;
+    return 0;
+}
+
+/* After a successful sync: leaves the mark for transaction txnid. A mark
+ * that cannot be written whole and synced is removed (the next start then
+ * restores the last snapshot, as after a crash). */
+static void leave_clean_mark(struct qr_store *s, uint64_t txnid)
+{
+    char path[PATH_MAX];
+    char text[64];
+    if (clean_mark_path(s, path) != 0) {
+        return;
+    }
+    int len =
+        snprintf(text, sizeof text, CLEAN_MARK_PREFIX "%" PRIu64 "\n", txnid);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    bool ok = fd >= 0 && write(fd, text, (size_t)len) == len && fsync(fd) == 0;
+    int err = errno;
+    if (fd >= 0 && close(fd) != 0 && ok) {
+        ok = false;
+        err = errno;
+    }
+    if (ok) {
+        int rv = qr_fsync_dir(s->dir);
+        ok = rv == 0;
+        err = -rv;
+    }
+    if (!ok) {
+        QR_WARN("store",
+                "close: leaving the clean-stop mark %s: %s (the next start "
+                "restores the last snapshot)",
+                path, strerror(err));
+        unlink(path);
+    }
+}
+
+bool qr_store_opened_clean(const struct qr_store *s)
+{
+    return s->opened_clean;
+}
+
 int qr_store_open(const char *dir,
                   uint64_t map_bytes,
                   struct qr_store **out,
@@ -588,7 +711,10 @@ int qr_store_open(const char *dir,
         rv = -ENOMEM;
         goto err_after_alloc;
     }
-    rv = store_env_open(s, dir, map_bytes);
+    rv = take_clean_mark(s);
+    if (rv == 0) {
+        rv = store_env_open(s, dir, map_bytes);
+    }
     if (rv != 0) {
         goto err_after_alloc;
     }
@@ -611,8 +737,14 @@ void qr_store_close(struct qr_store *s)
     }
     assert(!atomic_load(&s->writing));
     if (s->env != NULL) { /* NULL after a failed image restore's reopen */
-        mdb_env_sync(s->env, 1);
+        MDB_envinfo info;
+        bool clean = mdb_env_sync(s->env, 1) == 0 && !atomic_load(&s->failed) &&
+                     atomic_load(&s->n_corrupt) == 0 &&
+                     mdb_env_info(s->env, &info) == 0;
         mdb_env_close(s->env);
+        if (clean) {
+            leave_clean_mark(s, info.me_last_txnid);
+        }
     }
     free(s->dir);
     free(s);

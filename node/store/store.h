@@ -116,6 +116,15 @@ void qr_store_close(struct qr_store *s);
  * and snapshots are the durable record; see docs/architecture.md). */
 int qr_store_sync(struct qr_store *s);
 
+/* True when the environment was opened exactly as a clean close left it:
+ * qr_store_close synced it and left a mark naming its last transaction,
+ * and qr_store_open found that mark and that transaction. Its content is
+ * then as durable as raft's log, so the node may keep it rather than
+ * restore its last snapshot (docs/architecture.md, "Storage"). False after
+ * a crash, a power loss, a failed or corrupt store, or a store last written
+ * by a binary that does not leave the mark. */
+bool qr_store_opened_clean(const struct qr_store *s);
+
 /* How much room the environment takes and has (bytes). */
 struct qr_store_space {
     uint64_t page_bytes;

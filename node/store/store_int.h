@@ -113,6 +113,11 @@ struct qr_store {
     atomic_bool corrupt_claimed;
     atomic_bool corrupt_noted;
     char corrupt_first[QR_ERRMSG_BYTES];
+    /* The clean-stop mark qr_store_open took away (store.c): the
+     * transaction id it names, 0 for none; and whether the environment,
+     * once open, was at that transaction (qr_store_opened_clean). */
+    uint64_t clean_mark_txnid;
+    bool opened_clean;
 };
 
 struct qr_store_txn {

@@ -185,6 +185,9 @@ class CorruptRecordTest(unittest.TestCase):
             _, out, _ = node.cli("publish", url, "--delay", "1d")
             ids.append(out.strip())
         node.terminate()
+        # As after a crash: the start restores the snapshot (after a clean
+        # stop it would keep the store, and not read the snapshot).
+        (node.data_dir / "state" / "clean-stop").unlink()
         snapshots = [p for p in (node.data_dir / "raft").glob("snapshot-*")
                      if p.suffix != ".meta"]
         needle = f"{PROBE}{CORRUPT:04d}".encode()

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -309,6 +310,59 @@ static void test_open_reopen(void **state)
     scan_due(f->s, 1, 5000, &c);
     assert_ids(&c, (const char *[]){"msg_a", NULL});
     qr_store_close(NULL);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    assert_int_equal(fputs(text, fp) >= 0, 1);
+    assert_int_equal(fclose(fp), 0);
+}
+
+/* The clean-stop mark: a clean close leaves it, an open takes it away, and
+ * only an open of exactly what that close left counts as clean. */
+static void test_clean_stop_mark(void **state)
+{
+    struct fixture *f = *state;
+    char mark[128];
+    snprintf(mark, sizeof mark, "%s/clean-stop", f->dir);
+    assert_false(qr_store_opened_clean(f->s)); /* a new store */
+    put_msg(f->s, "msg_a", QRAFT__MESSAGE_STATE__PENDING, 1, 5000, 0);
+    qr_store_close(f->s);
+    assert_int_equal(access(mark, F_OK), 0);
+
+    f->s = open_store(f->dir);
+    assert_true(qr_store_opened_clean(f->s));
+    assert_int_equal(access(mark, F_OK), -1); /* gone while it is open */
+
+    /* A crash: a process opens it, writes and exits without closing. */
+    qr_store_close(f->s);
+    f->s = NULL;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct qr_store *s = open_store(f->dir);
+        put_msg(s, "msg_b", QRAFT__MESSAGE_STATE__PENDING, 1, 5000, 0);
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    f->s = open_store(f->dir);
+    assert_false(qr_store_opened_clean(f->s));
+
+    /* A mark naming another transaction (written by hand, or left while
+     * a binary that does not know marks wrote on), or none readable. */
+    qr_store_close(f->s);
+    write_file(mark, "qraft-clean 1\n");
+    f->s = open_store(f->dir);
+    assert_false(qr_store_opened_clean(f->s));
+    qr_store_close(f->s);
+    write_file(mark, "garbage");
+    f->s = open_store(f->dir);
+    assert_false(qr_store_opened_clean(f->s));
+    assert_int_equal(access(mark, F_OK), -1);
 }
 
 static void test_open_missing_dir(void **state)
@@ -3004,6 +3058,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_open_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clean_stop_mark, setup, teardown),
         cmocka_unit_test(test_open_missing_dir),
         cmocka_unit_test_setup_teardown(test_newer_format_refused, setup,
                                         teardown),
