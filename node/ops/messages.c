@@ -297,8 +297,19 @@ bool qr_op_refuse_unsupported(struct qr_op *op,
     if (name != NULL) {
         qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
                     "filter %s is not supported yet", name);
+        return true;
     }
-    return name != NULL;
+    /* A write may be forwarded to an older leader that does not know the
+     * field and would match too much (proto MessageFilter). */
+    bool read = req->body_case == QRAFT__REQUEST__BODY_EVENTS ||
+                req->body_case == QRAFT__REQUEST__BODY_DLQ_LIST;
+    if (f != NULL && f->n_source_message_ids > 0 && !read) {
+        qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
+                    "filter sourceMessageId is for reads only (logs, DLQ "
+                    "list)");
+        return true;
+    }
+    return false;
 }
 
 uint32_t qr_bulk_limit(uint32_t limit)

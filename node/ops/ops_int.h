@@ -283,7 +283,8 @@ void qr_selection_free(struct qr_selection *s);
 uint32_t qr_bulk_limit(uint32_t limit);
 
 /* Answers BAD_REQUEST and returns true when f (may be NULL) sets a field
- * this build cannot evaluate yet. */
+ * this build cannot evaluate yet, or a field for reads only (source
+ * message ids) in a write. */
 bool qr_op_refuse_unsupported(struct qr_op *op,
                               const Qraft__Request *req,
                               const Qraft__MessageFilter *f);

@@ -5,9 +5,9 @@
 // a schedule by clicking and check through the API that it is paused, and
 // save a screenshot of every page at 1280x800 and a few at phone width;
 // bulk replay by filter, a hostile body shown as text, a flow-control key
-// paused and a workflow run cancelled. The tests run in
-// order on one page: the one that logs in leaves the tab logged in for the
-// ones after it.
+// paused, a workflow run cancelled, and a message's callback messages.
+// The tests run in order on one page: the one that logs in leaves the tab
+// logged in for the ones after it.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
@@ -151,6 +151,27 @@ test("a hostile body is shown as text, never run; replay from its page", async (
   await page.getByRole("dialog").getByRole("button", { name: "Replay" }).click();
   await page.getByText(`Replayed ${json.messageId}.`).waitFor();
   await waitFor(() => sink.on("/gone").length === 2, "the replay at the sink");
+});
+
+test("a message's page lists its callback messages, which link back", async () => {
+  const id = await publish("/with-callback", { "Upstash-Callback": `${sink.base}/callback` });
+  let callback;
+  await waitFor(async () => {
+    const { json } = await node.api("GET", `/v2/logs?sourceMessageId=${id}&state=DELIVERED`);
+    callback = json.logs?.[0]?.messageId;
+    return callback !== undefined;
+  }, "the callback message to be delivered");
+
+  await page.goto(`${node.url}/console/#/message/${id}`);
+  await page.getByRole("heading", { name: "Callback messages" }).waitFor();
+  const row = page.getByRole("row").filter({ hasText: callback });
+  await row.getByText("DELIVERED", { exact: true }).waitFor();
+  await row.getByText(`${sink.base}/callback`).waitFor();
+  await shot(page, "message-callbacks");
+  await row.getByRole("link", { name: callback }).click();
+  await page.getByRole("heading", { name: callback }).waitFor();
+  await page.getByRole("link", { name: id }).click();
+  await page.getByRole("heading", { name: id }).waitFor();
 });
 
 test("pause a schedule and create one by clicking; the API agrees", async () => {
