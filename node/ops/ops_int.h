@@ -267,6 +267,7 @@ void qr_op_bulk(struct qr_op *op,
 struct qr_selection {
     const Qraft__MessageFilter *filter;
     bool cancellable; /* only messages a Cancel still changes */
+    bool count_only;  /* count every match in n; no ids, no max */
     char **ids;
     size_t n, max;
     bool more; /* a further match exists past the last id taken */
@@ -342,6 +343,7 @@ void qr_op_get(struct qr_op *op, const Qraft__Request *req);
 void qr_op_list(struct qr_op *op, const Qraft__Request *req);
 void qr_op_cancel(struct qr_op *op, const Qraft__Request *req);
 void qr_op_cancel_many(struct qr_op *op, const Qraft__Request *req);
+void qr_op_cancel_count(struct qr_op *op, const Qraft__Request *req);
 /* events.c */
 void qr_op_events(struct qr_op *op, const Qraft__Request *req);
 /* dlq.c */

@@ -200,8 +200,15 @@ class CliTest(unittest.TestCase):
         keep = self.publish(url + "-other")[0]
         # Not a terminal: refuses without --yes, and cancels nothing.
         self.assert_fails(EXIT_USAGE, ("cancel", "--url", url), "add --yes")
-        self.assert_fails(EXIT_USAGE, ("cancel", "--url", url, "--dry-run"),
-                          "--dry-run is not supported")
+        # --dry-run counts what the cancel would take (not the other URL),
+        # needs no --yes, and cancels nothing.
+        _, out, err = self.cli("cancel", "--url", url, "--dry-run")
+        self.assertEqual(out, "3\n")
+        self.assertIn("dry run: would cancel 3 messages", err)
+        self.assertEqual(self.cli_json("cancel", "--url", url, "--dry-run"),
+                         {"count": 3, "dry_run": True})
+        self.assert_fails(EXIT_USAGE, ("cancel", keep, "--dry-run"),
+                          "nothing to count")
         _, out, err = self.cli("cancel", "--url", url, "--yes")
         self.assertEqual(sorted(out.split()), sorted(ids))
         self.assertIn("cancelled 3 messages", err)
@@ -210,6 +217,8 @@ class CliTest(unittest.TestCase):
         self.assertNotEqual(self.cli_json("get", keep)["state"], "cancelled")
         got = self.cli_json("cancel", "--url", url, "--yes")
         self.assertEqual((got["count"], got["cancelled"]), (0, []))
+        self.assertEqual(self.cli("cancel", "--url", url, "--dry-run")[1],
+                         "0\n")
         # One id, --json.
         self.assertEqual(self.cli_json("cancel", keep),
                          {"id": keep, "done": "cancelled"})
