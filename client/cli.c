@@ -93,6 +93,11 @@ static const char usage_main[] =
     "\n"
     "durations: <number><unit> repeated, units ms s m h d (90s, 1d10h30m)\n";
 
+bool is_help(const char *arg)
+{
+    return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
+}
+
 __attribute__((format(printf, 2, 3))) int usage_error(const char *cmd,
                                                       const char *fmt,
                                                       ...)

@@ -156,6 +156,10 @@ int publish_option(const char *cmd,
                    struct publish_args *a);
 void publish_args_fini(struct publish_args *a);
 
+/* True when arg asks for help (--help or -h), where a subcommand or an
+ * argument is expected. */
+bool is_help(const char *arg);
+
 __attribute__((format(printf, 2, 3))) int usage_error(const char *cmd,
                                                       const char *fmt,
                                                       ...);

@@ -135,7 +135,7 @@ int cmd_group(int argc, char **argv, struct globals *g)
         return usage_error("group", "expected add, rm, delete, get or ls");
     }
     const char *sub = argv[1];
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+    if (is_help(sub)) {
         fputs(usage_group, stdout);
         return EXIT_OK;
     }
@@ -405,7 +405,7 @@ int cmd_cluster(int argc, char **argv, struct globals *g)
         return usage_error("cluster", "expected add, remove or transfer");
     }
     const char *sub = argv[1];
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+    if (is_help(sub)) {
         fputs(usage_cluster, stdout);
         return EXIT_OK;
     }

@@ -319,7 +319,7 @@ int cmd_context(int argc, char **argv, struct globals *g)
 {
     (void)g;
     const char *sub = argc > 1 ? argv[1] : "";
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+    if (is_help(sub) || (argc > 2 && is_help(argv[2]))) {
         fputs(usage_context, stdout);
         return EXIT_OK;
     }
@@ -431,7 +431,7 @@ int cmd_completion(int argc, char **argv, struct globals *g)
 {
     (void)g;
     const char *shell = argc == 2 ? argv[1] : "";
-    if (strcmp(shell, "--help") == 0 || strcmp(shell, "-h") == 0) {
+    if (is_help(shell)) {
         fputs(usage_completion, stdout);
         return EXIT_OK;
     }

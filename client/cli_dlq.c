@@ -331,7 +331,7 @@ int cmd_dlq(int argc, char **argv, struct globals *g)
         return usage_error("dlq", "expected ls, replay or rm");
     }
     const char *sub = argv[1];
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+    if (is_help(sub)) {
         fputs(usage_dlq, stdout);
         return EXIT_OK;
     }

@@ -505,6 +505,28 @@ class CliTest(unittest.TestCase):
         self.assert_fails(EXIT_USAGE, ("completion", "fish"),
                           "expected bash or zsh")
 
+    def test_every_command_has_help_with_an_example(self):
+        commands = [
+            "publish", "get", "cancel", "logs", "ls", "status", "keys",
+            "completion", "dlq", "dlq ls", "dlq replay", "dlq rm", "group",
+            "group add", "group rm", "group delete", "group get", "group ls",
+            "queue", "queue ls", "queue get", "queue set", "queue pause",
+            "queue resume", "queue rm", "schedule", "schedule ls",
+            "schedule get", "schedule create", "schedule pause",
+            "schedule resume", "schedule rm", "flow", "flow ls", "flow get",
+            "flow pause", "flow resume", "flow pin", "flow unpin",
+            "flow reset", "workflow", "workflow ls", "workflow get",
+            "workflow cancel", "workflow dlq", "workflow dlq resume",
+            "workflow dlq restart", "cluster", "cluster add",
+            "cluster remove", "cluster transfer", "context", "context ls",
+            "context use", "context show"]
+        for command in commands:
+            p = subprocess.run([qh.binary("qraft"), *command.split(),
+                                "--help"], capture_output=True, text=True,
+                               timeout=30)
+            self.assertEqual(p.returncode, 0, f"{command}: {p.stderr}")
+            self.assertIn("\nexample:\n  qraft ", p.stdout, command)
+
     def on_terminal(self, answer, *args):
         """Runs qraft with stdin and stderr on a pseudo-terminal, answering
         its question; returns (rc, stdout, what the terminal showed)."""
