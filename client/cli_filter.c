@@ -552,32 +552,34 @@ int cmd_cancel(int argc, char **argv, struct globals *g)
                            "--dry-run counts what filters take; with an id "
                            "there is nothing to count");
     }
-    int ex = EXIT_OK;
-    if (filtered && !dry_run &&
-        !confirm(
-            "cancel",
-            "cancel every message not yet delivered that matches the filters",
-            yes, &ex)) {
-        return ex;
-    }
     struct qraft_client *c = NULL;
-    ex = open_client("cancel", g, &c);
+    int ex = open_client("cancel", g, &c);
     if (ex != EXIT_OK) {
         return ex;
     }
+    /* Counted for --dry-run, and for the question on a terminal (an older
+     * node cannot count: the question then says what, not how many). */
+    char what[96] =
+        "cancel every message not yet delivered that matches the filters";
+    uint64_t n = 0;
+    int rc = 0;
+    if (dry_run || (filtered && !yes && isatty(STDIN_FILENO))) {
+        rc = qraft_cancel_count(c, &f, &n);
+        if (rc == 0) {
+            snprintf(what, sizeof what,
+                     "cancel %" PRIu64 " message%s (those that match now)", n,
+                     n == 1 ? "" : "s");
+        }
+    }
     if (dry_run) {
-        uint64_t n = 0;
-        int rc = qraft_cancel_count(c, &f, &n);
-        char what[96];
-        snprintf(what, sizeof what,
-                 "cancel %" PRIu64 " message%s (those that match now)", n,
-                 n == 1 ? "" : "s");
         ex = rc != 0 ? report("cancel", c, rc)
                      : print_dry_run("cancel", n, what, g->json);
+    } else if (filtered && !confirm("cancel", what, yes, &ex)) {
+        /* confirm said why */
     } else if (filtered) {
         ex = cancel_matching(c, &f, g->json);
     } else {
-        int rc = qraft_cancel(c, argv[optind]);
+        rc = qraft_cancel(c, argv[optind]);
         if (rc != 0) {
             ex = report("cancel", c, rc);
         } else if (g->json) {

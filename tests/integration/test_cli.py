@@ -559,6 +559,12 @@ class CliTest(unittest.TestCase):
         self.assertIn("delete 2 dead letters (those that match now)? [y/N]",
                       shown)
         self.assertIn("not confirmed; nothing done", shown)
+        # cancel asks with the count too.
+        waiting = self.publish(DEST + path, 2)
+        rc, out, shown = self.on_terminal("n", "cancel", "--url", DEST + path)
+        self.assertEqual((rc, out), (1, ""))
+        self.assertIn("cancel 2 messages (those that match now)? [y/N]", shown)
+        self.assertEqual(self.cli_json("get", waiting[0])["state"], "pending")
         rc, out, shown = self.on_terminal("y", "dlq", "rm", "--url", url)
         self.assertEqual(rc, 0, shown)
         self.assertEqual(sorted(out.split()), sorted(ids))
