@@ -292,6 +292,8 @@ class CliTest(unittest.TestCase):
     def test_cluster_transfer_says_why(self):
         _, out, _ = self.cli("cluster", "transfer", "1")
         self.assertEqual(out, "node 1 is already the leader\n")
+        self.assertEqual(self.cli_json("cluster", "transfer", "1"),
+                         {"node": 1, "done": "already the leader"})
         self.assert_fails(1, ("cluster", "transfer", "9"),
                           "there is no node 9 in the cluster (its nodes: 1)")
         self.assert_fails(1, ("cluster", "transfer"),
