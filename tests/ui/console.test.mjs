@@ -218,6 +218,11 @@ test("pause a schedule and create one by clicking; the API agrees", async () => 
   for (const text of await fires.allTextContents()) {
     assert.match(text, /^\d{4}-\d\d-\d\d \d\d:00:00 UTC$/);
   }
+  // A cron in a zone shows its times there too.
+  await page.getByLabel(/^Cron/).fill("CRON_TZ=America/New_York 0 4 * * *");
+  await fires.first().getByText(/^\d{4}-\d\d-\d\d \d\d:00:00 UTC \(\d{4}-\d\d-\d\d 04:00 America\/New_York\)$/).waitFor();
+  await page.getByLabel(/^Cron/).fill("0 * * * *");
+  await fires.nth(4).getByText(/:00:00 UTC$/).waitFor();
   await page.getByLabel("Schedule id (optional)").fill("hourly-sync");
   await page.getByRole("button", { name: "Create schedule" }).click();
   await page.getByRole("row").filter({ hasText: "hourly-sync" }).waitFor();
