@@ -446,9 +446,9 @@ class CliTest(unittest.TestCase):
         os.makedirs(f"{home}/qraft")
         with open(f"{home}/token", "w") as f:
             f.write(self.node.token + "\n")
-        with open(f"{home}/qraft/contexts", "w") as f:
-            f.write(f"# two clusters\n[dev]\nendpoints = {self.node.endpoints}"
-                    f"\ntoken_file = {home}/token\n\n[empty]\n")
+        with open(f"{home}/qraft/contexts.yaml", "w") as f:
+            f.write(f"# two clusters\ndev:\n  endpoints: [{self.node.endpoints}]"
+                    f"\n  token_file: {home}/token\n\nempty:\n")
         env = self.qraft_env(home)
         rc, out, _ = self.run_qraft(env, "context", "ls")
         self.assertEqual((rc, out), (0, "  dev\n  empty\n"))
@@ -470,12 +470,19 @@ class CliTest(unittest.TestCase):
         home = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, home, True)
         os.makedirs(f"{home}/qraft")
-        with open(f"{home}/qraft/contexts", "w") as f:
-            f.write("[dev]\nendpoint = 127.0.0.1:1\n")
+        with open(f"{home}/qraft/contexts.yaml", "w") as f:
+            f.write("dev:\n  endpoint: 127.0.0.1:1\n")
         env = self.qraft_env(home)
         rc, _, err = self.run_qraft(env, "--context", "dev", "ls")
         self.assertEqual(rc, EXIT_USAGE)
-        self.assertIn("contexts:2: expected [name], key = value", err)
+        self.assertIn("contexts.yaml:2: unknown setting 'endpoint'", err)
+        with open(f"{home}/qraft/contexts.yaml", "w") as f:
+            f.write("dev: [127.0.0.1:1]\n")
+        rc, _, err = self.run_qraft(env, "context", "ls")
+        self.assertEqual(rc, EXIT_USAGE)
+        self.assertIn("contexts.yaml:1: expected the context's settings", err)
+        with open(f"{home}/qraft/contexts.yaml", "w") as f:
+            f.write("dev:\n  endpoints: 127.0.0.1:1\n")
         rc, _, err = self.run_qraft(env, "context", "use", "prod")
         self.assertEqual(rc, EXIT_USAGE)
         self.assertIn("no context 'prod'", err)
