@@ -196,15 +196,18 @@ int qraft_logs(struct qraft_client *c,
     return rc;
 }
 
-/* A cancel by filter names at least one field: none would be everything. */
-static int check_cancel_filter(struct qraft_client *c,
-                               const struct qraft_filter *f)
+/* The MessageFilter of a cancel by filter (into fpb), which names at least
+ * one field: none would be everything. */
+static int cancel_filter(struct qraft_client *c,
+                         const struct qraft_filter *f,
+                         struct filter_pb *fpb)
 {
     if (filter_is_empty(f)) {
         return qr_client_fail(c, QRAFT_EINVAL,
                               "a cancel by filter needs at least one field "
                               "set");
     }
+    filter_to_pb(f, fpb);
     return 0;
 }
 
@@ -212,12 +215,11 @@ int qraft_cancel_count(struct qraft_client *c,
                        const struct qraft_filter *f,
                        uint64_t *count)
 {
-    int rc = check_cancel_filter(c, f);
+    struct filter_pb fpb;
+    int rc = cancel_filter(c, f, &fpb);
     if (rc != 0) {
         return rc;
     }
-    struct filter_pb fpb;
-    filter_to_pb(f, &fpb);
     Qraft__CancelCountRequest cc = QRAFT__CANCEL_COUNT_REQUEST__INIT;
     cc.filter = &fpb.pf;
     Qraft__Request req = QRAFT__REQUEST__INIT;
@@ -239,12 +241,11 @@ int qraft_cancel_matching(struct qraft_client *c,
                           uint32_t limit,
                           struct qraft_bulk **out)
 {
-    int rc = check_cancel_filter(c, f);
+    struct filter_pb fpb;
+    int rc = cancel_filter(c, f, &fpb);
     if (rc != 0) {
         return rc;
     }
-    struct filter_pb fpb;
-    filter_to_pb(f, &fpb);
     Qraft__CancelManyRequest cm = QRAFT__CANCEL_MANY_REQUEST__INIT;
     cm.filter = &fpb.pf;
     cm.limit = limit;
