@@ -55,11 +55,13 @@ function timeline(entries) {
 }
 
 // The callback messages of a message, one row each with its latest log
-// entry, oldest first (entries: theirs, oldest first).
+// entry, oldest callback first (entries: theirs, newest first).
 function callbacks(entries) {
   const latest = new Map();
   for (const e of entries) {
-    latest.set(e.messageId, e);
+    if (!latest.has(e.messageId)) {
+      latest.set(e.messageId, e);
+    }
   }
   const kinds = { callback: "callback", failureCallback: "failure callback" };
   return table([
@@ -68,19 +70,21 @@ function callbacks(entries) {
     { title: "URL", class: "url", cell: (e) => e.url || "" },
     { title: "State", cell: (e) => stateBadge(e.state) },
     { title: "Since", cell: (e) => fmtTime(e.time) },
-  ], [...latest.values()], { empty: "None: no callback message in the log for this message." });
+  ], [...latest.values()].reverse(), { empty: "None: no callback message in the log for this message." });
 }
 
 export async function render(view, id, current) {
-  const [found, log, cbLog] = await Promise.all([
+  const [found, log] = await Promise.all([
     findMessage(id),
     api("GET", "/v2/logs", { params: { messageId: id, order: "earliestFirst", count: 1000 } }),
-    api("GET", "/v2/logs", { params: { sourceMessageId: id, order: "earliestFirst", count: 1000 } }),
   ]);
+  const entries = log.logs || [];
+  // Its callbacks come after its first entry: the scan stops there.
+  const cbLog = await api("GET", "/v2/logs", { params: { sourceMessageId: id, count: 1000,
+    fromDate: entries.length ? entries[0].time : undefined } });
   if (!current()) {
     return;
   }
-  const entries = log.logs || [];
   const last = entries.length ? entries[entries.length - 1] : null;
   const msg = found ? found.msg : last || {};
   const actions = h("div", { class: "actions" });
