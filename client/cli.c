@@ -56,8 +56,8 @@ static const char usage_main[] =
     "  completion bash|zsh     print a shell completion script\n"
     "\n"
     "Run `qraft COMMAND --help` for a command's options. Every command but\n"
-    "cluster, context and completion takes --json to print one JSON\n"
-    "document, writes too.\n"
+    "context and completion takes --json to print one JSON document,\n"
+    "writes too.\n"
     "\n"
     "global options (also accepted after the command):\n"
     "  --endpoints H:P,...  nodes to talk to (env QRAFT_ENDPOINTS;\n"
@@ -92,6 +92,11 @@ static const char usage_main[] =
     "  5  unauthorized: wrong or missing token\n"
     "\n"
     "durations: <number><unit> repeated, units ms s m h d (90s, 1d10h30m)\n";
+
+bool is_help(const char *arg)
+{
+    return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
+}
 
 __attribute__((format(printf, 2, 3))) int usage_error(const char *cmd,
                                                       const char *fmt,

@@ -156,6 +156,10 @@ int publish_option(const char *cmd,
                    struct publish_args *a);
 void publish_args_fini(struct publish_args *a);
 
+/* True when arg asks for help (--help or -h), where a subcommand or an
+ * argument is expected. */
+bool is_help(const char *arg);
+
 __attribute__((format(printf, 2, 3))) int usage_error(const char *cmd,
                                                       const char *fmt,
                                                       ...);
@@ -199,6 +203,10 @@ int time_option(const char *cmd,
  * without a terminal, refuses (a usage error naming --yes). False, with
  * *ex the exit code, when not confirmed. */
 bool confirm(const char *cmd, const char *what, bool yes, int *ex);
+/* A bulk command's --dry-run answer: the count on stdout and "dry run:
+ * would <what>" on stderr, or JSON {count, dry_run: true}. Returns the
+ * exit code. */
+int print_dry_run(const char *cmd, uint64_t count, const char *what, bool json);
 /* Reads all of f into a new buffer (free with free). */
 int read_all(FILE *f, char **out, size_t *len_out);
 

@@ -14,9 +14,9 @@
 #include "cli.h"
 
 static const char usage_cluster[] =
-    "usage: qraft cluster add ID RAFT_ADDR --rpc RPC_ADDR\n"
-    "       qraft cluster remove ID\n"
-    "       qraft cluster transfer [ID]\n"
+    "usage: qraft cluster add ID RAFT_ADDR --rpc RPC_ADDR [--json]\n"
+    "       qraft cluster remove ID [--json]\n"
+    "       qraft cluster transfer [ID] [--json]\n"
     "\n"
     "Membership changes, one at a time. add: start the new node first with\n"
     "`qraftd --id ID --join --raft RAFT_ADDR --rpc RPC_ADDR ...` and the\n"
@@ -29,7 +29,9 @@ static const char usage_cluster[] =
     "stopped, and a node already a voter at RAFT_ADDR is a no-op. remove:\n"
     "the node leaves the configuration, leaves a tombstone in its data dir\n"
     "and shuts itself down. transfer: hands leadership to ID, or to the\n"
-    "most up-to-date voter.\n"
+    "most up-to-date voter. --json prints {\"node\": ID, \"done\": ...}\n"
+    "once it is done (\"added\", \"removed\", \"transferred\" or\n"
+    "\"already the leader\"; no node for a transfer to the best voter).\n"
     "\n"
     "example:\n"
     "  qraft cluster add 4 10.0.0.4:7000 --rpc 10.0.0.4:7100\n"
@@ -135,7 +137,7 @@ int cmd_group(int argc, char **argv, struct globals *g)
         return usage_error("group", "expected add, rm, delete, get or ls");
     }
     const char *sub = argv[1];
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+    if (is_help(sub)) {
         fputs(usage_group, stdout);
         return EXIT_OK;
     }
@@ -349,9 +351,28 @@ static void print_status(const struct qraft_status *s)
     }
 }
 
+/* What a membership change did: nothing on stdout, or with --json
+ * {"node": id (none when 0), "done": done}. */
+static int print_member_done(const struct globals *g,
+                             uint64_t id,
+                             const char *done)
+{
+    if (!g->json) {
+        return EXIT_OK;
+    }
+    json_t *o = json_object();
+    if (id != 0) {
+        json_object_set_new(o, "node", json_integer((json_int_t)id));
+    }
+    json_object_set_new(o, "done", json_string(done));
+    return print_json(o);
+}
+
 /* cluster transfer: says so when id already leads or is not a node, and
  * when a lone voter has nobody to hand leadership to. */
-static int cluster_transfer(struct qraft_client *c, uint64_t id)
+static int cluster_transfer(struct qraft_client *c,
+                            uint64_t id,
+                            const struct globals *g)
 {
     const char *cmd = "cluster transfer";
     struct qraft_status *s = NULL;
@@ -363,9 +384,11 @@ static int cluster_transfer(struct qraft_client *c, uint64_t id)
             known = known || s->nodes[i].id == id;
         }
         if (id != 0 && id == s->leader_id) {
-            printf("node %" PRIu64 " is already the leader\n", id);
+            if (!g->json) {
+                printf("node %" PRIu64 " is already the leader\n", id);
+            }
             qraft_status_free(s);
-            return EXIT_OK;
+            return print_member_done(g, id, "already the leader");
         }
         if (id != 0 && s->n_nodes > 0 && !known) {
             char ids[256] = "";
@@ -394,6 +417,8 @@ static int cluster_transfer(struct qraft_client *c, uint64_t id)
         ex = EXIT_ERROR;
     } else if (rc != 0) {
         ex = report(cmd, c, rc);
+    } else {
+        ex = print_member_done(g, id, "transferred");
     }
     qraft_status_free(s);
     return ex;
@@ -405,7 +430,7 @@ int cmd_cluster(int argc, char **argv, struct globals *g)
         return usage_error("cluster", "expected add, remove or transfer");
     }
     const char *sub = argv[1];
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+    if (is_help(sub)) {
         fputs(usage_cluster, stdout);
         return EXIT_OK;
     }
@@ -414,6 +439,7 @@ int cmd_cluster(int argc, char **argv, struct globals *g)
     static const struct option cluster_opts[] = {
         GLOBAL_LONG_OPTIONS,
         {"rpc", required_argument, NULL, OPT_RPC},
+        {"json", no_argument, NULL, OPT_JSON},
         {NULL, 0, NULL, 0},
     };
     const char *rpc_addr = NULL;
@@ -461,7 +487,7 @@ int cmd_cluster(int argc, char **argv, struct globals *g)
         return ex;
     }
     if (transfer) {
-        ex = cluster_transfer(c, id);
+        ex = cluster_transfer(c, id, g);
         qraft_client_free(c);
         return ex;
     }
@@ -476,6 +502,8 @@ int cmd_cluster(int argc, char **argv, struct globals *g)
                     "command again, it goes on from where it stopped\n",
                     cmd, id);
         }
+    } else {
+        ex = print_member_done(g, id, add ? "added" : "removed");
     }
     qraft_client_free(c);
     return ex;

@@ -1,10 +1,11 @@
 /* Contexts and shell completion for the qraft CLI (cli.h).
  *
  * A context names a cluster: its endpoints, a token file, TLS files. They
- * live in $XDG_CONFIG_HOME/qraft/contexts (default ~/.config/qraft/contexts),
- * an INI-like file: "[name]" starts a context, "key = value" lines set
- * endpoints, token_file, cacert, cert, key ("~/" is the home directory),
- * "#" starts a comment. The current context's name is in .../qraft/current
+ * live in $XDG_CONFIG_HOME/qraft/contexts.yaml (default
+ * ~/.config/qraft/contexts.yaml), read with libyaml: a mapping of context
+ * names, each to its settings endpoints (a string or a list), token_file,
+ * cacert, cert, key ("~/" is the home directory); anything else is an
+ * error naming the line. The current context's name is in .../qraft/current
  * (`qraft context use NAME`); --context NAME or QRAFT_CONTEXT choose another
  * for one command. A flag or its environment variable always wins over the
  * context. The context is read once per process, when a client opens. */
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <yaml.h>
 
 #include "cli.h"
 
@@ -25,14 +27,16 @@ static const char usage_context[] =
     "       qraft context use NAME\n"
     "       qraft context show [NAME]\n"
     "\n"
-    "Contexts name clusters, like kubectl's or nats': a section per context\n"
-    "in $XDG_CONFIG_HOME/qraft/contexts (~/.config/qraft/contexts):\n"
+    "Contexts name clusters, like kubectl's or nats': one per name in\n"
+    "$XDG_CONFIG_HOME/qraft/contexts.yaml (~/.config/qraft/contexts.yaml):\n"
     "\n"
-    "  [prod]\n"
-    "  endpoints = 10.0.0.1:7100,10.0.0.2:7100\n"
-    "  token_file = ~/.config/qraft/prod.token\n"
-    "  cacert = /etc/qraft/ca.pem\n"
-    "  # cert = ..., key = ...: a client certificate and its key\n"
+    "  prod:\n"
+    "    endpoints: [10.0.0.1:7100, 10.0.0.2:7100]\n"
+    "    token_file: ~/.config/qraft/prod.token\n"
+    "    cacert: /etc/qraft/ca.pem\n"
+    "    # cert: ..., key: ...: a client certificate and its key\n"
+    "  staging:\n"
+    "    endpoints: 10.1.0.1:7100\n"
     "\n"
     "use makes NAME the current context (kept in .../qraft/current); every\n"
     "command then uses its settings unless --context NAME (env\n"
@@ -103,74 +107,211 @@ static void set_path(char *dst, size_t size, const char *value)
     }
 }
 
-/* Calls on_section(name, arg) for each "[name]" and reads the section
- * named `want` (NULL: none) into *out. Returns 0, -ENOENT without the
- * file, or 1 when the file does not parse (*line_no says where). */
+/* One setting of a context into c; false for a key that is none. */
+static bool set_setting(struct context *c, const char *key, const char *value)
+{
+    if (strcmp(key, "endpoints") == 0) {
+        snprintf(c->endpoints, sizeof c->endpoints, "%s", value);
+    } else if (strcmp(key, "token_file") == 0) {
+        set_path(c->token_file, sizeof c->token_file, value);
+    } else if (strcmp(key, "cacert") == 0) {
+        set_path(c->cacert, sizeof c->cacert, value);
+    } else if (strcmp(key, "cert") == 0) {
+        set_path(c->cert, sizeof c->cert, value);
+    } else if (strcmp(key, "key") == 0) {
+        set_path(c->key, sizeof c->key, value);
+    } else {
+        return false; /* an unknown key is a mistake, not a no-op */
+    }
+    return true;
+}
+
+#define WHY_BYTES 160
+
+/* Where the reader of contexts.yaml is: a mapping of context names, each
+ * to a mapping of settings (or nothing), a setting's value a scalar or,
+ * for endpoints, a list of scalars. */
+enum ctx_at { AT_TOP, AT_NAMES, AT_CONTEXT, AT_KEYS, AT_VALUE, AT_LIST };
+
+struct ctx_reader {
+    enum ctx_at at;
+    const char *want;
+    struct context *out;
+    bool in_want;
+    bool *found;
+    void (*on_section)(const char *name, void *arg);
+    void *arg;
+    char key[32];
+    char list[LINE_BYTES];
+    char *why;
+};
+
+/* A scalar that says nothing: `name:` alone, `~` or `null`. */
+static bool is_null(const yaml_event_t *ev)
+{
+    const char *v = (const char *)ev->data.scalar.value;
+    return ev->data.scalar.plain_implicit &&
+           (v[0] == '\0' || strcmp(v, "~") == 0 || strcmp(v, "null") == 0);
+}
+
+/* Takes one event; returns 0, or 1 with r->why set when it does not
+ * belong there. */
+static int take_event(struct ctx_reader *r, const yaml_event_t *ev)
+{
+    const char *v = ev->type == YAML_SCALAR_EVENT
+                        ? (const char *)ev->data.scalar.value
+                        : "";
+    switch (r->at) {
+        case AT_TOP:
+            if (ev->type == YAML_MAPPING_START_EVENT) {
+                r->at = AT_NAMES;
+                return 0;
+            }
+            if (ev->type == YAML_STREAM_START_EVENT ||
+                ev->type == YAML_DOCUMENT_START_EVENT ||
+                ev->type == YAML_DOCUMENT_END_EVENT ||
+                ev->type == YAML_STREAM_END_EVENT ||
+                (ev->type == YAML_SCALAR_EVENT && is_null(ev))) {
+                return 0;
+            }
+            snprintf(r->why, WHY_BYTES,
+                     "expected context names, each with "
+                     "its settings");
+            return 1;
+        case AT_NAMES:
+            if (ev->type == YAML_MAPPING_END_EVENT) {
+                r->at = AT_TOP;
+                return 0;
+            }
+            if (ev->type != YAML_SCALAR_EVENT || v[0] == '\0') {
+                snprintf(r->why, WHY_BYTES, "expected a context name");
+                return 1;
+            }
+            r->in_want = r->want != NULL && strcmp(v, r->want) == 0;
+            if (r->in_want) {
+                *r->found = true;
+                snprintf(r->out->name, sizeof r->out->name, "%s", v);
+            }
+            if (r->on_section != NULL) {
+                r->on_section(v, r->arg);
+            }
+            r->at = AT_CONTEXT;
+            return 0;
+        case AT_CONTEXT:
+            if (ev->type == YAML_MAPPING_START_EVENT) {
+                r->at = AT_KEYS;
+                return 0;
+            }
+            if (ev->type == YAML_SCALAR_EVENT && is_null(ev)) {
+                r->at = AT_NAMES; /* a context with no settings */
+                return 0;
+            }
+            snprintf(r->why, WHY_BYTES, "expected the context's settings");
+            return 1;
+        case AT_KEYS:
+            if (ev->type == YAML_MAPPING_END_EVENT) {
+                r->at = AT_NAMES;
+                return 0;
+            }
+            struct context scratch; /* the key checked, the value not kept */
+            if (ev->type != YAML_SCALAR_EVENT ||
+                !set_setting(&scratch, v, "")) {
+                snprintf(r->why, WHY_BYTES,
+                         "unknown setting '%.32s': expected endpoints, "
+                         "token_file, cacert, cert or key",
+                         v);
+                return 1;
+            }
+            snprintf(r->key, sizeof r->key, "%s", v);
+            r->at = AT_VALUE;
+            return 0;
+        case AT_VALUE:
+            if (ev->type == YAML_SEQUENCE_START_EVENT &&
+                strcmp(r->key, "endpoints") == 0) {
+                r->list[0] = '\0';
+                r->at = AT_LIST;
+                return 0;
+            }
+            if (ev->type != YAML_SCALAR_EVENT) {
+                snprintf(r->why, WHY_BYTES, "%s: expected a value%s", r->key,
+                         strcmp(r->key, "endpoints") == 0 ? " or a list" : "");
+                return 1;
+            }
+            if (r->in_want) {
+                set_setting(r->out, r->key, v);
+            }
+            r->at = AT_KEYS;
+            return 0;
+        case AT_LIST:
+            if (ev->type == YAML_SEQUENCE_END_EVENT) {
+                if (r->in_want) {
+                    set_setting(r->out, r->key, r->list);
+                }
+                r->at = AT_KEYS;
+                return 0;
+            }
+            if (ev->type != YAML_SCALAR_EVENT) {
+                snprintf(r->why, WHY_BYTES,
+                         "endpoints: expected HOST:PORT "
+                         "items");
+                return 1;
+            }
+            size_t n = strlen(r->list);
+            snprintf(r->list + n, sizeof r->list - n, "%s%s", n > 0 ? "," : "",
+                     v);
+            return 0;
+    }
+    return 1;
+}
+
+/* Calls on_section(name, arg) for each context of contexts.yaml and reads
+ * the one named `want` (NULL: none) into *out. Returns 0, -errno when the
+ * file cannot be read, or 1 when it does not parse: *line_no says where
+ * and why (WHY_BYTES) what. */
 static int read_contexts(const char *path,
                          const char *want,
                          struct context *out,
                          bool *found,
                          void (*on_section)(const char *name, void *arg),
                          void *arg,
-                         int *line_no)
+                         int *line_no,
+                         char *why)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
         return -errno;
     }
-    char line[LINE_BYTES];
-    bool in_want = false;
+    yaml_parser_t p;
+    if (!yaml_parser_initialize(&p)) {
+        fclose(f);
+        return -ENOMEM;
+    }
+    yaml_parser_set_input_file(&p, f);
+    struct ctx_reader r = {.at = AT_TOP,
+                           .want = want,
+                           .out = out,
+                           .found = found,
+                           .on_section = on_section,
+                           .arg = arg,
+                           .why = why};
     *found = false;
     *line_no = 0;
     int rc = 0;
-    while (rc == 0 && fgets(line, sizeof line, f) != NULL) {
-        ++*line_no;
-        char *s = trim(line);
-        if (s[0] == '\0' || s[0] == '#') {
-            continue;
-        }
-        if (s[0] == '[') {
-            char *end = strchr(s, ']');
-            if (end == NULL || end[1] != '\0' || end == s + 1) {
-                rc = 1;
-                break;
-            }
-            *end = '\0';
-            in_want = want != NULL && strcmp(s + 1, want) == 0;
-            if (in_want) {
-                *found = true;
-                snprintf(out->name, sizeof out->name, "%s", s + 1);
-            }
-            if (on_section != NULL) {
-                on_section(s + 1, arg);
-            }
-            continue;
-        }
-        char *eq = strchr(s, '=');
-        if (eq == NULL) {
+    for (bool end = false; rc == 0 && !end;) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(&p, &ev)) {
+            *line_no = (int)p.problem_mark.line + 1;
+            snprintf(why, WHY_BYTES, "not YAML: %s",
+                     p.problem != NULL ? p.problem : "?");
             rc = 1;
             break;
         }
-        *eq = '\0';
-        char *k = trim(s);
-        char *v = trim(eq + 1);
-        if (!in_want) {
-            continue;
-        }
-        if (strcmp(k, "endpoints") == 0) {
-            snprintf(out->endpoints, sizeof out->endpoints, "%s", v);
-        } else if (strcmp(k, "token_file") == 0) {
-            set_path(out->token_file, sizeof out->token_file, v);
-        } else if (strcmp(k, "cacert") == 0) {
-            set_path(out->cacert, sizeof out->cacert, v);
-        } else if (strcmp(k, "cert") == 0) {
-            set_path(out->cert, sizeof out->cert, v);
-        } else if (strcmp(k, "key") == 0) {
-            set_path(out->key, sizeof out->key, v);
-        } else {
-            rc = 1; /* an unknown key is a mistake, not a no-op */
-        }
+        *line_no = (int)ev.start_mark.line + 1;
+        end = ev.type == YAML_STREAM_END_EVENT;
+        rc = take_event(&r, &ev);
+        yaml_event_delete(&ev);
     }
+    yaml_parser_delete(&p);
     fclose(f);
     return rc;
 }
@@ -200,7 +341,7 @@ static int load_context(const char *cmd, const char *name, struct context *c)
 {
     char path[PATH_BYTES];
     memset(c, 0, sizeof *c);
-    if (config_path("contexts", path, sizeof path) != 0) {
+    if (config_path("contexts.yaml", path, sizeof path) != 0) {
         return usage_error(cmd,
                            "context '%s': neither XDG_CONFIG_HOME nor "
                            "HOME is set",
@@ -208,16 +349,15 @@ static int load_context(const char *cmd, const char *name, struct context *c)
     }
     bool found = false;
     int line_no = 0;
-    int rc = read_contexts(path, name, c, &found, NULL, NULL, &line_no);
+    char why[WHY_BYTES];
+    int rc = read_contexts(path, name, c, &found, NULL, NULL, &line_no, why);
     if (rc < 0) {
         return usage_error(cmd, "context '%s': cannot read %s: %s", name, path,
                            strerror(-rc));
     }
     if (rc > 0) {
-        fprintf(stderr,
-                "qraft: %s: %s:%d: expected [name], key = value (endpoints, "
-                "token_file, cacert, cert, key) or # comment\n",
-                cmd, path, line_no);
+        fprintf(stderr, "qraft: %s: %s:%d: %s (see qraft context --help)\n",
+                cmd, path, line_no, why);
         return EXIT_USAGE;
     }
     if (!found) {
@@ -319,7 +459,7 @@ int cmd_context(int argc, char **argv, struct globals *g)
 {
     (void)g;
     const char *sub = argc > 1 ? argv[1] : "";
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+    if (is_help(sub) || (argc > 2 && is_help(argv[2]))) {
         fputs(usage_context, stdout);
         return EXIT_OK;
     }
@@ -330,13 +470,14 @@ int cmd_context(int argc, char **argv, struct globals *g)
         struct context c;
         bool found;
         int line_no = 0;
-        if (config_path("contexts", path, sizeof path) != 0) {
+        char why[WHY_BYTES];
+        if (config_path("contexts.yaml", path, sizeof path) != 0) {
             return usage_error("context ls",
                                "neither XDG_CONFIG_HOME nor "
                                "HOME is set");
         }
-        int rc =
-            read_contexts(path, NULL, &c, &found, print_section, cur, &line_no);
+        int rc = read_contexts(path, NULL, &c, &found, print_section, cur,
+                               &line_no, why);
         if (rc == -ENOENT) {
             fprintf(stderr,
                     "qraft: context ls: no contexts yet: write %s "
@@ -345,8 +486,8 @@ int cmd_context(int argc, char **argv, struct globals *g)
             return EXIT_OK;
         }
         if (rc != 0) {
-            fprintf(stderr, "qraft: context ls: %s:%d: cannot parse\n", path,
-                    line_no);
+            fprintf(stderr, "qraft: context ls: %s:%d: %s\n", path, line_no,
+                    why);
             return EXIT_USAGE;
         }
         return EXIT_OK;
@@ -431,7 +572,7 @@ int cmd_completion(int argc, char **argv, struct globals *g)
 {
     (void)g;
     const char *shell = argc == 2 ? argv[1] : "";
-    if (strcmp(shell, "--help") == 0 || strcmp(shell, "-h") == 0) {
+    if (is_help(shell)) {
         fputs(usage_completion, stdout);
         return EXIT_OK;
     }

@@ -309,15 +309,7 @@ static int dlq_bulk(int argc, char **argv, struct globals *g, bool replay)
     if (rc != 0) {
         ex = report(cmd, c, rc);
     } else if (a.dry_run) {
-        if (g->json) {
-            json_t *o = json_object();
-            json_object_set_new(o, "count", json_integer((json_int_t)count));
-            json_object_set_new(o, "dry_run", json_true());
-            ex = print_json(o);
-        } else {
-            printf("%zu\n", count);
-            fprintf(stderr, "qraft: %s: dry run: would %s\n", cmd, what);
-        }
+        ex = print_dry_run(cmd, count, what, g->json);
     } else if ((a.filtered || n > 1) && !confirm(cmd, what, a.yes, &ex)) {
         /* confirm said why */
     } else {
@@ -339,7 +331,7 @@ int cmd_dlq(int argc, char **argv, struct globals *g)
         return usage_error("dlq", "expected ls, replay or rm");
     }
     const char *sub = argv[1];
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+    if (is_help(sub)) {
         fputs(usage_dlq, stdout);
         return EXIT_OK;
     }

@@ -48,13 +48,15 @@ static const char usage_cancel[] =
     "message that matches the filters (1000 at a time until none is\n"
     "left), printing each id cancelled and the count on stderr. A cancel by\n"
     "filter asks for confirmation on a terminal; --yes skips it, and is\n"
-    "required when stdin is not a terminal. --dry-run is refused: the\n"
-    "server cannot count what a cancel would take without cancelling it\n"
-    "(`qraft logs` with the same filters shows the messages).\n"
+    "required when stdin is not a terminal. --dry-run prints how many\n"
+    "messages the filters take now and cancels nothing (the server counts\n"
+    "with the cancel's own selection; `qraft logs` with the same filters\n"
+    "shows them).\n"
     "\n" FILTER_HELP
     "\n"
     "example:\n"
     "  qraft cancel msg_01a20717539c00037e994b6a\n"
+    "  qraft cancel --url https://old.example.com/hook --dry-run\n"
     "  qraft cancel --url https://old.example.com/hook --yes\n";
 
 #define FILTER_LONG_OPTIONS                                      \
@@ -176,6 +178,19 @@ static int filter_option(const char *cmd,
         default:
             return -1;
     }
+}
+
+int print_dry_run(const char *cmd, uint64_t count, const char *what, bool json)
+{
+    if (json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "count", json_integer((json_int_t)count));
+        json_object_set_new(o, "dry_run", json_true());
+        return print_json(o);
+    }
+    printf("%" PRIu64 "\n", count);
+    fprintf(stderr, "qraft: %s: dry run: would %s\n", cmd, what);
+    return EXIT_OK;
 }
 
 bool confirm(const char *cmd, const char *what, bool yes, int *ex)
@@ -495,6 +510,7 @@ int cmd_cancel(int argc, char **argv, struct globals *g)
     memset(&f, 0, sizeof f);
     bool filtered = false;
     bool yes = false;
+    bool dry_run = false;
     int opt;
     while ((opt = getopt_long(argc, argv, "y", opts, NULL)) != -1) {
         if (global_option(opt, g)) {
@@ -517,12 +533,8 @@ int cmd_cancel(int argc, char **argv, struct globals *g)
                 yes = true;
                 break;
             case OPT_DRY_RUN:
-                return usage_error("cancel",
-                                   "--dry-run is not supported: the server "
-                                   "cannot count what a cancel would take "
-                                   "without cancelling it; `qraft logs` "
-                                   "with the same filters shows the "
-                                   "messages");
+                dry_run = true;
+                break;
             default:
                 return usage_error("cancel", "bad option '%s'",
                                    argv[optind - 1]);
@@ -535,23 +547,39 @@ int cmd_cancel(int argc, char **argv, struct globals *g)
                                               : "expected one message id or "
                                                 "filters");
     }
-    int ex = EXIT_OK;
-    if (filtered &&
-        !confirm(
-            "cancel",
-            "cancel every message not yet delivered that matches the filters",
-            yes, &ex)) {
-        return ex;
+    if (dry_run && !filtered) {
+        return usage_error("cancel",
+                           "--dry-run counts what filters take; with an id "
+                           "there is nothing to count");
     }
     struct qraft_client *c = NULL;
-    ex = open_client("cancel", g, &c);
+    int ex = open_client("cancel", g, &c);
     if (ex != EXIT_OK) {
         return ex;
     }
-    if (filtered) {
+    /* Counted for --dry-run, and for the question on a terminal (an older
+     * node cannot count: the question then says what, not how many). */
+    char what[96] =
+        "cancel every message not yet delivered that matches the filters";
+    uint64_t n = 0;
+    int rc = 0;
+    if (dry_run || (filtered && !yes && isatty(STDIN_FILENO))) {
+        rc = qraft_cancel_count(c, &f, &n);
+        if (rc == 0) {
+            snprintf(what, sizeof what,
+                     "cancel %" PRIu64 " message%s (those that match now)", n,
+                     n == 1 ? "" : "s");
+        }
+    }
+    if (dry_run) {
+        ex = rc != 0 ? report("cancel", c, rc)
+                     : print_dry_run("cancel", n, what, g->json);
+    } else if (filtered && !confirm("cancel", what, yes, &ex)) {
+        /* confirm said why */
+    } else if (filtered) {
         ex = cancel_matching(c, &f, g->json);
     } else {
-        int rc = qraft_cancel(c, argv[optind]);
+        rc = qraft_cancel(c, argv[optind]);
         if (rc != 0) {
             ex = report("cancel", c, rc);
         } else if (g->json) {

@@ -238,7 +238,7 @@ int cmd_queue(int argc, char **argv, struct globals *g)
                            "or rm");
     }
     const char *sub = argv[1];
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+    if (is_help(sub)) {
         fputs(usage_queue, stdout);
         return EXIT_OK;
     }
@@ -420,7 +420,7 @@ int cmd_schedule(int argc, char **argv, struct globals *g)
                            "resume or rm");
     }
     const char *sub = argv[1];
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+    if (is_help(sub)) {
         fputs(usage_schedule, stdout);
         return EXIT_OK;
     }
@@ -652,7 +652,7 @@ int cmd_flow(int argc, char **argv, struct globals *g)
                            "unpin or reset");
     }
     const char *sub = argv[1];
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+    if (is_help(sub)) {
         fputs(usage_flow, stdout);
         return EXIT_OK;
     }

@@ -239,7 +239,7 @@ int cmd_workflow(int argc, char **argv, struct globals *g)
         return usage_error("workflow", "expected ls, get, cancel or dlq");
     }
     const char *sub = argv[1];
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+    if (is_help(sub)) {
         fputs(usage_workflow, stdout);
         return EXIT_OK;
     }
@@ -255,6 +255,10 @@ int cmd_workflow(int argc, char **argv, struct globals *g)
     snprintf(cmd, sizeof cmd, "workflow %s", sub);
     if (dlq) {
         const char *how = argc > 2 ? argv[2] : "";
+        if (is_help(how)) {
+            fputs(usage_workflow, stdout);
+            return EXIT_OK;
+        }
         restart = strcmp(how, "restart") == 0;
         if (!restart && strcmp(how, "resume") != 0) {
             return usage_error(cmd, "expected resume or restart, not '%s'",

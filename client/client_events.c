@@ -1,7 +1,8 @@
 /* libqraft's message log and bulk cancel (include/qraft.h): qraft_logs
- * over the events RPC and qraft_cancel_matching over cancel_many, both
- * taking a struct qraft_filter, which becomes the RPC's MessageFilter with
- * one value in each repeated field that is set. */
+ * over the events RPC, qraft_cancel_matching over cancel_many and
+ * qraft_cancel_count over cancel_count, all taking a struct qraft_filter,
+ * which becomes the RPC's MessageFilter with one value in each repeated
+ * field that is set. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,18 +196,56 @@ int qraft_logs(struct qraft_client *c,
     return rc;
 }
 
-int qraft_cancel_matching(struct qraft_client *c,
-                          const struct qraft_filter *f,
-                          uint32_t limit,
-                          struct qraft_bulk **out)
+/* The MessageFilter of a cancel by filter (into fpb), which names at least
+ * one field: none would be everything. */
+static int cancel_filter(struct qraft_client *c,
+                         const struct qraft_filter *f,
+                         struct filter_pb *fpb)
 {
     if (filter_is_empty(f)) {
         return qr_client_fail(c, QRAFT_EINVAL,
                               "a cancel by filter needs at least one field "
                               "set");
     }
+    filter_to_pb(f, fpb);
+    return 0;
+}
+
+int qraft_cancel_count(struct qraft_client *c,
+                       const struct qraft_filter *f,
+                       uint64_t *count)
+{
     struct filter_pb fpb;
-    filter_to_pb(f, &fpb);
+    int rc = cancel_filter(c, f, &fpb);
+    if (rc != 0) {
+        return rc;
+    }
+    Qraft__CancelCountRequest cc = QRAFT__CANCEL_COUNT_REQUEST__INIT;
+    cc.filter = &fpb.pf;
+    Qraft__Request req = QRAFT__REQUEST__INIT;
+    req.body_case = QRAFT__REQUEST__BODY_CANCEL_COUNT;
+    req.cancel_count = &cc;
+    Qraft__Response *resp = NULL;
+    rc = qr_client_call_expect(c, &req, RETRY_ANY, QRAFT__RESPONSE__BODY_COUNT,
+                               &resp);
+    if (rc != 0) {
+        return rc;
+    }
+    *count = resp->count->count;
+    qraft__response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+int qraft_cancel_matching(struct qraft_client *c,
+                          const struct qraft_filter *f,
+                          uint32_t limit,
+                          struct qraft_bulk **out)
+{
+    struct filter_pb fpb;
+    int rc = cancel_filter(c, f, &fpb);
+    if (rc != 0) {
+        return rc;
+    }
     Qraft__CancelManyRequest cm = QRAFT__CANCEL_MANY_REQUEST__INIT;
     cm.filter = &fpb.pf;
     cm.limit = limit;

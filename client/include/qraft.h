@@ -509,6 +509,14 @@ int qraft_cancel_matching(struct qraft_client *c,
                           uint32_t limit,
                           struct qraft_bulk **out);
 
+/* How many messages qraft_cancel_matching with f (at least one field set)
+ * would cancel now, all of them, not a page: the server counts with the
+ * cancel's own selection and cancels nothing (RPC cancel_count, a read).
+ * A server older than this call refuses it (an error; nothing changes). */
+int qraft_cancel_count(struct qraft_client *c,
+                       const struct qraft_filter *f,
+                       uint64_t *count);
+
 /* ----------------------------------------------------------------------
  * Membership, done by the leader, one change at a time (QRAFT_ECONFLICT
  * while another runs). None is repeated after an ambiguous failure: the

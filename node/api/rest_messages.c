@@ -41,6 +41,13 @@ static void set_message_links(json_t *o, const Qraft__Message *m)
     qr_rest_set_opt_string(o, "scheduleId", m->schedule_id);
     qr_rest_set_opt_string(o, "topicName", m->topic_name);
     qr_rest_set_opt_string(o, "endpointName", m->endpoint_name);
+    /* A callback message: the message it reports on (4.9). */
+    qr_rest_set_opt_string(o, "sourceMessageId", m->source_message_id);
+    if (m->callback_kind == QRAFT__CALLBACK_KIND__CALLBACK) {
+        json_object_set_new(o, "callbackKind", json_string("callback"));
+    } else if (m->callback_kind == QRAFT__CALLBACK_KIND__FAILURE_CALLBACK) {
+        json_object_set_new(o, "callbackKind", json_string("failureCallback"));
+    }
 }
 
 json_t *qr_rest_message_json(const Qraft__Message *m,
@@ -385,8 +392,8 @@ void qr_rest_events(struct qr_rest *r,
                     h2o_req_t *req,
                     const struct rest_match *m)
 {
-    static const char *const extra[] = {"count", "cursor", "state", "order",
-                                        NULL};
+    static const char *const extra[] = {"count", "cursor",          "state",
+                                        "order", "sourceMessageId", NULL};
     h2o_iovec_t query = m->query;
     bool logs = m->op == REST_LOGS;
     Qraft__EventsRequest ev = QRAFT__EVENTS_REQUEST__INIT;
@@ -401,7 +408,10 @@ void qr_rest_events(struct qr_rest *r,
         qr_rest_take_count(&req->pool, query, EVENTS_PAGE_MAX,
                            EVENTS_PAGE_DEFAULT, &ev.limit, err) != 0 ||
         qr_rest_take_list(&req->pool, query, "state", &names, &n_names, err) !=
-            0) {
+            0 ||
+        qr_rest_take_list(&req->pool, query, "sourceMessageId",
+                          &f->source_message_ids, &f->n_source_message_ids,
+                          err) != 0) {
         qr_rest_send_error(req, 400, err);
         return;
     }

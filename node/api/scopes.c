@@ -105,6 +105,7 @@ static const struct row table[] = {
     {NULL, "transfer", QRAFT__REQUEST__BODY_TRANSFER, A},
     {NULL, "events", QRAFT__REQUEST__BODY_EVENTS, R},
     {NULL, "cancel_many", QRAFT__REQUEST__BODY_CANCEL_MANY, P},
+    {NULL, "cancel_count", QRAFT__REQUEST__BODY_CANCEL_COUNT, R},
     {NULL, "workflow_run", QRAFT__REQUEST__BODY_WORKFLOW_RUN, R},
     {NULL, "workflow_end", QRAFT__REQUEST__BODY_WORKFLOW_END, P},
     {NULL, "wait", QRAFT__REQUEST__BODY_WAIT, P},

@@ -27,7 +27,8 @@ bool qr_filter_is_empty(const Qraft__MessageFilter *f)
             f->n_flow_control_keys == 0 && f->n_caller_ips == 0 &&
             f->n_response_statuses == 0 && f->from_ms == 0 && f->to_ms == 0 &&
             f->url_prefix[0] == '\0' && f->error_category[0] == '\0' &&
-            f->n_workflow_run_ids == 0 && f->source[0] == '\0');
+            f->n_workflow_run_ids == 0 && f->source[0] == '\0' &&
+            f->n_source_message_ids == 0);
 }
 
 /* QStash's `source`: a workflow run's messages, or the others. */
@@ -190,7 +191,11 @@ bool qr_filter_match_fields(const Qraft__MessageFilter *f,
            category_matches(f, m) &&
            any_equal(f->workflow_run_ids, f->n_workflow_run_ids,
                      m->workflow_run_id) &&
-           source_matches(f, m);
+           source_matches(f, m) &&
+           (f->n_source_message_ids == 0 ||
+            (m->source_message_id[0] != '\0' &&
+             any_equal(f->source_message_ids, f->n_source_message_ids,
+                       m->source_message_id)));
 }
 
 bool qr_filter_match_time(const Qraft__MessageFilter *f, uint64_t time_ms)

@@ -274,6 +274,10 @@ int qr_selection_collect(void *arg, const Qraft__Message *m)
     if (!qr_filter_match(f, m)) {
         return 0;
     }
+    if (s->count_only) {
+        s->n++;
+        return 0;
+    }
     if (s->n == s->max) {
         s->more = true;
         return 1;
@@ -297,13 +301,38 @@ bool qr_op_refuse_unsupported(struct qr_op *op,
     if (name != NULL) {
         qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
                     "filter %s is not supported yet", name);
+        return true;
     }
-    return name != NULL;
+    /* A write may be forwarded to an older leader that does not know the
+     * field and would match too much (proto MessageFilter). */
+    bool read = req->body_case == QRAFT__REQUEST__BODY_EVENTS ||
+                req->body_case == QRAFT__REQUEST__BODY_DLQ_LIST;
+    if (f != NULL && f->n_source_message_ids > 0 && !read) {
+        qr_op_error(op, req->id, QRAFT__STATUS__BAD_REQUEST,
+                    "filter sourceMessageId is for reads only (logs, DLQ "
+                    "list)");
+        return true;
+    }
+    return false;
 }
 
 uint32_t qr_bulk_limit(uint32_t limit)
 {
     return limit == 0 || limit > MAX_BULK_IDS ? MAX_BULK_IDS : limit;
+}
+
+/* The cancellable messages s->filter selects, in id order, into s. */
+static int select_cancellable(struct qr_ops *ops, struct qr_selection *s)
+{
+    struct qr_store_txn *txn = NULL;
+    int rv = qr_store_txn_begin(ops->store, false, &txn);
+    if (rv == 0) {
+        rv = qr_store_msg_list(txn, QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED,
+                               NULL, SIZE_MAX, qr_selection_collect, s);
+        qr_store_txn_abort(txn);
+        rv = rv == 1 ? s->rv : rv;
+    }
+    return rv;
 }
 
 /* Cancels the listed messages, or the cancellable ones the filter selects
@@ -330,15 +359,7 @@ void qr_op_cancel_many(struct qr_op *op, const Qraft__Request *req)
                              .cancellable = true,
                              .max = qr_bulk_limit(r->limit)};
     s.ids = calloc(s.max, sizeof(char *));
-    struct qr_store_txn *txn = NULL;
-    int rv = s.ids == NULL ? -ENOMEM
-                           : qr_store_txn_begin(op->ops->store, false, &txn);
-    if (rv == 0) {
-        rv = qr_store_msg_list(txn, QRAFT__MESSAGE_STATE__STATE_UNSPECIFIED,
-                               NULL, SIZE_MAX, qr_selection_collect, &s);
-        qr_store_txn_abort(txn);
-        rv = rv == 1 ? s.rv : rv;
-    }
+    int rv = s.ids == NULL ? -ENOMEM : select_cancellable(op->ops, &s);
     if (rv != 0) {
         qr_op_store_error(op, req->id, rv);
     } else {
@@ -346,6 +367,28 @@ void qr_op_cancel_many(struct qr_op *op, const Qraft__Request *req)
         qr_op_bulk(op, req, s.n, s.ids, QR_BULK_CANCEL, &page);
     }
     qr_selection_free(&s);
+}
+
+/* How many a cancel by this filter would take: the same selection, all
+ * of it, counted. */
+void qr_op_cancel_count(struct qr_op *op, const Qraft__Request *req)
+{
+    const Qraft__CancelCountRequest *r = req->cancel_count;
+    if (qr_op_refuse_unsupported(op, req, r->filter)) {
+        return;
+    }
+    Qraft__MessageFilter none = QRAFT__MESSAGE_FILTER__INIT;
+    struct qr_selection s = {.filter = r->filter != NULL ? r->filter : &none,
+                             .cancellable = true,
+                             .count_only = true};
+    int rv = select_cancellable(op->ops, &s);
+    if (rv != 0) {
+        qr_op_store_error(op, req->id, rv);
+        return;
+    }
+    Qraft__CountResponse cr = QRAFT__COUNT_RESPONSE__INIT;
+    cr.count = s.n;
+    QR_OP_REPLY_BODY(op, req->id, COUNT, count, &cr);
 }
 
 /* Reads: a list of deep copies taken from one read transaction. */

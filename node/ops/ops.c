@@ -439,6 +439,8 @@ static const struct route routes[] = {
      true},
     {QRAFT__REQUEST__BODY_CANCEL_MANY, "cancel many", qr_op_cancel_many, true,
      true},
+    {QRAFT__REQUEST__BODY_CANCEL_COUNT, "cancel count", qr_op_cancel_count,
+     false, false},
     {QRAFT__REQUEST__BODY_EVENTS, "events", qr_op_events, false, false},
     {QRAFT__REQUEST__BODY_STATUS, "status", qr_op_status, false, false},
     {QRAFT__REQUEST__BODY_FLOW_CONTROL_UPDATE, "flow control update",

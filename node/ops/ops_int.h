@@ -267,6 +267,7 @@ void qr_op_bulk(struct qr_op *op,
 struct qr_selection {
     const Qraft__MessageFilter *filter;
     bool cancellable; /* only messages a Cancel still changes */
+    bool count_only;  /* count every match in n; no ids, no max */
     char **ids;
     size_t n, max;
     bool more; /* a further match exists past the last id taken */
@@ -283,7 +284,8 @@ void qr_selection_free(struct qr_selection *s);
 uint32_t qr_bulk_limit(uint32_t limit);
 
 /* Answers BAD_REQUEST and returns true when f (may be NULL) sets a field
- * this build cannot evaluate yet. */
+ * this build cannot evaluate yet, or a field for reads only (source
+ * message ids) in a write. */
 bool qr_op_refuse_unsupported(struct qr_op *op,
                               const Qraft__Request *req,
                               const Qraft__MessageFilter *f);
@@ -341,6 +343,7 @@ void qr_op_get(struct qr_op *op, const Qraft__Request *req);
 void qr_op_list(struct qr_op *op, const Qraft__Request *req);
 void qr_op_cancel(struct qr_op *op, const Qraft__Request *req);
 void qr_op_cancel_many(struct qr_op *op, const Qraft__Request *req);
+void qr_op_cancel_count(struct qr_op *op, const Qraft__Request *req);
 /* events.c */
 void qr_op_events(struct qr_op *op, const Qraft__Request *req);
 /* dlq.c */

@@ -45,6 +45,7 @@ bool qr_ops_is_linear_read(const Qraft__Request *req)
         case QRAFT__REQUEST__BODY_LIST:
         case QRAFT__REQUEST__BODY_DLQ_LIST:
         case QRAFT__REQUEST__BODY_EVENTS:
+        case QRAFT__REQUEST__BODY_CANCEL_COUNT:
         case QRAFT__REQUEST__BODY_STATUS:
         case QRAFT__REQUEST__BODY_QUEUE_GET:
         case QRAFT__REQUEST__BODY_QUEUE_LIST:

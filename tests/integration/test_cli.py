@@ -200,8 +200,15 @@ class CliTest(unittest.TestCase):
         keep = self.publish(url + "-other")[0]
         # Not a terminal: refuses without --yes, and cancels nothing.
         self.assert_fails(EXIT_USAGE, ("cancel", "--url", url), "add --yes")
-        self.assert_fails(EXIT_USAGE, ("cancel", "--url", url, "--dry-run"),
-                          "--dry-run is not supported")
+        # --dry-run counts what the cancel would take (not the other URL),
+        # needs no --yes, and cancels nothing.
+        _, out, err = self.cli("cancel", "--url", url, "--dry-run")
+        self.assertEqual(out, "3\n")
+        self.assertIn("dry run: would cancel 3 messages", err)
+        self.assertEqual(self.cli_json("cancel", "--url", url, "--dry-run"),
+                         {"count": 3, "dry_run": True})
+        self.assert_fails(EXIT_USAGE, ("cancel", keep, "--dry-run"),
+                          "nothing to count")
         _, out, err = self.cli("cancel", "--url", url, "--yes")
         self.assertEqual(sorted(out.split()), sorted(ids))
         self.assertIn("cancelled 3 messages", err)
@@ -210,6 +217,8 @@ class CliTest(unittest.TestCase):
         self.assertNotEqual(self.cli_json("get", keep)["state"], "cancelled")
         got = self.cli_json("cancel", "--url", url, "--yes")
         self.assertEqual((got["count"], got["cancelled"]), (0, []))
+        self.assertEqual(self.cli("cancel", "--url", url, "--dry-run")[1],
+                         "0\n")
         # One id, --json.
         self.assertEqual(self.cli_json("cancel", keep),
                          {"id": keep, "done": "cancelled"})
@@ -283,6 +292,8 @@ class CliTest(unittest.TestCase):
     def test_cluster_transfer_says_why(self):
         _, out, _ = self.cli("cluster", "transfer", "1")
         self.assertEqual(out, "node 1 is already the leader\n")
+        self.assertEqual(self.cli_json("cluster", "transfer", "1"),
+                         {"node": 1, "done": "already the leader"})
         self.assert_fails(1, ("cluster", "transfer", "9"),
                           "there is no node 9 in the cluster (its nodes: 1)")
         self.assert_fails(1, ("cluster", "transfer"),
@@ -435,9 +446,9 @@ class CliTest(unittest.TestCase):
         os.makedirs(f"{home}/qraft")
         with open(f"{home}/token", "w") as f:
             f.write(self.node.token + "\n")
-        with open(f"{home}/qraft/contexts", "w") as f:
-            f.write(f"# two clusters\n[dev]\nendpoints = {self.node.endpoints}"
-                    f"\ntoken_file = {home}/token\n\n[empty]\n")
+        with open(f"{home}/qraft/contexts.yaml", "w") as f:
+            f.write(f"# two clusters\ndev:\n  endpoints: [{self.node.endpoints}]"
+                    f"\n  token_file: {home}/token\n\nempty:\n")
         env = self.qraft_env(home)
         rc, out, _ = self.run_qraft(env, "context", "ls")
         self.assertEqual((rc, out), (0, "  dev\n  empty\n"))
@@ -459,12 +470,19 @@ class CliTest(unittest.TestCase):
         home = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, home, True)
         os.makedirs(f"{home}/qraft")
-        with open(f"{home}/qraft/contexts", "w") as f:
-            f.write("[dev]\nendpoint = 127.0.0.1:1\n")
+        with open(f"{home}/qraft/contexts.yaml", "w") as f:
+            f.write("dev:\n  endpoint: 127.0.0.1:1\n")
         env = self.qraft_env(home)
         rc, _, err = self.run_qraft(env, "--context", "dev", "ls")
         self.assertEqual(rc, EXIT_USAGE)
-        self.assertIn("contexts:2: expected [name], key = value", err)
+        self.assertIn("contexts.yaml:2: unknown setting 'endpoint'", err)
+        with open(f"{home}/qraft/contexts.yaml", "w") as f:
+            f.write("dev: [127.0.0.1:1]\n")
+        rc, _, err = self.run_qraft(env, "context", "ls")
+        self.assertEqual(rc, EXIT_USAGE)
+        self.assertIn("contexts.yaml:1: expected the context's settings", err)
+        with open(f"{home}/qraft/contexts.yaml", "w") as f:
+            f.write("dev:\n  endpoints: 127.0.0.1:1\n")
         rc, _, err = self.run_qraft(env, "context", "use", "prod")
         self.assertEqual(rc, EXIT_USAGE)
         self.assertIn("no context 'prod'", err)
@@ -495,6 +513,28 @@ class CliTest(unittest.TestCase):
         self.assertIn("bashcompinit", out)
         self.assert_fails(EXIT_USAGE, ("completion", "fish"),
                           "expected bash or zsh")
+
+    def test_every_command_has_help_with_an_example(self):
+        commands = [
+            "publish", "get", "cancel", "logs", "ls", "status", "keys",
+            "completion", "dlq", "dlq ls", "dlq replay", "dlq rm", "group",
+            "group add", "group rm", "group delete", "group get", "group ls",
+            "queue", "queue ls", "queue get", "queue set", "queue pause",
+            "queue resume", "queue rm", "schedule", "schedule ls",
+            "schedule get", "schedule create", "schedule pause",
+            "schedule resume", "schedule rm", "flow", "flow ls", "flow get",
+            "flow pause", "flow resume", "flow pin", "flow unpin",
+            "flow reset", "workflow", "workflow ls", "workflow get",
+            "workflow cancel", "workflow dlq", "workflow dlq resume",
+            "workflow dlq restart", "cluster", "cluster add",
+            "cluster remove", "cluster transfer", "context", "context ls",
+            "context use", "context show"]
+        for command in commands:
+            p = subprocess.run([qh.binary("qraft"), *command.split(),
+                                "--help"], capture_output=True, text=True,
+                               timeout=30)
+            self.assertEqual(p.returncode, 0, f"{command}: {p.stderr}")
+            self.assertIn("\nexample:\n  qraft ", p.stdout, command)
 
     def on_terminal(self, answer, *args):
         """Runs qraft with stdin and stderr on a pseudo-terminal, answering
@@ -528,6 +568,12 @@ class CliTest(unittest.TestCase):
         self.assertIn("delete 2 dead letters (those that match now)? [y/N]",
                       shown)
         self.assertIn("not confirmed; nothing done", shown)
+        # cancel asks with the count too.
+        waiting = self.publish(DEST + path, 2)
+        rc, out, shown = self.on_terminal("n", "cancel", "--url", DEST + path)
+        self.assertEqual((rc, out), (1, ""))
+        self.assertIn("cancel 2 messages (those that match now)? [y/N]", shown)
+        self.assertEqual(self.cli_json("get", waiting[0])["state"], "pending")
         rc, out, shown = self.on_terminal("y", "dlq", "rm", "--url", url)
         self.assertEqual(rc, 0, shown)
         self.assertEqual(sorted(out.split()), sorted(ids))

@@ -156,6 +156,22 @@ class DeliveryTest(unittest.TestCase):
         self.assertEqual(body["status"], 404)
         self.assertEqual(len(self.sink.requests(path="/fcb")), 1)
 
+        # The logs find the callback messages by their source: two
+        # callbacks and the failure callback, each naming its source.
+        def call(method, target):
+            return qh.http_call(self.node.http_addr, method, target,
+                                token=self.node.token)
+        _, _, page = call("GET", f"/v2/logs?sourceMessageId={message_id}"
+                          "&state=CREATED")
+        kinds = sorted(e["callbackKind"] for e in page["logs"])
+        self.assertEqual(kinds, ["callback", "callback", "failureCallback"])
+        for e in page["logs"]:
+            self.assertEqual(e["sourceMessageId"], message_id)
+        # A write by source is refused (reads only).
+        status, _, err = call("DELETE",
+                              f"/v2/messages?sourceMessageId={message_id}")
+        self.assertEqual(status, 400, err)
+
     def test_strict_mode_retries_client_errors(self):
         self.sink.script("/strict", Reply(404), Reply(404), Reply(200))
         message_id = self.publish("/strict", "--strict", "--retries", "3",

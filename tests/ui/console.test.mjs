@@ -5,9 +5,9 @@
 // a schedule by clicking and check through the API that it is paused, and
 // save a screenshot of every page at 1280x800 and a few at phone width;
 // bulk replay by filter, a hostile body shown as text, a flow-control key
-// paused and a workflow run cancelled. The tests run in
-// order on one page: the one that logs in leaves the tab logged in for the
-// ones after it.
+// paused, a workflow run cancelled, and a message's callback messages.
+// The tests run in order on one page: the one that logs in leaves the tab
+// logged in for the ones after it.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
@@ -63,6 +63,24 @@ test("log in, find a dead letter, replay it by clicking; the sink gets it", asyn
   await page.getByLabel("API token").press("Enter");
   await page.getByRole("heading", { name: "Overview" }).waitFor();
   await page.getByText("DLQ size").waitFor();
+  await page.getByText(/^Oldest overdue/).waitFor();
+  // Latencies need two reads of /metrics half a second apart, and
+  // something timed between them.
+  // Refresh is pressed at most every 600 ms, so that one render is done
+  // before the next starts.
+  await publish("/timed");
+  const publishRow = page.getByRole("row").filter({ hasText: "Publish (arrival to answer)" });
+  let pressed = 0;
+  await waitFor(async () => {
+    if (await publishRow.getByText(/≤ [0-9.]+ ms/).count() > 0) {
+      return true;
+    }
+    if (Date.now() - pressed > 600) {
+      pressed = Date.now();
+      await page.getByRole("button", { name: "Refresh" }).click();
+    }
+    return false;
+  }, "the publish latency after a refresh");
   await shot(page, "overview");
 
   await page.getByRole("link", { name: "DLQ" }).click();
@@ -153,6 +171,27 @@ test("a hostile body is shown as text, never run; replay from its page", async (
   await waitFor(() => sink.on("/gone").length === 2, "the replay at the sink");
 });
 
+test("a message's page lists its callback messages, which link back", async () => {
+  const id = await publish("/with-callback", { "Upstash-Callback": `${sink.base}/callback` });
+  let callback;
+  await waitFor(async () => {
+    const { json } = await node.api("GET", `/v2/logs?sourceMessageId=${id}&state=DELIVERED`);
+    callback = json.logs?.[0]?.messageId;
+    return callback !== undefined;
+  }, "the callback message to be delivered");
+
+  await page.goto(`${node.url}/console/#/message/${id}`);
+  await page.getByRole("heading", { name: "Callback messages" }).waitFor();
+  const row = page.getByRole("row").filter({ hasText: callback });
+  await row.getByText("DELIVERED", { exact: true }).waitFor();
+  await row.getByText(`${sink.base}/callback`).waitFor();
+  await shot(page, "message-callbacks");
+  await row.getByRole("link", { name: callback }).click();
+  await page.getByRole("heading", { name: callback }).waitFor();
+  await page.getByRole("link", { name: id }).click();
+  await page.getByRole("heading", { name: id }).waitFor();
+});
+
 test("pause a schedule and create one by clicking; the API agrees", async () => {
   const { status, json } = await node.api("POST", `/v2/schedules/${sink.base}/nightly`,
     { headers: { "Upstash-Cron": "0 3 * * *", "Upstash-Schedule-Id": "nightly-report" } });
@@ -179,6 +218,11 @@ test("pause a schedule and create one by clicking; the API agrees", async () => 
   for (const text of await fires.allTextContents()) {
     assert.match(text, /^\d{4}-\d\d-\d\d \d\d:00:00 UTC$/);
   }
+  // A cron in a zone shows its times there too.
+  await page.getByLabel(/^Cron/).fill("CRON_TZ=America/New_York 0 4 * * *");
+  await fires.first().getByText(/^\d{4}-\d\d-\d\d \d\d:00:00 UTC \(\d{4}-\d\d-\d\d 04:00 America\/New_York\)$/).waitFor();
+  await page.getByLabel(/^Cron/).fill("0 * * * *");
+  await fires.nth(4).getByText(/:00:00 UTC$/).waitFor();
   await page.getByLabel("Schedule id (optional)").fill("hourly-sync");
   await page.getByRole("button", { name: "Create schedule" }).click();
   await page.getByRole("row").filter({ hasText: "hourly-sync" }).waitFor();

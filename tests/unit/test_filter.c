@@ -177,6 +177,27 @@ static void test_schedule_id(void **state)
     assert_false(qr_filter_match(&f, &plain));
 }
 
+/* The callback messages of a message: those whose source it is; a
+ * message that is no callback never matches. */
+static void test_source_message_id(void **state)
+{
+    (void)state;
+    char *ids[] = {"msg_src"};
+    Qraft__MessageFilter f = QRAFT__MESSAGE_FILTER__INIT;
+    f.source_message_ids = ids;
+    f.n_source_message_ids = 1;
+    Qraft__Message cb = message("msg_cb", "http://a.example/cb");
+    Qraft__Message other = message("msg_cb2", "http://a.example/cb");
+    Qraft__Message source = message("msg_src", "http://a.example/x");
+    cb.source_message_id = "msg_src";
+    cb.callback_kind = QRAFT__CALLBACK_KIND__CALLBACK;
+    other.source_message_id = "msg_else";
+    assert_false(qr_filter_is_empty(&f));
+    assert_true(qr_filter_match(&f, &cb));
+    assert_false(qr_filter_match(&f, &other));
+    assert_false(qr_filter_match(&f, &source));
+}
+
 /* Every field of a MessageFilter is evaluated now: none is refused. */
 static void test_every_field_supported(void **state)
 {
@@ -320,6 +341,7 @@ int main(void)
         cmocka_unit_test(test_ids_status_prefix_category),
         cmocka_unit_test(test_time_bounds),
         cmocka_unit_test(test_schedule_id),
+        cmocka_unit_test(test_source_message_id),
         cmocka_unit_test(test_every_field_supported),
         cmocka_unit_test(test_metadata_filters),
         cmocka_unit_test(test_log_states),

@@ -1,9 +1,10 @@
 // One message: what it is (GET /v2/messages/{id} while it waits, else
-// GET /v2/dlq/{id} when dead-lettered) and its attempt timeline from the
-// log (GET /v2/logs?messageId=), oldest first; cancel or replay.
+// GET /v2/dlq/{id} when dead-lettered), its attempt timeline from the
+// log (GET /v2/logs?messageId=), oldest first, and the callback messages
+// it caused (GET /v2/logs?sourceMessageId=); cancel or replay.
 import { api } from "../api.js";
-import { actionButton, confirmDialog, fill, fmtTime, h, notify } from "../dom.js";
-import { stateBadge } from "./messages.js";
+import { actionButton, confirmDialog, fill, fmtTime, h, notify, table } from "../dom.js";
+import { messageLink, stateBadge } from "./messages.js";
 
 // Base64 to text (bad UTF-8 as U+FFFD), cut to max characters.
 function b64text(b64, max = 2000) {
@@ -53,15 +54,37 @@ function timeline(entries) {
   }));
 }
 
+// The callback messages of a message, one row each with its latest log
+// entry, oldest callback first (entries: theirs, newest first).
+function callbacks(entries) {
+  const latest = new Map();
+  for (const e of entries) {
+    if (!latest.has(e.messageId)) {
+      latest.set(e.messageId, e);
+    }
+  }
+  const kinds = { callback: "callback", failureCallback: "failure callback" };
+  return table([
+    { title: "Message", cell: (e) => messageLink(e.messageId) },
+    { title: "Kind", cell: (e) => kinds[e.callbackKind] || "" },
+    { title: "URL", class: "url", cell: (e) => e.url || "" },
+    { title: "State", cell: (e) => stateBadge(e.state) },
+    { title: "Since", cell: (e) => fmtTime(e.time) },
+  ], [...latest.values()].reverse(), { empty: "None: no callback message in the log for this message." });
+}
+
 export async function render(view, id, current) {
   const [found, log] = await Promise.all([
     findMessage(id),
     api("GET", "/v2/logs", { params: { messageId: id, order: "earliestFirst", count: 1000 } }),
   ]);
+  const entries = log.logs || [];
+  // Its callbacks come after its first entry: the scan stops there.
+  const cbLog = await api("GET", "/v2/logs", { params: { sourceMessageId: id, count: 1000,
+    fromDate: entries.length ? entries[0].time : undefined } });
   if (!current()) {
     return;
   }
-  const entries = log.logs || [];
   const last = entries.length ? entries[entries.length - 1] : null;
   const msg = found ? found.msg : last || {};
   const actions = h("div", { class: "actions" });
@@ -106,10 +129,13 @@ export async function render(view, id, current) {
       ["Labels", (msg.labels || []).join(", ")], ["Created", fmtTime(msg.createdAt)],
       ["Not before", fmtTime(msg.notBefore)], ["Max retries", msg.maxRetries !== undefined ? String(msg.maxRetries) : ""],
       ["Callback", msg.callback], ["Failure callback", msg.failureCallback],
+    ["Callback of", msg.sourceMessageId ? messageLink(msg.sourceMessageId) : ""],
       ["Dead-lettered because", msg.error && found && found.where === "dead" ? msg.error : ""],
       ["Last response status", msg.responseStatus ? String(msg.responseStatus) : ""],
     ]),
     body !== undefined ? [h("h2", {}, "Body"), h("pre", { class: "body" }, body)] : null,
     h("h2", {}, "Timeline"),
-    timeline(entries));
+    timeline(entries),
+    h("h2", {}, "Callback messages"),
+    callbacks(cbLog.logs || []));
 }

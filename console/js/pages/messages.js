@@ -10,7 +10,7 @@ export function stateBadge(state) {
   return badge(state, kind);
 }
 
-function messageLink(id) {
+export function messageLink(id) {
   return h("a", { href: `#/message/${encodeURIComponent(id)}`, class: "mono" }, id);
 }
 

@@ -1,6 +1,7 @@
 // Overview: the cluster as the leader sees it (GET /v2/qraft/cluster; a follower forwards it),
-// the backlog by state, the DLQ size, and rates from the node's own
-// /metrics (two scrapes apart; no token needed there).
+// the backlog by state, the DLQ size, and from the node's own /metrics (no
+// token needed there) the oldest overdue message's age, and rates and
+// latencies between two scrapes.
 import { api } from "../api.js";
 import { badge, fill, fmtBytes, h, table } from "../dom.js";
 
@@ -39,14 +40,21 @@ async function rates() {
   }
   const now = { at: Date.now(), values: parseMetrics(await res.text()) };
   const prev = lastScrape;
-  lastScrape = now;
   if (!prev || now.at - prev.at < 500) {
+    // Too close to measure: the earlier scrape stays the base.
+    lastScrape = prev || now;
     return { now, perSec: null };
   }
+  lastScrape = now;
   const secs = (now.at - prev.at) / 1000;
   const rate = (key) => Math.max(0, ((now.values[key] || 0) - (prev.values[key] || 0)) / secs);
+  const latency = (name) => [0.5, 0.99].map((q) => quantile(prev.values, now.values, name, q));
   return {
     now,
+    latency: [
+      ["Publish (arrival to answer)", latency("qraft_publish_duration_seconds")],
+      ["Delivery attempt (send to answer)", latency("qraft_delivery_attempt_duration_seconds")],
+    ],
     perSec: {
       publishes: rate("qraft_publishes_total"),
       delivered: rate('qraft_deliveries_total{outcome="delivered"}'),
@@ -54,6 +62,37 @@ async function rates() {
       dead: rate('qraft_deliveries_total{outcome="dead"}'),
     },
   };
+}
+
+// The q-quantile of histogram name between two scrapes, as the upper bound
+// (seconds) of the bucket it falls in: Infinity past the last bound, null
+// when nothing was timed.
+function quantile(prev, now, name, q) {
+  const count = (now[`${name}_count`] || 0) - (prev[`${name}_count`] || 0);
+  if (count <= 0) {
+    return null;
+  }
+  const buckets = Object.keys(now).filter((k) => k.startsWith(`${name}_bucket{le="`))
+    .map((k) => [k, Number(/le="([^"]+)"/.exec(k)[1])])
+    .sort((a, b) => a[1] - b[1]);
+  for (const [key, le] of buckets) {
+    if ((now[key] || 0) - (prev[key] || 0) >= q * count) {
+      return le;
+    }
+  }
+  return Infinity;
+}
+
+function fmtBound(secs) {
+  if (secs === null) {
+    return "none timed";
+  }
+  return secs === Infinity ? "over the largest bucket" : `≤ ${+(secs * 1000).toPrecision(3)} ms`;
+}
+
+function fmtSeconds(secs) {
+  return secs < 90 ? `${Math.round(secs)} s` : secs < 5400 ? `${Math.round(secs / 60)} min`
+    : `${(secs / 3600).toFixed(1)} h`;
 }
 
 function card(label, value) {
@@ -80,6 +119,8 @@ export async function render(view, _arg, current) {
       card("Feature level", String(c.featureLevel)),
       card("DLQ size", String(m.deadLettered || 0)),
       card("Waiting", String((m.pending || 0) + (m.queued || 0) + (m.retrying || 0))),
+      r ? card(`Oldest overdue (node ${c.nodeId})`,
+        fmtSeconds(r.now.values.qraft_oldest_pending_age_seconds || 0)) : null,
       card(`Store used (node ${c.nodeId})`, `${fmtBytes(c.storeUsedBytes)} in a ${fmtBytes(c.storeFileBytes)} file`),
       card(`Memory (node ${c.nodeId})`, fmtBytes(c.rssBytes))),
     h("h2", {}, "Nodes"),
@@ -109,5 +150,12 @@ export async function render(view, _arg, current) {
           { title: "What", cell: (x) => x[0] },
           { title: "Per second", class: "num", cell: (x) => x[1].toFixed(2) },
         ], [["Publishes (as leader)", r.perSec.publishes], ["Delivered", r.perSec.delivered],
-          ["Retried", r.perSec.retries], ["Dead-lettered", r.perSec.dead]]));
+          ["Retried", r.perSec.retries], ["Dead-lettered", r.perSec.dead]]),
+    r && r.perSec ? [h("h2", {}, "Latency on this node"),
+      table([
+        { title: "What", cell: (x) => x[0] },
+        { title: "Median", class: "num", cell: (x) => fmtBound(x[1][0]) },
+        { title: "99th percentile", class: "num", cell: (x) => fmtBound(x[1][1]) },
+      ], r.latency, { caption: "Between the last two refreshes, from this node's histograms (bucket bounds)." })]
+      : null);
 }

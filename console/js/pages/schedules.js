@@ -4,6 +4,21 @@
 import { api } from "../api.js";
 import { actionButton, badge, busy, confirmDialog, field, fill, fmtTime, formValues, h, notify, table } from "../dom.js";
 
+// A fire time in UTC, and in the cron's own zone when it names one
+// ("2026-12-08 09:00:00 UTC (2026-12-08 04:00 America/New_York)").
+function fireTime(ms, zone) {
+  if (!zone) {
+    return fmtTime(ms);
+  }
+  try {
+    const local = new Intl.DateTimeFormat("sv-SE", { timeZone: zone, dateStyle: "short", timeStyle: "short" })
+      .format(new Date(ms));
+    return `${fmtTime(ms)} (${local} ${zone})`;
+  } catch {
+    return fmtTime(ms); // a zone the node knows and this browser does not
+  }
+}
+
 export async function render(view, _arg, current) {
   const list = await api("GET", "/v2/schedules");
   if (!current()) {
@@ -40,8 +55,9 @@ export async function render(view, _arg, current) {
       let text;
       try {
         const out = await api("GET", "/v2/qraft/cron", { params: { cron: expr, count: 5 } });
+        const zone = /^(?:CRON_)?TZ=(\S+)\s/.exec(expr)?.[1];
         text = out.next.length
-          ? ["Next fires: ", h("ul", {}, out.next.map((ms) => h("li", {}, fmtTime(ms))))]
+          ? ["Next fires: ", h("ul", {}, out.next.map((ms) => h("li", {}, fireTime(ms, zone))))]
           : ["Never fires within eight years."];
       } catch (err) {
         text = [`Not a valid cron: ${err.message}`];
