@@ -693,27 +693,6 @@ static void on_check(uv_check_t *check)
 /* ------------------------------------------------------------------------ */
 /* Life cycle. */
 
-/* raft_start loads the log and the last snapshot, then restores that
- * snapshot: the fsm is told its index first, so that a store closed cleanly
- * past it is kept (qr_fsm_starting_from). */
-static int load_noting_snapshot(struct raft_io *io,
-                                raft_term *term,
-                                raft_id *voted_for,
-                                struct raft_snapshot **snapshot,
-                                raft_index *start_index,
-                                struct raft_entry *entries[],
-                                size_t *n_entries)
-{
-    struct qr_cluster *c =
-        (struct qr_cluster *)((char *)io - offsetof(struct qr_cluster, io));
-    int rv = c->io_load(io, term, voted_for, snapshot, start_index, entries,
-                        n_entries);
-    if (rv == 0 && *snapshot != NULL) {
-        qr_fsm_starting_from(&c->fsm, (*snapshot)->index);
-    }
-    return rv;
-}
-
 int qr_cluster_init(struct qr_cluster *c,
                     uv_loop_t *loop,
                     const struct qr_config *cfg,
@@ -762,8 +741,7 @@ int qr_cluster_init(struct qr_cluster *c,
      * corrupt segment silently stops replicating. */
     raft_uv_set_auto_recovery(&c->io, false);
     raft_uv_set_connect_retry_delay(&c->io, cfg->connect_retry_ms);
-    c->io_load = c->io.load;
-    c->io.load = load_noting_snapshot;
+    qr_cluster_io_watch(c);
     rv = qr_snapsend_init(&c->snapsend, loop, &c->io);
     if (rv != 0) {
         snprintf(c->errmsg, sizeof c->errmsg, "cluster: snapshot sends: %s",

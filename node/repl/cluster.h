@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "lib/err.h"
+#include "repl/cluster_io.h"
 #include "repl/command.h"
 #include "repl/fsm.h"
 #include "repl/snapsend.h"
@@ -73,15 +74,8 @@ struct qr_cluster {
     struct qr_fsm fsm;
     struct raft raft;
     struct raft_io io;
-    struct qr_snapsend snapsend; /* between raft and io: snapshot sends */
-    /* io's own load: ours (cluster.c) notes the snapshot raft_start loads */
-    int (*io_load)(struct raft_io *io,
-                   raft_term *term,
-                   raft_id *voted_for,
-                   struct raft_snapshot **snapshot,
-                   raft_index *start_index,
-                   struct raft_entry *entries[],
-                   size_t *n_entries);
+    struct qr_snapsend snapsend;   /* between raft and io: snapshot sends */
+    struct qr_cluster_io io_watch; /* raft_io hooks: cluster_io.c */
     struct qr_transport transport;
     uv_check_t check; /* per-iteration: leadership poll and flush */
     char raft_dir[PATH_MAX];

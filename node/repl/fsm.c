@@ -490,10 +490,38 @@ static int load_indexes(struct qr_fsm *f)
 }
 
 /* On success the buffer is ours to free (the raft library's contract). */
-void qr_fsm_starting_from(struct qr_fsm *f, uint64_t snapshot_index)
+void qr_fsm_starting(struct qr_fsm *f,
+                     bool has_snapshot,
+                     uint64_t snapshot_index,
+                     uint64_t start_index)
 {
-    f->starting = true;
-    f->start_snapshot_index = snapshot_index;
+    if (has_snapshot) {
+        f->starting = true;
+        f->start_snapshot_index = snapshot_index;
+        return;
+    }
+    if (f->applied_index == 0 || qr_store_opened_clean(f->store)) {
+        return; /* nothing to distrust, or the replay skips what it has */
+    }
+    if (start_index != 1) {
+        QR_ERROR("fsm",
+                 "the store was not closed cleanly, and raft has no snapshot "
+                 "but a log from index %" PRIu64 ": keeping the store as it is",
+                 start_index);
+        return;
+    }
+    int rv = qr_store_clear(f->store);
+    if (rv == 0) {
+        rv = load_indexes(f);
+    }
+    if (rv != 0) {
+        QR_ERROR("fsm", "emptying the store: %s: %s", qr_strerror(rv),
+                 qr_store_errmsg(f->store));
+        return;
+    }
+    QR_INFO("fsm",
+            "the store was not closed cleanly and raft has no snapshot: "
+            "emptied it; raft replays its log from index 1");
 }
 
 void qr_fsm_started(struct qr_fsm *f)

@@ -83,8 +83,8 @@ struct qr_fsm {
     unsigned snapshot_threshold; /* --snapshot-threshold: at least these */
     unsigned snapshot_log_share; /* --snapshot-log-share, percent */
     uint64_t log_bytes_since_snapshot; /* entries seen since the last one */
-    /* Between qr_fsm_starting_from and qr_fsm_started: the index of the
-     * snapshot raft_start is about to restore. */
+    /* Between qr_fsm_starting (with a snapshot) and qr_fsm_started: the index
+     * of the snapshot raft_start is about to restore. */
     bool starting;
     uint64_t start_snapshot_index;
     bool failed;
@@ -100,12 +100,23 @@ struct qr_fsm {
  * store. */
 int qr_fsm_init(struct qr_fsm *f, struct qr_store *store);
 
-/* raft_start is about to restore the snapshot at snapshot_index that it
- * loaded from disk. If the store was opened clean (qr_store_opened_clean)
- * at or past that index, the restore keeps the store instead: it already
- * holds that state and more, and raft's replay skips the entries it has
- * (docs/architecture.md, "Storage"). */
-void qr_fsm_starting_from(struct qr_fsm *f, uint64_t snapshot_index);
+/* raft_start has loaded its log and, when has_snapshot, the snapshot at
+ * snapshot_index, which it restores next. Decides what the store starts
+ * from (docs/architecture.md, "Storage"):
+ * - a store closed cleanly (qr_store_opened_clean) is kept: over a snapshot
+ *   it is at or past, the restore keeps it; without a snapshot raft's
+ *   replay skips what it has;
+ * - any other store is not trusted (written without fsync, it may have
+ *   been damaged by a power loss): raft restores the snapshot over it, or,
+ *   when there is none, it is emptied (qr_store_clear) and raft replays its
+ *   log from start_index, which must then be 1.
+ * Emptying that fails is logged, and the store stays as the open left it
+ * (FAILED when no file could be opened again: the first apply then stops
+ * the node, naming why). */
+void qr_fsm_starting(struct qr_fsm *f,
+                     bool has_snapshot,
+                     uint64_t snapshot_index,
+                     uint64_t start_index);
 
 /* raft_start has returned: every later restore is a snapshot the leader
  * sent, always restored. */

@@ -680,6 +680,57 @@ bool qr_store_opened_clean(const struct qr_store *s)
     return s->opened_clean;
 }
 
+int qr_store_clear(struct qr_store *s)
+{
+    char path[PATH_MAX];
+    MDB_envinfo info;
+    if (atomic_load(&s->failed)) {
+        return QR_ESTORE;
+    }
+    if (atomic_load(&s->n_txns) != 0 || atomic_load(&s->writing)) {
+        store_set_errmsg(s, "store: clear: a transaction or snapshot is open");
+        return QR_ECONFLICT;
+    }
+    if (snprintf(path, sizeof path, "%s/data.mdb", s->dir) >=
+        (int)sizeof path) {
+        store_set_errmsg(s, "store: clear: path too long");
+        return -ENAMETOOLONG;
+    }
+    int rc = mdb_env_info(s->env, &info);
+    if (rc != 0) {
+        return store_fail_mdb(s, false, "clear: env info", rc);
+    }
+    /* Not dropped database by database: that walks the old trees, which
+     * are what is not trusted. A new file instead. */
+    mdb_env_close(s->env);
+    s->env = NULL;
+    int rv = 0;
+    if (unlink(path) != 0 && errno != ENOENT) {
+        rv = -errno;
+        store_set_errmsg(s, "store: clear: unlink %s: %s", path,
+                         strerror(errno));
+    }
+    if (rv == 0) {
+        rv = qr_fsync_dir(s->dir);
+        if (rv != 0) {
+            store_set_errmsg(s, "store: clear: fsync %s: %s", s->dir,
+                             strerror(-rv));
+        }
+    }
+    /* Opens whichever file data.mdb is now: a new one, or the old. */
+    char errmsg[QR_ERRMSG_BYTES];
+    snprintf(errmsg, sizeof errmsg, "%s", s->errmsg);
+    int rv_open = store_env_open(s, s->dir, info.me_mapsize);
+    if (rv_open != 0) {
+        atomic_store(&s->failed, true);
+        return rv_open;
+    }
+    if (rv != 0) {
+        snprintf(s->errmsg, sizeof s->errmsg, "%s", errmsg);
+    }
+    return rv;
+}
+
 int qr_store_open(const char *dir,
                   uint64_t map_bytes,
                   struct qr_store **out,

@@ -125,6 +125,12 @@ int qr_store_sync(struct qr_store *s);
  * by a binary that does not leave the mark. */
 bool qr_store_opened_clean(const struct qr_store *s);
 
+/* Replaces the environment with an empty one (a new file, as a new store):
+ * for a start that cannot trust the file and has no snapshot to restore
+ * (raft replays its whole log). Nothing may be open (else QR_ECONFLICT).
+ * A failure to open the new file fails the store. */
+int qr_store_clear(struct qr_store *s);
+
 /* How much room the environment takes and has (bytes). */
 struct qr_store_space {
     uint64_t page_bytes;

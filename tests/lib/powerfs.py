@@ -11,7 +11,9 @@ import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
+import unittest
 from pathlib import Path
 
 WAIT_S = 10.0
@@ -129,3 +131,17 @@ class PowerFS:
     @property
     def running(self):
         return self.proc is not None and self.proc.poll() is None
+
+
+def main(binary):
+    """unittest.main for a test file that needs powerfs at binary: exits 77
+    (skipped, for ctest's SKIP_RETURN_CODE) when it cannot run here, else
+    0 or 1."""
+    why = usable()
+    if why is None and not Path(binary).is_file():
+        why = f"no {binary} (set QRAFT_BIN)"
+    if why is not None:
+        print(f"skipped: {why}")
+        sys.exit(77)
+    prog = unittest.main(exit=False)
+    sys.exit(0 if prog.result.wasSuccessful() else 1)

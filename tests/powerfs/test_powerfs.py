@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from powerfs import PowerFS, is_mounted, usable  # noqa: E402
+from powerfs import PowerFS, is_mounted, main  # noqa: E402
 
 PAGE = 4096
 BIN = Path(os.environ.get("QRAFT_BIN", "build/bin")) / "qraft-powerfs"
@@ -251,11 +251,4 @@ class PowerFSCase(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    why = usable()
-    if why is None and not BIN.is_file():
-        why = f"no {BIN} (set QRAFT_BIN)"
-    if why is not None:
-        print(f"skipped: {why}")
-        sys.exit(77)
-    prog = unittest.main(exit=False)
-    sys.exit(0 if prog.result.wasSuccessful() else 1)
+    main(BIN)
