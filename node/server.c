@@ -787,8 +787,13 @@ int qr_server_init(struct qr_server *s,
         goto err_after_http;
     }
     if (cfg->otlp_endpoint[0] != '\0') {
-        rv = qr_trace_open(&s->loop, cfg->otlp_endpoint, cfg->otlp_service_name,
-                           cfg->id, &s->metrics, &s->trace, s->errmsg);
+        struct qr_trace_options trace = {
+            .endpoint = cfg->otlp_endpoint,
+            .service_name = cfg->otlp_service_name,
+            .node_id = cfg->id,
+            .metrics = &s->metrics,
+        };
+        rv = qr_trace_open(&s->loop, &trace, &s->trace, s->errmsg);
         if (rv != 0) {
             goto err_after_scheduler;
         }
