@@ -129,6 +129,9 @@ struct scan_ctx {
     const Qraft__SigningKeys *keys;
     uint64_t now_ms;
     uint64_t now_s;
+    /* The store's due scans: up to now_ms, through skip_in_flight and
+     * on_due_message (a key's waitlist: at most its capacity). */
+    struct qr_store_due_visit due;
     /* A flow-controlled key's rate periods are a span of this node's
      * monotonic clock: now_ms (the leader's frame, as due times are) can
      * lag it and then jump ahead when a fresh entry is seen, which would
@@ -479,8 +482,9 @@ static int on_flow_key(void *arg, const char *key, uint64_t first_due_ms)
         return 0;
     }
     sc->flow = k;
-    rv = qr_store_flow_due_scan(sc->txn, sc->shard, key, sc->now_ms, cap,
-                                skip_in_flight, on_due_message, sc);
+    struct qr_store_due_visit due = sc->due;
+    due.limit = cap;
+    rv = qr_store_flow_due_scan(sc->txn, sc->shard, key, &due);
     sc->flow = NULL;
     return rv;
 }
@@ -662,6 +666,11 @@ static void scan(struct qr_worker *w)
                           .flow_mono_ms = mono,
                           .next_due_ms = UINT64_MAX};
     sc.now_s = sc.now_ms / 1000;
+    sc.due = (struct qr_store_due_visit){.until_ms = sc.now_ms,
+                                         .limit = SIZE_MAX,
+                                         .skip = skip_in_flight,
+                                         .cb = on_due_message,
+                                         .arg = &sc};
     int rv = qr_store_txn_begin(w->store, false, &txn);
     if (rv == 0) {
         rv = read_keys(txn, &keys);
@@ -694,9 +703,7 @@ static void scan(struct qr_worker *w)
             (i < QR_FSM_N_SHARDS || resume)) {
             bool from = resume && i == 0;
             qr_store_due_scan_from(txn, shard, from ? w->scan_from_ms : 0,
-                                   from ? w->scan_from_id : NULL, sc.now_ms,
-                                   SIZE_MAX, skip_in_flight, on_due_message,
-                                   &sc);
+                                   from ? w->scan_from_id : NULL, &sc.due);
             if (sc.cut) {
                 w->scan_from_set = true;
                 w->cut_mono_ms = qr_clock_mono_ms();
