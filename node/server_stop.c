@@ -118,8 +118,11 @@ static void on_left(void *data)
     for (size_t i = 0; i < cs.n_nodes; i++) {
         voters += strcmp(cs.nodes[i].role, "voter") == 0;
     }
+    /* id 0: to the most up-to-date voter */
+    struct qr_membership_change handoff = {.kind = QR_MEMBERSHIP_TRANSFER};
     if (qr_cluster_serving(&s->cluster) && voters > 1 &&
-        qr_cluster_transfer(&s->cluster, 0, on_handed_off, s) == 0) {
+        qr_cluster_change_membership(&s->cluster, &handoff, on_handed_off, s) ==
+            0) {
         QR_INFO("server", "handing leadership off before stopping");
         return;
     }
