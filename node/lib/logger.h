@@ -58,18 +58,22 @@ void qr_log_with(enum qr_log_level level,
                  const char *fmt,
                  ...) __attribute__((format(printf, 4, 5)));
 
-/* Writes one whole line (newline included, NUL-terminated) into out, which
- * holds QR_LOG_LINE_BYTES, and returns its length. A text too long for the
- * line is cut at a character boundary. Pure: what qr_log prints, for
- * tests. node_id 0 and fields NULL: none. */
-size_t qr_log_format_line(char *out,
-                          enum qr_log_format format,
-                          const struct timespec *when,
-                          uint64_t node_id,
-                          enum qr_log_level level,
-                          const char *module,
-                          const struct qr_log_fields *fields,
-                          const char *text);
+/* What one log line says (qr_log_format_line); pointers borrowed. */
+struct qr_log_line {
+    enum qr_log_format format;
+    const struct timespec *when;
+    uint64_t node_id; /* 0: none */
+    enum qr_log_level level;
+    const char *module;
+    const struct qr_log_fields *fields; /* NULL: none */
+    const char *text;
+};
+
+/* Writes e as one whole line (newline included, NUL-terminated) into
+ * out, which holds QR_LOG_LINE_BYTES, and returns its length. A text too
+ * long for the line is cut at a character boundary. Pure: what qr_log
+ * prints, for tests. */
+size_t qr_log_format_line(char *out, const struct qr_log_line *e);
 
 #define QR_DEBUG(module, ...) qr_log(QR_LOG_DEBUG, module, __VA_ARGS__)
 #define QR_INFO(module, ...) qr_log(QR_LOG_INFO, module, __VA_ARGS__)
