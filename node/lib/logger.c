@@ -247,17 +247,6 @@ static void log_text(enum qr_log_level level,
     fprintf(stderr, "%.*s", (int)len, line);
 }
 
-void qr_log(enum qr_log_level level, const char *module, const char *fmt, ...)
-{
-    if (level < log_level) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    log_text(level, module, NULL, fmt, ap);
-    va_end(ap);
-}
-
 void qr_log_with(enum qr_log_level level,
                  const char *module,
                  const struct qr_log_fields *fields,
