@@ -10,7 +10,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "deliver/sign.h"
 #include "lib/clock.h"
 #include "lib/dest.h"
 #include "lib/durable.h"
@@ -18,31 +17,14 @@
 #include "lib/logger.h"
 #include "lib/random.h"
 #include "lib/tls_ctx.h"
+#include "server_int.h"
 #include "store/store_metrics.h"
 
-#define TICK_MS 100
 #define TOKEN_FILE "token"
 /* Written when the node learns it was removed from the cluster; while it
  * exists the node refuses to start on that data dir (docs/operations.md,
  * "Removing a node"). */
 #define TOMBSTONE_FILE "REMOVED"
-/* The leader proposes housekeeping this often, this much of each kind at a
- * time; when the last Prune removed a full batch of some kind (more is
- * waiting), the next one follows PRUNE_SOON_MS later: on the next tick. A
- * batch of 2,500 finished messages applies in ~15-25 ms (10,000, apply's
- * clamp, took 55-95 ms among 1M messages: too long a stall for the loop;
- * docs/benchmarks.md), so back to back batches prune ~20k messages/s,
- * ahead of ~10k deliveries/s. */
-#define PRUNE_INTERVAL_MS 10000
-#define PRUNE_SOON_MS TICK_MS
-#define PRUNE_MAX_ITEMS 2500
-/* A retention shorter than twice the interval prunes every half retention
- * instead, but not more often than this. */
-#define PRUNE_MIN_INTERVAL_MS 1000
-/* Space pressure starts when the store reaches QR_ADMIT_WARN_PERCENT of
- * its limit and ends below this share (hysteresis: no flapping at the
- * edge). */
-#define PRESSURE_END_PERCENT (QR_ADMIT_WARN_PERCENT - 10)
 
 /* Creates the directory path unless it exists; a new one's entry is made
  * durable (its parent fsynced), or a power loss soon after a first start
@@ -391,261 +373,6 @@ static void on_sighup(uv_signal_t *h, int signum)
     }
 }
 
-/* Reads the replicated signing keys; QR_ENOTFOUND until they are applied. */
-static int read_keys(struct qr_server *s, Qraft__SigningKeys **out)
-{
-    struct qr_store_txn *txn = NULL;
-    int rv = qr_store_txn_begin(s->store, false, &txn);
-    if (rv != 0) {
-        return rv;
-    }
-    rv = qr_store_meta_get_msg(txn, QR_META_SIGNING_KEYS,
-                               &qraft__signing_keys__descriptor,
-                               (ProtobufCMessage **)out);
-    qr_store_txn_abort(txn);
-    return rv;
-}
-
-static void on_keys_applied(void *data,
-                            int status,
-                            const struct qr_apply_result *res)
-{
-    struct qr_server *s = data;
-    if (status != 0 || res->status != 0) {
-        QR_WARN("server", "installing signing keys: %s",
-                status != 0 ? qr_strerror(status) : res->error);
-        s->keys_proposed = false; /* the next tick tries again */
-    }
-}
-
-/* The first leader of a new cluster generates the signing keys; they are
- * replicated like everything else, so every node signs with the same. */
-static void ensure_signing_keys(struct qr_server *s)
-{
-    Qraft__SigningKeys *keys = NULL;
-    if (s->keys_proposed || !qr_cluster_serving(&s->cluster)) {
-        return;
-    }
-    int rv = read_keys(s, &keys);
-    if (rv == 0) {
-        qraft__signing_keys__free_unpacked(keys, NULL);
-        return;
-    }
-    if (rv != QR_ENOTFOUND) {
-        QR_ERROR("server", "reading signing keys: %s", qr_strerror(rv));
-        return;
-    }
-    char current[QR_SIGN_KEY_BYTES];
-    char next[QR_SIGN_KEY_BYTES];
-    if (qr_sign_generate_key(current) != 0 || qr_sign_generate_key(next) != 0) {
-        QR_ERROR("server", "no randomness for signing keys");
-        return;
-    }
-    Qraft__SigningKeys k = QRAFT__SIGNING_KEYS__INIT;
-    k.current = current;
-    k.next = next;
-    Qraft__SetSigningKeys set = QRAFT__SET_SIGNING_KEYS__INIT;
-    set.keys = &k;
-    rv = qr_cluster_propose_one(&s->cluster,
-                                QRAFT__COMMAND__BODY_SET_SIGNING_KEYS,
-                                &set.base, on_keys_applied, s);
-    if (rv == 0) {
-        s->keys_proposed = true;
-    } else {
-        QR_WARN("server", "proposing signing keys: %s", qr_strerror(rv));
-    }
-}
-
-static void on_leader(void *data)
-{
-    struct qr_server *s = data;
-    s->keys_proposed = false;
-    ensure_signing_keys(s);
-    qr_worker_kick(&s->worker);
-    qr_scheduler_kick(&s->scheduler);
-}
-
-/* Prints the lines a developer pastes into an app's env file, once the node
- * serves, the signing keys are applied and (on the leader) the feature level
- * has risen to what every member runs. */
-static void announce(struct qr_server *s)
-{
-    char why[128];
-    Qraft__SigningKeys *keys = NULL;
-    if (s->announced || !qr_cluster_ready(&s->cluster, why, sizeof why) ||
-        !qr_shards_level_settled(&s->shards) || read_keys(s, &keys) != 0) {
-        return;
-    }
-    s->announced = true;
-    QR_INFO("server", "serving: rpc %s, http %s", s->config->rpc_addr,
-            s->config->http_addr);
-    if (s->config->dev && s->announce_out != NULL) {
-        fprintf(s->announce_out,
-                "QSTASH_URL=%s://%s\n"
-                "QSTASH_TOKEN=%s\n"
-                "QSTASH_CURRENT_SIGNING_KEY=%s\n"
-                "QSTASH_NEXT_SIGNING_KEY=%s\n"
-                "QRAFT_ENDPOINTS=%s\n",
-                qr_http_tls(&s->http) ? "https" : "http", s->config->http_addr,
-                s->token, keys->current, keys->next, s->config->rpc_addr);
-        fflush(s->announce_out);
-    }
-    qraft__signing_keys__free_unpacked(keys, NULL);
-}
-
-static void on_pruned(void *data, int status, const struct qr_apply_result *res)
-{
-    struct qr_server *s = data;
-    s->prune_pending = false;
-    if (status != 0) {
-        QR_DEBUG("server", "prune: %s", qr_strerror(status));
-        return;
-    }
-    snprintf(s->prune_cursor, sizeof s->prune_cursor, "%s", res->message_id);
-    if (res->more) {
-        uint64_t soon = qr_clock_mono_ms() + PRUNE_SOON_MS;
-        if (soon < s->next_prune_mono_ms) {
-            s->next_prune_mono_ms = soon;
-        }
-    }
-}
-
-/* Whether retention must give way now (the rule in docs/architecture.md,
- * "Space"): this node's store at QR_ADMIT_WARN_PERCENT of its limit (once
- * on, until below PRESSURE_END_PERCENT) or refusing writes, or another
- * node's heartbeat saying it is short of space. why says which. */
-static bool space_pressure(struct qr_server *s,
-                           uint64_t now,
-                           char *why,
-                           size_t why_size)
-{
-    struct qr_admit_space sp;
-    qr_admit_get_space(&s->admit, &sp);
-    unsigned percent =
-        s->retention_pressure ? PRESSURE_END_PERCENT : QR_ADMIT_WARN_PERCENT;
-    if (sp.store_limit_bytes > 0 &&
-        sp.store_used_bytes * 100 >= sp.store_limit_bytes * percent) {
-        snprintf(why, why_size,
-                 "the store holds %" PRIu64
-                 " bytes, %u%% or more of its "
-                 "limit (%" PRIu64 ")",
-                 sp.store_used_bytes, percent, sp.store_limit_bytes);
-        return true;
-    }
-    if (qr_admit_probe(&s->admit, now, 0, why, why_size) != 0) {
-        return true;
-    }
-    return qr_shards_space_short(&s->shards, why, why_size);
-}
-
-/* Under pressure a retention becomes --pressure-retention at most, and
- * "keep forever" (0) becomes it too. */
-static uint64_t pressed(const struct qr_server *s, uint64_t retention_ms)
-{
-    uint64_t most = s->config->pressure_retention_ms;
-    return retention_ms == 0 || retention_ms > most ? most : retention_ms;
-}
-
-/* Notes (and logs) when space pressure starts and ends, on the leader. */
-static bool retention_pressure(struct qr_server *s, uint64_t now)
-{
-    char why[QR_SHARDS_SPACE_WHY_BYTES + 160];
-    bool on = space_pressure(s, now, why, sizeof why);
-    if (on && !s->retention_pressure) {
-        QR_WARN("server",
-                "space pressure: %s; delivered and cancelled messages and "
-                "events are kept %" PRIu64
-                " ms at most "
-                "(--pressure-retention) until it passes; dead letters keep "
-                "theirs",
-                why, s->config->pressure_retention_ms);
-        s->next_prune_mono_ms = now; /* prune at once */
-    } else if (!on && s->retention_pressure) {
-        QR_INFO("server",
-                "space pressure over (store below %u%% of its limit, no "
-                "node short of space): retention as configured",
-                PRESSURE_END_PERCENT);
-    }
-    s->retention_pressure = on;
-    return on;
-}
-
-/* Every PRUNE_INTERVAL_MS, or every half of the shortest retention when
- * that is sooner (at most once per PRUNE_MIN_INTERVAL_MS): what is kept
- * past its retention is then at most half of it, or 10 s of load. */
-static uint64_t prune_interval_ms(const Qraft__Prune *p)
-{
-    uint64_t interval = PRUNE_INTERVAL_MS;
-    uint64_t retentions[3] = {p->dlq_retention_ms, p->events_retention_ms,
-                              p->done_retention_ms};
-    for (int i = 0; i < 3; i++) {
-        if (retentions[i] != 0 && retentions[i] / 2 < interval) {
-            interval = retentions[i] / 2;
-        }
-    }
-    return interval < PRUNE_MIN_INTERVAL_MS ? PRUNE_MIN_INTERVAL_MS : interval;
-}
-
-/* Dead letters and history past their retention are removed by a command,
- * so every replica removes the same ones at the same point in the log. The
- * retentions travel in the command, so the leader may shorten them under
- * space pressure and apply stays deterministic. */
-static void propose_prune(struct qr_server *s)
-{
-    uint64_t now = qr_clock_mono_ms();
-    if (!qr_cluster_serving(&s->cluster)) {
-        s->retention_pressure = false;
-        return;
-    }
-    bool pressure = retention_pressure(s, now);
-    if (s->prune_pending || now < s->next_prune_mono_ms ||
-        (!pressure && s->config->dlq_retention_ms == 0 &&
-         s->config->events_retention_ms == 0 &&
-         s->config->done_retention_ms == 0)) {
-        return;
-    }
-    Qraft__Prune prune = QRAFT__PRUNE__INIT;
-    prune.dlq_retention_ms = s->config->dlq_retention_ms;
-    prune.events_retention_ms = s->config->events_retention_ms;
-    prune.done_retention_ms = s->config->done_retention_ms;
-    if (pressure) {
-        prune.events_retention_ms = pressed(s, prune.events_retention_ms);
-        prune.done_retention_ms = pressed(s, prune.done_retention_ms);
-    }
-    prune.max_items = PRUNE_MAX_ITEMS;
-    s->next_prune_mono_ms = now + prune_interval_ms(&prune);
-    /* The cursor of the walk that nodes below the done index's level do;
-     * ignored at or above it. */
-    prune.scan_after_id =
-        s->cluster.fsm.feature_level < QR_FEATURE_LEVEL_DONE_INDEX
-            ? s->prune_cursor
-            : "";
-    s->prune_pending =
-        qr_cluster_propose_one(&s->cluster, QRAFT__COMMAND__BODY_PRUNE,
-                               &prune.base, on_pruned, s) == 0;
-}
-
-static void on_tick(uv_timer_t *t)
-{
-    struct qr_server *s = t->data;
-    if (s->stopping) {
-        return;
-    }
-    /* A read met a corrupt record (and answered the error naming it): this
-     * replica's copy is not to be trusted. Stop, so that the leader moves
-     * its shards to replicas whose copy is sound (store.h, what stops). */
-    const char *corrupt = qr_store_corrupt_first(s->store);
-    if (corrupt != NULL) {
-        QR_ERROR("server", "stopping: %s", corrupt);
-        qr_server_stop(s, 1);
-        return;
-    }
-    qr_admit_tick(&s->admit, uv_now(&s->loop));
-    ensure_signing_keys(s);
-    announce(s);
-    propose_prune(s);
-}
-
 static bool http_serving(void *data)
 {
     struct qr_server *s = data;
@@ -759,147 +486,6 @@ static void on_signal(uv_signal_t *h, int signum)
     qr_server_stop(s, 0);
 }
 
-/* The server a module's close callback is about: p (a variable) points at
- * the module's field. */
-#define SERVER_OF(p, field) \
-    ((struct qr_server *)((char *)p - offsetof(struct qr_server, field)))
-
-/* Stop ladder: HTTP, then RPC, then raft; handles of the server last. */
-static void on_handle_closed(uv_handle_t *h)
-{
-    (void)h;
-}
-
-static void on_cluster_closed(struct qr_cluster *c)
-{
-    struct qr_server *s = SERVER_OF(c, cluster);
-    qr_trace_close(s->trace); /* nothing makes spans any more */
-    s->trace = NULL;
-    uv_close((uv_handle_t *)&s->tick, on_handle_closed);
-    qr_loopwatch_close(&s->loopwatch, on_handle_closed);
-    qr_scheduler_close(&s->scheduler);
-    uv_close((uv_handle_t *)&s->stop_deadline, on_handle_closed);
-    uv_close((uv_handle_t *)&s->sigterm, on_handle_closed);
-    uv_close((uv_handle_t *)&s->sigint, on_handle_closed);
-    uv_close((uv_handle_t *)&s->sighup, on_handle_closed);
-}
-
-static void on_shards_closed(struct qr_shards *sh)
-{
-    struct qr_server *s = SERVER_OF(sh, shards);
-    qr_cluster_close(&s->cluster, on_cluster_closed);
-}
-
-static void on_worker_closed(struct qr_worker *w)
-{
-    struct qr_server *s = SERVER_OF(w, worker);
-    qr_shards_close(&s->shards, on_shards_closed);
-}
-
-static void on_ops_closed(struct qr_ops *ops)
-{
-    struct qr_server *s = SERVER_OF(ops, ops);
-    qr_worker_close(&s->worker, on_worker_closed);
-}
-
-static void on_rpc_closed(struct qr_rpc *rpc)
-{
-    struct qr_server *s = SERVER_OF(rpc, rpc);
-    qr_ops_close(&s->ops, on_ops_closed);
-}
-
-static void on_http_closed(struct qr_http *h)
-{
-    struct qr_server *s = SERVER_OF(h, http);
-    qr_rpc_close(&s->rpc, on_rpc_closed);
-}
-
-/* How long a stop may spend handing leadership off and releasing shards
- * before it closes anyway (e.g. the whole cluster stopping at once: a leader
- * that loses its quorum never hears back about its transfer). */
-#define STOP_HANDOFF_MS 3000
-
-static void close_modules(struct qr_server *s)
-{
-    if (s->modules_closing) {
-        return;
-    }
-    s->modules_closing = true;
-    uv_timer_stop(&s->stop_deadline);
-    qr_http_close(&s->http, on_http_closed);
-}
-
-static void on_stop_deadline(uv_timer_t *t)
-{
-    struct qr_server *s = t->data;
-    QR_WARN("server",
-            "the drain and hand-off did not finish in time; stopping");
-    close_modules(s);
-}
-
-static void on_handed_off(void *data, int status, const char *why)
-{
-    struct qr_server *s = data;
-    if (status == 0) {
-        QR_INFO("server", "leadership handed off");
-    } else {
-        QR_WARN("server", "leadership hand-off: %s; stopping anyway", why);
-    }
-    close_modules(s);
-}
-
-/* The shards are given up (a follower told the leader, a leader moved them
- * itself): a leader now hands leadership to the most up-to-date voter (no
- * election timeout to wait out), then the modules close. */
-static void on_left(void *data)
-{
-    struct qr_server *s = data;
-    struct qr_cluster_status cs;
-    qr_cluster_get_status(&s->cluster, &cs);
-    size_t voters = 0;
-    for (size_t i = 0; i < cs.n_nodes; i++) {
-        voters += strcmp(cs.nodes[i].role, "voter") == 0;
-    }
-    if (qr_cluster_serving(&s->cluster) && voters > 1 &&
-        qr_cluster_transfer(&s->cluster, 0, on_handed_off, s) == 0) {
-        QR_INFO("server", "handing leadership off before stopping");
-        return;
-    }
-    close_modules(s);
-}
-
-/* The deliveries that were running have finished and their results are
- * committed (or the drain's deadline cancelled them): the shards may move
- * now, at once, with nothing of them in flight here. */
-static void on_drained(void *data)
-{
-    struct qr_server *s = data;
-    uv_timer_start(&s->stop_deadline, on_stop_deadline, STOP_HANDOFF_MS, 0);
-    qr_shards_leave(&s->shards, on_left, s);
-}
-
-/* A clean stop, for rolling restarts (docs/architecture.md, "Stopping"):
- * the node starts no delivery, lets those running finish and waits until
- * their results are committed (at most --drain-timeout-ms, then cancels
- * the rest), gives its shards up (a follower tells the leader, which moves
- * them at once; a leader moves them itself), hands leadership off if it
- * leads, then closes the modules. */
-void qr_server_stop(struct qr_server *s, int exit_code)
-{
-    if (s->stopping) {
-        return;
-    }
-    s->stopping = true;
-    s->exit_code = exit_code;
-    uv_timer_stop(&s->tick);
-    /* A backstop: the drain has its own deadline, then the hand-off its. */
-    uv_timer_start(&s->stop_deadline, on_stop_deadline,
-                   (uint64_t)s->config->drain_timeout_ms + 2 * STOP_HANDOFF_MS,
-                   0);
-    qr_shards_drain(&s->shards);
-    qr_worker_drain(&s->worker, s->config->drain_timeout_ms, on_drained, s);
-}
-
 /* Catches signum with cb; on failure h is closing. */
 static int open_signal(struct qr_server *s,
                        uv_signal_t *h,
@@ -913,7 +499,7 @@ static int open_signal(struct qr_server *s,
     h->data = s;
     rv = uv_signal_start(h, cb, signum);
     if (rv != 0) {
-        uv_close((uv_handle_t *)h, on_handle_closed);
+        uv_close((uv_handle_t *)h, server_on_handle_closed);
     }
     return rv;
 }
@@ -955,19 +541,19 @@ static int open_handles(struct qr_server *s)
     if (rv != 0) {
         goto err_after_sighup;
     }
-    uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
+    uv_timer_start(&s->tick, server_on_tick, TICK_MS, TICK_MS);
     return 0;
 
 err_after_sighup:
-    uv_close((uv_handle_t *)&s->sighup, on_handle_closed);
+    uv_close((uv_handle_t *)&s->sighup, server_on_handle_closed);
 err_after_sigint:
-    uv_close((uv_handle_t *)&s->sigint, on_handle_closed);
+    uv_close((uv_handle_t *)&s->sigint, server_on_handle_closed);
 err_after_sigterm:
-    uv_close((uv_handle_t *)&s->sigterm, on_handle_closed);
+    uv_close((uv_handle_t *)&s->sigterm, server_on_handle_closed);
 err_after_stop_deadline:
-    uv_close((uv_handle_t *)&s->stop_deadline, on_handle_closed);
+    uv_close((uv_handle_t *)&s->stop_deadline, server_on_handle_closed);
 err_after_tick:
-    uv_close((uv_handle_t *)&s->tick, on_handle_closed);
+    uv_close((uv_handle_t *)&s->tick, server_on_handle_closed);
 err:
     snprintf(s->errmsg, sizeof s->errmsg, "%s: %s", what, uv_strerror(rv));
     return rv;
@@ -1109,7 +695,7 @@ int qr_server_init(struct qr_server *s,
         snprintf(s->errmsg, sizeof s->errmsg, "%s", s->cluster.errmsg);
         goto err_after_loop;
     }
-    s->cluster.on_leader = on_leader;
+    s->cluster.on_leader = server_on_leader;
     s->cluster.on_leader_data = s;
     s->cluster.on_removed = on_removed;
     s->cluster.on_removed_data = s;
@@ -1201,8 +787,13 @@ int qr_server_init(struct qr_server *s,
         goto err_after_http;
     }
     if (cfg->otlp_endpoint[0] != '\0') {
-        rv = qr_trace_open(&s->loop, cfg->otlp_endpoint, cfg->otlp_service_name,
-                           cfg->id, &s->metrics, &s->trace, s->errmsg);
+        struct qr_trace_options trace = {
+            .endpoint = cfg->otlp_endpoint,
+            .service_name = cfg->otlp_service_name,
+            .node_id = cfg->id,
+            .metrics = &s->metrics,
+        };
+        rv = qr_trace_open(&s->loop, &trace, &s->trace, s->errmsg);
         if (rv != 0) {
             goto err_after_scheduler;
         }

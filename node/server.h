@@ -54,7 +54,7 @@ struct qr_server {
     bool prune_pending;
     char prune_cursor[64]; /* where the walk over finished messages is */
     uint64_t next_prune_mono_ms;
-    /* On the leader: retention gives way to space pressure now (server.c,
+    /* On the leader: retention gives way to space pressure now (server_tick.c,
      * propose_prune; qraft_retention_pressure). */
     bool retention_pressure;
     /* The node certificate's notAfter, Unix time (0: no TLS, or unread);

@@ -257,11 +257,7 @@ static bool peer_claims_ok(uint64_t cert_id,
                            char *why,
                            size_t why_size)
 {
-    uint64_t claimed = 0;
-    if (req->body_case == QRAFT__REQUEST__BODY_HEARTBEAT &&
-        req->heartbeat->info != NULL) {
-        claimed = req->heartbeat->info->id;
-    }
+    uint64_t claimed = qr_ops_heartbeat_node_id(req);
     if (req->body_case == QRAFT__REQUEST__BODY_RESULTS) {
         for (size_t i = 0; i < req->results->n_results && claimed == 0; i++) {
             if (req->results->results[i]->node_id != cert_id) {
@@ -389,13 +385,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct qr_rpc_conn *conn = h->data;
     (void)suggested;
-    if (conn->use_tls) {
-        qr_tls_stream_room(&conn->tls, buf); /* ciphertext */
-        return;
-    }
-    size_t room = 0;
-    buf->base = (char *)qr_framed_room(&conn->in, &room);
-    buf->len = room;
+    qr_framed_alloc(&conn->in, conn->use_tls ? &conn->tls : NULL, buf);
 }
 
 /* Room for plaintext out of the TLS stream. */

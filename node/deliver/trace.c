@@ -330,21 +330,18 @@ static void on_engine_closed(struct qr_delivery *d)
 }
 
 int qr_trace_open(uv_loop_t *loop,
-                  const char *endpoint,
-                  const char *service_name,
-                  uint64_t node_id,
-                  struct qr_metrics *metrics,
+                  const struct qr_trace_options *opts,
                   struct qr_trace **out,
                   char *errmsg)
 {
     struct qr_trace *t = calloc(1, sizeof *t);
     char instance[24];
-    snprintf(instance, sizeof instance, "%" PRIu64, node_id);
+    snprintf(instance, sizeof instance, "%" PRIu64, opts->node_id);
     if (t != NULL) {
-        t->endpoint = strdup(endpoint);
+        t->endpoint = strdup(opts->endpoint);
         t->resource = json_pack(
             "{s:[{s:s,s:{s:s}},{s:s,s:{s:s}}]}", "attributes", "key",
-            "service.name", "value", "stringValue", service_name, "key",
+            "service.name", "value", "stringValue", opts->service_name, "key",
             "service.instance.id", "value", "stringValue", instance);
     }
     if (t == NULL || t->endpoint == NULL || t->resource == NULL) {
@@ -352,7 +349,7 @@ int qr_trace_open(uv_loop_t *loop,
         goto err;
     }
     t->loop = loop;
-    t->metrics = metrics;
+    t->metrics = opts->metrics;
     struct qr_delivery_limits limits;
     qr_delivery_limits_default(&limits);
     limits.max_inflight = 1;
@@ -384,8 +381,8 @@ int qr_trace_open(uv_loop_t *loop,
         qr_delivery_close(&t->engine, on_engine_closed);
         return QR_EUNAVAIL;
     }
-    QR_INFO("trace", "exporting spans to %s as service %s", endpoint,
-            service_name);
+    QR_INFO("trace", "exporting spans to %s as service %s", opts->endpoint,
+            opts->service_name);
     *out = t;
     return 0;
 

@@ -52,16 +52,20 @@ struct qr_trace_span {
     char host[QR_TRACE_HOST_BYTES];
 };
 
-/* Opens the exporter on loop (borrowed) for endpoint (an http:// or
- * https:// URL, copied), naming service_name (copied) and node_id in its
- * resource. metrics (borrowed, may be NULL) counts the spans exported and
- * dropped. On 0 *out is new: close it with qr_trace_close. On failure
- * errmsg (QR_ERRMSG_BYTES) says why. */
+/* Where an exporter sends and what it says it is (qr_trace_open). */
+struct qr_trace_options {
+    const char *endpoint;     /* an http:// or https:// URL, copied */
+    const char *service_name; /* copied; with node_id, names the resource */
+    uint64_t node_id;
+    struct qr_metrics *metrics; /* borrowed, may be NULL: counts the spans
+                                   exported and dropped */
+};
+
+/* Opens the exporter on loop (borrowed) as opts says (borrowed for the
+ * call). On 0 *out is new: close it with qr_trace_close. On failure errmsg
+ * (QR_ERRMSG_BYTES) says why. */
 int qr_trace_open(uv_loop_t *loop,
-                  const char *endpoint,
-                  const char *service_name,
-                  uint64_t node_id,
-                  struct qr_metrics *metrics,
+                  const struct qr_trace_options *opts,
                   struct qr_trace **out,
                   char *errmsg);
 

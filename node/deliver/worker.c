@@ -7,13 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "deliver/retry.h"
 #include "deliver/sign.h"
+#include "deliver/worker_int.h"
 #include "deliver/workflow.h"
 #include "lib/clock.h"
 #include "lib/err.h"
 #include "lib/logger.h"
-#include "lib/random.h"
 #include "repl/command.h"
 #include "repl/fsm.h"
 
@@ -41,12 +40,6 @@
  * Caller-Ip, traceparent */
 #define EXTRA_HEADERS 8
 #define SETTLE_MS 5000
-/* A result whose report failed is held and sent again (the node holds no
- * lease meanwhile: nothing new starts); after this many failures it is
- * given up and the message is sent again once it settled, as when the
- * outcome is unknown. */
-#define MAX_REPORTS 5
-#define HELD_RETRY_MS 100
 /* Without a lease this long, transfers the gate holds are cancelled (their
  * messages are read afresh once the lease is back); a shorter gap (a
  * leader change) lets them start where they were. */
@@ -56,74 +49,12 @@
  * no sooner than the lease margin after that, shards.h). */
 #define FLOW_LEASE_CHECK_MS 100
 
-/* One attempt on its way; keyed by message id. */
-struct qr_worker_inflight {
-    struct qr_worker_inflight *next; /* bucket chain */
-    struct qr_worker *worker;
-    char id[QR_ID_BYTES + 64];
-    uint32_t attempt;    /* the message's attempts when sent: the fence */
-    uint32_t generation; /* and its generation (replays) */
-    uint32_t max_retries;
-    uint64_t created_ms;
-    char *retry_delay; /* the expression, or NULL */
-    uint32_t shard;
-    struct { /* the message's retry options; zero: unset */
-        bool strict;
-        uint64_t min_backoff_ms;
-        uint64_t max_backoff_ms;
-        uint32_t max_doublings;
-        uint64_t max_retry_duration_ms;
-    } options;
-    uint64_t ticket;
-    bool sending;     /* the delivery callback has not fired yet */
-    size_t host_slot; /* its host's in the metrics (qr_metrics_host_slot) */
-    uint64_t sent_us; /* qr_metrics_now_us when sent */
-    struct qr_trace_span span; /* with tracing on: the attempt's */
-    /* Its flow control key's state while sending (counted there), or
-     * NULL: not flow-controlled, or answered. */
-    struct qr_flow_key *flow;
-    bool proposing; /* the result is on its way through raft */
-    /* The packed result, kept until it is reported (NULL once it is, or
-     * when it could not be packed). */
-    uint8_t *result;
-    size_t result_len;
-    bool held; /* its report failed: sent again once a lease is back */
-    unsigned report_failures;
-    /* The result was answered (committed, or its outcome is unknown): the
-     * entry stays until this replica shows the attempt counted, so a scan
-     * on a follower that has not applied it yet does not send it again;
-     * after SETTLE_MS it goes anyway (an unknown outcome that did not
-     * commit is then sent again). */
-    bool answered;
-    uint64_t answered_mono_ms;
-    uint64_t wait_index; /* remove once this replica applied this far */
-};
-
 /* ------------------------------------------------------------------------ */
 /* The in-flight table. */
 
-static size_t bucket_of(const struct qr_worker *w, const char *id)
+void worker_inflight_remove(struct qr_worker *w, struct qr_worker_inflight *f)
 {
-    uint32_t h = 2166136261u;
-    for (const unsigned char *p = (const unsigned char *)id; *p; p++) {
-        h = (h ^ *p) * 16777619u;
-    }
-    return h % w->n_buckets;
-}
-
-static struct qr_worker_inflight *inflight_find(struct qr_worker *w,
-                                                const char *id)
-{
-    struct qr_worker_inflight *f = w->buckets[bucket_of(w, id)];
-    while (f != NULL && strcmp(f->id, id) != 0) {
-        f = f->next;
-    }
-    return f;
-}
-
-static void inflight_remove(struct qr_worker *w, struct qr_worker_inflight *f)
-{
-    struct qr_worker_inflight **pp = &w->buckets[bucket_of(w, f->id)];
+    struct qr_worker_inflight **pp = &w->buckets[worker_bucket_of(w, f->id)];
     while (*pp != NULL && *pp != f) {
         pp = &(*pp)->next;
     }
@@ -151,7 +82,7 @@ static void inflight_remove(struct qr_worker *w, struct qr_worker_inflight *f)
  * goes back either: a stamp seen late would set it back by the wait, and
  * a flow control key's rate period would then last longer in the scan's
  * time than in real time, letting the next period start early. */
-static uint64_t effective_now_ms(struct qr_worker *w)
+uint64_t worker_now_ms(struct qr_worker *w)
 {
     uint64_t wall = qr_clock_wall_ms();
     uint64_t mono = qr_clock_mono_ms();
@@ -170,8 +101,7 @@ static uint64_t effective_now_ms(struct qr_worker *w)
 
 static void on_timer(uv_timer_t *t);
 
-/* Makes sure a scan happens by wall time at_ms. */
-static void wake_at(struct qr_worker *w, uint64_t at_ms)
+void worker_wake_at(struct qr_worker *w, uint64_t at_ms)
 {
     if (w->closing || at_ms >= w->wake_at_ms) {
         return;
@@ -187,320 +117,7 @@ static void wake_at(struct qr_worker *w, uint64_t at_ms)
 
 static void on_due(void *data, uint64_t earliest_due_ms)
 {
-    wake_at(data, earliest_due_ms);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Results. */
-
-struct result_ctx {
-    struct qr_worker *worker;
-    char id[QR_ID_BYTES + 64];
-};
-
-/* A report of f's result failed (it may or may not have committed): hold it
- * for another report, or give it up after MAX_REPORTS. Either way the
- * message is not sent again while the entry stays. */
-static void report_failed(struct qr_worker *w, struct qr_worker_inflight *f)
-{
-    f->proposing = false;
-    if (f->result != NULL && ++f->report_failures < MAX_REPORTS) {
-        f->held = true;
-        w->stats.results_held++;
-        wake_at(w, qr_clock_wall_ms() + HELD_RETRY_MS);
-        return;
-    }
-    /* Not committed (or not known to be): the message is still due unless
-     * the result did commit; the scans after SETTLE_MS tell. */
-    w->stats.results_dropped++;
-    f->answered = true;
-    f->answered_mono_ms = qr_clock_mono_ms();
-    f->wait_index = UINT64_MAX;
-    free(f->result);
-    f->result = NULL;
-}
-
-static void on_result_applied(void *data, int status, uint64_t applied_index);
-
-/* Hands r (f's result) to raft through the leader. */
-static void report(struct qr_worker *w,
-                   struct qr_worker_inflight *f,
-                   const Qraft__DeliveryResult *r)
-{
-    struct result_ctx *ctx = malloc(sizeof *ctx);
-    int rv = -ENOMEM;
-    if (ctx != NULL) {
-        ctx->worker = w;
-        snprintf(ctx->id, sizeof ctx->id, "%s", f->id);
-        rv = qr_shards_submit_result(w->shards, r, on_result_applied, ctx);
-    }
-    if (rv != 0) {
-        free(ctx);
-        QR_DEBUG_MSG("worker", f->id, "result not submitted: %s",
-                     qr_strerror(rv));
-        report_failed(w, f);
-        return;
-    }
-    f->held = false;
-    f->proposing = true;
-}
-
-/* Reports the held results again, while this node holds a lease. */
-static void report_held(struct qr_worker *w)
-{
-    for (size_t b = 0; b < w->n_buckets; b++) {
-        struct qr_worker_inflight *f = w->buckets[b];
-        while (f != NULL && qr_shards_active(w->shards)) {
-            struct qr_worker_inflight *next = f->next;
-            if (f->held) {
-                Qraft__DeliveryResult *r = qraft__delivery_result__unpack(
-                    NULL, f->result_len, f->result);
-                if (r == NULL) {
-                    f->held = false;
-                    report_failed(w, f); /* gives it up: no result left */
-                } else {
-                    w->stats.results_resent++;
-                    report(w, f, r);
-                    qraft__delivery_result__free_unpacked(r, NULL);
-                }
-            }
-            f = next;
-        }
-    }
-}
-
-static void on_result_applied(void *data, int status, uint64_t applied_index)
-{
-    struct result_ctx *ctx = data;
-    struct qr_worker *w = ctx->worker;
-    if (w->closing) {
-        free(ctx); /* the table is gone; nothing is waiting for this */
-        return;
-    }
-    struct qr_worker_inflight *f = inflight_find(w, ctx->id);
-    if (status != 0) {
-        QR_DEBUG_MSG("worker", ctx->id, "result: %s", qr_strerror(status));
-    }
-    if (f != NULL && status != 0) {
-        report_failed(w, f);
-    } else if (f != NULL &&
-               applied_index <= qr_cluster_fsm_applied(w->cluster)) {
-        inflight_remove(w, f); /* this replica has it: the store tells */
-    } else if (f != NULL) {
-        f->proposing = false;
-        f->answered = true;
-        f->answered_mono_ms = qr_clock_mono_ms();
-        f->wait_index = applied_index;
-        free(f->result);
-        f->result = NULL;
-    }
-    free(ctx);
-    /* The message moved (or will be re-sent): look again soon. */
-    wake_at(w, qr_clock_wall_ms());
-}
-
-static void fill_response(Qraft__AttemptResponse *out,
-                          Qraft__Header *headers,
-                          Qraft__Header **header_ptrs,
-                          const struct qr_delivery_response *resp)
-{
-    qraft__attempt_response__init(out);
-    out->status = (int32_t)resp->status;
-    for (size_t i = 0; i < resp->n_headers; i++) {
-        qraft__header__init(&headers[i]);
-        headers[i].name = (char *)resp->headers[i].name;
-        headers[i].value = (char *)resp->headers[i].value;
-        header_ptrs[i] = &headers[i];
-    }
-    out->n_headers = resp->n_headers;
-    out->headers = header_ptrs;
-    out->body.data = (uint8_t *)resp->body;
-    out->body.len = resp->body_len;
-    out->body_truncated = resp->body_truncated;
-}
-
-static enum qr_retry_transport transport_of(enum qr_delivery_transport t)
-{
-    switch (t) {
-        case QR_DELIVERY_OK:
-            return QR_RETRY_TRANSPORT_OK;
-        case QR_DELIVERY_CONNECT:
-            return QR_RETRY_TRANSPORT_CONNECT;
-        case QR_DELIVERY_DNS:
-            return QR_RETRY_TRANSPORT_DNS;
-        case QR_DELIVERY_TLS:
-            return QR_RETRY_TRANSPORT_TLS;
-        case QR_DELIVERY_TIMEOUT:
-            return QR_RETRY_TRANSPORT_TIMEOUT;
-        case QR_DELIVERY_TOO_MANY_REDIRECTS:
-            return QR_RETRY_TRANSPORT_REDIRECTS;
-        case QR_DELIVERY_REFUSED:
-            return QR_RETRY_TRANSPORT_REFUSED;
-        default:
-            return QR_RETRY_TRANSPORT_PROTOCOL;
-    }
-}
-
-/* A random jitter in [-0.1, 0.1]: chosen here, by the proposer, so apply
- * stays deterministic. */
-static double draw_jitter(void)
-{
-    uint32_t r = 0;
-    if (qr_random_bytes(&r, sizeof r) != 0) {
-        return 0;
-    }
-    return ((double)r / (double)UINT32_MAX) * 0.2 - 0.1;
-}
-
-/* Classifies the attempt, chooses the delay, and proposes the result. */
-static void propose_result(struct qr_worker *w,
-                           struct qr_worker_inflight *f,
-                           const struct qr_delivery_response *resp)
-{
-    uint64_t now = effective_now_ms(w);
-    struct qr_retry_response hdr = {0};
-    for (size_t i = 0; i < resp->n_headers; i++) {
-        char line[1024];
-        int n = snprintf(line, sizeof line, "%s: %s", resp->headers[i].name,
-                         resp->headers[i].value);
-        if (n > 0) {
-            qr_retry_note_header(
-                &hdr, line,
-                (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, now);
-        }
-    }
-    struct qr_retry_verdict v;
-    qr_retry_classify(transport_of(resp->transport), (int)resp->status,
-                      hdr.non_retryable, f->options.strict, &v);
-    struct qr_retry_budget budget = {
-        .attempts = f->attempt + 1,
-        .max_retries = f->max_retries,
-        .created_ms = f->created_ms,
-        .max_retry_duration_ms = f->options.max_retry_duration_ms,
-        .now_ms = now,
-    };
-    bool retry = qr_retry_check_budget(&v, &budget);
-
-    Qraft__DeliveryResult r = QRAFT__DELIVERY_RESULT__INIT;
-    Qraft__LastError err = QRAFT__LAST_ERROR__INIT;
-    Qraft__AttemptResponse ar;
-    Qraft__Header *headers = calloc(resp->n_headers + 1, sizeof *headers);
-    Qraft__Header **header_ptrs =
-        calloc(resp->n_headers + 1, sizeof *header_ptrs);
-    char hint[QR_RETRY_HINT_BYTES];
-    char message[QR_DELIVERY_ERROR_BYTES + 64];
-    if (headers == NULL || header_ptrs == NULL) {
-        free(headers);
-        free(header_ptrs);
-        w->stats.results_dropped++;
-        inflight_remove(w, f);
-        return;
-    }
-    fill_response(&ar, headers, header_ptrs, resp);
-    r.message_id = f->id;
-    r.attempt = f->attempt;
-    r.generation = f->generation;
-    r.node_id = w->config->id;
-    r.response = &ar;
-    if (v.cls == QR_RETRY_DELIVERED) {
-        r.outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_DELIVERED;
-        w->stats.delivered++;
-        QR_METRICS_INC(w->metrics, deliveries_delivered);
-    } else {
-        if (resp->transport == QR_DELIVERY_OK) {
-            snprintf(message, sizeof message, "HTTP %ld", resp->status);
-        } else {
-            snprintf(message, sizeof message, "%s: %s",
-                     qr_retry_transport_name(v.transport), resp->error);
-        }
-        err.category = (char *)qr_retry_category_name(v.category);
-        err.cause = (char *)qr_retry_category_name(v.cause);
-        err.status = (int32_t)resp->status;
-        err.message = message;
-        r.error = &err;
-        if (retry) {
-            struct qr_retry_backoff b = {
-                .header_delay_set = hdr.delay_set,
-                .header_delay_ms = hdr.delay_ms,
-                .expr = f->retry_delay,
-                .retried = f->attempt,
-                .jitter = draw_jitter(),
-                .min_backoff_ms = f->options.min_backoff_ms,
-                .max_backoff_ms = f->options.max_backoff_ms,
-                .max_doublings = f->options.max_doublings,
-            };
-            r.outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_RETRY;
-            r.retry_delay_ms = qr_retry_next_delay_ms(&b, NULL);
-            w->stats.retried++;
-            QR_METRICS_INC(w->metrics, deliveries_retry);
-        } else {
-            r.outcome = QRAFT__ATTEMPT_OUTCOME__OUTCOME_DEAD;
-            qr_retry_hint(&v, hint, sizeof hint);
-            r.hint = hint;
-            w->stats.dead_lettered++;
-            QR_METRICS_INC(w->metrics, deliveries_dead);
-            if (resp->transport == QR_DELIVERY_REFUSED) {
-                /* An operator's matter (a publisher aimed at an internal
-                 * address, or a network to open): say where. */
-                QR_WARN_MSG("worker", f->id, "not delivered, dead-lettered: %s",
-                            resp->error);
-            } else {
-                QR_INFO_MSG("worker", f->id,
-                            "dead-lettered after %u attempt(s): %s (%s)",
-                            f->attempt + 1, err.category, message);
-            }
-        }
-    }
-
-    if (w->trace != NULL) {
-        qr_trace_end_attempt(w->trace, &f->span, f->id, f->attempt, r.outcome,
-                             resp);
-    }
-    /* Kept until reported: a failed report is made again, never the
-     * delivery (see worker.h). Without it, a failed report is given up. */
-    size_t len = qraft__delivery_result__get_packed_size(&r);
-    f->result = malloc(len > 0 ? len : 1);
-    if (f->result != NULL) {
-        f->result_len = qraft__delivery_result__pack(&r, f->result);
-    }
-    report(w, f, &r);
-    free(headers);
-    free(header_ptrs);
-}
-
-static void on_delivered(void *data, const struct qr_delivery_response *resp)
-{
-    struct qr_worker_inflight *f = data;
-    struct qr_worker *w = f->worker;
-    assert(f->sending); /* the engine answers each send exactly once */
-    f->sending = false;
-    if (f->flow != NULL) {
-        qr_flow_finished(f->flow);
-        f->flow = NULL;
-        w->n_flow_sending--;
-    }
-    bool cancelled = resp->transport == QR_DELIVERY_CANCELLED || w->closing;
-    qr_metrics_host_ended(
-        w->metrics, f->host_slot,
-        !cancelled && (resp->transport != QR_DELIVERY_OK ||
-                       resp->status < 200 || resp->status >= 300));
-    if (cancelled) {
-        /* Nothing was learned: the message stays due for whoever leads. */
-        inflight_remove(w, f);
-        return;
-    }
-    if (w->metrics != NULL) {
-        qr_metrics_observe(&w->metrics->attempt_seconds,
-                           qr_metrics_now_us() - f->sent_us);
-    }
-    /* Reported even when this node lost its lease meanwhile: the outcome
-     * is known, and reporting it (now or once the lease is back) spares
-     * the destination a duplicate. */
-    QR_DEBUG_MSG("worker", f->id, "attempt %u: %s, HTTP %ld in %" PRIu64 " ms",
-                 f->attempt,
-                 resp->transport == QR_DELIVERY_OK ? "answered" : resp->error,
-                 resp->status, resp->elapsed_ms);
-    propose_result(w, f, resp);
+    worker_wake_at(data, earliest_due_ms);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -512,6 +129,9 @@ struct scan_ctx {
     const Qraft__SigningKeys *keys;
     uint64_t now_ms;
     uint64_t now_s;
+    /* The store's due scans: up to now_ms, through skip_in_flight and
+     * on_due_message (a key's waitlist: at most its capacity). */
+    struct qr_store_due_visit due;
     /* A flow-controlled key's rate periods are a span of this node's
      * monotonic clock: now_ms (the leader's frame, as due times are) can
      * lag it and then jump ahead when a fresh entry is seen, which would
@@ -652,7 +272,8 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
         f->host_slot = qr_metrics_host_slot(w->metrics, m->url);
         f->sent_us = qr_metrics_now_us();
     }
-    rv = qr_delivery_send(&w->delivery, &req, on_delivered, f, &f->ticket);
+    rv = qr_delivery_send(&w->delivery, &req, worker_on_delivered, f,
+                          &f->ticket);
     if (rv != 0) {
         QR_WARN_MSG("worker", m->id, "not sent: %s (%s)", qr_strerror(rv),
                     w->delivery.errmsg);
@@ -671,7 +292,7 @@ static int dispatch(struct scan_ctx *sc, const Qraft__Message *m)
         qr_flow_started(sc->flow, &sc->flow_limits, sc->flow_mono_ms);
         w->n_flow_sending++;
     }
-    size_t b = bucket_of(w, f->id);
+    size_t b = worker_bucket_of(w, f->id);
     f->next = w->buckets[b];
     w->buckets[b] = f;
     w->n_inflight++;
@@ -695,7 +316,7 @@ out:
 static bool skip_in_flight(void *arg, const char *id)
 {
     struct scan_ctx *sc = arg;
-    const struct qr_worker_inflight *f = inflight_find(sc->worker, id);
+    const struct qr_worker_inflight *f = worker_inflight_find(sc->worker, id);
     return f != NULL && !f->answered;
 }
 
@@ -709,7 +330,7 @@ static int on_due_message(void *arg, const Qraft__Message *m)
     if (m->next_attempt_ms > sc->now_ms) {
         return 0;
     }
-    struct qr_worker_inflight *f = inflight_find(w, m->id);
+    struct qr_worker_inflight *f = worker_inflight_find(w, m->id);
     if (f != NULL) {
         /* Once this replica counts the attempt, the message's next attempt
          * (if any) is a new one: the entry has done its job. */
@@ -717,7 +338,7 @@ static int on_due_message(void *arg, const Qraft__Message *m)
             (m->attempts == f->attempt && m->generation == f->generation)) {
             return 0;
         }
-        inflight_remove(w, f);
+        worker_inflight_remove(w, f);
     }
     if (w->n_inflight >= HOST_LIMIT_FROM_INFLIGHT &&
         qr_delivery_queued(&w->delivery) >= MAX_HOST_QUEUED &&
@@ -770,7 +391,8 @@ static void cancel_unowned(struct qr_worker *w, bool active)
             bool moved = !qr_shards_assigned(w->shards, f->shard) &&
                          !qr_shards_handing_over(w->shards, f->shard);
             if (f->sending && (moved || (!active && f->flow != NULL))) {
-                /* Fires on_delivered (CANCELLED) now, which removes f. */
+                /* Fires the delivery callback (CANCELLED) now, which
+                 * removes f. */
                 qr_delivery_cancel(&w->delivery, f->ticket);
             }
             f = next;
@@ -792,7 +414,7 @@ static bool sweep_settled(struct qr_worker *w)
             struct qr_worker_inflight *next = f->next;
             if (f->answered && (f->wait_index <= applied ||
                                 now - f->answered_mono_ms >= SETTLE_MS)) {
-                inflight_remove(w, f);
+                worker_inflight_remove(w, f);
             } else if (f->answered) {
                 waiting = true;
             }
@@ -860,8 +482,9 @@ static int on_flow_key(void *arg, const char *key, uint64_t first_due_ms)
         return 0;
     }
     sc->flow = k;
-    rv = qr_store_flow_due_scan(sc->txn, sc->shard, key, sc->now_ms, cap,
-                                skip_in_flight, on_due_message, sc);
+    struct qr_store_due_visit due = sc->due;
+    due.limit = cap;
+    rv = qr_store_flow_due_scan(sc->txn, sc->shard, key, &due);
     sc->flow = NULL;
     return rv;
 }
@@ -938,7 +561,7 @@ static void drain_step(struct qr_worker *w)
         return; /* drained: the stop goes on */
     }
     if (qr_shards_leased(w->shards)) {
-        report_held(w);
+        worker_report_held(w);
     }
     size_t n_sending = 0;
     size_t n = count_unsettled(w, &n_sending);
@@ -953,7 +576,7 @@ static void drain_step(struct qr_worker *w)
         return;
     }
     if (now < w->drain_deadline_mono_ms) {
-        wake_at(w, qr_clock_wall_ms() + 10);
+        worker_wake_at(w, qr_clock_wall_ms() + 10);
         return;
     }
     QR_WARN("worker",
@@ -967,7 +590,8 @@ static void drain_step(struct qr_worker *w)
         while (f != NULL) {
             struct qr_worker_inflight *next = f->next;
             if (f->sending) {
-                /* Fires on_delivered (CANCELLED) now, which removes f. */
+                /* Fires the delivery callback (CANCELLED) now, which
+                 * removes f. */
                 qr_delivery_cancel(&w->delivery, f->ticket);
             }
             f = next;
@@ -995,7 +619,7 @@ void qr_worker_drain(struct qr_worker *w,
             "draining: %zu attempt(s) running may finish within %" PRIu64
             " ms; %zu not started stay due",
             n_sending, timeout_ms, n_queued);
-    wake_at(w, qr_clock_wall_ms());
+    worker_wake_at(w, qr_clock_wall_ms());
 }
 
 /* One pass over every owned shard: send what is due, and find when the next
@@ -1013,35 +637,40 @@ static void scan(struct qr_worker *w)
     cancel_unowned(w, active || (w->draining && qr_shards_leased(w->shards)));
     bool settling = sweep_settled(w);
     if (settling) {
-        wake_at(w, qr_clock_wall_ms() + 10); /* replication is quick */
+        worker_wake_at(w, qr_clock_wall_ms() + 10); /* replication is quick */
     }
     if (w->draining) {
         drain_step(w);
         return;
     }
     if (!active) {
-        wake_at(w, qr_clock_wall_ms() + MAX_SLEEP_MS / 4);
+        worker_wake_at(w, qr_clock_wall_ms() + MAX_SLEEP_MS / 4);
         return;
     }
-    report_held(w);
+    worker_report_held(w);
     qr_delivery_resume(&w->delivery); /* what the gate held, if any */
     /* The last scan was cut short by busy hosts: the next goes on from
      * there CUT_SHORT_RESCAN_MS later, not at every result (each would
      * read MAX_DEFERRED_PER_SCAN messages only to leave them again). */
     uint64_t mono = qr_clock_mono_ms();
     if (w->scan_from_set && mono < w->cut_mono_ms + CUT_SHORT_RESCAN_MS) {
-        wake_at(w, qr_clock_wall_ms() +
-                       (w->cut_mono_ms + CUT_SHORT_RESCAN_MS - mono));
+        worker_wake_at(w, qr_clock_wall_ms() +
+                              (w->cut_mono_ms + CUT_SHORT_RESCAN_MS - mono));
         return;
     }
 
     struct qr_store_txn *txn = NULL;
     Qraft__SigningKeys *keys = NULL;
     struct scan_ctx sc = {.worker = w,
-                          .now_ms = effective_now_ms(w),
+                          .now_ms = worker_now_ms(w),
                           .flow_mono_ms = mono,
                           .next_due_ms = UINT64_MAX};
     sc.now_s = sc.now_ms / 1000;
+    sc.due = (struct qr_store_due_visit){.until_ms = sc.now_ms,
+                                         .limit = SIZE_MAX,
+                                         .skip = skip_in_flight,
+                                         .cb = on_due_message,
+                                         .arg = &sc};
     int rv = qr_store_txn_begin(w->store, false, &txn);
     if (rv == 0) {
         rv = read_keys(txn, &keys);
@@ -1051,7 +680,7 @@ static void scan(struct qr_worker *w)
         if (txn != NULL) {
             qr_store_txn_abort(txn);
         }
-        wake_at(w, qr_clock_wall_ms() + 100);
+        worker_wake_at(w, qr_clock_wall_ms() + 100);
         return;
     }
     sc.keys = keys;
@@ -1074,9 +703,7 @@ static void scan(struct qr_worker *w)
             (i < QR_FSM_N_SHARDS || resume)) {
             bool from = resume && i == 0;
             qr_store_due_scan_from(txn, shard, from ? w->scan_from_ms : 0,
-                                   from ? w->scan_from_id : NULL, sc.now_ms,
-                                   SIZE_MAX, skip_in_flight, on_due_message,
-                                   &sc);
+                                   from ? w->scan_from_id : NULL, &sc.due);
             if (sc.cut) {
                 w->scan_from_set = true;
                 w->cut_mono_ms = qr_clock_mono_ms();
@@ -1108,9 +735,10 @@ static void scan(struct qr_worker *w)
     uint64_t wall = qr_clock_wall_ms();
     /* Due times are in the leader's frame; our clock may run behind it. */
     uint64_t skew = wall > sc.now_ms ? wall - sc.now_ms : 0;
-    wake_at(w, next_due == UINT64_MAX ? wall + MAX_SLEEP_MS : next_due + skew);
+    worker_wake_at(
+        w, next_due == UINT64_MAX ? wall + MAX_SLEEP_MS : next_due + skew);
     if (sc.cut) {
-        wake_at(w, wall + CUT_SHORT_RESCAN_MS);
+        worker_wake_at(w, wall + CUT_SHORT_RESCAN_MS);
     }
 }
 
@@ -1132,7 +760,7 @@ static void on_timer(uv_timer_t *t)
 
 void qr_worker_kick(struct qr_worker *w)
 {
-    wake_at(w, qr_clock_wall_ms());
+    worker_wake_at(w, qr_clock_wall_ms());
 }
 
 /* ------------------------------------------------------------------------ */

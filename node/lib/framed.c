@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/tls_stream.h"
+
 /* Read buffer growth step; a buffer over four of them is given back once
  * it is empty. */
 #define READ_CHUNK_BYTES (64u * 1024u)
@@ -50,6 +52,19 @@ uint8_t *qr_framed_room(struct qr_framed *f, size_t *room)
     }
     *room = f->cap - f->len;
     return f->buf + f->len;
+}
+
+void qr_framed_alloc(struct qr_framed *f,
+                     struct qr_tls_stream *tls,
+                     uv_buf_t *buf)
+{
+    if (tls != NULL) {
+        qr_tls_stream_room(tls, buf); /* ciphertext */
+        return;
+    }
+    size_t room = 0;
+    buf->base = (char *)qr_framed_room(f, &room);
+    buf->len = room;
 }
 
 void qr_framed_filled(struct qr_framed *f, size_t n)

@@ -13,8 +13,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "frame.h"
+
+struct qr_tls_stream;
 
 struct qr_framed {
     uint8_t *buf; /* owned */
@@ -34,6 +37,13 @@ void qr_framed_free(struct qr_framed *f);
  * *room, growing the buffer to hold the frame being read; NULL (and *room
  * 0) when out of memory. */
 uint8_t *qr_framed_room(struct qr_framed *f, size_t *room);
+
+/* A stream's uv_alloc_cb for f: the ciphertext room of tls (the TLS
+ * stream hands f the plaintext), or, with tls NULL (plaintext), f's room
+ * (qr_framed_room; buf->len 0 when out of memory). */
+void qr_framed_alloc(struct qr_framed *f,
+                     struct qr_tls_stream *tls,
+                     uv_buf_t *buf);
 
 /* n bytes were read into the room. */
 void qr_framed_filled(struct qr_framed *f, size_t n);

@@ -173,24 +173,17 @@ static void format_time(char *out, size_t size, const struct timespec *ts)
     snprintf(out, size, "%s.%03ldZ", day_time, ts->tv_nsec / 1000000);
 }
 
-size_t qr_log_format_line(char *out,
-                          enum qr_log_format format,
-                          const struct timespec *when,
-                          uint64_t node_id,
-                          enum qr_log_level level,
-                          const char *module,
-                          const struct qr_log_fields *fields,
-                          const char *text)
+size_t qr_log_format_line(char *out, const struct qr_log_line *e)
 {
     static const struct qr_log_fields none = {0};
-    const struct qr_log_fields *f = fields != NULL ? fields : &none;
+    const struct qr_log_fields *f = e->fields != NULL ? e->fields : &none;
     char time_text[48];
-    format_time(time_text, sizeof time_text, when);
+    format_time(time_text, sizeof time_text, e->when);
     /* Room is kept for the end: `"}` and the newline, then the NUL. */
     struct line l = {.buf = out, .len = 0, .cap = QR_LOG_LINE_BYTES - 4};
 
-    if (format == QR_LOG_TEXT) {
-        putf(&l, "%s %-5s %s: ", time_text, level_names[level], module);
+    if (e->format == QR_LOG_TEXT) {
+        putf(&l, "%s %-5s %s: ", time_text, level_names[e->level], e->module);
         if (f->message_id != NULL && f->message_id[0] != '\0') {
             putf(&l, "msg=%.*s ", FIELD_BYTES, f->message_id);
         }
@@ -200,14 +193,14 @@ size_t qr_log_format_line(char *out,
         if (f->term != 0) {
             putf(&l, "term=%" PRIu64 " ", f->term);
         }
-        put(&l, text, strnlen(text, l.cap - l.len));
+        put(&l, e->text, strnlen(e->text, l.cap - l.len));
     } else {
         putf(&l, "{\"time\":\"%s\",\"level\":\"%s\",\"module\":\"", time_text,
-             level_words[level]);
-        put_json_text(&l, module, strlen(module), l.cap);
+             level_words[e->level]);
+        put_json_text(&l, e->module, strlen(e->module), l.cap);
         put(&l, "\"", 1);
-        if (node_id != 0) {
-            putf(&l, ",\"node\":%" PRIu64, node_id);
+        if (e->node_id != 0) {
+            putf(&l, ",\"node\":%" PRIu64, e->node_id);
         }
         put_json_field(&l, "message_id", f->message_id);
         put_json_field(&l, "run_id", f->run_id);
@@ -215,7 +208,7 @@ size_t qr_log_format_line(char *out,
             putf(&l, ",\"term\":%" PRIu64, f->term);
         }
         put(&l, ",\"msg\":\"", 8);
-        put_json_text(&l, text, strlen(text), l.cap);
+        put_json_text(&l, e->text, strlen(e->text), l.cap);
         l.cap += 2;
         put(&l, "\"}", 2);
     }
@@ -242,21 +235,16 @@ static void log_text(enum qr_log_level level,
     char text[TEXT_BYTES];
     vsnprintf(text, sizeof text, fmt, ap);
     char line[QR_LOG_LINE_BYTES];
-    size_t len = qr_log_format_line(line, log_format, &ts, log_node_id, level,
-                                    module, fields, text);
+    struct qr_log_line what = {.format = log_format,
+                               .when = &ts,
+                               .node_id = log_node_id,
+                               .level = level,
+                               .module = module,
+                               .fields = fields,
+                               .text = text};
+    size_t len = qr_log_format_line(line, &what);
     /* One write per line keeps lines whole when several threads log. */
     fprintf(stderr, "%.*s", (int)len, line);
-}
-
-void qr_log(enum qr_log_level level, const char *module, const char *fmt, ...)
-{
-    if (level < log_level) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    log_text(level, module, NULL, fmt, ap);
-    va_end(ap);
 }
 
 void qr_log_with(enum qr_log_level level,

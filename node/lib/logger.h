@@ -49,32 +49,38 @@ int qr_log_parse_level(const char *s, enum qr_log_level *out);
 /* Parses "text", "json". Returns 0 or QR_EBADREQ. */
 int qr_log_parse_format(const char *s, enum qr_log_format *out);
 
-void qr_log(enum qr_log_level level, const char *module, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/* qr_log with what the line concerns (fields borrowed; NULL: nothing). */
+/* Logs one line at level (nothing below the level set) for module, with
+ * what the line concerns (fields borrowed; NULL: nothing). The QR_DEBUG
+ * ... QR_ERROR_MSG macros below are the usual way in. */
 void qr_log_with(enum qr_log_level level,
                  const char *module,
                  const struct qr_log_fields *fields,
                  const char *fmt,
                  ...) __attribute__((format(printf, 4, 5)));
 
-/* Writes one whole line (newline included, NUL-terminated) into out, which
- * holds QR_LOG_LINE_BYTES, and returns its length. A text too long for the
- * line is cut at a character boundary. Pure: what qr_log prints, for
- * tests. node_id 0 and fields NULL: none. */
-size_t qr_log_format_line(char *out,
-                          enum qr_log_format format,
-                          const struct timespec *when,
-                          uint64_t node_id,
-                          enum qr_log_level level,
-                          const char *module,
-                          const struct qr_log_fields *fields,
-                          const char *text);
+/* What one log line says (qr_log_format_line); pointers borrowed. */
+struct qr_log_line {
+    enum qr_log_format format;
+    const struct timespec *when;
+    uint64_t node_id; /* 0: none */
+    enum qr_log_level level;
+    const char *module;
+    const struct qr_log_fields *fields; /* NULL: none */
+    const char *text;
+};
 
-#define QR_DEBUG(module, ...) qr_log(QR_LOG_DEBUG, module, __VA_ARGS__)
-#define QR_INFO(module, ...) qr_log(QR_LOG_INFO, module, __VA_ARGS__)
-#define QR_WARN(module, ...) qr_log(QR_LOG_WARN, module, __VA_ARGS__)
-#define QR_ERROR(module, ...) qr_log(QR_LOG_ERROR, module, __VA_ARGS__)
+/* Writes e as one whole line (newline included, NUL-terminated) into
+ * out, which holds QR_LOG_LINE_BYTES, and returns its length. A text too
+ * long for the line is cut at a character boundary. Pure: what qr_log_with
+ * prints, for tests. */
+size_t qr_log_format_line(char *out, const struct qr_log_line *e);
+
+#define QR_DEBUG(module, ...) \
+    qr_log_with(QR_LOG_DEBUG, module, NULL, __VA_ARGS__)
+#define QR_INFO(module, ...) qr_log_with(QR_LOG_INFO, module, NULL, __VA_ARGS__)
+#define QR_WARN(module, ...) qr_log_with(QR_LOG_WARN, module, NULL, __VA_ARGS__)
+#define QR_ERROR(module, ...) \
+    qr_log_with(QR_LOG_ERROR, module, NULL, __VA_ARGS__)
 
 /* A line about one message (msg_id borrowed; the text need not repeat it). */
 #define QR_LOG_MSG_(level, module, msg_id, ...)                        \

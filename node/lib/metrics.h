@@ -60,11 +60,12 @@ struct qr_metrics_host {
 };
 
 struct qr_metrics {
-    uint64_t publishes;            /* ops/publish.c: new messages this node
-                                      proposed and saw applied (not
-                                      deduplicated) */
-    uint64_t deliveries_delivered; /* worker.c: this node's attempts, by */
-    uint64_t deliveries_retry;     /* the outcome it reported */
+    uint64_t publishes; /* ops/publish.c: new messages this node
+                           proposed and saw applied (not
+                           deduplicated) */
+    uint64_t
+        deliveries_delivered;  /* worker_outcome.c: this node's attempts, by */
+    uint64_t deliveries_retry; /* the outcome it reported */
     uint64_t deliveries_dead;
     uint64_t retries;             /* worker.c: attempts that were retries
                                      (Upstash-Retried > 0) */
@@ -75,7 +76,7 @@ struct qr_metrics {
     struct qr_metrics_pairs rpc;  /* rpc.c, ops.c: {kind, code} */
     /* ops.c: publish request to its answer, on the node that took it */
     struct qr_metrics_hist publish_seconds;
-    /* worker.c: an attempt's send to its answer */
+    /* worker_outcome.c: an attempt's send to its answer */
     struct qr_metrics_hist attempt_seconds;
     /* worker.c: a message's due time to its attempt's start */
     struct qr_metrics_hist due_lag_seconds;

@@ -353,13 +353,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct qr_peer_conn *conn = h->data;
     (void)suggested;
-    if (conn->use_tls) {
-        qr_tls_stream_room(&conn->tls, buf); /* ciphertext */
-        return;
-    }
-    size_t room = 0;
-    buf->base = (char *)qr_framed_room(&conn->in, &room);
-    buf->len = room;
+    qr_framed_alloc(&conn->in, conn->use_tls ? &conn->tls : NULL, buf);
 }
 
 /* Hands one answer to its call. Anything but an answer to a call this peer

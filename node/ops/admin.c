@@ -205,8 +205,10 @@ static void on_member_checked(void *data, int status, const char *why)
         return;
     }
     const Qraft__MemberAddRequest *a = call->member_add;
-    int rv = qr_cluster_add(call->op->ops->cluster, a->id, a->raft_addr,
-                            on_membership_done, call);
+    struct qr_membership_change add = {
+        .kind = QR_MEMBERSHIP_ADD, .id = a->id, .raft_addr = a->raft_addr};
+    int rv = qr_cluster_change_membership(call->op->ops->cluster, &add,
+                                          on_membership_done, call);
     if (rv != 0) {
         membership_refused(call->op, call->id, rv);
         qr_call_free(call);
@@ -285,17 +287,14 @@ void qr_op_membership(struct qr_op *op, const Qraft__Request *req)
         qr_op_error(op, req->id, QRAFT__STATUS__INTERNAL, "out of memory");
         return;
     }
-    int rv;
-    switch (req->body_case) {
-        case QRAFT__REQUEST__BODY_MEMBER_REMOVE:
-            rv = qr_cluster_remove(c, req->member_remove->id,
-                                   on_membership_done, call);
-            break;
-        default:
-            rv = qr_cluster_transfer(c, req->transfer->id, on_membership_done,
-                                     call);
-            break;
+    struct qr_membership_change change = {.kind = QR_MEMBERSHIP_TRANSFER};
+    if (req->body_case == QRAFT__REQUEST__BODY_MEMBER_REMOVE) {
+        change.kind = QR_MEMBERSHIP_REMOVE;
+        change.id = req->member_remove->id;
+    } else {
+        change.id = req->transfer->id;
     }
+    int rv = qr_cluster_change_membership(c, &change, on_membership_done, call);
     if (rv != 0) {
         membership_refused(op, req->id, rv);
         qr_call_free(call);

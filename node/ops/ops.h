@@ -125,6 +125,9 @@ void qr_ops_close(struct qr_ops *ops, qr_ops_close_cb cb);
  * index): they need the peer token. */
 bool qr_ops_is_peer_request(Qraft__Request__BodyCase kind);
 
+/* The node id a heartbeat says it comes from; 0 for anything else. */
+uint64_t qr_ops_heartbeat_node_id(const Qraft__Request *req);
+
 /* A face received req (borrowed), a node-to-node request, without the peer
  * token, from the address from: logs it at WARN (at most every 10 s per
  * node, with the count since), remembers it for status, and writes the

@@ -53,17 +53,22 @@ static struct qr_ops_refused_peer *refused_slot(struct qr_ops *ops, uint64_t id)
     return oldest;
 }
 
+uint64_t qr_ops_heartbeat_node_id(const Qraft__Request *req)
+{
+    if (req->body_case == QRAFT__REQUEST__BODY_HEARTBEAT &&
+        req->heartbeat->info != NULL) {
+        return req->heartbeat->info->id;
+    }
+    return 0;
+}
+
 void qr_ops_peer_refused(struct qr_ops *ops,
                          const Qraft__Request *req,
                          const char *from,
                          char *why,
                          size_t why_size)
 {
-    uint64_t id = 0;
-    if (req->body_case == QRAFT__REQUEST__BODY_HEARTBEAT &&
-        req->heartbeat->info != NULL) {
-        id = req->heartbeat->info->id;
-    }
+    uint64_t id = qr_ops_heartbeat_node_id(req);
     const char *kind = peer_kind_name(req->body_case);
     snprintf(why, why_size,
              "unauthorized: a %s is a node-to-node request and needs the "

@@ -416,8 +416,13 @@ int qr_apply_create_callback(struct qr_apply_ctx *ctx,
 {
     struct qr_callback cb;
     char id[QR_ID_BYTES];
-    int rv = qr_callback_build(&cb, src, r, kind, ctx->now_ms,
-                               default_timeout_ms, run);
+    struct qr_callback_source from = {.src = src,
+                                      .r = r,
+                                      .kind = kind,
+                                      .now_ms = ctx->now_ms,
+                                      .default_timeout_ms = default_timeout_ms,
+                                      .run = run};
+    int rv = qr_callback_build(&cb, &from);
     if (rv != 0) {
         return rv;
     }

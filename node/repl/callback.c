@@ -273,13 +273,13 @@ static int apply_template(struct qr_callback *cb,
 }
 
 int qr_callback_build(struct qr_callback *cb,
-                      const Qraft__Message *src,
-                      const Qraft__DeliveryResult *r,
-                      Qraft__CallbackKind kind,
-                      uint64_t now_ms,
-                      uint64_t default_timeout_ms,
-                      const struct qr_callback_run *run)
+                      const struct qr_callback_source *from)
 {
+    const Qraft__Message *src = from->src;
+    const Qraft__DeliveryResult *r = from->r;
+    Qraft__CallbackKind kind = from->kind;
+    uint64_t now_ms = from->now_ms;
+    const struct qr_callback_run *run = from->run;
     memset(cb, 0, sizeof *cb);
     cb->body_json = build_body(src, r, kind, run);
     cb->headers = malloc(sizeof *cb->headers);
@@ -306,7 +306,7 @@ int qr_callback_build(struct qr_callback *cb,
     /* As QStash does: a callback retries like its source. */
     m->max_retries = src->max_retries;
     m->retry_options = src->retry_options;
-    m->timeout_ms = default_timeout_ms;
+    m->timeout_ms = from->default_timeout_ms;
     m->not_before_ms = now_ms;
     m->next_attempt_ms = now_ms;
     m->created_ms = now_ms;

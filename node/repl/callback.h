@@ -44,11 +44,11 @@ struct qr_callback_run {
     ProtobufCBinaryData initial_body;
 };
 
-/* Builds the callback of `kind` for source message src (as it is after the
- * attempt: attempts already counted) and the committed result r, at leader
- * time now_ms. The callback retries like its source (max retries and retry
- * options, borrowed from src); its timeout is the default carried by the
- * command.
+/* Builds (from the fields of `from`) the callback of `kind` for source
+ * message src (as it is after the attempt: attempts already counted) and
+ * the committed result r, at leader time now_ms. The callback retries like
+ * its source (max retries and retry options, borrowed from src); its
+ * timeout is the default carried by the command.
  *
  * Then it takes the source's settings for it (Upstash-Callback-* or
  * Upstash-Failure-Callback-*: src->callback_headers or
@@ -60,13 +60,16 @@ struct qr_callback_run {
  * retried = maxRetries (the SDK waits for that attempt). run (NULL: none)
  * is the source's workflow run, for a failure callback. Returns 0 or
  * -ENOMEM. */
+struct qr_callback_source {
+    const Qraft__Message *src;      /* borrowed */
+    const Qraft__DeliveryResult *r; /* borrowed */
+    Qraft__CallbackKind kind;
+    uint64_t now_ms;
+    uint64_t default_timeout_ms;
+    const struct qr_callback_run *run; /* borrowed, may be NULL */
+};
 int qr_callback_build(struct qr_callback *cb,
-                      const Qraft__Message *src,
-                      const Qraft__DeliveryResult *r,
-                      Qraft__CallbackKind kind,
-                      uint64_t now_ms,
-                      uint64_t default_timeout_ms,
-                      const struct qr_callback_run *run);
+                      const struct qr_callback_source *from);
 
 void qr_callback_free(struct qr_callback *cb);
 

@@ -197,27 +197,31 @@ enum qr_add_state qr_cluster_add_state(const struct qr_cluster *c,
                                        char *why,
                                        size_t why_len);
 
-/* Membership changes, on the serving leader; one at a time (QR_ECONFLICT
- * while another runs). add: joins id at raft_addr as a standby, waits for
- * it to catch up, then promotes it to voter; an add of a node already
- * there as a spare or standby at raft_addr (QR_ADD_RESUME) goes on from
- * where it stopped, one already a voter finishes at once. remove: takes id
- * out (the
- * node shuts itself down when it notices). transfer: hands leadership to
- * id (0: the most up-to-date voter). cb fires once when 0 is returned. */
-int qr_cluster_add(struct qr_cluster *c,
-                   uint64_t id,
-                   const char *raft_addr,
-                   qr_cluster_change_cb cb,
-                   void *data);
-int qr_cluster_remove(struct qr_cluster *c,
-                      uint64_t id,
-                      qr_cluster_change_cb cb,
-                      void *data);
-int qr_cluster_transfer(struct qr_cluster *c,
-                        uint64_t id,
-                        qr_cluster_change_cb cb,
-                        void *data);
+/* A membership change (qr_cluster_change_membership). */
+enum qr_membership_kind {
+    /* Joins id at raft_addr as a standby, waits for it to catch up, then
+     * promotes it to voter; an add of a node already there as a spare or
+     * standby at raft_addr (QR_ADD_RESUME) goes on from where it stopped,
+     * one already a voter finishes at once. */
+    QR_MEMBERSHIP_ADD,
+    /* Takes id out (the node shuts itself down when it notices). */
+    QR_MEMBERSHIP_REMOVE,
+    /* Hands leadership to id (0: the most up-to-date voter). */
+    QR_MEMBERSHIP_TRANSFER,
+};
+struct qr_membership_change {
+    enum qr_membership_kind kind;
+    uint64_t id;
+    const char *raft_addr; /* an add's, borrowed for the call */
+};
+
+/* Starts a membership change (change borrowed for the call), on the
+ * serving leader; one at a time (QR_ECONFLICT while another runs). cb
+ * fires once when 0 is returned. */
+int qr_cluster_change_membership(struct qr_cluster *c,
+                                 const struct qr_membership_change *change,
+                                 qr_cluster_change_cb cb,
+                                 void *data);
 
 /* On the leader: true when node id is absent from the configuration and no
  * configuration change is pending (its removal is committed). */

@@ -43,7 +43,7 @@ struct qr_apply_result {
     char message_id[QR_ID_BYTES + 260];
     bool deduplicated;
     /* Prune: some kind removed a full batch (max_items), so more of it may
-     * be waiting (node/server.c proposes the next one soon). */
+     * be waiting (node/server_tick.c proposes the next one soon). */
     bool more;
     char error[128]; /* human-readable when status != 0 */
 };

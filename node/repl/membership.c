@@ -206,17 +206,11 @@ enum qr_add_state qr_cluster_add_state(const struct qr_cluster *c,
     return QR_ADD_NEW;
 }
 
-int qr_cluster_add(struct qr_cluster *c,
-                   uint64_t id,
-                   const char *raft_addr,
-                   qr_cluster_change_cb cb,
-                   void *data)
+static int start_add(struct qr_membership *m, const char *raft_addr)
 {
+    struct qr_cluster *c = m->cluster;
+    uint64_t id = m->id;
     int rv;
-    struct qr_membership *m = new_change(c, id, cb, data, &rv);
-    if (m == NULL) {
-        return rv;
-    }
     m->adding = true;
     m->req.change.data = m;
     const struct raft_server *sv = find_server(c, id); /* a resumed add? */
@@ -247,19 +241,13 @@ int qr_cluster_add(struct qr_cluster *c,
     return 0;
 }
 
-int qr_cluster_remove(struct qr_cluster *c,
-                      uint64_t id,
-                      qr_cluster_change_cb cb,
-                      void *data)
+static int start_remove(struct qr_membership *m)
 {
-    int rv;
-    struct qr_membership *m = new_change(c, id, cb, data, &rv);
-    if (m == NULL) {
-        return rv;
-    }
+    struct qr_cluster *c = m->cluster;
+    uint64_t id = m->id;
     m->step = 2; /* done after this one change */
     m->req.change.data = m;
-    rv = raft_remove(&c->raft, &m->req.change, id, on_change);
+    int rv = raft_remove(&c->raft, &m->req.change, id, on_change);
     if (rv == RAFT_CANTCHANGE) {
         log_cantchange(c, "removing a node");
     }
@@ -324,22 +312,39 @@ static void on_transfer(struct raft_transfer *req)
     uv_timer_start(&m->wait, on_transfer_poll, 0, 20);
 }
 
-int qr_cluster_transfer(struct qr_cluster *c,
-                        uint64_t id,
-                        qr_cluster_change_cb cb,
-                        void *data)
+static int start_transfer(struct qr_membership *m)
 {
-    int rv;
-    struct qr_membership *m = new_change(c, id, cb, data, &rv);
-    if (m == NULL) {
-        return rv;
-    }
+    struct qr_cluster *c = m->cluster;
+    uint64_t id = m->id;
     m->req.transfer.data = m;
-    rv = started(m, raft_transfer(&c->raft, &m->req.transfer, id, on_transfer));
+    int rv =
+        started(m, raft_transfer(&c->raft, &m->req.transfer, id, on_transfer));
     if (rv != 0) {
         return rv;
     }
     QR_INFO("cluster", "transferring leadership to %s",
             id == 0 ? "the best voter" : "a chosen node");
     return 0;
+}
+
+int qr_cluster_change_membership(struct qr_cluster *c,
+                                 const struct qr_membership_change *change,
+                                 qr_cluster_change_cb cb,
+                                 void *data)
+{
+    int rv;
+    struct qr_membership *m = new_change(c, change->id, cb, data, &rv);
+    if (m == NULL) {
+        return rv;
+    }
+    switch (change->kind) {
+        case QR_MEMBERSHIP_ADD:
+            return start_add(m, change->raft_addr);
+        case QR_MEMBERSHIP_REMOVE:
+            return start_remove(m);
+        case QR_MEMBERSHIP_TRANSFER:
+            return start_transfer(m);
+    }
+    free(m);
+    return QR_EBADREQ;
 }

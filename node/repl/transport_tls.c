@@ -31,6 +31,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,6 +225,20 @@ static void link_refuse(struct tls_link *link, const char *why)
     link_close(link);
 }
 
+/* link_refuse with the reason formatted (into a buffer of its own: the
+ * arguments may live in the link). */
+static void link_refusef(struct tls_link *link, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void link_refusef(struct tls_link *link, const char *fmt, ...)
+{
+    char why[320];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    link_refuse(link, why);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Shuttling: TLS plaintext → our pipe end → raft, and back. */
 
@@ -413,12 +428,10 @@ static void accept_link(struct tls_link *link)
     struct qr_tls_transport *t = link->t;
     uint64_t claimed = get64(link->preamble + 8);
     if (claimed != link->peer_id) {
-        char why[160];
-        snprintf(why, sizeof why,
-                 "it claims to be node %" PRIu64
-                 " with the certificate of node %" PRIu64,
-                 claimed, (uint64_t)link->peer_id);
-        link_refuse(link, why);
+        link_refusef(link,
+                     "it claims to be node %" PRIu64
+                     " with the certificate of node %" PRIu64,
+                     claimed, (uint64_t)link->peer_id);
         return;
     }
     uv_stream_t *stream = NULL;
@@ -494,11 +507,9 @@ static void on_plain_read(void *data, ssize_t nread)
     }
     if (nread < 0) {
         if (link->state != LINK_PROXY && nread != UV_EOF) {
-            char why[320];
-            snprintf(why, sizeof why, "%s",
-                     link->tls.errmsg[0] != '\0' ? link->tls.errmsg
-                                                 : uv_strerror((int)nread));
-            link_refuse(link, why);
+            link_refusef(link, "%s",
+                         link->tls.errmsg[0] != '\0' ? link->tls.errmsg
+                                                     : uv_strerror((int)nread));
         } else {
             link_close(link);
         }
@@ -531,12 +542,10 @@ static void on_tls_ready(void *data)
         return; /* the preamble follows */
     }
     if (cert_id != link->peer_id) {
-        char why[160];
-        snprintf(why, sizeof why,
-                 "it presented the certificate of node %" PRIu64
-                 ", not node %" PRIu64,
-                 cert_id, (uint64_t)link->peer_id);
-        link_refuse(link, why);
+        link_refusef(link,
+                     "it presented the certificate of node %" PRIu64
+                     ", not node %" PRIu64,
+                     cert_id, (uint64_t)link->peer_id);
         return;
     }
     size_t addr_len = strlen(t->address) + 1;
@@ -650,10 +659,8 @@ static void on_deadline(uv_timer_t *timer)
 {
     struct tls_link *link = timer->data;
     if (link->state == LINK_HANDSHAKE) {
-        char why[96];
-        snprintf(why, sizeof why, "no raft preamble within %" PRIu64 " ms",
-                 link->t->handshake_timeout_ms);
-        link_refuse(link, why);
+        link_refusef(link, "no raft preamble within %" PRIu64 " ms",
+                     link->t->handshake_timeout_ms);
     }
 }
 

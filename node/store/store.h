@@ -239,17 +239,24 @@ int qr_store_due_scan(struct qr_store_txn *t,
                       qr_store_msg_cb cb,
                       void *arg);
 
-/* Like qr_store_due_scan, but skip(arg, id) is asked first, from the index
- * alone: a message it says to skip is not loaded (nor counted against
- * limit). id is borrowed for the call. */
+/* What a due scan visits (qr_store_due_scan_skipping, _from, and
+ * qr_store_flow_due_scan): the messages due at or before until_ms, at most
+ * limit, each handed to cb with arg; skip(arg, id) (may be NULL) is asked
+ * first, from the index alone: a message it says to skip is not loaded
+ * (nor counted against limit). id is borrowed for the call. */
 typedef bool (*qr_store_due_skip_cb)(void *arg, const char *id);
+struct qr_store_due_visit {
+    uint64_t until_ms;
+    size_t limit;
+    qr_store_due_skip_cb skip;
+    qr_store_msg_cb cb;
+    void *arg;
+};
+
+/* Like qr_store_due_scan, visiting as v (borrowed for the call) says. */
 int qr_store_due_scan_skipping(struct qr_store_txn *t,
                                uint32_t shard,
-                               uint64_t until_ms,
-                               size_t limit,
-                               qr_store_due_skip_cb skip,
-                               qr_store_msg_cb cb,
-                               void *arg);
+                               const struct qr_store_due_visit *v);
 
 /* Like qr_store_due_scan_skipping, from the due position (from_ms,
  * from_id) on, that message included: where an earlier walk stopped.
@@ -258,11 +265,7 @@ int qr_store_due_scan_from(struct qr_store_txn *t,
                            uint32_t shard,
                            uint64_t from_ms,
                            const char *from_id,
-                           uint64_t until_ms,
-                           size_t limit,
-                           qr_store_due_skip_cb skip,
-                           qr_store_msg_cb cb,
-                           void *arg);
+                           const struct qr_store_due_visit *v);
 
 /* The earliest next_attempt_ms in `shard` that is > after_ms, in *next_ms;
  * QR_ENOTFOUND when there is none. */
@@ -462,17 +465,12 @@ int qr_store_flow_due_keys(struct qr_store_txn *t,
                            uint32_t shard,
                            qr_store_flow_due_key_cb cb,
                            void *arg);
-/* Visits key's waitlist in `shard` in due order, the messages whose
- * next_attempt_ms <= until_ms, at most limit (skip as for
- * qr_store_due_scan_skipping; NULL: none skipped). */
+/* Visits key's waitlist in `shard` in due order as v (borrowed for the
+ * call) says. */
 int qr_store_flow_due_scan(struct qr_store_txn *t,
                            uint32_t shard,
                            const char *key,
-                           uint64_t until_ms,
-                           size_t limit,
-                           qr_store_due_skip_cb skip,
-                           qr_store_msg_cb cb,
-                           void *arg);
+                           const struct qr_store_due_visit *v);
 
 /* Workflow runs (`runs`, by id) and their histories (`wsteps`: one
  * WorkflowStep per entry under the run id, a 0 byte and the entry's seq,

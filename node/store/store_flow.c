@@ -272,22 +272,18 @@ int qr_store_flow_due_keys(struct qr_store_txn *t,
 int qr_store_flow_due_scan(struct qr_store_txn *t,
                            uint32_t shard,
                            const char *key,
-                           uint64_t until_ms,
-                           size_t limit,
-                           qr_store_due_skip_cb skip,
-                           qr_store_msg_cb cb,
-                           void *arg)
+                           const struct qr_store_due_visit *v)
 {
     const char *what = "scan flow control waitlist";
     int rv = check_flow_key(t, false, key, what);
     if (rv == 0 && shard > UINT16_MAX) {
         rv = store_bad_request(t->s, what, "shard out of range");
     }
-    if (rv != 0 || limit == 0) {
+    if (rv != 0 || v->limit == 0) {
         return rv;
     }
     uint8_t prefix[KEY_BUF_BYTES];
     size_t len = fcdue_prefix(prefix, shard, key);
-    return store_due_walk(t, DB_FCDUE, prefix, len, len, until_ms, limit, skip,
-                          cb, arg, what);
+    struct due_from from = {prefix, len, len};
+    return store_due_walk(t, DB_FCDUE, &from, v, what);
 }

@@ -388,22 +388,23 @@ int store_record_list(struct qr_store_txn *t,
  * Flow control (store_flow.c): the `fcdue` waitlist index, and the
  * per-key counts that every write of a message keeps (reindex). */
 
-/* Visits the messages of a due-ordered index (`due`, `fcdue`: keys of a
- * prefix, a u64 due time and the id) from start (its first prefix_len
- * bytes the prefix every visited key has, then a due time and maybe an id)
- * in key order while the due time is <= until_ms, at most limit; skip
- * (may be NULL) as for qr_store_due_scan_skipping. A key naming a missing
- * message is corruption. */
+/* Where a walk of a due-ordered index (`due`, `fcdue`: keys of a prefix,
+ * a u64 due time and the id) starts: the key (len bytes: the prefix, a due
+ * time and maybe an id), whose first prefix_len bytes every visited key
+ * has. */
+struct due_from {
+    const uint8_t *key;
+    size_t len;
+    size_t prefix_len;
+};
+
+/* Visits the messages of the due-ordered index db from `from` in key
+ * order as v says (qr_store_due_visit). A key naming a missing message is
+ * corruption. */
 int store_due_walk(struct qr_store_txn *t,
                    enum db db,
-                   const uint8_t *start,
-                   size_t prefix_len,
-                   size_t start_len,
-                   uint64_t until_ms,
-                   size_t limit,
-                   qr_store_due_skip_cb skip,
-                   qr_store_msg_cb cb,
-                   void *arg,
+                   const struct due_from *from,
+                   const struct qr_store_due_visit *v,
                    const char *what);
 
 /* True when m waits in `fcdue` (not `due`) and counts in its key. */

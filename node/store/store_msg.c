@@ -512,16 +512,12 @@ int qr_store_due_scan_from(struct qr_store_txn *t,
                            uint32_t shard,
                            uint64_t from_ms,
                            const char *from_id,
-                           uint64_t until_ms,
-                           size_t limit,
-                           qr_store_due_skip_cb skip,
-                           qr_store_msg_cb cb,
-                           void *arg)
+                           const struct qr_store_due_visit *v)
 {
     const char *what = "scan due";
     uint8_t start[DUE_PREFIX_BYTES + KEY_BUF_BYTES];
     int rv = due_start(t, shard, from_ms, start, what);
-    if (rv != 0 || limit == 0) {
+    if (rv != 0 || v->limit == 0) {
         return rv;
     }
     size_t id_len = from_id != NULL ? strlen(from_id) : 0;
@@ -531,46 +527,35 @@ int qr_store_due_scan_from(struct qr_store_txn *t,
     if (id_len > 0) {
         memcpy(start + DUE_PREFIX_BYTES, from_id, id_len);
     }
-    return store_due_walk(t, DB_DUE, start, 2, DUE_PREFIX_BYTES + id_len,
-                          until_ms, limit, skip, cb, arg, what);
+    struct due_from from = {start, DUE_PREFIX_BYTES + id_len, 2};
+    return store_due_walk(t, DB_DUE, &from, v, what);
 }
 
 int store_due_walk(struct qr_store_txn *t,
                    enum db db,
-                   const uint8_t *start,
-                   size_t prefix_len,
-                   size_t start_len,
-                   uint64_t until_ms,
-                   size_t limit,
-                   qr_store_due_skip_cb skip,
-                   qr_store_msg_cb cb,
-                   void *arg,
+                   const struct due_from *from,
+                   const struct qr_store_due_visit *v,
                    const char *what)
 {
     struct index_walk w = {
-        .id_offset = prefix_len + 8,
-        .cb = cb,
-        .arg = arg,
+        .id_offset = from->prefix_len + 8,
+        .cb = v->cb,
+        .arg = v->arg,
         .what = what,
-        .prefix = start,
-        .prefix_len = prefix_len,
-        .until_ms = until_ms,
-        .skip = skip,
+        .prefix = from->key,
+        .prefix_len = from->prefix_len,
+        .until_ms = v->until_ms,
+        .skip = v->skip,
     };
-    return store_walk_db(t, db, start, start_len, false, limit, walk_due, &w,
-                         what);
+    return store_walk_db(t, db, from->key, from->len, false, v->limit, walk_due,
+                         &w, what);
 }
 
 int qr_store_due_scan_skipping(struct qr_store_txn *t,
                                uint32_t shard,
-                               uint64_t until_ms,
-                               size_t limit,
-                               qr_store_due_skip_cb skip,
-                               qr_store_msg_cb cb,
-                               void *arg)
+                               const struct qr_store_due_visit *v)
 {
-    return qr_store_due_scan_from(t, shard, 0, NULL, until_ms, limit, skip, cb,
-                                  arg);
+    return qr_store_due_scan_from(t, shard, 0, NULL, v);
 }
 
 int qr_store_due_scan(struct qr_store_txn *t,
@@ -580,7 +565,9 @@ int qr_store_due_scan(struct qr_store_txn *t,
                       qr_store_msg_cb cb,
                       void *arg)
 {
-    return qr_store_due_scan_skipping(t, shard, until_ms, limit, NULL, cb, arg);
+    struct qr_store_due_visit v = {
+        .until_ms = until_ms, .limit = limit, .cb = cb, .arg = arg};
+    return qr_store_due_scan_skipping(t, shard, &v);
 }
 
 int qr_store_due_next(struct qr_store_txn *t,

@@ -23,8 +23,9 @@ static const struct timespec when = {.tv_sec = 1795411037,
 static json_t *json_line(const struct qr_log_fields *fields, const char *text)
 {
     char line[QR_LOG_LINE_BYTES];
-    size_t len = qr_log_format_line(line, QR_LOG_JSON, &when, 7, QR_LOG_WARN,
-                                    "worker", fields, text);
+    size_t len = qr_log_format_line(
+        line, &(struct qr_log_line){QR_LOG_JSON, &when, 7, QR_LOG_WARN,
+                                    "worker", fields, text});
     assert_int_equal(len, strlen(line));
     assert_true(len < QR_LOG_LINE_BYTES);
     assert_int_equal(line[len - 1], '\n');
@@ -51,15 +52,17 @@ static void test_text_format_unchanged(void **state)
 {
     (void)state;
     char line[QR_LOG_LINE_BYTES];
-    qr_log_format_line(line, QR_LOG_TEXT, &when, 7, QR_LOG_INFO, "cluster",
-                       NULL, "became leader (term 3)");
+    qr_log_format_line(
+        line, &(struct qr_log_line){QR_LOG_TEXT, &when, 7, QR_LOG_INFO,
+                                    "cluster", NULL, "became leader (term 3)"});
     assert_string_equal(
         line,
         "2026-11-23T05:17:17.123Z INFO  cluster: became leader (term 3)\n");
     const struct qr_log_fields f = {
         .message_id = "msg_abc", .run_id = "wfr_1", .term = 4};
-    qr_log_format_line(line, QR_LOG_TEXT, &when, 7, QR_LOG_WARN, "worker", &f,
-                       "not sent");
+    qr_log_format_line(line,
+                       &(struct qr_log_line){QR_LOG_TEXT, &when, 7, QR_LOG_WARN,
+                                             "worker", &f, "not sent"});
     assert_string_equal(line,
                         "2026-11-23T05:17:17.123Z WARN  worker: msg=msg_abc "
                         "run=wfr_1 term=4 not sent\n");
@@ -83,8 +86,9 @@ static void test_json_fields(void **state)
 
     /* Absent fields are absent keys; node 0 is no node. */
     char line[QR_LOG_LINE_BYTES];
-    qr_log_format_line(line, QR_LOG_JSON, &when, 0, QR_LOG_ERROR, "store", NULL,
-                       "x");
+    qr_log_format_line(
+        line, &(struct qr_log_line){QR_LOG_JSON, &when, 0, QR_LOG_ERROR,
+                                    "store", NULL, "x"});
     assert_string_equal(line,
                         "{\"time\":\"2026-11-23T05:17:17.123Z\",\"level\":"
                         "\"error\",\"module\":\"store\",\"msg\":\"x\"}\n");

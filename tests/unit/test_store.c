@@ -531,11 +531,15 @@ static void test_due_scan_skipping(void **state)
     struct qr_store_txn *t = begin(f->s, false);
     memset(&c, 0, sizeof c);
     assert_int_equal(
-        qr_store_due_scan_skipping(t, 3, 100, 100, skip_b, on_msg, &c), 0);
+        qr_store_due_scan_skipping(
+            t, 3, &(struct qr_store_due_visit){100, 100, skip_b, on_msg, &c}),
+        0);
     assert_ids(&c, (const char *[]){"msg_c", "msg_a", NULL});
     memset(&c, 0, sizeof c);
     assert_int_equal(
-        qr_store_due_scan_skipping(t, 3, 100, 1, skip_b, on_msg, &c), 0);
+        qr_store_due_scan_skipping(
+            t, 3, &(struct qr_store_due_visit){100, 1, skip_b, on_msg, &c}),
+        0);
     assert_ids(&c, (const char *[]){"msg_c", NULL});
     uint64_t next = 0;
     assert_int_equal(qr_store_due_next(t, 3, 50, &next), 0);
@@ -611,12 +615,16 @@ static void test_flow_waitlist(void **state)
     assert_string_equal(d.keys[1], "b");
     assert_int_equal(d.first[1], 50);
     memset(&c, 0, sizeof c);
-    assert_int_equal(
-        qr_store_flow_due_scan(t, 7, "a", 250, 100, NULL, on_msg, &c), 0);
+    assert_int_equal(qr_store_flow_due_scan(t, 7, "a",
+                                            &(struct qr_store_due_visit){
+                                                250, 100, NULL, on_msg, &c}),
+                     0);
     assert_ids(&c, (const char *[]){"msg_a2", "msg_a3", NULL});
     memset(&c, 0, sizeof c);
     assert_int_equal(
-        qr_store_flow_due_scan(t, 7, "a", 1000, 1, NULL, on_msg, &c), 0);
+        qr_store_flow_due_scan(
+            t, 7, "a", &(struct qr_store_due_visit){1000, 1, NULL, on_msg, &c}),
+        0);
     assert_ids(&c, (const char *[]){"msg_a2", NULL});
     assert_int_equal(qr_store_flow_get(t, "a", &k), 0);
     assert_int_equal(k->messages, 3);
@@ -675,24 +683,29 @@ static void test_due_scan_from(void **state)
     put_msg(f->s, "msg_e", QRAFT__MESSAGE_STATE__PENDING, 4, 10, 0);
     struct qr_store_txn *t = begin(f->s, false);
     memset(&c, 0, sizeof c);
-    assert_int_equal(
-        qr_store_due_scan_from(t, 3, 50, "msg_b", 100, 100, NULL, on_msg, &c),
-        0);
+    assert_int_equal(qr_store_due_scan_from(t, 3, 50, "msg_b",
+                                            &(struct qr_store_due_visit){
+                                                100, 100, NULL, on_msg, &c}),
+                     0);
     assert_ids(&c, (const char *[]){"msg_b", "msg_c", "msg_d", NULL});
     memset(&c, 0, sizeof c);
-    assert_int_equal(
-        qr_store_due_scan_from(t, 3, 60, NULL, 100, 100, NULL, on_msg, &c), 0);
+    assert_int_equal(qr_store_due_scan_from(t, 3, 60, NULL,
+                                            &(struct qr_store_due_visit){
+                                                100, 100, NULL, on_msg, &c}),
+                     0);
     assert_ids(&c, (const char *[]){"msg_d", NULL});
     memset(&c, 0, sizeof c);
-    assert_int_equal(
-        qr_store_due_scan_from(t, 3, 50, "msg_b", 60, 100, skip_b, on_msg, &c),
-        0);
+    assert_int_equal(qr_store_due_scan_from(t, 3, 50, "msg_b",
+                                            &(struct qr_store_due_visit){
+                                                60, 100, skip_b, on_msg, &c}),
+                     0);
     assert_ids(&c, (const char *[]){"msg_c", NULL});
     /* A message that is gone: from where it would be. */
     memset(&c, 0, sizeof c);
-    assert_int_equal(
-        qr_store_due_scan_from(t, 3, 50, "msg_bb", 100, 100, NULL, on_msg, &c),
-        0);
+    assert_int_equal(qr_store_due_scan_from(t, 3, 50, "msg_bb",
+                                            &(struct qr_store_due_visit){
+                                                100, 100, NULL, on_msg, &c}),
+                     0);
     assert_ids(&c, (const char *[]){"msg_c", "msg_d", NULL});
     qr_store_txn_abort(t);
 }
