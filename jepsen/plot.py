@@ -17,6 +17,7 @@ COLORS = {"ok": "#3a7bd5", "info": "#f0a202", "fail": "#d62246"}
 NEMESIS_COLORS = {
     "kill": "#e41a1c", "partition": "#377eb8", "pause": "#4daf4a",
     "clock": "#984ea3", "transfer": "#ff7f00", "membership": "#a65628",
+    "powerloss": "#f781bf", "restart": "#17becf",
     "heal": "#999999",
 }
 

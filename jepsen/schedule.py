@@ -19,7 +19,7 @@ import math
 import random
 
 NEMESES = ("kill", "partition", "pause", "clock", "transfer", "membership",
-           "powerloss")
+           "powerloss", "restart")
 PARTITION_MODES = ("isolate-leader", "halves", "ring", "bridge")
 POWERLOSS_HOWS = ("one", "majority", "all")
 
@@ -34,11 +34,13 @@ DURATION_S = {
     "transfer": (4.0, 8.0),
     "membership": (4.0, 8.0),
     "powerloss": (3.0, 8.0),
+    "restart": (1.0, 4.0),
 }
 # Seconds a fault typically takes on top of its duration (restarts, the
 # remove and add of a membership change); only used to lay out the nominal
 # timeline, the runner waits for the real end.
-OVERHEAD_S = {"clock": 2.0, "membership": 10.0, "powerloss": 2.0}
+OVERHEAD_S = {"clock": 2.0, "membership": 10.0, "powerloss": 2.0,
+              "restart": 2.0}
 # Clock faults: the skew a node restarts with, and the jump in the middle.
 SKEW_S = (5, 30)
 JUMP_S = (5, 20)
