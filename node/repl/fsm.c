@@ -489,7 +489,6 @@ static int load_indexes(struct qr_fsm *f)
     return rv == QR_ENOTFOUND ? 0 : rv;
 }
 
-/* On success the buffer is ours to free (the raft library's contract). */
 void qr_fsm_starting(struct qr_fsm *f,
                      bool has_snapshot,
                      uint64_t snapshot_index,
@@ -550,6 +549,7 @@ static bool keep_store_at_start(struct qr_fsm *f, struct raft_buffer *buf)
     return true;
 }
 
+/* On success the buffer is ours to free (the raft library's contract). */
 static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
 {
     struct qr_fsm *f = rf->data;
