@@ -680,6 +680,31 @@ bool qr_store_opened_clean(const struct qr_store *s)
     return s->opened_clean;
 }
 
+int store_check_idle(struct qr_store *s, const char *what)
+{
+    if (atomic_load(&s->n_txns) != 0 || atomic_load(&s->writing)) {
+        store_set_errmsg(s, "store: %s: a transaction or snapshot is open",
+                         what);
+        return QR_ECONFLICT;
+    }
+    return 0;
+}
+
+int store_env_reopen(struct qr_store *s, uint64_t map_bytes, int rv)
+{
+    char errmsg[QR_ERRMSG_BYTES];
+    snprintf(errmsg, sizeof errmsg, "%s", s->errmsg);
+    int rv_open = store_env_open(s, s->dir, map_bytes);
+    if (rv_open != 0) {
+        atomic_store(&s->failed, true);
+        return rv_open;
+    }
+    if (rv != 0) {
+        snprintf(s->errmsg, sizeof s->errmsg, "%s", errmsg);
+    }
+    return rv;
+}
+
 int qr_store_clear(struct qr_store *s)
 {
     char path[PATH_MAX];
@@ -687,9 +712,9 @@ int qr_store_clear(struct qr_store *s)
     if (atomic_load(&s->failed)) {
         return QR_ESTORE;
     }
-    if (atomic_load(&s->n_txns) != 0 || atomic_load(&s->writing)) {
-        store_set_errmsg(s, "store: clear: a transaction or snapshot is open");
-        return QR_ECONFLICT;
+    int rv = store_check_idle(s, "clear");
+    if (rv != 0) {
+        return rv;
     }
     if (snprintf(path, sizeof path, "%s/data.mdb", s->dir) >=
         (int)sizeof path) {
@@ -704,7 +729,6 @@ int qr_store_clear(struct qr_store *s)
      * are what is not trusted. A new file instead. */
     mdb_env_close(s->env);
     s->env = NULL;
-    int rv = 0;
     if (unlink(path) != 0 && errno != ENOENT) {
         rv = -errno;
         store_set_errmsg(s, "store: clear: unlink %s: %s", path,
@@ -717,18 +741,8 @@ int qr_store_clear(struct qr_store *s)
                              strerror(-rv));
         }
     }
-    /* Opens whichever file data.mdb is now: a new one, or the old. */
-    char errmsg[QR_ERRMSG_BYTES];
-    snprintf(errmsg, sizeof errmsg, "%s", s->errmsg);
-    int rv_open = store_env_open(s, s->dir, info.me_mapsize);
-    if (rv_open != 0) {
-        atomic_store(&s->failed, true);
-        return rv_open;
-    }
-    if (rv != 0) {
-        snprintf(s->errmsg, sizeof s->errmsg, "%s", errmsg);
-    }
-    return rv;
+    /* A new file, or after a failed unlink the old one. */
+    return store_env_reopen(s, info.me_mapsize, rv);
 }
 
 int qr_store_open(const char *dir,

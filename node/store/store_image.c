@@ -483,10 +483,8 @@ int store_restore_image(struct qr_store *s, const uint8_t *buf, size_t len)
     if (rv == 0) {
         rv = verify_image(s, rdir, psize, image_bytes, txnid);
     }
-    if (rv == 0 && (atomic_load(&s->n_txns) != 0 || atomic_load(&s->writing))) {
-        store_set_errmsg(s,
-                         "store: restore: a transaction or snapshot is open");
-        rv = QR_ECONFLICT;
+    if (rv == 0) {
+        rv = store_check_idle(s, "restore");
     }
     if (rv == 0) {
         rv = mdb_env_info(s->env, &info) == 0 ? 0 : QR_ESTORE;
@@ -515,21 +513,11 @@ int store_restore_image(struct qr_store *s, const uint8_t *buf, size_t len)
         rv = sync_dir(s, s->dir);
     }
     rmdir(rdir);
-    /* Opens whichever file data.mdb now is: the image, or after a failed
-     * rename the old state, unchanged. */
-    char errmsg[QR_ERRMSG_BYTES];
-    snprintf(errmsg, sizeof errmsg, "%s", s->errmsg);
-    int rv_open = store_env_open(s, s->dir, map_bytes);
-    if (rv_open != 0) {
+    /* The image, or after a failed rename the old state, unchanged. */
+    rv = store_env_reopen(s, map_bytes, rv);
+    if (rv != 0 && swapped) {
+        /* The state is the image's, but not known to be durable. */
         atomic_store(&s->failed, true);
-        return rv_open;
-    }
-    if (rv != 0) {
-        snprintf(s->errmsg, sizeof s->errmsg, "%s", errmsg);
-        if (swapped) {
-            /* The state is the image's, but not known to be durable. */
-            atomic_store(&s->failed, true);
-        }
     }
     return rv;
 }

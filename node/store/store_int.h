@@ -264,6 +264,15 @@ int store_put_u64(struct qr_store_txn *t,
                   const char *what);
 /* Opens (or, after an image restore, reopens) the environment at dir. */
 int store_env_open(struct qr_store *s, const char *dir, uint64_t map_bytes);
+/* 0, or QR_ECONFLICT with errmsg "store: WHAT: a transaction or snapshot is
+ * open": the environment may be closed and its file replaced only when
+ * nothing is open. */
+int store_check_idle(struct qr_store *s, const char *what);
+/* For a caller that closed the environment and then replaced (or removed)
+ * data.mdb, with rv the outcome of that change: opens whichever file
+ * data.mdb now is, with map_bytes. A failure to open fails the store and is
+ * returned; else rv, with the errmsg the change left. */
+int store_env_reopen(struct qr_store *s, uint64_t map_bytes, int rv);
 
 /* ---------------------------------------------------------------------------
  * Records: the databases whose values are protobuf messages
