@@ -38,8 +38,7 @@ static int load(struct raft_io *io,
     int rv = c->io_watch.load(io, term, voted_for, snapshot, start_index,
                               entries, n_entries);
     if (rv == 0) {
-        qr_fsm_starting(&c->fsm, *snapshot != NULL,
-                        *snapshot != NULL ? (*snapshot)->index : 0,
+        qr_fsm_starting(&c->fsm, *snapshot != NULL ? (*snapshot)->index : 0,
                         *start_index);
     }
     return rv;

@@ -490,14 +490,12 @@ static int load_indexes(struct qr_fsm *f)
 }
 
 void qr_fsm_starting(struct qr_fsm *f,
-                     bool has_snapshot,
                      uint64_t snapshot_index,
                      uint64_t start_index)
 {
-    if (has_snapshot) {
-        f->starting = true;
-        f->start_snapshot_index = snapshot_index;
-        return;
+    f->start_snapshot_index = snapshot_index;
+    if (snapshot_index != 0) {
+        return; /* the restore decides (keep_store_at_start) */
     }
     if (f->applied_index == 0 || qr_store_opened_clean(f->store)) {
         return; /* nothing to distrust, or the replay skips what it has */
@@ -525,25 +523,23 @@ void qr_fsm_starting(struct qr_fsm *f,
 
 void qr_fsm_started(struct qr_fsm *f)
 {
-    f->starting = false;
+    f->start_snapshot_index = 0;
 }
 
 /* At start, after a clean stop: keeps the store when it holds the loaded
  * snapshot's state already. Frees buf when it does. */
 static bool keep_store_at_start(struct qr_fsm *f, struct raft_buffer *buf)
 {
-    if (!f->starting) {
-        return false;
-    }
-    f->starting = false;
-    if (!qr_store_opened_clean(f->store) ||
-        f->applied_index < f->start_snapshot_index) {
+    uint64_t snapshot_index = f->start_snapshot_index;
+    f->start_snapshot_index = 0;
+    if (snapshot_index == 0 || !qr_store_opened_clean(f->store) ||
+        f->applied_index < snapshot_index) {
         return false;
     }
     QR_INFO("fsm",
             "kept the store at index %" PRIu64
             " (stopped cleanly) over the snapshot at index %" PRIu64,
-            f->applied_index, f->start_snapshot_index);
+            f->applied_index, snapshot_index);
     f->log_bytes_since_snapshot = 0; /* raft's log starts after it */
     raft_free(buf->base);
     return true;

@@ -84,8 +84,8 @@ struct qr_fsm {
     unsigned snapshot_log_share; /* --snapshot-log-share, percent */
     uint64_t log_bytes_since_snapshot; /* entries seen since the last one */
     /* Between qr_fsm_starting (with a snapshot) and qr_fsm_started: the index
-     * of the snapshot raft_start is about to restore. */
-    bool starting;
+     * of the snapshot raft_start is about to restore; else 0 (a snapshot's
+     * index never is). */
     uint64_t start_snapshot_index;
     bool failed;
     qr_fsm_applied_cb on_applied;
@@ -100,9 +100,9 @@ struct qr_fsm {
  * store. */
 int qr_fsm_init(struct qr_fsm *f, struct qr_store *store);
 
-/* raft_start has loaded its log and, when has_snapshot, the snapshot at
- * snapshot_index, which it restores next. Decides what the store starts
- * from (docs/architecture.md, "Storage"):
+/* raft_start has loaded its log, from start_index, and the snapshot at
+ * snapshot_index (0: none), which it restores next. Decides what the store
+ * starts from (docs/architecture.md, "Storage"):
  * - a store closed cleanly (qr_store_opened_clean) is kept: over a snapshot
  *   it is at or past, the restore keeps it; without a snapshot raft's
  *   replay skips what it has;
@@ -114,7 +114,6 @@ int qr_fsm_init(struct qr_fsm *f, struct qr_store *store);
  * (FAILED when no file could be opened again: the first apply then stops
  * the node, naming why). */
 void qr_fsm_starting(struct qr_fsm *f,
-                     bool has_snapshot,
                      uint64_t snapshot_index,
                      uint64_t start_index);
 
