@@ -2,11 +2,13 @@
  * raft's snapshot writes succeed. The wrappers get only the raft_io, which
  * is embedded in struct qr_cluster, so they find their cluster from it.
  *
- * Why the put watch: libraft 0.22.1 writes a snapshot through a file
- * opened with O_TMPFILE and drops a failed write without a word (the fsm's
- * snapshot_finalize is not told). On a filesystem without O_TMPFILE (NFS,
- * FUSE ones such as tools/powerfs) no snapshot is ever kept: the raft log
- * grows without bound and every restart after a crash replays all of it. */
+ * The put watch logs every snapshot write raft reports as failed (the
+ * fsm's snapshot_finalize is not told). It cannot see the worst case:
+ * libraft 0.22.1 writes a snapshot through a file opened with O_TMPFILE,
+ * and on a filesystem without it (NFS, FUSE ones such as tools/powerfs)
+ * the write never completes, raft never calls back and never takes another
+ * snapshot, so the raft log grows without bound and every restart after a
+ * crash replays all of it. The start-up probe warns of that instead. */
 #include "repl/cluster_io.h"
 
 #include <errno.h>
