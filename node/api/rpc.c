@@ -38,7 +38,6 @@ struct qr_rpc_conn {
     unsigned pending;  /* requests waiting for an answer */
     bool reading;
     bool closing;
-    bool peer; /* has sent a request with the peer token: another node */
     bool cert_checked; /* cert_id is known (mutual TLS, handshake done) */
     uint64_t cert_id;  /* the node id its certificate is bound to, or 0 */
 };
@@ -175,7 +174,7 @@ static void send_error(struct qr_rpc_conn *conn,
         qr_metrics_count(&conn->rpc->ops->metrics->rpc, qr_ops_kind_name(kind),
                          qr_ops_status_name(status));
     }
-    qr_ops_stamp(conn->rpc->ops, &resp, conn->peer ? QR_OPS_FROM_NODE : 0);
+    qr_ops_stamp(conn->rpc->ops, &resp, 0); /* no write behind it */
     send_frame(conn, &resp, close_after);
 }
 
@@ -346,7 +345,6 @@ static void handle_frame(void *data, const uint8_t *payload, size_t len)
     const struct qr_token *tok =
         as_peer ? NULL
                 : qr_tokens_find(rpc->tokens, req->token, strlen(req->token));
-    conn->peer = conn->peer || as_peer;
     if (!as_peer && qr_ops_is_peer_request(req->body_case)) {
         /* Another node with a different peer token: loud on this side too
          * (ops/peer.c), since it delivers nothing until fixed. */
@@ -361,7 +359,7 @@ static void handle_frame(void *data, const uint8_t *payload, size_t len)
                    "unauthorized: wrong or missing token", false);
     } else if (as_peer || scope_ok(conn, req, tok)) {
         unsigned flags = QR_OPS_RPC | (as_peer ? QR_OPS_PEER : 0) |
-                         (conn->peer ? QR_OPS_FROM_NODE : 0);
+                         (as_peer && req->from_node ? QR_OPS_FROM_NODE : 0);
         conn->refs++;
         conn->pending++;
         int rv = qr_ops_submit(rpc->ops, req, flags, on_reply, conn);

@@ -682,7 +682,8 @@ int qr_peer_set_target(struct qr_peer *p, const char *hostport)
     return 0;
 }
 
-/* Packs req (with the peer's id and token already on it) into a new call. */
+/* Packs req (with the peer's id, token and from_node already on it) into a
+ * new call. */
 static int pack_call(struct qr_peer *p,
                      const Qraft__Request *req,
                      struct qr_peer_call **out)
@@ -729,14 +730,19 @@ int qr_peer_call(struct qr_peer *p,
         p->queued.n + p->sent.n >= p->limits.max_outstanding) {
         return QR_EUNAVAIL;
     }
+    /* Sent as this node: its own id sequence and token, and marked as a
+     * node's (a forwarded write is the client's request otherwise). */
     uint64_t caller_id = req->id;
     char *caller_token = req->token;
+    protobuf_c_boolean caller_from_node = req->from_node;
     req->id = p->last_id + 1;
     req->token = p->token;
+    req->from_node = true;
     struct qr_peer_call *c = NULL;
     int rv = pack_call(p, req, &c);
     req->id = caller_id;
     req->token = caller_token;
+    req->from_node = caller_from_node;
     if (rv != 0) {
         return rv;
     }

@@ -133,9 +133,9 @@ int qr_peer_init(struct qr_peer *p,
 int qr_peer_set_target(struct qr_peer *p, const char *hostport);
 
 /* Sends req to the target. req is borrowed and packed before this returns
- * (it may be freed right after); the peer puts its own id and token on the
- * wire and leaves req's fields as they were. timeout_ms counts from now;
- * 0 means no deadline (the call still ends if its connection does).
+ * (it may be freed right after); the peer puts its own id and token and
+ * from_node on the wire and leaves req's fields as they were. timeout_ms counts
+ * from now; 0 means no deadline (the call still ends if its connection does).
  * Returns 0: cb fires exactly once, later, from the loop. Otherwise cb never
  * fires: QR_EUNAVAIL (no target, max_outstanding calls or max_queued_bytes
  * reached: retry later), QR_ETOOLARGE (req packs to more than

@@ -114,8 +114,9 @@ void qr_ops_close(struct qr_ops *ops, qr_ops_close_cb cb);
 /* Flags of a submitted request. */
 /* It carried the peer token: node-to-node requests are allowed. */
 #define QR_OPS_PEER 1u
-/* It came on another node's connection (a relay, a worker's results): its
- * answer pushes the commit index to the followers at once. */
+/* Another node sent it (a relay, a worker's results: the request's
+ * from_node, with the peer token): its answer pushes the commit index to
+ * the followers at once. */
 #define QR_OPS_FROM_NODE 2u
 /* It came through the RPC face: its answer is counted in
  * qraft_rpc_requests_total. */

@@ -267,5 +267,54 @@ class MetricsTest(unittest.TestCase):
             self.assertIn(want, titles)
 
 
+class PeerTokenClientTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = qh.start_cluster(None, n=3)
+        cls.leader = cls.cluster.leader()
+        cls.follower = cls.cluster.followers()[0]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.cleanup()
+
+    def test_a_client_with_the_peer_token_is_a_client(self):
+        """The peer token is the API token here (--token alone, the
+        default). A client using it is still a client: its publishes are
+        timed where it sent them, and each costs one raft entry (a node's
+        answer also pushes the commit index with an extra entry; clients
+        once got that too, a second entry and fsync per write). A write
+        forwarded by a follower is timed by that follower only."""
+        n = 20
+        # qraft-bench's connection first makes one publish to find the
+        # leader, then the n it times.
+        sent = n + 1
+        hist = "qraft_publish_duration_seconds_count"
+        before = {nd.id: qh.metric(nd, hist)
+                  for nd in (self.leader, self.follower)}
+        index_before = self.leader.status()["commit_index"]
+        self.leader.tool("qraft-bench", "publish", "-n", n, "-c", 1,
+                         "--endpoints", self.leader.rpc_addr, "--token",
+                         self.cluster.token)
+        entries = self.leader.status()["commit_index"] - index_before
+        self.assertGreaterEqual(entries, sent)
+        # A few for the cluster's own bookkeeping meanwhile, never one per
+        # publish.
+        self.assertLess(entries, sent + n // 2,
+                        f"{sent} publishes made {entries} raft entries")
+        self.assertEqual(qh.metric(self.leader, hist),
+                         before[self.leader.id] + sent)
+
+        status, _, body = qh.http_call(
+            self.follower.http_addr, "POST",
+            "/v2/publish/http://127.0.0.1:9/through-a-follower", b"x",
+            headers={"Upstash-Delay": "1h"}, token=self.cluster.token,
+            parse="json")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(qh.metric(self.follower, hist),
+                         before[self.follower.id] + 1)
+        self.assertEqual(qh.metric(self.leader, hist),
+                         before[self.leader.id] + sent)
+
 if __name__ == "__main__":
     unittest.main()
