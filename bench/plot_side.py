@@ -3,15 +3,21 @@
 repetition, the figures issue 14 compares (qraft against JetStream R3 and
 etcd R3 measured minutes apart) as markdown rows; with --png, also plots
 publish throughput against the in-flight window W for the three systems
-(one line per repetition; needs Debian's python3-matplotlib, so run it with
-/usr/bin/python3).
+(one line per repetition), and with --latency-png qraft's end-to-end
+delivery latency percentiles (publish sent to the request's arrival at the
+sink) at 64 and 256 in flight. Plots need Debian's python3-matplotlib, so
+run it with /usr/bin/python3.
 
-    /usr/bin/python3 bench/plot_side.py RESULTS.txt [--png OUT.png]
+    /usr/bin/python3 bench/plot_side.py RESULTS.txt [--png OUT.png] \
+        [--latency-png LAT.png]
 """
 
 import argparse
 import re
 from collections import defaultdict
+
+
+PERCENTILES = ("p50", "p90", "p99", "max")
 
 
 def parse(path):
@@ -38,8 +44,11 @@ def parse(path):
             r[f"qraft_w{w}_p50_ms"] = float(f["p50_ms"])
         elif rest.startswith("qraft rest64"):
             r["qraft_rest64"] = float(f["rps"])
-        elif rest.startswith("qraft deliver c=256"):
-            r["qraft_deliver256"] = float(f["delivered_per_s"])
+        elif rest.startswith("qraft deliver c="):
+            c = re.match(r"qraft deliver c=(\d+)", rest).group(1)
+            r[f"qraft_deliver{c}"] = float(f["delivered_per_s"])
+            for q in PERCENTILES:
+                r[f"qraft_deliver{c}_{q}_ms"] = float(f[f"{q}_ms"])
         elif rest.startswith("qraft failover"):
             r["qraft_failover_ms"] = float(f["ms"])
     return reps
@@ -89,15 +98,46 @@ def plot(reps, out):
     fig.savefig(out, dpi=100)
 
 
+def plot_latency(reps, out):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [(rep, c) for rep in sorted(reps) for c in (64, 256)
+              if f"qraft_deliver{c}_p50_ms" in reps[rep]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    width = 0.8 / max(len(groups), 1)
+    for i, (rep, c) in enumerate(groups):
+        r = reps[rep]
+        ys = [r[f"qraft_deliver{c}_{q}_ms"] for q in PERCENTILES]
+        xs = [j + (i - (len(groups) - 1) / 2) * width
+              for j in range(len(PERCENTILES))]
+        ax.bar(xs, ys, width,
+               label=f"{c} in flight, rep {rep} "
+                     f"({r[f'qraft_deliver{c}']:,.0f} delivered/s)")
+    ax.set_xticks(range(len(PERCENTILES)))
+    ax.set_xticklabels(PERCENTILES)
+    ax.set_ylabel("publish sent to arrival at the sink (ms)")
+    ax.set_title("qraft, 3 nodes: end-to-end delivery latency (1 KiB)",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results")
     ap.add_argument("--png")
+    ap.add_argument("--latency-png")
     args = ap.parse_args()
     reps = parse(args.results)
     rows(reps)
     if args.png:
         plot(reps, args.png)
+    if args.latency_png:
+        plot_latency(reps, args.latency_png)
 
 
 if __name__ == "__main__":
