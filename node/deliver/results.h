@@ -1,6 +1,9 @@
 /* The delivery-results channel: hands each attempt's outcome to raft,
  * proposed here on the serving leader (a follower's results too, as they
- * arrive over the peer connection), sent to the leader otherwise; and
+ * arrive over the peer connection), sent to the leader otherwise (one
+ * ResultsRequest in flight; results that come meanwhile wait and go
+ * together in the next, so a busy follower sends one frame per batch,
+ * not one per result); and
  * watches that what it handed over commits (qr_results_stalled), which the
  * lease rule in deliver/shards.h depends on. Owned by struct qr_shards;
  * the rest of the node calls qr_shards_submit_result and
@@ -36,6 +39,13 @@ struct qr_results {
     size_t n_pending;
     uint64_t progress_mono_ms;
     bool closing; /* answers that fail now no longer call refused_cb */
+    /* A follower's: whether a ResultsRequest is out, and the results
+     * (owned copies) waiting for its answer to go in the next one. */
+    bool sending;
+    struct qr_results_queued *queued;
+    size_t n_queued;
+    size_t cap_queued;
+    size_t queued_bytes; /* their packed sizes */
 };
 
 /* All pointers borrowed; they must outlive r. Cannot fail. */
@@ -47,7 +57,8 @@ void qr_results_init(struct qr_results *r,
                      void *refused_data);
 
 /* The owner is closing (call before closing the peer connection): results
- * still in flight complete, but their failures no longer end a lease. */
+ * still in flight complete, but their failures no longer end a lease;
+ * results still waiting to be sent fail at once (QR_ECANCELED). */
 void qr_results_close(struct qr_results *r);
 
 /* True when results handed to raft have waited too long with none
@@ -64,7 +75,8 @@ int qr_results_propose(struct qr_results *r,
                        void *data);
 
 /* One result: proposed here on the serving leader, sent to the leader
- * otherwise. cb fires exactly once when 0 is returned: status 0 once the
+ * otherwise (at once, or with the next batch while one is out: a copy is
+ * kept). cb fires exactly once when 0 is returned: status 0 once the
  * result is committed and applied, else it may or may not have been (the
  * caller may submit it again: results are fenced by attempt). On a
  * follower, a failure (returned or reported) calls refused_cb. */

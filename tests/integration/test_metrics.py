@@ -267,7 +267,11 @@ class MetricsTest(unittest.TestCase):
             self.assertIn(want, titles)
 
 
-class PeerTokenClientTest(unittest.TestCase):
+class NodeTrafficTest(unittest.TestCase):
+    """What one node sends another, seen in /metrics: client requests are
+    not taken for a node's, and a follower's delivery results travel to
+    the leader in batches."""
+
     @classmethod
     def setUpClass(cls):
         cls.cluster = qh.start_cluster(None, n=3)
@@ -315,6 +319,44 @@ class PeerTokenClientTest(unittest.TestCase):
                          before[self.follower.id] + 1)
         self.assertEqual(qh.metric(self.leader, hist),
                          before[self.leader.id] + sent)
+
+    def test_a_followers_results_travel_in_batches(self):
+        """While one ResultsRequest is out, a follower's next results wait
+        and go together (one frame per result before). Every message is
+        still delivered once."""
+        def totals():
+            got = {}
+            for nd in self.cluster.nodes:
+                got[nd.id] = qh.metric(
+                    nd, 'qraft_deliveries_total{outcome="delivered"}', 0)
+            requests = qh.metric(
+                self.leader, 'qraft_rpc_requests_total{kind="results",'
+                'code="OK"}', 0)
+            return got, requests
+
+        def spread():
+            nodes = self.leader.status().get("nodes", [])
+            return (len(nodes) == len(self.cluster.nodes)
+                    and all(nd.get("alive") and nd.get("shards", 0) > 0
+                            for nd in nodes))
+        qh.wait_until(spread, 60, "the leader to give every node shards")
+        before, requests_before = totals()
+        n = 2000
+        _, out, _ = self.leader.tool(
+            "qraft-bench", "deliver", "-n", n, "-c", 256, "--endpoints",
+            self.leader.rpc_addr, "--token", self.cluster.token)
+        self.assertIn("missing=0 duplicates=0", out)
+        after, requests_after = totals()
+        from_followers = sum(after[nd.id] - before[nd.id]
+                             for nd in self.cluster.followers())
+        requests = requests_after - requests_before
+        self.assertGreaterEqual(from_followers, 100,
+                                f"the followers delivered {from_followers} "
+                                f"of {n}: too few to tell")
+        self.assertLessEqual(requests * 2, from_followers,
+                             f"{from_followers} results from the followers "
+                             f"in {requests} requests")
+
 
 if __name__ == "__main__":
     unittest.main()
