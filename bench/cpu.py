@@ -73,8 +73,17 @@ def main():
     cluster = qh.Cluster(n=3, extra_args=args.qraftd_args)
     try:
         cluster.start()
-        cluster.leader()
+        leader = cluster.leader()
         cluster.wait_ready()
+
+        def spread():
+            # Every node delivers its share, as in a cluster that has run
+            # a while (the first map gives the leader every shard).
+            nodes = leader.status().get("nodes", [])
+            return (len(nodes) == len(cluster.nodes)
+                    and all(n.get("alive") and n.get("shards", 0) > 0
+                            for n in nodes))
+        qh.wait_until(spread, 60, "the leader to give every node shards")
         modes = [args.only] if args.only else ["publish", "deliver"]
         for rep in range(1, args.reps + 1):
             for mode in modes:
