@@ -27,6 +27,7 @@ struct qr_results_queued {
     qr_results_cb cb;
     void *data;
 };
+
 /* Results this node handed to raft (its own, or a follower's on the
  * leader) that waited this long with none committing mean the node cannot
  * commit: it holds no lease (see shards.h). Commits take milliseconds; a
@@ -165,7 +166,6 @@ static void take_queued(struct qr_results *r,
 {
     assert(n <= r->n_queued);
     for (size_t i = 0; i < n; i++) {
-        r->queued_bytes -= r->queued[i].bytes;
         qraft__delivery_result__free_unpacked(r->queued[i].result, NULL);
         r->queued[i].result = NULL;
         if (out != NULL) {
@@ -197,6 +197,17 @@ static void fail_queued(struct qr_results *r, size_t n, int status)
 
 static void send_queued(struct qr_results *r);
 
+/* Tells every result of bc how it went, and frees bc: the answer to a
+ * ResultsRequest, or the callback of a batch proposed here. */
+static void answer_batch(void *data, int status, uint64_t applied)
+{
+    struct batch_call *bc = data;
+    for (size_t i = 0; i < bc->n; i++) {
+        bc->waiters[i].cb(bc->waiters[i].data, status, applied);
+    }
+    free(bc);
+}
+
 static void on_batch_sent(void *data, int status, const Qraft__Response *resp)
 {
     struct batch_call *bc = data;
@@ -217,10 +228,7 @@ static void on_batch_sent(void *data, int status, const Qraft__Response *resp)
          * starting more deliveries would only make more such results. */
         r->refused_cb(r->refused_data, "a result could not be reported");
     }
-    for (size_t i = 0; i < bc->n; i++) {
-        bc->waiters[i].cb(bc->waiters[i].data, rv, applied);
-    }
-    free(bc);
+    answer_batch(bc, rv, applied);
     if (rv != 0) {
         /* The ones that waited would meet the same leader: their owners
          * hold them and report them again (worker.h). */
@@ -266,15 +274,6 @@ static struct batch_call *new_batch_call(struct qr_results *r, size_t n)
     return bc;
 }
 
-static void on_batch_proposed(void *data, int status, uint64_t applied)
-{
-    struct batch_call *bc = data;
-    for (size_t i = 0; i < bc->n; i++) {
-        bc->waiters[i].cb(bc->waiters[i].data, status, applied);
-    }
-    free(bc);
-}
-
 /* Hands the queue on, batch by batch from the front: to the leader (one
  * call out, the rest wait for its answer), or proposed here if this node
  * leads now. A batch that cannot go fails the whole queue: nothing out
@@ -299,7 +298,7 @@ static void send_queued(struct qr_results *r)
                 bc->waiters[i].data = r->queued[i].data;
             }
             rv = qr_cluster_serving(r->cluster)
-                     ? qr_results_propose(r, rs, n, on_batch_proposed, bc)
+                     ? qr_results_propose(r, rs, n, answer_batch, bc)
                      : send_batch(r, rs, n, bc);
         }
         free(rs);
@@ -343,7 +342,6 @@ static int enqueue(struct qr_results *r,
     }
     r->queued[r->n_queued++] = (struct qr_results_queued){
         .result = copy, .bytes = len, .cb = cb, .data = data};
-    r->queued_bytes += len;
     return 0;
 }
 

@@ -45,7 +45,6 @@ struct qr_results {
     struct qr_results_queued *queued;
     size_t n_queued;
     size_t cap_queued;
-    size_t queued_bytes; /* their packed sizes */
 };
 
 /* All pointers borrowed; they must outlive r. Cannot fail. */
