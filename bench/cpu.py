@@ -21,7 +21,6 @@ run divided by N: all nodes, the leader, and each follower.
 
 import argparse
 import os
-import re
 import sys
 
 import qraft_harness as qh
@@ -36,11 +35,6 @@ def cpu_seconds(pid):
         fields = f.read().rsplit(")", 1)[1].split()
     # After the ")": state is field 0, utime 11, stime 12.
     return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def rate_of(out, label):
-    m = re.search(rf"^{label}.*?([\d.]+) msgs/s", out, re.M)
-    return float(m.group(1)) if m else None
 
 
 def run(cluster, mode, args):
@@ -73,17 +67,12 @@ def main():
     cluster = qh.Cluster(n=3, extra_args=args.qraftd_args)
     try:
         cluster.start()
-        leader = cluster.leader()
+        cluster.leader()
         cluster.wait_ready()
-
-        def spread():
-            # Every node delivers its share, as in a cluster that has run
-            # a while (the first map gives the leader every shard).
-            nodes = leader.status().get("nodes", [])
-            return (len(nodes) == len(cluster.nodes)
-                    and all(n.get("alive") and n.get("shards", 0) > 0
-                            for n in nodes))
-        qh.wait_until(spread, 60, "the leader to give every node shards")
+        # Every node delivers its share, as in a cluster that has run a
+        # while (the first map gives the leader every shard).
+        cluster.wait_shards_spread([n.id for n in cluster.nodes],
+                                   "the leader to give every node shards")
         modes = [args.only] if args.only else ["publish", "deliver"]
         for rep in range(1, args.reps + 1):
             for mode in modes:

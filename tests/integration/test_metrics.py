@@ -334,12 +334,9 @@ class NodeTrafficTest(unittest.TestCase):
                 'code="OK"}', 0)
             return got, requests
 
-        def spread():
-            nodes = self.leader.status().get("nodes", [])
-            return (len(nodes) == len(self.cluster.nodes)
-                    and all(nd.get("alive") and nd.get("shards", 0) > 0
-                            for nd in nodes))
-        qh.wait_until(spread, 60, "the leader to give every node shards")
+        self.cluster.wait_shards_spread(
+            [nd.id for nd in self.cluster.nodes],
+            "the leader to give every node shards")
         before, requests_before = totals()
         n = 2000
         _, out, _ = self.leader.tool(
