@@ -12,7 +12,9 @@ leader:
    on loopback; done when every result is committed),
 
 and prints the rate, then user + system CPU time of every qraftd over the
-run divided by N: all nodes, the leader, and each follower.
+run divided by N: all nodes, the leader, and each follower; and how many
+raft entries the leader proposed (a follower pays per entry: a log write
+and an LMDB commit).
 
     QRAFT_BIN=$PWD/build/bin PYTHONPATH=tests/lib python3 bench/cpu.py \\
         [-n 40000] [-c 256] [-s 1024] [--reps 2] [--only publish|deliver] \\
@@ -39,6 +41,7 @@ def cpu_seconds(pid):
 
 def run(cluster, mode, args):
     leader = cluster.leader()
+    entries = qh.metric(leader, "qraft_raft_entries_proposed_total")
     before = {n.id: cpu_seconds(n.proc.pid) for n in cluster.nodes}
     _, out, _ = leader.tool("qraft-bench", mode, "-n", args.n, "-c", args.c,
                             "-s", args.s, "--endpoints", leader.rpc_addr,
@@ -46,12 +49,14 @@ def run(cluster, mode, args):
     used = {n.id: cpu_seconds(n.proc.pid) - before[n.id]
             for n in cluster.nodes}
     per = {k: v * 1e6 / args.n for k, v in used.items()}
+    entries = qh.metric(leader, "qraft_raft_entries_proposed_total") - entries
     followers = " ".join(f"{per[n.id]:.1f}" for n in cluster.followers())
     lines = [ln for ln in out.splitlines()
              if "msgs/s" in ln or "delivered" in ln]
     print(f"{mode}: " + " | ".join(ln.strip() for ln in lines), flush=True)
     print(f"{mode}: CPU per message {sum(per.values()):.1f} us all nodes; "
-          f"leader {per[leader.id]:.1f}, followers {followers}", flush=True)
+          f"leader {per[leader.id]:.1f}, followers {followers}; "
+          f"{entries} raft entries", flush=True)
 
 
 def main():

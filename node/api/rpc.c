@@ -40,6 +40,11 @@ struct qr_rpc_conn {
     bool closing;
     bool cert_checked; /* cert_id is known (mutual TLS, handshake done) */
     uint64_t cert_id;  /* the node id its certificate is bound to, or 0 */
+    /* Answers framed since the last flush (owned; NULL: none), written
+     * together before the loop next polls (see "Answers"). */
+    struct out_batch *batch;
+    LIST_ENTRY(qr_rpc_conn) dirty_link; /* in rpc->dirty while batch != NULL */
+    bool close_queued; /* a frame asked for the close after it: no more */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -72,12 +77,17 @@ static void on_tls_close(struct qr_tls_stream *t)
     conn_unref(t->data);
 }
 
+static void flush_conn(struct qr_rpc_conn *conn);
+
 static void conn_close(struct qr_rpc_conn *conn)
 {
     if (conn->closing) {
         return;
     }
     conn->closing = true;
+    /* What was answered goes out first, as far as the socket takes it
+     * before the close (uv_close cancels the rest). */
+    flush_conn(conn);
     if (conn->use_tls) {
         conn->refs++; /* until the TLS stream's own handle has closed */
         qr_tls_stream_close(&conn->tls, on_tls_close);
@@ -85,72 +95,157 @@ static void conn_close(struct qr_rpc_conn *conn)
     uv_close((uv_handle_t *)&conn->tcp, on_conn_close);
 }
 
-struct write_req {
+/* ------------------------------------------------------------------------ */
+/* Answers.
+ *
+ * Each answer is framed into its connection's batch; a prepare handle
+ * (rpc->flush) writes every batch just before the loop next polls, so the
+ * answers one loop iteration produces (the ~100 publishes a raft entry
+ * commits under load) leave in one write, not one write each. A batch that
+ * reaches BATCH_MAX_BYTES is written at once and a new one begun. Order is
+ * kept: batches are written in the order they were begun. */
+
+#define BATCH_MIN_BYTES 4096u
+#define BATCH_MAX_BYTES (1024u * 1024u)
+
+struct out_batch {
     uv_write_t req;
     struct qr_tls_write tls_req;
     struct qr_rpc_conn *conn;
-    bool close_after;
+    bool close_after; /* close the connection once written */
+    size_t len;       /* bytes framed in data */
+    size_t cap;
     uint8_t data[];
 };
 
-static void written(struct write_req *w, int status)
+static void written(struct out_batch *b, int status)
 {
-    struct qr_rpc_conn *conn = w->conn;
+    struct qr_rpc_conn *conn = b->conn;
     if (status != 0 && status != UV_ECANCELED) {
         QR_DEBUG("rpc", "write: %s", uv_strerror(status));
         conn_close(conn);
-    } else if (w->close_after) {
+    } else if (b->close_after) {
         conn_close(conn);
     }
-    free(w);
+    free(b);
     conn_unref(conn);
 }
 
 static void on_write(uv_write_t *req, int status)
 {
-    written((struct write_req *)req, status);
+    written((struct out_batch *)req, status);
 }
 
 static void on_tls_write(struct qr_tls_write *req, int status)
 {
     written(
-        (struct write_req *)((char *)req - offsetof(struct write_req, tls_req)),
+        (struct out_batch *)((char *)req - offsetof(struct out_batch, tls_req)),
         status);
 }
 
-/* Writes resp (borrowed, stamped already) as one frame; dropped when the
- * connection is closing (its client went away). */
+/* Takes conn's batch off the list of those waiting for the flush. */
+static struct out_batch *take_batch(struct qr_rpc_conn *conn)
+{
+    struct out_batch *b = conn->batch;
+    if (b != NULL) {
+        LIST_REMOVE(conn, dirty_link);
+        conn->batch = NULL;
+    }
+    return b;
+}
+
+/* Writes conn's batch, if it has one. */
+static void flush_conn(struct qr_rpc_conn *conn)
+{
+    struct out_batch *b = take_batch(conn);
+    if (b == NULL) {
+        return;
+    }
+    b->conn = conn;
+    uv_buf_t buf = uv_buf_init((char *)b->data, (unsigned)b->len);
+    conn->refs++;
+    int rv =
+        conn->use_tls && !conn->plain_to_tls
+            ? qr_tls_stream_write(&conn->tls, &b->tls_req, &buf, 1,
+                                  on_tls_write)
+            : uv_write(&b->req, (uv_stream_t *)&conn->tcp, &buf, 1, on_write);
+    if (rv != 0) {
+        QR_DEBUG("rpc", "write: %s", uv_strerror(rv));
+        free(b);
+        conn_unref(conn);
+        conn_close(conn);
+    }
+}
+
+static void on_flush(uv_prepare_t *h)
+{
+    struct qr_rpc *rpc = h->data;
+    while (!LIST_EMPTY(&rpc->dirty)) {
+        flush_conn(LIST_FIRST(&rpc->dirty));
+    }
+    uv_prepare_stop(h);
+}
+
+/* conn's batch with room for `need` more bytes, begun (and the flush
+ * armed) or grown as needed; NULL when out of memory. */
+static struct out_batch *batch_room(struct qr_rpc_conn *conn, size_t need)
+{
+    struct out_batch *b = conn->batch;
+    if (b != NULL && b->cap - b->len >= need) {
+        return b;
+    }
+    if (b != NULL && b->len + need > BATCH_MAX_BYTES) {
+        flush_conn(conn); /* full: it goes now, a new one begins */
+        if (conn->closing) {
+            return NULL;
+        }
+        b = NULL;
+    }
+    size_t len = b != NULL ? b->len : 0;
+    size_t cap = b != NULL ? b->cap * 2 : BATCH_MIN_BYTES;
+    while (cap < len + need) {
+        cap *= 2;
+    }
+    struct out_batch *grown = realloc(b, sizeof *grown + cap);
+    if (grown == NULL) {
+        return NULL; /* b, if any, is still conn's */
+    }
+    if (b == NULL) {
+        memset(grown, 0, sizeof *grown);
+        LIST_INSERT_HEAD(&conn->rpc->dirty, conn, dirty_link);
+        uv_prepare_start(&conn->rpc->flush, on_flush);
+    }
+    grown->cap = cap;
+    conn->batch = grown;
+    return grown;
+}
+
+/* Frames resp (borrowed, stamped already) into conn's batch; dropped when
+ * the connection is closing (its client went away) or an earlier frame
+ * asked for its close. close_after: close the connection once written. */
 static void send_frame(struct qr_rpc_conn *conn,
                        const Qraft__Response *resp,
                        bool close_after)
 {
-    if (conn->closing) {
+    if (conn->closing || conn->close_queued) {
         return;
     }
     size_t len = qraft__response__get_packed_size(resp);
-    struct write_req *w = malloc(sizeof *w + QR_FRAME_HEADER_BYTES + len);
-    if (w == NULL) {
-        QR_ERROR("rpc", "out of memory answering request %" PRIu64, resp->id);
-        conn_close(conn);
+    struct out_batch *b = batch_room(conn, QR_FRAME_HEADER_BYTES + len);
+    if (b == NULL) {
+        if (!conn->closing) {
+            QR_ERROR("rpc", "out of memory answering request %" PRIu64,
+                     resp->id);
+            conn_close(conn);
+        }
         return;
     }
-    qr_frame_put_header(w->data, (uint32_t)len);
-    qraft__response__pack(resp, w->data + QR_FRAME_HEADER_BYTES);
-    w->conn = conn;
-    w->close_after = close_after;
-    uv_buf_t buf =
-        uv_buf_init((char *)w->data, (unsigned)(QR_FRAME_HEADER_BYTES + len));
-    conn->refs++;
-    int rv =
-        conn->use_tls && !conn->plain_to_tls
-            ? qr_tls_stream_write(&conn->tls, &w->tls_req, &buf, 1,
-                                  on_tls_write)
-            : uv_write(&w->req, (uv_stream_t *)&conn->tcp, &buf, 1, on_write);
-    if (rv != 0) {
-        QR_DEBUG("rpc", "write: %s", uv_strerror(rv));
-        free(w);
-        conn_unref(conn);
-        conn_close(conn);
+    qr_frame_put_header(b->data + b->len, (uint32_t)len);
+    qraft__response__pack(resp, b->data + b->len + QR_FRAME_HEADER_BYTES);
+    b->len += QR_FRAME_HEADER_BYTES + len;
+    if (close_after) {
+        b->close_after = true;
+        conn->close_queued = true;
     }
 }
 
@@ -610,6 +705,8 @@ int qr_rpc_init(struct qr_rpc *rpc,
         rpc->tls = NULL;
         return rv;
     }
+    uv_prepare_init(loop, &rpc->flush);
+    rpc->flush.data = rpc;
     return 0;
 }
 
@@ -641,6 +738,14 @@ static void on_listener_close(uv_handle_t *h)
     }
 }
 
+static void on_flush_close(uv_handle_t *h)
+{
+    struct qr_rpc *rpc = h->data;
+    if (--rpc->pending_closes == 0 && rpc->close_cb != NULL) {
+        rpc->close_cb(rpc);
+    }
+}
+
 void qr_rpc_close(struct qr_rpc *rpc, qr_rpc_close_cb cb)
 {
     if (rpc->closing) {
@@ -648,11 +753,12 @@ void qr_rpc_close(struct qr_rpc *rpc, qr_rpc_close_cb cb)
     }
     rpc->closing = true;
     rpc->close_cb = cb;
-    rpc->pending_closes = 1 + (rpc->n_conns > 0 ? 1 : 0);
+    rpc->pending_closes = 2 + (rpc->n_conns > 0 ? 1 : 0);
     uv_close((uv_handle_t *)&rpc->listener, on_listener_close);
     struct qr_rpc_conn *c;
     LIST_FOREACH(c, &rpc->conns, link)
     {
-        conn_close(c);
+        conn_close(c); /* writes its batch: nothing is left to flush */
     }
+    uv_close((uv_handle_t *)&rpc->flush, on_flush_close);
 }

@@ -57,6 +57,11 @@ struct qr_rpc {
     uint64_t peer_cert_warned_mono_ms; /* the last such refusal logged */
     uint64_t n_peer_cert_refused;      /* since then */
     LIST_HEAD(, qr_rpc_conn) conns;    /* live connections */
+    /* Connections with answers waiting to be written, and the prepare
+     * handle that writes them before the loop next polls (rpc.c,
+     * "Answers"). */
+    LIST_HEAD(, qr_rpc_conn) dirty;
+    uv_prepare_t flush;
     size_t n_conns;
     bool closing;
     unsigned pending_closes;

@@ -164,6 +164,44 @@ class BadInputTest(unittest.TestCase):
                 )
         self.assert_alive()
 
+    def test_pipelined_answers_all_arrive_before_a_refusal_closes(self):
+        """Answers leave in batches (one write per loop iteration): 400
+        pipelined requests sent at once each get their own answer; a
+        frame that does not decode gets its error and the connection
+        stays open; one over the limit gets its error and the close."""
+        n_status, n_publish = 300, 100
+        burst = b"".join(
+            qh.frame(qh.request(i, self.node.token, STATUS))
+            for i in range(1, n_status + 1))
+        burst += b"".join(
+            qh.frame(qh.request(i, self.node.token, PUBLISH,
+                                qh.publish_request(DEST, b"b%d" % i)))
+            for i in range(n_status + 1, n_status + n_publish + 1))
+        with qh.RawRpc(self.node.rpc_addr) as rpc:
+            rpc.send(burst)
+            answers = [rpc.read_response() for _ in range(n_status + n_publish)]
+            self.assertNotIn(None, answers, "the node closed mid-answers")
+            self.assertEqual(sorted(a["id"] for a in answers),
+                             list(range(1, n_status + n_publish + 1)))
+            self.assertEqual({a["status_name"] for a in answers}, {"OK"},
+                             [a for a in answers if a["status_name"] != "OK"][:3])
+
+            rpc.send(qh.frame(b"\xff\xff\xff"))
+            bad = rpc.read_response()
+            self.assertEqual((bad["id"], bad["status_name"]),
+                             (0, "BAD_REQUEST"), bad)
+            self.assertEqual(rpc.call(qh.request(7, self.node.token, STATUS))["id"],
+                             7)
+
+            rpc.send(struct.pack(">I", 64 << 20) + b"\x08\x01")
+            refused = rpc.read_response()
+            self.assertIsNotNone(refused, "closed without saying why")
+            self.assertEqual(refused["status_name"], "TOO_LARGE", refused)
+            self.assertIn("frame exceeds the limit", refused["error"])
+            self.assertTrue(rpc.closed_by_peer(10.0))
+        self.assertEqual(len(self.stored()), n_publish)
+        self.assert_alive()
+
     def test_truncated_frames_do_not_kill_the_node(self):
         for sent in (b"\x00", b"\x00\x00\x00", struct.pack(">I", 100) + b"\x08" * 10):
             with qh.RawRpc(self.node.rpc_addr) as rpc:
