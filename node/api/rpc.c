@@ -41,7 +41,7 @@ struct qr_rpc_conn {
     bool cert_checked; /* cert_id is known (mutual TLS, handshake done) */
     uint64_t cert_id;  /* the node id its certificate is bound to, or 0 */
     /* Answers framed since the last flush (owned; NULL: none), written
-     * together before the loop next polls (see "Answers"). */
+     * together at the start of the next loop iteration (see "Answers"). */
     struct out_batch *batch;
     LIST_ENTRY(qr_rpc_conn) dirty_link; /* in rpc->dirty while batch != NULL */
     bool close_queued; /* a frame asked for the close after it: no more */
@@ -98,10 +98,14 @@ static void conn_close(struct qr_rpc_conn *conn)
 /* ------------------------------------------------------------------------ */
 /* Answers.
  *
- * Each answer is framed into its connection's batch; a prepare handle
- * (rpc->flush) writes every batch just before the loop next polls, so the
- * answers one loop iteration produces (the ~100 publishes a raft entry
- * commits under load) leave in one write, not one write each. A batch that
+ * Each answer is framed into its connection's batch; an idle handle
+ * (rpc->flush) writes every batch at the start of the next loop iteration,
+ * so the answers one iteration produces (the ~100 publishes a raft entry
+ * commits under load) leave in one write, not one write each. An idle
+ * handle, not a prepare one: while it is active the loop does not block in
+ * poll, so an answer framed late in an iteration (raft fires some
+ * callbacks from its own prepare handle, e.g. the proposals a leader that
+ * stepped down fails) still goes out before the loop waits. A batch that
  * reaches BATCH_MAX_BYTES is written at once and a new one begun. Order is
  * kept: batches are written in the order they were begun. */
 
@@ -177,13 +181,13 @@ static void flush_conn(struct qr_rpc_conn *conn)
     }
 }
 
-static void on_flush(uv_prepare_t *h)
+static void on_flush(uv_idle_t *h)
 {
     struct qr_rpc *rpc = h->data;
     while (!LIST_EMPTY(&rpc->dirty)) {
         flush_conn(LIST_FIRST(&rpc->dirty));
     }
-    uv_prepare_stop(h);
+    uv_idle_stop(h);
 }
 
 /* conn's batch with room for `need` more bytes, begun (and the flush
@@ -213,7 +217,7 @@ static struct out_batch *batch_room(struct qr_rpc_conn *conn, size_t need)
     if (b == NULL) {
         memset(grown, 0, sizeof *grown);
         LIST_INSERT_HEAD(&conn->rpc->dirty, conn, dirty_link);
-        uv_prepare_start(&conn->rpc->flush, on_flush);
+        uv_idle_start(&conn->rpc->flush, on_flush);
     }
     grown->cap = cap;
     conn->batch = grown;
@@ -503,7 +507,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 static void resume_reading(struct qr_rpc_conn *conn)
 {
-    if (!conn->reading && !conn->closing &&
+    if (!conn->reading && !conn->closing && !conn->close_queued &&
         conn->pending < MAX_PENDING_PER_CONN) {
         if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) == 0) {
             conn->reading = true;
@@ -705,7 +709,7 @@ int qr_rpc_init(struct qr_rpc *rpc,
         rpc->tls = NULL;
         return rv;
     }
-    uv_prepare_init(loop, &rpc->flush);
+    uv_idle_init(loop, &rpc->flush);
     rpc->flush.data = rpc;
     return 0;
 }

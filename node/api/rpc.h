@@ -57,11 +57,11 @@ struct qr_rpc {
     uint64_t peer_cert_warned_mono_ms; /* the last such refusal logged */
     uint64_t n_peer_cert_refused;      /* since then */
     LIST_HEAD(, qr_rpc_conn) conns;    /* live connections */
-    /* Connections with answers waiting to be written, and the prepare
-     * handle that writes them before the loop next polls (rpc.c,
-     * "Answers"). */
+    /* Connections with answers waiting to be written, and the idle
+     * handle that writes them at the start of the next loop iteration
+     * (rpc.c, "Answers"). */
     LIST_HEAD(, qr_rpc_conn) dirty;
-    uv_prepare_t flush;
+    uv_idle_t flush;
     size_t n_conns;
     bool closing;
     unsigned pending_closes;
@@ -89,9 +89,9 @@ int qr_rpc_init(struct qr_rpc *rpc,
  * (len bytes) saying why. A plaintext server stays plaintext (0). */
 int qr_rpc_reload_tls(struct qr_rpc *rpc, char *errmsg, size_t len);
 
-/* Stops listening and closes every connection (answers still owed are
- * dropped with them); cb fires once all handles are closed. Safe to call
- * twice. */
+/* Stops listening and closes every connection (answers already made are
+ * written first, as far as each socket takes them; answers still owed are
+ * dropped); cb fires once all handles are closed. Safe to call twice. */
 void qr_rpc_close(struct qr_rpc *rpc, qr_rpc_close_cb cb);
 
 #endif /* QR_RPC_H */
