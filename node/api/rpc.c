@@ -59,6 +59,15 @@ static void conn_unref(struct qr_rpc_conn *conn)
     free(conn);
 }
 
+/* One of the things qr_rpc_close waits for has closed (the listener, the
+ * flush handle, the last connection); the last one calls close_cb. */
+static void closed_one(struct qr_rpc *rpc)
+{
+    if (--rpc->pending_closes == 0 && rpc->close_cb != NULL) {
+        rpc->close_cb(rpc);
+    }
+}
+
 static void on_conn_close(uv_handle_t *h)
 {
     struct qr_rpc_conn *conn = h->data;
@@ -67,8 +76,8 @@ static void on_conn_close(uv_handle_t *h)
     rpc->n_conns--;
     bool last = rpc->closing && rpc->n_conns == 0;
     conn_unref(conn);
-    if (last && --rpc->pending_closes == 0 && rpc->close_cb != NULL) {
-        rpc->close_cb(rpc);
+    if (last) {
+        closed_one(rpc);
     }
 }
 
@@ -737,17 +746,12 @@ static void on_listener_close(uv_handle_t *h)
     /* Connections hold their own reference to the context. */
     SSL_CTX_free(rpc->tls);
     rpc->tls = NULL;
-    if (--rpc->pending_closes == 0 && rpc->close_cb != NULL) {
-        rpc->close_cb(rpc);
-    }
+    closed_one(rpc);
 }
 
 static void on_flush_close(uv_handle_t *h)
 {
-    struct qr_rpc *rpc = h->data;
-    if (--rpc->pending_closes == 0 && rpc->close_cb != NULL) {
-        rpc->close_cb(rpc);
-    }
+    closed_one(h->data);
 }
 
 void qr_rpc_close(struct qr_rpc *rpc, qr_rpc_close_cb cb)
