@@ -3,6 +3,7 @@
 #include "api/rpc.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stddef.h>
@@ -21,9 +22,17 @@
 #include "lib/tls_stream.h"
 #include "lib/tokens.h"
 
-/* The most requests one connection may have waiting for an answer before
- * we stop reading from it (backpressure). */
+/* Backpressure: a connection's frames are not taken (they wait, read or
+ * still in the socket) while it has this many requests waiting for an
+ * answer, this many of them of a kind whose answer may be large (reads:
+ * qr_ops_answer_is_small), or this many bytes of answers its client has
+ * not read yet. Together they bound what a client that sends and does not
+ * read makes the node keep: the unread bytes, plus the answers of the
+ * requests it had taken (over TLS twice that: plaintext and ciphertext).
+ * An answer over the byte cap still goes whole. */
 #define MAX_PENDING_PER_CONN 4096u
+#define MAX_READS_PENDING_PER_CONN 16u
+#define MAX_QUEUED_OUT_PER_CONN (4u * 1024u * 1024u)
 
 struct qr_rpc_conn {
     uv_tcp_t tcp;
@@ -36,8 +45,16 @@ struct qr_rpc_conn {
     bool plain_to_tls; /* they were not TLS: answered in plaintext */
     unsigned refs;     /* the handle itself + one per request in progress */
     unsigned pending;  /* requests waiting for an answer */
+    unsigned pending_reads; /* those of them whose answer may be large */
+    size_t out_bytes; /* answers handed to the socket and not written yet */
     bool reading;
     bool closing;
+    /* Frames are not taken: closing, or a limit was reached (see
+     * "Backpressure"). While held and queued on rpc->resume, a limit has
+     * cleared and the next loop iteration takes them up. */
+    bool held;
+    bool resume_queued;
+    LIST_ENTRY(qr_rpc_conn) resume_link; /* in rpc->resume */
     bool cert_checked; /* cert_id is known (mutual TLS, handshake done) */
     uint64_t cert_id;  /* the node id its certificate is bound to, or 0 */
     /* Answers framed since the last flush (owned; NULL: none), written
@@ -94,6 +111,7 @@ static void conn_close(struct qr_rpc_conn *conn)
         return;
     }
     conn->closing = true;
+    conn->held = true; /* no frame is taken after this */
     /* What was answered goes out first, as far as the socket takes it
      * before the close (uv_close cancels the rest). */
     flush_conn(conn);
@@ -131,9 +149,13 @@ struct out_batch {
     uint8_t data[];
 };
 
+static void release(struct qr_rpc_conn *conn);
+
 static void written(struct out_batch *b, int status)
 {
     struct qr_rpc_conn *conn = b->conn;
+    assert(conn->out_bytes >= b->len);
+    conn->out_bytes -= b->len;
     if (status != 0 && status != UV_ECANCELED) {
         QR_DEBUG("rpc", "write: %s", uv_strerror(status));
         conn_close(conn);
@@ -141,6 +163,7 @@ static void written(struct out_batch *b, int status)
         conn_close(conn);
     }
     free(b);
+    release(conn);
     conn_unref(conn);
 }
 
@@ -187,16 +210,31 @@ static void flush_conn(struct qr_rpc_conn *conn)
         free(b);
         conn_unref(conn);
         conn_close(conn);
+        return;
     }
+    conn->out_bytes += b->len;
 }
+
+static void take_up(struct qr_rpc_conn *conn);
 
 static void on_flush(uv_idle_t *h)
 {
     struct qr_rpc *rpc = h->data;
+    /* Held connections whose limit cleared first, so that the answers
+     * their frames get at once leave with the rest. */
+    while (!LIST_EMPTY(&rpc->resume)) {
+        struct qr_rpc_conn *conn = LIST_FIRST(&rpc->resume);
+        LIST_REMOVE(conn, resume_link);
+        conn->resume_queued = false;
+        take_up(conn);
+        conn_unref(conn);
+    }
     while (!LIST_EMPTY(&rpc->dirty)) {
         flush_conn(LIST_FIRST(&rpc->dirty));
     }
-    uv_idle_stop(h);
+    if (LIST_EMPTY(&rpc->resume)) {
+        uv_idle_stop(h);
+    }
 }
 
 /* conn's batch with room for `need` more bytes, begun (and the flush
@@ -286,7 +324,45 @@ static void send_error(struct qr_rpc_conn *conn,
     send_frame(conn, &resp, close_after);
 }
 
-static void resume_reading(struct qr_rpc_conn *conn);
+/* ------------------------------------------------------------------------ */
+/* Backpressure.
+ *
+ * A connection is held when a frame leaves it at a limit (too many
+ * requests waiting for answers, or too many answer bytes its client has
+ * not read): the rest of what was read waits in conn->in, and reading
+ * stops, so what the client sends next waits in the socket. Each answer
+ * given and each batch written may clear the limit (release); the
+ * connection's frames are then taken up at the start of the next loop
+ * iteration, from the flush handle, never from inside an answer (many are
+ * given while the connection's own frames are being handed out). */
+
+/* Answer bytes conn's client has still to read: handed to the socket, or
+ * framed and waiting for the flush. */
+static size_t queued_out(const struct qr_rpc_conn *conn)
+{
+    return conn->out_bytes + (conn->batch != NULL ? conn->batch->len : 0);
+}
+
+static bool at_limit(const struct qr_rpc_conn *conn)
+{
+    return conn->pending >= MAX_PENDING_PER_CONN ||
+           conn->pending_reads >= MAX_READS_PENDING_PER_CONN ||
+           queued_out(conn) >= MAX_QUEUED_OUT_PER_CONN;
+}
+
+/* conn's limit may have cleared: if it was held, its frames are taken up
+ * in the next loop iteration. */
+static void release(struct qr_rpc_conn *conn)
+{
+    if (!conn->held || conn->resume_queued || conn->closing ||
+        conn->close_queued || at_limit(conn)) {
+        return;
+    }
+    conn->resume_queued = true;
+    conn->refs++; /* the resume list's */
+    LIST_INSERT_HEAD(&conn->rpc->resume, conn, resume_link);
+    uv_idle_start(&conn->rpc->flush, on_flush);
+}
 
 /* The answer to one submitted request: written unless the connection
  * closed meanwhile; the request's reference goes. */
@@ -295,8 +371,16 @@ static void on_reply(void *data, const Qraft__Response *resp)
     struct qr_rpc_conn *conn = data;
     send_frame(conn, resp, false);
     conn->pending--;
-    resume_reading(conn);
+    release(conn);
     conn_unref(conn);
+}
+
+/* The same, for a request whose answer may be large (counted apart). */
+static void on_read_reply(void *data, const Qraft__Response *resp)
+{
+    struct qr_rpc_conn *conn = data;
+    conn->pending_reads--;
+    on_reply(conn, resp);
 }
 
 /* Answers PERMISSION_DENIED unless tok has the scope the scope table gives
@@ -407,10 +491,12 @@ static void refuse_peer_cert(struct qr_rpc_conn *conn,
                false);
 }
 
-/* One whole frame read from conn (data). */
-static void handle_frame(void *data, const uint8_t *payload, size_t len)
+/* One whole frame read from conn: answered, or handed to the
+ * operations. */
+static void handle_frame(struct qr_rpc_conn *conn,
+                         const uint8_t *payload,
+                         size_t len)
 {
-    struct qr_rpc_conn *conn = data;
     struct qr_rpc *rpc = conn->rpc;
     rpc->n_requests++;
     Qraft__Request *req = qraft__request__unpack(NULL, len, payload);
@@ -468,10 +554,15 @@ static void handle_frame(void *data, const uint8_t *payload, size_t len)
     } else if (as_peer || scope_ok(conn, req, tok)) {
         unsigned flags = QR_OPS_RPC | (as_peer ? QR_OPS_PEER : 0) |
                          (as_peer && req->from_node ? QR_OPS_FROM_NODE : 0);
+        bool small = req->body_case == QRAFT__REQUEST__BODY_PUBLISH ||
+                     qr_ops_answer_is_small(req->body_case);
         conn->refs++;
         conn->pending++;
-        int rv = qr_ops_submit(rpc->ops, req, flags, on_reply, conn);
+        conn->pending_reads += !small;
+        int rv = qr_ops_submit(rpc->ops, req, flags,
+                               small ? on_reply : on_read_reply, conn);
         if (rv != 0) {
+            conn->pending_reads -= !small;
             conn->pending--;
             conn->refs--;
             send_error(conn, req->id, req->body_case,
@@ -482,6 +573,26 @@ static void handle_frame(void *data, const uint8_t *payload, size_t len)
         }
     }
     qraft__request__free_unpacked(req, NULL);
+}
+
+/* One whole frame read from conn (data), answered or handed on; the
+ * frames after it wait if that left conn at a limit. */
+static void take_frame(void *data, const uint8_t *payload, size_t len)
+{
+    struct qr_rpc_conn *conn = data;
+    handle_frame(conn, payload, len);
+    if (conn->held || !at_limit(conn)) {
+        return;
+    }
+    conn->held = true;
+    struct qr_metrics *m = conn->rpc->ops->metrics;
+    if (m != NULL) {
+        if (queued_out(conn) >= MAX_QUEUED_OUT_PER_CONN) {
+            m->rpc_held_unread++;
+        } else {
+            m->rpc_held_pending++;
+        }
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -517,15 +628,23 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void resume_reading(struct qr_rpc_conn *conn)
 {
     if (!conn->reading && !conn->closing && !conn->close_queued &&
-        conn->pending < MAX_PENDING_PER_CONN) {
-        if (uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read) == 0) {
-            conn->reading = true;
-            if (conn->use_tls) {
-                qr_tls_stream_read_start(&conn->tls);
-            }
+        !conn->held) {
+        int rv = uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read);
+        if (rv != 0) {
+            /* Not read again, it would never be answered: closed. */
+            QR_WARN("rpc", "read start: %s; closing the connection",
+                    uv_strerror(rv));
+            conn_close(conn);
+            return;
+        }
+        conn->reading = true;
+        if (conn->use_tls) {
+            qr_tls_stream_read_start(&conn->tls);
         }
     }
 }
+
+static void take_frames(struct qr_rpc_conn *conn);
 
 /* nread bytes of plaintext were read into conn->in (or the stream ended:
  * nread < 0). */
@@ -551,9 +670,15 @@ static void got_bytes(struct qr_rpc_conn *conn, ssize_t nread)
         return;
     }
     qr_framed_filled(&conn->in, (size_t)nread);
+    take_frames(conn);
+}
 
+/* Hands the whole frames read from conn on, until none is left or conn is
+ * held; reading stops while it is. */
+static void take_frames(struct qr_rpc_conn *conn)
+{
     conn->refs++; /* handlers may close the connection */
-    if (qr_framed_drain(&conn->in, &conn->closing, handle_frame, conn) ==
+    if (qr_framed_drain(&conn->in, &conn->held, take_frame, conn) ==
         QR_FRAME_TOO_LARGE) {
         QR_WARN("rpc",
                 "closing a connection that sent a frame over "
@@ -572,10 +697,23 @@ static void got_bytes(struct qr_rpc_conn *conn, ssize_t nread)
     if (!conn->closing) {
         qr_framed_compact(&conn->in);
     }
-    if (conn->pending >= MAX_PENDING_PER_CONN) {
+    if (conn->held) {
         pause_reading(conn);
     }
     conn_unref(conn);
+}
+
+/* A held connection whose limit cleared (release): its waiting frames are
+ * taken, then reading starts again, unless a limit is reached once more
+ * (a later answer or write releases it again). */
+static void take_up(struct qr_rpc_conn *conn)
+{
+    if (conn->closing || conn->close_queued || at_limit(conn)) {
+        return;
+    }
+    conn->held = false;
+    take_frames(conn);
+    resume_reading(conn);
 }
 
 static void on_plain_read(void *data, ssize_t nread)
@@ -767,6 +905,12 @@ void qr_rpc_close(struct qr_rpc *rpc, qr_rpc_close_cb cb)
     LIST_FOREACH(c, &rpc->conns, link)
     {
         conn_close(c); /* writes its batch: nothing is left to flush */
+    }
+    while (!LIST_EMPTY(&rpc->resume)) { /* closing: nothing to take up */
+        c = LIST_FIRST(&rpc->resume);
+        LIST_REMOVE(c, resume_link);
+        c->resume_queued = false;
+        conn_unref(c);
     }
     uv_close((uv_handle_t *)&rpc->flush, on_flush_close);
 }

@@ -62,6 +62,9 @@ struct qr_rpc {
      * (rpc.c, "Answers"). */
     LIST_HEAD(, qr_rpc_conn) dirty;
     uv_idle_t flush;
+    /* Held connections whose limit cleared: the flush handle takes up
+     * their waiting frames first (rpc.c, "Backpressure"). */
+    LIST_HEAD(, qr_rpc_conn) resume;
     size_t n_conns;
     bool closing;
     unsigned pending_closes;

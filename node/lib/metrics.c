@@ -359,6 +359,15 @@ static void render_counters(struct text *t, const struct qr_metrics *m)
               "RPC requests this node answered (clients and other nodes), "
               "by kind and status, since the process started.",
               "kind", "code", &m->rpc);
+    head(t, "qraft_rpc_held_total", "counter",
+         "Times an RPC connection's requests were held (not read) until "
+         "its client caught up: it had not read 4 MiB of answers, or 4096 "
+         "of its requests (16 reads) waited for one; since the process "
+         "started.");
+    add_labelled(t, "qraft_rpc_held_total", "reason", "unread_answers",
+                 m->rpc_held_unread);
+    add_labelled(t, "qraft_rpc_held_total", "reason", "pending_requests",
+                 m->rpc_held_pending);
     add_hist(t, "qraft_publish_duration_seconds",
              "A publish from its arrival at this node to its answer (applied "
              "on a majority), by the node that took it, since the process "

@@ -74,6 +74,11 @@ struct qr_metrics {
     uint64_t loop_stall_max_ms;   /* the longest of those */
     struct qr_metrics_pairs http; /* http_api.c: {route, code} */
     struct qr_metrics_pairs rpc;  /* rpc.c, ops.c: {kind, code} */
+    /* rpc.c: connections whose requests were held (backpressure) because
+     * their client had not read its answers, or had too many requests
+     * waiting for one */
+    uint64_t rpc_held_unread;
+    uint64_t rpc_held_pending;
     /* ops.c: publish request to its answer, on the node that took it */
     struct qr_metrics_hist publish_seconds;
     /* worker_outcome.c: an attempt's send to its answer */

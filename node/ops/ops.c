@@ -516,6 +516,12 @@ bool qr_ops_is_peer_request(Qraft__Request__BodyCase kind)
            kind == QRAFT__REQUEST__BODY_MEMBER_PROBE;
 }
 
+bool qr_ops_answer_is_small(Qraft__Request__BodyCase kind)
+{
+    const struct route *r = find_route(kind);
+    return qr_ops_is_peer_request(kind) || (r != NULL && r->needs_leader);
+}
+
 static void parked_watch(struct qr_ops *ops, uint64_t leader_id);
 
 /* Each loop iteration: answers what waits on a leader that is gone

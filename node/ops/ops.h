@@ -126,6 +126,13 @@ void qr_ops_close(struct qr_ops *ops, qr_ops_close_cb cb);
  * index): they need the peer token. */
 bool qr_ops_is_peer_request(Qraft__Request__BodyCase kind);
 
+/* True for the kinds whose answer is small whatever the state holds: the
+ * writes (their answers say what was done) and what only other nodes send.
+ * The others (reads: a message with its body, a list) may answer up to the
+ * frame limit; the RPC server caps how many of those one connection has
+ * waiting (api/rpc.c, "Backpressure"). */
+bool qr_ops_answer_is_small(Qraft__Request__BodyCase kind);
+
 /* The node id a heartbeat says it comes from; 0 for anything else. */
 uint64_t qr_ops_heartbeat_node_id(const Qraft__Request *req);
 

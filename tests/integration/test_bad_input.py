@@ -19,6 +19,7 @@ from http_sink import Reply, start_sink
 DEST = "http://127.0.0.1:9/never"
 MAX_BODY_BYTES = 1048576  # qraftd's default --max-body-bytes
 PUBLISH = 10  # Request.publish
+GET = 11  # Request.get
 STATUS = 17  # Request.status
 
 # Ill-formed UTF-8: a stray byte, a cut sequence, a surrogate, an overlong
@@ -51,6 +52,15 @@ def raw_http(port, method, target, headers=(), body=b"", token=None, timeout=10)
         return None, b""
     head, _, rbody = answer.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), rbody
+
+
+def proc_status_kib(pid, field):
+    """A kB figure of /proc/PID/status, e.g. VmRSS or VmHWM (the peak)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
 
 
 class BadInputTest(unittest.TestCase):
@@ -201,6 +211,50 @@ class BadInputTest(unittest.TestCase):
             self.assertTrue(rpc.closed_by_peer(10.0))
         self.assertEqual(len(self.stored()), n_publish)
         self.assert_alive()
+
+    def test_a_client_that_does_not_read_cannot_make_the_node_grow(self):
+        """A client that pipelines requests with large answers and reads
+        late: the node takes only a few of them at a time (16 reads in
+        flight, 4 MiB of answers unread), and the rest wait in the socket,
+        rather than the node keeping every answer (600 MiB here). It takes
+        them up as the client reads, and every request is answered."""
+        if os.environ.get("ASAN_OPTIONS") is not None:
+            # ASan keeps freed memory in quarantine (256 MiB by default),
+            # which would hide the difference this test looks for.
+            self.node.terminate()
+            self.node.extra_env["ASAN_OPTIONS"] = (
+                os.environ["ASAN_OPTIONS"] + ":quarantine_size_mb=0")
+            self.node.start()
+        big = self.node.dir / "big.bin"
+        big.write_bytes(b"x" * MAX_BODY_BYTES)
+        _, out, _ = self.node.cli("publish", DEST, "--body", f"@{big}",
+                                  "--delay", "1h")
+        get = qh.pb_bytes(1, out.strip().encode())
+        n = 600  # answers of 1 MiB each
+        burst = b"".join(qh.frame(qh.request(i, self.node.token, GET, get))
+                         for i in range(1, n + 1))
+        held = ('qraft_rpc_held_total{reason="pending_requests"}',
+                'qraft_rpc_held_total{reason="unread_answers"}')
+        rss_before = proc_status_kib(self.node.proc.pid, "VmRSS")
+        with qh.RawRpc(self.node.rpc_addr, timeout=60) as rpc:
+            rpc.send(burst)  # 36 KiB: the socket takes it at once
+            # Nothing read yet: the node holds the connection.
+            qh.wait_until(lambda: sum(qh.metric(self.node, h) for h in held),
+                          30, "the node to hold the connection")
+            self.assert_alive()  # other connections are served meanwhile
+            answers = [rpc.read_response() for _ in range(n)]
+            self.assertNotIn(None, answers, "the node closed mid-answers")
+            self.assertEqual(sorted(a["id"] for a in answers),
+                             list(range(1, n + 1)))
+            self.assertEqual({a["status_name"] for a in answers}, {"OK"})
+            self.assertEqual(
+                rpc.call(qh.request(n + 1, self.node.token, STATUS))
+                ["status_name"], "OK")
+        grown_mib = (proc_status_kib(self.node.proc.pid, "VmHWM")
+                     - rss_before) / 1024
+        self.assertLess(grown_mib, 64,
+                        "the node's peak memory grew by %.0f MiB serving one "
+                        "client that read late" % grown_mib)
 
     def test_truncated_frames_do_not_kill_the_node(self):
         for sent in (b"\x00", b"\x00\x00\x00", struct.pack(">I", 100) + b"\x08" * 10):
