@@ -309,8 +309,8 @@ static void send_error(struct qr_rpc_conn *conn,
                        const char *msg,
                        bool close_after)
 {
-    if (conn->closing) {
-        return;
+    if (conn->closing || conn->close_queued) {
+        return; /* it would be dropped (send_frame): not counted either */
     }
     Qraft__Response resp = QRAFT__RESPONSE__INIT;
     resp.id = id;
