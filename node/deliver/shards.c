@@ -110,7 +110,7 @@ uint32_t qr_shards_count(struct qr_shards *s, uint64_t id)
 /* ------------------------------------------------------------------------ */
 /* Ownership. */
 
-bool qr_shards_leased(struct qr_shards *s)
+bool qr_shards_lease_runs(struct qr_shards *s)
 {
     if (s->closing || s->leaving) {
         return false;
@@ -119,13 +119,18 @@ bool qr_shards_leased(struct qr_shards *s)
     if (qr_results_stalled(&s->results, now)) {
         return false;
     }
-    if (qr_cluster_serving(s->cluster)) {
-        return true;
+    return qr_cluster_serving(s->cluster) || now < s->lease_until_mono_ms;
+}
+
+bool qr_shards_leased(struct qr_shards *s)
+{
+    if (!qr_shards_lease_runs(s)) {
+        return false;
     }
     /* A lease from a leader whose map this replica has not applied yet
      * would dispatch by an old map: wait for it. */
-    return s->have_map && now < s->lease_until_mono_ms &&
-           s->epoch >= s->leader_epoch;
+    return qr_cluster_serving(s->cluster) ||
+           (s->have_map && s->epoch >= s->leader_epoch);
 }
 
 bool qr_shards_active(struct qr_shards *s)

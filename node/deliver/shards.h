@@ -211,6 +211,14 @@ bool qr_shards_active(struct qr_shards *s);
  * reports would commit (held ones may be reported again). */
 bool qr_shards_leased(struct qr_shards *s);
 
+/* True while the lease itself runs, even when this replica has not yet
+ * applied the map its leader last assigned (qr_shards_leased is false
+ * then, so nothing starts). What a running delivery needs to go on: while
+ * this node's lease runs the leader counts it live, and a shard leaves a
+ * live owner only through nobody, once the owner said, under the new map,
+ * that none of its deliveries of that shard runs. */
+bool qr_shards_lease_runs(struct qr_shards *s);
+
 /* Hands one attempt's outcome to raft (qr_results_submit): proposed here on
  * the leader, sent to the leader otherwise. cb fires exactly once when 0 is
  * returned: status 0 once the result is committed and applied, else it may

@@ -373,10 +373,15 @@ static int read_keys(struct qr_store_txn *txn, Qraft__SigningKeys **out)
 /* Cancels deliveries of shards the map gives another node (all of them
  * when it is leaving): their new owner sends them. A shard being handed
  * over (owner nobody) keeps its deliveries running: they finish and report
- * before the next owner gets it (shards.h). Without a lease for
- * HOLD_QUEUED_MS, cancels those not started yet (the engine's gate holds
- * them): the messages stay due, and are read afresh once it is back. */
-static void cancel_unowned(struct qr_worker *w, bool active)
+ * before the next owner gets it (shards.h). Inactive for HOLD_QUEUED_MS,
+ * cancels those not started yet (the engine's gate holds them): the
+ * messages stay due, and are read afresh once it is active again. Once the
+ * lease itself ends (lease_runs false), cancels the flow-controlled ones
+ * too. Not while it only waits to apply its leader's newest map: a
+ * planned move waits for them (qr_shards_lease_runs), and cancelling them
+ * then told the leader none ran while their requests were still being
+ * served, so the next owner overlapped them. */
+static void cancel_unowned(struct qr_worker *w, bool active, bool lease_runs)
 {
     if (!active &&
         qr_clock_mono_ms() - w->inactive_since_mono_ms >= HOLD_QUEUED_MS) {
@@ -390,7 +395,7 @@ static void cancel_unowned(struct qr_worker *w, bool active)
              * next owner of its key counts from zero. */
             bool moved = !qr_shards_assigned(w->shards, f->shard) &&
                          !qr_shards_handing_over(w->shards, f->shard);
-            if (f->sending && (moved || (!active && f->flow != NULL))) {
+            if (f->sending && (moved || (!lease_runs && f->flow != NULL))) {
                 /* Fires the delivery callback (CANCELLED) now, which
                  * removes f. */
                 qr_delivery_cancel(&w->delivery, f->ticket);
@@ -634,7 +639,8 @@ static void scan(struct qr_worker *w)
     }
     /* A draining node's flow-controlled deliveries may finish: nobody
      * else gets their shard before they did. */
-    cancel_unowned(w, active || (w->draining && qr_shards_leased(w->shards)));
+    cancel_unowned(w, active || (w->draining && qr_shards_leased(w->shards)),
+                   qr_shards_lease_runs(w->shards));
     bool settling = sweep_settled(w);
     if (settling) {
         worker_wake_at(w, qr_clock_wall_ms() + 10); /* replication is quick */
