@@ -217,15 +217,25 @@ static void flush_conn(struct qr_rpc_conn *conn)
 
 static void take_up(struct qr_rpc_conn *conn);
 
+/* The next connection on rpc->resume, taken off it (its reference is the
+ * caller's to drop), or NULL. */
+static struct qr_rpc_conn *resume_pop(struct qr_rpc *rpc)
+{
+    struct qr_rpc_conn *conn = LIST_FIRST(&rpc->resume);
+    if (conn != NULL) {
+        LIST_REMOVE(conn, resume_link);
+        conn->resume_queued = false;
+    }
+    return conn;
+}
+
 static void on_flush(uv_idle_t *h)
 {
     struct qr_rpc *rpc = h->data;
     /* Held connections whose limit cleared first, so that the answers
      * their frames get at once leave with the rest. */
-    while (!LIST_EMPTY(&rpc->resume)) {
-        struct qr_rpc_conn *conn = LIST_FIRST(&rpc->resume);
-        LIST_REMOVE(conn, resume_link);
-        conn->resume_queued = false;
+    struct qr_rpc_conn *conn;
+    while ((conn = resume_pop(rpc)) != NULL) {
         take_up(conn);
         conn_unref(conn);
     }
@@ -350,12 +360,17 @@ static bool at_limit(const struct qr_rpc_conn *conn)
            queued_out(conn) >= MAX_QUEUED_OUT_PER_CONN;
 }
 
+/* Whether conn may take frames now: open, and under every limit. */
+static bool may_take(const struct qr_rpc_conn *conn)
+{
+    return !conn->closing && !conn->close_queued && !at_limit(conn);
+}
+
 /* conn's limit may have cleared: if it was held, its frames are taken up
  * in the next loop iteration. */
 static void release(struct qr_rpc_conn *conn)
 {
-    if (!conn->held || conn->resume_queued || conn->closing ||
-        conn->close_queued || at_limit(conn)) {
+    if (!conn->held || conn->resume_queued || !may_take(conn)) {
         return;
     }
     conn->resume_queued = true;
@@ -554,8 +569,7 @@ static void handle_frame(struct qr_rpc_conn *conn,
     } else if (as_peer || scope_ok(conn, req, tok)) {
         unsigned flags = QR_OPS_RPC | (as_peer ? QR_OPS_PEER : 0) |
                          (as_peer && req->from_node ? QR_OPS_FROM_NODE : 0);
-        bool small = req->body_case == QRAFT__REQUEST__BODY_PUBLISH ||
-                     qr_ops_answer_is_small(req->body_case);
+        bool small = qr_ops_answer_is_small(req->body_case);
         conn->refs++;
         conn->pending++;
         conn->pending_reads += !small;
@@ -708,7 +722,7 @@ static void take_frames(struct qr_rpc_conn *conn)
  * (a later answer or write releases it again). */
 static void take_up(struct qr_rpc_conn *conn)
 {
-    if (conn->closing || conn->close_queued || at_limit(conn)) {
+    if (!may_take(conn)) {
         return;
     }
     conn->held = false;
@@ -906,10 +920,7 @@ void qr_rpc_close(struct qr_rpc *rpc, qr_rpc_close_cb cb)
     {
         conn_close(c); /* writes its batch: nothing is left to flush */
     }
-    while (!LIST_EMPTY(&rpc->resume)) { /* closing: nothing to take up */
-        c = LIST_FIRST(&rpc->resume);
-        LIST_REMOVE(c, resume_link);
-        c->resume_queued = false;
+    while ((c = resume_pop(rpc)) != NULL) { /* closing: nothing to take up */
         conn_unref(c);
     }
     uv_close((uv_handle_t *)&rpc->flush, on_flush_close);

@@ -518,6 +518,9 @@ bool qr_ops_is_peer_request(Qraft__Request__BodyCase kind)
 
 bool qr_ops_answer_is_small(Qraft__Request__BodyCase kind)
 {
+    if (kind == QRAFT__REQUEST__BODY_PUBLISH) {
+        return true; /* the hot kind: no walk of the table */
+    }
     const struct route *r = find_route(kind);
     return qr_ops_is_peer_request(kind) || (r != NULL && r->needs_leader);
 }
